@@ -1,0 +1,184 @@
+"""Diagnostics: stable codes, located messages, rendering. Depends only on source.py."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Sequence
+
+from .source import SourceFile, Span
+
+Severity = Literal["error", "warning"]
+
+# Codes never change meaning once released. Keep this table in sync with the README.
+CODES: dict[str, str] = {
+    # input and syntax
+    "E001": "syntax error: unexpected token",
+    "E002": "syntax error: unexpected character",
+    "E003": "syntax error: unexpected end of file",
+    "E004": "unreadable policy file (not a file, not UTF-8, or contains NUL bytes)",
+    "E005": "limit exceeded (file size, nesting depth, expression length, number of rules)",
+    "E006": "no policy files found",
+    # CEL
+    "E101": "CEL syntax error in a condition",
+    # unknown names and values
+    "E102": "unknown effect",
+    "E103": "unknown reversibility class",
+    "E104": "unknown severity",
+    "E105": "unknown owner kind",
+    "E106": "unknown default effect",
+    "E107": "default effect `allow` is refused",
+    "E108": "invalid number, duration or count",
+    "E110": "unknown role",
+    "E111": "unknown action type",
+    "E112": "invalid `distinct from` reference",
+    "E113": "variable not in scope",
+    "E114": "unknown constant",
+    "E115": "unknown stop trigger or criterion",
+    # duplicates and structure
+    "E120": "duplicate name",
+    "E121": "statement given twice",
+    "E130": "stop trigger without owner",
+    "E131": "stop trigger without re-enable criteria",
+    "E132": "stop trigger without condition",
+    "E133": "reversal window on an irreversible action",
+    "E134": "workflow without required declaration",
+    "E135": "rollback scenario without authorization",
+    "E136": "reversible action without reversal method",
+    "E137": "`require_approval` rule without approvers",
+    "E138": "approvers on a rule that is not `require_approval`",
+    # warnings
+    "W201": "cycle in the side-effect graph",
+    "W202": "irreversible action allowed without approval",
+    "W203": "duplicate identical rule",
+    "W204": "action type without system",
+}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    severity: Severity
+    message: str
+    span: Span
+    label: str | None = None  # text printed after the caret
+    help: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def sort_key(self) -> tuple:
+        return (self.span.path, self.span.start, self.span.end, self.code, self.message)
+
+    def to_json(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            **self.span.to_json(),
+            "label": self.label,
+            "help": self.help,
+            "notes": list(self.notes),
+        }
+
+
+class PolicyError(Exception):
+    """Raised by `policy_engine.load` with every diagnostic of the policy set."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic], sources: dict[str, SourceFile] | None = None):
+        self.diagnostics = tuple(sort_diagnostics(diagnostics))
+        self.sources = dict(sources or {})
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        first = errors[0] if errors else (self.diagnostics[0] if self.diagnostics else None)
+        summary = f"{first.span}: {first.message}" if first else "policy error"
+        more = len(errors) - 1
+        super().__init__(summary + (f" (and {more} more)" if more > 0 else ""))
+
+    def render(self, color: bool = False) -> str:
+        return render_all(self.diagnostics, self.sources, color=color)
+
+
+def sort_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    seen: set = set()
+    out = []
+    for d in sorted(diags, key=Diagnostic.sort_key):
+        key = (d.code, d.span.path, d.span.start, d.span.end, d.message)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(d)
+    return out
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A 'did you mean' help line from a fuzzy match, or None."""
+    cands = sorted(set(candidates))
+    if not cands:
+        return None
+    match = difflib.get_close_matches(word, cands, n=1, cutoff=0.6)
+    if not match:
+        lowered = {c.lower(): c for c in cands}
+        if word.lower() in lowered:
+            match = [lowered[word.lower()]]
+    return f"did you mean `{match[0]}`?" if match else None
+
+
+def one_of(names: Sequence[str]) -> str:
+    quoted = [f"`{n}`" for n in names]
+    if len(quoted) == 1:
+        return quoted[0]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str:
+    """Render one diagnostic in the house style (see STYLE.md)."""
+
+    def c(code: str, s: str) -> str:
+        return f"\x1b[{code}m{s}\x1b[0m" if color else s
+
+    sev = c("1;31" if d.severity == "error" else "1;33", f"{d.severity}[{d.code}]")
+    lines = [f"{sev}{c('1', ': ' + d.message)}"]
+    sp = d.span
+    lineno = str(sp.line)
+    pad = " " * len(lineno)
+    lines.append(f"{pad}{c('1;34', '-->')} {sp.path}:{sp.line}:{sp.col}")
+    text = source.line_text(sp.line) if source is not None else ""
+    if source is not None:
+        shown = text.replace("\t", " ")
+        if len(shown) > 200:  # keep huge single-line files readable
+            lo = max(0, sp.col - 80)
+            shown = shown[lo : lo + 160]
+            caret_col = sp.col - lo
+        else:
+            caret_col = sp.col
+        width = 1
+        if sp.end_line == sp.line and sp.end_col > sp.col:
+            width = sp.end_col - sp.col
+        elif sp.end_line > sp.line:
+            width = max(1, len(text) - sp.col + 1)
+        width = max(1, min(width, max(1, len(shown) - caret_col + 1)))
+        bar = c("1;34", "|")
+        lines.append(f"{pad} {bar}")
+        lines.append(f"{c('1;34', lineno)} {bar} {shown}")
+        marker = " " * (caret_col - 1) + "^" * width
+        if d.label:
+            marker += " " + d.label
+        lines.append(f"{pad} {bar} {c('1;31' if d.severity == 'error' else '1;33', marker)}")
+        lines.append(f"{pad} {bar}")
+    for note in d.notes:
+        lines.append(f"{pad} = note: {note}")
+    if d.help:
+        lines.append(f"{pad} = help: {d.help}")
+    return "\n".join(lines)
+
+
+def render_all(diags: Sequence[Diagnostic], sources: dict[str, SourceFile], color: bool = False) -> str:
+    parts = [render(d, sources.get(d.span.path), color=color) for d in diags]
+    errors = sum(1 for d in diags if d.severity == "error")
+    warnings = len(diags) - errors
+    tail = []
+    if errors:
+        tail.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        tail.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    if tail:
+        parts.append(", ".join(tail) + " found")
+    return "\n\n".join(parts)

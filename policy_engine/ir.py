@@ -1,0 +1,249 @@
+"""The checked policy model every later stage consumes.
+
+Frozen pydantic models. Source locations live in `Loc` fields, which compare equal to
+each other and are excluded from dumps, so two models that differ only in where they
+were written are equal (formatting never changes meaning).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .source import Span
+
+EFFECTS = ("allow", "require_approval", "deny")
+DEFAULT_EFFECTS = ("require_approval", "deny")
+REVERSIBILITY_CLASSES = ("full", "partial", "irreversible")
+SEVERITIES = ("low", "medium", "high", "critical")
+OWNER_KINDS = ("business", "technical")
+STANDARD_SCENARIOS = (
+    "reviewer_error",
+    "customer_request",
+    "incident",
+    "policy_reversal",
+    "regulatory_order",
+)
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Loc:
+    """A source span that never takes part in equality or hashing."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span | None = None) -> None:
+        self.span = span
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Loc)
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return f"Loc({self.span})" if self.span else "Loc()"
+
+    def __str__(self) -> str:
+        return str(self.span) if self.span else "<unknown>"
+
+
+NO_LOC = Loc()
+
+
+def _loc() -> Any:
+    return Field(default=NO_LOC, exclude=True, repr=False)
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+    loc: Loc = _loc()
+
+
+class Name(Node):
+    """A reference to a name, kept with its location."""
+
+    name: str
+
+
+class Condition(Node):
+    """A CEL condition. `loc` covers the backticks; the CEL text starts one char in."""
+
+    source: str
+
+
+class Const(Node):
+    name: str
+    value: Any
+
+
+class Approvers(Node):
+    count: int
+    roles: tuple[Name, ...]
+    any_of: bool = False  # `by N of [a, b]` vs `by N role`
+
+
+class Rule(Node):
+    name: str
+    named: bool  # False when the name was derived from the rule's content
+    effect: str
+    effect_loc: Loc = _loc()
+    condition: Condition
+    approvers: Optional[Approvers] = None
+
+
+class Prerequisite(Node):
+    name: str
+    named: bool
+    condition: Condition
+
+
+class Reversibility(Node):
+    klass: str  # full | partial | irreversible
+    klass_loc: Loc = _loc()
+    method: Optional[str] = None
+    window_seconds: Optional[int] = None
+    window_text: Optional[str] = None  # as written, e.g. "60s"
+    window_loc: Loc = _loc()
+
+
+class ActionType(Node):
+    name: str
+    workflow: str
+    system: Optional[str] = None
+    description: Optional[str] = None
+    reversibility: Optional[Reversibility] = None
+    prerequisites: tuple[Prerequisite, ...] = ()
+    side_effects: tuple[Name, ...] = ()
+    receipt: tuple[Name, ...] = ()
+    verify: Optional[str] = None
+    rules: tuple[Rule, ...] = ()
+
+
+class Criterion(Node):
+    name: str
+    condition: Condition
+    description: Optional[str] = None
+
+
+class StopTrigger(Node):
+    name: str
+    workflow: str
+    condition: Optional[Condition] = None
+    severity: Optional[str] = None
+    severity_loc: Loc = _loc()
+    owner: Optional[str] = None
+    affects: tuple[Name, ...] = ()
+    receipt: tuple[Name, ...] = ()
+    rollback: Optional[str] = None
+    notify: tuple[Name, ...] = ()
+    criteria: tuple[Criterion, ...] = ()
+    has_resume_block: bool = False
+    description: Optional[str] = None
+
+
+class Slot(Node):
+    count: int
+    roles: tuple[Name, ...]
+    any_of: bool = False
+
+
+class Ref(Node):
+    path: tuple[str, ...]  # e.g. ("original", "reviewer")
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+class Authorization(Node):
+    slots: tuple[Slot, ...]
+    distinct_from: tuple[Ref, ...] = ()
+
+
+class CompItem(Node):
+    """A compensating action: an action type name, or free text."""
+
+    name: str
+    is_action: bool
+
+
+class Escalation(Node):
+    route: Optional[Name] = None
+    authorization: Optional[Authorization] = None
+    notify: tuple[Name, ...] = ()
+    compensate: tuple[CompItem, ...] = ()
+
+
+class Scenario(Node):
+    name: str
+    workflow: str
+    route: Optional[Name] = None
+    authorization: Optional[Authorization] = None
+    notify: tuple[Name, ...] = ()
+    compensate: tuple[CompItem, ...] = ()
+    cascade_depth: int = 0
+    escalation: Optional[Escalation] = None
+    description: Optional[str] = None
+
+    @property
+    def standard(self) -> bool:
+        return self.name in STANDARD_SCENARIOS
+
+
+class Owner(Node):
+    kind: str
+    name: str
+
+
+class Workflow(Node):
+    name: str
+    version: Optional[str] = None
+    owners: tuple[Owner, ...] = ()
+    default_effect: str = "require_approval"
+    default_loc: Loc = _loc()
+    roles: tuple[Name, ...] = ()
+    constants: tuple[Const, ...] = ()
+    actions: tuple[ActionType, ...] = ()
+    stops: tuple[StopTrigger, ...] = ()
+    scenarios: tuple[Scenario, ...] = ()
+
+    def owner(self, kind: str) -> Optional[str]:
+        for o in self.owners:
+            if o.kind == kind:
+                return o.name
+        return None
+
+
+class PolicyFile(Node):
+    """What one .policy file declares."""
+
+    path: str
+    roles: tuple[Name, ...] = ()
+    constants: tuple[Const, ...] = ()
+    workflows: tuple[Workflow, ...] = ()
+
+
+class PolicySet(Node):
+    """A checked policy set: every file of a directory, names resolved across files."""
+
+    files: tuple[PolicyFile, ...] = ()
+    content_hash: str = ""
+
+    @property
+    def workflows(self) -> tuple[Workflow, ...]:
+        return tuple(w for f in self.files for w in f.workflows)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for f in self.files:
+            names.extend(r.name for r in f.roles)
+            for w in f.workflows:
+                names.extend(r.name for r in w.roles)
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def constants(self) -> tuple[Const, ...]:
+        return tuple(c for f in self.files for c in f.constants)

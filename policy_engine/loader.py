@@ -1,0 +1,190 @@
+"""Files and directories -> a checked PolicySet, with every diagnostic collected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from . import ir
+from .diagnostics import Diagnostic, PolicyError, sort_diagnostics
+from .source import SourceFile, Span
+
+MAX_FILES = 1000
+MAX_FILE_BYTES = 1_000_000
+MAX_RULES_PER_SET = 50_000
+
+
+@dataclass
+class LoadResult:
+    policy_set: ir.PolicySet | None
+    diagnostics: list[Diagnostic]
+    sources: dict[str, SourceFile]
+    compiled: dict = field(default_factory=dict)  # cond_key -> CompiledExpr
+    cel_cache: dict = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+
+class UsageError(Exception):
+    """A path that does not exist or holds no policy files (CLI exit code 2)."""
+
+
+def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Every .policy file under the given paths, sorted, de-duplicated."""
+    found: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found.extend(sorted(q for q in path.rglob("*.policy") if q.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UsageError(f"no such file or directory: {p}")
+    seen: set = set()
+    out = []
+    for f in found:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _whole_file(path: str, text: str = "") -> Span:
+    return Span(path, 0, 0, 1, 1, 1, 1)
+
+
+def read_source(path: Path, display: str) -> tuple[SourceFile | None, Diagnostic | None]:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, Diagnostic("E005", "error", f"policy file is {size} bytes; the limit is {MAX_FILE_BYTES}",
+                                    _whole_file(display), help="split the policy set into several files")
+        data = path.read_bytes()
+    except OSError as e:
+        return None, Diagnostic("E004", "error", f"cannot read policy file: {e.strerror or e}", _whole_file(display))
+    return decode_source(data, display)
+
+
+def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnostic | None]:
+    if len(data) > MAX_FILE_BYTES:
+        return None, Diagnostic("E005", "error", f"policy file is {len(data)} bytes; the limit is {MAX_FILE_BYTES}",
+                                _whole_file(display), help="split the policy set into several files")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        prefix = data[: e.start].decode("utf-8", errors="replace")
+        src = SourceFile(display, data.decode("utf-8", errors="replace"))
+        return None, Diagnostic("E004", "error", "policy file is not valid UTF-8", src.span(len(prefix), len(prefix) + 1),
+                                label=f"invalid byte 0x{data[e.start]:02x}", help="save the file as UTF-8")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    nul = text.find("\x00")
+    if nul != -1:
+        src = SourceFile(display, text.replace("\x00", " "))
+        return None, Diagnostic("E004", "error", "policy file contains a NUL byte", src.span(nul, nul + 1),
+                                label="NUL byte", help="policy files are plain UTF-8 text")
+    return SourceFile(display, text), None
+
+
+def _normalize(value):
+    """Model dump with named items sorted by name, so order never changes the hash."""
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_normalize(v) for v in value]
+        if items and all(isinstance(i, dict) and "name" in i for i in items):
+            items.sort(key=lambda i: (str(i["name"]), json.dumps(i, sort_keys=True, default=str)))
+        return items
+    return value
+
+
+def content_hash(files: Iterable[ir.PolicyFile]) -> str:
+    workflows = sorted((w.model_dump(mode="json") for f in files for w in f.workflows), key=lambda w: w["name"])
+    files = list(files)
+    roles = sorted({r.name for f in files for r in f.roles})
+    consts = sorted((c.model_dump(mode="json") for f in files for c in f.constants), key=lambda c: c["name"])
+    doc = {"roles": roles, "constants": consts, "workflows": _normalize(workflows)}
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def load_sources(sources: list[SourceFile], extra_diags: list[Diagnostic] | None = None) -> LoadResult:
+    from .check import check
+    from .lower import lower
+    from .parser import parse
+
+    diags: list[Diagnostic] = list(extra_diags or [])
+    files: list[ir.PolicyFile] = []
+    smap = {s.path: s for s in sources}
+    for src in sources:
+        pr = parse(src)
+        diags.extend(pr.diagnostics)
+        if pr.tree is None:
+            continue
+        try:
+            pf, ldiags = lower(src, pr.tree)
+        except RecursionError:
+            diags.append(Diagnostic("E005", "error", "policy file nests too deeply", _whole_file(src.path)))
+            continue
+        diags.extend(ldiags)
+        files.append(pf)
+    nrules = sum(len(a.rules) for f in files for w in f.workflows for a in w.actions)
+    if nrules > MAX_RULES_PER_SET:
+        diags.append(Diagnostic("E005", "error", f"the policy set has {nrules} rules; the limit is {MAX_RULES_PER_SET}",
+                                _whole_file(sources[0].path if sources else "<policy set>")))
+    cel_cache: dict = {}
+    checker = check(files, smap, cel_cache)
+    diags.extend(checker.diagnostics if hasattr(checker, "diagnostics") else checker.diags)
+    diags = sort_diagnostics(diags)
+    if not any(d.severity == "error" for d in diags) and not files:
+        pass
+    pset = None
+    if not any(d.severity == "error" for d in diags):
+        pset = ir.PolicySet(files=tuple(files), content_hash=content_hash(files))
+    return LoadResult(pset, diags, smap, checker.compiled, cel_cache)
+
+
+def load_paths(paths: Sequence[str | os.PathLike]) -> LoadResult:
+    """Parse, lower and check every .policy file under `paths` as one policy set."""
+    files = discover(paths)
+    if not files:
+        raise UsageError("no .policy files found in " + ", ".join(str(p) for p in paths))
+    if len(files) > MAX_FILES:
+        raise UsageError(f"{len(files)} policy files; the limit is {MAX_FILES}")
+    sources: list[SourceFile] = []
+    diags: list[Diagnostic] = []
+    for f in files:
+        src, err = read_source(f, str(f))
+        if err is not None:
+            diags.append(err)
+            if src is not None:
+                sources.append(src)
+            continue
+        sources.append(src)
+    return load_sources(sources, diags)
+
+
+def load_text(text: str, path: str = "<string>") -> LoadResult:
+    """Check policy text held in memory (tests, editors)."""
+    src, err = decode_source(text.encode("utf-8", errors="surrogatepass"), path)
+    if err is not None:
+        return LoadResult(None, [err], {path: SourceFile(path, text)})
+    return load_sources([src])
+
+
+def require_ok(result: LoadResult) -> ir.PolicySet:
+    if result.policy_set is None:
+        raise PolicyError(result.diagnostics, result.sources)
+    return result.policy_set

@@ -1,0 +1,387 @@
+"""Parse tree -> IR. Structural problems found while lowering become Diagnostics.
+
+No names are resolved here (that is check.py's job); this only builds the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from lark import Token, Tree
+
+from . import ir
+from .diagnostics import Diagnostic
+from .source import SourceFile
+
+MAX_EXPRESSION_LENGTH = 4096
+MAX_RULES_PER_FILE = 20_000
+
+
+class Lowerer:
+    def __init__(self, src: SourceFile) -> None:
+        self.src = src
+        self.diags: list[Diagnostic] = []
+        self.rule_count = 0
+
+    # -------------------------------------------------------------- helpers
+    def loc(self, node: Any) -> ir.Loc:
+        if isinstance(node, Token):
+            start = node.start_pos or 0
+            end = node.end_pos if node.end_pos is not None else start
+            return ir.Loc(self.src.span(start, end))
+        meta = getattr(node, "meta", None)
+        if meta is not None and not getattr(meta, "empty", True):
+            return ir.Loc(self.src.span(meta.start_pos, meta.end_pos))
+        return ir.Loc(self.src.span(0, 0))
+
+    def err(self, code: str, message: str, node: Any, label: str | None = None, help: str | None = None,
+            severity: str = "error") -> None:
+        loc = node if isinstance(node, ir.Loc) else self.loc(node)
+        self.diags.append(Diagnostic(code, severity, message, loc.span, label=label, help=help))
+
+    @staticmethod
+    def string(tok: Token) -> str:
+        try:
+            return json.loads(str(tok))
+        except ValueError:
+            return str(tok)[1:-1]
+
+    def name(self, tok: Token) -> ir.Name:
+        return ir.Name(name=str(tok), loc=self.loc(tok))
+
+    def names(self, tree: Tree | None) -> tuple[ir.Name, ...]:
+        if tree is None:
+            return ()
+        return tuple(self.name(t) for t in tree.children if isinstance(t, Token))
+
+    def condition(self, tok: Token) -> ir.Condition:
+        text = str(tok)[1:-1]
+        if len(text) > MAX_EXPRESSION_LENGTH:
+            self.err("E005", f"condition is {len(text)} characters long; the limit is {MAX_EXPRESSION_LENGTH}",
+                     tok, label="too long", help="split the condition into several rules or move lists into `const` declarations")
+        return ir.Condition(source=text, loc=self.loc(tok))
+
+    def once(self, seen: dict, key: str, node: Any) -> bool:
+        """Report a statement given twice in one block. Returns True the first time."""
+        if key in seen:
+            first = seen[key]
+            self.err("E121", f"`{key}` is given twice", node, label="second declaration",
+                     help=f"the first is at {first}; keep one")
+            return False
+        seen[key] = self.loc(node).span
+        return True
+
+    def integer(self, tok: Token, what: str, minimum: int = 0, maximum: int = 1_000_000) -> int:
+        value = int(str(tok))
+        if value < minimum or value > maximum:
+            self.err("E108", f"{what} must be between {minimum} and {maximum}, not {value}", tok)
+            return max(minimum, min(value, maximum))
+        return value
+
+    # -------------------------------------------------------------- file
+    def file(self, tree: Tree) -> ir.PolicyFile:
+        roles: list[ir.Name] = []
+        consts: list[ir.Const] = []
+        workflows: list[ir.Workflow] = []
+        for child in tree.children:
+            if child.data == "workflow":
+                workflows.append(self.workflow(child))
+            elif child.data == "roles_decl":
+                roles.extend(self.names(child.children[0]))
+            elif child.data == "const_decl":
+                consts.append(self.const(child))
+        return ir.PolicyFile(path=self.src.path, roles=tuple(roles), constants=tuple(consts),
+                             workflows=tuple(workflows), loc=self.loc(tree))
+
+    def const(self, tree: Tree) -> ir.Const:
+        name_tok, value = tree.children
+        return ir.Const(name=str(name_tok), value=self.value(value), loc=self.loc(name_tok))
+
+    def value(self, node: Any) -> Any:
+        # iterative-safe: nesting is bounded by parser.check_nesting
+        if isinstance(node, Tree):
+            kind = node.data
+            if kind == "v_string":
+                return self.string(node.children[0])
+            if kind == "v_number":
+                text = str(node.children[0])
+                if any(c in text for c in ".eE"):
+                    v = float(text)
+                    if v != v or v in (float("inf"), float("-inf")):
+                        self.err("E108", f"number `{text}` is out of range", node)
+                        return 0.0
+                    return v
+                v = int(text)
+                if not -(2**63) <= v < 2**63:
+                    self.err("E108", f"number `{text}` does not fit in a 64-bit integer", node)
+                    return 0
+                return v
+            if kind == "v_true":
+                return True
+            if kind == "v_false":
+                return False
+            if kind == "v_null":
+                return None
+            if kind == "v_list":
+                return tuple(self.value(c) for c in node.children if c is not None)
+            if kind == "v_map":
+                out: dict[str, Any] = {}
+                for pair in node.children:
+                    if pair is None:
+                        continue
+                    k, v = pair.children
+                    key = self.string(k)
+                    if key in out:
+                        self.err("E120", f"duplicate key `{key}` in map", k)
+                    out[key] = self.value(v)
+                return out
+        raise AssertionError(f"unexpected value node {node!r}")  # pragma: no cover
+
+    # -------------------------------------------------------------- workflow
+    def workflow(self, tree: Tree) -> ir.Workflow:
+        name_tok, *items = tree.children
+        seen: dict = {}
+        fields: dict[str, Any] = {"name": self.string(name_tok), "loc": self.loc(name_tok)}
+        roles: list[ir.Name] = []
+        consts: list[ir.Const] = []
+        actions: list[ir.ActionType] = []
+        stops: list[ir.StopTrigger] = []
+        scenarios: list[ir.Scenario] = []
+        wf = fields["name"]
+        for item in items:
+            kind = item.data
+            if kind == "version_decl":
+                if self.once(seen, "version", item):
+                    fields["version"] = self.string(item.children[0])
+            elif kind == "owners_decl":
+                if self.once(seen, "owners", item):
+                    fields["owners"] = tuple(
+                        ir.Owner(kind=str(o.children[0]), name=self.string(o.children[1]), loc=self.loc(o.children[0]))
+                        for o in item.children
+                    )
+            elif kind == "default_decl":
+                if self.once(seen, "default", item):
+                    tok = item.children[0]
+                    fields["default_effect"] = str(tok)
+                    fields["default_loc"] = self.loc(tok)
+            elif kind == "roles_decl":
+                roles.extend(self.names(item.children[0]))
+            elif kind == "const_decl":
+                consts.append(self.const(item))
+            elif kind == "action_decl":
+                actions.append(self.action(item, wf))
+            elif kind == "stop_decl":
+                stops.append(self.stop(item, wf))
+            elif kind == "rollback_decl":
+                scenarios.append(self.scenario(item, wf))
+        return ir.Workflow(roles=tuple(roles), constants=tuple(consts), actions=tuple(actions),
+                           stops=tuple(stops), scenarios=tuple(scenarios), **fields)
+
+    # -------------------------------------------------------------- actions
+    def action(self, tree: Tree, wf: str) -> ir.ActionType:
+        name_tok, *items = tree.children
+        seen: dict = {}
+        fields: dict[str, Any] = {}
+        prereqs: list[ir.Prerequisite] = []
+        side: list[ir.Name] = []
+        receipt: list[ir.Name] = []
+        rules: list[ir.Rule] = []
+        for item in items:
+            kind = item.data
+            if kind == "system_decl":
+                if self.once(seen, "system", item):
+                    fields["system"] = self.string(item.children[0])
+            elif kind == "description_decl":
+                if self.once(seen, "description", item):
+                    fields["description"] = self.string(item.children[0])
+            elif kind == "verify_decl":
+                if self.once(seen, "verify", item):
+                    fields["verify"] = self.string(item.children[0])
+            elif kind == "reversible_decl":
+                if self.once(seen, "reversible", item):
+                    fields["reversibility"] = self.reversibility(item)
+            elif kind == "prerequisite_decl":
+                name_t, cel = item.children
+                cond = self.condition(cel)
+                pname = str(name_t) if name_t is not None else cond.source.strip()
+                prereqs.append(ir.Prerequisite(name=pname, named=name_t is not None, condition=cond,
+                                               loc=self.loc(name_t if name_t is not None else cel)))
+            elif kind == "side_effects_decl":
+                side.extend(self.names(item.children[0]))
+            elif kind == "receipt_decl":
+                receipt.extend(self.names(item.children[0]))
+            elif kind == "gate_rule":
+                rules.append(self.rule(item))
+        return ir.ActionType(name=str(name_tok), workflow=wf, prerequisites=tuple(prereqs),
+                             side_effects=tuple(side), receipt=tuple(receipt), rules=tuple(rules),
+                             loc=self.loc(name_tok), **fields)
+
+    def reversibility(self, tree: Tree) -> ir.Reversibility:
+        klass_tok, via, within = tree.children
+        fields: dict[str, Any] = {"klass": str(klass_tok), "klass_loc": self.loc(klass_tok)}
+        if via is not None:
+            fields["method"] = self.string(via.children[0])
+        if within is not None:
+            tok = within.children[0]
+            text = str(tok)
+            amount, unit = int(text[:-1]), text[-1]
+            seconds = amount * ir.DURATION_UNITS[unit]
+            if seconds <= 0 or seconds > 100 * 365 * 86400:
+                self.err("E108", f"reversal window `{text}` must be more than zero and at most 100 years", tok)
+                seconds = max(1, min(seconds, 100 * 365 * 86400))
+            fields.update(window_seconds=seconds, window_text=text, window_loc=self.loc(tok))
+        return ir.Reversibility(loc=self.loc(tree), **fields)
+
+    def rule(self, tree: Tree) -> ir.Rule:
+        effect_tok, name_tok, approvers, cel = tree.children
+        self.rule_count += 1
+        if self.rule_count == MAX_RULES_PER_FILE + 1:
+            self.err("E005", f"more than {MAX_RULES_PER_FILE} rules in one file", effect_tok,
+                     help="split the policy into several files")
+        cond = self.condition(cel)
+        effect = str(effect_tok)
+        appr = None
+        if approvers is not None:
+            count_tok = approvers.children[0]
+            count = self.integer(count_tok, "the number of approvers", 1, 100)
+            if approvers.data == "approvers_one":
+                roles: tuple[ir.Name, ...] = (self.name(approvers.children[1]),)
+                any_of = False
+            else:
+                roles = self.names(approvers.children[1])
+                any_of = True
+            appr = ir.Approvers(count=count, roles=roles, any_of=any_of, loc=self.loc(approvers))
+        if name_tok is not None:
+            name, named = str(name_tok), True
+        else:
+            digest = hashlib.sha256(f"{effect}\x00{cond.source}".encode()).hexdigest()[:6]
+            name, named = f"{effect}_{digest}", False
+        return ir.Rule(name=name, named=named, effect=effect, effect_loc=self.loc(effect_tok), condition=cond,
+                       approvers=appr, loc=self.loc(name_tok if name_tok is not None else effect_tok))
+
+    # -------------------------------------------------------------- stop triggers
+    def stop(self, tree: Tree, wf: str) -> ir.StopTrigger:
+        name_tok, *items = tree.children
+        seen: dict = {}
+        fields: dict[str, Any] = {}
+        lists: dict[str, list] = {"affects": [], "receipt": [], "notify": [], "criteria": []}
+        for item in items:
+            kind = item.data
+            if kind == "stop_when":
+                if self.once(seen, "when", item):
+                    fields["condition"] = self.condition(item.children[0])
+            elif kind == "severity_decl":
+                if self.once(seen, "severity", item):
+                    fields["severity"] = str(item.children[0])
+                    fields["severity_loc"] = self.loc(item.children[0])
+            elif kind == "owner_decl":
+                if self.once(seen, "owner", item):
+                    fields["owner"] = self.string(item.children[0])
+            elif kind == "description_decl":
+                if self.once(seen, "description", item):
+                    fields["description"] = self.string(item.children[0])
+            elif kind == "stop_rollback_decl":
+                if self.once(seen, "rollback", item):
+                    fields["rollback"] = self.string(item.children[0])
+            elif kind == "affects_decl":
+                lists["affects"].extend(self.names(item.children[0]))
+            elif kind == "receipt_decl":
+                lists["receipt"].extend(self.names(item.children[0]))
+            elif kind == "notify_decl":
+                lists["notify"].extend(self.names(item.children[0]))
+            elif kind == "resume_decl":
+                fields["has_resume_block"] = True
+                for crit in item.children:
+                    cname, cel, desc = crit.children
+                    lists["criteria"].append(ir.Criterion(
+                        name=str(cname), condition=self.condition(cel),
+                        description=self.string(desc) if desc is not None else None, loc=self.loc(cname)))
+        return ir.StopTrigger(name=str(name_tok), workflow=wf, loc=self.loc(name_tok),
+                              **{k: tuple(v) for k, v in lists.items()}, **fields)
+
+    # -------------------------------------------------------------- rollback scenarios
+    def scenario(self, tree: Tree, wf: str) -> ir.Scenario:
+        name_tok, *items = tree.children
+        seen: dict = {}
+        fields: dict[str, Any] = {}
+        notify: list[ir.Name] = []
+        comp: list[ir.CompItem] = []
+        for item in items:
+            kind = item.data
+            if kind == "route_decl":
+                if self.once(seen, "route", item):
+                    fields["route"] = self.name(item.children[0])
+            elif kind == "authorize_decl":
+                if self.once(seen, "authorize", item):
+                    fields["authorization"] = self.authorization(item)
+            elif kind == "notify_decl":
+                notify.extend(self.names(item.children[0]))
+            elif kind == "compensate_decl":
+                comp.extend(self.compensations(item))
+            elif kind == "cascade_decl":
+                if self.once(seen, "cascade depth", item):
+                    fields["cascade_depth"] = self.integer(item.children[0], "the cascade depth", 0, 64)
+            elif kind == "description_decl":
+                if self.once(seen, "description", item):
+                    fields["description"] = self.string(item.children[0])
+            elif kind == "after_window_decl":
+                if self.once(seen, "after window", item):
+                    fields["escalation"] = self.escalation(item)
+        return ir.Scenario(name=str(name_tok), workflow=wf, notify=tuple(notify), compensate=tuple(comp),
+                           loc=self.loc(name_tok), **fields)
+
+    def escalation(self, tree: Tree) -> ir.Escalation:
+        seen: dict = {}
+        fields: dict[str, Any] = {}
+        notify: list[ir.Name] = []
+        comp: list[ir.CompItem] = []
+        for item in tree.children:
+            kind = item.data
+            if kind == "route_decl":
+                if self.once(seen, "route", item):
+                    fields["route"] = self.name(item.children[0])
+            elif kind == "authorize_decl":
+                if self.once(seen, "authorize", item):
+                    fields["authorization"] = self.authorization(item)
+            elif kind == "notify_decl":
+                notify.extend(self.names(item.children[0]))
+            elif kind == "compensate_decl":
+                comp.extend(self.compensations(item))
+        return ir.Escalation(notify=tuple(notify), compensate=tuple(comp), loc=self.loc(tree), **fields)
+
+    def compensations(self, tree: Tree) -> list[ir.CompItem]:
+        out = []
+        for c in tree.children:
+            if c is None:
+                continue
+            if c.type == "STRING":
+                out.append(ir.CompItem(name=self.string(c), is_action=False, loc=self.loc(c)))
+            else:
+                out.append(ir.CompItem(name=str(c), is_action=True, loc=self.loc(c)))
+        return out
+
+    def authorization(self, tree: Tree) -> ir.Authorization:
+        slots: list[ir.Slot] = []
+        refs: list[ir.Ref] = []
+        for child in tree.children:
+            if child is None:
+                continue
+            if child.data == "slot_role":
+                count = self.integer(child.children[0], "the number of approvers", 1, 100)
+                slots.append(ir.Slot(count=count, roles=(self.name(child.children[1]),), loc=self.loc(child)))
+            elif child.data == "slot_any":
+                count = self.integer(child.children[0], "the number of approvers", 1, 100)
+                slots.append(ir.Slot(count=count, roles=self.names(child.children[1]), any_of=True,
+                                     loc=self.loc(child)))
+            elif child.data == "distinct":
+                for ref in child.children:
+                    refs.append(ir.Ref(path=tuple(str(t) for t in ref.children), loc=self.loc(ref)))
+        return ir.Authorization(slots=tuple(slots), distinct_from=tuple(refs), loc=self.loc(tree))
+
+
+def lower(src: SourceFile, tree: Tree) -> tuple[ir.PolicyFile, list[Diagnostic]]:
+    lw = Lowerer(src)
+    pf = lw.file(tree)
+    return pf, lw.diags

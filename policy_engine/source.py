@@ -1,0 +1,72 @@
+"""Source files and spans. Depends on nothing else in the package."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One policy file's text, with a line index for offset -> line/column."""
+
+    path: str
+    text: str
+    _line_starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        starts = [0]
+        find = self.text.find
+        i = find("\n")
+        while i != -1:
+            starts.append(i + 1)
+            i = find("\n", i + 1)
+        object.__setattr__(self, "_line_starts", tuple(starts))
+
+    def line_col(self, offset: int) -> tuple[int, int]:
+        """1-based line and column of a character offset."""
+        offset = max(0, min(offset, len(self.text)))
+        line = bisect.bisect_right(self._line_starts, offset) - 1
+        return line + 1, offset - self._line_starts[line] + 1
+
+    def offset(self, line: int, col: int) -> int:
+        line = max(1, min(line, len(self._line_starts)))
+        return min(self._line_starts[line - 1] + col - 1, len(self.text))
+
+    def line_text(self, line: int) -> str:
+        if line < 1 or line > len(self._line_starts):
+            return ""
+        start = self._line_starts[line - 1]
+        end = self.text.find("\n", start)
+        return self.text[start:] if end == -1 else self.text[start:end]
+
+    def span(self, start: int, end: int | None = None) -> "Span":
+        end = start if end is None else end
+        line, col = self.line_col(start)
+        end_line, end_col = self.line_col(end)
+        return Span(self.path, start, end, line, col, end_line, end_col)
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A half-open character range in a file, with 1-based line/column of both ends."""
+
+    path: str
+    start: int
+    end: int
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.path,
+            "line": self.line,
+            "col": self.col,
+            "end_line": self.end_line,
+            "end_col": self.end_col,
+        }
