@@ -1,0 +1,422 @@
+"""Input and output models of the engine API (pydantic v2, frozen).
+
+Inputs may be given as plain dicts or as these models; outputs are always these models.
+Every output dumps deterministically with `model_dump(mode="json")`: lists that have no
+meaningful order are sorted, timestamps are RFC 3339 strings in UTC with a `Z` suffix.
+
+Input models (what callers send):
+    Action, WorkflowState, OriginalRecord, RollbackRequest, Approval, ResumeRequest,
+    and the CLI envelopes GateQuestion, RollbackQuestion, AuthorizeQuestion, ResumeQuestion.
+Output models (what the engine returns):
+    Decision, RollbackPlan, AuthorizationVerdict, ResumeDecision (and their parts).
+
+See docs/engine.md for the semantics of every field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Effect = Literal["allow", "require_approval", "deny", "stop"]
+RuleKind = Literal["rule", "stop", "default", "undeclared", "stopped", "error"]
+Timestamp = Union[datetime, str]  # inputs: RFC 3339 string or tz-aware datetime
+
+
+class _Out(BaseModel):
+    """Base of every output model: frozen, no extra fields, dumps by alias."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class _In(BaseModel):
+    """Base of input models that carry arbitrary attributes (`extra="allow"`)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True, serialize_by_alias=True)
+
+
+# =============================================================================== inputs
+
+
+class Action(_In):
+    """A proposed action. Flat: every attribute besides `workflow`, `type` and `id`
+    is an extra field and CEL sees the whole object as `action`."""
+
+    workflow: str = Field(description="name of the workflow the action belongs to")
+    type: str = Field(description="name of the action type, as declared in the policy")
+    id: Optional[str] = Field(default=None, description="caller's id for the action (echoed in the decision)")
+
+
+class WorkflowState(_In):
+    """The caller's view of the workflow's state. CEL sees it as `workflow`."""
+
+    name: Optional[str] = None
+    status: Literal["running", "stopped"] = "running"
+    stopped_by: Optional[str] = Field(default=None, description="the stop trigger that stopped the workflow")
+    stopped_at: Optional[Timestamp] = None
+
+
+class OriginalRecord(_In):
+    """An executed action (the subject of a rollback). Extra attributes allowed;
+    prerequisites see it as `original`. `downstream` records nest (the cascade)."""
+
+    id: str
+    type: str
+    executed_at: Optional[Timestamp] = None
+    reviewer: Optional[str] = None
+    requester: Optional[str] = None
+    downstream: list["OriginalRecord"] = Field(default_factory=list)
+
+
+class RollbackRequest(_In):
+    """A request to reverse an executed action. Prerequisites see it as `request`."""
+
+    workflow: str
+    scenario: str
+    requested_by: str
+    reason: Optional[str] = None
+    requested_at: Optional[Timestamp] = None
+    original: OriginalRecord
+
+
+class Approval(_In):
+    """One principal's approval of one rollback plan (bound by `plan_hash`)."""
+
+    principal: str
+    roles: list[str] = Field(default_factory=list)
+    at: Optional[Timestamp] = None
+    plan_hash: Optional[str] = None
+    policy_hash: Optional[str] = None
+    expires_at: Optional[Timestamp] = None
+
+
+class ResumeRequest(_In):
+    workflow: str
+    stop: Union[str, WorkflowState] = Field(description="trigger name, or the stopped workflow state")
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ CLI envelopes (stopline eval)
+
+
+class GateQuestion(_In):
+    question: Literal["gate"]
+    action: dict[str, Any]
+    workflow_state: Optional[dict[str, Any]] = None
+    now: Optional[Timestamp] = None
+
+
+class RollbackQuestion(_In):
+    question: Literal["rollback"]
+    request: dict[str, Any]
+    now: Optional[Timestamp] = None
+
+
+class AuthorizeQuestion(_In):
+    """Either `plan` (a RollbackPlan as printed by the rollback question) or `request`
+    (the plan is then classified first, at `now`)."""
+
+    question: Literal["authorize"]
+    plan: Optional[dict[str, Any]] = None
+    request: Optional[dict[str, Any]] = None
+    approvals: list[dict[str, Any]] = Field(default_factory=list)
+    now: Optional[Timestamp] = None
+
+
+class ResumeQuestion(_In):
+    question: Literal["resume"]
+    workflow: str
+    stop: Union[str, dict[str, Any]]
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    now: Optional[Timestamp] = None
+
+
+Question = Union[GateQuestion, RollbackQuestion, AuthorizeQuestion, ResumeQuestion]
+
+
+# =============================================================================== gate decision
+
+
+class RuleRef(_Out):
+    """A reference to what decided (or matched): a gate rule, a stop trigger, the
+    workflow default, or a synthetic reason (undeclared / stopped / error)."""
+
+    kind: RuleKind
+    name: str
+    effect: Effect
+    location: Optional[str] = Field(default=None, description="file:line:col of the declaration")
+
+
+class EvalError(_Out):
+    """A condition (or input) that could not be evaluated. Never widens permission."""
+
+    rule: str = Field(description="rule, trigger, prerequisite or criterion name; `<input>` for bad input")
+    kind: Literal["rule", "stop", "prerequisite", "criterion", "input", "policy"] = "rule"
+    message: str
+    location: Optional[str] = None
+    budget: Optional[str] = Field(default=None, description="name of the evaluation budget exceeded, if any")
+
+
+class ApprovalRequirement(_Out):
+    rule: str
+    count: int
+    roles: list[str]
+    any_of: bool = Field(description="true for `by N of [a, b]`: any of the roles; false: the single role")
+    location: Optional[str] = None
+
+
+class StopInfo(_Out):
+    trigger: str
+    known: bool = Field(default=True, description="false when a workflow state names a trigger the policy lacks")
+    severity: Optional[str] = None
+    owner: Optional[str] = None
+    affects: list[str] = Field(default_factory=list)
+    rollback: Optional[str] = None
+    notify: list[str] = Field(default_factory=list)
+    resume_criteria: list[str] = Field(default_factory=list)
+    receipt: list[str] = Field(default_factory=list)
+    location: Optional[str] = None
+    stopped_at: Optional[str] = None
+
+
+class SlotSpec(_Out):
+    """One authorization slot: `count` distinct principals, each holding one of `roles`
+    (`any_of`), or the single role. `source` says whether the slot is standard or was
+    added by the scenario's `after window` escalation."""
+
+    id: str
+    count: int
+    roles: list[str]
+    any_of: bool = False
+    source: Literal["standard", "escalation"] = "standard"
+
+
+class ScenarioCost(_Out):
+    """What reversing costs under one scenario: standard path within the window,
+    escalated path after it."""
+
+    scenario: str
+    route: Optional[str] = None
+    slots: list[SlotSpec] = Field(default_factory=list)
+    distinct_from: list[str] = Field(default_factory=list)
+    notify: list[str] = Field(default_factory=list)
+    compensate: list[str] = Field(default_factory=list)
+
+
+class ReversibilityInfo(_Out):
+    klass: Optional[Literal["full", "partial", "irreversible"]] = Field(
+        default=None, alias="class", description="`null` when the action type declares no reversibility")
+    method: Optional[str] = None
+    window: Optional[str] = Field(default=None, description="as written in the policy, e.g. `60s`")
+    window_seconds: Optional[int] = None
+    reversible_until: Optional[str] = Field(default=None, description="now + window, if executed now")
+    within_window: list[ScenarioCost] = Field(default_factory=list, description="per scenario: standard path")
+    after_window: list[ScenarioCost] = Field(default_factory=list, description="per scenario: escalated path")
+
+
+class TraceEntry(_Out):
+    """One rule or trigger considered, with its condition's outcome."""
+
+    kind: Literal["rule", "stop"]
+    name: str
+    effect: Effect
+    location: Optional[str] = None
+    condition: str = ""
+    value: Optional[str] = Field(default=None, description="the condition's value as JSON text, when it had one")
+    error: Optional[str] = None
+    matched: bool
+
+
+class Decision(_Out):
+    effect: Effect
+    deciding: RuleRef
+    reason: str = Field(description="one line: why this effect won")
+    workflow: Optional[str] = None
+    action_type: Optional[str] = None
+    action_id: Optional[str] = None
+    matched: list[RuleRef] = Field(default_factory=list, description="every matched rule, by precedence then name")
+    approvals: list[ApprovalRequirement] = Field(default_factory=list)
+    stop: Optional[StopInfo] = None
+    reversibility: Optional[ReversibilityInfo] = None
+    receipt: list[str] = Field(default_factory=list)
+    errors: list[EvalError] = Field(default_factory=list)
+    trace: list[TraceEntry] = Field(default_factory=list)
+    evaluated_at: str
+    policy_hash: str
+    policy_version: Optional[str] = None
+
+
+# =============================================================================== rollback plan
+
+
+class DistinctRef(_Out):
+    ref: str = Field(description="as written, e.g. `original.reviewer`")
+    principal: Optional[str] = Field(default=None, description="resolved from the request; null if absent")
+
+
+class AuthorizationRequirement(_Out):
+    slots: list[SlotSpec] = Field(default_factory=list)
+    distinct_from: list[DistinctRef] = Field(default_factory=list)
+    excluded_principals: list[str] = Field(default_factory=list, description="principals that never count")
+
+
+class PrerequisiteResult(_Out):
+    name: str
+    met: bool
+    reason: Optional[str] = None
+    location: Optional[str] = None
+
+
+class Feasibility(_Out):
+    status: Literal["feasible", "manual", "blocked"]
+    reasons: list[str] = Field(default_factory=list)
+    prerequisites: list[PrerequisiteResult] = Field(default_factory=list)
+    unmet: list[str] = Field(default_factory=list)
+
+
+class Compensation(_Out):
+    name: str
+    kind: Literal["action", "text"]
+    source: Literal["standard", "escalation"] = "standard"
+
+
+class CascadeStep(_Out):
+    record_id: str
+    type: str
+    depth: int
+    parent: Optional[str] = None
+    method: Optional[str] = None
+    verify: Optional[str] = None
+    reversibility: Optional[str] = Field(default=None, description="class of the record's action type")
+    manual: bool = False
+    reason: Optional[str] = Field(default=None, description="why the step is manual")
+
+
+class CheckpointRecord(_Out):
+    record_id: str
+    type: str
+    depth: int
+    parent: Optional[str] = None
+
+
+class CascadeLoop(_Out):
+    record_id: str
+    parent: Optional[str] = None
+    path: list[str] = Field(description="record ids from the original to the repeated record")
+
+
+class Cascade(_Out):
+    depth_limit: int
+    steps: list[CascadeStep] = Field(default_factory=list, description="breadth-first order")
+    checkpoint: list[CheckpointRecord] = Field(default_factory=list,
+                                               description="records beyond the authorized depth: pause and confirm")
+    loops: list[CascadeLoop] = Field(default_factory=list)
+    partial: bool = False
+    truncated: bool = False
+    truncated_reason: Optional[str] = None
+
+
+class RollbackPlan(_Out):
+    workflow: str
+    scenario: str
+    scenario_declared: bool
+    standard_scenario: bool
+    authorizable: bool = Field(description="false when the plan cannot be authorized (see errors)")
+    errors: list[EvalError] = Field(default_factory=list)
+    original_id: Optional[str] = None
+    original_type: Optional[str] = None
+    requested_by: Optional[str] = None
+    route: Optional[str] = None
+    window: Literal["standard", "escalated", "none"]
+    window_seconds: Optional[int] = None
+    executed_at: Optional[str] = None
+    reversible_until: Optional[str] = None
+    authorization: AuthorizationRequirement
+    notify: list[str] = Field(default_factory=list)
+    compensations: list[Compensation] = Field(default_factory=list)
+    feasibility: Feasibility
+    cascade: Cascade
+    evaluated_at: str
+    policy_hash: str
+    policy_version: Optional[str] = None
+    plan_hash: str = Field(description="sha256 of the plan's canonical JSON without this field")
+
+
+# =============================================================================== authorization
+
+
+class SlotFill(_Out):
+    id: str
+    roles: list[str]
+    any_of: bool = False
+    count: int
+    source: Literal["standard", "escalation"] = "standard"
+    filled_by: list[str] = Field(default_factory=list)
+    missing: int = 0
+
+
+class RejectedApproval(_Out):
+    principal: str
+    code: Literal["distinct_from", "missing_role", "duplicate", "plan_hash", "policy_hash", "expired",
+                  "future", "invalid", "unused"]
+    reason: str
+
+
+class AuthorizationVerdict(_Out):
+    satisfied: bool
+    plan_hash: str
+    slots: list[SlotFill] = Field(default_factory=list)
+    open_slots: list[SlotFill] = Field(default_factory=list)
+    accepted: list[str] = Field(default_factory=list, description="principals that fill a slot")
+    rejected: list[RejectedApproval] = Field(default_factory=list)
+    errors: list[EvalError] = Field(default_factory=list)
+    evaluated_at: str
+    policy_hash: str
+
+
+# =============================================================================== resume
+
+
+class CriterionResult(_Out):
+    name: str
+    met: bool
+    reason: Optional[str] = Field(default=None, description="`false`, a non-bool value, or the error")
+    description: Optional[str] = None
+    location: Optional[str] = None
+
+
+class ResumeDecision(_Out):
+    workflow: str
+    trigger: Optional[str] = None
+    allowed: bool
+    criteria: list[CriterionResult] = Field(default_factory=list)
+    unmet: list[str] = Field(default_factory=list)
+    errors: list[EvalError] = Field(default_factory=list)
+    evaluated_at: str
+    policy_hash: str
+    policy_version: Optional[str] = None
+
+
+OriginalRecord.model_rebuild()
+
+INPUT_MODELS: dict[str, type[BaseModel]] = {
+    "Action": Action,
+    "WorkflowState": WorkflowState,
+    "OriginalRecord": OriginalRecord,
+    "RollbackRequest": RollbackRequest,
+    "Approval": Approval,
+    "ResumeRequest": ResumeRequest,
+    "GateQuestion": GateQuestion,
+    "RollbackQuestion": RollbackQuestion,
+    "AuthorizeQuestion": AuthorizeQuestion,
+    "ResumeQuestion": ResumeQuestion,
+}
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    "Decision": Decision,
+    "RollbackPlan": RollbackPlan,
+    "AuthorizationVerdict": AuthorizationVerdict,
+    "ResumeDecision": ResumeDecision,
+}
+ALL_MODELS: dict[str, type[BaseModel]] = {**INPUT_MODELS, **OUTPUT_MODELS}
