@@ -70,5 +70,84 @@ def check(paths: tuple[str, ...], fmt: str, strict: bool, color: bool | None) ->
     sys.exit(EXIT_FAIL if failed else EXIT_OK)
 
 
+# ---------------------------------------------------------------------------- fmt
+@main.command("fmt")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 listing the files that would change.")
+@click.option("--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff of the changes.")
+@click.option("--color/--no-color", default=None, help="Colour the diagnostics (default: when a terminal).")
+def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool | None) -> None:
+    """Rewrite policy files in the canonical layout (comments kept).
+
+    Files with errors are reported and never rewritten. With --check or --diff
+    nothing is written.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from .diagnostics import render_all
+    from .formatter import FormatError, format_path, unified_diff
+    from .loader import UsageError, discover
+
+    try:
+        files = discover(paths)
+    except UsageError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not files:
+        click.echo("error: no .policy files found in " + ", ".join(paths), err=True)
+        sys.exit(EXIT_USAGE)
+    failed = unreadable = False
+    would_change: list[str] = []
+    for f in files:
+        try:
+            res = format_path(f)
+        except FormatError as e:
+            click.echo(f"error: {e}; file left unchanged (please report this formatter bug)", err=True)
+            failed = True
+            continue
+        except OSError as e:  # pragma: no cover - raced with a delete
+            click.echo(f"error: cannot read {f}: {e.strerror or e}", err=True)
+            unreadable = True
+            continue
+        if res.formatted is None:
+            if any(d.code == "E004" for d in res.diagnostics):
+                unreadable = True
+            sources = {res.path: res.source} if res.source is not None else {}
+            click.echo(render_all(res.diagnostics, sources, color=_color(color)), err=True)
+            click.echo(f"{res.path}: not formatted (fix the errors above first)", err=True)
+            failed = True
+            continue
+        if not res.changed:
+            continue
+        would_change.append(res.path)
+        if show_diff:
+            click.echo(unified_diff(res), nl=False)
+        if check_only or show_diff:
+            continue
+        # write atomically next to the file, keeping its permissions
+        fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".fmt", dir=str(f.parent))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+                out.write(res.formatted)
+            os.chmod(tmp, f.stat().st_mode & 0o7777)
+            os.replace(tmp, f)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            click.echo(f"error: cannot write {f}: {e.strerror or e}", err=True)
+            unreadable = True
+            continue
+        click.echo(f"formatted {res.path}")
+    if check_only:
+        for p in would_change:
+            click.echo(f"would reformat {p}")
+    if unreadable:
+        sys.exit(EXIT_USAGE)
+    if failed or ((check_only or show_diff) and would_change):
+        sys.exit(EXIT_FAIL)
+    sys.exit(EXIT_OK)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
