@@ -53,7 +53,7 @@ __all__ = [
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
-_DUR_MAX_SECONDS = 315_576_000_000  # +-10000 years, the protobuf Duration range
+_DUR_MAX_US = (2**63 - 1) // 1000  # cel-go durations are int64 nanoseconds (~292 years)
 
 
 class CelUint(int):
@@ -364,6 +364,8 @@ def _lt(x: Any, y: Any) -> bool:
         if tx in _ORDERED:
             return x < y
     elif tx in _NUMSET and type(y) in _NUMSET:
+        if tx is float or type(y) is float:
+            return float(x) < float(y)
         return x < y
     raise _no_overload("_<_", x, y)
 
@@ -374,6 +376,8 @@ def _le(x: Any, y: Any) -> bool:
         if tx in _ORDERED:
             return x <= y
     elif tx in _NUMSET and type(y) in _NUMSET:
+        if tx is float or type(y) is float:
+            return float(x) <= float(y)
         return x <= y
     raise _no_overload("_<=_", x, y)
 
@@ -384,6 +388,8 @@ def _gt(x: Any, y: Any) -> bool:
         if tx in _ORDERED:
             return x > y
     elif tx in _NUMSET and type(y) in _NUMSET:
+        if tx is float or type(y) is float:
+            return float(x) > float(y)
         return x > y
     raise _no_overload("_>_", x, y)
 
@@ -394,6 +400,8 @@ def _ge(x: Any, y: Any) -> bool:
         if tx in _ORDERED:
             return x >= y
     elif tx in _NUMSET and type(y) in _NUMSET:
+        if tx is float or type(y) is float:
+            return float(x) >= float(y)
         return x >= y
     raise _no_overload("_>=_", x, y)
 
@@ -418,8 +426,8 @@ def _check_ts(t: datetime) -> datetime:
 
 
 def _check_dur(d: timedelta) -> timedelta:
-    s = d.days * 86400 + d.seconds
-    if -_DUR_MAX_SECONDS <= s <= _DUR_MAX_SECONDS:
+    us = (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+    if -_DUR_MAX_US <= us <= _DUR_MAX_US:
         return d
     raise _Fail("range error: duration out of range")
 
@@ -712,7 +720,7 @@ def _parse_duration(s: str) -> timedelta:
     if pos != len(body):
         raise _Fail(f"invalid duration {s!r}")
     us = sign * (total_exact + int(total_us))
-    if abs(us) > _DUR_MAX_SECONDS * 1_000_000:
+    if abs(us) > _DUR_MAX_US:
         raise _Fail("range error: duration out of range")
     return timedelta(microseconds=us)
 
@@ -1030,7 +1038,7 @@ def _char_at(s: Any, i: Any) -> str:
 
 
 def _index_of(s: Any, sub: Any, *start: Any) -> int:
-    if type(s) is not str or type(sub) is not str or (start and type(start[0]) is not int):
+    if type(s) is not str or type(sub) is not str or len(start) > 1 or (start and type(start[0]) is not int):
         raise _no_overload("indexOf", s, sub, *start)
     st = start[0] if start else 0
     if st < 0 or st > len(s):
@@ -1039,7 +1047,7 @@ def _index_of(s: Any, sub: Any, *start: Any) -> int:
 
 
 def _last_index_of(s: Any, sub: Any, *start: Any) -> int:
-    if type(s) is not str or type(sub) is not str or (start and type(start[0]) is not int):
+    if type(s) is not str or type(sub) is not str or len(start) > 1 or (start and type(start[0]) is not int):
         raise _no_overload("lastIndexOf", s, sub, *start)
     if start:
         st = start[0]
@@ -1050,7 +1058,7 @@ def _last_index_of(s: Any, sub: Any, *start: Any) -> int:
 
 
 def _substring(s: Any, a: Any, *b: Any) -> str:
-    if type(s) is not str or type(a) is not int or (b and type(b[0]) is not int):
+    if type(s) is not str or type(a) is not int or len(b) > 1 or (b and type(b[0]) is not int):
         raise _no_overload("substring", s, a, *b)
     end = b[0] if b else len(s)
     if a < 0 or a > len(s):
@@ -1082,7 +1090,7 @@ def _upper_ascii(s: Any) -> str:
 
 def _make_replace(sizes: _Sizes) -> Callable:
     def replace(s: Any, old: Any, new: Any, *n: Any) -> str:
-        if type(s) is not str or type(old) is not str or type(new) is not str or (
+        if type(s) is not str or type(old) is not str or type(new) is not str or len(n) > 1 or (
             n and type(n[0]) is not int
         ):
             raise _no_overload("replace", s, old, new, *n)
@@ -1098,7 +1106,7 @@ def _make_replace(sizes: _Sizes) -> Callable:
 
 
 def _split(s: Any, sep: Any, *n: Any) -> list:
-    if type(s) is not str or type(sep) is not str or (n and type(n[0]) is not int):
+    if type(s) is not str or type(sep) is not str or len(n) > 1 or (n and type(n[0]) is not int):
         raise _no_overload("split", s, sep, *n)
     lim = n[0] if n else -1
     if lim == 0:
@@ -1113,7 +1121,7 @@ def _split(s: Any, sep: Any, *n: Any) -> list:
 
 def _make_join(sizes: _Sizes) -> Callable:
     def join(lst: Any, *sep: Any) -> str:
-        if type(lst) not in (list, tuple) or (sep and type(sep[0]) is not str):
+        if type(lst) not in (list, tuple) or len(sep) > 1 or (sep and type(sep[0]) is not str):
             raise _no_overload("join", lst, *sep)
         for e in lst:
             if type(e) is not str:
@@ -1143,6 +1151,19 @@ def _quote(s: Any) -> str:
             out.append(c)
     out.append('"')
     return "".join(out)
+
+
+def _b64encode(b: Any) -> str:
+    _req(bytes, b, "base64.encode")
+    return base64.b64encode(b).decode("ascii")
+
+
+def _b64decode(s: Any) -> bytes:
+    _req(str, s, "base64.decode")
+    try:
+        return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except Exception:
+        raise _Fail("invalid base64 input") from None
 
 
 def _contains(s: Any, sub: Any) -> bool:
@@ -1314,6 +1335,8 @@ def _builtin_tables(sizes: _Sizes) -> tuple[dict[str, Callable], dict[str, Calla
         "dyn": lambda v: v,
         "matches": _matches,
         "strings.quote": _quote,
+        "base64.encode": _b64encode,
+        "base64.decode": _b64decode,
         "math.greatest": _greatest,
         "math.least": _least,
         "math.ceil": _float_fn("math.ceil", lambda x: float(math.ceil(x)) if math.isfinite(x) else x),
@@ -1506,7 +1529,9 @@ _PASSTHRU = frozenset(
     {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication",
      "unary", "member", "primary"}
 )
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_MACROS = frozenset(
+    {"all", "exists", "exists_one", "existsOne", "map", "filter", "transformList", "transformMap"}
+)
 
 
 class _Compiler:
@@ -1721,14 +1746,17 @@ class _Compiler:
     def _cmp_num_const(self, op: str, L: Callable, k: Any) -> Callable | None:
         sym = {"relation_lt": "<", "relation_le": "<=", "relation_gt": ">", "relation_ge": ">="}[op]
         cmp = {"relation_lt": _lt, "relation_le": _le, "relation_gt": _gt, "relation_ge": _ge}[op]
+        kf = type(k) is float
         # specialised closure per operator (avoids a dispatch per call)
         if sym == "<":
 
             def fn(a: Any, c: Any) -> Any:
                 v = L(a, c)
                 t = type(v)
-                if t is int or t is float or t is CelUint:
+                if t is float:
                     return v < k
+                if t is int or t is CelUint:
+                    return (float(v) if kf else v) < k
                 return cmp(v, k)
 
         elif sym == "<=":
@@ -1736,8 +1764,10 @@ class _Compiler:
             def fn(a: Any, c: Any) -> Any:
                 v = L(a, c)
                 t = type(v)
-                if t is int or t is float or t is CelUint:
+                if t is float:
                     return v <= k
+                if t is int or t is CelUint:
+                    return (float(v) if kf else v) <= k
                 return cmp(v, k)
 
         elif sym == ">":
@@ -1745,8 +1775,10 @@ class _Compiler:
             def fn(a: Any, c: Any) -> Any:
                 v = L(a, c)
                 t = type(v)
-                if t is int or t is float or t is CelUint:
+                if t is float:
                     return v > k
+                if t is int or t is CelUint:
+                    return (float(v) if kf else v) > k
                 return cmp(v, k)
 
         else:
@@ -1754,8 +1786,10 @@ class _Compiler:
             def fn(a: Any, c: Any) -> Any:
                 v = L(a, c)
                 t = type(v)
-                if t is int or t is float or t is CelUint:
+                if t is float:
                     return v >= k
+                if t is int or t is CelUint:
+                    return (float(v) if kf else v) >= k
                 return cmp(v, k)
 
         return fn
@@ -1941,7 +1975,10 @@ class _Compiler:
                 and self.lookup_local(name) is None
             ):
                 fq = ".".join(path + [ops[j].children[1].value])
-                if fq in self.glob:
+                if fq == "cel.bind":
+                    cur = self.bind_macro(self.argnodes(ops[j]), ops[j])
+                    i = j + 1
+                elif fq in self.glob:
                     cur = self.call_global(fq, self.args(ops[j]), ops[j])
                     i = j + 1
             if cur is None:
@@ -2230,38 +2267,62 @@ class _Compiler:
 
     # -- macros ------------------------------------------------------------
 
-    def macro(self, name: str, target: _N, argnodes: list, node: Any) -> _N:
-        if name == "map" and len(argnodes) not in (2, 3) or name != "map" and len(argnodes) != 2:
-            # not a macro call shape: CEL treats it as an ordinary (unknown) method
-            return self.call_method(name, target, [self.c(x) for x in argnodes], node)
-        var = argnodes[0]
+    def macro_var(self, argnode: Any, name: str) -> str | None:
+        var = argnode
         while getattr(var, "data", None) in _PASSTHRU and len(var.children) == 1:
             var = var.children[0]
         if getattr(var, "data", None) != "ident":
-            raise self.err(
-                argnodes[0], f"argument is not an identifier in {name}() macro",
-                f"write `list.{name}(x, ...)` with a simple variable name",
-            )
-        vname = var.children[0].value
-        slot = self.nslots
-        self.nslots += 1
+            return None
+        return var.children[0].value
+
+    def macro(self, name: str, target: _N, argnodes: list, node: Any) -> _N:
+        nargs = len(argnodes)
+        two = False
+        if name in ("all", "exists", "exists_one", "existsOne"):
+            if nargs == 3:
+                two = True
+            elif nargs != 2 or name == "existsOne":
+                return self.call_method(name, target, [self.c(x) for x in argnodes], node)
+        elif name in ("map", "filter"):
+            if not (nargs == 2 or name == "map" and nargs == 3):
+                return self.call_method(name, target, [self.c(x) for x in argnodes], node)
+        elif name in ("transformList", "transformMap"):
+            if nargs not in (3, 4):
+                return self.call_method(name, target, [self.c(x) for x in argnodes], node)
+            two = True
+        nvars = 2 if two else 1
+        vnames = []
+        for k in range(nvars):
+            vn = self.macro_var(argnodes[k], name)
+            if vn is None:
+                raise self.err(
+                    argnodes[k], f"argument is not an identifier in {name}() macro",
+                    f"write `list.{name}(x, ...)` with a simple variable name",
+                )
+            vnames.append(vn)
+        if two and vnames[0] == vnames[1]:
+            raise self.err(argnodes[1], f"duplicate variable name `{vnames[0]}` in {name}() macro")
+        slots = list(range(self.nslots, self.nslots + nvars))
+        self.nslots += nvars
         self.needs_ctx = True
-        self.scopes.append({vname: slot})
+        self.scopes.append(dict(zip(vnames, slots)))
         try:
-            body = [self.c(x) for x in argnodes[1:]]
+            body = [self.c(x) for x in argnodes[nvars:]]
         finally:
             self.scopes.pop()
         T = target.fn
         maxit = self.limits.max_iterations
-        maxs = self.limits.max_size
+        s0 = slots[0]
+        s1 = slots[1] if two else -1
 
         def items(a: Any, c: Any) -> Any:
+            """The iteration range as a sequence of (first var, second var) or of elements."""
             r = T(a, c)
             t = type(r)
             if t is list or t is tuple:
-                seq = r
+                seq = list(enumerate(r)) if two else r
             elif t is dict or isinstance(r, Mapping):
-                seq = list(r)
+                seq = list(r.items()) if two else list(r)
             else:
                 raise _no_overload(name, r)
             n = c.n + len(seq)
@@ -2272,16 +2333,27 @@ class _Compiler:
             c.n = n
             return seq
 
+        def bind(v: list, e: Any) -> Any:
+            if two:
+                v[s0], v[s1] = e
+                return e[1]
+            v[s0] = e
+            return e
+
         P = body[0].fn
-        if name == "all" or name == "exists":
-            stop = name == "exists"
+        kind = {"existsOne": "exists_one", "transformList": "map", "transformMap": "tmap"}.get(name, name)
+        if kind in ("all", "exists"):
+            stop = kind == "exists"
 
             def quant(a: Any, c: Any) -> Any:
                 seq = items(a, c)
                 v = c.v
                 err = None
                 for e in seq:
-                    v[slot] = e
+                    if two:
+                        v[s0], v[s1] = e
+                    else:
+                        v[s0] = e
                     try:
                         r = P(a, c)
                     except Exception as ex:
@@ -2299,14 +2371,14 @@ class _Compiler:
                 return not stop
 
             fn = quant
-        elif name == "exists_one":
+        elif kind == "exists_one":
 
             def one(a: Any, c: Any) -> Any:
                 seq = items(a, c)
                 v = c.v
                 count = 0
                 for e in seq:
-                    v[slot] = e
+                    bind(v, e)
                     r = P(a, c)
                     if r is True:
                         count += 1
@@ -2315,14 +2387,14 @@ class _Compiler:
                 return count == 1
 
             fn = one
-        elif name == "filter":
+        elif kind == "filter":
 
             def filt(a: Any, c: Any) -> Any:
                 seq = items(a, c)
                 v = c.v
                 out = []
                 for e in seq:
-                    v[slot] = e
+                    v[s0] = e
                     r = P(a, c)
                     if r is True:
                         out.append(e)
@@ -2332,36 +2404,67 @@ class _Compiler:
 
             fn = filt
         elif len(body) == 1:
+            as_map = kind == "tmap"
 
             def mapf(a: Any, c: Any) -> Any:
                 seq = items(a, c)
                 v = c.v
                 out = []
+                keys = []
                 for e in seq:
-                    v[slot] = e
+                    bind(v, e)
                     out.append(P(a, c))
-                return out
+                    if as_map:
+                        keys.append(e[0])
+                return dict(zip(keys, out)) if as_map else out
 
             fn = mapf
         else:
             M = body[1].fn
+            as_map = kind == "tmap"
 
             def mapf3(a: Any, c: Any) -> Any:
                 seq = items(a, c)
                 v = c.v
                 out = []
+                keys = []
                 for e in seq:
-                    v[slot] = e
+                    bind(v, e)
                     r = P(a, c)
                     if r is True:
                         out.append(M(a, c))
+                        if as_map:
+                            keys.append(e[0])
                     elif r is not False:
                         raise _no_overload(name, r)
-                return out
+                return dict(zip(keys, out)) if as_map else out
 
             fn = mapf3
-        del maxs
         return self.mk(fn, target, *body, node=node)
+
+    def bind_macro(self, argnodes: list, node: Any) -> _N:
+        """cel.bind(name, init, body): evaluate init once, bind it to name in body."""
+        if len(argnodes) != 3:
+            raise self.err(node, "cel.bind() takes three arguments")
+        vn = self.macro_var(argnodes[0], "cel.bind")
+        if vn is None:
+            raise self.err(argnodes[0], "argument is not an identifier in cel.bind() macro")
+        init = self.c(argnodes[1])
+        slot = self.nslots
+        self.nslots += 1
+        self.needs_ctx = True
+        self.scopes.append({vn: slot})
+        try:
+            body = self.c(argnodes[2])
+        finally:
+            self.scopes.pop()
+        I, B = init.fn, body.fn
+
+        def fn(a: Any, c: Any) -> Any:
+            c.v[slot] = I(a, c)
+            return B(a, c)
+
+        return self.mk(fn, init, body, node=node)
 
     # -- primaries ---------------------------------------------------------
 
