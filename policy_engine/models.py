@@ -162,7 +162,7 @@ class EvalError(_Out):
 class ApprovalRequirement(_Out):
     rule: str
     count: int
-    roles: list[str]
+    roles: tuple[str, ...]
     any_of: bool = Field(description="true for `by N of [a, b]`: any of the roles; false: the single role")
     location: Optional[str] = None
 
@@ -172,11 +172,11 @@ class StopInfo(_Out):
     known: bool = Field(default=True, description="false when a workflow state names a trigger the policy lacks")
     severity: Optional[str] = None
     owner: Optional[str] = None
-    affects: list[str] = Field(default_factory=list)
+    affects: tuple[str, ...] = Field(default=())
     rollback: Optional[str] = None
-    notify: list[str] = Field(default_factory=list)
-    resume_criteria: list[str] = Field(default_factory=list)
-    receipt: list[str] = Field(default_factory=list)
+    notify: tuple[str, ...] = Field(default=())
+    resume_criteria: tuple[str, ...] = Field(default=())
+    receipt: tuple[str, ...] = Field(default=())
     location: Optional[str] = None
     stopped_at: Optional[str] = None
 
@@ -188,7 +188,7 @@ class SlotSpec(_Out):
 
     id: str
     count: int
-    roles: list[str]
+    roles: tuple[str, ...]
     any_of: bool = False
     source: Literal["standard", "escalation"] = "standard"
 
@@ -199,10 +199,10 @@ class ScenarioCost(_Out):
 
     scenario: str
     route: Optional[str] = None
-    slots: list[SlotSpec] = Field(default_factory=list)
-    distinct_from: list[str] = Field(default_factory=list)
-    notify: list[str] = Field(default_factory=list)
-    compensate: list[str] = Field(default_factory=list)
+    slots: tuple[SlotSpec, ...] = Field(default=())
+    distinct_from: tuple[str, ...] = Field(default=())
+    notify: tuple[str, ...] = Field(default=())
+    compensate: tuple[str, ...] = Field(default=())
 
 
 class ReversibilityInfo(_Out):
@@ -212,8 +212,8 @@ class ReversibilityInfo(_Out):
     window: Optional[str] = Field(default=None, description="as written in the policy, e.g. `60s`")
     window_seconds: Optional[int] = None
     reversible_until: Optional[str] = Field(default=None, description="now + window, if executed now")
-    within_window: list[ScenarioCost] = Field(default_factory=list, description="per scenario: standard path")
-    after_window: list[ScenarioCost] = Field(default_factory=list, description="per scenario: escalated path")
+    within_window: tuple[ScenarioCost, ...] = Field(default=(), description="per scenario: standard path")
+    after_window: tuple[ScenarioCost, ...] = Field(default=(), description="per scenario: escalated path")
 
 
 class TraceEntry(_Out):
@@ -236,13 +236,13 @@ class Decision(_Out):
     workflow: Optional[str] = None
     action_type: Optional[str] = None
     action_id: Optional[str] = None
-    matched: list[RuleRef] = Field(default_factory=list, description="every matched rule, by precedence then name")
-    approvals: list[ApprovalRequirement] = Field(default_factory=list)
+    matched: tuple[RuleRef, ...] = Field(default=(), description="every matched rule, by precedence then name")
+    approvals: tuple[ApprovalRequirement, ...] = Field(default=())
     stop: Optional[StopInfo] = None
     reversibility: Optional[ReversibilityInfo] = None
-    receipt: list[str] = Field(default_factory=list)
-    errors: list[EvalError] = Field(default_factory=list)
-    trace: list[TraceEntry] = Field(default_factory=list)
+    receipt: tuple[str, ...] = Field(default=())
+    errors: tuple[EvalError, ...] = Field(default=())
+    trace: tuple[TraceEntry, ...] = Field(default=())
     evaluated_at: str
     policy_hash: str
     policy_version: Optional[str] = None
@@ -257,9 +257,9 @@ class DistinctRef(_Out):
 
 
 class AuthorizationRequirement(_Out):
-    slots: list[SlotSpec] = Field(default_factory=list)
-    distinct_from: list[DistinctRef] = Field(default_factory=list)
-    excluded_principals: list[str] = Field(default_factory=list, description="principals that never count")
+    slots: tuple[SlotSpec, ...] = Field(default=())
+    distinct_from: tuple[DistinctRef, ...] = Field(default=())
+    excluded_principals: tuple[str, ...] = Field(default=(), description="principals that never count")
 
 
 class PrerequisiteResult(_Out):
@@ -271,9 +271,9 @@ class PrerequisiteResult(_Out):
 
 class Feasibility(_Out):
     status: Literal["feasible", "manual", "blocked"]
-    reasons: list[str] = Field(default_factory=list)
-    prerequisites: list[PrerequisiteResult] = Field(default_factory=list)
-    unmet: list[str] = Field(default_factory=list)
+    reasons: tuple[str, ...] = Field(default=())
+    prerequisites: tuple[PrerequisiteResult, ...] = Field(default=())
+    unmet: tuple[str, ...] = Field(default=())
 
 
 class Compensation(_Out):
@@ -304,15 +304,15 @@ class CheckpointRecord(_Out):
 class CascadeLoop(_Out):
     record_id: str
     parent: Optional[str] = None
-    path: list[str] = Field(description="record ids from the original to the repeated record")
+    path: tuple[str, ...] = Field(description="record ids from the original to the repeated record")
 
 
 class Cascade(_Out):
     depth_limit: int
-    steps: list[CascadeStep] = Field(default_factory=list, description="breadth-first order")
-    checkpoint: list[CheckpointRecord] = Field(default_factory=list,
+    steps: tuple[CascadeStep, ...] = Field(default=(), description="breadth-first order")
+    checkpoint: tuple[CheckpointRecord, ...] = Field(default=(),
                                                description="records beyond the authorized depth: pause and confirm")
-    loops: list[CascadeLoop] = Field(default_factory=list)
+    loops: tuple[CascadeLoop, ...] = Field(default=())
     partial: bool = False
     truncated: bool = False
     truncated_reason: Optional[str] = None
@@ -324,7 +324,7 @@ class RollbackPlan(_Out):
     scenario_declared: bool
     standard_scenario: bool
     authorizable: bool = Field(description="false when the plan cannot be authorized (see errors)")
-    errors: list[EvalError] = Field(default_factory=list)
+    errors: tuple[EvalError, ...] = Field(default=())
     original_id: Optional[str] = None
     original_type: Optional[str] = None
     requested_by: Optional[str] = None
@@ -334,8 +334,8 @@ class RollbackPlan(_Out):
     executed_at: Optional[str] = None
     reversible_until: Optional[str] = None
     authorization: AuthorizationRequirement
-    notify: list[str] = Field(default_factory=list)
-    compensations: list[Compensation] = Field(default_factory=list)
+    notify: tuple[str, ...] = Field(default=())
+    compensations: tuple[Compensation, ...] = Field(default=())
     feasibility: Feasibility
     cascade: Cascade
     evaluated_at: str
@@ -349,11 +349,11 @@ class RollbackPlan(_Out):
 
 class SlotFill(_Out):
     id: str
-    roles: list[str]
+    roles: tuple[str, ...]
     any_of: bool = False
     count: int
     source: Literal["standard", "escalation"] = "standard"
-    filled_by: list[str] = Field(default_factory=list)
+    filled_by: tuple[str, ...] = Field(default=())
     missing: int = 0
 
 
@@ -367,11 +367,11 @@ class RejectedApproval(_Out):
 class AuthorizationVerdict(_Out):
     satisfied: bool
     plan_hash: str
-    slots: list[SlotFill] = Field(default_factory=list)
-    open_slots: list[SlotFill] = Field(default_factory=list)
-    accepted: list[str] = Field(default_factory=list, description="principals that fill a slot")
-    rejected: list[RejectedApproval] = Field(default_factory=list)
-    errors: list[EvalError] = Field(default_factory=list)
+    slots: tuple[SlotFill, ...] = Field(default=())
+    open_slots: tuple[SlotFill, ...] = Field(default=())
+    accepted: tuple[str, ...] = Field(default=(), description="principals that fill a slot")
+    rejected: tuple[RejectedApproval, ...] = Field(default=())
+    errors: tuple[EvalError, ...] = Field(default=())
     evaluated_at: str
     policy_hash: str
 
@@ -391,9 +391,9 @@ class ResumeDecision(_Out):
     workflow: str
     trigger: Optional[str] = None
     allowed: bool
-    criteria: list[CriterionResult] = Field(default_factory=list)
-    unmet: list[str] = Field(default_factory=list)
-    errors: list[EvalError] = Field(default_factory=list)
+    criteria: tuple[CriterionResult, ...] = Field(default=())
+    unmet: tuple[str, ...] = Field(default=())
+    errors: tuple[EvalError, ...] = Field(default=())
     evaluated_at: str
     policy_hash: str
     policy_version: Optional[str] = None
