@@ -17,6 +17,7 @@ import base64
 import json
 import math
 import sys
+from contextlib import nullcontext as _nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -151,14 +152,16 @@ def _summary(request: pytest.FixtureRequest):
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
     if tr is None or not _RESULTS:
         return
-    tr.write_line("")
-    tr.write_line("CEL conformance (plain cases)      pass  fail  skip  floor")
-    for name in sorted(_RESULTS):
-        r = _RESULTS[name]
-        tr.write_line(
-            f"  {name:<30} {r['pass']:>6}{r['fail']:>6}{r['skip']:>6}{floors().get(name, 0):>7}"
-        )
-    tr.write_line(f"  {'total':<30} {sum(r['pass'] for r in _RESULTS.values()):>6}")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman else _nullcontext():
+        tr.write_line("")
+        tr.write_line("CEL conformance (plain cases)      pass  fail  skip  floor")
+        for name in sorted(_RESULTS):
+            r = _RESULTS[name]
+            tr.write_line(
+                f"  {name:<30} {r['pass']:>6}{r['fail']:>6}{r['skip']:>6}{floors().get(name, 0):>7}"
+            )
+        tr.write_line(f"  {'total':<30} {sum(r['pass'] for r in _RESULTS.values()):>6}")
 
 
 @pytest.mark.skipif(not FILES, reason=f"conformance data not found at {CONF_DIR}")
