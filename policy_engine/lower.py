@@ -44,7 +44,9 @@ class Lowerer:
     @staticmethod
     def string(tok: Token) -> str:
         try:
-            return json.loads(str(tok))
+            value = json.loads(str(tok))
+            value.encode("utf-8")  # a `\ud800` escape decodes to a lone surrogate: keep the text as written
+            return value
         except ValueError:
             return str(tok)[1:-1]
 
@@ -74,9 +76,10 @@ class Lowerer:
         return True
 
     def integer(self, tok: Token, what: str, minimum: int = 0, maximum: int = 1_000_000) -> int:
-        value = int(str(tok))
+        text = str(tok).lstrip("0") or "0"
+        value = int(text) if len(text) <= 19 else 10**19  # int() refuses > 4300 digits
         if value < minimum or value > maximum:
-            self.err("E108", f"{what} must be between {minimum} and {maximum}, not {value}", tok)
+            self.err("E108", f"{what} must be between {minimum} and {maximum}, not {text if len(text) <= 19 else text[:16] + '...'}", tok)
             return max(minimum, min(value, maximum))
         return value
 
@@ -113,7 +116,7 @@ class Lowerer:
                         self.err("E108", f"number `{text}` is out of range", node)
                         return 0.0
                     return v
-                v = int(text)
+                v = int(text) if len(text) <= 40 else 2**63  # int() refuses > 4300 digits
                 if not -(2**63) <= v < 2**63:
                     self.err("E108", f"number `{text}` does not fit in a 64-bit integer", node)
                     return 0
@@ -226,7 +229,8 @@ class Lowerer:
         if within is not None:
             tok = within.children[0]
             text = str(tok)
-            amount, unit = int(text[:-1]), text[-1]
+            digits = text[:-1].lstrip("0") or "0"
+            amount, unit = (int(digits) if len(digits) <= 19 else 10**19), text[-1]  # int() refuses > 4300 digits
             seconds = amount * ir.DURATION_UNITS[unit]
             if seconds <= 0 or seconds > 100 * 365 * 86400:
                 self.err("E108", f"reversal window `{text}` must be more than zero and at most 100 years", tok)
