@@ -137,6 +137,10 @@ class Checker:
 
         span = cond.loc.span
         src = cond.source
+        from .lower import MAX_EXPRESSION_LENGTH
+
+        if len(src) > MAX_EXPRESSION_LENGTH:
+            return  # lowering already reported E005 for it; do not report it twice
         compiled = self.cel_cache.get(src)
         if compiled is None:
             try:

@@ -165,15 +165,33 @@ def load_paths(paths: Sequence[str | os.PathLike]) -> LoadResult:
         raise UsageError(f"{len(files)} policy files; the limit is {MAX_FILES}")
     sources: list[SourceFile] = []
     diags: list[Diagnostic] = []
+    shown: dict[str, SourceFile] = {}  # unreadable files, kept only to show the caret
     for f in files:
         src, err = read_source(f, str(f))
         if err is not None:
             diags.append(err)
             if src is not None:
                 sources.append(src)
+            elif err.span.start > 0:
+                shown[str(f)] = display_source(f, str(f))
             continue
         sources.append(src)
-    return load_sources(sources, diags)
+    result = load_sources(sources, diags)
+    for k, v in shown.items():
+        result.sources.setdefault(k, v)
+    return result
+
+
+def display_source(path: Path, display: str) -> SourceFile:
+    """A file that cannot be loaded, decoded leniently, only for rendering diagnostics."""
+    try:
+        data = path.read_bytes()[:MAX_FILE_BYTES]
+    except OSError:
+        data = b""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    return SourceFile(display, text.replace("\x00", " "))
 
 
 def load_text(text: str, path: str = "<string>") -> LoadResult:

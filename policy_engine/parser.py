@@ -234,20 +234,47 @@ def _unexpected_char(parser, src: SourceFile, e) -> Diagnostic:
     )
 
 
+def _keywords(parser) -> list[str]:
+    words = []
+    for term in parser.terminals:
+        pat = term.pattern
+        if pat.type == "str" and pat.value.isidentifier():
+            words.append(pat.value)
+    return words
+
+
 def _unexpected_token(parser, src: SourceFile, e) -> Diagnostic:
     tok = e.token
+    # `accepts` (terminals the parser really accepts here) is exact; `expected` can
+    # miss terminals of states reached through default reductions.
+    terms = set(getattr(e, "accepts", None) or e.expected)
     if tok.type == "$END":
-        return _eof_diag(parser, src, e.expected)
+        return _eof_diag(parser, src, terms)
     start = tok.start_pos if tok.start_pos is not None else 0
     end = tok.end_pos if tok.end_pos is not None else start + 1
-    expected = _expected_words(parser, e.expected)
+    history = list(getattr(e, "token_history", None) or ())
+    prev = history[-1] if history else None
+    if (prev is not None and prev.type == "NAME" and tok.type != "CEL" and "WHEN" in terms
+            and prev.start_pos is not None):
+        # a misspelled statement keyword inside an action reads as a rule's effect
+        dym = did_you_mean(str(prev), [k for k in _keywords(parser) if k not in ("true", "false", "null")])
+        if dym:
+            return Diagnostic(
+                "E001",
+                "error",
+                f"unknown statement `{_token_text(prev)}`",
+                src.span(prev.start_pos, prev.end_pos),
+                label="not a statement of this block",
+                help=dym,
+            )
+    expected = _expected_words(parser, terms)
     text = _token_text(tok)
-    help_ = _hint_for(tok, e.expected, expected)
+    help_ = _hint_for(tok, terms, expected)
     exp = join_words(expected) if len(expected) <= 10 else "a statement"
     return Diagnostic(
         "E001",
         "error",
-        f"unexpected `{text}`",
+        f"unexpected condition {text}" if tok.type == "CEL" else f"unexpected `{text}`",
         src.span(start, end),
         label=f"expected {exp}",
         help=help_,
@@ -261,6 +288,8 @@ def _hint_for(tok, expected_terms, expected_words) -> str | None:
         dym = did_you_mean(value, keywords)
         if dym:
             return dym
+    if "WORKFLOW" in expected_terms and value in ("action", "stop", "rollback", "version", "owners", "default"):
+        return f'`{value}` is declared inside a workflow: `workflow "name" {{ {value} ... }}`'
     if "WHEN" in expected_terms and tok.type in ("CEL",):
         return "a rule reads `<effect> [name] [by N role] when `condition``"
     if "CEL" in expected_terms and tok.type == "STRING":
@@ -272,12 +301,48 @@ def _hint_for(tok, expected_terms, expected_words) -> str | None:
     return None
 
 
+def _unclosed_brace(src: SourceFile) -> int | None:
+    """Offset of the innermost `{` never closed (outside strings, conditions, comments)."""
+    stack: list[int] = []
+    text = src.text
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            j = text.find("\n", i)
+            i = n if j == -1 else j
+            continue
+        if ch == "`":
+            j = text.find("`", i + 1)
+            i = n if j == -1 else j + 1
+            continue
+        if ch == '"':
+            j = i + 1
+            while j < n and text[j] != '"' and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
+
+
 def _eof_diag(parser, src: SourceFile, expected) -> Diagnostic:
     end = len(src.text)
     expected_w = _expected_words(parser, expected)
     help_ = None
     if "RBRACE" in expected:
         help_ = "a block is not closed: add the missing `}`"
+        brace = _unclosed_brace(src)
+        if brace is not None:
+            line, _ = src.line_col(brace)
+            opener = " ".join(src.line_text(line).split())
+            if len(opener) > 60:
+                opener = opener[:57] + "..."
+            help_ = f"the block opened on line {line} (`{opener}`) is not closed: add the missing `}}`"
     return Diagnostic(
         "E003",
         "error",
@@ -289,4 +354,4 @@ def _eof_diag(parser, src: SourceFile, expected) -> Diagnostic:
 
 
 def _unexpected_eof(parser, src: SourceFile, e) -> Diagnostic:
-    return _eof_diag(parser, src, e.expected)
+    return _eof_diag(parser, src, set(e.expected))
