@@ -1,0 +1,347 @@
+"""Checked IR -> an immutable, indexed policy set the engine evaluates.
+
+Everything that does not depend on the input is computed here, once: per workflow the
+action types by name, their gate rules pre-sorted by precedence then name, the stop
+triggers sorted by name, the rollback scenarios by name, the constants the conditions
+see as `policy`, and the output fragments (rule references, trace entries for `true`
+and `false`, approval requirements, stop descriptions, reversal costs) that decisions
+share. Compiled objects are slotted, never mutated after construction, and safe to
+share between threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional
+
+from . import ir
+from .check import cond_key
+from .models import (
+    ApprovalRequirement,
+    ReversibilityInfo,
+    RuleRef,
+    ScenarioCost,
+    SlotSpec,
+    StopInfo,
+    TraceEntry,
+)
+
+PRECEDENCE = {"stop": 0, "deny": 1, "require_approval": 2, "allow": 3}
+EFFECT_BY_PRECEDENCE = ("stop", "deny", "require_approval", "allow")
+
+
+def fast(cls: type, data: dict) -> Any:
+    """Build a pydantic model from already-valid data without validation.
+
+    `data` must hold every field (by field name). Cheaper than `model_construct`
+    (which resolves defaults and aliases); used only with values the engine made.
+    """
+    m = cls.__new__(cls)
+    object.__setattr__(m, "__dict__", data)
+    object.__setattr__(m, "__pydantic_fields_set__", _FIELDS_SET.get(cls) or _fields_set(cls))
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m
+
+
+_FIELDS_SET: dict = {}
+
+
+def _fields_set(cls: type) -> set:
+    s = set(cls.model_fields)
+    _FIELDS_SET[cls] = s
+    return s
+
+
+def loc_str(loc: ir.Loc | None) -> Optional[str]:
+    if loc is None or loc.span is None:
+        return None
+    return str(loc.span)
+
+
+def freeze(value: Any) -> Any:
+    """A constant's value as read-only containers (dicts become mapping proxies)."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CRule:
+    name: str
+    effect: str
+    prec: int
+    fn: Callable[[Mapping[str, Any]], Any]
+    source: str
+    location: Optional[str]
+    ref: RuleRef
+    trace_true: TraceEntry
+    trace_false: TraceEntry
+    approval: Optional[ApprovalRequirement]
+    kind: str = "rule"
+
+
+@dataclass(frozen=True, slots=True)
+class CCriterion:
+    name: str
+    fn: Callable[[Mapping[str, Any]], Any]
+    source: str
+    location: Optional[str]
+    description: Optional[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CStop:
+    name: str
+    fn: Optional[Callable[[Mapping[str, Any]], Any]]
+    source: str
+    location: Optional[str]
+    ref: RuleRef
+    trace_true: TraceEntry
+    trace_false: TraceEntry
+    info: StopInfo
+    receipt: tuple[str, ...]
+    criteria: tuple[CCriterion, ...]
+    effect: str = "stop"
+    prec: int = 0
+    kind: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class CPrereq:
+    name: str
+    fn: Callable[[Mapping[str, Any]], Any]
+    source: str
+    location: Optional[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CAction:
+    name: str
+    workflow: str
+    system: Optional[str]
+    rules: tuple[CRule, ...]  # sorted by (precedence, name)
+    receipt: tuple[str, ...]  # sorted, unique
+    klass: Optional[str]
+    method: Optional[str]
+    window: Optional[str]
+    window_seconds: Optional[int]
+    verify: Optional[str]
+    prerequisites: tuple[CPrereq, ...]  # sorted by name
+    side_effects: tuple[str, ...]
+    within_window: tuple[ScenarioCost, ...]
+    after_window: tuple[ScenarioCost, ...]
+    location: Optional[str]
+    reversibility: Optional[ReversibilityInfo]  # reversible_until filled in per evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class CSlot:
+    id: str
+    count: int
+    roles: tuple[str, ...]
+    any_of: bool
+    source: str
+    spec: SlotSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CScenario:
+    name: str
+    workflow: str
+    standard: bool
+    route: Optional[str]
+    slots: tuple[CSlot, ...]
+    distinct_from: tuple[tuple[str, ...], ...]
+    notify: tuple[str, ...]
+    compensate: tuple[tuple[str, bool], ...]  # (name, is_action)
+    cascade_depth: int
+    has_escalation: bool
+    esc_route: Optional[str]
+    esc_slots: tuple[CSlot, ...]
+    esc_distinct_from: tuple[tuple[str, ...], ...]
+    esc_notify: tuple[str, ...]
+    esc_compensate: tuple[tuple[str, bool], ...]
+    location: Optional[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CWorkflow:
+    name: str
+    version: Optional[str]
+    default_effect: str
+    default_ref: RuleRef
+    actions: Mapping[str, CAction]
+    stops: tuple[CStop, ...]  # sorted by name
+    stops_by_name: Mapping[str, CStop]
+    scenarios: Mapping[str, CScenario]
+    policy: Mapping[str, Any]  # constants, as CEL's `policy`
+    running_state: Mapping[str, Any]  # `workflow` in CEL when the caller gives no state
+    location: Optional[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    policy_hash: str
+    workflows: Mapping[str, CWorkflow]
+    actions: Mapping[str, CAction]  # every action type of the set, by name
+    roles: tuple[str, ...]
+
+
+class CompileError(Exception):
+    pass
+
+
+def _fn(cond: ir.Condition, compiled: Mapping) -> Callable:
+    fn = compiled.get(cond_key(cond))
+    if fn is None:  # defensive: the checker compiles every condition it accepts
+        from .cel import compile_cel
+
+        fn = compile_cel(cond.source)
+    return fn
+
+
+def _trace(kind: str, name: str, effect: str, location: Optional[str], source: str, matched: bool) -> TraceEntry:
+    return fast(TraceEntry, {"kind": kind, "name": name, "effect": effect, "location": location,
+                             "condition": source, "value": "true" if matched else "false",
+                             "error": None, "matched": matched})
+
+
+def _slots(auth: Optional[ir.Authorization], source: str, start: int) -> tuple[CSlot, ...]:
+    if auth is None:
+        return ()
+    out = []
+    for i, s in enumerate(auth.slots):
+        sid = f"{'s' if source == 'standard' else 'e'}{start + i}"
+        roles = tuple(sorted({r.name for r in s.roles}))
+        spec = fast(SlotSpec, {"id": sid, "count": s.count, "roles": roles, "any_of": s.any_of,
+                               "source": source})
+        out.append(CSlot(sid, s.count, roles, s.any_of, source, spec))
+    return tuple(out)
+
+
+def _cost(sc: CScenario, escalated: bool) -> ScenarioCost:
+    slots = list(sc.slots) + (list(sc.esc_slots) if escalated else [])
+    distinct = tuple(sorted({".".join(p) for p in sc.distinct_from + (sc.esc_distinct_from if escalated else ())}))
+    notify = tuple(sorted(set(sc.notify) | (set(sc.esc_notify) if escalated else set())))
+    comp = tuple(sorted({c for c, _ in sc.compensate} | ({c for c, _ in sc.esc_compensate} if escalated else set())))
+    route = (sc.esc_route or sc.route) if escalated else sc.route
+    return fast(ScenarioCost, {"scenario": sc.name, "route": route, "slots": tuple(s.spec for s in slots),
+                               "distinct_from": distinct, "notify": notify, "compensate": comp})
+
+
+def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
+    """Compile a checked policy set. `compiled` maps `check.cond_key` -> CompiledExpr."""
+    global_consts = {c.name: freeze(c.value) for f in pset.files for c in f.constants}
+    workflows: dict[str, CWorkflow] = {}
+    all_actions: dict[str, CAction] = {}
+    for w in sorted(pset.workflows, key=lambda w: w.name):
+        consts = dict(global_consts)
+        for c in w.constants:
+            consts.setdefault(c.name, freeze(c.value))
+        # scenarios first: action types show what reversal costs under each one
+        scenarios: dict[str, CScenario] = {}
+        for sc in sorted(w.scenarios, key=lambda s: s.name):
+            esc = sc.escalation
+            std_slots = _slots(sc.authorization, "standard", 0)
+            esc_slots = _slots(esc.authorization if esc else None, "escalation", 0)
+            scenarios[sc.name] = CScenario(
+                name=sc.name, workflow=w.name, standard=sc.standard,
+                route=sc.route.name if sc.route else None,
+                slots=std_slots,
+                distinct_from=tuple(r.path for r in (sc.authorization.distinct_from if sc.authorization else ())),
+                notify=tuple(sorted({n.name for n in sc.notify})),
+                compensate=tuple(sorted({(c.name, c.is_action) for c in sc.compensate})),
+                cascade_depth=sc.cascade_depth,
+                has_escalation=esc is not None,
+                esc_route=esc.route.name if esc and esc.route else None,
+                esc_slots=esc_slots,
+                esc_distinct_from=tuple(r.path for r in (esc.authorization.distinct_from
+                                                         if esc and esc.authorization else ())),
+                esc_notify=tuple(sorted({n.name for n in esc.notify})) if esc else (),
+                esc_compensate=tuple(sorted({(c.name, c.is_action) for c in esc.compensate})) if esc else (),
+                location=loc_str(sc.loc),
+            )
+        within = tuple(_cost(s, False) for s in scenarios.values())
+        after = tuple(_cost(s, True) for s in scenarios.values())
+        actions: dict[str, CAction] = {}
+        for a in sorted(w.actions, key=lambda a: a.name):
+            rules = []
+            for r in a.rules:
+                location = loc_str(r.loc)
+                ref = fast(RuleRef, {"kind": "rule", "name": r.name, "effect": r.effect, "location": location})
+                approval = None
+                if r.effect == "require_approval" and r.approvers is not None:
+                    approval = fast(ApprovalRequirement, {
+                        "rule": r.name, "count": r.approvers.count,
+                        "roles": tuple(sorted({x.name for x in r.approvers.roles})), "any_of": r.approvers.any_of,
+                        "location": location})
+                rules.append(CRule(
+                    name=r.name, effect=r.effect, prec=PRECEDENCE[r.effect], fn=_fn(r.condition, compiled),
+                    source=r.condition.source, location=location, ref=ref,
+                    trace_true=_trace("rule", r.name, r.effect, location, r.condition.source, True),
+                    trace_false=_trace("rule", r.name, r.effect, location, r.condition.source, False),
+                    approval=approval))
+            rules.sort(key=lambda r: (r.prec, r.name, r.source))
+            rv = a.reversibility
+            has_window = rv is not None and rv.window_seconds is not None
+            reversible = rv is not None and rv.klass != "irreversible"
+            ca = CAction(
+                name=a.name, workflow=w.name, system=a.system, rules=tuple(rules),
+                receipt=tuple(sorted({n.name for n in a.receipt})),
+                klass=rv.klass if rv else None, method=rv.method if rv else None,
+                window=rv.window_text if rv else None, window_seconds=rv.window_seconds if rv else None,
+                verify=a.verify,
+                prerequisites=tuple(sorted((CPrereq(p.name, _fn(p.condition, compiled), p.condition.source,
+                                                    loc_str(p.loc)) for p in a.prerequisites),
+                                           key=lambda p: p.name)),
+                side_effects=tuple(n.name for n in a.side_effects),
+                within_window=within if reversible else (),
+                after_window=after if (reversible and has_window) else (),
+                location=loc_str(a.loc),
+                reversibility=None if rv is None else fast(ReversibilityInfo, {
+                    "klass": rv.klass, "method": rv.method, "window": rv.window_text,
+                    "window_seconds": rv.window_seconds, "reversible_until": None,
+                    "within_window": within if reversible else (),
+                    "after_window": after if (reversible and has_window) else ()}),
+            )
+            actions[a.name] = ca
+            all_actions.setdefault(a.name, ca)
+        stops = []
+        for s in w.stops:
+            location = loc_str(s.loc)
+            src = s.condition.source if s.condition else ""
+            criteria = tuple(sorted((CCriterion(c.name, _fn(c.condition, compiled), c.condition.source,
+                                                loc_str(c.loc), c.description) for c in s.criteria),
+                                    key=lambda c: c.name))
+            info = fast(StopInfo, {
+                "trigger": s.name, "known": True, "severity": s.severity, "owner": s.owner,
+                "affects": tuple(sorted({n.name for n in s.affects})), "rollback": s.rollback,
+                "notify": tuple(sorted({n.name for n in s.notify})),
+                "resume_criteria": tuple(c.name for c in criteria),
+                "receipt": tuple(sorted({n.name for n in s.receipt})), "location": location, "stopped_at": None})
+            stops.append(CStop(
+                name=s.name, fn=_fn(s.condition, compiled) if s.condition else None, source=src,
+                location=location,
+                ref=fast(RuleRef, {"kind": "stop", "name": s.name, "effect": "stop", "location": location}),
+                trace_true=_trace("stop", s.name, "stop", location, src, True),
+                trace_false=_trace("stop", s.name, "stop", location, src, False),
+                info=info, receipt=tuple(sorted({n.name for n in s.receipt})), criteria=criteria))
+        stops.sort(key=lambda s: s.name)
+        default_loc = loc_str(w.default_loc) or loc_str(w.loc)
+        workflows[w.name] = CWorkflow(
+            name=w.name, version=w.version, default_effect=w.default_effect,
+            default_ref=fast(RuleRef, {"kind": "default", "name": f"default {w.default_effect}",
+                                       "effect": w.default_effect, "location": default_loc}),
+            actions=MappingProxyType(actions), stops=tuple(stops),
+            stops_by_name=MappingProxyType({s.name: s for s in stops}),
+            scenarios=MappingProxyType(scenarios), policy=MappingProxyType(consts),
+            running_state=MappingProxyType({"name": w.name, "status": "running"}),
+            location=loc_str(w.loc),
+        )
+    return CompiledPolicy(
+        policy_hash=pset.content_hash, workflows=MappingProxyType(workflows),
+        actions=MappingProxyType(all_actions), roles=tuple(sorted(pset.roles)))

@@ -1,0 +1,1043 @@
+"""The engine: gate decisions, rollback plans, rollback authorization, resume decisions.
+
+    engine = policy_engine.load("policies/")
+    engine.evaluate(action, workflow_state=None, now=None) -> Decision
+    engine.classify_rollback(request, now=None) -> RollbackPlan
+    engine.authorize_rollback(plan, approvals, now=None) -> AuthorizationVerdict
+    engine.may_resume(workflow, stop, evidence, now=None) -> ResumeDecision
+
+An `Engine` is immutable and holds no per-call state: share one between threads. None of
+the four methods raises on bad input data; bad data gives a fail-closed result with the
+errors listed. See docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+from pydantic import BaseModel, ValidationError
+
+from .compiler import (
+    CAction,
+    CompiledPolicy,
+    CScenario,
+    CStop,
+    CWorkflow,
+    compile_policy,
+    fast,
+)
+from .diagnostics import Diagnostic, PolicyError
+from .models import (
+    AuthorizationRequirement,
+    AuthorizationVerdict,
+    Cascade,
+    CascadeLoop,
+    CascadeStep,
+    CheckpointRecord,
+    Compensation,
+    CriterionResult,
+    Decision,
+    DistinctRef,
+    EvalError,
+    Feasibility,
+    PrerequisiteResult,
+    RejectedApproval,
+    ReversibilityInfo,
+    ResumeDecision,
+    RollbackPlan,
+    RuleRef,
+    SlotFill,
+    StopInfo,
+    TraceEntry,
+)
+from .source import Span
+
+__all__ = ["Engine", "load", "MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "MAX_CASCADE_RECORDS",
+           "MAX_APPROVALS", "plan_hash"]
+
+# Input limits, checked before any conversion or evaluation (documented in docs/engine.md).
+MAX_INPUT_ITEMS = 100_000  # values in containers (dict entries + list items), whole input
+MAX_INPUT_DEPTH = 200  # container nesting
+MAX_INPUT_CHARS = 4_000_000  # total characters of all strings (keys and values)
+MAX_CASCADE_RECORDS = 10_000  # steps + checkpoint records of one rollback plan
+MAX_APPROVALS = 1_000  # approvals per authorization
+MAX_LOOPS_LISTED = 100
+
+_UTC = timezone.utc
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_CONTAINERS = (dict, list, tuple)
+
+
+# ============================================================================ small helpers
+
+
+def parse_ts(value: Any, what: str = "timestamp") -> datetime:
+    """An RFC 3339 string or datetime -> tz-aware UTC datetime. Naive datetimes are UTC.
+    Raises ValueError with a message naming `what`."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
+    if isinstance(value, str):
+        if len(value) <= 40 and _TS_RE.match(value):
+            text = value
+            m = re.search(r"\.(\d+)", text)
+            if m and len(m.group(1)) > 6:  # nanoseconds: truncate to microseconds
+                text = text[: m.start(1) + 6] + text[m.end(1):]
+            try:
+                return datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(_UTC)
+            except (ValueError, OverflowError):
+                pass
+        raise ValueError(f"{what} {_short(value)} is not an RFC 3339 timestamp (e.g. 2026-07-02T10:00:00Z)")
+    raise ValueError(f"{what} must be an RFC 3339 string, not {_tname(value)}")
+
+
+def fmt_ts(t: datetime) -> str:
+    t = t.astimezone(_UTC)
+    base = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    return base + (f".{t.microsecond:06d}".rstrip("0") if t.microsecond else "") + "Z"
+
+
+def _add_seconds(t: datetime, seconds: int) -> Optional[str]:
+    try:
+        return fmt_ts(t + timedelta(seconds=seconds))
+    except OverflowError:
+        return "9999-12-31T23:59:59Z"
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    try:
+        s = json.dumps(v, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        s = repr(type(v))
+    return "`" + (s if len(s) <= limit else s[: limit - 3] + "...") + "`"
+
+
+def _tname(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a bool"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, Mapping):
+        return "an object"
+    return f"a {type(v).__name__}"
+
+
+def check_size(root: Any) -> Optional[str]:
+    """Why `root` exceeds the input limits, or None. Iterative: no recursion, stops early."""
+    items = 0
+    chars = 0
+    stack = [(root, 0)]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        v, d = pop()
+        t = type(v)
+        if t is dict or (t is not list and t is not tuple and isinstance(v, Mapping)):
+            if d >= MAX_INPUT_DEPTH:
+                return f"input nests more than {MAX_INPUT_DEPTH} levels deep"
+            items += len(v)
+            if items > MAX_INPUT_ITEMS:
+                return f"input has more than {MAX_INPUT_ITEMS} values"
+            for k, x in v.items():
+                if type(k) is str:
+                    chars += len(k)
+                tx = type(x)
+                if tx is str:
+                    chars += len(x)
+                elif tx is dict or tx is list or tx is tuple or isinstance(x, Mapping):
+                    push((x, d + 1))
+        elif t is list or t is tuple:
+            if d >= MAX_INPUT_DEPTH:
+                return f"input nests more than {MAX_INPUT_DEPTH} levels deep"
+            items += len(v)
+            if items > MAX_INPUT_ITEMS:
+                return f"input has more than {MAX_INPUT_ITEMS} values"
+            for x in v:
+                tx = type(x)
+                if tx is str:
+                    chars += len(x)
+                elif tx is dict or tx is list or tx is tuple or isinstance(x, Mapping):
+                    push((x, d + 1))
+        elif t is str:
+            chars += len(v)
+        if chars > MAX_INPUT_CHARS:
+            return f"input holds more than {MAX_INPUT_CHARS} characters of text"
+    return None
+
+
+def _as_dict(value: Any) -> Any:
+    """Models -> dicts (JSON-like, extras kept); everything else unchanged (no copy)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="python", by_alias=True)
+    return value
+
+
+def _value_text(v: Any) -> Optional[str]:
+    try:
+        from .cel import to_cel_json
+
+        s = json.dumps(to_cel_json(v), ensure_ascii=False, sort_keys=True)
+    except Exception:  # noqa: BLE001 - a display helper never fails the decision
+        s = repr(v)
+    return s if len(s) <= 200 else s[:197] + "..."
+
+
+def _cond_outcome(v: Any) -> tuple[Optional[bool], Optional[str], Optional[str]]:
+    """(truth or None on error, error message, budget)."""
+    if v is True:
+        return True, None, None
+    if v is False:
+        return False, None, None
+    msg = getattr(v, "message", None)
+    if msg is not None and type(v).__name__ == "CelError":
+        return None, msg, getattr(v, "budget", None)
+    return None, f"condition returned {_tname(v)} ({_value_text(v)}), not a bool", None
+
+
+def _err(rule: str, kind: str, message: str, location: Optional[str] = None,
+         budget: Optional[str] = None) -> EvalError:
+    return fast(EvalError, {"rule": rule, "kind": kind, "message": message, "location": location,
+                            "budget": budget})
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
+    """sha256 of the plan's canonical JSON, without `plan_hash` and `evaluated_at`.
+
+    Approvals bind to this hash: any change to what the plan does, who must authorize
+    it, or the policy that made it gives a different hash."""
+    data = plan.model_dump(mode="json") if isinstance(plan, BaseModel) else dict(plan)
+    data.pop("plan_hash", None)
+    data.pop("evaluated_at", None)
+    return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8")).hexdigest()
+
+
+_EFFECT_WORD = {"stop": "stop trigger", "deny": "deny rule", "require_approval": "require_approval rule",
+                "allow": "allow rule"}
+_OUTRANKS = {"stop": "stop outranks every rule", "deny": "deny outranks require_approval and allow",
+             "require_approval": "no stop trigger or deny rule matched",
+             "allow": "no stop trigger, deny or require_approval rule matched"}
+
+
+# ============================================================================ the engine
+
+
+class Engine:
+    """A compiled, immutable policy set. Thread-safe; build with `load()` or
+    `Engine.from_load_result()`."""
+
+    __slots__ = ("_p", "policy_set", "policy_hash", "sources", "diagnostics")
+
+    def __init__(self, policy_set: Any, compiled_exprs: Mapping, sources: Optional[Mapping] = None,
+                 diagnostics: Sequence[Diagnostic] = ()) -> None:
+        object.__setattr__(self, "_p", compile_policy(policy_set, compiled_exprs))
+        object.__setattr__(self, "policy_set", policy_set)
+        object.__setattr__(self, "policy_hash", policy_set.content_hash)
+        object.__setattr__(self, "sources", dict(sources or {}))
+        object.__setattr__(self, "diagnostics", tuple(diagnostics))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Engine is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Engine is immutable")
+
+    def __repr__(self) -> str:
+        return f"Engine({len(self._p.workflows)} workflows, {self.policy_hash[:19]})"
+
+    @classmethod
+    def from_load_result(cls, result: Any) -> "Engine":
+        """From a `loader.LoadResult`; raises `PolicyError` if it holds errors."""
+        from .loader import require_ok
+
+        pset = require_ok(result)
+        return cls(pset, result.compiled, result.sources, result.diagnostics)
+
+    @property
+    def compiled(self) -> CompiledPolicy:
+        return self._p
+
+    @property
+    def workflows(self) -> tuple[str, ...]:
+        return tuple(self._p.workflows)
+
+    def version(self, workflow: str) -> Optional[str]:
+        wf = self._p.workflows.get(workflow)
+        return wf.version if wf else None
+
+    # ------------------------------------------------------------------ now
+    @staticmethod
+    def _now(now: Any) -> tuple[datetime, Optional[str]]:
+        if now is None:
+            return datetime.now(_UTC), None
+        if type(now) is datetime and now.tzinfo is _UTC:
+            return now, None
+        try:
+            return parse_ts(now, "`now`"), None
+        except ValueError as e:
+            return datetime.now(_UTC), str(e)
+
+    # ================================================================== gate
+    def evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
+        """May this proposed action execute now? Never raises on bad input."""
+        now_dt, now_err = self._now(now)
+        action = _as_dict(action)
+        if type(action) is not dict:
+            if isinstance(action, Mapping):
+                action = dict(action)
+            else:
+                return self._fail(now_dt, None, None, None, "the action must be an object, not " + _tname(action))
+        problem = check_size(action)
+        if problem:
+            return self._fail(now_dt, None, None, None, problem)
+        wname = action.get("workflow")
+        tname = action.get("type")
+        aid = action.get("id")
+        aid = aid if type(aid) is str else (None if aid is None else _short(aid)[1:-1])
+        if now_err:
+            return self._fail(now_dt, wname if type(wname) is str else None,
+                              tname if type(tname) is str else None, aid, now_err)
+        # workflow state
+        p = self._p
+        wf = p.workflows.get(wname) if type(wname) is str else None
+        if workflow_state is None:
+            state = wf.running_state if wf is not None else None
+        else:
+            state = _as_dict(workflow_state)
+            if not isinstance(state, Mapping):
+                return self._fail(now_dt, wname, tname, aid, "the workflow state must be an object, not "
+                                  + _tname(state))
+            problem = check_size(state)
+            if problem:
+                return self._fail(now_dt, wname, tname, aid, "workflow state: " + problem)
+            status = state.get("status", "running")
+            if status == "stopped":
+                return self._stopped(now_dt, wf, wname, tname, aid, state)
+            if status != "running":
+                return self._fail(now_dt, wname, tname, aid,
+                                  f"workflow state status {_short(status)} is neither `running` nor `stopped`")
+        if type(wname) is not str:
+            return self._fail(now_dt, None, tname if type(tname) is str else None, aid,
+                              "the action has no `workflow` (a string naming its workflow)"
+                              if wname is None else f"the action's `workflow` must be a string, not {_tname(wname)}")
+        if wf is None:
+            known = ", ".join(f"`{n}`" for n in p.workflows) or "none"
+            return self._undeclared(now_dt, None, wname, tname if type(tname) is str else None, aid,
+                                    "undeclared workflow", f"workflow `{wname}` is not declared in the policy set "
+                                                           f"(declared: {known})")
+        if type(tname) is not str:
+            return self._fail(now_dt, wname, None, aid, "the action has no `type` (a string naming its action type)"
+                              if tname is None else f"the action's `type` must be a string, not {_tname(tname)}",
+                              wf=wf)
+        return self._gate(wf, wf.actions.get(tname), action, state, now_dt, wname, tname, aid)
+
+    def _gate(self, wf: CWorkflow, ca: Optional[CAction], action: dict, state: Any, now_dt: datetime,
+              wname: str, tname: str, aid: Optional[str]) -> Decision:
+        act = {"action": action, "workflow": state, "now": now_dt, "policy": wf.policy}
+        trace: list = []
+        matched: list = []
+        errors: list = []
+        stop_hit: Optional[CStop] = None
+        for s in wf.stops:
+            fn = s.fn
+            if fn is None:
+                continue
+            v = fn(act)
+            if v is True:
+                trace.append(s.trace_true)
+                matched.append(s.ref)
+                if stop_hit is None:
+                    stop_hit = s
+            elif v is False:
+                trace.append(s.trace_false)
+            else:
+                self._cond_error(s, v, trace, errors, "stop")
+                matched.append(s.ref)
+                if stop_hit is None:
+                    stop_hit = s
+        approvals = []
+        if ca is not None:
+            for r in ca.rules:
+                v = r.fn(act)
+                if v is True:
+                    trace.append(r.trace_true)
+                    matched.append(r.ref)
+                    if r.approval is not None:
+                        approvals.append(r.approval)
+                elif v is False:
+                    trace.append(r.trace_false)
+                else:
+                    self._cond_error(r, v, trace, errors, "rule")
+                    if r.effect != "allow":  # errors never widen permission
+                        matched.append(r.ref)
+                        if r.approval is not None:
+                            approvals.append(r.approval)
+        if ca is None and stop_hit is None:
+            return self._undeclared(now_dt, wf, wname, tname, aid, "undeclared action type",
+                                    f"action type `{tname}` is not declared in workflow `{wname}`",
+                                    trace=tuple(trace), matched=tuple(matched), errors=tuple(errors))
+        if matched:
+            deciding = matched[0]
+            effect = deciding.effect
+            nerr = " (its condition errored; an error counts as matched)" \
+                if errors and any(e.rule == deciding.name for e in errors) else ""
+            reason = f"{_EFFECT_WORD[effect]} `{deciding.name}` matched{nerr}; {_OUTRANKS[effect]}"
+        else:
+            deciding = wf.default_ref
+            effect = wf.default_effect
+            reason = f"no rule matched action type `{tname}`; the workflow default is {effect}"
+        stop_info = None
+        receipt = ca.receipt if ca is not None else ()
+        if effect == "stop":
+            stop_info = stop_hit.info
+            if stop_hit.receipt:
+                receipt = tuple(sorted(set(receipt) | set(stop_hit.receipt)))
+        rev = None
+        if ca is not None and ca.reversibility is not None:
+            rev = ca.reversibility
+            if ca.window_seconds is not None:
+                d = dict(rev.__dict__)
+                d["reversible_until"] = _add_seconds(now_dt, ca.window_seconds)
+                rev = fast(ReversibilityInfo, d)
+        return fast(Decision, {
+            "effect": effect, "deciding": deciding, "reason": reason, "workflow": wname, "action_type": tname,
+            "action_id": aid, "matched": tuple(matched),
+            "approvals": tuple(approvals) if effect == "require_approval" else (),
+            "stop": stop_info, "reversibility": rev, "receipt": receipt, "errors": tuple(errors),
+            "trace": tuple(trace), "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash,
+            "policy_version": wf.version})
+
+    @staticmethod
+    def _cond_error(r: Any, v: Any, trace: list, errors: list, kind: str) -> None:
+        _, msg, budget = _cond_outcome(v)
+        value = None if type(v).__name__ == "CelError" else _value_text(v)
+        matched = r.effect != "allow"
+        trace.append(fast(TraceEntry, {"kind": kind, "name": r.name, "effect": r.effect, "location": r.location,
+                                       "condition": r.source, "value": value, "error": msg, "matched": matched}))
+        errors.append(_err(r.name, kind, msg, r.location, budget))
+
+    def _fail(self, now_dt: datetime, wname: Any, tname: Any, aid: Optional[str], message: str,
+              wf: Optional[CWorkflow] = None) -> Decision:
+        """Bad input: deny, with the problem as an error."""
+        if wf is None and type(wname) is str:
+            wf = self._p.workflows.get(wname)
+        ref = fast(RuleRef, {"kind": "error", "name": "invalid input", "effect": "deny", "location": None})
+        return fast(Decision, {
+            "effect": "deny", "deciding": ref, "reason": f"denied: {message}",
+            "workflow": wname if type(wname) is str else None, "action_type": tname if type(tname) is str else None,
+            "action_id": aid, "matched": (), "approvals": (), "stop": None, "reversibility": None, "receipt": (),
+            "errors": (_err("<input>", "input", message),), "trace": (), "evaluated_at": fmt_ts(now_dt),
+            "policy_hash": self.policy_hash, "policy_version": wf.version if wf else None})
+
+    def _undeclared(self, now_dt: datetime, wf: Optional[CWorkflow], wname: str, tname: Optional[str],
+                    aid: Optional[str], name: str, message: str, trace: tuple = (), matched: tuple = (),
+                    errors: tuple = ()) -> Decision:
+        ref = fast(RuleRef, {"kind": "undeclared", "name": name, "effect": "deny", "location": None})
+        return fast(Decision, {
+            "effect": "deny", "deciding": ref, "reason": f"denied: {message}", "workflow": wname,
+            "action_type": tname, "action_id": aid, "matched": matched, "approvals": (), "stop": None,
+            "reversibility": None, "receipt": (), "errors": errors + (_err("<input>", "input", message),),
+            "trace": trace, "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash,
+            "policy_version": wf.version if wf else None})
+
+    def _stopped(self, now_dt: datetime, wf: Optional[CWorkflow], wname: Any, tname: Any, aid: Optional[str],
+                 state: Mapping) -> Decision:
+        trigger = state.get("stopped_by")
+        stopped_at = state.get("stopped_at")
+        at_text = None
+        errors = []
+        if stopped_at is not None:
+            try:
+                at_text = fmt_ts(parse_ts(stopped_at, "`stopped_at`"))
+            except ValueError as e:
+                errors.append(_err("<input>", "input", str(e)))
+        s = wf.stops_by_name.get(trigger) if (wf is not None and type(trigger) is str) else None
+        tname_s = trigger if type(trigger) is str else ("<unknown>" if trigger is None else _short(trigger)[1:-1])
+        if s is not None:
+            d = dict(s.info.__dict__)
+            d["stopped_at"] = at_text
+            info = fast(StopInfo, d)
+            location = s.location
+        else:
+            if wf is None:
+                why = "its workflow is not declared" if type(wname) is str else "the action names no workflow"
+            elif trigger is None:
+                why = "the workflow state names no `stopped_by` trigger"
+            else:
+                why = f"workflow `{wf.name}` declares no stop trigger `{tname_s}`"
+            errors.append(_err("<input>", "input", f"stopped by an unknown trigger: {why}; the workflow stays stopped"))
+            info = fast(StopInfo, {"trigger": tname_s, "known": False, "severity": None, "owner": None,
+                                   "affects": (), "rollback": None, "notify": (), "resume_criteria": (),
+                                   "receipt": (), "location": None, "stopped_at": at_text})
+            location = None
+        ca = wf.actions.get(tname) if (wf is not None and type(tname) is str) else None
+        receipt = tuple(sorted(set(ca.receipt if ca else ()) | set(info.receipt)))
+        rev = None
+        if ca is not None and ca.reversibility is not None:
+            rev = ca.reversibility
+            if ca.window_seconds is not None:
+                d = dict(rev.__dict__)
+                d["reversible_until"] = _add_seconds(now_dt, ca.window_seconds)
+                rev = fast(ReversibilityInfo, d)
+        ref = fast(RuleRef, {"kind": "stopped", "name": tname_s, "effect": "stop", "location": location})
+        return fast(Decision, {
+            "effect": "stop", "deciding": ref,
+            "reason": f"the workflow is stopped by `{tname_s}`; it stays stopped until a resume decision allows it",
+            "workflow": wname if type(wname) is str else None, "action_type": tname if type(tname) is str else None,
+            "action_id": aid, "matched": (), "approvals": (), "stop": info, "reversibility": rev, "receipt": receipt,
+            "errors": tuple(errors), "trace": (), "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash,
+            "policy_version": wf.version if wf else None})
+
+    # ================================================================== rollback
+    def classify_rollback(self, request: Any, now: Any = None) -> RollbackPlan:
+        """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
+        now_dt, now_err = self._now(now)
+        req = _as_dict(request)
+        errors: list[EvalError] = []
+        if now_err:
+            errors.append(_err("<input>", "input", now_err))
+        if not isinstance(req, Mapping):
+            errors.append(_err("<input>", "input", "the rollback request must be an object, not " + _tname(req)))
+            req = {}
+        else:
+            problem = check_size(req)
+            if problem:
+                errors.append(_err("<input>", "input", problem))
+                req = {}
+        p = self._p
+        wname = req.get("workflow")
+        sname = req.get("scenario")
+        requested_by = req.get("requested_by")
+        original = req.get("original")
+        wf = p.workflows.get(wname) if type(wname) is str else None
+        if req and wf is None:
+            errors.append(_err("<input>", "input", f"workflow {_short(wname)} is not declared in the policy set"
+                               if type(wname) is str else "the request has no `workflow` (a string)"))
+        sc: Optional[CScenario] = wf.scenarios.get(sname) if (wf is not None and type(sname) is str) else None
+        if wf is not None and sc is None:
+            declared = ", ".join(f"`{n}`" for n in wf.scenarios) or "none"
+            errors.append(_err("<input>", "input",
+                               f"rollback scenario {_short(sname)} is not declared in workflow `{wf.name}` "
+                               f"(declared: {declared})" if type(sname) is str
+                               else "the request has no `scenario` (a string)"))
+        if req and type(requested_by) is not str:
+            errors.append(_err("<input>", "input", "the request has no `requested_by` (a principal id string)"))
+        if not isinstance(original, Mapping):
+            if req:
+                errors.append(_err("<input>", "input", "the request has no `original` record (an object)"))
+            original = {}
+        oid = original.get("id")
+        otype = original.get("type")
+        if original and type(oid) is not str:
+            errors.append(_err("<input>", "input", "the original record has no `id` (a string)"))
+        ca = p.actions.get(otype) if type(otype) is str else None
+        # ---------------------------------------------------------------- window
+        window = "none"
+        executed_at = None
+        until = None
+        if ca is not None and ca.window_seconds is not None and ca.klass != "irreversible":
+            ex = original.get("executed_at")
+            try:
+                ex_dt = parse_ts(ex, "`original.executed_at`") if ex is not None else None
+            except ValueError as e:
+                ex_dt = None
+                errors.append(_err("<input>", "input", f"{e}; the window is treated as expired"))
+            if ex_dt is None:
+                if ex is None:
+                    errors.append(_err("<input>", "input", "`original.executed_at` is missing; the reversal window "
+                                                           "is treated as expired"))
+                window = "escalated"
+            else:
+                executed_at = fmt_ts(ex_dt)
+                until_dt = ex_dt + timedelta(seconds=ca.window_seconds)
+                until = fmt_ts(until_dt)
+                window = "standard" if now_dt <= until_dt else "escalated"
+        elif original.get("executed_at") is not None:
+            try:
+                executed_at = fmt_ts(parse_ts(original.get("executed_at"), "`original.executed_at`"))
+            except ValueError as e:
+                errors.append(_err("<input>", "input", str(e)))
+        escalated = window == "escalated"
+        # ---------------------------------------------------------------- authorization
+        slots: tuple = ()
+        distinct_paths: tuple = ()
+        route = None
+        notify: tuple = ()
+        comps: list = []
+        depth_limit = 0
+        if sc is not None:
+            slots = tuple(s.spec for s in sc.slots)
+            distinct_paths = sc.distinct_from
+            route = sc.route
+            notify_set = set(sc.notify)
+            comps = [(n, a, "standard") for n, a in sc.compensate]
+            depth_limit = sc.cascade_depth
+            if escalated and sc.has_escalation:
+                slots = slots + tuple(s.spec for s in sc.esc_slots)
+                distinct_paths = distinct_paths + sc.esc_distinct_from
+                route = sc.esc_route or route
+                notify_set |= set(sc.esc_notify)
+                have = {n for n, _, _ in comps}
+                comps += [(n, a, "escalation") for n, a in sc.esc_compensate if n not in have]
+            notify = tuple(sorted(notify_set))
+        drefs = []
+        for path in dict.fromkeys(distinct_paths):
+            for principal in _resolve(req, path):
+                drefs.append(fast(DistinctRef, {"ref": ".".join(path), "principal": principal}))
+        drefs.sort(key=lambda d: (d.ref, d.principal or ""))
+        excluded = tuple(sorted({d.principal for d in drefs if d.principal is not None}))
+        auth = fast(AuthorizationRequirement, {"slots": slots, "distinct_from": tuple(drefs),
+                                               "excluded_principals": excluded})
+        compensations = tuple(fast(Compensation, {"name": n, "kind": "action" if a else "text", "source": src})
+                              for n, a, src in sorted(comps, key=lambda c: (c[2] != "standard", c[0])))
+        # ---------------------------------------------------------------- feasibility
+        pol = wf.policy if wf is not None else {}
+        feas = self._feasibility(ca, otype, original, req, now_dt, pol, errors)
+        cascade = self._cascade(original, depth_limit, errors) if original else fast(Cascade, {
+            "depth_limit": depth_limit, "steps": (), "checkpoint": (), "loops": (), "partial": False,
+            "truncated": False, "truncated_reason": None})
+        authorizable = wf is not None and sc is not None and bool(slots) and type(oid) is str \
+            and type(requested_by) is str and not now_err
+        data = {
+            "workflow": wname if type(wname) is str else "", "scenario": sname if type(sname) is str else "",
+            "scenario_declared": sc is not None, "standard_scenario": bool(sc and sc.standard),
+            "authorizable": authorizable, "errors": tuple(errors),
+            "original_id": oid if type(oid) is str else None, "original_type": otype if type(otype) is str else None,
+            "requested_by": requested_by if type(requested_by) is str else None, "route": route, "window": window,
+            "window_seconds": ca.window_seconds if ca is not None else None, "executed_at": executed_at,
+            "reversible_until": until, "authorization": auth, "notify": notify, "compensations": compensations,
+            "feasibility": feas, "cascade": cascade, "evaluated_at": fmt_ts(now_dt),
+            "policy_hash": self.policy_hash, "policy_version": wf.version if wf is not None else None,
+            "plan_hash": "",
+        }
+        plan = fast(RollbackPlan, data)
+        data["plan_hash"] = plan_hash(plan)
+        return fast(RollbackPlan, data)
+
+    def _feasibility(self, ca: Optional[CAction], otype: Any, original: Mapping, req: Mapping, now_dt: datetime,
+                     pol: Mapping, errors: list) -> Feasibility:
+        reasons = []
+        status = "feasible"
+        results = []
+        unmet = []
+        if ca is None:
+            status = "manual"
+            reasons.append(f"action type {_short(otype)} is not declared; reverse it by hand"
+                           if type(otype) is str else "the original record names no action type; reverse it by hand")
+        elif ca.klass == "irreversible":
+            status = "manual"
+            reasons.append(f"`{ca.name}` is irreversible: route to manual handling")
+        elif ca.klass is None:
+            status = "manual"
+            reasons.append(f"`{ca.name}` declares no reversal method: route to manual handling")
+        if ca is not None:
+            act = {"original": original, "request": req, "now": now_dt, "policy": pol}
+            for pr in ca.prerequisites:
+                ok, msg, budget = _cond_outcome(pr.fn(act))
+                if ok:
+                    results.append(fast(PrerequisiteResult, {"name": pr.name, "met": True, "reason": None,
+                                                             "location": pr.location}))
+                    continue
+                reason = "condition is false" if ok is False else f"error: {msg}"
+                if ok is None:
+                    errors.append(_err(pr.name, "prerequisite", msg, pr.location, budget))
+                results.append(fast(PrerequisiteResult, {"name": pr.name, "met": False, "reason": reason,
+                                                         "location": pr.location}))
+                unmet.append(pr.name)
+        if unmet:
+            reasons.append("prerequisites not met: " + ", ".join(f"`{n}`" for n in unmet))
+            if status == "feasible":
+                status = "blocked"
+        return fast(Feasibility, {"status": status, "reasons": tuple(reasons), "prerequisites": tuple(results),
+                                  "unmet": tuple(unmet)})
+
+    def _cascade(self, original: Mapping, depth_limit: int, errors: list) -> Cascade:
+        """Breadth-first over `downstream` records. Linear in records, bounded by MAX_CASCADE_RECORDS."""
+        actions = self._p.actions
+        steps: list = []
+        checkpoint: list = []
+        loops: list = []
+        nloops = 0
+        partial = False
+        truncated = False
+        truncated_reason = None
+        root_id = original.get("id")
+        root_id = root_id if type(root_id) is str else "<original>"
+        parent_of: dict[str, Optional[str]] = {root_id: None}
+        queue = [(original, 0, None, root_id)]
+        head = 0
+        count = 0
+        while head < len(queue):
+            rec, depth, parent, rid = queue[head]
+            head += 1
+            rtype = rec.get("type")
+            rtype_s = rtype if type(rtype) is str else "<missing>"
+            if depth > depth_limit:
+                checkpoint.append(fast(CheckpointRecord, {"record_id": rid, "type": rtype_s, "depth": depth,
+                                                          "parent": parent}))
+            else:
+                steps.append(self._step(actions.get(rtype) if type(rtype) is str else None, rid, rtype_s, depth,
+                                        parent, rec))
+            count += 1
+            downstream = rec.get("downstream")
+            if downstream is None:
+                continue
+            if not isinstance(downstream, (list, tuple)):
+                errors.append(_err("<input>", "input", f"`downstream` of record `{rid}` must be a list"))
+                partial = True
+                continue
+            for i, child in enumerate(downstream):
+                if not isinstance(child, Mapping):
+                    errors.append(_err("<input>", "input", f"downstream[{i}] of record `{rid}` is not an object"))
+                    partial = True
+                    continue
+                cid = child.get("id")
+                if type(cid) is not str:
+                    cid = f"{rid}/downstream[{i}]"
+                    errors.append(_err("<input>", "input", f"downstream[{i}] of record `{rid}` has no `id`; "
+                                                           f"called `{cid}` in this plan"))
+                if cid in parent_of:
+                    partial = True
+                    nloops += 1
+                    if len(loops) < MAX_LOOPS_LISTED:
+                        loops.append(fast(CascadeLoop, {"record_id": cid, "parent": rid,
+                                                        "path": _path(parent_of, rid) + (cid,)}))
+                    continue
+                if len(parent_of) >= MAX_CASCADE_RECORDS:
+                    truncated = True
+                    partial = True
+                    truncated_reason = (f"the cascade reaches more than {MAX_CASCADE_RECORDS} records; planning "
+                                        f"stopped at downstream[{i}] of record `{rid}` and everything after it "
+                                        f"in breadth-first order")
+                    queue = queue[:head]  # drop the rest of the queue
+                    break
+                parent_of[cid] = rid
+                queue.append((child, depth + 1, rid, cid))
+            if truncated:
+                break
+        if nloops > len(loops):
+            errors.append(_err("<input>", "input", f"{nloops} loops in the cascade; the first "
+                                                   f"{MAX_LOOPS_LISTED} are listed"))
+        return fast(Cascade, {"depth_limit": depth_limit, "steps": tuple(steps), "checkpoint": tuple(checkpoint),
+                              "loops": tuple(loops), "partial": partial, "truncated": truncated,
+                              "truncated_reason": truncated_reason})
+
+    @staticmethod
+    def _step(ca: Optional[CAction], rid: str, rtype: str, depth: int, parent: Optional[str],
+              rec: Mapping) -> CascadeStep:
+        manual = False
+        reason = None
+        if ca is None:
+            manual, reason = True, f"action type `{rtype}` is not declared"
+        elif ca.klass == "irreversible":
+            manual, reason = True, f"`{rtype}` is irreversible"
+        elif ca.klass is None:
+            manual, reason = True, f"`{rtype}` declares no reversal method"
+        return fast(CascadeStep, {
+            "record_id": rid, "type": rtype, "depth": depth, "parent": parent,
+            "method": ca.method if ca is not None else None, "verify": ca.verify if ca is not None else None,
+            "reversibility": ca.klass if ca is not None else None, "manual": manual, "reason": reason})
+
+    # ================================================================== authorization
+    def authorize_rollback(self, plan: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+        """Do these approvals satisfy the plan's authorization requirement?"""
+        now_dt, now_err = self._now(now)
+        errors: list[EvalError] = []
+        if now_err:
+            errors.append(_err("<input>", "input", now_err))
+        if not isinstance(plan, RollbackPlan):
+            raw = _as_dict(plan)
+            try:
+                if not isinstance(raw, Mapping):
+                    raise TypeError("the plan must be an object, not " + _tname(raw))
+                problem = check_size(raw)
+                if problem:
+                    raise TypeError(problem)
+                plan = RollbackPlan.model_validate(raw)
+            except (ValidationError, TypeError) as e:
+                msg = str(e) if isinstance(e, TypeError) else \
+                    "the plan is not a RollbackPlan: " + "; ".join(
+                        f"{'.'.join(str(x) for x in er['loc'])}: {er['msg']}" for er in e.errors()[:5])
+                return self._verdict(False, "", (), (), (), (_err("<input>", "input", msg),) + tuple(errors),
+                                     now_dt)
+        expected = plan_hash(plan)
+        if plan.plan_hash != expected:
+            errors.append(_err("<input>", "input", "the plan's content does not match its `plan_hash`: it was "
+                                                   "changed after classification; classify the rollback again"))
+        if plan.policy_hash != self.policy_hash:
+            errors.append(_err("<input>", "policy", f"the plan was classified under policy {plan.policy_hash}; "
+                                                    f"this engine holds {self.policy_hash}"))
+        if not plan.authorizable:
+            errors.append(_err("<input>", "input", "the plan is not authorizable (see the plan's errors)"))
+        excluded = set(plan.authorization.excluded_principals)
+        slots = plan.authorization.slots
+        slot_roles = [set(s.roles) for s in slots]
+        all_roles = set().union(*slot_roles) if slot_roles else set()
+        rejected: list = []
+        cand_roles: dict[str, set] = {}
+        cand_order: list[str] = []
+        if isinstance(approvals, (str, bytes, Mapping)) or not isinstance(approvals, Iterable):
+            errors.append(_err("<input>", "input", "approvals must be a list"))
+            approvals = []
+        approvals = list(approvals)[: MAX_APPROVALS + 1]
+        if len(approvals) > MAX_APPROVALS:
+            errors.append(_err("<input>", "input", f"more than {MAX_APPROVALS} approvals; the rest are ignored"))
+            approvals = approvals[:MAX_APPROVALS]
+        for i, a in enumerate(approvals):
+            a = _as_dict(a)
+            if not isinstance(a, Mapping) or check_size(a):
+                rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval is not an object within the "
+                                                                    "input limits"))
+                continue
+            who = a.get("principal")
+            if type(who) is not str or not who:
+                rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval names no `principal` (a string)"))
+                continue
+            roles = a.get("roles", [])
+            if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or \
+                    not all(type(r) is str for r in roles):
+                rejected.append(_rej(who, "invalid", "`roles` must be a list of strings"))
+                continue
+            ph = a.get("plan_hash")
+            if ph is None:
+                rejected.append(_rej(who, "plan_hash", "the approval names no `plan_hash`; approvals bind to one "
+                                                       "plan"))
+                continue
+            if ph != plan.plan_hash:
+                rejected.append(_rej(who, "plan_hash", f"the approval is for plan {_short(ph, 30)}, not "
+                                                       f"`{plan.plan_hash}`"))
+                continue
+            pol = a.get("policy_hash")
+            if pol is not None and pol != plan.policy_hash:
+                rejected.append(_rej(who, "policy_hash", f"the approval was given under policy {_short(pol, 30)}, "
+                                                         f"not `{plan.policy_hash}`"))
+                continue
+            try:
+                exp = parse_ts(a["expires_at"], "`expires_at`") if a.get("expires_at") is not None else None
+                at = parse_ts(a["at"], "`at`") if a.get("at") is not None else None
+            except ValueError as e:
+                rejected.append(_rej(who, "invalid", str(e)))
+                continue
+            if exp is not None and exp <= now_dt:
+                rejected.append(_rej(who, "expired", f"the approval expired at {fmt_ts(exp)}"))
+                continue
+            if at is not None and at > now_dt:
+                rejected.append(_rej(who, "future", f"the approval is dated {fmt_ts(at)}, after now "
+                                                     f"({fmt_ts(now_dt)})"))
+                continue
+            if who in excluded:
+                refs = ", ".join(sorted({f"`{d.ref}`" for d in plan.authorization.distinct_from
+                                         if d.principal == who}))
+                rejected.append(_rej(who, "distinct_from", f"`{who}` is {refs}; the authorization must come from "
+                                                           f"someone else"))
+                continue
+            useful = set(roles) & all_roles
+            if not useful:
+                need = ", ".join(f"`{r}`" for r in sorted(all_roles)) or "none"
+                rejected.append(_rej(who, "missing_role", f"`{who}` holds none of the roles the slots need ({need})"))
+                continue
+            if who in cand_roles:
+                cand_roles[who] |= useful
+                rejected.append(_rej(who, "duplicate", f"`{who}` already approved; one principal fills at most one "
+                                                       f"slot (counted once)"))
+                continue
+            cand_roles[who] = useful
+            cand_order.append(who)
+        # ---------------------------------------------------------------- matching
+        assign = _match(sorted(cand_order), cand_roles, slots, slot_roles)
+        filled: dict[str, list] = {s.id: [] for s in slots}
+        for who, sid in assign.items():
+            filled[sid].append(who)
+        for who in sorted(cand_order):
+            if who not in assign:
+                rejected.append(_rej(who, "unused", f"every slot `{who}` could fill ("
+                                     + ", ".join(f"`{r}`" for r in sorted(cand_roles[who]))
+                                     + ") is already filled"))
+        fills = []
+        for s in slots:
+            by = tuple(sorted(filled[s.id]))
+            fills.append(fast(SlotFill, {"id": s.id, "roles": s.roles, "any_of": s.any_of, "count": s.count,
+                                         "source": s.source, "filled_by": by, "missing": s.count - len(by)}))
+        open_slots = tuple(f for f in fills if f.missing > 0)
+        satisfied = not errors and bool(slots) and not open_slots
+        rejected.sort(key=lambda r: (r.principal, r.code, r.reason))
+        return self._verdict(satisfied, plan.plan_hash, tuple(fills), open_slots, tuple(sorted(assign)),
+                             tuple(errors), now_dt, tuple(rejected))
+
+    def _verdict(self, satisfied: bool, ph: str, fills: tuple, open_slots: tuple, accepted: tuple, errors: tuple,
+                 now_dt: datetime, rejected: tuple = ()) -> AuthorizationVerdict:
+        return fast(AuthorizationVerdict, {
+            "satisfied": satisfied, "plan_hash": ph, "slots": fills, "open_slots": open_slots, "accepted": accepted,
+            "rejected": rejected, "errors": errors, "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash})
+
+    # ================================================================== resume
+    def may_resume(self, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
+        """Are the re-enable criteria of the trigger that stopped `workflow` all met?"""
+        now_dt, now_err = self._now(now)
+        errors: list[EvalError] = []
+        if now_err:
+            errors.append(_err("<input>", "input", now_err))
+        workflow = _as_dict(workflow)
+        state: dict = {}
+        if isinstance(workflow, Mapping):
+            state = dict(workflow)
+            workflow = workflow.get("name")
+        stop = _as_dict(stop)
+        stopped_at = None
+        if isinstance(stop, Mapping):
+            if "stopped_by" in stop:
+                state = {**state, **stop}
+                trigger = stop.get("stopped_by")
+                stopped_at = stop.get("stopped_at")
+            else:  # a StopInfo or a Decision's `stop`
+                inner = stop.get("stop") if isinstance(stop.get("stop"), Mapping) else stop
+                trigger = inner.get("trigger")
+                stopped_at = inner.get("stopped_at")
+        else:
+            trigger = stop
+        wf = self._p.workflows.get(workflow) if type(workflow) is str else None
+        s = wf.stops_by_name.get(trigger) if (wf is not None and type(trigger) is str) else None
+        if wf is None:
+            errors.append(_err("<input>", "input", f"workflow {_short(workflow)} is not declared in the policy set"
+                               if type(workflow) is str else "no workflow named (a string)"))
+        elif s is None:
+            declared = ", ".join(f"`{x.name}`" for x in wf.stops) or "none"
+            errors.append(_err("<input>", "input",
+                               f"workflow `{wf.name}` declares no stop trigger {_short(trigger)} (declared: {declared})"
+                               if type(trigger) is str else "no stop trigger named (a string, or a workflow state "
+                                                            "with `stopped_by`)"))
+        ev = _as_dict(evidence)
+        if ev is None:
+            ev = {}
+        if not isinstance(ev, Mapping):
+            errors.append(_err("<input>", "input", "evidence must be an object, not " + _tname(ev)))
+            ev = {}
+        else:
+            problem = check_size(ev)
+            if problem:
+                errors.append(_err("<input>", "input", "evidence: " + problem))
+                ev = {}
+        criteria = []
+        unmet = []
+        if s is not None:
+            stop_val = {"name": s.name, "trigger": s.name, "severity": s.info.severity, "owner": s.info.owner}
+            if stopped_at is not None:
+                try:
+                    stop_val["stopped_at"] = parse_ts(stopped_at, "`stopped_at`")
+                except ValueError as e:
+                    errors.append(_err("<input>", "input", str(e)))
+            state.setdefault("name", wf.name)
+            state["status"] = "stopped"
+            state["stopped_by"] = s.name
+            act = {"evidence": ev, "workflow": state, "stop": stop_val, "now": now_dt, "policy": wf.policy}
+            for c in s.criteria:
+                ok, msg, budget = _cond_outcome(c.fn(act))
+                if ok:
+                    reason = None
+                elif ok is False:
+                    reason = "condition is false"
+                else:
+                    reason = f"error: {msg}"
+                    errors.append(_err(c.name, "criterion", msg, c.location, budget))
+                if not ok:
+                    unmet.append(c.name)
+                criteria.append(fast(CriterionResult, {"name": c.name, "met": bool(ok), "reason": reason,
+                                                       "description": c.description, "location": c.location}))
+        allowed = s is not None and not unmet and not now_err and bool(criteria)
+        return fast(ResumeDecision, {
+            "workflow": workflow if type(workflow) is str else "",
+            "trigger": trigger if type(trigger) is str else None, "allowed": allowed, "criteria": tuple(criteria),
+            "unmet": tuple(unmet), "errors": tuple(errors), "evaluated_at": fmt_ts(now_dt),
+            "policy_hash": self.policy_hash, "policy_version": wf.version if wf is not None else None})
+
+
+# ============================================================================ helpers
+
+
+def _rej(who: str, code: str, reason: str) -> RejectedApproval:
+    return fast(RejectedApproval, {"principal": who, "code": code, "reason": reason})
+
+
+def _path(parent_of: Mapping[str, Optional[str]], rid: str) -> tuple[str, ...]:
+    out = []
+    cur: Optional[str] = rid
+    while cur is not None and len(out) <= MAX_CASCADE_RECORDS:
+        out.append(cur)
+        cur = parent_of.get(cur)
+    return tuple(reversed(out))
+
+
+def _resolve(req: Mapping, path: tuple[str, ...]) -> list[Optional[str]]:
+    """Principal ids a `distinct from` reference names in the request."""
+    cur: Any = req if path[0] == "request" else req.get("original") if path[0] == "original" else None
+    for part in path[1:]:
+        if not isinstance(cur, Mapping):
+            return [None]
+        cur = cur.get(part)
+    if type(cur) is str:
+        return [cur]
+    if isinstance(cur, (list, tuple)) and cur and all(type(x) is str for x in cur):
+        return sorted(set(cur))
+    return [None]
+
+
+def _match(cands: list[str], roles: Mapping[str, set], slots: Sequence, slot_roles: list[set]) -> dict[str, str]:
+    """Maximum assignment of principals to slots (with capacities): augmenting paths.
+
+    Deterministic: principals in sorted order, slots in declaration order."""
+    cap = [s.count for s in slots]
+    holders: list[list[str]] = [[] for _ in slots]
+    where: dict[str, int] = {}
+    elig = {c: [i for i, r in enumerate(slot_roles) if roles[c] & r] for c in cands}
+
+    def augment(c: str, seen: set) -> bool:
+        for i in elig[c]:
+            if i in seen:
+                continue
+            seen.add(i)
+            if len(holders[i]) < cap[i]:
+                holders[i].append(c)
+                where[c] = i
+                return True
+            for other in list(holders[i]):
+                if augment(other, seen):
+                    holders[i].remove(other)
+                    holders[i].append(c)
+                    where[c] = i
+                    return True
+        return False
+
+    for c in cands:
+        if sum(len(h) for h in holders) >= sum(cap):
+            break
+        augment(c, set())
+    return {c: slots[i].id for c, i in where.items()}
+
+
+# ============================================================================ loading
+
+
+def load(path_or_paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> Engine:
+    """Load, check and compile a policy file, a directory, or several. Raises `PolicyError`."""
+    from .loader import UsageError, load_paths
+
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
+    try:
+        result = load_paths(paths)
+    except UsageError as e:
+        where = str(paths[0]) if paths else "<no path>"
+        raise PolicyError([Diagnostic("E006", "error", str(e), Span(where, 0, 0, 1, 1, 1, 1))]) from None
+    return Engine.from_load_result(result)
