@@ -1,0 +1,1 @@
+"""Stopline benchmarks (not part of the installed package)."""

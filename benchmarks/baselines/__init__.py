@@ -1,0 +1,1 @@
+"""Baselines the engine is compared with (hand-written Python, cel-python, Cedar)."""
