@@ -149,5 +149,127 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
     sys.exit(EXIT_OK)
 
 
+# ---------------------------------------------------------------------------- eval / explain / schema (engine)
+MAX_INPUT_BYTES = 16_000_000
+
+
+def _engine_or_exit(paths: tuple[str, ...], color: bool | None):
+    """Load the policy set; on failure print diagnostics like `stopline check` and exit 2."""
+    from .diagnostics import render_all
+    from .engine import Engine
+    from .loader import UsageError, load_paths
+
+    try:
+        result = load_paths(paths)
+    except UsageError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if result.errors:
+        click.echo(render_all(result.diagnostics, result.sources, color=_color(color)), err=True)
+        sys.exit(EXIT_USAGE)
+    return Engine.from_load_result(result)
+
+
+def _read_question(source: str):
+    """The question envelope from a file or `-` (stdin); exits 2 if unreadable."""
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(source, "rb") as fh:
+                data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        click.echo(f"error: cannot read input {source}: {e.strerror or e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if len(data) > MAX_INPUT_BYTES:
+        click.echo(f"error: input {source} is larger than {MAX_INPUT_BYTES} bytes", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        click.echo(f"error: input {source} is not UTF-8 text", err=True)
+    except RecursionError:
+        click.echo(f"error: input {source} nests too deeply", err=True)
+    except ValueError as e:
+        line, col = getattr(e, "lineno", None), getattr(e, "colno", None)
+        where = f":{line}:{col}" if line is not None else ""
+        click.echo(f"error: {source}{where}: invalid JSON: {getattr(e, 'msg', e)}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _answer(paths: tuple[str, ...], source: str, now: str | None, color: bool | None):
+    from .engine import QuestionError
+
+    engine = _engine_or_exit(paths, color)
+    question = _read_question(source)
+    if now is not None and isinstance(question, dict):
+        question = {**question, "now": now}
+    try:
+        return engine.answer(question)
+    except QuestionError as e:
+        click.echo(f"error: {source}: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+_EVAL_HELP = """\b
+The input is one JSON object that says which question it asks:
+  {"question": "gate", "action": {...}, "workflow_state": {...}, "now": "2026-07-02T10:00:00Z"}
+  {"question": "rollback", "request": {...}, "now": ...}
+  {"question": "authorize", "plan": {...} or "request": {...}, "approvals": [...], "now": ...}
+  {"question": "resume", "workflow": "...", "stop": "trigger" or {...}, "evidence": {...}, "now": ...}
+`now` is optional (default: the current time). See docs/engine.md."""
+
+
+@main.command("eval", epilog=_EVAL_HELP)
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--input", "-i", "source", required=True, help="Question JSON file, or - for stdin.")
+@click.option("--now", default=None, help="Override the question's `now` (RFC 3339).")
+@click.option("--color/--no-color", default=None, help="Colour diagnostics (default: when a terminal).")
+def eval_(paths: tuple[str, ...], source: str, now: str | None, color: bool | None) -> None:
+    """Answer a gate, rollback, authorize or resume question; print the result as JSON.
+
+    Exit 0 when evaluated (whatever the answer), 2 on an unreadable policy or input."""
+    result = _answer(paths, source, now, color)
+    click.echo(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    sys.exit(EXIT_OK)
+
+
+@main.command("explain", epilog=_EVAL_HELP)
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--input", "-i", "source", required=True, help="Question JSON file, or - for stdin.")
+@click.option("--now", default=None, help="Override the question's `now` (RFC 3339).")
+@click.option("--color/--no-color", default=None, help="Colour diagnostics (default: when a terminal).")
+def explain_(paths: tuple[str, ...], source: str, now: str | None, color: bool | None) -> None:
+    """Answer the same question as `eval`, printed as a readable trace.
+
+    Every rule considered, its condition's value or error, and why the answer won."""
+    from .explain import explain
+
+    result = _answer(paths, source, now, color)
+    click.echo(explain(result), nl=False)
+    sys.exit(EXIT_OK)
+
+
+@main.command("schema")
+@click.argument("name", required=False)
+def schema(name: str | None) -> None:
+    """Print the JSON Schema of the engine's input and output models (all, or NAME)."""
+    from .diagnostics import did_you_mean
+    from .models import ALL_MODELS, INPUT_MODELS, OUTPUT_MODELS
+
+    if name is None:
+        payload = {"inputs": {n: m.model_json_schema(mode="validation") for n, m in INPUT_MODELS.items()},
+                   "outputs": {n: m.model_json_schema(mode="serialization") for n, m in OUTPUT_MODELS.items()}}
+    elif name in ALL_MODELS:
+        payload = ALL_MODELS[name].model_json_schema(mode="validation" if name in INPUT_MODELS else "serialization")
+    else:
+        hint = did_you_mean(name, ALL_MODELS)
+        click.echo(f"error: unknown model `{name}`" + (f"; {hint}" if hint else "")
+                   + "\nmodels: " + ", ".join(sorted(ALL_MODELS)), err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+    sys.exit(EXIT_OK)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -817,12 +817,12 @@ class Engine:
                                                        "plan"))
                 continue
             if ph != plan.plan_hash:
-                rejected.append(_rej(who, "plan_hash", f"the approval is for plan {_short(ph, 30)}, not "
+                rejected.append(_rej(who, "plan_hash", f"the approval is for plan `{str(ph)[:80]}`, not "
                                                        f"`{plan.plan_hash}`"))
                 continue
             pol = a.get("policy_hash")
             if pol is not None and pol != plan.policy_hash:
-                rejected.append(_rej(who, "policy_hash", f"the approval was given under policy {_short(pol, 30)}, "
+                rejected.append(_rej(who, "policy_hash", f"the approval was given under policy `{str(pol)[:80]}`, "
                                                          f"not `{plan.policy_hash}`"))
                 continue
             try:
@@ -882,6 +882,51 @@ class Engine:
         return fast(AuthorizationVerdict, {
             "satisfied": satisfied, "plan_hash": ph, "slots": fills, "open_slots": open_slots, "accepted": accepted,
             "rejected": rejected, "errors": errors, "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash})
+
+    # ================================================================== questions (stopline eval)
+    def answer(self, question: Any) -> BaseModel:
+        """Answer one question envelope (the input of `stopline eval`):
+
+            {"question": "gate", "action": {...}, "workflow_state": {...}?, "now": ts?}
+            {"question": "rollback", "request": {...}, "now": ts?}
+            {"question": "authorize", "plan": {...} | "request": {...}, "approvals": [...], "now": ts?}
+            {"question": "resume", "workflow": str, "stop": str | {...}, "evidence": {...}, "now": ts?}
+
+        Raises `QuestionError` when the envelope itself is malformed (the CLI exits 2);
+        bad data inside it gives a fail-closed result like the methods do."""
+        q = _as_dict(question)
+        if not isinstance(q, Mapping):
+            raise QuestionError("the input must be a JSON object with a `question` field")
+        kind = q.get("question")
+        known = {"gate": ("action", "workflow_state", "now"), "rollback": ("request", "now"),
+                 "authorize": ("plan", "request", "approvals", "now"),
+                 "resume": ("workflow", "stop", "evidence", "now")}
+        if kind not in known:
+            raise QuestionError(f"`question` must be one of `gate`, `rollback`, `authorize` or `resume`, not "
+                                f"{_short(kind)}")
+        extra = sorted(set(q) - set(known[kind]) - {"question"})
+        if extra:
+            raise QuestionError(f"unknown field{'s' if len(extra) > 1 else ''} for question `{kind}`: "
+                                + ", ".join(f"`{x}`" for x in extra)
+                                + " (expected " + ", ".join(f"`{x}`" for x in known[kind]) + ")")
+        now = q.get("now")
+        if kind == "gate":
+            if "action" not in q:
+                raise QuestionError("question `gate` needs `action`")
+            return self.evaluate(q["action"], q.get("workflow_state"), now)
+        if kind == "rollback":
+            if "request" not in q:
+                raise QuestionError("question `rollback` needs `request`")
+            return self.classify_rollback(q["request"], now)
+        if kind == "authorize":
+            if ("plan" in q) == ("request" in q):
+                raise QuestionError("question `authorize` needs exactly one of `plan` or `request`")
+            plan = q["plan"] if "plan" in q else self.classify_rollback(q["request"], now)
+            return self.authorize_rollback(plan, q.get("approvals", []), now)
+        for f in ("workflow", "stop"):
+            if f not in q:
+                raise QuestionError(f"question `resume` needs `{f}`")
+        return self.may_resume(q["workflow"], q["stop"], q.get("evidence", {}), now)
 
     # ================================================================== resume
     def may_resume(self, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
@@ -965,6 +1010,10 @@ class Engine:
 
 
 # ============================================================================ helpers
+
+
+class QuestionError(ValueError):
+    """A malformed `stopline eval` question envelope."""
 
 
 def _rej(who: str, code: str, reason: str) -> RejectedApproval:

@@ -1,0 +1,248 @@
+"""Readable traces of engine results (what `stopline explain` prints).
+
+`explain(result)` accepts any of the four results (Decision, RollbackPlan,
+AuthorizationVerdict, ResumeDecision) and returns plain text: every rule considered,
+its condition's value or error, and why the final answer won. Deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan, ScenarioCost, SlotSpec
+
+__all__ = ["explain"]
+
+_MARK = {True: "[x]", False: "[ ]"}
+
+
+def _names(items: Iterable[str]) -> str:
+    items = list(items)
+    return ", ".join(items) if items else "none"
+
+
+def _slot(s: SlotSpec) -> str:
+    who = f"of [{', '.join(s.roles)}]" if s.any_of else (s.roles[0] if s.roles else "?")
+    extra = " (after window)" if s.source == "escalation" else ""
+    return f"{s.count} {who}{extra}"
+
+
+def _slots(slots: Iterable[SlotSpec]) -> str:
+    return " and ".join(_slot(s) for s in slots) or "nobody"
+
+
+def _cost(c: ScenarioCost) -> str:
+    text = f"{c.scenario}: route {c.route or '-'}, authorize {_slots(c.slots)}"
+    if c.distinct_from:
+        text += f" distinct from {', '.join(c.distinct_from)}"
+    if c.notify:
+        text += f"; notify {', '.join(c.notify)}"
+    return text
+
+
+def explain(result: object) -> str:
+    if isinstance(result, Decision):
+        return explain_decision(result)
+    if isinstance(result, RollbackPlan):
+        return explain_plan(result)
+    if isinstance(result, AuthorizationVerdict):
+        return explain_verdict(result)
+    if isinstance(result, ResumeDecision):
+        return explain_resume(result)
+    raise TypeError(f"cannot explain a {type(result).__name__}")
+
+
+def _header(lines: list[str], title: str, d: object) -> None:
+    lines.append(title)
+    version = getattr(d, "policy_version", None)
+    lines.append(f"  policy {d.policy_hash}" + (f" (workflow version {version})" if version else ""))
+    lines.append(f"  now    {d.evaluated_at}")
+
+
+def explain_decision(d: Decision) -> str:
+    lines: list[str] = []
+    what = f"{d.workflow or '?'} / {d.action_type or '?'}" + (f" (id {d.action_id})" if d.action_id else "")
+    _header(lines, f"gate: {what}", d)
+    stops = [t for t in d.trace if t.kind == "stop"]
+    rules = [t for t in d.trace if t.kind == "rule"]
+    if d.deciding.kind == "stopped":
+        lines.append("")
+        lines.append("no rule was evaluated: the workflow state says the workflow is stopped")
+    if stops or rules:
+        lines.append("")
+    if stops:
+        lines.append("stop triggers (by name):")
+        for t in stops:
+            lines.extend(_trace_lines(t))
+    if rules:
+        lines.append("rules (by precedence: deny, require_approval, allow; then by name):")
+        for t in rules:
+            lines.extend(_trace_lines(t))
+    elif d.deciding.kind not in ("stopped", "error") and d.workflow and d.action_type:
+        lines.append(f"rules: none for `{d.action_type}`" if d.deciding.kind != "undeclared" else
+                     "rules: none (the action type is not declared)")
+    errs = [e for e in d.errors if e.kind == "input"]
+    if errs:
+        lines.append("")
+        lines.append("input problems:")
+        for e in errs:
+            lines.append(f"  - {e.message}")
+    lines.append("")
+    lines.append(f"result: {d.effect.upper()}")
+    lines.append(f"  why: {d.reason}")
+    where = f" at {d.deciding.location}" if d.deciding.location else ""
+    lines.append(f"  decided by: {d.deciding.kind} `{d.deciding.name}`{where}")
+    others = [m for m in d.matched if m != d.deciding]
+    if others:
+        lines.append("  also matched: " + ", ".join(f"{m.effect} `{m.name}`" for m in others))
+    if d.approvals:
+        lines.append("  approvals needed (every matched require_approval rule):")
+        for a in d.approvals:
+            who = f"{a.count} of [{', '.join(a.roles)}]" if a.any_of else f"{a.count} {', '.join(a.roles)}"
+            lines.append(f"    - {who} (rule `{a.rule}`)")
+    if d.stop is not None:
+        s = d.stop
+        lines.append(f"  stop trigger `{s.trigger}`" + ("" if s.known else " (not declared in this policy)"))
+        if s.known:
+            lines.append(f"    severity {s.severity}; owner {s.owner}")
+            lines.append(f"    affects {_names(s.affects)}; notify {_names(s.notify)}")
+            if s.rollback:
+                lines.append(f"    rollback: {s.rollback}")
+            lines.append(f"    resume when: {_names(s.resume_criteria)}")
+        if s.stopped_at:
+            lines.append(f"    stopped at {s.stopped_at}")
+    r = d.reversibility
+    if r is not None:
+        text = f"  reversibility: {r.klass}"
+        if r.method:
+            text += f" via {r.method}"
+        if r.window:
+            text += f" within {r.window}; if executed now, reversible until {r.reversible_until}"
+        lines.append(text)
+        if r.after_window:
+            lines.append("    after the window, reversal costs:")
+            for c in r.after_window:
+                lines.append(f"      - {_cost(c)}")
+    if d.receipt:
+        lines.append(f"  receipt: {', '.join(d.receipt)}")
+    return "\n".join(lines) + "\n"
+
+
+def _trace_lines(t) -> list[str]:
+    if t.error is not None:
+        mark = "[!]"
+        value = f"error: {t.error}" + (" -> counts as matched" if t.matched else " -> counts as not matched")
+    else:
+        mark = _MARK[t.matched]
+        value = t.value if t.value is not None else "?"
+    head = f"  {mark} {t.effect} `{t.name}`" if t.kind == "rule" else f"  {mark} `{t.name}`"
+    out = [f"{head} = {value}" + (f"    ({t.location})" if t.location else "")]
+    if t.condition:
+        cond = " ".join(t.condition.split())
+        out.append(f"        `{cond if len(cond) <= 100 else cond[:97] + '...'}`")
+    return out
+
+
+def explain_plan(p: RollbackPlan) -> str:
+    lines: list[str] = []
+    _header(lines, f"rollback: {p.workflow or '?'} / scenario {p.scenario or '?'} of "
+                   f"{p.original_type or '?'} {p.original_id or '?'}", p)
+    lines.append(f"  plan   {p.plan_hash}")
+    lines.append("")
+    kind = "standard" if p.standard_scenario else ("custom" if p.scenario_declared else "undeclared")
+    lines.append(f"scenario: `{p.scenario}` ({kind}); route {p.route or '-'}")
+    if p.window == "none":
+        lines.append("window: none (no reversal window declared); standard path")
+    else:
+        lines.append(f"window: executed {p.executed_at or '?'}, reversible until {p.reversible_until or '?'} "
+                     f"-> {p.window} path")
+    a = p.authorization
+    lines.append(f"authorize: {_slots(a.slots)}")
+    for d in a.distinct_from:
+        lines.append(f"  distinct from {d.ref} = {d.principal if d.principal is not None else '(not given)'}")
+    lines.append(f"notify: {_names(p.notify)}")
+    if p.compensations:
+        lines.append("compensate: " + ", ".join(
+            (c.name if c.kind == "action" else f'"{c.name}"') + (" (after window)" if c.source == "escalation" else "")
+            for c in p.compensations))
+    f = p.feasibility
+    lines.append(f"feasibility: {f.status}")
+    for pr in f.prerequisites:
+        lines.append(f"  {_MARK[pr.met]} prerequisite `{pr.name}`" + (f": {pr.reason}" if pr.reason else "")
+                     + (f"    ({pr.location})" if pr.location else ""))
+    for r in f.reasons:
+        lines.append(f"  - {r}")
+    c = p.cascade
+    lines.append(f"cascade (breadth-first, authorized depth {c.depth_limit}):")
+    for s in c.steps:
+        how = "MANUAL: " + (s.reason or "") if s.manual else f"via {s.method}"
+        lines.append(f"  {'  ' * s.depth}- [{s.depth}] {s.record_id} ({s.type}) {how}"
+                     + (f"; verify: {s.verify}" if s.verify and not s.manual else ""))
+    if c.checkpoint:
+        lines.append("  pause and confirm before going deeper:")
+        for r in c.checkpoint:
+            lines.append(f"    - [{r.depth}] {r.record_id} ({r.type}), under {r.parent}")
+    for lp in c.loops:
+        lines.append(f"  loop: {lp.record_id} is already in the plan ({' -> '.join(lp.path)}); the branch stops")
+    if c.truncated:
+        lines.append(f"  truncated: {c.truncated_reason}")
+    if c.partial:
+        lines.append("  the plan is PARTIAL")
+    if p.errors:
+        lines.append("problems:")
+        for e in p.errors:
+            lines.append(f"  - {e.rule if e.kind != 'input' else 'input'}: {e.message}"
+                         + (f"    ({e.location})" if e.location else ""))
+    lines.append("")
+    lines.append("result: " + ("authorizable" if p.authorizable else "NOT authorizable")
+                 + f"; feasibility {f.status}" + ("; cascade partial" if c.partial else ""))
+    return "\n".join(lines) + "\n"
+
+
+def explain_verdict(v: AuthorizationVerdict) -> str:
+    lines: list[str] = []
+    _header(lines, f"authorization of plan {v.plan_hash or '?'}", v)
+    lines.append("")
+    lines.append("slots:")
+    for s in v.slots:
+        who = ", ".join(s.filled_by) if s.filled_by else "-"
+        state = "filled" if s.missing == 0 else f"{s.missing} missing"
+        lines.append(f"  {s.id}: {_slot(SlotSpec(id=s.id, count=s.count, roles=s.roles, any_of=s.any_of, source=s.source))}"
+                     f" <- {who} ({state})")
+    if v.rejected:
+        lines.append("approvals that do not count:")
+        for r in v.rejected:
+            lines.append(f"  - {r.principal} [{r.code}]: {r.reason}")
+    for e in v.errors:
+        lines.append(f"problem: {e.message}")
+    lines.append("")
+    if v.satisfied:
+        lines.append("result: SATISFIED; every slot is filled by a distinct, eligible principal")
+    else:
+        why = ", ".join(s.id for s in v.open_slots)
+        lines.append("result: NOT satisfied" + (f"; open slots: {why}" if why else "")
+                     + ("; see problems" if v.errors else ""))
+    return "\n".join(lines) + "\n"
+
+
+def explain_resume(r: ResumeDecision) -> str:
+    lines: list[str] = []
+    _header(lines, f"resume: {r.workflow or '?'} stopped by {r.trigger or '?'}", r)
+    lines.append("")
+    lines.append("re-enable criteria (all must hold):")
+    for c in r.criteria:
+        lines.append(f"  {_MARK[c.met]} `{c.name}`" + (f": {c.reason}" if c.reason else "")
+                     + (f"    ({c.location})" if c.location else ""))
+        if c.description:
+            lines.append(f"        {c.description}")
+    if not r.criteria:
+        lines.append("  (none evaluated)")
+    for e in r.errors:
+        if e.kind == "input":
+            lines.append(f"problem: {e.message}")
+    lines.append("")
+    if r.allowed:
+        lines.append("result: ALLOWED to resume")
+    else:
+        lines.append("result: NOT allowed" + (f"; unmet: {', '.join(r.unmet)}" if r.unmet else ""))
+    return "\n".join(lines) + "\n"
