@@ -149,6 +149,68 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
     sys.exit(EXIT_OK)
 
 
+# ---------------------------------------------------------------------------- test
+@main.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-k", "keyword", default=None, metavar="PATTERN",
+              help='Run only cases whose "suite::case" name contains PATTERN (and/or/not allowed, as in pytest).')
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", show_default=True)
+@click.option("--output", "output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the --format report to FILE (the text report still goes to stdout).")
+@click.option("--coverage", "show_coverage", is_flag=True, help="Report which rules, triggers, criteria and scenarios the cases exercised.")
+@click.option("--min-coverage", "min_coverage", type=click.FloatRange(0, 100), default=None, metavar="PCT",
+              help="Exit 1 when branch coverage is below PCT (implies --coverage).")
+@click.option("--color/--no-color", default=None, help="Colour the diagnostics (default: when a terminal).")
+def test(paths: tuple[str, ...], keyword: str | None, fmt: str, output: str | None, show_coverage: bool,
+         min_coverage: float | None, color: bool | None) -> None:
+    """Run `*.policy-test.yaml` fixture suites (see docs/testing.md).
+
+    Prints each failing case with a diff and the explain trace, then `N passed, N failed`.
+    Exit 1 on a failing case or coverage below --min-coverage; 2 when a suite cannot be
+    read or its policies do not load.
+    """
+    from .testing import Runner, discover_suites, json_report, junit_xml, render_text
+
+    show_coverage = show_coverage or min_coverage is not None
+    files, missing = discover_suites(paths)
+    if not files and not missing:
+        click.echo("error: no *.policy-test.yaml files found in " + ", ".join(paths), err=True)
+        sys.exit(EXIT_USAGE)
+    report = Runner().run(paths, keyword=keyword)
+    below = show_coverage and min_coverage is not None and report.coverage.percent + 1e-9 < min_coverage
+
+    machine = None
+    if fmt == "json":
+        machine = json.dumps(json_report(report, coverage=show_coverage), indent=2, ensure_ascii=False) + "\n"
+    elif fmt == "junit":
+        machine = junit_xml(report)
+    if machine is not None and output is None:
+        click.echo(machine, nl=False)
+    else:
+        if machine is not None:
+            try:
+                with open(output, "w", encoding="utf-8") as fh:
+                    fh.write(machine)
+            except OSError as e:
+                click.echo(f"error: cannot write {output}: {e.strerror or e}", err=True)
+                sys.exit(EXIT_USAGE)
+        body = render_text(report, color=_color(color))
+        if body:
+            click.echo(body)
+            click.echo()
+        if show_coverage:
+            click.echo(report.coverage.render())
+            if below:
+                click.echo(f"coverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%")
+            click.echo()
+        click.echo(report.summary())
+    if report.errors:
+        sys.exit(EXIT_USAGE)
+    if report.failed or below:
+        sys.exit(EXIT_FAIL)
+    sys.exit(EXIT_OK)
+
+
 # ---------------------------------------------------------------------------- eval / explain / schema (engine)
 MAX_INPUT_BYTES = 16_000_000
 

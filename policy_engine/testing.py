@@ -311,14 +311,14 @@ class _Builder:
         s.title = str(data.get("suite") or default_title)
         pol = data.get("policies")
         if pol is None:
-            s.policies = (str(s.path.parent),)
+            s.policies = (_display(Path(os.path.normpath(s.path.parent))),)
         elif isinstance(pol, str):
-            s.policies = (str(s.path.parent / pol),)
+            s.policies = (_display(Path(os.path.normpath(s.path.parent / pol))),)
         elif self.want(pol, (list, str), ("policies",), "`policies`"):
             ok = []
             for i, p in enumerate(pol):
                 if self.want(p, (str,), ("policies", i), "a policy path"):
-                    ok.append(str(s.path.parent / p))
+                    ok.append(_display(Path(os.path.normpath(s.path.parent / p))))
             s.policies = tuple(ok)
         for i, p in enumerate(s.policies):
             if not os.path.exists(p):
@@ -975,7 +975,7 @@ def explain_answer(kind: str, answer_model: Any, answer: dict) -> str:
     except Exception:
         _explain = None
     if _explain is not None:
-        for fname in ("render", "explain", "render_text", "render_explanation"):
+        for fname in ("explain", "render"):
             fn = getattr(_explain, fname, None)
             if callable(fn):
                 try:
@@ -1004,13 +1004,13 @@ def _fallback_explain(kind: str, a: dict) -> str:
         for s in (a.get("cascade") or {}).get("steps", []):
             lines.append(f"  step {s.get('record_id')} ({s.get('type')}) depth {s.get('depth')}")
     elif kind == "authorize":
-        lines.append(f"satisfied: {a.get('satisfied')}")
+        lines.append(f"satisfied: {_show(a.get('satisfied'))}")
         for s in a.get("slots", []):
             lines.append(f"  slot {s.get('id')} {s.get('roles')}: filled by {s.get('filled_by')}, missing {s.get('missing')}")
         for r in a.get("rejected", []):
             lines.append(f"  rejected {r.get('principal')}: {r.get('reason')}")
     else:
-        lines.append(f"allowed: {a.get('allowed')}")
+        lines.append(f"allowed: {_show(a.get('allowed'))}")
         for c in a.get("criteria", []):
             lines.append(f"  {c.get('name')}: {'met' if c.get('met') else 'unmet'}" + (f" ({c['reason']})" if c.get("reason") else ""))
     return "\n".join(lines)
@@ -1055,8 +1055,10 @@ class Coverage:
             for a in w.actions:
                 for r in a.rules:
                     lc, f = loc(r)
+                    const = r.condition.source.strip().strip("`").strip()
+                    br = ("fired",) if const == "true" else ("not fired",) if const == "false" else ("fired", "not fired")
                     self.items.setdefault(("rule", w.name, a.name, r.name),
-                                          CoverageItem("rule", f"{a.name}.{r.name}", lc, f, ("fired", "not fired")))
+                                          CoverageItem("rule", f"{a.name}.{r.name}", lc, f, br))
             for s in w.stops:
                 lc, f = loc(s)
                 self.items.setdefault(("stop", w.name, s.name),
