@@ -15,7 +15,8 @@ macros absorb it where CEL says so, and ``CompiledExpr.__call__`` turns whatever
 left into a ``CelError`` *value*. Nothing raises out of ``__call__``.
 
 Per-call state (comprehension variable slots, the iteration budget) lives in a small
-``_Ctx`` object created per evaluation, only for expressions that need it; there is no
+list created per evaluation (``ctx[0]`` counts comprehension iterations, ``ctx[1:]`` holds
+comprehension variables), only for expressions that need it; there is no
 shared mutable state, so a compiled expression may be evaluated from many threads.
 
 Only this module imports celpy, and only lazily (inside ``compile_cel``).
@@ -1489,16 +1490,6 @@ def _string_literal(text: str) -> Any:
 # ---------------------------------------------------------------------------
 
 
-class _Ctx:
-    """Per-evaluation state: comprehension variable slots and the iteration count."""
-
-    __slots__ = ("v", "n")
-
-    def __init__(self, nslots: int) -> None:
-        self.v = [None] * nslots
-        self.n = 0
-
-
 class _N:
     """A compiled sub-expression: the closure, and its value if it is a constant."""
 
@@ -1543,7 +1534,7 @@ class _Compiler:
         self.add = _make_add(self.sizes)
         self.refs: list[Reference] = []
         self.scopes: list[dict[str, int]] = []
-        self.nslots = 0
+        self.nslots = 1  # ctx[0] is the iteration count, ctx[1:] the variable slots
         self.needs_ctx = False
         self.max_depth = max(4 * limits.max_nesting_depth, 64)
 
@@ -1663,32 +1654,15 @@ class _Compiler:
                 raise _no_overload(op, v)
 
             return self.mk(one, *live, node=node)
+        if 2 < len(fns) <= 8:
+            # (a && b) && c has the same commutative error semantics as the n-ary form,
+            # and nested binary closures avoid a loop per call
+            acc = live[0]
+            for k in live[1:]:
+                acc = self._logic2(acc, k, stop, op, node)
+            return acc
         if len(fns) == 2:
-            L, R = fns
-
-            def two(a: Any, c: Any) -> Any:
-                try:
-                    l = L(a, c)
-                except Exception as ex:
-                    if not _absorbable(ex):
-                        raise
-                    r = R(a, c)
-                    if r is stop:
-                        return stop
-                    raise
-                if l is stop:
-                    return stop
-                if l is not (not stop):
-                    r = R(a, c)
-                    if r is stop:
-                        return stop
-                    raise _no_overload(op, l)
-                r = R(a, c)
-                if r is True or r is False:
-                    return r
-                raise _no_overload(op, r)
-
-            return self.mk(two, *live, node=node)
+            return self._logic2(live[0], live[1], stop, op, node)
 
         def many(a: Any, c: Any) -> Any:
             err = None
@@ -1710,6 +1684,33 @@ class _Compiler:
             return not stop
 
         return self.mk(many, *live, node=node)
+
+    def _logic2(self, ln: _N, rn: _N, stop: bool, op: str, node: Any) -> _N:
+        L, R = ln.fn, rn.fn
+
+        def two(a: Any, c: Any) -> Any:
+            try:
+                l = L(a, c)
+            except Exception as ex:
+                if not _absorbable(ex):
+                    raise
+                r = R(a, c)
+                if r is stop:
+                    return stop
+                raise
+            if l is stop:
+                return stop
+            if l is not (not stop):
+                r = R(a, c)
+                if r is stop:
+                    return stop
+                raise _no_overload(op, l)
+            r = R(a, c)
+            if r is True or r is False:
+                return r
+            raise _no_overload(op, r)
+
+        return self.mk(two, ln, rn, node=node)
 
     # -- relations ---------------------------------------------------------
 
@@ -2055,10 +2056,23 @@ class _Compiler:
             self.needs_ctx = True
 
             def local(a: Any, c: Any) -> Any:
-                return c.v[slot]
+                return c[slot]
 
             cur = self.mk(local)
-            for name in path[1:]:
+            if len(path) >= 2:
+                f1 = path[1]
+
+                def local1(a: Any, c: Any) -> Any:
+                    v = c[slot]
+                    if type(v) is dict:
+                        try:
+                            return v[f1]
+                        except KeyError:
+                            raise _Fail(f"no such key: '{f1}'") from None
+                    return _select(v, f1)
+
+                cur = self.mk(local1)
+            for name in path[2:]:
                 F = cur.fn
 
                 def sel(a: Any, c: Any, F: Callable = F, name: str = name) -> Any:
@@ -2317,7 +2331,9 @@ class _Compiler:
 
         def items(a: Any, c: Any) -> Any:
             """The iteration range as a sequence of (first var, second var) or of elements."""
-            r = T(a, c)
+            return items2(T(a, c), c)
+
+        def items2(r: Any, c: Any) -> Any:
             t = type(r)
             if t is list or t is tuple:
                 seq = list(enumerate(r)) if two else r
@@ -2325,12 +2341,12 @@ class _Compiler:
                 seq = list(r.items()) if two else list(r)
             else:
                 raise _no_overload(name, r)
-            n = c.n + len(seq)
+            n = c[0] + len(seq)
             if n > maxit:
                 raise _BudgetFail(
                     f"comprehension iterations exceed max_iterations {maxit}", "max_iterations"
                 )
-            c.n = n
+            c[0] = n
             return seq
 
         def bind(v: list, e: Any) -> Any:
@@ -2347,7 +2363,7 @@ class _Compiler:
 
             def quant(a: Any, c: Any) -> Any:
                 seq = items(a, c)
-                v = c.v
+                v = c
                 err = None
                 for e in seq:
                     if two:
@@ -2375,7 +2391,7 @@ class _Compiler:
 
             def one(a: Any, c: Any) -> Any:
                 seq = items(a, c)
-                v = c.v
+                v = c
                 count = 0
                 for e in seq:
                     bind(v, e)
@@ -2390,8 +2406,17 @@ class _Compiler:
         elif kind == "filter":
 
             def filt(a: Any, c: Any) -> Any:
-                seq = items(a, c)
-                v = c.v
+                seq = T(a, c)
+                if type(seq) is not list:
+                    seq = items2(seq, c)
+                else:
+                    n = c[0] + len(seq)
+                    if n > maxit:
+                        raise _BudgetFail(
+                            f"comprehension iterations exceed max_iterations {maxit}", "max_iterations"
+                        )
+                    c[0] = n
+                v = c
                 out = []
                 for e in seq:
                     v[s0] = e
@@ -2408,7 +2433,7 @@ class _Compiler:
 
             def mapf(a: Any, c: Any) -> Any:
                 seq = items(a, c)
-                v = c.v
+                v = c
                 out = []
                 keys = []
                 for e in seq:
@@ -2425,7 +2450,7 @@ class _Compiler:
 
             def mapf3(a: Any, c: Any) -> Any:
                 seq = items(a, c)
-                v = c.v
+                v = c
                 out = []
                 keys = []
                 for e in seq:
@@ -2461,7 +2486,7 @@ class _Compiler:
         I, B = init.fn, body.fn
 
         def fn(a: Any, c: Any) -> Any:
-            c.v[slot] = I(a, c)
+            c[slot] = I(a, c)
             return B(a, c)
 
         return self.mk(fn, init, body, node=node)
@@ -2701,7 +2726,7 @@ class CompiledExpr:
         """Evaluate. Returns the value, or a ``CelError``; never raises."""
         try:
             if self._needs_ctx:
-                return self._fn(activation, _Ctx(self._nslots))
+                return self._fn(activation, [0] * self._nslots)
             return self._fn(activation, None)
         except _Fail as ex:
             return ex.err
