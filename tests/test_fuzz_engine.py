@@ -1,0 +1,495 @@
+"""Hostile evaluator input: the evaluators never raise, and no input widens permission.
+
+Properties (hypothesis, small budgets; the long run is tests/fuzz/fuzz_engine.py):
+
+- `evaluate`, `classify_rollback`, `authorize_rollback`, `may_resume` return their
+  model for any input (missing, null, wrong-typed and extra fields, NaN, 2^63,
+  strings for numbers, deep nesting, non-JSON Python objects), and the result dumps
+  to JSON.
+- No action gets `allow` unless a Python oracle that mirrors the policy's allow rule
+  (and its deny and stop conditions) says it is allowed. The policy is built so that
+  `allow` needs positive evidence (`verified == true`, a number <= 100, `currency ==
+  "EUR"`, a present non-sanctioned `country`), so every malformed or missing field must
+  fail closed.
+- Mutating a well-formed action whose decision is deny/require_approval/stop never
+  yields `allow` unless the mutated action is itself allowed by the oracle.
+- A condition that returns a non-bool is an error: listed with rule and location, and
+  counted as matched for deny/require_approval/stop, not matched for allow.
+- Huge inputs are rejected before conversion (fast, with an input error).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from policy_engine.engine import MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, Engine
+from policy_engine.loader import load_text
+from policy_engine.models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan
+
+NOW = "2026-07-02T10:00:00Z"
+NOW_DT = datetime(2026, 7, 2, 10, 0, tzinfo=timezone.utc)
+
+PAY = """
+roles [reviewer, support_manager, legal]
+const sanctioned = ["XX", "YY"]
+workflow "pay" {
+  version "1.0"
+  owners { business "Finance" technical "Platform" }
+  default deny
+  action transfer {
+    system "bank"
+    reversible partial via "bank.recall" within 1h
+    prerequisite not_settled `!original.settled`
+    side_effects [notify_customer]
+    allow small when `action.amount <= 100.0 && action.verified == true && action.currency == "EUR"`
+    require_approval big by 1 reviewer when `action.amount > 100.0`
+    deny sanctioned when `action.country in policy.sanctioned`
+  }
+  action notify_customer {
+    system "mail"
+    reversible full via "mail.recall"
+    allow when `action.template == "ok"`
+  }
+  stop runaway {
+    when `action.type == "transfer" && action.amount > 1000000.0`
+    severity critical
+    owner "Finance"
+    resume when { reviewed: `evidence.reviewed == true` }
+  }
+  rollback reviewer_error {
+    route verification
+    authorize 1 reviewer distinct from original.reviewer, request.requested_by
+    cascade depth 2
+    after window { authorize 1 support_manager }
+  }
+}
+"""
+
+# Conditions that return non-bools, for the "non-bool is an error" property.
+NONBOOL = """
+roles [reviewer]
+workflow "nb" {
+  version "1"
+  owners { business "b" technical "t" }
+  default require_approval
+  action a {
+    allow ok when `action.amount`
+    deny bad when `action.flag`
+    require_approval rev by 1 reviewer when `action.level`
+  }
+  stop odd {
+    when `action.halt`
+    severity low
+    owner "o"
+    resume when { c: `evidence.value` }
+  }
+}
+"""
+
+SANCTIONED = {"XX", "YY"}
+
+
+def engine_of(text: str, name: str) -> Engine:
+    r = load_text(text, name)
+    assert r.policy_set is not None, [f"{d.span}: {d.message}" for d in r.errors]
+    return Engine.from_load_result(r)
+
+
+ENGINE = engine_of(PAY, "pay.policy")
+NB = engine_of(NONBOOL, "nb.policy")
+
+FUZZ = settings(max_examples=200, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+
+
+# ------------------------------------------------------------------ the oracle
+
+def _num(v) -> bool:
+    return type(v) in (int, float) and not (type(v) is float and math.isnan(v))
+
+
+def oracle_allows(action, state=None, now=NOW) -> bool:
+    """True when the policy *may* allow this action (a superset of CEL's answer).
+
+    allow needs: the `small` rule true (number <= 100, verified is the bool true,
+    currency the string "EUR"), the `sanctioned` deny rule false (country present and not
+    a sanctioned string), no stop (amount > 1e6 is impossible when <= 100) and a running
+    workflow state. (`now` does not enter these conditions; an invalid `now` is
+    checked to deny in its own test.)"""
+    if not isinstance(action, dict):
+        return False
+    if action.get("workflow") != "pay" or action.get("type") != "transfer":
+        return action.get("workflow") == "pay" and action.get("type") == "notify_customer" \
+            and action.get("template") == "ok" and state_ok(state)
+    if not state_ok(state):
+        return False
+    amount = action.get("amount")
+    if not _num(amount) or not amount <= 100.0:
+        return False
+    if action.get("verified") is not True or action.get("currency") != "EUR" or type(action.get("currency")) is not str:
+        return False
+    if "country" not in action:
+        return False
+    country = action["country"]
+    if type(country) is str and country in SANCTIONED:
+        return False
+    return True
+
+
+def state_ok(state) -> bool:
+    if state is None:
+        return True
+    return isinstance(state, dict) and state.get("status", "running") == "running"
+
+
+# ------------------------------------------------------------------ junk values
+
+weird_numbers = st.sampled_from([
+    float("nan"), float("inf"), float("-inf"), 2**63, 2**63 - 1, -(2**63), -(2**63) - 1, 2**64, 10**400,
+    -0.0, 0, 1e308, 5e-324, True, False, 100, 100.0, 100.0000001, 99.99999, -1, "50", "100", "1e2", "NaN",
+    "", " 50", Decimal("50"), Decimal("NaN"), b"50",
+])
+
+
+def deep(n: int, leaf=1):
+    v = leaf
+    for _ in range(n):
+        v = {"x": v} if n % 2 else [v]
+    return v
+
+
+leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20), weird_numbers,
+    st.sampled_from(["EUR", "eur", "EUR ", "XX", "xx", "pay", "transfer", "\ud800", "\x00", "true", "True",
+                     "running", "stopped", NOW, "2026-07-02T10:00:00", "not a time"]),
+    st.binary(max_size=8),
+    st.sampled_from([datetime(2026, 1, 1), NOW_DT, timedelta(seconds=5), (1, 2), frozenset({1}), object(),
+                     Decimal("1.5")]),
+)
+junk = st.recursive(leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.text(max_size=8), st.sampled_from(
+        ["amount", "verified", "currency", "country", "workflow", "type", "id", "status", "stopped_by"])),
+        inner, max_size=4)), max_leaves=12)
+junk_with_deep = st.one_of(junk, st.integers(150, 260).map(deep), st.just(deep(100_000)))
+
+FIELDS = ["workflow", "type", "id", "amount", "verified", "currency", "country", "template", "extra", "__class__",
+          "action", "policy"]
+
+
+@st.composite
+def well_formed(draw):
+    return {
+        "workflow": "pay", "type": "transfer", "id": draw(st.text(max_size=5)),
+        "amount": draw(st.one_of(st.integers(-1000, 2_000_000), st.floats(-1e7, 1e7))),
+        "verified": draw(st.booleans()),
+        "currency": draw(st.sampled_from(["EUR", "USD"])),
+        "country": draw(st.sampled_from(["FR", "XX", "YY", "DE"])),
+    }
+
+
+@st.composite
+def mutated(draw, base):
+    a = dict(base)
+    for _ in range(draw(st.integers(1, 4))):
+        key = draw(st.one_of(st.sampled_from(FIELDS), st.text(max_size=6)))
+        op = draw(st.sampled_from(["delete", "null", "junk", "weird", "deep"]))
+        if op == "delete":
+            a.pop(key, None)
+        elif op == "null":
+            a[key] = None
+        elif op == "weird":
+            a[key] = draw(weird_numbers)
+        elif op == "deep":
+            a[key] = draw(st.integers(1, 260).map(deep))
+        else:
+            a[key] = draw(junk)
+    return a
+
+
+states = st.one_of(st.none(), st.just({"status": "running"}), st.just({"status": "stopped", "stopped_by": "runaway"}),
+                   st.fixed_dictionaries({"status": st.one_of(junk, st.sampled_from(["running", "stopped", "Running"]))},
+                                         optional={"stopped_by": junk, "stopped_at": junk, "name": junk}),
+                   junk)
+nows = st.one_of(st.just(NOW), st.just(NOW), st.none(), junk, st.sampled_from(
+    ["2026-07-02T10:00:00+25:00", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2026-02-30T00:00:00Z",
+     datetime(2026, 1, 1), datetime.max, datetime.min]))
+
+
+def assert_decision(d: Decision) -> None:
+    assert isinstance(d, Decision)
+    assert d.effect in ("allow", "require_approval", "deny", "stop")
+    assert d.policy_hash == ENGINE.policy_hash or d.policy_hash == NB.policy_hash
+    json.dumps(d.model_dump(mode="json"))
+    for e in d.errors:
+        assert e.rule
+        if e.kind in ("rule", "stop"):
+            assert e.location and e.location.count(":") >= 2, e
+    if d.effect == "allow":
+        assert not [e for e in d.errors if e.kind == "input"], d.errors
+
+
+# ------------------------------------------------------------------ never raise; never widen
+
+@FUZZ
+@given(junk_with_deep, states, nows)
+def test_evaluate_never_raises_on_junk(action, state, now):
+    d = ENGINE.evaluate(action, state, now)
+    assert_decision(d)
+    if d.effect == "allow":
+        assert oracle_allows(action, state, now), (action, state, now)
+
+
+@FUZZ
+@given(well_formed().flatmap(lambda a: st.tuples(st.just(a), mutated(a))), states, nows)
+def test_mutations_never_widen(pair, state, now):
+    base, mut = pair
+    d = ENGINE.evaluate(mut, state, now)
+    assert_decision(d)
+    if d.effect == "allow":
+        assert oracle_allows(mut, state, now), mut
+    before = ENGINE.evaluate(base, None, NOW)
+    assert (before.effect == "allow") == oracle_allows(base), base  # the oracle is exact on well-formed input
+
+
+@FUZZ
+@given(well_formed())
+def test_oracle_is_exact_on_well_formed_actions(action):
+    d = ENGINE.evaluate(action, None, NOW)
+    assert (d.effect == "allow") == oracle_allows(action)
+    assert not d.errors
+
+
+@FUZZ
+@given(well_formed().filter(lambda a: not oracle_allows(a)).flatmap(lambda a: st.tuples(st.just(a), mutated(a))))
+def test_non_allow_decision_is_not_turned_into_allow(pair):
+    base, mut = pair
+    assert ENGINE.evaluate(base, None, NOW).effect != "allow"
+    d = ENGINE.evaluate(mut, None, NOW)
+    if d.effect == "allow":
+        assert oracle_allows(mut), ("a mutation widened", base, mut)
+
+
+@pytest.mark.parametrize("value", [float("nan"), True, "50", b"50", Decimal("50"), None, [50], {"v": 50},
+                                   datetime(2026, 1, 1), "", "NaN"])
+def test_amount_of_the_wrong_type_fails_closed(value):
+    a = {"workflow": "pay", "type": "transfer", "amount": value, "verified": True, "currency": "EUR", "country": "FR"}
+    d = ENGINE.evaluate(a, None, NOW)
+    assert d.effect != "allow", (value, d.effect)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("verified", "true"), ("verified", 1), ("verified", [True]), ("verified", None),
+    ("currency", b"EUR"), ("currency", "eur"), ("currency", "EUR "), ("currency", ["EUR"]),
+])
+def test_positive_evidence_must_be_exact(field, value):
+    a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
+    assert ENGINE.evaluate(a, None, NOW).effect == "allow"
+    a[field] = value
+    assert ENGINE.evaluate(a, None, NOW).effect != "allow"
+
+
+def test_missing_field_in_a_deny_condition_fails_closed():
+    a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR"}
+    d = ENGINE.evaluate(a, None, NOW)
+    assert d.effect == "deny" and d.deciding.name == "sanctioned"
+    (err,) = [e for e in d.errors if e.rule == "sanctioned"]
+    assert err.location.startswith("pay.policy:")
+
+
+def test_int64_edges_do_not_wrap_around():
+    base = {"workflow": "pay", "type": "transfer", "verified": True, "currency": "EUR", "country": "FR"}
+    assert ENGINE.evaluate({**base, "amount": 2**63}, None, NOW).effect == "stop"
+    assert ENGINE.evaluate({**base, "amount": 2**64 + 5}, None, NOW).effect == "stop"
+    assert ENGINE.evaluate({**base, "amount": 10**400}, None, NOW).effect == "stop"
+
+
+@pytest.mark.parametrize("key", ["workflow", "type"])
+@pytest.mark.parametrize("value", [None, 1, ["pay"], {"pay": 1}, "Pay", "pay ", "\ud800", ""])
+def test_wrong_workflow_or_type_is_denied(key, value):
+    a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
+    a[key] = value
+    d = ENGINE.evaluate(a, None, NOW)
+    assert d.effect == "deny"
+    assert d.errors
+
+
+def test_stopped_state_always_stops():
+    a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
+    for state in ({"status": "stopped"}, {"status": "stopped", "stopped_by": "nope"},
+                  {"status": "stopped", "stopped_by": ["runaway"]}, {"status": "stopped", "stopped_at": "junk"}):
+        d = ENGINE.evaluate(a, state, NOW)
+        assert d.effect == "stop", state
+    for state in ({"status": "Stopped"}, {"status": None}, {"status": 1}, "stopped", ["stopped"]):
+        assert ENGINE.evaluate(a, state, NOW).effect == "deny", state
+
+
+@pytest.mark.parametrize("now", ["junk", "2026-07-02T10:00:00", 5, [NOW], {"t": NOW}, "2026-02-30T00:00:00Z",
+                                 "2026-07-02T10:00:00+25:00", float("nan"), "\ud800"])
+def test_invalid_now_denies(now):
+    a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
+    d = ENGINE.evaluate(a, None, now)
+    assert d.effect == "deny" and d.errors[0].kind == "input"
+
+
+def test_non_action_inputs():
+    for a in (None, 1, "pay", [], [{"workflow": "pay"}], b"{}", object(), float("nan")):
+        d = ENGINE.evaluate(a, None, NOW)
+        assert_decision(d)
+        assert d.effect == "deny"
+
+
+# ------------------------------------------------------------------ non-bool conditions are errors
+
+@pytest.mark.parametrize("value", [1, 0, "yes", "", [True], {"a": True}, None, 1.0, b"\x01"])
+def test_non_bool_condition_is_an_error(value):
+    base = {"workflow": "nb", "type": "a", "amount": False, "flag": False, "level": False, "halt": False}
+    assert NB.evaluate(base, None, NOW).effect == "require_approval"  # the default: nothing matched
+    # allow: a non-bool never allows
+    d = NB.evaluate({**base, "amount": value}, None, NOW)
+    assert d.effect == "require_approval" and d.deciding.kind == "default"
+    (e,) = d.errors
+    assert e.rule == "ok" and e.kind == "rule" and e.location.startswith("nb.policy:8:")
+    # deny: a non-bool counts as matched
+    d = NB.evaluate({**base, "amount": True, "flag": value}, None, NOW)
+    assert d.effect == "deny" and d.deciding.name == "bad"
+    assert [e.rule for e in d.errors] == ["bad"]
+    # require_approval: matched
+    d = NB.evaluate({**base, "amount": True, "level": value}, None, NOW)
+    assert d.effect == "require_approval" and d.deciding.name == "rev"
+    # stop: matched
+    d = NB.evaluate({**base, "amount": True, "halt": value}, None, NOW)
+    assert d.effect == "stop" and d.deciding.name == "odd"
+    assert [e.rule for e in d.errors] == ["odd"] and d.errors[0].location.startswith("nb.policy:")
+
+
+@pytest.mark.parametrize("value", [1, "yes", None, [True], {"x": 1}])
+def test_non_bool_criterion_is_unmet(value):
+    r = NB.may_resume("nb", "odd", {"value": value}, NOW)
+    assert not r.allowed and r.unmet == ("c",)
+    assert r.errors and r.errors[0].rule == "c" and r.errors[0].location
+    assert NB.may_resume("nb", "odd", {"value": True}, NOW).allowed
+
+
+# ------------------------------------------------------------------ huge inputs rejected before conversion
+
+def test_huge_inputs_are_rejected_fast():
+    cases = {
+        "items": {"workflow": "pay", "type": "transfer", "list": list(range(MAX_INPUT_ITEMS + 10))},
+        "depth": {"workflow": "pay", "type": "transfer", "deep": deep(MAX_INPUT_DEPTH + 5)},
+        "depth100k": {"workflow": "pay", "type": "transfer", "deep": deep(100_000)},
+        "chars": {"workflow": "pay", "type": "transfer", "s": "x" * 5_000_000},
+        "keys": {"workflow": "pay", "type": "transfer", **{f"k{i}": i for i in range(MAX_INPUT_ITEMS + 1)}},
+    }
+    for name, a in cases.items():
+        t0 = time.perf_counter()
+        d = ENGINE.evaluate(a, None, NOW)
+        assert time.perf_counter() - t0 < 2.0, name
+        assert d.effect == "deny", name
+        assert d.errors[0].kind == "input", name
+    state = {"status": "running", "x": deep(100_000)}
+    assert ENGINE.evaluate({"workflow": "pay", "type": "transfer"}, state, NOW).effect == "deny"
+    r = ENGINE.may_resume("pay", "runaway", {"reviewed": True, "x": deep(100_000)}, NOW)
+    assert not r.allowed
+
+
+def test_shared_substructure_counts_every_visit():
+    shared = list(range(1000))
+    a = {"workflow": "pay", "type": "transfer", "l": [shared] * 200}  # 200k values, 1k distinct
+    t0 = time.perf_counter()
+    d = ENGINE.evaluate(a, None, NOW)
+    assert time.perf_counter() - t0 < 2.0
+    assert d.effect == "deny"
+
+
+def test_self_referencing_input_does_not_hang():
+    a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
+    a["self"] = a
+    lst: list = []
+    lst.append(lst)
+    a["loop"] = lst
+    t0 = time.perf_counter()
+    d = ENGINE.evaluate(a, None, NOW)
+    assert time.perf_counter() - t0 < 2.0
+    assert d.effect == "deny" and d.errors[0].kind == "input"
+
+
+# ------------------------------------------------------------------ the other evaluators
+
+records = st.recursive(
+    st.fixed_dictionaries({"id": st.one_of(st.text(max_size=3), junk), "type": st.one_of(
+        st.sampled_from(["transfer", "notify_customer", "nope"]), junk)},
+        optional={"executed_at": st.one_of(st.just("2026-07-02T09:30:00Z"), junk), "reviewer": junk,
+                  "settled": junk, "requester": junk}),
+    lambda inner: st.fixed_dictionaries({"id": st.text(max_size=3), "type": st.just("transfer"),
+                                         "downstream": st.one_of(st.lists(inner, max_size=3), junk)}),
+    max_leaves=10)
+requests = st.one_of(junk, st.fixed_dictionaries(
+    {"workflow": st.one_of(st.just("pay"), junk), "scenario": st.one_of(st.just("reviewer_error"), junk),
+     "requested_by": st.one_of(st.just("carol"), junk), "original": st.one_of(records, junk)},
+    optional={"reason": junk, "requested_at": junk, "extra": junk}))
+
+
+@FUZZ
+@given(requests, nows)
+def test_classify_rollback_never_raises(req, now):
+    plan = ENGINE.classify_rollback(req, now)
+    assert isinstance(plan, RollbackPlan)
+    json.dumps(plan.model_dump(mode="json"))
+    if not plan.authorizable:
+        v = ENGINE.authorize_rollback(plan, [{"principal": "x", "roles": ["reviewer", "support_manager"],
+                                               "plan_hash": plan.plan_hash}], NOW)
+        assert not v.satisfied
+
+
+approvals = st.lists(st.one_of(junk, st.fixed_dictionaries(
+    {"principal": st.one_of(st.sampled_from(["alice", "bob", "Bob", "carol", ""]), junk),
+     "roles": st.one_of(st.just(["reviewer"]), st.lists(st.sampled_from(["reviewer", "support_manager", "x"])), junk)},
+    optional={"plan_hash": junk, "policy_hash": junk, "at": junk, "expires_at": junk, "extra": junk})), max_size=6)
+
+GOOD_REQ = {"workflow": "pay", "scenario": "reviewer_error", "requested_by": "carol",
+            "original": {"id": "t1", "type": "transfer", "executed_at": "2026-07-02T09:30:00Z", "reviewer": "bob",
+                         "settled": False}}
+
+
+@FUZZ
+@given(approvals, nows)
+def test_authorize_never_raises_and_junk_never_satisfies(apps, now):
+    plan = ENGINE.classify_rollback(GOOD_REQ, NOW)
+    v = ENGINE.authorize_rollback(plan, apps, now)
+    assert isinstance(v, AuthorizationVerdict)
+    json.dumps(v.model_dump(mode="json"))
+    # no generated approval carries the plan's hash, so nothing can be satisfied
+    assert not v.satisfied
+
+
+@FUZZ
+@given(junk, approvals)
+def test_authorize_with_junk_plan(plan, apps):
+    v = ENGINE.authorize_rollback(plan, apps, NOW)
+    assert isinstance(v, AuthorizationVerdict) and not v.satisfied
+
+
+@FUZZ
+@given(st.one_of(st.just("pay"), junk), st.one_of(st.just("runaway"), junk), st.one_of(
+    st.just({"reviewed": True}), junk_with_deep), nows)
+def test_may_resume_never_raises(wf, stop, evidence, now):
+    r = ENGINE.may_resume(wf, stop, evidence, now)
+    assert isinstance(r, ResumeDecision)
+    json.dumps(r.model_dump(mode="json"))
+    if r.allowed:
+        assert wf == "pay" and isinstance(evidence, dict) and evidence.get("reviewed") is True
+
+
+def test_decisions_with_odd_strings_serialize():
+    a = {"workflow": "pay", "type": "transfer", "id": "\ud800\x00", "amount": 5, "verified": True,
+         "currency": "EUR", "country": "FR"}
+    d = ENGINE.evaluate(a, None, NOW)
+    json.dumps(d.model_dump(mode="json"))
