@@ -201,7 +201,7 @@ def test(paths: tuple[str, ...], keyword: str | None, fmt: str, output: str | No
         if show_coverage:
             click.echo(report.coverage.render())
             if below:
-                click.echo(f"coverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%")
+                click.echo(f"\ncoverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%")
             click.echo()
         click.echo(report.summary())
     if report.errors:

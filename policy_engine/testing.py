@@ -1030,6 +1030,11 @@ class CoverageItem:
 
     @property
     def exercised(self) -> bool:
+        """A rule or trigger is exercised once a case makes it fire (every gate case of its
+        action type evaluates it, so "not fired" alone says nothing); a criterion or scenario
+        once a case evaluates it."""
+        if "fired" in self.branches:
+            return "fired" in self.hit
         return bool(self.hit)
 
 
@@ -1144,7 +1149,8 @@ class Coverage:
             lines.append("")
             lines.append("never exercised:")
             for i in never:
-                lines.append(f"  {i.location}: {i.kind} {i.name}")
+                note = " (evaluated, never fired)" if i.hit else ""
+                lines.append(f"  {i.location}: {i.kind} {i.name}{note}")
         part = self.partially_exercised()
         if part:
             lines.append("")
