@@ -509,6 +509,7 @@ class Engine:
         errors: list[EvalError] = []
         if now_err:
             errors.append(_err("<input>", "input", now_err))
+        valid = isinstance(req, Mapping)
         if not isinstance(req, Mapping):
             errors.append(_err("<input>", "input", "the rollback request must be an object, not " + _tname(req)))
             req = {}
@@ -517,13 +518,14 @@ class Engine:
             if problem:
                 errors.append(_err("<input>", "input", problem))
                 req = {}
+                valid = False
         p = self._p
         wname = req.get("workflow")
         sname = req.get("scenario")
         requested_by = req.get("requested_by")
         original = req.get("original")
         wf = p.workflows.get(wname) if type(wname) is str else None
-        if req and wf is None:
+        if valid and wf is None:
             errors.append(_err("<input>", "input", f"workflow {_short(wname)} is not declared in the policy set"
                                if type(wname) is str else "the request has no `workflow` (a string)"))
         sc: Optional[CScenario] = wf.scenarios.get(sname) if (wf is not None and type(sname) is str) else None
@@ -533,10 +535,10 @@ class Engine:
                                f"rollback scenario {_short(sname)} is not declared in workflow `{wf.name}` "
                                f"(declared: {declared})" if type(sname) is str
                                else "the request has no `scenario` (a string)"))
-        if req and type(requested_by) is not str:
+        if valid and type(requested_by) is not str:
             errors.append(_err("<input>", "input", "the request has no `requested_by` (a principal id string)"))
         if not isinstance(original, Mapping):
-            if req:
+            if valid:
                 errors.append(_err("<input>", "input", "the request has no `original` record (an object)"))
             original = {}
         oid = original.get("id")
@@ -693,7 +695,7 @@ class Engine:
                                         parent, rec))
             count += 1
             downstream = rec.get("downstream")
-            if downstream is None:
+            if downstream is None or truncated:
                 continue
             if not isinstance(downstream, (list, tuple)):
                 errors.append(_err("<input>", "input", f"`downstream` of record `{rid}` must be a list"))
@@ -717,17 +719,15 @@ class Engine:
                                                         "path": _path(parent_of, rid) + (cid,)}))
                     continue
                 if len(parent_of) >= MAX_CASCADE_RECORDS:
-                    truncated = True
-                    partial = True
-                    truncated_reason = (f"the cascade reaches more than {MAX_CASCADE_RECORDS} records; planning "
-                                        f"stopped at downstream[{i}] of record `{rid}` and everything after it "
-                                        f"in breadth-first order")
-                    queue = queue[:head]  # drop the rest of the queue
+                    if not truncated:
+                        truncated = True
+                        partial = True
+                        truncated_reason = (f"the cascade reaches more than {MAX_CASCADE_RECORDS} records; planning "
+                                            f"stopped at downstream[{i}] of record `{rid}`; it and every record "
+                                            f"after it in breadth-first order are not planned")
                     break
                 parent_of[cid] = rid
                 queue.append((child, depth + 1, rid, cid))
-            if truncated:
-                break
         if nloops > len(loops):
             errors.append(_err("<input>", "input", f"{nloops} loops in the cascade; the first "
                                                    f"{MAX_LOOPS_LISTED} are listed"))
