@@ -148,3 +148,9 @@ def test_policy_error_carries_every_diagnostic() -> None:
     assert [d.code for d in ei.value.diagnostics] == ["E110", "E110"]
     assert "x.policy:14:17" in str(ei.value)
     assert "^" in ei.value.render()
+
+
+def test_every_code_is_documented() -> None:
+    doc = (ROOT / "docs" / "diagnostics.md").read_text(encoding="utf-8")
+    for code, title in diagnostics.CODES.items():
+        assert f"#### {code} — {title}" in doc

@@ -136,3 +136,19 @@ def test_random_character_edits() -> None:
                                   "workflow \"w\" { stop s { resume when { c: } } }", "#" * 10000])
 def test_odd_inputs(text: str) -> None:
     _assert_located(text)
+
+
+def test_language_reference_examples_load() -> None:
+    """Every ```stopline block of docs/language.md is a complete, valid file."""
+    import re
+    from pathlib import Path
+
+    from policy_engine.formatter import format_text
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```stopline\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        result = load_text(block, "language.md")
+        assert result.errors == [], result.errors
+        assert format_text(block) == block  # the reference is written in the canonical layout
