@@ -152,7 +152,8 @@ def _approval_tuple(r: spec.Rule) -> str:
 def handwritten_text() -> str:
     out = [HEADER.replace("#", '"""', 1).rstrip("\n") + '\n\nThe benchmark rules hand-written as plain Python: the "physical limit" a policy engine\n'
            "is compared with. One function per action type: stop triggers, then deny rules, then\n"
-           "every matching approval rule, then allow rules, then the workflow default.\n"
+           "every matching approval rule, then allow rules, then the workflow default; within one\n"
+           "effect in name order, as the engine does (so the deciding rule names agree too).\n"
            'Returns (effect, deciding rule, approvals) with approvals as (rule, count, roles, any_of).\n"""\n\n'
            "import re\nfrom datetime import datetime\n\n"
            'STOP, DENY, REQUIRE_APPROVAL, ALLOW = "stop", "deny", "require_approval", "allow"\n\n']
@@ -171,19 +172,20 @@ def handwritten_text() -> str:
             fn = f"gate_{a.name}"
             table.append((a.name, w.name, fn))
             out.append(f"\n\ndef {fn}(a, now):\n")
-            for s in w.stops:
+            for s in sorted(w.stops, key=lambda s: s.name):  # the engine's order: by name
                 if a.name in s.types:
                     out.append(f"    if {s.py}:\n        return STOP, {s.name!r}, ()\n")
-            for r in a.rules:
+            rules = sorted(a.rules, key=lambda r: r.name)  # within one effect, the engine's order: by name
+            for r in rules:
                 if r.effect == "deny":
                     out.append(f"    if {r.py}:\n        return DENY, {r.name!r}, ()\n")
-            appr = [r for r in a.rules if r.effect == "require_approval"]
+            appr = [r for r in rules if r.effect == "require_approval"]
             if appr:
                 out.append("    approvals = []\n")
                 for r in appr:
                     out.append(f"    if {r.py}:\n        approvals.append({_approval_tuple(r)})\n")
                 out.append("    if approvals:\n        return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)\n")
-            for r in a.rules:
+            for r in rules:
                 if r.effect == "allow":
                     out.append(f"    if {r.py}:\n        return ALLOW, {r.name!r}, ()\n")
             out.append(f"    return {w.default.upper()}, '<default>', ()\n")

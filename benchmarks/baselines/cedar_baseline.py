@@ -62,7 +62,7 @@ class CedarBaseline:
     def __init__(self, path: Path = CEDAR_FILE) -> None:
         text = path.read_text()
         ids = re.findall(r'@kind\("([^"]+)"\)\s*@rule\("([^"]+)"\)', text)
-        self.policies = {f"policy{i}": (i, kind, rule) for i, (kind, rule) in enumerate(ids)}
+        self.policies = {f"policy{i}": (kind, rule) for i, (kind, rule) in enumerate(ids)}
         self.policy_set = cedarpy.PolicySet.from_str(text)
         assert len(self.policy_set) == len(ids), "every Cedar policy needs @kind/@rule annotations"
         self.entities = cedarpy.Entities.from_json_str("[]")
@@ -88,28 +88,28 @@ class CedarBaseline:
             return "deny", "<error>", ()
         res = cedarpy.is_authorized(req, self.policy_set, self.entities)
         diag = res.diagnostics
-        pol = self.policies  # policy id -> (file order, kind, rule); file order = declaration order
+        pol = self.policies  # policy id -> (kind, rule)
         if res.allowed:
-            return "allow", min(pol[p] for p in diag.reasons)[2], ()
+            return "allow", min(pol[p][1] for p in diag.reasons), ()
         matched = [pol[p] for p in diag.reasons]
         if diag.errors:  # fail closed: an erroring forbid counts as matched
             for msg in diag.errors:
                 m = _ERR_ID.search(str(msg))
-                if m and pol[m.group(1)][1] != "allow":
+                if m and pol[m.group(1)][0] != "allow":
                     matched.append(pol[m.group(1)])
         if not matched:
             entry = self.types.get(t)
             if entry is None or entry[0] != action.get("workflow"):
                 return "deny", "<undeclared>", ()
             return entry[1], "<default>", ()
-        matched.sort()
-        kinds = {k for _, k, _ in matched}
+        matched.sort(key=lambda m: m[1])  # within one effect, by name (the engine's order)
+        kinds = {k for k, _ in matched}
         if "stop" in kinds:
-            name = next(r for _, k, r in matched if k == "stop")
+            name = next(r for k, r in matched if k == "stop")
             if name == "<stopped>":
                 name = (workflow_state or {}).get("stopped_by") or name
             return "stop", name, ()
         if "deny" in kinds:
-            return "deny", next(r for _, k, r in matched if k == "deny"), ()
-        approvals = tuple(self.approvals[t + ":" + r] for _, k, r in matched if k == "require_approval")
+            return "deny", next(r for k, r in matched if k == "deny"), ()
+        approvals = tuple(self.approvals[t + ":" + r] for k, r in matched if k == "require_approval")
         return "require_approval", approvals[0][0], approvals

@@ -4,7 +4,8 @@ Each condition is the exact CEL text of ``benchmarks/policies`` (from ``spec.py`
 compiled once with ``celpy.Environment().compile`` + ``program``. Per request the action,
 workflow state and ``now`` are converted with ``celpy.json_to_cel`` (counted in the
 timing, as a caller would have to do it), then: the workflow's stop triggers in order,
-deny rules, every require_approval rule, allow rules, the workflow default. A condition
+deny rules, every require_approval rule, allow rules, the workflow default (within one
+effect in name order, as the engine does). A condition
 that errors counts as matched for stop/deny/require_approval and not matched for allow.
 """
 
@@ -37,11 +38,12 @@ class CelPyBaseline:
         self.table: dict[str, tuple] = {}
         for w in spec.WORKFLOWS:
             policy = celpy.json_to_cel({**spec.GLOBAL_CONSTS, **w.consts})
-            stops = tuple((s.name, prog(s.cel)) for s in w.stops)
+            stops = tuple((s.name, prog(s.cel)) for s in sorted(w.stops, key=lambda s: s.name))
             for a in w.actions:
-                denies = tuple((r.name, prog(r.cel)) for r in a.rules if r.effect == "deny")
-                approvals = tuple((_approval(r), prog(r.cel)) for r in a.rules if r.effect == "require_approval")
-                allows = tuple((r.name, prog(r.cel)) for r in a.rules if r.effect == "allow")
+                rules = sorted(a.rules, key=lambda r: r.name)  # the engine's order within an effect
+                denies = tuple((r.name, prog(r.cel)) for r in rules if r.effect == "deny")
+                approvals = tuple((_approval(r), prog(r.cel)) for r in rules if r.effect == "require_approval")
+                allows = tuple((r.name, prog(r.cel)) for r in rules if r.effect == "allow")
                 self.table[a.name] = (w.name, policy, stops, denies, approvals, allows, w.default)
 
     @staticmethod

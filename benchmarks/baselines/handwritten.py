@@ -2,7 +2,8 @@
 
 The benchmark rules hand-written as plain Python: the "physical limit" a policy engine
 is compared with. One function per action type: stop triggers, then deny rules, then
-every matching approval rule, then allow rules, then the workflow default.
+every matching approval rule, then allow rules, then the workflow default; within one
+effect in name order, as the engine does (so the deciding rule names agree too).
 Returns (effect, deciding rule, approvals) with approvals as (rule, count, roles, any_of).
 """
 
@@ -42,10 +43,10 @@ def parse_ts(s):
 
 
 def gate_send_customer_reply(a, now):
-    if any(not c["sourced"] and c["kind"] == "promise" for c in a["claims"]):
-        return STOP, 'unsupported_promise', ()
     if SSN_RE.search(a["body"]) is not None:
         return STOP, 'pii_in_reply', ()
+    if any(not c["sourced"] and c["kind"] == "promise" for c in a["claims"]):
+        return STOP, 'unsupported_promise', ()
     if a["recipient"]["domain"] in BLOCKED_DOMAINS:
         return DENY, 'blocked_domain', ()
     if len(a["body"]) > MAX_REPLY_CHARS:
@@ -53,10 +54,10 @@ def gate_send_customer_reply(a, now):
     approvals = []
     if LEGAL_RE.search(a["body"]) is not None:
         approvals.append(('legal_language', 1, ('legal',), False))
-    if a["promised_amount"] > 0.0:
-        approvals.append(('promises_money', 1, ('support_manager',), False))
     if len(a["cc"]) > 3:
         approvals.append(('many_recipients', 1, ('reviewer',), False))
+    if a["promised_amount"] > 0.0:
+        approvals.append(('promises_money', 1, ('support_manager',), False))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     if all(c["sourced"] for c in a["claims"]) and a["sentiment"] != "angry" and a["recipient"]["verified"]:
@@ -120,15 +121,15 @@ def gate_tag_ticket(a, now):
 def gate_update_contact(a, now):
     if a["batch_size"] > 500:
         return STOP, 'mass_update', ()
-    if any(f in PROTECTED_FIELDS for f in a["fields"]):
-        return DENY, 'protected_field', ()
     if a["new_email"].endswith("@competitor.example"):
         return DENY, 'competitor_email', ()
+    if any(f in PROTECTED_FIELDS for f in a["fields"]):
+        return DENY, 'protected_field', ()
     approvals = []
-    if len(a["fields"]) > 5:
-        approvals.append(('many_fields', 1, ('reviewer',), False))
     if a["source"] == "agent_inferred":
         approvals.append(('inferred', 1, ('customer_service',), False))
+    if len(a["fields"]) > 5:
+        approvals.append(('many_fields', 1, ('reviewer',), False))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     if a["source"] in ("customer_portal", "verified_call"):
@@ -169,15 +170,15 @@ def gate_delete_contact(a, now):
 def gate_export_contacts(a, now):
     if a["row_count"] > 100000:
         return STOP, 'export_exfiltration', ()
-    if a["row_count"] > EXPORT_ROW_LIMIT:
-        return DENY, 'too_many_rows', ()
     if not a["destination"].endswith(INTERNAL_DOMAIN):
         return DENY, 'external_destination', ()
+    if a["row_count"] > EXPORT_ROW_LIMIT:
+        return DENY, 'too_many_rows', ()
     approvals = []
-    if any(c in PII_COLUMNS for c in a["columns"]):
-        approvals.append(('pii', 1, ('data_protection_officer',), False))
     if a["row_count"] > 1000:
         approvals.append(('bulk', 1, ('reviewer',), False))
+    if any(c in PII_COLUMNS for c in a["columns"]):
+        approvals.append(('pii', 1, ('data_protection_officer',), False))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     return REQUIRE_APPROVAL, '<default>', ()
@@ -206,12 +207,12 @@ def gate_publish_article(a, now):
     if parse_ts(a["embargo_until"]) > now:
         return DENY, 'embargoed', ()
     approvals = []
-    if any(not c["sourced"] for c in a["claims"]):
-        approvals.append(('unsourced_claims', 1, ('content_editor',), False))
-    if any(t in SENSITIVE_TAGS for t in a["tags"]):
-        approvals.append(('sensitive_topic', 1, ('legal',), False))
     if a["section"] == "homepage":
         approvals.append(('homepage', 1, ('content_editor',), False))
+    if any(t in SENSITIVE_TAGS for t in a["tags"]):
+        approvals.append(('sensitive_topic', 1, ('legal',), False))
+    if any(not c["sourced"] for c in a["claims"]):
+        approvals.append(('unsourced_claims', 1, ('content_editor',), False))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     if a["author"] in TRUSTED_AUTHORS and all(c["sourced"] for c in a["claims"]) and a["section"] != "homepage":
@@ -252,10 +253,10 @@ def gate_unpublish_article(a, now):
 
 
 def gate_upload_media(a, now):
-    if a["size_bytes"] > 50000000:
-        return DENY, 'too_large', ()
     if a["mime_type"] not in MEDIA_TYPES:
         return DENY, 'bad_type', ()
+    if a["size_bytes"] > 50000000:
+        return DENY, 'too_large', ()
     approvals = []
     if a["detected_faces"] > 0 and not a["model_release"]:
         approvals.append(('faces', 1, ('content_editor',), False))
@@ -270,14 +271,14 @@ def gate_post_social(a, now):
     if "@competitor" in a["text"]:
         return DENY, 'mentions_competitor', ()
     approvals = []
-    if a["channel"] in ("twitter", "linkedin"):
-        approvals.append(('brand_channel', 1, ('content_editor',), False))
-    if any(h.startswith("#ad") for h in a["hashtags"]):
-        approvals.append(('sponsored', 1, ('legal',), False))
-    if len(a["text"]) > 280:
-        approvals.append(('long_text', 1, ('content_editor',), False))
     if a["scheduled"] and a["audience_size"] > 100000:
         approvals.append(('big_audience', 2, ('content_editor', 'executive'), True))
+    if a["channel"] in ("twitter", "linkedin"):
+        approvals.append(('brand_channel', 1, ('content_editor',), False))
+    if len(a["text"]) > 280:
+        approvals.append(('long_text', 1, ('content_editor',), False))
+    if any(h.startswith("#ad") for h in a["hashtags"]):
+        approvals.append(('sponsored', 1, ('legal',), False))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     return REQUIRE_APPROVAL, '<default>', ()
@@ -291,12 +292,12 @@ def gate_grant_role(a, now):
     if a["requested_by"] == a["user_id"]:
         return DENY, 'self_grant', ()
     approvals = []
-    if a["role"] in PRIVILEGED_ROLES:
-        approvals.append(('privileged', 2, ('security_admin', 'executive'), True))
     if a["duration_hours"] > MAX_GRANT_HOURS:
         approvals.append(('long_lived', 1, ('security_admin',), False))
     if now.hour < 6 or now.hour >= 22:
         approvals.append(('off_hours', 1, ('incident_commander',), False))
+    if a["role"] in PRIVILEGED_ROLES:
+        approvals.append(('privileged', 2, ('security_admin', 'executive'), True))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     if a["role"] in ("viewer", "commenter", "editor") and a["duration_hours"] <= MAX_GRANT_HOURS:
@@ -367,23 +368,23 @@ def gate_disable_account(a, now):
 
 
 def gate_issue_refund(a, now):
-    if a["refunds_last_hour"] > 50:
-        return STOP, 'refund_spike', ()
     if a["order_already_refunded"]:
         return STOP, 'duplicate_refund', ()
+    if a["refunds_last_hour"] > 50:
+        return STOP, 'refund_spike', ()
+    if a["fraud_score"] > FRAUD_SCORE_LIMIT:
+        return DENY, 'fraud', ()
     if a["amount"] > REFUND_LIMIT:
         return DENY, 'over_limit', ()
     if a["customer"]["country"] in SANCTIONED_COUNTRIES:
         return DENY, 'sanctioned', ()
-    if a["fraud_score"] > FRAUD_SCORE_LIMIT:
-        return DENY, 'fraud', ()
     approvals = []
     if a["amount"] > AUTO_REFUND_LIMIT:
         approvals.append(('above_auto', 1, ('finance_manager',), False))
-    if sum(1 for r in a["prior_refunds"] if r["days_ago"] < 30) >= 2:
-        approvals.append(('repeat_customer', 1, ('reviewer',), False))
     if a["method"] != a["original_payment_method"]:
         approvals.append(('method_mismatch', 1, ('finance_manager',), False))
+    if sum(1 for r in a["prior_refunds"] if r["days_ago"] < 30) >= 2:
+        approvals.append(('repeat_customer', 1, ('reviewer',), False))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     if a["amount"] <= AUTO_REFUND_LIMIT and a["order_age_days"] <= 60:
@@ -423,10 +424,10 @@ def gate_respond_chargeback(a, now):
     if a["days_to_deadline"] < 0:
         return DENY, 'past_deadline', ()
     approvals = []
-    if all(e["verified"] for e in a["evidence"]):
-        approvals.append(('verified_evidence', 1, ('finance_manager',), False))
     if any(not e["verified"] for e in a["evidence"]):
         approvals.append(('unverified_evidence', 2, ('finance_manager', 'legal'), True))
+    if all(e["verified"] for e in a["evidence"]):
+        approvals.append(('verified_evidence', 1, ('finance_manager',), False))
     if approvals:
         return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)
     return REQUIRE_APPROVAL, '<default>', ()
@@ -435,10 +436,10 @@ def gate_respond_chargeback(a, now):
 def gate_update_payout_account(a, now):
     if a["changed_within_days"] < 7:
         return STOP, 'payout_hijack', ()
-    if not a["bank_verified"]:
-        return DENY, 'unverified_bank', ()
     if a["new_country"] != a["old_country"]:
         return DENY, 'country_change', ()
+    if not a["bank_verified"]:
+        return DENY, 'unverified_bank', ()
     approvals = []
     if a["bank_verified"]:
         approvals.append(('verified_bank', 2, ('finance_manager', 'security_admin'), True))

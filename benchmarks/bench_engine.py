@@ -1,0 +1,380 @@
+"""Stopline gate benchmark: engine.evaluate() against hand-written Python, cel-python and Cedar.
+
+    python benchmarks/bench_engine.py            # full run (about a minute on 2 cores)
+    python benchmarks/bench_engine.py --quick    # smoke run (a few seconds; used by tests)
+    python benchmarks/bench_engine.py --json     # the figures as JSON on stdout
+    python benchmarks/bench_engine.py --profile  # also cProfile evaluate() over the mix
+
+One process, one request mix (``requests.make_mix``: 200 actions over the 25 action
+types of ``benchmarks/policies``), four implementations of the same rules:
+
+  evaluate     policy_engine.load("benchmarks/policies").evaluate(action, state, now)
+  hand-written benchmarks/baselines/handwritten.py (plain functions; the physical limit)
+  cel-python   celpy's own interpreter on the same CEL conditions, same precedence
+  cedarpy      cedarpy.is_authorized on the Cedar translation (pre-parsed PolicySet)
+
+First every implementation's answer (effect, deciding rule, required approvals) is
+compared with evaluate()'s for every request; any disagreement is printed and the run
+fails (exit 1). Then each request is timed on its own with ``time.perf_counter_ns``
+(timer overhead subtracted), after a warm-up, in interleaved rounds; the tables give the
+median and p99 per request. Then: load() of a 1,000-rule policy text (median of runs)
+and ``stopline check`` wall time in a subprocess (median of 5, interpreter start included).
+No figure is asserted: the machine is shared and noisy; targets are reported as met/missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import spec  # noqa: E402
+from benchmarks.requests import make_mix  # noqa: E402
+
+POLICY_DIR = HERE / "policies"
+pc = time.perf_counter_ns
+
+TARGETS = {
+    "evaluate_vs_handwritten_max": 5.0,  # evaluate() median within 5x of hand-written
+    "cedar_vs_evaluate_min": 10.0,  # evaluate() >= 10x faster per request than cedarpy
+    "compile_1000_rules_max_s": 1.0,
+    "check_wall_max_s": 0.5,
+}
+
+
+# --------------------------------------------------------------------------- implementations
+def engine_answer(d) -> tuple:
+    return d.effect, d.deciding.name, tuple(a.rule for a in d.approvals)
+
+
+def baseline_answer(r: tuple) -> tuple:
+    return r[0], r[1], tuple(a[0] for a in r[2])
+
+
+def same(engine: tuple, base: tuple) -> bool:
+    """Effects and approvals must agree; the deciding rule too, unless the baseline's
+    decision came from no rule (``<default>``, ``<undeclared>``: the engine names those
+    its own way)."""
+    if engine[0] != base[0] or engine[2] != base[2]:
+        return False
+    return base[1].startswith("<") or engine[1] == base[1]
+
+
+def build_impls(quick: bool):
+    import policy_engine
+    from benchmarks.baselines import handwritten
+    from benchmarks.baselines.cedar_baseline import CedarBaseline
+    from benchmarks.baselines.celpy_baseline import CelPyBaseline
+
+    engine = policy_engine.load(str(POLICY_DIR))
+    cedar = CedarBaseline()
+    celpy_b = CelPyBaseline()
+    # name -> (callable(action, state, now), rounds multiplier)
+    return engine, {
+        "evaluate": engine.evaluate,
+        "hand-written": handwritten.evaluate,
+        "cel-python": celpy_b.evaluate,
+        "cedarpy": cedar.evaluate,
+    }
+
+
+def check_agreement(engine, impls, mix, out) -> dict:
+    report = {}
+    for name, fn in impls.items():
+        if name == "evaluate":
+            continue
+        bad = []
+        for action, state, now in mix:
+            e = engine_answer(engine.evaluate(action, state, now))
+            b = baseline_answer(fn(action, state, now))
+            if not same(e, b):
+                bad.append((action.get("id"), action.get("type"), e, b))
+        report[name] = {"agree": len(mix) - len(bad), "total": len(mix), "disagreements": [list(map(str, x)) for x in bad]}
+        for x in bad:
+            out(f"  DISAGREE {name}: {x[0]} {x[1]}: evaluate={x[2]} {name}={x[3]}")
+    return report
+
+
+# --------------------------------------------------------------------------- timing
+def timer_overhead() -> int:
+    xs = []
+    for _ in range(20000):
+        t0 = pc()
+        t1 = pc()
+        xs.append(t1 - t0)
+    return int(statistics.median(xs))
+
+
+def time_each(fn, mix, rounds: int, overhead: int) -> list[int]:
+    """Per-request latencies in ns, each call timed on its own."""
+    samples: list[int] = []
+    append = samples.append
+    for _ in range(rounds):
+        for action, state, now in mix:
+            t0 = pc()
+            fn(action, state, now)
+            t1 = pc()
+            append(t1 - t0 - overhead)
+    return samples
+
+
+def time_batch(fn, mix, rounds: int) -> float:
+    """Mean ns per request over whole passes of the mix (no per-call timer)."""
+    best = []
+    for _ in range(rounds):
+        t0 = pc()
+        for action, state, now in mix:
+            fn(action, state, now)
+        best.append((pc() - t0) / len(mix))
+    return statistics.median(best)
+
+
+def pct(xs: list[int], p: float) -> float:
+    s = sorted(xs)
+    k = min(len(s) - 1, max(0, int(round(p / 100 * (len(s) - 1)))))
+    return float(s[k])
+
+
+def run_latency(impls, mix, quick: bool, out) -> dict:
+    overhead = timer_overhead()
+    # rounds per implementation: enough samples, bounded wall time
+    rounds = {"evaluate": 40, "hand-written": 40, "cedarpy": 8, "cel-python": 2}
+    if quick:
+        rounds = {"evaluate": 2, "hand-written": 2, "cedarpy": 1, "cel-python": 1}
+    for fn in impls.values():  # warm-up
+        for action, state, now in mix:
+            fn(action, state, now)
+    samples: dict[str, list[int]] = {k: [] for k in impls}
+    batch: dict[str, list[float]] = {k: [] for k in impls}
+    passes = 4 if not quick else 1
+    gc.collect()
+    for _ in range(passes):  # interleave implementations so noise hits all of them alike
+        for name, fn in impls.items():
+            r = max(1, rounds[name] // passes) if not quick else rounds[name]
+            samples[name] += time_each(fn, mix, r, overhead)
+            batch[name].append(time_batch(fn, mix, 1))
+    res = {"timer_overhead_ns": overhead}
+    for name, xs in samples.items():
+        res[name] = {
+            "median_us": statistics.median(xs) / 1000,
+            "p99_us": pct(xs, 99) / 1000,
+            "mean_batch_us": statistics.median(batch[name]) / 1000,
+            "samples": len(xs),
+        }
+    return res
+
+
+def run_cedar_unparsed(mix, quick: bool) -> float:
+    """cedarpy with the policy text as a str (re-parsed on every call): median us/request."""
+    import cedarpy
+
+    from benchmarks.baselines.cedar_baseline import CEDAR_FILE, CedarBaseline
+
+    cb = CedarBaseline()
+    text = CEDAR_FILE.read_text()
+    reqs = [cb.request(a, s, n) for a, s, n in mix[: (20 if quick else 100)]]
+    xs = []
+    for r in reqs:
+        t0 = pc()
+        cedarpy.is_authorized(r, text, [])
+        xs.append(pc() - t0)
+    return statistics.median(xs) / 1000
+
+
+def run_engine_dump(engine, mix, quick: bool) -> float:
+    def fn(a, s, n):
+        return engine.evaluate(a, s, n).model_dump(mode="json")
+
+    return statistics.median(time_each(fn, mix, 1 if quick else 5, 0)) / 1000
+
+
+# --------------------------------------------------------------------------- compile / check
+def run_compile(quick: bool) -> dict:
+    import policy_engine
+    from benchmarks.gen_policies import policy_text
+
+    text = policy_text(1000)
+    runs = 1 if quick else 5
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "big.policy"
+        path.write_text(text)
+        # cold: a fresh interpreter (no warm caches), load() only, timed inside the child
+        code = ("import time,sys; import policy_engine; t=time.perf_counter(); policy_engine.load(sys.argv[1]); "
+                "print(time.perf_counter()-t)")
+        cold = float(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                    check=True, cwd=str(ROOT)).stdout.strip())
+        times = []
+        for _ in range(runs):
+            gc.collect()
+            t0 = time.perf_counter()
+            eng = policy_engine.load(str(path))
+            times.append(time.perf_counter() - t0)
+        nrules = sum(len(a.rules) for a in _iter_actions(eng))
+    return {"rules": nrules, "bytes": len(text.encode()), "median_s": statistics.median(times), "cold_s": cold,
+            "runs": runs}
+
+
+def _iter_actions(engine):
+    for wf in engine.compiled.workflows.values():
+        yield from wf.actions.values()
+
+
+def stopline_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "stopline"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "policy_engine.cli"]
+
+
+def run_check(path: Path, quick: bool) -> dict:
+    cmd = stopline_cmd() + ["check", str(path)]
+    runs = 1 if quick else 5
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+        times.append(time.perf_counter() - t0)
+        if p.returncode != 0:
+            raise SystemExit(f"stopline check {path} failed:\n{p.stdout}{p.stderr}")
+    py = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        py.append(time.perf_counter() - t0)
+    return {"path": os.path.relpath(path, ROOT), "median_s": statistics.median(times), "runs": runs,
+            "python_startup_s": statistics.median(py)}
+
+
+# --------------------------------------------------------------------------- profile
+def run_profile(engine, mix, out) -> None:
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(50):
+        for action, state, now in mix:
+            engine.evaluate(action, state, now)
+    prof.disable()
+    st = pstats.Stats(prof)
+    st.sort_stats("tottime").print_stats(18)
+
+
+# --------------------------------------------------------------------------- main
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: few rounds (figures are rough)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
+    ap.add_argument("--profile", action="store_true", help="cProfile evaluate() over the mix afterwards")
+    ap.add_argument("--requests", type=int, default=200, help="size of the request mix (default 200)")
+    args = ap.parse_args(argv)
+
+    lines: list[str] = []
+    out = (lambda s: lines.append(s)) if args.json else print
+
+    mix = make_mix(args.requests)
+    engine, impls = build_impls(args.quick)
+    import cedarpy
+    import celpy
+
+    counts = spec.counts()
+    effects: dict[str, int] = {}
+    for a, s, n in mix:
+        e = engine.evaluate(a, s, n).effect
+        effects[e] = effects.get(e, 0) + 1
+    out(f"stopline gate benchmark -- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC -- {machine()}")
+    out(f"policy set: {counts['rules']} gate rules, {counts['stops']} stop triggers, {counts['action_types']} action types, "
+        f"{counts['workflows']} workflows (benchmarks/policies)")
+    out(f"request mix: {len(mix)} requests: " + ", ".join(f"{k} {v}" for k, v in sorted(effects.items())))
+
+    agreement = check_agreement(engine, impls, mix, out)
+    ok = all(not r["disagreements"] for r in agreement.values())
+    out("agreement: " + ", ".join(f"{k} {r['agree']}/{r['total']}" for k, r in agreement.items())
+        + (" -- AGREEMENT OK" if ok else " -- AGREEMENT FAILED"))
+
+    lat = run_latency(impls, mix, args.quick, out)
+    cedar_str = run_cedar_unparsed(mix, args.quick)
+    dump = run_engine_dump(engine, mix, args.quick)
+    out(f"per request (us; each call timed alone, timer overhead {lat['timer_overhead_ns']} ns subtracted):")
+    out(f"  {'implementation':<28}{'median':>10}{'p99':>10}{'mean':>10}{'samples':>9}")
+    for name in impls:
+        r = lat[name]
+        out(f"  {name:<28}{r['median_us']:>10.2f}{r['p99_us']:>10.2f}{r['mean_batch_us']:>10.2f}{r['samples']:>9}")
+    out(f"  {'evaluate + model_dump(json)':<28}{dump:>10.2f}")
+    out(f"  {'cedarpy, policies as str':<28}{cedar_str:>10.2f}   (re-parsed on every call; informational)")
+
+    ev, hw, cd, cp = (lat[k]["median_us"] for k in ("evaluate", "hand-written", "cedarpy", "cel-python"))
+    ratios = {"evaluate_vs_handwritten": ev / hw, "cedarpy_vs_evaluate": cd / ev, "celpython_vs_evaluate": cp / ev}
+    t = TARGETS
+    met = lambda b: "met" if b else "MISSED"  # noqa: E731
+    out(f"ratio evaluate / hand-written: {ratios['evaluate_vs_handwritten']:.1f}x "
+        f"(target <= {t['evaluate_vs_handwritten_max']:.0f}x: {met(ratios['evaluate_vs_handwritten'] <= t['evaluate_vs_handwritten_max'])})")
+    out(f"ratio cedarpy / evaluate: {ratios['cedarpy_vs_evaluate']:.1f}x "
+        f"(target >= {t['cedar_vs_evaluate_min']:.0f}x: {met(ratios['cedarpy_vs_evaluate'] >= t['cedar_vs_evaluate_min'])})")
+    out(f"ratio cel-python / evaluate: {ratios['celpython_vs_evaluate']:.1f}x")
+
+    comp = run_compile(args.quick)
+    out(f"compile {comp['rules']} rules ({comp['bytes'] // 1024} KiB, policy_engine.load): median {comp['median_s'] * 1000:.0f} ms "
+        f"of {comp['runs']}, cold process {comp['cold_s'] * 1000:.0f} ms "
+        f"(target < {t['compile_1000_rules_max_s']:.0f} s: {met(max(comp['median_s'], comp['cold_s']) < t['compile_1000_rules_max_s'])})")
+    checks = [run_check(POLICY_DIR, args.quick)]
+    if (ROOT / "policies").is_dir() and any((ROOT / "policies").rglob("*.policy")):
+        checks.append(run_check(ROOT / "policies", args.quick))
+    for c in checks:
+        out(f"stopline check {c['path']}/: wall median {c['median_s'] * 1000:.0f} ms of {c['runs']} "
+            f"(interpreter start alone {c['python_startup_s'] * 1000:.0f} ms; "
+            f"target < {t['check_wall_max_s']} s: {met(c['median_s'] < t['check_wall_max_s'])})")
+
+    if args.profile:
+        run_profile(engine, mix, out)
+
+    figures = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "versions": {"cedarpy": getattr(cedarpy, "__version__", None) or _dist_version("cedarpy"),
+                     "cel-python": _dist_version("cel-python"), "python": platform.python_version()},
+        "policy_set": counts, "requests": len(mix), "effects": effects, "quick": args.quick,
+        "agreement": agreement, "agreement_ok": ok, "latency": lat,
+        "extra": {"evaluate_plus_model_dump_median_us": dump, "cedarpy_str_policies_median_us": cedar_str},
+        "ratios": ratios, "compile": comp, "check": checks, "targets": TARGETS,
+    }
+    del celpy
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    return 0 if ok else 1
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # pragma: no cover
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
