@@ -1,0 +1,62 @@
+"""Runs examples/agent_runtime.py as a user would and checks the story it tells."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "agent_runtime.py"
+
+
+def run_example() -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXAMPLE)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_agent_runtime_runs_the_whole_story() -> None:
+    proc = run_example()
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    steps = [
+        "GATE send_customer_reply reply-1: allow (rule `routine_reply`)",
+        "EXECUTED send_customer_reply reply-1; receipt recorded:",
+        "GATE send_customer_reply reply-2: require_approval (rule `promise_needs_review`)",
+        "HOLD in the approval queue: needs 1 reviewer",
+        "partial via email.recall, within 60s",
+        "APPROVED by bob",
+        "reviewer_decision: approved by bob",
+        "GATE send_customer_reply reply-3: deny (rule `blocked_recipient_domain`)",
+        "STOP TRIGGER `unsupported_promise` fired",
+        "workflow status -> stopped",
+        "GATE send_customer_reply reply-4: stop (stopped `unsupported_promise`)",
+        "ROLLBACK filed: scenario `reviewer_error` for reply-2",
+        "route: verification queue; window: standard",
+        "cascade step depth 1: crm-note-2 (log_crm_activity)",
+        "APPROVAL by bob REFUSED",
+        "APPROVAL by alice accepted: rollback AUTHORIZED",
+        "REVERSED reply-2 via email.recall",
+        "REVERSED crm-note-2 via crm.amend_activity_note",
+        "GATE (compensation) send_correction correction-1: require_approval",
+        "APPROVED by sam",
+        "NOTIFIED customer, support_manager",
+        "RESUME requested: BLOCKED, unmet: blocked_promises_configured",
+        "RESUME requested: allowed",
+        "workflow status -> running",
+        "GATE send_customer_reply reply-5: allow",
+        "DONE last action allow; mailbox: reply-2 recalled=True",
+    ]
+    pos = 0
+    for step in steps:
+        found = out.find(step, pos)
+        assert found >= 0, f"missing (or out of order): {step!r}\n---\n{out}"
+        pos = found
+    # the receipt carries every field the decision asked for
+    for field in ("final_message", "reviewer_decision", "policy_rule", "source_excerpts", "policy_hash"):
+        assert f"    {field}: " in out
+
+
+def test_agent_runtime_is_deterministic() -> None:
+    first, second = run_example(), run_example()
+    assert first.returncode == second.returncode == 0
+    assert first.stdout == second.stdout
