@@ -422,10 +422,6 @@ def _ovf_uint(r: int) -> CelUint:
     raise _Fail("return error for overflow")
 
 
-def _check_ts(t: datetime) -> datetime:
-    return t
-
-
 def _check_dur(d: timedelta) -> timedelta:
     us = (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
     if -_DUR_MAX_US <= us <= _DUR_MAX_US:
@@ -798,8 +794,6 @@ _DUR_ACCESSORS: dict[str, Callable[[timedelta], int]] = {
 # Regular expressions (RE2: linear time)
 # ---------------------------------------------------------------------------
 
-_re2_lock = threading.Lock()
-
 
 def _re2_compile_raw(pattern: str) -> Any:
     import re2
@@ -863,7 +857,7 @@ def _to_int(v: Any) -> int:
             raise _Fail(f"type conversion error: cannot convert {v!r} to int")
         return _ovf_range_int(int(v))
     if t is datetime:
-        return math.floor((v - _EPOCH).total_seconds()) if v.microsecond else int((v - _EPOCH).total_seconds())
+        return (v - _EPOCH) // timedelta(seconds=1)
     if t is bool or t is bytes:
         raise _no_overload("int", v)
     if t not in _PYTYPE_TO_CEL:
@@ -1265,7 +1259,6 @@ def _math_sign(x: Any) -> Any:
 
 def _int_fn(name: str, fi: Callable, fu: Callable | None = None) -> Callable:
     def g(*args: Any) -> Any:
-        t = type(args[0])
         if all(type(a) is int for a in args):
             return fi(*args)
         if fu is not None and all(type(a) is CelUint for a in args):
@@ -1283,7 +1276,7 @@ def _shift(name: str, left: bool) -> Callable:
             raise _Fail(f"{name}() negative offset: {n}")
         if type(x) is int:
             if n > 63:
-                return 0 if left or x >= 0 else -1 if False else 0
+                return 0
             if left:
                 r = (x << n) & 0xFFFFFFFFFFFFFFFF
                 return r - (1 << 64) if r >= 1 << 63 else r

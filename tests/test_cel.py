@@ -17,7 +17,6 @@ from policy_engine.cel import (
     DEFAULT_LIMITS,
     CelCompileError,
     CelError,
-    CelType,
     CelUint,
     CompiledExpr,
     Limits,
