@@ -1,0 +1,69 @@
+"""Snapshots of what people read: explain traces and decision JSON.
+
+Refresh with: /tmp/dev/bin/python -m pytest tests/test_explain.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policy_engine.explain import explain
+
+from engine_support import NOW, WF, load_engine, reply, request
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return load_engine()
+
+
+GATES = {
+    "allow": reply(amount=20),
+    "require_approval": reply(amount=120.5, id="msg-7"),
+    "deny_with_errors": {"workflow": WF, "type": "send_customer_reply"},
+    "stop": reply(claims=[{"sourced": False}], recipient={"domain": "competitor.example"}),
+    "undeclared": {"workflow": WF, "type": "launch_rocket"},
+    "default": {"workflow": WF, "type": "issue_refund", "amount": 100},
+}
+
+
+@pytest.mark.parametrize("name", sorted(GATES))
+def test_gate_explain(engine, snapshot, name):
+    assert explain(engine.evaluate(GATES[name], now=NOW)) == snapshot
+
+
+@pytest.mark.parametrize("name", sorted(GATES))
+def test_gate_json(engine, snapshot, name):
+    d = engine.evaluate(GATES[name], now=NOW)
+    assert json.dumps(d.model_dump(mode="json"), indent=2) == snapshot
+
+
+def test_stopped_explain(engine, snapshot):
+    d = engine.evaluate(reply(), {"status": "stopped", "stopped_by": "unsupported_promise"}, now=NOW)
+    assert explain(d) == snapshot
+
+
+def test_rollback_explain(engine, snapshot):
+    down = [{"id": "c1", "type": "log_crm_activity",
+             "downstream": [{"id": "r1", "type": "issue_refund",
+                             "downstream": [{"id": "x1", "type": "log_crm_activity"},
+                                            {"id": "m1", "type": "send_customer_reply"}]}]},
+            {"id": "d1", "type": "delete_account"}]
+    plan = engine.classify_rollback(request(downstream=down), now="2026-07-02T10:05:00Z")
+    assert explain(plan) == snapshot
+    assert json.dumps(plan.model_dump(mode="json"), indent=2) == snapshot
+
+
+def test_authorize_explain(engine, snapshot):
+    plan = engine.classify_rollback(request("incident"), now=NOW)
+    approvals = [{"principal": "amy", "roles": ["incident_commander", "legal"], "plan_hash": plan.plan_hash},
+                 {"principal": "bo", "roles": ["incident_commander"], "plan_hash": plan.plan_hash},
+                 {"principal": "cy", "roles": ["legal"], "plan_hash": "sha256:stale"}]
+    assert explain(engine.authorize_rollback(plan, approvals, now=NOW)) == snapshot
+
+
+def test_resume_explain(engine, snapshot):
+    r = engine.may_resume(WF, "unsupported_promise", {"reviewer_screen": {"shows_claim_source": True}}, now=NOW)
+    assert explain(r) == snapshot
