@@ -96,9 +96,10 @@ def parse_ts(value: Any, what: str = "timestamp") -> datetime:
 
 
 def fmt_ts(t: datetime) -> str:
-    t = t.astimezone(_UTC)
-    base = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-    return base + (f".{t.microsecond:06d}".rstrip("0") if t.microsecond else "") + "Z"
+    """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (6 digits)."""
+    if t.tzinfo is not _UTC:
+        t = t.astimezone(_UTC)
+    return t.isoformat()[:-6] + "Z"
 
 
 def _add_seconds(t: datetime, seconds: int) -> Optional[str]:
@@ -782,6 +783,14 @@ class Engine:
                                                     f"this engine holds {self.policy_hash}"))
         if not plan.authorizable:
             errors.append(_err("<input>", "input", "the plan is not authorizable (see the plan's errors)"))
+        if plan.window == "standard":  # a stale plan must not skip the `after window` escalation
+            try:
+                closed = plan.reversible_until is None or now_dt > parse_ts(plan.reversible_until)
+            except ValueError:
+                closed = True
+            if closed:
+                errors.append(_err("<input>", "input", f"the plan's reversal window closed at {plan.reversible_until}; "
+                                                       "the escalated path applies now: classify the rollback again"))
         excluded = set(plan.authorization.excluded_principals)
         slots = plan.authorization.slots
         slot_roles = [set(s.roles) for s in slots]
