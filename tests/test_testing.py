@@ -292,3 +292,16 @@ def test_table_rows_and_input_merging(work):
     big = next(c for c in suite.cases if c.name == "amounts [big]")
     assert big.question["with"] == {"amount": 500}
     assert big.expect["rule"] == "big"
+
+
+def test_the_documented_example_suite_passes(tmp_path, monkeypatch):
+    """docs/testing.md's example suite runs against the shipped policies and passes."""
+    repo = Path(__file__).parent.parent
+    doc = (repo / "docs" / "testing.md").read_text()
+    block = re.search(r"### A suite\n\n```yaml\n(.*?)```", doc, re.S).group(1)
+    suite = tmp_path / "doc.policy-test.yaml"
+    suite.write_text(block.replace("policies: [.]", f"policies: [{repo / 'policies'}]"))
+    monkeypatch.chdir(tmp_path)
+    res = run_cli(".")
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1] == "7 passed, 0 failed"
