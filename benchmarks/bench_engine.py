@@ -29,6 +29,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -213,19 +214,25 @@ def run_compile(quick: bool) -> dict:
         path = Path(d) / "big.policy"
         path.write_text(text)
         # cold: a fresh interpreter (no warm caches), load() only, timed inside the child
-        code = ("import time,sys; import policy_engine; t=time.perf_counter(); policy_engine.load(sys.argv[1]); "
-                "print(time.perf_counter()-t)")
-        cold = float(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                                    check=True, cwd=str(ROOT)).stdout.strip())
-        times = []
+        code = ("import time,sys; import policy_engine; t=time.perf_counter(); c=time.process_time(); "
+                "policy_engine.load(sys.argv[1]); print(time.perf_counter()-t, time.process_time()-c)")
+        cold = []
+        for _ in range(1 if quick else 3):
+            r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                               check=True, cwd=str(ROOT)).stdout.split()
+            cold.append((float(r[0]), float(r[1])))
+        times, cpu = [], []
         for _ in range(runs):
             gc.collect()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             eng = policy_engine.load(str(path))
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         nrules = sum(len(a.rules) for a in _iter_actions(eng))
-    return {"rules": nrules, "bytes": len(text.encode()), "median_s": statistics.median(times), "cold_s": cold,
-            "runs": runs}
+    return {"rules": nrules, "bytes": len(text.encode()), "median_s": statistics.median(times),
+            "median_cpu_s": statistics.median(cpu), "runs": runs,
+            "cold_s": statistics.median(c[0] for c in cold), "cold_cpu_s": statistics.median(c[1] for c in cold),
+            "cold_runs": len(cold)}
 
 
 def _iter_actions(engine):
@@ -241,11 +248,14 @@ def stopline_cmd() -> list[str]:
 def run_check(path: Path, quick: bool) -> dict:
     cmd = stopline_cmd() + ["check", str(path)]
     runs = 1 if quick else 5
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
         times.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         if p.returncode != 0:
             raise SystemExit(f"stopline check {path} failed:\n{p.stdout}{p.stderr}")
     py = []
@@ -254,6 +264,7 @@ def run_check(path: Path, quick: bool) -> dict:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         py.append(time.perf_counter() - t0)
     return {"path": os.path.relpath(path, ROOT), "median_s": statistics.median(times), "runs": runs,
+            "median_cpu_s": statistics.median(cpu),
             "python_startup_s": statistics.median(py)}
 
 
@@ -306,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     for a, s, n in mix:
         e = engine.evaluate(a, s, n).effect
         effects[e] = effects.get(e, 0) + 1
-    out(f"stopline gate benchmark -- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC -- {machine()}")
+    out(f"stopline gate benchmark -- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC -- {machine()} "
+        f"-- load average {os.getloadavg()[0]:.1f}")
     out(f"policy set: {counts['rules']} gate rules, {counts['stops']} stop triggers, {counts['action_types']} action types, "
         f"{counts['workflows']} workflows (benchmarks/policies)")
     out(f"request mix: {len(mix)} requests: " + ", ".join(f"{k} {v}" for k, v in sorted(effects.items())))
@@ -339,13 +351,15 @@ def main(argv: list[str] | None = None) -> int:
 
     comp = run_compile(args.quick)
     out(f"compile {comp['rules']} rules ({comp['bytes'] // 1024} KiB, policy_engine.load): median {comp['median_s'] * 1000:.0f} ms "
-        f"of {comp['runs']}, cold process {comp['cold_s'] * 1000:.0f} ms "
-        f"(target < {t['compile_1000_rules_max_s']:.0f} s: {met(max(comp['median_s'], comp['cold_s']) < t['compile_1000_rules_max_s'])})")
+        f"(cpu {comp['median_cpu_s'] * 1000:.0f} ms) of {comp['runs']} in-process; fresh process {comp['cold_s'] * 1000:.0f} ms "
+        f"(cpu {comp['cold_cpu_s'] * 1000:.0f} ms, imports and parser construction included) "
+        f"(target < {t['compile_1000_rules_max_s']:.0f} s: {met(comp['median_s'] < t['compile_1000_rules_max_s'])} in-process, "
+        f"{met(comp['cold_s'] < t['compile_1000_rules_max_s'])} fresh)")
     checks = [run_check(POLICY_DIR, args.quick)]
     if (ROOT / "policies").is_dir() and any((ROOT / "policies").rglob("*.policy")):
         checks.append(run_check(ROOT / "policies", args.quick))
     for c in checks:
-        out(f"stopline check {c['path']}/: wall median {c['median_s'] * 1000:.0f} ms of {c['runs']} "
+        out(f"stopline check {c['path']}/: wall median {c['median_s'] * 1000:.0f} ms (cpu {c['median_cpu_s'] * 1000:.0f} ms) of {c['runs']} "
             f"(interpreter start alone {c['python_startup_s'] * 1000:.0f} ms; "
             f"target < {t['check_wall_max_s']} s: {met(c['median_s'] < t['check_wall_max_s'])})")
 
@@ -354,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "load_average_1m": os.getloadavg()[0],
         "versions": {"cedarpy": getattr(cedarpy, "__version__", None) or _dist_version("cedarpy"),
                      "cel-python": _dist_version("cel-python"), "python": platform.python_version()},
         "policy_set": counts, "requests": len(mix), "effects": effects, "quick": args.quick,

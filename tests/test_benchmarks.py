@@ -1,0 +1,39 @@
+"""Smoke test of the benchmark harness (no timing assertions: the machine is shared)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def test_generated_files_are_up_to_date():
+    p = subprocess.run([sys.executable, str(BENCH / "gen_policies.py"), "--check"], capture_output=True, text=True,
+                       cwd=str(ROOT))
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_bench_engine_quick_run_agrees_and_reports_every_figure():
+    p = subprocess.run([sys.executable, str(BENCH / "bench_engine.py"), "--quick"], capture_output=True, text=True,
+                       cwd=str(ROOT), timeout=600)
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr
+    assert "DISAGREE" not in out
+    assert re.search(r"^agreement: hand-written 200/200, cel-python 200/200, cedarpy 200/200 -- AGREEMENT OK$", out, re.M), out
+    assert re.search(r"^policy set: (\d+) gate rules, \d+ stop triggers, (\d+) action types", out, re.M)
+    rules, types = map(int, re.search(r"policy set: (\d+) gate rules, \d+ stop triggers, (\d+) action types", out).groups())
+    assert rules >= 100 and types >= 20
+    for name in ("evaluate", "hand-written", "cel-python", "cedarpy"):
+        assert re.search(rf"^  {re.escape(name)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", out, re.M), (name, out)
+    for line in (r"^ratio evaluate / hand-written: [\d.]+x", r"^ratio cedarpy / evaluate: [\d.]+x",
+                 r"^ratio cel-python / evaluate: [\d.]+x", r"^compile 1000 rules .*median \d+ ms",
+                 r"^stopline check benchmarks/policies/: wall median \d+ ms"):
+        assert re.search(line, out, re.M), (line, out)
+    # every kind of decision is in the mix
+    mix = re.search(r"^request mix: 200 requests: (.*)$", out, re.M).group(1)
+    for effect in ("allow", "deny", "require_approval", "stop"):
+        assert effect in mix
