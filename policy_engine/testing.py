@@ -29,6 +29,7 @@ from .source import SourceFile, Span
 
 SUITE_SUFFIX = ".policy-test.yaml"
 MAX_SUITE_BYTES = 2_000_000
+MAX_SUITE_NODES = 200_000
 QUESTIONS = ("gate", "rollback", "authorize", "resume")
 
 # Suite diagnostic codes (stable; T = test suites).
@@ -159,10 +160,15 @@ def parse_yaml(src: SourceFile) -> Doc:
     keys: dict[tuple, tuple[int, int]] = {}
     ctor = yaml.SafeLoader("")
     depth_limit = 64
+    budget = [MAX_SUITE_NODES]  # aliases are expanded: bound the total (no "billion laughs")
 
     def build(node: Any, path: tuple, depth: int) -> Any:
         if depth > depth_limit:
             raise err("the suite nests too deeply", _offset(src, node.start_mark))
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise err(f"the suite expands to more than {MAX_SUITE_NODES} values (through aliases?)",
+                      _offset(src, node.start_mark), help="write inputs out, or reuse them by name under `inputs`")
         values[path] = (_offset(src, node.start_mark), _offset(src, node.end_mark))
         if isinstance(node, yaml.ScalarNode):
             try:

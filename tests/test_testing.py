@@ -204,6 +204,10 @@ def test_unknown_names_have_positions_carets_and_hints(work):
     "\x00\x01",
     "cases:\n  - name: t\n    gate: {action: {workflow: replies, type: send_reply}}\n    table: [{with: {a: 1}}]\n",
     "cases:\n  - name: a\n    authorize: {rollback: {}, approvals: [nobody]}\n    expect: {satisfied: true}\n",
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)),  # "billion laughs"
 ])
 def test_bad_suites_never_crash(work, text):
     (work / "policy" / "bad.policy-test.yaml").write_text(text)
