@@ -223,7 +223,7 @@ def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
     data = plan.model_dump(mode="json") if isinstance(plan, BaseModel) else dict(plan)
     data.pop("plan_hash", None)
     data.pop("evaluated_at", None)
-    return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8")).hexdigest()
+    return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _EFFECT_WORD = {"stop": "stop trigger", "deny": "deny rule", "require_approval": "require_approval rule",
