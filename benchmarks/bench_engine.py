@@ -196,6 +196,30 @@ def run_cedar_unparsed(mix, quick: bool) -> float:
     return statistics.median(xs) / 1000
 
 
+def run_conditions_only(engine, mix, quick: bool) -> float | None:
+    """Median us per request of only the CEL conditions evaluate() runs (every stop trigger
+    of the workflow, every rule of the action type), through the engine's compiled set.
+    Uses engine internals; None if they changed shape."""
+    try:
+        p = engine.compiled
+
+        def fn(a, s, n):
+            wf = p.workflows[a["workflow"]]
+            ca = wf.actions.get(a["type"])
+            act = {"action": a, "workflow": wf.running_state, "now": n, "policy": wf.policy}
+            for st in wf.stops:
+                st.fn(act)
+            if ca is not None:
+                for r in ca.rules:
+                    r.fn(act)
+
+        sub = [m for m in mix if m[1] is None and m[0]["type"] in p.workflows[m[0]["workflow"]].actions]
+        fn(*sub[0])
+        return statistics.median(time_each(fn, sub, 2 if quick else 20, 0)) / 1000
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
 def run_engine_dump(engine, mix, quick: bool) -> float:
     def fn(a, s, n):
         return engine.evaluate(a, s, n).model_dump(mode="json")
@@ -331,12 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     lat = run_latency(impls, mix, args.quick, out)
     cedar_str = run_cedar_unparsed(mix, args.quick)
     dump = run_engine_dump(engine, mix, args.quick)
+    conds = run_conditions_only(engine, mix, args.quick)
     out(f"per request (us; each call timed alone, timer overhead {lat['timer_overhead_ns']} ns subtracted):")
     out(f"  {'implementation':<28}{'median':>10}{'p99':>10}{'mean':>10}{'samples':>9}")
     for name in impls:
         r = lat[name]
         out(f"  {name:<28}{r['median_us']:>10.2f}{r['p99_us']:>10.2f}{r['mean_batch_us']:>10.2f}{r['samples']:>9}")
     out(f"  {'evaluate + model_dump(json)':<28}{dump:>10.2f}")
+    if conds is not None:
+        out(f"  {'evaluate: CEL conditions only':<28}{conds:>10.2f}   (its stop triggers + rules, no decision building)")
     out(f"  {'cedarpy, policies as str':<28}{cedar_str:>10.2f}   (re-parsed on every call; informational)")
 
     ev, hw, cd, cp = (lat[k]["median_us"] for k in ("evaluate", "hand-written", "cedarpy", "cel-python"))
@@ -373,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                      "cel-python": _dist_version("cel-python"), "python": platform.python_version()},
         "policy_set": counts, "requests": len(mix), "effects": effects, "quick": args.quick,
         "agreement": agreement, "agreement_ok": ok, "latency": lat,
-        "extra": {"evaluate_plus_model_dump_median_us": dump, "cedarpy_str_policies_median_us": cedar_str},
+        "extra": {"evaluate_plus_model_dump_median_us": dump, "cedarpy_str_policies_median_us": cedar_str,
+                  "evaluate_conditions_only_median_us": conds},
         "ratios": ratios, "compile": comp, "check": checks, "targets": TARGETS,
     }
     del celpy
