@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -106,7 +107,8 @@ def engine_of(text: str, name: str) -> Engine:
 ENGINE = engine_of(PAY, "pay.policy")
 NB = engine_of(NONBOOL, "nb.policy")
 
-FUZZ = settings(max_examples=200, deadline=None,
+# tests/fuzz/fuzz_engine.py raises the budget through this variable for long campaigns.
+FUZZ = settings(max_examples=int(os.environ.get("STOPLINE_FUZZ_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 
