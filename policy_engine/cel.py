@@ -2659,9 +2659,9 @@ def _convert_parse_error(source: str, ex: Exception) -> CelCompileError:
             msg = f"unexpected `{tok.value}`"
             if tok.type == "RESERVED":
                 msg = f"`{tok.value}` is a reserved word"
-        expected = sorted(getattr(cause, "expected", ()) or ())
+        expected = set(getattr(cause, "expected", ()) or ())
         if expected:
-            hint = "expected one of: " + ", ".join(_TERMINAL_NAMES.get(e, e) for e in expected[:8])
+            hint = _expected_hint(expected)
     elif isinstance(cause, UnexpectedCharacters):
         ch = source[offset : offset + 1]
         msg = f"unexpected character `{ch}`"
@@ -2680,8 +2680,35 @@ def _convert_parse_error(source: str, ex: Exception) -> CelCompileError:
 _TERMINAL_NAMES = {
     "RPAR": "`)`", "LPAR": "`(`", "RSQB": "`]`", "LSQB": "`[`", "RBRACE": "`}`", "LBRACE": "`{`",
     "COMMA": "`,`", "COLON": "`:`", "DOT": "`.`", "IDENT": "a name", "INT_LIT": "a number",
-    "STRING_LIT": "a string", "$END": "end of expression",
+    "UINT_LIT": "a number", "FLOAT_LIT": "a number", "STRING_LIT": "a string", "MLSTRING_LIT": "a string",
+    "BYTES_LIT": "a bytes literal", "BOOL_LIT": "`true` or `false`", "NULL_LIT": "`null`",
+    "BANG": "`!`", "MINUS": "`-`", "QUESTION": "`?`", "$END": "the end of the condition",
+    "EQ": "`==`", "NE": "`!=`", "LT": "`<`", "LE": "`<=`", "GT": "`>`", "GE": "`>=`",
+    "PLUS": "`+`", "STAR": "`*`", "SLASH": "`/`", "PERCENT": "`%`", "IN": "`in`",
+    "COND_AND": "`&&`", "COND_OR": "`||`",
 }
+_OPERAND_STARTS = {"IDENT", "INT_LIT", "UINT_LIT", "FLOAT_LIT", "STRING_LIT", "MLSTRING_LIT", "BYTES_LIT",
+                   "BOOL_LIT", "NULL_LIT", "LPAR", "LSQB", "LBRACE", "BANG", "MINUS", "DOT"}
+
+
+def _expected_hint(expected: set) -> str:
+    """What the CEL parser wanted next, in words a policy author reads."""
+    words: list[str] = []
+    rest = set(expected)
+    if len(rest & _OPERAND_STARTS) >= 4:
+        words.append("a value (a name, a number, a string, `true`, `null`, a list `[..]`, `(`, `!` or `-`)")
+        rest -= _OPERAND_STARTS
+    for e in sorted(rest):
+        w = _TERMINAL_NAMES.get(e)
+        if w is None:
+            continue  # internal terminal names help nobody
+        if w not in words:
+            words.append(w)
+    if not words:
+        return "check the condition's syntax (CEL)"
+    if len(words) > 10:
+        words = words[:10] + ["..."]
+    return "expected " + (words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1])
 
 
 def _line_col_to_offset(src: str, line: int, col: int) -> int:

@@ -128,6 +128,13 @@ class Checker:
         for s in w.stops:
             self.stop(w, s)
         self.dup_check(w.scenarios, "rollback scenario", f" in workflow `{w.name}`")
+        declared = {sc.name for sc in w.scenarios}
+        missing = [s for s in ir.STANDARD_SCENARIOS if s not in declared]
+        if missing and declared:
+            self.add("W205", f"workflow `{w.name}` declares no {one_of(missing)} rollback scenario"
+                     + ("s" if len(missing) > 1 else ""), w.loc, severity="warning", label="declared here",
+                     help="a rollback filed under a missing scenario cannot be authorized; declare "
+                          f"`rollback {missing[0]} {{ route ... authorize ... }}`")
         for sc in w.scenarios:
             self.scenario(w, sc)
 

@@ -34,7 +34,6 @@ CODES: dict[str, str] = {
     "E112": "invalid `distinct from` reference",
     "E113": "variable not in scope",
     "E114": "unknown constant",
-    "E115": "unknown stop trigger or criterion",
     # duplicates and structure
     "E120": "duplicate name",
     "E121": "statement given twice",
@@ -52,6 +51,7 @@ CODES: dict[str, str] = {
     "W202": "irreversible action allowed without approval",
     "W203": "duplicate identical rule",
     "W204": "action type without system",
+    "W205": "workflow without a standard rollback scenario",
 }
 
 

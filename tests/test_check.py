@@ -20,7 +20,10 @@ def test_clean_policy_has_no_diagnostics_and_compiles_every_condition() -> None:
             "    require_approval by 1 reviewer when `action.amount >= policy.limit`\n  }\n"
             '  stop s {\n    when `action.amount > 10000`\n    severity high\n    owner "o"\n'
             "    resume when { ok: `evidence.fixed && stop.severity == \"high\"` }\n  }\n"
-            "  rollback incident { authorize 1 reviewer distinct from original.reviewer }\n}\n")
+            + "".join(f"  rollback {name} {{ authorize 1 reviewer distinct from original.reviewer }}\n"
+                      for name in ("reviewer_error", "customer_request", "incident", "policy_reversal",
+                                   "regulatory_order"))
+            + "}\n")
     result = load_text(text, "x.policy")
     assert result.diagnostics == []
     conds = [r.condition for w in result.policy_set.workflows for a in w.actions for r in a.rules]
@@ -51,6 +54,15 @@ def test_action_types_are_unique_across_files() -> None:
     ds = load_sources([a, b]).diagnostics
     assert [(d.code, d.span.path) for d in ds] == [("E120", "b.policy")]
     assert "a.policy:4:10" in ds[0].help
+
+
+def test_some_but_not_all_standard_scenarios_warn() -> None:
+    text = ("roles [reviewer]\n" + HEAD + '  action a { system "s" reversible full via "x" }\n'
+            "  rollback incident { authorize 1 reviewer }\n}\n")
+    ds = load_text(text, "x.policy").diagnostics
+    assert [(d.code, d.severity) for d in ds] == [("W205", "warning")]
+    assert "`reviewer_error`, `customer_request`, `policy_reversal` or `regulatory_order`" in ds[0].message
+    assert codes(text.replace("  rollback incident { authorize 1 reviewer }\n", "")) == []
 
 
 def test_unnamed_rules_with_same_content_warn_once_not_duplicate_name() -> None:
