@@ -445,6 +445,20 @@ class _Sizes:
         return v
 
 
+def _mixed(x: Any, y: Any) -> tuple[float, float] | None:
+    """int/uint with double: promote to double (documented deviation: JSON numbers).
+
+    JSON has one number type, so `120` and `120.5` arrive as int and double; policy
+    authors expect `action.amount + action.fee` to work either way.
+    """
+    tx, ty = type(x), type(y)
+    if tx is float and (ty is int or ty is CelUint):
+        return x, float(y)
+    if ty is float and (tx is int or tx is CelUint):
+        return float(x), y
+    return None
+
+
 def _make_add(sizes: _Sizes) -> Callable[[Any, Any], Any]:
     maxs = sizes.max_size
 
@@ -485,6 +499,9 @@ def _make_add(sizes: _Sizes) -> Callable[[Any, Any], Any]:
                 return add(_norm(x), _norm(y))
             except _Fail:
                 pass
+        m = _mixed(x, y)
+        if m is not None:
+            return m[0] + m[1]
         raise _no_overload("_+_", x, y)
 
     return add
@@ -514,6 +531,9 @@ def _sub(x: Any, y: Any) -> Any:
             return x - y
         except OverflowError:
             raise _Fail("range error: timestamp out of range") from None
+    m = _mixed(x, y)
+    if m is not None:
+        return m[0] - m[1]
     raise _no_overload("_-_", x, y)
 
 
@@ -526,6 +546,9 @@ def _mul(x: Any, y: Any) -> Any:
             return x * y
         if tx is CelUint:
             return _ovf_uint(x * y)
+    m = _mixed(x, y)
+    if m is not None:
+        return m[0] * m[1]
     raise _no_overload("_*_", x, y)
 
 
@@ -549,6 +572,9 @@ def _div(x: Any, y: Any) -> Any:
             if y == 0:
                 raise _Fail("divide by zero")
             return CelUint(x // y)
+    m = _mixed(x, y)
+    if m is not None:
+        return _div(*m)
     raise _no_overload("_/_", x, y)
 
 

@@ -192,11 +192,20 @@ def test_bool_is_not_a_number():
         "int(1e19)",
         "uint(-1)",
         "int(18446744073709551615u)",
-        "1 + 1.0",  # no mixed arithmetic in CEL
+        "1 + true",  # bools are not numbers
+        "1.5 * 'a'",
     ],
 )
 def test_arithmetic_errors(src):
     assert type(ev(src)) is CelError
+
+
+def test_json_numbers_mix_in_arithmetic():
+    """Deviation (docs/cel.md): JSON has one number type, so int with double promotes to double."""
+    assert ev("x + y", x=80, y=12.5) == 92.5 and type(ev("x + y", x=80, y=12.5)) is float
+    assert ev("x - 0.5", x=3) == 2.5 and ev("x * 1.5", x=2) == 3.0 and ev("x / 2.0", x=3) == 1.5
+    assert ev("1u + 0.5") == 1.5
+    assert ev("x + 1", x=41) == 42 and type(ev("x + 1", x=41)) is int  # int with int stays int
 
 
 def test_arithmetic_values():
