@@ -90,12 +90,51 @@ def workflow_text(w: spec.Workflow, *, suffix: str = "", transform=None, max_rul
         for cname, ccel in s.resume:
             out.append(f"      {cname}: `{ccel}`\n")
         out.append("    }\n  }\n\n")
-    out.append("  rollback reviewer_error {\n    route verification\n"
-               "    authorize 1 reviewer distinct from original.reviewer, request.requested_by\n"
-               "    notify [customer]\n    cascade depth 2\n"
-               "    after window {\n      route escalations\n      authorize 1 policy_owner\n    }\n  }\n")
+    out.append(SCENARIOS)
     out.append("}\n")
     return "".join(out), n
+
+
+SCENARIOS = """\
+  rollback reviewer_error {
+    route verification
+    authorize 1 reviewer distinct from original.reviewer, request.requested_by
+    notify [customer]
+    cascade depth 2
+    after window {
+      route escalations
+      authorize 1 policy_owner
+    }
+  }
+
+  rollback customer_request {
+    route customer_care
+    authorize 1 customer_service distinct from original.reviewer
+    notify [customer, account_owner]
+    cascade depth 1
+  }
+
+  rollback incident {
+    route incidents
+    authorize 1 incident_commander
+    notify [support_manager, security_admin]
+    cascade depth 3
+  }
+
+  rollback policy_reversal {
+    route policy
+    authorize 1 policy_owner distinct from request.requested_by
+    notify [account_owner]
+    cascade depth 2
+  }
+
+  rollback regulatory_order {
+    route legal
+    authorize 1 legal and 1 executive
+    notify [data_protection_officer]
+    cascade depth 5
+  }
+"""
 
 
 def common_text() -> str:

@@ -37,3 +37,10 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
     mix = re.search(r"^request mix: 200 requests: (.*)$", out, re.M).group(1)
     for effect in ("allow", "deny", "require_approval", "stop"):
         assert effect in mix
+
+
+def test_benchmark_policies_check_clean_in_strict_mode():
+    exe = Path(sys.executable).parent / "stopline"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "policy_engine.cli"]
+    p = subprocess.run(cmd + ["check", "--strict", str(BENCH / "policies")], capture_output=True, text=True, cwd=str(ROOT))
+    assert p.returncode == 0, p.stdout + p.stderr
