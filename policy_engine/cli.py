@@ -232,6 +232,10 @@ def _engine_or_exit(paths: tuple[str, ...], color: bool | None):
     return Engine.from_load_result(result)
 
 
+def _no_json_constant(name: str):
+    raise ValueError(f"`{name}` is not JSON (numbers must be finite)")
+
+
 def _read_question(source: str):
     """The question envelope from a file or `-` (stdin); exits 2 if unreadable."""
     try:
@@ -247,9 +251,13 @@ def _read_question(source: str):
         click.echo(f"error: input {source} is larger than {MAX_INPUT_BYTES} bytes", err=True)
         sys.exit(EXIT_USAGE)
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        question = json.loads(data.decode("utf-8-sig"), parse_constant=_no_json_constant)
+        json.dumps(question, ensure_ascii=False).encode("utf-8")  # a lone `\ud800` escape cannot be printed back
+        return question
     except UnicodeDecodeError:
         click.echo(f"error: input {source} is not UTF-8 text", err=True)
+    except UnicodeEncodeError:
+        click.echo(f"error: input {source} holds an unpaired surrogate escape such as `\\ud800`", err=True)
     except RecursionError:
         click.echo(f"error: input {source} nests too deeply", err=True)
     except ValueError as e:
