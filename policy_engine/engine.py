@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+from math import isfinite
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -133,6 +134,10 @@ def _tname(v: Any) -> str:
     return f"a {type(v).__name__}"
 
 
+# NaN compares false with everything, so `deny when `action.amount > 1000.0`` would not match it.
+_NONFINITE = "input holds a non-finite number (NaN or Infinity); numbers must be finite"
+
+
 def check_size(root: Any) -> Optional[str]:
     """Why `root` exceeds the input limits, or None. Iterative: no recursion, stops early."""
     items = 0
@@ -157,6 +162,8 @@ def check_size(root: Any) -> Optional[str]:
                     chars += len(x)
                 elif tx is dict or tx is list or tx is tuple or isinstance(x, Mapping):
                     push((x, d + 1))
+                elif isinstance(x, float) and not isfinite(x):
+                    return _NONFINITE
         elif t is list or t is tuple:
             if d >= MAX_INPUT_DEPTH:
                 return f"input nests more than {MAX_INPUT_DEPTH} levels deep"
@@ -169,8 +176,12 @@ def check_size(root: Any) -> Optional[str]:
                     chars += len(x)
                 elif tx is dict or tx is list or tx is tuple or isinstance(x, Mapping):
                     push((x, d + 1))
+                elif isinstance(x, float) and not isfinite(x):
+                    return _NONFINITE
         elif t is str:
             chars += len(v)
+        elif isinstance(v, float) and not isfinite(v):
+            return _NONFINITE
         if chars > MAX_INPUT_CHARS:
             return f"input holds more than {MAX_INPUT_CHARS} characters of text"
     return None

@@ -495,3 +495,51 @@ def test_decisions_with_odd_strings_serialize():
          "currency": "EUR", "country": "FR"}
     d = ENGINE.evaluate(a, None, NOW)
     json.dumps(d.model_dump(mode="json"))
+
+
+# Regression: NaN compares false with everything, so a NaN amount slipped past
+# `deny big when `action.amount > 1000.0`` and the allow rule allowed it. Non-finite
+# numbers anywhere in an input are now an input error (fixed in engine.check_size).
+NAN_POLICY = """
+roles [r]
+workflow "w" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action refund {
+    deny big when `action.amount > 1000.0`
+    allow when `action.verified == true`
+  }
+  stop s {
+    when `action.amount > 1000000.0`
+    severity low
+    owner "o"
+    resume when { ok: `!(evidence.errors > 0.0)` }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -float("nan")])
+def test_non_finite_numbers_never_evade_a_deny_rule(bad):
+    e = engine_of(NAN_POLICY, "nan.policy")
+    ok = {"workflow": "w", "type": "refund", "amount": 5.0, "verified": True}
+    assert e.evaluate(ok, None, NOW).effect == "allow"
+    assert e.evaluate({**ok, "amount": 5000.0}, None, NOW).effect == "deny"
+    for action in ({**ok, "amount": bad}, {**ok, "nested": {"x": [1.0, bad]}}, {**ok, "list": [bad]}):
+        d = e.evaluate(action, None, NOW)
+        assert d.effect == "deny" and d.errors[0].kind == "input" and "non-finite" in d.errors[0].message
+    # a state or evidence holding NaN fails closed too
+    assert e.evaluate(ok, {"status": "running", "x": bad}, NOW).effect == "deny"
+    assert e.may_resume("w", "s", {"errors": 0.0}, NOW).allowed
+    r = e.may_resume("w", "s", {"errors": bad}, NOW)
+    assert not r.allowed and r.errors
+
+
+def test_nan_in_approvals_is_invalid():
+    plan = ENGINE.classify_rollback(GOOD_REQ, NOW)
+    a = {"principal": "alice", "roles": ["reviewer"], "plan_hash": plan.plan_hash, "weight": float("nan")}
+    v = ENGINE.authorize_rollback(plan, [a], NOW)
+    assert not v.satisfied and v.rejected[0].code == "invalid"
+    del a["weight"]
+    assert ENGINE.authorize_rollback(plan, [a], NOW).satisfied
