@@ -1,9 +1,10 @@
 """Stopline gate benchmark: engine.evaluate() against hand-written Python, cel-python and Cedar.
 
-    python benchmarks/bench_engine.py            # full run (about a minute on 2 cores)
+    python benchmarks/bench_engine.py            # full run (about 15 s on 2 cores)
     python benchmarks/bench_engine.py --quick    # smoke run (a few seconds; used by tests)
     python benchmarks/bench_engine.py --json     # the figures as JSON on stdout
     python benchmarks/bench_engine.py --profile  # also cProfile evaluate() over the mix
+    python benchmarks/bench_engine.py --json-out benchmarks/results/DATE.json  # text + a JSON copy
 
 One process, one request mix (``requests.make_mix``: 200 actions over the 25 action
 types of ``benchmarks/policies``), four implementations of the same rules:
@@ -153,7 +154,7 @@ def pct(xs: list[int], p: float) -> float:
 def run_latency(impls, mix, quick: bool, out) -> dict:
     overhead = timer_overhead()
     # rounds per implementation: enough samples, bounded wall time
-    rounds = {"evaluate": 40, "hand-written": 40, "cedarpy": 8, "cel-python": 2}
+    rounds = {"evaluate": 100, "hand-written": 100, "cedarpy": 20, "cel-python": 8}
     if quick:
         rounds = {"evaluate": 2, "hand-written": 2, "cedarpy": 1, "cel-python": 1}
     for fn in impls.values():  # warm-up
@@ -324,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: few rounds (figures are rough)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
+    ap.add_argument("--json-out", metavar="PATH", help="also write the figures as JSON to PATH")
     ap.add_argument("--profile", action="store_true", help="cProfile evaluate() over the mix afterwards")
     ap.add_argument("--requests", type=int, default=200, help="size of the request mix (default 200)")
     args = ap.parse_args(argv)
@@ -411,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     del celpy
     if args.json:
         print(json.dumps(figures, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if ok else 1
 
 
