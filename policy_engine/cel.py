@@ -1544,10 +1544,20 @@ _MACROS = frozenset(
 )
 
 
+def _const_value(v: Any) -> Any:
+    """A constant as CEL sees it: tuples become lists, mappings dicts (shared, never mutated)."""
+    if type(v) is tuple or type(v) is list:
+        return [_const_value(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _const_value(x) for k, x in v.items()}
+    return v
+
+
 class _Compiler:
-    def __init__(self, source: str, limits: Limits) -> None:
+    def __init__(self, source: str, limits: Limits, constants: Mapping[str, Any] | None = None) -> None:
         self.source = source
         self.limits = limits
+        self.constants = constants
         self.sizes = _Sizes(limits.max_size)
         self.glob, self.meth = _builtin_tables(self.sizes)
         self.add = _make_add(self.sizes)
@@ -2119,6 +2129,17 @@ class _Compiler:
                 cur = self.postfix_select(cur, name)
             return cur
         self.refs.append(Reference(path, start, end))
+        if self.constants is not None and root in self.constants:
+            # Compile-time constants (e.g. `policy.refund_limit`): fold the chain into a literal,
+            # so `x in policy.blocked` gets the same fast paths as a literal list.
+            val = self.constants[root]
+            for name in path[1:]:
+                if isinstance(val, Mapping) and name in val:
+                    val = val[name]
+                else:
+                    break
+            else:
+                return _const(_const_value(val))
         # candidates for qualified-name resolution: the longest dotted prefix wins
         cands = tuple((".".join(path[:k]), path[k:]) for k in range(len(path), 0, -1))
         if len(path) == 1:
@@ -2783,8 +2804,15 @@ class CompiledExpr:
         return f"CompiledExpr({self.source!r})"
 
 
-def compile_cel(source: str, *, limits: Limits = DEFAULT_LIMITS) -> CompiledExpr:
-    """Compile CEL source text. Raises ``CelCompileError`` (offsets into ``source``)."""
+def compile_cel(
+    source: str, *, limits: Limits = DEFAULT_LIMITS, constants: Mapping[str, Any] | None = None
+) -> CompiledExpr:
+    """Compile CEL source text. Raises ``CelCompileError`` (offsets into ``source``).
+
+    ``constants`` maps root names to values known at compile time (the policy's
+    ``policy`` constants): a reference chain that resolves fully inside them is folded
+    into a literal; one that does not is looked up in the activation at run time.
+    """
     if not isinstance(source, str):
         raise CelCompileError("CEL source must be a string", 0, 0)
     if len(source) > limits.max_expression_length:
@@ -2804,7 +2832,7 @@ def compile_cel(source: str, *, limits: Limits = DEFAULT_LIMITS) -> CompiledExpr
         )
     try:
         tree = _parse(source)
-        comp = _Compiler(source, limits)
+        comp = _Compiler(source, limits, constants)
         node = comp.c(tree)
     except RecursionError:
         raise CelCompileError(

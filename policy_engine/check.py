@@ -97,6 +97,9 @@ class Checker:
                          label="declared again here", help=f"the first declaration is at {self.global_consts[c.name].loc}")
             consts.setdefault(c.name, c)
         self.consts = consts
+        # compile-time values of `policy.NAME`, folded into the compiled conditions
+        self.const_env = {"policy": {name: c.value for name, c in consts.items()}}
+        self.const_key = tuple(sorted((name, repr(c.value)) for name, c in consts.items()))
         # required declarations
         if w.version is None:
             self.add("E134", f"workflow `{w.name}` has no `version`", w.loc, label="declared here",
@@ -148,18 +151,16 @@ class Checker:
 
         if len(src) > MAX_EXPRESSION_LENGTH:
             return  # lowering already reported E005 for it; do not report it twice
-        compiled = self.cel_cache.get(src)
+        key = (src, self.const_key) if "policy" in src else src
+        compiled = self.cel_cache.get(key)
         if compiled is None:
             try:
-                compiled = compile_cel(src)
+                compiled = compile_cel(src, constants=self.const_env)
             except CelCompileError as e:
-                self.cel_cache[src] = e
                 compiled = e
             except RecursionError:
                 compiled = CelCompileError("condition nests too deeply", 0, 0, None)
-                self.cel_cache[src] = compiled
-            else:
-                self.cel_cache[src] = compiled
+            self.cel_cache[key] = compiled
         if isinstance(compiled, Exception):
             e = compiled
             off = getattr(e, "offset", 0) or 0
