@@ -12,6 +12,7 @@ share between threads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -129,6 +130,7 @@ class CAction:
     method: Optional[str]
     window: Optional[str]
     window_seconds: Optional[int]
+    window_td: Optional[timedelta]  # the window as a timedelta, built once
     verify: Optional[str]
     prerequisites: tuple[CPrereq, ...]  # sorted by name
     side_effects: tuple[str, ...]
@@ -294,6 +296,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 receipt=tuple(sorted({n.name for n in a.receipt})),
                 klass=rv.klass if rv else None, method=rv.method if rv else None,
                 window=rv.window_text if rv else None, window_seconds=rv.window_seconds if rv else None,
+                window_td=timedelta(seconds=rv.window_seconds) if has_window else None,
                 verify=a.verify,
                 prerequisites=tuple(sorted((CPrereq(p.name, _fn(p.condition, compiled), p.condition.source,
                                                     loc_str(p.loc)) for p in a.prerequisites),

@@ -19,6 +19,7 @@ import os
 import re
 from math import isfinite
 from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping as _Mapping
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel, ValidationError
@@ -100,12 +101,15 @@ def fmt_ts(t: datetime) -> str:
     """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (6 digits)."""
     if t.tzinfo is not _UTC:
         t = t.astimezone(_UTC)
-    return t.isoformat()[:-6] + "Z"
+    if t.microsecond:
+        return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+            t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (t.year, t.month, t.day, t.hour, t.minute, t.second)
 
 
-def _add_seconds(t: datetime, seconds: int) -> Optional[str]:
+def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:
     try:
-        return fmt_ts(t + timedelta(seconds=seconds))
+        return fmt_ts(t + (seconds if type(seconds) is timedelta else timedelta(seconds=seconds)))
     except OverflowError:
         return "9999-12-31T23:59:59Z"
 
@@ -139,7 +143,12 @@ _NONFINITE = "input holds a non-finite number (NaN or Infinity); numbers must be
 
 
 def check_size(root: Any) -> Optional[str]:
-    """Why `root` exceeds the input limits, or None. Iterative: no recursion, stops early."""
+    """Why `root` exceeds the input limits, or None. Iterative: no recursion, stops early.
+
+    Runs on every call, so the common leaves (str, int, bool, None) are handled before any
+    isinstance check; floats are checked for NaN/Infinity (they compare false with
+    everything, so a NaN amount could slip past `deny when `action.amount > 1000.0``).
+    """
     items = 0
     chars = 0
     stack = [(root, 0)]
@@ -148,42 +157,50 @@ def check_size(root: Any) -> Optional[str]:
     while stack:
         v, d = pop()
         t = type(v)
-        if t is dict or (t is not list and t is not tuple and isinstance(v, Mapping)):
-            if d >= MAX_INPUT_DEPTH:
-                return f"input nests more than {MAX_INPUT_DEPTH} levels deep"
-            items += len(v)
-            if items > MAX_INPUT_ITEMS:
-                return f"input has more than {MAX_INPUT_ITEMS} values"
-            for k, x in v.items():
+        if t is dict:
+            vals = v.values()
+            for k in v:
                 if type(k) is str:
                     chars += len(k)
-                tx = type(x)
-                if tx is str:
-                    chars += len(x)
-                elif tx is dict or tx is list or tx is tuple or isinstance(x, Mapping):
-                    push((x, d + 1))
-                elif isinstance(x, float) and not isfinite(x):
-                    return _NONFINITE
         elif t is list or t is tuple:
-            if d >= MAX_INPUT_DEPTH:
-                return f"input nests more than {MAX_INPUT_DEPTH} levels deep"
-            items += len(v)
-            if items > MAX_INPUT_ITEMS:
-                return f"input has more than {MAX_INPUT_ITEMS} values"
-            for x in v:
-                tx = type(x)
-                if tx is str:
-                    chars += len(x)
-                elif tx is dict or tx is list or tx is tuple or isinstance(x, Mapping):
-                    push((x, d + 1))
-                elif isinstance(x, float) and not isfinite(x):
-                    return _NONFINITE
+            vals = v
         elif t is str:
             chars += len(v)
-        elif isinstance(v, float) and not isfinite(v):
-            return _NONFINITE
+            continue
+        elif t is float:
+            if not isfinite(v):
+                return _NONFINITE
+            continue
+        elif isinstance(v, _Mapping):
+            vals = list(v.values())
+            for k in v:
+                if type(k) is str:
+                    chars += len(k)
+        else:
+            if isinstance(v, float) and not isfinite(v):
+                return _NONFINITE
+            continue
+        if d >= MAX_INPUT_DEPTH:
+            return f"input nests more than {MAX_INPUT_DEPTH} levels deep"
+        items += len(vals)
+        if items > MAX_INPUT_ITEMS:
+            return f"input has more than {MAX_INPUT_ITEMS} values"
+        d1 = d + 1
+        for x in vals:
+            tx = type(x)
+            if tx is str:
+                chars += len(x)
+            elif tx is int or tx is bool or x is None:
+                pass
+            elif tx is float:
+                if not isfinite(x):
+                    return _NONFINITE
+            else:
+                push((x, d1))
         if chars > MAX_INPUT_CHARS:
             return f"input holds more than {MAX_INPUT_CHARS} characters of text"
+    if chars > MAX_INPUT_CHARS:
+        return f"input holds more than {MAX_INPUT_CHARS} characters of text"
     return None
 
 
@@ -421,8 +438,8 @@ class Engine:
         if ca is not None and ca.reversibility is not None:
             rev = ca.reversibility
             if ca.window_seconds is not None:
-                d = dict(rev.__dict__)
-                d["reversible_until"] = _add_seconds(now_dt, ca.window_seconds)
+                d = rev.__dict__.copy()
+                d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
                 rev = fast(ReversibilityInfo, d)
         return fast(Decision, {
             "effect": effect, "deciding": deciding, "reason": reason, "workflow": wname, "action_type": tname,
@@ -501,8 +518,8 @@ class Engine:
         if ca is not None and ca.reversibility is not None:
             rev = ca.reversibility
             if ca.window_seconds is not None:
-                d = dict(rev.__dict__)
-                d["reversible_until"] = _add_seconds(now_dt, ca.window_seconds)
+                d = rev.__dict__.copy()
+                d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
                 rev = fast(ReversibilityInfo, d)
         ref = fast(RuleRef, {"kind": "stopped", "name": tname_s, "effect": "stop", "location": location})
         return fast(Decision, {
