@@ -76,11 +76,9 @@ class Runtime:
 
     # ------------------------------------------------------------------ gate
     def propose(self, action: dict[str, Any], approver: str | None = None, compensation: bool = False) -> str:
-        # A compensation authorized by a rollback plan is repair work, not the agent acting:
-        # the stop blocks the agent, so the runtime gates the compensation's content with the
-        # workflow's rules as if running (the policy language has no "allowed while stopped").
-        state = {"name": WORKFLOW, "status": "running"} if compensation else self.state
-        decision = self.engine.evaluate(action, workflow_state=state, now=clock.now)
+        # Compensations are gated like any action, against the real (stopped) state: the
+        # policy marks repair actions `runs_while_stopped`, so their own rules decide.
+        decision = self.engine.evaluate(action, workflow_state=self.state, now=clock.now)
         label = "GATE (compensation)" if compensation else "GATE"
         say(f"{label} {action['type']} {action['id']}:", f"{decision.effect} ({decision.deciding.kind} "
             f"`{decision.deciding.name}`)")

@@ -131,6 +131,7 @@ class CAction:
     window: Optional[str]
     window_seconds: Optional[int]
     window_td: Optional[timedelta]  # the window as a timedelta, built once
+    runs_while_stopped: bool  # a repair action: gated by its own rules while the workflow is stopped
     verify: Optional[str]
     prerequisites: tuple[CPrereq, ...]  # sorted by name
     side_effects: tuple[str, ...]
@@ -297,6 +298,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 klass=rv.klass if rv else None, method=rv.method if rv else None,
                 window=rv.window_text if rv else None, window_seconds=rv.window_seconds if rv else None,
                 window_td=timedelta(seconds=rv.window_seconds) if has_window else None,
+                runs_while_stopped=a.runs_while_stopped,
                 verify=a.verify,
                 prerequisites=tuple(sorted((CPrereq(p.name, _fn(p.condition, compiled), p.condition.source,
                                                     loc_str(p.loc)) for p in a.prerequisites),

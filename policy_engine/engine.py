@@ -354,6 +354,9 @@ class Engine:
                 return self._fail(now_dt, wname, tname, aid, "workflow state: " + problem)
             status = state.get("status", "running")
             if status == "stopped":
+                ca = wf.actions.get(tname) if (wf is not None and type(tname) is str) else None
+                if ca is not None and ca.runs_while_stopped:
+                    return self._repair_while_stopped(wf, ca, action, state, now_dt, wname, tname, aid)
                 return self._stopped(now_dt, wf, wname, tname, aid, state)
             if status != "running":
                 return self._fail(now_dt, wname, tname, aid,
@@ -481,6 +484,17 @@ class Engine:
             "reversibility": None, "receipt": (), "errors": errors + (_err("<input>", "input", message),),
             "trace": trace, "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash,
             "policy_version": wf.version if wf else None})
+
+    def _repair_while_stopped(self, wf: CWorkflow, ca: CAction, action: dict, state: Mapping, now_dt: datetime,
+                              wname: str, tname: str, aid: Optional[str]) -> Decision:
+        """A `runs_while_stopped` action in a stopped workflow: its own rules and the stop triggers decide."""
+        d = self._gate(wf, ca, action, state, now_dt, wname, tname, aid)
+        trigger = state.get("stopped_by")
+        by = f"`{trigger}`" if type(trigger) is str else "an unnamed trigger"
+        fields = d.__dict__.copy()
+        fields["reason"] = (f"the workflow is stopped by {by}, but `{tname}` runs while stopped (a repair action), "
+                            f"so its own rules decide: {d.reason}")
+        return fast(Decision, fields)
 
     def _stopped(self, now_dt: datetime, wf: Optional[CWorkflow], wname: Any, tname: Any, aid: Optional[str],
                  state: Mapping) -> Decision:

@@ -306,6 +306,8 @@ class _Printer:
             return _join_list([_tok(c) for c in ch if c is not None], "compensate ", depth)
         if k == "cascade_decl":
             return [f"cascade depth {_tok(ch[0])}"]
+        if k == "while_stopped_decl":
+            return ["runs_while_stopped"]
         raise FormatError(f"unexpected statement `{k}`")  # pragma: no cover
 
     def file(self, tree: Any) -> str:

@@ -118,6 +118,9 @@ class ActionType(Node):
     side_effects: tuple[Name, ...] = ()
     receipt: tuple[Name, ...] = ()
     verify: Optional[str] = None
+    # A repair action (a correction, a restore): while its workflow is stopped it is gated
+    # by its own rules and stop triggers instead of being stopped with everything else.
+    runs_while_stopped: bool = False
     rules: tuple[Rule, ...] = ()
 
 

@@ -202,6 +202,9 @@ class Lowerer:
             elif kind == "verify_decl":
                 if self.once(seen, "verify", item):
                     fields["verify"] = self.string(item.children[0])
+            elif kind == "while_stopped_decl":
+                if self.once(seen, "runs_while_stopped", item):
+                    fields["runs_while_stopped"] = True
             elif kind == "reversible_decl":
                 if self.once(seen, "reversible", item):
                     fields["reversibility"] = self.reversibility(item)

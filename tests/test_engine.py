@@ -207,6 +207,43 @@ def test_stopped_by_unknown_trigger_stays_stopped(engine):
     assert d.effect == "stop"
 
 
+REPAIR = """roles [reviewer]
+workflow "w" {
+  version "1"
+  owners { business "b" technical "t" }
+  action send_correction {
+    system "helpdesk"
+    runs_while_stopped
+    reversible partial via "email.recall" within 60s
+    allow small when `action.n < 5`
+    deny while_stopped_limit when `workflow.status == "stopped" && action.n > 100`
+  }
+  action send_reply { system "helpdesk" reversible full via "r" allow when `true` }
+  stop boom { when `action.n > 1000` severity high owner "o" resume when { ok: `evidence.ok` } }
+}
+"""
+
+
+def test_repair_action_is_gated_by_its_own_rules_while_stopped():
+    eng = engine_from_texts({"w.policy": REPAIR})
+    state = {"status": "stopped", "stopped_by": "boom"}
+    small = eng.evaluate({"workflow": "w", "type": "send_correction", "n": 1}, state, now=NOW)
+    assert small.effect == "allow" and small.deciding.name == "small"
+    assert "runs while stopped" in small.reason and small.stop is None
+    big = eng.evaluate({"workflow": "w", "type": "send_correction", "n": 200}, state, now=NOW)
+    assert big.effect == "deny" and big.deciding.name == "while_stopped_limit"  # sees workflow.status
+    huge = eng.evaluate({"workflow": "w", "type": "send_correction", "n": 2000}, state, now=NOW)
+    assert huge.effect == "stop" and huge.stop.trigger == "boom"  # stop triggers still apply
+    mid = eng.evaluate({"workflow": "w", "type": "send_correction", "n": 50}, state, now=NOW)
+    assert mid.effect == "require_approval" and mid.deciding.kind == "default"  # the default, never allow
+    # every other action of the workflow stays stopped
+    other = eng.evaluate({"workflow": "w", "type": "send_reply", "n": 1}, state, now=NOW)
+    assert other.effect == "stop" and other.deciding.kind == "stopped"
+    # the same repair action in a running workflow: the stopped-only deny does not apply
+    running = eng.evaluate({"workflow": "w", "type": "send_correction", "n": 200}, None, now=NOW)
+    assert running.effect == "require_approval" and running.deciding.kind == "default"
+
+
 def test_unknown_status_fails_closed(engine):
     d = engine.evaluate(reply(), {"status": "paused"}, now=NOW)
     assert d.effect == "deny"
