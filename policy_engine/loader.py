@@ -39,17 +39,22 @@ class UsageError(Exception):
     """A path that does not exist or holds no policy files (CLI exit code 2)."""
 
 
-def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Every .policy file under the given paths, sorted, de-duplicated."""
+def find_files(paths: Sequence[str | os.PathLike], suffix: str) -> tuple[list[Path], list[str]]:
+    """Files named by `paths`, and every `*suffix` file under directories among them.
+
+    Sorted within each directory, de-duplicated by real path, in the order given.
+    Returns (files, paths that do not exist).
+    """
     found: list[Path] = []
+    missing: list[str] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found.extend(sorted(q for q in path.rglob("*.policy") if q.is_file()))
+            found.extend(sorted(q for q in path.rglob("*" + suffix) if q.is_file()))
         elif path.is_file():
             found.append(path)
         else:
-            raise UsageError(f"no such file or directory: {p}")
+            missing.append(str(p))
     seen: set = set()
     out = []
     for f in found:
@@ -57,7 +62,15 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
         if key not in seen:
             seen.add(key)
             out.append(f)
-    return out
+    return out, missing
+
+
+def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Every .policy file under the given paths, sorted, de-duplicated."""
+    found, missing = find_files(paths, ".policy")
+    if missing:
+        raise UsageError(f"no such file or directory: {missing[0]}")
+    return found
 
 
 def _whole_file(path: str, text: str = "") -> Span:

@@ -309,12 +309,9 @@ class Lowerer:
                               **{k: tuple(v) for k, v in lists.items()}, **fields)
 
     # -------------------------------------------------------------- rollback scenarios
-    def scenario(self, tree: Tree, wf: str) -> ir.Scenario:
-        name_tok, *items = tree.children
-        seen: dict = {}
-        fields: dict[str, Any] = {}
-        notify: list[ir.Name] = []
-        comp: list[ir.CompItem] = []
+    def _rollback_items(self, items: list, seen: dict, fields: dict, notify: list, comp: list) -> list:
+        """Statements shared by a scenario and its `after window` block; returns the others."""
+        rest = []
         for item in items:
             kind = item.data
             if kind == "route_decl":
@@ -327,7 +324,19 @@ class Lowerer:
                 notify.extend(self.names(item.children[0]))
             elif kind == "compensate_decl":
                 comp.extend(self.compensations(item))
-            elif kind == "cascade_decl":
+            else:
+                rest.append(item)
+        return rest
+
+    def scenario(self, tree: Tree, wf: str) -> ir.Scenario:
+        name_tok, *items = tree.children
+        seen: dict = {}
+        fields: dict[str, Any] = {}
+        notify: list[ir.Name] = []
+        comp: list[ir.CompItem] = []
+        for item in self._rollback_items(items, seen, fields, notify, comp):
+            kind = item.data
+            if kind == "cascade_decl":
                 if self.once(seen, "cascade depth", item):
                     fields["cascade_depth"] = self.integer(item.children[0], "the cascade depth", 0, 64)
             elif kind == "description_decl":
@@ -340,22 +349,10 @@ class Lowerer:
                            loc=self.loc(name_tok), **fields)
 
     def escalation(self, tree: Tree) -> ir.Escalation:
-        seen: dict = {}
         fields: dict[str, Any] = {}
         notify: list[ir.Name] = []
         comp: list[ir.CompItem] = []
-        for item in tree.children:
-            kind = item.data
-            if kind == "route_decl":
-                if self.once(seen, "route", item):
-                    fields["route"] = self.name(item.children[0])
-            elif kind == "authorize_decl":
-                if self.once(seen, "authorize", item):
-                    fields["authorization"] = self.authorization(item)
-            elif kind == "notify_decl":
-                notify.extend(self.names(item.children[0]))
-            elif kind == "compensate_decl":
-                comp.extend(self.compensations(item))
+        self._rollback_items(tree.children, {}, fields, notify, comp)  # the grammar allows nothing else
         return ir.Escalation(notify=tuple(notify), compensate=tuple(comp), loc=self.loc(tree), **fields)
 
     def compensations(self, tree: Tree) -> list[ir.CompItem]:

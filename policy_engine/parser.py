@@ -99,18 +99,17 @@ def _token_text(tok) -> str:
     return v if len(v) <= 40 else v[:37] + "..."
 
 
-def check_nesting(src: SourceFile) -> Diagnostic | None:
-    """Bracket depth outside strings, conditions and comments, without recursion."""
-    depth = 0
-    text = src.text
+def _scan(text: str):
+    """Yield (start, end, kind) for every comment (kind `#`) and bracket (`{[]}`) outside
+    strings and conditions, with the lexer's rules for both. Iterative, linear."""
     i, n = 0, len(text)
-    opens = "{["
-    closes = "}]"
     while i < n:
         ch = text[i]
         if ch == "#":
             j = text.find("\n", i)
-            i = n if j == -1 else j
+            j = n if j == -1 else j
+            yield i, j, "#"
+            i = j
             continue
         if ch == "`":
             j = text.find("`", i + 1)
@@ -122,7 +121,16 @@ def check_nesting(src: SourceFile) -> Diagnostic | None:
                 j += 2 if text[j] == "\\" else 1
             i = j + 1
             continue
-        if ch in opens:
+        if ch in "{[]}":
+            yield i, i + 1, ch
+        i += 1
+
+
+def check_nesting(src: SourceFile) -> Diagnostic | None:
+    """Bracket depth outside strings, conditions and comments, without recursion."""
+    depth = 0
+    for i, _, ch in _scan(src.text):
+        if ch in "{[":
             depth += 1
             if depth > MAX_NESTING:
                 return Diagnostic(
@@ -134,9 +142,8 @@ def check_nesting(src: SourceFile) -> Diagnostic | None:
                     help="flatten the value; policy files allow at most "
                     f"{MAX_NESTING} nested `{{`/`[` levels",
                 )
-        elif ch in closes:
+        elif ch != "#":
             depth -= 1
-        i += 1
     return None
 
 
@@ -172,27 +179,8 @@ def comments_of(src: SourceFile) -> list[tuple[int, int, str]]:
     Comments are ignored by the grammar; this scans the text with the same rules the
     lexer uses (strings and conditions may contain `#`).
     """
-    out = []
     text = src.text
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "#":
-            j = text.find("\n", i)
-            j = n if j == -1 else j
-            out.append((i, j, text[i:j]))
-            i = j
-        elif ch == "`":
-            j = text.find("`", i + 1)
-            i = n if j == -1 else j + 1
-        elif ch == '"':
-            j = i + 1
-            while j < n and text[j] != '"' and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            i = j + 1
-        else:
-            i += 1
-    return out
+    return [(i, j, text[i:j]) for i, j, kind in _scan(text) if kind == "#"]
 
 
 def _unexpected_char(parser, src: SourceFile, e) -> Diagnostic:
@@ -304,29 +292,11 @@ def _hint_for(tok, expected_terms, expected_words) -> str | None:
 def _unclosed_brace(src: SourceFile) -> int | None:
     """Offset of the innermost `{` never closed (outside strings, conditions, comments)."""
     stack: list[int] = []
-    text = src.text
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "#":
-            j = text.find("\n", i)
-            i = n if j == -1 else j
-            continue
-        if ch == "`":
-            j = text.find("`", i + 1)
-            i = n if j == -1 else j + 1
-            continue
-        if ch == '"':
-            j = i + 1
-            while j < n and text[j] != '"' and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            i = j + 1
-            continue
+    for i, _, ch in _scan(src.text):
         if ch == "{":
             stack.append(i)
         elif ch == "}" and stack:
             stack.pop()
-        i += 1
     return stack[-1] if stack else None
 
 

@@ -244,24 +244,9 @@ class Suite:
 
 def discover_suites(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
     """Every `*.policy-test.yaml` under `paths` (sorted, de-duplicated), and missing paths."""
-    found: list[Path] = []
-    missing: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found.extend(sorted(q for q in path.rglob("*" + SUITE_SUFFIX) if q.is_file()))
-        elif path.is_file():
-            found.append(path)
-        else:
-            missing.append(str(p))
-    seen: set = set()
-    out = []
-    for f in found:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
-    return out, missing
+    from .loader import find_files
+
+    return find_files(paths, SUITE_SUFFIX)
 
 
 def _display(path: Path) -> str:
