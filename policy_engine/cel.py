@@ -826,7 +826,21 @@ def _re2_compile_raw(pattern: str) -> Any:
 
     opts = re2.Options()
     opts.max_mem = 8 << 20
+    opts.never_capture = True  # `matches` needs no groups; 10k nested groups made one search take seconds
+    opts.log_errors = False  # hostile patterns must not flood stderr
     return re2.compile(pattern, opts)
+
+
+# RE2 is linear in the text, but when its DFA cache overflows it falls back to an NFA
+# whose cost is len(text) * program size: 'a' * 20000 over 100k characters takes ~1 s.
+# Above this product a match is a budget error (fails closed); ~0.5 s worst case.
+REGEX_MAX_COST = 1_000_000_000
+
+
+def _regex_cost_check(s: str, rx: Any) -> None:
+    if len(s) * rx.programsize > REGEX_MAX_COST:
+        raise _BudgetFail(f"regular expression match too costly ({len(s)} characters x program size "
+                          f"{rx.programsize} > {REGEX_MAX_COST})", "max_regex_cost")
 
 
 @lru_cache(maxsize=256)  # bounded; lru_cache is thread-safe
@@ -849,7 +863,9 @@ def _regex(pattern: Any) -> Any:
 def _matches(s: Any, pattern: Any) -> bool:
     if type(s) is not str:
         raise _no_overload("matches", s, pattern)
-    return _regex(pattern).search(s) is not None
+    rx = _regex(pattern)
+    _regex_cost_check(s, rx)
+    return rx.search(s) is not None
 
 
 # ---------------------------------------------------------------------------
@@ -2261,6 +2277,7 @@ class _Compiler:
             s = S(a, c)
             if type(s) is not str:
                 raise _no_overload("matches", s)
+            _regex_cost_check(s, rx)
             return search(s) is not None
 
         return self.fold(self.mk(fn, sn, node=node), (sn,))

@@ -543,3 +543,58 @@ def test_nan_in_approvals_is_invalid():
     assert not v.satisfied and v.rejected[0].code == "invalid"
     del a["weight"]
     assert ENGINE.authorize_rollback(plan, [a], NOW).satisfied
+
+
+# Regression: `matches` compiled patterns with capture groups; a pattern of 10,000
+# nested groups taken from action data made one search take seconds, and a long
+# pattern over a long text (RE2's NFA fallback: text x program size) took 40 s.
+# Fixed in cel.py: RE2 `never_capture`, and a match whose text length x program size
+# exceeds cel.REGEX_MAX_COST is a budget error. Invalid patterns are condition errors;
+# every error fails closed.
+REGEX_POLICY = """
+roles [r]
+workflow "w" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action a {
+    deny bad when `action.text.matches(action.pattern)`
+    allow when `true`
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("pattern", ["(" * 10_000 + ")" * 10_000, "(" * 200_000 + ")" * 200_000,
+                                     "(a+)+$", "(a|a)*b", "a{1000}{1000}{1000}", "(", "\\", "[z-a]",
+                                     "(?P<x>a)" * 5000, "x" * 1_000_000, "a" * 20_000, "[ab]" * 5000,
+                                     "(a|aa){500}" * 4])
+def test_hostile_regex_from_action_data_is_bounded(pattern):
+    e = engine_of(REGEX_POLICY, "re.policy")
+    t0 = time.perf_counter()
+    d = e.evaluate({"workflow": "w", "type": "a", "text": "a" * 100_000, "pattern": pattern}, None, NOW)
+    assert time.perf_counter() - t0 < 2.0
+    if d.errors:  # an invalid or too costly pattern is a condition error, matched for deny
+        assert d.effect == "deny" and d.errors[0].rule == "bad"
+
+
+def test_regex_cost_budget_is_named():
+    e = engine_of(REGEX_POLICY, "re.policy")
+    d = e.evaluate({"workflow": "w", "type": "a", "text": "a" * 100_000, "pattern": "a" * 20_000}, None, NOW)
+    assert d.effect == "deny" and d.errors[0].budget == "max_regex_cost"
+    d = e.evaluate({"workflow": "w", "type": "a", "text": "a" * 1000, "pattern": "b+"}, None, NOW)
+    assert d.effect == "allow" and not d.errors
+
+
+# Regression: a condition returning an integer of more than 4,300 digits made the
+# decision's display text raise ValueError out of evaluate (fixed in engine._value_text).
+def test_non_bool_huge_int_is_an_error_not_an_exception():
+    base = {"workflow": "nb", "type": "a", "amount": False, "flag": False, "level": False, "halt": False}
+    for key, effect in (("amount", "require_approval"), ("flag", "deny"), ("level", "require_approval"),
+                        ("halt", "stop")):
+        d = NB.evaluate({**base, key: 10**5000}, None, NOW)
+        assert d.effect == effect, key
+        assert d.errors and "not a bool" in d.errors[0].message
+        json.dumps(d.model_dump(mode="json"))
+    r = NB.may_resume("nb", "odd", {"value": -(10**5000)}, NOW)
+    assert not r.allowed and r.errors
