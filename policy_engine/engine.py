@@ -114,6 +114,18 @@ def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:
         return "9999-12-31T23:59:59Z"
 
 
+def _reversibility(ca: Optional[CAction], now_dt: datetime) -> Optional[ReversibilityInfo]:
+    """The action type's reversibility, with `reversible_until` for an execution at `now_dt`."""
+    if ca is None or ca.reversibility is None:
+        return None
+    rev = ca.reversibility
+    if ca.window_td is None:
+        return rev
+    d = rev.__dict__.copy()
+    d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
+    return fast(ReversibilityInfo, d)
+
+
 def _short(v: Any, limit: int = 60) -> str:
     try:
         s = json.dumps(v, ensure_ascii=False, default=str)
@@ -440,13 +452,7 @@ class Engine:
             stop_info = stop_hit.info
             if stop_hit.receipt:
                 receipt = tuple(sorted(set(receipt) | set(stop_hit.receipt)))
-        rev = None
-        if ca is not None and ca.reversibility is not None:
-            rev = ca.reversibility
-            if ca.window_seconds is not None:
-                d = rev.__dict__.copy()
-                d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
-                rev = fast(ReversibilityInfo, d)
+        rev = _reversibility(ca, now_dt)
         return fast(Decision, {
             "effect": effect, "deciding": deciding, "reason": reason, "workflow": wname, "action_type": tname,
             "action_id": aid, "matched": tuple(matched),
@@ -531,13 +537,7 @@ class Engine:
             location = None
         ca = wf.actions.get(tname) if (wf is not None and type(tname) is str) else None
         receipt = tuple(sorted(set(ca.receipt if ca else ()) | set(info.receipt)))
-        rev = None
-        if ca is not None and ca.reversibility is not None:
-            rev = ca.reversibility
-            if ca.window_seconds is not None:
-                d = rev.__dict__.copy()
-                d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
-                rev = fast(ReversibilityInfo, d)
+        rev = _reversibility(ca, now_dt)
         ref = fast(RuleRef, {"kind": "stopped", "name": tname_s, "effect": "stop", "location": location})
         return fast(Decision, {
             "effect": "stop", "deciding": ref,
