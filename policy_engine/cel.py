@@ -1521,27 +1521,665 @@ def _string_literal(text: str) -> Any:
 
 
 # ---------------------------------------------------------------------------
+# Fast path: Python source generated for a common subset
+# ---------------------------------------------------------------------------
+#
+# Besides the closure tree, compile_cel tries to generate the source of one plain Python
+# function ``fast(a)`` (a = the activation) for the expression. Every node of the subset
+# has a generator ``_N.g(em) -> (expression, kind)`` that may also emit statements (loops
+# of the macros) into ``em``; ``kind`` is "bool", "int", "float", "str" or "list" when the
+# generated expression can only produce that Python type, else None.
+#
+# The contract: whenever ``fast(a)`` returns, its value is exactly the closures' value.
+# The generated code guards every type it relies on and raises (``_fb()``, or any Python
+# exception such as KeyError) on anything unusual: a wrong type, a missing key, a
+# non-bool operand of ``&&``, a comprehension range that is not a list or is longer than
+# ``_FAST_MAX_LIST``, the iteration budget, any error at all. ``CompiledExpr.__call__``
+# then evaluates the closures, which are exact and turn errors into ``CelError`` values.
+# So the fast path never has to get error semantics (absorption by ``&&``/``||``/``exists``,
+# error messages, budgets) right: it only ever produces the values of the error-free path.
+#
+# Operations whose semantics live in a helper (``_eq``, ``_lt``, ``_contains_in``,
+# ``_index``, arithmetic, conversions, string and timestamp functions) call the very helper
+# the closure calls, so they are exact by construction; the generated code inlines only
+# the common, fully guarded cases. Safety: the source contains only generated names
+# (``a``, ``_tN``, ``_sN``, ``_kN`` and the helpers of ``_FAST_GLOBALS``), numbers,
+# ``repr()`` of strings and bytes, and fixed operators; every other value (floats that are
+# not finite, uints, timestamps, lists, maps, functions) is bound by name, never pasted.
+# The function runs with empty ``__builtins__``.
+
+_FAST_MAX_LIST = 1000  # comprehension ranges longer than this go to the closures (budgets)
+_FAST_MAX_DEPTH = 48  # closure trees deeper than this get no fast path
+
+
+class _FastFallback(Exception):
+    """Raised by generated code: evaluate this input with the closures."""
+
+
+def _fb() -> Any:
+    raise _FastFallback
+
+
+_NONE_T = type(None)
+# types for which `x == y` (same type) is exactly `_eq(x, y)`
+_FAST_SCALARS = frozenset({str, int, float, bool, _NONE_T, bytes})
+# plain types: Python `==` between one of these and a str is False unless both are str
+_FAST_PLAIN = frozenset({str, bytes, int, float, bool, _NONE_T, list, dict, tuple})
+_FAST_NUM = frozenset({int, float})
+_FAST_ORD = frozenset({int, float, str})
+_FAST_SIZED = frozenset({list, str, dict, bytes})
+
+_FAST_GLOBALS: dict[str, Any] = {
+    "type": type, "len": len, "float": float, "int": int, "str": str, "bool": bool,
+    "bytes": bytes, "list": list, "dict": dict,
+    "_fb": _fb, "_FB": _FastFallback, "_eq": _eq, "_lt": _lt, "_le": _le, "_gt": _gt,
+    "_ge": _ge, "_contains_in": _contains_in, "_index": _index, "_neg": _neg,
+    "_SCALARS": _FAST_SCALARS, "_PLAIN": _FAST_PLAIN, "_NUM": _FAST_NUM, "_ORD": _FAST_ORD,
+    "_SIZED": _FAST_SIZED,
+}
+_FAST_CMP = {"relation_lt": ("<", "_lt"), "relation_le": ("<=", "_le"),
+             "relation_gt": (">", "_gt"), "relation_ge": (">=", "_ge")}
+
+
+class _Gen:
+    """Collects the generated statements, temporaries and bound values of one ``fast``."""
+
+    def __init__(self, maxit: int) -> None:
+        self.lines: list[tuple[int, str]] = []  # (relative indentation, text)
+        self.ind = 0
+        self.ntmp = 0
+        self.ns: dict[str, Any] = {}
+        self.byid: dict[int, str] = {}
+        self.atoms: set[str] = set()  # names and literals: cheap to repeat, no side effects
+        self.maxit = maxit
+        self.loops = False
+
+    def tmp(self) -> str:
+        self.ntmp += 1
+        name = f"_t{self.ntmp}"
+        self.atoms.add(name)
+        return name
+
+    def emit(self, line: str) -> None:
+        self.lines.append((self.ind, line))
+
+    def bind(self, value: Any) -> str:
+        """A global name for a value (never pasted into the source)."""
+        name = self.byid.get(id(value))
+        if name is None:
+            name = f"_k{len(self.ns)}"
+            self.ns[name] = value
+            self.byid[id(value)] = name
+            self.atoms.add(name)
+        return name
+
+    def lit(self, text: str) -> str:
+        self.atoms.add(text)
+        return text
+
+    def sub(self, g: Callable) -> tuple[tuple[str, str | None], list[tuple[int, str]]]:
+        """Run a generator into a fresh statement list (to place it under a condition)."""
+        saved, ind = self.lines, self.ind
+        self.lines, self.ind = [], 0
+        try:
+            return g(self), self.lines
+        finally:
+            self.lines, self.ind = saved, ind
+
+    def splice(self, lines: list[tuple[int, str]]) -> None:
+        for i, text in lines:
+            self.lines.append((self.ind + i, text))
+
+    def guard(self, e: str, test: Callable[[str, str], str], use: Callable[[str], str],
+              other: str | Callable[[str], str] = "_fb()") -> str:
+        """``(use(x) if test(x) else other)`` with ``e`` evaluated once, first, into ``x``."""
+        if e in self.atoms:
+            x = first = e
+        else:
+            x = self.tmp()
+            first = f"({x} := {e})"
+        return f"({use(x)} if {test(first, x)} else {other(x) if callable(other) else other})"
+
+    def value(self, e: str) -> str:
+        """``e`` as an atom, assigned by a statement if needed."""
+        if e in self.atoms:
+            return e
+        t = self.tmp()
+        self.emit(f"{t} = {e}")
+        return t
+
+    def as_bool(self, e: str, kind: str | None) -> str:
+        if kind == "bool":
+            return e
+        return self.guard(e, lambda f, x: f"type({f}) is bool", lambda x: x)
+
+    def source(self, e: str) -> str:
+        out = ["def fast(a):"]
+        if self.loops:
+            out.append("    _it = 0")
+        out += ["    " * (1 + i) + text for i, text in self.lines]
+        out.append(f"    return {e}")
+        return "\n".join(out) + "\n"
+
+
+def _g_const(value: Any) -> Callable:
+    t = type(value)
+    if value is None or t is bool or t is str or t is bytes or t is int or (
+        t is float and math.isfinite(value)
+    ):
+        text = repr(value)
+        if text.startswith("-"):
+            text = f"({text})"
+        kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(t)
+
+        def g(em: _Gen) -> tuple[str, str | None]:
+            return em.lit(text), kind
+
+    elif t is list:
+
+        def g(em: _Gen) -> tuple[str, str | None]:
+            return f"list({em.bind(value)})", "list"  # a fresh list, like the closures
+
+    else:
+
+        def g(em: _Gen) -> tuple[str, str | None]:
+            return em.bind(value), None
+
+    return g
+
+
+def _g_sel(em: _Gen, e: str, name: str) -> str:
+    """Field selection on a dict (anything else: fall back)."""
+    return em.guard(e, lambda f, x: f"type({f}) is dict", lambda x: f"{x}[{name!r}]")
+
+
+def _g_call(em: _Gen, f: Callable, args: list[str]) -> str:
+    """Call the very helper the closure calls (exact by construction)."""
+    return f"{em.bind(f)}({', '.join(args)})"
+
+
+def _g_ternary(C: Callable, T: Callable, E: Callable) -> Callable:
+    def g(em: _Gen) -> tuple[str, str | None]:
+        ce, ck = C(em)
+        (te, tk), tl = em.sub(T)
+        (ee, ek), el = em.sub(E)
+        kind = tk if tk == ek else None
+        cb = em.as_bool(ce, ck)
+        if not tl and not el:
+            return f"({te} if {cb} else {ee})", kind
+        c = em.value(cb)
+        r = em.tmp()
+        em.emit(f"if {c}:")
+        em.ind += 1
+        em.splice(tl)
+        em.emit(f"{r} = {te}")
+        em.ind -= 1
+        em.emit("else:")
+        em.ind += 1
+        em.splice(el)
+        em.emit(f"{r} = {ee}")
+        em.ind -= 1
+        return r, kind
+
+    return g
+
+
+def _g_logic(gs: list[Callable], stop: bool) -> Callable:
+    """``&&`` (stop=False) / ``||`` (stop=True): left to right, every operand a bool."""
+    pyop = " or " if stop else " and "
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        parts = [em.sub(x) for x in gs]
+        if not any(lines for _, lines in parts):
+            return "(" + pyop.join(em.as_bool(e, k) for (e, k), _ in parts) + ")", "bool"
+        r = em.tmp()
+        opened = 0
+        i = 0
+        while i < len(parts):
+            (e, k), lines = parts[i]
+            em.splice(lines)
+            group = [em.as_bool(e, k)]
+            i += 1
+            while i < len(parts) and not parts[i][1]:
+                (e, k), _ = parts[i]
+                group.append(em.as_bool(e, k))
+                i += 1
+            em.emit(f"{r} = {pyop.join(group)}")
+            if i < len(parts):
+                em.emit(f"if {'not ' if stop else ''}{r}:")
+                em.ind += 1
+                opened += 1
+        em.ind -= opened
+        return r, "bool"
+
+    return g
+
+
+def _g_pair(em: _Gen, le: str, re_: str) -> tuple[str, str, str, str]:
+    """(first x, x, first y, y): two operands evaluated once each, x before y."""
+    if le in em.atoms:
+        fx = x = le
+    else:
+        x = em.tmp()
+        fx = f"({x} := {le})"
+    if re_ in em.atoms:
+        fy = y = re_
+    else:
+        y = em.tmp()
+        fy = f"({y} := {re_})"
+    return fx, x, fy, y
+
+
+def _g_eq(ln: _N, rn: _N, neg: bool) -> Callable | None:
+    """Mirrors ``_Compiler._eq_fn`` (called with the operands already swapped)."""
+    L, R = ln.g, rn.g
+    if L is None or R is None:
+        return None
+    op = "!=" if neg else "=="
+    if rn.const and type(rn.value) in (str, bytes):
+
+        def g(em: _Gen) -> tuple[str, str | None]:
+            e, ek = L(em)
+            k, _ = R(em)
+            if ek == "str":
+                return f"({e} {op} {k})", "bool"
+            return em.guard(e, lambda f, x: f"type({f}) in _PLAIN", lambda x: f"({x} {op} {k})"), "bool"
+
+        return g
+    if rn.const and type(rn.value) in (int, float, CelUint):
+        on_null = "True" if neg else "False"
+
+        def g(em: _Gen) -> tuple[str, str | None]:
+            e, _ = L(em)
+            k, _ = R(em)
+            return em.guard(
+                e, lambda f, x: f"type({f}) in _NUM", lambda x: f"({x} {op} {k})",
+                lambda x: f"({on_null} if {x} is None else _fb())",
+            ), "bool"
+
+        return g
+    if rn.const and (rn.value is None or type(rn.value) is bool):
+        isop = "is not" if neg else "is"
+
+        def g(em: _Gen) -> tuple[str, str | None]:
+            e, _ = L(em)
+            k, _ = R(em)
+            return f"({e} {isop} {k})", "bool"
+
+        return g
+    call = "(not _eq({x}, {y}))" if neg else "_eq({x}, {y})"
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        le, _ = L(em)
+        re_, _ = R(em)
+        fx, x, fy, y = _g_pair(em, le, re_)
+        return (
+            f"(({x} {op} {y}) if type({fx}) is type({fy}) and type({x}) in _SCALARS "
+            f"else {call.format(x=x, y=y)})"
+        ), "bool"
+
+    return g
+
+
+def _g_cmp(op: str, ln: _N, rn: _N) -> Callable | None:
+    """Mirrors ``_Compiler.relop`` for ``< <= > >=``."""
+    L, R = ln.g, rn.g
+    if L is None or R is None:
+        return None
+    sym, helper = _FAST_CMP[op]
+    if rn.const and type(rn.value) in (int, float) and not ln.const:
+        kf = type(rn.value) is float  # the closure (_cmp_num_const) compares float(int) then
+
+        def g(em: _Gen) -> tuple[str, str | None]:
+            e, ek = L(em)
+            k, _ = R(em)
+            if ek == "float" or ek == "int" and not kf:
+                return f"({e} {sym} {k})", "bool"
+            if ek == "int":
+                return f"(float({e}) {sym} {k})", "bool"
+            if kf:
+                return em.guard(
+                    e, lambda f, x: f"type({f}) is float", lambda x: f"({x} {sym} {k})",
+                    lambda x: f"((float({x}) {sym} {k}) if type({x}) is int else _fb())",
+                ), "bool"
+            return em.guard(e, lambda f, x: f"type({f}) in _NUM", lambda x: f"({x} {sym} {k})"), "bool"
+
+        return g
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        le, _ = L(em)
+        re_, _ = R(em)
+        fx, x, fy, y = _g_pair(em, le, re_)
+        return (
+            f"(({x} {sym} {y}) if type({fx}) is type({fy}) and type({x}) in _ORD "
+            f"else {helper}({x}, {y}))"
+        ), "bool"
+
+    return g
+
+
+def _g_str_method(name: str, recv: _N, arg: _N) -> Callable | None:
+    """contains / startsWith / endsWith on two strings (else fall back)."""
+    S, P = recv.g, arg.g
+    if S is None or P is None:
+        return None
+    use = {"contains": "({y} in {x})", "startsWith": "{x}.startswith({y})",
+           "endsWith": "{x}.endswith({y})"}[name]
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        se, _ = S(em)
+        pe, pk = P(em)
+        fx, x, fy, y = _g_pair(em, se, pe)
+        test = f"type({fx}) is str"
+        if not (pk == "str" and fy == y):  # a str literal needs no check
+            test += f" and type({fy}) is str"
+        return f"({use.format(x=x, y=y)} if {test} else _fb())", "bool"
+
+    return g
+
+
+def _g_macro(kind: str, T: Callable, P: Callable, M: Callable | None, slot: int, maxit: int) -> Callable:
+    """One-variable all / exists / exists_one / filter / map over a list."""
+    var = f"_s{slot}"
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        te, _ = T(em)
+        seq = em.value(te)
+        em.loops = True
+        em.emit(f"if type({seq}) is not list or len({seq}) > {_FAST_MAX_LIST}: _fb()")
+        em.emit(f"_it += len({seq})")
+        em.emit(f"if _it > {maxit}: _fb()")
+        em.lit(var)
+        r = em.tmp()
+        em.emit(f"{r} = " + {"all": "True", "exists": "False", "exists_one": "0"}.get(kind, "[]"))
+        em.emit(f"for {var} in {seq}:")
+        em.ind += 1
+        pe, pk = P(em)
+        if kind == "map" and M is None:
+            em.emit(f"{r}.append({pe})")
+        else:
+            pb = em.as_bool(pe, pk)
+            if kind == "exists":
+                em.emit(f"if {pb}:")
+                em.emit(f"    {r} = True")
+                em.emit("    break")
+            elif kind == "all":
+                em.emit(f"if not {pb}:")
+                em.emit(f"    {r} = False")
+                em.emit("    break")
+            elif kind == "exists_one":
+                em.emit(f"if {pb}:")
+                em.emit(f"    {r} += 1")
+            elif kind == "filter":
+                em.emit(f"if {pb}:")
+                em.emit(f"    {r}.append({var})")
+            else:  # map with a filter
+                assert M is not None
+                em.emit(f"if {pb}:")
+                em.ind += 1
+                me, _ = M(em)
+                em.emit(f"{r}.append({me})")
+                em.ind -= 1
+        em.ind -= 1
+        if kind == "exists_one":
+            return f"({r} == 1)", "bool"
+        return r, ("bool" if kind in ("all", "exists") else "list")
+
+    return g
+
+
+def _g_in_strs(ln: _N, fs: frozenset) -> Callable | None:
+    """``x in [constant strings]``: the closure's own frozenset test."""
+    L = ln.g
+    if L is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, _ = L(em)
+        k = em.bind(fs)
+        return em.guard(e, lambda f, x: f"type({f}) is str", lambda x: f"({x} in {k})", "False"), "bool"
+
+    return g
+
+
+def _g_in(ln: _N, rn: _N) -> Callable | None:
+    L, R = ln.g, rn.g
+    if L is None or R is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, _ = L(em)
+        r = em.bind(rn.value) if rn.const else R(em)[0]  # a constant list is never mutated
+        return f"_contains_in({e}, {r})", "bool"
+
+    return g
+
+
+_FAST_FLOAT_OPS = {"addition_add": "+", "addition_sub": "-", "multiplication_mul": "*"}
+
+
+def _g_binop(opname: str, f: Callable, L: Callable | None, R: Callable | None) -> Callable | None:
+    """Arithmetic: float op float inline (what the helpers do), anything else the helper."""
+    if L is None or R is None:
+        return None
+    sym = _FAST_FLOAT_OPS.get(opname)
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        le, _ = L(em)
+        re_, _ = R(em)
+        fn = em.bind(f)
+        if sym is None:
+            return f"{fn}({le}, {re_})", None
+        fx, x, fy, y = _g_pair(em, le, re_)
+        return f"(({x} {sym} {y}) if type({fx}) is float and type({fy}) is float else {fn}({x}, {y}))", None
+
+    return g
+
+
+def _g_chain(first: Callable | None, rest: list[tuple[Callable, Callable | None]]) -> Callable | None:
+    if first is None or any(R is None for _, R in rest):
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, _ = first(em)
+        for f, R in rest:
+            assert R is not None
+            e = f"{em.bind(f)}({e}, {R(em)[0]})"
+        return e, None
+
+    return g
+
+
+def _g_not(F: Callable | None, count: int) -> Callable | None:
+    if F is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, k = F(em)
+        if count % 2 == 0:
+            return em.as_bool(e, k), "bool"
+        if k == "bool":
+            return f"(not {e})", "bool"
+        return em.guard(e, lambda f, x: f"type({f}) is bool", lambda x: f"(not {x})"), "bool"
+
+    return g
+
+
+def _g_neg(F: Callable | None, count: int) -> Callable | None:
+    if F is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, _ = F(em)
+        for _ in range(count):
+            e = f"_neg({e})"
+        return e, None
+
+    return g
+
+
+def _g_select(F: Callable | None, name: str) -> Callable | None:
+    if F is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, _ = F(em)
+        return _g_sel(em, e, name), None
+
+    return g
+
+
+def _g_apply(f: Callable, gs: list[Callable | None]) -> Callable | None:
+    """Any function or method: call the closure's own helper."""
+    if any(x is None for x in gs):
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        args = [x(em)[0] for x in gs]  # type: ignore[misc]
+        return _g_call(em, f, args), None
+
+    return g
+
+
+def _g_ident(path: tuple[str, ...], dotted: list[str]) -> Callable:
+    """A free variable and its field chain; any dotted activation key that could resolve
+    the chain (qualified names) makes it fall back."""
+    root = path[0]
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e = f"a[{root!r}]"
+        for name in path[1:]:
+            e = _g_sel(em, e, name)
+        if dotted:
+            check = " or ".join(f"{k!r} in a" for k in dotted)
+            e = f"(_fb() if {check} else {e})"
+        return e, None
+
+    return g
+
+
+def _g_local(slot: int, fields: tuple[str, ...]) -> Callable:
+    var = f"_s{slot}"
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e = em.lit(var)
+        for name in fields:
+            e = _g_sel(em, e, name)
+        return e, None
+
+    return g
+
+
+def _g_size(R: Callable | None) -> Callable | None:
+    if R is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, k = R(em)
+        if k == "list" or k == "str":
+            return f"len({e})", "int"
+        return em.guard(e, lambda f, x: f"type({f}) in _SIZED", lambda x: f"len({x})"), "int"
+
+    return g
+
+
+def _g_has(F: Callable | None, field: str) -> Callable | None:
+    if F is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, _ = F(em)
+        return em.guard(e, lambda f, x: f"type({f}) is dict", lambda x: f"({field!r} in {x})"), "bool"
+
+    return g
+
+
+def _g_search(S: Callable | None, rx: Any) -> Callable | None:
+    """A constant regex: the closure's cost check (raises a budget error), then search."""
+    if S is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        e, _ = S(em)
+        k = em.bind(rx)
+        search = em.bind(rx.search)
+        cost = em.bind(_regex_cost_check)
+        return em.guard(
+            e, lambda f, x: f"type({f}) is str", lambda x: f"({cost}({x}, {k}) or {search}({x}) is not None)"
+        ), "bool"
+
+    return g
+
+
+def _g_list(gs: list[Callable | None]) -> Callable | None:
+    if any(x is None for x in gs):
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        return "[" + ", ".join(x(em)[0] for x in gs) + "]", "list"  # type: ignore[misc]
+
+    return g
+
+
+def _g_bind(slot: int, I: Callable | None, B: Callable | None) -> Callable | None:
+    if I is None or B is None:
+        return None
+
+    def g(em: _Gen) -> tuple[str, str | None]:
+        ie, _ = I(em)
+        em.emit(f"_s{slot} = {ie}")
+        em.lit(f"_s{slot}")
+        return B(em)
+
+    return g
+
+
+def _build_fast(node: _N, limits: Limits) -> tuple[Callable | None, str | None]:
+    """Generate and compile ``fast(a)`` for a node, or (None, None) outside the subset."""
+    if node.g is None or node.depth > _FAST_MAX_DEPTH:
+        return None, None
+    try:
+        em = _Gen(limits.max_iterations)
+        e, _ = node.g(em)
+        src = em.source(e)
+        ns: dict[str, Any] = {"__builtins__": {}}
+        ns.update(_FAST_GLOBALS)
+        ns.update(em.ns)
+        exec(compile(src, "<cel-fast>", "exec"), ns)  # noqa: S102 - generated, see above
+        return ns["fast"], src
+    except Exception:  # too deep for Python's compiler, etc.: no fast path
+        return None, None
+
+
+# ---------------------------------------------------------------------------
 # Compilation
 # ---------------------------------------------------------------------------
 
 
 class _N:
-    """A compiled sub-expression: the closure, and its value if it is a constant."""
+    """A compiled sub-expression: the closure, and its value if it is a constant.
 
-    __slots__ = ("fn", "const", "value", "depth")
+    ``g`` is the fast-path code generator of the node (see ``_Gen``), or ``None`` when the
+    node is outside the fast-path subset.
+    """
+
+    __slots__ = ("fn", "const", "value", "depth", "g")
 
     def __init__(self, fn: Callable, const: bool = False, value: Any = None, depth: int = 1) -> None:
         self.fn = fn
         self.const = const
         self.value = value
         self.depth = depth
+        self.g: Callable[[_Gen], tuple[str, str | None]] | None = None
 
 
 def _const(value: Any) -> _N:
     def fn(a: Any, c: Any) -> Any:
         return value
 
-    return _N(fn, True, value, 1)
+    n = _N(fn, True, value, 1)
+    n.g = _g_const(value)
+    return n
 
 
 def _constfail(message: str) -> _N:
@@ -1654,7 +2292,10 @@ class _Compiler:
                 return E(a, c)
             raise _no_overload("_?_:_", v)
 
-        return self.mk(fn, cn, tn, en, node=node)
+        n = self.mk(fn, cn, tn, en, node=node)
+        if cn.g and tn.g and en.g:
+            n.g = _g_ternary(cn.g, tn.g, en.g)
+        return n
 
     def _flatten(self, node: Any, name: str) -> list:
         items = []
@@ -1677,6 +2318,14 @@ class _Compiler:
 
     def logic(self, node: Any, name: str, is_and: bool) -> _N:
         kids = [self.c(k) for k in self._flatten(node, name)]
+        n = self._logic(kids, is_and, node)
+        # the same operands as the closures: constant identity elements dropped
+        live = [k for k in kids if not (k.const and k.value is is_and)]
+        if not n.const and live and all(k.g for k in live):
+            n.g = _g_logic([k.g for k in live], not is_and)
+        return n
+
+    def _logic(self, kids: list[_N], is_and: bool, node: Any) -> _N:
         stop = not is_and  # the deciding value: False for &&, True for ||
         op = "_&&_" if is_and else "_||_"
         live: list[_N] = []
@@ -1774,10 +2423,16 @@ class _Compiler:
         L, R = ln.fn, rn.fn
         if op == "relation_in":
             return self.c_in(ln, rn, node)
+        g = None
         if op in ("relation_eq", "relation_ne"):
             neg = op == "relation_ne"
             fn = self._eq_fn(ln, rn, neg)
+            if ln.const and not rn.const:  # _eq_fn swaps the same way
+                g = _g_eq(rn, ln, neg)
+            else:
+                g = _g_eq(ln, rn, neg)
         else:
+            g = _g_cmp(op, ln, rn)
             cmp = {"relation_lt": _lt, "relation_le": _le, "relation_gt": _gt, "relation_ge": _ge}[op]
             fn = None
             if rn.const and type(rn.value) in (int, float) and not ln.const:
@@ -1787,7 +2442,9 @@ class _Compiler:
                 def fn(a: Any, c: Any) -> Any:
                     return cmp(L(a, c), R(a, c))
 
-        return self.fold(self.mk(fn, ln, rn, node=node), (ln, rn))
+        n = self.mk(fn, ln, rn, node=node)
+        n.g = g
+        return self.fold(n, (ln, rn))
 
     def _cmp_num_const(self, op: str, L: Callable, k: Any) -> Callable | None:
         sym = {"relation_lt": "<", "relation_le": "<=", "relation_gt": ">", "relation_ge": ">="}[op]
@@ -1880,12 +2537,16 @@ class _Compiler:
                 v = L(a, c)
                 return type(v) is str and v in fs
 
+            g = _g_in_strs(ln, fs)
         else:
 
             def fn(a: Any, c: Any) -> Any:
                 return _contains_in(L(a, c), R(a, c))
 
-        return self.fold(self.mk(fn, ln, rn, node=node), (ln, rn))
+            g = _g_in(ln, rn)
+        n = self.mk(fn, ln, rn, node=node)
+        n.g = g
+        return self.fold(n, (ln, rn))
 
     # -- arithmetic --------------------------------------------------------
 
@@ -1916,7 +2577,9 @@ class _Compiler:
                     v = f(v, R(a, c))
                 return v
 
-            return self.fold(self.mk(chain, *kids, node=node), tuple(kids))
+            n = self.mk(chain, *kids, node=node)
+            n.g = _g_chain(kids[0].g, [(f, k.g) for f, k in zip(fns, kids[1:])])
+            return self.fold(n, tuple(kids))
         for opname, right, opnode in ops:
             rn = self.c(right)
             f = self.binfn(opname)
@@ -1925,7 +2588,9 @@ class _Compiler:
             def fn(a: Any, c: Any, f: Callable = f, L: Callable = L, R: Callable = R) -> Any:
                 return f(L(a, c), R(a, c))
 
-            left = self.fold(self.mk(fn, left, rn, node=opnode), (left, rn))
+            n = self.mk(fn, left, rn, node=opnode)
+            n.g = _g_binop(opname, f, left.g, rn.g)
+            left = self.fold(n, (left, rn))
         return left
 
     def binfn(self, opname: str) -> Callable:
@@ -1967,7 +2632,9 @@ class _Compiler:
                     v = _neg(v)
                 return v
 
-        return self.fold(self.mk(fn, inner, node=node), (inner,))
+        n = self.mk(fn, inner, node=node)
+        n.g = _g_not(inner.g, count) if nots else _g_neg(inner.g, count)
+        return self.fold(n, (inner,))
 
     def _unary1(self, op: str, inner: _N, node: Any) -> _N:
         F = inner.fn
@@ -1984,7 +2651,9 @@ class _Compiler:
             def fn(a: Any, c: Any) -> Any:
                 return _neg(F(a, c))
 
-        return self.fold(self.mk(fn, inner, node=node), (inner,))
+        n = self.mk(fn, inner, node=node)
+        n.g = _g_not(inner.g, 1) if op == "unary_not" else _g_neg(inner.g, 1)
+        return self.fold(n, (inner,))
 
     # -- members -----------------------------------------------------------
 
@@ -2057,7 +2726,9 @@ class _Compiler:
                         raise _Fail(f"no such key: '{name}'") from None
                 return _select(v, name)
 
-            return self.fold(self.mk(sel, cur, node=op), (cur,))
+            n = self.mk(sel, cur, node=op)
+            n.g = _g_select(cur.g, name)
+            return self.fold(n, (cur,))
         if d == "member_index":
             kn = self.c(op.children[1])
             F, K = cur.fn, kn.fn
@@ -2065,7 +2736,9 @@ class _Compiler:
             def idx(a: Any, c: Any) -> Any:
                 return _index(F(a, c), K(a, c))
 
-            return self.fold(self.mk(idx, cur, kn, node=op), (cur, kn))
+            n = self.mk(idx, cur, kn, node=op)
+            n.g = _g_apply(_index, [cur.g, kn.g])
+            return self.fold(n, (cur, kn))
         if d == "member_dot_arg":
             name = op.children[1].value
             argnodes = self.argnodes(op)
@@ -2104,6 +2777,7 @@ class _Compiler:
                 return c[slot]
 
             cur = self.mk(local)
+            cur.g = _g_local(slot, ())
             if len(path) >= 2:
                 f1 = path[1]
 
@@ -2117,6 +2791,7 @@ class _Compiler:
                     return _select(v, f1)
 
                 cur = self.mk(local1)
+                cur.g = _g_local(slot, path[1:2])
             for name in path[2:]:
                 F = cur.fn
 
@@ -2130,6 +2805,7 @@ class _Compiler:
                     return _select(v, name)
 
                 cur = self.mk(sel, cur)
+            cur.g = _g_local(slot, path[1:])
             return cur
         start, _ = _span(first, len(self.source))
         _, end = _span(last, len(self.source))
@@ -2168,7 +2844,9 @@ class _Compiler:
                 except TypeError:
                     raise _Fail(f"undeclared reference to '{root}'") from None
 
-            return self.mk(ident)
+            n = self.mk(ident)
+            n.g = _g_ident(path, [])
+            return n
         if len(path) == 2:
             dotted = full
             field = path[1]
@@ -2187,7 +2865,9 @@ class _Compiler:
                         raise _Fail(f"no such key: '{field}'") from None
                 return _select(v, field)
 
-            return self.mk(ident2)
+            n = self.mk(ident2)
+            n.g = _g_ident(path, [dotted])
+            return n
 
         def identn(a: Any, c: Any) -> Any:
             for key, rest in cands:
@@ -2204,7 +2884,9 @@ class _Compiler:
                     return v
             raise _Fail(f"undeclared reference to '{root}'")
 
-        return self.mk(identn)
+        n = self.mk(identn)
+        n.g = _g_ident(path, [key for key, _ in cands if "." in key])
+        return n
 
     def postfix_select(self, cur: _N, name: str) -> _N:
         F = cur.fn
@@ -2212,7 +2894,9 @@ class _Compiler:
         def sel(a: Any, c: Any) -> Any:
             return _select(F(a, c), name)
 
-        return self.mk(sel, cur)
+        n = self.mk(sel, cur)
+        n.g = _g_apply(_select, [cur.g, _g_const(name)])
+        return n
 
     # -- calls -------------------------------------------------------------
 
@@ -2253,7 +2937,9 @@ class _Compiler:
             def fn(a: Any, c: Any) -> Any:
                 return f(*[F(a, c) for F in fns])
 
-        return self.fold(self.mk(fn, *args, node=node), tuple(args))
+        n = self.mk(fn, *args, node=node)
+        n.g = _g_apply(f, [x.g for x in args])
+        return self.fold(n, tuple(args))
 
     def matches_const(self, sn: _N, pn: _N, node: Any) -> _N:
         pat = pn.value
@@ -2280,7 +2966,9 @@ class _Compiler:
             _regex_cost_check(s, rx)
             return search(s) is not None
 
-        return self.fold(self.mk(fn, sn, node=node), (sn,))
+        n = self.mk(fn, sn, node=node)
+        n.g = _g_search(sn.g, rx)
+        return self.fold(n, (sn,))
 
     def call_method(self, name: str, recv: _N, args: list[_N], node: Any) -> _N:
         f = self.meth.get(name)
@@ -2298,8 +2986,13 @@ class _Compiler:
                     return len(v)
                 return _size(v)
 
-            return self.fold(self.mk(size, recv, node=node), (recv,))
-        return self.apply(f, [recv] + args, node)
+            n = self.mk(size, recv, node=node)
+            n.g = _g_size(recv.g)
+            return self.fold(n, (recv,))
+        n = self.apply(f, [recv] + args, node)
+        if name in ("contains", "startsWith", "endsWith") and len(args) == 1 and not n.const:
+            n.g = _g_str_method(name, recv, args[0])
+        return n
 
     def c_ident_arg(self, node: Any) -> _N:
         name = node.children[0].value
@@ -2334,7 +3027,9 @@ class _Compiler:
                 return field in v
             return _has_field(v, field)
 
-        return self.fold(self.mk(fn, inner, node=node), (inner,))
+        n = self.mk(fn, inner, node=node)
+        n.g = _g_has(inner.g, field)
+        return self.fold(n, (inner,))
 
     # -- macros ------------------------------------------------------------
 
@@ -2522,7 +3217,13 @@ class _Compiler:
                 return dict(zip(keys, out)) if as_map else out
 
             fn = mapf3
-        return self.mk(fn, target, *body, node=node)
+        n = self.mk(fn, target, *body, node=node)
+        if not two and kind in ("all", "exists", "exists_one", "filter", "map") and target.g and all(
+            b.g for b in body
+        ):
+            n.g = _g_macro(kind, target.g, body[0].g, body[1].g if len(body) > 1 else None,  # type: ignore[arg-type]
+                           s0, maxit)
+        return n
 
     def bind_macro(self, argnodes: list, node: Any) -> _N:
         """cel.bind(name, init, body): evaluate init once, bind it to name in body."""
@@ -2546,7 +3247,9 @@ class _Compiler:
             c[slot] = I(a, c)
             return B(a, c)
 
-        return self.mk(fn, init, body, node=node)
+        n = self.mk(fn, init, body, node=node)
+        n.g = _g_bind(slot, init.g, body.g)
+        return n
 
     # -- primaries ---------------------------------------------------------
 
@@ -2573,12 +3276,15 @@ class _Compiler:
 
             n = self.mk(const_list, *kids, node=node)
             n.const, n.value = True, vals
+            n.g = _g_const(vals)
             return n
 
         def lst(a: Any, c: Any) -> Any:
             return [F(a, c) for F in fns]
 
-        return self.mk(lst, *kids, node=node)
+        n = self.mk(lst, *kids, node=node)
+        n.g = _g_list([k.g for k in kids])
+        return n
 
     def c_map_lit(self, node: Any) -> _N:
         inits = node.children[0].children if node.children else []
@@ -2793,11 +3499,12 @@ def _line_col_to_offset(src: str, line: int, col: int) -> int:
 class CompiledExpr:
     """A compiled CEL expression. Call it with an activation (a mapping of names)."""
 
-    __slots__ = ("source", "references", "limits", "_fn", "_nslots", "_needs_ctx")
+    __slots__ = ("source", "references", "limits", "_fn", "_nslots", "_needs_ctx", "_fast", "_fast_source")
 
     def __init__(
         self, source: str, references: tuple[Reference, ...], limits: Limits,
         fn: Callable, nslots: int, needs_ctx: bool,
+        fast: Callable | None = None, fast_source: str | None = None,
     ) -> None:
         self.source = source
         self.references = references
@@ -2805,9 +3512,17 @@ class CompiledExpr:
         self._fn = fn
         self._nslots = nslots
         self._needs_ctx = needs_ctx
+        self._fast = fast  # generated ``fast(a)`` (see _Gen) or None
+        self._fast_source = fast_source
 
     def __call__(self, activation: Mapping[str, Any]) -> Any:
         """Evaluate. Returns the value, or a ``CelError``; never raises."""
+        fast = self._fast
+        if fast is not None:
+            try:
+                return fast(activation)
+            except Exception:  # anything unusual: the closures decide, exactly
+                pass
         try:
             if self._needs_ctx:
                 return self._fn(activation, [0] * self._nslots)
@@ -2815,6 +3530,17 @@ class CompiledExpr:
         except _Fail as ex:
             return ex.err
         except Exception as ex:  # a Python error in an unusual input: still an error value
+            return _to_error(ex)
+
+    def _slow(self, activation: Mapping[str, Any]) -> Any:
+        """The closures alone (the reference the fast path is tested against)."""
+        try:
+            if self._needs_ctx:
+                return self._fn(activation, [0] * self._nslots)
+            return self._fn(activation, None)
+        except _Fail as ex:
+            return ex.err
+        except Exception as ex:
             return _to_error(ex)
 
     def __repr__(self) -> str:
@@ -2855,8 +3581,9 @@ def compile_cel(
         raise CelCompileError(
             "expression is too deeply nested", 0, len(source), "simplify the expression"
         ) from None
+    fast, fast_source = _build_fast(node, limits)
     return CompiledExpr(
-        source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx
+        source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx, fast, fast_source
     )
 
 
