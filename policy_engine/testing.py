@@ -135,6 +135,17 @@ def _scalar(loader: Any, node: Any) -> Any:
     return node.value  # strings, and timestamps kept as written
 
 
+def _unpaired_surrogate(value: object) -> bool:
+    """YAML `"\\ud800"` escapes decode to lone surrogates, which no report can print."""
+    if type(value) is not str:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_yaml(src: SourceFile) -> Doc:
     """Compose `src` and build plain data with positions. Raises `_SuiteError`."""
     import yaml
@@ -171,6 +182,9 @@ def parse_yaml(src: SourceFile) -> Doc:
                       _offset(src, node.start_mark), help="write inputs out, or reuse them by name under `inputs`")
         values[path] = (_offset(src, node.start_mark), _offset(src, node.end_mark))
         if isinstance(node, yaml.ScalarNode):
+            if _unpaired_surrogate(node.value):
+                raise err("a string holds an unpaired surrogate escape such as `\\ud800`", _offset(src, node.start_mark),
+                          help="write the character itself, or a valid pair of escapes")
             try:
                 return _scalar(ctor, node)
             except Exception:  # pragma: no cover - malformed scalar
@@ -183,6 +197,8 @@ def parse_yaml(src: SourceFile) -> Doc:
                 if not isinstance(knode, yaml.ScalarNode):
                     raise err("mapping keys must be plain names", _offset(src, knode.start_mark))
                 k = knode.value
+                if _unpaired_surrogate(k):
+                    raise err("a key holds an unpaired surrogate escape such as `\\ud800`", _offset(src, knode.start_mark))
                 ks, ke = _offset(src, knode.start_mark), _offset(src, knode.end_mark)
                 if k in out:
                     raise _SuiteError(Diagnostic("T008", "error", f"key `{k}` is given twice", src.span(ks, ke),
