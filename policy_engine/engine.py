@@ -871,12 +871,14 @@ class Engine:
                                                        "plan"))
                 continue
             if ph != plan.plan_hash:
-                rejected.append(_rej(who, "plan_hash", f"the approval is for plan `{str(ph)[:80]}`, not "
+                shown = ph if type(ph) is str else _short(ph)[1:-1]  # str() of a 5000-digit int raises
+                rejected.append(_rej(who, "plan_hash", f"the approval is for plan `{shown[:80]}`, not "
                                                        f"`{plan.plan_hash}`"))
                 continue
             pol = a.get("policy_hash")
             if pol is not None and pol != plan.policy_hash:
-                rejected.append(_rej(who, "policy_hash", f"the approval was given under policy `{str(pol)[:80]}`, "
+                shown = pol if type(pol) is str else _short(pol)[1:-1]
+                rejected.append(_rej(who, "policy_hash", f"the approval was given under policy `{shown[:80]}`, "
                                                          f"not `{plan.policy_hash}`"))
                 continue
             try:
