@@ -611,3 +611,11 @@ def test_huge_int_hashes_in_approvals_are_rejected(field):
     v = ENGINE.authorize_rollback(plan, [a], NOW)
     assert not v.satisfied and v.rejected[0].code == field
     json.dumps(v.model_dump(mode="json"))
+
+
+@FUZZ
+@given(junk_with_deep, states)
+def test_hostile_input_decisions_are_deterministic(action, state):
+    a = ENGINE.evaluate(action, state, NOW).model_dump_json()
+    b = ENGINE.evaluate(action, state, NOW).model_dump_json()
+    assert a == b

@@ -29,6 +29,7 @@ PROPERTIES = [
     "test_authorize_never_raises_and_junk_never_satisfies",
     "test_authorize_with_junk_plan",
     "test_may_resume_never_raises",
+    "test_hostile_input_decisions_are_deterministic",
 ]
 
 
