@@ -1550,6 +1550,9 @@ def _string_literal(text: str) -> Any:
 
 _FAST_MAX_LIST = 1000  # comprehension ranges longer than this go to the closures (budgets)
 _FAST_MAX_DEPTH = 48  # closure trees deeper than this get no fast path
+# Python's compile() costs ~0.1 ms per condition (a third of parsing CEL), so the fast path
+# is built on the second evaluation, not at load time: loading/checking policies pays nothing.
+_FAST_WARMUP = 2
 
 
 class _FastFallback(Exception):
@@ -1593,6 +1596,18 @@ class _Gen:
         self.atoms: set[str] = set()  # names and literals: cheap to repeat, no side effects
         self.maxit = maxit
         self.loops = False
+        self.roots: dict[str, list] = {}  # free variable -> [local name, guarded as a dict]
+        self.dotted: dict[str, None] = {}  # activation keys that would resolve a chain
+
+    def root(self, name: str, as_dict: bool) -> tuple[str, str | None]:
+        """A free variable, looked up once in the prologue (a missing one falls back)."""
+        r = self.roots.get(name)
+        if r is None:
+            r = self.roots[name] = [f"_r{len(self.roots)}", False]
+            self.atoms.add(r[0])
+        if as_dict:
+            r[1] = True  # the prologue checks it is a dict
+        return r[0], "dict" if as_dict else None
 
     def tmp(self) -> str:
         self.ntmp += 1
@@ -1616,6 +1631,9 @@ class _Gen:
     def lit(self, text: str) -> str:
         self.atoms.add(text)
         return text
+
+    def is_literal(self, e: str) -> bool:
+        return e in self.atoms and (not e.isidentifier() or e in ("True", "False", "None"))
 
     def sub(self, g: Callable) -> tuple[tuple[str, str | None], list[tuple[int, str]]]:
         """Run a generator into a fresh statement list (to place it under a condition)."""
@@ -1654,7 +1672,14 @@ class _Gen:
         return self.guard(e, lambda f, x: f"type({f}) is bool", lambda x: x)
 
     def source(self, e: str) -> str:
+        # Prologue: hoisting is safe because failing early only means falling back.
         out = ["def fast(a):"]
+        if self.dotted:
+            out.append("    if " + " or ".join(f"{k!r} in a" for k in self.dotted) + ": _fb()")
+        for name, (var, as_dict) in self.roots.items():
+            out.append(f"    {var} = a[{name!r}]")
+            if as_dict:
+                out.append(f"    if type({var}) is not dict: _fb()")
         if self.loops:
             out.append("    _it = 0")
         out += ["    " * (1 + i) + text for i, text in self.lines]
@@ -1688,8 +1713,12 @@ def _g_const(value: Any) -> Callable:
     return g
 
 
-def _g_sel(em: _Gen, e: str, name: str) -> str:
+def _g_sel(em: _Gen, e: str, name: str, kind: str | None = None) -> str:
     """Field selection on a dict (anything else: fall back)."""
+    if kind == "dict":
+        return f"{e}[{name!r}]"
+    if em.is_literal(e):  # never a dict (and `1['a']` would be a SyntaxWarning)
+        return "_fb()"
     return em.guard(e, lambda f, x: f"type({f}) is dict", lambda x: f"{x}[{name!r}]")
 
 
@@ -1787,14 +1816,14 @@ def _g_eq(ln: _N, rn: _N, neg: bool) -> Callable | None:
 
         return g
     if rn.const and type(rn.value) in (int, float, CelUint):
-        on_null = "True" if neg else "False"
+        other = "True" if neg else "False"  # _eq of a number and a non-number
 
         def g(em: _Gen) -> tuple[str, str | None]:
             e, _ = L(em)
             k, _ = R(em)
             return em.guard(
                 e, lambda f, x: f"type({f}) in _NUM", lambda x: f"({x} {op} {k})",
-                lambda x: f"({on_null} if {x} is None else _fb())",
+                lambda x: f"({other} if type({x}) in _PLAIN else _fb())",
             ), "bool"
 
         return g
@@ -2047,13 +2076,13 @@ def _g_ident(path: tuple[str, ...], dotted: list[str]) -> Callable:
     root = path[0]
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        e = f"a[{root!r}]"
+        e, kind = em.root(root, len(path) > 1)
+        for k in dotted:
+            em.dotted[k] = None
         for name in path[1:]:
-            e = _g_sel(em, e, name)
-        if dotted:
-            check = " or ".join(f"{k!r} in a" for k in dotted)
-            e = f"(_fb() if {check} else {e})"
-        return e, None
+            e = _g_sel(em, e, name, kind)
+            kind = None
+        return e, kind
 
     return g
 
@@ -2089,6 +2118,8 @@ def _g_has(F: Callable | None, field: str) -> Callable | None:
 
     def g(em: _Gen) -> tuple[str, str | None]:
         e, _ = F(em)
+        if em.is_literal(e):
+            return "_fb()", "bool"
         return em.guard(e, lambda f, x: f"type({f}) is dict", lambda x: f"({field!r} in {x})"), "bool"
 
     return g
@@ -2134,13 +2165,11 @@ def _g_bind(slot: int, I: Callable | None, B: Callable | None) -> Callable | Non
     return g
 
 
-def _build_fast(node: _N, limits: Limits) -> tuple[Callable | None, str | None]:
-    """Generate and compile ``fast(a)`` for a node, or (None, None) outside the subset."""
-    if node.g is None or node.depth > _FAST_MAX_DEPTH:
-        return None, None
+def _build_fast(gen: Callable, limits: Limits) -> tuple[Callable | None, str | None]:
+    """Generate and compile ``fast(a)`` from a node's generator; (None, None) if that fails."""
     try:
         em = _Gen(limits.max_iterations)
-        e, _ = node.g(em)
+        e, _ = gen(em)
         src = em.source(e)
         ns: dict[str, Any] = {"__builtins__": {}}
         ns.update(_FAST_GLOBALS)
@@ -3499,12 +3528,12 @@ def _line_col_to_offset(src: str, line: int, col: int) -> int:
 class CompiledExpr:
     """A compiled CEL expression. Call it with an activation (a mapping of names)."""
 
-    __slots__ = ("source", "references", "limits", "_fn", "_nslots", "_needs_ctx", "_fast", "_fast_source")
+    __slots__ = ("source", "references", "limits", "_fn", "_nslots", "_needs_ctx", "_fast",
+                 "_fast_source", "_gen", "_pending")
 
     def __init__(
         self, source: str, references: tuple[Reference, ...], limits: Limits,
-        fn: Callable, nslots: int, needs_ctx: bool,
-        fast: Callable | None = None, fast_source: str | None = None,
+        fn: Callable, nslots: int, needs_ctx: bool, gen: Callable | None = None,
     ) -> None:
         self.source = source
         self.references = references
@@ -3512,8 +3541,10 @@ class CompiledExpr:
         self._fn = fn
         self._nslots = nslots
         self._needs_ctx = needs_ctx
-        self._fast = fast  # generated ``fast(a)`` (see _Gen) or None
-        self._fast_source = fast_source
+        self._fast: Callable | None = None  # generated ``fast(a)`` (see _Gen), once built
+        self._fast_source: str | None = None
+        self._gen = gen  # its generator until built; None outside the subset
+        self._pending = _FAST_WARMUP
 
     def __call__(self, activation: Mapping[str, Any]) -> Any:
         """Evaluate. Returns the value, or a ``CelError``; never raises."""
@@ -3523,6 +3554,10 @@ class CompiledExpr:
                 return fast(activation)
             except Exception:  # anything unusual: the closures decide, exactly
                 pass
+        elif self._gen is not None:
+            self._pending -= 1
+            if self._pending <= 0:
+                self._fast_fn()
         try:
             if self._needs_ctx:
                 return self._fn(activation, [0] * self._nslots)
@@ -3531,6 +3566,14 @@ class CompiledExpr:
             return ex.err
         except Exception as ex:  # a Python error in an unusual input: still an error value
             return _to_error(ex)
+
+    def _fast_fn(self) -> Callable | None:
+        """The generated fast path, built now if it was not yet; None outside the subset."""
+        gen, self._gen = self._gen, None
+        if gen is not None:  # (another thread may see no fast path meanwhile: harmless)
+            fast, self._fast_source = _build_fast(gen, self.limits)
+            self._fast = fast
+        return self._fast
 
     def _slow(self, activation: Mapping[str, Any]) -> Any:
         """The closures alone (the reference the fast path is tested against)."""
@@ -3581,10 +3624,8 @@ def compile_cel(
         raise CelCompileError(
             "expression is too deeply nested", 0, len(source), "simplify the expression"
         ) from None
-    fast, fast_source = _build_fast(node, limits)
-    return CompiledExpr(
-        source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx, fast, fast_source
-    )
+    gen = node.g if node.depth <= _FAST_MAX_DEPTH else None
+    return CompiledExpr(source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx, gen)
 
 
 def to_cel_json(value: Any) -> Any:
