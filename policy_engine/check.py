@@ -160,6 +160,9 @@ class Checker:
                 compiled = e
             except RecursionError:
                 compiled = CelCompileError("condition nests too deeply", 0, 0, None)
+            except Exception as e:  # noqa: BLE001 - a compiler bug must not become a traceback
+                compiled = CelCompileError(f"internal error while compiling this condition ({type(e).__name__}: {e})",
+                                           0, len(src), "this is a bug in Stopline; please report it with the condition")
             self.cel_cache[key] = compiled
         if isinstance(compiled, Exception):
             e = compiled

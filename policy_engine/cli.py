@@ -19,6 +19,15 @@ class _Group(click.Group):
             return super().main(*args, **kwargs)
         except KeyboardInterrupt:  # pragma: no cover
             sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - a bug in Stopline is reported, never a traceback
+            import os
+
+            if os.environ.get("STOPLINE_DEBUG"):
+                raise
+            click.echo(f"stopline: internal error: {type(e).__name__}: {e}\n"
+                       "this is a bug in Stopline, not in your policy; set STOPLINE_DEBUG=1 for the traceback "
+                       "and please report it", err=True)
+            sys.exit(EXIT_USAGE)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

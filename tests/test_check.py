@@ -96,3 +96,17 @@ def test_errors_block_the_policy_set_warnings_do_not() -> None:
     assert [d.code for d in warn.diagnostics] == ["W204"] and warn.policy_set is not None
     err = load_text(HEAD + "  default allow\n}\n", "x.policy")
     assert err.policy_set is None
+
+
+def test_a_compiler_bug_becomes_a_located_diagnostic(monkeypatch) -> None:
+    """An unexpected exception while compiling a condition is reported, never a traceback."""
+    import policy_engine.cel as cel
+
+    def broken(src, **kw):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(cel, "compile_cel", broken)
+    text = HEAD + '  action a {\n    system "s"\n    reversible full via "x"\n    deny when `1 / 0 > 1`\n  }\n}\n'
+    ds = load_text(text, "x.policy").diagnostics
+    assert [d.code for d in ds] == ["E101"]
+    assert "internal error" in ds[0].message and ds[0].span.line == 7

@@ -134,3 +134,22 @@ def test_scenario_end_to_end_cli(scenario):
     assert json.loads(r.output)["satisfied"] is False
     r = ask({"question": "rollback", "now": NOW, "request": request(scenario)}, "explain")
     assert r.exit_code == 0 and f"scenario: `{scenario}` (standard)" in r.output
+
+
+def test_internal_errors_are_one_line_not_a_traceback(monkeypatch, tmp_path):
+    """A bug inside a command is reported in one line with exit 2; STOPLINE_DEBUG shows it."""
+    import subprocess
+    import sys
+
+    code = ("import policy_engine.loader as l, sys\n"
+            "def boom(*a, **k): raise RuntimeError('kaboom')\n"
+            "l.load_paths = boom\n"
+            "from policy_engine.cli import main\n"
+            "sys.argv = ['stopline', 'check', '.']\n"
+            "main()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "internal error: RuntimeError: kaboom" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**__import__("os").environ, "STOPLINE_DEBUG": "1"})
+    assert "Traceback" in res.stderr
