@@ -333,3 +333,26 @@ def test_plan_hash_is_public_and_stable():
     plan = plan_for()
     assert plan_hash(plan) == plan.plan_hash
     assert plan_hash(plan.model_dump(mode="json")) == plan.plan_hash
+
+
+# ------------------------------------------------------------------ the trust boundary around plans
+
+def test_forged_plan_with_recomputed_hash_is_outside_the_promise_but_answer_is_safe():
+    """authorize_rollback trusts the plan object like other caller data (SECURITY.md):
+    a caller that edits a plan *and* recomputes its hash changes the requirement. The
+    `answer` envelope with `request` classifies afresh, so there is nothing to forge."""
+    plan = plan_for()
+    data = plan.model_dump(mode="json")
+    data["authorization"]["excluded_principals"] = []
+    data["authorization"]["distinct_from"] = []
+    data["plan_hash"] = plan_hash(data)
+    bob = {"principal": "bob", "roles": ["reviewer"], "plan_hash": data["plan_hash"], "at": NOW}
+    ENGINE.authorize_rollback(data, [bob], NOW)  # satisfied today: documented, not promised
+    # the safe path: classify and authorize in one call
+    fresh = ENGINE.classify_rollback(request(), NOW)
+    v = ENGINE.answer({"question": "authorize", "request": request(), "now": NOW,
+                       "approvals": [{**bob, "plan_hash": fresh.plan_hash}]})
+    assert not v.satisfied and rejected_codes(v) == {"bob": {"distinct_from"}}
+    v = ENGINE.answer({"question": "authorize", "request": request(), "now": NOW,
+                       "approvals": [{**bob, "plan_hash": data["plan_hash"]}]})
+    assert not v.satisfied
