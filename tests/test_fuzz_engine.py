@@ -619,3 +619,43 @@ def test_hostile_input_decisions_are_deterministic(action, state):
     a = ENGINE.evaluate(action, state, NOW).model_dump_json()
     b = ENGINE.evaluate(action, state, NOW).model_dump_json()
     assert a == b
+
+
+# ------------------------------------------------------------------ the CEL fast path on hostile data
+
+def _conditions(text: str, name: str) -> list:
+    r = load_text(text, name)
+    return [ce for ce in r.compiled.values()]
+
+
+FAST_CONDITIONS = _conditions(PAY, "pay.policy") + _conditions(NONBOOL, "nb.policy") + \
+    _conditions(NAN_POLICY, "nan.policy")
+
+
+def _same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if type(a) is float and a != a:
+        return b != b
+    if type(a).__name__ == "CelError":
+        return a.message == b.message and a.budget == b.budget
+    return a == b
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["amount", "verified", "currency", "country", "type", "flag", "level",
+                                        "halt", "template", "x"]), junk, max_size=6),
+       st.one_of(st.none(), junk, st.dictionaries(st.sampled_from(["reviewed", "value", "errors"]), junk, max_size=3)))
+def test_fast_path_agrees_with_the_closures_on_hostile_data(action, evidence):
+    act = {"action": action, "workflow": {"status": "running"}, "now": NOW_DT, "policy": {"sanctioned": ["XX", "YY"]},
+           "evidence": evidence, "original": action, "request": {}, "stop": {}}
+    for ce in FAST_CONDITIONS:
+        fast = ce._fast_fn()
+        if fast is None:
+            continue
+        slow = ce._slow(act)
+        try:
+            got = fast(act)
+        except Exception:  # noqa: BLE001 - falling back to the closures is always allowed
+            continue
+        assert _same(got, slow), (ce.source, action, got, slow)
