@@ -147,30 +147,59 @@ def check_nesting(src: SourceFile) -> Diagnostic | None:
     return None
 
 
-def parse(src: SourceFile) -> ParseResult:
-    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+MAX_SYNTAX_ERRORS = 20
 
+
+def parse(src: SourceFile) -> ParseResult:
+    """Parse one file. On a syntax error, keep looking for more: blank out the offending
+    line (keeping every offset) and parse again, while that is safe (the line opens or
+    closes nothing), so an author sees every independent syntax error at once."""
     diags: list[Diagnostic] = []
     comments: list = []
     deep = check_nesting(src)
     if deep is not None:
         return ParseResult(None, comments, [deep])
     parser = get_parser()
+    text = src.text
+    for attempt in range(MAX_SYNTAX_ERRORS):
+        cur = src if attempt == 0 else SourceFile(src.path, text)
+        tree, d = _parse_once(parser, cur)
+        if d is None:
+            if attempt == 0:
+                return ParseResult(tree, comments, diags)
+            break
+        if diags and (d.span.start <= diags[-1].span.start or d.message == "unexpected `}`"):
+            break  # no progress, or a block left dangling by the blanked line: noise
+        diags.append(d)
+        if d.code != "E001" or d.span.line != d.span.end_line:
+            break  # an unclosed block, string or condition: later errors would be cascades
+        start = src.offset(d.span.line, 1)
+        end = text.find("\n", start)
+        end = len(text) if end == -1 else end
+        seg = text[start:end]
+        if any(seg.count(o) != seg.count(c) for o, c in ("{}", "[]")) or seg.count("`") % 2 or seg.count('"') % 2:
+            break
+        text = text[:start] + " " * len(seg) + text[end:]
+    return ParseResult(None, comments, diags)
+
+
+def _parse_once(parser, src: SourceFile):
+    """(tree, None) or (None, the syntax error as a Diagnostic)."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
     try:
-        tree = parser.parse(src.text)
-        return ParseResult(tree, comments, diags)
+        return parser.parse(src.text), None
     except UnexpectedCharacters as e:
-        diags.append(_unexpected_char(parser, src, e))
+        return None, _unexpected_char(parser, src, e)
     except UnexpectedToken as e:
-        diags.append(_unexpected_token(parser, src, e))
+        return None, _unexpected_token(parser, src, e)
     except UnexpectedEOF as e:
-        diags.append(_unexpected_eof(parser, src, e))
+        return None, _unexpected_eof(parser, src, e)
     except UnexpectedInput as e:  # pragma: no cover - other lark input errors
         off = getattr(e, "pos_in_stream", 0) or 0
-        diags.append(Diagnostic("E001", "error", "syntax error", src.span(off, off + 1)))
+        return None, Diagnostic("E001", "error", "syntax error", src.span(off, off + 1))
     except RecursionError:
-        diags.append(Diagnostic("E005", "error", "policy file nests too deeply to parse", src.span(0, 0)))
-    return ParseResult(None, comments, diags)
+        return None, Diagnostic("E005", "error", "policy file nests too deeply to parse", src.span(0, 0))
 
 
 def comments_of(src: SourceFile) -> list[tuple[int, int, str]]:

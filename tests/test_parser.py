@@ -152,3 +152,19 @@ def test_language_reference_examples_load() -> None:
         result = load_text(block, "language.md")
         assert result.errors == [], result.errors
         assert format_text(block) == block  # the reference is written in the canonical layout
+
+
+def test_independent_syntax_errors_are_all_reported() -> None:
+    """After a syntax error the parser blanks the line (offsets kept) and looks for more."""
+    text = ('roles [reviewer]\n\nworkflow "w" {\n  version "1"\n  owners { business "b" technical "t" }\n'
+            '  action a {\n    sytem "helpdesk"\n    reversible full via "x"\n    allow when `true`\n'
+            '    deny blocked blocked when `false`\n    allow when true\n  }\n}\n')
+    ds = load_text(text, "x.policy").diagnostics
+    assert [(d.code, d.span.line) for d in ds] == [("E001", 7), ("E001", 10), ("E001", 11)]
+    assert ds[0].help == "did you mean `system`?"
+
+
+def test_recovery_reports_the_unclosed_block_once() -> None:
+    text = 'workflow "w" {\n  action a {\n    sytem "x"\n'
+    ds = load_text(text, "x.policy").diagnostics
+    assert [d.code for d in ds] == ["E001", "E003"]  # the typo, then the real missing `}`; nothing more
