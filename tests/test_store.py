@@ -25,6 +25,10 @@ workflow "w" {{
     system "mail"
     {rule}
   }}
+  rollback incident {{
+    route q
+    authorize 1 reviewer
+  }}
   stop halt {{
     when `action.halt == true`
     severity high
@@ -243,3 +247,19 @@ def test_concurrent_reloads_are_serialized(policy_dir):
     assert all(r.ok for r in results) and len(results) == 40
     assert sum(r.changed for r in results) == 1
     assert store.reloads == 40
+
+
+def test_plan_from_before_a_reload_is_refused_after_it(policy_dir):
+    store = PolicyStore(policy_dir)
+    req = {"workflow": "w", "scenario": "incident", "requested_by": "u", "original": {"id": "1", "type": "send"}}
+    plan = store.classify_rollback(req, now=NOW)
+    ok = [{"principal": "rev", "roles": ["reviewer"], "plan_hash": plan.plan_hash}]
+    assert store.authorize_rollback(plan, ok, now=NOW).satisfied
+    write(policy_dir / "w.policy", V2)
+    assert store.reload().changed
+    v = store.authorize_rollback(plan, ok, now=NOW)
+    assert not v.satisfied and any(e.kind == "policy" for e in v.errors)
+    # one snapshot for a classify-then-authorize unit of work
+    snap = store.engine
+    plan2 = snap.classify_rollback(req, now=NOW)
+    assert snap.authorize_rollback(plan2, [{**ok[0], "plan_hash": plan2.plan_hash}], now=NOW).satisfied
