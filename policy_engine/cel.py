@@ -19,6 +19,11 @@ list created per evaluation (``ctx[0]`` counts comprehension iterations, ``ctx[1
 comprehension variables), only for expressions that need it; there is no
 shared mutable state, so a compiled expression may be evaluated from many threads.
 
+On top of the closures, each expression in a common subset also gets a generated Python
+function (the "fast path", built on its second evaluation) that ``__call__`` tries first;
+it raises on anything unusual and the closures, which stay the reference, decide. See
+the "Fast path" section below and docs/cel.md.
+
 Only this module imports celpy, and only lazily (inside ``compile_cel``).
 """
 
