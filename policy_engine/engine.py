@@ -338,7 +338,8 @@ class Engine:
     def evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
         """May this proposed action execute now? Never raises on bad input."""
         now_dt, now_err = self._now(now)
-        action = _as_dict(action)
+        if type(action) is not dict:
+            action = _as_dict(action)
         if type(action) is not dict:
             if isinstance(action, Mapping):
                 action = dict(action)
