@@ -131,6 +131,8 @@ def _short(v: Any, limit: int = 60) -> str:
         s = json.dumps(v, ensure_ascii=False, default=str)
     except (TypeError, ValueError, RecursionError):
         s = repr(type(v))
+    if not s.isascii() and _SURROGATE_RE.search(s):  # keep messages encodable
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
     return "`" + (s if len(s) <= limit else s[: limit - 3] + "...") + "`"
 
 
@@ -152,6 +154,9 @@ def _tname(v: Any) -> str:
 
 # NaN compares false with everything, so `deny when `action.amount > 1000.0`` would not match it.
 _NONFINITE = "input holds a non-finite number (NaN or Infinity); numbers must be finite"
+# A JSON `"\ud800"` escape decodes to a lone surrogate: no decision holding it can be encoded.
+_SURROGATE = "input holds an unpaired surrogate (`\\ud800`-`\\udfff`): text must be valid Unicode"
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def check_size(root: Any) -> Optional[str]:
@@ -174,10 +179,14 @@ def check_size(root: Any) -> Optional[str]:
             for k in v:
                 if type(k) is str:
                     chars += len(k)
+                    if not k.isascii() and _SURROGATE_RE.search(k):
+                        return _SURROGATE
         elif t is list or t is tuple:
             vals = v
         elif t is str:
             chars += len(v)
+            if not v.isascii() and _SURROGATE_RE.search(v):
+                return _SURROGATE
             continue
         elif t is float:
             if not isfinite(v):
@@ -188,6 +197,8 @@ def check_size(root: Any) -> Optional[str]:
             for k in v:
                 if type(k) is str:
                     chars += len(k)
+                    if not k.isascii() and _SURROGATE_RE.search(k):
+                        return _SURROGATE
         else:
             if isinstance(v, float) and not isfinite(v):
                 return _NONFINITE
@@ -202,6 +213,8 @@ def check_size(root: Any) -> Optional[str]:
             tx = type(x)
             if tx is str:
                 chars += len(x)
+                if not x.isascii() and _SURROGATE_RE.search(x):
+                    return _SURROGATE
             elif tx is int or tx is bool or x is None:
                 pass
             elif tx is float:
@@ -992,6 +1005,10 @@ class Engine:
         errors: list[EvalError] = []
         if now_err:
             errors.append(_err("<input>", "input", now_err))
+        for problem in (check_size(_as_dict(workflow)), check_size(_as_dict(stop))):
+            if problem:  # e.g. an unpaired surrogate that the result would echo
+                errors.append(_err("<input>", "input", problem))
+                workflow = stop = None
         workflow = _as_dict(workflow)
         state: dict = {}
         if isinstance(workflow, Mapping):

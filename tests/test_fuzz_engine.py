@@ -493,10 +493,12 @@ def test_may_resume_never_raises(wf, stop, evidence, now):
 
 
 def test_decisions_with_odd_strings_serialize():
-    a = {"workflow": "pay", "type": "transfer", "id": "\ud800\x00", "amount": 5, "verified": True,
+    a = {"workflow": "pay", "type": "transfer", "id": "\x00\x1b[31m", "amount": 5, "verified": True,
          "currency": "EUR", "country": "FR"}
     d = ENGINE.evaluate(a, None, NOW)
+    assert d.effect == "allow"
     json.dumps(d.model_dump(mode="json"))
+    d.model_dump_json()
 
 
 # Regression: NaN compares false with everything, so a NaN amount slipped past
@@ -635,7 +637,9 @@ FAST_CONDITIONS = _conditions(PAY, "pay.policy") + _conditions(NONBOOL, "nb.poli
 def _same(a, b) -> bool:
     if type(a) is not type(b):
         return False
-    if type(a) is float and a != a:
+    if a is b:
+        return True
+    if a != a:  # NaN of any numeric type
         return b != b
     if type(a).__name__ == "CelError":
         return a.message == b.message and a.budget == b.budget
@@ -659,3 +663,42 @@ def test_fast_path_agrees_with_the_closures_on_hostile_data(action, evidence):
         except Exception:  # noqa: BLE001 - falling back to the closures is always allowed
             continue
         assert _same(got, slow), (ce.source, action, got, slow)
+
+
+# Regression: a lone surrogate (what a JSON "\ud800" escape decodes to) in an input
+# string was echoed into the result, whose model_dump_json() then raised: a runtime
+# logging decisions crashed on agent-controlled text. Unpaired surrogates anywhere in an
+# input are now an input error, and messages quoting input escape them (engine.py).
+S = "\ud800"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "id": S}, None, NOW),
+    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "x": {S: 1}}, None, NOW),
+    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "amount": 5, "verified": True,
+                             "currency": "EUR", "country": "FR"}, None, S),
+    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer"}, {"status": S}, NOW),
+    lambda: ENGINE.classify_rollback({**GOOD_REQ, "requested_by": S}, NOW),
+    lambda: ENGINE.classify_rollback(GOOD_REQ, "x" + S),
+    lambda: ENGINE.authorize_rollback(ENGINE.classify_rollback(GOOD_REQ, NOW), [{"principal": S}], NOW),
+    lambda: ENGINE.authorize_rollback(ENGINE.classify_rollback(GOOD_REQ, NOW), [], S),
+    lambda: ENGINE.may_resume(S, "runaway", {"reviewed": True}, NOW),
+    lambda: ENGINE.may_resume("pay", S, {"reviewed": True}, NOW),
+    lambda: ENGINE.may_resume("pay", {"stopped_by": S}, {"reviewed": True}, NOW),
+    lambda: ENGINE.may_resume({"name": S}, "runaway", {"reviewed": True}, NOW),
+    lambda: ENGINE.may_resume("pay", "runaway", {"reviewed": True, S: 1}, NOW),
+])
+def test_unpaired_surrogates_fail_closed_and_serialize(call):
+    r = call()
+    r.model_dump_json()
+    assert getattr(r, "effect", "deny") == "deny"
+    assert getattr(r, "allowed", False) is False and getattr(r, "satisfied", False) is False
+    assert r.errors or getattr(r, "rejected", ())
+
+
+def test_valid_non_ascii_text_is_fine():
+    a = {"workflow": "pay", "type": "transfer", "id": "zoë 😀 \u2028", "amount": 5, "verified": True,
+         "currency": "EUR", "country": "FR", "note": "日本"}
+    d = ENGINE.evaluate(a, None, NOW)
+    assert d.effect == "allow" and d.action_id == a["id"]
+    d.model_dump_json()
