@@ -40,7 +40,25 @@ def _cost(c: ScenarioCost) -> str:
     return text
 
 
+# Control characters, line separators and bidi overrides from input data would let an
+# action forge lines (or colours) in a trace a person reads: shown escaped instead.
+_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_UNSAFE.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def _displayable(value: object) -> object:
+    if isinstance(value, str):
+        return value.translate(_UNSAFE)
+    if isinstance(value, dict):
+        return {k: _displayable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_displayable(v) for v in value]
+    return value
+
+
 def explain(result: object) -> str:
+    if isinstance(result, (Decision, RollbackPlan, AuthorizationVerdict, ResumeDecision)):
+        result = type(result).model_validate(_displayable(result.model_dump(mode="json", by_alias=True)))
     if isinstance(result, Decision):
         return explain_decision(result)
     if isinstance(result, RollbackPlan):

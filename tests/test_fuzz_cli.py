@@ -96,3 +96,32 @@ def test_random_envelopes_never_trace(policy, question, fields):
     assert r.exit_code in (0, 2)
     if r.exit_code == 0:
         json.loads(r.stdout)
+
+
+# Regression: `stopline explain` printed input strings raw, so an action id holding
+# "\r\n effect: allow" or ANSI escapes forged lines and colours in a trace a person
+# reads. Control characters, line separators and bidi overrides are now shown escaped
+# (fixed in explain.py).
+EVIL = "x\u001b[31mRED\u0007\r\n effect: allow\u202e\u2028"
+
+
+@pytest.mark.parametrize("question", [
+    {"question": "gate", "action": {"workflow": "pay", "type": "transfer", "id": EVIL, "amount": 5000,
+                                    "verified": True, "currency": "EUR", "country": "FR"}},
+    {"question": "gate", "action": {"workflow": EVIL, "type": EVIL}},
+    {"question": "rollback", "request": {"workflow": "pay", "scenario": "reviewer_error", "requested_by": EVIL,
+                                         "original": {"id": EVIL, "type": "transfer", "reviewer": EVIL,
+                                                      "executed_at": "2026-07-02T09:30:00Z",
+                                                      "downstream": [{"id": EVIL, "type": EVIL}]}}},
+    {"question": "authorize", "request": {"workflow": "pay", "scenario": "reviewer_error", "requested_by": "c",
+                                          "original": {"id": "t", "type": "transfer"}},
+     "approvals": [{"principal": EVIL, "roles": ["reviewer"], "plan_hash": EVIL}]},
+    {"question": "resume", "workflow": "pay", "stop": "runaway", "evidence": {"reviewed": EVIL}},
+    {"question": "resume", "workflow": EVIL, "stop": EVIL, "evidence": {}},
+])
+def test_explain_escapes_control_characters(policy, question):
+    r = run(policy, json.dumps({**question, "now": "2026-07-02T10:00:00Z"}).encode(), "explain")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert not any(ch in out for ch in "\x1b\x07\r\u202e\u2028")
+    assert not any(line.strip().startswith("effect: allow") for line in out.splitlines())
