@@ -89,6 +89,9 @@ def read_source(path: Path, display: str) -> tuple[SourceFile | None, Diagnostic
     return decode_source(data, display)
 
 
+_BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
 def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnostic | None]:
     if len(data) > MAX_FILE_BYTES:
         return None, Diagnostic("E005", "error", f"policy file is {len(data)} bytes; the limit is {MAX_FILE_BYTES}",
@@ -108,6 +111,13 @@ def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnos
         src = SourceFile(display, text.replace("\x00", " "))
         return None, Diagnostic("E004", "error", "policy file contains a NUL byte", src.span(nul, nul + 1),
                                 label="NUL byte", help="policy files are plain UTF-8 text")
+    bidi = [i for i in (text.find(c) for c in _BIDI_CONTROLS) if i != -1]
+    if bidi:  # "Trojan Source": reordered display hides what a condition really says
+        at = min(bidi)
+        src = SourceFile(display, text)
+        return None, Diagnostic("E002", "error", f"invisible bidirectional control character U+{ord(text[at]):04X}",
+                                src.span(at, at + 1), label="reorders how this line is displayed",
+                                help="remove it: it can make a condition read differently from what it does")
     return SourceFile(display, text), None
 
 

@@ -326,3 +326,24 @@ def test_documented_limits_match_the_code():
                  "100,000 (`MAX_INPUT_ITEMS`)", "200 levels", "4,000,000", "10,000 (`MAX_CASCADE_RECORDS`)",
                  "1,000 (`MAX_APPROVALS`)", "16 MB", "10^9"):
         assert text in security, text
+
+
+# Bidirectional control characters ("Trojan Source", CVE-2021-42574) make a condition
+# display differently from what it does; they are refused anywhere in a policy file,
+# including strings, conditions and comments (loader.decode_source, E002 at the char).
+@pytest.mark.parametrize("ch", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+                                "\u2069"])
+@pytest.mark.parametrize("where", ['"helpdesk"', "`action.amount <= 100.0", "# Seed corpus"])
+def test_bidi_controls_are_refused(ch, where):
+    assert where in SEED_TEXT
+    i = SEED_TEXT.index(where) + len(where) - 2
+    text = SEED_TEXT[:i] + ch + SEED_TEXT[i:]
+    r = hc.check_bytes(text.encode("utf-8"))
+    (d,) = r.errors
+    assert d.code == "E002" and f"U+{ord(ch):04X}" in d.message
+    assert (d.span.line, d.span.col) == (text[:i].count("\n") + 1, i - text.rfind("\n", 0, i))
+
+
+def test_other_unicode_is_fine_in_strings_and_comments():
+    text = SEED_TEXT.replace('"helpdesk"', '"hélp·desk 😀 \u200b"').replace("# Seed corpus", "# Séed ✓ corpus")
+    assert hc.check_bytes(text.encode("utf-8")).policy_set is not None
