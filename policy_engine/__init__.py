@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "PolicyError", "Diagnostic", "__version__"]
+__all__ = ["load", "PolicyError", "Diagnostic", "Engine", "PolicyStore", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .diagnostics import Diagnostic, PolicyError
+    from .engine import Engine, load
+    from .store import PolicyStore
 
 
 def __getattr__(name: str) -> Any:
@@ -24,8 +26,12 @@ def __getattr__(name: str) -> Any:
         from . import diagnostics
 
         return getattr(diagnostics, name)
-    if name == "load":
-        from .engine import load
+    if name in ("load", "Engine"):
+        from . import engine
 
-        return load
+        return getattr(engine, name)
+    if name == "PolicyStore":
+        from .store import PolicyStore
+
+        return PolicyStore
     raise AttributeError(f"module 'policy_engine' has no attribute {name!r}")

@@ -126,6 +126,14 @@ def _reversibility(ca: Optional[CAction], now_dt: datetime) -> Optional[Reversib
     return fast(ReversibilityInfo, d)
 
 
+def _internal(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - str() of a hostile exception may raise too
+        text = "<unprintable>"
+    return f"internal error while evaluating ({type(e).__name__}: {text[:200]}); the result fails closed"
+
+
 def _short(v: Any, limit: int = 60) -> str:
     try:
         s = json.dumps(v, ensure_ascii=False, default=str)
@@ -348,7 +356,56 @@ class Engine:
             return datetime.now(_UTC), str(e)
 
     # ================================================================== gate
+    # ---------------------------------------------------------------- the public calls
+    # Each is a last-resort guard around the real evaluator: whatever an input does
+    # (an object whose own methods raise, a bug of ours), the caller gets a fail-closed
+    # result naming the problem, never an exception.
+
     def evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
+        """May this proposed action execute now? Never raises on bad input."""
+        try:
+            return self._evaluate(action, workflow_state, now)
+        except Exception as e:  # noqa: BLE001
+            return self._fail(self._safe_now(now), None, None, None, _internal(e))
+
+    def classify_rollback(self, request: Any, now: Any = None) -> RollbackPlan:
+        """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
+        try:
+            return self._classify_rollback(request, now)
+        except Exception as e:  # noqa: BLE001
+            plan = self._classify_rollback({}, self._safe_now(now))
+            d = plan.__dict__.copy()
+            d["errors"] = plan.errors + (_err("<input>", "input", _internal(e)),)
+            d["authorizable"] = False
+            d["plan_hash"] = ""
+            return fast(RollbackPlan, d)
+
+    def authorize_rollback(self, plan: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+        """Do these approvals satisfy the plan's authorization requirement?"""
+        try:
+            return self._authorize_rollback(plan, approvals, now)
+        except Exception as e:  # noqa: BLE001
+            return self._verdict(False, "", (), (), (), (_err("<input>", "input", _internal(e)),),
+                                 self._safe_now(now))
+
+    def may_resume(self, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
+        """May the stopped workflow act again? Every re-enable criterion must hold."""
+        try:
+            return self._may_resume(workflow, stop, evidence, now)
+        except Exception as e:  # noqa: BLE001
+            r = self._may_resume(None, None, {}, self._safe_now(now))
+            d = r.__dict__.copy()
+            d["allowed"] = False
+            d["errors"] = r.errors + (_err("<input>", "input", _internal(e)),)
+            return fast(ResumeDecision, d)
+
+    def _safe_now(self, now: Any) -> datetime:
+        try:
+            return self._now(now)[0]
+        except Exception:  # noqa: BLE001
+            return datetime.now(_UTC)
+
+    def _evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
         """May this proposed action execute now? Never raises on bad input."""
         now_dt, now_err = self._now(now)
         if type(action) is not dict:
@@ -562,7 +619,7 @@ class Engine:
             "policy_version": wf.version if wf else None})
 
     # ================================================================== rollback
-    def classify_rollback(self, request: Any, now: Any = None) -> RollbackPlan:
+    def _classify_rollback(self, request: Any, now: Any = None) -> RollbackPlan:
         """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
         now_dt, now_err = self._now(now)
         req = _as_dict(request)
@@ -812,7 +869,7 @@ class Engine:
             "reversibility": ca.klass if ca is not None else None, "manual": manual, "reason": reason})
 
     # ================================================================== authorization
-    def authorize_rollback(self, plan: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+    def _authorize_rollback(self, plan: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
         """Do these approvals satisfy the plan's authorization requirement?"""
         now_dt, now_err = self._now(now)
         errors: list[EvalError] = []
@@ -842,6 +899,10 @@ class Engine:
                                                     f"this engine holds {self.policy_hash}"))
         if not plan.authorizable:
             errors.append(_err("<input>", "input", "the plan is not authorizable (see the plan's errors)"))
+        else:
+            mismatch = self._requirement_mismatch(plan)
+            if mismatch:
+                errors.append(_err("<input>", "policy", mismatch))
         if plan.window == "standard":  # a stale plan must not skip the `after window` escalation
             try:
                 closed = plan.reversible_until is None or now_dt > parse_ts(plan.reversible_until)
@@ -947,6 +1008,29 @@ class Engine:
         return self._verdict(satisfied, plan.plan_hash, tuple(fills), open_slots, tuple(sorted(assign)),
                              tuple(errors), now_dt, tuple(rejected))
 
+    def _requirement_mismatch(self, plan: RollbackPlan) -> Optional[str]:
+        """Why the plan's authorization requirement is not what the policy requires for its
+        workflow, scenario and window, or None. Approvals are checked against the policy,
+        not against whatever requirement a (possibly edited) plan carries."""
+        wf = self._p.workflows.get(plan.workflow)
+        sc = wf.scenarios.get(plan.scenario) if wf is not None else None
+        if sc is None:
+            return f"the plan names scenario `{plan.scenario}` of workflow `{plan.workflow}`, which this policy " \
+                   "does not declare"
+        slots = tuple(s.spec for s in sc.slots)
+        paths = tuple(sc.distinct_from)
+        if plan.window == "escalated" and sc.has_escalation:
+            slots += tuple(s.spec for s in sc.esc_slots)
+            paths += sc.esc_distinct_from
+        auth = plan.authorization
+        want_refs = {".".join(p) for p in paths}
+        have_refs = {d.ref for d in auth.distinct_from}
+        excluded = {d.principal for d in auth.distinct_from if d.principal is not None}
+        if tuple(auth.slots) != slots or have_refs != want_refs or set(auth.excluded_principals) != excluded:
+            return (f"the plan's authorization requirement is not what scenario `{plan.scenario}` requires "
+                    f"({plan.window} path): it was changed after classification; classify the rollback again")
+        return None
+
     def _verdict(self, satisfied: bool, ph: str, fills: tuple, open_slots: tuple, accepted: tuple, errors: tuple,
                  now_dt: datetime, rejected: tuple = ()) -> AuthorizationVerdict:
         return fast(AuthorizationVerdict, {
@@ -999,7 +1083,7 @@ class Engine:
         return self.may_resume(q["workflow"], q["stop"], q.get("evidence", {}), now)
 
     # ================================================================== resume
-    def may_resume(self, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
+    def _may_resume(self, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
         """Are the re-enable criteria of the trigger that stopped `workflow` all met?"""
         now_dt, now_err = self._now(now)
         errors: list[EvalError] = []

@@ -16,7 +16,7 @@ from .diagnostics import Diagnostic
 from .source import SourceFile
 
 MAX_EXPRESSION_LENGTH = 4096
-MAX_RULES_PER_FILE = 20_000
+MAX_RULES_PER_FILE = 10_000
 
 
 class Lowerer:

@@ -356,3 +356,26 @@ def test_forged_plan_with_recomputed_hash_is_outside_the_promise_but_answer_is_s
     v = ENGINE.answer({"question": "authorize", "request": request(), "now": NOW,
                        "approvals": [{**bob, "plan_hash": data["plan_hash"]}]})
     assert not v.satisfied
+
+
+def test_a_plan_edited_and_rehashed_cannot_lower_its_requirement():
+    """A caller that edits a plan (drops `distinct from`, widens a slot's roles) and
+    recomputes its hash still gets the policy's requirement enforced."""
+    plan = plan_for()
+
+    def forged(**changes):
+        data = plan.model_dump(mode="json", by_alias=True)
+        data["authorization"].update(changes)
+        p = type(plan).model_validate(data)
+        data["plan_hash"] = plan_hash(p)
+        return type(plan).model_validate(data)
+
+    wide_slot = {**plan.authorization.slots[0].model_dump(mode="json"), "roles": ["reviewer", "support_manager"],
+                 "any_of": True}
+    for p in (forged(distinct_from=[], excluded_principals=[]), forged(slots=[wide_slot])):
+        assert p.plan_hash == plan_hash(p)  # the hash alone does not catch it
+        v = ENGINE.authorize_rollback(p, [appr(p, "bob"), appr(p, "sam", roles=("support_manager",))], NOW)
+        assert not v.satisfied
+        assert any("changed after classification" in e.message for e in v.errors)
+    honest = ENGINE.authorize_rollback(plan, [appr(plan, "alice")], NOW)
+    assert honest.satisfied

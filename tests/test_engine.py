@@ -365,3 +365,38 @@ def test_resume_unknown_is_not_allowed(engine, wf, stop):
 def test_resume_bad_evidence_is_not_allowed(engine):
     r = engine.may_resume(WF, "unsupported_promise", [1, 2], now=NOW)
     assert not r.allowed and r.errors
+
+
+class _Hostile(dict):
+    """A mapping whose own methods raise: the evaluators must still answer, fail-closed."""
+
+    def get(self, *a, **k):
+        raise RuntimeError("hostile get")
+
+    def items(self):
+        raise RuntimeError("hostile items")
+
+    def values(self):
+        raise RuntimeError("hostile values")
+
+    def __iter__(self):
+        raise RuntimeError("hostile iter")
+
+    def __contains__(self, k):
+        raise RuntimeError("hostile contains")
+
+    def keys(self):
+        raise RuntimeError("hostile keys")
+
+
+def test_inputs_whose_methods_raise_fail_closed_never_raise(engine):
+    bad = _Hostile(workflow=WF, type="send_customer_reply")
+    d = engine.evaluate(bad, now=NOW)
+    assert d.effect == "deny" and any("internal error" in e.message for e in d.errors)
+    plan = engine.classify_rollback(_Hostile(workflow=WF, scenario="reviewer_error"), now=NOW)
+    assert not plan.authorizable and plan.errors
+    v = engine.authorize_rollback(plan, [_Hostile(principal="x")], now=NOW)
+    assert not v.satisfied
+    r = engine.may_resume(WF, _Hostile(stopped_by="x"), _Hostile(a=1), now=NOW)
+    assert not r.allowed and r.errors
+    json.dumps(d.model_dump(mode="json")), json.dumps(plan.model_dump(mode="json"))  # still serializable

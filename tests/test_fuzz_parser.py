@@ -313,8 +313,8 @@ def test_documented_limits_match_the_code():
     """SECURITY.md and docs/hostile.md state these defaults: change them together."""
     from policy_engine import cel, cli, engine, lower
 
-    assert (loader.MAX_FILE_BYTES, loader.MAX_FILES, loader.MAX_RULES_PER_SET) == (1_000_000, 1000, 50_000)
-    assert (parser.MAX_NESTING, lower.MAX_EXPRESSION_LENGTH, lower.MAX_RULES_PER_FILE) == (32, 4096, 20_000)
+    assert (loader.MAX_FILE_BYTES, loader.MAX_FILES, loader.MAX_CONDITIONS_PER_SET) == (1_000_000, 1000, 10_000)
+    assert (parser.MAX_NESTING, lower.MAX_EXPRESSION_LENGTH, lower.MAX_RULES_PER_FILE) == (32, 4096, 10_000)
     assert (engine.MAX_INPUT_ITEMS, engine.MAX_INPUT_DEPTH, engine.MAX_INPUT_CHARS) == (100_000, 200, 4_000_000)
     assert (engine.MAX_CASCADE_RECORDS, engine.MAX_LOOPS_LISTED, engine.MAX_APPROVALS) == (10_000, 100, 1000)
     lim = cel.DEFAULT_LIMITS
@@ -322,7 +322,7 @@ def test_documented_limits_match_the_code():
         (4096, 64, 100_000, 1_000_000)
     assert cel.REGEX_MAX_COST == 1_000_000_000 and cli.MAX_INPUT_BYTES == 16_000_000
     security = (hc.ROOT / "SECURITY.md").read_text(encoding="utf-8")
-    for text in ("1,000,000 bytes", "32 levels", "4,096 characters", "64 levels", "20,000 per file, 50,000 per set",
+    for text in ("1,000,000 bytes", "32 levels", "4,096 characters", "64 levels", "10,000 rules per file, 10,000 conditions per set",
                  "100,000 (`MAX_INPUT_ITEMS`)", "200 levels", "4,000,000", "10,000 (`MAX_CASCADE_RECORDS`)",
                  "1,000 (`MAX_APPROVALS`)", "16 MB", "10^9"):
         assert text in security, text
