@@ -5,7 +5,8 @@
 
 Outputs (all committed):
   benchmarks/policies/*.policy            the policy set in our language
-  benchmarks/baselines/handwritten.py     the same rules as plain Python functions
+  benchmarks/baselines/handwritten.py     the same rules as plain Python functions (short-circuit)
+  benchmarks/baselines/handwritten_full.py  the same, evaluating every rule (equal work)
   benchmarks/baselines/policies.cedar     the same rules as Cedar permit/forbid policies
   benchmarks/baselines/cedar_context.py   per-action-type Cedar context builders
 
@@ -188,12 +189,8 @@ def _approval_tuple(r: spec.Rule) -> str:
     return f"({r.name!r}, {count}, ({role!r},), False)"
 
 
-def handwritten_text() -> str:
-    out = [HEADER.replace("#", '"""', 1).rstrip("\n") + '\n\nThe benchmark rules hand-written as plain Python: the "physical limit" a policy engine\n'
-           "is compared with. One function per action type: stop triggers, then deny rules, then\n"
-           "every matching approval rule, then allow rules, then the workflow default; within one\n"
-           "effect in name order, as the engine does (so the deciding rule names agree too).\n"
-           'Returns (effect, deciding rule, approvals) with approvals as (rule, count, roles, any_of).\n"""\n\n'
+def _handwritten_prelude(doc: str) -> list[str]:
+    out = [HEADER.replace("#", '"""', 1).rstrip("\n") + "\n\n" + doc + '"""\n\n'
            "import re\nfrom datetime import datetime\n\n"
            'STOP, DENY, REQUIRE_APPROVAL, ALLOW = "stop", "deny", "require_approval", "allow"\n\n']
     for k, v in spec.REGEXES.items():
@@ -205,30 +202,11 @@ def handwritten_text() -> str:
         for k, v in w.consts.items():
             out.append(_py_const(k, v))
     out.append("\n\ndef parse_ts(s):\n    return datetime.fromisoformat(s)\n")
-    table = []
-    for w in spec.WORKFLOWS:
-        for a in w.actions:
-            fn = f"gate_{a.name}"
-            table.append((a.name, w.name, fn))
-            out.append(f"\n\ndef {fn}(a, now):\n")
-            for s in sorted(w.stops, key=lambda s: s.name):  # the engine's order: by name
-                if a.name in s.types:
-                    out.append(f"    if {s.py}:\n        return STOP, {s.name!r}, ()\n")
-            rules = sorted(a.rules, key=lambda r: r.name)  # within one effect, the engine's order: by name
-            for r in rules:
-                if r.effect == "deny":
-                    out.append(f"    if {r.py}:\n        return DENY, {r.name!r}, ()\n")
-            appr = [r for r in rules if r.effect == "require_approval"]
-            if appr:
-                out.append("    approvals = []\n")
-                for r in appr:
-                    out.append(f"    if {r.py}:\n        approvals.append({_approval_tuple(r)})\n")
-                out.append("    if approvals:\n        return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)\n")
-            for r in rules:
-                if r.effect == "allow":
-                    out.append(f"    if {r.py}:\n        return ALLOW, {r.name!r}, ()\n")
-            out.append(f"    return {w.default.upper()}, '<default>', ()\n")
-    out.append("\n\nGATES = {\n")
+    return out
+
+
+def _handwritten_footer(table: list) -> str:
+    out = ["\n\nGATES = {\n"]
     for name, wname, fn in table:
         out.append(f"    {name!r}: ({wname!r}, {fn}),\n")
     out.append("}\n")
@@ -245,6 +223,92 @@ def evaluate(action, workflow_state=None, now=None):
     except Exception:  # bad action data: fail closed
         return DENY, "<error>", ()
 ''')
+    return "".join(out)
+
+
+def _stops_of(w: spec.Workflow, a: spec.Action) -> list:
+    """The workflow's stop triggers that can fire on action type ``a``, by name (the engine's order)."""
+    return [s for s in sorted(w.stops, key=lambda s: s.name) if a.name in s.types]
+
+
+def handwritten_text() -> str:
+    out = _handwritten_prelude(
+        'The benchmark rules hand-written as plain Python: the "physical limit" a policy engine\n'
+        "is compared with. One function per action type: stop triggers, then deny rules, then\n"
+        "every matching approval rule, then allow rules, then the workflow default; within one\n"
+        "effect in name order, as the engine does (so the deciding rule names agree too).\n"
+        "Returns (effect, deciding rule, approvals) with approvals as (rule, count, roles, any_of).\n")
+    table = []
+    for w in spec.WORKFLOWS:
+        for a in w.actions:
+            fn = f"gate_{a.name}"
+            table.append((a.name, w.name, fn))
+            out.append(f"\n\ndef {fn}(a, now):\n")
+            for s in _stops_of(w, a):
+                out.append(f"    if {s.py}:\n        return STOP, {s.name!r}, ()\n")
+            rules = sorted(a.rules, key=lambda r: r.name)  # within one effect, the engine's order: by name
+            for r in rules:
+                if r.effect == "deny":
+                    out.append(f"    if {r.py}:\n        return DENY, {r.name!r}, ()\n")
+            appr = [r for r in rules if r.effect == "require_approval"]
+            if appr:
+                out.append("    approvals = []\n")
+                for r in appr:
+                    out.append(f"    if {r.py}:\n        approvals.append({_approval_tuple(r)})\n")
+                out.append("    if approvals:\n        return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)\n")
+            for r in rules:
+                if r.effect == "allow":
+                    out.append(f"    if {r.py}:\n        return ALLOW, {r.name!r}, ()\n")
+            out.append(f"    return {w.default.upper()}, '<default>', ()\n")
+    out.append(_handwritten_footer(table))
+    return "".join(out)
+
+
+def handwritten_full_text() -> str:
+    out = _handwritten_prelude(
+        "The benchmark rules hand-written as plain Python, doing the work the engine's contract\n"
+        "asks for (DESIGN.md: the deciding rule and every other rule that matched, the approvals\n"
+        "of every matched require_approval rule, errors fail closed): the equal-work baseline.\n"
+        "One function per action type evaluates every stop trigger that can fire on that type and\n"
+        "every rule of the type (no early return), in the engine's order (stop triggers by name,\n"
+        "then rules by precedence, then name); a condition that raises counts as matched, except\n"
+        "for allow rules. The deciding rule is the first matched one. Returns (effect, deciding\n"
+        "rule, approvals, matched) with approvals as (rule, count, roles, any_of), given only when\n"
+        "the effect is require_approval, and matched as (effect, rule) pairs.\n")
+    eff = {"stop": "STOP", "deny": "DENY", "require_approval": "REQUIRE_APPROVAL", "allow": "ALLOW"}
+    prec = {"stop": 0, "deny": 1, "require_approval": 2, "allow": 3}
+    table = []
+    for w in spec.WORKFLOWS:
+        for a in w.actions:
+            fn = f"gate_{a.name}"
+            table.append((a.name, w.name, fn))
+            out.append(f"\n\ndef {fn}(a, now):\n    m = []\n")
+            rules = sorted(a.rules, key=lambda r: (prec[r.effect], r.name))
+            if any(r.effect == "require_approval" for r in rules):
+                out.append("    ap = []\n")
+            for s in _stops_of(w, a):
+                hit = f"m.append(({eff['stop']}, {s.name!r}))"
+                out.append(f"    try:\n        if {s.py}:\n            {hit}\n"
+                           f"    except Exception:  # fails closed: counts as matched\n        {hit}\n")
+            for r in rules:
+                hit = f"m.append(({eff[r.effect]}, {r.name!r}))"
+                if r.effect == "require_approval":
+                    hit += f"\n{{i}}ap.append({_approval_tuple(r)})"
+                if r.effect == "allow":  # an error never widens permission
+                    out.append(f"    try:\n        if {r.py}:\n            {hit}\n"
+                               f"    except Exception:\n        pass\n")
+                else:
+                    out.append(f"    try:\n        if {r.py}:\n            {hit.format(i=' ' * 12)}\n"
+                               f"    except Exception:  # fails closed: counts as matched\n"
+                               f"        {hit.format(i=' ' * 8)}\n")
+            out.append("    if m:\n        effect, rule = m[0]\n")
+            if any(r.effect == "require_approval" for r in rules):
+                out.append("        return effect, rule, tuple(ap) if effect == REQUIRE_APPROVAL else (), tuple(m)\n")
+            else:
+                out.append("        return effect, rule, (), tuple(m)\n")
+            out.append(f"    return {w.default.upper()}, '<default>', (), ()\n")
+    out.append(_handwritten_footer(table).replace('"<stopped>", ()', '"<stopped>", (), ()')
+               .replace('"<undeclared>", ()', '"<undeclared>", (), ()').replace('"<error>", ()', '"<error>", (), ()'))
     return "".join(out)
 
 
@@ -330,6 +394,7 @@ def cedar_context_text() -> str:
 def outputs() -> dict[Path, str]:
     files = {HERE / "policies" / name: text for name, text in policy_files().items()}
     files[HERE / "baselines" / "handwritten.py"] = handwritten_text()
+    files[HERE / "baselines" / "handwritten_full.py"] = handwritten_full_text()
     files[HERE / "baselines" / "policies.cedar"] = cedar_text()
     files[HERE / "baselines" / "cedar_context.py"] = cedar_context_text()
     return files
