@@ -22,7 +22,7 @@ shared mutable state, so a compiled expression may be evaluated from many thread
 On top of the closures, each expression in a common subset also gets a generated Python
 function (the "fast path", built on its second evaluation) that ``__call__`` tries first;
 it raises on anything unusual and the closures, which stay the reference, decide. See
-the "Fast path" section below and docs/cel.md.
+the "Fast path" section below and the README, section "CEL conditions".
 
 Only this module imports celpy, and only lazily (inside ``compile_cel``).
 """

@@ -172,7 +172,7 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
 @click.option("--color/--no-color", default=None, help="Colour the diagnostics (default: when a terminal).")
 def test(paths: tuple[str, ...], keyword: str | None, fmt: str, output: str | None, show_coverage: bool,
          min_coverage: float | None, color: bool | None) -> None:
-    """Run `*.policy-test.yaml` fixture suites (see docs/testing.md).
+    """Run `*.policy-test.yaml` fixture suites (see the README, section "Testing policies").
 
     Prints each failing case with a diff and the explain trace, then `N passed, N failed`.
     Exit 1 on a failing case or coverage below --min-coverage; 2 when a suite cannot be
@@ -296,7 +296,7 @@ The input is one JSON object that says which question it asks:
   {"question": "rollback", "request": {...}, "now": ...}
   {"question": "authorize", "plan": {...} or "request": {...}, "approvals": [...], "now": ...}
   {"question": "resume", "workflow": "...", "stop": "trigger" or {...}, "evidence": {...}, "now": ...}
-`now` is optional (default: the current time). See docs/engine.md."""
+`now` is optional (default: the current time). See the README, section "The engine"."""
 
 
 @main.command("eval", epilog=_EVAL_HELP)

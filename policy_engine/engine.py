@@ -8,7 +8,7 @@
 
 An `Engine` is immutable and holds no per-call state: share one between threads. None of
 the four methods raises on bad input data; bad data gives a fail-closed result with the
-errors listed. See docs/engine.md.
+errors listed. See the README, section "The engine".
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from .source import Span
 __all__ = ["Engine", "load", "MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "MAX_CASCADE_RECORDS",
            "MAX_APPROVALS", "plan_hash"]
 
-# Input limits, checked before any conversion or evaluation (documented in docs/engine.md).
+# Input limits, checked before any conversion or evaluation (documented in the README, section "The engine").
 MAX_INPUT_ITEMS = 100_000  # values in containers (dict entries + list items), whole input
 MAX_INPUT_DEPTH = 200  # container nesting
 MAX_INPUT_CHARS = 4_000_000  # total characters of all strings (keys and values)

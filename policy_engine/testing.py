@@ -1,6 +1,6 @@
 """Policy test suites (`*.policy-test.yaml`): loading, checking, running, coverage.
 
-The fixture format is documented in docs/testing.md. This module is a consumer of the
+The fixture format is documented in the README, section "Testing policies". This module is a consumer of the
 layers above it (loader, engine, explain); `cli.py` (`stopline test`) and
 `pytest_plugin.py` drive it.
 
@@ -309,7 +309,7 @@ class _Builder:
     def build(self) -> None:
         data, s = self.doc.data, self.suite
         if data is None:
-            self.error("T005", "the suite is empty", (), help="add `cases:` (see docs/testing.md)")
+            self.error("T005", "the suite is empty", (), help="add `cases:` (see the README, section Testing policies)")
             return
         if not self.want(data, (dict,), (), "a suite"):
             return
@@ -351,7 +351,7 @@ class _Builder:
                     s.inputs[kind] = {}
         cases = data.get("cases")
         if cases is None:
-            self.error("T005", "the suite has no `cases`", (), help="add `cases:` (see docs/testing.md)")
+            self.error("T005", "the suite has no `cases`", (), help="add `cases:` (see the README, section Testing policies)")
             return
         if not self.want(cases, (list,), ("cases",), "`cases`"):
             return
@@ -403,7 +403,7 @@ class _Builder:
         if table is None:
             if expect is None:
                 self.error("T005", f"case `{name}` has no `expect`", path + ("name",) if "name" in c else path,
-                           key=True, help="add `expect:` with the keys to compare (see docs/testing.md)")
+                           key=True, help="add `expect:` with the keys to compare (see the README, section Testing policies)")
                 return
             if not expect:
                 self.error("T005", f"case `{name}` expects nothing", path + ("expect",), key=True,

@@ -199,7 +199,7 @@ def lift_limits(monkeypatch):
 
 def test_plan_time_is_linear_in_records(monkeypatch):
     """2k vs 20k distinct records, limits lifted: ~10x, not ~100x. The 10k vs 100k
-    measurement is tests/fuzz/bench_cascade.py (numbers in docs/hostile.md)."""
+    measurement is tests/fuzz/bench_cascade.py (numbers in the README, section "Hostile input")."""
     lift_limits(monkeypatch)
     small = min(plan_time(2_000) for _ in range(3))
     big = min(plan_time(20_000) for _ in range(2))

@@ -3,7 +3,7 @@
 
     python tests/fuzz/bench_cascade.py
 
-Linear planning gives a ratio near 10; record the numbers in docs/hostile.md.
+Linear planning gives a ratio near 10; record the numbers in the README, section "Hostile input".
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ may_resume): never raise, and no input turns into `allow` unless the oracle allo
 
 Runs the property tests of tests/test_fuzz_engine.py with a large budget, in rounds
 with fresh seeds, and prints the number of inputs tried and the time spent (record
-them in docs/hostile.md).
+them in the README, section "Hostile input").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ another exception, within a time bound (tests/fuzz/hostile_common.py).
     python tests/fuzz/fuzz_loader.py --engine hypothesis --seconds 300
     python tests/fuzz/fuzz_loader.py --engine atheris --seconds 300   # pip install atheris
 
-Prints the number of inputs tried and the time spent; record them in docs/hostile.md.
+Prints the number of inputs tried and the time spent; record them in the README, section "Hostile input".
 Crashing inputs are written to tests/fuzz/crashes/ (hypothesis also prints a minimal one).
 """
 
