@@ -60,3 +60,42 @@ def test_agent_runtime_is_deterministic() -> None:
     first, second = run_example(), run_example()
     assert first.returncode == second.returncode == 0
     assert first.stdout == second.stdout
+
+
+def test_the_ten_minute_walkthrough_is_true(tmp_path):
+    """examples/README.md's walkthrough, run for real: the outputs it shows are the outputs."""
+    import re
+
+    from click.testing import CliRunner
+
+    from policy_engine.cli import main
+
+    doc = (ROOT / "examples" / "README.md").read_text(encoding="utf-8")
+    policy = re.search(r"`my_policies/discounts.policy`:\n\n```\n(.*?)```", doc, re.S).group(1)
+    suite = re.search(r"```yaml\n(suite: discount codes.*?)```", doc, re.S).group(1)
+    shown = dict(re.findall(r"\$ (stopline [^\n]*?)\s*(?:#[^\n]*)?\n(.*?)```", doc, re.S))
+    d = tmp_path / "my_policies"
+    d.mkdir()
+    (d / "discounts.policy").write_text(policy)
+    (d / "discounts.policy-test.yaml").write_text(suite)
+    runner = CliRunner()
+
+    def run(cmd):
+        import os
+
+        old = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            return runner.invoke(main, cmd.split()[1:])
+        finally:
+            os.chdir(old)
+
+    first = run("stopline check my_policies/")
+    assert first.exit_code == 1 and first.output == shown["stopline check my_policies/"]
+    (d / "discounts.policy").write_text(policy.replace("suport_manager", "support_manager"))
+    strict = run("stopline check --strict my_policies/")
+    assert strict.exit_code == 0 and strict.output == shown["stopline check --strict my_policies/"]
+    assert run("stopline fmt --check my_policies/").exit_code == 1
+    assert run("stopline fmt my_policies/").exit_code == 0
+    tested = run("stopline test --coverage my_policies/")
+    assert tested.exit_code == 0 and tested.output == shown["stopline test --coverage my_policies/"]
