@@ -7,7 +7,7 @@ compiled expressions on, so the compiler never compiles twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Iterable
 
 from . import ir
 from .diagnostics import Diagnostic, did_you_mean, one_of
@@ -117,7 +117,7 @@ class Checker:
         for kind in ir.OWNER_KINDS:
             if kind not in kinds:
                 self.add("E134", f"workflow `{w.name}` has no {kind} owner", w.loc, label="declared here",
-                         help=f'add `owners {{ business "..." technical "..." }}`')
+                         help='add `owners { business "..." technical "..." }`')
         if w.default_effect == "allow":
             self.add("E107", "default effect `allow` is refused", w.default_loc, label="an action no rule decides would run unchecked",
                      help="use `default require_approval` or `default deny`, and write explicit `allow` rules")

@@ -9,9 +9,8 @@ import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
-from .diagnostics import Diagnostic, did_you_mean, one_of
+from .diagnostics import Diagnostic, did_you_mean
 from .source import SourceFile
 
 MAX_FILE_BYTES = 1_000_000

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from policy_engine.cli import main
 
-from engine_support import NOW, ROOT, WF, at_root, load_engine, request
+from engine_support import NOW, WF, at_root, load_engine, request
 
 POL = "tests/engine_policies"
 

@@ -8,7 +8,7 @@ import pytest
 
 from policy_engine.diagnostics import PolicyError
 from policy_engine.loader import load_text, require_ok
-from policy_engine.parser import comments_of, get_parser, parse
+from policy_engine.parser import comments_of, get_parser
 from policy_engine.source import SourceFile
 from update_golden import CASES
 

@@ -99,7 +99,6 @@ def run_atheris(seconds: float, seed: int) -> int:
     for i, (_, text) in enumerate(hc.seed_files()):
         (corpus / f"seed{i}.policy").write_bytes(text.encode("utf-8"))
     # Grammar-driven seeds too, so libFuzzer starts from structured inputs.
-    from hypothesis import strategies as st
 
     gen = hc.policy_texts()
     for i in range(200):
