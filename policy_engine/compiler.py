@@ -4,8 +4,10 @@ Everything that does not depend on the input is computed here, once: per workflo
 action types by name, their gate rules pre-sorted by precedence then name, the stop
 triggers sorted by name, the rollback scenarios by name, the constants the conditions
 see as `policy`, and the output fragments (rule references, trace entries for `true`
-and `false`, approval requirements, stop descriptions, reversal costs) that decisions
-share. Compiled objects are slotted, never mutated after construction, and safe to
+and `false`, approval requirements, stop descriptions, reversal costs, the `reason`
+text of a decision each rule or trigger makes) that decisions share. For the gate, each
+action type also gets the one sequence `evaluate()` walks: the workflow's stop triggers
+(by name) then the type's rules (by precedence, then name), each as a flat tuple. Compiled objects are slotted, never mutated after construction, and safe to
 share between threads.
 """
 
@@ -31,18 +33,46 @@ from .models import (
 PRECEDENCE = {"stop": 0, "deny": 1, "require_approval": 2, "allow": 3}
 EFFECT_BY_PRECEDENCE = ("stop", "deny", "require_approval", "allow")
 
+# The `reason` of a gate decision made by a matched rule or trigger (see `_reasons`).
+EFFECT_WORD = {"stop": "stop trigger", "deny": "deny rule", "require_approval": "require_approval rule",
+               "allow": "allow rule"}
+OUTRANKS = {"stop": "stop outranks every rule", "deny": "deny outranks require_approval and allow",
+            "require_approval": "no stop trigger or deny rule matched",
+            "allow": "no stop trigger, deny or require_approval rule matched"}
+
+
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
+    """The C-level setter of one of pydantic's `BaseModel` slots (`__dict__`,
+    `__pydantic_fields_set__`, ...): what `object.__setattr__(m, name, v)` ends up calling,
+    without the attribute lookup. Falls back to `object.__setattr__` if pydantic changes."""
+    from pydantic import BaseModel
+
+    d = getattr(BaseModel.__dict__.get(name), "__set__", None)
+    if d is None:  # pragma: no cover - another pydantic layout
+        return lambda m, v: object.__setattr__(m, name, v)
+    return d
+
+
+_new = object.__new__
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
+
 
 def fast(cls: type, data: dict) -> Any:
     """Build a pydantic model from already-valid data without validation.
 
     `data` must hold every field (by field name). Cheaper than `model_construct`
     (which resolves defaults and aliases); used only with values the engine made.
+    Same result as `cls.__new__(cls)` then `object.__setattr__` of the four slots.
     """
-    m = cls.__new__(cls)
-    object.__setattr__(m, "__dict__", data)
-    object.__setattr__(m, "__pydantic_fields_set__", _FIELDS_SET.get(cls) or _fields_set(cls))
-    object.__setattr__(m, "__pydantic_extra__", None)
-    object.__setattr__(m, "__pydantic_private__", None)
+    m = _new(cls)
+    _set_dict(m, data)
+    fs = _FIELDS_SET.get(cls)
+    _set_fields_set(m, fs if fs is not None else _fields_set(cls))
+    _set_extra(m, None)
+    _set_private(m, None)
     return m
 
 
@@ -83,6 +113,8 @@ class CRule:
     trace_false: TraceEntry
     approval: Optional[ApprovalRequirement]
     kind: str = "rule"
+    reason: str = ""  # the decision's `reason` when this rule decides
+    reason_err: str = ""  # the same when its condition errored
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +141,8 @@ class CStop:
     effect: str = "stop"
     prec: int = 0
     kind: str = "stop"
+    reason: str = ""  # the decision's `reason` when this trigger decides
+    reason_err: str = ""  # the same when its condition errored
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +173,10 @@ class CAction:
     after_window: tuple[ScenarioCost, ...]
     location: Optional[str]
     reversibility: Optional[ReversibilityInfo]  # reversible_until filled in per evaluation
+    # What the gate walks for this type: the workflow's stop triggers that have a condition
+    # (by name), then `rules`; each as (call, trace_true, trace_false, ref, approval, item).
+    gate: tuple = ()
+    default_reason: str = ""  # the decision's `reason` when no rule matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +222,7 @@ class CWorkflow:
     policy: Mapping[str, Any]  # constants, as CEL's `policy`
     running_state: Mapping[str, Any]  # `workflow` in CEL when the caller gives no state
     location: Optional[str]
+    gate_stops: tuple = ()  # the gate sequence for an undeclared action type: the stop triggers alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +244,27 @@ def _fn(cond: ir.Condition, compiled: Mapping) -> Callable:
 
         fn = compile_cel(cond.source)
     return fn
+
+
+def _reasons(effect: str, name: str) -> tuple[str, str]:
+    """The `reason` of a decision this rule or trigger makes: (matched, matched with an error)."""
+    matched = f"{EFFECT_WORD[effect]} `{name}` matched; {OUTRANKS[effect]}"
+    errored = f"{EFFECT_WORD[effect]} `{name}` matched (its condition errored; an error counts as matched); " \
+        f"{OUTRANKS[effect]}"
+    return matched, errored
+
+
+def _call(fn: Any) -> Callable:
+    """What the gate calls for a condition: a compiled expression's bound `__call__`
+    (same call, without the per-call lookup of `__call__` on the type), else `fn`."""
+    from .cel import CompiledExpr
+
+    return fn.__call__ if isinstance(fn, CompiledExpr) else fn
+
+
+def _gate_entry(item: Any) -> tuple:
+    return (_call(item.fn), item.trace_true, item.trace_false, item.ref,
+            item.approval if item.kind == "rule" else None, item)
 
 
 def _trace(kind: str, name: str, effect: str, location: Optional[str], source: str, matched: bool) -> TraceEntry:
@@ -270,6 +330,30 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             )
         within = tuple(_cost(s, False) for s in scenarios.values())
         after = tuple(_cost(s, True) for s in scenarios.values())
+        stops = []
+        for s in w.stops:
+            location = loc_str(s.loc)
+            src = s.condition.source if s.condition else ""
+            criteria = tuple(sorted((CCriterion(c.name, _fn(c.condition, compiled), c.condition.source,
+                                                loc_str(c.loc), c.description) for c in s.criteria),
+                                    key=lambda c: c.name))
+            info = fast(StopInfo, {
+                "trigger": s.name, "known": True, "severity": s.severity, "owner": s.owner,
+                "affects": tuple(sorted({n.name for n in s.affects})), "rollback": s.rollback,
+                "notify": tuple(sorted({n.name for n in s.notify})),
+                "resume_criteria": tuple(c.name for c in criteria),
+                "receipt": tuple(sorted({n.name for n in s.receipt})), "location": location, "stopped_at": None})
+            reason, reason_err = _reasons("stop", s.name)
+            stops.append(CStop(
+                name=s.name, fn=_fn(s.condition, compiled) if s.condition else None, source=src,
+                location=location,
+                ref=fast(RuleRef, {"kind": "stop", "name": s.name, "effect": "stop", "location": location}),
+                trace_true=_trace("stop", s.name, "stop", location, src, True),
+                trace_false=_trace("stop", s.name, "stop", location, src, False),
+                info=info, receipt=tuple(sorted({n.name for n in s.receipt})), criteria=criteria,
+                reason=reason, reason_err=reason_err))
+        stops.sort(key=lambda s: s.name)
+        gate_stops = tuple(_gate_entry(st) for st in stops if st.fn is not None)
         actions: dict[str, CAction] = {}
         for a in sorted(w.actions, key=lambda a: a.name):
             rules = []
@@ -282,12 +366,13 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                         "rule": r.name, "count": r.approvers.count,
                         "roles": tuple(sorted({x.name for x in r.approvers.roles})), "any_of": r.approvers.any_of,
                         "location": location})
+                reason, reason_err = _reasons(r.effect, r.name)
                 rules.append(CRule(
                     name=r.name, effect=r.effect, prec=PRECEDENCE[r.effect], fn=_fn(r.condition, compiled),
                     source=r.condition.source, location=location, ref=ref,
                     trace_true=_trace("rule", r.name, r.effect, location, r.condition.source, True),
                     trace_false=_trace("rule", r.name, r.effect, location, r.condition.source, False),
-                    approval=approval))
+                    approval=approval, reason=reason, reason_err=reason_err))
             rules.sort(key=lambda r: (r.prec, r.name, r.source))
             rv = a.reversibility
             has_window = rv is not None and rv.window_seconds is not None
@@ -312,30 +397,11 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                     "window_seconds": rv.window_seconds, "reversible_until": None,
                     "within_window": within if reversible else (),
                     "after_window": after if (reversible and has_window) else ()}),
+                gate=gate_stops + tuple(_gate_entry(r) for r in rules),
+                default_reason=f"no rule matched action type `{a.name}`; the workflow default is {w.default_effect}",
             )
             actions[a.name] = ca
             all_actions.setdefault(a.name, ca)
-        stops = []
-        for s in w.stops:
-            location = loc_str(s.loc)
-            src = s.condition.source if s.condition else ""
-            criteria = tuple(sorted((CCriterion(c.name, _fn(c.condition, compiled), c.condition.source,
-                                                loc_str(c.loc), c.description) for c in s.criteria),
-                                    key=lambda c: c.name))
-            info = fast(StopInfo, {
-                "trigger": s.name, "known": True, "severity": s.severity, "owner": s.owner,
-                "affects": tuple(sorted({n.name for n in s.affects})), "rollback": s.rollback,
-                "notify": tuple(sorted({n.name for n in s.notify})),
-                "resume_criteria": tuple(c.name for c in criteria),
-                "receipt": tuple(sorted({n.name for n in s.receipt})), "location": location, "stopped_at": None})
-            stops.append(CStop(
-                name=s.name, fn=_fn(s.condition, compiled) if s.condition else None, source=src,
-                location=location,
-                ref=fast(RuleRef, {"kind": "stop", "name": s.name, "effect": "stop", "location": location}),
-                trace_true=_trace("stop", s.name, "stop", location, src, True),
-                trace_false=_trace("stop", s.name, "stop", location, src, False),
-                info=info, receipt=tuple(sorted({n.name for n in s.receipt})), criteria=criteria))
-        stops.sort(key=lambda s: s.name)
         default_loc = loc_str(w.default_loc) or loc_str(w.loc)
         workflows[w.name] = CWorkflow(
             name=w.name, version=w.version, default_effect=w.default_effect,
@@ -345,7 +411,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             stops_by_name=MappingProxyType({s.name: s for s in stops}),
             scenarios=MappingProxyType(scenarios), policy=MappingProxyType(consts),
             running_state=MappingProxyType({"name": w.name, "status": "running"}),
-            location=loc_str(w.loc),
+            location=loc_str(w.loc), gate_stops=gate_stops,
         )
     return CompiledPolicy(
         policy_hash=pset.content_hash, workflows=MappingProxyType(workflows),

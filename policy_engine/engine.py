@@ -20,7 +20,7 @@ import re
 from math import isfinite
 from datetime import datetime, timedelta, timezone
 from collections.abc import Mapping as _Mapping
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel, ValidationError
 
@@ -28,7 +28,6 @@ from .compiler import (
     CAction,
     CompiledPolicy,
     CScenario,
-    CStop,
     CWorkflow,
     compile_policy,
     fast,
@@ -97,10 +96,21 @@ def parse_ts(value: Any, what: str = "timestamp") -> datetime:
     raise ValueError(f"{what} must be an RFC 3339 string, not {_tname(value)}")
 
 
+_D2 = tuple(f"{i:02d}" for i in range(100))  # "00".."99": fmt_ts without %-formatting
+
+
 def fmt_ts(t: datetime) -> str:
     """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (6 digits)."""
     if t.tzinfo is not _UTC:
         t = t.astimezone(_UTC)
+    y = t.year
+    if t.microsecond or y < 1000:
+        return _fmt_ts_slow(t)
+    d2 = _D2  # whole seconds, 4-digit year: the common case, ~3x cheaper than the %-format below
+    return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}Z"
+
+
+def _fmt_ts_slow(t: datetime) -> str:
     if t.microsecond:
         return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
             t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond)
@@ -168,6 +178,76 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def check_size(root: Any) -> Optional[str]:
+    """Why `root` exceeds the input limits, or None.
+
+    A quick pass (`_plainly_ok`) first: for the usual input (a dict of plain JSON values,
+    not deeply nested) it proves, more cheaply, that there is no problem. When it cannot
+    (anything unusual, or a limit it cannot rule out), the exact walk below decides, so
+    the answer and the message are always the exact walk's.
+    """
+    if type(root) is dict:
+        try:
+            if _plainly_ok(root):
+                return None
+        except _NotPlain:
+            pass
+    return _check_size(root)
+
+
+class _NotPlain(Exception):
+    pass
+
+
+_QUICK_DEPTH = 32  # deeper than this: the exact walk decides (the limit is MAX_INPUT_DEPTH)
+_join = "".join
+
+
+def _quick_walk(v: Any, add: Callable, d: int, _type=type, _str=str, _int=int, _bool=bool, _float=float,
+                _dict=dict, _list=list, _len=len) -> int:
+    """Values in `v` (a dict or list, at depth `d`), passing every string key and value to
+    `add`; raises _NotPlain on any type other than dict, list, str, int, bool, None and
+    finite float (a float subclass, a str subclass, a tuple, a Mapping...). Builtins are
+    bound as defaults (local lookups: this runs for every value of every input)."""
+    n = _len(v)
+    if _type(v) is _dict:
+        try:
+            add(_join(v))  # every key a str (else TypeError); their characters
+        except TypeError:
+            raise _NotPlain from None
+        v = v.values()
+    for x in v:
+        t = _type(x)
+        if t is _str:
+            add(x)
+        elif t is _int or t is _bool or x is None:
+            pass
+        elif t is _float:
+            if x - x != 0.0:  # NaN or +-Infinity (a finite float minus itself is 0.0)
+                raise _NotPlain
+        elif t is _dict or t is _list:
+            if d >= _QUICK_DEPTH:
+                raise _NotPlain
+            n += _quick_walk(x, add, d + 1)
+        else:
+            raise _NotPlain
+    return n
+
+
+def _plainly_ok(root: dict) -> bool:
+    """True only if the exact walk (`_check_size`) would find no problem in `root`. The
+    strings it counts are a superset of the exact walk's (str-subclass keys included), so
+    its character count is an upper bound; surrogates are searched in all of them at once."""
+    strs: list = []
+    n = _quick_walk(root, strs.append, 1)
+    if n > MAX_INPUT_ITEMS:
+        return False
+    s = _join(strs)
+    if len(s) > MAX_INPUT_CHARS:
+        return False
+    return s.isascii() or not _SURROGATE_RE.search(s)
+
+
+def _check_size(root: Any) -> Optional[str]:
     """Why `root` exceeds the input limits, or None. Iterative: no recursion, stops early.
 
     Runs on every call, so the common leaves (str, int, bool, None) are handled before any
@@ -290,13 +370,6 @@ def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
     return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_EFFECT_WORD = {"stop": "stop trigger", "deny": "deny rule", "require_approval": "require_approval rule",
-                "allow": "allow rule"}
-_OUTRANKS = {"stop": "stop outranks every rule", "deny": "deny outranks require_approval and allow",
-             "require_approval": "no stop trigger or deny rule matched",
-             "allow": "no stop trigger, deny or require_approval rule matched"}
-
-
 # ============================================================================ the engine
 
 
@@ -407,7 +480,10 @@ class Engine:
 
     def _evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
         """May this proposed action execute now? Never raises on bad input."""
-        now_dt, now_err = self._now(now)
+        if type(now) is datetime and now.tzinfo is _UTC:  # the common case of _now, inline
+            now_dt, now_err = now, None
+        else:
+            now_dt, now_err = self._now(now)
         if type(action) is not dict:
             action = _as_dict(action)
         if type(action) is not dict:
@@ -468,62 +544,65 @@ class Engine:
         trace: list = []
         matched: list = []
         errors: list = []
-        stop_hit: Optional[CStop] = None
-        for s in wf.stops:
-            fn = s.fn
-            if fn is None:
-                continue
-            v = fn(act)
-            if v is True:
-                trace.append(s.trace_true)
-                matched.append(s.ref)
-                if stop_hit is None:
-                    stop_hit = s
-            elif v is False:
-                trace.append(s.trace_false)
+        approvals: list = []
+        add_trace = trace.append
+        add_matched = matched.append
+        first = None  # the first matched stop trigger or rule: it decides
+        # the workflow's stop triggers (by name), then the type's rules (by precedence, name);
+        # each entry precomputed by the compiler (see CAction.gate)
+        for call, trace_true, trace_false, ref, approval, item in (ca.gate if ca is not None else wf.gate_stops):
+            v = call(act)
+            if v is False:
+                add_trace(trace_false)
+            elif v is True:
+                add_trace(trace_true)
+                add_matched(ref)
+                if approval is not None:
+                    approvals.append(approval)
+                if first is None:
+                    first = item
             else:
-                self._cond_error(s, v, trace, errors, "stop")
-                matched.append(s.ref)
-                if stop_hit is None:
-                    stop_hit = s
-        approvals = []
-        if ca is not None:
-            for r in ca.rules:
-                v = r.fn(act)
-                if v is True:
-                    trace.append(r.trace_true)
-                    matched.append(r.ref)
-                    if r.approval is not None:
-                        approvals.append(r.approval)
-                elif v is False:
-                    trace.append(r.trace_false)
-                else:
-                    self._cond_error(r, v, trace, errors, "rule")
-                    if r.effect != "allow":  # errors never widen permission
-                        matched.append(r.ref)
-                        if r.approval is not None:
-                            approvals.append(r.approval)
-        if ca is None and stop_hit is None:
+                self._cond_error(item, v, trace, errors, item.kind)
+                if item.effect != "allow":  # errors never widen permission
+                    add_matched(ref)
+                    if approval is not None:
+                        approvals.append(approval)
+                    if first is None:
+                        first = item
+        if ca is None and first is None:
             return self._undeclared(now_dt, wf, wname, tname, aid, "undeclared action type",
                                     f"action type `{tname}` is not declared in workflow `{wname}`",
                                     trace=tuple(trace), matched=tuple(matched), errors=tuple(errors))
-        if matched:
-            deciding = matched[0]
-            effect = deciding.effect
-            nerr = " (its condition errored; an error counts as matched)" \
-                if errors and any(e.rule == deciding.name for e in errors) else ""
-            reason = f"{_EFFECT_WORD[effect]} `{deciding.name}` matched{nerr}; {_OUTRANKS[effect]}"
+        stop_info = None
+        if first is not None:
+            deciding = first.ref
+            effect = first.effect
+            if errors:
+                name = first.name
+                reason = first.reason_err if any(e.rule == name for e in errors) else first.reason
+            else:
+                reason = first.reason
+            if effect == "stop":  # stop triggers come first: `first` is the first matched trigger
+                stop_info = first.info
+                receipt = ca.receipt if ca is not None else ()
+                if first.receipt:
+                    receipt = tuple(sorted(set(receipt) | set(first.receipt)))
+            else:
+                receipt = ca.receipt
         else:
             deciding = wf.default_ref
             effect = wf.default_effect
-            reason = f"no rule matched action type `{tname}`; the workflow default is {effect}"
-        stop_info = None
-        receipt = ca.receipt if ca is not None else ()
-        if effect == "stop":
-            stop_info = stop_hit.info
-            if stop_hit.receipt:
-                receipt = tuple(sorted(set(receipt) | set(stop_hit.receipt)))
-        rev = _reversibility(ca, now_dt)
+            reason = ca.default_reason
+            receipt = ca.receipt
+        # reversibility (as _reversibility does), inline
+        if ca is None:
+            rev = None
+        else:
+            rev = ca.reversibility
+            if rev is not None and ca.window_td is not None:
+                d = rev.__dict__.copy()
+                d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
+                rev = fast(ReversibilityInfo, d)
         return fast(Decision, {
             "effect": effect, "deciding": deciding, "reason": reason, "workflow": wname, "action_type": tname,
             "action_id": aid, "matched": tuple(matched),

@@ -1,0 +1,63 @@
+"""The engine's cheap paths give exactly what the exact ones give (check_size, fmt_ts)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+from policy_engine import engine as E
+
+
+class S(str):
+    pass
+
+
+class F(float):
+    pass
+
+
+def _deep(n: int, leaf=0):
+    v = leaf
+    for _ in range(n):
+        v = {"a": v}
+    return v
+
+
+TRICKY = [
+    {}, {"a": 1}, {"a": "\ud800"}, {"\udfff": 1}, {S("k\ud800"): 1}, {"a": S("\ud800")}, {1: "x"}, {None: 1},
+    {"a": float("nan")}, {"a": float("inf")}, {"a": -float("inf")}, {"a": F("nan")}, {"a": F(1.5)}, {"a": 1e308},
+    {"a": [1e308, 1e308]}, {"a": (1, "\ud800")}, {"a": (float("nan"),)}, {"a": _deep(30)}, {"a": _deep(31)},
+    {"a": _deep(40)}, {"a": _deep(199)}, {"a": _deep(200)}, {"a": _deep(250)}, {"a": list(range(100_001))},
+    {"a": list(range(99_990))}, {"a": "x" * 4_000_000}, {"a": "x" * 4_000_001}, {"x" * 3_999_999: "ab"},
+    {"a": "é" * 10}, {"a": "😀"}, {"a": [{"b": [{"c": "\ud83d"}]}]}, {"a": {1, 2}}, {"a": b"\xff"},
+    {"a": True, "b": None, "c": -0.0, "d": [[], {}]}, {"a": _deep(205, float("nan"))},
+]
+
+
+def test_check_size_quick_path_agrees_with_the_exact_walk():
+    for v in TRICKY:
+        assert E.check_size(v) == E._check_size(v), repr(v)[:80]
+    rng = random.Random(5)
+    leaves = [0, 1.5, "a", "\ud800", "é", None, True, float("nan"), F(2.0), S("s"), (1,), b"x", 10**30]
+    for _ in range(3000):
+        def gen(d):
+            r = rng.random()
+            if d > 4 or r < 0.5:
+                return rng.choice(leaves)
+            if r < 0.75:
+                return [gen(d + 1) for _ in range(rng.randint(0, 4))]
+            return {rng.choice(["k", "é", "\udc00", S("s"), 1]): gen(d + 1) for _ in range(rng.randint(0, 4))}
+        v = {"type": "x", "v": gen(0)}
+        assert E.check_size(v) == E._check_size(v), repr(v)
+
+
+def test_fmt_ts_matches_the_percent_format():
+    rng = random.Random(3)
+    base = datetime(1, 1, 1, tzinfo=UTC)
+    samples = [datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1000, 1, 1, tzinfo=UTC),
+               datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+               datetime(2026, 3, 2, 10, 0, tzinfo=timezone(timedelta(hours=2)))]
+    samples += [base + timedelta(seconds=rng.randrange(0, 315_000_000_000), microseconds=rng.choice([0, 0, 1, 999999]))
+                for _ in range(5000)]
+    for t in samples:
+        assert E.fmt_ts(t) == E._fmt_ts_slow(t.astimezone(UTC)), t
