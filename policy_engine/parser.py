@@ -160,6 +160,7 @@ def parse(src: SourceFile) -> ParseResult:
         return ParseResult(None, comments, [deep])
     parser = get_parser()
     text = src.text
+    budget = max(200_000, 3 * len(text))  # characters re-parsed for recovery, at most
     for attempt in range(MAX_SYNTAX_ERRORS):
         cur = src if attempt == 0 else SourceFile(src.path, text)
         tree, d = _parse_once(parser, cur)
@@ -170,6 +171,9 @@ def parse(src: SourceFile) -> ParseResult:
         if diags and (d.span.start <= diags[-1].span.start or d.message == "unexpected `}`"):
             break  # no progress, or a block left dangling by the blanked line: noise
         diags.append(d)
+        budget -= d.span.start
+        if budget < 0:
+            break  # a huge file with many errors: these are enough to start fixing
         if d.code != "E001" or d.span.line != d.span.end_line:
             break  # an unclosed block, string or condition: later errors would be cascades
         start = src.offset(d.span.line, 1)
