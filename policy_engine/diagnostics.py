@@ -128,6 +128,16 @@ def one_of(names: Sequence[str]) -> str:
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
+def _printable(line: str) -> str:
+    """The source line as it is safe to print: control and format characters (terminal
+    escapes, bidi overrides) become U+FFFD, one for one, so the caret still lines up."""
+    if line.isprintable():
+        return line
+    import unicodedata
+
+    return "".join("\ufffd" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in line)
+
+
 def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str:
     """Render one diagnostic in the house style (see STYLE.md)."""
 
@@ -142,7 +152,7 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str
     lines.append(f"{pad}{c('1;34', '-->')} {sp.path}:{sp.line}:{sp.col}")
     text = source.line_text(sp.line) if source is not None else ""
     if source is not None:
-        shown = text.replace("\t", " ")
+        shown = _printable(text.replace("\t", " "))
         if len(shown) > 200:  # keep huge single-line files readable
             lo = max(0, sp.col - 80)
             shown = shown[lo : lo + 160]

@@ -210,7 +210,7 @@ def load_paths(paths: Sequence[str | os.PathLike]) -> LoadResult:
             diags.append(err)
             if src is not None:
                 sources.append(src)
-            elif err.span.start > 0:
+            elif err.code == "E004" and not err.message.startswith("cannot read"):
                 shown[str(f)] = display_source(f, str(f))
             continue
         sources.append(src)

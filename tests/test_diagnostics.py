@@ -154,3 +154,16 @@ def test_every_code_is_documented() -> None:
     doc = (ROOT / "docs" / "diagnostics.md").read_text(encoding="utf-8")
     for code, title in diagnostics.CODES.items():
         assert f"#### {code} — {title}" in doc
+
+
+def test_unreadable_files_show_their_line_and_control_characters_are_neutralised(tmp_path) -> None:
+    """E004 at offset 0 still shows the line with a caret; terminal escapes and bidi
+    controls in a shown line are printed as U+FFFD, one for one (the caret stays aligned)."""
+    (tmp_path / "nul.policy").write_bytes(b"\x00workflow")
+    (tmp_path / "esc.policy").write_bytes(b'workflow "x" {\n  sytem \x1b[31m "x"\n}\n')
+    res = CliRunner().invoke(main, ["check", "--no-color", str(tmp_path)])
+    assert res.exit_code == 1
+    out = res.output
+    assert "nul.policy:1:1" in out and "1 | \ufffdworkflow" not in out  # NUL shown as a space
+    assert "1 |  workflow" in out and "^ NUL byte" in out
+    assert "\x1b" not in out and "sytem \ufffd[31m" in out
