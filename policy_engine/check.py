@@ -67,6 +67,11 @@ class Checker:
     # ------------------------------------------------------------ entry
     def run(self) -> list[Diagnostic]:
         workflows = [w for f in self.files for w in f.workflows]
+        if self.files and not workflows:
+            first = self.files[0].path
+            self.add("W206", "the policy set declares no workflow", Span(first, 0, 0, 1, 1, 1, 1),
+                     severity="warning", label="every action evaluated against it is denied",
+                     help='declare one: `workflow "name" { version "1.0.0" owners { ... } ... }`')
         self.dup_check(workflows, "workflow")
         # roles: set-wide; duplicates only within one declaration scope
         all_roles: set[str] = set()

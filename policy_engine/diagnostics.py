@@ -52,6 +52,7 @@ CODES: dict[str, str] = {
     "W203": "duplicate identical rule",
     "W204": "action type without system",
     "W205": "workflow without a standard rollback scenario",
+    "W206": "policy set without a workflow",
 }
 
 
