@@ -33,7 +33,7 @@ import base64
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -2185,6 +2185,69 @@ def _build_fast(gen: Callable, limits: Limits) -> tuple[Callable | None, str | N
         return None, None
 
 
+_FUSE_MAX = 256  # conditions per fused function
+
+
+def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str]) -> tuple[Callable | None, str | None]:
+    """One generated function evaluating several conditions over the same activation.
+
+    ``fused(*values)`` takes the activation's values in the order of ``params`` (its
+    names, e.g. ``("action", "workflow", "now", "policy")``) and returns an int whose bit
+    ``i`` is set when ``exprs[i]`` is ``true`` and clear when it is ``false``. Anything
+    else (a condition erring or not returning a bool, any unusual input the fast paths
+    guard against) raises, and the caller evaluates the conditions one by one: so when
+    ``fused`` returns, every bit is exactly the value ``exprs[i](activation)`` has.
+
+    The body is each condition's fast path (see ``_Gen``) in turn, sharing the prologue
+    (free variables are the parameters, checked once) and one namespace; a condition
+    outside the fast-path subset is called as itself. (None, None) if generation fails.
+    """
+    if not exprs or len(exprs) > _FUSE_MAX:
+        return None, None
+    try:
+        pnames = {name: f"_p{i}" for i, name in enumerate(params)}
+        em = _Gen(0)
+        body: list[str] = []
+        act = None
+        for i, ex in enumerate(exprs):
+            bit = 1 << i
+            g = ex._gen_kept
+            em.lines, em.ind, em.loops = [], 0, False
+            if g is None:
+                if act is None:  # the activation, built once, for the conditions called as such
+                    act = "_act"
+                    body.append("_act = {" + ", ".join(f"{n!r}: {v}" for n, v in pnames.items()) + "}")
+                e, kind = f"{em.bind(ex)}(_act)", None
+            else:
+                e, kind = g(em)
+            if em.loops:
+                body.append("_it = 0")  # the iteration budget is per condition
+            body += ["    " * ind + text for ind, text in em.lines]
+            if kind == "bool":
+                body += [f"if {e}:", f"    _m |= {bit}"]
+            else:
+                body += [f"_v = {e}", "if _v is True:", f"    _m |= {bit}", "elif _v is not False:", "    _fb()"]
+        out = [f"def fused({', '.join(pnames.values())}):"]
+        for name, (var, as_dict) in em.roots.items():
+            p = pnames.get(name)
+            if p is None:  # a name the activation does not have: no fused function
+                return None, None
+            out.append(f"    {var} = {p}")
+            if as_dict:
+                out.append(f"    if type({var}) is not dict: _fb()")
+        out.append("    _m = 0")
+        out += ["    " + line for line in body]
+        out.append("    return _m")
+        src = "\n".join(out) + "\n"
+        ns: dict[str, Any] = {"__builtins__": {}}
+        ns.update(_FAST_GLOBALS)
+        ns.update(em.ns)
+        exec(compile(src, "<cel-fused>", "exec"), ns)  # noqa: S102 - generated, see _Gen
+        return ns["fused"], src
+    except Exception:  # too large for Python's compiler, etc.: no fused function
+        return None, None
+
+
 # ---------------------------------------------------------------------------
 # Compilation
 # ---------------------------------------------------------------------------
@@ -2197,7 +2260,7 @@ class _N:
     node is outside the fast-path subset.
     """
 
-    __slots__ = ("fn", "const", "value", "depth", "g")
+    __slots__ = ("fn", "const", "value", "depth", "g", "path", "tg")
 
     def __init__(self, fn: Callable, const: bool = False, value: Any = None, depth: int = 1) -> None:
         self.fn = fn
@@ -2205,6 +2268,10 @@ class _N:
         self.value = value
         self.depth = depth
         self.g: Callable[[_Gen], tuple[str, str | None]] | None = None
+        self.path: tuple[str, ...] | None = None  # a free variable's field chain, e.g. ("action", "type")
+        # the type guard (see ``CompiledExpr.type_guard``): the action types for which this
+        # node may be anything but ``false``; None when that is not known
+        self.tg: frozenset[str] | None = None
 
 
 def _const(value: Any) -> _N:
@@ -2222,6 +2289,8 @@ def _constfail(message: str) -> _N:
 
     return _N(fn, False, None, 1)
 
+
+_ACTION_TYPE = ("action", "type")
 
 _PASSTHRU = frozenset(
     {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication",
@@ -2357,6 +2426,14 @@ class _Compiler:
         live = [k for k in kids if not (k.const and k.value is is_and)]
         if not n.const and live and all(k.g for k in live):
             n.g = _g_logic([k.g for k in live], not is_and)
+        if not n.const and live:
+            if is_and:
+                # `&&` evaluates left to right and stops at the first `false`, before any
+                # later operand could raise a (non-absorbable) budget error: only the first
+                # operand's guard carries over
+                n.tg = live[0].tg
+            elif all(k.tg is not None for k in live):
+                n.tg = frozenset().union(*(k.tg for k in live))  # type: ignore[union-attr]
         return n
 
     def _logic(self, kids: list[_N], is_and: bool, node: Any) -> _N:
@@ -2478,6 +2555,10 @@ class _Compiler:
 
         n = self.mk(fn, ln, rn, node=node)
         n.g = g
+        if op == "relation_eq":
+            for x, k in ((ln, rn), (rn, ln)):
+                if x.path == _ACTION_TYPE and k.const and type(k.value) is str:
+                    n.tg = frozenset((k.value,))
         return self.fold(n, (ln, rn))
 
     def _cmp_num_const(self, op: str, L: Callable, k: Any) -> Callable | None:
@@ -2572,7 +2653,9 @@ class _Compiler:
                 return type(v) is str and v in fs
 
             g = _g_in_strs(ln, fs)
+            tg = fs if ln.path == _ACTION_TYPE else None
         else:
+            tg = None
 
             def fn(a: Any, c: Any) -> Any:
                 return _contains_in(L(a, c), R(a, c))
@@ -2580,6 +2663,7 @@ class _Compiler:
             g = _g_in(ln, rn)
         n = self.mk(fn, ln, rn, node=node)
         n.g = g
+        n.tg = tg
         return self.fold(n, (ln, rn))
 
     # -- arithmetic --------------------------------------------------------
@@ -2901,6 +2985,7 @@ class _Compiler:
 
             n = self.mk(ident2)
             n.g = _g_ident(path, [dotted])
+            n.path = path
             return n
 
         def identn(a: Any, c: Any) -> Any:
@@ -3533,14 +3618,22 @@ def _line_col_to_offset(src: str, line: int, col: int) -> int:
 class CompiledExpr:
     """A compiled CEL expression. Call it with an activation (a mapping of names)."""
 
-    __slots__ = ("source", "references", "limits", "_fn", "_nslots", "_needs_ctx", "_fast",
-                 "_fast_source", "_gen", "_pending")
+    __slots__ = ("source", "references", "limits", "type_guard", "_fn", "_nslots", "_needs_ctx", "_fast",
+                 "_fast_source", "_gen", "_pending", "_gen_kept")
 
     def __init__(
         self, source: str, references: tuple[Reference, ...], limits: Limits,
         fn: Callable, nslots: int, needs_ctx: bool, gen: Callable | None = None,
+        type_guard: frozenset[str] | None = None,
     ) -> None:
         self.source = source
+        # The action types for which this condition can be anything but `false`, when the
+        # condition says so itself: its first `&&` operand (or every `||` operand) is
+        # `action.type == "t"` or `action.type in ["t", ...]`. With `action.type` a string
+        # naming another type, the condition is `false`, with no error and nothing else
+        # evaluated. None: not known (any type).
+        self.type_guard = type_guard
+        self._gen_kept = gen  # for ``fuse`` (the generator is consumed by ``_fast_fn``)
         self.references = references
         self.limits = limits
         self._fn = fn
@@ -3630,7 +3723,8 @@ def compile_cel(
             "expression is too deeply nested", 0, len(source), "simplify the expression"
         ) from None
     gen = node.g if node.depth <= _FAST_MAX_DEPTH else None
-    return CompiledExpr(source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx, gen)
+    return CompiledExpr(source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx, gen,
+                        node.tg if not node.const else None)
 
 
 def to_cel_json(value: Any) -> Any:

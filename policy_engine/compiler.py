@@ -7,8 +7,11 @@ see as `policy`, and the output fragments (rule references, trace entries for `t
 and `false`, approval requirements, stop descriptions, reversal costs, the `reason`
 text of a decision each rule or trigger makes) that decisions share. For the gate, each
 action type also gets the one sequence `evaluate()` walks: the workflow's stop triggers
-(by name) then the type's rules (by precedence, then name), each as a flat tuple. Compiled objects are slotted, never mutated after construction, and safe to
-share between threads.
+(by name) then the type's rules (by precedence, then name), each as a flat tuple. A
+stop trigger whose condition is guarded by `action.type` (see `CompiledExpr.type_guard`)
+and cannot fire for the type is in that sequence as a constant `false`. Compiled objects
+are slotted, never mutated after construction, and safe to share between threads; the
+one exception is `FusedGate`, a per-type cache the engine fills as it goes (see there).
 """
 
 from __future__ import annotations
@@ -100,6 +103,44 @@ def freeze(value: Any) -> Any:
     return value
 
 
+FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
+PATTERNS_MAX = 4096  # decision templates kept per action type
+
+
+class FusedGate:
+    """The fast lane of one action type's gate; filled lazily, safe to share between threads.
+
+    `fn` (once built, see `cel.fuse`) evaluates every condition of the type's gate that is
+    not a constant `false` in one generated function and returns their truth values as a
+    bit mask (bit `i` for `exprs[i]`); `slots[j]` maps gate entry `j` to its bit, or None
+    for a constant `false`. A given mask always makes the same decision apart from the
+    input's id and the time, so `patterns` keeps, per mask, the finished fields of that
+    decision (`Engine._gate` fills it and the per-call fields). `now` caches the time's
+    rendering for the last `now` seen: (now, evaluated_at, reversibility).
+
+    Every write is a single attribute or dict-item store of a complete, immutable value:
+    a thread sees either the old or the new value, and both are correct.
+    """
+
+    __slots__ = ("exprs", "slots", "fn", "source", "pending", "patterns", "now")
+
+    def __init__(self, exprs: tuple, slots: tuple) -> None:
+        self.exprs = exprs
+        self.slots = slots
+        self.fn: Optional[Callable] = None
+        self.source: Optional[str] = None
+        self.pending = FUSE_AFTER if exprs else 0
+        self.patterns: dict = {}
+        self.now: tuple = (None, None, None)
+
+    def build(self) -> None:
+        from .cel import CompiledExpr, fuse
+
+        self.pending = 0
+        if all(isinstance(e, CompiledExpr) for e in self.exprs):
+            self.fn, self.source = fuse(self.exprs, ("action", "workflow", "now", "policy"))
+
+
 @dataclass(frozen=True, slots=True)
 class CRule:
     name: str
@@ -177,6 +218,7 @@ class CAction:
     # (by name), then `rules`; each as (call, trace_true, trace_false, ref, approval, item).
     gate: tuple = ()
     default_reason: str = ""  # the decision's `reason` when no rule matches
+    fused: Optional[FusedGate] = None  # the gate's fast lane (see FusedGate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +304,28 @@ def _call(fn: Any) -> Callable:
     return fn.__call__ if isinstance(fn, CompiledExpr) else fn
 
 
-def _gate_entry(item: Any) -> tuple:
-    return (_call(item.fn), item.trace_true, item.trace_false, item.ref,
+def _gate_entry(item: Any, atype: Optional[str] = None) -> tuple:
+    """(call, trace_true, trace_false, ref, approval, item); `call` is None for a stop
+    trigger whose condition is `false` for every action of type `atype` (its type guard)."""
+    guard = getattr(item.fn, "type_guard", None)
+    if atype is not None and guard is not None and atype not in guard:
+        call = None
+    else:
+        call = _call(item.fn)
+    return (call, item.trace_true, item.trace_false, item.ref,
             item.approval if item.kind == "rule" else None, item)
+
+
+def _fused(gate: tuple) -> FusedGate:
+    exprs = []
+    slots: list = []
+    for call, *_, item in gate:
+        if call is None:
+            slots.append(None)
+        else:
+            slots.append(1 << len(exprs))
+            exprs.append(item.fn)
+    return FusedGate(tuple(exprs), tuple(slots))
 
 
 def _trace(kind: str, name: str, effect: str, location: Optional[str], source: str, matched: bool) -> TraceEntry:
@@ -354,6 +415,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 reason=reason, reason_err=reason_err))
         stops.sort(key=lambda s: s.name)
         gate_stops = tuple(_gate_entry(st) for st in stops if st.fn is not None)
+        with_stops = [st for st in stops if st.fn is not None]
         actions: dict[str, CAction] = {}
         for a in sorted(w.actions, key=lambda a: a.name):
             rules = []
@@ -374,6 +436,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                     trace_false=_trace("rule", r.name, r.effect, location, r.condition.source, False),
                     approval=approval, reason=reason, reason_err=reason_err))
             rules.sort(key=lambda r: (r.prec, r.name, r.source))
+            gate = tuple(_gate_entry(st, a.name) for st in with_stops) + tuple(_gate_entry(r) for r in rules)
             rv = a.reversibility
             has_window = rv is not None and rv.window_seconds is not None
             reversible = rv is not None and rv.klass != "irreversible"
@@ -397,7 +460,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                     "window_seconds": rv.window_seconds, "reversible_until": None,
                     "within_window": within if reversible else (),
                     "after_window": after if (reversible and has_window) else ()}),
-                gate=gate_stops + tuple(_gate_entry(r) for r in rules),
+                gate=gate, fused=_fused(gate),
                 default_reason=f"no rule matched action type `{a.name}`; the workflow default is {w.default_effect}",
             )
             actions[a.name] = ca
@@ -410,7 +473,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             actions=MappingProxyType(actions), stops=tuple(stops),
             stops_by_name=MappingProxyType({s.name: s for s in stops}),
             scenarios=MappingProxyType(scenarios), policy=MappingProxyType(consts),
-            running_state=MappingProxyType({"name": w.name, "status": "running"}),
+            running_state={"name": w.name, "status": "running"},  # a plain dict (the fast paths need one); never mutated
             location=loc_str(w.loc), gate_stops=gate_stops,
         )
     return CompiledPolicy(

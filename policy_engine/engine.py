@@ -29,6 +29,7 @@ from .compiler import (
     CompiledPolicy,
     CScenario,
     CWorkflow,
+    PATTERNS_MAX,
     compile_policy,
     fast,
 )
@@ -122,6 +123,16 @@ def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:
         return fmt_ts(t + (seconds if type(seconds) is timedelta else timedelta(seconds=seconds)))
     except OverflowError:
         return "9999-12-31T23:59:59Z"
+
+
+def _rev_at(ca: CAction, now_dt: datetime) -> Optional[ReversibilityInfo]:
+    """`ca`'s reversibility for an execution at `now_dt` (the gate's inline `_reversibility`)."""
+    rev = ca.reversibility
+    if rev is not None and ca.window_td is not None:
+        d = rev.__dict__.copy()
+        d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
+        rev = fast(ReversibilityInfo, d)
+    return rev
 
 
 def _reversibility(ca: Optional[CAction], now_dt: datetime) -> Optional[ReversibilityInfo]:
@@ -540,7 +551,57 @@ class Engine:
 
     def _gate(self, wf: CWorkflow, ca: Optional[CAction], action: dict, state: Any, now_dt: datetime,
               wname: str, tname: str, aid: Optional[str]) -> Decision:
+        if ca is not None:
+            fz = ca.fused
+            fn = fz.fn
+            if fn is not None:
+                # the fast lane: every condition in one generated function, the decision
+                # from the template of its outcome (see FusedGate); anything unusual (an
+                # error, a non-bool, an input the fast paths do not handle) raises, and the
+                # conditions are evaluated one by one below, exactly
+                try:
+                    m = fn(action, state, now_dt, wf.policy)
+                except Exception:  # noqa: BLE001
+                    m = -1
+                if m >= 0:
+                    tmpl = fz.patterns.get(m)
+                    if tmpl is None:
+                        tmpl = self._template(fz, m, wf, ca, now_dt, wname, tname, aid)
+                    c = fz.now
+                    if c[0] == now_dt:
+                        ts, rev = c[1], c[2]
+                    else:
+                        ts = fmt_ts(now_dt)
+                        rev = _rev_at(ca, now_dt)
+                        fz.now = (now_dt, ts, rev)
+                    d = tmpl.copy()
+                    d["action_id"] = aid
+                    d["evaluated_at"] = ts
+                    d["reversibility"] = rev
+                    return fast(Decision, d)
+            elif fz.pending:
+                fz.pending -= 1  # (racing threads may build it twice: harmless)
+                if fz.pending <= 0:
+                    fz.build()
+            entries = ca.gate
+        else:
+            entries = wf.gate_stops
         act = {"action": action, "workflow": state, "now": now_dt, "policy": wf.policy}
+        values = [False if e[0] is None else e[0](act) for e in entries]
+        return self._decide(wf, ca, entries, values, now_dt, wname, tname, aid)
+
+    def _template(self, fz: Any, m: int, wf: CWorkflow, ca: CAction, now_dt: datetime, wname: str, tname: str,
+                  aid: Optional[str]) -> dict:
+        """The fields of the decision the fused gate's outcome `m` makes (kept per `m`)."""
+        values = [False if b is None else bool(m & b) for b in fz.slots]
+        tmpl = self._decide(wf, ca, ca.gate, values, now_dt, wname, tname, aid).__dict__.copy()
+        if len(fz.patterns) < PATTERNS_MAX:
+            fz.patterns[m] = tmpl
+        return tmpl
+
+    def _decide(self, wf: CWorkflow, ca: Optional[CAction], entries: tuple, values: list, now_dt: datetime,
+                wname: str, tname: str, aid: Optional[str]) -> Decision:
+        """The gate decision from the values of `entries`' conditions (None: constant false)."""
         trace: list = []
         matched: list = []
         errors: list = []
@@ -550,8 +611,7 @@ class Engine:
         first = None  # the first matched stop trigger or rule: it decides
         # the workflow's stop triggers (by name), then the type's rules (by precedence, name);
         # each entry precomputed by the compiler (see CAction.gate)
-        for call, trace_true, trace_false, ref, approval, item in (ca.gate if ca is not None else wf.gate_stops):
-            v = call(act)
+        for (_, trace_true, trace_false, ref, approval, item), v in zip(entries, values):
             if v is False:
                 add_trace(trace_false)
             elif v is True:
@@ -594,15 +654,7 @@ class Engine:
             effect = wf.default_effect
             reason = ca.default_reason
             receipt = ca.receipt
-        # reversibility (as _reversibility does), inline
-        if ca is None:
-            rev = None
-        else:
-            rev = ca.reversibility
-            if rev is not None and ca.window_td is not None:
-                d = rev.__dict__.copy()
-                d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
-                rev = fast(ReversibilityInfo, d)
+        rev = None if ca is None else _rev_at(ca, now_dt)
         return fast(Decision, {
             "effect": effect, "deciding": deciding, "reason": reason, "workflow": wname, "action_type": tname,
             "action_id": aid, "matched": tuple(matched),
