@@ -105,6 +105,7 @@ def freeze(value: Any) -> Any:
 
 FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
 PATTERNS_MAX = 4096  # decision templates kept per action type
+NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
 
 
 class FusedGate:
@@ -116,22 +117,23 @@ class FusedGate:
     for a constant `false`. A given mask always makes the same decision apart from the
     input's id and the time, so `patterns` keeps, per mask, the finished fields of that
     decision (`Engine._gate` fills it and the per-call fields). `now` caches the time's
-    rendering for the last `now` seen: (now, evaluated_at, reversibility).
+    renderings for the last few `now`s seen: now -> (evaluated_at, reversibility).
 
     Every write is a single attribute or dict-item store of a complete, immutable value:
     a thread sees either the old or the new value, and both are correct.
     """
 
-    __slots__ = ("exprs", "slots", "fn", "source", "pending", "patterns", "now")
+    __slots__ = ("action", "exprs", "slots", "fn", "source", "pending", "patterns", "now")
 
     def __init__(self, exprs: tuple, slots: tuple) -> None:
+        self.action: Any = None  # its CAction (set once built)
         self.exprs = exprs
         self.slots = slots
         self.fn: Optional[Callable] = None
         self.source: Optional[str] = None
         self.pending = FUSE_AFTER if exprs else 0
         self.patterns: dict = {}
-        self.now: tuple = (None, None, None)
+        self.now: dict = {}
 
     def build(self) -> None:
         from .cel import CompiledExpr, fuse
@@ -463,6 +465,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 gate=gate, fused=_fused(gate),
                 default_reason=f"no rule matched action type `{a.name}`; the workflow default is {w.default_effect}",
             )
+            ca.fused.action = ca
             actions[a.name] = ca
             all_actions.setdefault(a.name, ca)
         default_loc = loc_str(w.default_loc) or loc_str(w.loc)

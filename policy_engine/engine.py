@@ -24,11 +24,19 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel, ValidationError
 
-from .compiler import (
+from .compiler import (  # noqa: I001
+    _FIELDS_SET,
+    _fields_set,
+    _new,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
     CAction,
     CompiledPolicy,
     CScenario,
     CWorkflow,
+    NOW_CACHE_MAX,
     PATTERNS_MAX,
     compile_policy,
     fast,
@@ -125,6 +133,20 @@ def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:
         return "9999-12-31T23:59:59Z"
 
 
+_DECISION_FIELDS = _FIELDS_SET.get(Decision) or _fields_set(Decision)  # the set fast(Decision, ...) uses
+
+
+def _now_fields(fz: Any, now_dt: datetime) -> tuple:
+    """(evaluated_at, reversibility) of a gate decision at `now_dt`, kept in the type's
+    small cache (a batch or a replay evaluates many actions at the same `now`)."""
+    c = (fmt_ts(now_dt), _rev_at(fz.action, now_dt))
+    cache = fz.now
+    if len(cache) >= NOW_CACHE_MAX:
+        cache.clear()
+    cache[now_dt] = c
+    return c
+
+
 def _rev_at(ca: CAction, now_dt: datetime) -> Optional[ReversibilityInfo]:
     """`ca`'s reversibility for an execution at `now_dt` (the gate's inline `_reversibility`)."""
     rev = ca.reversibility
@@ -191,16 +213,17 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 def check_size(root: Any) -> Optional[str]:
     """Why `root` exceeds the input limits, or None.
 
-    A quick pass (`_plainly_ok`) first: for the usual input (a dict of plain JSON values,
+    A quick pass (`_quick_walk`) first: for the usual input (a dict of plain JSON values,
     not deeply nested) it proves, more cheaply, that there is no problem. When it cannot
     (anything unusual, or a limit it cannot rule out), the exact walk below decides, so
     the answer and the message are always the exact walk's.
     """
     if type(root) is dict:
         try:
-            if _plainly_ok(root):
+            items, chars = _quick_walk(root, 1)
+            if items <= MAX_INPUT_ITEMS and chars <= MAX_INPUT_CHARS:
                 return None
-        except _NotPlain:
+        except (_NotPlain, TypeError):
             pass
     return _check_size(root)
 
@@ -211,25 +234,32 @@ class _NotPlain(Exception):
 
 _QUICK_DEPTH = 32  # deeper than this: the exact walk decides (the limit is MAX_INPUT_DEPTH)
 _join = "".join
+_surrogate = _SURROGATE_RE.search
 
 
-def _quick_walk(v: Any, add: Callable, d: int, _type=type, _str=str, _int=int, _bool=bool, _float=float,
-                _dict=dict, _list=list, _len=len) -> int:
-    """Values in `v` (a dict or list, at depth `d`), passing every string key and value to
-    `add`; raises _NotPlain on any type other than dict, list, str, int, bool, None and
-    finite float (a float subclass, a str subclass, a tuple, a Mapping...). Builtins are
-    bound as defaults (local lookups: this runs for every value of every input)."""
+def _quick_walk(v: Any, d: int, _type=type, _str=str, _int=int, _bool=bool, _float=float, _dict=dict,
+                _list=list, _len=len, _join=_join, _surrogate=_surrogate) -> tuple[int, int]:
+    """(values, characters) in `v` (a dict or list at depth `d`), counting what the exact
+    walk counts, or more (str-subclass keys); raises _NotPlain (or TypeError, for a key
+    that is not a str) on anything the exact walk might refuse or count differently: a
+    type other than dict, list, str, int, bool, None and float, a non-finite float, an
+    unpaired surrogate, nesting deeper than _QUICK_DEPTH. Builtins are bound as defaults
+    (local lookups: this runs for every value of every input)."""
     n = _len(v)
     if _type(v) is _dict:
-        try:
-            add(_join(v))  # every key a str (else TypeError); their characters
-        except TypeError:
-            raise _NotPlain from None
+        keys = _join(v)  # TypeError unless every key is a str
+        c = _len(keys)
+        if not keys.isascii() and _surrogate(keys):  # (str.isascii is O(1))
+            raise _NotPlain
         v = v.values()
+    else:
+        c = 0
     for x in v:
         t = _type(x)
         if t is _str:
-            add(x)
+            c += _len(x)
+            if not x.isascii() and _surrogate(x):
+                raise _NotPlain
         elif t is _int or t is _bool or x is None:
             pass
         elif t is _float:
@@ -238,24 +268,12 @@ def _quick_walk(v: Any, add: Callable, d: int, _type=type, _str=str, _int=int, _
         elif t is _dict or t is _list:
             if d >= _QUICK_DEPTH:
                 raise _NotPlain
-            n += _quick_walk(x, add, d + 1)
+            n2, c2 = _quick_walk(x, d + 1)
+            n += n2
+            c += c2
         else:
             raise _NotPlain
-    return n
-
-
-def _plainly_ok(root: dict) -> bool:
-    """True only if the exact walk (`_check_size`) would find no problem in `root`. The
-    strings it counts are a superset of the exact walk's (str-subclass keys included), so
-    its character count is an upper bound; surrogates are searched in all of them at once."""
-    strs: list = []
-    n = _quick_walk(root, strs.append, 1)
-    if n > MAX_INPUT_ITEMS:
-        return False
-    s = _join(strs)
-    if len(s) > MAX_INPUT_CHARS:
-        return False
-    return s.isascii() or not _SURROGATE_RE.search(s)
+    return n, c
 
 
 def _check_size(root: Any) -> Optional[str]:
@@ -388,11 +406,15 @@ class Engine:
     """A compiled, immutable policy set. Thread-safe; build with `load()` or
     `Engine.from_load_result()`."""
 
-    __slots__ = ("_p", "policy_set", "policy_hash", "sources", "diagnostics")
+    __slots__ = ("_p", "_lanes", "policy_set", "policy_hash", "sources", "diagnostics")
 
     def __init__(self, policy_set: Any, compiled_exprs: Mapping, sources: Optional[Mapping] = None,
                  diagnostics: Sequence[Diagnostic] = ()) -> None:
-        object.__setattr__(self, "_p", compile_policy(policy_set, compiled_exprs))
+        p = compile_policy(policy_set, compiled_exprs)
+        object.__setattr__(self, "_p", p)
+        # (workflow, action type) -> (workflow, action type, its fused gate): evaluate()'s fast lane
+        object.__setattr__(self, "_lanes", {(w.name, a.name): (a.fused, w.running_state, w.policy)
+                                            for w in p.workflows.values() for a in w.actions.values()})
         object.__setattr__(self, "policy_set", policy_set)
         object.__setattr__(self, "policy_hash", policy_set.content_hash)
         object.__setattr__(self, "sources", dict(sources or {}))
@@ -448,6 +470,49 @@ class Engine:
     def evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
         """May this proposed action execute now? Never raises on bad input."""
         try:
+            # The fast lane: the common call (a plain dict for a declared workflow and action
+            # type, a running workflow, `now` in UTC or omitted) whose type's fused gate is
+            # built and whose outcome was seen before: exactly what _evaluate -> _gate
+            # return for it, in fewer steps. Anything else takes the full path.
+            if type(action) is dict:
+                if now is None:
+                    now = datetime.now(_UTC)
+                wname = action.get("workflow")
+                tname = action.get("type")
+                if type(wname) is str and type(tname) is str and type(now) is datetime and now.tzinfo is _UTC:
+                    lane = self._lanes.get((wname, tname))
+                    if lane is not None:
+                        fz, state, policy = lane
+                        fn = fz.fn
+                        if workflow_state is not None:
+                            status = workflow_state.get("status") if type(workflow_state) is dict else None
+                            if type(status) is str and status == "running" and check_size(workflow_state) is None:
+                                state = workflow_state
+                            else:
+                                fn = None
+                        aid = action.get("id")
+                        if fn is not None and (type(aid) is str or aid is None) and check_size(action) is None:
+                            try:
+                                m = fn(action, state, now, policy)
+                            except Exception:  # noqa: BLE001 - the full path decides
+                                m = -1
+                            if m >= 0:
+                                d = fz.patterns.get(m)
+                                if d is None:
+                                    d = self._template(fz, m, now, wname, tname, aid)
+                                c = fz.now.get(now)
+                                if c is None:
+                                    c = _now_fields(fz, now)
+                                d = d.copy()
+                                d["action_id"] = aid
+                                d["evaluated_at"] = c[0]
+                                d["reversibility"] = c[1]
+                                r = _new(Decision)
+                                _set_dict(r, d)
+                                _set_fields_set(r, _DECISION_FIELDS)
+                                _set_extra(r, None)
+                                _set_private(r, None)
+                                return r
             return self._evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return self._fail(self._safe_now(now), None, None, None, _internal(e))
@@ -566,14 +631,11 @@ class Engine:
                 if m >= 0:
                     tmpl = fz.patterns.get(m)
                     if tmpl is None:
-                        tmpl = self._template(fz, m, wf, ca, now_dt, wname, tname, aid)
-                    c = fz.now
-                    if c[0] == now_dt:
-                        ts, rev = c[1], c[2]
-                    else:
-                        ts = fmt_ts(now_dt)
-                        rev = _rev_at(ca, now_dt)
-                        fz.now = (now_dt, ts, rev)
+                        tmpl = self._template(fz, m, now_dt, wname, tname, aid)
+                    c = fz.now.get(now_dt)
+                    if c is None:
+                        c = _now_fields(fz, now_dt)
+                    ts, rev = c
                     d = tmpl.copy()
                     d["action_id"] = aid
                     d["evaluated_at"] = ts
@@ -590,9 +652,10 @@ class Engine:
         values = [False if e[0] is None else e[0](act) for e in entries]
         return self._decide(wf, ca, entries, values, now_dt, wname, tname, aid)
 
-    def _template(self, fz: Any, m: int, wf: CWorkflow, ca: CAction, now_dt: datetime, wname: str, tname: str,
-                  aid: Optional[str]) -> dict:
+    def _template(self, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: Optional[str]) -> dict:
         """The fields of the decision the fused gate's outcome `m` makes (kept per `m`)."""
+        wf = self._p.workflows[wname]
+        ca = wf.actions[tname]
         values = [False if b is None else bool(m & b) for b in fz.slots]
         tmpl = self._decide(wf, ca, ca.gate, values, now_dt, wname, tname, aid).__dict__.copy()
         if len(fz.patterns) < PATTERNS_MAX:

@@ -1,0 +1,335 @@
+"""The gate's fast lane decides exactly what the condition-by-condition path decides.
+
+evaluate() has three ways to the same decision (see compiler.FusedGate):
+  - the full path: every condition called on its own (closures or their fast paths);
+  - the fused gate: one generated function per action type evaluates all its conditions
+    at once, and the decision comes from a template kept per outcome;
+  - the lane in evaluate() itself: the fused gate for the common call, with fewer steps.
+And stop triggers guarded by `action.type` are constant `false` for the other types.
+Each test here compares them on the same inputs, by the decision's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import policy_engine
+from policy_engine import compiler
+from policy_engine.cel import compile_cel, fuse
+
+from engine_support import ROOT, engine_from_texts
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.requests import make_mix  # noqa: E402
+
+UTC = timezone.utc
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+
+def lanes(engine):
+    return [lane[0] for lane in engine._lanes.values()]
+
+
+def without_lanes(engine):
+    """The engine, its fused gates never built: every decision takes the full path."""
+    for fz in lanes(engine):
+        fz.pending = 0
+        fz.fn = None
+    return engine
+
+
+def with_lanes(engine):
+    for fz in lanes(engine):
+        fz.build()
+    return engine
+
+
+def dump(d) -> str:
+    return json.dumps(d.model_dump(mode="json"), sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- type guards
+@pytest.mark.parametrize("src, guard", [
+    ('action.type == "a"', {"a"}),
+    ('"a" == action.type && action.x > 1', {"a"}),
+    ('action.type in ["a", "b"] && action.y', {"a", "b"}),
+    ('(action.type == "a" && action.q) || action.type == "b"', {"a", "b"}),
+    ('action.type in policy.kinds && action.n > 0', {"k1", "k2"}),  # a folded constant
+    # not guards: the guard is not evaluated first, or does not decide `false`
+    ('action.x > 1 && action.type == "a"', None),  # a budget error on the left is not absorbed
+    ('action.type == "a" || action.z', None),
+    ('!(action.type == "a")', None),
+    ('action.type != "a"', None),
+    ('action.type == 1', None),
+    ('[{"type": "a"}].exists(action, action.type == "a")', None),  # a local, not the input
+    ('action.kind == "a"', None),
+    ('action.type == "a" ? true : false', None),
+])
+def test_type_guard_is_recognised_only_where_it_decides(src, guard):
+    e = compile_cel(src, constants={"policy": {"kinds": ("k1", "k2")}})
+    assert e.type_guard == (frozenset(guard) if guard is not None else None)
+
+
+TAILS = ["action.n > 3", "1 / action.n == 1", "action.missing", "action.list.all(x, x > 0)",
+         "int(action.s) > 0", "action.n", "[1, 2, 3].map(x, [x, x, x, x]).size() > 0"]
+
+
+@given(tail=st.sampled_from(TAILS), typ=st.sampled_from(["a", "b", "c"]),
+       n=st.one_of(st.integers(-2, 5), st.floats(-2, 5, allow_nan=False), st.text(max_size=2), st.none()),
+       s=st.sampled_from(["1", "x", ""]))
+@settings(max_examples=200, deadline=None)
+def test_a_guarded_condition_is_false_for_every_other_type(tail, typ, n, s):
+    """What the compiler relies on to skip a stop trigger: whatever else the condition
+    holds (errors included), with `action.type` naming another type it is `false`."""
+    e = compile_cel(f'action.type in ["a", "b"] && ({tail})')
+    assert e.type_guard == frozenset({"a", "b"})
+    act = {"action": {"type": typ, "n": n, "s": s, "list": [1, n]}, "workflow": {}, "now": T0, "policy": {}}
+    v = e(act)
+    if typ not in e.type_guard:
+        assert v is False
+
+
+def test_the_compiler_skips_only_triggers_that_cannot_fire():
+    engine = policy_engine.load(str(ROOT / "benchmarks/policies"))
+    skipped = evaluated = 0
+    for wf in engine.compiled.workflows.values():
+        for ca in wf.actions.values():
+            assert len(ca.fused.slots) == len(ca.gate)
+            for (call, *_, item), slot in zip(ca.gate, ca.fused.slots):
+                guard = item.fn.type_guard
+                if call is None:
+                    assert item.kind == "stop" and guard is not None and ca.name not in guard and slot is None
+                    skipped += 1
+                else:
+                    assert guard is None or ca.name in guard
+                    assert slot is not None
+                    evaluated += 1
+    assert skipped > 30 and evaluated > 100  # the benchmark's triggers are mostly per type
+
+
+# ----------------------------------------------------------------------------- fuse()
+def test_fuse_sets_one_bit_per_true_condition_and_raises_on_anything_else():
+    srcs = ['action.amount > 10.0', 'action.claims.exists(c, !c.sourced)', 'now.getHours() < 6',
+            'action.tags.filter(t, t.startsWith("x")).size() > 0', 'string(action.amount) == "12"',
+            'action.amount']
+    exprs = [compile_cel(s) for s in srcs]
+    fn, src = fuse(exprs[:5], ("action", "workflow", "now", "policy"))
+    assert fn is not None and src.startswith("def fused(")
+    a = {"amount": 12.0, "claims": [{"sourced": True}, {"sourced": False}], "tags": ["xa"]}
+    assert fn(a, {}, T0.replace(hour=3), {}) == 0b11111
+    assert fn({**a, "amount": 1.0, "tags": []}, {}, T0, {}) == 0b00010
+    with pytest.raises(Exception):
+        fn({**a, "amount": "12"}, {}, T0, {})  # a type the fast paths do not decide: the caller falls back
+    with pytest.raises(Exception):
+        fn({k: v for k, v in a.items() if k != "claims"}, {}, T0, {})  # a missing field: an error
+    fn6, _ = fuse(exprs, ("action", "workflow", "now", "policy"))
+    with pytest.raises(Exception):
+        fn6(a, {}, T0, {})  # a condition that is not a bool
+    assert fuse(exprs[:1], ("workflow",)) == (None, None)  # a name the activation does not have
+
+
+# ----------------------------------------------------------------------------- decisions
+def _mutations(mix, seed):
+    rng = random.Random(seed)
+    weird = [None, "x", "", 1, 0, -1, 1.5, 10**30, 2**64, True, False, [], {}, [1, "a"], {"sourced": "yes"},
+             float("nan"), float("inf"), "\ud800", "é", "2026-01-01T00:00:00Z", [{"sourced": False, "kind": 1}]]
+    out = []
+    for action, state, now in mix:
+        out.append((action, state, now))
+        for _ in range(3):
+            a = dict(action)
+            keys = [k for k in a if k not in ("workflow", "type")]
+            if keys and rng.random() < 0.5:
+                del a[rng.choice(keys)]
+            if keys:
+                a[rng.choice(keys)] = rng.choice(weird)
+            out.append((a, state, now))
+    return out
+
+
+def test_fast_lane_full_path_and_templates_agree_on_the_benchmark_mix():
+    mix = _mutations(make_mix(200), 1)
+    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    expected = [dump(slow.evaluate(*r)) for r in mix]
+    for _ in range(2):  # first pass builds the templates, the second reuses them
+        assert [dump(fast.evaluate(*r)) for r in mix] == expected
+    # and most of it really went through the lane: templates were made
+    assert sum(len(fz.patterns) for fz in lanes(fast)) > 50
+
+
+def test_the_lane_agrees_with_every_kind_of_now_and_workflow_state():
+    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    mix = make_mix(60)
+    nows = [T0, T0.replace(hour=23), "2026-03-02T14:30:00Z", T0.astimezone(timezone(timedelta(hours=2))),
+            T0 + timedelta(microseconds=5)]
+    states = [None, {"status": "running"}, {"status": "running", "x": float("nan")},
+              {"status": "stopped", "stopped_by": "nope"}, {"status": "paused"}, {}, "running"]
+    for action, _, _ in mix:
+        for now in nows:
+            for state in states:
+                assert dump(fast.evaluate(action, state, now)) == dump(slow.evaluate(action, state, now))
+
+
+def test_now_none_in_the_lane_is_the_current_time():
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    action = make_mix(1)[0][0]
+    before = datetime.now(UTC).replace(microsecond=0)
+    for _ in range(3):
+        d = fast.evaluate(action)
+    after = datetime.now(UTC)
+    t = datetime.fromisoformat(d.evaluated_at.replace("Z", "+00:00"))
+    assert before <= t <= after
+
+
+def test_shipped_policy_suites_pass_with_the_lanes_built_at_once(monkeypatch):
+
+    monkeypatch.setattr(compiler, "FUSE_AFTER", 1)
+    from click.testing import CliRunner
+
+    from policy_engine.cli import main
+
+    r = CliRunner().invoke(main, ["test", "--format", "json", str(ROOT / "policies")])
+    assert r.exit_code == 0, r.output[-2000:]
+    report = json.loads(r.output)
+    assert report["failed"] == 0 and report["passed"] >= 229
+
+
+POLICY_HEAD = 'roles [reviewer]\nworkflow "w" {\n  version "1"\n  owners { business "b" technical "t" }\n  default deny\n'
+CONDS = ["action.amount > 100", "action.amount <= 100.0", "action.vip == true", "action.vip",
+         'action.region == "eu"', "action.missing > 1", "size(action.tags) > 1", '"x" in action.tags',
+         "action.amount >= 50 && action.vip", "action.tags.exists(t, t == \"y\")", "action.amount"]
+TYPES = ["a", "b"]
+
+
+@st.composite
+def policies(draw):
+    text = POLICY_HEAD
+    for t in TYPES:
+        text += f"  action {t} {{\n"
+        for i, (eff, cond) in enumerate(draw(st.lists(st.tuples(
+                st.sampled_from(["allow", "deny", "require_approval"]), st.sampled_from(CONDS)), max_size=5))):
+            by = " by 1 reviewer" if eff == "require_approval" else ""
+            text += f"    {eff} r{i}{by} when `{cond}`\n"
+        text += "  }\n"
+    for j, (guard, cond) in enumerate(draw(st.lists(st.tuples(
+            st.sampled_from(['action.type == "a" && ', 'action.type in ["a", "b"] && ', "", 'action.type == "zz" && ']),
+            st.sampled_from(CONDS)), max_size=3))):
+        text += f'  stop s{j} {{ when `{guard}({cond})` severity low owner "o" resume when {{ ok: `evidence.ok` }} }}\n'
+    return text + "}\n"
+
+
+actions = st.fixed_dictionaries({
+    "workflow": st.just("w"), "type": st.sampled_from(TYPES + ["undeclared"]),
+    "amount": st.one_of(st.integers(-10, 300), st.floats(-10, 300, allow_nan=False), st.text(max_size=2)),
+    "vip": st.one_of(st.booleans(), st.none()), "region": st.sampled_from(["eu", "us"]),
+    "tags": st.lists(st.sampled_from(["x", "y"]), max_size=3),
+}, optional={"id": st.one_of(st.text(max_size=3), st.integers())})
+
+
+@given(text=policies(), batch=st.lists(actions, min_size=1, max_size=6))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_random_policies_decide_the_same_through_every_path(text, batch):
+    slow = without_lanes(engine_from_texts({"p.policy": text}))
+    fast = with_lanes(engine_from_texts({"p.policy": text}))
+    for action in batch:
+        expected = dump(slow.evaluate(action, None, T0))
+        assert dump(fast.evaluate(action, None, T0)) == expected
+        assert dump(fast.evaluate(action, None, T0)) == expected  # from the template
+        assert dump(fast.evaluate(action, {"status": "running"}, T0)) == dump(
+            slow.evaluate(action, {"status": "running"}, T0))
+
+
+def test_static_false_triggers_decide_like_evaluated_ones(monkeypatch):
+    """The same policies compiled without type-guard skipping decide identically."""
+    mix = _mutations(make_mix(100), 2)
+    skipping = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    orig = compiler._gate_entry
+    monkeypatch.setattr(compiler, "_gate_entry", lambda item, atype=None: orig(item))
+    evaluating = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    assert all(call is not None for wf in evaluating.compiled.workflows.values()
+               for ca in wf.actions.values() for call, *_ in ca.gate)
+    for r in mix:
+        assert dump(skipping.evaluate(*r)) == dump(evaluating.evaluate(*r))
+
+
+def test_caches_stay_bounded(monkeypatch):
+    monkeypatch.setattr(compiler, "PATTERNS_MAX", 2)
+    monkeypatch.setattr("policy_engine.engine.PATTERNS_MAX", 2)
+    monkeypatch.setattr("policy_engine.engine.NOW_CACHE_MAX", 3)
+    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    mix = make_mix(200)
+    for i, (action, state, _) in enumerate(mix):
+        now = T0 + timedelta(seconds=i % 7)
+        assert dump(fast.evaluate(action, state, now)) == dump(slow.evaluate(action, state, now))
+    for fz in lanes(fast):
+        assert len(fz.patterns) <= 2 and len(fz.now) <= 3
+
+
+def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
+    mix = _mutations(make_mix(100), 3)
+    reference = [dump(d) for d in map(lambda r: without_lanes(REF).evaluate(*r), mix)]
+    engine = policy_engine.load(str(ROOT / "benchmarks/policies"))  # lanes built while the threads run
+    results: dict[int, list[str]] = {}
+    barrier = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        barrier.wait()
+        order = list(range(len(mix)))
+        random.Random(k).shuffle(order)
+        got = [None] * len(mix)
+        for i in order:
+            got[i] = dump(engine.evaluate(*mix[i]))
+        results[k] = got
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8
+    for got in results.values():
+        assert got == reference
+    assert any(fz.fn is not None for fz in lanes(engine))
+
+
+REF = policy_engine.load(str(ROOT / "benchmarks/policies"))
+
+
+def test_nan_anywhere_still_fails_closed_in_the_lane():
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    action = next(a for a, s, _ in make_mix(200) if a["type"] == "close_ticket" and s is None)
+    for _ in range(3):
+        assert fast.evaluate(action, None, T0).errors == ()
+    for bad in ({**action, "unread": math.nan}, {**action, "nested": {"x": [math.inf]}}, {**action, "s": "\ud800"}):
+        d = fast.evaluate(bad, None, T0)
+        assert d.effect == "deny" and d.errors[0].kind == "input"
+
+
+def test_a_budget_error_before_the_type_test_still_stops_other_types():
+    """`x && action.type == "a"` is no guard: a budget error in `x` is never absorbed by
+    `&&`, so for type `b` the trigger errs, and an erring stop trigger stops."""
+    text = POLICY_HEAD + (
+        "  action a { allow ok when `true` }\n  action b { allow ok when `true` }\n"
+        '  stop heavy { when `action.big.all(x, action.big.all(y, y >= 0)) && action.type == "a"` '
+        'severity low owner "o" resume when { ok: `evidence.ok` } }\n}\n')
+    for engine in (without_lanes(engine_from_texts({"p.policy": text})), with_lanes(engine_from_texts({"p.policy": text}))):
+        ca = engine.compiled.workflows["w"].actions["b"]
+        assert ca.gate[0][0] is not None  # evaluated for `b`, not skipped
+        small = {"workflow": "w", "type": "b", "big": [1, 2]}
+        assert engine.evaluate(small, None, T0).effect == "allow"
+        d = engine.evaluate({**small, "big": list(range(400))}, None, T0)
+        assert d.effect == "stop" and d.errors and d.errors[0].budget == "max_iterations"
