@@ -2188,7 +2188,8 @@ def _build_fast(gen: Callable, limits: Limits) -> tuple[Callable | None, str | N
 _FUSE_MAX = 256  # conditions per fused function
 
 
-def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str]) -> tuple[Callable | None, str | None]:
+def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Sequence[str] = (),
+         ns: Mapping[str, Any] | None = None) -> tuple[Callable | None, str | None]:
     """One generated function evaluating several conditions over the same activation.
 
     ``fused(*values)`` takes the activation's values in the order of ``params`` (its
@@ -2200,9 +2201,11 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str]) -> tuple[Callab
 
     The body is each condition's fast path (see ``_Gen``) in turn, sharing the prologue
     (free variables are the parameters, checked once) and one namespace; a condition
-    outside the fast-path subset is called as itself. (None, None) if generation fails.
+    outside the fast-path subset is called as itself. ``prologue`` lines run first (the
+    parameters are ``_p0``, ``_p1``...; they may raise, with the same meaning), with the
+    names of ``ns`` as globals. (None, None) if generation fails.
     """
-    if not exprs or len(exprs) > _FUSE_MAX:
+    if len(exprs) > _FUSE_MAX:
         return None, None
     try:
         pnames = {name: f"_p{i}" for i, name in enumerate(params)}
@@ -2235,15 +2238,17 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str]) -> tuple[Callab
             out.append(f"    {var} = {p}")
             if as_dict:
                 out.append(f"    if type({var}) is not dict: _fb()")
+        out += ["    " + line for line in prologue]
         out.append("    _m = 0")
         out += ["    " + line for line in body]
         out.append("    return _m")
         src = "\n".join(out) + "\n"
-        ns: dict[str, Any] = {"__builtins__": {}}
-        ns.update(_FAST_GLOBALS)
-        ns.update(em.ns)
-        exec(compile(src, "<cel-fused>", "exec"), ns)  # noqa: S102 - generated, see _Gen
-        return ns["fused"], src
+        glob: dict[str, Any] = {"__builtins__": {}}
+        glob.update(_FAST_GLOBALS)
+        glob.update(ns or {})
+        glob.update(em.ns)
+        exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
+        return glob["fused"], src
     except Exception:  # too large for Python's compiler, etc.: no fused function
         return None, None
 
@@ -2260,7 +2265,7 @@ class _N:
     node is outside the fast-path subset.
     """
 
-    __slots__ = ("fn", "const", "value", "depth", "g", "path", "tg")
+    __slots__ = ("fn", "const", "value", "depth", "g", "path", "tg", "refi")
 
     def __init__(self, fn: Callable, const: bool = False, value: Any = None, depth: int = 1) -> None:
         self.fn = fn
@@ -2272,6 +2277,7 @@ class _N:
         # the type guard (see ``CompiledExpr.type_guard``): the action types for which this
         # node may be anything but ``false``; None when that is not known
         self.tg: frozenset[str] | None = None
+        self.refi = -1  # for a bare free variable: the index of its Reference
 
 
 def _const(value: Any) -> _N:
@@ -2319,6 +2325,7 @@ class _Compiler:
         self.glob, self.meth = _builtin_tables(self.sizes)
         self.add = _make_add(self.sizes)
         self.refs: list[Reference] = []
+        self.has_fields: dict[int, str] = {}  # Reference index -> the field a has() tests
         self.scopes: list[dict[str, int]] = []
         self.nslots = 1  # ctx[0] is the iteration count, ctx[1:] the variable slots
         self.needs_ctx = False
@@ -2964,6 +2971,8 @@ class _Compiler:
 
             n = self.mk(ident)
             n.g = _g_ident(path, [])
+            n.path = path
+            n.refi = len(self.refs) - 1
             return n
         if len(path) == 2:
             dotted = full
@@ -3139,6 +3148,8 @@ class _Compiler:
         field = arg.children[1].value
         inner = self.c(arg.children[0])
         F = inner.fn
+        if inner.refi >= 0:  # `has(x.f)` reads only the field `f` of the variable `x`
+            self.has_fields[inner.refi] = field
 
         def fn(a: Any, c: Any) -> Any:
             v = F(a, c)
@@ -3618,15 +3629,19 @@ def _line_col_to_offset(src: str, line: int, col: int) -> int:
 class CompiledExpr:
     """A compiled CEL expression. Call it with an activation (a mapping of names)."""
 
-    __slots__ = ("source", "references", "limits", "type_guard", "_fn", "_nslots", "_needs_ctx", "_fast",
+    __slots__ = ("source", "references", "limits", "type_guard", "reads", "_fn", "_nslots", "_needs_ctx", "_fast",
                  "_fast_source", "_gen", "_pending", "_gen_kept")
 
     def __init__(
         self, source: str, references: tuple[Reference, ...], limits: Limits,
         fn: Callable, nslots: int, needs_ctx: bool, gen: Callable | None = None,
-        type_guard: frozenset[str] | None = None,
+        type_guard: frozenset[str] | None = None, reads: tuple[tuple[str, str | None], ...] = (),
     ) -> None:
         self.source = source
+        # What the expression reads of its free variables: (variable, top-level field), the
+        # field None when it may use the variable as a whole (`size(action)`,
+        # `action["k"]`, `action.exists(..)`, passing it to a function...).
+        self.reads = reads
         # The action types for which this condition can be anything but `false`, when the
         # condition says so itself: its first `&&` operand (or every `||` operand) is
         # `action.type == "t"` or `action.type in ["t", ...]`. With `action.type` a string
@@ -3723,8 +3738,11 @@ def compile_cel(
             "expression is too deeply nested", 0, len(source), "simplify the expression"
         ) from None
     gen = node.g if node.depth <= _FAST_MAX_DEPTH else None
+    reads = tuple(sorted({
+        (r.path[0], comp.has_fields.get(i, r.path[1] if len(r.path) > 1 else None)) for i, r in enumerate(comp.refs)
+    }, key=lambda x: (x[0], x[1] or "")))
     return CompiledExpr(source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx, gen,
-                        node.tg if not node.const else None)
+                        node.tg if not node.const else None, reads)
 
 
 def to_cel_json(value: Any) -> Any:

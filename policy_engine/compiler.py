@@ -123,24 +123,31 @@ class FusedGate:
     a thread sees either the old or the new value, and both are correct.
     """
 
-    __slots__ = ("action", "exprs", "slots", "fn", "source", "pending", "patterns", "now")
+    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now")
 
-    def __init__(self, exprs: tuple, slots: tuple) -> None:
+    def __init__(self, exprs: tuple, slots: tuple, reads: Optional[tuple]) -> None:
         self.action: Any = None  # its CAction (set once built)
         self.exprs = exprs
         self.slots = slots
+        self.reads = reads  # the action fields its conditions read (see CAction.reads)
         self.fn: Optional[Callable] = None
         self.source: Optional[str] = None
-        self.pending = FUSE_AFTER if exprs else 0
+        self.pending = FUSE_AFTER
         self.patterns: dict = {}
         self.now: dict = {}
 
     def build(self) -> None:
+        """Generate `fn`: the input check of the fields the type reads (see
+        `engine.lane_prologue`), then every condition (see `cel.fuse`)."""
         from .cel import CompiledExpr, fuse
+        from .engine import lane_prologue
 
         self.pending = 0
         if all(isinstance(e, CompiledExpr) for e in self.exprs):
-            self.fn, self.source = fuse(self.exprs, ("action", "workflow", "now", "policy"))
+            # every caller has matched the action's workflow and type to these names
+            ca = self.action
+            prologue, ns = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)))
+            self.fn, self.source = fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +226,9 @@ class CAction:
     # What the gate walks for this type: the workflow's stop triggers that have a condition
     # (by name), then `rules`; each as (call, trace_true, trace_false, ref, approval, item).
     gate: tuple = ()
+    # The top-level fields of the action its gate can read (`reads_of`): only these are
+    # checked against the input limits; None: the whole action
+    reads: Optional[tuple[str, ...]] = None
     default_reason: str = ""  # the decision's `reason` when no rule matches
     fused: Optional[FusedGate] = None  # the gate's fast lane (see FusedGate)
 
@@ -267,6 +277,7 @@ class CWorkflow:
     running_state: Mapping[str, Any]  # `workflow` in CEL when the caller gives no state
     location: Optional[str]
     gate_stops: tuple = ()  # the gate sequence for an undeclared action type: the stop triggers alone
+    stop_reads: Optional[tuple[str, ...]] = None  # what gate_stops can read (see CAction.reads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +329,29 @@ def _gate_entry(item: Any, atype: Optional[str] = None) -> tuple:
             item.approval if item.kind == "rule" else None, item)
 
 
-def _fused(gate: tuple) -> FusedGate:
+ECHOED = ("id", "type", "workflow")  # the action fields a decision may show
+
+
+def reads_of(gate: tuple) -> Optional[tuple[str, ...]]:
+    """The top-level action fields the conditions of `gate` can read (constant `false`
+    entries read nothing), plus the fields a decision shows; None if a condition may
+    use the action as a whole (see `CompiledExpr.reads`)."""
+    keys = set(ECHOED)
+    for call, *_, item in gate:
+        if call is None:
+            continue
+        reads = getattr(item.fn, "reads", None)
+        if reads is None:
+            return None
+        for root, key in reads:
+            if root == "action":
+                if key is None:
+                    return None
+                keys.add(key)
+    return tuple(sorted(keys))
+
+
+def _fused(gate: tuple, reads: Optional[tuple]) -> FusedGate:
     exprs = []
     slots: list = []
     for call, *_, item in gate:
@@ -327,7 +360,7 @@ def _fused(gate: tuple) -> FusedGate:
         else:
             slots.append(1 << len(exprs))
             exprs.append(item.fn)
-    return FusedGate(tuple(exprs), tuple(slots))
+    return FusedGate(tuple(exprs), tuple(slots), reads)
 
 
 def _trace(kind: str, name: str, effect: str, location: Optional[str], source: str, matched: bool) -> TraceEntry:
@@ -462,7 +495,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                     "window_seconds": rv.window_seconds, "reversible_until": None,
                     "within_window": within if reversible else (),
                     "after_window": after if (reversible and has_window) else ()}),
-                gate=gate, fused=_fused(gate),
+                gate=gate, reads=reads_of(gate), fused=_fused(gate, reads_of(gate)),
                 default_reason=f"no rule matched action type `{a.name}`; the workflow default is {w.default_effect}",
             )
             ca.fused.action = ca
@@ -477,7 +510,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             stops_by_name=MappingProxyType({s.name: s for s in stops}),
             scenarios=MappingProxyType(scenarios), policy=MappingProxyType(consts),
             running_state={"name": w.name, "status": "running"},  # a plain dict (the fast paths need one); never mutated
-            location=loc_str(w.loc), gate_stops=gate_stops,
+            location=loc_str(w.loc), gate_stops=gate_stops, stop_reads=reads_of(gate_stops),
         )
     return CompiledPolicy(
         policy_hash=pset.content_hash, workflows=MappingProxyType(workflows),

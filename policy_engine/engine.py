@@ -35,6 +35,7 @@ from .compiler import (  # noqa: I001
     CAction,
     CompiledPolicy,
     CScenario,
+    ECHOED,
     CWorkflow,
     NOW_CACHE_MAX,
     PATTERNS_MAX,
@@ -276,6 +277,46 @@ def _quick_walk(v: Any, d: int, _type=type, _str=str, _int=int, _bool=bool, _flo
     return n, c
 
 
+def check_fields(action: dict, keys: Optional[tuple]) -> Optional[str]:
+    """Why the fields `keys` of `action` (all of it if None) exceed the input limits, or None.
+
+    The gate checks only the fields its conditions can read, and those a decision shows
+    (`compiler.reads_of`): a field no condition reads cannot change the decision, so it
+    is never looked at (a NaN or a megabyte of text in it costs nothing and denies
+    nothing). The limits apply to the checked fields together, as to one object."""
+    if keys is None:
+        return check_size(action)
+    return check_size({k: action[k] for k in keys if k in action})
+
+
+def lane_prologue(keys: Optional[tuple], skip: tuple = ()) -> tuple[list, dict]:
+    """Source lines (and their globals) for the start of a fused gate function (see
+    `compiler.FusedGate`): they prove that `check_fields(action, keys)` is None, with the
+    action as `_p0`, or raise, and the caller takes the full path, which says why.
+    Per field, unrolled: what `_quick_walk` does for one value. `skip` holds (field,
+    value) pairs the caller has already matched exactly (the workflow and type names):
+    only their lengths are counted."""
+    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "map": map}
+    if keys is None:
+        return ["if _chk(_p0) is not None: _fb()"], ns
+    skipped = dict(skip)
+    chars = sum(len(k) for k in keys) + sum(len(v) for k, v in skipped.items() if k in keys)
+    todo = tuple(k for k in keys if k not in skipped)
+    ns["_keys"] = todo
+    lines = [f"_n = {len(keys)}", f"_c = {chars}", "_g = _p0.get"]  # upper bounds: every key present
+    if todo:
+        lines += [
+            "for _x in map(_g, _keys):", "    _y = type(_x)",
+            "    if _y is str:", "        _c += len(_x)", "        if not _x.isascii() and _sur(_x): _fb()",
+            "    elif _y is int or _y is bool or _x is None: pass",
+            "    elif _y is float:", "        if _x - _x != 0.0: _fb()",
+            "    elif _y is dict or _y is list:", "        _q = _qw(_x, 2)", "        _n += _q[0]", "        _c += _q[1]",
+            "    else: _fb()",
+        ]
+    lines.append(f"if _n > {int(MAX_INPUT_ITEMS)} or _c > {int(MAX_INPUT_CHARS)}: _fb()")
+    return lines, ns
+
+
 def _check_size(root: Any) -> Optional[str]:
     """Why `root` exceeds the input limits, or None. Iterative: no recursion, stops early.
 
@@ -491,7 +532,7 @@ class Engine:
                             else:
                                 fn = None
                         aid = action.get("id")
-                        if fn is not None and (type(aid) is str or aid is None) and check_size(action) is None:
+                        if fn is not None and (type(aid) is str or aid is None):  # fn checks the fields it reads
                             try:
                                 m = fn(action, state, now, policy)
                             except Exception:  # noqa: BLE001 - the full path decides
@@ -567,7 +608,7 @@ class Engine:
                 action = dict(action)
             else:
                 return self._fail(now_dt, None, None, None, "the action must be an object, not " + _tname(action))
-        problem = check_size(action)
+        problem = check_fields(action, ECHOED)  # what the decision may show; the rest as the gate reads it
         if problem:
             return self._fail(now_dt, None, None, None, problem)
         wname = action.get("workflow")
@@ -594,6 +635,9 @@ class Engine:
             if status == "stopped":
                 ca = wf.actions.get(tname) if (wf is not None and type(tname) is str) else None
                 if ca is not None and ca.runs_while_stopped:
+                    problem = check_fields(action, ca.reads)
+                    if problem:
+                        return self._fail(now_dt, wname, tname, aid, problem, wf=wf)
                     return self._repair_while_stopped(wf, ca, action, state, now_dt, wname, tname, aid)
                 return self._stopped(now_dt, wf, wname, tname, aid, state)
             if status != "running":
@@ -612,7 +656,11 @@ class Engine:
             return self._fail(now_dt, wname, None, aid, "the action has no `type` (a string naming its action type)"
                               if tname is None else f"the action's `type` must be a string, not {_tname(tname)}",
                               wf=wf)
-        return self._gate(wf, wf.actions.get(tname), action, state, now_dt, wname, tname, aid)
+        ca = wf.actions.get(tname)
+        problem = check_fields(action, ca.reads if ca is not None else wf.stop_reads)
+        if problem:
+            return self._fail(now_dt, wname, tname, aid, problem, wf=wf)
+        return self._gate(wf, ca, action, state, now_dt, wname, tname, aid)
 
     def _gate(self, wf: CWorkflow, ca: Optional[CAction], action: dict, state: Any, now_dt: datetime,
               wname: str, tname: str, aid: Optional[str]) -> Decision:

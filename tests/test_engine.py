@@ -163,19 +163,31 @@ def test_bad_action_data_never_raises(engine, bad):
     assert d.effect == "deny" and d.errors
 
 
-def test_huge_and_deep_inputs_are_rejected_before_evaluation(engine):
+def _read_field(engine, workflow, atype):
+    """A field the type's gate reads that a decision does not show (see CAction.reads)."""
+    reads = engine.compiled.workflows[workflow].actions[atype].reads
+    return next(k for k in reads if k not in ("id", "type", "workflow"))
+
+
+def test_huge_and_deep_values_in_read_fields_are_rejected_and_unread_ones_ignored(engine):
     deep: dict = {}
     cur = deep
     for _ in range(MAX_INPUT_DEPTH + 5):
         cur["x"] = {}
         cur = cur["x"]
-    d = engine.evaluate(reply(blob=deep), now=NOW)
-    assert d.effect == "deny" and "deep" in d.errors[0].message
-    d = engine.evaluate(reply(blob=list(range(MAX_INPUT_ITEMS + 1))), now=NOW)
-    assert d.effect == "deny" and "values" in d.errors[0].message
-    cyc: dict = {"workflow": WF, "type": "send_customer_reply"}
+    cyc: dict = {}
     cyc["self"] = cyc
-    assert engine.evaluate(cyc, now=NOW).effect == "deny"
+    field = _read_field(engine, WF, "send_customer_reply")
+    plain = engine.evaluate(reply(), now=NOW)
+    for bad, words in ((deep, "deep"), (list(range(MAX_INPUT_ITEMS + 1)), "values"), (cyc, "deep")):
+        d = engine.evaluate(reply(**{field: bad}), now=NOW)
+        assert d.effect == "deny" and d.errors[0].kind == "input" and words in d.errors[0].message
+        assert field in engine.compiled.workflows[WF].actions["send_customer_reply"].reads
+        # a field no condition reads is never looked at: the decision is the one without it
+        d = engine.evaluate(reply(blob=bad), now=NOW)
+        assert d.model_dump(mode="json") == plain.model_dump(mode="json")
+    # the fields a decision shows are always checked
+    assert engine.evaluate(reply(id=deep), now=NOW).errors[0].kind == "input"
 
 
 def test_bad_now_fails_closed(engine):

@@ -309,14 +309,23 @@ def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
 REF = policy_engine.load(str(ROOT / "benchmarks/policies"))
 
 
-def test_nan_anywhere_still_fails_closed_in_the_lane():
+def test_bad_values_in_read_fields_fail_closed_in_the_lane_and_unread_ones_change_nothing():
     fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
     action = next(a for a, s, _ in make_mix(200) if a["type"] == "close_ticket" and s is None)
+    reads = fast.compiled.workflows[action["workflow"]].actions["close_ticket"].reads
+    assert "customer_tier" in reads and "unread" not in reads
     for _ in range(3):
         assert fast.evaluate(action, None, T0).errors == ()
-    for bad in ({**action, "unread": math.nan}, {**action, "nested": {"x": [math.inf]}}, {**action, "s": "\ud800"}):
-        d = fast.evaluate(bad, None, T0)
-        assert d.effect == "deny" and d.errors[0].kind == "input"
+    plain = dump(fast.evaluate(action, None, T0))
+    for bad in (math.nan, math.inf, [1.0, -math.inf], {"x": [math.nan]}, "\ud800", {"\ud800": 1},
+                list(range(200_000)), "x" * 4_000_001):
+        for engine in (fast, slow):
+            d = engine.evaluate({**action, "customer_tier": bad}, None, T0)
+            assert d.effect == "deny" and d.errors[0].kind == "input", (bad, engine is fast)
+            assert dump(engine.evaluate({**action, "unread": bad}, None, T0)) == plain
+    d = fast.evaluate({**action, "id": "\ud800"}, None, T0)  # a field a decision shows
+    assert d.effect == "deny" and d.errors[0].kind == "input"
 
 
 def test_a_budget_error_before_the_type_test_still_stops_other_types():
@@ -333,3 +342,55 @@ def test_a_budget_error_before_the_type_test_still_stops_other_types():
         assert engine.evaluate(small, None, T0).effect == "allow"
         d = engine.evaluate({**small, "big": list(range(400))}, None, T0)
         assert d.effect == "stop" and d.errors and d.errors[0].budget == "max_iterations"
+
+
+# ----------------------------------------------------------------------------- what the gate reads
+@pytest.mark.parametrize("src, reads", [
+    ("action.amount > 1", {("action", "amount")}),
+    ("action.a.b.c == 1 && action.d[0].e", {("action", "a"), ("action", "d")}),
+    ("has(action.x) && action.x > 1", {("action", "x")}),
+    ("!has(action.maybe)", {("action", "maybe")}),
+    ('action.tags.exists(t, t == "x")', {("action", "tags")}),
+    ("size(action) > 2", {("action", None)}),  # the action as a whole
+    ('action["amount"] > 1', {("action", None)}),
+    ("action.exists(k, k == 'x')", {("action", None)}),
+    ("dyn(action).amount > 1", {("action", None)}),
+    ("action == {}", {("action", None)}),
+    ('workflow.status == "x" && now > timestamp(action.at)', {("action", "at"), ("now", None), ("workflow", "status")}),
+    ("[{'a': 1}].exists(action, action.a == 1)", set()),  # a local named `action`
+])
+def test_reads_name_every_field_a_condition_can_touch(src, reads):
+    assert set(compile_cel(src).reads) == reads
+
+
+def test_a_condition_using_the_whole_action_checks_all_of_it():
+    text = POLICY_HEAD + '  action a { allow ok when `size(action) > 0` }\n  action b { allow ok when `action.n > 0` }\n}\n'
+    for engine in (without_lanes(engine_from_texts({"p.policy": text})), with_lanes(engine_from_texts({"p.policy": text}))):
+        wf = engine.compiled.workflows["w"]
+        assert wf.actions["a"].reads is None and wf.actions["b"].reads == ("id", "n", "type", "workflow")
+        for _ in range(3):
+            assert engine.evaluate({"workflow": "w", "type": "a", "x": math.nan}, None, T0).errors[0].kind == "input"
+            assert engine.evaluate({"workflow": "w", "type": "b", "n": 1, "x": math.nan}, None, T0).effect == "allow"
+
+
+junk = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=3),
+                              st.sampled_from(["\ud800", "é"])),
+                    lambda i: st.one_of(st.lists(i, max_size=3), st.dictionaries(st.text(max_size=3), i, max_size=3)),
+                    max_leaves=6)
+
+
+@given(text=policies(), action=actions, extra=st.dictionaries(st.sampled_from(["blob", "amount2", "note", "x"]),
+                                                            junk, min_size=1, max_size=3))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fields_no_condition_reads_never_change_a_decision(text, action, extra):
+    """The contract of the read set: anything in a field outside it (NaN, surrogates,
+    huge or deep values) leaves the decision exactly as it is without that field."""
+    for engine in (without_lanes(engine_from_texts({"p.policy": text})), with_lanes(engine_from_texts({"p.policy": text}))):
+        wf = engine.compiled.workflows["w"]
+        ca = wf.actions.get(action["type"])
+        reads = ca.reads if ca is not None else wf.stop_reads
+        assert reads is not None
+        unread = {k: v for k, v in extra.items() if k not in reads}
+        base = dump(engine.evaluate(action, None, T0))
+        for _ in range(2):
+            assert dump(engine.evaluate({**action, **unread}, None, T0)) == base

@@ -384,45 +384,51 @@ def test_non_bool_criterion_is_unmet(value):
 
 # ------------------------------------------------------------------ huge inputs rejected before conversion
 
-def test_huge_inputs_are_rejected_fast():
+OK_TRANSFER = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
+
+
+def test_huge_inputs_in_read_fields_are_rejected_fast_and_unread_ones_cost_nothing():
     cases = {
-        "items": {"workflow": "pay", "type": "transfer", "list": list(range(MAX_INPUT_ITEMS + 10))},
-        "depth": {"workflow": "pay", "type": "transfer", "deep": deep(MAX_INPUT_DEPTH + 5)},
-        "depth100k": {"workflow": "pay", "type": "transfer", "deep": deep(100_000)},
-        "chars": {"workflow": "pay", "type": "transfer", "s": "x" * 5_000_000},
-        "keys": {"workflow": "pay", "type": "transfer", **{f"k{i}": i for i in range(MAX_INPUT_ITEMS + 1)}},
+        "items": list(range(MAX_INPUT_ITEMS + 10)),
+        "depth": deep(MAX_INPUT_DEPTH + 5),
+        "depth100k": deep(100_000),
+        "chars": "x" * 5_000_000,
+        "keys": {f"k{i}": i for i in range(MAX_INPUT_ITEMS + 1)},
+        "shared": [list(range(1000))] * 200,  # 200k values, 1k distinct: every visit counts
     }
-    for name, a in cases.items():
+    plain = ENGINE.evaluate(OK_TRANSFER, None, NOW).model_dump(mode="json")
+    assert plain["effect"] == "allow"
+    assert "country" in ENGINE.compiled.workflows["pay"].actions["transfer"].reads
+    for name, bad in cases.items():
         t0 = time.perf_counter()
-        d = ENGINE.evaluate(a, None, NOW)
+        d = ENGINE.evaluate({**OK_TRANSFER, "country": bad}, None, NOW)  # read by `sanctioned`
         assert time.perf_counter() - t0 < 2.0, name
-        assert d.effect == "deny", name
-        assert d.errors[0].kind == "input", name
-    state = {"status": "running", "x": deep(100_000)}
-    assert ENGINE.evaluate({"workflow": "pay", "type": "transfer"}, state, NOW).effect == "deny"
+        assert d.effect == "deny" and d.errors[0].kind == "input", name
+        t0 = time.perf_counter()
+        d = ENGINE.evaluate({**OK_TRANSFER, "attachment": bad}, None, NOW)  # read by nothing
+        assert time.perf_counter() - t0 < 0.05, name
+        assert d.model_dump(mode="json") == plain, name
+    state = {"status": "running", "x": deep(100_000)}  # a workflow state is always checked whole
+    assert ENGINE.evaluate(OK_TRANSFER, state, NOW).effect == "deny"
     r = ENGINE.may_resume("pay", "runaway", {"reviewed": True, "x": deep(100_000)}, NOW)
     assert not r.allowed
 
 
-def test_shared_substructure_counts_every_visit():
-    shared = list(range(1000))
-    a = {"workflow": "pay", "type": "transfer", "l": [shared] * 200}  # 200k values, 1k distinct
-    t0 = time.perf_counter()
-    d = ENGINE.evaluate(a, None, NOW)
-    assert time.perf_counter() - t0 < 2.0
-    assert d.effect == "deny"
-
-
 def test_self_referencing_input_does_not_hang():
-    a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
-    a["self"] = a
-    lst: list = []
-    lst.append(lst)
-    a["loop"] = lst
-    t0 = time.perf_counter()
-    d = ENGINE.evaluate(a, None, NOW)
-    assert time.perf_counter() - t0 < 2.0
-    assert d.effect == "deny" and d.errors[0].kind == "input"
+    plain = ENGINE.evaluate(OK_TRANSFER, None, NOW).model_dump(mode="json")
+    for field in ("country", "unread"):
+        a = dict(OK_TRANSFER)
+        a[field] = a
+        lst: list = []
+        lst.append(lst)
+        a["loop"] = lst
+        t0 = time.perf_counter()
+        d = ENGINE.evaluate(a, None, NOW)
+        assert time.perf_counter() - t0 < 2.0
+        if field == "country":
+            assert d.effect == "deny" and d.errors[0].kind == "input"
+        else:
+            assert d.model_dump(mode="json") == plain
 
 
 # ------------------------------------------------------------------ the other evaluators
@@ -502,8 +508,9 @@ def test_decisions_with_odd_strings_serialize():
 
 
 # Regression: NaN compares false with everything, so a NaN amount slipped past
-# `deny big when `action.amount > 1000.0`` and the allow rule allowed it. Non-finite
-# numbers anywhere in an input are now an input error (fixed in engine.check_size).
+# `deny big when `action.amount > 1000.0`` and the allow rule allowed it. A non-finite
+# number in any field a condition reads is an input error (engine.check_fields); one in
+# a field no condition reads cannot change the decision and is never looked at.
 NAN_POLICY = """
 roles [r]
 workflow "w" {
@@ -530,9 +537,11 @@ def test_non_finite_numbers_never_evade_a_deny_rule(bad):
     ok = {"workflow": "w", "type": "refund", "amount": 5.0, "verified": True}
     assert e.evaluate(ok, None, NOW).effect == "allow"
     assert e.evaluate({**ok, "amount": 5000.0}, None, NOW).effect == "deny"
-    for action in ({**ok, "amount": bad}, {**ok, "nested": {"x": [1.0, bad]}}, {**ok, "list": [bad]}):
+    for action in ({**ok, "amount": bad}, {**ok, "amount": [1.0, bad]}, {**ok, "verified": {"x": [bad]}}):
         d = e.evaluate(action, None, NOW)
         assert d.effect == "deny" and d.errors[0].kind == "input" and "non-finite" in d.errors[0].message
+    for action in ({**ok, "nested": {"x": [1.0, bad]}}, {**ok, "list": [bad]}):  # read by no condition
+        assert e.evaluate(action, None, NOW).model_dump(mode="json") == e.evaluate(ok, None, NOW).model_dump(mode="json")
     # a state or evidence holding NaN fails closed too
     assert e.evaluate(ok, {"status": "running", "x": bad}, NOW).effect == "deny"
     assert e.may_resume("w", "s", {"errors": 0.0}, NOW).allowed
@@ -667,14 +676,16 @@ def test_fast_path_agrees_with_the_closures_on_hostile_data(action, evidence):
 
 # Regression: a lone surrogate (what a JSON "\ud800" escape decodes to) in an input
 # string was echoed into the result, whose model_dump_json() then raised: a runtime
-# logging decisions crashed on agent-controlled text. Unpaired surrogates anywhere in an
-# input are now an input error, and messages quoting input escape them (engine.py).
+# logging decisions crashed on agent-controlled text. Unpaired surrogates in any field a
+# decision shows or a condition reads are an input error, and messages quoting input
+# escape them (engine.py); a field nothing reads is never looked at (nor shown).
 S = "\ud800"
 
 
 @pytest.mark.parametrize("call", [
     lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "id": S}, None, NOW),
-    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "x": {S: 1}}, None, NOW),
+    lambda: ENGINE.evaluate({**OK_TRANSFER, "country": {S: 1}}, None, NOW),
+    lambda: ENGINE.evaluate({**OK_TRANSFER, "currency": "EUR" + S}, None, NOW),
     lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "amount": 5, "verified": True,
                              "currency": "EUR", "country": "FR"}, None, S),
     lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer"}, {"status": S}, NOW),
@@ -694,6 +705,12 @@ def test_unpaired_surrogates_fail_closed_and_serialize(call):
     assert getattr(r, "effect", "deny") == "deny"
     assert getattr(r, "allowed", False) is False and getattr(r, "satisfied", False) is False
     assert r.errors or getattr(r, "rejected", ())
+
+
+def test_surrogates_in_a_field_nothing_reads_change_nothing():
+    d = ENGINE.evaluate({**OK_TRANSFER, "x": {S: [S]}}, None, NOW)
+    d.model_dump_json()
+    assert d.model_dump(mode="json") == ENGINE.evaluate(OK_TRANSFER, None, NOW).model_dump(mode="json")
 
 
 def test_valid_non_ascii_text_is_fine():
