@@ -1603,6 +1603,10 @@ class _Gen:
         self.loops = False
         self.roots: dict[str, list] = {}  # free variable -> [local name, guarded as a dict]
         self.dotted: dict[str, None] = {}  # activation keys that would resolve a chain
+        # (variable, field) -> a local the prologue set to the field's value, or to _MISS
+        # if absent; and (variable, field) -> the repr of a str the field is known to hold
+        self.fields: dict[tuple[str, str], str] = {}
+        self.known: dict[tuple[str, str], str] = {}
 
     def root(self, name: str, as_dict: bool) -> tuple[str, str | None]:
         """A free variable, looked up once in the prologue (a missing one falls back)."""
@@ -2084,7 +2088,17 @@ def _g_ident(path: tuple[str, ...], dotted: list[str]) -> Callable:
         e, kind = em.root(root, len(path) > 1)
         for k in dotted:
             em.dotted[k] = None
-        for name in path[1:]:
+        for i, name in enumerate(path[1:]):
+            if i == 0 and kind == "dict":
+                # fields the fused function's prologue has read (see ``fuse``)
+                lit = em.known.get((root, name))
+                if lit is not None:
+                    e, kind = em.lit(lit), "str"
+                    continue
+                var = em.fields.get((root, name))
+                if var is not None:
+                    e, kind = f"({var} if {var} is not _MISS else _fb())", None
+                    continue
             e = _g_sel(em, e, name, kind)
             kind = None
         return e, kind
@@ -2189,7 +2203,8 @@ _FUSE_MAX = 256  # conditions per fused function
 
 
 def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Sequence[str] = (),
-         ns: Mapping[str, Any] | None = None) -> tuple[Callable | None, str | None]:
+         ns: Mapping[str, Any] | None = None, fields: Mapping[tuple[str, str], str] | None = None,
+         known: Mapping[tuple[str, str], str] | None = None) -> tuple[Callable | None, str | None]:
     """One generated function evaluating several conditions over the same activation.
 
     ``fused(*values)`` takes the activation's values in the order of ``params`` (its
@@ -2203,13 +2218,19 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
     (free variables are the parameters, checked once) and one namespace; a condition
     outside the fast-path subset is called as itself. ``prologue`` lines run first (the
     parameters are ``_p0``, ``_p1``...; they may raise, with the same meaning), with the
-    names of ``ns`` as globals. (None, None) if generation fails.
+    names of ``ns`` as globals. ``fields`` maps (variable, field) to a local the prologue
+    has set to that field's value, or to ``_MISS`` (in ``ns``) when the field is absent:
+    the conditions read the local instead (absent: as a missing key, they raise);
+    ``known`` maps (variable, field) to the ``repr`` of the str every caller guarantees
+    the field holds (the action's own type). (None, None) if generation fails.
     """
     if len(exprs) > _FUSE_MAX:
         return None, None
     try:
         pnames = {name: f"_p{i}" for i, name in enumerate(params)}
         em = _Gen(0)
+        em.fields = dict(fields or {})
+        em.known = dict(known or {})
         body: list[str] = []
         act = None
         for i, ex in enumerate(exprs):

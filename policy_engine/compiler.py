@@ -146,8 +146,9 @@ class FusedGate:
         if all(isinstance(e, CompiledExpr) for e in self.exprs):
             # every caller has matched the action's workflow and type to these names
             ca = self.action
-            prologue, ns = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)))
-            self.fn, self.source = fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns)
+            prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)))
+            self.fn, self.source = fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns,
+                                        fields, known)
 
 
 @dataclass(frozen=True, slots=True)

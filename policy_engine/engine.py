@@ -114,9 +114,12 @@ def fmt_ts(t: datetime) -> str:
     if t.tzinfo is not _UTC:
         t = t.astimezone(_UTC)
     y = t.year
-    if t.microsecond or y < 1000:
+    if y < 1000:
         return _fmt_ts_slow(t)
-    d2 = _D2  # whole seconds, 4-digit year: the common case, ~3x cheaper than the %-format below
+    d2 = _D2  # 4-digit year: the common case, ~3x cheaper than the %-format below
+    us = t.microsecond
+    if us:
+        return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}.{us:06d}Z"
     return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}Z"
 
 
@@ -289,32 +292,47 @@ def check_fields(action: dict, keys: Optional[tuple]) -> Optional[str]:
     return check_size({k: action[k] for k in keys if k in action})
 
 
-def lane_prologue(keys: Optional[tuple], skip: tuple = ()) -> tuple[list, dict]:
-    """Source lines (and their globals) for the start of a fused gate function (see
-    `compiler.FusedGate`): they prove that `check_fields(action, keys)` is None, with the
-    action as `_p0`, or raise, and the caller takes the full path, which says why.
-    Per field, unrolled: what `_quick_walk` does for one value. `skip` holds (field,
-    value) pairs the caller has already matched exactly (the workflow and type names):
-    only their lengths are counted."""
-    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "map": map}
+class _Missing:
+    """An absent field, in a fused gate function (see `lane_prologue`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISS = _Missing()
+
+
+def lane_prologue(keys: Optional[tuple], skip: tuple = ()) -> tuple[list, dict, dict, dict]:
+    """The start of a fused gate function (see `compiler.FusedGate`, `cel.fuse`): source
+    lines that prove `check_fields(action, keys)` is None, with the action as `_p0`, or
+    raise (and the caller takes the full path, which says why); their globals; and the
+    `fields` and `known` arguments of `cel.fuse`: per field, what `_quick_walk` does for
+    one value, unrolled, leaving the value in a local the conditions then read. `skip`
+    holds (field, value) pairs every caller has matched exactly (the workflow and type
+    names): only their lengths are counted, and the conditions see them as literals."""
+    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "_MISS": _MISS}
     if keys is None:
-        return ["if _chk(_p0) is not None: _fb()"], ns
+        return ["if _chk(_p0) is not None: _fb()"], ns, {}, {}
     skipped = dict(skip)
     chars = sum(len(k) for k in keys) + sum(len(v) for k, v in skipped.items() if k in keys)
-    todo = tuple(k for k in keys if k not in skipped)
-    ns["_keys"] = todo
     lines = [f"_n = {len(keys)}", f"_c = {chars}", "_g = _p0.get"]  # upper bounds: every key present
-    if todo:
+    fields: dict = {}
+    for k in keys:
+        if k in skipped:
+            continue
+        v = fields[("action", k)] = f"_f{len(fields)}"
         lines += [
-            "for _x in map(_g, _keys):", "    _y = type(_x)",
-            "    if _y is str:", "        _c += len(_x)", "        if not _x.isascii() and _sur(_x): _fb()",
-            "    elif _y is int or _y is bool or _x is None: pass",
-            "    elif _y is float:", "        if _x - _x != 0.0: _fb()",
-            "    elif _y is dict or _y is list:", "        _q = _qw(_x, 2)", "        _n += _q[0]", "        _c += _q[1]",
-            "    else: _fb()",
+            f"{v} = _g({k!r}, _MISS)", f"_y = type({v})",
+            "if _y is str:", f"    _c += len({v})", f"    if not {v}.isascii() and _sur({v}): _fb()",
+            f"elif _y is int or _y is bool or {v} is None or {v} is _MISS: pass",
+            "elif _y is float:", f"    if {v} - {v} != 0.0: _fb()",
+            "elif _y is dict or _y is list:", f"    _q = _qw({v}, 2)", "    _n += _q[0]", "    _c += _q[1]",
+            "else: _fb()",
         ]
     lines.append(f"if _n > {int(MAX_INPUT_ITEMS)} or _c > {int(MAX_INPUT_CHARS)}: _fb()")
-    return lines, ns
+    return lines, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
 
 
 def _check_size(root: Any) -> Optional[str]:
@@ -516,7 +534,8 @@ class Engine:
             # built and whose outcome was seen before: exactly what _evaluate -> _gate
             # return for it, in fewer steps. Anything else takes the full path.
             if type(action) is dict:
-                if now is None:
+                live = now is None  # the clock: a `now` no other call shares (no cache)
+                if live:
                     now = datetime.now(_UTC)
                 wname = action.get("workflow")
                 tname = action.get("type")
@@ -541,9 +560,12 @@ class Engine:
                                 d = fz.patterns.get(m)
                                 if d is None:
                                     d = self._template(fz, m, now, wname, tname, aid)
-                                c = fz.now.get(now)
-                                if c is None:
-                                    c = _now_fields(fz, now)
+                                if live:
+                                    c = (fmt_ts(now), _rev_at(fz.action, now))
+                                else:
+                                    c = fz.now.get(now)
+                                    if c is None:
+                                        c = _now_fields(fz, now)
                                 d = d.copy()
                                 d["action_id"] = aid
                                 d["evaluated_at"] = c[0]
