@@ -2347,6 +2347,8 @@ class _Compiler:
         self.add = _make_add(self.sizes)
         self.refs: list[Reference] = []
         self.has_fields: dict[int, str] = {}  # Reference index -> the field a has() tests
+        # spans that only the parse tree with positions gives exactly (see compile_cel)
+        self.exact = False
         self.scopes: list[dict[str, int]] = []
         self.nslots = 1  # ctx[0] is the iteration count, ctx[1:] the variable slots
         self.needs_ctx = False
@@ -3154,6 +3156,7 @@ class _Compiler:
         return self.call_global(name, args, node)
 
     def c_dot_ident_arg(self, node: Any) -> _N:
+        self.exact = True  # the span of `.name` starts at a dot the tree does not keep
         return self.c_ident_arg(node)
 
     def has_macro(self, argnodes: list, node: Any) -> _N:
@@ -3411,6 +3414,7 @@ class _Compiler:
         return self.c_member(node)
 
     def c_dot_ident(self, node: Any) -> _N:
+        self.exact = True  # the span of `.name` starts at a dot the tree does not keep
         return self.c_member(node)
 
     def c_paren_expr(self, node: Any) -> _N:
@@ -3495,9 +3499,29 @@ def _span(node: Any, n: int) -> tuple[int, int]:
         meta = getattr(node, "meta", None)
         if meta is not None and not getattr(meta, "empty", True):
             s, e = meta.start_pos, meta.end_pos
+        elif getattr(node, "children", None):  # parsed without positions: its tokens have them
+            s = _edge_token(node, 0)
+            e = _edge_token(node, -1)
+            s = getattr(s, "start_pos", None)
+            e = getattr(e, "end_pos", None)
     if s is None:
         return 0, n
     return s, e if e is not None else s + 1
+
+
+def _edge_token(node: Any, i: int) -> Any:
+    """The first (i=0) or last (i=-1) token of a subtree: where Lark's position
+    propagation takes a subtree's start and end from. Depth-first, iterative."""
+    stack = [node]
+    while stack:
+        x = stack.pop()
+        kids = getattr(x, "children", None)
+        if kids is None:
+            if getattr(x, "start_pos", None) is not None:
+                return x
+            continue
+        stack.extend(reversed(kids) if i == 0 else kids)
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -3543,15 +3567,43 @@ def _bracket_depth(src: str, limit: int) -> tuple[int, int] | None:
 
 _PARSER_LOCK = threading.Lock()
 _PARSER: list = []
+_FAST_PARSER: list = []
 
 
-def _parse(source: str) -> Any:
+def _fast_parser() -> Any:
+    """cel-python's grammar (``celpy/cel.lark``) with cel-python's own Lark options, minus
+    position propagation, which is half of the parse time. Tokens keep their positions;
+    ``_span`` finds a subtree's from its first and last token, as propagation would."""
+    if not _FAST_PARSER:
+        import re
+        from pathlib import Path
+
+        import celpy.celparser
+        from lark import Lark
+
+        grammar = (Path(celpy.celparser.__file__).parent / "cel.lark").read_text()
+        _FAST_PARSER.append(Lark(
+            grammar, parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
+            lexer_callbacks={"IDENT": celpy.celparser.CELParser.ambiguous_literals},
+            propagate_positions=False, maybe_placeholders=False, priority="invert"))
+    return _FAST_PARSER[0]
+
+
+def _parse(source: str, exact: bool = False) -> Any:
+    """The parse tree of ``source``, without positions unless ``exact``. A syntax error is
+    reported by cel-python's own parser (``CELParser``, built only then), so its messages
+    and positions are the reference's."""
     from celpy.celparser import CELParseError, CELParser
 
-    with _PARSER_LOCK:  # CELParser keeps the text on the instance
+    with _PARSER_LOCK:
+        if not exact:
+            try:
+                return _fast_parser().parse(source)
+            except Exception:  # noqa: BLE001 - the reference parser decides and reports
+                pass
         if not _PARSER:
             _PARSER.append(CELParser())
-        parser = _PARSER[0]
+        parser = _PARSER[0]  # (it keeps the text on the instance: hence the lock)
         try:
             return parser.parse(source)
         except CELParseError as ex:
@@ -3751,9 +3803,20 @@ def compile_cel(
             off, off + 1, "simplify the expression",
         )
     try:
-        tree = _parse(source)
-        comp = _Compiler(source, limits, constants)
-        node = comp.c(tree)
+        try:
+            tree = _parse(source)
+            comp = _Compiler(source, limits, constants)
+            node = comp.c(tree)
+            exact = comp.exact
+        except CelCompileError:
+            exact = True
+        if exact:
+            # The tree without positions takes a subtree's span from its first and last
+            # kept token; a dropped `)` or leading `.` would shift it. Errors and the rare
+            # `.name` are compiled again from the tree with positions, exactly.
+            tree = _parse(source, exact=True)
+            comp = _Compiler(source, limits, constants)
+            node = comp.c(tree)
     except RecursionError:
         raise CelCompileError(
             "expression is too deeply nested", 0, len(source), "simplify the expression"
