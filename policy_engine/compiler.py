@@ -104,7 +104,7 @@ def freeze(value: Any) -> Any:
 
 
 FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
-PATTERNS_MAX = 4096  # decision templates kept per action type
+PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
 NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
 
 
