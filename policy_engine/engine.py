@@ -530,9 +530,9 @@ class Engine:
         """May this proposed action execute now? Never raises on bad input."""
         try:
             # The fast lane: the common call (a plain dict for a declared workflow and action
-            # type, a running workflow, `now` in UTC or omitted) whose type's fused gate is
-            # built and whose outcome was seen before: exactly what _evaluate -> _gate
-            # return for it, in fewer steps. Anything else takes the full path.
+            # type, a running workflow, `now` in UTC or omitted) once its type's fused gate
+            # is built: exactly what _evaluate -> _gate return for it, in fewer steps.
+            # Anything else, and anything the fused gate refuses, takes the full path.
             if type(action) is dict:
                 live = now is None  # the clock: a `now` no other call shares (no cache)
                 if live:
