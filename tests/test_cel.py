@@ -473,3 +473,34 @@ def test_importing_the_module_does_not_import_celpy():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                          env={"PYTHONPATH": str(root), "PATH": ""}, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# ------------------------------------------------------------------ strings extension: format()
+@pytest.mark.parametrize("src, want", [
+    ('"%s owes %d (%.2f%%)".format([action.who, action.n, action.pct])', "ann owes 3 (12.50%)"),
+    ('"%s".format([action.tags])', "[a, b]"),
+    ('"%s".format([{"b": 1, "a": [1.5, null]}])', "{a: [1.5, null], b: 1}"),
+    ('"%x|%X|%o|%b".format([255, "hi", 8, true])', "ff|6869|10|1"),
+    ('"%e %f".format([1, double("NaN")])', "1.000000e+00 NaN"),
+])
+def test_format(src, want):
+    assert ev(src, action={"who": "ann", "n": 3, "pct": 12.5, "tags": ["a", "b"]}) == want
+
+
+@pytest.mark.parametrize("src, words", [
+    ('"%d".format(["x"])', "decimal clause"),
+    ('"%d %d".format([1])', "index 1 out of range"),
+    ('"%q".format([1])', 'unrecognized formatting clause "q"'),
+    ('"%.2s".format(["x"])', "precision"),
+    ('"%s".format("x")', "no such overload"),
+])
+def test_format_errors_are_values(src, words):
+    v = ev(src)
+    assert isinstance(v, CelError) and words in v.message
+
+
+def test_format_output_counts_against_max_size():
+    e = compile_cel('"%s%s".format([action.s, action.s])', limits=Limits(max_size=100))
+    v = e({"action": {"s": "x" * 60}})
+    assert isinstance(v, CelError) and v.budget == "max_size"
+    assert e({"action": {"s": "x" * 40}}) == "x" * 80
