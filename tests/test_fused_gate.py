@@ -394,3 +394,15 @@ def test_fields_no_condition_reads_never_change_a_decision(text, action, extra):
         base = dump(engine.evaluate(action, None, T0))
         for _ in range(2):
             assert dump(engine.evaluate({**action, **unread}, None, T0)) == base
+
+
+def test_a_type_with_more_conditions_than_a_fused_function_takes_keeps_the_full_path():
+    from policy_engine.cel import _FUSE_MAX
+
+    rules = "".join(f"    deny r{i} when `action.n == {i}`\n" for i in range(_FUSE_MAX + 1))
+    text = POLICY_HEAD + f"  action a {{\n{rules}    allow ok when `action.n < 0`\n  }}\n}}\n"
+    engine = with_lanes(engine_from_texts({"p.policy": text}))
+    assert engine.compiled.workflows["w"].actions["a"].fused.fn is None
+    for n, effect in ((-1, "allow"), (7, "deny"), (10_000, "deny")):
+        d = engine.evaluate({"workflow": "w", "type": "a", "n": n}, None, T0)
+        assert d.effect == effect and len(d.trace) == _FUSE_MAX + 2
