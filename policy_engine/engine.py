@@ -143,22 +143,12 @@ _DECISION_FIELDS = _FIELDS_SET.get(Decision) or _fields_set(Decision)  # the set
 def _now_fields(fz: Any, now_dt: datetime) -> tuple:
     """(evaluated_at, reversibility) of a gate decision at `now_dt`, kept in the type's
     small cache (a batch or a replay evaluates many actions at the same `now`)."""
-    c = (fmt_ts(now_dt), _rev_at(fz.action, now_dt))
+    c = (fmt_ts(now_dt), _reversibility(fz.action, now_dt))
     cache = fz.now
     if len(cache) >= NOW_CACHE_MAX:
         cache.clear()
     cache[now_dt] = c
     return c
-
-
-def _rev_at(ca: CAction, now_dt: datetime) -> Optional[ReversibilityInfo]:
-    """`ca`'s reversibility for an execution at `now_dt` (the gate's inline `_reversibility`)."""
-    rev = ca.reversibility
-    if rev is not None and ca.window_td is not None:
-        d = rev.__dict__.copy()
-        d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
-        rev = fast(ReversibilityInfo, d)
-    return rev
 
 
 def _reversibility(ca: Optional[CAction], now_dt: datetime) -> Optional[ReversibilityInfo]:
@@ -561,7 +551,7 @@ class Engine:
                                 if d is None:
                                     d = self._template(fz, m, now, wname, tname, aid)
                                 if live:
-                                    c = (fmt_ts(now), _rev_at(fz.action, now))
+                                    c = (fmt_ts(now), _reversibility(fz.action, now))
                                 else:
                                     c = fz.now.get(now)
                                     if c is None:
@@ -787,7 +777,7 @@ class Engine:
             effect = wf.default_effect
             reason = ca.default_reason
             receipt = ca.receipt
-        rev = None if ca is None else _rev_at(ca, now_dt)
+        rev = _reversibility(ca, now_dt)
         return fast(Decision, {
             "effect": effect, "deciding": deciding, "reason": reason, "workflow": wname, "action_type": tname,
             "action_id": aid, "matched": tuple(matched),
