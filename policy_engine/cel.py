@@ -1949,8 +1949,10 @@ def _g_eq(ln: _N, rn: _N, neg: bool) -> Callable | None:
         other = "True" if neg else "False"  # _eq of a number and a non-number
 
         def g(em: _Gen) -> tuple[str, str | None]:
-            e, _ = L(em)
+            e, ek = L(em)
             k, _ = R(em)
+            if ek == "int" or ek == "float":
+                return f"({e} {op} {k})", "bool"
             return em.guard(
                 e, lambda f, x: f"type({f}) in _NUM", lambda x: f"({x} {op} {k})",
                 lambda x: f"({other} if type({x}) in _PLAIN else _fb())",
@@ -2026,13 +2028,17 @@ def _g_str_method(name: str, recv: _N, arg: _N) -> Callable | None:
            "endsWith": "{x}.endswith({y})"}[name]
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        se, _ = S(em)
+        se, sk = S(em)
         pe, pk = P(em)
         fx, x, fy, y = _g_pair(em, se, pe)
-        test = f"type({fx}) is str"
-        if not (pk == "str" and fy == y):  # a str literal needs no check
-            test += f" and type({fy}) is str"
-        return f"({use.format(x=x, y=y)} if {test} else _fb())", "bool"
+        tests = []
+        if not (sk == "str" and fx == x):  # a str atom needs no check
+            tests.append(f"type({fx}) is str")
+        if not (pk == "str" and fy == y):
+            tests.append(f"type({fy}) is str")
+        if not tests:
+            return use.format(x=x, y=y), "bool"
+        return f"({use.format(x=x, y=y)} if {' and '.join(tests)} else _fb())", "bool"
 
     return g
 
@@ -2042,10 +2048,13 @@ def _g_macro(kind: str, T: Callable, P: Callable, M: Callable | None, slot: int,
     var = f"_s{slot}"
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        te, _ = T(em)
+        te, tk = T(em)
         seq = em.value(te)
         em.loops = True
-        em.emit(f"if type({seq}) is not list or len({seq}) > {_FAST_MAX_LIST}: _fb()")
+        if tk == "list":
+            em.emit(f"if len({seq}) > {_FAST_MAX_LIST}: _fb()")
+        else:
+            em.emit(f"if type({seq}) is not list or len({seq}) > {_FAST_MAX_LIST}: _fb()")
         em.emit(f"_it += len({seq})")
         em.emit(f"if _it > {maxit}: _fb()")
         em.lit(var)
@@ -2094,8 +2103,10 @@ def _g_in_strs(ln: _N, fs: frozenset) -> Callable | None:
         return None
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        e, _ = L(em)
+        e, ek = L(em)
         k = em.bind(fs)
+        if ek == "str":
+            return f"({e} in {k})", "bool"
         return em.guard(e, lambda f, x: f"type({f}) is str", lambda x: f"({x} in {k})", "False"), "bool"
 
     return g
@@ -2216,9 +2227,13 @@ def _g_ident(path: tuple[str, ...], dotted: list[str]) -> Callable:
                 if lit is not None:
                     e, kind = em.lit(lit), "str"
                     continue
-                var = em.fields.get((root, name))
-                if var is not None:
-                    e, kind = f"({var} if {var} is not _MISS else _fb())", None
+                f = em.fields.get((root, name))
+                if f is not None:
+                    var, fkind, missing = f
+                    if missing:  # it may be absent: reading it falls back (a missing key)
+                        e, kind = f"({var} if {var} is not _MISS else _fb())", None
+                    else:
+                        e, kind = em.lit(var), fkind
                     continue
             e = _g_sel(em, e, name, kind)
             kind = None
@@ -2245,7 +2260,7 @@ def _g_size(R: Callable | None) -> Callable | None:
 
     def g(em: _Gen) -> tuple[str, str | None]:
         e, k = R(em)
-        if k == "list" or k == "str":
+        if k == "list" or k == "str" or k == "dict":
             return f"len({e})", "int"
         return em.guard(e, lambda f, x: f"type({f}) in _SIZED", lambda x: f"len({x})"), "int"
 
@@ -2257,9 +2272,11 @@ def _g_has(F: Callable | None, field: str) -> Callable | None:
         return None
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        e, _ = F(em)
+        e, k = F(em)
         if em.is_literal(e):
             return "_fb()", "bool"
+        if k == "dict":
+            return f"({field!r} in {e})", "bool"
         return em.guard(e, lambda f, x: f"type({f}) is dict", lambda x: f"({field!r} in {x})"), "bool"
 
     return g
@@ -2271,10 +2288,12 @@ def _g_search(S: Callable | None, rx: Any) -> Callable | None:
         return None
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        e, _ = S(em)
+        e, ek = S(em)
         k = em.bind(rx)
         search = em.bind(rx.search)
         cost = em.bind(_regex_cost_check)
+        if ek == "str" and e in em.atoms:
+            return f"({cost}({e}, {k}) or {search}({e}) is not None)", "bool"
         return em.guard(
             e, lambda f, x: f"type({f}) is str", lambda x: f"({cost}({x}, {k}) or {search}({x}) is not None)"
         ), "bool"
@@ -2324,8 +2343,10 @@ _FUSE_MAX = 256  # conditions per fused function
 
 
 def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Sequence[str] = (),
-         ns: Mapping[str, Any] | None = None, fields: Mapping[tuple[str, str], str] | None = None,
-         known: Mapping[tuple[str, str], str] | None = None) -> tuple[Callable | None, str | None]:
+         ns: Mapping[str, Any] | None = None,
+         fields: Mapping[tuple[str, str], tuple[str, str | None, bool]] | None = None,
+         known: Mapping[tuple[str, str], str] | None = None,
+         dicts: Sequence[str] = ()) -> tuple[Callable | None, str | None]:
     """One generated function evaluating several conditions over the same activation.
 
     ``fused(*values)`` takes the activation's values in the order of ``params`` (its
@@ -2339,11 +2360,14 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
     (free variables are the parameters, checked once) and one namespace; a condition
     outside the fast-path subset is called as itself. ``prologue`` lines run first (the
     parameters are ``_p0``, ``_p1``...; they may raise, with the same meaning), with the
-    names of ``ns`` as globals. ``fields`` maps (variable, field) to a local the prologue
-    has set to that field's value, or to ``_MISS`` (in ``ns``) when the field is absent:
-    the conditions read the local instead (absent: as a missing key, they raise);
-    ``known`` maps (variable, field) to the ``repr`` of the str every caller guarantees
-    the field holds (the action's own type). (None, None) if generation fails.
+    names of ``ns`` as globals. ``fields`` maps (variable, field) to (a local the prologue
+    has set to that field's value, or to ``_MISS`` (in ``ns``) when the field is absent;
+    the kind the prologue has proved the value has, or None; whether it may be ``_MISS``):
+    the conditions read the local instead (absent: as a missing key, they raise) and
+    drop the type tests the kind makes needless. ``known`` maps (variable, field) to the
+    ``repr`` of the str every caller guarantees the field holds (the action's own type).
+    ``dicts`` names the parameters every caller passes as a dict. (None, None) if
+    generation fails.
     """
     if len(exprs) > _FUSE_MAX:
         return None, None
@@ -2378,7 +2402,7 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
             if p is None:  # a name the activation does not have: no fused function
                 return None, None
             out.append(f"    {var} = {p}")
-            if as_dict:
+            if as_dict and name not in dicts:
                 out.append(f"    if type({var}) is not dict: _fb()")
         out += ["    " + line for line in prologue]
         out.append("    _m = 0")

@@ -106,6 +106,7 @@ def freeze(value: Any) -> Any:
 FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
 PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
 NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
+REBUILDS_MAX = 8  # a fused gate function is rebuilt wider at most this often, then for every type
 
 
 class FusedGate:
@@ -119,11 +120,20 @@ class FusedGate:
     decision (`Engine._gate` fills it and the per-call fields). `now` caches the time's
     renderings for the last few `now`s seen: now -> (evaluated_at, reversibility).
 
+    `shapes` maps each field the type reads to the types it has been seen with (the
+    evaluations before the build, and every input the function turned away since): the
+    function is specialised for them (see `engine.lane_prologue`). An input of another
+    shape raises `engine.ShapeMiss` inside it; the full path decides that input, and
+    `missed` widens `shapes` and builds the function again, at most `REBUILDS_MAX` times,
+    after which it takes every plain type. Which function runs changes only the speed:
+    every one of them returns exactly what the full path decides, or raises.
+
     Every write is a single attribute or dict-item store of a complete, immutable value:
     a thread sees either the old or the new value, and both are correct.
     """
 
-    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now")
+    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "shapes",
+                 "rebuilds")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: Optional[tuple]) -> None:
         self.action: Any = None  # its CAction (set once built)
@@ -135,6 +145,38 @@ class FusedGate:
         self.pending = FUSE_AFTER
         self.patterns: dict = {}
         self.now: dict = {}
+        self.shapes: Optional[dict] = {}  # None: every plain type (no more specialising)
+        self.rebuilds = 0
+
+    def observe(self, action: dict) -> bool:
+        """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
+        from .engine import shape_of
+
+        old = self.shapes
+        if old is None:
+            return False
+        new = {k: v for k, v in old.items()}
+        for k, t in shape_of(action, self.reads).items():
+            seen = new.get(k)
+            if seen is None:
+                new[k] = frozenset((t,))
+            elif t not in seen:
+                new[k] = seen | {t}
+        if new == old:
+            return False
+        self.shapes = new
+        return True
+
+    def missed(self, action: dict) -> None:
+        """`fn` turned `action` away for its shape: widen and rebuild (bounded). Never raises."""
+        try:
+            if self.observe(action):
+                self.rebuilds += 1
+                if self.rebuilds > REBUILDS_MAX:
+                    self.shapes = None
+                self.build()
+        except Exception:  # noqa: BLE001 - only the speed is at stake; keep the old function
+            pass
 
     def build(self) -> None:
         """Generate `fn`: the input check of the fields the type reads (see
@@ -146,9 +188,12 @@ class FusedGate:
         if all(isinstance(e, CompiledExpr) for e in self.exprs):
             # every caller has matched the action's workflow and type to these names
             ca = self.action
-            prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)))
-            self.fn, self.source = fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns,
-                                        fields, known)
+            prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)),
+                                                        self.shapes)
+            fn, source = fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns, fields, known,
+                              dicts=("action",))
+            self.source = source
+            self.fn = fn
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,35 +294,142 @@ class _Missing:
 _MISS = _Missing()
 
 
-def lane_prologue(keys: Optional[tuple], skip: tuple = ()) -> tuple[list, dict, dict, dict]:
+class ShapeMiss(Exception):
+    """Raised by a fused gate function whose action fields have types its build never saw
+    (see `lane_prologue`): the full path decides, and the gate may be rebuilt wider."""
+
+
+def _fs() -> Any:
+    raise ShapeMiss
+
+
+# the types a fused gate function may specialise a field for, and the kind `cel.fuse`
+# then knows the field's local has (None: only its type, nothing the conditions use)
+_SHAPE_KINDS: dict = {str: "str", int: "int", float: "float", bool: "bool", type(None): None,
+                      dict: "dict", list: "list", _Missing: None}
+
+
+def shape_of(action: dict, keys: Optional[tuple]) -> dict:
+    """The type of each field `keys` of `action` (`_Missing` when absent), for the types a
+    fused gate function can specialise for; other types are left out."""
+    if not keys:
+        return {}
+    out = {}
+    for k in keys:
+        t = type(action.get(k, _MISS))
+        if t in _SHAPE_KINDS:
+            out[k] = t
+    return out
+
+
+def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapping] = None
+                  ) -> tuple[list, dict, dict, dict]:
     """The start of a fused gate function (see `compiler.FusedGate`, `cel.fuse`): source
     lines that prove `check_fields(action, keys)` is None, with the action as `_p0`, or
     raise (and the caller takes the full path, which says why); their globals; and the
     `fields` and `known` arguments of `cel.fuse`: per field, what `_quick_walk` does for
     one value, unrolled, leaving the value in a local the conditions then read. `skip`
     holds (field, value) pairs every caller has matched exactly (the workflow and type
-    names): only their lengths are counted, and the conditions see them as literals."""
-    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "_MISS": _MISS}
+    names): only their lengths are counted, and the conditions see them as literals.
+
+    `shapes` maps a field to the types it has been seen with (a speculation, like a JIT's
+    inline cache): a field seen with only some of the plain types is checked for those
+    alone, and anything else raises `ShapeMiss` (the full path decides, exactly); a field
+    seen with one type gives the conditions that type's kind, so they drop their own type
+    tests. A field not in `shapes` is checked for every plain type."""
+    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "_MISS": _MISS, "_fs": _fs}
     if keys is None:
         return ["if _chk(_p0) is not None: _fb()"], ns, {}, {}
     skipped = dict(skip)
+    shapes = shapes or {}
+    items = len(keys)  # upper bounds: every key present
     chars = sum(len(k) for k in keys) + sum(len(v) for k, v in skipped.items() if k in keys)
-    lines = [f"_n = {len(keys)}", f"_c = {chars}", "_g = _p0.get"]  # upper bounds: every key present
+    n_parts: list = []  # summands of the item and character counts (constant when empty)
+    c_parts: list = []
+    lines: list = ["_g = _p0.get"]
     fields: dict = {}
     for k in keys:
         if k in skipped:
             continue
-        v = fields[("action", k)] = f"_f{len(fields)}"
-        lines += [
-            f"{v} = _g({k!r}, _MISS)", f"_y = type({v})",
-            "if _y is str:", f"    _c += len({v})", f"    if not {v}.isascii() and _sur({v}): _fb()",
-            f"elif _y is int or _y is bool or {v} is None or {v} is _MISS: pass",
-            "elif _y is float:", f"    if {v} - {v} != 0.0: _fb()",
-            "elif _y is dict or _y is list:", f"    _q = _qw({v}, 2)", "    _n += _q[0]", "    _c += _q[1]",
-            "else: _fb()",
-        ]
-    lines.append(f"if _n > {int(MAX_INPUT_ITEMS)} or _c > {int(MAX_INPUT_CHARS)}: _fb()")
-    return lines, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
+        i = len(fields)
+        v = f"_f{i}"
+        seen = shapes.get(k)
+        lines.append(f"{v} = _g({k!r}, _MISS)")
+        if not seen:  # every plain type, each checked as _quick_walk does
+            fields[("action", k)] = (v, None, True)
+            lines += [
+                f"_y = type({v})",
+                "if _y is str:", f"    _c += len({v})", f"    if not {v}.isascii() and _sur({v}): _fb()",
+                f"elif _y is int or _y is bool or {v} is None or {v} is _MISS: pass",
+                "elif _y is float:", f"    if {v} - {v} != 0.0: _fb()",
+                "elif _y is dict or _y is list:", f"    _q = _qw({v}, 2)", "    _n += _q[0]", "    _c += _q[1]",
+                "else: _fb()",
+            ]
+            n_parts.append(None)
+            c_parts.append(None)
+            continue
+        seen = [t for t in _SHAPE_KINDS if t in seen]  # a fixed order: the same source for the same shapes
+        if len(seen) == 1:
+            t = seen[0]
+            fields[("action", k)] = (v, _SHAPE_KINDS[t], t is _Missing)
+            if t is _Missing:
+                lines.append(f"if {v} is not _MISS: _fs()")
+            elif t is type(None):
+                lines.append(f"if {v} is not None: _fs()")
+            else:
+                lines.append(f"if type({v}) is not {t.__name__}: _fs()")
+                if t is str:
+                    lines.append(f"if not {v}.isascii() and _sur({v}): _fb()")
+                    c_parts.append(f"len({v})")
+                elif t is float:
+                    lines.append(f"if {v} - {v} != 0.0: _fb()")
+                elif t is dict or t is list:
+                    lines.append(f"_q{i} = _qw({v}, 2)")
+                    n_parts.append(f"_q{i}[0]")
+                    c_parts.append(f"_q{i}[1]")
+            continue
+        # a few types: a chain of those alone
+        fields[("action", k)] = (v, None, _Missing in seen)
+        lines.append(f"_y = type({v})")
+        first = True
+        for t in seen:
+            kw = "if" if first else "elif"
+            first = False
+            if t is _Missing:
+                lines.append(f"{kw} {v} is _MISS: pass")
+            elif t is type(None):
+                lines.append(f"{kw} {v} is None: pass")
+            elif t is str:
+                lines += [f"{kw} _y is str:", f"    _c += len({v})",
+                          f"    if not {v}.isascii() and _sur({v}): _fb()"]
+                c_parts.append(None)
+            elif t is float:
+                lines += [f"{kw} _y is float:", f"    if {v} - {v} != 0.0: _fb()"]
+            elif t is dict or t is list:
+                lines += [f"{kw} _y is {t.__name__}:", f"    _q = _qw({v}, 2)", "    _n += _q[0]",
+                          "    _c += _q[1]"]
+                n_parts.append(None)
+                c_parts.append(None)
+            else:
+                lines.append(f"{kw} _y is {t.__name__}: pass")
+        lines.append("else: _fs()")
+    # the totals: running counters (`_n`, `_c`) where a branch adds to them, else one sum
+    head = []
+    tail = []
+    for name, const, parts, limit in (("_n", items, n_parts, MAX_INPUT_ITEMS), ("_c", chars, c_parts, MAX_INPUT_CHARS)):
+        if not parts:
+            if const > limit:
+                tail.append("_fb()")
+            continue
+        if None in parts:
+            head.append(f"{name} = {const}")
+            extra = [p for p in parts if p is not None]
+            if extra:
+                tail.append(f"{name} += " + " + ".join(extra))
+        else:
+            tail.append(f"{name} = {const} + " + " + ".join(parts))
+        tail.append(f"if {name} > {int(limit)}: _fb()")
+    return head + lines + tail, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
 
 
 def _check_size(root: Any) -> Optional[str]:
@@ -544,6 +651,9 @@ class Engine:
                         if fn is not None and (type(aid) is str or aid is None):  # fn checks the fields it reads
                             try:
                                 m = fn(action, state, now, policy)
+                            except ShapeMiss:  # the full path decides; the lane widens
+                                fz.missed(action)
+                                m = -1
                             except Exception:  # noqa: BLE001 - the full path decides
                                 m = -1
                             if m >= 0:
@@ -686,6 +796,9 @@ class Engine:
                 # conditions are evaluated one by one below, exactly
                 try:
                     m = fn(action, state, now_dt, wf.policy)
+                except ShapeMiss:
+                    fz.missed(action)
+                    m = -1
                 except Exception:  # noqa: BLE001
                     m = -1
                 if m >= 0:
@@ -702,6 +815,7 @@ class Engine:
                     d["reversibility"] = rev
                     return fast(Decision, d)
             elif fz.pending:
+                fz.observe(action)  # the shapes it is built for
                 fz.pending -= 1  # (racing threads may build it twice: harmless)
                 if fz.pending <= 0:
                     fz.build()
