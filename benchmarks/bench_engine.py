@@ -219,9 +219,12 @@ def run_conditions_only(engine, mix, quick: bool) -> dict | None:
         p = engine.compiled
         lanes = engine._lanes
 
+        masks = {}  # (workflow, type) -> the fused function returning the mask alone
+
         def fused(a, s, n):
-            fz, state, policy = lanes[(a["workflow"], a["type"])]
-            fz.fn(a, state, n, policy)
+            key = (a["workflow"], a["type"])
+            fz, state, policy = lanes[key]
+            masks[key](a, state, n, policy)
 
         def conditions(a, s, n):
             wf = p.workflows[a["workflow"]]
@@ -231,8 +234,10 @@ def run_conditions_only(engine, mix, quick: bool) -> dict | None:
                     call(act)
 
         sub = [m for m in mix if m[1] is None and m[0]["type"] in p.workflows[m[0]["workflow"]].actions]
-        for a, s, n in sub:  # every type's fused function built
-            lanes[(a["workflow"], a["type"])][0].build()
+        for a, s, n in sub:  # every type's fused function built, and its mask-only twin
+            fz = lanes[(a["workflow"], a["type"])][0]
+            fz.build()
+            masks[(a["workflow"], a["type"])] = fz.generate(decide=False)[0]
         sub = [m for m in sub if _returns(fused, m)]
         rounds = 2 if quick else 20
         return {"fused": statistics.median(time_each(fused, sub, rounds, 0)) / 1000,

@@ -836,6 +836,33 @@ def _re2_compile_raw(pattern: str) -> Any:
     return re2.compile(pattern, opts)
 
 
+def _found(rx: Any) -> Callable[[str], bool]:
+    """``rx.search(s) is not None`` for a str ``s``, the same RE2 call without the
+    wrapper's generator and match object (3 us -> 0.5 us a search): what
+    ``re2._Regexp.search`` does for a whole str is encode it as UTF-8 and run
+    ``Match(UNANCHORED, text, 0, len(text))``; no match is the span (-1, -1). That wrapper
+    is google-re2's own Python code, so it is checked once per pattern on probes, and
+    if anything differs (another google-re2) the public ``search`` is used."""
+    search = rx.search
+    try:
+        import re2
+
+        match = rx._regexp.Match
+        anchor = re2._Anchor.UNANCHORED
+        null = re2._NULL_SPAN
+
+        def found(s: str) -> bool:
+            b = s.encode("utf-8")  # (a lone surrogate raises here, as in the wrapper)
+            return match(anchor, b, 0, len(b))[0] != null
+
+        for probe in ("", "a", "0", "-", " \u00e9\n", rx.pattern):
+            if found(probe) is not (search(probe) is not None):
+                raise ValueError(probe)
+        return found
+    except Exception:  # noqa: BLE001 - keep the public API
+        return lambda s: search(s) is not None
+
+
 # RE2 is linear in the text, but when its DFA cache overflows it falls back to an NFA
 # whose cost is len(text) * program size: 'a' * 20000 over 100k characters takes ~1 s.
 # Above this product a match is a budget error (fails closed); ~0.5 s worst case.
@@ -851,12 +878,14 @@ def _regex_cost_check(s: str, rx: Any) -> None:
 @lru_cache(maxsize=256)  # bounded; lru_cache is thread-safe
 def _re2_cached(pattern: str) -> Any:
     try:
-        return _re2_compile_raw(pattern)
+        rx = _re2_compile_raw(pattern)
+        return rx, _found(rx)
     except Exception as ex:  # re2.error and friends
         return _Fail(f"invalid regular expression {pattern!r}: {ex}")
 
 
 def _regex(pattern: Any) -> Any:
+    """(the compiled pattern, its search as a bool function)."""
     if type(pattern) is not str:
         raise _no_overload("matches", pattern)
     r = _re2_cached(pattern)
@@ -868,9 +897,9 @@ def _regex(pattern: Any) -> Any:
 def _matches(s: Any, pattern: Any) -> bool:
     if type(s) is not str:
         raise _no_overload("matches", s, pattern)
-    rx = _regex(pattern)
+    rx, found = _regex(pattern)
     _regex_cost_check(s, rx)
-    return rx.search(s) is not None
+    return found(s)
 
 
 # ---------------------------------------------------------------------------
@@ -1887,8 +1916,12 @@ def _g_logic(gs: list[Callable], stop: bool) -> Callable:
     """``&&`` (stop=False) / ``||`` (stop=True): left to right, every operand a bool."""
     pyop = " or " if stop else " and "
 
+    neutral = "False" if stop else "True"  # `true && x` is x, `false || x` is x
+
     def g(em: _Gen) -> tuple[str, str | None]:
-        parts = [em.sub(x) for x in gs]
+        parts = [p for p in (em.sub(x) for x in gs) if p[1] or p[0][0] != neutral]
+        if not parts:
+            return em.lit(neutral), "bool"
         if not any(lines for _, lines in parts):
             return "(" + pyop.join(em.as_bool(e, k) for (e, k), _ in parts) + ")", "bool"
         r = em.tmp()
@@ -1929,6 +1962,12 @@ def _g_pair(em: _Gen, le: str, re_: str) -> tuple[str, str, str, str]:
     return fx, x, fy, y
 
 
+def _literal(text: str) -> Any:
+    import ast
+
+    return ast.literal_eval(text)
+
+
 def _g_eq(ln: _N, rn: _N, neg: bool) -> Callable | None:
     """Mirrors ``_Compiler._eq_fn`` (called with the operands already swapped)."""
     L, R = ln.g, rn.g
@@ -1941,6 +1980,8 @@ def _g_eq(ln: _N, rn: _N, neg: bool) -> Callable | None:
             e, ek = L(em)
             k, _ = R(em)
             if ek == "str":
+                if em.is_literal(e) and e[:1] in "'\"":  # a str every caller guarantees: decided here
+                    return em.lit(repr((_literal(e) == rn.value) != neg)), "bool"
                 return f"({e} {op} {k})", "bool"
             return em.guard(e, lambda f, x: f"type({f}) in _PLAIN", lambda x: f"({x} {op} {k})"), "bool"
 
@@ -2221,13 +2262,13 @@ def _g_ident(path: tuple[str, ...], dotted: list[str]) -> Callable:
         for k in dotted:
             em.dotted[k] = None
         for i, name in enumerate(path[1:]):
-            if i == 0 and kind == "dict":
+            if i <= 1 and kind == "dict":
                 # fields the fused function's prologue has read (see ``fuse``)
-                lit = em.known.get((root, name))
+                lit = em.known.get((root, name)) if i == 0 else None
                 if lit is not None:
                     e, kind = em.lit(lit), "str"
                     continue
-                f = em.fields.get((root, name))
+                f = em.fields.get((root, name) if i == 0 else (root, path[1], name))
                 if f is not None:
                     var, fkind, missing = f
                     if missing:  # it may be absent: reading it falls back (a missing key)
@@ -2282,21 +2323,25 @@ def _g_has(F: Callable | None, field: str) -> Callable | None:
     return g
 
 
-def _g_search(S: Callable | None, rx: Any) -> Callable | None:
-    """A constant regex: the closure's cost check (raises a budget error), then search."""
+def _g_search(S: Callable | None, rx: Any, found: Callable) -> Callable | None:
+    """A constant regex: the closure's cost check (raises a budget error; inlined as the
+    length it allows), then the search."""
     if S is None:
         return None
 
     def g(em: _Gen) -> tuple[str, str | None]:
         e, ek = S(em)
         k = em.bind(rx)
-        search = em.bind(rx.search)
+        search = em.bind(found)
         cost = em.bind(_regex_cost_check)
+        limit = REGEX_MAX_COST // max(1, rx.programsize)  # len(s) * size > MAX <=> len(s) > MAX // size
+
+        def use(x: str) -> str:
+            return f"((len({x}) > {limit} and {cost}({x}, {k})) or {search}({x}))"
+
         if ek == "str" and e in em.atoms:
-            return f"({cost}({e}, {k}) or {search}({e}) is not None)", "bool"
-        return em.guard(
-            e, lambda f, x: f"type({f}) is str", lambda x: f"({cost}({x}, {k}) or {search}({x}) is not None)"
-        ), "bool"
+            return use(e), "bool"
+        return em.guard(e, lambda f, x: f"type({f}) is str", use), "bool"
 
     return g
 
@@ -2346,7 +2391,7 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
          ns: Mapping[str, Any] | None = None,
          fields: Mapping[tuple[str, str], tuple[str, str | None, bool]] | None = None,
          known: Mapping[tuple[str, str], str] | None = None,
-         dicts: Sequence[str] = ()) -> tuple[Callable | None, str | None]:
+         dicts: Sequence[str] = (), epilogue: Sequence[str] = ()) -> tuple[Callable | None, str | None]:
     """One generated function evaluating several conditions over the same activation.
 
     ``fused(*values)`` takes the activation's values in the order of ``params`` (its
@@ -2364,10 +2409,13 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
     has set to that field's value, or to ``_MISS`` (in ``ns``) when the field is absent;
     the kind the prologue has proved the value has, or None; whether it may be ``_MISS``):
     the conditions read the local instead (absent: as a missing key, they raise) and
-    drop the type tests the kind makes needless. ``known`` maps (variable, field) to the
+    drop the type tests the kind makes needless. A key (variable, field, key) is the
+    same for a key of a field the prologue has proved an object with exactly the keys
+    it lists. ``known`` maps (variable, field) to the
     ``repr`` of the str every caller guarantees the field holds (the action's own type).
-    ``dicts`` names the parameters every caller passes as a dict. (None, None) if
-    generation fails.
+    ``dicts`` names the parameters every caller passes as a dict. ``epilogue`` lines run
+    after the conditions, with the mask in ``_m``; they may return something else (the
+    caller's contract). (None, None) if generation fails.
     """
     if len(exprs) > _FUSE_MAX:
         return None, None
@@ -2407,6 +2455,7 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
         out += ["    " + line for line in prologue]
         out.append("    _m = 0")
         out += ["    " + line for line in body]
+        out += ["    " + line for line in epilogue]
         out.append("    return _m")
         src = "\n".join(out) + "\n"
         glob: dict[str, Any] = {"__builtins__": {}}
@@ -3252,7 +3301,7 @@ class _Compiler:
                 raise _Fail(msg)
 
             return self.mk(bad, sn, node=node)
-        search = rx.search
+        found = _found(rx)
         S = sn.fn
 
         def fn(a: Any, c: Any) -> Any:
@@ -3260,10 +3309,10 @@ class _Compiler:
             if type(s) is not str:
                 raise _no_overload("matches", s)
             _regex_cost_check(s, rx)
-            return search(s) is not None
+            return found(s)
 
         n = self.mk(fn, sn, node=node)
-        n.g = _g_search(sn.g, rx)
+        n.g = _g_search(sn.g, rx, found)
         return self.fold(n, (sn,))
 
     def call_method(self, name: str, recv: _N, args: list[_N], node: Any) -> _N:

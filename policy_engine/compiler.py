@@ -120,7 +120,7 @@ class FusedGate:
     decision (`Engine._gate` fills it and the per-call fields). `now` caches the time's
     renderings for the last few `now`s seen: now -> (evaluated_at, reversibility).
 
-    `shapes` maps each field the type reads to the types it has been seen with (the
+    `shapes` maps each field the type reads to the shapes it has been seen with (the
     evaluations before the build, and every input the function turned away since): the
     function is specialised for them (see `engine.lane_prologue`). An input of another
     shape raises `engine.ShapeMiss` inside it; the full path decides that input, and
@@ -150,18 +150,16 @@ class FusedGate:
 
     def observe(self, action: dict) -> bool:
         """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
-        from .engine import shape_of
+        from .engine import shape_of, widen
 
         old = self.shapes
         if old is None:
             return False
-        new = {k: v for k, v in old.items()}
+        new = dict(old)
         for k, t in shape_of(action, self.reads).items():
             seen = new.get(k)
-            if seen is None:
-                new[k] = frozenset((t,))
-            elif t not in seen:
-                new[k] = seen | {t}
+            if seen is None or t not in seen:
+                new[k] = widen(seen, t)
         if new == old:
             return False
         self.shapes = new
@@ -179,21 +177,33 @@ class FusedGate:
             pass
 
     def build(self) -> None:
-        """Generate `fn`: the input check of the fields the type reads (see
-        `engine.lane_prologue`), then every condition (see `cel.fuse`)."""
-        from .cel import CompiledExpr, fuse
-        from .engine import lane_prologue
-
+        """Generate `fn(action, workflow_state, now, policy)`: the input check of the fields
+        the type reads (see `engine.lane_prologue`), every condition (see `cel.fuse`), then
+        the decision from the caches (see `engine.lane_epilogue`): it returns the whole
+        `Decision`, or the mask when a cache lacks its entry, or raises."""
+        fn, source = self.generate(True)
         self.pending = 0
-        if all(isinstance(e, CompiledExpr) for e in self.exprs):
-            # every caller has matched the action's workflow and type to these names
-            ca = self.action
-            prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)),
-                                                        self.shapes)
-            fn, source = fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns, fields, known,
-                              dicts=("action",))
-            self.source = source
-            self.fn = fn
+        self.source = source
+        self.fn = fn
+
+    def generate(self, decide: bool = True) -> tuple[Optional[Callable], Optional[str]]:
+        """(function, source), built from the current `shapes`; with `decide` False it
+        always returns the mask (the benchmark's "fused gate only" line, tests)."""
+        from .cel import CompiledExpr, fuse
+        from .engine import lane_epilogue, lane_prologue
+
+        if not all(isinstance(e, CompiledExpr) for e in self.exprs):
+            return None, None
+        # every caller has matched the action's workflow and type to these names
+        ca = self.action
+        prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)),
+                                                    self.shapes)
+        epilogue: list = []
+        if decide:
+            epilogue, ns2 = lane_epilogue(fields, self.patterns, self.now)
+            ns = {**ns, **ns2}
+        return fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns, fields, known,
+                    dicts=("action",), epilogue=epilogue)
 
 
 @dataclass(frozen=True, slots=True)

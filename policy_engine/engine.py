@@ -303,23 +303,77 @@ def _fs() -> Any:
     raise ShapeMiss
 
 
-# the types a fused gate function may specialise a field for, and the kind `cel.fuse`
-# then knows the field's local has (None: only its type, nothing the conditions use)
-_SHAPE_KINDS: dict = {str: "str", int: "int", float: "float", bool: "bool", type(None): None,
+_NONE_T = type(None)
+# the types a fused gate function may specialise a field for, in the order its tests come,
+# and the kind `cel.fuse` then knows the field's local has (None: nothing it uses)
+_SHAPE_KINDS: dict = {str: "str", int: "int", float: "float", bool: "bool", _NONE_T: None,
                       dict: "dict", list: "list", _Missing: None}
+_FLAT = (str, int, float, bool, _NONE_T)  # the value types of a flat object (see _tag)
+_LIST_STR = ("list", str)  # the tag of a list of strings
+_FLAT_MAX = 16  # keys of a flat object specialised key by key (more: walked)
+
+
+def _tag(v: Any) -> Any:
+    """The shape tag of one field value: its type (one of `_SHAPE_KINDS`); `_LIST_STR` for
+    a list of strings; ("dict", ((key, type), ...)) for a small object with ASCII keys and
+    plain scalar values; None for anything a fused gate function does not specialise."""
+    t = type(v)
+    if t is list:
+        for x in v:
+            if type(x) is not str:
+                return list
+        return _LIST_STR
+    if t is dict:
+        if len(v) > _FLAT_MAX:
+            return dict
+        items = []
+        for k, x in v.items():
+            if type(k) is not str or not k.isascii() or type(x) not in _FLAT:
+                return dict
+            items.append((k, type(x)))
+        items.sort(key=lambda kv: kv[0])
+        return ("dict", tuple(items))
+    return t if t in _SHAPE_KINDS else None
 
 
 def shape_of(action: dict, keys: Optional[tuple]) -> dict:
-    """The type of each field `keys` of `action` (`_Missing` when absent), for the types a
-    fused gate function can specialise for; other types are left out."""
+    """The shape tag (see `_tag`) of each field `keys` of `action` (`_Missing` when
+    absent); fields of a type a fused gate function does not specialise are left out."""
     if not keys:
         return {}
     out = {}
     for k in keys:
-        t = type(action.get(k, _MISS))
-        if t in _SHAPE_KINDS:
+        t = _tag(action.get(k, _MISS))
+        if t is not None:
             out[k] = t
     return out
+
+
+def widen(seen: Optional[frozenset], tag: Any) -> frozenset:
+    """The shape tags a field has been seen with, plus `tag`: a list of strings and a
+    list are a list; two different flat objects, or one and any object, are an object."""
+    tags = set(seen or ()) | {tag}
+    flats = [t for t in tags if type(t) is tuple and t[0] == "dict"]
+    if len(flats) > 1 or (flats and dict in tags):
+        tags.difference_update(flats)
+        tags.add(dict)
+    if _LIST_STR in tags and list in tags:
+        tags.discard(_LIST_STR)
+    return frozenset(tags)
+
+
+def _tag_order(t: Any) -> int:
+    base = dict if type(t) is tuple and t[0] == "dict" else list if t == _LIST_STR else t
+    return list(_SHAPE_KINDS).index(base)
+
+
+def _check_lines(v: str, t: type) -> list:
+    """The lines checking a scalar local `v` of type `t` (its type already proved)."""
+    if t is str:
+        return [f"if not {v}.isascii() and _sur({v}): _fb()"]
+    if t is float:
+        return [f"if {v} - {v} != 0.0: _fb()"]
+    return []
 
 
 def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapping] = None
@@ -332,26 +386,32 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
     holds (field, value) pairs every caller has matched exactly (the workflow and type
     names): only their lengths are counted, and the conditions see them as literals.
 
-    `shapes` maps a field to the types it has been seen with (a speculation, like a JIT's
-    inline cache): a field seen with only some of the plain types is checked for those
-    alone, and anything else raises `ShapeMiss` (the full path decides, exactly); a field
-    seen with one type gives the conditions that type's kind, so they drop their own type
-    tests. A field not in `shapes` is checked for every plain type."""
-    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "_MISS": _MISS, "_fs": _fs}
+    `shapes` maps a field to the shape tags (see `_tag`, `widen`) it has been seen with:
+    a speculation, like a JIT's inline cache. A field is then checked for those shapes
+    alone, and anything else raises `ShapeMiss` (the full path decides, exactly). A field
+    of one shape gives the conditions that shape's kind, so they drop their own type
+    tests; a flat object is checked key by key (its keys must be exactly those seen) and
+    its values are locals too; a list of strings is checked by joining it. A field not
+    in `shapes` is checked for every plain type. Every check counts at least what the
+    exact walk counts and refuses at least what it refuses, so passing it proves the
+    exact walk passes."""
+    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "_MISS": _MISS, "_fs": _fs,
+          "_join": _join, "TypeError": TypeError}
     if keys is None:
         return ["if _chk(_p0) is not None: _fb()"], ns, {}, {}
     skipped = dict(skip)
     shapes = shapes or {}
     items = len(keys)  # upper bounds: every key present
     chars = sum(len(k) for k in keys) + sum(len(v) for k, v in skipped.items() if k in keys)
-    n_parts: list = []  # summands of the item and character counts (constant when empty)
+    n_parts: list = []  # summands of the item and character counts (None: a running count)
     c_parts: list = []
     lines: list = ["_g = _p0.get"]
     fields: dict = {}
+    i = -1
     for k in keys:
         if k in skipped:
             continue
-        i = len(fields)
+        i += 1
         v = f"_f{i}"
         seen = shapes.get(k)
         lines.append(f"{v} = _g({k!r}, _MISS)")
@@ -368,36 +428,61 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
             n_parts.append(None)
             c_parts.append(None)
             continue
-        seen = [t for t in _SHAPE_KINDS if t in seen]  # a fixed order: the same source for the same shapes
-        if len(seen) == 1:
-            t = seen[0]
-            fields[("action", k)] = (v, _SHAPE_KINDS[t], t is _Missing)
-            if t is _Missing:
-                lines.append(f"if {v} is not _MISS: _fs()")
-            elif t is type(None):
-                lines.append(f"if {v} is not None: _fs()")
+        tags = sorted(seen, key=_tag_order)  # a fixed order: the same source for the same shapes
+        if len(tags) == 1:
+            t = tags[0]
+            if type(t) is tuple and t[0] == "dict":  # a flat object, key by key
+                fields[("action", k)] = (v, "dict", False)
+                ns[f"_K{i}"] = frozenset(key for key, _ in t[1])
+                lines.append(f"if type({v}) is not dict or {v}.keys() != _K{i}: _fs()")
+                n_parts.append(str(len(t[1])))
+                c_parts.append(str(sum(len(key) for key, _ in t[1])))
+                for j, (key, vt) in enumerate(t[1]):
+                    w = f"_f{i}_{j}"
+                    fields[("action", k, key)] = (w, _SHAPE_KINDS[vt], False)
+                    lines.append(f"{w} = {v}[{key!r}]")
+                    lines.append(f"if {w} is not None: _fs()" if vt is _NONE_T
+                                 else f"if type({w}) is not {vt.__name__}: _fs()")
+                    lines += _check_lines(w, vt)
+                    if vt is str:
+                        c_parts.append(f"len({w})")
+            elif t == _LIST_STR:  # strings alone: one join checks them all
+                fields[("action", k)] = (v, "list", False)
+                lines += [f"if type({v}) is not list: _fs()",
+                          "try:", f"    _j{i} = _join({v})", "except TypeError:", "    _fs()",
+                          f"if not _j{i}.isascii() and _sur(_j{i}): _fb()"]
+                n_parts.append(f"len({v})")
+                c_parts.append(f"len(_j{i})")
             else:
-                lines.append(f"if type({v}) is not {t.__name__}: _fs()")
-                if t is str:
-                    lines.append(f"if not {v}.isascii() and _sur({v}): _fb()")
-                    c_parts.append(f"len({v})")
-                elif t is float:
-                    lines.append(f"if {v} - {v} != 0.0: _fb()")
-                elif t is dict or t is list:
-                    lines.append(f"_q{i} = _qw({v}, 2)")
-                    n_parts.append(f"_q{i}[0]")
-                    c_parts.append(f"_q{i}[1]")
+                fields[("action", k)] = (v, _SHAPE_KINDS[t], t is _Missing)
+                if t is _Missing:
+                    lines.append(f"if {v} is not _MISS: _fs()")
+                elif t is _NONE_T:
+                    lines.append(f"if {v} is not None: _fs()")
+                else:
+                    lines.append(f"if type({v}) is not {t.__name__}: _fs()")
+                    lines += _check_lines(v, t)
+                    if t is str:
+                        c_parts.append(f"len({v})")
+                    elif t is dict or t is list:
+                        lines.append(f"_q{i} = _qw({v}, 2)")
+                        n_parts.append(f"_q{i}[0]")
+                        c_parts.append(f"_q{i}[1]")
             continue
-        # a few types: a chain of those alone
-        fields[("action", k)] = (v, None, _Missing in seen)
+        # a few shapes: a chain of their types alone (objects and lists walked)
+        fields[("action", k)] = (v, None, _Missing in tags)
         lines.append(f"_y = type({v})")
-        first = True
-        for t in seen:
-            kw = "if" if first else "elif"
-            first = False
+        done: set = set()
+        for t in tags:
+            if type(t) is tuple:
+                t = dict if t[0] == "dict" else list
+            if t in done:
+                continue
+            done.add(t)
+            kw = "if" if len(done) == 1 else "elif"
             if t is _Missing:
                 lines.append(f"{kw} {v} is _MISS: pass")
-            elif t is type(None):
+            elif t is _NONE_T:
                 lines.append(f"{kw} {v} is None: pass")
             elif t is str:
                 lines += [f"{kw} _y is str:", f"    _c += len({v})",
@@ -417,19 +502,43 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
     head = []
     tail = []
     for name, const, parts, limit in (("_n", items, n_parts, MAX_INPUT_ITEMS), ("_c", chars, c_parts, MAX_INPUT_CHARS)):
-        if not parts:
-            if const > limit:
-                tail.append("_fb()")
-            continue
+        extra = [p for p in parts if p is not None]
         if None in parts:
             head.append(f"{name} = {const}")
-            extra = [p for p in parts if p is not None]
             if extra:
                 tail.append(f"{name} += " + " + ".join(extra))
+        elif extra:
+            tail.append(f"{name} = {const} + " + " + ".join(extra))
+        elif const <= limit:
+            continue
         else:
-            tail.append(f"{name} = {const} + " + " + ".join(parts))
+            tail.append("_fb()")
+            continue
         tail.append(f"if {name} > {int(limit)}: _fb()")
     return head + lines + tail, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
+
+
+def lane_epilogue(fields: Mapping, patterns: dict, nows: dict) -> tuple[list, dict]:
+    """The end of a fused gate function (after its conditions have set the mask `_m`):
+    source lines that check the action's `id` (a str or absent/None, else raise), then
+    return the whole `Decision` when the type's caches hold both the decision template of
+    `_m` (`patterns`) and the renderings of `now` (`nows`), else `_m` (the caller fills
+    the caches: see `Engine._template`, `_now_fields`); and their globals. The Decision is
+    built as `Engine.evaluate`'s lane builds it (`fast`): the template, its per-call
+    fields set, no validation."""
+    ns = {"_PAT": patterns, "_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
+          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_DFS": _DECISION_FIELDS}
+    f = fields.get(("action", "id"))
+    if f is not None and f[1] == "str" and not f[2]:
+        lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
+    else:
+        lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
+                 "if _aid is not None and type(_aid) is not str: _fb()"]
+    lines += ["_tpl = _PAT.get(_m)", "if _tpl is None: return _m", "_now = _NOW.get(_p2)", "if _now is None: return _m",
+              "_tpl = _tpl.copy()", "_tpl['action_id'] = _aid", "_tpl['evaluated_at'] = _now[0]",
+              "_tpl['reversibility'] = _now[1]", "_dec = _new(_DEC)", "_sdict(_dec, _tpl)", "_sfs(_dec, _DFS)",
+              "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
+    return lines, ns
 
 
 def _check_size(root: Any) -> Optional[str]:
@@ -647,8 +756,9 @@ class Engine:
                                 state = workflow_state
                             else:
                                 fn = None
-                        aid = action.get("id")
-                        if fn is not None and (type(aid) is str or aid is None):  # fn checks the fields it reads
+                        if fn is not None:
+                            # fn checks the fields it reads and the id; with its type's
+                            # caches filled, it returns the whole decision, else its mask
                             try:
                                 m = fn(action, state, now, policy)
                             except ShapeMiss:  # the full path decides; the lane widens
@@ -656,7 +766,10 @@ class Engine:
                                 m = -1
                             except Exception:  # noqa: BLE001 - the full path decides
                                 m = -1
+                            if type(m) is not int:
+                                return m
                             if m >= 0:
+                                aid = action.get("id")
                                 d = fz.patterns.get(m)
                                 if d is None:
                                     d = self._template(fz, m, now, wname, tname, aid)
@@ -670,12 +783,7 @@ class Engine:
                                 d["action_id"] = aid
                                 d["evaluated_at"] = c[0]
                                 d["reversibility"] = c[1]
-                                r = _new(Decision)
-                                _set_dict(r, d)
-                                _set_fields_set(r, _DECISION_FIELDS)
-                                _set_extra(r, None)
-                                _set_private(r, None)
-                                return r
+                                return fast(Decision, d)
             return self._evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return self._fail(self._safe_now(now), None, None, None, _internal(e))
@@ -801,6 +909,8 @@ class Engine:
                     m = -1
                 except Exception:  # noqa: BLE001
                     m = -1
+                if type(m) is not int:  # the whole decision (see FusedGate.build)
+                    return m
                 if m >= 0:
                     tmpl = fz.patterns.get(m)
                     if tmpl is None:
