@@ -223,8 +223,7 @@ def run_conditions_only(engine, mix, quick: bool) -> dict | None:
 
         def fused(a, s, n):
             key = (a["workflow"], a["type"])
-            fz, state, policy = lanes[key]
-            masks[key](a, state, n, policy)
+            masks[key](a, n)
 
         def conditions(a, s, n):
             wf = p.workflows[a["workflow"]]

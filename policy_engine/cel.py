@@ -2391,7 +2391,8 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
          ns: Mapping[str, Any] | None = None,
          fields: Mapping[tuple[str, str], tuple[str, str | None, bool]] | None = None,
          known: Mapping[tuple[str, str], str] | None = None,
-         dicts: Sequence[str] = (), epilogue: Sequence[str] = ()) -> tuple[Callable | None, str | None]:
+         dicts: Sequence[str] = (), epilogue: Sequence[str] = (),
+         defaults: Mapping[str, str] | None = None) -> tuple[Callable | None, str | None]:
     """One generated function evaluating several conditions over the same activation.
 
     ``fused(*values)`` takes the activation's values in the order of ``params`` (its
@@ -2415,7 +2416,9 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
     ``repr`` of the str every caller guarantees the field holds (the action's own type).
     ``dicts`` names the parameters every caller passes as a dict. ``epilogue`` lines run
     after the conditions, with the mask in ``_m``; they may return something else (the
-    caller's contract). (None, None) if generation fails.
+    caller's contract). ``defaults`` maps parameters to the names (in ``ns``) of their
+    default values: those come last in the signature, in the order of ``params``.
+    (None, None) if generation fails.
     """
     if len(exprs) > _FUSE_MAX:
         return None, None
@@ -2444,7 +2447,10 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
                 body += [f"if {e}:", f"    _m |= {bit}"]
             else:
                 body += [f"_v = {e}", "if _v is True:", f"    _m |= {bit}", "elif _v is not False:", "    _fb()"]
-        out = [f"def fused({', '.join(pnames.values())}):"]
+        defaults = dict(defaults or {})
+        sig = [p for n, p in pnames.items() if n not in defaults]
+        sig += [f"{p}={defaults[n]}" for n, p in pnames.items() if n in defaults]
+        out = [f"def fused({', '.join(sig)}):"]
         for name, (var, as_dict) in em.roots.items():
             p = pnames.get(name)
             if p is None:  # a name the activation does not have: no fused function

@@ -133,7 +133,7 @@ class FusedGate:
     """
 
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "shapes",
-                 "rebuilds")
+                 "rebuilds", "running", "policy")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: Optional[tuple]) -> None:
         self.action: Any = None  # its CAction (set once built)
@@ -147,6 +147,8 @@ class FusedGate:
         self.now: dict = {}
         self.shapes: Optional[dict] = {}  # None: every plain type (no more specialising)
         self.rebuilds = 0
+        self.running: Any = None  # the workflow's running state and policy constants (set with `action`)
+        self.policy: Any = None
 
     def observe(self, action: dict) -> bool:
         """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
@@ -177,7 +179,7 @@ class FusedGate:
             pass
 
     def build(self) -> None:
-        """Generate `fn(action, workflow_state, now, policy)`: the input check of the fields
+        """Generate `fn(action, now, workflow_state=<running>)`: the input check of the fields
         the type reads (see `engine.lane_prologue`), every condition (see `cel.fuse`), then
         the decision from the caches (see `engine.lane_epilogue`): it returns the whole
         `Decision`, or the mask when a cache lacks its entry, or raises."""
@@ -199,11 +201,12 @@ class FusedGate:
         prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)),
                                                     self.shapes)
         epilogue: list = []
+        ns = {**ns, "_RUNNING": self.running, "_POLICY": self.policy}
         if decide:
             epilogue, ns2 = lane_epilogue(fields, self.patterns, self.now)
-            ns = {**ns, **ns2}
+            ns.update(ns2)
         return fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns, fields, known,
-                    dicts=("action",), epilogue=epilogue)
+                    dicts=("action",), epilogue=epilogue, defaults={"workflow": "_RUNNING", "policy": "_POLICY"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +571,9 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             running_state={"name": w.name, "status": "running"},  # a plain dict (the fast paths need one); never mutated
             location=loc_str(w.loc), gate_stops=gate_stops, stop_reads=reads_of(gate_stops),
         )
+        for ca in actions.values():  # what the fused gate function takes by default
+            ca.fused.running = workflows[w.name].running_state
+            ca.fused.policy = workflows[w.name].policy
     return CompiledPolicy(
         policy_hash=pset.content_hash, workflows=MappingProxyType(workflows),
         actions=MappingProxyType(all_actions), roles=tuple(sorted(pset.roles)))

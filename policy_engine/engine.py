@@ -405,7 +405,9 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
     chars = sum(len(k) for k in keys) + sum(len(v) for k, v in skipped.items() if k in keys)
     n_parts: list = []  # summands of the item and character counts (None: a running count)
     c_parts: list = []
-    lines: list = ["_g = _p0.get"]
+    lines: list = []
+    present: list = []  # fields always seen: fetched by subscript (a KeyError is a new shape)
+    absent: list = []  # the others: fetched with a default
     fields: dict = {}
     i = -1
     for k in keys:
@@ -414,7 +416,10 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
         i += 1
         v = f"_f{i}"
         seen = shapes.get(k)
-        lines.append(f"{v} = _g({k!r}, _MISS)")
+        if seen and _Missing not in seen:
+            present.append(f"{v} = _p0[{k!r}]")
+        else:
+            absent.append(f"{v} = _g({k!r}, _MISS)")
         if not seen:  # every plain type, each checked as _quick_walk does
             fields[("action", k)] = (v, None, True)
             lines += [
@@ -515,7 +520,13 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
             tail.append("_fb()")
             continue
         tail.append(f"if {name} > {int(limit)}: _fb()")
-    return head + lines + tail, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
+    fetch = []
+    if present:
+        fetch += ["try:"] + ["    " + x for x in present] + ["except KeyError:", "    _fs()"]
+        ns["KeyError"] = KeyError
+    if absent:
+        fetch += ["_g = _p0.get"] + absent
+    return head + fetch + lines + tail, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
 
 
 def lane_epilogue(fields: Mapping, patterns: dict, nows: dict) -> tuple[list, dict]:
@@ -671,7 +682,7 @@ class Engine:
     """A compiled, immutable policy set. Thread-safe; build with `load()` or
     `Engine.from_load_result()`."""
 
-    __slots__ = ("_p", "_lanes", "policy_set", "policy_hash", "sources", "diagnostics")
+    __slots__ = ("_p", "_lanes", "_types", "policy_set", "policy_hash", "sources", "diagnostics")
 
     def __init__(self, policy_set: Any, compiled_exprs: Mapping, sources: Optional[Mapping] = None,
                  diagnostics: Sequence[Diagnostic] = ()) -> None:
@@ -680,6 +691,10 @@ class Engine:
         # (workflow, action type) -> (workflow, action type, its fused gate): evaluate()'s fast lane
         object.__setattr__(self, "_lanes", {(w.name, a.name): (a.fused, w.running_state, w.policy)
                                             for w in p.workflows.values() for a in w.actions.values()})
+        # action type -> (its workflow, its fused gate), for a type declared in one workflow only
+        seen = [a.name for w in p.workflows.values() for a in w.actions.values()]
+        object.__setattr__(self, "_types", {a.name: (w.name, a.fused) for w in p.workflows.values()
+                                            for a in w.actions.values() if seen.count(a.name) == 1})
         object.__setattr__(self, "policy_set", policy_set)
         object.__setattr__(self, "policy_hash", policy_set.content_hash)
         object.__setattr__(self, "sources", dict(sources or {}))
@@ -746,21 +761,23 @@ class Engine:
                 wname = action.get("workflow")
                 tname = action.get("type")
                 if type(wname) is str and type(tname) is str and type(now) is datetime and now.tzinfo is _UTC:
-                    lane = self._lanes.get((wname, tname))
-                    if lane is not None:
-                        fz, state, policy = lane
+                    lane = self._types.get(tname)
+                    if lane is not None and lane[0] == wname:
+                        fz = lane[1]
+                    else:
+                        lane = self._lanes.get((wname, tname))
+                        fz = lane[0] if lane is not None else None
+                    if fz is not None:
                         fn = fz.fn
                         if workflow_state is not None:
                             status = workflow_state.get("status") if type(workflow_state) is dict else None
-                            if type(status) is str and status == "running" and check_size(workflow_state) is None:
-                                state = workflow_state
-                            else:
+                            if not (type(status) is str and status == "running" and check_size(workflow_state) is None):
                                 fn = None
                         if fn is not None:
                             # fn checks the fields it reads and the id; with its type's
                             # caches filled, it returns the whole decision, else its mask
                             try:
-                                m = fn(action, state, now, policy)
+                                m = fn(action, now) if workflow_state is None else fn(action, now, workflow_state)
                             except ShapeMiss:  # the full path decides; the lane widens
                                 fz.missed(action)
                                 m = -1
@@ -903,7 +920,7 @@ class Engine:
                 # error, a non-bool, an input the fast paths do not handle) raises, and the
                 # conditions are evaluated one by one below, exactly
                 try:
-                    m = fn(action, state, now_dt, wf.policy)
+                    m = fn(action, now_dt, state)
                 except ShapeMiss:
                     fz.missed(action)
                     m = -1
