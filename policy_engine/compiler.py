@@ -117,8 +117,9 @@ class FusedGate:
     bit mask (bit `i` for `exprs[i]`); `slots[j]` maps gate entry `j` to its bit, or None
     for a constant `false`. A given mask always makes the same decision apart from the
     input's id and the time, so `patterns` keeps, per mask, the finished fields of that
-    decision (`Engine._gate` fills it and the per-call fields). `now` caches the time's
-    renderings for the last few `now`s seen: now -> (evaluated_at, reversibility).
+    decision (`Engine._gate` fills it and the per-call fields). `now` caches, for the last
+    few `now`s seen, the time's renderings and the finished templates at that time (see
+    `engine._now_fields`): now -> {None: (evaluated_at, reversibility), mask: fields}.
 
     `shapes` maps each field the type reads to the shapes it has been seen with (the
     evaluations before the build, and every input the function turned away since): the
@@ -203,7 +204,7 @@ class FusedGate:
         epilogue: list = []
         ns = {**ns, "_RUNNING": self.running, "_POLICY": self.policy}
         if decide:
-            epilogue, ns2 = lane_epilogue(fields, self.patterns, self.now)
+            epilogue, ns2 = lane_epilogue(fields, self.now)
             ns.update(ns2)
         return fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns, fields, known,
                     dicts=("action",), epilogue=epilogue, defaults={"workflow": "_RUNNING", "policy": "_POLICY"})

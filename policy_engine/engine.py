@@ -140,15 +140,20 @@ def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:
 _DECISION_FIELDS = _FIELDS_SET.get(Decision) or _fields_set(Decision)  # the set fast(Decision, ...) uses
 
 
-def _now_fields(fz: Any, now_dt: datetime) -> tuple:
-    """(evaluated_at, reversibility) of a gate decision at `now_dt`, kept in the type's
-    small cache (a batch or a replay evaluates many actions at the same `now`)."""
-    c = (fmt_ts(now_dt), _reversibility(fz.action, now_dt))
+PER_NOW_MAX = 64  # finished decision templates kept per `now` and action type
+
+
+def _now_fields(fz: Any, now_dt: datetime) -> dict:
+    """The type's cache entry for `now_dt`: a dict holding, at key None, the decision's
+    (evaluated_at, reversibility) at `now_dt`, and per outcome mask the finished template
+    (see `_lane_template`); kept for the last few `now`s (a batch or a replay evaluates
+    many actions at the same `now`)."""
+    entry = {None: (fmt_ts(now_dt), _reversibility(fz.action, now_dt))}
     cache = fz.now
     if len(cache) >= NOW_CACHE_MAX:
         cache.clear()
-    cache[now_dt] = c
-    return c
+    cache[now_dt] = entry
+    return entry
 
 
 def _reversibility(ca: Optional[CAction], now_dt: datetime) -> Optional[ReversibilityInfo]:
@@ -529,15 +534,15 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
     return head + fetch + lines + tail, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
 
 
-def lane_epilogue(fields: Mapping, patterns: dict, nows: dict) -> tuple[list, dict]:
+def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
     """The end of a fused gate function (after its conditions have set the mask `_m`):
     source lines that check the action's `id` (a str or absent/None, else raise), then
-    return the whole `Decision` when the type's caches hold both the decision template of
-    `_m` (`patterns`) and the renderings of `now` (`nows`), else `_m` (the caller fills
-    the caches: see `Engine._template`, `_now_fields`); and their globals. The Decision is
+    return the whole `Decision` when the type's cache (`nows`, see `_now_fields`) holds
+    the finished template of `_m` at `now`, else `_m` (the caller fills the cache: see
+    `Engine._lane_template`); and their globals. The Decision is
     built as `Engine.evaluate`'s lane builds it (`fast`): the template, its per-call
     fields set, no validation."""
-    ns = {"_PAT": patterns, "_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
+    ns = {"_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
           "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_DFS": _DECISION_FIELDS}
     f = fields.get(("action", "id"))
     if f is not None and f[1] == "str" and not f[2]:
@@ -545,10 +550,9 @@ def lane_epilogue(fields: Mapping, patterns: dict, nows: dict) -> tuple[list, di
     else:
         lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
                  "if _aid is not None and type(_aid) is not str: _fb()"]
-    lines += ["_tpl = _PAT.get(_m)", "if _tpl is None: return _m", "_now = _NOW.get(_p2)", "if _now is None: return _m",
-              "_tpl = _tpl.copy()", "_tpl['action_id'] = _aid", "_tpl['evaluated_at'] = _now[0]",
-              "_tpl['reversibility'] = _now[1]", "_dec = _new(_DEC)", "_sdict(_dec, _tpl)", "_sfs(_dec, _DFS)",
-              "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
+    lines += ["_now = _NOW.get(_p2)", "if _now is None: return _m", "_tpl = _now.get(_m)", "if _tpl is None: return _m",
+              "_tpl = _tpl.copy()", "_tpl['action_id'] = _aid", "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
+              "_sfs(_dec, _DFS)", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
     return lines, ns
 
 
@@ -787,19 +791,8 @@ class Engine:
                                 return m
                             if m >= 0:
                                 aid = action.get("id")
-                                d = fz.patterns.get(m)
-                                if d is None:
-                                    d = self._template(fz, m, now, wname, tname, aid)
-                                if live:
-                                    c = (fmt_ts(now), _reversibility(fz.action, now))
-                                else:
-                                    c = fz.now.get(now)
-                                    if c is None:
-                                        c = _now_fields(fz, now)
-                                d = d.copy()
+                                d = self._lane_template(fz, m, now, live, wname, tname, aid).copy()
                                 d["action_id"] = aid
-                                d["evaluated_at"] = c[0]
-                                d["reversibility"] = c[1]
                                 return fast(Decision, d)
             return self._evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
@@ -929,17 +922,8 @@ class Engine:
                 if type(m) is not int:  # the whole decision (see FusedGate.build)
                     return m
                 if m >= 0:
-                    tmpl = fz.patterns.get(m)
-                    if tmpl is None:
-                        tmpl = self._template(fz, m, now_dt, wname, tname, aid)
-                    c = fz.now.get(now_dt)
-                    if c is None:
-                        c = _now_fields(fz, now_dt)
-                    ts, rev = c
-                    d = tmpl.copy()
+                    d = self._lane_template(fz, m, now_dt, False, wname, tname, aid).copy()
                     d["action_id"] = aid
-                    d["evaluated_at"] = ts
-                    d["reversibility"] = rev
                     return fast(Decision, d)
             elif fz.pending:
                 fz.observe(action)  # the shapes it is built for
@@ -952,6 +936,28 @@ class Engine:
         act = {"action": action, "workflow": state, "now": now_dt, "policy": wf.policy}
         values = [False if e[0] is None else e[0](act) for e in entries]
         return self._decide(wf, ca, entries, values, now_dt, wname, tname, aid)
+
+    def _lane_template(self, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
+                       aid: Optional[str]) -> dict:
+        """The fields of the decision the fused gate's outcome `m` makes at `now_dt`, all but
+        `action_id`; kept per `now` (see `_now_fields`) unless `now_dt` is the clock's."""
+        tmpl = fz.patterns.get(m)
+        if tmpl is None:
+            tmpl = self._template(fz, m, now_dt, wname, tname, aid)
+        if live:
+            entry = None
+            ts, rev = fmt_ts(now_dt), _reversibility(fz.action, now_dt)
+        else:
+            entry = fz.now.get(now_dt)
+            if entry is None:
+                entry = _now_fields(fz, now_dt)
+            ts, rev = entry[None]
+        d = tmpl.copy()
+        d["evaluated_at"] = ts
+        d["reversibility"] = rev
+        if entry is not None and len(entry) <= PER_NOW_MAX:
+            entry[m] = d
+        return d
 
     def _template(self, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: Optional[str]) -> dict:
         """The fields of the decision the fused gate's outcome `m` makes (kept per `m`)."""

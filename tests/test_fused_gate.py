@@ -269,6 +269,7 @@ def test_caches_stay_bounded(monkeypatch):
     monkeypatch.setattr(compiler, "PATTERNS_MAX", 2)
     monkeypatch.setattr("policy_engine.engine.PATTERNS_MAX", 2)
     monkeypatch.setattr("policy_engine.engine.NOW_CACHE_MAX", 3)
+    monkeypatch.setattr("policy_engine.engine.PER_NOW_MAX", 2)
     slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
     fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
     mix = make_mix(200)
@@ -277,6 +278,7 @@ def test_caches_stay_bounded(monkeypatch):
         assert dump(fast.evaluate(action, state, now)) == dump(slow.evaluate(action, state, now))
     for fz in lanes(fast):
         assert len(fz.patterns) <= 2 and len(fz.now) <= 3
+        assert all(len(entry) <= 1 + 2 for entry in fz.now.values())  # the renderings + a template per mask
 
 
 def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
