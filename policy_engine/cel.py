@@ -2012,8 +2012,10 @@ def _g_eq(ln: _N, rn: _N, neg: bool) -> Callable | None:
     call = "(not _eq({x}, {y}))" if neg else "_eq({x}, {y})"
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        le, _ = L(em)
-        re_, _ = R(em)
+        le, lk = L(em)
+        re_, rk = R(em)
+        if lk == rk and lk in ("str", "int", "float", "bool") and le in em.atoms and re_ in em.atoms:
+            return f"({le} {op} {re_})", "bool"  # one scalar type: Python's == is _eq
         fx, x, fy, y = _g_pair(em, le, re_)
         return (
             f"(({x} {op} {y}) if type({fx}) is type({fy}) and type({x}) in _SCALARS "
@@ -2451,10 +2453,13 @@ def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Seque
         sig = [p for n, p in pnames.items() if n not in defaults]
         sig += [f"{p}={defaults[n]}" for n, p in pnames.items() if n in defaults]
         out = [f"def fused({', '.join(sig)}):"]
+        used = set(re.findall(r"\b_r\d+\b", "\n".join(body + list(epilogue))))
         for name, (var, as_dict) in em.roots.items():
             p = pnames.get(name)
             if p is None:  # a name the activation does not have: no fused function
                 return None, None
+            if var not in used and not (as_dict and name not in dicts):
+                continue  # read only through the prologue's locals
             out.append(f"    {var} = {p}")
             if as_dict and name not in dicts:
                 out.append(f"    if type({var}) is not dict: _fb()")
