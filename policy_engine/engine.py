@@ -696,9 +696,12 @@ class Engine:
         object.__setattr__(self, "_lanes", {(w.name, a.name): (a.fused, w.running_state, w.policy)
                                             for w in p.workflows.values() for a in w.actions.values()})
         # action type -> (its workflow, its fused gate), for a type declared in one workflow only
-        seen = [a.name for w in p.workflows.values() for a in w.actions.values()]
+        count: dict = {}
+        for w in p.workflows.values():
+            for a in w.actions.values():
+                count[a.name] = count.get(a.name, 0) + 1
         object.__setattr__(self, "_types", {a.name: (w.name, a.fused) for w in p.workflows.values()
-                                            for a in w.actions.values() if seen.count(a.name) == 1})
+                                            for a in w.actions.values() if count[a.name] == 1})
         object.__setattr__(self, "policy_set", policy_set)
         object.__setattr__(self, "policy_hash", policy_set.content_hash)
         object.__setattr__(self, "sources", dict(sources or {}))

@@ -244,3 +244,33 @@ def test_the_direct_re2_search_refuses_a_lone_surrogate_like_the_public_one():
         rx.search("\ud800")
     with pytest.raises(UnicodeEncodeError):
         _found(rx)("\ud800")
+
+
+TWO = '''roles [reviewer]
+workflow "w1" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action pay { allow small when `action.amount <= 100` }
+}
+workflow "w2" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action refund { allow tiny when `action.amount <= 10` }
+}
+'''
+
+
+def test_the_lane_is_found_by_type_and_checked_against_the_workflow():
+    fast = engine_from_texts({"p.policy": TWO})
+    slow = without_lanes(engine_from_texts({"p.policy": TWO}))
+    assert fast._types["pay"][0] == "w1" and fast._types["refund"][0] == "w2"
+    cases = [{"workflow": w, "type": t, "id": "x", "amount": n}
+             for w in ("w1", "w2", "w3") for t in ("pay", "refund", "nope") for n in (5, 50)]
+    for _ in range(5):
+        for a in cases:
+            assert dump(fast.evaluate(a, None, T0)) == dump(slow.evaluate(a, None, T0))
+    d = fast.evaluate({"workflow": "w2", "type": "pay", "amount": 5}, None, T0)
+    assert d.effect == "deny" and d.workflow == "w2" and d.deciding.kind != "rule"  # pay is w1's
+    assert fast.evaluate({"workflow": "w1", "type": "pay", "amount": 5}, None, T0).deciding.name == "small"
