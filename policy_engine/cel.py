@@ -3786,11 +3786,14 @@ def _fast_parser() -> Any:
         import celpy.celparser
         from lark import Lark
 
+        from .lark_cache import lark_cache
+
         grammar = (Path(celpy.celparser.__file__).parent / "cel.lark").read_text()
         _FAST_PARSER.append(Lark(
             grammar, parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
             lexer_callbacks={"IDENT": celpy.celparser.CELParser.ambiguous_literals},
-            propagate_positions=False, maybe_placeholders=False, priority="invert"))
+            propagate_positions=False, maybe_placeholders=False, priority="invert",
+            cache=lark_cache("cel-grammar")))  # the analysed tables, kept between processes
     return _FAST_PARSER[0]
 
 

@@ -50,13 +50,15 @@ def get_parser():
             if _parser is None:
                 from lark import Lark
 
+                from .lark_cache import lark_cache
+
                 _parser = Lark(
                     grammar_text(),
                     parser="lalr",
                     lexer="contextual",
                     propagate_positions=True,
                     maybe_placeholders=True,
-                    cache=False,
+                    cache=lark_cache("stopline-grammar"),  # the analysed tables, kept between processes
                 )
     return _parser
 
