@@ -146,7 +146,7 @@ PER_NOW_MAX = 64  # finished decision templates kept per `now` and action type
 def _now_fields(fz: Any, now_dt: datetime) -> dict:
     """The type's cache entry for `now_dt`: a dict holding, at key None, the decision's
     (evaluated_at, reversibility) at `now_dt`, and per outcome mask the finished template
-    (see `_lane_template`); kept for the last few `now`s (a batch or a replay evaluates
+    (see `Engine._lane_decision`); kept for the last few `now`s (a batch or a replay evaluates
     many actions at the same `now`)."""
     entry = {None: (fmt_ts(now_dt), _reversibility(fz.action, now_dt))}
     cache = fz.now
@@ -539,7 +539,7 @@ def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
     source lines that check the action's `id` (a str or absent/None, else raise), then
     return the whole `Decision` when the type's cache (`nows`, see `_now_fields`) holds
     the finished template of `_m` at `now`, else `_m` (the caller fills the cache: see
-    `Engine._lane_template`); and their globals. The Decision is
+    `Engine._lane_decision`); and their globals. The Decision is
     built as `Engine.evaluate`'s lane builds it (`fast`): the template, its per-call
     fields set, no validation."""
     ns = {"_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
@@ -779,10 +779,7 @@ class Engine:
                         if type(m) is not int:
                             return m
                         if m >= 0:
-                            aid = action.get("id")
-                            d = self._lane_template(lane[1], m, now, False, wname, tname, aid).copy()
-                            d["action_id"] = aid
-                            return fast(Decision, d)
+                            return self._lane_decision(lane[1], m, now, False, wname, tname, action.get("id"))
                         return self._evaluate(action, workflow_state, now)
             if type(action) is dict:
                 live = now is None  # the clock: a `now` no other call shares (no cache)
@@ -816,10 +813,7 @@ class Engine:
                             if type(m) is not int:
                                 return m
                             if m >= 0:
-                                aid = action.get("id")
-                                d = self._lane_template(fz, m, now, live, wname, tname, aid).copy()
-                                d["action_id"] = aid
-                                return fast(Decision, d)
+                                return self._lane_decision(fz, m, now, live, wname, tname, action.get("id"))
             return self._evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return self._fail(self._safe_now(now), None, None, None, _internal(e))
@@ -948,9 +942,7 @@ class Engine:
                 if type(m) is not int:  # the whole decision (see FusedGate.build)
                     return m
                 if m >= 0:
-                    d = self._lane_template(fz, m, now_dt, False, wname, tname, aid).copy()
-                    d["action_id"] = aid
-                    return fast(Decision, d)
+                    return self._lane_decision(fz, m, now_dt, False, wname, tname, aid)
             elif fz.pending:
                 fz.observe(action)  # the shapes it is built for
                 fz.pending -= 1  # (racing threads may build it twice: harmless)
@@ -963,27 +955,28 @@ class Engine:
         values = [False if e[0] is None else e[0](act) for e in entries]
         return self._decide(wf, ca, entries, values, now_dt, wname, tname, aid)
 
-    def _lane_template(self, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
-                       aid: Optional[str]) -> dict:
-        """The fields of the decision the fused gate's outcome `m` makes at `now_dt`, all but
-        `action_id`; kept per `now` (see `_now_fields`) unless `now_dt` is the clock's."""
+    def _lane_decision(self, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
+                       aid: Optional[str]) -> Decision:
+        """The decision the fused gate's outcome `m` makes at `now_dt` for the id `aid`
+        (a str or None), when the fused function found no finished template: the template
+        is built and kept per `now` (see `_now_fields`), unless `now_dt` is the clock's."""
         tmpl = fz.patterns.get(m)
         if tmpl is None:
             tmpl = self._template(fz, m, now_dt, wname, tname, aid)
+        d = tmpl.copy()
         if live:
-            entry = None
-            ts, rev = fmt_ts(now_dt), _reversibility(fz.action, now_dt)
+            d["evaluated_at"] = fmt_ts(now_dt)
+            d["reversibility"] = _reversibility(fz.action, now_dt)
         else:
             entry = fz.now.get(now_dt)
             if entry is None:
                 entry = _now_fields(fz, now_dt)
-            ts, rev = entry[None]
-        d = tmpl.copy()
-        d["evaluated_at"] = ts
-        d["reversibility"] = rev
-        if entry is not None and len(entry) <= PER_NOW_MAX:
-            entry[m] = d
-        return d
+            d["evaluated_at"], d["reversibility"] = entry[None]
+            if len(entry) <= PER_NOW_MAX:
+                entry[m] = d
+            d = d.copy()  # the kept one stays without an id
+        d["action_id"] = aid
+        return fast(Decision, d)
 
     def _template(self, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: Optional[str]) -> dict:
         """The fields of the decision the fused gate's outcome `m` makes (kept per `m`)."""
