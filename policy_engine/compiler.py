@@ -112,12 +112,13 @@ REBUILDS_MAX = 8  # a fused gate function is rebuilt wider at most this often, t
 class FusedGate:
     """The fast lane of one action type's gate; filled lazily, safe to share between threads.
 
-    `fn` (once built, see `cel.fuse`) evaluates every condition of the type's gate that is
-    not a constant `false` in one generated function and returns their truth values as a
-    bit mask (bit `i` for `exprs[i]`); `slots[j]` maps gate entry `j` to its bit, or None
-    for a constant `false`. A given mask always makes the same decision apart from the
+    `fn` (once built, see `build`, `cel.fuse`) evaluates every condition of the type's gate
+    that is not a constant `false` in one generated function, into a bit mask (bit `i` for
+    `exprs[i]`), and returns the finished decision for that mask from the caches below,
+    or the mask itself when they lack it; `slots[j]` maps gate entry `j` to its bit, or
+    None for a constant `false`. A given mask always makes the same decision apart from the
     input's id and the time, so `patterns` keeps, per mask, the finished fields of that
-    decision (`Engine._gate` fills it and the per-call fields). `now` caches, for the last
+    decision (`Engine._template` fills it). `now` caches, for the last
     few `now`s seen, the time's renderings and the finished templates at that time (see
     `engine._now_fields`): now -> {None: (evaluated_at, reversibility), mask: fields}.
 

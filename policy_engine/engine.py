@@ -245,6 +245,8 @@ def _quick_walk(v: Any, d: int, _type=type, _str=str, _int=int, _bool=bool, _flo
     unpaired surrogate, nesting deeper than _QUICK_DEPTH. Builtins are bound as defaults
     (local lookups: this runs for every value of every input)."""
     n = _len(v)
+    if n > MAX_INPUT_ITEMS:  # over the limit alone: the exact walk stops early and says so
+        raise _NotPlain
     if _type(v) is _dict:
         keys = _join(v)  # TypeError unless every key is a str
         c = _len(keys)
@@ -324,6 +326,8 @@ def _tag(v: Any) -> Any:
     plain scalar values; None for anything a fused gate function does not specialise."""
     t = type(v)
     if t is list:
+        if len(v) > _FLAT_MAX * 64:  # not scanned: a miss must stay cheap
+            return list
         for x in v:
             if type(x) is not str:
                 return list
@@ -459,6 +463,7 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
             elif t == _LIST_STR:  # strings alone: one join checks them all
                 fields[("action", k)] = (v, "list", False)
                 lines += [f"if type({v}) is not list: _fs()",
+                          f"if len({v}) > {int(MAX_INPUT_ITEMS)}: _fb()",  # (before joining it)
                           "try:", f"    _j{i} = _join({v})", "except TypeError:", "    _fs()",
                           f"if not _j{i}.isascii() and _sur(_j{i}): _fb()"]
                 n_parts.append(f"len({v})")

@@ -55,6 +55,7 @@ class S(str):
     ({"b": 1, "a": "x"}, ("dict", (("a", str), ("b", int)))), ({}, ("dict", ())),
     ({"a": [1]}, dict), ({"é": 1}, dict), ({1: 1}, dict), ({f"k{i}": 1 for i in range(17)}, dict),
     (S("x"), None), (b"x", None), ((1,), None),
+    (["a"] * 1025, list),  # long lists are not scanned (a miss stays cheap)
 ])
 def test_tag_names_the_shapes_a_lane_specialises_for(value, tag):
     assert eng._tag(value) == tag
@@ -193,7 +194,8 @@ def test_the_lane_specialises_misses_widens_and_stops_widening():
     # bad values of known shapes: no widening, denied, whichever part of the shape holds them
     big = "x" * 4_000_001
     for change in ({"amount": math.nan}, {"who": {"name": big, "level": 1}}, {"who": {"name": "\ud800", "level": 1}},
-                   {"tags": [big]}, {"tags": ["x"] * 100_001}, {"tags": ["a", "\ud800"]}, {"region": big},
+                   {"tags": [big]}, {"tags": ["x"] * 100_001}, {"tags": ["x"] * 3_000_000}, {"tags": ["a", "\ud800"]},
+                   {"region": big},
                    {"who": {"name": "a" * 2_000_000, "level": 1}, "region": "b" * 2_000_000}):
         a = {**base, **change}
         d = fast.evaluate(a, None, T0)
