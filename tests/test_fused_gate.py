@@ -243,13 +243,16 @@ actions = st.fixed_dictionaries({
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_random_policies_decide_the_same_through_every_path(text, batch):
     slow = without_lanes(engine_from_texts({"p.policy": text}))
-    fast = with_lanes(engine_from_texts({"p.policy": text}))
+    fast = with_lanes(engine_from_texts({"p.policy": text}))  # built before any input: every plain type
+    natural = engine_from_texts({"p.policy": text})  # built from the shapes it sees (see test_shapes.py)
     for action in batch:
         expected = dump(slow.evaluate(action, None, T0))
         assert dump(fast.evaluate(action, None, T0)) == expected
         assert dump(fast.evaluate(action, None, T0)) == expected  # from the template
         assert dump(fast.evaluate(action, {"status": "running"}, T0)) == dump(
             slow.evaluate(action, {"status": "running"}, T0))
+    for action in batch * 3:
+        assert dump(natural.evaluate(action, None, T0)) == dump(slow.evaluate(action, None, T0))
 
 
 def test_static_false_triggers_decide_like_evaluated_ones(monkeypatch):
