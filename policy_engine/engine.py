@@ -208,6 +208,28 @@ _NONFINITE = "input holds a non-finite number (NaN or Infinity); numbers must be
 _SURROGATE = "input holds an unpaired surrogate (`\\ud800`-`\\udfff`): text must be valid Unicode"
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
+# Values are JSON-like: exactly dict (or a Mapping), list, tuple, str, int, float, bool,
+# None, plus the CEL kinds datetime, timedelta and bytes. Anything else is an input error,
+# never evaluated: an arbitrary object brings its own `__eq__`/`__hash__` (an object equal
+# to everything would match `action.tier == "gold"`), and a subclass of str, int or float
+# (a StrEnum, an IntEnum) can override what `==`, `in` and the input check itself call, so
+# membership and equality could disagree about it. Subclasses are refused, not converted:
+# the caller passes the plain value (`member.value`). See docs/values.md.
+_LEAVES = frozenset({int, bool, type(None), datetime, timedelta, bytes})
+_KEYS = frozenset({str, int, bool})  # map keys: JSON's strings, and CEL's int and bool keys
+
+
+def _not_json(v: Any, key: bool = False) -> str:
+    t = type(v)
+    what = "a map key" if key else "a value"
+    for base in (str, bool, int, float, bytes, list, tuple, datetime, timedelta):
+        if isinstance(v, base):
+            return (f"input holds {what} of type `{t.__name__}`, a subclass of {base.__name__}: subclasses are "
+                    f"not accepted (pass the plain {base.__name__}, e.g. an enum member's `.value`)")
+    return (f"input holds {what} of type `{t.__name__}`: values must be JSON-like (object, list, string, "
+            f"number, bool, null)" + ("; map keys strings, ints or bools" if key else ""))
+
+
 
 def check_size(root: Any) -> Optional[str]:
     """Why `root` exceeds the input limits, or None.
@@ -239,16 +261,19 @@ _surrogate = _SURROGATE_RE.search
 def _quick_walk(v: Any, d: int, _type=type, _str=str, _int=int, _bool=bool, _float=float, _dict=dict,
                 _list=list, _len=len, _join=_join, _surrogate=_surrogate) -> tuple[int, int]:
     """(values, characters) in `v` (a dict or list at depth `d`), counting what the exact
-    walk counts, or more (str-subclass keys); raises _NotPlain (or TypeError, for a key
-    that is not a str) on anything the exact walk might refuse or count differently: a
-    type other than dict, list, str, int, bool, None and float, a non-finite float, an
+    walk counts; raises _NotPlain (or TypeError) on anything the exact walk might refuse
+    or count differently: a key that is not exactly a str, a value of a type other than
+    dict, list, str, int, bool, None and float (subclasses included), a non-finite float, an
     unpaired surrogate, nesting deeper than _QUICK_DEPTH. Builtins are bound as defaults
     (local lookups: this runs for every value of every input)."""
     n = _len(v)
     if n > MAX_INPUT_ITEMS:  # over the limit alone: the exact walk stops early and says so
         raise _NotPlain
     if _type(v) is _dict:
-        keys = _join(v)  # TypeError unless every key is a str
+        for k in v:  # a key of another type, a str subclass among them: the exact walk decides
+            if _type(k) is not _str:
+                raise _NotPlain
+        keys = _join(v)
         c = _len(keys)
         if not keys.isascii() and _surrogate(keys):  # (str.isascii is O(1))
             raise _NotPlain
@@ -449,6 +474,8 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
                 fields[("action", k)] = (v, "dict", False)
                 ns[f"_K{i}"] = frozenset(key for key, _ in t[1])
                 lines.append(f"if type({v}) is not dict or {v}.keys() != _K{i}: _fs()")
+                # keys equal to those seen but of a str subclass: the exact walk refuses them
+                lines += [f"for _k in {v}:", "    if type(_k) is not str: _fs()"]
                 n_parts.append(str(len(t[1])))
                 c_parts.append(str(sum(len(key) for key, _ in t[1])))
                 for j, (key, vt) in enumerate(t[1]):
@@ -579,10 +606,13 @@ def _check_size(root: Any) -> Optional[str]:
         if t is dict:
             vals = v.values()
             for k in v:
-                if type(k) is str:
+                tk = type(k)
+                if tk is str:
                     chars += len(k)
                     if not k.isascii() and _SURROGATE_RE.search(k):
                         return _SURROGATE
+                elif tk not in _KEYS:
+                    return _not_json(k, True)
         elif t is list or t is tuple:
             vals = v
         elif t is str:
@@ -597,14 +627,17 @@ def _check_size(root: Any) -> Optional[str]:
         elif isinstance(v, _Mapping):
             vals = list(v.values())
             for k in v:
-                if type(k) is str:
+                tk = type(k)
+                if tk is str:
                     chars += len(k)
                     if not k.isascii() and _SURROGATE_RE.search(k):
                         return _SURROGATE
-        else:
-            if isinstance(v, float) and not isfinite(v):
-                return _NONFINITE
+                elif tk not in _KEYS:
+                    return _not_json(k, True)
+        elif t in _LEAVES:
             continue
+        else:  # an arbitrary object, or a subclass of a plain type: never evaluated
+            return _not_json(v)
         if d >= MAX_INPUT_DEPTH:
             return f"input nests more than {MAX_INPUT_DEPTH} levels deep"
         items += len(vals)
@@ -897,6 +930,12 @@ class Engine:
             if problem:
                 return self._fail(now_dt, wname, tname, aid, "workflow state: " + problem)
             status = state.get("status", "running")
+            # exactly the str `running` or `stopped`, nothing that merely compares equal or
+            # unequal to them (fail closed: anything else is denied below)
+            if type(status) is not str:
+                return self._fail(now_dt, wname, tname, aid,
+                                  f"workflow state status must be the string `running` or `stopped`, not "
+                                  f"{_tname(status)}")
             if status == "stopped":
                 ca = wf.actions.get(tname) if (wf is not None and type(tname) is str) else None
                 if ca is not None and ca.runs_while_stopped:
@@ -1650,14 +1689,15 @@ class Engine:
         ev = _as_dict(evidence)
         if ev is None:
             ev = {}
+        bad_input = False  # evidence or stop state that fails the input check: never evaluated
         if not isinstance(ev, Mapping):
             errors.append(_err("<input>", "input", "evidence must be an object, not " + _tname(ev)))
-            ev = {}
+            bad_input = True
         else:
             problem = check_size(ev)
             if problem:
                 errors.append(_err("<input>", "input", "evidence: " + problem))
-                ev = {}
+                bad_input = True
         criteria = []
         unmet = []
         if s is not None:
@@ -1667,6 +1707,16 @@ class Engine:
                     stop_val["stopped_at"] = parse_ts(stopped_at, "`stopped_at`")
                 except ValueError as e:
                     errors.append(_err("<input>", "input", str(e)))
+                    bad_input = True
+        if s is not None and bad_input:
+            # not evaluated on a stand-in (`{}` would make `!has(evidence.open_incidents)`
+            # hold): every criterion is unmet, the input error says why
+            for c in s.criteria:
+                unmet.append(c.name)
+                criteria.append(fast(CriterionResult, {"name": c.name, "met": False,
+                                                       "reason": "not evaluated: the input has an error",
+                                                       "description": c.description, "location": c.location}))
+        elif s is not None:
             state.setdefault("name", wf.name)
             state["status"] = "stopped"
             state["stopped_by"] = s.name
@@ -1684,7 +1734,8 @@ class Engine:
                     unmet.append(c.name)
                 criteria.append(fast(CriterionResult, {"name": c.name, "met": bool(ok), "reason": reason,
                                                        "description": c.description, "location": c.location}))
-        allowed = s is not None and not unmet and not now_err and bool(criteria)
+        # any error (an input error, a criterion's) means not allowed: errors never widen permission
+        allowed = s is not None and not unmet and not errors and bool(criteria)
         return fast(ResumeDecision, {
             "workflow": workflow if type(workflow) is str else "",
             "trigger": trigger if type(trigger) is str else None, "allowed": allowed, "criteria": tuple(criteria),
