@@ -1,0 +1,31 @@
+"""The ledger: Stopline's append-only, verifiable system of record.
+
+    from policy_engine.ledger import Ledger
+    led = Ledger.open("sqlite:///stopline.db", create=True)   # or postgresql+psycopg://...
+    e = led.append("decision", {"action": ..., "decision": ..., "policy_hash": ...})
+    led.get(e.id); led.entries(kind="decision"); led.history(e.id)
+    led.prove(e.id).verify(); led.verify().ok
+
+Modules: ``errors`` (depends on nothing), ``canonical`` (RFC 8785), ``merkle`` (RFC 6962
+trees and proofs), ``note`` (C2SP signed notes, Ed25519 keys), ``kinds`` (the entry
+kinds), ``schema`` (tables, migrations, guard triggers), ``verify``, ``store`` (the
+``Ledger``), ``cli`` (``stopline ledger ...``). Nothing here imports the engine.
+See docs/ledger.md.
+"""
+
+from __future__ import annotations
+
+from .errors import (CheckpointError, EntryNotFound, IdempotencyConflict, InvalidEntry, KeyFileError, LedgerError,
+                     LedgerNotFound, LedgerUnavailable, ProofError, SchemaError)
+from .kinds import KINDS
+from .merkle import ConsistencyProof, InclusionProof
+from .note import Checkpoint, SigningKey, VerifierKey, generate_key, load_signing_key, load_verifier_key
+from .store import Entry, History, Ledger, NewEntry
+from .verify import VerifyReport
+
+__all__ = [
+    "Ledger", "Entry", "NewEntry", "History", "VerifyReport", "KINDS", "InclusionProof", "ConsistencyProof",
+    "Checkpoint", "SigningKey", "VerifierKey", "generate_key", "load_signing_key", "load_verifier_key",
+    "LedgerError", "LedgerUnavailable", "LedgerNotFound", "SchemaError", "InvalidEntry", "IdempotencyConflict",
+    "EntryNotFound", "ProofError", "CheckpointError", "KeyFileError",
+]

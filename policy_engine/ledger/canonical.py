@@ -1,0 +1,97 @@
+"""Canonical JSON (RFC 8785, JCS) and the bytes an entry's hash covers.
+
+An entry's **leaf data** is the RFC 8785 serialisation of the object::
+
+    {"body": <body>, "id": ..., "key": ..., "kind": ..., "links": [...],
+     "prev": <hex of the previous entry's hash>, "seq": n, "time": "...Z", "v": 1,
+     "workflow": ...}
+
+and its hash is the RFC 6962 leaf hash ``SHA-256(0x00 || leaf data)``. Because
+``"body"`` sorts first, the leaf data is ``{"body":`` + the stored canonical body text +
+``,`` + the canonical header without its opening brace; ``leaf_data`` builds it that
+way, so verifying does not re-canonicalise every body (a test checks the splice equals
+``rfc8785.dumps`` of the whole object).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import rfc8785
+
+from .errors import InvalidEntry
+
+ENTRY_FORMAT_VERSION = 1
+ZERO_HASH = "0" * 64  # the ``prev`` of the first entry
+
+__all__ = ["canonical_json", "canonical_text", "leaf_data", "ENTRY_FORMAT_VERSION", "ZERO_HASH"]
+
+
+def _check(value: Any, path: str, depth: int = 0) -> None:
+    if depth > 64:
+        raise InvalidEntry(f"body nests deeper than 64 levels at `{path}`")
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        if abs(value) > 2**53 - 1:
+            raise InvalidEntry(f"integer at `{path}` is outside the interoperable range (±2^53-1); store it as a string")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEntry(f"number at `{path}` is not finite")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidEntry(f"object key {k!r} at `{path}` is not a string")
+            _check(v, f"{path}.{k}", depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check(v, f"{path}[{i}]", depth + 1)
+        return
+    raise InvalidEntry(f"value at `{path}` is a {type(value).__name__}, not JSON")
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 bytes of a JSON value (dict, list, str, int, float, bool, None).
+
+    Raises :class:`InvalidEntry` for anything that is not interoperable JSON (non-string
+    keys, NaN, integers beyond ±2^53-1, other Python types, lone surrogates).
+    """
+    _check(value, "body")
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, UnicodeError, ValueError, TypeError) as e:
+        raise InvalidEntry(f"body is not canonicalisable JSON: {e}") from None
+
+
+def canonical_text(value: Any) -> str:
+    """:func:`canonical_json` as text (UTF-8)."""
+    return canonical_json(value).decode("utf-8")
+
+
+def header(*, seq: int, id: str, kind: str, workflow: str | None, links: tuple[str, ...] | list[str],
+           key: str | None, time: str, prev: str) -> dict[str, Any]:
+    """The hashed fields of an entry other than its body."""
+    return {"id": id, "key": key, "kind": kind, "links": list(links), "prev": prev, "seq": seq, "time": time,
+            "v": ENTRY_FORMAT_VERSION, "workflow": workflow}
+
+
+def leaf_data(body_text: str, **fields: Any) -> bytes:
+    """The RFC 8785 bytes of the whole entry, given its canonical body text and header fields.
+
+    ``body_text`` must already be canonical (it is, for every stored body; a changed body
+    changes these bytes and so the hash, which is what verification needs).
+    """
+    head = rfc8785.dumps(header(**fields))
+    return b'{"body":' + body_text.encode("utf-8") + b"," + head[1:]
+
+
+def parse_body(text: str) -> Any:
+    """Parse a stored body (strict JSON: no NaN/Infinity)."""
+    def _const(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=_const)

@@ -1,0 +1,200 @@
+"""``Ledger.verify``: recompute the chain, the Merkle tree and the checkpoints in one pass.
+
+Reads three ordered streams in one snapshot (entries by ``seq``; link rows joined to the
+id they point at, by ``(from_seq, pos)``; Merkle nodes by ``(leaf, level)``) and stops at
+the first problem, reporting its sequence number and what is wrong:
+
+- ``seq s is missing``: a deleted entry (a gap);
+- ``entry s does not match its hash``: an edited byte (body, id, kind, time, ...), or an
+  entry moved to another position (the hash covers ``seq``);
+- ``entry s does not chain``: its ``prev`` is not the hash of entry ``s - 1`` (an entry
+  inserted, removed or reordered before it, with recomputed hashes);
+- link rows, Merkle nodes, stored checkpoint entries or the head row that disagree with
+  the entries;
+- against an external checkpoint (a signed note from ``checkpoint()``): fewer entries than
+  it records is a **truncation** (the first missing ``seq``); a different root over its
+  size is a **fork**, located after the last checkpoint entry in the ledger that still
+  verifies (the first ``seq`` that no signed tree head vouches for).
+
+Memory is constant in the ledger's size; time is linear (see docs/ledger.md for figures).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+from sqlalchemy import select
+
+from . import merkle, schema
+from .canonical import ZERO_HASH, leaf_data, parse_body
+from .errors import CheckpointError, InvalidEntry
+from .kinds import check_entry
+from .note import Checkpoint, VerifierKey, open_checkpoint
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import Ledger
+
+__all__ = ["VerifyReport", "verify_ledger"]
+
+_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of :meth:`Ledger.verify`. Truthy when everything holds."""
+
+    ok: bool
+    size: int  #: entries read
+    root: str | None  #: hex Merkle root of the entries read (None when a problem stopped the pass)
+    first_bad: int | None  #: the first bad sequence number
+    problem: str | None  #: what is wrong there (one line)
+    checkpoints: int = 0  #: stored checkpoint entries checked
+    signatures: bool = False  #: whether checkpoint signatures were checked (a key was given)
+    against: int | None = None  #: the size of the external checkpoint checked against
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def render(self) -> str:
+        """One line for people."""
+        if not self.ok:
+            return f"FAILED at seq {self.first_bad}: {self.problem}"
+        parts = [f"ok: {self.size} entr{'y' if self.size == 1 else 'ies'}", f"root {self.root}",
+                 f"{self.checkpoints} checkpoint entr{'y' if self.checkpoints == 1 else 'ies'}"
+                 + (" (signatures checked)" if self.signatures else " (signatures not checked: no key)")]
+        if self.against is not None:
+            parts.append(f"consistent with the checkpoint of size {self.against}")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "size": self.size, "root": self.root, "first_bad": self.first_bad,
+                "problem": self.problem, "checkpoints": self.checkpoints, "signatures": self.signatures,
+                "against": self.against}
+
+
+class _Bad(Exception):
+    def __init__(self, seq: int, problem: str) -> None:
+        super().__init__(problem)
+        self.seq, self.problem = seq, problem
+
+
+def _stream(c, q) -> Iterator[Any]:
+    return iter(c.execute(q, execution_options={"yield_per": _BATCH}))
+
+
+def verify_ledger(led: "Ledger", *, checkpoint: str | bytes | None = None, key: VerifierKey | None = None) -> VerifyReport:
+    ext: Checkpoint | None = None
+    if checkpoint is not None:
+        if key is None:
+            raise CheckpointError("a checkpoint is checked against a public key: give the key (--key FILE)")
+        ext = open_checkpoint(checkpoint, key, origin=led.origin)
+    E, L, N, H = schema.entries, schema.links, schema.nodes, schema.heads
+    with led._read(snapshot=True) as c:
+        head = c.execute(select(H.c.size, H.c.head, H.c.frontier).where(H.c.log == schema.LOG)).one()
+        rows = _stream(c, select(E.c.seq, E.c.id, E.c.kind, E.c.workflow, E.c.key, E.c.links, E.c.body, E.c.time,
+                                 E.c.prev, E.c.hash).order_by(E.c.seq))
+        link_rows = _stream(c, select(L.c.from_seq, L.c.pos, E.c.id).join(E, E.c.seq == L.c.to_seq)
+                            .order_by(L.c.from_seq, L.c.pos))
+        node_rows = _stream(c, select(N.c.leaf, N.c.level, N.c.hash).order_by(N.c.leaf, N.c.level))
+        state = {"n": 0, "checkpoints": 0, "good_cp": 0}
+        try:
+            cr = _walk(rows, link_rows, node_rows, ext, key, state)
+            n = cr.size
+            if ext is not None and n < ext.size:
+                raise _Bad(n, f"truncated: the checkpoint records {ext.size} entries, the ledger has {n}; "
+                              f"seq {n} is missing")
+            if head.size > n:
+                raise _Bad(n, f"seq {n} is missing: the head records {head.size} entries, the ledger has {n} "
+                              "(a truncated tail)")
+            if head.size < n:
+                raise _Bad(head.size, f"entry {head.size} is beyond the recorded head (size {head.size})")
+            if head.head != (state.get("last") or ZERO_HASH) or head.frontier != cr.encode():
+                raise _Bad(max(n - 1, 0), "the head row does not match the last entry")
+        except _Bad as b:
+            return VerifyReport(False, state["n"], None, b.seq, b.problem, state["checkpoints"], key is not None,
+                                ext.size if ext else None)
+    return VerifyReport(True, n, cr.root().hex(), None, None, state["checkpoints"], key is not None,
+                        ext.size if ext else None)
+
+
+def _walk(rows, link_rows, node_rows, ext: Checkpoint | None, key: VerifierKey | None, state: dict) -> merkle.CompactRange:
+    cr = merkle.CompactRange()
+    prev = ZERO_HASH
+    link = next(link_rows, None)
+    node = next(node_rows, None)
+    expected = 0
+    leaf_hash, fromhex = merkle.leaf_hash, bytes.fromhex
+    for r in rows:
+        s = r.seq
+        if s != expected:
+            raise _Bad(expected, f"seq {expected} is missing (a deleted entry: the next entry is {s})")
+        if ext is not None and s == ext.size:
+            _check_ext(cr, ext, state)
+        try:
+            links = tuple(json.loads(r.links))
+            h = leaf_hash(leaf_data(r.body, seq=s, id=r.id, kind=r.kind, workflow=r.workflow, links=links, key=r.key,
+                                    time=r.time, prev=r.prev)).hex()
+        except (ValueError, TypeError, UnicodeError):
+            raise _Bad(s, f"entry {s} is not readable (its links or body were edited)") from None
+        if h != r.hash:
+            raise _Bad(s, f"entry {s} does not match its hash (an edited byte, or an entry moved to seq {s})")
+        if r.prev != prev:
+            raise _Bad(s, f"entry {s} does not chain: its prev is not the hash of entry {s - 1} "
+                          "(an entry inserted, deleted or reordered before it)")
+        try:
+            body = parse_body(r.body)
+            check_entry(r.kind, body, r.workflow, links)
+        except (ValueError, InvalidEntry) as e:
+            raise _Bad(s, f"entry {s} is not a valid entry: {e}") from None
+        got = []
+        while link is not None and link[0] == s:
+            got.append(link[2])
+            link = next(link_rows, None)
+        if link is not None and link[0] < s:
+            raise _Bad(link[0], f"a link row of entry {link[0]} does not match its entry")
+        if tuple(got) != links:
+            raise _Bad(s, f"the link rows of entry {s} do not match its links")
+        if r.kind == "checkpoint":
+            _check_stored(cr, s, body, key, state)
+        leaf = fromhex(h)
+        for level, _idx, nh in cr.append(leaf):
+            if node is None or node[0] != s or node[1] != level or node[2] != nh.hex():
+                raise _Bad(s, f"the Merkle node of level {level} closed by entry {s} is missing or wrong")
+            node = next(node_rows, None)
+        if node is not None and node[0] == s:
+            raise _Bad(s, f"an extra Merkle node is recorded at entry {s}")
+        prev = h
+        expected += 1
+        state["n"] = expected
+        state["last"] = h
+    if ext is not None and cr.size == ext.size:
+        _check_ext(cr, ext, state)
+    if link is not None:
+        raise _Bad(link[0], f"a link row of entry {link[0]} has no entry")
+    if node is not None:
+        raise _Bad(node[0], f"a Merkle node closed by leaf {node[0]} has no entry")
+    return cr
+
+
+def _check_stored(cr: merkle.CompactRange, s: int, body: dict, key: VerifierKey | None, state: dict) -> None:
+    root = cr.root().hex()
+    if body.get("size") != s or body.get("root") != root:
+        raise _Bad(s, f"checkpoint entry {s} does not match the tree of size {s} (entries before it changed)")
+    if key is not None:
+        try:
+            cp = open_checkpoint(body["note"], key)
+        except CheckpointError as e:
+            raise _Bad(s, f"checkpoint entry {s}: {e}") from None
+        if cp.size != s or cp.root.hex() != root:
+            raise _Bad(s, f"checkpoint entry {s}: its signed note does not match its body")
+    state["checkpoints"] += 1
+    state["good_cp"] = s
+
+
+def _check_ext(cr: merkle.CompactRange, ext: Checkpoint, state: dict) -> None:
+    if cr.root() != ext.root:
+        j = state["good_cp"]
+        raise _Bad(j, f"fork: the first {ext.size} entries do not have the checkpoint's root; the ledger matches its "
+                      f"signed tree head of size {j}, so the entries differ from seq {j} on")
