@@ -350,5 +350,11 @@ def schema(name: str | None) -> None:
     sys.exit(EXIT_OK)
 
 
+# ---------------------------------------------------------------------------- ledger
+from .ledger.cli import ledger as _ledger_group  # noqa: E402  (click and the ledger's errors only)
+
+main.add_command(_ledger_group)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,22 +10,41 @@ Modules: ``errors`` (depends on nothing), ``canonical`` (RFC 8785), ``merkle`` (
 trees and proofs), ``note`` (C2SP signed notes, Ed25519 keys), ``kinds`` (the entry
 kinds), ``schema`` (tables, migrations, guard triggers), ``verify``, ``store`` (the
 ``Ledger``), ``cli`` (``stopline ledger ...``). Nothing here imports the engine.
+Names are imported lazily, so ``stopline`` starts without loading SQLAlchemy.
 See docs/ledger.md.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (CheckpointError, EntryNotFound, IdempotencyConflict, InvalidEntry, KeyFileError, LedgerError,
                      LedgerNotFound, LedgerUnavailable, ProofError, SchemaError)
-from .kinds import KINDS
-from .merkle import ConsistencyProof, InclusionProof
-from .note import Checkpoint, SigningKey, VerifierKey, generate_key, load_signing_key, load_verifier_key
-from .store import Entry, History, Ledger, NewEntry
-from .verify import VerifyReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .kinds import KINDS
+    from .merkle import ConsistencyProof, InclusionProof
+    from .note import Checkpoint, SigningKey, VerifierKey, generate_key, load_signing_key, load_verifier_key
+    from .store import Entry, History, Ledger, NewEntry
+    from .verify import VerifyReport
+
+_LAZY = {
+    "Ledger": "store", "Entry": "store", "NewEntry": "store", "History": "store", "VerifyReport": "verify",
+    "KINDS": "kinds", "InclusionProof": "merkle", "ConsistencyProof": "merkle", "Checkpoint": "note",
+    "SigningKey": "note", "VerifierKey": "note", "generate_key": "note", "load_signing_key": "note",
+    "load_verifier_key": "note",
+}
 
 __all__ = [
-    "Ledger", "Entry", "NewEntry", "History", "VerifyReport", "KINDS", "InclusionProof", "ConsistencyProof",
-    "Checkpoint", "SigningKey", "VerifierKey", "generate_key", "load_signing_key", "load_verifier_key",
-    "LedgerError", "LedgerUnavailable", "LedgerNotFound", "SchemaError", "InvalidEntry", "IdempotencyConflict",
+    *_LAZY, "LedgerError", "LedgerUnavailable", "LedgerNotFound", "SchemaError", "InvalidEntry", "IdempotencyConflict",
     "EntryNotFound", "ProofError", "CheckpointError", "KeyFileError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'policy_engine.ledger' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{mod}", __name__), name)

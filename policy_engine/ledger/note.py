@@ -74,7 +74,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> "VerifierKey":
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3 or not _NAME.fullmatch(parts[0]) or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
             raise KeyFileError("not a verifier key (expected `name+hexid+base64`)")
         raw = _b64decode(parts[2], "the verifier key", KeyFileError)
@@ -111,7 +111,7 @@ class SigningKey:
 
     @classmethod
     def parse(cls, text: str) -> "SigningKey":
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"] or not _NAME.fullmatch(parts[2]):
             raise KeyFileError("not a signing key (expected `PRIVATE+KEY+name+hexid+base64`)")
         raw = _b64decode(parts[4], "the signing key", KeyFileError)

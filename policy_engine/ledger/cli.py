@@ -1,0 +1,209 @@
+"""``stopline ledger ...``: the ledger's command group (registered by ``policy_engine.cli``).
+
+Every command takes ``--ledger URL`` (or ``STOPLINE_LEDGER``; default
+``sqlite:///stopline.db`` in the current directory). Exit codes follow the CLI's: 0 ok,
+1 a verification that failed (``verify``), 2 the ledger, a key or a checkpoint cannot be
+read or the input is refused; errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import LedgerError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+DEFAULT_URL = "sqlite:///stopline.db"
+
+_ledger_opt = click.option("--ledger", "url", envvar="STOPLINE_LEDGER", default=DEFAULT_URL, show_default=True,
+                           metavar="URL", help="sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB "
+                                               "(env STOPLINE_LEDGER).")
+
+
+def _guarded(fn):
+    """LedgerError -> one line on stderr, exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LedgerError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+    return wrapper
+
+
+def _open(url: str, *, create: bool = False):
+    from .store import Ledger
+
+    return Ledger.open(url, create=create)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        data = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        click.echo(f"error: cannot read {what} {path}: {getattr(e, 'strerror', None) or e}", err=True)
+        sys.exit(EXIT_USAGE)
+    return data
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+@click.group("ledger")
+def ledger() -> None:
+    """The system of record: an append-only, verifiable log (docs/ledger.md)."""
+
+
+@ledger.command("init")
+@_ledger_opt
+@_guarded
+def init(url: str) -> None:
+    """Create the ledger (or migrate an older one); harmless on an existing ledger."""
+    with _open(url, create=True) as led:
+        click.echo(f"ledger {led.url}: {led.size} entries, log {led.log_id}")
+    sys.exit(EXIT_OK)
+
+
+@ledger.command("log")
+@_ledger_opt
+@click.option("--kind", help="Only entries of this kind.")
+@click.option("--workflow", help="Only entries of this workflow.")
+@click.option("--link", "link", metavar="ID", help="Only entries that link to this entry.")
+@click.option("--since", metavar="TIME", help="Only entries at or after this RFC 3339 UTC time.")
+@click.option("--until", metavar="TIME", help="Only entries before this RFC 3339 UTC time.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--reverse", is_flag=True, help="Newest first.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_guarded
+def log(url: str, kind, workflow, link, since, until, limit: int, reverse: bool, fmt: str) -> None:
+    """List entries in sequence order."""
+    with _open(url) as led:
+        found = led.entries(kind=kind, workflow=workflow, link=link, since=since, until=until, limit=limit,
+                            reverse=reverse)
+    if fmt == "json":
+        click.echo(_dump([e.to_json() for e in found]))
+    else:
+        for e in found:
+            links = f" -> {','.join(e.links)}" if e.links else ""
+            click.echo(f"{e.seq:>8}  {e.time}  {e.kind:<10} {e.workflow or '-':<20} {e.id}{links}")
+    sys.exit(EXIT_OK)
+
+
+@ledger.command("show")
+@_ledger_opt
+@click.argument("ref", metavar="ID")
+@click.option("--history", "with_history", is_flag=True, help="Also every entry linked to it, both ways.")
+@_guarded
+def show(url: str, ref: str, with_history: bool) -> None:
+    """Print one entry (by id or sequence number) as JSON."""
+    with _open(url) as led:
+        if with_history:
+            h = led.history(ref)
+            out = {"entry": h.entry.to_json(), "upstream": [e.to_json() for e in h.upstream],
+                   "downstream": [e.to_json() for e in h.downstream]}
+        else:
+            out = led.get(ref).to_json()
+    click.echo(_dump(out))
+    sys.exit(EXIT_OK)
+
+
+@ledger.command("append")
+@_ledger_opt
+@click.argument("kind")
+@click.argument("body", metavar="BODY_FILE")
+@click.option("--workflow")
+@click.option("--link", "links", multiple=True, metavar="ID", help="An entry this one links to (repeatable).")
+@click.option("--key", help="Idempotency key: an existing entry with this key is returned instead.")
+@_guarded
+def append(url: str, kind: str, body: str, workflow, links, key) -> None:
+    """Append an entry whose body is the JSON object in BODY_FILE (- for stdin)."""
+    text = _read_text(body, "body")
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        click.echo(f"error: {body}: not JSON: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    with _open(url) as led:
+        e = led.append(kind, obj, workflow=workflow, links=links, key=key)
+    click.echo(_dump(e.to_json()))
+    sys.exit(EXIT_OK)
+
+
+@ledger.command("verify")
+@_ledger_opt
+@click.option("--checkpoint", "cp_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A checkpoint written earlier: detect a truncated tail or a fork against it.")
+@click.option("--key", "key_path", envvar="STOPLINE_LEDGER_PUBKEY", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Public (.pub) or signing key to check checkpoint signatures (env STOPLINE_LEDGER_PUBKEY).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_guarded
+def verify(url: str, cp_path, key_path, fmt: str) -> None:
+    """Recompute chain, Merkle tree and checkpoints: exit 0 if all holds, 1 naming the first bad seq."""
+    from .note import load_verifier_key
+
+    key = load_verifier_key(key_path) if key_path else None
+    note = _read_text(cp_path, "checkpoint") if cp_path else None
+    with _open(url) as led:
+        report = led.verify(checkpoint=note, key=key)
+    click.echo(_dump(report.to_json()) if fmt == "json" else report.render())
+    sys.exit(EXIT_OK if report.ok else EXIT_FAIL)
+
+
+@ledger.command("checkpoint")
+@_ledger_opt
+@click.option("--key", "key_path", envvar="STOPLINE_LEDGER_KEY", default="stopline.key", show_default=True,
+              type=click.Path(dir_okay=False), metavar="FILE", help="The signing key (env STOPLINE_LEDGER_KEY).")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE", help="Also write the signed note here.")
+@_guarded
+def checkpoint(url: str, key_path: str, out) -> None:
+    """Sign the tree head, record it as a checkpoint entry and print the signed note."""
+    from .note import load_signing_key
+
+    key = load_signing_key(key_path)
+    with _open(url) as led:
+        try:
+            cp, _entry = led.checkpoint(key, path=out)
+        except OSError as e:
+            click.echo(f"error: cannot write {out}: {e.strerror or e}", err=True)
+            sys.exit(EXIT_USAGE)
+    click.echo(cp.note, nl=False)
+    sys.exit(EXIT_OK)
+
+
+@ledger.command("prove")
+@_ledger_opt
+@click.argument("ref", metavar="ID", required=False)
+@click.option("--size", type=click.IntRange(min=0), help="The tree size to prove against (default: now).")
+@click.option("--consistency", "old", type=click.IntRange(min=0), metavar="OLD_SIZE",
+              help="Instead: prove the tree of OLD_SIZE entries is a prefix of the tree of --size.")
+@_guarded
+def prove(url: str, ref, size, old) -> None:
+    """Print an inclusion proof of entry ID (or a consistency proof) as JSON."""
+    if (ref is None) == (old is None):
+        click.echo("error: give an entry ID or --consistency OLD_SIZE", err=True)
+        sys.exit(EXIT_USAGE)
+    with _open(url) as led:
+        proof = led.prove(ref, size=size) if ref is not None else led.prove_consistency(old, size)
+    click.echo(_dump(proof.to_json()))
+    sys.exit(EXIT_OK)
+
+
+@ledger.command("keygen")
+@click.option("--name", default="stopline", show_default=True, help="The key name shown in signatures.")
+@click.option("--out", default="stopline.key", show_default=True, type=click.Path(dir_okay=False),
+              help="The signing key file (mode 0600); the public key goes to FILE.pub.")
+@_guarded
+def keygen(name: str, out: str) -> None:
+    """Make an Ed25519 checkpoint signing key (C2SP note key format)."""
+    from .note import generate_key, write_key
+
+    pub = write_key(generate_key(name), out)
+    click.echo(f"wrote {out} (keep it secret) and {pub} (give it to whoever verifies)")
+    sys.exit(EXIT_OK)
