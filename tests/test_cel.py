@@ -200,7 +200,7 @@ def test_arithmetic_errors(src):
 
 
 def test_json_numbers_mix_in_arithmetic():
-    """Deviation (the README, section "CEL conditions"): JSON has one number type, so int with double promotes to double."""
+    """Deviation (docs/cel.md, "Known deviations"): JSON has one number type, so int with double promotes to double."""
     assert ev("x + y", x=80, y=12.5) == 92.5 and type(ev("x + y", x=80, y=12.5)) is float
     assert ev("x - 0.5", x=3) == 2.5 and ev("x * 1.5", x=2) == 3.0 and ev("x / 2.0", x=3) == 1.5
     assert ev("1u + 0.5") == 1.5

@@ -5,7 +5,7 @@ logic, ternary, lists, maps, `in`, size, string functions, macros over small lis
 activations. Wherever cel-python returns a value (not an error), the compiled closure
 must return the same value.
 
-Known deviations of cel-python are excluded by rule, not case by case (see the README, section "CEL conditions"):
+Known deviations of cel-python are excluded by rule, not case by case (see docs/cel.md, "Known deviations"):
 
 - D1 cel-python has no heterogeneous numeric comparison or equality: it errors on
   `1 < 1.5` and `1 == 1.0`. Such cases never produce a cel-python value, so they are

@@ -1,7 +1,7 @@
 """Hostile policy files: every input gives a policy set or located diagnostics, in bounded time.
 
 Small hypothesis budgets so the regular suite stays fast; the long campaign is
-tests/fuzz/fuzz_loader.py (numbers in the README, section "Hostile input").
+tests/fuzz/fuzz_loader.py (numbers in benchmarks/results/README.md).
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ def test_many_workflows_and_actions():
 
 
 def test_documented_limits_match_the_code():
-    """SECURITY.md and the README, section "Hostile input" state these defaults: change them together."""
+    """SECURITY.md and docs/limits.md state these defaults: change them together (tests/test_docs.py checks the docs table)."""
     from policy_engine import cel, cli, engine, lower
 
     assert (loader.MAX_FILE_BYTES, loader.MAX_FILES, loader.MAX_CONDITIONS_PER_SET) == (1_000_000, 1000, 10_000)
