@@ -196,5 +196,6 @@ def _check_stored(cr: merkle.CompactRange, s: int, body: dict, key: VerifierKey 
 def _check_ext(cr: merkle.CompactRange, ext: Checkpoint, state: dict) -> None:
     if cr.root() != ext.root:
         j = state["good_cp"]
-        raise _Bad(j, f"fork: the first {ext.size} entries do not have the checkpoint's root; the ledger matches its "
-                      f"signed tree head of size {j}, so the entries differ from seq {j} on")
+        raise _Bad(j, f"fork: the first {ext.size} entries do not have the checkpoint's root; the ledger still "
+                      f"matches its own signed tree head of size {j}, so the first bad entry is at seq {j} or later "
+                      "(no signed tree head vouches for it)")
