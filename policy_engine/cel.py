@@ -263,30 +263,43 @@ def _type_name(v: Any) -> str:
 
 
 def _norm(v: Any) -> Any:
-    """Map a value of an unusual Python type (subclass, tuple, Mapping) onto a CEL kind."""
+    """Map a value of an unusual Python type (subclass, tuple, Mapping) onto a CEL kind.
+
+    A subclass of str, int or float (a StrEnum, an IntEnum) becomes the plain value it
+    holds, read with the base type's own method (`str.__str__`, never the subclass's
+    `__str__`), so `==` and `in` see the same value. Anything that is no CEL value (an
+    arbitrary object, a datetime subclass) raises `_Fail`: an error, never a match.
+    The engine refuses such inputs before any condition runs (see docs/values.md); this
+    is for direct users of the CEL module."""
     t = type(v)
     if t in _PYTYPE_TO_CEL:
         return v
     k = _type_of(v)
     if k is TYPE_BOOL:
         return bool(v)
+    if k is TYPE_UINT:
+        return CelUint(int.__int__(v))
     if k is TYPE_INT:
-        return int(v)
+        return int.__int__(v)
     if k is TYPE_DOUBLE:
-        return float(v)
+        return float.__float__(v)
     if k is TYPE_STRING:
-        return str(v)
+        return str.__str__(v)
     if k is TYPE_BYTES:
-        return bytes(v)
+        return bytes(memoryview(v))
     if k is TYPE_LIST:
         return list(v)
     if k is TYPE_MAP:
         return dict(v)
-    return v
+    raise _Fail(f"unsupported value type {t.__name__}")
 
 
 def _eq(x: Any, y: Any) -> bool:
-    """CEL equality: heterogeneous values are unequal, numbers compare across kinds."""
+    """CEL equality: heterogeneous values are unequal, numbers compare across kinds.
+
+    Only CEL values are compared with Python's `==`: a subclass is compared as its plain
+    value (`_norm`) and a value that is no CEL value raises `_Fail` (its own `__eq__` is
+    never called, so an object equal to everything matches nothing)."""
     tx = type(x)
     ty = type(y)
     if tx is ty:
@@ -299,17 +312,16 @@ def _eq(x: Any, y: Any) -> bool:
             return True
         if tx is dict:
             return _map_eq(x, y)
-        return x == y
+        if tx in _PYTYPE_TO_CEL:
+            return x == y
+        return _eq(_norm(x), _norm(y))
     if tx in _NUMSET and ty in _NUMSET:
         return x == y
     if tx in _PYTYPE_TO_CEL and ty in _PYTYPE_TO_CEL:
         if (tx is list or tx is tuple) and (ty is list or ty is tuple):
             return _eq(list(x), list(y))
         return False
-    try:
-        return _eq(_norm(x), _norm(y)) if (tx not in _PYTYPE_TO_CEL or ty not in _PYTYPE_TO_CEL) else False
-    except _Fail:
-        return False
+    return _eq(_norm(x), _norm(y))  # a subclass as its plain value; no CEL value: _Fail
 
 
 def _map_eq(x: Mapping, y: Mapping) -> bool:
@@ -669,7 +681,9 @@ def _contains_in(x: Any, coll: Any) -> bool:
         tk = type(x)
         if tk is str or tk is bool or tk in _NUMSET:
             return _map_lookup(coll, x)[0]
-        return False
+        if tk in _PYTYPE_TO_CEL:
+            return False
+        return _contains_in(_norm(x), coll)  # a subclass as its plain value, as `==` has it
     raise _no_overload("@in", x, coll)
 
 
@@ -2150,7 +2164,9 @@ def _g_in_strs(ln: _N, fs: frozenset) -> Callable | None:
         k = em.bind(fs)
         if ek == "str":
             return f"({e} in {k})", "bool"
-        return em.guard(e, lambda f, x: f"type({f}) is str", lambda x: f"({x} in {k})", "False"), "bool"
+        # another plain type is in no list of strings; a subclass or a non-CEL value: the closure
+        return em.guard(e, lambda f, x: f"type({f}) is str", lambda x: f"({x} in {k})",
+                        lambda x: f"(False if type({x}) in _PLAIN else _fb())"), "bool"
 
     return g
 
@@ -2853,9 +2869,15 @@ class _Compiler:
             ln, rn, L, R = rn, ln, R, L
         if rn.const and type(rn.value) in (str, bytes):
             k = rn.value
-            if neg:
-                return lambda a, c: L(a, c) != k
-            return lambda a, c: L(a, c) == k
+            tk = type(k)
+
+            def eqs(a: Any, c: Any) -> Any:  # Python's == for the same type alone, else _eq
+                v = L(a, c)
+                if type(v) is tk:
+                    return (v != k) if neg else (v == k)
+                return (not _eq(v, k)) if neg else _eq(v, k)
+
+            return eqs
         if rn.const and type(rn.value) in (int, float, CelUint):
             k = rn.value
 
@@ -2882,10 +2904,13 @@ class _Compiler:
             type(e) is str for e in rn.value
         ):
             fs = frozenset(rn.value)
+            strs = rn.value
 
             def fn(a: Any, c: Any) -> Any:
                 v = L(a, c)
-                return type(v) is str and v in fs
+                if type(v) is str:
+                    return v in fs
+                return _contains_in(v, strs)  # element by element, as `==` compares
 
             g = _g_in_strs(ln, fs)
             tg = fs if ln.path == _ACTION_TYPE else None

@@ -121,14 +121,39 @@ def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnos
     return SourceFile(display, text), None
 
 
-def _normalize(value):
-    """Model dump with named items sorted by name, so order never changes the hash."""
+# The policy hash (`content_hash`) covers what the policy decides, and nothing else: a
+# reordering that changes no decision and no output keeps it, one that can change either
+# changes it. So only the collections the policy model defines as unordered are sorted,
+# named by their field in the IR (`ir.py`) and how the compiler reads them:
+# - named declarations, looked up by name or all taken together: workflows, constants
+#   (the declarations, not their values), actions, stops, scenarios, rules (the engine
+#   orders them by precedence, then name), prerequisites and criteria (sorted by name),
+#   owners (looked up by kind);
+# - sets of names: roles, receipt, affects, notify, compensate (the compiler sorts them),
+#   side_effects (checked to name declared types; nothing reads their order);
+# - `distinct_from`: a set of references (every one is excluded; order means nothing).
+# Everything else keeps its order: a constant's value is data the conditions read
+# verbatim (`tiers[0]` depends on the order, even of a list of maps with a `name` key),
+# authorization slots are listed and filled in order, and a reference's path is a path.
+_UNORDERED = frozenset({"workflows", "constants", "actions", "stops", "scenarios", "rules", "prerequisites",
+                        "criteria", "owners", "roles", "side_effects", "receipt", "affects", "notify",
+                        "compensate", "distinct_from"})
+_VERBATIM = frozenset({"value"})  # `Const.value`: never reordered, at any depth
+
+
+def _canon(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _normalize(value, unordered: bool = False):
+    """A model dump with the unordered collections (see `_UNORDERED`) sorted, so their
+    order never changes the hash; named items by name first (as the hash always had it)."""
     if isinstance(value, dict):
-        return {k: _normalize(v) for k, v in value.items()}
+        return {k: (v if k in _VERBATIM else _normalize(v, k in _UNORDERED)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         items = [_normalize(v) for v in value]
-        if items and all(isinstance(i, dict) and "name" in i for i in items):
-            items.sort(key=lambda i: (str(i["name"]), json.dumps(i, sort_keys=True, default=str)))
+        if unordered:
+            items.sort(key=lambda i: (str(i.get("name", "")) if isinstance(i, dict) else "", _canon(i)))
         return items
     return value
 
@@ -138,8 +163,8 @@ def content_hash(files: Iterable[ir.PolicyFile]) -> str:
     files = list(files)
     roles = sorted({r.name for f in files for r in f.roles})
     consts = sorted((c.model_dump(mode="json") for f in files for c in f.constants), key=lambda c: c["name"])
-    doc = {"roles": roles, "constants": consts, "workflows": _normalize(workflows)}
-    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    doc = {"roles": roles, "constants": consts, "workflows": _normalize(workflows)}  # (see _UNORDERED)
+    blob = _canon(doc)
     return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

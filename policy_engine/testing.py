@@ -20,7 +20,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -42,6 +42,7 @@ T_CODES: dict[str, str] = {
     "T006": "value of the wrong type",
     "T007": "the suite's policies do not load",
     "T008": "duplicate name",
+    "T009": "no `now`: the case would run on the wall clock",
 }
 
 SUITE_KEYS = ("suite", "policies", "now", "workflow_state", "inputs", "cases")
@@ -358,11 +359,31 @@ class _Builder:
         names: dict[str, tuple] = {}
         for i, c in enumerate(cases):
             self.case(c, ("cases", i), names)
+        self.check_pinned()
 
     def check_time(self, value: str, path: tuple) -> None:
-        if parse_time(value) is None:
+        from .engine import parse_ts  # the engine's own parser: a `now` it would refuse is refused here
+
+        try:
+            parse_ts(value)
+        except ValueError:
             self.error("T006", f"`{value}` is not an RFC 3339 timestamp", path,
-                       label="expected a timestamp such as \"2026-11-24T10:00:00Z\"")
+                       label="expected a timestamp such as \"2026-11-24T10:00:00Z\"",
+                       help="write the date, the time with seconds, and the zone: `2026-11-24T10:00:00Z`")
+
+    def check_pinned(self) -> None:
+        """Every case runs at a pinned `now`: without one it would run on the wall clock,
+        and a case about a window or an expiry that passes today fails later in CI."""
+        missing = [c for c in self.suite.cases if c.now is None]
+        if not missing:
+            return
+        first = missing[0]
+        n = len(missing) - 1
+        more = f" (nor have {n} other case{'s' if n > 1 else ''})" if n else ""
+        self.error("T009", f"case `{first.name}` has no `now`{more}: it would run on the wall clock",
+                   first.path + ("name",), key=True, label="no `now` for this case",
+                   help='pin it: add `now: "2026-11-24T10:00:00Z"` at the top of the suite (every case inherits '
+                        "it) or to the case")
 
     def case(self, c: Any, path: tuple, names: dict) -> None:
         if not self.want(c, (dict,), path, "a case"):
@@ -501,18 +522,13 @@ _TS = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]
 
 
 def parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str) or not _TS.match(value.strip()):
-        return None
-    v = value.strip()
-    if v[-1] in "zZ":
-        v = v[:-1] + "+00:00"
+    """A timestamp as the engine reads it (`engine.parse_ts`: one RFC 3339 parser), or None."""
+    from .engine import parse_ts
+
     try:
-        dt = datetime.fromisoformat(v)
+        return parse_ts(value)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 # =============================================================================== resolving inputs
