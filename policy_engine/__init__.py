@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "PolicyError", "Diagnostic", "Engine", "PolicyStore", "__version__"]
+__all__ = ["load", "PolicyError", "Diagnostic", "Engine", "PolicyStore", "Runtime", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .diagnostics import Diagnostic, PolicyError
     from .engine import Engine, load
+    from .runtime import Runtime
     from .store import PolicyStore
 
 
@@ -34,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from .store import PolicyStore
 
         return PolicyStore
+    if name == "Runtime":
+        from .runtime.runtime import Runtime
+
+        return Runtime
     raise AttributeError(f"module 'policy_engine' has no attribute {name!r}")

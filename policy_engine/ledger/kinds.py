@@ -23,6 +23,8 @@ KINDS: Mapping[str, tuple[frozenset[str], bool, int]] = MappingProxyType({
     "rollback": (frozenset({"plan_hash", "scenario", "requested_by", "reason"}), False, 1),
     "step": (frozenset({"record", "status"}), False, 1),
     "checkpoint": (frozenset({"origin", "size", "root", "note"}), False, 0),
+    # a subject's status changed (a rollback claimed, a decision or rollback cancelled or expired)
+    "transition": (frozenset({"subject", "to"}), False, 1),
 })
 
 STEP_STATUSES = frozenset({"started", "completed", "failed", "verified"})

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import and_, create_engine, event, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
@@ -333,6 +333,50 @@ class Ledger:
             return []
         with self._write() as (c, state):
             return self._insert(c, state, prepared)
+
+    @_db
+    def transact(self, build: Callable[[Connection], Sequence[NewEntry] | None], *,
+                 after: Callable[[Connection, list[Entry]], None] | None = None) -> list[Entry]:
+        """A conditional append: ``build(conn)`` runs *inside* the append lock (the log's row
+        lock: ``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), reads
+        what it needs through ``conn`` and returns the entries to append (or nothing, or
+        raises to abort: nothing is written). ``after(conn, new_entries)`` then runs in the
+        same transaction (for caches kept beside the log, e.g. the runtime's projections).
+        Concurrent ``transact`` calls run one at a time, so a check and its append are one
+        step: of two writers racing on the same state, exactly one sees the old state.
+        Returns the entries as :meth:`append_many` does (an existing entry for a used key).
+        A link given as an ``int`` ``i`` names the ``i``-th entry of the same batch.
+        """
+        with self._write() as (c, state):
+            items = list(build(c) or ())
+            if not items:
+                return []
+            first_new = state[0]
+            out: list[Entry] = []
+            for n in items:  # one at a time, so an int link can name an earlier entry of the batch
+                links = [out[x].id if isinstance(x, int) and not isinstance(x, bool) else x for x in n.links]
+                e = self._insert(c, state, [self._prepare_entry(NewEntry(n.kind, n.body, n.workflow, links, n.key,
+                                                                         n.time))])[0]
+                if e.seq >= state[0]:
+                    state[0], state[1] = e.seq + 1, e.hash
+                out.append(e)
+            if after is not None:
+                after(c, [e for e in out if e.seq >= first_new])
+            return out
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction (one snapshot on PostgreSQL) for indexed queries over
+        :mod:`schema`'s tables; rows become entries with :meth:`fetch`."""
+        try:
+            with self._read(snapshot=True) as c:
+                yield c
+        except (sa_exc.DBAPIError, sa_exc.InterfaceError, sa_exc.ResourceClosedError, OSError) as e:
+            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+
+    def fetch(self, c: Connection, *where: Any, order: Any = None, limit: int | None = None) -> list[Entry]:
+        """Entries matching SQLAlchemy ``where`` clauses over ``schema.entries``, in ``seq`` order."""
+        return self._fetch(c, *where, order=order, limit=limit)
 
     def _insert(self, c: Connection, state: list, prepared: list[_Prepared]) -> list[Entry]:
         size, head, cr = state

@@ -1,0 +1,140 @@
+"""The runtime's projections: small tables beside the ledger that answer "what is the
+state now" with one indexed read (a workflow's status, the open rollbacks per route, the
+records a rollback covers, the gate decisions awaiting approval).
+
+They are caches, never the record: each row is a pure function of the entries (``apply``
+folds one entry into them), they are written in the same transaction as the entry that
+changes them (``Ledger.transact``), and ``rebuild`` recomputes them from the log. The
+entries table stays the system of record; deleting these tables loses nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from sqlalchemy import (BigInteger, Column, Connection, Index, Integer, MetaData, String, Table, delete, insert,
+                        select, update)
+
+from ..ledger import schema as lschema
+
+metadata = MetaData()
+
+#: one row per workflow that was ever stopped: its latest stop or resume
+workflows = Table("rt_workflows", metadata,
+                  Column("workflow", String(256), primary_key=True),
+                  Column("status", String(16), nullable=False),  # running | stopped
+                  Column("trigger", String(256), nullable=True),
+                  Column("stop_id", String(64), nullable=True),
+                  Column("since", String(32), nullable=True),
+                  Column("seq", BigInteger, nullable=False))
+
+#: one row per rollback request; ``open`` = 1 until it is denied, expired, cancelled or verified
+rollbacks = Table("rt_rollbacks", metadata,
+                  Column("id", String(64), primary_key=True),
+                  Column("seq", BigInteger, nullable=False),
+                  Column("route", String(256), nullable=True),
+                  Column("workflow", String(256), nullable=True),
+                  Column("scenario", String(256), nullable=False),
+                  Column("original", String(64), nullable=False),
+                  Column("requested_by", String(256), nullable=False),
+                  Column("requested_at", String(32), nullable=False),
+                  Column("deadline", String(32), nullable=True),  # the reversal window's end
+                  Column("expires_at", String(32), nullable=True),  # unresolved after this: expired
+                  Column("status", String(16), nullable=False),
+                  Column("open", Integer, nullable=False),
+                  Column("claimed_by", String(256), nullable=True),
+                  Index("rt_rollbacks_queue", "route", "open", "seq"),
+                  Index("rt_rollbacks_expiry", "open", "expires_at"))
+
+#: every execution a rollback covers (its original and its cascade steps)
+records = Table("rt_records", metadata,
+                Column("record", String(64), primary_key=True),
+                Column("rollback", String(64), primary_key=True),
+                Column("seq", BigInteger, nullable=False))
+
+#: gate decisions that wait for approval (removed once used, denied, cancelled or expired)
+pending = Table("rt_pending", metadata,
+                Column("id", String(64), primary_key=True),
+                Column("seq", BigInteger, nullable=False),
+                Column("workflow", String(256), nullable=True),
+                Column("expires_at", String(32), nullable=True),
+                Index("rt_pending_expiry", "expires_at"))
+
+TABLES = (workflows, rollbacks, records, pending)
+CLOSED = frozenset({"denied", "expired", "cancelled", "verified"})
+
+
+def create(c: Connection) -> None:
+    metadata.create_all(c, checkfirst=True)
+
+
+def apply(c: Connection, e: Any) -> None:
+    """Fold one entry into the projections (what ``Ledger.transact`` calls per new entry)."""
+    k, b = e.kind, e.body
+    if k == "stop":
+        _set_workflow(c, e.workflow, "stopped", b.get("trigger"), e.id, b.get("stopped_at") or e.time, e.seq)
+    elif k == "resume":
+        if b.get("allowed"):
+            _set_workflow(c, e.workflow, "running", None, None, b.get("resumed_at") or e.time, e.seq)
+    elif k == "decision":
+        if b.get("pending_until") is not None:
+            c.execute(insert(pending).values(id=e.id, seq=e.seq, workflow=e.workflow, expires_at=b["pending_until"]))
+    elif k == "execution":
+        d = b.get("decision")
+        if d is not None and b.get("authorized"):
+            c.execute(delete(pending).where(pending.c.id == d))
+    elif k == "rollback":
+        plan = b.get("plan") or {}
+        c.execute(insert(rollbacks).values(
+            id=e.id, seq=e.seq, route=b.get("route"), workflow=e.workflow, scenario=b["scenario"],
+            original=b.get("original") or e.links[0], requested_by=b["requested_by"],
+            requested_at=b.get("requested_at") or e.time, deadline=plan.get("reversible_until"),
+            expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None))
+        recs = [b.get("original") or e.links[0], *b.get("cascade", ())]
+        if recs:
+            c.execute(insert(records), [{"record": r, "rollback": e.id, "seq": e.seq} for r in dict.fromkeys(recs)])
+    elif k in ("approval", "transition", "step"):
+        to = b.get("status_after") if k != "transition" else b.get("to")
+        subj = b.get("subject") if k != "step" else e.links[0]
+        if to is None or subj is None:
+            return
+        if k == "transition" and to == "claimed":
+            c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(claimed_by=b.get("principal")))
+            return
+        if c.execute(update(rollbacks).where(rollbacks.c.id == subj)
+                     .values(status=to, open=0 if to in CLOSED else 1)).rowcount == 0:
+            if to in ("denied", "expired", "cancelled"):
+                c.execute(delete(pending).where(pending.c.id == subj))
+
+
+def _set_workflow(c: Connection, wf: str, status: str, trigger: Any, stop_id: Any, since: Any, seq: int) -> None:
+    vals = dict(status=status, trigger=trigger, stop_id=stop_id, since=since, seq=seq)
+    if c.execute(update(workflows).where(workflows.c.workflow == wf).values(**vals)).rowcount == 0:
+        c.execute(insert(workflows).values(workflow=wf, **vals))
+
+
+def rebuild(c: Connection, fetch, batch: int = 5000) -> int:
+    """Recompute every projection from the log (inside the caller's write transaction)."""
+    create(c)
+    for t in TABLES:
+        c.execute(delete(t))
+    E = lschema.entries
+    kinds = ("stop", "resume", "decision", "execution", "rollback", "approval", "transition", "step")
+    after, n = -1, 0
+    while True:
+        chunk = fetch(c, E.c.seq > after, E.c.kind.in_(kinds), limit=batch)
+        if not chunk:
+            return n
+        for e in chunk:
+            apply(c, e)
+        n += len(chunk)
+        after = chunk[-1].seq
+
+
+def snapshot(c: Connection) -> dict[str, list[tuple]]:
+    """Every projection row, sorted (for comparing a live projection with a rebuilt one)."""
+    return {t.name: sorted(tuple(r) for r in c.execute(select(t)).all()) for t in TABLES}
+
+
+def rows(result: Iterable[Any]) -> list[dict]:
+    return [dict(r._mapping) for r in result]
