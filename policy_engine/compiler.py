@@ -31,6 +31,7 @@ from .models import (
     SlotSpec,
     StopInfo,
     TraceEntry,
+    WorkflowOwners,
 )
 
 PRECEDENCE = {"stop": 0, "deny": 1, "require_approval": 2, "allow": 3}
@@ -339,6 +340,7 @@ class CWorkflow:
     location: Optional[str]
     gate_stops: tuple = ()  # the gate sequence for an undeclared action type: the stop triggers alone
     stop_reads: Optional[tuple[str, ...]] = None  # what gate_stops can read (see CAction.reads)
+    owners: Optional[WorkflowOwners] = None  # its business and technical owner (every decision and plan names them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,6 +574,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             scenarios=MappingProxyType(scenarios), policy=MappingProxyType(consts),
             running_state={"name": w.name, "status": "running"},  # a plain dict (the fast paths need one); never mutated
             location=loc_str(w.loc), gate_stops=gate_stops, stop_reads=reads_of(gate_stops),
+            owners=fast(WorkflowOwners, {"business": w.owner("business"), "technical": w.owner("technical")}),
         )
         for ca in actions.values():  # what the fused gate function takes by default
             ca.fused.running = workflows[w.name].running_state

@@ -75,6 +75,9 @@ def _header(lines: list[str], title: str, d: object) -> None:
     version = getattr(d, "policy_version", None)
     lines.append(f"  policy {d.policy_hash}" + (f" (workflow version {version})" if version else ""))
     lines.append(f"  now    {d.evaluated_at}")
+    owners = getattr(d, "owners", None)
+    if owners is not None:
+        lines.append(f"  owners business {owners.business or '-'}, technical {owners.technical or '-'}")
 
 
 def explain_decision(d: Decision) -> str:
@@ -194,6 +197,8 @@ def explain_plan(p: RollbackPlan) -> str:
     lines.append(f"cascade (breadth-first, authorized depth {c.depth_limit}):")
     for s in c.steps:
         how = "MANUAL: " + (s.reason or "") if s.manual else f"via {s.method}"
+        if not s.manual and s.status != "feasible":
+            how += f" -- {s.status.replace('_', ' ').upper()}: " + "; ".join(s.reasons)
         lines.append(f"  {'  ' * s.depth}- [{s.depth}] {s.record_id} ({s.type}) {how}"
                      + (f"; verify: {s.verify}" if s.verify and not s.manual else ""))
     if c.checkpoint:

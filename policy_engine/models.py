@@ -229,6 +229,15 @@ class TraceEntry(_Out):
     matched: bool
 
 
+class WorkflowOwners(_Out):
+    """Who answers for a workflow (its `owners { business "..." technical "..." }`): the
+    people an incident goes to, so it does not bounce between ops, security, support and
+    the builder."""
+
+    business: Optional[str] = Field(default=None, description="the business owner, as declared")
+    technical: Optional[str] = Field(default=None, description="the technical owner, as declared")
+
+
 class Decision(_Out):
     effect: Effect
     deciding: RuleRef
@@ -246,6 +255,8 @@ class Decision(_Out):
     evaluated_at: str
     policy_hash: str
     policy_version: Optional[str] = None
+    owners: Optional[WorkflowOwners] = Field(
+        default=None, description="the workflow's business and technical owner; null when the workflow is unknown")
 
 
 # =============================================================================== rollback plan
@@ -269,11 +280,24 @@ class PrerequisiteResult(_Out):
     location: Optional[str] = None
 
 
+StepStatus = Literal["feasible", "manual", "blocked", "out_of_window"]
+
+
 class Feasibility(_Out):
-    status: Literal["feasible", "manual", "blocked"]
+    """Whether the plan can be carried out by the reversal methods. `status` is the
+    original's own (`manual`, `blocked`) when it cannot be reversed by its method;
+    otherwise `partial` when any cascade step (the original included) is manual, blocked
+    or out of its window, else `feasible`. `prerequisites` and `unmet` are the original's;
+    each step has its own (see `CascadeStep`)."""
+
+    status: Literal["feasible", "partial", "manual", "blocked"]
     reasons: tuple[str, ...] = Field(default=())
     prerequisites: tuple[PrerequisiteResult, ...] = Field(default=())
     unmet: tuple[str, ...] = Field(default=())
+    manual_steps: tuple[str, ...] = Field(default=(), description="record ids of manual steps, breadth-first")
+    blocked_steps: tuple[str, ...] = Field(default=(), description="record ids of steps with unmet prerequisites")
+    out_of_window_steps: tuple[str, ...] = Field(default=(),
+                                                 description="record ids of steps past their reversal window")
 
 
 class Compensation(_Out):
@@ -292,6 +316,15 @@ class CascadeStep(_Out):
     reversibility: Optional[str] = Field(default=None, description="class of the record's action type")
     manual: bool = False
     reason: Optional[str] = Field(default=None, description="why the step is manual")
+    status: StepStatus = Field(default="feasible", description="this step's own feasibility: `manual` (class), "
+                               "`blocked` (its prerequisites over its own record), `out_of_window` (its own window)")
+    executed_at: Optional[str] = Field(default=None, description="the record's `executed_at`, normalised")
+    window_seconds: Optional[int] = Field(default=None, description="the reversal window of the record's type")
+    reversible_until: Optional[str] = Field(default=None, description="executed_at + window; null without both")
+    within_window: Optional[bool] = Field(default=None, description="null when the type has no window")
+    prerequisites: tuple[PrerequisiteResult, ...] = Field(default=(), description="evaluated over this record")
+    unmet: tuple[str, ...] = Field(default=())
+    reasons: tuple[str, ...] = Field(default=(), description="why the step is not feasible (every reason)")
 
 
 class CheckpointRecord(_Out):
@@ -341,6 +374,8 @@ class RollbackPlan(_Out):
     evaluated_at: str
     policy_hash: str
     policy_version: Optional[str] = None
+    owners: Optional[WorkflowOwners] = Field(
+        default=None, description="the workflow's business and technical owner; null when the workflow is unknown")
     plan_hash: str = Field(description="sha256 of the plan's canonical JSON without this field")
 
 

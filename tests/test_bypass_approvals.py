@@ -117,12 +117,15 @@ def test_distinct_from_a_list_of_principals():
     assert ENGINE.authorize_rollback(plan, apps, NOW).satisfied
 
 
-def test_missing_reviewer_is_visible_in_the_plan():
-    # The engine cannot exclude a principal it was not told about; the plan shows it.
-    plan = plan_for(reviewer=None)
+def test_missing_reviewer_is_visible_in_the_plan_and_not_authorizable():
+    # The engine cannot exclude a principal it was not told about: the plan shows the
+    # unresolved reference and cannot be authorized (issue 12, item 5).
+    plan = ENGINE.classify_rollback(request(reviewer=None), NOW)
     refs = {d.ref: d.principal for d in plan.authorization.distinct_from}
     assert refs["original.reviewer"] is None
     assert plan.authorization.excluded_principals == ("carol",)
+    assert not plan.authorizable
+    assert not ENGINE.authorize_rollback(plan, [appr(plan, "sam")], NOW).satisfied
 
 
 # ------------------------------------------------------------------ identity is exact
@@ -183,7 +186,7 @@ def test_duplicate_approval_fills_one_slot():
 
 
 def test_one_principal_with_two_roles_fills_one_slot():
-    plan = plan_for("incident")
+    plan = plan_for("incident", approvers=["zed"])
     v = ENGINE.authorize_rollback(plan, [appr(plan, "ivy", ["incident_commander", "policy_owner"])], NOW)
     assert not v.satisfied and len(v.open_slots) == 1
     v = ENGINE.authorize_rollback(plan, [appr(plan, "ivy", ["incident_commander", "policy_owner"]),
