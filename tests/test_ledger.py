@@ -48,6 +48,20 @@ def test_entry_hash_is_the_rfc6962_leaf_hash_of_the_rfc8785_entry(led):
                      prev=e.prev) == rfc8785.dumps(whole)
 
 
+@pytest.mark.parametrize("text_", ["plain", "é\u2028\u2029", "\x00\x01\x1f\x7f", '"\\/\b\f\n\r\t', "😀\ufeff",
+                                   "\u0080\uffff"])
+def test_the_fast_header_serialisation_is_exactly_rfc8785(text_):
+    fields = dict(seq=2**40, id=text_, kind="stop", workflow=text_, links=(text_, "x"), key=text_,
+                  time="2026-01-01T00:00:00.000000Z", prev="0" * 64)
+    whole = {"body": {"k": text_}, **{k: list(v) if k == "links" else v for k, v in fields.items()}, "v": 1}
+    assert leaf_data(rfc8785.dumps({"k": text_}).decode(), **fields) == rfc8785.dumps(whole)
+
+
+def test_lone_surrogates_are_refused(led):
+    with pytest.raises(InvalidEntry, match="Unicode"):
+        led.append("stop", body("stop"), workflow="w\ud800")
+
+
 @pytest.mark.parametrize("kind,bad,workflow,links,msg", [
     ("vote", {}, None, (), "unknown entry kind `vote`"),
     ("decision", {"action": {}}, None, (), "needs `decision`, `policy_hash`"),

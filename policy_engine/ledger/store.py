@@ -305,6 +305,12 @@ class Ledger:
         for name, v in (("workflow", n.workflow), ("key", n.key)):
             if v is not None and (not isinstance(v, str) or not v or len(v) > 256):
                 raise InvalidEntry(f"`{name}` is a non-empty string of at most 256 characters")
+        for v in (n.workflow, n.key, *links):
+            if v is not None:
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidEntry("workflow, key and links must be valid Unicode (no lone surrogates)") from None
         check_entry(n.kind, n.body, n.workflow, links)
         text = canonical_text(n.body)
         t = format_time(n.time if n.time is not None else datetime.now(timezone.utc))
