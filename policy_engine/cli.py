@@ -355,6 +355,12 @@ from .ledger.cli import ledger as _ledger_group  # noqa: E402  (click and the le
 
 main.add_command(_ledger_group)
 
+# ---------------------------------------------------------------------------- runtime
+from .runtime.cli import COMMANDS as _runtime_commands  # noqa: E402  (click only; SQLAlchemy on use)
+
+for _cmd in _runtime_commands:
+    main.add_command(_cmd)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

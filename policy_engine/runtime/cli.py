@@ -1,0 +1,156 @@
+"""``stopline queue``, ``stopline history`` and ``stopline rt OP``: the runtime from the
+shell (registered by ``policy_engine.cli``). ``rt`` drives every Runtime operation with a
+JSON object of its arguments (``--input FILE`` or ``-``), for runtimes that are not Python:
+
+    echo '{"action": {"workflow": "support-replies", "type": "send_customer_reply", ...}}' \\
+        | stopline rt gate -p policies/ --ledger sqlite:///stopline.db -i -
+
+Output is JSON on stdout. Exit codes: 0 ok, 2 usage, unreadable input, an unknown id or
+an unreachable ledger (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+EXIT_OK, EXIT_USAGE = 0, 2
+DEFAULT_URL = "sqlite:///stopline.db"
+
+_ledger_opt = click.option("--ledger", "url", envvar="STOPLINE_LEDGER", default=DEFAULT_URL, show_default=True,
+                           metavar="URL", help="sqlite:///PATH or postgresql+psycopg://... (env STOPLINE_LEDGER).")
+_policies_opt = click.option("--policies", "-p", "policies", envvar="STOPLINE_POLICIES", default=None,
+                             metavar="PATH", help="The .policy file or directory (env STOPLINE_POLICIES).")
+
+#: op -> (Runtime method, positional argument names taken from the input object)
+OPS = {
+    "gate": ("gate", ("action",)), "approve": ("approve", ("subject",)),
+    "authorization": ("authorization", ("subject",)), "executed": ("executed", ("decision",)),
+    "request_rollback": ("request_rollback", ("execution",)), "queue": ("queue", ()),
+    "claim": ("claim", ("rollback",)), "cancel": ("cancel", ("subject",)), "step": ("step", ("rollback", "duty",
+                                                                                                 "status")),
+    "resume": ("resume", ("workflow",)), "history": ("history", ("id",)), "expire": ("expire", ()),
+    "status": ("workflow_status", ("workflow",)),
+}
+READ_ONLY = {"queue", "history", "status"}
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _guarded(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ..diagnostics import PolicyError
+        from ..ledger import LedgerError
+        from .runtime import RuntimeUsageError
+
+        try:
+            return fn(*args, **kwargs)
+        except (LedgerError, RuntimeUsageError) as e:
+            _fail(str(e))
+        except PolicyError as e:
+            click.echo(str(e), err=True)
+            sys.exit(EXIT_USAGE)
+        except TypeError as e:  # a wrong or missing argument in the JSON input
+            _fail(f"bad arguments: {e}")
+    return wrapper
+
+
+def _runtime(url: str, policies: str | None, *, need_policies: bool):
+    from .runtime import Runtime
+
+    if need_policies and not policies:
+        _fail("this operation needs the policies: give --policies PATH (or STOPLINE_POLICIES)")
+    return Runtime.open(policies, ledger=url, create=False)
+
+
+def _echo(x) -> None:
+    from .runtime import dumps
+
+    click.echo(dumps(x))
+
+
+@click.command("queue")
+@click.option("--route", default=None, help="Only this route (default: every route).")
+@click.option("--expire", is_flag=True, help="First record `expired` for every subject past its deadline.")
+@click.option("--now", default=None, help="Pin the time (RFC 3339).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_policies_opt
+@_ledger_opt
+@_guarded
+def queue(route: str | None, expire: bool, now: str | None, fmt: str, policies: str | None, url: str) -> None:
+    """Open rollbacks per route, oldest first, with their window deadline."""
+    with _runtime(url, policies, need_policies=expire) as rt:
+        expired = rt.expire(now=now) if expire else []
+        items = rt.queue(route, now=now)
+    if fmt == "json":
+        _echo({"expired": [e.subject for e in expired], "queue": items})
+        return
+    for e in expired:
+        click.echo(f"expired {e.subject}")
+    if not items:
+        click.echo("queue empty" + (f" (route {route})" if route else ""))
+    for i in items:
+        late = " PAST WINDOW" if i.past_window else ""
+        who = f" claimed by {i.claimed_by}" if i.claimed_by else ""
+        click.echo(f"{i.requested_at}  {i.route or '-'}  {i.rollback_id}  {i.scenario}  {i.status}{who}  "
+                   f"window until {i.deadline or '-'}{late}")
+
+
+@click.command("history")
+@click.argument("ref")
+@_policies_opt
+@_ledger_opt
+@_guarded
+def history(ref: str, policies: str | None, url: str) -> None:
+    """The linked chain around an entry, both ways (JSON)."""
+    with _runtime(url, policies, need_policies=False) as rt:
+        _echo(rt.history(ref))
+
+
+@click.command("rt")
+@click.argument("op", type=click.Choice(sorted(OPS)))
+@click.option("--input", "-i", "source", default="-", show_default=True, help="Arguments as a JSON object; - for stdin.")
+@_policies_opt
+@_ledger_opt
+@_guarded
+def rt(op: str, source: str, policies: str | None, url: str) -> None:
+    """Run one Runtime operation with JSON arguments; print the result as JSON.
+
+    \b
+    gate {action, now?, key?}            approve {subject, principal, roles?, verdict?, now?}
+    authorization {subject, now?}        executed {decision, receipt, caused_by?, action?, key?, now?}
+    request_rollback {execution, scenario, requested_by, reason, trigger?, now?}
+    queue {route?, now?, limit?}         claim {rollback, principal, now?}
+    cancel {subject, principal, reason?} step {rollback, duty, status, key?, now?}
+    resume {workflow, evidence, principal, now?}   history {id}   expire {now?}   status {workflow}
+    """
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+        args = json.loads(text) if text.strip() else {}
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read {source}: {e}")
+    except json.JSONDecodeError as e:
+        _fail(f"{source}:{e.lineno}:{e.colno}: not JSON: {e.msg}")
+    if not isinstance(args, dict):
+        _fail("the input is a JSON object of the operation's arguments")
+    method, positional = OPS[op]
+    missing = [p for p in positional if p not in args]
+    if missing:
+        _fail(f"`{op}` needs {', '.join(f'`{m}`' for m in missing)}")
+    pos = [args.pop(p) for p in positional]
+    if "expires_in" in args:
+        from datetime import timedelta
+
+        args["expires_in"] = timedelta(seconds=float(args["expires_in"]))
+    with _runtime(url, policies, need_policies=op not in READ_ONLY) as r:
+        _echo(getattr(r, method)(*pos, **args))
+
+
+COMMANDS = (queue, history, rt)

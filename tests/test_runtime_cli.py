@@ -1,0 +1,71 @@
+"""`stopline queue`, `stopline history` and `stopline rt OP` (JSON in, JSON out)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from policy_engine.cli import main
+from runtime_support import write_policy
+
+
+def _rt(runner, args, payload, url, pol):
+    r = runner.invoke(main, ["rt", *args, "-p", str(pol), "--ledger", url, "-i", "-"], input=json.dumps(payload))
+    return r
+
+
+def test_the_whole_lifecycle_from_the_shell(tmp_path):
+    pol = write_policy(tmp_path)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["ledger", "init", "--ledger", url]).exit_code == 0
+    now = "2026-11-26T12:00:00Z"
+    g = _rt(runner, ["gate"], {"action": {"workflow": "replies", "type": "send", "amount": 500.0, "promise": False},
+                               "now": now}, url, pol)
+    assert g.exit_code == 0, g.output
+    d = json.loads(g.output)
+    assert d["decision"]["effect"] == "require_approval"
+    a = json.loads(_rt(runner, ["approve"], {"subject": d["decision_id"], "principal": "sam", "roles": ["reviewer"],
+                                             "now": now}, url, pol).output)
+    assert a["status"] == "approved"
+    x = json.loads(_rt(runner, ["executed"], {"decision": d["decision_id"], "receipt": {"message": "m"},
+                                              "now": now}, url, pol).output)
+    assert x["authorized"] and x["missing_receipt"] == ["ticket"]
+    p = json.loads(_rt(runner, ["request_rollback"], {"execution": x["execution_id"], "scenario": "customer_request",
+                                                      "requested_by": "rita", "reason": "r", "now": now},
+                       url, pol).output)
+    assert p["status"] == "pending" and p["plan"]["plan_hash"]
+    q = runner.invoke(main, ["queue", "--route", "customer_service", "--ledger", url, "--now", now])
+    assert q.exit_code == 0 and p["rollback_id"] in q.output and "customer_request" in q.output
+    qj = json.loads(runner.invoke(main, ["queue", "--format", "json", "--ledger", url]).output)
+    assert [i["rollback_id"] for i in qj["queue"]] == [p["rollback_id"]]
+    s = json.loads(_rt(runner, ["step"], {"rollback": p["rollback_id"], "duty": "notify:customer",
+                                          "status": "completed", "key": "n1", "now": now}, url, pol).output)
+    assert s["recorded"] and s["authorized"] is False  # not approved yet: recorded, flagged
+    h = runner.invoke(main, ["history", x["execution_id"], "--ledger", url])
+    assert h.exit_code == 0 and json.loads(h.output)["execution"]["rollbacks"][0]["entry"]["id"] == p["rollback_id"]
+    # expiry by the sweeper needs the policies; with them it records `expired`
+    assert runner.invoke(main, ["queue", "--expire", "--ledger", url]).exit_code == 2
+    e = runner.invoke(main, ["queue", "--expire", "-p", str(pol), "--ledger", url, "--now", "2026-12-26T00:00:00Z",
+                             "--format", "json"])
+    assert e.exit_code == 0 and json.loads(e.output)["expired"] == []  # nothing pending: executed / in progress
+    assert runner.invoke(main, ["ledger", "verify", "--ledger", url]).exit_code == 0
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path):
+    pol = write_policy(tmp_path)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    runner = CliRunner()
+    runner.invoke(main, ["ledger", "init", "--ledger", url])
+    for args, payload, msg in [
+        (["approve"], {"subject": "nope", "principal": "sam"}, "no entry `nope`"),
+        (["step"], {"rollback": "x"}, "`step` needs `duty`, `status`"),
+        (["approve"], {"subject": "x", "principal": "sam", "colour": 1}, "bad arguments"),
+    ]:
+        r = _rt(runner, args, payload, url, pol)
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["rt", "gate", "-p", str(pol), "--ledger", url, "-i", "-"], input="{not json")
+    assert r.exit_code == 2 and "-:1:2: not JSON" in r.output
+    r = runner.invoke(main, ["history", "x", "--ledger", f"sqlite:///{tmp_path / 'missing.db'}"])
+    assert r.exit_code == 2 and "no ledger" in r.output
