@@ -65,6 +65,18 @@ def test_a_fired_trigger_stops_the_workflow_in_the_ledger_until_an_allowed_resum
     assert (again.recorded, again.status) == (False, "running") and rt.ledger.size == size
 
 
+def test_gate_many_is_one_transaction_and_a_stop_in_it_stops_the_rest(rt):
+    size = rt.ledger.size
+    res = rt.gate_many([send(10.0), send(promise=True), send(10.0), {"workflow": WF, "type": "log"}], now=at(0))
+    assert [r.effect for r in res] == ["allow", "stop", "stop", "allow"]
+    assert [r.stopped for r in res] == [False, True, False, False]
+    assert res[2].decision.deciding.kind == "stopped"
+    assert rt.ledger.size == size + 5  # four decisions and one stop
+    assert rt.ledger.get(res[1].stop_id).links == (res[1].decision_id,)
+    assert rt.workflow_status(WF)["stop_id"] == res[1].stop_id
+    assert rt.gate(send(10.0), now=at(1)).effect == "stop"
+
+
 def test_decision_entry_holds_the_action_and_the_decision(rt):
     g = rt.gate(send(20.0, id="a-1"), now=at(0))
     e = rt.ledger.get(g.decision_id)
@@ -223,7 +235,8 @@ def test_queue_lists_open_plans_oldest_first_with_the_window_and_one_claim_wins(
                                        reason="r", now=at(10 + i)).rollback_id)
     q = rt.queue("customer_service", now=at(30))
     assert [i.rollback_id for i in q] == ids
-    assert q[0].deadline.startswith("2026-11-26T12:01:00") and not q[0].past_window
+    assert q[0].deadline == "2026-11-26T12:01:00.000000Z" and not q[0].past_window
+    assert rt.queue("customer_service", now="2026-11-26T12:01:00.5Z")[0].past_window
     assert rt.queue("customer_service", now=at(90))[0].past_window
     assert rt.queue("elsewhere", now=at(30)) == []
     assert rt.claim(ids[0], principal="cs-1", now=at(31)).recorded

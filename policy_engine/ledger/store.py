@@ -359,13 +359,23 @@ class Ledger:
                 return []
             first_new = state[0]
             out: list[Entry] = []
-            for n in items:  # one at a time, so an int link can name an earlier entry of the batch
-                links = [out[x].id if isinstance(x, int) and not isinstance(x, bool) else x for x in n.links]
-                e = self._insert(c, state, [self._prepare_entry(NewEntry(n.kind, n.body, n.workflow, links, n.key,
-                                                                         n.time))])[0]
-                if e.seq >= state[0]:
-                    state[0], state[1] = e.seq + 1, e.hash
-                out.append(e)
+            group: list[_Prepared] = []
+
+            def flush() -> None:
+                if group:
+                    for e in self._insert(c, state, group):
+                        if e.seq >= state[0]:
+                            state[0], state[1] = e.seq + 1, e.hash
+                        out.append(e)
+                    group.clear()
+
+            for n in items:  # runs of entries in one insert; an int link waits for its target's id
+                if any(isinstance(x, int) and not isinstance(x, bool) for x in n.links):
+                    flush()
+                    links = [out[x].id if isinstance(x, int) and not isinstance(x, bool) else x for x in n.links]
+                    n = NewEntry(n.kind, n.body, n.workflow, links, n.key, n.time)
+                group.append(self._prepare_entry(n))
+            flush()
             if after is not None:
                 after(c, [e for e in out if e.seq >= first_new])
             return out

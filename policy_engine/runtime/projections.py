@@ -88,7 +88,7 @@ def apply(c: Connection, e: Any) -> None:
         c.execute(insert(rollbacks).values(
             id=e.id, seq=e.seq, route=b.get("route"), workflow=e.workflow, scenario=b["scenario"],
             original=b.get("original") or e.links[0], requested_by=b["requested_by"],
-            requested_at=b.get("requested_at") or e.time, deadline=plan.get("reversible_until"),
+            requested_at=b.get("requested_at") or e.time, deadline=_norm(plan.get("reversible_until")),
             expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None))
         recs = [b.get("original") or e.links[0], *b.get("cascade", ())]
         if recs:
@@ -105,6 +105,19 @@ def apply(c: Connection, e: Any) -> None:
                      .values(status=to, open=0 if to in CLOSED else 1)).rowcount == 0:
             if to in ("denied", "expired", "cancelled"):
                 c.execute(delete(pending).where(pending.c.id == subj))
+
+
+def _norm(t: Any) -> Any:
+    """An RFC 3339 time in the entries' fixed form (microseconds, ``Z``), so times compare as text."""
+    if not isinstance(t, str):
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
 
 
 def _set_workflow(c: Connection, wf: str, status: str, trigger: Any, stop_id: Any, since: Any, seq: int) -> None:

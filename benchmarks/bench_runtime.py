@@ -1,0 +1,279 @@
+"""Benchmarks of the Runtime on the ledger (issue 17).
+
+    python benchmarks/bench_runtime.py            # full run (a few minutes on 2 cores)
+    python benchmarks/bench_runtime.py --quick    # smoke run (tests/test_benchmarks.py style)
+    python benchmarks/bench_runtime.py --json     # the figures as JSON on stdout
+
+Lines (each with a baseline measured in the same run):
+
+- recorded gate decisions per second, one process, SQLite: ``Runtime.gate`` (read the
+  workflow's state, evaluate, append the decision under the append lock, commit with
+  fsync) against ``Ledger.append`` of the same decision body (the ledger's floor) and
+  ``Engine.evaluate`` alone. Goal >= 3,000/s.
+- the same with 8 processes on PostgreSQL (skipped when unreachable). Goal >= 1,000/s.
+- ``queue(route)`` with 10^4 pending plans: p50/p99 of the whole listing and of the first
+  50; goal p99 <= 50 ms.
+- ``request_rollback`` over a recorded 1,000-record cascade, against
+  ``Engine.classify_rollback`` of the same request with the cascade supplied by the caller.
+
+Asserts no timing: prints each goal as `met` or `MISSED` with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = str(ROOT / "policies")
+WF = "support-replies"
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+PG_URL = os.environ.get("STOPLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def reply(i: int) -> dict:
+    return {"workflow": WF, "type": "send_customer_reply", "id": f"r{i}", "recipient": {"domain": "acme.example"},
+            "claims": [{"kind": "timeline", "sourced": True}], "customer": {"tier": "smb"}, "confidence": 0.95}
+
+
+def note(i: int) -> dict:
+    return {"workflow": WF, "type": "log_crm_activity", "id": f"n{i}", "note_kind": "reply_summary"}
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def bench_gate_sqlite(n: int) -> dict:
+    from policy_engine import Runtime
+    from policy_engine.ledger import Ledger
+
+    with tempfile.TemporaryDirectory() as d:
+        rt = Runtime.open(POLICIES, ledger=f"sqlite:///{d}/rt.db")
+        eng = rt.engine
+        acts = [note(i) for i in range(n)]
+        for a in acts[:50]:  # warm-up (fused gate built)
+            rt.gate(a, now=T0)
+        t = time.perf_counter()
+        for a in acts:
+            rt.gate(a, now=T0)
+        gate_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for i in range(0, n, 100):
+            rt.gate_many(acts[i:i + 100], now=T0)
+        many_s = time.perf_counter() - t
+        dec = eng.evaluate(acts[0], None, T0)
+        body = {"action": acts[0], "decision": dec.model_dump(mode="json"), "policy_hash": dec.policy_hash}
+        led = Ledger.open(f"sqlite:///{d}/plain.db", create=True)
+        t = time.perf_counter()
+        for _ in range(n):
+            led.append("decision", body, workflow=WF, time=T0)
+        append_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for a in acts:
+            eng.evaluate(a, None, T0)
+        eval_s = time.perf_counter() - t
+        assert rt.ledger.size == 2 * n + 50
+        rt.close()
+        led.close()
+    return {"n": n, "gate_per_s": n / gate_s, "gate_many_per_s": n / many_s, "append_per_s": n / append_s, "evaluate_per_s": n / eval_s,
+            "gate_vs_append": append_s / gate_s}
+
+
+def _pg_worker(url, n, barrier, out):
+    from policy_engine import Runtime
+
+    with Runtime.open(POLICIES, ledger=url) as rt:
+        rt.gate(note(0), now=T0)
+        barrier.wait()
+        t = time.perf_counter()
+        for i in range(n):
+            rt.gate(note(i), now=T0)
+        t1 = time.perf_counter()
+        barrier.wait()
+        t2 = time.perf_counter()
+        acts = [note(i) for i in range(n * 5)]
+        for i in range(0, len(acts), 50):
+            rt.gate_many(acts[i:i + 50], now=T0)
+        out.put((t, t1, t2, time.perf_counter()))
+
+
+def _pg_schema():
+    try:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        u = make_url(PG_URL)
+        name = "b_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, dbname=u.database,
+                             autocommit=True, connect_timeout=3) as c:
+            c.execute(f"CREATE SCHEMA {name}")
+        sep = "&" if "?" in PG_URL else "?"
+        return PG_URL + sep + "options=" + quote(f"-csearch_path={name}"), name
+    except Exception as e:  # noqa: BLE001
+        return None, f"{type(e).__name__}: {str(e)[:80]}"
+
+
+def _pg_drop(name):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(PG_URL)
+    with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, autocommit=True) as c:
+        c.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def bench_gate_pg(procs: int, n: int) -> dict | None:
+    url, name = _pg_schema()
+    if url is None:
+        return {"skipped": name}
+    try:
+        from policy_engine import Runtime
+
+        Runtime.open(POLICIES, ledger=url).close()  # create the ledger and projections once
+        ctx = mp.get_context("spawn")
+        barrier, out = ctx.Barrier(procs), ctx.Queue()
+        ps = [ctx.Process(target=_pg_worker, args=(url, n, barrier, out)) for _ in range(procs)]
+        for p in ps:
+            p.start()
+        spans = [out.get(timeout=600) for _ in ps]
+        for p in ps:
+            p.join()
+        wall = max(x[1] for x in spans) - min(x[0] for x in spans)
+        wall_many = max(x[3] for x in spans) - min(x[2] for x in spans)
+        return {"processes": procs, "n_each": n, "gate_per_s": procs * n / wall,
+                "gate_many_per_s": procs * n * 5 / wall_many}
+    finally:
+        _pg_drop(name)
+
+
+def bench_queue(pending: int, reps: int) -> dict:
+    """10^4 pending plans: real rollback entries (a real plan body per record) appended in
+    batches through the same transact + projection path the runtime uses."""
+    from policy_engine import Runtime
+    from policy_engine.ledger import NewEntry
+    from policy_engine.runtime import projections as P
+
+    with tempfile.TemporaryDirectory() as d:
+        rt = Runtime.open(POLICIES, ledger=f"sqlite:///{d}/q.db")
+        g = rt.gate(note(0), now=T0)
+        x = rt.executed(g.decision_id, receipt={"activity_id": "a", "note_text": "t", "ticket_id": "T"}, now=T0)
+        p = rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="rita", reason="r",
+                                now=T0 + timedelta(seconds=1))
+        template = rt.ledger.get(p.rollback_id).body
+        batch = 1000
+        for start in range(0, pending - 1, batch):
+            k = min(batch, pending - 1 - start)
+            execs = [NewEntry("execution", {"receipt": {"activity_id": f"a{start + i}"}, "authorized": True,
+                                            "type": "log_crm_activity"}, workflow=WF, time=T0) for i in range(k)]
+            made = rt.ledger.transact(lambda c: execs, after=lambda c, new: [P.apply(c, e) for e in new])
+            rbs = [NewEntry("rollback", {**template, "original": e.id, "cascade": [], "duties": [e.id]},
+                            workflow=WF, links=[e.id], time=T0 + timedelta(seconds=2)) for e in made]
+            rt.ledger.transact(lambda c: rbs, after=lambda c, new: [P.apply(c, e) for e in new])
+        route = p.route
+        assert len(rt.queue(route)) == pending
+        full, first = [], []
+        for _ in range(reps):
+            t = time.perf_counter()
+            rt.queue(route)
+            full.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            rt.queue(route, limit=50)
+            first.append(time.perf_counter() - t)
+        rt.close()
+    ms = 1000
+    return {"pending": pending, "full_p50_ms": statistics.median(full) * ms, "full_p99_ms": pct(full, 99) * ms,
+            "first50_p50_ms": statistics.median(first) * ms, "first50_p99_ms": pct(first, 99) * ms}
+
+
+def bench_cascade(records: int, reps: int) -> dict:
+    from policy_engine import Runtime
+    from policy_engine.ledger import NewEntry
+
+    with tempfile.TemporaryDirectory() as d:
+        rt = Runtime.open(POLICIES, ledger=f"sqlite:///{d}/c.db")
+        eng = rt.engine
+        rr, cr, req = [], [], None
+        for r in range(reps):
+            g = rt.gate(reply(r), now=T0)
+            rt.approve(g.decision_id, principal="sam", roles=["reviewer"], now=T0)
+            x = rt.executed(g.decision_id, receipt={"final_message": "m", "recipient_opened": False,
+                                                    "channel": "email"}, now=T0)
+            kids = [NewEntry("execution", {"receipt": {"activity_id": f"a{i}", "note_text": "t", "ticket_id": "T"},
+                                           "authorized": True, "type": "log_crm_activity",
+                                           "caused_by": x.execution_id, "executed_at": "2026-11-26T12:00:00Z"},
+                             workflow=WF, links=[x.execution_id], time=T0) for i in range(records)]
+            made = rt.ledger.append_many(kids)
+            now = T0 + timedelta(seconds=10)
+            t = time.perf_counter()
+            p = rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="rita", reason="r",
+                                    now=now)
+            rr.append(time.perf_counter() - t)
+            assert len(p.plan.cascade.steps) >= records and not p.existing
+            req = {"workflow": WF, "scenario": "customer_request", "requested_by": "rita", "reason": "r",
+                   "original": {"id": x.execution_id, "type": "send_customer_reply",
+                                "executed_at": "2026-11-26T12:00:00Z", "recipient_opened": False, "channel": "email",
+                                "downstream": [{"id": e.id, "type": "log_crm_activity",
+                                                "executed_at": "2026-11-26T12:00:00Z"} for e in made]}}
+            t = time.perf_counter()
+            eng.classify_rollback(req, now)
+            cr.append(time.perf_counter() - t)
+        rt.close()
+    return {"records": records, "request_rollback_ms": statistics.median(rr) * 1000,
+            "classify_rollback_ms": statistics.median(cr) * 1000,
+            "ratio": statistics.median(rr) / statistics.median(cr)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes (figures are rough)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL line")
+    a = ap.parse_args(argv)
+    q = a.quick
+    out = {"load": os.getloadavg()[0], "quick": q}
+    out["gate_sqlite"] = bench_gate_sqlite(100 if q else 2000)
+    out["gate_pg"] = {"skipped": "--no-pg"} if a.no_pg else bench_gate_pg(2 if q else 8, 20 if q else 100)
+    out["queue"] = bench_queue(500 if q else 10_000, 5 if q else 100)
+    out["cascade"] = bench_cascade(100 if q else 1000, 1 if q else 3)
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    g, pg, qu, ca = out["gate_sqlite"], out["gate_pg"], out["queue"], out["cascade"]
+
+    def goal(ok):
+        return "met" if ok else "MISSED"
+    print(f"load average at start: {out['load']:.2f}" + ("  (quick: rough figures)" if q else ""))
+    print(f"gate + append, 1 process, SQLite: {g['gate_per_s']:,.0f}/s  (goal >= 3,000/s: "
+          f"{goal(g['gate_per_s'] >= 3000)}); Ledger.append alone {g['append_per_s']:,.0f}/s "
+          f"(gate at {g['gate_vs_append']:.2f}x of it); evaluate alone {g['evaluate_per_s']:,.0f}/s")
+    print(f"gate_many (batches of 100, one commit each), 1 process, SQLite: {g['gate_many_per_s']:,.0f}/s  "
+          f"(goal >= 3,000/s: {goal(g['gate_many_per_s'] >= 3000)})")
+    if "skipped" in pg:
+        print(f"gate + append, PostgreSQL: skipped ({pg['skipped']})")
+    else:
+        print(f"gate + append, {pg['processes']} processes, PostgreSQL: {pg['gate_per_s']:,.0f}/s  "
+              f"(goal >= 1,000/s: {goal(pg['gate_per_s'] >= 1000)}); gate_many (batches of 50): "
+              f"{pg['gate_many_per_s']:,.0f}/s ({goal(pg['gate_many_per_s'] >= 1000)})")
+    print(f"queue(route), {qu['pending']:,} pending: whole list p50 {qu['full_p50_ms']:.1f} ms, p99 "
+          f"{qu['full_p99_ms']:.1f} ms (goal p99 <= 50 ms: {goal(qu['full_p99_ms'] <= 50)}); first 50: p50 "
+          f"{qu['first50_p50_ms']:.2f} ms, p99 {qu['first50_p99_ms']:.2f} ms")
+    print(f"request_rollback, {ca['records']:,}-record cascade from the ledger: {ca['request_rollback_ms']:.0f} ms "
+          f"(classify_rollback of the same request given by the caller: {ca['classify_rollback_ms']:.0f} ms; "
+          f"{ca['ratio']:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
