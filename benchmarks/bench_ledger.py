@@ -231,12 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small counts (figures are rough)")
     ap.add_argument("--json-out", metavar="PATH", help="also write the figures as JSON to PATH")
+    ap.add_argument("--sizes", metavar="N,N,...", help="ledger sizes for the growth lines (default 10^4,10^5,10^6)")
+    ap.add_argument("--growth-only", action="store_true", help="only the growth lines (verify, proofs, bytes)")
     args = ap.parse_args(argv)
     q = args.quick
     rounds = 3 if q else 5
     n_single, n_batch = (100, 2000) if q else (1000, 20_000)
     per_proc = 25 if q else 250
     sizes = [1000, 10_000] if q else [10_000, 100_000, 1_000_000]
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
     rnd = random.Random(6962)
     fig: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": q,
                  "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -244,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stopline ledger benchmark{' (quick)' if q else ''} -- python {fig['python']}, {fig['cpus']} cpus, "
           f"load average {fig['load_average_1m']:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as d:
+        if args.growth_only:
+            gurl = sqlite_url(d, "growth")
+            with Ledger.open(gurl, create=True) as gled:
+                print("growth on sqlite:")
+                fig["sqlite_growth"] = growth(gled, gurl, sizes, 10 if q else 30, rnd)
+            if args.json_out:
+                Path(args.json_out).write_text(json.dumps(fig, indent=2) + "\n")
+            return 0
         # --- SQLite, one writer
         url = sqlite_url(d, "one")
         led = Ledger.open(url, create=True)
