@@ -4,6 +4,7 @@
     engine.evaluate(action, workflow_state=None, now=None) -> Decision
     engine.classify_rollback(request, now=None) -> RollbackPlan
     engine.authorize_rollback(plan, approvals, now=None) -> AuthorizationVerdict
+    engine.authorize_action(decision, approvals, now=None) -> AuthorizationVerdict
     engine.may_resume(workflow, stop, evidence, now=None) -> ResumeDecision
 
 An `Engine` is immutable and holds no per-call state: share one between threads. None of
@@ -17,6 +18,8 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
+from itertools import islice
 from math import isfinite
 from datetime import datetime, timedelta, timezone
 from collections.abc import Mapping as _Mapping
@@ -63,13 +66,14 @@ from .models import (
     RollbackPlan,
     RuleRef,
     SlotFill,
+    SlotSpec,
     StopInfo,
     TraceEntry,
 )
 from .source import Span
 
 __all__ = ["Engine", "load", "MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "MAX_CASCADE_RECORDS",
-           "MAX_APPROVALS", "plan_hash"]
+           "MAX_APPROVALS", "plan_hash", "action_digest", "canonical_principal"]
 
 # Input limits, checked before any conversion or evaluation (documented in the README, section "The engine").
 MAX_INPUT_ITEMS = 100_000  # values in containers (dict entries + list items), whole input
@@ -228,7 +232,6 @@ def _not_json(v: Any, key: bool = False) -> str:
                     f"not accepted (pass the plain {base.__name__}, e.g. an enum member's `.value`)")
     return (f"input holds {what} of type `{t.__name__}`: values must be JSON-like (object, list, string, "
             f"number, bool, null)" + ("; map keys strings, ints or bools" if key else ""))
-
 
 
 def check_size(root: Any) -> Optional[str]:
@@ -702,8 +705,9 @@ def _err(rule: str, kind: str, message: str, location: Optional[str] = None,
                             "budget": budget})
 
 
-def _canonical(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
+# text, no NaN or Infinity. One encoder, built once (encoding keeps no state).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
@@ -715,6 +719,26 @@ def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
     data.pop("plan_hash", None)
     data.pop("evaluated_at", None)
     return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def action_digest(action: Any) -> Optional[str]:
+    """`sha256:` + hex of the action's canonical JSON (as `plan_hash`), or None when the
+    action is not plain JSON (a value of another type, a non-finite number, a cycle,
+    nesting too deep). A require_approval decision carries it (`Decision.action_digest`),
+    computed when the gate decides (what was decided, not what the action later becomes);
+    an approval names it, so an approval of one action never releases another
+    (`Engine.authorize_action`)."""
+    try:  # a model as the gate reads it (an `Action` without an id has `id: null`)
+        text = _canonical(_as_dict(action))
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _set_digest(d: dict, action: Any) -> None:
+    """Fill the `action_digest` of a require_approval decision's fields `d` (every path).
+    None when the action is not plain JSON: `authorize_action` then says why it refuses."""
+    d["action_digest"] = action_digest(action)
 
 
 # ============================================================================ the engine
@@ -817,7 +841,7 @@ class Engine:
                         if type(m) is not int:
                             return m
                         if m >= 0:
-                            return self._lane_decision(lane[1], m, now, False, wname, tname, action.get("id"))
+                            return self._lane_decision(lane[1], m, now, False, wname, tname, action.get("id"), action)
                         return self._evaluate(action, workflow_state, now)
             if type(action) is dict:
                 live = now is None  # the clock: a `now` no other call shares (no cache)
@@ -851,7 +875,7 @@ class Engine:
                             if type(m) is not int:
                                 return m
                             if m >= 0:
-                                return self._lane_decision(fz, m, now, live, wname, tname, action.get("id"))
+                                return self._lane_decision(fz, m, now, live, wname, tname, action.get("id"), action)
             return self._evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return self._fail(self._safe_now(now), None, None, None, _internal(e))
@@ -878,6 +902,18 @@ class Engine:
         """Do these approvals satisfy the plan's authorization requirement?"""
         try:
             return self._authorize_rollback(plan, approvals, now)
+        except Exception as e:  # noqa: BLE001
+            return self._verdict(False, "", (), (), (), (_err("<input>", "input", _internal(e)),),
+                                 self._safe_now(now))
+
+    def authorize_action(self, decision: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+        """Do these approvals release the action a `require_approval` decision holds?
+
+        Every matched require_approval rule's requirement (from the policy) must be met, one
+        principal filling at most one slot across them; an approval counts only if it names
+        the decision's `action_digest`. Never raises: see docs/approvals.md."""
+        try:
+            return self._authorize_action(decision, approvals, now)
         except Exception as e:  # noqa: BLE001
             return self._verdict(False, "", (), (), (), (_err("<input>", "input", _internal(e)),),
                                  self._safe_now(now))
@@ -992,7 +1028,7 @@ class Engine:
                 if type(m) is not int:  # the whole decision (see FusedGate.build)
                     return m
                 if m >= 0:
-                    return self._lane_decision(fz, m, now_dt, False, wname, tname, aid)
+                    return self._lane_decision(fz, m, now_dt, False, wname, tname, aid, action)
             elif fz.pending:
                 fz.observe(action)  # the shapes it is built for
                 fz.pending -= 1  # (racing threads may build it twice: harmless)
@@ -1003,10 +1039,10 @@ class Engine:
             entries = wf.gate_stops
         act = {"action": action, "workflow": state, "now": now_dt, "policy": wf.policy}
         values = [False if e[0] is None else e[0](act) for e in entries]
-        return self._decide(wf, ca, entries, values, now_dt, wname, tname, aid)
+        return self._decide(wf, ca, entries, values, now_dt, wname, tname, aid, action)
 
     def _lane_decision(self, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
-                       aid: Optional[str]) -> Decision:
+                       aid: Optional[str], action: Any) -> Decision:
         """The decision the fused gate's outcome `m` makes at `now_dt` for the id `aid`
         (a str or None), when the fused function found no finished template: the template
         is built and kept per `now` (see `_now_fields`), unless `now_dt` is the clock's."""
@@ -1022,10 +1058,12 @@ class Engine:
             if entry is None:
                 entry = _now_fields(fz, now_dt)
             d["evaluated_at"], d["reversibility"] = entry[None]
-            if len(entry) <= PER_NOW_MAX:
+            if len(entry) <= PER_NOW_MAX and d["effect"] != "require_approval":  # (its digest is per action)
                 entry[m] = d
             d = d.copy()  # the kept one stays without an id
         d["action_id"] = aid
+        if d["effect"] == "require_approval":
+            _set_digest(d, action)
         return fast(Decision, d)
 
     def _template(self, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: Optional[str]) -> dict:
@@ -1039,8 +1077,9 @@ class Engine:
         return tmpl
 
     def _decide(self, wf: CWorkflow, ca: Optional[CAction], entries: tuple, values: list, now_dt: datetime,
-                wname: str, tname: str, aid: Optional[str]) -> Decision:
-        """The gate decision from the values of `entries`' conditions (None: constant false)."""
+                wname: str, tname: str, aid: Optional[str], action: Any = None) -> Decision:
+        """The gate decision from the values of `entries`' conditions (None: constant false);
+        without `action` (a template), a require_approval decision has no digest yet."""
         trace: list = []
         matched: list = []
         errors: list = []
@@ -1094,13 +1133,16 @@ class Engine:
             reason = ca.default_reason
             receipt = ca.receipt
         rev = _reversibility(ca, now_dt)
-        return fast(Decision, {
+        d = {
             "effect": effect, "deciding": deciding, "reason": reason, "workflow": wname, "action_type": tname,
             "action_id": aid, "matched": tuple(matched),
-            "approvals": tuple(approvals) if effect == "require_approval" else (),
+            "approvals": tuple(approvals) if effect == "require_approval" else (), "action_digest": None,
             "stop": stop_info, "reversibility": rev, "receipt": receipt, "errors": tuple(errors),
             "trace": tuple(trace), "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash,
-            "policy_version": wf.version, "owners": wf.owners})
+            "policy_version": wf.version, "owners": wf.owners}
+        if effect == "require_approval" and action is not None:
+            _set_digest(d, action)
+        return fast(Decision, d)
 
     @staticmethod
     def _cond_error(r: Any, v: Any, trace: list, errors: list, kind: str) -> None:
@@ -1120,8 +1162,9 @@ class Engine:
         return fast(Decision, {
             "effect": "deny", "deciding": ref, "reason": f"denied: {message}",
             "workflow": wname if type(wname) is str else None, "action_type": tname if type(tname) is str else None,
-            "action_id": aid, "matched": (), "approvals": (), "stop": None, "reversibility": None, "receipt": (),
-            "errors": (_err("<input>", "input", message),), "trace": (), "evaluated_at": fmt_ts(now_dt),
+            "action_id": aid, "matched": (), "approvals": (), "action_digest": None, "stop": None,
+            "reversibility": None, "receipt": (), "errors": (_err("<input>", "input", message),), "trace": (),
+            "evaluated_at": fmt_ts(now_dt),
             "policy_hash": self.policy_hash, "policy_version": wf.version if wf else None,
             "owners": wf.owners if wf else None})
 
@@ -1131,8 +1174,8 @@ class Engine:
         ref = fast(RuleRef, {"kind": "undeclared", "name": name, "effect": "deny", "location": None})
         return fast(Decision, {
             "effect": "deny", "deciding": ref, "reason": f"denied: {message}", "workflow": wname,
-            "action_type": tname, "action_id": aid, "matched": matched, "approvals": (), "stop": None,
-            "reversibility": None, "receipt": (), "errors": errors + (_err("<input>", "input", message),),
+            "action_type": tname, "action_id": aid, "matched": matched, "approvals": (), "action_digest": None,
+            "stop": None, "reversibility": None, "receipt": (), "errors": errors + (_err("<input>", "input", message),),
             "trace": trace, "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash,
             "policy_version": wf.version if wf else None, "owners": wf.owners if wf else None})
 
@@ -1185,7 +1228,8 @@ class Engine:
             "effect": "stop", "deciding": ref,
             "reason": f"the workflow is stopped by `{tname_s}`; it stays stopped until a resume decision allows it",
             "workflow": wname if type(wname) is str else None, "action_type": tname if type(tname) is str else None,
-            "action_id": aid, "matched": (), "approvals": (), "stop": info, "reversibility": rev, "receipt": receipt,
+            "action_id": aid, "matched": (), "approvals": (), "action_digest": None, "stop": info, "reversibility": rev,
+            "receipt": receipt,
             "errors": tuple(errors), "trace": (), "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash,
             "policy_version": wf.version if wf else None, "owners": wf.owners if wf else None})
 
@@ -1514,25 +1558,15 @@ class Engine:
 
     # ================================================================== authorization
     def _authorize_rollback(self, plan: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
-        """Do these approvals satisfy the plan's authorization requirement?"""
+        """Do these approvals satisfy the authorization the policy requires for this plan?"""
         now_dt, now_err = self._now(now)
         errors: list[EvalError] = []
         if now_err:
             errors.append(_err("<input>", "input", now_err))
         if not isinstance(plan, RollbackPlan):
-            raw = _as_dict(plan)
-            try:
-                if not isinstance(raw, Mapping):
-                    raise TypeError("the plan must be an object, not " + _tname(raw))
-                problem = check_size(raw)
-                if problem:
-                    raise TypeError(problem)
-                plan = RollbackPlan.model_validate(raw)
-            except (ValidationError, TypeError) as e:
-                msg = str(e) if isinstance(e, TypeError) else \
-                    "the plan is not a RollbackPlan: " + "; ".join(
-                        f"{'.'.join(str(x) for x in er['loc'])}: {er['msg']}" for er in e.errors()[:5])
-                return self._verdict(False, "", (), (), (), (_err("<input>", "input", msg),) + tuple(errors),
+            plan, problem = _parsed(RollbackPlan, plan, "plan")
+            if problem:
+                return self._verdict(False, "", (), (), (), (_err("<input>", "input", problem),) + tuple(errors),
                                      now_dt)
         expected = plan_hash(plan)
         if plan.plan_hash != expected:
@@ -1543,143 +1577,129 @@ class Engine:
                                                     f"this engine holds {self.policy_hash}"))
         if not plan.authorizable:
             errors.append(_err("<input>", "input", "the plan is not authorizable (see the plan's errors)"))
-        else:
-            mismatch = self._requirement_mismatch(plan)
-            if mismatch:
-                errors.append(_err("<input>", "policy", mismatch))
-        if plan.window == "standard":  # a stale plan must not skip the `after window` escalation
-            try:
-                closed = plan.reversible_until is None or now_dt > parse_ts(plan.reversible_until)
-            except ValueError:
-                closed = True
-            if closed:
-                errors.append(_err("<input>", "input", f"the plan's reversal window closed at {plan.reversible_until}; "
-                                                       "the escalated path applies now: classify the rollback again"))
-        excluded = set(plan.authorization.excluded_principals)
-        slots = plan.authorization.slots
-        slot_roles = [set(s.roles) for s in slots]
-        all_roles = set().union(*slot_roles) if slot_roles else set()
-        rejected: list = []
-        cand_roles: dict[str, set] = {}
-        cand_order: list[str] = []
-        if isinstance(approvals, (str, bytes, Mapping)) or not isinstance(approvals, Iterable):
-            errors.append(_err("<input>", "input", "approvals must be a list"))
-            approvals = []
-        approvals = list(approvals)[: MAX_APPROVALS + 1]
-        if len(approvals) > MAX_APPROVALS:
-            errors.append(_err("<input>", "input", f"more than {MAX_APPROVALS} approvals; the rest are ignored"))
-            approvals = approvals[:MAX_APPROVALS]
-        for i, a in enumerate(approvals):
-            a = _as_dict(a)
-            if not isinstance(a, Mapping) or check_size(a):
-                rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval is not an object within the "
-                                                                    "input limits"))
-                continue
-            who = a.get("principal")
-            if type(who) is not str or not who:
-                rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval names no `principal` (a string)"))
-                continue
-            roles = a.get("roles", [])
-            if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or \
-                    not all(type(r) is str for r in roles):
-                rejected.append(_rej(who, "invalid", "`roles` must be a list of strings"))
-                continue
-            ph = a.get("plan_hash")
-            if ph is None:
-                rejected.append(_rej(who, "plan_hash", "the approval names no `plan_hash`; approvals bind to one "
-                                                       "plan"))
-                continue
-            if ph != plan.plan_hash:
-                shown = ph if type(ph) is str else _short(ph)[1:-1]  # str() of a 5000-digit int raises
-                rejected.append(_rej(who, "plan_hash", f"the approval is for plan `{shown[:80]}`, not "
-                                                       f"`{plan.plan_hash}`"))
-                continue
-            pol = a.get("policy_hash")
-            if pol is not None and pol != plan.policy_hash:
-                shown = pol if type(pol) is str else _short(pol)[1:-1]
-                rejected.append(_rej(who, "policy_hash", f"the approval was given under policy `{shown[:80]}`, "
-                                                         f"not `{plan.policy_hash}`"))
-                continue
-            try:
-                exp = parse_ts(a["expires_at"], "`expires_at`") if a.get("expires_at") is not None else None
-                at = parse_ts(a["at"], "`at`") if a.get("at") is not None else None
-            except ValueError as e:
-                rejected.append(_rej(who, "invalid", str(e)))
-                continue
-            if exp is not None and exp <= now_dt:
-                rejected.append(_rej(who, "expired", f"the approval expired at {fmt_ts(exp)}"))
-                continue
-            if at is not None and at > now_dt:
-                rejected.append(_rej(who, "future", f"the approval is dated {fmt_ts(at)}, after now "
-                                                     f"({fmt_ts(now_dt)})"))
-                continue
-            if who in excluded:
-                refs = ", ".join(sorted({f"`{d.ref}`" for d in plan.authorization.distinct_from
-                                         if d.principal == who}))
-                rejected.append(_rej(who, "distinct_from", f"`{who}` is {refs}; the authorization must come from "
-                                                           f"someone else"))
-                continue
-            useful = set(roles) & all_roles
-            if not useful:
-                need = ", ".join(f"`{r}`" for r in sorted(all_roles)) or "none"
-                rejected.append(_rej(who, "missing_role", f"`{who}` holds none of the roles the slots need ({need})"))
-                continue
-            if who in cand_roles:
-                cand_roles[who] |= useful
-                rejected.append(_rej(who, "duplicate", f"`{who}` already approved; one principal fills at most one "
-                                                       f"slot (counted once)"))
-                continue
-            cand_roles[who] = useful
-            cand_order.append(who)
-        # ---------------------------------------------------------------- matching
-        assign = _match(sorted(cand_order), cand_roles, slots, slot_roles)
-        filled: dict[str, list] = {s.id: [] for s in slots}
-        for who, sid in assign.items():
-            filled[sid].append(who)
-        for who in sorted(cand_order):
-            if who not in assign:
-                rejected.append(_rej(who, "unused", f"every slot `{who}` could fill ("
-                                     + ", ".join(f"`{r}`" for r in sorted(cand_roles[who]))
-                                     + ") is already filled"))
-        fills = []
-        for s in slots:
-            by = tuple(sorted(filled[s.id]))
-            fills.append(fast(SlotFill, {"id": s.id, "roles": s.roles, "any_of": s.any_of, "count": s.count,
-                                         "source": s.source, "filled_by": by, "missing": s.count - len(by)}))
-        open_slots = tuple(f for f in fills if f.missing > 0)
+        # The slots come from the policy (the plan's workflow, scenario and original type, its
+        # window recomputed from `executed_at` at now), never from the plan itself: a plan
+        # edited and rehashed cannot lower them.
+        slots, problem = self._required(plan, now_dt)
+        if problem:
+            errors.append(_err("<input>", "policy", problem))
+        excluded: dict[str, set] = {p: set() for p in plan.authorization.excluded_principals}
+        for d in plan.authorization.distinct_from:
+            if d.principal is not None:
+                excluded.setdefault(d.principal, set()).add(f"`{d.ref}`")
+        why = {p: (", ".join(sorted(refs)) or "excluded by the plan") for p, refs in excluded.items()}
+        fills, open_slots, accepted, rejected = _judge(approvals, "plan_hash", plan.plan_hash, plan.policy_hash,
+                                                       slots, why, now_dt, errors)
         satisfied = not errors and bool(slots) and not open_slots
-        rejected.sort(key=lambda r: (r.principal, r.code, r.reason))
-        return self._verdict(satisfied, plan.plan_hash, tuple(fills), open_slots, tuple(sorted(assign)),
-                             tuple(errors), now_dt, tuple(rejected))
+        return self._verdict(satisfied, plan.plan_hash, fills, open_slots, accepted, tuple(errors), now_dt, rejected)
 
-    def _requirement_mismatch(self, plan: RollbackPlan) -> Optional[str]:
-        """Why the plan's authorization requirement is not what the policy requires for its
-        workflow, scenario and window, or None. Approvals are checked against the policy,
-        not against whatever requirement a (possibly edited) plan carries."""
+    def _required(self, plan: RollbackPlan, now_dt: datetime) -> tuple[tuple[SlotSpec, ...], Optional[str]]:
+        """The slots the policy requires for the plan's workflow, scenario and original type
+        at `now_dt` (the window recomputed from the plan's `executed_at` by `_window`, as
+        `classify_rollback` does), and why the plan's own requirement differs, or None."""
         wf = self._p.workflows.get(plan.workflow)
         sc = wf.scenarios.get(plan.scenario) if wf is not None else None
         if sc is None:
-            return f"the plan names scenario `{plan.scenario}` of workflow `{plan.workflow}`, which this policy " \
-                   "does not declare"
+            return (), (f"the plan names scenario `{plan.scenario}` of workflow `{plan.workflow}`, which this policy "
+                        "does not declare")
+        ca = wf.actions.get(plan.original_type) if plan.original_type is not None else None
+        if ca is None:
+            return (), (f"the plan's original type `{plan.original_type}` is not declared in workflow "
+                        f"`{plan.workflow}`: no requirement applies; classify the rollback again")
+        window = "none"
+        if ca.window_seconds is not None and ca.klass != "irreversible":
+            _, _, within, _, _ = _window(ca, plan.executed_at, now_dt, "the plan's `executed_at`")
+            window = "standard" if within else "escalated"
         slots = tuple(s.spec for s in sc.slots)
         paths = tuple(sc.distinct_from)
-        if plan.window == "escalated" and sc.has_escalation:
+        if window == "escalated" and sc.has_escalation:
             slots += tuple(s.spec for s in sc.esc_slots)
             paths += sc.esc_distinct_from
+        if window != plan.window:
+            return slots, (f"the plan says its reversal window is `{plan.window}`, but at {fmt_ts(now_dt)} it is "
+                           f"`{window}` (`{ca.name}` executed at {plan.executed_at}, window {ca.window}): the "
+                           f"{window} path applies; classify the rollback again")
         auth = plan.authorization
         want_refs = {".".join(p) for p in paths}
         have_refs = {d.ref for d in auth.distinct_from}
         excluded = {d.principal for d in auth.distinct_from if d.principal is not None}
         if tuple(auth.slots) != slots or have_refs != want_refs or set(auth.excluded_principals) != excluded:
-            return (f"the plan's authorization requirement is not what scenario `{plan.scenario}` requires "
-                    f"({plan.window} path): it was changed after classification; classify the rollback again")
-        return None
+            return slots, (f"the plan's authorization requirement is not what scenario `{plan.scenario}` requires "
+                           f"({window} path): it was changed after classification; classify the rollback again")
+        return slots, None
+
+    def _authorize_action(self, decision: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+        """Do these approvals release the action this require_approval decision holds?"""
+        now_dt, now_err = self._now(now)
+        errors: list[EvalError] = []
+        if now_err:
+            errors.append(_err("<input>", "input", now_err))
+        if not isinstance(decision, Decision):
+            decision, problem = _parsed(Decision, decision, "decision")
+            if problem:
+                return self._verdict(False, "", (), (), (), (_err("<input>", "input", problem),) + tuple(errors),
+                                     now_dt)
+        d = decision
+        digest = d.action_digest
+        if d.policy_hash != self.policy_hash:
+            errors.append(_err("<input>", "policy", f"the decision was made under policy {d.policy_hash}; this "
+                                                    f"engine holds {self.policy_hash}: evaluate the action again"))
+        wf = self._p.workflows.get(d.workflow) if d.workflow is not None else None
+        ca = wf.actions.get(d.action_type) if (wf is not None and d.action_type is not None) else None
+        slots: list[SlotSpec] = []
+        if d.effect != "require_approval":
+            errors.append(_err("<input>", "input", f"the decision is `{d.effect}`: approvals release only a "
+                                                   "`require_approval` decision"))
+        elif ca is None:
+            errors.append(_err("<input>", "input", f"the decision names action type `{d.action_type}` of workflow "
+                                                   f"`{d.workflow}`, which this policy does not declare"))
+        else:
+            # the requirement of every matched require_approval rule, from the policy (never
+            # the decision's own `approvals`): one slot per rule
+            rules = {(r.name, r.location): r for r in ca.rules}
+            reqs = []
+            for ref in d.matched:
+                if ref.effect != "require_approval":
+                    continue
+                rule = rules.get((ref.name, ref.location)) if ref.kind == "rule" else None
+                if rule is None or rule.effect != "require_approval":
+                    errors.append(_err("<input>", "input", f"the decision names matched rule `{ref.name}`, which "
+                                                           f"is not a require_approval rule of `{ca.name}`"))
+                elif rule.approval is None:
+                    errors.append(_err(rule.name, "rule", f"rule `{rule.name}` names no approvers (`by N role`): "
+                                                          "no approval can release it", rule.location))
+                else:
+                    reqs.append(rule.approval)
+            if not reqs and not errors:
+                errors.append(_err("<input>", "input", f"no require_approval rule with approvers matched (decided "
+                                                       f"by {d.deciding.kind} `{d.deciding.name}`): the policy "
+                                                       "names nobody who may release this action"))
+            if tuple(reqs) != tuple(d.approvals):
+                errors.append(_err("<input>", "input", "the decision's `approvals` are not what its matched rules "
+                                                       "require: it was changed after evaluation; evaluate the "
+                                                       "action again"))
+            ids: dict[str, int] = {}
+            for r in reqs:
+                ids[r.rule] = ids.get(r.rule, 0) + 1
+                sid = r.rule if ids[r.rule] == 1 else f"{r.rule}#{ids[r.rule]}"
+                slots.append(fast(SlotSpec, {"id": sid, "count": r.count, "roles": r.roles, "any_of": r.any_of,
+                                             "source": "standard"}))
+        if type(digest) is not str or not digest:
+            errors.append(_err("<input>", "input", "the decision carries no `action_digest` (its action is not plain "
+                                                   "JSON, or it is not a require_approval decision): no approval "
+                                                   "can be bound to it"))
+            digest = None
+        fills, open_slots, accepted, rejected = _judge(approvals, "action_digest", digest, d.policy_hash,
+                                                       tuple(slots), {}, now_dt, errors)
+        satisfied = not errors and bool(slots) and not open_slots
+        return self._verdict(satisfied, "", fills, open_slots, accepted, tuple(errors), now_dt, rejected, digest)
 
     def _verdict(self, satisfied: bool, ph: str, fills: tuple, open_slots: tuple, accepted: tuple, errors: tuple,
-                 now_dt: datetime, rejected: tuple = ()) -> AuthorizationVerdict:
+                 now_dt: datetime, rejected: tuple = (), digest: Optional[str] = None) -> AuthorizationVerdict:
         return fast(AuthorizationVerdict, {
-            "satisfied": satisfied, "plan_hash": ph, "slots": fills, "open_slots": open_slots, "accepted": accepted,
-            "rejected": rejected, "errors": errors, "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash})
+            "satisfied": satisfied, "plan_hash": ph, "action_digest": digest, "slots": fills,
+            "open_slots": open_slots, "accepted": accepted, "rejected": rejected, "errors": errors,
+            "evaluated_at": fmt_ts(now_dt), "policy_hash": self.policy_hash})
 
     # ================================================================== questions (stopline eval)
     def answer(self, question: Any) -> BaseModel:
@@ -1687,7 +1707,8 @@ class Engine:
 
             {"question": "gate", "action": {...}, "workflow_state": {...}?, "now": ts?}
             {"question": "rollback", "request": {...}, "now": ts?}
-            {"question": "authorize", "plan": {...} | "request": {...}, "approvals": [...], "now": ts?}
+            {"question": "authorize", "plan": {...} | "request": {...} | "decision": {...},
+             "approvals": [...], "now": ts?}
             {"question": "resume", "workflow": str, "stop": str | {...}, "evidence": {...}, "now": ts?}
 
         Raises `QuestionError` when the envelope itself is malformed (the CLI exits 2);
@@ -1697,7 +1718,7 @@ class Engine:
             raise QuestionError("the input must be a JSON object with a `question` field")
         kind = q.get("question")
         known = {"gate": ("action", "workflow_state", "now"), "rollback": ("request", "now"),
-                 "authorize": ("plan", "request", "approvals", "now"),
+                 "authorize": ("plan", "request", "decision", "approvals", "now"),
                  "resume": ("workflow", "stop", "evidence", "now")}
         if kind not in known:
             raise QuestionError(f"`question` must be one of `gate`, `rollback`, `authorize` or `resume`, not "
@@ -1717,10 +1738,20 @@ class Engine:
                 raise QuestionError("question `rollback` needs `request`")
             return self.classify_rollback(q["request"], now)
         if kind == "authorize":
-            if ("plan" in q) == ("request" in q):
-                raise QuestionError("question `authorize` needs exactly one of `plan` or `request`")
-            plan = q["plan"] if "plan" in q else self.classify_rollback(q["request"], now)
-            return self.authorize_rollback(plan, q.get("approvals", []), now)
+            if sum(f in q for f in ("plan", "request", "decision")) != 1:
+                raise QuestionError("question `authorize` needs exactly one of `plan` (a rollback plan), `request` "
+                                    "(a rollback request, classified first) or `decision` (a require_approval gate "
+                                    "decision)")
+            if "decision" in q:
+                return self.authorize_action(q["decision"], q.get("approvals", []), now)
+            if "plan" in q:
+                return self.authorize_rollback(q["plan"], q.get("approvals", []), now)
+            verdict = self.authorize_rollback(self.classify_rollback(q["request"], now), q.get("approvals", []), now)
+            if not verdict.satisfied and any(r.code == "plan_hash" for r in verdict.rejected):
+                d = verdict.__dict__.copy()
+                d["errors"] = verdict.errors + (_err("<input>", "input", _TWO_STEP),)
+                verdict = fast(AuthorizationVerdict, d)
+            return verdict
         for f in ("workflow", "stop"):
             if f not in q:
                 raise QuestionError(f"question `resume` needs `{f}`")
@@ -1830,8 +1861,173 @@ class QuestionError(ValueError):
     """A malformed `stopline eval` question envelope."""
 
 
+_TWO_STEP = ("question `authorize` with `request` classifies the plan in this same call, and approvals bind to a "
+             "plan's `plan_hash`, which they cannot know before it is made: use two steps. Ask question `rollback` "
+             "with the request, have each approver approve the `plan_hash` it prints, then ask `authorize` with "
+             "that `plan` and the approvals (docs/approvals.md)")
+
+
 def _rej(who: str, code: str, reason: str) -> RejectedApproval:
     return fast(RejectedApproval, {"principal": who, "code": code, "reason": reason})
+
+
+def _parsed(model: type, raw: Any, what: str) -> tuple[Any, Optional[str]]:
+    """`raw` (a dict or a model) validated as `model`, or why it is not one."""
+    raw = _as_dict(raw)
+    if not isinstance(raw, Mapping):
+        return None, f"the {what} must be an object, not " + _tname(raw)
+    problem = check_size(raw)
+    if problem:
+        return None, problem
+    try:
+        return model.model_validate(raw), None
+    except ValidationError as e:
+        return None, f"the {what} is not a {model.__name__}: " + "; ".join(
+            f"{'.'.join(str(x) for x in er['loc'])}: {er['msg']}" for er in e.errors()[:5])
+
+
+# Default_Ignorable_Code_Point, from the Unicode Character Database, DerivedCoreProperties.txt
+# (https://www.unicode.org/Public/15.1.0/ucd/DerivedCoreProperties.txt; the same ranges since
+# Unicode 14.0, the version of Python 3.11's `unicodedata`): code points that render as
+# nothing (zero-width spaces and joiners, bidi controls, variation selectors, tags, fillers).
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)
+_IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
+
+
+def canonical_principal(principal: str) -> str:
+    """The form under which two spellings of one principal id are the same person: NFKC,
+    case folded, default-ignorable code points removed (Unicode's NFKC_Casefold, in
+    effect). Exact ids still identify principals; this form only keeps one person from
+    counting twice, or approving their own rollback, under another spelling."""
+    s = _IGNORABLE_RE.sub("", principal)
+    s = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", s).casefold())
+    return _IGNORABLE_RE.sub("", s)
+
+
+def _shown(v: Any) -> str:
+    return (v if type(v) is str else _short(v)[1:-1])[:80]  # str() of a 5000-digit int raises
+
+
+def _judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slots: Sequence[SlotSpec],
+           excluded: Mapping[str, str], now_dt: datetime, errors: list) -> tuple[tuple, tuple, tuple, tuple]:
+    """Which approvals fill `slots`: the one matching of `authorize_rollback` and
+    `authorize_action`. An approval counts when it is an object within the input limits
+    that names a `principal` (a non-empty string) and `roles` (a list of strings), is bound
+    to `bound` by its field `bind` (`plan_hash` or `action_digest`), names no other
+    `policy_hash`, has not expired and is not dated after now, is not by a principal of
+    `excluded` (principal -> why) nor by another spelling of one or of a principal already
+    counted (`canonical_principal`; of several spellings, the first in sorted order counts),
+    and holds a role some slot needs. One principal fills at most one slot across all of
+    them; the slots are filled by a maximum matching. At most MAX_APPROVALS + 1 approvals
+    are read. Returns (fills, open slots, accepted principals, rejected approvals)."""
+    what = "plan" if bind == "plan_hash" else "action"
+    slot_roles = [set(s.roles) for s in slots]
+    all_roles = set().union(*slot_roles) if slot_roles else set()
+    rejected: list = []
+    cand_roles: dict[str, set] = {}
+    if isinstance(approvals, (str, bytes, Mapping)) or not isinstance(approvals, Iterable):
+        errors.append(_err("<input>", "input", "approvals must be a list"))
+        approvals = ()
+    approvals = list(islice(approvals, MAX_APPROVALS + 1))  # an endless iterator stops here
+    if len(approvals) > MAX_APPROVALS:
+        errors.append(_err("<input>", "input", f"more than {MAX_APPROVALS} approvals; the rest are ignored"))
+        approvals = approvals[:MAX_APPROVALS]
+    canon: dict[str, str] = {}
+
+    def canonical(p: str) -> str:
+        c = canon.get(p)
+        if c is None:
+            c = canon[p] = canonical_principal(p)
+        return c
+
+    excluded_by_form = {canonical(p): p for p in sorted(excluded, reverse=True)}
+    for i, a in enumerate(approvals):
+        a = _as_dict(a)
+        if not isinstance(a, Mapping) or check_size(a):
+            rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval is not an object within the "
+                                                                "input limits"))
+            continue
+        who = a.get("principal")
+        if type(who) is not str or not who:
+            rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval names no `principal` (a string)"))
+            continue
+        roles = a.get("roles", [])
+        if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or not all(type(r) is str for r in roles):
+            rejected.append(_rej(who, "invalid", "`roles` must be a list of strings"))
+            continue
+        b = a.get(bind)
+        if b is None:
+            rejected.append(_rej(who, bind, f"the approval names no `{bind}`; approvals bind to one {what}"))
+            continue
+        if bound is None or b != bound:
+            rejected.append(_rej(who, bind, f"the approval is for {what} `{_shown(b)}`, not `{bound}`"))
+            continue
+        pol = a.get("policy_hash")
+        if pol is not None and pol != policy_hash:
+            rejected.append(_rej(who, "policy_hash", f"the approval was given under policy `{_shown(pol)}`, "
+                                                     f"not `{policy_hash}`"))
+            continue
+        try:
+            exp = parse_ts(a["expires_at"], "`expires_at`") if a.get("expires_at") is not None else None
+            at = parse_ts(a["at"], "`at`") if a.get("at") is not None else None
+        except (ValueError, OverflowError) as e:
+            rejected.append(_rej(who, "invalid", str(e) if isinstance(e, ValueError) else "a time out of range"))
+            continue
+        if exp is not None and exp <= now_dt:
+            rejected.append(_rej(who, "expired", f"the approval expired at {fmt_ts(exp)}"))
+            continue
+        if at is not None and at > now_dt:
+            rejected.append(_rej(who, "future", f"the approval is dated {fmt_ts(at)}, after now ({fmt_ts(now_dt)})"))
+            continue
+        if who in excluded:
+            rejected.append(_rej(who, "distinct_from", f"`{who}` is {excluded[who]}; the authorization must come "
+                                                       f"from someone else"))
+            continue
+        same = excluded_by_form.get(canonical(who))
+        if same is not None:
+            rejected.append(_rej(who, "alias", f"`{who}` is `{same}` written another way (the same id after NFKC, "
+                                               f"case folding and removing invisible characters), and `{same}` is "
+                                               f"{excluded[same]}; the authorization must come from someone else"))
+            continue
+        useful = set(roles) & all_roles
+        if not useful:
+            need = ", ".join(f"`{r}`" for r in sorted(all_roles)) or "none"
+            rejected.append(_rej(who, "missing_role", f"`{who}` holds none of the roles the slots need ({need})"))
+            continue
+        if who in cand_roles:
+            cand_roles[who] |= useful
+            rejected.append(_rej(who, "duplicate", f"`{who}` already approved; one principal fills at most one "
+                                                   f"slot (counted once)"))
+            continue
+        cand_roles[who] = useful
+    counted: dict[str, str] = {}  # canonical form -> the principal counted under it
+    for who in sorted(cand_roles):
+        first = counted.setdefault(canonical(who), who)
+        if first != who:
+            rejected.append(_rej(who, "alias", f"`{who}` is `{first}` written another way (the same id after NFKC, "
+                                               f"case folding and removing invisible characters); one principal "
+                                               f"fills at most one slot (counted once, as `{first}`)"))
+    cands = sorted(counted.values())
+    assign = _match(cands, cand_roles, slots, slot_roles)
+    filled: dict[str, list] = {s.id: [] for s in slots}
+    for who, sid in assign.items():
+        filled[sid].append(who)
+    for who in cands:
+        if who not in assign:
+            rejected.append(_rej(who, "unused", f"every slot `{who}` could fill ("
+                                 + ", ".join(f"`{r}`" for r in sorted(cand_roles[who]))
+                                 + ") is already filled"))
+    fills = []
+    for s in slots:
+        by = tuple(sorted(filled[s.id]))
+        fills.append(fast(SlotFill, {"id": s.id, "roles": s.roles, "any_of": s.any_of, "count": s.count,
+                                     "source": s.source, "filled_by": by, "missing": s.count - len(by)}))
+    rejected.sort(key=lambda r: (r.principal, r.code, r.reason))
+    return tuple(fills), tuple(f for f in fills if f.missing > 0), tuple(sorted(assign)), tuple(rejected)
 
 
 def _path(parent_of: Mapping[str, Optional[str]], rid: str) -> tuple[str, ...]:

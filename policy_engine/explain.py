@@ -121,6 +121,9 @@ def explain_decision(d: Decision) -> str:
         for a in d.approvals:
             who = f"{a.count} of [{', '.join(a.roles)}]" if a.any_of else f"{a.count} {', '.join(a.roles)}"
             lines.append(f"    - {who} (rule `{a.rule}`)")
+    if d.effect == "require_approval":
+        lines.append("  action digest: " + (f"{d.action_digest} (approvals name it)" if d.action_digest
+                                            else "none (the action is not plain JSON: it cannot be approved)"))
     if d.stop is not None:
         s = d.stop
         lines.append(f"  stop trigger `{s.trigger}`" + ("" if s.known else " (not declared in this policy)"))
@@ -224,7 +227,8 @@ def explain_plan(p: RollbackPlan) -> str:
 
 def explain_verdict(v: AuthorizationVerdict) -> str:
     lines: list[str] = []
-    _header(lines, f"authorization of plan {v.plan_hash or '?'}", v)
+    what = f"action {v.action_digest}" if v.action_digest else f"plan {v.plan_hash or '?'}"
+    _header(lines, f"authorization of {what}", v)
     lines.append("")
     lines.append("slots:")
     for s in v.slots:

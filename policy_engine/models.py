@@ -82,12 +82,15 @@ class RollbackRequest(_In):
 
 
 class Approval(_In):
-    """One principal's approval of one rollback plan (bound by `plan_hash`)."""
+    """One principal's approval of one rollback plan (bound by `plan_hash`) or of one
+    proposed action held by a require_approval decision (bound by `action_digest`)."""
 
     principal: str
     roles: list[str] = Field(default_factory=list)
     at: Optional[Timestamp] = None
     plan_hash: Optional[str] = None
+    action_digest: Optional[str] = Field(default=None, description="for a gate decision: the `action_digest` "
+                                         "of the decision it approves (see Engine.authorize_action)")
     policy_hash: Optional[str] = None
     expires_at: Optional[Timestamp] = None
 
@@ -115,12 +118,15 @@ class RollbackQuestion(_In):
 
 
 class AuthorizeQuestion(_In):
-    """Either `plan` (a RollbackPlan as printed by the rollback question) or `request`
-    (the plan is then classified first, at `now`)."""
+    """Exactly one of `plan` (a RollbackPlan as printed by the rollback question),
+    `request` (the plan is then classified first, at `now`: approvals cannot name the
+    hash of a plan made in the same call, so use the two-step flow, docs/approvals.md) or
+    `decision` (a require_approval Decision as printed by the gate question)."""
 
     question: Literal["authorize"]
     plan: Optional[dict[str, Any]] = None
     request: Optional[dict[str, Any]] = None
+    decision: Optional[dict[str, Any]] = None
     approvals: list[dict[str, Any]] = Field(default_factory=list)
     now: Optional[Timestamp] = None
 
@@ -247,6 +253,9 @@ class Decision(_Out):
     action_id: Optional[str] = None
     matched: tuple[RuleRef, ...] = Field(default=(), description="every matched rule, by precedence then name")
     approvals: tuple[ApprovalRequirement, ...] = Field(default=())
+    action_digest: Optional[str] = Field(
+        default=None, description="require_approval only: `sha256:` + hex of the canonical JSON of the action "
+                                  "decided; approvals name it (see Engine.authorize_action)")
     stop: Optional[StopInfo] = None
     reversibility: Optional[ReversibilityInfo] = None
     receipt: tuple[str, ...] = Field(default=())
@@ -395,13 +404,14 @@ class SlotFill(_Out):
 class RejectedApproval(_Out):
     principal: str
     code: Literal["distinct_from", "missing_role", "duplicate", "plan_hash", "policy_hash", "expired",
-                  "future", "invalid", "unused"]
+                  "future", "invalid", "unused", "action_digest", "alias"]
     reason: str
 
 
 class AuthorizationVerdict(_Out):
     satisfied: bool
-    plan_hash: str
+    plan_hash: str = Field(description="the plan's hash; empty for a gate decision")
+    action_digest: Optional[str] = Field(default=None, description="the decision's action digest (a gate decision)")
     slots: tuple[SlotFill, ...] = Field(default=())
     open_slots: tuple[SlotFill, ...] = Field(default=())
     accepted: tuple[str, ...] = Field(default=(), description="principals that fill a slot")

@@ -52,7 +52,7 @@ ROW_KEYS = ("name", "now", "skip", "expect")  # plus any key of the case's quest
 QUESTION_KEYS: dict[str, tuple[str, ...]] = {
     "gate": ("action", "with", "workflow_state"),
     "rollback": ("workflow", "scenario", "original", "requested_by", "reason", "requested_at", "with"),
-    "authorize": ("rollback", "approvals"),
+    "authorize": ("rollback", "gate", "approvals"),  # `rollback` (a plan) or `gate` (a require_approval decision)
     "resume": ("workflow", "stop", "evidence", "with"),
 }
 SHORTHANDS: dict[str, tuple[str, ...]] = {
@@ -412,6 +412,8 @@ class _Builder:
         self.keys(q, QUESTION_KEYS[kind], path + (kind,), f"`{kind}`")
         if kind == "authorize" and isinstance(q.get("rollback"), dict):
             self.keys(q["rollback"], QUESTION_KEYS["rollback"], path + (kind, "rollback"), "`rollback`")
+        if kind == "authorize" and isinstance(q.get("gate"), dict):
+            self.keys(q["gate"], QUESTION_KEYS["gate"], path + (kind, "gate"), "`gate`")
         now = c.get("now", self.suite.now)
         if "now" in c and self.want(c["now"], (str,), path + ("now",), "`now`"):
             self.check_time(c["now"], path + ("now",))
@@ -614,11 +616,27 @@ class _Resolver:
         return {"request": req}
 
     def authorize(self, q: dict, path: tuple, now: str | None) -> dict | None:
-        rb = q.get("rollback")
-        if not isinstance(rb, dict):
-            self.error("T005", "`authorize` needs `rollback` (the request to classify)", path, key=True)
+        """A rollback plan (`rollback`: the request to classify) or a gate decision (`gate`:
+        the action to evaluate), and the approvals; each approval is bound to what the case
+        classifies or evaluates (its `plan_hash` or `action_digest`) unless it names one."""
+        if ("rollback" in q) == ("gate" in q):
+            self.error("T005", "`authorize` needs exactly one of `rollback` (the request to classify) or `gate` "
+                               "(the action whose require_approval decision the approvals release)", path, key=True,
+                       help="`authorize: {gate: {action: NAME}, approvals: [...]}`")
             return None
-        r = self.rollback(rb, path + ("rollback",))
+        if "gate" in q:
+            g = q["gate"]
+            g = {"action": g} if isinstance(g, str) else g
+            if not isinstance(g, dict):
+                self.error("T006", f"`gate` must be an action name or a mapping, not {_type_name(g)}", path + ("gate",))
+                return None
+            r = self.gate(g, path + ("gate",))
+        else:
+            rb = q.get("rollback")
+            if not isinstance(rb, dict):
+                self.error("T006", f"`rollback` must be a mapping, not {_type_name(rb)}", path + ("rollback",))
+                return None
+            r = self.rollback(rb, path + ("rollback",))
         approvals = []
         raw = q.get("approvals", [])
         if not isinstance(raw, list):
@@ -651,7 +669,7 @@ class _Resolver:
             approvals.append(p)
         if r is None:
             return None
-        return {"request": r["request"], "approvals": approvals}
+        return {**r, "approvals": approvals}
 
     def resume(self, q: dict, path: tuple) -> dict | None:
         for k in ("workflow", "stop"):
@@ -741,6 +759,10 @@ class _Checker:
             if k not in allowed:
                 self.error("T002", f"unknown expectation `{k}` for a `{case.kind}` case", epath + (k,), key=True,
                            label="unknown key", help=did_you_mean(k, allowed) or f"expected {one_of(list(SHORTHANDS[case.kind]))}")
+        elif case.kind == "authorize" and "action" in resolved:  # a gate decision's approvals
+            g = case.question.get("gate")
+            self.gate(Case(case.suite, case.name, "gate", {"action": g} if isinstance(g, str) else g, {}, case.now,
+                           None, case.path, case.expect_path), resolved, qpath + ("gate",), {}, epath)
         qpath = case.path + (case.kind,)
         if case.kind == "gate":
             self.gate(case, resolved, qpath, exp, epath)
@@ -1408,6 +1430,15 @@ class Runner:
         now = case.now
         try:
             if case.kind == "gate":
+            elif case.kind == "authorize" and "action" in inputs:  # a gate decision: the approvals release it?
+                decision = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
+                self.coverage.record("gate", _dump(decision))
+                approvals = []
+                for a in inputs["approvals"]:
+                    a = dict(a)
+                    a.setdefault("action_digest", decision.action_digest)
+                    approvals.append(a)
+                model = eng.authorize_action(decision, approvals, now=now)
                 model = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
             elif case.kind == "rollback":
                 model = eng.classify_rollback(inputs["request"], now=now)

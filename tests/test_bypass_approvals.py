@@ -1,7 +1,10 @@
 """Approval bypass attempts: none of them may fill an authorization slot.
 
-Principals are compared by identifier exactly as given: no case folding, no trimming,
-no Unicode normalization. `Bob` and `bob` are different principals (SECURITY.md).
+Principals are identified by their exact id; in addition, an approval whose id has the
+canonical form (NFKC, case folded, invisible characters removed) of an excluded or an
+already counted principal never counts (code `alias`): `Bob` cannot approve for `bob`
+(SECURITY.md, docs/approvals.md). Whitespace and control characters are not removed:
+`bob ` is another id, as the caller's directory says.
 """
 
 from __future__ import annotations
@@ -128,34 +131,53 @@ def test_missing_reviewer_is_visible_in_the_plan_and_not_authorizable():
     assert not ENGINE.authorize_rollback(plan, [appr(plan, "sam")], NOW).satisfied
 
 
-# ------------------------------------------------------------------ identity is exact
+# ------------------------------------------------------------------ identity: exact ids, canonical doors closed
 
-@pytest.mark.parametrize("variant", ["Bob", "BOB", "bob ", " bob", "bob\n", "b\u200bob", "ｂｏｂ", "bob\x00"])
-def test_principals_are_compared_exactly(variant):
-    """A variant spelling is a *different* principal: the caller must canonicalize ids."""
+@pytest.mark.parametrize("variant", ["Bob", "BOB", "b\u200bob", "ｂｏｂ", "\u00adbob", "bo\u034fb", "bob\ufe0f",
+                                     "bob\U000e0001"])
+def test_another_spelling_of_the_excluded_reviewer_is_an_alias(variant):
+    """`Bob` (or `bob` with a zero-width space, in full width...) is the excluded `bob`
+    written another way: rejected with its own code, never counted (issue 12, item 13)."""
+    plan = plan_for()
+    v = ENGINE.authorize_rollback(plan, [appr(plan, variant)], NOW)
+    assert not v.satisfied and v.accepted == ()
+    assert rejected_codes(v) == {variant: {"alias"}}
+    assert "`bob`" in v.rejected[0].reason and "`original.reviewer`" in v.rejected[0].reason
+    # the exact spelling is still `distinct_from`
+    assert rejected_codes(ENGINE.authorize_rollback(plan, [appr(plan, "bob")], NOW)) == {"bob": {"distinct_from"}}
+
+
+@pytest.mark.parametrize("variant", ["bob ", " bob", "bob\n", "bob\x00", "bobby", "b0b"])
+def test_ids_that_differ_beyond_the_canonical_form_are_other_principals(variant):
+    """Whitespace and control characters are not default-ignorable: `bob ` is another id
+    (exact ids identify principals; the canonical form only closes the alias door)."""
     plan = plan_for()
     v = ENGINE.authorize_rollback(plan, [appr(plan, variant)], NOW)
     assert v.satisfied and v.accepted == (variant,)
-    # and the exact spelling is still excluded
-    assert not ENGINE.authorize_rollback(plan, [appr(plan, "bob")], NOW).satisfied
 
 
-def test_unicode_forms_are_not_normalized():
+def test_unicode_normal_forms_are_one_principal():
     nfc = unicodedata.normalize("NFC", "zoë")
     nfd = unicodedata.normalize("NFD", "zoë")
     assert nfc != nfd
     plan = plan_for(reviewer=nfc)
     assert not ENGINE.authorize_rollback(plan, [appr(plan, nfc)], NOW).satisfied
-    assert ENGINE.authorize_rollback(plan, [appr(plan, nfd)], NOW).satisfied
+    v = ENGINE.authorize_rollback(plan, [appr(plan, nfd)], NOW)
+    assert not v.satisfied and rejected_codes(v) == {nfd: {"alias"}}
 
 
-def test_case_variants_are_two_principals_for_quorum():
+def test_case_variants_are_one_principal_for_quorum():
+    """`alice` and `Alice` do not make a quorum of two (they did before item 13)."""
     plan = plan_for("regulatory_order")
     apps = [appr(plan, "alice", ["legal"]), appr(plan, "Alice", ["legal"])]
     v = ENGINE.authorize_rollback(plan, apps, NOW)
-    assert v.satisfied  # documented: identities are the caller's to canonicalize
+    assert not v.satisfied and v.accepted == ("Alice",)  # of two spellings, the first in sorted order counts
+    assert rejected_codes(v) == {"alice": {"alias"}}
+    assert ENGINE.authorize_rollback(plan, list(reversed(apps)), NOW).slots == v.slots  # order-independent
     apps = [appr(plan, "alice", ["legal"]), appr(plan, "alice", ["executive"])]
     assert not ENGINE.authorize_rollback(plan, apps, NOW).satisfied
+    apps = [appr(plan, "alice", ["legal"]), appr(plan, "dave", ["executive"])]
+    assert ENGINE.authorize_rollback(plan, apps, NOW).satisfied
 
 
 # ------------------------------------------------------------------ roles, duplicates, one slot each

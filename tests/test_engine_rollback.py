@@ -179,10 +179,12 @@ def test_original_reviewer_never_counts(engine):
     assert not v.satisfied and {r.code for r in v.rejected} == {"distinct_from"}
 
 
-def test_principals_compared_exactly(engine):
+def test_principals_exact_ids_and_canonical_aliases(engine):
     p = engine.classify_rollback(request(), now=NOW)
-    # "Rita" and "rita " are different principals from "rita": no folding, no trimming
-    assert engine.authorize_rollback(p, [approve(p, "Rita", "reviewer")], now=NOW).satisfied
+    # "Rita" is "rita" written another way: an alias of the excluded reviewer, never counted
+    v = engine.authorize_rollback(p, [approve(p, "Rita", "reviewer")], now=NOW)
+    assert not v.satisfied and {r.code for r in v.rejected} == {"alias"}
+    # "rita " is another id (whitespace is not folded away): exact ids identify principals
     assert engine.authorize_rollback(p, [approve(p, "rita ", "reviewer")], now=NOW).satisfied
 
 

@@ -388,16 +388,26 @@ junk = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fields_no_condition_reads_never_change_a_decision(text, action, extra):
     """The contract of the read set: anything in a field outside it (NaN, surrogates,
-    huge or deep values) leaves the decision exactly as it is without that field."""
+    huge or deep values) leaves the decision exactly as it is without that field, but for
+    a require_approval decision's `action_digest`, which covers the whole action (an
+    approval binds to everything the action carries; issue 12, item 12)."""
+    from policy_engine.engine import action_digest
+
+    def same(d) -> str:
+        return json.dumps({**d.model_dump(mode="json"), "action_digest": None}, sort_keys=True)
+
     for engine in (without_lanes(engine_from_texts({"p.policy": text})), with_lanes(engine_from_texts({"p.policy": text}))):
         wf = engine.compiled.workflows["w"]
         ca = wf.actions.get(action["type"])
         reads = ca.reads if ca is not None else wf.stop_reads
         assert reads is not None
         unread = {k: v for k, v in extra.items() if k not in reads}
-        base = dump(engine.evaluate(action, None, T0))
+        base = same(engine.evaluate(action, None, T0))
         for _ in range(2):
-            assert dump(engine.evaluate({**action, **unread}, None, T0)) == base
+            d = engine.evaluate({**action, **unread}, None, T0)
+            assert same(d) == base
+            if d.effect == "require_approval":
+                assert d.action_digest == action_digest({**action, **unread})
 
 
 def test_a_type_with_more_conditions_than_a_fused_function_takes_keeps_the_full_path():
