@@ -759,13 +759,13 @@ class _Checker:
             if k not in allowed:
                 self.error("T002", f"unknown expectation `{k}` for a `{case.kind}` case", epath + (k,), key=True,
                            label="unknown key", help=did_you_mean(k, allowed) or f"expected {one_of(list(SHORTHANDS[case.kind]))}")
+        qpath = case.path + (case.kind,)
+        if case.kind == "gate":
+            self.gate(case, resolved, qpath, exp, epath)
         elif case.kind == "authorize" and "action" in resolved:  # a gate decision's approvals
             g = case.question.get("gate")
             self.gate(Case(case.suite, case.name, "gate", {"action": g} if isinstance(g, str) else g, {}, case.now,
                            None, case.path, case.expect_path), resolved, qpath + ("gate",), {}, epath)
-        qpath = case.path + (case.kind,)
-        if case.kind == "gate":
-            self.gate(case, resolved, qpath, exp, epath)
         elif case.kind in ("rollback", "authorize"):
             req = resolved["request"]
             rq = case.question.get("rollback", {}) if case.kind == "authorize" else case.question
@@ -1430,6 +1430,9 @@ class Runner:
         now = case.now
         try:
             if case.kind == "gate":
+                model = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
+            elif case.kind == "rollback":
+                model = eng.classify_rollback(inputs["request"], now=now)
             elif case.kind == "authorize" and "action" in inputs:  # a gate decision: the approvals release it?
                 decision = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
                 self.coverage.record("gate", _dump(decision))
@@ -1439,9 +1442,6 @@ class Runner:
                     a.setdefault("action_digest", decision.action_digest)
                     approvals.append(a)
                 model = eng.authorize_action(decision, approvals, now=now)
-                model = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
-            elif case.kind == "rollback":
-                model = eng.classify_rollback(inputs["request"], now=now)
             elif case.kind == "authorize":
                 plan = eng.classify_rollback(inputs["request"], now=now)
                 self.coverage.record("rollback", _dump(plan))
