@@ -188,7 +188,7 @@ def bytes_per_entry(led: Ledger, url: str, n: int) -> float:
             size = c.execute(text("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
                                   "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'")).scalar()
     eng.dispose()
-    return size / n
+    return int(size) / n
 
 
 def growth(led: Ledger, url: str, sizes: list[int], rounds: int, rnd: random.Random) -> list[dict]:
