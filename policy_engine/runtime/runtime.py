@@ -1006,12 +1006,18 @@ class Runtime:
             return P.snapshot(c)
 
 
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "to_json"):
+        return _jsonable(o.to_json())
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    return o
+
+
 def dumps(x: Any) -> str:
     """JSON text of a runtime result (what the CLI prints)."""
-    def default(o):
-        if hasattr(o, "to_json"):
-            return o.to_json()
-        if hasattr(o, "model_dump"):
-            return o.model_dump(mode="json")
-        raise TypeError(type(o).__name__)
-    return json.dumps(x, default=default, indent=2, sort_keys=True, ensure_ascii=False)
+    return json.dumps(_jsonable(x), indent=2, sort_keys=True, ensure_ascii=False)
