@@ -7,7 +7,9 @@ the clock is pinned, so every run prints the same thing.
 What it shows, step by step (support-replies workflow, policies/support_replies.policy):
 
  1. gate every proposed action (`engine.evaluate`): allow -> execute, require_approval
-    -> hold in the approval queue until the named role approves, deny -> drop;
+    -> hold in the approval queue until the approvals given release it
+    (`engine.authorize_action`: every matched rule's count and roles, distinct people,
+    each approval bound to the decision's `action_digest`), deny -> drop;
  2. record a receipt with exactly the fields the decision asks for;
  3. a post-send claim audit finds an unsupported promise: the stop trigger fires and
     the workflow is stopped; every later action gets `stop`;
@@ -75,7 +77,7 @@ class Runtime:
         self.crm_notes: dict[str, str] = {}
 
     # ------------------------------------------------------------------ gate
-    def propose(self, action: dict[str, Any], approver: str | None = None, compensation: bool = False) -> str:
+    def propose(self, action: dict[str, Any], approvers: tuple[str, ...] = (), compensation: bool = False) -> str:
         # Compensations are gated like any action, against the real (stopped) state: the
         # policy marks repair actions `runs_while_stopped`, so their own rules decide.
         decision = self.engine.evaluate(action, workflow_state=self.state, now=clock.now)
@@ -92,16 +94,23 @@ class Runtime:
             if rv is not None and rv.klass is not None:
                 detail(f"the reviewer sees the reversal cost: {rv.klass} via {rv.method}"
                        + (f", within {rv.window} (until {rv.reversible_until})" if rv.window else ""))
-            if approver is None:
+            if not approvers:
                 detail("no approver acted: the action stays held")
                 return decision.effect
-            needed_roles = {r for a in decision.approvals for r in a.roles}
-            if not needed_roles & set(PRINCIPALS[approver]):
-                detail(f"{approver} lacks the role: still held")
-                return decision.effect
+            # Each approver approves this exact action (its digest); the engine says whether
+            # the approvals given release it. Never check roles or counts by hand.
             clock.advance(60)
-            say(f"APPROVED by {approver}")
-            self.execute(action, decision, reviewer=approver)
+            approvals = [{"principal": who, "roles": PRINCIPALS[who], "action_digest": decision.action_digest,
+                          "at": clock.iso()} for who in approvers]
+            verdict = self.engine.authorize_action(decision, approvals, now=clock.now)
+            for r in verdict.rejected:
+                detail(f"approval by {r.principal} does not count: {r.reason}")
+            if not verdict.satisfied:
+                still_open = ", ".join(f"{s.missing} {'/'.join(s.roles)}" for s in verdict.open_slots)
+                detail(f"NOT RELEASED: still needs {still_open or 'a valid decision'}; the action stays held")
+                return decision.effect
+            say(f"APPROVED by {', '.join(verdict.accepted)}", "(authorize_action: satisfied)")
+            self.execute(action, decision, reviewer=", ".join(verdict.accepted))
         elif decision.effect == "deny":
             detail("DROPPED: the agent is told why and does not retry")
         elif decision.effect == "stop":
@@ -176,7 +185,7 @@ def main() -> int:
         "claims": [{"kind": "timeline", "text": "fix ships this Friday", "sourced": True,
                     "source": "release-plan-12", "source_excerpt": "release-plan-12: sync fix targeted for Q1"}],
     }
-    rt.propose(promise, approver="bob")   # bob approves too quickly: the excerpt says Q1, not Friday
+    rt.propose(promise, approvers=("bob",))   # bob approves too quickly: the excerpt says Q1, not Friday
     sent_at = rt.records["reply-2"]["executed_at"]
     clock.advance(2)
     rt.propose({"workflow": WORKFLOW, "type": "log_crm_activity", "id": "crm-note-2", "ticket_id": "T-1001",
@@ -257,7 +266,7 @@ def main() -> int:
             rt.propose({"workflow": WORKFLOW, "type": "send_correction", "id": "correction-1",
                         "ticket_id": "T-1001", "corrects_message_id": "reply-2", "corrected_message_id": "reply-2",
                         "final_message": "Correction: the fix is planned for Q1; we will confirm the date."},
-                       approver="sam", compensation=True)
+                       approvers=("bob", "sam"), compensation=True)  # bob is no support manager
         elif comp.name == "log_crm_activity":
             rt.propose({"workflow": WORKFLOW, "type": "log_crm_activity", "id": "crm-note-3", "ticket_id": "T-1001",
                         "note_kind": "reply_summary", "activity_id": "act-3",
