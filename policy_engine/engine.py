@@ -20,6 +20,8 @@ import os
 import re
 import unicodedata
 from itertools import islice
+from json.encoder import c_encode_basestring as _c_encode_basestring  # type: ignore[attr-defined]
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from math import isfinite
 from datetime import datetime, timedelta, timezone
 from collections.abc import Mapping as _Mapping
@@ -578,7 +580,8 @@ def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
     built as `Engine.evaluate`'s lane builds it (`fast`): the template, its per-call
     fields set, no validation."""
     ns = {"_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
-          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_DFS": _DECISION_FIELDS}
+          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_DFS": _DECISION_FIELDS,
+          "_PER_ACTION": _PER_ACTION, "_adg": action_digest}
     f = fields.get(("action", "id"))
     if f is not None and f[1] == "str" and not f[2]:
         lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
@@ -586,7 +589,10 @@ def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
         lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
                  "if _aid is not None and type(_aid) is not str: _fb()"]
     lines += ["_now = _NOW.get(_p2)", "if _now is None: return _m", "_tpl = _now.get(_m)", "if _tpl is None: return _m",
-              "_tpl = _tpl.copy()", "_tpl['action_id'] = _aid", "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
+              "_tpl = _tpl.copy()", "_tpl['action_id'] = _aid",
+              # a require_approval decision's digest, of this action (see Engine._lane_decision)
+              "if _tpl['action_digest'] is _PER_ACTION: _tpl['action_digest'] = _adg(_p0)",
+              "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
               "_sfs(_dec, _DFS)", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
     return lines, ns
 
@@ -706,8 +712,21 @@ def _err(rule: str, kind: str, message: str, location: Optional[str] = None,
 
 
 # The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
-# text, no NaN or Infinity. One encoder, built once (encoding keeps no state).
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# text, no NaN or Infinity; a value of another type is a TypeError, a cycle a
+# RecursionError. Exactly `json.dumps(data, sort_keys=True, separators=(",", ":"),
+# ensure_ascii=False, allow_nan=False)`, by the C encoder built once (json.dumps builds one
+# per call; it keeps no state between calls), else by json's own encoder.
+def _no_json(v: Any) -> Any:
+    raise TypeError(f"a {type(v).__name__} is not JSON")
+
+
+if _c_make_encoder is not None:
+    _c_canon = _c_make_encoder(None, _no_json, _c_encode_basestring, None, ":", ",", True, False, False)
+
+    def _canonical(data: Any, _enc: Any = _c_canon, _join: Callable = "".join) -> str:
+        return _join(_enc(data, 0))
+else:  # pragma: no cover - a Python without the C accelerator
+    _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
@@ -733,6 +752,15 @@ def action_digest(action: Any) -> Optional[str]:
     except (TypeError, ValueError, RecursionError):
         return None
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class _PerAction:
+    """In a finished template (kept per `now`): the field is filled per action."""
+
+    __slots__ = ()
+
+
+_PER_ACTION = _PerAction()
 
 
 def _set_digest(d: dict, action: Any) -> None:
@@ -1058,8 +1086,10 @@ class Engine:
             if entry is None:
                 entry = _now_fields(fz, now_dt)
             d["evaluated_at"], d["reversibility"] = entry[None]
-            if len(entry) <= PER_NOW_MAX and d["effect"] != "require_approval":  # (its digest is per action)
+            if len(entry) <= PER_NOW_MAX:
                 entry[m] = d
+                if d["effect"] == "require_approval":  # its digest is per action (see lane_epilogue)
+                    d["action_digest"] = _PER_ACTION
             d = d.copy()  # the kept one stays without an id
         d["action_id"] = aid
         if d["effect"] == "require_approval":

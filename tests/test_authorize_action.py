@@ -397,3 +397,22 @@ def test_campaign_edited_decisions_never_release_with_fewer_people(edits):
     apps = [appr(DECISION, *SAM), appr(DECISION, *FIONA)]
     v = ENGINE.authorize_action(data, apps, NOW)
     assert not v.satisfied
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text()),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=4)),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_the_canonical_json_is_json_dumps_sorted_and_compact(value):
+    """The prebuilt encoder (engine._canonical) writes exactly what json.dumps does, so the
+    digest of an action is reproducible with the standard library alone."""
+    from policy_engine.engine import _canonical
+
+    want = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert _canonical(value) == want
+    if isinstance(value, dict):
+        assert action_digest(value) == "sha256:" + hashlib.sha256(want.encode("utf-8", "surrogatepass")).hexdigest()
