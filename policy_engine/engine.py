@@ -496,7 +496,9 @@ def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapp
                 fields[("action", k)] = (v, "list", False)
                 lines += [f"if type({v}) is not list: _fs()",
                           f"if len({v}) > {int(MAX_INPUT_ITEMS)}: _fb()",  # (before joining it)
-                          "try:", f"    _j{i} = _join({v})", "except TypeError:", "    _fs()",
+                          # exactly str items (join would take a str subclass, the exact walk does not)
+                          f"for _x in {v}:", "    if type(_x) is not str: _fs()",
+                          f"_j{i} = _join({v})",
                           f"if not _j{i}.isascii() and _sur(_j{i}): _fb()"]
                 n_parts.append(f"len({v})")
                 c_parts.append(f"len(_j{i})")
