@@ -520,9 +520,6 @@ def deep_merge(base: Any, over: Any) -> Any:
     return copy.deepcopy(over)
 
 
-_TS = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$")
-
-
 def parse_time(value: Any) -> datetime | None:
     """A timestamp as the engine reads it (`engine.parse_ts`: one RFC 3339 parser), or None."""
     from .engine import parse_ts
