@@ -1,0 +1,165 @@
+"""The application factory: ``create_app(ServerConfig(...))`` is the ASGI application
+``stopline serve`` runs (the AuthZEN fast path in front of a FastAPI application).
+
+Routes: the AuthZEN 1.0 endpoints (:mod:`.authzen`), the runtime under ``/v1``
+(:mod:`.native`, when a ledger is configured), the reviewer's page under ``/ui``
+(:mod:`.ui`), ``/healthz``, ``/metrics``, ``/v1/policies`` and
+``/v1/policies/reload``, ``/openapi.json`` and ``/docs``. Every error is problem+json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Optional
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import authzen, native
+from .problems import PROBLEM, Problem, from_validation
+from .state import ServerConfig, State
+
+__all__ = ["create_app", "ServerConfig", "app_from_env"]
+log = logging.getLogger("policy_engine.server")
+ENV = "STOPLINE_SERVE_CONFIG"
+
+_PROBLEM_SCHEMA = {"type": "object", "required": ["type", "title", "status", "detail"],
+                   "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                                  "status": {"type": "integer"}, "detail": {"type": "string"},
+                                  "instance": {"type": "string"}, "errors": {"type": "array"}}}
+_P = {"description": "A problem (RFC 9457)", "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+PROBLEMS = {s: _P for s in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
+
+
+def _problem_response(request: Request, p: Problem) -> Response:
+    request.app.state.stopline.metrics.problems.labels(str(p.status)).inc()
+    return Response(p.encode(request.url.path), status_code=p.status, media_type=PROBLEM, headers=p.headers)
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def problem(request: Request, exc: Problem) -> Response:
+        return _problem_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errs = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return _problem_response(request, Problem(400, "malformed-json", "the body is not JSON"))
+        return _problem_response(request, from_validation(errs))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        return _problem_response(request, Problem(exc.status_code, code, str(exc.detail),
+                                                  headers=dict(exc.headers or {})))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> Response:  # a bug: logged, answered without a traceback
+        log.error("request failed", exc_info=exc)
+        return _problem_response(request, Problem(500, "internal-error", f"the server failed ({type(exc).__name__})"))
+
+
+def _authzen_routes(app: FastAPI) -> None:
+    def doc(req: str, resp: str) -> dict:
+        return {"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{req}"}}}},
+            "parameters": [{"name": "X-Request-ID", "in": "header", "required": False,
+                            "schema": {"type": "string", "maxLength": 256, "pattern": "^[\\x21-\\x7e]*$"}}],
+            "responses": {"200": {"description": "The decision (a deny is a 200 too)", "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{resp}"}}}}}}
+
+    @app.post(authzen.EVALUATION, tags=["authzen"], summary="AuthZEN: one access evaluation",
+              openapi_extra=doc("EvaluationRequest", "EvaluationResponse"), responses=PROBLEMS)
+    async def evaluation(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
+        body = await request.body()
+        return JSONResponse(await authzen.handle(request.app.state.stopline, authzen.EVALUATION, body))
+
+    @app.post(authzen.EVALUATIONS, tags=["authzen"], summary="AuthZEN: a batch of access evaluations",
+              openapi_extra=doc("EvaluationsRequest", "EvaluationsResponse"), responses=PROBLEMS)
+    async def evaluations(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
+        body = await request.body()
+        return JSONResponse(await authzen.handle(request.app.state.stopline, authzen.EVALUATIONS, body))
+
+    @app.get("/.well-known/authzen-configuration", tags=["authzen"], summary="AuthZEN PDP metadata")
+    def configuration(request: Request) -> Any:
+        return authzen.configuration(str(request.base_url).rstrip("/"))
+
+
+def _operations(app: FastAPI, st: State) -> None:
+    @app.get("/healthz", tags=["operations"], summary="Liveness and the policy version in use")
+    def healthz() -> Any:
+        last = st.store.last_reload
+        return {"status": "ok", "policy_hash": st.store.policy_hash, "ledger": st.runtime is not None,
+                "last_reload": None if last is None else {"ok": last.ok, "error": last.error}}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    def metrics() -> Response:
+        body, ctype = st.metrics.render()
+        return Response(body, media_type=ctype)
+
+    @app.get("/v1/policies", tags=["operations"], summary="The policy set in use")
+    def policies() -> Any:
+        eng = st.store.engine
+        last = st.store.last_reload
+        return {"policy_hash": st.store.policy_hash, "workflows": sorted(getattr(eng, "workflows", {}) or {}),
+                "default_workflow": st.default_workflow(eng),
+                "last_reload": None if last is None else {"ok": last.ok, "error": last.error,
+                                                          "diagnostics": last.render() if not last.ok else None}}
+
+    @app.post("/v1/policies/reload", tags=["operations"], responses=PROBLEMS,
+              summary="Reload the policy files now (a version that does not load is reported, never used)")
+    def reload(caller: Any = Depends(native.any_caller)) -> Any:
+        r = st.reload()
+        return {"ok": r.ok, "changed": r.changed, "policy_hash": r.policy_hash, "previous_hash": r.previous_hash,
+                "error": None if r.ok else r.error, "diagnostics": None if r.ok else r.render()}
+
+
+def create_app(config: ServerConfig) -> Any:
+    """The ASGI application for ``config`` (raises PolicyError / IdentityConfigError /
+    LedgerError when the policies, identities or ledger cannot be used)."""
+    st = State(config)
+    app = FastAPI(title="Stopline", version="1", description="AuthZEN 1.0 decision point and the Stopline runtime "
+                  "over HTTP. Every error is application/problem+json (RFC 9457).", redoc_url=None)
+    app.state.stopline = st
+    _install_errors(app)
+    _authzen_routes(app)
+    _operations(app, st)
+    if st.runtime is not None:
+        app.include_router(native.router(), responses=PROBLEMS)
+    from . import ui
+
+    ui.mount(app, st)
+
+    schema_cache: dict[str, Any] = {}
+
+    def openapi() -> dict:
+        if not schema_cache:
+            from fastapi.openapi.utils import get_openapi
+
+            s = get_openapi(title=app.title, version=app.version, description=app.description,
+                            routes=[r for r in app.routes if not getattr(r, "path", "").startswith("/ui")])
+            comps = s.setdefault("components", {}).setdefault("schemas", {})
+            comps.update(authzen.SCHEMAS)
+            comps["Problem"] = _PROBLEM_SCHEMA
+            schema_cache["s"] = s
+        return schema_cache["s"]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        st.close()
+
+    return authzen.FastPath(app, st)
+
+
+def app_from_env() -> Any:
+    """The uvicorn factory for worker processes (``stopline serve --workers N``)."""
+    return create_app(ServerConfig(**json.loads(os.environ[ENV])))

@@ -1,0 +1,349 @@
+"""The AuthZEN 1.0 decision point (OpenID Authorization API 1.0).
+
+``POST /access/v1/evaluation``: ``action.name`` is the action type; the request's
+``subject``, ``resource`` and ``context`` (and ``action.properties`` as ``properties``)
+become fields of the action; the workflow is ``context.workflow`` when it is a string,
+else the server's default (``--workflow``, or the policy set's only workflow). Only
+``allow`` is ``decision: true``; require_approval, deny and stop are ``false`` with the
+effect, reason, approvals or stop in ``context``. Every response's ``context`` carries
+``decision_id`` (the ledger entry id when recorded, else a fresh UUID) and
+``policy_hash``. A deny is HTTP 200: 4xx/5xx are for transport problems only.
+
+The two POST routes are served by :class:`FastPath`, a raw ASGI handler in front of the
+FastAPI application (no routing, dependency injection or model validation on the hot
+path: the request is checked by hand against the closed schema in :data:`SCHEMAS`).
+The FastAPI routes of the same paths (:func:`router`) serve them when the fast path is
+switched off and describe them in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Optional
+
+from .problems import PROBLEM, Problem
+
+log = logging.getLogger("policy_engine.server")
+SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
+MAX_EVALUATIONS = 1000
+EVALUATION, EVALUATIONS = "/access/v1/evaluation", "/access/v1/evaluations"
+
+_ENTITY = {"type": "object", "additionalProperties": False, "required": ["type", "id"],
+           "properties": {"type": {"type": "string", "minLength": 1}, "id": {"type": "string", "minLength": 1},
+                          "properties": {"type": "object"}}}
+_ACTION = {"type": "object", "additionalProperties": False, "required": ["name"],
+           "properties": {"name": {"type": "string", "minLength": 1}, "properties": {"type": "object"}}}
+_PARTIAL = {"type": "object", "additionalProperties": False,
+            "properties": {"subject": _ENTITY, "action": _ACTION, "resource": _ENTITY, "context": {"type": "object"}}}
+_RESULT = {"type": "object", "required": ["decision", "context"], "additionalProperties": False,
+           "properties": {"decision": {"type": "boolean"},
+                          "context": {"type": "object", "required": ["decision_id", "policy_hash", "effect"],
+                                      "properties": {"decision_id": {"type": "string"},
+                                                     "policy_hash": {"type": "string"},
+                                                     "effect": {"enum": ["allow", "require_approval", "deny",
+                                                                         "stop"]},
+                                                     "reason": {"type": "string"}, "recorded": {"type": "boolean"}}}}}
+#: the closed JSON Schemas of the AuthZEN bodies (also published in the OpenAPI document)
+SCHEMAS = {
+    "EvaluationRequest": {**_PARTIAL, "required": ["subject", "action", "resource"]},
+    "EvaluationsRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {**_PARTIAL["properties"],
+                       "evaluations": {"type": "array", "maxItems": MAX_EVALUATIONS, "items": _PARTIAL},
+                       "options": {"type": "object", "properties": {"evaluations_semantic": {"enum": list(SEMANTICS)}}}}},
+    "EvaluationResponse": _RESULT,
+    "EvaluationsResponse": {"oneOf": [
+        {"type": "object", "required": ["evaluations"], "additionalProperties": False,
+         "properties": {"evaluations": {"type": "array", "items": _RESULT}}},
+        _RESULT]},
+}
+
+
+def configuration(base: str) -> dict[str, Any]:
+    """``GET /.well-known/authzen-configuration`` (the PDP's metadata)."""
+    return {"policy_decision_point": base, "access_evaluation_endpoint": base + EVALUATION,
+            "access_evaluations_endpoint": base + EVALUATIONS}
+
+
+# ---------------------------------------------------------------------------------- validation
+def _bad(where: str, msg: str) -> Problem:
+    return Problem(400, "invalid-authzen-request", f"{where}: {msg}", errors=[{"pointer": where, "detail": msg}])
+
+
+def _entity(v: Any, where: str) -> dict:
+    if not isinstance(v, dict):
+        raise _bad(where, "expected an object with `type` and `id`")
+    for k in v:
+        if k not in ("type", "id", "properties"):
+            raise _bad(f"{where}/{k}", "unknown field (expected `type`, `id`, `properties`)")
+    for k in ("type", "id"):
+        if not isinstance(v.get(k), str) or not v[k]:
+            raise _bad(f"{where}/{k}", "expected a non-empty string")
+    if "properties" in v and not isinstance(v["properties"], dict):
+        raise _bad(f"{where}/properties", "expected an object")
+    return v
+
+
+def _action(v: Any, where: str) -> dict:
+    if not isinstance(v, dict):
+        raise _bad(where, "expected an object with `name`")
+    for k in v:
+        if k not in ("name", "properties"):
+            raise _bad(f"{where}/{k}", "unknown field (expected `name`, `properties`)")
+    if not isinstance(v.get("name"), str) or not v["name"]:
+        raise _bad(f"{where}/name", "expected a non-empty string")
+    if "properties" in v and not isinstance(v["properties"], dict):
+        raise _bad(f"{where}/properties", "expected an object")
+    return v
+
+
+_PARTS = {"subject": _entity, "action": _action, "resource": _entity}
+
+
+def _partial(obj: Any, where: str, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(obj, dict):
+        raise _bad(where or "/", "expected a JSON object")
+    for k, v in obj.items():
+        if k not in allowed:
+            raise _bad(f"{where}/{k}", "unknown field")
+        check = _PARTS.get(k)
+        if check is not None:
+            check(v, f"{where}/{k}")
+        elif k == "context" and not isinstance(v, dict):
+            raise _bad(f"{where}/context", "expected an object")
+    return obj
+
+
+def parse_json(body: bytes) -> Any:
+    def const(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(body, parse_constant=const)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise Problem(400, "malformed-json", f"the body is not JSON: {e}") from None
+
+
+def parse_evaluation(obj: Any) -> dict:
+    _partial(obj, "", ("subject", "action", "resource", "context"))
+    for k in ("subject", "action", "resource"):
+        if k not in obj:
+            raise _bad(f"/{k}", "required")
+    return obj
+
+
+def parse_evaluations(obj: Any) -> tuple[dict, Optional[list], str]:
+    _partial(obj, "", ("subject", "action", "resource", "context", "evaluations", "options"))
+    opts = obj.get("options", {})
+    if not isinstance(opts, dict):
+        raise _bad("/options", "expected an object")
+    sem = opts.get("evaluations_semantic", "execute_all")
+    if sem not in SEMANTICS:
+        raise _bad("/options/evaluations_semantic", f"expected one of {', '.join(SEMANTICS)}")
+    evs = obj.get("evaluations")
+    if evs is not None:
+        if not isinstance(evs, list):
+            raise _bad("/evaluations", "expected an array")
+        if len(evs) > MAX_EVALUATIONS:
+            raise _bad("/evaluations", f"at most {MAX_EVALUATIONS} evaluations per request")
+        for i, e in enumerate(evs):
+            _partial(e, f"/evaluations/{i}", ("subject", "action", "resource", "context"))
+    defaults = {k: obj[k] for k in ("subject", "action", "resource", "context") if k in obj}
+    return defaults, evs or None, sem
+
+
+# ---------------------------------------------------------------------------------- deciding
+def to_action(req: dict, default_workflow: Optional[str]) -> dict:
+    ctx = req.get("context")
+    wf = ctx.get("workflow") if isinstance(ctx, dict) else None
+    act = req["action"]
+    a = {"workflow": wf if isinstance(wf, str) else (default_workflow or ""), "type": act["name"],
+         "subject": req["subject"], "resource": req["resource"], "context": ctx if ctx is not None else {}}
+    if "properties" in act:
+        a["properties"] = act["properties"]
+    return a
+
+
+def result(decision: Any, decision_id: str, recorded: bool, workflow_status: Optional[str] = None) -> dict:
+    effect = decision.effect
+    ctx: dict[str, Any] = {"decision_id": decision_id, "policy_hash": decision.policy_hash, "effect": effect,
+                           "reason": decision.reason, "recorded": recorded}
+    if effect == "require_approval":
+        ctx["approvals"] = [a.model_dump(mode="json") for a in decision.approvals]
+        if decision.action_digest:
+            ctx["action_digest"] = decision.action_digest
+    elif effect == "stop" and decision.stop is not None:
+        ctx["stop"] = decision.stop.model_dump(mode="json")
+    if workflow_status:
+        ctx["workflow_status"] = workflow_status
+    return {"decision": effect == "allow", "context": ctx}
+
+
+async def decide(state: Any, req: dict) -> dict:
+    """One evaluation: recorded through the runtime when a ledger is configured."""
+    eng = state.store.engine  # one snapshot: the decision names the version that made it
+    action = to_action(req, state.default_workflow(eng))
+    if state.tracer is None:
+        out = await _decide(state, eng, action)
+    else:
+        with state.tracer.start_as_current_span("stopline.evaluate") as span:
+            span.set_attribute("stopline.workflow", action["workflow"])
+            span.set_attribute("stopline.action_type", action["type"])
+            out = await _decide(state, eng, action)
+            span.set_attribute("stopline.effect", out["context"]["effect"])
+            span.set_attribute("stopline.decision_id", out["context"]["decision_id"])
+    state.metrics.decided(out["context"]["effect"], "authzen")
+    return out
+
+
+async def _decide(state: Any, eng: Any, action: dict) -> dict:
+    if state.recorder is not None:
+        g = await state.recorder.gate(action)
+        return result(g.decision, g.decision_id, True, g.workflow_status)
+    return result(eng.evaluate(action, None, None), str(uuid.uuid4()), False)
+
+
+async def evaluations(state: Any, obj: Any) -> dict:
+    defaults, evs, sem = parse_evaluations(obj)
+    if evs is None:
+        return await decide(state, parse_evaluation(defaults))
+    out = []
+    for i, e in enumerate(evs):
+        merged = {**defaults, **e}
+        for k in ("subject", "action", "resource"):
+            if k not in merged:
+                raise _bad(f"/evaluations/{i}/{k}", "required (not given here nor at the top level)")
+        r = await decide(state, merged)
+        out.append(r)
+        if (sem == "deny_on_first_deny" and not r["decision"]) or (sem == "permit_on_first_permit" and r["decision"]):
+            break
+    return {"evaluations": out}
+
+
+async def handle(state: Any, path: str, body: bytes) -> dict:
+    obj = parse_json(body)
+    if path == EVALUATION:
+        return await decide(state, parse_evaluation(obj))
+    return await evaluations(state, obj)
+
+
+# ---------------------------------------------------------------------------------- the fast path
+class FastPath:
+    """Raw ASGI: the two AuthZEN POST routes, the body size limit for every request, and
+    everything else passed to the FastAPI application."""
+
+    def __init__(self, app: Any, state: Any) -> None:
+        self.app, self.state = app, state
+        self.routes = (EVALUATION, EVALUATIONS) if state.config.fast_path else ()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        headers = scope["headers"]
+        rid = None
+        length = None
+        for k, v in headers:
+            if k == b"x-request-id":
+                rid = v
+            elif k == b"content-length":
+                length = v
+        limit = self.state.config.max_body
+        try:
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                raise Problem(413, "body-too-large", f"the body is larger than the limit of {limit} bytes")
+            if rid is not None and (len(rid) > 256 or not rid.isascii()):
+                raise Problem(400, "bad-request-id", "X-Request-ID is at most 256 ASCII characters")
+            body = await _read(receive, limit) if scope["method"] in ("POST", "PUT", "PATCH") else None
+            if scope["path"] in self.routes and scope["method"] == "POST":
+                out = await self._authzen(scope, headers, body)
+                await _send(send, 200, json.dumps(out).encode(), b"application/json", rid)
+                self.state.metrics.latency.labels(scope["path"]).observe(time.perf_counter() - t0)
+                return
+        except Exception as e:  # noqa: BLE001 - every failure is a problem+json answer, never a traceback
+            p = _problem(e)
+            self.state.metrics.problems.labels(str(p.status)).inc()
+            await _send(send, p.status, p.encode(scope["path"]), PROBLEM.encode(), rid, p.headers)
+            return
+        if body is not None:
+            receive = _replay(body, receive)
+        await self.app(scope, receive, _echo(send, rid) if rid is not None else send)
+
+    async def _authzen(self, scope: dict, headers: list, body: bytes) -> dict:
+        ids = self.state.identities
+        if ids is not None:
+            auth = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
+            try:
+                caller = ids.authenticate(auth)
+            except PermissionError as e:
+                raise Problem(401, "unauthenticated", str(e), headers={"www-authenticate": "Bearer"}) from None
+            if caller is None:
+                raise Problem(401, "unauthenticated", "this server needs `Authorization: Bearer <token>`",
+                              headers={"www-authenticate": "Bearer"})
+        ctype = next((v for k, v in headers if k == b"content-type"), None)
+        if ctype is not None and not ctype.split(b";")[0].strip().lower().endswith(b"json"):
+            raise Problem(415, "unsupported-media-type", "the body is application/json")
+        return await handle(self.state, scope["path"], body or b"")
+
+
+def _problem(e: Exception) -> Problem:
+    if isinstance(e, Problem):
+        return e
+    from ..ledger import LedgerUnavailable
+
+    if isinstance(e, LedgerUnavailable):
+        return Problem(503, "ledger-unavailable", f"the ledger cannot be reached: {e}")
+    log.error("evaluation failed", exc_info=e)
+    return Problem(500, "internal-error", f"the server failed to evaluate the request ({type(e).__name__})")
+
+
+async def _read(receive: Any, limit: int) -> bytes:
+    chunks, n = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise Problem(400, "client-disconnected", "the client went away")
+        b = msg.get("body", b"")
+        n += len(b)
+        if n > limit:
+            raise Problem(413, "body-too-large", f"the body is larger than the limit of {limit} bytes")
+        chunks.append(b)
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, original: Any) -> Any:
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await original()  # waits for the disconnect, as the server's own receive does
+
+    return receive
+
+
+def _echo(send: Any, rid: bytes) -> Any:
+    async def wrapped(msg: dict) -> None:
+        if msg["type"] == "http.response.start":
+            msg = {**msg, "headers": [*msg.get("headers", []), (b"x-request-id", rid)]}
+        await send(msg)
+
+    return wrapped
+
+
+async def _send(send: Any, status: int, body: bytes, ctype: bytes, rid: Optional[bytes],
+                extra: Optional[dict] = None) -> None:
+    h = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    if rid is not None:
+        h.append((b"x-request-id", rid))
+    for k, v in (extra or {}).items():
+        h.append((k.encode(), v.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": h})
+    await send({"type": "http.response.body", "body": body})

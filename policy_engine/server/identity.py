@@ -1,0 +1,191 @@
+"""Who is calling: identity comes from authentication, never from a request body.
+
+An identities file (YAML or JSON, ``stopline serve --identities FILE``)::
+
+    tokens:                       # API tokens, stored hashed (sha256 hex of the token)
+      - principal: casey
+        roles: [customer_service]
+        sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+    jwt:                          # optional: signed JWTs, verified offline
+      public_key: jwt.pub.pem     # a PEM public key, or
+      jwks: jwks.json             # a JWKS file (the key chosen by the token's `kid`)
+      algorithms: [RS256, ES256, EdDSA]
+      issuer: https://idp.example # checked when given
+      audience: stopline          # checked when given
+      principal_claim: sub        # default sub
+      roles_claim: roles          # default roles (a list of strings)
+
+Paths are relative to the file. Nothing is fetched over the network. Only asymmetric
+algorithms are accepted (no ``none``, no HMAC with a public key). A credential gives
+the principal and its roles; ``Caller`` is what every handler sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+MAX_TOKEN = 8192
+
+
+class IdentityConfigError(ValueError):
+    """The identities file cannot be used (one line naming the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: str
+    roles: tuple[str, ...]
+    via: str  #: token | jwt
+
+
+def hash_token(token: str) -> str:
+    """The stored form of an API token (sha256 hex)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh API token and its stored hash."""
+    t = "stl_" + secrets.token_urlsafe(32)
+    return t, hash_token(t)
+
+
+def _name(v: Any, where: str) -> str:
+    if not isinstance(v, str) or not v.strip() or len(v) > 256:
+        raise IdentityConfigError(f"{where}: a principal or role is a non-empty string of at most 256 characters")
+    return v
+
+
+def _roles(v: Any, where: str) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise IdentityConfigError(f"{where}: `roles` is a list of strings")
+    return tuple(_name(r, where) for r in v)
+
+
+class Identities:
+    """Verifies a bearer credential; ``authenticate(None)`` is None (anonymous)."""
+
+    def __init__(self, tokens: dict[str, Caller], jwt_conf: Optional[dict] = None) -> None:
+        self._tokens = tokens
+        self._jwt = jwt_conf
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Identities":
+        import yaml
+
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise IdentityConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+            raise IdentityConfigError(f"{p}{at}: not YAML: {getattr(e, 'problem', None) or e}") from None
+        if not isinstance(data, dict):
+            raise IdentityConfigError(f"{p}: the identities file is a mapping with `tokens` and/or `jwt`")
+        extra = set(data) - {"tokens", "jwt"}
+        if extra:
+            raise IdentityConfigError(f"{p}: unknown key `{sorted(extra)[0]}` (expected `tokens`, `jwt`)")
+        tokens: dict[str, Caller] = {}
+        for i, t in enumerate(data.get("tokens") or []):
+            where = f"{p}: tokens[{i}]"
+            if not isinstance(t, dict) or set(t) - {"principal", "roles", "sha256"} or "sha256" not in t:
+                raise IdentityConfigError(f"{where}: expected `principal`, `roles` and `sha256` (the token's hash)")
+            h = t["sha256"]
+            if not isinstance(h, str) or len(h) != 64 or any(ch not in "0123456789abcdef" for ch in h.lower()):
+                raise IdentityConfigError(f"{where}: `sha256` is the 64 hex digits of the token's SHA-256")
+            if h.lower() in tokens:
+                raise IdentityConfigError(f"{where}: the same token hash is listed twice")
+            tokens[h.lower()] = Caller(_name(t.get("principal"), where), _roles(t.get("roles"), where), "token")
+        jwt_conf = data.get("jwt")
+        if jwt_conf is not None:
+            jwt_conf = cls._load_jwt(p, jwt_conf)
+        if not tokens and jwt_conf is None:
+            raise IdentityConfigError(f"{p}: no tokens and no jwt: nobody could sign in")
+        return cls(tokens, jwt_conf)
+
+    @staticmethod
+    def _load_jwt(p: Path, conf: Any) -> dict:
+        import jwt
+
+        where = f"{p}: jwt"
+        known = {"public_key", "jwks", "algorithms", "issuer", "audience", "principal_claim", "roles_claim", "leeway"}
+        if not isinstance(conf, dict) or set(conf) - known:
+            raise IdentityConfigError(f"{where}: expected keys among {', '.join(sorted(known))}")
+        algs = conf.get("algorithms") or ["RS256", "ES256", "EdDSA"]
+        if not isinstance(algs, list) or not algs or any(a not in ASYMMETRIC for a in algs):
+            raise IdentityConfigError(f"{where}: `algorithms` are asymmetric ({', '.join(sorted(ASYMMETRIC))})")
+        if ("public_key" in conf) == ("jwks" in conf):
+            raise IdentityConfigError(f"{where}: give exactly one of `public_key` (a PEM file) or `jwks` (a JWKS file)")
+        out = {"algorithms": algs, "issuer": conf.get("issuer"), "audience": conf.get("audience"),
+               "principal_claim": conf.get("principal_claim", "sub"), "roles_claim": conf.get("roles_claim", "roles"),
+               "leeway": float(conf.get("leeway", 30)), "key": None, "jwks": None}
+        try:
+            if "public_key" in conf:
+                text = (p.parent / str(conf["public_key"])).read_text(encoding="utf-8")
+                from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+                out["key"] = load_pem_public_key(text.encode())
+            else:
+                text = (p.parent / str(conf["jwks"])).read_text(encoding="utf-8")
+                out["jwks"] = jwt.PyJWKSet.from_dict(json.loads(text))
+        except OSError as e:
+            raise IdentityConfigError(f"{where}: cannot read the key file: {e.strerror or e}") from None
+        except Exception as e:  # noqa: BLE001 - a bad key file is a configuration error, one line
+            raise IdentityConfigError(f"{where}: not a usable public key or JWKS: {e}") from None
+        return out
+
+    # ------------------------------------------------------------------ verification
+    def authenticate(self, authorization: Optional[str]) -> Optional[Caller]:
+        """The caller of an ``Authorization: Bearer ...`` header; None without one.
+        Raises ``PermissionError`` for a credential that does not verify."""
+        if not authorization:
+            return None
+        scheme, _, cred = authorization.partition(" ")
+        cred = cred.strip()
+        if scheme.lower() != "bearer" or not cred or len(cred) > MAX_TOKEN:
+            raise PermissionError("expected `Authorization: Bearer <token>`")
+        return self.verify(cred)
+
+    def verify(self, cred: str) -> Caller:
+        if cred.count(".") == 2 and self._jwt is not None:
+            return self._verify_jwt(cred)
+        h = hash_token(cred)
+        for stored, caller in self._tokens.items():  # constant time per entry
+            if hmac.compare_digest(stored, h):
+                return caller
+        raise PermissionError("unknown or revoked token")
+
+    def _verify_jwt(self, cred: str) -> Caller:
+        import jwt
+
+        c = self._jwt
+        try:
+            key = c["key"]
+            if key is None:
+                kid = jwt.get_unverified_header(cred).get("kid")
+                matches = [k for k in c["jwks"].keys if kid is None or k.key_id == kid]
+                if len(matches) != 1:
+                    raise PermissionError("no single key in the JWKS file matches the token's `kid`")
+                key = matches[0].key
+            claims = jwt.decode(cred, key, algorithms=c["algorithms"], audience=c["audience"], issuer=c["issuer"],
+                                leeway=c["leeway"], options={"require": ["exp", c["principal_claim"]],
+                                                             "verify_aud": c["audience"] is not None})
+        except (jwt.PyJWTError, ValueError, TypeError) as e:  # a malformed token or a key of the wrong type
+            raise PermissionError(f"the token does not verify: {e}") from None
+        principal = claims.get(c["principal_claim"])
+        roles = claims.get(c["roles_claim"], [])
+        if not isinstance(principal, str) or not principal or len(principal) > 256:
+            raise PermissionError(f"the token's `{c['principal_claim']}` is not a principal name")
+        if not isinstance(roles, list) or any(not isinstance(r, str) or not r or len(r) > 256 for r in roles):
+            raise PermissionError(f"the token's `{c['roles_claim']}` is not a list of role names")
+        return Caller(principal, tuple(roles), "jwt")

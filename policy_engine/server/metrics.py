@@ -1,0 +1,66 @@
+"""Prometheus metrics (``GET /metrics``), one registry per application. Every label
+takes values from a closed set: effects, route templates (not raw paths), reload
+results, and queue routes (declared by the policy; at most ``MAX_ROUTES``, the rest
+counted as ``other``). Latencies are histograms in seconds."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+EFFECTS = ("allow", "require_approval", "deny", "stop")
+MAX_ROUTES = 50
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _QueueDepth:
+    """Queue depth per route, read from the runtime at scrape time."""
+
+    def __init__(self, depth: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self._depth = depth
+
+    def collect(self) -> Iterable[Any]:
+        g = GaugeMetricFamily("stopline_queue_depth", "Open rollbacks per route", labels=["route"])
+        try:
+            rows = sorted(self._depth(), key=lambda r: -r[1])
+        except Exception:  # noqa: BLE001 - a scrape never fails because the ledger is slow or down
+            rows = []
+        other = sum(n for _, n in rows[MAX_ROUTES:])
+        for route, n in rows[:MAX_ROUTES]:
+            g.add_metric([route], n)
+        if other:
+            g.add_metric(["other"], other)
+        yield g
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter("stopline_decisions", "Decisions by effect and interface", ["effect", "interface"],
+                                 registry=r)
+        self.latency = Histogram("stopline_request_duration_seconds", "Request latency by route template",
+                                 ["route"], buckets=_BUCKETS, registry=r)
+        self.evaluation = Histogram("stopline_evaluation_duration_seconds", "AuthZEN evaluation latency (one request)",
+                                    buckets=_BUCKETS, registry=r)
+        self.append = Histogram("stopline_ledger_append_duration_seconds",
+                                "Ledger append latency of recorded decisions (one transaction)", buckets=_BUCKETS,
+                                registry=r)
+        self.reloads = Counter("stopline_policy_reloads", "Policy reloads by result", ["result"], registry=r)
+        self.problems = Counter("stopline_problems", "Problem responses by status", ["status"], registry=r)
+        # children bound once: the hot path pays one dict lookup
+        self._effect = {(e, i): self.decisions.labels(e, i) for e in EFFECTS for i in ("authzen", "native")}
+
+    def decided(self, effect: str, interface: str) -> None:
+        c = self._effect.get((effect, interface))
+        if c is not None:
+            c.inc()
+
+    def watch_queue(self, depth: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self.registry.register(_QueueDepth(depth))
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

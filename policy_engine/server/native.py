@@ -1,0 +1,273 @@
+"""The runtime over HTTP: every ``Runtime`` operation as a JSON endpoint under ``/v1``
+(FastAPI, described by the OpenAPI document at ``/openapi.json``).
+
+Identity comes from authentication (:mod:`.identity`): an approval's, a claim's, a
+cancel's, a resume's principal and a rollback's requester are the caller, with the
+caller's roles. A body that names another principal (``principal``, ``requested_by``)
+or gives roles is refused (403). Without an identities file those operations are
+refused (403); gate, executions, steps and reads are served to anyone who can reach
+the (loopback) address. The server's clock decides: no operation takes ``now``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from .identity import Caller
+from .problems import Problem
+
+Id = Field(min_length=1, max_length=256)
+Text = Field(default=None, max_length=4000)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GateBody(_Body):
+    action: dict[str, Any]
+    key: Optional[str] = Field(default=None, min_length=1, max_length=256)
+
+
+class GateBatchBody(_Body):
+    actions: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class ApprovalBody(_Body):
+    subject: str = Id
+    verdict: Literal["approve", "deny"] = "approve"
+    reason: Optional[str] = Text
+    expires_in: Optional[float] = Field(default=None, gt=0, le=30 * 86400, description="seconds")
+    principal: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
+    roles: Optional[list[str]] = Field(default=None, max_length=0, description="refused: roles come from the credential")
+
+
+class ExecutionBody(_Body):
+    decision_id: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    receipt: dict[str, Any]
+    caused_by: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    action: Optional[dict[str, Any]] = None
+    key: Optional[str] = Field(default=None, min_length=1, max_length=256)
+
+
+class RollbackBody(_Body):
+    execution_id: str = Id
+    scenario: str = Id
+    reason: str = Field(min_length=1, max_length=4000)
+    trigger: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    requested_by: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
+
+
+class ByCallerBody(_Body):
+    principal: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
+    reason: Optional[str] = Text
+
+
+class StepBody(_Body):
+    duty: str = Id
+    status: Literal["started", "completed", "failed", "verified"]
+    key: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    detail: Optional[dict[str, Any]] = None
+
+
+class ResumeBody(_Body):
+    evidence: dict[str, Any]
+    principal: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
+
+
+# ---------------------------------------------------------------------------------- identity
+def state_of(request: Request) -> Any:
+    return request.app.state.stopline
+
+
+def any_caller(request: Request) -> Optional[Caller]:
+    """The authenticated caller; None when the server runs without identities."""
+    ids = state_of(request).identities
+    if ids is None:
+        return None
+    try:
+        c = ids.authenticate(request.headers.get("authorization"))
+    except PermissionError as e:
+        raise Problem(401, "unauthenticated", str(e), headers={"www-authenticate": "Bearer"}) from None
+    if c is None:
+        raise Problem(401, "unauthenticated", "this server needs `Authorization: Bearer <token>`",
+                      headers={"www-authenticate": "Bearer"})
+    return c
+
+
+def principal(request: Request) -> Caller:
+    """An operation that is attributed to someone: the caller, authenticated."""
+    if state_of(request).identities is None:
+        raise Problem(403, "no-identities", "approvals and other attributed operations need an authenticated "
+                      "principal: start the server with --identities FILE")
+    c = any_caller(request)
+    assert c is not None
+    return c
+
+
+def same(caller: Caller, named: Optional[str], field: str) -> None:
+    if named is not None and named != caller.principal:
+        raise Problem(403, "principal-mismatch", f"`{field}` names `{named}` but the caller is "
+                      f"`{caller.principal}`: a principal comes from the credential, never from the body")
+
+
+# ---------------------------------------------------------------------------------- plumbing
+def plain(x: Any) -> Any:
+    if hasattr(x, "to_json"):
+        return plain(x.to_json())
+    if hasattr(x, "model_dump"):
+        return x.model_dump(mode="json")
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, bytes):
+        return x.hex()
+    return x
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a runtime or ledger call; its usage and ledger errors become problems."""
+    from ..ledger import EntryNotFound, IdempotencyConflict, InvalidEntry, LedgerError, LedgerUnavailable
+    from ..runtime import RuntimeUsageError
+
+    try:
+        return fn(*args, **kwargs)
+    except RuntimeUsageError as e:
+        msg = str(e)
+        raise Problem(404 if msg.startswith("no entry") else 422, "runtime-usage", msg) from None
+    except EntryNotFound as e:
+        raise Problem(404, "not-found", str(e)) from None
+    except IdempotencyConflict as e:
+        raise Problem(409, "idempotency-conflict", str(e)) from None
+    except InvalidEntry as e:
+        raise Problem(422, "invalid-entry", str(e)) from None
+    except LedgerUnavailable as e:
+        raise Problem(503, "ledger-unavailable", str(e)) from None
+    except LedgerError as e:
+        raise Problem(422, "ledger", str(e)) from None
+
+
+def decided(request: Request, results: list) -> None:
+    m = state_of(request).metrics
+    for r in results:
+        m.decided(r.decision.effect, "native")
+
+
+# ---------------------------------------------------------------------------------- routes
+def router() -> APIRouter:
+    r = APIRouter(prefix="/v1", tags=["runtime"])
+
+    def rt(request: Request) -> Any:
+        return state_of(request).runtime
+
+    @r.post("/gate", summary="Gate an action (evaluated with the ledger's workflow state; recorded)")
+    def gate(body: GateBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        g = call(rt(request).gate, body.action, key=body.key)
+        decided(request, [g])
+        return plain(g)
+
+    @r.post("/gate/batch", summary="Gate a batch of actions in one ledger transaction")
+    def gate_batch(body: GateBatchBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        gs = call(rt(request).gate_many, body.actions)
+        decided(request, gs)
+        return {"results": plain(gs)}
+
+    @r.post("/approvals", summary="Approve or deny a gate decision or a rollback plan, as the caller")
+    def approve(body: ApprovalBody, request: Request, caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.principal, "principal")
+        if body.roles:
+            raise Problem(403, "roles-from-body", "roles come from the credential, never from the body")
+        exp = timedelta(seconds=body.expires_in) if body.expires_in is not None else None
+        return plain(call(rt(request).approve, body.subject, principal=caller.principal, roles=caller.roles,
+                          verdict=body.verdict, expires_in=exp, note=body.reason))
+
+    @r.get("/subjects/{subject_id}", summary="A decision's or a rollback's status: slots, duties, steps")
+    def authorization(subject_id: str, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return plain(call(rt(request).authorization, subject_id))
+
+    @r.post("/subjects/{subject_id}/cancel", summary="Withdraw a decision awaiting approval or a rollback")
+    def cancel(subject_id: str, body: ByCallerBody, request: Request, caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.principal, "principal")
+        return plain(call(rt(request).cancel, subject_id, principal=caller.principal, reason=body.reason))
+
+    @r.post("/executions", summary="Record that an action ran (with its receipt)")
+    def executed(body: ExecutionBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return plain(call(rt(request).executed, body.decision_id, receipt=body.receipt, caused_by=body.caused_by,
+                          action=body.action, key=body.key))
+
+    @r.post("/rollbacks", summary="Request the rollback of a recorded execution (the plan comes from the record)")
+    def request_rollback(body: RollbackBody, request: Request, caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.requested_by, "requested_by")
+        return plain(call(rt(request).request_rollback, body.execution_id, scenario=body.scenario,
+                          requested_by=caller.principal, reason=body.reason, trigger=body.trigger))
+
+    @r.post("/rollbacks/{rollback_id}/claim", summary="Take a queued rollback (exactly one claim wins)")
+    def claim(rollback_id: str, body: ByCallerBody, request: Request, caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.principal, "principal")
+        return plain(call(rt(request).claim, rollback_id, principal=caller.principal))
+
+    @r.post("/rollbacks/{rollback_id}/steps", summary="Report one step of a rollback (idempotent by key)")
+    def step(rollback_id: str, body: StepBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return plain(call(rt(request).step, rollback_id, body.duty, body.status, key=body.key, detail=body.detail))
+
+    @r.get("/queue", summary="Open rollbacks, oldest first, with their window deadline")
+    def queue(request: Request, route: Optional[str] = Query(default=None, max_length=256),
+              limit: Optional[int] = Query(default=None, ge=1, le=10_000),
+              caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return {"queue": plain(call(rt(request).queue, route, limit=limit))}
+
+    @r.post("/expire", summary="Record `expired` for every subject past its deadline")
+    def expire(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return {"expired": plain(call(rt(request).expire))}
+
+    @r.get("/workflows/{workflow}", summary="A workflow's status (running or stopped, by which trigger)")
+    def workflow_status(workflow: str, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return plain(call(rt(request).workflow_status, workflow))
+
+    @r.post("/workflows/{workflow}/resume", summary="Ask to resume a stopped workflow with evidence, as the caller")
+    def resume(workflow: str, body: ResumeBody, request: Request, caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.principal, "principal")
+        return plain(call(rt(request).resume, workflow, evidence=body.evidence, principal=caller.principal))
+
+    @r.get("/history/{entry_id}", summary="The linked chain around an entry, both ways")
+    def history(entry_id: str, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return plain(call(rt(request).history, entry_id))
+
+    # ------------------------------------------------------------------ the ledger's proofs
+    def led(request: Request) -> Any:
+        return rt(request).ledger
+
+    @r.get("/ledger/head", tags=["ledger"], summary="The ledger's size and Merkle root")
+    def head(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        size = call(led(request).size)
+        return {"size": size, "root": call(led(request).root, size).hex()}
+
+    @r.get("/ledger/proofs/inclusion/{entry_id}", tags=["ledger"], summary="An RFC 6962 inclusion proof of an entry")
+    def inclusion(entry_id: str, request: Request, size: Optional[int] = Query(default=None, ge=0, le=2**53),
+                  caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return plain(call(led(request).prove, entry_id, size=size))
+
+    @r.get("/ledger/proofs/consistency", tags=["ledger"], summary="An RFC 6962 consistency proof between two sizes")
+    def consistency(request: Request, old_size: int = Query(ge=0, le=2**53),
+                    new_size: Optional[int] = Query(default=None, ge=0, le=2**53),
+                    caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return plain(call(led(request).prove_consistency, old_size, new_size))
+
+    @r.get("/ledger/checkpoints", tags=["ledger"], summary="The signed checkpoints recorded in the ledger")
+    def checkpoints(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        return {"checkpoints": [e.body for e in call(led(request).entries, kind="checkpoint")]}
+
+    @r.post("/ledger/checkpoints", tags=["ledger"], summary="Sign and record a checkpoint (needs --checkpoint-key)")
+    def checkpoint(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+        key = state_of(request).signing_key
+        if key is None:
+            raise Problem(409, "no-checkpoint-key", "start the server with --checkpoint-key FILE to sign checkpoints")
+        cp, entry = call(led(request).checkpoint, key)
+        return {"checkpoint": plain(cp), "entry_id": entry.id}
+
+    return r

@@ -1,0 +1,192 @@
+"""What one server process holds: the policy store (hot reload, last good version
+kept), the runtime on the ledger (when ``--ledger`` is given), the identities, the
+metrics, the tracer, and the recorder that groups concurrent recorded decisions into
+one ledger transaction (``Runtime.gate_many``: one lock, one commit, one fsync)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import queue as _queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from .identity import Identities
+from .metrics import Metrics
+from .problems import MAX_BODY
+
+log = logging.getLogger("policy_engine.server")
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``stopline serve`` was given (JSON-able: passed to worker processes)."""
+
+    policies: str
+    ledger: Optional[str] = None  #: a ledger URL: decisions are recorded and the runtime is served
+    identities: Optional[str] = None  #: the identities file; without it approvals are refused
+    host: str = "127.0.0.1"
+    port: int = 8181
+    workflow: Optional[str] = None  #: the AuthZEN default workflow (default: the only one in the set)
+    reload_interval: float = 2.0  #: seconds between policy file checks; 0 turns polling off
+    checkpoint_key: Optional[str] = None  #: an Ed25519 signing key file: POST /v1/ledger/checkpoints
+    max_body: int = MAX_BODY
+    fast_path: bool = True  #: serve /access/v1/evaluation(s) from the raw ASGI handler
+    max_batch: int = 256  #: recorded decisions per ledger transaction at most
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tracer() -> Any:
+    """An OpenTelemetry tracer when the package is installed and a provider is configured."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    provider = trace.get_tracer_provider()
+    if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
+        return None
+    return trace.get_tracer("stopline.server")
+
+
+class Recorder:
+    """Concurrent recorded gates, grouped: a worker thread takes whatever is waiting (up
+    to ``max_batch``) and records it with one ``gate_many``. Each action is evaluated with
+    the ledger's state as the batch leaves it, exactly as if gated one after another."""
+
+    def __init__(self, runtime: Any, metrics: Metrics, max_batch: int) -> None:
+        self._rt, self._m, self._max = runtime, metrics, max_batch
+        self._q: _queue.SimpleQueue = _queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="stopline-recorder", daemon=True)
+        self._thread.start()
+
+    async def gate(self, action: dict) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._q.put((action, fut, loop))
+        return await fut
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self._max:
+                try:
+                    nxt = self._q.get_nowait()
+                except _queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                batch.append(nxt)
+            self._record(batch)
+
+    def _record(self, batch: list) -> None:
+        t0 = time.perf_counter()
+        try:
+            results: list = self._rt.gate_many([a for a, _, _ in batch])
+        except Exception:  # noqa: BLE001 - one bad action must not fail its neighbours: gate them one by one
+            results = []
+            for a, _, _ in batch:
+                try:
+                    results.append(self._rt.gate(a))
+                except Exception as e:  # noqa: BLE001 - answered as a problem by the handler
+                    results.append(e)
+        self._m.append.observe(time.perf_counter() - t0)
+        for (_, fut, loop), r in zip(batch, results):
+            loop.call_soon_threadsafe(_settle, fut, r)
+
+
+def _settle(fut: asyncio.Future, r: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(r, BaseException):
+        fut.set_exception(r)
+    else:
+        fut.set_result(r)
+
+
+class State:
+    def __init__(self, config: ServerConfig) -> None:
+        from ..store import PolicyStore
+
+        self.config = config
+        self.metrics = Metrics()
+        self.store = PolicyStore(config.policies)  # raises PolicyError: the first load must succeed
+        self.identities = Identities.load(config.identities) if config.identities else None
+        self.runtime = None
+        self.recorder = None
+        self.signing_key = None
+        if config.checkpoint_key:
+            from ..ledger import load_signing_key
+
+            self.signing_key = load_signing_key(config.checkpoint_key)
+        if config.ledger:
+            from ..runtime import Runtime
+
+            self.runtime = Runtime.open(self.store, ledger=config.ledger)
+            self.recorder = Recorder(self.runtime, self.metrics, config.max_batch)
+            self.metrics.watch_queue(self._queue_depth)
+        self.tracer = _tracer()
+        self._stop = threading.Event()
+        self._poller: Optional[threading.Thread] = None
+        if config.reload_interval > 0:
+            self._poller = threading.Thread(target=self._poll, name="stopline-reload", daemon=True)
+            self._poller.start()
+
+    # ------------------------------------------------------------------ policies
+    def default_workflow(self, engine: Any) -> Optional[str]:
+        if self.config.workflow:
+            return self.config.workflow
+        try:
+            names = list(engine.workflows)
+        except Exception:  # noqa: BLE001
+            return None
+        return names[0] if len(names) == 1 else None
+
+    def reload(self) -> Any:
+        r = self.store.reload()
+        self.metrics.reloads.labels("ok" if r.ok else "rejected").inc()
+        return r
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.reload_interval):
+            try:
+                r = self.store.reload_if_changed()
+            except Exception:  # noqa: BLE001 - the poller never dies
+                log.exception("policy reload check failed")
+                continue
+            if r is not None:
+                self.metrics.reloads.labels("ok" if r.ok else "rejected").inc()
+
+    def _queue_depth(self) -> list[tuple[str, int]]:
+        counts: dict[str, int] = {}
+        for item in self.runtime.queue():
+            counts[item.route or "none"] = counts.get(item.route or "none", 0) + 1
+        return list(counts.items())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.runtime is not None:
+            self.runtime.close()
