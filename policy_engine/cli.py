@@ -361,6 +361,11 @@ from .runtime.cli import COMMANDS as _runtime_commands  # noqa: E402  (click onl
 for _cmd in _runtime_commands:
     main.add_command(_cmd)
 
+# ---------------------------------------------------------------------------- server
+from .server.cli import serve as _serve  # noqa: E402  (click only; the web stack loads when it runs)
+
+main.add_command(_serve)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

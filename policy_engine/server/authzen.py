@@ -31,10 +31,12 @@ SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 MAX_EVALUATIONS = 1000
 EVALUATION, EVALUATIONS = "/access/v1/evaluation", "/access/v1/evaluations"
 
-_ENTITY = {"type": "object", "additionalProperties": False, "required": ["type", "id"],
+# Entities and the action are open (interop peers send extra keys such as `_note`; the
+# policy sees them as fields); the request objects themselves are closed.
+_ENTITY = {"type": "object", "required": ["type", "id"],
            "properties": {"type": {"type": "string", "minLength": 1}, "id": {"type": "string", "minLength": 1},
                           "properties": {"type": "object"}}}
-_ACTION = {"type": "object", "additionalProperties": False, "required": ["name"],
+_ACTION = {"type": "object", "required": ["name"],
            "properties": {"name": {"type": "string", "minLength": 1}, "properties": {"type": "object"}}}
 _PARTIAL = {"type": "object", "additionalProperties": False,
             "properties": {"subject": _ENTITY, "action": _ACTION, "resource": _ENTITY, "context": {"type": "object"}}}
@@ -76,9 +78,6 @@ def _bad(where: str, msg: str) -> Problem:
 def _entity(v: Any, where: str) -> dict:
     if not isinstance(v, dict):
         raise _bad(where, "expected an object with `type` and `id`")
-    for k in v:
-        if k not in ("type", "id", "properties"):
-            raise _bad(f"{where}/{k}", "unknown field (expected `type`, `id`, `properties`)")
     for k in ("type", "id"):
         if not isinstance(v.get(k), str) or not v[k]:
             raise _bad(f"{where}/{k}", "expected a non-empty string")
@@ -90,9 +89,6 @@ def _entity(v: Any, where: str) -> dict:
 def _action(v: Any, where: str) -> dict:
     if not isinstance(v, dict):
         raise _bad(where, "expected an object with `name`")
-    for k in v:
-        if k not in ("name", "properties"):
-            raise _bad(f"{where}/{k}", "unknown field (expected `name`, `properties`)")
     if not isinstance(v.get("name"), str) or not v["name"]:
         raise _bad(f"{where}/name", "expected a non-empty string")
     if "properties" in v and not isinstance(v["properties"], dict):

@@ -1,0 +1,82 @@
+"""``stopline serve POLICIES``: the AuthZEN decision point, the runtime and the reviewer's
+page over HTTP (registered by ``policy_engine.cli``). Imports click only; the web stack
+is loaded when the command runs, so ``stopline`` starts without FastAPI installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+EXIT_USAGE = 2
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+@click.command("serve")
+@click.argument("policies", type=click.Path())
+@click.option("--ledger", envvar="STOPLINE_LEDGER", default=None, metavar="URL",
+              help="Record every decision and serve the runtime: sqlite:///PATH or postgresql+psycopg://...")
+@click.option("--identities", type=click.Path(), default=None, metavar="FILE",
+              help="API tokens (hashed) and JWT keys; without it approvals are refused.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8181, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--workflow", default=None, help="The AuthZEN default workflow (default: the set's only workflow).")
+@click.option("--reload-interval", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds between policy file checks (0: only POST /v1/policies/reload).")
+@click.option("--checkpoint-key", type=click.Path(), default=None, metavar="FILE",
+              help="An Ed25519 signing key: POST /v1/ledger/checkpoints signs tree heads.")
+@click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(1024, 64 << 20),
+              help="The largest request body in bytes (larger: 413).")
+@click.option("--no-fast-path", is_flag=True, help="Serve AuthZEN through FastAPI routing (for measurement).")
+@click.option("--allow-unauthenticated", is_flag=True,
+              help="Serve on a non-loopback address without --identities (evaluation open to the network).")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(policies: str, ledger: str | None, identities: str | None, host: str, port: int, workers: int,
+          workflow: str | None, reload_interval: float, checkpoint_key: str | None, max_body: int,
+          no_fast_path: bool, allow_unauthenticated: bool, log_level: str) -> None:
+    """Serve POLICIES over HTTP: AuthZEN 1.0 at /access/v1/evaluation(s), the runtime
+    under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz."""
+    try:
+        import uvicorn
+
+        from .app import ENV, ServerConfig, create_app
+        from .identity import IdentityConfigError
+        from .state import is_loopback
+    except ImportError as e:
+        _fail(f"`stopline serve` needs the server extra ({e.name} is missing): pip install 'stopline[server]'")
+    from ..diagnostics import PolicyError
+    from ..ledger import LedgerError
+
+    if identities is None and not is_loopback(host) and not allow_unauthenticated:
+        _fail(f"{host} is not a loopback address and no --identities was given: anyone on the network could "
+              "ask for decisions; give --identities FILE (or --allow-unauthenticated)")
+    config = ServerConfig(policies=policies, ledger=ledger, identities=identities, host=host, port=port,
+                          workflow=workflow, reload_interval=reload_interval, checkpoint_key=checkpoint_key,
+                          max_body=max_body, fast_path=not no_fast_path)
+    try:
+        app = create_app(config)  # fails here, in one line, for bad policies, identities or an unreachable ledger
+    except PolicyError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+    except (IdentityConfigError, LedgerError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{getattr(e, 'filename', '') or policies}: {e.strerror or e}")
+    click.echo(f"stopline serve: http://{host}:{port} (AuthZEN /access/v1/evaluation, runtime "
+               f"{'/v1' if ledger else 'off: no --ledger'}, reviewer's page /ui"
+               f"{'' if identities else ', approvals refused: no --identities'})", err=True)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        return
+    app.state.close()  # the parent only checked the configuration; each worker builds its own
+    os.environ[ENV] = json.dumps(config.to_json())
+    uvicorn.run("policy_engine.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=False)
