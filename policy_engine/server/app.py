@@ -9,11 +9,12 @@ Routes: the AuthZEN 1.0 endpoints (:mod:`.authzen`), the runtime under ``/v1``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -125,8 +126,14 @@ def create_app(config: ServerConfig) -> Any:
     """The ASGI application for ``config`` (raises PolicyError / IdentityConfigError /
     LedgerError when the policies, identities or ledger cannot be used)."""
     st = State(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        st.close()
+
     app = FastAPI(title="Stopline", version="1", description="AuthZEN 1.0 decision point and the Stopline runtime "
-                  "over HTTP. Every error is application/problem+json (RFC 9457).", redoc_url=None)
+                  "over HTTP. Every error is application/problem+json (RFC 9457).", redoc_url=None, lifespan=lifespan)
     app.state.stopline = st
     _install_errors(app)
     _authzen_routes(app)
@@ -152,10 +159,6 @@ def create_app(config: ServerConfig) -> Any:
         return schema_cache["s"]
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        st.close()
 
     return authzen.FastPath(app, st)
 

@@ -43,7 +43,7 @@ class ApprovalBody(_Body):
     reason: Optional[str] = Text
     expires_in: Optional[float] = Field(default=None, gt=0, le=30 * 86400, description="seconds")
     principal: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
-    roles: Optional[list[str]] = Field(default=None, max_length=0, description="refused: roles come from the credential")
+    roles: Optional[list[str]] = Field(default=None, max_length=64, description="refused: roles come from the credential")
 
 
 class ExecutionBody(_Body):
@@ -180,7 +180,7 @@ def router() -> APIRouter:
     @r.post("/approvals", summary="Approve or deny a gate decision or a rollback plan, as the caller")
     def approve(body: ApprovalBody, request: Request, caller: Caller = Depends(principal)) -> Any:
         same(caller, body.principal, "principal")
-        if body.roles:
+        if body.roles is not None:
             raise Problem(403, "roles-from-body", "roles come from the credential, never from the body")
         exp = timedelta(seconds=body.expires_in) if body.expires_in is not None else None
         return plain(call(rt(request).approve, body.subject, principal=caller.principal, roles=caller.roles,
@@ -244,7 +244,8 @@ def router() -> APIRouter:
 
     @r.get("/ledger/head", tags=["ledger"], summary="The ledger's size and Merkle root")
     def head(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
-        size = call(led(request).size)
+        ledger = led(request)
+        size = call(lambda: ledger.size)
         return {"size": size, "root": call(led(request).root, size).hex()}
 
     @r.get("/ledger/proofs/inclusion/{entry_id}", tags=["ledger"], summary="An RFC 6962 inclusion proof of an entry")
