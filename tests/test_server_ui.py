@@ -1,0 +1,138 @@
+"""The reviewer's page in a real browser: headless Chromium from Debian's ``chromium``
+package driven by Selenium (``/usr/bin/chromium`` and ``/usr/bin/chromedriver``, nothing
+downloaded) against a real ``stopline serve`` process. A reviewer signs in, opens a plan,
+approves, and sees the verdict change; a second reviewer cannot approve as the first.
+
+``STOPLINE_UI_SCREENSHOT=PATH`` saves the approved plan page there (docs/img/reviewer.png).
+``STOPLINE_REQUIRE_BROWSER=1`` (set by .ci/run) fails instead of skipping without Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+
+from server_support import TOKENS, bearer, serve, write_identities  # noqa: E402
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400")
+
+
+@pytest.fixture
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        if os.environ.get("STOPLINE_REQUIRE_BROWSER") == "1":
+            pytest.fail("Chromium is required here: apt-get install -y chromium chromium-driver")
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    profile = tempfile.mkdtemp(prefix="stopline-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for f in FLAGS:
+        opts.add_argument(f)
+    opts.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def server(tmp_path):
+    from server_support import SERVER_POLICY
+
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    (pol / "replies.policy").write_text(SERVER_POLICY, encoding="utf-8")
+    ids = write_identities(tmp_path / "ids.yaml")
+    with serve(str(pol), "--ledger", f"sqlite:///{tmp_path / 'l.db'}", "--identities", str(ids),
+               "--reload-interval", "0") as base:
+        yield base
+
+
+def _plan(base: str, n: int) -> str:
+    """An executed reply, rolled back at rita's request: a pending plan on customer_service."""
+    with httpx.Client(base_url=base, headers=bearer("ops"), timeout=30) as c:
+        g = c.post("/v1/gate", json={"action": {"workflow": "replies", "type": "send", "amount": 20 + n,
+                                                "promise": False, "id": f"m{n}"}}).json()
+        x = c.post("/v1/executions", json={"decision_id": g["decision_id"],
+                                           "receipt": {"message": f"Your refund #{n} is on its way", "ticket": f"T-{n}"}}).json()
+        r = c.post("/v1/rollbacks", json={"execution_id": x["execution_id"], "scenario": "customer_request",
+                                          "reason": "the customer asked us to withdraw the reply"},
+                   headers=bearer("rita")).json()
+        return r["rollback_id"]
+
+
+def _sign_in(driver, base: str, who: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(base + "/ui/login")
+    driver.find_element(By.ID, "token").send_keys(TOKENS[who][0])
+    driver.find_element(By.ID, "signin").click()
+    assert f"signed in as {who}" in driver.find_element(By.ID, "who").text
+
+
+def _approvals(base: str, rb: str) -> list:
+    h = httpx.get(f"{base}/v1/history/{rb}", headers=bearer("ops"), timeout=30).json()
+    return [(a["body"]["principal"], a["body"]["verdict"]) for a in h["rollback"]["approvals"]]
+
+
+def test_reviewer_signs_in_opens_a_plan_and_approves(browser, server):
+    from selenium.webdriver.common.by import By
+
+    first, second = _plan(server, 1), _plan(server, 2)
+    _sign_in(browser, server, "casey")
+    browser.get(server + "/ui")
+    route = browser.find_element(By.CSS_SELECTOR, 'section.route[data-route="customer_service"]')
+    links = route.find_elements(By.CSS_SELECTOR, "a.plan-link")
+    assert len(links) == 2
+    links[0].click()
+    assert browser.current_url.endswith(f"/ui/plans/{first}")
+    assert browser.find_element(By.ID, "status").text == "pending"
+    assert "standard" in browser.find_element(By.ID, "window").text
+    assert "Your refund #1" in browser.find_element(By.ID, "receipt").text
+    assert '"amount": 21' in browser.find_element(By.ID, "action").text
+    assert "open" in browser.find_element(By.CSS_SELECTOR, "#slots td.filled").text
+    assert "send" in browser.find_element(By.ID, "cascade").text
+    browser.find_element(By.ID, "reason").send_keys("the customer confirmed by phone")
+    browser.find_element(By.ID, "approve").click()
+    assert browser.find_element(By.ID, "status").text == "approved"
+    assert "approved by casey" in browser.find_element(By.ID, "msg").text
+    assert browser.find_element(By.CSS_SELECTOR, "#slots td.filled").text == "casey"
+    shot = os.environ.get("STOPLINE_UI_SCREENSHOT")
+    if shot:
+        browser.save_screenshot(shot)
+    assert _approvals(server, first) == [("casey", "approve")]
+
+    # a second reviewer cannot approve as the first: a forged `principal` field is refused
+    _sign_in(browser, server, "cleo")
+    browser.get(f"{server}/ui/plans/{second}")
+    browser.execute_script(
+        "const i = document.createElement('input'); i.type = 'hidden'; i.name = 'principal'; i.value = 'casey';"
+        "document.getElementById('decide').appendChild(i);")
+    browser.find_element(By.ID, "approve").click()
+    assert "refused: you are signed in as cleo" in browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "status").text == "pending"
+    assert _approvals(server, second) == []
+    # and the session cookie is not readable by scripts
+    assert browser.execute_script("return document.cookie") == ""
+
+
+def test_without_a_session_the_page_asks_to_sign_in(browser, server):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server + "/ui")
+    assert browser.current_url.endswith("/ui/login")
+    browser.find_element(By.ID, "token").send_keys("not-a-token")
+    browser.find_element(By.ID, "signin").click()
+    assert "unknown or revoked token" in browser.find_element(By.ID, "error").text
