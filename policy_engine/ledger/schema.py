@@ -13,6 +13,11 @@ One schema for both backends:
 ``ledger_links``    (``from_seq``, ``pos``) -> ``to_seq``: the links, indexed both ways
 ``ledger_nodes``    every complete Merkle subtree of level >= 1, keyed by the leaf that
                     closed it (``leaf``, ``level``), so a proof reads O(log² n) rows
+``ledger_queue``    (version 2) appends waiting to be sequenced on PostgreSQL: an appender
+                    inserts its entries here (id and time fixed), then whoever holds the
+                    log's row lock moves every queued entry into the log in one
+                    transaction (the sequencer; see ``store``). Rows are deleted once
+                    sequenced; nothing in it is acknowledged, so it is not guarded.
 
 Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on entries, links and
 nodes: history cannot be rewritten through SQL without first dropping the triggers,
@@ -31,10 +36,10 @@ from typing import Callable
 from sqlalchemy import (BigInteger, Column, Connection, Index, Integer, MetaData, SmallInteger, String, Table, Text,
                         insert, inspect, text)
 
-__all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "MIGRATIONS", "GUARDED",
+__all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "queue", "MIGRATIONS", "GUARDED",
            "guard_ddl", "migrate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOG = 1  # the single log of a deployment (the heads row)
 
 _Seq = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias
@@ -77,6 +82,17 @@ nodes = Table("ledger_nodes", metadata,
               Column("level", SmallInteger, primary_key=True, autoincrement=False),
               Column("hash", String(64), nullable=False))
 
+queue = Table("ledger_queue", metadata,
+              Column("qid", _Seq, primary_key=True, autoincrement=True),
+              Column("grp", String(32), nullable=False),
+              Column("id", String(64), nullable=False),
+              Column("kind", String(32), nullable=False),
+              Column("workflow", String(256), nullable=True),
+              Column("key", String(256), nullable=True),
+              Column("links", Text, nullable=False),
+              Column("body", Text, nullable=False),
+              Column("time", String(32), nullable=False))
+
 GUARDED = ("ledger_entries", "ledger_links", "ledger_nodes")
 REFUSAL = "stopline ledger: entries are append-only"
 
@@ -112,7 +128,11 @@ def _v1(conn: Connection) -> None:
     conn.execute(insert(heads).values(log=LOG, size=0, head="0" * 64, frontier=""))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+def _v2(conn: Connection) -> None:
+    queue.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
 
 
 def migrate(conn: Connection, current: int) -> int:
@@ -121,7 +141,7 @@ def migrate(conn: Connection, current: int) -> int:
         MIGRATIONS[v](conn)
         if v == 1:
             conn.execute(insert(meta).values(name="schema_version", value=str(v)))
-        else:  # pragma: no cover - no version 2 yet
+        else:
             conn.execute(meta.update().where(meta.c.name == "schema_version").values(value=str(v)))
     return SCHEMA_VERSION
 

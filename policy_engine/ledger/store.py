@@ -14,13 +14,28 @@ frontier), writes the entry at ``seq = size`` with ``prev`` = the last hash, its
 the Merkle nodes it closes, and the new head, then commits. So threads and processes
 produce one chain: no gap (``seq`` is the head's size), no fork (one writer at a time).
 
-**Durability**: an append returns only after its transaction committed. SQLite runs in
-WAL mode with ``synchronous=FULL``: the WAL is fsynced at every commit, so an
-acknowledged append survives ``kill -9`` of the writer *and* an OS crash or power loss
-(``NORMAL`` would survive ``kill -9`` only). PostgreSQL commits with its defaults
-(``synchronous_commit=on``, ``fsync=on``); a server configured with
-``synchronous_commit=off`` weakens this, and that is the operator's choice.
-``append_many`` writes a batch in one transaction (one fsync): all or nothing.
+**Durability**: an append returns only after its transaction committed.
+``durability="full"`` (the default; ``Ledger.open(url, durability=...)`` or
+``?durability=`` in the URL): SQLite runs in WAL mode with ``synchronous=FULL`` (the WAL
+is fsynced at every commit), PostgreSQL with ``synchronous_commit=on``, so an
+acknowledged append survives ``kill -9`` of the writer *and* an OS crash or power loss.
+``durability="normal"``: SQLite ``synchronous=NORMAL`` (a commit is written to the WAL
+but fsynced only at checkpoints), PostgreSQL ``synchronous_commit=off`` for the ledger's
+transactions: an acknowledged append survives ``kill -9`` of the writer, not a power
+loss or an OS (or PostgreSQL server) crash, which may lose the last commits (never
+corrupt the chain). ``append_many`` writes a batch in one transaction: all or nothing.
+
+**Group commit**: concurrent appends share commits. In one process, threads that append
+while another thread's transaction is running queue their requests; the next leader
+writes every queued request in one transaction and one commit, and each caller returns
+only after that commit (a request that fails validation, e.g. an idempotency conflict,
+fails alone). On PostgreSQL, appends from any process go through the sequencer: an
+appender inserts its entries into ``ledger_queue`` (their id and time fixed) and commits,
+then takes the log's row lock; whoever holds it moves *every* queued entry into the log
+(hash chain, links, Merkle nodes, head) in one transaction with a synchronous commit, so
+one commit flush sequences the entries of many appenders (Trillian's design: queue, then
+integrate under the lock). An appender returns once its entries are in a committed log
+transaction (seen after the lock holder committed, or committed by itself).
 
 **Ids**: every entry gets a random UUID (version 4) as ``id``, fixed at append time and
 covered by its hash; ``seq`` is its 0-based position (the Merkle leaf index).
@@ -37,6 +52,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,9 +75,13 @@ from .verify import VerifyReport, verify_ledger
 
 __all__ = ["Ledger", "Entry", "NewEntry", "History", "format_time"]
 
-E, L, N, H = schema.entries, schema.links, schema.nodes, schema.heads
+E, L, N, H, Q = schema.entries, schema.links, schema.nodes, schema.heads, schema.queue
+DURABILITY = ("full", "normal")
+_E_COLS = ("seq", "id", "kind", "workflow", "key", "links", "body", "time", "prev", "hash")
+_Q_COLS = ("grp", "id", "kind", "workflow", "key", "links", "body", "time")
 _MAX_LINKS = 64
 _PG_MIGRATION_LOCK = 0x5710_1E5E
+_PG_SEQUENCER_LOCK = 0x5710_5E90  # held (exclusive) by the appender sequencing the queue
 
 
 def format_time(t: datetime) -> str:
@@ -132,6 +153,19 @@ class _Prepared:
     links: tuple[str, ...]
     key: str | None
     time: str
+    id: str | None = None  # fixed before sequencing (PostgreSQL queue), else made at insert
+
+
+class _Group:
+    """One append request (an atomic batch) in a group commit."""
+
+    __slots__ = ("items", "result", "error", "done")
+
+    def __init__(self, items: list[_Prepared]) -> None:
+        self.items = items
+        self.result: list[Entry] | None = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 def _short(e: BaseException) -> str:
@@ -150,29 +184,57 @@ def _db(fn):
             raise
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, sa_exc.ResourceClosedError, OSError) as e:
             raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+        except self._driver_errors as e:  # the raw-cursor write path
+            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
     return wrapper
 
 
 class Ledger:
     """An open ledger. Make one with :meth:`Ledger.open`; close it with :meth:`close` (or ``with``)."""
 
-    def __init__(self, engine: Engine, url: str, *, log_id: str, origin: str) -> None:
+    def __init__(self, engine: Engine, url: str, *, log_id: str, origin: str, durability: str = "full") -> None:
         self._engine = engine
         self.url = url  #: the URL, password hidden
         self.log_id = log_id  #: a UUID made when the ledger was initialised
         self.origin = origin  #: the checkpoint origin line (``stopline.dev/ledger/<log_id>``)
         self.backend = engine.dialect.name  #: ``sqlite`` or ``postgresql``
+        self.durability = durability  #: ``full`` (survives power loss) or ``normal`` (survives kill -9)
+        dbapi = engine.dialect.loaded_dbapi
+        self._driver_errors: tuple[type[BaseException], ...] = (dbapi.Error,) if dbapi is not None else (sqlite3.Error,)
+        # statements rendered once (from the schema's tables), run on the driver's cursor
+        q = engine.dialect.identifier_preparer.quote
+        ph = "?" if self.backend == "sqlite" else "%s"
+        self._ph = ph
+        self._q = q
+
+        def ins(t: Any, cols: Sequence[str]) -> str:
+            return f"INSERT INTO {t.name} ({', '.join(q(c) for c in cols)}) VALUES ({', '.join([ph] * len(cols))})"
+        self._sql_ins_e = ins(E, _E_COLS)
+        self._sql_ins_l = ins(L, ("from_seq", "pos", "to_seq"))
+        self._sql_ins_n = ins(N, ("leaf", "level", "hash"))
+        self._sql_ins_q = ins(Q, _Q_COLS)
+        self._sql_head = (f"SELECT size, head, frontier FROM {H.name} WHERE {q('log')} = {schema.LOG}"
+                          + (" FOR UPDATE" if self.backend == "postgresql" else ""))
+        self._sql_set_head = f"UPDATE {H.name} SET size = {ph}, head = {ph}, frontier = {ph} WHERE {q('log')} = {schema.LOG}"
+        self._e_select = f"SELECT {', '.join(q(c) for c in _E_COLS)} FROM {E.name}"
+        # in-process group commit
+        self._gc = threading.Condition(threading.Lock())
+        self._gc_pending: list[_Group] = []
+        self._gc_leader = False
 
     # ------------------------------------------------------------------ open / close
     @classmethod
-    def open(cls, url: str, *, create: bool = False, lock_timeout: float = 60.0) -> "Ledger":
+    def open(cls, url: str, *, create: bool = False, lock_timeout: float = 60.0,
+             durability: str | None = None) -> "Ledger":
         """Open the ledger at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
         With ``create=False`` (the default) a missing ledger is an error
         (:class:`LedgerNotFound`), never a silently empty one; ``create=True`` initialises
         it. Older schemas are migrated; a newer schema, a corrupt file, a wrong URL or an
         unreachable server raise :class:`LedgerUnavailable` (one-line message).
-        ``lock_timeout`` bounds the wait for the append lock (seconds).
+        ``lock_timeout`` bounds the wait for the append lock (seconds). ``durability`` is
+        ``"full"`` (default: an acknowledged append survives power loss) or ``"normal"``
+        (it survives ``kill -9`` of the writer); the URL may say ``?durability=normal``.
         """
         try:
             u = make_url(url) if isinstance(url, str) else url
@@ -180,7 +242,15 @@ class Ledger:
             raise LedgerUnavailable(f"not a ledger URL: {url!r} (expected sqlite:///PATH or "
                                     "postgresql+psycopg://USER@HOST:PORT/DB)") from None
         shown = u.render_as_string(hide_password=True)
-        engine = cls._make_engine(u, shown, create, lock_timeout)
+        in_url = u.query.get("durability")
+        if isinstance(in_url, tuple):
+            raise LedgerUnavailable(f"{shown}: give durability once")
+        if in_url is not None:
+            u = u.difference_update_query(["durability"])
+        mode = durability if durability is not None else (in_url if in_url is not None else "full")
+        if mode not in DURABILITY:
+            raise LedgerUnavailable(f"{shown}: durability must be full or normal, not {mode!r}")
+        engine = cls._make_engine(u, shown, create, lock_timeout, mode)
         try:
             log_id, origin = cls._prepare(engine, shown, create)
         except LedgerError:
@@ -189,10 +259,10 @@ class Ledger:
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, OSError) as e:
             engine.dispose()
             raise LedgerUnavailable(f"cannot open ledger {shown}: {_short(e)}") from None
-        return cls(engine, shown, log_id=log_id, origin=origin)
+        return cls(engine, shown, log_id=log_id, origin=origin, durability=mode)
 
     @staticmethod
-    def _make_engine(u: URL, shown: str, create: bool, lock_timeout: float) -> Engine:
+    def _make_engine(u: URL, shown: str, create: bool, lock_timeout: float, durability: str = "full") -> Engine:
         backend = u.get_backend_name()
         if backend == "sqlite":
             if u.drivername not in ("sqlite", "sqlite+pysqlite"):
@@ -213,7 +283,7 @@ class Ledger:
                 cur = dbapi_conn.cursor()
                 try:
                     cur.execute("PRAGMA journal_mode=WAL")
-                    cur.execute("PRAGMA synchronous=FULL")
+                    cur.execute("PRAGMA synchronous=FULL" if durability == "full" else "PRAGMA synchronous=NORMAL")
                     cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
                 finally:
                     cur.close()
@@ -228,7 +298,14 @@ class Ledger:
                 raise LedgerUnavailable(f"unsupported PostgreSQL driver in {shown} (use postgresql+psycopg://...)")
             u = u.set(drivername="postgresql+psycopg")
             args: dict[str, Any] = {"connect_timeout": 10}
-            return create_engine(u, connect_args=args, pool_pre_ping=False)
+            engine = create_engine(u, connect_args=args, pool_pre_ping=False)
+            if durability == "normal":
+                @event.listens_for(engine, "connect")
+                def _on_pg_connect(dbapi_conn, _record):  # pragma: no branch
+                    with dbapi_conn.cursor() as cur:
+                        cur.execute("SET synchronous_commit = off")
+                    dbapi_conn.commit()
+            return engine
         raise LedgerUnavailable(f"unsupported ledger URL {shown} (expected sqlite:///PATH or postgresql+psycopg://...)")
 
     @classmethod
@@ -331,14 +408,170 @@ class Ledger:
     def append_many(self, items: Iterable[NewEntry]) -> list[Entry]:
         """Append a batch in one transaction (one lock, one commit): all of it or none.
 
-        Entries in the batch may link to earlier entries of the same batch. Returns the
-        entries in order (an existing entry for each key that was already used).
+        Returns the entries in order (an existing entry for each key that was already
+        used). Concurrent calls share commits (group commit, see the module doc); each
+        returns only after the transaction holding its entries committed.
         """
         prepared = [self._prepare_entry(n) for n in items]
         if not prepared:
             return []
-        with self._write() as (c, state):
-            return self._insert(c, state, prepared)
+        if self.backend == "postgresql":
+            return self._append_queued(prepared)
+        return self._append_grouped(_Group(prepared))
+
+    # -- in-process group commit (leader / followers)
+    def _append_grouped(self, g: _Group) -> list[Entry]:
+        gc = self._gc
+        with gc:
+            self._gc_pending.append(g)
+            while not g.done and self._gc_leader:
+                gc.wait()
+            if g.done:
+                return self._outcome(g)
+            self._gc_leader = True
+            batch, self._gc_pending = self._gc_pending, []
+        try:
+            self._append_direct(batch)
+        except BaseException as e:
+            for x in batch:
+                if not x.done:
+                    x.error = e
+        finally:
+            with gc:
+                for x in batch:
+                    x.done = True
+                self._gc_leader = False
+                gc.notify_all()
+        return self._outcome(g)
+
+    @staticmethod
+    def _outcome(g: _Group) -> list[Entry]:
+        if g.error is not None:
+            raise g.error
+        assert g.result is not None
+        return g.result
+
+    def _append_direct(self, groups: list[_Group]) -> None:
+        """Write ``groups`` in one transaction under the log's row lock, on the driver's cursor."""
+        raw = self._engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            if self.backend == "sqlite":
+                cur.execute("BEGIN IMMEDIATE")
+            cur.execute(self._sql_head)
+            size, head, frontier = cur.fetchone()
+            state = [size, head, merkle.CompactRange.decode(size, frontier)]
+            self._plan_and_write(cur, state, groups)
+            raw.commit()
+        except BaseException:
+            try:
+                raw.rollback()
+            except Exception:  # noqa: BLE001 - the connection may be gone; the first error is the one to report
+                pass
+            raise
+        finally:
+            raw.close()
+
+    # -- PostgreSQL: queue, then sequence under the lock
+    _SQL_PG_QUEUE = ("SELECT q.qid, q.grp, q.id, q.kind, q.workflow, q.key, q.links, q.body, q.time, "
+                     "EXISTS (SELECT 1 FROM ledger_entries e WHERE e.key = q.key) AS taken, "
+                     "ARRAY(SELECT e.seq FROM json_array_elements_text(q.links::json) WITH ORDINALITY AS l(id, ord) "
+                     "JOIN ledger_entries e ON e.id = l.id ORDER BY l.ord) AS link_seqs "
+                     "FROM ledger_queue q ORDER BY q.qid")
+    _SQL_PG_MINE = "SELECT seq, id, prev, hash FROM ledger_entries WHERE id = ANY(%s)"
+
+    def _append_queued(self, prepared: list[_Prepared]) -> list[Entry]:
+        grp = uuid.uuid4().hex
+        for p in prepared:
+            p.id = str(uuid.uuid4())
+        mine = [p.id for p in prepared]
+        raw = self._engine.raw_connection()
+        try:
+            pg = raw.dbapi_connection
+            cur = pg.cursor()
+            c_lock, c_head, c_q, c_mine = pg.cursor(), pg.cursor(), pg.cursor(), pg.cursor()
+            with pg.pipeline():  # queue, commit, and try the sequencer lock: one round trip
+                # the queue row need not be durable: nothing is acknowledged until the
+                # sequencing transaction (synchronous) has copied it into the log
+                cur.execute("SET LOCAL synchronous_commit = off")
+                cur.executemany(self._sql_ins_q, [(grp, p.id, p.kind, p.workflow, p.key, json.dumps(list(p.links)),
+                                                   p.body_json, p.time) for p in prepared])
+                pg.commit()
+                c_lock.execute("SELECT pg_try_advisory_xact_lock(%s)", (_PG_SEQUENCER_LOCK,))
+            got = c_lock.fetchone()[0]
+            while not got:
+                # another appender is sequencing (it takes every queued entry): wait until it
+                # committed (a shared hold of its lock), then look for ours in the log
+                with pg.pipeline():
+                    pg.rollback()
+                    c_lock.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_PG_SEQUENCER_LOCK,))
+                    c_mine.execute(self._SQL_PG_MINE, (mine,))
+                    pg.rollback()
+                    c_lock.execute("SELECT pg_try_advisory_xact_lock(%s)", (_PG_SEQUENCER_LOCK,))
+                    c_head.execute(self._SQL_PG_MINE, (mine,))
+                done = {r[1]: r for r in c_mine.fetchall()} or {r[1]: r for r in c_head.fetchall()}
+                if done:  # sequenced by another appender's committed transaction
+                    pg.rollback()
+                    return [self._made(p, *done[p.id]) for p in prepared]
+                got = c_lock.fetchone()[0]
+            with pg.pipeline():
+                c_mine.execute(self._SQL_PG_MINE, (mine,))
+                c_head.execute(self._sql_head)
+                c_q.execute(self._SQL_PG_QUEUE)
+            done = {r[1]: r for r in c_mine.fetchall()}
+            if done:  # sequenced by a sequencer that committed between our queueing and our lock
+                pg.rollback()
+                return [self._made(p, *done[p.id]) for p in prepared]
+            size, head, frontier = c_head.fetchone()
+            state = [size, head, merkle.CompactRange.decode(size, frontier)]
+            groups: dict[str, _Group] = {}
+            qids: list[int] = []
+            seq_of: dict[str, int] = {}
+            taken: set[str] = set()
+            for qid, g, eid, kind, wf, key, links, body, t, is_taken, link_seqs in c_q.fetchall():
+                qids.append(qid)
+                ls = tuple(json.loads(links))
+                if len(link_seqs) == len(ls):  # else a link is unknown: the plan refuses the group
+                    seq_of.update(zip(ls, link_seqs))
+                if key is not None and is_taken:
+                    taken.add(key)
+                grp_obj = groups.get(g)
+                if grp_obj is None:
+                    grp_obj = groups[g] = _Group([])
+                grp_obj.items.append(prepared[mine.index(eid)] if g == grp
+                                     else _Prepared(kind, None, body, wf, ls, key, t, eid))
+            ours = groups.get(grp)
+            if ours is None:  # not queued any more and not in the log: refused by the sequencer
+                pg.rollback()
+                return self._direct_one(prepared)
+            with pg.pipeline():  # every write and the commit in one round trip
+                self._plan_and_write(cur, state, list(groups.values()), seq_of=seq_of, taken=taken)
+                cur.execute("DELETE FROM ledger_queue WHERE qid = ANY(%s)", (qids,))
+                pg.commit()
+        except BaseException:
+            try:
+                raw.rollback()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        finally:
+            raw.close()
+        if ours.error is not None:  # a used key or an unknown link: the direct path answers it
+            return self._direct_one(prepared)
+        assert ours.result is not None
+        return ours.result
+
+    def _direct_one(self, prepared: list[_Prepared]) -> list[Entry]:
+        for p in prepared:
+            p.id = None
+        g = _Group(prepared)
+        self._append_direct([g])
+        return self._outcome(g)
+
+    @staticmethod
+    def _made(p: _Prepared, seq: int, eid: str, prev: str, h: str) -> Entry:
+        return Entry(seq=seq, id=eid, kind=p.kind, body=p.body, body_json=p.body_json, workflow=p.workflow,
+                     links=p.links, key=p.key, time=p.time, prev=prev, hash=h)
 
     @_db
     def transact(self, build: Callable[[Connection], Sequence[NewEntry] | None], *,
@@ -395,54 +628,103 @@ class Ledger:
         return self._fetch(c, *where, order=order, limit=limit)
 
     def _insert(self, c: Connection, state: list, prepared: list[_Prepared]) -> list[Entry]:
-        size, head, cr = state
-        keys = [p.key for p in prepared if p.key is not None]
-        existing: dict[str, Entry] = {}
-        if keys:
-            existing = {e.key: e for e in self._fetch(c, E.c.key.in_(keys))}  # type: ignore[misc]
-        wanted = {x for p in prepared for x in p.links}
-        seq_of = dict(c.execute(select(E.c.id, E.c.seq).where(E.c.id.in_(wanted))).all()) if wanted else {}
+        """Insert one atomic batch inside a SQLAlchemy write transaction (transact, checkpoint)."""
+        g = _Group(prepared)
+        self._plan_and_write(c.connection.cursor(), state, [g])
+        return self._outcome(g)
+
+    def _fetch_raw(self, cur: Any, col: str, values: Sequence[Any]) -> list[Entry]:
         out: list[Entry] = []
-        e_rows: list[dict] = []
-        l_rows: list[dict] = []
-        n_rows: list[dict] = []
-        for p in prepared:
-            if p.key is not None and p.key in existing:
-                old = existing[p.key]
-                if (old.kind, old.workflow, old.links, old.body_json) != (p.kind, p.workflow, p.links, p.body_json):
-                    raise IdempotencyConflict(f"the idempotency key `{p.key}` was used by entry {old.seq} "
-                                              f"(`{old.kind}`) with a different kind, workflow, links or body")
-                out.append(old)
-                continue
-            missing = [x for x in p.links if x not in seq_of]
-            if missing:
-                raise InvalidEntry(f"link to unknown entry `{missing[0]}`")
-            eid = str(uuid.uuid4())
-            fields = dict(seq=size, id=eid, kind=p.kind, workflow=p.workflow, links=p.links, key=p.key, time=p.time,
-                          prev=head)
-            h = merkle.leaf_hash(leaf_data(p.body_json, **fields)).hex()
-            entry = Entry(body=p.body, body_json=p.body_json, hash=h, **fields)
-            e_rows.append({"seq": size, "id": eid, "kind": p.kind, "workflow": p.workflow, "key": p.key,
-                           "links": json.dumps(list(p.links), separators=(",", ":")), "body": p.body_json,
-                           "time": p.time, "prev": head, "hash": h})
-            l_rows.extend({"from_seq": size, "pos": i, "to_seq": seq_of[x]} for i, x in enumerate(p.links))
-            n_rows.extend({"leaf": size, "level": lv, "hash": nh.hex()}
-                          for lv, _idx, nh in cr.append(bytes.fromhex(h)))
-            seq_of[eid] = size
-            if p.key is not None:
-                existing[p.key] = entry
-            out.append(entry)
-            size, head = size + 1, h
-        if e_rows:
-            c.execute(insert(E), e_rows)
-            if l_rows:
-                c.execute(insert(L), l_rows)
-            if n_rows:
-                c.execute(insert(N), n_rows)
-            c.execute(update(H).where(H.c.log == schema.LOG).values(size=size, head=head, frontier=cr.encode()))
+        for i in range(0, len(values), 500):
+            chunk = list(values[i:i + 500])
+            cur.execute(f"{self._e_select} WHERE {self._q(col)} IN ({', '.join([self._ph] * len(chunk))})", chunk)
+            out.extend(self._entry_t(r) for r in cur.fetchall())
         return out
 
+    def _plan_and_write(self, cur: Any, state: list, groups: list[_Group], *, seq_of: dict[str, int] | None = None,
+                        taken: set[str] | None = None) -> None:
+        """Sequence ``groups`` after ``state`` (size, head, compact range; updated in place)
+        and write their rows. A group that fails validation gets its ``error`` and writes
+        nothing; the others go on. With ``taken`` (the PostgreSQL sequencer) links were
+        resolved by the caller (``seq_of``) and a group whose key is used is refused
+        (its appender answers it on the direct path)."""
+        sequencer = taken is not None
+        existing: dict[str, Entry] = {}
+        if seq_of is None:
+            seq_of = {}
+            keys = [p.key for g in groups for p in g.items if p.key is not None]
+            if keys:
+                existing = {e.key: e for e in self._fetch_raw(cur, "key", keys)}  # type: ignore[misc]
+            wanted = list({x for g in groups for p in g.items for x in p.links})
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                cur.execute(f"SELECT id, seq FROM {E.name} WHERE id IN ({', '.join([self._ph] * len(chunk))})", chunk)
+                seq_of.update(cur.fetchall())
+        used: set[str] = set(taken or ())
+        e_rows: list[tuple] = []
+        l_rows: list[tuple] = []
+        n_rows: list[tuple] = []
+        for g in groups:
+            size, head, cr = state[0], state[1], state[2].copy()
+            marks = len(e_rows), len(l_rows), len(n_rows)
+            new_ids: dict[str, int] = {}
+            new_keys: dict[str, Entry] = {}
+            out: list[Entry] = []
+            try:
+                for p in g.items:
+                    if p.key is not None:
+                        if sequencer and p.key in used | new_keys.keys():
+                            raise IdempotencyConflict(f"the idempotency key `{p.key}` is used")
+                        old = new_keys.get(p.key) or existing.get(p.key)
+                        if old is not None:
+                            if (old.kind, old.workflow, old.links, old.body_json) != (p.kind, p.workflow, p.links,
+                                                                                      p.body_json):
+                                raise IdempotencyConflict(
+                                    f"the idempotency key `{p.key}` was used by entry {old.seq} "
+                                    f"(`{old.kind}`) with a different kind, workflow, links or body")
+                            out.append(old)
+                            continue
+                    for x in p.links:
+                        if x not in seq_of and x not in new_ids:
+                            raise InvalidEntry(f"link to unknown entry `{x}`")
+                    eid = p.id or str(uuid.uuid4())
+                    h = merkle.leaf_hash(leaf_data(p.body_json, seq=size, id=eid, kind=p.kind, workflow=p.workflow,
+                                                   links=p.links, key=p.key, time=p.time, prev=head)).hex()
+                    entry = Entry(seq=size, id=eid, kind=p.kind, body=p.body, body_json=p.body_json,
+                                  workflow=p.workflow, links=p.links, key=p.key, time=p.time, prev=head, hash=h)
+                    e_rows.append((size, eid, p.kind, p.workflow, p.key, json.dumps(list(p.links), separators=(",", ":")),
+                                   p.body_json, p.time, head, h))
+                    l_rows.extend((size, i, new_ids[x] if x in new_ids else seq_of[x]) for i, x in enumerate(p.links))
+                    n_rows.extend((size, lv, nh.hex()) for lv, _idx, nh in cr.append(bytes.fromhex(h)))
+                    new_ids[eid] = size
+                    if p.key is not None:
+                        new_keys[p.key] = entry
+                    out.append(entry)
+                    size, head = size + 1, h
+            except (InvalidEntry, IdempotencyConflict) as err:
+                del e_rows[marks[0]:], l_rows[marks[1]:], n_rows[marks[2]:]
+                g.error = err
+                continue
+            state[0], state[1], state[2] = size, head, cr
+            seq_of.update(new_ids)
+            existing.update(new_keys)
+            used.update(new_keys)
+            g.result = out
+        if e_rows:
+            cur.executemany(self._sql_ins_e, e_rows)
+            if l_rows:
+                cur.executemany(self._sql_ins_l, l_rows)
+            if n_rows:
+                cur.executemany(self._sql_ins_n, n_rows)
+            cur.execute(self._sql_set_head, (state[0], state[1], state[2].encode()))
+
     # ------------------------------------------------------------------ reading
+    @staticmethod
+    def _entry_t(r: Sequence[Any]) -> Entry:
+        seq, eid, kind, wf, key, links, body, t, prev, h = r
+        return Entry(seq=seq, id=eid, kind=kind, body=parse_body(body), body_json=body, workflow=wf,
+                     links=tuple(json.loads(links)), key=key, time=t, prev=prev, hash=h)
+
     @staticmethod
     def _entry(r: Any) -> Entry:
         return Entry(seq=r.seq, id=r.id, kind=r.kind, body=parse_body(r.body), body_json=r.body, workflow=r.workflow,
