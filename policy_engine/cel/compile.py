@@ -3811,7 +3811,7 @@ def _fast_parser() -> Any:
         import celpy.celparser
         from lark import Lark
 
-        from .lark_cache import lark_cache
+        from ..lark_cache import lark_cache
 
         grammar = (Path(celpy.celparser.__file__).parent / "cel.lark").read_text()
         _FAST_PARSER.append(Lark(
