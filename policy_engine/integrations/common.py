@@ -1,0 +1,361 @@
+"""The glue every adapter shares: gate a tool call on a ``Runtime``, accept an approval,
+record the execution. No framework is imported here.
+
+The guarantees live in the ledger, not in the framework's memory:
+
+- a tool call is gated under an idempotency key made of the call's scope (a LangGraph
+  thread, an agent run), its call id and the digest of its arguments, so a framework that
+  re-runs a node on resume gets the same recorded decision back, and the same call id
+  with other arguments is a new decision;
+- an approval is a principal's verdict bound to one decision and its ``action_digest``;
+  the principal's roles come from the deployment's directory (``approvers``), never from
+  the approval itself; the Runtime counts it only if the principal can fill a slot;
+- an approved decision is claimed (one transition wins) before the tool runs and its
+  execution is recorded after, so its approvals are used once: a second resume, a
+  replayed resume or a standing "always approve" finds the decision ``executed``;
+- a call that already ran (a re-run node) is not run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+__all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "require_extra"]
+
+
+def require_extra(module: str, extra: str, adapter: str) -> ModuleType:
+    """Import ``module`` or fail with one line naming the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"policy_engine.integrations.{adapter} needs the `{extra}` extra: "
+                          f"pip install 'stopline[{extra}]'") from None
+
+
+class WorkflowStopped(RuntimeError):
+    """A stop trigger fired (or the workflow is stopped): the agent halts. The stop is in
+    the ledger; every later gate of the workflow is `stop` until an allowed resume."""
+
+    def __init__(self, check: "Check") -> None:
+        self.check = check
+        super().__init__(f"Stopline stopped workflow `{check.workflow}` at tool `{check.tool}`: {check.reason}")
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A reviewer's answer to a held tool call: bound to the decision and its action
+    digest, given by ``principal``. Roles are not part of it: the gate looks them up."""
+
+    decision_id: str
+    action_digest: str
+    principal: str
+    verdict: str = "approve"  #: approve | deny
+    note: Optional[str] = None
+
+    @classmethod
+    def for_request(cls, request: Mapping[str, Any], principal: str, verdict: str = "approve",
+                    note: Optional[str] = None) -> "Approval":
+        """The approval of the request an adapter raised (an interrupt's value)."""
+        return cls(request["decision_id"], request["action_digest"], principal, verdict, note)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision_id": self.decision_id, "action_digest": self.action_digest, "principal": self.principal,
+                "verdict": self.verdict, **({"note": self.note} if self.note else {})}
+
+
+@dataclass(frozen=True)
+class Check:
+    """A gated tool call: the recorded decision and where it stands in the ledger."""
+
+    tool: str
+    args: dict
+    call_id: str
+    workflow: str
+    action: dict
+    key: str
+    decision_id: str
+    decision: Any  # policy_engine.models.Decision
+    status: str  #: the decision's status: allowed, refused, pending, approved, denied, expired, executed…
+    used_by: Optional[str] = None  #: the execution that already used it (a re-run)
+
+    @property
+    def effect(self) -> str:
+        return self.decision.effect
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason
+
+    @property
+    def rule(self) -> str:
+        return self.decision.deciding.name
+
+    @property
+    def action_digest(self) -> Optional[str]:
+        return self.decision.action_digest
+
+    def request(self) -> dict[str, Any]:
+        """What an interrupt / interruption carries to the reviewer (JSON)."""
+        d = self.decision
+        return {"stopline": "approval_required", "decision_id": self.decision_id, "action_digest": d.action_digest,
+                "workflow": self.workflow, "tool": self.tool, "args": self.args, "rule": self.rule,
+                "reason": d.reason, "status": self.status,
+                "approvals": [{"rule": a.rule, **_requirement(a)} for a in d.approvals]}
+
+
+def _requirement(a: Any) -> dict:
+    try:
+        return {k: v for k, v in a.model_dump(mode="json").items() if k != "rule"}
+    except AttributeError:  # pragma: no cover
+        return {}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The gate's answer for one call: run it (``run``) or tell the agent ``message``."""
+
+    run: bool
+    message: str = ""
+    approver: Optional[str] = None
+    pending: bool = False  #: approvals are still missing (ask again)
+    done: bool = False  #: the call already ran (a re-run): ``message`` reports it
+
+
+Approvers = Union[Mapping[str, Iterable[str]], Callable[[str], Iterable[str]]]
+ReceiptFn = Callable[[Check, Any], Mapping[str, Any]]
+
+
+def _digest(x: Any) -> str:
+    return hashlib.sha256(json.dumps(x, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+@dataclass
+class ToolGate:
+    """Gate tool calls of one workflow on a ``policy_engine.Runtime``.
+
+    ``approvers``: the directory of who may approve: ``{principal: [roles]}`` or a
+    callable ``principal -> roles`` (your identity provider). A principal it does not know
+    holds no role, and an approval from it never counts.
+    ``action``: builds the Stopline action from ``(tool, args, call_id)``; by default the
+    arguments at the top level, then ``workflow``, ``type`` (the tool's name, or
+    ``types[tool]``) and ``id`` (the call id), which arguments cannot override.
+    ``receipt``: extra receipt sources ``(check, output) -> dict``; the recorded receipt
+    holds the decision's declared receipt fields, taken from these, the tool's output (a
+    dict, or ``result``), its arguments and the gate (``tool``, ``tool_call_id``,
+    ``policy_rule``, ``reviewer``, ``reviewer_decision``).
+    ``now``: a clock for the Runtime's calls (``None``: the wall clock)."""
+
+    runtime: Any
+    workflow: str
+    approvers: Optional[Approvers] = None
+    action: Optional[Callable[[str, dict, str], dict]] = None
+    types: Mapping[str, str] = field(default_factory=dict)
+    receipt: Optional[ReceiptFn] = None
+    now: Optional[Callable[[], Any]] = None
+
+    def _t(self) -> Any:
+        return self.now() if self.now is not None else None
+
+    # ---------------------------------------------------------------- gate
+    def action_for(self, tool: str, args: Mapping[str, Any], call_id: str) -> dict:
+        if self.action is not None:
+            a = dict(self.action(tool, dict(args), call_id))
+            a.setdefault("workflow", self.workflow)
+            return a
+        return {**_jsonable(dict(args)), "workflow": self.workflow, "type": self.types.get(tool, tool), "id": call_id}
+
+    def check(self, tool: str, args: Mapping[str, Any], call_id: str, *, scope: str = "",
+              extra: Optional[Mapping[str, Any]] = None) -> Check:
+        """Gate one call (recorded; the same scope, call id and arguments give the same decision)."""
+        args = _jsonable(dict(args or {}))
+        action = self.action_for(tool, args, call_id)
+        if extra:
+            action = {**dict(extra), **action}
+        key = "stopline:gate:" + _digest([self.workflow, scope, tool, call_id, action])[:48]
+        found = self._recorded(key)
+        if found is None:
+            try:
+                g = self.runtime.gate(action, key=key, now=self._t())
+                found = (g.decision_id, g.decision)
+            except Exception as e:  # a concurrent first gate of the same call won: use its decision
+                found = self._recorded(key) if type(e).__name__ == "IdempotencyConflict" else None
+                if found is None:
+                    raise
+        decision_id, decision = found
+        status, used = "refused", None
+        if decision.effect in ("allow", "require_approval"):
+            st = self.runtime.authorization(decision_id, now=self._t())
+            status, used = st.status, st.used_by
+        return Check(tool, args, call_id, self.workflow, action, key, decision_id, decision, status, used)
+
+    def _recorded(self, key: str) -> Optional[tuple[str, Any]]:
+        """The decision already recorded for this call (a re-run node, a replayed resume)."""
+        from ..ledger import schema
+        from ..models import Decision
+
+        led = self.runtime.ledger
+        with led.reading() as c:
+            old = led.fetch(c, schema.entries.c.key == key, limit=1)
+        if not old:
+            return None
+        return old[0].id, Decision.model_validate(old[0].body["decision"])
+
+    # ---------------------------------------------------------------- approvals
+    def roles_of(self, principal: str) -> list[str]:
+        if self.approvers is None:
+            return []
+        try:
+            roles = self.approvers(principal) if callable(self.approvers) else self.approvers.get(principal, ())
+            return [r for r in (roles or ()) if isinstance(r, str)]
+        except Exception:  # a failing directory grants nothing (fail closed)
+            return []
+
+    def accept(self, check: Check, value: Any) -> Outcome:
+        """Judge a resume value for ``check``: record it as an approval when it is one for
+        this decision and digest from a named principal; ``run`` when the Runtime says the
+        decision is approved (and the call is then claimed for one execution)."""
+        if isinstance(value, Approval):
+            value = value.to_dict()
+        if not isinstance(value, Mapping):
+            return self._refuse(check, "the resume carries no approval (an Approval bound to the decision)")
+        principal = value.get("principal")
+        if not isinstance(principal, str) or not principal.strip():
+            return self._refuse(check, "the approval names no approver")
+        if value.get("decision_id") != check.decision_id:
+            return self._refuse(check, f"the approval is for decision {value.get('decision_id')!r}, "
+                                       f"not {check.decision_id}")
+        if value.get("action_digest") != check.action_digest:
+            return self._refuse(check, "the approval is bound to other tool arguments "
+                                       f"({value.get('action_digest')!r} is not {check.action_digest})")
+        verdict = value.get("verdict", "approve")
+        if verdict not in ("approve", "deny"):
+            return self._refuse(check, f"the approval's verdict is {verdict!r}, not approve or deny")
+        st = self.runtime.authorization(check.decision_id, now=self._t())
+        already = st.verdict is not None and principal in st.verdict.accepted and verdict == "approve"
+        if st.status == "approved" and already:
+            return self._claim(check, principal)
+        if not already:
+            r = self.runtime.approve(check.decision_id, principal=principal, roles=self.roles_of(principal),
+                                     verdict=verdict, now=self._t(), note=value.get("note"))
+            if not r.recorded:
+                return self._refuse(check, r.reason)
+            if verdict == "deny":
+                return self._refuse(check, f"denied by {principal}" if r.counted else
+                                    f"{principal}'s deny was recorded but {r.reason}")
+            if not r.counted:
+                return self._refuse(check, f"{principal} cannot approve it: {r.reason}")
+        st = self.runtime.authorization(check.decision_id, now=self._t())
+        if st.status != "approved":
+            return Outcome(False, self._pending_message(check, st), pending=st.status == "pending")
+        return self._claim(check, principal)
+
+    def _halt_if_stopped(self, check: Check) -> None:
+        """The ledger decides state: a workflow stopped since the decision halts the call
+        (unless the policy lets this action run while stopped: the engine says so)."""
+        ws = self.runtime.workflow_status(check.workflow)
+        if ws.get("status") != "stopped":
+            return
+        state = {"name": check.workflow, "status": "stopped", "stopped_by": ws.get("stopped_by"),
+                 "stopped_at": ws.get("since")}
+        d = self.runtime.engine.evaluate(check.action, state, self._t())
+        if d.effect != "allow" and d.effect != "require_approval":
+            raise WorkflowStopped(Check(check.tool, check.args, check.call_id, check.workflow, check.action,
+                                        check.key, check.decision_id, d, "refused"))
+
+    def _claim(self, check: Check, principal: str) -> Outcome:
+        self._halt_if_stopped(check)
+        # one transition wins: of two resumes racing on the same approved decision, one runs
+        r = self.runtime.claim(check.decision_id, principal=f"stopline-executor:{uuid.uuid4().hex}", now=self._t())
+        if not r.recorded:
+            return self._refuse(check, f"the approval is already being used ({r.reason})")
+        return Outcome(True, approver=principal)
+
+    def approved(self, check: Check) -> Outcome:
+        """For a framework whose approval happened out of band (recorded with
+        ``approve``): run only when the ledger says the decision is approved; claim it."""
+        st = self.runtime.authorization(check.decision_id, now=self._t())
+        if st.status != "approved":
+            return Outcome(False, self._pending_message(check, st), pending=st.status == "pending")
+        who = ", ".join(st.verdict.accepted) if st.verdict is not None else None
+        return self._claim(check, who or "")
+
+    def approve(self, request: Mapping[str, Any] | Check, approval: Approval | Mapping[str, Any]) -> Outcome:
+        """Record ``approval`` for a held call (``request``: its ``Check`` or its request
+        dict) without running anything: the tool runs when the agent reaches it again."""
+        dec = request.decision_id if isinstance(request, Check) else request["decision_id"]
+        a = approval.to_dict() if isinstance(approval, Approval) else dict(approval)
+        if a.get("decision_id") != dec:
+            return Outcome(False, f"the approval is for decision {a.get('decision_id')!r}, not {dec}")
+        principal = a.get("principal")
+        if not isinstance(principal, str) or not principal.strip():
+            return Outcome(False, "the approval names no approver")
+        st = self.runtime.authorization(dec, now=self._t())
+        if a.get("action_digest") != st.digest:
+            return Outcome(False, "the approval is bound to other tool arguments")
+        r = self.runtime.approve(dec, principal=principal, roles=self.roles_of(principal),
+                                 verdict=a.get("verdict", "approve"), now=self._t(), note=a.get("note"))
+        ok = r.recorded and r.counted and r.status == "approved"
+        return Outcome(ok, r.reason or f"the decision is {r.status}", approver=principal)
+
+    def _pending_message(self, check: Check, st: Any) -> str:
+        if st.status == "pending" and st.verdict is not None:
+            open_ = "; ".join(f"{s.missing} more from {' or '.join(s.roles)}" for s in st.verdict.open_slots)
+            return f"Stopline holds `{check.tool}`: approval required ({check.rule}: {check.reason}); open: {open_}"
+        why = f": {st.reason}" if st.reason else ""
+        return f"Stopline refused `{check.tool}`: the decision is {st.status}{why}"
+
+    def _refuse(self, check: Check, why: str) -> Outcome:
+        return Outcome(False, f"Stopline refused `{check.tool}`: {why}")
+
+    # ---------------------------------------------------------------- decisions
+    def outcome(self, check: Check) -> Optional[Outcome]:
+        """The answer that needs no reviewer: run (allow), a message (deny, a re-run, a
+        closed decision), or stop (raises ``WorkflowStopped``). ``None``: approval needed."""
+        if check.effect == "stop":
+            raise WorkflowStopped(check)
+        if check.status == "executed":
+            try:
+                receipt = self.runtime.ledger.get(check.used_by).body.get("receipt")
+            except Exception:  # noqa: BLE001 - the message only
+                receipt = None
+            return Outcome(False, f"Stopline: `{check.tool}` already ran for this call (execution {check.used_by}); "
+                                  f"not run again; its receipt: {json.dumps(receipt, sort_keys=True, default=str)}",
+                           done=True)
+        if check.effect == "allow":
+            self._halt_if_stopped(check)
+            return Outcome(True)
+        if check.effect == "deny" or check.status == "refused":
+            return Outcome(False, f"Stopline denied `{check.tool}` ({check.rule}): {check.reason}")
+        if check.status in ("pending", "approved"):
+            return None
+        return Outcome(False, f"Stopline refused `{check.tool}`: the decision is {check.status}")
+
+    # ---------------------------------------------------------------- executions
+    def receipt_for(self, check: Check, output: Any, approver: Optional[str]) -> dict:
+        base: dict[str, Any] = {"tool": check.tool, "tool_call_id": check.call_id, "policy_rule": check.rule}
+        if approver:
+            base.update(reviewer=approver, reviewer_decision=f"approved by {approver}")
+        base.update(check.args)
+        if isinstance(output, Mapping):
+            base.update(output)
+        elif output is not None:
+            base["result"] = output
+        if self.receipt is not None:
+            base.update(self.receipt(check, output) or {})
+        declared = tuple(check.decision.receipt or ())
+        return _jsonable({f: base[f] for f in declared if f in base})
+
+    def record(self, check: Check, output: Any, approver: Optional[str] = None) -> Any:
+        """Record the execution with its receipt (idempotent per call)."""
+        return self.runtime.executed(check.decision_id, receipt=self.receipt_for(check, output, approver),
+                                     key="stopline:exec:" + check.key.rsplit(":", 1)[1], now=self._t())
