@@ -87,7 +87,7 @@ def pg_drop(name: str) -> None:
 BASELINE_DDL = "CREATE TABLE IF NOT EXISTS plain (seq BIGINT PRIMARY KEY, id VARCHAR(64), body TEXT, time VARCHAR(32))"
 
 
-def baseline_engine(url: str):
+def baseline_engine(url: str, synchronous: str = "FULL"):
     eng = create_engine(url)
     if url.startswith("sqlite"):
         from sqlalchemy import event
@@ -96,7 +96,7 @@ def baseline_engine(url: str):
         def _c(dbapi, _rec):
             cur = dbapi.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
     with eng.begin() as c:
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", metavar="PATH", help="also write the figures as JSON to PATH")
     ap.add_argument("--sizes", metavar="N,N,...", help="ledger sizes for the growth lines (default 10^4,10^5,10^6)")
     ap.add_argument("--growth-only", action="store_true", help="only the growth lines (verify, proofs, bytes)")
+    ap.add_argument("--no-growth", action="store_true", help="only the append lines (for repeated runs)")
+    ap.add_argument("--durability", choices=("full", "normal"), default="full",
+                    help="the ledger's durability for the SQLite lines (the baseline uses the matching synchronous)")
     args = ap.parse_args(argv)
     q = args.quick
     rounds = 3 if q else 5
@@ -258,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # --- SQLite, one writer
         url = sqlite_url(d, "one")
-        led = Ledger.open(url, create=True)
-        base = baseline_engine(sqlite_url(d, "plain"))
+        led = Ledger.open(url, create=True, durability=args.durability)
+        base = baseline_engine(sqlite_url(d, "plain"), "FULL" if args.durability == "full" else "NORMAL")
         single, single_b, batch, batch_b = [], [], [], []
         for r in range(rounds):
             single_b.append(baseline_inserts(base, n_single, 1, start=r * 10**7))
@@ -270,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         s, sb, b, bb = (statistics.median(x) for x in (single, single_b, batch, batch_b))
         fig["sqlite"] = {"append_per_s": s, "baseline_insert_per_s": sb, "append_many_100_per_s": b,
                          "baseline_insert_100_per_s": bb}
-        print("sqlite (WAL, synchronous=FULL), one writer, median of rounds:")
+        print(f"sqlite (WAL, durability={args.durability}: synchronous={'FULL' if args.durability == 'full' else 'NORMAL'}), "
+              "one writer, median of rounds:")
+        fig["sqlite"]["durability"] = args.durability
         print(f"  append (1 per transaction)       {s:9,.0f}/s   baseline plain INSERT {sb:9,.0f}/s   ratio {sb / s:.2f}x")
         print(f"  append_many (100 per transaction) {b:8,.0f}/s   baseline plain INSERT {bb:9,.0f}/s   ratio {bb / b:.2f}x")
         g = GOALS["sqlite_one_writer_per_s"]
@@ -299,13 +304,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"goal postgresql 8 writers >= {GOALS['postgres_8_writers_per_s']:,}/s: append {a:,.0f}/s, "
                       f"append_many {c:,.0f}/s -- {'met' if a >= GOALS['postgres_8_writers_per_s'] else 'MISSED'} "
                       f"(one per transaction){'; met with batches of 10' if c >= GOALS['postgres_8_writers_per_s'] else ''}")
-                gled = Ledger.open(purl)
-                print("growth on postgresql:")
-                fig["postgresql_growth"] = growth(gled, purl, sizes[:2], 10 if q else 30, rnd)
-                gled.close()
+                if not args.no_growth:
+                    gled = Ledger.open(purl)
+                    print("growth on postgresql:")
+                    fig["postgresql_growth"] = growth(gled, purl, sizes[:2], 10 if q else 30, rnd)
+                    gled.close()
             finally:
                 pg_drop(name)
         # --- growth on SQLite
+        if args.no_growth:
+            if args.json_out:
+                Path(args.json_out).write_text(json.dumps(fig, indent=2) + "\n")
+            return 0
         gurl = sqlite_url(d, "growth")
         gled = Ledger.open(gurl, create=True)
         print("growth on sqlite:")

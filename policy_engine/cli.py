@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from .limits import MAX_INPUT_BYTES
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
@@ -221,7 +223,6 @@ def test(paths: tuple[str, ...], keyword: str | None, fmt: str, output: str | No
 
 
 # ---------------------------------------------------------------------------- eval / explain / schema (engine)
-MAX_INPUT_BYTES = 16_000_000
 
 
 def _engine_or_exit(paths: tuple[str, ...], color: bool | None):

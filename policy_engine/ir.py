@@ -12,6 +12,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from .source import Span
+from .timestamps import WINDOW_UNITS
 
 EFFECTS = ("allow", "require_approval", "deny")
 DEFAULT_EFFECTS = ("require_approval", "deny")
@@ -25,7 +26,7 @@ STANDARD_SCENARIOS = (
     "policy_reversal",
     "regulatory_order",
 )
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_UNITS = WINDOW_UNITS  # units of a reversal window (timestamps.WINDOW_UNITS)
 
 
 class Loc:

@@ -11,11 +11,8 @@ from typing import Iterable, Sequence
 
 from . import ir
 from .diagnostics import Diagnostic, PolicyError, sort_diagnostics
+from .limits import MAX_CONDITIONS_PER_SET, MAX_FILE_BYTES, MAX_FILES
 from .source import SourceFile, Span
-
-MAX_FILES = 1000
-MAX_FILE_BYTES = 1_000_000
-MAX_CONDITIONS_PER_SET = 10_000
 
 
 @dataclass

@@ -13,10 +13,9 @@ from lark import Token, Tree
 
 from . import ir
 from .diagnostics import Diagnostic
+from .limits import INT64_MAX, INT64_MIN, MAX_APPROVERS, MAX_EXPRESSION_LENGTH, MAX_RULES_PER_FILE, MAX_WINDOW_SECONDS
 from .source import SourceFile
-
-MAX_EXPRESSION_LENGTH = 4096
-MAX_RULES_PER_FILE = 10_000
+from .timestamps import parse_window
 
 
 class Lowerer:
@@ -116,8 +115,8 @@ class Lowerer:
                         self.err("E108", f"number `{text}` is out of range", node)
                         return 0.0
                     return v
-                v = int(text) if len(text) <= 40 else 2**63  # int() refuses > 4300 digits
-                if not -(2**63) <= v < 2**63:
+                v = int(text) if len(text) <= 40 else INT64_MAX + 1  # int() refuses > 4300 digits
+                if not INT64_MIN <= v <= INT64_MAX:
                     self.err("E108", f"number `{text}` does not fit in a 64-bit integer", node)
                     return 0
                 return v
@@ -232,12 +231,11 @@ class Lowerer:
         if within is not None:
             tok = within.children[0]
             text = str(tok)
-            digits = text[:-1].lstrip("0") or "0"
-            amount, unit = (int(digits) if len(digits) <= 19 else 10**19), text[-1]  # int() refuses > 4300 digits
-            seconds = amount * ir.DURATION_UNITS[unit]
-            if seconds <= 0 or seconds > 100 * 365 * 86400:
-                self.err("E108", f"reversal window `{text}` must be more than zero and at most 100 years", tok)
-                seconds = max(1, min(seconds, 100 * 365 * 86400))
+            seconds = parse_window(text)
+            if seconds <= 0 or seconds > MAX_WINDOW_SECONDS:
+                self.err("E108", f"reversal window `{text}` must be more than zero and at most "
+                         f"{MAX_WINDOW_SECONDS // (365 * 86400)} years", tok)
+                seconds = max(1, min(seconds, MAX_WINDOW_SECONDS))
             fields.update(window_seconds=seconds, window_text=text, window_loc=self.loc(tok))
         return ir.Reversibility(loc=self.loc(tree), **fields)
 
@@ -252,7 +250,7 @@ class Lowerer:
         appr = None
         if approvers is not None:
             count_tok = approvers.children[0]
-            count = self.integer(count_tok, "the number of approvers", 1, 100)
+            count = self.integer(count_tok, "the number of approvers", 1, MAX_APPROVERS)
             if approvers.data == "approvers_one":
                 roles: tuple[ir.Name, ...] = (self.name(approvers.children[1]),)
                 any_of = False
@@ -373,10 +371,10 @@ class Lowerer:
             if child is None:
                 continue
             if child.data == "slot_role":
-                count = self.integer(child.children[0], "the number of approvers", 1, 100)
+                count = self.integer(child.children[0], "the number of approvers", 1, MAX_APPROVERS)
                 slots.append(ir.Slot(count=count, roles=(self.name(child.children[1]),), loc=self.loc(child)))
             elif child.data == "slot_any":
-                count = self.integer(child.children[0], "the number of approvers", 1, 100)
+                count = self.integer(child.children[0], "the number of approvers", 1, MAX_APPROVERS)
                 slots.append(ir.Slot(count=count, roles=self.names(child.children[1]), any_of=True,
                                      loc=self.loc(child)))
             elif child.data == "distinct":

@@ -11,10 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 from .diagnostics import Diagnostic, did_you_mean
+from .limits import MAX_FILE_BYTES, MAX_NESTING, MAX_SYNTAX_ERRORS
 from .source import SourceFile
-
-MAX_FILE_BYTES = 1_000_000
-MAX_NESTING = 32
 
 _lock = threading.Lock()
 _parser = None
@@ -146,9 +144,6 @@ def check_nesting(src: SourceFile) -> Diagnostic | None:
         elif ch != "#":
             depth -= 1
     return None
-
-
-MAX_SYNTAX_ERRORS = 20
 
 
 def parse(src: SourceFile) -> ParseResult:

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .diagnostics import Diagnostic, did_you_mean, one_of, render, sort_diagnostics
+from .limits import MAX_SUITE_BYTES, MAX_SUITE_NODES
 from .source import SourceFile, Span
+from .timestamps import parse_ts
 
 SUITE_SUFFIX = ".policy-test.yaml"
-MAX_SUITE_BYTES = 2_000_000
-MAX_SUITE_NODES = 200_000
 QUESTIONS = ("gate", "rollback", "authorize", "resume")
 
 # Suite diagnostic codes (stable; T = test suites).
@@ -362,9 +362,7 @@ class _Builder:
         self.check_pinned()
 
     def check_time(self, value: str, path: tuple) -> None:
-        from .engine import parse_ts  # the engine's own parser: a `now` it would refuse is refused here
-
-        try:
+        try:  # the engine's own parser (timestamps.parse_ts): a `now` it would refuse is refused here
             parse_ts(value)
         except ValueError:
             self.error("T006", f"`{value}` is not an RFC 3339 timestamp", path,
@@ -521,9 +519,7 @@ def deep_merge(base: Any, over: Any) -> Any:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """A timestamp as the engine reads it (`engine.parse_ts`: one RFC 3339 parser), or None."""
-    from .engine import parse_ts
-
+    """A timestamp as the engine reads it (`timestamps.parse_ts`: one RFC 3339 parser), or None."""
     try:
         return parse_ts(value)
     except ValueError:

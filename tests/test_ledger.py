@@ -204,3 +204,71 @@ def test_init_is_idempotent_and_keeps_the_log(ledger_url):
         log_id = a.log_id
     with Ledger.open(ledger_url, create=True) as b:
         assert b.log_id == log_id and b.size == 1
+
+
+def test_durability_is_full_by_default_and_normal_on_request(tmp_path):
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    with Ledger.open(url, create=True) as led:
+        assert led.durability == "full"
+        with led._engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    for normal in (Ledger.open(url + "?durability=normal"), Ledger.open(url, durability="normal")):
+        with normal as led:
+            assert led.durability == "normal"
+            with led._engine.connect() as c:
+                assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            led.append("stop", body("stop"), workflow="w")
+    with pytest.raises(LedgerUnavailable, match="durability must be full or normal"):
+        Ledger.open(url + "?durability=fast")
+
+
+def test_postgres_normal_durability_turns_synchronous_commit_off(ledger_url):
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    Ledger.open(ledger_url, create=True).close()
+    for mode, want in (("full", "on"), ("normal", "off")):
+        with Ledger.open(ledger_url, durability=mode) as led:
+            with led._engine.connect() as c:
+                assert c.exec_driver_sql("SHOW synchronous_commit").scalar() == want
+
+
+def test_concurrent_appends_with_one_key_make_one_entry_and_a_conflict_fails_alone(led):
+    """Group commit (threads in one process; the sequencer on PostgreSQL): requests that
+    share a transaction are judged one by one."""
+    first = led.append("stop", body("stop"), workflow="w")
+    results: dict[int, object] = {}
+
+    def work(i):
+        try:
+            if i % 3 == 0:  # the same key and body: one entry for all of them
+                results[i] = led.append("stop", body("stop", same=True), workflow="w", key="k-same", links=[first.id])
+            elif i % 3 == 1:  # a key whose body differs from the first use: a conflict for all but one
+                results[i] = led.append("stop", body("stop", who=i), workflow="w", key="k-diff")
+            else:
+                results[i] = led.append("stop", body("stop", n=i), workflow="w")
+        except IdempotencyConflict as e:
+            results[i] = e
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    same = {results[i].id for i in range(0, 12, 3)}
+    assert len(same) == 1
+    diff = [results[i] for i in range(1, 12, 3)]
+    assert sum(isinstance(r, IdempotencyConflict) for r in diff) == 3
+    assert all(not isinstance(results[i], Exception) for i in range(2, 12, 3))
+    es = led.entries(limit=100)
+    assert len(es) == 1 + 1 + 1 + 4
+    assert [e.seq for e in es] == list(range(len(es)))
+    assert led.verify().ok
+
+
+def test_an_unknown_link_is_refused_on_every_append_path(led):
+    led.append("stop", body("stop"), workflow="w")
+    with pytest.raises(InvalidEntry, match="unknown entry"):
+        led.append("stop", body("stop"), workflow="w", links=["nope"])
+    with pytest.raises(InvalidEntry, match="unknown entry"):
+        led.append_many([NewEntry("stop", body("stop"), workflow="w"), NewEntry("stop", body("stop"), workflow="w", links=["x"])])
+    assert led.size == 1 and led.verify().ok

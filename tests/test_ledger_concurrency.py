@@ -14,6 +14,8 @@ import random
 import signal
 import time
 
+import pytest
+
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
 from policy_engine.ledger import Ledger, NewEntry
 
@@ -68,7 +70,9 @@ def _all_ids(led: Ledger) -> dict[int, str]:
     return {e.seq: e.id for e in led.entries(limit=10**6)}
 
 
-def test_kill_minus_9_at_random_points_loses_nothing_acknowledged(ledger_url):
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_kill_minus_9_at_random_points_loses_nothing_acknowledged(ledger_url, durability):
+    ledger_url += ("&" if "?" in ledger_url else "?") + f"durability={durability}"
     Ledger.open(ledger_url, create=True).close()
     rnd = random.Random(int(os.environ.get("STOPLINE_TEST_SEED", "1414")))
     acked: list[tuple[int, str]] = []

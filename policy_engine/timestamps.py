@@ -1,0 +1,195 @@
+"""RFC 3339 timestamps and durations, once.
+
+A leaf module (imports nothing of the package). One parser serves every reader of a timestamp:
+the engine (`parse_ts`: action times, `now`, executed_at, approvals), CEL's `timestamp()` and the
+test suites' `now`. Where readers accept different spellings today, the difference is an explicit
+parameter, not a second parser:
+
+- `allow_space`: the engine accepts `2026-07-02 10:00:00Z` (a space for the `T`, as RFC 3339
+  section 5.6 permits); CEL's `timestamp()` follows cel-go and accepts `T`/`t` only.
+- `trim_fraction` when formatting: the engine's JSON writes microseconds as six digits
+  (`fmt_ts`), CEL's string conversion drops trailing zeros as cel-go does.
+
+Durations: the policy language's reversal windows (`60s`, `15m`, `2h`, `7d`) and CEL's Go-style
+durations (`1h30m`, `1.5s`, `-250ms`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .limits import INT64_MAX
+
+__all__ = [
+    "UTC", "parse_rfc3339", "parse_ts", "fmt_ts", "format_rfc3339",
+    "WINDOW_UNITS", "parse_window", "parse_cel_duration", "format_cel_duration", "duration_micros",
+]
+
+UTC = timezone.utc
+
+# ASCII digits only ([0-9], not \d: str patterns match every Unicode digit class).
+_TS_RE = re.compile(
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})([Tt ])([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_MAX_TS_CHARS = 40  # longer than any RFC 3339 timestamp (35): refused before matching
+
+
+def parse_rfc3339(text: str, *, allow_space: bool = False) -> datetime:
+    """An RFC 3339 timestamp -> tz-aware datetime in UTC; nanoseconds truncated to microseconds.
+
+    Raises ValueError (`cannot parse timestamp ...` / `invalid timestamp ...`). `allow_space`: accept a
+    space as the date/time separator (the engine does; CEL does not)."""
+    m = _TS_RE.match(text) if len(text) <= _MAX_TS_CHARS else None
+    if m is None or (m.group(4) == " " and not allow_space):
+        raise ValueError(f"cannot parse timestamp {text!r}")
+    y, mo, d, _sep, h, mi, sec, frac, tz = m.groups()
+    us = int((frac or "0").ljust(6, "0")[:6])
+    try:
+        if tz in ("Z", "z"):
+            tzinfo = UTC
+        else:
+            sign = 1 if tz[0] == "+" else -1
+            tzinfo = timezone(sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])))
+        return datetime(int(y), int(mo), int(d), int(h), int(mi), int(sec), us, tzinfo=tzinfo).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"invalid timestamp {text!r}") from None
+
+
+def parse_ts(value: Any, what: str = "timestamp") -> datetime:
+    """An RFC 3339 string (`T`, `t` or a space between date and time) or a datetime -> tz-aware UTC
+    datetime. Naive datetimes are UTC. Raises ValueError with a message naming `what`."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, str):
+        try:
+            return parse_rfc3339(value, allow_space=True)
+        except ValueError:
+            raise ValueError(
+                f"{what} {_shown(value)} is not an RFC 3339 timestamp (e.g. 2026-07-02T10:00:00Z)") from None
+    raise ValueError(f"{what} must be an RFC 3339 string, not {_type_name(value)}")
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(s: str, limit: int = 60) -> str:
+    shown = json.dumps(s, ensure_ascii=False)
+    if not shown.isascii() and _SURROGATE_RE.search(shown):  # keep messages encodable
+        shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "`" + (shown if len(shown) <= limit else shown[: limit - 3] + "...") + "`"
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a bool"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, Mapping):
+        return "an object"
+    return f"a {type(v).__name__}"
+
+
+_D2 = tuple(f"{i:02d}" for i in range(100))  # "00".."99": fmt_ts without %-formatting
+
+
+def fmt_ts(t: datetime) -> str:
+    """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (six digits)."""
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    y = t.year
+    if y < 1000:
+        return format_rfc3339(t)
+    d2 = _D2  # 4-digit year: the common case, ~3x cheaper than the %-format
+    us = t.microsecond
+    if us:
+        return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}.{us:06d}Z"
+    return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}Z"
+
+
+def format_rfc3339(t: datetime, *, trim_fraction: bool = False) -> str:
+    """RFC 3339 in UTC with a `Z`; the fraction only when non-zero: six digits, or without trailing
+    zeros when `trim_fraction` (CEL's string conversion)."""
+    t = t.astimezone(UTC)
+    base = "%04d-%02d-%02dT%02d:%02d:%02d" % (t.year, t.month, t.day, t.hour, t.minute, t.second)
+    if t.microsecond:
+        frac = f".{t.microsecond:06d}"
+        base += frac.rstrip("0") if trim_fraction else frac
+    return base + "Z"
+
+
+# --- durations -----------------------------------------------------------------------------
+
+WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}  # units of a reversal window
+
+
+def parse_window(text: str) -> int:
+    """A policy window as written (`<digits><unit>`, unit in WINDOW_UNITS; the grammar guarantees
+    the form) -> seconds. Huge digit strings give a huge number (callers bound it), never an error."""
+    digits = text[:-1].lstrip("0") or "0"
+    amount = int(digits) if len(digits) <= 19 else 10**19  # int() refuses > 4300 digits
+    return amount * WINDOW_UNITS[text[-1]]
+
+
+_DUR_RE = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+_DUR_UNITS_US = {
+    "ns": 0.001, "us": 1, "µs": 1, "μs": 1, "ms": 1000, "s": 1_000_000,
+    "m": 60_000_000, "h": 3_600_000_000,
+}
+_DUR_MAX_US = INT64_MAX // 1000  # cel-go durations are int64 nanoseconds (~292 years)
+
+
+def parse_cel_duration(s: str) -> timedelta:
+    """A Go-style duration (`1h30m`, `1.5s`, `-250ms`, `0`) -> timedelta (microsecond precision).
+    Raises ValueError: `invalid duration '...'` or `range error: duration out of range`."""
+    body = s
+    sign = 1
+    if body[:1] in ("-", "+"):
+        sign = -1 if body[0] == "-" else 1
+        body = body[1:]
+    if body == "0":
+        return timedelta(0)
+    if not body:
+        raise ValueError(f"invalid duration {s!r}")
+    pos = 0
+    total_us = 0.0
+    total_exact = 0
+    for m in _DUR_RE.finditer(body):
+        if m.start() != pos or m.group(1) in ("", "."):
+            raise ValueError(f"invalid duration {s!r}")
+        pos = m.end()
+        num, unit = m.group(1), m.group(2)
+        scale = _DUR_UNITS_US[unit]
+        if "." in num or unit == "ns":
+            total_us += float(num) * scale
+        else:
+            total_exact += int(num) * int(scale)
+    if pos != len(body):
+        raise ValueError(f"invalid duration {s!r}")
+    us = sign * (total_exact + int(total_us))
+    if abs(us) > _DUR_MAX_US:
+        raise ValueError("range error: duration out of range")
+    return timedelta(microseconds=us)
+
+
+def duration_micros(d: timedelta) -> int:
+    """A timedelta as whole microseconds."""
+    return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def format_cel_duration(d: timedelta) -> str:
+    """A duration as CEL writes it: seconds with the fraction's trailing zeros dropped (`1.5s`)."""
+    us = duration_micros(d)
+    sign = "-" if us < 0 else ""
+    s, frac = divmod(abs(us), 1_000_000)
+    if frac:
+        return f"{sign}{s}.{frac:06d}".rstrip("0") + "s"
+    return f"{sign}{s}s"
