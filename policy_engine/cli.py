@@ -367,6 +367,14 @@ from .server.cli import serve as _serve  # noqa: E402  (click only; the web stac
 
 main.add_command(_serve)
 
+# ---------------------------------------------------------------------------- incidents (issue 18)
+from .replay_cli import export_case_cmd as _export_case, replay_cmd as _replay  # noqa: E402  (click only)
+from .runtime.bulk_cli import rollback as _rollback  # noqa: E402  (click only; SQLAlchemy on use)
+
+main.add_command(_replay)
+main.add_command(_rollback)
+_ledger_group.add_command(_export_case)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,6 +25,8 @@ KINDS: Mapping[str, tuple[frozenset[str], bool, int]] = MappingProxyType({
     "checkpoint": (frozenset({"origin", "size", "root", "note"}), False, 0),
     # a subject's status changed (a rollback claimed, a decision or rollback cancelled or expired)
     "transition": (frozenset({"subject", "to"}), False, 1),
+    # a batch of rollbacks (an incident, a policy reversal): its rollbacks link to it
+    "batch": (frozenset({"batch_hash", "scenario", "requested_by", "reason"}), False, 0),
 })
 
 STEP_STATUSES = frozenset({"started", "completed", "failed", "verified"})

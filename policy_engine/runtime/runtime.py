@@ -1021,3 +1021,8 @@ def _jsonable(o: Any) -> Any:
 def dumps(x: Any) -> str:
     """JSON text of a runtime result (what the CLI prints)."""
     return json.dumps(_jsonable(x), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+from . import bulk as _bulk  # noqa: E402  (request_bulk_rollback, approve_batch, batch_status, batch_step)
+
+_bulk.attach(Runtime)

@@ -1,0 +1,353 @@
+"""Replay: re-evaluate recorded gate decisions under a candidate policy set and list every
+changed verdict (DESIGN.md, "Rollbacks at scale, replay, and learning from a miss").
+
+    from policy_engine.replay import replay
+    r = replay("policies-next/", "sqlite:///stopline.db", since="2026-11-01T00:00:00Z")
+    r.counts            # {"allow -> deny": 12, ...}
+    r.changed[0]        # ChangedVerdict(decision_id=..., old_effect="allow", new_effect="deny", ...)
+
+Each decision is evaluated with the action *as recorded*, the ``now`` it was decided at
+and the workflow state the ledger held just before it (the latest ``stop`` or allowed
+``resume`` of its workflow with a lower sequence number), so a replay under the policy
+that decided it gives the same verdict. Only the recorded input is read: a decision
+recorded under a policy that no longer loads (or no longer exists) replays the same way.
+
+Work is split by sequence range over processes (``workers``; default: the machine's
+cores, at most 2 on small ledgers it is not worth it); each process opens the ledger and
+loads the candidate policy itself, and sends back only the changed verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional, Sequence
+
+__all__ = ["replay", "ReplayResult", "ChangedVerdict", "rule_of", "changed_executions"]
+
+#: how strict an effect is (a replayed verdict that goes up this order is a tightening)
+STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2, "stop": 3}
+PAGE = 2000
+PARALLEL_FROM = 5000  #: below this many decisions one process is faster than starting two
+
+
+def rule_of(deciding: Any) -> str:
+    """The deciding rule as one word: the rule's name, ``stop:NAME`` for a trigger,
+    ``stopped:NAME`` for a stopped workflow, or the synthetic kind (``default``, ...)."""
+    if deciding is None:
+        return "?"
+    if not isinstance(deciding, dict):
+        deciding = {"kind": getattr(deciding, "kind", None), "name": getattr(deciding, "name", None)}
+    kind, name = deciding.get("kind"), deciding.get("name")
+    if kind == "rule":
+        return str(name)
+    if kind in ("stop", "stopped"):
+        return f"{kind}:{name}"
+    return str(kind if not name or name == kind else f"{kind}:{name}")
+
+
+@dataclass(frozen=True)
+class ChangedVerdict:
+    decision_id: str
+    seq: int
+    workflow: Optional[str]
+    action_type: Optional[str]
+    action_id: Optional[str]
+    now: Optional[str]
+    old_effect: str
+    old_rule: str
+    new_effect: str
+    new_rule: str
+    new_reason: str
+    old_policy_hash: Optional[str]
+    executions: tuple[str, ...] = ()  #: executions recorded under this decision
+
+    @property
+    def transition(self) -> str:
+        return f"{self.old_effect} -> {self.new_effect}"
+
+    @property
+    def tightened(self) -> bool:
+        return STRICTNESS.get(self.new_effect, 9) > STRICTNESS.get(self.old_effect, 9)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["executions"] = list(self.executions)
+        d["transition"] = self.transition
+        return d
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    policy_hash: str  #: the candidate policy set's hash
+    replayed: int  #: decisions re-evaluated
+    unchanged: int
+    changed: tuple[ChangedVerdict, ...]
+    unreplayable: tuple[dict, ...] = ()  #: decisions whose recorded action could not be recorded as JSON
+    workers: int = 1
+    recorded_policies: tuple[str, ...] = ()  #: the policy hashes the replayed decisions were recorded under
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``"old -> new"`` effect transitions (rule changes with the same effect as ``"allow -> allow"``)."""
+        out: dict[str, int] = {}
+        for c in self.changed:
+            out[c.transition] = out.get(c.transition, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        """Changed verdicts grouped by (old effect, old rule, new effect, new rule), largest first."""
+        g: dict[tuple, list[ChangedVerdict]] = {}
+        for c in self.changed:
+            g.setdefault((c.old_effect, c.old_rule, c.new_effect, c.new_rule), []).append(c)
+        rows = [{"old_effect": k[0], "old_rule": k[1], "new_effect": k[2], "new_rule": k[3], "count": len(v),
+                 "executed": sum(1 for c in v if c.executions), "decisions": [c.decision_id for c in v[:5]]}
+                for k, v in g.items()]
+        return sorted(rows, key=lambda r: (-r["count"], r["old_effect"], r["old_rule"], r["new_effect"],
+                                           r["new_rule"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy_hash": self.policy_hash, "replayed": self.replayed, "unchanged": self.unchanged,
+                "changed_count": len(self.changed), "counts": self.counts, "groups": self.groups,
+                "executed_changed": sum(1 for c in self.changed if c.executions),
+                "changed": [c.to_json() for c in self.changed], "unreplayable": list(self.unreplayable),
+                "recorded_policies": list(self.recorded_policies), "workers": self.workers}
+
+    def text(self) -> str:
+        lines = [f"replayed {self.replayed} decision(s) under policy {self.policy_hash[:19]}: "
+                 f"{len(self.changed)} changed, {self.unchanged} unchanged"
+                 + (f", {len(self.unreplayable)} unreplayable" if self.unreplayable else "")]
+        for tr, n in self.counts.items():
+            lines.append(f"  {tr}: {n}")
+        for g in self.groups:
+            lines.append(f"\n{g['old_effect']} ({g['old_rule']}) -> {g['new_effect']} ({g['new_rule']}): "
+                         f"{g['count']} decision(s), {g['executed']} executed")
+            for c in [c for c in self.changed if (c.old_effect, c.old_rule, c.new_effect, c.new_rule)
+                      == (g["old_effect"], g["old_rule"], g["new_effect"], g["new_rule"])][:10]:
+                lines.append(f"  {c.decision_id}  {c.workflow or '-'}/{c.action_type or '-'}"
+                             f"{' ' + c.action_id if c.action_id else ''}  at {c.now}"
+                             + (f"  executed {', '.join(c.executions)}" if c.executions else ""))
+            if g["count"] > 10:
+                lines.append(f"  … {g['count'] - 10} more (--format json lists every one)")
+        for u in self.unreplayable[:10]:
+            lines.append(f"unreplayable {u['decision_id']}: {u['reason']}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ the work
+def _ts(t: Any) -> Optional[str]:
+    if t is None:
+        return None
+    if isinstance(t, datetime):
+        return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromisoformat(str(t).replace("Z", "+00:00")).astimezone(timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _filters(since: Optional[str], until: Optional[str], workflow: Optional[str]) -> list:
+    from .ledger import schema
+
+    E = schema.entries
+    where = [E.c.kind == "decision"]
+    if since is not None:
+        where.append(E.c.time >= since)
+    if until is not None:
+        where.append(E.c.time < until)
+    if workflow is not None:
+        where.append(E.c.workflow == workflow)
+    return where
+
+
+def _timeline(led: Any, until: Optional[str]) -> dict[str, list[tuple[int, Optional[dict]]]]:
+    """Per workflow, every change of its status: (seq, state after it or None for running)."""
+    from .ledger import schema
+
+    E = schema.entries
+    out: dict[str, list[tuple[int, Optional[dict]]]] = {}
+    with led.reading() as c:
+        for e in led.fetch(c, E.c.kind.in_(("stop", "resume"))):
+            if e.workflow is None:
+                continue
+            if e.kind == "stop":
+                st = {"name": e.workflow, "status": "stopped", "stopped_by": e.body.get("trigger"),
+                      "stopped_at": e.body.get("stopped_at") or e.time}
+            elif e.body.get("allowed"):
+                st = None
+            else:
+                continue
+            out.setdefault(e.workflow, []).append((e.seq, st))
+    return out
+
+
+def _state_at(timeline: dict, workflow: Optional[str], seq: int) -> Optional[dict]:
+    events = timeline.get(workflow) if workflow else None
+    if not events:
+        return None
+    import bisect
+
+    i = bisect.bisect_left(events, (seq,)) - 1  # the latest change strictly before the decision
+    return events[i][1] if i >= 0 else None
+
+
+_W: dict[str, Any] = {}  # per process: the engine and the ledger
+
+
+def _init(policy_paths: Sequence[str], url: str) -> None:
+    from . import load
+    from .ledger import Ledger
+
+    _W["engine"] = load(list(policy_paths)) if len(policy_paths) != 1 else load(policy_paths[0])
+    _W["ledger"] = Ledger.open(url)
+
+
+def _run(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -> tuple[list, int, list, set]:
+    """Replay decisions with lo <= seq <= hi; (changed as tuples, replayed, unreplayable, recorded policy hashes)."""
+    from .ledger import schema
+
+    E = schema.entries
+    changed: list[tuple] = []
+    bad: list[dict] = []
+    hashes: set[str] = set()
+    n = 0
+    after = lo - 1
+    evaluate = engine.evaluate
+    while after < hi:
+        with led.reading() as c:
+            page = led.fetch(c, *where, E.c.seq > after, E.c.seq <= hi, limit=PAGE)
+        if not page:
+            break
+        for e in page:
+            b = e.body
+            old = b.get("decision") or {}
+            hashes.add(b.get("policy_hash") or "")
+            action = b.get("action")
+            if not isinstance(action, dict) or b.get("action_error"):
+                bad.append({"decision_id": e.id, "seq": e.seq, "reason": b.get("action_error")
+                            or "the recorded action is not a JSON object"})
+                continue
+            n += 1
+            d = evaluate(action, _state_at(timeline, e.workflow, e.seq), b.get("now") or e.time)
+            oe, orule = old.get("effect"), rule_of(old.get("deciding"))
+            nrule = rule_of(d.deciding)
+            if d.effect != oe or nrule != orule:
+                changed.append((e.id, e.seq, e.workflow, old.get("action_type") or action.get("type"),
+                                old.get("action_id") or (action.get("id") if isinstance(action.get("id"), str)
+                                                         else None),
+                                b.get("now") or e.time, oe or "?", orule, d.effect, nrule, d.reason,
+                                b.get("policy_hash")))
+        after = page[-1].seq
+    return changed, n, bad, hashes
+
+
+def _work(lo: int, hi: int, where_args: tuple, timeline: dict) -> tuple:
+    return _run(_W["engine"], _W["ledger"], _filters(*where_args), lo, hi, timeline)
+
+
+def _executions_of(led: Any, seqs: list[int]) -> dict[str, list[str]]:
+    """decision id -> the executions recorded under it (one indexed query per 500 decisions)."""
+    from sqlalchemy import select
+
+    from .ledger import schema
+
+    E, L = schema.entries, schema.links
+    out: dict[str, list[str]] = {}
+    with led.reading() as c:
+        for i in range(0, len(seqs), 500):
+            chunk = seqs[i:i + 500]
+            for x in led.fetch(c, E.c.kind == "execution",
+                               E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq.in_(chunk)))):
+                d = x.body.get("decision")
+                if d:
+                    out.setdefault(d, []).append(x.id)
+    return out
+
+
+def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, workflow: Optional[str] = None,
+           workers: Optional[int] = None, progress: Any = None) -> ReplayResult:
+    """Re-evaluate every recorded decision (``since <= time < until``, of ``workflow``)
+    under ``policies`` (a path or a list of paths, which each worker loads; or an
+    ``Engine``, replayed in this process). ``ledger``: a URL or a ``Ledger``."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    import multiprocessing
+
+    from sqlalchemy import select
+
+    from . import load
+    from .ledger import Ledger, schema
+
+    t0 = time.perf_counter()
+    since_s, until_s = _ts(since), _ts(until)
+    owns = not isinstance(ledger, Ledger)
+    led = Ledger.open(ledger) if owns else ledger
+    try:
+        paths: Optional[list[str]] = None
+        if isinstance(policies, (str, os.PathLike)):
+            paths = [os.fspath(policies)]
+        elif isinstance(policies, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in policies):
+            paths = [os.fspath(p) for p in policies]
+        engine = (load(paths[0]) if len(paths) == 1 else load(paths)) if paths is not None else policies
+        where = _filters(since_s, until_s, workflow)
+        with led.reading() as c:
+            seqs = [r[0] for r in c.execute(select(schema.entries.c.seq).where(*where).order_by(schema.entries.c.seq))]
+        timeline = _timeline(led, until_s)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 4) if len(seqs) >= PARALLEL_FROM else 1
+        url = str(ledger) if owns else str(led.url)  # a Ledger's url hides its password: pass the URL
+        if paths is None or ":memory:" in url:
+            workers = 1  # an Engine object or an in-memory ledger cannot be reopened by another process
+        workers = max(1, min(workers, len(seqs) or 1))
+        parts: list[tuple] = []
+        if seqs:
+            step = -(-len(seqs) // workers)
+            parts = [(seqs[i], seqs[min(i + step, len(seqs)) - 1]) for i in range(0, len(seqs), step)]
+        results: list[tuple] = []
+        if workers == 1:
+            for lo, hi in parts:
+                results.append(_run(engine, led, where, lo, hi, timeline))
+        else:
+            # smaller pieces than one per worker, so a progress bar moves and the cores stay even
+            pieces = max(workers * 4, len(seqs) // 10_000)
+            step = -(-len(seqs) // pieces)
+            parts = [(seqs[i], seqs[min(i + step, len(seqs)) - 1]) for i in range(0, len(seqs), step)]
+            # fork where there is one: no re-import of the caller's __main__; a worker
+            # opens its own ledger connection and never touches the parent's
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            try:
+                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                                         initargs=(paths, url)) as pool:
+                    futs = [pool.submit(_work, lo, hi, (since_s, until_s, workflow), timeline) for lo, hi in parts]
+                    for i, f in enumerate(futs):
+                        results.append(f.result())
+                        if progress is not None:
+                            progress(i + 1, len(futs))
+            except BrokenProcessPool:  # a worker died (killed, out of memory): do it here instead
+                workers, results = 1, [_run(engine, led, where, seqs[0], seqs[-1], timeline)]
+        rows = [r for res in results for r in res[0]]
+        n = sum(res[1] for res in results)
+        bad = tuple(b for res in results for b in res[2])
+        hashes = sorted({h for res in results for h in res[3]} - {""})
+        execs = _executions_of(led, [r[1] for r in rows])
+        changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)
+        return ReplayResult(engine.policy_hash, n, n - len(changed), changed, bad, workers, tuple(hashes),
+                            time.perf_counter() - t0)
+    finally:
+        if owns:
+            led.close()
+
+
+def changed_executions(result: ReplayResult, *, tightened_only: bool = True) -> list[str]:
+    """The executions a policy reversal covers: those recorded under a decision whose
+    replayed verdict changed (and, by default, got stricter: the new policy would not
+    have let it run as it did)."""
+    out: list[str] = []
+    for c in result.changed:
+        if c.executions and (c.tightened or not tightened_only):
+            out.extend(c.executions)
+    return list(dict.fromkeys(out))
+

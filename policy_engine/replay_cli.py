@@ -1,0 +1,125 @@
+"""``stopline replay`` and ``stopline ledger export-case`` (registered by ``policy_engine.cli``).
+
+Exit codes: 0 ok (replay: whether or not verdicts changed), 2 the policy does not load,
+the ledger cannot be read, an unknown id or bad input (one line on stderr, never a
+traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+EXIT_USAGE = 2
+DEFAULT_URL = "sqlite:///stopline.db"
+
+
+def _guarded(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .cases import ExportError
+        from .diagnostics import PolicyError
+        from .ledger import LedgerError
+        from .runtime import RuntimeUsageError
+
+        try:
+            return fn(*args, **kwargs)
+        except (LedgerError, RuntimeUsageError, ExportError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        except PolicyError as e:
+            click.echo(str(e), err=True)
+            sys.exit(EXIT_USAGE)
+    return wrapper
+
+
+def _time(value, what):
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an RFC 3339 time: {value!r}", param_hint=what) from None
+    if t.tzinfo is None:
+        raise click.BadParameter(f"give a time zone (e.g. `Z`): {value!r}", param_hint=what)
+    return t
+
+
+@click.command("replay")
+@click.argument("policy", type=click.Path(exists=True))
+@click.option("--ledger", "url", envvar="STOPLINE_LEDGER", default=DEFAULT_URL, show_default=True, metavar="URL",
+              help="The ledger whose decisions to replay (env STOPLINE_LEDGER).")
+@click.option("--since", metavar="TIME", help="Only decisions at or after this RFC 3339 time.")
+@click.option("--until", metavar="TIME", help="Only decisions before this RFC 3339 time.")
+@click.option("--workflow", metavar="W", help="Only decisions of this workflow.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes (default: the cores, from 5,000 decisions).")
+@click.option("--as-rollback", "as_rollback", metavar="SCENARIO",
+              help="Plan the changed, executed decisions whose verdict got stricter as one batch under this "
+                   "rollback scenario (e.g. policy_reversal), planned by POLICY.")
+@click.option("--requested-by", default="stopline replay", show_default=True, help="With --as-rollback.")
+@click.option("--reason", default=None, help="With --as-rollback (default: names the policy).")
+@_guarded
+def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, requested_by, reason):
+    """Re-evaluate every recorded decision under POLICY (its recorded action and `now`)
+    and list each changed verdict, grouped and counted."""
+    from .replay import changed_executions, replay
+
+    s, u = _time(since, "--since"), _time(until, "--until")
+    progress = None
+    if fmt == "text" and sys.stderr.isatty():
+        def progress(i, n):
+            click.echo(f"\rreplaying: {i}/{n} parts", err=True, nl=i == n)
+    r = replay(policy, url, since=s, until=u, workflow=workflow, workers=workers, progress=progress)
+    batch = None
+    if as_rollback:
+        from .runtime import Runtime
+
+        ids = changed_executions(r)
+        if ids:
+            with Runtime.open(policy, ledger=url, create=False) as rt:
+                batch = rt.request_bulk_rollback(None, as_rollback, requested_by,
+                                                 reason or f"policy reversal: replay under {r.policy_hash[:19]}",
+                                                 executions=ids)
+    if fmt == "json":
+        out = r.to_json()
+        if as_rollback:
+            out["batch"] = batch.to_json() if batch is not None else None
+        click.echo(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+        return
+    click.echo(r.text())
+    if as_rollback:
+        if batch is None or batch.batch_id is None:
+            click.echo(f"\nno batch: no changed decision was executed{' (or none could be planned)' if batch else ''}")
+        else:
+            click.echo(f"\nbatch {batch.batch_id} ({as_rollback}): {len(batch.rollbacks)} rollback(s) over "
+                       f"{batch.records} record(s); approve it by its digest {batch.batch_hash}")
+        if batch is not None:
+            for x in batch.refused[:10]:
+                click.echo(f"  not planned {x['execution']}: {x['reason']}")
+
+
+@click.command("export-case")
+@click.argument("decision_id")
+@click.option("--expect", required=True, type=click.Choice(["allow", "require_approval", "deny", "stop"]),
+              help="The effect the decision should have had.")
+@click.option("--suite", "suite", required=True, type=click.Path(dir_okay=False),
+              help="The suite file (*.policy-test.yaml); created when missing.")
+@click.option("--name", default=None, help="The case's name (default: names the decision).")
+@click.option("--policies", default=None, type=click.Path(exists=True),
+              help="For a new suite: its `policies:` (relative to the suite).")
+@click.option("--ledger", "url", envvar="STOPLINE_LEDGER", default=DEFAULT_URL, show_default=True, metavar="URL")
+@_guarded
+def export_case_cmd(decision_id, expect, suite, name, policies, url):
+    """Append a recorded decision to a suite as a case expecting EFFECT (it fails until
+    the policy changes). An existing suite keeps its comments and layout."""
+    from .cases import export_case
+
+    r = export_case(url, decision_id, expect, suite, name=name, policies=policies)
+    click.echo(f"{'created' if r['created'] else 'appended to'} {r['suite']}: case `{r['case']['name']}`")

@@ -1,0 +1,413 @@
+"""Rollbacks at scale: one batch of rollbacks chosen by a CEL condition over the recorded
+executions (an incident), or given as a list (a policy reversal from ``stopline replay``).
+
+    b = rt.request_bulk_rollback('original.type == "refund" && original.receipt.run == "run-7"',
+                                 scenario="incident", requested_by="ops", reason="run-7 misfired")
+    rt.approve_batch(b.batch_id, principal="lee", roles=["incident_lead"], batch_hash=b.batch_hash)
+    rt.batch_step(b.batch_id, record_id, "completed", key="...")
+    rt.batch_status(b.batch_id)     # done / partial / remaining
+
+The select sees each execution as ``original``: ``id``, ``type``, ``workflow``, ``time``
+(a timestamp: when it ran), ``receipt``, ``reviewer``, ``requester``, ``authorized``,
+``flags``, ``decision``, ``caused_by``. Each selected execution is planned from the record
+as ``request_rollback`` plans one (its cascade from the recorded ``caused_by`` links); an
+execution inside another selected one's cascade is covered by that plan, not planned
+twice; one already covered by an open rollback is listed, not planned. The batch is one
+``batch`` entry and one ``rollback`` entry per plan (each linked to the batch), recorded
+in one transaction. Its ``batch_hash`` binds every plan hash: one approval of the batch
+names it and is recorded as the batch's approval plus one approval per plan, each judged
+by the engine against that plan (so a principal the scenario says is `distinct from` a
+record's reviewer does not count for that record). Steps are tracked per record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+from sqlalchemy import select as sql_select
+
+from ..ledger import NewEntry
+from ..ledger import schema as lschema
+from ..ledger.canonical import canonical_text
+from . import projections as P
+from .runtime import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts
+
+__all__ = ["RollbackBatch", "request_bulk_rollback", "approve_batch", "batch_status", "batch_step", "attach"]
+
+E, L = lschema.entries, lschema.links
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class RollbackBatch(_Result):
+    batch_id: Optional[str]  #: None when nothing was recorded (nothing to plan)
+    batch_hash: str  #: what one approval of the batch names: sha256 over the scenario, the select and every plan hash
+    scenario: str
+    select: Optional[str]
+    rollbacks: tuple[str, ...]  #: one rollback per planned original, in the order of the originals
+    originals: tuple[str, ...]  #: the executions planned as originals
+    selected: int  #: executions the select matched
+    covered: tuple[dict, ...] = ()  #: selected executions inside another planned original's cascade
+    existing: tuple[dict, ...] = ()  #: selected executions already covered by an open rollback
+    refused: tuple[dict, ...] = ()  #: plans the engine cannot authorize (not recorded)
+    errors: tuple[dict, ...] = ()  #: executions on which the select failed (not selected)
+    records: int = 0  #: every record the plans cover (originals and cascades)
+
+
+def _select_value(x: Any) -> dict:
+    b = x.body
+    t = b.get("executed_at") or x.time
+    try:
+        tv = _parse(t)
+    except (TypeError, ValueError):
+        tv = t
+    return {"id": x.id, "type": b.get("type"), "workflow": x.workflow, "time": tv, "executed_at": tv,
+            "receipt": b.get("receipt") or {}, "reviewer": b.get("reviewer"), "requester": b.get("requester"),
+            "authorized": bool(b.get("authorized")), "flags": list(b.get("flags") or ()),
+            "decision": b.get("decision"), "caused_by": b.get("caused_by"), "action_id": b.get("action_id")}
+
+
+def _record(e: Any) -> dict:  # the OriginalRecord of an execution (as Runtime.request_rollback builds it)
+    b = e.body
+    rec = {k: v for k, v in (b.get("receipt") or {}).items() if k != "downstream"}
+    rec.update({"id": e.id, "type": b.get("type") or "", "executed_at": b.get("executed_at") or e.time,
+                "downstream": []})
+    for k in ("reviewer", "requester"):
+        if b.get(k) is not None:
+            rec[k] = b[k]
+    return rec
+
+
+def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> Optional[tuple]:
+    k = (wf, atype)
+    if k not in memo:
+        try:
+            memo[k] = tuple(eng.compiled.workflows[wf].actions[atype].side_effects)
+        except Exception:  # noqa: BLE001  (unknown: every link is undeclared, fail closed)
+            memo[k] = None
+    return memo[k]
+
+
+def _graphs(ledger: Any, c: Any, eng: Any, roots: list) -> tuple[dict, dict, dict]:
+    """For every root at once, its record tree from the recorded ``caused_by`` links
+    (one query per level per 500 parents): root id -> record, root id -> undeclared links,
+    record id -> root id."""
+    recs = {r.id: _record(r) for r in roots}
+    owner = {r.id: r.id for r in roots}
+    undeclared: dict[str, list] = {r.id: [] for r in roots}
+    count = {r.id: 1 for r in roots}
+    memo: dict = {}
+    roots_at = {r.id for r in roots}  #: selected executions not (yet) found inside another's cascade
+    up: dict[str, str] = {}  #: record -> its parent in the trees
+    level = list(roots)
+    while level:
+        by_id = {e.id: e for e in level}
+        seqs = [e.seq for e in level]
+        kids: list = []
+        for i in range(0, len(seqs), _CHUNK):
+            kids += ledger.fetch(c, E.c.kind == "execution",
+                                 E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq.in_(seqs[i:i + _CHUNK]))))
+        nxt = []
+        for k in sorted({k.seq: k for k in kids}.values(), key=lambda e: e.seq):
+            pe = by_id.get(k.body.get("caused_by"))
+            if pe is None or (k.id in owner and k.id not in roots_at):
+                continue
+            root = owner[pe.id]
+            declared = _side_effects(eng, pe.workflow, pe.body.get("type"), memo)
+            if declared is None or k.body.get("type") not in declared:
+                undeclared[root].append({"record": k.id, "type": k.body.get("type"), "parent": pe.id,
+                                         "parent_type": pe.body.get("type")})
+                continue
+            if count[root] >= MAX_CASCADE:
+                continue
+            if k.id in roots_at:  # a selected execution inside another one's cascade: its tree joins
+                roots_at.discard(k.id)
+                recs[pe.id]["downstream"].append(recs[k.id])
+                up[k.id] = pe.id
+                continue
+            kr = _record(k)
+            recs[pe.id]["downstream"].append(kr)
+            recs[k.id] = kr
+            owner[k.id] = root
+            up[k.id] = pe.id
+            count[root] += 1
+            nxt.append(k)
+        level = nxt
+    final: dict[str, str] = {}
+    for rid in owner:  # every record's topmost selected ancestor
+        r = rid
+        while r in up:
+            r = up[r]
+        final[rid] = r
+    return {r.id: recs[r.id] for r in roots}, undeclared, final
+
+
+def _batch_hash(scenario: str, select: Optional[str], plans: list[tuple[str, str]]) -> str:
+    body = {"scenario": scenario, "select": select, "plans": [[o, h] for o, h in plans]}
+    return "sha256:" + hashlib.sha256(canonical_text(body).encode()).hexdigest()
+
+
+def request_bulk_rollback(rt: Any, select: Optional[str], scenario: str, requested_by: str, reason: str,
+                          since: Any = None, until: Any = None, *, executions: Optional[Iterable[str]] = None,
+                          trigger: Optional[str] = None, now: Any = None) -> RollbackBatch:
+    """Plan every recorded execution ``select`` matches (a CEL condition over ``original``;
+    ``since <= time < until`` narrows the executions read), or every one of
+    ``executions`` (ids), as one batch; recorded in one transaction."""
+    from ..cel import CelCompileError, CelError, compile_cel
+
+    eng, now_dt = rt.engine, _now(now)
+    if select is None and executions is None:
+        raise RuntimeUsageError("give `select` (a CEL condition over `original`) or `executions`")
+    expr = None
+    if select is not None:
+        try:
+            expr = compile_cel(select)
+        except CelCompileError as e:
+            caret = " " * e.offset + "^" * max(1, e.end - e.offset)
+            raise RuntimeUsageError(f"the select does not compile: {e.message} (column {e.offset + 1})\n  {select}\n"
+                                    f"  {caret}") from None
+    led = rt.ledger
+    where = [E.c.kind == "execution"]
+    if since is not None:
+        where.append(E.c.time >= _ts(_now(since)))
+    if until is not None:
+        where.append(E.c.time < _ts(_now(until)))
+    chosen: list = []
+    errors: list[dict] = []
+    with led.reading() as c:
+        if executions is not None:
+            ids = list(dict.fromkeys(executions))
+            found: list = []
+            for i in range(0, len(ids), _CHUNK):
+                found += led.fetch(c, *where, E.c.id.in_(ids[i:i + _CHUNK]))
+            missing = set(ids) - {x.id for x in found}
+            if missing:
+                raise RuntimeUsageError(f"not recorded executions: {', '.join(sorted(missing)[:5])}")
+            pool = sorted(found, key=lambda e: e.seq)
+        else:
+            pool = []
+            after = -1
+            while True:
+                page = led.fetch(c, *where, E.c.seq > after, limit=5000)
+                if not page:
+                    break
+                pool += page
+                after = page[-1].seq
+        for x in pool:
+            if expr is None:
+                chosen.append(x)
+                continue
+            v = expr({"original": _select_value(x)})
+            if isinstance(v, CelError):
+                errors.append({"execution": x.id, "error": v.message})
+            elif v is True:
+                chosen.append(x)
+            elif not isinstance(v, bool):
+                errors.append({"execution": x.id, "error": f"the select gave {type(v).__name__}, not a bool"})
+        # already covered by an open rollback
+        taken: dict[str, str] = {}
+        cids = [x.id for x in chosen]
+        for i in range(0, len(cids), _CHUNK):
+            for rec, rb in c.execute(sql_select(P.records.c.record, P.records.c.rollback)
+                                     .join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
+                                     .where(P.records.c.record.in_(cids[i:i + _CHUNK]),
+                                            P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))):
+                taken.setdefault(rec, rb)
+        roots_all = [x for x in chosen if x.id not in taken]
+        trees, undeclared, owner = _graphs(led, c, eng, roots_all)
+    existing = tuple({"execution": i, "rollback": rb} for i, rb in taken.items())
+    covered = tuple({"execution": x.id, "by": owner[x.id]} for x in roots_all if owner[x.id] != x.id)
+    roots = [x for x in roots_all if owner[x.id] == x.id]
+    stops: dict[Any, Any] = {}
+    members: list[tuple[Any, dict, Any]] = []
+    refused: list[dict] = []
+    records = 0
+    for x in roots:
+        wf = x.workflow
+        if wf not in stops:
+            stops[wf] = rt.workflow_status(wf) if wf else None
+        st = stops[wf]
+        request = {"workflow": wf or "", "scenario": scenario, "requested_by": requested_by, "reason": reason,
+                   "requested_at": _ts(now_dt), "original": trees[x.id]}
+        plan = eng.classify_rollback(request, now_dt)
+        if not plan.authorizable:
+            refused.append({"execution": x.id, "reason": "; ".join(e.message for e in plan.errors)
+                            or "the plan is not authorizable"})
+            continue
+        steps = [s.record_id for s in plan.cascade.steps if s.record_id != x.id]
+        records += 1 + len(steps)
+        duties = [x.id, *steps, *(f"compensate:{cp.name}" for cp in plan.compensations),
+                  *(f"notify:{n}" for n in plan.notify)]
+        body = {"plan_hash": plan.plan_hash, "scenario": scenario, "requested_by": requested_by, "reason": reason,
+                "plan": plan.model_dump(mode="json"), "route": plan.route, "original": x.id, "cascade": steps,
+                "duties": list(dict.fromkeys(duties)), "undeclared": undeclared[x.id],
+                "trigger": trigger or (st["stopped_by"] if st and st["status"] == "stopped" else None),
+                "requested_at": _ts(now_dt), "pending_until": _ts(now_dt + rt.rollback_ttl)}
+        members.append((x, body, plan))
+    if not members:
+        return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
+                             tuple(errors), 0)
+    out: dict[str, Any] = {}
+
+    def build(c):
+        keep = members
+        ids = [m[0].id for m in members]
+        late: set[str] = set()
+        for i in range(0, len(ids), _CHUNK):  # covered by a rollback recorded since we read
+            late |= {r[0] for r in c.execute(
+                sql_select(P.records.c.record).join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
+                .where(P.records.c.record.in_(ids[i:i + _CHUNK]),
+                       P.rollbacks.c.status.notin_(("denied", "expired", "cancelled"))))}
+        if late:
+            keep = [m for m in members if m[0].id not in late]
+        out["keep"] = keep
+        if not keep:
+            return []
+        bh = _batch_hash(scenario, select, [(m[0].id, m[2].plan_hash) for m in keep])
+        out["hash"] = bh
+        head = {"batch_hash": bh, "scenario": scenario, "select": select, "requested_by": requested_by,
+                "reason": reason, "requested_at": _ts(now_dt), "since": _ts(_now(since)) if since else None,
+                "until": _ts(_now(until)) if until else None, "originals": len(keep), "records": records,
+                "selected": len(chosen), "trigger": trigger}
+        items = [NewEntry("batch", head, time=now_dt)]
+        for x, body, _ in keep:
+            items.append(NewEntry("rollback", {**body, "batch_hash": bh}, workflow=x.workflow, links=[x.id, 0],
+                                  time=now_dt))
+        return items
+
+    entries = rt._transact(build)
+    if not entries:
+        return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
+                             tuple(errors), 0)
+    keep = out["keep"]
+    return RollbackBatch(entries[0].id, out["hash"], scenario, select, tuple(e.id for e in entries[1:]),
+                         tuple(m[0].id for m in keep), len(chosen), covered, existing, tuple(refused), tuple(errors),
+                         records)
+
+
+def _members(rt: Any, c: Any, batch: Any) -> list:
+    return rt.ledger.fetch(c, E.c.kind == "rollback",
+                           E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq == batch.seq)))
+
+
+def _batch(rt: Any, c: Any, batch_id: str) -> Any:
+    return rt._entry(c, batch_id, ("batch",))
+
+
+def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str] = (), batch_hash: str,
+                  verdict: str = "approve", now: Any = None, note: Optional[str] = None) -> dict:
+    """One approval (or deny) of a whole batch, bound to its ``batch_hash``: recorded as the
+    batch's approval and one approval per open plan, each counted only where the engine
+    would count this principal for that plan. A hash that is not the batch's is refused."""
+    if verdict not in ("approve", "deny"):
+        raise RuntimeUsageError(f"`verdict` is `approve` or `deny`, not {verdict!r}")
+    if not isinstance(principal, str) or not principal:
+        raise RuntimeUsageError("`principal` is a non-empty string")
+    roles = list(roles)
+    eng, now_dt = rt.engine, _now(now)
+    out: dict[str, Any] = {}
+
+    def build(c):
+        b = _batch(rt, c, batch_id)
+        if batch_hash != b.body["batch_hash"]:
+            raise RuntimeUsageError(f"batch {batch_id} has digest {b.body['batch_hash']}, not {batch_hash}: an "
+                                    "approval binds to the batch it was shown")
+        at = _ts(now_dt)
+        exp = _ts(now_dt + rt.approval_ttl) if verdict == "approve" else None
+        head = {"subject": batch_id, "digest": batch_hash, "principal": principal, "roles": roles,
+                "verdict": verdict, "at": at, "subject_kind": "batch", "policy_hash": eng.policy_hash}
+        if exp:
+            head["expires_at"] = exp
+        if note:
+            head["note"] = note
+        items = [NewEntry("approval", head, links=[batch_id], time=now_dt)]
+        counted, skipped, statuses = 0, [], {}
+        for m in _members(rt, c, b):
+            before = rt._subject_status(c, eng, m, now_dt)
+            if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):
+                skipped.append({"rollback": m.id, "status": before.status})
+                continue
+            body = {"subject": m.id, "digest": before.digest, "principal": principal, "roles": roles,
+                    "verdict": verdict, "at": at, "subject_kind": "rollback", "policy_hash": eng.policy_hash,
+                    "batch": batch_id, "batch_hash": batch_hash}
+            if exp:
+                body["expires_at"] = exp
+            after = rt._subject_status(c, eng, m, now_dt, [body])
+            ok = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
+            body["counted"], body["status_after"] = ok, after.status
+            counted += ok
+            statuses[after.status] = statuses.get(after.status, 0) + 1
+            items.append(NewEntry("approval", body, workflow=m.workflow, links=[m.id, 0], time=now_dt))
+        out.update(counted=counted, skipped=skipped, statuses=statuses, recorded=len(items) - 1)
+        return items
+
+    entries = rt._transact(build)
+    return {"batch_id": batch_id, "approval_id": entries[0].id, "verdict": verdict, "plans": out["recorded"],
+            "counted": out["counted"], "not_counted": out["recorded"] - out["counted"], "skipped": out["skipped"],
+            "statuses": out["statuses"]}
+
+
+def batch_status(rt: Any, batch_id: str, *, now: Any = None) -> dict:
+    """Where a batch stands: its plans by status, how many are done (completed or
+    verified), partial, and remaining; and per record (every duty of every plan)."""
+    with rt.ledger.reading() as c:
+        b = _batch(rt, c, batch_id)
+        ms = _members(rt, c, b)
+        ids = [m.id for m in ms]
+        st: dict[str, str] = {}
+        for i in range(0, len(ids), _CHUNK):
+            st.update({r[0]: r[1] for r in c.execute(sql_select(P.rollbacks.c.id, P.rollbacks.c.status)
+                                                     .where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK])))})
+        seqs = [m.seq for m in ms]
+        latest: dict[tuple[str, str], str] = {}
+        for i in range(0, len(seqs), _CHUNK):
+            for s in rt.ledger.fetch(c, E.c.kind == "step",
+                                     E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq.in_(seqs[i:i + _CHUNK])))):
+                k = (s.links[0], s.body["record"])
+                if s.body["status"] == "verified" or latest.get(k) != "verified":
+                    latest[k] = s.body["status"]
+    now_s = _ts(_now(now))
+    by: dict[str, int] = {}
+    for m in ms:
+        s = st.get(m.id, "pending")
+        if s == "pending" and m.body.get("pending_until") and m.body["pending_until"] <= now_s:
+            s = "expired"
+        by[s] = by.get(s, 0) + 1
+    duties = [(m.id, d) for m in ms for d in m.body.get("duties") or ()]
+    done = sum(1 for k in duties if latest.get(k) in ("completed", "verified"))
+    failed = sum(1 for k in duties if latest.get(k) == "failed")
+    finished = by.get("completed", 0) + by.get("verified", 0)
+    return {"batch_id": batch_id, "batch_hash": b.body["batch_hash"], "scenario": b.body["scenario"],
+            "select": b.body.get("select"), "rollbacks": len(ms), "by_status": dict(sorted(by.items())),
+            "done": finished, "partial": by.get("partial", 0), "remaining": len(ms) - finished,
+            "duties": {"total": len(duties), "done": done, "failed": failed, "remaining": len(duties) - done}}
+
+
+def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: Optional[str] = None, now: Any = None,
+               detail: Optional[dict] = None) -> Any:
+    """Report one step of the batch: the plan whose duties name ``duty`` gets it
+    (``Runtime.step``); a duty of several plans (a compensation) names the plan:
+    ``ROLLBACK_ID/compensate:NAME``."""
+    with rt.ledger.reading() as c:
+        ms = _members(rt, c, _batch(rt, c, batch_id))
+    if "/" in duty and any(duty.startswith(m.id + "/") for m in ms):
+        rb, _, d = duty.partition("/")
+        return rt.step(rb, d, status, key=key, now=now, detail=detail)
+    hits = [m.id for m in ms if duty in (m.body.get("duties") or ())]
+    if not hits:
+        raise RuntimeUsageError(f"`{duty}` is not a duty of any plan of batch {batch_id}")
+    if len(hits) > 1:
+        raise RuntimeUsageError(f"`{duty}` is a duty of {len(hits)} plans of batch {batch_id}: name one as "
+                                f"`{hits[0]}/{duty}`")
+    return rt.step(hits[0], duty, status, key=key, now=now, detail=detail)
+
+
+def attach(cls: Any) -> None:
+    """Give ``Runtime`` the batch methods (called once from runtime.py)."""
+    cls.request_bulk_rollback = request_bulk_rollback
+    cls.approve_batch = approve_batch
+    cls.batch_status = batch_status
+    cls.batch_step = batch_step
+

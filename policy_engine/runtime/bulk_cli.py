@@ -1,0 +1,60 @@
+"""``stopline rollback``: plan a batch of rollbacks chosen by a CEL select over the
+recorded executions (registered by ``policy_engine.cli``); ``--status BATCH`` shows one.
+Output is JSON with ``--format json``. Exit codes: 0 ok, 2 usage, a select that does not
+compile, an unknown id or an unreachable ledger (one line on stderr)."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import _echo, _guarded, _ledger_opt, _policies_opt, _runtime
+
+
+@click.command("rollback")
+@click.option("--select", "select", default=None, metavar="CEL",
+              help='A CEL condition over each recorded execution as `original`, e.g. \'original.type == "refund"\'.')
+@click.option("--scenario", default=None, help="The rollback scenario (e.g. incident).")
+@click.option("--requested-by", default=None, help="Who asks.")
+@click.option("--reason", default=None, help="Why.")
+@click.option("--since", metavar="TIME", help="Only executions recorded at or after this RFC 3339 time.")
+@click.option("--until", metavar="TIME", help="Only executions recorded before this RFC 3339 time.")
+@click.option("--status", "status_of", metavar="BATCH", default=None, help="Show a batch: done, partial, remaining.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_policies_opt
+@_ledger_opt
+@_guarded
+def rollback(select, scenario, requested_by, reason, since, until, status_of, fmt, policies, url):
+    """Plan every execution SELECT matches as one batch of rollbacks (an incident)."""
+    rt = _runtime(url, policies, need_policies=status_of is None)
+    with rt:
+        if status_of is not None:
+            st = rt.batch_status(status_of)
+            if fmt == "json":
+                _echo(st)
+            else:
+                click.echo(f"batch {st['batch_id']} ({st['scenario']}): {st['rollbacks']} rollback(s), "
+                           f"{st['done']} done, {st['partial']} partial, {st['remaining']} remaining; duties "
+                           f"{st['duties']['done']}/{st['duties']['total']} done, {st['duties']['failed']} failed")
+            return
+        missing = [n for n, v in (("--select", select), ("--scenario", scenario), ("--requested-by", requested_by),
+                                  ("--reason", reason)) if not v]
+        if missing:
+            raise click.UsageError(f"give {', '.join(missing)}")
+        b = rt.request_bulk_rollback(select, scenario, requested_by, reason, since=since, until=until)
+        if fmt == "json":
+            _echo(b)
+            return
+        if b.batch_id is None:
+            click.echo(f"nothing planned: {b.selected} execution(s) selected, {len(b.existing)} already being "
+                       f"rolled back, {len(b.refused)} refused, {len(b.errors)} select error(s)")
+        else:
+            click.echo(f"batch {b.batch_id}: {len(b.rollbacks)} rollback(s) over {b.records} record(s) "
+                       f"({b.selected} selected, {len(b.covered)} inside another's cascade, {len(b.existing)} "
+                       f"already being rolled back)\napprove it by its digest: {b.batch_hash}")
+        for x in b.refused[:10]:
+            click.echo(f"  not planned {x['execution']}: {x['reason']}")
+        for x in b.errors[:10]:
+            click.echo(f"  select failed on {x['execution']}: {x['error']}")
+
+
+COMMANDS = (rollback,)
