@@ -85,6 +85,7 @@ def test_lifecycle_over_http(tmp_path, policy_dir):
         r = c.post("/v1/rollbacks", json={"execution_id": x["execution_id"], "scenario": "customer_request",
                                           "reason": "asked"}, headers=bearer("rita")).json()
         rb = r["rollback_id"]
+        assert 'stopline_queue_depth{route="customer_service"} 1.0' in c.get("/metrics").text
         q = c.get("/v1/queue", params={"route": "customer_service"}, headers=bearer("ops")).json()["queue"]
         assert [i["rollback_id"] for i in q] == [rb] and q[0]["requested_by"] == "rita"
         assert c.post(f"/v1/rollbacks/{rb}/claim", json={}, headers=bearer("casey")).json()["recorded"] is True
@@ -230,3 +231,27 @@ def test_serve_refuses_bad_configuration_in_one_line(tmp_path, policy_dir):
     (policy_dir / "replies.policy").write_text("workflow {")
     r = run()
     assert r.returncode == 2 and "replies.policy:1:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_opentelemetry_span_per_evaluation_when_a_tracer_is_configured(tmp_path):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with TestClient(create_app(ServerConfig(str(ROOT / "examples" / "authzen-todo"), reload_interval=0))) as c:
+        req = {"subject": {"type": "user", "id": "beth@the-smiths.com"}, "action": {"name": "can_create_todo"},
+               "resource": {"type": "todo", "id": "1"}}
+        body = c.post("/access/v1/evaluation", json=req).json()
+    spans = [s for s in exporter.get_finished_spans() if s.name == "stopline.evaluate"]
+    assert len(spans) == 1
+    attrs = dict(spans[0].attributes)
+    assert attrs["stopline.effect"] == "deny" and attrs["stopline.action_type"] == "can_create_todo"
+    assert attrs["stopline.decision_id"] == body["context"]["decision_id"]
