@@ -346,6 +346,11 @@ class ToolGate:
         if approver:
             base.update(reviewer=approver, reviewer_decision=f"approved by {approver}")
         base.update(check.args)
+        if isinstance(output, str) and output[:1] == "{":
+            try:
+                output = json.loads(output)
+            except ValueError:
+                pass
         if isinstance(output, Mapping):
             base.update(output)
         elif output is not None:

@@ -1,0 +1,134 @@
+"""Stopline as a tool guardrail of the OpenAI Agents SDK (``pip install 'stopline[openai-agents]'``).
+
+    from policy_engine.integrations.openai_agents import protect
+    gate = protect(agent, runtime, workflow="shop-support", approvers=directory)
+
+``protect`` puts on every function tool of ``agent``: a ``needs_approval`` that gates the
+call on the Runtime (recorded) and asks for approval when the decision is
+``require_approval``; a tool input guardrail that decides from the ledger when the tool is
+about to run; and a wrapper that records the execution with its receipt. So:
+
+- allow: the tool runs; its execution is recorded with the declared receipt fields;
+- require_approval: the run is interrupted (``result.interruptions``); record the
+  reviewer's ``Approval`` with ``approve(gate, state, interruption, approval)``, which
+  approves the SDK item only when the Runtime counted it. The guardrail runs the tool only
+  when the ledger says this decision is approved, and claims it: the SDK's own
+  ``state.approve(..., always_approve=True)`` is not an approval (it carries no identity
+  and no digest): a standing approve never beats a later deny or an unapproved call;
+- deny (or not approved): the model gets the reason as the tool's output;
+- stop: the stop is recorded and the guardrail halts the run
+  (``ToolInputGuardrailTripwireTriggered``, its ``output.output_info`` the reason).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, require_extra
+
+require_extra("agents", "openai-agents", "openai_agents")
+
+from agents import FunctionTool, ToolGuardrailFunctionOutput, tool_input_guardrail  # noqa: E402
+
+__all__ = ["protect", "approve", "request_for", "Approval", "ToolGate", "WorkflowStopped"]
+
+
+def _args(raw: Any) -> dict:
+    try:
+        v = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
+    except ValueError:
+        v = {"_unparsed_arguments": raw}
+    return v if isinstance(v, dict) else {"_arguments": v}
+
+
+def _scope(ctx: Any, gate: ToolGate) -> str:
+    return str(getattr(gate, "scope", "") or "")
+
+
+class _Gated:
+    """The guardrail and the wrapper of one ToolGate: what the guardrail let run, by call id."""
+
+    def __init__(self, gate: ToolGate) -> None:
+        self.gate = gate
+        self.cleared: dict[str, tuple[Check, Outcome]] = {}
+
+    def check(self, name: str, args: dict, call_id: str) -> Check:
+        return self.gate.check(name, args, call_id, scope=_scope(None, self.gate))
+
+    async def needs_approval(self, ctx: Any, params: dict, call_id: str, name: str) -> bool:
+        c = self.check(name, params, call_id)
+        return c.effect == "require_approval" and c.status == "pending"
+
+    def guard(self, data: Any) -> Any:
+        tc = data.context
+        try:
+            c = self.check(tc.tool_name, _args(tc.tool_arguments), tc.tool_call_id)
+            out = self.gate.outcome(c)
+            if out is None:
+                out = self.gate.approved(c)  # the ledger's word, never the SDK's approval flag
+        except WorkflowStopped as e:
+            return ToolGuardrailFunctionOutput.raise_exception(output_info={"stopline": "stop", "reason": str(e)})
+        if not out.run:
+            return ToolGuardrailFunctionOutput.reject_content(out.message, output_info={"stopline": c.effect})
+        self.cleared[tc.tool_call_id] = (c, out)
+        return ToolGuardrailFunctionOutput.allow(output_info={"stopline": c.effect, "decision_id": c.decision_id})
+
+    def wrap(self, tool: Any) -> None:
+        inner = tool.on_invoke_tool
+        name = tool.name
+
+        async def on_invoke_tool(ctx: Any, raw: str) -> Any:
+            cleared = self.cleared.pop(getattr(ctx, "tool_call_id", None), None)
+            if cleared is None:  # reached without the guardrail: fail closed
+                return f"Stopline refused `{name}`: the call was not gated"
+            c, out = cleared
+            try:
+                result = await inner(ctx, raw)
+            except Exception as e:
+                self.gate.record(c, {"error": str(e)}, out.approver)
+                raise
+            self.gate.record(c, result, out.approver)
+            return result
+
+        tool.on_invoke_tool = on_invoke_tool
+
+        async def needs(ctx: Any, params: dict, call_id: str) -> bool:
+            return await self.needs_approval(ctx, params, call_id, name)
+
+        tool.needs_approval = needs
+        guard = tool_input_guardrail(self.guard)
+        tool.tool_input_guardrails = [guard, *(tool.tool_input_guardrails or [])]
+
+
+def protect(agent: Any, runtime: Any, *, workflow: str, approvers: Any = None, scope: str = "",
+            gate: Optional[ToolGate] = None, **options: Any) -> ToolGate:
+    """Gate every function tool of ``agent`` (in place). ``scope`` separates runs whose
+    model reuses call ids. Returns the ``ToolGate`` (``approve`` records approvals)."""
+    gate = gate or ToolGate(runtime, workflow, approvers, **options)
+    gate.scope = scope  # type: ignore[attr-defined]
+    g = _Gated(gate)
+    for t in agent.tools:
+        if isinstance(t, FunctionTool):
+            g.wrap(t)
+    gate._openai_agents = g  # type: ignore[attr-defined]
+    return gate
+
+
+def request_for(gate: ToolGate, interruption: Any) -> dict:
+    """The decision behind an SDK interruption (a ``ToolApprovalItem``), as the reviewer sees it."""
+    raw = interruption.raw_item
+    get = raw.get if isinstance(raw, dict) else (lambda k: getattr(raw, k, None))
+    c = gate.check(interruption.tool_name or get("name"), _args(get("arguments")), get("call_id"),
+                   scope=getattr(gate, "scope", ""))
+    return c.request()
+
+
+def approve(gate: ToolGate, state: Any, interruption: Any, approval: Approval | dict) -> Outcome:
+    """Record ``approval`` on the Runtime; approve the SDK item (for this call only) when
+    the Runtime counted it and the decision is approved. Returns the gate's ``Outcome``."""
+    req = request_for(gate, interruption)
+    out = gate.approve(req, approval)
+    if out.run:
+        state.approve(interruption)
+    return out
