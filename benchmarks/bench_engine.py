@@ -212,12 +212,12 @@ def run_cedar_unparsed(mix, quick: bool) -> float:
 def run_conditions_only(engine, mix, quick: bool) -> dict | None:
     """Median us per request of parts of evaluate() (engine internals; None if they changed
     shape): `fused`, the type's fused gate function (the input check of the fields it reads,
-    then every condition, see compiler.FusedGate); `conditions`, every condition of the
+    then every condition, see engine.accel.FusedGate); `conditions`, every condition of the
     gate called on its own (the full path's way; stop triggers that cannot fire for the
     type are skipped, as evaluate() skips them)."""
     try:
         p = engine.compiled
-        lanes = engine._lanes
+        lanes = engine.accelerator.lanes
 
         masks = {}  # (workflow, type) -> the fused function returning the mask alone
 

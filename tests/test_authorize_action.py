@@ -259,15 +259,12 @@ def test_a_stale_approval_has_expired_later():
 # ------------------------------------------------------------------ the digest on every evaluation path
 
 def _engine(lanes: bool):
-    """The shipped policies; `lanes=False`: the fused gates never built, every decision
-    takes the reference path (the conditions one by one, as tests/test_fused_gate.py does)."""
-    eng = policy_engine.load(str(ROOT / "policies"))
-    for lane in eng._lanes.values():
-        if lanes:
-            lane[0].build()
-        else:
-            lane[0].pending = 0
-            lane[0].fn = None
+    """The shipped policies; `lanes=False`: the reference path alone (`accelerate=False`);
+    `lanes=True`: every fused gate built at once."""
+    eng = policy_engine.load(str(ROOT / "policies"), accelerate=lanes)
+    if lanes:
+        for fz in eng.accelerator.gates():
+            fz.build()
     return eng
 
 
@@ -296,7 +293,7 @@ def test_the_digest_is_the_same_on_every_path():
                             ("reference+state", ref.evaluate(a, state, now=now))):
                 assert d.action_digest == w, (path, round_)
             assert fast.evaluate(a, now=now).model_dump(mode="json") == expected.model_dump(mode="json")
-    fz = fast.compiled.workflows["refunds"].actions["issue_refund"].fused
+    fz = fast.accelerator.gate("refunds", "issue_refund")
     assert fz.fn is not None and fz.patterns  # the accelerated lanes and templates were exercised
 
 
@@ -408,9 +405,9 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_the_canonical_json_is_json_dumps_sorted_and_compact(value):
-    """The prebuilt encoder (engine._canonical) writes exactly what json.dumps does, so the
+    """The prebuilt encoder (engine.digests._canonical) writes exactly what json.dumps does, so the
     digest of an action is reproducible with the standard library alone."""
-    from policy_engine.engine import _canonical
+    from policy_engine.engine.digests import _canonical
 
     want = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     assert _canonical(value) == want

@@ -419,7 +419,7 @@ def _conditions(engine: Any) -> list:
         elif isinstance(o, (list, tuple)):
             for v in o:
                 walk(v, depth + 1)
-        elif type(o).__module__ == "policy_engine.compiler":
+        elif type(o).__module__ == "policy_engine.compiled":
             for k in getattr(o, "__slots__", ()):
                 walk(getattr(o, k, None), depth + 1)
 

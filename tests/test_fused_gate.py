@@ -1,7 +1,8 @@
 """The gate's fast lane decides exactly what the condition-by-condition path decides.
 
-evaluate() has three ways to the same decision (see compiler.FusedGate):
-  - the full path: every condition called on its own (closures or their fast paths);
+evaluate() has three ways to the same decision (see engine.accel):
+  - the reference path (`accelerate=False`): every condition called on its own (closures
+    or their fast paths);
   - the fused gate: one generated function per action type evaluates all its conditions
     at once, and the decision comes from a template kept per outcome;
   - the lane in evaluate() itself: the fused gate for the common call, with fewer steps.
@@ -24,6 +25,8 @@ from hypothesis import strategies as st
 
 import policy_engine
 from policy_engine import compiler
+from policy_engine.engine.accel import fused as fused_mod
+from policy_engine.engine.accel import templates as templates_mod
 from policy_engine.cel import compile_cel, fuse
 
 from engine_support import ROOT, engine_from_texts
@@ -38,15 +41,7 @@ T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
 
 def lanes(engine):
-    return [lane[0] for lane in engine._lanes.values()]
-
-
-def without_lanes(engine):
-    """The engine, its fused gates never built: every decision takes the full path."""
-    for fz in lanes(engine):
-        fz.pending = 0
-        fz.fn = None
-    return engine
+    return engine.accelerator.gates()
 
 
 def with_lanes(engine):
@@ -105,8 +100,9 @@ def test_the_compiler_skips_only_triggers_that_cannot_fire():
     skipped = evaluated = 0
     for wf in engine.compiled.workflows.values():
         for ca in wf.actions.values():
-            assert len(ca.fused.slots) == len(ca.gate)
-            for (call, *_, item), slot in zip(ca.gate, ca.fused.slots):
+            fz = engine.accelerator.gate(wf.name, ca.name)
+            assert len(fz.slots) == len(ca.gate)
+            for (call, *_, item), slot in zip(ca.gate, fz.slots):
                 guard = item.fn.type_guard
                 if call is None:
                     assert item.kind == "stop" and guard is not None and ca.name not in guard and slot is None
@@ -160,7 +156,7 @@ def _mutations(mix, seed):
 
 def test_fast_lane_full_path_and_templates_agree_on_the_benchmark_mix():
     mix = _mutations(make_mix(200), 1)
-    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
     expected = [dump(slow.evaluate(*r)) for r in mix]
     for _ in range(2):  # first pass builds the templates, the second reuses them
@@ -170,7 +166,7 @@ def test_fast_lane_full_path_and_templates_agree_on_the_benchmark_mix():
 
 
 def test_the_lane_agrees_with_every_kind_of_now_and_workflow_state():
-    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
     mix = make_mix(60)
     nows = [T0, T0.replace(hour=23), "2026-03-02T14:30:00Z", T0.astimezone(timezone(timedelta(hours=2))),
@@ -196,7 +192,7 @@ def test_now_none_in_the_lane_is_the_current_time():
 
 def test_shipped_policy_suites_pass_with_the_lanes_built_at_once(monkeypatch):
 
-    monkeypatch.setattr(compiler, "FUSE_AFTER", 1)
+    monkeypatch.setattr(fused_mod, "FUSE_AFTER", 1)
     from click.testing import CliRunner
 
     from policy_engine.cli import main
@@ -242,7 +238,7 @@ actions = st.fixed_dictionaries({
 @given(text=policies(), batch=st.lists(actions, min_size=1, max_size=6))
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_random_policies_decide_the_same_through_every_path(text, batch):
-    slow = without_lanes(engine_from_texts({"p.policy": text}))
+    slow = engine_from_texts({"p.policy": text}, accelerate=False)
     fast = with_lanes(engine_from_texts({"p.policy": text}))  # built before any input: every plain type
     natural = engine_from_texts({"p.policy": text})  # built from the shapes it sees (see test_shapes.py)
     for action in batch:
@@ -258,10 +254,10 @@ def test_random_policies_decide_the_same_through_every_path(text, batch):
 def test_static_false_triggers_decide_like_evaluated_ones(monkeypatch):
     """The same policies compiled without type-guard skipping decide identically."""
     mix = _mutations(make_mix(100), 2)
-    skipping = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    skipping = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     orig = compiler._gate_entry
     monkeypatch.setattr(compiler, "_gate_entry", lambda item, atype=None: orig(item))
-    evaluating = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    evaluating = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     assert all(call is not None for wf in evaluating.compiled.workflows.values()
                for ca in wf.actions.values() for call, *_ in ca.gate)
     for r in mix:
@@ -269,11 +265,10 @@ def test_static_false_triggers_decide_like_evaluated_ones(monkeypatch):
 
 
 def test_caches_stay_bounded(monkeypatch):
-    monkeypatch.setattr(compiler, "PATTERNS_MAX", 2)
-    monkeypatch.setattr("policy_engine.engine.PATTERNS_MAX", 2)
-    monkeypatch.setattr("policy_engine.engine.NOW_CACHE_MAX", 3)
-    monkeypatch.setattr("policy_engine.engine.PER_NOW_MAX", 2)
-    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    monkeypatch.setattr(templates_mod, "PATTERNS_MAX", 2)
+    monkeypatch.setattr(templates_mod, "NOW_CACHE_MAX", 3)
+    monkeypatch.setattr(templates_mod, "PER_NOW_MAX", 2)
+    slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
     mix = make_mix(200)
     for i, (action, state, _) in enumerate(mix):
@@ -286,7 +281,7 @@ def test_caches_stay_bounded(monkeypatch):
 
 def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
     mix = _mutations(make_mix(100), 3)
-    ref = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    ref = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     reference = [dump(ref.evaluate(*r)) for r in mix]
     engine = policy_engine.load(str(ROOT / "benchmarks/policies"))  # lanes built while the threads run
     results: dict[int, list[str]] = {}
@@ -315,7 +310,7 @@ def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
 
 def test_bad_values_in_read_fields_fail_closed_in_the_lane_and_unread_ones_change_nothing():
     fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
-    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     action = next(a for a, s, _ in make_mix(200) if a["type"] == "close_ticket" and s is None)
     reads = fast.compiled.workflows[action["workflow"]].actions["close_ticket"].reads
     assert "customer_tier" in reads and "unread" not in reads
@@ -339,7 +334,7 @@ def test_a_budget_error_before_the_type_test_still_stops_other_types():
         "  action a { allow ok when `true` }\n  action b { allow ok when `true` }\n"
         '  stop heavy { when `action.big.all(x, action.big.all(y, y >= 0)) && action.type == "a"` '
         'severity low owner "o" resume when { ok: `evidence.ok` } }\n}\n')
-    for engine in (without_lanes(engine_from_texts({"p.policy": text})), with_lanes(engine_from_texts({"p.policy": text}))):
+    for engine in (engine_from_texts({"p.policy": text}, accelerate=False), with_lanes(engine_from_texts({"p.policy": text}))):
         ca = engine.compiled.workflows["w"].actions["b"]
         assert ca.gate[0][0] is not None  # evaluated for `b`, not skipped
         small = {"workflow": "w", "type": "b", "big": [1, 2]}
@@ -369,7 +364,7 @@ def test_reads_name_every_field_a_condition_can_touch(src, reads):
 
 def test_a_condition_using_the_whole_action_checks_all_of_it():
     text = POLICY_HEAD + '  action a { allow ok when `size(action) > 0` }\n  action b { allow ok when `action.n > 0` }\n}\n'
-    for engine in (without_lanes(engine_from_texts({"p.policy": text})), with_lanes(engine_from_texts({"p.policy": text}))):
+    for engine in (engine_from_texts({"p.policy": text}, accelerate=False), with_lanes(engine_from_texts({"p.policy": text}))):
         wf = engine.compiled.workflows["w"]
         assert wf.actions["a"].reads is None and wf.actions["b"].reads == ("id", "n", "type", "workflow")
         for _ in range(3):
@@ -396,7 +391,7 @@ def test_fields_no_condition_reads_never_change_a_decision(text, action, extra):
     def same(d) -> str:
         return json.dumps({**d.model_dump(mode="json"), "action_digest": None}, sort_keys=True)
 
-    for engine in (without_lanes(engine_from_texts({"p.policy": text})), with_lanes(engine_from_texts({"p.policy": text}))):
+    for engine in (engine_from_texts({"p.policy": text}, accelerate=False), with_lanes(engine_from_texts({"p.policy": text}))):
         wf = engine.compiled.workflows["w"]
         ca = wf.actions.get(action["type"])
         reads = ca.reads if ca is not None else wf.stop_reads
@@ -416,7 +411,7 @@ def test_a_type_with_more_conditions_than_a_fused_function_takes_keeps_the_full_
     rules = "".join(f"    deny r{i} when `action.n == {i}`\n" for i in range(_FUSE_MAX + 1))
     text = POLICY_HEAD + f"  action a {{\n{rules}    allow ok when `action.n < 0`\n  }}\n}}\n"
     engine = with_lanes(engine_from_texts({"p.policy": text}))
-    assert engine.compiled.workflows["w"].actions["a"].fused.fn is None
+    assert engine.accelerator.gate("w", "a").fn is None
     for n, effect in ((-1, "allow"), (7, "deny"), (10_000, "deny")):
         d = engine.evaluate({"workflow": "w", "type": "a", "n": n}, None, T0)
         assert d.effect == effect and len(d.trace) == _FUSE_MAX + 2

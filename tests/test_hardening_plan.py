@@ -369,7 +369,7 @@ def test_decisions_name_the_workflow_owners_on_every_path(engine):
         dumps.append(d.model_dump(mode="json"))
     assert dumps[0]["owners"] == SUPPORT_OWNERS
     assert all(x == dumps[0] for x in dumps)
-    assert fresh.compiled.actions["send_customer_reply"].fused.fn is not None  # the fast lane ran
+    assert fresh.accelerator.gate("support-replies", "send_customer_reply").fn is not None  # the fast lane ran
 
 
 @pytest.mark.parametrize("call, owners", [

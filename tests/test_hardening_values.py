@@ -106,10 +106,7 @@ def fresh() -> Engine:
         result = load_paths([str(ROOT / "policies")])
         for expr in result.compiled.values():
             expr._gen = None  # the generated fast path is never built
-        e = Engine.from_load_result(result)
-        for lane in e._lanes.values():
-            lane[0].pending = 10**9
-            lane[0].fn = None
+        e = Engine.from_load_result(result, accelerate=False)
         _REF.append(e)
     return _REF[0]
 
@@ -124,7 +121,7 @@ def warm(action: dict, keep: bool = False) -> Engine:
     e = policy_engine.load(ROOT / "policies")
     for _ in range(12):
         e.evaluate(action, now=NOW)
-    lane = e._lanes[(action["workflow"], action["type"])][0]
+    lane = e.accelerator.gate(action["workflow"], action["type"])
     assert lane.fn is not None
     if keep:
         _HOT[key] = e

@@ -1,4 +1,4 @@
-"""The fused gate's shape speculation never changes a decision (see compiler.FusedGate).
+"""The fused gate's shape speculation never changes a decision (see engine.accel).
 
 A type's fused gate function is built for the shapes its fields were seen with (one type
 test per field, objects key by key, lists of strings joined). Three things must hold:
@@ -20,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policy_engine
-from policy_engine import compiler, engine as eng
+from policy_engine.engine import check_fields
+from policy_engine.engine.accel import fused as fused_mod
+from policy_engine.engine.accel import shapes as eng
 from policy_engine.cel import _found, _re2_compile_raw, fuse
 
 from engine_support import ROOT, engine_from_texts
@@ -33,15 +35,8 @@ def dump(d) -> str:
     return json.dumps(d.model_dump(mode="json"), sort_keys=True)
 
 
-def without_lanes(engine):
-    for lane in engine._lanes.values():
-        lane[0].pending = 0
-        lane[0].fn = None
-    return engine
-
-
 def gate(engine, wname, tname):
-    return engine._lanes[(wname, tname)][0]
+    return engine.accelerator.gate(wname, tname)
 
 
 # ----------------------------------------------------------------------------- tags
@@ -105,7 +100,7 @@ def test_passing_the_specialised_check_proves_the_exact_check_passes(seen, value
         fn(action, None, None, None)
     except Exception:  # noqa: BLE001 - turned away: the full path decides
         return
-    assert eng.check_fields(action, keys) is None, (src, action)
+    assert check_fields(action, keys) is None, (src, action)
 
 
 def test_an_object_field_is_checked_key_by_key_and_only_for_the_keys_seen():
@@ -162,21 +157,21 @@ pay = st.fixed_dictionaries({
 @given(batch=st.lists(pay, min_size=1, max_size=25))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_history_of_shapes_decides_like_the_full_path(batch):
-    slow = without_lanes(engine_from_texts({"p.policy": POLICY}))
+    slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
     fast = engine_from_texts({"p.policy": POLICY})  # lanes built from what it sees
     for action in batch + batch:  # the second pass runs the widened functions
         assert dump(fast.evaluate(action, None, T0)) == dump(slow.evaluate(action, None, T0))
     fz = gate(fast, "w", "pay")
-    assert fz.rebuilds <= compiler.REBUILDS_MAX + 1
+    assert fz.rebuilds <= fused_mod.REBUILDS_MAX + 1
 
 
 def test_the_lane_specialises_misses_widens_and_stops_widening():
     fast = engine_from_texts({"p.policy": POLICY})
-    slow = without_lanes(engine_from_texts({"p.policy": POLICY}))
+    slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
     fz = gate(fast, "w", "pay")
     base = {"workflow": "w", "type": "pay", "id": "a1", "amount": 5, "who": {"name": "ann", "level": 1},
             "tags": ["x"], "region": "us"}
-    for _ in range(compiler.FUSE_AFTER):
+    for _ in range(fused_mod.FUSE_AFTER):
         fast.evaluate(base, None, T0)
     assert fz.fn is not None and fz.rebuilds == 0
     assert "if type(_f0) is not int: _fs()" in fz.source  # amount, seen as an int
@@ -208,7 +203,7 @@ def test_the_lane_specialises_misses_widens_and_stops_widening():
     for change in shapes:
         a = {**base, **change}
         assert dump(fast.evaluate(a, None, T0)) == dump(slow.evaluate(a, None, T0))
-    assert fz.rebuilds == compiler.REBUILDS_MAX + 1 and fz.shapes is None  # capped: every plain type
+    assert fz.rebuilds == fused_mod.REBUILDS_MAX + 1 and fz.shapes is None  # capped: every plain type
     assert "_fs()" not in fz.source
     for change in shapes:
         a = {**base, **change}
@@ -219,12 +214,12 @@ def test_the_benchmark_lanes_are_specialised_and_agree():
     from benchmarks.requests import make_mix
 
     mix = make_mix(200)
-    slow = without_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
     fast = policy_engine.load(str(ROOT / "benchmarks/policies"))
     for _ in range(3):
         for r in mix:
             assert dump(fast.evaluate(*r)) == dump(slow.evaluate(*r))
-    built = [lane[0] for lane in fast._lanes.values() if lane[0].fn is not None]
+    built = [fz for fz in fast.accelerator.gates() if fz.fn is not None]
     assert len(built) >= 20 and all(fz.shapes for fz in built)
     assert sum(fz.rebuilds for fz in built) <= 5  # the mix's shapes are stable
 
@@ -266,8 +261,8 @@ workflow "w2" {
 
 def test_the_lane_is_found_by_type_and_checked_against_the_workflow():
     fast = engine_from_texts({"p.policy": TWO})
-    slow = without_lanes(engine_from_texts({"p.policy": TWO}))
-    assert fast._types["pay"][0] == "w1" and fast._types["refund"][0] == "w2"
+    slow = engine_from_texts({"p.policy": TWO}, accelerate=False)
+    assert fast.accelerator.types["pay"][0] == "w1" and fast.accelerator.types["refund"][0] == "w2"
     cases = [{"workflow": w, "type": t, "id": "x", "amount": n}
              for w in ("w1", "w2", "w3") for t in ("pay", "refund", "nope") for n in (5, 50)]
     for _ in range(5):

@@ -1,0 +1,173 @@
+"""The compiled policy: immutable, indexed, built once by `compiler.compile_policy`.
+
+Every object here is a frozen, slotted dataclass (or a read-only mapping of them) holding
+what evaluation needs and nothing it fills in: no caches, no lazily built functions. The
+accelerators (fused gates, shape speculation, decision templates, per-`now` caches) are
+built *from* a compiled policy by the engine and kept beside it (`engine.accel`), so a
+compiled policy is safe to share between threads and between engines, accelerated or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Mapping, Optional
+
+from .models import (
+    ApprovalRequirement,
+    ReversibilityInfo,
+    RuleRef,
+    ScenarioCost,
+    SlotSpec,
+    StopInfo,
+    TraceEntry,
+    WorkflowOwners,
+)
+
+__all__ = ["CRule", "CCriterion", "CStop", "CPrereq", "CAction", "CSlot", "CScenario", "CWorkflow",
+           "CompiledPolicy", "ECHOED", "GateEntry"]
+
+ECHOED = ("id", "type", "workflow")  # the action fields a decision may show (always in `CAction.reads`)
+
+# One entry of a gate sequence (`CAction.gate`, `CWorkflow.gate_stops`):
+# (call, trace_true, trace_false, ref, approval, item); `call` is None for a stop trigger
+# whose condition is `false` for every action of the type (its type guard).
+GateEntry = tuple
+
+
+@dataclass(frozen=True, slots=True)
+class CRule:
+    name: str
+    effect: str
+    prec: int
+    fn: Callable[[Mapping[str, Any]], Any]
+    source: str
+    location: Optional[str]
+    ref: RuleRef
+    trace_true: TraceEntry
+    trace_false: TraceEntry
+    approval: Optional[ApprovalRequirement]
+    kind: str = "rule"
+    reason: str = ""  # the decision's `reason` when this rule decides
+    reason_err: str = ""  # the same when its condition errored
+
+
+@dataclass(frozen=True, slots=True)
+class CCriterion:
+    name: str
+    fn: Callable[[Mapping[str, Any]], Any]
+    source: str
+    location: Optional[str]
+    description: Optional[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CStop:
+    name: str
+    fn: Optional[Callable[[Mapping[str, Any]], Any]]
+    source: str
+    location: Optional[str]
+    ref: RuleRef
+    trace_true: TraceEntry
+    trace_false: TraceEntry
+    info: StopInfo
+    receipt: tuple[str, ...]
+    criteria: tuple[CCriterion, ...]
+    effect: str = "stop"
+    prec: int = 0
+    kind: str = "stop"
+    reason: str = ""  # the decision's `reason` when this trigger decides
+    reason_err: str = ""  # the same when its condition errored
+
+
+@dataclass(frozen=True, slots=True)
+class CPrereq:
+    name: str
+    fn: Callable[[Mapping[str, Any]], Any]
+    source: str
+    location: Optional[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CAction:
+    name: str
+    workflow: str
+    system: Optional[str]
+    rules: tuple[CRule, ...]  # sorted by (precedence, name)
+    receipt: tuple[str, ...]  # sorted, unique
+    klass: Optional[str]
+    method: Optional[str]
+    window: Optional[str]
+    window_seconds: Optional[int]
+    window_td: Optional[timedelta]  # the window as a timedelta, built once
+    runs_while_stopped: bool  # a repair action: gated by its own rules while the workflow is stopped
+    verify: Optional[str]
+    prerequisites: tuple[CPrereq, ...]  # sorted by name
+    side_effects: tuple[str, ...]
+    within_window: tuple[ScenarioCost, ...]
+    after_window: tuple[ScenarioCost, ...]
+    location: Optional[str]
+    reversibility: Optional[ReversibilityInfo]  # reversible_until filled in per evaluation
+    # What the gate walks for this type: the workflow's stop triggers that have a condition
+    # (by name), then `rules`; each as (call, trace_true, trace_false, ref, approval, item).
+    gate: tuple = ()
+    # The top-level fields of the action its gate can read (`reads_of`): only these are
+    # checked against the input limits; None: the whole action
+    reads: Optional[tuple[str, ...]] = None
+    default_reason: str = ""  # the decision's `reason` when no rule matches
+
+
+@dataclass(frozen=True, slots=True)
+class CSlot:
+    id: str
+    count: int
+    roles: tuple[str, ...]
+    any_of: bool
+    source: str
+    spec: SlotSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CScenario:
+    name: str
+    workflow: str
+    standard: bool
+    route: Optional[str]
+    slots: tuple[CSlot, ...]
+    distinct_from: tuple[tuple[str, ...], ...]
+    notify: tuple[str, ...]
+    compensate: tuple[tuple[str, bool], ...]  # (name, is_action)
+    cascade_depth: int
+    has_escalation: bool
+    esc_route: Optional[str]
+    esc_slots: tuple[CSlot, ...]
+    esc_distinct_from: tuple[tuple[str, ...], ...]
+    esc_notify: tuple[str, ...]
+    esc_compensate: tuple[tuple[str, bool], ...]
+    location: Optional[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CWorkflow:
+    name: str
+    version: Optional[str]
+    default_effect: str
+    default_ref: RuleRef
+    actions: Mapping[str, CAction]
+    stops: tuple[CStop, ...]  # sorted by name
+    stops_by_name: Mapping[str, CStop]
+    scenarios: Mapping[str, CScenario]
+    policy: Mapping[str, Any]  # constants, as CEL's `policy`
+    running_state: Mapping[str, Any]  # `workflow` in CEL when the caller gives no state
+    location: Optional[str]
+    gate_stops: tuple = ()  # the gate sequence for an undeclared action type: the stop triggers alone
+    stop_reads: Optional[tuple[str, ...]] = None  # what gate_stops can read (see CAction.reads)
+    owners: Optional[WorkflowOwners] = None  # its business and technical owner (every decision and plan names them)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    policy_hash: str
+    workflows: Mapping[str, CWorkflow]
+    actions: Mapping[str, CAction]  # every action type of the set, by name
+    roles: tuple[str, ...]

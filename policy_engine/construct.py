@@ -1,0 +1,69 @@
+"""Building pydantic models from values the engine made, without validating them again.
+
+A leaf beside `models`: the compiler builds the output fragments decisions share with it,
+and the engine every decision, plan and verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+__all__ = ["fast", "fields_set", "set_dict", "set_fields_set", "set_extra", "set_private", "new"]
+
+
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
+    """The C-level setter of one of pydantic's `BaseModel` slots (`__dict__`,
+    `__pydantic_fields_set__`, ...): what `object.__setattr__(m, name, v)` ends up calling,
+    without the attribute lookup. Falls back to `object.__setattr__` if pydantic changes."""
+    from pydantic import BaseModel
+
+    d = getattr(BaseModel.__dict__.get(name), "__set__", None)
+    if d is None:  # pragma: no cover - another pydantic layout
+        return lambda m, v: object.__setattr__(m, name, v)
+    return d
+
+
+_new = object.__new__
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
+# the same, public: generated code (the fused gate's epilogue) builds a Decision with them
+new = _new
+set_dict = _set_dict
+set_fields_set = _set_fields_set
+set_extra = _set_extra
+set_private = _set_private
+
+
+def fast(cls: type, data: dict) -> Any:
+    """Build a pydantic model from already-valid data without validation.
+
+    `data` must hold every field (by field name). Cheaper than `model_construct`
+    (which resolves defaults and aliases); used only with values the engine made.
+    Same result as `cls.__new__(cls)` then `object.__setattr__` of the four slots.
+    """
+    m = _new(cls)
+    _set_dict(m, data)
+    fs = _FIELDS_SET.get(cls)
+    _set_fields_set(m, fs if fs is not None else _fields_set(cls))
+    _set_extra(m, None)
+    _set_private(m, None)
+    return m
+
+
+_FIELDS_SET: dict = {}
+
+
+def fields_set(cls: type) -> set:
+    """The `__pydantic_fields_set__` `fast` gives every `cls` (built once)."""
+    s = _FIELDS_SET.get(cls)
+    if s is not None:
+        return s
+    return _fields_set(cls)
+
+
+def _fields_set(cls: type) -> set:
+    s = set(cls.model_fields)
+    _FIELDS_SET[cls] = s
+    return s

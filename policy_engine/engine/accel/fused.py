@@ -1,0 +1,132 @@
+"""Fused gates: one generated function per action type evaluating every condition of the
+type's gate at once (see `cel.fuse`), built from the compiled policy by the engine's
+accelerator (`Accelerator`), never stored inside the compiled policy."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from ...cel import CompiledExpr, fuse
+from ...compiled import CAction, CWorkflow
+from .shapes import lane_prologue, shape_of, widen
+from .templates import lane_epilogue
+
+__all__ = ["FusedGate", "fused_gate", "FUSE_AFTER", "REBUILDS_MAX"]
+
+FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
+REBUILDS_MAX = 8  # a fused gate function is rebuilt wider at most this often, then for every type
+
+
+class FusedGate:
+    """The fast lane of one action type's gate; filled lazily, safe to share between threads.
+
+    `fn` (once built, see `build`, `cel.fuse`) evaluates every condition of the type's gate
+    that is not a constant `false` in one generated function, into a bit mask (bit `i` for
+    `exprs[i]`), and returns the finished decision for that mask from the caches below,
+    or the mask itself when they lack it; `slots[j]` maps gate entry `j` to its bit, or
+    None for a constant `false`. A given mask always makes the same decision apart from the
+    input's id and the time, so `patterns` keeps, per mask, the finished fields of that
+    decision (`templates.template` fills it). `now` caches, for the last
+    few `now`s seen, the time's renderings and the finished templates at that time (see
+    `templates.now_fields`): now -> {None: (evaluated_at, reversibility), mask: fields}.
+
+    `shapes` maps each field the type reads to the shapes it has been seen with (the
+    evaluations before the build, and every input the function turned away since): the
+    function is specialised for them (see `shapes.lane_prologue`). An input of another
+    shape raises `ShapeMiss` inside it; the reference gate decides that input, and
+    `missed` widens `shapes` and builds the function again, at most `REBUILDS_MAX` times,
+    after which it takes every plain type. Which function runs changes only the speed:
+    every one of them returns exactly what the reference gate decides, or raises.
+
+    Every write is a single attribute or dict-item store of a complete, immutable value:
+    a thread sees either the old or the new value, and both are correct.
+    """
+
+    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "shapes",
+                 "rebuilds", "running", "policy")
+
+    def __init__(self, exprs: tuple, slots: tuple, reads: Optional[tuple]) -> None:
+        self.action: Any = None  # its CAction (set by `fused_gate`)
+        self.exprs = exprs
+        self.slots = slots
+        self.reads = reads  # the action fields its conditions read (see CAction.reads)
+        self.fn: Optional[Callable] = None
+        self.source: Optional[str] = None
+        self.pending = FUSE_AFTER
+        self.patterns: dict = {}
+        self.now: dict = {}
+        self.shapes: Optional[dict] = {}  # None: every plain type (no more specialising)
+        self.rebuilds = 0
+        self.running: Any = None  # the workflow's running state and policy constants (set with `action`)
+        self.policy: Any = None
+
+    def observe(self, action: dict) -> bool:
+        """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
+        old = self.shapes
+        if old is None:
+            return False
+        new = dict(old)
+        for k, t in shape_of(action, self.reads).items():
+            seen = new.get(k)
+            if seen is None or t not in seen:
+                new[k] = widen(seen, t)
+        if new == old:
+            return False
+        self.shapes = new
+        return True
+
+    def missed(self, action: dict) -> None:
+        """`fn` turned `action` away for its shape: widen and rebuild (bounded). Never raises."""
+        try:
+            if self.observe(action):
+                self.rebuilds += 1
+                if self.rebuilds > REBUILDS_MAX:
+                    self.shapes = None
+                self.build()
+        except Exception:  # noqa: BLE001 - only the speed is at stake; keep the old function
+            pass
+
+    def build(self) -> None:
+        """Generate `fn(action, now, workflow_state=<running>)`: the input check of the fields
+        the type reads (see `shapes.lane_prologue`), every condition (see `cel.fuse`), then
+        the decision from the caches (see `templates.lane_epilogue`): it returns the whole
+        `Decision`, or the mask when a cache lacks its entry, or raises."""
+        fn, source = self.generate(True)
+        self.pending = 0
+        self.source = source
+        self.fn = fn
+
+    def generate(self, decide: bool = True) -> tuple[Optional[Callable], Optional[str]]:
+        """(function, source), built from the current `shapes`; with `decide` False it
+        always returns the mask (the benchmark's "fused gate only" line, tests)."""
+        if not all(isinstance(e, CompiledExpr) for e in self.exprs):
+            return None, None
+        # every caller has matched the action's workflow and type to these names
+        ca = self.action
+        prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)),
+                                                    self.shapes)
+        epilogue: list = []
+        ns = {**ns, "_RUNNING": self.running, "_POLICY": self.policy}
+        if decide:
+            epilogue, ns2 = lane_epilogue(fields, self.now)
+            ns.update(ns2)
+        return fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns, fields, known,
+                    dicts=("action",), epilogue=epilogue, defaults={"workflow": "_RUNNING", "policy": "_POLICY"})
+
+
+def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:
+    """A new (unbuilt) fused gate for action type `ca` of workflow `wf`: a bit per gate
+    entry that is not a constant `false`, in the order of `ca.gate`."""
+    exprs = []
+    slots: list = []
+    for call, *_, item in ca.gate:
+        if call is None:
+            slots.append(None)
+        else:
+            slots.append(1 << len(exprs))
+            exprs.append(item.fn)
+    fz = FusedGate(tuple(exprs), tuple(slots), ca.reads)
+    fz.action = ca
+    fz.running = wf.running_state  # what the fused gate function takes by default
+    fz.policy = wf.policy
+    return fz

@@ -1,0 +1,271 @@
+"""Shape speculation for the fused gate functions: the shape tag of a field value (`_tag`),
+the shapes an action type has been seen with (`shape_of`, `widen`), and the prologue of a
+fused gate function (`lane_prologue`): the input check of the fields the type reads,
+specialised for the shapes seen, raising `ShapeMiss` for any other (the reference gate
+then decides). Only the speed depends on what is speculated, never the decision."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from ..inputs import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, check_size
+from ..inputs import _join, _quick_walk, _surrogate
+
+__all__ = ["ShapeMiss", "MISSING", "shape_of", "widen", "lane_prologue"]
+
+
+class _Missing:
+    """An absent field, in a fused gate function (see `lane_prologue`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISS = _Missing()
+
+
+class ShapeMiss(Exception):
+    """Raised by a fused gate function whose action fields have types its build never saw
+    (see `lane_prologue`): the full path decides, and the gate may be rebuilt wider."""
+
+
+def _fs() -> Any:
+    raise ShapeMiss
+
+
+_NONE_T = type(None)
+# the types a fused gate function may specialise a field for, in the order its tests come,
+# and the kind `cel.fuse` then knows the field's local has (None: nothing it uses)
+_SHAPE_KINDS: dict = {str: "str", int: "int", float: "float", bool: "bool", _NONE_T: None,
+                      dict: "dict", list: "list", _Missing: None}
+_FLAT = (str, int, float, bool, _NONE_T)  # the value types of a flat object (see _tag)
+_LIST_STR = ("list", str)  # the tag of a list of strings
+_FLAT_MAX = 16  # keys of a flat object specialised key by key (more: walked)
+
+
+def _tag(v: Any) -> Any:
+    """The shape tag of one field value: its type (one of `_SHAPE_KINDS`); `_LIST_STR` for
+    a list of strings; ("dict", ((key, type), ...)) for a small object with ASCII keys and
+    plain scalar values; None for anything a fused gate function does not specialise."""
+    t = type(v)
+    if t is list:
+        if len(v) > _FLAT_MAX * 64:  # not scanned: a miss must stay cheap
+            return list
+        for x in v:
+            if type(x) is not str:
+                return list
+        return _LIST_STR
+    if t is dict:
+        if len(v) > _FLAT_MAX:
+            return dict
+        items = []
+        for k, x in v.items():
+            if type(k) is not str or not k.isascii() or type(x) not in _FLAT:
+                return dict
+            items.append((k, type(x)))
+        items.sort(key=lambda kv: kv[0])
+        return ("dict", tuple(items))
+    return t if t in _SHAPE_KINDS else None
+
+
+def shape_of(action: dict, keys: Optional[tuple]) -> dict:
+    """The shape tag (see `_tag`) of each field `keys` of `action` (`_Missing` when
+    absent); fields of a type a fused gate function does not specialise are left out."""
+    if not keys:
+        return {}
+    out = {}
+    for k in keys:
+        t = _tag(action.get(k, _MISS))
+        if t is not None:
+            out[k] = t
+    return out
+
+
+def widen(seen: Optional[frozenset], tag: Any) -> frozenset:
+    """The shape tags a field has been seen with, plus `tag`: a list of strings and a
+    list are a list; two different flat objects, or one and any object, are an object."""
+    tags = set(seen or ()) | {tag}
+    flats = [t for t in tags if type(t) is tuple and t[0] == "dict"]
+    if len(flats) > 1 or (flats and dict in tags):
+        tags.difference_update(flats)
+        tags.add(dict)
+    if _LIST_STR in tags and list in tags:
+        tags.discard(_LIST_STR)
+    return frozenset(tags)
+
+
+def _tag_order(t: Any) -> int:
+    base = dict if type(t) is tuple and t[0] == "dict" else list if t == _LIST_STR else t
+    return list(_SHAPE_KINDS).index(base)
+
+
+def _check_lines(v: str, t: type) -> list:
+    """The lines checking a scalar local `v` of type `t` (its type already proved)."""
+    if t is str:
+        return [f"if not {v}.isascii() and _sur({v}): _fb()"]
+    if t is float:
+        return [f"if {v} - {v} != 0.0: _fb()"]
+    return []
+
+
+def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapping] = None
+                  ) -> tuple[list, dict, dict, dict]:
+    """The start of a fused gate function (see `compiler.FusedGate`, `cel.fuse`): source
+    lines that prove `check_fields(action, keys)` is None, with the action as `_p0`, or
+    raise (and the caller takes the full path, which says why); their globals; and the
+    `fields` and `known` arguments of `cel.fuse`: per field, what `_quick_walk` does for
+    one value, unrolled, leaving the value in a local the conditions then read. `skip`
+    holds (field, value) pairs every caller has matched exactly (the workflow and type
+    names): only their lengths are counted, and the conditions see them as literals.
+
+    `shapes` maps a field to the shape tags (see `_tag`, `widen`) it has been seen with:
+    a speculation, like a JIT's inline cache. A field is then checked for those shapes
+    alone, and anything else raises `ShapeMiss` (the full path decides, exactly). A field
+    of one shape gives the conditions that shape's kind, so they drop their own type
+    tests; a flat object is checked key by key (its keys must be exactly those seen) and
+    its values are locals too; a list of strings is checked by joining it. A field not
+    in `shapes` is checked for every plain type. Every check counts at least what the
+    exact walk counts and refuses at least what it refuses, so passing it proves the
+    exact walk passes."""
+    ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "_MISS": _MISS, "_fs": _fs,
+          "_join": _join, "TypeError": TypeError}
+    if keys is None:
+        return ["if _chk(_p0) is not None: _fb()"], ns, {}, {}
+    skipped = dict(skip)
+    shapes = shapes or {}
+    items = len(keys)  # upper bounds: every key present
+    chars = sum(len(k) for k in keys) + sum(len(v) for k, v in skipped.items() if k in keys)
+    n_parts: list = []  # summands of the item and character counts (None: a running count)
+    c_parts: list = []
+    lines: list = []
+    present: list = []  # fields always seen: fetched by subscript (a KeyError is a new shape)
+    absent: list = []  # the others: fetched with a default
+    fields: dict = {}
+    i = -1
+    for k in keys:
+        if k in skipped:
+            continue
+        i += 1
+        v = f"_f{i}"
+        seen = shapes.get(k)
+        if seen and _Missing not in seen:
+            present.append(f"{v} = _p0[{k!r}]")
+        else:
+            absent.append(f"{v} = _g({k!r}, _MISS)")
+        if not seen:  # every plain type, each checked as _quick_walk does
+            fields[("action", k)] = (v, None, True)
+            lines += [
+                f"_y = type({v})",
+                "if _y is str:", f"    _c += len({v})", f"    if not {v}.isascii() and _sur({v}): _fb()",
+                f"elif _y is int or _y is bool or {v} is None or {v} is _MISS: pass",
+                "elif _y is float:", f"    if {v} - {v} != 0.0: _fb()",
+                "elif _y is dict or _y is list:", f"    _q = _qw({v}, 2)", "    _n += _q[0]", "    _c += _q[1]",
+                "else: _fb()",
+            ]
+            n_parts.append(None)
+            c_parts.append(None)
+            continue
+        tags = sorted(seen, key=_tag_order)  # a fixed order: the same source for the same shapes
+        if len(tags) == 1:
+            t = tags[0]
+            if type(t) is tuple and t[0] == "dict":  # a flat object, key by key
+                fields[("action", k)] = (v, "dict", False)
+                ns[f"_K{i}"] = frozenset(key for key, _ in t[1])
+                lines.append(f"if type({v}) is not dict or {v}.keys() != _K{i}: _fs()")
+                # keys equal to those seen but of a str subclass: the exact walk refuses them
+                lines += [f"for _k in {v}:", "    if type(_k) is not str: _fs()"]
+                n_parts.append(str(len(t[1])))
+                c_parts.append(str(sum(len(key) for key, _ in t[1])))
+                for j, (key, vt) in enumerate(t[1]):
+                    w = f"_f{i}_{j}"
+                    fields[("action", k, key)] = (w, _SHAPE_KINDS[vt], False)
+                    lines.append(f"{w} = {v}[{key!r}]")
+                    lines.append(f"if {w} is not None: _fs()" if vt is _NONE_T
+                                 else f"if type({w}) is not {vt.__name__}: _fs()")
+                    lines += _check_lines(w, vt)
+                    if vt is str:
+                        c_parts.append(f"len({w})")
+            elif t == _LIST_STR:  # strings alone: one join checks them all
+                fields[("action", k)] = (v, "list", False)
+                lines += [f"if type({v}) is not list: _fs()",
+                          f"if len({v}) > {int(MAX_INPUT_ITEMS)}: _fb()",  # (before joining it)
+                          # exactly str items (join would take a str subclass, the exact walk does not)
+                          f"for _x in {v}:", "    if type(_x) is not str: _fs()",
+                          f"_j{i} = _join({v})",
+                          f"if not _j{i}.isascii() and _sur(_j{i}): _fb()"]
+                n_parts.append(f"len({v})")
+                c_parts.append(f"len(_j{i})")
+            else:
+                fields[("action", k)] = (v, _SHAPE_KINDS[t], t is _Missing)
+                if t is _Missing:
+                    lines.append(f"if {v} is not _MISS: _fs()")
+                elif t is _NONE_T:
+                    lines.append(f"if {v} is not None: _fs()")
+                else:
+                    lines.append(f"if type({v}) is not {t.__name__}: _fs()")
+                    lines += _check_lines(v, t)
+                    if t is str:
+                        c_parts.append(f"len({v})")
+                    elif t is dict or t is list:
+                        lines.append(f"_q{i} = _qw({v}, 2)")
+                        n_parts.append(f"_q{i}[0]")
+                        c_parts.append(f"_q{i}[1]")
+            continue
+        # a few shapes: a chain of their types alone (objects and lists walked)
+        fields[("action", k)] = (v, None, _Missing in tags)
+        lines.append(f"_y = type({v})")
+        done: set = set()
+        for t in tags:
+            if type(t) is tuple:
+                t = dict if t[0] == "dict" else list
+            if t in done:
+                continue
+            done.add(t)
+            kw = "if" if len(done) == 1 else "elif"
+            if t is _Missing:
+                lines.append(f"{kw} {v} is _MISS: pass")
+            elif t is _NONE_T:
+                lines.append(f"{kw} {v} is None: pass")
+            elif t is str:
+                lines += [f"{kw} _y is str:", f"    _c += len({v})",
+                          f"    if not {v}.isascii() and _sur({v}): _fb()"]
+                c_parts.append(None)
+            elif t is float:
+                lines += [f"{kw} _y is float:", f"    if {v} - {v} != 0.0: _fb()"]
+            elif t is dict or t is list:
+                lines += [f"{kw} _y is {t.__name__}:", f"    _q = _qw({v}, 2)", "    _n += _q[0]",
+                          "    _c += _q[1]"]
+                n_parts.append(None)
+                c_parts.append(None)
+            else:
+                lines.append(f"{kw} _y is {t.__name__}: pass")
+        lines.append("else: _fs()")
+    # the totals: running counters (`_n`, `_c`) where a branch adds to them, else one sum
+    head = []
+    tail = []
+    for name, const, parts, limit in (("_n", items, n_parts, MAX_INPUT_ITEMS), ("_c", chars, c_parts, MAX_INPUT_CHARS)):
+        extra = [p for p in parts if p is not None]
+        if None in parts:
+            head.append(f"{name} = {const}")
+            if extra:
+                tail.append(f"{name} += " + " + ".join(extra))
+        elif extra:
+            tail.append(f"{name} = {const} + " + " + ".join(extra))
+        elif const <= limit:
+            continue
+        else:
+            tail.append("_fb()")
+            continue
+        tail.append(f"if {name} > {int(limit)}: _fb()")
+    fetch = []
+    if present:
+        fetch += ["try:"] + ["    " + x for x in present] + ["except KeyError:", "    _fs()"]
+        ns["KeyError"] = KeyError
+    if absent:
+        fetch += ["_g = _p0.get"] + absent
+    return head + fetch + lines + tail, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
+
+
+MISSING = _MISS  # an absent field, in a fused gate function

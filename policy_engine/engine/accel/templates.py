@@ -1,0 +1,104 @@
+"""Decision templates: a fused gate's outcome (a bit mask of its conditions' values)
+always makes the same decision apart from the action's id, its digest and the time, so
+the decision's fields are built once per outcome by the reference decision builder
+(`decide.decide`) and kept (`FusedGate.patterns`), and, for the last few `now`s seen, kept
+finished at that time (`FusedGate.now`, see `now_fields`). `lane_epilogue` is the end of a
+fused gate function: the finished decision from these caches, or the mask."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from ...compiled import CompiledPolicy
+from ...construct import fast, fields_set, new, set_dict, set_extra, set_fields_set, set_private
+from ...models import Decision
+from ..decide import decide
+from ..digests import PER_ACTION as _PER_ACTION
+from ..digests import action_digest, set_digest
+from ..util import fmt_ts, reversibility
+
+__all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "lane_decision", "lane_epilogue", "now_fields"]
+
+PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
+NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
+PER_NOW_MAX = 64  # finished decision templates kept per `now` and action type
+_DECISION_FIELDS = fields_set(Decision)  # the set fast(Decision, ...) uses
+_new, _set_dict, _set_fields_set, _set_extra, _set_private = new, set_dict, set_fields_set, set_extra, set_private
+
+
+def now_fields(fz: Any, now_dt: datetime) -> dict:
+    """The type's cache entry for `now_dt`: a dict holding, at key None, the decision's
+    (evaluated_at, reversibility) at `now_dt`, and per outcome mask the finished template
+    (see `lane_decision`); kept for the last few `now`s (a batch or a replay evaluates
+    many actions at the same `now`)."""
+    entry = {None: (fmt_ts(now_dt), reversibility(fz.action, now_dt))}
+    cache = fz.now
+    if len(cache) >= NOW_CACHE_MAX:
+        cache.clear()
+    cache[now_dt] = entry
+    return entry
+
+def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
+                   aid: Optional[str], action: Any) -> Decision:
+    """The decision the fused gate's outcome `m` makes at `now_dt` for the id `aid`
+    (a str or None), when the fused function found no finished template: the template
+    is built and kept per `now` (see `now_fields`), unless `now_dt` is the clock's."""
+    tmpl = fz.patterns.get(m)
+    if tmpl is None:
+        tmpl = template(p, fz, m, now_dt, wname, tname, aid)
+    d = tmpl.copy()
+    if live:
+        d["evaluated_at"] = fmt_ts(now_dt)
+        d["reversibility"] = reversibility(fz.action, now_dt)
+    else:
+        entry = fz.now.get(now_dt)
+        if entry is None:
+            entry = now_fields(fz, now_dt)
+        d["evaluated_at"], d["reversibility"] = entry[None]
+        if len(entry) <= PER_NOW_MAX:
+            entry[m] = d
+            if d["effect"] == "require_approval":  # its digest is per action (see lane_epilogue)
+                d["action_digest"] = _PER_ACTION
+        d = d.copy()  # the kept one stays without an id
+    d["action_id"] = aid
+    if d["effect"] == "require_approval":
+        set_digest(d, action)
+    return fast(Decision, d)
+
+
+def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: Optional[str]) -> dict:
+    """The fields of the decision the fused gate's outcome `m` makes (kept per `m`)."""
+    wf = p.workflows[wname]
+    ca = wf.actions[tname]
+    values = [False if b is None else bool(m & b) for b in fz.slots]
+    tmpl = decide(p, wf, ca, ca.gate, values, now_dt, wname, tname, aid).__dict__.copy()
+    if len(fz.patterns) < PATTERNS_MAX:
+        fz.patterns[m] = tmpl
+    return tmpl
+
+
+def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
+    """The end of a fused gate function (after its conditions have set the mask `_m`):
+    source lines that check the action's `id` (a str or absent/None, else raise), then
+    return the whole `Decision` when the type's cache (`nows`, see `now_fields`) holds
+    the finished template of `_m` at `now`, else `_m` (the caller fills the cache: see
+    `lane_decision`); and their globals. The Decision is
+    built as `lane_decision` builds it (`fast`): the template, its per-call
+    fields set, no validation."""
+    ns = {"_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
+          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_DFS": _DECISION_FIELDS,
+          "_PER_ACTION": _PER_ACTION, "_adg": action_digest}
+    f = fields.get(("action", "id"))
+    if f is not None and f[1] == "str" and not f[2]:
+        lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
+    else:
+        lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
+                 "if _aid is not None and type(_aid) is not str: _fb()"]
+    lines += ["_now = _NOW.get(_p2)", "if _now is None: return _m", "_tpl = _now.get(_m)", "if _tpl is None: return _m",
+              "_tpl = _tpl.copy()", "_tpl['action_id'] = _aid",
+              # a require_approval decision's digest, of this action (see lane_decision)
+              "if _tpl['action_digest'] is _PER_ACTION: _tpl['action_digest'] = _adg(_p0)",
+              "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
+              "_sfs(_dec, _DFS)", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
+    return lines, ns

@@ -1,0 +1,372 @@
+"""Authorization: do these approvals satisfy what the policy requires for a rollback plan
+(`authorize_rollback`) or release an action a require_approval decision holds
+(`authorize_action`)? One matching (`judge`) serves both; principals are compared in
+their canonical form (`canonical_principal`) so one person never counts twice."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from itertools import islice
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from pydantic import ValidationError
+
+from ..compiled import CompiledPolicy
+from ..construct import fast
+from ..models import AuthorizationVerdict, Decision, EvalError, RejectedApproval, RollbackPlan, SlotFill, SlotSpec
+from .digests import plan_hash
+from .inputs import check_size
+from .rollback import reversal_window
+from .util import as_dict, err, fmt_ts, now_of, parse_ts, short, type_name
+
+__all__ = ["authorize_rollback", "authorize_action", "verdict", "judge", "canonical_principal", "MAX_APPROVALS",
+           "DEFAULT_IGNORABLE"]
+
+MAX_APPROVALS = 1_000  # approvals per authorization
+
+
+# ================================================================== authorization
+def authorize_rollback(p: CompiledPolicy, plan: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+    """Do these approvals satisfy the authorization the policy requires for this plan?"""
+    now_dt, now_err = now_of(now)
+    errors: list[EvalError] = []
+    if now_err:
+        errors.append(err("<input>", "input", now_err))
+    if not isinstance(plan, RollbackPlan):
+        plan, problem = parsed(RollbackPlan, plan, "plan")
+        if problem:
+            return verdict(p, False, "", (), (), (), (err("<input>", "input", problem),) + tuple(errors),
+                                 now_dt)
+    expected = plan_hash(plan)
+    if plan.plan_hash != expected:
+        errors.append(err("<input>", "input", "the plan's content does not match its `plan_hash`: it was "
+                                               "changed after classification; classify the rollback again"))
+    if plan.policy_hash != p.policy_hash:
+        errors.append(err("<input>", "policy", f"the plan was classified under policy {plan.policy_hash}; "
+                                                f"this engine holds {p.policy_hash}"))
+    if not plan.authorizable:
+        errors.append(err("<input>", "input", "the plan is not authorizable (see the plan's errors)"))
+    # The slots come from the policy (the plan's workflow, scenario and original type, its
+    # window recomputed from `executed_at` at now), never from the plan itself: a plan
+    # edited and rehashed cannot lower them.
+    slots, problem = required(p, plan, now_dt)
+    if problem:
+        errors.append(err("<input>", "policy", problem))
+    excluded: dict[str, set] = {p: set() for p in plan.authorization.excluded_principals}
+    for d in plan.authorization.distinct_from:
+        if d.principal is not None:
+            excluded.setdefault(d.principal, set()).add(f"`{d.ref}`")
+    why = {p: (", ".join(sorted(refs)) or "excluded by the plan") for p, refs in excluded.items()}
+    fills, open_slots, accepted, rejected = judge(approvals, "plan_hash", plan.plan_hash, plan.policy_hash,
+                                                   slots, why, now_dt, errors)
+    satisfied = not errors and bool(slots) and not open_slots
+    return verdict(p, satisfied, plan.plan_hash, fills, open_slots, accepted, tuple(errors), now_dt, rejected)
+
+
+def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime) -> tuple[tuple[SlotSpec, ...], Optional[str]]:
+    """The slots the policy requires for the plan's workflow, scenario and original type
+    at `now_dt` (the window recomputed from the plan's `executed_at` by `_window`, as
+    `classify_rollback` does), and why the plan's own requirement differs, or None."""
+    wf = p.workflows.get(plan.workflow)
+    sc = wf.scenarios.get(plan.scenario) if wf is not None else None
+    if sc is None:
+        return (), (f"the plan names scenario `{plan.scenario}` of workflow `{plan.workflow}`, which this policy "
+                    "does not declare")
+    ca = wf.actions.get(plan.original_type) if plan.original_type is not None else None
+    if ca is None:
+        return (), (f"the plan's original type `{plan.original_type}` is not declared in workflow "
+                    f"`{plan.workflow}`: no requirement applies; classify the rollback again")
+    window = "none"
+    if ca.window_seconds is not None and ca.klass != "irreversible":
+        _, _, within, _, _ = reversal_window(ca, plan.executed_at, now_dt, "the plan's `executed_at`")
+        window = "standard" if within else "escalated"
+    slots = tuple(s.spec for s in sc.slots)
+    paths = tuple(sc.distinct_from)
+    if window == "escalated" and sc.has_escalation:
+        slots += tuple(s.spec for s in sc.esc_slots)
+        paths += sc.esc_distinct_from
+    if window != plan.window:
+        return slots, (f"the plan says its reversal window is `{plan.window}`, but at {fmt_ts(now_dt)} it is "
+                       f"`{window}` (`{ca.name}` executed at {plan.executed_at}, window {ca.window}): the "
+                       f"{window} path applies; classify the rollback again")
+    auth = plan.authorization
+    want_refs = {".".join(p) for p in paths}
+    have_refs = {d.ref for d in auth.distinct_from}
+    excluded = {d.principal for d in auth.distinct_from if d.principal is not None}
+    if tuple(auth.slots) != slots or have_refs != want_refs or set(auth.excluded_principals) != excluded:
+        return slots, (f"the plan's authorization requirement is not what scenario `{plan.scenario}` requires "
+                       f"({window} path): it was changed after classification; classify the rollback again")
+    return slots, None
+
+
+def authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+    """Do these approvals release the action this require_approval decision holds?"""
+    now_dt, now_err = now_of(now)
+    errors: list[EvalError] = []
+    if now_err:
+        errors.append(err("<input>", "input", now_err))
+    if not isinstance(decision, Decision):
+        decision, problem = parsed(Decision, decision, "decision")
+        if problem:
+            return verdict(p, False, "", (), (), (), (err("<input>", "input", problem),) + tuple(errors),
+                                 now_dt)
+    d = decision
+    digest = d.action_digest
+    if d.policy_hash != p.policy_hash:
+        errors.append(err("<input>", "policy", f"the decision was made under policy {d.policy_hash}; this "
+                                                f"engine holds {p.policy_hash}: evaluate the action again"))
+    wf = p.workflows.get(d.workflow) if d.workflow is not None else None
+    ca = wf.actions.get(d.action_type) if (wf is not None and d.action_type is not None) else None
+    slots: list[SlotSpec] = []
+    if d.effect != "require_approval":
+        errors.append(err("<input>", "input", f"the decision is `{d.effect}`: approvals release only a "
+                                               "`require_approval` decision"))
+    elif ca is None:
+        errors.append(err("<input>", "input", f"the decision names action type `{d.action_type}` of workflow "
+                                               f"`{d.workflow}`, which this policy does not declare"))
+    else:
+        # the requirement of every matched require_approval rule, from the policy (never
+        # the decision's own `approvals`): one slot per rule
+        rules = {(r.name, r.location): r for r in ca.rules}
+        reqs = []
+        for ref in d.matched:
+            if ref.effect != "require_approval":
+                continue
+            rule = rules.get((ref.name, ref.location)) if ref.kind == "rule" else None
+            if rule is None or rule.effect != "require_approval":
+                errors.append(err("<input>", "input", f"the decision names matched rule `{ref.name}`, which "
+                                                       f"is not a require_approval rule of `{ca.name}`"))
+            elif rule.approval is None:
+                errors.append(err(rule.name, "rule", f"rule `{rule.name}` names no approvers (`by N role`): "
+                                                      "no approval can release it", rule.location))
+            else:
+                reqs.append(rule.approval)
+        if not reqs and not errors:
+            errors.append(err("<input>", "input", f"no require_approval rule with approvers matched (decided "
+                                                   f"by {d.deciding.kind} `{d.deciding.name}`): the policy "
+                                                   "names nobody who may release this action"))
+        if tuple(reqs) != tuple(d.approvals):
+            errors.append(err("<input>", "input", "the decision's `approvals` are not what its matched rules "
+                                                   "require: it was changed after evaluation; evaluate the "
+                                                   "action again"))
+        ids: dict[str, int] = {}
+        for r in reqs:
+            ids[r.rule] = ids.get(r.rule, 0) + 1
+            sid = r.rule if ids[r.rule] == 1 else f"{r.rule}#{ids[r.rule]}"
+            slots.append(fast(SlotSpec, {"id": sid, "count": r.count, "roles": r.roles, "any_of": r.any_of,
+                                         "source": "standard"}))
+    if type(digest) is not str or not digest:
+        errors.append(err("<input>", "input", "the decision carries no `action_digest` (its action is not plain "
+                                               "JSON, or it is not a require_approval decision): no approval "
+                                               "can be bound to it"))
+        digest = None
+    fills, open_slots, accepted, rejected = judge(approvals, "action_digest", digest, d.policy_hash,
+                                                   tuple(slots), {}, now_dt, errors)
+    satisfied = not errors and bool(slots) and not open_slots
+    return verdict(p, satisfied, "", fills, open_slots, accepted, tuple(errors), now_dt, rejected, digest)
+
+
+def verdict(p: CompiledPolicy, satisfied: bool, ph: str, fills: tuple, open_slots: tuple, accepted: tuple, errors: tuple,
+             now_dt: datetime, rejected: tuple = (), digest: Optional[str] = None) -> AuthorizationVerdict:
+    return fast(AuthorizationVerdict, {
+        "satisfied": satisfied, "plan_hash": ph, "action_digest": digest, "slots": fills,
+        "open_slots": open_slots, "accepted": accepted, "rejected": rejected, "errors": errors,
+        "evaluated_at": fmt_ts(now_dt), "policy_hash": p.policy_hash})
+
+
+def _rej(who: str, code: str, reason: str) -> RejectedApproval:
+    return fast(RejectedApproval, {"principal": who, "code": code, "reason": reason})
+
+
+def parsed(model: type, raw: Any, what: str) -> tuple[Any, Optional[str]]:
+    """`raw` (a dict or a model) validated as `model`, or why it is not one."""
+    raw = as_dict(raw)
+    if not isinstance(raw, Mapping):
+        return None, f"the {what} must be an object, not " + type_name(raw)
+    problem = check_size(raw)
+    if problem:
+        return None, problem
+    try:
+        return model.model_validate(raw), None
+    except ValidationError as e:
+        return None, f"the {what} is not a {model.__name__}: " + "; ".join(
+            f"{'.'.join(str(x) for x in er['loc'])}: {er['msg']}" for er in e.errors()[:5])
+
+
+# Default_Ignorable_Code_Point, from the Unicode Character Database, DerivedCoreProperties.txt
+# (https://www.unicode.org/Public/15.1.0/ucd/DerivedCoreProperties.txt; the same ranges since
+# Unicode 14.0, the version of Python 3.11's `unicodedata`): code points that render as
+# nothing (zero-width spaces and joiners, bidi controls, variation selectors, tags, fillers).
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)
+_IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
+
+
+def canonical_principal(principal: str) -> str:
+    """The form under which two spellings of one principal id are the same person: NFKC,
+    case folded, default-ignorable code points removed (Unicode's NFKC_Casefold, in
+    effect). Exact ids still identify principals; this form only keeps one person from
+    counting twice, or approving their own rollback, under another spelling."""
+    s = _IGNORABLE_RE.sub("", principal)
+    s = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", s).casefold())
+    return _IGNORABLE_RE.sub("", s)
+
+
+def _shown(v: Any) -> str:
+    return (v if type(v) is str else short(v)[1:-1])[:80]  # str() of a 5000-digit int raises
+
+
+def judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slots: Sequence[SlotSpec],
+           excluded: Mapping[str, str], now_dt: datetime, errors: list) -> tuple[tuple, tuple, tuple, tuple]:
+    """Which approvals fill `slots`: the one matching of `authorize_rollback` and
+    `authorize_action`. An approval counts when it is an object within the input limits
+    that names a `principal` (a non-empty string) and `roles` (a list of strings), is bound
+    to `bound` by its field `bind` (`plan_hash` or `action_digest`), names no other
+    `policy_hash`, has not expired and is not dated after now, is not by a principal of
+    `excluded` (principal -> why) nor by another spelling of one or of a principal already
+    counted (`canonical_principal`; of several spellings, the first in sorted order counts),
+    and holds a role some slot needs. One principal fills at most one slot across all of
+    them; the slots are filled by a maximum matching. At most MAX_APPROVALS + 1 approvals
+    are read. Returns (fills, open slots, accepted principals, rejected approvals)."""
+    what = "plan" if bind == "plan_hash" else "action"
+    slot_roles = [set(s.roles) for s in slots]
+    all_roles = set().union(*slot_roles) if slot_roles else set()
+    rejected: list = []
+    cand_roles: dict[str, set] = {}
+    if isinstance(approvals, (str, bytes, Mapping)) or not isinstance(approvals, Iterable):
+        errors.append(err("<input>", "input", "approvals must be a list"))
+        approvals = ()
+    approvals = list(islice(approvals, MAX_APPROVALS + 1))  # an endless iterator stops here
+    if len(approvals) > MAX_APPROVALS:
+        errors.append(err("<input>", "input", f"more than {MAX_APPROVALS} approvals; the rest are ignored"))
+        approvals = approvals[:MAX_APPROVALS]
+    canon: dict[str, str] = {}
+
+    def canonical(p: str) -> str:
+        c = canon.get(p)
+        if c is None:
+            c = canon[p] = canonical_principal(p)
+        return c
+
+    excluded_by_form = {canonical(p): p for p in sorted(excluded, reverse=True)}
+    for i, a in enumerate(approvals):
+        a = as_dict(a)
+        if not isinstance(a, Mapping) or check_size(a):
+            rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval is not an object within the "
+                                                                "input limits"))
+            continue
+        who = a.get("principal")
+        if type(who) is not str or not who:
+            rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval names no `principal` (a string)"))
+            continue
+        roles = a.get("roles", [])
+        if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or not all(type(r) is str for r in roles):
+            rejected.append(_rej(who, "invalid", "`roles` must be a list of strings"))
+            continue
+        b = a.get(bind)
+        if b is None:
+            rejected.append(_rej(who, bind, f"the approval names no `{bind}`; approvals bind to one {what}"))
+            continue
+        if bound is None or b != bound:
+            rejected.append(_rej(who, bind, f"the approval is for {what} `{_shown(b)}`, not `{bound}`"))
+            continue
+        pol = a.get("policy_hash")
+        if pol is not None and pol != policy_hash:
+            rejected.append(_rej(who, "policy_hash", f"the approval was given under policy `{_shown(pol)}`, "
+                                                     f"not `{policy_hash}`"))
+            continue
+        try:
+            exp = parse_ts(a["expires_at"], "`expires_at`") if a.get("expires_at") is not None else None
+            at = parse_ts(a["at"], "`at`") if a.get("at") is not None else None
+        except (ValueError, OverflowError) as e:
+            rejected.append(_rej(who, "invalid", str(e) if isinstance(e, ValueError) else "a time out of range"))
+            continue
+        if exp is not None and exp <= now_dt:
+            rejected.append(_rej(who, "expired", f"the approval expired at {fmt_ts(exp)}"))
+            continue
+        if at is not None and at > now_dt:
+            rejected.append(_rej(who, "future", f"the approval is dated {fmt_ts(at)}, after now ({fmt_ts(now_dt)})"))
+            continue
+        if who in excluded:
+            rejected.append(_rej(who, "distinct_from", f"`{who}` is {excluded[who]}; the authorization must come "
+                                                       f"from someone else"))
+            continue
+        same = excluded_by_form.get(canonical(who))
+        if same is not None:
+            rejected.append(_rej(who, "alias", f"`{who}` is `{same}` written another way (the same id after NFKC, "
+                                               f"case folding and removing invisible characters), and `{same}` is "
+                                               f"{excluded[same]}; the authorization must come from someone else"))
+            continue
+        useful = set(roles) & all_roles
+        if not useful:
+            need = ", ".join(f"`{r}`" for r in sorted(all_roles)) or "none"
+            rejected.append(_rej(who, "missing_role", f"`{who}` holds none of the roles the slots need ({need})"))
+            continue
+        if who in cand_roles:
+            cand_roles[who] |= useful
+            rejected.append(_rej(who, "duplicate", f"`{who}` already approved; one principal fills at most one "
+                                                   f"slot (counted once)"))
+            continue
+        cand_roles[who] = useful
+    counted: dict[str, str] = {}  # canonical form -> the principal counted under it
+    for who in sorted(cand_roles):
+        first = counted.setdefault(canonical(who), who)
+        if first != who:
+            rejected.append(_rej(who, "alias", f"`{who}` is `{first}` written another way (the same id after NFKC, "
+                                               f"case folding and removing invisible characters); one principal "
+                                               f"fills at most one slot (counted once, as `{first}`)"))
+    cands = sorted(counted.values())
+    assign = _match(cands, cand_roles, slots, slot_roles)
+    filled: dict[str, list] = {s.id: [] for s in slots}
+    for who, sid in assign.items():
+        filled[sid].append(who)
+    for who in cands:
+        if who not in assign:
+            rejected.append(_rej(who, "unused", f"every slot `{who}` could fill ("
+                                 + ", ".join(f"`{r}`" for r in sorted(cand_roles[who]))
+                                 + ") is already filled"))
+    fills = []
+    for s in slots:
+        by = tuple(sorted(filled[s.id]))
+        fills.append(fast(SlotFill, {"id": s.id, "roles": s.roles, "any_of": s.any_of, "count": s.count,
+                                     "source": s.source, "filled_by": by, "missing": s.count - len(by)}))
+    rejected.sort(key=lambda r: (r.principal, r.code, r.reason))
+    return tuple(fills), tuple(f for f in fills if f.missing > 0), tuple(sorted(assign)), tuple(rejected)
+
+
+def _match(cands: list[str], roles: Mapping[str, set], slots: Sequence, slot_roles: list[set]) -> dict[str, str]:
+    """Maximum assignment of principals to slots (with capacities): augmenting paths.
+
+    Deterministic: principals in sorted order, slots in declaration order."""
+    cap = [s.count for s in slots]
+    holders: list[list[str]] = [[] for _ in slots]
+    where: dict[str, int] = {}
+    elig = {c: [i for i, r in enumerate(slot_roles) if roles[c] & r] for c in cands}
+
+    def augment(c: str, seen: set) -> bool:
+        for i in elig[c]:
+            if i in seen:
+                continue
+            seen.add(i)
+            if len(holders[i]) < cap[i]:
+                holders[i].append(c)
+                where[c] = i
+                return True
+            for other in list(holders[i]):
+                if augment(other, seen):
+                    holders[i].remove(other)
+                    holders[i].append(c)
+                    where[c] = i
+                    return True
+        return False
+
+    for c in cands:
+        if sum(len(h) for h in holders) >= sum(cap):
+            break
+        augment(c, set())
+    return {c: slots[i].id for c, i in where.items()}

@@ -1,0 +1,74 @@
+"""The canonical JSON of plan hashes and action digests, and the two hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from json.encoder import c_encode_basestring as _c_encode_basestring  # type: ignore[attr-defined]
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
+from typing import Any, Callable, Mapping, Optional, Union
+
+from pydantic import BaseModel
+
+from ..models import RollbackPlan
+from .util import as_dict
+
+__all__ = ["plan_hash", "action_digest", "PER_ACTION", "set_digest"]
+
+
+# The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
+# text, no NaN or Infinity; a value of another type is a TypeError, a cycle a
+# RecursionError. Exactly `json.dumps(data, sort_keys=True, separators=(",", ":"),
+# ensure_ascii=False, allow_nan=False)`, by the C encoder built once (json.dumps builds one
+# per call; it keeps no state between calls), else by json's own encoder.
+def _no_json(v: Any) -> Any:
+    raise TypeError(f"a {type(v).__name__} is not JSON")
+
+
+if _c_make_encoder is not None:
+    _c_canon = _c_make_encoder(None, _no_json, _c_encode_basestring, None, ":", ",", True, False, False)
+
+    def _canonical(data: Any, _enc: Any = _c_canon, _join: Callable = "".join) -> str:
+        return _join(_enc(data, 0))
+else:  # pragma: no cover - a Python without the C accelerator
+    _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
+    """sha256 of the plan's canonical JSON, without `plan_hash` and `evaluated_at`.
+
+    Approvals bind to this hash: any change to what the plan does, who must authorize
+    it, or the policy that made it gives a different hash."""
+    data = plan.model_dump(mode="json") if isinstance(plan, BaseModel) else dict(plan)
+    data.pop("plan_hash", None)
+    data.pop("evaluated_at", None)
+    return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def action_digest(action: Any) -> Optional[str]:
+    """`sha256:` + hex of the action's canonical JSON (as `plan_hash`), or None when the
+    action is not plain JSON (a value of another type, a non-finite number, a cycle,
+    nesting too deep). A require_approval decision carries it (`Decision.action_digest`),
+    computed when the gate decides (what was decided, not what the action later becomes);
+    an approval names it, so an approval of one action never releases another
+    (`Engine.authorize_action`)."""
+    try:  # a model as the gate reads it (an `Action` without an id has `id: null`)
+        text = _canonical(as_dict(action))
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class _PerAction:
+    """In a finished template (kept per `now`): the field is filled per action."""
+
+    __slots__ = ()
+
+
+PER_ACTION = _PerAction()
+
+
+def set_digest(d: dict, action: Any) -> None:
+    """Fill the `action_digest` of a require_approval decision's fields `d` (every path).
+    None when the action is not plain JSON: `authorize_action` then says why it refuses."""
+    d["action_digest"] = action_digest(action)

@@ -1,0 +1,111 @@
+"""Resume decisions: may a stopped workflow act again (`may_resume`)? Every re-enable
+criterion of the trigger that stopped it must hold over the evidence."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..compiled import CompiledPolicy
+from ..construct import fast
+from ..models import CriterionResult, EvalError, ResumeDecision
+from .inputs import check_size
+from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
+
+__all__ = ["may_resume"]
+
+
+# ================================================================== resume
+def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
+    """Are the re-enable criteria of the trigger that stopped `workflow` all met?"""
+    now_dt, now_err = now_of(now)
+    errors: list[EvalError] = []
+    if now_err:
+        errors.append(err("<input>", "input", now_err))
+    for problem in (check_size(as_dict(workflow)), check_size(as_dict(stop))):
+        if problem:  # e.g. an unpaired surrogate that the result would echo
+            errors.append(err("<input>", "input", problem))
+            workflow = stop = None
+    workflow = as_dict(workflow)
+    state: dict = {}
+    if isinstance(workflow, Mapping):
+        state = dict(workflow)
+        workflow = workflow.get("name")
+    stop = as_dict(stop)
+    stopped_at = None
+    if isinstance(stop, Mapping):
+        if "stopped_by" in stop:
+            state = {**state, **stop}
+            trigger = stop.get("stopped_by")
+            stopped_at = stop.get("stopped_at")
+        else:  # a StopInfo or a Decision's `stop`
+            inner = stop.get("stop") if isinstance(stop.get("stop"), Mapping) else stop
+            trigger = inner.get("trigger")
+            stopped_at = inner.get("stopped_at")
+    else:
+        trigger = stop
+    wf = p.workflows.get(workflow) if type(workflow) is str else None
+    s = wf.stops_by_name.get(trigger) if (wf is not None and type(trigger) is str) else None
+    if wf is None:
+        errors.append(err("<input>", "input", f"workflow {short(workflow)} is not declared in the policy set"
+                           if type(workflow) is str else "no workflow named (a string)"))
+    elif s is None:
+        declared = ", ".join(f"`{x.name}`" for x in wf.stops) or "none"
+        errors.append(err("<input>", "input",
+                           f"workflow `{wf.name}` declares no stop trigger {short(trigger)} (declared: {declared})"
+                           if type(trigger) is str else "no stop trigger named (a string, or a workflow state "
+                                                        "with `stopped_by`)"))
+    ev = as_dict(evidence)
+    if ev is None:
+        ev = {}
+    bad_input = False  # evidence or stop state that fails the input check: never evaluated
+    if not isinstance(ev, Mapping):
+        errors.append(err("<input>", "input", "evidence must be an object, not " + type_name(ev)))
+        bad_input = True
+    else:
+        problem = check_size(ev)
+        if problem:
+            errors.append(err("<input>", "input", "evidence: " + problem))
+            bad_input = True
+    criteria = []
+    unmet = []
+    if s is not None:
+        stop_val = {"name": s.name, "trigger": s.name, "severity": s.info.severity, "owner": s.info.owner}
+        if stopped_at is not None:
+            try:
+                stop_val["stopped_at"] = parse_ts(stopped_at, "`stopped_at`")
+            except ValueError as e:
+                errors.append(err("<input>", "input", str(e)))
+                bad_input = True
+    if s is not None and bad_input:
+        # not evaluated on a stand-in (`{}` would make `!has(evidence.open_incidents)`
+        # hold): every criterion is unmet, the input error says why
+        for c in s.criteria:
+            unmet.append(c.name)
+            criteria.append(fast(CriterionResult, {"name": c.name, "met": False,
+                                                   "reason": "not evaluated: the input has an error",
+                                                   "description": c.description, "location": c.location}))
+    elif s is not None:
+        state.setdefault("name", wf.name)
+        state["status"] = "stopped"
+        state["stopped_by"] = s.name
+        act = {"evidence": ev, "workflow": state, "stop": stop_val, "now": now_dt, "policy": wf.policy}
+        for c in s.criteria:
+            ok, msg, budget = cond_outcome(c.fn(act))
+            if ok:
+                reason = None
+            elif ok is False:
+                reason = "condition is false"
+            else:
+                reason = f"error: {msg}"
+                errors.append(err(c.name, "criterion", msg, c.location, budget))
+            if not ok:
+                unmet.append(c.name)
+            criteria.append(fast(CriterionResult, {"name": c.name, "met": bool(ok), "reason": reason,
+                                                   "description": c.description, "location": c.location}))
+    # any error (an input error, a criterion's) means not allowed: errors never widen permission
+    allowed = s is not None and not unmet and not errors and bool(criteria)
+    return fast(ResumeDecision, {
+        "workflow": workflow if type(workflow) is str else "",
+        "trigger": trigger if type(trigger) is str else None, "allowed": allowed, "criteria": tuple(criteria),
+        "unmet": tuple(unmet), "errors": tuple(errors), "evaluated_at": fmt_ts(now_dt),
+        "policy_hash": p.policy_hash, "policy_version": wf.version if wf is not None else None})

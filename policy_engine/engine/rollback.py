@@ -1,0 +1,428 @@
+"""Rollback plans: the scenario, route, reversal window, authorization requirement,
+feasibility and cascade of a rollback request (`classify_rollback`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from ..compiled import CAction, CompiledPolicy, CScenario
+from ..construct import fast
+from ..models import (
+    AuthorizationRequirement,
+    Cascade,
+    CascadeLoop,
+    CascadeStep,
+    CheckpointRecord,
+    Compensation,
+    DistinctRef,
+    EvalError,
+    Feasibility,
+    PrerequisiteResult,
+    RollbackPlan,
+)
+from .digests import plan_hash
+from .inputs import check_size
+from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
+
+__all__ = ["classify_rollback", "reversal_window", "MAX_CASCADE_RECORDS", "MAX_LOOPS_LISTED", "MAX_STEPS_NAMED"]
+
+MAX_CASCADE_RECORDS = 10_000  # steps + checkpoint records of one rollback plan
+MAX_LOOPS_LISTED = 100
+
+
+MAX_STEPS_NAMED = 20  # record ids named per kind in a plan's feasibility reasons (the fields list them all)
+
+# ================================================================== rollback
+def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> RollbackPlan:
+    """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
+    now_dt, now_err = now_of(now)
+    req = as_dict(request)
+    errors: list[EvalError] = []
+    if now_err:
+        errors.append(err("<input>", "input", now_err))
+    valid = isinstance(req, Mapping)
+    if not isinstance(req, Mapping):
+        errors.append(err("<input>", "input", "the rollback request must be an object, not " + type_name(req)))
+        req = {}
+    else:
+        problem = check_size(req)
+        if problem:
+            errors.append(err("<input>", "input", problem))
+            req = {}
+            valid = False
+    wname = req.get("workflow")
+    sname = req.get("scenario")
+    requested_by = req.get("requested_by")
+    original = req.get("original")
+    wf = p.workflows.get(wname) if type(wname) is str else None
+    if valid and wf is None:
+        errors.append(err("<input>", "input", f"workflow {short(wname)} is not declared in the policy set"
+                           if type(wname) is str else "the request has no `workflow` (a string)"))
+    sc: Optional[CScenario] = wf.scenarios.get(sname) if (wf is not None and type(sname) is str) else None
+    if wf is not None and sc is None:
+        declared = ", ".join(f"`{n}`" for n in wf.scenarios) or "none"
+        errors.append(err("<input>", "input",
+                           f"rollback scenario {short(sname)} is not declared in workflow `{wf.name}` "
+                           f"(declared: {declared})" if type(sname) is str
+                           else "the request has no `scenario` (a string)"))
+    if valid and type(requested_by) is not str:
+        errors.append(err("<input>", "input", "the request has no `requested_by` (a principal id string)"))
+    if not isinstance(original, Mapping):
+        if valid:
+            errors.append(err("<input>", "input", "the request has no `original` record (an object)"))
+        original = {}
+    oid = original.get("id")
+    otype = original.get("type")
+    if original and type(oid) is not str:
+        errors.append(err("<input>", "input", "the original record has no `id` (a string)"))
+    # The original's type is looked up in the request's workflow only: the same name in
+    # another workflow has another window, route and requirement (and a type of no
+    # workflow has none). Anything else is not authorizable.
+    actions: Mapping[str, CAction] = wf.actions if wf is not None else {}
+    ca = actions.get(otype) if type(otype) is str else None
+    type_ok = ca is not None
+    if wf is not None and original and ca is None:
+        if type(otype) is not str:
+            errors.append(err("<input>", "input", "the original record has no `type` (a string naming an "
+                                                   f"action type of workflow `{wf.name}`); the plan is not "
+                                                   "authorizable"))
+        else:
+            elsewhere = sorted(w.name for w in p.workflows.values() if otype in w.actions)
+            declared = ", ".join(f"`{n}`" for n in wf.actions) or "none"
+            errors.append(err("<input>", "input", (
+                f"the original's type {short(otype)} is not declared in workflow `{wf.name}` (declared: "
+                f"{declared})" + (f"; it is declared in {', '.join(f'`{n}`' for n in elsewhere)}, whose "
+                                  "requirement does not apply to a rollback filed under this workflow"
+                                  if elsewhere else "")
+                + "; the plan is not authorizable"), wf.location))
+    # ---------------------------------------------------------------- window
+    window = "none"
+    executed_at = None
+    until = None
+    overflow = False
+    if ca is not None and ca.window_seconds is not None and ca.klass != "irreversible":
+        ex = original.get("executed_at")
+        executed_at, until, within, problem, overflow = reversal_window(ca, ex, now_dt, "`original.executed_at`")
+        if problem is not None:
+            errors.append(err("<input>", "input", problem + ("; the plan is not authorizable" if overflow else ""),
+                               ca.location if overflow else None))
+        window = "standard" if within else "escalated"
+    elif original.get("executed_at") is not None:
+        try:
+            executed_at = fmt_ts(parse_ts(original.get("executed_at"), "`original.executed_at`"))
+        except (ValueError, OverflowError) as e:
+            errors.append(err("<input>", "input", str(e) if isinstance(e, ValueError) else
+                               "`original.executed_at` is out of the representable range"))
+    escalated = window == "escalated"
+    # ---------------------------------------------------------------- authorization
+    slots: tuple = ()
+    distinct_paths: tuple = ()
+    route = None
+    notify: tuple = ()
+    comps: list = []
+    depth_limit = 0
+    if sc is not None:
+        slots = tuple(s.spec for s in sc.slots)
+        distinct_paths = sc.distinct_from
+        route = sc.route
+        notify_set = set(sc.notify)
+        comps = [(n, a, "standard") for n, a in sc.compensate]
+        depth_limit = sc.cascade_depth
+        if escalated and sc.has_escalation:
+            slots = slots + tuple(s.spec for s in sc.esc_slots)
+            distinct_paths = distinct_paths + sc.esc_distinct_from
+            route = sc.esc_route or route
+            notify_set |= set(sc.esc_notify)
+            have = {n for n, _, _ in comps}
+            comps += [(n, a, "escalation") for n, a in sc.esc_compensate if n not in have]
+        notify = tuple(sorted(notify_set))
+    drefs = []
+    unresolved = False
+    for path in dict.fromkeys(distinct_paths):
+        principals, problem = _resolve(req, path)
+        for principal in principals:
+            drefs.append(fast(DistinctRef, {"ref": ".".join(path), "principal": principal}))
+        if problem is not None:  # nobody to exclude is not "exclude nobody": fail closed
+            unresolved = True
+            errors.append(err("<input>", "input", f"`distinct from {'.'.join(path)}`: {problem}; the plan is "
+                                                   "not authorizable", sc.location if sc is not None else None))
+    drefs.sort(key=lambda d: (d.ref, d.principal or ""))
+    excluded = tuple(sorted({d.principal for d in drefs if d.principal is not None}))
+    auth = fast(AuthorizationRequirement, {"slots": slots, "distinct_from": tuple(drefs),
+                                           "excluded_principals": excluded})
+    compensations = tuple(fast(Compensation, {"name": n, "kind": "action" if a else "text", "source": src})
+                          for n, a, src in sorted(comps, key=lambda c: (c[2] != "standard", c[0])))
+    # ---------------------------------------------------------------- feasibility and cascade
+    pol = wf.policy if wf is not None else {}
+    if original:
+        cascade = plan_cascade(original, depth_limit, errors, actions, req, now_dt, pol,
+                                wf.name if wf is not None else None)
+        root = cascade.steps[0]
+    else:
+        cascade = fast(Cascade, {"depth_limit": depth_limit, "steps": (), "checkpoint": (), "loops": (),
+                                 "partial": False, "truncated": False, "truncated_reason": None})
+        root = None
+    feas = feasibility(ca, otype, root, cascade)
+    authorizable = wf is not None and sc is not None and bool(slots) and type(oid) is str \
+        and type(requested_by) is str and not now_err and type_ok and not unresolved and not overflow
+    data = {
+        "workflow": wname if type(wname) is str else "", "scenario": sname if type(sname) is str else "",
+        "scenario_declared": sc is not None, "standard_scenario": bool(sc and sc.standard),
+        "authorizable": authorizable, "errors": tuple(errors),
+        "original_id": oid if type(oid) is str else None, "original_type": otype if type(otype) is str else None,
+        "requested_by": requested_by if type(requested_by) is str else None, "route": route, "window": window,
+        "window_seconds": ca.window_seconds if ca is not None else None, "executed_at": executed_at,
+        "reversible_until": until, "authorization": auth, "notify": notify, "compensations": compensations,
+        "feasibility": feas, "cascade": cascade, "evaluated_at": fmt_ts(now_dt),
+        "policy_hash": p.policy_hash, "policy_version": wf.version if wf is not None else None,
+        "owners": wf.owners if wf is not None else None, "plan_hash": "",
+    }
+    plan = fast(RollbackPlan, data)
+    data["plan_hash"] = plan_hash(plan)
+    return fast(RollbackPlan, data)
+
+
+def feasibility(ca: Optional[CAction], otype: Any, root: Optional[CascadeStep], cascade: Cascade
+                 ) -> Feasibility:
+    """The plan's feasibility: the original's own (its class, its prerequisites, from its
+    cascade step), then `partial` when any step (the original's included) is manual,
+    blocked or out of its window."""
+    reasons = []
+    status = "feasible"
+    if ca is None:
+        status = "manual"
+        reasons.append(f"action type {short(otype)} is not declared in the request's workflow; reverse it by "
+                       "hand" if type(otype) is str else
+                       "the original record names no action type; reverse it by hand")
+    elif ca.klass == "irreversible":
+        status = "manual"
+        reasons.append(f"`{ca.name}` is irreversible: route to manual handling")
+    elif ca.klass is None:
+        status = "manual"
+        reasons.append(f"`{ca.name}` declares no reversal method: route to manual handling")
+    results: tuple = ()
+    unmet: tuple = ()
+    if ca is not None and root is not None:
+        results = root.prerequisites
+        unmet = root.unmet
+    if unmet:
+        reasons.append("prerequisites not met: " + ", ".join(f"`{n}`" for n in unmet))
+        if status == "feasible":
+            status = "blocked"
+    manual = tuple(s.record_id for s in cascade.steps if s.status == "manual")
+    blocked = tuple(s.record_id for s in cascade.steps if s.status == "blocked")
+    late = tuple(s.record_id for s in cascade.steps if s.status == "out_of_window")
+    for word, ids in (("manual", manual), ("blocked (prerequisites not met)", blocked),
+                      ("out of their reversal window", late)):
+        if ids:
+            shown = ", ".join(f"`{i}`" for i in ids[:MAX_STEPS_NAMED])
+            more = f" and {len(ids) - MAX_STEPS_NAMED} more" if len(ids) > MAX_STEPS_NAMED else ""
+            reasons.append(f"cascade steps {word}: {shown}{more}")
+    if status == "feasible" and (manual or blocked or late):
+        status = "partial"
+    return fast(Feasibility, {"status": status, "reasons": tuple(reasons), "prerequisites": results,
+                              "unmet": unmet, "manual_steps": manual, "blocked_steps": blocked,
+                              "out_of_window_steps": late})
+
+
+def plan_cascade(original: Mapping, depth_limit: int, errors: list, actions: Mapping[str, CAction],
+             req: Mapping, now_dt: datetime, pol: Mapping, wname: Optional[str]) -> Cascade:
+    """Breadth-first over `downstream` records. Linear in records, bounded by MAX_CASCADE_RECORDS.
+    Each step's type is looked up in the request's workflow (`actions`)."""
+    steps: list = []
+    checkpoint: list = []
+    loops: list = []
+    nloops = 0
+    partial = False
+    truncated = False
+    truncated_reason = None
+    root_id = original.get("id")
+    root_id = root_id if type(root_id) is str else "<original>"
+    parent_of: dict[str, Optional[str]] = {root_id: None}
+    queue = [(original, 0, None, root_id)]
+    head = 0
+    count = 0
+    while head < len(queue):
+        rec, depth, parent, rid = queue[head]
+        head += 1
+        rtype = rec.get("type")
+        rtype_s = rtype if type(rtype) is str else "<missing>"
+        if depth > depth_limit:
+            checkpoint.append(fast(CheckpointRecord, {"record_id": rid, "type": rtype_s, "depth": depth,
+                                                      "parent": parent}))
+        else:
+            steps.append(step(actions.get(rtype) if type(rtype) is str else None, rid, rtype_s, depth,
+                                    parent, rec, req, now_dt, pol, wname, errors if depth == 0 else None))
+        count += 1
+        downstream = rec.get("downstream")
+        if downstream is None or truncated:
+            continue
+        if not isinstance(downstream, (list, tuple)):
+            errors.append(err("<input>", "input", f"`downstream` of record `{rid}` must be a list"))
+            partial = True
+            continue
+        for i, child in enumerate(downstream):
+            if not isinstance(child, Mapping):
+                errors.append(err("<input>", "input", f"downstream[{i}] of record `{rid}` is not an object"))
+                partial = True
+                continue
+            cid = child.get("id")
+            if type(cid) is not str:
+                cid = f"{rid}/downstream[{i}]"
+                errors.append(err("<input>", "input", f"downstream[{i}] of record `{rid}` has no `id`; "
+                                                       f"called `{cid}` in this plan"))
+            if cid in parent_of:
+                partial = True
+                nloops += 1
+                if len(loops) < MAX_LOOPS_LISTED:
+                    loops.append(fast(CascadeLoop, {"record_id": cid, "parent": rid,
+                                                    "path": _path(parent_of, rid) + (cid,)}))
+                continue
+            if len(parent_of) >= MAX_CASCADE_RECORDS:
+                if not truncated:
+                    truncated = True
+                    partial = True
+                    truncated_reason = (f"the cascade reaches more than {MAX_CASCADE_RECORDS} records; planning "
+                                        f"stopped at downstream[{i}] of record `{rid}`; it and every record "
+                                        f"after it in breadth-first order are not planned")
+                break
+            parent_of[cid] = rid
+            queue.append((child, depth + 1, rid, cid))
+    if nloops > len(loops):
+        errors.append(err("<input>", "input", f"{nloops} loops in the cascade; the first "
+                                               f"{MAX_LOOPS_LISTED} are listed"))
+    return fast(Cascade, {"depth_limit": depth_limit, "steps": tuple(steps), "checkpoint": tuple(checkpoint),
+                          "loops": tuple(loops), "partial": partial, "truncated": truncated,
+                          "truncated_reason": truncated_reason})
+
+
+def step(ca: Optional[CAction], rid: str, rtype: str, depth: int, parent: Optional[str], rec: Mapping,
+          req: Mapping, now_dt: datetime, pol: Mapping, wname: Optional[str],
+          errors: Optional[list] = None) -> CascadeStep:
+    """One cascade step and its own feasibility: its type's class, its prerequisites
+    evaluated over its own record (as `original`), its own window from its own
+    `executed_at`. Status: manual (class) > blocked (prerequisites) > out_of_window.
+    `errors` (the original's step only): where its prerequisites' errors are listed."""
+    manual = False
+    reason = None
+    if ca is None:
+        manual, reason = True, (f"action type `{rtype}` is not declared in workflow `{wname}`"
+                                if wname is not None else f"action type `{rtype}` is not declared")
+    elif ca.klass == "irreversible":
+        manual, reason = True, f"`{rtype}` is irreversible"
+    elif ca.klass is None:
+        manual, reason = True, f"`{rtype}` declares no reversal method"
+    reasons = [reason] if reason else []
+    results: list = []
+    unmet: list = []
+    executed_at = until = None
+    within: Optional[bool] = None
+    if ca is not None:
+        act = {"original": rec, "request": req, "now": now_dt, "policy": pol}
+        for pr in ca.prerequisites:
+            ok, msg, budget = cond_outcome(pr.fn(act))
+            if ok:
+                results.append(fast(PrerequisiteResult, {"name": pr.name, "met": True, "reason": None,
+                                                         "location": pr.location}))
+                continue
+            results.append(fast(PrerequisiteResult, {
+                "name": pr.name, "met": False, "reason": "condition is false" if ok is False else f"error: {msg}",
+                "location": pr.location}))
+            if ok is None and errors is not None:
+                errors.append(err(pr.name, "prerequisite", msg, pr.location, budget))
+            unmet.append(pr.name)
+        if unmet:
+            reasons.append("prerequisites not met over this record: " + ", ".join(f"`{n}`" for n in unmet))
+    ex = rec.get("executed_at")
+    if ca is not None and ca.window_seconds is not None and ca.klass != "irreversible":
+        executed_at, until, within, problem, _ = reversal_window(ca, ex, now_dt, f"`executed_at` of record `{rid}`")
+        if problem is not None:
+            reasons.append(problem)
+        elif not within:
+            reasons.append(f"its reversal window ({ca.window}) closed at {until}")
+    elif ex is not None:
+        try:
+            executed_at = fmt_ts(parse_ts(ex, "`executed_at`"))
+        except (ValueError, OverflowError):
+            reasons.append(f"`executed_at` of record `{rid}` is not an RFC 3339 timestamp")
+    status = "manual" if manual else "blocked" if unmet else "out_of_window" if within is False else "feasible"
+    return fast(CascadeStep, {
+        "record_id": rid, "type": rtype, "depth": depth, "parent": parent,
+        "method": ca.method if ca is not None else None, "verify": ca.verify if ca is not None else None,
+        "reversibility": ca.klass if ca is not None else None, "manual": manual, "reason": reason,
+        "status": status, "executed_at": executed_at,
+        "window_seconds": ca.window_seconds if ca is not None else None, "reversible_until": until,
+        "within_window": within, "prerequisites": tuple(results), "unmet": tuple(unmet),
+        "reasons": tuple(reasons)})
+
+
+def _path(parent_of: Mapping[str, Optional[str]], rid: str) -> tuple[str, ...]:
+    out = []
+    cur: Optional[str] = rid
+    while cur is not None and len(out) <= MAX_CASCADE_RECORDS:
+        out.append(cur)
+        cur = parent_of.get(cur)
+    return tuple(reversed(out))
+
+
+def reversal_window(ca: CAction, ex: Any, now_dt: datetime, what: str
+            ) -> tuple[Optional[str], Optional[str], bool, Optional[str], bool]:
+    """The reversal window of a record of type `ca` (which has one) executed at `ex`:
+    (executed_at, reversible_until, within the window at `now_dt`, problem, overflow).
+    A missing or unreadable `executed_at`, or one whose window would end after the last
+    representable time (overflow), is a problem and the window is treated as closed."""
+    if ex is None:
+        return None, None, False, f"{what} is missing; the reversal window is treated as expired", False
+    try:
+        ex_dt = parse_ts(ex, what)
+    except ValueError as e:
+        return None, None, False, f"{e}; the window is treated as expired", False
+    except OverflowError:  # a datetime whose offset moves it out of range
+        return None, None, False, f"{what} is out of the representable range; the window is treated as expired", \
+            False
+    executed_at = fmt_ts(ex_dt)
+    try:
+        until_dt = ex_dt + ca.window_td
+    except OverflowError:
+        return executed_at, None, False, (
+            f"{what} {executed_at} plus the {ca.window} reversal window of `{ca.name}` ends after "
+            f"9999-12-31T23:59:59Z, the last representable time: the execution time cannot be right; the window "
+            f"is treated as expired"), True
+    return executed_at, fmt_ts(until_dt), now_dt <= until_dt, None, False
+
+
+def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[Optional[str]], Optional[str]]:
+    """Principal ids a `distinct from` reference names in the request, and why it cannot
+    be resolved (None when it can). A non-empty string names one principal; a non-empty
+    list of them names each. Anything else (missing, null, empty, another type, a list
+    holding a non-string) cannot be resolved: the strings it holds are still excluded,
+    None stands for the rest, and the plan is not authorizable."""
+    where = ".".join(path)
+    cur: Any = req if path[0] == "request" else req.get("original") if path[0] == "original" else None
+    for part in path[1:]:
+        if not isinstance(cur, Mapping):
+            return [None], f"the request has no `{where}`"
+        cur = cur.get(part)
+    if type(cur) is str and cur:
+        return [cur], None
+    if isinstance(cur, (list, tuple)):
+        names = sorted({x for x in cur if type(x) is str and x})
+        bad = [i for i, x in enumerate(cur) if not (type(x) is str and x)]
+        if not cur:
+            return [None], f"`{where}` is an empty list, not the principal ids to exclude"
+        if bad:
+            return names + [None], f"`{where}[{bad[0]}]` is {_what(cur[bad[0]])}, not a principal id (a non-empty " \
+                                   "string)"
+        return names, None
+    if cur is None:
+        return [None], f"the request gives no `{where}` (a principal id, or a list of them)"
+    return [None], f"`{where}` is {_what(cur)}, not a principal id (a non-empty string) or a list of them"
+
+
+def _what(x: Any) -> str:
+    if type(x) is str:
+        return "an empty string"
+    if isinstance(x, str):  # a str subclass (an enum member): not a plain principal id
+        return f"a `{type(x).__name__}` (a str subclass)"
+    return type_name(x)

@@ -1,0 +1,177 @@
+"""Helpers every part of the engine shares: `now`, timestamps, messages, errors, the
+reversibility of an action type at a time."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping, Optional, Union
+
+from pydantic import BaseModel
+
+from ..compiled import CAction
+from ..construct import fast
+from ..models import EvalError, ReversibilityInfo
+
+UTC = timezone.utc
+_UTC = UTC
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SURROGATE_RE = SURROGATE_RE
+
+
+# ============================================================================ small helpers
+
+
+def parse_ts(value: Any, what: str = "timestamp") -> datetime:
+    """An RFC 3339 string or datetime -> tz-aware UTC datetime. Naive datetimes are UTC.
+    Raises ValueError with a message naming `what`."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
+    if isinstance(value, str):
+        if len(value) <= 40 and _TS_RE.match(value):
+            text = value
+            m = re.search(r"\.(\d+)", text)
+            if m and len(m.group(1)) > 6:  # nanoseconds: truncate to microseconds
+                text = text[: m.start(1) + 6] + text[m.end(1):]
+            try:
+                return datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(_UTC)
+            except (ValueError, OverflowError):
+                pass
+        raise ValueError(f"{what} {short(value)} is not an RFC 3339 timestamp (e.g. 2026-07-02T10:00:00Z)")
+    raise ValueError(f"{what} must be an RFC 3339 string, not {type_name(value)}")
+
+
+_D2 = tuple(f"{i:02d}" for i in range(100))  # "00".."99": fmt_ts without %-formatting
+
+
+def fmt_ts(t: datetime) -> str:
+    """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (6 digits)."""
+    if t.tzinfo is not _UTC:
+        t = t.astimezone(_UTC)
+    y = t.year
+    if y < 1000:
+        return _fmt_ts_slow(t)
+    d2 = _D2  # 4-digit year: the common case, ~3x cheaper than the %-format below
+    us = t.microsecond
+    if us:
+        return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}.{us:06d}Z"
+    return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}Z"
+
+
+def _fmt_ts_slow(t: datetime) -> str:
+    if t.microsecond:
+        return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+            t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (t.year, t.month, t.day, t.hour, t.minute, t.second)
+
+
+def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:
+    try:
+        return fmt_ts(t + (seconds if type(seconds) is timedelta else timedelta(seconds=seconds)))
+    except OverflowError:
+        return "9999-12-31T23:59:59Z"
+
+
+def now_of(now: Any) -> tuple[datetime, Optional[str]]:
+    """`now` as a UTC datetime (the clock's when None), and why it is unreadable (or None)."""
+    if now is None:
+        return datetime.now(_UTC), None
+    if type(now) is datetime and now.tzinfo is _UTC:
+        return now, None
+    try:
+        return parse_ts(now, "`now`"), None
+    except ValueError as e:
+        return datetime.now(_UTC), str(e)
+
+
+def safe_now(now: Any) -> datetime:
+    try:
+        return now_of(now)[0]
+    except Exception:  # noqa: BLE001
+        return datetime.now(_UTC)
+
+
+def reversibility(ca: Optional[CAction], now_dt: datetime) -> Optional[ReversibilityInfo]:
+    """The action type's reversibility, with `reversible_until` for an execution at `now_dt`."""
+    if ca is None or ca.reversibility is None:
+        return None
+    rev = ca.reversibility
+    if ca.window_td is None:
+        return rev
+    d = rev.__dict__.copy()
+    d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
+    return fast(ReversibilityInfo, d)
+
+
+def internal(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - str() of a hostile exception may raise too
+        text = "<unprintable>"
+    return f"internal error while evaluating ({type(e).__name__}: {text[:200]}); the result fails closed"
+
+
+def short(v: Any, limit: int = 60) -> str:
+    try:
+        s = json.dumps(v, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        s = repr(type(v))
+    if not s.isascii() and _SURROGATE_RE.search(s):  # keep messages encodable
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "`" + (s if len(s) <= limit else s[: limit - 3] + "...") + "`"
+
+
+def type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a bool"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, Mapping):
+        return "an object"
+    return f"a {type(v).__name__}"
+
+
+def as_dict(value: Any) -> Any:
+    """Models -> dicts (JSON-like, extras kept); everything else unchanged (no copy)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="python", by_alias=True)
+    return value
+
+
+def value_text(v: Any) -> Optional[str]:
+    try:
+        from ..cel import to_cel_json
+
+        s = json.dumps(to_cel_json(v), ensure_ascii=False, sort_keys=True)
+    except Exception:  # noqa: BLE001 - a display helper never fails the decision
+        try:
+            s = repr(v)
+        except Exception:  # noqa: BLE001 - e.g. an int of more than 4300 digits
+            s = f"<{type(v).__name__}>"
+    return s if len(s) <= 200 else s[:197] + "..."
+
+
+def cond_outcome(v: Any) -> tuple[Optional[bool], Optional[str], Optional[str]]:
+    """(truth or None on error, error message, budget)."""
+    if v is True:
+        return True, None, None
+    if v is False:
+        return False, None, None
+    msg = getattr(v, "message", None)
+    if msg is not None and type(v).__name__ == "CelError":
+        return None, msg, getattr(v, "budget", None)
+    return None, f"condition returned {type_name(v)} ({value_text(v)}), not a bool", None
+
+
+def err(rule: str, kind: str, message: str, location: Optional[str] = None,
+         budget: Optional[str] = None) -> EvalError:
+    return fast(EvalError, {"rule": rule, "kind": kind, "message": message, "location": location,
+                            "budget": budget})
