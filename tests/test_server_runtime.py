@@ -255,3 +255,12 @@ def test_opentelemetry_span_per_evaluation_when_a_tracer_is_configured(tmp_path)
     attrs = dict(spans[0].attributes)
     assert attrs["stopline.effect"] == "deny" and attrs["stopline.action_type"] == "can_create_todo"
     assert attrs["stopline.decision_id"] == body["context"]["decision_id"]
+
+
+def test_only_the_server_package_imports_the_web_stack():
+    import re
+
+    pat = re.compile(r"^\s*(?:from|import)\s+(fastapi|starlette|uvicorn|jinja2|prometheus_client|jwt)\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "policy_engine").rglob("*.py")
+                 if "server" not in p.relative_to(ROOT / "policy_engine").parts and pat.search(p.read_text())]
+    assert offenders == []
