@@ -240,3 +240,41 @@ def test_export_case_appends_a_failing_case_and_keeps_the_suite_byte_for_byte(rt
     res = CliRunner().invoke(main, ["ledger", "export-case", "nope", "--expect", "deny", "--suite", str(suite),
                                     "--ledger", ledger_url])
     assert res.exit_code == 2 and "no entry `nope`" in res.output
+
+
+# ------------------------------------------------------------------------------ report
+def test_the_report_counts_what_the_ledger_holds_and_each_plot_draws_those_numbers(rt, ledger_url, tmp_path):  # noqa: F811
+    import re
+
+    pytest.importorskip("matplotlib")
+    from policy_engine.report.html import PLOTS
+
+    h = _history(rt)
+    p = rt.request_rollback(h[500.0][1], scenario="customer_request", requested_by="rita", reason="r", now=at(100))
+    rt.approve(p.rollback_id, principal="cs", roles=["customer_service"], now=at(130))
+    rt.step(p.rollback_id, h[500.0][1], "failed", key="f", now=at(140))
+    rt.executed(None, receipt={}, action={"workflow": WF, "type": "other"}, now=at(150))  # unauthorized, no receipt
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["report", "--ledger", ledger_url, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    js = json.loads(CliRunner().invoke(main, ["report", "--ledger", ledger_url, "--format", "json"]).output)
+    assert js["by_action_type"]["send"] == {"executions": 3, "rolled_back": 1, "rate": round(1 / 3, 4)}
+    assert js["by_action_type"]["log"]["rolled_back"] == 0 and js["by_reviewer"]["sam"]["executions"] == 2
+    assert js["scenarios"] == {"customer_request": 1} and js["rollback_status"] == {"partial": 1}
+    assert js["time_to_rollback_request_s"]["p50"] == 98.0 and js["approval_latency_s"]["p50"] == 30.0
+    assert js["unauthorized_executions"]["count"] == 1 and js["missing_receipt_fields"]["by_field"] == {"note": 1}
+    page = out.read_text()
+    # works offline: nothing is loaded from anywhere (namespaces are names, not fetches)
+    assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?\s*(https?:)?//""", page) and "<script" not in page
+    assert "<link" not in page and "@import" not in page
+    for pid, (_, get, _) in PLOTS.items():
+        m = re.search(rf"<figure id=\"plot-{pid}\" data-values='([^']*)'>(.*?)</figure>", page, re.S)
+        assert m, pid
+        import html as _h
+
+        values = json.loads(_h.unescape(m.group(1)))
+        assert values == get(js), pid
+        assert "<svg" in m.group(2)
+        labels = re.findall(r"<text[^>]*>([^<]*)</text>", m.group(2))
+        for v in values.values():
+            assert f"{v:g}" in labels, (pid, v)

@@ -151,10 +151,11 @@ def _batch_hash(scenario: str, select: Optional[str], plans: list[tuple[str, str
 
 def request_bulk_rollback(rt: Any, select: Optional[str], scenario: str, requested_by: str, reason: str,
                           since: Any = None, until: Any = None, *, executions: Optional[Iterable[str]] = None,
-                          trigger: Optional[str] = None, now: Any = None) -> RollbackBatch:
+                          trigger: Optional[str] = None, now: Any = None, dry_run: bool = False) -> RollbackBatch:
     """Plan every recorded execution ``select`` matches (a CEL condition over ``original``;
     ``since <= time < until`` narrows the executions read), or every one of
-    ``executions`` (ids), as one batch; recorded in one transaction."""
+    ``executions`` (ids), as one batch; recorded in one transaction (with ``dry_run``,
+    planned and returned, nothing recorded)."""
     from ..cel import CelCompileError, CelError, compile_cel
 
     eng, now_dt = rt.engine, _now(now)
@@ -249,6 +250,10 @@ def request_bulk_rollback(rt: Any, select: Optional[str], scenario: str, request
     if not members:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
                              tuple(errors), 0)
+    if dry_run:  # the plan as it would be recorded now (nothing is written)
+        return RollbackBatch(None, _batch_hash(scenario, select, [(m[0].id, m[2].plan_hash) for m in members]),
+                             scenario, select, (), tuple(m[0].id for m in members), len(chosen), covered, existing,
+                             tuple(refused), tuple(errors), records)
     out: dict[str, Any] = {}
 
     def build(c):

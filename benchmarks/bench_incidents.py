@@ -1,0 +1,249 @@
+"""Issue 18 at scale: an incident batch over recorded cascades, replay of recorded
+decisions under a candidate policy, and the rollback report.
+
+    python benchmarks/bench_incidents.py            # full run (10,000-execution incident, 10^5 decisions, 10^5-entry report)
+    python benchmarks/bench_incidents.py --quick    # smoke run (small sizes; tests/test_benchmarks style)
+    python benchmarks/bench_incidents.py --json     # the figures as JSON on stdout
+
+Ledgers are SQLite files in a temporary directory, filled with ``Ledger.append_many``
+(the fill is not measured). Each line is the median of ``--repeat`` runs with a
+same-run baseline and the ratio:
+
+  incident plan     Runtime.request_bulk_rollback(select, dry_run=True) over N executions in
+                    chains of depth 5; baseline: Engine.classify_rollback of the same trees given
+                    by the caller (the engine's share)
+  incident record   the same call recorded (plan + one transaction); baseline: the plan
+  replay, 1 and 2 processes   replay() of M decisions; baseline: Engine.evaluate of the same
+                    actions in one process (no ledger)
+  report            compute_report + render_html over a ledger of M entries; baseline: reading
+                    the same entries with Ledger.fetch alone
+No figure is asserted; goals are reported as met or missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+DEPTH = 5
+GOALS = {"incident_plan_s": 2.0, "incident_record_s": 10.0, "replay_s": 60.0, "report_s": 10.0}
+
+POLICY = """roles [incident_lead, reviewer]
+
+workflow "ops" {
+  version "1"
+  owners {
+    business "Ops lead"
+    technical "Platform"
+  }
+  default deny
+""" + "".join(f"""
+  action a{i} {{
+    system "s"
+    reversible full via "undo.a{i}"
+    {f'side_effects [a{i + 1}]' if i < DEPTH else ''}
+    receipt [run]
+    require_approval big by 1 reviewer when `action.amount > 100.0`
+    deny huge when `action.amount > 10000.0`
+    allow small when `action.amount <= 100.0`
+  }}
+""" for i in range(DEPTH + 1)) + """
+  rollback incident {
+    route ops
+    authorize 1 incident_lead
+    cascade depth 5
+  }
+  rollback policy_reversal {
+    route ops
+    authorize 1 incident_lead
+  }
+}
+"""
+CANDIDATE = POLICY.replace("action.amount > 10000.0", "action.amount > 5000.0")
+
+
+def _median(xs):
+    return statistics.median(xs)
+
+
+def fill_executions(led, roots: int, extra: int) -> None:
+    from policy_engine.ledger import NewEntry
+
+    def body(t, i, parent=None):
+        return {"receipt": {"run": f"run-{i % 7}"}, "authorized": True, "flags": [], "reasons": [],
+                "missing_receipt": [], "decision": None, "caused_by": parent, "type": t, "action_id": None,
+                "executed_at": (T0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "reviewer": f"rev-{i % 5}", "requester": "agent"}
+    level = led.append_many([NewEntry("execution", body("a0", i), workflow="ops", time=T0 + timedelta(seconds=i))
+                             for i in range(roots)])
+    for d in range(1, DEPTH + 1):
+        level = led.append_many([NewEntry("execution", body(f"a{d}", i, p.id), workflow="ops", links=[p.id],
+                                          time=T0 + timedelta(seconds=i, milliseconds=d))
+                                 for i, p in enumerate(level)])
+    for k in range(0, extra, 5000):
+        led.append_many([NewEntry("execution", body("a1", roots + k + j), workflow="ops",
+                                  time=T0 + timedelta(seconds=roots + k + j)) for j in range(min(5000, extra - k))])
+
+
+def fill_decisions(led, engine, n: int) -> list[dict]:
+    from policy_engine.ledger import NewEntry
+
+    actions = [{"workflow": "ops", "type": f"a{i % (DEPTH + 1)}", "amount": float((i * 37) % 12000)}
+               for i in range(n)]
+    for k in range(0, n, 5000):
+        items = []
+        for j, a in enumerate(actions[k:k + 5000]):
+            now = T0 + timedelta(seconds=k + j)
+            d = engine.evaluate(a, None, now)
+            items.append(NewEntry("decision", {"action": a, "decision": d.model_dump(mode="json"),
+                                               "policy_hash": d.policy_hash,
+                                               "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+                                  workflow="ops", time=now))
+        led.append_many(items)
+    return actions
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--repeat", type=int, default=None)
+    a = ap.parse_args(argv)
+    import policy_engine
+    from policy_engine import Runtime
+    from policy_engine.ledger import Ledger
+    from policy_engine.ledger import schema
+    from policy_engine.replay import replay
+    from policy_engine.report.compute import compute_report
+    from policy_engine.report.html import render_html
+
+    q = a.quick
+    roots = 100 if q else 10_000 // (DEPTH + 1)
+    n_dec = 2_000 if q else 100_000
+    rep = a.repeat or (1 if q else 3)
+    out = {"load": os.getloadavg()[0], "quick": q, "cores": os.cpu_count()}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
+    pol = tmp / "ops.policy"
+    pol.write_text(POLICY)
+    cand = tmp / "cand.policy"
+    cand.write_text(CANDIDATE)
+    engine = policy_engine.load(str(pol))
+
+    # ---------------------------------------------------------------- incident
+    plan_t, rec_t, base_t = [], [], []
+    for r in range(rep):
+        url = f"sqlite:///{tmp}/inc-{r}.db"
+        led = Ledger.open(url, create=True)
+        fill_executions(led, roots, 0)
+        with Runtime(engine, led) as rt:
+            t = time.perf_counter()
+            b = rt.request_bulk_rollback('original.type == "a0"', "incident", "ops", "bench", dry_run=True)
+            plan_t.append(time.perf_counter() - t)
+            from policy_engine.runtime.bulk import _graphs
+
+            with led.reading() as c:
+                xs = led.fetch(c, schema.entries.c.kind == "execution", schema.entries.c.id.in_(b.originals[:500]))
+            # baseline: the engine's share, trees given by the caller (first 500 scaled)
+            with led.reading() as c:
+                trees, _, _ = _graphs(led, c, engine, xs)
+            t = time.perf_counter()
+            for x in xs:
+                engine.classify_rollback({"workflow": "ops", "scenario": "incident", "requested_by": "ops",
+                                          "reason": "bench", "original": trees[x.id]})
+            base_t.append((time.perf_counter() - t) * len(b.originals) / max(1, len(xs)))
+            t = time.perf_counter()
+            b2 = rt.request_bulk_rollback('original.type == "a0"', "incident", "ops", "bench")
+            rec_t.append(time.perf_counter() - t)
+            assert len(b2.rollbacks) == roots and b2.records == roots * (DEPTH + 1), (b2.records,)
+        led.close()
+    out["incident"] = {"executions": roots * (DEPTH + 1), "originals": roots, "depth": DEPTH,
+                       "plan_s": _median(plan_t), "record_s": _median(rec_t), "classify_only_s": _median(base_t)}
+
+    # ---------------------------------------------------------------- replay
+    url = f"sqlite:///{tmp}/dec.db"
+    led = Ledger.open(url, create=True)
+    actions = fill_decisions(led, engine, n_dec)
+    led.close()
+    r1, r2, ev = [], [], []
+    changed = None
+    for _ in range(rep):
+        t = time.perf_counter()
+        res = replay(str(cand), url, workers=1)
+        r1.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        res2 = replay(str(cand), url, workers=2)
+        r2.append(time.perf_counter() - t)
+        assert res2.to_json() | {"workers": 1} == res.to_json()
+        changed = len(res.changed)
+        ce = policy_engine.load(str(cand))
+        t = time.perf_counter()
+        for i, x in enumerate(actions):
+            ce.evaluate(x, None, T0 + timedelta(seconds=i))
+        ev.append(time.perf_counter() - t)
+    out["replay"] = {"decisions": n_dec, "changed": changed, "one_process_s": _median(r1), "two_processes_s": _median(r2),
+                     "evaluate_only_s": _median(ev)}
+
+    # ---------------------------------------------------------------- report
+    url = f"sqlite:///{tmp}/rep.db"
+    led = Ledger.open(url, create=True)
+    fill_executions(led, roots, n_dec - roots * (DEPTH + 1))
+    with Runtime(engine, led) as rt:
+        rt.request_bulk_rollback('original.type == "a0" && original.receipt.run == "run-3"', "incident", "ops", "x")
+    size = led.size
+    rp, rb = [], []
+    for _ in range(rep):
+        t = time.perf_counter()
+        rr = compute_report(led)
+        render_html(rr)
+        rp.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        after = -1
+        while True:
+            with led.reading() as c:
+                page = led.fetch(c, schema.entries.c.seq > after, limit=5000)
+            if not page:
+                break
+            after = page[-1].seq
+        rb.append(time.perf_counter() - t)
+    led.close()
+    out["report"] = {"entries": size, "report_s": _median(rp), "fetch_only_s": _median(rb)}
+
+    inc, rpl, rpt = out["incident"], out["replay"], out["report"]
+    lines = [
+        f"load average at start: {out['load']:.2f} on {out['cores']} cores" + ("  (quick: rough figures)" if q else ""),
+        "| line | median | same-run baseline | ratio | goal |", "|---|---|---|---|---|",
+        f"| incident plan, {inc['executions']:,} executions ({inc['originals']:,} chains, depth {DEPTH}) | "
+        f"{inc['plan_s']:.2f} s | classify_rollback only: {inc['classify_only_s']:.2f} s | "
+        f"{inc['plan_s'] / max(inc['classify_only_s'], 1e-9):.1f}x | ≤ 2 s: {'met' if inc['plan_s'] <= 2 else 'missed'} |",
+        f"| incident recorded (plan + one transaction) | {inc['record_s']:.2f} s | plan: {inc['plan_s']:.2f} s | "
+        f"{inc['record_s'] / max(inc['plan_s'], 1e-9):.1f}x | ≤ 10 s: {'met' if inc['record_s'] <= 10 else 'missed'} |",
+        f"| replay {rpl['decisions']:,} decisions, 1 process | {rpl['one_process_s']:.2f} s | evaluate only: "
+        f"{rpl['evaluate_only_s']:.2f} s | {rpl['one_process_s'] / max(rpl['evaluate_only_s'], 1e-9):.1f}x | |",
+        f"| replay {rpl['decisions']:,} decisions, 2 processes | {rpl['two_processes_s']:.2f} s | 1 process: "
+        f"{rpl['one_process_s']:.2f} s | {rpl['two_processes_s'] / max(rpl['one_process_s'], 1e-9):.2f}x | ≤ 60 s: "
+        f"{'met' if rpl['two_processes_s'] <= 60 else 'missed'} |",
+        f"| report over {rpt['entries']:,} entries (compute + HTML) | {rpt['report_s']:.2f} s | fetch only: "
+        f"{rpt['fetch_only_s']:.2f} s | {rpt['report_s'] / max(rpt['fetch_only_s'], 1e-9):.1f}x | ≤ 10 s: "
+        f"{'met' if rpt['report_s'] <= 10 else 'missed'} |",
+    ]
+    if a.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The report as one self-contained HTML page: tables, and inline SVG plots drawn by
+matplotlib (``stopline[report]``) with their text kept as SVG text. Nothing is fetched:
+no scripts, fonts or styles from the network. Each plot is a ``<figure id="plot-NAME">``
+whose ``data-values`` holds the numbers it draws (what the tests compare with the ledger)."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from typing import Any
+
+__all__ = ["render_html", "PLOTS"]
+
+#: plot id -> (title, how to get {label: value} from the report, value label)
+PLOTS: dict[str, tuple[str, Any, str]] = {
+    "rate-by-type": ("Rollback rate by action type", lambda r: {k: v["rate"] for k, v in r["by_action_type"].items()},
+                     "rolled back / executed"),
+    "rate-by-reviewer": ("Rollback rate by reviewer (who approved the original)",
+                         lambda r: {k: v["rate"] for k, v in r["by_reviewer"].items()}, "rolled back / executed"),
+    "scenarios": ("Rollbacks by scenario", lambda r: dict(r["scenarios"]), "rollbacks"),
+    "window": ("Within the window versus escalated", lambda r: dict(r["window_kind"]), "rollbacks"),
+    "status": ("Rollbacks by status", lambda r: dict(r["rollback_status"]), "rollbacks"),
+    "time-to-rollback": ("Time from execution to rollback request and completion (seconds)",
+                         lambda r: {f"request {q}": r["time_to_rollback_request_s"].get(q, 0) for q in
+                                    ("p25", "p50", "p75", "p90", "max")}
+                         | {f"completion {q}": r["time_to_rollback_completion_s"].get(q, 0) for q in
+                            ("p25", "p50", "p75", "p90", "max")}, "seconds"),
+    "approval-latency": ("Approval latency (seconds)",
+                         lambda r: {q: r["approval_latency_s"].get(q, 0) for q in ("p25", "p50", "p75", "p90", "max")},
+                         "seconds"),
+}
+
+
+def _svg(values: dict, ylabel: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "stopline", "font.size": 9}):
+        fig, ax = plt.subplots(figsize=(6.4, 2.8))
+        labels = list(values) or ["(none)"]
+        nums = [values[k] for k in values] or [0]
+        bars = ax.bar(range(len(labels)), nums, color="#3b6ea5")
+        ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0, ha="right"
+                      if len(labels) > 4 else "center")
+        ax.bar_label(bars, labels=[f"{v:g}" for v in nums], padding=2)
+        ax.set_ylabel(ylabel)
+        ax.spines[["top", "right"]].set_visible(False)
+        fig.tight_layout()
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+        plt.close(fig)
+    s = buf.getvalue()
+    return s[s.index("<svg"):]
+
+
+def _table(rows: list[list[Any]], head: list[str]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: dict, *, title: str = "Stopline rollback report") -> str:
+    try:
+        import matplotlib  # noqa: F401
+
+        plots = True
+    except ImportError:
+        plots = False
+    t = report["totals"]
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p>{t['executions']} executions, {t['rollbacks']} rollbacks ({t['batches']} batches), "
+             f"rollback rate {t['rollback_rate']:.2%}; window {html.escape(str(report['window']))}</p>"]
+    if not plots:
+        parts.append("<p class=note>plots need matplotlib: <code>pip install 'stopline[report]'</code></p>")
+    for pid, (ptitle, get, ylabel) in PLOTS.items():
+        vals = get(report)
+        svg = _svg(vals, ylabel) if plots else ""
+        parts.append(f"<figure id=\"plot-{pid}\" data-values='{html.escape(json.dumps(vals, sort_keys=True))}'>"
+                     f"<figcaption>{html.escape(ptitle)}</figcaption>{svg}</figure>")
+    parts.append("<h2>By action type</h2>" + _table(
+        [[k, v["executions"], v["rolled_back"], f"{v['rate']:.2%}"] for k, v in report["by_action_type"].items()],
+        ["action type", "executions", "rolled back", "rate"]))
+    parts.append("<h2>By reviewer</h2>" + _table(
+        [[k, v["executions"], v["rolled_back"], f"{v['rate']:.2%}"] for k, v in report["by_reviewer"].items()],
+        ["reviewer", "executions", "rolled back", "rate"]))
+    dist = [[name, *(report[key].get(q, "") for q in ("count", "min", "p50", "p90", "max"))]
+            for name, key in (("execution to rollback request", "time_to_rollback_request_s"),
+                              ("execution to rollback completed", "time_to_rollback_completion_s"),
+                              ("rollback request to first counted approval", "approval_latency_s"))]
+    parts.append("<h2>Times (seconds)</h2>" + _table(dist, ["interval", "count", "min", "p50", "p90", "max"]))
+    parts.append("<h2>Open, partial and failed</h2>" + _table(
+        [["open", report["open"]], ["partial", len(report["partial"])], ["failed (nothing done)", len(report["failed"])],
+         ["unauthorized executions", report["unauthorized_executions"]["count"]],
+         ["executions missing receipt fields", report["missing_receipt_fields"]["executions"]]], ["", "count"]))
+    parts.append("<h2>Missing receipt fields</h2>" + _table(
+        [[k, v] for k, v in report["missing_receipt_fields"]["by_field"].items()], ["field", "executions"]))
+    parts.append("<h2>Cost</h2><p>The policy language declares no cost yet.</p>")
+    style = ("body{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+             "figure{margin:1em 0}figcaption{font-weight:600}svg{max-width:100%;height:auto}")
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
