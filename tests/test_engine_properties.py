@@ -1,10 +1,13 @@
-"""Laws of the engine, checked with hypothesis."""
+"""Laws of the engine, checked with hypothesis, on the reference path (`accelerate=False`:
+the closures alone) and the accelerated one (fused gates built at once, decisions from their
+templates): each law holds on both, and both give the same bytes."""
 
 from __future__ import annotations
 
 import json
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,9 +56,16 @@ def policy(rules, stops, order=None):
     return text + "}\n"
 
 
-def decide(text, action):
-    e = engine_from_texts({"p.policy": text})
+def decide(text, action, accelerate=False):
+    e = engine_from_texts({"p.policy": text}, accelerate=accelerate)
+    if accelerate:  # every fused gate built at once; the first call fills its template
+        for fz in e.accelerator.gates():
+            fz.build()
+        e.evaluate(action, now=NOW)
     return e.evaluate(action, now=NOW)
+
+
+MODES = pytest.mark.parametrize("accelerate", [False, True], ids=["reference", "accelerated"])
 
 
 def dump(d):
@@ -75,59 +85,71 @@ def strip_locations(d):
     return walk(data)
 
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # per mode
 
 
+@MODES
 @SETTINGS
 @given(rules_st, stop_st, action_st, st.randoms(use_true_random=False))
-def test_reordering_rules_never_changes_the_decision(rules, stops, action, rnd):
+def test_reordering_rules_never_changes_the_decision(accelerate, rules, stops, action, rnd):
     order = list(range(len(rules)))
     rnd.shuffle(order)
-    a = decide(policy(rules, stops), action)
-    b = decide(policy(rules, stops, order), action)
+    a = decide(policy(rules, stops), action, accelerate)
+    b = decide(policy(rules, stops, order), action, accelerate)
     assert strip_locations(a) == strip_locations(b)
 
 
+@MODES
 @SETTINGS
 @given(rules_st, action_st)
-def test_reordering_files_never_changes_the_decision(rules, action):
+def test_reordering_files_never_changes_the_decision(accelerate, rules, action):
     other = 'workflow "z" {\n  version "2"\n  owners { business "b" technical "t" }\n  default deny\n}\n'
     main = policy(rules, [])
-    e1 = engine_from_texts({"a.policy": main, "b.policy": other})
-    e2 = engine_from_texts({"b.policy": other, "a.policy": main})
+    e1 = engine_from_texts({"a.policy": main, "b.policy": other}, accelerate=accelerate)
+    e2 = engine_from_texts({"b.policy": other, "a.policy": main}, accelerate=accelerate)
     d1, d2 = e1.evaluate(action, now=NOW), e2.evaluate(action, now=NOW)
     assert dump(d1) == dump(d2)
     assert e1.policy_hash == e2.policy_hash
 
 
+@MODES
 @SETTINGS
 @given(rules_st, stop_st, action_st, st.sampled_from(CONDS))
-def test_adding_a_deny_rule_never_turns_deny_into_anything_else(rules, stops, action, cond):
-    before = decide(policy(rules, stops), action)
-    after = decide(policy(rules + [("deny", cond, False)], stops), action)
+def test_adding_a_deny_rule_never_turns_deny_into_anything_else(accelerate, rules, stops, action, cond):
+    before = decide(policy(rules, stops), action, accelerate)
+    after = decide(policy(rules + [("deny", cond, False)], stops), action, accelerate)
     if before.effect == "deny":
         assert after.effect == "deny"
     assert PREC[after.effect] <= PREC[before.effect]
 
 
+@MODES
 @SETTINGS
 @given(rules_st, stop_st, action_st, st.data())
-def test_making_a_condition_error_never_turns_a_non_allow_into_allow(rules, stops, action, data):
-    before = decide(policy(rules, stops), action)
+def test_making_a_condition_error_never_turns_a_non_allow_into_allow(accelerate, rules, stops, action, data):
+    before = decide(policy(rules, stops), action, accelerate)
     i = data.draw(st.integers(0, len(rules) - 1))
     broken = list(rules)
     e, c, named = broken[i]
     broken[i] = (e, f"({c}) && action.no_such_attribute_xyz", named)  # errors whenever reached
-    after = decide(policy(broken, stops), action)
+    after = decide(policy(broken, stops), action, accelerate)
     if before.effect != "allow":
         assert after.effect != "allow"
 
 
+@MODES
 @SETTINGS
 @given(rules_st, stop_st, action_st)
-def test_same_input_same_bytes(rules, stops, action):
+def test_same_input_same_bytes(accelerate, rules, stops, action):
     text = policy(rules, stops)
-    assert dump(decide(text, action)) == dump(decide(text, dict(reversed(list(action.items())))))
+    assert dump(decide(text, action, accelerate)) == dump(decide(text, dict(reversed(list(action.items()))), accelerate))
+
+
+@SETTINGS
+@given(rules_st, stop_st, action_st)
+def test_the_reference_and_the_accelerated_path_give_the_same_bytes(rules, stops, action):
+    text = policy(rules, stops)
+    assert dump(decide(text, action, True)) == dump(decide(text, action, False))
 
 
 ENGINE = load_engine()
