@@ -53,7 +53,7 @@ def _color(ctx_color: bool | None) -> bool:
 def check(paths: tuple[str, ...], fmt: str, strict: bool, color: bool | None) -> None:
     """Parse, resolve, type- and lint-check policy files."""
     from .diagnostics import render_all
-    from .loader import UsageError, load_paths
+    from .language.loader import UsageError, load_paths
 
     try:
         result = load_paths(paths)
@@ -98,8 +98,8 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
     from pathlib import Path
 
     from .diagnostics import render_all
-    from .formatter import FormatError, format_path, unified_diff
-    from .loader import UsageError, discover
+    from .language.fmt import FormatError, format_path, unified_diff
+    from .language.loader import UsageError, discover
 
     try:
         files = discover(paths)
@@ -229,7 +229,7 @@ def _engine_or_exit(paths: tuple[str, ...], color: bool | None):
     """Load the policy set; on failure print diagnostics like `stopline check` and exit 2."""
     from .diagnostics import render_all
     from .engine import Engine
-    from .loader import UsageError, load_paths
+    from .language.loader import UsageError, load_paths
 
     try:
         result = load_paths(paths)
@@ -374,6 +374,10 @@ from .runtime.bulk_cli import rollback as _rollback  # noqa: E402  (click only; 
 main.add_command(_replay)
 main.add_command(_rollback)
 _ledger_group.add_command(_export_case)
+
+from .report.cli import report as _report  # noqa: E402  (click only; matplotlib when it draws)
+
+main.add_command(_report)
 
 
 if __name__ == "__main__":  # pragma: no cover
