@@ -21,8 +21,8 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
-from . import ir
-from .check import cond_key
+from .language import ir
+from .language.check import cond_key
 from .compiled import (
     ECHOED,
     CAction,

@@ -16,6 +16,7 @@ MAX_RULES_PER_FILE = 10_000  # rules in one policy file (E005)
 MAX_CONDITIONS_PER_SET = 10_000  # conditions in one policy set, refused before compiling (E005)
 MAX_EXPRESSION_LENGTH = 4096  # characters of one CEL condition (also the CEL compile default)
 MAX_APPROVERS = 100  # approvers one `require_approval` rule or rollback slot may ask for (E108)
+MAX_CASCADE_DEPTH = 64  # the largest `cascade_depth` a rollback declaration may give (E108)
 MAX_WINDOW_SECONDS = 100 * 365 * 86400  # a reversal window: at most 100 years (E108)
 INT64_MIN = -(2**63)  # smallest integer literal in a policy and in CEL
 INT64_MAX = 2**63 - 1  # largest integer literal in a policy and in CEL

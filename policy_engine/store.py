@@ -80,7 +80,7 @@ def policy_hash_of(engine: Any) -> str | None:
 
 def _fingerprint(paths: Any) -> tuple:
     """(path, size, mtime_ns) of every policy file: cheap change detection."""
-    from .loader import UsageError, discover
+    from .language.loader import UsageError, discover
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

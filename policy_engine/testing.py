@@ -261,7 +261,7 @@ class Suite:
 
 def discover_suites(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
     """Every `*.policy-test.yaml` under `paths` (sorted, de-duplicated), and missing paths."""
-    from .loader import find_files
+    from .language.loader import find_files
 
     return find_files(paths, SUITE_SUFFIX)
 
@@ -767,12 +767,12 @@ class _Checker:
             if "workflow" in rq and self.workflow(wf, rpath + ("workflow",)):
                 scen = req.get("scenario")
                 if "scenario" in rq:
-                    from .ir import STANDARD_SCENARIOS
+                    from .language.ir import STANDARD_SCENARIOS
                     self.name("rollback scenario", scen, self.idx.scenarios(wf), rpath + ("scenario",),
                               extra=STANDARD_SCENARIOS)
             if case.kind == "rollback":
                 if "scenario" in exp:
-                    from .ir import STANDARD_SCENARIOS
+                    from .language.ir import STANDARD_SCENARIOS
                     self.name("rollback scenario", exp["scenario"], self.idx.scenarios(wf), epath + ("scenario",),
                               extra=STANDARD_SCENARIOS)
         elif case.kind == "resume":
@@ -1465,7 +1465,7 @@ class Runner:
 
 def load_policies(paths: tuple[str, ...]) -> Loaded:
     """Load and check a policy set once, then build its engine. Never raises."""
-    from .loader import UsageError, load_paths
+    from .language.loader import UsageError, load_paths
 
     try:
         result = load_paths(list(paths))

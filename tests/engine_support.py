@@ -8,7 +8,7 @@ from pathlib import Path
 
 import policy_engine
 from policy_engine.engine import Engine
-from policy_engine.loader import load_sources
+from policy_engine.language.loader import load_sources
 from policy_engine.source import SourceFile
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ import unicodedata
 import pytest
 
 from policy_engine.engine import Engine, plan_hash
-from policy_engine.loader import load_text
+from policy_engine.language.loader import load_text
 from policy_engine.models import Approval
 
 NOW = "2026-07-02T10:00:00Z"

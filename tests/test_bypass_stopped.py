@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_engine.engine import Engine
-from policy_engine.loader import load_text
+from policy_engine.language.loader import load_text
 
 NOW = "2026-07-02T10:00:00Z"
 

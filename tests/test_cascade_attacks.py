@@ -14,7 +14,7 @@ import pytest
 
 from policy_engine import engine as engine_mod
 from policy_engine.engine import MAX_CASCADE_RECORDS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, Engine
-from policy_engine.loader import load_text
+from policy_engine.language.loader import load_text
 
 NOW = "2026-07-02T10:00:00Z"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from policy_engine.check import cond_key
-from policy_engine.loader import load_sources, load_text
+from policy_engine.language.check import cond_key
+from policy_engine.language.loader import load_sources, load_text
 from policy_engine.source import SourceFile
 
 HEAD = 'workflow "w" {\n  version "1"\n  owners { business "B" technical "T" }\n'

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from policy_engine import diagnostics
 from policy_engine.cli import main
-from policy_engine.loader import MAX_FILE_BYTES, load_paths, load_text
+from policy_engine.language.loader import MAX_FILE_BYTES, load_paths, load_text
 from update_golden import CASES, ROOT, expected_locations, load_case, render_diagnostics_case
 
 CASE_FILES = sorted((CASES / "diagnostics").glob("*.policy"))
@@ -140,7 +140,7 @@ def test_check_broken_file_in_a_real_process() -> None:
 
 
 def test_policy_error_carries_every_diagnostic() -> None:
-    from policy_engine.loader import require_ok
+    from policy_engine.language.loader import require_ok
 
     text = (CASES / "diagnostics" / "E110_unknown_role_in_authorize.policy").read_text()
     with pytest.raises(diagnostics.PolicyError) as ei:

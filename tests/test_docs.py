@@ -188,8 +188,8 @@ def test_illustrative_blocks_are_rare():
 
 @pytest.mark.parametrize("block", _blocks("stopline", "policy"))
 def test_policy_block_loads(block: Block):
-    from policy_engine.formatter import format_text
-    from policy_engine.loader import load_text
+    from policy_engine.language.fmt import format_text
+    from policy_engine.language.loader import load_text
 
     result = load_text(block.text, f"{block.id}.policy")
     assert result.errors == [], "\n".join(f"{d.code} {d.message}" for d in result.errors)
@@ -344,7 +344,8 @@ def test_suite_code_table_matches_the_code():
 
 def test_limits_table_matches_the_code():
     """docs/limits.md states every default limit once; each number here comes from the code."""
-    from policy_engine import cel, cli, engine, loader, lower, parser
+    from policy_engine import cel, cli, engine
+    from policy_engine.language import loader, lower, parser
 
     doc = (ROOT / "docs" / "limits.md").read_text(encoding="utf-8")
     rows = _table(doc, "| What | Default | When exceeded |", strip="")

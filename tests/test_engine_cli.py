@@ -141,7 +141,7 @@ def test_internal_errors_are_one_line_not_a_traceback(monkeypatch, tmp_path):
     import subprocess
     import sys
 
-    code = ("import policy_engine.loader as l, sys\n"
+    code = ("import policy_engine.language.loader as l, sys\n"
             "def boom(*a, **k): raise RuntimeError('kaboom')\n"
             "l.load_paths = boom\n"
             "from policy_engine.cli import main\n"

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_engine.engine import MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, Engine
-from policy_engine.loader import load_text
+from policy_engine.language.loader import load_text
 from policy_engine.models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan
 
 NOW = "2026-07-02T10:00:00Z"

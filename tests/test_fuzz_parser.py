@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
 import hostile_common as hc  # noqa: E402
 
-from policy_engine import loader, parser  # noqa: E402
-from policy_engine.loader import load_paths, load_text  # noqa: E402
+from policy_engine.language import loader, parser  # noqa: E402
+from policy_engine.language.loader import load_paths, load_text  # noqa: E402
 
 FUZZ = settings(
     max_examples=150,
@@ -306,7 +306,8 @@ def test_many_workflows_and_actions():
 
 def test_documented_limits_match_the_code():
     """SECURITY.md and docs/limits.md state these defaults: change them together (tests/test_docs.py checks the docs table)."""
-    from policy_engine import cel, cli, engine, lower
+    from policy_engine import cel, cli, engine
+    from policy_engine.language import lower
 
     assert (loader.MAX_FILE_BYTES, loader.MAX_FILES, loader.MAX_CONDITIONS_PER_SET) == (1_000_000, 1000, 10_000)
     assert (parser.MAX_NESTING, lower.MAX_EXPRESSION_LENGTH, lower.MAX_RULES_PER_FILE) == (32, 4096, 10_000)

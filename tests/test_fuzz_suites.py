@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 import hostile_common as hc  # noqa: E402
 
 from policy_engine.cli import main  # noqa: E402
-from policy_engine.formatter import format_source  # noqa: E402
-from policy_engine.loader import decode_source  # noqa: E402
+from policy_engine.language.fmt import format_source  # noqa: E402
+from policy_engine.language.loader import decode_source  # noqa: E402
 from policy_engine.testing import Runner, load_suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

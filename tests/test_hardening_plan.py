@@ -23,7 +23,7 @@ import pytest
 
 import policy_engine
 from policy_engine.engine import Engine, plan_hash
-from policy_engine.loader import load_text
+from policy_engine.language.loader import load_text
 from policy_engine.models import Decision, RollbackPlan
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"

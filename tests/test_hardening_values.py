@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import policy_engine
 from policy_engine.cel import CelError, compile_cel
 from policy_engine.engine import Engine, check_size
-from policy_engine.loader import load_paths, load_text
+from policy_engine.language.loader import load_paths, load_text
 from policy_engine.testing import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent

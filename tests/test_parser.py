@@ -7,8 +7,8 @@ import random
 import pytest
 
 from policy_engine.diagnostics import PolicyError
-from policy_engine.loader import load_text, require_ok
-from policy_engine.parser import comments_of, get_parser
+from policy_engine.language.loader import load_text, require_ok
+from policy_engine.language.parser import comments_of, get_parser
 from policy_engine.source import SourceFile
 from update_golden import CASES
 
@@ -143,7 +143,7 @@ def test_language_reference_examples_load() -> None:
     import re
     from pathlib import Path
 
-    from policy_engine.formatter import format_text
+    from policy_engine.language.fmt import format_text
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```stopline\n(.*?)```", doc, re.S)

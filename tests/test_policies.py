@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import policy_engine
-from policy_engine.loader import load_paths
+from policy_engine.language.loader import load_paths
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 NOW = "2026-11-24T10:00:00Z"

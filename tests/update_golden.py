@@ -25,7 +25,7 @@ EXPECT_RE = re.compile(r"^# expect: (?P<code>[EW]\d{3}) (?P<line>\d+):(?P<col>\d
 
 def load_case(path: Path):
     """(LoadResult, sources to render with) for one case file, shown by its repo path."""
-    from policy_engine.loader import display_source, load_sources, read_source
+    from policy_engine.language.loader import display_source, load_sources, read_source
 
     display = path.relative_to(ROOT).as_posix()
     src, err = read_source(path, display)
@@ -49,7 +49,7 @@ def expected_locations(path: Path) -> list[tuple[str, int, int]]:
 
 
 def render_fmt_case(path: Path) -> str:
-    from policy_engine.formatter import format_text
+    from policy_engine.language.fmt import format_text
 
     return format_text(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
 

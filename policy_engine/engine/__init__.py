@@ -83,7 +83,7 @@ class Engine:
     @classmethod
     def from_load_result(cls, result: Any, *, accelerate: bool = True) -> "Engine":
         """From a `loader.LoadResult`; raises `PolicyError` if it holds errors."""
-        from ..loader import require_ok
+        from ..language.loader import require_ok
 
         pset = require_ok(result)
         return cls(pset, result.compiled, result.sources, result.diagnostics, accelerate=accelerate)
@@ -187,7 +187,7 @@ def load(path_or_paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]
 
     `accelerate=False`: the gate evaluates with the compiled closures only (no fused gates,
     shape speculation, decision templates or per-`now` caches); same answers, slower."""
-    from ..loader import UsageError, load_paths
+    from ..language.loader import UsageError, load_paths
 
     paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
     try:

@@ -10,8 +10,8 @@ from collections import defaultdict
 from typing import Iterable
 
 from . import ir
-from .diagnostics import Diagnostic, did_you_mean, one_of
-from .source import SourceFile, Span
+from ..diagnostics import Diagnostic, did_you_mean, one_of
+from ..source import SourceFile, Span
 
 # Variables in scope for each kind of condition.
 SCOPE_GATE = ("action", "workflow", "now", "policy")
@@ -148,11 +148,11 @@ class Checker:
 
     # ------------------------------------------------------------ conditions
     def condition(self, cond: ir.Condition, scope: tuple[str, ...], what: str) -> None:
-        from .cel import CelCompileError, compile_cel
+        from ..cel import CelCompileError, compile_cel
 
         span = cond.loc.span
         src = cond.source
-        from .lower import MAX_EXPRESSION_LENGTH
+        from ..limits import MAX_EXPRESSION_LENGTH
 
         if len(src) > MAX_EXPRESSION_LENGTH:
             return  # lowering already reported E005 for it; do not report it twice

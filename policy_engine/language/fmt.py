@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .diagnostics import Diagnostic
-from .source import SourceFile
+from ..diagnostics import Diagnostic
+from ..source import SourceFile
 
 INDENT = "  "
 MAX_WIDTH = 100
@@ -369,7 +369,7 @@ def format_source(src: SourceFile) -> FormatResult:
 
 def format_text(text: str, path: str = "<string>") -> str:
     """Format policy text held in memory. Raises `PolicyError` if it has errors."""
-    from .diagnostics import PolicyError
+    from ..diagnostics import PolicyError
     from .loader import decode_source
 
     src, err = decode_source(text.encode("utf-8", errors="surrogatepass"), path)

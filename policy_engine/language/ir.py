@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .source import Span
-from .timestamps import WINDOW_UNITS
+from ..source import Span
+from ..timestamps import WINDOW_UNITS
 
 EFFECTS = ("allow", "require_approval", "deny")
 DEFAULT_EFFECTS = ("require_approval", "deny")

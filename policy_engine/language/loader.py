@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import ir
-from .diagnostics import Diagnostic, PolicyError, sort_diagnostics
-from .limits import MAX_CONDITIONS_PER_SET, MAX_FILE_BYTES, MAX_FILES
-from .source import SourceFile, Span
+from ..diagnostics import Diagnostic, PolicyError, sort_diagnostics
+from ..limits import MAX_CONDITIONS_PER_SET, MAX_FILE_BYTES, MAX_FILES
+from ..source import SourceFile, Span
 
 
 @dataclass

@@ -12,10 +12,18 @@ from typing import Any
 from lark import Token, Tree
 
 from . import ir
-from .diagnostics import Diagnostic
-from .limits import INT64_MAX, INT64_MIN, MAX_APPROVERS, MAX_EXPRESSION_LENGTH, MAX_RULES_PER_FILE, MAX_WINDOW_SECONDS
-from .source import SourceFile
-from .timestamps import parse_window
+from ..diagnostics import Diagnostic
+from ..limits import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_APPROVERS,
+    MAX_CASCADE_DEPTH,
+    MAX_EXPRESSION_LENGTH,
+    MAX_RULES_PER_FILE,
+    MAX_WINDOW_SECONDS,
+)
+from ..source import SourceFile
+from ..timestamps import parse_window
 
 
 class Lowerer:
@@ -336,7 +344,7 @@ class Lowerer:
             kind = item.data
             if kind == "cascade_decl":
                 if self.once(seen, "cascade depth", item):
-                    fields["cascade_depth"] = self.integer(item.children[0], "the cascade depth", 0, 64)
+                    fields["cascade_depth"] = self.integer(item.children[0], "the cascade depth", 0, MAX_CASCADE_DEPTH)
             elif kind == "description_decl":
                 if self.once(seen, "description", item):
                     fields["description"] = self.string(item.children[0])

@@ -1,6 +1,6 @@
 """Lark LALR parser with positions. Syntax errors become Diagnostics.
 
-Only this module and lower.py import lark.
+Only the language modules (this one and lower.py) and cel/parse.py import lark.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .diagnostics import Diagnostic, did_you_mean
-from .limits import MAX_FILE_BYTES, MAX_NESTING, MAX_SYNTAX_ERRORS
-from .source import SourceFile
+from ..diagnostics import Diagnostic, did_you_mean
+from ..limits import MAX_FILE_BYTES, MAX_NESTING, MAX_SYNTAX_ERRORS
+from ..source import SourceFile
 
 _lock = threading.Lock()
 _parser = None
@@ -34,8 +34,8 @@ KEYWORDS_AT_TOP = ("workflow", "roles", "const")
 
 def grammar_text() -> str:
     """The grammar: from the checkout's grammar/ or the wheel's package data."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "grammar" / "stopline.lark", here / "grammar" / "stopline.lark"):
+    package = Path(__file__).resolve().parent.parent  # policy_engine/
+    for candidate in (package.parent / "grammar" / "stopline.lark", package / "grammar" / "stopline.lark"):
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8")
     return resources.files("policy_engine").joinpath("grammar/stopline.lark").read_text(encoding="utf-8")
@@ -48,7 +48,7 @@ def get_parser():
             if _parser is None:
                 from lark import Lark
 
-                from .lark_cache import lark_cache
+                from ..lark_cache import lark_cache
 
                 _parser = Lark(
                     grammar_text(),

@@ -93,7 +93,8 @@ def run_atheris(seconds: float, seed: int) -> int:
 
     with atheris.instrument_imports(include=["policy_engine", "lark"]):
         import hostile_common as hc  # noqa: F401
-        from policy_engine import cel, check, loader, lower, parser  # noqa: F401
+        from policy_engine import cel  # noqa: F401
+        from policy_engine.language import check, loader, lower, parser  # noqa: F401
 
     corpus = Path(tempfile.mkdtemp(prefix="stopline-fuzz-corpus-"))
     for i, (_, text) in enumerate(hc.seed_files()):

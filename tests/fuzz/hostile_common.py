@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from policy_engine.diagnostics import CODES, render_all
-from policy_engine.loader import LoadResult, decode_source, load_sources
+from policy_engine.language.loader import LoadResult, decode_source, load_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
