@@ -1,0 +1,199 @@
+"""The public entry points: ``compile_cel`` -> ``CompiledExpr`` (call it with an activation),
+and ``to_cel_json`` (a CEL value rendered for JSON).
+
+``CompiledExpr.__call__`` evaluates the reference closures (compile.py); unless compiled with
+``accelerate=False`` it first tries the generated fast path (codegen.py, built on the second
+evaluation), which returns only when its value is exactly the closures'.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from .analysis import read_set, type_guard
+from .codegen import _FAST_WARMUP, _build_fast, generator_of, plan
+from .compile import Reference, _Compiler
+from .conversions import _to_string
+from .datetimes import _format_duration, _format_timestamp
+from .errors import CelCompileError, CelError, _Fail, _to_error
+from .limits import DEFAULT_LIMITS, Limits
+from .nodes import _N
+from .parse import _bracket_depth, _parse
+from .values import CelType, CelUint
+
+
+class CompiledExpr:
+    """A compiled CEL expression. Call it with an activation (a mapping of names)."""
+
+    __slots__ = ("source", "references", "limits", "type_guard", "reads", "_fn", "_nslots",
+                 "_needs_ctx", "_fast", "_fast_source", "_plan", "_pending", "_gen_kept")
+
+    def __init__(
+        self, source: str, references: tuple[Reference, ...], limits: Limits,
+        fn: Callable, nslots: int, needs_ctx: bool, plan: _N | None = None,
+        type_guard: frozenset[str] | None = None, reads: tuple[tuple[str, str | None], ...] = (),
+    ) -> None:
+        self.source = source
+        # What the expression reads of its free variables: (variable, top-level field), the
+        # field None when it may use the variable as a whole (`size(action)`,
+        # `action["k"]`, `action.exists(..)`, passing it to a function...).
+        self.reads = reads
+        # The action types for which this condition can be anything but `false`, when the
+        # condition says so itself: its first `&&` operand (or every `||` operand) is
+        # `action.type == "t"` or `action.type in ["t", ...]`. With `action.type` a string
+        # naming another type, the condition is `false`, with no error and nothing else
+        # evaluated. None: not known (any type).
+        self.type_guard = type_guard
+        # The fast path (codegen.py) is built from the compiled tree, lazily: ``_plan`` is the
+        # tree until its generator is made (``codegen.generator_of``, kept in ``_gen_kept``
+        # for ``fuse``); None with ``accelerate=False`` or outside the subset.
+        self._plan = plan
+        self._gen_kept: Callable | None = None
+        self.references = references
+        self.limits = limits
+        self._fn = fn
+        self._nslots = nslots
+        self._needs_ctx = needs_ctx
+        self._fast: Callable | None = None  # generated ``fast(a)`` (see _Gen), once built
+        self._fast_source: str | None = None
+        # evaluations left before the fast path is built; -1: built or tried (or accelerate=False)
+        self._pending = _FAST_WARMUP if plan is not None else -1
+
+    def __call__(self, activation: Mapping[str, Any]) -> Any:
+        """Evaluate. Returns the value, or a ``CelError``; never raises."""
+        fast = self._fast
+        if fast is not None:
+            try:
+                return fast(activation)
+            except Exception:  # anything unusual: the closures decide, exactly
+                pass
+        elif self._pending > 0:
+            self._pending -= 1
+            if self._pending <= 0:
+                self._fast_fn()
+        try:
+            if self._needs_ctx:
+                return self._fn(activation, [0] * self._nslots)
+            return self._fn(activation, None)
+        except _Fail as ex:
+            return ex.err
+        except Exception as ex:  # a Python error in an unusual input: still an error value
+            return _to_error(ex)
+
+    def _fast_fn(self) -> Callable | None:
+        """The generated fast path, built now if it was not yet; None outside the subset."""
+        if self._pending >= 0:  # not tried yet (another thread may see none meanwhile: harmless)
+            self._pending = -1
+            gen = generator_of(self)
+            if gen is not None:
+                self._fast, self._fast_source = _build_fast(gen, self.limits)
+        return self._fast
+
+    def _slow(self, activation: Mapping[str, Any]) -> Any:
+        """The closures alone (the reference the fast path is tested against)."""
+        try:
+            if self._needs_ctx:
+                return self._fn(activation, [0] * self._nslots)
+            return self._fn(activation, None)
+        except _Fail as ex:
+            return ex.err
+        except Exception as ex:
+            return _to_error(ex)
+
+    def __repr__(self) -> str:
+        return f"CompiledExpr({self.source!r})"
+
+
+def compile_cel(
+    source: str, *, limits: Limits = DEFAULT_LIMITS, constants: Mapping[str, Any] | None = None,
+    accelerate: bool = True,
+) -> CompiledExpr:
+    """Compile CEL source text. Raises ``CelCompileError`` (offsets into ``source``).
+
+    ``constants`` maps root names to values known at compile time (the policy's
+    ``policy`` constants): a reference chain that resolves fully inside them is folded
+    into a literal; one that does not is looked up in the activation at run time.
+
+    ``accelerate=False``: evaluate with the reference closures only; no Python source is
+    generated for this expression, ever (nor by ``fuse``, which then calls it as itself).
+    Results are identical either way (tests/test_cel_fastpath.py checks it).
+    """
+    if not isinstance(source, str):
+        raise CelCompileError("CEL source must be a string", 0, 0)
+    if len(source) > limits.max_expression_length:
+        raise CelCompileError(
+            f"expression is {len(source)} characters long, more than the limit of "
+            f"{limits.max_expression_length}",
+            limits.max_expression_length, len(source), "split the condition into smaller rules",
+        )
+    if not source.strip():
+        raise CelCompileError("empty expression", 0, len(source))
+    deep = _bracket_depth(source, limits.max_nesting_depth)
+    if deep is not None:
+        off, _ = deep
+        raise CelCompileError(
+            f"expression nested more than {limits.max_nesting_depth} levels deep",
+            off, off + 1, "simplify the expression",
+        )
+    try:
+        try:
+            tree = _parse(source)
+            comp = _Compiler(source, limits, constants)
+            node = comp.c(tree)
+            exact = comp.exact
+        except CelCompileError:
+            exact = True
+        if exact:
+            # The tree without positions takes a subtree's span from its first and last
+            # kept token; a dropped `)` or leading `.` would shift it. Errors and the rare
+            # `.name` are compiled again from the tree with positions, exactly.
+            tree = _parse(source, exact=True)
+            comp = _Compiler(source, limits, constants)
+            node = comp.c(tree)
+    except RecursionError:
+        raise CelCompileError(
+            "expression is too deeply nested", 0, len(source), "simplify the expression"
+        ) from None
+    return CompiledExpr(source, tuple(comp.refs), limits, node.fn, comp.nslots, comp.needs_ctx,
+                        plan(node) if accelerate else None,  # the one hook into the fast path
+                        type_guard(node), read_set(comp.refs, comp.has_fields))
+
+
+def to_cel_json(value: Any) -> Any:
+    """Render a CEL result for JSON: RFC 3339 timestamps, "1.5s" durations, base64 bytes."""
+    t = type(value)
+    if value is None or t is bool or t is str or t is int:
+        return value
+    if t is CelUint:
+        return int(value)
+    if t is float:
+        if value != value:
+            return "NaN"
+        if value in (math.inf, -math.inf):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if t is bytes or t is bytearray:
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if t is datetime:
+        return _format_timestamp(value)
+    if t is timedelta:
+        return _format_duration(value)
+    if t is CelType:
+        return value.name
+    if t is CelError:
+        return {"error": value.message, "budget": value.budget} if value.budget else {"error": value.message}
+    if isinstance(value, Mapping):
+        return {(k if type(k) is str else to_cel_json(_to_string(k)) if type(k) is not bool else ("true" if k else "false")): to_cel_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_cel_json(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return to_cel_json(float(value))
+    return str(value)

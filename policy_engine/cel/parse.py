@@ -1,0 +1,319 @@
+"""Parsing CEL: cel-python's grammar (celpy/cel.lark) through Lark, the checks made before
+parsing (length, bracket depth), syntax errors in words a policy author reads (with offsets
+into the source), spans of parse-tree nodes, and literals.
+
+celpy and lark are imported lazily (importing policy_engine.cel loads neither).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .errors import CelCompileError
+
+# ---------------------------------------------------------------------------
+# Literals
+# ---------------------------------------------------------------------------
+
+_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\", "'": "'", '"': '"', "`": "`", "?": "?",
+}
+
+
+def _unescape(body: str, is_bytes: bool) -> Any:
+    """Decode a CEL (non-raw) string or bytes literal body. Raises ValueError."""
+    out: list = []  # str pieces, or ints (bytes) for byte literals
+    i = 0
+    n = len(body)
+
+    def emit_char(c: str) -> None:
+        if is_bytes:
+            out.extend(c.encode("utf-8"))
+        else:
+            out.append(c)
+
+    while i < n:
+        c = body[i]
+        if c != "\\":
+            emit_char(c)
+            i += 1
+            continue
+        i += 1
+        if i >= n:
+            raise ValueError("trailing backslash")
+        e = body[i]
+        if e in _SIMPLE_ESCAPES:
+            emit_char(_SIMPLE_ESCAPES[e])
+            i += 1
+        elif e in "xX":
+            h = body[i + 1 : i + 3]
+            if len(h) != 2:
+                raise ValueError("bad \\x escape")
+            v = int(h, 16)
+            if is_bytes:
+                out.append(v)
+            else:
+                out.append(chr(v))
+            i += 3
+        elif e in "uU":
+            if is_bytes:
+                raise ValueError("\\u escape in bytes literal")
+            width = 4 if e == "u" else 8
+            h = body[i + 1 : i + 1 + width]
+            if len(h) != width:
+                raise ValueError("bad unicode escape")
+            v = int(h, 16)
+            if 0xD800 <= v <= 0xDFFF or v > 0x10FFFF:
+                raise ValueError("invalid unicode code point")
+            out.append(chr(v))
+            i += 1 + width
+        elif e in "0123":
+            o = body[i : i + 3]
+            if len(o) != 3 or any(ch not in "01234567" for ch in o):
+                raise ValueError("bad octal escape")
+            v = int(o, 8)
+            if is_bytes:
+                out.append(v)
+            else:
+                out.append(chr(v))
+            i += 3
+        else:
+            raise ValueError(f"invalid escape \\{e}")
+    if is_bytes:
+        return bytes(out)
+    return "".join(out)
+
+
+def _string_literal(text: str) -> Any:
+    is_bytes = False
+    raw = False
+    i = 0
+    while text[i] in "bBrR":
+        if text[i] in "bB":
+            is_bytes = True
+        else:
+            raw = True
+        i += 1
+    q = text[i : i + 3]
+    if q in ('"""', "'''"):
+        body = text[i + 3 : -3]
+    else:
+        body = text[i + 1 : -1]
+    if raw:
+        return body.encode("utf-8") if is_bytes else body
+    return _unescape(body, is_bytes)
+
+
+def _parse_int_lit(text: str) -> int:
+    neg = text.startswith("-")
+    body = text[1:] if neg else text
+    v = int(body[2:], 16) if body[:2].lower() == "0x" else int(body, 10)
+    return -v if neg else v
+
+
+def _span(node: Any, n: int) -> tuple[int, int]:
+    s = getattr(node, "start_pos", None)
+    e = getattr(node, "end_pos", None)
+    if s is None:
+        meta = getattr(node, "meta", None)
+        if meta is not None and not getattr(meta, "empty", True):
+            s, e = meta.start_pos, meta.end_pos
+        elif getattr(node, "children", None):  # parsed without positions: its tokens have them
+            s = _edge_token(node, 0)
+            e = _edge_token(node, -1)
+            s = getattr(s, "start_pos", None)
+            e = getattr(e, "end_pos", None)
+    if s is None:
+        return 0, n
+    return s, e if e is not None else s + 1
+
+
+def _edge_token(node: Any, i: int) -> Any:
+    """The first (i=0) or last (i=-1) token of a subtree: where Lark's position
+    propagation takes a subtree's start and end from. Depth-first, iterative."""
+    stack = [node]
+    while stack:
+        x = stack.pop()
+        kids = getattr(x, "children", None)
+        if kids is None:
+            if getattr(x, "start_pos", None) is not None:
+                return x
+            continue
+        stack.extend(reversed(kids) if i == 0 else kids)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Pre-parse checks and parse errors
+# ---------------------------------------------------------------------------
+
+
+def _bracket_depth(src: str, limit: int) -> tuple[int, int] | None:
+    """Return (offset, depth) of the first bracket beyond ``limit``, skipping strings."""
+    depth = 0
+    i = 0
+    n = len(src)
+    while i < n:
+        ch = src[i]
+        if ch in "([{":
+            depth += 1
+            if depth > limit:
+                return i, depth
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "/" and src.startswith("//", i):
+            j = src.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif ch in "\"'":
+            raw = i > 0 and src[i - 1] in "rR"
+            q = src[i : i + 3] if src[i : i + 3] in ('"""', "'''") else ch
+            j = i + len(q)
+            while j < n:
+                if not raw and src[j] == "\\":
+                    j += 2
+                    continue
+                if src.startswith(q, j):
+                    break
+                if len(q) == 1 and src[j] == "\n":
+                    break
+                j += 1
+            i = j + len(q)
+            continue
+        i += 1
+    return None
+
+
+_PARSER_LOCK = threading.Lock()
+_PARSER: list = []
+_FAST_PARSER: list = []
+
+
+def _fast_parser() -> Any:
+    """cel-python's grammar (``celpy/cel.lark``) with cel-python's own Lark options, minus
+    position propagation, which is half of the parse time. Tokens keep their positions;
+    ``_span`` finds a subtree's from its first and last token, as propagation would."""
+    if not _FAST_PARSER:
+        import re
+        from pathlib import Path
+
+        import celpy.celparser
+        from lark import Lark
+
+        from ..lark_cache import lark_cache
+
+        grammar = (Path(celpy.celparser.__file__).parent / "cel.lark").read_text()
+        _FAST_PARSER.append(Lark(
+            grammar, parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
+            lexer_callbacks={"IDENT": celpy.celparser.CELParser.ambiguous_literals},
+            propagate_positions=False, maybe_placeholders=False, priority="invert",
+            cache=lark_cache("cel-grammar")))  # the analysed tables, kept between processes
+    return _FAST_PARSER[0]
+
+
+def _parse(source: str, exact: bool = False) -> Any:
+    """The parse tree of ``source``, without positions unless ``exact``. A syntax error is
+    reported by cel-python's own parser (``CELParser``, built only then), so its messages
+    and positions are the reference's."""
+    from celpy.celparser import CELParseError, CELParser
+
+    with _PARSER_LOCK:
+        if not exact:
+            try:
+                return _fast_parser().parse(source)
+            except Exception:  # noqa: BLE001 - the reference parser decides and reports
+                pass
+        if not _PARSER:
+            _PARSER.append(CELParser())
+        parser = _PARSER[0]  # (it keeps the text on the instance: hence the lock)
+        try:
+            return parser.parse(source)
+        except CELParseError as ex:
+            raise _convert_parse_error(source, ex) from None
+
+
+def _convert_parse_error(source: str, ex: Exception) -> CelCompileError:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+    cause = ex.__context__
+    line = getattr(ex, "line", None)
+    col = getattr(ex, "column", None)
+    offset = _line_col_to_offset(source, line, col) if line and col and line > 0 else len(source)
+    end = offset + 1
+    hint = None
+    if isinstance(cause, UnexpectedToken):
+        tok = cause.token
+        if tok.type == "$END":
+            msg = "unexpected end of expression"
+            offset = len(source)
+            end = offset
+        else:
+            if tok.start_pos is not None:
+                offset = tok.start_pos
+                end = tok.end_pos if tok.end_pos is not None else offset + len(tok.value)
+            msg = f"unexpected `{tok.value}`"
+            if tok.type == "RESERVED":
+                msg = f"`{tok.value}` is a reserved word"
+        expected = set(getattr(cause, "expected", ()) or ())
+        if expected:
+            hint = _expected_hint(expected)
+    elif isinstance(cause, UnexpectedCharacters):
+        ch = source[offset : offset + 1]
+        msg = f"unexpected character `{ch}`"
+        if ch == "`":
+            hint = "backquoted field names are not supported; use m['field-name']"
+    elif isinstance(cause, UnexpectedEOF):
+        msg = "unexpected end of expression"
+        offset = end = len(source)
+    else:
+        msg = "syntax error: " + str(ex).splitlines()[0]
+    offset = max(0, min(offset, len(source)))
+    end = max(offset, min(end, len(source)))
+    return CelCompileError(msg, offset, end, hint)
+
+
+_TERMINAL_NAMES = {
+    "RPAR": "`)`", "LPAR": "`(`", "RSQB": "`]`", "LSQB": "`[`", "RBRACE": "`}`", "LBRACE": "`{`",
+    "COMMA": "`,`", "COLON": "`:`", "DOT": "`.`", "IDENT": "a name", "INT_LIT": "a number",
+    "UINT_LIT": "a number", "FLOAT_LIT": "a number", "STRING_LIT": "a string", "MLSTRING_LIT": "a string",
+    "BYTES_LIT": "a bytes literal", "BOOL_LIT": "`true` or `false`", "NULL_LIT": "`null`",
+    "BANG": "`!`", "MINUS": "`-`", "QUESTION": "`?`", "$END": "the end of the condition",
+    "EQ": "`==`", "NE": "`!=`", "LT": "`<`", "LE": "`<=`", "GT": "`>`", "GE": "`>=`",
+    "PLUS": "`+`", "STAR": "`*`", "SLASH": "`/`", "PERCENT": "`%`", "IN": "`in`",
+    "COND_AND": "`&&`", "COND_OR": "`||`",
+}
+_OPERAND_STARTS = {"IDENT", "INT_LIT", "UINT_LIT", "FLOAT_LIT", "STRING_LIT", "MLSTRING_LIT", "BYTES_LIT",
+                   "BOOL_LIT", "NULL_LIT", "LPAR", "LSQB", "LBRACE", "BANG", "MINUS", "DOT"}
+
+
+def _expected_hint(expected: set) -> str:
+    """What the CEL parser wanted next, in words a policy author reads."""
+    words: list[str] = []
+    rest = set(expected)
+    if len(rest & _OPERAND_STARTS) >= 4:
+        words.append("a value (a name, a number, a string, `true`, `null`, a list `[..]`, `(`, `!` or `-`)")
+        rest -= _OPERAND_STARTS
+    for e in sorted(rest):
+        w = _TERMINAL_NAMES.get(e)
+        if w is None:
+            continue  # internal terminal names help nobody
+        if w not in words:
+            words.append(w)
+    if not words:
+        return "check the condition's syntax (CEL)"
+    if len(words) > 10:
+        words = words[:10] + ["..."]
+    return "expected " + (words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1])
+
+
+def _line_col_to_offset(src: str, line: int, col: int) -> int:
+    off = 0
+    for _ in range(line - 1):
+        j = src.find("\n", off)
+        if j < 0:
+            return len(src)
+        off = j + 1
+    return off + col - 1
+
