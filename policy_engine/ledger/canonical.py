@@ -29,7 +29,7 @@ ZERO_HASH = "0" * 64  # the ``prev`` of the first entry
 __all__ = ["canonical_json", "canonical_text", "leaf_data", "ENTRY_FORMAT_VERSION", "ZERO_HASH"]
 
 
-def _check(value: Any, path: str, depth: int = 0) -> bool:
+def _check_slow(value: Any, path: str, depth: int = 0) -> bool:
     """Refuse what is not interoperable JSON; return True when ``json.dumps`` (sorted,
     compact, ``ensure_ascii=False``) renders ``value`` exactly as RFC 8785 does.
 
@@ -61,7 +61,7 @@ def _check(value: Any, path: str, depth: int = 0) -> bool:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidEntry(f"object key {k!r} at `{path}` is not a string")
-            if not _check(v, f"{path}.{k}", depth + 1):
+            if not _check_slow(v, f"{path}.{k}", depth + 1):
                 fast = False
             elif type(k) is not str or (not k.isascii() and k and max(k) > "\uffff"):
                 fast = False
@@ -69,10 +69,66 @@ def _check(value: Any, path: str, depth: int = 0) -> bool:
     if isinstance(value, (list, tuple)):
         fast = True
         for i, v in enumerate(value):
-            if not _check(v, f"{path}[{i}]", depth + 1):
+            if not _check_slow(v, f"{path}[{i}]", depth + 1):
                 fast = False
         return fast
     raise InvalidEntry(f"value at `{path}` is a {type(value).__name__}, not JSON")
+
+
+class _Bad(Exception):
+    pass
+
+
+def _fast(value: Any, depth: int) -> bool:
+    # _check_slow without building paths (the common, valid case); _Bad sends a refusal
+    # back to _check_slow for its message
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return True
+    if t is int:
+        if -(2**53 - 1) <= value <= 2**53 - 1:
+            return True
+        raise _Bad
+    if t is dict:
+        if depth >= 64:
+            raise _Bad
+        ok = True
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _Bad
+            if not _fast(v, depth + 1) or (not k.isascii() and k and max(k) > "\uffff"):
+                ok = False
+        return ok
+    if t is list:
+        if depth >= 64:
+            raise _Bad
+        ok = True
+        for v in value:
+            if not _fast(v, depth + 1):
+                ok = False
+        return ok
+    if t is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _Bad
+        r = float.__repr__(value)
+        return "e" not in r and not r.endswith(".0")
+    return _slow_only(value, depth)
+
+
+def _slow_only(value: Any, depth: int) -> bool:
+    # subclasses, tuples and the rest: the careful walk decides (paths are only for messages)
+    try:
+        return _check_slow(value, "body", depth)
+    except InvalidEntry:
+        raise _Bad from None
+
+
+def _check(value: Any, path: str, depth: int = 0) -> bool:
+    """:func:`_check_slow`, fast for plain values (no path strings built unless refused)."""
+    try:
+        return _fast(value, depth)
+    except _Bad:
+        return _check_slow(value, path, depth)  # raises with the path
 
 
 # json.dumps with sorted keys, no spaces and no ASCII escaping: exactly RFC 8785 for the
