@@ -57,10 +57,10 @@ class ReloadResult:
         return self.error or ("reloaded " + str(self.policy_hash) if self.ok else "reload failed")
 
 
-def _default_load(paths: Any) -> Any:
+def _default_load(paths: Any, accelerate: bool = True) -> Any:
     from .engine import load
 
-    return load(paths)
+    return load(paths, accelerate=accelerate)
 
 
 def policy_hash_of(engine: Any) -> str | None:
@@ -101,9 +101,10 @@ def _fingerprint(paths: Any) -> tuple:
 class PolicyStore:
     """Holds the current engine of a policy directory and reloads it atomically."""
 
-    def __init__(self, paths: Any, *, load: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, paths: Any, *, load: Callable[[Any], Any] | None = None, accelerate: bool = True) -> None:
+        """`accelerate=False`: engines evaluate with the compiled closures only (see `load`)."""
         self._paths = paths
-        self._load = load or _default_load
+        self._load = load or (lambda p: _default_load(p, accelerate))
         self._reload_lock = threading.Lock()
         self._fingerprint = _fingerprint(paths)
         engine = self._load(paths)  # the first load must succeed: there is no last good version

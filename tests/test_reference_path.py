@@ -84,3 +84,12 @@ def test_the_reference_engine_builds_no_accelerator():
     for wf in engine.compiled.workflows.values():
         for ca in wf.actions.values():
             assert not hasattr(ca, "fused")
+
+
+def test_a_policy_store_can_hold_reference_engines():
+    from policy_engine.store import PolicyStore
+
+    store = PolicyStore(str(ROOT / "policies"), accelerate=False)
+    assert store.engine.accelerator is None
+    assert store.reload().ok and store.engine.accelerator is None  # reloads keep the mode
+    assert PolicyStore(str(ROOT / "policies")).engine.accelerated
