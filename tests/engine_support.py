@@ -37,7 +37,7 @@ def engine_from_texts(texts: dict[str, str], accelerate: bool = True) -> Engine:
     """An engine from in-memory files {path: text}, loaded in the given order
     (`accelerate=False`: the reference path alone)."""
     sources = [SourceFile(p, t) for p, t in texts.items()]
-    return Engine.from_load_result(load_sources(sources), accelerate=accelerate)
+    return Engine.from_load_result(load_sources(sources, accelerate=accelerate), accelerate=accelerate)
 
 
 def reply(**attrs):

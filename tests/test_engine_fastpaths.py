@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 from policy_engine.engine import inputs as E
-from policy_engine.engine import util as T
+from policy_engine import timestamps as T
 
 
 class S(str):
@@ -61,4 +61,4 @@ def test_fmt_ts_matches_the_percent_format():
     samples += [base + timedelta(seconds=rng.randrange(0, 315_000_000_000), microseconds=rng.choice([0, 0, 1, 999999, rng.randrange(1_000_000)]))
                 for _ in range(5000)]
     for t in samples:
-        assert T.fmt_ts(t) == T._fmt_ts_slow(t.astimezone(UTC)), t
+        assert T.fmt_ts(t) == T.format_rfc3339(t.astimezone(UTC)), t

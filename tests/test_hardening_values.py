@@ -103,9 +103,8 @@ def fresh() -> Engine:
     """The reference path on the shipped policies: lanes never built, and CEL conditions
     evaluated by their closures alone (no generated fast path)."""
     if not _REF:
-        result = load_paths([str(ROOT / "policies")])
-        for expr in result.compiled.values():
-            expr._gen = None  # the generated fast path is never built
+        result = load_paths([str(ROOT / "policies")], accelerate=False)
+        assert all(expr._fast_fn() is None for expr in result.compiled.values())  # no generated fast path
         e = Engine.from_load_result(result, accelerate=False)
         _REF.append(e)
     return _REF[0]

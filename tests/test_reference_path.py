@@ -80,10 +80,15 @@ def test_the_reference_engine_builds_no_accelerator():
     for _ in range(10):
         engine.evaluate({"workflow": "refunds", "type": "issue_refund", "id": "r1", "amount": 10.0,
                          "currency": "EUR", "customer": {"tier": "standard"}})
-    # nothing was generated: the compiled policy holds no accelerator state either
+    # nothing was generated: the compiled policy holds no accelerator state either, and its
+    # CEL conditions were compiled without generated fast paths (compile_cel(accelerate=False))
     for wf in engine.compiled.workflows.values():
         for ca in wf.actions.values():
             assert not hasattr(ca, "fused")
+            assert all(item.fn._fast_fn() is None for *_, item in ca.gate)
+    accelerated = policy_engine.load(str(ROOT / "policies"))
+    assert any(item.fn._fast_fn() is not None for wf in accelerated.compiled.workflows.values()
+               for ca in wf.actions.values() for *_, item in ca.gate)
 
 
 def test_a_policy_store_can_hold_reference_engines():

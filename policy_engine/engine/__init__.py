@@ -191,7 +191,7 @@ def load(path_or_paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]
 
     paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
     try:
-        result = load_paths(paths)
+        result = load_paths(paths, accelerate=accelerate)
     except UsageError as e:
         where = str(paths[0]) if paths else "<no path>"
         raise PolicyError([Diagnostic("E006", "error", str(e), Span(where, 0, 0, 1, 1, 1, 1))]) from None

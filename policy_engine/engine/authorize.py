@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ..compiled import CompiledPolicy
 from ..construct import fast
 from ..models import AuthorizationVerdict, Decision, EvalError, RejectedApproval, RollbackPlan, SlotFill, SlotSpec
+from ..limits import MAX_APPROVALS
 from .digests import plan_hash
 from .inputs import check_size
 from .rollback import reversal_window
@@ -24,7 +25,6 @@ from .util import as_dict, err, fmt_ts, now_of, parse_ts, short, type_name
 __all__ = ["authorize_rollback", "authorize_action", "verdict", "judge", "canonical_principal", "MAX_APPROVALS",
            "DEFAULT_IGNORABLE"]
 
-MAX_APPROVALS = 1_000  # approvals per authorization
 
 
 # ================================================================== authorization

@@ -8,15 +8,12 @@ from datetime import datetime, timedelta
 from math import isfinite
 from typing import Any, Optional
 
+from ..limits import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
 from .util import SURROGATE_RE as _SURROGATE_RE
 
 __all__ = ["MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "check_size", "check_fields", "quick_walk"]
 
 
-# Input limits, checked before any conversion or evaluation (documented in the README, section "The engine").
-MAX_INPUT_ITEMS = 100_000  # values in containers (dict entries + list items), whole input
-MAX_INPUT_DEPTH = 200  # container nesting
-MAX_INPUT_CHARS = 4_000_000  # total characters of all strings (keys and values)
 
 
 # NaN compares false with everything, so `deny when `action.amount > 1000.0`` would not match it.

@@ -21,17 +21,15 @@ from ..models import (
     PrerequisiteResult,
     RollbackPlan,
 )
+from ..limits import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from .digests import plan_hash
 from .inputs import check_size
 from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
 
 __all__ = ["classify_rollback", "reversal_window", "MAX_CASCADE_RECORDS", "MAX_LOOPS_LISTED", "MAX_STEPS_NAMED"]
 
-MAX_CASCADE_RECORDS = 10_000  # steps + checkpoint records of one rollback plan
-MAX_LOOPS_LISTED = 100
 
 
-MAX_STEPS_NAMED = 20  # record ids named per kind in a plan's feasibility reasons (the fields list them all)
 
 # ================================================================== rollback
 def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> RollbackPlan:

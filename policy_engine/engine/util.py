@@ -1,11 +1,11 @@
-"""Helpers every part of the engine shares: `now`, timestamps, messages, errors, the
-reversibility of an action type at a time."""
+"""Helpers every part of the engine shares: `now` (RFC 3339 by `policy_engine.timestamps`,
+the one parser), messages, errors, the reversibility of an action type at a time."""
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Mapping, Optional, Union
 
 from pydantic import BaseModel
@@ -14,57 +14,14 @@ from ..compiled import CAction
 from ..construct import fast
 from ..models import EvalError, ReversibilityInfo
 
-UTC = timezone.utc
+from ..timestamps import UTC, fmt_ts, parse_ts
+
 _UTC = UTC
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SURROGATE_RE = SURROGATE_RE
 
 
 # ============================================================================ small helpers
-
-
-def parse_ts(value: Any, what: str = "timestamp") -> datetime:
-    """An RFC 3339 string or datetime -> tz-aware UTC datetime. Naive datetimes are UTC.
-    Raises ValueError with a message naming `what`."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
-    if isinstance(value, str):
-        if len(value) <= 40 and _TS_RE.match(value):
-            text = value
-            m = re.search(r"\.(\d+)", text)
-            if m and len(m.group(1)) > 6:  # nanoseconds: truncate to microseconds
-                text = text[: m.start(1) + 6] + text[m.end(1):]
-            try:
-                return datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(_UTC)
-            except (ValueError, OverflowError):
-                pass
-        raise ValueError(f"{what} {short(value)} is not an RFC 3339 timestamp (e.g. 2026-07-02T10:00:00Z)")
-    raise ValueError(f"{what} must be an RFC 3339 string, not {type_name(value)}")
-
-
-_D2 = tuple(f"{i:02d}" for i in range(100))  # "00".."99": fmt_ts without %-formatting
-
-
-def fmt_ts(t: datetime) -> str:
-    """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (6 digits)."""
-    if t.tzinfo is not _UTC:
-        t = t.astimezone(_UTC)
-    y = t.year
-    if y < 1000:
-        return _fmt_ts_slow(t)
-    d2 = _D2  # 4-digit year: the common case, ~3x cheaper than the %-format below
-    us = t.microsecond
-    if us:
-        return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}.{us:06d}Z"
-    return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}Z"
-
-
-def _fmt_ts_slow(t: datetime) -> str:
-    if t.microsecond:
-        return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
-            t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond)
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (t.year, t.month, t.day, t.hour, t.minute, t.second)
 
 
 def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:

@@ -37,8 +37,9 @@ def cond_key(cond: ir.Condition) -> tuple[str, int]:
 
 class Checker:
     def __init__(self, pset_files: Iterable[ir.PolicyFile], sources: dict[str, SourceFile],
-                 cel_cache: dict | None = None) -> None:
+                 cel_cache: dict | None = None, accelerate: bool = True) -> None:
         self.files = list(pset_files)
+        self.accelerate = accelerate  # False: CEL compiled without generated fast paths (the reference)
         self.sources = sources
         self.diags: list[Diagnostic] = []
         self.cel_cache: dict = {} if cel_cache is None else cel_cache
@@ -160,7 +161,7 @@ class Checker:
         compiled = self.cel_cache.get(key)
         if compiled is None:
             try:
-                compiled = compile_cel(src, constants=self.const_env)
+                compiled = compile_cel(src, constants=self.const_env, accelerate=self.accelerate)
             except CelCompileError as e:
                 compiled = e
             except RecursionError:
@@ -379,7 +380,8 @@ class Checker:
                              notes=tuple(f"`{n}` is declared at {by_name[n].loc}" for n in canon))
 
 
-def check(files: Iterable[ir.PolicyFile], sources: dict[str, SourceFile], cel_cache: dict | None = None) -> Checker:
-    c = Checker(files, sources, cel_cache)
+def check(files: Iterable[ir.PolicyFile], sources: dict[str, SourceFile], cel_cache: dict | None = None,
+          accelerate: bool = True) -> Checker:
+    c = Checker(files, sources, cel_cache, accelerate)
     c.run()
     return c

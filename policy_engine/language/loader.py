@@ -165,7 +165,8 @@ def content_hash(files: Iterable[ir.PolicyFile]) -> str:
     return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def load_sources(sources: list[SourceFile], extra_diags: list[Diagnostic] | None = None) -> LoadResult:
+def load_sources(sources: list[SourceFile], extra_diags: list[Diagnostic] | None = None, *,
+                 accelerate: bool = True) -> LoadResult:
     from .check import check
     from .lower import lower
     from .parser import parse
@@ -194,7 +195,7 @@ def load_sources(sources: list[SourceFile], extra_diags: list[Diagnostic] | None
                                 f"{MAX_CONDITIONS_PER_SET}", _whole_file(sources[0].path if sources else "<policy set>"),
                                 help="split the policy set, or move repeated values into `const` declarations"))
     else:
-        checker = check(files, smap, cel_cache)
+        checker = check(files, smap, cel_cache, accelerate)
         diags.extend(checker.diags)
         compiled = checker.compiled
     diags = sort_diagnostics(diags)
@@ -216,8 +217,9 @@ def count_conditions(files: Iterable[ir.PolicyFile]) -> int:
     return n
 
 
-def load_paths(paths: Sequence[str | os.PathLike]) -> LoadResult:
-    """Parse, lower and check every .policy file under `paths` as one policy set."""
+def load_paths(paths: Sequence[str | os.PathLike], *, accelerate: bool = True) -> LoadResult:
+    """Parse, lower and check every .policy file under `paths` as one policy set
+    (`accelerate=False`: CEL compiled with the reference closures only)."""
     files = discover(paths)
     if not files:
         raise UsageError("no .policy files found in " + ", ".join(str(p) for p in paths))
@@ -236,7 +238,7 @@ def load_paths(paths: Sequence[str | os.PathLike]) -> LoadResult:
                 shown[str(f)] = display_source(f, str(f))
             continue
         sources.append(src)
-    result = load_sources(sources, diags)
+    result = load_sources(sources, diags, accelerate=accelerate)
     for k, v in shown.items():
         result.sources.setdefault(k, v)
     return result
