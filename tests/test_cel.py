@@ -478,3 +478,17 @@ def test_format_output_counts_against_max_size():
     v = e({"action": {"s": "x" * 60}})
     assert isinstance(v, CelError) and v.budget == "max_size"
     assert e({"action": {"s": "x" * 40}}) == "x" * 80
+
+
+def test_timestamp_parsing_is_the_packages_one_parser():
+    """CEL's timestamp() reads RFC 3339 with policy_engine.timestamps (one parser for the
+    package), in cel-go's shape: `T`/`t` only, ASCII digits only, errors as values."""
+    ev = lambda s: compile_cel(s)({})  # noqa: E731
+    assert ev("timestamp('2024-01-01t10:00:00.5+01:00') == timestamp('2024-01-01T09:00:00.5Z')") is True
+    assert ev("timestamp('2024-13-01T00:00:00Z')") == CelError("range error: invalid timestamp '2024-13-01T00:00:00Z'")
+    assert ev("timestamp('2024-01-01 00:00:00Z')") == CelError(
+        "range error: cannot parse timestamp '2024-01-01 00:00:00Z'")
+    # fullwidth digits: Python's \d matched them (the old CEL-only regex accepted this); Go's parser does not
+    assert isinstance(ev("timestamp('\uff12\uff10\uff12\uff14-01-01T00:00:00Z')"), CelError)
+    assert ev("duration('1h30m') == duration('90m')") is True
+    assert ev("duration('1x')") == CelError("invalid duration '1x'")

@@ -243,3 +243,20 @@ def test_differential_actually_compared_something():
         pytest.skip("property test did not run first")
     print("differential:", STATS)
     assert STATS["compared"] > 500, STATS
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(src=st.sampled_from(["int", "dbl", "str", "list", "bool", "bool", "bool"]).flatmap(lambda t: expr(t, 3)),
+       act=ACTIVATIONS)
+def test_accelerate_on_and_off_agree_on_the_differential_corpus(src, act):
+    """The same corpus, accelerate=True (the fast path built and used: the third call) against
+    accelerate=False (the reference closures): identical values and errors, type-exact."""
+    ref = compile_cel(src, accelerate=False)(act)
+    fast = compile_cel(src)
+    for _ in range(3):
+        got = fast(act)
+    if type(ref) is CelError:
+        assert got == ref, (src, act, got, ref)
+    else:
+        assert type(got) is type(ref) and same(got, ref), (src, act, got, ref)
+

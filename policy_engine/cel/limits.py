@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import limits as _L
+
 __all__ = ["Limits", "DEFAULT_LIMITS"]
 
 
@@ -14,10 +16,10 @@ __all__ = ["Limits", "DEFAULT_LIMITS"]
 class Limits:
     """Compile-time limits and per-evaluation budgets."""
 
-    max_expression_length: int = 4096  # characters of CEL source
-    max_nesting_depth: int = 64  # brackets/parentheses/braces, checked before parsing
-    max_iterations: int = 100_000  # comprehension iterations per evaluation
-    max_size: int = 1_000_000  # length of any string/bytes/list produced
+    max_expression_length: int = _L.CEL_MAX_EXPRESSION_LENGTH  # characters of CEL source
+    max_nesting_depth: int = _L.CEL_MAX_NESTING_DEPTH  # brackets/parentheses/braces, checked before parsing
+    max_iterations: int = _L.CEL_MAX_ITERATIONS  # comprehension iterations per evaluation
+    max_size: int = _L.CEL_MAX_SIZE  # length of any string/bytes/list produced
 
 
 DEFAULT_LIMITS = Limits()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Callable
 
+from ..limits import REGEX_MAX_COST
 from .errors import _BudgetFail, _Fail
 from .values import _no_overload
 
@@ -53,8 +54,8 @@ def _found(rx: Any) -> Callable[[str], bool]:
 
 # RE2 is linear in the text, but when its DFA cache overflows it falls back to an NFA
 # whose cost is len(text) * program size: 'a' * 20000 over 100k characters takes ~1 s.
-# Above this product a match is a budget error (fails closed); ~0.5 s worst case.
-REGEX_MAX_COST = 1_000_000_000
+# Above this product (REGEX_MAX_COST, policy_engine.limits) a match is a budget error
+# (fails closed); ~0.5 s worst case.
 
 
 def _regex_cost_check(s: str, rx: Any) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from ..limits import INT64_MAX, INT64_MIN
 from .errors import _BudgetFail, _Fail
 
 __all__ = ["CelUint", "CelType"]
@@ -26,10 +27,8 @@ __all__ = ["CelUint", "CelType"]
 # Public value and error types
 # ---------------------------------------------------------------------------
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
-_DUR_MAX_US = (2**63 - 1) // 1000  # cel-go durations are int64 nanoseconds (~292 years)
+_DUR_MAX_US = INT64_MAX // 1000  # cel-go durations are int64 nanoseconds (~292 years)
 
 
 class CelUint(int):
