@@ -253,7 +253,7 @@ def test_importing_policy_engine_imports_no_framework():
 
 
 @pytest.mark.parametrize("module,blocked,extra", [
-    ("langgraph", "langgraph", "langgraph"), ("openai_agents", "agents", "openai-agents")])
+    ("langgraph", "langgraph", "langgraph"), ("openai_agents", "agents", "openai-agents"), ("mcp", "mcp", "mcp")])
 def test_a_missing_extra_is_one_line_naming_it(module, blocked, extra):
     code = (f"import sys; sys.modules[{blocked!r}] = None\n"
             f"try:\n    import policy_engine.integrations.{module}\n"

@@ -83,6 +83,7 @@ class Check:
     decision: Any  # policy_engine.models.Decision
     status: str  #: the decision's status: allowed, refused, pending, approved, denied, expired, executed…
     used_by: Optional[str] = None  #: the execution that already used it (a re-run)
+    fresh: bool = False  #: this check recorded the decision (no earlier gate of the same call)
 
     @property
     def effect(self) -> str:
@@ -183,10 +184,11 @@ class ToolGate:
             action = {**dict(extra), **action}
         key = "stopline:gate:" + _digest([self.workflow, scope, tool, call_id, action])[:48]
         found = self._recorded(key)
+        fresh = False
         if found is None:
             try:
                 g = self.runtime.gate(action, key=key, now=self._t())
-                found = (g.decision_id, g.decision)
+                found, fresh = (g.decision_id, g.decision), True
             except Exception as e:  # a concurrent first gate of the same call won: use its decision
                 found = self._recorded(key) if type(e).__name__ == "IdempotencyConflict" else None
                 if found is None:
@@ -196,7 +198,7 @@ class ToolGate:
         if decision.effect in ("allow", "require_approval"):
             st = self.runtime.authorization(decision_id, now=self._t())
             status, used = st.status, st.used_by
-        return Check(tool, args, call_id, self.workflow, action, key, decision_id, decision, status, used)
+        return Check(tool, args, call_id, self.workflow, action, key, decision_id, decision, status, used, fresh)
 
     def _recorded(self, key: str) -> Optional[tuple[str, Any]]:
         """The decision already recorded for this call (a re-run node, a replayed resume)."""
