@@ -1,304 +1,152 @@
-"""A small, self-contained simulation of an agent runtime that uses Stopline.
+"""An agent runtime on `policy_engine.Runtime` with the embedded SQLite ledger: the whole
+lifecycle recorded, nothing kept in the script's own variables that the ledger does not hold.
 
-No network, no model: the "agent" is a scripted list of proposed actions for one
-support ticket, the "help desk", "mail gateway" and "CRM" are dictionaries, and
-the clock is pinned, so every run prints the same thing.
+The story (support-replies workflow, policies/support_replies.policy), on a pinned clock:
 
-What it shows, step by step (support-replies workflow, policies/support_replies.policy):
+ 1. gate a reply that makes a promise: `require_approval` by a reviewer; the reviewer
+    approves, bound to the decision's `action_digest`; the reply is sent and its receipt
+    recorded; the CRM note it caused is gated and recorded with `caused_by`;
+ 2. a second reply carries an unsourced promise: the stop trigger fires and the ledger
+    stops the workflow; the next gate is `stop` with no state passed by the script;
+ 3. the customer asks for a retraction: `request_rollback` plans it from the record (the
+    receipt, the reviewer, the cascade from the recorded `caused_by` links) and queues it
+    on `customer_service`; an agent claims it; an approval without the scenario's role
+    does not count, a customer-service agent's does;
+ 4. the steps: recall, amend the CRM note, the correction (it fails once: `partial`, what
+    remains listed), the notification; a repeated report changes nothing; every step
+    verified; a second request is answered with the first rollback;
+ 5. resume: refused with the unmet criteria (recorded), then allowed;
+ 6. `history` of the first reply, then `stopline ledger verify`.
 
- 1. gate every proposed action (`engine.evaluate`): allow -> execute, require_approval
-    -> hold in the approval queue until the approvals given release it
-    (`engine.authorize_action`: every matched rule's count and roles, distinct people,
-    each approval bound to the decision's `action_digest`), deny -> drop;
- 2. record a receipt with exactly the fields the decision asks for;
- 3. a post-send claim audit finds an unsupported promise: the stop trigger fires and
-    the workflow is stopped; every later action gets `stop`;
- 4. file a rollback with the right scenario (`reviewer_error`), read the plan
-    (route, window, authorization, cascade), collect approvals until authorized -
-    the original reviewer's approval is refused;
- 5. reverse the action and its cascade step by step, run the compensations;
- 6. resume only when the evidence meets every re-enable criterion.
-
-Run:  python examples/agent_runtime.py
+Run:  python examples/agent_runtime.py [LEDGER.db]   (default: a temporary file)
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
-import policy_engine
+from policy_engine import Runtime
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
-WORKFLOW = "support-replies"
+WF = "support-replies"
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 
 
-class Clock:
-    """A pinned clock: time only moves when the script says so."""
-
-    def __init__(self, start: str) -> None:
-        self.now = datetime.fromisoformat(start.replace("Z", "+00:00"))
-
-    def advance(self, seconds: int) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-    def iso(self) -> str:
-        return self.now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def at(s: int) -> datetime:
+    return T0 + timedelta(seconds=s)
 
 
-def say(step: str, text: str = "") -> None:
-    print(f"[{clock.iso()}] {step}" + (f" {text}" if text else ""))
+def say(s: int, text: str) -> None:
+    print(f"[{at(s):%H:%M:%S}] {text}")
 
 
 def detail(text: str) -> None:
-    print(f"    {text}")
+    print(f"           {text}")
 
 
-clock = Clock("2026-11-24T10:00:00Z")
-
-# Who is who. Roles are the policy's roles (policies/roles.policy).
-PRINCIPALS = {
-    "bob": ["reviewer"],            # approves agent replies in the approval queue
-    "alice": ["reviewer"],          # a second reviewer
-    "sam": ["support_manager"],
-}
+def reply(rid: str, sourced: bool) -> dict:
+    return {"workflow": WF, "type": "send_customer_reply", "id": rid, "recipient": {"domain": "acme.example"},
+            "claims": [{"kind": "refund", "sourced": sourced}], "customer": {"tier": "smb"}, "confidence": 0.95}
 
 
-class Runtime:
-    def __init__(self) -> None:
-        self.engine = policy_engine.load(str(POLICIES))
-        self.state: dict[str, Any] = {"name": WORKFLOW, "status": "running"}
-        self.receipts: dict[str, dict[str, Any]] = {}   # action id -> receipt (the run record)
-        self.records: dict[str, dict[str, Any]] = {}    # action id -> executed record
-        self.mailbox: dict[str, dict[str, Any]] = {}    # message id -> the customer's inbox
-        self.crm_notes: dict[str, str] = {}
+def main(path: str) -> int:
+    url = f"sqlite:///{path}"
+    with Runtime.open(str(POLICIES), ledger=url) as rt:
+        # 1. gate, approval, execution with receipt, its side effect
+        g = rt.gate(reply("reply-1", sourced=True), now=at(0))
+        say(0, f"gate reply-1: {g.effect} ({g.reason})")
+        detail(f"decision {g.decision_id[:8]}, bound to {g.decision.action_digest[:19]}…")
+        a = rt.approve(g.decision_id, principal="sam", roles=["reviewer"], now=at(5))
+        say(5, f"sam (reviewer) approves: the decision is {a.status}")
+        receipt = {"final_message": "Your refund of $40 is on its way.", "reviewer_decision": "approved by sam",
+                   "policy_rule": "promise_needs_review", "source_excerpts": ["refund policy §2"],
+                   "ticket_id": "T-1042", "recipient": "dana@acme.example", "recipient_opened": False,
+                   "channel": "email", "reviewer": "sam"}
+        x = rt.executed(g.decision_id, receipt=receipt, now=at(6))
+        say(6, f"reply-1 sent: execution {x.execution_id[:8]} authorized={x.authorized} flags={list(x.flags)}")
+        again = rt.executed(g.decision_id, receipt=receipt, now=at(7))
+        detail(f"a second send on the same approval is recorded and flagged: {list(again.flags)} "
+               f"({again.reasons[0][:48]}…)")
+        n = rt.gate({"workflow": WF, "type": "log_crm_activity", "id": "note-1", "note_kind": "reply_summary"},
+                    now=at(8))
+        note = rt.executed(n.decision_id, receipt={"activity_id": "A-77", "note_text": "refund promised"},
+                           caused_by=x.execution_id, now=at(8))
+        say(8, f"CRM note {n.effect}: execution {note.execution_id[:8]} caused by {x.execution_id[:8]}; "
+               f"receipt lacks {list(note.missing_receipt)}")
 
-    # ------------------------------------------------------------------ gate
-    def propose(self, action: dict[str, Any], approvers: tuple[str, ...] = (), compensation: bool = False) -> str:
-        # Compensations are gated like any action, against the real (stopped) state: the
-        # policy marks repair actions `runs_while_stopped`, so their own rules decide.
-        decision = self.engine.evaluate(action, workflow_state=self.state, now=clock.now)
-        label = "GATE (compensation)" if compensation else "GATE"
-        say(f"{label} {action['type']} {action['id']}:", f"{decision.effect} ({decision.deciding.kind} "
-            f"`{decision.deciding.name}`)")
-        detail(decision.reason)
-        if decision.effect == "allow":
-            self.execute(action, decision, reviewer=None)
-        elif decision.effect == "require_approval":
-            needs = ", ".join(f"{a.count} {'/'.join(a.roles)}" for a in decision.approvals)
-            rv = decision.reversibility
-            detail(f"HOLD in the approval queue: needs {needs}")
-            if rv is not None and rv.klass is not None:
-                detail(f"the reviewer sees the reversal cost: {rv.klass} via {rv.method}"
-                       + (f", within {rv.window} (until {rv.reversible_until})" if rv.window else ""))
-            if not approvers:
-                detail("no approver acted: the action stays held")
-                return decision.effect
-            # Each approver approves this exact action (its digest); the engine says whether
-            # the approvals given release it. Never check roles or counts by hand.
-            clock.advance(60)
-            approvals = [{"principal": who, "roles": PRINCIPALS[who], "action_digest": decision.action_digest,
-                          "at": clock.iso()} for who in approvers]
-            verdict = self.engine.authorize_action(decision, approvals, now=clock.now)
-            for r in verdict.rejected:
-                detail(f"approval by {r.principal} does not count: {r.reason}")
-            if not verdict.satisfied:
-                still_open = ", ".join(f"{s.missing} {'/'.join(s.roles)}" for s in verdict.open_slots)
-                detail(f"NOT RELEASED: still needs {still_open or 'a valid decision'}; the action stays held")
-                return decision.effect
-            say(f"APPROVED by {', '.join(verdict.accepted)}", "(authorize_action: satisfied)")
-            self.execute(action, decision, reviewer=", ".join(verdict.accepted))
-        elif decision.effect == "deny":
-            detail("DROPPED: the agent is told why and does not retry")
-        elif decision.effect == "stop":
-            detail(f"STOPPED: workflow stopped by `{decision.stop.trigger}`; nothing executes")
-        return decision.effect
+        # 2. the stop trigger fires; the ledger keeps the workflow stopped
+        s = rt.gate(reply("reply-2", sourced=False), now=at(10))
+        say(10, f"gate reply-2: {s.effect} by `{s.decision.deciding.name}`; workflow {s.workflow_status}")
+        later = rt.gate(reply("reply-3", sourced=True), now=at(11))
+        detail(f"next gate, no state passed: {later.effect} ({later.decision.deciding.kind} since "
+               f"{rt.workflow_status(WF)['since']})")
 
-    def execute(self, action: dict[str, Any], decision: Any, reviewer: str | None) -> None:
-        aid = action["id"]
-        if action["type"] in ("send_customer_reply", "send_correction"):
-            self.mailbox[aid] = {"text": action["final_message"], "opened": False, "recalled": False}
-        elif action["type"] == "log_crm_activity":
-            self.crm_notes[aid] = action["note_text"]
-        context = {
-            **action,
-            "reviewer_decision": f"approved by {reviewer}" if reviewer else "auto-allowed",
-            "policy_rule": f"{decision.deciding.name} ({Path(decision.deciding.location or '?').name})",
-            "source_excerpts": [c.get("source_excerpt", "") for c in action.get("claims", [])],
-        }
-        receipt = {field: context.get(field) for field in decision.receipt}
-        receipt["policy_hash"] = decision.policy_hash[:19] + "..."
-        receipt["executed_at"] = clock.iso()
-        self.receipts[aid] = receipt
-        self.records[aid] = {"id": aid, "type": action["type"], "executed_at": clock.iso(),
-                             "reviewer": reviewer, "channel": action.get("channel", "email"),
-                             "recipient_opened": False, "downstream": []}
-        say(f"EXECUTED {action['type']} {aid}; receipt recorded:")
-        for k, v in receipt.items():
-            detail(f"{k}: {v}")
+        # 3. the rollback, planned from the record and queued
+        p = rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="rita",
+                                reason="the customer asked us to retract the refund promise", now=at(20))
+        say(20, f"rollback {p.rollback_id[:8]} requested by rita: route {p.route}, window {p.plan.window}, "
+                f"feasibility {p.plan.feasibility.status}")
+        detail(f"cascade from the record: {[st.type for st in p.plan.cascade.steps]}")
+        for item in rt.queue("customer_service", now=at(21)):
+            detail(f"queue customer_service: {item.rollback_id[:8]} {item.scenario} {item.status}, window until "
+                   f"{item.deadline}")
+        c = rt.claim(p.rollback_id, principal="casey", now=at(22))
+        say(22, f"casey claims it: {'claimed' if c.recorded else c.reason}")
+        r = rt.approve(p.rollback_id, principal="sam", roles=["reviewer"], now=at(23))
+        detail(f"sam (reviewer, not customer_service) approves: counted={r.counted}; status {r.status}")
+        r = rt.approve(p.rollback_id, principal="casey", roles=["customer_service"], now=at(24))
+        say(24, f"casey (customer_service) approves: {r.status}")
 
-    # ------------------------------------------------------------------ after the fact
-    def audit(self, executed_action: dict[str, Any]) -> None:
-        """Evaluate an executed action again with what we learned after it ran."""
-        decision = self.engine.evaluate(executed_action, workflow_state=self.state, now=clock.now)
-        if decision.effect == "stop":
-            s = decision.stop
-            self.state = {"name": WORKFLOW, "status": "stopped", "stopped_by": s.trigger, "stopped_at": clock.iso()}
-            say(f"STOP TRIGGER `{s.trigger}` fired (severity {s.severity}) on {executed_action['id']}")
-            detail(f"owner: {s.owner}; affects: {', '.join(s.affects)}")
-            detail(f"rollback: {s.rollback}")
-            detail(f"notify: {', '.join(s.notify)}")
-            detail(f"re-enable only when: {', '.join(s.resume_criteria)}")
-            detail("workflow status -> stopped")
-        else:
-            say(f"AUDIT {executed_action['id']}: no stop trigger fired ({decision.effect})")
+        # 4. the steps, tracked to the end
+        st = rt.authorization(p.rollback_id, now=at(25))
+        rid = p.rollback_id
+        for i, duty in enumerate(st.duties):
+            if duty.startswith("compensate:"):
+                f = rt.step(rid, duty, "failed", key=f"{duty}-1", now=at(30 + i))
+                say(30 + i, f"{duty}: failed -> rollback {f.rollback_status}, remaining {list(f.remaining)}")
+                f = rt.step(rid, duty, "completed", key=f"{duty}-2", now=at(40 + i))
+                say(40 + i, f"{duty}: completed on retry -> {f.rollback_status}")
+            else:
+                f = rt.step(rid, duty, "completed", key=f"{duty}-1", now=at(45 + i))
+                say(45 + i, f"{duty if ':' in duty else 'reverse ' + duty[:8]}: completed -> {f.rollback_status}")
+        dup = rt.step(rid, st.duties[0], "completed", key=f"{st.duties[0]}-1", now=at(50))
+        detail(f"the same report again: recorded={dup.recorded}")
+        for i, duty in enumerate(st.duties):
+            v = rt.step(rid, duty, "verified", key=f"{duty}-v", now=at(60 + i))
+        say(60, f"every step verified: rollback {v.rollback_status}")
+        twice = rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="bo",
+                                    reason="duplicate ticket", now=at(70))
+        detail(f"a second request: {twice.reason}")
 
+        # 5. resume
+        no = rt.resume(WF, evidence={"reviewer_screen": {"shows_claim_sources": True}, "blocked_promises": []},
+                       principal="ops-lead", now=at(80))
+        say(80, f"resume refused (recorded): unmet {list(no.unmet)}")
+        yes = rt.resume(WF, evidence={"reviewer_screen": {"shows_claim_sources": True},
+                                      "blocked_promises": ["legal_advice", "guaranteed_outcome",
+                                                           "compensation_offer"]},
+                        principal="ops-lead", now=at(90))
+        say(90, f"resume allowed: workflow {yes.status}; next gate: "
+                f"{rt.gate(reply('reply-4', sourced=True), now=at(91)).effect}")
 
-def main() -> int:
-    rt = Runtime()
-    say("LOADED policies", f"{POLICIES.name}/ (workflow `{WORKFLOW}`)")
-
-    # ---------------------------------------------------------------- 1. the agent works a ticket
-    how_to = {
-        "workflow": WORKFLOW, "type": "send_customer_reply", "id": "reply-1", "ticket_id": "T-1001",
-        "channel": "email", "recipient": {"email": "dana@customer.example", "domain": "customer.example"},
-        "customer": {"tier": "standard"}, "confidence": 0.97,
-        "final_message": "Hi Dana, you can reset the sync token under Settings > Integrations.",
-        "claims": [{"kind": "how_to", "text": "reset under Settings > Integrations", "sourced": True,
-                    "source": "kb-204", "source_excerpt": "kb-204: Settings > Integrations > Reset token"}],
-    }
-    rt.propose(how_to)
-    clock.advance(5)
-    rt.propose({"workflow": WORKFLOW, "type": "log_crm_activity", "id": "crm-note-1", "ticket_id": "T-1001",
-                "note_kind": "reply_summary", "note_text": "Explained token reset (kb-204)",
-                "activity_id": "act-1", "claims": []})
-
-    clock.advance(30)
-    promise = {
-        "workflow": WORKFLOW, "type": "send_customer_reply", "id": "reply-2", "ticket_id": "T-1001",
-        "channel": "email", "recipient": {"email": "dana@customer.example", "domain": "customer.example"},
-        "customer": {"tier": "standard"}, "confidence": 0.93,
-        "final_message": "The permanent fix ships this Friday.",
-        "claims": [{"kind": "timeline", "text": "fix ships this Friday", "sourced": True,
-                    "source": "release-plan-12", "source_excerpt": "release-plan-12: sync fix targeted for Q1"}],
-    }
-    rt.propose(promise, approvers=("bob",))   # bob approves too quickly: the excerpt says Q1, not Friday
-    sent_at = rt.records["reply-2"]["executed_at"]
-    clock.advance(2)
-    rt.propose({"workflow": WORKFLOW, "type": "log_crm_activity", "id": "crm-note-2", "ticket_id": "T-1001",
-                "note_kind": "reply_summary", "note_text": "Told customer: fix ships Friday",
-                "activity_id": "act-2", "claims": []})
-    rt.records["reply-2"]["downstream"].append(rt.records["crm-note-2"])
-
-    clock.advance(3)
-    rt.propose({**how_to, "id": "reply-3", "recipient": {"email": "pr@competitor.example",
-                                                         "domain": "competitor.example"},
-                "final_message": "Forwarding the customer's ticket."})
-
-    # ---------------------------------------------------------------- 2. the claim audit stops the workflow
-    clock.advance(10)
-    say("CLAIM AUDIT", "the source checker reads release-plan-12: it does not support `this Friday`")
-    audited = {**promise, "claims": [{**promise["claims"][0], "sourced": False}]}
-    rt.audit(audited)
-
-    clock.advance(2)
-    rt.propose({**how_to, "id": "reply-4", "final_message": "Any other questions?"})
-
-    # ---------------------------------------------------------------- 3. rollback: plan and authorization
-    clock.advance(3)
-    request = {
-        "workflow": WORKFLOW, "scenario": "reviewer_error", "requested_by": "bob",
-        "reason": "I approved a timeline the source does not support",
-        "original": {**rt.records["reply-2"]},
-    }
-    plan = rt.engine.classify_rollback(request, now=clock.now)
-    say("ROLLBACK filed:", f"scenario `{plan.scenario}` for {plan.original_id} (executed {sent_at})")
-    detail(f"route: {plan.route} queue; window: {plan.window} (reversible until {plan.reversible_until})")
-    detail(f"feasibility: {plan.feasibility.status}"
-           + (f"; unmet prerequisites: {', '.join(plan.feasibility.unmet)}" if plan.feasibility.unmet else ""))
-    slots = "; ".join(f"{s.count} of {'/'.join(s.roles)}" for s in plan.authorization.slots)
-    excluded = ", ".join(plan.authorization.excluded_principals)
-    detail(f"authorization: {slots}; never counts: {excluded}")
-    detail(f"notify: {', '.join(plan.notify)}")
-    detail(f"compensations: {', '.join(c.name for c in plan.compensations)}")
-    for step in plan.cascade.steps:
-        detail(f"cascade step depth {step.depth}: {step.record_id} ({step.type}) via {step.method}")
-    if plan.cascade.checkpoint:
-        detail("pause-and-confirm checkpoint: " + ", ".join(c.record_id for c in plan.cascade.checkpoint))
-
-    approvals: list[dict[str, Any]] = []
-    refused: set[str] = set()
-    for who in ("bob", "alice"):
-        clock.advance(5)
-        approvals.append({"principal": who, "roles": PRINCIPALS[who], "at": clock.iso(), "plan_hash": plan.plan_hash})
-        verdict = rt.engine.authorize_rollback(plan, approvals, now=clock.now)
-        for r in verdict.rejected:
-            if r.principal not in refused:
-                refused.add(r.principal)
-                say(f"APPROVAL by {r.principal} REFUSED:", r.reason)
-        if verdict.satisfied:
-            say(f"APPROVAL by {who} accepted:", f"rollback AUTHORIZED (filled by {', '.join(verdict.accepted)})")
-            break
-        still_open = ", ".join(f"{s.missing} {'/'.join(s.roles)}" for s in verdict.open_slots)
-        detail(f"still open: {still_open}")
-    else:
-        say("ROLLBACK not authorized")
-        return 1
-
-    # ---------------------------------------------------------------- 4. reverse the action and its cascade
-    for step in plan.cascade.steps:
-        clock.advance(1)
-        if step.type == "send_customer_reply":
-            rt.mailbox[step.record_id]["recalled"] = True
-        elif step.type == "log_crm_activity":
-            rt.crm_notes[step.record_id] += " [amended: the Friday date was not supported; see correction]"
-        say(f"REVERSED {step.record_id} via {step.method}")
-        detail(f"verify: {step.verify}")
-    for comp in plan.compensations:
-        if comp.kind == "text":
-            detail(f"manual compensation: {comp.name}")
-            continue
-        clock.advance(1)
-        if comp.name == "send_correction":
-            rt.propose({"workflow": WORKFLOW, "type": "send_correction", "id": "correction-1",
-                        "ticket_id": "T-1001", "corrects_message_id": "reply-2", "corrected_message_id": "reply-2",
-                        "final_message": "Correction: the fix is planned for Q1; we will confirm the date."},
-                       approvers=("bob", "sam"), compensation=True)  # bob is no support manager
-        elif comp.name == "log_crm_activity":
-            rt.propose({"workflow": WORKFLOW, "type": "log_crm_activity", "id": "crm-note-3", "ticket_id": "T-1001",
-                        "note_kind": "reply_summary", "activity_id": "act-3",
-                        "note_text": "Correction sent: fix planned for Q1 (reply-2 recalled)"}, compensation=True)
-
-    clock.advance(1)
-    say("NOTIFIED", ", ".join(plan.notify) + " (the rollback is complete only once they are told)")
-
-    # ---------------------------------------------------------------- 5. resume only when the evidence holds
-    clock.advance(3600)
-    evidence = {"reviewer_screen": {"shows_claim_sources": True}, "blocked_promises": ["legal_advice"]}
-    resume = rt.engine.may_resume(rt.state, rt.state, evidence, now=clock.now)
-    say("RESUME requested:", "allowed" if resume.allowed else f"BLOCKED, unmet: {', '.join(resume.unmet)}")
-    for c in resume.criteria:
-        detail(f"{'met  ' if c.met else 'UNMET'} {c.name}: {c.description}")
-
-    clock.advance(3600)
-    evidence["blocked_promises"] = ["legal_advice", "guaranteed_outcome", "compensation_offer"]
-    resume = rt.engine.may_resume(rt.state, rt.state, evidence, now=clock.now)
-    say("RESUME requested:", "allowed" if resume.allowed else f"BLOCKED, unmet: {', '.join(resume.unmet)}")
-    for c in resume.criteria:
-        detail(f"{'met  ' if c.met else 'UNMET'} {c.name}: {c.description}")
-    if not resume.allowed:
-        return 1
-    rt.state = {"name": WORKFLOW, "status": "running"}
-    detail("workflow status -> running")
-
-    clock.advance(60)
-    effect = rt.propose({**how_to, "id": "reply-5", "final_message": "Following up: the token reset worked?"})
-    say("DONE", f"last action {effect}; mailbox: reply-2 recalled={rt.mailbox['reply-2']['recalled']}")
-    return 0
+        # 6. the chain, both ways
+        h = rt.history(x.execution_id)["execution"]
+        say(95, f"history of reply-1: decision approvals {[e['body']['principal'] for e in h['decision']['approvals']]}, "
+                f"caused {len(h['caused'])}, rollbacks {[(rb['trigger'], rb['status']) for rb in h['rollbacks']]}")
+        print(f"           {rt.ledger.size} entries in {path}")
+    print("$ stopline ledger verify")
+    res = subprocess.run([sys.executable, "-m", "policy_engine.cli", "ledger", "verify", "--ledger", url],
+                         capture_output=True, text=True)
+    print((res.stdout + res.stderr).strip())
+    return res.returncode
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) > 1:
+        sys.exit(main(sys.argv[1]))
+    with tempfile.TemporaryDirectory() as d:
+        sys.exit(main(str(Path(d) / "stopline.db")))

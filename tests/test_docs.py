@@ -290,6 +290,15 @@ def test_readme_test_command_is_what_ci_runs():
     assert 'mkdocs build --strict -d "$(mktemp -d)"' in ci
 
 
+def test_readme_main_job_is_what_ci_runs():
+    """The README's first command installs and runs the main job; .ci/run runs the same script."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    first = re.search(r"```sh\n(.+?)\n```", readme, re.S)
+    assert first and first[1] == "pip install -e . && python examples/agent_runtime.py"
+    assert "python examples/agent_runtime.py " in ci
+
+
 def _nav_pages(nav) -> list[str]:
     out: list[str] = []
     for item in nav:

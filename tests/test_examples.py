@@ -1,4 +1,4 @@
-"""Runs examples/agent_runtime.py as a user would and checks the story it tells."""
+"""Runs examples/engine_loop.py as a user would and checks the story it tells."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "agent_runtime.py"
+EXAMPLE = ROOT / "examples" / "engine_loop.py"
 
 
 def run_example() -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(EXAMPLE)], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-def test_agent_runtime_runs_the_whole_story() -> None:
+def test_engine_loop_runs_the_whole_story() -> None:
     proc = run_example()
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -57,7 +57,7 @@ def test_agent_runtime_runs_the_whole_story() -> None:
         assert f"    {field}: " in out
 
 
-def test_agent_runtime_is_deterministic() -> None:
+def test_engine_loop_is_deterministic() -> None:
     first, second = run_example(), run_example()
     assert first.returncode == second.returncode == 0
     assert first.stdout == second.stdout

@@ -1,4 +1,4 @@
-"""examples/agent_runtime_ledger.py tells the whole story on the Runtime and ends with a
+"""examples/agent_runtime.py tells the whole story on the Runtime and ends with a
 ledger that verifies."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "agent_runtime_ledger.py"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "agent_runtime.py"
 
 
 def test_the_runtime_example_tells_the_whole_story(tmp_path):
