@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .api import CompiledExpr
 from .codegen import generator_of
 from .emit import _FAST_GLOBALS, _Gen
+
+if TYPE_CHECKING:  # (api builds on the fast path; fuse only reads what it made)
+    from .api import CompiledExpr
 
 _FUSE_MAX = 256  # conditions per fused function
 
