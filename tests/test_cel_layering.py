@@ -44,8 +44,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_cel_modules_are_known_and_ordered() -> None:
-    assert sorted(p.stem for p in CEL.glob("*.py")) == sorted(ORDER)
-    for name in ORDER:
+    present = {p.stem for p in CEL.glob("*.py")}
+    assert present <= set(ORDER), f"place {sorted(present - set(ORDER))} in ORDER"
+    for name in (n for n in ORDER if n in present):
         for imp in _imports(CEL / f"{name}.py"):
             if imp.startswith("policy_engine.cel."):
                 dep = imp.split(".")[2]
@@ -58,7 +59,7 @@ def test_cel_modules_are_known_and_ordered() -> None:
 
 
 def test_the_reference_compiler_does_not_reach_the_fast_path() -> None:
-    for name in REFERENCE:
+    for name in REFERENCE & {p.stem for p in CEL.glob("*.py")}:
         deps = {i.split(".")[2] for i in _imports(CEL / f"{name}.py") if i.startswith("policy_engine.cel.")}
         assert not deps & ACCELERATORS, f"cel/{name}.py imports {deps & ACCELERATORS}"
 
