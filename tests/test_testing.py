@@ -1,4 +1,4 @@
-"""Tests of the policy test runner (policy_engine/testing.py, `stopline test`).
+"""Tests of the policy test runner (policy_engine/testing/, `stopline test`).
 
 Fixtures live in tests/suites/: `policy/` (a small policy), `good/` (passes, full
 coverage), `broken/` (wrong expectations on purpose), `malformed/` (suite errors).

@@ -1,4 +1,4 @@
-"""Tests of the pytest plugin (policy_engine/pytest_plugin.py), run in subprocesses.
+"""Tests of the pytest plugin (policy_engine/testing/plugin.py), run in subprocesses.
 
 `stopline test` and `pytest` must report the same counts; failures show the same diff
 and trace; the plugin must import cheaply and leave unrelated pytest runs alone.
@@ -81,7 +81,7 @@ def test_pytest_broken_suite_is_a_located_error_not_a_traceback(work):
     assert "14 passed, 1 skipped, 1 error" in out
     assert "--> malformed/unknown_names.policy-test.yaml:15:35" in out
     assert "did you mean `small`?" in out
-    assert "Traceback" not in out and "pytest_plugin.py" not in out
+    assert "Traceback" not in out and "plugin.py" not in out
 
 
 def test_pytest_items_are_named_by_case(work):
@@ -91,9 +91,9 @@ def test_pytest_items_are_named_by_case(work):
 
 
 def test_plugin_imports_cheaply():
-    code = ("import sys, policy_engine.pytest_plugin; "
-            "print(sorted(m for m in ('policy_engine.engine', 'policy_engine.testing', 'yaml', 'lark', 'celpy', "
-            "'pydantic') if m in sys.modules))")
+    code = ("import sys, policy_engine.testing.plugin; "
+            "print(sorted(m for m in ('policy_engine.engine', 'policy_engine.language', 'policy_engine.cel', "
+            "'policy_engine.models', 'yaml', 'lark', 'celpy', 'pydantic') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.strip() == "[]", res.stdout + res.stderr
 

@@ -7,7 +7,8 @@ a policy diagnostic. The `stopline_case` fixture runs one case of a suite and re
 result, for syrupy snapshots of explain traces and decisions.
 
 This module imports nothing from the engine at import time (only when a suite is
-collected), so it never slows down or breaks unrelated pytest runs.
+collected), so it never slows down or breaks unrelated pytest runs: policy_engine.testing
+itself loads only the suite format's modules (the engine, PyYAML and the explainer load on use).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-SUITE_SUFFIX = ".policy-test.yaml"
+from .suites import SUITE_SUFFIX
 _RUNNER_KEY = pytest.StashKey[Any]()
 
 
@@ -24,7 +25,7 @@ def _runner(config: pytest.Config) -> Any:
     """One Runner per session: each policy set loads once, however many suites use it."""
     runner = config.stash.get(_RUNNER_KEY, None)
     if runner is None:
-        from .testing import Runner
+        from .runner import Runner
 
         runner = Runner()
         config.stash[_RUNNER_KEY] = runner
@@ -47,7 +48,7 @@ class CaseFailed(Exception):
 
 class PolicySuiteFile(pytest.File):
     def collect(self):
-        from .testing import load_suite
+        from .suites import load_suite
 
         runner = _runner(self.config)
         suite = load_suite(self.path)
@@ -131,8 +132,8 @@ def stopline_case(request: pytest.FixtureRequest) -> Callable[[Any, str], Any]:
     `result.differences` to assert on that too. A suite error fails the test with the
     located diagnostics.
     """
-    from .diagnostics import did_you_mean
-    from .testing import load_suite
+    from ..diagnostics import did_you_mean
+    from .suites import load_suite
 
     runner = _runner(request.config)
 

@@ -1,0 +1,167 @@
+"""Coverage: which rules, triggers, scenarios and criteria the cases reached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# =============================================================================== coverage
+
+
+@dataclass
+class CoverageItem:
+    kind: str  # rule | stop | criterion | scenario
+    name: str  # display name, e.g. "send_customer_reply.small"
+    location: str  # file:line
+    file: str
+    branches: tuple[str, ...]
+    hit: set = field(default_factory=set)
+
+    @property
+    def exercised(self) -> bool:
+        """A rule or trigger is exercised once a case makes it fire (every gate case of its
+        action type evaluates it, so "not fired" alone says nothing); a criterion or scenario
+        once a case evaluates it."""
+        if "fired" in self.branches:
+            return "fired" in self.hit
+        return bool(self.hit)
+
+
+class Coverage:
+    """Items of a policy set and the branches the decisions exercised (from traces)."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple, CoverageItem] = {}
+        self._sets: set = set()
+
+    def add_policy_set(self, policy_set: Any) -> None:
+        if policy_set is None or id(policy_set) in self._sets:
+            return
+        self._sets.add(id(policy_set))
+
+        def loc(node: Any) -> tuple[str, str]:
+            sp = getattr(node.loc, "span", None)
+            if sp is None:
+                return "<unknown>", "<unknown>"
+            return f"{sp.path}:{sp.line}", sp.path
+
+        for w in policy_set.workflows:
+            for a in w.actions:
+                for r in a.rules:
+                    lc, f = loc(r)
+                    const = r.condition.source.strip().strip("`").strip()
+                    br = ("fired",) if const == "true" else ("not fired",) if const == "false" else ("fired", "not fired")
+                    self.items.setdefault(("rule", w.name, a.name, r.name),
+                                          CoverageItem("rule", f"{a.name}.{r.name}", lc, f, br))
+            for s in w.stops:
+                lc, f = loc(s)
+                self.items.setdefault(("stop", w.name, s.name),
+                                      CoverageItem("stop", s.name, lc, f, ("fired", "not fired")))
+                for c in s.criteria:
+                    lc, f = loc(c)
+                    self.items.setdefault(("criterion", w.name, s.name, c.name),
+                                          CoverageItem("criterion", f"{s.name}.{c.name}", lc, f, ("met", "unmet")))
+            for sc in w.scenarios:
+                lc, f = loc(sc)
+                br = ("inside window", "after window") if sc.escalation is not None else ("inside window",)
+                self.items.setdefault(("scenario", w.name, sc.name), CoverageItem("scenario", sc.name, lc, f, br))
+
+    def _hit(self, key: tuple, branch: str) -> None:
+        item = self.items.get(key)
+        if item is not None and branch in item.branches:
+            item.hit.add(branch)
+
+    def record(self, kind: str, answer: dict) -> None:
+        if kind == "gate":
+            wf, typ = answer.get("workflow"), answer.get("action_type")
+            for t in answer.get("trace", []):
+                branch = "fired" if t.get("matched") else "not fired"
+                if t.get("kind") == "stop":
+                    self._hit(("stop", wf, t.get("name")), branch)
+                else:
+                    self._hit(("rule", wf, typ, t.get("name")), branch)
+            d = answer.get("deciding") or {}
+            if d.get("kind") == "stop":
+                self._hit(("stop", wf, d.get("name")), "fired")
+        elif kind == "rollback":
+            wf = answer.get("workflow")
+            win = answer.get("window")
+            if answer.get("scenario_declared", True):
+                self._hit(("scenario", wf, answer.get("scenario")), "after window" if win == "escalated" else "inside window")
+        elif kind == "resume":
+            wf, trig = answer.get("workflow"), answer.get("trigger")
+            for c in answer.get("criteria", []):
+                self._hit(("criterion", wf, trig, c.get("name")), "met" if c.get("met") else "unmet")
+
+    # ----------------------------------------------------------------- reporting
+    def per_file(self) -> list[dict]:
+        files: dict[str, dict] = {}
+        for it in self.items.values():
+            f = files.setdefault(it.file, {"file": it.file, "items": 0, "exercised": 0, "branches": 0, "covered": 0})
+            f["items"] += 1
+            f["exercised"] += it.exercised
+            f["branches"] += len(it.branches)
+            f["covered"] += len(it.hit)
+        out = []
+        for f in sorted(files.values(), key=lambda x: x["file"]):
+            f["percent"] = round(100.0 * f["covered"] / f["branches"], 1) if f["branches"] else 100.0
+            out.append(f)
+        return out
+
+    @property
+    def percent(self) -> float:
+        total = sum(len(i.branches) for i in self.items.values())
+        covered = sum(len(i.hit) for i in self.items.values())
+        return 100.0 * covered / total if total else 100.0
+
+    def never_exercised(self) -> list[CoverageItem]:
+        return sorted((i for i in self.items.values() if not i.exercised), key=lambda i: (i.file, _line_of(i.location), i.name))
+
+    def partially_exercised(self) -> list[CoverageItem]:
+        return sorted((i for i in self.items.values() if i.exercised and len(i.hit) < len(i.branches)),
+                      key=lambda i: (i.file, _line_of(i.location), i.name))
+
+    def render(self) -> str:
+        rows = self.per_file()
+        width = max([len(r["file"]) for r in rows] + [len("file"), len("total")])
+        head = f"{'file':<{width}}  {'items':>5}  {'exercised':>9}  {'branches':>8}  {'covered':>7}  {'%':>6}"
+        lines = ["coverage:", head, "-" * len(head)]
+        for r in rows:
+            lines.append(f"{r['file']:<{width}}  {r['items']:>5}  {r['exercised']:>9}  {r['branches']:>8}  "
+                         f"{r['covered']:>7}  {r['percent']:>5.1f}%")
+        tot = {k: sum(r[k] for r in rows) for k in ("items", "exercised", "branches", "covered")}
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<{width}}  {tot['items']:>5}  {tot['exercised']:>9}  {tot['branches']:>8}  "
+                     f"{tot['covered']:>7}  {self.percent:>5.1f}%")
+        never = self.never_exercised()
+        if never:
+            lines.append("")
+            lines.append("never exercised:")
+            for i in never:
+                note = " (evaluated, never fired)" if i.hit else ""
+                lines.append(f"  {i.location}: {i.kind} {i.name}{note}")
+        part = self.partially_exercised()
+        if part:
+            lines.append("")
+            lines.append("branches never taken:")
+            for i in part:
+                missing = [b for b in i.branches if b not in i.hit]
+                lines.append(f"  {i.location}: {i.kind} {i.name}: {', '.join(missing)}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "percent": round(self.percent, 2),
+            "files": self.per_file(),
+            "items": [{"kind": i.kind, "name": i.name, "location": i.location, "branches": list(i.branches),
+                       "hit": sorted(i.hit)} for i in sorted(self.items.values(), key=lambda i: (i.file, _line_of(i.location), i.name))],
+        }
+
+
+def _line_of(location: str) -> int:
+    try:
+        return int(location.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+

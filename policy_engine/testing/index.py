@@ -1,0 +1,151 @@
+"""The policy index: the names a suite may use, checked against the loaded policy set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from ..diagnostics import Diagnostic, did_you_mean, one_of
+from .suites import SHORTHANDS, SPECIAL_RULES, Case, Suite, expect_keys, type_name
+
+# =============================================================================== policy index
+
+
+@dataclass
+class PolicyIndex:
+    """Names declared by a policy set, for checking suites, and coverage items."""
+
+    workflows: dict[str, Any] = field(default_factory=dict)  # name -> ir.Workflow
+    actions: dict[str, Any] = field(default_factory=dict)  # type -> ir.ActionType
+
+    @classmethod
+    def of(cls, policy_set: Any) -> "PolicyIndex":
+        idx = cls()
+        for w in policy_set.workflows:
+            idx.workflows[w.name] = w
+            for a in w.actions:
+                idx.actions[a.name] = a
+        return idx
+
+    def stops(self, workflow: str | None) -> dict[str, Any]:
+        ws = [self.workflows[workflow]] if workflow in self.workflows else list(self.workflows.values())
+        return {s.name: s for w in ws for s in w.stops}
+
+    def scenarios(self, workflow: str | None) -> dict[str, Any]:
+        ws = [self.workflows[workflow]] if workflow in self.workflows else list(self.workflows.values())
+        return {s.name: s for w in ws for s in w.scenarios}
+
+
+def _as_names(value: Any) -> list:
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+class SuiteChecker:
+    """Checks names in a case's question and expectation against the policy set."""
+
+    def __init__(self, suite: Suite, index: PolicyIndex):
+        self.suite, self.idx = suite, index
+        self.diags: list[Diagnostic] = []
+
+    def error(self, code, msg, path, *, key=False, label=None, help=None):
+        self.diags.append(Diagnostic(code, "error", msg, self.suite.doc.span(path, key=key), label=label, help=help))
+
+    def name(self, what: str, value: Any, known: Iterable[str], path: tuple, extra: Sequence[str] = ()) -> bool:
+        known = list(known)
+        if not isinstance(value, str):
+            self.error("T006", f"{what} must be a name, not {type_name(value)}", path)
+            return False
+        if value in known or value in extra:
+            return True
+        self.error("T004", f"unknown {what} `{value}`", path, label=f"no such {what} in the suite's policies",
+                   help=did_you_mean(value, [*known, *extra]) or (f"known: {one_of(sorted(known))}" if known and len(known) <= 8 else None))
+        return False
+
+    def workflow(self, value: Any, path: tuple) -> bool:
+        return self.name("workflow", value, self.idx.workflows, path)
+
+    def check(self, case: Case, resolved: dict) -> None:
+        exp, epath = case.expect, case.expect_path
+        allowed = expect_keys(case.kind)
+        for k in exp:
+            if k not in allowed:
+                self.error("T002", f"unknown expectation `{k}` for a `{case.kind}` case", epath + (k,), key=True,
+                           label="unknown key", help=did_you_mean(k, allowed) or f"expected {one_of(list(SHORTHANDS[case.kind]))}")
+        qpath = case.path + (case.kind,)
+        if case.kind == "gate":
+            self.gate(case, resolved, qpath, exp, epath)
+        elif case.kind == "authorize" and "action" in resolved:  # a gate decision's approvals
+            g = case.question.get("gate")
+            self.gate(Case(case.suite, case.name, "gate", {"action": g} if isinstance(g, str) else g, {}, case.now,
+                           None, case.path, case.expect_path), resolved, qpath + ("gate",), {}, epath)
+        elif case.kind in ("rollback", "authorize"):
+            req = resolved["request"]
+            rq = case.question.get("rollback", {}) if case.kind == "authorize" else case.question
+            rpath = qpath + ("rollback",) if case.kind == "authorize" else qpath
+            wf = req.get("workflow")
+            if "workflow" in rq and self.workflow(wf, rpath + ("workflow",)):
+                scen = req.get("scenario")
+                if "scenario" in rq:
+                    from ..language.ir import STANDARD_SCENARIOS
+                    self.name("rollback scenario", scen, self.idx.scenarios(wf), rpath + ("scenario",),
+                              extra=STANDARD_SCENARIOS)
+            if case.kind == "rollback":
+                if "scenario" in exp:
+                    from ..language.ir import STANDARD_SCENARIOS
+                    self.name("rollback scenario", exp["scenario"], self.idx.scenarios(wf), epath + ("scenario",),
+                              extra=STANDARD_SCENARIOS)
+        elif case.kind == "resume":
+            wf = resolved.get("workflow")
+            stop = resolved.get("stop")
+            crit: list[str] = []
+            if "workflow" in case.question and self.workflow(wf, qpath + ("workflow",)):
+                stops = self.idx.stops(wf)
+                if isinstance(stop, str) and "stop" in case.question:
+                    if self.name("stop trigger", stop, stops, qpath + ("stop",)):
+                        crit = [c.name for c in stops[stop].criteria]
+            if crit:
+                for k in ("unmet", "met"):
+                    if k in exp:
+                        for i, n in enumerate(_as_names(exp[k])):
+                            self.name("criterion", n, crit, epath + (k, i) if isinstance(exp[k], list) else epath + (k,))
+
+    def gate(self, case: Case, resolved: dict, qpath: tuple, exp: dict, epath: tuple) -> None:
+        action = resolved["action"]
+        q = case.question if isinstance(case.question, dict) else {}
+
+        def where(attr: str) -> tuple:
+            if isinstance(q.get("with"), dict) and attr in q["with"]:
+                return qpath + ("with", attr)
+            if isinstance(q.get("action"), dict):
+                return qpath + ("action", attr)
+            if isinstance(q.get("action"), str):
+                return ("inputs", "actions", q["action"], attr)
+            return qpath + ("action",)
+
+        wf, typ = action.get("workflow"), action.get("type")
+        intends_undeclared = exp.get("rule") == "undeclared"
+        stops = self.idx.stops(wf if isinstance(wf, str) else None)
+        rules: list[str] = []
+        if not intends_undeclared:
+            if isinstance(wf, str):
+                self.name("workflow", wf, self.idx.workflows, where("workflow"))
+            if isinstance(typ, str):
+                wfobj = self.idx.workflows.get(wf)
+                known = [a.name for a in wfobj.actions] if wfobj else list(self.idx.actions)
+                if self.name("action type", typ, known, where("type")):
+                    rules = [r.name for r in self.idx.actions[typ].rules]
+        state = resolved.get("workflow_state") or {}
+        if isinstance(state, dict) and isinstance(state.get("stopped_by"), str) and state.get("status") == "stopped":
+            pass  # a trigger the policy lacks is a legitimate test (`known: false`)
+        if "rule" in exp and rules:
+            self.name("rule", exp["rule"], [*rules, *stops], epath + ("rule",), extra=SPECIAL_RULES)
+        if "stop" in exp and exp["stop"] is not None:
+            self.name("stop trigger", exp["stop"], stops, epath + ("stop",))
+        if "matched" in exp and rules and isinstance(exp["matched"], list):
+            for i, n in enumerate(exp["matched"]):
+                if isinstance(n, str):
+                    self.name("rule", n, [*rules, *stops], epath + ("matched", i), extra=SPECIAL_RULES)
+
+

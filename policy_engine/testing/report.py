@@ -1,0 +1,76 @@
+"""Output formats: text, JUnit XML and JSON reports."""
+
+from __future__ import annotations
+
+from ..diagnostics import sort_diagnostics
+from .expect import render_diff, show_value
+from .runner import Report
+
+# =============================================================================== output formats
+
+
+def junit_xml(report: Report) -> str:
+    """JUnit XML: one <testsuite> per suite file, one <testcase> per case."""
+    from xml.etree import ElementTree as ET
+
+    root = ET.Element("testsuites", name="stopline", tests=str(len(report.results)),
+                      failures=str(report.failed), skipped=str(report.skipped), errors=str(report.errors))
+    for sr in report.suites:
+        ts = ET.SubElement(root, "testsuite", name=sr.suite.display, tests=str(len(sr.results)),
+                           failures=str(sum(r.status == "failed" for r in sr.results)),
+                           skipped=str(sum(r.status == "skipped" for r in sr.results)),
+                           errors="1" if sr.errored else "0")
+        if sr.errored:
+            tc = ET.SubElement(ts, "testcase", classname=sr.suite.display, name="<suite>", file=sr.suite.display)
+            ET.SubElement(tc, "error", message="the suite could not run").text = sr.error
+        for r in sr.results:
+            tc = ET.SubElement(ts, "testcase", classname=sr.suite.display, name=r.name, file=sr.suite.display,
+                               line=str(r.case.line))
+            if r.status == "failed":
+                text = render_diff(r.differences) if r.differences else r.message
+                msg = "; ".join(f"{d.key}: expected {show_value(d.expected)}, got {show_value(d.actual)}" for d in r.differences) or r.message
+                el = ET.SubElement(tc, "failure", message=msg)
+                el.text = text + ("\n\nexplain:\n" + r.explain if r.explain else "")
+            elif r.status == "skipped":
+                ET.SubElement(tc, "skipped", message=r.message)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def json_report(report: Report, coverage: bool = False) -> dict:
+    out: dict = {
+        "passed": report.passed, "failed": report.failed, "skipped": report.skipped, "errors": report.errors,
+        "suites": [],
+    }
+    for sr in report.suites:
+        out["suites"].append({
+            "file": sr.suite.display,
+            "title": sr.suite.title,
+            "error": sr.error or None,
+            "diagnostics": [d.to_json() for d in sort_diagnostics(sr.suite.diagnostics)],
+            "cases": [{
+                "name": r.name, "line": r.case.line, "question": r.case.kind, "status": r.status,
+                "message": r.message or None,
+                "differences": [{"key": d.key, "expected": d.expected, "actual": None if d.missing else d.actual,
+                                 "missing": d.missing} for d in r.differences],
+            } for r in sr.results],
+        })
+    if report.missing_paths:
+        out["missing_paths"] = report.missing_paths
+    if coverage:
+        out["coverage"] = report.coverage.to_json()
+    return out
+
+
+def render_text(report: Report, *, color: bool = False) -> str:
+    """Failures (with diff and trace), suite errors, then the summary line."""
+    parts = []
+    for p in report.missing_paths:
+        parts.append(f"error: no such file or directory: {p}")
+    for sr in report.suites:
+        if sr.errored:
+            parts.append(f"ERROR {sr.suite.display}\n{sr.error}")
+        for r in sr.results:
+            if r.status == "failed":
+                parts.append(f"FAIL {sr.suite.display}:{r.case.line} {r.name}\n{r.render_failure()}")
+    return "\n\n".join(parts)

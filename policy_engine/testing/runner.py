@@ -1,0 +1,301 @@
+"""Running suites: loading policies once per set, answering every case, collecting results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..diagnostics import Diagnostic, render
+from ..source import Span
+from .coverage import Coverage
+from .expect import Difference, diff_expectation, explain_answer, render_diff
+from .index import PolicyIndex, SuiteChecker
+from .resolve import Resolver
+from .suites import Case, Suite, discover_suites, load_suite
+
+# =============================================================================== running
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    status: str  # passed | failed | skipped
+    differences: list[Difference] = field(default_factory=list)
+    answer: dict | None = None  # the engine's answer, JSON-ready
+    explain: str = ""
+    message: str = ""  # a skip reason, or an engine exception
+
+    @property
+    def name(self) -> str:
+        return self.case.name
+
+    @property
+    def nodeid(self) -> str:
+        return self.case.nodeid
+
+    def render_failure(self) -> str:
+        """The diff of expected vs actual and the explain trace (what a person reads)."""
+        parts = []
+        if self.message:
+            parts.append(f"  {self.message}")
+        if self.differences:
+            parts.append(render_diff(self.differences))
+        if self.explain:
+            parts.append("  explain:\n" + "\n".join("    " + ln for ln in self.explain.splitlines()))
+        return "\n".join(parts)
+
+
+@dataclass
+class Loaded:
+    """A suite's policies, loaded once and shared by every suite naming the same paths."""
+
+    engine: Any = None
+    policy_set: Any = None
+    index: PolicyIndex | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    sources: dict = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class SuiteResult:
+    suite: Suite
+    results: list[CaseResult] = field(default_factory=list)
+    error: str = ""  # rendered diagnostics when the suite could not run
+
+    @property
+    def errored(self) -> bool:
+        return bool(self.error)
+
+
+@dataclass
+class Report:
+    suites: list[SuiteResult] = field(default_factory=list)
+    coverage: Coverage = field(default_factory=Coverage)
+    missing_paths: list[str] = field(default_factory=list)
+
+    def _count(self, status: str) -> int:
+        return sum(1 for s in self.suites for r in s.results if r.status == status)
+
+    @property
+    def passed(self) -> int:
+        return self._count("passed")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for s in self.suites if s.errored) + len(self.missing_paths)
+
+    def summary(self) -> str:
+        line = f"{self.passed} passed, {self.failed} failed"
+        if self.skipped:
+            line += f", {self.skipped} skipped"
+        if self.errors:
+            line += f", {self.errors} error{'s' if self.errors != 1 else ''}"
+        return line
+
+    @property
+    def results(self) -> list[CaseResult]:
+        return [r for s in self.suites for r in s.results]
+
+
+def keyword_matches(keyword: str | None, nodeid: str) -> bool:
+    """pytest-like simple -k: substrings combined with `and`, `or`, `not` and parentheses."""
+    if not keyword:
+        return True
+    text = nodeid.lower()
+    tokens = re.findall(r"\(|\)|[^\s()]+", keyword)
+    if not any(t in ("and", "or", "not", "(", ")") for t in tokens):
+        return keyword.lower() in text
+    pos = 0
+
+    def expr() -> bool:
+        nonlocal pos
+        v = term()
+        while pos < len(tokens) and tokens[pos] == "or":
+            pos += 1
+            r = term()
+            v = v or r
+        return v
+
+    def term() -> bool:
+        nonlocal pos
+        v = factor()
+        while pos < len(tokens) and tokens[pos] == "and":
+            pos += 1
+            r = factor()
+            v = v and r
+        return v
+
+    def factor() -> bool:
+        nonlocal pos
+        if pos >= len(tokens):
+            return True
+        t = tokens[pos]
+        pos += 1
+        if t == "not":
+            return not factor()
+        if t == "(":
+            v = expr()
+            if pos < len(tokens) and tokens[pos] == ")":
+                pos += 1
+            return v
+        return t.lower() in text
+
+    return expr()
+
+
+def _dump(model: Any) -> dict:
+    if hasattr(model, "model_dump"):
+        return model.model_dump(mode="json", by_alias=True)
+    return json.loads(json.dumps(model, default=str))
+
+
+class Runner:
+    """Runs suites. Engines are cached per set of policy paths, so each loads once."""
+
+    def __init__(self, *, loader: Callable[[tuple[str, ...]], Loaded] | None = None):
+        self._loaded: dict[tuple[str, ...], Loaded] = {}
+        self._load = loader or load_policies
+        self.coverage = Coverage()
+
+    def policies(self, suite: Suite) -> Loaded:
+        key = tuple(sorted({str(Path(p).resolve()) for p in suite.policies}))
+        if key not in self._loaded:
+            self._loaded[key] = self._load(tuple(suite.policies))
+            self.coverage.add_policy_set(self._loaded[key].policy_set)
+        return self._loaded[key]
+
+    def prepare(self, suite: Suite) -> tuple[Loaded | None, dict[int, dict], str]:
+        """Load the suite's policies and resolve and check every case.
+
+        Returns (loaded, resolved inputs by case index, rendered error or "")."""
+        if suite.doc is None or not suite.policies or any(d.code in ("T001", "T007") for d in suite.diagnostics):
+            return None, {}, suite.render_diagnostics() or "the suite could not be read"
+        loaded = self.policies(suite)
+        if loaded.engine is None:
+            msg = loaded.message or "the suite's policies do not load"
+            head = Diagnostic("T007", "error", msg, suite.doc.span(("policies",), key=True) if suite.doc else
+                              Span(suite.display, 0, 0, 1, 1, 1, 1),
+                              help="run `stopline check` on them")
+            parts = [render(head, suite.source)]
+            if loaded.diagnostics:
+                from ..diagnostics import render_all
+                parts.append(render_all([d for d in loaded.diagnostics if d.severity == "error"], loaded.sources))
+            return None, {}, "\n\n".join(parts)
+        resolver = Resolver(suite)
+        checker = SuiteChecker(suite, loaded.index or PolicyIndex())
+        resolved: dict[int, dict] = {}
+        for i, case in enumerate(suite.cases):
+            r = resolver.resolve(case)
+            if r is not None:
+                resolved[i] = r
+                checker.check(case, r)
+        suite.diagnostics.extend(resolver.diags + checker.diags)
+        if not suite.ok:
+            return loaded, resolved, suite.render_diagnostics()
+        return loaded, resolved, ""
+
+    def run_suite(self, suite: Suite, keyword: str | None = None) -> SuiteResult:
+        sr = SuiteResult(suite)
+        loaded, resolved, error = self.prepare(suite)
+        if error:
+            sr.error = error
+            return sr
+        for i, case in enumerate(suite.cases):
+            if not keyword_matches(keyword, case.nodeid):
+                continue
+            sr.results.append(self.run_case(case, loaded, resolved[i]))
+        return sr
+
+    def run_case(self, case: Case, loaded: Loaded, inputs: dict) -> CaseResult:
+        if case.skip:
+            return CaseResult(case, "skipped", message=case.skip)
+        eng = loaded.engine
+        now = case.now
+        try:
+            if case.kind == "gate":
+                model = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
+            elif case.kind == "rollback":
+                model = eng.classify_rollback(inputs["request"], now=now)
+            elif case.kind == "authorize" and "action" in inputs:  # a gate decision: the approvals release it?
+                decision = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
+                self.coverage.record("gate", _dump(decision))
+                approvals = []
+                for a in inputs["approvals"]:
+                    a = dict(a)
+                    a.setdefault("action_digest", decision.action_digest)
+                    approvals.append(a)
+                model = eng.authorize_action(decision, approvals, now=now)
+            elif case.kind == "authorize":
+                plan = eng.classify_rollback(inputs["request"], now=now)
+                self.coverage.record("rollback", _dump(plan))
+                plan_hash = getattr(plan, "plan_hash", None)
+                approvals = []
+                for a in inputs["approvals"]:
+                    a = dict(a)
+                    a.setdefault("plan_hash", plan_hash)
+                    approvals.append(a)
+                model = eng.authorize_rollback(plan, approvals, now=now)
+            else:
+                model = eng.may_resume(inputs["workflow"], inputs["stop"], inputs["evidence"], now=now)
+        except Exception as e:  # the engine should not raise; report it on the case, keep going
+            return CaseResult(case, "failed", message=f"the engine raised {type(e).__name__}: {e}")
+        answer = _dump(model)
+        self.coverage.record(case.kind, answer)
+        diffs = diff_expectation(case.kind, case.expect, answer)
+        explain = explain_answer(case.kind, model, answer)
+        return CaseResult(case, "failed" if diffs else "passed", diffs, answer, explain)
+
+    def run(self, paths: Sequence[str | os.PathLike], keyword: str | None = None) -> Report:
+        files, missing = discover_suites(paths)
+        report = Report(coverage=self.coverage, missing_paths=missing)
+        for f in files:
+            report.suites.append(self.run_suite(load_suite(f), keyword))
+        return report
+
+
+def load_policies(paths: tuple[str, ...]) -> Loaded:
+    """Load and check a policy set once, then build its engine. Never raises."""
+    from ..language.loader import UsageError, load_paths
+
+    try:
+        result = load_paths(list(paths))
+    except UsageError as e:
+        return Loaded(message=str(e))
+    except Exception as e:  # pragma: no cover - a loader bug must not crash the runner
+        return Loaded(message=f"loading the policies failed: {type(e).__name__}: {e}")
+    if result.policy_set is None:
+        return Loaded(diagnostics=result.diagnostics, sources=result.sources,
+                      message="the suite's policies have errors")
+    try:
+        engine = _engine_from(result, paths)
+    except Exception as e:
+        diags = list(getattr(e, "diagnostics", ()) or ())
+        return Loaded(diagnostics=diags, sources=getattr(e, "sources", {}) or result.sources,
+                      message=f"the engine could not load the policies: {e}")
+    return Loaded(engine=engine, policy_set=result.policy_set, index=PolicyIndex.of(result.policy_set),
+                  diagnostics=result.diagnostics, sources=result.sources)
+
+
+def _engine_from(result: Any, paths: tuple[str, ...]) -> Any:
+    from .. import engine as _engine
+
+    for fname in ("from_load_result", "from_result"):
+        fn = getattr(_engine, fname, None) or getattr(getattr(_engine, "Engine", None), fname, None)
+        if callable(fn):
+            return fn(result)
+    return _engine.load(list(paths) if len(paths) != 1 else paths[0])
+
+
