@@ -212,7 +212,7 @@ def _g_eq(ln: _N, rn: _N, L: Gen | None, R: Gen | None, neg: bool) -> Gen | None
         return g
     call = "(not _eq({x}, {y}))" if neg else "_eq({x}, {y})"
 
-    def g(em: _Gen) -> tuple[str, str | None]:
+    def g_any(em: _Gen) -> tuple[str, str | None]:
         le, lk = L(em)
         re_, rk = R(em)
         if lk == rk and lk in ("str", "int", "float", "bool") and le in em.atoms and re_ in em.atoms:
@@ -223,7 +223,7 @@ def _g_eq(ln: _N, rn: _N, L: Gen | None, R: Gen | None, neg: bool) -> Gen | None
             f"else {call.format(x=x, y=y)})"
         ), "bool"
 
-    return g
+    return g_any
 
 
 def _g_cmp(op: str, ln: _N, rn: _N, L: Gen | None, R: Gen | None) -> Gen | None:
@@ -250,7 +250,7 @@ def _g_cmp(op: str, ln: _N, rn: _N, L: Gen | None, R: Gen | None) -> Gen | None:
 
         return g
 
-    def g(em: _Gen) -> tuple[str, str | None]:
+    def g_any(em: _Gen) -> tuple[str, str | None]:
         le, _ = L(em)
         re_, _ = R(em)
         fx, x, fy, y = _g_pair(em, le, re_)
@@ -259,7 +259,7 @@ def _g_cmp(op: str, ln: _N, rn: _N, L: Gen | None, R: Gen | None) -> Gen | None:
             f"else {helper}({x}, {y}))"
         ), "bool"
 
-    return g
+    return g_any
 
 
 def _g_str_method(name: str, S: Gen | None, P: Gen | None) -> Gen | None:

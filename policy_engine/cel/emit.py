@@ -58,7 +58,8 @@ class _Gen:
         self.dotted: dict[str, None] = {}  # activation keys that would resolve a chain
         # (variable, field) -> a local the prologue set to the field's value, or to _MISS
         # if absent; and (variable, field) -> the repr of a str the field is known to hold
-        self.fields: dict[tuple[str, str], str] = {}
+        # (a key (variable, field, key) is a key of a field the prologue proved an object)
+        self.fields: dict[tuple[str, ...], tuple[str, str | None, bool]] = {}
         self.known: dict[tuple[str, str], str] = {}
 
     def root(self, name: str, as_dict: bool) -> tuple[str, str | None]:

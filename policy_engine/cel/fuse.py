@@ -20,7 +20,7 @@ _FUSE_MAX = 256  # conditions per fused function
 
 def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Sequence[str] = (),
          ns: Mapping[str, Any] | None = None,
-         fields: Mapping[tuple[str, str], tuple[str, str | None, bool]] | None = None,
+         fields: Mapping[tuple[str, ...], tuple[str, str | None, bool]] | None = None,
          known: Mapping[tuple[str, str], str] | None = None,
          dicts: Sequence[str] = (), epilogue: Sequence[str] = (),
          defaults: Mapping[str, str] | None = None) -> tuple[Callable | None, str | None]:

@@ -60,9 +60,11 @@ class _Operators:
                 fn = self._cmp_num_const(op, L, rn.value)
             if fn is None:
 
-                def fn(a: Any, c: Any) -> Any:
+                def cmp2(a: Any, c: Any) -> Any:
                     return cmp(L(a, c), R(a, c))
 
+                fn = cmp2
+        assert fn is not None
         n = self.mk(fn, ln, rn, node=node)
         n.op = what
         return self.fold(n, (ln, rn))
