@@ -104,20 +104,27 @@ class ResumeRequest(_In):
 # ------------------------------------------------------------------ CLI envelopes (stopline eval)
 
 
-class GateQuestion(_In):
+class _Envelope(BaseModel):
+    """Base of the question envelopes: no other fields. `stopline eval` refuses an unknown field
+    (engine/questions.py reads the fields from these models) and `stopline schema` says so."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class GateQuestion(_Envelope):
     question: Literal["gate"]
     action: dict[str, Any]
     workflow_state: Optional[dict[str, Any]] = None
     now: Optional[Timestamp] = None
 
 
-class RollbackQuestion(_In):
+class RollbackQuestion(_Envelope):
     question: Literal["rollback"]
     request: dict[str, Any]
     now: Optional[Timestamp] = None
 
 
-class AuthorizeQuestion(_In):
+class AuthorizeQuestion(_Envelope):
     """Exactly one of `plan` (a RollbackPlan as printed by the rollback question),
     `request` (the plan is then classified first, at `now`: approvals cannot name the
     hash of a plan made in the same call, so use the two-step flow, docs/approvals.md) or
@@ -131,7 +138,7 @@ class AuthorizeQuestion(_In):
     now: Optional[Timestamp] = None
 
 
-class ResumeQuestion(_In):
+class ResumeQuestion(_Envelope):
     question: Literal["resume"]
     workflow: str
     stop: Union[str, dict[str, Any]]
@@ -140,6 +147,8 @@ class ResumeQuestion(_In):
 
 
 Question = Union[GateQuestion, RollbackQuestion, AuthorizeQuestion, ResumeQuestion]
+QUESTION_MODELS: dict[str, type[_Envelope]] = {
+    "gate": GateQuestion, "rollback": RollbackQuestion, "authorize": AuthorizeQuestion, "resume": ResumeQuestion}
 
 
 # =============================================================================== gate decision

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel
 
 from ..construct import fast
-from ..models import AuthorizationVerdict
+from ..models import QUESTION_MODELS, AuthorizationVerdict
 from .util import as_dict, err, short
 
 __all__ = ["answer", "QuestionError"]
@@ -26,6 +26,10 @@ _TWO_STEP = ("question `authorize` with `request` classifies the plan in this sa
              "with the request, have each approver approve the `plan_hash` it prints, then ask `authorize` with "
              "that `plan` and the approvals (docs/approvals.md)")
 
+# The fields of each question, from the models `stopline schema` prints (one source).
+_FIELDS = {kind: tuple(f for f in model.model_fields if f != "question") for kind, model in QUESTION_MODELS.items()}
+
+
 # ================================================================== questions (stopline eval)
 def answer(engine: Any, question: Any) -> BaseModel:
     """Answer one question envelope (the input of `stopline eval`):
@@ -42,9 +46,7 @@ def answer(engine: Any, question: Any) -> BaseModel:
     if not isinstance(q, Mapping):
         raise QuestionError("the input must be a JSON object with a `question` field")
     kind = q.get("question")
-    known = {"gate": ("action", "workflow_state", "now"), "rollback": ("request", "now"),
-             "authorize": ("plan", "request", "decision", "approvals", "now"),
-             "resume": ("workflow", "stop", "evidence", "now")}
+    known = _FIELDS
     if kind not in known:
         raise QuestionError(f"`question` must be one of `gate`, `rollback`, `authorize` or `resume`, not "
                             f"{short(kind)}")
