@@ -25,11 +25,19 @@ from typing import Any
 from .limits import INT64_MAX
 
 __all__ = [
-    "UTC", "parse_rfc3339", "parse_ts", "fmt_ts", "format_rfc3339",
-    "WINDOW_UNITS", "parse_window", "parse_cel_duration", "format_cel_duration", "duration_micros",
+    "UTC",
+    "WINDOW_UNITS",
+    "duration_micros",
+    "fmt_ts",
+    "format_cel_duration",
+    "format_rfc3339",
+    "parse_cel_duration",
+    "parse_rfc3339",
+    "parse_ts",
+    "parse_window",
 ]
 
-UTC = timezone.utc
+UTC = timezone.utc  # noqa: UP017 (datetime.UTC is the same object; this name is the one the package imports)
 
 # ASCII digits only ([0-9], not \d: str patterns match every Unicode digit class).
 _TS_RE = re.compile(
@@ -119,7 +127,7 @@ def format_rfc3339(t: datetime, *, trim_fraction: bool = False) -> str:
     """RFC 3339 in UTC with a `Z`; the fraction only when non-zero: six digits, or without trailing
     zeros when `trim_fraction` (CEL's string conversion)."""
     t = t.astimezone(UTC)
-    base = "%04d-%02d-%02dT%02d:%02d:%02d" % (t.year, t.month, t.day, t.hour, t.minute, t.second)
+    base = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if t.microsecond:
         frac = f".{t.microsecond:06d}"
         base += frac.rstrip("0") if trim_fraction else frac

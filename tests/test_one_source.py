@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -68,13 +68,13 @@ def test_suite_now_without_seconds_is_refused_where_the_engine_would_refuse_it()
         assert parse_time(text) is None
         with pytest.raises(ValueError, match="not an RFC 3339 timestamp"):
             timestamps.parse_ts(text, "now")
-    assert parse_time("2026-11-24 10:00:00Z") == datetime(2026, 11, 24, 10, tzinfo=timezone.utc)
+    assert parse_time("2026-11-24 10:00:00Z") == datetime(2026, 11, 24, 10, tzinfo=UTC)
 
 
 def test_one_parser_with_the_documented_difference():
     """The engine accepts a space for the `T` (RFC 3339 5.6); CEL's timestamp() does not."""
     assert timestamps.parse_rfc3339("2026-07-02 10:00:00+02:00", allow_space=True) == \
-        datetime(2026, 7, 2, 8, tzinfo=timezone.utc)
+        datetime(2026, 7, 2, 8, tzinfo=UTC)
     with pytest.raises(ValueError):
         timestamps.parse_rfc3339("2026-07-02 10:00:00Z")
     with pytest.raises(ValueError):  # non-ASCII digits are not RFC 3339 digits
@@ -120,7 +120,7 @@ def test_the_enforcing_modules_read_limits_py():
     from policy_engine.language import loader, lower, parser
     from policy_engine.testing import suites
 
-    assert (loader.MAX_FILE_BYTES, parser.MAX_FILE_BYTES) == (limits.MAX_FILE_BYTES,) * 2
+    assert loader.MAX_FILE_BYTES == limits.MAX_FILE_BYTES and not hasattr(parser, "MAX_FILE_BYTES")  # once
     assert (loader.MAX_FILES, loader.MAX_CONDITIONS_PER_SET) == (limits.MAX_FILES, limits.MAX_CONDITIONS_PER_SET)
     assert (parser.MAX_NESTING, parser.MAX_SYNTAX_ERRORS) == (limits.MAX_NESTING, limits.MAX_SYNTAX_ERRORS)
     assert (lower.MAX_EXPRESSION_LENGTH, lower.MAX_RULES_PER_FILE) == (limits.MAX_EXPRESSION_LENGTH,

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, did_you_mean
-from ..limits import MAX_FILE_BYTES, MAX_NESTING, MAX_SYNTAX_ERRORS
+from ..limits import MAX_NESTING, MAX_SYNTAX_ERRORS
 from ..source import SourceFile
 
 _lock = threading.Lock()
