@@ -1,6 +1,6 @@
 """The generated fast path of policy_engine.cel against the closures (the reference).
 
-Contract (see the "Fast path" section of cel.py): whenever the generated ``fast(a)``
+Contract (see the docstring of policy_engine/cel/codegen.py): whenever the generated ``fast(a)``
 returns, its value is exactly the closures' value (same type, same value, NaN-aware);
 otherwise it raises and ``CompiledExpr.__call__`` evaluates the closures. So
 ``CompiledExpr.__call__`` must always equal the closures alone, errors included.

@@ -1,6 +1,6 @@
 """The position-free parser gives what cel-python's own parser gives.
 
-cel.py parses with cel-python's grammar and Lark options minus position propagation
+policy_engine.cel (cel/parse.py) parses with cel-python's grammar and Lark options minus position propagation
 (half the parse time) and takes a subtree's span from its first and last token; syntax
 errors go to cel-python's `CELParser`. Over every expression of the CEL conformance
 suite and of the shipped and benchmark policies: the same parse tree, the same
