@@ -55,15 +55,18 @@ def parse_rfc3339(text: str, *, allow_space: bool = False) -> datetime:
     m = _TS_RE.match(text) if len(text) <= _MAX_TS_CHARS else None
     if m is None or (m.group(4) == " " and not allow_space):
         raise ValueError(f"cannot parse timestamp {text!r}")
-    y, mo, d, _sep, h, mi, sec, frac, tz = m.groups()
-    us = int((frac or "0").ljust(6, "0")[:6])
+    if m.group(5) == "24":  # some Pythons' fromisoformat read 24:00 as the next midnight; RFC 3339 does not
+        raise ValueError(f"invalid timestamp {text!r}")
+    # validated above; datetime.fromisoformat (C) does the arithmetic: T, Z, at most 6 digits of fraction
+    norm = text if m.group(4) == "T" else f"{text[:10]}T{text[11:]}"
+    if m.group(9) == "z":
+        norm = norm[:-1] + "Z"
+    frac = m.group(8)
+    if frac is not None and len(frac) > 6:  # nanoseconds: truncated to microseconds
+        cut = m.start(8) + 6
+        norm = norm[:cut] + norm[m.end(8):]
     try:
-        if tz in ("Z", "z"):
-            tzinfo = UTC
-        else:
-            sign = 1 if tz[0] == "+" else -1
-            tzinfo = timezone(sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])))
-        return datetime(int(y), int(mo), int(d), int(h), int(mi), int(sec), us, tzinfo=tzinfo).astimezone(UTC)
+        return datetime.fromisoformat(norm).astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValueError(f"invalid timestamp {text!r}") from None
 
