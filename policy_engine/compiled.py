@@ -76,6 +76,7 @@ class CStop:
     effect: str = "stop"
     prec: int = 0
     kind: str = "stop"
+    evidence: Any = None  # `evidence { ... }`: the declared shape of its evidence (fieldtypes.FType)
     reason: str = ""  # the decision's `reason` when this trigger decides
     reason_err: str = ""  # the same when its condition errored
 
@@ -115,6 +116,9 @@ class CAction:
     # checked against the input limits; None: the whole action
     reads: Optional[tuple[str, ...]] = None
     default_reason: str = ""  # the decision's `reason` when no rule matches
+    # `fields { ... }`: the declared shape (fieldtypes.FType) every action of the type must
+    # have, checked with the input (None: not declared)
+    fields: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,9 @@ class CScenario:
     esc_notify: tuple[str, ...]
     esc_compensate: tuple[tuple[str, bool], ...]
     location: Optional[str]
+    # duties with a `when` (notify or compensate): (kind, name, is_action, escalation, fn,
+    # source, location); a duty listed here applies only when its condition holds (or errors)
+    conditional: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,11 +155,32 @@ def _slots(auth: Optional[ir.Authorization], source: str, start: int) -> tuple[C
 def _cost(sc: CScenario, escalated: bool) -> ScenarioCost:
     slots = list(sc.slots) + (list(sc.esc_slots) if escalated else [])
     distinct = tuple(sorted({".".join(p) for p in sc.distinct_from + (sc.esc_distinct_from if escalated else ())}))
-    notify = tuple(sorted(set(sc.notify) | (set(sc.esc_notify) if escalated else set())))
-    comp = tuple(sorted({c for c, _ in sc.compensate} | ({c for c, _ in sc.esc_compensate} if escalated else set())))
+    # conditional duties count as possible costs (whether they apply is known per plan)
+    cond = [d for d in sc.conditional if escalated or not d[3]]
+    notify = tuple(sorted(set(sc.notify) | (set(sc.esc_notify) if escalated else set())
+                          | {d[1] for d in cond if d[0] == "notify"}))
+    comp = tuple(sorted({c for c, _ in sc.compensate} | ({c for c, _ in sc.esc_compensate} if escalated else set())
+                        | {d[1] for d in cond if d[0] == "compensate"}))
     route = (sc.esc_route or sc.route) if escalated else sc.route
     return fast(ScenarioCost, {"scenario": sc.name, "route": route, "slots": tuple(s.spec for s in slots),
                                "distinct_from": distinct, "notify": notify, "compensate": comp})
+
+
+def _conditional_duties(sc: ir.Scenario, compiled: Mapping) -> tuple:
+    """(kind, name, is_action, escalation, fn, source, location) of each duty with a `when`."""
+    out = []
+    esc = sc.escalation
+    for escalated, notify, comp in ((False, sc.notify, sc.compensate),
+                                    (True, esc.notify if esc else (), esc.compensate if esc else ())):
+        for n in notify:
+            if n.when is not None:
+                out.append(("notify", n.name, False, escalated, _fn(n.when, compiled), n.when.source,
+                            loc_str(n.when.loc)))
+        for c in comp:
+            if c.when is not None:
+                out.append(("compensate", c.name, c.is_action, escalated, _fn(c.when, compiled), c.when.source,
+                            loc_str(c.when.loc)))
+    return tuple(out)
 
 
 def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
@@ -182,17 +203,19 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 route=sc.route.name if sc.route else None,
                 slots=std_slots,
                 distinct_from=tuple(r.path for r in (sc.authorization.distinct_from if sc.authorization else ())),
-                notify=tuple(sorted({n.name for n in sc.notify})),
-                compensate=tuple(sorted({(c.name, c.is_action) for c in sc.compensate})),
+                notify=tuple(sorted({n.name for n in sc.notify if n.when is None})),
+                compensate=tuple(sorted({(c.name, c.is_action) for c in sc.compensate if c.when is None})),
                 cascade_depth=sc.cascade_depth,
                 has_escalation=esc is not None,
                 esc_route=esc.route.name if esc and esc.route else None,
                 esc_slots=esc_slots,
                 esc_distinct_from=tuple(r.path for r in (esc.authorization.distinct_from
                                                          if esc and esc.authorization else ())),
-                esc_notify=tuple(sorted({n.name for n in esc.notify})) if esc else (),
-                esc_compensate=tuple(sorted({(c.name, c.is_action) for c in esc.compensate})) if esc else (),
+                esc_notify=tuple(sorted({n.name for n in esc.notify if n.when is None})) if esc else (),
+                esc_compensate=tuple(sorted({(c.name, c.is_action) for c in esc.compensate
+                                             if c.when is None})) if esc else (),
                 location=loc_str(sc.loc),
+                conditional=_conditional_duties(sc, compiled),
             )
         within = tuple(_cost(s, False) for s in scenarios.values())
         after = tuple(_cost(s, True) for s in scenarios.values())
@@ -217,7 +240,8 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 trace_true=_trace("stop", s.name, "stop", location, src, True),
                 trace_false=_trace("stop", s.name, "stop", location, src, False),
                 info=info, receipt=tuple(sorted({n.name for n in s.receipt})), criteria=criteria,
-                reason=reason, reason_err=reason_err))
+                reason=reason, reason_err=reason_err,
+                evidence=ir.field_object(s.evidence) if s.evidence is not None else None))
         stops.sort(key=lambda s: s.name)
         gate_stops = tuple(_gate_entry(st) for st in stops if st.fn is not None)
         with_stops = [st for st in stops if st.fn is not None]
@@ -267,6 +291,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                     "after_window": after if (reversible and has_window) else ()}),
                 gate=gate, reads=reads_of(gate),
                 default_reason=f"no rule matched action type `{a.name}`; the workflow default is {w.default_effect}",
+                fields=ir.field_object(a.fields) if a.fields is not None else None,
             )
             actions[a.name] = ca
             all_actions.setdefault(a.name, ca)

@@ -34,6 +34,9 @@ CODES: dict[str, str] = {
     "E112": "invalid `distinct from` reference",
     "E113": "variable not in scope",
     "E114": "unknown constant",
+    "E115": "unknown field (not declared in `fields` or `evidence`)",
+    "E116": "type mismatch with a declared field",
+    "E117": "unknown or malformed field type",
     # duplicates and structure
     "E120": "duplicate name",
     "E121": "statement given twice",
@@ -53,6 +56,8 @@ CODES: dict[str, str] = {
     "W204": "action type without system",
     "W205": "workflow without a standard rollback scenario",
     "W206": "policy set without a workflow",
+    "W207": "stop trigger reads a field some action types lack, unguarded",
+    "W208": "`allow` rule reads an optional field without `has(...)`",
 }
 
 

@@ -189,6 +189,13 @@ def explain_plan(p: RollbackPlan) -> str:
         lines.append("compensate: " + ", ".join(
             (c.name if c.kind == "action" else f'"{c.name}"') + (" (after window)" if c.source == "escalation" else "")
             for c in p.compensations))
+    conditional = [d for d in p.duties if d.condition is not None]
+    if conditional:
+        lines.append("conditional duties:")
+        for d in conditional:
+            lines.append(f"  {_MARK[d.applies]} {d.kind} {d.name}" + (" (after window)" if d.source == "escalation" else "")
+                         + f": {d.reason}")
+            lines.append(f"        `{d.condition}`")
     f = p.feasibility
     lines.append(f"feasibility: {f.status}")
     for pr in f.prerequisites:

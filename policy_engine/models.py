@@ -324,6 +324,17 @@ class Compensation(_Out):
     source: Literal["standard", "escalation"] = "standard"
 
 
+class Duty(_Out):
+    """A notification or compensation of a rollback scenario, and whether this plan owes it."""
+
+    kind: Literal["notify", "compensate"]
+    name: str
+    source: Literal["standard", "escalation"] = "standard"
+    applies: bool
+    condition: Optional[str] = Field(default=None, description="its `when` condition, if it has one")
+    reason: str = Field(description="why it applies or not; a condition that errors makes it apply (fail closed)")
+
+
 class CascadeStep(_Out):
     record_id: str
     type: str
@@ -387,6 +398,8 @@ class RollbackPlan(_Out):
     authorization: AuthorizationRequirement
     notify: tuple[str, ...] = Field(default=())
     compensations: tuple[Compensation, ...] = Field(default=())
+    duties: tuple[Duty, ...] = Field(default=(), description="every notification and compensation of the scenario "
+                                     "(and its `after window` block when it applies), with whether it applies and why")
     feasibility: Feasibility
     cascade: Cascade
     evaluated_at: str

@@ -226,7 +226,26 @@ def action(draw, name: str) -> str:
         stmts.append(f"receipt {draw(name_list())}")
     for i in range(draw(st.integers(0, 3))):
         stmts.append(draw(stmt_rule(i)))
+    if draw(st.booleans()):
+        stmts.insert(draw(st.integers(0, len(stmts))), draw(fields_block("fields")))
     return block(draw, f"action {name}", stmts)
+
+
+@st.composite
+def fields_block(draw, keyword: str) -> str:
+    """A `fields`/`evidence` block declaring what CONDS and CRIT_CONDS read, in any order,
+    with nested objects, lists of objects, optional fields and comments."""
+    decls = [
+        f"amount{draw(sep(False))}:{draw(sep(False))}double",
+        "kind?: string",
+        f"tags: list<{draw(sep(False))}string{draw(sep(False))}>",
+        block(draw, "claims: list", ["sourced: bool", "text?: string"]),
+        "fixed: bool",
+        "items: list<any>",
+        "limits: map<string,list<int>>",
+        block(draw, "customer?:", ["tier: string", block(draw, "address:", ["country: string"])]),
+    ]
+    return block(draw, keyword, draw(st.permutations(decls)))
 
 
 @st.composite
@@ -235,6 +254,8 @@ def stop(draw, name: str) -> str:
              for i in range(draw(st.integers(1, 2)))]
     stmts = [f"when {draw(CONDS)}", "severity high", f"owner {draw(STRINGS)}", f"notify {draw(name_list())}",
              block(draw, "resume when", crits)]
+    if draw(st.booleans()):
+        stmts.append(draw(fields_block("evidence")))
     return block(draw, f"stop {name}", draw(st.permutations(stmts)))
 
 
@@ -245,6 +266,10 @@ def scenario(draw, name: str) -> str:
         "authorize 1 manager and 1 of [reviewer, manager]"]))]
     if draw(st.booleans()):
         stmts.append('compensate ["call the customer", "refund",]')
+    if draw(st.booleans()):
+        stmts.append(f"notify {draw(name_list())}{draw(sep())}when{draw(sep())}`original.sensitive`")
+    if draw(st.booleans()):
+        stmts.append(f'compensate ["rotate the credential"]{draw(sep())}when `has(original.exposed)`')
     if draw(st.booleans()):
         stmts.append(block(draw, "after window", ["authorize 1 manager", "notify [customer]"]))
     return block(draw, f"rollback {name}", stmts)

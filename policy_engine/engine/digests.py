@@ -42,6 +42,8 @@ def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
     data = plan.model_dump(mode="json") if isinstance(plan, BaseModel) else dict(plan)
     data.pop("plan_hash", None)
     data.pop("evaluated_at", None)
+    if not data.get("duties"):  # (added later: a plan without conditional duties keeps its hash)
+        data.pop("duties", None)
     return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -15,7 +15,7 @@ from ..compiled import ECHOED, CAction, CompiledPolicy, CWorkflow
 from ..construct import fast
 from ..models import Decision
 from .decide import decide, fail, stopped, undeclared
-from .inputs import check_fields, check_size
+from .inputs import check_fields, check_size, declared_problem
 from .util import UTC as _UTC
 from .util import as_dict, now_of, short, type_name
 
@@ -71,7 +71,7 @@ def evaluate(p: CompiledPolicy, action: Any, workflow_state: Any = None, now: An
         if status == "stopped":
             ca = wf.actions.get(tname) if (wf is not None and type(tname) is str) else None
             if ca is not None and ca.runs_while_stopped:
-                problem = check_fields(action, ca.reads)
+                problem = check_fields(action, ca.reads) or declared_problem(ca, action)
                 if problem:
                     return fail(p, now_dt, wname, tname, aid, problem, wf=wf)
                 return repair_while_stopped(p, wf, ca, action, state, now_dt, wname, tname, aid, lane)
@@ -93,7 +93,7 @@ def evaluate(p: CompiledPolicy, action: Any, workflow_state: Any = None, now: An
                           if tname is None else f"the action's `type` must be a string, not {type_name(tname)}",
                           wf=wf)
     ca = wf.actions.get(tname)
-    problem = check_fields(action, ca.reads if ca is not None else wf.stop_reads)
+    problem = check_fields(action, ca.reads if ca is not None else wf.stop_reads) or declared_problem(ca, action)
     if problem:
         return fail(p, now_dt, wname, tname, aid, problem, wf=wf)
     return gate(p, wf, ca, action, state, now_dt, wname, tname, aid, lane)

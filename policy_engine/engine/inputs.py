@@ -8,10 +8,12 @@ from datetime import datetime, timedelta
 from math import isfinite
 from typing import Any, Optional
 
+from ..fieldtypes import value_problem
 from ..limits import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
 from .util import SURROGATE_RE as _SURROGATE_RE
 
-__all__ = ["MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "check_size", "check_fields", "quick_walk"]
+__all__ = ["MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "check_size", "check_fields", "declared_problem",
+           "quick_walk"]
 
 
 
@@ -200,6 +202,14 @@ def _check_size(root: Any) -> Optional[str]:
     if chars > MAX_INPUT_CHARS:
         return f"input holds more than {MAX_INPUT_CHARS} characters of text"
     return None
+
+
+def declared_problem(ca: Any, action: dict) -> Optional[str]:
+    """Why `action` does not have its type's declared shape (`fields { ... }`), or None
+    (also when the type declares none). Every path checks this before any condition."""
+    if ca is None or ca.fields is None:
+        return None
+    return value_problem(ca.fields, action, "action")
 
 
 quick_walk = _quick_walk  # (the fused gate's prologue calls it for nested values)

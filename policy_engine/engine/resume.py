@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..compiled import CompiledPolicy
 from ..construct import fast
 from ..models import CriterionResult, EvalError, ResumeDecision
+from ..fieldtypes import value_problem
 from .inputs import check_size
 from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
 
@@ -76,6 +77,11 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
             except ValueError as e:
                 errors.append(err("<input>", "input", str(e)))
                 bad_input = True
+    if s is not None and s.evidence is not None and not bad_input:
+        problem = value_problem(s.evidence, ev, "evidence")  # its declared shape (`evidence { ... }`)
+        if problem:
+            errors.append(err("<input>", "input", problem))
+            bad_input = True
     if s is not None and bad_input:
         # not evaluated on a stand-in (`{}` would make `!has(evidence.open_incidents)`
         # hold): every criterion is unmet, the input error says why

@@ -16,6 +16,7 @@ from ..models import (
     CheckpointRecord,
     Compensation,
     DistinctRef,
+    Duty,
     EvalError,
     Feasibility,
     PrerequisiteResult,
@@ -119,6 +120,7 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
     route = None
     notify: tuple = ()
     comps: list = []
+    duties: tuple = ()
     depth_limit = 0
     if sc is not None:
         slots = tuple(s.spec for s in sc.slots)
@@ -134,6 +136,8 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
             notify_set |= set(sc.esc_notify)
             have = {n for n, _, _ in comps}
             comps += [(n, a, "escalation") for n, a in sc.esc_compensate if n not in have]
+        duties = duty_rows(sc, escalated and sc.has_escalation, notify_set, comps,
+                           {"original": original, "request": req, "now": now_dt, "policy": wf.policy})
         notify = tuple(sorted(notify_set))
     drefs = []
     unresolved = False
@@ -172,6 +176,7 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
         "requested_by": requested_by if type(requested_by) is str else None, "route": route, "window": window,
         "window_seconds": ca.window_seconds if ca is not None else None, "executed_at": executed_at,
         "reversible_until": until, "authorization": auth, "notify": notify, "compensations": compensations,
+        "duties": duties,
         "feasibility": feas, "cascade": cascade, "evaluated_at": fmt_ts(now_dt),
         "policy_hash": p.policy_hash, "policy_version": wf.version if wf is not None else None,
         "owners": wf.owners if wf is not None else None, "plan_hash": "",
@@ -179,6 +184,39 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
     plan = fast(RollbackPlan, data)
     data["plan_hash"] = plan_hash(plan)
     return fast(RollbackPlan, data)
+
+
+def duty_rows(sc: CScenario, escalated: bool, notify_set: set, comps: list, act: Mapping) -> tuple:
+    """Every duty of the scenario's applying levels, whether it applies and why. A duty
+    with a `when` applies when its condition holds, or errors (fail closed: a duty is never
+    silently dropped); those that apply are added to `notify_set` and `comps`."""
+    if not sc.conditional:
+        return ()  # nothing is conditional: `notify` and `compensations` say it all
+    rows = []
+    for source, notify, comp in (("standard", sc.notify, sc.compensate),
+                                 ("escalation", sc.esc_notify if escalated else (), sc.esc_compensate if escalated else ())):
+        rows += [("notify", n, source, True, None, "listed without a condition") for n in notify]
+        rows += [("compensate", n, source, True, None, "listed without a condition") for n, _ in comp]
+    for kind, name, is_action, esc, fn, src, loc in sc.conditional:
+        if esc and not escalated:
+            continue
+        try:
+            ok, msg, _ = cond_outcome(fn(act))
+        except Exception as e:  # noqa: BLE001 - fail closed: the duty applies
+            ok, msg = None, f"{type(e).__name__}: {e}"
+        applies = ok is not False
+        why = ("its condition holds" if ok else "its condition is false" if ok is False
+               else f"its condition errored ({msg}), so it applies (fail closed)")
+        source = "escalation" if esc else "standard"
+        rows.append((kind, name, source, applies, src, why))
+        if applies:
+            if kind == "notify":
+                notify_set.add(name)
+            elif name not in {n for n, _, _ in comps}:
+                comps.append((name, is_action, source))
+    rows.sort(key=lambda r: (r[2] != "standard", r[0] != "notify", r[1], not r[3], r[4] or ""))
+    return tuple(fast(Duty, {"kind": k, "name": n, "source": s, "applies": a, "condition": c, "reason": w})
+                 for k, n, s, a, c, w in rows)
 
 
 def feasibility(ca: Optional[CAction], otype: Any, root: Optional[CascadeStep], cascade: Cascade

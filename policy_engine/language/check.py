@@ -131,6 +131,8 @@ class Checker:
             self.add("E106", f"unknown default effect `{w.default_effect}`", w.default_loc,
                      label=f"expected {one_of(ir.DEFAULT_EFFECTS)}",
                      help=did_you_mean(w.default_effect, ir.DEFAULT_EFFECTS + ("allow",)))
+        # declared fields (`fields { ... }`), checked once: name -> object type, or None
+        self.wf_types = {a.name: self.declared(a.fields, f"`{a.name}`") for a in w.actions}
         for a in w.actions:
             self.action(w, a)
         self.dup_check(w.stops, "stop trigger", f" in workflow `{w.name}`")
@@ -147,8 +149,108 @@ class Checker:
         for sc in w.scenarios:
             self.scenario(w, sc)
 
+    # ------------------------------------------------------------ declared fields
+    def declared(self, decls: tuple[ir.FieldDecl, ...] | None, owner: str):
+        """The object type of a `fields`/`evidence` block (None when there is none);
+        unknown type names and malformed types are reported (E117), duplicates (E120)."""
+        from ..fieldtypes import FType
+
+        if decls is None:
+            return None
+        return FType("object", fields=self.field_list(decls, owner))
+
+    def field_list(self, decls, owner: str):
+        from ..fieldtypes import FField
+
+        self.dup_check(decls, "field", f" of {owner}")
+        return tuple(FField(d.name, self.field_type(d.type), d.optional) for d in decls)
+
+    def field_type(self, t: ir.FieldTypeRef):
+        from ..fieldtypes import ANY, CONTAINERS, SCALARS, TYPE_NAMES, TYPE_SYNONYMS, FType
+
+        if t.name is None:
+            return FType("object", fields=self.field_list(t.fields or (), "an object"))
+        args = [self.field_type(a) for a in t.args]
+        if t.name in SCALARS:
+            if args:
+                self.add("E117", f"`{t.name}` takes no type arguments", t.name_loc, label="remove `<...>`",
+                         help=f"write `{t.name}`")
+            return FType(t.name)
+        if t.name in CONTAINERS:
+            want = 1 if t.name == "list" else 2
+            body = bool(t.args) and t.args[-1].name is None
+            if body and len(args) == 1:  # `list { ... }`, `map { ... }`
+                return FType(t.name, args[0])
+            if len(args) != want:
+                self.add("E117", f"`{t.name}` takes {want} type argument{'s' if want > 1 else ''}, not {len(args)}",
+                         t.name_loc, label="here", help="write `list<string>`" if t.name == "list" else
+                         "write `map<string, int>` (map keys are strings)")
+                return FType(t.name, ANY)
+            if t.name == "map" and args[0].kind != "string":
+                self.add("E117", f"map keys are strings, not `{args[0].describe()}`", t.args[0].name_loc,
+                         label="expected `string`", help="write `map<string, T>`")
+            return FType(t.name, args[-1])
+        help_ = did_you_mean(t.name, TYPE_NAMES)
+        if t.name.lower() in TYPE_SYNONYMS:
+            help_ = f"did you mean `{TYPE_SYNONYMS[t.name.lower()]}`?"
+        self.add("E117", f"unknown field type `{t.name}`", t.name_loc, label=f"expected {one_of(TYPE_NAMES)}",
+                 help=help_)
+        return ANY
+
+    def typecheck(self, cond: ir.Condition, env: dict, what: str, effect: str | None = None) -> None:
+        """Check a compiled condition against declared fields (nothing without declarations)."""
+        from ..cel.typecheck import ActionVar, typecheck
+
+        act = env.get("action")
+        if not any(v is not None for k, v in env.items() if k != "action") and not (
+                isinstance(act, ActionVar) and any(t is not None for t in act.types.values())):
+            return
+        env = {k: v for k, v in env.items() if v is not None}
+        span = cond.loc.span
+        for f in typecheck(cond.source, env):
+            at = self.cel_span(span, f.start, f.end)
+            if f.kind == "unknown_field":
+                notes: tuple[str, ...] = ()
+                if effect == "allow":
+                    notes = ("reading an undeclared field is an error, and an `allow` rule whose condition errors "
+                             "never matches",)
+                elif effect == "stop":
+                    notes = ("reading an undeclared field is an error, and a stop trigger whose condition errors "
+                             "stops the whole workflow",)
+                self.add("E115", f.message, at, label=f.label, notes=notes,
+                         help=did_you_mean(f.data["field"], [c for c in f.data["candidates"]])
+                         or (f"declared: {', '.join(f'`{c}`' for c in f.data['candidates'])}" if f.data["candidates"]
+                             else "declare it in the `fields { ... }` block"))
+            elif f.kind == "mismatch":
+                self.add("E116", f.message, at, label=f.label, help=f.help)
+            elif f.kind == "unguarded" or (f.kind == "optional" and effect == "stop"):
+                lacking, optional = f.data["lacking"], f.data["optional"]
+                why = []
+                if lacking:
+                    why.append("action type" + ("s " if len(lacking) > 1 else " ")
+                               + ", ".join(f"`{n}`" for n in lacking) + " do" + ("" if len(lacking) > 1 else "es")
+                               + " not declare it")
+                if optional and optional != ["*"]:
+                    why.append(", ".join(f"`{n}`" for n in optional) + " declare" + ("" if len(optional) > 1 else "s")
+                               + " it optional")
+                elif optional:
+                    why.append("it is optional")
+                guard = (f"`action.type == \"{sorted(set(act.types) - set(lacking))[0]}\" && ...`"
+                         if lacking and isinstance(act, ActionVar) and set(act.types) - set(lacking) else "")
+                self.add("W207", f"stop trigger reads `{f.data['path']}` unguarded: " + "; ".join(why), at,
+                         severity="warning", label="errors when the field is absent",
+                         help="guard the read: " + (guard + " or " if guard else "") + f"`has({f.data['path']}) && ...`",
+                         notes=("a stop trigger whose condition errors stops the whole workflow",))
+            elif f.kind == "optional" and effect == "allow":
+                self.add("W208", f"`allow` rule reads optional `{f.data['path']}` without `has(...)`", at,
+                         severity="warning", label="errors when the field is absent",
+                         help=f"guard the read: `has({f.data['path']}) && ...`",
+                         notes=("when the field is absent the read errors, and an `allow` rule whose condition "
+                                "errors never matches",))
+
     # ------------------------------------------------------------ conditions
-    def condition(self, cond: ir.Condition, scope: tuple[str, ...], what: str) -> None:
+    def condition(self, cond: ir.Condition, scope: tuple[str, ...], what: str, env: dict | None = None,
+                  effect: str | None = None) -> None:
         from ..cel import CelCompileError, compile_cel
 
         span = cond.loc.span
@@ -180,6 +282,7 @@ class Checker:
                      help=getattr(e, "hint", None))
             return
         self.compiled[cond_key(cond)] = compiled
+        n_before = len(self.diags)
         for ref in compiled.references:
             root = ref.path[0]
             if root not in scope:
@@ -197,6 +300,8 @@ class Checker:
                     rspan = self.cel_span(span, start, start + len(name))
                     self.add("E114", f"unknown constant `{name}`", rspan, label="not declared",
                              help=did_you_mean(name, self.consts) or "declare it with `const NAME = value`")
+        if env and len(self.diags) == n_before:  # names resolved: check the declared fields' types
+            self.typecheck(cond, env, what, effect)
 
     def cel_span(self, span: Span | None, off: int, end: int) -> Span | None:
         """Map an offset inside a condition's CEL text to the policy file."""
@@ -276,7 +381,21 @@ class Checker:
                      help="only `require_approval` rules name approvers")
         if r.approvers is not None:
             self.role_refs(r.approvers.roles)
-        self.condition(r.condition, SCOPE_GATE, "a gate rule")
+        self.condition(r.condition, SCOPE_GATE, "a gate rule", self.gate_env([a.name]), r.effect)
+
+    def gate_env(self, types: list[str]) -> dict:
+        from ..cel.typecheck import ActionVar
+        from ..fieldtypes import value_type
+
+        if not any(self.wf_types.get(t) is not None for t in types):
+            return {}
+        return {"action": ActionVar({t: self.wf_types.get(t) for t in types}),
+                "policy": self.policy_type()}
+
+    def policy_type(self):
+        from ..fieldtypes import FField, FType, value_type
+
+        return FType("object", fields=tuple(FField(n, value_type(c.value)) for n, c in sorted(self.consts.items())))
 
     # ------------------------------------------------------------ stop triggers
     def stop(self, w: ir.Workflow, s: ir.StopTrigger) -> None:
@@ -284,7 +403,7 @@ class Checker:
             self.add("E132", f"stop trigger `{s.name}` has no condition", s.loc, label="declared here",
                      help="add `when `<CEL condition>``")
         else:
-            self.condition(s.condition, SCOPE_STOP, "a stop trigger")
+            self.condition(s.condition, SCOPE_STOP, "a stop trigger", self.gate_env(list(self.wf_types)), "stop")
         if s.owner is None:
             self.add("E130", f"stop trigger `{s.name}` has no owner", s.loc, label="who pauses and repairs this?",
                      help='add `owner "Support operations lead"`')
@@ -299,8 +418,9 @@ class Checker:
             self.add("E104", f"unknown severity `{s.severity}`", s.severity_loc, label=f"expected {one_of(ir.SEVERITIES)}",
                      help=did_you_mean(s.severity, ir.SEVERITIES))
         self.dup_check(s.criteria, "re-enable criterion", f" of `{s.name}`")
+        evidence = self.declared(s.evidence, f"the evidence of `{s.name}`")
         for c in s.criteria:
-            self.condition(c.condition, SCOPE_RESUME, "a re-enable criterion")
+            self.condition(c.condition, SCOPE_RESUME, "a re-enable criterion", {"evidence": evidence})
 
     # ------------------------------------------------------------ scenarios
     def authorization(self, auth: ir.Authorization) -> None:
@@ -327,10 +447,20 @@ class Checker:
         else:
             self.authorization(sc.authorization)
         self.comp_refs(w, sc.compensate)
+        self.duty_conditions(sc.notify, sc.compensate)
         if sc.escalation is not None:
             if sc.escalation.authorization is not None:
                 self.authorization(sc.escalation.authorization)
             self.comp_refs(w, sc.escalation.compensate)
+            self.duty_conditions(sc.escalation.notify, sc.escalation.compensate)
+
+    def duty_conditions(self, notify: Iterable[ir.Name], comp: Iterable[ir.CompItem]) -> None:
+        """A duty's `when` (one per statement, shared by its items): checked once."""
+        seen: set = set()
+        for d in (*notify, *comp):
+            if d.when is not None and cond_key(d.when) not in seen:
+                seen.add(cond_key(d.when))
+                self.condition(d.when, SCOPE_PREREQ, "a duty's condition")
 
     # ------------------------------------------------------------ side-effect graph
     def side_effect_cycles(self, actions: list[ir.ActionType]) -> None:

@@ -118,6 +118,21 @@ def _value_lines(node: Any, prefix: str, depth: int) -> list[str]:
     return [prefix + "{"] + [f"{INDENT}{_tok(p.children[0])}: {_value(p.children[1])}," for p in pairs] + ["}"]
 
 
+def _type_text(node: Any) -> str:
+    """`double`, `list<string>`, `map<string, list<int>>` (type_ref / type_arg)."""
+    name, args = node.children
+    if args is None:
+        return _tok(name)
+    return f"{_tok(name)}<{', '.join(_type_text(a) for a in args.children)}>"
+
+
+def _with_when(lines: list[str], when: Any) -> list[str]:
+    """A duty's lines with its ` when `condition`` after the list."""
+    if when is None:
+        return lines
+    return lines[:-1] + [f"{lines[-1]} when {_tok(when.children[0])}"]
+
+
 def _slot(node: Any) -> str:
     if node.data == "slot_role":
         return f"{_tok(node.children[0])} {_tok(node.children[1])}"
@@ -243,6 +258,13 @@ class _Printer:
             self.block(node, depth, "resume when", node.meta.start_pos + len("resume"), ch, force)
         elif k == "after_window_decl":
             self.block(node, depth, "after window", node.meta.start_pos + len("after"), ch, force)
+        elif k in ("fields_decl", "evidence_decl"):
+            kw = "fields" if k == "fields_decl" else "evidence"
+            self.block(node, depth, kw, node.meta.start_pos + len(kw), [c for c in ch if c is not None], force)
+        elif k == "field_decl" and ch[2].data == "type_object":
+            obj = ch[2]
+            head = f"{_tok(ch[0])}{'?' if ch[1] is not None else ''}:" + (f" {_tok(obj.children[0])}" if obj.children[0] is not None else "")
+            self.block(node, depth, head, obj.meta.start_pos, [c for c in obj.children[1:] if c is not None], force)
         else:
             self.leaf(node, depth, self.leaf_lines(node, depth), force)
 
@@ -303,7 +325,13 @@ class _Printer:
                 line += " distinct from " + ", ".join(refs)
             return [line]
         if k == "compensate_decl":
-            return _join_list([_tok(c) for c in ch if c is not None], "compensate ", depth)
+            items = [c for c in ch if c is not None]
+            when = items.pop() if items and _is_tree(items[-1]) else None
+            return _with_when(_join_list([_tok(c) for c in items], "compensate ", depth), when)
+        if k == "duty_notify_decl":
+            return _with_when(_join_list(_names(ch[0]), "notify ", depth), ch[1])
+        if k == "field_decl":
+            return [f"{_tok(ch[0])}{'?' if ch[1] is not None else ''}: {_type_text(ch[2])}"]
         if k == "cascade_decl":
             return [f"cascade depth {_tok(ch[0])}"]
         if k == "while_stopped_decl":

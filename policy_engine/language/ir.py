@@ -66,6 +66,8 @@ class Name(Node):
     """A reference to a name, kept with its location."""
 
     name: str
+    # a duty (`notify [a] when `cond``): the condition under which it applies
+    when: Optional["Condition"] = None
 
 
 class Condition(Node):
@@ -83,6 +85,24 @@ class Approvers(Node):
     count: int
     roles: tuple[Name, ...]
     any_of: bool = False  # `by N of [a, b]` vs `by N role`
+
+
+class FieldTypeRef(Node):
+    """A declared field type as written: `double`, `list<string>`, `{ ... }`, `list { ... }`.
+    `name` is None for a bare object; `fields` is set for an object body."""
+
+    name: Optional[str] = None
+    name_loc: Loc = _loc()
+    args: tuple["FieldTypeRef", ...] = ()
+    fields: Optional[tuple["FieldDecl", ...]] = None
+
+
+class FieldDecl(Node):
+    """`name: type` or `name?: type` in a `fields` or `evidence` block."""
+
+    name: str
+    optional: bool = False
+    type: FieldTypeRef
 
 
 class Rule(Node):
@@ -123,6 +143,9 @@ class ActionType(Node):
     # by its own rules and stop triggers instead of being stopped with everything else.
     runs_while_stopped: bool = False
     rules: tuple[Rule, ...] = ()
+    # `fields { ... }`: the declared shape of the action (None: not declared)
+    fields: Optional[tuple[FieldDecl, ...]] = None
+    fields_loc: Loc = _loc()
 
 
 class Criterion(Node):
@@ -145,6 +168,8 @@ class StopTrigger(Node):
     criteria: tuple[Criterion, ...] = ()
     has_resume_block: bool = False
     description: Optional[str] = None
+    # `evidence { ... }`: the declared shape of the evidence its criteria read
+    evidence: Optional[tuple[FieldDecl, ...]] = None
 
 
 class Slot(Node):
@@ -171,6 +196,7 @@ class CompItem(Node):
 
     name: str
     is_action: bool
+    when: Optional[Condition] = None  # applies only when this holds
 
 
 class Escalation(Node):
@@ -194,6 +220,31 @@ class Scenario(Node):
     @property
     def standard(self) -> bool:
         return self.name in STANDARD_SCENARIOS
+
+
+def field_object(decls: tuple[FieldDecl, ...]):
+    """The `fieldtypes.FType` of a checked `fields`/`evidence` block."""
+    from ..fieldtypes import FField, FType
+
+    return FType("object", fields=tuple(FField(d.name, field_type(d.type), d.optional) for d in decls))
+
+
+def field_type(t: FieldTypeRef):
+    """The `fieldtypes.FType` of a checked type (see check.Checker.field_type)."""
+    from ..fieldtypes import ANY, SCALARS, FType
+
+    if t.name is None:
+        return field_object(t.fields or ())
+    if t.name in SCALARS:
+        return FType(t.name)
+    if t.name in ("list", "map") and t.args:
+        return FType(t.name, field_type(t.args[-1]))
+    return ANY
+
+
+FieldTypeRef.model_rebuild()
+FieldDecl.model_rebuild()
+Name.model_rebuild()
 
 
 class Owner(Node):

@@ -136,6 +136,9 @@ _UNORDERED = frozenset({"workflows", "constants", "actions", "stops", "scenarios
                         "criteria", "owners", "roles", "side_effects", "receipt", "affects", "notify",
                         "compensate", "distinct_from"})
 _VERBATIM = frozenset({"value"})  # `Const.value`: never reordered, at any depth
+# Declarations added later (issue 15: `fields`, `evidence`, a duty's `when`): left out of
+# the hash while unset, so a policy that uses none of them keeps its hash.
+_UNSET_NONE = frozenset({"fields", "evidence", "when"})
 
 
 def _canon(value) -> str:
@@ -146,7 +149,8 @@ def _normalize(value, unordered: bool = False):
     """A model dump with the unordered collections (see `_UNORDERED`) sorted, so their
     order never changes the hash; named items by name first (as the hash always had it)."""
     if isinstance(value, dict):
-        return {k: (v if k in _VERBATIM else _normalize(v, k in _UNORDERED)) for k, v in value.items()}
+        return {k: (v if k in _VERBATIM else _normalize(v, k in _UNORDERED)) for k, v in value.items()
+                if not (v is None and k in _UNSET_NONE)}
     if isinstance(value, (list, tuple)):
         items = [_normalize(v) for v in value]
         if unordered:

@@ -227,9 +227,34 @@ class Lowerer:
                 receipt.extend(self.names(item.children[0]))
             elif kind == "gate_rule":
                 rules.append(self.rule(item))
+            elif kind == "fields_decl":
+                if self.once(seen, "fields", item):
+                    fields["fields"] = self.field_decls(item.children)
+                    fields["fields_loc"] = self.loc(item)
         return ir.ActionType(name=str(name_tok), workflow=wf, prerequisites=tuple(prereqs),
                              side_effects=tuple(side), receipt=tuple(receipt), rules=tuple(rules),
                              loc=self.loc(name_tok), **fields)
+
+    def field_decls(self, children: list) -> tuple[ir.FieldDecl, ...]:
+        out = []
+        for fd in children:
+            if fd is None:
+                continue
+            name_tok, qmark, ftype = fd.children
+            out.append(ir.FieldDecl(name=str(name_tok), optional=qmark is not None, type=self.field_type(ftype),
+                                    loc=self.loc(name_tok)))
+        return tuple(out)
+
+    def field_type(self, tree: Tree) -> ir.FieldTypeRef:
+        if tree.data == "type_object":
+            name_tok, *decls = tree.children
+            body = ir.FieldTypeRef(fields=self.field_decls(decls), loc=self.loc(tree))
+            if name_tok is None:
+                return body
+            return ir.FieldTypeRef(name=str(name_tok), name_loc=self.loc(name_tok), args=(body,), loc=self.loc(tree))
+        name_tok, args = tree.children  # type_ref, type_arg
+        targs = tuple(self.field_type(a) for a in args.children) if args is not None else ()
+        return ir.FieldTypeRef(name=str(name_tok), name_loc=self.loc(name_tok), args=targs, loc=self.loc(tree))
 
     def reversibility(self, tree: Tree) -> ir.Reversibility:
         klass_tok, via, within = tree.children
@@ -304,6 +329,9 @@ class Lowerer:
                 lists["receipt"].extend(self.names(item.children[0]))
             elif kind == "notify_decl":
                 lists["notify"].extend(self.names(item.children[0]))
+            elif kind == "evidence_decl":
+                if self.once(seen, "evidence", item):
+                    fields["evidence"] = self.field_decls(item.children)
             elif kind == "resume_decl":
                 fields["has_resume_block"] = True
                 for crit in item.children:
@@ -326,8 +354,13 @@ class Lowerer:
             elif kind == "authorize_decl":
                 if self.once(seen, "authorize", item):
                     fields["authorization"] = self.authorization(item)
-            elif kind == "notify_decl":
-                notify.extend(self.names(item.children[0]))
+            elif kind == "duty_notify_decl":
+                names = self.names(item.children[0])
+                when = item.children[1]
+                if when is not None:
+                    cond = self.condition(when.children[0])
+                    names = tuple(n.model_copy(update={"when": cond}) for n in names)
+                notify.extend(names)
             elif kind == "compensate_decl":
                 comp.extend(self.compensations(item))
             else:
@@ -363,13 +396,15 @@ class Lowerer:
 
     def compensations(self, tree: Tree) -> list[ir.CompItem]:
         out = []
-        for c in tree.children:
-            if c is None:
-                continue
+        items = [c for c in tree.children if c is not None]
+        when = None
+        if items and isinstance(items[-1], Tree):  # duty_when
+            when = self.condition(items.pop().children[0])
+        for c in items:
             if c.type == "STRING":
-                out.append(ir.CompItem(name=self.string(c), is_action=False, loc=self.loc(c)))
+                out.append(ir.CompItem(name=self.string(c), is_action=False, when=when, loc=self.loc(c)))
             else:
-                out.append(ir.CompItem(name=str(c), is_action=True, loc=self.loc(c)))
+                out.append(ir.CompItem(name=str(c), is_action=True, when=when, loc=self.loc(c)))
         return out
 
     def authorization(self, tree: Tree) -> ir.Authorization:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from ...compiled import CAction, CompiledPolicy, CWorkflow
 from ...models import Decision
 from .. import gate as _gate
-from ..inputs import check_size
+from ..inputs import check_size, declared_problem
 from .fused import FusedGate, fused_gate
 from .shapes import ShapeMiss
 from .templates import lane_decision
@@ -72,6 +72,8 @@ class Accelerator:
                 else:
                     lane = self.lanes.get((wname, tname))
                     fz = lane[0] if lane is not None else None
+                if fz is not None and fz.action.fields is not None and declared_problem(fz.action, action):
+                    fz = None  # not the declared shape: the reference gate says why (fail closed)
                 if fz is not None:
                     fn = fz.fn
                     if workflow_state is not None and fn is not None:
