@@ -1,0 +1,217 @@
+"""The reading half of the ``Ledger``: snapshots, queries (``get``, ``entries``,
+``history``, ``fetch``), the Merkle tree (``root``, ``prove``, ``prove_consistency``) and
+``verify``. ``LedgerReader`` is a base of ``Ledger`` (store.py); it appends nothing."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from . import merkle, schema
+from .canonical import parse_body
+from .errors import EntryNotFound, LedgerUnavailable
+from .note import VerifierKey
+from .records import E, Entry, H, History, L, N, _db, _short, format_time
+from .verify import VerifyReport, verify_ledger
+
+
+class LedgerReader:
+    """Reads of an open ledger (a base of :class:`~policy_engine.ledger.store.Ledger`)."""
+
+    _engine: Engine
+    _driver_errors: tuple[type[BaseException], ...]  # read by _db
+    url: str
+    backend: str
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        with self._engine.connect() as c:
+            if snapshot and self.backend == "postgresql":
+                c = c.execution_options(isolation_level="REPEATABLE READ")
+            with c.begin():
+                yield c
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction (one snapshot on PostgreSQL) for indexed queries over
+        :mod:`schema`'s tables; rows become entries with :meth:`fetch`."""
+        try:
+            with self._read(snapshot=True) as c:
+                yield c
+        except (sa_exc.DBAPIError, sa_exc.InterfaceError, sa_exc.ResourceClosedError, OSError) as e:
+            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+
+    def fetch(self, c: Connection, *where: Any, order: Any = None, limit: int | None = None) -> list[Entry]:
+        """Entries matching SQLAlchemy ``where`` clauses over ``schema.entries``, in ``seq`` order."""
+        return self._fetch(c, *where, order=order, limit=limit)
+
+    # ------------------------------------------------------------------ reading
+    @staticmethod
+    def _entry_t(r: Sequence[Any]) -> Entry:
+        seq, eid, kind, wf, key, links, body, t, prev, h = r
+        return Entry(seq=seq, id=eid, kind=kind, body=parse_body(body), body_json=body, workflow=wf,
+                     links=tuple(json.loads(links)), key=key, time=t, prev=prev, hash=h)
+
+    @staticmethod
+    def _entry(r: Any) -> Entry:
+        return Entry(seq=r.seq, id=r.id, kind=r.kind, body=parse_body(r.body), body_json=r.body, workflow=r.workflow,
+                     links=tuple(json.loads(r.links)), key=r.key, time=r.time, prev=r.prev, hash=r.hash)
+
+    def _fetch(self, c: Connection, *where: Any, order=None, limit: int | None = None) -> list[Entry]:
+        q = select(E).where(*where).order_by(order if order is not None else E.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        return [self._entry(r) for r in c.execute(q)]
+
+    @property
+    @_db
+    def size(self) -> int:
+        """The number of entries (the tree size)."""
+        with self._read() as c:
+            return c.execute(select(H.c.size).where(H.c.log == schema.LOG)).scalar_one()
+
+    @staticmethod
+    def _where_ref(ref: str | int) -> Any:
+        if isinstance(ref, bool):
+            raise EntryNotFound(f"no entry {ref!r}")
+        if isinstance(ref, int):
+            return E.c.seq == ref
+        if isinstance(ref, str) and ref.isdigit():
+            return E.c.seq == int(ref)
+        return E.c.id == str(ref)
+
+    @_db
+    def get(self, ref: str | int) -> Entry:
+        """The entry with id ``ref`` (or sequence number, an int or a string of digits)."""
+        with self._read() as c:
+            found = self._fetch(c, self._where_ref(ref))
+        if not found:
+            raise EntryNotFound(f"no entry `{ref}` in the ledger")
+        return found[0]
+
+    @_db
+    def entries(self, *, kind: str | None = None, workflow: str | None = None, link: str | None = None,
+                since: datetime | str | None = None, until: datetime | str | None = None,
+                after: int | None = None, limit: int | None = None, reverse: bool = False) -> list[Entry]:
+        """Entries in ``seq`` order (newest first with ``reverse``), filtered by kind,
+        workflow, ``link`` (entries that link to that id), time (``since <= time < until``)
+        and ``after`` (seq greater than; for paging)."""
+        where: list[Any] = []
+        if kind is not None:
+            where.append(E.c.kind == kind)
+        if workflow is not None:
+            where.append(E.c.workflow == workflow)
+        if since is not None:
+            where.append(E.c.time >= (format_time(since) if isinstance(since, datetime) else since))
+        if until is not None:
+            where.append(E.c.time < (format_time(until) if isinstance(until, datetime) else until))
+        if after is not None:
+            where.append(E.c.seq < after if reverse else E.c.seq > after)
+        with self._read() as c:
+            if link is not None:
+                target = c.execute(select(E.c.seq).where(E.c.id == link)).scalar()
+                if target is None:
+                    raise EntryNotFound(f"no entry `{link}` in the ledger")
+                where.append(E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == target)))
+            return self._fetch(c, *where, order=E.c.seq.desc() if reverse else E.c.seq, limit=limit)
+
+    @_db
+    def history(self, ref: str | int, *, limit: int = 10_000) -> History:
+        """The entry, everything it links to and everything that links to it (both transitively)."""
+        with self._read(snapshot=True) as c:
+            found = self._fetch(c, self._where_ref(ref))
+            if not found:
+                raise EntryNotFound(f"no entry `{ref}` in the ledger")
+            start = found[0].seq
+            sides = []
+            for src_col, dst_col in ((L.c.from_seq, L.c.to_seq), (L.c.to_seq, L.c.from_seq)):
+                seen, frontier = {start}, {start}
+                while frontier and len(seen) <= limit:
+                    nxt = set(c.execute(select(dst_col).where(src_col.in_(frontier))).scalars()) - seen
+                    seen |= nxt
+                    frontier = nxt
+                seen.discard(start)
+                sides.append(tuple(self._fetch(c, E.c.seq.in_(sorted(seen)))) if seen else ())
+        return History(found[0], sides[0], sides[1])
+
+    # ------------------------------------------------------------------ Merkle tree
+    def _nodes(self, c: Connection, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        out: dict[tuple[int, int], bytes] = {}
+        leaves = sorted(i for lv, i in wanted if lv == 0)
+        for i in range(0, len(leaves), 500):
+            out.update({(0, s): bytes.fromhex(h)
+                        for s, h in c.execute(select(E.c.seq, E.c.hash).where(E.c.seq.in_(leaves[i:i + 500])))})
+        inner = sorted(((((i + 1) << lv) - 1, lv) for lv, i in wanted if lv > 0))
+        for i in range(0, len(inner), 200):
+            chunk = inner[i:i + 200]
+            cond = or_(*(and_(N.c.leaf == lf, N.c.level == lv) for lf, lv in chunk))
+            out.update({(lv, (lf + 1 >> lv) - 1): bytes.fromhex(h)
+                        for lf, lv, h in c.execute(select(N.c.leaf, N.c.level, N.c.hash).where(cond))})
+        missing = wanted - out.keys()
+        if missing:
+            raise LedgerUnavailable(f"ledger {self.url}: Merkle node {sorted(missing)[0]} is missing; run `stopline ledger verify`")
+        return out
+
+    def _tree_size(self, c: Connection, size: int | None) -> int:
+        current = c.execute(select(H.c.size).where(H.c.log == schema.LOG)).scalar_one()
+        if size is None:
+            return current
+        if not 0 <= size <= current:
+            raise EntryNotFound(f"the ledger has {current} entries, not {size}")
+        return size
+
+    @_db
+    def root(self, size: int | None = None) -> bytes:
+        """The Merkle root of the first ``size`` entries (default: all)."""
+        with self._read(snapshot=True) as c:
+            n = self._tree_size(c, size)
+            return merkle.prefetch(lambda s: merkle.root(s, n), lambda w: self._nodes(c, w))
+
+    @_db
+    def prove(self, ref: str | int, *, size: int | None = None) -> merkle.InclusionProof:
+        """An inclusion proof of the entry in the tree of ``size`` entries (default: all)."""
+        with self._read(snapshot=True) as c:
+            found = self._fetch(c, self._where_ref(ref))
+            if not found:
+                raise EntryNotFound(f"no entry `{ref}` in the ledger")
+            e = found[0]
+            n = self._tree_size(c, size)
+            if e.seq >= n:
+                raise EntryNotFound(f"entry {e.seq} is not in the tree of size {n}")
+            path, r = merkle.prefetch(lambda s: (merkle.inclusion_path(s, e.seq, n), merkle.root(s, n)),
+                                      lambda w: self._nodes(c, w))
+        return merkle.InclusionProof(e.seq, n, bytes.fromhex(e.hash), tuple(path), r)
+
+    @_db
+    def prove_consistency(self, old_size: int, new_size: int | None = None) -> merkle.ConsistencyProof:
+        """A consistency proof: the tree of ``old_size`` entries is a prefix of the tree of ``new_size``."""
+        with self._read(snapshot=True) as c:
+            n = self._tree_size(c, new_size)
+            if not 0 <= old_size <= n:
+                raise EntryNotFound(f"no consistency proof from size {old_size} to size {n}")
+            path, r_old, r_new = merkle.prefetch(
+                lambda s: (merkle.consistency_path(s, old_size, n), merkle.root(s, old_size), merkle.root(s, n)),
+                lambda w: self._nodes(c, w))
+        return merkle.ConsistencyProof(old_size, n, r_old, r_new, tuple(path))
+
+    # ------------------------------------------------------------------ verification
+    @_db
+    def verify(self, *, checkpoint: str | bytes | None = None, key: VerifierKey | None = None) -> VerifyReport:
+        """Recompute everything and report the first bad sequence number, if any.
+
+        Checks, entry by entry in one snapshot: contiguous ``seq``; each hash against the
+        entry's content; each ``prev`` against the previous hash; the kind's required body
+        keys; the link rows; every stored Merkle node; each stored checkpoint entry's size
+        and root (and signature, with ``key``); then the head row. With ``checkpoint`` (a
+        signed note, checked with ``key``, which is then required) also that the ledger
+        still holds that tree: fewer entries is a truncation, a different root a fork.
+        """
+        return verify_ledger(self, checkpoint=checkpoint, key=key)
+

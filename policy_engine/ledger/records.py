@@ -1,0 +1,108 @@
+"""The ledger's entries as Python sees them (``Entry``, ``NewEntry``, ``History``, the
+stored time format) and what the reading, writing and opening halves of the ``Ledger``
+share: the table aliases, the column lists, the driver-error translation (``_db``)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from sqlalchemy import exc as sa_exc
+
+from . import schema
+from .canonical import leaf_data
+from .errors import InvalidEntry, LedgerError, LedgerUnavailable
+
+E, L, N, H, Q = schema.entries, schema.links, schema.nodes, schema.heads, schema.queue
+DURABILITY = ("full", "normal")
+_E_COLS = ("seq", "id", "kind", "workflow", "key", "links", "body", "time", "prev", "hash")
+_Q_COLS = ("grp", "id", "kind", "workflow", "key", "links", "body", "time")
+_MAX_LINKS = 64
+_PG_MIGRATION_LOCK = 0x5710_1E5E
+_PG_SEQUENCER_LOCK = 0x5710_5E90  # held (exclusive) by the appender sequencing the queue
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 UTC with microseconds and ``Z``: the stored, hashed form of an entry's time."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise InvalidEntry("an entry time must be timezone-aware")
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recorded fact. ``hash`` is the hex RFC 6962 leaf hash of its canonical form."""
+
+    seq: int
+    id: str
+    kind: str
+    body: Any = field(compare=False, repr=False)
+    body_json: str
+    workflow: str | None
+    links: tuple[str, ...]
+    key: str | None
+    time: str
+    prev: str
+    hash: str
+
+    def leaf_data(self) -> bytes:
+        """The RFC 8785 bytes whose leaf hash is ``hash``."""
+        return leaf_data(self.body_json, seq=self.seq, id=self.id, kind=self.kind, workflow=self.workflow,
+                         links=self.links, key=self.key, time=self.time, prev=self.prev)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "id": self.id, "kind": self.kind, "workflow": self.workflow, "links": list(self.links),
+                "key": self.key, "time": self.time, "prev": self.prev, "hash": self.hash, "body": self.body}
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An append request (what :meth:`Ledger.append_many` takes)."""
+
+    kind: str
+    body: Any
+    workflow: str | None = None
+    links: Sequence[str] = ()
+    key: str | None = None
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """An entry with everything linked to it: ``upstream`` (what it links to, transitively)
+    and ``downstream`` (what links to it, transitively), each in ``seq`` order."""
+
+    entry: Entry
+    upstream: tuple[Entry, ...]
+    downstream: tuple[Entry, ...]
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """All of them in ``seq`` order, the entry included."""
+        return tuple(sorted((self.entry, *self.upstream, *self.downstream), key=lambda e: e.seq))
+
+
+
+
+def _short(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _db(fn):
+    """Translate driver errors (a server gone, a corrupt file, a lock timeout) into LedgerUnavailable."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except LedgerError:
+            raise
+        except (sa_exc.DBAPIError, sa_exc.InterfaceError, sa_exc.ResourceClosedError, OSError) as e:
+            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+        except self._driver_errors as e:  # the raw-cursor write path
+            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+    return wrapper
+
