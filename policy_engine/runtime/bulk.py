@@ -23,8 +23,9 @@ record's reviewer does not count for that record). Steps are tracked per record.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from sqlalchemy import select as sql_select
 
@@ -32,9 +33,10 @@ from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text
 from . import projections as P
-from .runtime import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts
+from .results import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts
 
-__all__ = ["RollbackBatch", "request_bulk_rollback", "approve_batch", "batch_status", "batch_step", "attach"]
+__all__ = ["RollbackBatch", "BulkRollbacks", "request_bulk_rollback", "approve_batch", "batch_status", "batch_step",
+           "attach"]
 
 E, L = lschema.entries, lschema.links
 _CHUNK = 500
@@ -42,10 +44,10 @@ _CHUNK = 500
 
 @dataclass(frozen=True)
 class RollbackBatch(_Result):
-    batch_id: Optional[str]  #: None when nothing was recorded (nothing to plan)
+    batch_id: str | None  #: None when nothing was recorded (nothing to plan)
     batch_hash: str  #: what one approval of the batch names: sha256 over the scenario, the select and every plan hash
     scenario: str
-    select: Optional[str]
+    select: str | None
     rollbacks: tuple[str, ...]  #: one rollback per planned original, in the order of the originals
     originals: tuple[str, ...]  #: the executions planned as originals
     selected: int  #: executions the select matched
@@ -80,7 +82,7 @@ def _record(e: Any) -> dict:  # the OriginalRecord of an execution (as Runtime.r
     return rec
 
 
-def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> Optional[tuple]:
+def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> tuple | None:
     k = (wf, atype)
     if k not in memo:
         try:
@@ -144,14 +146,14 @@ def _graphs(ledger: Any, c: Any, eng: Any, roots: list) -> tuple[dict, dict, dic
     return {r.id: recs[r.id] for r in roots}, undeclared, final
 
 
-def _batch_hash(scenario: str, select: Optional[str], plans: list[tuple[str, str]]) -> str:
+def _batch_hash(scenario: str, select: str | None, plans: list[tuple[str, str]]) -> str:
     body = {"scenario": scenario, "select": select, "plans": [[o, h] for o, h in plans]}
     return "sha256:" + hashlib.sha256(canonical_text(body).encode()).hexdigest()
 
 
-def request_bulk_rollback(rt: Any, select: Optional[str], scenario: str, requested_by: str, reason: str,
-                          since: Any = None, until: Any = None, *, executions: Optional[Iterable[str]] = None,
-                          trigger: Optional[str] = None, now: Any = None, dry_run: bool = False) -> RollbackBatch:
+def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_by: str, reason: str,
+                          since: Any = None, until: Any = None, *, executions: Iterable[str] | None = None,
+                          trigger: str | None = None, now: Any = None, dry_run: bool = False) -> RollbackBatch:
     """Plan every recorded execution ``select`` matches (a CEL condition over ``original``;
     ``since <= time < until`` narrows the executions read), or every one of
     ``executions`` (ids), as one batch; recorded in one transaction (with ``dry_run``,
@@ -302,7 +304,7 @@ def _batch(rt: Any, c: Any, batch_id: str) -> Any:
 
 
 def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str] = (), batch_hash: str,
-                  verdict: str = "approve", now: Any = None, note: Optional[str] = None) -> dict:
+                  verdict: str = "approve", now: Any = None, note: str | None = None) -> dict:
     """One approval (or deny) of a whole batch, bound to its ``batch_hash``: recorded as the
     batch's approval and one approval per open plan, each counted only where the engine
     would count this principal for that plan. A hash that is not the batch's is refused."""
@@ -390,8 +392,8 @@ def batch_status(rt: Any, batch_id: str, *, now: Any = None) -> dict:
             "duties": {"total": len(duties), "done": done, "failed": failed, "remaining": len(duties) - done}}
 
 
-def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: Optional[str] = None, now: Any = None,
-               detail: Optional[dict] = None) -> Any:
+def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: str | None = None, now: Any = None,
+               detail: dict | None = None) -> Any:
     """Report one step of the batch: the plan whose duties name ``duty`` gets it
     (``Runtime.step``); a duty of several plans (a compensation) names the plan:
     ``ROLLBACK_ID/compensate:NAME``."""
@@ -409,8 +411,18 @@ def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: Optional[
     return rt.step(hits[0], duty, status, key=key, now=now, detail=detail)
 
 
+class BulkRollbacks:
+    """The batch methods of ``Runtime`` (a base of it: runtime.py imports this module, never the
+    other way round). Each is the module function of the same name, ``self`` as ``rt``."""
+
+    request_bulk_rollback = request_bulk_rollback
+    approve_batch = approve_batch
+    batch_status = batch_status
+    batch_step = batch_step
+
+
 def attach(cls: Any) -> None:
-    """Give ``Runtime`` the batch methods (called once from runtime.py)."""
+    """Give another class the batch methods (``Runtime`` has them as a base: :class:`BulkRollbacks`)."""
     cls.request_bulk_rollback = request_bulk_rollback
     cls.approve_batch = approve_batch
     cls.batch_status = batch_status

@@ -1,0 +1,186 @@
+"""The base of ``Runtime``: its state (engine, ledger, time-to-lives), the ledger plumbing
+(one transaction with the projections, entries and their links) and where a subject
+(a gate decision or a rollback) stands, which every other part reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from ..ledger import Ledger
+from . import projections as P
+from .results import E, L, RuntimeUsageError, SubjectStatus, _parse
+
+
+class RuntimeCore:
+    """State and plumbing shared by the parts of :class:`~policy_engine.runtime.runtime.Runtime`."""
+
+    def __init__(self, policies: Any, ledger: Ledger, *, approval_ttl: timedelta = timedelta(hours=24),
+                 decision_ttl: timedelta = timedelta(hours=24), rollback_ttl: timedelta = timedelta(days=7),
+                 owns_ledger: bool = False) -> None:
+        self._policies = policies
+        self.ledger = ledger
+        self.approval_ttl = approval_ttl  #: an approval lapses this long after it is given
+        self.decision_ttl = decision_ttl  #: a decision awaiting approval expires after this
+        self.rollback_ttl = rollback_ttl  #: a rollback not authorized by then expires
+        self._owns = owns_ledger
+        self.ledger.transact(lambda c: P.create(c))
+
+    def close(self) -> None:
+        if self._owns:
+            self.ledger.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Any:
+        """The engine deciding now (a PolicyStore's current snapshot)."""
+        p = self._policies
+        if p is None:
+            raise RuntimeUsageError("this runtime was opened without policies (read-only)")
+        return p.engine if hasattr(p, "reload") else p  # a PolicyStore: its current snapshot
+
+    # ------------------------------------------------------------------ plumbing
+    def _transact(self, build) -> list:
+        return self.ledger.transact(build, after=lambda c, new: [P.apply(c, e) for e in new])
+
+    def _entry(self, c, ref: str, kinds: Iterable[str] | None = None) -> Any:
+        if not isinstance(ref, str) or not ref:
+            raise RuntimeUsageError(f"an entry id is a non-empty string, not {ref!r}")
+        found = self.ledger.fetch(c, E.c.id == ref)
+        if not found:
+            raise RuntimeUsageError(f"no entry `{ref}` in the ledger")
+        e = found[0]
+        if kinds is not None and e.kind not in kinds:
+            raise RuntimeUsageError(f"entry `{ref}` is a `{e.kind}`, not a {' or '.join(f'`{k}`' for k in kinds)}")
+        return e
+
+    def _linked(self, c, e: Any, kinds: Iterable[str] | None = None) -> list:
+        where = [E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == e.seq))]
+        if kinds is not None:
+            where.append(E.c.kind.in_(tuple(kinds)))
+        return self.ledger.fetch(c, *where)
+
+    def _wf_row(self, c, wf: str | None) -> tuple | None:
+        if wf is None:
+            return None
+        r = c.execute(select(P.workflows.c.status, P.workflows.c.trigger, P.workflows.c.since,
+                             P.workflows.c.stop_id, P.workflows.c.seq)
+                      .where(P.workflows.c.workflow == wf)).first()
+        return tuple(r) if r is not None and r[0] == "stopped" else None
+
+    @staticmethod
+    def _state(wf: str | None, row: tuple | None) -> dict | None:
+        if row is None:
+            return None
+        return {"name": wf, "status": "stopped", "stopped_by": row[1], "stopped_at": row[2]}
+
+    def _facts(self, eng: Any, workflow: Any, atype: Any) -> dict:
+        """What the policy declares for an action type (receipt, side_effects, runs_while_stopped).
+        None where the policy (or the engine's API) does not say: callers fail closed."""
+        try:
+            ca = eng.compiled.workflows[workflow].actions[atype]
+            return {"receipt": tuple(ca.receipt), "side_effects": tuple(ca.side_effects),
+                    "runs_while_stopped": bool(ca.runs_while_stopped)}
+        except Exception:  # noqa: BLE001
+            return {"receipt": None, "side_effects": None, "runs_while_stopped": False}
+
+    # ------------------------------------------------------------------ status of a workflow
+    def workflow_status(self, workflow: str) -> dict:
+        """``{"workflow", "status": running|stopped, "stopped_by", "since", "stop_id"}`` from the ledger."""
+        with self.ledger.reading() as c:
+            row = self._wf_row(c, workflow)
+        if row is None:
+            return {"workflow": workflow, "status": "running", "stopped_by": None, "since": None, "stop_id": None}
+        return {"workflow": workflow, "status": "stopped", "stopped_by": row[1], "since": row[2], "stop_id": row[3]}
+
+    # ------------------------------------------------------------------ subjects and approvals
+    def _subject_status(self, c, eng: Any, subj: Any, now_dt: datetime, extra: Iterable[dict] = ()) -> SubjectStatus:
+        linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))
+        approvals = [e.body for e in linked if e.kind == "approval"] + list(extra)
+        transitions = [e.body for e in linked if e.kind == "transition"]
+        b = subj.body
+        claimed = next((t.get("principal") for t in reversed(transitions) if t["to"] == "claimed"), None)
+        ended = next((t["to"] for t in transitions if t["to"] in ("cancelled", "expired")), None)
+        if subj.kind == "decision":
+            dec = b["decision"]
+            digest, kind = dec.get("action_digest"), "decision"
+            if dec.get("effect") == "allow":
+                used = next((e.id for e in linked if e.kind == "execution" and e.body.get("authorized")), None)
+                return SubjectStatus(subj.id, kind, "executed" if used else "allowed", digest, used_by=used)
+            if dec.get("effect") != "require_approval":
+                return SubjectStatus(subj.id, kind, "refused", digest, reason=f"the decision is `{dec.get('effect')}`")
+
+            def judge(apps):
+                return eng.authorize_action(dec, apps, now_dt)
+            bind = "action_digest"
+        else:
+            digest, kind, plan = b["plan_hash"], "rollback", b.get("plan")
+
+            def judge(apps):
+                return eng.authorize_rollback(plan, apps, now_dt)
+            bind = "plan_hash"
+        fields = ("principal", "roles", "at", "expires_at", "policy_hash")
+        apps = [{**{k: a[k] for k in fields if a.get(k) is not None}, bind: a["digest"]}
+                for a in approvals if a["verdict"] == "approve"]
+        verdict = judge(apps)
+        denied, ignored = [], []
+        for a in approvals:
+            if a["verdict"] != "deny":
+                continue
+            one = judge([{"principal": a["principal"], "roles": a.get("roles", []), bind: a["digest"],
+                          **({"policy_hash": a["policy_hash"]} if a.get("policy_hash") else {})}])
+            (denied if a["principal"] in one.accepted else ignored).append(a["principal"])
+        expires_at = b.get("pending_until")
+        common = dict(verdict=verdict, denied_by=tuple(denied), ignored_denials=tuple(ignored), expires_at=expires_at,
+                      claimed_by=claimed)
+        if kind == "decision":
+            used = next((e.id for e in linked if e.kind == "execution" and e.body.get("authorized")), None)
+            if ended:
+                return SubjectStatus(subj.id, kind, ended, digest, **common, used_by=used)
+            if denied:
+                return SubjectStatus(subj.id, kind, "denied", digest, **common, reason=f"denied by {', '.join(denied)}")
+            if used:
+                return SubjectStatus(subj.id, kind, "executed", digest, **common, used_by=used,
+                                     reason=f"its approvals were used by execution {used}")
+            if expires_at is not None and now_dt >= _parse(expires_at):
+                return SubjectStatus(subj.id, kind, "expired", digest, **common,
+                                     reason=f"not executed by {expires_at}")
+            return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common)
+        # a rollback: authorization, then progress from its steps
+        duties = tuple(b.get("duties") or ())
+        latest: dict[str, str] = {}
+        for e in linked:
+            if e.kind == "step" and e.body["record"] in duties:
+                st = e.body["status"]
+                prev = latest.get(e.body["record"])
+                if st == "verified" or prev != "verified":
+                    latest[e.body["record"]] = st
+        done = {"completed", "verified"}
+        remaining = tuple(d for d in duties if latest.get(d) not in done)
+        unverified = tuple(d for d in duties if latest.get(d) == "completed")
+        prog = dict(duties=duties, steps=latest, remaining=remaining, unverified=unverified)
+        if latest:
+            if not remaining and not unverified:
+                status = "verified"
+            elif not remaining:
+                status = "completed"
+            elif any(v == "failed" for v in latest.values()):
+                status = "partial"
+            else:
+                status = "in_progress"
+            return SubjectStatus(subj.id, kind, status, digest, **common, **prog)
+        if ended:
+            return SubjectStatus(subj.id, kind, ended, digest, **common, **prog)
+        if denied:
+            return SubjectStatus(subj.id, kind, "denied", digest, **common, **prog,
+                                 reason=f"denied by {', '.join(denied)}")
+        if not verdict.satisfied and expires_at is not None and now_dt >= _parse(expires_at):
+            return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog,
+                                 reason=f"not authorized by {expires_at}")
+        return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common, **prog)
+

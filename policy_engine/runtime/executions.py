@@ -1,0 +1,243 @@
+"""The action's path through the runtime: ``gate`` and ``gate_many`` (decide and record,
+stopping the workflow when a stop trigger fires), ``executed`` (record that it ran, flagged when
+unauthorized) and ``resume`` (restart a stopped workflow)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from ..ledger import InvalidEntry, NewEntry
+from ..ledger.canonical import canonical_text
+from .core import RuntimeCore
+from .results import E, ExecutionResult, GateResult, ResumeResult, RuntimeUsageError, _digest, _name, _now, _plain, _ts
+
+
+class Executions(RuntimeCore):
+    """The executions part of :class:`~policy_engine.runtime.runtime.Runtime`."""
+
+    # ------------------------------------------------------------------ gate
+    def gate(self, action: Any, *, now: Any = None, key: str | None = None) -> GateResult:
+        """Evaluate ``action`` with the workflow state the ledger holds, record the decision,
+        and, when a stop trigger fires, stop the workflow in the ledger (same transaction)."""
+        eng = self.engine
+        now_dt = _now(now)
+        a = _plain(action)
+        wf = _name(a.get("workflow")) if isinstance(a, dict) else None
+        with self.ledger.reading() as c:
+            row0 = self._wf_row(c, wf)
+        d0 = eng.evaluate(a, self._state(wf, row0), now_dt)
+        out: dict[str, Any] = {}
+
+        def build(c):
+            row = self._wf_row(c, wf)
+            d = d0 if row == row0 else eng.evaluate(a, self._state(wf, row), now_dt)
+            out["d"], out["row"] = d, row
+            try:
+                canonical_text(a)
+                recorded_action, problem = a, None
+            except InvalidEntry as e:  # the decision (fail closed) is recorded; the action as text
+                recorded_action, problem = repr(a)[:4096], str(e)
+            body = {"action": recorded_action, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
+                    "now": _ts(now_dt)}
+            if problem:
+                body["action_error"] = problem
+            if d.effect == "require_approval":
+                body["pending_until"] = _ts(now_dt + self.decision_ttl)
+            items = [NewEntry("decision", body, workflow=wf, key=key, time=now_dt)]
+            if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
+                s = d.stop
+                items.append(NewEntry("stop", {"trigger": d.deciding.name, "decision": 0, "stopped_at": _ts(now_dt),
+                                               "severity": s.severity if s else None, "owner": s.owner if s else None,
+                                               "notify": list(s.notify) if s else [],
+                                               "resume_criteria": list(s.resume_criteria) if s else []},
+                                      workflow=wf, links=[0], time=now_dt))
+            return items
+
+        entries = self._transact(build)
+        d = out.get("d", d0)
+        if key is not None and entries and entries[0].body.get("decision") != d.model_dump(mode="json"):
+            d = type(d0).model_validate(entries[0].body["decision"])  # a repeated key: the recorded decision
+        stop = next((e for e in entries if e.kind == "stop"), None)
+        stopped = stop is not None or out.get("row") is not None
+        return GateResult(entries[0].id, d, stop is not None, stop.id if stop else None,
+                          "stopped" if stopped else "running")
+
+    def gate_many(self, actions: Iterable[Any], *, now: Any = None) -> list[GateResult]:
+        """Gate a batch in one transaction (one lock, one commit, one fsync): each action
+        evaluated with the ledger's state *as the batch leaves it* (a stop fired by one
+        stops the later ones of its workflow). All recorded or none. For runtimes that
+        gate many actions at once (a queue consumer, an import): the commit, not the
+        evaluation, bounds a single gate's rate on a durable disk."""
+        eng = self.engine
+        now_dt = _now(now)
+        acts = [_plain(a) for a in actions]
+        decisions: list[Any] = []
+
+        def build(c):
+            decisions.clear()
+            rows: dict[str | None, tuple | None] = {}
+            items: list[NewEntry] = []
+            for a in acts:
+                wf = _name(a.get("workflow")) if isinstance(a, dict) else None
+                if wf not in rows:
+                    rows[wf] = self._wf_row(c, wf)
+                d = eng.evaluate(a, self._state(wf, rows[wf]), now_dt)
+                decisions.append((d, rows[wf] is not None))
+                try:
+                    canonical_text(a)
+                    body = {"action": a}
+                except InvalidEntry as e:
+                    body = {"action": repr(a)[:4096], "action_error": str(e)}
+                body.update(decision=d.model_dump(mode="json"), policy_hash=d.policy_hash, now=_ts(now_dt))
+                if d.effect == "require_approval":
+                    body["pending_until"] = _ts(now_dt + self.decision_ttl)
+                items.append(NewEntry("decision", body, workflow=wf, time=now_dt))
+                if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
+                    s = d.stop
+                    items.append(NewEntry("stop", {"trigger": d.deciding.name, "decision": len(items) - 1,
+                                                   "stopped_at": _ts(now_dt),
+                                                   "severity": s.severity if s else None,
+                                                   "owner": s.owner if s else None,
+                                                   "notify": list(s.notify) if s else [],
+                                                   "resume_criteria": list(s.resume_criteria) if s else []},
+                                          workflow=wf, links=[len(items) - 1], time=now_dt))
+                    rows[wf] = ("stopped", d.deciding.name, _ts(now_dt), None, -1)
+            return items
+
+        entries = self._transact(build)
+        out: list[GateResult] = []
+        for e in entries:
+            if e.kind == "stop" and out:
+                last = out.pop()
+                out.append(GateResult(last.decision_id, last.decision, True, e.id, "stopped"))
+                continue
+            d, was_stopped = decisions[len(out)]
+            out.append(GateResult(e.id, d, False, None, "stopped" if was_stopped else "running"))
+        return out
+
+    # ------------------------------------------------------------------ executions
+    def executed(self, decision_id: str | None, *, receipt: dict, caused_by: str | None = None,
+                 action: dict | None = None, executed_at: Any = None, now: Any = None,
+                 key: str | None = None) -> ExecutionResult:
+        """Record that an action ran. Always recorded (the ledger records what happened);
+        flagged ``unauthorized`` without a permitting decision (not allowed, approvals not
+        satisfied, already used, the workflow stopped after the decision), and
+        ``receipt_incomplete`` with each declared receipt field it lacks."""
+        if not isinstance(receipt, dict):
+            raise RuntimeUsageError("`receipt` is a JSON object")
+        eng, now_dt = self.engine, _now(now)
+        ex_at = _now(executed_at) if executed_at is not None else now_dt
+        out: dict[str, Any] = {}
+
+        def build(c):
+            if key is not None:
+                old = self.ledger.fetch(c, E.c.key == key)
+                if old:
+                    out["old"] = old[0]
+                    return []
+            reasons: list[str] = []
+            links: list[str] = []
+            dec = None
+            if decision_id is not None:
+                subj = self._entry(c, decision_id, ("decision",))
+                links.append(decision_id)
+                dec = subj.body["decision"]
+                act = subj.body["action"] if isinstance(subj.body["action"], dict) else {}
+                wf, atype = subj.workflow, dec.get("action_type")
+                st = self._subject_status(c, eng, subj, now_dt)
+                if st.status in ("allowed", "approved"):
+                    row = self._wf_row(c, wf)
+                    facts = self._facts(eng, wf, atype)
+                    if row is not None and row[4] > subj.seq and not facts["runs_while_stopped"]:
+                        reasons.append(f"workflow `{wf}` was stopped by `{row[1]}` at {row[2]}, after the decision")
+                elif st.status == "executed":
+                    reasons.append(f"the decision was already used by execution {st.used_by}")
+                elif st.status == "refused":
+                    reasons.append(f"the decision is `{dec.get('effect')}`")
+                elif st.status == "pending":
+                    open_ = ", ".join(f"{s.missing} {' or '.join(s.roles)}" for s in st.verdict.open_slots)
+                    reasons.append("the approvals are not satisfied" + (f" (open: {open_})" if open_ else ""))
+                else:
+                    reasons.append(f"the decision is `{st.status}`" + (f": {st.reason}" if st.reason else ""))
+                reviewer = ", ".join(st.verdict.accepted) if st.verdict is not None and st.verdict.accepted else None
+            else:
+                act = _plain(action) if action is not None else {}
+                if not isinstance(act, dict) or not act.get("type"):
+                    raise RuntimeUsageError("an execution without a decision names its `action` (workflow, type)")
+                wf, atype = _name(act.get("workflow")), act.get("type")
+                reasons.append("no gate decision covers it")
+                reviewer = None
+            declared = tuple(dec.get("receipt") or ()) if dec is not None else ()
+            if not declared:
+                declared = self._facts(eng, wf, atype)["receipt"] or ()
+            missing = tuple(f for f in declared if f not in receipt)
+            parent = None
+            if caused_by is not None:
+                parent = self._entry(c, caused_by, ("execution",))
+                if caused_by not in links:
+                    links.append(caused_by)
+            flags = (["unauthorized"] if reasons else []) + (["receipt_incomplete"] if missing else [])
+            body = {"receipt": receipt, "authorized": not reasons, "flags": flags, "reasons": reasons,
+                    "missing_receipt": list(missing), "decision": decision_id, "caused_by": caused_by,
+                    "type": atype, "action_id": act.get("id") if isinstance(act.get("id"), str) else None,
+                    "executed_at": _ts(ex_at), "reviewer": receipt.get("reviewer") or reviewer,
+                    "requester": receipt.get("requester") or act.get("requested_by") or act.get("requester"),
+                    "policy_hash": eng.policy_hash}
+            if decision_id is None:
+                body["action"] = act
+            del parent
+            return [NewEntry("execution", body, workflow=wf, links=links, key=key, time=now_dt)]
+
+        entries = self._transact(build)
+        e = out.get("old") or entries[0]
+        b = e.body
+        return ExecutionResult(e.id, b["authorized"], tuple(b.get("flags", ())), tuple(b.get("reasons", ())),
+                               tuple(b.get("missing_receipt", ())), e)
+
+    # ------------------------------------------------------------------ resume
+    def resume(self, workflow: str, *, evidence: dict, principal: str, now: Any = None) -> ResumeResult:
+        """Ask to restart a stopped workflow: the stop trigger's re-enable criteria over
+        ``evidence``. Recorded either way (each criterion's result); only an allowed resume
+        restarts it. A workflow that is not stopped is answered, nothing recorded."""
+        eng, now_dt = self.engine, _now(now)
+        out: dict[str, Any] = {}
+
+        def build(c):
+            row = self._wf_row(c, workflow)
+            if row is None:
+                out["r"] = ResumeResult(workflow, False, None, False, None, "running",
+                                        reason=f"workflow `{workflow}` is not stopped")
+                return []
+            state = {"name": workflow, "status": "stopped", "stopped_by": row[1], "stopped_at": row[2]}
+            r = eng.may_resume(workflow, state, evidence, now_dt)
+            out["d"] = r
+            try:
+                ev_digest = _digest(evidence)
+                ev = evidence
+            except InvalidEntry as e:
+                ev_digest = "sha256:" + hashlib.sha256(repr(evidence).encode()).hexdigest()
+                ev = {"unrecordable": str(e)}
+            body = {
+                "evidence_digest": ev_digest,
+                "evidence": ev,
+                "criteria": [x.model_dump(mode="json") for x in r.criteria],
+                "allowed": r.allowed,
+                "unmet": list(r.unmet),
+                "trigger": row[1],
+                "principal": principal,
+                "policy_hash": r.policy_hash,
+                "resumed_at": _ts(now_dt),
+                "errors": [x.model_dump(mode="json") for x in r.errors],
+            }
+            return [NewEntry("resume", body, workflow=workflow, links=[row[3]], time=now_dt)]
+
+        entries = self._transact(build)
+        if "r" in out:
+            return out["r"]
+        d = out["d"]
+        return ResumeResult(
+            workflow, True, entries[0].id, d.allowed, d, "running" if d.allowed else "stopped", tuple(d.unmet)
+        )
+

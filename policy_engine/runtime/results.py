@@ -1,0 +1,225 @@
+"""What the runtime's calls return (``GateResult``, ``SubjectStatus``, ``QueueItem`` …),
+``RuntimeUsageError``, the lifecycle's constants and the small helpers every part of the
+``Runtime`` shares (times, digests, ``dumps``). Imports nothing else of the runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from ..ledger import schema as lschema
+from ..ledger.canonical import canonical_text
+
+E, L = lschema.entries, lschema.links
+_UTC = UTC
+MAX_CASCADE = 10_000
+#: statuses after which a subject takes no more approvals or transitions
+TERMINAL = frozenset({"denied", "expired", "cancelled", "executed", "verified"})
+STEP_RANK = {"started": 0, "failed": 1, "completed": 2, "verified": 3}
+
+
+class RuntimeUsageError(ValueError):
+    """The call names something the runtime cannot act on (an unknown id, an entry of the
+    wrong kind, an unknown rollback duty). One line, never a traceback in the CLI."""
+
+
+def _now(now: Any) -> datetime:
+    if now is None:
+        return datetime.now(_UTC)
+    if isinstance(now, datetime):
+        if now.tzinfo is None:
+            raise RuntimeUsageError("`now` must be timezone-aware")
+        return now.astimezone(_UTC)
+    if isinstance(now, str):
+        try:
+            return datetime.fromisoformat(now.replace("Z", "+00:00")).astimezone(_UTC)
+        except ValueError:
+            raise RuntimeUsageError(f"`now` is not an RFC 3339 time: {now!r}") from None
+    raise RuntimeUsageError(f"`now` must be a datetime or an RFC 3339 string, not {type(now).__name__}")
+
+
+def _ts(t: datetime) -> str:
+    return t.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(s: str | None) -> datetime | None:
+    return None if s is None else datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def _digest(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(canonical_text(value).encode()).hexdigest()
+
+
+def _plain(x: Any) -> Any:
+    dump = getattr(x, "model_dump", None)
+    return dump(mode="json") if callable(dump) else x
+
+
+def _name(v: Any) -> str | None:
+    return v if isinstance(v, str) and 0 < len(v) <= 256 else None
+
+
+# ---------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class _Result:
+    def to_json(self) -> dict[str, Any]:
+        out = {}
+        for k in self.__dataclass_fields__:
+            v = getattr(self, k)
+            out[k] = v.to_json() if hasattr(v, "to_json") else _plain(v)
+        return out
+
+
+@dataclass(frozen=True)
+class GateResult(_Result):
+    """A recorded gate decision. ``effect``, ``reason`` … read through to the Decision."""
+
+    decision_id: str
+    decision: Any  # policy_engine.models.Decision
+    stopped: bool = False  #: this gate fired a stop trigger and stopped the workflow
+    stop_id: str | None = None
+    workflow_status: str = "running"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.decision, name)
+
+
+@dataclass(frozen=True)
+class SubjectStatus(_Result):
+    """Where a subject (a gate decision or a rollback) stands, derived from the ledger.
+
+    ``status``: for a decision ``allowed`` (no approval needed), ``refused`` (deny/stop),
+    ``pending``, ``approved``, ``denied``, ``expired``, ``cancelled`` or ``executed``;
+    for a rollback ``pending``, ``approved``, ``denied``, ``expired``, ``cancelled``,
+    ``in_progress``, ``partial``, ``completed`` or ``verified``."""
+
+    subject: str
+    kind: str  #: decision | rollback
+    status: str
+    digest: str | None
+    verdict: Any = None  # AuthorizationVerdict, for a subject that needs approvals
+    denied_by: tuple[str, ...] = ()
+    ignored_denials: tuple[str, ...] = ()  #: denials from principals who could not fill a slot
+    expires_at: str | None = None
+    used_by: str | None = None  #: the execution that used a decision's approvals
+    claimed_by: str | None = None
+    duties: tuple[str, ...] = ()
+    steps: dict = field(default_factory=dict)  #: duty -> latest step status
+    remaining: tuple[str, ...] = ()  #: duties not completed
+    unverified: tuple[str, ...] = ()  #: duties completed but not verified
+    reason: str = ""
+
+    @property
+    def satisfied(self) -> bool:
+        return self.status in ("allowed", "approved")
+
+
+@dataclass(frozen=True)
+class ApprovalResult(_Result):
+    subject: str
+    recorded: bool
+    approval_id: str | None
+    counted: bool  #: the approval fills a slot / the deny counts
+    status: str  #: the subject's status after it
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionResult(_Result):
+    execution_id: str
+    authorized: bool
+    flags: tuple[str, ...]  #: unauthorized, receipt_incomplete
+    reasons: tuple[str, ...]
+    missing_receipt: tuple[str, ...]
+    entry: Any = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class RollbackRequestResult(_Result):
+    rollback_id: str | None  #: None when the plan was not recorded (not authorizable)
+    plan: Any  # RollbackPlan
+    existing: bool = False  #: the execution was already being (or was) rolled back: this is that rollback
+    status: str = "pending"
+    route: str | None = None
+    undeclared: tuple[dict, ...] = ()  #: recorded caused_by links the policy's side_effects do not declare
+    reason: str = ""
+
+    @property
+    def plan_hash(self) -> str:
+        return self.plan.plan_hash if self.plan is not None else ""
+
+
+@dataclass(frozen=True)
+class StepResult(_Result):
+    rollback_id: str
+    duty: str
+    status: str
+    recorded: bool  #: False: a repeated key, nothing changed
+    step_id: str
+    authorized: bool
+    rollback_status: str
+    remaining: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResumeResult(_Result):
+    workflow: str
+    recorded: bool
+    resume_id: str | None
+    allowed: bool
+    decision: Any  # ResumeDecision, None when the workflow was not stopped
+    status: str  #: the workflow's status after it
+    unmet: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TransitionResult(_Result):
+    subject: str
+    recorded: bool
+    status: str
+    transition_id: str | None = None
+    reason: str = ""
+
+
+class QueueItem(NamedTuple):
+    """One open rollback on a route (a tuple: 10^4 of them are built in a few ms)."""
+
+    rollback_id: str
+    route: str | None
+    scenario: str
+    workflow: str | None
+    original: str
+    requested_by: str
+    requested_at: str
+    deadline: str | None  #: the reversal window's end (null: no window)
+    expires_at: str | None
+    status: str
+    claimed_by: str | None
+    past_window: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "to_json"):
+        return _jsonable(o.to_json())
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    return o
+
+
+def dumps(x: Any) -> str:
+    """JSON text of a runtime result (what the CLI prints)."""
+    return json.dumps(_jsonable(x), indent=2, sort_keys=True, ensure_ascii=False)
+

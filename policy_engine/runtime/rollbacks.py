@@ -1,0 +1,214 @@
+"""One rollback: ``request_rollback`` (planned from the record and its recorded cascade),
+the review ``queue`` and its ``step`` reports. Batches of them: :mod:`.bulk`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..ledger import NewEntry
+from . import projections as P
+from .core import RuntimeCore
+from .results import (
+    MAX_CASCADE,
+    STEP_RANK,
+    E,
+    L,
+    QueueItem,
+    RollbackRequestResult,
+    RuntimeUsageError,
+    StepResult,
+    _now,
+    _ts,
+)
+
+
+class Rollbacks(RuntimeCore):
+    """The rollbacks part of :class:`~policy_engine.runtime.runtime.Runtime`."""
+
+    # ------------------------------------------------------------------ rollbacks
+    def _record_graph(self, c, eng: Any, x: Any) -> tuple[dict, list[dict], int]:
+        """The original as an OriginalRecord dict with ``downstream`` from the recorded
+        ``caused_by`` links (breadth-first, one query per level), and the links the policy's
+        ``side_effects`` do not declare (listed, not followed)."""
+        def record(e):
+            b = e.body
+            rec = {k: v for k, v in (b.get("receipt") or {}).items() if k not in ("downstream",)}
+            rec.update({"id": e.id, "type": b.get("type") or "", "executed_at": b.get("executed_at") or e.time,
+                        "downstream": []})
+            for k in ("reviewer", "requester"):
+                if b.get(k) is not None:
+                    rec[k] = b[k]
+            return rec
+
+        root = record(x)
+        undeclared: list[dict] = []
+        level = [(x, root)]
+        n = 1
+        while level and n < MAX_CASCADE:
+            by_seq = {e.seq: (e, r) for e, r in level}
+            kids = self.ledger.fetch(c, E.c.kind == "execution",
+                                     E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq.in_(list(by_seq)))))
+            by_id = {e.id: (e, r) for e, r in level}
+            nxt = []
+            for k in kids:
+                pe_pr = by_id.get(k.body.get("caused_by"))
+                if pe_pr is None:
+                    continue
+                pe, pr = pe_pr
+                declared = self._facts(eng, pe.workflow, pe.body.get("type"))["side_effects"]
+                if declared is None or k.body.get("type") not in declared:
+                    undeclared.append({"record": k.id, "type": k.body.get("type"), "parent": pe.id,
+                                       "parent_type": pe.body.get("type")})
+                    continue
+                kr = record(k)
+                pr["downstream"].append(kr)
+                nxt.append((k, kr))
+                n += 1
+                if n >= MAX_CASCADE:
+                    break
+            level = nxt
+        return root, undeclared, n
+
+    def request_rollback(self, execution_id: str, *, scenario: str, requested_by: str, reason: str,
+                         trigger: str | None = None, now: Any = None) -> RollbackRequestResult:
+        """Plan the rollback of a recorded execution from the record (its receipt, reviewer,
+        requester, time; the cascade from recorded ``caused_by`` links), store the plan and
+        queue it on its scenario's route. An execution already being (or already) rolled
+        back is answered with that rollback, not a second one."""
+        eng, now_dt = self.engine, _now(now)
+        with self.ledger.reading() as c:
+            x = self._entry(c, execution_id, ("execution",))
+            existing = self._existing_rollback(c, execution_id)
+            if existing is not None:
+                return self._answer_existing(c, eng, existing, now_dt)
+            original, undeclared, _ = self._record_graph(c, eng, x)
+            wf = x.workflow
+            row = self._wf_row(c, wf)
+        request = {"workflow": wf or "", "scenario": scenario, "requested_by": requested_by, "reason": reason,
+                   "requested_at": _ts(now_dt), "original": original}
+        plan = eng.classify_rollback(request, now_dt)
+        if not plan.authorizable:
+            return RollbackRequestResult(None, plan, False, "refused", plan.route, tuple(undeclared),
+                                         "; ".join(e.message for e in plan.errors) or "the plan is not authorizable")
+        steps = [s.record_id for s in plan.cascade.steps if s.record_id != execution_id]
+        duties = [execution_id, *steps, *(f"compensate:{cp.name}" for cp in plan.compensations),
+                  *(f"notify:{n}" for n in plan.notify)]
+        pd = plan.model_dump(mode="json")
+        body = {"plan_hash": plan.plan_hash, "scenario": scenario, "requested_by": requested_by, "reason": reason,
+                "plan": pd, "route": plan.route, "original": execution_id, "cascade": steps,
+                "duties": list(dict.fromkeys(duties)), "undeclared": undeclared,
+                "trigger": trigger or (row[1] if row else None), "requested_at": _ts(now_dt),
+                "pending_until": _ts(now_dt + self.rollback_ttl)}
+        links = [execution_id] + ([row[3]] if row and row[3] else [])
+        out: dict[str, Any] = {}
+
+        def build(c):
+            ex = self._existing_rollback(c, execution_id)
+            if ex is not None:
+                out["existing"] = ex
+                return []
+            return [NewEntry("rollback", body, workflow=wf, links=links, time=now_dt)]
+
+        entries = self._transact(build)
+        if "existing" in out:
+            with self.ledger.reading() as c:
+                return self._answer_existing(c, eng, out["existing"], now_dt)
+        return RollbackRequestResult(entries[0].id, plan, False, "pending", plan.route, tuple(undeclared))
+
+    def _existing_rollback(self, c, execution_id: str) -> str | None:
+        r = c.execute(select(P.records.c.rollback).join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
+                      .where(P.records.c.record == execution_id,
+                             P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))
+                      .order_by(P.records.c.seq).limit(1)).first()
+        return r[0] if r else None
+
+    def _answer_existing(self, c, eng, rollback_id: str, now_dt: datetime) -> RollbackRequestResult:
+        rb = self._entry(c, rollback_id, ("rollback",))
+        st = self._subject_status(c, eng, rb, now_dt)
+        from ..models import RollbackPlan
+
+        plan = RollbackPlan.model_validate(rb.body["plan"])
+        return RollbackRequestResult(rollback_id, plan, True, st.status, rb.body.get("route"),
+                                     tuple(rb.body.get("undeclared") or ()),
+                                     f"already rolled back by {rollback_id} ({st.status}); nothing was recorded")
+
+    def queue(self, route: str | None = None, *, now: Any = None, limit: int | None = None,
+              claimed: bool | None = None) -> list[QueueItem]:
+        """Open rollbacks (not denied, expired, cancelled or verified) on ``route`` (all routes
+        with None), oldest first, with their window deadline and status."""
+        now_s = _ts(_now(now))
+        R = P.rollbacks
+        q = select(R.c.id, R.c.route, R.c.scenario, R.c.workflow, R.c.original, R.c.requested_by, R.c.requested_at,
+                   R.c.deadline, R.c.expires_at, R.c.status, R.c.claimed_by).where(R.c.open == 1)
+        if route is not None:
+            q = q.where(R.c.route == route)
+        if claimed is not None:
+            q = q.where(R.c.claimed_by.isnot(None) if claimed else R.c.claimed_by.is_(None))
+        q = q.order_by(R.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.ledger.reading() as c:
+            rows = c.execute(q).all()
+        mk = QueueItem._make
+        return [mk((*r, r[7] is not None and r[7] <= now_s)) for r in rows]
+
+    def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: Any = None,
+             detail: dict | None = None) -> StepResult:
+        """Report one step of a rollback: ``duty`` is a record's execution id (its reversal),
+        ``compensate:NAME`` or ``notify:PARTY``; ``status`` started|completed|failed|verified.
+        The same ``key`` again changes nothing."""
+        if status not in STEP_RANK:
+            raise RuntimeUsageError(f"a step's status is started, completed, failed or verified, not {status!r}")
+        eng, now_dt = self.engine, _now(now)
+        lkey = None if key is None else f"step:{rollback_id}:{key}"
+        if lkey is not None and len(lkey) > 256:
+            raise RuntimeUsageError("a step key is at most 200 characters")
+        out: dict[str, Any] = {}
+
+        def build(c):
+            rb = self._entry(c, rollback_id, ("rollback",))
+            if lkey is not None:
+                old = self.ledger.fetch(c, E.c.key == lkey)
+                if old:
+                    out["old"] = old[0]
+                    out["st"] = self._subject_status(c, eng, rb, now_dt)
+                    return []
+            duties = rb.body.get("duties") or []
+            if duty not in duties:
+                shown = ", ".join(duties[:6]) + (" …" if len(duties) > 6 else "")
+                raise RuntimeUsageError(f"`{duty}` is not a duty of rollback {rollback_id} ({shown})")
+            before = self._subject_status(c, eng, rb, now_dt)
+            if status == "verified" and before.steps.get(duty) not in ("completed", "verified"):
+                raise RuntimeUsageError(f"`{duty}` is `{before.steps.get(duty) or 'not started'}`: only a "
+                                        "completed step can be verified")
+            authorized = before.status in ("approved", "in_progress", "partial", "completed", "verified")
+            body = {"record": duty, "status": status, "authorized": authorized, "at": _ts(now_dt)}
+            if not authorized:
+                body["flags"] = ["unauthorized"]
+                body["reason"] = f"the rollback is `{before.status}`"
+            if detail:
+                body["detail"] = detail
+            steps = dict(before.steps)  # fold the new step in (the entry is not written yet)
+            if status == "verified" or steps.get(duty) != "verified":
+                steps[duty] = status
+            done = {"completed", "verified"}
+            remaining = [d for d in duties if steps.get(d) not in done]
+            unverified = [d for d in duties if steps.get(d) == "completed"]
+            st = ("verified" if not remaining and not unverified else "completed" if not remaining
+                  else "partial" if "failed" in steps.values() else "in_progress")
+            body["status_after"] = st
+            out["st"], out["rem"], out["auth"] = st, tuple(remaining), authorized
+            return [NewEntry("step", body, workflow=rb.workflow, links=[rollback_id], key=lkey, time=now_dt)]
+
+        entries = self._transact(build)
+        if "old" in out:
+            o = out["old"]
+            st = out["st"]
+            return StepResult(rollback_id, o.body["record"], o.body["status"], False, o.id,
+                              o.body.get("authorized", True), st.status, st.remaining)
+        e = entries[0]
+        return StepResult(rollback_id, duty, status, True, e.id, out["auth"], out["st"], out["rem"])
+
