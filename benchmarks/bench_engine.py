@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +117,11 @@ def check_agreement(engine, impls, mix, out) -> dict:
             b = baseline_answer(fn(action, state, now))
             if not same(e, b):
                 bad.append((action.get("id"), action.get("type"), e, b))
-        report[name] = {"agree": len(mix) - len(bad), "total": len(mix), "disagreements": [list(map(str, x)) for x in bad]}
+        report[name] = {
+            "agree": len(mix) - len(bad),
+            "total": len(mix),
+            "disagreements": [list(map(str, x)) for x in bad],
+        }
         for x in bad:
             out(f"  DISAGREE {name}: {x[0]} {x[1]}: evaluate={x[2]} {name}={x[3]}")
     return report
@@ -239,8 +243,10 @@ def run_conditions_only(engine, mix, quick: bool) -> dict | None:
             masks[(a["workflow"], a["type"])] = fz.generate(decide=False)[0]
         sub = [m for m in sub if _returns(fused, m)]
         rounds = 2 if quick else 20
-        return {"fused": statistics.median(time_each(fused, sub, rounds, 0)) / 1000,
-                "conditions": statistics.median(time_each(conditions, sub, rounds, 0)) / 1000}
+        return {
+            "fused": statistics.median(time_each(fused, sub, rounds, 0)) / 1000,
+            "conditions": statistics.median(time_each(conditions, sub, rounds, 0)) / 1000,
+        }
     except Exception:  # noqa: BLE001 - informational only
         return None
 
@@ -277,12 +283,15 @@ def run_compile(quick: bool) -> dict:
         path = Path(d) / "big.policy"
         path.write_text(text)
         # cold: a fresh interpreter (no warm caches), load() only, timed inside the child
-        code = ("import time,sys; import policy_engine; t=time.perf_counter(); c=time.process_time(); "
-                "policy_engine.load(sys.argv[1]); print(time.perf_counter()-t, time.process_time()-c)")
+        code = (
+            "import time,sys; import policy_engine; t=time.perf_counter(); c=time.process_time(); "
+            "policy_engine.load(sys.argv[1]); print(time.perf_counter()-t, time.process_time()-c)"
+        )
         cold = []
         for _ in range(1 if quick else 3):
-            r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                               check=True, cwd=str(ROOT)).stdout.split()
+            r = subprocess.run(
+                [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True, cwd=str(ROOT)
+            ).stdout.split()
             cold.append((float(r[0]), float(r[1])))
         times, cpu = [], []
         for _ in range(runs):
@@ -292,10 +301,16 @@ def run_compile(quick: bool) -> dict:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         nrules = sum(len(a.rules) for a in _iter_actions(eng))
-    return {"rules": nrules, "bytes": len(text.encode()), "median_s": statistics.median(times),
-            "median_cpu_s": statistics.median(cpu), "runs": runs,
-            "cold_s": statistics.median(c[0] for c in cold), "cold_cpu_s": statistics.median(c[1] for c in cold),
-            "cold_runs": len(cold)}
+    return {
+        "rules": nrules,
+        "bytes": len(text.encode()),
+        "median_s": statistics.median(times),
+        "median_cpu_s": statistics.median(cpu),
+        "runs": runs,
+        "cold_s": statistics.median(c[0] for c in cold),
+        "cold_cpu_s": statistics.median(c[1] for c in cold),
+        "cold_runs": len(cold),
+    }
 
 
 def _iter_actions(engine):
@@ -328,9 +343,13 @@ def run_check(path: Path, quick: bool, fatal: bool = True) -> dict | None:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         py.append(time.perf_counter() - t0)
-    return {"path": os.path.relpath(path, ROOT), "median_s": statistics.median(times), "runs": runs,
-            "median_cpu_s": statistics.median(cpu),
-            "python_startup_s": statistics.median(py)}
+    return {
+        "path": os.path.relpath(path, ROOT),
+        "median_s": statistics.median(times),
+        "runs": runs,
+        "median_cpu_s": statistics.median(cpu),
+        "python_startup_s": statistics.median(py),
+    }
 
 
 # --------------------------------------------------------------------------- profile
@@ -381,16 +400,23 @@ def main(argv: list[str] | None = None) -> int:
     for a, s, n in mix:
         e = engine.evaluate(a, s, n).effect
         effects[e] = effects.get(e, 0) + 1
-    out(f"stopline gate benchmark -- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC -- {machine()} "
-        f"-- load average {os.getloadavg()[0]:.1f}")
-    out(f"policy set: {counts['rules']} gate rules, {counts['stops']} stop triggers, {counts['action_types']} action types, "
-        f"{counts['workflows']} workflows (benchmarks/policies)")
+    out(
+        f"stopline gate benchmark -- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC -- {machine()} "
+        f"-- load average {os.getloadavg()[0]:.1f}"
+    )
+    out(
+        f"policy set: {counts['rules']} gate rules, {counts['stops']} stop triggers, {counts['action_types']} action types, "
+        f"{counts['workflows']} workflows (benchmarks/policies)"
+    )
     out(f"request mix: {len(mix)} requests: " + ", ".join(f"{k} {v}" for k, v in sorted(effects.items())))
 
     agreement = check_agreement(engine, impls, mix, out)
     ok = all(not r["disagreements"] for r in agreement.values())
-    out("agreement: " + ", ".join(f"{k} {r['agree']}/{r['total']}" for k, r in agreement.items())
-        + (" -- AGREEMENT OK" if ok else " -- AGREEMENT FAILED"))
+    out(
+        "agreement: "
+        + ", ".join(f"{k} {r['agree']}/{r['total']}" for k, r in agreement.items())
+        + (" -- AGREEMENT OK" if ok else " -- AGREEMENT FAILED")
+    )
 
     lat = run_latency(impls, mix, args.quick, out)
     cedar_str = run_cedar_unparsed(mix, args.quick)
@@ -405,39 +431,60 @@ def main(argv: list[str] | None = None) -> int:
     out(f"  {'evaluate + model_dump(json)':<28}{dump:>10.2f}")
     out(f"  {'evaluate, now=None (clock)':<28}{clock:>10.2f}   (the time read and rendered per call)")
     if conds is not None:
-        out(f"  {'evaluate: fused gate only':<28}{conds['fused']:>10.2f}   (input check of the fields read + every "
-            f"condition, no decision building)")
-        out(f"  {'evaluate: conditions only':<28}{conds['conditions']:>10.2f}   (each condition called on its own, "
-            f"as the full path does)")
+        out(
+            f"  {'evaluate: fused gate only':<28}{conds['fused']:>10.2f}   (input check of the fields read + every "
+            f"condition, no decision building)"
+        )
+        out(
+            f"  {'evaluate: conditions only':<28}{conds['conditions']:>10.2f}   (each condition called on its own, "
+            f"as the full path does)"
+        )
     out(f"  {'cedarpy, policies as str':<28}{cedar_str:>10.2f}   (re-parsed on every call; informational)")
 
-    ev, hw, hf, cd, cp = (lat[k]["median_us"] for k in ("evaluate", "hand-written", "hand-written-full", "cedarpy",
-                                                         "cel-python"))
-    ratios = {"evaluate_vs_handwritten": ev / hw, "evaluate_vs_handwritten_full": ev / hf,
-              "cedarpy_vs_evaluate": cd / ev, "celpython_vs_evaluate": cp / ev}
+    ev, hw, hf, cd, cp = (
+        lat[k]["median_us"] for k in ("evaluate", "hand-written", "hand-written-full", "cedarpy", "cel-python")
+    )
+    ratios = {
+        "evaluate_vs_handwritten": ev / hw,
+        "evaluate_vs_handwritten_full": ev / hf,
+        "cedarpy_vs_evaluate": cd / ev,
+        "celpython_vs_evaluate": cp / ev,
+    }
     mean = {k: lat[k]["mean_batch_us"] for k in impls}
-    ratios_mean = {"evaluate_vs_handwritten": mean["evaluate"] / mean["hand-written"],
-                   "evaluate_vs_handwritten_full": mean["evaluate"] / mean["hand-written-full"],
-                   "cedarpy_vs_evaluate": mean["cedarpy"] / mean["evaluate"],
-                   "celpython_vs_evaluate": mean["cel-python"] / mean["evaluate"]}
+    ratios_mean = {
+        "evaluate_vs_handwritten": mean["evaluate"] / mean["hand-written"],
+        "evaluate_vs_handwritten_full": mean["evaluate"] / mean["hand-written-full"],
+        "cedarpy_vs_evaluate": mean["cedarpy"] / mean["evaluate"],
+        "celpython_vs_evaluate": mean["cel-python"] / mean["evaluate"],
+    }
     t = TARGETS
     met = lambda b: "met" if b else "MISSED"  # noqa: E731
-    out(f"ratio evaluate / hand-written: {ratios['evaluate_vs_handwritten']:.1f}x (means: {ratios_mean['evaluate_vs_handwritten']:.1f}x) "
+    out(
+        f"ratio evaluate / hand-written: {ratios['evaluate_vs_handwritten']:.1f}x (means: {ratios_mean['evaluate_vs_handwritten']:.1f}x) "
         f"vs short-circuit hand-written "
-        f"(target <= {t['evaluate_vs_handwritten_max']:.0f}x: {met(ratios['evaluate_vs_handwritten'] <= t['evaluate_vs_handwritten_max'])})")
-    out(f"ratio evaluate / hand-written-full: {ratios['evaluate_vs_handwritten_full']:.1f}x "
+        f"(target <= {t['evaluate_vs_handwritten_max']:.0f}x: {met(ratios['evaluate_vs_handwritten'] <= t['evaluate_vs_handwritten_max'])})"
+    )
+    out(
+        f"ratio evaluate / hand-written-full: {ratios['evaluate_vs_handwritten_full']:.1f}x "
         f"(means: {ratios_mean['evaluate_vs_handwritten_full']:.1f}x) vs equal-work hand-written (informational; "
-        f"the target is measured against the short-circuit one)")
-    out(f"ratio cedarpy / evaluate: {ratios['cedarpy_vs_evaluate']:.1f}x (means: {ratios_mean['cedarpy_vs_evaluate']:.1f}x) "
-        f"(target >= {t['cedar_vs_evaluate_min']:.0f}x: {met(ratios['cedarpy_vs_evaluate'] >= t['cedar_vs_evaluate_min'])})")
-    out(f"ratio cel-python / evaluate: {ratios['celpython_vs_evaluate']:.1f}x (means: {ratios_mean['celpython_vs_evaluate']:.1f}x)")
+        f"the target is measured against the short-circuit one)"
+    )
+    out(
+        f"ratio cedarpy / evaluate: {ratios['cedarpy_vs_evaluate']:.1f}x (means: {ratios_mean['cedarpy_vs_evaluate']:.1f}x) "
+        f"(target >= {t['cedar_vs_evaluate_min']:.0f}x: {met(ratios['cedarpy_vs_evaluate'] >= t['cedar_vs_evaluate_min'])})"
+    )
+    out(
+        f"ratio cel-python / evaluate: {ratios['celpython_vs_evaluate']:.1f}x (means: {ratios_mean['celpython_vs_evaluate']:.1f}x)"
+    )
 
     comp = run_compile(args.quick)
-    out(f"compile {comp['rules']} rules ({comp['bytes'] // 1024} KiB, policy_engine.load): median {comp['median_s'] * 1000:.0f} ms "
+    out(
+        f"compile {comp['rules']} rules ({comp['bytes'] // 1024} KiB, policy_engine.load): median {comp['median_s'] * 1000:.0f} ms "
         f"(cpu {comp['median_cpu_s'] * 1000:.0f} ms) of {comp['runs']} in-process; fresh process {comp['cold_s'] * 1000:.0f} ms "
         f"(cpu {comp['cold_cpu_s'] * 1000:.0f} ms, imports and parser construction included) "
         f"(target < {t['compile_1000_rules_max_s']:.0f} s: {met(comp['median_s'] < t['compile_1000_rules_max_s'])} in-process, "
-        f"{met(comp['cold_s'] < t['compile_1000_rules_max_s'])} fresh)")
+        f"{met(comp['cold_s'] < t['compile_1000_rules_max_s'])} fresh)"
+    )
     checks = [run_check(POLICY_DIR, args.quick)]
     if (ROOT / "policies").is_dir() and any((ROOT / "policies").rglob("*.policy")):
         c = run_check(ROOT / "policies", args.quick, fatal=False)
@@ -446,25 +493,43 @@ def main(argv: list[str] | None = None) -> int:
         else:
             checks.append(c)
     for c in checks:
-        out(f"stopline check {c['path']}/: wall median {c['median_s'] * 1000:.0f} ms (cpu {c['median_cpu_s'] * 1000:.0f} ms) of {c['runs']} "
+        out(
+            f"stopline check {c['path']}/: wall median {c['median_s'] * 1000:.0f} ms (cpu {c['median_cpu_s'] * 1000:.0f} ms) of {c['runs']} "
             f"(interpreter start alone {c['python_startup_s'] * 1000:.0f} ms; "
-            f"target < {t['check_wall_max_s']} s: {met(c['median_s'] < t['check_wall_max_s'])})")
+            f"target < {t['check_wall_max_s']} s: {met(c['median_s'] < t['check_wall_max_s'])})"
+        )
 
     if args.profile:
         run_profile(engine, mix, out)
 
     figures = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
         "load_average_1m": os.getloadavg()[0],
-        "versions": {"cedarpy": _dist_version("cedarpy"),
-                     "cel-python": _dist_version("cel-python"), "python": platform.python_version()},
-        "policy_set": counts, "requests": len(mix), "effects": effects, "quick": args.quick,
-        "agreement": agreement, "agreement_ok": ok, "latency": lat,
-        "extra": {"evaluate_plus_model_dump_median_us": dump, "cedarpy_str_policies_median_us": cedar_str,
-                  "evaluate_clock_median_us": clock,
-                  "evaluate_fused_only_median_us": conds and conds["fused"],
-                  "evaluate_conditions_only_median_us": conds and conds["conditions"]},
-        "ratios": ratios, "ratios_of_means": ratios_mean, "compile": comp, "check": checks, "targets": TARGETS,
+        "versions": {
+            "cedarpy": _dist_version("cedarpy"),
+            "cel-python": _dist_version("cel-python"),
+            "python": platform.python_version(),
+        },
+        "policy_set": counts,
+        "requests": len(mix),
+        "effects": effects,
+        "quick": args.quick,
+        "agreement": agreement,
+        "agreement_ok": ok,
+        "latency": lat,
+        "extra": {
+            "evaluate_plus_model_dump_median_us": dump,
+            "cedarpy_str_policies_median_us": cedar_str,
+            "evaluate_clock_median_us": clock,
+            "evaluate_fused_only_median_us": conds and conds["fused"],
+            "evaluate_conditions_only_median_us": conds and conds["conditions"],
+        },
+        "ratios": ratios,
+        "ratios_of_means": ratios_mean,
+        "compile": comp,
+        "check": checks,
+        "targets": TARGETS,
     }
     if args.json:
         print(json.dumps(figures, indent=2))

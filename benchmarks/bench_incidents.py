@@ -29,18 +29,19 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 DEPTH = 5
 GOALS = {"incident_plan_s": 2.0, "incident_record_s": 10.0, "replay_s": 60.0, "report_s": 10.0}
 
-POLICY = """roles [incident_lead, reviewer]
+POLICY = (
+    """roles [incident_lead, reviewer]
 
 workflow "ops" {
   version "1"
@@ -49,17 +50,22 @@ workflow "ops" {
     technical "Platform"
   }
   default deny
-""" + "".join(f"""
+"""
+    + "".join(
+        f"""
   action a{i} {{
     system "s"
     reversible full via "undo.a{i}"
-    {f'side_effects [a{i + 1}]' if i < DEPTH else ''}
+    {f"side_effects [a{i + 1}]" if i < DEPTH else ""}
     receipt [run]
     require_approval big by 1 reviewer when `action.amount > 100.0`
     deny huge when `action.amount > 10000.0`
     allow small when `action.amount <= 100.0`
   }}
-""" for i in range(DEPTH + 1)) + """
+"""
+        for i in range(DEPTH + 1)
+    )
+    + """
   rollback incident {
     route ops
     authorize 1 incident_lead
@@ -71,6 +77,7 @@ workflow "ops" {
   }
 }
 """
+)
 CANDIDATE = POLICY.replace("action.amount > 10000.0", "action.amount > 5000.0")
 
 
@@ -82,35 +89,70 @@ def fill_executions(led, roots: int, extra: int) -> None:
     from policy_engine.ledger import NewEntry
 
     def body(t, i, parent=None):
-        return {"receipt": {"run": f"run-{i % 7}"}, "authorized": True, "flags": [], "reasons": [],
-                "missing_receipt": [], "decision": None, "caused_by": parent, "type": t, "action_id": None,
-                "executed_at": (T0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "reviewer": f"rev-{i % 5}", "requester": "agent"}
-    level = led.append_many([NewEntry("execution", body("a0", i), workflow="ops", time=T0 + timedelta(seconds=i))
-                             for i in range(roots)])
+        return {
+            "receipt": {"run": f"run-{i % 7}"},
+            "authorized": True,
+            "flags": [],
+            "reasons": [],
+            "missing_receipt": [],
+            "decision": None,
+            "caused_by": parent,
+            "type": t,
+            "action_id": None,
+            "executed_at": (T0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "reviewer": f"rev-{i % 5}",
+            "requester": "agent",
+        }
+
+    level = led.append_many(
+        [NewEntry("execution", body("a0", i), workflow="ops", time=T0 + timedelta(seconds=i)) for i in range(roots)]
+    )
     for d in range(1, DEPTH + 1):
-        level = led.append_many([NewEntry("execution", body(f"a{d}", i, p.id), workflow="ops", links=[p.id],
-                                          time=T0 + timedelta(seconds=i, milliseconds=d))
-                                 for i, p in enumerate(level)])
+        level = led.append_many(
+            [
+                NewEntry(
+                    "execution",
+                    body(f"a{d}", i, p.id),
+                    workflow="ops",
+                    links=[p.id],
+                    time=T0 + timedelta(seconds=i, milliseconds=d),
+                )
+                for i, p in enumerate(level)
+            ]
+        )
     for k in range(0, extra, 5000):
-        led.append_many([NewEntry("execution", body("a1", roots + k + j), workflow="ops",
-                                  time=T0 + timedelta(seconds=roots + k + j)) for j in range(min(5000, extra - k))])
+        led.append_many(
+            [
+                NewEntry(
+                    "execution", body("a1", roots + k + j), workflow="ops", time=T0 + timedelta(seconds=roots + k + j)
+                )
+                for j in range(min(5000, extra - k))
+            ]
+        )
 
 
 def fill_decisions(led, engine, n: int) -> list[dict]:
     from policy_engine.ledger import NewEntry
 
-    actions = [{"workflow": "ops", "type": f"a{i % (DEPTH + 1)}", "amount": float((i * 37) % 12000)}
-               for i in range(n)]
+    actions = [{"workflow": "ops", "type": f"a{i % (DEPTH + 1)}", "amount": float((i * 37) % 12000)} for i in range(n)]
     for k in range(0, n, 5000):
         items = []
-        for j, a in enumerate(actions[k:k + 5000]):
+        for j, a in enumerate(actions[k : k + 5000]):
             now = T0 + timedelta(seconds=k + j)
             d = engine.evaluate(a, None, now)
-            items.append(NewEntry("decision", {"action": a, "decision": d.model_dump(mode="json"),
-                                               "policy_hash": d.policy_hash,
-                                               "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
-                                  workflow="ops", time=now))
+            items.append(
+                NewEntry(
+                    "decision",
+                    {
+                        "action": a,
+                        "decision": d.model_dump(mode="json"),
+                        "policy_hash": d.policy_hash,
+                        "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    },
+                    workflow="ops",
+                    time=now,
+                )
+            )
         led.append_many(items)
     return actions
 
@@ -123,8 +165,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import policy_engine
     from policy_engine import Runtime
-    from policy_engine.ledger import Ledger
-    from policy_engine.ledger import schema
+    from policy_engine.ledger import Ledger, schema
     from policy_engine.replay import replay
     from policy_engine.report.compute import compute_report
     from policy_engine.report.html import render_html
@@ -160,16 +201,29 @@ def main(argv=None) -> int:
                 trees, _, _ = _graphs(led, c, engine, xs)
             t = time.perf_counter()
             for x in xs:
-                engine.classify_rollback({"workflow": "ops", "scenario": "incident", "requested_by": "ops",
-                                          "reason": "bench", "original": trees[x.id]})
+                engine.classify_rollback(
+                    {
+                        "workflow": "ops",
+                        "scenario": "incident",
+                        "requested_by": "ops",
+                        "reason": "bench",
+                        "original": trees[x.id],
+                    }
+                )
             base_t.append((time.perf_counter() - t) * len(b.originals) / max(1, len(xs)))
             t = time.perf_counter()
             b2 = rt.request_bulk_rollback('original.type == "a0"', "incident", "ops", "bench")
             rec_t.append(time.perf_counter() - t)
             assert len(b2.rollbacks) == roots and b2.records == roots * (DEPTH + 1), (b2.records,)
         led.close()
-    out["incident"] = {"executions": roots * (DEPTH + 1), "originals": roots, "depth": DEPTH,
-                       "plan_s": _median(plan_t), "record_s": _median(rec_t), "classify_only_s": _median(base_t)}
+    out["incident"] = {
+        "executions": roots * (DEPTH + 1),
+        "originals": roots,
+        "depth": DEPTH,
+        "plan_s": _median(plan_t),
+        "record_s": _median(rec_t),
+        "classify_only_s": _median(base_t),
+    }
 
     # ---------------------------------------------------------------- replay
     url = f"sqlite:///{tmp}/dec.db"
@@ -192,8 +246,13 @@ def main(argv=None) -> int:
         for i, x in enumerate(actions):
             ce.evaluate(x, None, T0 + timedelta(seconds=i))
         ev.append(time.perf_counter() - t)
-    out["replay"] = {"decisions": n_dec, "changed": changed, "one_process_s": _median(r1), "two_processes_s": _median(r2),
-                     "evaluate_only_s": _median(ev)}
+    out["replay"] = {
+        "decisions": n_dec,
+        "changed": changed,
+        "one_process_s": _median(r1),
+        "two_processes_s": _median(r2),
+        "evaluate_only_s": _median(ev),
+    }
 
     # ---------------------------------------------------------------- report
     url = f"sqlite:///{tmp}/rep.db"
@@ -223,7 +282,8 @@ def main(argv=None) -> int:
     inc, rpl, rpt = out["incident"], out["replay"], out["report"]
     lines = [
         f"load average at start: {out['load']:.2f} on {out['cores']} cores" + ("  (quick: rough figures)" if q else ""),
-        "| line | median | same-run baseline | ratio | goal |", "|---|---|---|---|---|",
+        "| line | median | same-run baseline | ratio | goal |",
+        "|---|---|---|---|---|",
         f"| incident plan, {inc['executions']:,} executions ({inc['originals']:,} chains, depth {DEPTH}) | "
         f"{inc['plan_s']:.2f} s | classify_rollback only: {inc['classify_only_s']:.2f} s | "
         f"{inc['plan_s'] / max(inc['classify_only_s'], 1e-9):.1f}x | ≤ 2 s: {'met' if inc['plan_s'] <= 2 else 'missed'} |",

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -107,12 +107,17 @@ def baseline_engine(url: str, synchronous: str = "FULL"):
 def baseline_inserts(eng, count: int, batch: int, start: int) -> float:
     """Plain INSERTs (same body text), ``batch`` per transaction; returns rows/s."""
     body = json.dumps(BODY, separators=(",", ":"))
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     t = time.perf_counter()
     for i in range(start, start + count, batch):
         with eng.begin() as c:
-            c.execute(text("INSERT INTO plain (seq, id, body, time) VALUES (:s, :i, :b, :t)"),
-                      [{"s": j, "i": str(uuid.uuid4()), "b": body, "t": now} for j in range(i, min(i + batch, start + count))])
+            c.execute(
+                text("INSERT INTO plain (seq, id, body, time) VALUES (:s, :i, :b, :t)"),
+                [
+                    {"s": j, "i": str(uuid.uuid4()), "b": body, "t": now}
+                    for j in range(i, min(i + batch, start + count))
+                ],
+            )
     return count / (time.perf_counter() - t)
 
 
@@ -185,8 +190,12 @@ def bytes_per_entry(led: Ledger, url: str, n: int) -> float:
             c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             size = os.path.getsize(url.removeprefix("sqlite:///"))
         else:
-            size = c.execute(text("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
-                                  "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'")).scalar()
+            size = c.execute(
+                text(
+                    "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+                )
+            ).scalar()
     eng.dispose()
     return int(size) / n
 
@@ -215,14 +224,23 @@ def growth(led: Ledger, url: str, sizes: list[int], rounds: int, rnd: random.Ran
             ct.append(time.perf_counter() - t)
             assert cp.verify()
             cs.append(len(json.dumps(cp.to_json())))
-        row = {"entries": n, "verify_s": statistics.median(vt), "verify_s_per_1e5": statistics.median(vt) / n * 1e5,
-               "prove_ms": statistics.median(pt) * 1e3, "proof_bytes": statistics.median(ps),
-               "consistency_ms": statistics.median(ct) * 1e3, "consistency_bytes": statistics.median(cs),
-               "bytes_per_entry": bytes_per_entry(led, url, n)}
+        row = {
+            "entries": n,
+            "verify_s": statistics.median(vt),
+            "verify_s_per_1e5": statistics.median(vt) / n * 1e5,
+            "prove_ms": statistics.median(pt) * 1e3,
+            "proof_bytes": statistics.median(ps),
+            "consistency_ms": statistics.median(ct) * 1e3,
+            "consistency_bytes": statistics.median(cs),
+            "bytes_per_entry": bytes_per_entry(led, url, n),
+        }
         out.append(row)
-        print(f"  {n:>9,}  verify {row['verify_s']:8.2f} s ({row['verify_s_per_1e5']:.2f} s per 10^5)  "
-              f"prove {row['prove_ms']:6.2f} ms {row['proof_bytes']:5.0f} B  consistency {row['consistency_ms']:6.2f} ms "
-              f"{row['consistency_bytes']:5.0f} B  {row['bytes_per_entry']:6.0f} bytes/entry", flush=True)
+        print(
+            f"  {n:>9,}  verify {row['verify_s']:8.2f} s ({row['verify_s_per_1e5']:.2f} s per 10^5)  "
+            f"prove {row['prove_ms']:6.2f} ms {row['proof_bytes']:5.0f} B  consistency {row['consistency_ms']:6.2f} ms "
+            f"{row['consistency_bytes']:5.0f} B  {row['bytes_per_entry']:6.0f} bytes/entry",
+            flush=True,
+        )
     return out
 
 
@@ -234,8 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", metavar="N,N,...", help="ledger sizes for the growth lines (default 10^4,10^5,10^6)")
     ap.add_argument("--growth-only", action="store_true", help="only the growth lines (verify, proofs, bytes)")
     ap.add_argument("--no-growth", action="store_true", help="only the append lines (for repeated runs)")
-    ap.add_argument("--durability", choices=("full", "normal"), default="full",
-                    help="the ledger's durability for the SQLite lines (the baseline uses the matching synchronous)")
+    ap.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="full",
+        help="the ledger's durability for the SQLite lines (the baseline uses the matching synchronous)",
+    )
     args = ap.parse_args(argv)
     q = args.quick
     rounds = 3 if q else 5
@@ -245,11 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.sizes:
         sizes = [int(x) for x in args.sizes.split(",")]
     rnd = random.Random(6962)
-    fig: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": q,
-                 "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                 "load_average_1m": os.getloadavg()[0]}
-    print(f"stopline ledger benchmark{' (quick)' if q else ''} -- python {fig['python']}, {fig['cpus']} cpus, "
-          f"load average {fig['load_average_1m']:.1f}", flush=True)
+    fig: dict = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": q,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
+    }
+    print(
+        f"stopline ledger benchmark{' (quick)' if q else ''} -- python {fig['python']}, {fig['cpus']} cpus, "
+        f"load average {fig['load_average_1m']:.1f}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as d:
         if args.growth_only:
             gurl = sqlite_url(d, "growth")
@@ -271,13 +301,23 @@ def main(argv: list[str] | None = None) -> int:
             batch.append(ledger_appends(led, n_batch, 100))
         base.dispose()
         s, sb, b, bb = (statistics.median(x) for x in (single, single_b, batch, batch_b))
-        fig["sqlite"] = {"append_per_s": s, "baseline_insert_per_s": sb, "append_many_100_per_s": b,
-                         "baseline_insert_100_per_s": bb}
-        print(f"sqlite (WAL, durability={args.durability}: synchronous={'FULL' if args.durability == 'full' else 'NORMAL'}), "
-              "one writer, median of rounds:")
+        fig["sqlite"] = {
+            "append_per_s": s,
+            "baseline_insert_per_s": sb,
+            "append_many_100_per_s": b,
+            "baseline_insert_100_per_s": bb,
+        }
+        print(
+            f"sqlite (WAL, durability={args.durability}: synchronous={'FULL' if args.durability == 'full' else 'NORMAL'}), "
+            "one writer, median of rounds:"
+        )
         fig["sqlite"]["durability"] = args.durability
-        print(f"  append (1 per transaction)       {s:9,.0f}/s   baseline plain INSERT {sb:9,.0f}/s   ratio {sb / s:.2f}x")
-        print(f"  append_many (100 per transaction) {b:8,.0f}/s   baseline plain INSERT {bb:9,.0f}/s   ratio {bb / b:.2f}x")
+        print(
+            f"  append (1 per transaction)       {s:9,.0f}/s   baseline plain INSERT {sb:9,.0f}/s   ratio {sb / s:.2f}x"
+        )
+        print(
+            f"  append_many (100 per transaction) {b:8,.0f}/s   baseline plain INSERT {bb:9,.0f}/s   ratio {bb / b:.2f}x"
+        )
         g = GOALS["sqlite_one_writer_per_s"]
         verdict = "met" if s >= g else ("met with batching (append_many)" if b >= g else "MISSED")
         print(f"goal sqlite one writer >= {g:,}/s durable: append {s:,.0f}/s, append_many {b:,.0f}/s -- {verdict}")
@@ -296,14 +336,24 @@ def main(argv: list[str] | None = None) -> int:
                     m10b.append(multi_process(purl, 8, per_proc, 10, True))
                     m10.append(multi_process(purl, 8, per_proc, 10, False))
                 a, ab, c, cb = (statistics.median(x) for x in (m1, m1b, m10, m10b))
-                fig["postgresql"] = {"append_8_writers_per_s": a, "baseline_8_writers_per_s": ab,
-                                     "append_many_10_8_writers_per_s": c, "baseline_10_8_writers_per_s": cb}
+                fig["postgresql"] = {
+                    "append_8_writers_per_s": a,
+                    "baseline_8_writers_per_s": ab,
+                    "append_many_10_8_writers_per_s": c,
+                    "baseline_10_8_writers_per_s": cb,
+                }
                 print("postgresql, 8 writer processes, median of rounds:")
-                print(f"  append (1 per transaction)        {a:8,.0f}/s   baseline plain INSERT {ab:9,.0f}/s   ratio {ab / a:.2f}x")
-                print(f"  append_many (10 per transaction)  {c:8,.0f}/s   baseline plain INSERT {cb:9,.0f}/s   ratio {cb / c:.2f}x")
-                print(f"goal postgresql 8 writers >= {GOALS['postgres_8_writers_per_s']:,}/s: append {a:,.0f}/s, "
-                      f"append_many {c:,.0f}/s -- {'met' if a >= GOALS['postgres_8_writers_per_s'] else 'MISSED'} "
-                      f"(one per transaction){'; met with batches of 10' if c >= GOALS['postgres_8_writers_per_s'] else ''}")
+                print(
+                    f"  append (1 per transaction)        {a:8,.0f}/s   baseline plain INSERT {ab:9,.0f}/s   ratio {ab / a:.2f}x"
+                )
+                print(
+                    f"  append_many (10 per transaction)  {c:8,.0f}/s   baseline plain INSERT {cb:9,.0f}/s   ratio {cb / c:.2f}x"
+                )
+                print(
+                    f"goal postgresql 8 writers >= {GOALS['postgres_8_writers_per_s']:,}/s: append {a:,.0f}/s, "
+                    f"append_many {c:,.0f}/s -- {'met' if a >= GOALS['postgres_8_writers_per_s'] else 'MISSED'} "
+                    f"(one per transaction){'; met with batches of 10' if c >= GOALS['postgres_8_writers_per_s'] else ''}"
+                )
                 if not args.no_growth:
                     gled = Ledger.open(purl)
                     print("growth on postgresql:")

@@ -30,14 +30,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = str(ROOT / "policies")
 WF = "support-replies"
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 PG_URL = os.environ.get("STOPLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -87,8 +87,15 @@ def bench_gate_sqlite(n: int, durability: str = "full") -> dict:
         assert rt.ledger.size == 2 * n + 50
         rt.close()
         led.close()
-    return {"n": n, "durability": durability, "gate_per_s": n / gate_s, "gate_many_per_s": n / many_s, "append_per_s": n / append_s, "evaluate_per_s": n / eval_s,
-            "gate_vs_append": append_s / gate_s}
+    return {
+        "n": n,
+        "durability": durability,
+        "gate_per_s": n / gate_s,
+        "gate_many_per_s": n / many_s,
+        "append_per_s": n / append_s,
+        "evaluate_per_s": n / eval_s,
+        "gate_vs_append": append_s / gate_s,
+    }
 
 
 def _pg_worker(url, n, barrier, out):
@@ -105,7 +112,7 @@ def _pg_worker(url, n, barrier, out):
         t2 = time.perf_counter()
         acts = [note(i) for i in range(n * 5)]
         for i in range(0, len(acts), 50):
-            rt.gate_many(acts[i:i + 50], now=T0)
+            rt.gate_many(acts[i : i + 50], now=T0)
         out.put((t, t1, t2, time.perf_counter()))
 
 
@@ -116,8 +123,9 @@ def _pg_schema():
 
         u = make_url(PG_URL)
         name = "b_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, dbname=u.database,
-                             autocommit=True, connect_timeout=3) as c:
+        with psycopg.connect(
+            host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, autocommit=True, connect_timeout=3
+        ) as c:
             c.execute(f"CREATE SCHEMA {name}")
         sep = "&" if "?" in PG_URL else "?"
         return PG_URL + sep + "options=" + quote(f"-csearch_path={name}"), name
@@ -152,8 +160,12 @@ def bench_gate_pg(procs: int, n: int) -> dict | None:
             p.join()
         wall = max(x[1] for x in spans) - min(x[0] for x in spans)
         wall_many = max(x[3] for x in spans) - min(x[2] for x in spans)
-        return {"processes": procs, "n_each": n, "gate_per_s": procs * n / wall,
-                "gate_many_per_s": procs * n * 5 / wall_many}
+        return {
+            "processes": procs,
+            "n_each": n,
+            "gate_per_s": procs * n / wall,
+            "gate_many_per_s": procs * n * 5 / wall_many,
+        }
     finally:
         _pg_drop(name)
 
@@ -169,23 +181,41 @@ def bench_queue(pending: int, reps: int) -> dict:
         rt = Runtime.open(POLICIES, ledger=f"sqlite:///{d}/q.db")
         g = rt.gate(note(0), now=T0)
         x = rt.executed(g.decision_id, receipt={"activity_id": "a", "note_text": "t", "ticket_id": "T"}, now=T0)
-        p = rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="rita", reason="r",
-                                now=T0 + timedelta(seconds=1))
+        p = rt.request_rollback(
+            x.execution_id, scenario="customer_request", requested_by="rita", reason="r", now=T0 + timedelta(seconds=1)
+        )
         template = rt.ledger.get(p.rollback_id).body
         batch = 1000
         for start in range(0, pending - 1, batch):
             k = min(batch, pending - 1 - start)
-            execs = [NewEntry("execution", {"receipt": {"activity_id": f"a{start + i}"}, "authorized": True,
-                                            "type": "log_crm_activity"}, workflow=WF, time=T0) for i in range(k)]
+            execs = [
+                NewEntry(
+                    "execution",
+                    {"receipt": {"activity_id": f"a{start + i}"}, "authorized": True, "type": "log_crm_activity"},
+                    workflow=WF,
+                    time=T0,
+                )
+                for i in range(k)
+            ]
             made = rt.ledger.transact(lambda c: execs, after=lambda c, new: [P.apply(c, e) for e in new])
-            rbs = [NewEntry("rollback", {**template, "original": e.id, "cascade": [], "duties": [e.id]},
-                            workflow=WF, links=[e.id], time=T0 + timedelta(seconds=2)) for e in made]
+            rbs = [
+                NewEntry(
+                    "rollback",
+                    {**template, "original": e.id, "cascade": [], "duties": [e.id]},
+                    workflow=WF,
+                    links=[e.id],
+                    time=T0 + timedelta(seconds=2),
+                )
+                for e in made
+            ]
             rt.ledger.transact(lambda c: rbs, after=lambda c, new: [P.apply(c, e) for e in new])
         route = p.route
         assert len(rt.queue(route)) == pending
         full, first, raw = [], [], []
-        sql = ("SELECT id, route, scenario, workflow, original, requested_by, requested_at, deadline, expires_at, "
-               "status, claimed_by FROM rt_rollbacks WHERE open = 1 AND route = ? ORDER BY seq")
+        sql = (
+            "SELECT id, route, scenario, workflow, original, requested_by, requested_at, deadline, expires_at, "
+            "status, claimed_by FROM rt_rollbacks WHERE open = 1 AND route = ? ORDER BY seq"
+        )
         for _ in range(reps):
             with rt.ledger.reading() as c:  # the baseline: the same query through the driver, no objects built
                 t = time.perf_counter()
@@ -199,9 +229,15 @@ def bench_queue(pending: int, reps: int) -> dict:
             first.append(time.perf_counter() - t)
         rt.close()
     ms = 1000
-    return {"pending": pending, "full_p50_ms": statistics.median(full) * ms, "full_p99_ms": pct(full, 99) * ms,
-            "first50_p50_ms": statistics.median(first) * ms, "first50_p99_ms": pct(first, 99) * ms,
-            "raw_sql_p50_ms": statistics.median(raw) * ms, "raw_sql_p99_ms": pct(raw, 99) * ms}
+    return {
+        "pending": pending,
+        "full_p50_ms": statistics.median(full) * ms,
+        "full_p99_ms": pct(full, 99) * ms,
+        "first50_p50_ms": statistics.median(first) * ms,
+        "first50_p99_ms": pct(first, 99) * ms,
+        "raw_sql_p50_ms": statistics.median(raw) * ms,
+        "raw_sql_p99_ms": pct(raw, 99) * ms,
+    }
 
 
 def bench_cascade(records: int, reps: int) -> dict:
@@ -215,31 +251,59 @@ def bench_cascade(records: int, reps: int) -> dict:
         for r in range(reps):
             g = rt.gate(reply(r), now=T0)
             rt.approve(g.decision_id, principal="sam", roles=["reviewer"], now=T0)
-            x = rt.executed(g.decision_id, receipt={"final_message": "m", "recipient_opened": False,
-                                                    "channel": "email"}, now=T0)
-            kids = [NewEntry("execution", {"receipt": {"activity_id": f"a{i}", "note_text": "t", "ticket_id": "T"},
-                                           "authorized": True, "type": "log_crm_activity",
-                                           "caused_by": x.execution_id, "executed_at": "2026-11-26T12:00:00Z"},
-                             workflow=WF, links=[x.execution_id], time=T0) for i in range(records)]
+            x = rt.executed(
+                g.decision_id, receipt={"final_message": "m", "recipient_opened": False, "channel": "email"}, now=T0
+            )
+            kids = [
+                NewEntry(
+                    "execution",
+                    {
+                        "receipt": {"activity_id": f"a{i}", "note_text": "t", "ticket_id": "T"},
+                        "authorized": True,
+                        "type": "log_crm_activity",
+                        "caused_by": x.execution_id,
+                        "executed_at": "2026-11-26T12:00:00Z",
+                    },
+                    workflow=WF,
+                    links=[x.execution_id],
+                    time=T0,
+                )
+                for i in range(records)
+            ]
             made = rt.ledger.append_many(kids)
             now = T0 + timedelta(seconds=10)
             t = time.perf_counter()
-            p = rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="rita", reason="r",
-                                    now=now)
+            p = rt.request_rollback(
+                x.execution_id, scenario="customer_request", requested_by="rita", reason="r", now=now
+            )
             rr.append(time.perf_counter() - t)
             assert len(p.plan.cascade.steps) >= records and not p.existing
-            req = {"workflow": WF, "scenario": "customer_request", "requested_by": "rita", "reason": "r",
-                   "original": {"id": x.execution_id, "type": "send_customer_reply",
-                                "executed_at": "2026-11-26T12:00:00Z", "recipient_opened": False, "channel": "email",
-                                "downstream": [{"id": e.id, "type": "log_crm_activity",
-                                                "executed_at": "2026-11-26T12:00:00Z"} for e in made]}}
+            req = {
+                "workflow": WF,
+                "scenario": "customer_request",
+                "requested_by": "rita",
+                "reason": "r",
+                "original": {
+                    "id": x.execution_id,
+                    "type": "send_customer_reply",
+                    "executed_at": "2026-11-26T12:00:00Z",
+                    "recipient_opened": False,
+                    "channel": "email",
+                    "downstream": [
+                        {"id": e.id, "type": "log_crm_activity", "executed_at": "2026-11-26T12:00:00Z"} for e in made
+                    ],
+                },
+            }
             t = time.perf_counter()
             eng.classify_rollback(req, now)
             cr.append(time.perf_counter() - t)
         rt.close()
-    return {"records": records, "request_rollback_ms": statistics.median(rr) * 1000,
-            "classify_rollback_ms": statistics.median(cr) * 1000,
-            "ratio": statistics.median(rr) / statistics.median(cr)}
+    return {
+        "records": records,
+        "request_rollback_ms": statistics.median(rr) * 1000,
+        "classify_rollback_ms": statistics.median(cr) * 1000,
+        "ratio": statistics.median(rr) / statistics.median(cr),
+    }
 
 
 def main(argv=None) -> int:
@@ -247,8 +311,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes (figures are rough)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL line")
-    ap.add_argument("--durability", choices=("full", "normal"), default="full",
-                    help="the SQLite gate lines' ledger durability (default full)")
+    ap.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="full",
+        help="the SQLite gate lines' ledger durability (default full)",
+    )
     ap.add_argument("--gate-only", action="store_true", help="only the gate lines (for repeated runs)")
     a = ap.parse_args(argv)
     q = a.quick
@@ -267,28 +335,39 @@ def main(argv=None) -> int:
 
     def goal(ok):
         return "met" if ok else "MISSED"
+
     print(f"load average at start: {out['load']:.2f}" + ("  (quick: rough figures)" if q else ""))
-    print(f"gate + append, 1 process, SQLite (durability={g['durability']}): {g['gate_per_s']:,.0f}/s  (goal >= 3,000/s: "
-          f"{goal(g['gate_per_s'] >= 3000)}); Ledger.append alone {g['append_per_s']:,.0f}/s "
-          f"(gate at {g['gate_vs_append']:.2f}x of it); evaluate alone {g['evaluate_per_s']:,.0f}/s")
-    print(f"gate_many (batches of 100, one commit each), 1 process, SQLite: {g['gate_many_per_s']:,.0f}/s  "
-          f"(goal >= 3,000/s: {goal(g['gate_many_per_s'] >= 3000)})")
+    print(
+        f"gate + append, 1 process, SQLite (durability={g['durability']}): {g['gate_per_s']:,.0f}/s  (goal >= 3,000/s: "
+        f"{goal(g['gate_per_s'] >= 3000)}); Ledger.append alone {g['append_per_s']:,.0f}/s "
+        f"(gate at {g['gate_vs_append']:.2f}x of it); evaluate alone {g['evaluate_per_s']:,.0f}/s"
+    )
+    print(
+        f"gate_many (batches of 100, one commit each), 1 process, SQLite: {g['gate_many_per_s']:,.0f}/s  "
+        f"(goal >= 3,000/s: {goal(g['gate_many_per_s'] >= 3000)})"
+    )
     if "skipped" in pg:
         print(f"gate + append, PostgreSQL: skipped ({pg['skipped']})")
     else:
-        print(f"gate + append, {pg['processes']} processes, PostgreSQL: {pg['gate_per_s']:,.0f}/s  "
-              f"(goal >= 1,000/s: {goal(pg['gate_per_s'] >= 1000)}); gate_many (batches of 50): "
-              f"{pg['gate_many_per_s']:,.0f}/s ({goal(pg['gate_many_per_s'] >= 1000)})")
+        print(
+            f"gate + append, {pg['processes']} processes, PostgreSQL: {pg['gate_per_s']:,.0f}/s  "
+            f"(goal >= 1,000/s: {goal(pg['gate_per_s'] >= 1000)}); gate_many (batches of 50): "
+            f"{pg['gate_many_per_s']:,.0f}/s ({goal(pg['gate_many_per_s'] >= 1000)})"
+        )
     if "skipped" in qu:
         return 0
-    print(f"queue(route), {qu['pending']:,} pending: whole list p50 {qu['full_p50_ms']:.1f} ms, p99 "
-          f"{qu['full_p99_ms']:.1f} ms (goal p99 <= 50 ms: {goal(qu['full_p99_ms'] <= 50)}); first 50: p50 "
-          f"{qu['first50_p50_ms']:.2f} ms, p99 {qu['first50_p99_ms']:.2f} ms (goal: "
-          f"{goal(qu['first50_p99_ms'] <= 50)}); the same SQL through the driver alone: p50 "
-          f"{qu['raw_sql_p50_ms']:.1f} ms, p99 {qu['raw_sql_p99_ms']:.1f} ms")
-    print(f"request_rollback, {ca['records']:,}-record cascade from the ledger: {ca['request_rollback_ms']:.0f} ms "
-          f"(classify_rollback of the same request given by the caller: {ca['classify_rollback_ms']:.0f} ms; "
-          f"{ca['ratio']:.1f}x)")
+    print(
+        f"queue(route), {qu['pending']:,} pending: whole list p50 {qu['full_p50_ms']:.1f} ms, p99 "
+        f"{qu['full_p99_ms']:.1f} ms (goal p99 <= 50 ms: {goal(qu['full_p99_ms'] <= 50)}); first 50: p50 "
+        f"{qu['first50_p50_ms']:.2f} ms, p99 {qu['first50_p99_ms']:.2f} ms (goal: "
+        f"{goal(qu['first50_p99_ms'] <= 50)}); the same SQL through the driver alone: p50 "
+        f"{qu['raw_sql_p50_ms']:.1f} ms, p99 {qu['raw_sql_p99_ms']:.1f} ms"
+    )
+    print(
+        f"request_rollback, {ca['records']:,}-record cascade from the ledger: {ca['request_rollback_ms']:.0f} ms "
+        f"(classify_rollback of the same request given by the caller: {ca['classify_rollback_ms']:.0f} ms; "
+        f"{ca['ratio']:.1f}x)"
+    )
     return 0
 
 

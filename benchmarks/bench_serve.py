@@ -110,29 +110,66 @@ def wrk(port: int, seconds: float, connections: int = 16) -> dict:
     script = Path(tempfile.mkdtemp()) / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY.decode())}\n'
                       'wrk.headers["Content-Type"] = "application/json"\n')
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"]), "non_2xx": int(errors.group(1)) if errors
-            else 0, "generator": "wrk"}
+    return {
+        "rps": rps,
+        "p50_ms": _ms(pct["50"]),
+        "p99_ms": _ms(pct["99"]),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "generator": "wrk",
+    }
 
 
 def wrk_paced(port: int, seconds: float, rate: float, connections: int = 4) -> dict:
     """wrk with a per-request delay on each of a few connections: about ``rate`` requests per
     second in all (less the service time), each request's own latency reported."""
     script = Path(tempfile.mkdtemp()) / "paced.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY.decode())}\n'
-                      'wrk.headers["Content-Type"] = "application/json"\n'
-                      f'function delay() return {connections * 1000.0 / rate:.3f} end\n')
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
-                          str(script), f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
-                         check=True).stdout
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY.decode())}\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"function delay() return {connections * 1000.0 / rate:.3f} end\n"
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    return {"rps": rps, "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"]), "non_2xx": 0,
-            "generator": f"wrk, {connections} connections paced to {rate:g}/s"}
+    return {
+        "rps": rps,
+        "p50_ms": _ms(pct["50"]),
+        "p99_ms": _ms(pct["99"]),
+        "non_2xx": 0,
+        "generator": f"wrk, {connections} connections paced to {rate:g}/s",
+    }
 
 
 def paced(port: int, seconds: float, rate: float, threads: int = 4) -> dict:
@@ -171,8 +208,13 @@ def paced(port: int, seconds: float, rate: float, threads: int = 4) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     lat.sort()
-    return {"rps": len(lat) / wall, "p50_ms": statistics.median(lat) * 1e3,
-            "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3, "non_2xx": bad[0], "generator": f"python paced {rate:g}/s"}
+    return {
+        "rps": len(lat) / wall,
+        "p50_ms": statistics.median(lat) * 1e3,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
+        "non_2xx": bad[0],
+        "generator": f"python paced {rate:g}/s",
+    }
 
 
 def closed(port: int, seconds: float, threads: int = 16) -> dict:
@@ -199,8 +241,13 @@ def closed(port: int, seconds: float, threads: int = 16) -> dict:
     for t in ts:
         t.join()
     lat.sort()
-    return {"rps": len(lat) / (time.perf_counter() - t0), "p50_ms": statistics.median(lat) * 1e3,
-            "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3, "non_2xx": 0, "generator": "python closed-loop"}
+    return {
+        "rps": len(lat) / (time.perf_counter() - t0),
+        "p50_ms": statistics.median(lat) * 1e3,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
+        "non_2xx": 0,
+        "generator": "python closed-loop",
+    }
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -215,16 +262,25 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     lines = [
         ("baseline: raw ASGI constant", lambda p: uvicorn_app(p, "benchmarks.serve_baseline:asgi_app"), load),
-        ("baseline: bare FastAPI route constant", lambda p: uvicorn_app(p, "benchmarks.serve_baseline:fastapi_app"),
-         load),
+        (
+            "baseline: bare FastAPI route constant",
+            lambda p: uvicorn_app(p, "benchmarks.serve_baseline:fastapi_app"),
+            load,
+        ),
         ("authzen, no recording, fast path, 1 worker", lambda p: stopline(p), load),
         ("authzen, no recording, FastAPI route, 1 worker", lambda p: stopline(p, "--no-fast-path"), load),
         ("authzen, no recording, fast path, 2 workers", lambda p: stopline(p, workers=2), load),
         ("authzen, SQLite recording, 1 worker", lambda p: stopline(p, "--ledger", f"sqlite:///{tmp}/a.db"), load),
-        ("authzen, SQLite recording, 2 workers",
-         lambda p: stopline(p, "--ledger", f"sqlite:///{tmp}/b.db", workers=2), load),
-        ("authzen, no recording, fast path, 1 worker, paced 1,000 req/s", lambda p: stopline(p),
-         lambda port, s: (wrk_paced if shutil.which("wrk") else paced)(port, s, 1000.0)),
+        (
+            "authzen, SQLite recording, 2 workers",
+            lambda p: stopline(p, "--ledger", f"sqlite:///{tmp}/b.db", workers=2),
+            load,
+        ),
+        (
+            "authzen, no recording, fast path, 1 worker, paced 1,000 req/s",
+            lambda p: stopline(p),
+            lambda port, s: (wrk_paced if shutil.which("wrk") else paced)(port, s, 1000.0),
+        ),
     ]
     if args.quick:
         lines = [lines[0], lines[2], lines[5]]
@@ -239,20 +295,36 @@ def main() -> int:
             srv.stop()
         if not args.json:
             r = results[name]
-            print(f"{name:<62} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms"
-                  f"  non-2xx {r['non_2xx']}  ({r['generator']})", flush=True)
+            print(
+                f"{name:<62} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+                f"  non-2xx {r['non_2xx']}  ({r['generator']})",
+                flush=True,
+            )
     goals = []
     if not args.quick:
         r1 = results["authzen, no recording, fast path, 1 worker"]["rps"]
         p99 = results["authzen, no recording, fast path, 1 worker, paced 1,000 req/s"]["p99_ms"]
-        rec = max(results["authzen, SQLite recording, 1 worker"]["rps"],
-                  results["authzen, SQLite recording, 2 workers"]["rps"])
-        goals = [(">= 3,000 req/s, 1 worker, no recording", r1 >= 3000, f"{r1:,.0f}"),
-                 ("p99 <= 2 ms at 1,000 req/s", p99 <= 2.0, f"{p99:.2f} ms"),
-                 (">= 1,000 req/s with every decision recorded", rec >= 1000, f"{rec:,.0f}")]
+        rec = max(
+            results["authzen, SQLite recording, 1 worker"]["rps"],
+            results["authzen, SQLite recording, 2 workers"]["rps"],
+        )
+        goals = [
+            (">= 3,000 req/s, 1 worker, no recording", r1 >= 3000, f"{r1:,.0f}"),
+            ("p99 <= 2 ms at 1,000 req/s", p99 <= 2.0, f"{p99:.2f} ms"),
+            (">= 1,000 req/s with every decision recorded", rec >= 1000, f"{rec:,.0f}"),
+        ]
     if args.json:
-        print(json.dumps({"load_avg": load_avg, "seconds": secs, "results": results,
-                          "goals": {g: {"met": ok, "figure": f} for g, ok, f in goals}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "load_avg": load_avg,
+                    "seconds": secs,
+                    "results": results,
+                    "goals": {g: {"met": ok, "figure": f} for g, ok, f in goals},
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"\nload average at start: {load_avg:.2f} on {os.cpu_count()} cores; {secs:g} s per line")
         for g, ok, f in goals:

@@ -52,13 +52,17 @@ def _rule_line(r: spec.Rule, cel: str | None = None) -> str:
     return f"    {r.effect} {r.name}{by} when `{cel if cel is not None else r.cel}`\n"
 
 
-def workflow_text(w: spec.Workflow, *, suffix: str = "", transform=None, max_rules: int | None = None) -> tuple[str, int]:
+def workflow_text(
+    w: spec.Workflow, *, suffix: str = "", transform=None, max_rules: int | None = None
+) -> tuple[str, int]:
     """One workflow as policy text. ``suffix`` renames the workflow and its action types;
     ``transform(cel, i)`` rewrites each gate condition (for distinct large sets)."""
-    out = [f'workflow "{w.name}{suffix}" {{\n',
-           f'  version "{w.version}"\n',
-           f'  owners {{ business "{w.business}" technical "{w.technical}" }}\n',
-           f"  default {w.default}\n\n"]
+    out = [
+        f'workflow "{w.name}{suffix}" {{\n',
+        f'  version "{w.version}"\n',
+        f'  owners {{ business "{w.business}" technical "{w.technical}" }}\n',
+        f"  default {w.default}\n\n",
+    ]
     for k, v in w.consts.items():
         out.append(f"  const {k} = {_value(v)}\n")
     out.append("\n")
@@ -85,9 +89,11 @@ def workflow_text(w: spec.Workflow, *, suffix: str = "", transform=None, max_rul
         if suffix:
             for t in s.types:
                 cel = cel.replace(f'"{t}"', f'"{t}{suffix}"')
-        out.append(f"  stop {s.name} {{\n    when `{cel}`\n    severity {s.severity}\n    owner \"{s.owner}\"\n"
-                   f"    affects {_names(s.affects)}\n    rollback \"{s.rollback}\"\n    notify {_names(s.notify)}\n"
-                   "    resume when {\n")
+        out.append(
+            f'  stop {s.name} {{\n    when `{cel}`\n    severity {s.severity}\n    owner "{s.owner}"\n'
+            f'    affects {_names(s.affects)}\n    rollback "{s.rollback}"\n    notify {_names(s.notify)}\n'
+            "    resume when {\n"
+        )
         for cname, ccel in s.resume:
             out.append(f"      {cname}: `{ccel}`\n")
         out.append("    }\n  }\n\n")
@@ -190,9 +196,11 @@ def _approval_tuple(r: spec.Rule) -> str:
 
 
 def _handwritten_prelude(doc: str) -> list[str]:
-    out = [HEADER.replace("#", '"""', 1).rstrip("\n") + "\n\n" + doc + '"""\n\n'
-           "import re\nfrom datetime import datetime\n\n"
-           'STOP, DENY, REQUIRE_APPROVAL, ALLOW = "stop", "deny", "require_approval", "allow"\n\n']
+    out = [
+        HEADER.replace("#", '"""', 1).rstrip("\n") + "\n\n" + doc + '"""\n\n'
+        "import re\nfrom datetime import datetime\n\n"
+        'STOP, DENY, REQUIRE_APPROVAL, ALLOW = "stop", "deny", "require_approval", "allow"\n\n'
+    ]
     for k, v in spec.REGEXES.items():
         out.append(f"{k} = re.compile({v!r})\n")
     out.append("\n")
@@ -210,7 +218,7 @@ def _handwritten_footer(table: list) -> str:
     for name, wname, fn in table:
         out.append(f"    {name!r}: ({wname!r}, {fn}),\n")
     out.append("}\n")
-    out.append('''
+    out.append("""
 
 def evaluate(action, workflow_state=None, now=None):
     if workflow_state is not None and workflow_state.get("status") == "stopped":
@@ -222,7 +230,7 @@ def evaluate(action, workflow_state=None, now=None):
         return entry[1](action, now)
     except Exception:  # bad action data: fail closed
         return DENY, "<error>", ()
-''')
+""")
     return "".join(out)
 
 
@@ -237,7 +245,8 @@ def handwritten_text() -> str:
         "is compared with. One function per action type: stop triggers, then deny rules, then\n"
         "every matching approval rule, then allow rules, then the workflow default; within one\n"
         "effect in name order, as the engine does (so the deciding rule names agree too).\n"
-        "Returns (effect, deciding rule, approvals) with approvals as (rule, count, roles, any_of).\n")
+        "Returns (effect, deciding rule, approvals) with approvals as (rule, count, roles, any_of).\n"
+    )
     table = []
     for w in spec.WORKFLOWS:
         for a in w.actions:
@@ -274,7 +283,8 @@ def handwritten_full_text() -> str:
         "then rules by precedence, then name); a condition that raises counts as matched, except\n"
         "for allow rules. The deciding rule is the first matched one. Returns (effect, deciding\n"
         "rule, approvals, matched) with approvals as (rule, count, roles, any_of), given only when\n"
-        "the effect is require_approval, and matched as (effect, rule) pairs.\n")
+        "the effect is require_approval, and matched as (effect, rule) pairs.\n"
+    )
     eff = {"stop": "STOP", "deny": "DENY", "require_approval": "REQUIRE_APPROVAL", "allow": "ALLOW"}
     prec = {"stop": 0, "deny": 1, "require_approval": 2, "allow": 3}
     table = []
@@ -288,27 +298,36 @@ def handwritten_full_text() -> str:
                 out.append("    ap = []\n")
             for s in _stops_of(w, a):
                 hit = f"m.append(({eff['stop']}, {s.name!r}))"
-                out.append(f"    try:\n        if {s.py}:\n            {hit}\n"
-                           f"    except Exception:  # fails closed: counts as matched\n        {hit}\n")
+                out.append(
+                    f"    try:\n        if {s.py}:\n            {hit}\n"
+                    f"    except Exception:  # fails closed: counts as matched\n        {hit}\n"
+                )
             for r in rules:
                 hit = f"m.append(({eff[r.effect]}, {r.name!r}))"
                 if r.effect == "require_approval":
                     hit += f"\n{{i}}ap.append({_approval_tuple(r)})"
                 if r.effect == "allow":  # an error never widens permission
-                    out.append(f"    try:\n        if {r.py}:\n            {hit}\n"
-                               f"    except Exception:\n        pass\n")
+                    out.append(
+                        f"    try:\n        if {r.py}:\n            {hit}\n    except Exception:\n        pass\n"
+                    )
                 else:
-                    out.append(f"    try:\n        if {r.py}:\n            {hit.format(i=' ' * 12)}\n"
-                               f"    except Exception:  # fails closed: counts as matched\n"
-                               f"        {hit.format(i=' ' * 8)}\n")
+                    out.append(
+                        f"    try:\n        if {r.py}:\n            {hit.format(i=' ' * 12)}\n"
+                        f"    except Exception:  # fails closed: counts as matched\n"
+                        f"        {hit.format(i=' ' * 8)}\n"
+                    )
             out.append("    if m:\n        effect, rule = m[0]\n")
             if any(r.effect == "require_approval" for r in rules):
                 out.append("        return effect, rule, tuple(ap) if effect == REQUIRE_APPROVAL else (), tuple(m)\n")
             else:
                 out.append("        return effect, rule, (), tuple(m)\n")
             out.append(f"    return {w.default.upper()}, '<default>', (), ()\n")
-    out.append(_handwritten_footer(table).replace('"<stopped>", ()', '"<stopped>", (), ()')
-               .replace('"<undeclared>", ()', '"<undeclared>", (), ()').replace('"<error>", ()', '"<error>", (), ()'))
+    out.append(
+        _handwritten_footer(table)
+        .replace('"<stopped>", ()', '"<stopped>", (), ()')
+        .replace('"<undeclared>", ()', '"<undeclared>", (), ()')
+        .replace('"<error>", ()', '"<error>", (), ()')
+    )
     return "".join(out)
 
 
@@ -333,34 +352,42 @@ def _cedar_cond(w: spec.Workflow, cond: str) -> str:
 
 
 def cedar_text() -> str:
-    out = ["// Generated by benchmarks/gen_policies.py from benchmarks/spec.py -- do not edit by hand.\n",
-           "// One Cedar policy per gate rule / stop trigger. Stop, deny and require_approval rules are\n",
-           "// `forbid`s, allow rules are `permit`s. The @kind/@rule annotations tell the benchmark which of\n",
-           "// our effects a determining policy stands for (cedarpy reports policies as policy0, policy1, ...\n",
-           "// in file order). Floats are integer hundredths; see benchmarks/README.md.\n\n",
-           '@kind("stop")\n@rule("<stopped>")\nforbid(principal, action, resource)\n'
-           '  when { context.workflow_status == "stopped" };\n\n']
+    out = [
+        "// Generated by benchmarks/gen_policies.py from benchmarks/spec.py -- do not edit by hand.\n",
+        "// One Cedar policy per gate rule / stop trigger. Stop, deny and require_approval rules are\n",
+        "// `forbid`s, allow rules are `permit`s. The @kind/@rule annotations tell the benchmark which of\n",
+        "// our effects a determining policy stands for (cedarpy reports policies as policy0, policy1, ...\n",
+        "// in file order). Floats are integer hundredths; see benchmarks/README.md.\n\n",
+        '@kind("stop")\n@rule("<stopped>")\nforbid(principal, action, resource)\n'
+        '  when { context.workflow_status == "stopped" };\n\n',
+    ]
     for w in spec.WORKFLOWS:
         res = f'resource == Workflow::"{w.name}"'
         for s in w.stops:
             acts = ", ".join(f'Action::"{t}"' for t in s.types)
-            out.append(f'@kind("stop")\n@rule("{s.name}")\nforbid(principal, action in [{acts}], {res})\n'
-                       f"  when {{ {_cedar_cond(w, s.cedar)} }};\n\n")
+            out.append(
+                f'@kind("stop")\n@rule("{s.name}")\nforbid(principal, action in [{acts}], {res})\n'
+                f"  when {{ {_cedar_cond(w, s.cedar)} }};\n\n"
+            )
         for a in w.actions:
             for r in a.rules:
                 verb = "permit" if r.effect == "allow" else "forbid"
-                out.append(f'@kind("{r.effect}")\n@rule("{r.name}")\n'
-                           f'{verb}(principal, action == Action::"{a.name}", {res})\n'
-                           f"  when {{ {_cedar_cond(w, r.cedar)} }};\n\n")
+                out.append(
+                    f'@kind("{r.effect}")\n@rule("{r.name}")\n'
+                    f'{verb}(principal, action == Action::"{a.name}", {res})\n'
+                    f"  when {{ {_cedar_cond(w, r.cedar)} }};\n\n"
+                )
     return "".join(out)
 
 
 def cedar_context_text() -> str:
-    out = [HEADER.replace("#", '"""', 1).rstrip("\n") + "\n\n"
-           "Per action type: the attributes Cedar cannot compute itself (string length, regular\n"
-           "expressions, quantifiers over lists of records, timestamps), computed in Python into\n"
-           'context["derived"]. Runs inside the timed Cedar path.\n"""\n\n'
-           "import re\nfrom datetime import datetime\n\n"]
+    out = [
+        HEADER.replace("#", '"""', 1).rstrip("\n") + "\n\n"
+        "Per action type: the attributes Cedar cannot compute itself (string length, regular\n"
+        "expressions, quantifiers over lists of records, timestamps), computed in Python into\n"
+        'context["derived"]. Runs inside the timed Cedar path.\n"""\n\n'
+        "import re\nfrom datetime import datetime\n\n"
+    ]
     for k, v in spec.REGEXES.items():
         out.append(f"{k} = re.compile({v!r})\n")
     for k, v in spec.GLOBAL_CONSTS.items():

@@ -26,14 +26,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from policy_engine import Runtime
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 WF = "support-replies"
-T0 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 def at(s: int) -> datetime:
@@ -135,12 +135,16 @@ def main(path: str) -> int:
 
         # 6. the chain, both ways
         h = rt.history(x.execution_id)["execution"]
-        say(95, f"history of reply-1: decision approvals {[e['body']['principal'] for e in h['decision']['approvals']]}, "
-                f"caused {len(h['caused'])}, rollbacks {[(rb['trigger'], rb['status']) for rb in h['rollbacks']]}")
+        say(
+            95,
+            f"history of reply-1: decision approvals {[e['body']['principal'] for e in h['decision']['approvals']]}, "
+            f"caused {len(h['caused'])}, rollbacks {[(rb['trigger'], rb['status']) for rb in h['rollbacks']]}",
+        )
         print(f"           {rt.ledger.size} entries in {path}")
     print("$ stopline ledger verify")
-    res = subprocess.run([sys.executable, "-m", "policy_engine.cli", "ledger", "verify", "--ledger", url],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "policy_engine.cli", "ledger", "verify", "--ledger", url], capture_output=True, text=True
+    )
     print((res.stdout + res.stderr).strip())
     return res.returncode
 

@@ -25,7 +25,7 @@ Run:  python examples/engine_loop.py
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class Clock:
         return self.now
 
     def iso(self) -> str:
-        return self.now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self.now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def say(step: str, text: str = "") -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -28,7 +28,7 @@ class ExportError(ValueError):
     """The case cannot be written (one line for the CLI)."""
 
 
-def _case_for(led: Any, decision_id: str, expect: str, name: Optional[str]) -> tuple[dict, str]:
+def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tuple[dict, str]:
     from .ledger import EntryNotFound
     from .replay import _state_at, _timeline, rule_of
 
@@ -103,7 +103,7 @@ def _names(text: str) -> set[str]:
 
 
 def export_case(ledger: Any, decision_id: str, expect: str, suite: str | os.PathLike, *,
-                name: Optional[str] = None, policies: Optional[str] = None) -> dict:
+                name: str | None = None, policies: str | None = None) -> dict:
     """Append the case for ``decision_id`` to ``suite`` (created when missing, its
     ``policies:`` the given path relative to the suite). Returns what was written."""
     from .ledger import Ledger
@@ -121,7 +121,7 @@ def export_case(ledger: Any, decision_id: str, expect: str, suite: str | os.Path
     created = not path.exists()
     if created:
         title = path.name.split(".")[0]
-        head = [f"# captured misses: cases exported from the ledger (stopline ledger export-case)",
+        head = ["# captured misses: cases exported from the ledger (stopline ledger export-case)",
                 f"suite: {yaml.safe_dump(title, default_style=None).strip().removesuffix('...').strip()}"]
         if policies is not None:
             rel = os.path.relpath(os.path.abspath(policies), os.path.abspath(path.parent))

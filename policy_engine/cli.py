@@ -76,8 +76,14 @@ def check(paths: tuple[str, ...], fmt: str, strict: bool, color: bool | None) ->
         if not failed:
             nwf = len(result.policy_set.workflows) if result.policy_set else 0
             nfiles = len(result.sources)
-            click.echo(f"ok: {nfiles} file{'s' if nfiles != 1 else ''}, {nwf} workflow{'s' if nwf != 1 else ''}"
-                       + (f", {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}" if result.warnings else ""))
+            click.echo(
+                f"ok: {nfiles} file{'s' if nfiles != 1 else ''}, {nwf} workflow{'s' if nwf != 1 else ''}"
+                + (
+                    f", {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}"
+                    if result.warnings
+                    else ""
+                )
+            )
     sys.exit(EXIT_FAIL if failed else EXIT_OK)
 
 
@@ -163,17 +169,45 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
 # ---------------------------------------------------------------------------- test
 @main.command("test")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-k", "keyword", default=None, metavar="PATTERN",
-              help='Run only cases whose "suite::case" name contains PATTERN (and/or/not allowed, as in pytest).')
+@click.option(
+    "-k",
+    "keyword",
+    default=None,
+    metavar="PATTERN",
+    help='Run only cases whose "suite::case" name contains PATTERN (and/or/not allowed, as in pytest).',
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", show_default=True)
-@click.option("--output", "output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the --format report to FILE (the text report still goes to stdout).")
-@click.option("--coverage", "show_coverage", is_flag=True, help="Report which rules, triggers, criteria and scenarios the cases exercised.")
-@click.option("--min-coverage", "min_coverage", type=click.FloatRange(0, 100), default=None, metavar="PCT",
-              help="Exit 1 when branch coverage is below PCT (implies --coverage).")
+@click.option(
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the --format report to FILE (the text report still goes to stdout).",
+)
+@click.option(
+    "--coverage",
+    "show_coverage",
+    is_flag=True,
+    help="Report which rules, triggers, criteria and scenarios the cases exercised.",
+)
+@click.option(
+    "--min-coverage",
+    "min_coverage",
+    type=click.FloatRange(0, 100),
+    default=None,
+    metavar="PCT",
+    help="Exit 1 when branch coverage is below PCT (implies --coverage).",
+)
 @click.option("--color/--no-color", default=None, help="Colour the diagnostics (default: when a terminal).")
-def test(paths: tuple[str, ...], keyword: str | None, fmt: str, output: str | None, show_coverage: bool,
-         min_coverage: float | None, color: bool | None) -> None:
+def test(
+    paths: tuple[str, ...],
+    keyword: str | None,
+    fmt: str,
+    output: str | None,
+    show_coverage: bool,
+    min_coverage: float | None,
+    color: bool | None,
+) -> None:
     """Run `*.policy-test.yaml` fixture suites (see the README, section "Testing policies").
 
     Prints each failing case with a diff and the explain trace, then `N passed, N failed`.
@@ -338,14 +372,21 @@ def schema(name: str | None) -> None:
     from .models import ALL_MODELS, INPUT_MODELS, OUTPUT_MODELS
 
     if name is None:
-        payload = {"inputs": {n: m.model_json_schema(mode="validation") for n, m in INPUT_MODELS.items()},
-                   "outputs": {n: m.model_json_schema(mode="serialization") for n, m in OUTPUT_MODELS.items()}}
+        payload = {
+            "inputs": {n: m.model_json_schema(mode="validation") for n, m in INPUT_MODELS.items()},
+            "outputs": {n: m.model_json_schema(mode="serialization") for n, m in OUTPUT_MODELS.items()},
+        }
     elif name in ALL_MODELS:
         payload = ALL_MODELS[name].model_json_schema(mode="validation" if name in INPUT_MODELS else "serialization")
     else:
         hint = did_you_mean(name, ALL_MODELS)
-        click.echo(f"error: unknown model `{name}`" + (f"; {hint}" if hint else "")
-                   + "\nmodels: " + ", ".join(sorted(ALL_MODELS)), err=True)
+        click.echo(
+            f"error: unknown model `{name}`"
+            + (f"; {hint}" if hint else "")
+            + "\nmodels: "
+            + ", ".join(sorted(ALL_MODELS)),
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
     sys.exit(EXIT_OK)
@@ -368,7 +409,8 @@ from .server.cli import serve as _serve  # noqa: E402  (click only; the web stac
 main.add_command(_serve)
 
 # ---------------------------------------------------------------------------- incidents (issue 18)
-from .replay_cli import export_case_cmd as _export_case, replay_cmd as _replay  # noqa: E402  (click only)
+from .replay_cli import export_case_cmd as _export_case  # noqa: E402  (click only)
+from .replay_cli import replay_cmd as _replay  # noqa: E402
 from .runtime.bulk_cli import rollback as _rollback  # noqa: E402  (click only; SQLAlchemy on use)
 
 main.add_command(_replay)

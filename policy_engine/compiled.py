@@ -9,9 +9,10 @@ compiled policy is safe to share between threads and between engines, accelerate
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from .models import (
     ApprovalRequirement,
@@ -42,11 +43,11 @@ class CRule:
     prec: int
     fn: Callable[[Mapping[str, Any]], Any]
     source: str
-    location: Optional[str]
+    location: str | None
     ref: RuleRef
     trace_true: TraceEntry
     trace_false: TraceEntry
-    approval: Optional[ApprovalRequirement]
+    approval: ApprovalRequirement | None
     kind: str = "rule"
     reason: str = ""  # the decision's `reason` when this rule decides
     reason_err: str = ""  # the same when its condition errored
@@ -57,16 +58,16 @@ class CCriterion:
     name: str
     fn: Callable[[Mapping[str, Any]], Any]
     source: str
-    location: Optional[str]
-    description: Optional[str]
+    location: str | None
+    description: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class CStop:
     name: str
-    fn: Optional[Callable[[Mapping[str, Any]], Any]]
+    fn: Callable[[Mapping[str, Any]], Any] | None
     source: str
-    location: Optional[str]
+    location: str | None
     ref: RuleRef
     trace_true: TraceEntry
     trace_false: TraceEntry
@@ -86,35 +87,35 @@ class CPrereq:
     name: str
     fn: Callable[[Mapping[str, Any]], Any]
     source: str
-    location: Optional[str]
+    location: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class CAction:
     name: str
     workflow: str
-    system: Optional[str]
+    system: str | None
     rules: tuple[CRule, ...]  # sorted by (precedence, name)
     receipt: tuple[str, ...]  # sorted, unique
-    klass: Optional[str]
-    method: Optional[str]
-    window: Optional[str]
-    window_seconds: Optional[int]
-    window_td: Optional[timedelta]  # the window as a timedelta, built once
+    klass: str | None
+    method: str | None
+    window: str | None
+    window_seconds: int | None
+    window_td: timedelta | None  # the window as a timedelta, built once
     runs_while_stopped: bool  # a repair action: gated by its own rules while the workflow is stopped
-    verify: Optional[str]
+    verify: str | None
     prerequisites: tuple[CPrereq, ...]  # sorted by name
     side_effects: tuple[str, ...]
     within_window: tuple[ScenarioCost, ...]
     after_window: tuple[ScenarioCost, ...]
-    location: Optional[str]
-    reversibility: Optional[ReversibilityInfo]  # reversible_until filled in per evaluation
+    location: str | None
+    reversibility: ReversibilityInfo | None  # reversible_until filled in per evaluation
     # What the gate walks for this type: the workflow's stop triggers that have a condition
     # (by name), then `rules`; each as (call, trace_true, trace_false, ref, approval, item).
     gate: tuple = ()
     # The top-level fields of the action its gate can read (`reads_of`): only these are
     # checked against the input limits; None: the whole action
-    reads: Optional[tuple[str, ...]] = None
+    reads: tuple[str, ...] | None = None
     default_reason: str = ""  # the decision's `reason` when no rule matches
     # `fields { ... }`: the declared shape (fieldtypes.FType) every action of the type must
     # have, checked with the input (None: not declared)
@@ -136,19 +137,19 @@ class CScenario:
     name: str
     workflow: str
     standard: bool
-    route: Optional[str]
+    route: str | None
     slots: tuple[CSlot, ...]
     distinct_from: tuple[tuple[str, ...], ...]
     notify: tuple[str, ...]
     compensate: tuple[tuple[str, bool], ...]  # (name, is_action)
     cascade_depth: int
     has_escalation: bool
-    esc_route: Optional[str]
+    esc_route: str | None
     esc_slots: tuple[CSlot, ...]
     esc_distinct_from: tuple[tuple[str, ...], ...]
     esc_notify: tuple[str, ...]
     esc_compensate: tuple[tuple[str, bool], ...]
-    location: Optional[str]
+    location: str | None
     # duties with a `when` (notify or compensate): (kind, name, is_action, escalation, fn,
     # source, location); a duty listed here applies only when its condition holds (or errors)
     conditional: tuple = ()
@@ -157,7 +158,7 @@ class CScenario:
 @dataclass(frozen=True, slots=True)
 class CWorkflow:
     name: str
-    version: Optional[str]
+    version: str | None
     default_effect: str
     default_ref: RuleRef
     actions: Mapping[str, CAction]
@@ -166,10 +167,10 @@ class CWorkflow:
     scenarios: Mapping[str, CScenario]
     policy: Mapping[str, Any]  # constants, as CEL's `policy`
     running_state: Mapping[str, Any]  # `workflow` in CEL when the caller gives no state
-    location: Optional[str]
+    location: str | None
     gate_stops: tuple = ()  # the gate sequence for an undeclared action type: the stop triggers alone
-    stop_reads: Optional[tuple[str, ...]] = None  # what gate_stops can read (see CAction.reads)
-    owners: Optional[WorkflowOwners] = None  # its business and technical owner (every decision and plan names them)
+    stop_reads: tuple[str, ...] | None = None  # what gate_stops can read (see CAction.reads)
+    owners: WorkflowOwners | None = None  # its business and technical owner (every decision and plan names them)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,11 @@ accelerators from what it returns: `engine.accel`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
-from .language import ir
-from .language.check import cond_key
 from .compiled import (
     ECHOED,
     CAction,
@@ -36,6 +35,8 @@ from .compiled import (
     CWorkflow,
 )
 from .construct import fast
+from .language import ir
+from .language.check import cond_key
 from .models import (
     ApprovalRequirement,
     ReversibilityInfo,
@@ -58,7 +59,7 @@ OUTRANKS = {"stop": "stop outranks every rule", "deny": "deny outranks require_a
             "allow": "no stop trigger, deny or require_approval rule matched"}
 
 
-def loc_str(loc: ir.Loc | None) -> Optional[str]:
+def loc_str(loc: ir.Loc | None) -> str | None:
     if loc is None or loc.span is None:
         return None
     return str(loc.span)
@@ -102,7 +103,7 @@ def _call(fn: Any) -> Callable:
     return fn.__call__ if isinstance(fn, CompiledExpr) else fn
 
 
-def _gate_entry(item: Any, atype: Optional[str] = None) -> tuple:
+def _gate_entry(item: Any, atype: str | None = None) -> tuple:
     """(call, trace_true, trace_false, ref, approval, item); `call` is None for a stop
     trigger whose condition is `false` for every action of type `atype` (its type guard)."""
     guard = getattr(item.fn, "type_guard", None)
@@ -114,7 +115,7 @@ def _gate_entry(item: Any, atype: Optional[str] = None) -> tuple:
             item.approval if item.kind == "rule" else None, item)
 
 
-def reads_of(gate: tuple) -> Optional[tuple[str, ...]]:
+def reads_of(gate: tuple) -> tuple[str, ...] | None:
     """The top-level action fields the conditions of `gate` can read (constant `false`
     entries read nothing), plus the fields a decision shows; None if a condition may
     use the action as a whole (see `CompiledExpr.reads`)."""
@@ -133,13 +134,13 @@ def reads_of(gate: tuple) -> Optional[tuple[str, ...]]:
     return tuple(sorted(keys))
 
 
-def _trace(kind: str, name: str, effect: str, location: Optional[str], source: str, matched: bool) -> TraceEntry:
+def _trace(kind: str, name: str, effect: str, location: str | None, source: str, matched: bool) -> TraceEntry:
     return fast(TraceEntry, {"kind": kind, "name": name, "effect": effect, "location": location,
                              "condition": source, "value": "true" if matched else "false",
                              "error": None, "matched": matched})
 
 
-def _slots(auth: Optional[ir.Authorization], source: str, start: int) -> tuple[CSlot, ...]:
+def _slots(auth: ir.Authorization | None, source: str, start: int) -> tuple[CSlot, ...]:
     if auth is None:
         return ()
     out = []
@@ -297,16 +298,35 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             all_actions.setdefault(a.name, ca)
         default_loc = loc_str(w.default_loc) or loc_str(w.loc)
         workflows[w.name] = CWorkflow(
-            name=w.name, version=w.version, default_effect=w.default_effect,
-            default_ref=fast(RuleRef, {"kind": "default", "name": f"default {w.default_effect}",
-                                       "effect": w.default_effect, "location": default_loc}),
-            actions=MappingProxyType(actions), stops=tuple(stops),
+            name=w.name,
+            version=w.version,
+            default_effect=w.default_effect,
+            default_ref=fast(
+                RuleRef,
+                {
+                    "kind": "default",
+                    "name": f"default {w.default_effect}",
+                    "effect": w.default_effect,
+                    "location": default_loc,
+                },
+            ),
+            actions=MappingProxyType(actions),
+            stops=tuple(stops),
             stops_by_name=MappingProxyType({s.name: s for s in stops}),
-            scenarios=MappingProxyType(scenarios), policy=MappingProxyType(consts),
-            running_state={"name": w.name, "status": "running"},  # a plain dict (the fast paths need one); never mutated
-            location=loc_str(w.loc), gate_stops=gate_stops, stop_reads=reads_of(gate_stops),
+            scenarios=MappingProxyType(scenarios),
+            policy=MappingProxyType(consts),
+            running_state={
+                "name": w.name,
+                "status": "running",
+            },  # a plain dict (the fast paths need one); never mutated
+            location=loc_str(w.loc),
+            gate_stops=gate_stops,
+            stop_reads=reads_of(gate_stops),
             owners=fast(WorkflowOwners, {"business": w.owner("business"), "technical": w.owner("technical")}),
         )
     return CompiledPolicy(
-        policy_hash=pset.content_hash, workflows=MappingProxyType(workflows),
-        actions=MappingProxyType(all_actions), roles=tuple(sorted(pset.roles)))
+        policy_hash=pset.content_hash,
+        workflows=MappingProxyType(workflows),
+        actions=MappingProxyType(all_actions),
+        roles=tuple(sorted(pset.roles)),
+    )

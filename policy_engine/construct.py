@@ -6,7 +6,8 @@ and the engine every decision, plan and verdict.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["fast", "fields_set", "set_dict", "set_fields_set", "set_extra", "set_private", "new"]
 

@@ -7,7 +7,7 @@ its condition's value or error, and why the final answer won. Deterministic.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan, ScenarioCost, SlotSpec
 
@@ -193,14 +193,20 @@ def explain_plan(p: RollbackPlan) -> str:
     if conditional:
         lines.append("conditional duties:")
         for d in conditional:
-            lines.append(f"  {_MARK[d.applies]} {d.kind} {d.name}" + (" (after window)" if d.source == "escalation" else "")
-                         + f": {d.reason}")
+            lines.append(
+                f"  {_MARK[d.applies]} {d.kind} {d.name}"
+                + (" (after window)" if d.source == "escalation" else "")
+                + f": {d.reason}"
+            )
             lines.append(f"        `{d.condition}`")
     f = p.feasibility
     lines.append(f"feasibility: {f.status}")
     for pr in f.prerequisites:
-        lines.append(f"  {_MARK[pr.met]} prerequisite `{pr.name}`" + (f": {pr.reason}" if pr.reason else "")
-                     + (f"    ({pr.location})" if pr.location else ""))
+        lines.append(
+            f"  {_MARK[pr.met]} prerequisite `{pr.name}`"
+            + (f": {pr.reason}" if pr.reason else "")
+            + (f"    ({pr.location})" if pr.location else "")
+        )
     for r in f.reasons:
         lines.append(f"  - {r}")
     c = p.cascade
@@ -209,8 +215,10 @@ def explain_plan(p: RollbackPlan) -> str:
         how = "MANUAL: " + (s.reason or "") if s.manual else f"via {s.method}"
         if not s.manual and s.status != "feasible":
             how += f" -- {s.status.replace('_', ' ').upper()}: " + "; ".join(s.reasons)
-        lines.append(f"  {'  ' * s.depth}- [{s.depth}] {s.record_id} ({s.type}) {how}"
-                     + (f"; verify: {s.verify}" if s.verify and not s.manual else ""))
+        lines.append(
+            f"  {'  ' * s.depth}- [{s.depth}] {s.record_id} ({s.type}) {how}"
+            + (f"; verify: {s.verify}" if s.verify and not s.manual else "")
+        )
     if c.checkpoint:
         lines.append("  pause and confirm before going deeper:")
         for r in c.checkpoint:
@@ -224,11 +232,17 @@ def explain_plan(p: RollbackPlan) -> str:
     if p.errors:
         lines.append("problems:")
         for e in p.errors:
-            lines.append(f"  - {e.rule if e.kind != 'input' else 'input'}: {e.message}"
-                         + (f"    ({e.location})" if e.location else ""))
+            lines.append(
+                f"  - {e.rule if e.kind != 'input' else 'input'}: {e.message}"
+                + (f"    ({e.location})" if e.location else "")
+            )
     lines.append("")
-    lines.append("result: " + ("authorizable" if p.authorizable else "NOT authorizable")
-                 + f"; feasibility {f.status}" + ("; cascade partial" if c.partial else ""))
+    lines.append(
+        "result: "
+        + ("authorizable" if p.authorizable else "NOT authorizable")
+        + f"; feasibility {f.status}"
+        + ("; cascade partial" if c.partial else "")
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -241,8 +255,10 @@ def explain_verdict(v: AuthorizationVerdict) -> str:
     for s in v.slots:
         who = ", ".join(s.filled_by) if s.filled_by else "-"
         state = "filled" if s.missing == 0 else f"{s.missing} missing"
-        lines.append(f"  {s.id}: {_slot(SlotSpec(id=s.id, count=s.count, roles=s.roles, any_of=s.any_of, source=s.source))}"
-                     f" <- {who} ({state})")
+        lines.append(
+            f"  {s.id}: {_slot(SlotSpec(id=s.id, count=s.count, roles=s.roles, any_of=s.any_of, source=s.source))}"
+            f" <- {who} ({state})"
+        )
     if v.rejected:
         lines.append("approvals that do not count:")
         for r in v.rejected:
@@ -254,8 +270,9 @@ def explain_verdict(v: AuthorizationVerdict) -> str:
         lines.append("result: SATISFIED; every slot is filled by a distinct, eligible principal")
     else:
         why = ", ".join(s.id for s in v.open_slots)
-        lines.append("result: NOT satisfied" + (f"; open slots: {why}" if why else "")
-                     + ("; see problems" if v.errors else ""))
+        lines.append(
+            "result: NOT satisfied" + (f"; open slots: {why}" if why else "") + ("; see problems" if v.errors else "")
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -265,8 +282,11 @@ def explain_resume(r: ResumeDecision) -> str:
     lines.append("")
     lines.append("re-enable criteria (all must hold):")
     for c in r.criteria:
-        lines.append(f"  {_MARK[c.met]} `{c.name}`" + (f": {c.reason}" if c.reason else "")
-                     + (f"    ({c.location})" if c.location else ""))
+        lines.append(
+            f"  {_MARK[c.met]} `{c.name}`"
+            + (f": {c.reason}" if c.reason else "")
+            + (f"    ({c.location})" if c.location else "")
+        )
         if c.description:
             lines.append(f"        {c.description}")
     if not r.criteria:

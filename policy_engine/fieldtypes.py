@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any
 
 SCALARS = ("string", "int", "double", "bool", "timestamp", "duration", "any")
 CONTAINERS = ("list", "map")
@@ -31,10 +31,10 @@ class FType:
     values) or `object` (`fields`, in declaration order; other keys are allowed)."""
 
     kind: str
-    item: Optional["FType"] = None
-    fields: Optional[tuple["FField", ...]] = None
+    item: FType | None = None
+    fields: tuple[FField, ...] | None = None
 
-    def field(self, name: str) -> Optional["FField"]:
+    def field(self, name: str) -> FField | None:
         for f in self.fields or ():
             if f.name == name:
                 return f
@@ -112,7 +112,7 @@ def _fits(kind: str, v: Any) -> bool:
     return False  # pragma: no cover - the checker refuses other kinds
 
 
-def value_problem(t: FType, value: Any, path: str) -> Optional[str]:
+def value_problem(t: FType, value: Any, path: str) -> str | None:
     """Why `value` (at `path`, e.g. `action`) does not have type `t`, or None. Never raises.
 
     Iterative over the value; the depth of the type bounds the work per value."""

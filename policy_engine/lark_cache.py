@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Optional, Union
 
 
-def cache_dir() -> Optional[Path]:
+def cache_dir() -> Path | None:
     """The private cache directory, created if needed; None when there is none to use."""
     env = os.environ.get("STOPLINE_CACHE_DIR")
     if env is not None:
@@ -45,7 +44,7 @@ def cache_dir() -> Optional[Path]:
         return None
 
 
-def lark_cache(name: str) -> Union[str, bool]:
+def lark_cache(name: str) -> str | bool:
     """The `cache=` argument for the Lark parser `name`: a file in the private cache
     directory, or False (no cache)."""
     d = cache_dir()

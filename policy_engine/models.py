@@ -16,13 +16,13 @@ See the README, section "The engine" for the semantics of every field.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Effect = Literal["allow", "require_approval", "deny", "stop"]
 RuleKind = Literal["rule", "stop", "default", "undeclared", "stopped", "error"]
-Timestamp = Union[datetime, str]  # inputs: RFC 3339 string or tz-aware datetime
+Timestamp = datetime | str  # inputs: RFC 3339 string or tz-aware datetime
 
 
 class _Out(BaseModel):
@@ -46,16 +46,16 @@ class Action(_In):
 
     workflow: str = Field(description="name of the workflow the action belongs to")
     type: str = Field(description="name of the action type, as declared in the policy")
-    id: Optional[str] = Field(default=None, description="caller's id for the action (echoed in the decision)")
+    id: str | None = Field(default=None, description="caller's id for the action (echoed in the decision)")
 
 
 class WorkflowState(_In):
     """The caller's view of the workflow's state. CEL sees it as `workflow`."""
 
-    name: Optional[str] = None
+    name: str | None = None
     status: Literal["running", "stopped"] = "running"
-    stopped_by: Optional[str] = Field(default=None, description="the stop trigger that stopped the workflow")
-    stopped_at: Optional[Timestamp] = None
+    stopped_by: str | None = Field(default=None, description="the stop trigger that stopped the workflow")
+    stopped_at: Timestamp | None = None
 
 
 class OriginalRecord(_In):
@@ -64,10 +64,10 @@ class OriginalRecord(_In):
 
     id: str
     type: str
-    executed_at: Optional[Timestamp] = None
-    reviewer: Optional[str] = None
-    requester: Optional[str] = None
-    downstream: list["OriginalRecord"] = Field(default_factory=list)
+    executed_at: Timestamp | None = None
+    reviewer: str | None = None
+    requester: str | None = None
+    downstream: list[OriginalRecord] = Field(default_factory=list)
 
 
 class RollbackRequest(_In):
@@ -76,8 +76,8 @@ class RollbackRequest(_In):
     workflow: str
     scenario: str
     requested_by: str
-    reason: Optional[str] = None
-    requested_at: Optional[Timestamp] = None
+    reason: str | None = None
+    requested_at: Timestamp | None = None
     original: OriginalRecord
 
 
@@ -87,17 +87,17 @@ class Approval(_In):
 
     principal: str
     roles: list[str] = Field(default_factory=list)
-    at: Optional[Timestamp] = None
-    plan_hash: Optional[str] = None
-    action_digest: Optional[str] = Field(default=None, description="for a gate decision: the `action_digest` "
+    at: Timestamp | None = None
+    plan_hash: str | None = None
+    action_digest: str | None = Field(default=None, description="for a gate decision: the `action_digest` "
                                          "of the decision it approves (see Engine.authorize_action)")
-    policy_hash: Optional[str] = None
-    expires_at: Optional[Timestamp] = None
+    policy_hash: str | None = None
+    expires_at: Timestamp | None = None
 
 
 class ResumeRequest(_In):
     workflow: str
-    stop: Union[str, WorkflowState] = Field(description="trigger name, or the stopped workflow state")
+    stop: str | WorkflowState = Field(description="trigger name, or the stopped workflow state")
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -114,14 +114,14 @@ class _Envelope(BaseModel):
 class GateQuestion(_Envelope):
     question: Literal["gate"]
     action: dict[str, Any]
-    workflow_state: Optional[dict[str, Any]] = None
-    now: Optional[Timestamp] = None
+    workflow_state: dict[str, Any] | None = None
+    now: Timestamp | None = None
 
 
 class RollbackQuestion(_Envelope):
     question: Literal["rollback"]
     request: dict[str, Any]
-    now: Optional[Timestamp] = None
+    now: Timestamp | None = None
 
 
 class AuthorizeQuestion(_Envelope):
@@ -131,22 +131,22 @@ class AuthorizeQuestion(_Envelope):
     `decision` (a require_approval Decision as printed by the gate question)."""
 
     question: Literal["authorize"]
-    plan: Optional[dict[str, Any]] = None
-    request: Optional[dict[str, Any]] = None
-    decision: Optional[dict[str, Any]] = None
+    plan: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
     approvals: list[dict[str, Any]] = Field(default_factory=list)
-    now: Optional[Timestamp] = None
+    now: Timestamp | None = None
 
 
 class ResumeQuestion(_Envelope):
     question: Literal["resume"]
     workflow: str
-    stop: Union[str, dict[str, Any]]
+    stop: str | dict[str, Any]
     evidence: dict[str, Any] = Field(default_factory=dict)
-    now: Optional[Timestamp] = None
+    now: Timestamp | None = None
 
 
-Question = Union[GateQuestion, RollbackQuestion, AuthorizeQuestion, ResumeQuestion]
+Question = GateQuestion | RollbackQuestion | AuthorizeQuestion | ResumeQuestion
 QUESTION_MODELS: dict[str, type[_Envelope]] = {
     "gate": GateQuestion, "rollback": RollbackQuestion, "authorize": AuthorizeQuestion, "resume": ResumeQuestion}
 
@@ -161,7 +161,7 @@ class RuleRef(_Out):
     kind: RuleKind
     name: str
     effect: Effect
-    location: Optional[str] = Field(default=None, description="file:line:col of the declaration")
+    location: str | None = Field(default=None, description="file:line:col of the declaration")
 
 
 class EvalError(_Out):
@@ -170,8 +170,8 @@ class EvalError(_Out):
     rule: str = Field(description="rule, trigger, prerequisite or criterion name; `<input>` for bad input")
     kind: Literal["rule", "stop", "prerequisite", "criterion", "input", "policy"] = "rule"
     message: str
-    location: Optional[str] = None
-    budget: Optional[str] = Field(default=None, description="name of the evaluation budget exceeded, if any")
+    location: str | None = None
+    budget: str | None = Field(default=None, description="name of the evaluation budget exceeded, if any")
 
 
 class ApprovalRequirement(_Out):
@@ -179,21 +179,21 @@ class ApprovalRequirement(_Out):
     count: int
     roles: tuple[str, ...]
     any_of: bool = Field(description="true for `by N of [a, b]`: any of the roles; false: the single role")
-    location: Optional[str] = None
+    location: str | None = None
 
 
 class StopInfo(_Out):
     trigger: str
     known: bool = Field(default=True, description="false when a workflow state names a trigger the policy lacks")
-    severity: Optional[str] = None
-    owner: Optional[str] = None
+    severity: str | None = None
+    owner: str | None = None
     affects: tuple[str, ...] = Field(default=())
-    rollback: Optional[str] = None
+    rollback: str | None = None
     notify: tuple[str, ...] = Field(default=())
     resume_criteria: tuple[str, ...] = Field(default=())
     receipt: tuple[str, ...] = Field(default=())
-    location: Optional[str] = None
-    stopped_at: Optional[str] = None
+    location: str | None = None
+    stopped_at: str | None = None
 
 
 class SlotSpec(_Out):
@@ -213,7 +213,7 @@ class ScenarioCost(_Out):
     escalated path after it."""
 
     scenario: str
-    route: Optional[str] = None
+    route: str | None = None
     slots: tuple[SlotSpec, ...] = Field(default=())
     distinct_from: tuple[str, ...] = Field(default=())
     notify: tuple[str, ...] = Field(default=())
@@ -221,12 +221,12 @@ class ScenarioCost(_Out):
 
 
 class ReversibilityInfo(_Out):
-    klass: Optional[Literal["full", "partial", "irreversible"]] = Field(
+    klass: Literal["full", "partial", "irreversible"] | None = Field(
         default=None, alias="class", description="`null` when the action type declares no reversibility")
-    method: Optional[str] = None
-    window: Optional[str] = Field(default=None, description="as written in the policy, e.g. `60s`")
-    window_seconds: Optional[int] = None
-    reversible_until: Optional[str] = Field(default=None, description="now + window, if executed now")
+    method: str | None = None
+    window: str | None = Field(default=None, description="as written in the policy, e.g. `60s`")
+    window_seconds: int | None = None
+    reversible_until: str | None = Field(default=None, description="now + window, if executed now")
     within_window: tuple[ScenarioCost, ...] = Field(default=(), description="per scenario: standard path")
     after_window: tuple[ScenarioCost, ...] = Field(default=(), description="per scenario: escalated path")
 
@@ -237,10 +237,10 @@ class TraceEntry(_Out):
     kind: Literal["rule", "stop"]
     name: str
     effect: Effect
-    location: Optional[str] = None
+    location: str | None = None
     condition: str = ""
-    value: Optional[str] = Field(default=None, description="the condition's value as JSON text, when it had one")
-    error: Optional[str] = None
+    value: str | None = Field(default=None, description="the condition's value as JSON text, when it had one")
+    error: str | None = None
     matched: bool
 
 
@@ -249,31 +249,31 @@ class WorkflowOwners(_Out):
     people an incident goes to, so it does not bounce between ops, security, support and
     the builder."""
 
-    business: Optional[str] = Field(default=None, description="the business owner, as declared")
-    technical: Optional[str] = Field(default=None, description="the technical owner, as declared")
+    business: str | None = Field(default=None, description="the business owner, as declared")
+    technical: str | None = Field(default=None, description="the technical owner, as declared")
 
 
 class Decision(_Out):
     effect: Effect
     deciding: RuleRef
     reason: str = Field(description="one line: why this effect won")
-    workflow: Optional[str] = None
-    action_type: Optional[str] = None
-    action_id: Optional[str] = None
+    workflow: str | None = None
+    action_type: str | None = None
+    action_id: str | None = None
     matched: tuple[RuleRef, ...] = Field(default=(), description="every matched rule, by precedence then name")
     approvals: tuple[ApprovalRequirement, ...] = Field(default=())
-    action_digest: Optional[str] = Field(
+    action_digest: str | None = Field(
         default=None, description="require_approval only: `sha256:` + hex of the canonical JSON of the action "
                                   "decided; approvals name it (see Engine.authorize_action)")
-    stop: Optional[StopInfo] = None
-    reversibility: Optional[ReversibilityInfo] = None
+    stop: StopInfo | None = None
+    reversibility: ReversibilityInfo | None = None
     receipt: tuple[str, ...] = Field(default=())
     errors: tuple[EvalError, ...] = Field(default=())
     trace: tuple[TraceEntry, ...] = Field(default=())
     evaluated_at: str
     policy_hash: str
-    policy_version: Optional[str] = None
-    owners: Optional[WorkflowOwners] = Field(
+    policy_version: str | None = None
+    owners: WorkflowOwners | None = Field(
         default=None, description="the workflow's business and technical owner; null when the workflow is unknown")
 
 
@@ -282,7 +282,7 @@ class Decision(_Out):
 
 class DistinctRef(_Out):
     ref: str = Field(description="as written, e.g. `original.reviewer`")
-    principal: Optional[str] = Field(default=None, description="resolved from the request; null if absent")
+    principal: str | None = Field(default=None, description="resolved from the request; null if absent")
 
 
 class AuthorizationRequirement(_Out):
@@ -294,8 +294,8 @@ class AuthorizationRequirement(_Out):
 class PrerequisiteResult(_Out):
     name: str
     met: bool
-    reason: Optional[str] = None
-    location: Optional[str] = None
+    reason: str | None = None
+    location: str | None = None
 
 
 StepStatus = Literal["feasible", "manual", "blocked", "out_of_window"]
@@ -331,7 +331,7 @@ class Duty(_Out):
     name: str
     source: Literal["standard", "escalation"] = "standard"
     applies: bool
-    condition: Optional[str] = Field(default=None, description="its `when` condition, if it has one")
+    condition: str | None = Field(default=None, description="its `when` condition, if it has one")
     reason: str = Field(description="why it applies or not; a condition that errors makes it apply (fail closed)")
 
 
@@ -339,18 +339,18 @@ class CascadeStep(_Out):
     record_id: str
     type: str
     depth: int
-    parent: Optional[str] = None
-    method: Optional[str] = None
-    verify: Optional[str] = None
-    reversibility: Optional[str] = Field(default=None, description="class of the record's action type")
+    parent: str | None = None
+    method: str | None = None
+    verify: str | None = None
+    reversibility: str | None = Field(default=None, description="class of the record's action type")
     manual: bool = False
-    reason: Optional[str] = Field(default=None, description="why the step is manual")
+    reason: str | None = Field(default=None, description="why the step is manual")
     status: StepStatus = Field(default="feasible", description="this step's own feasibility: `manual` (class), "
                                "`blocked` (its prerequisites over its own record), `out_of_window` (its own window)")
-    executed_at: Optional[str] = Field(default=None, description="the record's `executed_at`, normalised")
-    window_seconds: Optional[int] = Field(default=None, description="the reversal window of the record's type")
-    reversible_until: Optional[str] = Field(default=None, description="executed_at + window; null without both")
-    within_window: Optional[bool] = Field(default=None, description="null when the type has no window")
+    executed_at: str | None = Field(default=None, description="the record's `executed_at`, normalised")
+    window_seconds: int | None = Field(default=None, description="the reversal window of the record's type")
+    reversible_until: str | None = Field(default=None, description="executed_at + window; null without both")
+    within_window: bool | None = Field(default=None, description="null when the type has no window")
     prerequisites: tuple[PrerequisiteResult, ...] = Field(default=(), description="evaluated over this record")
     unmet: tuple[str, ...] = Field(default=())
     reasons: tuple[str, ...] = Field(default=(), description="why the step is not feasible (every reason)")
@@ -360,12 +360,12 @@ class CheckpointRecord(_Out):
     record_id: str
     type: str
     depth: int
-    parent: Optional[str] = None
+    parent: str | None = None
 
 
 class CascadeLoop(_Out):
     record_id: str
-    parent: Optional[str] = None
+    parent: str | None = None
     path: tuple[str, ...] = Field(description="record ids from the original to the repeated record")
 
 
@@ -377,7 +377,7 @@ class Cascade(_Out):
     loops: tuple[CascadeLoop, ...] = Field(default=())
     partial: bool = False
     truncated: bool = False
-    truncated_reason: Optional[str] = None
+    truncated_reason: str | None = None
 
 
 class RollbackPlan(_Out):
@@ -387,14 +387,14 @@ class RollbackPlan(_Out):
     standard_scenario: bool
     authorizable: bool = Field(description="false when the plan cannot be authorized (see errors)")
     errors: tuple[EvalError, ...] = Field(default=())
-    original_id: Optional[str] = None
-    original_type: Optional[str] = None
-    requested_by: Optional[str] = None
-    route: Optional[str] = None
+    original_id: str | None = None
+    original_type: str | None = None
+    requested_by: str | None = None
+    route: str | None = None
     window: Literal["standard", "escalated", "none"]
-    window_seconds: Optional[int] = None
-    executed_at: Optional[str] = None
-    reversible_until: Optional[str] = None
+    window_seconds: int | None = None
+    executed_at: str | None = None
+    reversible_until: str | None = None
     authorization: AuthorizationRequirement
     notify: tuple[str, ...] = Field(default=())
     compensations: tuple[Compensation, ...] = Field(default=())
@@ -404,8 +404,8 @@ class RollbackPlan(_Out):
     cascade: Cascade
     evaluated_at: str
     policy_hash: str
-    policy_version: Optional[str] = None
-    owners: Optional[WorkflowOwners] = Field(
+    policy_version: str | None = None
+    owners: WorkflowOwners | None = Field(
         default=None, description="the workflow's business and technical owner; null when the workflow is unknown")
     plan_hash: str = Field(description="sha256 of the plan's canonical JSON without this field")
 
@@ -433,7 +433,7 @@ class RejectedApproval(_Out):
 class AuthorizationVerdict(_Out):
     satisfied: bool
     plan_hash: str = Field(description="the plan's hash; empty for a gate decision")
-    action_digest: Optional[str] = Field(default=None, description="the decision's action digest (a gate decision)")
+    action_digest: str | None = Field(default=None, description="the decision's action digest (a gate decision)")
     slots: tuple[SlotFill, ...] = Field(default=())
     open_slots: tuple[SlotFill, ...] = Field(default=())
     accepted: tuple[str, ...] = Field(default=(), description="principals that fill a slot")
@@ -449,21 +449,21 @@ class AuthorizationVerdict(_Out):
 class CriterionResult(_Out):
     name: str
     met: bool
-    reason: Optional[str] = Field(default=None, description="`false`, a non-bool value, or the error")
-    description: Optional[str] = None
-    location: Optional[str] = None
+    reason: str | None = Field(default=None, description="`false`, a non-bool value, or the error")
+    description: str | None = None
+    location: str | None = None
 
 
 class ResumeDecision(_Out):
     workflow: str
-    trigger: Optional[str] = None
+    trigger: str | None = None
     allowed: bool
     criteria: tuple[CriterionResult, ...] = Field(default=())
     unmet: tuple[str, ...] = Field(default=())
     errors: tuple[EvalError, ...] = Field(default=())
     evaluated_at: str
     policy_hash: str
-    policy_version: Optional[str] = None
+    policy_version: str | None = None
 
 
 OriginalRecord.model_rebuild()

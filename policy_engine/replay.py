@@ -20,9 +20,10 @@ loads the candidate policy itself, and sends back only the changed verdicts.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Optional, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 __all__ = ["replay", "ReplayResult", "ChangedVerdict", "rule_of", "changed_executions"]
 
@@ -51,16 +52,16 @@ def rule_of(deciding: Any) -> str:
 class ChangedVerdict:
     decision_id: str
     seq: int
-    workflow: Optional[str]
-    action_type: Optional[str]
-    action_id: Optional[str]
-    now: Optional[str]
+    workflow: str | None
+    action_type: str | None
+    action_id: str | None
+    now: str | None
     old_effect: str
     old_rule: str
     new_effect: str
     new_rule: str
     new_reason: str
-    old_policy_hash: Optional[str]
+    old_policy_hash: str | None
     executions: tuple[str, ...] = ()  #: executions recorded under this decision
 
     @property
@@ -138,16 +139,16 @@ class ReplayResult:
 
 
 # ------------------------------------------------------------------------------ the work
-def _ts(t: Any) -> Optional[str]:
+def _ts(t: Any) -> str | None:
     if t is None:
         return None
     if isinstance(t, datetime):
-        return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return datetime.fromisoformat(str(t).replace("Z", "+00:00")).astimezone(timezone.utc).strftime(
+        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromisoformat(str(t).replace("Z", "+00:00")).astimezone(UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _filters(since: Optional[str], until: Optional[str], workflow: Optional[str]) -> list:
+def _filters(since: str | None, until: str | None, workflow: str | None) -> list:
     from .ledger import schema
 
     E = schema.entries
@@ -161,12 +162,12 @@ def _filters(since: Optional[str], until: Optional[str], workflow: Optional[str]
     return where
 
 
-def _timeline(led: Any, until: Optional[str]) -> dict[str, list[tuple[int, Optional[dict]]]]:
+def _timeline(led: Any, until: str | None) -> dict[str, list[tuple[int, dict | None]]]:
     """Per workflow, every change of its status: (seq, state after it or None for running)."""
     from .ledger import schema
 
     E = schema.entries
-    out: dict[str, list[tuple[int, Optional[dict]]]] = {}
+    out: dict[str, list[tuple[int, dict | None]]] = {}
     with led.reading() as c:
         for e in led.fetch(c, E.c.kind.in_(("stop", "resume"))):
             if e.workflow is None:
@@ -182,7 +183,7 @@ def _timeline(led: Any, until: Optional[str]) -> dict[str, list[tuple[int, Optio
     return out
 
 
-def _state_at(timeline: dict, workflow: Optional[str], seq: int) -> Optional[dict]:
+def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
     events = timeline.get(workflow) if workflow else None
     if not events:
         return None
@@ -265,15 +266,15 @@ def _executions_of(led: Any, seqs: list[int]) -> dict[str, list[str]]:
     return out
 
 
-def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, workflow: Optional[str] = None,
-           workers: Optional[int] = None, progress: Any = None) -> ReplayResult:
+def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, workflow: str | None = None,
+           workers: int | None = None, progress: Any = None) -> ReplayResult:
     """Re-evaluate every recorded decision (``since <= time < until``, of ``workflow``)
     under ``policies`` (a path or a list of paths, which each worker loads; or an
     ``Engine``, replayed in this process). ``ledger``: a URL or a ``Ledger``."""
+    import multiprocessing
     import time
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
-    import multiprocessing
 
     from sqlalchemy import select
 
@@ -285,7 +286,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     owns = not isinstance(ledger, Ledger)
     led = Ledger.open(ledger) if owns else ledger
     try:
-        paths: Optional[list[str]] = None
+        paths: list[str] | None = None
         if isinstance(policies, (str, os.PathLike)):
             paths = [os.fspath(policies)]
         elif isinstance(policies, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in policies):

@@ -40,7 +40,7 @@ class SourceFile:
         end = self.text.find("\n", start)
         return self.text[start:] if end == -1 else self.text[start:end]
 
-    def span(self, start: int, end: int | None = None) -> "Span":
+    def span(self, start: int, end: int | None = None) -> Span:
         end = start if end is None else end
         line, col = self.line_col(start)
         end_line, end_col = self.line_col(end)

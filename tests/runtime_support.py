@@ -4,9 +4,9 @@ undeclared one, one rollback scenario) and a pinned clock."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 WF = "replies"
 
 POLICY = '''roles [reviewer, customer_service]

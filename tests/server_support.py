@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from runtime_support import POLICY
 
 ROOT = Path(__file__).resolve().parent.parent

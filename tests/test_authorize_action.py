@@ -13,14 +13,14 @@ import itertools
 import json
 import os
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from engine_support import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policy_engine
-from engine_support import ROOT
 from policy_engine.engine import MAX_APPROVALS, action_digest, canonical_principal
 from policy_engine.models import AuthorizationVerdict, Decision
 
@@ -278,7 +278,7 @@ def test_the_digest_is_the_same_on_every_path():
     actions.append(refund(amount=2000.0, id="rf-x", extra={"k": [1, 2.5, "\u00fc"]}))
     want = [action_digest(a) for a in actions]
     assert len(set(want)) == len(want)
-    now = datetime(2026, 11, 24, 10, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 24, 10, tzinfo=UTC)
     ref, fast = _engine(lanes=False), _engine(lanes=True)
     state = {"name": "refunds", "status": "running"}
     for round_ in range(5):  # templates are kept per `now` after the first round
@@ -314,21 +314,39 @@ def test_canonical_principal_is_idempotent(s):
 
 # ------------------------------------------------------------------ the hypothesis campaign
 
-CAMPAIGN = settings(max_examples=int(os.environ.get("STOPLINE_FUZZ_EXAMPLES", "200")), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CAMPAIGN = settings(
+    max_examples=int(os.environ.get("STOPLINE_FUZZ_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 DECISION = gate()
 PEOPLE = ["sam", "Sam", "fiona", "fred", "boss", "s\u200bam", "ｆｉｏｎａ", ""]
 ROLES = ["support_manager", "finance_approver", "reviewer", "Support_manager"]
-junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
-                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
-approval = st.one_of(junk, st.fixed_dictionaries(
-    {"principal": st.one_of(st.sampled_from(PEOPLE), junk),
-     "roles": st.one_of(st.lists(st.sampled_from(ROLES), max_size=3), junk)},
-    optional={"action_digest": st.one_of(st.just(DECISION.action_digest), junk),
-              "policy_hash": st.one_of(st.just(DECISION.policy_hash), junk),
-              "at": st.sampled_from([NOW, "2026-11-24T09:00:00Z", "2026-11-25T00:00:00Z", "x"]),
-              "expires_at": st.sampled_from([NOW, LATER, "2026-11-23T00:00:00Z", "x"]),
-              "extra": junk}))
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+approval = st.one_of(
+    junk,
+    st.fixed_dictionaries(
+        {
+            "principal": st.one_of(st.sampled_from(PEOPLE), junk),
+            "roles": st.one_of(st.lists(st.sampled_from(ROLES), max_size=3), junk),
+        },
+        optional={
+            "action_digest": st.one_of(st.just(DECISION.action_digest), junk),
+            "policy_hash": st.one_of(st.just(DECISION.policy_hash), junk),
+            "at": st.sampled_from([NOW, "2026-11-24T09:00:00Z", "2026-11-25T00:00:00Z", "x"]),
+            "expires_at": st.sampled_from([NOW, LATER, "2026-11-23T00:00:00Z", "x"]),
+            "extra": junk,
+        },
+    ),
+)
 
 
 def oracle(apps) -> bool:
@@ -386,8 +404,16 @@ def test_campaign_junk_decisions_never_satisfy(decision, apps):
 
 
 @CAMPAIGN
-@given(st.dictionaries(st.sampled_from(["approvals", "matched", "effect", "action_digest", "policy_hash", "workflow",
-                                        "action_type", "deciding"]), junk, min_size=1, max_size=3))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["approvals", "matched", "effect", "action_digest", "policy_hash", "workflow", "action_type", "deciding"]
+        ),
+        junk,
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_campaign_edited_decisions_never_release_with_fewer_people(edits):
     """Any edit of the decision's fields: two people (one support manager) never suffice."""
     data = {**DECISION.model_dump(mode="json"), **edits}
@@ -399,7 +425,8 @@ def test_campaign_edited_decisions_never_release_with_fewer_people(edits):
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text()),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=4)),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)

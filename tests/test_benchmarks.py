@@ -23,18 +23,27 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
     out = p.stdout
     assert p.returncode == 0, out + p.stderr
     assert "DISAGREE" not in out
-    assert re.search(r"^agreement: hand-written 200/200, hand-written-full 200/200, cel-python 200/200, cedarpy 200/200 "
-                     r"-- AGREEMENT OK$", out, re.M), out
+    assert re.search(
+        r"^agreement: hand-written 200/200, hand-written-full 200/200, cel-python 200/200, cedarpy 200/200 "
+        r"-- AGREEMENT OK$",
+        out,
+        re.M,
+    ), out
     assert re.search(r"^policy set: (\d+) gate rules, \d+ stop triggers, (\d+) action types", out, re.M)
-    rules, types = map(int, re.search(r"policy set: (\d+) gate rules, \d+ stop triggers, (\d+) action types", out).groups())
+    rules, types = map(
+        int, re.search(r"policy set: (\d+) gate rules, \d+ stop triggers, (\d+) action types", out).groups()
+    )
     assert rules >= 100 and types >= 20
     for name in ("evaluate", "hand-written", "hand-written-full", "cel-python", "cedarpy"):
         assert re.search(rf"^  {re.escape(name)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", out, re.M), (name, out)
-    for line in (r"^ratio evaluate / hand-written: [\d.]+x \(means: [\d.]+x\) vs short-circuit hand-written \(target",
-                 r"^ratio evaluate / hand-written-full: [\d.]+x \(means: [\d.]+x\) vs equal-work hand-written",
-                 r"^ratio cedarpy / evaluate: [\d.]+x",
-                 r"^ratio cel-python / evaluate: [\d.]+x", r"^compile 1000 rules .*median \d+ ms",
-                 r"^stopline check benchmarks/policies/: wall median \d+ ms"):
+    for line in (
+        r"^ratio evaluate / hand-written: [\d.]+x \(means: [\d.]+x\) vs short-circuit hand-written \(target",
+        r"^ratio evaluate / hand-written-full: [\d.]+x \(means: [\d.]+x\) vs equal-work hand-written",
+        r"^ratio cedarpy / evaluate: [\d.]+x",
+        r"^ratio cel-python / evaluate: [\d.]+x",
+        r"^compile 1000 rules .*median \d+ ms",
+        r"^stopline check benchmarks/policies/: wall median \d+ ms",
+    ):
         assert re.search(line, out, re.M), (line, out)
     # every kind of decision is in the mix
     mix = re.search(r"^request mix: 200 requests: (.*)$", out, re.M).group(1)
@@ -45,5 +54,7 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
 def test_benchmark_policies_check_clean_in_strict_mode():
     exe = Path(sys.executable).parent / "stopline"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "policy_engine.cli"]
-    p = subprocess.run(cmd + ["check", "--strict", str(BENCH / "policies")], capture_output=True, text=True, cwd=str(ROOT))
+    p = subprocess.run(
+        cmd + ["check", "--strict", str(BENCH / "policies")], capture_output=True, text=True, cwd=str(ROOT)
+    )
     assert p.returncode == 0, p.stdout + p.stderr

@@ -9,7 +9,6 @@ MAX_LOOPS_LISTED loops listed, and the whole request within the input limits
 
 from __future__ import annotations
 
-
 import pytest
 
 from policy_engine import engine as engine_mod

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -230,8 +230,8 @@ def test_types_and_conversions():
 
 
 def test_timestamps_and_durations():
-    now = datetime(2024, 3, 1, 12, 30, 15, 250000, tzinfo=timezone.utc)
-    act = {"now": now, "t": datetime(2024, 2, 29, 23, 0, tzinfo=timezone.utc)}
+    now = datetime(2024, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
+    act = {"now": now, "t": datetime(2024, 2, 29, 23, 0, tzinfo=UTC)}
     e = lambda s: compile_cel(s)(act)  # noqa: E731
     assert e("now - t") == timedelta(hours=13, minutes=30, seconds=15, microseconds=250000)
     assert e("now - t > duration('13h')") is True

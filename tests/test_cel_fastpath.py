@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.sampled_from(INTS), st.integers(-(2**65), 2**65),
     st.sampled_from(FLOATS), st.floats(), st.sampled_from(STRS), st.text("ab'", max_size=3),
     st.binary(max_size=2), st.just(CelUint(3)), st.just(CelUint(0)),
-    st.just(datetime(2024, 1, 1, tzinfo=timezone.utc)), st.just(timedelta(seconds=90)),
+    st.just(datetime(2024, 1, 1, tzinfo=UTC)), st.just(timedelta(seconds=90)),
 )
 KEYS = ["a", "b", "tier", "sourced", "type", "amount", "kind"]
 values = st.recursive(
@@ -171,37 +171,55 @@ def _typed() -> dict[str, st.SearchStrategy]:
     def nums(sub_n: Any, sub_b: Any, sub_s: Any, sub_l: Any) -> Any:
         return st.one_of(
             num_atoms,
-            st.tuples(sub_n, st.sampled_from(["+", "-", "*", "/", "%"]), sub_n).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(sub_n, st.sampled_from(["+", "-", "*", "/", "%"]), sub_n).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"
+            ),
             sub_n.map(lambda e: f"-({e})"),
             st.tuples(sub_b, sub_n, sub_n).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})"),
-            sub_s.map(lambda e: f"size({e})"), sub_l.map(lambda e: f"({e}).size()"),
+            sub_s.map(lambda e: f"size({e})"),
+            sub_l.map(lambda e: f"({e}).size()"),
         )
 
     n = st.deferred(lambda: nums(n, b, s, lst))
-    s = st.deferred(lambda: st.one_of(
-        str_atoms, str_atoms,
-        st.tuples(b, s, s).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})"),
-    ))
-    lst = st.deferred(lambda: st.one_of(
-        list_atoms, list_atoms,
-        st.lists(n, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
-        st.tuples(lst, b).map(lambda t: f"({t[0]}).filter(v, {t[1]})"),
-        st.tuples(lst, n).map(lambda t: f"({t[0]}).map(v, {t[1]})"),
-        st.tuples(lst, b, s).map(lambda t: f"({t[0]}).map(v, {t[1]}, {t[2]})"),
-    ))
-    b = st.deferred(lambda: st.one_of(
-        bool_atoms, bool_atoms,
-        st.tuples(n, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), n).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-        st.tuples(s, st.sampled_from(["==", "!="]), s).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-        st.tuples(st.one_of(s, n), lst).map(lambda t: f"({t[0]} in {t[1]})"),
-        st.tuples(b, st.sampled_from(["&&", "||"]), b).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-        b.map(lambda e: f"!{e}"),
-        st.tuples(s, st.sampled_from(["contains", "startsWith", "endsWith"]), s).map(lambda t: f"{t[0]}.{t[1]}({t[2]})"),
-        s.map(lambda e: f"({e}).matches('^a+b?$')"),
-        st.tuples(lst, st.sampled_from(["exists", "all", "exists_one"]), b).map(lambda t: f"({t[0]}).{t[1]}(v, {t[2]})"),
-        st.tuples(b, b, b).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})"),
-        st.tuples(s, b).map(lambda t: f"cel.bind(z, {t[0]}, {t[1]})"),
-    ))
+    s = st.deferred(
+        lambda: st.one_of(
+            str_atoms,
+            str_atoms,
+            st.tuples(b, s, s).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})"),
+        )
+    )
+    lst = st.deferred(
+        lambda: st.one_of(
+            list_atoms,
+            list_atoms,
+            st.lists(n, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
+            st.tuples(lst, b).map(lambda t: f"({t[0]}).filter(v, {t[1]})"),
+            st.tuples(lst, n).map(lambda t: f"({t[0]}).map(v, {t[1]})"),
+            st.tuples(lst, b, s).map(lambda t: f"({t[0]}).map(v, {t[1]}, {t[2]})"),
+        )
+    )
+    b = st.deferred(
+        lambda: st.one_of(
+            bool_atoms,
+            bool_atoms,
+            st.tuples(n, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), n).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"
+            ),
+            st.tuples(s, st.sampled_from(["==", "!="]), s).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(st.one_of(s, n), lst).map(lambda t: f"({t[0]} in {t[1]})"),
+            st.tuples(b, st.sampled_from(["&&", "||"]), b).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            b.map(lambda e: f"!{e}"),
+            st.tuples(s, st.sampled_from(["contains", "startsWith", "endsWith"]), s).map(
+                lambda t: f"{t[0]}.{t[1]}({t[2]})"
+            ),
+            s.map(lambda e: f"({e}).matches('^a+b?$')"),
+            st.tuples(lst, st.sampled_from(["exists", "all", "exists_one"]), b).map(
+                lambda t: f"({t[0]}).{t[1]}(v, {t[2]})"
+            ),
+            st.tuples(b, b, b).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})"),
+            st.tuples(s, b).map(lambda t: f"cel.bind(z, {t[0]}, {t[1]})"),
+        )
+    )
     return {"num": n, "str": s, "list": lst, "bool": b}
 
 
@@ -215,18 +233,29 @@ def _maybe(s: st.SearchStrategy) -> st.SearchStrategy:
     return st.one_of(s, s, s, s, values)
 
 
-plain_claim = st.fixed_dictionaries({"sourced": _maybe(st.booleans()), "kind": _maybe(plain_str),
-                                     "a": _maybe(plain_num)})
-plain_activations = st.fixed_dictionaries({
-    "n": _maybe(plain_num), "x": _maybe(plain_num), "s": _maybe(plain_str), "b": _maybe(st.booleans()),
-    "xs": _maybe(st.lists(st.one_of(plain_num, plain_claim), max_size=4)),
-    "action": _maybe(st.fixed_dictionaries({
-        "amount": _maybe(plain_num), "type": _maybe(plain_str),
-        "tags": _maybe(st.lists(plain_str, max_size=4)),
-        "claims": _maybe(st.lists(plain_claim, max_size=4)),
-        "customer": _maybe(st.fixed_dictionaries({}, optional={"vip": st.booleans()})),
-    })),
-})
+plain_claim = st.fixed_dictionaries(
+    {"sourced": _maybe(st.booleans()), "kind": _maybe(plain_str), "a": _maybe(plain_num)}
+)
+plain_activations = st.fixed_dictionaries(
+    {
+        "n": _maybe(plain_num),
+        "x": _maybe(plain_num),
+        "s": _maybe(plain_str),
+        "b": _maybe(st.booleans()),
+        "xs": _maybe(st.lists(st.one_of(plain_num, plain_claim), max_size=4)),
+        "action": _maybe(
+            st.fixed_dictionaries(
+                {
+                    "amount": _maybe(plain_num),
+                    "type": _maybe(plain_str),
+                    "tags": _maybe(st.lists(plain_str, max_size=4)),
+                    "claims": _maybe(st.lists(plain_claim, max_size=4)),
+                    "customer": _maybe(st.fixed_dictionaries({}, optional={"vip": st.booleans()})),
+                }
+            )
+        ),
+    }
+)
 
 
 def _compile(src: str, constants: bool) -> Any:
@@ -253,23 +282,66 @@ def test_fast_path_equals_closures_on_typed_expressions(src: str, act: dict) -> 
 
 SUBSET = [
     REALISTIC,
-    "action.amount > 100.0", "action.amount <= 100", "action.amount == 120", "action.amount != 1.5",
-    "action.amount + 1.5 > x", "action.amount * 2 < 1000", "action.amount - 1 >= 0", "x / y > 1",
-    "x % 3 == 1", "-x < 0", "action.type == 'send_customer_reply'", "action.type != 'a'",
-    "action.type in ['send_customer_reply', 'other']", "action.type in policy.names",
-    "action.amount in policy.nums", "x in [1, 2.0, 'a']", "x in action.tags", "'a' in action.tags",
-    "x == y", "x != y", "x < y", "x >= y", "x == null", "x == true", "x != false", "!x",
-    "x ? y : n", "x && y", "x || y", "x && y || !n", "size(action.tags) > 2", "action.tags.size() == 0",
-    "size(x)", "has(action.customer)", "has(action.customer.tier)",
-    "action.customer.tier == 'gold'", "x.contains(y)", "x.startsWith('a')", "x.endsWith(y)",
-    "x.matches('^a+b?$')", "action.claims.exists(c, !c.sourced)", "action.claims.all(c, c.sourced)",
-    "action.claims.exists_one(c, c.kind == 'promise')", "action.claims.filter(c, c.sourced)",
-    "action.claims.map(c, c.kind)", "action.claims.map(c, c.sourced, c.kind)",
-    "action.tags.exists(t, t.startsWith('#ad'))", "action.tags.filter(t, size(t) > 1).size() >= 2",
+    "action.amount > 100.0",
+    "action.amount <= 100",
+    "action.amount == 120",
+    "action.amount != 1.5",
+    "action.amount + 1.5 > x",
+    "action.amount * 2 < 1000",
+    "action.amount - 1 >= 0",
+    "x / y > 1",
+    "x % 3 == 1",
+    "-x < 0",
+    "action.type == 'send_customer_reply'",
+    "action.type != 'a'",
+    "action.type in ['send_customer_reply', 'other']",
+    "action.type in policy.names",
+    "action.amount in policy.nums",
+    "x in [1, 2.0, 'a']",
+    "x in action.tags",
+    "'a' in action.tags",
+    "x == y",
+    "x != y",
+    "x < y",
+    "x >= y",
+    "x == null",
+    "x == true",
+    "x != false",
+    "!x",
+    "x ? y : n",
+    "x && y",
+    "x || y",
+    "x && y || !n",
+    "size(action.tags) > 2",
+    "action.tags.size() == 0",
+    "size(x)",
+    "has(action.customer)",
+    "has(action.customer.tier)",
+    "action.customer.tier == 'gold'",
+    "x.contains(y)",
+    "x.startsWith('a')",
+    "x.endsWith(y)",
+    "x.matches('^a+b?$')",
+    "action.claims.exists(c, !c.sourced)",
+    "action.claims.all(c, c.sourced)",
+    "action.claims.exists_one(c, c.kind == 'promise')",
+    "action.claims.filter(c, c.sourced)",
+    "action.claims.map(c, c.kind)",
+    "action.claims.map(c, c.sourced, c.kind)",
+    "action.tags.exists(t, t.startsWith('#ad'))",
+    "action.tags.filter(t, size(t) > 1).size() >= 2",
     "action.claims.exists(c, action.tags.exists(t, t == c.kind))",
-    "cel.bind(z, action.amount, z > 1.0 && z < 1000.0)", "[x, y, n]", "x[0]", "x['a']",
-    "policy.limit < action.amount", "action.amount > policy.limit", "policy.nested.k == 3",
-    "timestamp('2024-01-01T00:00:00Z') > x", "int(x) + 1", "double(x) > 1.5", "string(x) == '1'",
+    "cel.bind(z, action.amount, z > 1.0 && z < 1000.0)",
+    "[x, y, n]",
+    "x[0]",
+    "x['a']",
+    "policy.limit < action.amount",
+    "action.amount > policy.limit",
+    "policy.nested.k == 3",
+    "timestamp('2024-01-01T00:00:00Z') > x",
+    "int(x) + 1",
+    "double(x) > 1.5",
+    "string(x) == '1'",
 ]
 
 
@@ -309,8 +381,17 @@ def test_fast_path_equals_closures_on_subset_expressions(src: str, act: dict) ->
         ("x.exists_one(v, v == 'a')", {"x": ["a", "b"]}, True),
         ("x ? 1 : 2.0", {"x": False}, 2.0),
         ("has(x.a) && x.a", {"x": {}}, False),
-        (REALISTIC, {"action": {"type": "send_customer_reply", "amount": 120,
-                                "claims": [{"sourced": True}, {"sourced": False}]}}, True),
+        (
+            REALISTIC,
+            {
+                "action": {
+                    "type": "send_customer_reply",
+                    "amount": 120,
+                    "claims": [{"sourced": True}, {"sourced": False}],
+                }
+            },
+            True,
+        ),
     ],
 )
 def test_fast_path_returns_the_exact_value_on_normal_inputs(src: str, act: dict, want: Any) -> None:
@@ -369,16 +450,23 @@ def test_generated_source_only_holds_generated_names_and_reprs() -> None:
     assert fast.__globals__["__builtins__"] == {}
     assert run(e, {"x": nasty}) == (True, True)
     # values that have no literal form are bound by name, never pasted
-    e = compile_cel("x == policy.t && y < policy.big", constants={"policy": {
-        "t": datetime(2024, 1, 1, tzinfo=timezone.utc), "big": CelUint(5)}})
+    e = compile_cel(
+        "x == policy.t && y < policy.big",
+        constants={"policy": {"t": datetime(2024, 1, 1, tzinfo=UTC), "big": CelUint(5)}},
+    )
     assert e._fast_fn() is not None
     assert "datetime" not in e._fast_source and "5u" not in e._fast_source
 
 
 def test_realistic_condition_uses_the_fast_path() -> None:
     e = compile_cel(REALISTIC)
-    act = {"action": {"type": "send_customer_reply", "amount": 120.5,
-                      "claims": [{"sourced": True}, {"sourced": False}, {"sourced": True}]}}
+    act = {
+        "action": {
+            "type": "send_customer_reply",
+            "amount": 120.5,
+            "claims": [{"sourced": True}, {"sourced": False}, {"sourced": True}],
+        }
+    }
     for _ in range(3):  # built on the second call
         assert e(act) is True
     assert e._fast is not None
@@ -465,7 +553,7 @@ def test_cel_type_and_timestamp_values_pass_through() -> None:
     e = compile_cel("type(x) == int ? x : 0")
     assert run(e, {"x": 5}) == (True, 5)
     e = compile_cel("x > timestamp('2024-01-01T00:00:00Z')")
-    ok, got = run(e, {"x": datetime(2025, 1, 1, tzinfo=timezone.utc)})
+    ok, got = run(e, {"x": datetime(2025, 1, 1, tzinfo=UTC)})
     assert ok and got is True
     assert same(CelType("int"), CelType("int"))
 
@@ -531,4 +619,3 @@ def test_conformance_corpus_same_with_and_without_acceleration() -> None:
                 accelerated += e._fast_fn() is not None
     print(f"conformance: {n} cases the same both ways, {accelerated} of them with a fast path")
     assert n > 1000 and accelerated > 500
-

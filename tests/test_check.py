@@ -66,13 +66,18 @@ def test_some_but_not_all_standard_scenarios_warn() -> None:
 
 
 def test_unnamed_rules_with_same_content_warn_once_not_duplicate_name() -> None:
-    text = HEAD + '  action a {\n    system "s"\n    reversible full via "x"\n    deny when `true`\n    deny when `true`\n  }\n}\n'
+    text = (
+        HEAD
+        + '  action a {\n    system "s"\n    reversible full via "x"\n    deny when `true`\n    deny when `true`\n  }\n}\n'
+    )
     assert codes(text) == ["W203"]
 
 
 def test_cycle_of_three_is_reported_once() -> None:
-    acts = "".join(f'  action {n} {{ system "s" reversible full via "x" side_effects [{m}] }}\n'
-                   for n, m in (("a", "b"), ("b", "c"), ("c", "a")))
+    acts = "".join(
+        f'  action {n} {{ system "s" reversible full via "x" side_effects [{m}] }}\n'
+        for n, m in (("a", "b"), ("b", "c"), ("c", "a"))
+    )
     ds = load_text(HEAD + acts + "}\n", "x.policy").diagnostics
     assert [d.message for d in ds] == ["side effects form a cycle: a -> b -> c -> a"]
 

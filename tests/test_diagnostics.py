@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from update_golden import CASES, ROOT, expected_locations, load_case, render_diagnostics_case
 
 from policy_engine import diagnostics
 from policy_engine.cli import main
 from policy_engine.language.loader import MAX_FILE_BYTES, load_paths, load_text
-from update_golden import CASES, ROOT, expected_locations, load_case, render_diagnostics_case
 
 CASE_FILES = sorted((CASES / "diagnostics").glob("*.policy"))
 BROKEN = sorted((ROOT / "tests" / "broken").glob("*.policy"))
@@ -64,7 +64,10 @@ def test_style_example_unknown_effect() -> None:
     """The bar from STYLE.md: code, caret under the word, label, did-you-mean help."""
     text = render_diagnostics_case(CASES / "diagnostics" / "E102_unknown_effect.policy")
     assert "error[E102]: unknown effect `permit`" in text
-    assert "    permit when `action.amount > 100.0`\n   |     ^^^^^^ expected `allow`, `require_approval` or `deny`" in text
+    assert (
+        "    permit when `action.amount > 100.0`\n   |     ^^^^^^ expected `allow`, `require_approval` or `deny`"
+        in text
+    )
     assert "= help: did you mean `allow`?" in text
 
 
@@ -131,8 +134,13 @@ def test_check_broken_file_in_a_real_process() -> None:
 
     path = ROOT / "tests" / "broken" / "E102.policy"
     rel = path.relative_to(ROOT).as_posix()
-    p = subprocess.run([sys.executable, "-m", "policy_engine.cli", "check", "--no-color", rel],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "policy_engine.cli", "check", "--no-color", rel],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 1
     assert "Traceback" not in p.stdout + p.stderr
     assert f"{rel}:11:5" in p.stdout

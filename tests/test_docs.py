@@ -27,6 +27,7 @@ Refresh the shown outputs of console blocks after a deliberate change:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -158,12 +159,11 @@ def console_steps(text: str) -> list[tuple[str, list[str]]]:
 
 def output_matches(expected: list[str], actual: list[str]) -> bool:
     """Line by line (trailing blanks ignored); a line `...` matches any number of lines."""
-    from functools import lru_cache
 
     exp = [ln.rstrip() for ln in expected]
     act = [ln.rstrip() for ln in actual]
 
-    @lru_cache(maxsize=None)
+    @functools.cache
     def match(i: int, j: int) -> bool:
         if i == len(exp):
             return j == len(act)
@@ -316,12 +316,18 @@ def test_mkdocs_nav_covers_every_page():
 
 def test_mkdocs_build_is_strict_clean(tmp_path):
     pytest.importorskip("mkdocs", reason="mkdocs is in the `test` and `docs` extras")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --- documented tables against the code --------------------------------------------------
+
 
 def _table(doc: str, header: str, strip: str = "`") -> dict[str, str]:
     """The rows (first cell -> second cell) of the markdown table that starts with `header`."""
@@ -366,17 +372,27 @@ def test_limits_table_matches_the_code():
         "policy file": [f"{n(L.MAX_FILE_BYTES)} bytes", f"{n(L.MAX_FILES)} files"],
         "nesting in a policy file": [f"{L.MAX_NESTING} levels"],
         "a condition": [f"{n(L.MAX_EXPRESSION_LENGTH)} characters", f"{L.CEL_MAX_NESTING_DEPTH} levels"],
-        "rules and conditions": [f"{n(L.MAX_RULES_PER_FILE)} rules per file",
-                                 f"{n(L.MAX_CONDITIONS_PER_SET)} conditions per set"],
-        "one evaluator input": [f"{n(L.MAX_INPUT_ITEMS)} values", f"{L.MAX_INPUT_DEPTH} levels",
-                                f"{n(L.MAX_INPUT_CHARS)} characters"],
-        "one condition evaluation": [f"{n(L.CEL_MAX_ITERATIONS)} comprehension iterations",
-                                     f"up to {n(L.CEL_MAX_SIZE)}", f"10^{len(str(L.REGEX_MAX_COST)) - 1}"],
+        "rules and conditions": [
+            f"{n(L.MAX_RULES_PER_FILE)} rules per file",
+            f"{n(L.MAX_CONDITIONS_PER_SET)} conditions per set",
+        ],
+        "one evaluator input": [
+            f"{n(L.MAX_INPUT_ITEMS)} values",
+            f"{L.MAX_INPUT_DEPTH} levels",
+            f"{n(L.MAX_INPUT_CHARS)} characters",
+        ],
+        "one condition evaluation": [
+            f"{n(L.CEL_MAX_ITERATIONS)} comprehension iterations",
+            f"up to {n(L.CEL_MAX_SIZE)}",
+            f"10^{len(str(L.REGEX_MAX_COST)) - 1}",
+        ],
         "a rollback cascade": [f"{n(L.MAX_CASCADE_RECORDS)} records", f"{L.MAX_LOOPS_LISTED} loops"],
         "one authorization": [f"{n(L.MAX_APPROVALS)} approvals"],
         "`stopline eval` input": [f"{L.MAX_INPUT_BYTES // 1_000_000} MB"],
-        "numbers in policies": [f"int{(L.INT64_MAX + 1).bit_length()}",
-                                f"{L.MAX_WINDOW_SECONDS // (365 * 86400)} years"],
+        "numbers in policies": [
+            f"int{(L.INT64_MAX + 1).bit_length()}",
+            f"{L.MAX_WINDOW_SECONDS // (365 * 86400)} years",
+        ],
     }
     assert L.REGEX_MAX_COST == 10 ** (len(str(L.REGEX_MAX_COST)) - 1)
     assert (L.INT64_MIN, L.INT64_MAX) == (-(2**63), 2**63 - 1)
@@ -399,18 +415,21 @@ def test_cel_budget_table_matches_the_code():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         rows[cells[0].strip("`")] = cells[1].split(" ")[0]
     lim = cel.DEFAULT_LIMITS
-    assert rows == {name: f"{getattr(lim, name):,}" for name in
-                    ("max_expression_length", "max_nesting_depth", "max_iterations", "max_size")}
+    assert rows == {
+        name: f"{getattr(lim, name):,}"
+        for name in ("max_expression_length", "max_nesting_depth", "max_iterations", "max_size")
+    }
 
 
 # --- refreshing the shown outputs --------------------------------------------------------
+
 
 def _refreshed(expected: list[str], actual: list[str]) -> list[str]:
     if "..." not in expected:
         return actual
     cut = expected.index("...")
     head, tail = cut, len(expected) - cut - 1
-    return actual[:head] + ["..."] + (actual[len(actual) - tail:] if tail else [])
+    return actual[:head] + ["..."] + (actual[len(actual) - tail :] if tail else [])
 
 
 def update() -> int:
@@ -433,7 +452,7 @@ def update() -> int:
                     actual = out.rstrip("\n").splitlines() if out.strip() else []
                     new += [f"$ {command}", *_refreshed(expected, actual)]
                 indent = re.match(r"[ \t]*", lines[block.line - 1])[0]
-                lines[block.line:block.end - 1] = [indent + ln if ln else ln for ln in new]
+                lines[block.line : block.end - 1] = [indent + ln if ln else ln for ln in new]
             page.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from engine_support import NOW, WF, engine_from_texts, load_engine, reply
 
 import policy_engine
 from policy_engine import PolicyError
 from policy_engine.engine import MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, action_digest
 from policy_engine.models import Action, Decision, WorkflowState
-
-from engine_support import NOW, WF, engine_from_texts, load_engine, reply
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +196,14 @@ def test_bad_now_fails_closed(engine):
 
 def test_models_and_dicts_give_the_same_decision(engine):
     a = engine.evaluate(reply(amount=120), now=NOW)
-    b = engine.evaluate(Action(**reply(amount=120)), WorkflowState(), now=datetime(2026, 7, 2, 10, tzinfo=timezone.utc))
+    b = engine.evaluate(Action(**reply(amount=120)), WorkflowState(), now=datetime(2026, 7, 2, 10, tzinfo=UTC))
     # the action digest is of the action as the gate read it: the model has `id: null`
     assert {**a.model_dump(mode="json"), "action_digest": None} == {**b.model_dump(mode="json"), "action_digest": None}
     assert b.action_digest == action_digest(Action(**reply(amount=120))) == action_digest({**reply(amount=120), "id": None})
 
 
 # ------------------------------------------------------------------ stopped workflows
+
 
 def test_stopped_workflow_stays_stopped(engine):
     state = {"status": "stopped", "stopped_by": "unsupported_promise", "stopped_at": "2026-07-02T09:00:00Z"}
@@ -264,15 +264,20 @@ def test_unknown_status_fails_closed(engine):
 
 
 def test_workflow_state_is_visible_to_conditions():
-    e = engine_from_texts({"s.policy": '''
+    e = engine_from_texts(
+        {
+            "s.policy": """
 workflow "w" { version "1" owners { business "b" technical "t" } default deny
   action a { system "s" allow quiet when `workflow.status == "running" && !has(workflow.hot)` }
-}'''})
+}"""
+        }
+    )
     assert e.evaluate({"workflow": "w", "type": "a"}, now=NOW).effect == "allow"
     assert e.evaluate({"workflow": "w", "type": "a"}, {"status": "running", "hot": True}, now=NOW).effect == "deny"
 
 
 # ------------------------------------------------------------------ reversibility and time
+
 
 def test_reversibility_window_and_cost(engine):
     d = engine.evaluate(reply(amount=120), now=NOW)
@@ -280,11 +285,19 @@ def test_reversibility_window_and_cost(engine):
     assert (r.klass, r.method, r.window, r.window_seconds) == ("partial", "email.recall", "60s", 60)
     assert r.reversible_until == "2026-07-02T10:01:00Z"
     after = {c.scenario: c for c in r.after_window}
-    assert set(after) == {"reviewer_error", "customer_request", "incident", "policy_reversal", "regulatory_order",
-                          "goodwill_correction"}
+    assert set(after) == {
+        "reviewer_error",
+        "customer_request",
+        "incident",
+        "policy_reversal",
+        "regulatory_order",
+        "goodwill_correction",
+    }
     assert after["reviewer_error"].route == "escalations"
     assert [(s.roles, s.source) for s in after["reviewer_error"].slots] == [
-        (("reviewer",), "standard"), (("support_manager",), "escalation")]
+        (("reviewer",), "standard"),
+        (("support_manager",), "escalation"),
+    ]
     dumped = d.model_dump(mode="json")["reversibility"]
     assert dumped["class"] == "partial"
 
@@ -295,13 +308,17 @@ def test_irreversible_action_has_no_reversal_cost(engine):
 
 
 def test_now_as_timestamp_in_cel():
-    e = engine_from_texts({"s.policy": '''
+    e = engine_from_texts(
+        {
+            "s.policy": """
 workflow "w" { version "1" owners { business "b" technical "t" } default deny
   action a { system "s" allow office when `now.getHours() >= 9 && now.getHours() < 17` }
-}'''})
+}"""
+        }
+    )
     assert e.evaluate({"workflow": "w", "type": "a"}, now="2026-07-02T10:00:00Z").effect == "allow"
     assert e.evaluate({"workflow": "w", "type": "a"}, now="2026-07-02T20:00:00+00:00").effect == "deny"
-    assert e.evaluate({"workflow": "w", "type": "a"}, now=datetime(2026, 7, 2, 11, tzinfo=timezone.utc)).effect == "allow"
+    assert e.evaluate({"workflow": "w", "type": "a"}, now=datetime(2026, 7, 2, 11, tzinfo=UTC)).effect == "allow"
 
 
 def test_default_now_is_current_time(engine):
@@ -310,6 +327,7 @@ def test_default_now_is_current_time(engine):
 
 
 # ------------------------------------------------------------------ determinism and threads
+
 
 def test_same_input_same_bytes(engine):
     a = json.dumps(engine.evaluate(reply(amount=120), now=NOW).model_dump(mode="json"))

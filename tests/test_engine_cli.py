@@ -6,10 +6,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from engine_support import NOW, WF, at_root, load_engine, request
 
 from policy_engine.cli import main
-
-from engine_support import NOW, WF, at_root, load_engine, request
 
 POL = "tests/engine_policies"
 

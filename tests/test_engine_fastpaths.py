@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
-from policy_engine.engine import inputs as E
 from policy_engine import timestamps as T
+from policy_engine.engine import inputs as E
 
 
 class S(str):
@@ -58,7 +58,13 @@ def test_fmt_ts_matches_the_percent_format():
     samples = [datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1000, 1, 1, tzinfo=UTC),
                datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
                datetime(2026, 3, 2, 10, 0, tzinfo=timezone(timedelta(hours=2)))]
-    samples += [base + timedelta(seconds=rng.randrange(0, 315_000_000_000), microseconds=rng.choice([0, 0, 1, 999999, rng.randrange(1_000_000)]))
-                for _ in range(5000)]
+    samples += [
+        base
+        + timedelta(
+            seconds=rng.randrange(0, 315_000_000_000),
+            microseconds=rng.choice([0, 0, 1, 999999, rng.randrange(1_000_000)]),
+        )
+        for _ in range(5000)
+    ]
     for t in samples:
         assert T.fmt_ts(t) == T.format_rfc3339(t.astimezone(UTC)), t

@@ -8,10 +8,9 @@ import json
 import random
 
 import pytest
+from engine_support import NOW, engine_from_texts, load_engine, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from engine_support import NOW, engine_from_texts, load_engine, request
 
 HEAD = 'roles [reviewer, legal]\n'
 WF_OPEN = 'workflow "w" {\n  version "1"\n  owners { business "b" technical "t" }\n  default require_approval\n'
@@ -156,15 +155,23 @@ ENGINE = load_engine()
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["rita", "sam", "max", "ann"]),
-                          st.lists(st.sampled_from(["reviewer", "support_manager", "legal"]), max_size=2)),
-                max_size=6),
-       st.sampled_from(["2026-07-02T10:00:00Z", "2026-07-02T10:05:00Z"]))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["rita", "sam", "max", "ann"]),
+            st.lists(st.sampled_from(["reviewer", "support_manager", "legal"]), max_size=2),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from(["2026-07-02T10:00:00Z", "2026-07-02T10:05:00Z"]),
+)
 def test_original_reviewer_never_fills_a_distinct_slot(approvals, now):
     plan = ENGINE.classify_rollback(request(), now=now)
     given_approvals = [{"principal": p, "roles": r, "plan_hash": plan.plan_hash} for p, r in approvals]
     # a second (third...) approval by the original reviewer, in every role
-    given_approvals += [{"principal": "rita", "roles": ["reviewer", "support_manager"], "plan_hash": plan.plan_hash}] * 2
+    given_approvals += [
+        {"principal": "rita", "roles": ["reviewer", "support_manager"], "plan_hash": plan.plan_hash}
+    ] * 2
     v = ENGINE.authorize_rollback(plan, given_approvals, now=now)
     assert all("rita" not in s.filled_by for s in v.slots)
     assert "rita" not in v.accepted

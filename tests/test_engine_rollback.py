@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from engine_support import NOW, WF, load_engine, request
 
 from policy_engine.engine import MAX_CASCADE_RECORDS, plan_hash
 from policy_engine.models import RollbackPlan
-
-from engine_support import NOW, WF, load_engine, request
 
 LATE = "2026-07-02T10:05:00Z"  # after the 60s window of send_customer_reply
 
@@ -205,8 +204,15 @@ def test_rejected_approvals(engine, extra, code):
 
 def test_missing_role_and_duplicates(engine):
     p = engine.classify_rollback(request(), now=LATE)  # reviewer + support_manager
-    v = engine.authorize_rollback(p, [approve(p, "sam", "reviewer", at=LATE), approve(p, "sam", "support_manager", at=LATE),
-                                      approve(p, "bob", "legal", at=LATE)], now=LATE)
+    v = engine.authorize_rollback(
+        p,
+        [
+            approve(p, "sam", "reviewer", at=LATE),
+            approve(p, "sam", "support_manager", at=LATE),
+            approve(p, "bob", "legal", at=LATE),
+        ],
+        now=LATE,
+    )
     assert not v.satisfied
     assert {(r.principal, r.code) for r in v.rejected} == {("sam", "duplicate"), ("bob", "missing_role")}
     assert len(v.open_slots) == 1

@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from engine_support import NOW, WF, load_engine, reply, request
 
 from policy_engine.explain import explain
-
-from engine_support import NOW, WF, load_engine, reply, request
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ error that fails closed, the same on the reference path and the accelerated one.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from policy_engine.language.loader import load_text
 
 # a timezone.utc datetime: the accelerated gate's own fast lane takes only those (a string
 # goes to the reference gate, with the fused gate as its hook)
-NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 POLICY = '''
 roles [reviewer]

@@ -8,15 +8,15 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from update_golden import CASES, ROOT, render_fmt_case
 
-from policy_engine.language import fmt as formatter
 from policy_engine.cli import main
 from policy_engine.diagnostics import PolicyError
+from policy_engine.language import fmt as formatter
 from policy_engine.language.fmt import FormatError, format_path, format_text
 from policy_engine.language.loader import load_text
 from policy_engine.language.parser import comments_of
 from policy_engine.source import SourceFile
-from update_golden import CASES, ROOT, render_fmt_case
 
 FMT_CASES = sorted((CASES / "fmt").glob("*.policy"))
 ALL_POLICIES = sorted(p for d in ("tests", "policies") for p in (ROOT / d).rglob("*.policy"))

@@ -17,26 +17,25 @@ import math
 import random
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from engine_support import ROOT, engine_from_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policy_engine
 from policy_engine import compiler
+from policy_engine.cel import compile_cel, fuse
 from policy_engine.engine.accel import fused as fused_mod
 from policy_engine.engine.accel import templates as templates_mod
-from policy_engine.cel import compile_cel, fuse
-
-from engine_support import ROOT, engine_from_texts
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.requests import make_mix  # noqa: E402
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
 
@@ -204,9 +203,19 @@ def test_shipped_policy_suites_pass_with_the_lanes_built_at_once(monkeypatch):
 
 
 POLICY_HEAD = 'roles [reviewer]\nworkflow "w" {\n  version "1"\n  owners { business "b" technical "t" }\n  default deny\n'
-CONDS = ["action.amount > 100", "action.amount <= 100.0", "action.vip == true", "action.vip",
-         'action.region == "eu"', "action.missing > 1", "size(action.tags) > 1", '"x" in action.tags',
-         "action.amount >= 50 && action.vip", "action.tags.exists(t, t == \"y\")", "action.amount"]
+CONDS = [
+    "action.amount > 100",
+    "action.amount <= 100.0",
+    "action.vip == true",
+    "action.vip",
+    'action.region == "eu"',
+    "action.missing > 1",
+    "size(action.tags) > 1",
+    '"x" in action.tags',
+    "action.amount >= 50 && action.vip",
+    'action.tags.exists(t, t == "y")',
+    "action.amount",
+]
 TYPES = ["a", "b"]
 
 
@@ -215,24 +224,45 @@ def policies(draw):
     text = POLICY_HEAD
     for t in TYPES:
         text += f"  action {t} {{\n"
-        for i, (eff, cond) in enumerate(draw(st.lists(st.tuples(
-                st.sampled_from(["allow", "deny", "require_approval"]), st.sampled_from(CONDS)), max_size=5))):
+        for i, (eff, cond) in enumerate(
+            draw(
+                st.lists(
+                    st.tuples(st.sampled_from(["allow", "deny", "require_approval"]), st.sampled_from(CONDS)),
+                    max_size=5,
+                )
+            )
+        ):
             by = " by 1 reviewer" if eff == "require_approval" else ""
             text += f"    {eff} r{i}{by} when `{cond}`\n"
         text += "  }\n"
-    for j, (guard, cond) in enumerate(draw(st.lists(st.tuples(
-            st.sampled_from(['action.type == "a" && ', 'action.type in ["a", "b"] && ', "", 'action.type == "zz" && ']),
-            st.sampled_from(CONDS)), max_size=3))):
+    for j, (guard, cond) in enumerate(
+        draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        ['action.type == "a" && ', 'action.type in ["a", "b"] && ', "", 'action.type == "zz" && ']
+                    ),
+                    st.sampled_from(CONDS),
+                ),
+                max_size=3,
+            )
+        )
+    ):
         text += f'  stop s{j} {{ when `{guard}({cond})` severity low owner "o" resume when {{ ok: `evidence.ok` }} }}\n'
     return text + "}\n"
 
 
-actions = st.fixed_dictionaries({
-    "workflow": st.just("w"), "type": st.sampled_from(TYPES + ["undeclared"]),
-    "amount": st.one_of(st.integers(-10, 300), st.floats(-10, 300, allow_nan=False), st.text(max_size=2)),
-    "vip": st.one_of(st.booleans(), st.none()), "region": st.sampled_from(["eu", "us"]),
-    "tags": st.lists(st.sampled_from(["x", "y"]), max_size=3),
-}, optional={"id": st.one_of(st.text(max_size=3), st.integers())})
+actions = st.fixed_dictionaries(
+    {
+        "workflow": st.just("w"),
+        "type": st.sampled_from(TYPES + ["undeclared"]),
+        "amount": st.one_of(st.integers(-10, 300), st.floats(-10, 300, allow_nan=False), st.text(max_size=2)),
+        "vip": st.one_of(st.booleans(), st.none()),
+        "region": st.sampled_from(["eu", "us"]),
+        "tags": st.lists(st.sampled_from(["x", "y"]), max_size=3),
+    },
+    optional={"id": st.one_of(st.text(max_size=3), st.integers())},
+)
 
 
 @given(text=policies(), batch=st.lists(actions, min_size=1, max_size=6))
@@ -246,7 +276,8 @@ def test_random_policies_decide_the_same_through_every_path(text, batch):
         assert dump(fast.evaluate(action, None, T0)) == expected
         assert dump(fast.evaluate(action, None, T0)) == expected  # from the template
         assert dump(fast.evaluate(action, {"status": "running"}, T0)) == dump(
-            slow.evaluate(action, {"status": "running"}, T0))
+            slow.evaluate(action, {"status": "running"}, T0)
+        )
     for action in batch * 3:
         assert dump(natural.evaluate(action, None, T0)) == dump(slow.evaluate(action, None, T0))
 
@@ -258,8 +289,12 @@ def test_static_false_triggers_decide_like_evaluated_ones(monkeypatch):
     orig = compiler._gate_entry
     monkeypatch.setattr(compiler, "_gate_entry", lambda item, atype=None: orig(item))
     evaluating = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
-    assert all(call is not None for wf in evaluating.compiled.workflows.values()
-               for ca in wf.actions.values() for call, *_ in ca.gate)
+    assert all(
+        call is not None
+        for wf in evaluating.compiled.workflows.values()
+        for ca in wf.actions.values()
+        for call, *_ in ca.gate
+    )
     for r in mix:
         assert dump(skipping.evaluate(*r)) == dump(evaluating.evaluate(*r))
 
@@ -307,7 +342,6 @@ def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
     assert any(fz.fn is not None for fz in lanes(engine))
 
 
-
 def test_bad_values_in_read_fields_fail_closed_in_the_lane_and_unread_ones_change_nothing():
     fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
     slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
@@ -317,8 +351,16 @@ def test_bad_values_in_read_fields_fail_closed_in_the_lane_and_unread_ones_chang
     for _ in range(3):
         assert fast.evaluate(action, None, T0).errors == ()
     plain = dump(fast.evaluate(action, None, T0))
-    for bad in (math.nan, math.inf, [1.0, -math.inf], {"x": [math.nan]}, "\ud800", {"\ud800": 1},
-                list(range(200_000)), "x" * 4_000_001):
+    for bad in (
+        math.nan,
+        math.inf,
+        [1.0, -math.inf],
+        {"x": [math.nan]},
+        "\ud800",
+        {"\ud800": 1},
+        list(range(200_000)),
+        "x" * 4_000_001,
+    ):
         for engine in (fast, slow):
             d = engine.evaluate({**action, "customer_tier": bad}, None, T0)
             assert d.effect == "deny" and d.errors[0].kind == "input", (bad, engine is fast)
@@ -333,8 +375,12 @@ def test_a_budget_error_before_the_type_test_still_stops_other_types():
     text = POLICY_HEAD + (
         "  action a { allow ok when `true` }\n  action b { allow ok when `true` }\n"
         '  stop heavy { when `action.big.all(x, action.big.all(y, y >= 0)) && action.type == "a"` '
-        'severity low owner "o" resume when { ok: `evidence.ok` } }\n}\n')
-    for engine in (engine_from_texts({"p.policy": text}, accelerate=False), with_lanes(engine_from_texts({"p.policy": text}))):
+        'severity low owner "o" resume when { ok: `evidence.ok` } }\n}\n'
+    )
+    for engine in (
+        engine_from_texts({"p.policy": text}, accelerate=False),
+        with_lanes(engine_from_texts({"p.policy": text})),
+    ):
         ca = engine.compiled.workflows["w"].actions["b"]
         assert ca.gate[0][0] is not None  # evaluated for `b`, not skipped
         small = {"workflow": "w", "type": "b", "big": [1, 2]}
@@ -344,27 +390,39 @@ def test_a_budget_error_before_the_type_test_still_stops_other_types():
 
 
 # ----------------------------------------------------------------------------- what the gate reads
-@pytest.mark.parametrize("src, reads", [
-    ("action.amount > 1", {("action", "amount")}),
-    ("action.a.b.c == 1 && action.d[0].e", {("action", "a"), ("action", "d")}),
-    ("has(action.x) && action.x > 1", {("action", "x")}),
-    ("!has(action.maybe)", {("action", "maybe")}),
-    ('action.tags.exists(t, t == "x")', {("action", "tags")}),
-    ("size(action) > 2", {("action", None)}),  # the action as a whole
-    ('action["amount"] > 1', {("action", None)}),
-    ("action.exists(k, k == 'x')", {("action", None)}),
-    ("dyn(action).amount > 1", {("action", None)}),
-    ("action == {}", {("action", None)}),
-    ('workflow.status == "x" && now > timestamp(action.at)', {("action", "at"), ("now", None), ("workflow", "status")}),
-    ("[{'a': 1}].exists(action, action.a == 1)", set()),  # a local named `action`
-])
+@pytest.mark.parametrize(
+    "src, reads",
+    [
+        ("action.amount > 1", {("action", "amount")}),
+        ("action.a.b.c == 1 && action.d[0].e", {("action", "a"), ("action", "d")}),
+        ("has(action.x) && action.x > 1", {("action", "x")}),
+        ("!has(action.maybe)", {("action", "maybe")}),
+        ('action.tags.exists(t, t == "x")', {("action", "tags")}),
+        ("size(action) > 2", {("action", None)}),  # the action as a whole
+        ('action["amount"] > 1', {("action", None)}),
+        ("action.exists(k, k == 'x')", {("action", None)}),
+        ("dyn(action).amount > 1", {("action", None)}),
+        ("action == {}", {("action", None)}),
+        (
+            'workflow.status == "x" && now > timestamp(action.at)',
+            {("action", "at"), ("now", None), ("workflow", "status")},
+        ),
+        ("[{'a': 1}].exists(action, action.a == 1)", set()),  # a local named `action`
+    ],
+)
 def test_reads_name_every_field_a_condition_can_touch(src, reads):
     assert set(compile_cel(src).reads) == reads
 
 
 def test_a_condition_using_the_whole_action_checks_all_of_it():
-    text = POLICY_HEAD + '  action a { allow ok when `size(action) > 0` }\n  action b { allow ok when `action.n > 0` }\n}\n'
-    for engine in (engine_from_texts({"p.policy": text}, accelerate=False), with_lanes(engine_from_texts({"p.policy": text}))):
+    text = (
+        POLICY_HEAD
+        + "  action a { allow ok when `size(action) > 0` }\n  action b { allow ok when `action.n > 0` }\n}\n"
+    )
+    for engine in (
+        engine_from_texts({"p.policy": text}, accelerate=False),
+        with_lanes(engine_from_texts({"p.policy": text})),
+    ):
         wf = engine.compiled.workflows["w"]
         assert wf.actions["a"].reads is None and wf.actions["b"].reads == ("id", "n", "type", "workflow")
         for _ in range(3):
@@ -372,14 +430,20 @@ def test_a_condition_using_the_whole_action_checks_all_of_it():
             assert engine.evaluate({"workflow": "w", "type": "b", "n": 1, "x": math.nan}, None, T0).effect == "allow"
 
 
-junk = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=3),
-                              st.sampled_from(["\ud800", "é"])),
-                    lambda i: st.one_of(st.lists(i, max_size=3), st.dictionaries(st.text(max_size=3), i, max_size=3)),
-                    max_leaves=6)
+junk = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=3), st.sampled_from(["\ud800", "é"])
+    ),
+    lambda i: st.one_of(st.lists(i, max_size=3), st.dictionaries(st.text(max_size=3), i, max_size=3)),
+    max_leaves=6,
+)
 
 
-@given(text=policies(), action=actions, extra=st.dictionaries(st.sampled_from(["blob", "amount2", "note", "x"]),
-                                                            junk, min_size=1, max_size=3))
+@given(
+    text=policies(),
+    action=actions,
+    extra=st.dictionaries(st.sampled_from(["blob", "amount2", "note", "x"]), junk, min_size=1, max_size=3),
+)
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fields_no_condition_reads_never_change_a_decision(text, action, extra):
     """The contract of the read set: anything in a field outside it (NaN, surrogates,
@@ -391,7 +455,10 @@ def test_fields_no_condition_reads_never_change_a_decision(text, action, extra):
     def same(d) -> str:
         return json.dumps({**d.model_dump(mode="json"), "action_digest": None}, sort_keys=True)
 
-    for engine in (engine_from_texts({"p.policy": text}, accelerate=False), with_lanes(engine_from_texts({"p.policy": text}))):
+    for engine in (
+        engine_from_texts({"p.policy": text}, accelerate=False),
+        with_lanes(engine_from_texts({"p.policy": text})),
+    ):
         wf = engine.compiled.workflows["w"]
         ca = wf.actions.get(action["type"])
         reads = ca.reads if ca is not None else wf.stop_reads

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -35,7 +35,7 @@ from policy_engine.language.loader import load_text
 from policy_engine.models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan
 
 NOW = "2026-07-02T10:00:00Z"
-NOW_DT = datetime(2026, 7, 2, 10, 0, tzinfo=timezone.utc)
+NOW_DT = datetime(2026, 7, 2, 10, 0, tzinfo=UTC)
 
 PAY = """
 roles [reviewer, support_manager, legal]
@@ -217,13 +217,33 @@ def mutated(draw, base):
     return a
 
 
-states = st.one_of(st.none(), st.just({"status": "running"}), st.just({"status": "stopped", "stopped_by": "runaway"}),
-                   st.fixed_dictionaries({"status": st.one_of(junk, st.sampled_from(["running", "stopped", "Running"]))},
-                                         optional={"stopped_by": junk, "stopped_at": junk, "name": junk}),
-                   junk)
-nows = st.one_of(st.just(NOW), st.just(NOW), st.none(), junk, st.sampled_from(
-    ["2026-07-02T10:00:00+25:00", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2026-02-30T00:00:00Z",
-     datetime(2026, 1, 1), datetime.max, datetime.min]))
+states = st.one_of(
+    st.none(),
+    st.just({"status": "running"}),
+    st.just({"status": "stopped", "stopped_by": "runaway"}),
+    st.fixed_dictionaries(
+        {"status": st.one_of(junk, st.sampled_from(["running", "stopped", "Running"]))},
+        optional={"stopped_by": junk, "stopped_at": junk, "name": junk},
+    ),
+    junk,
+)
+nows = st.one_of(
+    st.just(NOW),
+    st.just(NOW),
+    st.none(),
+    junk,
+    st.sampled_from(
+        [
+            "2026-07-02T10:00:00+25:00",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            datetime(2026, 1, 1),
+            datetime.max,
+            datetime.min,
+        ]
+    ),
+)
 
 
 def assert_decision(d: Decision) -> None:
@@ -240,6 +260,7 @@ def assert_decision(d: Decision) -> None:
 
 
 # ------------------------------------------------------------------ never raise; never widen
+
 
 @FUZZ
 @given(junk_with_deep, states, nows)
@@ -280,18 +301,28 @@ def test_non_allow_decision_is_not_turned_into_allow(pair):
         assert oracle_allows(mut), ("a mutation widened", base, mut)
 
 
-@pytest.mark.parametrize("value", [float("nan"), True, "50", b"50", Decimal("50"), None, [50], {"v": 50},
-                                   datetime(2026, 1, 1), "", "NaN"])
+@pytest.mark.parametrize(
+    "value", [float("nan"), True, "50", b"50", Decimal("50"), None, [50], {"v": 50}, datetime(2026, 1, 1), "", "NaN"]
+)
 def test_amount_of_the_wrong_type_fails_closed(value):
     a = {"workflow": "pay", "type": "transfer", "amount": value, "verified": True, "currency": "EUR", "country": "FR"}
     d = ENGINE.evaluate(a, None, NOW)
     assert d.effect != "allow", (value, d.effect)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("verified", "true"), ("verified", 1), ("verified", [True]), ("verified", None),
-    ("currency", b"EUR"), ("currency", "eur"), ("currency", "EUR "), ("currency", ["EUR"]),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("verified", "true"),
+        ("verified", 1),
+        ("verified", [True]),
+        ("verified", None),
+        ("currency", b"EUR"),
+        ("currency", "eur"),
+        ("currency", "EUR "),
+        ("currency", ["EUR"]),
+    ],
+)
 def test_positive_evidence_must_be_exact(field, value):
     a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
     assert ENGINE.evaluate(a, None, NOW).effect == "allow"
@@ -326,16 +357,32 @@ def test_wrong_workflow_or_type_is_denied(key, value):
 
 def test_stopped_state_always_stops():
     a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
-    for state in ({"status": "stopped"}, {"status": "stopped", "stopped_by": "nope"},
-                  {"status": "stopped", "stopped_by": ["runaway"]}, {"status": "stopped", "stopped_at": "junk"}):
+    for state in (
+        {"status": "stopped"},
+        {"status": "stopped", "stopped_by": "nope"},
+        {"status": "stopped", "stopped_by": ["runaway"]},
+        {"status": "stopped", "stopped_at": "junk"},
+    ):
         d = ENGINE.evaluate(a, state, NOW)
         assert d.effect == "stop", state
     for state in ({"status": "Stopped"}, {"status": None}, {"status": 1}, "stopped", ["stopped"]):
         assert ENGINE.evaluate(a, state, NOW).effect == "deny", state
 
 
-@pytest.mark.parametrize("now", ["junk", "2026-07-02T10:00:00", 5, [NOW], {"t": NOW}, "2026-02-30T00:00:00Z",
-                                 "2026-07-02T10:00:00+25:00", float("nan"), "\ud800"])
+@pytest.mark.parametrize(
+    "now",
+    [
+        "junk",
+        "2026-07-02T10:00:00",
+        5,
+        [NOW],
+        {"t": NOW},
+        "2026-02-30T00:00:00Z",
+        "2026-07-02T10:00:00+25:00",
+        float("nan"),
+        "\ud800",
+    ],
+)
 def test_invalid_now_denies(now):
     a = {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"}
     d = ENGINE.evaluate(a, None, now)
@@ -350,6 +397,7 @@ def test_non_action_inputs():
 
 
 # ------------------------------------------------------------------ non-bool conditions are errors
+
 
 @pytest.mark.parametrize("value", [1, 0, "yes", "", [True], {"a": True}, None, 1.0, b"\x01"])
 def test_non_bool_condition_is_an_error(value):
@@ -427,17 +475,39 @@ def test_self_referencing_input_does_not_hang():
 # ------------------------------------------------------------------ the other evaluators
 
 records = st.recursive(
-    st.fixed_dictionaries({"id": st.one_of(st.text(max_size=3), junk), "type": st.one_of(
-        st.sampled_from(["transfer", "notify_customer", "nope"]), junk)},
-        optional={"executed_at": st.one_of(st.just("2026-07-02T09:30:00Z"), junk), "reviewer": junk,
-                  "settled": junk, "requester": junk}),
-    lambda inner: st.fixed_dictionaries({"id": st.text(max_size=3), "type": st.just("transfer"),
-                                         "downstream": st.one_of(st.lists(inner, max_size=3), junk)}),
-    max_leaves=10)
-requests = st.one_of(junk, st.fixed_dictionaries(
-    {"workflow": st.one_of(st.just("pay"), junk), "scenario": st.one_of(st.just("reviewer_error"), junk),
-     "requested_by": st.one_of(st.just("carol"), junk), "original": st.one_of(records, junk)},
-    optional={"reason": junk, "requested_at": junk, "extra": junk}))
+    st.fixed_dictionaries(
+        {
+            "id": st.one_of(st.text(max_size=3), junk),
+            "type": st.one_of(st.sampled_from(["transfer", "notify_customer", "nope"]), junk),
+        },
+        optional={
+            "executed_at": st.one_of(st.just("2026-07-02T09:30:00Z"), junk),
+            "reviewer": junk,
+            "settled": junk,
+            "requester": junk,
+        },
+    ),
+    lambda inner: st.fixed_dictionaries(
+        {
+            "id": st.text(max_size=3),
+            "type": st.just("transfer"),
+            "downstream": st.one_of(st.lists(inner, max_size=3), junk),
+        }
+    ),
+    max_leaves=10,
+)
+requests = st.one_of(
+    junk,
+    st.fixed_dictionaries(
+        {
+            "workflow": st.one_of(st.just("pay"), junk),
+            "scenario": st.one_of(st.just("reviewer_error"), junk),
+            "requested_by": st.one_of(st.just("carol"), junk),
+            "original": st.one_of(records, junk),
+        },
+        optional={"reason": junk, "requested_at": junk, "extra": junk},
+    ),
+)
 
 
 @FUZZ
@@ -447,19 +517,40 @@ def test_classify_rollback_never_raises(req, now):
     assert isinstance(plan, RollbackPlan)
     json.dumps(plan.model_dump(mode="json"))
     if not plan.authorizable:
-        v = ENGINE.authorize_rollback(plan, [{"principal": "x", "roles": ["reviewer", "support_manager"],
-                                               "plan_hash": plan.plan_hash}], NOW)
+        v = ENGINE.authorize_rollback(
+            plan, [{"principal": "x", "roles": ["reviewer", "support_manager"], "plan_hash": plan.plan_hash}], NOW
+        )
         assert not v.satisfied
 
 
-approvals = st.lists(st.one_of(junk, st.fixed_dictionaries(
-    {"principal": st.one_of(st.sampled_from(["alice", "bob", "Bob", "carol", ""]), junk),
-     "roles": st.one_of(st.just(["reviewer"]), st.lists(st.sampled_from(["reviewer", "support_manager", "x"])), junk)},
-    optional={"plan_hash": junk, "policy_hash": junk, "at": junk, "expires_at": junk, "extra": junk})), max_size=6)
+approvals = st.lists(
+    st.one_of(
+        junk,
+        st.fixed_dictionaries(
+            {
+                "principal": st.one_of(st.sampled_from(["alice", "bob", "Bob", "carol", ""]), junk),
+                "roles": st.one_of(
+                    st.just(["reviewer"]), st.lists(st.sampled_from(["reviewer", "support_manager", "x"])), junk
+                ),
+            },
+            optional={"plan_hash": junk, "policy_hash": junk, "at": junk, "expires_at": junk, "extra": junk},
+        ),
+    ),
+    max_size=6,
+)
 
-GOOD_REQ = {"workflow": "pay", "scenario": "reviewer_error", "requested_by": "carol",
-            "original": {"id": "t1", "type": "transfer", "executed_at": "2026-07-02T09:30:00Z", "reviewer": "bob",
-                         "settled": False}}
+GOOD_REQ = {
+    "workflow": "pay",
+    "scenario": "reviewer_error",
+    "requested_by": "carol",
+    "original": {
+        "id": "t1",
+        "type": "transfer",
+        "executed_at": "2026-07-02T09:30:00Z",
+        "reviewer": "bob",
+        "settled": False,
+    },
+}
 
 
 @FUZZ
@@ -481,8 +572,12 @@ def test_authorize_with_junk_plan(plan, apps):
 
 
 @FUZZ
-@given(st.one_of(st.just("pay"), junk), st.one_of(st.just("runaway"), junk), st.one_of(
-    st.just({"reviewed": True}), junk_with_deep), nows)
+@given(
+    st.one_of(st.just("pay"), junk),
+    st.one_of(st.just("runaway"), junk),
+    st.one_of(st.just({"reviewed": True}), junk_with_deep),
+    nows,
+)
 def test_may_resume_never_raises(wf, stop, evidence, now):
     r = ENGINE.may_resume(wf, stop, evidence, now)
     assert isinstance(r, ResumeDecision)
@@ -492,8 +587,15 @@ def test_may_resume_never_raises(wf, stop, evidence, now):
 
 
 def test_decisions_with_odd_strings_serialize():
-    a = {"workflow": "pay", "type": "transfer", "id": "\x00\x1b[31m", "amount": 5, "verified": True,
-         "currency": "EUR", "country": "FR"}
+    a = {
+        "workflow": "pay",
+        "type": "transfer",
+        "id": "\x00\x1b[31m",
+        "amount": 5,
+        "verified": True,
+        "currency": "EUR",
+        "country": "FR",
+    }
     d = ENGINE.evaluate(a, None, NOW)
     assert d.effect == "allow"
     json.dumps(d.model_dump(mode="json"))
@@ -534,7 +636,9 @@ def test_non_finite_numbers_never_evade_a_deny_rule(bad):
         d = e.evaluate(action, None, NOW)
         assert d.effect == "deny" and d.errors[0].kind == "input" and "non-finite" in d.errors[0].message
     for action in ({**ok, "nested": {"x": [1.0, bad]}}, {**ok, "list": [bad]}):  # read by no condition
-        assert e.evaluate(action, None, NOW).model_dump(mode="json") == e.evaluate(ok, None, NOW).model_dump(mode="json")
+        assert e.evaluate(action, None, NOW).model_dump(mode="json") == e.evaluate(ok, None, NOW).model_dump(
+            mode="json"
+        )
     # a state or evidence holding NaN fails closed too
     assert e.evaluate(ok, {"status": "running", "x": bad}, NOW).effect == "deny"
     assert e.may_resume("w", "s", {"errors": 0.0}, NOW).allowed
@@ -571,10 +675,24 @@ workflow "w" {
 """
 
 
-@pytest.mark.parametrize("pattern", ["(" * 10_000 + ")" * 10_000, "(" * 200_000 + ")" * 200_000,
-                                     "(a+)+$", "(a|a)*b", "a{1000}{1000}{1000}", "(", "\\", "[z-a]",
-                                     "(?P<x>a)" * 5000, "x" * 1_000_000, "a" * 20_000, "[ab]" * 5000,
-                                     "(a|aa){500}" * 4])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(" * 10_000 + ")" * 10_000,
+        "(" * 200_000 + ")" * 200_000,
+        "(a+)+$",
+        "(a|a)*b",
+        "a{1000}{1000}{1000}",
+        "(",
+        "\\",
+        "[z-a]",
+        "(?P<x>a)" * 5000,
+        "x" * 1_000_000,
+        "a" * 20_000,
+        "[ab]" * 5000,
+        "(a|aa){500}" * 4,
+    ],
+)
 def test_hostile_regex_from_action_data_is_bounded(pattern):
     e = engine_of(REGEX_POLICY, "re.policy")
     d = e.evaluate({"workflow": "w", "type": "a", "text": "a" * 100_000, "pattern": pattern}, None, NOW)
@@ -594,8 +712,12 @@ def test_regex_cost_budget_is_named():
 # decision's display text raise ValueError out of evaluate (fixed in engine._value_text).
 def test_non_bool_huge_int_is_an_error_not_an_exception():
     base = {"workflow": "nb", "type": "a", "amount": False, "flag": False, "level": False, "halt": False}
-    for key, effect in (("amount", "require_approval"), ("flag", "deny"), ("level", "require_approval"),
-                        ("halt", "stop")):
+    for key, effect in (
+        ("amount", "require_approval"),
+        ("flag", "deny"),
+        ("level", "require_approval"),
+        ("halt", "stop"),
+    ):
         d = NB.evaluate({**base, key: 10**5000}, None, NOW)
         assert d.effect == effect, key
         assert d.errors and "not a bool" in d.errors[0].message
@@ -625,13 +747,15 @@ def test_hostile_input_decisions_are_deterministic(action, state):
 
 # ------------------------------------------------------------------ the CEL fast path on hostile data
 
+
 def _conditions(text: str, name: str) -> list:
     r = load_text(text, name)
     return [ce for ce in r.compiled.values()]
 
 
-FAST_CONDITIONS = _conditions(PAY, "pay.policy") + _conditions(NONBOOL, "nb.policy") + \
-    _conditions(NAN_POLICY, "nan.policy")
+FAST_CONDITIONS = (
+    _conditions(PAY, "pay.policy") + _conditions(NONBOOL, "nb.policy") + _conditions(NAN_POLICY, "nan.policy")
+)
 
 
 def _same(a, b) -> bool:
@@ -647,12 +771,27 @@ def _same(a, b) -> bool:
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["amount", "verified", "currency", "country", "type", "flag", "level",
-                                        "halt", "template", "x"]), junk, max_size=6),
-       st.one_of(st.none(), junk, st.dictionaries(st.sampled_from(["reviewed", "value", "errors"]), junk, max_size=3)))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["amount", "verified", "currency", "country", "type", "flag", "level", "halt", "template", "x"]
+        ),
+        junk,
+        max_size=6,
+    ),
+    st.one_of(st.none(), junk, st.dictionaries(st.sampled_from(["reviewed", "value", "errors"]), junk, max_size=3)),
+)
 def test_fast_path_agrees_with_the_closures_on_hostile_data(action, evidence):
-    act = {"action": action, "workflow": {"status": "running"}, "now": NOW_DT, "policy": {"sanctioned": ["XX", "YY"]},
-           "evidence": evidence, "original": action, "request": {}, "stop": {}}
+    act = {
+        "action": action,
+        "workflow": {"status": "running"},
+        "now": NOW_DT,
+        "policy": {"sanctioned": ["XX", "YY"]},
+        "evidence": evidence,
+        "original": action,
+        "request": {},
+        "stop": {},
+    }
     for ce in FAST_CONDITIONS:
         fast = ce._fast_fn()
         if fast is None:
@@ -673,23 +812,29 @@ def test_fast_path_agrees_with_the_closures_on_hostile_data(action, evidence):
 S = "\ud800"
 
 
-@pytest.mark.parametrize("call", [
-    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "id": S}, None, NOW),
-    lambda: ENGINE.evaluate({**OK_TRANSFER, "country": {S: 1}}, None, NOW),
-    lambda: ENGINE.evaluate({**OK_TRANSFER, "currency": "EUR" + S}, None, NOW),
-    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "amount": 5, "verified": True,
-                             "currency": "EUR", "country": "FR"}, None, S),
-    lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer"}, {"status": S}, NOW),
-    lambda: ENGINE.classify_rollback({**GOOD_REQ, "requested_by": S}, NOW),
-    lambda: ENGINE.classify_rollback(GOOD_REQ, "x" + S),
-    lambda: ENGINE.authorize_rollback(ENGINE.classify_rollback(GOOD_REQ, NOW), [{"principal": S}], NOW),
-    lambda: ENGINE.authorize_rollback(ENGINE.classify_rollback(GOOD_REQ, NOW), [], S),
-    lambda: ENGINE.may_resume(S, "runaway", {"reviewed": True}, NOW),
-    lambda: ENGINE.may_resume("pay", S, {"reviewed": True}, NOW),
-    lambda: ENGINE.may_resume("pay", {"stopped_by": S}, {"reviewed": True}, NOW),
-    lambda: ENGINE.may_resume({"name": S}, "runaway", {"reviewed": True}, NOW),
-    lambda: ENGINE.may_resume("pay", "runaway", {"reviewed": True, S: 1}, NOW),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer", "id": S}, None, NOW),
+        lambda: ENGINE.evaluate({**OK_TRANSFER, "country": {S: 1}}, None, NOW),
+        lambda: ENGINE.evaluate({**OK_TRANSFER, "currency": "EUR" + S}, None, NOW),
+        lambda: ENGINE.evaluate(
+            {"workflow": "pay", "type": "transfer", "amount": 5, "verified": True, "currency": "EUR", "country": "FR"},
+            None,
+            S,
+        ),
+        lambda: ENGINE.evaluate({"workflow": "pay", "type": "transfer"}, {"status": S}, NOW),
+        lambda: ENGINE.classify_rollback({**GOOD_REQ, "requested_by": S}, NOW),
+        lambda: ENGINE.classify_rollback(GOOD_REQ, "x" + S),
+        lambda: ENGINE.authorize_rollback(ENGINE.classify_rollback(GOOD_REQ, NOW), [{"principal": S}], NOW),
+        lambda: ENGINE.authorize_rollback(ENGINE.classify_rollback(GOOD_REQ, NOW), [], S),
+        lambda: ENGINE.may_resume(S, "runaway", {"reviewed": True}, NOW),
+        lambda: ENGINE.may_resume("pay", S, {"reviewed": True}, NOW),
+        lambda: ENGINE.may_resume("pay", {"stopped_by": S}, {"reviewed": True}, NOW),
+        lambda: ENGINE.may_resume({"name": S}, "runaway", {"reviewed": True}, NOW),
+        lambda: ENGINE.may_resume("pay", "runaway", {"reviewed": True, S: 1}, NOW),
+    ],
+)
 def test_unpaired_surrogates_fail_closed_and_serialize(call):
     r = call()
     r.model_dump_json()
@@ -705,8 +850,16 @@ def test_surrogates_in_a_field_nothing_reads_change_nothing():
 
 
 def test_valid_non_ascii_text_is_fine():
-    a = {"workflow": "pay", "type": "transfer", "id": "zoë 😀 \u2028", "amount": 5, "verified": True,
-         "currency": "EUR", "country": "FR", "note": "日本"}
+    a = {
+        "workflow": "pay",
+        "type": "transfer",
+        "id": "zoë 😀 \u2028",
+        "amount": 5,
+        "verified": True,
+        "currency": "EUR",
+        "country": "FR",
+        "note": "日本",
+    }
     d = ENGINE.evaluate(a, None, NOW)
     assert d.effect == "allow" and d.action_id == a["id"]
     d.model_dump_json()

@@ -314,21 +314,37 @@ def test_documented_limits_match_the_code():
     assert (engine.MAX_INPUT_ITEMS, engine.MAX_INPUT_DEPTH, engine.MAX_INPUT_CHARS) == (100_000, 200, 4_000_000)
     assert (engine.MAX_CASCADE_RECORDS, engine.MAX_LOOPS_LISTED, engine.MAX_APPROVALS) == (10_000, 100, 1000)
     lim = cel.DEFAULT_LIMITS
-    assert (lim.max_expression_length, lim.max_nesting_depth, lim.max_iterations, lim.max_size) == \
-        (4096, 64, 100_000, 1_000_000)
+    assert (lim.max_expression_length, lim.max_nesting_depth, lim.max_iterations, lim.max_size) == (
+        4096,
+        64,
+        100_000,
+        1_000_000,
+    )
     assert cel.REGEX_MAX_COST == 1_000_000_000 and cli.MAX_INPUT_BYTES == 16_000_000
     security = (hc.ROOT / "SECURITY.md").read_text(encoding="utf-8")
-    for text in ("1,000,000 bytes", "32 levels", "4,096 characters", "64 levels", "10,000 rules per file, 10,000 conditions per set",
-                 "100,000 (`MAX_INPUT_ITEMS`)", "200 levels", "4,000,000", "10,000 (`MAX_CASCADE_RECORDS`)",
-                 "1,000 (`MAX_APPROVALS`)", "16 MB", "10^9"):
+    for text in (
+        "1,000,000 bytes",
+        "32 levels",
+        "4,096 characters",
+        "64 levels",
+        "10,000 rules per file, 10,000 conditions per set",
+        "100,000 (`MAX_INPUT_ITEMS`)",
+        "200 levels",
+        "4,000,000",
+        "10,000 (`MAX_CASCADE_RECORDS`)",
+        "1,000 (`MAX_APPROVALS`)",
+        "16 MB",
+        "10^9",
+    ):
         assert text in security, text
 
 
 # Bidirectional control characters ("Trojan Source", CVE-2021-42574) make a condition
 # display differently from what it does; they are refused anywhere in a policy file,
 # including strings, conditions and comments (loader.decode_source, E002 at the char).
-@pytest.mark.parametrize("ch", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
-                                "\u2069"])
+@pytest.mark.parametrize(
+    "ch", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
+)
 @pytest.mark.parametrize("where", ['"helpdesk"', "`action.amount <= 100.0", "# Seed corpus"])
 def test_bidi_controls_are_refused(ch, where):
     assert where in SEED_TEXT

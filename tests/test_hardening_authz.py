@@ -10,9 +10,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from engine_support import ROOT
 
 import policy_engine
-from engine_support import ROOT
 from policy_engine.cli import main
 from policy_engine.engine import MAX_APPROVALS, plan_hash
 
@@ -199,12 +199,14 @@ cases:
 
 
 def test_a_fixture_suite_asks_authorize_for_a_gate_decision(tmp_path):
-    (tmp_path / "refunds.policy-test.yaml").write_text(SUITE.format(policies=ROOT / "policies",
-                                                                    action=json.dumps(REFUND)))
+    (tmp_path / "refunds.policy-test.yaml").write_text(
+        SUITE.format(policies=ROOT / "policies", action=json.dumps(REFUND))
+    )
     r = CliRunner().invoke(main, ["test", str(tmp_path)])
     assert r.exit_code == 0 and r.output.strip().endswith("3 passed, 0 failed"), r.output
     # a typo in the gate's action is a located error, before anything runs
     (tmp_path / "refunds.policy-test.yaml").write_text(
-        SUITE.format(policies=ROOT / "policies", action=json.dumps({**REFUND, "type": "issue_refundd"})))
+        SUITE.format(policies=ROOT / "policies", action=json.dumps({**REFUND, "type": "issue_refundd"}))
+    )
     r = CliRunner().invoke(main, ["test", str(tmp_path)])
     assert r.exit_code != 0 and "unknown action type `issue_refundd`" in r.output and "did you mean" in r.output

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -143,7 +143,7 @@ def test_a_missing_distinct_from_reference_is_not_authorizable(engine):
 
 
 @pytest.mark.parametrize("executed_at", ["9999-12-31T23:59:30Z", "9999-12-31T23:59:59.999999Z",
-                                         datetime(9999, 12, 31, 23, 59, 30, tzinfo=timezone.utc)])
+                                         datetime(9999, 12, 31, 23, 59, 30, tzinfo=UTC)])
 def test_a_window_past_year_9999_is_a_located_error_and_the_plan_keeps_its_identity(engine, executed_at):
     plan = engine.classify_rollback(reply_request(executed_at=executed_at), now=NOW)
     assert (plan.workflow, plan.scenario, plan.original_id) == ("support-replies", "reviewer_error", "m1")
@@ -356,7 +356,7 @@ def gate_action(**extra):
 
 
 def test_decisions_name_the_workflow_owners_on_every_path(engine):
-    now = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
     dumps = []
     # the full path, then the fused gate once built, then its finished templates
     fresh = policy_engine.load(str(POLICIES))

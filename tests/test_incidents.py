@@ -9,13 +9,13 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
+from runtime_support import POLICY, WF, at, send, write_policy
+
 from policy_engine import Runtime
 from policy_engine.cli import main
 from policy_engine.replay import changed_executions, replay
 from policy_engine.runtime import RuntimeUsageError
-from runtime_support import POLICY, WF, at, send, write_policy
 
 RECEIPT = {"message": "hello", "ticket": "T-1"}
 STRICTER = POLICY.replace("action.amount > 1000.0", "action.amount > 400.0")
@@ -102,10 +102,16 @@ def test_decisions_recorded_under_a_policy_that_no_longer_loads_still_replay(led
 def test_replay_cli_json_has_the_changed_list_and_counts_and_as_rollback_makes_a_batch(rt, ledger_url, tmp_path):  # noqa: F811
     h = _history(rt)
     cand = tmp_path / "cand.policy"
-    cand.write_text(STRICTER.replace("rollback customer_request {", "rollback policy_reversal {\n    route customer_service\n"
-                                     "    authorize 1 customer_service\n  }\n\n  rollback customer_request {"))
-    res = CliRunner().invoke(main, ["replay", str(cand), "--ledger", ledger_url, "--format", "json",
-                                    "--as-rollback", "policy_reversal"])
+    cand.write_text(
+        STRICTER.replace(
+            "rollback customer_request {",
+            "rollback policy_reversal {\n    route customer_service\n"
+            "    authorize 1 customer_service\n  }\n\n  rollback customer_request {",
+        )
+    )
+    res = CliRunner().invoke(
+        main, ["replay", str(cand), "--ledger", ledger_url, "--format", "json", "--as-rollback", "policy_reversal"]
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert {c["decision_id"] for c in out["changed"]} == {h[500.0][0], h[450.0][0]}
@@ -121,8 +127,13 @@ def test_replay_cli_json_has_the_changed_list_and_counts_and_as_rollback_makes_a
 # ------------------------------------------------------------------------------ bulk rollback
 def test_a_select_plans_one_batch_cascades_included_and_one_approval_binds_to_its_digest(rt):
     h = _history(rt)
-    b = rt.request_bulk_rollback('original.type == "send" && original.time < timestamp("2026-11-26T12:00:15Z")',
-                                 "customer_request", "rita", "run-7 misfired", now=at(100))
+    b = rt.request_bulk_rollback(
+        'original.type == "send" && original.time < timestamp("2026-11-26T12:00:15Z")',
+        "customer_request",
+        "rita",
+        "run-7 misfired",
+        now=at(100),
+    )
     assert sorted(b.originals) == sorted([h[500.0][1], h[450.0][1]]) and len(b.rollbacks) == 2
     assert b.records == 4  # each send and the log it caused
     # the logs are inside the cascades: selecting them too does not plan them twice
@@ -134,8 +145,9 @@ def test_a_select_plans_one_batch_cascades_included_and_one_approval_binds_to_it
         rt.approve_batch(b.batch_id, principal="cs", roles=["customer_service"], batch_hash=b2.batch_hash, now=at(102))
     assert rt.batch_status(b.batch_id, now=at(102))["by_status"] == {"pending": 2}
     # the requester cannot approve her own batch (distinct from request.requested_by): recorded, not counted
-    a0 = rt.approve_batch(b.batch_id, principal="rita", roles=["customer_service"], batch_hash=b.batch_hash,
-                          now=at(102))
+    a0 = rt.approve_batch(
+        b.batch_id, principal="rita", roles=["customer_service"], batch_hash=b.batch_hash, now=at(102)
+    )
     assert (a0["plans"], a0["counted"]) == (2, 0)
     a = rt.approve_batch(b.batch_id, principal="cs", roles=["customer_service"], batch_hash=b.batch_hash, now=at(103))
     assert (a["counted"], a["statuses"]) == (2, {"approved": 2})
@@ -144,8 +156,13 @@ def test_a_select_plans_one_batch_cascades_included_and_one_approval_binds_to_it
     # steps per record; done / partial / remaining
     first = rt.authorization(b.rollbacks[0], now=at(104)).duties
     for d in first:
-        rt.batch_step(b.batch_id, d if not d.startswith(("compensate:", "notify:")) else f"{b.rollbacks[0]}/{d}",
-                      "completed", key=f"k-{d}", now=at(104))
+        rt.batch_step(
+            b.batch_id,
+            d if not d.startswith(("compensate:", "notify:")) else f"{b.rollbacks[0]}/{d}",
+            "completed",
+            key=f"k-{d}",
+            now=at(104),
+        )
     rt.batch_step(b.batch_id, b.originals[1], "failed", key="f", now=at(105))
     st = rt.batch_status(b.batch_id, now=at(106))
     assert (st["done"], st["partial"], st["remaining"]) == (1, 1, 1)
@@ -164,24 +181,58 @@ def test_a_select_that_does_not_compile_is_a_located_one_line_error_and_nothing_
 
 def test_a_select_error_on_one_execution_selects_nothing_from_it_and_is_listed(rt):
     h = _history(rt)
-    b = rt.request_bulk_rollback('original.receipt.missing == "x" || original.type == "nope"', "customer_request",
-                                 "rita", "x", now=at(100))
+    b = rt.request_bulk_rollback(
+        'original.receipt.missing == "x" || original.type == "nope"', "customer_request", "rita", "x", now=at(100)
+    )
     assert b.batch_id is None and b.selected == 0
     assert {e["execution"] for e in b.errors} >= {h[500.0][1]}
 
 
 def test_rollback_cli(rt, ledger_url, policy_path):  # noqa: F811
     _history(rt)
-    res = CliRunner().invoke(main, ["rollback", "--select", 'original.type == "send"', "--scenario", "customer_request",
-                                    "--requested-by", "rita", "--reason", "incident", "-p", str(policy_path),
-                                    "--ledger", ledger_url, "--format", "json"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "rollback",
+            "--select",
+            'original.type == "send"',
+            "--scenario",
+            "customer_request",
+            "--requested-by",
+            "rita",
+            "--reason",
+            "incident",
+            "-p",
+            str(policy_path),
+            "--ledger",
+            ledger_url,
+            "--format",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     b = json.loads(res.output)
     assert len(b["rollbacks"]) == 3
     st = CliRunner().invoke(main, ["rollback", "--status", b["batch_id"], "--ledger", ledger_url])
     assert st.exit_code == 0 and "3 rollback(s), 0 done, 0 partial, 3 remaining" in st.output
-    bad = CliRunner().invoke(main, ["rollback", "--select", "(", "--scenario", "customer_request", "--requested-by",
-                                    "r", "--reason", "x", "-p", str(policy_path), "--ledger", ledger_url])
+    bad = CliRunner().invoke(
+        main,
+        [
+            "rollback",
+            "--select",
+            "(",
+            "--scenario",
+            "customer_request",
+            "--requested-by",
+            "r",
+            "--reason",
+            "x",
+            "-p",
+            str(policy_path),
+            "--ledger",
+            ledger_url,
+        ],
+    )
     assert bad.exit_code == 2 and "does not compile" in bad.output and "Traceback" not in bad.output
 
 
@@ -208,8 +259,9 @@ def test_export_case_appends_a_failing_case_and_keeps_the_suite_byte_for_byte(rt
     h = _history(rt)
     suite = tmp_path / "replies.policy-test.yaml"
     suite.write_text(SUITE)
-    res = CliRunner().invoke(main, ["ledger", "export-case", h[500.0][0], "--expect", "deny", "--suite", str(suite),
-                                    "--ledger", ledger_url])
+    res = CliRunner().invoke(
+        main, ["ledger", "export-case", h[500.0][0], "--expect", "deny", "--suite", str(suite), "--ledger", ledger_url]
+    )
     assert res.exit_code == 0, res.output
     text = suite.read_text()
     head, tail = SUITE.split("\n# trailing notes")
@@ -227,18 +279,34 @@ def test_export_case_appends_a_failing_case_and_keeps_the_suite_byte_for_byte(rt
     assert res.exit_code == 0, res.output
     # a decision taken while stopped carries its workflow state; a new suite is created
     fresh = tmp_path / "new" / "misses.policy-test.yaml"
-    res = CliRunner().invoke(main, ["ledger", "export-case", h["while_stopped"], "--expect", "stop", "--suite",
-                                    str(fresh), "--ledger", ledger_url, "--policies", str(tmp_path / "replies.policy")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "ledger",
+            "export-case",
+            h["while_stopped"],
+            "--expect",
+            "stop",
+            "--suite",
+            str(fresh),
+            "--ledger",
+            ledger_url,
+            "--policies",
+            str(tmp_path / "replies.policy"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     c = yaml.safe_load(fresh.read_text())["cases"][0]
     assert c["gate"]["workflow_state"]["status"] == "stopped"
     assert CliRunner().invoke(main, ["test", str(fresh)]).exit_code == 0
     # the same decision twice gets a distinct name; an unknown id is one line
-    res = CliRunner().invoke(main, ["ledger", "export-case", h[500.0][0], "--expect", "deny", "--suite", str(suite),
-                                    "--ledger", ledger_url])
+    res = CliRunner().invoke(
+        main, ["ledger", "export-case", h[500.0][0], "--expect", "deny", "--suite", str(suite), "--ledger", ledger_url]
+    )
     assert res.exit_code == 0 and len(yaml.safe_load(suite.read_text())["cases"]) == 3
-    res = CliRunner().invoke(main, ["ledger", "export-case", "nope", "--expect", "deny", "--suite", str(suite),
-                                    "--ledger", ledger_url])
+    res = CliRunner().invoke(
+        main, ["ledger", "export-case", "nope", "--expect", "deny", "--suite", str(suite), "--ledger", ledger_url]
+    )
     assert res.exit_code == 2 and "no entry `nope`" in res.output
 
 

@@ -4,7 +4,6 @@ human-in-the-loop holes reproduced and refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path

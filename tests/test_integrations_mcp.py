@@ -19,8 +19,7 @@ from mcp.server.mcpserver import MCPServer  # noqa: E402
 from mcp_types import ToolAnnotations  # noqa: E402
 
 from policy_engine import Runtime  # noqa: E402
-from policy_engine.integrations.mcp import (  # noqa: E402
-    CALL_ID, GATE_META, Approval, StoplineGateway, protect, reversibility_of)
+from policy_engine.integrations.mcp import CALL_ID, GATE_META, Approval, StoplineGateway, protect, reversibility_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "examples" / "integrations"

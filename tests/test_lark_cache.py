@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from engine_support import ROOT
 
 from policy_engine.lark_cache import cache_dir, lark_cache
-
-from engine_support import ROOT
 
 CHECK = [sys.executable, "-m", "policy_engine.cli", "check", str(ROOT / "policies")]
 

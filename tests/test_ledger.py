@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import rfc8785
+from ledger_fixtures import body, guards_off, ledger_url, raw  # noqa: F401  (fixture)
 from sqlalchemy import text
 
-from ledger_fixtures import body, guards_off, ledger_url, raw  # noqa: F401  (fixture)
-from policy_engine.ledger import (EntryNotFound, IdempotencyConflict, InvalidEntry, Ledger, LedgerNotFound,
-                                  LedgerUnavailable, NewEntry, SchemaError)
+from policy_engine.ledger import (
+    EntryNotFound,
+    IdempotencyConflict,
+    InvalidEntry,
+    Ledger,
+    LedgerNotFound,
+    LedgerUnavailable,
+    NewEntry,
+    SchemaError,
+)
 from policy_engine.ledger.canonical import leaf_data
 from policy_engine.ledger.merkle import leaf_hash
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -62,17 +70,26 @@ def test_lone_surrogates_are_refused(led):
         led.append("stop", body("stop"), workflow="w\ud800")
 
 
-@pytest.mark.parametrize("kind,bad,workflow,links,msg", [
-    ("vote", {}, None, (), "unknown entry kind `vote`"),
-    ("decision", {"action": {}}, None, (), "needs `decision`, `policy_hash`"),
-    ("stop", {"trigger": "t"}, None, (), "names its workflow"),
-    ("approval", {"subject": "s", "digest": "d", "principal": "p", "verdict": "approve"}, None, (), "links to at least 1"),
-    ("step", {"record": "r", "status": "done"}, None, ("X",), "status"),
-    ("decision", {"action": float("nan"), "decision": 1, "policy_hash": "p"}, None, (), "not finite"),
-    ("decision", {"action": 2**60, "decision": 1, "policy_hash": "p"}, None, (), r"2\^53"),
-    ("decision", {"action": object(), "decision": 1, "policy_hash": "p"}, None, (), "not JSON"),
-    ("decision", [1], None, (), "JSON object"),
-])
+@pytest.mark.parametrize(
+    "kind,bad,workflow,links,msg",
+    [
+        ("vote", {}, None, (), "unknown entry kind `vote`"),
+        ("decision", {"action": {}}, None, (), "needs `decision`, `policy_hash`"),
+        ("stop", {"trigger": "t"}, None, (), "names its workflow"),
+        (
+            "approval",
+            {"subject": "s", "digest": "d", "principal": "p", "verdict": "approve"},
+            None,
+            (),
+            "links to at least 1",
+        ),
+        ("step", {"record": "r", "status": "done"}, None, ("X",), "status"),
+        ("decision", {"action": float("nan"), "decision": 1, "policy_hash": "p"}, None, (), "not finite"),
+        ("decision", {"action": 2**60, "decision": 1, "policy_hash": "p"}, None, (), r"2\^53"),
+        ("decision", {"action": object(), "decision": 1, "policy_hash": "p"}, None, (), "not JSON"),
+        ("decision", [1], None, (), "JSON object"),
+    ],
+)
 def test_invalid_entries_are_refused_and_nothing_is_written(led, kind, bad, workflow, links, msg):
     with pytest.raises(InvalidEntry, match=msg):
         led.append(kind, bad, workflow=workflow, links=links)
@@ -93,8 +110,9 @@ def test_idempotency_key_returns_the_existing_entry_and_refuses_a_different_reus
     with pytest.raises(IdempotencyConflict, match="rb-1/rec-1/completed"):
         led.append("step", body("step", status="failed"), links=[d.id], key="rb-1/rec-1/completed")
     # within one batch too
-    out = led.append_many([NewEntry("stop", body("stop"), workflow="w", key="k"),
-                           NewEntry("stop", body("stop"), workflow="w", key="k")])
+    out = led.append_many(
+        [NewEntry("stop", body("stop"), workflow="w", key="k"), NewEntry("stop", body("stop"), workflow="w", key="k")]
+    )
     assert out[0] == out[1] and led.size == 3
 
 
@@ -135,8 +153,12 @@ def test_entries_filters(led):
 def test_the_database_refuses_update_delete_of_entries(led, ledger_url):
     d = led.append("decision", body("decision"))
     led.append("approval", body("approval"), links=[d.id])  # a link row and a Merkle node
-    for stmt in ("UPDATE ledger_entries SET body = '{}'", "DELETE FROM ledger_entries",
-                 "DELETE FROM ledger_nodes", "UPDATE ledger_links SET to_seq = 0"):
+    for stmt in (
+        "UPDATE ledger_entries SET body = '{}'",
+        "DELETE FROM ledger_entries",
+        "DELETE FROM ledger_nodes",
+        "UPDATE ledger_links SET to_seq = 0",
+    ):
         with pytest.raises(Exception, match="append-only"):
             with raw(ledger_url) as c:
                 c.execute(text(stmt))
@@ -151,6 +173,7 @@ def test_threads_append_one_chain(led):
     def work(i):
         for j in range(25):
             led.append("stop", body("stop", n=j), workflow=f"w{i}")
+
     ts = [threading.Thread(target=work, args=(i,)) for i in range(6)]
     for t in ts:
         t.start()
@@ -189,8 +212,14 @@ def test_foreign_tables_are_not_a_ledger(ledger_url):
 def test_unreadable_ledgers_give_one_line_errors(tmp_path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
-    cases = [f"sqlite:///{bad}", "postgresql+psycopg://postgres@127.0.0.1:1/test", "mysql://x@y/z", "::nonsense",
-             "sqlite://", f"sqlite:///{tmp_path}"]
+    cases = [
+        f"sqlite:///{bad}",
+        "postgresql+psycopg://postgres@127.0.0.1:1/test",
+        "mysql://x@y/z",
+        "::nonsense",
+        "sqlite://",
+        f"sqlite:///{tmp_path}",
+    ]
     for url in cases:
         with pytest.raises(LedgerUnavailable) as ei:
             Ledger.open(url, create=True)
@@ -270,5 +299,7 @@ def test_an_unknown_link_is_refused_on_every_append_path(led):
     with pytest.raises(InvalidEntry, match="unknown entry"):
         led.append("stop", body("stop"), workflow="w", links=["nope"])
     with pytest.raises(InvalidEntry, match="unknown entry"):
-        led.append_many([NewEntry("stop", body("stop"), workflow="w"), NewEntry("stop", body("stop"), workflow="w", links=["x"])])
+        led.append_many(
+            [NewEntry("stop", body("stop"), workflow="w"), NewEntry("stop", body("stop"), workflow="w", links=["x"])]
+        )
     assert led.size == 1 and led.verify().ok

@@ -6,9 +6,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from ledger_fixtures import guards_off, ledger_url, raw  # noqa: F401  (fixture)
 from sqlalchemy import text
 
-from ledger_fixtures import guards_off, ledger_url, raw  # noqa: F401  (fixture)
 from policy_engine.cli import main
 
 

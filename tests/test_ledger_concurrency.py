@@ -15,8 +15,8 @@ import signal
 import time
 
 import pytest
-
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
+
 from policy_engine.ledger import Ledger, NewEntry
 
 

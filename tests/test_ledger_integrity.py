@@ -4,9 +4,9 @@ sequence number. Tampering needs the guard triggers out of the way (test-only)."
 from __future__ import annotations
 
 import pytest
+from ledger_fixtures import body, guards_off, ledger_url  # noqa: F401  (fixture)
 from sqlalchemy import text
 
-from ledger_fixtures import body, guards_off, ledger_url  # noqa: F401  (fixture)
 from policy_engine.ledger import Ledger, generate_key
 from policy_engine.ledger.canonical import leaf_data
 from policy_engine.ledger.errors import CheckpointError

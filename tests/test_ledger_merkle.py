@@ -66,7 +66,9 @@ def test_broken_inclusion_proofs_are_refused():
         assert not m.verify_inclusion(leaf, i, n, path, _flip(root, rnd.randrange(256)))
         if path:
             k = rnd.randrange(len(path))
-            assert not m.verify_inclusion(leaf, i, n, path[:k] + [_flip(path[k], rnd.randrange(256))] + path[k + 1:], root)
+            assert not m.verify_inclusion(
+                leaf, i, n, path[:k] + [_flip(path[k], rnd.randrange(256))] + path[k + 1 :], root
+            )
             assert not m.verify_inclusion(leaf, i, n, path[:-1], root)
         assert not m.verify_inclusion(leaf, i, n, path + [root], root)  # garbage after
         assert not m.verify_inclusion(leaf, i, n, [root] + path, root)  # garbage before
@@ -88,7 +90,7 @@ def test_broken_consistency_proofs_are_refused():
         assert not m.verify_consistency(old, n, _flip(r_old, 3), r_new, path)
         assert not m.verify_consistency(old, n, r_old, _flip(r_new, 200), path)
         k = rnd.randrange(len(path))
-        assert not m.verify_consistency(old, n, r_old, r_new, path[:k] + [_flip(path[k], 7)] + path[k + 1:])
+        assert not m.verify_consistency(old, n, r_old, r_new, path[:k] + [_flip(path[k], 7)] + path[k + 1 :])
         assert not m.verify_consistency(old, n, r_old, r_new, path + [r_new])
         assert not m.verify_consistency(old, n, r_old, r_new, [r_new] + path)
         assert not m.verify_consistency(old, n, r_old, r_new, path[:-1])
@@ -103,8 +105,14 @@ def test_proof_json_parsing_is_strict():
     p = m.InclusionProof(4, 9, src.node(0, 4), tuple(m.inclusion_path(src, 4, 9)), m.root(src, 9))
     text = json.dumps(p.to_json())
     assert m.InclusionProof.from_json(text) == p and p.verify()
-    for bad in ["x" + text, text + "x", text.replace('"size": 9', '"size": "9"'), text.replace('"type": "inclusion"',
-                '"type": "consistency"'), text.replace(p.root.hex(), p.root.hex().upper()), text[:-1] + ', "extra": 1}']:
+    for bad in [
+        "x" + text,
+        text + "x",
+        text.replace('"size": 9', '"size": "9"'),
+        text.replace('"type": "inclusion"', '"type": "consistency"'),
+        text.replace(p.root.hex(), p.root.hex().upper()),
+        text[:-1] + ', "extra": 1}',
+    ]:
         with pytest.raises(ProofError):
             m.InclusionProof.from_json(bad)
     c = m.ConsistencyProof(3, 9, m.root(src, 3), m.root(src, 9), tuple(m.consistency_path(src, 3, 9)))
@@ -116,12 +124,22 @@ def test_checkpoint_note_roundtrip_and_tampering():
     root = m.leaf_hash(b"x")
     note = sign_checkpoint(k, "example.org/log", 12, root)
     lines = note.split("\n")
-    assert lines[:3] == ["example.org/log", "12", lines[2]] and lines[3] == "" and lines[4].startswith("\u2014 stopline-test ")
+    assert (
+        lines[:3] == ["example.org/log", "12", lines[2]]
+        and lines[3] == ""
+        and lines[4].startswith("\u2014 stopline-test ")
+    )
     cp = open_checkpoint(note, k.verifier)
     assert (cp.size, cp.root, cp.origin) == (12, root, "example.org/log")
     assert VerifierKey.parse(k.verifier.encode()) == k.verifier
-    for bad in [note.replace("\n12\n", "\n13\n"), note.replace("example.org", "exampl3.org"), note.rstrip("\n"),
-                "x" + note, note.replace("\n", "\r\n"), note[:20]]:
+    for bad in [
+        note.replace("\n12\n", "\n13\n"),
+        note.replace("example.org", "exampl3.org"),
+        note.rstrip("\n"),
+        "x" + note,
+        note.replace("\n", "\r\n"),
+        note[:20],
+    ]:
         with pytest.raises(CheckpointError):
             open_checkpoint(bad, k.verifier)
     with pytest.raises(CheckpointError, match="not signed by the key"):

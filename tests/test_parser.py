@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from update_golden import CASES
 
 from policy_engine.diagnostics import PolicyError
 from policy_engine.language.loader import load_text, require_ok
 from policy_engine.language.parser import comments_of, get_parser
 from policy_engine.source import SourceFile
-from update_golden import CASES
 
 VALID = (CASES / "fmt" / "comments.policy").read_text(encoding="utf-8")
 

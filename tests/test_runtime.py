@@ -7,12 +7,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
+from runtime_support import WF, at, send, write_policy
 
 import policy_engine
-from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
 from policy_engine import Runtime
 from policy_engine.runtime import RuntimeUsageError
-from runtime_support import WF, at, send, write_policy
 
 RECEIPT = {"message": "hello", "ticket": "T-1"}
 

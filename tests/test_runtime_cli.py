@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from runtime_support import write_policy
 
 from policy_engine.cli import main
-from runtime_support import write_policy
 
 
 def _rt(runner, args, payload, url, pol):

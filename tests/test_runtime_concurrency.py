@@ -6,10 +6,10 @@ from __future__ import annotations
 import multiprocessing as mp
 
 import pytest
-
 from ledger_fixtures import _pg_admin, _postgres_url
-from policy_engine import Runtime
 from runtime_support import at, send, write_policy
+
+from policy_engine import Runtime
 
 
 def _worker(url, pol, decision_id, execution_id, barrier, out):

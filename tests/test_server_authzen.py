@@ -6,13 +6,11 @@ answered with a 4xx problem+json (never a 5xx, never a widened decision)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-
 from server_support import ROOT, serve  # noqa: E402
 
 INTEROP = ROOT.parent / "shared" / "authzen-interop"

@@ -15,10 +15,10 @@ pytest.importorskip("fastapi")
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from server_support import ROOT, SERVER_POLICY, bearer, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
-from server_support import ROOT, SERVER_POLICY, bearer, write_identities  # noqa: E402
 
 PROBLEM = "application/problem+json"
 
@@ -56,7 +56,9 @@ def test_without_identities_gates_but_refuses_approvals(tmp_path, policy_dir):
 def test_identity_comes_from_the_credential(tmp_path, policy_dir):
     with client(tmp_path, policy_dir) as c:
         assert c.post("/v1/gate", json={"action": send(500)}).status_code == 401
-        assert c.post("/v1/gate", json={"action": send(500)}, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert (
+            c.post("/v1/gate", json={"action": send(500)}, headers={"Authorization": "Bearer nope"}).status_code == 401
+        )
         d = c.post("/v1/gate", json={"action": send(500)}, headers=bearer("ops")).json()["decision_id"]
         # another principal named in the body: refused, nothing recorded
         r = c.post("/v1/approvals", json={"subject": d, "principal": "rita"}, headers=bearer("casey"))
@@ -76,14 +78,28 @@ def test_lifecycle_over_http(tmp_path, policy_dir):
     with client(tmp_path, policy_dir) as c:
         g = c.post("/v1/gate", json={"action": send(50, id="m1")}, headers=bearer("ops")).json()
         assert g["decision"]["effect"] == "allow"
-        x = c.post("/v1/executions", json={"decision_id": g["decision_id"], "receipt": {"message": "hi", "ticket": 1}},
-                   headers=bearer("ops")).json()
+        x = c.post(
+            "/v1/executions",
+            json={"decision_id": g["decision_id"], "receipt": {"message": "hi", "ticket": 1}},
+            headers=bearer("ops"),
+        ).json()
         assert x["authorized"] is True
-        r = c.post("/v1/rollbacks", json={"execution_id": x["execution_id"], "scenario": "customer_request",
-                                          "reason": "asked", "requested_by": "casey"}, headers=bearer("rita"))
+        r = c.post(
+            "/v1/rollbacks",
+            json={
+                "execution_id": x["execution_id"],
+                "scenario": "customer_request",
+                "reason": "asked",
+                "requested_by": "casey",
+            },
+            headers=bearer("rita"),
+        )
         assert r.status_code == 403  # the requester is the caller
-        r = c.post("/v1/rollbacks", json={"execution_id": x["execution_id"], "scenario": "customer_request",
-                                          "reason": "asked"}, headers=bearer("rita")).json()
+        r = c.post(
+            "/v1/rollbacks",
+            json={"execution_id": x["execution_id"], "scenario": "customer_request", "reason": "asked"},
+            headers=bearer("rita"),
+        ).json()
         rb = r["rollback_id"]
         assert 'stopline_queue_depth{route="customer_service"} 1.0' in c.get("/metrics").text
         q = c.get("/v1/queue", params={"route": "customer_service"}, headers=bearer("ops")).json()["queue"]
@@ -93,13 +109,18 @@ def test_lifecycle_over_http(tmp_path, policy_dir):
         assert a["status"] == "approved"
         duties = c.get(f"/v1/subjects/{rb}", headers=bearer("ops")).json()["duties"]
         for duty in duties:
-            s = c.post(f"/v1/rollbacks/{rb}/steps", json={"duty": duty, "status": "completed", "key": duty},
-                       headers=bearer("ops"))
+            s = c.post(
+                f"/v1/rollbacks/{rb}/steps",
+                json={"duty": duty, "status": "completed", "key": duty},
+                headers=bearer("ops"),
+            )
             assert s.status_code == 200
         assert c.get(f"/v1/subjects/{rb}", headers=bearer("ops")).json()["status"] == "completed"
         assert c.get("/v1/workflows/replies", headers=bearer("ops")).json()["status"] == "running"
-        assert c.post("/v1/workflows/replies/resume", json={"evidence": {}}, headers=bearer("ops")).json()[
-            "recorded"] is False
+        assert (
+            c.post("/v1/workflows/replies/resume", json={"evidence": {}}, headers=bearer("ops")).json()["recorded"]
+            is False
+        )
         # the ledger's proofs
         head = c.get("/v1/ledger/head", headers=bearer("ops")).json()
         from policy_engine.ledger import ConsistencyProof, InclusionProof
@@ -115,8 +136,12 @@ def test_lifecycle_over_http(tmp_path, policy_dir):
 
 def test_recorded_authzen_decisions_are_ledger_entries(tmp_path, policy_dir):
     with client(tmp_path, policy_dir) as c:
-        req = {"subject": {"type": "agent", "id": "a1"}, "action": {"name": "send"},
-               "resource": {"type": "ticket", "id": "T-1"}, "context": {"workflow": "replies"}}
+        req = {
+            "subject": {"type": "agent", "id": "a1"},
+            "action": {"name": "send"},
+            "resource": {"type": "ticket", "id": "T-1"},
+            "context": {"workflow": "replies"},
+        }
         r = c.post("/access/v1/evaluation", json=req, headers=bearer("ops"))
         body = r.json()
         # no amount: the rules error and the workflow default (require_approval) applies: never allow
@@ -130,8 +155,11 @@ def test_recorded_authzen_decisions_are_ledger_entries(tmp_path, policy_dir):
 def test_unknown_ids_and_bad_bodies_are_problems(tmp_path, policy_dir):
     with client(tmp_path, policy_dir) as c:
         h = bearer("rita")
-        for r in (c.get("/v1/history/nope", headers=h), c.get("/v1/subjects/nope", headers=h),
-                  c.post("/v1/approvals", json={"subject": "nope"}, headers=h)):
+        for r in (
+            c.get("/v1/history/nope", headers=h),
+            c.get("/v1/subjects/nope", headers=h),
+            c.post("/v1/approvals", json={"subject": "nope"}, headers=h),
+        ):
             assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
         r = c.post("/v1/gate", content=b"{", headers={**h, "content-type": "application/json"})
         assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
@@ -172,14 +200,19 @@ def test_jwt_gives_principal_and_roles(tmp_path, policy_dir, source):
         assert approve(_token(other)).status_code == 401  # signed by another key
         assert approve(_token(key, exp=int(time.time()) - 3600)).status_code == 401  # expired
         assert approve(_token(key, aud="elsewhere")).status_code == 401
-        unsigned = jwt.encode({"sub": "jules", "roles": ["reviewer"], "exp": int(time.time()) + 60,
-                               "aud": "stopline"}, None, algorithm="none")
+        unsigned = jwt.encode(
+            {"sub": "jules", "roles": ["reviewer"], "exp": int(time.time()) + 60, "aud": "stopline"},
+            None,
+            algorithm="none",
+        )
         assert approve(unsigned).status_code == 401
         assert approve(_token(key), principal="rita").status_code == 403
         r = approve(_token(key, headers=None) if False else _token(key))
         assert r.status_code == 200 and r.json()["counted"] is True
-        assert c.get(f"/v1/history/{d}", headers=bearer("ops")).json()["decision"]["approvals"][0]["body"][
-            "principal"] == "jules"
+        assert (
+            c.get(f"/v1/history/{d}", headers=bearer("ops")).json()["decision"]["approvals"][0]["body"]["principal"]
+            == "jules"
+        )
 
 
 def test_hot_reload_keeps_the_last_good_set_and_says_why(tmp_path, policy_dir):
@@ -203,25 +236,47 @@ def test_hot_reload_keeps_the_last_good_set_and_says_why(tmp_path, policy_dir):
 def test_openapi_describes_every_runtime_operation(tmp_path, policy_dir):
     with client(tmp_path, policy_dir, identities=False) as c:
         paths = c.get("/openapi.json").json()["paths"]
-    for p in ("/v1/gate", "/v1/gate/batch", "/v1/approvals", "/v1/subjects/{subject_id}", "/v1/executions",
-              "/v1/rollbacks", "/v1/rollbacks/{rollback_id}/claim", "/v1/rollbacks/{rollback_id}/steps",
-              "/v1/subjects/{subject_id}/cancel", "/v1/queue", "/v1/expire", "/v1/workflows/{workflow}/resume",
-              "/v1/history/{entry_id}", "/v1/ledger/proofs/inclusion/{entry_id}", "/v1/ledger/proofs/consistency",
-              "/v1/ledger/checkpoints", "/access/v1/evaluation", "/access/v1/evaluations"):
+    for p in (
+        "/v1/gate",
+        "/v1/gate/batch",
+        "/v1/approvals",
+        "/v1/subjects/{subject_id}",
+        "/v1/executions",
+        "/v1/rollbacks",
+        "/v1/rollbacks/{rollback_id}/claim",
+        "/v1/rollbacks/{rollback_id}/steps",
+        "/v1/subjects/{subject_id}/cancel",
+        "/v1/queue",
+        "/v1/expire",
+        "/v1/workflows/{workflow}/resume",
+        "/v1/history/{entry_id}",
+        "/v1/ledger/proofs/inclusion/{entry_id}",
+        "/v1/ledger/proofs/consistency",
+        "/v1/ledger/checkpoints",
+        "/access/v1/evaluation",
+        "/access/v1/evaluations",
+    ):
         assert p in paths, p
 
 
 def test_importing_policy_engine_does_not_load_the_web_stack():
-    code = ("import sys, policy_engine, policy_engine.cli, policy_engine.server; "
-            "print(any(m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn', 'jinja2') for m in sys.modules))")
+    code = (
+        "import sys, policy_engine, policy_engine.cli, policy_engine.server; "
+        "print(any(m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn', 'jinja2') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_serve_refuses_bad_configuration_in_one_line(tmp_path, policy_dir):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "policy_engine.cli", "serve", str(policy_dir), *args],
-                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "policy_engine.cli", "serve", str(policy_dir), *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
 
     r = run("--host", "0.0.0.0")
     assert r.returncode == 2 and "--identities" in r.stderr and "Traceback" not in r.stderr
@@ -247,8 +302,11 @@ def test_opentelemetry_span_per_evaluation_when_a_tracer_is_configured(tmp_path)
         trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with TestClient(create_app(ServerConfig(str(ROOT / "examples" / "authzen-todo"), reload_interval=0))) as c:
-        req = {"subject": {"type": "user", "id": "beth@the-smiths.com"}, "action": {"name": "can_create_todo"},
-               "resource": {"type": "todo", "id": "1"}}
+        req = {
+            "subject": {"type": "user", "id": "beth@the-smiths.com"},
+            "action": {"name": "can_create_todo"},
+            "resource": {"type": "todo", "id": "1"},
+        }
         body = c.post("/access/v1/evaluation", json=req).json()
     spans = [s for s in exporter.get_finished_spans() if s.name == "stopline.evaluate"]
     assert len(spans) == 1
@@ -261,6 +319,9 @@ def test_only_the_server_package_imports_the_web_stack():
     import re
 
     pat = re.compile(r"^\s*(?:from|import)\s+(fastapi|starlette|uvicorn|jinja2|prometheus_client|jwt)\b", re.M)
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "policy_engine").rglob("*.py")
-                 if "server" not in p.relative_to(ROOT / "policy_engine").parts and pat.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "policy_engine").rglob("*.py")
+        if "server" not in p.relative_to(ROOT / "policy_engine").parts and pat.search(p.read_text())
+    ]
     assert offenders == []

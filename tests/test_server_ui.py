@@ -16,7 +16,6 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-
 from server_support import TOKENS, bearer, serve, write_identities  # noqa: E402
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -64,11 +63,22 @@ def _plan(base: str, n: int) -> str:
     with httpx.Client(base_url=base, headers=bearer("ops"), timeout=30) as c:
         g = c.post("/v1/gate", json={"action": {"workflow": "replies", "type": "send", "amount": 20 + n,
                                                 "promise": False, "id": f"m{n}"}}).json()
-        x = c.post("/v1/executions", json={"decision_id": g["decision_id"],
-                                           "receipt": {"message": f"Your refund #{n} is on its way", "ticket": f"T-{n}"}}).json()
-        r = c.post("/v1/rollbacks", json={"execution_id": x["execution_id"], "scenario": "customer_request",
-                                          "reason": "the customer asked us to withdraw the reply"},
-                   headers=bearer("rita")).json()
+        x = c.post(
+            "/v1/executions",
+            json={
+                "decision_id": g["decision_id"],
+                "receipt": {"message": f"Your refund #{n} is on its way", "ticket": f"T-{n}"},
+            },
+        ).json()
+        r = c.post(
+            "/v1/rollbacks",
+            json={
+                "execution_id": x["execution_id"],
+                "scenario": "customer_request",
+                "reason": "the customer asked us to withdraw the reply",
+            },
+            headers=bearer("rita"),
+        ).json()
         return r["rollback_id"]
 
 
@@ -119,7 +129,8 @@ def test_reviewer_signs_in_opens_a_plan_and_approves(browser, server):
     browser.get(f"{server}/ui/plans/{second}")
     browser.execute_script(
         "const i = document.createElement('input'); i.type = 'hidden'; i.name = 'principal'; i.value = 'casey';"
-        "document.getElementById('decide').appendChild(i);")
+        "document.getElementById('decide').appendChild(i);"
+    )
     browser.find_element(By.ID, "approve").click()
     assert "refused: you are signed in as cleo" in browser.find_element(By.ID, "error").text
     assert browser.find_element(By.ID, "status").text == "pending"

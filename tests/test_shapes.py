@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from engine_support import ROOT, engine_from_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policy_engine
+from policy_engine.cel import _found, _re2_compile_raw, fuse
 from policy_engine.engine import check_fields
 from policy_engine.engine.accel import fused as fused_mod
 from policy_engine.engine.accel import shapes as eng
-from policy_engine.cel import _found, _re2_compile_raw, fuse
 
-from engine_support import ROOT, engine_from_texts
-
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
 
@@ -120,7 +119,7 @@ def test_an_object_field_is_checked_key_by_key_and_only_for_the_keys_seen():
 
 
 # ----------------------------------------------------------------------------- decisions
-POLICY = '''roles [reviewer]
+POLICY = """roles [reviewer]
 workflow "w" {
   version "1"
   owners { business "b" technical "t" }
@@ -135,23 +134,32 @@ workflow "w" {
   }
   stop s { when `action.type == "pay" && action.amount > 10000` severity low owner "o" resume when { ok: `evidence.ok` } }
 }
-'''
+"""
 
 who = st.one_of(
     st.fixed_dictionaries({"name": st.sampled_from(["ann", "root"]), "level": st.integers(0, 5)}),
     st.fixed_dictionaries({"name": st.sampled_from(["ann", "root"]), "level": st.one_of(st.floats(0, 5), st.none())}),
     st.fixed_dictionaries({"level": st.integers(0, 5)}),
     st.fixed_dictionaries({"name": st.just("ann"), "level": st.integers(0, 5), "x": st.just([1])}),
-    st.just("ann"), st.none(),
+    st.just("ann"),
+    st.none(),
 )
-pay = st.fixed_dictionaries({
-    "workflow": st.just("w"), "type": st.just("pay"),
-    "amount": st.one_of(st.integers(0, 200), st.floats(0, 200), st.just(20_000), st.just(math.nan), st.text(max_size=1)),
-    "who": who,
-    "tags": st.one_of(st.lists(st.sampled_from(["blocked", "eu-1", "x", "\ud800"]), max_size=3),
-                      st.lists(st.one_of(st.integers(0, 1), st.just("x")), max_size=2)),
-    "region": st.sampled_from(["eu", "us", ""]),
-}, optional={"id": st.one_of(st.text(max_size=3), st.integers(), st.none())})
+pay = st.fixed_dictionaries(
+    {
+        "workflow": st.just("w"),
+        "type": st.just("pay"),
+        "amount": st.one_of(
+            st.integers(0, 200), st.floats(0, 200), st.just(20_000), st.just(math.nan), st.text(max_size=1)
+        ),
+        "who": who,
+        "tags": st.one_of(
+            st.lists(st.sampled_from(["blocked", "eu-1", "x", "\ud800"]), max_size=3),
+            st.lists(st.one_of(st.integers(0, 1), st.just("x")), max_size=2),
+        ),
+        "region": st.sampled_from(["eu", "us", ""]),
+    },
+    optional={"id": st.one_of(st.text(max_size=3), st.integers(), st.none())},
+)
 
 
 @given(batch=st.lists(pay, min_size=1, max_size=25))
@@ -169,8 +177,15 @@ def test_the_lane_specialises_misses_widens_and_stops_widening():
     fast = engine_from_texts({"p.policy": POLICY})
     slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
     fz = gate(fast, "w", "pay")
-    base = {"workflow": "w", "type": "pay", "id": "a1", "amount": 5, "who": {"name": "ann", "level": 1},
-            "tags": ["x"], "region": "us"}
+    base = {
+        "workflow": "w",
+        "type": "pay",
+        "id": "a1",
+        "amount": 5,
+        "who": {"name": "ann", "level": 1},
+        "tags": ["x"],
+        "region": "us",
+    }
     for _ in range(fused_mod.FUSE_AFTER):
         fast.evaluate(base, None, T0)
     assert fz.fn is not None and fz.rebuilds == 0
@@ -188,18 +203,35 @@ def test_the_lane_specialises_misses_widens_and_stops_widening():
 
     # bad values of known shapes: no widening, denied, whichever part of the shape holds them
     big = "x" * 4_000_001
-    for change in ({"amount": math.nan}, {"who": {"name": big, "level": 1}}, {"who": {"name": "\ud800", "level": 1}},
-                   {"tags": [big]}, {"tags": ["x"] * 100_001}, {"tags": ["x"] * 3_000_000}, {"tags": ["a", "\ud800"]},
-                   {"region": big},
-                   {"who": {"name": "a" * 2_000_000, "level": 1}, "region": "b" * 2_000_000}):
+    for change in (
+        {"amount": math.nan},
+        {"who": {"name": big, "level": 1}},
+        {"who": {"name": "\ud800", "level": 1}},
+        {"tags": [big]},
+        {"tags": ["x"] * 100_001},
+        {"tags": ["x"] * 3_000_000},
+        {"tags": ["a", "\ud800"]},
+        {"region": big},
+        {"who": {"name": "a" * 2_000_000, "level": 1}, "region": "b" * 2_000_000},
+    ):
         a = {**base, **change}
         d = fast.evaluate(a, None, T0)
         assert d.effect == "deny" and d.errors[0].kind == "input", change.keys()
         assert dump(d) == dump(slow.evaluate(a, None, T0))
     assert fz.rebuilds == 1
 
-    shapes = [{"amount": "5"}, {"amount": None}, {"amount": True}, {"region": 1}, {"region": None},
-              {"who": "ann"}, {"who": None}, {"tags": [1]}, {"tags": None}, {"who": {"level": 1}}]
+    shapes = [
+        {"amount": "5"},
+        {"amount": None},
+        {"amount": True},
+        {"region": 1},
+        {"region": None},
+        {"who": "ann"},
+        {"who": None},
+        {"tags": [1]},
+        {"tags": None},
+        {"who": {"level": 1}},
+    ]
     for change in shapes:
         a = {**base, **change}
         assert dump(fast.evaluate(a, None, T0)) == dump(slow.evaluate(a, None, T0))
@@ -243,7 +275,7 @@ def test_the_direct_re2_search_refuses_a_lone_surrogate_like_the_public_one():
         _found(rx)("\ud800")
 
 
-TWO = '''roles [reviewer]
+TWO = """roles [reviewer]
 workflow "w1" {
   version "1"
   owners { business "b" technical "t" }
@@ -256,15 +288,19 @@ workflow "w2" {
   default deny
   action refund { allow tiny when `action.amount <= 10` }
 }
-'''
+"""
 
 
 def test_the_lane_is_found_by_type_and_checked_against_the_workflow():
     fast = engine_from_texts({"p.policy": TWO})
     slow = engine_from_texts({"p.policy": TWO}, accelerate=False)
     assert fast.accelerator.types["pay"][0] == "w1" and fast.accelerator.types["refund"][0] == "w2"
-    cases = [{"workflow": w, "type": t, "id": "x", "amount": n}
-             for w in ("w1", "w2", "w3") for t in ("pay", "refund", "nope") for n in (5, 50)]
+    cases = [
+        {"workflow": w, "type": t, "id": "x", "amount": n}
+        for w in ("w1", "w2", "w3")
+        for t in ("pay", "refund", "nope")
+        for n in (5, 50)
+    ]
     for _ in range(5):
         for a in cases:
             assert dump(fast.evaluate(a, None, T0)) == dump(slow.evaluate(a, None, T0))

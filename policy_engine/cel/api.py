@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from .analysis import read_set, type_guard
 from .codegen import _FAST_WARMUP, _build_fast, generator_of, plan
@@ -187,7 +187,12 @@ def to_cel_json(value: Any) -> Any:
     if t is CelError:
         return {"error": value.message, "budget": value.budget} if value.budget else {"error": value.message}
     if isinstance(value, Mapping):
-        return {(k if type(k) is str else to_cel_json(_to_string(k)) if type(k) is not bool else ("true" if k else "false")): to_cel_json(v) for k, v in value.items()}
+        return {
+            (k if type(k) is str else ("true" if k else "false") if type(k) is bool else to_cel_json(_to_string(k))): (
+                to_cel_json(v)
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [to_cel_json(v) for v in value]
     if isinstance(value, bool):

@@ -32,7 +32,8 @@ The function runs with empty ``__builtins__``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .emit import _FAST_CMP, _FAST_GLOBALS, _FAST_MAX_LIST, _Gen
 from .limits import Limits
@@ -557,15 +558,15 @@ def _g_list(gs: list[Callable | None]) -> Callable | None:
     return g
 
 
-def _g_bind(slot: int, I: Callable | None, B: Callable | None) -> Callable | None:
-    if I is None or B is None:
+def _g_bind(slot: int, init: Callable | None, body: Callable | None) -> Callable | None:
+    if init is None or body is None:
         return None
 
     def g(em: _Gen) -> tuple[str, str | None]:
-        ie, _ = I(em)
+        ie, _ = init(em)
         em.emit(f"_s{slot} = {ie}")
         em.lit(f"_s{slot}")
-        return B(em)
+        return body(em)
 
     return g
 

@@ -19,9 +19,9 @@ analyses (analysis.py) are separate passes over the finished tree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .builtins import _builtin_tables
 from .errors import CelCompileError, _absorbable, _Fail
@@ -246,7 +246,7 @@ class _Compiler(_Operators, _Macros):
 
         def two(a: Any, c: Any) -> Any:
             try:
-                l = L(a, c)
+                lv = L(a, c)
             except Exception as ex:
                 if not _absorbable(ex):
                     raise
@@ -254,13 +254,13 @@ class _Compiler(_Operators, _Macros):
                 if r is stop:
                     return stop
                 raise
-            if l is stop:
+            if lv is stop:
                 return stop
-            if l is not (not stop):
+            if lv is not (not stop):
                 r = R(a, c)
                 if r is stop:
                     return stop
-                raise _no_overload(op, l)
+                raise _no_overload(op, lv)
             r = R(a, c)
             if r is True or r is False:
                 return r

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from ..timestamps import (
     duration_micros,
@@ -21,7 +22,7 @@ from .values import _no_overload
 # Parsing and formatting are policy_engine.timestamps' (one RFC 3339 parser for the package);
 # here they take CEL's shape: errors are _Fail values with cel-go's messages.
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _parse_timestamp(s: str) -> datetime:
@@ -62,7 +63,7 @@ def _tz(name: str) -> Any:
         sign = -1 if m.group(1) == "-" else 1
         return timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
     if name == "UTC":
-        return timezone.utc
+        return UTC
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(name)
@@ -70,7 +71,7 @@ def _tz(name: str) -> Any:
 
 def _in_tz(t: datetime, args: tuple) -> datetime:
     if not args:
-        return t.astimezone(timezone.utc)
+        return t.astimezone(UTC)
     (name,) = args
     if type(name) is not str:
         raise _no_overload("timezone", name)

@@ -6,7 +6,8 @@ fuse.py only: part of the fast path, not of the meaning.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .values import _contains_in, _eq, _ge, _gt, _index, _le, _lt, _neg
 

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from .conversions import _format_double, _to_string
 from .errors import _BudgetFail, _Fail
@@ -70,7 +70,9 @@ def _fmt_clause(verb: str, prec: int | None, v: Any) -> str:
             return format(int(v), "b")
         if t is bool:
             return "1" if v else "0"
-        raise _Fail(f"error during formatting: only integers and bools can be formatted as binary, was given {_type_name(v)}")
+        raise _Fail(
+            f"error during formatting: only integers and bools can be formatted as binary, was given {_type_name(v)}"
+        )
     if verb == "o":
         if is_int:
             return format(int(v), "o")
@@ -83,8 +85,10 @@ def _fmt_clause(verb: str, prec: int | None, v: Any) -> str:
     elif t is bytes:
         out = v.hex()
     else:
-        raise _Fail("error during formatting: only integers, byte buffers, and strings can be formatted as hex, "
-                    f"was given {_type_name(v)}")
+        raise _Fail(
+            "error during formatting: only integers, byte buffers, and strings can be formatted as hex, "
+            f"was given {_type_name(v)}"
+        )
     return out.upper() if verb == "X" else out
 
 
@@ -112,14 +116,16 @@ def _make_format(sizes: _Sizes) -> Callable:
                     m += 1
                 if m == k + 1:
                     raise _Fail("could not parse formatting clause: missing precision after `.`")
-                prec = int(s[k + 1:m])
+                prec = int(s[k + 1 : m])
                 k = m
-            verb = s[k:k + 1]
+            verb = s[k : k + 1]
             if verb == "%" and prec is None:
                 out.append("%")
             elif verb and verb in "sdfeboxX":
                 if prec is not None and verb not in "fe":
-                    raise _Fail(f"could not parse formatting clause: precision is only allowed for %f and %e, not %{verb}")
+                    raise _Fail(
+                        f"could not parse formatting clause: precision is only allowed for %f and %e, not %{verb}"
+                    )
                 if n >= len(args):
                     raise _Fail(f"index {n} out of range")
                 piece = _fmt_clause(verb, prec, args[n])
@@ -134,5 +140,3 @@ def _make_format(sizes: _Sizes) -> Callable:
         return sizes.check("".join(out))
 
     return fmt
-
-

@@ -6,8 +6,8 @@ from codegen.py; a condition without one is called as itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .codegen import generator_of
 from .emit import _FAST_GLOBALS, _Gen
@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # (api builds on the fast path; fuse only reads what it made)
 _FUSE_MAX = 256  # conditions per fused function
 
 
-def fuse(exprs: Sequence["CompiledExpr"], params: Sequence[str], prologue: Sequence[str] = (),
+def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequence[str] = (),
          ns: Mapping[str, Any] | None = None,
          fields: Mapping[tuple[str, ...], tuple[str, str | None, bool]] | None = None,
          known: Mapping[tuple[str, str], str] | None = None,

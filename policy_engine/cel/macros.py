@@ -7,8 +7,8 @@ A mixin of ``compile._Compiler``. Comprehension variables live in slots of the p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import CelCompileError, _absorbable, _BudgetFail
 from .limits import Limits
@@ -261,11 +261,11 @@ class _Macros:
             body = self.c(argnodes[2])
         finally:
             self.scopes.pop()
-        I, B = init.fn, body.fn
+        init_fn, body_fn = init.fn, body.fn
 
         def fn(a: Any, c: Any) -> Any:
-            c[slot] = I(a, c)
-            return B(a, c)
+            c[slot] = init_fn(a, c)
+            return body_fn(a, c)
 
         n = self.mk(fn, init, body, node=node)
         n.op = ("bind", slot, init, body)

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import _Fail
 from .values import _NUMSET, UINT64_MAX, CelUint, _no_overload, _ovf_int

@@ -6,8 +6,8 @@ A leaf of the compiler: compile.py builds these; codegen.py (the fast path) and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .errors import _Fail
 

@@ -5,7 +5,8 @@ A mixin of ``compile._Compiler``: the closures only; each node's ``op`` says wha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .nodes import _N
 from .values import (

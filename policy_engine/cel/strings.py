@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import _BudgetFail, _Fail
 from .values import _no_overload, _Sizes
@@ -76,7 +77,10 @@ def _substring(s: Any, a: Any, *b: Any) -> str:
     return s[a:end]
 
 
-_UNICODE_WS = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_UNICODE_WS = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 def _trim(s: Any) -> str:
@@ -96,8 +100,12 @@ def _upper_ascii(s: Any) -> str:
 
 def _make_replace(sizes: _Sizes) -> Callable:
     def replace(s: Any, old: Any, new: Any, *n: Any) -> str:
-        if type(s) is not str or type(old) is not str or type(new) is not str or len(n) > 1 or (
-            n and type(n[0]) is not int
+        if (
+            type(s) is not str
+            or type(old) is not str
+            or type(new) is not str
+            or len(n) > 1
+            or (n and type(n[0]) is not int)
         ):
             raise _no_overload("replace", s, old, new, *n)
         count = n[0] if n else -1
@@ -146,8 +154,17 @@ def _reverse(s: Any) -> str:
 def _quote(s: Any) -> str:
     _req(str, s, "strings.quote")
     out = ['"']
-    esc = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-           "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+    esc = {
+        "\a": "\\a",
+        "\b": "\\b",
+        "\f": "\\f",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+        "\v": "\\v",
+        "\\": "\\\\",
+        '"': '\\"',
+    }
     for c in s:
         if c in esc:
             out.append(esc[c])
@@ -188,6 +205,3 @@ def _ends_with(s: Any, sub: Any) -> bool:
     if type(s) is str and type(sub) is str:
         return s.endswith(sub)
     raise _no_overload("endsWith", s, sub)
-
-
-

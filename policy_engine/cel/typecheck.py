@@ -20,8 +20,9 @@ guards later reads of `x.f`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..fieldtypes import ANY, FField, FType
 from .parse import _parse, _span
@@ -48,9 +49,9 @@ class ActionVar:
     """The `action` of a condition: the action types it may be (name -> declared type, or
     None for a type without declarations)."""
 
-    types: Mapping[str, Optional[FType]]
+    types: Mapping[str, FType | None]
 
-    def narrowed(self, names: frozenset[str]) -> "ActionVar":
+    def narrowed(self, names: frozenset[str]) -> ActionVar:
         return ActionVar({k: v for k, v in self.types.items() if k in names})
 
 
@@ -60,8 +61,8 @@ class Finding:
     start: int
     end: int
     message: str
-    label: Optional[str] = None
-    help: Optional[str] = None
+    label: str | None = None
+    help: str | None = None
     data: dict = field(default_factory=dict)
 
 
@@ -89,7 +90,7 @@ def _with_object(t: FType) -> FType:
     return t
 
 
-def _obj(t: Optional[FType]) -> Optional[FType]:
+def _obj(t: FType | None) -> FType | None:
     """An action type's declared object type with the implicit fields added."""
     if t is None:
         return None
@@ -122,7 +123,7 @@ class _Checker:
     def span(self, node: Any) -> tuple[int, int]:
         return _span(node, self.n)
 
-    def add(self, kind: str, node: Any, message: str, label: Optional[str] = None, help: Optional[str] = None,
+    def add(self, kind: str, node: Any, message: str, label: str | None = None, help: str | None = None,
             **data: Any) -> None:
         s, e = self.span(node)
         self.out.append(Finding(kind, s, e, message, label, help, data))
@@ -132,7 +133,7 @@ class _Checker:
         return " ".join(self.src[s:e].split())
 
     # ---------------------------------------------------------------- guards
-    def path(self, n: Any) -> Optional[tuple[str, ...]]:
+    def path(self, n: Any) -> tuple[str, ...] | None:
         n = _unwrap(n)
         d = getattr(n, "data", None)
         if d == "ident":
@@ -143,7 +144,7 @@ class _Checker:
             return None if base is None else base + (str(k[1]),)
         return None
 
-    def type_guard(self, n: Any) -> Optional[frozenset[str]]:
+    def type_guard(self, n: Any) -> frozenset[str] | None:
         n = _unwrap(n)
         d = getattr(n, "data", None)
         if d == "relation":
@@ -197,7 +198,7 @@ class _Checker:
             return self.has_paths(k[1])
         return set()
 
-    def str_lit(self, n: Any) -> Optional[str]:
+    def str_lit(self, n: Any) -> str | None:
         n = _unwrap(n)
         if getattr(n, "data", None) == "literal":
             tok = n.children[0]
@@ -333,13 +334,14 @@ class _Checker:
         if d == "list_lit":
             items = [self.t(x, ctx) for x in (_kids(k[0]) if k else [])]
             kinds = {x for x in items if isinstance(x, FType)}
-            return FType("list", kinds.pop() if len(kinds) == 1 and len(items) == len([i for i in items if isinstance(i, FType)]) else ANY)
+            all_typed = len(items) == len([i for i in items if isinstance(i, FType)])
+            return FType("list", kinds.pop() if len(kinds) == 1 and all_typed else ANY)
         for x in k:  # map literals, objects, dotted idents: walk, type unknown
             if hasattr(x, "data"):
                 self.t(x, ctx)
         return ANY
 
-    def select(self, base: Any, base_path: Optional[tuple], ident: Any, ctx: _Ctx) -> Any:
+    def select(self, base: Any, base_path: tuple | None, ident: Any, ctx: _Ctx) -> Any:
         name = str(ident)
         path = None if base_path is None else base_path + (name,)
         guarded = ctx.in_has or (path is not None and path in ctx.guards)
@@ -351,10 +353,21 @@ class _Checker:
             have = {n: o.field(name) for n, o in objs.items() if o.field(name) is not None}
             if not have:
                 known = sorted({f for o in objs.values() for f in o.names()})
-                self.add("unknown_field", ident, f"no field `{name}` is declared for "
-                         + (f"action type `{next(iter(objs))}`" if len(objs) == 1 else
-                            "any of the action types " + ", ".join(f"`{n}`" for n in sorted(objs))),
-                         label="not declared", field=name, candidates=known, types=sorted(objs), path=shown)
+                self.add(
+                    "unknown_field",
+                    ident,
+                    f"no field `{name}` is declared for "
+                    + (
+                        f"action type `{next(iter(objs))}`"
+                        if len(objs) == 1
+                        else "any of the action types " + ", ".join(f"`{n}`" for n in sorted(objs))
+                    ),
+                    label="not declared",
+                    field=name,
+                    candidates=known,
+                    types=sorted(objs),
+                    path=shown,
+                )
                 return ANY
             lacking = sorted(n for n in objs if n not in have)
             optional = sorted(n for n, f in have.items() if f.optional)
@@ -372,8 +385,16 @@ class _Checker:
         if base.kind == "object":
             f = base.field(name)
             if f is None:
-                self.add("unknown_field", ident, f"no field `{name}` is declared for `{'.'.join(base_path or ('?',))}`",
-                         label="not declared", field=name, candidates=sorted(base.names()), types=[], path=shown)
+                self.add(
+                    "unknown_field",
+                    ident,
+                    f"no field `{name}` is declared for `{'.'.join(base_path or ('?',))}`",
+                    label="not declared",
+                    field=name,
+                    candidates=sorted(base.names()),
+                    types=[],
+                    path=shown,
+                )
                 return ANY
             if f.optional and not guarded:
                 self.add("optional", ident, f"`{shown}`", field=name, lacking=[], optional=["*"], path=shown)
@@ -382,8 +403,12 @@ class _Checker:
             return base.item or ANY
         if base.kind in ("any", "null"):
             return ANY
-        self.add("mismatch", ident, f"`{'.'.join(base_path or ('?',))}` is {_desc(base)}: it has no field `{name}`",
-                 label="no such field")
+        self.add(
+            "mismatch",
+            ident,
+            f"`{'.'.join(base_path or ('?',))}` is {_desc(base)}: it has no field `{name}`",
+            label="no such field",
+        )
         return ANY
 
     def call(self, k: list, ctx: _Ctx) -> Any:
@@ -394,9 +419,17 @@ class _Checker:
             return BOOL
         ts = [self.t(a, ctx) for a in args]
         if name == "size":
-            if ts and isinstance(ts[0], FType) and ts[0].kind not in ("any", "string", "bytes", "list", "map", "object"):
-                self.add("mismatch", args[0], f"`size` takes a string, list or map, not {_desc(ts[0])}",
-                         label=f"this is {_desc(ts[0])}")
+            if (
+                ts
+                and isinstance(ts[0], FType)
+                and ts[0].kind not in ("any", "string", "bytes", "list", "map", "object")
+            ):
+                self.add(
+                    "mismatch",
+                    args[0],
+                    f"`size` takes a string, list or map, not {_desc(ts[0])}",
+                    label=f"this is {_desc(ts[0])}",
+                )
             return FType("int")
         if name in _CONV:
             return FType(_CONV[name])
@@ -418,8 +451,12 @@ class _Checker:
                 elif rt.kind in ("map", "object"):
                     elem = FType("string")
                 elif rt.kind != "any":
-                    self.add("mismatch", recv, f"`{name}` ranges over a list or map, not {_desc(rt)}",
-                             label=f"this is {_desc(rt)}")
+                    self.add(
+                        "mismatch",
+                        recv,
+                        f"`{name}` ranges over a list or map, not {_desc(rt)}",
+                        label=f"this is {_desc(rt)}",
+                    )
             inner = ctx
             if var is not None and len(var) == 1:
                 inner = _Ctx({**ctx.vars, var[0]: elem}, frozenset(g for g in ctx.guards if g[0] != var[0]))
@@ -434,9 +471,14 @@ class _Checker:
         for a in args:
             self.t(a, ctx)
         if name in _BOOL_METHODS or name in _STRING_METHODS:
-            if isinstance(rt, FType) and rt.kind not in ("any", "string") and not (name == "contains" and rt.kind == "list"):
-                self.add("mismatch", recv, f"`{name}` is a string method; this is {_desc(rt)}",
-                         label=f"this is {_desc(rt)}")
+            if (
+                isinstance(rt, FType)
+                and rt.kind not in ("any", "string")
+                and not (name == "contains" and rt.kind == "list")
+            ):
+                self.add(
+                    "mismatch", recv, f"`{name}` is a string method; this is {_desc(rt)}", label=f"this is {_desc(rt)}"
+                )
             return BOOL if name in _BOOL_METHODS else FType("string")
         if name in _INT_METHODS:
             return FType("int")
@@ -452,27 +494,52 @@ class _Checker:
     def relation(self, op: str, left: Any, right: Any, lt: Any, rt: Any) -> None:
         if not (isinstance(lt, FType) and isinstance(rt, FType)):
             return
-        sym = {"relation_lt": "<", "relation_le": "<=", "relation_gt": ">", "relation_ge": ">=",
-               "relation_eq": "==", "relation_ne": "!=", "relation_in": "in"}[op]
+        sym = {
+            "relation_lt": "<",
+            "relation_le": "<=",
+            "relation_gt": ">",
+            "relation_ge": ">=",
+            "relation_eq": "==",
+            "relation_ne": "!=",
+            "relation_in": "in",
+        }[op]
         if op == "relation_in":
             if rt.kind == "list" and rt.item is not None and not _compatible(lt, rt.item):
-                self.add("mismatch", left, f"`{self.text(left)}` is {_desc(lt)}; `in` looks for it in a list of "
-                         f"{_desc(rt.item)}", label=f"this is {_desc(lt)}", other=self.text(right))
+                self.add(
+                    "mismatch",
+                    left,
+                    f"`{self.text(left)}` is {_desc(lt)}; `in` looks for it in a list of {_desc(rt.item)}",
+                    label=f"this is {_desc(lt)}",
+                    other=self.text(right),
+                )
             elif rt.kind == "map" and lt.kind not in ("any", "string"):
-                self.add("mismatch", left, f"map keys are strings; `{self.text(left)}` is {_desc(lt)}",
-                         label=f"this is {_desc(lt)}")
+                self.add(
+                    "mismatch",
+                    left,
+                    f"map keys are strings; `{self.text(left)}` is {_desc(lt)}",
+                    label=f"this is {_desc(lt)}",
+                )
             elif rt.kind not in ("any", "list", "map", "object", "null"):
-                self.add("mismatch", right, f"`in` needs a list or map on its right, not {_desc(rt)}",
-                         label=f"this is {_desc(rt)}")
+                self.add(
+                    "mismatch",
+                    right,
+                    f"`in` needs a list or map on its right, not {_desc(rt)}",
+                    label=f"this is {_desc(rt)}",
+                )
             return
         bad = not _compatible(lt, rt)
         if not bad and op not in ("relation_eq", "relation_ne"):
             bad = any(x.kind not in _ORDERED and x.kind != "any" for x in (lt, rt))
         if bad:
             at, att, other, ot = self.locate(left, right, lt, rt)
-            self.add("mismatch", at, f"cannot compare {_desc(lt)} with {_desc(rt)} (`{sym}`)",
-                     label=f"this is {_desc(att)}",
-                     help=f"`{self.text(other)}` is {_desc(ot)}", other=self.text(other))
+            self.add(
+                "mismatch",
+                at,
+                f"cannot compare {_desc(lt)} with {_desc(rt)} (`{sym}`)",
+                label=f"this is {_desc(att)}",
+                help=f"`{self.text(other)}` is {_desc(ot)}",
+                other=self.text(other),
+            )
 
     def arith(self, op: str, left: Any, right: Any, lt: Any, rt: Any) -> Any:
         if not (isinstance(lt, FType) and isinstance(rt, FType)):
@@ -480,9 +547,14 @@ class _Checker:
         a, b = lt.kind, rt.kind
         if a == "any" or b == "any":
             return ANY
-        sym = {"addition_add": "+", "addition_sub": "-", "multiplication_mul": "*", "multiplication_div": "/",
-               "multiplication_mod": "%"}[op]
-        res: Optional[FType] = None
+        sym = {
+            "addition_add": "+",
+            "addition_sub": "-",
+            "multiplication_mul": "*",
+            "multiplication_div": "/",
+            "multiplication_mod": "%",
+        }[op]
+        res: FType | None = None
         if a in _NUM and b in _NUM:
             res = FType(a) if a == b else FType("double")
         elif sym == "+" and a == b and a in ("string", "bytes", "list"):
@@ -497,8 +569,13 @@ class _Checker:
             res = FType("duration")
         if res is None:
             at, att, other, ot = self.locate(left, right, lt, rt)
-            self.add("mismatch", at, f"cannot apply `{sym}` to {_desc(lt)} and {_desc(rt)}",
-                     label=f"this is {_desc(att)}", help=f"`{self.text(other)}` is {_desc(ot)}")
+            self.add(
+                "mismatch",
+                at,
+                f"cannot apply `{sym}` to {_desc(lt)} and {_desc(rt)}",
+                label=f"this is {_desc(att)}",
+                help=f"`{self.text(other)}` is {_desc(ot)}",
+            )
             return ANY
         return res
 

@@ -14,9 +14,9 @@ call these very helpers, so the two agree by construction.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from ..limits import INT64_MAX, INT64_MIN
 from .errors import _BudgetFail, _Fail

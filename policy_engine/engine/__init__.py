@@ -24,7 +24,8 @@ builder), `rollback`, `authorize`, `resume`, `questions` (`answer`), `digests`
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -32,7 +33,18 @@ from ..compiled import CompiledPolicy
 from ..compiler import compile_policy
 from ..construct import fast
 from ..diagnostics import Diagnostic, PolicyError
-from ..models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan
+from ..models import (
+    Action,
+    Approval,
+    AuthorizationVerdict,
+    Decision,
+    Question,
+    ResumeDecision,
+    RollbackPlan,
+    RollbackRequest,
+    Timestamp,
+    WorkflowState,
+)
 from ..source import Span
 from . import authorize as _authorize
 from . import gate as _gate
@@ -48,6 +60,19 @@ from .questions import QuestionError
 from .rollback import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from .util import as_dict, err, fmt_ts, internal, parse_ts, safe_now
 
+if TYPE_CHECKING:
+    from ..language.ir import PolicySet
+    from ..language.loader import LoadResult
+    from ..source import SourceFile
+
+# The inputs of the public calls: a model or its plain JSON-shaped mapping. The engine still
+# answers (fail closed) whatever it is handed; these name what callers are meant to pass.
+JsonObject = Mapping[str, Any]
+ActionInput = Action | JsonObject
+StateInput = WorkflowState | JsonObject | None
+NowInput = Timestamp | None
+ApprovalInput = Approval | JsonObject
+
 __all__ = ["Engine", "load", "MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "MAX_CASCADE_RECORDS",
            "MAX_APPROVALS", "MAX_LOOPS_LISTED", "MAX_STEPS_NAMED", "plan_hash", "action_digest",
            "canonical_principal", "DEFAULT_IGNORABLE", "parse_ts", "fmt_ts", "check_size", "check_fields",
@@ -60,8 +85,14 @@ class Engine:
     compiled closures alone (the reference path); the answers are the same either way."""
 
     __slots__ = ("_p", "_accel", "policy_set", "policy_hash", "sources", "diagnostics")
+    _p: CompiledPolicy
+    _accel: Accelerator | None
+    policy_set: PolicySet
+    policy_hash: str
+    sources: dict[str, SourceFile]
+    diagnostics: tuple[Diagnostic, ...]
 
-    def __init__(self, policy_set: Any, compiled_exprs: Mapping, sources: Optional[Mapping] = None,
+    def __init__(self, policy_set: PolicySet, compiled_exprs: Mapping, sources: Mapping[str, SourceFile] | None = None,
                  diagnostics: Sequence[Diagnostic] = (), *, accelerate: bool = True) -> None:
         p = compile_policy(policy_set, compiled_exprs)
         object.__setattr__(self, "_p", p)
@@ -81,7 +112,7 @@ class Engine:
         return f"Engine({len(self._p.workflows)} workflows, {self.policy_hash[:19]})"
 
     @classmethod
-    def from_load_result(cls, result: Any, *, accelerate: bool = True) -> "Engine":
+    def from_load_result(cls, result: LoadResult, *, accelerate: bool = True) -> Engine:
         """From a `loader.LoadResult`; raises `PolicyError` if it holds errors."""
         from ..language.loader import require_ok
 
@@ -99,7 +130,7 @@ class Engine:
         return self._accel is not None
 
     @property
-    def accelerator(self) -> Optional[Accelerator]:
+    def accelerator(self) -> Accelerator | None:
         """The accelerators built for this engine (None with `accelerate=False`)."""
         return self._accel
 
@@ -107,7 +138,7 @@ class Engine:
     def workflows(self) -> tuple[str, ...]:
         return tuple(self._p.workflows)
 
-    def version(self, workflow: str) -> Optional[str]:
+    def version(self, workflow: str) -> str | None:
         wf = self._p.workflows.get(workflow)
         return wf.version if wf else None
 
@@ -115,7 +146,7 @@ class Engine:
     # does (an object whose own methods raise, a bug of ours), the caller gets a fail-closed
     # result naming the problem, never an exception.
 
-    def evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
+    def evaluate(self, action: ActionInput, workflow_state: StateInput = None, now: NowInput = None) -> Decision:
         """May this proposed action execute now? Never raises on bad input."""
         try:
             acc = self._accel
@@ -125,7 +156,7 @@ class Engine:
         except Exception as e:  # noqa: BLE001
             return _fail(self._p, safe_now(now), None, None, None, internal(e))
 
-    def classify_rollback(self, request: Any, now: Any = None) -> RollbackPlan:
+    def classify_rollback(self, request: RollbackRequest | JsonObject, now: NowInput = None) -> RollbackPlan:
         """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
         p = self._p
         try:
@@ -144,7 +175,9 @@ class Engine:
             d["plan_hash"] = ""
             return fast(RollbackPlan, d)
 
-    def authorize_rollback(self, plan: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+    def authorize_rollback(
+        self, plan: RollbackPlan | JsonObject, approvals: Iterable[ApprovalInput], now: NowInput = None
+    ) -> AuthorizationVerdict:
         """Do these approvals satisfy the plan's authorization requirement?"""
         try:
             return _authorize.authorize_rollback(self._p, plan, approvals, now)
@@ -152,7 +185,9 @@ class Engine:
             return _authorize.verdict(self._p, False, "", (), (), (), (err("<input>", "input", internal(e)),),
                                       safe_now(now))
 
-    def authorize_action(self, decision: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+    def authorize_action(
+        self, decision: Decision | JsonObject, approvals: Iterable[ApprovalInput], now: NowInput = None
+    ) -> AuthorizationVerdict:
         """Do these approvals release the action a `require_approval` decision holds?
 
         Every matched require_approval rule's requirement (from the policy) must be met, one
@@ -164,7 +199,9 @@ class Engine:
             return _authorize.verdict(self._p, False, "", (), (), (), (err("<input>", "input", internal(e)),),
                                       safe_now(now))
 
-    def may_resume(self, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
+    def may_resume(
+        self, workflow: str, stop: str | WorkflowState | JsonObject, evidence: JsonObject, now: NowInput = None
+    ) -> ResumeDecision:
         """May the stopped workflow act again? Every re-enable criterion must hold."""
         try:
             return _resume.may_resume(self._p, workflow, stop, evidence, now)
@@ -175,13 +212,13 @@ class Engine:
             d["errors"] = r.errors + (err("<input>", "input", internal(e)),)
             return fast(ResumeDecision, d)
 
-    def answer(self, question: Any) -> BaseModel:
+    def answer(self, question: Question | JsonObject) -> BaseModel:
         """Answer one question envelope (the input of `stopline eval`); see `questions.answer`.
         Raises `QuestionError` when the envelope itself is malformed."""
         return _questions.answer(self, question)
 
 
-def load(path_or_paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], *,
+def load(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], *,
          accelerate: bool = True) -> Engine:
     """Load, check and compile a policy file, a directory, or several. Raises `PolicyError`.
 

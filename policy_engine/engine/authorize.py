@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
 from ..compiled import CompiledPolicy
 from ..construct import fast
-from ..models import AuthorizationVerdict, Decision, EvalError, RejectedApproval, RollbackPlan, SlotFill, SlotSpec
 from ..limits import MAX_APPROVALS
+from ..models import AuthorizationVerdict, Decision, EvalError, RejectedApproval, RollbackPlan, SlotFill, SlotSpec
 from .digests import plan_hash
 from .inputs import check_size
 from .rollback import reversal_window
@@ -65,7 +66,7 @@ def authorize_rollback(p: CompiledPolicy, plan: Any, approvals: Iterable[Any], n
     return verdict(p, satisfied, plan.plan_hash, fills, open_slots, accepted, tuple(errors), now_dt, rejected)
 
 
-def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime) -> tuple[tuple[SlotSpec, ...], Optional[str]]:
+def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime) -> tuple[tuple[SlotSpec, ...], str | None]:
     """The slots the policy requires for the plan's workflow, scenario and original type
     at `now_dt` (the window recomputed from the plan's `executed_at` by `_window`, as
     `classify_rollback` does), and why the plan's own requirement differs, or None."""
@@ -101,7 +102,9 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime) -> tuple[t
     return slots, None
 
 
-def authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any], now: Any = None) -> AuthorizationVerdict:
+def authorize_action(
+    p: CompiledPolicy, decision: Any, approvals: Iterable[Any], now: Any = None
+) -> AuthorizationVerdict:
     """Do these approvals release the action this require_approval decision holds?"""
     now_dt, now_err = now_of(now)
     errors: list[EvalError] = []
@@ -110,22 +113,38 @@ def authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any],
     if not isinstance(decision, Decision):
         decision, problem = parsed(Decision, decision, "decision")
         if problem:
-            return verdict(p, False, "", (), (), (), (err("<input>", "input", problem),) + tuple(errors),
-                                 now_dt)
+            return verdict(p, False, "", (), (), (), (err("<input>", "input", problem),) + tuple(errors), now_dt)
     d = decision
     digest = d.action_digest
     if d.policy_hash != p.policy_hash:
-        errors.append(err("<input>", "policy", f"the decision was made under policy {d.policy_hash}; this "
-                                                f"engine holds {p.policy_hash}: evaluate the action again"))
+        errors.append(
+            err(
+                "<input>",
+                "policy",
+                f"the decision was made under policy {d.policy_hash}; this "
+                f"engine holds {p.policy_hash}: evaluate the action again",
+            )
+        )
     wf = p.workflows.get(d.workflow) if d.workflow is not None else None
     ca = wf.actions.get(d.action_type) if (wf is not None and d.action_type is not None) else None
     slots: list[SlotSpec] = []
     if d.effect != "require_approval":
-        errors.append(err("<input>", "input", f"the decision is `{d.effect}`: approvals release only a "
-                                               "`require_approval` decision"))
+        errors.append(
+            err(
+                "<input>",
+                "input",
+                f"the decision is `{d.effect}`: approvals release only a `require_approval` decision",
+            )
+        )
     elif ca is None:
-        errors.append(err("<input>", "input", f"the decision names action type `{d.action_type}` of workflow "
-                                               f"`{d.workflow}`, which this policy does not declare"))
+        errors.append(
+            err(
+                "<input>",
+                "input",
+                f"the decision names action type `{d.action_type}` of workflow "
+                f"`{d.workflow}`, which this policy does not declare",
+            )
+        )
     else:
         # the requirement of every matched require_approval rule, from the policy (never
         # the decision's own `approvals`): one slot per rule
@@ -136,51 +155,106 @@ def authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any],
                 continue
             rule = rules.get((ref.name, ref.location)) if ref.kind == "rule" else None
             if rule is None or rule.effect != "require_approval":
-                errors.append(err("<input>", "input", f"the decision names matched rule `{ref.name}`, which "
-                                                       f"is not a require_approval rule of `{ca.name}`"))
+                errors.append(
+                    err(
+                        "<input>",
+                        "input",
+                        f"the decision names matched rule `{ref.name}`, which "
+                        f"is not a require_approval rule of `{ca.name}`",
+                    )
+                )
             elif rule.approval is None:
-                errors.append(err(rule.name, "rule", f"rule `{rule.name}` names no approvers (`by N role`): "
-                                                      "no approval can release it", rule.location))
+                errors.append(
+                    err(
+                        rule.name,
+                        "rule",
+                        f"rule `{rule.name}` names no approvers (`by N role`): no approval can release it",
+                        rule.location,
+                    )
+                )
             else:
                 reqs.append(rule.approval)
         if not reqs and not errors:
-            errors.append(err("<input>", "input", f"no require_approval rule with approvers matched (decided "
-                                                   f"by {d.deciding.kind} `{d.deciding.name}`): the policy "
-                                                   "names nobody who may release this action"))
+            errors.append(
+                err(
+                    "<input>",
+                    "input",
+                    f"no require_approval rule with approvers matched (decided "
+                    f"by {d.deciding.kind} `{d.deciding.name}`): the policy "
+                    "names nobody who may release this action",
+                )
+            )
         if tuple(reqs) != tuple(d.approvals):
-            errors.append(err("<input>", "input", "the decision's `approvals` are not what its matched rules "
-                                                   "require: it was changed after evaluation; evaluate the "
-                                                   "action again"))
+            errors.append(
+                err(
+                    "<input>",
+                    "input",
+                    "the decision's `approvals` are not what its matched rules "
+                    "require: it was changed after evaluation; evaluate the "
+                    "action again",
+                )
+            )
         ids: dict[str, int] = {}
         for r in reqs:
             ids[r.rule] = ids.get(r.rule, 0) + 1
             sid = r.rule if ids[r.rule] == 1 else f"{r.rule}#{ids[r.rule]}"
-            slots.append(fast(SlotSpec, {"id": sid, "count": r.count, "roles": r.roles, "any_of": r.any_of,
-                                         "source": "standard"}))
+            slots.append(
+                fast(
+                    SlotSpec, {"id": sid, "count": r.count, "roles": r.roles, "any_of": r.any_of, "source": "standard"}
+                )
+            )
     if type(digest) is not str or not digest:
-        errors.append(err("<input>", "input", "the decision carries no `action_digest` (its action is not plain "
-                                               "JSON, or it is not a require_approval decision): no approval "
-                                               "can be bound to it"))
+        errors.append(
+            err(
+                "<input>",
+                "input",
+                "the decision carries no `action_digest` (its action is not plain "
+                "JSON, or it is not a require_approval decision): no approval "
+                "can be bound to it",
+            )
+        )
         digest = None
-    fills, open_slots, accepted, rejected = judge(approvals, "action_digest", digest, d.policy_hash,
-                                                   tuple(slots), {}, now_dt, errors)
+    fills, open_slots, accepted, rejected = judge(
+        approvals, "action_digest", digest, d.policy_hash, tuple(slots), {}, now_dt, errors
+    )
     satisfied = not errors and bool(slots) and not open_slots
     return verdict(p, satisfied, "", fills, open_slots, accepted, tuple(errors), now_dt, rejected, digest)
 
 
-def verdict(p: CompiledPolicy, satisfied: bool, ph: str, fills: tuple, open_slots: tuple, accepted: tuple, errors: tuple,
-             now_dt: datetime, rejected: tuple = (), digest: Optional[str] = None) -> AuthorizationVerdict:
-    return fast(AuthorizationVerdict, {
-        "satisfied": satisfied, "plan_hash": ph, "action_digest": digest, "slots": fills,
-        "open_slots": open_slots, "accepted": accepted, "rejected": rejected, "errors": errors,
-        "evaluated_at": fmt_ts(now_dt), "policy_hash": p.policy_hash})
+def verdict(
+    p: CompiledPolicy,
+    satisfied: bool,
+    ph: str,
+    fills: tuple,
+    open_slots: tuple,
+    accepted: tuple,
+    errors: tuple,
+    now_dt: datetime,
+    rejected: tuple = (),
+    digest: str | None = None,
+) -> AuthorizationVerdict:
+    return fast(
+        AuthorizationVerdict,
+        {
+            "satisfied": satisfied,
+            "plan_hash": ph,
+            "action_digest": digest,
+            "slots": fills,
+            "open_slots": open_slots,
+            "accepted": accepted,
+            "rejected": rejected,
+            "errors": errors,
+            "evaluated_at": fmt_ts(now_dt),
+            "policy_hash": p.policy_hash,
+        },
+    )
 
 
 def _rej(who: str, code: str, reason: str) -> RejectedApproval:
     return fast(RejectedApproval, {"principal": who, "code": code, "reason": reason})
 
 
-def parsed(model: type, raw: Any, what: str) -> tuple[Any, Optional[str]]:
+def parsed(model: type, raw: Any, what: str) -> tuple[Any, str | None]:
     """`raw` (a dict or a model) validated as `model`, or why it is not one."""
     raw = as_dict(raw)
     if not isinstance(raw, Mapping):
@@ -192,7 +266,8 @@ def parsed(model: type, raw: Any, what: str) -> tuple[Any, Optional[str]]:
         return model.model_validate(raw), None
     except ValidationError as e:
         return None, f"the {what} is not a {model.__name__}: " + "; ".join(
-            f"{'.'.join(str(x) for x in er['loc'])}: {er['msg']}" for er in e.errors()[:5])
+            f"{'.'.join(str(x) for x in er['loc'])}: {er['msg']}" for er in e.errors()[:5]
+        )
 
 
 # Default_Ignorable_Code_Point, from the Unicode Character Database, DerivedCoreProperties.txt
@@ -200,9 +275,23 @@ def parsed(model: type, raw: Any, what: str) -> tuple[Any, Optional[str]]:
 # Unicode 14.0, the version of Python 3.11's `unicodedata`): code points that render as
 # nothing (zero-width spaces and joiners, bidi controls, variation selectors, tags, fillers).
 DEFAULT_IGNORABLE = (
-    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
-    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
 )
 _IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
 
@@ -221,8 +310,16 @@ def _shown(v: Any) -> str:
     return (v if type(v) is str else short(v)[1:-1])[:80]  # str() of a 5000-digit int raises
 
 
-def judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slots: Sequence[SlotSpec],
-           excluded: Mapping[str, str], now_dt: datetime, errors: list) -> tuple[tuple, tuple, tuple, tuple]:
+def judge(
+    approvals: Any,
+    bind: str,
+    bound: str | None,
+    policy_hash: str,
+    slots: Sequence[SlotSpec],
+    excluded: Mapping[str, str],
+    now_dt: datetime,
+    errors: list,
+) -> tuple[tuple, tuple, tuple, tuple]:
     """Which approvals fill `slots`: the one matching of `authorize_rollback` and
     `authorize_action`. An approval counts when it is an object within the input limits
     that names a `principal` (a non-empty string) and `roles` (a list of strings), is bound
@@ -257,8 +354,9 @@ def judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slo
     for i, a in enumerate(approvals):
         a = as_dict(a)
         if not isinstance(a, Mapping) or check_size(a):
-            rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval is not an object within the "
-                                                                "input limits"))
+            rejected.append(
+                _rej(f"<approval #{i}>", "invalid", "the approval is not an object within the input limits")
+            )
             continue
         who = a.get("principal")
         if type(who) is not str or not who:
@@ -277,8 +375,9 @@ def judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slo
             continue
         pol = a.get("policy_hash")
         if pol is not None and pol != policy_hash:
-            rejected.append(_rej(who, "policy_hash", f"the approval was given under policy `{_shown(pol)}`, "
-                                                     f"not `{policy_hash}`"))
+            rejected.append(
+                _rej(who, "policy_hash", f"the approval was given under policy `{_shown(pol)}`, not `{policy_hash}`")
+            )
             continue
         try:
             exp = parse_ts(a["expires_at"], "`expires_at`") if a.get("expires_at") is not None else None
@@ -293,14 +392,21 @@ def judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slo
             rejected.append(_rej(who, "future", f"the approval is dated {fmt_ts(at)}, after now ({fmt_ts(now_dt)})"))
             continue
         if who in excluded:
-            rejected.append(_rej(who, "distinct_from", f"`{who}` is {excluded[who]}; the authorization must come "
-                                                       f"from someone else"))
+            rejected.append(
+                _rej(who, "distinct_from", f"`{who}` is {excluded[who]}; the authorization must come from someone else")
+            )
             continue
         same = excluded_by_form.get(canonical(who))
         if same is not None:
-            rejected.append(_rej(who, "alias", f"`{who}` is `{same}` written another way (the same id after NFKC, "
-                                               f"case folding and removing invisible characters), and `{same}` is "
-                                               f"{excluded[same]}; the authorization must come from someone else"))
+            rejected.append(
+                _rej(
+                    who,
+                    "alias",
+                    f"`{who}` is `{same}` written another way (the same id after NFKC, "
+                    f"case folding and removing invisible characters), and `{same}` is "
+                    f"{excluded[same]}; the authorization must come from someone else",
+                )
+            )
             continue
         useful = set(roles) & all_roles
         if not useful:
@@ -309,17 +415,24 @@ def judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slo
             continue
         if who in cand_roles:
             cand_roles[who] |= useful
-            rejected.append(_rej(who, "duplicate", f"`{who}` already approved; one principal fills at most one "
-                                                   f"slot (counted once)"))
+            rejected.append(
+                _rej(who, "duplicate", f"`{who}` already approved; one principal fills at most one slot (counted once)")
+            )
             continue
         cand_roles[who] = useful
     counted: dict[str, str] = {}  # canonical form -> the principal counted under it
     for who in sorted(cand_roles):
         first = counted.setdefault(canonical(who), who)
         if first != who:
-            rejected.append(_rej(who, "alias", f"`{who}` is `{first}` written another way (the same id after NFKC, "
-                                               f"case folding and removing invisible characters); one principal "
-                                               f"fills at most one slot (counted once, as `{first}`)"))
+            rejected.append(
+                _rej(
+                    who,
+                    "alias",
+                    f"`{who}` is `{first}` written another way (the same id after NFKC, "
+                    f"case folding and removing invisible characters); one principal "
+                    f"fills at most one slot (counted once, as `{first}`)",
+                )
+            )
     cands = sorted(counted.values())
     assign = _match(cands, cand_roles, slots, slot_roles)
     filled: dict[str, list] = {s.id: [] for s in slots}
@@ -327,14 +440,32 @@ def judge(approvals: Any, bind: str, bound: Optional[str], policy_hash: str, slo
         filled[sid].append(who)
     for who in cands:
         if who not in assign:
-            rejected.append(_rej(who, "unused", f"every slot `{who}` could fill ("
-                                 + ", ".join(f"`{r}`" for r in sorted(cand_roles[who]))
-                                 + ") is already filled"))
+            rejected.append(
+                _rej(
+                    who,
+                    "unused",
+                    f"every slot `{who}` could fill ("
+                    + ", ".join(f"`{r}`" for r in sorted(cand_roles[who]))
+                    + ") is already filled",
+                )
+            )
     fills = []
     for s in slots:
         by = tuple(sorted(filled[s.id]))
-        fills.append(fast(SlotFill, {"id": s.id, "roles": s.roles, "any_of": s.any_of, "count": s.count,
-                                     "source": s.source, "filled_by": by, "missing": s.count - len(by)}))
+        fills.append(
+            fast(
+                SlotFill,
+                {
+                    "id": s.id,
+                    "roles": s.roles,
+                    "any_of": s.any_of,
+                    "count": s.count,
+                    "source": s.source,
+                    "filled_by": by,
+                    "missing": s.count - len(by),
+                },
+            )
+        )
     rejected.sort(key=lambda r: (r.principal, r.code, r.reason))
     return tuple(fills), tuple(f for f in fills if f.missing > 0), tuple(sorted(assign)), tuple(rejected)
 

@@ -5,8 +5,9 @@ workflow or type, a stopped workflow). Shared by the reference gate and the acce
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..compiled import CAction, CompiledPolicy, CWorkflow
 from ..construct import fast
@@ -17,8 +18,8 @@ from .util import cond_outcome, err, fmt_ts, parse_ts, reversibility, short, val
 __all__ = ["decide", "fail", "undeclared", "stopped"]
 
 
-def decide(p: CompiledPolicy, wf: CWorkflow, ca: Optional[CAction], entries: tuple, values: list, now_dt: datetime,
-            wname: str, tname: str, aid: Optional[str], action: Any = None) -> Decision:
+def decide(p: CompiledPolicy, wf: CWorkflow, ca: CAction | None, entries: tuple, values: list, now_dt: datetime,
+            wname: str, tname: str, aid: str | None, action: Any = None) -> Decision:
     """The gate decision from the values of `entries`' conditions (None: constant false);
     without `action` (a template), a require_approval decision has no digest yet."""
     trace: list = []
@@ -95,8 +96,8 @@ def cond_error(r: Any, v: Any, trace: list, errors: list, kind: str) -> None:
     errors.append(err(r.name, kind, msg, r.location, budget))
 
 
-def fail(p: CompiledPolicy, now_dt: datetime, wname: Any, tname: Any, aid: Optional[str], message: str,
-          wf: Optional[CWorkflow] = None) -> Decision:
+def fail(p: CompiledPolicy, now_dt: datetime, wname: Any, tname: Any, aid: str | None, message: str,
+          wf: CWorkflow | None = None) -> Decision:
     """Bad input: deny, with the problem as an error."""
     if wf is None and type(wname) is str:
         wf = p.workflows.get(wname)
@@ -111,8 +112,8 @@ def fail(p: CompiledPolicy, now_dt: datetime, wname: Any, tname: Any, aid: Optio
         "owners": wf.owners if wf else None})
 
 
-def undeclared(p: CompiledPolicy, now_dt: datetime, wf: Optional[CWorkflow], wname: str, tname: Optional[str],
-                aid: Optional[str], name: str, message: str, trace: tuple = (), matched: tuple = (),
+def undeclared(p: CompiledPolicy, now_dt: datetime, wf: CWorkflow | None, wname: str, tname: str | None,
+                aid: str | None, name: str, message: str, trace: tuple = (), matched: tuple = (),
                 errors: tuple = ()) -> Decision:
     ref = fast(RuleRef, {"kind": "undeclared", "name": name, "effect": "deny", "location": None})
     return fast(Decision, {
@@ -123,7 +124,7 @@ def undeclared(p: CompiledPolicy, now_dt: datetime, wf: Optional[CWorkflow], wna
         "policy_version": wf.version if wf else None, "owners": wf.owners if wf else None})
 
 
-def stopped(p: CompiledPolicy, now_dt: datetime, wf: Optional[CWorkflow], wname: Any, tname: Any, aid: Optional[str],
+def stopped(p: CompiledPolicy, now_dt: datetime, wf: CWorkflow | None, wname: Any, tname: Any, aid: str | None,
              state: Mapping) -> Decision:
     trigger = state.get("stopped_by")
     stopped_at = state.get("stopped_at")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from json.encoder import c_encode_basestring as _c_encode_basestring  # type: ignore[attr-defined]
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -34,7 +35,7 @@ else:  # pragma: no cover - a Python without the C accelerator
     _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
+def plan_hash(plan: RollbackPlan | Mapping[str, Any]) -> str:
     """sha256 of the plan's canonical JSON, without `plan_hash` and `evaluated_at`.
 
     Approvals bind to this hash: any change to what the plan does, who must authorize
@@ -47,7 +48,7 @@ def plan_hash(plan: Union[RollbackPlan, Mapping[str, Any]]) -> str:
     return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def action_digest(action: Any) -> Optional[str]:
+def action_digest(action: Any) -> str | None:
     """`sha256:` + hex of the action's canonical JSON (as `plan_hash`), or None when the
     action is not plain JSON (a value of another type, a non-finite number, a cycle,
     nesting too deep). A require_approval decision carries it (`Decision.action_digest`),

@@ -8,8 +8,9 @@ once they are checked, it returns the decision, or None and the closures decide.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from ..compiled import ECHOED, CAction, CompiledPolicy, CWorkflow
 from ..construct import fast
@@ -22,11 +23,11 @@ from .util import as_dict, now_of, short, type_name
 __all__ = ["evaluate", "gate", "Lane"]
 
 # (wf, ca, action, state, now, workflow name, type name, action id) -> the decision, or None
-Lane = Callable[..., Optional[Decision]]
+Lane = Callable[..., Decision | None]
 
 
 def evaluate(p: CompiledPolicy, action: Any, workflow_state: Any = None, now: Any = None,
-             lane: Optional[Lane] = None) -> Decision:
+             lane: Lane | None = None) -> Decision:
     """May this proposed action execute now? Never raises on bad input."""
     if type(now) is datetime and now.tzinfo is _UTC:  # the common case of _now, inline
         now_dt, now_err = now, None
@@ -99,8 +100,8 @@ def evaluate(p: CompiledPolicy, action: Any, workflow_state: Any = None, now: An
     return gate(p, wf, ca, action, state, now_dt, wname, tname, aid, lane)
 
 
-def gate(p: CompiledPolicy, wf: CWorkflow, ca: Optional[CAction], action: dict, state: Any, now_dt: datetime,
-         wname: str, tname: str, aid: Optional[str], lane: Optional[Lane] = None) -> Decision:
+def gate(p: CompiledPolicy, wf: CWorkflow, ca: CAction | None, action: dict, state: Any, now_dt: datetime,
+         wname: str, tname: str, aid: str | None, lane: Lane | None = None) -> Decision:
     """The decision for a checked input: the workflow's stop triggers (by name), then the
     type's rules (by precedence, name), each condition's closure called in turn (a stop
     trigger that cannot fire for the type is a constant `false`), then `decide`."""
@@ -118,7 +119,7 @@ def gate(p: CompiledPolicy, wf: CWorkflow, ca: Optional[CAction], action: dict, 
 
 
 def repair_while_stopped(p: CompiledPolicy, wf: CWorkflow, ca: CAction, action: dict, state: Mapping, now_dt: datetime,
-                         wname: str, tname: str, aid: Optional[str], lane: Optional[Lane] = None) -> Decision:
+                         wname: str, tname: str, aid: str | None, lane: Lane | None = None) -> Decision:
     """A `runs_while_stopped` action in a stopped workflow: its own rules and the stop triggers decide."""
     d = gate(p, wf, ca, action, state, now_dt, wname, tname, aid, lane)
     trigger = state.get("stopped_by")

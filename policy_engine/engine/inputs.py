@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping as _Mapping
 from datetime import datetime, timedelta
 from math import isfinite
-from typing import Any, Optional
+from typing import Any
 
 from ..fieldtypes import value_problem
 from ..limits import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
@@ -45,7 +45,7 @@ def _not_json(v: Any, key: bool = False) -> str:
             f"number, bool, null)" + ("; map keys strings, ints or bools" if key else ""))
 
 
-def check_size(root: Any) -> Optional[str]:
+def check_size(root: Any) -> str | None:
     """Why `root` exceeds the input limits, or None.
 
     A quick pass (`_quick_walk`) first: for the usual input (a dict of plain JSON values,
@@ -116,7 +116,7 @@ def _quick_walk(v: Any, d: int, _type=type, _str=str, _int=int, _bool=bool, _flo
     return n, c
 
 
-def check_fields(action: dict, keys: Optional[tuple]) -> Optional[str]:
+def check_fields(action: dict, keys: tuple | None) -> str | None:
     """Why the fields `keys` of `action` (all of it if None) exceed the input limits, or None.
 
     The gate checks only the fields its conditions can read, and those a decision shows
@@ -128,7 +128,7 @@ def check_fields(action: dict, keys: Optional[tuple]) -> Optional[str]:
     return check_size({k: action[k] for k in keys if k in action})
 
 
-def _check_size(root: Any) -> Optional[str]:
+def _check_size(root: Any) -> str | None:
     """Why `root` exceeds the input limits, or None. Iterative: no recursion, stops early.
 
     Runs on every call, so the common leaves (str, int, bool, None) are handled before any
@@ -204,7 +204,7 @@ def _check_size(root: Any) -> Optional[str]:
     return None
 
 
-def declared_problem(ca: Any, action: dict) -> Optional[str]:
+def declared_problem(ca: Any, action: dict) -> str | None:
     """Why `action` does not have its type's declared shape (`fields { ... }`), or None
     (also when the type declares none). Every path checks this before any condition."""
     if ca is None or ca.fields is None:

@@ -3,12 +3,13 @@ criterion of the trigger that stopped it must hold over the evidence."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..compiled import CompiledPolicy
 from ..construct import fast
-from ..models import CriterionResult, EvalError, ResumeDecision
 from ..fieldtypes import value_problem
+from ..models import CriterionResult, EvalError, ResumeDecision
 from .inputs import check_size
 from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
 

@@ -3,11 +3,13 @@ feasibility and cascade of a rollback request (`classify_rollback`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..compiled import CAction, CompiledPolicy, CScenario
 from ..construct import fast
+from ..limits import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from ..models import (
     AuthorizationRequirement,
     Cascade,
@@ -22,7 +24,6 @@ from ..models import (
     PrerequisiteResult,
     RollbackPlan,
 )
-from ..limits import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from .digests import plan_hash
 from .inputs import check_size
 from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
@@ -58,7 +59,7 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
     if valid and wf is None:
         errors.append(err("<input>", "input", f"workflow {short(wname)} is not declared in the policy set"
                            if type(wname) is str else "the request has no `workflow` (a string)"))
-    sc: Optional[CScenario] = wf.scenarios.get(sname) if (wf is not None and type(sname) is str) else None
+    sc: CScenario | None = wf.scenarios.get(sname) if (wf is not None and type(sname) is str) else None
     if wf is not None and sc is None:
         declared = ", ".join(f"`{n}`" for n in wf.scenarios) or "none"
         errors.append(err("<input>", "input",
@@ -193,11 +194,13 @@ def duty_rows(sc: CScenario, escalated: bool, notify_set: set, comps: list, act:
     if not sc.conditional:
         return ()  # nothing is conditional: `notify` and `compensations` say it all
     rows = []
-    for source, notify, comp in (("standard", sc.notify, sc.compensate),
-                                 ("escalation", sc.esc_notify if escalated else (), sc.esc_compensate if escalated else ())):
+    for source, notify, comp in (
+        ("standard", sc.notify, sc.compensate),
+        ("escalation", sc.esc_notify if escalated else (), sc.esc_compensate if escalated else ()),
+    ):
         rows += [("notify", n, source, True, None, "listed without a condition") for n in notify]
         rows += [("compensate", n, source, True, None, "listed without a condition") for n, _ in comp]
-    for kind, name, is_action, esc, fn, src, loc in sc.conditional:
+    for kind, name, is_action, esc, fn, src, _loc in sc.conditional:
         if esc and not escalated:
             continue
         try:
@@ -205,8 +208,13 @@ def duty_rows(sc: CScenario, escalated: bool, notify_set: set, comps: list, act:
         except Exception as e:  # noqa: BLE001 - fail closed: the duty applies
             ok, msg = None, f"{type(e).__name__}: {e}"
         applies = ok is not False
-        why = ("its condition holds" if ok else "its condition is false" if ok is False
-               else f"its condition errored ({msg}), so it applies (fail closed)")
+        why = (
+            "its condition holds"
+            if ok
+            else "its condition is false"
+            if ok is False
+            else f"its condition errored ({msg}), so it applies (fail closed)"
+        )
         source = "escalation" if esc else "standard"
         rows.append((kind, name, source, applies, src, why))
         if applies:
@@ -215,12 +223,13 @@ def duty_rows(sc: CScenario, escalated: bool, notify_set: set, comps: list, act:
             elif name not in {n for n, _, _ in comps}:
                 comps.append((name, is_action, source))
     rows.sort(key=lambda r: (r[2] != "standard", r[0] != "notify", r[1], not r[3], r[4] or ""))
-    return tuple(fast(Duty, {"kind": k, "name": n, "source": s, "applies": a, "condition": c, "reason": w})
-                 for k, n, s, a, c, w in rows)
+    return tuple(
+        fast(Duty, {"kind": k, "name": n, "source": s, "applies": a, "condition": c, "reason": w})
+        for k, n, s, a, c, w in rows
+    )
 
 
-def feasibility(ca: Optional[CAction], otype: Any, root: Optional[CascadeStep], cascade: Cascade
-                 ) -> Feasibility:
+def feasibility(ca: CAction | None, otype: Any, root: CascadeStep | None, cascade: Cascade) -> Feasibility:
     """The plan's feasibility: the original's own (its class, its prerequisites, from its
     cascade step), then `partial` when any step (the original's included) is manual,
     blocked or out of its window."""
@@ -228,9 +237,11 @@ def feasibility(ca: Optional[CAction], otype: Any, root: Optional[CascadeStep], 
     status = "feasible"
     if ca is None:
         status = "manual"
-        reasons.append(f"action type {short(otype)} is not declared in the request's workflow; reverse it by "
-                       "hand" if type(otype) is str else
-                       "the original record names no action type; reverse it by hand")
+        reasons.append(
+            f"action type {short(otype)} is not declared in the request's workflow; reverse it by hand"
+            if type(otype) is str
+            else "the original record names no action type; reverse it by hand"
+        )
     elif ca.klass == "irreversible":
         status = "manual"
         reasons.append(f"`{ca.name}` is irreversible: route to manual handling")
@@ -249,21 +260,41 @@ def feasibility(ca: Optional[CAction], otype: Any, root: Optional[CascadeStep], 
     manual = tuple(s.record_id for s in cascade.steps if s.status == "manual")
     blocked = tuple(s.record_id for s in cascade.steps if s.status == "blocked")
     late = tuple(s.record_id for s in cascade.steps if s.status == "out_of_window")
-    for word, ids in (("manual", manual), ("blocked (prerequisites not met)", blocked),
-                      ("out of their reversal window", late)):
+    for word, ids in (
+        ("manual", manual),
+        ("blocked (prerequisites not met)", blocked),
+        ("out of their reversal window", late),
+    ):
         if ids:
             shown = ", ".join(f"`{i}`" for i in ids[:MAX_STEPS_NAMED])
             more = f" and {len(ids) - MAX_STEPS_NAMED} more" if len(ids) > MAX_STEPS_NAMED else ""
             reasons.append(f"cascade steps {word}: {shown}{more}")
     if status == "feasible" and (manual or blocked or late):
         status = "partial"
-    return fast(Feasibility, {"status": status, "reasons": tuple(reasons), "prerequisites": results,
-                              "unmet": unmet, "manual_steps": manual, "blocked_steps": blocked,
-                              "out_of_window_steps": late})
+    return fast(
+        Feasibility,
+        {
+            "status": status,
+            "reasons": tuple(reasons),
+            "prerequisites": results,
+            "unmet": unmet,
+            "manual_steps": manual,
+            "blocked_steps": blocked,
+            "out_of_window_steps": late,
+        },
+    )
 
 
-def plan_cascade(original: Mapping, depth_limit: int, errors: list, actions: Mapping[str, CAction],
-             req: Mapping, now_dt: datetime, pol: Mapping, wname: Optional[str]) -> Cascade:
+def plan_cascade(
+    original: Mapping,
+    depth_limit: int,
+    errors: list,
+    actions: Mapping[str, CAction],
+    req: Mapping,
+    now_dt: datetime,
+    pol: Mapping,
+    wname: str | None,
+) -> Cascade:
     """Breadth-first over `downstream` records. Linear in records, bounded by MAX_CASCADE_RECORDS.
     Each step's type is looked up in the request's workflow (`actions`)."""
     steps: list = []
@@ -275,7 +306,7 @@ def plan_cascade(original: Mapping, depth_limit: int, errors: list, actions: Map
     truncated_reason = None
     root_id = original.get("id")
     root_id = root_id if type(root_id) is str else "<original>"
-    parent_of: dict[str, Optional[str]] = {root_id: None}
+    parent_of: dict[str, str | None] = {root_id: None}
     queue = [(original, 0, None, root_id)]
     head = 0
     count = 0
@@ -285,11 +316,25 @@ def plan_cascade(original: Mapping, depth_limit: int, errors: list, actions: Map
         rtype = rec.get("type")
         rtype_s = rtype if type(rtype) is str else "<missing>"
         if depth > depth_limit:
-            checkpoint.append(fast(CheckpointRecord, {"record_id": rid, "type": rtype_s, "depth": depth,
-                                                      "parent": parent}))
+            checkpoint.append(
+                fast(CheckpointRecord, {"record_id": rid, "type": rtype_s, "depth": depth, "parent": parent})
+            )
         else:
-            steps.append(step(actions.get(rtype) if type(rtype) is str else None, rid, rtype_s, depth,
-                                    parent, rec, req, now_dt, pol, wname, errors if depth == 0 else None))
+            steps.append(
+                step(
+                    actions.get(rtype) if type(rtype) is str else None,
+                    rid,
+                    rtype_s,
+                    depth,
+                    parent,
+                    rec,
+                    req,
+                    now_dt,
+                    pol,
+                    wname,
+                    errors if depth == 0 else None,
+                )
+            )
         count += 1
         downstream = rec.get("downstream")
         if downstream is None or truncated:
@@ -306,36 +351,64 @@ def plan_cascade(original: Mapping, depth_limit: int, errors: list, actions: Map
             cid = child.get("id")
             if type(cid) is not str:
                 cid = f"{rid}/downstream[{i}]"
-                errors.append(err("<input>", "input", f"downstream[{i}] of record `{rid}` has no `id`; "
-                                                       f"called `{cid}` in this plan"))
+                errors.append(
+                    err(
+                        "<input>",
+                        "input",
+                        f"downstream[{i}] of record `{rid}` has no `id`; called `{cid}` in this plan",
+                    )
+                )
             if cid in parent_of:
                 partial = True
                 nloops += 1
                 if len(loops) < MAX_LOOPS_LISTED:
-                    loops.append(fast(CascadeLoop, {"record_id": cid, "parent": rid,
-                                                    "path": _path(parent_of, rid) + (cid,)}))
+                    loops.append(
+                        fast(CascadeLoop, {"record_id": cid, "parent": rid, "path": _path(parent_of, rid) + (cid,)})
+                    )
                 continue
             if len(parent_of) >= MAX_CASCADE_RECORDS:
                 if not truncated:
                     truncated = True
                     partial = True
-                    truncated_reason = (f"the cascade reaches more than {MAX_CASCADE_RECORDS} records; planning "
-                                        f"stopped at downstream[{i}] of record `{rid}`; it and every record "
-                                        f"after it in breadth-first order are not planned")
+                    truncated_reason = (
+                        f"the cascade reaches more than {MAX_CASCADE_RECORDS} records; planning "
+                        f"stopped at downstream[{i}] of record `{rid}`; it and every record "
+                        f"after it in breadth-first order are not planned"
+                    )
                 break
             parent_of[cid] = rid
             queue.append((child, depth + 1, rid, cid))
     if nloops > len(loops):
-        errors.append(err("<input>", "input", f"{nloops} loops in the cascade; the first "
-                                               f"{MAX_LOOPS_LISTED} are listed"))
-    return fast(Cascade, {"depth_limit": depth_limit, "steps": tuple(steps), "checkpoint": tuple(checkpoint),
-                          "loops": tuple(loops), "partial": partial, "truncated": truncated,
-                          "truncated_reason": truncated_reason})
+        errors.append(
+            err("<input>", "input", f"{nloops} loops in the cascade; the first {MAX_LOOPS_LISTED} are listed")
+        )
+    return fast(
+        Cascade,
+        {
+            "depth_limit": depth_limit,
+            "steps": tuple(steps),
+            "checkpoint": tuple(checkpoint),
+            "loops": tuple(loops),
+            "partial": partial,
+            "truncated": truncated,
+            "truncated_reason": truncated_reason,
+        },
+    )
 
 
-def step(ca: Optional[CAction], rid: str, rtype: str, depth: int, parent: Optional[str], rec: Mapping,
-          req: Mapping, now_dt: datetime, pol: Mapping, wname: Optional[str],
-          errors: Optional[list] = None) -> CascadeStep:
+def step(
+    ca: CAction | None,
+    rid: str,
+    rtype: str,
+    depth: int,
+    parent: str | None,
+    rec: Mapping,
+    req: Mapping,
+    now_dt: datetime,
+    pol: Mapping,
+    wname: str | None,
+    errors: list | None = None,
+) -> CascadeStep:
     """One cascade step and its own feasibility: its type's class, its prerequisites
     evaluated over its own record (as `original`), its own window from its own
     `executed_at`. Status: manual (class) > blocked (prerequisites) > out_of_window.
@@ -343,8 +416,14 @@ def step(ca: Optional[CAction], rid: str, rtype: str, depth: int, parent: Option
     manual = False
     reason = None
     if ca is None:
-        manual, reason = True, (f"action type `{rtype}` is not declared in workflow `{wname}`"
-                                if wname is not None else f"action type `{rtype}` is not declared")
+        manual, reason = (
+            True,
+            (
+                f"action type `{rtype}` is not declared in workflow `{wname}`"
+                if wname is not None
+                else f"action type `{rtype}` is not declared"
+            ),
+        )
     elif ca.klass == "irreversible":
         manual, reason = True, f"`{rtype}` is irreversible"
     elif ca.klass is None:
@@ -353,18 +432,27 @@ def step(ca: Optional[CAction], rid: str, rtype: str, depth: int, parent: Option
     results: list = []
     unmet: list = []
     executed_at = until = None
-    within: Optional[bool] = None
+    within: bool | None = None
     if ca is not None:
         act = {"original": rec, "request": req, "now": now_dt, "policy": pol}
         for pr in ca.prerequisites:
             ok, msg, budget = cond_outcome(pr.fn(act))
             if ok:
-                results.append(fast(PrerequisiteResult, {"name": pr.name, "met": True, "reason": None,
-                                                         "location": pr.location}))
+                results.append(
+                    fast(PrerequisiteResult, {"name": pr.name, "met": True, "reason": None, "location": pr.location})
+                )
                 continue
-            results.append(fast(PrerequisiteResult, {
-                "name": pr.name, "met": False, "reason": "condition is false" if ok is False else f"error: {msg}",
-                "location": pr.location}))
+            results.append(
+                fast(
+                    PrerequisiteResult,
+                    {
+                        "name": pr.name,
+                        "met": False,
+                        "reason": "condition is false" if ok is False else f"error: {msg}",
+                        "location": pr.location,
+                    },
+                )
+            )
             if ok is None and errors is not None:
                 errors.append(err(pr.name, "prerequisite", msg, pr.location, budget))
             unmet.append(pr.name)
@@ -383,27 +471,42 @@ def step(ca: Optional[CAction], rid: str, rtype: str, depth: int, parent: Option
         except (ValueError, OverflowError):
             reasons.append(f"`executed_at` of record `{rid}` is not an RFC 3339 timestamp")
     status = "manual" if manual else "blocked" if unmet else "out_of_window" if within is False else "feasible"
-    return fast(CascadeStep, {
-        "record_id": rid, "type": rtype, "depth": depth, "parent": parent,
-        "method": ca.method if ca is not None else None, "verify": ca.verify if ca is not None else None,
-        "reversibility": ca.klass if ca is not None else None, "manual": manual, "reason": reason,
-        "status": status, "executed_at": executed_at,
-        "window_seconds": ca.window_seconds if ca is not None else None, "reversible_until": until,
-        "within_window": within, "prerequisites": tuple(results), "unmet": tuple(unmet),
-        "reasons": tuple(reasons)})
+    return fast(
+        CascadeStep,
+        {
+            "record_id": rid,
+            "type": rtype,
+            "depth": depth,
+            "parent": parent,
+            "method": ca.method if ca is not None else None,
+            "verify": ca.verify if ca is not None else None,
+            "reversibility": ca.klass if ca is not None else None,
+            "manual": manual,
+            "reason": reason,
+            "status": status,
+            "executed_at": executed_at,
+            "window_seconds": ca.window_seconds if ca is not None else None,
+            "reversible_until": until,
+            "within_window": within,
+            "prerequisites": tuple(results),
+            "unmet": tuple(unmet),
+            "reasons": tuple(reasons),
+        },
+    )
 
 
-def _path(parent_of: Mapping[str, Optional[str]], rid: str) -> tuple[str, ...]:
+def _path(parent_of: Mapping[str, str | None], rid: str) -> tuple[str, ...]:
     out = []
-    cur: Optional[str] = rid
+    cur: str | None = rid
     while cur is not None and len(out) <= MAX_CASCADE_RECORDS:
         out.append(cur)
         cur = parent_of.get(cur)
     return tuple(reversed(out))
 
 
-def reversal_window(ca: CAction, ex: Any, now_dt: datetime, what: str
-            ) -> tuple[Optional[str], Optional[str], bool, Optional[str], bool]:
+def reversal_window(
+    ca: CAction, ex: Any, now_dt: datetime, what: str
+) -> tuple[str | None, str | None, bool, str | None, bool]:
     """The reversal window of a record of type `ca` (which has one) executed at `ex`:
     (executed_at, reversible_until, within the window at `now_dt`, problem, overflow).
     A missing or unreadable `executed_at`, or one whose window would end after the last
@@ -415,20 +518,26 @@ def reversal_window(ca: CAction, ex: Any, now_dt: datetime, what: str
     except ValueError as e:
         return None, None, False, f"{e}; the window is treated as expired", False
     except OverflowError:  # a datetime whose offset moves it out of range
-        return None, None, False, f"{what} is out of the representable range; the window is treated as expired", \
-            False
+        return None, None, False, f"{what} is out of the representable range; the window is treated as expired", False
     executed_at = fmt_ts(ex_dt)
     try:
         until_dt = ex_dt + ca.window_td
     except OverflowError:
-        return executed_at, None, False, (
-            f"{what} {executed_at} plus the {ca.window} reversal window of `{ca.name}` ends after "
-            f"9999-12-31T23:59:59Z, the last representable time: the execution time cannot be right; the window "
-            f"is treated as expired"), True
+        return (
+            executed_at,
+            None,
+            False,
+            (
+                f"{what} {executed_at} plus the {ca.window} reversal window of `{ca.name}` ends after "
+                f"9999-12-31T23:59:59Z, the last representable time: the execution time cannot be right; the window "
+                f"is treated as expired"
+            ),
+            True,
+        )
     return executed_at, fmt_ts(until_dt), now_dt <= until_dt, None, False
 
 
-def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[Optional[str]], Optional[str]]:
+def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[str | None], str | None]:
     """Principal ids a `distinct from` reference names in the request, and why it cannot
     be resolved (None when it can). A non-empty string names one principal; a non-empty
     list of them names each. Anything else (missing, null, empty, another type, a list
@@ -448,8 +557,9 @@ def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[Optional[str]], 
         if not cur:
             return [None], f"`{where}` is an empty list, not the principal ids to exclude"
         if bad:
-            return names + [None], f"`{where}[{bad[0]}]` is {_what(cur[bad[0]])}, not a principal id (a non-empty " \
-                                   "string)"
+            return names + [
+                None
+            ], f"`{where}[{bad[0]}]` is {_what(cur[bad[0]])}, not a principal id (a non-empty string)"
         return names, None
     if cur is None:
         return [None], f"the request gives no `{where}` (a principal id, or a list of them)"

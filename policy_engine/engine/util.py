@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 from pydantic import BaseModel
 
 from ..compiled import CAction
 from ..construct import fast
 from ..models import EvalError, ReversibilityInfo
-
 from ..timestamps import UTC, fmt_ts, parse_ts
 
 _UTC = UTC
@@ -24,14 +24,14 @@ _SURROGATE_RE = SURROGATE_RE
 # ============================================================================ small helpers
 
 
-def _add_seconds(t: datetime, seconds: Union[int, timedelta]) -> Optional[str]:
+def _add_seconds(t: datetime, seconds: int | timedelta) -> str | None:
     try:
         return fmt_ts(t + (seconds if type(seconds) is timedelta else timedelta(seconds=seconds)))
     except OverflowError:
         return "9999-12-31T23:59:59Z"
 
 
-def now_of(now: Any) -> tuple[datetime, Optional[str]]:
+def now_of(now: Any) -> tuple[datetime, str | None]:
     """`now` as a UTC datetime (the clock's when None), and why it is unreadable (or None)."""
     if now is None:
         return datetime.now(_UTC), None
@@ -50,7 +50,7 @@ def safe_now(now: Any) -> datetime:
         return datetime.now(_UTC)
 
 
-def reversibility(ca: Optional[CAction], now_dt: datetime) -> Optional[ReversibilityInfo]:
+def reversibility(ca: CAction | None, now_dt: datetime) -> ReversibilityInfo | None:
     """The action type's reversibility, with `reversible_until` for an execution at `now_dt`."""
     if ca is None or ca.reversibility is None:
         return None
@@ -103,7 +103,7 @@ def as_dict(value: Any) -> Any:
     return value
 
 
-def value_text(v: Any) -> Optional[str]:
+def value_text(v: Any) -> str | None:
     try:
         from ..cel import to_cel_json
 
@@ -116,7 +116,7 @@ def value_text(v: Any) -> Optional[str]:
     return s if len(s) <= 200 else s[:197] + "..."
 
 
-def cond_outcome(v: Any) -> tuple[Optional[bool], Optional[str], Optional[str]]:
+def cond_outcome(v: Any) -> tuple[bool | None, str | None, str | None]:
     """(truth or None on error, error message, budget)."""
     if v is True:
         return True, None, None
@@ -128,7 +128,7 @@ def cond_outcome(v: Any) -> tuple[Optional[bool], Optional[str], Optional[str]]:
     return None, f"condition returned {type_name(v)} ({value_text(v)}), not a bool", None
 
 
-def err(rule: str, kind: str, message: str, location: Optional[str] = None,
-         budget: Optional[str] = None) -> EvalError:
+def err(rule: str, kind: str, message: str, location: str | None = None,
+         budget: str | None = None) -> EvalError:
     return fast(EvalError, {"rule": rule, "kind": kind, "message": message, "location": location,
                             "budget": budget})

@@ -22,9 +22,10 @@ import hashlib
 import importlib
 import json
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any
 
 __all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "require_extra"]
 
@@ -42,7 +43,7 @@ class WorkflowStopped(RuntimeError):
     """A stop trigger fired (or the workflow is stopped): the agent halts. The stop is in
     the ledger; every later gate of the workflow is `stop` until an allowed resume."""
 
-    def __init__(self, check: "Check") -> None:
+    def __init__(self, check: Check) -> None:
         self.check = check
         super().__init__(f"Stopline stopped workflow `{check.workflow}` at tool `{check.tool}`: {check.reason}")
 
@@ -56,11 +57,11 @@ class Approval:
     action_digest: str
     principal: str
     verdict: str = "approve"  #: approve | deny
-    note: Optional[str] = None
+    note: str | None = None
 
     @classmethod
     def for_request(cls, request: Mapping[str, Any], principal: str, verdict: str = "approve",
-                    note: Optional[str] = None) -> "Approval":
+                    note: str | None = None) -> Approval:
         """The approval of the request an adapter raised (an interrupt's value)."""
         return cls(request["decision_id"], request["action_digest"], principal, verdict, note)
 
@@ -82,7 +83,7 @@ class Check:
     decision_id: str
     decision: Any  # policy_engine.models.Decision
     status: str  #: the decision's status: allowed, refused, pending, approved, denied, expired, executed…
-    used_by: Optional[str] = None  #: the execution that already used it (a re-run)
+    used_by: str | None = None  #: the execution that already used it (a re-run)
     fresh: bool = False  #: this check recorded the decision (no earlier gate of the same call)
 
     @property
@@ -98,7 +99,7 @@ class Check:
         return self.decision.deciding.name
 
     @property
-    def action_digest(self) -> Optional[str]:
+    def action_digest(self) -> str | None:
         return self.decision.action_digest
 
     def request(self) -> dict[str, Any]:
@@ -123,12 +124,12 @@ class Outcome:
 
     run: bool
     message: str = ""
-    approver: Optional[str] = None
+    approver: str | None = None
     pending: bool = False  #: approvals are still missing (ask again)
     done: bool = False  #: the call already ran (a re-run): ``message`` reports it
 
 
-Approvers = Union[Mapping[str, Iterable[str]], Callable[[str], Iterable[str]]]
+Approvers = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]]
 ReceiptFn = Callable[[Check, Any], Mapping[str, Any]]
 
 
@@ -158,11 +159,11 @@ class ToolGate:
 
     runtime: Any
     workflow: str
-    approvers: Optional[Approvers] = None
-    action: Optional[Callable[[str, dict, str], dict]] = None
+    approvers: Approvers | None = None
+    action: Callable[[str, dict, str], dict] | None = None
     types: Mapping[str, str] = field(default_factory=dict)
-    receipt: Optional[ReceiptFn] = None
-    now: Optional[Callable[[], Any]] = None
+    receipt: ReceiptFn | None = None
+    now: Callable[[], Any] | None = None
 
     def _t(self) -> Any:
         return self.now() if self.now is not None else None
@@ -176,7 +177,7 @@ class ToolGate:
         return {**_jsonable(dict(args)), "workflow": self.workflow, "type": self.types.get(tool, tool), "id": call_id}
 
     def check(self, tool: str, args: Mapping[str, Any], call_id: str, *, scope: str = "",
-              extra: Optional[Mapping[str, Any]] = None) -> Check:
+              extra: Mapping[str, Any] | None = None) -> Check:
         """Gate one call (recorded; the same scope, call id and arguments give the same decision)."""
         args = _jsonable(dict(args or {}))
         action = self.action_for(tool, args, call_id)
@@ -200,7 +201,7 @@ class ToolGate:
             status, used = st.status, st.used_by
         return Check(tool, args, call_id, self.workflow, action, key, decision_id, decision, status, used, fresh)
 
-    def _recorded(self, key: str) -> Optional[tuple[str, Any]]:
+    def _recorded(self, key: str) -> tuple[str, Any] | None:
         """The decision already recorded for this call (a re-run node, a replayed resume)."""
         from ..ledger import schema
         from ..models import Decision
@@ -320,7 +321,7 @@ class ToolGate:
         return Outcome(False, f"Stopline refused `{check.tool}`: {why}")
 
     # ---------------------------------------------------------------- decisions
-    def outcome(self, check: Check) -> Optional[Outcome]:
+    def outcome(self, check: Check) -> Outcome | None:
         """The answer that needs no reviewer: run (allow), a message (deny, a re-run, a
         closed decision), or stop (raises ``WorkflowStopped``). ``None``: approval needed."""
         if check.effect == "stop":
@@ -343,7 +344,7 @@ class ToolGate:
         return Outcome(False, f"Stopline refused `{check.tool}`: the decision is {check.status}")
 
     # ---------------------------------------------------------------- executions
-    def receipt_for(self, check: Check, output: Any, approver: Optional[str]) -> dict:
+    def receipt_for(self, check: Check, output: Any, approver: str | None) -> dict:
         base: dict[str, Any] = {"tool": check.tool, "tool_call_id": check.call_id, "policy_rule": check.rule}
         if approver:
             base.update(reviewer=approver, reviewer_decision=f"approved by {approver}")
@@ -362,7 +363,7 @@ class ToolGate:
         declared = tuple(check.decision.receipt or ())
         return _jsonable({f: base[f] for f in declared if f in base})
 
-    def record(self, check: Check, output: Any, approver: Optional[str] = None) -> Any:
+    def record(self, check: Check, output: Any, approver: str | None = None) -> Any:
         """Record the execution with its receipt (idempotent per call)."""
         return self.runtime.executed(check.decision_id, receipt=self.receipt_for(check, output, approver),
                                      key="stopline:exec:" + check.key.rsplit(":", 1)[1], now=self._t())

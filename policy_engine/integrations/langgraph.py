@@ -23,7 +23,8 @@ run again.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, require_extra
 
@@ -102,7 +103,7 @@ class StoplineToolWrapper:
 
 
 def gated_tool_node(tools: Sequence[Any], runtime: Any, *, workflow: str, approvers: Any = None,
-                    gate: Optional[ToolGate] = None, **options: Any) -> ToolNode:
+                    gate: ToolGate | None = None, **options: Any) -> ToolNode:
     """A ``ToolNode`` over ``tools`` with every call gated by Stopline. ``options`` go to
     ``ToolGate`` (``action``, ``types``, ``receipt``, ``now``) unless they are ToolNode's
     (``name``, ``tags``, ``handle_tool_errors``, ``messages_key``)."""

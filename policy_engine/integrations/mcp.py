@@ -41,9 +41,10 @@ policy declares for the action type wins.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Mapping, Optional, Union
+from typing import Any
 
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, _digest, require_extra
 
@@ -62,7 +63,7 @@ GATE_META = "stopline.dev/gate"  #: the ``_meta`` key of every gated result and 
 MAX_CALL_ID = 200
 MAX_PAGES = 100
 
-Scope = Union[str, Callable[[Any], str]]
+Scope = str | Callable[[Any], str]
 
 
 def _hints(annotations: Any) -> dict:
@@ -83,7 +84,7 @@ def _hints(annotations: Any) -> dict:
             "annotated": any(k in a for k in ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"))}
 
 
-def reversibility_of(annotations: Any, declared: Optional[str] = None) -> str:
+def reversibility_of(annotations: Any, declared: str | None = None) -> str:
     """The reversibility class of a call: the one the policy declares for the action type,
     else the default from the tool's annotations (untrusted hints from the server):
 
@@ -133,7 +134,7 @@ _ANNOTATIONS: ContextVar[Any] = ContextVar("stopline_mcp_annotations", default=N
 class _McpToolGate(ToolGate):
     """A ToolGate whose action carries the call's reversibility class and MCP hints."""
 
-    def declared(self, atype: str) -> Optional[str]:
+    def declared(self, atype: str) -> str | None:
         try:
             rv = self.runtime.engine.compiled.workflows[self.workflow].actions[atype].reversibility
             return rv.klass if rv is not None else None
@@ -157,7 +158,7 @@ class McpGate:
     ``ToolGate``."""
 
     def __init__(self, runtime: Any, workflow: str, approvers: Any = None, *, scope: Scope = "",
-                 types: Optional[Mapping[str, str]] = None, receipt: Any = None, now: Any = None) -> None:
+                 types: Mapping[str, str] | None = None, receipt: Any = None, now: Any = None) -> None:
         self.tool_gate = _McpToolGate(runtime, workflow, approvers, types=dict(types or {}), receipt=receipt, now=now)
         self.runtime = runtime
         self.workflow = workflow
@@ -180,8 +181,8 @@ class McpGate:
         s = self.scope(ctx) if callable(self.scope) else self.scope
         return str(s or "")
 
-    def _find(self, tool: str, args: dict, call_id: Optional[str], scope: str, annotations: Any
-              ) -> tuple[Check, Optional[Check]]:
+    def _find(self, tool: str, args: dict, call_id: str | None, scope: str, annotations: Any
+              ) -> tuple[Check, Check | None]:
         """The call's recorded decision (or a new one), and the closed earlier one it follows."""
         token = _ANNOTATIONS.set(annotations)
         try:
@@ -328,7 +329,7 @@ class StoplineGateway:
     low-level ``Server`` to run (``Client(gateway.server)``, stdio, HTTP)."""
 
     def __init__(self, upstream: Any, runtime: Any, *, workflow: str, approvers: Any = None,
-                 name: str = "stopline-gateway", gate: Optional[McpGate] = None, **options: Any) -> None:
+                 name: str = "stopline-gateway", gate: McpGate | None = None, **options: Any) -> None:
         self.upstream = upstream
         self.gate = gate or McpGate(runtime, workflow, approvers, **options)
         self.server = Server(name, lifespan=self._lifespan, on_list_tools=self._list_tools,

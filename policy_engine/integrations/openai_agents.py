@@ -23,7 +23,7 @@ about to run; and a wrapper that records the execution with its receipt. So:
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, require_extra
 
@@ -102,7 +102,7 @@ class _Gated:
 
 
 def protect(agent: Any, runtime: Any, *, workflow: str, approvers: Any = None, scope: str = "",
-            gate: Optional[ToolGate] = None, **options: Any) -> ToolGate:
+            gate: ToolGate | None = None, **options: Any) -> ToolGate:
     """Gate every function tool of ``agent`` (in place). ``scope`` separates runs whose
     model reuses call ids. Returns the ``ToolGate`` (``approve`` records approvals)."""
     gate = gate or ToolGate(runtime, workflow, approvers, **options)

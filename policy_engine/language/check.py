@@ -7,11 +7,11 @@ compiled expressions on, so the compiler never compiles twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
-from . import ir
 from ..diagnostics import Diagnostic, did_you_mean, one_of
 from ..source import SourceFile, Span
+from . import ir
 
 # Variables in scope for each kind of condition.
 SCOPE_GATE = ("action", "workflow", "now", "policy")
@@ -57,10 +57,17 @@ class Checker:
         seen: dict = {}
         for it in items:
             name = it.name
-            if name in seen and not (getattr(it, "named", True) is False and getattr(seen[name], "named", True) is False):
+            if name in seen and not (
+                getattr(it, "named", True) is False and getattr(seen[name], "named", True) is False
+            ):
                 first = seen[name].loc
-                self.add("E120", f"duplicate {kind} `{name}`{where}", it.loc, label="declared again here",
-                         help=f"the first declaration is at {first}; rename or remove one")
+                self.add(
+                    "E120",
+                    f"duplicate {kind} `{name}`{where}",
+                    it.loc,
+                    label="declared again here",
+                    help=f"the first declaration is at {first}; rename or remove one",
+                )
             else:
                 seen[name] = it
         return seen
@@ -70,9 +77,14 @@ class Checker:
         workflows = [w for f in self.files for w in f.workflows]
         if self.files and not workflows:
             first = self.files[0].path
-            self.add("W206", "the policy set declares no workflow", Span(first, 0, 0, 1, 1, 1, 1),
-                     severity="warning", label="every action evaluated against it is denied",
-                     help='declare one: `workflow "name" { version "1.0.0" owners { ... } ... }`')
+            self.add(
+                "W206",
+                "the policy set declares no workflow",
+                Span(first, 0, 0, 1, 1, 1, 1),
+                severity="warning",
+                label="every action evaluated against it is denied",
+                help='declare one: `workflow "name" { version "1.0.0" owners { ... } ... }`',
+            )
         self.dup_check(workflows, "workflow")
         # roles: set-wide; duplicates only within one declaration scope
         all_roles: set[str] = set()
@@ -99,8 +111,13 @@ class Checker:
         consts = dict(self.global_consts)
         for c in w.constants:
             if c.name in self.global_consts:
-                self.add("E120", f"constant `{c.name}` is already declared for the whole policy set", c.loc,
-                         label="declared again here", help=f"the first declaration is at {self.global_consts[c.name].loc}")
+                self.add(
+                    "E120",
+                    f"constant `{c.name}` is already declared for the whole policy set",
+                    c.loc,
+                    label="declared again here",
+                    help=f"the first declaration is at {self.global_consts[c.name].loc}",
+                )
             consts.setdefault(c.name, c)
         self.consts = consts
         # compile-time values of `policy.NAME`, folded into the compiled conditions
@@ -108,13 +125,23 @@ class Checker:
         self.const_key = tuple(sorted((name, repr(c.value)) for name, c in consts.items()))
         # required declarations
         if w.version is None:
-            self.add("E134", f"workflow `{w.name}` has no `version`", w.loc, label="declared here",
-                     help='add `version "1.0.0"` so every decision names the policy version')
+            self.add(
+                "E134",
+                f"workflow `{w.name}` has no `version`",
+                w.loc,
+                label="declared here",
+                help='add `version "1.0.0"` so every decision names the policy version',
+            )
         kinds = {o.kind for o in w.owners}
         for o in w.owners:
             if o.kind not in ir.OWNER_KINDS:
-                self.add("E105", f"unknown owner kind `{o.kind}`", o.loc, label=f"expected {one_of(ir.OWNER_KINDS)}",
-                         help=did_you_mean(o.kind, ir.OWNER_KINDS))
+                self.add(
+                    "E105",
+                    f"unknown owner kind `{o.kind}`",
+                    o.loc,
+                    label=f"expected {one_of(ir.OWNER_KINDS)}",
+                    help=did_you_mean(o.kind, ir.OWNER_KINDS),
+                )
         dup_owner: dict = {}
         for o in w.owners:
             if o.kind in dup_owner:
@@ -122,15 +149,29 @@ class Checker:
             dup_owner[o.kind] = o
         for kind in ir.OWNER_KINDS:
             if kind not in kinds:
-                self.add("E134", f"workflow `{w.name}` has no {kind} owner", w.loc, label="declared here",
-                         help='add `owners { business "..." technical "..." }`')
+                self.add(
+                    "E134",
+                    f"workflow `{w.name}` has no {kind} owner",
+                    w.loc,
+                    label="declared here",
+                    help='add `owners { business "..." technical "..." }`',
+                )
         if w.default_effect == "allow":
-            self.add("E107", "default effect `allow` is refused", w.default_loc, label="an action no rule decides would run unchecked",
-                     help="use `default require_approval` or `default deny`, and write explicit `allow` rules")
+            self.add(
+                "E107",
+                "default effect `allow` is refused",
+                w.default_loc,
+                label="an action no rule decides would run unchecked",
+                help="use `default require_approval` or `default deny`, and write explicit `allow` rules",
+            )
         elif w.default_effect not in ir.DEFAULT_EFFECTS:
-            self.add("E106", f"unknown default effect `{w.default_effect}`", w.default_loc,
-                     label=f"expected {one_of(ir.DEFAULT_EFFECTS)}",
-                     help=did_you_mean(w.default_effect, ir.DEFAULT_EFFECTS + ("allow",)))
+            self.add(
+                "E106",
+                f"unknown default effect `{w.default_effect}`",
+                w.default_loc,
+                label=f"expected {one_of(ir.DEFAULT_EFFECTS)}",
+                help=did_you_mean(w.default_effect, ir.DEFAULT_EFFECTS + ("allow",)),
+            )
         # declared fields (`fields { ... }`), checked once: name -> object type, or None
         self.wf_types = {a.name: self.declared(a.fields, f"`{a.name}`") for a in w.actions}
         for a in w.actions:
@@ -142,10 +183,16 @@ class Checker:
         declared = {sc.name for sc in w.scenarios}
         missing = [s for s in ir.STANDARD_SCENARIOS if s not in declared]
         if missing and declared:
-            self.add("W205", f"workflow `{w.name}` declares no {one_of(missing)} rollback scenario"
-                     + ("s" if len(missing) > 1 else ""), w.loc, severity="warning", label="declared here",
-                     help="a rollback filed under a missing scenario cannot be authorized; declare "
-                          f"`rollback {missing[0]} {{ route ... authorize ... }}`")
+            self.add(
+                "W205",
+                f"workflow `{w.name}` declares no {one_of(missing)} rollback scenario"
+                + ("s" if len(missing) > 1 else ""),
+                w.loc,
+                severity="warning",
+                label="declared here",
+                help="a rollback filed under a missing scenario cannot be authorized; declare "
+                f"`rollback {missing[0]} {{ route ... authorize ... }}`",
+            )
         for sc in w.scenarios:
             self.scenario(w, sc)
 
@@ -173,8 +220,13 @@ class Checker:
         args = [self.field_type(a) for a in t.args]
         if t.name in SCALARS:
             if args:
-                self.add("E117", f"`{t.name}` takes no type arguments", t.name_loc, label="remove `<...>`",
-                         help=f"write `{t.name}`")
+                self.add(
+                    "E117",
+                    f"`{t.name}` takes no type arguments",
+                    t.name_loc,
+                    label="remove `<...>`",
+                    help=f"write `{t.name}`",
+                )
             return FType(t.name)
         if t.name in CONTAINERS:
             want = 1 if t.name == "list" else 2
@@ -182,19 +234,31 @@ class Checker:
             if body and len(args) == 1:  # `list { ... }`, `map { ... }`
                 return FType(t.name, args[0])
             if len(args) != want:
-                self.add("E117", f"`{t.name}` takes {want} type argument{'s' if want > 1 else ''}, not {len(args)}",
-                         t.name_loc, label="here", help="write `list<string>`" if t.name == "list" else
-                         "write `map<string, int>` (map keys are strings)")
+                self.add(
+                    "E117",
+                    f"`{t.name}` takes {want} type argument{'s' if want > 1 else ''}, not {len(args)}",
+                    t.name_loc,
+                    label="here",
+                    help="write `list<string>`"
+                    if t.name == "list"
+                    else "write `map<string, int>` (map keys are strings)",
+                )
                 return FType(t.name, ANY)
             if t.name == "map" and args[0].kind != "string":
-                self.add("E117", f"map keys are strings, not `{args[0].describe()}`", t.args[0].name_loc,
-                         label="expected `string`", help="write `map<string, T>`")
+                self.add(
+                    "E117",
+                    f"map keys are strings, not `{args[0].describe()}`",
+                    t.args[0].name_loc,
+                    label="expected `string`",
+                    help="write `map<string, T>`",
+                )
             return FType(t.name, args[-1])
         help_ = did_you_mean(t.name, TYPE_NAMES)
         if t.name.lower() in TYPE_SYNONYMS:
             help_ = f"did you mean `{TYPE_SYNONYMS[t.name.lower()]}`?"
-        self.add("E117", f"unknown field type `{t.name}`", t.name_loc, label=f"expected {one_of(TYPE_NAMES)}",
-                 help=help_)
+        self.add(
+            "E117", f"unknown field type `{t.name}`", t.name_loc, label=f"expected {one_of(TYPE_NAMES)}", help=help_
+        )
         return ANY
 
     def typecheck(self, cond: ir.Condition, env: dict, what: str, effect: str | None = None) -> None:
@@ -203,7 +267,8 @@ class Checker:
 
         act = env.get("action")
         if not any(v is not None for k, v in env.items() if k != "action") and not (
-                isinstance(act, ActionVar) and any(t is not None for t in act.types.values())):
+            isinstance(act, ActionVar) and any(t is not None for t in act.types.values())
+        ):
             return
         env = {k: v for k, v in env.items() if v is not None}
         span = cond.loc.span
@@ -212,45 +277,83 @@ class Checker:
             if f.kind == "unknown_field":
                 notes: tuple[str, ...] = ()
                 if effect == "allow":
-                    notes = ("reading an undeclared field is an error, and an `allow` rule whose condition errors "
-                             "never matches",)
+                    notes = (
+                        "reading an undeclared field is an error, and an `allow` rule whose condition errors "
+                        "never matches",
+                    )
                 elif effect == "stop":
-                    notes = ("reading an undeclared field is an error, and a stop trigger whose condition errors "
-                             "stops the whole workflow",)
-                self.add("E115", f.message, at, label=f.label, notes=notes,
-                         help=did_you_mean(f.data["field"], [c for c in f.data["candidates"]])
-                         or (f"declared: {', '.join(f'`{c}`' for c in f.data['candidates'])}" if f.data["candidates"]
-                             else "declare it in the `fields { ... }` block"))
+                    notes = (
+                        "reading an undeclared field is an error, and a stop trigger whose condition errors "
+                        "stops the whole workflow",
+                    )
+                self.add(
+                    "E115",
+                    f.message,
+                    at,
+                    label=f.label,
+                    notes=notes,
+                    help=did_you_mean(f.data["field"], [c for c in f.data["candidates"]])
+                    or (
+                        f"declared: {', '.join(f'`{c}`' for c in f.data['candidates'])}"
+                        if f.data["candidates"]
+                        else "declare it in the `fields { ... }` block"
+                    ),
+                )
             elif f.kind == "mismatch":
                 self.add("E116", f.message, at, label=f.label, help=f.help)
             elif f.kind == "unguarded" or (f.kind == "optional" and effect == "stop"):
                 lacking, optional = f.data["lacking"], f.data["optional"]
                 why = []
                 if lacking:
-                    why.append("action type" + ("s " if len(lacking) > 1 else " ")
-                               + ", ".join(f"`{n}`" for n in lacking) + " do" + ("" if len(lacking) > 1 else "es")
-                               + " not declare it")
+                    why.append(
+                        "action type"
+                        + ("s " if len(lacking) > 1 else " ")
+                        + ", ".join(f"`{n}`" for n in lacking)
+                        + " do"
+                        + ("" if len(lacking) > 1 else "es")
+                        + " not declare it"
+                    )
                 if optional and optional != ["*"]:
-                    why.append(", ".join(f"`{n}`" for n in optional) + " declare" + ("" if len(optional) > 1 else "s")
-                               + " it optional")
+                    why.append(
+                        ", ".join(f"`{n}`" for n in optional)
+                        + " declare"
+                        + ("" if len(optional) > 1 else "s")
+                        + " it optional"
+                    )
                 elif optional:
                     why.append("it is optional")
-                guard = (f"`action.type == \"{sorted(set(act.types) - set(lacking))[0]}\" && ...`"
-                         if lacking and isinstance(act, ActionVar) and set(act.types) - set(lacking) else "")
-                self.add("W207", f"stop trigger reads `{f.data['path']}` unguarded: " + "; ".join(why), at,
-                         severity="warning", label="errors when the field is absent",
-                         help="guard the read: " + (guard + " or " if guard else "") + f"`has({f.data['path']}) && ...`",
-                         notes=("a stop trigger whose condition errors stops the whole workflow",))
+                guard = (
+                    f'`action.type == "{sorted(set(act.types) - set(lacking))[0]}" && ...`'
+                    if lacking and isinstance(act, ActionVar) and set(act.types) - set(lacking)
+                    else ""
+                )
+                self.add(
+                    "W207",
+                    f"stop trigger reads `{f.data['path']}` unguarded: " + "; ".join(why),
+                    at,
+                    severity="warning",
+                    label="errors when the field is absent",
+                    help="guard the read: " + (guard + " or " if guard else "") + f"`has({f.data['path']}) && ...`",
+                    notes=("a stop trigger whose condition errors stops the whole workflow",),
+                )
             elif f.kind == "optional" and effect == "allow":
-                self.add("W208", f"`allow` rule reads optional `{f.data['path']}` without `has(...)`", at,
-                         severity="warning", label="errors when the field is absent",
-                         help=f"guard the read: `has({f.data['path']}) && ...`",
-                         notes=("when the field is absent the read errors, and an `allow` rule whose condition "
-                                "errors never matches",))
+                self.add(
+                    "W208",
+                    f"`allow` rule reads optional `{f.data['path']}` without `has(...)`",
+                    at,
+                    severity="warning",
+                    label="errors when the field is absent",
+                    help=f"guard the read: `has({f.data['path']}) && ...`",
+                    notes=(
+                        "when the field is absent the read errors, and an `allow` rule whose condition "
+                        "errors never matches",
+                    ),
+                )
 
     # ------------------------------------------------------------ conditions
-    def condition(self, cond: ir.Condition, scope: tuple[str, ...], what: str, env: dict | None = None,
-                  effect: str | None = None) -> None:
+    def condition(
+        self, cond: ir.Condition, scope: tuple[str, ...], what: str, env: dict | None = None, effect: str | None = None
+    ) -> None:
         from ..cel import CelCompileError, compile_cel
 
         span = cond.loc.span
@@ -269,17 +372,30 @@ class Checker:
             except RecursionError:
                 compiled = CelCompileError("condition nests too deeply", 0, 0, None)
             except Exception as e:  # noqa: BLE001 - a compiler bug must not become a traceback
-                compiled = CelCompileError(f"internal error while compiling this condition ({type(e).__name__}: {e})",
-                                           0, len(src), "this is a bug in Stopline; please report it with the condition")
+                compiled = CelCompileError(
+                    f"internal error while compiling this condition ({type(e).__name__}: {e})",
+                    0,
+                    len(src),
+                    "this is a bug in Stopline; please report it with the condition",
+                )
             self.cel_cache[key] = compiled
         if isinstance(compiled, Exception):
             e = compiled
             off = getattr(e, "offset", 0) or 0
             end = getattr(e, "end", off + 1) or off + 1
             cel_span = self.cel_span(span, off, max(end, off + 1))
-            code = "E005" if "limit" in str(getattr(e, "message", e)) or "deep" in str(getattr(e, "message", e)) else "E101"
-            self.add(code, f"{getattr(e, 'message', str(e))}", cel_span, label="in this condition",
-                     help=getattr(e, "hint", None))
+            code = (
+                "E005"
+                if "limit" in str(getattr(e, "message", e)) or "deep" in str(getattr(e, "message", e))
+                else "E101"
+            )
+            self.add(
+                code,
+                f"{getattr(e, 'message', str(e))}",
+                cel_span,
+                label="in this condition",
+                help=getattr(e, "hint", None),
+            )
             return
         self.compiled[cond_key(cond)] = compiled
         n_before = len(self.diags)
@@ -298,8 +414,13 @@ class Checker:
                 if name not in self.consts:
                     start = ref.offset + len("policy.")
                     rspan = self.cel_span(span, start, start + len(name))
-                    self.add("E114", f"unknown constant `{name}`", rspan, label="not declared",
-                             help=did_you_mean(name, self.consts) or "declare it with `const NAME = value`")
+                    self.add(
+                        "E114",
+                        f"unknown constant `{name}`",
+                        rspan,
+                        label="not declared",
+                        help=did_you_mean(name, self.consts) or "declare it with `const NAME = value`",
+                    )
         if env and len(self.diags) == n_before:  # names resolved: check the declared fields' types
             self.typecheck(cond, env, what, effect)
 
@@ -318,50 +439,97 @@ class Checker:
     def role_refs(self, names: Iterable[ir.Name]) -> None:
         for r in names:
             if r.name not in self.roles:
-                self.add("E110", f"unknown role `{r.name}`", r.loc, label="not declared",
-                         help=did_you_mean(r.name, self.roles) or "declare it with `roles [..]`")
+                self.add(
+                    "E110",
+                    f"unknown role `{r.name}`",
+                    r.loc,
+                    label="not declared",
+                    help=did_you_mean(r.name, self.roles) or "declare it with `roles [..]`",
+                )
 
     def action(self, w: ir.Workflow, a: ir.ActionType) -> None:
         if a.system is None:
-            self.add("W204", f"action type `{a.name}` does not name its destination system", a.loc,
-                     severity="warning", label="declared here", help='add `system "helpdesk"`')
+            self.add(
+                "W204",
+                f"action type `{a.name}` does not name its destination system",
+                a.loc,
+                severity="warning",
+                label="declared here",
+                help='add `system "helpdesk"`',
+            )
         rv = a.reversibility
         if rv is not None:
             if rv.klass not in ir.REVERSIBILITY_CLASSES:
-                self.add("E103", f"unknown reversibility class `{rv.klass}`", rv.klass_loc,
-                         label=f"expected {one_of(ir.REVERSIBILITY_CLASSES)}",
-                         help=did_you_mean(rv.klass, ir.REVERSIBILITY_CLASSES))
+                self.add(
+                    "E103",
+                    f"unknown reversibility class `{rv.klass}`",
+                    rv.klass_loc,
+                    label=f"expected {one_of(ir.REVERSIBILITY_CLASSES)}",
+                    help=did_you_mean(rv.klass, ir.REVERSIBILITY_CLASSES),
+                )
             elif rv.klass == "irreversible":
                 if rv.window_seconds is not None:
-                    self.add("E133", f"irreversible action `{a.name}` cannot have a reversal window", rv.window_loc,
-                             label="remove this window", help="an irreversible action has no window; use `reversible partial ... within` if it can be undone for a while")
+                    self.add(
+                        "E133",
+                        f"irreversible action `{a.name}` cannot have a reversal window",
+                        rv.window_loc,
+                        label="remove this window",
+                        help="an irreversible action has no window; "
+                        "use `reversible partial ... within` if it can be undone for a while",
+                    )
             elif rv.method is None:
-                self.add("E136", f"reversible action `{a.name}` does not say how to reverse it", rv.loc,
-                         label="no `via`", help='add the reversal method: `reversible full via "crm.restore_field"`')
+                self.add(
+                    "E136",
+                    f"reversible action `{a.name}` does not say how to reverse it",
+                    rv.loc,
+                    label="no `via`",
+                    help='add the reversal method: `reversible full via "crm.restore_field"`',
+                )
         self.dup_check(a.prerequisites, "prerequisite", f" of `{a.name}`")
         for p in a.prerequisites:
             self.condition(p.condition, SCOPE_PREREQ, "a prerequisite")
         for t in a.side_effects:
             if t.name not in self.actions:
-                self.add("E111", f"unknown action type `{t.name}` in side effects", t.loc, label="not declared",
-                         help=did_you_mean(t.name, self.actions) or "side effects name the downstream action types")
+                self.add(
+                    "E111",
+                    f"unknown action type `{t.name}` in side effects",
+                    t.loc,
+                    label="not declared",
+                    help=did_you_mean(t.name, self.actions) or "side effects name the downstream action types",
+                )
         self.dup_check(a.rules, "rule", f" of `{a.name}`")
         seen_rules: dict = {}
         for r in a.rules:
             self.rule(w, a, r)
-            key = (r.effect, " ".join(r.condition.source.split()),
-                   (r.approvers.count, tuple(x.name for x in r.approvers.roles), r.approvers.any_of) if r.approvers else None)
+            key = (
+                r.effect,
+                " ".join(r.condition.source.split()),
+                (r.approvers.count, tuple(x.name for x in r.approvers.roles), r.approvers.any_of)
+                if r.approvers
+                else None,
+            )
             if key in seen_rules:
-                self.add("W203", f"rule `{r.name}` repeats rule `{seen_rules[key].name}`", r.loc, severity="warning",
-                         label="identical rule", help=f"the same rule is at {seen_rules[key].loc}; remove one")
+                self.add(
+                    "W203",
+                    f"rule `{r.name}` repeats rule `{seen_rules[key].name}`",
+                    r.loc,
+                    severity="warning",
+                    label="identical rule",
+                    help=f"the same rule is at {seen_rules[key].loc}; remove one",
+                )
             else:
                 seen_rules[key] = r
         if rv is not None and rv.klass == "irreversible":
             for r in a.rules:
                 if r.effect == "allow":
-                    self.add("W202", f"irreversible action `{a.name}` is allowed without approval", r.effect_loc,
-                             severity="warning", label="this rule lets it run unreviewed",
-                             help="irreversible actions usually need `require_approval by N role`")
+                    self.add(
+                        "W202",
+                        f"irreversible action `{a.name}` is allowed without approval",
+                        r.effect_loc,
+                        severity="warning",
+                        label="this rule lets it run unreviewed",
+                        help="irreversible actions usually need `require_approval by N role`",
+                    )
 
     def rule(self, w: ir.Workflow, a: ir.ActionType, r: ir.Rule) -> None:
         if r.effect not in ir.EFFECTS:
@@ -370,27 +538,36 @@ class Checker:
                 help_ = f"did you mean `{EFFECT_SYNONYMS[r.effect.lower()]}`?"
             if r.effect == "stop":
                 help_ = "stop triggers are declared on the workflow: `stop NAME { when `...` ... }`"
-            self.add("E102", f"unknown effect `{r.effect}`", r.effect_loc, label=f"expected {one_of(ir.EFFECTS)}",
-                     help=help_)
+            self.add(
+                "E102", f"unknown effect `{r.effect}`", r.effect_loc, label=f"expected {one_of(ir.EFFECTS)}", help=help_
+            )
         if r.effect == "require_approval":
             if r.approvers is None:
-                self.add("E137", "`require_approval` needs to say who approves", r.effect_loc,
-                         label="no approvers", help="write `require_approval by 1 reviewer when ...`")
+                self.add(
+                    "E137",
+                    "`require_approval` needs to say who approves",
+                    r.effect_loc,
+                    label="no approvers",
+                    help="write `require_approval by 1 reviewer when ...`",
+                )
         elif r.approvers is not None and r.effect in ir.EFFECTS:
-            self.add("E138", f"`{r.effect}` rules take no approvers", r.approvers.loc, label="remove this",
-                     help="only `require_approval` rules name approvers")
+            self.add(
+                "E138",
+                f"`{r.effect}` rules take no approvers",
+                r.approvers.loc,
+                label="remove this",
+                help="only `require_approval` rules name approvers",
+            )
         if r.approvers is not None:
             self.role_refs(r.approvers.roles)
         self.condition(r.condition, SCOPE_GATE, "a gate rule", self.gate_env([a.name]), r.effect)
 
     def gate_env(self, types: list[str]) -> dict:
         from ..cel.typecheck import ActionVar
-        from ..fieldtypes import value_type
 
         if not any(self.wf_types.get(t) is not None for t in types):
             return {}
-        return {"action": ActionVar({t: self.wf_types.get(t) for t in types}),
-                "policy": self.policy_type()}
+        return {"action": ActionVar({t: self.wf_types.get(t) for t in types}), "policy": self.policy_type()}
 
     def policy_type(self):
         from ..fieldtypes import FField, FType, value_type
@@ -400,23 +577,47 @@ class Checker:
     # ------------------------------------------------------------ stop triggers
     def stop(self, w: ir.Workflow, s: ir.StopTrigger) -> None:
         if s.condition is None:
-            self.add("E132", f"stop trigger `{s.name}` has no condition", s.loc, label="declared here",
-                     help="add `when `<CEL condition>``")
+            self.add(
+                "E132",
+                f"stop trigger `{s.name}` has no condition",
+                s.loc,
+                label="declared here",
+                help="add `when `<CEL condition>``",
+            )
         else:
             self.condition(s.condition, SCOPE_STOP, "a stop trigger", self.gate_env(list(self.wf_types)), "stop")
         if s.owner is None:
-            self.add("E130", f"stop trigger `{s.name}` has no owner", s.loc, label="who pauses and repairs this?",
-                     help='add `owner "Support operations lead"`')
+            self.add(
+                "E130",
+                f"stop trigger `{s.name}` has no owner",
+                s.loc,
+                label="who pauses and repairs this?",
+                help='add `owner "Support operations lead"`',
+            )
         if not s.criteria:
-            self.add("E131", f"stop trigger `{s.name}` has no re-enable criteria", s.loc,
-                     label="a stopped workflow could never resume",
-                     help="add `resume when { name: `evidence....` }`")
+            self.add(
+                "E131",
+                f"stop trigger `{s.name}` has no re-enable criteria",
+                s.loc,
+                label="a stopped workflow could never resume",
+                help="add `resume when { name: `evidence....` }`",
+            )
         if s.severity is None:
-            self.add("E134", f"stop trigger `{s.name}` has no severity", s.loc, label="declared here",
-                     help=f"add `severity` with one of {one_of(ir.SEVERITIES)}")
+            self.add(
+                "E134",
+                f"stop trigger `{s.name}` has no severity",
+                s.loc,
+                label="declared here",
+                help=f"add `severity` with one of {one_of(ir.SEVERITIES)}",
+            )
         elif s.severity not in ir.SEVERITIES:
-            self.add("E104", f"unknown severity `{s.severity}`", s.severity_loc, label=f"expected {one_of(ir.SEVERITIES)}",
-                     help=did_you_mean(s.severity, ir.SEVERITIES))
+            self.add(
+                "E104",
+                f"unknown severity `{s.severity}`",
+                s.severity_loc,
+                label=f"expected {one_of(ir.SEVERITIES)}",
+                help=did_you_mean(s.severity, ir.SEVERITIES),
+            )
         self.dup_check(s.criteria, "re-enable criterion", f" of `{s.name}`")
         evidence = self.declared(s.evidence, f"the evidence of `{s.name}`")
         for c in s.criteria:
@@ -430,20 +631,36 @@ class Checker:
                 pass
         for ref in auth.distinct_from:
             if ref.path[0] not in DISTINCT_ROOTS:
-                self.add("E112", f"`distinct from {ref.dotted}` does not name a principal of the rollback", ref.loc,
-                         label=f"expected a field of {one_of(DISTINCT_ROOTS)}",
-                         help=did_you_mean(ref.path[0], DISTINCT_ROOTS) or "e.g. `original.reviewer` or `request.requested_by`")
+                self.add(
+                    "E112",
+                    f"`distinct from {ref.dotted}` does not name a principal of the rollback",
+                    ref.loc,
+                    label=f"expected a field of {one_of(DISTINCT_ROOTS)}",
+                    help=did_you_mean(ref.path[0], DISTINCT_ROOTS)
+                    or "e.g. `original.reviewer` or `request.requested_by`",
+                )
 
     def comp_refs(self, w: ir.Workflow, items: Iterable[ir.CompItem]) -> None:
         for c in items:
             if c.is_action and c.name not in self.actions:
-                self.add("E111", f"unknown action type `{c.name}` in compensations", c.loc, label="not declared",
-                         help=did_you_mean(c.name, self.actions) or 'name a declared action type, or write free text in quotes: "call the customer"')
+                self.add(
+                    "E111",
+                    f"unknown action type `{c.name}` in compensations",
+                    c.loc,
+                    label="not declared",
+                    help=did_you_mean(c.name, self.actions)
+                    or 'name a declared action type, or write free text in quotes: "call the customer"',
+                )
 
     def scenario(self, w: ir.Workflow, sc: ir.Scenario) -> None:
         if sc.authorization is None:
-            self.add("E135", f"rollback scenario `{sc.name}` does not say who authorizes it", sc.loc,
-                     label="anyone could reverse this", help="add `authorize 1 ROLE [distinct from original.reviewer]`")
+            self.add(
+                "E135",
+                f"rollback scenario `{sc.name}` does not say who authorizes it",
+                sc.loc,
+                label="anyone could reverse this",
+                help="add `authorize 1 ROLE [distinct from original.reviewer]`",
+            )
         else:
             self.authorization(sc.authorization)
         self.comp_refs(w, sc.compensate)
@@ -494,7 +711,7 @@ class Checker:
                     path.append(nxt)
                     stack.append((nxt, iter(graph.get(nxt, ()))))
                 elif c == 1:
-                    cyc = path[path.index(nxt):]
+                    cyc = path[path.index(nxt) :]
                     i = cyc.index(min(cyc))
                     canon = tuple(cyc[i:] + cyc[:i])
                     if canon in reported:
@@ -503,15 +720,24 @@ class Checker:
                     spelled = " -> ".join(canon + (canon[0],))
                     first = by_name[canon[0]]
                     target = next((t for t in first.side_effects if t.name == canon[1 % len(canon)]), None)
-                    self.add("W201", f"side effects form a cycle: {spelled}", target.loc if target else first.loc,
-                             severity="warning", label="this edge closes the cycle" if target else None,
-                             help="a rollback cascade over this cycle stops at the loop and is marked partial; "
-                                  "break the cycle if the actions are not really circular",
-                             notes=tuple(f"`{n}` is declared at {by_name[n].loc}" for n in canon))
+                    self.add(
+                        "W201",
+                        f"side effects form a cycle: {spelled}",
+                        target.loc if target else first.loc,
+                        severity="warning",
+                        label="this edge closes the cycle" if target else None,
+                        help="a rollback cascade over this cycle stops at the loop and is marked partial; "
+                        "break the cycle if the actions are not really circular",
+                        notes=tuple(f"`{n}` is declared at {by_name[n].loc}" for n in canon),
+                    )
 
 
-def check(files: Iterable[ir.PolicyFile], sources: dict[str, SourceFile], cel_cache: dict | None = None,
-          accelerate: bool = True) -> Checker:
+def check(
+    files: Iterable[ir.PolicyFile],
+    sources: dict[str, SourceFile],
+    cel_cache: dict | None = None,
+    accelerate: bool = True,
+) -> Checker:
     c = Checker(files, sources, cel_cache, accelerate)
     c.run()
     return c

@@ -26,9 +26,10 @@ format a single file and is left to `stopline check`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..diagnostics import Diagnostic
 from ..source import SourceFile
@@ -263,7 +264,9 @@ class _Printer:
             self.block(node, depth, kw, node.meta.start_pos + len(kw), [c for c in ch if c is not None], force)
         elif k == "field_decl" and ch[2].data == "type_object":
             obj = ch[2]
-            head = f"{_tok(ch[0])}{'?' if ch[1] is not None else ''}:" + (f" {_tok(obj.children[0])}" if obj.children[0] is not None else "")
+            head = f"{_tok(ch[0])}{'?' if ch[1] is not None else ''}:"
+            if obj.children[0] is not None:
+                head += f" {_tok(obj.children[0])}"
             self.block(node, depth, head, obj.meta.start_pos, [c for c in obj.children[1:] if c is not None], force)
         else:
             self.leaf(node, depth, self.leaf_lines(node, depth), force)
@@ -272,13 +275,22 @@ class _Printer:
         k = node.data
         ch = node.children
         simple = {
-            "version_decl": "version", "default_decl": "default", "system_decl": "system",
-            "verify_decl": "verify", "description_decl": "description", "severity_decl": "severity",
-            "owner_decl": "owner", "stop_rollback_decl": "rollback", "route_decl": "route",
+            "version_decl": "version",
+            "default_decl": "default",
+            "system_decl": "system",
+            "verify_decl": "verify",
+            "description_decl": "description",
+            "severity_decl": "severity",
+            "owner_decl": "owner",
+            "stop_rollback_decl": "rollback",
+            "route_decl": "route",
         }
         lists = {
-            "roles_decl": "roles", "side_effects_decl": "side_effects", "receipt_decl": "receipt",
-            "affects_decl": "affects", "notify_decl": "notify",
+            "roles_decl": "roles",
+            "side_effects_decl": "side_effects",
+            "receipt_decl": "receipt",
+            "affects_decl": "affects",
+            "notify_decl": "notify",
         }
         if k in simple:
             return [f"{simple[k]} {_tok(ch[0])}"]
@@ -429,6 +441,11 @@ def unified_diff(result: FormatResult) -> str:
 
     if result.formatted is None:
         return ""
-    return "".join(difflib.unified_diff(
-        result.original.splitlines(keepends=True), result.formatted.splitlines(keepends=True),
-        fromfile=f"{result.path} (original)", tofile=f"{result.path} (formatted)"))
+    return "".join(
+        difflib.unified_diff(
+            result.original.splitlines(keepends=True),
+            result.formatted.splitlines(keepends=True),
+            fromfile=f"{result.path} (original)",
+            tofile=f"{result.path} (formatted)",
+        )
+    )

@@ -7,7 +7,7 @@ were written are equal (formatting never changes meaning).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +67,7 @@ class Name(Node):
 
     name: str
     # a duty (`notify [a] when `cond``): the condition under which it applies
-    when: Optional["Condition"] = None
+    when: Condition | None = None
 
 
 class Condition(Node):
@@ -91,10 +91,10 @@ class FieldTypeRef(Node):
     """A declared field type as written: `double`, `list<string>`, `{ ... }`, `list { ... }`.
     `name` is None for a bare object; `fields` is set for an object body."""
 
-    name: Optional[str] = None
+    name: str | None = None
     name_loc: Loc = _loc()
-    args: tuple["FieldTypeRef", ...] = ()
-    fields: Optional[tuple["FieldDecl", ...]] = None
+    args: tuple[FieldTypeRef, ...] = ()
+    fields: tuple[FieldDecl, ...] | None = None
 
 
 class FieldDecl(Node):
@@ -111,7 +111,7 @@ class Rule(Node):
     effect: str
     effect_loc: Loc = _loc()
     condition: Condition
-    approvers: Optional[Approvers] = None
+    approvers: Approvers | None = None
 
 
 class Prerequisite(Node):
@@ -123,53 +123,53 @@ class Prerequisite(Node):
 class Reversibility(Node):
     klass: str  # full | partial | irreversible
     klass_loc: Loc = _loc()
-    method: Optional[str] = None
-    window_seconds: Optional[int] = None
-    window_text: Optional[str] = None  # as written, e.g. "60s"
+    method: str | None = None
+    window_seconds: int | None = None
+    window_text: str | None = None  # as written, e.g. "60s"
     window_loc: Loc = _loc()
 
 
 class ActionType(Node):
     name: str
     workflow: str
-    system: Optional[str] = None
-    description: Optional[str] = None
-    reversibility: Optional[Reversibility] = None
+    system: str | None = None
+    description: str | None = None
+    reversibility: Reversibility | None = None
     prerequisites: tuple[Prerequisite, ...] = ()
     side_effects: tuple[Name, ...] = ()
     receipt: tuple[Name, ...] = ()
-    verify: Optional[str] = None
+    verify: str | None = None
     # A repair action (a correction, a restore): while its workflow is stopped it is gated
     # by its own rules and stop triggers instead of being stopped with everything else.
     runs_while_stopped: bool = False
     rules: tuple[Rule, ...] = ()
     # `fields { ... }`: the declared shape of the action (None: not declared)
-    fields: Optional[tuple[FieldDecl, ...]] = None
+    fields: tuple[FieldDecl, ...] | None = None
     fields_loc: Loc = _loc()
 
 
 class Criterion(Node):
     name: str
     condition: Condition
-    description: Optional[str] = None
+    description: str | None = None
 
 
 class StopTrigger(Node):
     name: str
     workflow: str
-    condition: Optional[Condition] = None
-    severity: Optional[str] = None
+    condition: Condition | None = None
+    severity: str | None = None
     severity_loc: Loc = _loc()
-    owner: Optional[str] = None
+    owner: str | None = None
     affects: tuple[Name, ...] = ()
     receipt: tuple[Name, ...] = ()
-    rollback: Optional[str] = None
+    rollback: str | None = None
     notify: tuple[Name, ...] = ()
     criteria: tuple[Criterion, ...] = ()
     has_resume_block: bool = False
-    description: Optional[str] = None
+    description: str | None = None
     # `evidence { ... }`: the declared shape of the evidence its criteria read
-    evidence: Optional[tuple[FieldDecl, ...]] = None
+    evidence: tuple[FieldDecl, ...] | None = None
 
 
 class Slot(Node):
@@ -196,12 +196,12 @@ class CompItem(Node):
 
     name: str
     is_action: bool
-    when: Optional[Condition] = None  # applies only when this holds
+    when: Condition | None = None  # applies only when this holds
 
 
 class Escalation(Node):
-    route: Optional[Name] = None
-    authorization: Optional[Authorization] = None
+    route: Name | None = None
+    authorization: Authorization | None = None
     notify: tuple[Name, ...] = ()
     compensate: tuple[CompItem, ...] = ()
 
@@ -209,13 +209,13 @@ class Escalation(Node):
 class Scenario(Node):
     name: str
     workflow: str
-    route: Optional[Name] = None
-    authorization: Optional[Authorization] = None
+    route: Name | None = None
+    authorization: Authorization | None = None
     notify: tuple[Name, ...] = ()
     compensate: tuple[CompItem, ...] = ()
     cascade_depth: int = 0
-    escalation: Optional[Escalation] = None
-    description: Optional[str] = None
+    escalation: Escalation | None = None
+    description: str | None = None
 
     @property
     def standard(self) -> bool:
@@ -254,7 +254,7 @@ class Owner(Node):
 
 class Workflow(Node):
     name: str
-    version: Optional[str] = None
+    version: str | None = None
     owners: tuple[Owner, ...] = ()
     default_effect: str = "require_approval"
     default_loc: Loc = _loc()
@@ -264,7 +264,7 @@ class Workflow(Node):
     stops: tuple[StopTrigger, ...] = ()
     scenarios: tuple[Scenario, ...] = ()
 
-    def owner(self, kind: str) -> Optional[str]:
+    def owner(self, kind: str) -> str | None:
         for o in self.owners:
             if o.kind == kind:
                 return o.name

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
-from . import ir
 from ..diagnostics import Diagnostic, PolicyError, sort_diagnostics
 from ..limits import MAX_CONDITIONS_PER_SET, MAX_FILE_BYTES, MAX_FILES
 from ..source import SourceFile, Span
+from . import ir
 
 
 @dataclass
@@ -100,21 +100,38 @@ def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnos
     except UnicodeDecodeError as e:
         prefix = data[: e.start].decode("utf-8", errors="replace")
         src = SourceFile(display, data.decode("utf-8", errors="replace"))
-        return None, Diagnostic("E004", "error", "policy file is not valid UTF-8", src.span(len(prefix), len(prefix) + 1),
-                                label=f"invalid byte 0x{data[e.start]:02x}", help="save the file as UTF-8")
+        return None, Diagnostic(
+            "E004",
+            "error",
+            "policy file is not valid UTF-8",
+            src.span(len(prefix), len(prefix) + 1),
+            label=f"invalid byte 0x{data[e.start]:02x}",
+            help="save the file as UTF-8",
+        )
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     nul = text.find("\x00")
     if nul != -1:
         src = SourceFile(display, text.replace("\x00", " "))
-        return None, Diagnostic("E004", "error", "policy file contains a NUL byte", src.span(nul, nul + 1),
-                                label="NUL byte", help="policy files are plain UTF-8 text")
+        return None, Diagnostic(
+            "E004",
+            "error",
+            "policy file contains a NUL byte",
+            src.span(nul, nul + 1),
+            label="NUL byte",
+            help="policy files are plain UTF-8 text",
+        )
     bidi = [i for i in (text.find(c) for c in _BIDI_CONTROLS) if i != -1]
     if bidi:  # "Trojan Source": reordered display hides what a condition really says
         at = min(bidi)
         src = SourceFile(display, text)
-        return None, Diagnostic("E002", "error", f"invisible bidirectional control character U+{ord(text[at]):04X}",
-                                src.span(at, at + 1), label="reorders how this line is displayed",
-                                help="remove it: it can make a condition read differently from what it does")
+        return None, Diagnostic(
+            "E002",
+            "error",
+            f"invisible bidirectional control character U+{ord(text[at]):04X}",
+            src.span(at, at + 1),
+            label="reorders how this line is displayed",
+            help="remove it: it can make a condition read differently from what it does",
+        )
     return SourceFile(display, text), None
 
 
@@ -132,9 +149,26 @@ def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnos
 # Everything else keeps its order: a constant's value is data the conditions read
 # verbatim (`tiers[0]` depends on the order, even of a list of maps with a `name` key),
 # authorization slots are listed and filled in order, and a reference's path is a path.
-_UNORDERED = frozenset({"workflows", "constants", "actions", "stops", "scenarios", "rules", "prerequisites",
-                        "criteria", "owners", "roles", "side_effects", "receipt", "affects", "notify",
-                        "compensate", "distinct_from"})
+_UNORDERED = frozenset(
+    {
+        "workflows",
+        "constants",
+        "actions",
+        "stops",
+        "scenarios",
+        "rules",
+        "prerequisites",
+        "criteria",
+        "owners",
+        "roles",
+        "side_effects",
+        "receipt",
+        "affects",
+        "notify",
+        "compensate",
+        "distinct_from",
+    }
+)
 _VERBATIM = frozenset({"value"})  # `Const.value`: never reordered, at any depth
 # Declarations added later (issue 15: `fields`, `evidence`, a duty's `when`): left out of
 # the hash while unset, so a policy that uses none of them keeps its hash.
@@ -149,8 +183,11 @@ def _normalize(value, unordered: bool = False):
     """A model dump with the unordered collections (see `_UNORDERED`) sorted, so their
     order never changes the hash; named items by name first (as the hash always had it)."""
     if isinstance(value, dict):
-        return {k: (v if k in _VERBATIM else _normalize(v, k in _UNORDERED)) for k, v in value.items()
-                if not (v is None and k in _UNSET_NONE)}
+        return {
+            k: (v if k in _VERBATIM else _normalize(v, k in _UNORDERED))
+            for k, v in value.items()
+            if not (v is None and k in _UNSET_NONE)
+        }
     if isinstance(value, (list, tuple)):
         items = [_normalize(v) for v in value]
         if unordered:
@@ -169,8 +206,9 @@ def content_hash(files: Iterable[ir.PolicyFile]) -> str:
     return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def load_sources(sources: list[SourceFile], extra_diags: list[Diagnostic] | None = None, *,
-                 accelerate: bool = True) -> LoadResult:
+def load_sources(
+    sources: list[SourceFile], extra_diags: list[Diagnostic] | None = None, *, accelerate: bool = True
+) -> LoadResult:
     from .check import check
     from .lower import lower
     from .parser import parse
@@ -195,9 +233,15 @@ def load_sources(sources: list[SourceFile], extra_diags: list[Diagnostic] | None
     compiled: dict = {}
     if nconds > MAX_CONDITIONS_PER_SET:
         # compiling is what costs (about 0.4 ms a condition): refuse before doing it
-        diags.append(Diagnostic("E005", "error", f"the policy set has {nconds} conditions; the limit is "
-                                f"{MAX_CONDITIONS_PER_SET}", _whole_file(sources[0].path if sources else "<policy set>"),
-                                help="split the policy set, or move repeated values into `const` declarations"))
+        diags.append(
+            Diagnostic(
+                "E005",
+                "error",
+                f"the policy set has {nconds} conditions; the limit is {MAX_CONDITIONS_PER_SET}",
+                _whole_file(sources[0].path if sources else "<policy set>"),
+                help="split the policy set, or move repeated values into `const` declarations",
+            )
+        )
     else:
         checker = check(files, smap, cel_cache, accelerate)
         diags.extend(checker.diags)

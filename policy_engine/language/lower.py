@@ -11,7 +11,6 @@ from typing import Any
 
 from lark import Token, Tree
 
-from . import ir
 from ..diagnostics import Diagnostic
 from ..limits import (
     INT64_MAX,
@@ -24,6 +23,7 @@ from ..limits import (
 )
 from ..source import SourceFile
 from ..timestamps import parse_window
+from . import ir
 
 
 class Lowerer:
@@ -68,16 +68,26 @@ class Lowerer:
     def condition(self, tok: Token) -> ir.Condition:
         text = str(tok)[1:-1]
         if len(text) > MAX_EXPRESSION_LENGTH:
-            self.err("E005", f"condition is {len(text)} characters long; the limit is {MAX_EXPRESSION_LENGTH}",
-                     tok, label="too long", help="split the condition into several rules or move lists into `const` declarations")
+            self.err(
+                "E005",
+                f"condition is {len(text)} characters long; the limit is {MAX_EXPRESSION_LENGTH}",
+                tok,
+                label="too long",
+                help="split the condition into several rules or move lists into `const` declarations",
+            )
         return ir.Condition(source=text, loc=self.loc(tok))
 
     def once(self, seen: dict, key: str, node: Any) -> bool:
         """Report a statement given twice in one block. Returns True the first time."""
         if key in seen:
             first = seen[key]
-            self.err("E121", f"`{key}` is given twice", node, label="second declaration",
-                     help=f"the first is at {first}; keep one")
+            self.err(
+                "E121",
+                f"`{key}` is given twice",
+                node,
+                label="second declaration",
+                help=f"the first is at {first}; keep one",
+            )
             return False
         seen[key] = self.loc(node).span
         return True
@@ -86,7 +96,11 @@ class Lowerer:
         text = str(tok).lstrip("0") or "0"
         value = int(text) if len(text) <= 19 else 10**19  # int() refuses > 4300 digits
         if value < minimum or value > maximum:
-            self.err("E108", f"{what} must be between {minimum} and {maximum}, not {text if len(text) <= 19 else text[:16] + '...'}", tok)
+            self.err(
+                "E108",
+                f"{what} must be between {minimum} and {maximum}, not {text if len(text) <= 19 else text[:16] + '...'}",
+                tok,
+            )
             return max(minimum, min(value, maximum))
         return value
 
@@ -102,8 +116,13 @@ class Lowerer:
                 roles.extend(self.names(child.children[0]))
             elif child.data == "const_decl":
                 consts.append(self.const(child))
-        return ir.PolicyFile(path=self.src.path, roles=tuple(roles), constants=tuple(consts),
-                             workflows=tuple(workflows), loc=self.loc(tree))
+        return ir.PolicyFile(
+            path=self.src.path,
+            roles=tuple(roles),
+            constants=tuple(consts),
+            workflows=tuple(workflows),
+            loc=self.loc(tree),
+        )
 
     def const(self, tree: Tree) -> ir.Const:
         name_tok, value = tree.children
@@ -186,8 +205,14 @@ class Lowerer:
                 stops.append(self.stop(item, wf))
             elif kind == "rollback_decl":
                 scenarios.append(self.scenario(item, wf))
-        return ir.Workflow(roles=tuple(roles), constants=tuple(consts), actions=tuple(actions),
-                           stops=tuple(stops), scenarios=tuple(scenarios), **fields)
+        return ir.Workflow(
+            roles=tuple(roles),
+            constants=tuple(consts),
+            actions=tuple(actions),
+            stops=tuple(stops),
+            scenarios=tuple(scenarios),
+            **fields,
+        )
 
     # -------------------------------------------------------------- actions
     def action(self, tree: Tree, wf: str) -> ir.ActionType:
@@ -219,8 +244,14 @@ class Lowerer:
                 name_t, cel = item.children
                 cond = self.condition(cel)
                 pname = str(name_t) if name_t is not None else cond.source.strip()
-                prereqs.append(ir.Prerequisite(name=pname, named=name_t is not None, condition=cond,
-                                               loc=self.loc(name_t if name_t is not None else cel)))
+                prereqs.append(
+                    ir.Prerequisite(
+                        name=pname,
+                        named=name_t is not None,
+                        condition=cond,
+                        loc=self.loc(name_t if name_t is not None else cel),
+                    )
+                )
             elif kind == "side_effects_decl":
                 side.extend(self.names(item.children[0]))
             elif kind == "receipt_decl":
@@ -231,9 +262,16 @@ class Lowerer:
                 if self.once(seen, "fields", item):
                     fields["fields"] = self.field_decls(item.children)
                     fields["fields_loc"] = self.loc(item)
-        return ir.ActionType(name=str(name_tok), workflow=wf, prerequisites=tuple(prereqs),
-                             side_effects=tuple(side), receipt=tuple(receipt), rules=tuple(rules),
-                             loc=self.loc(name_tok), **fields)
+        return ir.ActionType(
+            name=str(name_tok),
+            workflow=wf,
+            prerequisites=tuple(prereqs),
+            side_effects=tuple(side),
+            receipt=tuple(receipt),
+            rules=tuple(rules),
+            loc=self.loc(name_tok),
+            **fields,
+        )
 
     def field_decls(self, children: list) -> tuple[ir.FieldDecl, ...]:
         out = []
@@ -241,8 +279,11 @@ class Lowerer:
             if fd is None:
                 continue
             name_tok, qmark, ftype = fd.children
-            out.append(ir.FieldDecl(name=str(name_tok), optional=qmark is not None, type=self.field_type(ftype),
-                                    loc=self.loc(name_tok)))
+            out.append(
+                ir.FieldDecl(
+                    name=str(name_tok), optional=qmark is not None, type=self.field_type(ftype), loc=self.loc(name_tok)
+                )
+            )
         return tuple(out)
 
     def field_type(self, tree: Tree) -> ir.FieldTypeRef:
@@ -266,8 +307,12 @@ class Lowerer:
             text = str(tok)
             seconds = parse_window(text)
             if seconds <= 0 or seconds > MAX_WINDOW_SECONDS:
-                self.err("E108", f"reversal window `{text}` must be more than zero and at most "
-                         f"{MAX_WINDOW_SECONDS // (365 * 86400)} years", tok)
+                self.err(
+                    "E108",
+                    f"reversal window `{text}` must be more than zero and at most "
+                    f"{MAX_WINDOW_SECONDS // (365 * 86400)} years",
+                    tok,
+                )
                 seconds = max(1, min(seconds, MAX_WINDOW_SECONDS))
             fields.update(window_seconds=seconds, window_text=text, window_loc=self.loc(tok))
         return ir.Reversibility(loc=self.loc(tree), **fields)
@@ -276,8 +321,12 @@ class Lowerer:
         effect_tok, name_tok, approvers, cel = tree.children
         self.rule_count += 1
         if self.rule_count == MAX_RULES_PER_FILE + 1:
-            self.err("E005", f"more than {MAX_RULES_PER_FILE} rules in one file", effect_tok,
-                     help="split the policy into several files")
+            self.err(
+                "E005",
+                f"more than {MAX_RULES_PER_FILE} rules in one file",
+                effect_tok,
+                help="split the policy into several files",
+            )
         cond = self.condition(cel)
         effect = str(effect_tok)
         appr = None
@@ -296,8 +345,15 @@ class Lowerer:
         else:
             digest = hashlib.sha256(f"{effect}\x00{cond.source}".encode()).hexdigest()[:6]
             name, named = f"{effect}_{digest}", False
-        return ir.Rule(name=name, named=named, effect=effect, effect_loc=self.loc(effect_tok), condition=cond,
-                       approvers=appr, loc=self.loc(name_tok if name_tok is not None else effect_tok))
+        return ir.Rule(
+            name=name,
+            named=named,
+            effect=effect,
+            effect_loc=self.loc(effect_tok),
+            condition=cond,
+            approvers=appr,
+            loc=self.loc(name_tok if name_tok is not None else effect_tok),
+        )
 
     # -------------------------------------------------------------- stop triggers
     def stop(self, tree: Tree, wf: str) -> ir.StopTrigger:
@@ -336,11 +392,17 @@ class Lowerer:
                 fields["has_resume_block"] = True
                 for crit in item.children:
                     cname, cel, desc = crit.children
-                    lists["criteria"].append(ir.Criterion(
-                        name=str(cname), condition=self.condition(cel),
-                        description=self.string(desc) if desc is not None else None, loc=self.loc(cname)))
-        return ir.StopTrigger(name=str(name_tok), workflow=wf, loc=self.loc(name_tok),
-                              **{k: tuple(v) for k, v in lists.items()}, **fields)
+                    lists["criteria"].append(
+                        ir.Criterion(
+                            name=str(cname),
+                            condition=self.condition(cel),
+                            description=self.string(desc) if desc is not None else None,
+                            loc=self.loc(cname),
+                        )
+                    )
+        return ir.StopTrigger(
+            name=str(name_tok), workflow=wf, loc=self.loc(name_tok), **{k: tuple(v) for k, v in lists.items()}, **fields
+        )
 
     # -------------------------------------------------------------- rollback scenarios
     def _rollback_items(self, items: list, seen: dict, fields: dict, notify: list, comp: list) -> list:
@@ -384,8 +446,14 @@ class Lowerer:
             elif kind == "after_window_decl":
                 if self.once(seen, "after window", item):
                     fields["escalation"] = self.escalation(item)
-        return ir.Scenario(name=str(name_tok), workflow=wf, notify=tuple(notify), compensate=tuple(comp),
-                           loc=self.loc(name_tok), **fields)
+        return ir.Scenario(
+            name=str(name_tok),
+            workflow=wf,
+            notify=tuple(notify),
+            compensate=tuple(comp),
+            loc=self.loc(name_tok),
+            **fields,
+        )
 
     def escalation(self, tree: Tree) -> ir.Escalation:
         fields: dict[str, Any] = {}
@@ -418,8 +486,9 @@ class Lowerer:
                 slots.append(ir.Slot(count=count, roles=(self.name(child.children[1]),), loc=self.loc(child)))
             elif child.data == "slot_any":
                 count = self.integer(child.children[0], "the number of approvers", 1, MAX_APPROVERS)
-                slots.append(ir.Slot(count=count, roles=self.names(child.children[1]), any_of=True,
-                                     loc=self.loc(child)))
+                slots.append(
+                    ir.Slot(count=count, roles=self.names(child.children[1]), any_of=True, loc=self.loc(child))
+                )
             elif child.data == "distinct":
                 for ref in child.children:
                     refs.append(ir.Ref(path=tuple(str(t) for t in ref.children), loc=self.loc(ref)))

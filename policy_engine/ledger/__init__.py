@@ -18,15 +18,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (CheckpointError, EntryNotFound, IdempotencyConflict, InvalidEntry, KeyFileError, LedgerError,
-                     LedgerNotFound, LedgerUnavailable, ProofError, SchemaError)
+from .errors import (
+    CheckpointError,
+    EntryNotFound,
+    IdempotencyConflict,
+    InvalidEntry,
+    KeyFileError,
+    LedgerError,
+    LedgerNotFound,
+    LedgerUnavailable,
+    ProofError,
+    SchemaError,
+)
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .kinds import KINDS
-    from .merkle import ConsistencyProof, InclusionProof
-    from .note import Checkpoint, SigningKey, VerifierKey, generate_key, load_signing_key, load_verifier_key
-    from .store import Entry, History, Ledger, NewEntry
-    from .verify import VerifyReport
+if TYPE_CHECKING:  # pragma: no cover  (re-exports for type checkers: `X as X`)
+    from .kinds import KINDS as KINDS
+    from .merkle import ConsistencyProof as ConsistencyProof
+    from .merkle import InclusionProof as InclusionProof
+    from .note import Checkpoint as Checkpoint
+    from .note import SigningKey as SigningKey
+    from .note import VerifierKey as VerifierKey
+    from .note import generate_key as generate_key
+    from .note import load_signing_key as load_signing_key
+    from .note import load_verifier_key as load_verifier_key
+    from .store import Entry as Entry
+    from .store import History as History
+    from .store import Ledger as Ledger
+    from .store import NewEntry as NewEntry
+    from .verify import VerifyReport as VerifyReport
 
 _LAZY = {
     "Ledger": "store", "Entry": "store", "NewEntry": "store", "History": "store", "VerifyReport": "verify",

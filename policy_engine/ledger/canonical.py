@@ -49,7 +49,9 @@ def _check_slow(value: Any, path: str, depth: int = 0) -> bool:
         return True
     if isinstance(value, int):
         if abs(value) > 2**53 - 1:
-            raise InvalidEntry(f"integer at `{path}` is outside the interoperable range (±2^53-1); store it as a string")
+            raise InvalidEntry(
+                f"integer at `{path}` is outside the interoperable range (±2^53-1); store it as a string"
+            )
         return True
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -157,11 +159,29 @@ def canonical_text(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
 
 
-def header(*, seq: int, id: str, kind: str, workflow: str | None, links: tuple[str, ...] | list[str],
-           key: str | None, time: str, prev: str) -> dict[str, Any]:
+def header(
+    *,
+    seq: int,
+    id: str,
+    kind: str,
+    workflow: str | None,
+    links: tuple[str, ...] | list[str],
+    key: str | None,
+    time: str,
+    prev: str,
+) -> dict[str, Any]:
     """The hashed fields of an entry other than its body."""
-    return {"id": id, "key": key, "kind": kind, "links": list(links), "prev": prev, "seq": seq, "time": time,
-            "v": ENTRY_FORMAT_VERSION, "workflow": workflow}
+    return {
+        "id": id,
+        "key": key,
+        "kind": kind,
+        "links": list(links),
+        "prev": prev,
+        "seq": seq,
+        "time": time,
+        "v": ENTRY_FORMAT_VERSION,
+        "workflow": workflow,
+    }
 
 
 def leaf_data(body_text: str, **fields: Any) -> bytes:
@@ -184,6 +204,8 @@ _HEADER_DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_a
 
 def parse_body(text: str) -> Any:
     """Parse a stored body (strict JSON: no NaN/Infinity)."""
+
     def _const(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
+
     return json.loads(text, parse_constant=_const)

@@ -6,8 +6,9 @@ the ledger and what records into it: the ledger does not import the engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InvalidEntry
 

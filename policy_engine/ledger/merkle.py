@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from .errors import ProofError
 
@@ -219,14 +220,14 @@ class CompactRange:
             r = node_hash(h, r)
         return r
 
-    def copy(self) -> "CompactRange":
+    def copy(self) -> CompactRange:
         return CompactRange(self.size, self.hashes)
 
     def encode(self) -> str:
         return "".join(h.hex() for h in self.hashes)
 
     @classmethod
-    def decode(cls, size: int, text: str) -> "CompactRange":
+    def decode(cls, size: int, text: str) -> CompactRange:
         return cls(size, [bytes.fromhex(text[i:i + 64]) for i in range(0, len(text), 64)])
 
 
@@ -277,7 +278,7 @@ class InclusionProof:
                 "path": [p.hex() for p in self.path], "root": self.root.hex()}
 
     @classmethod
-    def from_json(cls, data: str | bytes | dict) -> "InclusionProof":
+    def from_json(cls, data: str | bytes | dict) -> InclusionProof:
         """Parse strictly (exact keys, hex hashes, no trailing text); raises :class:`ProofError`."""
         o = _obj(data, "inclusion", {"type", "index", "size", "leaf", "path", "root"})
         return cls(_int(o["index"], "index"), _int(o["size"], "size"), _hx(o["leaf"], "leaf"),
@@ -302,7 +303,7 @@ class ConsistencyProof:
                 "old_root": self.old_root.hex(), "new_root": self.new_root.hex(), "path": [p.hex() for p in self.path]}
 
     @classmethod
-    def from_json(cls, data: str | bytes | dict) -> "ConsistencyProof":
+    def from_json(cls, data: str | bytes | dict) -> ConsistencyProof:
         """Parse strictly (exact keys, hex hashes, no trailing text); raises :class:`ProofError`."""
         o = _obj(data, "consistency", {"type", "old_size", "new_size", "old_root", "new_root", "path"})
         return cls(_int(o["old_size"], "old_size"), _int(o["new_size"], "new_size"), _hx(o["old_root"], "old_root"),
@@ -320,7 +321,9 @@ class RecordingSource:
         return b"\x00" * 32
 
 
-def prefetch(compute: Callable[[NodeSource], Any], fetch: Callable[[set[tuple[int, int]]], dict[tuple[int, int], bytes]]) -> Any:
+def prefetch(
+    compute: Callable[[NodeSource], Any], fetch: Callable[[set[tuple[int, int]]], dict[tuple[int, int], bytes]]
+) -> Any:
     """Run ``compute`` twice: once to learn the nodes it reads, then on those nodes fetched at once."""
     rec = RecordingSource()
     compute(rec)

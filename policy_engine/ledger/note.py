@@ -73,7 +73,7 @@ class VerifierKey:
         return f"{self.name}+{self.id.hex()}+{base64.b64encode(bytes([ALG_ED25519]) + self.public).decode()}"
 
     @classmethod
-    def parse(cls, text: str) -> "VerifierKey":
+    def parse(cls, text: str) -> VerifierKey:
         parts = text.strip().split("+", 2)
         if len(parts) != 3 or not _NAME.fullmatch(parts[0]) or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
             raise KeyFileError("not a verifier key (expected `name+hexid+base64`)")
@@ -110,7 +110,7 @@ class SigningKey:
                 f"{base64.b64encode(bytes([ALG_ED25519]) + self.seed).decode()}")
 
     @classmethod
-    def parse(cls, text: str) -> "SigningKey":
+    def parse(cls, text: str) -> SigningKey:
         parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"] or not _NAME.fullmatch(parts[2]):
             raise KeyFileError("not a signing key (expected `PRIVATE+KEY+name+hexid+base64`)")

@@ -31,10 +31,23 @@ at open time under the append lock. A database whose ``schema_version`` is newer
 from __future__ import annotations
 
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
-from sqlalchemy import (BigInteger, Column, Connection, Index, Integer, MetaData, SmallInteger, String, Table, Text,
-                        insert, inspect, text)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    insert,
+    inspect,
+    text,
+)
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "queue", "MIGRATIONS", "GUARDED",
            "guard_ddl", "migrate"]

@@ -22,8 +22,9 @@ Memory is constant in the ledger's size; time is linear (see docs/ledger.md for 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -84,7 +85,9 @@ def _stream(c, q) -> Iterator[Any]:
     return iter(c.execute(q, execution_options={"yield_per": _BATCH}))
 
 
-def verify_ledger(led: "Ledger", *, checkpoint: str | bytes | None = None, key: VerifierKey | None = None) -> VerifyReport:
+def verify_ledger(
+    led: Ledger, *, checkpoint: str | bytes | None = None, key: VerifierKey | None = None
+) -> VerifyReport:
     ext: Checkpoint | None = None
     if checkpoint is not None:
         if key is None:
@@ -93,33 +96,52 @@ def verify_ledger(led: "Ledger", *, checkpoint: str | bytes | None = None, key: 
     E, L, N, H = schema.entries, schema.links, schema.nodes, schema.heads
     with led._read(snapshot=True) as c:
         head = c.execute(select(H.c.size, H.c.head, H.c.frontier).where(H.c.log == schema.LOG)).one()
-        rows = _stream(c, select(E.c.seq, E.c.id, E.c.kind, E.c.workflow, E.c.key, E.c.links, E.c.body, E.c.time,
-                                 E.c.prev, E.c.hash).order_by(E.c.seq))
-        link_rows = _stream(c, select(L.c.from_seq, L.c.pos, E.c.id).join(E, E.c.seq == L.c.to_seq)
-                            .order_by(L.c.from_seq, L.c.pos))
+        rows = _stream(
+            c,
+            select(
+                E.c.seq, E.c.id, E.c.kind, E.c.workflow, E.c.key, E.c.links, E.c.body, E.c.time, E.c.prev, E.c.hash
+            ).order_by(E.c.seq),
+        )
+        link_rows = _stream(
+            c, select(L.c.from_seq, L.c.pos, E.c.id).join(E, E.c.seq == L.c.to_seq).order_by(L.c.from_seq, L.c.pos)
+        )
         node_rows = _stream(c, select(N.c.leaf, N.c.level, N.c.hash).order_by(N.c.leaf, N.c.level))
         state = {"n": 0, "checkpoints": 0, "good_cp": 0}
         try:
             cr = _walk(rows, link_rows, node_rows, ext, key, state)
             n = cr.size
             if ext is not None and n < ext.size:
-                raise _Bad(n, f"truncated: the checkpoint records {ext.size} entries, the ledger has {n}; "
-                              f"seq {n} is missing")
+                raise _Bad(
+                    n, f"truncated: the checkpoint records {ext.size} entries, the ledger has {n}; seq {n} is missing"
+                )
             if head.size > n:
-                raise _Bad(n, f"seq {n} is missing: the head records {head.size} entries, the ledger has {n} "
-                              "(a truncated tail)")
+                raise _Bad(
+                    n,
+                    f"seq {n} is missing: the head records {head.size} entries, the ledger has {n} (a truncated tail)",
+                )
             if head.size < n:
                 raise _Bad(head.size, f"entry {head.size} is beyond the recorded head (size {head.size})")
             if head.head != (state.get("last") or ZERO_HASH) or head.frontier != cr.encode():
                 raise _Bad(max(n - 1, 0), "the head row does not match the last entry")
         except _Bad as b:
-            return VerifyReport(False, state["n"], None, b.seq, b.problem, state["checkpoints"], key is not None,
-                                ext.size if ext else None)
-    return VerifyReport(True, n, cr.root().hex(), None, None, state["checkpoints"], key is not None,
-                        ext.size if ext else None)
+            return VerifyReport(
+                False,
+                state["n"],
+                None,
+                b.seq,
+                b.problem,
+                state["checkpoints"],
+                key is not None,
+                ext.size if ext else None,
+            )
+    return VerifyReport(
+        True, n, cr.root().hex(), None, None, state["checkpoints"], key is not None, ext.size if ext else None
+    )
 
 
-def _walk(rows, link_rows, node_rows, ext: Checkpoint | None, key: VerifierKey | None, state: dict) -> merkle.CompactRange:
+def _walk(
+    rows, link_rows, node_rows, ext: Checkpoint | None, key: VerifierKey | None, state: dict
+) -> merkle.CompactRange:
     cr = merkle.CompactRange()
     prev = ZERO_HASH
     link = next(link_rows, None)
@@ -134,15 +156,29 @@ def _walk(rows, link_rows, node_rows, ext: Checkpoint | None, key: VerifierKey |
             _check_ext(cr, ext, state)
         try:
             links = tuple(json.loads(r.links))
-            h = leaf_hash(leaf_data(r.body, seq=s, id=r.id, kind=r.kind, workflow=r.workflow, links=links, key=r.key,
-                                    time=r.time, prev=r.prev)).hex()
+            h = leaf_hash(
+                leaf_data(
+                    r.body,
+                    seq=s,
+                    id=r.id,
+                    kind=r.kind,
+                    workflow=r.workflow,
+                    links=links,
+                    key=r.key,
+                    time=r.time,
+                    prev=r.prev,
+                )
+            ).hex()
         except (ValueError, TypeError, UnicodeError):
             raise _Bad(s, f"entry {s} is not readable (its links or body were edited)") from None
         if h != r.hash:
             raise _Bad(s, f"entry {s} does not match its hash (an edited byte, or an entry moved to seq {s})")
         if r.prev != prev:
-            raise _Bad(s, f"entry {s} does not chain: its prev is not the hash of entry {s - 1} "
-                          "(an entry inserted, deleted or reordered before it)")
+            raise _Bad(
+                s,
+                f"entry {s} does not chain: its prev is not the hash of entry {s - 1} "
+                "(an entry inserted, deleted or reordered before it)",
+            )
         try:
             body = parse_body(r.body)
             check_entry(r.kind, body, r.workflow, links)
@@ -196,6 +232,9 @@ def _check_stored(cr: merkle.CompactRange, s: int, body: dict, key: VerifierKey 
 def _check_ext(cr: merkle.CompactRange, ext: Checkpoint, state: dict) -> None:
     if cr.root() != ext.root:
         j = state["good_cp"]
-        raise _Bad(j, f"fork: the first {ext.size} entries do not have the checkpoint's root; the ledger still "
-                      f"matches its own signed tree head of size {j}, so the first bad entry is at seq {j} or later "
-                      "(no signed tree head vouches for it)")
+        raise _Bad(
+            j,
+            f"fork: the first {ext.size} entries do not have the checkpoint's root; the ledger still "
+            f"matches its own signed tree head of size {j}, so the first bad entry is at seq {j} or later "
+            "(no signed tree head vouches for it)",
+        )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any
 
 __all__ = ["compute_report"]
 
 PAGE = 5000
 
 
-def _t(s: Any) -> Optional[datetime]:
+def _t(s: Any) -> datetime | None:
     if not isinstance(s, str):
         return None
     try:
@@ -31,7 +32,7 @@ def _dist(xs: list[float]) -> dict:
             "max": round(v[-1], 3)}
 
 
-def _entries(led: Any, kinds: tuple, since: Optional[str], until: Optional[str], tick: Callable[[int], None]):
+def _entries(led: Any, kinds: tuple, since: str | None, until: str | None, tick: Callable[[int], None]):
     from ..ledger import schema
 
     E = schema.entries
@@ -51,8 +52,8 @@ def _entries(led: Any, kinds: tuple, since: Optional[str], until: Optional[str],
         after = page[-1].seq
 
 
-def compute_report(ledger: Any, *, since: Optional[str] = None, until: Optional[str] = None,
-                   progress: Optional[Callable[[int, int], None]] = None) -> dict:
+def compute_report(ledger: Any, *, since: str | None = None, until: str | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Every metric as plain JSON: executions and rollbacks by action type and by reviewer
     (rate = rolled-back originals / executions), time from execution to rollback request
     and to completion, scenarios, within window versus escalated, approval latency, open,

@@ -91,15 +91,30 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
                               ("execution to rollback completed", "time_to_rollback_completion_s"),
                               ("rollback request to first counted approval", "approval_latency_s"))]
     parts.append("<h2>Times (seconds)</h2>" + _table(dist, ["interval", "count", "min", "p50", "p90", "max"]))
-    parts.append("<h2>Open, partial and failed</h2>" + _table(
-        [["open", report["open"]], ["partial", len(report["partial"])], ["failed (nothing done)", len(report["failed"])],
-         ["unauthorized executions", report["unauthorized_executions"]["count"]],
-         ["executions missing receipt fields", report["missing_receipt_fields"]["executions"]]], ["", "count"]))
-    parts.append("<h2>Missing receipt fields</h2>" + _table(
-        [[k, v] for k, v in report["missing_receipt_fields"]["by_field"].items()], ["field", "executions"]))
+    parts.append(
+        "<h2>Open, partial and failed</h2>"
+        + _table(
+            [
+                ["open", report["open"]],
+                ["partial", len(report["partial"])],
+                ["failed (nothing done)", len(report["failed"])],
+                ["unauthorized executions", report["unauthorized_executions"]["count"]],
+                ["executions missing receipt fields", report["missing_receipt_fields"]["executions"]],
+            ],
+            ["", "count"],
+        )
+    )
+    parts.append(
+        "<h2>Missing receipt fields</h2>"
+        + _table([[k, v] for k, v in report["missing_receipt_fields"]["by_field"].items()], ["field", "executions"])
+    )
     parts.append("<h2>Cost</h2><p>The policy language declares no cost yet.</p>")
-    style = ("body{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-             "figure{margin:1em 0}figcaption{font-weight:600}svg{max-width:100%;height:auto}")
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+        "figure{margin:1em 0}figcaption{font-weight:600}svg{max-width:100%;height:auto}"
+    )
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )

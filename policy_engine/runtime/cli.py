@@ -116,7 +116,9 @@ def history(ref: str, policies: str | None, url: str) -> None:
 
 @click.command("rt")
 @click.argument("op", type=click.Choice(sorted(OPS)))
-@click.option("--input", "-i", "source", default="-", show_default=True, help="Arguments as a JSON object; - for stdin.")
+@click.option(
+    "--input", "-i", "source", default="-", show_default=True, help="Arguments as a JSON object; - for stdin."
+)
 @_policies_opt
 @_ledger_opt
 @_guarded

@@ -10,10 +10,24 @@ entries table stays the system of record; deleting these tables loses nothing.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC
+from typing import Any
 
-from sqlalchemy import (BigInteger, Column, Connection, Index, Integer, MetaData, String, Table, delete, insert,
-                        select, update)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from ..ledger import schema as lschema
 
@@ -111,10 +125,10 @@ def _norm(t: Any) -> Any:
     """An RFC 3339 time in the entries' fixed form (microseconds, ``Z``), so times compare as text."""
     if not isinstance(t, str):
         return None
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
-        return datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(timezone.utc).strftime(
+        return datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(UTC).strftime(
             "%Y-%m-%dT%H:%M:%S.%fZ")
     except ValueError:
         return None

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any
 
 from .problems import PROBLEM, Problem
 
@@ -52,22 +52,36 @@ _RESULT = {"type": "object", "required": ["decision", "context"], "additionalPro
 SCHEMAS = {
     "EvaluationRequest": {**_PARTIAL, "required": ["subject", "action", "resource"]},
     "EvaluationsRequest": {
-        "type": "object", "additionalProperties": False,
-        "properties": {**_PARTIAL["properties"],
-                       "evaluations": {"type": "array", "maxItems": MAX_EVALUATIONS, "items": _PARTIAL},
-                       "options": {"type": "object", "properties": {"evaluations_semantic": {"enum": list(SEMANTICS)}}}}},
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            **_PARTIAL["properties"],
+            "evaluations": {"type": "array", "maxItems": MAX_EVALUATIONS, "items": _PARTIAL},
+            "options": {"type": "object", "properties": {"evaluations_semantic": {"enum": list(SEMANTICS)}}},
+        },
+    },
     "EvaluationResponse": _RESULT,
-    "EvaluationsResponse": {"oneOf": [
-        {"type": "object", "required": ["evaluations"], "additionalProperties": False,
-         "properties": {"evaluations": {"type": "array", "items": _RESULT}}},
-        _RESULT]},
+    "EvaluationsResponse": {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["evaluations"],
+                "additionalProperties": False,
+                "properties": {"evaluations": {"type": "array", "items": _RESULT}},
+            },
+            _RESULT,
+        ]
+    },
 }
 
 
 def configuration(base: str) -> dict[str, Any]:
     """``GET /.well-known/authzen-configuration`` (the PDP's metadata)."""
-    return {"policy_decision_point": base, "access_evaluation_endpoint": base + EVALUATION,
-            "access_evaluations_endpoint": base + EVALUATIONS}
+    return {
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": base + EVALUATION,
+        "access_evaluations_endpoint": base + EVALUATIONS,
+    }
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -131,7 +145,7 @@ def parse_evaluation(obj: Any) -> dict:
     return obj
 
 
-def parse_evaluations(obj: Any) -> tuple[dict, Optional[list], str]:
+def parse_evaluations(obj: Any) -> tuple[dict, list | None, str]:
     _partial(obj, "", ("subject", "action", "resource", "context", "evaluations", "options"))
     opts = obj.get("options", {})
     if not isinstance(opts, dict):
@@ -152,21 +166,31 @@ def parse_evaluations(obj: Any) -> tuple[dict, Optional[list], str]:
 
 
 # ---------------------------------------------------------------------------------- deciding
-def to_action(req: dict, default_workflow: Optional[str]) -> dict:
+def to_action(req: dict, default_workflow: str | None) -> dict:
     ctx = req.get("context")
     wf = ctx.get("workflow") if isinstance(ctx, dict) else None
     act = req["action"]
-    a = {"workflow": wf if isinstance(wf, str) else (default_workflow or ""), "type": act["name"],
-         "subject": req["subject"], "resource": req["resource"], "context": ctx if ctx is not None else {}}
+    a = {
+        "workflow": wf if isinstance(wf, str) else (default_workflow or ""),
+        "type": act["name"],
+        "subject": req["subject"],
+        "resource": req["resource"],
+        "context": ctx if ctx is not None else {},
+    }
     if "properties" in act:
         a["properties"] = act["properties"]
     return a
 
 
-def result(decision: Any, decision_id: str, recorded: bool, workflow_status: Optional[str] = None) -> dict:
+def result(decision: Any, decision_id: str, recorded: bool, workflow_status: str | None = None) -> dict:
     effect = decision.effect
-    ctx: dict[str, Any] = {"decision_id": decision_id, "policy_hash": decision.policy_hash, "effect": effect,
-                           "reason": decision.reason, "recorded": recorded}
+    ctx: dict[str, Any] = {
+        "decision_id": decision_id,
+        "policy_hash": decision.policy_hash,
+        "effect": effect,
+        "reason": decision.reason,
+        "recorded": recorded,
+    }
     if effect == "require_approval":
         ctx["approvals"] = [a.model_dump(mode="json") for a in decision.approvals]
         if decision.action_digest:
@@ -278,8 +302,12 @@ class FastPath:
             except PermissionError as e:
                 raise Problem(401, "unauthenticated", str(e), headers={"www-authenticate": "Bearer"}) from None
             if caller is None:
-                raise Problem(401, "unauthenticated", "this server needs `Authorization: Bearer <token>`",
-                              headers={"www-authenticate": "Bearer"})
+                raise Problem(
+                    401,
+                    "unauthenticated",
+                    "this server needs `Authorization: Bearer <token>`",
+                    headers={"www-authenticate": "Bearer"},
+                )
         ctype = next((v for k, v in headers if k == b"content-type"), None)
         if ctype is not None and not ctype.split(b";")[0].strip().lower().endswith(b"json"):
             raise Problem(415, "unsupported-media-type", "the body is application/json")
@@ -334,8 +362,9 @@ def _echo(send: Any, rid: bytes) -> Any:
     return wrapped
 
 
-async def _send(send: Any, status: int, body: bytes, ctype: bytes, rid: Optional[bytes],
-                extra: Optional[dict] = None) -> None:
+async def _send(
+    send: Any, status: int, body: bytes, ctype: bytes, rid: bytes | None, extra: dict | None = None
+) -> None:
     h = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
     if rid is not None:
         h.append((b"x-request-id", rid))

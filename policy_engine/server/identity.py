@@ -28,7 +28,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 MAX_TOKEN = 8192
@@ -73,12 +73,12 @@ def _roles(v: Any, where: str) -> tuple[str, ...]:
 class Identities:
     """Verifies a bearer credential; ``authenticate(None)`` is None (anonymous)."""
 
-    def __init__(self, tokens: dict[str, Caller], jwt_conf: Optional[dict] = None) -> None:
+    def __init__(self, tokens: dict[str, Caller], jwt_conf: dict | None = None) -> None:
         self._tokens = tokens
         self._jwt = jwt_conf
 
     @classmethod
-    def load(cls, path: str | Path) -> "Identities":
+    def load(cls, path: str | Path) -> Identities:
         import yaml
 
         p = Path(path)
@@ -145,7 +145,7 @@ class Identities:
         return out
 
     # ------------------------------------------------------------------ verification
-    def authenticate(self, authorization: Optional[str]) -> Optional[Caller]:
+    def authenticate(self, authorization: str | None) -> Caller | None:
         """The caller of an ``Authorization: Bearer ...`` header; None without one.
         Raises ``PermissionError`` for a credential that does not verify."""
         if not authorization:

@@ -12,7 +12,7 @@ the (loopback) address. The server's clock decides: no operation takes ``now``.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +30,7 @@ class _Body(BaseModel):
 
 class GateBody(_Body):
     action: dict[str, Any]
-    key: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    key: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class GateBatchBody(_Body):
@@ -40,43 +40,43 @@ class GateBatchBody(_Body):
 class ApprovalBody(_Body):
     subject: str = Id
     verdict: Literal["approve", "deny"] = "approve"
-    reason: Optional[str] = Text
-    expires_in: Optional[float] = Field(default=None, gt=0, le=30 * 86400, description="seconds")
-    principal: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
-    roles: Optional[list[str]] = Field(default=None, max_length=64, description="refused: roles come from the credential")
+    reason: str | None = Text
+    expires_in: float | None = Field(default=None, gt=0, le=30 * 86400, description="seconds")
+    principal: str | None = Field(default=None, max_length=256, description="if given, must be the caller")
+    roles: list[str] | None = Field(default=None, max_length=64, description="refused: roles come from the credential")
 
 
 class ExecutionBody(_Body):
-    decision_id: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    decision_id: str | None = Field(default=None, min_length=1, max_length=256)
     receipt: dict[str, Any]
-    caused_by: Optional[str] = Field(default=None, min_length=1, max_length=256)
-    action: Optional[dict[str, Any]] = None
-    key: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    caused_by: str | None = Field(default=None, min_length=1, max_length=256)
+    action: dict[str, Any] | None = None
+    key: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class RollbackBody(_Body):
     execution_id: str = Id
     scenario: str = Id
     reason: str = Field(min_length=1, max_length=4000)
-    trigger: Optional[str] = Field(default=None, min_length=1, max_length=256)
-    requested_by: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
+    trigger: str | None = Field(default=None, min_length=1, max_length=256)
+    requested_by: str | None = Field(default=None, max_length=256, description="if given, must be the caller")
 
 
 class ByCallerBody(_Body):
-    principal: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
-    reason: Optional[str] = Text
+    principal: str | None = Field(default=None, max_length=256, description="if given, must be the caller")
+    reason: str | None = Text
 
 
 class StepBody(_Body):
     duty: str = Id
     status: Literal["started", "completed", "failed", "verified"]
-    key: Optional[str] = Field(default=None, min_length=1, max_length=256)
-    detail: Optional[dict[str, Any]] = None
+    key: str | None = Field(default=None, min_length=1, max_length=256)
+    detail: dict[str, Any] | None = None
 
 
 class ResumeBody(_Body):
     evidence: dict[str, Any]
-    principal: Optional[str] = Field(default=None, max_length=256, description="if given, must be the caller")
+    principal: str | None = Field(default=None, max_length=256, description="if given, must be the caller")
 
 
 # ---------------------------------------------------------------------------------- identity
@@ -84,7 +84,7 @@ def state_of(request: Request) -> Any:
     return request.app.state.stopline
 
 
-async def any_caller(request: Request) -> Optional[Caller]:  # async: no thread hop for a hash or a signature check
+async def any_caller(request: Request) -> Caller | None:  # async: no thread hop for a hash or a signature check
     """The authenticated caller; None when the server runs without identities."""
     ids = state_of(request).identities
     if ids is None:
@@ -109,7 +109,7 @@ async def principal(request: Request) -> Caller:
     return c
 
 
-def same(caller: Caller, named: Optional[str], field: str) -> None:
+def same(caller: Caller, named: str | None, field: str) -> None:
     if named is not None and named != caller.principal:
         raise Problem(403, "principal-mismatch", f"`{field}` names `{named}` but the caller is "
                       f"`{caller.principal}`: a principal comes from the credential, never from the body")
@@ -166,13 +166,13 @@ def router() -> APIRouter:
         return state_of(request).runtime
 
     @r.post("/gate", summary="Gate an action (evaluated with the ledger's workflow state; recorded)")
-    def gate(body: GateBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def gate(body: GateBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         g = call(rt(request).gate, body.action, key=body.key)
         decided(request, [g])
         return plain(g)
 
     @r.post("/gate/batch", summary="Gate a batch of actions in one ledger transaction")
-    def gate_batch(body: GateBatchBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def gate_batch(body: GateBatchBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         gs = call(rt(request).gate_many, body.actions)
         decided(request, gs)
         return {"results": plain(gs)}
@@ -187,7 +187,7 @@ def router() -> APIRouter:
                           verdict=body.verdict, expires_in=exp, note=body.reason))
 
     @r.get("/subjects/{subject_id}", summary="A decision's or a rollback's status: slots, duties, steps")
-    def authorization(subject_id: str, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def authorization(subject_id: str, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).authorization, subject_id))
 
     @r.post("/subjects/{subject_id}/cancel", summary="Withdraw a decision awaiting approval or a rollback")
@@ -196,7 +196,7 @@ def router() -> APIRouter:
         return plain(call(rt(request).cancel, subject_id, principal=caller.principal, reason=body.reason))
 
     @r.post("/executions", summary="Record that an action ran (with its receipt)")
-    def executed(body: ExecutionBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def executed(body: ExecutionBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).executed, body.decision_id, receipt=body.receipt, caused_by=body.caused_by,
                           action=body.action, key=body.key))
 
@@ -212,21 +212,21 @@ def router() -> APIRouter:
         return plain(call(rt(request).claim, rollback_id, principal=caller.principal))
 
     @r.post("/rollbacks/{rollback_id}/steps", summary="Report one step of a rollback (idempotent by key)")
-    def step(rollback_id: str, body: StepBody, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def step(rollback_id: str, body: StepBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).step, rollback_id, body.duty, body.status, key=body.key, detail=body.detail))
 
     @r.get("/queue", summary="Open rollbacks, oldest first, with their window deadline")
-    def queue(request: Request, route: Optional[str] = Query(default=None, max_length=256),
-              limit: Optional[int] = Query(default=None, ge=1, le=10_000),
-              caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def queue(request: Request, route: str | None = Query(default=None, max_length=256),
+              limit: int | None = Query(default=None, ge=1, le=10_000),
+              caller: Caller | None = Depends(any_caller)) -> Any:
         return {"queue": plain(call(rt(request).queue, route, limit=limit))}
 
     @r.post("/expire", summary="Record `expired` for every subject past its deadline")
-    def expire(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def expire(request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return {"expired": plain(call(rt(request).expire))}
 
     @r.get("/workflows/{workflow}", summary="A workflow's status (running or stopped, by which trigger)")
-    def workflow_status(workflow: str, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def workflow_status(workflow: str, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).workflow_status, workflow))
 
     @r.post("/workflows/{workflow}/resume", summary="Ask to resume a stopped workflow with evidence, as the caller")
@@ -235,7 +235,7 @@ def router() -> APIRouter:
         return plain(call(rt(request).resume, workflow, evidence=body.evidence, principal=caller.principal))
 
     @r.get("/history/{entry_id}", summary="The linked chain around an entry, both ways")
-    def history(entry_id: str, request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def history(entry_id: str, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).history, entry_id))
 
     # ------------------------------------------------------------------ the ledger's proofs
@@ -243,28 +243,28 @@ def router() -> APIRouter:
         return rt(request).ledger
 
     @r.get("/ledger/head", tags=["ledger"], summary="The ledger's size and Merkle root")
-    def head(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def head(request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         ledger = led(request)
         size = call(lambda: ledger.size)
         return {"size": size, "root": call(led(request).root, size).hex()}
 
     @r.get("/ledger/proofs/inclusion/{entry_id}", tags=["ledger"], summary="An RFC 6962 inclusion proof of an entry")
-    def inclusion(entry_id: str, request: Request, size: Optional[int] = Query(default=None, ge=0, le=2**53),
-                  caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def inclusion(entry_id: str, request: Request, size: int | None = Query(default=None, ge=0, le=2**53),
+                  caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(led(request).prove, entry_id, size=size))
 
     @r.get("/ledger/proofs/consistency", tags=["ledger"], summary="An RFC 6962 consistency proof between two sizes")
     def consistency(request: Request, old_size: int = Query(ge=0, le=2**53),
-                    new_size: Optional[int] = Query(default=None, ge=0, le=2**53),
-                    caller: Optional[Caller] = Depends(any_caller)) -> Any:
+                    new_size: int | None = Query(default=None, ge=0, le=2**53),
+                    caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(led(request).prove_consistency, old_size, new_size))
 
     @r.get("/ledger/checkpoints", tags=["ledger"], summary="The signed checkpoints recorded in the ledger")
-    def checkpoints(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def checkpoints(request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return {"checkpoints": [e.body for e in call(led(request).entries, kind="checkpoint")]}
 
     @r.post("/ledger/checkpoints", tags=["ledger"], summary="Sign and record a checkpoint (needs --checkpoint-key)")
-    def checkpoint(request: Request, caller: Optional[Caller] = Depends(any_caller)) -> Any:
+    def checkpoint(request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         key = state_of(request).signing_key
         if key is None:
             raise Problem(409, "no-checkpoint-key", "start the server with --checkpoint-key FILE to sign checkpoints")

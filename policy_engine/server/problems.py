@@ -5,7 +5,7 @@ only for the server's own failures (an unreachable ledger: 503)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 PROBLEM = "application/problem+json"
 BASE = "https://stopline.dev/problems/"
@@ -23,14 +23,14 @@ TITLES = {
 class Problem(Exception):
     """Raised anywhere in a handler; answered as problem+json with ``status``."""
 
-    def __init__(self, status: int, code: str, detail: str, *, errors: Optional[list] = None,
-                 headers: Optional[dict] = None) -> None:
+    def __init__(self, status: int, code: str, detail: str, *, errors: list | None = None,
+                 headers: dict | None = None) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
         self.errors = errors
         self.headers = headers or {}
 
-    def body(self, instance: Optional[str] = None) -> dict[str, Any]:
+    def body(self, instance: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"type": BASE + self.code, "title": TITLES.get(self.status, "Error"),
                                "status": self.status, "detail": self.detail}
         if instance:
@@ -39,7 +39,7 @@ class Problem(Exception):
             out["errors"] = self.errors
         return out
 
-    def encode(self, instance: Optional[str] = None) -> bytes:
+    def encode(self, instance: str | None = None) -> bytes:
         return json.dumps(self.body(instance), ensure_ascii=False).encode()
 
 

@@ -12,7 +12,7 @@ import queue as _queue
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 from .identity import Identities
 from .metrics import Metrics
@@ -26,13 +26,13 @@ class ServerConfig:
     """Everything ``stopline serve`` was given (JSON-able: passed to worker processes)."""
 
     policies: str
-    ledger: Optional[str] = None  #: a ledger URL: decisions are recorded and the runtime is served
-    identities: Optional[str] = None  #: the identities file; without it approvals are refused
+    ledger: str | None = None  #: a ledger URL: decisions are recorded and the runtime is served
+    identities: str | None = None  #: the identities file; without it approvals are refused
     host: str = "127.0.0.1"
     port: int = 8181
-    workflow: Optional[str] = None  #: the AuthZEN default workflow (default: the only one in the set)
+    workflow: str | None = None  #: the AuthZEN default workflow (default: the only one in the set)
     reload_interval: float = 2.0  #: seconds between policy file checks; 0 turns polling off
-    checkpoint_key: Optional[str] = None  #: an Ed25519 signing key file: POST /v1/ledger/checkpoints
+    checkpoint_key: str | None = None  #: an Ed25519 signing key file: POST /v1/ledger/checkpoints
     max_body: int = MAX_BODY
     fast_path: bool = True  #: serve /access/v1/evaluation(s) from the raw ASGI handler
     max_batch: int = 256  #: recorded decisions per ledger transaction at most
@@ -148,13 +148,13 @@ class State:
             self.metrics.watch_queue(self._queue_depth)
         self.tracer = _tracer()
         self._stop = threading.Event()
-        self._poller: Optional[threading.Thread] = None
+        self._poller: threading.Thread | None = None
         if config.reload_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="stopline-reload", daemon=True)
             self._poller.start()
 
     # ------------------------------------------------------------------ policies
-    def default_workflow(self, engine: Any) -> Optional[str]:
+    def default_workflow(self, engine: Any) -> str | None:
         if self.config.workflow:
             return self.config.workflow
         try:

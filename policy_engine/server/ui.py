@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request
@@ -47,7 +47,7 @@ def mount(app: FastAPI, st: Any) -> None:
     def page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**ctx), status_code=status)
 
-    def session(request: Request) -> tuple[Optional[Caller], str]:
+    def session(request: Request) -> tuple[Caller | None, str]:
         token = request.cookies.get(COOKIE)
         if not token or st.identities is None:
             return None, ""
@@ -93,14 +93,14 @@ def mount(app: FastAPI, st: Any) -> None:
         return page("queue.html", caller=caller, csrf=_csrf(token), routes=routes, ledger=st.runtime is not None)
 
     @app.get("/ui/plans/{rollback_id}", include_in_schema=False)
-    def plan(rollback_id: str, request: Request, msg: Optional[str] = None) -> Response:
+    def plan(rollback_id: str, request: Request, msg: str | None = None) -> Response:
         caller, token = session(request)
         if caller is None:
             return signin()
         return _plan_page(rollback_id, caller, token, msg)
 
-    def _plan_page(rollback_id: str, caller: Caller, token: str, msg: Optional[str], status: int = 200,
-                   error: Optional[str] = None) -> Response:
+    def _plan_page(rollback_id: str, caller: Caller, token: str, msg: str | None, status: int = 200,
+                   error: str | None = None) -> Response:
         if st.runtime is None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
         auth = plain(call(st.runtime.authorization, rollback_id))
@@ -117,7 +117,7 @@ def mount(app: FastAPI, st: Any) -> None:
 
     @app.post("/ui/plans/{rollback_id}", include_in_schema=False)
     def decide(rollback_id: str, request: Request, verdict: str = Form(...), reason: str = Form(default="",
-               max_length=4000), csrf: str = Form(default=""), principal: Optional[str] = Form(default=None)) -> Response:
+               max_length=4000), csrf: str = Form(default=""), principal: str | None = Form(default=None)) -> Response:
         caller, token = session(request)
         if caller is None:
             return signin()

@@ -50,17 +50,27 @@ class Coverage:
                 for r in a.rules:
                     lc, f = loc(r)
                     const = r.condition.source.strip().strip("`").strip()
-                    br = ("fired",) if const == "true" else ("not fired",) if const == "false" else ("fired", "not fired")
-                    self.items.setdefault(("rule", w.name, a.name, r.name),
-                                          CoverageItem("rule", f"{a.name}.{r.name}", lc, f, br))
+                    br = (
+                        ("fired",)
+                        if const == "true"
+                        else ("not fired",)
+                        if const == "false"
+                        else ("fired", "not fired")
+                    )
+                    self.items.setdefault(
+                        ("rule", w.name, a.name, r.name), CoverageItem("rule", f"{a.name}.{r.name}", lc, f, br)
+                    )
             for s in w.stops:
                 lc, f = loc(s)
-                self.items.setdefault(("stop", w.name, s.name),
-                                      CoverageItem("stop", s.name, lc, f, ("fired", "not fired")))
+                self.items.setdefault(
+                    ("stop", w.name, s.name), CoverageItem("stop", s.name, lc, f, ("fired", "not fired"))
+                )
                 for c in s.criteria:
                     lc, f = loc(c)
-                    self.items.setdefault(("criterion", w.name, s.name, c.name),
-                                          CoverageItem("criterion", f"{s.name}.{c.name}", lc, f, ("met", "unmet")))
+                    self.items.setdefault(
+                        ("criterion", w.name, s.name, c.name),
+                        CoverageItem("criterion", f"{s.name}.{c.name}", lc, f, ("met", "unmet")),
+                    )
             for sc in w.scenarios:
                 lc, f = loc(sc)
                 br = ("inside window", "after window") if sc.escalation is not None else ("inside window",)
@@ -87,7 +97,9 @@ class Coverage:
             wf = answer.get("workflow")
             win = answer.get("window")
             if answer.get("scenario_declared", True):
-                self._hit(("scenario", wf, answer.get("scenario")), "after window" if win == "escalated" else "inside window")
+                self._hit(
+                    ("scenario", wf, answer.get("scenario")), "after window" if win == "escalated" else "inside window"
+                )
         elif kind == "resume":
             wf, trig = answer.get("workflow"), answer.get("trigger")
             for c in answer.get("criteria", []):
@@ -115,11 +127,15 @@ class Coverage:
         return 100.0 * covered / total if total else 100.0
 
     def never_exercised(self) -> list[CoverageItem]:
-        return sorted((i for i in self.items.values() if not i.exercised), key=lambda i: (i.file, _line_of(i.location), i.name))
+        return sorted(
+            (i for i in self.items.values() if not i.exercised), key=lambda i: (i.file, _line_of(i.location), i.name)
+        )
 
     def partially_exercised(self) -> list[CoverageItem]:
-        return sorted((i for i in self.items.values() if i.exercised and len(i.hit) < len(i.branches)),
-                      key=lambda i: (i.file, _line_of(i.location), i.name))
+        return sorted(
+            (i for i in self.items.values() if i.exercised and len(i.hit) < len(i.branches)),
+            key=lambda i: (i.file, _line_of(i.location), i.name),
+        )
 
     def render(self) -> str:
         rows = self.per_file()
@@ -127,12 +143,16 @@ class Coverage:
         head = f"{'file':<{width}}  {'items':>5}  {'exercised':>9}  {'branches':>8}  {'covered':>7}  {'%':>6}"
         lines = ["coverage:", head, "-" * len(head)]
         for r in rows:
-            lines.append(f"{r['file']:<{width}}  {r['items']:>5}  {r['exercised']:>9}  {r['branches']:>8}  "
-                         f"{r['covered']:>7}  {r['percent']:>5.1f}%")
+            lines.append(
+                f"{r['file']:<{width}}  {r['items']:>5}  {r['exercised']:>9}  {r['branches']:>8}  "
+                f"{r['covered']:>7}  {r['percent']:>5.1f}%"
+            )
         tot = {k: sum(r[k] for r in rows) for k in ("items", "exercised", "branches", "covered")}
         lines.append("-" * len(head))
-        lines.append(f"{'total':<{width}}  {tot['items']:>5}  {tot['exercised']:>9}  {tot['branches']:>8}  "
-                     f"{tot['covered']:>7}  {self.percent:>5.1f}%")
+        lines.append(
+            f"{'total':<{width}}  {tot['items']:>5}  {tot['exercised']:>9}  {tot['branches']:>8}  "
+            f"{tot['covered']:>7}  {self.percent:>5.1f}%"
+        )
         never = self.never_exercised()
         if never:
             lines.append("")
@@ -153,8 +173,16 @@ class Coverage:
         return {
             "percent": round(self.percent, 2),
             "files": self.per_file(),
-            "items": [{"kind": i.kind, "name": i.name, "location": i.location, "branches": list(i.branches),
-                       "hit": sorted(i.hit)} for i in sorted(self.items.values(), key=lambda i: (i.file, _line_of(i.location), i.name))],
+            "items": [
+                {
+                    "kind": i.kind,
+                    "name": i.name,
+                    "location": i.location,
+                    "branches": list(i.branches),
+                    "hit": sorted(i.hit),
+                }
+                for i in sorted(self.items.values(), key=lambda i: (i.file, _line_of(i.location), i.name))
+            ],
         }
 
 
@@ -163,5 +191,3 @@ def _line_of(location: str) -> int:
         return int(location.rsplit(":", 1)[1])
     except (IndexError, ValueError):
         return 0
-
-

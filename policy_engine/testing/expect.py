@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .suites import parse_time
 
@@ -210,27 +211,35 @@ def _fallback_explain(kind: str, a: dict) -> str:
     if kind == "gate":
         d = a.get("deciding") or {}
         lines.append(f"{a.get('effect')}: {a.get('reason', '')}".rstrip())
-        lines.append(f"  decided by {d.get('kind')} `{d.get('name')}`" + (f" at {d['location']}" if d.get("location") else ""))
+        at = f" at {d['location']}" if d.get("location") else ""
+        lines.append(f"  decided by {d.get('kind')} `{d.get('name')}`{at}")
         for t in a.get("trace", []):
             mark = "matched" if t.get("matched") else "not matched"
             val = f" = {t['value']}" if t.get("value") is not None else ""
             err = f" (error: {t['error']})" if t.get("error") else ""
-            lines.append(f"  {t.get('kind')} {t.get('name')} [{t.get('effect')}] `{t.get('condition', '')}`{val}: {mark}{err}")
+            lines.append(
+                f"  {t.get('kind')} {t.get('name')} [{t.get('effect')}] `{t.get('condition', '')}`{val}: {mark}{err}"
+            )
     elif kind == "rollback":
-        lines.append(f"scenario {a.get('scenario')}: route {a.get('route')}, window {a.get('window')}, "
-                     f"feasibility {(a.get('feasibility') or {}).get('status')}")
+        lines.append(
+            f"scenario {a.get('scenario')}: route {a.get('route')}, window {a.get('window')}, "
+            f"feasibility {(a.get('feasibility') or {}).get('status')}"
+        )
         for s in (a.get("cascade") or {}).get("steps", []):
             lines.append(f"  step {s.get('record_id')} ({s.get('type')}) depth {s.get('depth')}")
     elif kind == "authorize":
         lines.append(f"satisfied: {show_value(a.get('satisfied'))}")
         for s in a.get("slots", []):
-            lines.append(f"  slot {s.get('id')} {s.get('roles')}: filled by {s.get('filled_by')}, missing {s.get('missing')}")
+            lines.append(
+                f"  slot {s.get('id')} {s.get('roles')}: filled by {s.get('filled_by')}, missing {s.get('missing')}"
+            )
         for r in a.get("rejected", []):
             lines.append(f"  rejected {r.get('principal')}: {r.get('reason')}")
     else:
         lines.append(f"allowed: {show_value(a.get('allowed'))}")
         for c in a.get("criteria", []):
-            lines.append(f"  {c.get('name')}: {'met' if c.get('met') else 'unmet'}" + (f" ({c['reason']})" if c.get("reason") else ""))
+            lines.append(
+                f"  {c.get('name')}: {'met' if c.get('met') else 'unmet'}"
+                + (f" ({c['reason']})" if c.get("reason") else "")
+            )
     return "\n".join(lines)
-
-

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..diagnostics import Diagnostic, did_you_mean, one_of
 from .suites import SHORTHANDS, SPECIAL_RULES, Case, Suite, expect_keys, type_name
@@ -19,7 +20,7 @@ class PolicyIndex:
     actions: dict[str, Any] = field(default_factory=dict)  # type -> ir.ActionType
 
     @classmethod
-    def of(cls, policy_set: Any) -> "PolicyIndex":
+    def of(cls, policy_set: Any) -> PolicyIndex:
         idx = cls()
         for w in policy_set.workflows:
             idx.workflows[w.name] = w
@@ -59,8 +60,14 @@ class SuiteChecker:
             return False
         if value in known or value in extra:
             return True
-        self.error("T004", f"unknown {what} `{value}`", path, label=f"no such {what} in the suite's policies",
-                   help=did_you_mean(value, [*known, *extra]) or (f"known: {one_of(sorted(known))}" if known and len(known) <= 8 else None))
+        self.error(
+            "T004",
+            f"unknown {what} `{value}`",
+            path,
+            label=f"no such {what} in the suite's policies",
+            help=did_you_mean(value, [*known, *extra])
+            or (f"known: {one_of(sorted(known))}" if known and len(known) <= 8 else None),
+        )
         return False
 
     def workflow(self, value: Any, path: tuple) -> bool:
@@ -71,15 +78,36 @@ class SuiteChecker:
         allowed = expect_keys(case.kind)
         for k in exp:
             if k not in allowed:
-                self.error("T002", f"unknown expectation `{k}` for a `{case.kind}` case", epath + (k,), key=True,
-                           label="unknown key", help=did_you_mean(k, allowed) or f"expected {one_of(list(SHORTHANDS[case.kind]))}")
+                self.error(
+                    "T002",
+                    f"unknown expectation `{k}` for a `{case.kind}` case",
+                    epath + (k,),
+                    key=True,
+                    label="unknown key",
+                    help=did_you_mean(k, allowed) or f"expected {one_of(list(SHORTHANDS[case.kind]))}",
+                )
         qpath = case.path + (case.kind,)
         if case.kind == "gate":
             self.gate(case, resolved, qpath, exp, epath)
         elif case.kind == "authorize" and "action" in resolved:  # a gate decision's approvals
             g = case.question.get("gate")
-            self.gate(Case(case.suite, case.name, "gate", {"action": g} if isinstance(g, str) else g, {}, case.now,
-                           None, case.path, case.expect_path), resolved, qpath + ("gate",), {}, epath)
+            self.gate(
+                Case(
+                    case.suite,
+                    case.name,
+                    "gate",
+                    {"action": g} if isinstance(g, str) else g,
+                    {},
+                    case.now,
+                    None,
+                    case.path,
+                    case.expect_path,
+                ),
+                resolved,
+                qpath + ("gate",),
+                {},
+                epath,
+            )
         elif case.kind in ("rollback", "authorize"):
             req = resolved["request"]
             rq = case.question.get("rollback", {}) if case.kind == "authorize" else case.question
@@ -89,13 +117,25 @@ class SuiteChecker:
                 scen = req.get("scenario")
                 if "scenario" in rq:
                     from ..language.ir import STANDARD_SCENARIOS
-                    self.name("rollback scenario", scen, self.idx.scenarios(wf), rpath + ("scenario",),
-                              extra=STANDARD_SCENARIOS)
+
+                    self.name(
+                        "rollback scenario",
+                        scen,
+                        self.idx.scenarios(wf),
+                        rpath + ("scenario",),
+                        extra=STANDARD_SCENARIOS,
+                    )
             if case.kind == "rollback":
                 if "scenario" in exp:
                     from ..language.ir import STANDARD_SCENARIOS
-                    self.name("rollback scenario", exp["scenario"], self.idx.scenarios(wf), epath + ("scenario",),
-                              extra=STANDARD_SCENARIOS)
+
+                    self.name(
+                        "rollback scenario",
+                        exp["scenario"],
+                        self.idx.scenarios(wf),
+                        epath + ("scenario",),
+                        extra=STANDARD_SCENARIOS,
+                    )
         elif case.kind == "resume":
             wf = resolved.get("workflow")
             stop = resolved.get("stop")
@@ -109,7 +149,9 @@ class SuiteChecker:
                 for k in ("unmet", "met"):
                     if k in exp:
                         for i, n in enumerate(_as_names(exp[k])):
-                            self.name("criterion", n, crit, epath + (k, i) if isinstance(exp[k], list) else epath + (k,))
+                            self.name(
+                                "criterion", n, crit, epath + (k, i) if isinstance(exp[k], list) else epath + (k,)
+                            )
 
     def gate(self, case: Case, resolved: dict, qpath: tuple, exp: dict, epath: tuple) -> None:
         action = resolved["action"]
@@ -147,5 +189,3 @@ class SuiteChecker:
             for i, n in enumerate(exp["matched"]):
                 if isinstance(n, str):
                     self.name("rule", n, [*rules, *stops], epath + ("matched", i), extra=SPECIAL_RULES)
-
-

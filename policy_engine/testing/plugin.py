@@ -13,11 +13,13 @@ itself loads only the suite format's modules (the engine, PyYAML and the explain
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from .suites import SUITE_SUFFIX
+
 _RUNNER_KEY = pytest.StashKey[Any]()
 
 

@@ -28,7 +28,12 @@ def junit_xml(report: Report) -> str:
                                line=str(r.case.line))
             if r.status == "failed":
                 text = render_diff(r.differences) if r.differences else r.message
-                msg = "; ".join(f"{d.key}: expected {show_value(d.expected)}, got {show_value(d.actual)}" for d in r.differences) or r.message
+                msg = (
+                    "; ".join(
+                        f"{d.key}: expected {show_value(d.expected)}, got {show_value(d.actual)}" for d in r.differences
+                    )
+                    or r.message
+                )
                 el = ET.SubElement(tc, "failure", message=msg)
                 el.text = text + ("\n\nexplain:\n" + r.explain if r.explain else "")
             elif r.status == "skipped":
@@ -39,22 +44,40 @@ def junit_xml(report: Report) -> str:
 
 def json_report(report: Report, coverage: bool = False) -> dict:
     out: dict = {
-        "passed": report.passed, "failed": report.failed, "skipped": report.skipped, "errors": report.errors,
+        "passed": report.passed,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "errors": report.errors,
         "suites": [],
     }
     for sr in report.suites:
-        out["suites"].append({
-            "file": sr.suite.display,
-            "title": sr.suite.title,
-            "error": sr.error or None,
-            "diagnostics": [d.to_json() for d in sort_diagnostics(sr.suite.diagnostics)],
-            "cases": [{
-                "name": r.name, "line": r.case.line, "question": r.case.kind, "status": r.status,
-                "message": r.message or None,
-                "differences": [{"key": d.key, "expected": d.expected, "actual": None if d.missing else d.actual,
-                                 "missing": d.missing} for d in r.differences],
-            } for r in sr.results],
-        })
+        out["suites"].append(
+            {
+                "file": sr.suite.display,
+                "title": sr.suite.title,
+                "error": sr.error or None,
+                "diagnostics": [d.to_json() for d in sort_diagnostics(sr.suite.diagnostics)],
+                "cases": [
+                    {
+                        "name": r.name,
+                        "line": r.case.line,
+                        "question": r.case.kind,
+                        "status": r.status,
+                        "message": r.message or None,
+                        "differences": [
+                            {
+                                "key": d.key,
+                                "expected": d.expected,
+                                "actual": None if d.missing else d.actual,
+                                "missing": d.missing,
+                            }
+                            for d in r.differences
+                        ],
+                    }
+                    for r in sr.results
+                ],
+            }
+        )
     if report.missing_paths:
         out["missing_paths"] = report.missing_paths
     if coverage:

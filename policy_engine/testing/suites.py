@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..diagnostics import Diagnostic, did_you_mean, one_of, render, sort_diagnostics
 from ..limits import MAX_SUITE_BYTES, MAX_SUITE_NODES
@@ -148,11 +149,22 @@ def parse_yaml(src: SourceFile) -> Doc:
         problem = (e.problem or "invalid YAML").strip()
         notes: tuple[str, ...] = ()
         if e.context and e.context_mark is not None:
-            notes = (f"{e.context.strip()} that starts at {src.path}:{e.context_mark.line + 1}:{e.context_mark.column + 1}",)
-        raise _SuiteError(Diagnostic("T001", "error", f"invalid YAML: {problem}", src.span(off, off + 1), label=problem,
-                                     notes=notes, help="check the indentation and the brackets around this line"))
+            notes = (
+                f"{e.context.strip()} that starts at {src.path}:{e.context_mark.line + 1}:{e.context_mark.column + 1}",
+            )
+        raise _SuiteError(
+            Diagnostic(
+                "T001",
+                "error",
+                f"invalid YAML: {problem}",
+                src.span(off, off + 1),
+                label=problem,
+                notes=notes,
+                help="check the indentation and the brackets around this line",
+            )
+        ) from e
     except yaml.YAMLError as e:
-        raise err(f"invalid YAML: {e}", 0)
+        raise err(f"invalid YAML: {e}", 0) from e
     values: dict[tuple, tuple[int, int]] = {}
     keys: dict[tuple, tuple[int, int]] = {}
     ctor = yaml.SafeLoader("")
@@ -164,13 +176,19 @@ def parse_yaml(src: SourceFile) -> Doc:
             raise err("the suite nests too deeply", _offset(src, node.start_mark))
         budget[0] -= 1
         if budget[0] < 0:
-            raise err(f"the suite expands to more than {MAX_SUITE_NODES} values (through aliases?)",
-                      _offset(src, node.start_mark), help="write inputs out, or reuse them by name under `inputs`")
+            raise err(
+                f"the suite expands to more than {MAX_SUITE_NODES} values (through aliases?)",
+                _offset(src, node.start_mark),
+                help="write inputs out, or reuse them by name under `inputs`",
+            )
         values[path] = (_offset(src, node.start_mark), _offset(src, node.end_mark))
         if isinstance(node, yaml.ScalarNode):
             if _unpaired_surrogate(node.value):
-                raise err("a string holds an unpaired surrogate escape such as `\\ud800`", _offset(src, node.start_mark),
-                          help="write the character itself, or a valid pair of escapes")
+                raise err(
+                    "a string holds an unpaired surrogate escape such as `\\ud800`",
+                    _offset(src, node.start_mark),
+                    help="write the character itself, or a valid pair of escapes",
+                )
             try:
                 return _scalar(ctor, node)
             except Exception:  # pragma: no cover - malformed scalar
@@ -184,11 +202,21 @@ def parse_yaml(src: SourceFile) -> Doc:
                     raise err("mapping keys must be plain names", _offset(src, knode.start_mark))
                 k = knode.value
                 if _unpaired_surrogate(k):
-                    raise err("a key holds an unpaired surrogate escape such as `\\ud800`", _offset(src, knode.start_mark))
+                    raise err(
+                        "a key holds an unpaired surrogate escape such as `\\ud800`", _offset(src, knode.start_mark)
+                    )
                 ks, ke = _offset(src, knode.start_mark), _offset(src, knode.end_mark)
                 if k in out:
-                    raise _SuiteError(Diagnostic("T008", "error", f"key `{k}` is given twice", src.span(ks, ke),
-                                                 label="second occurrence", help="remove one of them"))
+                    raise _SuiteError(
+                        Diagnostic(
+                            "T008",
+                            "error",
+                            f"key `{k}` is given twice",
+                            src.span(ks, ke),
+                            label="second occurrence",
+                            help="remove one of them",
+                        )
+                    )
                 keys[path + (k,)] = (ks, ke)
                 out[k] = build(vnode, path + (k,), depth + 1)
             return out
@@ -203,7 +231,7 @@ def parse_yaml(src: SourceFile) -> Doc:
 
 @dataclass
 class Case:
-    suite: "Suite"
+    suite: Suite
     name: str
     kind: str  # gate | rollback | authorize | resume
     question: dict  # as written, with the row merged in (names not yet resolved)
@@ -260,8 +288,15 @@ def _display(path: Path) -> str:
 
 
 def type_name(v: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
 
 
 class _Builder:
@@ -271,8 +306,9 @@ class _Builder:
         self.suite, self.doc = suite, doc
         self.diags = suite.diagnostics
 
-    def error(self, code: str, msg: str, path: tuple, *, key: bool = False, label: str | None = None,
-              help: str | None = None) -> None:
+    def error(
+        self, code: str, msg: str, path: tuple, *, key: bool = False, label: str | None = None, help: str | None = None
+    ) -> None:
         self.diags.append(Diagnostic(code, "error", msg, self.doc.span(path, key=key), label=label, help=help))
 
     def want(self, value: Any, types: tuple, path: tuple, what: str) -> bool:
@@ -282,15 +318,20 @@ class _Builder:
             ok = isinstance(value, types)
         if not ok:
             expected = " or ".join(dict.fromkeys(type_name(t()) if t is not type(None) else "null" for t in types))
-            self.error("T006", f"{what} must be {expected}, not {type_name(value)}", path,
-                       label=f"expected {expected}")
+            self.error("T006", f"{what} must be {expected}, not {type_name(value)}", path, label=f"expected {expected}")
         return ok
 
     def keys(self, mapping: dict, allowed: Sequence[str], path: tuple, where: str) -> None:
         for k in mapping:
             if k not in allowed:
-                self.error("T002", f"unknown key `{k}` in {where}", path + (k,), key=True, label="unknown key",
-                           help=did_you_mean(str(k), allowed) or f"expected {one_of(list(allowed))}")
+                self.error(
+                    "T002",
+                    f"unknown key `{k}` in {where}",
+                    path + (k,),
+                    key=True,
+                    label="unknown key",
+                    help=did_you_mean(str(k), allowed) or f"expected {one_of(list(allowed))}",
+                )
 
     def build(self) -> None:
         data, s = self.doc.data, self.suite
@@ -315,9 +356,12 @@ class _Builder:
             s.policies = tuple(ok)
         for i, p in enumerate(s.policies):
             if not os.path.exists(p):
-                self.error("T007", f"no such policy file or directory: `{_display(Path(p))}`",
-                           ("policies",) if isinstance(pol, str) else ("policies", i),
-                           help="`policies` paths are relative to the suite file")
+                self.error(
+                    "T007",
+                    f"no such policy file or directory: `{_display(Path(p))}`",
+                    ("policies",) if isinstance(pol, str) else ("policies", i),
+                    help="`policies` paths are relative to the suite file",
+                )
         if "now" in data and self.want(data["now"], (str,), ("now",), "`now`"):
             self.check_time(data["now"], ("now",))
             s.now = data["now"]
@@ -337,7 +381,9 @@ class _Builder:
                     s.inputs[kind] = {}
         cases = data.get("cases")
         if cases is None:
-            self.error("T005", "the suite has no `cases`", (), help="add `cases:` (see the README, section Testing policies)")
+            self.error(
+                "T005", "the suite has no `cases`", (), help="add `cases:` (see the README, section Testing policies)"
+            )
             return
         if not self.want(cases, (list,), ("cases",), "`cases`"):
             return
@@ -350,9 +396,13 @@ class _Builder:
         try:  # the engine's own parser (timestamps.parse_ts): a `now` it would refuse is refused here
             parse_ts(value)
         except ValueError:
-            self.error("T006", f"`{value}` is not an RFC 3339 timestamp", path,
-                       label="expected a timestamp such as \"2026-11-24T10:00:00Z\"",
-                       help="write the date, the time with seconds, and the zone: `2026-11-24T10:00:00Z`")
+            self.error(
+                "T006",
+                f"`{value}` is not an RFC 3339 timestamp",
+                path,
+                label='expected a timestamp such as "2026-11-24T10:00:00Z"',
+                help="write the date, the time with seconds, and the zone: `2026-11-24T10:00:00Z`",
+            )
 
     def check_pinned(self) -> None:
         """Every case runs at a pinned `now`: without one it would run on the wall clock,
@@ -363,10 +413,15 @@ class _Builder:
         first = missing[0]
         n = len(missing) - 1
         more = f" (nor have {n} other case{'s' if n > 1 else ''})" if n else ""
-        self.error("T009", f"case `{first.name}` has no `now`{more}: it would run on the wall clock",
-                   first.path + ("name",), key=True, label="no `now` for this case",
-                   help='pin it: add `now: "2026-11-24T10:00:00Z"` at the top of the suite (every case inherits '
-                        "it) or to the case")
+        self.error(
+            "T009",
+            f"case `{first.name}` has no `now`{more}: it would run on the wall clock",
+            first.path + ("name",),
+            key=True,
+            label="no `now` for this case",
+            help='pin it: add `now: "2026-11-24T10:00:00Z"` at the top of the suite (every case inherits '
+            "it) or to the case",
+        )
 
     def case(self, c: Any, path: tuple, names: dict) -> None:
         if not self.want(c, (dict,), path, "a case"):
@@ -374,17 +429,34 @@ class _Builder:
         self.keys(c, CASE_KEYS, path, "a case")
         name = c.get("name")
         if not isinstance(name, str) or not name.strip():
-            self.error("T005", "case without a `name`", path, key=False, label="this case",
-                       help="give every case a `name:` (unique in the suite)")
+            self.error(
+                "T005",
+                "case without a `name`",
+                path,
+                key=False,
+                label="this case",
+                help="give every case a `name:` (unique in the suite)",
+            )
             name = f"case {path[-1] + 1}"
         questions = [q for q in QUESTIONS if q in c]
         if not questions:
-            self.error("T005", f"case `{name}` has no question", path + ("name",) if "name" in c else path,
-                       key=True, help=f"add one of {one_of(list(QUESTIONS))}")
+            self.error(
+                "T005",
+                f"case `{name}` has no question",
+                path + ("name",) if "name" in c else path,
+                key=True,
+                help=f"add one of {one_of(list(QUESTIONS))}",
+            )
             return
         if len(questions) > 1:
-            self.error("T005", f"case `{name}` asks {len(questions)} questions", path + (questions[1],), key=True,
-                       label="second question", help="split it into one case per question")
+            self.error(
+                "T005",
+                f"case `{name}` asks {len(questions)} questions",
+                path + (questions[1],),
+                key=True,
+                label="second question",
+                help="split it into one case per question",
+            )
             return
         kind = questions[0]
         q = c[kind]
@@ -408,12 +480,22 @@ class _Builder:
         table = c.get("table")
         if table is None:
             if expect is None:
-                self.error("T005", f"case `{name}` has no `expect`", path + ("name",) if "name" in c else path,
-                           key=True, help="add `expect:` with the keys to compare (see the README, section Testing policies)")
+                self.error(
+                    "T005",
+                    f"case `{name}` has no `expect`",
+                    path + ("name",) if "name" in c else path,
+                    key=True,
+                    help="add `expect:` with the keys to compare (see the README, section Testing policies)",
+                )
                 return
             if not expect:
-                self.error("T005", f"case `{name}` expects nothing", path + ("expect",), key=True,
-                           help=f"give at least one of {one_of(list(SHORTHANDS[kind]))}")
+                self.error(
+                    "T005",
+                    f"case `{name}` expects nothing",
+                    path + ("expect",),
+                    key=True,
+                    help=f"give at least one of {one_of(list(SHORTHANDS[kind]))}",
+                )
                 return
             self.add(name, kind, q, expect, now, skip, path, path + ("expect",), names)
             return
@@ -432,19 +514,36 @@ class _Builder:
                 continue
             merged = deep_merge(expect or {}, rexp or {})
             if not merged:
-                self.error("T005", f"table row `{full}` has no `expect`", rpath, help="add `expect:` to the row or the case")
+                self.error(
+                    "T005", f"table row `{full}` has no `expect`", rpath, help="add `expect:` to the row or the case"
+                )
                 continue
             if "now" in row and self.want(row["now"], (str,), rpath + ("now",), "`now`"):
                 self.check_time(row["now"], rpath + ("now",))
             rskip = row.get("skip", None)
             rskip = (rskip if isinstance(rskip, str) else "skipped") if rskip not in (None, False) else skip
-            self.add(full, kind, rq, merged, row.get("now", now), rskip, rpath,
-                     rpath + ("expect",) if rexp is not None else path + ("expect",), names)
+            self.add(
+                full,
+                kind,
+                rq,
+                merged,
+                row.get("now", now),
+                rskip,
+                rpath,
+                rpath + ("expect",) if rexp is not None else path + ("expect",),
+                names,
+            )
 
     def add(self, name, kind, q, expect, now, skip, path, expect_path, names) -> None:
         if name in names:
-            self.error("T008", f"two cases are named `{name}`", path + ("name",), key=True,
-                       label="second case with this name", help="case names must be unique in a suite")
+            self.error(
+                "T008",
+                f"two cases are named `{name}`",
+                path + ("name",),
+                key=True,
+                label="second case with this name",
+                help="case names must be unique in a suite",
+            )
             return
         names[name] = path
         self.suite.cases.append(Case(self.suite, name, kind, q, expect, now, skip, path, expect_path))
@@ -459,22 +558,35 @@ def load_suite(path: str | os.PathLike) -> Suite:
         raw = path.read_bytes()
     except OSError as e:
         suite.source = SourceFile(display, "")
-        suite.diagnostics.append(Diagnostic("T001", "error", f"cannot read suite: {e.strerror or e}",
-                                            Span(display, 0, 0, 1, 1, 1, 1)))
+        suite.diagnostics.append(
+            Diagnostic("T001", "error", f"cannot read suite: {e.strerror or e}", Span(display, 0, 0, 1, 1, 1, 1))
+        )
         return suite
     if len(raw) > MAX_SUITE_BYTES:
         suite.source = SourceFile(display, "")
-        suite.diagnostics.append(Diagnostic("T001", "error", f"suite is {len(raw)} bytes; the limit is {MAX_SUITE_BYTES}",
-                                            Span(display, 0, 0, 1, 1, 1, 1)))
+        suite.diagnostics.append(
+            Diagnostic(
+                "T001",
+                "error",
+                f"suite is {len(raw)} bytes; the limit is {MAX_SUITE_BYTES}",
+                Span(display, 0, 0, 1, 1, 1, 1),
+            )
+        )
         return suite
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         prefix = raw[: e.start].decode("utf-8", errors="replace")
         suite.source = SourceFile(display, raw.decode("utf-8", errors="replace"))
-        suite.diagnostics.append(Diagnostic("T001", "error", "suite is not valid UTF-8",
-                                            suite.source.span(len(prefix), len(prefix) + 1),
-                                            help="save the file as UTF-8"))
+        suite.diagnostics.append(
+            Diagnostic(
+                "T001",
+                "error",
+                "suite is not valid UTF-8",
+                suite.source.span(len(prefix), len(prefix) + 1),
+                help="save the file as UTF-8",
+            )
+        )
         return suite
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     suite.source = SourceFile(display, text)
@@ -509,5 +621,3 @@ def parse_time(value: Any) -> datetime | None:
         return parse_ts(value)
     except ValueError:
         return None
-
-

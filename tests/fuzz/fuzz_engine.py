@@ -43,9 +43,8 @@ def main() -> int:
     import os
 
     os.environ["STOPLINE_FUZZ_EXAMPLES"] = str(args.per_round)
-    from hypothesis import seed as hyp_seed
-
     import test_fuzz_engine as tfe
+    from hypothesis import seed as hyp_seed
 
     counts = {name: 0 for name in PROPERTIES}
     crashes = 0

@@ -39,11 +39,10 @@ def save_crash(data: bytes, exc: BaseException) -> Path:
 
 
 def run_hypothesis(seconds: float, seed: int) -> int:
+    import hostile_common as hc
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hyp_seed
     from hypothesis import strategies as st
-
-    import hostile_common as hc
 
     seeds = hc.seed_files()
     count = 0
@@ -93,6 +92,7 @@ def run_atheris(seconds: float, seed: int) -> int:
 
     with atheris.instrument_imports(include=["policy_engine", "lark"]):
         import hostile_common as hc  # noqa: F401
+
         from policy_engine import cel  # noqa: F401
         from policy_engine.language import check, loader, lower, parser  # noqa: F401
 

@@ -4,7 +4,8 @@ accelerator (`Accelerator`), never stored inside the compiled policy."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ...cel import CompiledExpr, fuse
 from ...compiled import CAction, CWorkflow
@@ -45,17 +46,17 @@ class FusedGate:
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "shapes",
                  "rebuilds", "running", "policy")
 
-    def __init__(self, exprs: tuple, slots: tuple, reads: Optional[tuple]) -> None:
+    def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
         self.exprs = exprs
         self.slots = slots
         self.reads = reads  # the action fields its conditions read (see CAction.reads)
-        self.fn: Optional[Callable] = None
-        self.source: Optional[str] = None
+        self.fn: Callable | None = None
+        self.source: str | None = None
         self.pending = FUSE_AFTER
         self.patterns: dict = {}
         self.now: dict = {}
-        self.shapes: Optional[dict] = {}  # None: every plain type (no more specialising)
+        self.shapes: dict | None = {}  # None: every plain type (no more specialising)
         self.rebuilds = 0
         self.running: Any = None  # the workflow's running state and policy constants (set with `action`)
         self.policy: Any = None
@@ -96,7 +97,7 @@ class FusedGate:
         self.source = source
         self.fn = fn
 
-    def generate(self, decide: bool = True) -> tuple[Optional[Callable], Optional[str]]:
+    def generate(self, decide: bool = True) -> tuple[Callable | None, str | None]:
         """(function, source), built from the current `shapes`; with `decide` False it
         always returns the mask (the benchmark's "fused gate only" line, tests)."""
         if not all(isinstance(e, CompiledExpr) for e in self.exprs):

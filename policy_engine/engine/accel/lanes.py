@@ -10,8 +10,8 @@ calls `lane` (the accelerator's hook) for a declared type once the input is chec
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from ...compiled import CAction, CompiledPolicy, CWorkflow
 from ...models import Decision
@@ -23,7 +23,7 @@ from .templates import lane_decision
 
 __all__ = ["Accelerator"]
 
-_UTC = timezone.utc
+_UTC = UTC
 
 
 class Accelerator:
@@ -97,7 +97,7 @@ class Accelerator:
         return self._reference(self.p, action, workflow_state, now, self.lane)
 
     def lane(self, wf: CWorkflow, ca: CAction, action: dict, state: Any, now_dt: datetime, wname: str, tname: str,
-             aid: Optional[str]) -> Optional[Decision]:
+             aid: str | None) -> Decision | None:
         """The reference gate's hook (see `gate.gate`), for a checked input of a declared
         type: the decision by the type's fused gate, or None (the closures decide). Counts
         the type's evaluations until its fused gate is built (`FUSE_AFTER`)."""

@@ -6,10 +6,10 @@ then decides). Only the speed depends on what is speculated, never the decision.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
-from ..inputs import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, check_size
-from ..inputs import _join, _quick_walk, _surrogate
+from ..inputs import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, _join, _quick_walk, _surrogate, check_size
 
 __all__ = ["ShapeMiss", "MISSING", "shape_of", "widen", "lane_prologue"]
 
@@ -70,7 +70,7 @@ def _tag(v: Any) -> Any:
     return t if t in _SHAPE_KINDS else None
 
 
-def shape_of(action: dict, keys: Optional[tuple]) -> dict:
+def shape_of(action: dict, keys: tuple | None) -> dict:
     """The shape tag (see `_tag`) of each field `keys` of `action` (`_Missing` when
     absent); fields of a type a fused gate function does not specialise are left out."""
     if not keys:
@@ -83,7 +83,7 @@ def shape_of(action: dict, keys: Optional[tuple]) -> dict:
     return out
 
 
-def widen(seen: Optional[frozenset], tag: Any) -> frozenset:
+def widen(seen: frozenset | None, tag: Any) -> frozenset:
     """The shape tags a field has been seen with, plus `tag`: a list of strings and a
     list are a list; two different flat objects, or one and any object, are an object."""
     tags = set(seen or ()) | {tag}
@@ -110,7 +110,7 @@ def _check_lines(v: str, t: type) -> list:
     return []
 
 
-def lane_prologue(keys: Optional[tuple], skip: tuple = (), shapes: Optional[Mapping] = None
+def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = None
                   ) -> tuple[list, dict, dict, dict]:
     """The start of a fused gate function (see `compiler.FusedGate`, `cel.fuse`): source
     lines that prove `check_fields(action, keys)` is None, with the action as `_p0`, or

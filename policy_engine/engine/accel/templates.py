@@ -7,8 +7,9 @@ fused gate function: the finished decision from these caches, or the mask."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ...compiled import CompiledPolicy
 from ...construct import fast, fields_set, new, set_dict, set_extra, set_fields_set, set_private
@@ -40,7 +41,7 @@ def now_fields(fz: Any, now_dt: datetime) -> dict:
     return entry
 
 def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
-                   aid: Optional[str], action: Any) -> Decision:
+                   aid: str | None, action: Any) -> Decision:
     """The decision the fused gate's outcome `m` makes at `now_dt` for the id `aid`
     (a str or None), when the fused function found no finished template: the template
     is built and kept per `now` (see `now_fields`), unless `now_dt` is the clock's."""
@@ -67,7 +68,7 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
     return fast(Decision, d)
 
 
-def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: Optional[str]) -> dict:
+def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: str | None) -> dict:
     """The fields of the decision the fused gate's outcome `m` makes (kept per `m`)."""
     wf = p.workflows[wname]
     ca = wf.actions[tname]
