@@ -1,7 +1,9 @@
 """The runtime: gate, approve, execute, stop, roll back and resume as one lifecycle
 recorded in the ledger. ``from policy_engine import Runtime``; see docs/runtime.md.
 
-Modules: ``projections`` (the state caches beside the log), ``runtime`` (``Runtime``),
+Modules: ``projections`` (the state caches beside the log), ``results`` (what the calls
+return, the shared helpers), ``core`` (state and plumbing), ``executions``, ``approvals``,
+``rollbacks`` and ``bulk`` (the parts of ``Runtime``), ``runtime`` (``Runtime``, built from them),
 ``cli`` (``stopline queue``, ``stopline history``, ``stopline rt``). Imported lazily:
 ``import policy_engine`` does not load SQLAlchemy.
 """
