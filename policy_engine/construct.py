@@ -7,7 +7,12 @@ and the engine every decision, plan and verdict.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 __all__ = ["fast", "fields_set", "set_dict", "set_fields_set", "set_extra", "set_private", "new"]
 
@@ -37,14 +42,14 @@ set_extra = _set_extra
 set_private = _set_private
 
 
-def fast(cls: type, data: dict) -> Any:
+def fast(cls: type[M], data: dict) -> M:
     """Build a pydantic model from already-valid data without validation.
 
     `data` must hold every field (by field name). Cheaper than `model_construct`
     (which resolves defaults and aliases); used only with values the engine made.
     Same result as `cls.__new__(cls)` then `object.__setattr__` of the four slots.
     """
-    m = _new(cls)
+    m: M = _new(cls)
     _set_dict(m, data)
     fs = _FIELDS_SET.get(cls)
     _set_fields_set(m, fs if fs is not None else _fields_set(cls))
@@ -56,7 +61,7 @@ def fast(cls: type, data: dict) -> Any:
 _FIELDS_SET: dict = {}
 
 
-def fields_set(cls: type) -> set:
+def fields_set(cls: type[BaseModel]) -> set:
     """The `__pydantic_fields_set__` `fast` gives every `cls` (built once)."""
     s = _FIELDS_SET.get(cls)
     if s is not None:
@@ -64,7 +69,7 @@ def fields_set(cls: type) -> set:
     return _fields_set(cls)
 
 
-def _fields_set(cls: type) -> set:
+def _fields_set(cls: type[BaseModel]) -> set:
     s = set(cls.model_fields)
     _FIELDS_SET[cls] = s
     return s

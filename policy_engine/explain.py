@@ -70,7 +70,9 @@ def explain(result: object) -> str:
     raise TypeError(f"cannot explain a {type(result).__name__}")
 
 
-def _header(lines: list[str], title: str, d: object) -> None:
+def _header(
+    lines: list[str], title: str, d: Decision | RollbackPlan | AuthorizationVerdict | ResumeDecision
+) -> None:
     lines.append(title)
     version = getattr(d, "policy_version", None)
     lines.append(f"  policy {d.policy_hash}" + (f" (workflow version {version})" if version else ""))
@@ -192,13 +194,13 @@ def explain_plan(p: RollbackPlan) -> str:
     conditional = [d for d in p.duties if d.condition is not None]
     if conditional:
         lines.append("conditional duties:")
-        for d in conditional:
+        for duty in conditional:
             lines.append(
-                f"  {_MARK[d.applies]} {d.kind} {d.name}"
-                + (" (after window)" if d.source == "escalation" else "")
-                + f": {d.reason}"
+                f"  {_MARK[duty.applies]} {duty.kind} {duty.name}"
+                + (" (after window)" if duty.source == "escalation" else "")
+                + f": {duty.reason}"
             )
-            lines.append(f"        `{d.condition}`")
+            lines.append(f"        `{duty.condition}`")
     f = p.feasibility
     lines.append(f"feasibility: {f.status}")
     for pr in f.prerequisites:
@@ -221,8 +223,8 @@ def explain_plan(p: RollbackPlan) -> str:
         )
     if c.checkpoint:
         lines.append("  pause and confirm before going deeper:")
-        for r in c.checkpoint:
-            lines.append(f"    - [{r.depth}] {r.record_id} ({r.type}), under {r.parent}")
+        for rec in c.checkpoint:
+            lines.append(f"    - [{rec.depth}] {rec.record_id} ({rec.type}), under {rec.parent}")
     for lp in c.loops:
         lines.append(f"  loop: {lp.record_id} is already in the plan ({' -> '.join(lp.path)}); the branch stops")
     if c.truncated:

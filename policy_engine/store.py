@@ -27,12 +27,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .diagnostics import Diagnostic, PolicyError, render_all
 from .source import Span
+
+if TYPE_CHECKING:
+    from .engine import ActionInput, ApprovalInput, Engine, JsonObject, NowInput, StateInput
+    from .models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan, RollbackRequest, WorkflowState
+
+# a policy file, a directory, or several (what `policy_engine.load` takes)
+PolicyPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 log = logging.getLogger("policy_engine.store")
 
@@ -58,7 +65,7 @@ class ReloadResult:
         return self.error or ("reloaded " + str(self.policy_hash) if self.ok else "reload failed")
 
 
-def _default_load(paths: Any, accelerate: bool = True) -> Any:
+def _default_load(paths: PolicyPaths, accelerate: bool = True) -> Engine:
     from .engine import load
 
     return load(paths, accelerate=accelerate)
@@ -79,7 +86,7 @@ def policy_hash_of(engine: Any) -> str | None:
     return None
 
 
-def _fingerprint(paths: Any) -> tuple:
+def _fingerprint(paths: PolicyPaths) -> tuple:
     """(path, size, mtime_ns) of every policy file: cheap change detection."""
     from .language.loader import UsageError, discover
 
@@ -102,7 +109,9 @@ def _fingerprint(paths: Any) -> tuple:
 class PolicyStore:
     """Holds the current engine of a policy directory and reloads it atomically."""
 
-    def __init__(self, paths: Any, *, load: Callable[[Any], Any] | None = None, accelerate: bool = True) -> None:
+    def __init__(
+        self, paths: PolicyPaths, *, load: Callable[[PolicyPaths], Engine] | None = None, accelerate: bool = True
+    ) -> None:
         """`accelerate=False`: engines evaluate with the compiled closures only (see `load`)."""
         self._paths = paths
         self._load = load or (lambda p: _default_load(p, accelerate))
@@ -117,7 +126,7 @@ class PolicyStore:
 
     # ------------------------------------------------------------------ snapshot
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The current engine (immutable). Read once per unit of work."""
         return self._engine
 
@@ -126,7 +135,7 @@ class PolicyStore:
         return policy_hash_of(self._engine)
 
     @property
-    def paths(self) -> Any:
+    def paths(self) -> PolicyPaths:
         return self._paths
 
     # ------------------------------------------------------------------ reload
@@ -165,17 +174,22 @@ class PolicyStore:
         return self.reload()
 
     # ------------------------------------------------------------------ delegation (one snapshot per call)
-    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-        return self._engine.evaluate(*args, **kwargs)
+    # Same signatures as Engine's; positional and keyword arguments pass through unchanged.
+    def evaluate(self, action: ActionInput, workflow_state: StateInput = None, now: NowInput = None) -> Decision:
+        return self._engine.evaluate(action, workflow_state, now)
 
-    def classify_rollback(self, *args: Any, **kwargs: Any) -> Any:
-        return self._engine.classify_rollback(*args, **kwargs)
+    def classify_rollback(self, request: RollbackRequest | JsonObject, now: NowInput = None) -> RollbackPlan:
+        return self._engine.classify_rollback(request, now)
 
-    def authorize_rollback(self, *args: Any, **kwargs: Any) -> Any:
-        return self._engine.authorize_rollback(*args, **kwargs)
+    def authorize_rollback(
+        self, plan: RollbackPlan | JsonObject, approvals: Iterable[ApprovalInput], now: NowInput = None
+    ) -> AuthorizationVerdict:
+        return self._engine.authorize_rollback(plan, approvals, now)
 
-    def may_resume(self, *args: Any, **kwargs: Any) -> Any:
-        return self._engine.may_resume(*args, **kwargs)
+    def may_resume(
+        self, workflow: str, stop: str | WorkflowState | JsonObject, evidence: JsonObject, now: NowInput = None
+    ) -> ResumeDecision:
+        return self._engine.may_resume(workflow, stop, evidence, now)
 
     def __repr__(self) -> str:
         return f"PolicyStore({self._paths!r}, policy_hash={self.policy_hash!r})"

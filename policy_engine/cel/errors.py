@@ -33,8 +33,8 @@ class CelError:
     def __eq__(self, other: object) -> bool:
         return (
             type(other) is CelError
-            and other.message == self.message  # type: ignore[union-attr]
-            and other.budget == self.budget  # type: ignore[union-attr]
+            and other.message == self.message
+            and other.budget == self.budget
         )
 
     def __hash__(self) -> int:

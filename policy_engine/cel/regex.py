@@ -17,7 +17,7 @@ from .values import _no_overload
 
 
 def _re2_compile_raw(pattern: str) -> Any:
-    import re2  # type: ignore[import-untyped]
+    import re2
 
     opts = re2.Options()
     opts.max_mem = 8 << 20
@@ -35,7 +35,7 @@ def _found(rx: Any) -> Callable[[str], bool]:
     if anything differs (another google-re2) the public ``search`` is used."""
     search = rx.search
     try:
-        import re2  # type: ignore[import-untyped]
+        import re2
 
         match = rx._regexp.Match
         anchor = re2._Anchor.UNANCHORED

@@ -160,13 +160,15 @@ class _Checker:
                     r = _unwrap(right)
                     if getattr(r, "data", None) == "list_lit":
                         vals = [self.str_lit(x) for x in _kids(_kids(r)[0])] if _kids(r) else []
-                        if all(v is not None for v in vals):
-                            return frozenset(vals)
+                        strs = [v for v in vals if v is not None]
+                        if len(strs) == len(vals):
+                            return frozenset(strs)
         if d == "conditionalor":
             ops = self.flatten(n, "conditionalor")
             gs = [self.type_guard(x) for x in ops]
-            if all(g is not None for g in gs):
-                return frozenset().union(*gs)
+            known = [g for g in gs if g is not None]
+            if len(known) == len(gs):
+                return frozenset[str]().union(*known)
         if d == "conditionaland":
             for x in self.flatten(n, "conditionaland"):
                 g = self.type_guard(x)
@@ -349,8 +351,8 @@ class _Checker:
         if isinstance(base, ActionVar):
             if any(t is None for t in base.types.values()) or not base.types:
                 return ANY
-            objs = {n: _obj(t) for n, t in base.types.items()}
-            have = {n: o.field(name) for n, o in objs.items() if o.field(name) is not None}
+            objs = {n: o for n, t in base.types.items() if (o := _obj(t)) is not None}  # every t is set (above)
+            have = {n: f for n, o in objs.items() if (f := o.field(name)) is not None}
             if not have:
                 known = sorted({f for o in objs.values() for f in o.names()})
                 self.add(

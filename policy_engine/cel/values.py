@@ -49,7 +49,7 @@ class CelType:
         self.name = name
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is CelType and other.name == self.name  # type: ignore[union-attr]
+        return type(other) is CelType and other.name == self.name
 
     def __hash__(self) -> int:
         return hash(("CelType", self.name))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Literal
 
 from ..diagnostics import Diagnostic, did_you_mean, one_of
 from ..source import SourceFile, Span
@@ -47,7 +48,8 @@ class Checker:
 
     # ------------------------------------------------------------ helpers
     def add(self, code: str, message: str, loc: ir.Loc | Span | None, *, label: str | None = None,
-            help: str | None = None, severity: str = "error", notes: tuple[str, ...] = ()) -> None:
+            help: str | None = None, severity: Literal["error", "warning"] = "error",
+            notes: tuple[str, ...] = ()) -> None:
         span = loc.span if isinstance(loc, ir.Loc) else loc
         if span is None:
             span = Span("<unknown>", 0, 0, 1, 1, 1, 1)
@@ -380,21 +382,21 @@ class Checker:
                 )
             self.cel_cache[key] = compiled
         if isinstance(compiled, Exception):
-            e = compiled
-            off = getattr(e, "offset", 0) or 0
-            end = getattr(e, "end", off + 1) or off + 1
+            bad: Exception = compiled
+            off = getattr(bad, "offset", 0) or 0
+            end = getattr(bad, "end", off + 1) or off + 1
             cel_span = self.cel_span(span, off, max(end, off + 1))
             code = (
                 "E005"
-                if "limit" in str(getattr(e, "message", e)) or "deep" in str(getattr(e, "message", e))
+                if "limit" in str(getattr(bad, "message", bad)) or "deep" in str(getattr(bad, "message", bad))
                 else "E101"
             )
             self.add(
                 code,
-                f"{getattr(e, 'message', str(e))}",
+                f"{getattr(bad, 'message', str(bad))}",
                 cel_span,
                 label="in this condition",
-                help=getattr(e, "hint", None),
+                help=getattr(bad, "hint", None),
             )
             return
         self.compiled[cond_key(cond)] = compiled
@@ -674,7 +676,8 @@ class Checker:
     def duty_conditions(self, notify: Iterable[ir.Name], comp: Iterable[ir.CompItem]) -> None:
         """A duty's `when` (one per statement, shared by its items): checked once."""
         seen: set = set()
-        for d in (*notify, *comp):
+        duties: list[ir.Name | ir.CompItem] = [*notify, *comp]
+        for d in duties:
             if d.when is not None and cond_key(d.when) not in seen:
                 seen.add(cond_key(d.when))
                 self.condition(d.when, SCOPE_PREREQ, "a duty's condition")
@@ -682,7 +685,7 @@ class Checker:
     # ------------------------------------------------------------ side-effect graph
     def side_effect_cycles(self, actions: list[ir.ActionType]) -> None:
         graph: dict[str, list[str]] = defaultdict(list)
-        by_name = {}
+        by_name: dict[str, ir.ActionType] = {}
         for a in actions:
             by_name.setdefault(a.name, a)
             for t in a.side_effects:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from lark import Token, Tree
 
@@ -24,6 +24,10 @@ from ..limits import (
 from ..source import SourceFile
 from ..timestamps import parse_window
 from . import ir
+
+# A child of a lark tree (lark types children as either). The grammar puts a Token where the
+# helpers below read one; they only take its text and position.
+Child = Token | Tree
 
 
 class Lowerer:
@@ -44,12 +48,12 @@ class Lowerer:
         return ir.Loc(self.src.span(0, 0))
 
     def err(self, code: str, message: str, node: Any, label: str | None = None, help: str | None = None,
-            severity: str = "error") -> None:
+            severity: Literal["error", "warning"] = "error") -> None:
         loc = node if isinstance(node, ir.Loc) else self.loc(node)
         self.diags.append(Diagnostic(code, severity, message, loc.span, label=label, help=help))
 
     @staticmethod
-    def string(tok: Token) -> str:
+    def string(tok: Child) -> str:
         try:
             value = json.loads(str(tok))
             value.encode("utf-8")  # a `\ud800` escape decodes to a lone surrogate: keep the text as written
@@ -57,7 +61,7 @@ class Lowerer:
         except ValueError:
             return str(tok)[1:-1]
 
-    def name(self, tok: Token) -> ir.Name:
+    def name(self, tok: Child) -> ir.Name:
         return ir.Name(name=str(tok), loc=self.loc(tok))
 
     def names(self, tree: Tree | None) -> tuple[ir.Name, ...]:
@@ -65,7 +69,7 @@ class Lowerer:
             return ()
         return tuple(self.name(t) for t in tree.children if isinstance(t, Token))
 
-    def condition(self, tok: Token) -> ir.Condition:
+    def condition(self, tok: Child) -> ir.Condition:
         text = str(tok)[1:-1]
         if len(text) > MAX_EXPRESSION_LENGTH:
             self.err(
@@ -92,7 +96,7 @@ class Lowerer:
         seen[key] = self.loc(node).span
         return True
 
-    def integer(self, tok: Token, what: str, minimum: int = 0, maximum: int = 1_000_000) -> int:
+    def integer(self, tok: Child, what: str, minimum: int = 0, maximum: int = 1_000_000) -> int:
         text = str(tok).lstrip("0") or "0"
         value = int(text) if len(text) <= 19 else 10**19  # int() refuses > 4300 digits
         if value < minimum or value > maximum:
@@ -400,9 +404,8 @@ class Lowerer:
                             loc=self.loc(cname),
                         )
                     )
-        return ir.StopTrigger(
-            name=str(name_tok), workflow=wf, loc=self.loc(name_tok), **{k: tuple(v) for k, v in lists.items()}, **fields
-        )
+        as_tuples: dict[str, Any] = {k: tuple(v) for k, v in lists.items()}
+        return ir.StopTrigger(name=str(name_tok), workflow=wf, loc=self.loc(name_tok), **as_tuples, **fields)
 
     # -------------------------------------------------------------- rollback scenarios
     def _rollback_items(self, items: list, seen: dict, fields: dict, notify: list, comp: list) -> list:
@@ -464,7 +467,7 @@ class Lowerer:
 
     def compensations(self, tree: Tree) -> list[ir.CompItem]:
         out = []
-        items = [c for c in tree.children if c is not None]
+        items: list[Any] = [c for c in tree.children if c is not None]
         when = None
         if items and isinstance(items[-1], Tree):  # duty_when
             when = self.condition(items.pop().children[0])

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy import exc as sa_exc
@@ -156,7 +157,9 @@ class LedgerReader:
                         for lf, lv, h in c.execute(select(N.c.leaf, N.c.level, N.c.hash).where(cond))})
         missing = wanted - out.keys()
         if missing:
-            raise LedgerUnavailable(f"ledger {self.url}: Merkle node {sorted(missing)[0]} is missing; run `stopline ledger verify`")
+            raise LedgerUnavailable(
+                f"ledger {self.url}: Merkle node {sorted(missing)[0]} is missing; run `stopline ledger verify`"
+            )
         return out
 
     def _tree_size(self, c: Connection, size: int | None) -> int:
@@ -185,8 +188,9 @@ class LedgerReader:
             n = self._tree_size(c, size)
             if e.seq >= n:
                 raise EntryNotFound(f"entry {e.seq} is not in the tree of size {n}")
-            path, r = merkle.prefetch(lambda s: (merkle.inclusion_path(s, e.seq, n), merkle.root(s, n)),
-                                      lambda w: self._nodes(c, w))
+            path, r = merkle.prefetch(
+                lambda s: (merkle.inclusion_path(s, e.seq, n), merkle.root(s, n)), lambda w: self._nodes(c, w)
+            )
         return merkle.InclusionProof(e.seq, n, bytes.fromhex(e.hash), tuple(path), r)
 
     @_db
@@ -198,7 +202,8 @@ class LedgerReader:
                 raise EntryNotFound(f"no consistency proof from size {old_size} to size {n}")
             path, r_old, r_new = merkle.prefetch(
                 lambda s: (merkle.consistency_path(s, old_size, n), merkle.root(s, old_size), merkle.root(s, n)),
-                lambda w: self._nodes(c, w))
+                lambda w: self._nodes(c, w),
+            )
         return merkle.ConsistencyProof(old_size, n, r_old, r_new, tuple(path))
 
     # ------------------------------------------------------------------ verification
@@ -214,4 +219,3 @@ class LedgerReader:
         still holds that tree: fewer entries is a truncation, a different root a fork.
         """
         return verify_ledger(self, checkpoint=checkpoint, key=key)
-

@@ -5,9 +5,10 @@ share: the table aliases, the column lists, the driver-error translation (``_db`
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -28,7 +29,7 @@ def format_time(t: datetime) -> str:
     """RFC 3339 UTC with microseconds and ``Z``: the stored, hashed form of an entry's time."""
     if t.tzinfo is None or t.utcoffset() is None:
         raise InvalidEntry("an entry time must be timezone-aware")
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy import exc as sa_exc
@@ -112,7 +113,9 @@ class Ledger(LedgerWriter):
         self._sql_ins_q = ins(Q, _Q_COLS)
         self._sql_head = (f"SELECT size, head, frontier FROM {H.name} WHERE {q('log')} = {schema.LOG}"
                           + (" FOR UPDATE" if self.backend == "postgresql" else ""))
-        self._sql_set_head = f"UPDATE {H.name} SET size = {ph}, head = {ph}, frontier = {ph} WHERE {q('log')} = {schema.LOG}"
+        self._sql_set_head = (
+            f"UPDATE {H.name} SET size = {ph}, head = {ph}, frontier = {ph} WHERE {q('log')} = {schema.LOG}"
+        )
         self._e_select = f"SELECT {', '.join(q(c) for c in _E_COLS)} FROM {E.name}"
         # in-process group commit
         self._gc = threading.Condition(threading.Lock())
@@ -121,8 +124,9 @@ class Ledger(LedgerWriter):
 
     # ------------------------------------------------------------------ open / close
     @classmethod
-    def open(cls, url: str, *, create: bool = False, lock_timeout: float = 60.0,
-             durability: str | None = None) -> "Ledger":
+    def open(
+        cls, url: str, *, create: bool = False, lock_timeout: float = 60.0, durability: str | None = None
+    ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
         With ``create=False`` (the default) a missing ledger is an error
@@ -136,8 +140,9 @@ class Ledger(LedgerWriter):
         try:
             u = make_url(url) if isinstance(url, str) else url
         except (sa_exc.ArgumentError, ValueError):
-            raise LedgerUnavailable(f"not a ledger URL: {url!r} (expected sqlite:///PATH or "
-                                    "postgresql+psycopg://USER@HOST:PORT/DB)") from None
+            raise LedgerUnavailable(
+                f"not a ledger URL: {url!r} (expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB)"
+            ) from None
         shown = u.render_as_string(hide_password=True)
         in_url = u.query.get("durability")
         if isinstance(in_url, tuple):
@@ -166,7 +171,9 @@ class Ledger(LedgerWriter):
                 raise LedgerUnavailable(f"unsupported SQLite driver in {shown} (use sqlite:///PATH)")
             db = u.database
             if not db or db == ":memory:" or db.startswith("file:"):
-                raise LedgerUnavailable(f"{shown}: give a file path (sqlite:///PATH); an in-memory ledger is not durable")
+                raise LedgerUnavailable(
+                    f"{shown}: give a file path (sqlite:///PATH); an in-memory ledger is not durable"
+                )
             path = Path(db)
             if not create and not path.exists():
                 raise LedgerNotFound(f"no ledger at {shown} (the file {db} does not exist; run `stopline ledger init`)")
@@ -197,11 +204,13 @@ class Ledger(LedgerWriter):
             args: dict[str, Any] = {"connect_timeout": 10}
             engine = create_engine(u, connect_args=args, pool_pre_ping=False)
             if durability == "normal":
+
                 @event.listens_for(engine, "connect")
                 def _on_pg_connect(dbapi_conn, _record):  # pragma: no branch
                     with dbapi_conn.cursor() as cur:
                         cur.execute("SET synchronous_commit = off")
                     dbapi_conn.commit()
+
             return engine
         raise LedgerUnavailable(f"unsupported ledger URL {shown} (expected sqlite:///PATH or postgresql+psycopg://...)")
 
@@ -219,8 +228,10 @@ class Ledger(LedgerWriter):
                     raise SchemaError(f"{shown} is not a Stopline ledger (it has other tables and no ledger_meta)")
                 raise LedgerNotFound(f"no ledger at {shown} (run `stopline ledger init`)")
             if version is not None and version > schema.SCHEMA_VERSION:
-                raise SchemaError(f"the ledger at {shown} has schema version {version}, newer than this Stopline "
-                                  f"supports ({schema.SCHEMA_VERSION}); upgrade Stopline")
+                raise SchemaError(
+                    f"the ledger at {shown} has schema version {version}, newer than this Stopline "
+                    f"supports ({schema.SCHEMA_VERSION}); upgrade Stopline"
+                )
             with engine.connect() as c:
                 c = c.execution_options(ledger_write=True)
                 with c.begin():
@@ -238,7 +249,7 @@ class Ledger(LedgerWriter):
         """Release every connection."""
         self._engine.dispose()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:

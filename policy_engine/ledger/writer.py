@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -88,7 +89,7 @@ class LedgerWriter(LedgerReader):
                     raise InvalidEntry("workflow, key and links must be valid Unicode (no lone surrogates)") from None
         check_entry(n.kind, n.body, n.workflow, links)
         text = canonical_text(n.body)
-        t = format_time(n.time if n.time is not None else datetime.now(timezone.utc))
+        t = format_time(n.time if n.time is not None else datetime.now(UTC))
         return _Prepared(n.kind, parse_body(text), text, n.workflow, links, n.key, t)
 
     def append(self, kind: str, body: Any, *, workflow: str | None = None, links: Sequence[str] = (),
@@ -376,8 +377,20 @@ class LedgerWriter(LedgerReader):
                                                    links=p.links, key=p.key, time=p.time, prev=head)).hex()
                     entry = Entry(seq=size, id=eid, kind=p.kind, body=p.body, body_json=p.body_json,
                                   workflow=p.workflow, links=p.links, key=p.key, time=p.time, prev=head, hash=h)
-                    e_rows.append((size, eid, p.kind, p.workflow, p.key, json.dumps(list(p.links), separators=(",", ":")),
-                                   p.body_json, p.time, head, h))
+                    e_rows.append(
+                        (
+                            size,
+                            eid,
+                            p.kind,
+                            p.workflow,
+                            p.key,
+                            json.dumps(list(p.links), separators=(",", ":")),
+                            p.body_json,
+                            p.time,
+                            head,
+                            h,
+                        )
+                    )
                     l_rows.extend((size, i, new_ids[x] if x in new_ids else seq_of[x]) for i, x in enumerate(p.links))
                     n_rows.extend((size, lv, nh.hex()) for lv, _idx, nh in cr.append(bytes.fromhex(h)))
                     new_ids[eid] = size
@@ -386,7 +399,7 @@ class LedgerWriter(LedgerReader):
                     out.append(entry)
                     size, head = size + 1, h
             except (InvalidEntry, IdempotencyConflict) as err:
-                del e_rows[marks[0]:], l_rows[marks[1]:], n_rows[marks[2]:]
+                del e_rows[marks[0] :], l_rows[marks[1] :], n_rows[marks[2] :]
                 g.error = err
                 continue
             state[0], state[1], state[2] = size, head, cr
@@ -404,8 +417,9 @@ class LedgerWriter(LedgerReader):
 
     # ------------------------------------------------------------------ checkpoints
     @_db
-    def checkpoint(self, key: SigningKey, *, path: str | os.PathLike[str] | None = None,
-                   time: datetime | None = None) -> tuple[Checkpoint, Entry]:
+    def checkpoint(
+        self, key: SigningKey, *, path: str | os.PathLike[str] | None = None, time: datetime | None = None
+    ) -> tuple[Checkpoint, Entry]:
         """Sign the current tree head (C2SP signed note, Ed25519), record it as a
         ``checkpoint`` entry and, with ``path``, write the note to that file.
 

@@ -118,7 +118,7 @@ class FusedGate:
 def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:
     """A new (unbuilt) fused gate for action type `ca` of workflow `wf`: a bit per gate
     entry that is not a constant `false`, in the order of `ca.gate`."""
-    exprs = []
+    exprs: list = []
     slots: list = []
     for call, *_, item in ca.gate:
         if call is None:

@@ -67,11 +67,12 @@ class Accelerator:
             wname = action.get("workflow")
             if type(tname) is str and type(wname) is str:
                 lane = self.types.get(tname)
+                fz: FusedGate | None
                 if lane is not None and lane[0] == wname:
                     fz = lane[1]
                 else:
-                    lane = self.lanes.get((wname, tname))
-                    fz = lane[0] if lane is not None else None
+                    wlane = self.lanes.get((wname, tname))
+                    fz = wlane[0] if wlane is not None else None
                 if fz is not None and fz.action.fields is not None and declared_problem(fz.action, action):
                     fz = None  # not the declared shape: the reference gate says why (fail closed)
                 if fz is not None:
