@@ -99,7 +99,9 @@ def _names(text: str) -> set[str]:
     if not isinstance(doc, dict):
         raise ExportError("the suite is not a mapping")
     cases = doc.get("cases") or []
-    return {c.get("name") for c in cases if isinstance(c, dict)} if isinstance(cases, list) else set()
+    if not isinstance(cases, list):
+        return set()
+    return {c["name"] for c in cases if isinstance(c, dict) and isinstance(c.get("name"), str)}
 
 
 def export_case(ledger: Any, decision_id: str, expect: str, suite: str | os.PathLike, *,

@@ -232,7 +232,7 @@ def test(
     if machine is not None and output is None:
         click.echo(machine, nl=False)
     else:
-        if machine is not None:
+        if machine is not None and output is not None:  # (machine and no output: echoed above)
             try:
                 with open(output, "w", encoding="utf-8") as fh:
                     fh.write(machine)

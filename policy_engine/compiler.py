@@ -275,7 +275,9 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 receipt=tuple(sorted({n.name for n in a.receipt})),
                 klass=rv.klass if rv else None, method=rv.method if rv else None,
                 window=rv.window_text if rv else None, window_seconds=rv.window_seconds if rv else None,
-                window_td=timedelta(seconds=rv.window_seconds) if has_window else None,
+                window_td=(
+                    timedelta(seconds=rv.window_seconds) if rv is not None and rv.window_seconds is not None else None
+                ),
                 runs_while_stopped=a.runs_while_stopped,
                 verify=a.verify,
                 prerequisites=tuple(sorted((CPrereq(p.name, _fn(p.condition, compiled), p.condition.source,

@@ -12,7 +12,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..compiled import CompiledPolicy
 from ..construct import fast
@@ -254,7 +254,7 @@ def _rej(who: str, code: str, reason: str) -> RejectedApproval:
     return fast(RejectedApproval, {"principal": who, "code": code, "reason": reason})
 
 
-def parsed(model: type, raw: Any, what: str) -> tuple[Any, str | None]:
+def parsed(model: type[BaseModel], raw: Any, what: str) -> tuple[Any, str | None]:
     """`raw` (a dict or a model) validated as `model`, or why it is not one."""
     raw = as_dict(raw)
     if not isinstance(raw, Mapping):

@@ -26,11 +26,14 @@ def _no_json(v: Any) -> Any:
     raise TypeError(f"a {type(v).__name__} is not JSON")
 
 
+_canonical: Callable[[Any], str]
 if _c_make_encoder is not None:
     _c_canon = _c_make_encoder(None, _no_json, _c_encode_basestring, None, ":", ",", True, False, False)
 
-    def _canonical(data: Any, _enc: Any = _c_canon, _join: Callable = "".join) -> str:
+    def _canonical_c(data: Any, _enc: Any = _c_canon, _join: Callable = "".join) -> str:
         return _join(_enc(data, 0))
+
+    _canonical = _canonical_c
 else:  # pragma: no cover - a Python without the C accelerator
     _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 

@@ -71,7 +71,9 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
     criteria = []
     unmet = []
     if s is not None:
-        stop_val = {"name": s.name, "trigger": s.name, "severity": s.info.severity, "owner": s.info.owner}
+        stop_val: dict[str, Any] = {
+            "name": s.name, "trigger": s.name, "severity": s.info.severity, "owner": s.info.owner
+        }
         if stopped_at is not None:
             try:
                 stop_val["stopped_at"] = parse_ts(stopped_at, "`stopped_at`")

@@ -496,7 +496,7 @@ def step(
 
 
 def _path(parent_of: Mapping[str, str | None], rid: str) -> tuple[str, ...]:
-    out = []
+    out: list[str] = []
     cur: str | None = rid
     while cur is not None and len(out) <= MAX_CASCADE_RECORDS:
         out.append(cur)
@@ -552,7 +552,7 @@ def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[str | None], str
     if type(cur) is str and cur:
         return [cur], None
     if isinstance(cur, (list, tuple)):
-        names = sorted({x for x in cur if type(x) is str and x})
+        names: list[str | None] = [*sorted({x for x in cur if type(x) is str and x})]
         bad = [i for i, x in enumerate(cur) if not (type(x) is str and x)]
         if not cur:
             return [None], f"`{where}` is an empty list, not the principal ids to exclude"

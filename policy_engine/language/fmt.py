@@ -415,6 +415,7 @@ def format_text(text: str, path: str = "<string>") -> str:
     src, err = decode_source(text.encode("utf-8", errors="surrogatepass"), path)
     if err is not None:
         raise PolicyError([err], {path: SourceFile(path, text)})
+    assert src is not None  # read_source/decode_source return a source whenever they return no error
     res = format_source(src)
     if res.formatted is None:
         raise PolicyError(res.diagnostics, {path: src})
@@ -430,6 +431,7 @@ def format_path(path: Path, display: str | None = None) -> FormatResult:
     if err is not None:
         srcs = src
         return FormatResult(display, "", None, [err], srcs)
+    assert src is not None  # read_source returns a source whenever it returns no error
     raw = path.read_bytes().decode("utf-8", errors="replace")
     res = format_source(src)
     res.original = raw

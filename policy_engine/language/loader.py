@@ -285,6 +285,7 @@ def load_paths(paths: Sequence[str | os.PathLike], *, accelerate: bool = True) -
             elif err.code == "E004" and not err.message.startswith("cannot read"):
                 shown[str(f)] = display_source(f, str(f))
             continue
+        assert src is not None  # read_source/decode_source return a source whenever they return no error
         sources.append(src)
     result = load_sources(sources, diags, accelerate=accelerate)
     for k, v in shown.items():
@@ -309,6 +310,7 @@ def load_text(text: str, path: str = "<string>") -> LoadResult:
     src, err = decode_source(text.encode("utf-8", errors="surrogatepass"), path)
     if err is not None:
         return LoadResult(None, [err], {path: SourceFile(path, text)})
+    assert src is not None  # read_source/decode_source return a source whenever they return no error
     return load_sources([src])
 
 

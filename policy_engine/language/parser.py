@@ -9,10 +9,14 @@ import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..diagnostics import Diagnostic, did_you_mean
 from ..limits import MAX_NESTING, MAX_SYNTAX_ERRORS
 from ..source import SourceFile
+
+if TYPE_CHECKING:
+    from lark import Tree
 
 _lock = threading.Lock()
 _parser = None
@@ -63,7 +67,7 @@ def get_parser():
 
 @dataclass
 class ParseResult:
-    tree: object | None
+    tree: Tree | None
     comments: list  # lark Tokens of COMMENT, in order
     diagnostics: list[Diagnostic]
 

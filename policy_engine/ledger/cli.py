@@ -131,8 +131,8 @@ def append(url: str, kind: str, body: str, workflow, links, key) -> None:
         click.echo(f"error: {body}: not JSON: {e}", err=True)
         sys.exit(EXIT_USAGE)
     with _open(url) as led:
-        e = led.append(kind, obj, workflow=workflow, links=links, key=key)
-    click.echo(_dump(e.to_json()))
+        entry = led.append(kind, obj, workflow=workflow, links=links, key=key)
+    click.echo(_dump(entry.to_json()))
     sys.exit(EXIT_OK)
 
 

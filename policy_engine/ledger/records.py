@@ -65,7 +65,7 @@ class NewEntry:
     kind: str
     body: Any
     workflow: str | None = None
-    links: Sequence[str] = ()
+    links: Sequence[str | int] = ()  # an int i: the i-th entry of the same batch (append_many)
     key: str | None = None
     time: datetime | None = None
 

@@ -35,7 +35,7 @@ from .kinds import check_entry
 from .note import Checkpoint, VerifierKey, open_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import Ledger
+    from .reader import LedgerReader
 
 __all__ = ["VerifyReport", "verify_ledger"]
 
@@ -86,7 +86,7 @@ def _stream(c, q) -> Iterator[Any]:
 
 
 def verify_ledger(
-    led: Ledger, *, checkpoint: str | bytes | None = None, key: VerifierKey | None = None
+    led: LedgerReader, *, checkpoint: str | bytes | None = None, key: VerifierKey | None = None
 ) -> VerifyReport:
     ext: Checkpoint | None = None
     if checkpoint is not None:

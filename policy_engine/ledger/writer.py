@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -56,6 +57,19 @@ class LedgerWriter(LedgerReader):
     """Appends to an open ledger (a base of :class:`~policy_engine.ledger.store.Ledger`)."""
 
     origin: str
+    # set by Ledger.__init__ (store.py): the statements rendered once, the group-commit state
+    _ph: str
+    _q: Callable[[str], str]
+    _sql_ins_e: str
+    _sql_ins_l: str
+    _sql_ins_n: str
+    _sql_ins_q: str
+    _sql_head: str
+    _sql_set_head: str
+    _e_select: str
+    _gc: threading.Condition
+    _gc_pending: list[_Group]
+    _gc_leader: bool
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
@@ -73,8 +87,9 @@ class LedgerWriter(LedgerReader):
     # ------------------------------------------------------------------ appending
     @staticmethod
     def _prepare_entry(n: NewEntry) -> _Prepared:
-        links = tuple(n.links)
-        if len(links) > _MAX_LINKS or not all(isinstance(x, str) and x for x in links):
+        given = tuple(n.links)  # int links were resolved to ids by append_many
+        links = tuple(x for x in given if isinstance(x, str) and x)
+        if len(given) > _MAX_LINKS or len(links) != len(given):
             raise InvalidEntry(f"links are at most {_MAX_LINKS} entry ids (strings)")
         if len(set(links)) != len(links):
             raise InvalidEntry("an entry links to each entry at most once")
@@ -154,7 +169,7 @@ class LedgerWriter(LedgerReader):
         """Write ``groups`` in one transaction under the log's row lock, on the driver's cursor."""
         raw = self._engine.raw_connection()
         try:
-            cur = raw.cursor()
+            cur: Any = raw.cursor()  # the driver's cursor (sqlite3 or psycopg)
             if self.backend == "sqlite":
                 cur.execute("BEGIN IMMEDIATE")
             cur.execute(self._sql_head)
@@ -186,7 +201,7 @@ class LedgerWriter(LedgerReader):
         mine = [p.id for p in prepared]
         raw = self._engine.raw_connection()
         try:
-            pg = raw.dbapi_connection
+            pg: Any = raw.dbapi_connection  # a psycopg connection (pipeline() is psycopg's)
             cur = pg.cursor()
             c_lock, c_head, c_q, c_mine = pg.cursor(), pg.cursor(), pg.cursor(), pg.cursor()
             with pg.pipeline():  # queue, commit, and try the sequencer lock: one round trip

@@ -36,7 +36,7 @@ def _entries(led: Any, kinds: tuple, since: str | None, until: str | None, tick:
     from ..ledger import schema
 
     E = schema.entries
-    where = [E.c.kind.in_(kinds)]
+    where: list[Any] = [E.c.kind.in_(kinds)]
     if since:
         where.append(E.c.time >= since)
     if until:
@@ -74,8 +74,8 @@ def compute_report(ledger: Any, *, since: str | None = None, until: str | None =
 
         ex: dict[str, dict] = {}
         rbs: dict[str, dict] = {}
-        approvals: dict[str, list] = {}
-        steps: dict[str, dict] = {}
+        approvals: dict[str | None, list] = {}
+        steps: dict[str | None, dict] = {}
         batches = 0
         for e in _entries(led, ("execution", "rollback", "approval", "step", "batch"), since, until, tick):
             b = e.body
@@ -130,8 +130,9 @@ def compute_report(ledger: Any, *, since: str | None = None, until: str | None =
             if st and len(done) == len(r["duties"]):
                 s = "verified" if all(st[d][0] == "verified" for d in r["duties"]) else "completed"
                 end = max(filter(None, (_t(st[d][1]) for d in r["duties"])), default=None)
-                if o is not None and end and _t(o["at"]):
-                    to_complete.append((end - _t(o["at"])).total_seconds())
+                start = _t(o["at"]) if o is not None else None
+                if end and start:
+                    to_complete.append((end - start).total_seconds())
             elif any(v[0] == "failed" for v in st.values()):
                 s = "partial"
                 partial_ids.append(rid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select
 
@@ -14,11 +14,14 @@ from . import projections as P
 from .core import RuntimeCore
 from .results import TERMINAL, ApprovalResult, RuntimeUsageError, SubjectStatus, TransitionResult, _now, _ts
 
+if TYPE_CHECKING:
+    from ..engine import NowInput
+
 
 class Approvals(RuntimeCore):
     """The approvals part of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
-    def authorization(self, subject_id: str, *, now: Any = None) -> SubjectStatus:
+    def authorization(self, subject_id: str, *, now: NowInput = None) -> SubjectStatus:
         """Satisfied? Which slots are open? Denied, expired, cancelled, used? (a gate decision or a rollback)"""
         eng, now_dt = self.engine, _now(now)
         with self.ledger.reading() as c:
@@ -49,7 +52,8 @@ class Approvals(RuntimeCore):
                                           f"the {before.kind} is `{before.status}`: it takes no approvals"
                                           + (f" ({before.reason})" if before.reason else ""))
                 return []
-            body = {"subject": subject_id, "digest": before.digest, "principal": principal, "roles": roles,
+            body: dict[str, Any] = {
+                    "subject": subject_id, "digest": before.digest, "principal": principal, "roles": roles,
                     "verdict": verdict, "at": _ts(now_dt), "subject_kind": before.kind,
                     "policy_hash": eng.policy_hash}
             if verdict == "approve":
@@ -96,7 +100,7 @@ class Approvals(RuntimeCore):
             return out["r"]
         return TransitionResult(subject_id, True, out["to"], entries[0].id)
 
-    def claim(self, rollback_id: str, *, principal: str, now: Any = None) -> TransitionResult:
+    def claim(self, rollback_id: str, *, principal: str, now: NowInput = None) -> TransitionResult:
         """A reviewer takes a queued rollback; of concurrent claims exactly one wins."""
         return self._transition(rollback_id, "claimed", principal, None, now, ("pending", "approved"))
 
@@ -105,7 +109,7 @@ class Approvals(RuntimeCore):
         """Withdraw a decision awaiting approval or a rollback not yet started."""
         return self._transition(subject_id, "cancelled", principal, reason, now, ("pending", "approved"))
 
-    def expire(self, *, now: Any = None) -> list[TransitionResult]:
+    def expire(self, *, now: NowInput = None) -> list[TransitionResult]:
         """The sweeper: record `expired` for every decision awaiting approval and every
         rollback not authorized whose deadline has passed (``stopline queue --expire``)."""
         now_dt = _now(now)

@@ -330,7 +330,8 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
         if note:
             head["note"] = note
         items = [NewEntry("approval", head, links=[batch_id], time=now_dt)]
-        counted, skipped, statuses = 0, [], {}
+        counted, skipped = 0, []
+        statuses: dict[str, Any] = {}
         for m in _members(rt, c, b):
             before = rt._subject_status(c, eng, m, now_dt)
             if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from ..ledger import Ledger
 from . import projections as P
 from .results import E, L, RuntimeUsageError, SubjectStatus, _parse
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 
 class RuntimeCore:
@@ -37,7 +40,7 @@ class RuntimeCore:
         self.close()
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The engine deciding now (a PolicyStore's current snapshot)."""
         p = self._policies
         if p is None:
@@ -128,7 +131,8 @@ class RuntimeCore:
         apps = [{**{k: a[k] for k in fields if a.get(k) is not None}, bind: a["digest"]}
                 for a in approvals if a["verdict"] == "approve"]
         verdict = judge(apps)
-        denied, ignored = [], []
+        denied: list[str] = []
+        ignored: list[str] = []
         for a in approvals:
             if a["verdict"] != "deny":
                 continue
@@ -136,8 +140,8 @@ class RuntimeCore:
                           **({"policy_hash": a["policy_hash"]} if a.get("policy_hash") else {})}])
             (denied if a["principal"] in one.accepted else ignored).append(a["principal"])
         expires_at = b.get("pending_until")
-        common = dict(verdict=verdict, denied_by=tuple(denied), ignored_denials=tuple(ignored), expires_at=expires_at,
-                      claimed_by=claimed)
+        common: dict[str, Any] = dict(verdict=verdict, denied_by=tuple(denied), ignored_denials=tuple(ignored),
+                                      expires_at=expires_at, claimed_by=claimed)
         if kind == "decision":
             used = next((e.id for e in linked if e.kind == "execution" and e.body.get("authorized")), None)
             if ended:
@@ -163,7 +167,7 @@ class RuntimeCore:
         done = {"completed", "verified"}
         remaining = tuple(d for d in duties if latest.get(d) not in done)
         unverified = tuple(d for d in duties if latest.get(d) == "completed")
-        prog = dict(duties=duties, steps=latest, remaining=remaining, unverified=unverified)
+        prog: dict[str, Any] = dict(duties=duties, steps=latest, remaining=remaining, unverified=unverified)
         if latest:
             if not remaining and not unverified:
                 status = "verified"

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ledger import InvalidEntry, NewEntry
 from ..ledger.canonical import canonical_text
 from .core import RuntimeCore
 from .results import E, ExecutionResult, GateResult, ResumeResult, RuntimeUsageError, _digest, _name, _now, _plain, _ts
 
+if TYPE_CHECKING:
+    from ..engine import ActionInput, NowInput
+
 
 class Executions(RuntimeCore):
     """The executions part of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
     # ------------------------------------------------------------------ gate
-    def gate(self, action: Any, *, now: Any = None, key: str | None = None) -> GateResult:
+    def gate(self, action: ActionInput, *, now: NowInput = None, key: str | None = None) -> GateResult:
         """Evaluate ``action`` with the workflow state the ledger holds, record the decision,
         and, when a stop trigger fires, stop the workflow in the ledger (same transaction)."""
         eng = self.engine
@@ -64,7 +67,7 @@ class Executions(RuntimeCore):
         return GateResult(entries[0].id, d, stop is not None, stop.id if stop else None,
                           "stopped" if stopped else "running")
 
-    def gate_many(self, actions: Iterable[Any], *, now: Any = None) -> list[GateResult]:
+    def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None) -> list[GateResult]:
         """Gate a batch in one transaction (one lock, one commit, one fsync): each action
         evaluated with the ledger's state *as the batch leaves it* (a stop fired by one
         stops the later ones of its workflow). All recorded or none. For runtimes that
@@ -197,7 +200,7 @@ class Executions(RuntimeCore):
                                tuple(b.get("missing_receipt", ())), e)
 
     # ------------------------------------------------------------------ resume
-    def resume(self, workflow: str, *, evidence: dict, principal: str, now: Any = None) -> ResumeResult:
+    def resume(self, workflow: str, *, evidence: dict, principal: str, now: NowInput = None) -> ResumeResult:
         """Ask to restart a stopped workflow: the stop trigger's re-enable criteria over
         ``evidence``. Recorded either way (each criterion's result); only an allowed resume
         restarts it. A workflow that is not stopped is answered, nothing recorded."""

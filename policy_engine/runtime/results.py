@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text
@@ -45,6 +45,10 @@ def _ts(t: datetime) -> str:
     return t.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@overload
+def _parse(s: str) -> datetime: ...
+@overload
+def _parse(s: None) -> None: ...
 def _parse(s: str | None) -> datetime | None:
     return None if s is None else datetime.fromisoformat(s.replace("Z", "+00:00"))
 

@@ -4,7 +4,7 @@ the review ``queue`` and its ``step`` reports. Batches of them: :mod:`.bulk`."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -23,6 +23,9 @@ from .results import (
     _now,
     _ts,
 )
+
+if TYPE_CHECKING:
+    from ..engine import NowInput
 
 
 class Rollbacks(RuntimeCore):
@@ -135,7 +138,7 @@ class Rollbacks(RuntimeCore):
                                      tuple(rb.body.get("undeclared") or ()),
                                      f"already rolled back by {rollback_id} ({st.status}); nothing was recorded")
 
-    def queue(self, route: str | None = None, *, now: Any = None, limit: int | None = None,
+    def queue(self, route: str | None = None, *, now: NowInput = None, limit: int | None = None,
               claimed: bool | None = None) -> list[QueueItem]:
         """Open rollbacks (not denied, expired, cancelled or verified) on ``route`` (all routes
         with None), oldest first, with their window deadline and status."""
@@ -155,7 +158,7 @@ class Rollbacks(RuntimeCore):
         mk = QueueItem._make
         return [mk((*r, r[7] is not None and r[7] <= now_s)) for r in rows]
 
-    def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: Any = None,
+    def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: NowInput = None,
              detail: dict | None = None) -> StepResult:
         """Report one step of a rollback: ``duty`` is a record's execution id (its reversal),
         ``compensate:NAME`` or ``notify:PARTY``; ``status`` started|completed|failed|verified.

@@ -76,8 +76,10 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
             from .. import load
 
             policies = load(policies)
-        owns = not isinstance(ledger, Ledger)
-        led = Ledger.open(ledger, create=create) if owns else ledger
+        if isinstance(ledger, Ledger):
+            led, owns = ledger, False
+        else:
+            led, owns = Ledger.open(ledger, create=create), True
         return cls(policies, led, owns_ledger=owns, **options)
 
     def __enter__(self) -> Runtime:

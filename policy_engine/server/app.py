@@ -34,7 +34,7 @@ _PROBLEM_SCHEMA = {"type": "object", "required": ["type", "title", "status", "de
                                   "status": {"type": "integer"}, "detail": {"type": "string"},
                                   "instance": {"type": "string"}, "errors": {"type": "array"}}}
 _P = {"description": "A problem (RFC 9457)", "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-PROBLEMS = {s: _P for s in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
+PROBLEMS: dict[int | str, dict[str, Any]] = {s: _P for s in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 
 
 def _problem_response(request: Request, p: Problem) -> Response:

@@ -38,7 +38,7 @@ _ENTITY = {"type": "object", "required": ["type", "id"],
                           "properties": {"type": "object"}}}
 _ACTION = {"type": "object", "required": ["name"],
            "properties": {"name": {"type": "string", "minLength": 1}, "properties": {"type": "object"}}}
-_PARTIAL = {"type": "object", "additionalProperties": False,
+_PARTIAL: dict[str, Any] = {"type": "object", "additionalProperties": False,
             "properties": {"subject": _ENTITY, "action": _ACTION, "resource": _ENTITY, "context": {"type": "object"}}}
 _RESULT = {"type": "object", "required": ["decision", "context"], "additionalProperties": False,
            "properties": {"decision": {"type": "boolean"},
@@ -279,7 +279,7 @@ class FastPath:
             if rid is not None and (len(rid) > 256 or not rid.isascii()):
                 raise Problem(400, "bad-request-id", "X-Request-ID is at most 256 ASCII characters")
             body = await _read(receive, limit) if scope["method"] in ("POST", "PUT", "PATCH") else None
-            if scope["path"] in self.routes and scope["method"] == "POST":
+            if scope["path"] in self.routes and scope["method"] == "POST" and body is not None:  # body read for POST
                 out = await self._authzen(scope, headers, body)
                 await _send(send, 200, json.dumps(out).encode(), b"application/json", rid)
                 self.state.metrics.latency.labels(scope["path"]).observe(time.perf_counter() - t0)

@@ -169,6 +169,9 @@ class Identities:
         import jwt
 
         c = self._jwt
+        if c is None:  # pragma: no cover - called only when JWT verification is configured
+            raise PermissionError("JWT verification is not configured")
+        options: jwt.types.Options = {"require": ["exp", c["principal_claim"]], "verify_aud": c["audience"] is not None}
         try:
             key = c["key"]
             if key is None:
@@ -178,8 +181,7 @@ class Identities:
                     raise PermissionError("no single key in the JWKS file matches the token's `kid`")
                 key = matches[0].key
             claims = jwt.decode(cred, key, algorithms=c["algorithms"], audience=c["audience"], issuer=c["issuer"],
-                                leeway=c["leeway"], options={"require": ["exp", c["principal_claim"]],
-                                                             "verify_aud": c["audience"] is not None})
+                                leeway=c["leeway"], options=options)
         except (jwt.PyJWTError, ValueError, TypeError) as e:  # a malformed token or a key of the wrong type
             raise PermissionError(f"the token does not verify: {e}") from None
         principal = claims.get(c["principal_claim"])

@@ -180,6 +180,8 @@ class State:
 
     def _queue_depth(self) -> list[tuple[str, int]]:
         counts: dict[str, int] = {}
+        if self.runtime is None:  # watched only once the runtime is open
+            return []
         for item in self.runtime.queue():
             counts[item.route or "none"] = counts.get(item.route or "none", 0) + 1
         return list(counts.items())

@@ -189,8 +189,9 @@ def render_diff(diffs: Sequence[Difference], indent: str = "  ") -> str:
 
 def explain_answer(kind: str, answer_model: Any, answer: dict) -> str:
     """The explain trace of an answer: the engine helper's renderer, or a fallback."""
+    _explain: Any
     try:
-        from .. import explain as _explain  # type: ignore[attr-defined]
+        from .. import explain as _explain
     except Exception:
         _explain = None
     if _explain is not None:
