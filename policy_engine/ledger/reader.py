@@ -29,6 +29,7 @@ class LedgerReader:
     _driver_errors: tuple[type[BaseException], ...]  # read by _db
     url: str
     backend: str
+    origin: str  # the checkpoint origin line (read by verify)
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
