@@ -38,82 +38,64 @@ def parse_ts(s):
 
 
 def derive_send_customer_reply(a, now):
-    return {
-        "body_len": len(a["body"]),
-        "legal_language": LEGAL_RE.search(a["body"]) is not None,
-        "cc_count": len(a["cc"]),
-        "all_sourced": all(c["sourced"] for c in a["claims"]),
-        "unsourced_promise": any(not c["sourced"] and c["kind"] == "promise" for c in a["claims"]),
-        "ssn": SSN_RE.search(a["body"]) is not None,
-    }
+    return {'body_len': len(a["body"]), 'legal_language': LEGAL_RE.search(a["body"]) is not None, 'cc_count': len(a["cc"]), 'all_sourced': all(c["sourced"] for c in a["claims"]), 'unsourced_promise': any(not c["sourced"] and c["kind"] == "promise" for c in a["claims"]), 'ssn': SSN_RE.search(a["body"]) is not None}
 
 
 def derive_issue_goodwill_credit(a, now):
-    return {"big_credits": sum(1 for c in a["credits_last_90d"] if c > 20.0)}
+    return {'big_credits': sum(1 for c in a["credits_last_90d"] if c > 20.0)}
 
 
 def derive_tag_ticket(a, now):
-    return {
-        "reserved_tag": any(t.startswith("internal-") for t in a["tags"]),
-        "short_tags": all(len(t) <= 32 for t in a["tags"]),
-    }
+    return {'reserved_tag': any(t.startswith("internal-") for t in a["tags"]), 'short_tags': all(len(t) <= 32 for t in a["tags"])}
 
 
 def derive_update_contact(a, now):
-    return {"n_fields": len(a["fields"])}
+    return {'n_fields': len(a["fields"])}
 
 
 def derive_log_crm_activity(a, now):
-    return {"secret": SECRET_RE.search(a["note"]) is not None, "note_len": len(a["note"])}
+    return {'secret': SECRET_RE.search(a["note"]) is not None, 'note_len': len(a["note"])}
 
 
 def derive_publish_article(a, now):
-    return {
-        "banned_phrase": any(p in a["body"] for p in BANNED_PHRASES),
-        "embargoed": parse_ts(a["embargo_until"]) > now,
-        "unsourced": any(not c["sourced"] for c in a["claims"]),
-    }
+    return {'banned_phrase': any(p in a["body"] for p in BANNED_PHRASES), 'embargoed': parse_ts(a["embargo_until"]) > now, 'unsourced': any(not c["sourced"] for c in a["claims"])}
 
 
 def derive_edit_article(a, now):
-    return {"unsourced": any(not c["sourced"] for c in a["claims"])}
+    return {'unsourced': any(not c["sourced"] for c in a["claims"])}
 
 
 def derive_post_social(a, now):
-    return {"sponsored": any(h.startswith("#ad") for h in a["hashtags"]), "text_len": len(a["text"])}
+    return {'sponsored': any(h.startswith("#ad") for h in a["hashtags"]), 'text_len': len(a["text"])}
 
 
 def derive_grant_role(a, now):
-    return {"hour": now.hour}
+    return {'hour': now.hour}
 
 
 def derive_create_api_key(a, now):
-    return {
-        "wildcard": any(s.endswith(":*") for s in a["scopes"]),
-        "write_scope": any(s.startswith("write:") or s.startswith("admin:") for s in a["scopes"]),
-        "read_only": all(s.startswith("read:") for s in a["scopes"]),
-    }
+    return {'wildcard': any(s.endswith(":*") for s in a["scopes"]), 'write_scope': any(s.startswith("write:") or s.startswith("admin:") for s in a["scopes"]), 'read_only': all(s.startswith("read:") for s in a["scopes"])}
 
 
 def derive_issue_refund(a, now):
-    return {"recent_refunds": sum(1 for r in a["prior_refunds"] if r["days_ago"] < 30)}
+    return {'recent_refunds': sum(1 for r in a["prior_refunds"] if r["days_ago"] < 30)}
 
 
 def derive_respond_chargeback(a, now):
-    return {"unverified": any(not e["verified"] for e in a["evidence"])}
+    return {'unverified': any(not e["verified"] for e in a["evidence"])}
 
 
 DERIVE = {
-    "send_customer_reply": derive_send_customer_reply,
-    "issue_goodwill_credit": derive_issue_goodwill_credit,
-    "tag_ticket": derive_tag_ticket,
-    "update_contact": derive_update_contact,
-    "log_crm_activity": derive_log_crm_activity,
-    "publish_article": derive_publish_article,
-    "edit_article": derive_edit_article,
-    "post_social": derive_post_social,
-    "grant_role": derive_grant_role,
-    "create_api_key": derive_create_api_key,
-    "issue_refund": derive_issue_refund,
-    "respond_chargeback": derive_respond_chargeback,
+    'send_customer_reply': derive_send_customer_reply,
+    'issue_goodwill_credit': derive_issue_goodwill_credit,
+    'tag_ticket': derive_tag_ticket,
+    'update_contact': derive_update_contact,
+    'log_crm_activity': derive_log_crm_activity,
+    'publish_article': derive_publish_article,
+    'edit_article': derive_edit_article,
+    'post_social': derive_post_social,
+    'grant_role': derive_grant_role,
+    'create_api_key': derive_create_api_key,
+    'issue_refund': derive_issue_refund,
+    'respond_chargeback': derive_respond_chargeback,
 }
