@@ -19,6 +19,7 @@ loads the candidate policy itself, and sends back only the changed verdicts.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -196,7 +197,8 @@ def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
 _W: dict[str, Any] = {}  # per process: the engine and the ledger
 
 
-def _init(policy_paths: Sequence[str], url: str) -> None:
+def _init(policy_paths: Sequence[str] | None, url: str) -> None:
+    assert policy_paths is not None  # workers run only for policies given by path
     from . import load
     from .ledger import Ledger
 
@@ -320,8 +322,8 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             try:
-                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                         initargs=(paths, url)) as pool:
+                with ProcessPoolExecutor(workers, mp_context=ctx,
+                                         initializer=functools.partial(_init, paths, url)) as pool:
                     futs = [pool.submit(_work, lo, hi, (since_s, until_s, workflow), timeline) for lo, hi in parts]
                     for i, f in enumerate(futs):
                         results.append(f.result())
@@ -334,7 +336,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         bad = tuple(b for res in results for b in res[2])
         hashes = sorted({h for res in results for h in res[3]} - {""})
         execs = _executions_of(led, [r[1] for r in rows])
-        changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)
+        changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
         return ReplayResult(engine.policy_hash, n, n - len(changed), changed, bad, workers, tuple(hashes),
                             time.perf_counter() - t0)
     finally:

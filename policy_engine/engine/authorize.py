@@ -75,6 +75,7 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime) -> tuple[t
     if sc is None:
         return (), (f"the plan names scenario `{plan.scenario}` of workflow `{plan.workflow}`, which this policy "
                     "does not declare")
+    assert wf is not None  # sc is only found through wf
     ca = wf.actions.get(plan.original_type) if plan.original_type is not None else None
     if ca is None:
         return (), (f"the plan's original type `{plan.original_type}` is not declared in workflow "

@@ -68,8 +68,10 @@ def decide(p: CompiledPolicy, wf: CWorkflow, ca: CAction | None, entries: tuple,
             if first.receipt:
                 receipt = tuple(sorted(set(receipt) | set(first.receipt)))
         else:
+            assert ca is not None  # a rule matched: rules belong to a declared action type
             receipt = ca.receipt
     else:
+        assert ca is not None  # the default applies to a declared action type
         deciding = wf.default_ref
         effect = wf.default_effect
         reason = ca.default_reason

@@ -71,7 +71,7 @@ def evaluate(p: CompiledPolicy, action: Any, workflow_state: Any = None, now: An
                               f"{type_name(status)}")
         if status == "stopped":
             ca = wf.actions.get(tname) if (wf is not None and type(tname) is str) else None
-            if ca is not None and ca.runs_while_stopped:
+            if ca is not None and wf is not None and ca.runs_while_stopped:
                 problem = check_fields(action, ca.reads) or declared_problem(ca, action)
                 if problem:
                     return fail(p, now_dt, wname, tname, aid, problem, wf=wf)

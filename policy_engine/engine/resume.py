@@ -40,7 +40,7 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
             trigger = stop.get("stopped_by")
             stopped_at = stop.get("stopped_at")
         else:  # a StopInfo or a Decision's `stop`
-            inner = stop.get("stop") if isinstance(stop.get("stop"), Mapping) else stop
+            inner: Mapping = stop["stop"] if isinstance(stop.get("stop"), Mapping) else stop
             trigger = inner.get("trigger")
             stopped_at = inner.get("stopped_at")
     else:
@@ -94,6 +94,7 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
                                                    "reason": "not evaluated: the input has an error",
                                                    "description": c.description, "location": c.location}))
     elif s is not None:
+        assert wf is not None  # the trigger was found in wf
         state.setdefault("name", wf.name)
         state["status"] = "stopped"
         state["stopped_by"] = s.name

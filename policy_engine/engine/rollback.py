@@ -123,7 +123,7 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
     comps: list = []
     duties: tuple = ()
     depth_limit = 0
-    if sc is not None:
+    if sc is not None and wf is not None:  # sc is only found through wf
         slots = tuple(s.spec for s in sc.slots)
         distinct_paths = sc.distinct_from
         route = sc.route
@@ -307,7 +307,7 @@ def plan_cascade(
     root_id = original.get("id")
     root_id = root_id if type(root_id) is str else "<original>"
     parent_of: dict[str, str | None] = {root_id: None}
-    queue = [(original, 0, None, root_id)]
+    queue: list[tuple[Mapping, int, str | None, str]] = [(original, 0, None, root_id)]
     head = 0
     count = 0
     while head < len(queue):
@@ -520,6 +520,7 @@ def reversal_window(
     except OverflowError:  # a datetime whose offset moves it out of range
         return None, None, False, f"{what} is out of the representable range; the window is treated as expired", False
     executed_at = fmt_ts(ex_dt)
+    assert ca.window_td is not None  # callers pass a type that declares a window
     try:
         until_dt = ex_dt + ca.window_td
     except OverflowError:

@@ -26,7 +26,7 @@ _SURROGATE_RE = SURROGATE_RE
 
 def _add_seconds(t: datetime, seconds: int | timedelta) -> str | None:
     try:
-        return fmt_ts(t + (seconds if type(seconds) is timedelta else timedelta(seconds=seconds)))
+        return fmt_ts(t + (seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)))
     except OverflowError:
         return "9999-12-31T23:59:59Z"
 
@@ -128,7 +128,8 @@ def cond_outcome(v: Any) -> tuple[bool | None, str | None, str | None]:
     return None, f"condition returned {type_name(v)} ({value_text(v)}), not a bool", None
 
 
-def err(rule: str, kind: str, message: str, location: str | None = None,
+def err(rule: str, kind: str, message: str | None, location: str | None = None,
          budget: str | None = None) -> EvalError:
-    return fast(EvalError, {"rule": rule, "kind": kind, "message": message, "location": location,
+    # a condition error always has a message; `or` keeps the type honest, never drops the error
+    return fast(EvalError, {"rule": rule, "kind": kind, "message": message or "error", "location": location,
                             "budget": budget})

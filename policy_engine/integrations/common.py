@@ -75,7 +75,7 @@ class Check:
     """A gated tool call: the recorded decision and where it stands in the ledger."""
 
     tool: str
-    args: dict
+    args: Mapping[str, Any]
     call_id: str
     workflow: str
     action: dict

@@ -23,7 +23,7 @@ about to run; and a wrapper that records the execution with its receipt. So:
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, require_extra
 
@@ -79,7 +79,7 @@ class _Gated:
         name = tool.name
 
         async def on_invoke_tool(ctx: Any, raw: str) -> Any:
-            cleared = self.cleared.pop(getattr(ctx, "tool_call_id", None), None)
+            cleared = self.cleared.pop(cast(str, getattr(ctx, "tool_call_id", None)), None)
             if cleared is None:  # reached without the guardrail: fail closed
                 return f"Stopline refused `{name}`: the call was not gated"
             c, out = cleared
@@ -119,7 +119,7 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
     """The decision behind an SDK interruption (a ``ToolApprovalItem``), as the reviewer sees it."""
     raw = interruption.raw_item
     get = raw.get if isinstance(raw, dict) else (lambda k: getattr(raw, k, None))
-    c = gate.check(interruption.tool_name or get("name"), _args(get("arguments")), get("call_id"),
+    c = gate.check(cast(str, interruption.tool_name or get("name")), _args(get("arguments")), cast(str, get("call_id")),
                    scope=getattr(gate, "scope", ""))
     return c.request()
 

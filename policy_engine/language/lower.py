@@ -50,7 +50,8 @@ class Lowerer:
     def err(self, code: str, message: str, node: Any, label: str | None = None, help: str | None = None,
             severity: Literal["error", "warning"] = "error") -> None:
         loc = node if isinstance(node, ir.Loc) else self.loc(node)
-        self.diags.append(Diagnostic(code, severity, message, loc.span, label=label, help=help))
+        span = loc.span if loc.span is not None else self.src.span(0, 0)  # every node has a span; never unlocated
+        self.diags.append(Diagnostic(code, severity, message, span, label=label, help=help))
 
     @staticmethod
     def string(tok: Child) -> str:
@@ -164,11 +165,11 @@ class Lowerer:
                 for pair in node.children:
                     if pair is None:
                         continue
-                    k, v = pair.children
-                    key = self.string(k)
+                    kn, vn = pair.children
+                    key = self.string(kn)
                     if key in out:
-                        self.err("E120", f"duplicate key `{key}` in map", k)
-                    out[key] = self.value(v)
+                        self.err("E120", f"duplicate key `{key}` in map", kn)
+                    out[key] = self.value(vn)
                 return out
         raise AssertionError(f"unexpected value node {node!r}")  # pragma: no cover
 

@@ -49,7 +49,11 @@ class RuntimeCore:
 
     # ------------------------------------------------------------------ plumbing
     def _transact(self, build) -> list:
-        return self.ledger.transact(build, after=lambda c, new: [P.apply(c, e) for e in new])
+        def after(c: Any, new: list) -> None:
+            for e in new:
+                P.apply(c, e)
+
+        return self.ledger.transact(build, after=after)
 
     def _entry(self, c, ref: str, kinds: Iterable[str] | None = None) -> Any:
         if not isinstance(ref, str) or not ref:

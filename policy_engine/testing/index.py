@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..diagnostics import Diagnostic, did_you_mean, one_of
 from .suites import SHORTHANDS, SPECIAL_RULES, Case, Suite, expect_keys, type_name
@@ -51,6 +51,7 @@ class SuiteChecker:
         self.diags: list[Diagnostic] = []
 
     def error(self, code, msg, path, *, key=False, label=None, help=None):
+        assert self.suite.doc is not None  # a suite is checked only once it was read
         self.diags.append(Diagnostic(code, "error", msg, self.suite.doc.span(path, key=key), label=label, help=help))
 
     def name(self, what: str, value: Any, known: Iterable[str], path: tuple, extra: Sequence[str] = ()) -> bool:
@@ -96,7 +97,7 @@ class SuiteChecker:
                     case.suite,
                     case.name,
                     "gate",
-                    {"action": g} if isinstance(g, str) else g,
+                    {"action": g} if isinstance(g, str) else cast(dict, g),
                     {},
                     case.now,
                     None,

@@ -22,6 +22,7 @@ class Resolver:
 
     def error(self, code: str, msg: str, path: tuple, *, help: str | None = None, label: str | None = None,
               key: bool = False) -> None:
+        assert self.suite.doc is not None  # inputs are resolved only for a suite that was read
         self.diags.append(Diagnostic(code, "error", msg, self.suite.doc.span(path, key=key), label=label, help=help))
 
     def named(self, kind: str, value: Any, path: tuple, what: str) -> dict | None:

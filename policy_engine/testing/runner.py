@@ -214,6 +214,7 @@ class Runner:
         if error:
             sr.error = error
             return sr
+        assert loaded is not None  # no error: the policies loaded
         for i, case in enumerate(suite.cases):
             if not keyword_matches(keyword, case.nodeid):
                 continue
