@@ -82,13 +82,25 @@ def _plan(base: str, n: int) -> str:
         return r["rollback_id"]
 
 
+
+def _submit(driver, element) -> None:
+    """Click something that loads a new page and wait until the old page is gone: reading
+    the next page right after `click()` races the navigation (no time is asserted)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 60).until(ec.staleness_of(old))
+
 def _sign_in(driver, base: str, who: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.delete_all_cookies()
     driver.get(base + "/ui/login")
     driver.find_element(By.ID, "token").send_keys(TOKENS[who][0])
-    driver.find_element(By.ID, "signin").click()
+    _submit(driver, driver.find_element(By.ID, "signin"))
     assert f"signed in as {who}" in driver.find_element(By.ID, "who").text
 
 
@@ -106,7 +118,7 @@ def test_reviewer_signs_in_opens_a_plan_and_approves(browser, server):
     route = browser.find_element(By.CSS_SELECTOR, 'section.route[data-route="customer_service"]')
     links = route.find_elements(By.CSS_SELECTOR, "a.plan-link")
     assert len(links) == 2
-    links[0].click()
+    _submit(browser, links[0])
     assert browser.current_url.endswith(f"/ui/plans/{first}")
     assert browser.find_element(By.ID, "status").text == "pending"
     assert "standard" in browser.find_element(By.ID, "window").text
@@ -115,7 +127,7 @@ def test_reviewer_signs_in_opens_a_plan_and_approves(browser, server):
     assert "open" in browser.find_element(By.CSS_SELECTOR, "#slots td.filled").text
     assert "send" in browser.find_element(By.ID, "cascade").text
     browser.find_element(By.ID, "reason").send_keys("the customer confirmed by phone")
-    browser.find_element(By.ID, "approve").click()
+    _submit(browser, browser.find_element(By.ID, "approve"))
     assert browser.find_element(By.ID, "status").text == "approved"
     assert "approved by casey" in browser.find_element(By.ID, "msg").text
     assert browser.find_element(By.CSS_SELECTOR, "#slots td.filled").text == "casey"
@@ -131,7 +143,7 @@ def test_reviewer_signs_in_opens_a_plan_and_approves(browser, server):
         "const i = document.createElement('input'); i.type = 'hidden'; i.name = 'principal'; i.value = 'casey';"
         "document.getElementById('decide').appendChild(i);"
     )
-    browser.find_element(By.ID, "approve").click()
+    _submit(browser, browser.find_element(By.ID, "approve"))
     assert "refused: you are signed in as cleo" in browser.find_element(By.ID, "error").text
     assert browser.find_element(By.ID, "status").text == "pending"
     assert _approvals(server, second) == []
@@ -145,5 +157,5 @@ def test_without_a_session_the_page_asks_to_sign_in(browser, server):
     browser.get(server + "/ui")
     assert browser.current_url.endswith("/ui/login")
     browser.find_element(By.ID, "token").send_keys("not-a-token")
-    browser.find_element(By.ID, "signin").click()
+    _submit(browser, browser.find_element(By.ID, "signin"))
     assert "unknown or revoked token" in browser.find_element(By.ID, "error").text
