@@ -215,7 +215,12 @@ def test(
     read or its policies do not load.
     """
     from .testing import Runner, discover_suites, json_report, junit_xml, render_text
+    from .testing.suites import not_suites
 
+    policy_files = not_suites(paths)  # `stopline test refunds.policy`: say which file is the suite
+    if policy_files:
+        click.echo("\n".join(policy_files), err=True)
+        sys.exit(EXIT_USAGE)
     show_coverage = show_coverage or min_coverage is not None
     files, missing = discover_suites(paths)
     if not files and not missing:

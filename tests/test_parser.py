@@ -58,7 +58,7 @@ def test_unclosed_block_names_the_opener() -> None:
     ("workflow 'w' {}", "E002"),
     ('workflow "w" { action a { allow when `x }', "E002"),
     ('workflow "w" {', "E003"),
-    ('workflow "w" { action a { reversible full via "x" within 10 } }', "E001"),
+    ('workflow "w" { action a { reversible full via "x" within 10 } }', "E108"),  # a duration without a unit
 ])
 def test_syntax_error_codes(text: str, code: str) -> None:
     assert only(text).code == code

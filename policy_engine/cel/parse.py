@@ -7,6 +7,7 @@ celpy and lark are imported lazily (importing policy_engine.cel loads neither).
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -146,6 +147,102 @@ def _edge_token(node: Any, i: int) -> Any:
 
 
 # ---------------------------------------------------------------------------
+# Characters a slip puts in (shared with the policy-file parser, language/parser.py)
+# ---------------------------------------------------------------------------
+
+# Letters of other scripts that look like Latin ones (the Cyrillic, Greek and Armenian rows of
+# Unicode's confusables for ASCII letters); fullwidth and mathematical forms are found by NFKC.
+_LOOKALIKES = dict(zip(
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u051b\u051d\u04bb\u04cf\u0261"
+    "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0423\u0406\u0408\u0405"
+    "\u03bf\u03b1\u03bd\u03c1\u03b9\u03ba\u03c5"
+    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7"
+    "\u0585\u0570\u0578\u057d",
+    "aeopcyxijsdqwhlg"
+    "ABEKMHOPCTXYIJS"
+    "oavpiku"
+    "ABEZHIKMNOPTYX"
+    "ohns",
+    strict=True,
+))
+# Typographic quotes, and the straight quote each stands for.
+TYPOGRAPHIC_QUOTES = {
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u00ab": '"', "\u00bb": '"', "\u2033": '"',
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2039": "'", "\u203a": "'", "\u2032": "'",
+}
+# Other characters that word processors and chat tools put in for ASCII ones.
+ASCII_FOR = {
+    "\u00a0": " ", "\u2007": " ", "\u202f": " ", "\u2009": " ", "\u200b": "", "\ufeff": "",
+    "\u2212": "-", "\u2010": "-", "\u2011": "-", "\u2013": "-", "\u2014": "-",
+    "\u2264": "<=", "\u2265": ">=", "\u2260": "!=", "\u00d7": "*", "\u00f7": "/", "\u2026": "...",
+}
+
+
+def char_name(ch: str) -> str:
+    """`U+0430 CYRILLIC SMALL LETTER A`: a character as a policy author can look it up."""
+    import unicodedata
+
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
+
+
+def lookalike(ch: str) -> str | None:
+    """The ASCII letter or digit a non-ASCII character looks like, or None."""
+    if ch.isascii():
+        return None
+    if ch in _LOOKALIKES:
+        return _LOOKALIKES[ch]
+    import unicodedata
+
+    norm = unicodedata.normalize("NFKC", ch)
+    return norm if len(norm) == 1 and norm.isascii() and norm.isalnum() else None
+
+
+def ascii_word(word: str) -> str:
+    """`word` with every look-alike letter replaced by the ASCII letter it looks like."""
+    return "".join(lookalike(c) or c for c in word)
+
+
+def word_around(text: str, off: int) -> tuple[int, int]:
+    """(start, end) of the name around `text[off]`: letters, digits and `_` of any script."""
+    start = off
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    end = off + 1
+    while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        end += 1
+    return start, end
+
+
+def foreign_char(ch: str, text: str, off: int) -> tuple[str, str, str] | None:
+    """(message, label, help) for a non-ASCII character where the language wants ASCII:
+    a look-alike letter, a typographic quote, a non-breaking space, a `≥`. None for ASCII."""
+    if not ch or ch.isascii():
+        return None
+    named = char_name(ch)
+    if ch in TYPOGRAPHIC_QUOTES:
+        straight = TYPOGRAPHIC_QUOTES[ch]
+        return (f"typographic quote `{ch}` ({named})", "typographic quote",
+                f"use the straight quote `{straight}`; word processors and chat tools put in curly ones")
+    latin = lookalike(ch)
+    if latin is not None:
+        start, end = word_around(text, off)
+        word = text[start:end]
+        fixed = ascii_word(word)
+        fix = f"retype the name as `{fixed}`" if fixed.isascii() else f"retype it as `{latin}`"
+        return (f"`{ch}` is {named}, not the ASCII `{latin}`", "look-alike character",
+                f"{fix}: names are ASCII letters, digits and `_`")
+    if ch in ASCII_FOR:
+        plain = ASCII_FOR[ch]
+        fix = f"write `{plain}`" if plain.strip() else ("use a plain space" if plain else "delete it")
+        return f"unexpected character {named}", "not ASCII", f"{fix}; it often comes with text pasted from a document"
+    if ch.isalpha():
+        return (f"`{ch}` ({named}) is not allowed in a name", "not ASCII",
+                "names are ASCII letters, digits and `_`")
+    return None
+
+
+# ---------------------------------------------------------------------------
 # Pre-parse checks and parse errors
 # ---------------------------------------------------------------------------
 
@@ -216,7 +313,15 @@ def _fast_parser() -> Any:
 def _parse(source: str, exact: bool = False) -> Any:
     """The parse tree of ``source``, without positions unless ``exact``. A syntax error is
     reported by cel-python's own parser (``CELParser``, built only then), so its messages
-    and positions are the reference's."""
+    and positions are the reference's. ``not(x)``, ``and(..)``, ``or(..)`` parse as calls
+    of functions that do not exist: refused here, as the slips they are."""
+    tree = _parse_tree(source, exact)
+    if _WORD_CALL.search(source):
+        _refuse_word_calls(tree)
+    return tree
+
+
+def _parse_tree(source: str, exact: bool) -> Any:
     from celpy.celparser import CELParseError, CELParser
 
     with _PARSER_LOCK:
@@ -232,6 +337,77 @@ def _parse(source: str, exact: bool = False) -> Any:
             return parser.parse(source)
         except CELParseError as ex:
             raise _convert_parse_error(source, ex) from None
+
+
+# ---------------------------------------------------------------------------
+# Slips: `=` for `==`, `and`/`or`/`not` for `&&`/`||`/`!`, typographic quotes, look-alikes
+# ---------------------------------------------------------------------------
+
+_WORD_OPS = {"and": "&&", "or": "||", "not": "!"}
+_WORD_OPS_NOTE = "CEL writes and, or, not as `&&`, `||`, `!`"
+_WORD_CALL = re.compile(r"(?<![\w.])(?:not|and|or)\s*\(", re.I)
+_NOT_BEFORE = re.compile(r"(?<![\w.])(not)\s*$", re.I)
+
+
+def _refuse_word_calls(tree: Any) -> None:
+    for node in tree.iter_subtrees():
+        if node.data != "ident_arg":
+            continue
+        tok = node.children[0]
+        op = _WORD_OPS.get(str(tok).lower())
+        if op is not None and tok.start_pos is not None:
+            raise CelCompileError(f"`{tok}` is not a CEL function", tok.start_pos, tok.end_pos,
+                                  f"use `{op}`: {_WORD_OPS_NOTE}")
+
+
+def _token_slip(source: str, tok: Any) -> tuple[str, int, int, str] | None:
+    """(message, start, end, hint) for a slip the unexpected token shows, or None."""
+    start = tok.start_pos
+    if start is None:
+        return None
+    value = str(tok.value)
+    op = _WORD_OPS.get(value.lower()) if tok.type == "IDENT" else None
+    if op == "!":
+        return (f"`{value}` is not a CEL operator", start, tok.end_pos,
+                "use `!`: `x not in list` is written `!(x in list)`")
+    if op is not None:
+        return f"`{value}` is not a CEL operator", start, tok.end_pos, f"use `{op}`: {_WORD_OPS_NOTE}"
+    m = _NOT_BEFORE.search(source, 0, start)
+    if m is not None:  # `not action.flag`: `not` read as a name, then another name
+        return f"`{m[1]}` is not a CEL operator", m.start(1), m.end(1), f"use `!`: {_WORD_OPS_NOTE}"
+    before = source[:start].rstrip()
+    if value == ">" and before.endswith("<"):
+        return "`<>` is not a CEL operator", len(before) - 1, tok.end_pos, "use `!=` to compare"
+    return None
+
+
+def _char_slip(source: str, off: int) -> tuple[str, int, int, str] | None:
+    """(message, start, end, hint) for a slip the unexpected character shows, or None."""
+    ch = source[off : off + 1]
+    nxt = source[off + 1 : off + 2]
+    if ch == "=":
+        if source[max(0, off - 2) : off] in ("==", "!="):
+            op = source[off - 2 : off + 1]
+            return f"`{op}` is not a CEL operator", off - 2, off + 1, f"use `{op[:2]}` to compare"
+        if nxt in "<>" and nxt:
+            return f"`={nxt}` is not a CEL operator", off, off + 2, f"use `{nxt}=` to compare"
+        return "`=` is not a CEL operator", off, off + 1, "use `==` to compare"
+    if ch in "\"'":  # a string that never closes: is its closing quote a curly one?
+        rest = source[off + 1 :].split("\n", 1)[0]
+        curly = next((c for c in rest if c in TYPOGRAPHIC_QUOTES), None)
+        if curly is not None:
+            return ("string is not closed", off, off + 1,
+                    f"it ends with a typographic quote `{curly}` ({char_name(curly)}): use the straight `{ch}`")
+        return None
+    if ch in "&|" and nxt != ch:
+        return f"`{ch}` is not a CEL operator", off, off + 1, f"use `{ch * 2}`: {_WORD_OPS_NOTE}"
+    found = foreign_char(ch, source, off)
+    if found is None:
+        return None
+    message, _label, hint = found
+    if ch in TYPOGRAPHIC_QUOTES:
+        hint = "use straight quotes: strings in a condition are written \"EUR\" or 'EUR'"
+    return message, off, off + 1, hint
 
 
 def _convert_parse_error(source: str, ex: Exception) -> CelCompileError:
@@ -259,11 +435,17 @@ def _convert_parse_error(source: str, ex: Exception) -> CelCompileError:
         expected = set(getattr(cause, "expected", ()) or ())
         if expected:
             hint = _expected_hint(expected)
+        slip = _token_slip(source, tok) if tok.type != "$END" else None
+        if slip is not None:
+            msg, offset, end, hint = slip
     elif isinstance(cause, UnexpectedCharacters):
         ch = source[offset : offset + 1]
         msg = f"unexpected character `{ch}`"
         if ch == "`":
             hint = "backquoted field names are not supported; use m['field-name']"
+        slip = _char_slip(source, offset)
+        if slip is not None:
+            msg, offset, end, hint = slip
     elif isinstance(cause, UnexpectedEOF):
         msg = "unexpected end of expression"
         offset = end = len(source)

@@ -5,13 +5,15 @@ Only the language modules (this one and lower.py) and cel/parse.py import lark.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..diagnostics import Diagnostic, did_you_mean
+from ..cel.parse import TYPOGRAPHIC_QUOTES, char_name, foreign_char
+from ..diagnostics import Diagnostic, did_you_mean, one_of
 from ..limits import MAX_NESTING, MAX_SYNTAX_ERRORS
 from ..source import SourceFile
 
@@ -167,7 +169,8 @@ def parse(src: SourceFile) -> ParseResult:
         tree, d = _parse_once(parser, cur)
         if d is None:
             if attempt == 0:
-                return ParseResult(tree, comments, diags)
+                reserved = reserved_names(tree, src, _keywords(parser))
+                return ParseResult(None if reserved else tree, comments, reserved)
             break
         if diags and (d.span.start <= diags[-1].span.start or d.message == "unexpected `}`"):
             break  # no progress, or a block left dangling by the blanked line: noise
@@ -175,7 +178,8 @@ def parse(src: SourceFile) -> ParseResult:
         budget -= d.span.start
         if budget < 0:
             break  # a huge file with many errors: these are enough to start fixing
-        if d.code != "E001" or d.span.line != d.span.end_line:
+        one_line = d.code in ("E001", "E102", "E106", "E108") or d.label in _SLIP_LABELS
+        if not one_line or d.span.line != d.span.end_line:
             break  # an unclosed block, string or condition: later errors would be cascades
         start = src.offset(d.span.line, 1)
         end = text.find("\n", start)
@@ -231,14 +235,26 @@ def _unexpected_char(parser, src: SourceFile, e) -> Diagnostic:
             help="close the condition with a second backtick: `action.amount > 100.0`",
         )
     if ch == '"':
+        help_ = 'close the string with a second `"` on the same line'
+        rest = src.text[off + 1 : src.text.find("\n", off) if "\n" in src.text[off:] else len(src.text)]
+        curly = next((c for c in rest if c in TYPOGRAPHIC_QUOTES), None)
+        if curly is not None:
+            help_ = f'the string ends with a typographic quote `{curly}` ({char_name(curly)}): use the straight `"`'
         return Diagnostic(
             "E002",
             "error",
             "string is not closed",
             src.span(off, off + 1),
             label="this quote opens a string that never ends on this line",
-            help='close the string with a second `"` on the same line',
+            help=help_,
         )
+    slip = _char_slip(src, off, ch, set(e.allowed or ()))
+    if slip is not None:
+        return slip
+    if ch.isdigit() and "DURATION" in set(e.allowed or ()):
+        dur = _duration_slip(src, off)
+        if dur is not None:
+            return dur
     if ch == "'":
         help_ = 'strings use double quotes: "like this"'
     elif ch.isdigit():
@@ -288,6 +304,10 @@ def _unexpected_token(parser, src: SourceFile, e) -> Diagnostic:
                 label="not a statement of this block",
                 help=dym,
             )
+    if "DURATION" in terms and tok.type in ("INT", "SIGNED_NUMBER"):
+        dur = _duration_slip(src, start)
+        if dur is not None:
+            return dur
     expected = _expected_words(parser, terms)
     text = _token_text(tok)
     help_ = _hint_for(tok, terms, expected)
@@ -358,3 +378,172 @@ def _eof_diag(parser, src: SourceFile, expected) -> Diagnostic:
 
 def _unexpected_eof(parser, src: SourceFile, e) -> Diagnostic:
     return _eof_diag(parser, src, set(e.expected))
+
+
+# ---------------------------------------------------------------- common slips
+EFFECT_WORDS = ("allow", "require_approval", "deny")
+# single-line slips after which parsing may go on (the line is blanked and parsed again)
+_SLIP_LABELS = ("look-alike character", "typographic quote", "not ASCII", "names cannot contain `-`")
+_WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*$")
+_WORD_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _char_slip(src: SourceFile, off: int, ch: str, allowed: set) -> Diagnostic | None:
+    """A typographic quote, a look-alike letter from another script, or a hyphen in a name
+    (`require-approval`): say so, with the fix."""
+    text = src.text
+    if ch == "-":
+        return _hyphen_slip(src, off)
+    found = foreign_char(ch, text, off)
+    if found is None:
+        return None
+    message, label, help_ = found
+    if ch in TYPOGRAPHIC_QUOTES:
+        if "CEL" in allowed and "STRING" not in allowed:
+            help_ = "conditions are written in backticks: `action.amount > 100.0`"
+        else:
+            help_ = 'use the straight double quote `"`: strings are written "like this"'
+    return Diagnostic("E002", "error", message, src.span(off, off + 1), label=label, help=help_)
+
+
+def _hyphen_slip(src: SourceFile, off: int) -> Diagnostic | None:
+    text = src.text
+    before = _WORD_BEFORE.search(text, max(0, off - 80), off)
+    after = _WORD_AT.match(text, off + 1)
+    if before is None or after is None or before.end() != off:
+        return None
+    start, end = before.start(), after.end()
+    while True:  # `runs-while-stopped`: every part
+        more = _WORD_AT.match(text, end + 1) if text[end : end + 1] == "-" else None
+        if more is None:
+            break
+        end = more.end()
+    word = text[start:end]
+    fixed = word.replace("-", "_")
+    prev = _WORD_BEFORE.search(text, max(0, start - 80), start)
+    if fixed.lower() in EFFECT_WORDS:
+        default = prev is not None and prev.group(1) == "default"
+        effects = ("require_approval", "deny") if default else EFFECT_WORDS
+        return Diagnostic(
+            "E106" if default else "E102",
+            "error",
+            f"unknown {'default ' if default else ''}effect `{word}`",
+            src.span(start, end),
+            label=f"expected {one_of(effects)}",
+            help=f"did you mean `{fixed.lower()}`? names are written with `_`, not `-`",
+        )
+    return Diagnostic(
+        "E002",
+        "error",
+        f"unexpected `-` in `{word}`",
+        src.span(off, off + 1),
+        label="names cannot contain `-`",
+        help=f"names are written with `_`: `{fixed}`",
+    )
+
+
+# A duration is a whole number and one of these units, without a space (grammar: DURATION).
+_UNIT_WORDS = {
+    "s": ("s", 1), "sec": ("s", 1), "secs": ("s", 1), "second": ("s", 1), "seconds": ("s", 1),
+    "m": ("m", 1), "min": ("m", 1), "mins": ("m", 1), "minute": ("m", 1), "minutes": ("m", 1),
+    "h": ("h", 1), "hr": ("h", 1), "hrs": ("h", 1), "hour": ("h", 1), "hours": ("h", 1),
+    "d": ("d", 1), "day": ("d", 1), "days": ("d", 1),
+    "w": ("d", 7), "wk": ("d", 7), "wks": ("d", 7), "week": ("d", 7), "weeks": ("d", 7),
+    "mo": ("d", 30), "mon": ("d", 30), "month": ("d", 30), "months": ("d", 30),
+    "y": ("d", 365), "yr": ("d", 365), "yrs": ("d", 365), "year": ("d", 365), "years": ("d", 365),
+}
+_SMALLER = {"d": ("h", 24), "h": ("m", 60), "m": ("s", 60)}
+_DURATION_AT = re.compile(r"([0-9]+(?:\.[0-9]*)?)([ \t]*)([A-Za-z_][A-Za-z0-9_]*)?")
+DURATION_FORM = "the units are `s`, `m`, `h` and `d` (seconds, minutes, hours, days), right after a whole number"
+
+
+def _duration_slip(src: SourceFile, off: int) -> Diagnostic | None:
+    """`30 days`, `4w`, `2 weeks`, `1 month`, `1.5h`, `30`: where a duration is expected."""
+    m = _DURATION_AT.match(src.text, off)
+    if m is None:
+        return None
+    number, space, unit = m.group(1), m.group(2), m.group(3) or ""
+    shown = m.group(0) if unit else number
+    if not unit:
+        return Diagnostic(
+            "E108",
+            "error",
+            f"duration `{number}` has no unit",
+            src.span(m.start(1), m.end(1)),
+            label="no unit",
+            help=f"add a unit: `{number}s`, `{number}m`, `{number}h` or `{number}d` (seconds, minutes, hours, days)",
+        )
+    known = _UNIT_WORDS.get(unit.lower())
+    fix = None
+    if known is not None:
+        letter, factor = known
+        value = float(number) * factor
+        while value != int(value) and letter in _SMALLER:
+            letter, more = _SMALLER[letter]
+            value *= more
+        if value == int(value):
+            fix = f"{int(value)}{letter}"
+    if fix is not None and factor in (30, 365):
+        why = f"write `{fix}` (a {'month' if factor == 30 else 'year'} has no fixed length: count the days)"
+    elif fix is not None:
+        why = f"write `{fix}`"
+    else:
+        why = "write it as, e.g., `30d`"
+    at = (m.start(3), m.end(3))
+    if known is not None and "." in number:
+        label, at = "not a whole number", (m.start(1), m.end(1))
+    elif known is not None and unit.lower() == known[0] and space:
+        label = "no space before the unit"
+    elif known is not None and unit.lower() == known[0]:
+        label = "units are lower case"
+    else:
+        label = "not a unit"
+    return Diagnostic(
+        "E108",
+        "error",
+        f"invalid duration `{shown}`",
+        src.span(*at),
+        label=label,
+        help=f"{why}; {DURATION_FORM}",
+    )
+
+
+# Where a declaration names something: (tree kind, which children are names)
+_NAMED = {  # kind -> (what it is called, the position of its name, a suffix for the help's example)
+    "gate_rule": ("rule", 1, "rule"),
+    "action_decl": ("action type", 0, "action"),
+    "stop_decl": ("stop trigger", 0, "trigger"),
+    "rollback_decl": ("rollback scenario", 0, "scenario"),
+    "const_decl": ("constant", 0, "value"),
+    "prerequisite_decl": ("prerequisite", 0, "check"),
+    "criterion": ("re-enable criterion", 0, "met"),
+    "roles_decl": ("role", -1, "role"),
+}
+
+
+def reserved_names(tree, src: SourceFile, keywords: list[str]) -> list[Diagnostic]:
+    """A keyword used as the name of a rule, an action type, a trigger, a scenario, a
+    constant, a prerequisite, a criterion or a role is refused: keywords are reserved
+    (docs/language.md), even where the parser could tell them apart."""
+    reserved = set(keywords)
+    out: list[Diagnostic] = []
+    for node in tree.iter_subtrees():
+        if node.data not in _NAMED:
+            continue
+        kind, at, suffix = _NAMED[node.data]
+        toks = node.children[0].children if at < 0 else node.children[at : at + 1]
+        for tok in toks:
+            if tok is None or getattr(tok, "type", None) != "NAME" or str(tok) not in reserved:
+                continue
+            word = str(tok)
+            out.append(
+                Diagnostic(
+                    "E001",
+                    "error",
+                    f"`{word}` is a reserved word and cannot name a {kind}",
+                    src.span(tok.start_pos, tok.end_pos),
+                    label="reserved word",
+                    help=f"rename the {kind}, e.g. `{word}_{suffix}`: keywords of the language cannot be names",
+                )
+            )
+    return sorted(out, key=Diagnostic.sort_key)

@@ -279,6 +279,37 @@ def discover_suites(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
     return find_files(paths, SUITE_SUFFIX)
 
 
+def not_suites(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """What to say about each policy file given to `stopline test` as if it were a suite:
+    that it is not one, and which suite goes with it when one exists beside it (the same
+    name with `.policy-test.yaml`, or a suite of the same directory that names the file)."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.suffix != ".policy" or not path.is_file():
+            continue
+        shown = str(p)
+        twin = path.with_name(path.stem + SUITE_SUFFIX)
+        suites = [twin] if twin.is_file() else [
+            q for q in sorted(path.parent.glob("*" + SUITE_SUFFIX)) if q.is_file() and _names(q, path.name)
+        ]
+        if suites:
+            which = " ".join(str(Path(shown).parent / q.name) if q.parent == path.parent else str(q) for q in suites)
+            help_ = f"its suite is {which}: run `stopline test {which}`"
+        else:
+            help_ = (f"no suite names it ({twin.name} would be the usual one: see docs/testing.md); "
+                     f"`stopline check {shown}` checks the policy itself")
+        out.append(f"error: {shown} is a policy file, not a test suite (`*{SUITE_SUFFIX}`)\n  = help: {help_}")
+    return out
+
+
+def _names(suite: Path, name: str) -> bool:
+    try:
+        return name in suite.read_text(encoding="utf-8", errors="replace")[:MAX_SUITE_BYTES]
+    except OSError:
+        return False
+
+
 def _display(path: Path) -> str:
     try:
         rel = os.path.relpath(path)
