@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import click
 
@@ -78,5 +80,22 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
         return
     app.state.close()  # the parent only checked the configuration; each worker builds its own
     os.environ[ENV] = json.dumps(config.to_json())
-    uvicorn.run("policy_engine.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False)
+    # /metrics sums every worker: prometheus_client's multiprocess mode, in a directory of
+    # our own (mode 0700, removed on exit) unless the environment names one
+    from .metrics import MULTIPROC_ENV
+
+    made = None
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        if not os.path.isdir(given):
+            _fail(f"{MULTIPROC_ENV}={given} is not a directory")
+    else:
+        made = tempfile.mkdtemp(prefix="stopline-metrics-")
+        os.environ[MULTIPROC_ENV] = made
+    click.echo(f"stopline serve: {workers} workers; /metrics sums them ({MULTIPROC_ENV}={given or made})", err=True)
+    try:
+        uvicorn.run("policy_engine.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, access_log=False)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)

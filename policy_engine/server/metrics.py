@@ -1,10 +1,18 @@
 """Prometheus metrics (``GET /metrics``), one registry per application. Every label
 takes values from a closed set: effects, route templates (not raw paths), reload
 results, and queue routes (declared by the policy; at most ``MAX_ROUTES``, the rest
-counted as ``other``). Latencies are histograms in seconds."""
+counted as ``other``). Latencies are histograms in seconds.
+
+With several worker processes (``stopline serve --workers N``) the counters and
+histograms are prometheus_client's multiprocess mode: each worker writes its values to
+files in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory ``stopline serve`` creates and
+removes, or the one the environment names), and a scrape, whichever worker answers it,
+sums every worker's files, including those of a worker that was restarted. The queue
+depth is read from the shared ledger at scrape time, so it is never summed."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,8 +44,21 @@ class _QueueDepth:
         yield g
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess() -> bool:
+    """True when this process's metric values live in ``PROMETHEUS_MULTIPROC_DIR`` (the
+    variable was set before prometheus_client was first imported here)."""
+    from prometheus_client import values
+
+    return bool(os.environ.get(MULTIPROC_ENV)) and bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.multiprocess = multiprocess()
+        self._collectors: list[Any] = []
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.decisions = Counter("stopline_decisions", "Decisions by effect and interface", ["effect", "interface"],
                                  registry=r)
@@ -59,9 +80,19 @@ class Metrics:
             c.inc()
 
     def watch_queue(self, depth: Callable[[], Iterable[tuple[str, int]]]) -> None:
-        self.registry.register(_QueueDepth(depth))
+        c = _QueueDepth(depth)
+        self._collectors.append(c)
+        self.registry.register(c)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if not self.multiprocess:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        scrape = CollectorRegistry()
+        MultiProcessCollector(scrape)  # every worker's counters and histograms, summed
+        for c in self._collectors:  # read from the shared ledger: this worker's view is everyone's
+            scrape.register(c)
+        return generate_latest(scrape), CONTENT_TYPE_LATEST

@@ -11,7 +11,7 @@ the (loopback) address. The server's clock decides: no operation takes ``now``.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -69,6 +69,35 @@ class ByCallerBody(_Body):
 
 class StepBody(_Body):
     duty: str = Id
+    status: Literal["started", "completed", "failed", "verified"]
+    key: str | None = Field(default=None, min_length=1, max_length=256)
+    detail: dict[str, Any] | None = None
+
+
+class BatchBody(_Body):
+    select: str | None = Field(default=None, min_length=1, max_length=4096,
+                               description="a CEL condition over `original` (or give `executions`)")
+    executions: list[str] | None = Field(default=None, min_length=1, max_length=10_000,
+                                         description="execution ids (or give `select`)")
+    scenario: str = Id
+    reason: str = Field(min_length=1, max_length=4000)
+    since: datetime | None = Field(default=None, description="only executions recorded at or after (RFC 3339)")
+    until: datetime | None = Field(default=None, description="only executions recorded before (RFC 3339)")
+    trigger: str | None = Field(default=None, min_length=1, max_length=256)
+    dry_run: bool = Field(default=False, description="plan and answer; record nothing")
+    requested_by: str | None = Field(default=None, max_length=256, description="if given, must be the caller")
+
+
+class BatchApprovalBody(_Body):
+    batch_hash: str = Field(min_length=1, max_length=256, description="the digest of the batch as it was shown")
+    verdict: Literal["approve", "deny"] = "approve"
+    reason: str | None = Text
+    principal: str | None = Field(default=None, max_length=256, description="if given, must be the caller")
+    roles: list[str] | None = Field(default=None, max_length=64, description="refused: roles come from the credential")
+
+
+class BatchStepBody(_Body):
+    duty: str = Field(min_length=1, max_length=600, description="a record id, or ROLLBACK_ID/compensate:NAME")
     status: Literal["started", "completed", "failed", "verified"]
     key: str | None = Field(default=None, min_length=1, max_length=256)
     detail: dict[str, Any] | None = None
@@ -158,6 +187,20 @@ def decided(request: Request, results: list) -> None:
         m.decided(r.decision.effect, "native")
 
 
+def _utc(t: datetime | None, name: str) -> datetime | None:
+    """A body's time in UTC; a time without an offset, or one UTC cannot hold, is a 422."""
+    if t is None:
+        return None
+    try:
+        if t.tzinfo is None:
+            raise ValueError("a time with its offset (RFC 3339, e.g. 2026-11-26T12:00:00Z)")
+        return t.astimezone(UTC)
+    except (ValueError, OverflowError) as e:
+        msg = str(e) if isinstance(e, ValueError) else "out of range in UTC"
+        raise Problem(422, "invalid-request", f"/{name}: {msg}",
+                      errors=[{"pointer": f"/{name}", "in": "body", "detail": msg}]) from None
+
+
 # ---------------------------------------------------------------------------------- routes
 def router() -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["runtime"])
@@ -205,6 +248,40 @@ def router() -> APIRouter:
         same(caller, body.requested_by, "requested_by")
         return plain(call(rt(request).request_rollback, body.execution_id, scenario=body.scenario,
                           requested_by=caller.principal, reason=body.reason, trigger=body.trigger))
+
+    @r.post("/rollbacks/batches", tags=["batches"], summary="Request the rollback of every execution a CEL select "
+            "matches (or a list of executions) as one batch, as the caller")
+    def request_batch(body: BatchBody, request: Request, caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.requested_by, "requested_by")
+        if (body.select is None) == (body.executions is None):
+            raise Problem(422, "invalid-request", "give exactly one of `select` (a CEL condition over `original`) "
+                          "or `executions` (ids)", errors=[{"pointer": "/select", "in": "body",
+                                                             "detail": "exactly one of select, executions"}])
+        since, until = _utc(body.since, "since"), _utc(body.until, "until")
+        return plain(call(rt(request).request_bulk_rollback, body.select, body.scenario, caller.principal,
+                          body.reason, since, until, executions=body.executions, trigger=body.trigger,
+                          dry_run=body.dry_run))
+
+    @r.get("/rollbacks/batches/{batch_id}", tags=["batches"],
+           summary="A batch: its plans by status; done, partial and remaining; duties done, failed, remaining")
+    def batch_status(batch_id: str, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
+        return plain(call(rt(request).batch_status, batch_id))
+
+    @r.post("/rollbacks/batches/{batch_id}/approvals", tags=["batches"],
+            summary="Approve or deny a whole batch (bound to its batch_hash), as the caller")
+    def approve_batch(batch_id: str, body: BatchApprovalBody, request: Request,
+                      caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.principal, "principal")
+        if body.roles is not None:
+            raise Problem(403, "roles-from-body", "roles come from the credential, never from the body")
+        return plain(call(rt(request).approve_batch, batch_id, principal=caller.principal, roles=caller.roles,
+                          batch_hash=body.batch_hash, verdict=body.verdict, note=body.reason))
+
+    @r.post("/rollbacks/batches/{batch_id}/steps", tags=["batches"],
+            summary="Report one step of a batch (the plan whose duties name it; idempotent by key)")
+    def batch_step(batch_id: str, body: BatchStepBody, request: Request,
+                   caller: Caller | None = Depends(any_caller)) -> Any:
+        return plain(call(rt(request).batch_step, batch_id, body.duty, body.status, key=body.key, detail=body.detail))
 
     @r.post("/rollbacks/{rollback_id}/claim", summary="Take a queued rollback (exactly one claim wins)")
     def claim(rollback_id: str, body: ByCallerBody, request: Request, caller: Caller = Depends(principal)) -> Any:

@@ -1,0 +1,118 @@
+"""``stopline serve --workers 2``: ``/metrics`` counts every worker's requests, whichever
+worker answers the scrape (prometheus_client's multiprocess mode in a directory the
+command creates and removes, or the one ``PROMETHEUS_MULTIPROC_DIR`` names)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+from server_support import ROOT, free_port  # noqa: E402
+
+TODO = str(ROOT / "examples" / "authzen-todo")
+REQ = {"subject": {"type": "user", "id": "morty@the-citadel.com"}, "action": {"name": "can_update_todo"},
+       "resource": {"type": "todo", "id": "t1", "properties": {"ownerID": "rick@the-citadel.com"}}}  # a deny
+
+
+def _start(env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "policy_engine.cli", "serve", TODO, "--port", str(port),
+                             "--workers", "2", "--reload-interval", "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"stopline serve exited {proc.returncode}: {proc.stderr.read()}")
+        try:
+            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "stopline serve --workers 2 did not come up"
+        time.sleep(0.2)
+    return proc, base
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
+def _sample(text: str, name: str, labels: str) -> float:
+    m = re.search(rf"^{re.escape(name)}{{{re.escape(labels)}}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _decide(base: str, n: int) -> None:
+    for _ in range(n):  # a new connection each: the kernel hands them to either worker
+        r = httpx.post(base + "/access/v1/evaluation", json=REQ, timeout=10)
+        assert r.status_code == 200 and r.json()["decision"] is False
+
+
+def _per_worker(d: Path) -> dict[str, float]:
+    """Each worker's own count of AuthZEN denies, read from its file in the directory."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    out = {}
+    for f in d.glob("counter_*.db"):
+        total = 0.0
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(f)):
+            if '"stopline_decisions_total"' in key and '"deny"' in key and '"authzen"' in key:
+                total += value
+        out[f.stem.split("_", 1)[1]] = total
+    return out
+
+
+def test_two_workers_metrics_add_up_whichever_worker_answers(tmp_path):
+    d = tmp_path / "metrics"
+    d.mkdir()
+    proc, base = _start({**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)})
+    try:
+        sent = 0
+        while True:  # until both workers have answered some (bounded)
+            _decide(base, 40)
+            sent += 40
+            served = {pid: n for pid, n in _per_worker(d).items() if n}
+            if len(served) >= 2 or sent >= 800:
+                break
+        assert len(served) == 2, f"one worker took every connection: {served}"
+        assert sum(served.values()) == sent
+        for _ in range(8):  # new connections: the scrapes land on both workers
+            text = httpx.get(base + "/metrics", timeout=10).text
+            assert _sample(text, "stopline_decisions_total", 'effect="deny",interface="authzen"') == sent
+            assert _sample(text, "stopline_request_duration_seconds_count",
+                           'route="/access/v1/evaluation"') == sent
+            assert _sample(text, "stopline_decisions_total", 'effect="allow",interface="authzen"') == 0
+    finally:
+        err = _stop(proc)
+    assert "PROMETHEUS_MULTIPROC_DIR=" + str(d) in err
+    assert d.is_dir()  # a directory the environment named is left in place
+
+
+def test_serve_with_workers_makes_and_removes_its_metrics_directory(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
+    proc, base = _start(env)
+    try:
+        _decide(base, 30)
+        for _ in range(4):
+            text = httpx.get(base + "/metrics", timeout=10).text
+            assert _sample(text, "stopline_decisions_total", 'effect="deny",interface="authzen"') == 30
+    finally:
+        err = _stop(proc)
+    made = re.search(r"PROMETHEUS_MULTIPROC_DIR=(\S+)\)", err)
+    assert made, err
+    assert Path(made.group(1)).name.startswith("stopline-metrics-") and not Path(made.group(1)).exists()
