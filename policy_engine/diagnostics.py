@@ -59,6 +59,9 @@ CODES: dict[str, str] = {
     "W206": "policy set without a workflow",
     "W207": "stop trigger reads a field some action types lack, unguarded",
     "W208": "`allow` rule reads an optional field without `has(...)`",
+    "W209": "rule or stop trigger that can never match",
+    "W210": "rule shadowed by a rule of higher precedence",
+    "W211": "authorization no declared role can fill",
 }
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from ..diagnostics import Diagnostic, did_you_mean, one_of
 from ..source import SourceFile, Span
-from . import ir
+from . import ir, lints
 
 # Variables in scope for each kind of condition.
 SCOPE_GATE = ("action", "workflow", "now", "policy")
@@ -197,6 +197,7 @@ class Checker:
             )
         for sc in w.scenarios:
             self.scenario(w, sc)
+        lints.workflow(self, w)  # W209-W211: never-matching, shadowed, unfillable
 
     # ------------------------------------------------------------ declared fields
     def declared(self, decls: tuple[ir.FieldDecl, ...] | None, owner: str):
