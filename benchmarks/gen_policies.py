@@ -11,7 +11,9 @@ Outputs (all committed):
   benchmarks/baselines/cedar_context.py   per-action-type Cedar context builders
 
 ``policy_text(n_rules)`` makes a large policy text (distinct conditions) for the
-compile-time benchmark.
+compile-time benchmark; ``large_type_text(n)``, ``large_type_handwritten(n)`` and
+``large_type_requests(n)`` one action type with ``n`` rules, its hand-written baseline
+(Python source, generated in memory by the benchmark) and its requests.
 """
 
 from __future__ import annotations
@@ -177,6 +179,115 @@ def policy_text(n_rules: int) -> str:
             total += n
         copy += 1
     return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- one large action type
+LARGE_ROLES = ("manager", "security")
+
+
+def large_rules(n: int) -> list[tuple[str, str, str | None, str, str]]:
+    """``n`` rules of one action type (``call_tool`` of workflow ``tools``), deterministic:
+    (name, effect, by, CEL, the same condition in Python over ``a``). 60% compare
+    ``action.tool`` with a constant first (``action.tool == "tool7" && ...``, ``in [..]``),
+    10% ``action.tenant``; the other 30% read amounts, nested fields and strings with no
+    such test. Names sort as the rules are numbered (the engine orders rules by name)."""
+    tools = max(1, n // 4)
+    out = []
+    for i in range(n):
+        name = f"r{i:05d}"
+        t = f"tool{(i * 7) % tools}"
+        t2 = f"tool{(i * 7 + 1) % tools}"
+        k = i % 10
+        if k in (0, 1):
+            out.append((name, "deny", None, f'action.tool == "{t}" && action.amount > {500 + i}.0',
+                        f'a["tool"] == "{t}" and a["amount"] > {500 + i}.0'))
+        elif k == 2:
+            out.append((name, "require_approval", "1 manager", f'action.tool == "{t}" && action.user.level < {i % 5}',
+                        f'a["tool"] == "{t}" and a["user"]["level"] < {i % 5}'))
+        elif k == 3:
+            out.append((name, "deny", None, f'action.tool == "{t}" && "blocked{i % 13}" in action.tags',
+                        f'a["tool"] == "{t}" and "blocked{i % 13}" in a["tags"]'))
+        elif k == 4:
+            out.append((name, "allow", None, f'action.tool == "{t}" && action.user.role == "admin"',
+                        f'a["tool"] == "{t}" and a["user"]["role"] == "admin"'))
+        elif k == 5:
+            out.append((name, "require_approval", "1 security",
+                        f'action.tool in ["{t}", "{t2}"] && action.note.startsWith("p{i % 7}")',
+                        f'a["tool"] in ("{t}", "{t2}") and a["note"].startswith("p{i % 7}")'))
+        elif k == 6:
+            out.append((name, "deny", None, f'action.tenant == "t{i}"', f'a["tenant"] == "t{i}"'))
+        elif k == 7:
+            out.append((name, "deny", None, f"action.amount > {1_000_000 + i}.0", f'a["amount"] > {1_000_000 + i}.0'))
+        elif k == 8:
+            out.append((name, "allow", None, f'action.note.contains("ok{i}")', f'"ok{i}" in a["note"]'))
+        else:
+            out.append((name, "require_approval", "1 manager", f'action.user.role == "r{i}" && action.amount > 10.0',
+                        f'a["user"]["role"] == "r{i}" and a["amount"] > 10.0'))
+    return out
+
+
+def large_type_text(n: int) -> str:
+    """A policy text with one workflow ``tools`` and one action type ``call_tool`` holding
+    ``large_rules(n)`` (the benchmark's large-type lines)."""
+    out = [HEADER, f"roles {_names(LARGE_ROLES)}\n\n", 'workflow "tools" {\n  version "1"\n',
+           '  owners { business "Platform" technical "Platform" }\n  default deny\n\n',
+           '  action call_tool {\n    system "tools"\n    reversible full via "tools.undo" within 1h\n',
+           "    receipt [policy_rule]\n\n"]
+    for name, effect, by, cel, _ in large_rules(n):
+        out.append(f"    {effect} {name}{' by ' + by if by else ''} when `{cel}`\n")
+    out.append("  }\n}\n")
+    return "".join(out)
+
+
+def large_type_handwritten(n: int) -> str:
+    """The hand-written baseline of ``large_type_text(n)``, as Python source: one plain
+    function ``evaluate(action, workflow_state, now)`` in the short-circuit style of
+    ``baselines/handwritten.py`` (deny rules, then every approval rule, then allow rules,
+    by name; the first deciding rule returns), returning (effect, rule, approvals)."""
+    rules = large_rules(n)
+    out = [
+        HEADER.replace("#", '"""', 1).rstrip("\n") + f"\n\nThe {n} rules of one action type, hand-written.\n\"\"\"\n\n",
+        'STOP, DENY, REQUIRE_APPROVAL, ALLOW = "stop", "deny", "require_approval", "allow"\n\n\n',
+        "def gate_call_tool(a, now):\n",
+    ]
+    for name, effect, _, _, py in rules:
+        if effect == "deny":
+            out.append(f"    if {py}:\n        return DENY, {name!r}, ()\n")
+    out.append("    approvals = []\n")
+    for name, effect, by, _, py in rules:
+        if effect == "require_approval":
+            assert by is not None
+            count, role = by.split()
+            out.append(f"    if {py}:\n        approvals.append(({name!r}, {count}, ({role!r},), False))\n")
+    out.append("    if approvals:\n        return REQUIRE_APPROVAL, approvals[0][0], tuple(approvals)\n")
+    for name, effect, _, _, py in rules:
+        if effect == "allow":
+            out.append(f"    if {py}:\n        return ALLOW, {name!r}, ()\n")
+    out.append("    return DENY, '<default>', ()\n")
+    out.append(_handwritten_footer([("call_tool", "tools", "gate_call_tool")]))
+    return "".join(out)
+
+
+def large_type_requests(n_rules: int, n: int = 200, seed: int = 7) -> list[dict]:
+    """``n`` deterministic actions for ``large_type_text(n_rules)``: known and unknown
+    tools, amounts, tenants, users, tags and notes that make every effect occur."""
+    import random
+
+    rng = random.Random(seed)
+    tools = max(1, n_rules // 4)
+    out = []
+    for i in range(n):
+        tool = f"tool{rng.randrange(tools)}" if rng.random() < 0.9 else f"other{i}"
+        out.append({
+            "id": f"L-{i}", "workflow": "tools", "type": "call_tool", "tool": tool,
+            "amount": rng.choice([5.0, 50.0, 50.0, 150.0, 400.0, float(rng.randint(0, 3000))]),
+            "tenant": f"t{rng.randrange(max(1, n_rules))}" if rng.random() < 0.05 else "acme",
+            "user": {"role": rng.choice(["admin", "admin", "agent", f"r{rng.randrange(max(1, n_rules))}"]),
+                     "level": rng.randint(0, 5)},
+            "tags": [f"blocked{rng.randrange(13)}" if rng.random() < 0.1 else "ok" for _ in range(rng.randint(0, 3))],
+            "note": rng.choice(["p1 check", "p3", "fine", f"ok{rng.randrange(max(1, n_rules))}", "p6 x"]),
+        })
+    return out
 
 
 # --------------------------------------------------------------------------- hand-written Python

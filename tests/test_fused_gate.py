@@ -472,13 +472,16 @@ def test_fields_no_condition_reads_never_change_a_decision(text, action, extra):
                 assert d.action_digest == action_digest({**action, **unread})
 
 
-def test_a_type_with_more_conditions_than_a_fused_function_takes_keeps_the_full_path():
+def test_a_type_with_more_conditions_than_a_fused_function_takes_is_fused_in_chunks():
     from policy_engine.cel import _FUSE_MAX
 
     rules = "".join(f"    deny r{i} when `action.n == {i}`\n" for i in range(_FUSE_MAX + 1))
     text = POLICY_HEAD + f"  action a {{\n{rules}    allow ok when `action.n < 0`\n  }}\n}}\n"
     engine = with_lanes(engine_from_texts({"p.policy": text}))
-    assert engine.accelerator.gate("w", "a").fn is None
-    for n, effect in ((-1, "allow"), (7, "deny"), (10_000, "deny")):
+    reference = engine_from_texts({"p.policy": text}, accelerate=False)
+    fz = engine.accelerator.gate("w", "a")
+    assert fz.fn is not None and "def _c_1(" in fz.source  # two chunks of conditions
+    for n, effect in ((-1, "allow"), (7, "deny"), (_FUSE_MAX, "deny"), (10_000, "deny")):
         d = engine.evaluate({"workflow": "w", "type": "a", "n": n}, None, T0)
         assert d.effect == effect and len(d.trace) == _FUSE_MAX + 2
+        assert d.model_dump_json() == reference.evaluate({"workflow": "w", "type": "a", "n": n}, None, T0).model_dump_json()

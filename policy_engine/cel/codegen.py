@@ -652,12 +652,53 @@ def plan(root: _N) -> _N | None:
 
 def generator_of(expr: Any) -> Gen | None:
     """The generator of a ``CompiledExpr``'s fast path (computed once), or None: outside
-    the subset, or compiled with ``accelerate=False``."""
+    the subset, or compiled with ``accelerate=False``. The generator carries the
+    condition's field guard as its ``field_guard`` attribute (see ``field_guard``)."""
     g = expr._gen_kept
     if g is None and expr._plan is not None:
-        g = expr._gen_kept = generator(expr._plan)
+        g = generator(expr._plan)
+        if g is not None:
+            g.field_guard = field_guard(expr._plan)  # type: ignore[attr-defined]
+        expr._gen_kept = g
         expr._plan = None
     return g
+
+
+def field_guard(n: _N) -> tuple[str, frozenset[str]] | None:
+    """(field, values) when the node is ``false`` whenever the top-level action field
+    ``field`` holds a str outside ``values``, with no error and nothing else evaluated
+    (what the fused gates index conditions by; see ``fuse``); None when not known.
+
+    ``action.f == "v"`` -> (f, {v}); ``action.f in ["v", ...]`` -> those; ``a && b`` -> a's
+    (``&&`` stops at its first ``false`` operand, before anything later could raise);
+    ``a || b || ...`` -> the union, when every operand has one on the same field. The
+    same reasoning as ``analysis.type_guard``, for any field: a str compared with a str
+    constant is never an error."""
+    op = n.op
+    if op is None or n.const:
+        return None
+    k = op[0]
+    if k == "eq":
+        _, ln, rn, neg = op
+        if not neg:
+            for x, c in ((ln, rn), (rn, ln)):
+                p = x.path
+                if p is not None and len(p) == 2 and p[0] == "action" and c.const and type(c.value) is str:
+                    return p[1], frozenset((c.value,))
+        return None
+    if k == "in_strs":
+        p = op[1].path
+        if p is not None and len(p) == 2 and p[0] == "action":
+            return p[1], frozenset(op[2])
+        return None
+    if k == "logic":
+        live, is_and = op[1], op[2]
+        if is_and:
+            return field_guard(live[0])
+        guards = [field_guard(x) for x in live]
+        if guards and all(g is not None and g[0] == guards[0][0] for g in guards):  # type: ignore[index]
+            return guards[0][0], frozenset().union(*(g[1] for g in guards))  # type: ignore[index,union-attr]
+    return None
 
 
 def _build_fast(gen: Gen, limits: Limits) -> tuple[Callable | None, str | None]:

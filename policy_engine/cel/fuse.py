@@ -1,6 +1,11 @@
 """Fused gates: one generated function evaluating several conditions over one activation
 (used by the engine's fused gates). Part of the fast path: each condition's generator comes
 from codegen.py; a condition without one is called as itself.
+
+Large sets of conditions are laid out in parts (see ``fuse``): chunks of at most
+``_FUSE_MAX`` conditions in helper functions, and conditions indexed by a str field
+they compare with constants (``action.tool == "x" && ...``) behind a dict lookup, so
+only the conditions that can be ``true`` for the field's value run.
 """
 
 from __future__ import annotations
@@ -15,7 +20,31 @@ from .emit import _FAST_GLOBALS, _Gen
 if TYPE_CHECKING:  # (api builds on the fast path; fuse only reads what it made)
     from .api import CompiledExpr
 
-_FUSE_MAX = 256  # conditions per fused function
+_FUSE_MAX = 256  # conditions generated into one Python function (more: in chunks)
+_INDEX_MIN_CONDITIONS = 64  # conditions a set needs before it is indexed at all
+_INDEX_MIN_GUARDED = 16  # conditions guarded by one field to make that field an index
+_BIT_INLINE = 1024  # a bit below this is a literal in the source, above a bound name
+_LOCAL = re.compile(r"\b_(?:p\d+|r\d+|f\d+(?:_\d+)?)\b")  # the locals a part may read
+
+
+def _index(guards: Sequence[Any], fields: Mapping, n: int) -> dict[str, list[int]]:
+    """field -> the conditions indexed by it: those whose guard (see
+    ``codegen.field_guard``) names a field the prologue has proved a str (present), when
+    enough conditions share it; each condition under one field at most."""
+    if n < _INDEX_MIN_CONDITIONS:
+        return {}
+    count: dict[str, int] = {}
+    for g in guards:
+        if g is not None:
+            f = fields.get(("action", g[0]))
+            if f is not None and f[1] == "str" and not f[2]:
+                count[g[0]] = count.get(g[0], 0) + 1
+    chosen = sorted((f for f, c in count.items() if c >= _INDEX_MIN_GUARDED), key=lambda f: (-count[f], f))
+    out: dict[str, list[int]] = {f: [] for f in chosen}
+    for i, g in enumerate(guards):
+        if g is not None and g[0] in out:
+            out[g[0]].append(i)
+    return out
 
 
 def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequence[str] = (),
@@ -50,27 +79,38 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
     caller's contract). ``defaults`` maps parameters to the names (in ``ns``) of their
     default values: those come last in the signature, in the order of ``params``.
     (None, None) if generation fails.
+
+    Large sets: with more than ``_FUSE_MAX`` conditions, they run in helper functions
+    of at most that many each, called in turn with the prologue's locals. And a field
+    the prologue has proved a str (present) that many conditions compare with str
+    constants first (``codegen.field_guard``: ``action.f == "v" && ...``, ``action.f in
+    [...]``) indexes them: the helpers of each constant sit in a dict, and only those of
+    the field's value run; every other one of these conditions is ``false`` with no
+    error (``&&`` stops at its first ``false`` operand), so its bit is clear, exactly.
     """
-    if len(exprs) > _FUSE_MAX:
-        return None, None
     try:
         pnames = {name: f"_p{i}" for i, name in enumerate(params)}
         em = _Gen(0)
         em.fields = dict(fields or {})
         em.known = dict(known or {})
-        body: list[str] = []
-        act = None
+        pieces: list[list[str]] = []  # per condition: its statements, setting its bit in `_m`
+        acts: list[bool] = []  # per condition: whether it reads `_act` (called as itself)
+        guards: list[Any] = []
+        bits: dict[str, int] = {}  # bound names of the bits past _BIT_INLINE
         for i, ex in enumerate(exprs):
-            bit = 1 << i
+            bit = str(1 << i) if i < _BIT_INLINE else f"_b{i}"
+            if i >= _BIT_INLINE:
+                bits[bit] = 1 << i
             g = generator_of(ex)
             em.lines, em.ind, em.loops = [], 0, False
             if g is None:
-                if act is None:  # the activation, built once, for the conditions called as such
-                    act = "_act"
-                    body.append("_act = {" + ", ".join(f"{n!r}: {v}" for n, v in pnames.items()) + "}")
                 e, kind = f"{em.bind(ex)}(_act)", None
+                guards.append(None)
             else:
                 e, kind = g(em)
+                guards.append(getattr(g, "field_guard", None))
+            acts.append(g is None)
+            body: list[str] = []
             if em.loops:
                 body.append("_it = 0")  # the iteration budget is per condition
             body += ["    " * ind + text for ind, text in em.lines]
@@ -78,11 +118,58 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
                 body += [f"if {e}:", f"    _m |= {bit}"]
             else:
                 body += [f"_v = {e}", "if _v is True:", f"    _m |= {bit}", "elif _v is not False:", "    _fb()"]
+            pieces.append(body)
+        act_line = "_act = {" + ", ".join(f"{n!r}: {v}" for n, v in pnames.items()) + "}"
+
+        def block(idx: Sequence[int]) -> list[str]:
+            """The statements of conditions `idx`, `_act` built once if one needs it."""
+            out: list[str] = []
+            made = False
+            for i in idx:
+                if acts[i] and not made:
+                    out.append(act_line)  # the activation, for the conditions called as such
+                    made = True
+                out += pieces[i]
+            return out
+
+        index = _index(guards, em.fields, len(exprs))
+        indexed = {i for idx in index.values() for i in idx}
+        rest = [i for i in range(len(exprs)) if i not in indexed]
+        main: list[str] = []  # the body of `fused` after its prologue
+        helpers: list[tuple[str, list[str]]] = []  # (name, body) of the helper functions
+        tables: list[str] = []  # the index dicts, after the helpers
+
+        def chunks(idx: list[int], prefix: str) -> list[str]:
+            names = []
+            for k in range(0, len(idx), _FUSE_MAX):
+                name = f"{prefix}_{k // _FUSE_MAX}"
+                helpers.append((name, block(idx[k:k + _FUSE_MAX])))
+                names.append(name)
+            return names
+
+        if len(rest) <= _FUSE_MAX:
+            main += block(rest)
+        else:
+            for name in chunks(rest, "_c"):
+                main.append(f"_m |= {name}(@ARGS)")
+        for j, (fname, idx) in enumerate(index.items()):
+            by_value: dict[str, list[int]] = {}
+            for i in idx:
+                for v in sorted(guards[i][1]):
+                    by_value.setdefault(v, []).append(i)
+            entries = []
+            for vi, (v, members) in enumerate(sorted(by_value.items())):
+                entries.append(f"{v!r}: ({', '.join(chunks(members, f'_x{j}_{vi}'))},)")
+            tables.append(f"_X{j} = {{{', '.join(entries)}}}")
+            var = em.fields[("action", fname)][0]
+            main += [f"_h = _X{j}.get({var})", "if _h is not None:", "    for _hf in _h:",
+                     "        _m |= _hf(@ARGS)"]
         defaults = dict(defaults or {})
         sig = [p for n, p in pnames.items() if n not in defaults]
         sig += [f"{p}={defaults[n]}" for n, p in pnames.items() if n in defaults]
         out = [f"def fused({', '.join(sig)}):"]
-        used = set(re.findall(r"\b_r\d+\b", "\n".join(body + list(epilogue))))
+        text = "\n".join(main + [line for _, b in helpers for line in b] + list(epilogue))
+        used = set(re.findall(r"\b_r\d+\b", text))
         for name, (var, as_dict) in em.roots.items():
             p = pnames.get(name)
             if p is None:  # a name the activation does not have: no fused function
@@ -94,16 +181,29 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
                 out.append(f"    if type({var}) is not dict: _fb()")
         out += ["    " + line for line in prologue]
         out.append("    _m = 0")
-        out += ["    " + line for line in body]
+        if helpers:
+            # the locals the helpers read, passed in: parameters, roots, field locals
+            defined = set(pnames.values()) | {v for v, _ in em.roots.values()} | {
+                f[0] for f in em.fields.values()}
+            args = ", ".join(sorted(defined & set(_LOCAL.findall("\n".join(
+                line for _, b in helpers for line in b)))))
+            main = [line.replace("@ARGS", args) for line in main]
+        out += ["    " + line for line in main]
         out += ["    " + line for line in epilogue]
         out.append("    return _m")
+        for name, b in helpers:
+            out.append(f"def {name}({args}):")
+            out.append("    _m = 0")
+            out += ["    " + line for line in b]
+            out.append("    return _m")
+        out += tables
         src = "\n".join(out) + "\n"
         glob: dict[str, Any] = {"__builtins__": {}}
         glob.update(_FAST_GLOBALS)
         glob.update(ns or {})
         glob.update(em.ns)
+        glob.update(bits)
         exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
         return glob["fused"], src
     except Exception:  # too large for Python's compiler, etc.: no fused function
         return None, None
-
