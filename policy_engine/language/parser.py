@@ -496,6 +496,8 @@ def _duration_slip(src: SourceFile, off: int) -> Diagnostic | None:
         label = "no space before the unit"
     elif known is not None and unit.lower() == known[0]:
         label = "units are lower case"
+    elif known is not None and known[1] == 1:
+        label = f"write `{known[0]}`" + (", right after the number" if space else "")
     else:
         label = "not a unit"
     return Diagnostic(
@@ -540,7 +542,7 @@ def reserved_names(tree, src: SourceFile, keywords: list[str]) -> list[Diagnosti
                 Diagnostic(
                     "E001",
                     "error",
-                    f"`{word}` is a reserved word and cannot name a {kind}",
+                    f"`{word}` is a reserved word and cannot name {'an' if kind[0] in 'aeiou' else 'a'} {kind}",
                     src.span(tok.start_pos, tok.end_pos),
                     label="reserved word",
                     help=f"rename the {kind}, e.g. `{word}_{suffix}`: keywords of the language cannot be names",
