@@ -441,9 +441,12 @@ def shadowing(checker: Checker, a: ir.ActionType, dead: set[int]) -> None:
     rules = [r for r in a.rules if r.effect in PRECEDENCE and id(r) not in dead]
     norm = {id(r): normalise(r.condition.source) for r in rules}
     unconditional = [r for r in rules if r.effect != "allow" and always_true(checker, r.condition)]
+    same: dict[str, list] = {}  # normalised condition -> its rules, in order (linear, not n^2)
+    for r in rules:
+        same.setdefault(norm[id(r)], []).append(r)
     for r in rules:
         p = PRECEDENCE[r.effect]
-        by = next((s for s in rules if PRECEDENCE[s.effect] < p and norm[id(s)] == norm[id(r)]), None)
+        by = next((s for s in same[norm[id(r)]] if PRECEDENCE[s.effect] < p), None)
         why = "the same condition"
         if by is None:
             by = next((s for s in unconditional if PRECEDENCE[s.effect] < p), None)
