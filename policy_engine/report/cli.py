@@ -17,10 +17,14 @@ import click
 @click.option("--until", metavar="TIME", help="Only entries before this RFC 3339 time.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the HTML page here.")
 @click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True)
-def report(url, since, until, out, fmt):
+@click.option("--policies", "-p", "policies", envvar="STOPLINE_POLICIES", default=None, metavar="PATH",
+              type=click.Path(exists=True),
+              help="The policy that prices rollbacks (its scenarios' and action types' `cost`; env STOPLINE_POLICIES).")
+def report(url, since, until, out, fmt, policies):
     """Rollback metrics from the ledger: rates by action type and reviewer, times to
     rollback, scenarios, windows, approval latency, open/partial/failed, unauthorized
-    executions, missing receipt fields."""
+    executions, missing receipt fields; with --policies, what the rollbacks cost."""
+    from ..diagnostics import PolicyError
     from ..ledger import LedgerError
     from ..replay_cli import _time
     from .compute import compute_report
@@ -34,9 +38,12 @@ def report(url, since, until, out, fmt):
         if show:
             click.echo(f"\rreading the ledger: {i}/{n} entries", err=True, nl=False)
     try:
-        r = compute_report(url, since=_ts(s), until=_ts(u), progress=progress)
+        r = compute_report(url, since=_ts(s), until=_ts(u), progress=progress, policies=policies)
     except LedgerError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except PolicyError as e:
+        click.echo(str(e), err=True)
         sys.exit(2)
     if show:
         click.echo("", err=True)

@@ -33,25 +33,28 @@ PLOTS: dict[str, tuple[str, Any, str]] = {
 
 
 def _svg(values: dict, ylabel: str) -> str:
-    import matplotlib
+    # matplotlib's object API with the SVG canvas: no pyplot (its import and backend
+    # machinery cost more than drawing), a fixed layout instead of tight_layout (which
+    # draws every figure twice); one bar per label, so a plot is a few dozen artists
+    from matplotlib import rc_context
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "stopline", "font.size": 9}):
-        fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "stopline", "font.size": 9}):
+        fig = Figure(figsize=(6.4, 2.8))
+        FigureCanvasSVG(fig)
         labels = list(values) or ["(none)"]
         nums = [values[k] for k in values] or [0]
+        rotate = len(labels) > 4
+        fig.subplots_adjust(left=0.11, right=0.98, top=0.93, bottom=0.32 if rotate else 0.14)
+        ax = fig.add_subplot()
         bars = ax.bar(range(len(labels)), nums, color="#3b6ea5")
-        ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0, ha="right"
-                      if len(labels) > 4 else "center")
+        ax.set_xticks(range(len(labels)), labels, rotation=20 if rotate else 0, ha="right" if rotate else "center")
         ax.bar_label(bars, labels=[f"{v:g}" for v in nums], padding=2)
         ax.set_ylabel(ylabel)
         ax.spines[["top", "right"]].set_visible(False)
-        fig.tight_layout()
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
-        plt.close(fig)
     s = buf.getvalue()
     return s[s.index("<svg"):]
 
@@ -60,6 +63,29 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cost_html(cost: Any) -> str:
+    out = ["<h2 id=cost>Cost of rollbacks</h2>"]
+    if not cost or not cost.get("priced"):
+        why = (cost or {}).get("reason") or "not priced"
+        return "".join(out) + f"<p>{html.escape(why)}.</p>"
+    units = sorted({u for t in (cost["by_scenario"], cost["by_action_type"]) for row in t.values() for u in row}
+                   | set(cost["total"]))
+    out.append(f"<p>{cost['rollbacks']} rollback(s) priced; amounts are summed per unit, never across "
+               "units (a scenario's cost once per rollback, an action type's per record reversed).</p>")
+    for name, key in (("scenario", "by_scenario"), ("action type", "by_action_type")):
+        out.append(f"<h3>By {name}</h3>" + _table([[k, *(_amount(row.get(u)) for u in units)]
+                                                  for k, row in cost[key].items()], [name, *units]))
+    out.append("<h3>Total</h3>" + _table([[_amount(cost["total"].get(u)) for u in units]], units))
+    if cost.get("unpriced"):
+        out.append("<p>Records of action types without a cost: " + html.escape(
+            ", ".join(f"{k} ({v})" for k, v in cost["unpriced"].items())) + ".</p>")
+    return "".join(out)
+
+
+def _amount(v: Any) -> str:
+    return "" if v is None else f"{v:,.2f}"
 
 
 def render_html(report: dict, *, title: str = "Stopline rollback report") -> str:
@@ -108,7 +134,7 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
         "<h2>Missing receipt fields</h2>"
         + _table([[k, v] for k, v in report["missing_receipt_fields"]["by_field"].items()], ["field", "executions"])
     )
-    parts.append("<h2>Cost</h2><p>The policy language declares no cost yet.</p>")
+    parts.append(_cost_html(report.get("cost")))
     style = (
         "body{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
