@@ -55,6 +55,17 @@ class RuntimeCore:
 
         return self.ledger.transact(build, after=after)
 
+    def transact(self, build) -> list:
+        """Public hook (for bulk.py): append what ``build(conn)`` returns, built inside the
+        ledger's append lock, with the projections updated in the same transaction."""
+        return self._transact(build)
+
+    def subject_status(self, c, subject: Any, *, now: datetime, extra: Iterable[dict] = (),
+                       engine: Any = None) -> SubjectStatus:
+        """Public hook (for bulk.py): where a decision or rollback entry stands, read through
+        ``c`` (e.g. inside :meth:`transact`), ``extra`` approval bodies counted as if recorded."""
+        return self._subject_status(c, engine if engine is not None else self.engine, subject, now, extra)
+
     def _entry(self, c, ref: str, kinds: Iterable[str] | None = None) -> Any:
         if not isinstance(ref, str) or not ref:
             raise RuntimeUsageError(f"an entry id is a non-empty string, not {ref!r}")
