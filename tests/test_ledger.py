@@ -19,6 +19,7 @@ from policy_engine.ledger import (
     LedgerUnavailable,
     NewEntry,
     SchemaError,
+    StateChanged,
 )
 from policy_engine.ledger.canonical import leaf_data
 from policy_engine.ledger.merkle import leaf_hash
@@ -303,3 +304,70 @@ def test_an_unknown_link_is_refused_on_every_append_path(led):
             [NewEntry("stop", body("stop"), workflow="w"), NewEntry("stop", body("stop"), workflow="w", links=["x"])]
         )
     assert led.size == 1 and led.verify().ok
+
+
+def test_a_fenced_append_is_refused_once_the_workflow_was_stopped_or_resumed(led):
+    """The check-then-append the runtime's gate relies on: a caller read the workflow's state
+    when the log had `since` entries; its append goes in only if no stop or resume of that
+    workflow came after, and a refused one writes nothing (neither its entries nor `then`)."""
+    led.append("decision", body("decision"), workflow="w")
+    since = led.size
+    ok = led.append_many([NewEntry("decision", body("decision"), workflow="w")], fence=("w", since))
+    assert ok[0].seq == since
+    stop = led.append("stop", body("stop"), workflow="w")
+    with pytest.raises(StateChanged, match="`w`"):
+        led.append_many([NewEntry("decision", body("decision"), workflow="w")], fence=("w", since))
+    assert led.size == stop.seq + 1
+    # another workflow's stop does not touch this fence; a fence read after the stop passes
+    led.append("stop", body("stop"), workflow="other")
+    assert led.append_many([NewEntry("decision", body("decision"), workflow="w")], fence=("w", stop.seq + 1))
+    led.append("resume", body("resume"), workflow="w", links=[stop.id])
+    with pytest.raises(StateChanged):
+        led.append_many([NewEntry("decision", body("decision"), workflow="w")], fence=("w", stop.seq + 1))
+    assert led.verify().ok
+
+
+def test_concurrent_fenced_appends_see_a_stop_committed_in_the_same_group(led):
+    """Threads share commits (group commit): a fenced request after a stop of its workflow in
+    the same transaction is refused, the others are written; the chain stays whole."""
+    since = led.size
+    results: dict[int, object] = {}
+
+    def work(i):
+        try:
+            if i == 0:
+                results[i] = led.append("stop", body("stop"), workflow="w")
+            else:
+                results[i] = led.append_many([NewEntry("decision", body("decision", n=i), workflow="w")],
+                                             fence=("w", since))
+        except StateChanged as e:
+            results[i] = e
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stop_seq = results[0].seq
+    for i in range(1, 12):
+        r = results[i]
+        # written before the stop, or refused: never a decision after the stop under the old state
+        assert isinstance(r, StateChanged) or r[0].seq < stop_seq
+    assert led.verify().ok
+
+
+def test_then_statements_run_in_the_appends_transaction_only_when_it_wrote(led, ledger_url):
+    with raw(ledger_url) as c:
+        c.execute(text("CREATE TABLE side (id VARCHAR(64) PRIMARY KEY, seq BIGINT)"))
+
+    def then(ids):
+        return [("INSERT INTO side (id, seq) SELECT id, seq FROM ledger_entries WHERE id = ?", (ids[0],))]
+
+    a = led.append_many([NewEntry("decision", body("decision"), key="k1")], then=then)[0]
+    again = led.append_many([NewEntry("decision", body("decision"), key="k1")], then=then)[0]
+    assert again == a  # the existing entry: its then found no new entry
+    stop = led.append("stop", body("stop"), workflow="w")
+    with pytest.raises(StateChanged):
+        led.append_many([NewEntry("decision", body("decision"), workflow="w")], fence=("w", stop.seq), then=then)
+    with raw(ledger_url) as c:
+        assert c.execute(text("SELECT id, seq FROM side")).all() == [(a.id, a.seq)]

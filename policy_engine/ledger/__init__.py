@@ -29,6 +29,7 @@ from .errors import (
     LedgerUnavailable,
     ProofError,
     SchemaError,
+    StateChanged,
 )
 
 if TYPE_CHECKING:  # pragma: no cover  (re-exports for type checkers: `X as X`)
@@ -56,7 +57,7 @@ _LAZY = {
 
 __all__ = [
     *_LAZY, "LedgerError", "LedgerUnavailable", "LedgerNotFound", "SchemaError", "InvalidEntry", "IdempotencyConflict",
-    "EntryNotFound", "ProofError", "CheckpointError", "KeyFileError",
+    "EntryNotFound", "ProofError", "CheckpointError", "KeyFileError", "StateChanged",
 ]
 
 

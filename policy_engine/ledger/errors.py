@@ -43,6 +43,11 @@ class IdempotencyConflict(LedgerError):
     """An append reused an idempotency key with a different kind, body, workflow or links."""
 
 
+class StateChanged(LedgerError):
+    """A fenced append (``append_many(..., fence=(workflow, seq))``) found a ``stop`` or
+    ``resume`` of the workflow at or after ``seq``: nothing was written; read the state again."""
+
+
 class EntryNotFound(LedgerError, LookupError):
     """No entry has that id or sequence number."""
 

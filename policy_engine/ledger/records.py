@@ -16,13 +16,11 @@ from . import schema
 from .canonical import leaf_data
 from .errors import InvalidEntry, LedgerError, LedgerUnavailable
 
-E, L, N, H, Q = schema.entries, schema.links, schema.nodes, schema.heads, schema.queue
+E, L, N, H = schema.entries, schema.links, schema.nodes, schema.heads
 DURABILITY = ("full", "normal")
 _E_COLS = ("seq", "id", "kind", "workflow", "key", "links", "body", "time", "prev", "hash")
-_Q_COLS = ("grp", "id", "kind", "workflow", "key", "links", "body", "time")
 _MAX_LINKS = 64
 _PG_MIGRATION_LOCK = 0x5710_1E5E
-_PG_SEQUENCER_LOCK = 0x5710_5E90  # held (exclusive) by the appender sequencing the queue
 
 
 def format_time(t: datetime) -> str:

@@ -13,11 +13,15 @@ One schema for both backends:
 ``ledger_links``    (``from_seq``, ``pos``) -> ``to_seq``: the links, indexed both ways
 ``ledger_nodes``    every complete Merkle subtree of level >= 1, keyed by the leaf that
                     closed it (``leaf``, ``level``), so a proof reads O(log² n) rows
-``ledger_queue``    (version 2) appends waiting to be sequenced on PostgreSQL: an appender
-                    inserts its entries here (id and time fixed), then whoever holds the
-                    log's row lock moves every queued entry into the log in one
-                    transaction (the sequencer; see ``store``). Rows are deleted once
-                    sequenced; nothing in it is acknowledged, so it is not guarded.
+``ledger_flush``    (version 3) one small row per connection shard, bumped by the
+                    durability barrier on PostgreSQL (see ``writer``): a write whose
+                    synchronous commit flushes the WAL up to and past an append that
+                    committed asynchronously. Holds no history; not guarded.
+
+Version 2 added ``ledger_queue`` (a PostgreSQL sequencer's waiting appends); version 3
+replaced that sequencer by the server-side append function ``ledger_append_batch``
+(PostgreSQL only: one round trip per transaction, the hashing and the Merkle frontier done
+under the head row lock in the server) and drops the queue.
 
 Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on entries, links and
 nodes: history cannot be rewritten through SQL without first dropping the triggers,
@@ -49,10 +53,10 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "queue", "MIGRATIONS", "GUARDED",
-           "guard_ddl", "migrate"]
+__all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "flush", "MIGRATIONS",
+           "GUARDED", "guard_ddl", "append_function_ddl", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOG = 1  # the single log of a deployment (the heads row)
 
 _Seq = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias
@@ -95,7 +99,13 @@ nodes = Table("ledger_nodes", metadata,
               Column("level", SmallInteger, primary_key=True, autoincrement=False),
               Column("hash", String(64), nullable=False))
 
-queue = Table("ledger_queue", metadata,
+flush = Table("ledger_flush", metadata,
+              Column("shard", Integer, primary_key=True, autoincrement=False),
+              Column("n", BigInteger, nullable=False))
+
+# version 2's sequencer queue (dropped by version 3): kept out of ``metadata`` so a new ledger never has it
+_v2_metadata = MetaData()
+queue = Table("ledger_queue", _v2_metadata,
               Column("qid", _Seq, primary_key=True, autoincrement=True),
               Column("grp", String(32), nullable=False),
               Column("id", String(64), nullable=False),
@@ -150,7 +160,128 @@ def _v2(conn: Connection) -> None:
                              "autovacuum_vacuum_threshold = 200, autovacuum_vacuum_cost_delay = 0)")
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+def _v3(conn: Connection) -> None:
+    flush.create(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("DROP TABLE IF EXISTS ledger_queue")
+        for ddl in append_function_ddl():
+            conn.exec_driver_sql(ddl)
+    else:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS ledger_queue")
+
+
+def append_function_ddl() -> list[str]:
+    """``ledger_append_batch``: the PostgreSQL append path in one statement (version 3), and
+    ``ledger_append_one``, the same for a request of one entry with scalar arguments.
+
+    Takes one request batch as parallel arrays (entry ``i`` of group ``p_grp[i]``; the
+    client made each id and the RFC 8785 leaf bytes around ``prev`` and ``seq``:
+    ``p_pre`` ends with ``"prev":"``, ``p_post`` starts with ``,"time":``), takes the
+    head row's lock, and per group: refuses it as ``stale`` when its fence workflow has a
+    ``stop`` or ``resume`` entry at or after the fence seq (or one earlier in the batch),
+    leaves it to the client as ``fallback`` when an idempotency key is used or a link is
+    unknown (the client's planner answers those: the existing entry or the error), else
+    writes its entries (hash ``SHA-256(0x00 || pre || prev || "","seq":" || seq || post)``),
+    their link rows and the Merkle nodes they close, and finally the head. Returns one row
+    per entry: ``(i, status, seq, prev, hash)``. With ``p_async`` the transaction commits
+    without waiting for the WAL flush (the client then runs a durability barrier)."""
+    return [_APPEND_BATCH, _APPEND_ONE]
+
+
+_APPEND_BATCH = r"""
+CREATE OR REPLACE FUNCTION ledger_append_batch(
+    p_grp int[], p_id text[], p_kind text[], p_wf text[], p_key text[], p_links text[], p_body text[],
+    p_time text[], p_pre bytea[], p_post bytea[], p_fence_wf text[], p_fence_since bigint[], p_async boolean)
+RETURNS TABLE(i int, status text, seq bigint, prev text, hash text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_size bigint; v_head text; v_front text;
+    n int := coalesce(array_length(p_id, 1), 0);
+    g0 int := 1; g1 int; j int; bad text; lid text; hb bytea; idx bigint; lvl int; h text;
+    fenced text[] := '{}'; keys text[] := '{}'; gkeys text[]; ids text[] := '{}';
+BEGIN
+    IF p_async THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    SELECT hd.size, hd.head, hd.frontier INTO v_size, v_head, v_front FROM ledger_heads hd WHERE hd.log = 1 FOR UPDATE;
+    WHILE g0 <= n LOOP
+        g1 := g0;
+        WHILE g1 < n AND p_grp[g1 + 1] = p_grp[g0] LOOP g1 := g1 + 1; END LOOP;
+        bad := NULL;
+        IF p_fence_wf[g0] IS NOT NULL AND (p_fence_wf[g0] = ANY(fenced) OR EXISTS (
+                SELECT 1 FROM ledger_entries e WHERE e.kind IN ('stop', 'resume') AND e.seq >= p_fence_since[g0]
+                AND e.workflow = p_fence_wf[g0])) THEN
+            bad := 'stale';
+        END IF;
+        gkeys := '{}';
+        IF bad IS NULL THEN
+            FOR j IN g0..g1 LOOP
+                IF p_key[j] IS NOT NULL AND (p_key[j] = ANY(keys) OR p_key[j] = ANY(gkeys) OR EXISTS (
+                        SELECT 1 FROM ledger_entries e WHERE e.key = p_key[j])) THEN
+                    bad := 'fallback'; EXIT;
+                END IF;
+                FOR lid IN SELECT l.x FROM json_array_elements_text(p_links[j]::json) AS l(x) LOOP
+                    IF NOT (lid = ANY(ids) OR lid = ANY(p_id[g0:j - 1])
+                            OR EXISTS (SELECT 1 FROM ledger_entries e WHERE e.id = lid)) THEN
+                        bad := 'fallback'; EXIT;
+                    END IF;
+                END LOOP;
+                EXIT WHEN bad IS NOT NULL;
+                IF p_key[j] IS NOT NULL THEN gkeys := gkeys || p_key[j]; END IF;
+            END LOOP;
+        END IF;
+        IF bad IS NOT NULL THEN
+            FOR j IN g0..g1 LOOP
+                i := j; status := bad; seq := NULL; prev := NULL; hash := NULL;
+                RETURN NEXT;
+            END LOOP;
+        ELSE
+            keys := keys || gkeys;
+            FOR j IN g0..g1 LOOP
+                hb := sha256('\x00'::bytea || p_pre[j] || convert_to(v_head || '","seq":' || v_size::text, 'UTF8')
+                             || p_post[j]);
+                h := encode(hb, 'hex');
+                INSERT INTO ledger_entries (seq, id, kind, workflow, key, links, body, time, prev, hash)
+                VALUES (v_size, p_id[j], p_kind[j], p_wf[j], p_key[j], p_links[j], p_body[j], p_time[j], v_head, h);
+                INSERT INTO ledger_links (from_seq, pos, to_seq)
+                SELECT v_size, l.ord - 1, e.seq
+                FROM json_array_elements_text(p_links[j]::json) WITH ORDINALITY AS l(x, ord)
+                JOIN ledger_entries e ON e.id = l.x;
+                idx := v_size; lvl := 0;
+                WHILE (idx & 1) = 1 LOOP
+                    hb := sha256('\x01'::bytea || decode(right(v_front, 64), 'hex') || hb);
+                    v_front := left(v_front, length(v_front) - 64);
+                    idx := idx >> 1; lvl := lvl + 1;
+                    INSERT INTO ledger_nodes (leaf, level, hash) VALUES (v_size, lvl, encode(hb, 'hex'));
+                END LOOP;
+                v_front := v_front || encode(hb, 'hex');
+                i := j; status := 'ok'; seq := v_size; prev := v_head; hash := h;
+                RETURN NEXT;
+                ids := ids || p_id[j];
+                IF p_kind[j] IN ('stop', 'resume') AND p_wf[j] IS NOT NULL THEN fenced := fenced || p_wf[j]; END IF;
+                v_head := h; v_size := v_size + 1;
+            END LOOP;
+        END IF;
+        g0 := g1 + 1;
+    END LOOP;
+    UPDATE ledger_heads SET size = v_size, head = v_head, frontier = v_front WHERE log = 1;
+END
+$fn$
+"""
+
+_APPEND_ONE = """
+CREATE OR REPLACE FUNCTION ledger_append_one(
+    p_id text, p_kind text, p_wf text, p_key text, p_links text, p_body text, p_time text, p_pre bytea,
+    p_post bytea, p_fence_wf text, p_fence_since bigint, p_async boolean)
+RETURNS TABLE(i int, status text, seq bigint, prev text, hash text)
+LANGUAGE sql AS $fn$
+SELECT * FROM ledger_append_batch(ARRAY[0], ARRAY[p_id], ARRAY[p_kind], ARRAY[p_wf], ARRAY[p_key], ARRAY[p_links],
+    ARRAY[p_body], ARRAY[p_time], ARRAY[p_pre], ARRAY[p_post], ARRAY[p_fence_wf], ARRAY[p_fence_since], p_async)
+$fn$
+"""
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 def migrate(conn: Connection, current: int) -> int:

@@ -69,7 +69,6 @@ from .errors import LedgerError, LedgerNotFound, LedgerUnavailable, SchemaError
 from .records import (
     _E_COLS,
     _PG_MIGRATION_LOCK,
-    _Q_COLS,
     DURABILITY,
     E,
     Entry,
@@ -78,7 +77,6 @@ from .records import (
     L,
     N,
     NewEntry,
-    Q,
     _short,
     format_time,
 )
@@ -110,7 +108,8 @@ class Ledger(LedgerWriter):
         self._sql_ins_e = ins(E, _E_COLS)
         self._sql_ins_l = ins(L, ("from_seq", "pos", "to_seq"))
         self._sql_ins_n = ins(N, ("leaf", "level", "hash"))
-        self._sql_ins_q = ins(Q, _Q_COLS)
+        self._sql_fence = (f"SELECT 1 FROM {E.name} WHERE kind IN ('stop', 'resume') AND seq >= {ph} "
+                           f"AND workflow = {ph} LIMIT 1")
         self._sql_head = (f"SELECT size, head, frontier FROM {H.name} WHERE {q('log')} = {schema.LOG}"
                           + (" FOR UPDATE" if self.backend == "postgresql" else ""))
         self._sql_set_head = (

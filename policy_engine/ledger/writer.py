@@ -1,6 +1,7 @@
 """The appending half of the ``Ledger``: an entry prepared and checked, the write
-transaction under the log's row lock, in-process group commit, the PostgreSQL queue
-and its sequencer, ``transact`` and ``checkpoint``. ``LedgerWriter`` is a base of
+transaction under the log's row lock, in-process group commit, PostgreSQL's one-statement
+append (the server-side function of schema v3) and its durability barrier, ``transact``
+and ``checkpoint``. ``LedgerWriter`` is a base of
 ``Ledger`` (store.py) and builds on ``LedgerReader``."""
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from sqlalchemy.engine import Connection
 
 from . import merkle, schema
 from .canonical import canonical_text, leaf_data, parse_body
-from .errors import IdempotencyConflict, InvalidEntry
+from .errors import IdempotencyConflict, InvalidEntry, StateChanged
 from .kinds import check_entry
 from .note import Checkpoint, SigningKey, sign_checkpoint
 from .reader import LedgerReader
-from .records import _MAX_LINKS, _PG_SEQUENCER_LOCK, E, Entry, H, NewEntry, _db, format_time
+from .records import _MAX_LINKS, E, Entry, H, NewEntry, _db, format_time
 
 
 @dataclass
@@ -37,19 +38,46 @@ class _Prepared:
     links: tuple[str, ...]
     key: str | None
     time: str
-    id: str | None = None  # fixed before sequencing (PostgreSQL queue), else made at insert
+    id: str | None = None  # made when the request is prepared (a random UUID), before the lock
+
+
+_PREV_SEQ = ',"prev":"","seq":0,"time":'
+
+
+def _leaf_parts(p: _Prepared) -> tuple[bytes, bytes]:
+    """The entry's RFC 8785 leaf bytes around its ``prev`` and ``seq`` (known only under the
+    lock): ``pre`` ends with ``"prev":"``, ``post`` starts with ``,"time":``. The header is
+    after the body and its strings are escaped, so the last match is the header's."""
+    data = leaf_data(p.body_json, seq=0, id=p.id, kind=p.kind, workflow=p.workflow, links=p.links, key=p.key,
+                     time=p.time, prev="")
+    at = data.rindex(_PREV_SEQ.encode())
+    return data[:at + 9], data[at + len(_PREV_SEQ) - 8:]
+
+
+def _links_json(links: Sequence[str]) -> str:
+    return json.dumps(list(links), separators=(",", ":"))
+
+
+def _stale(fence: tuple[str, int] | None) -> StateChanged:
+    wf, since = fence if fence is not None else ("?", 0)
+    return StateChanged(f"workflow `{wf}` was stopped or resumed at or after seq {since}: read its state again")
 
 
 class _Group:
-    """One append request (an atomic batch) in a group commit."""
+    """One append request (an atomic batch) in a group commit, with its fence (a workflow
+    and a seq: no ``stop`` or ``resume`` of it from there on, or the request fails with
+    :class:`StateChanged`) and the statements to run after it in the same transaction."""
 
-    __slots__ = ("items", "result", "error", "done")
+    __slots__ = ("items", "result", "error", "done", "fence", "then")
 
-    def __init__(self, items: list[_Prepared]) -> None:
+    def __init__(self, items: list[_Prepared], fence: tuple[str, int] | None = None,
+                 then: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
         self.items = items
         self.result: list[Entry] | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.fence = fence
+        self.then = then
 
 
 
@@ -63,9 +91,10 @@ class LedgerWriter(LedgerReader):
     _sql_ins_e: str
     _sql_ins_l: str
     _sql_ins_n: str
-    _sql_ins_q: str
     _sql_head: str
     _sql_set_head: str
+    _sql_fence: str
+    durability: str
     _e_select: str
     _gc: threading.Condition
     _gc_pending: list[_Group]
@@ -75,14 +104,20 @@ class LedgerWriter(LedgerReader):
     @contextmanager
     def _write(self) -> Iterator[tuple[Connection, list]]:
         """A write transaction holding the log's row lock; yields the connection and head state."""
+        barrier = self.backend == "postgresql" and self.durability == "full"
         with self._engine.connect() as c:
             c = c.execution_options(ledger_write=True)
             with c.begin():
+                if barrier:  # release the row lock at commit, not after the flush: the barrier below waits for it
+                    c.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 q = select(H.c.size, H.c.head, H.c.frontier).where(H.c.log == schema.LOG)
                 if self.backend == "postgresql":
                     q = q.with_for_update()
                 row = c.execute(q).one()
                 yield c, [row.size, row.head, merkle.CompactRange.decode(row.size, row.frontier)]
+            if barrier:
+                c.exec_driver_sql(self._SQL_PG_BARRIER)
+                c.commit()
 
     # ------------------------------------------------------------------ appending
     @staticmethod
@@ -105,7 +140,7 @@ class LedgerWriter(LedgerReader):
         check_entry(n.kind, n.body, n.workflow, links)
         text = canonical_text(n.body)
         t = format_time(n.time if n.time is not None else datetime.now(UTC))
-        return _Prepared(n.kind, parse_body(text), text, n.workflow, links, n.key, t)
+        return _Prepared(n.kind, parse_body(text), text, n.workflow, links, n.key, t, str(uuid.uuid4()))
 
     def append(self, kind: str, body: Any, *, workflow: str | None = None, links: Sequence[str] = (),
                key: str | None = None, time: datetime | None = None) -> Entry:
@@ -119,19 +154,36 @@ class LedgerWriter(LedgerReader):
         return self.append_many([NewEntry(kind, body, workflow, links, key, time)])[0]
 
     @_db
-    def append_many(self, items: Iterable[NewEntry]) -> list[Entry]:
+    def append_many(self, items: Iterable[NewEntry], *, fence: tuple[str, int] | None = None,
+                    then: Callable[[list[str]], Sequence[tuple[str, Sequence[Any]]]] | None = None) -> list[Entry]:
         """Append a batch in one transaction (one lock, one commit): all of it or none.
 
         Returns the entries in order (an existing entry for each key that was already
         used). Concurrent calls share commits (group commit, see the module doc); each
         returns only after the transaction holding its entries committed.
+
+        ``fence=(workflow, seq)``: append only if the log holds no ``stop`` or ``resume``
+        entry of ``workflow`` at or after ``seq`` (checked under the lock, together with
+        the requests committed before this one in the same group); else nothing is written
+        and :class:`StateChanged` is raised. A caller that read a workflow's state when the
+        log had ``seq`` entries appends with that fence and, on ``StateChanged``, reads
+        again: a check-then-append that shares the group commit (what the runtime's gate
+        does). ``then(ids)``: given the ids the batch's entries will have (made before the
+        lock), the statements (``?`` placeholders, no ``%``) to run after the batch in the
+        same transaction, for caches kept beside the log. Write them so they change nothing
+        unless those entries are in the log (``INSERT ... SELECT ... FROM ledger_entries
+        WHERE id = ?``): on PostgreSQL they travel with the append in one message, and an
+        entry answered by an existing idempotency key keeps its old id.
         """
         prepared = [self._prepare_entry(n) for n in items]
         if not prepared:
             return []
-        if self.backend == "postgresql":
-            return self._append_queued(prepared)
-        return self._append_grouped(_Group(prepared))
+        stmts: Sequence[tuple[str, Sequence[Any]]] = ()
+        if then is not None:
+            stmts = then([p.id for p in prepared if p.id is not None])
+            if self.backend == "postgresql":
+                stmts = [(sql.replace("?", "%s"), params) for sql, params in stmts]
+        return self._append_grouped(_Group(prepared, fence, stmts))
 
     # -- in-process group commit (leader / followers)
     def _append_grouped(self, g: _Group) -> list[Entry]:
@@ -145,7 +197,10 @@ class LedgerWriter(LedgerReader):
             self._gc_leader = True
             batch, self._gc_pending = self._gc_pending, []
         try:
-            self._append_direct(batch)
+            if self.backend == "postgresql":
+                self._append_pg(batch)
+            else:
+                self._append_direct(batch)
         except BaseException as e:
             for x in batch:
                 if not x.done:
@@ -176,6 +231,10 @@ class LedgerWriter(LedgerReader):
             size, head, frontier = cur.fetchone()
             state = [size, head, merkle.CompactRange.decode(size, frontier)]
             self._plan_and_write(cur, state, groups)
+            for g in groups:
+                if g.error is None:
+                    for sql, params in g.then:
+                        cur.execute(sql, params)
             raw.commit()
         except BaseException:
             try:
@@ -186,105 +245,107 @@ class LedgerWriter(LedgerReader):
         finally:
             raw.close()
 
-    # -- PostgreSQL: queue, then sequence under the lock
-    _SQL_PG_QUEUE = ("SELECT q.qid, q.grp, q.id, q.kind, q.workflow, q.key, q.links, q.body, q.time, "
-                     "EXISTS (SELECT 1 FROM ledger_entries e WHERE e.key = q.key) AS taken, "
-                     "ARRAY(SELECT e.seq FROM json_array_elements_text(q.links::json) WITH ORDINALITY AS l(id, ord) "
-                     "JOIN ledger_entries e ON e.id = l.id ORDER BY l.ord) AS link_seqs "
-                     "FROM ledger_queue q ORDER BY q.qid")
-    _SQL_PG_MINE = "SELECT seq, id, prev, hash FROM ledger_entries WHERE id = ANY(%s)"
+    # -- PostgreSQL: one round trip per transaction (schema v3's append function)
+    _SQL_PG_APPEND = ("SELECT i, status, seq, prev, hash FROM ledger_append_batch("
+                      "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+    _SQL_PG_APPEND_ONE = ("SELECT i, status, seq, prev, hash FROM ledger_append_one("
+                          "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+    #: the durability barrier: a write whose synchronous commit flushes the WAL past an
+    #: append that committed asynchronously (one row per connection shard: no shared row lock)
+    _SQL_PG_BARRIER = ("INSERT INTO ledger_flush (shard, n) VALUES (mod(pg_backend_pid(), 1024), 1) "
+                       "ON CONFLICT (shard) DO UPDATE SET n = ledger_flush.n + 1")
 
-    def _append_queued(self, prepared: list[_Prepared]) -> list[Entry]:
-        grp = uuid.uuid4().hex
-        for p in prepared:
-            p.id = str(uuid.uuid4())
-        mine = [p.id for p in prepared]
+    def _append_pg(self, groups: list[_Group]) -> None:
+        """Write ``groups`` with one call of the server-side append function, in one round trip.
+
+        The function takes the head row's lock, hashes, writes the entries, links, Merkle
+        nodes and head, all in the server, so the lock is held for the function's run and
+        no client round trip. With ``durability="full"`` that transaction commits without
+        waiting for its WAL flush (the lock is released at once), and the same message then
+        runs the durability barrier: a small write committed synchronously, whose flush
+        covers the append's commit record (it is later in the WAL). PostgreSQL flushes the
+        barriers of concurrent appenders together (group commit in the server), so an
+        append returns only once it is on disk while one flush serves many appenders.
+
+        One simple-query message (``BEGIN; SELECT ledger_append_...; <then>; COMMIT;
+        <barrier>``, arguments bound on the client by psycopg's ``ClientCursor``): one round
+        trip, where the extended protocol needs a sync (a round trip) per commit. A group
+        whose idempotency key is used or whose link is unknown is left by the function and
+        answered here by the general planner (the existing entry or the error).
+        """
+        import psycopg
+
+        flat: list[tuple[_Group, _Prepared]] = [(g, p) for g in groups for p in g.items]
+        full = self.durability == "full"
+        if len(flat) == 1:
+            g, p = flat[0]
+            pre, post = _leaf_parts(p)
+            fw, fs = g.fence if g.fence is not None else (None, None)
+            stmts = [self._SQL_PG_APPEND_ONE]
+            params: list[Any] = [p.id, p.kind, p.workflow, p.key, _links_json(p.links), p.body_json, p.time, pre, post,
+                                 fw, fs, full]
+        else:
+            cols: list[list[Any]] = [[] for _ in range(12)]
+            for n, g in enumerate(groups):
+                fw, fs = g.fence if g.fence is not None else (None, None)
+                for k, p in enumerate(g.items):
+                    pre, post = _leaf_parts(p)
+                    for col, v in zip(cols, (n, p.id, p.kind, p.workflow, p.key, _links_json(p.links), p.body_json,
+                                             p.time, pre, post, fw if k == 0 else None, fs if k == 0 else None)):
+                        col.append(v)
+            stmts, params = [self._SQL_PG_APPEND], [*cols, full]
+        for g in groups:
+            for sql, ps in g.then:
+                stmts.append(sql)
+                params.extend(ps)
+        stmts.append("COMMIT")
+        if full:
+            stmts.append(self._SQL_PG_BARRIER)
         raw = self._engine.raw_connection()
+        pg: Any = raw.dbapi_connection  # a psycopg connection
+        rows: list[tuple] | None = None
         try:
-            pg: Any = raw.dbapi_connection  # a psycopg connection (pipeline() is psycopg's)
-            cur = pg.cursor()
-            c_lock, c_head, c_q, c_mine = pg.cursor(), pg.cursor(), pg.cursor(), pg.cursor()
-            with pg.pipeline():  # queue, commit, and try the sequencer lock: one round trip
-                # the queue row need not be durable: nothing is acknowledged until the
-                # sequencing transaction (synchronous) has copied it into the log
-                cur.execute("SET LOCAL synchronous_commit = off")
-                cur.executemany(self._sql_ins_q, [(grp, p.id, p.kind, p.workflow, p.key, json.dumps(list(p.links)),
-                                                   p.body_json, p.time) for p in prepared])
-                pg.commit()
-                c_lock.execute("SELECT pg_try_advisory_xact_lock(%s)", (_PG_SEQUENCER_LOCK,))
-            got = c_lock.fetchone()[0]
-            while not got:
-                # another appender is sequencing (it takes every queued entry): wait until it
-                # committed (a shared hold of its lock), then look for ours in the log
-                with pg.pipeline():
-                    pg.rollback()
-                    c_lock.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_PG_SEQUENCER_LOCK,))
-                    c_mine.execute(self._SQL_PG_MINE, (mine,))
-                    pg.rollback()
-                    c_lock.execute("SELECT pg_try_advisory_xact_lock(%s)", (_PG_SEQUENCER_LOCK,))
-                    c_head.execute(self._SQL_PG_MINE, (mine,))
-                done = {r[1]: r for r in c_mine.fetchall()} or {r[1]: r for r in c_head.fetchall()}
-                if done:  # sequenced by another appender's committed transaction
-                    pg.rollback()
-                    return [self._made(p, *done[p.id]) for p in prepared]
-                got = c_lock.fetchone()[0]
-            with pg.pipeline():
-                c_mine.execute(self._SQL_PG_MINE, (mine,))
-                c_head.execute(self._sql_head)
-                c_q.execute(self._SQL_PG_QUEUE)
-            done = {r[1]: r for r in c_mine.fetchall()}
-            if done:  # sequenced by a sequencer that committed between our queueing and our lock
-                pg.rollback()
-                return [self._made(p, *done[p.id]) for p in prepared]
-            size, head, frontier = c_head.fetchone()
-            state = [size, head, merkle.CompactRange.decode(size, frontier)]
-            groups: dict[str, _Group] = {}
-            qids: list[int] = []
-            seq_of: dict[str, int] = {}
-            taken: set[str] = set()
-            for qid, g, eid, kind, wf, key, links, body, t, is_taken, link_seqs in c_q.fetchall():
-                qids.append(qid)
-                ls = tuple(json.loads(links))
-                if len(link_seqs) == len(ls):  # else a link is unknown: the plan refuses the group
-                    seq_of.update(zip(ls, link_seqs))
-                if key is not None and is_taken:
-                    taken.add(key)
-                grp_obj = groups.get(g)
-                if grp_obj is None:
-                    grp_obj = groups[g] = _Group([])
-                grp_obj.items.append(prepared[mine.index(eid)] if g == grp
-                                     else _Prepared(kind, None, body, wf, ls, key, t, eid))
-            ours = groups.get(grp)
-            if ours is None:  # not queued any more and not in the log: refused by the sequencer
-                pg.rollback()
-                return self._direct_one(prepared)
-            with pg.pipeline():  # every write and the commit in one round trip
-                self._plan_and_write(cur, state, list(groups.values()), seq_of=seq_of, taken=taken)
-                cur.execute("DELETE FROM ledger_queue WHERE qid = ANY(%s)", (qids,))
-                pg.commit()
+            pg.autocommit = True  # the message says BEGIN and COMMIT itself
+            cur = psycopg.ClientCursor(pg)
+            cur.execute("BEGIN; " + "; ".join(stmts), params)
+            while True:
+                if rows is None and cur.description is not None:
+                    rows = cur.fetchall()
+                if not cur.nextset():
+                    break
         except BaseException:
             try:
-                raw.rollback()
-            except Exception:  # noqa: BLE001
+                if pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    pg.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the connection may be gone; the first error is the one to report
                 pass
             raise
         finally:
+            try:
+                pg.autocommit = False
+            except Exception:  # noqa: BLE001
+                raw.invalidate()
             raw.close()
-        if ours.error is not None:  # a used key or an unknown link: the direct path answers it
-            return self._direct_one(prepared)
-        assert ours.result is not None
-        return ours.result
-
-    def _direct_one(self, prepared: list[_Prepared]) -> list[Entry]:
-        for p in prepared:
-            p.id = None
-        g = _Group(prepared)
-        self._append_direct([g])
-        return self._outcome(g)
+        results: dict[int, list[Entry]] = {}
+        retry: list[_Group] = []
+        for i, status, seq, prev, h in rows or ():
+            g, p = flat[i - 1]
+            if status == "ok":
+                results.setdefault(id(g), []).append(self._made(p, seq, prev, h))
+            elif status == "stale" and g.error is None:
+                g.error = _stale(g.fence)
+            elif status == "fallback" and (not retry or retry[-1] is not g):
+                retry.append(g)
+        for g in groups:
+            if g.error is None and id(g) in results:
+                g.result = results[id(g)]
+        if retry:
+            self._append_direct(retry)
 
     @staticmethod
-    def _made(p: _Prepared, seq: int, eid: str, prev: str, h: str) -> Entry:
-        return Entry(seq=seq, id=eid, kind=p.kind, body=p.body, body_json=p.body_json, workflow=p.workflow,
+    def _made(p: _Prepared, seq: int, prev: str, h: str) -> Entry:
+        assert p.id is not None
+        return Entry(seq=seq, id=p.id, kind=p.kind, body=p.body, body_json=p.body_json, workflow=p.workflow,
                      links=p.links, key=p.key, time=p.time, prev=prev, hash=h)
 
     @_db
@@ -341,26 +402,23 @@ class LedgerWriter(LedgerReader):
             out.extend(self._entry_t(r) for r in cur.fetchall())
         return out
 
-    def _plan_and_write(self, cur: Any, state: list, groups: list[_Group], *, seq_of: dict[str, int] | None = None,
-                        taken: set[str] | None = None) -> None:
+    def _plan_and_write(self, cur: Any, state: list, groups: list[_Group]) -> None:
         """Sequence ``groups`` after ``state`` (size, head, compact range; updated in place)
-        and write their rows. A group that fails validation gets its ``error`` and writes
-        nothing; the others go on. With ``taken`` (the PostgreSQL sequencer) links were
-        resolved by the caller (``seq_of``) and a group whose key is used is refused
-        (its appender answers it on the direct path)."""
-        sequencer = taken is not None
+        and write their rows (the general planner: SQLite, ``transact``, and the requests
+        PostgreSQL's append function leaves to the client). A group that fails validation
+        (its fence, an idempotency conflict, an unknown link) gets its ``error`` and writes
+        nothing; the others go on."""
         existing: dict[str, Entry] = {}
-        if seq_of is None:
-            seq_of = {}
-            keys = [p.key for g in groups for p in g.items if p.key is not None]
-            if keys:
-                existing = {e.key: e for e in self._fetch_raw(cur, "key", keys)}  # type: ignore[misc]
-            wanted = list({x for g in groups for p in g.items for x in p.links})
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
-                cur.execute(f"SELECT id, seq FROM {E.name} WHERE id IN ({', '.join([self._ph] * len(chunk))})", chunk)
-                seq_of.update(cur.fetchall())
-        used: set[str] = set(taken or ())
+        seq_of: dict[str, int] = {}
+        keys = [p.key for g in groups for p in g.items if p.key is not None]
+        if keys:
+            existing = {e.key: e for e in self._fetch_raw(cur, "key", keys)}  # type: ignore[misc]
+        wanted = list({x for g in groups for p in g.items for x in p.links})
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            cur.execute(f"SELECT id, seq FROM {E.name} WHERE id IN ({', '.join([self._ph] * len(chunk))})", chunk)
+            seq_of.update(cur.fetchall())
+        fenced: set[str] = set()  # workflows stopped or resumed earlier in this batch
         e_rows: list[tuple] = []
         l_rows: list[tuple] = []
         n_rows: list[tuple] = []
@@ -371,10 +429,15 @@ class LedgerWriter(LedgerReader):
             new_keys: dict[str, Entry] = {}
             out: list[Entry] = []
             try:
+                if g.fence is not None:
+                    wf, since = g.fence
+                    if wf in fenced:
+                        raise _stale(g.fence)
+                    cur.execute(self._sql_fence, (since, wf))
+                    if cur.fetchone() is not None:
+                        raise _stale(g.fence)
                 for p in g.items:
                     if p.key is not None:
-                        if sequencer and p.key in used | new_keys.keys():
-                            raise IdempotencyConflict(f"the idempotency key `{p.key}` is used")
                         old = new_keys.get(p.key) or existing.get(p.key)
                         if old is not None:
                             if (old.kind, old.workflow, old.links, old.body_json) != (p.kind, p.workflow, p.links,
@@ -409,18 +472,19 @@ class LedgerWriter(LedgerReader):
                     l_rows.extend((size, i, new_ids[x] if x in new_ids else seq_of[x]) for i, x in enumerate(p.links))
                     n_rows.extend((size, lv, nh.hex()) for lv, _idx, nh in cr.append(bytes.fromhex(h)))
                     new_ids[eid] = size
+                    if p.kind in ("stop", "resume") and p.workflow is not None:
+                        fenced.add(p.workflow)
                     if p.key is not None:
                         new_keys[p.key] = entry
                     out.append(entry)
                     size, head = size + 1, h
-            except (InvalidEntry, IdempotencyConflict) as err:
+            except (InvalidEntry, IdempotencyConflict, StateChanged) as err:
                 del e_rows[marks[0] :], l_rows[marks[1] :], n_rows[marks[2] :]
                 g.error = err
                 continue
             state[0], state[1], state[2] = size, head, cr
             seq_of.update(new_ids)
             existing.update(new_keys)
-            used.update(new_keys)
             g.result = out
         if e_rows:
             cur.executemany(self._sql_ins_e, e_rows)
