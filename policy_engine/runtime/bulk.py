@@ -31,7 +31,7 @@ from sqlalchemy import select as sql_select
 
 from ..ledger import NewEntry
 from ..ledger import schema as lschema
-from ..ledger.canonical import canonical_text
+from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
 from .results import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts
 
@@ -39,7 +39,28 @@ __all__ = ["RollbackBatch", "BulkRollbacks", "request_bulk_rollback", "approve_b
            "attach"]
 
 E, L = lschema.entries, lschema.links
-_CHUNK = 500
+_CHUNK = 500  #: ids per IN (...) of strings
+_SEQS = 5000  #: sequence numbers per IN (...) of integers
+_PAGE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class _X:
+    """A recorded execution as the planner reads it (no links, no hash: what a plan needs)."""
+
+    seq: int
+    id: str
+    workflow: str | None
+    time: str
+    body: dict
+
+
+def _executions(c: Any, *where: Any, limit: int | None = None) -> list[_X]:
+    q = sql_select(E.c.seq, E.c.id, E.c.workflow, E.c.time, E.c.body).where(E.c.kind == "execution", *where) \
+        .order_by(E.c.seq)
+    if limit is not None:
+        q = q.limit(limit)
+    return [_X(r[0], r[1], r[2], r[3], parse_body(r[4])) for r in c.execute(q)]
 
 
 @dataclass(frozen=True)
@@ -92,10 +113,11 @@ def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> tuple | None:
     return memo[k]
 
 
-def _graphs(ledger: Any, c: Any, eng: Any, roots: list) -> tuple[dict, dict, dict]:
-    """For every root at once, its record tree from the recorded ``caused_by`` links
-    (one query per level per 500 parents): root id -> record, root id -> undeclared links,
-    record id -> root id."""
+def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any]) -> tuple[dict, dict, dict]:
+    """For every root at once, its record tree from the recorded ``caused_by`` links, in
+    memory: per level one query of the links table for the children's sequence numbers
+    (per 5,000 parents) and one read of the children not already read (``known``: seq ->
+    execution). Returns root id -> record, root id -> undeclared links, record id -> root id."""
     recs = {r.id: _record(r) for r in roots}
     owner = {r.id: r.id for r in roots}
     undeclared: dict[str, list] = {r.id: [] for r in roots}
@@ -107,12 +129,15 @@ def _graphs(ledger: Any, c: Any, eng: Any, roots: list) -> tuple[dict, dict, dic
     while level:
         by_id = {e.id: e for e in level}
         seqs = [e.seq for e in level]
-        kids: list = []
-        for i in range(0, len(seqs), _CHUNK):
-            kids += ledger.fetch(c, E.c.kind == "execution",
-                                 E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq.in_(seqs[i:i + _CHUNK]))))
+        kid_seqs: set[int] = set()
+        for i in range(0, len(seqs), _SEQS):
+            kid_seqs.update(r[0] for r in c.execute(sql_select(L.c.from_seq).where(L.c.to_seq.in_(seqs[i:i + _SEQS]))))
+        unread = sorted(s for s in kid_seqs if s not in known)
+        for i in range(0, len(unread), _SEQS):
+            for x in _executions(c, E.c.seq.in_(unread[i:i + _SEQS])):
+                known[x.seq] = x
         nxt = []
-        for k in sorted({k.seq: k for k in kids}.values(), key=lambda e: e.seq):
+        for k in sorted((known[s] for s in kid_seqs if s in known), key=lambda e: e.seq):
             pe = by_id.get(k.body.get("caused_by"))
             if pe is None or (k.id in owner and k.id not in roots_at):
                 continue
@@ -172,7 +197,7 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
             raise RuntimeUsageError(f"the select does not compile: {e.message} (column {e.offset + 1})\n  {select}\n"
                                     f"  {caret}") from None
     led = rt.ledger
-    where = [E.c.kind == "execution"]
+    where: list[Any] = []
     if since is not None:
         where.append(E.c.time >= _ts(_now(since)))
     if until is not None:
@@ -182,9 +207,9 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
     with led.reading() as c:
         if executions is not None:
             ids = list(dict.fromkeys(executions))
-            found: list = []
+            found: list[_X] = []
             for i in range(0, len(ids), _CHUNK):
-                found += led.fetch(c, *where, E.c.id.in_(ids[i:i + _CHUNK]))
+                found += _executions(c, *where, E.c.id.in_(ids[i:i + _CHUNK]))
             missing = set(ids) - {x.id for x in found}
             if missing:
                 raise RuntimeUsageError(f"not recorded executions: {', '.join(sorted(missing)[:5])}")
@@ -193,7 +218,7 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
             pool = []
             after = -1
             while True:
-                page = led.fetch(c, *where, E.c.seq > after, limit=5000)
+                page = _executions(c, *where, E.c.seq > after, limit=_PAGE)
                 if not page:
                     break
                 pool += page
@@ -219,7 +244,7 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
                                             P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))):
                 taken.setdefault(rec, rb)
         roots_all = [x for x in chosen if x.id not in taken]
-        trees, undeclared, owner = _graphs(led, c, eng, roots_all)
+        trees, undeclared, owner = _graphs(c, eng, roots_all, {x.seq: x for x in pool})
     existing = tuple({"execution": i, "rollback": rb} for i, rb in taken.items())
     covered = tuple({"execution": x.id, "by": owner[x.id]} for x in roots_all if owner[x.id] != x.id)
     roots = [x for x in roots_all if owner[x.id] == x.id]
@@ -284,7 +309,7 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
                                   time=now_dt))
         return items
 
-    entries = rt._transact(build)
+    entries = rt.transact(build)
     if not entries:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
                              tuple(errors), 0)
@@ -300,7 +325,14 @@ def _members(rt: Any, c: Any, batch: Any) -> list:
 
 
 def _batch(rt: Any, c: Any, batch_id: str) -> Any:
-    return rt._entry(c, batch_id, ("batch",))
+    if not isinstance(batch_id, str) or not batch_id:
+        raise RuntimeUsageError(f"a batch id is a non-empty string, not {batch_id!r}")
+    found = rt.ledger.fetch(c, E.c.id == batch_id)
+    if not found:
+        raise RuntimeUsageError(f"no entry `{batch_id}` in the ledger")
+    if found[0].kind != "batch":
+        raise RuntimeUsageError(f"entry `{batch_id}` is a `{found[0].kind}`, not a `batch`")
+    return found[0]
 
 
 def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str] = (), batch_hash: str,
@@ -333,7 +365,7 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
         counted, skipped = 0, []
         statuses: dict[str, Any] = {}
         for m in _members(rt, c, b):
-            before = rt._subject_status(c, eng, m, now_dt)
+            before = rt.subject_status(c, m, now=now_dt, engine=eng)
             if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):
                 skipped.append({"rollback": m.id, "status": before.status})
                 continue
@@ -342,7 +374,7 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
                     "batch": batch_id, "batch_hash": batch_hash}
             if exp:
                 body["expires_at"] = exp
-            after = rt._subject_status(c, eng, m, now_dt, [body])
+            after = rt.subject_status(c, m, now=now_dt, extra=[body], engine=eng)
             ok = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
             body["counted"], body["status_after"] = ok, after.status
             counted += ok
@@ -351,7 +383,7 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
         out.update(counted=counted, skipped=skipped, statuses=statuses, recorded=len(items) - 1)
         return items
 
-    entries = rt._transact(build)
+    entries = rt.transact(build)
     return {"batch_id": batch_id, "approval_id": entries[0].id, "verdict": verdict, "plans": out["recorded"],
             "counted": out["counted"], "not_counted": out["recorded"] - out["counted"], "skipped": out["skipped"],
             "statuses": out["statuses"]}
