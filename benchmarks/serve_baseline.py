@@ -2,12 +2,18 @@
 
 ``fastapi_app``: a bare FastAPI route (reads the body, returns a constant JSON object).
 ``asgi_app``: a raw ASGI callable doing the same (the floor of uvicorn itself).
+``pydantic_authzen_app(state)``: the AuthZEN evaluation behind a FastAPI route that takes a
+pydantic body model and the identity dependency (what the fast path avoids; ``bench_serve.py
+--profile`` only).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 
 BODY = b'{"decision": true, "context": {}}'
 fastapi_app = FastAPI()
@@ -28,3 +34,36 @@ async def asgi_app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]})
     await send({"type": "http.response.body", "body": BODY})
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    id: str
+
+
+class Action(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class EvaluationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: Entity
+    action: Action
+    resource: Entity
+    context: dict | None = None
+
+
+def pydantic_authzen_app(state: Any) -> FastAPI:
+    from policy_engine.server import authzen, native
+
+    app = FastAPI()
+    app.state.stopline = state
+
+    @app.post("/access/v1/evaluation")
+    async def evaluation(body: EvaluationRequest, request: Request,
+                         caller: Any = Depends(native.any_caller)):  # noqa: B008
+        return JSONResponse(await authzen.decide(state, body.model_dump(exclude_none=True)))
+
+    return app

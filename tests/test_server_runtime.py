@@ -325,3 +325,19 @@ def test_only_the_server_package_imports_the_web_stack():
         if "server" not in p.relative_to(ROOT / "policy_engine").parts and pat.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_every_route_is_timed_under_its_template_and_each_evaluation_is_timed(tmp_path, policy_dir):
+    with client(tmp_path, policy_dir, identities=False) as c:
+        c.get("/v1/subjects/0d9609ff-secret-id")
+        c.get("/v1/history/another-raw-id")
+        c.get("/no/such/route")
+        ev = {"subject": {"type": "agent", "id": "a1"}, "action": {"name": "log"},
+              "resource": {"type": "t", "id": "1"}, "context": {"workflow": "replies"}}
+        c.post("/access/v1/evaluations", json={"evaluations": [ev, ev, ev]})
+        text = c.get("/metrics").text
+    count = 'stopline_request_duration_seconds_count{route="%s"} 1.0'
+    for route in ("/v1/subjects/{subject_id}", "/v1/history/{entry_id}", "unmatched", "/access/v1/evaluations"):
+        assert count % route in text, route
+    assert "stopline_evaluation_duration_seconds_count 3.0" in text
+    assert "secret-id" not in text and "another-raw-id" not in text and "/no/such" not in text

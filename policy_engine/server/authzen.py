@@ -204,6 +204,7 @@ def result(decision: Any, decision_id: str, recorded: bool, workflow_status: str
 
 async def decide(state: Any, req: dict) -> dict:
     """One evaluation: recorded through the runtime when a ledger is configured."""
+    t0 = time.perf_counter()
     eng = state.store.engine  # one snapshot: the decision names the version that made it
     action = to_action(req, state.default_workflow(eng))
     if state.tracer is None:
@@ -216,6 +217,7 @@ async def decide(state: Any, req: dict) -> dict:
             span.set_attribute("stopline.effect", out["context"]["effect"])
             span.set_attribute("stopline.decision_id", out["context"]["decision_id"])
     state.metrics.decided(out["context"]["effect"], "authzen")
+    state.metrics.evaluation.observe(time.perf_counter() - t0)
     return out
 
 
@@ -258,6 +260,7 @@ class FastPath:
     def __init__(self, app: Any, state: Any) -> None:
         self.app, self.state = app, state
         self.routes = (EVALUATION, EVALUATIONS) if state.config.fast_path else ()
+        self._latency = {p: state.metrics.latency.labels(p) for p in self.routes}  # bound once
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -282,7 +285,7 @@ class FastPath:
             if scope["path"] in self.routes and scope["method"] == "POST" and body is not None:  # body read for POST
                 out = await self._authzen(scope, headers, body)
                 await _send(send, 200, json.dumps(out).encode(), b"application/json", rid)
-                self.state.metrics.latency.labels(scope["path"]).observe(time.perf_counter() - t0)
+                self._latency[scope["path"]].observe(time.perf_counter() - t0)
                 return
         except Exception as e:  # noqa: BLE001 - every failure is a problem+json answer, never a traceback
             p = _problem(e)
@@ -291,7 +294,12 @@ class FastPath:
             return
         if body is not None:
             receive = _replay(body, receive)
-        await self.app(scope, receive, _echo(send, rid) if rid is not None else send)
+        try:
+            await self.app(scope, receive, _echo(send, rid) if rid is not None else send)
+        finally:  # labelled by the route template FastAPI matched (never the raw path)
+            route = getattr(scope.get("route"), "path", None)
+            self.state.metrics.latency.labels(route if isinstance(route, str) else "unmatched").observe(
+                time.perf_counter() - t0)
 
     async def _authzen(self, scope: dict, headers: list, body: bytes) -> dict:
         ids = self.state.identities

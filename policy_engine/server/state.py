@@ -112,17 +112,21 @@ class Recorder:
                 except Exception as e:  # noqa: BLE001 - answered as a problem by the handler
                     results.append(e)
         self._m.append.observe(time.perf_counter() - t0)
+        by_loop: dict[Any, list] = {}  # one wake-up per event loop, not one per request
         for (_, fut, loop), r in zip(batch, results):
-            loop.call_soon_threadsafe(_settle, fut, r)
+            by_loop.setdefault(loop, []).append((fut, r))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(fut: asyncio.Future, r: Any) -> None:
-    if fut.done():
-        return
-    if isinstance(r, BaseException):
-        fut.set_exception(r)
-    else:
-        fut.set_result(r)
+def _settle(settled: list) -> None:
+    for fut, r in settled:
+        if fut.done():  # the client went away
+            continue
+        if isinstance(r, BaseException):
+            fut.set_exception(r)
+        else:
+            fut.set_result(r)
 
 
 class State:
