@@ -499,6 +499,16 @@ def main(argv: list[str] | None = None) -> int:
             f"target < {t['check_wall_max_s']} s: {met(c['median_s'] < t['check_wall_max_s'])})"
         )
 
+    from benchmarks import bench_scale  # issue 16, goals 4-6: large types, load and the collector, threads
+
+    scale = {
+        "large_types": bench_scale.run_large_types(args.quick, out),
+        "load": bench_scale.run_load(args.quick),
+        "threads": bench_scale.run_threads(engine, mix, args.quick),
+        "targets": bench_scale.TARGETS,
+    }
+    ok = bench_scale.report(out, scale["large_types"], scale["load"], scale["threads"], comp) and ok
+
     if args.profile:
         run_profile(engine, mix, out)
 
@@ -530,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         "compile": comp,
         "check": checks,
         "targets": TARGETS,
+        "scale": scale,
     }
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from benchmarks.gen_policies import large_type_handwritten, large_type_requests, large_type_text
 from policy_engine.cel import _FUSE_MAX, compile_cel
-from policy_engine.cel.codegen import field_guard, generator_of
+from policy_engine.cel.codegen import generator_of
 from tests.engine_support import engine_from_texts
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -35,7 +35,8 @@ def same_everywhere(fast, ref, actions, nows=(T0, T1, None)):
                 got = fast.evaluate(a, None, now)
                 want = ref.evaluate(a, None, now)
                 if now is None:  # the clock: compare all but the time
-                    got = got.model_copy(update={"evaluated_at": want.evaluated_at, "reversibility": want.reversibility})
+                    got = got.model_copy(update={"evaluated_at": want.evaluated_at,
+                                                 "reversibility": want.reversibility})
                 assert got.model_dump_json() == want.model_dump_json(), a
 
 
@@ -141,7 +142,8 @@ def _random_type(rng: random.Random, n: int) -> str:
 
 
 _value = st.one_of(st.none(), st.booleans(), st.integers(-3, 25), st.sampled_from([0.0, 2.5, float("nan")]),
-                   st.sampled_from(["t1", "t3", "t7", "a1", "b22", "c", ""]), st.lists(st.sampled_from("abc"), max_size=3))
+                   st.sampled_from(["t1", "t3", "t7", "a1", "b22", "c", ""]),
+                   st.lists(st.sampled_from("abc"), max_size=3))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
