@@ -16,7 +16,7 @@ from server_support import ROOT, SERVER_POLICY, TOKENS, bearer, free_port, write
 from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
-from policy_engine.server.identity import IdentityConfigError, Identities  # noqa: E402
+from policy_engine.server.identity import Identities, IdentityConfigError  # noqa: E402
 
 SECRET = "s3cr3t-marker-7c1e"
 
