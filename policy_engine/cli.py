@@ -370,30 +370,91 @@ def explain_(paths: tuple[str, ...], source: str, now: str | None, color: bool |
 
 
 @main.command("schema")
-@click.argument("name", required=False)
-def schema(name: str | None) -> None:
-    """Print the JSON Schema of the engine's input and output models (all, or NAME)."""
+@click.argument("target", required=False)
+@click.option("--action", "action", default=None, help="With POLICIES: only this action type's schema.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="With POLICIES: write DIR/<action type>.json instead of printing.")
+@click.option("--color/--no-color", default=None, help="Colour diagnostics (default: when a terminal).")
+def schema(target: str | None, action: str | None, out: str | None, color: bool | None) -> None:
+    """The JSON Schema of each declared action type of POLICIES (a .policy file or a
+    directory), or of the engine's input and output models (all, or the model NAME)."""
+    import os
+
     from .diagnostics import did_you_mean
     from .models import ALL_MODELS, INPUT_MODELS, OUTPUT_MODELS
 
-    if name is None:
+    if target is not None and (os.path.exists(target) or target not in ALL_MODELS and (
+            action is not None or out is not None or target.endswith(".policy") or "/" in target)):
+        _action_schemas(target, action, out, color)  # a policy path (an existing path wins over a model name)
+    if action is not None or out is not None:
+        click.echo("error: --action and --out need a policy path: stopline schema POLICIES --action TYPE", err=True)
+        sys.exit(EXIT_USAGE)
+    if target is None:
         payload = {
             "inputs": {n: m.model_json_schema(mode="validation") for n, m in INPUT_MODELS.items()},
             "outputs": {n: m.model_json_schema(mode="serialization") for n, m in OUTPUT_MODELS.items()},
         }
-    elif name in ALL_MODELS:
-        payload = ALL_MODELS[name].model_json_schema(mode="validation" if name in INPUT_MODELS else "serialization")
+    elif target in ALL_MODELS:
+        payload = ALL_MODELS[target].model_json_schema(
+            mode="validation" if target in INPUT_MODELS else "serialization")
     else:
-        hint = did_you_mean(name, ALL_MODELS)
+        hint = did_you_mean(target, ALL_MODELS)
         click.echo(
-            f"error: unknown model `{name}`"
+            f"error: unknown model `{target}`"
             + (f"; {hint}" if hint else "")
             + "\nmodels: "
-            + ", ".join(sorted(ALL_MODELS)),
+            + ", ".join(sorted(ALL_MODELS))
+            + "\n(or give a policy file or directory: stopline schema POLICIES [--action TYPE] [--out DIR])",
             err=True,
         )
         sys.exit(EXIT_USAGE)
     click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+    sys.exit(EXIT_OK)
+
+
+def _action_schemas(target: str, action: str | None, out: str | None, color: bool | None) -> None:
+    """`stopline schema POLICIES`: one JSON Schema per declared action type (exits)."""
+    from pathlib import Path
+
+    from .diagnostics import did_you_mean, render_all
+    from .language.loader import UsageError, load_paths
+    from .schema_export import policy_schemas
+
+    try:
+        result = load_paths([target])
+    except UsageError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if result.policy_set is None:
+        click.echo(render_all(result.diagnostics, result.sources, color=_color(color)), err=True)
+        click.echo("error: the policy set has errors; no schema written", err=True)
+        sys.exit(EXIT_USAGE)
+    pset = result.policy_set
+    try:
+        schemas = policy_schemas(pset, action)
+    except KeyError:
+        names = [a.name for w in pset.workflows for a in w.actions]
+        hint = did_you_mean(action or "", names)
+        click.echo(f"error: no action type `{action}` in {target}" + (f"; {hint}" if hint else ""), err=True)
+        sys.exit(EXIT_USAGE)
+    except ValueError as e:
+        click.echo(f"error: {e}; add a `fields {{ ... }}` block to give it a schema", err=True)
+        sys.exit(EXIT_USAGE)
+    if out is None:
+        payload = schemas[action] if action is not None else schemas
+        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        sys.exit(EXIT_OK)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for name, doc in schemas.items():
+            path = Path(out) / f"{name}.json"
+            path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            click.echo(f"wrote {path}")
+    except OSError as e:
+        click.echo(f"error: cannot write to {out}: {e.strerror or e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not schemas:
+        click.echo(f"no action type of {target} declares its fields; nothing written", err=True)
     sys.exit(EXIT_OK)
 
 
