@@ -213,6 +213,13 @@ FIELDS = ("action", "now", "policy_hash", "action_error", "decision.effect", "de
 
 def _run(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -> tuple[list, int, list, set]:
     """Replay decisions with lo <= seq <= hi; (changed as tuples, replayed, unreplayable, recorded policy hashes)."""
+    from .gcpause import paused
+
+    with paused():  # nothing read here lives in a cycle: no collector passes over the pages meanwhile
+        return _replay_range(engine, led, where, lo, hi, timeline)
+
+
+def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -> tuple[list, int, list, set]:
     from .scan import scan
 
     changed: list[tuple] = []

@@ -102,6 +102,14 @@ def compute_report(ledger: Any, *, since: str | None = None, until: str | None =
     (:mod:`policy_engine.scan`): rollbacks, then their approvals and steps, then the
     executions folded into counters as they stream (only the rolled-back originals'
     times are kept)."""
+    from ..gcpause import paused
+
+    with paused():  # the executions stream into counters: no collector passes over what is kept meanwhile
+        return _compute(ledger, since, until, progress, policies)
+
+
+def _compute(ledger: Any, since: str | None, until: str | None, progress: Callable[[int, int], None] | None,
+             policies: Any) -> dict:
     from ..ledger import Ledger, schema
     from ..scan import scan
 

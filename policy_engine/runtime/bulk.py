@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import select as sql_select
 
+from ..gcpause import paused
 from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text, parse_body
@@ -183,6 +184,14 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
     ``since <= time < until`` narrows the executions read), or every one of
     ``executions`` (ids), as one batch; recorded in one transaction (with ``dry_run``,
     planned and returned, nothing recorded)."""
+    with paused():  # 10^4 executions and their trees in memory: no collector passes over them meanwhile
+        return _request_bulk_rollback(rt, select, scenario, requested_by, reason, since, until,
+                                      executions=executions, trigger=trigger, now=now, dry_run=dry_run)
+
+
+def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_by: str, reason: str,
+                           since: Any, until: Any, *, executions: Iterable[str] | None, trigger: str | None,
+                           now: Any, dry_run: bool) -> RollbackBatch:
     from ..cel import CelCompileError, CelError, compile_cel
 
     eng, now_dt = rt.engine, _now(now)
