@@ -75,3 +75,18 @@ def test_diagnostics_do_not_depend_on_the_pause():
     paused = [(d.code, str(d.span), d.message) for d in load_text(BAD).diagnostics]
     gc.disable()  # the pause is then not ours: nothing changes either
     assert [(d.code, str(d.span), d.message) for d in load_text(BAD).diagnostics] == paused
+
+
+def test_the_hash_order_is_the_name_then_the_canonical_json_as_before():
+    import random
+
+    from policy_engine.language.loader import _canon, _sort_named
+
+    rng = random.Random(3)
+    for _ in range(300):
+        items = [rng.choice([{"name": rng.choice("abc"), "v": rng.randrange(3)}, {"v": rng.randrange(3)}, "s", 1,
+                             {"name": 2, "v": 0}]) for _ in range(rng.randrange(8))]
+        want = sorted(items, key=lambda i: (str(i.get("name", "")) if isinstance(i, dict) else "", _canon(i)))
+        got = list(items)
+        _sort_named(got)
+        assert [_canon(x) for x in got] == [_canon(x) for x in want]

@@ -194,9 +194,28 @@ def _normalize(value, unordered: bool = False):
     if isinstance(value, (list, tuple)):
         items = [_normalize(v) for v in value]
         if unordered:
-            items.sort(key=lambda i: (str(i.get("name", "")) if isinstance(i, dict) else "", _canon(i)))
+            _sort_named(items)
         return items
     return value
+
+
+def _name_of(item) -> str:
+    return str(item.get("name", "")) if isinstance(item, dict) else ""
+
+
+def _sort_named(items: list) -> None:
+    """Sort by (name, canonical JSON), stable: by name, then each run of equal names by
+    its canonical JSON (the same order; the JSON, the costly key, only where names tie)."""
+    items.sort(key=_name_of)
+    i = 0
+    while i < len(items):
+        j = i + 1
+        name = _name_of(items[i])
+        while j < len(items) and _name_of(items[j]) == name:
+            j += 1
+        if j - i > 1:
+            items[i:j] = sorted(items[i:j], key=_canon)
+        i = j
 
 
 def content_hash(files: Iterable[ir.PolicyFile]) -> str:
