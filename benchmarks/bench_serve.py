@@ -13,7 +13,8 @@ one AuthZEN request of the interop Todo scenario (examples/authzen-todo, an allo
 - ``POST /access/v1/evaluation`` without recording: the raw ASGI fast path and, for
   comparison, the same handler behind FastAPI routing (``--no-fast-path``); 1 and 2 workers;
 - with every decision recorded in a SQLite ledger (``--ledger``; concurrent decisions
-  group-committed by ``Runtime.gate_many``), 1 and 2 workers;
+  group-committed by ``Runtime.gate_many``), 1 and 2 workers, and 1 worker under 64
+  connections (more requests waiting per commit: bigger batches);
 - p50/p99 at a fixed offered rate of 1,000 req/s (``benchmarks/loadgen.py``: open loop,
   request i due at start + i/rate whatever the earlier ones did, so a slow server does
   not slow the generator down; latency from the write, or from the due time when the
@@ -28,6 +29,10 @@ shipped raw fast path), the handler's parts (JSON parse, validation, the engine,
 the answer and its JSON, metrics), and the recorded path (the fast path with a SQLite
 ledger at 16 concurrent requests; ``Runtime.gate`` and ``gate_many`` alone, durability
 full and normal).
+
+Every line also reports the server's CPU time per request (user + system of the server
+process and its workers, from /proc), which a loaded machine distorts far less than
+wall-clock rates.
 
 Goals (issue 19): >= 3,000 req/s, one worker, no recording; p99 <= 2 ms at 1,000 req/s;
 >= 1,000 req/s with every decision recorded. Asserts no timing: prints each goal as
@@ -90,6 +95,20 @@ class Server:
             c.getresponse().read()
             c.close()
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process and its worker processes (Linux /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                f = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(stat.parent.name)
+            if pid == self.proc.pid or int(f[1]) == self.proc.pid:  # f[1]: the parent's pid
+                total += (int(f[11]) + int(f[12])) / tick  # utime, stime
+        return total
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -142,6 +161,7 @@ def wrk(port: int, seconds: float, connections: int = 16) -> dict:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": rps,
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "p50_ms": _ms(pct["50"]),
         "p99_ms": _ms(pct["99"]),
         "non_2xx": int(errors.group(1)) if errors else 0,
@@ -175,6 +195,7 @@ def closed(port: int, seconds: float, threads: int = 16) -> dict:
     lat.sort()
     return {
         "rps": len(lat) / (time.perf_counter() - t0),
+        "requests": len(lat),
         "p50_ms": statistics.median(lat) * 1e3,
         "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
         "non_2xx": 0,
@@ -376,6 +397,11 @@ def main() -> int:
         ("authzen, no recording, fast path, 2 workers", lambda p: stopline(p, workers=2), load),
         ("authzen, SQLite recording, 1 worker", lambda p: stopline(p, *rec("a")), load),
         ("authzen, SQLite recording, 2 workers", lambda p: stopline(p, *rec("b"), workers=2), load),
+        (
+            "authzen, SQLite recording, 1 worker, 64 connections",
+            lambda p: stopline(p, *rec("e")),
+            lambda port, s: load(port, s, connections=64) if load is wrk else load(port, s, threads=64),
+        ),
         ("fixed 1,000 req/s: authzen, no recording, 1 worker", lambda p: stopline(p), fixed_rate),
         ("fixed 1,000 req/s: authzen, SQLite recording, 1 worker", lambda p: stopline(p, *rec("c")), fixed_rate),
         (
@@ -393,14 +419,18 @@ def main() -> int:
         port = free_port()
         srv = Server(argv(port), port)
         try:
+            cpu0 = srv.cpu_seconds()
             results[name] = gen(port, secs)
+            results[name]["server_cpu_us_per_request"] = (srv.cpu_seconds() - cpu0) / max(
+                1, results[name]["requests"]) * 1e6
         finally:
             srv.stop()
         if not args.json:
             r = results[name]
             print(
                 f"{name:<74} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms"
-                f"  non-2xx {r['non_2xx']}  ({r['generator']})",
+                f"  server CPU {r['server_cpu_us_per_request']:5.0f} us/req  non-2xx {r['non_2xx']}"
+                f"  ({r['generator']})",
                 flush=True,
             )
     goals = []
@@ -411,6 +441,7 @@ def main() -> int:
             results["authzen, SQLite recording, 1 worker"]["rps"],
             results["authzen, SQLite recording, 2 workers"]["rps"],
         )
+        rec64 = results["authzen, SQLite recording, 1 worker, 64 connections"]["rps"]
         p99_rec = results["fixed 1,000 req/s: authzen, SQLite recording, 1 worker"]
         goals = [
             (">= 3,000 req/s, 1 worker, no recording", r1 >= 3000, f"{r1:,.0f}"),
@@ -420,7 +451,8 @@ def main() -> int:
              p99_rec["p99_ms"] <= 2.0 and p99_rec["rps"] >= 950,
              f"{p99_rec['p99_ms']:.2f} ms at {p99_rec['rps']:,.0f} req/s; one fsync on this disk: p50 "
              f"{fsync_ms[0]:.2f} ms, p99 {fsync_ms[1]:.2f} ms"),
-            (">= 1,000 req/s with every decision recorded", rec_rps >= 1000, f"{rec_rps:,.0f}"),
+            (">= 1,000 req/s with every decision recorded (16 connections)", rec_rps >= 1000, f"{rec_rps:,.0f}"),
+            (">= 1,000 req/s with every decision recorded (64 connections)", rec64 >= 1000, f"{rec64:,.0f}"),
         ]
     if args.json:
         print(
