@@ -65,6 +65,10 @@ class FField:
 
 ANY = FType("any")
 
+# A duration's JSON form: CEL's duration text (`"90s"`, `"1h30m"`, what `to_cel_json` writes
+# and `duration()` reads); the pattern `stopline schema` writes for a `duration` field.
+DURATION_PATTERN = r"^-?([0-9]+(\.[0-9]+)?(h|m|s|ms|us|ns))+$"
+
 
 def _kind_of(v: Any) -> str:
     t = type(v)

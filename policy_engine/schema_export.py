@@ -30,11 +30,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fieldtypes import FType
+from .fieldtypes import DURATION_PATTERN, FType
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-# CEL's duration text (what `to_cel_json` writes for a duration, and what `duration()` reads)
-DURATION_PATTERN = r"^-?([0-9]+(\.[0-9]+)?(h|m|s|ms|us|ns))+$"
+__all__ = ["DRAFT", "DURATION_PATTERN", "action_schema", "policy_schemas", "type_schema"]
 _SCALARS = {
     "string": {"type": "string"},
     "int": {"type": "integer"},

@@ -344,6 +344,8 @@ class _Printer:
             return _with_when(_join_list(_names(ch[0]), "notify ", depth), ch[1])
         if k == "field_decl":
             return [f"{_tok(ch[0])}{'?' if ch[1] is not None else ''}: {_type_text(ch[2])}"]
+        if k == "fields_from":
+            return [f"fields from {_tok(ch[0])}"]
         if k == "cascade_decl":
             return [f"cascade depth {_tok(ch[0])}"]
         if k == "while_stopped_decl":
@@ -371,7 +373,8 @@ def _lower_ok(src: SourceFile):
         pf, diags = lower(src, pr.tree)
     except RecursionError:
         return None, None, [Diagnostic("E005", "error", "policy file nests too deeply", src.span(0, 0))]
-    errors = [d for d in diags if d.severity == "error"]
+    # a `fields from` file that cannot be imported (E119) changes nothing of the layout
+    errors = [d for d in diags if d.severity == "error" and d.code != "E119"]
     return (pf if not errors else None), pr.tree, errors
 
 

@@ -267,6 +267,10 @@ class Lowerer:
                 if self.once(seen, "fields", item):
                     fields["fields"] = self.field_decls(item.children)
                     fields["fields_loc"] = self.loc(item)
+            elif kind == "fields_from":
+                if self.once(seen, "fields", item):
+                    fields["fields"] = self.fields_from(item.children[0], str(name_tok), wf)
+                    fields["fields_loc"] = self.loc(item)
         return ir.ActionType(
             name=str(name_tok),
             workflow=wf,
@@ -277,6 +281,17 @@ class Lowerer:
             loc=self.loc(name_tok),
             **fields,
         )
+
+    def fields_from(self, tok: Child, action: str, wf: str) -> tuple[ir.FieldDecl, ...] | None:
+        """`fields from "file.json"`: the declarations of a JSON Schema file (E119 if it is
+        unreadable or says more than a declaration can)."""
+        from .schema_import import ImportProblem, import_fields
+
+        try:
+            return import_fields(self.src.path, self.string(tok), self.loc(tok), action, wf)
+        except ImportProblem as e:
+            self.err("E119", e.message, tok, label="imported from here", help=e.help)
+            return None
 
     def field_decls(self, children: list) -> tuple[ir.FieldDecl, ...]:
         out = []
