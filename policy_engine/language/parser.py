@@ -523,13 +523,21 @@ _NAMED = {  # kind -> (what it is called, the position of its name, a suffix for
 }
 
 
+_BLOCKS = {"start", "workflow", "action_decl", "stop_decl", "resume_decl"}
+
+
 def reserved_names(tree, src: SourceFile, keywords: list[str]) -> list[Diagnostic]:
     """A keyword used as the name of a rule, an action type, a trigger, a scenario, a
     constant, a prerequisite, a criterion or a role is refused: keywords are reserved
     (docs/language.md), even where the parser could tell them apart."""
     reserved = set(keywords)
     out: list[Diagnostic] = []
-    for node in tree.iter_subtrees():
+    stack = [tree]
+    while stack:  # only the blocks that hold declarations: a few nodes per rule
+        node = stack.pop()
+        if node.data in _BLOCKS:
+            stack.extend(c for c in node.children if getattr(c, "data", None) in _BLOCKS or
+                         getattr(c, "data", None) in _NAMED)
         if node.data not in _NAMED:
             continue
         kind, at, suffix = _NAMED[node.data]
