@@ -315,7 +315,9 @@ def _load_sources(
 
 
 def count_conditions(files: Iterable[ir.PolicyFile]) -> int:
-    """Every CEL condition of the files: rules, prerequisites, stop conditions, criteria."""
+    """Every CEL condition of the files: rules, prerequisites, stop conditions, criteria,
+    and the duties' conditions (`notify [...] when ...`, a conditional `compensate`: one per
+    statement, however many duties it lists, in a scenario and its `after window`)."""
     n = 0
     for f in files:
         for w in f.workflows:
@@ -323,6 +325,12 @@ def count_conditions(files: Iterable[ir.PolicyFile]) -> int:
                 n += len(a.rules) + len(a.prerequisites)
             for s in w.stops:
                 n += (s.condition is not None) + len(s.criteria)
+            for sc in w.scenarios:
+                duties: list[ir.Name | ir.CompItem] = [*sc.notify, *sc.compensate]
+                if sc.escalation is not None:
+                    duties += [*sc.escalation.notify, *sc.escalation.compensate]
+                n += len({(d.when.loc.span.start if d.when.loc.span else id(d.when)) for d in duties
+                          if d.when is not None})
     return n
 
 
