@@ -159,6 +159,17 @@ def test_effect_named_allow_is_not_a_reserved_word() -> None:
         assert not load_text(policy(rule), "ok.policy").errors
 
 
+def test_field_names_may_be_keywords() -> None:
+    """Field names mirror the action's JSON (`owner`, `description`): never refused."""
+    text = policy(
+        "require_approval by 1 reviewer when `action.owner == \"x\" && action.description != \"\"`",
+        **{'    system "payments"\n': '    system "payments"\n    fields {\n      owner: string\n'
+           '      description: string\n    }\n'},
+    )
+    result = load_text(text, "fields.policy")
+    assert not result.errors, render_all(result.diagnostics, result.sources)
+
+
 def test_reserved_name_is_refused_by_the_engine_and_fmt() -> None:
     """Refused, not just reported: the engine does not load it and fmt does not format it."""
     text = CASES["reserved_rule_name"][0]
