@@ -1,6 +1,8 @@
-"""``stopline serve --workers 2``: ``/metrics`` counts every worker's requests, whichever
-worker answers the scrape (prometheus_client's multiprocess mode in a directory the
-command creates and removes, or the one ``PROMETHEUS_MULTIPROC_DIR`` names)."""
+"""``stopline serve`` as a process: with ``--workers 2``, ``/metrics`` counts every worker's
+requests, whichever worker answers the scrape (prometheus_client's multiprocess mode in a
+directory the command creates and removes, or the one ``PROMETHEUS_MULTIPROC_DIR``
+names); with ``--ledger``, concurrent AuthZEN decisions are grouped into shared ledger
+transactions and each answer is sent only once its entry is committed."""
 
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ REQ = {"subject": {"type": "user", "id": "morty@the-citadel.com"}, "action": {"n
        "resource": {"type": "todo", "id": "t1", "properties": {"ownerID": "rick@the-citadel.com"}}}  # a deny
 
 
-def _start(env: dict) -> tuple[subprocess.Popen, str]:
+def _start(env: dict, *extra: str, workers: int = 2) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "policy_engine.cli", "serve", TODO, "--port", str(port),
-                             "--workers", "2", "--reload-interval", "0"], cwd=ROOT, env=env,
+                             "--workers", str(workers), "--reload-interval", "0", *extra], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -53,7 +55,8 @@ def _stop(proc: subprocess.Popen) -> str:
 
 
 def _sample(text: str, name: str, labels: str) -> float:
-    m = re.search(rf"^{re.escape(name)}{{{re.escape(labels)}}} (\S+)$", text, re.M)
+    sel = f"{{{re.escape(labels)}}}" if labels else ""
+    m = re.search(rf"^{re.escape(name)}{sel} (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
@@ -116,3 +119,31 @@ def test_serve_with_workers_makes_and_removes_its_metrics_directory(tmp_path):
     made = re.search(r"PROMETHEUS_MULTIPROC_DIR=(\S+)\)", err)
     assert made, err
     assert Path(made.group(1)).name.startswith("stopline-metrics-") and not Path(made.group(1)).exists()
+
+
+def test_concurrent_recorded_decisions_are_committed_before_each_answer(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from policy_engine.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    proc, base = _start(dict(os.environ), "--ledger", url, workers=1)
+    try:
+        with Ledger.open(url) as reader:  # another process's view of the file
+            def one(_: int) -> tuple[str, bool]:
+                with httpx.Client(timeout=30) as c:
+                    r = c.post(base + "/access/v1/evaluation", json=REQ)
+                assert r.status_code == 200 and r.json()["context"]["recorded"] is True
+                d = r.json()["context"]["decision_id"]
+                return d, reader.get(d).kind == "decision"  # committed before the answer was sent
+
+            with ThreadPoolExecutor(16) as pool:
+                got = list(pool.map(one, range(120)))
+            assert all(seen for _, seen in got) and len({d for d, _ in got}) == 120
+            text = httpx.get(base + "/metrics", timeout=10).text
+            transactions = _sample(text, "stopline_ledger_append_duration_seconds_count", "")
+            # counted once per transaction: at most one per decision (fewer when requests overlap)
+            assert 0 < transactions <= 120
+            assert _sample(text, "stopline_decisions_total", 'effect="deny",interface="authzen"') == 120
+    finally:
+        _stop(proc)
