@@ -217,6 +217,22 @@ class Engine:
         Raises `QuestionError` when the envelope itself is malformed."""
         return _questions.answer(self, question)
 
+    def action_info(self, name: str, workflow: str | None = None) -> dict[str, Any] | None:
+        """What the policy declares for action type `name` (in `workflow`, or the one workflow
+        that declares it): `{"workflow", "name", "receipt", "side_effects", "runs_while_stopped"}`.
+        None when it is not declared, or declared by several workflows and none is named (a
+        caller that records or plans from it fails closed)."""
+        if workflow is not None:
+            wf = self._p.workflows.get(workflow)
+            found = [(workflow, wf.actions[name])] if wf is not None and name in wf.actions else []
+        else:
+            found = [(w, cw.actions[name]) for w, cw in self._p.workflows.items() if name in cw.actions]
+        if len(found) != 1:
+            return None
+        w, ca = found[0]
+        return {"workflow": w, "name": name, "receipt": tuple(ca.receipt), "side_effects": tuple(ca.side_effects),
+                "runs_while_stopped": bool(ca.runs_while_stopped)}
+
 
 def load(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], *,
          accelerate: bool = True) -> Engine:

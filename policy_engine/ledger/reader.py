@@ -50,6 +50,31 @@ class LedgerReader:
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, sa_exc.ResourceClosedError, OSError) as e:
             raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
 
+    @_db
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """The first row of one read statement (``?`` placeholders, no ``%``) over the
+        ledger's tables and the caches kept beside them, on the driver's cursor: one
+        statement is one snapshot on both backends, and one round trip (no BEGIN/COMMIT of
+        its own). For hot paths such as the runtime's gate reading a workflow's state with
+        the log's size."""
+        raw = self._engine.raw_connection()
+        try:
+            if self.backend == "postgresql":
+                pg: Any = raw.dbapi_connection
+                pg.autocommit = True
+                try:
+                    cur = pg.execute(sql.replace("?", "%s"), params, prepare=True)
+                    row = cur.fetchone()
+                finally:
+                    pg.autocommit = False
+            else:
+                cur = raw.cursor()
+                cur.execute(sql, params)
+                row = cur.fetchone()
+            return None if row is None else tuple(row)
+        finally:
+            raw.close()
+
     def fetch(self, c: Connection, *where: Any, order: Any = None, limit: int | None = None) -> list[Entry]:
         """Entries matching SQLAlchemy ``where`` clauses over ``schema.entries``, in ``seq`` order."""
         return self._fetch(c, *where, order=order, limit=limit)

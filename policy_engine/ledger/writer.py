@@ -175,7 +175,18 @@ class LedgerWriter(LedgerReader):
         WHERE id = ?``): on PostgreSQL they travel with the append in one message, and an
         entry answered by an existing idempotency key keeps its old id.
         """
-        prepared = [self._prepare_entry(n) for n in items]
+        prepared: list[_Prepared] = []
+        for n in items:  # an int link i names the i-th entry of this batch (its id is made here)
+            if any(isinstance(x, int) and not isinstance(x, bool) for x in n.links):
+                try:
+                    links = [prepared[x].id if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < len(prepared)
+                             else (x if isinstance(x, str) else None) for x in n.links]
+                except IndexError:
+                    links = [None]
+                if None in links:
+                    raise InvalidEntry("an int link names an earlier entry of the same batch")
+                n = NewEntry(n.kind, n.body, n.workflow, links, n.key, n.time)  # type: ignore[arg-type]
+            prepared.append(self._prepare_entry(n))
         if not prepared:
             return []
         stmts: Sequence[tuple[str, Sequence[Any]]] = ()

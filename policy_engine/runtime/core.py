@@ -30,6 +30,8 @@ class RuntimeCore:
         self.decision_ttl = decision_ttl  #: a decision awaiting approval expires after this
         self.rollback_ttl = rollback_ttl  #: a rollback not authorized by then expires
         self._owns = owns_ledger
+        #: queue listings by (route, limit, claimed, after) -> (the log's size when read, rows)
+        self._queue_cache: dict[tuple, tuple[int, list]] = {}
         self.ledger.transact(lambda c: P.create(c))
 
     def close(self) -> None:
@@ -100,12 +102,16 @@ class RuntimeCore:
     def _facts(self, eng: Any, workflow: Any, atype: Any) -> dict:
         """What the policy declares for an action type (receipt, side_effects, runs_while_stopped).
         None where the policy (or the engine's API) does not say: callers fail closed."""
-        try:
-            ca = eng.compiled.workflows[workflow].actions[atype]
-            return {"receipt": tuple(ca.receipt), "side_effects": tuple(ca.side_effects),
-                    "runs_while_stopped": bool(ca.runs_while_stopped)}
-        except Exception:  # noqa: BLE001
+        info = None
+        if isinstance(workflow, str) and isinstance(atype, str):
+            try:
+                info = eng.action_info(atype, workflow)
+            except Exception:  # noqa: BLE001 - an engine without the method, or a broken one: fail closed
+                info = None
+        if info is None:
             return {"receipt": None, "side_effects": None, "runs_while_stopped": False}
+        return {"receipt": info["receipt"], "side_effects": info["side_effects"],
+                "runs_while_stopped": info["runs_while_stopped"]}
 
     # ------------------------------------------------------------------ status of a workflow
     def workflow_status(self, workflow: str) -> dict:

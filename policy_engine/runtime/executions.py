@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..ledger import InvalidEntry, NewEntry
+from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import canonical_text
 from .core import RuntimeCore
 from .results import E, ExecutionResult, GateResult, ResumeResult, RuntimeUsageError, _digest, _name, _now, _plain, _ts
@@ -16,32 +16,56 @@ from .results import E, ExecutionResult, GateResult, ResumeResult, RuntimeUsageE
 if TYPE_CHECKING:
     from ..engine import ActionInput, NowInput
 
+_GATE_RETRIES = 100  # reads of a workflow's state before a gate gives up (it changes only by stop/resume)
+
 
 class Executions(RuntimeCore):
     """The executions part of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
     # ------------------------------------------------------------------ gate
+    #: one statement, one snapshot: the log's size, the workflow's projection row, the key's entry
+    _GATE_READ = ("SELECT h.size, w.status, w.trigger, w.since, w.stop_id, w.seq, "
+                  "(SELECT e.id FROM ledger_entries e WHERE e.key = ?) "
+                  "FROM ledger_heads h LEFT JOIN rt_workflows w ON w.workflow = ? WHERE h.log = 1")
+    _SQL_PENDING = ("INSERT INTO rt_pending (id, seq, workflow, expires_at) "
+                    "SELECT id, seq, workflow, ? FROM ledger_entries WHERE id = ?")
+    _SQL_STOP_UPDATE = ("UPDATE rt_workflows SET status = 'stopped', trigger = ?, stop_id = ?, since = ?, "
+                        "seq = (SELECT seq FROM ledger_entries WHERE id = ?) "
+                        "WHERE workflow = ? AND EXISTS (SELECT 1 FROM ledger_entries WHERE id = ?)")
+    _SQL_STOP_INSERT = ("INSERT INTO rt_workflows (workflow, status, trigger, stop_id, since, seq) "
+                        "SELECT ?, 'stopped', ?, id, ?, seq FROM ledger_entries "
+                        "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM rt_workflows WHERE workflow = ?)")
+
     def gate(self, action: ActionInput, *, now: NowInput = None, key: str | None = None) -> GateResult:
         """Evaluate ``action`` with the workflow state the ledger holds, record the decision,
-        and, when a stop trigger fires, stop the workflow in the ledger (same transaction)."""
+        and, when a stop trigger fires, stop the workflow in the ledger (same transaction).
+
+        The state is read with the log's size in one snapshot; the decision is appended
+        *fenced* on that size (no ``stop`` or ``resume`` of the workflow since), through the
+        ledger's group commit, with its projection rows in the same transaction. If the
+        workflow was stopped or resumed in between, the gate reads and evaluates again, so
+        a decision is always recorded under the state the log holds at its position.
+
+        ``key``: a retried request with a used key gets the recorded decision back (whatever
+        its ``now``), nothing recorded; a key used for another action (or by another kind of
+        entry) raises :class:`~policy_engine.ledger.IdempotencyConflict`."""
         eng = self.engine
         now_dt = _now(now)
         a = _plain(action)
         wf = _name(a.get("workflow")) if isinstance(a, dict) else None
-        with self.ledger.reading() as c:
-            row0 = self._wf_row(c, wf)
-        d0 = eng.evaluate(a, self._state(wf, row0), now_dt)
-        out: dict[str, Any] = {}
-
-        def build(c):
-            row = self._wf_row(c, wf)
-            d = d0 if row == row0 else eng.evaluate(a, self._state(wf, row), now_dt)
-            out["d"], out["row"] = d, row
-            try:
-                canonical_text(a)
-                recorded_action, problem = a, None
-            except InvalidEntry as e:  # the decision (fail closed) is recorded; the action as text
-                recorded_action, problem = repr(a)[:4096], str(e)
+        try:
+            canonical_text(a)
+            recorded_action, problem = a, None
+        except InvalidEntry as e:  # the decision (fail closed) is recorded; the action as text
+            recorded_action, problem = repr(a)[:4096], str(e)
+        for _ in range(_GATE_RETRIES):
+            snap = self.ledger.query_one(self._GATE_READ, (key, wf))
+            assert snap is not None
+            size, status, trigger, since, stop_id, wseq, used = snap
+            if used is not None:
+                return self._gate_replay(used, key, recorded_action)
+            row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
+            d = eng.evaluate(a, self._state(wf, row), now_dt)
             body = {"action": recorded_action, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
                     "now": _ts(now_dt)}
             if problem:
@@ -49,23 +73,58 @@ class Executions(RuntimeCore):
             if d.effect == "require_approval":
                 body["pending_until"] = _ts(now_dt + self.decision_ttl)
             items = [NewEntry("decision", body, workflow=wf, key=key, time=now_dt)]
+            stop = None
             if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
                 s = d.stop
-                items.append(NewEntry("stop", {"trigger": d.deciding.name, "decision": 0, "stopped_at": _ts(now_dt),
-                                               "severity": s.severity if s else None, "owner": s.owner if s else None,
-                                               "notify": list(s.notify) if s else [],
-                                               "resume_criteria": list(s.resume_criteria) if s else []},
-                                      workflow=wf, links=[0], time=now_dt))
-            return items
+                stop = {"trigger": d.deciding.name, "decision": 0, "stopped_at": _ts(now_dt),
+                        "severity": s.severity if s else None, "owner": s.owner if s else None,
+                        "notify": list(s.notify) if s else [],
+                        "resume_criteria": list(s.resume_criteria) if s else []}
+                items.append(NewEntry("stop", stop, workflow=wf, links=[0], time=now_dt))
 
-        entries = self._transact(build)
-        d = out.get("d", d0)
-        if key is not None and entries and entries[0].body.get("decision") != d.model_dump(mode="json"):
-            d = type(d0).model_validate(entries[0].body["decision"])  # a repeated key: the recorded decision
-        stop = next((e for e in entries if e.kind == "stop"), None)
-        stopped = stop is not None or out.get("row") is not None
-        return GateResult(entries[0].id, d, stop is not None, stop.id if stop else None,
-                          "stopped" if stopped else "running")
+            def then(ids: list[str], body=body, stop=stop) -> list[tuple[str, tuple]]:
+                out: list[tuple[str, tuple]] = []
+                if "pending_until" in body:
+                    out.append((self._SQL_PENDING, (body["pending_until"], ids[0])))
+                if stop is not None:
+                    t = stop["stopped_at"]
+                    out.append((self._SQL_STOP_UPDATE, (stop["trigger"], ids[1], t, ids[1], wf, ids[1])))
+                    out.append((self._SQL_STOP_INSERT, (wf, stop["trigger"], t, ids[1], wf)))
+                return out
+
+            try:
+                entries = self.ledger.append_many(items, fence=(wf, size) if wf is not None else None, then=then)
+            except StateChanged:
+                continue  # stopped or resumed since the read: evaluate again
+            except (IdempotencyConflict, InvalidEntry):
+                if key is None:
+                    raise
+                snap = self.ledger.query_one(self._GATE_READ, (key, wf))
+                if snap is None or snap[6] is None:
+                    raise
+                return self._gate_replay(snap[6], key, recorded_action)
+            if key is not None and entries[0].body.get("decision") != body["decision"]:
+                return self._gate_replay(entries[0].id, key, recorded_action)
+            made = next((e for e in entries if e.kind == "stop"), None)
+            stopped = made is not None or row is not None
+            return GateResult(entries[0].id, d, made is not None, made.id if made else None,
+                              "stopped" if stopped else "running")
+        raise RuntimeUsageError(f"workflow `{wf}` kept changing state: the gate gave up after {_GATE_RETRIES} reads")
+
+    def _gate_replay(self, entry_id: str, key: str | None, action: Any) -> GateResult:
+        """A gate whose key was used: the recorded decision, if it is a decision of the same action."""
+        e = self.ledger.get(entry_id)
+        if e.kind != "decision" or e.body.get("action") != action:
+            raise IdempotencyConflict(f"the idempotency key `{key}` was used by entry {e.seq} (`{e.kind}`) "
+                                      "for another action")
+        from ..models import Decision
+
+        d = Decision.model_validate(e.body["decision"])
+        with self.ledger.reading() as c:
+            stops = self._linked(c, e, ("stop",))
+            row = self._wf_row(c, e.workflow)
+        return GateResult(e.id, d, bool(stops), stops[0].id if stops else None,
+                          "stopped" if row is not None else "running")
 
     def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None) -> list[GateResult]:
         """Gate a batch in one transaction (one lock, one commit, one fsync): each action
@@ -200,10 +259,30 @@ class Executions(RuntimeCore):
                                tuple(b.get("missing_receipt", ())), e)
 
     # ------------------------------------------------------------------ resume
+    def _unresolved_stops(self, c: Any, workflow: str) -> list:
+        """The workflow's ``stop`` entries since its last allowed resume, newest first."""
+        out: list = []
+        before = None
+        while True:
+            where = [E.c.workflow == workflow, E.c.kind.in_(("stop", "resume"))]
+            if before is not None:
+                where.append(E.c.seq < before)
+            chunk = self.ledger.fetch(c, *where, order=E.c.seq.desc(), limit=200)
+            for e in chunk:
+                if e.kind == "resume" and e.body.get("allowed"):
+                    return out
+                if e.kind == "stop":
+                    out.append(e)
+            if len(chunk) < 200:
+                return out
+            before = chunk[-1].seq
+
     def resume(self, workflow: str, *, evidence: dict, principal: str, now: NowInput = None) -> ResumeResult:
-        """Ask to restart a stopped workflow: the stop trigger's re-enable criteria over
-        ``evidence``. Recorded either way (each criterion's result); only an allowed resume
-        restarts it. A workflow that is not stopped is answered, nothing recorded."""
+        """Ask to restart a stopped workflow: the re-enable criteria of *every* trigger that
+        stopped it since its last allowed resume (a repair action may fire a second trigger
+        while it is stopped), over ``evidence``. Recorded either way (each criterion's
+        result, per trigger); only a resume that meets them all restarts it. A workflow that
+        is not stopped is answered, nothing recorded."""
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
 
@@ -213,8 +292,25 @@ class Executions(RuntimeCore):
                 out["r"] = ResumeResult(workflow, False, None, False, None, "running",
                                         reason=f"workflow `{workflow}` is not stopped")
                 return []
-            state = {"name": workflow, "status": "stopped", "stopped_by": row[1], "stopped_at": row[2]}
-            r = eng.may_resume(workflow, state, evidence, now_dt)
+            stops = self._unresolved_stops(c, workflow) or [self._entry(c, row[3], ("stop",))]
+            judged: list[tuple[Any, Any]] = []  # (stop entry, ResumeDecision), one per trigger, newest first
+            seen: set[str] = set()
+            for st in stops:
+                trig = st.body.get("trigger")
+                if trig in seen:
+                    continue
+                seen.add(trig)
+                state = {"name": workflow, "status": "stopped", "stopped_by": trig,
+                         "stopped_at": st.body.get("stopped_at") or st.time}
+                judged.append((st, eng.may_resume(workflow, state, evidence, now_dt)))
+            latest = judged[0][1]
+            r = latest
+            if len(judged) > 1:  # one decision: allowed only when every trigger's criteria hold
+                r = latest.model_copy(update={
+                    "allowed": all(d.allowed for _, d in judged),
+                    "criteria": tuple(x for _, d in judged for x in d.criteria),
+                    "unmet": tuple(dict.fromkeys(u for _, d in judged for u in d.unmet)),
+                    "errors": tuple(x for _, d in judged for x in d.errors)})
             out["d"] = r
             try:
                 ev_digest = _digest(evidence)
@@ -234,7 +330,11 @@ class Executions(RuntimeCore):
                 "resumed_at": _ts(now_dt),
                 "errors": [x.model_dump(mode="json") for x in r.errors],
             }
-            return [NewEntry("resume", body, workflow=workflow, links=[row[3]], time=now_dt)]
+            if len(judged) > 1:
+                body["triggers"] = [{"trigger": d.trigger or st.body.get("trigger"), "stop": st.id,
+                                     "allowed": d.allowed, "unmet": list(d.unmet)} for st, d in judged]
+            links = list(dict.fromkeys([row[3], *(st.id for st, _ in judged)]))
+            return [NewEntry("resume", body, workflow=workflow, links=links, time=now_dt)]
 
         entries = self._transact(build)
         if "r" in out:
@@ -243,4 +343,3 @@ class Executions(RuntimeCore):
         return ResumeResult(
             workflow, True, entries[0].id, d.allowed, d, "running" if d.allowed else "stopped", tuple(d.unmet)
         )
-

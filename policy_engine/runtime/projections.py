@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from ..ledger import schema as lschema
+from ..timestamps import parse_rfc3339
 
 metadata = MetaData()
 
@@ -125,11 +126,8 @@ def _norm(t: Any) -> Any:
     """An RFC 3339 time in the entries' fixed form (microseconds, ``Z``), so times compare as text."""
     if not isinstance(t, str):
         return None
-    from datetime import datetime
-
     try:
-        return datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S.%fZ")
+        return parse_rfc3339(t, allow_space=True).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     except ValueError:
         return None
 

@@ -12,10 +12,12 @@ from typing import Any, NamedTuple, overload
 
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text
+from ..limits import MAX_CASCADE_RECORDS
+from ..timestamps import parse_rfc3339
 
 E, L = lschema.entries, lschema.links
 _UTC = UTC
-MAX_CASCADE = 10_000
+MAX_CASCADE = MAX_CASCADE_RECORDS  #: records one rollback plan walks (the engine plans at most as many)
 #: statuses after which a subject takes no more approvals or transitions
 TERMINAL = frozenset({"denied", "expired", "cancelled", "executed", "verified"})
 STEP_RANK = {"started": 0, "failed": 1, "completed": 2, "verified": 3}
@@ -35,7 +37,7 @@ def _now(now: Any) -> datetime:
         return now.astimezone(_UTC)
     if isinstance(now, str):
         try:
-            return datetime.fromisoformat(now.replace("Z", "+00:00")).astimezone(_UTC)
+            return parse_rfc3339(now, allow_space=True)  # the engine's reading of a time
         except ValueError:
             raise RuntimeUsageError(f"`now` is not an RFC 3339 time: {now!r}") from None
     raise RuntimeUsageError(f"`now` must be a datetime or an RFC 3339 string, not {type(now).__name__}")
@@ -50,7 +52,7 @@ def _parse(s: str) -> datetime: ...
 @overload
 def _parse(s: None) -> None: ...
 def _parse(s: str | None) -> datetime | None:
-    return None if s is None else datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return None if s is None else parse_rfc3339(s, allow_space=True)
 
 
 def _digest(value: Any) -> str:
@@ -73,7 +75,8 @@ class _Result:
         out = {}
         for k in self.__dataclass_fields__:
             v = getattr(self, k)
-            out[k] = v.to_json() if hasattr(v, "to_json") else _plain(v)
+            # a pydantic model (a Decision, a plan) as its JSON-mode dump, before any to_json of its own
+            out[k] = _plain(v) if hasattr(v, "model_dump") else v.to_json() if hasattr(v, "to_json") else v
         return out
 
 
@@ -212,10 +215,12 @@ class QueueItem(NamedTuple):
 
 
 def _jsonable(o: Any) -> Any:
+    if isinstance(o, (_Result, QueueItem)):  # before model_dump: a GateResult reads through to its Decision
+        return _jsonable(o.to_json())
+    if hasattr(o, "model_dump"):  # a Decision's own to_json is JSON text; its dump is the value
+        return o.model_dump(mode="json")
     if hasattr(o, "to_json"):
         return _jsonable(o.to_json())
-    if hasattr(o, "model_dump"):
-        return o.model_dump(mode="json")
     if isinstance(o, dict):
         return {k: _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ..ledger import NewEntry
+from ..ledger import schema as lschema
 from . import projections as P
 from .core import RuntimeCore
 from .results import (
@@ -139,22 +140,42 @@ class Rollbacks(RuntimeCore):
                                      f"already rolled back by {rollback_id} ({st.status}); nothing was recorded")
 
     def queue(self, route: str | None = None, *, now: NowInput = None, limit: int | None = None,
-              claimed: bool | None = None) -> list[QueueItem]:
+              claimed: bool | None = None, after: str | None = None) -> list[QueueItem]:
         """Open rollbacks (not denied, expired, cancelled or verified) on ``route`` (all routes
-        with None), oldest first, with their window deadline and status."""
+        with None), oldest first, with their window deadline and status.
+
+        Pages: ``limit`` rows after the rollback ``after`` (the last id of the previous page;
+        keyset pagination, so every page costs the same however deep). A listing is read
+        from the ``rt_rollbacks`` projection together with the log's size in one snapshot and
+        kept (a few listings per runtime) until the log grows: the projection changes only
+        with an append, so an unchanged size proves an unchanged queue, across processes too.
+        ``past_window`` is computed at ``now`` on every call."""
         now_s = _ts(_now(now))
         R = P.rollbacks
+        ck = (route, limit, claimed, after)
         q = select(R.c.id, R.c.route, R.c.scenario, R.c.workflow, R.c.original, R.c.requested_by, R.c.requested_at,
                    R.c.deadline, R.c.expires_at, R.c.status, R.c.claimed_by).where(R.c.open == 1)
         if route is not None:
             q = q.where(R.c.route == route)
         if claimed is not None:
             q = q.where(R.c.claimed_by.isnot(None) if claimed else R.c.claimed_by.is_(None))
+        if after is not None:
+            q = q.where(R.c.seq > select(R.c.seq).where(R.c.id == after).scalar_subquery())
         q = q.order_by(R.c.seq)
         if limit is not None:
             q = q.limit(limit)
         with self.ledger.reading() as c:
-            rows = c.execute(q).all()
+            size = c.execute(select(lschema.heads.c.size).where(lschema.heads.c.log == lschema.LOG)).scalar_one()
+            hit = self._queue_cache.get(ck)
+            if hit is not None and hit[0] == size:
+                rows = hit[1]
+            else:
+                if after is not None and c.execute(select(R.c.seq).where(R.c.id == after)).first() is None:
+                    raise RuntimeUsageError(f"`after`: no rollback `{after}`")
+                rows = c.execute(q).all()
+                if len(self._queue_cache) >= 8:
+                    self._queue_cache.pop(next(iter(self._queue_cache)))
+                self._queue_cache[ck] = (size, rows)
         mk = QueueItem._make
         return [mk((*r, r[7] is not None and r[7] <= now_s)) for r in rows]
 
