@@ -67,6 +67,9 @@ CASES: dict[str, tuple[str, str, str, str]] = {
         policy("deny when \u201caction.amount > 100.0\u201d"), "E002", "\u201c", "backticks"),
     "string_closed_by_a_curly_quote": (
         policy(**{'system "payments"': 'system "payments\u201d'}), "E002", '"', "typographic quote `\u201d`"),
+    "single_quotes_for_a_condition": (policy("deny when 'action.amount > 100.0'"), "E002", "'", "backticks"),
+    "hyphen_in_a_keyword": (
+        policy("side-effects [log_refund]\n    " + DEFAULT_RULE), "E002", "-", "`side_effects`"),
     # near-misses of an effect keyword
     "require_hyphen_approval": (
         policy("require-approval by 1 reviewer when `action.amount > 100.0`"), "E102", "require-approval",

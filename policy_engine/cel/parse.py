@@ -317,7 +317,7 @@ def _parse(source: str, exact: bool = False) -> Any:
     of functions that do not exist: refused here, as the slips they are."""
     tree = _parse_tree(source, exact)
     if _WORD_CALL.search(source):
-        _refuse_word_calls(tree)
+        _refuse_word_calls(source, tree)
     return tree
 
 
@@ -349,15 +349,20 @@ _WORD_CALL = re.compile(r"(?<![\w.])(?:not|and|or)\s*\(", re.I)
 _NOT_BEFORE = re.compile(r"(?<![\w.])(not)\s*$", re.I)
 
 
-def _refuse_word_calls(tree: Any) -> None:
+def _refuse_word_calls(source: str, tree: Any) -> None:
     for node in tree.iter_subtrees():
         if node.data != "ident_arg":
             continue
         tok = node.children[0]
         op = _WORD_OPS.get(str(tok).lower())
-        if op is not None and tok.start_pos is not None:
-            raise CelCompileError(f"`{tok}` is not a CEL function", tok.start_pos, tok.end_pos,
-                                  f"use `{op}`: {_WORD_OPS_NOTE}")
+        if op is None:
+            continue
+        start = getattr(tok, "start_pos", None)
+        if start is None:  # a tree without positions: the first such call in the text
+            m = _WORD_CALL.search(source)
+            start = m.start() if m is not None else 0
+        raise CelCompileError(f"`{tok}` is not a CEL function", start, start + len(str(tok)),
+                              f"use `{op}`: {_WORD_OPS_NOTE}")
 
 
 def _token_slip(source: str, tok: Any) -> tuple[str, int, int, str] | None:

@@ -255,7 +255,9 @@ def _unexpected_char(parser, src: SourceFile, e) -> Diagnostic:
         dur = _duration_slip(src, off)
         if dur is not None:
             return dur
-    if ch == "'":
+    if ch == "'" and "CEL" in set(e.allowed or ()):
+        help_ = "conditions are written in backticks: `action.amount > 100.0`"
+    elif ch == "'":
         help_ = 'strings use double quotes: "like this"'
     elif ch.isdigit():
         help_ = "durations need a unit: `s`, `m`, `h` or `d` (e.g. `60s`)"
