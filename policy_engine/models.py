@@ -15,10 +15,17 @@ See the README, section "The engine" for the semantics of every field.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from json.encoder import c_encode_basestring as _c_json_str  # type: ignore[attr-defined]
+from json.encoder import py_encode_basestring as _py_json_str
+from operator import itemgetter
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# a str as JSON text, escaped exactly as pydantic escapes it (UTF-8, non-ASCII unescaped)
+_json_str = _c_json_str or _py_json_str
 
 Effect = Literal["allow", "require_approval", "deny", "stop"]
 RuleKind = Literal["rule", "stop", "default", "undeclared", "stopped", "error"]
@@ -253,7 +260,62 @@ class WorkflowOwners(_Out):
     technical: str | None = Field(default=None, description="the technical owner, as declared")
 
 
+class Deferred:
+    """A field value a `Decision` computes on first read (`resolve()`): the engine's fast
+    lane stores one instead of the value when computing it costs more than deciding (the
+    action digest, see `engine.digests`). Every way of reading the decision resolves it
+    first: the attribute, `__dict__`, `model_dump`, `model_dump_json`, `to_json`, `==`,
+    `hash`, `repr`, copies and pickles; so no reader ever sees a `Deferred`."""
+
+    __slots__ = ()
+
+    def resolve(self) -> Any:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
+_raw_dict = BaseModel.__dict__["__dict__"].__get__  # the instance's own dict, as stored
+_set_raw_dict = BaseModel.__dict__["__dict__"].__set__
+_DEFERRABLE = ("action_digest",)  # the Decision fields that may hold a Deferred
+
+
+def _resolved_dict(m: Any) -> dict:
+    """A Decision's `__dict__` with every Deferred value resolved (stored back: one store of
+    a value equal whichever thread computes it)."""
+    d = _raw_dict(m)
+    v = d.get("action_digest")
+    if v is not None and type(v) is not str and isinstance(v, Deferred):
+        d["action_digest"] = v.resolve()
+    return d
+
+
+class _DeferredField:
+    """The attribute of a field that may hold a Deferred (a data descriptor, so it comes
+    before the instance dict): the resolved value."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:  # like every pydantic field: no class attribute
+            raise AttributeError(self.name)
+        try:
+            return _resolved_dict(obj)[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:  # what object.__setattr__ did (pydantic refuses first: frozen)
+        _raw_dict(obj)[self.name] = value
+
+
 class Decision(_Out):
+    # (no docstring: it would become the JSON schema's description, `stopline schema Decision`)
+    # every read of the instance dict (pydantic's serializers, ==, hash, copy, repr) resolves
+    # the Deferred values first; attribute reads of the fields themselves use the instance dict
+    # directly, so those fields get a _DeferredField below
+    __dict__ = property(_resolved_dict, _set_raw_dict)
+
     effect: Effect
     deciding: RuleRef
     reason: str = Field(description="one line: why this effect won")
@@ -275,6 +337,147 @@ class Decision(_Out):
     policy_version: str | None = None
     owners: WorkflowOwners | None = Field(
         default=None, description="the workflow's business and technical owner; null when the workflow is unknown")
+
+    def to_json(self) -> str:
+        """The decision as JSON text: exactly the bytes of `model_dump_json()` (compact, fields
+        by alias, in declaration order), which is what a runtime logs. A decision of the
+        engine's fast lane is written from JSON rendered once per decision template, its few
+        varying fields (`action_id`, `action_digest`, `reversible_until`, `evaluated_at`)
+        encoded on their own: several times faster than `model_dump_json()`; any other
+        decision is `model_dump_json()`. See docs/engine.md."""
+        fs = self.__pydantic_fields_set__
+        if type(fs) is DecisionJson:
+            text = fs.render(self)
+            if text is not None:
+                return text
+        return self.model_dump_json()
+
+
+for _name in _DEFERRABLE:
+    type.__setattr__(Decision, _name, _DeferredField(_name))
+
+
+# ----------------------------------------------------------------- Decision.to_json, fast
+# The fields of a decision that vary between the decisions of one template (the engine's
+# fast lane builds every decision of one outcome of one action type from one template:
+# `engine.accel.templates`); the JSON of the rest is rendered once, around markers.
+_MARK = {k: f"\x00stopline:{k}\x00" for k in ("action_id", "action_digest", "reversible_until", "evaluated_at")}
+_MARK_JSON = {k: _json_str(v) for k, v in _MARK.items()}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class DecisionJson(set):
+    """The `__pydantic_fields_set__` of the decisions built from one decision template: a set
+    of every field name, like any decision's, that also carries what `Decision.to_json`
+    needs to write them without pydantic: the template's JSON cut around the fields that
+    vary (`action_id`, `action_digest`, `reversibility.reversible_until`, `evaluated_at`),
+    rendered by `model_dump_json()` itself on first use, and the values of every other field
+    (the decision's must be these, checked on every call; anything else, and any value
+    pydantic would refuse, is written by `model_dump_json()`). A copy or a pickle of it is a
+    plain set."""
+
+    __slots__ = ("template", "plan")
+
+    def __init__(self, template: dict) -> None:
+        super().__init__(Decision.model_fields)
+        self.template = template  # the fields of the template (any `now`, no id, no digest)
+        self.plan: tuple | None = None  # (static getter, static values, rev getter, rev values, JSON parts)
+
+    def __copy__(self) -> set:
+        return set(self)
+
+    def __deepcopy__(self, memo: Any) -> set:
+        return set(self)
+
+    def __reduce__(self) -> Any:
+        return set, (list(self),)
+
+    def _build(self) -> tuple:
+        t = self.template
+        rev = t.get("reversibility")
+        window = type(rev) is ReversibilityInfo and rev.reversible_until is not None
+        d = dict(t)
+        d["action_id"] = _MARK["action_id"]
+        d["action_digest"] = _MARK["action_digest"]
+        d["evaluated_at"] = _MARK["evaluated_at"]
+        if window:
+            assert rev is not None
+            d["reversibility"] = rev.model_copy(update={"reversible_until": _MARK["reversible_until"]})
+        text = Decision.model_construct(**d).model_dump_json()
+        marks = [(text.find(m), k) for k, m in _MARK_JSON.items() if k != "reversible_until" or window]
+        if any(i < 0 or text.count(_MARK_JSON[k]) != 1 for i, k in marks):  # a policy text holds a marker
+            return (None,) * 5
+        marks.sort()
+        # (the fields' order: action_id, action_digest, reversibility.reversible_until, evaluated_at)
+        if [k for _, k in marks] != [k for k in _MARK if k != "reversible_until" or window]:
+            return (None,) * 5
+        parts = []
+        at = 0
+        for i, k in marks:
+            parts.append(text[at:i])
+            at = i + len(_MARK_JSON[k])
+        parts.append(text[at:])
+        static = tuple(k for k in Decision.model_fields if k not in _MARK and not (window and k == "reversibility"))
+        get = itemgetter(*static)
+        rev_get = rev_static = None
+        if window:
+            assert rev is not None
+            rk = tuple(k for k in ReversibilityInfo.model_fields if k != "reversible_until")
+            rev_get = itemgetter(*rk)
+            rev_static = rev_get(_raw_dict(rev))
+        return get, get(t), rev_get, rev_static, tuple(parts)
+
+    def render(self, dec: Decision) -> str | None:
+        """`dec`'s JSON, or None when `dec` is not this template's or holds a value the
+        fragments cannot write exactly (the caller then asks pydantic)."""
+        plan = self.plan
+        if plan is None:
+            plan = self.plan = self._build()
+        get, static, rev_get, rev_static, parts = plan
+        if get is None:
+            return None
+        raw = _raw_dict(dec)
+        if get(raw) != static:  # (the same objects: compared by identity first)
+            return None
+        aid = raw["action_id"]
+        if aid is None:
+            a = "null"
+        elif type(aid) is str and (aid.isascii() or not _SURROGATE.search(aid)):
+            a = _json_str(aid)
+        else:  # another type, or text pydantic refuses: pydantic says what it says
+            return None
+        dg = raw["action_digest"]
+        if dg is None:
+            g = "null"
+        else:
+            if type(dg) is not str:
+                dg = dec.action_digest  # a Deferred, resolved
+                if dg is None:
+                    g = "null"
+            if dg is not None:
+                if type(dg) is not str or not dg.isascii():
+                    return None
+                g = _json_str(dg)
+        ev = raw["evaluated_at"]
+        if type(ev) is not str or not ev.isascii():
+            return None
+        e = _json_str(ev)
+        if rev_get is None:
+            return "".join((parts[0], a, parts[1], g, parts[2], e, parts[3]))
+        rev = raw["reversibility"]
+        if type(rev) is not ReversibilityInfo:
+            return None
+        rd = _raw_dict(rev)
+        if rev_get(rd) != rev_static:
+            return None
+        ru = rd["reversible_until"]
+        if ru is None:
+            u = "null"
+        elif type(ru) is str and ru.isascii():
+            u = _json_str(ru)
+        else:
+            return None
+        return "".join((parts[0], a, parts[1], g, parts[2], u, parts[3], e, parts[4]))
 
 
 # =============================================================================== rollback plan

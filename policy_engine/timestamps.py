@@ -109,21 +109,47 @@ def _type_name(v: Any) -> str:
     return f"a {type(v).__name__}"
 
 
-_D2 = tuple(f"{i:02d}" for i in range(100))  # "00".."99": fmt_ts without %-formatting
+_D2 = tuple(f"{i:02d}" for i in range(100))  # "00".."99": the seconds' text without %-formatting
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# the fraction's text from its two halves: ".123" + "456Z" (the fraction is written only when non-zero)
+_MS = tuple(f".{i:03d}" for i in range(1000))
+_US = tuple(f"{i:03d}Z" for i in range(1000))
+_SECONDS: dict[int, str] = {}  # seconds since the epoch -> "YYYY-MM-DDTHH:MM:SS" (see fmt_ts)
+_SECONDS_MAX = 4096
+
+
+def _second_text(t: datetime, sec: int) -> str:
+    """`t`'s text to the second (`t` in UTC), kept per second: a clock and the times near
+    it repeat their second thousands of times."""
+    y = t.year
+    if y < 1000:
+        text = format_rfc3339(t.replace(microsecond=0))[:-1]
+    else:
+        d2 = _D2
+        text = f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}"
+    if len(_SECONDS) >= _SECONDS_MAX:
+        _SECONDS.clear()
+    _SECONDS[sec] = text
+    return text
 
 
 def fmt_ts(t: datetime) -> str:
-    """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (six digits)."""
+    """RFC 3339 in UTC with a `Z` suffix; microseconds only when non-zero (six digits).
+
+    Exactly `format_rfc3339(t)` (a property test holds it), in about a third of its time:
+    the text to the second is kept per second (`_SECONDS`), the fraction is two table
+    lookups. A naive `t` is read as local time, as `datetime.astimezone` reads it."""
     if t.tzinfo is not UTC:
         t = t.astimezone(UTC)
-    y = t.year
-    if y < 1000:
-        return format_rfc3339(t)
-    d2 = _D2  # 4-digit year: the common case, ~3x cheaper than the %-format
-    us = t.microsecond
+    d = t - _EPOCH  # (same tzinfo object: no offset arithmetic)
+    sec = d.days * 86400 + d.seconds
+    text = _SECONDS.get(sec)
+    if text is None:
+        text = _second_text(t, sec)
+    us = d.microseconds
     if us:
-        return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}.{us:06d}Z"
-    return f"{y}-{d2[t.month]}-{d2[t.day]}T{d2[t.hour]}:{d2[t.minute]}:{d2[t.second]}Z"
+        return text + _MS[us // 1000] + _US[us % 1000]
+    return text + "Z"
 
 
 def format_rfc3339(t: datetime, *, trim_fraction: bool = False) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime as _datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -52,12 +53,15 @@ from . import questions as _questions
 from . import resume as _resume
 from . import rollback as _rollback
 from .accel import Accelerator, ShapeMiss, lane_epilogue, lane_prologue, shape_of, widen
+from .accel.templates import clock as _clock
+from .accel.templates import lane_decision as _lane_decision
 from .authorize import DEFAULT_IGNORABLE, MAX_APPROVALS, canonical_principal
 from .decide import fail as _fail
 from .digests import action_digest, plan_hash
 from .inputs import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, check_fields, check_size
 from .questions import QuestionError
 from .rollback import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
+from .util import UTC as _UTC
 from .util import as_dict, err, fmt_ts, internal, parse_ts, safe_now
 
 if TYPE_CHECKING:
@@ -150,9 +154,33 @@ class Engine:
         """May this proposed action execute now? Never raises on bad input."""
         try:
             acc = self._accel
-            if acc is not None:
-                return acc.evaluate(action, workflow_state, now)
-            return _gate.evaluate(self._p, action, workflow_state, now)
+            if acc is None:
+                return _gate.evaluate(self._p, action, workflow_state, now)
+            # the commonest call, inline (`Accelerator.evaluate` does the same, and the rest):
+            # a plain dict of a type whose fused gate is built, no workflow state, `now` in UTC
+            # or omitted; the fused function checks the fields it reads and the id
+            if workflow_state is None and type(action) is dict:
+                tname = action.get("type")
+                if type(tname) is str:
+                    lane = acc.quick.get(tname)
+                    if lane is not None:
+                        fz = lane[1]
+                        fn = fz.fn
+                        wname = action.get("workflow")
+                        if fn is not None and type(wname) is str and wname == lane[0]:
+                            live = now is None
+                            now_dt = _clock() if live else now
+                            if live or (type(now_dt) is _datetime and now_dt.tzinfo is _UTC):
+                                try:
+                                    m = fn(action, now_dt)
+                                except Exception:  # noqa: BLE001 - the accelerator decides (and widens the lane)
+                                    return acc.evaluate(action, workflow_state, now_dt)
+                                if type(m) is not int:
+                                    return m
+                                if m >= 0:
+                                    return _lane_decision(self._p, fz, m, now_dt, live, wname, tname,  # type: ignore[arg-type]
+                                                          action.get("id"), action)
+            return acc.evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return _fail(self._p, safe_now(now), None, None, None, internal(e))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 from collections.abc import Callable, Mapping
 from json.encoder import c_encode_basestring as _c_encode_basestring  # type: ignore[attr-defined]
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
@@ -11,10 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..models import RollbackPlan
+from ..models import Deferred, RollbackPlan
 from .util import as_dict
 
-__all__ = ["plan_hash", "action_digest", "PER_ACTION", "set_digest"]
+__all__ = ["plan_hash", "action_digest", "set_digest", "deferred_digest", "PendingDigest"]
 
 
 # The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
@@ -65,16 +66,44 @@ def action_digest(action: Any) -> str | None:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class _PerAction:
-    """In a finished template (kept per `now`): the field is filled per action."""
+class PendingDigest(Deferred):
+    """An action digest not computed yet (`Decision.action_digest` resolves it on first
+    read): the action as it was when the gate decided, frozen by `marshal` (a copy made in
+    C, exact for the plain types: dict, list, tuple, str, int, float, bool, None; it refuses
+    a subclass or any other object, and the digest is then computed at once). Later
+    changes to the caller's action dict do not reach it: the digest names what was decided.
+    Marshal's round trip keeps every value and type the canonical JSON sees (key order,
+    -0.0, NaN, big ints, lone surrogates, tuples), so the resolved digest is exactly
+    `action_digest(action)` at decision time (a property test holds this)."""
 
-    __slots__ = ()
+    __slots__ = ("snap",)
+
+    def __init__(self, snap: bytes) -> None:
+        self.snap = snap
+
+    def resolve(self) -> str | None:
+        return action_digest(_loads(self.snap))
+
+    def __repr__(self) -> str:
+        return "<pending action digest>"
 
 
-PER_ACTION = _PerAction()
+_dumps = marshal.dumps
+_loads = marshal.loads
+
+
+def deferred_digest(action: Any) -> str | None | PendingDigest:
+    """The `action_digest` of a decision on `action`, to be computed on first read (a
+    `PendingDigest` holding a frozen copy), or computed now when no frozen copy can be
+    made (the action holds a non-plain value). Never raises."""
+    try:
+        return PendingDigest(_dumps(action)) if type(action) is dict else action_digest(action)
+    except Exception:  # noqa: BLE001 - not plain (a subclass, an object), too deep: decided at once
+        return action_digest(action)
 
 
 def set_digest(d: dict, action: Any) -> None:
-    """Fill the `action_digest` of a require_approval decision's fields `d` (every path).
-    None when the action is not plain JSON: `authorize_action` then says why it refuses."""
-    d["action_digest"] = action_digest(action)
+    """Fill the `action_digest` of a require_approval decision's fields `d` (every path):
+    deferred (see `deferred_digest`). None when the action is not plain JSON:
+    `authorize_action` then says why it refuses."""
+    d["action_digest"] = deferred_digest(action)

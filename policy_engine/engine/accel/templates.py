@@ -9,74 +9,89 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from ...compiled import CompiledPolicy
-from ...construct import fast, fields_set, new, set_dict, set_extra, set_fields_set, set_private
-from ...models import Decision
+from ...construct import new, set_dict, set_extra, set_fields_set, set_private
+from ...models import Decision, DecisionJson
 from ..decide import decide
-from ..digests import PER_ACTION as _PER_ACTION
-from ..digests import action_digest, set_digest
-from ..util import fmt_ts, reversibility
+from ..digests import deferred_digest, set_digest
+from ..util import UTC, fmt_ts, reversibility
 
-__all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "lane_decision", "lane_epilogue", "now_fields"]
+__all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "lane_decision", "lane_epilogue", "now_fields", "clock"]
 
 PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
 NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
 PER_NOW_MAX = 64  # finished decision templates kept per `now` and action type
-_DECISION_FIELDS = fields_set(Decision)  # the set fast(Decision, ...) uses
+_NO_ENTRY: dict = {}  # (never written)
 _new, _set_dict, _set_fields_set, _set_extra, _set_private = new, set_dict, set_fields_set, set_extra, set_private
+clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
 
 
 def now_fields(fz: Any, now_dt: datetime) -> dict:
     """The type's cache entry for `now_dt`: a dict holding, at key None, the decision's
     (evaluated_at, reversibility) at `now_dt`, and per outcome mask the finished template
     (see `lane_decision`); kept for the last few `now`s (a batch or a replay evaluates
-    many actions at the same `now`)."""
-    entry = {None: (fmt_ts(now_dt), reversibility(fz.action, now_dt))}
+    many actions at the same `now`). A `now` seen for the first time gets an empty entry
+    (no renderings: `lane_decision` renders that decision's time alone), filled when the
+    `now` comes again: a caller passing its own clock's time, a new `now` on every call,
+    costs the renderings of one decision and no cache churn."""
     cache = fz.now
-    if len(cache) >= NOW_CACHE_MAX:
-        cache.clear()
-    cache[now_dt] = entry
+    entry = cache.get(now_dt)
+    if entry is None:
+        if len(cache) >= NOW_CACHE_MAX:
+            cache.clear()
+        cache[now_dt] = entry = {}
+        return entry
+    if None not in entry:
+        entry[None] = (fmt_ts(now_dt), reversibility(fz.action, now_dt))
     return entry
+
 
 def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
                    aid: str | None, action: Any) -> Decision:
     """The decision the fused gate's outcome `m` makes at `now_dt` for the id `aid`
     (a str or None), when the fused function found no finished template: the template
     is built and kept per `now` (see `now_fields`), unless `now_dt` is the clock's."""
-    tmpl = fz.patterns.get(m)
-    if tmpl is None:
-        tmpl = template(p, fz, m, now_dt, wname, tname, aid)
+    pat = fz.patterns.get(m)
+    if pat is None:
+        pat = template(p, fz, m, now_dt, wname, tname, aid)
+    tmpl, fs = pat
     d = tmpl.copy()
-    if live:
+    entry = None if live else now_fields(fz, now_dt)
+    if entry is None or None not in entry:  # the clock's time, or a `now` seen once
         d["evaluated_at"] = fmt_ts(now_dt)
         d["reversibility"] = reversibility(fz.action, now_dt)
     else:
-        entry = fz.now.get(now_dt)
-        if entry is None:
-            entry = now_fields(fz, now_dt)
         d["evaluated_at"], d["reversibility"] = entry[None]
         if len(entry) <= PER_NOW_MAX:
-            entry[m] = d
-            if d["effect"] == "require_approval":  # its digest is per action (see lane_epilogue)
-                d["action_digest"] = _PER_ACTION
+            entry[m] = (d, fs, d["effect"] == "require_approval")  # its digest is per action (see lane_epilogue)
         d = d.copy()  # the kept one stays without an id
     d["action_id"] = aid
     if d["effect"] == "require_approval":
         set_digest(d, action)
-    return fast(Decision, d)
+    dec = _new(Decision)
+    _set_dict(dec, d)
+    _set_fields_set(dec, fs)
+    _set_extra(dec, None)
+    _set_private(dec, None)
+    return dec
 
 
-def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: str | None) -> dict:
-    """The fields of the decision the fused gate's outcome `m` makes (kept per `m`)."""
+def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: str | None
+             ) -> tuple[dict, DecisionJson]:
+    """The fields of the decision the fused gate's outcome `m` makes, and the fields set
+    of the decisions built from them (`models.DecisionJson`: what `Decision.to_json`
+    writes them with); kept per `m`."""
     wf = p.workflows[wname]
     ca = wf.actions[tname]
     values = [False if b is None else bool(m & b) for b in fz.slots]
     tmpl = decide(p, wf, ca, ca.gate, values, now_dt, wname, tname, aid).__dict__.copy()
+    pat = (tmpl, DecisionJson(tmpl))
     if len(fz.patterns) < PATTERNS_MAX:
-        fz.patterns[m] = tmpl
-    return tmpl
+        fz.patterns[m] = pat
+    return pat
 
 
 def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
@@ -88,18 +103,20 @@ def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
     built as `lane_decision` builds it (`fast`): the template, its per-call
     fields set, no validation."""
     ns = {"_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
-          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_DFS": _DECISION_FIELDS,
-          "_PER_ACTION": _PER_ACTION, "_adg": action_digest}
+          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_NO_ENTRY": _NO_ENTRY,
+          "_adg": deferred_digest}
     f = fields.get(("action", "id"))
     if f is not None and f[1] == "str" and not f[2]:
         lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
     else:
         lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
                  "if _aid is not None and type(_aid) is not str: _fb()"]
-    lines += ["_now = _NOW.get(_p2)", "if _now is None: return _m", "_tpl = _now.get(_m)", "if _tpl is None: return _m",
-              "_tpl = _tpl.copy()", "_tpl['action_id'] = _aid",
+    # the entry of `now` and in it (the template at `now`, its fields set, whether it needs the
+    # action's digest), or the mask (see lane_decision)
+    lines += ["_e = _NOW.get(_p2, _NO_ENTRY).get(_m)", "if _e is None: return _m",
+              "_tpl = _e[0].copy()", "_tpl['action_id'] = _aid",
               # a require_approval decision's digest, of this action (see lane_decision)
-              "if _tpl['action_digest'] is _PER_ACTION: _tpl['action_digest'] = _adg(_p0)",
+              "if _e[2]: _tpl['action_digest'] = _adg(_p0)",
               "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
-              "_sfs(_dec, _DFS)", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
+              "_sfs(_dec, _e[1])", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
     return lines, ns

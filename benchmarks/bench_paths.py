@@ -1,0 +1,131 @@
+"""Issue 16, goals 1-3: the gate on the paths a runtime takes, each measured against the
+fixed-`now` `evaluate()` of the same run (bench_engine.py prints these lines).
+
+- `now=None`: the clock read on every call, `evaluated_at` / `reversible_until` rendered per
+  call (goal 2: <= 1.5x the fixed-`now` median);
+- a new `now` on every call (a runtime passing its own clock's time; each `now` a distinct
+  datetime, one microsecond apart, built before timing): goal 2 likewise;
+- the decision as JSON, what a runtime logs: `evaluate(...).to_json()` (goal 3: <= 2x
+  `evaluate()` alone), beside `model_dump_json()` (the same bytes: checked on every decision
+  of the mix, any difference fails the run) and `model_dump(mode="json")`.
+
+Every line is timed per call (timer overhead subtracted), interleaved in rounds with the
+fixed-`now` `evaluate()` and the hand-written baseline, so machine noise hits all alike; the
+ratios are of medians of this run. Medians are also given per effect: a require_approval
+decision's JSON includes its action digest (sha256 of the action's canonical JSON), which
+`evaluate()` defers until it is read.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import timedelta
+
+pc = time.perf_counter_ns
+
+TARGETS = {
+    "evaluate_vs_handwritten_max": 3.0,  # goal 1 (also the main table's target)
+    "clock_vs_fixed_max": 1.5,  # goal 2: now=None
+    "new_now_vs_fixed_max": 1.5,  # goal 2: a different now on every call
+    "json_vs_evaluate_max": 2.0,  # goal 3: evaluate + to_json() vs evaluate
+}
+
+
+def check_json(engine, mix) -> list[str]:
+    """Every decision of the mix (fixed `now`, clock, a new `now`) as `to_json()` and as
+    `model_dump_json()`: the differences (none expected)."""
+    bad = []
+    for i, (a, s, n) in enumerate(mix):
+        for now in (n, None, n + timedelta(microseconds=i + 1)):
+            d = engine.evaluate(a, s, now)
+            if d.to_json() != d.model_dump_json():
+                bad.append(f"{a.get('id')} at {now}: to_json() differs from model_dump_json()")
+    return bad
+
+
+def _timed(fn, reqs, overhead: int, out: list) -> None:
+    for a, s, n in reqs:
+        t0 = pc()
+        fn(a, s, n)
+        t1 = pc()
+        out.append(t1 - t0 - overhead)
+
+
+def run(engine, handwritten, mix, quick: bool, overhead: int) -> dict:
+    """Medians (us) of each path, interleaved with evaluate() and hand-written; per effect too."""
+    ev = engine.evaluate
+    paths = {
+        "hand-written": handwritten,
+        "evaluate": ev,
+        "evaluate, now=None": ev,
+        "evaluate, new now per call": ev,
+        "evaluate + to_json()": lambda a, s, n: ev(a, s, n).to_json(),
+        "evaluate + model_dump_json()": lambda a, s, n: ev(a, s, n).model_dump_json(),
+        "evaluate + model_dump(json)": lambda a, s, n: ev(a, s, n).model_dump(mode="json"),
+    }
+    rounds = 2 if quick else 24
+    slow = {"evaluate + model_dump_json()", "evaluate + model_dump(json)"}  # 4x fewer rounds (slow, informational)
+    effect = [ev(a, s, n).effect for a, s, n in mix]
+    clock = [(a, s, None) for a, s, _ in mix]
+    samples: dict[str, list[int]] = {k: [] for k in paths}
+    by_effect: dict[str, dict[str, list[int]]] = {k: {} for k in paths}
+    step = 0
+    for _ in range(2):  # warm-up (every path's caches)
+        for name, fn in paths.items():
+            _timed(fn, clock if name == "evaluate, now=None" else mix, 0, [])
+    for r in range(rounds):
+        for name, fn in paths.items():
+            if name in slow and r % 4:
+                continue
+            if name == "evaluate, now=None":
+                reqs = clock
+            elif name == "evaluate, new now per call":
+                reqs = []
+                for a, s, n in mix:  # distinct datetimes, built before timing
+                    step += 1
+                    reqs.append((a, s, n + timedelta(microseconds=step)))
+            else:
+                reqs = mix
+            xs: list[int] = []
+            _timed(fn, reqs, overhead, xs)
+            samples[name] += xs
+            for e, x in zip(effect, xs):
+                by_effect[name].setdefault(e, []).append(x)
+    res = {name: statistics.median(xs) / 1000 for name, xs in samples.items()}
+    res["by_effect"] = {name: {e: statistics.median(v) / 1000 for e, v in sorted(d.items())}
+                        for name, d in by_effect.items()}
+    res["samples"] = {name: len(xs) for name, xs in samples.items()}
+    return res
+
+
+def report(out, res: dict) -> dict:
+    """Print the lines and the goal 1-3 ratios with met/MISSED; return the ratios."""
+    met = lambda b: "met" if b else "MISSED"  # noqa: E731
+    ev = res["evaluate"]
+    out("runtime paths (issue 16, goals 1-3; us per call, medians, interleaved in this run; "
+        "per effect: allow / deny / require_approval / stop):")
+    for name in ("hand-written", "evaluate", "evaluate, now=None", "evaluate, new now per call", "evaluate + to_json()",
+                 "evaluate + model_dump_json()", "evaluate + model_dump(json)"):
+        eff = res["by_effect"][name]
+        per = " / ".join(f"{eff[e]:.2f}" if e in eff else "-" for e in ("allow", "deny", "require_approval", "stop"))
+        out(f"  {name:<30}{res[name]:>8.2f}   ({per})")
+    t = TARGETS
+    ratios = {
+        "evaluate_vs_handwritten": ev / res["hand-written"],
+        "clock_vs_fixed": res["evaluate, now=None"] / ev,
+        "new_now_vs_fixed": res["evaluate, new now per call"] / ev,
+        "json_vs_evaluate": res["evaluate + to_json()"] / ev,
+        "model_dump_json_vs_evaluate": res["evaluate + model_dump_json()"] / ev,
+    }
+    g1, g2c, g2n, g3 = (ratios[k] for k in ("evaluate_vs_handwritten", "clock_vs_fixed", "new_now_vs_fixed",
+                                             "json_vs_evaluate"))
+    out(f"goal 1: evaluate / hand-written {g1:.1f}x "
+        f"(target <= {t['evaluate_vs_handwritten_max']:.0f}x: {met(g1 <= t['evaluate_vs_handwritten_max'])})")
+    out(f"goal 2: evaluate now=None / fixed now {g2c:.2f}x (target <= {t['clock_vs_fixed_max']}x: "
+        f"{met(g2c <= t['clock_vs_fixed_max'])}); a new now per call / fixed now {g2n:.2f}x "
+        f"(target <= {t['new_now_vs_fixed_max']}x: {met(g2n <= t['new_now_vs_fixed_max'])})")
+    out(f"goal 3: evaluate + to_json() / evaluate {g3:.2f}x (target <= {t['json_vs_evaluate_max']:.0f}x: "
+        f"{met(g3 <= t['json_vs_evaluate_max'])}); model_dump_json() instead: "
+        f"{ratios['model_dump_json_vs_evaluate']:.1f}x")
+    return ratios

@@ -1,0 +1,255 @@
+"""`Decision.to_json()` is `model_dump_json()`, byte for byte; a require_approval decision's
+deferred `action_digest` is the digest of the action as it was decided; `fmt_ts` is
+`format_rfc3339` (issue 16, goals 1-3).
+
+The fast lane builds every decision of one outcome of one action type from one template and
+gives them a `DecisionJson` fields set: `to_json()` writes them from that template's JSON,
+rendered once, with the varying fields (`action_id`, `action_digest`,
+`reversibility.reversible_until`, `evaluated_at`) encoded alone. Every other decision, and
+any decision whose fields are not its template's, is written by `model_dump_json()`. The
+digest of a require_approval decision is computed on first read, from a frozen copy of the
+action (`engine.digests.PendingDigest`): later changes to the caller's dict must not reach it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+import policy_engine
+from policy_engine.engine import Engine, action_digest
+from policy_engine.engine.digests import PendingDigest
+from policy_engine.models import Decision, DecisionJson, Deferred
+from policy_engine.testing import Runner, discover_suites, load_policies, load_suite
+from policy_engine.timestamps import fmt_ts, format_rfc3339
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.requests import make_mix  # noqa: E402
+
+BENCH = ROOT / "benchmarks" / "policies"
+MIX = make_mix(200)
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return policy_engine.load(str(BENCH)), policy_engine.load(str(BENCH), accelerate=False)
+
+
+def _raw(d: Decision) -> dict:
+    from pydantic import BaseModel
+
+    return BaseModel.__dict__["__dict__"].__get__(d)
+
+
+def _same_json(d: Decision) -> str:
+    """to_json() and model_dump_json() of `d`: equal, or both refuse alike."""
+    try:
+        want = d.model_dump_json()
+    except Exception as e:  # noqa: BLE001 - pydantic refuses (a lone surrogate): so must to_json
+        with pytest.raises(type(e)):
+            d.to_json()
+        return ""
+    got = d.to_json()
+    assert got == want
+    return got
+
+
+def test_to_json_is_model_dump_json_on_the_benchmark_mix(engines):
+    fast, ref = engines
+    templated = 0
+    for _round in range(5):  # fused gates built on the third evaluation, templates per now after
+        for i, (a, s, n) in enumerate(MIX):
+            for now in (n, None, n + timedelta(microseconds=i + 1), n.isoformat()):
+                d = fast.evaluate(a, s, now)
+                text = _same_json(d)
+                templated += type(d.__pydantic_fields_set__) is DecisionJson
+                if now is not None:
+                    assert text == ref.evaluate(a, s, now).model_dump_json() == ref.evaluate(a, s, now).to_json()
+    assert templated > 2000  # the template path was taken (not every decision fell back to pydantic)
+
+
+def test_to_json_on_every_shipped_fixture_case():
+    seen: list[Decision] = []
+
+    class Recording(Engine):
+        __slots__ = ()
+
+        def evaluate(self, action, workflow_state=None, now=None):
+            d = super().evaluate(action, workflow_state, now)
+            seen.append(d)
+            return d
+
+    def load(paths):
+        loaded = load_policies(paths)
+        if loaded.engine is None:
+            return loaded
+        engine = policy_engine.load(list(paths))
+        object.__setattr__(engine, "__class__", Recording)
+        return dataclasses.replace(loaded, engine=engine)
+
+    suites = sorted(f for d in (ROOT / "policies", ROOT / "tests" / "suites" / "good") for f in discover_suites([d])[0])
+    runner = Runner(loader=load)
+    for _ in range(4):
+        for f in suites:
+            assert not runner.run_suite(load_suite(f)).error
+    assert len(seen) > 100
+    for d in seen:
+        _same_json(d)
+    assert any(type(d.__pydantic_fields_set__) is DecisionJson for d in seen)
+
+
+_TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["\ud800", "a\udfff", "\x00\"\\", "\u2028"]))
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), _TEXT)
+_JSONISH = st.recursive(_SCALAR, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                          st.dictionaries(_TEXT, inner, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pick=st.integers(0, len(MIX) - 1), changes=st.dictionaries(st.sampled_from(
+    ["id", "amount", "body", "tags", "claims", "customer", "text", "role", "channel", "percent", "extra"]), _JSONISH,
+    max_size=3), now=st.sampled_from([None, "fixed", "new"]), data=st.data())
+def test_to_json_and_the_digest_on_random_actions(engines, pick, changes, now, data):
+    fast, ref = engines
+    a, s, n = MIX[pick]
+    action = {**a, **changes}
+    when = {None: None, "fixed": n, "new": n + timedelta(microseconds=data.draw(st.integers(1, 10**9)))}[now]
+    for _ in range(4):  # lanes built, templates kept
+        d = fast.evaluate(action, s, when)
+    frozen = copy.deepcopy(action)
+    want_digest = action_digest(frozen)
+    for k in changes:  # the caller changes its dict afterwards: the decision's digest does not move
+        if isinstance(action[k], list):
+            action[k].append("changed")
+        elif isinstance(action[k], dict):
+            action[k]["changed"] = True
+        else:
+            action[k] = ["changed"]
+    _same_json(d)
+    if d.effect == "require_approval":
+        assert d.action_digest == want_digest
+    if when is not None:  # the reference path decides the same (the clock's time aside)
+        assert ref.evaluate(frozen, s, when).model_dump() == d.model_dump()
+
+
+def _approval_case(engine):
+    for a, s, n in MIX:
+        if engine.evaluate(a, s, n).effect == "require_approval":
+            return a, s, n
+    raise AssertionError("no require_approval request in the mix")
+
+
+def test_the_digest_names_the_action_as_decided_not_as_it_becomes(engines):
+    fast, ref = engines
+    a, s, n = _approval_case(fast)
+    for engine in (fast, ref):
+        for _ in range(4):
+            engine.evaluate(copy.deepcopy(a), s, n)
+        action = copy.deepcopy(a)
+        before = action_digest(action)
+        d = engine.evaluate(action, s, n)
+        assert isinstance(_raw(d)["action_digest"], PendingDigest)  # deferred: not computed yet
+        for k, v in list(action.items()):  # change everything, nested values in place too
+            if isinstance(v, list):
+                v.append("more")
+            elif isinstance(v, dict):
+                v["more"] = 1
+            elif k not in ("workflow", "type"):
+                action[k] = "changed"
+        action["new"] = True
+        assert action_digest(action) != before
+        assert d.action_digest == before
+        assert f'"action_digest":"{before}"' in d.to_json()
+
+
+def test_a_deferred_digest_never_shows(engines):
+    fast, _ = engines
+    a, s, n = _approval_case(fast)
+    want = action_digest(a)
+    readers = [
+        lambda d: d.action_digest, lambda d: d.model_dump()["action_digest"],
+        lambda d: d.model_dump(mode="json")["action_digest"], lambda d: d.__dict__["action_digest"],
+        lambda d: vars(d)["action_digest"], lambda d: copy.copy(d).action_digest,
+        lambda d: copy.deepcopy(d).action_digest, lambda d: pickle.loads(pickle.dumps(d)).action_digest,
+        lambda d: d.model_copy(update={"reason": "x"}).action_digest, lambda d: dict(d)["action_digest"],
+    ]
+    for read in readers:
+        d = fast.evaluate(a, s, n)
+        assert isinstance(_raw(d)["action_digest"], Deferred)
+        assert read(d) == want
+        assert _raw(d)["action_digest"] == want  # resolved once, kept
+    d = fast.evaluate(a, s, n)
+    assert "pending" not in repr(d) and want in repr(d)
+    d1, d2 = fast.evaluate(a, s, n), fast.evaluate(a, s, n)
+    assert d1 == d2 and hash(d1) == hash(d2)
+    d = fast.evaluate(a, s, n)
+    assert Decision.model_validate(d.model_dump()) == d
+    with pytest.raises(ValidationError):  # still frozen
+        d.action_digest = "sha256:0"
+    with pytest.raises(AttributeError):  # no class attribute, as for every field
+        Decision.action_digest  # noqa: B018
+
+
+def test_an_action_that_cannot_be_frozen_gets_its_digest_at_once(engines):
+    fast, ref = engines
+    a, s, n = _approval_case(fast)
+
+    class Text(str):
+        pass
+
+    for extra, digest_is_none in ((Text("x"), False), (datetime(2026, 1, 1, tzinfo=UTC), True), ((1, 2), False)):
+        action = {**a, "unread": extra}
+        for engine in (fast, ref):
+            d = engine.evaluate(action, s, n)
+            assert d.effect == "require_approval"
+            assert not isinstance(_raw(d)["action_digest"], Deferred) or type(extra) is tuple
+            assert d.action_digest == action_digest(action)
+            assert (d.action_digest is None) is digest_is_none
+
+
+def test_a_changed_decision_is_written_by_pydantic(engines):
+    fast, _ = engines
+    a, s, n = MIX[0]
+    for _ in range(4):
+        d = fast.evaluate(a, s, n)
+    assert type(d.__pydantic_fields_set__) is DecisionJson
+    for changed in (d.model_copy(update={"reason": "other"}), d.model_copy(update={"trace": ()}),
+                    d.model_copy(update={"action_id": "a\u2028\"b\\"}), copy.copy(d), pickle.loads(pickle.dumps(d))):
+        assert type(changed.__pydantic_fields_set__) is set  # a copy keeps no template
+        assert changed.to_json() == changed.model_dump_json()
+    tampered = fast.evaluate(a, s, n)
+    _raw(tampered)["reason"] = "tampered"  # (no one should; the template check still sees it)
+    assert '"tampered"' in tampered.to_json() == tampered.model_dump_json()
+    surrogate = fast.evaluate(a, s, n)
+    _raw(surrogate)["action_id"] = "\ud800"
+    _same_json(surrogate)
+
+
+def test_ids_of_any_text_are_written_as_pydantic_writes_them(engines):
+    fast, _ = engines
+    a, s, n = MIX[0]
+    for aid in ("", "plain", "quote\"back\\slash", "\x00\x1f\x7f", "\n\t\r\b\f", "é漢字🙂", "\u2028\u2029",
+                "x" * 300, None):
+        for _ in range(4):
+            d = fast.evaluate({**a, "id": aid}, s, n)
+        assert type(d.__pydantic_fields_set__) is DecisionJson
+        _same_json(d)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(t=st.datetimes(timezones=st.one_of(st.just(UTC), st.timezones(), st.just(timezone(timedelta(hours=-3)))),
+                      min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+def test_fmt_ts_is_format_rfc3339(t):
+    assert fmt_ts(t) == format_rfc3339(t)
+    u = t.astimezone(UTC)
+    assert fmt_ts(u) == format_rfc3339(u) == u.isoformat().replace("+00:00", "Z")
