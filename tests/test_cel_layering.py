@@ -12,10 +12,11 @@ CEL = PKG / "cel"
 
 # bottom to top: a module may import only modules earlier in this list
 ORDER = ["errors", "limits", "values", "datetimes", "regex", "conversions", "strings", "mathext", "format",
-         "builtins", "parse", "typecheck", "nodes", "operators", "macros", "compile", "analysis", "emit", "codegen",
+         "builtins", "rdparse", "parse", "typecheck", "nodes", "operators", "macros", "compile", "analysis", "emit",
+         "codegen",
          "fuse", "api", "__init__"]
 REFERENCE = {"errors", "limits", "values", "datetimes", "regex", "conversions", "strings", "mathext", "format",
-             "builtins", "parse", "typecheck", "nodes", "operators", "macros", "compile", "analysis"}
+             "builtins", "rdparse", "parse", "typecheck", "nodes", "operators", "macros", "compile", "analysis"}
 ACCELERATORS = {"emit", "codegen", "fuse"}
 
 

@@ -697,7 +697,7 @@ def field_guard(n: _N) -> tuple[str, frozenset[str]] | None:
             return field_guard(live[0])
         guards = [field_guard(x) for x in live]
         if guards and all(g is not None and g[0] == guards[0][0] for g in guards):  # type: ignore[index]
-            return guards[0][0], frozenset().union(*(g[1] for g in guards))  # type: ignore[index,union-attr]
+            return guards[0][0], frozenset().union(*(g[1] for g in guards))  # type: ignore[index]
     return None
 
 

@@ -324,6 +324,13 @@ def _parse(source: str, exact: bool = False) -> Any:
 def _parse_tree(source: str, exact: bool) -> Any:
     from celpy.celparser import CELParseError, CELParser
 
+    if not exact:  # the common subset by hand, Lark's tree exactly (rdparse.py); else Lark
+        from .rdparse import Unsupported, parse_subset
+
+        try:
+            return parse_subset(source)
+        except Unsupported:
+            pass
     with _PARSER_LOCK:
         if not exact:
             try:
