@@ -93,6 +93,9 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
         made = tempfile.mkdtemp(prefix="stopline-metrics-")
         os.environ[MULTIPROC_ENV] = made
     click.echo(f"stopline serve: {workers} workers; /metrics sums them ({MULTIPROC_ENV}={given or made})", err=True)
+    if ledger and ledger.startswith("sqlite"):
+        click.echo("stopline serve: note: the workers share one SQLite ledger and take turns at its write lock, so "
+                   "recording does not get faster with workers (PostgreSQL lets replicas append together)", err=True)
     try:
         uvicorn.run("policy_engine.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, access_log=False)
