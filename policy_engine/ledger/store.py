@@ -29,13 +29,12 @@ corrupt the chain). ``append_many`` writes a batch in one transaction: all or no
 while another thread's transaction is running queue their requests; the next leader
 writes every queued request in one transaction and one commit, and each caller returns
 only after that commit (a request that fails validation, e.g. an idempotency conflict,
-fails alone). On PostgreSQL, appends from any process go through the sequencer: an
-appender inserts its entries into ``ledger_queue`` (their id and time fixed) and commits,
-then takes the log's row lock; whoever holds it moves *every* queued entry into the log
-(hash chain, links, Merkle nodes, head) in one transaction with a synchronous commit, so
-one commit flush sequences the entries of many appenders (Trillian's design: queue, then
-integrate under the lock). An appender returns once its entries are in a committed log
-transaction (seen after the lock holder committed, or committed by itself).
+fails alone). On PostgreSQL a transaction is one round trip: a server-side function
+(schema v3) takes the head row's lock, hashes and writes the entries, links, Merkle nodes
+and head; with ``durability="full"`` it commits without waiting for the WAL flush (the
+lock is released at once) and a durability barrier in the same message (a synchronous
+one-row write) returns only once the flush covers the append, PostgreSQL flushing the
+barriers of concurrent processes together (see ``writer``).
 
 **Ids**: every entry gets a random UUID (version 4) as ``id``, fixed at append time and
 covered by its hash; ``seq`` is its 0-based position (the Merkle leaf index).

@@ -101,7 +101,15 @@ class Approvals(RuntimeCore):
         return TransitionResult(subject_id, True, out["to"], entries[0].id)
 
     def claim(self, rollback_id: str, *, principal: str, now: NowInput = None) -> TransitionResult:
-        """A reviewer takes a queued rollback; of concurrent claims exactly one wins."""
+        """Reserve a subject for one principal; of concurrent claims exactly one wins, and a
+        later claim by anyone else is refused (``recorded=False``, "already claimed by ...").
+
+        Two uses, one transition: a reviewer takes a queued *rollback* (``queue(claimed=)``
+        shows who), and an executor reserves an approved *gate decision* before it runs the
+        action, so an approval is used once even when two resumes of the same approval race
+        (the agent-runtime adapters claim with a fresh principal per attempt). The claim does
+        not execute anything and does not change the subject's status; ``executed`` still
+        records the use. The argument keeps its historical name: it takes a decision id too."""
         return self._transition(rollback_id, "claimed", principal, None, now, ("pending", "approved"))
 
     def cancel(self, subject_id: str, *, principal: str, reason: str | None = None,

@@ -172,7 +172,7 @@ class Rollbacks(RuntimeCore):
             else:
                 if after is not None and c.execute(select(R.c.seq).where(R.c.id == after)).first() is None:
                     raise RuntimeUsageError(f"`after`: no rollback `{after}`")
-                rows = c.execute(q).all()
+                rows = list(c.execute(q).all())
                 if len(self._queue_cache) >= 8:
                     self._queue_cache.pop(next(iter(self._queue_cache)))
                 self._queue_cache[ck] = (size, rows)
