@@ -95,12 +95,17 @@ def _reasons(effect: str, name: str) -> tuple[str, str]:
     return matched, errored
 
 
+_EXPR_TYPE: list = []  # cel.CompiledExpr, imported once (lazily: importing this module loads no CEL)
+
+
 def _call(fn: Any) -> Callable:
     """What the gate calls for a condition: a compiled expression's bound `__call__`
     (same call, without the per-call lookup of `__call__` on the type), else `fn`."""
-    from .cel import CompiledExpr
+    if not _EXPR_TYPE:
+        from .cel import CompiledExpr
 
-    return fn.__call__ if isinstance(fn, CompiledExpr) else fn
+        _EXPR_TYPE.append(CompiledExpr)
+    return fn.__call__ if isinstance(fn, _EXPR_TYPE[0]) else fn
 
 
 def _gate_entry(item: Any, atype: str | None = None) -> tuple:
