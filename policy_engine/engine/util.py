@@ -26,7 +26,7 @@ _SURROGATE_RE = SURROGATE_RE
 
 def _add_seconds(t: datetime, seconds: int | timedelta) -> str | None:
     try:
-        return fmt_ts(t + (seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)))
+        return fmt_ts(t + (seconds if type(seconds) is timedelta else timedelta(seconds=seconds)))
     except OverflowError:
         return "9999-12-31T23:59:59Z"
 
@@ -55,10 +55,14 @@ def reversibility(ca: CAction | None, now_dt: datetime) -> ReversibilityInfo | N
     if ca is None or ca.reversibility is None:
         return None
     rev = ca.reversibility
-    if ca.window_td is None:
+    td = ca.window_td
+    if td is None:
         return rev
     d = rev.__dict__.copy()
-    d["reversible_until"] = _add_seconds(now_dt, ca.window_td)
+    try:
+        d["reversible_until"] = fmt_ts(now_dt + td)
+    except OverflowError:
+        d["reversible_until"] = "9999-12-31T23:59:59Z"
     return fast(ReversibilityInfo, d)
 
 
