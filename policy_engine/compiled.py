@@ -26,7 +26,7 @@ from .models import (
 )
 
 __all__ = ["CRule", "CCriterion", "CStop", "CPrereq", "CAction", "CSlot", "CScenario", "CWorkflow",
-           "CompiledPolicy", "ECHOED", "GateEntry"]
+           "CompiledPolicy", "CCost", "ECHOED", "GateEntry"]
 
 ECHOED = ("id", "type", "workflow")  # the action fields a decision may show (always in `CAction.reads`)
 
@@ -34,6 +34,16 @@ ECHOED = ("id", "type", "workflow")  # the action fields a decision may show (al
 # (call, trace_true, trace_false, ref, approval, item); `call` is None for a stop trigger
 # whose condition is `false` for every action of the type (its type guard).
 GateEntry = tuple
+
+
+@dataclass(frozen=True, slots=True)
+class CCost:
+    """`cost 40 USD` / `cost 2.5 hours`: what undoing costs. `unit` is a three-letter
+    currency code (ISO 4217 style, upper case) or `hours`; amounts of different units are
+    never added."""
+
+    amount: float
+    unit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,8 @@ class CAction:
     # `fields { ... }`: the declared shape (fieldtypes.FType) every action of the type must
     # have, checked with the input (None: not declared)
     fields: Any = None
+    # `cost 40 USD`: what reversing one action of the type costs (None: not declared)
+    cost: CCost | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +165,8 @@ class CScenario:
     # duties with a `when` (notify or compensate): (kind, name, is_action, escalation, fn,
     # source, location); a duty listed here applies only when its condition holds (or errors)
     conditional: tuple = ()
+    # `cost 250 EUR`: what one rollback under this scenario costs (None: not declared)
+    cost: CCost | None = None
 
 
 @dataclass(frozen=True, slots=True)

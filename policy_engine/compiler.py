@@ -25,6 +25,7 @@ from typing import Any
 from .compiled import (
     ECHOED,
     CAction,
+    CCost,
     CCriterion,
     CompiledPolicy,
     CPrereq,
@@ -39,6 +40,7 @@ from .language import ir
 from .language.check import cond_key
 from .models import (
     ApprovalRequirement,
+    Cost,
     ReversibilityInfo,
     RuleRef,
     ScenarioCost,
@@ -168,8 +170,13 @@ def _cost(sc: CScenario, escalated: bool) -> ScenarioCost:
     comp = tuple(sorted({c for c, _ in sc.compensate} | ({c for c, _ in sc.esc_compensate} if escalated else set())
                         | {d[1] for d in cond if d[0] == "compensate"}))
     route = (sc.esc_route or sc.route) if escalated else sc.route
+    cost = None if sc.cost is None else fast(Cost, {"amount": sc.cost.amount, "unit": sc.cost.unit})
     return fast(ScenarioCost, {"scenario": sc.name, "route": route, "slots": tuple(s.spec for s in slots),
-                               "distinct_from": distinct, "notify": notify, "compensate": comp})
+                               "distinct_from": distinct, "notify": notify, "compensate": comp, "cost": cost})
+
+
+def _ccost(c: ir.Cost | None) -> CCost | None:
+    return None if c is None else CCost(c.amount, c.unit)
 
 
 def _conditional_duties(sc: ir.Scenario, compiled: Mapping) -> tuple:
@@ -222,6 +229,7 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                                              if c.when is None})) if esc else (),
                 location=loc_str(sc.loc),
                 conditional=_conditional_duties(sc, compiled),
+                cost=_ccost(sc.cost),
             )
         within = tuple(_cost(s, False) for s in scenarios.values())
         after = tuple(_cost(s, True) for s in scenarios.values())
@@ -296,10 +304,12 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                     "klass": rv.klass, "method": rv.method, "window": rv.window_text,
                     "window_seconds": rv.window_seconds, "reversible_until": None,
                     "within_window": within if reversible else (),
-                    "after_window": after if (reversible and has_window) else ()}),
+                    "after_window": after if (reversible and has_window) else (),
+                    "cost": None if a.cost is None else fast(Cost, {"amount": a.cost.amount, "unit": a.cost.unit})}),
                 gate=gate, reads=reads_of(gate),
                 default_reason=f"no rule matched action type `{a.name}`; the workflow default is {w.default_effect}",
                 fields=ir.field_object(a.fields) if a.fields is not None else None,
+                cost=_ccost(a.cost),
             )
             actions[a.name] = ca
             all_actions.setdefault(a.name, ca)

@@ -38,6 +38,7 @@ CODES: dict[str, str] = {
     "E115": "unknown field (not declared in `fields` or `evidence`)",
     "E116": "type mismatch with a declared field",
     "E117": "unknown or malformed field type",
+    "E118": "unknown cost unit",
     "E119": "field declarations cannot be imported from a JSON Schema file",
     # duplicates and structure
     "E120": "duplicate name",

@@ -215,6 +215,17 @@ class SlotSpec(_Out):
     source: Literal["standard", "escalation"] = "standard"
 
 
+class Cost(_Out):
+    """A declared cost (`cost 40 USD`, `cost 2.5 hours`): an amount and its unit."""
+
+    amount: float
+    unit: str = Field(description="a three-letter currency code (`USD`) or `hours`; different units are never added")
+
+
+def _unset(v: Any) -> bool:
+    return v is None
+
+
 class ScenarioCost(_Out):
     """What reversing costs under one scenario: standard path within the window,
     escalated path after it."""
@@ -225,6 +236,9 @@ class ScenarioCost(_Out):
     distinct_from: tuple[str, ...] = Field(default=())
     notify: tuple[str, ...] = Field(default=())
     compensate: tuple[str, ...] = Field(default=())
+    # (left out of the output when the scenario declares none: outputs without cost are unchanged)
+    cost: Cost | None = Field(default=None, exclude_if=_unset,
+                              description="the scenario's declared `cost`, once per rollback; absent when none")
 
 
 class ReversibilityInfo(_Out):
@@ -236,6 +250,8 @@ class ReversibilityInfo(_Out):
     reversible_until: str | None = Field(default=None, description="now + window, if executed now")
     within_window: tuple[ScenarioCost, ...] = Field(default=(), description="per scenario: standard path")
     after_window: tuple[ScenarioCost, ...] = Field(default=(), description="per scenario: escalated path")
+    cost: Cost | None = Field(default=None, exclude_if=_unset,
+                              description="the action type's declared `cost` of reversing one action; absent when none")
 
 
 class TraceEntry(_Out):

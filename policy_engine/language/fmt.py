@@ -344,6 +344,8 @@ class _Printer:
             return _with_when(_join_list(_names(ch[0]), "notify ", depth), ch[1])
         if k == "field_decl":
             return [f"{_tok(ch[0])}{'?' if ch[1] is not None else ''}: {_type_text(ch[2])}"]
+        if k == "cost_decl":
+            return [f"cost {_tok(ch[0])} {_tok(ch[1])}"]
         if k == "fields_from":
             return [f"fields from {_tok(ch[0])}"]
         if k == "cascade_decl":

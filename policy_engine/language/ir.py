@@ -27,6 +27,7 @@ STANDARD_SCENARIOS = (
     "regulatory_order",
 )
 DURATION_UNITS = WINDOW_UNITS  # units of a reversal window (timestamps.WINDOW_UNITS)
+COST_TIME_UNITS = ("hours",)  # a cost's unit: one of these, or a three-letter currency code (`USD`)
 
 
 class Loc:
@@ -129,6 +130,15 @@ class Reversibility(Node):
     window_loc: Loc = _loc()
 
 
+class Cost(Node):
+    """`cost 40 USD`, `cost 2.5 hours`: what undoing costs (an action type's reversal, a
+    rollback scenario). `unit`: a three-letter currency code or `hours`."""
+
+    amount: float
+    unit: str
+    unit_loc: Loc = _loc()
+
+
 class ActionType(Node):
     name: str
     workflow: str
@@ -146,6 +156,8 @@ class ActionType(Node):
     # `fields { ... }`: the declared shape of the action (None: not declared)
     fields: tuple[FieldDecl, ...] | None = None
     fields_loc: Loc = _loc()
+    # `cost 40 USD`: what reversing one action of the type costs (None: not declared)
+    cost: Cost | None = None
 
 
 class Criterion(Node):
@@ -216,6 +228,8 @@ class Scenario(Node):
     cascade_depth: int = 0
     escalation: Escalation | None = None
     description: str | None = None
+    # `cost 250 EUR`: what one rollback under this scenario costs (None: not declared)
+    cost: Cost | None = None
 
     @property
     def standard(self) -> bool:

@@ -173,9 +173,9 @@ _UNORDERED = frozenset(
     }
 )
 _VERBATIM = frozenset({"value"})  # `Const.value`: never reordered, at any depth
-# Declarations added later (issue 15: `fields`, `evidence`, a duty's `when`): left out of
+# Declarations added later (issue 15: `fields`, `evidence`, a duty's `when`; issue 18: `cost`): left out of
 # the hash while unset, so a policy that uses none of them keeps its hash.
-_UNSET_NONE = frozenset({"fields", "evidence", "when"})
+_UNSET_NONE = frozenset({"fields", "evidence", "when", "cost"})
 
 
 def _canon(value) -> str:

@@ -25,6 +25,13 @@ from ..source import SourceFile
 from ..timestamps import parse_window
 from . import ir
 
+# Words authors write for a cost's unit, for "did you mean" help.
+COST_UNIT_SYNONYMS = {
+    "hour": "hours", "hrs": "hours", "hr": "hours", "h": "hours", "person_hours": "hours", "man_hours": "hours",
+    "dollars": "USD", "dollar": "USD", "usd": "USD", "euros": "EUR", "euro": "EUR", "eur": "EUR",
+    "pounds": "GBP", "pound": "GBP", "gbp": "GBP", "yen": "JPY",
+}
+
 # A child of a lark tree (lark types children as either). The grammar puts a Token where the
 # helpers below read one; they only take its text and position.
 Child = Token | Tree
@@ -267,6 +274,9 @@ class Lowerer:
                 if self.once(seen, "fields", item):
                     fields["fields"] = self.field_decls(item.children)
                     fields["fields_loc"] = self.loc(item)
+            elif kind == "cost_decl":
+                if self.once(seen, "cost", item):
+                    fields["cost"] = self.cost(item)
             elif kind == "fields_from":
                 if self.once(seen, "fields", item):
                     fields["fields"] = self.fields_from(item.children[0], str(name_tok), wf)
@@ -316,6 +326,34 @@ class Lowerer:
         name_tok, args = tree.children  # type_ref, type_arg
         targs = tuple(self.field_type(a) for a in args.children) if args is not None else ()
         return ir.FieldTypeRef(name=str(name_tok), name_loc=self.loc(name_tok), args=targs, loc=self.loc(tree))
+
+    def cost(self, tree: Tree) -> ir.Cost | None:
+        """`cost 40 USD`, `cost 2.5 hours`: a finite amount, not negative (E108), and a unit,
+        a three-letter currency code or `hours` (E118)."""
+        num, unit_tok = tree.children
+        text, unit = str(num), str(unit_tok)
+        amount = float(text)
+        ok = True
+        if amount != amount or amount in (float("inf"), float("-inf")):
+            self.err("E108", f"cost `{text}` is out of range", num, label="not a finite number",
+                     help="write the amount as a plain number: `cost 40 USD`")
+            ok = False
+        elif amount < 0:
+            self.err("E108", f"a cost cannot be negative, not `{text}`", num, label="negative",
+                     help=f"a cost is what undoing spends: write `cost {text.lstrip('+-')} {unit}`")
+            ok = False
+        if unit not in ir.COST_TIME_UNITS and not (len(unit) == 3 and unit.isascii() and unit.isupper()
+                                                   and unit.isalpha()):
+            low = unit.lower()
+            guess = COST_UNIT_SYNONYMS.get(low) or (unit.upper() if len(unit) == 3 and unit.isalpha() else None)
+            self.err("E118", f"unknown cost unit `{unit}`", unit_tok,
+                     label="expected a currency code (`USD`, `EUR`) or `hours`",
+                     help=f"did you mean `{guess}`?" if guess else
+                     "write an ISO 4217 currency code in capitals (`USD`, `EUR`, `GBP`) or `hours`")
+            ok = False
+        if not ok:
+            return None
+        return ir.Cost(amount=amount, unit=unit, unit_loc=self.loc(unit_tok), loc=self.loc(tree))
 
     def reversibility(self, tree: Tree) -> ir.Reversibility:
         klass_tok, via, within = tree.children
@@ -465,6 +503,9 @@ class Lowerer:
             elif kind == "after_window_decl":
                 if self.once(seen, "after window", item):
                     fields["escalation"] = self.escalation(item)
+            elif kind == "cost_decl":
+                if self.once(seen, "cost", item):
+                    fields["cost"] = self.cost(item)
         return ir.Scenario(
             name=str(name_tok),
             workflow=wf,
