@@ -156,6 +156,13 @@ def test_several_slips_in_one_file_are_all_reported() -> None:
     assert got == [("E002", 5, 46), ("E108", 8, 59), ("E102", 9, 5), ("E002", 10, 5)]
 
 
+@pytest.mark.parametrize("window", ["9" * 400 + " weeks", "9" * 400 + ".5h", "1.25s", "1."])
+def test_odd_durations_get_a_diagnostic_not_a_crash(window: str) -> None:
+    result = load_text(policy(**{"within 30d": f"within {window}"}), "odd.policy")
+    (d,) = result.diagnostics
+    assert d.code == "E108" and d.help and len(d.message) < 80
+
+
 def test_effect_named_allow_is_not_a_reserved_word() -> None:
     """Only keywords are reserved: effect words and field type names may name a rule."""
     for rule in ("deny allow when `action.amount > 100.0`", "deny string when `action.amount > 100.0`"):

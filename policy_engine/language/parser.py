@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -465,30 +466,34 @@ def _duration_slip(src: SourceFile, off: int) -> Diagnostic | None:
     if m is None:
         return None
     number, space, unit = m.group(1), m.group(2), m.group(3) or ""
-    shown = m.group(0) if unit else number
+    shown = _token_text(m.group(0) if unit else number)
     if not unit:
+        n = number if number.isdigit() and len(number) <= 12 else "30"
         return Diagnostic(
             "E108",
             "error",
-            f"duration `{number}` has no unit",
+            f"duration `{shown}` has no unit",
             src.span(m.start(1), m.end(1)),
             label="no unit",
-            help=f"add a unit: `{number}s`, `{number}m`, `{number}h` or `{number}d` (seconds, minutes, hours, days)",
+            help=f"add a unit: `{n}s`, `{n}m`, `{n}h` or `{n}d` (seconds, minutes, hours, days)"
+            + ("" if n == number else "; a duration is a whole number"),
         )
     known = _UNIT_WORDS.get(unit.lower())
-    fix = None
-    if known is not None:
+    fix, factor = None, 1
+    if known is not None and len(number) <= 30:  # exact (a Fraction): `1.5h` is `90m`
         letter, factor = known
-        value = float(number) * factor
-        while value != int(value) and letter in _SMALLER:
+        value = Fraction(number) * factor
+        while value.denominator != 1 and letter in _SMALLER:
             letter, more = _SMALLER[letter]
             value *= more
-        if value == int(value):
-            fix = f"{int(value)}{letter}"
+        if value.denominator == 1:
+            fix = f"{value.numerator}{letter}"
     if fix is not None and factor in (30, 365):
         why = f"write `{fix}` (a {'month' if factor == 30 else 'year'} has no fixed length: count the days)"
     elif fix is not None:
         why = f"write `{fix}`"
+    elif known is not None and "." in number:
+        why = "write it in whole seconds at the finest"
     else:
         why = "write it as, e.g., `30d`"
     at = (m.start(3), m.end(3))
@@ -512,7 +517,6 @@ def _duration_slip(src: SourceFile, off: int) -> Diagnostic | None:
     )
 
 
-# Where a declaration names something: (tree kind, which children are names)
 _NAMED = {  # kind -> (what it is called, the position of its name, a suffix for the help's example)
     "gate_rule": ("rule", 1, "rule"),
     "action_decl": ("action type", 0, "action"),
