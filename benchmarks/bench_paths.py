@@ -7,7 +7,8 @@ fixed-`now` `evaluate()` of the same run (bench_engine.py prints these lines).
   datetime, one microsecond apart, built before timing): goal 2 likewise;
 - the decision as JSON, what a runtime logs: `evaluate(...).to_json()` (goal 3: <= 2x
   `evaluate()` alone), beside `model_dump_json()` (the same bytes: checked on every decision
-  of the mix, any difference fails the run) and `model_dump(mode="json")`.
+  of the mix, any difference fails the run) and `model_dump(mode="json")`; and both at once,
+  `evaluate(action, state).to_json()` with the clock (informational: a runtime's whole path).
 
 Every line is timed per call (timer overhead subtracted), interleaved in rounds with the
 fixed-`now` `evaluate()` and the hand-written baseline, so machine noise hits all alike; the
@@ -61,6 +62,7 @@ def run(engine, handwritten, mix, quick: bool, overhead: int) -> dict:
         "evaluate, now=None": ev,
         "evaluate, new now per call": ev,
         "evaluate + to_json()": lambda a, s, n: ev(a, s, n).to_json(),
+        "evaluate now=None + to_json()": lambda a, s, n: ev(a, s, None).to_json(),
         "evaluate + model_dump_json()": lambda a, s, n: ev(a, s, n).model_dump_json(),
         "evaluate + model_dump(json)": lambda a, s, n: ev(a, s, n).model_dump(mode="json"),
     }
@@ -106,7 +108,7 @@ def report(out, res: dict) -> dict:
     out("runtime paths (issue 16, goals 1-3; us per call, medians, interleaved in this run; "
         "per effect: allow / deny / require_approval / stop):")
     for name in ("hand-written", "evaluate", "evaluate, now=None", "evaluate, new now per call", "evaluate + to_json()",
-                 "evaluate + model_dump_json()", "evaluate + model_dump(json)"):
+                 "evaluate now=None + to_json()", "evaluate + model_dump_json()", "evaluate + model_dump(json)"):
         eff = res["by_effect"][name]
         per = " / ".join(f"{eff[e]:.2f}" if e in eff else "-" for e in ("allow", "deny", "require_approval", "stop"))
         out(f"  {name:<30}{res[name]:>8.2f}   ({per})")
