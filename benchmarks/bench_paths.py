@@ -131,3 +131,41 @@ def report(out, res: dict) -> dict:
         f"{met(g3 <= t['json_vs_evaluate_max'])}); model_dump_json() instead: "
         f"{ratios['model_dump_json_vs_evaluate']:.1f}x")
     return ratios
+
+
+def main() -> None:
+    """`python benchmarks/bench_paths.py`: these lines alone, on the `policy_engine` that
+    imports (to compare trees: `PYTHONPATH=<other checkout> python benchmarks/bench_paths.py`;
+    a tree without `Decision.to_json` is measured with `model_dump_json()` in its place)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    if str(here.parent) not in sys.path:
+        sys.path.append(str(here.parent))
+    import policy_engine
+    from policy_engine.models import Decision
+
+    if not hasattr(Decision, "to_json"):  # a tree from before issue 16
+        Decision.to_json = Decision.model_dump_json  # type: ignore[attr-defined]
+    from benchmarks.baselines import handwritten
+    from benchmarks.requests import make_mix
+
+    mix = make_mix(200)
+    engine = policy_engine.load(str(here / "policies"))
+    for _ in range(4):  # fused gates built, templates kept
+        for a, s, n in mix:
+            engine.evaluate(a, s, n)
+    bad = check_json(engine, mix)
+    res = run(engine, handwritten.evaluate, mix, "--quick" in sys.argv, 40)
+    print(f"policy_engine from {Path(policy_engine.__file__).parent}")
+    res["ratios"] = report(print, res)
+    print(json.dumps({"medians_us": {k: v for k, v in res.items() if isinstance(v, float)},
+                      "ratios": res["ratios"], "json_differences": bad}))
+    if bad:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
