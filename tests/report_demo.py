@@ -11,37 +11,35 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_incidents as B  # noqa: E402
 
-#: what each scenario and action type costs (the language's CCost: amount, unit)
+#: what each scenario and action type costs (`cost 120 USD` in the policy)
 SCENARIO_COST = {"incident": (120.0, "USD"), "policy_reversal": (1.5, "hours")}
 TYPE_COST = {"a0": (25.0, "USD"), "a1": (0.25, "hours"), "a2": (18.0, "EUR")}
 
 
-def priced(engine):
-    """``engine`` with `cost` on its scenarios and action types (read as the report reads CCost)."""
-    wf = engine.compiled.workflows["ops"]
+def priced_policy() -> str:
+    """The bench's policy with `cost` on its scenarios and its first three action types."""
+    text = B.POLICY
+    for t, (amount, unit) in TYPE_COST.items():
+        line = f'reversible full via "undo.{t}"'
+        text = text.replace(line, f"{line}\n    cost {amount:g} {unit}")
+    for sc, (amount, unit) in SCENARIO_COST.items():
+        text = text.replace(f"rollback {sc} {{", f"rollback {sc} {{\n    cost {amount:g} {unit}")
+    return text
 
-    def c(v):
-        return SimpleNamespace(amount=v[0], unit=v[1]) if v else None
 
-    return SimpleNamespace(compiled=SimpleNamespace(workflows={"ops": SimpleNamespace(
-        scenarios={k: SimpleNamespace(cost=c(SCENARIO_COST.get(k))) for k in wf.scenarios},
-        actions={k: SimpleNamespace(cost=c(TYPE_COST.get(k))) for k in wf.actions})}))
-
-
-def build(tmp: Path) -> tuple[str, object]:
-    """Write the demo ledger under ``tmp``; returns (its URL, the engine that prices it)."""
+def build(tmp: Path) -> tuple[str, str]:
+    """Write the demo ledger under ``tmp``; returns (its URL, the policy that prices it)."""
     import policy_engine
     from policy_engine import Runtime
     from policy_engine.ledger import Ledger
 
     pol = tmp / "ops.policy"
-    pol.write_text(B.POLICY)
+    pol.write_text(priced_policy())
     engine = policy_engine.load(str(pol))
     url = f"sqlite:///{tmp / 'demo.db'}"
     led = Ledger.open(url, create=True)
@@ -71,10 +69,10 @@ def build(tmp: Path) -> tuple[str, object]:
             rt.approve(r.rollback_id, principal="lee", roles=["incident_lead"], verdict=verdict,
                        now=t + timedelta(minutes=5 + 10 * k))
     led.close()
-    return url, priced(engine)
+    return url, str(pol)
 
 
-def render(url: str, pricing: object, out: Path) -> Path:
+def render(url: str, pricing: str, out: Path) -> Path:
     from policy_engine.report.compute import compute_report
     from policy_engine.report.html import render_html
 

@@ -3,7 +3,7 @@ policy declares a `cost` on a scenario (once per rollback) or an action type (on
 reversed: the original and its cascade), summed per unit and never across units, per
 scenario and per action type, in the JSON and the HTML. The sums are computed here from the
 ledger's own entries (executions' types, rollbacks' originals and cascades, approvals' denials),
-not from the report's code."""
+not from the report's code. The policy declares its costs in the language (`cost 50 USD`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import json
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +20,7 @@ import bench_incidents as B  # noqa: E402  (the bench's policy and ledger filler
 
 import policy_engine  # noqa: E402
 from policy_engine import Runtime  # noqa: E402
+from policy_engine.compiled import CCost  # noqa: E402
 from policy_engine.ledger import Ledger  # noqa: E402
 from policy_engine.report.compute import compute_report  # noqa: E402
 from policy_engine.report.html import render_html  # noqa: E402
@@ -29,18 +29,15 @@ SCENARIO_COST = {"incident": (50.0, "USD"), "policy_reversal": (2.0, "hours")}
 TYPE_COST = {"a0": (10.0, "USD"), "a1": (1.5, "hours"), "a2": (7.25, "EUR")}  # a3..a5: no cost
 
 
-def _priced(engine, scen=SCENARIO_COST, types=TYPE_COST):
-    """The engine's compiled policy with `cost` on scenarios and action types, as the
-    language's CCost gives it (amount, unit): the report reads only those attributes."""
-    wf = engine.compiled.workflows["ops"]
-
-    def c(v):
-        return SimpleNamespace(amount=v[0], unit=v[1]) if v else None
-
-    wfs = {"ops": SimpleNamespace(
-        scenarios={k: SimpleNamespace(cost=c(scen.get(k))) for k in wf.scenarios},
-        actions={k: SimpleNamespace(cost=c(types.get(k))) for k in wf.actions})}
-    return SimpleNamespace(compiled=SimpleNamespace(workflows=wfs))
+def priced_policy(scen=SCENARIO_COST, types=TYPE_COST) -> str:
+    """The bench's policy with `cost` on its scenarios and action types."""
+    text = B.POLICY
+    for t, (amount, unit) in types.items():
+        line = f'reversible full via "undo.{t}"'
+        text = text.replace(line, f"{line}\n    cost {amount:g} {unit}")
+    for sc, (amount, unit) in scen.items():
+        text = text.replace(f"rollback {sc} {{", f"rollback {sc} {{\n    cost {amount:g} {unit}")
+    return text
 
 
 def _expected(led, scen=SCENARIO_COST, types=TYPE_COST):
@@ -73,9 +70,11 @@ def _expected(led, scen=SCENARIO_COST, types=TYPE_COST):
 
 @pytest.fixture
 def ledger(tmp_path):
-    pol = tmp_path / "ops.policy"
-    pol.write_text(B.POLICY)
+    (tmp_path / "ops.policy").write_text(B.POLICY)
+    pol = tmp_path / "priced.policy"
+    pol.write_text(priced_policy())
     engine = policy_engine.load(str(pol))
+    assert engine.compiled.workflows["ops"].scenarios["incident"].cost == CCost(50.0, "USD")
     led = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", create=True)
     B.fill_executions(led, 12, 30)  # 12 chains a0 -> a5, 30 lone a1
     with Runtime(engine, led) as rt:
@@ -96,8 +95,8 @@ def ledger(tmp_path):
 
 
 def test_cost_per_scenario_and_action_type_summed_per_unit_as_the_ledger_says(ledger):
-    led, engine, _ = ledger
-    r = compute_report(led, policies=_priced(engine))["cost"]
+    led, engine, tmp = ledger
+    r = compute_report(led, policies=str(tmp / "priced.policy"))["cost"]
     n, total, by_s, by_t = _expected(led)
     assert r["priced"] and r["rollbacks"] == n == 6
     assert r["total"] == pytest.approx(total) and set(r["total"]) == {"USD", "EUR", "hours"}
@@ -117,14 +116,15 @@ def test_cost_per_scenario_and_action_type_summed_per_unit_as_the_ledger_says(le
 
 def test_the_html_shows_each_sum_in_its_unit_column_and_nothing_when_unpriced(ledger):
     led, engine, tmp = ledger
-    page = render_html(compute_report(led, policies=_priced(engine)))
+    page = render_html(compute_report(led, policies=engine))
     sec = page[page.index("<h2 id=cost>"):]
     assert "declares no cost yet" not in page
     head = re.findall(r"<th>([^<]*)</th>", sec[sec.index("<h3>By scenario"):sec.index("<h3>By action type")])
     assert head == ["scenario", "EUR", "USD", "hours"]
     assert "<td>incident</td><td>29.00</td><td>240.00</td><td>6.00</td>" in sec
     # no policy given, or a policy that prices nothing: said in one line, no table
-    for pol, text in ((None, "no policy given"), (engine, "declares no cost")):
+    unpriced = policy_engine.load(str(tmp / "ops.policy"))
+    for pol, text in ((None, "no policy given"), (unpriced, "declares no cost")):
         page = render_html(compute_report(led, policies=pol))
         sec = page[page.index("<h2 id=cost>"):]
         assert text in sec.split("</p>")[0] and "<table" not in sec.split("<h2")[1]
@@ -140,7 +140,10 @@ def test_report_cli_prices_with_policies_and_says_so_without(ledger):
     out = CliRunner().invoke(main, ["report", "--ledger", url, "--format", "json", "-p", str(tmp / "ops.policy")])
     assert out.exit_code == 0, out.output
     cost = json.loads(out.output)["cost"]
-    assert cost["rollbacks"] == 6 and cost["reason"]  # the bench policy declares no cost
+    assert cost["rollbacks"] == 6 and not cost["priced"] and cost["reason"]  # the bench policy declares no cost
+    out = CliRunner().invoke(main, ["report", "--ledger", url, "--format", "json", "-p", str(tmp / "priced.policy")])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["cost"] == compute_report(led, policies=str(tmp / "priced.policy"))["cost"]
     bad = tmp / "bad.policy"
     bad.write_text("workflow {")
     out = CliRunner().invoke(main, ["report", "--ledger", url, "--format", "json", "-p", str(bad)])
