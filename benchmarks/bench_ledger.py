@@ -175,12 +175,18 @@ def multi_process(url: str, procs: int, per: int, batch: int, baseline: bool) ->
 
 
 # ----------------------------------------------------------------------------- growth
-def fill(led: Ledger, target: int) -> None:
+def fill(led: Ledger, target: int) -> float | None:
+    """Grow the ledger to ``target`` entries in batches of 2,000; the rate of the last 10^4 (or fewer) appended."""
     n = led.size
+    last, t_last = 0, 0.0
     while n < target:
         k = min(2000, target - n)
+        t = time.perf_counter()
         led.append_many(NewEntry("decision", _body(j)) for j in range(n, n + k))
+        if target - n <= 10_000:
+            last, t_last = last + k, t_last + time.perf_counter() - t
         n += k
+    return last / t_last if last else None
 
 
 def bytes_per_entry(led: Ledger, url: str, n: int) -> float:
@@ -203,7 +209,13 @@ def bytes_per_entry(led: Ledger, url: str, n: int) -> float:
 def growth(led: Ledger, url: str, sizes: list[int], rounds: int, rnd: random.Random) -> list[dict]:
     out = []
     for n in sizes:
-        fill(led, n)
+        fill_rate = fill(led, n)
+        # single appends (one per transaction, durable) at this size, then the proofs over the first n
+        k = 200
+        t = time.perf_counter()
+        for i in range(k):
+            led.append("decision", _body(i))
+        single_rate = k / (time.perf_counter() - t)
         vt = []
         for _ in range(1 if n >= 500_000 else 3):
             t = time.perf_counter()
@@ -212,7 +224,7 @@ def growth(led: Ledger, url: str, sizes: list[int], rounds: int, rnd: random.Ran
             assert rep.ok, rep.render()
         pt, cs, ct, ps = [], [], [], []
         for _ in range(rounds):
-            s = rnd.randrange(n)
+            s = rnd.randrange(n)  # entries of the first n
             t = time.perf_counter()
             p = led.prove(s)
             pt.append(time.perf_counter() - t)
@@ -226,17 +238,19 @@ def growth(led: Ledger, url: str, sizes: list[int], rounds: int, rnd: random.Ran
             cs.append(len(json.dumps(cp.to_json())))
         row = {
             "entries": n,
+            "append_per_s": single_rate,
+            "append_many_2000_per_s": fill_rate,
             "verify_s": statistics.median(vt),
             "verify_s_per_1e5": statistics.median(vt) / n * 1e5,
             "prove_ms": statistics.median(pt) * 1e3,
             "proof_bytes": statistics.median(ps),
             "consistency_ms": statistics.median(ct) * 1e3,
             "consistency_bytes": statistics.median(cs),
-            "bytes_per_entry": bytes_per_entry(led, url, n),
+            "bytes_per_entry": bytes_per_entry(led, url, led.size),
         }
         out.append(row)
         print(
-            f"  {n:>9,}  verify {row['verify_s']:8.2f} s ({row['verify_s_per_1e5']:.2f} s per 10^5)  "
+            f"  {n:>9,}  append {single_rate:6,.0f}/s, in 2,000s {fill_rate or 0:7,.0f}/s  verify {row['verify_s']:8.2f} s ({row['verify_s_per_1e5']:.2f} s per 10^5)  "
             f"prove {row['prove_ms']:6.2f} ms {row['proof_bytes']:5.0f} B  consistency {row['consistency_ms']:6.2f} ms "
             f"{row['consistency_bytes']:5.0f} B  {row['bytes_per_entry']:6.0f} bytes/entry",
             flush=True,

@@ -132,6 +132,9 @@ def test_queue_pages_by_key_and_its_cache_follows_the_log_across_runtimes(rt, le
         other.cancel(ids[0], principal="rita", now=at(200))
     assert [i.rollback_id for i in rt.queue("customer_service", now=at(201))] == ids[1:] + more
     # past_window is computed at each call's now, also from a cached listing
+    last = rt.queue("customer_service", now=at(120))[-1]
+    assert not last.past_window
+    assert rt.queue("customer_service", now=last.deadline)[-1].past_window  # a deadline is past at its instant
     assert not rt.queue("customer_service", now=at(120))[-1].past_window
     assert rt.queue("customer_service", now=at(100 + 3600))[-1].past_window
 

@@ -30,8 +30,9 @@ class RuntimeCore:
         self.decision_ttl = decision_ttl  #: a decision awaiting approval expires after this
         self.rollback_ttl = rollback_ttl  #: a rollback not authorized by then expires
         self._owns = owns_ledger
-        #: queue listings by (route, limit, claimed, after) -> (the log's size when read, rows)
-        self._queue_cache: dict[tuple, tuple[int, list]] = {}
+        #: queue listings by (route, limit, claimed, after) -> (the log's size when read, rows,
+        #: (after this time, up to this time, the items built): the items while no deadline is crossed)
+        self._queue_cache: dict[tuple, tuple[int, list, tuple | None]] = {}
         self.ledger.transact(lambda c: P.create(c))
 
     def close(self) -> None:

@@ -168,16 +168,22 @@ class Rollbacks(RuntimeCore):
             size = c.execute(select(lschema.heads.c.size).where(lschema.heads.c.log == lschema.LOG)).scalar_one()
             hit = self._queue_cache.get(ck)
             if hit is not None and hit[0] == size:
-                rows = hit[1]
+                rows, built = hit[1], hit[2]
+                if built is not None and built[0] <= now_s < built[1]:
+                    return list(built[2])  # the same log and no deadline crossed since: the same items
             else:
                 if after is not None and c.execute(select(R.c.seq).where(R.c.id == after)).first() is None:
                     raise RuntimeUsageError(f"`after`: no rollback `{after}`")
                 rows = list(c.execute(q).all())
                 if len(self._queue_cache) >= 8:
                     self._queue_cache.pop(next(iter(self._queue_cache)))
-                self._queue_cache[ck] = (size, rows)
         mk = QueueItem._make
-        return [mk((*r, r[7] is not None and r[7] <= now_s)) for r in rows]
+        items = [mk((*r, r[7] is not None and r[7] <= now_s)) for r in rows]
+        # the items hold while `now` stays past the latest deadline reached and before the next one
+        passed = [r[7] for r in rows if r[7] is not None and r[7] <= now_s]
+        ahead = [r[7] for r in rows if r[7] is not None and r[7] > now_s]
+        self._queue_cache[ck] = (size, rows, (max(passed, default=""), min(ahead, default="\uffff"), items))
+        return list(items)
 
     def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: NowInput = None,
              detail: dict | None = None) -> StepResult:
