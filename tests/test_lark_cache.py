@@ -15,9 +15,18 @@ from policy_engine.lark_cache import cache_dir, lark_cache
 CHECK = [sys.executable, "-m", "policy_engine.cli", "check", str(ROOT / "policies")]
 
 
+# a condition outside the hand-written CEL parser's subset (a hex literal): Lark's CEL
+# parser is built too (the shipped policies alone never need it, see cel/rdparse.py)
+HEX = ('workflow "hex_cache_probe" {\n  version "1"\n  owners { business "b" technical "t" }\n  default deny\n'
+       '  action hex_probe {\n    system "s"\n    irreversible\n    deny big when `action.n > 0x10`\n  }\n}\n')
+
+
 def run_check(env_dir) -> subprocess.CompletedProcess:
     env = {**os.environ, "STOPLINE_CACHE_DIR": str(env_dir)}
-    return subprocess.run(CHECK, capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=120)
+    probe = env_dir.parent / "probe" / "hex.policy"
+    probe.parent.mkdir(exist_ok=True)
+    probe.write_text(HEX)
+    return subprocess.run(CHECK + [str(probe)], capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=120)
 
 
 def test_an_empty_setting_turns_the_cache_off(monkeypatch):

@@ -47,6 +47,18 @@ def _index(guards: Sequence[Any], fields: Mapping, n: int) -> dict[str, list[int
     return out
 
 
+def defer_fast_paths(exprs: Sequence[Any], evaluations: int) -> None:
+    """Let each condition of `exprs` build its own fast path only after `evaluations` more
+    evaluations of its own (the results are the same either way). For a large set that
+    will be fused: its conditions are then evaluated one by one only before the fused
+    function exists and when it turns an input away, and building thousands of fast
+    paths it never uses cost seconds."""
+    for ex in exprs:
+        pending = getattr(ex, "_pending", -1)
+        if pending > 0:
+            ex._pending = max(pending, evaluations)
+
+
 def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequence[str] = (),
          ns: Mapping[str, Any] | None = None,
          fields: Mapping[tuple[str, ...], tuple[str, str | None, bool]] | None = None,

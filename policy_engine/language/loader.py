@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, PolicyError, sort_diagnostics
+from ..lark_cache import collector_paused
 from ..limits import MAX_CONDITIONS_PER_SET, MAX_FILE_BYTES, MAX_FILES
 from ..source import SourceFile, Span
 from . import ir
@@ -226,36 +224,6 @@ def content_hash(files: Iterable[ir.PolicyFile]) -> str:
     doc = {"roles": roles, "constants": consts, "workflows": _normalize(workflows)}  # (see _UNORDERED)
     blob = _canon(doc)
     return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-_PAUSE_LOCK = threading.Lock()
-_PAUSES = [0]  # loads running with the collector paused by us
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a policy set loads.
-
-    A load builds hundreds of thousands of small objects that all stay alive (trees,
-    closures, the IR); the collector, triggered by the allocations, walked the growing
-    heap again and again and took half of a 1,000-rule load. Nothing it could free is made
-    while loading, so it is paused: only when it was enabled, and enabled again when the
-    last concurrent load ends (a host that disabled it keeps it disabled). Reference
-    counting frees everything as usual meanwhile; garbage cycles made by other threads
-    during the load are collected afterwards."""
-    with _PAUSE_LOCK:
-        mine = _PAUSES[0] > 0 or gc.isenabled()
-        if mine:
-            _PAUSES[0] += 1
-            gc.disable()
-    try:
-        yield
-    finally:
-        if mine:
-            with _PAUSE_LOCK:
-                _PAUSES[0] -= 1
-                if _PAUSES[0] == 0:
-                    gc.enable()
 
 
 def load_sources(

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ...cel import CompiledExpr, fuse
+from ...cel.fuse import _FUSE_MAX, defer_fast_paths
 from ...compiled import CAction, CWorkflow
+from ...lark_cache import collector_paused
 from .shapes import lane_prologue, shape_of, widen
 from .templates import lane_epilogue
 
@@ -92,7 +94,8 @@ class FusedGate:
         the type reads (see `shapes.lane_prologue`), every condition (see `cel.fuse`), then
         the decision from the caches (see `templates.lane_epilogue`): it returns the whole
         `Decision`, or the mask when a cache lacks its entry, or raises."""
-        fn, source = self.generate(True)
+        with collector_paused():  # thousands of closures and a large code object, all kept
+            fn, source = self.generate(True)
         self.pending = 0
         self.source = source
         self.fn = fn
@@ -126,6 +129,8 @@ def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:
         else:
             slots.append(1 << len(exprs))
             exprs.append(item.fn)
+    if len(exprs) > _FUSE_MAX:  # the fused function first: see `defer_fast_paths`
+        defer_fast_paths(exprs, FUSE_AFTER + 2)
     fz = FusedGate(tuple(exprs), tuple(slots), ca.reads)
     fz.action = ca
     fz.running = wf.running_state  # what the fused gate function takes by default
