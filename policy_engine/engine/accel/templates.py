@@ -59,7 +59,17 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
         pat = template(p, fz, m, now_dt, wname, tname, aid)
     tmpl, fs = pat
     d = tmpl.copy()
-    entry = None if live else now_fields(fz, now_dt)
+    if live:
+        entry = None
+    else:  # now_fields(fz, now_dt), inline
+        cache = fz.now
+        entry = cache.get(now_dt)
+        if entry is None:
+            if len(cache) >= NOW_CACHE_MAX:
+                cache.clear()
+            cache[now_dt] = {}
+        elif None not in entry:
+            entry[None] = (fmt_ts(now_dt), reversibility(fz.action, now_dt))
     if entry is None or None not in entry:  # the clock's time, or a `now` seen once
         d["evaluated_at"] = fmt_ts(now_dt)
         d["reversibility"] = reversibility(fz.action, now_dt)
