@@ -75,6 +75,10 @@ class StepBody(_Body):
 
 
 class BatchBody(_Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["select"], "not": {"required": ["executions"]}},
+                  {"required": ["executions"], "not": {"required": ["select"]}}]})
+
     select: str | None = Field(default=None, min_length=1, max_length=4096,
                                description="a CEL condition over `original` (or give `executions`)")
     executions: list[str] | None = Field(default=None, min_length=1, max_length=10_000,
