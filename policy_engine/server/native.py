@@ -1,10 +1,12 @@
 """The runtime over HTTP: every ``Runtime`` operation as a JSON endpoint under ``/v1``
 (FastAPI, described by the OpenAPI document at ``/openapi.json``).
 
-Identity comes from authentication (:mod:`.identity`): an approval's, a claim's, a
-cancel's, a resume's principal and a rollback's requester are the caller, with the
-caller's roles. A body that names another principal (``principal``, ``requested_by``)
-or gives roles is refused (403). Without an identities file those operations are
+Identity comes from authentication (:mod:`.identity`): an approval's (of a decision, a
+plan or a batch), a claim's, a cancel's, a resume's principal and a rollback's or a
+rollback batch's requester are the caller, with the caller's roles. A body that names
+another principal (``principal``, ``requested_by``) or gives roles is refused (403).
+Rollback batches (``/v1/rollbacks/batches``) are issue 18's ``Runtime.request_bulk_rollback``,
+``approve_batch``, ``batch_status`` and ``batch_step``. Without an identities file those operations are
 refused (403); gate, executions, steps and reads are served to anyone who can reach
 the (loopback) address. The server's clock decides: no operation takes ``now``.
 """
