@@ -86,7 +86,11 @@ entries = Table("ledger_entries", metadata,
                 Column("hash", String(64), nullable=False),
                 Index("ledger_entries_kind", "kind", "seq"),
                 Index("ledger_entries_workflow", "workflow", "seq"),
-                Index("ledger_entries_time", "time"))
+                Index("ledger_entries_time", "time"),
+                # (version 3) the stops and resumes of a workflow: what a fenced append checks
+                Index("ledger_entries_state", "workflow", "seq",
+                      sqlite_where=text("kind IN ('stop', 'resume')"),
+                      postgresql_where=text("kind IN ('stop', 'resume')")))
 
 links = Table("ledger_links", metadata,
               Column("from_seq", BigInteger, primary_key=True, autoincrement=False),
@@ -162,6 +166,8 @@ def _v2(conn: Connection) -> None:
 
 def _v3(conn: Connection) -> None:
     flush.create(conn, checkfirst=True)
+    state = next(i for i in entries.indexes if i.name == "ledger_entries_state")
+    state.create(conn, checkfirst=True)
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("DROP TABLE IF EXISTS ledger_queue")
         for ddl in append_function_ddl():
@@ -209,8 +215,8 @@ BEGIN
         WHILE g1 < n AND p_grp[g1 + 1] = p_grp[g0] LOOP g1 := g1 + 1; END LOOP;
         bad := NULL;
         IF p_fence_wf[g0] IS NOT NULL AND (p_fence_wf[g0] = ANY(fenced) OR EXISTS (
-                SELECT 1 FROM ledger_entries e WHERE e.kind IN ('stop', 'resume') AND e.seq >= p_fence_since[g0]
-                AND e.workflow = p_fence_wf[g0])) THEN
+                SELECT 1 FROM ledger_entries e WHERE e.workflow = p_fence_wf[g0] AND e.kind IN ('stop', 'resume')
+                AND e.seq >= p_fence_since[g0])) THEN
             bad := 'stale';
         END IF;
         gkeys := '{}';

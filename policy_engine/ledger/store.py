@@ -107,8 +107,8 @@ class Ledger(LedgerWriter):
         self._sql_ins_e = ins(E, _E_COLS)
         self._sql_ins_l = ins(L, ("from_seq", "pos", "to_seq"))
         self._sql_ins_n = ins(N, ("leaf", "level", "hash"))
-        self._sql_fence = (f"SELECT 1 FROM {E.name} WHERE kind IN ('stop', 'resume') AND seq >= {ph} "
-                           f"AND workflow = {ph} LIMIT 1")
+        self._sql_fence = (f"SELECT 1 FROM {E.name} WHERE workflow = {ph} AND kind IN ('stop', 'resume') "
+                           f"AND seq >= {ph} LIMIT 1")
         self._sql_head = (f"SELECT size, head, frontier FROM {H.name} WHERE {q('log')} = {schema.LOG}"
                           + (" FOR UPDATE" if self.backend == "postgresql" else ""))
         self._sql_set_head = (

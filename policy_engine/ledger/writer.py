@@ -444,7 +444,7 @@ class LedgerWriter(LedgerReader):
                     wf, since = g.fence
                     if wf in fenced:
                         raise _stale(g.fence)
-                    cur.execute(self._sql_fence, (since, wf))
+                    cur.execute(self._sql_fence, (wf, since))
                     if cur.fetchone() is not None:
                         raise _stale(g.fence)
                 for p in g.items:
