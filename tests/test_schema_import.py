@@ -105,7 +105,8 @@ def test_the_committed_example_matches_the_shipped_declaration() -> None:
     """tests/cases/schema_import (the docs' example) imports what `stopline schema` writes today."""
     shipped = require_ok(load_paths([ROOT / "policies"]))
     committed = json.loads((ROOT / "tests/cases/schema_import/schemas/issue_refund.json").read_text())
-    assert committed == policy_schemas(shipped, "issue_refund")["issue_refund"]
+    assert committed == policy_schemas(shipped, "issue_refund")["issue_refund"], (
+        "refresh: stopline schema policies --action issue_refund --out tests/cases/schema_import/schemas")
     example = require_ok(load_paths([ROOT / "tests/cases/schema_import"]))
     assert declared(example, "issue_refund") == declared(shipped, "issue_refund")
 
