@@ -90,3 +90,20 @@ def test_the_hash_order_is_the_name_then_the_canonical_json_as_before():
         got = list(items)
         _sort_named(got)
         assert [_canon(x) for x in got] == [_canon(x) for x in want]
+
+
+def test_loading_the_shipped_policies_needs_neither_cel_pythons_parser_nor_its_import():
+    """Every shipped condition is in the hand-written CEL parser's subset (cel/rdparse.py):
+    a fresh process loads them without importing celpy or building Lark's CEL parser."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys, policy_engine; policy_engine.load(sys.argv[1]); "
+            "from policy_engine.cel import parse; print('celpy' in sys.modules, bool(parse._FAST_PARSER))")
+    for d in ("policies", "benchmarks/policies"):
+        out = subprocess.run([sys.executable, "-c", code, str(root / d)], capture_output=True, text=True,
+                             cwd=str(root), timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["False", "False"], (d, out.stdout)

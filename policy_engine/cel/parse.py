@@ -322,8 +322,6 @@ def _parse(source: str, exact: bool = False) -> Any:
 
 
 def _parse_tree(source: str, exact: bool) -> Any:
-    from celpy.celparser import CELParseError, CELParser
-
     if not exact:  # the common subset by hand, Lark's tree exactly (rdparse.py); else Lark
         from .rdparse import Unsupported, parse_subset
 
@@ -331,6 +329,8 @@ def _parse_tree(source: str, exact: bool) -> Any:
             return parse_subset(source)
         except Unsupported:
             pass
+    from celpy.celparser import CELParseError, CELParser  # (not imported when the subset is all)
+
     with _PARSER_LOCK:
         if not exact:
             try:
