@@ -29,6 +29,7 @@ __all__ = [
     "WINDOW_UNITS",
     "duration_micros",
     "fmt_ts",
+    "fmt_ts_pair",
     "format_cel_duration",
     "format_rfc3339",
     "parse_cel_duration",
@@ -150,6 +151,28 @@ def fmt_ts(t: datetime) -> str:
     if us:
         return text + _MS[us // 1000] + _US[us % 1000]
     return text + "Z"
+
+
+def fmt_ts_pair(t: datetime, later: timedelta) -> tuple[str, str]:
+    """`(fmt_ts(t), fmt_ts(t + later))` in one pass (a decision's `evaluated_at` and
+    `reversible_until`): for a `later` of whole seconds the two share the fraction, and the
+    second's text comes from the per-second cache. Raises OverflowError as `t + later` does."""
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    if later.microseconds:
+        return fmt_ts(t), fmt_ts(t + later)
+    d = t - _EPOCH
+    sec = d.days * 86400 + d.seconds
+    us = d.microseconds
+    frac = _MS[us // 1000] + _US[us % 1000] if us else "Z"
+    text = _SECONDS.get(sec)
+    if text is None:
+        text = _second_text(t, sec)
+    sec2 = sec + later.days * 86400 + later.seconds
+    text2 = _SECONDS.get(sec2)
+    if text2 is None:
+        text2 = _second_text(t + later, sec2)
+    return text + frac, text2 + frac
 
 
 def format_rfc3339(t: datetime, *, trim_fraction: bool = False) -> str:

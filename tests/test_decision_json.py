@@ -253,3 +253,34 @@ def test_fmt_ts_is_format_rfc3339(t):
     assert fmt_ts(t) == format_rfc3339(t)
     u = t.astimezone(UTC)
     assert fmt_ts(u) == format_rfc3339(u) == u.isoformat().replace("+00:00", "Z")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(t=st.datetimes(timezones=st.one_of(st.just(UTC), st.timezones()), min_value=datetime(1, 1, 2),
+                      max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
+       seconds=st.one_of(st.integers(0, 10**6), st.integers(0, 400 * 366 * 86400)),
+       micros=st.sampled_from([0, 0, 0, 1, 999_999]))
+def test_the_two_renderings_of_a_decision_in_one_pass(t, seconds, micros):
+    """`util.times` (the clock's and a new `now`'s renderings) is `(fmt_ts, reversibility)`,
+    overflow past year 9999 included; `fmt_ts_pair` is two `fmt_ts`."""
+    from types import SimpleNamespace
+
+    from policy_engine.engine.util import reversibility, times
+    from policy_engine.models import ReversibilityInfo
+    from policy_engine.timestamps import fmt_ts_pair
+
+    later = timedelta(seconds=seconds, microseconds=micros)
+    u = t.astimezone(UTC)
+    try:
+        want = (fmt_ts(u), fmt_ts(u + later))
+    except OverflowError:
+        with pytest.raises(OverflowError):
+            fmt_ts_pair(u, later)
+    else:
+        assert fmt_ts_pair(u, later) == want
+    rev = ReversibilityInfo(klass="full", method="undo", window=f"{seconds}s", window_seconds=seconds)
+    for ca in (SimpleNamespace(reversibility=rev, window_td=later), SimpleNamespace(reversibility=rev, window_td=None),
+               SimpleNamespace(reversibility=None, window_td=later), None):
+        ev, r = times(ca, u)  # type: ignore[arg-type]
+        assert ev == fmt_ts(u)
+        assert (r.model_dump() if r else r) == ((x := reversibility(ca, u)) and x.model_dump())  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from ..compiled import CAction
 from ..construct import fast
 from ..models import EvalError, ReversibilityInfo
-from ..timestamps import UTC, fmt_ts, parse_ts
+from ..timestamps import UTC, fmt_ts, fmt_ts_pair, parse_ts
 
 _UTC = UTC
 SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -64,6 +64,24 @@ def reversibility(ca: CAction | None, now_dt: datetime) -> ReversibilityInfo | N
     except OverflowError:
         d["reversible_until"] = "9999-12-31T23:59:59Z"
     return fast(ReversibilityInfo, d)
+
+
+def times(ca: CAction | None, now_dt: datetime) -> tuple[str, ReversibilityInfo | None]:
+    """`(fmt_ts(now_dt), reversibility(ca, now_dt))`, the two renderings in one pass
+    (`timestamps.fmt_ts_pair`): a decision's time fields when `now` is the clock's, or new."""
+    if ca is None or ca.reversibility is None:
+        return fmt_ts(now_dt), None
+    rev = ca.reversibility
+    td = ca.window_td
+    if td is None:
+        return fmt_ts(now_dt), rev
+    try:
+        ev, until = fmt_ts_pair(now_dt, td)
+    except OverflowError:
+        ev, until = fmt_ts(now_dt), "9999-12-31T23:59:59Z"
+    d = rev.__dict__.copy()
+    d["reversible_until"] = until
+    return ev, fast(ReversibilityInfo, d)
 
 
 def internal(e: BaseException) -> str:

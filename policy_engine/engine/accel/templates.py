@@ -17,7 +17,7 @@ from ...construct import new, set_dict, set_extra, set_fields_set, set_private
 from ...models import Decision, DecisionJson
 from ..decide import decide
 from ..digests import deferred_digest, set_digest
-from ..util import UTC, fmt_ts, reversibility
+from ..util import UTC, times
 
 __all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "lane_decision", "lane_epilogue", "now_fields", "clock"]
 
@@ -45,7 +45,7 @@ def now_fields(fz: Any, now_dt: datetime) -> dict:
         cache[now_dt] = entry = {}
         return entry
     if None not in entry:
-        entry[None] = (fmt_ts(now_dt), reversibility(fz.action, now_dt))
+        entry[None] = times(fz.action, now_dt)
     return entry
 
 
@@ -69,10 +69,9 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
                 cache.clear()
             cache[now_dt] = {}
         elif None not in entry:
-            entry[None] = (fmt_ts(now_dt), reversibility(fz.action, now_dt))
+            entry[None] = times(fz.action, now_dt)
     if entry is None or None not in entry:  # the clock's time, or a `now` seen once
-        d["evaluated_at"] = fmt_ts(now_dt)
-        d["reversibility"] = reversibility(fz.action, now_dt)
+        d["evaluated_at"], d["reversibility"] = times(fz.action, now_dt)
     else:
         d["evaluated_at"], d["reversibility"] = entry[None]
         if len(entry) <= PER_NOW_MAX:
