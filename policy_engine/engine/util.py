@@ -26,7 +26,7 @@ _SURROGATE_RE = SURROGATE_RE
 
 def _add_seconds(t: datetime, seconds: int | timedelta) -> str | None:
     try:
-        return fmt_ts(t + (seconds if type(seconds) is timedelta else timedelta(seconds=seconds)))
+        return fmt_ts(t + (seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)))
     except OverflowError:
         return "9999-12-31T23:59:59Z"
 
