@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,13 +22,6 @@ _SURROGATE_RE = SURROGATE_RE
 
 
 # ============================================================================ small helpers
-
-
-def _add_seconds(t: datetime, seconds: int | timedelta) -> str | None:
-    try:
-        return fmt_ts(t + (seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)))
-    except OverflowError:
-        return "9999-12-31T23:59:59Z"
 
 
 def now_of(now: Any) -> tuple[datetime, str | None]:
