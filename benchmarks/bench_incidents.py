@@ -319,6 +319,16 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=600.0,
                     help="--growth: skip the remaining sizes after this many seconds (default 600)")
     a = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
+    try:
+        return _main(a, tmp)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # the full run's ledgers are ~1.5 GB
+
+
+def _main(a, tmp: Path) -> int:
     import policy_engine
 
     q = a.quick
@@ -326,7 +336,6 @@ def main(argv=None) -> int:
     n_dec = 2_000 if q else 100_000
     rep = a.repeat or (1 if q else 3)
     out: dict = {"load": os.getloadavg()[0], "quick": q, "cores": os.cpu_count()}
-    tmp = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
     pol = tmp / "ops.policy"
     pol.write_text(POLICY)
     cand = tmp / "cand.policy"
