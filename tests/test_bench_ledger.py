@@ -19,6 +19,7 @@ def test_bench_ledger_quick_run_reports_every_figure(tmp_path):
     assert re.search(r"^  append \(1 per transaction\)\s+[\d,]+/s\s+baseline plain INSERT\s+[\d,]+/s\s+ratio [\d.]+x$",
                      out, re.M), out
     assert re.search(r"^goal sqlite one writer >= 5,000/s durable: .* -- (met|met with batching|MISSED)", out, re.M)
-    rows = re.findall(r"^\s+([\d,]+)  verify\s+[\d.]+ s \([\d.]+ s per 10\^5\)  prove\s+[\d.]+ ms\s+\d+ B", out, re.M)
+    rows = re.findall(r"^\s+([\d,]+)  append\s+[\d,]+/s, in 2,000s\s+[\d,]+/s  verify\s+[\d.]+ s "
+                      r"\([\d.]+ s per 10\^5\)  prove\s+[\d.]+ ms\s+\d+ B", out, re.M)
     assert "10,000" in rows, out
     assert '"sqlite_growth"' in out_json.read_text()
