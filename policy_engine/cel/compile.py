@@ -59,6 +59,9 @@ class Reference:
 
 
 
+_TABLES: dict[int, tuple] = {}  # max_size -> (sizes, functions, methods, add), read only
+
+
 class _Compiler(_Operators, _Macros):
     """Walks a CEL parse tree once and builds the closure tree (``c(node) -> _N``).
 
@@ -72,9 +75,11 @@ class _Compiler(_Operators, _Macros):
         self.source = source
         self.limits = limits
         self.constants = constants
-        self.sizes = _Sizes(limits.max_size)
-        self.glob, self.meth = _builtin_tables(self.sizes)
-        self.add = _make_add(self.sizes)
+        tables = _TABLES.get(limits.max_size)
+        if tables is None:  # the helpers are stateless: built once per size limit, shared
+            sizes = _Sizes(limits.max_size)
+            tables = _TABLES[limits.max_size] = (sizes, *_builtin_tables(sizes), _make_add(sizes))
+        self.sizes, self.glob, self.meth, self.add = tables
         self.refs: list[Reference] = []
         self.has_fields: dict[int, str] = {}  # Reference index -> the field a has() tests
         # spans that only the parse tree with positions gives exactly (see compile_cel)
@@ -111,10 +116,8 @@ class _Compiler(_Operators, _Macros):
     # -- dispatch ----------------------------------------------------------
 
     def c(self, node: Any) -> _N:
-        from lark import Token
-
         while True:
-            if isinstance(node, Token):
+            if isinstance(node, str):  # a lark Token (a str subclass; a Tree is not one)
                 raise self.err(node, f"unexpected token {node.value!r}")
             d = node.data
             if d in _PASSTHRU and len(node.children) == 1:
