@@ -118,7 +118,7 @@ class _Compiler(_Operators, _Macros):
     def c(self, node: Any) -> _N:
         while True:
             if isinstance(node, str):  # a lark Token (a str subclass; a Tree is not one)
-                raise self.err(node, f"unexpected token {node.value!r}")
+                raise self.err(node, f"unexpected token {getattr(node, 'value', node)!r}")
             d = node.data
             if d in _PASSTHRU and len(node.children) == 1:
                 node = node.children[0]
