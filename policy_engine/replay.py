@@ -197,12 +197,20 @@ def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
 _W: dict[str, Any] = {}  # per process: the engine and the ledger
 
 
+#: set by the parent just before a forked pool starts: its candidate engine, which every
+#: worker inherits (loaded once, and the same policy in every worker even if the files change)
+_INHERITED: dict[str, Any] = {}
+
+
 def _init(policy_paths: Sequence[str] | None, url: str) -> None:
-    assert policy_paths is not None  # workers run only for policies given by path
     from . import load
     from .ledger import Ledger
 
-    _W["engine"] = load(list(policy_paths)) if len(policy_paths) != 1 else load(policy_paths[0])
+    eng = _INHERITED.get("engine")
+    if eng is None:  # spawned, not forked: load the policy here, once per worker
+        assert policy_paths is not None  # workers run only for policies given by path
+        eng = load(list(policy_paths)) if len(policy_paths) != 1 else load(policy_paths[0])
+    _W["engine"] = eng
     _W["ledger"] = Ledger.open(url)
 
 
@@ -320,6 +328,8 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             # opens its own ledger connection and never touches the parent's
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            if ctx.get_start_method() == "fork":
+                _INHERITED["engine"] = engine
             try:
                 with ProcessPoolExecutor(workers, mp_context=ctx,
                                          initializer=functools.partial(_init, paths, url)) as pool:
@@ -330,6 +340,8 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
                             progress(i + 1, len(futs))
             except BrokenProcessPool:  # a worker died (killed, out of memory): do it here instead
                 workers, results = 1, [_run(engine, led, where, seqs[0], seqs[-1], timeline)]
+            finally:
+                _INHERITED.clear()
         rows = [r for res in results for r in res[0]]
         n = sum(res[1] for res in results)
         bad = tuple(b for res in results for b in res[2])
