@@ -38,6 +38,7 @@ from .compiled import (
 from .construct import fast
 from .language import ir
 from .language.check import cond_key
+from .lark_cache import collector_paused
 from .models import (
     ApprovalRequirement,
     Cost,
@@ -197,7 +198,13 @@ def _conditional_duties(sc: ir.Scenario, compiled: Mapping) -> tuple:
 
 
 def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
-    """Compile a checked policy set. `compiled` maps `check.cond_key` -> CompiledExpr."""
+    """Compile a checked policy set. `compiled` maps `check.cond_key` -> CompiledExpr.
+    (The cyclic collector is paused meanwhile, as while loading: see `collector_paused`.)"""
+    with collector_paused():
+        return _compile_policy(pset, compiled)
+
+
+def _compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
     global_consts = {c.name: freeze(c.value) for f in pset.files for c in f.constants}
     workflows: dict[str, CWorkflow] = {}
     all_actions: dict[str, CAction] = {}
