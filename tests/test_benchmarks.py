@@ -45,6 +45,18 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
         r"^stopline check benchmarks/policies/: wall median \d+ ms",
     ):
         assert re.search(line, out, re.M), (line, out)
+    # issue 16, goals 4-6 (benchmarks/bench_scale.py): one line each, with its target's verdict
+    for line in (
+        r"^large type \d+ rules \(one action type\): evaluate [\d.]+ us, hand-written [\d.]+ us: [\d.]+x "
+        r"\(target <= 3x: (met|MISSED)\)",
+        r"^large type \d+ rules: evaluate .* per rule .*\(target flat, <= [\d.]+x: (met|MISSED)\)",
+        r"^load 1000 rules: in-process [\d.]+ s .* fresh with no parser-table cache [\d.]+ s \(target",
+        r"^load one type of \d+ / \d+ rules: .* per rule [\d.]+x in cpu time \(target linear",
+        r"^gc\.collect\(\) in a fresh process: [\d.]+ ms without the engine, [\d.]+ ms with .* after gc\.freeze\(\)",
+        r"^threads on one engine: 4 threads [\d.]+x the throughput of 1 .* \(target: .*: (met|MISSED)\)",
+    ):
+        assert re.search(line, out, re.M), (line, out)
+    assert "DISAGREE large type" not in out
     # every kind of decision is in the mix
     mix = re.search(r"^request mix: 200 requests: (.*)$", out, re.M).group(1)
     for effect in ("allow", "deny", "require_approval", "stop"):
