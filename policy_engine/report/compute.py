@@ -123,6 +123,8 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
 
             eng = load(policies) if isinstance(policies, (str, list, tuple)) or hasattr(policies, "__fspath__") \
                 else policies
+            if hasattr(eng, "reload"):  # a PolicyStore: its current snapshot
+                eng = eng.engine
         total = led.size
         seen = [0]
 
