@@ -117,7 +117,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
     owns = not isinstance(ledger, Ledger)
     led = Ledger.open(ledger) if owns else ledger
     try:
-        eng = None
+        eng: Any = None
         if policies is not None:
             from .. import load
 
