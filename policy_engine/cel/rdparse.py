@@ -35,11 +35,12 @@ _RESERVED = frozenset({"as", "break", "const", "continue", "else", "for", "funct
 _STRING = re.compile(r'''"(?:\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4-8}|.)*?"|'''
                      r"""'(?:\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|.)*?'""",
                      re.M)
-_WORD = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
-_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
-_SPACE = re.compile(r"[\t\n\f\r ]+")
-_OPS2 = frozenset({"&&", "||", "==", "!=", "<=", ">="})
-_OPS1 = frozenset("()[]{},.:?+-*/%!<>")
+# one token at a position: spaces, a decimal number, a word, an operator or punctuation
+_TOKEN = re.compile(r"(?P<sp>[\t\n\f\r ]+)|(?P<num>[0-9]+(?:\.[0-9]+)?)|(?P<word>[_a-zA-Z][_a-zA-Z0-9]*)"
+                    r"|(?P<op>&&|\|\||==|!=|<=|>=|[()\[\]{},.:?+\-*/%!<>])")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_DIGITS = frozenset("0123456789")
+_NUM_END = frozenset("0123456789._abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _REL = {"<": "relation_lt", "<=": "relation_le", ">": "relation_gt", ">=": "relation_ge", "==": "relation_eq",
         "!=": "relation_ne", "in": "relation_in"}
 _ADD = {"+": "addition_add", "-": "addition_sub"}
@@ -53,67 +54,64 @@ def _tokens(src: str) -> list:
     operator or punctuation, its text. Operand position decides a leading `-` of a
     number (it is the literal's, as in Lark's contextual lexer)."""
     out: list = []
+    add = out.append
     i, n = 0, len(src)
     operand = True  # what the previous token leaves expected: an operand (vs an operator)
+    match = _TOKEN.match
     while i < n:
         c = src[i]
-        if c in "\t\n\f\r ":
-            i = _SPACE.match(src, i).end()  # type: ignore[union-attr]
-            continue
-        if c == "_" or c.isascii() and c.isalpha():
-            m = _WORD.match(src, i)
-            assert m is not None
-            w = m.group()
-            j = m.end()
-            if j < n and src[j] in "\"'":
-                raise Unsupported  # a prefixed string (raw, bytes)
-            if w in ("true", "false"):
-                out.append(("BOOL_LIT", w, i, j))
-            elif w == "null":
-                out.append(("NULL_LIT", w, i, j))
-            elif w == "in" and not operand:
-                out.append(("in", w, i, j))
-                i, operand = j, True
-                continue
-            elif w in _RESERVED:
-                raise Unsupported
-            else:
-                out.append(("IDENT", w, i, j))
-            i, operand = j, False
-            continue
-        if c.isdigit() or (c == "-" and operand and i + 1 < n and src[i + 1].isdigit()):
-            m = _NUMBER.match(src, i)
-            assert m is not None
-            j = m.end()
-            if j < n and (src[j].isalnum() or src[j] in "._"):
-                raise Unsupported  # hex, unsigned, exponent, `1.`, `1.e3`...
-            out.append(("FLOAT_LIT" if m.group(1) else "INT_LIT", m.group(), i, j))
-            i, operand = j, False
-            continue
         if c == '"' or c == "'":
             if src.startswith(c * 3, i):
                 raise Unsupported
             m = _STRING.match(src, i)
             if m is None:
                 raise Unsupported
-            out.append(("STRING_LIT", m.group(), i, m.end()))
+            add(("STRING_LIT", m.group(), i, m.end()))
             i, operand = m.end(), False
             continue
-        two = src[i:i + 2]
-        if two == "//":
+        m = match(src, i)
+        if m is None:
+            raise Unsupported
+        g = m.lastgroup
+        j = m.end()
+        if g == "sp":
+            i = j
+            continue
+        t = m.group()
+        if g == "word":
+            if j < n and src[j] in "\"'":
+                raise Unsupported  # a prefixed string (raw, bytes)
+            if t == "true" or t == "false":
+                add(("BOOL_LIT", t, i, j))
+            elif t == "null":
+                add(("NULL_LIT", t, i, j))
+            elif t == "in" and not operand:
+                add(("in", t, i, j))
+                i, operand = j, True
+                continue
+            elif t in _RESERVED:
+                raise Unsupported
+            else:
+                add(("IDENT", t, i, j))
+            i, operand = j, False
+            continue
+        if g == "op" and t == "-" and operand and j < n and src[j] in _DIGITS:
+            m = _NUMBER.match(src, j)  # a negative literal
+            assert m is not None
+            g, j, t = "num", m.end(), "-" + m.group()
+        if g == "num":
+            if j < n and src[j] in _NUM_END:
+                raise Unsupported  # hex, unsigned, exponent, `1.`, `1.e3`...
+            add(("FLOAT_LIT" if "." in t else "INT_LIT", t, i, j))
+            i, operand = j, False
+            continue
+        if t == "/" and j < n and src[j] == "/":
             raise Unsupported  # a comment
-        if two in _OPS2:
-            out.append((two, two, i, i + 2))
-            i, operand = i + 2, True
-            continue
-        if c in _OPS1:
-            if c == "." and operand:
-                raise Unsupported  # `.name`, `.5`
-            out.append((c, c, i, i + 1))
-            i += 1
-            operand = c not in ")]}"
-            continue
-        raise Unsupported
+        if t == "." and operand:
+            raise Unsupported  # `.name`, `.5`
+        add((t, t, i, j))
+        i = j
+        operand = t not in ")]}"
     if len(out) > _MAX_TOKENS:
         raise Unsupported
     return out
@@ -302,7 +300,7 @@ def parse_subset(src: str) -> Tree:
     try:
         p = _P(src)
         tree = p.expr()
-    except RecursionError:
+    except (RecursionError, AssertionError):
         raise Unsupported from None
     if p.i != len(p.toks):
         raise Unsupported
