@@ -300,7 +300,9 @@ def parse_subset(src: str) -> Tree:
     try:
         p = _P(src)
         tree = p.expr()
-    except (RecursionError, AssertionError):
+    except Unsupported:
+        raise
+    except Exception:  # noqa: BLE001 - anything unforeseen (deep recursion, a bug): Lark decides
         raise Unsupported from None
     if p.i != len(p.toks):
         raise Unsupported
