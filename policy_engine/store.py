@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .diagnostics import Diagnostic, PolicyError, render_all
@@ -86,8 +87,14 @@ def policy_hash_of(engine: Any) -> str | None:
     return None
 
 
-def _fingerprint(paths: PolicyPaths) -> tuple:
-    """(path, size, mtime_ns) of every policy file: cheap change detection."""
+def _imports(engine: Any) -> tuple[str, ...]:
+    """The files an engine's policy files import (`fields from "x.json"`)."""
+    files = getattr(getattr(engine, "policy_set", None), "files", ())
+    return tuple(sorted({p for f in files for p in getattr(f, "imports", ())}))
+
+
+def _fingerprint(paths: PolicyPaths, imports: tuple[str, ...] = ()) -> tuple:
+    """(path, size, mtime_ns) of every policy file and every file they import: cheap change detection."""
     from .language.loader import UsageError, discover
 
     if isinstance(paths, (str, os.PathLike)):
@@ -97,7 +104,7 @@ def _fingerprint(paths: PolicyPaths) -> tuple:
     except (UsageError, OSError) as e:
         return (("<error>", str(e)),)
     out = []
-    for f in files:
+    for f in [*files, *(Path(i) for i in imports)]:
         try:
             st = f.stat()
             out.append((str(f), st.st_size, st.st_mtime_ns))
@@ -118,6 +125,8 @@ class PolicyStore:
         self._reload_lock = threading.Lock()
         self._fingerprint = _fingerprint(paths)
         engine = self._load(paths)  # the first load must succeed: there is no last good version
+        if _imports(engine):
+            self._fingerprint = _fingerprint(paths, _imports(engine))
         self._engine = engine
         self._hash = policy_hash_of(engine)
         self.last_reload: ReloadResult | None = None
@@ -144,7 +153,7 @@ class PolicyStore:
         with self._reload_lock:
             previous = self._engine
             prev_hash = policy_hash_of(previous)
-            fingerprint = _fingerprint(self._paths)
+            fingerprint = _fingerprint(self._paths, _imports(previous))
             try:
                 new = self._load(self._paths)
             except PolicyError as e:
@@ -158,7 +167,8 @@ class PolicyStore:
                 new_hash = policy_hash_of(new)
                 changed = new_hash != prev_hash
                 self._engine = new  # the one atomic publication
-                self._fingerprint = fingerprint
+                self._fingerprint = fingerprint if _imports(new) == _imports(previous) else \
+                    _fingerprint(self._paths, _imports(new))
                 self.reloads += 1
                 result = ReloadResult(True, changed, new_hash, prev_hash, new_hash)
             if not result.ok:
@@ -169,7 +179,7 @@ class PolicyStore:
 
     def reload_if_changed(self) -> ReloadResult | None:
         """Reload when a policy file was added, removed or modified (by size/mtime)."""
-        if _fingerprint(self._paths) == self._fingerprint:
+        if _fingerprint(self._paths, _imports(self._engine)) == self._fingerprint:
             return None
         return self.reload()
 

@@ -195,3 +195,25 @@ def test_fmt_prints_the_import() -> None:
     out = format_text(text, "nowhere/p.policy")
     assert '    fields from "schemas/a.json"\n' in out
     assert format_text(out, "nowhere/p.policy") == out
+
+
+def test_a_policy_store_reloads_when_an_imported_file_changes(tmp_path: Path) -> None:
+    """The store watches the files a policy imports, not only the .policy files."""
+    import os
+
+    from policy_engine.store import PolicyStore
+
+    doc = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    path = write(tmp_path, doc)
+    imported = tmp_path / "schemas" / "a.json"
+    assert require_ok(load_paths([path])).files[0].imports == (str(imported),)
+    store = PolicyStore(path)
+    h1 = store.policy_hash
+    assert store.reload_if_changed() is None
+    doc["properties"]["n"] = {"type": "string"}
+    imported.write_text(json.dumps(doc), encoding="utf-8")
+    st = imported.stat()
+    os.utime(imported, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a coarse clock: a later mtime
+    result = store.reload_if_changed()
+    assert result is not None and result.ok and result.changed and store.policy_hash != h1
+    assert store.reload_if_changed() is None

@@ -292,6 +292,10 @@ class PolicyFile(Node):
     roles: tuple[Name, ...] = ()
     constants: tuple[Const, ...] = ()
     workflows: tuple[Workflow, ...] = ()
+    # the files it imports (`fields from`), as paths resolved from the working directory: a
+    # policy store watches them with the policy files (not part of the policy hash: what they
+    # declare is, through the action types' `fields`)
+    imports: tuple[str, ...] = ()
 
 
 class PolicySet(Node):

@@ -42,6 +42,7 @@ class Lowerer:
         self.src = src
         self.diags: list[Diagnostic] = []
         self.rule_count = 0
+        self.imports: list[str] = []  # `fields from` files
 
     # -------------------------------------------------------------- helpers
     def loc(self, node: Any) -> ir.Loc:
@@ -133,6 +134,7 @@ class Lowerer:
             roles=tuple(roles),
             constants=tuple(consts),
             workflows=tuple(workflows),
+            imports=tuple(dict.fromkeys(self.imports)),
             loc=self.loc(tree),
         )
 
@@ -295,8 +297,9 @@ class Lowerer:
     def fields_from(self, tok: Child, action: str, wf: str) -> tuple[ir.FieldDecl, ...] | None:
         """`fields from "file.json"`: the declarations of a JSON Schema file (E119 if it is
         unreadable or says more than a declaration can)."""
-        from .schema_import import ImportProblem, import_fields
+        from .schema_import import ImportProblem, import_fields, resolve
 
+        self.imports.append(str(resolve(self.src.path, self.string(tok))))  # watched even when missing
         try:
             return import_fields(self.src.path, self.string(tok), self.loc(tok), action, wf)
         except ImportProblem as e:

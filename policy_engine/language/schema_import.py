@@ -50,10 +50,15 @@ def _ptr(path: tuple[str, ...]) -> str:
     return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path) if path else "the top"
 
 
+def resolve(policy_path: str, rel: str) -> Path:
+    """Where `fields from "rel"` of the policy file `policy_path` points (relative to its directory)."""
+    base = Path(policy_path).parent if policy_path and not policy_path.startswith("<") else Path(".")
+    return base / rel
+
+
 def read_schema(policy_path: str, rel: str) -> tuple[Any, str]:
     """The parsed JSON of `rel` (relative to the policy file's directory) and its shown path."""
-    base = Path(policy_path).parent if policy_path and not policy_path.startswith("<") else Path(".")
-    path = base / rel
+    path = resolve(policy_path, rel)
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
