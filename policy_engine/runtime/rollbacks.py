@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ..ledger import NewEntry
-from ..ledger import schema as lschema
 from . import projections as P
 from .core import RuntimeCore
 from .results import (
@@ -27,6 +26,12 @@ from .results import (
 
 if TYPE_CHECKING:
     from ..engine import NowInput
+
+
+_QUEUE_COLS = ("id, route, scenario, workflow, original, requested_by, requested_at, deadline, expires_at, status, "
+               "claimed_by")
+_HEAD_SIZE = "SELECT size FROM ledger_heads WHERE log = 1"
+_ROLLBACK_SEQ = "SELECT seq FROM rt_rollbacks WHERE id = ?"
 
 
 class Rollbacks(RuntimeCore):
@@ -151,38 +156,57 @@ class Rollbacks(RuntimeCore):
         with an append, so an unchanged size proves an unchanged queue, across processes too.
         ``past_window`` is computed at ``now`` on every call."""
         now_s = _ts(_now(now))
-        R = P.rollbacks
         ck = (route, limit, claimed, after)
-        q = select(R.c.id, R.c.route, R.c.scenario, R.c.workflow, R.c.original, R.c.requested_by, R.c.requested_at,
-                   R.c.deadline, R.c.expires_at, R.c.status, R.c.claimed_by).where(R.c.open == 1)
+        where, params = ["open = 1"], []
         if route is not None:
-            q = q.where(R.c.route == route)
+            where.append("route = ?")
+            params.append(route)
         if claimed is not None:
-            q = q.where(R.c.claimed_by.isnot(None) if claimed else R.c.claimed_by.is_(None))
+            where.append("claimed_by IS NOT NULL" if claimed else "claimed_by IS NULL")
         if after is not None:
-            q = q.where(R.c.seq > select(R.c.seq).where(R.c.id == after).scalar_subquery())
-        q = q.order_by(R.c.seq)
-        if limit is not None:
-            q = q.limit(limit)
+            where.append("seq > (SELECT seq FROM rt_rollbacks WHERE id = ?)")
+            params.append(after)
+        sql = (f"SELECT {_QUEUE_COLS} FROM rt_rollbacks WHERE {' AND '.join(where)} ORDER BY seq"
+               + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        if self.ledger.backend == "postgresql":
+            sql = sql.replace("?", "%s")
         with self.ledger.reading() as c:
-            size = c.execute(select(lschema.heads.c.size).where(lschema.heads.c.log == lschema.LOG)).scalar_one()
-            hit = self._queue_cache.get(ck)
-            if hit is not None and hit[0] == size:
-                rows, built = hit[1], hit[2]
-                if built is not None and built[0] <= now_s < built[1]:
-                    return list(built[2])  # the same log and no deadline crossed since: the same items
-            else:
-                if after is not None and c.execute(select(R.c.seq).where(R.c.id == after)).first() is None:
-                    raise RuntimeUsageError(f"`after`: no rollback `{after}`")
-                rows = list(c.execute(q).all())
-                if len(self._queue_cache) >= 8:
-                    self._queue_cache.pop(next(iter(self._queue_cache)))
+            cur = c.connection.cursor()  # the driver's cursor: plain tuples (10^4 rows)
+            try:
+                cur.execute(_HEAD_SIZE)
+                head = cur.fetchone()  # the head row always exists
+                size = head[0] if head is not None else 0
+                hit = self._queue_cache.get(ck)
+                if hit is not None and hit[0] == size:
+                    rows, built = hit[1], hit[2]
+                    if built is not None and built[0] <= now_s < built[1]:
+                        return list(built[2])  # the same log and no deadline crossed since: the same items
+                else:
+                    if after is not None:
+                        cur.execute(_ROLLBACK_SEQ.replace("?", "%s") if self.ledger.backend == "postgresql"
+                                    else _ROLLBACK_SEQ, (after,))
+                        if cur.fetchone() is None:
+                            raise RuntimeUsageError(f"`after`: no rollback `{after}`")
+                    cur.execute(sql, params)
+                    rows = list(cur.fetchall())
+                    if len(self._queue_cache) >= 8:
+                        self._queue_cache.pop(next(iter(self._queue_cache)))
+            finally:
+                cur.close()
         mk = QueueItem._make
-        items = [mk((*r, r[7] is not None and r[7] <= now_s)) for r in rows]
-        # the items hold while `now` stays past the latest deadline reached and before the next one
-        passed = [r[7] for r in rows if r[7] is not None and r[7] <= now_s]
-        ahead = [r[7] for r in rows if r[7] is not None and r[7] > now_s]
-        self._queue_cache[ck] = (size, rows, (max(passed, default=""), min(ahead, default="\uffff"), items))
+        lo, hi = "", "\uffff"  # the items hold while lo <= now < hi (no window deadline crossed)
+        items = []
+        for r in rows:
+            d = r[7]
+            if d is not None and d <= now_s:
+                items.append(mk((*r, True)))
+                if d > lo:
+                    lo = d
+            else:
+                items.append(mk((*r, False)))
+                if d is not None and d < hi:
+                    hi = d
+        self._queue_cache[ck] = (size, rows, (lo, hi, items))
         return list(items)
 
     def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: NowInput = None,
