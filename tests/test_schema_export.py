@@ -29,7 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 NOW = "2026-11-24T10:00:00Z"
 
-jsonschema = pytest.importorskip("jsonschema")  # installed with the test extra (schemathesis needs it)
+try:  # installed with the test extra (schemathesis needs it); without it, only the structure is compared
+    import jsonschema
+except ImportError:  # pragma: no cover - the test extra brings it
+    jsonschema = None
+needs_jsonschema = pytest.mark.skipif(jsonschema is None, reason="the jsonschema library is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,7 @@ def test_refunds_schemas_snapshot(schemas, engine, snapshot) -> None:
     assert json.dumps(refunds, indent=2) == snapshot
 
 
+@needs_jsonschema
 def test_every_schema_is_a_valid_draft_2020_12_schema(schemas) -> None:
     assert schemas  # the shipped library declares fields
     for doc in schemas.values():
@@ -188,6 +193,7 @@ def mutate(v: Any, path: tuple, new: Any, delete: bool) -> Any:
     return v
 
 
+@needs_jsonschema
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_run_time_check_and_schema_agree_on_the_refunds_declarations(engine, schemas, data) -> None:
@@ -207,6 +213,7 @@ def test_run_time_check_and_schema_agree_on_the_refunds_declarations(engine, sch
     assert validator.is_valid(changed) == accepted, (changed, declared_problem(ca, changed))
 
 
+@needs_jsonschema
 def test_an_action_the_schema_accepts_is_decided_not_refused(engine, schemas) -> None:
     action = {"type": "issue_refund", "workflow": "refunds", "amount": 20, "reason": "damaged_item",
               "payee_account_id": "acct-1",
