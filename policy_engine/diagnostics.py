@@ -30,6 +30,7 @@ CODES: dict[str, str] = {
     "E106": "unknown default effect",
     "E107": "default effect `allow` is refused",
     "E108": "invalid number, duration or count",
+    "E109": "unknown function or literal in a condition",
     "E110": "unknown role",
     "E111": "unknown action type",
     "E112": "invalid `distinct from` reference",

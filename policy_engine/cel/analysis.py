@@ -4,15 +4,21 @@
   when the condition says so itself (the engine skips a stop trigger guarded by another
   type; see ``CompiledExpr.type_guard``);
 - ``read_set``: what the expression reads of its free variables (the engine checks and
-  speculates on exactly those fields; see ``CompiledExpr.reads``).
+  speculates on exactly those fields; see ``CompiledExpr.reads``);
+- ``unknown_names``: the calls of functions and methods the engine does not have, and
+  Python-style literals (``True``, ``None``), read from the parse tree (the checker's E109).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from .compile import Reference
-from .nodes import _ACTION_TYPE, _N
+from .nodes import _ACTION_TYPE, _N, _PASSTHRU
 
 
 def type_guard(n: _N) -> frozenset[str] | None:
@@ -51,3 +57,321 @@ def read_set(refs: Sequence[Reference], has_fields: dict[int, str]) -> tuple[tup
     return tuple(sorted({
         (r.path[0], has_fields.get(i, r.path[1] if len(r.path) > 1 else None)) for i, r in enumerate(refs)
     }, key=lambda x: (x[0], x[1] or "")))
+
+
+# ------------------------------------------------------------------ names the engine cannot call
+#
+# ``unknown_names(source)``: every call of a function or method that the compiler would bind to
+# nothing (compile.py ``_Compiler.unbound``: evaluating it is always the error "unbound function"),
+# and every Python-style literal (``True``, ``None``) read as a variable. The walk mirrors the
+# compiler's name resolution (``c_member``, ``c_ident_arg``, ``macro``, ``bind_macro``), scopes of
+# comprehension and ``cel.bind`` variables included; tests/test_unknown_functions.py checks it
+# against the compiler itself over the conformance corpus. compile_cel is not changed: an
+# unknown function stays a run-time error there, as in the spec's unchecked mode; the policy
+# checker (language/check.py) refuses it (E109) so that no policy ships one.
+
+_CHAIN = frozenset({"member", "member_dot", "member_dot_arg", "member_index", "member_object", "primary", "ident",
+                    "dot_ident"})
+_CALL_RE = re.compile(r"((?<!\d)\.\s*)?([A-Za-z_]\w*)\s*\(")  # `42.f(` lexes as `42.` then `f(`
+LITERAL_SLIPS = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false", "None": "null",
+                 "none": "null", "NULL": "null", "Null": "null", "nil": "null", "undefined": "null"}
+_SLIP_RE = re.compile(r"\b(?:" + "|".join(LITERAL_SLIPS) + r")\b")
+# the variables of conditions (language/check.py's scopes): called as functions by mistake
+_ROOTS = frozenset({"action", "workflow", "now", "policy", "original", "request", "evidence", "stop"})
+# what a newcomer from Python, JavaScript or SQL writes, and what CEL writes instead
+_GLOBAL_HINTS = {
+    "len": "CEL writes `size(x)` (or `x.size()`)",
+    "length": "CEL writes `size(x)` (or `x.size()`)",
+    "count": "CEL writes `size(x)`, or `size(list.filter(x, p))` to count matches",
+    "str": "did you mean `string`?",
+    "float": "did you mean `double`?",
+    "any": "CEL writes `list.exists(x, p)`",
+    "abs": "did you mean `math.abs`?",
+    "max": "did you mean `math.greatest`?",
+    "min": "did you mean `math.least`?",
+    "round": "did you mean `math.round`?",
+    "lower": "CEL writes `s.lowerAscii()`",
+    "upper": "CEL writes `s.upperAscii()`",
+    "re": "CEL writes `s.matches('regex')` (or `matches(s, 'regex')`)",
+    "regex": "CEL writes `s.matches('regex')` (or `matches(s, 'regex')`)",
+    "match": "CEL writes `s.matches('regex')` (or `matches(s, 'regex')`)",
+    "isinstance": "CEL writes `type(x) == int`",
+    "typeof": "CEL writes `type(x) == string`",
+}
+_METHOD_HINTS = {
+    "len": "CEL writes `x.size()` (or `size(x)`)",
+    "length": "CEL writes `x.size()` (or `size(x)`)",
+    "lower": "did you mean `lowerAscii`?",
+    "toLowerCase": "did you mean `lowerAscii`?",
+    "upper": "did you mean `upperAscii`?",
+    "toUpperCase": "did you mean `upperAscii`?",
+    "strip": "did you mean `trim`?",
+    "find": "did you mean `indexOf`?",
+    "any": "did you mean `exists`?",
+    "some": "did you mean `exists`?",
+    "every": "did you mean `all`?",
+    "includes": "did you mean `contains`? (for a list, `x in list` also works)",
+    "count": "CEL writes `size(list.filter(x, p))` to count matches",
+    "keys": "a map ranges over its keys: `m.exists(k, ...)`, `'k' in m`",
+    "get": "CEL writes `m['key']`, guarded with `'key' in m` or `has(m.key)`",
+}
+_SEE_DOCS = "CEL has no `{}`: the functions it has are listed in docs/cel.md, under What is supported"
+_MACRO_USAGE = {
+    "all": "`list.all(x, p)` (or `all(k, v, p)` over a map's keys and values)",
+    "exists": "`list.exists(x, p)` (or `exists(k, v, p)` over a map's keys and values)",
+    "exists_one": "`list.exists_one(x, p)` (or `exists_one(i, v, p)`)",
+    "existsOne": "`list.existsOne(i, v, p)` (or `list.exists_one(x, p)`)",
+    "map": "`list.map(x, expr)` or `list.map(x, p, expr)`",
+    "filter": "`list.filter(x, p)`",
+    "transformList": "`list.transformList(i, v, expr)` or `list.transformList(i, v, p, expr)`",
+    "transformMap": "`map.transformMap(k, v, expr)` or `map.transformMap(k, v, p, expr)`",
+}
+
+
+@dataclass(frozen=True)
+class UnknownName:
+    """A name a condition uses that the engine cannot evaluate; offsets into the source."""
+
+    kind: str  # "function", "method", "macro" (a macro with the wrong arguments), "literal"
+    name: str
+    start: int
+    end: int
+    message: str
+    label: str
+    help: str | None
+
+    def notes(self, effect: str | None) -> tuple[str, ...]:
+        """What the slip would do at run time, for a condition of the given effect."""
+        what = (f"`{self.name}` reads as a variable that does not exist" if self.kind == "literal"
+                else "the call is an error at run time")
+        if effect == "allow":
+            return (f"{what}, and an `allow` rule whose condition errors never matches",)
+        if effect == "stop":
+            return (f"{what}, and a stop trigger whose condition errors stops the whole workflow",)
+        if effect in ("deny", "require_approval"):
+            return (f"{what}, and a `{effect}` rule whose condition errors counts as matched",)
+        return (f"{what}",)
+
+
+@cache
+def _names() -> tuple[frozenset[str], frozenset[str]]:
+    """(global function names, method names) of the function tables (builtins.py)."""
+    from .builtins import _builtin_tables
+    from .limits import DEFAULT_LIMITS
+    from .values import _Sizes
+
+    glob, meth = _builtin_tables(_Sizes(DEFAULT_LIMITS.max_size))
+    return frozenset(glob), frozenset(meth)
+
+
+def _maybe_unknown(source: str) -> bool:
+    """False when no call in the text can be unknown and no Python literal appears (then the
+    source need not be parsed): every `name(` is a global function, `has`, or (after a dot)
+    a method; a macro name forces the parse (its arity decides)."""
+    if _SLIP_RE.search(source):
+        return True
+    glob, meth = _names()
+    for m in _CALL_RE.finditer(source):
+        name = m[2]
+        if m[1] is None:
+            if name not in glob and name != "has":
+                return True
+        elif name not in meth:
+            return True
+    return False
+
+
+def _dym(word: str, candidates: Any) -> str | None:
+    from ..diagnostics import did_you_mean
+
+    return did_you_mean(word, candidates)
+
+
+def _hint(word: str, hints: dict[str, str]) -> str | None:
+    """The hint for the near miss of a hinted word (`lenght` -> `length`'s)."""
+    import difflib
+
+    m = difflib.get_close_matches(word, list(hints), n=1, cutoff=0.7)
+    return hints[m[0]] if m else None
+
+
+def unknown_names(source: str) -> list[UnknownName]:
+    """The unknown function and method calls and the Python literals of ``source`` (which
+    must compile: a parse failure yields nothing), in source order."""
+    if not _maybe_unknown(source):
+        return []
+    from .parse import _parse
+
+    try:
+        tree = _parse(source)
+    except Exception:  # noqa: BLE001 - compile_cel reported it already
+        return []
+    return sorted(_Walk().run(tree), key=lambda u: (u.start, u.end))
+
+
+def _args(node: Any) -> list:
+    for ch in node.children:
+        if getattr(ch, "data", None) == "exprlist":
+            return list(ch.children)
+    return []
+
+
+def _var(node: Any) -> str | None:
+    while getattr(node, "data", None) in _PASSTHRU and len(node.children) == 1:
+        node = node.children[0]
+    return str(node.children[0]) if getattr(node, "data", None) == "ident" else None
+
+
+def _pos(tok: Any) -> tuple[int, int]:
+    s = getattr(tok, "start_pos", None) or 0
+    e = getattr(tok, "end_pos", None)
+    return s, e if e is not None else s + len(str(tok))
+
+
+class _Walk:
+    def __init__(self) -> None:
+        self.glob, self.meth = _names()
+        self.out: list[UnknownName] = []
+        self.stack: list[tuple[Any, frozenset[str]]] = []
+
+    def run(self, tree: Any) -> list[UnknownName]:
+        self.stack.append((tree, frozenset()))
+        while self.stack:
+            node, scope = self.stack.pop()
+            d = getattr(node, "data", None)
+            if d is None:
+                continue
+            if d in _CHAIN:
+                self.chain(node, scope)
+            elif d in ("ident_arg", "dot_ident_arg"):
+                self.call(node, scope)
+            else:
+                self.push(node.children, scope)
+        return self.out
+
+    def push(self, nodes: Any, scope: frozenset[str]) -> None:
+        self.stack.extend((n, scope) for n in nodes if hasattr(n, "data"))
+
+    def report(self, kind: str, name: str, span: tuple[int, int], message: str, label: str,
+               help_: str | None) -> None:
+        self.out.append(UnknownName(kind, name, span[0], span[1], message, label, help_))
+
+    def call(self, node: Any, scope: frozenset[str]) -> None:  # `name(...)`: c_ident_arg
+        tok = node.children[0]
+        name = str(tok)
+        args = _args(node)
+        self.push(args, scope)
+        if name == "has" or name in self.glob:
+            return
+        if name in _MACRO_USAGE:
+            help_ = f"`{name}` is a macro called on a list or map: {_MACRO_USAGE[name]}"
+        elif name in self.meth:
+            help_ = f"`{name}` is a method: write `x.{name}(...)`"
+        elif name in _ROOTS:
+            help_ = f"`{name}` is a variable, not a function: write `{name}` without `(...)`"
+        else:
+            help_ = (_GLOBAL_HINTS.get(name) or _dym(name, [g for g in self.glob if "." not in g] + ["has"])
+                     or _hint(name, _GLOBAL_HINTS) or _dym(name, self.glob | self.meth) or _SEE_DOCS.format(name))
+        self.report("function", name, _pos(tok), f"unknown function `{name}`", "no such function", help_)
+
+    def chain(self, node: Any, scope: frozenset[str]) -> None:  # c_member
+        ops = []
+        n = node
+        while n.data in ("member", "member_dot", "member_dot_arg", "member_index", "member_object"):
+            if n.data == "member":
+                if len(n.children) != 1:
+                    self.push(n.children, scope)
+                    return
+                n = n.children[0]
+                continue
+            ops.append(n)
+            n = n.children[0]
+        ops.reverse()
+        base = n
+        while getattr(base, "data", None) == "primary" and len(base.children) == 1:
+            base = base.children[0]
+        i = 0
+        if getattr(base, "data", None) in ("ident", "dot_ident"):
+            tok = base.children[0]
+            name = str(tok)
+            path = [name]
+            j = 0
+            while j < len(ops) and ops[j].data == "member_dot":
+                path.append(str(ops[j].children[1]))
+                j += 1
+            i = j
+            if j < len(ops) and ops[j].data == "member_dot_arg" and name not in scope:
+                mtok = ops[j].children[1]
+                fq = ".".join(path + [str(mtok)])
+                args = _args(ops[j])
+                if fq == "cel.bind":
+                    var = _var(args[0]) if len(args) == 3 else None
+                    if var is None:
+                        self.push(args, scope)
+                    else:
+                        self.push([args[1]], scope)
+                        self.push([args[2]], scope | {var})
+                    i = j + 1
+                elif fq in self.glob:
+                    self.push(args, scope)
+                    i = j + 1
+                else:
+                    ns = ".".join(path)
+                    in_ns = sorted(g for g in self.glob | {"cel.bind"} if g.startswith(ns + "."))
+                    if in_ns:  # `math.greatst(...)`: a namespaced function that does not exist
+                        self.push(args, scope)
+                        self.report(
+                            "function", fq, (_pos(tok)[0], _pos(mtok)[1]), f"unknown function `{fq}`",
+                            "no such function",
+                            _dym(fq, in_ns) or f"the `{ns}` functions are " + ", ".join(f"`{g}`" for g in in_ns),
+                        )
+                        i = j + 1
+            if i == j and name in LITERAL_SLIPS and name not in scope:
+                lit = LITERAL_SLIPS[name]
+                self.report(
+                    "literal", name, _pos(tok), f"`{name}` is not a CEL literal", "not a CEL literal",
+                    f"write `{lit}`: CEL's literals are `true`, `false` and `null`",
+                )
+        else:
+            self.push([base], scope)
+        for op in ops[i:]:
+            d = op.data
+            if d == "member_index":
+                self.push(op.children[1:], scope)
+            elif d == "member_dot_arg":
+                self.method(op, scope)
+            elif d == "member_object":
+                self.push(op.children[1:], scope)
+
+    def method(self, op: Any, scope: frozenset[str]) -> None:  # postfix member_dot_arg, macro
+        tok = op.children[1]
+        name = str(tok)
+        args = _args(op)
+        if name in _MACRO_USAGE:
+            n = len(args)
+            if name in ("all", "exists", "exists_one", "existsOne"):
+                nvars = 2 if n == 3 else 1 if n == 2 and name != "existsOne" else 0
+            elif name in ("map", "filter"):
+                nvars = 1 if n == 2 or (name == "map" and n == 3) else 0
+            else:
+                nvars = 2 if n in (3, 4) else 0
+            if nvars:
+                names = [_var(a) for a in args[:nvars]]
+                inner = scope | {v for v in names if v is not None}
+                self.push(args[nvars:], inner)
+                return
+            self.push(args, scope)
+            self.report(
+                "macro", name, _pos(tok), f"`{name}` is given {n} argument{'' if n == 1 else 's'}",
+                "not a form of this macro", f"write {_MACRO_USAGE[name]}",
+            )
+            return
+        self.push(args, scope)
+        if name in self.meth:
+            return
+        if name in self.glob:
+            help_: str | None = f"`{name}` is a function, not a method: write `{name}(x)`"
+        else:
+            help_ = (_METHOD_HINTS.get(name) or _dym(name, self.meth | set(_MACRO_USAGE))
+                     or _hint(name, _METHOD_HINTS) or _SEE_DOCS.format(name))
+        self.report("method", name, _pos(tok), f"unknown method `{name}`", "no such method", help_)

@@ -402,8 +402,16 @@ class Checker:
             return
         self.compiled[cond_key(cond)] = compiled
         n_before = len(self.diags)
+        from ..cel.analysis import unknown_names  # E109: a name the engine cannot evaluate
+
+        slips = unknown_names(src)
+        for u in slips:
+            at = self.cel_span(span, u.start, u.end)
+            self.add("E109", u.message, at, label=u.label, help=u.help, notes=u.notes(effect))
         for ref in compiled.references:
             root = ref.path[0]
+            if any(u.start == ref.offset for u in slips):
+                continue  # `True`, `math.greatst(..)`: reported as E109, not as a variable
             if root not in scope:
                 rspan = self.cel_span(span, ref.offset, ref.offset + len(root))
                 help_ = did_you_mean(root, scope)
