@@ -20,6 +20,7 @@ from policy_engine.ledger import (
     NewEntry,
     SchemaError,
     StateChanged,
+    schema,
 )
 from policy_engine.ledger.canonical import leaf_data
 from policy_engine.ledger.merkle import leaf_hash
@@ -371,3 +372,27 @@ def test_then_statements_run_in_the_appends_transaction_only_when_it_wrote(led, 
         led.append_many([NewEntry("decision", body("decision"), workflow="w")], fence=("w", stop.seq), then=then)
     with raw(ledger_url) as c:
         assert c.execute(text("SELECT id, seq FROM side")).all() == [(a.id, a.seq)]
+
+
+def test_a_version_2_ledger_is_migrated_to_version_3_and_keeps_appending(ledger_url):
+    """Version 3 replaces the PostgreSQL queue by the append function; an older ledger is
+    brought forward at open (the queue dropped, the barrier table and the state index made)."""
+    with Ledger.open(ledger_url, create=True) as lg:
+        first = lg.append("stop", body("stop"), workflow="w")
+    with raw(ledger_url) as c:  # make it look like version 2 again
+        c.execute(text("DROP INDEX ledger_entries_state"))
+        c.execute(text("DROP TABLE ledger_flush"))
+        if c.dialect.name == "postgresql":
+            c.execute(text("DROP FUNCTION ledger_append_one"))
+            c.execute(text("DROP FUNCTION ledger_append_batch"))
+        c.execute(text("CREATE TABLE ledger_queue (qid INTEGER PRIMARY KEY, grp VARCHAR(32))"))
+        c.execute(text("UPDATE ledger_meta SET value = '2' WHERE name = 'schema_version'"))
+    with Ledger.open(ledger_url) as lg:
+        e = lg.append("resume", body("resume"), workflow="w", links=[first.id])
+        with pytest.raises(StateChanged):
+            lg.append_many([NewEntry("decision", body("decision"), workflow="w")], fence=("w", 0))
+        assert e.seq == 1 and lg.verify().ok
+    with raw(ledger_url) as c:
+        assert c.execute(text("SELECT value FROM ledger_meta WHERE name = 'schema_version'")).scalar() == "3"
+        names = set(schema.inspect_tables(c))
+        assert "ledger_queue" not in names and "ledger_flush" in names
