@@ -289,18 +289,42 @@ class Deferred:
         raise NotImplementedError
 
 
+class DeferredTimes(Deferred):
+    """A decision's `evaluated_at` and, for an action type with a reversal window, its
+    `reversibility` (whose `reversible_until` is `now` + the window), rendered on first
+    read: the same object stands in both fields. `resolve()` gives `(evaluated_at,
+    reversibility)`; `texts()` gives `(evaluated_at, reversible_until)` as text, what
+    `Decision.to_json` writes, without building the `ReversibilityInfo`; `base` is the
+    action type's `ReversibilityInfo` (every field but `reversible_until`)."""
+
+    __slots__ = ()
+    base: ReversibilityInfo | None
+
+    def texts(self) -> tuple[str, str | None]:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
 _raw_dict = BaseModel.__dict__["__dict__"].__get__  # the instance's own dict, as stored
 _set_raw_dict = BaseModel.__dict__["__dict__"].__set__
-_DEFERRABLE = ("action_digest",)  # the Decision fields that may hold a Deferred
+# the Decision fields that may hold a Deferred: the action digest; the time and the
+# reversibility (one DeferredTimes in `evaluated_at`, and in `reversibility` when windowed)
+_DEFERRABLE = ("action_digest", "evaluated_at", "reversibility")
 
 
 def _resolved_dict(m: Any) -> dict:
-    """A Decision's `__dict__` with every Deferred value resolved (stored back: one store of
-    a value equal whichever thread computes it)."""
+    """A Decision's `__dict__` with every Deferred value resolved (stored back: one store per
+    field of a value equal whichever thread computes it; `reversibility` before
+    `evaluated_at`, which says whether the times are resolved)."""
     d = _raw_dict(m)
     v = d.get("action_digest")
     if v is not None and type(v) is not str and isinstance(v, Deferred):
         d["action_digest"] = v.resolve()
+    v = d.get("evaluated_at")
+    if type(v) is not str and isinstance(v, Deferred):
+        ev, rev = v.resolve()
+        if d.get("reversibility") is v:
+            d["reversibility"] = rev
+        d["evaluated_at"] = ev
     return d
 
 
@@ -475,18 +499,30 @@ class DecisionJson(set):
                     return None
                 g = _json_str(dg)
         ev = raw["evaluated_at"]
-        if type(ev) is not str or not ev.isascii():
+        pending = None
+        if type(ev) is not str:
+            if not isinstance(ev, DeferredTimes):
+                return None
+            pending = ev  # the times not rendered yet: their text alone
+            ev, ru = ev.texts()
+        if not ev.isascii():
             return None
         e = _json_str(ev)
-        if rev_get is None:
+        if rev_get is None:  # (the reversibility is the template's: checked above)
             return "".join((parts[0], a, parts[1], g, parts[2], e, parts[3]))
-        rev = raw["reversibility"]
-        if type(rev) is not ReversibilityInfo:
-            return None
-        rd = _raw_dict(rev)
-        if rev_get(rd) != rev_static:
-            return None
-        ru = rd["reversible_until"]
+        if pending is None:
+            rev = raw["reversibility"]
+            if type(rev) is not ReversibilityInfo:
+                return None
+            rd = _raw_dict(rev)
+            if rev_get(rd) != rev_static:
+                return None
+            ru = rd["reversible_until"]
+        else:
+            rev = pending.base
+            if raw["reversibility"] is not pending or type(rev) is not ReversibilityInfo or \
+                    rev_get(_raw_dict(rev)) != rev_static:
+                return None
         if ru is None:
             u = "null"
         elif type(ru) is str and ru.isascii():

@@ -52,15 +52,15 @@ def _raw(d: Decision) -> dict:
 
 
 def _same_json(d: Decision) -> str:
-    """to_json() and model_dump_json() of `d`: equal, or both refuse alike."""
+    """to_json() (first: on the deferred fields as the gate left them) and model_dump_json()
+    of `d`: equal, or both refuse alike."""
     try:
-        want = d.model_dump_json()
+        got = d.to_json()
     except Exception as e:  # noqa: BLE001 - pydantic refuses (a lone surrogate): so must to_json
         with pytest.raises(type(e)):
-            d.to_json()
+            d.model_dump_json()
         return ""
-    got = d.to_json()
-    assert got == want
+    assert got == d.model_dump_json()
     return got
 
 
@@ -170,6 +170,37 @@ def test_the_digest_names_the_action_as_decided_not_as_it_becomes(engines):
         assert action_digest(action) != before
         assert d.action_digest == before
         assert f'"action_digest":"{before}"' in d.to_json()
+
+
+def test_the_clock_and_a_new_now_are_rendered_when_read(engines):
+    fast, ref = engines
+    windowed = [m for m in MIX if m[1] is None and (r := fast.evaluate(*m).reversibility) is not None
+                and r.window_seconds]
+    assert windowed
+    readers = [lambda d: d.to_json(), lambda d: d.model_dump_json(), lambda d: d.evaluated_at,
+               lambda d: d.reversibility, lambda d: d.model_dump(), repr, copy.copy,
+               lambda d: pickle.loads(pickle.dumps(d)), hash]
+    fresh = iter(range(1, 10**6))  # a `now` no call has used yet
+    for a, s, n in windowed[:20]:
+        for _ in range(4):
+            fast.evaluate(a, s, None)
+        for fixed in (False, True):
+            for read in readers:
+                now = n + timedelta(seconds=next(fresh), microseconds=123) if fixed else None
+                d = fast.evaluate(a, s, now)  # the clock's time, or a `now` seen once: deferred
+                raw = _raw(d)
+                assert isinstance(raw["evaluated_at"], Deferred)  # not rendered yet
+                assert raw["reversibility"] is raw["evaluated_at"]  # (a windowed type: both at once)
+                read(d)
+                assert "pending" not in repr(d)
+                assert type(_raw(d)["evaluated_at"]) is str
+                when = datetime.fromisoformat(d.evaluated_at.replace("Z", "+00:00"))
+                assert d.evaluated_at == fmt_ts(when)
+                rev = d.reversibility
+                assert rev.reversible_until == fmt_ts(when + timedelta(seconds=rev.window_seconds))
+                if now is not None:
+                    assert d.model_dump_json() == ref.evaluate(a, s, now).model_dump_json()
+            _same_json(fast.evaluate(a, s, n - timedelta(seconds=next(fresh)) if fixed else None))  # to_json() first
 
 
 def test_a_deferred_digest_never_shows(engines):

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from ..compiled import CAction
 from ..construct import fast
-from ..models import EvalError, ReversibilityInfo
+from ..models import DeferredTimes, EvalError, ReversibilityInfo
 from ..timestamps import UTC, fmt_ts, fmt_ts_pair, parse_ts
 
 _UTC = UTC
@@ -75,6 +75,44 @@ def times(ca: CAction | None, now_dt: datetime) -> tuple[str, ReversibilityInfo 
     d = rev.__dict__.copy()
     d["reversible_until"] = until
     return ev, fast(ReversibilityInfo, d)
+
+
+class PendingTimes(DeferredTimes):
+    """A decision's time fields at `now`, rendered on first read (`times`): what the fast
+    lane stores for the clock's time and for a `now` seen once (see `models.DeferredTimes`)."""
+
+    __slots__ = ("ca", "now", "base")
+
+    def __init__(self, ca: CAction, now: datetime) -> None:
+        self.ca = ca
+        self.now = now
+        self.base = ca.reversibility
+
+    def resolve(self) -> tuple[str, ReversibilityInfo | None]:
+        return times(self.ca, self.now)
+
+    def texts(self) -> tuple[str, str | None]:
+        ca = self.ca
+        td = ca.window_td
+        if ca.reversibility is None or td is None:
+            return fmt_ts(self.now), None
+        try:
+            return fmt_ts_pair(self.now, td)
+        except OverflowError:
+            return fmt_ts(self.now), "9999-12-31T23:59:59Z"
+
+    def __repr__(self) -> str:
+        return "<pending times>"
+
+
+def deferred_times(ca: CAction, d: dict, now_dt: datetime) -> None:
+    """Set the time fields of a decision's fields `d` (its template's copy) at `now_dt`,
+    deferred: `evaluated_at` and, when the type has a reversal window, `reversibility`
+    (without one, the template's `reversibility` is the type's, for every `now`)."""
+    pt = PendingTimes(ca, now_dt)
+    d["evaluated_at"] = pt
+    if ca.window_td is not None and ca.reversibility is not None:
+        d["reversibility"] = pt
 
 
 def internal(e: BaseException) -> str:

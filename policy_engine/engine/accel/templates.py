@@ -17,14 +17,14 @@ from ...construct import new, set_dict, set_extra, set_fields_set, set_private
 from ...models import Decision, DecisionJson
 from ..decide import decide
 from ..digests import deferred_digest, set_digest
-from ..util import UTC, times
+from ..util import UTC, deferred_times, times
 
 __all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "lane_decision", "lane_epilogue", "now_fields", "clock"]
 
 PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
 NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
 PER_NOW_MAX = 64  # finished decision templates kept per `now` and action type
-_NO_ENTRY: dict = {}  # (never written)
+_NO_ENTRY: dict = {}  # a `now` seen once, and the epilogue's default (never written)
 _new, _set_dict, _set_fields_set, _set_extra, _set_private = new, set_dict, set_fields_set, set_extra, set_private
 clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
 
@@ -33,19 +33,19 @@ def now_fields(fz: Any, now_dt: datetime) -> dict:
     """The type's cache entry for `now_dt`: a dict holding, at key None, the decision's
     (evaluated_at, reversibility) at `now_dt`, and per outcome mask the finished template
     (see `lane_decision`); kept for the last few `now`s (a batch or a replay evaluates
-    many actions at the same `now`). A `now` seen for the first time gets an empty entry
-    (no renderings: `lane_decision` renders that decision's time alone), filled when the
-    `now` comes again: a caller passing its own clock's time, a new `now` on every call,
-    costs the renderings of one decision and no cache churn."""
+    many actions at the same `now`). A `now` seen for the first time gets the shared empty
+    entry `_NO_ENTRY` (no renderings: `lane_decision` defers that decision's time fields,
+    `util.deferred_times`), and a real one when it comes again: a caller passing its own
+    clock's time, a new `now` on every call, renders nothing it does not read."""
     cache = fz.now
     entry = cache.get(now_dt)
     if entry is None:
         if len(cache) >= NOW_CACHE_MAX:
             cache.clear()
-        cache[now_dt] = entry = {}
-        return entry
-    if None not in entry:
-        entry[None] = times(fz.action, now_dt)
+        cache[now_dt] = _NO_ENTRY  # seen once (the shared empty entry, never written)
+        return _NO_ENTRY
+    if entry is _NO_ENTRY:
+        cache[now_dt] = entry = {None: times(fz.action, now_dt)}
     return entry
 
 
@@ -67,11 +67,11 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
         if entry is None:
             if len(cache) >= NOW_CACHE_MAX:
                 cache.clear()
-            cache[now_dt] = {}
-        elif None not in entry:
-            entry[None] = times(fz.action, now_dt)
-    if entry is None or None not in entry:  # the clock's time, or a `now` seen once
-        d["evaluated_at"], d["reversibility"] = times(fz.action, now_dt)
+            cache[now_dt] = _NO_ENTRY  # seen once
+        elif entry is _NO_ENTRY:
+            cache[now_dt] = entry = {None: times(fz.action, now_dt)}
+    if entry is None or entry is _NO_ENTRY:  # the clock's time, or a `now` seen once: rendered when read
+        deferred_times(fz.action, d, now_dt)
     else:
         d["evaluated_at"], d["reversibility"] = entry[None]
         if len(entry) <= PER_NOW_MAX:
