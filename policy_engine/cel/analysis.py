@@ -182,9 +182,14 @@ def _maybe_unknown(source: str) -> bool:
 
 
 def _dym(word: str, candidates: Any) -> str | None:
-    from ..diagnostics import did_you_mean
+    """A 'did you mean' line (diagnostics.did_you_mean's rule; cel/ imports only leaves)."""
+    import difflib
 
-    return did_you_mean(word, candidates)
+    cands = sorted(set(candidates))
+    match = difflib.get_close_matches(word, cands, n=1, cutoff=0.6)
+    if not match:
+        match = [c for c in cands if c.lower() == word.lower()][:1]
+    return f"did you mean `{match[0]}`?" if match else None
 
 
 def _hint(word: str, hints: dict[str, str]) -> str | None:
