@@ -177,7 +177,7 @@ def test_unknown_variable_is_e113_with_a_did_you_mean() -> None:
 
 def test_conditions_without_a_doubtful_call_are_not_parsed_again(monkeypatch) -> None:
     """The cost: only a condition with a call that could be unknown (or a Python literal) is
-    parsed a second time; the common ones are settled by a regular expression."""
+    parsed a second time; the common ones, macros included, are settled by a scan of the text."""
     import policy_engine.cel.parse as parse
 
     def boom(*a, **k):
@@ -185,7 +185,9 @@ def test_conditions_without_a_doubtful_call_are_not_parsed_again(monkeypatch) ->
 
     monkeypatch.setattr(parse, "_parse", boom)
     for cond in ("action.amount > 100.0", "size(action.name) > 3 && action.name.startsWith('x')",
-                 "int(action.n) > 1 && action.name.matches('a')"):
+                 "int(action.n) > 1 && action.name.matches('a')",
+                 "action.claims.exists(c, c.kind == \"a, b)\" && c.items.all(i, i > 1))",
+                 "action.m.all(k, v, v > 0) && action.items.map(i, i > 0, i * 2).size() > 0"):
         assert unknown_names(cond) == []
 
 
@@ -200,6 +202,8 @@ def _corpus() -> list[str]:
         "[1].exists(True, True)", "None.foo()", "(x).foo()", "x[0].bar()", "{1: foo()}", "x ? y.f() : z.g()",
         ".foo()", ".math.greatest(1, 2)", "math.greatest(1, 2).foo()", "a1.startsWith('x')", "cel.foo(1)",
         "m.math.greatest(1)", "x.exists(i, i.exists(j, j.foo()))", "24.indexOf('2') == 0",
+        "x.filter(a, 'b,c')", "x.filter(a, 'b', c)", "x.exists(i, i == 'a)') || y.all(j)", "x.map(i, [1, 2], 3, 4)",
+        r'x.all(i, "\",") && x.exists(i, r"a", b)', "x.map(i, {1: 2}[i])", "x.all(k, v, '''a,''')",
     ]
 
 

@@ -167,7 +167,7 @@ def _names() -> tuple[frozenset[str], frozenset[str]]:
 def _maybe_unknown(source: str) -> bool:
     """False when no call in the text can be unknown and no Python literal appears (then the
     source need not be parsed): every `name(` is a global function, `has`, or (after a dot)
-    a method; a macro name forces the parse (its arity decides)."""
+    a method, or a macro with a form it has (its arguments counted by ``_macro_ok``)."""
     if _SLIP_RE.search(source):
         return True
     glob, meth = _names()
@@ -176,9 +176,48 @@ def _maybe_unknown(source: str) -> bool:
         if m[1] is None:
             if name not in glob and name != "has":
                 return True
-        elif name not in meth:
+        elif name not in meth and not (name in _MACRO_USAGE and _macro_ok(name, source, m.end())):
             return True
     return False
+
+
+_NVARS = {"all": (0, 0, 1, 2), "exists": (0, 0, 1, 2), "exists_one": (0, 0, 1, 2), "existsOne": (0, 0, 0, 2),
+          "map": (0, 0, 1, 1), "filter": (0, 0, 1), "transformList": (0, 0, 0, 2, 2),
+          "transformMap": (0, 0, 0, 2, 2)}  # macro -> variables by number of arguments (0: no such form)
+_BARE = re.compile(r"\s*[A-Za-z_]\w*\s*$")
+
+
+def _macro_ok(name: str, src: str, i: int) -> bool:
+    """True when the call whose `(` ends at ``i`` surely has a form of the macro: the number of
+    arguments is one it takes and its variables are bare names. Any doubt (a raw, bytes or
+    triple-quoted string, a bracket that does not close): False, and the source is parsed."""
+    depth, start, args = 1, i, []
+    while i < len(src):
+        ch = src[i]
+        if ch in "'\"":  # a plain string: skipped; a raw or triple-quoted one: doubt
+            if src.startswith(ch * 3, i) or (i and src[i - 1] in "rRbB"):
+                return False
+            i += 1
+            while i < len(src) and src[i] != ch:
+                i += 2 if src[i] == "\\" else 1
+            if i >= len(src):
+                return False
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                args.append(src[start:i])
+                break
+        elif ch == "," and depth == 1:
+            args.append(src[start:i])
+            start = i + 1
+        i += 1
+    else:
+        return False
+    forms = _NVARS[name]
+    nvars = forms[len(args)] if len(args) < len(forms) else 0
+    return nvars > 0 and all(_BARE.match(a) for a in args[:nvars])
 
 
 def _dym(word: str, candidates: Any) -> str | None:
