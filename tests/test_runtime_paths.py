@@ -98,9 +98,15 @@ def test_a_resume_must_meet_every_unresolved_triggers_criteria(ledger_url, tmp_p
         ok = rt.resume(WF, evidence={"quiet": True, "fixed": True}, principal="ops", now=at(4))
         assert (ok.allowed, ok.status) == (True, "running")
         assert rt.gate(send(), now=at(5)).effect == "allow"
+        assert rt.gate(send(500.0), now=at(5.5)).effect == "require_approval"  # a pending row
         # a later stop is judged alone: the resumed triggers are resolved
-        rt.gate({"workflow": WF, "type": "log", "noisy": True}, now=at(6))
+        again = rt.gate({"workflow": WF, "type": "log", "noisy": True}, now=at(6))
+        assert again.stopped and rt.workflow_status(WF)["stop_id"] == again.stop_id
         assert rt.resume(WF, evidence={"quiet": True}, principal="ops", now=at(7)).allowed
+        # the gate's projection rows (written beside its append) are what a rebuild from the log gives
+        live = rt.projection_snapshot()
+        rt.rebuild()
+        assert rt.projection_snapshot() == live
 
 
 def _rollbacks(rt, n, t0=0):

@@ -190,7 +190,10 @@ class Rollbacks(RuntimeCore):
                     cur.execute(sql, params)
                     rows = list(cur.fetchall())
                     if len(self._queue_cache) >= 8:
-                        self._queue_cache.pop(next(iter(self._queue_cache)))
+                        try:  # the oldest listing goes (another thread may have taken it first)
+                            self._queue_cache.pop(next(iter(self._queue_cache)), None)
+                        except (StopIteration, RuntimeError):
+                            pass
             finally:
                 cur.close()
         mk = QueueItem._make
