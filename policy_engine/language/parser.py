@@ -1,5 +1,9 @@
 """Lark LALR parser with positions. Syntax errors become Diagnostics.
 
+A valid file is parsed by hand first (`rdparse.parse_file`: the identical tree, proven by
+`tests/test_policy_rdparse.py`); anything it is unsure of, and every syntax error, goes
+through Lark, so every diagnostic is Lark's.
+
 Only the language modules (this one and lower.py) and cel/parse.py import lark.
 """
 
@@ -17,6 +21,7 @@ from ..cel.parse import TYPOGRAPHIC_QUOTES, char_name, foreign_char
 from ..diagnostics import Diagnostic, did_you_mean, one_of
 from ..limits import MAX_NESTING, MAX_SYNTAX_ERRORS
 from ..source import SourceFile
+from .rdparse import KEYWORDS, Unsupported, parse_file
 
 if TYPE_CHECKING:
     from lark import Tree
@@ -37,6 +42,7 @@ _TERMINAL_WORDS = {
 }
 
 KEYWORDS_AT_TOP = ("workflow", "roles", "const")
+_KEYWORD_LIST = sorted(KEYWORDS)  # the grammar's keywords, without building Lark's parser
 
 
 def grammar_text() -> str:
@@ -162,6 +168,13 @@ def parse(src: SourceFile) -> ParseResult:
     deep = check_nesting(src)
     if deep is not None:
         return ParseResult(None, comments, [deep])
+    try:  # the common case, without Lark's LALR loop: the identical tree, or Lark decides
+        tree = parse_file(src.text)
+    except Unsupported:
+        pass
+    else:
+        reserved = reserved_names(tree, src, _KEYWORD_LIST)
+        return ParseResult(None if reserved else tree, comments, reserved)
     parser = get_parser()
     text = src.text
     budget = max(200_000, 3 * len(text))  # characters re-parsed for recovery, at most
