@@ -15,10 +15,12 @@ from policy_engine.lark_cache import cache_dir, lark_cache
 CHECK = [sys.executable, "-m", "policy_engine.cli", "check", str(ROOT / "policies")]
 
 
-# a condition outside the hand-written CEL parser's subset (a hex literal): Lark's CEL
-# parser is built too (the shipped policies alone never need it, see cel/rdparse.py)
+# a condition outside the hand-written CEL parser's subset (a hex literal) and a keyword as a
+# field name (outside the hand-written policy parser's): both Lark parsers are built (the
+# shipped policies alone need neither, see cel/rdparse.py and language/rdparse.py)
 HEX = ('workflow "hex_cache_probe" {\n  version "1"\n  owners { business "b" technical "t" }\n  default deny\n'
-       '  action hex_probe {\n    system "s"\n    irreversible\n    deny big when `action.n > 0x10`\n  }\n}\n')
+       '  action hex_probe {\n    system "s"\n    irreversible\n    fields { n: int  system: string }\n'
+       '    deny big when `action.n > 0x10`\n  }\n}\n')
 
 
 def run_check(env_dir) -> subprocess.CompletedProcess:
