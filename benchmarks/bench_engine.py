@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         r = lat[name]
         out(f"  {name:<28}{r['median_us']:>10.2f}{r['p99_us']:>10.2f}{r['mean_batch_us']:>10.2f}{r['samples']:>9}")
     out(f"  {'evaluate + model_dump(json)':<28}{dump:>10.2f}")
-    out(f"  {'evaluate, now=None (clock)':<28}{clock:>10.2f}   (the time read and rendered per call)")
+    out(f"  {'evaluate, now=None (clock)':<28}{clock:>10.2f}   (the clock read per call; its text rendered when the decision is read)")
     if conds is not None:
         out(
             f"  {'evaluate: fused gate only':<28}{conds['fused']:>10.2f}   (input check of the fields read + every "
