@@ -56,12 +56,25 @@ def check(text: str) -> bool:
     """True if the hand-written parser took `text` (and agreed with Lark)."""
     ref = lark_tree(text)
     try:
-        mine = parse_file(text)
+        mine, depth = parse_file(text)
     except Unsupported:
         return False
     assert ref is not None, f"the hand-written parser accepted what Lark refuses: {text[:300]!r}"
     assert dump(mine) == dump(ref)
+    # the nesting it reports is check_nesting's count (E005 above MAX_NESTING)
+    assert depth == max_nesting(text)
     return True
+
+
+def max_nesting(text: str) -> int:
+    depth = most = 0
+    for _, _, ch in policy_parser._scan(text):
+        if ch in "{[":
+            depth += 1
+            most = max(most, depth)
+        elif ch != "#":
+            depth -= 1
+    return most
 
 
 def repo_policy_texts() -> list[tuple[str, str]]:
@@ -170,3 +183,43 @@ def test_load_uses_it_and_keeps_diagnostics(monkeypatch):
     lark_only = policy_parser.parse(SourceFile("b.policy", bad))
     assert with_fast.diagnostics and with_fast.diagnostics == lark_only.diagnostics
     assert policy_parser.parse(SourceFile("a.policy", text)).tree is not None
+
+
+def test_nesting_limit_and_reserved_names_as_before(monkeypatch):
+    """Too deep a value (E005 at the bracket) and a keyword naming a rule (E001) give the
+    same diagnostics with the hand-written parser in front as with Lark alone."""
+    from policy_engine.limits import MAX_NESTING
+
+    texts = ["const k = " + "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1) + "\n",
+             "const k = " + "[" * MAX_NESTING + "]" * MAX_NESTING + "\n",
+             'workflow "w" {\n  action a {\n    deny when when `true`\n  }\n}\n']
+    fast = [policy_parser.parse(SourceFile("n.policy", t)) for t in texts]
+
+    def refuse(text):
+        raise Unsupported
+
+    monkeypatch.setattr(policy_parser, "parse_file", refuse)
+    slow = [policy_parser.parse(SourceFile("n.policy", t)) for t in texts]
+    assert [r.diagnostics for r in fast] == [r.diagnostics for r in slow]
+    assert fast[0].diagnostics[0].code == "E005" and not fast[1].diagnostics
+    assert dump(fast[1].tree) == dump(slow[1].tree)
+
+
+def test_lowered_locations_equal_the_source_spans(monkeypatch):
+    """lower.Lowerer.loc takes lines and columns from the tokens and the nodes' Meta: the
+    lowered files equal those lowered with `SourceFile.span` recomputing every span."""
+    from policy_engine.language import ir
+    from policy_engine.language import lower as lower_mod
+
+    def by_span(self, node):
+        if isinstance(node, Token):
+            return ir.Loc(self.src.span(node.start_pos, node.end_pos))
+        return ir.Loc(self.src.span(node.meta.start_pos, node.meta.end_pos) if not node.meta.empty
+                      else self.src.span(0, 0))
+
+    srcs = [SourceFile(p, t) for p, t in repo_policy_texts()] + [SourceFile("gen.policy", generated_texts()[1])]
+    trees = [(s, policy_parser.parse(s).tree) for s in srcs]
+    fast = [lower_mod.lower(s, t) for s, t in trees if t is not None]
+    monkeypatch.setattr(lower_mod.Lowerer, "loc", by_span)
+    slow = [lower_mod.lower(s, t) for s, t in trees if t is not None]
+    assert len(fast) > 100 and fast == slow and repr(fast) == repr(slow)  # (Loc compares equal whatever its span)

@@ -249,6 +249,8 @@ def foreign_char(ch: str, text: str, off: int) -> tuple[str, str, str] | None:
 
 def _bracket_depth(src: str, limit: int) -> tuple[int, int] | None:
     """Return (offset, depth) of the first bracket beyond ``limit``, skipping strings."""
+    if src.count("(") + src.count("[") + src.count("{") <= limit:
+        return None  # the depth never exceeds the number of opening brackets
     depth = 0
     i = 0
     n = len(src)

@@ -21,7 +21,7 @@ from ..limits import (
     MAX_RULES_PER_FILE,
     MAX_WINDOW_SECONDS,
 )
-from ..source import SourceFile
+from ..source import SourceFile, Span
 from ..timestamps import parse_window
 from . import ir
 
@@ -40,6 +40,7 @@ Child = Token | Tree
 class Lowerer:
     def __init__(self, src: SourceFile) -> None:
         self.src = src
+        self.path = src.path
         self.diags: list[Diagnostic] = []
         self.rule_count = 0
         self.imports: list[str] = []  # `fields from` files
@@ -49,10 +50,16 @@ class Lowerer:
         if isinstance(node, Token):
             start = node.start_pos or 0
             end = node.end_pos if node.end_pos is not None else start
+            line, col, end_line, end_col = node.line, node.column, node.end_line, node.end_column
+            if (line is not None and col is not None and end_line is not None and end_col is not None
+                    and start == node.start_pos):
+                # the lexer's lines and columns are `src.span`'s (1-based, `\n` ends a line)
+                return ir.Loc(Span(self.path, start, end, line, col, end_line, end_col))
             return ir.Loc(self.src.span(start, end))
         meta = getattr(node, "meta", None)
         if meta is not None and not getattr(meta, "empty", True):
-            return ir.Loc(self.src.span(meta.start_pos, meta.end_pos))
+            return ir.Loc(Span(self.path, meta.start_pos, meta.end_pos, meta.line, meta.column, meta.end_line,
+                               meta.end_column))
         return ir.Loc(self.src.span(0, 0))
 
     def err(self, code: str, message: str, node: Any, label: str | None = None, help: str | None = None,

@@ -165,16 +165,17 @@ def parse(src: SourceFile) -> ParseResult:
     closes nothing), so an author sees every independent syntax error at once."""
     diags: list[Diagnostic] = []
     comments: list = []
-    deep = check_nesting(src)
-    if deep is not None:
-        return ParseResult(None, comments, [deep])
     try:  # the common case, without Lark's LALR loop: the identical tree, or Lark decides
-        tree = parse_file(src.text)
+        tree, depth = parse_file(src.text)
     except Unsupported:
         pass
     else:
-        reserved = reserved_names(tree, src, _KEYWORD_LIST)
-        return ParseResult(None if reserved else tree, comments, reserved)
+        if depth <= MAX_NESTING:  # (else check_nesting reports it, below)
+            reserved = reserved_names(tree, src, _KEYWORD_LIST)
+            return ParseResult(None if reserved else tree, comments, reserved)
+    deep = check_nesting(src)
+    if deep is not None:
+        return ParseResult(None, comments, [deep])
     parser = get_parser()
     text = src.text
     budget = max(200_000, 3 * len(text))  # characters re-parsed for recovery, at most

@@ -58,7 +58,7 @@ def _meta(sp: int, sl: int, sc: int, ep: int, el: int, ec: int) -> Meta:
 
 
 class _Parser:
-    __slots__ = ("text", "n", "pos", "line", "ls", "ep", "el", "ec")
+    __slots__ = ("text", "n", "pos", "line", "ls", "ep", "el", "ec", "depth", "max_depth")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -67,6 +67,7 @@ class _Parser:
         self.line = 1
         self.ls = 0  # offset where the current line starts
         self.ep = self.el = self.ec = 0  # end of the last token taken (pos, line, column)
+        self.depth = self.max_depth = 0  # `{`/`[` open now, and at most
         self._skip()
 
     # ------------------------------------------------------------------ lexing
@@ -108,6 +109,12 @@ class _Parser:
     def punct(self, ch: str) -> None:
         if self.pos >= self.n or self.text[self.pos] != ch:
             raise Unsupported
+        if ch in "{[":
+            self.depth += 1
+            if self.depth > self.max_depth:
+                self.max_depth = self.depth
+        elif ch in "}]":
+            self.depth -= 1
         self.ep, self.el, self.ec = self.pos + 1, self.line, self.pos - self.ls + 2
         self.pos += 1
         self._skip()
@@ -612,10 +619,13 @@ class _Parser:
         return self.tree("ref", names, s)
 
 
-def parse_file(text: str) -> Tree:
-    """The tree Lark's parser gives for `text`, or `Unsupported`."""
+def parse_file(text: str) -> tuple[Tree, int]:
+    """The tree Lark's parser gives for `text` and the deepest nesting of its `{`/`[`
+    (outside strings, conditions and comments: `parser.check_nesting`'s count for a valid
+    file), or `Unsupported`."""
     try:
-        return _Parser(text).file()
+        p = _Parser(text)
+        return p.file(), p.max_depth
     except Unsupported:
         raise
     except Exception as e:  # anything unforeseen: Lark decides
