@@ -159,3 +159,28 @@ def test_now_is_read_as_the_engine_reads_a_time(rt):
     for bad in ("2026-11-26", "2026-11-26T12:00:00", "yesterday"):
         with pytest.raises(RuntimeUsageError, match="RFC 3339"):
             rt.gate(send(), now=bad)
+
+
+def test_a_gate_uses_the_state_it_saw_last_and_the_fence_catches_another_process(rt, ledger_url, policy_path):  # noqa: F811
+    reads: list[tuple] = []
+    real = rt.ledger.query_one
+
+    def counting(sql, params=()):
+        reads.append(params)
+        return real(sql, params)
+
+    rt.ledger.query_one = counting  # type: ignore[method-assign]
+    try:
+        assert rt.gate(send(10.0), now=at(0)).effect == "allow"
+        assert rt.gate(send(10.0), now=at(1)).effect == "allow"
+        assert len(reads) == 1  # the second gate decided on the state the first one saw, proven by its fence
+        with Runtime.open(str(policy_path), ledger=ledger_url) as other:
+            stop = other.gate(send(promise=True), now=at(2))
+            g = rt.gate(send(10.0), now=at(3))  # its kept state says running: the fence refuses, it reads again
+            assert (g.effect, g.decision.deciding.kind, g.workflow_status) == ("stop", "stopped", "stopped")
+            assert rt.ledger.get(g.decision_id).seq > rt.ledger.get(stop.stop_id).seq
+            assert other.resume(WF, evidence={"fixed": True}, principal="ops", now=at(4)).allowed
+            assert rt.gate(send(10.0), now=at(5)).effect == "allow"
+    finally:
+        rt.ledger.query_one = real  # type: ignore[method-assign]
+    assert rt.ledger.verify().ok

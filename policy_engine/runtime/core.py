@@ -30,6 +30,8 @@ class RuntimeCore:
         self.decision_ttl = decision_ttl  #: a decision awaiting approval expires after this
         self.rollback_ttl = rollback_ttl  #: a rollback not authorized by then expires
         self._owns = owns_ledger
+        #: workflow -> (a seq, its state row at that seq): what gate saw last; a fenced append proves it
+        self._wf_seen: dict[str | None, tuple[int, tuple | None]] = {}
         #: queue listings by (route, limit, claimed, after) -> (the log's size when read, rows,
         #: (after this time, up to this time, the items built): the items while no deadline is crossed)
         self._queue_cache: dict[tuple, tuple[int, list, tuple | None]] = {}

@@ -44,7 +44,10 @@ class Executions(RuntimeCore):
         *fenced* on that size (no ``stop`` or ``resume`` of the workflow since), through the
         ledger's group commit, with its projection rows in the same transaction. If the
         workflow was stopped or resumed in between, the gate reads and evaluates again, so
-        a decision is always recorded under the state the log holds at its position.
+        a decision is always recorded under the state the log holds at its position. The
+        state this runtime last saw of a workflow (and the seq after its last decision) is
+        kept and used first: the fence proves it still holds, so a gate of a workflow that
+        did not change costs no read (another process's stop or resume fails the fence).
 
         ``key``: a retried request with a used key gets the recorded decision back (whatever
         its ``now``), nothing recorded; a key used for another action (or by another kind of
@@ -58,13 +61,20 @@ class Executions(RuntimeCore):
             recorded_action, problem = a, None
         except InvalidEntry as e:  # the decision (fail closed) is recorded; the action as text
             recorded_action, problem = repr(a)[:4096], str(e)
+        known = self._wf_seen.get(wf) if key is None else None
+        if known is None and key is None and wf is None:
+            known = (0, None)  # no workflow: no state to read, nothing to fence
         for _ in range(_GATE_RETRIES):
-            snap = self.ledger.query_one(self._GATE_READ, (key, wf))
-            assert snap is not None
-            size, status, trigger, since, stop_id, wseq, used = snap
-            if used is not None:
-                return self._gate_replay(used, key, recorded_action)
-            row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
+            if known is not None:
+                size, row = known
+                known = None
+            else:
+                snap = self.ledger.query_one(self._GATE_READ, (key, wf))
+                assert snap is not None
+                size, status, trigger, since, stop_id, wseq, used = snap
+                if used is not None:
+                    return self._gate_replay(used, key, recorded_action)
+                row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
             d = eng.evaluate(a, self._state(wf, row), now_dt)
             body = {"action": recorded_action, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
                     "now": _ts(now_dt)}
@@ -95,6 +105,7 @@ class Executions(RuntimeCore):
             try:
                 entries = self.ledger.append_many(items, fence=(wf, size) if wf is not None else None, then=then)
             except StateChanged:
+                self._wf_seen.pop(wf, None)
                 continue  # stopped or resumed since the read: evaluate again
             except (IdempotencyConflict, InvalidEntry):
                 if key is None:
@@ -106,6 +117,12 @@ class Executions(RuntimeCore):
             if key is not None and entries[0].body.get("decision") != body["decision"]:
                 return self._gate_replay(entries[0].id, key, recorded_action)
             made = next((e for e in entries if e.kind == "stop"), None)
+            if wf is not None and made is None and key is None:
+                if len(self._wf_seen) >= 10_000:
+                    self._wf_seen.clear()
+                self._wf_seen[wf] = (entries[-1].seq + 1, row)  # the state still holds after our decision
+            elif wf is not None:
+                self._wf_seen.pop(wf, None)
             stopped = made is not None or row is not None
             return GateResult(entries[0].id, d, made is not None, made.id if made else None,
                               "stopped" if stopped else "running")
