@@ -247,7 +247,7 @@ class _Compiler(_Operators, _Macros):
     def _logic2(self, ln: _N, rn: _N, stop: bool, op: str, node: Any) -> _N:
         L, R = ln.fn, rn.fn
 
-        def two(a: Any, c: Any) -> Any:
+        def two(a: Any, c: Any, L: Callable = L, R: Callable = R, stop: bool = stop, op: str = op) -> Any:
             try:
                 lv = L(a, c)
             except Exception as ex:
@@ -389,14 +389,14 @@ class _Compiler(_Operators, _Macros):
         if slot is not None:
             self.needs_ctx = True
 
-            def local(a: Any, c: Any) -> Any:
+            def local(a: Any, c: Any, slot: int = slot) -> Any:
                 return c[slot]
 
             cur = self.mk(local)
             if len(path) >= 2:
                 f1 = path[1]
 
-                def local1(a: Any, c: Any) -> Any:
+                def local1(a: Any, c: Any, slot: int = slot, f1: str = f1) -> Any:
                     v = c[slot]
                     if type(v) is dict:
                         try:
@@ -450,7 +450,7 @@ class _Compiler(_Operators, _Macros):
         cands = tuple((".".join(path[:k]), path[k:]) for k in range(len(path), 0, -1))
         if len(path) == 1:
 
-            def ident(a: Any, c: Any) -> Any:
+            def ident(a: Any, c: Any, root: str = root) -> Any:
                 try:
                     return a[root]
                 except KeyError:
@@ -467,7 +467,7 @@ class _Compiler(_Operators, _Macros):
             dotted = full
             field = path[1]
 
-            def ident2(a: Any, c: Any) -> Any:
+            def ident2(a: Any, c: Any, dotted: str = dotted, root: str = root, field: str = field) -> Any:
                 if dotted in a:
                     return a[dotted]
                 try:
@@ -486,7 +486,7 @@ class _Compiler(_Operators, _Macros):
             n.path = path
             return n
 
-        def identn(a: Any, c: Any) -> Any:
+        def identn(a: Any, c: Any, cands: tuple = cands, root: str = root) -> Any:
             for key, rest in cands:
                 if key in a:
                     v = a[key]
@@ -537,22 +537,29 @@ class _Compiler(_Operators, _Macros):
 
     def apply(self, f: Callable, args: list[_N], node: Any) -> _N:
         fns = tuple(a.fn for a in args)
+        fn: Callable[..., Any]  # (the functions take what they use as defaults: no cells for the collector)
         if len(fns) == 1:
             (A,) = fns
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn1(a: Any, c: Any, f: Callable = f, A: Callable = A) -> Any:
                 return f(A(a, c))
+
+            fn = fn1
 
         elif len(fns) == 2:
             A, B = fns
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn2(a: Any, c: Any, f: Callable = f, A: Callable = A, B: Callable = B) -> Any:
                 return f(A(a, c), B(a, c))
+
+            fn = fn2
 
         else:
 
-            def fn(a: Any, c: Any) -> Any:
+            def fnn(a: Any, c: Any, f: Callable = f, fns: tuple = fns) -> Any:
                 return f(*[F(a, c) for F in fns])
+
+            fn = fnn
 
         n = self.mk(fn, *args, node=node)
         n.op = ("apply", f, tuple(args))
@@ -596,7 +603,7 @@ class _Compiler(_Operators, _Macros):
         if name == "size" and not args:
             R = recv.fn
 
-            def size(a: Any, c: Any) -> Any:
+            def size(a: Any, c: Any, R: Callable = R) -> Any:
                 v = R(a, c)
                 t = type(v)
                 if t is list or t is str or t is dict or t is bytes:
