@@ -134,6 +134,13 @@ def _span(node: Any, n: int) -> tuple[int, int]:
 def _edge_token(node: Any, i: int) -> Any:
     """The first (i=0) or last (i=-1) token of a subtree: where Lark's position
     propagation takes a subtree's start and end from. Depth-first, iterative."""
+    x = node  # the common case: down the first (last) children to a token
+    kids = getattr(x, "children", None)
+    while kids:
+        x = kids[i]
+        kids = getattr(x, "children", None)
+    if kids is None and getattr(x, "start_pos", None) is not None:
+        return x
     stack = [node]
     while stack:
         x = stack.pop()
