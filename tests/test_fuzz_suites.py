@@ -140,3 +140,13 @@ def test_fmt_never_fails_on_hostile_policies(data):
         if res.formatted is not None:
             src2, err2 = decode_source(res.formatted.encode("utf-8"), "f.policy")
             assert err2 is None and format_source(src2).formatted == res.formatted
+
+
+@pytest.mark.parametrize("value", ["[]", "{}", "[refunds]", "1", "true", "null"])
+def test_a_workflow_that_is_not_a_name_is_reported_not_raised(workdir, value):
+    # found by test_mutated_suites_never_raise: `workflow: []` reached a dict lookup with an
+    # unhashable key while the suite was checked against the policy (TypeError)
+    text = seed_text()
+    suite, result = load_and_run(workdir, "wf", text.replace("workflow: refunds", "workflow: " + value, 1).encode())
+    r = CliRunner().invoke(main, ["test", str(workdir / "wf.policy-test.yaml")])
+    assert r.exit_code in (1, 2) and "Traceback" not in r.output and "bug in Stopline" not in r.output

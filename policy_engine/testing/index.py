@@ -175,7 +175,7 @@ class SuiteChecker:
             if isinstance(wf, str):
                 self.name("workflow", wf, self.idx.workflows, where("workflow"))
             if isinstance(typ, str):
-                wfobj = self.idx.workflows.get(wf)
+                wfobj = self.idx.workflows.get(wf) if isinstance(wf, str) else None
                 known = [a.name for a in wfobj.actions] if wfobj else list(self.idx.actions)
                 if self.name("action type", typ, known, where("type")):
                     rules = [r.name for r in self.idx.actions[typ].rules]
