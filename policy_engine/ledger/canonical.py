@@ -26,7 +26,7 @@ from .errors import InvalidEntry
 ENTRY_FORMAT_VERSION = 1
 ZERO_HASH = "0" * 64  # the ``prev`` of the first entry
 
-__all__ = ["canonical_json", "canonical_text", "leaf_data", "ENTRY_FORMAT_VERSION", "ZERO_HASH"]
+__all__ = ["Canonical", "canonical_json", "canonical_text", "leaf_data", "ENTRY_FORMAT_VERSION", "ZERO_HASH"]
 
 
 def _check_slow(value: Any, path: str, depth: int = 0) -> bool:
@@ -157,6 +157,27 @@ def canonical_json(value: Any) -> bytes:
 def canonical_text(value: Any) -> str:
     """:func:`canonical_json` as text (UTF-8)."""
     return canonical_json(value).decode("utf-8")
+
+
+class Canonical:
+    """A body given as its RFC 8785 text, for :meth:`Ledger.append_many` (``NewEntry.body``).
+
+    The producer vouches that ``text`` is exactly ``canonical_text`` of a JSON object whose
+    top-level keys are ``keys`` (the ledger checks the kind's required keys against them
+    and stores the text as given; the entry's ``body`` is parsed from it when first read).
+    For encoders that know their body's structure, such as the runtime's gate
+    (``policy_engine.runtime.gatejson``), proven byte-identical to :func:`canonical_json`
+    by tests. Not for ``step`` or ``approval`` entries, whose checks read values.
+    """
+
+    __slots__ = ("text", "keys")
+
+    def __init__(self, text: str, keys: tuple[str, ...]) -> None:
+        self.text = text
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"Canonical({self.text[:60]!r}...)"
 
 
 def header(

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 
 from . import schema
-from .canonical import leaf_data
+from .canonical import leaf_data, parse_body
 from .errors import InvalidEntry, LedgerError, LedgerUnavailable
 
 E, L, N, H = schema.entries, schema.links, schema.nodes, schema.heads
@@ -45,6 +45,21 @@ class Entry:
     time: str
     prev: str
     hash: str
+
+    @classmethod
+    def _unparsed(cls, **fields: Any) -> Entry:
+        """An entry whose ``body`` is parsed from ``body_json`` when first read (the writer
+        makes its entries so: an appender that never reads the body does not pay the parse)."""
+        e = object.__new__(cls)
+        e.__dict__.update(fields)  # (a frozen dataclass: its fields are plain instance attributes)
+        return e
+
+    def __getattr__(self, name: str) -> Any:  # only for a missing attribute: the unparsed body
+        if name == "body":
+            v = parse_body(self.body_json)
+            object.__setattr__(self, "body", v)
+            return v
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def leaf_data(self) -> bytes:
         """The RFC 8785 bytes whose leaf hash is ``hash``."""

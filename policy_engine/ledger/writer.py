@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from . import merkle, schema
-from .canonical import canonical_text, leaf_data, parse_body
+from .canonical import Canonical, canonical_text, leaf_data
 from .errors import IdempotencyConflict, InvalidEntry, StateChanged
 from .kinds import check_entry
 from .note import Checkpoint, SigningKey, sign_checkpoint
@@ -32,7 +32,6 @@ from .records import _MAX_LINKS, E, Entry, H, NewEntry, _db, format_time
 @dataclass
 class _Prepared:
     kind: str
-    body: Any
     body_json: str
     workflow: str | None
     links: tuple[str, ...]
@@ -137,10 +136,18 @@ class LedgerWriter(LedgerReader):
                     v.encode("utf-8")
                 except UnicodeEncodeError:
                     raise InvalidEntry("workflow, key and links must be valid Unicode (no lone surrogates)") from None
-        check_entry(n.kind, n.body, n.workflow, links)
-        text = canonical_text(n.body)
+        body = n.body
+        if type(body) is Canonical:  # the text, vouched canonical by its producer (the runtime's gate)
+            if n.kind in ("step", "approval"):
+                raise InvalidEntry(f"a `{n.kind}` body is given as a value, not as canonical text")
+            check_entry(n.kind, dict.fromkeys(body.keys), n.workflow, links)
+            text = body.text
+        else:
+            check_entry(n.kind, body, n.workflow, links)
+            text = canonical_text(body)
         t = format_time(n.time if n.time is not None else datetime.now(UTC))
-        return _Prepared(n.kind, parse_body(text), text, n.workflow, links, n.key, t, str(uuid.uuid4()))
+        # the entry's body is parsed from the text when first read (Entry._unparsed)
+        return _Prepared(n.kind, text, n.workflow, links, n.key, t, str(uuid.uuid4()))
 
     def append(self, kind: str, body: Any, *, workflow: str | None = None, links: Sequence[str] = (),
                key: str | None = None, time: datetime | None = None) -> Entry:
@@ -356,8 +363,8 @@ class LedgerWriter(LedgerReader):
     @staticmethod
     def _made(p: _Prepared, seq: int, prev: str, h: str) -> Entry:
         assert p.id is not None
-        return Entry(seq=seq, id=p.id, kind=p.kind, body=p.body, body_json=p.body_json, workflow=p.workflow,
-                     links=p.links, key=p.key, time=p.time, prev=prev, hash=h)
+        return Entry._unparsed(seq=seq, id=p.id, kind=p.kind, body_json=p.body_json, workflow=p.workflow,
+                               links=p.links, key=p.key, time=p.time, prev=prev, hash=h)
 
     @_db
     def transact(self, build: Callable[[Connection], Sequence[NewEntry] | None], *,
@@ -464,8 +471,9 @@ class LedgerWriter(LedgerReader):
                     eid = p.id or str(uuid.uuid4())
                     h = merkle.leaf_hash(leaf_data(p.body_json, seq=size, id=eid, kind=p.kind, workflow=p.workflow,
                                                    links=p.links, key=p.key, time=p.time, prev=head)).hex()
-                    entry = Entry(seq=size, id=eid, kind=p.kind, body=p.body, body_json=p.body_json,
-                                  workflow=p.workflow, links=p.links, key=p.key, time=p.time, prev=head, hash=h)
+                    entry = Entry._unparsed(seq=size, id=eid, kind=p.kind, body_json=p.body_json,
+                                            workflow=p.workflow, links=p.links, key=p.key, time=p.time, prev=head,
+                                            hash=h)
                     e_rows.append(
                         (
                             size,

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
-from ..ledger.canonical import canonical_text
+from ..ledger.canonical import Canonical, canonical_text
 from .core import RuntimeCore
+from .gatejson import body_text
 from .results import E, ExecutionResult, GateResult, ResumeResult, RuntimeUsageError, _digest, _name, _now, _plain, _ts
 
 if TYPE_CHECKING:
@@ -57,10 +58,10 @@ class Executions(RuntimeCore):
         a = _plain(action)
         wf = _name(a.get("workflow")) if isinstance(a, dict) else None
         try:
-            canonical_text(a)
+            action_text: str | None = canonical_text(a)  # checked once; its text goes into the body
             recorded_action, problem = a, None
         except InvalidEntry as e:  # the decision (fail closed) is recorded; the action as text
-            recorded_action, problem = repr(a)[:4096], str(e)
+            action_text, recorded_action, problem = None, repr(a)[:4096], str(e)
         known = self._wf_seen.get(wf) if key is None else None
         if known is None and key is None and wf is None:
             known = (0, None)  # no workflow: no state to read, nothing to fence
@@ -76,12 +77,21 @@ class Executions(RuntimeCore):
                     return self._gate_replay(used, key, recorded_action)
                 row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
             d = eng.evaluate(a, self._state(wf, row), now_dt)
-            body = {"action": recorded_action, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
-                    "now": _ts(now_dt)}
-            if problem:
-                body["action_error"] = problem
-            if d.effect == "require_approval":
-                body["pending_until"] = _ts(now_dt + self.decision_ttl)
+            now_s = _ts(now_dt)
+            pending = _ts(now_dt + self.decision_ttl) if d.effect == "require_approval" else None
+            fast = body_text(action_text, recorded_action if problem else None, problem or None, d, now_s, pending)
+            body: Any
+            if fast is not None:  # the decision of a template: its canonical text without the generic encoder
+                body = Canonical(*fast)
+                decision_json = None
+            else:
+                body = {"action": recorded_action, "decision": d.model_dump(mode="json"),
+                        "policy_hash": d.policy_hash, "now": now_s}
+                if problem:
+                    body["action_error"] = problem
+                if pending is not None:
+                    body["pending_until"] = pending
+                decision_json = body["decision"]
             items = [NewEntry("decision", body, workflow=wf, key=key, time=now_dt)]
             stop = None
             if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
@@ -92,10 +102,10 @@ class Executions(RuntimeCore):
                         "resume_criteria": list(s.resume_criteria) if s else []}
                 items.append(NewEntry("stop", stop, workflow=wf, links=[0], time=now_dt))
 
-            def then(ids: list[str], body=body, stop=stop) -> list[tuple[str, tuple]]:
+            def then(ids: list[str], pending=pending, stop=stop) -> list[tuple[str, tuple]]:
                 out: list[tuple[str, tuple]] = []
-                if "pending_until" in body:
-                    out.append((self._SQL_PENDING, (body["pending_until"], ids[0])))
+                if pending is not None:
+                    out.append((self._SQL_PENDING, (pending, ids[0])))
                 if stop is not None:
                     t = stop["stopped_at"]
                     out.append((self._SQL_STOP_UPDATE, (stop["trigger"], ids[1], t, ids[1], wf, ids[1])))
@@ -114,8 +124,11 @@ class Executions(RuntimeCore):
                 if snap is None or snap[6] is None:
                     raise
                 return self._gate_replay(snap[6], key, recorded_action)
-            if key is not None and entries[0].body.get("decision") != body["decision"]:
-                return self._gate_replay(entries[0].id, key, recorded_action)
+            if key is not None:
+                if decision_json is None:
+                    decision_json = d.model_dump(mode="json")
+                if entries[0].body.get("decision") != decision_json:
+                    return self._gate_replay(entries[0].id, key, recorded_action)
             made = next((e for e in entries if e.kind == "stop"), None)
             if wf is not None and made is None and key is None:
                 if len(self._wf_seen) >= 10_000:
