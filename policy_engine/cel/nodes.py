@@ -34,7 +34,7 @@ class _N:
 
 
 def _const(value: Any) -> _N:
-    def fn(a: Any, c: Any) -> Any:
+    def fn(a: Any, c: Any, value: Any = value) -> Any:
         return value
 
     n = _N(fn, True, value, 1)

@@ -77,7 +77,7 @@ class _Operators:
         # specialised closure per operator (avoids a dispatch per call)
         if sym == "<":
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn(a: Any, c: Any, L: Callable = L, k: Any = k, kf: bool = kf, cmp: Callable = cmp) -> Any:
                 v = L(a, c)
                 t = type(v)
                 if t is float:
@@ -88,7 +88,7 @@ class _Operators:
 
         elif sym == "<=":
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn(a: Any, c: Any, L: Callable = L, k: Any = k, kf: bool = kf, cmp: Callable = cmp) -> Any:
                 v = L(a, c)
                 t = type(v)
                 if t is float:
@@ -99,7 +99,7 @@ class _Operators:
 
         elif sym == ">":
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn(a: Any, c: Any, L: Callable = L, k: Any = k, kf: bool = kf, cmp: Callable = cmp) -> Any:
                 v = L(a, c)
                 t = type(v)
                 if t is float:
@@ -110,7 +110,7 @@ class _Operators:
 
         else:
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn(a: Any, c: Any, L: Callable = L, k: Any = k, kf: bool = kf, cmp: Callable = cmp) -> Any:
                 v = L(a, c)
                 t = type(v)
                 if t is float:
@@ -129,7 +129,8 @@ class _Operators:
             k = rn.value
             tk = type(k)
 
-            def eqs(a: Any, c: Any) -> Any:  # Python's == for the same type alone, else _eq
+            def eqs(a: Any, c: Any, L: Callable = L, k: Any = k, tk: type = tk, neg: bool = neg) -> Any:
+                # Python's == for the same type alone, else _eq
                 v = L(a, c)
                 if type(v) is tk:
                     return (v != k) if neg else (v == k)
@@ -139,7 +140,7 @@ class _Operators:
         if rn.const and type(rn.value) in (int, float, CelUint):
             k = rn.value
 
-            def eqn(a: Any, c: Any) -> Any:
+            def eqn(a: Any, c: Any, L: Callable = L, k: Any = k, neg: bool = neg) -> Any:
                 v = L(a, c)
                 t = type(v)
                 if t is int or t is float or t is CelUint:
@@ -150,11 +151,11 @@ class _Operators:
         if rn.const and (rn.value is None or type(rn.value) is bool):
             k = rn.value
             if neg:
-                return lambda a, c: L(a, c) is not k
-            return lambda a, c: L(a, c) is k
+                return lambda a, c, L=L, k=k: L(a, c) is not k
+            return lambda a, c, L=L, k=k: L(a, c) is k
         if neg:
-            return lambda a, c: not _eq(L(a, c), R(a, c))
-        return lambda a, c: _eq(L(a, c), R(a, c))
+            return lambda a, c, L=L, R=R: not _eq(L(a, c), R(a, c))
+        return lambda a, c, L=L, R=R: _eq(L(a, c), R(a, c))
 
     def c_in(self, ln: _N, rn: _N, node: Any) -> _N:
         L, R = ln.fn, rn.fn
@@ -164,18 +165,21 @@ class _Operators:
             fs = frozenset(rn.value)
             strs = rn.value
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn_strs(a: Any, c: Any, L: Callable = L, fs: frozenset = fs, strs: list = strs) -> Any:
                 v = L(a, c)
                 if type(v) is str:
                     return v in fs
                 return _contains_in(v, strs)  # element by element, as `==` compares
 
+            fn: Callable[..., Any] = fn_strs
+
             what: tuple = ("in_strs", ln, fs)
         else:
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn_any(a: Any, c: Any, L: Callable = L, R: Callable = R) -> Any:
                 return _contains_in(L(a, c), R(a, c))
 
+            fn = fn_any
             what = ("in", ln, rn)
         n = self.mk(fn, ln, rn, node=node)
         n.op = what
@@ -249,7 +253,7 @@ class _Operators:
         count = len(ops)
         if nots:
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn(a: Any, c: Any, F: Callable = F, count: int = count) -> Any:
                 v = F(a, c)
                 if v is True or v is False:
                     return v if count % 2 == 0 else not v
@@ -257,7 +261,7 @@ class _Operators:
 
         else:
 
-            def fn(a: Any, c: Any) -> Any:
+            def fn(a: Any, c: Any, F: Callable = F, count: int = count) -> Any:
                 v = F(a, c)
                 for _ in range(count):
                     v = _neg(v)
