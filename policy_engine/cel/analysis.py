@@ -72,7 +72,7 @@ def read_set(refs: Sequence[Reference], has_fields: dict[int, str]) -> tuple[tup
 
 _CHAIN = frozenset({"member", "member_dot", "member_dot_arg", "member_index", "member_object", "primary", "ident",
                     "dot_ident"})
-_CALL_RE = re.compile(r"((?<!\d)\.\s*)?([A-Za-z_]\w*)\s*\(")  # `42.f(` lexes as `42.` then `f(`
+_CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
 LITERAL_SLIPS = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false", "None": "null",
                  "none": "null", "NULL": "null", "Null": "null", "nil": "null", "undefined": "null"}
 _SLIP_RE = re.compile(r"\b(?:" + "|".join(LITERAL_SLIPS) + r")\b")
@@ -172,8 +172,16 @@ def _maybe_unknown(source: str) -> bool:
         return True
     glob, meth = _names()
     for m in _CALL_RE.finditer(source):
-        name = m[2]
-        if m[1] is None:
+        name = m[1]
+        k = m.start() - 1
+        while k >= 0 and source[k] in " \t\r\n":
+            k -= 1
+        prev = source[k] if k >= 0 else ""
+        if prev == "." and k and source[k - 1].isdigit():
+            return True  # `42.indexOf(` lexes as `42.` `in` `dexOf(`
+        if name.startswith("in") and prev and prev not in "([{,!-+*/%<>=&|?:.":
+            return True  # after an operand, `int(1)` lexes as `in` `t(1)`
+        if prev != ".":
             if name not in glob and name != "has":
                 return True
         elif name not in meth and not (name in _MACRO_USAGE and _macro_ok(name, source, m.end())):
@@ -187,34 +195,40 @@ _NVARS = {"all": (0, 0, 1, 2), "exists": (0, 0, 1, 2), "exists_one": (0, 0, 1, 2
 _BARE = re.compile(r"\s*[A-Za-z_]\w*\s*$")
 
 
+_SCAN = re.compile(r"""[()\[\]{},'"]""")
+
+
 def _macro_ok(name: str, src: str, i: int) -> bool:
     """True when the call whose `(` ends at ``i`` surely has a form of the macro: the number of
     arguments is one it takes and its variables are bare names. Any doubt (a raw, bytes or
     triple-quoted string, a bracket that does not close): False, and the source is parsed."""
     depth, start, args = 1, i, []
-    while i < len(src):
+    n = len(src)
+    while True:
+        m = _SCAN.search(src, i)
+        if m is None:
+            return False
+        i = m.start()
         ch = src[i]
-        if ch in "'\"":  # a plain string: skipped; a raw or triple-quoted one: doubt
+        if ch in "'\"":  # a plain string: skipped; a raw, bytes or triple-quoted one: doubt
             if src.startswith(ch * 3, i) or (i and src[i - 1] in "rRbB"):
                 return False
             i += 1
-            while i < len(src) and src[i] != ch:
+            while i < n and src[i] != ch:
                 i += 2 if src[i] == "\\" else 1
-            if i >= len(src):
+            if i >= n:
                 return False
-        if ch in "([{":
+        elif ch in "([{":
             depth += 1
         elif ch in ")]}":
             depth -= 1
             if depth == 0:
                 args.append(src[start:i])
                 break
-        elif ch == "," and depth == 1:
+        elif depth == 1:  # a comma between the macro's arguments
             args.append(src[start:i])
             start = i + 1
         i += 1
-    else:
-        return False
     forms = _NVARS[name]
     nvars = forms[len(args)] if len(args) < len(forms) else 0
     return nvars > 0 and all(_BARE.match(a) for a in args[:nvars])
