@@ -73,6 +73,7 @@ def read_set(refs: Sequence[Reference], has_fields: dict[int, str]) -> tuple[tup
 _CHAIN = frozenset({"member", "member_dot", "member_dot_arg", "member_index", "member_object", "primary", "ident",
                     "dot_ident"})
 _CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+_GLUED = re.compile(r"\d[A-Za-z_]\w*\s*\(")  # `2.0int(1)` lexes as `2.0` `in` `t(1)`: parsed
 LITERAL_SLIPS = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false", "None": "null",
                  "none": "null", "NULL": "null", "Null": "null", "nil": "null", "undefined": "null"}
 _SLIP_RE = re.compile(r"\b(?:" + "|".join(LITERAL_SLIPS) + r")\b")
@@ -168,7 +169,7 @@ def _maybe_unknown(source: str) -> bool:
     """False when no call in the text can be unknown and no Python literal appears (then the
     source need not be parsed): every `name(` is a global function, `has`, or (after a dot)
     a method, or a macro with a form it has (its arguments counted by ``_macro_ok``)."""
-    if _SLIP_RE.search(source):
+    if _SLIP_RE.search(source) or _GLUED.search(source):
         return True
     glob, meth = _names()
     for m in _CALL_RE.finditer(source):
@@ -181,6 +182,12 @@ def _maybe_unknown(source: str) -> bool:
             return True  # `42.indexOf(` lexes as `42.` `in` `dexOf(`
         if name.startswith("in") and prev and prev not in "([{,!-+*/%<>=&|?:.":
             return True  # after an operand, `int(1)` lexes as `in` `t(1)`
+        if prev == ".":  # a method, unless the dot starts a name (`.f(x)`: a global function)
+            k -= 1
+            while k >= 0 and source[k] in " \t\r\n":
+                k -= 1
+            if k < 0 or not (source[k].isalnum() or source[k] in "_)]}'\"."):  # `2..f(`: a method on `2.`
+                prev = ""
         if prev != ".":
             if name not in glob and name != "has":
                 return True
@@ -376,7 +383,9 @@ class _Walk:
                 else:
                     ns = ".".join(path)
                     in_ns = sorted(g for g in self.glob | {"cel.bind"} if g.startswith(ns + "."))
-                    if in_ns:  # `math.greatst(...)`: a namespaced function that does not exist
+                    if in_ns and str(mtok) not in self.meth and str(mtok) not in _MACRO_USAGE:
+                        # `math.greatst(...)`: a namespaced function that does not exist (`math.size(x)`
+                        # is a method on a variable `math`: E113 says it is not in scope)
                         self.push(args, scope)
                         self.report(
                             "function", fq, (_pos(tok)[0], _pos(mtok)[1]), f"unknown function `{fq}`",
