@@ -1,8 +1,14 @@
-"""The reviewer's page (``/ui``): the rollback queue per route; a plan with the original
-action and its receipt, the trigger, the window (standard or escalated, until when),
-the authorization slots and who filled them, the cascade with each step's
-feasibility; approve or deny with a reason. Server-rendered (Jinja2 templates shipped
-in the package), no JavaScript.
+"""The reviewer's page (``/ui``): the rollback queue per route, with the rollback batches
+beside it (pending first, oldest first: records, done, partial, remaining, the earliest
+window deadline); a plan with the original action and its receipt, the trigger, the
+window (standard or escalated, until when), the authorization slots and who filled them,
+the cascade with each step's feasibility; a batch (``/ui/batches/{id}``) with its select,
+scenario, trigger, reason, requester, slots, batch hash and its plans a page at a time;
+approve or deny a plan or a whole batch with a reason. Server-rendered (Jinja2 templates
+shipped in the package), no JavaScript.
+
+A batch decision names the batch hash the page showed; a batch whose hash is not that
+one is refused with a message and nothing is recorded (``Runtime.approve_batch``).
 
 A reviewer signs in with their API token (``/ui/login``); the session cookie holds it
 (HttpOnly, SameSite=Strict, path ``/ui``) and every request authenticates it again, so
@@ -18,9 +24,10 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from . import batchview
 from .identity import Caller
 from .native import call, plain
 from .problems import Problem
@@ -87,10 +94,23 @@ def mount(app: FastAPI, st: Any) -> None:
         if caller is None:
             return signin()
         routes: dict[str, list] = {}
+        batches: list[dict] = []
+        in_batches: set[str] = set()
         if st.runtime is not None:
-            for item in call(st.runtime.queue, limit=1000):
+            items = call(st.runtime.queue)
+            batches, in_batches = call(batchview.open_batches, st.runtime, items)
+            shown = 0
+            for item in items:
+                if item.rollback_id in in_batches or shown >= 1000:
+                    continue
+                shown += 1
                 routes.setdefault(item.route or "(no route)", []).append(item)
-        return page("queue.html", caller=caller, csrf=_csrf(token), routes=routes, ledger=st.runtime is not None)
+            for b in batches:
+                for r in b["routes"]:
+                    routes.setdefault(r, [])
+        by_route = {r: [b for b in batches if r in b["routes"]] for r in routes}
+        return page("queue.html", caller=caller, csrf=_csrf(token), routes=routes, by_route=by_route,
+                    ledger=st.runtime is not None)
 
     @app.get("/ui/plans/{rollback_id}", include_in_schema=False)
     def plan(rollback_id: str, request: Request, msg: str | None = None) -> Response:
@@ -138,3 +158,69 @@ def mount(app: FastAPI, st: Any) -> None:
         else:
             msg = f"not recorded: {r.reason or 'the plan takes no more approvals'}; status {r.status}"
         return RedirectResponse(f"/ui/plans/{quote(rollback_id)}?msg={quote(msg)}", status_code=303)
+
+    # ------------------------------------------------------------------ batches
+    @app.get("/ui/batches/{batch_id}", include_in_schema=False)
+    def batch(batch_id: str, request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6),
+              msg: str | None = None) -> Response:
+        caller, token = session(request)
+        if caller is None:
+            return signin()
+        return _batch_page(batch_id, caller, token, page_no, msg)
+
+    def _batch_page(batch_id: str, caller: Caller, token: str, page_no: int, msg: str | None, status: int = 200,
+                    error: str | None = None) -> Response:
+        if st.runtime is None:
+            raise Problem(404, "no-ledger", "the server runs without a ledger")
+        head = call(batchview.batch_entry, st.runtime, batch_id)
+        if head is None:
+            raise Problem(404, "not-a-batch", f"`{batch_id}` is not a rollback batch")
+        items = call(st.runtime.queue)
+        view = call(batchview.batch_page, st.runtime, head, page_no, items)
+        return page("batch.html", status, caller=caller, csrf=_csrf(token), id=batch_id, head=head.body,
+                    auth=plain(view.pop("auth")), msg=msg, error=error, **view)
+
+    @app.post("/ui/batches/{batch_id}", include_in_schema=False)
+    def decide_batch(batch_id: str, request: Request, verdict: str = Form(...),
+                     reason: str = Form(default="", max_length=4000), csrf: str = Form(default=""),
+                     batch_hash: str = Form(default="", max_length=256),
+                     principal: str | None = Form(default=None)) -> Response:
+        caller, token = session(request)
+        if caller is None:
+            return signin()
+
+        def again(status: int, error: str) -> Response:
+            return _batch_page(batch_id, caller, token, 1, None, status, error)
+
+        if not hmac.compare_digest(csrf, _csrf(token)):
+            return again(403, "the form expired: reload the page and try again")
+        if principal is not None and principal != caller.principal:
+            return again(403, f"refused: you are signed in as {caller.principal}; an approval is always given by "
+                              f"the signed-in reviewer, never on behalf of {principal}")
+        if verdict not in ("approve", "deny"):
+            return again(422, "choose approve or deny")
+        if st.runtime is None:
+            raise Problem(404, "no-ledger", "the server runs without a ledger")
+        head = call(batchview.batch_entry, st.runtime, batch_id)
+        if head is None:
+            raise Problem(404, "not-a-batch", f"`{batch_id}` is not a rollback batch")
+        if not batch_hash or batch_hash != head.body.get("batch_hash"):
+            return again(409, f"refused, nothing recorded: the page you decided on showed the batch hash "
+                              f"{batch_hash or '(none)'}, but this batch is now {head.body.get('batch_hash')}. "
+                              "Review the batch as it is now, then decide again.")
+        try:
+            r = call(st.runtime.approve_batch, batch_id, principal=caller.principal, roles=caller.roles,
+                     batch_hash=batch_hash, verdict=verdict, note=reason or None)
+        except Problem as e:  # e.g. the runtime's own hash check, a plan that changed meanwhile
+            return again(e.status if e.status < 500 else 409, f"refused, nothing recorded: {e.detail}")
+        word = "approved" if verdict == "approve" else "denied"
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(r["statuses"].items())) or "no plan changed"
+        if r["counted"]:
+            msg = f"{word} by {caller.principal}: counted on {r['counted']} of {r['plans']} open plans ({counts})"
+        else:
+            why = call(batchview.why_not, st.runtime, head, caller.principal) or (
+                f"no open slot takes {caller.principal} with the roles {', '.join(caller.roles) or '(none)'}")
+            msg = f"recorded, but it does not count on any of the {r['plans']} open plans: {why} ({counts})"
+        if r["skipped"]:
+            msg += f"; {len(r['skipped'])} plans were already decided or under way"
+        return RedirectResponse(f"/ui/batches/{quote(batch_id)}?msg={quote(msg)}", status_code=303)
