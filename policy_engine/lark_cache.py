@@ -4,7 +4,10 @@ collector paused while a policy set loads or a large fused gate is built).
 
 Where the two Lark parsers (the policy grammar, cel-python's CEL grammar) keep their
 analysed LALR tables between processes, so a fresh process does not rebuild them (about
-0.2 s of every `stopline` command and of the first `load()`).
+0.2 s of every `stopline` command and of the first `load()`). Valid policy files and the
+common CEL subset are parsed by hand (`language/rdparse.py`, `cel/rdparse.py`), so a
+process builds (or loads) a Lark parser only for a file or condition that needs it: a
+syntax error to report, or something outside the hand-written parsers.
 
 Lark's own `cache=` option does the work: the file starts with a SHA-256 of the grammar,
 the options, Lark's and Python's versions, and a file that does not match (another
