@@ -1,20 +1,23 @@
 """Reads for the reviewer's batch pages (``/ui`` and ``/ui/batches/{id}``), built from public
 ``Ledger`` and ``Runtime`` calls: ``Runtime.queue`` (the open plans, cached by the log's
-size), ``Runtime.batch_status`` (done, partial, remaining), ``Runtime.authorization`` (one
-plan's slots), and indexed reads through ``Ledger.reading``/``Ledger.fetch`` over the
-ledger's ``entries`` and ``links`` tables (a batch's plans are the rollback entries that
-link to the batch entry).
+size), ``Runtime.authorization`` (one plan's slots), and indexed reads through
+``Ledger.reading``/``Ledger.fetch`` over the ledger's ``entries`` and ``links`` tables (a
+batch's plans are the rollback entries that link to the batch entry) and the runtime's
+``rt_rollbacks`` projection (each plan's status, one row per plan).
 
-A batch page reads one page of plans (``PAGE`` rows by ``LIMIT``/``OFFSET`` over their
-sequence numbers), never the whole batch: a batch of 10,000 plans renders one page's
-bodies plus the counts.
+The counts are ``Runtime.batch_status``'s (done: completed or verified; partial;
+remaining: the rest; a pending plan past its ``pending_until`` counts as expired), but
+computed by one ``GROUP BY`` over the projection: ``batch_status`` parses every plan's
+body (2.4 s for 10,000 plans on this machine), a page must not. A batch page reads one
+page of plans (``PAGE`` rows by ``LIMIT``/``OFFSET`` over their sequence numbers), never
+the whole batch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 
 PAGE = 50  #: plans per batch page
 _CHUNK = 500  #: ids per IN (...)
@@ -26,6 +29,32 @@ def _tables() -> tuple[Any, Any]:
     return schema.entries, schema.links
 
 
+def _statuses(c: Any, batch: Any, now_s: str, ids: list[str] | None = None) -> Any:
+    """(id, status, deadline) of the batch's plans (or of ``ids``), ``status`` as
+    ``batch_status`` reads it; grouped and counted when ``ids`` is None."""
+    from ..runtime import projections
+
+    E, L = _tables()
+    R = projections.rollbacks
+    st = case((and_(R.c.status == "pending", R.c.expires_at.is_not(None), R.c.expires_at <= now_s), "expired"),
+              else_=R.c.status).label("st")
+    if ids is not None:
+        return c.execute(select(R.c.id, st, R.c.deadline).where(R.c.id.in_(ids))).all()
+    members = select(E.c.id).where(E.c.kind == "rollback",
+                                   E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == batch.seq)))
+    return c.execute(select(st, func.count()).where(R.c.id.in_(members)).group_by(st)).all()
+
+
+def counts(rt: Any, batch: Any, now_s: str) -> dict:
+    """A batch's plans by status, and done (completed or verified), partial, remaining."""
+    with rt.ledger.reading() as c:
+        by = {str(s): int(n) for s, n in _statuses(c, batch, now_s)}
+    total = sum(by.values())
+    done = by.get("completed", 0) + by.get("verified", 0)
+    return {"rollbacks": total, "by_status": dict(sorted(by.items())), "done": done, "partial": by.get("partial", 0),
+            "remaining": total - done}
+
+
 def batch_entry(rt: Any, batch_id: str) -> Any | None:
     """The batch entry, or None when ``batch_id`` is no batch."""
     E, _ = _tables()
@@ -34,7 +63,7 @@ def batch_entry(rt: Any, batch_id: str) -> Any | None:
     return found[0] if found and found[0].kind == "batch" else None
 
 
-def open_batches(rt: Any, items: list) -> tuple[list[dict], set[str]]:
+def open_batches(rt: Any, items: list, now_s: str) -> tuple[list[dict], set[str]]:
     """The batches with at least one open plan (``items``: ``Runtime.queue()``), pending
     first, then oldest first, each with its counts and routes; and the ids of the open
     plans that belong to a batch (shown in their batch, not one by one)."""
@@ -42,14 +71,15 @@ def open_batches(rt: Any, items: list) -> tuple[list[dict], set[str]]:
     by_id = {i.rollback_id: i for i in items}
     if not by_id:
         return [], set()
-    R, B = E.alias("r"), E.alias("b")
+
+    from ..runtime import projections
+
+    P, B = projections.rollbacks, E.alias("b")
     member: dict[str, str] = {}  # open rollback id -> batch id
-    ids = list(by_id)
     with rt.ledger.reading() as c:
-        for i in range(0, len(ids), _CHUNK):
-            q = (select(R.c.id, B.c.id).select_from(L.join(R, R.c.seq == L.c.from_seq).join(B, B.c.seq == L.c.to_seq))
-                 .where(R.c.id.in_(ids[i:i + _CHUNK]), R.c.kind == "rollback", B.c.kind == "batch"))
-            member.update({r[0]: r[1] for r in c.execute(q)})
+        q = (select(P.c.id, B.c.id).select_from(P.join(L, L.c.from_seq == P.c.seq).join(B, B.c.seq == L.c.to_seq))
+             .where(P.c.open == 1, B.c.kind == "batch"))
+        member.update((r, b) for r, b in c.execute(q).all() if r in by_id)
         heads = {}
         bids = sorted(set(member.values()))
         for i in range(0, len(bids), _CHUNK):
@@ -60,7 +90,7 @@ def open_batches(rt: Any, items: list) -> tuple[list[dict], set[str]]:
     out = []
     for bid, its in groups.items():
         h = heads[bid]
-        st = rt.batch_status(bid)
+        st = counts(rt, h, now_s)
         deadlines = [i.deadline for i in its if i.deadline]
         routes: dict[str, int] = {}
         for i in its:
@@ -94,11 +124,11 @@ def why_not(rt: Any, batch: Any, principal: str) -> str | None:
     return None
 
 
-def batch_page(rt: Any, batch: Any, page: int, items: list) -> dict:
+def batch_page(rt: Any, batch: Any, page: int, now_s: str) -> dict:
     """One page of a batch's plans (oldest first) with each plan's status, and the batch's
     counts, approvals and the slots of its first plan."""
     E, L = _tables()
-    st = rt.batch_status(batch.id)
+    st = counts(rt, batch, now_s)
     total = st["rollbacks"]
     pages = max(1, -(-total // PAGE))
     page = min(max(1, page), pages)
@@ -108,12 +138,11 @@ def batch_page(rt: Any, batch: Any, page: int, items: list) -> dict:
                                         .limit(PAGE).offset((page - 1) * PAGE))]
         rows = rt.ledger.fetch(c, E.c.seq.in_(seqs)) if seqs else []
         first_id = _first(c, batch)
-    open_status = {i.rollback_id: i for i in items}
+        status_of = {r[0]: (r[1], r[2]) for r in _statuses(c, batch, now_s, [m.id for m in rows])} if rows else {}
     plans = []
     for m in rows:
         plan = m.body.get("plan") or {}
-        q = open_status.get(m.id)
-        status = q.status if q is not None else rt.authorization(m.id).status
+        status, deadline = status_of.get(m.id, ("unknown", None))
         steps = (plan.get("cascade") or {}).get("steps") or ()
         plans.append({"id": m.id, "original": m.body.get("original"), "type": plan.get("original_type"),
                       "workflow": plan.get("workflow") or m.workflow, "executed_at": plan.get("executed_at"),
@@ -121,7 +150,7 @@ def batch_page(rt: Any, batch: Any, page: int, items: list) -> dict:
                       "reasons": (plan.get("feasibility") or {}).get("reasons") or (),
                       "cascade": len(steps), "window": plan.get("window"),
                       "until": plan.get("reversible_until"), "route": m.body.get("route"), "status": status,
-                      "past_window": bool(q.past_window) if q is not None else False})
+                      "past_window": deadline is not None and deadline <= now_s})
     slots = rt.authorization(first_id) if first_id is not None else None
     approvals = [a.body for a in rt.ledger.entries(kind="approval", link=batch.id)]
     return {"state": st, "plans": plans, "page": page, "pages": pages, "total": total, "page_size": PAGE,

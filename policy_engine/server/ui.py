@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -42,6 +43,11 @@ def _env() -> Any:
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False)
     return env
+
+
+def _now() -> str:
+    """Now as the ledger writes times (fixed width, so they compare as text)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _csrf(token: str) -> str:
@@ -98,7 +104,7 @@ def mount(app: FastAPI, st: Any) -> None:
         in_batches: set[str] = set()
         if st.runtime is not None:
             items = call(st.runtime.queue)
-            batches, in_batches = call(batchview.open_batches, st.runtime, items)
+            batches, in_batches = call(batchview.open_batches, st.runtime, items, _now())
             shown = 0
             for item in items:
                 if item.rollback_id in in_batches or shown >= 1000:
@@ -175,8 +181,7 @@ def mount(app: FastAPI, st: Any) -> None:
         head = call(batchview.batch_entry, st.runtime, batch_id)
         if head is None:
             raise Problem(404, "not-a-batch", f"`{batch_id}` is not a rollback batch")
-        items = call(st.runtime.queue)
-        view = call(batchview.batch_page, st.runtime, head, page_no, items)
+        view = call(batchview.batch_page, st.runtime, head, page_no, _now())
         return page("batch.html", status, caller=caller, csrf=_csrf(token), id=batch_id, head=head.body,
                     auth=plain(view.pop("auth")), msg=msg, error=error, **view)
 
