@@ -164,3 +164,15 @@ def test_recorded_gate_bodies_are_rfc8785_and_the_ledger_verifies(ledger_url, tm
                 assert e.body_json.encode("utf-8") == rfc8785.dumps(ref)
             assert e.body_json.encode("utf-8") == rfc8785.dumps(json.loads(e.body_json))
         assert rt.ledger.verify().ok
+
+
+def test_gate_many_records_the_same_bytes(ledger_url, tmp_path):  # noqa: F811
+    with Runtime.open(str(write_policy(tmp_path)), ledger=ledger_url) as rt:
+        eng = rt.engine
+        acts = [{**send(10.0), "id": "a"}, {**send(500.0), "id": "é\U0001f600"}, {**send(float("inf")), "id": "c"},
+                {**send(20.0), "id": "\ud800"}]
+        out = rt.gate_many(acts, now=at(1))
+        for a, g in zip(acts, out):
+            e = rt.ledger.get(g.decision_id)
+            assert e.body_json.encode("utf-8") == rfc8785.dumps(reference_body(a, eng.evaluate(a, None, at(1)), at(1)))
+        assert rt.ledger.verify().ok

@@ -166,6 +166,7 @@ class Executions(RuntimeCore):
         now_dt = _now(now)
         acts = [_plain(a) for a in actions]
         decisions: list[Any] = []
+        now_s = _ts(now_dt)
 
         def build(c):
             decisions.clear()
@@ -178,13 +179,19 @@ class Executions(RuntimeCore):
                 d = eng.evaluate(a, self._state(wf, rows[wf]), now_dt)
                 decisions.append((d, rows[wf] is not None))
                 try:
-                    canonical_text(a)
-                    body = {"action": a}
+                    text: str | None = canonical_text(a)
+                    body: Any = {"action": a}
                 except InvalidEntry as e:
-                    body = {"action": repr(a)[:4096], "action_error": str(e)}
-                body.update(decision=d.model_dump(mode="json"), policy_hash=d.policy_hash, now=_ts(now_dt))
-                if d.effect == "require_approval":
-                    body["pending_until"] = _ts(now_dt + self.decision_ttl)
+                    text, body = None, {"action": repr(a)[:4096], "action_error": str(e)}
+                pending = _ts(now_dt + self.decision_ttl) if d.effect == "require_approval" else None
+                fast = body_text(text, body["action"] if text is None else None, body.get("action_error"), d,
+                                 now_s, pending)
+                if fast is not None:  # as in gate: the template's canonical text
+                    body = Canonical(*fast)
+                else:
+                    body.update(decision=d.model_dump(mode="json"), policy_hash=d.policy_hash, now=now_s)
+                    if pending is not None:
+                        body["pending_until"] = pending
                 items.append(NewEntry("decision", body, workflow=wf, time=now_dt))
                 if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
                     s = d.stop
