@@ -1,6 +1,6 @@
 """Rollback batches on the reviewer's page (``/ui`` and ``/ui/batches/{id}``).
 
-Structural tests over HTTP (Starlette's httpx test client): the batches listed per route
+Structural tests over HTTP (Starlette's httpx test client, on SQLite and PostgreSQL): the batches listed per route
 beside the queue (pending first, oldest first, with their counts), a batch page read one
 page of plans at a time, a decision bound to the batch hash the page showed (a different
 hash is refused, nothing recorded), CSRF, a forged principal, no session. And in a real
@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
+from ledger_fixtures import ledger_url  # noqa: E402,F401  (SQLite and PostgreSQL)
 from server_support import SERVER_POLICY, TOKENS, bearer, serve, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from test_server_ui import _sign_in, _submit, browser  # noqa: E402,F401  (the browser fixture)
@@ -39,9 +40,9 @@ def policy_dir(tmp_path):
 
 
 @pytest.fixture
-def app(tmp_path, policy_dir):
+def app(tmp_path, policy_dir, ledger_url):  # noqa: F811
     ids = str(write_identities(tmp_path / "ids.yaml"))
-    with TestClient(create_app(ServerConfig(str(policy_dir), ledger=f"sqlite:///{tmp_path / 'l.db'}",
+    with TestClient(create_app(ServerConfig(str(policy_dir), ledger=ledger_url,
                                             identities=ids, reload_interval=0))) as c:
         yield c
 
