@@ -134,6 +134,27 @@ def test_the_queue_lists_batches_per_route_pending_first_with_counts(app):
     assert min(deadlines) in rows[newer["batch_id"]]
     # a batch's plans are shown in their batch, not one by one
     assert re.findall(r'class="plan-link" href="/ui/plans/([^"]+)"', html) == [single]
+    # the counts are Runtime.batch_status's (read here without parsing every plan)
+    for b in (older, newer):
+        st = c.get(f"/v1/rollbacks/batches/{b['batch_id']}", headers=bearer("ops")).json()
+        assert [int(n) for _, n in cells[b["batch_id"]][1:]] == [st["done"], st["partial"], st["remaining"]]
+
+
+def test_a_batch_left_pending_past_its_time_counts_as_expired_as_batch_status_says(app):
+    c = app
+    fill(c, 2, "run-5")
+    fill(c, 1, "run-6")
+    c.app.state.runtime.rollback_ttl = timedelta(seconds=-1)  # pending_until already past
+    stale = request_batch(c, "run-5")
+    c.app.state.runtime.rollback_ttl = timedelta(days=7)
+    fresh = request_batch(c, "run-6")
+    st = c.get(f"/v1/rollbacks/batches/{stale['batch_id']}", headers=bearer("ops")).json()
+    assert st["by_status"] == {"expired": 2}
+    sign_in(c, "casey")
+    page = text(c.get(f"/ui/batches/{stale['batch_id']}").text)
+    assert "2 expired" in page and "pending" not in page.split("Decide the whole batch")[0]
+    # on the queue the fresh (pending) batch comes first although it is newer
+    assert re.findall(r'data-batch="([^"]+)"', c.get("/ui").text) == [fresh["batch_id"], stale["batch_id"]]
 
 
 def test_a_batch_page_is_read_a_page_at_a_time(app):

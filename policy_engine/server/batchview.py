@@ -95,7 +95,7 @@ def open_batches(rt: Any, items: list, now_s: str) -> tuple[list[dict], set[str]
         routes: dict[str, int] = {}
         for i in its:
             routes[i.route or "(no route)"] = routes.get(i.route or "(no route)", 0) + 1
-        pending = sum(1 for i in its if i.status == "pending")
+        pending = sum(1 for i in its if i.status == "pending" and not (i.expires_at and i.expires_at <= now_s))
         out.append({"batch_id": bid, "seq": h.seq, "head": h.body, "status": st, "routes": routes,
                     "pending": pending, "open": len(its), "deadline": min(deadlines) if deadlines else None,
                     "past_window": any(i.past_window for i in its)})
