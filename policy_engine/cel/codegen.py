@@ -305,6 +305,9 @@ def _g_macro(kind: str, T: Callable, P: Callable, M: Callable | None, slot: int,
         em.emit(f"{r} = " + {"all": "True", "exists": "False", "exists_one": "0"}.get(kind, "[]"))
         em.emit(f"for {var} in {seq}:")
         em.ind += 1
+        # over a list the prologue proved holds strings alone, the variable is a str
+        saved = em.local_kinds.get(var)
+        em.local_kinds[var] = em.items.get(seq) if tk == "list" else None
         pe, pk = P(em)
         if kind == "map" and M is None:
             em.emit(f"{r}.append({pe})")
@@ -331,6 +334,7 @@ def _g_macro(kind: str, T: Callable, P: Callable, M: Callable | None, slot: int,
                 me, _ = M(em)
                 em.emit(f"{r}.append({me})")
                 em.ind -= 1
+        em.local_kinds[var] = saved
         em.ind -= 1
         if kind == "exists_one":
             return f"({r} == 1)", "bool"
@@ -472,7 +476,7 @@ def _g_ident(path: tuple[str, ...], dotted: list[str]) -> Callable:
                     continue
                 f = em.fields.get((root, name) if i == 0 else (root, path[1], name))
                 if f is not None:
-                    var, fkind, missing = f
+                    var, fkind, missing = f[0], f[1], f[2]  # (a 4th item: the kind of a list's items)
                     if missing:  # it may be absent: reading it falls back (a missing key)
                         e, kind = f"({var} if {var} is not _MISS else _fb())", None
                     else:
@@ -490,6 +494,8 @@ def _g_local(slot: int, fields: tuple[str, ...]) -> Callable:
 
     def g(em: _Gen) -> tuple[str, str | None]:
         e = em.lit(var)
+        if not fields:  # a macro's variable over a list of items of a known kind (see _g_macro)
+            return e, em.local_kinds.get(var)
         for name in fields:
             e = _g_sel(em, e, name)
         return e, None

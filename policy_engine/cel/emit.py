@@ -62,6 +62,10 @@ class _Gen:
         # (a key (variable, field, key) is a key of a field the prologue proved an object)
         self.fields: dict[tuple[str, ...], tuple[str, str | None, bool]] = {}
         self.known: dict[tuple[str, str], str] = {}
+        # a local the prologue proved a list of items of one kind (a list of strings: "str"),
+        # and the kind of a macro's variable while its body is generated over such a list
+        self.items: dict[str, str] = {}
+        self.local_kinds: dict[str, str | None] = {}
 
     def root(self, name: str, as_dict: bool) -> tuple[str, str | None]:
         """A free variable, looked up once in the prologue (a missing one falls back)."""

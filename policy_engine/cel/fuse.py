@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .codegen import generator_of
-from .emit import _FAST_GLOBALS, _Gen
+from .emit import _FAST_GLOBALS, _FAST_MAX_LIST, _Gen
 
 if TYPE_CHECKING:  # (api builds on the fast path; fuse only reads what it made)
     from .api import CompiledExpr
@@ -45,6 +45,37 @@ def _index(guards: Sequence[Any], fields: Mapping, n: int) -> dict[str, list[int
         if g is not None and g[0] in out:
             out[g[0]].append(i)
     return out
+
+
+_BUDGET_CHECK = re.compile(r"if _it > (\d+): _fb\(\)")
+_IT = re.compile(r"\b_it\b")
+
+
+def _fold_budget(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """One condition's statements without its iteration budget count when the count can
+    never pass the budget: every macro adds at most `_FAST_MAX_LIST` (its list is refused
+    above that, just before), so k macros none of which sits inside another's loop (each
+    runs at most once) add at most k * `_FAST_MAX_LIST`; when that is within every budget
+    checked, no check can fail and `_it` is read nowhere else. Otherwise `lines` as is."""
+    adds = 0
+    budgets = []
+    loops: list[int] = []  # the indentations of the enclosing `for` statements
+    for ind, text in lines:
+        while loops and ind <= loops[-1]:
+            loops.pop()
+        if text.startswith("_it += "):
+            if loops:
+                return lines
+            adds += 1
+        elif _BUDGET_CHECK.fullmatch(text):
+            budgets.append(int(text[len("if _it > "):-len(": _fb()")]))
+        elif _IT.search(text):
+            return lines  # read some other way: keep it
+        if text.startswith(("for ", "while ")):
+            loops.append(ind)
+    if not budgets or adds * _FAST_MAX_LIST > min(budgets):
+        return lines
+    return [(ind, text) for ind, text in lines if not (text.startswith("_it += ") or _BUDGET_CHECK.fullmatch(text))]
 
 
 def defer_fast_paths(exprs: Sequence[Any], evaluations: int) -> None:
@@ -104,6 +135,8 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
         pnames = {name: f"_p{i}" for i, name in enumerate(params)}
         em = _Gen(0)
         em.fields = dict(fields or {})
+        em.items = {f[0]: f[3] for f in em.fields.values()  # type: ignore[misc]
+                    if len(f) > 3 and f[3] is not None}  # (var, kind, maybe absent, kind of its items)
         em.known = dict(known or {})
         pieces: list[list[str]] = []  # per condition: its statements, setting its bit in `_m`
         acts: list[bool] = []  # per condition: whether it reads `_act` (called as itself)
@@ -123,9 +156,12 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
                 guards.append(getattr(g, "field_guard", None))
             acts.append(g is None)
             body: list[str] = []
+            lines = em.lines
             if em.loops:
-                body.append("_it = 0")  # the iteration budget is per condition
-            body += ["    " * ind + text for ind, text in em.lines]
+                lines = _fold_budget(lines)
+                if any(_IT.search(text) for _, text in lines):
+                    body.append("_it = 0")  # the iteration budget is per condition
+            body += ["    " * ind + text for ind, text in lines]
             if kind == "bool":
                 body += [f"if {e}:", f"    _m |= {bit}"]
             else:

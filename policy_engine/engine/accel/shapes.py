@@ -188,7 +188,7 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
                     if vt is str:
                         c_parts.append(f"len({w})")
             elif t == _LIST_STR:  # strings alone: one join checks them all
-                fields[("action", k)] = (v, "list", False)
+                fields[("action", k)] = (v, "list", False, "str")  # (its items: see cel.fuse)
                 lines += [f"if type({v}) is not list: _fs()",
                           f"if len({v}) > {int(MAX_INPUT_ITEMS)}: _fb()",  # (before joining it)
                           # exactly str items (join would take a str subclass, the exact walk does not)
