@@ -395,12 +395,18 @@ class LedgerWriter(LedgerReader):
                         out.append(e)
                     group.clear()
 
-            for n in items:  # runs of entries in one insert; an int link waits for its target's id
-                if any(isinstance(x, int) and not isinstance(x, bool) for x in n.links):
-                    flush()
-                    links = [out[x].id if isinstance(x, int) and not isinstance(x, bool) else x for x in n.links]
+            made: list[str | None] = []  # each item's id when known before its insert (no idempotency key)
+            for n in items:  # runs of entries in one insert; an int link to a keyed entry waits for its id
+                ints = [x for x in n.links if isinstance(x, int) and not isinstance(x, bool)]
+                if ints:
+                    if not all(0 <= x < len(made) and made[x] is not None for x in ints):
+                        flush()
+                    links = [(made[x] if 0 <= x < len(made) and made[x] is not None else out[x].id)
+                             if isinstance(x, int) and not isinstance(x, bool) else x for x in n.links]
                     n = NewEntry(n.kind, n.body, n.workflow, links, n.key, n.time)
-                group.append(self._prepare_entry(n))
+                p = self._prepare_entry(n)
+                group.append(p)
+                made.append(p.id if p.key is None else None)
             flush()
             if after is not None:
                 after(c, [e for e in out if e.seq >= first_new])
