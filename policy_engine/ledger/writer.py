@@ -401,8 +401,8 @@ class LedgerWriter(LedgerReader):
                 if ints:
                     if not all(0 <= x < len(made) and made[x] is not None for x in ints):
                         flush()
-                    links = [(made[x] if 0 <= x < len(made) and made[x] is not None else out[x].id)
-                             if isinstance(x, int) and not isinstance(x, bool) else x for x in n.links]
+                    links: list[Any] = [(made[x] if 0 <= x < len(made) and made[x] is not None else out[x].id)
+                                        if isinstance(x, int) and not isinstance(x, bool) else x for x in n.links]
                     n = NewEntry(n.kind, n.body, n.workflow, links, n.key, n.time)
                 p = self._prepare_entry(n)
                 group.append(p)
