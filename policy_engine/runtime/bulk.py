@@ -27,8 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import and_ as sql_and
+from sqlalchemy import case, func, literal_column
 from sqlalchemy import select as sql_select
+from sqlalchemy import update as sql_update
 
+from ..engine.digests import plan_hash
 from ..gcpause import paused
 from ..ledger import NewEntry
 from ..ledger import schema as lschema
@@ -36,8 +40,8 @@ from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
 from .results import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts
 
-__all__ = ["RollbackBatch", "BulkRollbacks", "request_bulk_rollback", "approve_batch", "batch_status", "batch_step",
-           "attach"]
+__all__ = ["RollbackBatch", "BulkRollbacks", "request_bulk_rollback", "approve_batch", "batch_status", "batch_counts",
+           "batch_step", "attach"]
 
 E, L = lschema.entries, lschema.links
 _CHUNK = 500  #: ids per IN (...) of strings
@@ -348,7 +352,14 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
                   verdict: str = "approve", now: Any = None, note: str | None = None) -> dict:
     """One approval (or deny) of a whole batch, bound to its ``batch_hash``: recorded as the
     batch's approval and one approval per open plan, each counted only where the engine
-    would count this principal for that plan. A hash that is not the batch's is refused."""
+    would count this principal for that plan. A hash that is not the batch's is refused.
+
+    In bulk: the plans' statuses come from the projection in one query and the plans that
+    already have approvals, transitions or steps from one query of the links; a plan with
+    none of them (the usual case in a fresh batch) is judged with this one approval by the
+    engine as ``Runtime.authorization`` would, the others through ``subject_status`` as
+    one by one. Every entry is written in one insert and the projection by one ``UPDATE``
+    per resulting status (per 500 plans), all in the one transaction."""
     if verdict not in ("approve", "deny"):
         raise RuntimeUsageError(f"`verdict` is `approve` or `deny`, not {verdict!r}")
     if not isinstance(principal, str) or not principal:
@@ -356,6 +367,7 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
     roles = list(roles)
     eng, now_dt = rt.engine, _now(now)
     out: dict[str, Any] = {}
+    R = P.rollbacks
 
     def build(c):
         b = _batch(rt, c, batch_id)
@@ -373,65 +385,188 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
         items = [NewEntry("approval", head, links=[batch_id], time=now_dt)]
         counted, skipped = 0, []
         statuses: dict[str, Any] = {}
-        for m in _members(rt, c, b):
-            before = rt.subject_status(c, m, now=now_dt, engine=eng)
-            if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):
-                skipped.append({"rollback": m.id, "status": before.status})
-                continue
-            body = {"subject": m.id, "digest": before.digest, "principal": principal, "roles": roles,
+        members = sql_select(L.c.from_seq).where(L.c.to_seq == b.seq)
+        rows = c.execute(sql_select(E.c.seq, E.c.id, R.c.status, R.c.expires_at)
+                         .select_from(E.outerjoin(R, R.c.id == E.c.id))
+                         .where(E.c.kind == "rollback", E.c.seq.in_(members)).order_by(E.c.seq)).all()
+        Lk, Ek = L.alias("lk"), E.alias("ek")  # plans with history: judged one by one, as before
+        busy = {r[0] for r in c.execute(
+            sql_select(Lk.c.to_seq).distinct().select_from(Lk.join(Ek, Ek.c.seq == Lk.c.from_seq))
+            .where(Lk.c.to_seq.in_(members), Ek.c.kind.in_(("approval", "transition", "execution", "step"))))}
+        open_seqs: list[int] = []
+        for seq, rid, st, until in rows:
+            st = st or "pending"
+            if seq not in busy and st == "pending" and until is not None and until <= at:
+                st = "expired"  # past pending_until, no approval yet: as subject_status says
+            if seq not in busy and st != "pending":
+                skipped.append({"rollback": rid, "status": st})
+            else:
+                open_seqs.append(seq)
+        plans: list = []
+        windows: dict = {}  #: (workflow, type) -> whether its reversal window is recomputed at now
+        judged: dict = {}  #: a plan's shape (_shape) -> the engine's answer for it
+        for i in range(0, len(open_seqs), _SEQS):
+            plans += rt.ledger.fetch(c, E.c.seq.in_(open_seqs[i:i + _SEQS]))
+        for m in plans:
+            body = {"subject": m.id, "digest": m.body["plan_hash"], "principal": principal, "roles": roles,
                     "verdict": verdict, "at": at, "subject_kind": "rollback", "policy_hash": eng.policy_hash,
                     "batch": batch_id, "batch_hash": batch_hash}
             if exp:
                 body["expires_at"] = exp
-            after = rt.subject_status(c, m, now=now_dt, extra=[body], engine=eng)
-            ok = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
-            body["counted"], body["status_after"] = ok, after.status
+            if m.seq in busy:
+                before = rt.subject_status(c, m, now=now_dt, engine=eng)
+                if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):
+                    skipped.append({"rollback": m.id, "status": before.status})
+                    continue
+                body["digest"] = before.digest
+                after = rt.subject_status(c, m, now=now_dt, extra=[body], engine=eng)
+                ok = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
+                status_after = after.status
+            else:
+                k = _shape(eng, m, windows)
+                if k is None or k not in judged:
+                    judged_now = _judge_fresh(eng, m.body.get("plan"), body, now_dt)
+                    if k is not None:
+                        judged[k] = judged_now
+                ok, status_after = judged[k] if k is not None else judged_now
+            body["counted"], body["status_after"] = ok, status_after
             counted += ok
-            statuses[after.status] = statuses.get(after.status, 0) + 1
+            statuses[status_after] = statuses.get(status_after, 0) + 1
             items.append(NewEntry("approval", body, workflow=m.workflow, links=[m.id, 0], time=now_dt))
         out.update(counted=counted, skipped=skipped, statuses=statuses, recorded=len(items) - 1)
         return items
 
-    entries = rt.transact(build)
+    entries = rt.ledger.transact(build, after=_project_approvals)
     return {"batch_id": batch_id, "approval_id": entries[0].id, "verdict": verdict, "plans": out["recorded"],
             "counted": out["counted"], "not_counted": out["recorded"] - out["counted"], "skipped": out["skipped"],
             "statuses": out["statuses"]}
 
 
+_MEMO_MAX_CHARS = 100_000  #: a plan body longer than this is judged on its own (the engine's input limits)
+
+
+def _shape(eng: Any, m: Any, memo: dict) -> Any:
+    """What the engine's answer to one approval of plan entry ``m`` depends on besides the
+    approval and ``now`` (``Engine.authorize_rollback``: the policy, the plan's workflow,
+    scenario, original type, recorded and current reversal window, authorization
+    requirement with its resolved ``distinct from`` principals, policy hash and
+    authorizability), or None when the plan must be judged on its own: its content does
+    not hash to its ``plan_hash`` (the engine would say so), or it is large enough that
+    the engine's input limits might refuse it. The approval names the plan's own hash, so
+    the hash matches for every plan of a shape."""
+    plan = m.body.get("plan")
+    if not isinstance(plan, dict) or len(m.body_json) > _MEMO_MAX_CHARS or plan_hash(plan) != plan.get("plan_hash") \
+            or m.body.get("plan_hash") != plan.get("plan_hash"):
+        return None
+    wf, ot = plan.get("workflow"), plan.get("original_type")
+    if (wf, ot) not in memo:
+        try:
+            ca = eng.compiled.workflows[wf].actions[ot]
+            memo[(wf, ot)] = ca.window_seconds is not None and ca.klass != "irreversible"
+        except Exception:  # noqa: BLE001  (unknown here: the execution time is part of the shape)
+            memo[(wf, ot)] = True
+    when = plan.get("executed_at") if memo[(wf, ot)] else None  # the window is recomputed from it at now
+    return (wf, plan.get("scenario"), ot, plan.get("window"), when, plan.get("policy_hash"), plan.get("authorizable"),
+            canonical_text(plan.get("authorization")))
+
+
+def _judge_fresh(eng: Any, plan: Any, body: dict, now_dt: Any) -> tuple[bool, str]:
+    """``(counted, status after)`` of a pending plan with no approval, transition or step yet,
+    given the one approval ``body``: what ``subject_status`` computes for it (its approvals
+    are this one alone; not past its ``pending_until``, which the caller checked)."""
+    fields = ("principal", "roles", "at", "expires_at", "policy_hash")
+    if body["verdict"] == "approve":
+        app = {**{k: body[k] for k in fields if body.get(k) is not None}, "plan_hash": body["digest"]}
+        v = eng.authorize_rollback(plan, [app], now_dt)
+        return body["principal"] in v.accepted, "approved" if v.satisfied else "pending"
+    one = eng.authorize_rollback(plan, [{"principal": body["principal"], "roles": body.get("roles", []),
+                                         "plan_hash": body["digest"], "policy_hash": body["policy_hash"]}], now_dt)
+    if body["principal"] in one.accepted:
+        return True, "denied"
+    return False, "approved" if eng.authorize_rollback(plan, [], now_dt).satisfied else "pending"
+
+
+def _project_approvals(c: Any, new: list) -> None:
+    """``projections.apply`` for a batch's approvals, in bulk: each plan's status as its
+    approval says (one ``UPDATE`` per status per 500 plans); other entries one by one."""
+    by: dict[str, list[str]] = {}
+    for e in new:
+        b = e.body
+        if e.kind == "approval" and b.get("subject_kind") == "rollback" and b.get("status_after") is not None:
+            by.setdefault(b["status_after"], []).append(b["subject"])
+        else:
+            P.apply(c, e)
+    for to, ids in by.items():
+        for i in range(0, len(ids), _CHUNK):
+            c.execute(sql_update(P.rollbacks).where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK]))
+                      .values(status=to, open=0 if to in P.CLOSED else 1))
+
+
 def batch_status(rt: Any, batch_id: str, *, now: Any = None) -> dict:
     """Where a batch stands: its plans by status, how many are done (completed or
-    verified), partial, and remaining; and per record (every duty of every plan)."""
+    verified), partial, and remaining; and per record (every duty of every plan).
+
+    Read without parsing the plans: the statuses with ``batch_counts``' ``GROUP BY`` over
+    the projection, the duties' total by the database's JSON functions, the batch's step
+    entries (one query) and the duties of the plans that have steps."""
+    counts = batch_counts(rt, batch_id, now=now)
     with rt.ledger.reading() as c:
         b = _batch(rt, c, batch_id)
-        ms = _members(rt, c, b)
-        ids = [m.id for m in ms]
-        st: dict[str, str] = {}
-        for i in range(0, len(ids), _CHUNK):
-            st.update({r[0]: r[1] for r in c.execute(sql_select(P.rollbacks.c.id, P.rollbacks.c.status)
-                                                     .where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK])))})
-        seqs = [m.seq for m in ms]
+        members = sql_select(L.c.from_seq).where(L.c.to_seq == b.seq)
+        total = c.execute(sql_select(func.coalesce(func.sum(_json_duties(c, count=True)), 0))
+                          .where(E.c.kind == "rollback", E.c.seq.in_(members))).scalar()
         latest: dict[tuple[str, str], str] = {}
-        for i in range(0, len(seqs), _CHUNK):
-            for s in rt.ledger.fetch(c, E.c.kind == "step",
-                                     E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq.in_(seqs[i:i + _CHUNK])))):
-                k = (s.links[0], s.body["record"])
-                if s.body["status"] == "verified" or latest.get(k) != "verified":
-                    latest[k] = s.body["status"]
+        for s in rt.ledger.fetch(c, E.c.kind == "step",
+                                 E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq.in_(members)))):
+            k = (s.links[0], s.body["record"])
+            if s.body["status"] == "verified" or latest.get(k) != "verified":
+                latest[k] = s.body["status"]
+        stepped = sorted({k[0] for k in latest})
+        duties_of: dict[str, set] = {}
+        for i in range(0, len(stepped), _CHUNK):
+            for rid, ds in c.execute(sql_select(E.c.id, _json_duties(c, count=False))
+                                     .where(E.c.kind == "rollback", E.c.seq.in_(members),
+                                            E.c.id.in_(stepped[i:i + _CHUNK]))):
+                ds = parse_body(ds) if isinstance(ds, str) else ds
+                duties_of[rid] = set(ds) if isinstance(ds, list) else set()
+    # a step counts for a duty of its plan (Runtime.step records no other; as before, others are not counted)
+    states = [st for (rid, rec), st in latest.items() if rec in duties_of.get(rid, ())]
+    done = sum(1 for st in states if st in ("completed", "verified"))
+    failed = sum(1 for st in states if st == "failed")
+    total = int(total or 0)
+    return {**counts, "duties": {"total": total, "done": done, "failed": failed, "remaining": total - done}}
+
+
+def _json_duties(c: Any, *, count: bool) -> Any:
+    """A plan entry's ``duties`` (a JSON array, or its length) read by the database from the body text."""
+    if c.dialect.name == "postgresql":
+        x = f"(CAST({E.name}.body AS json) -> 'duties')"
+        return literal_column(f"(CASE WHEN json_typeof({x}) = 'array' THEN json_array_length({x}) ELSE 0 END)"
+                              if count else x)
+    return func.json_array_length(E.c.body, "$.duties") if count else func.json_extract(E.c.body, "$.duties")
+
+
+def batch_counts(rt: Any, batch_id: str, *, now: Any = None) -> dict:
+    """``batch_status`` without the per-record duties, from the projection alone: the
+    batch's plans by status (a pending plan past its ``pending_until`` counts as expired),
+    done (completed or verified), partial and remaining, with one ``GROUP BY`` (no plan body
+    is read)."""
+    R = P.rollbacks
     now_s = _ts(_now(now))
-    by: dict[str, int] = {}
-    for m in ms:
-        s = st.get(m.id, "pending")
-        if s == "pending" and m.body.get("pending_until") and m.body["pending_until"] <= now_s:
-            s = "expired"
-        by[s] = by.get(s, 0) + 1
-    duties = [(m.id, d) for m in ms for d in m.body.get("duties") or ()]
-    done = sum(1 for k in duties if latest.get(k) in ("completed", "verified"))
-    failed = sum(1 for k in duties if latest.get(k) == "failed")
-    finished = by.get("completed", 0) + by.get("verified", 0)
+    raw = func.coalesce(R.c.status, "pending")
+    st = case((sql_and(raw == "pending", R.c.expires_at.is_not(None), R.c.expires_at <= now_s), "expired"),
+              else_=raw).label("st")
+    with rt.ledger.reading() as c:
+        b = _batch(rt, c, batch_id)
+        q = (sql_select(st, func.count()).select_from(E.outerjoin(R, R.c.id == E.c.id))
+             .where(E.c.kind == "rollback", E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq == b.seq)))
+             .group_by(st))
+        by = {str(s): int(n) for s, n in c.execute(q)}
+    total = sum(by.values())
+    done = by.get("completed", 0) + by.get("verified", 0)
     return {"batch_id": batch_id, "batch_hash": b.body["batch_hash"], "scenario": b.body["scenario"],
-            "select": b.body.get("select"), "rollbacks": len(ms), "by_status": dict(sorted(by.items())),
-            "done": finished, "partial": by.get("partial", 0), "remaining": len(ms) - finished,
-            "duties": {"total": len(duties), "done": done, "failed": failed, "remaining": len(duties) - done}}
+            "select": b.body.get("select"), "rollbacks": total, "by_status": dict(sorted(by.items())),
+            "done": done, "partial": by.get("partial", 0), "remaining": total - done}
 
 
 def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: str | None = None, now: Any = None,
@@ -460,6 +595,7 @@ class BulkRollbacks:
     request_bulk_rollback = request_bulk_rollback
     approve_batch = approve_batch
     batch_status = batch_status
+    batch_counts = batch_counts
     batch_step = batch_step
 
 
@@ -468,5 +604,6 @@ def attach(cls: Any) -> None:
     cls.request_bulk_rollback = request_bulk_rollback
     cls.approve_batch = approve_batch
     cls.batch_status = batch_status
+    cls.batch_counts = batch_counts
     cls.batch_step = batch_step
 
