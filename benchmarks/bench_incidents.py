@@ -14,6 +14,9 @@ same-run baseline and the ratio:
                     chains of depth 5; baseline: Engine.classify_rollback of the same trees given
                     by the caller (the engine's share)
   incident record   the same call recorded (plan + one transaction); baseline: the plan
+  approve           Runtime.approve_batch of that batch by one principal; baseline: its recording;
+                    batch_status of it before and after, and Runtime.batch_counts
+                    (--incident-only: these lines alone; --plans N: N chains instead of 1,666)
   replay, 1 and 2 processes   replay() of M decisions; baseline: Engine.evaluate of the same
                     actions in one process (no ledger)
   report            compute_report + render_html over a ledger of M entries; baseline: reading
@@ -168,7 +171,7 @@ def bench_incident(tmp: Path, engine, roots: int, rep: int, tag: str = "") -> di
     from policy_engine.ledger import Ledger, schema
     from policy_engine.runtime.bulk import _executions, _graphs
 
-    plan_t, rec_t, base_t = [], [], []
+    plan_t, rec_t, base_t, ap_t, st_t, st2_t, cn_t = [], [], [], [], [], [], []
     for r in range(rep):
         url = f"sqlite:///{tmp}/inc{tag}-{r}.db"
         led = Ledger.open(url, create=True)
@@ -191,9 +194,27 @@ def bench_incident(tmp: Path, engine, roots: int, rep: int, tag: str = "") -> di
             b2 = rt.request_bulk_rollback('original.type == "a0"', "incident", "ops", "bench")
             rec_t.append(time.perf_counter() - t)
             assert len(b2.rollbacks) == roots and b2.records == roots * (DEPTH + 1), (b2.records,)
+            t = time.perf_counter()
+            st = rt.batch_status(b2.batch_id)
+            st_t.append(time.perf_counter() - t)
+            assert st["by_status"] == {"pending": roots}, st["by_status"]
+            t = time.perf_counter()
+            a = rt.approve_batch(b2.batch_id, principal="lee", roles=["incident_lead"], batch_hash=b2.batch_hash)
+            ap_t.append(time.perf_counter() - t)
+            assert a["counted"] == roots, a["statuses"]
+            t = time.perf_counter()
+            st = rt.batch_status(b2.batch_id)
+            st2_t.append(time.perf_counter() - t)
+            assert st["by_status"] == {"approved": roots}, st["by_status"]
+            if hasattr(rt, "batch_counts"):  # (not in a tree before it)
+                t = time.perf_counter()
+                rt.batch_counts(b2.batch_id)
+                cn_t.append(time.perf_counter() - t)
         led.close()
     return {"executions": roots * (DEPTH + 1), "originals": roots, "depth": DEPTH, "plan_s": _median(plan_t),
-            "record_s": _median(rec_t), "classify_only_s": _median(base_t)}
+            "record_s": _median(rec_t), "classify_only_s": _median(base_t), "approve_s": _median(ap_t),
+            "status_s": _median(st_t), "status_after_s": _median(st2_t),
+            "counts_s": _median(cn_t) if cn_t else None}
 
 
 def bench_replay(tmp: Path, engine, cand: Path, n_dec: int, rep: int, tag: str = "", one: bool = True) -> dict:
@@ -308,6 +329,16 @@ def growth_lines(g: dict) -> list[str]:
     return lines
 
 
+def _approve_lines(inc: dict) -> list[str]:
+    cn = f"batch_counts: {inc['counts_s'] * 1000:.0f} ms" if inc.get("counts_s") is not None else "no batch_counts"
+    return [
+        f"| approve the incident batch ({inc['originals']:,} plans, one approval) | {inc['approve_s']:.2f} s | "
+        f"record: {inc['record_s']:.2f} s | {inc['approve_s'] / max(inc['record_s'], 1e-9):.2f}x | |",
+        f"| batch_status of it (pending; approved) | {inc['status_s'] * 1000:.0f} ms; "
+        f"{inc['status_after_s'] * 1000:.0f} ms | {cn} | | |",
+    ]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -316,6 +347,10 @@ def main(argv=None) -> int:
     ap.add_argument("--growth", action="store_true",
                     help="the growth table instead: each line at three sizes (10^2-10^4 executions, 10^3-10^5 "
                          "decisions and entries), one run each")
+    ap.add_argument("--incident-only", action="store_true",
+                    help="only the incident lines (plan, record, approve, batch_status)")
+    ap.add_argument("--plans", type=int, default=None,
+                    help="chains (plans) of the incident batch (default 10,000 executions / 6)")
     ap.add_argument("--budget", type=float, default=600.0,
                     help="--growth: skip the remaining sizes after this many seconds (default 600)")
     a = ap.parse_args(argv)
@@ -332,7 +367,7 @@ def _main(a, tmp: Path) -> int:
     import policy_engine
 
     q = a.quick
-    roots = 100 if q else 10_000 // (DEPTH + 1)
+    roots = a.plans or (100 if q else 10_000 // (DEPTH + 1))
     n_dec = 2_000 if q else 100_000
     rep = a.repeat or (1 if q else 3)
     out: dict = {"load": os.getloadavg()[0], "quick": q, "cores": os.cpu_count()}
@@ -354,6 +389,14 @@ def _main(a, tmp: Path) -> int:
         return 0
 
     out["incident"] = inc = bench_incident(tmp, engine, roots, rep)
+    if a.incident_only:
+        if a.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print("\n".join([head, "| line | median | same-run baseline | ratio | goal |", "|---|---|---|---|---|",
+                             f"| incident recorded, {inc['executions']:,} executions | {inc['record_s']:.2f} s | "
+                             f"plan: {inc['plan_s']:.2f} s | | |", *_approve_lines(inc)]))
+        return 0
     out["replay"] = rpl = bench_replay(tmp, engine, cand, n_dec, rep)
     out["report"] = rpt = bench_report(tmp, engine, n_dec, rep)
     out["load_end"] = os.getloadavg()[0]
@@ -368,6 +411,7 @@ def _main(a, tmp: Path) -> int:
         f"| incident recorded (plan + one transaction) | {inc['record_s']:.2f} s | plan: {inc['plan_s']:.2f} s | "
         f"{inc['record_s'] / max(inc['plan_s'], 1e-9):.1f}x | "
         f"≤ 10 s: {'met' if inc['record_s'] <= 10 else 'missed'} |",
+        *_approve_lines(inc),
         f"| replay {rpl['decisions']:,} decisions, 1 process | {rpl['one_process_s']:.2f} s | evaluate only: "
         f"{rpl['evaluate_only_s']:.2f} s | {rpl['one_process_s'] / max(rpl['evaluate_only_s'], 1e-9):.1f}x | |",
         f"| replay {rpl['decisions']:,} decisions, 2 processes | {rpl['two_processes_s']:.2f} s | 1 process: "
