@@ -93,6 +93,10 @@ def _submit(driver, element) -> None:
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
     WebDriverWait(driver, 60).until(ec.staleness_of(old))
+    # the new document may still be parsing when the old one is detached: a node found then
+    # can be dropped from the DOM before it is used ("Node with given id does not belong to
+    # the document" in a full CI run); wait until the new page has loaded
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 def _sign_in(driver, base: str, who: str) -> None:
     from selenium.webdriver.common.by import By
