@@ -23,6 +23,7 @@ record's reviewer does not count for that record). Steps are tracked per record.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -405,8 +406,14 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
         plans: list = []
         windows: dict = {}  #: (workflow, type) -> whether its reversal window is recomputed at now
         judged: dict = {}  #: a plan's shape (_shape) -> the engine's answer for it
-        for i in range(0, len(open_seqs), _SEQS):
-            plans += rt.ledger.fetch(c, E.c.seq.in_(open_seqs[i:i + _SEQS]))
+        fresh = [q for q in open_seqs if q not in busy]
+        for i in range(0, len(fresh), _SEQS):  # the fresh plans: their bodies alone, each parsed once
+            plans += [_Plan(r[0], r[1], r[2], _decode(r[3]), r[3]) for r in c.execute(
+                sql_select(E.c.seq, E.c.id, E.c.workflow, E.c.body).where(E.c.seq.in_(fresh[i:i + _SEQS])))]
+        held = [q for q in open_seqs if q in busy]
+        for i in range(0, len(held), _SEQS):  # with history: whole entries, for subject_status
+            plans += rt.ledger.fetch(c, E.c.seq.in_(held[i:i + _SEQS]))
+        plans.sort(key=lambda m: m.seq)
         for m in plans:
             body = {"subject": m.id, "digest": m.body["plan_hash"], "principal": principal, "roles": roles,
                     "verdict": verdict, "at": at, "subject_kind": "rollback", "policy_hash": eng.policy_hash,
@@ -433,14 +440,42 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
             counted += ok
             statuses[status_after] = statuses.get(status_after, 0) + 1
             items.append(NewEntry("approval", body, workflow=m.workflow, links=[m.id, 0], time=now_dt))
+            project.setdefault(status_after, []).append(m.id)
         out.update(counted=counted, skipped=skipped, statuses=statuses, recorded=len(items) - 1)
         return items
 
-    entries = rt.ledger.transact(build, after=_project_approvals)
+    project: dict[str, list[str]] = {}  #: status after -> the plans that approval leaves in it
+
+    def after(c: Any, new: list) -> None:  # projections.apply of these entries, in bulk
+        if new:
+            P.apply(c, new[0])  # the batch's approval (it changes no projection row)
+        for to, ids in project.items():
+            for i in range(0, len(ids), _CHUNK):
+                c.execute(sql_update(P.rollbacks).where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK]))
+                          .values(status=to, open=0 if to in P.CLOSED else 1))
+
+    entries = rt.ledger.transact(build, after=after)
     return {"batch_id": batch_id, "approval_id": entries[0].id, "verdict": verdict, "plans": out["recorded"],
             "counted": out["counted"], "not_counted": out["recorded"] - out["counted"], "skipped": out["skipped"],
             "statuses": out["statuses"]}
 
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A rollback entry as approve_batch reads a fresh plan (no links, no hash)."""
+
+    seq: int
+    id: str
+    workflow: str | None
+    body: dict
+    body_json: str
+
+
+def _strict(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_strict).decode  #: parse_body's strict JSON, one decoder for all
 
 _MEMO_MAX_CHARS = 100_000  #: a plan body longer than this is judged on its own (the engine's input limits)
 
@@ -484,22 +519,6 @@ def _judge_fresh(eng: Any, plan: Any, body: dict, now_dt: Any) -> tuple[bool, st
     if body["principal"] in one.accepted:
         return True, "denied"
     return False, "approved" if eng.authorize_rollback(plan, [], now_dt).satisfied else "pending"
-
-
-def _project_approvals(c: Any, new: list) -> None:
-    """``projections.apply`` for a batch's approvals, in bulk: each plan's status as its
-    approval says (one ``UPDATE`` per status per 500 plans); other entries one by one."""
-    by: dict[str, list[str]] = {}
-    for e in new:
-        b = e.body
-        if e.kind == "approval" and b.get("subject_kind") == "rollback" and b.get("status_after") is not None:
-            by.setdefault(b["status_after"], []).append(b["subject"])
-        else:
-            P.apply(c, e)
-    for to, ids in by.items():
-        for i in range(0, len(ids), _CHUNK):
-            c.execute(sql_update(P.rollbacks).where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK]))
-                      .values(status=to, open=0 if to in P.CLOSED else 1))
 
 
 def batch_status(rt: Any, batch_id: str, *, now: Any = None) -> dict:
