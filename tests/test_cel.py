@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def test_interface_shapes():
     assert e.source == "action.amount > 1"
     assert e.references == (Reference(("action", "amount"), 0, 13),)
     assert DEFAULT_LIMITS == Limits()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="max_size"):
         DEFAULT_LIMITS.max_size = 3  # frozen
 
 
