@@ -253,7 +253,9 @@ def bench_queue(pending: int, reps: int) -> dict:
                 )
                 for i in range(k)
             ]
-            made = rt.ledger.transact(lambda c: execs, after=lambda c, new: [P.apply(c, e) for e in new])
+            made = rt.ledger.transact(
+                lambda c, entries=execs: entries, after=lambda c, new: [P.apply(c, e) for e in new]
+            )
             rbs = [
                 NewEntry(
                     "rollback",
@@ -264,7 +266,7 @@ def bench_queue(pending: int, reps: int) -> dict:
                 )
                 for e in made
             ]
-            rt.ledger.transact(lambda c: rbs, after=lambda c, new: [P.apply(c, e) for e in new])
+            rt.ledger.transact(lambda c, entries=rbs: entries, after=lambda c, new: [P.apply(c, e) for e in new])
         route = p.route
         assert len(rt.queue(route)) == pending
         full, first, raw, cold, pages, walks = [], [], [], [], [], []

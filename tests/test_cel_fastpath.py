@@ -536,7 +536,7 @@ def test_benchmark_mix_is_decided_by_the_fast_path() -> None:
 
     p = policy_engine.load(str(ROOT / "benchmarks/policies")).compiled
     total = returned = 0
-    for a, s, n in make_mix(200):
+    for a, _s, n in make_mix(200):
         wf = p.workflows[a["workflow"]]
         ca = wf.actions.get(a["type"])
         act = {"action": a, "workflow": wf.running_state, "now": n, "policy": wf.policy}

@@ -106,7 +106,7 @@ def test_misspelt_nested_field_and_evidence_field() -> None:
 
 def test_type_mismatch_is_located_at_the_operand() -> None:
     text = POLICY.replace("action.amount > 5000.0", 'action.amount > "5000"')
-    ln = next(i for i, l in enumerate(text.splitlines(), 1) if '"5000"' in l)
+    ln = next(i for i, line in enumerate(text.splitlines(), 1) if '"5000"' in line)
     col = text.splitlines()[ln - 1].index('"5000"') + 1
     (d,) = load_text(text, "x.policy").diagnostics
     assert (d.code, d.span.line, d.span.col, d.span.end_col - d.span.col) == ("E116", ln, col, len('"5000"'))
@@ -217,7 +217,8 @@ def test_missing_required_field_fails_closed(engines, mode) -> None:
 def test_lenient_where_json_is(engines, mode) -> None:
     engine = engines[mode]
     assert engine.evaluate({**GOOD, "amount": 80}, now=NOW).effect == "allow"  # an int is a double
-    assert engine.evaluate({**GOOD, "extra": object.__class__.__name__}, now=NOW).effect == "allow"  # undeclared: ignored
+    undeclared = {**GOOD, "extra": object.__class__.__name__}
+    assert engine.evaluate(undeclared, now=NOW).effect == "allow"  # undeclared: ignored
     assert engine.evaluate({**GOOD, "note": "n"}, now=NOW).effect == "allow"  # optional, given
     assert engine.evaluate({"workflow": "refunds", "type": "untyped", "whatever": 1}, now=NOW).effect == "allow"
 

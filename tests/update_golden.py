@@ -66,7 +66,7 @@ def goldens() -> list[tuple[Path, Path, str]]:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stale = 0
-    for src, expected, text in goldens():
+    for _src, expected, text in goldens():
         old = expected.read_text(encoding="utf-8") if expected.exists() else None
         if old == text:
             continue

@@ -54,13 +54,8 @@ def run_hypothesis(seconds: float, seed: int) -> int:
         "bytes": st.binary(max_size=4000),
     }
     per = {k: 0 for k in strategies}
-    t0 = time.perf_counter()
-    rnd = random.Random(seed)
-    rounds = 0
-    while time.perf_counter() - t0 < seconds:
-        name = list(strategies)[rounds % len(strategies)]
-        rounds += 1
 
+    def make_prop(name: str):  # one round's property, bound to its strategy's name
         @settings(max_examples=500, deadline=None, database=None, derandomize=False,
                   suppress_health_check=list(HealthCheck))
         @given(strategies[name])
@@ -74,7 +69,15 @@ def run_hypothesis(seconds: float, seed: int) -> int:
                 save_crash(data, e)
                 raise
 
-        prop = hyp_seed(rnd.getrandbits(64))(prop)  # reproducible rounds
+        return prop
+
+    t0 = time.perf_counter()
+    rnd = random.Random(seed)
+    rounds = 0
+    while time.perf_counter() - t0 < seconds:
+        name = list(strategies)[rounds % len(strategies)]
+        rounds += 1
+        prop = hyp_seed(rnd.getrandbits(64))(make_prop(name))  # reproducible rounds
         try:
             prop()
         except Exception as e:  # noqa: BLE001 - report and keep fuzzing
