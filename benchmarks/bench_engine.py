@@ -19,12 +19,13 @@ types of ``benchmarks/policies``), four implementations of the same rules:
   cedarpy      cedarpy.is_authorized on the Cedar translation (pre-parsed PolicySet)
 
 First every implementation's answer (effect, deciding rule, required approvals; for
-hand-written-full also the matched rules) is compared with evaluate()'s for every request; any disagreement is printed and the run
-fails (exit 1). Then each request is timed on its own with ``time.perf_counter_ns``
-(timer overhead subtracted), after a warm-up, in interleaved rounds; the tables give the
-median and p99 per request. Then: load() of a 1,000-rule policy text (median of runs)
-and ``stopline check`` wall time in a subprocess (median of 5, interpreter start included).
-No figure is asserted: the machine is shared and noisy; targets are reported as met/missed.
+hand-written-full also the matched rules) is compared with evaluate()'s for every
+request; any disagreement is printed and the run fails (exit 1). Then each request is
+timed on its own with ``time.perf_counter_ns`` (timer overhead subtracted), after a
+warm-up, in interleaved rounds; the tables give the median and p99 per request. Then:
+load() of a 1,000-rule policy text (median of runs) and ``stopline check`` wall time in
+a subprocess (median of 5, interpreter start included). No figure is asserted: the
+machine is shared and noisy; targets are reported as met/missed.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def run_conditions_only(engine, mix, quick: bool) -> dict | None:
                     call(act)
 
         sub = [m for m in mix if m[1] is None and m[0]["type"] in p.workflows[m[0]["workflow"]].actions]
-        for a, s, n in sub:  # every type's fused function built, and its mask-only twin
+        for a, _s, _n in sub:  # every type's fused function built, and its mask-only twin
             fz = lanes[(a["workflow"], a["type"])][0]
             fz.build()
             masks[(a["workflow"], a["type"])] = fz.generate(decide=False)[0]
@@ -377,7 +378,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         f"-- load average {os.getloadavg()[0]:.1f}"
     )
     out(
-        f"policy set: {counts['rules']} gate rules, {counts['stops']} stop triggers, {counts['action_types']} action types, "
+        f"policy set: {counts['rules']} gate rules, {counts['stops']} stop triggers, "
+        f"{counts['action_types']} action types, "
         f"{counts['workflows']} workflows (benchmarks/policies)"
     )
     out(f"request mix: {len(mix)} requests: " + ", ".join(f"{k} {v}" for k, v in sorted(effects.items())))
@@ -429,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         r = lat[name]
         out(f"  {name:<28}{r['median_us']:>10.2f}{r['p99_us']:>10.2f}{r['mean_batch_us']:>10.2f}{r['samples']:>9}")
     out(f"  {'evaluate + model_dump(json)':<28}{dump:>10.2f}")
-    out(f"  {'evaluate, now=None (clock)':<28}{clock:>10.2f}   (the clock read per call; its text rendered when the decision is read)")
+    out(
+        f"  {'evaluate, now=None (clock)':<28}{clock:>10.2f}   "
+        f"(the clock read per call; its text rendered when the decision is read)"
+    )
     if conds is not None:
         out(
             f"  {'evaluate: fused gate only':<28}{conds['fused']:>10.2f}   (input check of the fields read + every "
@@ -460,9 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     t = TARGETS
     met = lambda b: "met" if b else "MISSED"  # noqa: E731
     out(
-        f"ratio evaluate / hand-written: {ratios['evaluate_vs_handwritten']:.1f}x (means: {ratios_mean['evaluate_vs_handwritten']:.1f}x) "
+        f"ratio evaluate / hand-written: {ratios['evaluate_vs_handwritten']:.1f}x "
+        f"(means: {ratios_mean['evaluate_vs_handwritten']:.1f}x) "
         f"vs short-circuit hand-written "
-        f"(target <= {t['evaluate_vs_handwritten_max']:.0f}x: {met(ratios['evaluate_vs_handwritten'] <= t['evaluate_vs_handwritten_max'])})"
+        f"(target <= {t['evaluate_vs_handwritten_max']:.0f}x: "
+        f"{met(ratios['evaluate_vs_handwritten'] <= t['evaluate_vs_handwritten_max'])})"
     )
     out(
         f"ratio evaluate / hand-written-full: {ratios['evaluate_vs_handwritten_full']:.1f}x "
@@ -470,19 +480,25 @@ def main(argv: list[str] | None = None) -> int:
         f"the target is measured against the short-circuit one)"
     )
     out(
-        f"ratio cedarpy / evaluate: {ratios['cedarpy_vs_evaluate']:.1f}x (means: {ratios_mean['cedarpy_vs_evaluate']:.1f}x) "
-        f"(target >= {t['cedar_vs_evaluate_min']:.0f}x: {met(ratios['cedarpy_vs_evaluate'] >= t['cedar_vs_evaluate_min'])})"
+        f"ratio cedarpy / evaluate: {ratios['cedarpy_vs_evaluate']:.1f}x "
+        f"(means: {ratios_mean['cedarpy_vs_evaluate']:.1f}x) "
+        f"(target >= {t['cedar_vs_evaluate_min']:.0f}x: "
+        f"{met(ratios['cedarpy_vs_evaluate'] >= t['cedar_vs_evaluate_min'])})"
     )
     out(
-        f"ratio cel-python / evaluate: {ratios['celpython_vs_evaluate']:.1f}x (means: {ratios_mean['celpython_vs_evaluate']:.1f}x)"
+        f"ratio cel-python / evaluate: {ratios['celpython_vs_evaluate']:.1f}x "
+        f"(means: {ratios_mean['celpython_vs_evaluate']:.1f}x)"
     )
 
     comp = run_compile(args.quick)
     out(
-        f"compile {comp['rules']} rules ({comp['bytes'] // 1024} KiB, policy_engine.load): median {comp['median_s'] * 1000:.0f} ms "
-        f"(cpu {comp['median_cpu_s'] * 1000:.0f} ms) of {comp['runs']} in-process; fresh process {comp['cold_s'] * 1000:.0f} ms "
+        f"compile {comp['rules']} rules ({comp['bytes'] // 1024} KiB, policy_engine.load): "
+        f"median {comp['median_s'] * 1000:.0f} ms "
+        f"(cpu {comp['median_cpu_s'] * 1000:.0f} ms) of {comp['runs']} in-process; "
+        f"fresh process {comp['cold_s'] * 1000:.0f} ms "
         f"(cpu {comp['cold_cpu_s'] * 1000:.0f} ms, imports and parser construction included) "
-        f"(target < {t['compile_1000_rules_max_s']:.0f} s: {met(comp['median_s'] < t['compile_1000_rules_max_s'])} in-process, "
+        f"(target < {t['compile_1000_rules_max_s']:.0f} s: "
+        f"{met(comp['median_s'] < t['compile_1000_rules_max_s'])} in-process, "
         f"{met(comp['cold_s'] < t['compile_1000_rules_max_s'])} fresh)"
     )
     checks = [run_check(POLICY_DIR, args.quick)]
@@ -494,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
             checks.append(c)
     for c in checks:
         out(
-            f"stopline check {c['path']}/: wall median {c['median_s'] * 1000:.0f} ms (cpu {c['median_cpu_s'] * 1000:.0f} ms) of {c['runs']} "
+            f"stopline check {c['path']}/: wall median {c['median_s'] * 1000:.0f} ms "
+            f"(cpu {c['median_cpu_s'] * 1000:.0f} ms) of {c['runs']} "
             f"(interpreter start alone {c['python_startup_s'] * 1000:.0f} ms; "
             f"target < {t['check_wall_max_s']} s: {met(c['median_s'] < t['check_wall_max_s'])})"
         )

@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             "baseline_insert_100_per_s": bb,
         }
         print(
-            f"sqlite (WAL, durability={args.durability}: synchronous={'FULL' if args.durability == 'full' else 'NORMAL'}), "
+            f"sqlite (WAL, durability={args.durability}: "
+            f"synchronous={'FULL' if args.durability == 'full' else 'NORMAL'}), "
             "one writer, median of rounds:"
         )
         fig["sqlite"]["durability"] = args.durability
@@ -358,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  append, 8 threads of one process  {th:8,.0f}/s   (group commit: {th / s:.1f}x one thread's append)"
         )
         print(
-            f"  append_many (100 per transaction) {b:8,.0f}/s   baseline plain INSERT {bb:9,.0f}/s   ratio {bb / b:.2f}x"
+            f"  append_many (100 per transaction) {b:8,.0f}/s   "
+            f"baseline plain INSERT {bb:9,.0f}/s   ratio {bb / b:.2f}x"
         )
         g = GOALS["sqlite_one_writer_per_s"]
         verdict = "met" if s >= g else ("met with batching (append_many)" if b >= g else "MISSED")
@@ -388,15 +390,18 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 print("postgresql, 8 writer processes, median of rounds:")
                 print(
-                    f"  append (1 per transaction)        {a:8,.0f}/s   baseline plain INSERT {ab:9,.0f}/s   ratio {ab / a:.2f}x"
+                    f"  append (1 per transaction)        {a:8,.0f}/s   "
+                    f"baseline plain INSERT {ab:9,.0f}/s   ratio {ab / a:.2f}x"
                 )
                 print(
-                    f"  append_many (10 per transaction)  {c:8,.0f}/s   baseline plain INSERT {cb:9,.0f}/s   ratio {cb / c:.2f}x"
+                    f"  append_many (10 per transaction)  {c:8,.0f}/s   "
+                    f"baseline plain INSERT {cb:9,.0f}/s   ratio {cb / c:.2f}x"
                 )
                 print(
                     f"goal postgresql 8 writers >= {GOALS['postgres_8_writers_per_s']:,}/s: append {a:,.0f}/s, "
                     f"append_many {c:,.0f}/s -- {'met' if a >= GOALS['postgres_8_writers_per_s'] else 'MISSED'} "
-                    f"(one per transaction){'; met with batches of 10' if c >= GOALS['postgres_8_writers_per_s'] else ''}"
+                    f"(one per transaction)"
+                    f"{'; met with batches of 10' if c >= GOALS['postgres_8_writers_per_s'] else ''}"
                 )
                 if not args.no_growth:
                     gled = Ledger.open(purl)
