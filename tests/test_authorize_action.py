@@ -300,7 +300,9 @@ def test_the_digest_is_the_same_on_every_path():
 # ------------------------------------------------------------------ canonical principals
 
 def test_canonical_principal_folds_what_looks_the_same():
-    assert canonical_principal("Bob") == canonical_principal("ＢＯＢ") == canonical_principal("b\u200bo\u00adb") == "bob"
+    assert (
+        canonical_principal("Bob") == canonical_principal("ＢＯＢ") == canonical_principal("b\u200bo\u00adb") == "bob"
+    )
     assert canonical_principal("Straße") == canonical_principal("STRASSE")
     assert canonical_principal("bob ") != "bob"  # whitespace is not ignorable
 

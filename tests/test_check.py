@@ -68,7 +68,8 @@ def test_some_but_not_all_standard_scenarios_warn() -> None:
 def test_unnamed_rules_with_same_content_warn_once_not_duplicate_name() -> None:
     text = (
         HEAD
-        + '  action a {\n    system "s"\n    reversible full via "x"\n    deny when `true`\n    deny when `true`\n  }\n}\n'
+        + '  action a {\n    system "s"\n    reversible full via "x"\n'
+        + "    deny when `true`\n    deny when `true`\n  }\n}\n"
     )
     assert codes(text) == ["W203"]
 

@@ -258,7 +258,10 @@ def test_text_block_is_a_real_diagnostic(block: Block):
 
 # --- paths, commands, the site -----------------------------------------------------------
 
-PATH_RE = re.compile(r"`((?:policies|examples|benchmarks|tests|docs|grammar|policy_engine)/[\w./*-]*)(?::\d+(?::\d+)?)?`")
+PATH_RE = re.compile(
+    r"`((?:policies|examples|benchmarks|tests|docs|grammar|policy_engine)/[\w./*-]*)"  # a path under a top folder
+    r"(?::\d+(?::\d+)?)?`"  # an optional :line or :line:column
+)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -305,7 +305,8 @@ def test_many_workflows_and_actions():
 
 
 def test_documented_limits_match_the_code():
-    """SECURITY.md and docs/limits.md state these defaults: change them together (tests/test_docs.py checks the docs table)."""
+    """SECURITY.md and docs/limits.md state these defaults: change them together
+    (tests/test_docs.py checks the docs table)."""
     from policy_engine import cel, cli, engine
     from policy_engine.language import lower
 

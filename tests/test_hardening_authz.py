@@ -192,9 +192,11 @@ cases:
     authorize:
       gate: {{action: big}}
     table:
-      - {{name: one manager, approvals: [sam], expect: {{satisfied: false, open_slots: [finance_approver, support_manager]}}}}
+      - {{name: one manager, approvals: [sam],
+          expect: {{satisfied: false, open_slots: [finance_approver, support_manager]}}}}
       - {{name: three, approvals: [sam, fiona, fred], expect: {{satisfied: true, filled: [fiona, fred, sam]}}}}
-      - {{name: another digest, approvals: [sam, fiona, {{principal: fred, action_digest: "sha256:00"}}], expect: {{satisfied: false, rejected: [fred]}}}}
+      - {{name: another digest, approvals: [sam, fiona, {{principal: fred, action_digest: "sha256:00"}}],
+          expect: {{satisfied: false, rejected: [fred]}}}}
 """
 
 

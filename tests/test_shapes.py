@@ -132,7 +132,12 @@ workflow "w" {
     deny no_who when `!has(action.who.name)`
     require_approval eu by 1 reviewer when `action.region == "eu" || action.tags.exists(t, t.startsWith("eu-"))`
   }
-  stop s { when `action.type == "pay" && action.amount > 10000` severity low owner "o" resume when { ok: `evidence.ok` } }
+  stop s {
+    when `action.type == "pay" && action.amount > 10000`
+    severity low
+    owner "o"
+    resume when { ok: `evidence.ok` }
+  }
 }
 """
 
