@@ -89,6 +89,8 @@ def policy_hash_of(engine: Any) -> str | None:
 
 def _imports(engine: Any) -> tuple[str, ...]:
     """The files an engine's policy files import (`fields from "x.json"`)."""
+    if isinstance(getattr(engine, "imports", None), tuple):  # an Engine keeps them (its IR is rebuilt on demand)
+        return engine.imports
     files = getattr(getattr(engine, "policy_set", None), "files", ())
     return tuple(sorted({p for f in files for p in getattr(f, "imports", ())}))
 

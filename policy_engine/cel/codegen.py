@@ -660,11 +660,12 @@ def generator_of(expr: Any) -> Gen | None:
     """The generator of a ``CompiledExpr``'s fast path (computed once), or None: outside
     the subset, or compiled with ``accelerate=False``. The generator carries the
     condition's field guard as its ``field_guard`` attribute (see ``field_guard``)."""
+    p = expr._plan  # read before _gen_kept, once: another thread may set it to None meanwhile
     g = expr._gen_kept
-    if g is None and expr._plan is not None:
-        g = generator(expr._plan)
+    if g is None and p is not None:
+        g = generator(p)
         if g is not None:
-            g.field_guard = field_guard(expr._plan)  # type: ignore[attr-defined]
+            g.field_guard = field_guard(p)  # type: ignore[attr-defined]
         expr._gen_kept = g
         expr._plan = None
     return g

@@ -24,6 +24,7 @@ builder), `rollback`, `authorize`, `resume`, `questions` (`answer`), `digests`
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime as _datetime
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from ..compiled import CompiledPolicy
 from ..compiler import compile_policy
 from ..construct import fast
 from ..diagnostics import Diagnostic, PolicyError
+from ..lark_cache import collector_paused
 from ..models import (
     Action,
     Approval,
@@ -88,23 +90,56 @@ class Engine:
     `Engine.from_load_result()`. With `accelerate=False` the gate evaluates with the
     compiled closures alone (the reference path); the answers are the same either way."""
 
-    __slots__ = ("_p", "_accel", "policy_set", "policy_hash", "sources", "diagnostics")
+    __slots__ = ("_p", "_accel", "_pset", "_psrc", "policy_hash", "sources", "diagnostics", "imports")
     _p: CompiledPolicy
     _accel: Accelerator | None
-    policy_set: PolicySet
+    _pset: PolicySet | None
+    _psrc: tuple[SourceFile, ...]
     policy_hash: str
     sources: dict[str, SourceFile]
     diagnostics: tuple[Diagnostic, ...]
+    imports: tuple[str, ...]
 
     def __init__(self, policy_set: PolicySet, compiled_exprs: Mapping, sources: Mapping[str, SourceFile] | None = None,
                  diagnostics: Sequence[Diagnostic] = (), *, accelerate: bool = True) -> None:
         p = compile_policy(policy_set, compiled_exprs)
         object.__setattr__(self, "_p", p)
         object.__setattr__(self, "_accel", Accelerator(p) if accelerate else None)
-        object.__setattr__(self, "policy_set", policy_set)
+        object.__setattr__(self, "_pset", policy_set)
+        object.__setattr__(self, "_psrc", ())
         object.__setattr__(self, "policy_hash", policy_set.content_hash)
         object.__setattr__(self, "sources", dict(sources or {}))
         object.__setattr__(self, "diagnostics", tuple(diagnostics))
+        object.__setattr__(self, "imports", tuple(sorted({i for f in policy_set.files for i in f.imports})))
+
+    @property
+    def policy_set(self) -> PolicySet:
+        """The checked policy model (the IR) the engine was compiled from. Nothing on the
+        evaluation path reads it: an engine built by `load()` does not keep it (about 42,000
+        objects for 1,000 rules, which every full collection of the host would walk) but
+        parses and lowers its own source texts again on first access (the same value: the
+        IR is a function of the texts when no file imports another), and keeps that."""
+        ps = self._pset
+        if ps is None:
+            with _PSET_LOCK:
+                ps = self._pset
+                if ps is None:
+                    ps = _rebuild_policy_set(self._psrc, self.policy_hash)
+                    object.__setattr__(self, "_pset", ps)
+        return ps
+
+    def _forget_policy_set(self) -> None:
+        """Drop the IR (rebuilt on demand by `policy_set`) when it is a function of the kept
+        source texts: every file of the set has its text in `sources`, in the set's order,
+        and none imports another file (`fields from`, read from disk when lowering)."""
+        ps = self._pset
+        if ps is None or self.imports:
+            return
+        srcs = self.sources
+        if [f.path for f in ps.files] != list(srcs) or any(f.imports for f in ps.files):
+            return
+        object.__setattr__(self, "_psrc", tuple(srcs.values()))
+        object.__setattr__(self, "_pset", None)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Engine is immutable")
@@ -121,7 +156,9 @@ class Engine:
         from ..language.loader import require_ok
 
         pset = require_ok(result)
-        return cls(pset, result.compiled, result.sources, result.diagnostics, accelerate=accelerate)
+        engine = cls(pset, result.compiled, result.sources, result.diagnostics, accelerate=accelerate)
+        engine._forget_policy_set()
+        return engine
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -260,6 +297,30 @@ class Engine:
         w, ca = found[0]
         return {"workflow": w, "name": name, "receipt": tuple(ca.receipt), "side_effects": tuple(ca.side_effects),
                 "runs_while_stopped": bool(ca.runs_while_stopped)}
+
+
+_PSET_LOCK = threading.Lock()
+
+
+def _rebuild_policy_set(sources: Sequence[SourceFile], policy_hash: str) -> PolicySet:
+    """The checked IR of `sources` again: parsed and lowered (checking adds nothing to the
+    IR: its models are frozen), with the collector paused as while loading."""
+    from ..language import ir
+    from ..language.loader import content_hash
+    from ..language.lower import lower
+    from ..language.parser import parse
+
+    files = []
+    with collector_paused():
+        for src in sources:
+            tree = parse(src).tree
+            if tree is None:
+                raise RuntimeError(f"the policy model of {src.path} cannot be rebuilt (it no longer parses)")
+            files.append(lower(src, tree)[0])
+        ps = ir.PolicySet(files=tuple(files), content_hash=content_hash(files))
+    if ps.content_hash != policy_hash:
+        raise RuntimeError("the policy model rebuilt from the engine's sources differs from the one it was built from")
+    return ps
 
 
 def load(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], *,
