@@ -104,11 +104,9 @@ class _Macros:
         s0 = slots[0]
         s1 = slots[1] if two else -1
 
-        def items(a: Any, c: Any) -> Any:
-            """The iteration range as a sequence of (first var, second var) or of elements."""
-            return items2(T(a, c), c)
-
-        def items2(r: Any, c: Any) -> Any:
+        # the functions below take what they use as default arguments, not closure cells (a
+        # cell is one more object each full collection of the host walks: issue 16, goal 5)
+        def items2(r: Any, c: Any, two: bool = two, name: str = name, maxit: int = maxit) -> Any:
             t = type(r)
             if t is list or t is tuple:
                 seq = list(enumerate(r)) if two else r
@@ -124,6 +122,10 @@ class _Macros:
             c[0] = n
             return seq
 
+        def items(a: Any, c: Any, T: Any = T, items2: Any = items2) -> Any:
+            """The iteration range as a sequence of (first var, second var) or of elements."""
+            return items2(T(a, c), c)
+
         def bind(v: list, e: Any) -> Any:
             if two:
                 v[s0], v[s1] = e
@@ -136,7 +138,8 @@ class _Macros:
         if kind in ("all", "exists"):
             stop = kind == "exists"
 
-            def quant(a: Any, c: Any) -> Any:
+            def quant(a: Any, c: Any, items: Any = items, P: Any = P, two: bool = two, s0: int = s0,
+                      s1: int = s1, stop: bool = stop, name: str = name) -> Any:
                 seq = items(a, c)
                 v = c
                 err = None
@@ -180,7 +183,8 @@ class _Macros:
             fn = one
         elif kind == "filter":
 
-            def filt(a: Any, c: Any) -> Any:
+            def filt(a: Any, c: Any, T: Any = T, items2: Any = items2, maxit: int = maxit, s0: int = s0,
+                     P: Any = P, name: str = name) -> Any:
                 seq = T(a, c)
                 if type(seq) is not list:
                     seq = items2(seq, c)
