@@ -164,7 +164,7 @@ class _Macros:
                     raise err
                 return not stop
 
-            fn = quant
+            fn: Callable[..., Any] = quant
         elif kind == "exists_one":
 
             def one(a: Any, c: Any) -> Any:
