@@ -30,7 +30,7 @@ class CompiledExpr:
     """A compiled CEL expression. Call it with an activation (a mapping of names)."""
 
     __slots__ = ("source", "references", "limits", "type_guard", "reads", "_fn", "_nslots",
-                 "_needs_ctx", "_fast", "_fast_source", "_plan", "_pending", "_gen_kept")
+                 "_needs_ctx", "_fast", "_fast_source", "_plan", "_pending")
 
     def __init__(
         self, source: str, references: tuple[Reference, ...], limits: Limits,
@@ -49,10 +49,9 @@ class CompiledExpr:
         # evaluated. None: not known (any type).
         self.type_guard = type_guard
         # The fast path (codegen.py) is built from the compiled tree, lazily: ``_plan`` is the
-        # tree until its generator is made (``codegen.generator_of``, kept in ``_gen_kept``
-        # for ``fuse``); None with ``accelerate=False`` or outside the subset.
+        # tree (its generator is made from it at each build, ``codegen.generator_of``, not
+        # kept); None with ``accelerate=False`` or outside the subset.
         self._plan = plan
-        self._gen_kept: Callable | None = None
         self.references = references
         self.limits = limits
         self._fn = fn

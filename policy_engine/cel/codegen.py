@@ -657,17 +657,18 @@ def plan(root: _N) -> _N | None:
 
 
 def generator_of(expr: Any) -> Gen | None:
-    """The generator of a ``CompiledExpr``'s fast path (computed once), or None: outside
-    the subset, or compiled with ``accelerate=False``. The generator carries the
-    condition's field guard as its ``field_guard`` attribute (see ``field_guard``)."""
-    p = expr._plan  # read before _gen_kept, once: another thread may set it to None meanwhile
-    g = expr._gen_kept
-    if g is None and p is not None:
-        g = generator(p)
-        if g is not None:
-            g.field_guard = field_guard(p)  # type: ignore[attr-defined]
-        expr._gen_kept = g
-        expr._plan = None
+    """The generator of a ``CompiledExpr``'s fast path, or None: outside the subset, or
+    compiled with ``accelerate=False``. The generator carries the condition's field guard as
+    its ``field_guard`` attribute (see ``field_guard``). Made anew from the kept tree at each
+    call (once per fast path or fused gate built): a kept generator is about three times the
+    tree's objects (its closures' cells), which every full collection of the host walks
+    (issue 16, goal 5)."""
+    p = expr._plan
+    if p is None:
+        return None
+    g = generator(p)
+    if g is not None:
+        g.field_guard = field_guard(p)  # type: ignore[attr-defined]
     return g
 
 
