@@ -406,6 +406,23 @@ _MARK_JSON = {k: _json_str(v) for k, v in _MARK.items()}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def split_at_marks(text: str, marks_json: dict[str, str], window: bool) -> tuple[tuple, tuple] | None:
+    """`text` cut around each marker of `marks_json` (field name -> the marker as JSON text;
+    `reversible_until` only with a `window`): (the fields in text order, the parts between
+    them), or None when a marker is missing or appears twice (a policy text that holds one)."""
+    marks = [(text.find(m), k) for k, m in marks_json.items() if k != "reversible_until" or window]
+    if any(i < 0 or text.count(marks_json[k]) != 1 for i, k in marks):
+        return None
+    marks.sort()
+    parts = []
+    at = 0
+    for i, k in marks:
+        parts.append(text[at:i])
+        at = i + len(marks_json[k])
+    parts.append(text[at:])
+    return tuple(k for _, k in marks), tuple(parts)
+
+
 class DecisionJson(set):
     """The `__pydantic_fields_set__` of the decisions built from one decision template: a set
     of every field name, like any decision's, that also carries what `Decision.to_json`
@@ -432,31 +449,32 @@ class DecisionJson(set):
     def __reduce__(self) -> Any:
         return set, (list(self),)
 
-    def _build(self) -> tuple:
+    def marked(self, marks: dict[str, str]) -> tuple[Decision, bool]:
+        """A decision of the template with a marker string in each field that varies
+        (`marks`: field name -> marker; `reversible_until` only where the template has a
+        window), and whether it has that window: rendered once, the text is cut at the
+        markers (`split_at_marks`). Used here and for the ledger's canonical text."""
         t = self.template
         rev = t.get("reversibility")
         window = type(rev) is ReversibilityInfo and rev.reversible_until is not None
         d = dict(t)
-        d["action_id"] = _MARK["action_id"]
-        d["action_digest"] = _MARK["action_digest"]
-        d["evaluated_at"] = _MARK["evaluated_at"]
+        d["action_id"] = marks["action_id"]
+        d["action_digest"] = marks["action_digest"]
+        d["evaluated_at"] = marks["evaluated_at"]
         if window:
             assert rev is not None
-            d["reversibility"] = rev.model_copy(update={"reversible_until": _MARK["reversible_until"]})
-        text = Decision.model_construct(**d).model_dump_json()
-        marks = [(text.find(m), k) for k, m in _MARK_JSON.items() if k != "reversible_until" or window]
-        if any(i < 0 or text.count(_MARK_JSON[k]) != 1 for i, k in marks):  # a policy text holds a marker
-            return (None,) * 5
-        marks.sort()
+            d["reversibility"] = rev.model_copy(update={"reversible_until": marks["reversible_until"]})
+        return Decision.model_construct(**d), window
+
+    def _build(self) -> tuple:
+        t = self.template
+        rev = t.get("reversibility")
+        dec, window = self.marked(_MARK)
+        cut = split_at_marks(dec.model_dump_json(), _MARK_JSON, window)
         # (the fields' order: action_id, action_digest, reversibility.reversible_until, evaluated_at)
-        if [k for _, k in marks] != [k for k in _MARK if k != "reversible_until" or window]:
+        if cut is None or list(cut[0]) != [k for k in _MARK if k != "reversible_until" or window]:
             return (None,) * 5
-        parts = []
-        at = 0
-        for i, k in marks:
-            parts.append(text[at:i])
-            at = i + len(_MARK_JSON[k])
-        parts.append(text[at:])
+        parts = cut[1]
         static = tuple(k for k in Decision.model_fields if k not in _MARK and not (window and k == "reversibility"))
         get = itemgetter(*static)
         rev_get = rev_static = None

@@ -32,7 +32,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from ..ledger.canonical import canonical_text
-from ..models import Decision, DecisionJson, ReversibilityInfo
+from ..models import DecisionJson, ReversibilityInfo, split_at_marks
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _FIELDS = ("action_id", "action_digest", "evaluated_at", "reversible_until")
@@ -55,31 +55,15 @@ def _str(v: Any) -> str | None:
 
 
 def _build(fs: DecisionJson) -> tuple | None:
-    t = fs.template
-    rev = t.get("reversibility")
-    window = type(rev) is ReversibilityInfo and rev.reversible_until is not None
-    d = dict(t)
-    d["action_id"] = _MARK["action_id"]
-    d["action_digest"] = _MARK["action_digest"]
-    d["evaluated_at"] = _MARK["evaluated_at"]
-    if window:
-        assert rev is not None
-        d["reversibility"] = rev.model_copy(update={"reversible_until": _MARK["reversible_until"]})
+    dec, window = fs.marked(_MARK)
     try:
-        text = canonical_text(Decision.model_construct(**d).model_dump(mode="json"))
+        text = canonical_text(dec.model_dump(mode="json"))
     except Exception:  # noqa: BLE001 - a template the reference refuses: every decision takes the reference path
         return None
-    marks = [(text.find(_MARK_JSON[k]), k) for k in _FIELDS if k != "reversible_until" or window]
-    if any(i < 0 or text.count(_MARK_JSON[k]) != 1 for i, k in marks):  # a policy text holds a marker
+    cut = split_at_marks(text, _MARK_JSON, window)  # None: a policy text holds a marker
+    if cut is None:
         return None
-    marks.sort()
-    parts = []
-    at = 0
-    for i, k in marks:
-        parts.append(text[at:i])
-        at = i + len(_MARK_JSON[k])
-    parts.append(text[at:])
-    return window, tuple(k for _, k in marks), tuple(parts)
+    return window, cut[0], cut[1]
 
 
 def _render(d: Any, plan: tuple) -> str | None:
