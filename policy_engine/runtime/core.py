@@ -33,8 +33,9 @@ class RuntimeCore:
         #: workflow -> (a seq, its state row at that seq): what gate saw last; a fenced append proves it
         self._wf_seen: dict[str | None, tuple[int, tuple | None]] = {}
         #: queue listings by (route, limit, claimed, after) -> (the log's size when read, rows,
-        #: (after this time, up to this time, the items built): the items while no deadline is crossed)
-        self._queue_cache: dict[tuple, tuple[int, list, tuple | None]] = {}
+        #: (after this time, up to this time, the items built): the items while no deadline is crossed,
+        #: the rows' seqs for a whole listing, which later appends update in place: Rollbacks.queue)
+        self._queue_cache: dict[tuple, tuple[int, list, tuple | None, list | None]] = {}
         self.ledger.transact(lambda c: P.create(c))
 
     def close(self) -> None:

@@ -3,6 +3,8 @@ the review ``queue`` and its ``step`` reports. Batches of them: :mod:`.bulk`."""
 
 from __future__ import annotations
 
+import bisect
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ _QUEUE_COLS = ("id, route, scenario, workflow, original, requested_by, requested
                "claimed_by")
 _HEAD_SIZE = "SELECT size FROM ledger_heads WHERE log = 1"
 _ROLLBACK_SEQ = "SELECT seq FROM rt_rollbacks WHERE id = ?"
+_MERGE_MAX = 2000  # more queue-changing entries than this since a listing was kept: read it cold
 
 
 class Rollbacks(RuntimeCore):
@@ -166,10 +169,14 @@ class Rollbacks(RuntimeCore):
         if after is not None:
             where.append("seq > (SELECT seq FROM rt_rollbacks WHERE id = ?)")
             params.append(after)
-        sql = (f"SELECT {_QUEUE_COLS} FROM rt_rollbacks WHERE {' AND '.join(where)} ORDER BY seq"
+        whole = limit is None and after is None  # a whole listing: kept across appends, merged
+        cols = ("seq, " if whole else "") + _QUEUE_COLS
+        sql = (f"SELECT {cols} FROM rt_rollbacks WHERE {' AND '.join(where)} ORDER BY seq"
                + (f" LIMIT {int(limit)}" if limit is not None else ""))
-        if self.ledger.backend == "postgresql":
+        pg = self.ledger.backend == "postgresql"
+        if pg:
             sql = sql.replace("?", "%s")
+        built: tuple | None = None
         with self.ledger.reading() as c:
             cur = c.connection.cursor()  # the driver's cursor: plain tuples (10^4 rows)
             try:
@@ -177,25 +184,35 @@ class Rollbacks(RuntimeCore):
                 head = cur.fetchone()  # the head row always exists
                 size = head[0] if head is not None else 0
                 hit = self._queue_cache.get(ck)
+                merged = None
+                if hit is not None and hit[0] != size and whole:
+                    merged = self._queue_merge(cur, pg, hit, route, claimed, now_s)
                 if hit is not None and hit[0] == size:
-                    rows, built = hit[1], hit[2]
-                    if built is not None and built[0] <= now_s < built[1]:
-                        return list(built[2])  # the same log and no deadline crossed since: the same items
+                    rows, seqs, built = hit[1], hit[3], hit[2]
+                elif merged is not None:
+                    rows, seqs, built = merged
                 else:
                     if after is not None:
-                        cur.execute(_ROLLBACK_SEQ.replace("?", "%s") if self.ledger.backend == "postgresql"
-                                    else _ROLLBACK_SEQ, (after,))
+                        cur.execute(_ROLLBACK_SEQ.replace("?", "%s") if pg else _ROLLBACK_SEQ, (after,))
                         if cur.fetchone() is None:
                             raise RuntimeUsageError(f"`after`: no rollback `{after}`")
                     cur.execute(sql, params)
-                    rows = list(cur.fetchall())
-                    if len(self._queue_cache) >= 8:
+                    if whole:
+                        fetched = cur.fetchall()
+                        seqs = [r[0] for r in fetched]
+                        rows = [r[1:] for r in fetched]
+                    else:
+                        rows, seqs = list(cur.fetchall()), None
+                    if ck not in self._queue_cache and len(self._queue_cache) >= 8:
                         try:  # the oldest listing goes (another thread may have taken it first)
                             self._queue_cache.pop(next(iter(self._queue_cache)), None)
                         except (StopIteration, RuntimeError):
                             pass
             finally:
                 cur.close()
+        if built is not None and built[0] <= now_s < built[1]:
+            self._queue_cache[ck] = (size, rows, built, seqs)
+            return list(built[2])  # the same rows and no deadline crossed since: the same items
         mk = QueueItem._make
         lo, hi = "", "\uffff"  # the items hold while lo <= now < hi (no window deadline crossed)
         items = []
@@ -209,8 +226,94 @@ class Rollbacks(RuntimeCore):
                 items.append(mk((*r, False)))
                 if d is not None and d < hi:
                     hi = d
-        self._queue_cache[ck] = (size, rows, (lo, hi, items))
+        self._queue_cache[ck] = (size, rows, (lo, hi, items), seqs)
         return list(items)
+
+    def _queue_merge(self, cur: Any, pg: bool, hit: tuple, route: str | None, claimed: bool | None,
+                     now_s: str) -> tuple | None:
+        """A kept whole listing brought up to date with the entries appended since it was
+        read (inside the caller's snapshot): the rollback, approval, transition and step
+        entries among them name the rollbacks that may have changed; those rows are read
+        again by id and inserted, replaced or removed in seq order. Other appends (gate
+        decisions, executions, stops) leave the listing as it is. None when unsure (too
+        many changes, an entry that names no subject): the caller reads the listing cold."""
+        old_size, rows, built, seqs = hit
+        if seqs is None:
+            return None
+        ph = "%s" if pg else "?"
+        cur.execute(f"SELECT id, kind, links, CASE WHEN kind = 'rollback' THEN NULL ELSE body END "
+                    f"FROM ledger_entries WHERE kind IN ('rollback', 'approval', 'transition', 'step') "
+                    f"AND seq >= {ph} ORDER BY seq LIMIT {_MERGE_MAX + 1}", (old_size,))
+        changed = cur.fetchall()
+        if len(changed) > _MERGE_MAX:
+            return None
+        if not changed:
+            return rows, seqs, built
+        ids: set[str] = set()
+        for eid, kind, links, body in changed:
+            try:
+                if kind == "rollback":
+                    ids.add(eid)
+                    continue
+                if kind == "step":
+                    subj = json.loads(links)[0]
+                else:
+                    subj = json.loads(body).get("subject")
+            except (ValueError, TypeError, IndexError, AttributeError):
+                return None
+            if not isinstance(subj, str):
+                if kind == "step":
+                    return None
+                continue  # an approval or transition with no subject changes no rollback row
+            ids.add(subj)
+        # a rollback's row is never deleted (a rebuild recomputes the same rows) and its seq is its
+        # rollback entry's, never changed: an id with no row was never listed, and a row's place
+        # in the listing is found by its seq
+        found: list[tuple[int, str, tuple | None]] = []
+        idl = sorted(ids)
+        for i in range(0, len(idl), 500):
+            part = idl[i:i + 500]
+            cur.execute(f"SELECT open, seq, {_QUEUE_COLS} FROM rt_rollbacks WHERE id IN "
+                        f"({', '.join([ph] * len(part))})", part)
+            for r in cur.fetchall():
+                keep = (r[0] == 1 and (route is None or r[3] == route)
+                        and (claimed is None or (r[12] is not None) == claimed))
+                found.append((r[1], r[2], r[2:] if keep else None))
+        rows, seqs = list(rows), list(seqs)
+        # the built items are spliced too while they hold at this now; else the caller builds them
+        live = built is not None and built[0] <= now_s < built[1]
+        items = list(built[2]) if live else []
+        lo, hi = (built[0], built[1]) if live else ("", "")
+        mk = QueueItem._make
+        for sq, rid, row in sorted(found):
+            j = bisect.bisect_left(seqs, sq)
+            there = j < len(seqs) and seqs[j] == sq
+            if there and rows[j][0] != rid:
+                return None  # not the listing this code keeps: read it cold
+            if row is None:
+                if there:
+                    del rows[j], seqs[j]
+                    if live:
+                        del items[j]  # one item fewer keeps the others' window: lo, hi stay
+                continue
+            if there:
+                rows[j] = row
+            else:
+                rows.insert(j, row)
+                seqs.insert(j, sq)
+            if live:
+                d = row[7]
+                past = d is not None and d <= now_s
+                it = mk((*row, past))
+                if there:
+                    items[j] = it
+                else:
+                    items.insert(j, it)
+                if past and d > lo:
+                    lo = d
+                elif not past and d is not None and d < hi:
+                    hi = d
+        return rows, seqs, ((lo, hi, items) if live else None)
 
     def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: NowInput = None,
              detail: dict | None = None) -> StepResult:
