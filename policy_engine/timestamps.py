@@ -82,27 +82,35 @@ def parse_ts(value: Any, what: str = "timestamp") -> datetime:
             return parse_rfc3339(value, allow_space=True)
         except ValueError:
             raise ValueError(
-                f"{what} {_shown(value)} is not an RFC 3339 timestamp (e.g. 2026-07-02T10:00:00Z)") from None
-    raise ValueError(f"{what} must be an RFC 3339 string, not {_type_name(value)}")
+                f"{what} {short(value)} is not an RFC 3339 timestamp (e.g. 2026-07-02T10:00:00Z)") from None
+    raise ValueError(f"{what} must be an RFC 3339 string, not {type_name(value)}")
 
 
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
-def _shown(s: str, limit: int = 60) -> str:
-    shown = json.dumps(s, ensure_ascii=False)
-    if not shown.isascii() and _SURROGATE_RE.search(shown):  # keep messages encodable
-        shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "`" + (shown if len(shown) <= limit else shown[: limit - 3] + "...") + "`"
+def short(v: Any, limit: int = 60) -> str:
+    """A value as it is shown in a message: JSON, cut at `limit`, in backticks, always
+    encodable (a lone surrogate escaped). Used by the engine's messages too."""
+    try:
+        s = json.dumps(v, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        s = repr(type(v))
+    if not s.isascii() and SURROGATE_RE.search(s):  # keep messages encodable
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "`" + (s if len(s) <= limit else s[: limit - 3] + "...") + "`"
 
 
-def _type_name(v: Any) -> str:
+def type_name(v: Any) -> str:
+    """A value's JSON type, as a message names it ("a number", "an object", ...)."""
     if v is None:
         return "null"
     if isinstance(v, bool):
         return "a bool"
     if isinstance(v, (int, float)):
         return "a number"
+    if isinstance(v, str):
+        return "a string"
     if isinstance(v, (list, tuple)):
         return "a list"
     if isinstance(v, Mapping):

@@ -4,8 +4,6 @@ the one parser), messages, errors, the reversibility of an action type at a time
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -14,10 +12,10 @@ from pydantic import BaseModel
 from ..compiled import CAction
 from ..construct import fast
 from ..models import DeferredTimes, EvalError, ReversibilityInfo
-from ..timestamps import UTC, fmt_ts, fmt_ts_pair, parse_ts
+from ..timestamps import SURROGATE_RE, UTC, fmt_ts, fmt_ts_pair, parse_ts, type_name
+from ..timestamps import short as short  # re-exported: the engine's modules take their message helpers from here
 
 _UTC = UTC
-SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SURROGATE_RE = SURROGATE_RE
 
 
@@ -123,30 +121,6 @@ def internal(e: BaseException) -> str:
     return f"internal error while evaluating ({type(e).__name__}: {text[:200]}); the result fails closed"
 
 
-def short(v: Any, limit: int = 60) -> str:
-    try:
-        s = json.dumps(v, ensure_ascii=False, default=str)
-    except (TypeError, ValueError, RecursionError):
-        s = repr(type(v))
-    if not s.isascii() and _SURROGATE_RE.search(s):  # keep messages encodable
-        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "`" + (s if len(s) <= limit else s[: limit - 3] + "...") + "`"
-
-
-def type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a bool"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, (list, tuple)):
-        return "a list"
-    if isinstance(v, Mapping):
-        return "an object"
-    return f"a {type(v).__name__}"
 
 
 def as_dict(value: Any) -> Any:
