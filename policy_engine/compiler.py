@@ -201,7 +201,22 @@ def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
     """Compile a checked policy set. `compiled` maps `check.cond_key` -> CompiledExpr.
     (The cyclic collector is paused meanwhile, as while loading: see `collector_paused`.)"""
     with collector_paused():
-        return _compile_policy(pset, compiled)
+        out = _compile_policy(pset, compiled)
+    release(compiled.values())
+    return out
+
+
+def release(exprs: Any) -> None:
+    """Let each compiled condition drop its closures and compiled tree until it is first
+    evaluated (`CompiledExpr._release`): a loaded engine leaves the host's cyclic
+    collector about 30,000 fewer objects for 1,000 rules (issue 16, goal 5)."""
+    if not _EXPR_TYPE:
+        from .cel import CompiledExpr
+
+        _EXPR_TYPE.append(CompiledExpr)
+    for fn in exprs:
+        if isinstance(fn, _EXPR_TYPE[0]):
+            fn._release()
 
 
 def _compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:

@@ -662,8 +662,8 @@ def generator_of(expr: Any) -> Gen | None:
     its ``field_guard`` attribute (see ``field_guard``). Made anew from the kept tree at each
     call (once per fast path or fused gate built): a kept generator is about three times the
     tree's objects (its closures' cells), which every full collection of the host walks
-    (issue 16, goal 5)."""
-    p = expr._plan
+    (issue 16, goal 5). A released expression compiles its tree again first (``_tree``)."""
+    p = expr._tree()
     if p is None:
         return None
     g = generator(p)
