@@ -490,3 +490,36 @@ def test_a_type_with_more_conditions_than_a_fused_function_takes_is_fused_in_chu
         assert d.effect == effect and len(d.trace) == _FUSE_MAX + 2
         want = reference.evaluate({"workflow": "w", "type": "a", "n": n}, None, T0)
         assert d.model_dump_json() == want.model_dump_json()
+
+
+def test_the_clock_and_new_nows_never_push_out_a_repeated_now():
+    """A repeated `now` (a batch, a replay) keeps its entry of finished templates while the
+    clock's time (never cached, never remembered) and a stream of new `now`s (remembered
+    once, apart from the entries, bounded) come in between; every decision on the way is
+    the reference gate's."""
+    ref = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    mix = [m for m in make_mix(60) if m[1] is None]
+    for _ in range(3):
+        for a, s, _n in mix:
+            fast.evaluate(a, s, T0)
+    kept = {id(fz): dict(fz.now) for fz in lanes(fast) if T0 in fz.now}
+    assert kept  # T0 seen three times: an entry with finished templates
+    seen_before = {id(fz): len(fz.seen) for fz in lanes(fast)}
+    for _ in range(3):
+        for a, s, _n in mix:
+            d = fast.evaluate(a, s)  # the clock's time
+            assert dump(d) == dump(ref.evaluate(a, s, d.evaluated_at))
+    assert {id(fz): len(fz.seen) for fz in lanes(fast)} == seen_before  # the clock's times: not remembered
+    step = 0
+    for _ in range(3):
+        for a, s, _n in mix * 4:
+            step += 1
+            now = T0 + timedelta(seconds=step, microseconds=7)  # each `now` once
+            assert dump(fast.evaluate(a, s, now)) == dump(ref.evaluate(a, s, now))
+    for fz in lanes(fast):
+        assert len(fz.seen) <= templates_mod.SEEN_MAX
+        if id(fz) in kept:
+            assert fz.now.get(T0) is kept[id(fz)][T0]  # the same entry, not pushed out
+    for a, s, _n in mix:  # and still what the reference decides
+        assert dump(fast.evaluate(a, s, T0)) == dump(ref.evaluate(a, s, T0))

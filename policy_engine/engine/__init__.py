@@ -208,8 +208,8 @@ class Engine:
                             live = now is None
                             now_dt = _clock() if live else now
                             if live or (type(now_dt) is _datetime and now_dt.tzinfo is _UTC):
-                                try:
-                                    m = fn(action, now_dt)
+                                try:  # (the clock's time: never cached, see templates.lane_epilogue)
+                                    m = fn(action, now_dt, fz.running, fz.policy, True) if live else fn(action, now_dt)
                                 except Exception:  # noqa: BLE001 - the accelerator decides (and widens the lane)
                                     return acc.evaluate(action, workflow_state, now_dt)
                                 if type(m) is not int:

@@ -68,23 +68,24 @@ def action_digest(action: Any) -> str | None:
 
 class PendingDigest(Deferred):
     """An action digest not computed yet (`Decision.action_digest` resolves it on first
-    read): the action as it was when the gate decided, frozen by `marshal` (a copy made in
-    C, exact for the plain types: dict, list, tuple, str, int, float, bool, None; it refuses
-    a subclass or any other object, and the digest is then computed at once; format 2: no
-    reference table, so it loads in about two thirds of the time of the default). Later
-    changes to the caller's action dict do not reach it: the digest names what was decided.
-    Marshal's round trip keeps every value and type the canonical JSON sees (key order,
-    -0.0, NaN, big ints, lone surrogates, tuples), so the resolved digest is exactly
-    `action_digest(action)` at decision time (a property test holds this)."""
+    read): the action as it was when the gate decided, frozen (see `deferred_digest`):
+    a flat action's copy (its values immutable), or for anything else a `marshal` image (a copy
+    made in C, exact for the plain types: dict, list, tuple, str, int, float, bool, None;
+    format 2: no reference table). Later changes to the caller's action dict do not reach
+    it: the digest names what was decided. Both forms keep every value and type the
+    canonical JSON sees (key order, -0.0, NaN, big ints, lone surrogates, tuples), so the
+    resolved digest is exactly `action_digest(action)` at decision time (property tests
+    hold this)."""
 
     __slots__ = ("snap",)
 
-    def __init__(self, snap: bytes) -> None:
+    def __init__(self, snap: bytes | dict) -> None:
         self.snap = snap
 
     def resolve(self) -> str | None:
+        snap = self.snap
         try:  # as action_digest (the frozen copy is a plain dict: no model to dump)
-            text = _canonical(_loads(self.snap))
+            text = _canonical(_loads(snap) if type(snap) is bytes else snap)
         except (TypeError, ValueError, RecursionError):
             return None
         return "sha256:" + _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -96,14 +97,26 @@ class PendingDigest(Deferred):
 _dumps = marshal.dumps
 _loads = marshal.loads
 _sha256 = hashlib.sha256
+# the values a copy may share with the caller's action: immutable, and written by the
+# canonical encoder from their value alone (exact types: a subclass is marshalled, or refused)
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+_atoms_only = _ATOMS.issuperset
 
 
 def deferred_digest(action: Any) -> str | None | PendingDigest:
     """The `action_digest` of a decision on `action`, to be computed on first read (a
     `PendingDigest` holding a frozen copy), or computed now when no frozen copy can be
-    made (the action holds a non-plain value). Never raises."""
+    made (the action holds a non-plain value). Never raises. A flat action (every value
+    one of `_ATOMS`) is frozen by `dict.copy()`: cheaper to make than a marshal image and,
+    unlike it, written by the canonical encoder without being loaded back first (a nested
+    one is marshalled: a copy in Python of even one level of lists costs more than the
+    image and its load together)."""
     try:
-        return PendingDigest(_dumps(action, 2)) if type(action) is dict else action_digest(action)
+        if type(action) is not dict:
+            return action_digest(action)
+        if _atoms_only(map(type, action.values())):
+            return PendingDigest(action.copy())
+        return PendingDigest(_dumps(action, 2))
     except Exception:  # noqa: BLE001 - not plain (a subclass, an object), too deep: decided at once
         return action_digest(action)
 

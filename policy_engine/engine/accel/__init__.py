@@ -11,7 +11,7 @@ by `load(path, accelerate=False)`.
 from .fused import FUSE_AFTER, REBUILDS_MAX, FusedGate
 from .lanes import Accelerator
 from .shapes import ShapeMiss, lane_prologue, shape_of, widen
-from .templates import NOW_CACHE_MAX, PATTERNS_MAX, PER_NOW_MAX, lane_epilogue
+from .templates import NOW_CACHE_MAX, PATTERNS_MAX, PER_NOW_MAX, SEEN_MAX, lane_epilogue
 
 __all__ = ["Accelerator", "FusedGate", "ShapeMiss", "FUSE_AFTER", "REBUILDS_MAX", "PATTERNS_MAX", "NOW_CACHE_MAX",
-           "PER_NOW_MAX", "lane_prologue", "lane_epilogue", "shape_of", "widen"]
+           "PER_NOW_MAX", "SEEN_MAX", "lane_prologue", "lane_epilogue", "shape_of", "widen"]

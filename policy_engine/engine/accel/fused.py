@@ -18,6 +18,7 @@ __all__ = ["FusedGate", "fused_gate", "FUSE_AFTER", "REBUILDS_MAX"]
 
 FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
 REBUILDS_MAX = 8  # a fused gate function is rebuilt wider at most this often, then for every type
+LIVE_PARAM = "_p4"  # the fused function's fifth parameter (see `FusedGate.generate`): `now` is the clock's
 
 
 class FusedGate:
@@ -31,7 +32,8 @@ class FusedGate:
     input's id and the time, so `patterns` keeps, per mask, the finished fields of that
     decision (`templates.template` fills it). `now` caches, for the last
     few `now`s seen, the time's renderings and the finished templates at that time (see
-    `templates.now_fields`): now -> {None: (evaluated_at, reversibility), mask: fields}.
+    `templates.now_fields`): now -> {None: (evaluated_at, reversibility), mask: fields};
+    `seen` the `now`s seen once (a second sighting gets an entry in `now`).
 
     `shapes` maps each field the type reads to the shapes it has been seen with (the
     evaluations before the build, and every input the function turned away since): the
@@ -45,7 +47,7 @@ class FusedGate:
     a thread sees either the old or the new value, and both are correct.
     """
 
-    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "shapes",
+    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "seen", "shapes",
                  "rebuilds", "running", "policy")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
@@ -58,6 +60,7 @@ class FusedGate:
         self.pending = FUSE_AFTER
         self.patterns: dict = {}
         self.now: dict = {}
+        self.seen: dict = {}
         self.shapes: dict | None = {}  # None: every plain type (no more specialising)
         self.rebuilds = 0
         self.running: Any = None  # the workflow's running state and policy constants (set with `action`)
@@ -90,7 +93,8 @@ class FusedGate:
             pass
 
     def build(self) -> None:
-        """Generate `fn(action, now, workflow_state=<running>)`: the input check of the fields
+        """Generate `fn(action, now, workflow_state=<running>, policy=<constants>, live=False)`
+        (`live`: `now` is the clock's, never cached): the input check of the fields
         the type reads (see `shapes.lane_prologue`), every condition (see `cel.fuse`), then
         the decision from the caches (see `templates.lane_epilogue`): it returns the whole
         `Decision`, or the mask when a cache lacks its entry, or raises."""
@@ -112,10 +116,13 @@ class FusedGate:
         epilogue: list = []
         ns = {**ns, "_RUNNING": self.running, "_POLICY": self.policy}
         if decide:
-            epilogue, ns2 = lane_epilogue(fields, self.now)
+            epilogue, ns2 = lane_epilogue(fields, self, live=LIVE_PARAM)
             ns.update(ns2)
-        return fuse(self.exprs, ("action", "workflow", "now", "policy"), prologue, ns, fields, known,
-                    dicts=("action",), epilogue=epilogue, defaults={"workflow": "_RUNNING", "policy": "_POLICY"})
+        # `fn(action, now, workflow=<running>, policy=<constants>, live=False)`; `live`
+        # (True: `now` is the clock's) is no activation variable: no condition can read it
+        return fuse(self.exprs, ("action", "workflow", "now", "policy", "<live>"), prologue, ns, fields, known,
+                    dicts=("action",), epilogue=epilogue,
+                    defaults={"workflow": "_RUNNING", "policy": "_POLICY", "<live>": "False"})
 
 
 def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:

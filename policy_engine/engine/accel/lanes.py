@@ -88,7 +88,8 @@ class Accelerator:
                         # fn checks the fields it reads and the id; with its type's
                         # caches filled, it returns the whole decision, else its mask
                         try:
-                            m = fn(action, now) if workflow_state is None else fn(action, now, workflow_state)
+                            m = fn(action, now, fz.running if workflow_state is None else workflow_state,
+                                   fz.policy, live)
                         except ShapeMiss:  # the reference gate decides; the lane widens
                             fz.missed(action)
                             m = -1

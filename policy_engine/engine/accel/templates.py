@@ -1,8 +1,8 @@
 """Decision templates: a fused gate's outcome (a bit mask of its conditions' values)
 always makes the same decision apart from the action's id, its digest and the time, so
 the decision's fields are built once per outcome by the reference decision builder
-(`decide.decide`) and kept (`FusedGate.patterns`), and, for the last few `now`s seen, kept
-finished at that time (`FusedGate.now`, see `now_fields`). `lane_epilogue` is the end of a
+(`decide.decide`) and kept (`FusedGate.patterns`), and, for the last few `now`s seen more
+than once, kept finished at that time (`FusedGate.now`, see `now_fields`). `lane_epilogue` is the end of a
 fused gate function: the finished decision from these caches, or the mask."""
 
 from __future__ import annotations
@@ -17,34 +17,47 @@ from ...construct import new, set_dict, set_extra, set_fields_set, set_private
 from ...models import Decision, DecisionJson
 from ..decide import decide
 from ..digests import deferred_digest, set_digest
-from ..util import UTC, deferred_times, times
+from ..util import UTC, PendingTimes, deferred_times, times
 
-__all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "lane_decision", "lane_epilogue", "now_fields", "clock"]
+__all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "SEEN_MAX", "lane_decision", "lane_epilogue",
+           "now_fields", "clock"]
 
 PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
 NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
 PER_NOW_MAX = 64  # finished decision templates kept per `now` and action type
-_NO_ENTRY: dict = {}  # a `now` seen once, and the epilogue's default (never written)
+SEEN_MAX = 256  # `now`s seen once remembered per action type (a second sighting gets an entry)
 _new, _set_dict, _set_fields_set, _set_extra, _set_private = new, set_dict, set_fields_set, set_extra, set_private
 clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
 
 
-def now_fields(fz: Any, now_dt: datetime) -> dict:
+def _seen_once(fz: Any, now_dt: datetime) -> bool:
+    """Whether `now_dt` was seen before by this type (and remember it, bounded): a `now`
+    seen once is rendered when read (`util.deferred_times`); seen again, it gets an entry
+    in `fz.now` (see `now_fields`). The once-seen `now`s are kept apart from the entries,
+    so a stream of new ones (the clock's, a runtime's own clock) never pushes a repeated
+    `now` (a batch, a replay, a fixed `now`) out of the entries."""
+    seen = fz.seen
+    if now_dt in seen:
+        return True
+    if len(seen) >= SEEN_MAX:
+        seen.clear()
+    seen[now_dt] = None
+    return False
+
+
+def now_fields(fz: Any, now_dt: datetime) -> dict | None:
     """The type's cache entry for `now_dt`: a dict holding, at key None, the decision's
     (evaluated_at, reversibility) at `now_dt`, and per outcome mask the finished template
-    (see `lane_decision`); kept for the last few `now`s (a batch or a replay evaluates
-    many actions at the same `now`). A `now` seen for the first time gets the shared empty
-    entry `_NO_ENTRY` (no renderings: `lane_decision` defers that decision's time fields,
-    `util.deferred_times`), and a real one when it comes again: a caller passing its own
-    clock's time, a new `now` on every call, renders nothing it does not read."""
+    (see `lane_decision`); kept for the last few `now`s seen twice or more (a batch or a
+    replay evaluates many actions at the same `now`). None for a `now` seen for the first
+    time (`lane_decision` then defers that decision's time fields, `util.deferred_times`):
+    a caller passing its own clock's time, a new `now` on every call, renders nothing it
+    does not read."""
     cache = fz.now
     entry = cache.get(now_dt)
-    if entry is None:
+    if entry is None and _seen_once(fz, now_dt):
         if len(cache) >= NOW_CACHE_MAX:
             cache.clear()
-        cache[now_dt] = _NO_ENTRY  # seen once (the shared empty entry, never written)
-        return _NO_ENTRY
-    if entry is _NO_ENTRY:
         cache[now_dt] = entry = {None: times(fz.action, now_dt)}
     return entry
 
@@ -57,28 +70,18 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
     pat = fz.patterns.get(m)
     if pat is None:
         pat = template(p, fz, m, now_dt, wname, tname, aid)
-    tmpl, fs = pat
+    tmpl, fs, digest = pat
     d = tmpl.copy()
-    if live:
-        entry = None
-    else:  # now_fields(fz, now_dt), inline
-        cache = fz.now
-        entry = cache.get(now_dt)
-        if entry is None:
-            if len(cache) >= NOW_CACHE_MAX:
-                cache.clear()
-            cache[now_dt] = _NO_ENTRY  # seen once
-        elif entry is _NO_ENTRY:
-            cache[now_dt] = entry = {None: times(fz.action, now_dt)}
-    if entry is None or entry is _NO_ENTRY:  # the clock's time, or a `now` seen once: rendered when read
+    entry = None if live else now_fields(fz, now_dt)
+    if entry is None:  # the clock's time, or a `now` seen once: rendered when read
         deferred_times(fz.action, d, now_dt)
     else:
         d["evaluated_at"], d["reversibility"] = entry[None]
         if len(entry) <= PER_NOW_MAX:
-            entry[m] = (d, fs, d["effect"] == "require_approval")  # its digest is per action (see lane_epilogue)
+            entry[m] = (d, fs, digest)  # its digest is per action (see lane_epilogue)
         d = d.copy()  # the kept one stays without an id
     d["action_id"] = aid
-    if d["effect"] == "require_approval":
+    if digest:
         set_digest(d, action)
     dec = _new(Decision)
     _set_dict(dec, d)
@@ -89,43 +92,66 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
 
 
 def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, tname: str, aid: str | None
-             ) -> tuple[dict, DecisionJson]:
-    """The fields of the decision the fused gate's outcome `m` makes, and the fields set
+             ) -> tuple[dict, DecisionJson, bool]:
+    """The fields of the decision the fused gate's outcome `m` makes, the fields set
     of the decisions built from them (`models.DecisionJson`: what `Decision.to_json`
-    writes them with); kept per `m`."""
+    writes them with), and whether it needs the action's digest (require_approval);
+    kept per `m`."""
     wf = p.workflows[wname]
     ca = wf.actions[tname]
     values = [False if b is None else bool(m & b) for b in fz.slots]
     tmpl = decide(p, wf, ca, ca.gate, values, now_dt, wname, tname, aid).__dict__.copy()
-    pat = (tmpl, DecisionJson(tmpl))
+    pat = (tmpl, DecisionJson(tmpl), tmpl["effect"] == "require_approval")
     if len(fz.patterns) < PATTERNS_MAX:
         fz.patterns[m] = pat
     return pat
 
 
-def lane_epilogue(fields: Mapping, nows: dict) -> tuple[list, dict]:
+def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, dict]:
     """The end of a fused gate function (after its conditions have set the mask `_m`):
     source lines that check the action's `id` (a str or absent/None, else raise), then
-    return the whole `Decision` when the type's cache (`nows`, see `now_fields`) holds
-    the finished template of `_m` at `now`, else `_m` (the caller fills the cache: see
-    `lane_decision`); and their globals. The Decision is
-    built as `lane_decision` builds it (`fast`): the template, its per-call
-    fields set, no validation."""
-    ns = {"_NOW": nows, "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
-          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_NO_ENTRY": _NO_ENTRY,
-          "_adg": deferred_digest}
+    return the whole `Decision` when the type's caches hold what it needs, else `_m`
+    (the caller fills the caches: see `lane_decision`); and their globals. `live` is the
+    expression (a parameter) true when `now` is the clock's. At a `now` with an entry
+    (`fz.now`, see `now_fields`), the finished template of `_m`; at the clock's time (no
+    lookup: it is never cached) and at a `now` never seen (a new one on every call), the
+    template of `_m`
+    (`fz.patterns`) with its time fields deferred, as `lane_decision` makes it, and the
+    `now` remembered (`_seen_once`, inline); a `now` seen once before goes to
+    `lane_decision`, which gives it an entry. The Decision is built as `lane_decision`
+    builds it (`fast`): the template, its per-call fields set, no validation."""
+    ca = fz.action
+    windowed = ca.window_td is not None and ca.reversibility is not None
+    ns = {"_NOW": fz.now, "_SEEN": fz.seen, "_PAT": fz.patterns, "_CA": ca, "_PT": PendingTimes,
+          "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
+          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_adg": deferred_digest}
     f = fields.get(("action", "id"))
     if f is not None and f[1] == "str" and not f[2]:
         lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
     else:
         lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
                  "if _aid is not None and type(_aid) is not str: _fb()"]
-    # the entry of `now` and in it (the template at `now`, its fields set, whether it needs the
-    # action's digest), or the mask (see lane_decision)
-    lines += ["_e = _NOW.get(_p2, _NO_ENTRY).get(_m)", "if _e is None: return _m",
-              "_tpl = _e[0].copy()", "_tpl['action_id'] = _aid",
+    lines += [
+        f"_e = None if {live} else _NOW.get(_p2)",
+        "if _e is not None:",  # the entry of `now`: the finished template of `_m` at `now` (see lane_decision)
+        "    _x = _e.get(_m)",
+        "    if _x is None: return _m",
+        "    _tpl = _x[0].copy()",
+        "else:",  # the clock's time, or a `now` never seen: the template, its times rendered when read
+        f"    if not {live} and _p2 in _SEEN: return _m",  # seen before: lane_decision gives it an entry
+        "    _x = _PAT.get(_m)",
+        "    if _x is None: return _m",
+        f"    if not {live}:",  # remember it (`_seen_once`, inline)
+        f"        if len(_SEEN) >= {SEEN_MAX}: _SEEN.clear()",
+        "        _SEEN[_p2] = None",
+        "    _tpl = _x[0].copy()",
+        "    _tpl['evaluated_at'] = _tm = _PT(_CA, _p2)",  # (util.deferred_times, inline)
+    ]
+    if windowed:
+        lines.append("    _tpl['reversibility'] = _tm")
+    lines += ["_tpl['action_id'] = _aid",
               # a require_approval decision's digest, of this action (see lane_decision)
-              "if _e[2]: _tpl['action_digest'] = _adg(_p0)",
+              "if _x[2]: _tpl['action_digest'] = _adg(_p0)",
               "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
-              "_sfs(_dec, _e[1])", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
+              "_sfs(_dec, _x[1])", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
     return lines, ns
