@@ -67,3 +67,18 @@ def test_compiled_functions_have_no_cells():
     # the common templates were reached: variable chains, logic, calls
     assert {"ident2", "two", "size", "eqs", "eqn", "fn", "fn_strs", "fn_any", "<lambda>"} <= names, names
 
+
+
+def test_released_conditions_keep_no_functions_and_compile_again_without_cells():
+    # a loaded engine's conditions are released (compiler.compile_policy): nothing of the
+    # closure tree is reachable until first needed; compiled again, the same templates
+    for src in CONDITIONS:
+        e = compile_cel(src)
+        eager = sorted(f.__qualname__ for f in functions_of(e))
+        e._release()
+        assert not functions_of(e), src
+        e._closures()
+        e._tree()
+        again = functions_of(e)
+        assert sorted(f.__qualname__ for f in again) == eager, src
+        assert not any(f.__closure__ for f in again if f.__code__.co_filename in FILES)

@@ -170,9 +170,9 @@ class CompiledExpr:
     def _release(self) -> None:
         """Drop what ``_materialize`` rebuilds (the closures, the tree, the references).
         Only for an expression ``compile_cel`` made (it knows the constants it was compiled
-        with); safe while other threads evaluate it (they read each attribute once)."""
-        if self._refs is None or self._fn is None:
-            return  # already released
+        with); safe while other threads evaluate it (they read each attribute once). Called
+        by ``compiler.compile_policy`` for every condition, and by ``fuse.fuse`` for the
+        conditions a fused function it made inlines (see there)."""
         self._refs = None
         if self._accel:
             self._plan = _UNBUILT
