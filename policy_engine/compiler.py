@@ -199,7 +199,8 @@ def _conditional_duties(sc: ir.Scenario, compiled: Mapping) -> tuple:
 
 def compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
     """Compile a checked policy set. `compiled` maps `check.cond_key` -> CompiledExpr.
-    (The cyclic collector is paused meanwhile, as while loading: see `collector_paused`.)"""
+    (The cyclic collector is paused meanwhile, as while loading: see `collector_paused`.)
+    The conditions of `compiled` are released afterwards (see `release`)."""
     with collector_paused():
         out = _compile_policy(pset, compiled)
     release(compiled.values())

@@ -4,6 +4,10 @@ and ``to_cel_json`` (a CEL value rendered for JSON).
 ``CompiledExpr.__call__`` evaluates the reference closures (compile.py); unless compiled with
 ``accelerate=False`` it first tries the generated fast path (codegen.py, built on the second
 evaluation), which returns only when its value is exactly the closures'.
+
+A loaded engine's expressions are *released* (``CompiledExpr._release``): they keep what
+compiles them again exactly, and compile their closures and tree on first need (issue 16,
+goal 5: the objects every full collection of the host walks).
 """
 
 from __future__ import annotations

@@ -123,17 +123,6 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
     default values: those come last in the signature, in the order of ``params``.
     (None, None) if generation fails.
 
-    Each condition the function inlines that has its own fast path built is released
-    (``CompiledExpr._release``) once the function is made: its closures and compiled
-    tree, about 30 objects a condition that every full collection of the host walks
-    (issue 16, goal 5), run again only when ``fused`` turns an input away and the
-    caller evaluates the conditions one by one, and the condition's own fast path turns
-    it away too (an error, an unusual input); they are compiled again then, and kept. A
-    caller that rebuilds on a miss (the engine's fused gates, at most ``REBUILDS_MAX``
-    times) releases them again: at most a compilation per condition and rebuild. (A
-    condition whose own fast path is not built yet, e.g. deferred in a large set, keeps
-    its closures: the caller's next one-by-one evaluation would need them at once.)
-
     Large sets: with more than ``_FUSE_MAX`` conditions, they run in helper functions
     of at most that many each, called in turn with the prologue's locals. And a field
     the prologue has proved a str (present) that many conditions compare with str
@@ -263,10 +252,6 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
         glob.update(em.ns)
         glob.update(bits)
         exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
-        for ex, called in zip(exprs, acts):
-            # inlined, with its own fast path: its closures run again only when both turn an input away
-            if not called and getattr(ex, "_fast", None) is not None:
-                ex._release()
         return glob["fused"], src
     except Exception:  # too large for Python's compiler, etc.: no fused function
         return None, None
