@@ -98,10 +98,51 @@ def run(engine, handwritten, mix, quick: bool, overhead: int, other=None) -> dic
             for e, x in zip(effect, xs):
                 by_effect[name].setdefault(e, []).append(x)
     res = {name: statistics.median(xs) / 1000 for name, xs in samples.items()}
+    res["floors"] = floors(engine, mix, rounds, overhead)
     res["by_effect"] = {name: {e: statistics.median(v) / 1000 for e, v in sorted(d.items())}
                         for name, d in by_effect.items()}
     res["samples"] = {name: len(xs) for name, xs in samples.items()}
     return res
+
+
+_FLOOR_POLICY = """
+workflow "floor" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action noop {
+    system "x"
+    reversible full via "x.undo" within 30d
+    receipt [policy_rule]
+  }
+}
+"""
+
+
+def floors(engine, mix, rounds: int, overhead: int) -> dict:
+    """What the gate costs before its first condition, and what the digest costs by its
+    definition (the context of goals 1 and 3):
+    - `evaluate` of an action of a declared type with no condition at all (the call, the
+      input check of its id, the decision built from its template), at a fixed `now`;
+    - the action digest as `engine.digests.action_digest` defines it (sha256 of the
+      canonical JSON, by the C encoder) of each require_approval action of the mix."""
+    from policy_engine.engine import Engine
+    from policy_engine.engine.digests import action_digest
+    from policy_engine.language.loader import load_text
+
+    bare = Engine.from_load_result(load_text(_FLOOR_POLICY, "floor.policy"))
+    now = mix[0][2]
+    noop = [({"id": f"f-{i}", "type": "noop", "workflow": "floor"}, None, now) for i in range(len(mix))]
+    approvals = [(a, s, n) for a, s, n in mix if engine.evaluate(a, s, n).effect == "require_approval"]
+    for _ in range(4):  # its fused gate built, the templates kept
+        _timed(bare.evaluate, noop, 0, [])
+    assert bare.evaluate(*noop[0]).effect == "deny"  # (the default: a policy may not default to allow)
+    empty: list[int] = []
+    digest: list[int] = []
+    for _ in range(rounds):
+        _timed(bare.evaluate, noop, overhead, empty)
+        _timed(lambda a, s, n: action_digest(a), approvals, overhead, digest)
+    return {"no_condition_us": statistics.median(empty) / 1000, "digest_us": statistics.median(digest) / 1000}
 
 
 def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
@@ -136,6 +177,16 @@ def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
     out(f"goal 3: evaluate + to_json() / evaluate {g3:.2f}x (target <= {t['json_vs_evaluate_max']:.0f}x: "
         f"{met(g3 <= t['json_vs_evaluate_max'])}); model_dump_json() instead: "
         f"{ratios['model_dump_json_vs_evaluate']:.1f}x")
+    fl = res.get("floors")
+    if fl:
+        hw = main[1] if main else res["hand-written"]
+        ratios["no_condition_vs_handwritten"] = fl["no_condition_us"] / hw
+        ratios["digest_vs_evaluate_approval"] = fl["digest_us"] / res["by_effect"]["evaluate"]["require_approval"]
+        out(f"floors: evaluate of a type with no condition {fl['no_condition_us']:.2f} us = "
+            f"{ratios['no_condition_vs_handwritten']:.1f}x the hand-written median (goal 1's 3x leaves "
+            f"{3 * hw - fl['no_condition_us']:.2f} us for a request's conditions); the action digest by its "
+            f"definition (canonical JSON + sha256) {fl['digest_us']:.2f} us = "
+            f"{ratios['digest_vs_evaluate_approval']:.2f}x evaluate() of the same require_approval requests")
     return ratios
 
 

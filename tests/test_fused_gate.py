@@ -314,8 +314,9 @@ def test_caches_stay_bounded(monkeypatch):
         now = T0 + timedelta(seconds=i % 7)
         assert dump(fast.evaluate(action, state, now)) == dump(slow.evaluate(action, state, now))
     for fz in lanes(fast):
-        assert len(fz.patterns) <= 2 and len(fz.now) <= 3
-        assert all(len(entry) <= 1 + 2 for entry in fz.now.values())  # the renderings + a template per mask
+        assert len(fz.patterns) <= 2 and len(fz.now) <= 3 and len(fz.now_full) <= 3
+        assert all(len(entry) <= 1 + 2 for entry in fz.now_full.values())  # the renderings + a template per mask
+        assert all(fz.now_full[now] is entry for now, entry in fz.now.values())
 
 
 def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
@@ -503,7 +504,7 @@ def test_the_clock_and_new_nows_never_push_out_a_repeated_now():
     for _ in range(3):
         for a, s, _n in mix:
             fast.evaluate(a, s, T0)
-    kept = {id(fz): dict(fz.now) for fz in lanes(fast) if T0 in fz.now}
+    kept = {id(fz): fz.now_full[T0] for fz in lanes(fast) if T0 in fz.now_full}
     assert kept  # T0 seen three times: an entry with finished templates
     seen_before = {id(fz): len(fz.seen) for fz in lanes(fast)}
     for _ in range(3):
@@ -518,8 +519,28 @@ def test_the_clock_and_new_nows_never_push_out_a_repeated_now():
             now = T0 + timedelta(seconds=step, microseconds=7)  # each `now` once
             assert dump(fast.evaluate(a, s, now)) == dump(ref.evaluate(a, s, now))
     for fz in lanes(fast):
-        assert len(fz.seen) <= templates_mod.SEEN_MAX
+        assert len(fz.seen) <= templates_mod.SEEN_MAX and len(fz.seen_full) <= templates_mod.SEEN_MAX
         if id(fz) in kept:
-            assert fz.now.get(T0) is kept[id(fz)][T0]  # the same entry, not pushed out
+            assert fz.now_full.get(T0) is kept[id(fz)]  # the same entry, not pushed out
     for a, s, _n in mix:  # and still what the reference decides
         assert dump(fast.evaluate(a, s, T0)) == dump(ref.evaluate(a, s, T0))
+
+
+def test_nows_sharing_a_cache_key_are_never_confused():
+    """`now`s a whole number of minutes apart share a cache key (`now_key`: second and
+    microsecond): each slot keeps its `now` and serves only an equal one, the others are
+    found by the `now` itself, so alternating them gets each its own entry, never another
+    `now`'s decision."""
+    ref = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    mix = [m for m in make_mix(60) if m[1] is None]
+    nows = [T0, T0 + timedelta(minutes=1), T0 + timedelta(hours=9), T0 + timedelta(days=3, minutes=7)]
+    assert len({templates_mod.now_key(n) for n in nows}) == 1
+    for i in range(5):
+        for j, (a, s, _n) in enumerate(mix):
+            now = nows[(i + j) % len(nows)]
+            d = fast.evaluate(a, s, now)
+            assert dump(d) == dump(ref.evaluate(a, s, now))
+            assert d.to_json() == d.model_dump_json()
+    assert all(set(fz.now_full) <= set(nows) for fz in lanes(fast))
+    assert any(set(fz.now_full) == set(nows) for fz in lanes(fast))  # a type that saw each twice: an entry each

@@ -32,8 +32,10 @@ class FusedGate:
     input's id and the time, so `patterns` keeps, per mask, the finished fields of that
     decision (`templates.template` fills it). `now` caches, for the last
     few `now`s seen, the time's renderings and the finished templates at that time (see
-    `templates.now_fields`): now -> {None: (evaluated_at, reversibility), mask: fields};
-    `seen` the `now`s seen once (a second sighting gets an entry in `now`).
+    `templates.now_fields`): `now_full` maps now -> {None: (evaluated_at, reversibility),
+    mask: fields}, and `now` maps a key (`templates.now_key`) to one (now, entry) with that
+    key, the lookup that needs no hash; `seen` and `seen_full` remember the `now`s seen
+    once (a second sighting gets an entry, see `templates.seen_before`).
 
     `shapes` maps each field the type reads to the shapes it has been seen with (the
     evaluations before the build, and every input the function turned away since): the
@@ -47,8 +49,8 @@ class FusedGate:
     a thread sees either the old or the new value, and both are correct.
     """
 
-    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "seen", "shapes",
-                 "rebuilds", "running", "policy")
+    __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "now_full",
+                 "seen", "seen_full", "shapes", "rebuilds", "running", "policy")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
@@ -60,7 +62,9 @@ class FusedGate:
         self.pending = FUSE_AFTER
         self.patterns: dict = {}
         self.now: dict = {}
+        self.now_full: dict = {}
         self.seen: dict = {}
+        self.seen_full: dict = {}
         self.shapes: dict | None = {}  # None: every plain type (no more specialising)
         self.rebuilds = 0
         self.running: Any = None  # the workflow's running state and policy constants (set with `action`)

@@ -20,7 +20,7 @@ from ..digests import deferred_digest, set_digest
 from ..util import UTC, PendingTimes, deferred_times, times
 
 __all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "SEEN_MAX", "lane_decision", "lane_epilogue",
-           "now_fields", "clock"]
+           "now_fields", "now_key", "seen_before", "clock"]
 
 PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
 NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
@@ -30,35 +30,69 @@ _new, _set_dict, _set_fields_set, _set_extra, _set_private = new, set_dict, set_
 clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
 
 
-def _seen_once(fz: Any, now_dt: datetime) -> bool:
-    """Whether `now_dt` was seen before by this type (and remember it, bounded): a `now`
-    seen once is rendered when read (`util.deferred_times`); seen again, it gets an entry
-    in `fz.now` (see `now_fields`). The once-seen `now`s are kept apart from the entries,
-    so a stream of new ones (the clock's, a runtime's own clock) never pushes a repeated
-    `now` (a batch, a replay, a fixed `now`) out of the entries."""
+def now_key(now_dt: datetime) -> int:
+    """The key of `now_dt` in a type's `now` caches: its second and microsecond, cheap to
+    compute where hashing an aware datetime is not (about 0.3 us, on every new `now`).
+    Several `now`s may share a key (whole seconds a minute apart): every slot keyed by it
+    keeps its `now` and serves only an equal one, and the `now`s that find their key's
+    slot taken by another go to a map keyed by the `now` itself (see `now_fields`), so a
+    shared key costs a hash, never a wrong answer."""
+    return now_dt.second * 1000000 + now_dt.microsecond
+
+
+def seen_before(fz: Any, k: int, now_dt: datetime) -> bool:
+    """Whether `now_dt` (key `k`) was seen before by this type; if not, remember it
+    (bounded, `SEEN_MAX`): `fz.seen` maps a key to the first `now` seen with it, and
+    `fz.seen_full` holds the `now`s whose key was taken (a key without a `now` in `seen`
+    has none in `seen_full`: both are cleared together)."""
     seen = fz.seen
-    if now_dt in seen:
+    once = seen.get(k)
+    if once is None:
+        if len(seen) >= SEEN_MAX:
+            seen.clear()
+            fz.seen_full.clear()
+        seen[k] = now_dt
+        return False
+    if once == now_dt:
         return True
-    if len(seen) >= SEEN_MAX:
-        seen.clear()
-    seen[now_dt] = None
+    full = fz.seen_full
+    if now_dt in full:
+        return True
+    if len(full) >= SEEN_MAX:
+        full.clear()
+    full[now_dt] = None
     return False
 
 
 def now_fields(fz: Any, now_dt: datetime) -> dict | None:
     """The type's cache entry for `now_dt`: a dict holding, at key None, the decision's
     (evaluated_at, reversibility) at `now_dt`, and per outcome mask the finished template
-    (see `lane_decision`); kept for the last few `now`s seen twice or more (a batch or a
-    replay evaluates many actions at the same `now`). None for a `now` seen for the first
-    time (`lane_decision` then defers that decision's time fields, `util.deferred_times`):
-    a caller passing its own clock's time, a new `now` on every call, renders nothing it
-    does not read."""
-    cache = fz.now
-    entry = cache.get(now_dt)
-    if entry is None and _seen_once(fz, now_dt):
-        if len(cache) >= NOW_CACHE_MAX:
-            cache.clear()
-        cache[now_dt] = entry = {None: times(fz.action, now_dt)}
+    (see `lane_decision`); kept for the last few `now`s seen more than once (a batch or a
+    replay evaluates many actions at the same `now`): `fz.now_full` maps each such `now`
+    to its entry, and `fz.now` maps a key (`now_key`) to one (now, entry) with that key,
+    the lookup that needs no hash (a key without a slot in `now` has no entry in
+    `now_full`: both are cleared together). None for a `now` seen for the first time
+    (`lane_decision` then defers that decision's time fields, `util.deferred_times`): a
+    caller passing its own clock's time, a new `now` on every call, renders nothing it
+    does not read. The `now`s seen once are remembered apart (`seen_before`), so a stream
+    of new ones never pushes a repeated `now` out of the entries."""
+    k = now_dt.second * 1000000 + now_dt.microsecond  # (now_key, inline)
+    slot = fz.now.get(k)
+    if slot is not None:
+        if slot[0] == now_dt:
+            return slot[1]
+        entry = fz.now_full.get(now_dt)
+        if entry is not None:
+            return entry
+    if not seen_before(fz, k, now_dt):
+        return None
+    full = fz.now_full
+    if len(full) >= NOW_CACHE_MAX:
+        full.clear()
+        fz.now.clear()
+    entry = {None: times(fz.action, now_dt)}
+    full[now_dt] = entry
+    fz.now[k] = (now_dt, entry)
     return entry
 
 
@@ -115,14 +149,14 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
     expression (a parameter) true when `now` is the clock's. At a `now` with an entry
     (`fz.now`, see `now_fields`), the finished template of `_m`; at the clock's time (no
     lookup: it is never cached) and at a `now` never seen (a new one on every call), the
-    template of `_m`
-    (`fz.patterns`) with its time fields deferred, as `lane_decision` makes it, and the
-    `now` remembered (`_seen_once`, inline); a `now` seen once before goes to
+    template of `_m` (`fz.patterns`) with its time fields deferred, as `lane_decision`
+    makes it, and the `now` remembered (`seen_before`); a `now` seen once before goes to
     `lane_decision`, which gives it an entry. The Decision is built as `lane_decision`
     builds it (`fast`): the template, its per-call fields set, no validation."""
     ca = fz.action
     windowed = ca.window_td is not None and ca.reversibility is not None
-    ns = {"_NOW": fz.now, "_SEEN": fz.seen, "_PAT": fz.patterns, "_CA": ca, "_PT": PendingTimes,
+    ns = {"_NOW": fz.now, "_NOWF": fz.now_full, "_SEEN": fz.seen, "_SEENF": fz.seen_full, "_FZ": fz,
+          "_SB": seen_before, "_PAT": fz.patterns, "_CA": ca, "_PT": PendingTimes,
           "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
           "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_adg": deferred_digest}
     f = fields.get(("action", "id"))
@@ -132,18 +166,24 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
         lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
                  "if _aid is not None and type(_aid) is not str: _fb()"]
     lines += [
-        f"_e = None if {live} else _NOW.get(_p2)",
+        f"if {live}: _e = None",  # the clock's time: never cached
+        "else:",  # (now_fields, inline)
+        "    _k = _p2.second * 1000000 + _p2.microsecond",
+        "    _e = _NOW.get(_k)",
+        "    if _e is not None: _e = _e[1] if _e[0] == _p2 else _NOWF.get(_p2)",
         "if _e is not None:",  # the entry of `now`: the finished template of `_m` at `now` (see lane_decision)
         "    _x = _e.get(_m)",
         "    if _x is None: return _m",
         "    _tpl = _x[0].copy()",
         "else:",  # the clock's time, or a `now` never seen: the template, its times rendered when read
-        f"    if not {live} and _p2 in _SEEN: return _m",  # seen before: lane_decision gives it an entry
         "    _x = _PAT.get(_m)",
         "    if _x is None: return _m",
-        f"    if not {live}:",  # remember it (`_seen_once`, inline)
-        f"        if len(_SEEN) >= {SEEN_MAX}: _SEEN.clear()",
-        "        _SEEN[_p2] = None",
+        f"    if not {live}:",  # (seen_before, inline for a free key)
+        "        _s = _SEEN.get(_k)",
+        "        if _s is None:",
+        f"            if len(_SEEN) >= {SEEN_MAX}: _SEEN.clear(); _SEENF.clear()",
+        "            _SEEN[_k] = _p2",
+        "        elif _s == _p2 or _SB(_FZ, _k, _p2): return _m",  # seen before: lane_decision gives it an entry
         "    _tpl = _x[0].copy()",
         "    _tpl['evaluated_at'] = _tm = _PT(_CA, _p2)",  # (util.deferred_times, inline)
     ]
