@@ -509,7 +509,9 @@ class DecisionJson(set):
             g = "null"
         else:
             if type(dg) is not str:
-                dg = dec.action_digest  # a Deferred, resolved
+                if not isinstance(dg, Deferred):
+                    return None
+                raw["action_digest"] = dg = dg.resolve()  # (as _resolved_dict stores it)
                 if dg is None:
                     g = "null"
             if dg is not None:
