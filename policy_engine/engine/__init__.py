@@ -332,9 +332,15 @@ def load(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], *,
     from ..language.loader import UsageError, load_paths
 
     paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
-    try:
-        result = load_paths(paths, accelerate=accelerate)
-    except UsageError as e:
-        where = str(paths[0]) if paths else "<no path>"
-        raise PolicyError([Diagnostic("E006", "error", str(e), Span(where, 0, 0, 1, 1, 1, 1))]) from None
-    return Engine.from_load_result(result, accelerate=accelerate)
+    # the collector stays paused until the engine is built and the checked IR it does not
+    # keep is gone: the collection that follows a pause walks every object made during it
+    # that is still alive, so it walks only the engine's (48 -> ~10 ms of a 1,000-rule load)
+    with collector_paused():
+        try:
+            result = load_paths(paths, accelerate=accelerate)
+        except UsageError as e:
+            where = str(paths[0]) if paths else "<no path>"
+            raise PolicyError([Diagnostic("E006", "error", str(e), Span(where, 0, 0, 1, 1, 1, 1))]) from None
+        engine = Engine.from_load_result(result, accelerate=accelerate)
+        del result
+    return engine
