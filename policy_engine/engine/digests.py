@@ -50,7 +50,7 @@ try:
     from orjson import OPT_SORT_KEYS as _SORT_KEYS
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - orjson is a dependency; without it, the C encoder
-    _orjson_dumps = None
+    _orjson_dumps = None  # type: ignore[assignment]
 _FLAT_EXACT = frozenset({str, int, bool, type(None)})
 _exact_values = _FLAT_EXACT.issuperset
 _str_keys = frozenset({str}).issuperset
