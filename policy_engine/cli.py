@@ -214,13 +214,20 @@ def test(
     Exit 1 on a failing case or coverage below --min-coverage; 2 when a suite cannot be
     read or its policies do not load.
     """
+    from pathlib import Path
+
     from .testing import Runner, discover_suites, json_report, junit_xml, render_text
     from .testing.suites import not_suites
 
-    policy_files = not_suites(paths)  # `stopline test refunds.policy`: say which file is the suite
+    # `stopline test refunds.policy`: say which file is the suite; `stopline test policies/*`
+    # (a glob naming the policies beside their suites): run the suites
+    others = [p for p in paths if not (Path(p).suffix == ".policy" and Path(p).is_file())]
+    policy_files = not_suites(paths, discover_suites(others)[0] if others else ())
     if policy_files:
         click.echo("\n".join(policy_files), err=True)
         sys.exit(EXIT_USAGE)
+    if others and len(others) < len(paths):
+        paths = tuple(others)
     show_coverage = show_coverage or min_coverage is not None
     files, missing = discover_suites(paths)
     if not files and not missing:

@@ -275,3 +275,28 @@ def test_test_on_the_shipped_policy_file_subprocess() -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "policies/refunds.policy-test.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_test_on_a_glob_runs_the_suites_and_passes_over_the_policies() -> None:
+    """`stopline test policies/*`: the shell hands over the policies beside their suites
+    (and `roles.policy`, which has none); the suites run, as `stopline test policies/`
+    runs them. A policy whose suite was left out is still the slip (exit 2)."""
+    from policy_engine.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    everything = sorted(str(p.relative_to(root)) for p in (root / "policies").iterdir() if p.is_file())
+    assert any(p.endswith(".policy") for p in everything) and any(p.endswith(".policy-test.yaml") for p in everything)
+    cwd = Path.cwd()
+    try:
+        import os
+        os.chdir(root)
+        by_glob = CliRunner().invoke(main, ["test", *everything])
+        by_dir = CliRunner().invoke(main, ["test", "policies/"])
+        slip = CliRunner().invoke(main, ["test", "policies/refunds.policy", "policies/crm_updates.policy-test.yaml"])
+    finally:
+        os.chdir(cwd)
+    assert by_glob.exit_code == 0, by_glob.output
+    assert by_glob.output.strip().splitlines()[-1] == by_dir.output.strip().splitlines()[-1]  # "N passed, 0 failed"
+    assert " passed, 0 failed" in by_glob.output and "policy file" not in by_glob.output
+    assert slip.exit_code == 2
+    assert "its suite is policies/refunds.policy-test.yaml" in slip.output

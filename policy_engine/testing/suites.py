@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -279,11 +279,15 @@ def discover_suites(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
     return find_files(paths, SUITE_SUFFIX)
 
 
-def not_suites(paths: Sequence[str | os.PathLike]) -> list[str]:
+def not_suites(paths: Sequence[str | os.PathLike], given: Collection[Path] = ()) -> list[str]:
     """What to say about each policy file given to `stopline test` as if it were a suite:
     that it is not one, and which suite goes with it when one exists beside it (the same
-    name with `.policy-test.yaml`, or a suite of the same directory that names the file)."""
+    name with `.policy-test.yaml`, or a suite of the same directory that names the file).
+    `given`: the suites the other arguments name (resolved paths); when there are some (a
+    shell glob such as `policies/*`), a policy file whose suite is among them, or that has
+    none, is passed over in silence: only one whose suite was left out is a slip."""
     out = []
+    given = {Path(g).resolve() for g in given}
     for p in paths:
         path = Path(p)
         if path.suffix != ".policy" or not path.is_file():
@@ -293,6 +297,8 @@ def not_suites(paths: Sequence[str | os.PathLike]) -> list[str]:
         suites = [twin] if twin.is_file() else [
             q for q in sorted(path.parent.glob("*" + SUITE_SUFFIX)) if q.is_file() and _names(q, path.name)
         ]
+        if given and (not suites or any(q.resolve() in given for q in suites)):
+            continue
         if suites:
             which = " ".join(str(Path(shown).parent / q.name) if q.parent == path.parent else str(q) for q in suites)
             help_ = f"its suite is {which}: run `stopline test {which}`"
