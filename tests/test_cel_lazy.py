@@ -194,20 +194,36 @@ def test_a_deep_condition_materialized_deep_in_the_stack_does_not_raise():
 # -- fused functions -------------------------------------------------------------------
 
 
-def test_fuse_reads_a_released_conditions_tree_and_keeps_it():
+def test_fuse_reads_released_trees_and_drops_the_trees_it_inlined():
+    from policy_engine.cel.api import _UNBUILT
+
     a = compile_cel("action.amount > 10")
     b = compile_cel("action.tags.exists(t, t == 'x')")
     c = compile_cel("action.amount > 1", accelerate=False)  # called as itself
     eager_fn, eager_src = fuse([a, b, c], ("action",))
+    assert a._plan is _UNBUILT and b._plan is _UNBUILT  # dropped by the fuse: not kept
+    assert a._fn is not None and b._fn is not None  # the closures stay
     for e in (a, b, c):
         e._release()
     fn, src = fuse([a, b, c], ("action",))
     assert fn is not None and src == eager_src  # generated from equal trees
-    assert a._plan is not None and b._plan is not None and c._plan is None  # materialized, kept
-    assert c._fn is None  # the closures are compiled on its first call
+    assert a._plan is _UNBUILT and b._plan is _UNBUILT and c._plan is None
+    assert a._fn is not None and b._fn is not None  # compiled again for the build: closures kept
+    assert c._fn is None  # its closures are compiled on its first call
     act = {"action": {"amount": 11, "tags": ["x"]}}
     assert fn(act["action"]) == eager_fn(act["action"]) == 0b111
     assert c._fn is not None
+    # a dropped tree is compiled again when read, and still not kept
+    again, src2 = fuse([a, b], ("action",))
+    assert again is not None and a._plan is _UNBUILT
+    assert a._fast_fn() is not None and a._plan is _UNBUILT
+    assert a._fast_source == _fast_source_of("action.amount > 10") and src2
+
+
+def _fast_source_of(src: str) -> str | None:
+    e = compile_cel(src)
+    e._fast_fn()
+    return e._fast_source
 
 
 # -- an engine's decisions -------------------------------------------------------------

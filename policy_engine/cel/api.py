@@ -52,7 +52,8 @@ class CompiledExpr:
     """
 
     __slots__ = ("source", "_refs", "limits", "type_guard", "reads", "_fn", "_nslots",
-                 "_needs_ctx", "_fast", "_fast_source", "_plan", "_pending", "_constants", "_accel")
+                 "_needs_ctx", "_fast", "_fast_source", "_plan", "_pending", "_constants", "_accel",
+                 "_keep_tree")
 
     def __init__(
         self, source: str, references: tuple[Reference, ...], limits: Limits,
@@ -76,7 +77,8 @@ class CompiledExpr:
         # kept); None with ``accelerate=False`` or outside the subset; ``_UNBUILT`` when
         # released (see ``_tree``).
         self._plan = plan
-        self._accel = plan is not None  # whether a materialized tree is kept as ``_plan``
+        self._accel = plan is not None  # whether it has a tree (``_plan``) at all
+        self._keep_tree = True  # whether a tree compiled again is kept (see ``_drop_tree``)
         self._refs: tuple[Reference, ...] | None = references  # None when released
         self.limits = limits
         self._constants = constants  # compile_cel's (what a release compiles again with)
@@ -149,38 +151,48 @@ class CompiledExpr:
         """The closure tree (``_fn``), compiled again if released."""
         fn = self._fn
         if fn is None:
-            fn = self._materialize()[1].fn
+            fn = self._materialize().fn
         return fn
 
     def _tree(self) -> _N | None:
-        """What the fast paths are generated from (``_plan``), compiled again if released;
-        None with ``accelerate=False`` or outside the subset (see ``codegen.plan``)."""
+        """What the fast paths are generated from (``_plan``), compiled again if released
+        or dropped; None with ``accelerate=False`` or outside the subset (see
+        ``codegen.plan``)."""
         p = self._plan
         if p is _UNBUILT:
-            p = plan(self._materialize()[1])
+            p = plan(self._materialize())
         return p
 
-    def _materialize(self) -> tuple[_Compiler, _N]:
-        """Compile the source again, exactly as ``compile_cel`` did, and keep the tree and
-        the closures (each one attribute store of a complete value: ``_plan`` first, so a
-        thread that sees ``_fn`` set sees a tree too). Never raises: the same inputs
+    def _materialize(self) -> _N:
+        """Compile the source again, exactly as ``compile_cel`` did; keep the closures if
+        released, and the tree if released and not dropped since (``_drop_tree``). Each
+        is one attribute store of a complete value. Never raises: the same inputs
         compiled without error before (see ``_recompile``)."""
-        comp, node = _recompile(self.source, self.limits, self._constants)
-        if self._accel:
+        _, node = _recompile(self.source, self.limits, self._constants)
+        if self._fn is None:
+            self._fn = node.fn
+        if self._keep_tree and self._plan is _UNBUILT:
             self._plan = plan(node)
-        self._fn = node.fn
-        return comp, node
+        return node
 
     def _release(self) -> None:
         """Drop what ``_materialize`` rebuilds (the closures, the tree, the references).
         Only for an expression ``compile_cel`` made (it knows the constants it was compiled
-        with); safe while other threads evaluate it (they read each attribute once). Called
-        by ``compiler.compile_policy`` for every condition, and by ``fuse.fuse`` for the
-        conditions a fused function it made inlines (see there)."""
+        with); safe while other threads evaluate it (they read each attribute once).
+        Called by ``compiler.compile_policy`` for every condition of a loaded engine."""
         self._refs = None
         if self._accel:
             self._plan = _UNBUILT
         self._fn = None
+
+    def _drop_tree(self) -> None:
+        """Drop the compiled tree and no longer keep one (the closures stay): called by
+        ``fuse.fuse`` for the conditions a fused function it made inlines, whose tree is
+        then read again only to build another fused function or the condition's own fast
+        path; compiled again then (about 0.08 ms), not kept."""
+        if self._accel:
+            self._keep_tree = False
+            self._plan = _UNBUILT
 
     def __repr__(self) -> str:
         return f"CompiledExpr({self.source!r})"

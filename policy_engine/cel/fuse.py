@@ -123,6 +123,13 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
     default values: those come last in the signature, in the order of ``params``.
     (None, None) if generation fails.
 
+    The compiled trees of the conditions the function inlines are dropped once it is made
+    (``CompiledExpr._drop_tree``; their closures stay): about 14 objects a condition that
+    every full collection of the host walks (issue 16, goal 5), read again only by the
+    next fused function built over the condition (the engine's fused gates rebuild at
+    most ``REBUILDS_MAX`` times) or its own fast path, which compile it again, about 0.08
+    ms a condition.
+
     Large sets: with more than ``_FUSE_MAX`` conditions, they run in helper functions
     of at most that many each, called in turn with the prologue's locals. And a field
     the prologue has proved a str (present) that many conditions compare with str
@@ -252,6 +259,11 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
         glob.update(em.ns)
         glob.update(bits)
         exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
+        for ex, called in zip(exprs, acts):
+            if not called:  # inlined: its tree is not read again until another build
+                drop = getattr(ex, "_drop_tree", None)
+                if drop is not None:
+                    drop()
         return glob["fused"], src
     except Exception:  # too large for Python's compiler, etc.: no fused function
         return None, None
