@@ -527,7 +527,7 @@ def test_the_clock_and_new_nows_never_push_out_a_repeated_now():
 
 
 def test_nows_sharing_a_cache_key_are_never_confused():
-    """`now`s a whole number of minutes apart share a cache key (`now_key`: second and
+    """`now`s a whole number of seconds apart share a cache key (`now_key`: the
     microsecond): each slot keeps its `now` and serves only an equal one, the others are
     found by the `now` itself, so alternating them gets each its own entry, never another
     `now`'s decision."""

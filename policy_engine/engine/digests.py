@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from ..models import Deferred, RollbackPlan
 from .util import as_dict
 
-__all__ = ["plan_hash", "action_digest", "set_digest", "deferred_digest", "PendingDigest", "flat_canonical"]
+__all__ = ["plan_hash", "action_digest", "set_digest", "deferred_digest", "PendingDigest", "flat_canonical",
+           "deferred_digest_nested"]
 
 
 # The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
@@ -152,6 +153,15 @@ def deferred_digest(action: Any) -> str | None | PendingDigest:
             return PendingDigest(action.copy())
         return PendingDigest(_dumps(action, 2))
     except Exception:  # noqa: BLE001 - not plain (a subclass, an object), too deep: decided at once
+        return action_digest(action)
+
+
+def deferred_digest_nested(action: Any) -> str | None | PendingDigest:
+    """`deferred_digest` for an action known to hold a list or an object (a fused gate
+    whose type reads one): the marshal image at once, without looking for a flat one."""
+    try:
+        return PendingDigest(_dumps(action, 2)) if type(action) is dict else action_digest(action)
+    except Exception:  # noqa: BLE001 - as deferred_digest
         return action_digest(action)
 
 

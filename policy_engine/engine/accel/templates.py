@@ -16,7 +16,7 @@ from ...compiled import CompiledPolicy
 from ...construct import new, set_dict, set_extra, set_fields_set, set_private
 from ...models import Decision, DecisionJson
 from ..decide import decide
-from ..digests import deferred_digest, set_digest
+from ..digests import deferred_digest, deferred_digest_nested, set_digest
 from ..util import UTC, PendingTimes, deferred_times, times
 
 __all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "SEEN_MAX", "lane_decision", "lane_epilogue",
@@ -31,13 +31,13 @@ clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
 
 
 def now_key(now_dt: datetime) -> int:
-    """The key of `now_dt` in a type's `now` caches: its second and microsecond, cheap to
-    compute where hashing an aware datetime is not (about 0.3 us, on every new `now`).
-    Several `now`s may share a key (whole seconds a minute apart): every slot keyed by it
+    """The key of `now_dt` in a type's `now` caches: its microsecond, one attribute read
+    where hashing an aware datetime costs about 0.3 us on every new `now`. Several `now`s
+    may share a key (whole seconds, say): every slot keyed by it
     keeps its `now` and serves only an equal one, and the `now`s that find their key's
     slot taken by another go to a map keyed by the `now` itself (see `now_fields`), so a
     shared key costs a hash, never a wrong answer."""
-    return now_dt.second * 1000000 + now_dt.microsecond
+    return now_dt.microsecond
 
 
 def seen_before(fz: Any, k: int, now_dt: datetime) -> bool:
@@ -76,10 +76,10 @@ def now_fields(fz: Any, now_dt: datetime) -> dict | None:
     caller passing its own clock's time, a new `now` on every call, renders nothing it
     does not read. The `now`s seen once are remembered apart (`seen_before`), so a stream
     of new ones never pushes a repeated `now` out of the entries."""
-    k = now_dt.second * 1000000 + now_dt.microsecond  # (now_key, inline)
+    k = now_dt.microsecond  # (now_key, inline)
     slot = fz.now.get(k)
     if slot is not None:
-        if slot[0] == now_dt:
+        if slot[0] is now_dt or slot[0] == now_dt:
             return slot[1]
         entry = fz.now_full.get(now_dt)
         if entry is not None:
@@ -147,8 +147,8 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
     return the whole `Decision` when the type's caches hold what it needs, else `_m`
     (the caller fills the caches: see `lane_decision`); and their globals. `live` is the
     expression (a parameter) true when `now` is the clock's. At a `now` with an entry
-    (`fz.now`, see `now_fields`), the finished template of `_m`; at the clock's time (no
-    lookup: it is never cached) and at a `now` never seen (a new one on every call), the
+    (`fz.now`, see `now_fields`), the finished template of `_m`; at the clock's time (never
+    cached, never remembered) and at a `now` never seen (a new one on every call), the
     template of `_m` (`fz.patterns`) with its time fields deferred, as `lane_decision`
     makes it, and the `now` remembered (`seen_before`); a `now` seen once before goes to
     `lane_decision`, which gives it an entry. The Decision is built as `lane_decision`
@@ -158,7 +158,10 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
     ns = {"_NOW": fz.now, "_NOWF": fz.now_full, "_SEEN": fz.seen, "_SEENF": fz.seen_full, "_FZ": fz,
           "_SB": seen_before, "_PAT": fz.patterns, "_CA": ca, "_PT": PendingTimes,
           "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
-          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private, "_adg": deferred_digest}
+          "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private,
+          # a type that reads a list or an object: its actions are not flat, go to marshal at once
+          "_adg": deferred_digest_nested if any(f[1] in ("list", "dict") for f in fields.values())
+          else deferred_digest}
     f = fields.get(("action", "id"))
     if f is not None and f[1] == "str" and not f[2]:
         lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
@@ -166,11 +169,10 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
         lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
                  "if _aid is not None and type(_aid) is not str: _fb()"]
     lines += [
-        f"if {live}: _e = None",  # the clock's time: never cached
-        "else:",  # (now_fields, inline)
-        "    _k = _p2.second * 1000000 + _p2.microsecond",
-        "    _e = _NOW.get(_k)",
-        "    if _e is not None: _e = _e[1] if _e[0] == _p2 else _NOWF.get(_p2)",
+        # (now_fields, inline; the clock's time is never cached: its lookup finds no slot but
+        # for the one microsecond in a million a cached `now` shares, and then no entry)
+        "_e = _NOW.get(_p2.microsecond)",
+        "if _e is not None: _e = _e[1] if _e[0] is _p2 or _e[0] == _p2 else _NOWF.get(_p2)",
         "if _e is not None:",  # the entry of `now`: the finished template of `_m` at `now` (see lane_decision)
         "    _x = _e.get(_m)",
         "    if _x is None: return _m",
@@ -178,12 +180,14 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
         "else:",  # the clock's time, or a `now` never seen: the template, its times rendered when read
         "    _x = _PAT.get(_m)",
         "    if _x is None: return _m",
-        f"    if not {live}:",  # (seen_before, inline for a free key)
+        f"    if not {live}:",  # (seen_before, inline for a free key; the clock's time: not remembered)
+        "        _k = _p2.microsecond",
         "        _s = _SEEN.get(_k)",
         "        if _s is None:",
         f"            if len(_SEEN) >= {SEEN_MAX}: _SEEN.clear(); _SEENF.clear()",
         "            _SEEN[_k] = _p2",
-        "        elif _s == _p2 or _SB(_FZ, _k, _p2): return _m",  # seen before: lane_decision gives it an entry
+        # seen before: lane_decision gives it an entry
+        "        elif _s is _p2 or _s == _p2 or _SB(_FZ, _k, _p2): return _m",
         "    _tpl = _x[0].copy()",
         "    _tpl['evaluated_at'] = _tm = _PT(_CA, _p2)",  # (util.deferred_times, inline)
     ]
