@@ -433,12 +433,13 @@ class DecisionJson(set):
     pydantic would refuse, is written by `model_dump_json()`). A copy or a pickle of it is a
     plain set."""
 
-    __slots__ = ("template", "plan")
+    __slots__ = ("template", "plan", "base")
 
     def __init__(self, template: dict) -> None:
         super().__init__(Decision.model_fields)
         self.template = template  # the fields of the template (any `now`, no id, no digest)
         self.plan: tuple | None = None  # (static getter, static values, rev getter, rev values, JSON parts)
+        self.base: DecisionJson | None = None  # the template's, for one at a `now` (see `at`)
 
     def __copy__(self) -> set:
         return set(self)
@@ -485,13 +486,45 @@ class DecisionJson(set):
             rev_static = rev_get(_raw_dict(rev))
         return get, get(t), rev_get, rev_static, tuple(parts)
 
+    def at(self, fields: dict) -> DecisionJson:
+        """The fields set of the decisions built from `fields`: this template's at one `now`
+        (its `evaluated_at` text and `reversibility` in place, as a type's per-`now` cache
+        keeps them, `engine.accel.templates.lane_decision`). Its JSON is this template's
+        with those two written in, so a decision of it is written from three parts around
+        its id and its digest, every other field checked as one tuple (the time fields
+        included, by identity first)."""
+        fs = DecisionJson(fields)
+        fs.base = self
+        plan = self.plan
+        if plan is None:
+            plan = self.plan = self._build()
+        get, _, rev_get, rev_static, parts = plan
+        ev = fields.get("evaluated_at")
+        rev = fields.get("reversibility")
+        if get is None or type(ev) is not str or not ev.isascii():
+            fs.plan = plan  # (rendered as any decision of the template)
+            return fs
+        e = _json_str(ev)
+        if rev_get is None:
+            baked = (parts[0], parts[1], parts[2] + e + parts[3])
+        else:
+            ru = rev.reversible_until if type(rev) is ReversibilityInfo else None
+            if ru is None or type(ru) is not str or not ru.isascii() or rev_get(_raw_dict(rev)) != rev_static:
+                fs.plan = plan
+                return fs
+            baked = (parts[0], parts[1], parts[2] + _json_str(ru) + parts[3] + e + parts[4])
+        keys = tuple(k for k in Decision.model_fields if k not in ("action_id", "action_digest"))
+        at_get = itemgetter(*keys)
+        fs.plan = (at_get, at_get(fields), None, None, baked, True)
+        return fs
+
     def render(self, dec: Decision) -> str | None:
         """`dec`'s JSON, or None when `dec` is not this template's or holds a value the
         fragments cannot write exactly (the caller then asks pydantic)."""
         plan = self.plan
         if plan is None:
             plan = self.plan = self._build()
-        get, static, rev_get, rev_static, parts = plan
+        get, static, rev_get, rev_static, parts = plan[:5]
         if get is None:
             return None
         raw = _raw_dict(dec)
@@ -518,6 +551,8 @@ class DecisionJson(set):
                 if type(dg) is not str or not dg.isascii():
                     return None
                 g = _json_str(dg)
+        if len(plan) > 5:  # at one `now` (see `at`): the time fields checked above, written in
+            return "".join((parts[0], a, parts[1], g, parts[2]))
         ev = raw["evaluated_at"]
         pending = None
         if type(ev) is not str:

@@ -66,16 +66,19 @@ def _same_json(d: Decision) -> str:
 
 def test_to_json_is_model_dump_json_on_the_benchmark_mix(engines):
     fast, ref = engines
-    templated = 0
+    templated = at_now = 0
     for _round in range(5):  # fused gates built on the third evaluation, templates per now after
         for i, (a, s, n) in enumerate(MIX):
             for now in (n, None, n + timedelta(microseconds=i + 1), n.isoformat()):
                 d = fast.evaluate(a, s, now)
                 text = _same_json(d)
-                templated += type(d.__pydantic_fields_set__) is DecisionJson
+                fs = d.__pydantic_fields_set__
+                templated += type(fs) is DecisionJson
+                at_now += type(fs) is DecisionJson and fs.base is not None and len(fs.plan or ()) > 5
                 if now is not None:
                     assert text == ref.evaluate(a, s, now).model_dump_json() == ref.evaluate(a, s, now).to_json()
     assert templated > 2000  # the template path was taken (not every decision fell back to pydantic)
+    assert at_now > 500  # and the per-`now` one (DecisionJson.at: the times written in)
 
 
 def test_to_json_on_every_shipped_fixture_case():

@@ -90,6 +90,8 @@ def decision_text(d: Any) -> str | None:
     fs = d.__pydantic_fields_set__
     if type(fs) is not DecisionJson or fs.render(d) is None:  # not (exactly) its template's
         return None
+    if fs.base is not None:  # the template's at one `now` (DecisionJson.at): one plan per template
+        fs = fs.base
     got = _PLANS.get(id(fs))
     if got is None or got[0] is not fs:
         with _PLANS_LOCK:

@@ -112,6 +112,7 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
     else:
         d["evaluated_at"], d["reversibility"] = entry[None]
         if len(entry) <= PER_NOW_MAX:
+            fs = fs.at(d)  # its JSON with this `now`'s times written in
             entry[m] = (d, fs, digest)  # its digest is per action (see lane_epilogue)
         d = d.copy()  # the kept one stays without an id
     d["action_id"] = aid
