@@ -544,3 +544,46 @@ def test_nows_sharing_a_cache_key_are_never_confused():
             assert d.to_json() == d.model_dump_json()
     assert all(set(fz.now_full) <= set(nows) for fz in lanes(fast))
     assert any(set(fz.now_full) == set(nows) for fz in lanes(fast))  # a type that saw each twice: an entry each
+
+
+def test_threads_with_every_kind_of_now_agree_with_the_reference(monkeypatch):
+    """8 threads on one engine, each mixing repeated `now`s, `now`s sharing a cache key,
+    new ones and the clock, with the caches made tiny so they are emptied while the others
+    read them: every decision is the reference gate's (the clock's decisions compared at
+    the time they show)."""
+    monkeypatch.setattr(templates_mod, "SEEN_MAX", 3)
+    monkeypatch.setattr(templates_mod, "NOW_CACHE_MAX", 2)
+    monkeypatch.setattr(templates_mod, "PER_NOW_MAX", 2)
+    mix = [m for m in make_mix(80) if m[1] is None]
+    ref = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
+    engine = policy_engine.load(str(ROOT / "benchmarks/policies"))
+    shared = [T0 + timedelta(seconds=s) for s in (0, 1, 60, 3600)]  # one microsecond: one key
+    bad: list = []
+    barrier = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        rnd = random.Random(k)
+        barrier.wait()
+        for step in range(400):
+            a, s, _n = mix[rnd.randrange(len(mix))]
+            kind = rnd.randrange(4)
+            if kind == 0:
+                now = rnd.choice(shared)
+            elif kind == 1:
+                now = T0 + timedelta(microseconds=rnd.randrange(1, 5))  # repeated, other keys
+            elif kind == 2:
+                now = T0 + timedelta(seconds=k * 1000 + step, microseconds=17)  # new
+            else:
+                now = None  # the clock
+            d = engine.evaluate(a, s, now)
+            want = ref.evaluate(a, s, d.evaluated_at if now is None else now)
+            if dump(d) != dump(want) or d.to_json() != d.model_dump_json():
+                bad.append((k, step, kind))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, bad[:5]
+    assert any(fz.fn is not None for fz in lanes(engine))
