@@ -99,18 +99,23 @@ def run_large_types(quick: bool, out) -> dict:
 _GC_CHILD = r"""
 import gc, json, statistics, sys, time
 import policy_engine
-def pause(clock=time.perf_counter):
+MINS = {}
+def pause(clock=time.perf_counter, key=None):
     xs = []
     for _ in range(7):
         t = clock(); gc.collect(); xs.append(clock() - t)
+    if key:
+        MINS[key] = min(xs) * 1000
     return statistics.median(xs) * 1000
 policy_engine.load(sys.argv[2])  # imports and parsers, in both measurements
 gc.collect()
-r = {"without_ms": pause(), "without_cpu_ms": pause(time.process_time), "tracked_without": len(gc.get_objects())}
+r = {"without_ms": pause(key="without"), "without_cpu_ms": pause(time.process_time),
+     "tracked_without": len(gc.get_objects())}
 e = policy_engine.load(sys.argv[1])
-r["with_ms"] = pause()
+r["with_ms"] = pause(key="with")
 r["with_cpu_ms"] = pause(time.process_time)
 r["tracked_with"] = len(gc.get_objects())
+r["without_min_ms"], r["with_min_ms"] = MINS["without"], MINS["with"]
 # the engine a host runs: after its first evaluations (one action of every declared type,
 # three times: every type's fused gate built, and the conditions' own fast paths)
 now = __import__("datetime").datetime(2026, 3, 2, 14, 30, tzinfo=__import__("datetime").timezone.utc)
@@ -293,7 +298,8 @@ def report(out, large: dict, load: dict, threads: dict, comp: dict) -> bool:
     out(f"gc.collect() in a fresh process: {g['without_ms']:.1f} ms without the engine, {g['with_ms']:.1f} ms with "
         f"the 1000-rule engine (+{added:.1f} ms; cpu {g['without_cpu_ms']:.1f} / {g['with_cpu_ms']:.1f} ms; "
         f"{g['tracked_with'] - g['tracked_without']} more tracked objects; "
-        f"target <= +{t['gc_pause_added_max_ms']:.0f} ms: {met(added <= t['gc_pause_added_max_ms'])}), "
+        f"target <= +{t['gc_pause_added_max_ms']:.0f} ms: {met(added <= t['gc_pause_added_max_ms'])}; "
+        f"the fastest of the 7 collections each: +{g['with_min_ms'] - g['without_min_ms']:.1f} ms), "
         f"{g['frozen_ms']:.1f} ms after gc.freeze() (opt-in, docs/performance.md)")
     if "warm_ms" in g:
         warm = g["warm_ms"] - g["without_ms"]
