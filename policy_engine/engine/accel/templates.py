@@ -1,9 +1,10 @@
 """Decision templates: a fused gate's outcome (a bit mask of its conditions' values)
 always makes the same decision apart from the action's id, its digest and the time, so
 the decision's fields are built once per outcome by the reference decision builder
-(`decide.decide`) and kept (`FusedGate.patterns`), and, for the last few `now`s seen more
-than once, kept finished at that time (`FusedGate.now`, see `now_fields`). `lane_epilogue` is the end of a
-fused gate function: the finished decision from these caches, or the mask."""
+(`decide.decide`) and kept (`FusedGate.patterns`), and, for the last few `now`s seen
+more than once, kept finished at that time (`FusedGate.now`, see `now_fields`).
+`lane_epilogue` is the end of a fused gate function: the finished decision from these
+caches, or the mask."""
 
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
 def now_key(now_dt: datetime) -> int:
     """The key of `now_dt` in a type's `now` caches: its microsecond, one attribute read
     where hashing an aware datetime costs about 0.3 us on every new `now`. Several `now`s
-    may share a key (whole seconds, say): every slot keyed by it
-    keeps its `now` and serves only an equal one, and the `now`s that find their key's
-    slot taken by another go to a map keyed by the `now` itself (see `now_fields`), so a
-    shared key costs a hash, never a wrong answer."""
+    may share a key (whole seconds, say): every slot keyed by it keeps its `now` and
+    serves only an equal one, and the `now`s that find their key's slot taken by another
+    go to a map keyed by the `now` itself (see `now_fields`), so a shared key costs a
+    hash, never a wrong answer."""
     return now_dt.microsecond
 
 
