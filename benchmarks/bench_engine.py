@@ -239,7 +239,7 @@ def run_conditions_only(engine, mix, quick: bool) -> dict | None:
 
         sub = [m for m in mix if m[1] is None and m[0]["type"] in p.workflows[m[0]["workflow"]].actions]
         for a, _s, _n in sub:  # every type's fused function built, and its mask-only twin
-            fz = lanes[(a["workflow"], a["type"])][0]
+            fz = lanes[(a["workflow"], a["type"])]
             fz.build()
             masks[(a["workflow"], a["type"])] = fz.generate(decide=False)[0]
         sub = [m for m in sub if _returns(fused, m)]

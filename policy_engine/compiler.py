@@ -121,6 +121,13 @@ def _gate_entry(item: Any, atype: str | None = None) -> tuple:
             item.approval if item.kind == "rule" else None, item)
 
 
+def _shared_entry(made: dict, stop: Any, atype: str) -> tuple:
+    """`_gate_entry(stop, atype)`, the same tuple for every type it is the same for (`made`
+    keeps one per stop trigger and whether it can fire)."""
+    e = _gate_entry(stop, atype)
+    return made.setdefault((id(stop), e[0] is None), e)
+
+
 def reads_of(gate: tuple) -> tuple[str, ...] | None:
     """The top-level action fields the conditions of `gate` can read (constant `false`
     entries read nothing), plus the fields a decision shows; None if a condition may
@@ -280,6 +287,11 @@ def _compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
         stops.sort(key=lambda s: s.name)
         gate_stops = tuple(_gate_entry(st) for st in stops if st.fn is not None)
         with_stops = [st for st in stops if st.fn is not None]
+        # a stop trigger's entry is one of two for every type (it can fire for the type, or
+        # its type guard makes it `false`): each made once and shared (fewer objects for the
+        # host's collector: issue 16, goal 5)
+        stop_entries: dict = {}
+
         actions: dict[str, CAction] = {}
         for a in sorted(w.actions, key=lambda a: a.name):
             rules = []
@@ -300,7 +312,8 @@ def _compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                     trace_false=_trace("rule", r.name, r.effect, location, r.condition.source, False),
                     approval=approval, reason=reason, reason_err=reason_err))
             rules.sort(key=lambda r: (r.prec, r.name, r.source))
-            gate = tuple(_gate_entry(st, a.name) for st in with_stops) + tuple(_gate_entry(r) for r in rules)
+            gate = tuple(_shared_entry(stop_entries, st, a.name) for st in with_stops) + tuple(
+                _gate_entry(r) for r in rules)
             rv = a.reversibility
             has_window = rv is not None and rv.window_seconds is not None
             reversible = rv is not None and rv.klass != "irreversible"

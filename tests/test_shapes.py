@@ -299,7 +299,7 @@ workflow "w2" {
 def test_the_lane_is_found_by_type_and_checked_against_the_workflow():
     fast = engine_from_texts({"p.policy": TWO})
     slow = engine_from_texts({"p.policy": TWO}, accelerate=False)
-    assert fast.accelerator.types["pay"][0] == "w1" and fast.accelerator.types["refund"][0] == "w2"
+    assert fast.accelerator.types["pay"].wname == "w1" and fast.accelerator.types["refund"].wname == "w2"
     cases = [
         {"workflow": w, "type": t, "id": "x", "amount": n}
         for w in ("w1", "w2", "w3")

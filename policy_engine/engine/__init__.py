@@ -199,12 +199,11 @@ class Engine:
             if workflow_state is None and type(action) is dict:
                 tname = action.get("type")
                 if type(tname) is str:
-                    lane = acc.quick.get(tname)
-                    if lane is not None:
-                        fz = lane[1]
+                    fz = acc.quick.get(tname)
+                    if fz is not None:
                         fn = fz.fn
                         wname = action.get("workflow")
-                        if fn is not None and type(wname) is str and wname == lane[0]:
+                        if fn is not None and type(wname) is str and wname == fz.wname:
                             live = now is None
                             now_dt = _clock() if live else now
                             if live or (type(now_dt) is _datetime and now_dt.tzinfo is _UTC):

@@ -50,7 +50,7 @@ class FusedGate:
     """
 
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "now_full",
-                 "seen", "seen_full", "shapes", "rebuilds", "running", "policy")
+                 "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
@@ -69,6 +69,7 @@ class FusedGate:
         self.rebuilds = 0
         self.running: Any = None  # the workflow's running state and policy constants (set with `action`)
         self.policy: Any = None
+        self.wname: str | None = None  # the workflow's name (set with `action`)
 
     def observe(self, action: dict) -> bool:
         """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
@@ -146,4 +147,5 @@ def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:
     fz.action = ca
     fz.running = wf.running_state  # what the fused gate function takes by default
     fz.policy = wf.policy
+    fz.wname = wf.name
     return fz

@@ -29,34 +29,33 @@ _UTC = UTC
 class Accelerator:
     """Fused gates, shape speculation and decision templates for one compiled policy.
 
-    `lanes`: (workflow, action type) -> (its fused gate, the workflow's running state, its
-    policy constants); `types`: action type -> (its workflow, its fused gate), for a type
-    declared in one workflow only (the commonest lookup, by type alone). Safe to share
+    `lanes`: (workflow, action type) -> its fused gate (which holds the workflow's name,
+    running state and policy constants); `types`: action type -> its fused gate, for a
+    type declared in one workflow only (the commonest lookup, by type alone). Safe to share
     between threads (see `FusedGate`)."""
 
     __slots__ = ("p", "lanes", "types", "quick", "_reference")
 
     def __init__(self, p: CompiledPolicy) -> None:
         self.p = p
-        self.lanes = {(w.name, a.name): (fused_gate(w, a), w.running_state, w.policy)
-                      for w in p.workflows.values() for a in w.actions.values()}
+        self.lanes = {(w.name, a.name): fused_gate(w, a) for w in p.workflows.values() for a in w.actions.values()}
         count: dict = {}
         for w in p.workflows.values():
             for a in w.actions.values():
                 count[a.name] = count.get(a.name, 0) + 1
-        self.types = {a.name: (w.name, self.lanes[(w.name, a.name)][0]) for w in p.workflows.values()
+        self.types = {a.name: self.lanes[(w.name, a.name)] for w in p.workflows.values()
                       for a in w.actions.values() if count[a.name] == 1}
         # the types `Engine.evaluate` takes straight to their fused gate: declared in one
         # workflow, without declared fields (`fields { ... }`, checked by the full path)
-        self.quick = {t: e for t, e in self.types.items() if e[1].action.fields is None}
+        self.quick = {t: fz for t, fz in self.types.items() if fz.action.fields is None}
         self._reference = _gate.evaluate
 
     def gate(self, workflow: str, action_type: str) -> FusedGate:
         """The fused gate of a declared action type (KeyError if not declared)."""
-        return self.lanes[(workflow, action_type)][0]
+        return self.lanes[(workflow, action_type)]
 
     def gates(self) -> list[FusedGate]:
-        return [lane[0] for lane in self.lanes.values()]
+        return list(self.lanes.values())
 
     def evaluate(self, action: Any, workflow_state: Any = None, now: Any = None) -> Decision:
         """`gate.evaluate(p, action, workflow_state, now)`, by the fast lane when it can."""
@@ -69,13 +68,9 @@ class Accelerator:
             tname = action.get("type")
             wname = action.get("workflow")
             if type(tname) is str and type(wname) is str:
-                lane = self.types.get(tname)
-                fz: FusedGate | None
-                if lane is not None and lane[0] == wname:
-                    fz = lane[1]
-                else:
-                    wlane = self.lanes.get((wname, tname))
-                    fz = wlane[0] if wlane is not None else None
+                fz: FusedGate | None = self.types.get(tname)
+                if fz is None or fz.wname != wname:
+                    fz = self.lanes.get((wname, tname))
                 if fz is not None and fz.action.fields is not None and declared_problem(fz.action, action):
                     fz = None  # not the declared shape: the reference gate says why (fail closed)
                 if fz is not None:
@@ -106,7 +101,7 @@ class Accelerator:
         """The reference gate's hook (see `gate.gate`), for a checked input of a declared
         type: the decision by the type's fused gate, or None (the closures decide). Counts
         the type's evaluations until its fused gate is built (`FUSE_AFTER`)."""
-        fz = self.lanes[(wname, tname)][0]
+        fz = self.lanes[(wname, tname)]
         fn = fz.fn
         if fn is not None:
             # every condition in one generated function, the decision from the template of
