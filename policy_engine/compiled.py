@@ -1,7 +1,12 @@
 """The compiled policy: immutable, indexed, built once by `compiler.compile_policy`.
 
 Every object here is a frozen, slotted dataclass (or a read-only mapping of them) holding
-what evaluation needs and nothing it fills in: no caches, no lazily built functions. The
+what evaluation needs and nothing it fills in, with one exception: the decision fragments
+of a rule or stop trigger (its `RuleRef` and two `TraceEntry`s, `ref`, `trace_true`,
+`trace_false`) are built from its own fields on first read and kept, one store of a
+complete tuple (equal whichever thread builds it), so a loaded engine leaves three objects
+fewer per condition to the host's cyclic collector until the type is evaluated (issue 16,
+goal 5). The
 accelerators (fused gates, shape speculation, decision templates, per-`now` caches) are
 built *from* a compiled policy by the engine and kept beside it (`engine.accel`), so a
 compiled policy is safe to share between threads and between engines, accelerated or not.
@@ -10,7 +15,7 @@ compiled policy is safe to share between threads and between engines, accelerate
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -30,10 +35,46 @@ __all__ = ["CRule", "CCriterion", "CStop", "CPrereq", "CAction", "CSlot", "CScen
 
 ECHOED = ("id", "type", "workflow")  # the action fields a decision may show (always in `CAction.reads`)
 
-# One entry of a gate sequence (`CAction.gate`, `CWorkflow.gate_stops`):
-# (call, trace_true, trace_false, ref, approval, item); `call` is None for a stop trigger
-# whose condition is `false` for every action of the type (its type guard).
+# One entry of a gate sequence (`CAction.gate`, `CWorkflow.gate_stops`): (call, item);
+# `call` is None for a stop trigger whose condition is `false` for every action of the
+# type (its type guard).
 GateEntry = tuple
+
+
+def _fragments(item: Any) -> tuple[RuleRef, TraceEntry, TraceEntry]:
+    """(ref, trace_true, trace_false) of a rule or stop trigger, built and kept (see the
+    module doc)."""
+    from .construct import fast
+
+    kind, name, effect, location, source = item.kind, item.name, item.effect, item.location, item.source
+    frags = (
+        fast(RuleRef, {"kind": kind, "name": name, "effect": effect, "location": location}),
+        fast(TraceEntry, {"kind": kind, "name": name, "effect": effect, "location": location, "condition": source,
+                          "value": "true", "error": None, "matched": True}),
+        fast(TraceEntry, {"kind": kind, "name": name, "effect": effect, "location": location, "condition": source,
+                          "value": "false", "error": None, "matched": False}),
+    )
+    object.__setattr__(item, "_frags", frags)
+    return frags
+
+
+class _Fragments:
+    """The lazily built decision fragments of `CRule` and `CStop` (see the module doc)."""
+
+    __slots__ = ()
+    _frags: Any
+
+    @property
+    def ref(self) -> RuleRef:
+        return (self._frags or _fragments(self))[0]
+
+    @property
+    def trace_true(self) -> TraceEntry:
+        return (self._frags or _fragments(self))[1]
+
+    @property
+    def trace_false(self) -> TraceEntry:
+        return (self._frags or _fragments(self))[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +88,18 @@ class CCost:
 
 
 @dataclass(frozen=True, slots=True)
-class CRule:
+class CRule(_Fragments):
     name: str
     effect: str
     prec: int
     fn: Callable[[Mapping[str, Any]], Any]
     source: str
     location: str | None
-    ref: RuleRef
-    trace_true: TraceEntry
-    trace_false: TraceEntry
     approval: ApprovalRequirement | None
     kind: str = "rule"
     reason: str = ""  # the decision's `reason` when this rule decides
     reason_err: str = ""  # the same when its condition errored
+    _frags: Any = field(default=None, compare=False, repr=False)  # (ref, trace_true, trace_false), built on first read
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +112,11 @@ class CCriterion:
 
 
 @dataclass(frozen=True, slots=True)
-class CStop:
+class CStop(_Fragments):
     name: str
     fn: Callable[[Mapping[str, Any]], Any] | None
     source: str
     location: str | None
-    ref: RuleRef
-    trace_true: TraceEntry
-    trace_false: TraceEntry
     info: StopInfo
     receipt: tuple[str, ...]
     criteria: tuple[CCriterion, ...]
@@ -90,6 +126,7 @@ class CStop:
     evidence: Any = None  # `evidence { ... }`: the declared shape of its evidence (fieldtypes.FType)
     reason: str = ""  # the decision's `reason` when this trigger decides
     reason_err: str = ""  # the same when its condition errored
+    _frags: Any = field(default=None, compare=False, repr=False)  # (ref, trace_true, trace_false), built on first read
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +158,7 @@ class CAction:
     location: str | None
     reversibility: ReversibilityInfo | None  # reversible_until filled in per evaluation
     # What the gate walks for this type: the workflow's stop triggers that have a condition
-    # (by name), then `rules`; each as (call, trace_true, trace_false, ref, approval, item).
+    # (by name), then `rules`; each as (call, item) (see GateEntry).
     gate: tuple = ()
     # The top-level fields of the action its gate can read (`reads_of`): only these are
     # checked against the input limits; None: the whole action

@@ -47,7 +47,6 @@ from .models import (
     ScenarioCost,
     SlotSpec,
     StopInfo,
-    TraceEntry,
     WorkflowOwners,
 )
 
@@ -110,15 +109,14 @@ def _call(fn: Any) -> Callable:
 
 
 def _gate_entry(item: Any, atype: str | None = None) -> tuple:
-    """(call, trace_true, trace_false, ref, approval, item); `call` is None for a stop
-    trigger whose condition is `false` for every action of type `atype` (its type guard)."""
+    """(call, item); `call` is None for a stop trigger whose condition is `false` for every
+    action of type `atype` (its type guard)."""
     guard = getattr(item.fn, "type_guard", None)
     if atype is not None and guard is not None and atype not in guard:
         call = None
     else:
         call = _call(item.fn)
-    return (call, item.trace_true, item.trace_false, item.ref,
-            item.approval if item.kind == "rule" else None, item)
+    return (call, item)
 
 
 def _shared_entry(made: dict, stop: Any, atype: str) -> tuple:
@@ -145,12 +143,6 @@ def reads_of(gate: tuple) -> tuple[str, ...] | None:
                     return None
                 keys.add(key)
     return tuple(sorted(keys))
-
-
-def _trace(kind: str, name: str, effect: str, location: str | None, source: str, matched: bool) -> TraceEntry:
-    return fast(TraceEntry, {"kind": kind, "name": name, "effect": effect, "location": location,
-                             "condition": source, "value": "true" if matched else "false",
-                             "error": None, "matched": matched})
 
 
 def _slots(auth: ir.Authorization | None, source: str, start: int) -> tuple[CSlot, ...]:
@@ -278,9 +270,6 @@ def _compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             stops.append(CStop(
                 name=s.name, fn=_fn(s.condition, compiled) if s.condition else None, source=src,
                 location=location,
-                ref=fast(RuleRef, {"kind": "stop", "name": s.name, "effect": "stop", "location": location}),
-                trace_true=_trace("stop", s.name, "stop", location, src, True),
-                trace_false=_trace("stop", s.name, "stop", location, src, False),
                 info=info, receipt=tuple(sorted({n.name for n in s.receipt})), criteria=criteria,
                 reason=reason, reason_err=reason_err,
                 evidence=ir.field_object(s.evidence) if s.evidence is not None else None))
@@ -297,7 +286,6 @@ def _compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
             rules = []
             for r in a.rules:
                 location = loc_str(r.loc)
-                ref = fast(RuleRef, {"kind": "rule", "name": r.name, "effect": r.effect, "location": location})
                 approval = None
                 if r.effect == "require_approval" and r.approvers is not None:
                     approval = fast(ApprovalRequirement, {
@@ -307,9 +295,7 @@ def _compile_policy(pset: ir.PolicySet, compiled: Mapping) -> CompiledPolicy:
                 reason, reason_err = _reasons(r.effect, r.name)
                 rules.append(CRule(
                     name=r.name, effect=r.effect, prec=PRECEDENCE[r.effect], fn=_fn(r.condition, compiled),
-                    source=r.condition.source, location=location, ref=ref,
-                    trace_true=_trace("rule", r.name, r.effect, location, r.condition.source, True),
-                    trace_false=_trace("rule", r.name, r.effect, location, r.condition.source, False),
+                    source=r.condition.source, location=location,
                     approval=approval, reason=reason, reason_err=reason_err))
             rules.sort(key=lambda r: (r.prec, r.name, r.source))
             gate = tuple(_shared_entry(stop_entries, st, a.name) for st in with_stops) + tuple(

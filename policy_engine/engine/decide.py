@@ -31,12 +31,13 @@ def decide(p: CompiledPolicy, wf: CWorkflow, ca: CAction | None, entries: tuple,
     first = None  # the first matched stop trigger or rule: it decides
     # the workflow's stop triggers (by name), then the type's rules (by precedence, name);
     # each entry precomputed by the compiler (see CAction.gate)
-    for (_, trace_true, trace_false, ref, approval, item), v in zip(entries, values):
+    for (_, item), v in zip(entries, values):
         if v is False:
-            add_trace(trace_false)
+            add_trace(item.trace_false)
         elif v is True:
-            add_trace(trace_true)
-            add_matched(ref)
+            add_trace(item.trace_true)
+            add_matched(item.ref)
+            approval = item.approval if item.kind == "rule" else None
             if approval is not None:
                 approvals.append(approval)
             if first is None:
@@ -44,7 +45,8 @@ def decide(p: CompiledPolicy, wf: CWorkflow, ca: CAction | None, entries: tuple,
         else:
             cond_error(item, v, trace, errors, item.kind)
             if item.effect != "allow":  # errors never widen permission
-                add_matched(ref)
+                add_matched(item.ref)
+                approval = item.approval if item.kind == "rule" else None
                 if approval is not None:
                     approvals.append(approval)
                 if first is None:
