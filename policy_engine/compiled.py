@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from .construct import fast
 from .models import (
     ApprovalRequirement,
     ReversibilityInfo,
@@ -44,8 +45,6 @@ GateEntry = tuple
 def _fragments(item: Any) -> tuple[RuleRef, TraceEntry, TraceEntry]:
     """(ref, trace_true, trace_false) of a rule or stop trigger, built and kept (see the
     module doc)."""
-    from .construct import fast
-
     kind, name, effect, location, source = item.kind, item.name, item.effect, item.location, item.source
     frags = (
         fast(RuleRef, {"kind": kind, "name": name, "effect": effect, "location": location}),
