@@ -98,7 +98,8 @@ class CRule(_Fragments):
     kind: str = "rule"
     reason: str = ""  # the decision's `reason` when this rule decides
     reason_err: str = ""  # the same when its condition errored
-    _frags: Any = field(default=None, compare=False, repr=False)  # (ref, trace_true, trace_false), built on first read
+    # (ref, trace_true, trace_false), built on first read (see the module doc)
+    _frags: Any = field(default=None, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,8 @@ class CStop(_Fragments):
     evidence: Any = None  # `evidence { ... }`: the declared shape of its evidence (fieldtypes.FType)
     reason: str = ""  # the decision's `reason` when this trigger decides
     reason_err: str = ""  # the same when its condition errored
-    _frags: Any = field(default=None, compare=False, repr=False)  # (ref, trace_true, trace_false), built on first read
+    # (ref, trace_true, trace_false), built on first read (see the module doc)
+    _frags: Any = field(default=None, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
