@@ -86,13 +86,25 @@ def _plan(base: str, n: int) -> str:
 def _submit(driver, element) -> None:
     """Click something that loads a new page and wait until the old page is gone: reading
     the next page right after `click()` races the navigation (no time is asserted)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 60).until(ec.staleness_of(old))
+
+    def old_page_gone(_d) -> bool:  # `expected_conditions.staleness_of`, and Chrome's other word for it
+        try:
+            old.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:  # asked mid-navigation, Chrome may answer "Node with given id
+            if "does not belong to the document" in str(e):  # does not belong to the document"
+                return True
+            raise
+
+    WebDriverWait(driver, 60).until(old_page_gone)
     # the new document may still be parsing when the old one is detached: a node found then
     # can be dropped from the DOM before it is used ("Node with given id does not belong to
     # the document" in a full CI run); wait until the new page has loaded
