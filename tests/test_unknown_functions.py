@@ -209,12 +209,10 @@ def _corpus() -> list[str]:
     ]
 
 
-@pytest.mark.skipif(not CONF_DIR.is_dir(), reason="no conformance data")
-def test_same_names_as_the_compiler_leaves_unbound(monkeypatch) -> None:
-    """The walk's name resolution is the compiler's: over the conformance corpus and the odd
-    cases above, the calls it reports are exactly those the compiler binds to nothing (its
-    `unbound`, always a run-time error), with and without the prefilter, and the literals it
-    reports exactly the references to `True`, `None`, ... (2,456 expressions, ~180 unbound)."""
+
+def _record_unbound(monkeypatch) -> list:
+    """Every compiler made from now on, each recording the names it binds to nothing
+    (`unbound_names`)."""
     made: list = []
 
     class Recording(_Compiler):
@@ -228,6 +226,16 @@ def test_same_names_as_the_compiler_leaves_unbound(monkeypatch) -> None:
             return super().unbound(name, args, node)
 
     monkeypatch.setattr(api, "_Compiler", Recording)
+    return made
+
+
+@pytest.mark.skipif(not CONF_DIR.is_dir(), reason="no conformance data")
+def test_same_names_as_the_compiler_leaves_unbound(monkeypatch) -> None:
+    """The walk's name resolution is the compiler's: over the conformance corpus and the odd
+    cases above, the calls it reports are exactly those the compiler binds to nothing (its
+    `unbound`, always a run-time error), with and without the prefilter, and the literals it
+    reports exactly the references to `True`, `None`, ... (2,456 expressions, ~180 unbound)."""
+    made = _record_unbound(monkeypatch)
     checked = with_unbound = 0
     for src in _corpus():
         made.clear()
@@ -303,19 +311,7 @@ def test_random_conditions_agree_with_the_compiler(monkeypatch) -> None:
     would report."""
     import random
 
-    made: list = []
-
-    class Recording(_Compiler):
-        def __init__(self, *a, **k) -> None:
-            super().__init__(*a, **k)
-            self.unbound_names: list[str] = []
-            made.append(self)
-
-        def unbound(self, name, args, node):
-            self.unbound_names.append(name)
-            return super().unbound(name, args, node)
-
-    monkeypatch.setattr(api, "_Compiler", Recording)
+    made = _record_unbound(monkeypatch)
     rng = random.Random(15)
     compiled = reported = 0
     for _ in range(2000):
