@@ -21,13 +21,14 @@ SCENARIO_COST = {"incident": (120.0, "USD"), "policy_reversal": (1.5, "hours")}
 TYPE_COST = {"a0": (25.0, "USD"), "a1": (0.25, "hours"), "a2": (18.0, "EUR")}
 
 
-def priced_policy() -> str:
-    """The bench's policy with `cost` on its scenarios and its first three action types."""
+def priced_policy(scen: dict = SCENARIO_COST, types: dict = TYPE_COST) -> str:
+    """The bench's policy with `cost` on its scenarios and action types (by default these
+    above: the first three types)."""
     text = B.POLICY
-    for t, (amount, unit) in TYPE_COST.items():
+    for t, (amount, unit) in types.items():
         line = f'reversible full via "undo.{t}"'
         text = text.replace(line, f"{line}\n    cost {amount:g} {unit}")
-    for sc, (amount, unit) in SCENARIO_COST.items():
+    for sc, (amount, unit) in scen.items():
         text = text.replace(f"rollback {sc} {{", f"rollback {sc} {{\n    cost {amount:g} {unit}")
     return text
 

@@ -31,13 +31,9 @@ TYPE_COST = {"a0": (10.0, "USD"), "a1": (1.5, "hours"), "a2": (7.25, "EUR")}  # 
 
 def priced_policy(scen=SCENARIO_COST, types=TYPE_COST) -> str:
     """The bench's policy with `cost` on its scenarios and action types."""
-    text = B.POLICY
-    for t, (amount, unit) in types.items():
-        line = f'reversible full via "undo.{t}"'
-        text = text.replace(line, f"{line}\n    cost {amount:g} {unit}")
-    for sc, (amount, unit) in scen.items():
-        text = text.replace(f"rollback {sc} {{", f"rollback {sc} {{\n    cost {amount:g} {unit}")
-    return text
+    from report_demo import priced_policy as priced
+
+    return priced(scen, types)
 
 
 def _expected(led, scen=SCENARIO_COST, types=TYPE_COST):
