@@ -1,21 +1,37 @@
-"""The action digest's canonical JSON by orjson (`engine.digests.flat_canonical`) is the C
-encoder's, byte for byte, wherever it is used: an approval names the digest, so one byte of
-difference would make the engine refuse (or, worse, accept) the wrong approval. Structural:
-every code point, and hypothesis-generated flat objects of every value type, including the
-ones orjson must refuse (floats are never given to it; big ints and lone surrogates make it
-raise, and the C encoder decides)."""
+"""The action digest's canonical JSON by orjson (`engine.digests.flat_canonical`,
+`exact_canonical`) is the C encoder's, byte for byte, wherever it is used: an approval names
+the digest, so one byte of difference would make the engine refuse (or, worse, accept) the
+wrong approval. Structural: every code point, floats of every binary exponent, and
+hypothesis-generated flat and nested objects of every value type, including the ones orjson
+must not write (a float it writes otherwise leaves a mark in its text; NaN and Infinity
+become `null`; big ints, lone surrogates, other types make it raise: the C encoder decides)."""
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import json
+import marshal
+import math
+import random
+import struct
 import sys
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policy_engine.engine import digests
-from policy_engine.engine.digests import PendingDigest, action_digest, deferred_digest, flat_canonical
+from policy_engine.engine.digests import (
+    PendingDigest,
+    action_digest,
+    deferred_digest,
+    deferred_digest_nested,
+    exact_canonical,
+    flat_canonical,
+)
 
 
 def stdlib(data) -> bytes:
@@ -31,6 +47,22 @@ def reference_digest(data) -> str | None:
 
 def test_orjson_is_there():
     assert digests._orjson_dumps is not None  # a dependency: the fast path is what runs
+    assert digests._ORJSON_FLOATS  # this orjson writes floats as Python does (but for the marked ones)
+
+
+def test_an_orjson_writing_floats_otherwise_is_never_given_one(monkeypatch):
+    real = digests._orjson_dumps
+
+    def odd(v, option=None):  # an orjson that writes 1e+16 as 1e16
+        blob = real(v) if option is None else real(v, option=option)
+        return blob.replace(b"e+", b"e")
+
+    monkeypatch.setattr(digests, "_orjson_dumps", odd)
+    assert not digests._orjson_floats_agree()
+    monkeypatch.setattr(digests, "_ORJSON_FLOATS", False)
+    data = {"id": "a", "v": 1e16, "w": [1e16]}
+    assert flat_canonical({"id": "a", "v": 1e16}) is None
+    assert exact_canonical(data) == stdlib(data)
 
 
 def test_every_code_point_as_key_and_value():
@@ -44,8 +76,40 @@ def test_every_code_point_as_key_and_value():
         assert blob == stdlib(data)
 
 
+def _floats_of_every_exponent(per: int = 48):
+    rnd = random.Random(16)
+    for e in range(2047):
+        for k in range(per):
+            m = (0, 1, (1 << 52) - 1, 1 << 51)[k] if k < 4 else rnd.getrandbits(52)
+            x = struct.unpack("<d", struct.pack("<Q", (rnd.getrandbits(1) << 63) | (e << 52) | m))[0]
+            if math.isfinite(x):
+                yield x
+    for i in range(-323, 308):  # decimal powers and their neighbours
+        for s in (1.0, 1.5, 2.5, 9.999999999999999):
+            x = s * float(f"1e{i}")
+            if math.isfinite(x):
+                yield x
+                yield math.nextafter(x, math.inf)
+                yield math.nextafter(x, -math.inf)
+
+
+def test_every_float_orjson_writes_otherwise_is_marked():
+    n = marked = 0
+    for x in _floats_of_every_exponent():
+        n += 1
+        o = digests._orjson_dumps(x)
+        if o != json.dumps(x).encode():  # only ever 0 < |x| < 1e-4, and then marked
+            assert 0 < abs(x) < 1e-4 and (b"e-" in o or b"0.0000" in o), (x, o)
+            marked += 1
+        data = {"v": x, "w": [x, -x]}
+        blob = digests._orjson_marked(data)
+        assert blob is None or blob == stdlib(data)
+        assert exact_canonical(data) == stdlib(data)
+    assert n > 100_000 and marked > 0
+
+
 @pytest.mark.parametrize("value", [
-    1.5, 0.00001, 1e16, float("nan"), float("inf"),  # floats: never orjson's
+    0.00001, 2.5e-07, -1e-05, float("nan"), float("inf"), float("-inf"),  # floats orjson writes otherwise: marked
     2**64, -(2**63) - 1, 10**40,  # outside orjson's ints: it raises
     "\ud800", "a\udfffb",  # lone surrogates: it raises
     [1, 2], {"a": 1}, (1,), b"x",  # not flat
@@ -71,6 +135,42 @@ def test_subclasses_and_other_keys_are_not_flat():
         assert action_digest(data) == reference_digest(data)
 
 
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(str, enum.Enum):  # noqa: UP042 - the str-mixin enum itself (orjson writes it as a str)
+    HIGH = "high"
+
+
+class Count(int):
+    pass
+
+
+@pytest.mark.parametrize("inner", [
+    uuid.UUID(int=7), Colour.RED, Level.HIGH, Count(3), datetime(2026, 1, 1, tzinfo=UTC),
+    b"x", {1, 2}, 1j, float("nan"), 1e-05, 2**70, "\ud800", {1: "int key"}, {"k": (1, 2)},
+])
+def test_nested_values_orjson_would_write_and_json_refuses_give_the_reference_digest(inner):
+    # orjson writes a UUID, an enum, a datetime natively; the canonical JSON refuses them
+    data = {"id": "a1", "type": "t", "items": [{"v": inner}], "meta": {"x": inner}}
+    assert action_digest(data) == reference_digest(data)
+    d = deferred_digest(data)
+    assert (d.resolve() if isinstance(d, PendingDigest) else d) == reference_digest(data)
+    d = deferred_digest_nested(data)
+    assert (d.resolve() if isinstance(d, PendingDigest) else d) == reference_digest(data)
+
+
+def test_a_typical_nested_action_is_written_by_orjson():
+    data = {"id": "a-1", "type": "send_customer_reply", "workflow": "support", "body": "Hello, é漢🙂 \n \"x\"",
+            "cc": ["a@x.example", "b@y.example"], "claims": [{"kind": "promise", "sourced": True}],
+            "recipient": {"domain": "x.example", "verified": False}, "promised_amount": 12.5,
+            "credits": [25.0, 0.5, 1e16, 123.456], "n": None}
+    del data["n"]  # (a None beside a float is left to the C encoder: `null` is NaN's mark too)
+    assert digests._orjson_marked(data) == stdlib(data)
+    assert PendingDigest(marshal.dumps(data, 2)).resolve() == reference_digest(data)
+
+
 _TEXT = st.one_of(st.text(max_size=8), st.sampled_from(["\ud800", "\x00\"\\/\u2028\u2029\x7f", "é漢🙂"]))
 _VALUE = st.one_of(st.none(), st.booleans(), st.text(max_size=12), _TEXT,
                    st.integers(min_value=-(2**70), max_value=2**70),
@@ -85,9 +185,31 @@ def test_flat_objects_are_written_byte_for_byte(data):
     want = reference_digest(data)
     if blob is not None:
         assert blob == stdlib(data)
-        assert not any(type(v) is float for v in data.values())
     assert action_digest(data) == want
     d = deferred_digest(data)
     frozen = dict(data)
     data["late"] = "a change after the decision"  # the frozen copy does not move
     assert (d.resolve() if isinstance(d, PendingDigest) else d) == reference_digest(frozen)
+
+
+_LEAF = st.one_of(st.none(), st.booleans(), _TEXT, st.integers(min_value=-(2**70), max_value=2**70),
+                  st.floats(allow_nan=True, allow_infinity=True),
+                  st.sampled_from([1e-05, 9.99e-05, 0.0001, 1e16, 1e-07, 5e-324, -0.0, 2**63 - 1, 2**64]))
+_NESTED = st.recursive(_LEAF, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(_TEXT, inner, max_size=4)), max_leaves=16)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(_TEXT, _NESTED, max_size=6))
+def test_nested_objects_are_written_byte_for_byte(data):
+    want = reference_digest(data)
+    try:
+        assert exact_canonical(data) == stdlib(data)
+    except (TypeError, ValueError, RecursionError):
+        assert want is None
+    assert action_digest(data) == want
+    d = deferred_digest_nested(data)
+    image = marshal.dumps(data, 2)
+    data["late"] = ["a change after the decision"]  # the frozen image does not move
+    assert (d.resolve() if isinstance(d, PendingDigest) else d) == want
+    assert marshal.dumps(marshal.loads(image), 2) == image

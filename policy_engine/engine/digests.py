@@ -16,7 +16,7 @@ from ..models import Deferred, RollbackPlan
 from .util import as_dict
 
 __all__ = ["plan_hash", "action_digest", "set_digest", "deferred_digest", "PendingDigest", "flat_canonical",
-           "deferred_digest_nested"]
+           "exact_canonical", "deferred_digest_nested"]
 
 
 # The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
@@ -40,33 +40,103 @@ else:  # pragma: no cover - a Python without the C accelerator
     _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-# A flat object's canonical JSON by orjson (about 7x the C encoder): for an exact dict with
-# exact str keys and exact str, int, bool or None values, orjson writes exactly the bytes
-# above, UTF-8 encoded (the same escapes: `"`, `\\`, \b \t \n \f \r short, other controls
-# as \u00xx, nothing else escaped; keys in code point order; ints in decimal), or raises
-# (an int outside [-2**63, 2**64), a lone surrogate), and the C encoder writes it. A float
-# is never given to it: its float text differs (1e-05 / 0.00001). Held by
-# tests/test_digests.py over every code point and hypothesis-generated objects.
+# The canonical JSON by orjson (about 5-7x the C encoder), where it writes exactly the C
+# encoder's bytes. For exact plain data (exact dict, list, tuple, str, int, float, bool,
+# None, nothing else: a flat action's values, or what a marshal image loads back as) with
+# exact str keys, orjson writes exactly the bytes above, UTF-8 encoded (the same escapes:
+# `"`, `\\`, \b \t \n \f \r short, other controls as \u00xx, nothing else escaped; keys
+# in code point order at every level; ints in decimal; floats as Python's repr), with
+# three exceptions, each of which leaves a mark in its text:
+# - a float 0 < |x| < 1e-4: Python writes `1e-05` / `1.5e-07`, orjson `0.00001` / `1.5e-7`
+#   (its text holds `0.0000` or `e-`);
+# - NaN and +-Infinity: the canonical JSON refuses them (no digest), orjson writes `null`;
+# - what it refuses: an int outside [-2**63, 2**64), a lone surrogate, a non-str key, bytes,
+#   a set, nesting deeper than 255 (it raises).
+# So its bytes are taken only when none of `e-`, `0.0000` and (where a float may be)
+# `null` appears in them; otherwise (a string holding one, a None beside a float) the C
+# encoder writes them: only the speed differs. Held by tests/test_digests.py: every code
+# point, every binary exponent of the floats, hypothesis-generated nested objects; and
+# checked at import (`_orjson_floats_agree`): an orjson whose float text differs anywhere
+# else is never given a float.
 try:
     from orjson import OPT_SORT_KEYS as _SORT_KEYS
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - orjson is a dependency; without it, the C encoder
     _orjson_dumps = None  # type: ignore[assignment]
 _FLAT_EXACT = frozenset({str, int, bool, type(None)})
+# the values a flat action's frozen copy may share with the caller's: immutable, and written
+# by the canonical encoder from their value alone (exact types: a subclass is marshalled, or
+# refused)
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+_atoms_only = _ATOMS.issuperset
+_dumps = marshal.dumps
+_loads = marshal.loads
+_sha256 = hashlib.sha256
 _exact_values = _FLAT_EXACT.issuperset
 _str_keys = frozenset({str}).issuperset
+
+# floats whose text orjson must write as Python does (each binary exponent's extremes, the
+# powers of ten and their neighbours around both switches to the exponent form, the
+# largest and smallest): if any differs, this orjson is never given a float
+_FLOAT_PROBES = (0.0, -0.0, 1.0, -1.5, 0.1, 0.2 + 0.1, 1 / 3, 0.0001, 0.00010000000000000002, 0.0009765625,
+                 123.456, 1e15, 999999999999999.9, 9999999999999998.0, 1e16, 1.0000000000000002e16, 1.5e16,
+                 1e17, 1e21, 1e22, 1e100, 1e-10, 1e-100, 5e-324, 2.2250738585072014e-308,
+                 1.7976931348623157e308, 4503599627370496.5, 9007199254740993.0, 1e-4 * 3, 2 ** 53 + 0.0)
+
+
+def _orjson_floats_agree() -> bool:
+    if _orjson_dumps is None:
+        return False
+    try:
+        for x in _FLOAT_PROBES:
+            for v in (x, -x):
+                if _orjson_dumps(v) != _canonical(v).encode():
+                    return False
+    except Exception:  # noqa: BLE001 - an orjson that cannot say: never given a float
+        return False
+    return True
+
+
+_ORJSON_FLOATS = _orjson_floats_agree()
+
+
+def _orjson_marked(data: Any) -> bytes | None:
+    """orjson's canonical JSON of exact plain data that may hold a float, or None when it
+    refuses it or its text holds a mark of a float it writes otherwise (see above)."""
+    try:
+        blob = _orjson_dumps(data, option=_SORT_KEYS)
+    except Exception:  # noqa: BLE001 - not for orjson: the C encoder decides
+        return None
+    if b"e-" in blob or b"0.0000" in blob or b"null" in blob:
+        return None
+    return blob
 
 
 def flat_canonical(data: dict) -> bytes | None:
     """The canonical JSON of `data`, UTF-8 encoded, by orjson when it is a flat object it
     writes exactly as the C encoder does (see above), else None (the caller encodes it)."""
-    if _orjson_dumps is not None and type(data) is dict and _exact_values(map(type, data.values())) \
-            and _str_keys(map(type, data)):
-        try:
-            return _orjson_dumps(data, option=_SORT_KEYS)
-        except Exception:  # noqa: BLE001 - a big int, a lone surrogate: the C encoder decides
-            return None
+    if _orjson_dumps is not None and type(data) is dict and _str_keys(map(type, data)):
+        if _exact_values(map(type, data.values())):  # no float: orjson's text is the C encoder's
+            try:
+                return _orjson_dumps(data, option=_SORT_KEYS)
+            except Exception:  # noqa: BLE001 - a big int, a lone surrogate: the C encoder decides
+                return None
+        if _ORJSON_FLOATS and _atoms_only(map(type, data.values())):
+            return _orjson_marked(data)
     return None
+
+
+def exact_canonical(data: Any) -> bytes:
+    """The canonical JSON of exact plain data (what a marshal image loads back as: nothing
+    but exact dict, list, tuple, str, int, float, bool, None, bytes, set, frozenset,
+    complex), UTF-8 encoded: by orjson where it writes the C encoder's bytes (see above),
+    else by the C encoder. Raises as the canonical JSON does (TypeError, ValueError,
+    RecursionError)."""
+    if _ORJSON_FLOATS:
+        blob = _orjson_marked(data)
+        if blob is not None:
+            return blob
+    return _canonical(data).encode("utf-8", "surrogatepass")
 
 
 def plan_hash(plan: RollbackPlan | Mapping[str, Any]) -> str:
@@ -93,7 +163,12 @@ def action_digest(action: Any) -> str | None:
     blob = flat_canonical(data) if type(data) is dict else None
     if blob is None:
         try:
-            blob = _canonical(data).encode("utf-8", "surrogatepass")
+            try:  # marshal takes exact plain data only (in C): then orjson may write it
+                _dumps(data, 2)
+                exact = True
+            except Exception:  # noqa: BLE001 - a subclass, an object, too deep: the C encoder
+                exact = False
+            blob = exact_canonical(data) if exact else _canonical(data).encode("utf-8", "surrogatepass")
         except (TypeError, ValueError, RecursionError):
             return None
     return "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -117,25 +192,19 @@ class PendingDigest(Deferred):
 
     def resolve(self) -> str | None:
         snap = self.snap
-        blob = flat_canonical(snap) if type(snap) is dict else None  # as action_digest
-        if blob is None:
-            try:  # (the frozen copy is a plain dict: no model to dump)
-                blob = _canonical(_loads(snap) if type(snap) is bytes else snap).encode("utf-8", "surrogatepass")
-            except (TypeError, ValueError, RecursionError):
-                return None
+        try:
+            if type(snap) is bytes:  # a marshal image: exact plain data
+                blob = exact_canonical(_loads(snap))
+            else:  # a flat action's copy (the frozen copy is a plain dict: no model to dump)
+                blob = flat_canonical(snap) or _canonical(snap).encode("utf-8", "surrogatepass")  # type: ignore[arg-type]
+        except (TypeError, ValueError, RecursionError):
+            return None
         return "sha256:" + _sha256(blob).hexdigest()
 
     def __repr__(self) -> str:
         return "<pending action digest>"
 
 
-_dumps = marshal.dumps
-_loads = marshal.loads
-_sha256 = hashlib.sha256
-# the values a copy may share with the caller's action: immutable, and written by the
-# canonical encoder from their value alone (exact types: a subclass is marshalled, or refused)
-_ATOMS = frozenset({str, int, float, bool, type(None)})
-_atoms_only = _ATOMS.issuperset
 
 
 def deferred_digest(action: Any) -> str | None | PendingDigest:
