@@ -96,8 +96,12 @@ def _operations(app: FastAPI, st: State) -> None:
     @app.get("/healthz", tags=["operations"], summary="Liveness and the policy version in use")
     def healthz() -> Any:
         last = st.store.last_reload
+        ids = st.identity_store
+        il = None if ids is None else ids.last_reload
         return {"status": "ok", "policy_hash": st.store.policy_hash, "ledger": st.runtime is not None,
-                "last_reload": None if last is None else {"ok": last.ok, "error": last.error}}
+                "last_reload": None if last is None else {"ok": last.ok, "error": last.error},
+                "identities": None if ids is None else {
+                    "last_reload": None if il is None else {"ok": il.ok, "error": il.error}}}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
@@ -120,6 +124,14 @@ def _operations(app: FastAPI, st: State) -> None:
         r = st.reload()
         return {"ok": r.ok, "changed": r.changed, "policy_hash": r.policy_hash, "previous_hash": r.previous_hash,
                 "error": None if r.ok else r.error, "diagnostics": None if r.ok else r.render()}
+
+
+    @app.post("/v1/identities/reload", tags=["operations"], responses=PROBLEMS,
+              summary="Reload the identities file now (a version that does not load is reported, never used)")
+    def reload_identities(caller: Any = Depends(native.principal)) -> Any:
+        r = st.reload_identities()
+        assert r is not None  # (native.principal: the server has an identities file)
+        return {"ok": r.ok, "changed": r.changed, "error": r.error}
 
 
 def create_app(config: ServerConfig) -> Any:

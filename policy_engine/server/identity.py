@@ -18,6 +18,11 @@ An identities file (YAML or JSON, ``stopline serve --identities FILE``)::
 Paths are relative to the file. Nothing is fetched over the network. Only asymmetric
 algorithms are accepted (no ``none``, no HMAC with a public key). A credential gives
 the principal and its roles; ``Caller`` is what every handler sees.
+
+The server keeps the file in an ``IdentityStore``: loaded at start (it must load), then
+loaded again whenever it, or the key file it names, changes: a token removed from the file
+is revoked, a rotated JWKS is used, without a restart. A version that does not load is
+reported and never used (see ``IdentityStore``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +80,11 @@ def _roles(v: Any, where: str) -> tuple[str, ...]:
 class Identities:
     """Verifies a bearer credential; ``authenticate(None)`` is None (anonymous)."""
 
-    def __init__(self, tokens: dict[str, Caller], jwt_conf: dict | None = None) -> None:
+    def __init__(self, tokens: dict[str, Caller], jwt_conf: dict | None = None,
+                 sources: tuple[Path, ...] = ()) -> None:
         self._tokens = tokens
         self._jwt = jwt_conf
+        self.sources = sources  #: the files it was read from: the identities file, then its key file
 
     @classmethod
     def load(cls, path: str | Path) -> Identities:
@@ -107,11 +116,13 @@ class Identities:
                 raise IdentityConfigError(f"{where}: the same token hash is listed twice")
             tokens[h.lower()] = Caller(_name(t.get("principal"), where), _roles(t.get("roles"), where), "token")
         jwt_conf = data.get("jwt")
+        sources = [p]
         if jwt_conf is not None:
             jwt_conf = cls._load_jwt(p, jwt_conf)
+            sources.append(jwt_conf.pop("source"))
         if not tokens and jwt_conf is None:
             raise IdentityConfigError(f"{p}: no tokens and no jwt: nobody could sign in")
-        return cls(tokens, jwt_conf)
+        return cls(tokens, jwt_conf, tuple(sources))
 
     @staticmethod
     def _load_jwt(p: Path, conf: Any) -> dict:
@@ -129,6 +140,7 @@ class Identities:
         out = {"algorithms": algs, "issuer": conf.get("issuer"), "audience": conf.get("audience"),
                "principal_claim": conf.get("principal_claim", "sub"), "roles_claim": conf.get("roles_claim", "roles"),
                "leeway": float(conf.get("leeway", 30)), "key": None, "jwks": None}
+        out["source"] = p.parent / str(conf["public_key"] if "public_key" in conf else conf["jwks"])
         try:
             if "public_key" in conf:
                 text = (p.parent / str(conf["public_key"])).read_text(encoding="utf-8")
@@ -191,3 +203,78 @@ class Identities:
         if not isinstance(roles, list) or any(not isinstance(r, str) or not r or len(r) > 256 for r in roles):
             raise PermissionError(f"the token's `{c['roles_claim']}` is not a list of role names")
         return Caller(principal, tuple(roles), "jwt")
+
+
+def _fingerprint(paths: tuple[Path, ...]) -> str:
+    """What the identities were loaded from, by content (a file that cannot be read counts
+    as changed: the reload then says why)."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            data = f"<unreadable: {e}>".encode()
+        h.update(str(p).encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class IdentityReload:
+    """The outcome of loading the identities file again."""
+
+    ok: bool
+    changed: bool  #: a new version is in use
+    error: str | None  #: why the file was not used (one line naming the file)
+    at: float  #: time.time() of the attempt
+
+
+class IdentityStore:
+    """The identities a server uses, kept current with their files.
+
+    ``current`` is the ``Identities`` in use, replaced in one store when ``reload`` loads a
+    new version (a request reads it once: it is checked against one version or the other,
+    never a mix). ``reload_if_changed`` loads again only when the identities file or its key
+    file changed by content (the server's poller calls it with the policy check).
+
+    A version that does not load (bad YAML, a bad hash, a key file that is not a key, the
+    file gone) is never used: the last good version stays in use, ``last_reload`` says why
+    (``/healthz``), and the server logs it and counts it. A mistake in an edit therefore
+    never opens the server to anyone; it also means a token being revoked by that edit
+    stays valid until the file loads, which ``/healthz`` shows."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.current = Identities.load(self.path)  # raises IdentityConfigError: the first load must succeed
+        self._fingerprint = _fingerprint(self.current.sources)
+        self.last_reload: IdentityReload | None = None
+        self._failed: str | None = None  # the fingerprint of the content that last failed to load
+        self._lock = threading.Lock()
+
+    def reload(self) -> IdentityReload:
+        with self._lock:
+            old = self._fingerprint
+            try:
+                new = Identities.load(self.path)
+            except IdentityConfigError as e:
+                r = IdentityReload(False, False, str(e), time.time())
+            else:
+                fp = _fingerprint(new.sources)
+                self.current = new
+                self._fingerprint = fp
+                r = IdentityReload(True, fp != old, None, time.time())
+            self.last_reload = r
+            return r
+
+    def reload_if_changed(self) -> IdentityReload | None:
+        """Reload when a file it was loaded from changed; None when none did (or when the
+        changed content is the one that last failed: reported once, not every poll)."""
+        paths = self.current.sources
+        fp = _fingerprint(paths)
+        last = self.last_reload
+        if fp == self._fingerprint and (last is None or last.ok):
+            return None
+        if last is not None and not last.ok and self._failed == fp:
+            return None
+        r = self.reload()
+        self._failed = None if r.ok else fp
+        return r

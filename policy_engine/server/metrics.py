@@ -70,6 +70,8 @@ class Metrics:
                                 "Ledger append latency of recorded decisions (one transaction)", buckets=_BUCKETS,
                                 registry=r)
         self.reloads = Counter("stopline_policy_reloads", "Policy reloads by result", ["result"], registry=r)
+        self.identity_reloads = Counter("stopline_identity_reloads", "Identities file reloads by result", ["result"],
+                                        registry=r)
         self.problems = Counter("stopline_problems", "Problem responses by status", ["status"], registry=r)
         # children bound once: the hot path pays one dict lookup
         self._effect = {(e, i): self.decisions.labels(e, i) for e in EFFECTS for i in ("authzen", "native")}

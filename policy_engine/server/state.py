@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .identity import Identities
+from .identity import Identities, IdentityReload, IdentityStore
 from .metrics import Metrics
 from .problems import MAX_BODY
 
@@ -136,7 +136,8 @@ class State:
         self.config = config
         self.metrics = Metrics()
         self.store = PolicyStore(config.policies)  # raises PolicyError: the first load must succeed
-        self.identities = Identities.load(config.identities) if config.identities else None
+        # raises IdentityConfigError: the first load must succeed; later versions: see IdentityStore
+        self.identity_store = IdentityStore(config.identities) if config.identities else None
         self.runtime = None
         self.recorder = None
         self.signing_key = None
@@ -156,6 +157,29 @@ class State:
         if config.reload_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="stopline-reload", daemon=True)
             self._poller.start()
+
+    @property
+    def identities(self) -> Identities | None:
+        """The identities in use (the latest version of the file that loaded); None: the
+        server runs without an identities file."""
+        s = self.identity_store
+        return None if s is None else s.current
+
+    def reload_identities(self) -> IdentityReload | None:
+        s = self.identity_store
+        if s is None:
+            return None
+        r = s.reload()
+        self._identity_reloaded(r)
+        return r
+
+    def _identity_reloaded(self, r: IdentityReload) -> None:
+        self.metrics.identity_reloads.labels("ok" if r.ok else "rejected").inc()
+        if r.ok:
+            if r.changed:
+                log.info("identities reloaded from %s", self.config.identities)
+        else:  # (the message names the file and the problem: never a credential)
+            log.error("identities not reloaded, the last good version stays in use: %s", r.error)
 
     # ------------------------------------------------------------------ policies
     def default_workflow(self, engine: Any) -> str | None:
@@ -181,6 +205,14 @@ class State:
                 continue
             if r is not None:
                 self.metrics.reloads.labels("ok" if r.ok else "rejected").inc()
+            if self.identity_store is not None:
+                try:
+                    ir = self.identity_store.reload_if_changed()
+                except Exception:  # noqa: BLE001 - the poller never dies
+                    log.exception("identities reload check failed")
+                    continue
+                if ir is not None:
+                    self._identity_reloaded(ir)
 
     def _queue_depth(self) -> list[tuple[str, int]]:
         counts: dict[str, int] = {}
