@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .models import AuthorizationVerdict, Decision, ResumeDecision, RollbackPlan, ScenarioCost, SlotSpec
+from .models import AuthorizationVerdict, Cost, Decision, ResumeDecision, RollbackPlan, ScenarioCost, SlotSpec
 
 __all__ = ["explain"]
 
@@ -31,12 +31,20 @@ def _slots(slots: Iterable[SlotSpec]) -> str:
     return " and ".join(_slot(s) for s in slots) or "nobody"
 
 
+def _amount(c: Cost) -> str:
+    """A declared cost as written: `40 USD`, `2.5 hours`."""
+    a = c.amount
+    return f"{int(a) if a.is_integer() and abs(a) < 1e15 else a} {c.unit}"
+
+
 def _cost(c: ScenarioCost) -> str:
     text = f"{c.scenario}: route {c.route or '-'}, authorize {_slots(c.slots)}"
     if c.distinct_from:
         text += f" distinct from {', '.join(c.distinct_from)}"
     if c.notify:
         text += f"; notify {', '.join(c.notify)}"
+    if c.cost is not None:
+        text += f"; cost {_amount(c.cost)} per rollback"
     return text
 
 
@@ -145,6 +153,11 @@ def explain_decision(d: Decision) -> str:
         if r.window:
             text += f" within {r.window}; if executed now, reversible until {r.reversible_until}"
         lines.append(text)
+        if r.cost is not None:
+            lines.append(f"    reversing it costs {_amount(r.cost)} (the action type's declared cost)")
+        for c in r.within_window:
+            if c.cost is not None:
+                lines.append(f"    within the window, a rollback under {c.scenario} costs {_amount(c.cost)}")
         if r.after_window:
             lines.append("    after the window, reversal costs:")
             for c in r.after_window:

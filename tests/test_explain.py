@@ -66,3 +66,24 @@ def test_authorize_explain(engine, snapshot):
 def test_resume_explain(engine, snapshot):
     r = engine.may_resume(WF, "unsupported_promise", {"reviewer_screen": {"shows_claim_source": True}}, now=NOW)
     assert explain(r) == snapshot
+
+
+def test_gate_explain_shows_declared_costs(snapshot):
+    """The shipped refunds policy declares `cost 40 USD` on issue_refund and a cost on
+    scenarios: the reader of the trace sees what reversing would cost, as the JSON says."""
+    from engine_support import at_root
+
+    import policy_engine
+
+    with at_root():  # repository-relative locations
+        eng = policy_engine.load("policies")
+    action = {"workflow": "refunds", "type": "issue_refund", "id": "refund-5001", "amount": 80.0, "currency": "EUR",
+              "reason": "damaged_item", "payee_account_id": "cust-42",
+              "order": {"id": "ord-9001", "total": 240.0, "refunded_amount": 0.0, "customer_account_id": "cust-42"}}
+    d = eng.evaluate(action, now=NOW)
+    text = explain(d)
+    assert d.reversibility is not None and d.reversibility.cost is not None
+    assert "reversing it costs 40 USD" in text
+    scenario_costs = [c for c in d.reversibility.after_window + d.reversibility.within_window if c.cost is not None]
+    assert scenario_costs and all(c.scenario in text for c in scenario_costs)
+    assert text == snapshot
