@@ -96,7 +96,11 @@ class _Compiler(_Operators, _Macros):
         return CelCompileError(message, s, e, hint)
 
     def mk(self, fn: Callable, *kids: _N, node: Any = None) -> _N:
-        depth = 1 + max((k.depth for k in kids), default=0)
+        depth = 0
+        for k in kids:
+            if k.depth > depth:
+                depth = k.depth
+        depth += 1
         if depth > self.max_depth:
             raise self.err(node, "expression is too deeply nested", "split the condition up")
         return _N(fn, False, None, depth)
@@ -124,10 +128,10 @@ class _Compiler(_Operators, _Macros):
                 node = node.children[0]
                 continue
             break
-        handler = getattr(self, "c_" + d, None)
+        handler = _HANDLERS.get(d)
         if handler is None:
             raise self.err(node, f"unsupported syntax ({d})")
-        return handler(node)
+        return handler(self, node)
 
     # -- ternary / logic ---------------------------------------------------
 
@@ -712,3 +716,9 @@ class _Compiler(_Operators, _Macros):
         raise self.err(tok, f"unsupported literal {text!r}")
 
 
+# `c`'s dispatch: tree node name -> the `c_<name>` method (what `getattr(self, "c_" + name)`
+# finds: no instance attribute starts with `c_`), without a string built and a lookup
+# through the mixins per node.
+_HANDLERS: dict[str, Callable[[_Compiler, Any], _N]] = {
+    name[2:]: getattr(_Compiler, name) for name in dir(_Compiler) if name.startswith("c_")
+}

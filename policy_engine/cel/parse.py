@@ -25,6 +25,8 @@ _SIMPLE_ESCAPES = {
 
 def _unescape(body: str, is_bytes: bool) -> Any:
     """Decode a CEL (non-raw) string or bytes literal body. Raises ValueError."""
+    if not is_bytes and "\\" not in body:
+        return body  # nothing to decode (what the loop below gives, char by char)
     out: list = []  # str pieces, or ints (bytes) for byte literals
     i = 0
     n = len(body)
@@ -118,7 +120,9 @@ def _span(node: Any, n: int) -> tuple[int, int]:
     s = getattr(node, "start_pos", None)
     e = getattr(node, "end_pos", None)
     if s is None:
-        meta = getattr(node, "meta", None)
+        # (`_meta`, not the `meta` property, which makes and keeps an empty Meta when there
+        # is none: a tree parsed without positions has none)
+        meta = getattr(node, "_meta", None)
         if meta is not None and not getattr(meta, "empty", True):
             s, e = meta.start_pos, meta.end_pos
         elif getattr(node, "children", None):  # parsed without positions: its tokens have them

@@ -18,7 +18,6 @@ Lark's over the CEL conformance corpus, the shipped policies and random expressi
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from lark import Token, Tree
 
@@ -31,138 +30,164 @@ class Unsupported(Exception):
 
 _RESERVED = frozenset({"as", "break", "const", "continue", "else", "for", "function", "if", "import", "let",
                        "loop", "package", "namespace", "return", "var", "void", "while", "in"})
-# cel.lark's STRING_LIT (without the raw prefix), with the grammar's flags (re.M)
-_STRING = re.compile(r'''"(?:\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4-8}|.)*?"|'''
-                     r"""'(?:\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|.)*?'""",
-                     re.M)
-# one token at a position: spaces, a decimal number, a word, an operator or punctuation
-_TOKEN = re.compile(r"(?P<sp>[\t\n\f\r ]+)|(?P<num>[0-9]+(?:\.[0-9]+)?)|(?P<word>[_a-zA-Z][_a-zA-Z0-9]*)"
-                    r"|(?P<op>&&|\|\||==|!=|<=|>=|[()\[\]{},.:?+\-*/%!<>])")
-_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# One token after optional spaces: a quoted string (cel.lark's STRING_LIT without the raw
+# prefix), a decimal number, a word, an operator or punctuation; with the grammar's flags (re.M).
+_TOKEN = re.compile(r"[\t\n\f\r ]*(?:"
+                    r"""(?P<str>"(?:\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4-8}|.)*?"|"""
+                    r"""'(?:\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|.)*?')"""
+                    r"|(?P<num>[0-9]+(?:\.[0-9]+)?)|(?P<word>[_a-zA-Z][_a-zA-Z0-9]*)"
+                    r"|(?P<op>&&|\|\||==|!=|<=|>=|[()\[\]{},.:?+\-*/%!<>]))", re.M)
+_SPACES = "\t\n\f\r "
 _DIGITS = frozenset("0123456789")
 _NUM_END = frozenset("0123456789._abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_CLOSERS = frozenset(")]}")
 _REL = {"<": "relation_lt", "<=": "relation_le", ">": "relation_gt", ">=": "relation_ge", "==": "relation_eq",
         "!=": "relation_ne", "in": "relation_in"}
 _ADD = {"+": "addition_add", "-": "addition_sub"}
 _MUL = {"*": "multiplication_mul", "/": "multiplication_div", "%": "multiplication_mod"}
+_LITERALS = frozenset({"INT_LIT", "FLOAT_LIT", "STRING_LIT", "BOOL_LIT", "NULL_LIT"})
 _MAX_TOKENS = 2000
 _MAX_DEPTH = 40  # nested operands before the parser gives up (Lark has no such limit)
 
+# A token made as ``Token(type, value, start_pos, line, column, end_line, end_column,
+# end_pos)`` makes it (lark's ``Token._future_new``), without its two Python-level calls:
+# about a third of the time per token. Only while Token keeps exactly those slots.
+_new_str = str.__new__
+_TOKEN_SLOTS = ("type", "start_pos", "value", "line", "column", "end_line", "end_column", "end_pos")
+_DIRECT_TOKENS = tuple(getattr(Token, "__slots__", ())) == _TOKEN_SLOTS
 
-def _tokens(src: str) -> list:
-    """(kind, text, start, end): kind is a token type (IDENT, INT_LIT, ...) or, for an
-    operator or punctuation, its text. Operand position decides a leading `-` of a
-    number (it is the literal's, as in Lark's contextual lexer)."""
-    out: list = []
-    add = out.append
-    i, n = 0, len(src)
+
+def _token(kind: str, text: str, s: int, line: int, col: int, eline: int, ecol: int, e: int) -> Token:
+    if not _DIRECT_TOKENS:  # pragma: no cover - another lark: its own constructor
+        return Token(kind, text, s, line, col, eline, ecol, e)
+    t = _new_str(Token, text)
+    t.type = kind
+    t.start_pos = s
+    t.value = text
+    t.line = line
+    t.column = col
+    t.end_line = eline
+    t.end_column = ecol
+    t.end_pos = e
+    return t
+
+
+def _where(nl: list[int], pos: int) -> tuple[int, int]:
+    """(line, column) of ``pos``; ``nl``: the offsets just after each newline."""
+    line = 1
+    start = 0
+    for p in nl:
+        if p > pos:
+            break
+        line += 1
+        start = p
+    return line, pos - start + 1
+
+
+def _tokens(src: str) -> tuple[list, list]:
+    """(kinds, tokens): each token's kind (a token type: IDENT, INT_LIT, ...; or, for an
+    operator or punctuation, its text) and, for a name or a literal, its lark ``Token``
+    (None for the others). Operand position decides a leading `-` of a number (it is the
+    literal's, as in Lark's contextual lexer)."""
+    kinds: list = []
+    toks: list = []
+    kadd = kinds.append
+    tadd = toks.append
+    nl = [m.end() for m in re.finditer("\n", src)] if "\n" in src else None
+    i = 0
     operand = True  # what the previous token leaves expected: an operand (vs an operator)
-    match = _TOKEN.match
-    while i < n:
-        c = src[i]
-        if c == '"' or c == "'":
-            if src.startswith(c * 3, i):
-                raise Unsupported
-            m = _STRING.match(src, i)
-            if m is None:
-                raise Unsupported
-            add(("STRING_LIT", m.group(), i, m.end()))
-            i, operand = m.end(), False
-            continue
-        m = match(src, i)
-        if m is None:
-            raise Unsupported
-        g = m.lastgroup
-        j = m.end()
-        if g == "sp":
-            i = j
-            continue
-        t = m.group()
+    neg = -1  # the offset of a `-` that starts a negative literal (the next token is its number)
+    for m in _TOKEN.finditer(src):
+        if m.start() != i:
+            raise Unsupported  # a character no token starts with
+        g: str = m.lastgroup  # type: ignore[assignment]  # (every alternative is a named group)
+        s, j = m.span(g)
+        t = src[s:j]
+        i = j
         if g == "word":
-            if j < n and src[j] in "\"'":
+            if src[j : j + 1] in ("'", '"'):  # ("" is in neither: the end of the source)
                 raise Unsupported  # a prefixed string (raw, bytes)
             if t == "true" or t == "false":
-                add(("BOOL_LIT", t, i, j))
-            elif t == "null":
-                add(("NULL_LIT", t, i, j))
+                kadd("BOOL_LIT")  # cel-python's lexer callback makes a new token: no position
+                tadd(Token("BOOL_LIT", t))
+                operand = False
+                continue
+            if t == "null":
+                kind = "NULL_LIT"
             elif t == "in" and not operand:
-                add(("in", t, i, j))
-                i, operand = j, True
+                kadd("in")
+                tadd(None)
+                operand = True
                 continue
             elif t in _RESERVED:
                 raise Unsupported
             else:
-                add(("IDENT", t, i, j))
-            i, operand = j, False
+                kind = "IDENT"
+        elif g == "op":
+            if t == "-" and operand and src[j : j + 1] in _DIGITS:
+                neg = s  # a negative literal: its number follows at once
+                continue
+            if t == "/" and src[j : j + 1] == "/":
+                raise Unsupported  # a comment
+            if t == "." and operand:
+                raise Unsupported  # `.name`, `.5`
+            kadd(t)
+            tadd(None)
+            operand = t not in _CLOSERS
             continue
-        if g == "op" and t == "-" and operand and j < n and src[j] in _DIGITS:
-            m = _NUMBER.match(src, j)  # a negative literal
-            assert m is not None
-            g, j, t = "num", m.end(), "-" + m.group()
-        if g == "num":
-            if j < n and src[j] in _NUM_END:
+        elif g == "num":
+            if src[j : j + 1] in _NUM_END:
                 raise Unsupported  # hex, unsigned, exponent, `1.`, `1.e3`...
-            add(("FLOAT_LIT" if "." in t else "INT_LIT", t, i, j))
-            i, operand = j, False
-            continue
-        if t == "/" and j < n and src[j] == "/":
-            raise Unsupported  # a comment
-        if t == "." and operand:
-            raise Unsupported  # `.name`, `.5`
-        add((t, t, i, j))
-        i = j
-        operand = t not in ")]}"
-    if len(out) > _MAX_TOKENS:
+            if neg >= 0:
+                t = "-" + t
+                s = neg
+                neg = -1
+            kind = "FLOAT_LIT" if "." in t else "INT_LIT"
+        else:  # "str"
+            if (t == '""' or t == "''") and src[j : j + 1] == t[0]:
+                raise Unsupported  # a triple-quoted string
+            kind = "STRING_LIT"
+        kadd(kind)
+        if nl is None:
+            tadd(_token(kind, t, s, 1, s + 1, 1, j + 1, j))
+        else:
+            (line, col), (eline, ecol) = _where(nl, s), _where(nl, j)
+            tadd(_token(kind, t, s, line, col, eline, ecol, j))
+        operand = False
+    if i != len(src) and src[i:].strip(_SPACES):
+        raise Unsupported  # a character no token starts with
+    if len(kinds) > _MAX_TOKENS:
         raise Unsupported
-    return out
+    return kinds, toks
 
 
 class _P:
-    __slots__ = ("toks", "kinds", "i", "src", "depth", "nl")
+    """The recursive descent: one method per level of cel.lark's precedence chain
+    (``expr``, ``conditionalor``, ``conditionaland``, ``relation``, ``addition``,
+    ``multiplication``, ``unary``; ``unary`` parses ``member`` and ``primary`` too)."""
+
+    __slots__ = ("toks", "kinds", "i", "depth")
 
     def __init__(self, src: str) -> None:
-        self.src = src
-        self.toks = _tokens(src)
-        self.kinds = [t[0] for t in self.toks] + [None]  # (a sentinel: no bounds checks)
+        self.kinds, self.toks = _tokens(src)
+        self.kinds.append(None)  # (a sentinel: no bounds checks)
         self.i = 0
         self.depth = 0
-        self.nl = [m.end() for m in re.finditer("\n", src)] if "\n" in src else None
 
-    def take(self, kind: str) -> tuple:
+    def take(self, kind: str) -> None:
         if self.kinds[self.i] != kind:
             raise Unsupported
-        t = self.toks[self.i]
         self.i += 1
-        return t
-
-    def token(self, t: tuple) -> Token:
-        kind, text, s, e = t
-        if kind == "BOOL_LIT":  # cel-python's lexer callback makes a new token: no position
-            return Token("BOOL_LIT", text)
-        (line, col), (eline, ecol) = self.where(s), self.where(e)
-        return Token(kind, text, s, line, col, eline, ecol, e)
-
-    def where(self, pos: int) -> tuple[int, int]:
-        if self.nl is None:
-            return 1, pos + 1
-        line = 1
-        start = 0
-        for p in self.nl:
-            if p > pos:
-                break
-            line += 1
-            start = p
-        return line, pos - start + 1
 
     # expr : conditionalor ["?" conditionalor ":" expr]
     def expr(self) -> Tree:
         self.depth += 1
         if self.depth > _MAX_DEPTH:
             raise Unsupported
-        c = self.binary("conditionalor", "||", self.conditionaland)
+        c = self.conditionalor()
         if self.kinds[self.i] == "?":
             self.i += 1
-            t = self.binary("conditionalor", "||", self.conditionaland)
+            t = self.conditionalor()
             self.take(":")
             e = self.expr()
             self.depth -= 1
@@ -170,22 +195,28 @@ class _P:
         self.depth -= 1
         return Tree("expr", [c])
 
-    def binary(self, name: str, op: str, operand: Any) -> Tree:
-        """`name : [name op] operand`, left-associative, the operator filtered out."""
-        node = Tree(name, [operand()])
-        while self.kinds[self.i] == op:
+    # `name : [name op] operand`, left-associative, the operator filtered out
+    def conditionalor(self) -> Tree:
+        node = Tree("conditionalor", [self.conditionaland()])
+        kinds = self.kinds
+        while kinds[self.i] == "||":
             self.i += 1
-            node = Tree(name, [node, operand()])
+            node = Tree("conditionalor", [node, self.conditionaland()])
         return node
 
     def conditionaland(self) -> Tree:
-        return self.binary("conditionaland", "&&", self.relation)
+        node = Tree("conditionaland", [self.relation()])
+        kinds = self.kinds
+        while kinds[self.i] == "&&":
+            self.i += 1
+            node = Tree("conditionaland", [node, self.relation()])
+        return node
 
     def relation(self) -> Tree:
         node = Tree("relation", [self.addition()])
+        kinds = self.kinds
         while True:
-            k = self.kinds[self.i]
-            name = _REL.get(k) if k is not None else None
+            name = _REL.get(kinds[self.i])
             if name is None:
                 return node
             self.i += 1
@@ -193,9 +224,9 @@ class _P:
 
     def addition(self) -> Tree:
         node = Tree("addition", [self.multiplication()])
+        kinds = self.kinds
         while True:
-            k = self.kinds[self.i]
-            name = _ADD.get(k) if k is not None else None
+            name = _ADD.get(kinds[self.i])
             if name is None:
                 return node
             self.i += 1
@@ -203,38 +234,75 @@ class _P:
 
     def multiplication(self) -> Tree:
         node = Tree("multiplication", [self.unary()])
+        kinds = self.kinds
         while True:
-            k = self.kinds[self.i]
-            name = _MUL.get(k) if k is not None else None
+            name = _MUL.get(kinds[self.i])
             if name is None:
                 return node
             self.i += 1
             node = Tree("multiplication", [Tree(name, [node]), self.unary()])
 
     def unary(self) -> Tree:
-        k = self.kinds[self.i]
+        kinds = self.kinds
+        i = self.i
+        k = kinds[i]
         if k == "!" or k == "-":
-            self.i += 1
+            self.i = i + 1
             self.depth += 1
             if self.depth > _MAX_DEPTH:
                 raise Unsupported
             inner = self.unary()
             self.depth -= 1
             return Tree("unary", [Tree("unary_not" if k == "!" else "unary_neg", []), inner])
-        return Tree("unary", [self.member()])
-
-    def member(self) -> Tree:
-        node = Tree("member", [self.primary()])
-        while True:
-            k = self.kinds[self.i]
-            if k == ".":
-                self.i += 1
-                name = self.token(self.take("IDENT"))
-                if self.kinds[self.i] == "(":
+        # primary
+        i += 1
+        self.i = i
+        if k == "IDENT":
+            if kinds[i] == "(":
+                self.i = i + 1
+                node = Tree("primary", [Tree("ident_arg", [self.toks[i - 1]] + self.exprlist(")"))])
+            else:
+                node = Tree("primary", [Tree("ident", [self.toks[i - 1]])])
+        elif k in _LITERALS:
+            node = Tree("primary", [Tree("literal", [self.toks[i - 1]])])
+        elif k == "(":
+            e = self.expr()
+            self.take(")")
+            node = Tree("primary", [Tree("paren_expr", [e])])
+        elif k == "[":
+            node = Tree("primary", [Tree("list_lit", self.exprlist("]"))])
+        elif k == "{":
+            if kinds[i] == "}":
+                self.i = i + 1
+                node = Tree("primary", [Tree("map_lit", [])])
+            else:
+                items = [self.expr()]
+                self.take(":")
+                items.append(self.expr())
+                while kinds[self.i] == ",":
                     self.i += 1
+                    items.append(self.expr())
+                    self.take(":")
+                    items.append(self.expr())
+                self.take("}")
+                node = Tree("primary", [Tree("map_lit", [Tree("mapinits", items)])])
+        else:
+            raise Unsupported  # (the end of the tokens, too)
+        # member : the postfix operations
+        node = Tree("member", [node])
+        while True:
+            k = kinds[self.i]
+            if k == ".":
+                i = self.i + 1
+                if kinds[i] != "IDENT":
+                    raise Unsupported
+                name = self.toks[i]
+                if kinds[i + 1] == "(":
+                    self.i = i + 2
                     args = self.exprlist(")")
                     node = Tree("member", [Tree("member_dot_arg", [node, name] + args)])
                 else:
+                    self.i = i + 1
                     node = Tree("member", [Tree("member_dot", [node, name])])
             elif k == "[":
                 self.i += 1
@@ -244,54 +312,20 @@ class _P:
             elif k == "{":
                 raise Unsupported  # message construction
             else:
-                return node
+                return Tree("unary", [node])
 
     def exprlist(self, close: str) -> list:
         """`[exprlist] close`: [] when empty (no placeholder), else [Tree("exprlist", ...)]."""
-        if self.kinds[self.i] == close:
+        kinds = self.kinds
+        if kinds[self.i] == close:
             self.i += 1
             return []
         items = [self.expr()]
-        while self.kinds[self.i] == ",":
+        while kinds[self.i] == ",":
             self.i += 1
             items.append(self.expr())
         self.take(close)
         return [Tree("exprlist", items)]
-
-    def primary(self) -> Tree:
-        if self.i >= len(self.toks):
-            raise Unsupported
-        t = self.toks[self.i]
-        k = t[0]
-        self.i += 1
-        if k == "IDENT":
-            if self.kinds[self.i] == "(":
-                self.i += 1
-                return Tree("primary", [Tree("ident_arg", [self.token(t)] + self.exprlist(")"))])
-            return Tree("primary", [Tree("ident", [self.token(t)])])
-        if k in ("INT_LIT", "FLOAT_LIT", "STRING_LIT", "BOOL_LIT", "NULL_LIT"):
-            return Tree("primary", [Tree("literal", [self.token(t)])])
-        if k == "(":
-            e = self.expr()
-            self.take(")")
-            return Tree("primary", [Tree("paren_expr", [e])])
-        if k == "[":
-            return Tree("primary", [Tree("list_lit", self.exprlist("]"))])
-        if k == "{":
-            if self.kinds[self.i] == "}":
-                self.i += 1
-                return Tree("primary", [Tree("map_lit", [])])
-            items = [self.expr()]
-            self.take(":")
-            items.append(self.expr())
-            while self.kinds[self.i] == ",":
-                self.i += 1
-                items.append(self.expr())
-                self.take(":")
-                items.append(self.expr())
-            self.take("}")
-            return Tree("primary", [Tree("map_lit", [Tree("mapinits", items)])])
-        raise Unsupported
 
 
 def parse_subset(src: str) -> Tree:
