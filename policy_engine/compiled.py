@@ -3,10 +3,11 @@
 Every object here is a frozen, slotted dataclass (or a read-only mapping of them) holding
 what evaluation needs and nothing it fills in, with one exception: the decision fragments
 of a rule or stop trigger (its `RuleRef` and two `TraceEntry`s, `ref`, `trace_true`,
-`trace_false`) are built from its own fields on first read and kept, one store of a
-complete tuple (equal whichever thread builds it), so a loaded engine leaves three objects
-fewer per condition to the host's cyclic collector until the type is evaluated (issue 16,
-goal 5). The
+`trace_false`) are built from its own fields on first read and kept, each on its own, one
+store of a complete model (equal whichever thread builds it), so an engine leaves the
+host's cyclic collector only the fragments its decisions have shown (issue 16, goal 5: an
+erring rule shows none of its `TraceEntry`s, a stop trigger that never fires only its
+`trace_false`), none at all until the type is evaluated. The
 accelerators (fused gates, shape speculation, decision templates, per-`now` caches) are
 built *from* a compiled policy by the engine and kept beside it (`engine.accel`), so a
 compiled policy is safe to share between threads and between engines, accelerated or not.
@@ -42,38 +43,48 @@ ECHOED = ("id", "type", "workflow")  # the action fields a decision may show (al
 GateEntry = tuple
 
 
-def _fragments(item: Any) -> tuple[RuleRef, TraceEntry, TraceEntry]:
-    """(ref, trace_true, trace_false) of a rule or stop trigger, built and kept (see the
-    module doc)."""
-    kind, name, effect, location, source = item.kind, item.name, item.effect, item.location, item.source
-    frags = (
-        fast(RuleRef, {"kind": kind, "name": name, "effect": effect, "location": location}),
-        fast(TraceEntry, {"kind": kind, "name": name, "effect": effect, "location": location, "condition": source,
-                          "value": "true", "error": None, "matched": True}),
-        fast(TraceEntry, {"kind": kind, "name": name, "effect": effect, "location": location, "condition": source,
-                          "value": "false", "error": None, "matched": False}),
-    )
-    object.__setattr__(item, "_frags", frags)
-    return frags
+_set = object.__setattr__
+
+
+def _ref(item: Any) -> RuleRef:
+    """The `RuleRef` of a rule or stop trigger, built and kept (see the module doc)."""
+    ref = fast(RuleRef, {"kind": item.kind, "name": item.name, "effect": item.effect, "location": item.location})
+    _set(item, "_ref", ref)
+    return ref
+
+
+def _trace(item: Any, matched: bool) -> TraceEntry:
+    """The `TraceEntry` of a rule or stop trigger whose condition is `matched` (True or
+    False, no error), built and kept (see the module doc)."""
+    t = fast(TraceEntry, {"kind": item.kind, "name": item.name, "effect": item.effect, "location": item.location,
+                          "condition": item.source, "value": "true" if matched else "false", "error": None,
+                          "matched": matched})
+    _set(item, "_trace_true" if matched else "_trace_false", t)
+    return t
 
 
 class _Fragments:
     """The lazily built decision fragments of `CRule` and `CStop` (see the module doc)."""
 
     __slots__ = ()
-    _frags: Any
+    _ref: Any
+    _trace_true: Any
+    _trace_false: Any
 
     @property
     def ref(self) -> RuleRef:
-        return (self._frags or _fragments(self))[0]
+        r = self._ref
+        return r if r is not None else _ref(self)
 
     @property
     def trace_true(self) -> TraceEntry:
-        return (self._frags or _fragments(self))[1]
+        t = self._trace_true
+        return t if t is not None else _trace(self, True)
 
     @property
     def trace_false(self) -> TraceEntry:
-        return (self._frags or _fragments(self))[2]
+        t = self._trace_false
+        return t if t is not None else _trace(self, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +109,10 @@ class CRule(_Fragments):
     kind: str = "rule"
     reason: str = ""  # the decision's `reason` when this rule decides
     reason_err: str = ""  # the same when its condition errored
-    # (ref, trace_true, trace_false), built on first read (see the module doc)
-    _frags: Any = field(default=None, init=False, compare=False, repr=False)
+    # ref, trace_true, trace_false: each built on first read (see the module doc)
+    _ref: Any = field(default=None, init=False, compare=False, repr=False)
+    _trace_true: Any = field(default=None, init=False, compare=False, repr=False)
+    _trace_false: Any = field(default=None, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +139,10 @@ class CStop(_Fragments):
     evidence: Any = None  # `evidence { ... }`: the declared shape of its evidence (fieldtypes.FType)
     reason: str = ""  # the decision's `reason` when this trigger decides
     reason_err: str = ""  # the same when its condition errored
-    # (ref, trace_true, trace_false), built on first read (see the module doc)
-    _frags: Any = field(default=None, init=False, compare=False, repr=False)
+    # ref, trace_true, trace_false: each built on first read (see the module doc)
+    _ref: Any = field(default=None, init=False, compare=False, repr=False)
+    _trace_true: Any = field(default=None, init=False, compare=False, repr=False)
+    _trace_false: Any = field(default=None, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,21 @@ def _fold_budget(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return [(ind, text) for ind, text in lines if not (text.startswith("_it += ") or _BUDGET_CHECK.fullmatch(text))]
 
 
+_SHARED: dict = {}  # the constant sets of fused functions, by value (see `_shared`)
+_SHARED_MAX = 4096
+
+
+def _shared(v: Any) -> Any:
+    """`v`, or for a set of str constants (`x in ["a", "b"]`), the first equal one the fused
+    functions made: one object per distinct set, where a stop trigger's set is in every
+    fused function of its workflow's types (a warm 1,000-rule engine held 232, 35
+    distinct: issue 16, goal 5). Sets of str alone: equal means the same elements (not so
+    for `{1}` and `{True}`). Bounded."""
+    if type(v) is not frozenset or not all(type(x) is str for x in v):
+        return v
+    return _SHARED.setdefault(v, v) if len(_SHARED) < _SHARED_MAX else _SHARED.get(v, v)
+
+
 def defer_fast_paths(exprs: Sequence[Any], evaluations: int) -> None:
     """Let each condition of `exprs` build its own fast path only after `evaluations` more
     evaluations of its own (the results are the same either way). For a large set that
@@ -123,12 +138,14 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
     default values: those come last in the signature, in the order of ``params``.
     (None, None) if generation fails.
 
-    The compiled trees of the conditions the function inlines are dropped once it is made
-    (``CompiledExpr._drop_tree``; their closures stay): about 14 objects a condition that
-    every full collection of the host walks (issue 16, goal 5), read again only by the
-    next fused function built over the condition (the engine's fused gates rebuild at
-    most ``REBUILDS_MAX`` times) or its own fast path, which compile it again, about 0.08
-    ms a condition.
+    The conditions the function inlines are told so once it is made
+    (``CompiledExpr._inline``): their compiled trees are dropped (about 14 objects a
+    condition that every full collection of the host walks, issue 16, goal 5), read again
+    only by the next fused function built over the condition (the engine's fused gates
+    rebuild at most ``REBUILDS_MAX`` times) or its own fast path, which compile it again,
+    about 0.1 ms a condition; and their closures and own fast paths, needed only for the
+    inputs the function turns away, are kept for the last ``api.INLINED_KEPT`` inlined
+    conditions to need them (about 13 objects a condition).
 
     Large sets: with more than ``_FUSE_MAX`` conditions, they run in helper functions
     of at most that many each, called in turn with the prologue's locals. And a field
@@ -256,14 +273,14 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
         glob: dict[str, Any] = {"__builtins__": {}}
         glob.update(_FAST_GLOBALS)
         glob.update(ns or {})
-        glob.update(em.ns)
+        glob.update({k: _shared(v) for k, v in em.ns.items()})
         glob.update(bits)
         exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
         for ex, called in zip(exprs, acts):
             if not called:  # inlined: its tree is not read again until another build
-                drop = getattr(ex, "_drop_tree", None)
-                if drop is not None:
-                    drop()
+                inline = getattr(ex, "_inline", None)
+                if inline is not None:
+                    inline()
         return glob["fused"], src
     except Exception:  # too large for Python's compiler, etc.: no fused function
         return None, None
