@@ -166,9 +166,44 @@ def test_a_typical_nested_action_is_written_by_orjson():
             "cc": ["a@x.example", "b@y.example"], "claims": [{"kind": "promise", "sourced": True}],
             "recipient": {"domain": "x.example", "verified": False}, "promised_amount": 12.5,
             "credits": [25.0, 0.5, 1e16, 123.456], "n": None}
-    del data["n"]  # (a None beside a float is left to the C encoder: `null` is NaN's mark too)
+    # (a None beside a float: the marshal image shows no non-finite float, so `null` is a None)
     assert digests._orjson_marked(data) == stdlib(data)
     assert PendingDigest(marshal.dumps(data, 2)).resolve() == reference_digest(data)
+
+
+def _nans():
+    yield from (float("nan"), float("inf"), float("-inf"), -float("nan"))
+    for payload in (1, 0x7FFFF, 1 << 51, (1 << 52) - 1):  # NaNs with other payloads, either sign
+        for sign in (0, 1):
+            yield struct.unpack("<d", struct.pack("<Q", (sign << 63) | (0x7FF << 52) | payload))[0]
+
+
+@pytest.mark.parametrize("where", ["top", "list", "nested"])
+def test_a_non_finite_float_beside_a_none_is_never_written_by_orjson(where):
+    for x in _nans():
+        data = {"a": None, "b": x} if where == "top" else \
+            {"a": None, "b": ["x", 1, x]} if where == "list" else {"a": [{"n": None}], "b": {"c": {"d": [0.5, x]}}}
+        assert digests._orjson_marked(data) is None
+        assert digests._NONFINITE.search(marshal.dumps(data, 2))
+        with pytest.raises(ValueError):
+            exact_canonical(data)
+        assert action_digest(data) is None and reference_digest(data) is None
+        assert PendingDigest(marshal.dumps(data, 2)).resolve() is None
+
+
+def test_plan_hash_is_the_c_encoders_hash_of_every_plan():
+    from engine_support import NOW, load_engine, request
+
+    eng = load_engine()
+    for scenario in ("reviewer_error", "customer_request", "incident"):
+        plan = eng.classify_rollback(request(scenario), now=NOW)
+        data = plan.model_dump(mode="json")
+        for k in ("plan_hash", "evaluated_at"):
+            data.pop(k)
+        if not data.get("duties"):
+            data.pop("duties", None)
+        assert b"null" in digests._orjson_marked(data)  # (plans hold nulls: orjson writes them)
+        assert digests.plan_hash(plan) == plan.plan_hash == reference_digest(data)
 
 
 _TEXT = st.one_of(st.text(max_size=8), st.sampled_from(["\ud800", "\x00\"\\/\u2028\u2029\x7f", "é漢🙂"]))
@@ -213,3 +248,18 @@ def test_nested_objects_are_written_byte_for_byte(data):
     data["late"] = ["a change after the decision"]  # the frozen image does not move
     assert (d.resolve() if isinstance(d, PendingDigest) else d) == want
     assert marshal.dumps(marshal.loads(image), 2) == image
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_TEXT, _NESTED, max_size=6))
+def test_plan_hash_of_any_mapping_is_the_c_encoders(data):
+    ref = {k: v for k, v in data.items() if k not in ("plan_hash", "evaluated_at")}
+    if not ref.get("duties"):
+        ref.pop("duties", None)
+    want = reference_digest(ref)
+    try:
+        got = digests.plan_hash(data)
+    except (TypeError, ValueError, RecursionError):
+        assert want is None
+    else:
+        assert got == want

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import marshal
+import re
 from collections.abc import Callable, Mapping
 from json.encoder import c_encode_basestring as _c_encode_basestring  # type: ignore[attr-defined]
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
@@ -52,9 +53,12 @@ else:  # pragma: no cover - a Python without the C accelerator
 # - NaN and +-Infinity: the canonical JSON refuses them (no digest), orjson writes `null`;
 # - what it refuses: an int outside [-2**63, 2**64), a lone surrogate, a non-str key, bytes,
 #   a set, nesting deeper than 255 (it raises).
-# So its bytes are taken only when none of `e-`, `0.0000` and (where a float may be)
-# `null` appears in them; otherwise (a string holding one, a None beside a float) the C
-# encoder writes them: only the speed differs. Held by tests/test_digests.py: every code
+# So its bytes are taken only when neither `e-` nor `0.0000` appears in them, and when
+# `null` does, only if the data's marshal image holds no non-finite float (`_NONFINITE`: in
+# a format-2 image every float is `g` and its 8 IEEE 754 bytes, little-endian, and a NaN's
+# or an infinity's exponent is all ones; other bytes may look the same, which only costs
+# the C encoder); otherwise (a string holding a mark, say) the C encoder writes them: only
+# the speed differs. Held by tests/test_digests.py: every code
 # point, every binary exponent of the floats, hypothesis-generated nested objects; and
 # checked at import (`_orjson_floats_agree`): an orjson whose float text differs anywhere
 # else is never given a float.
@@ -100,15 +104,25 @@ def _orjson_floats_agree() -> bool:
 _ORJSON_FLOATS = _orjson_floats_agree()
 
 
-def _orjson_marked(data: Any) -> bytes | None:
+_NONFINITE = re.compile(rb"g[\x00-\xff]{6}[\xf0-\xff][\x7f\xff]")  # a float whose exponent is all ones
+
+
+def _orjson_marked(data: Any, image: bytes | None = None) -> bytes | None:
     """orjson's canonical JSON of exact plain data that may hold a float, or None when it
-    refuses it or its text holds a mark of a float it writes otherwise (see above)."""
+    refuses it or its text holds a mark of a float it writes otherwise (see above).
+    `image`: the data's marshal image (format 2) when the caller has it."""
     try:
         blob = _orjson_dumps(data, option=_SORT_KEYS)
     except Exception:  # noqa: BLE001 - not for orjson: the C encoder decides
         return None
-    if b"e-" in blob or b"0.0000" in blob or b"null" in blob:
+    if b"e-" in blob or b"0.0000" in blob:
         return None
+    if b"null" in blob:  # a None, or a NaN or an infinity that orjson wrote as null?
+        try:
+            if _NONFINITE.search(image if image is not None else _dumps(data, 2)):
+                return None
+        except Exception:  # noqa: BLE001 - (exact plain data marshals; anything else: the C encoder)
+            return None
     return blob
 
 
@@ -126,14 +140,14 @@ def flat_canonical(data: dict) -> bytes | None:
     return None
 
 
-def exact_canonical(data: Any) -> bytes:
+def exact_canonical(data: Any, image: bytes | None = None) -> bytes:
     """The canonical JSON of exact plain data (what a marshal image loads back as: nothing
     but exact dict, list, tuple, str, int, float, bool, None, bytes, set, frozenset,
     complex), UTF-8 encoded: by orjson where it writes the C encoder's bytes (see above),
     else by the C encoder. Raises as the canonical JSON does (TypeError, ValueError,
-    RecursionError)."""
+    RecursionError). `image`: its marshal image (format 2), when the caller has it."""
     if _ORJSON_FLOATS:
-        blob = _orjson_marked(data)
+        blob = _orjson_marked(data, image)
         if blob is not None:
             return blob
     return _canonical(data).encode("utf-8", "surrogatepass")
@@ -149,7 +163,17 @@ def plan_hash(plan: RollbackPlan | Mapping[str, Any]) -> str:
     data.pop("evaluated_at", None)
     if not data.get("duties"):  # (added later: a plan without conditional duties keeps its hash)
         data.pop("duties", None)
-    return "sha256:" + hashlib.sha256(_canonical(data).encode("utf-8", "surrogatepass")).hexdigest()
+    blob = None
+    if _ORJSON_FLOATS:
+        try:  # marshal takes exact plain data only (in C): then orjson may write it
+            image = _dumps(data, 2)
+        except Exception:  # noqa: BLE001 - a subclass, an object, too deep: the C encoder (which may refuse it)
+            image = None
+        if image is not None:
+            blob = _orjson_marked(data, image)
+    if blob is None:
+        blob = _canonical(data).encode("utf-8", "surrogatepass")
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
 def action_digest(action: Any) -> str | None:
@@ -164,11 +188,11 @@ def action_digest(action: Any) -> str | None:
     if blob is None:
         try:
             try:  # marshal takes exact plain data only (in C): then orjson may write it
-                _dumps(data, 2)
-                exact = True
+                image: bytes | None = _dumps(data, 2)
             except Exception:  # noqa: BLE001 - a subclass, an object, too deep: the C encoder
-                exact = False
-            blob = exact_canonical(data) if exact else _canonical(data).encode("utf-8", "surrogatepass")
+                image = None
+            blob = exact_canonical(data, image) if image is not None else \
+                _canonical(data).encode("utf-8", "surrogatepass")
         except (TypeError, ValueError, RecursionError):
             return None
     return "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -194,7 +218,7 @@ class PendingDigest(Deferred):
         snap = self.snap
         try:
             if type(snap) is bytes:  # a marshal image: exact plain data
-                blob = exact_canonical(_loads(snap))
+                blob = exact_canonical(_loads(snap), snap)
             else:  # a flat action's copy (the frozen copy is a plain dict: no model to dump)
                 blob = flat_canonical(snap) or _canonical(snap).encode("utf-8", "surrogatepass")  # type: ignore[arg-type]
         except (TypeError, ValueError, RecursionError):
