@@ -10,7 +10,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Literal
 
+from .. import cel  # (its `compile_cel` looked up at each call, as an import there did)
+from ..cel.analysis import unknown_names  # E109: a name the engine cannot evaluate
+from ..cel.typecheck import ActionVar
 from ..diagnostics import Diagnostic, did_you_mean, one_of
+from ..limits import MAX_EXPRESSION_LENGTH
 from ..source import SourceFile, Span
 from . import ir, lints
 
@@ -357,25 +361,21 @@ class Checker:
     def condition(
         self, cond: ir.Condition, scope: tuple[str, ...], what: str, env: dict | None = None, effect: str | None = None
     ) -> None:
-        from ..cel import CelCompileError, compile_cel
-
         span = cond.loc.span
         src = cond.source
-        from ..limits import MAX_EXPRESSION_LENGTH
-
         if len(src) > MAX_EXPRESSION_LENGTH:
             return  # lowering already reported E005 for it; do not report it twice
         key = (src, self.const_key) if "policy" in src else src
         compiled = self.cel_cache.get(key)
         if compiled is None:
             try:
-                compiled = compile_cel(src, constants=self.const_env, accelerate=self.accelerate)
-            except CelCompileError as e:
+                compiled = cel.compile_cel(src, constants=self.const_env, accelerate=self.accelerate)
+            except cel.CelCompileError as e:
                 compiled = e
             except RecursionError:
-                compiled = CelCompileError("condition nests too deeply", 0, 0, None)
+                compiled = cel.CelCompileError("condition nests too deeply", 0, 0, None)
             except Exception as e:  # noqa: BLE001 - a compiler bug must not become a traceback
-                compiled = CelCompileError(
+                compiled = cel.CelCompileError(
                     f"internal error while compiling this condition ({type(e).__name__}: {e})",
                     0,
                     len(src),
@@ -402,8 +402,6 @@ class Checker:
             return
         self.compiled[cond_key(cond)] = compiled
         n_before = len(self.diags)
-        from ..cel.analysis import unknown_names  # E109: a name the engine cannot evaluate
-
         slips = unknown_names(src)
         for u in slips:
             at = self.cel_span(span, u.start, u.end)
@@ -574,8 +572,6 @@ class Checker:
         self.condition(r.condition, SCOPE_GATE, "a gate rule", self.gate_env([a.name]), r.effect)
 
     def gate_env(self, types: list[str]) -> dict:
-        from ..cel.typecheck import ActionVar
-
         if not any(self.wf_types.get(t) is not None for t in types):
             return {}
         return {"action": ActionVar({t: self.wf_types.get(t) for t in types}), "policy": self.policy_type()}

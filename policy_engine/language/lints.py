@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..cel import parse as cel_parse  # (its `_parse` looked up at each call, as an import there did)
+from ..limits import MAX_APPROVALS
 from . import ir
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 PRECEDENCE = {"deny": 1, "require_approval": 2, "allow": 3}
 _TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|\s+|[A-Za-z0-9_]+|.', re.S)
+_GAPS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|\s+', re.S)  # `_TOKENS`' strings and spaces
 _FREE_ROOTS = frozenset({"action", "workflow", "now", "original", "request", "evidence", "stop"})
 _BOUNDS = {"relation_lt": "<", "relation_le": "<=", "relation_gt": ">", "relation_ge": ">="}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -39,20 +42,30 @@ _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 def normalise(source: str) -> str:
     """A condition's text with whitespace outside string literals reduced to what separates
-    two words: `a>5` and `a  >  5` are the same condition."""
+    two words: `a>5` and `a  >  5` are the same condition.
+
+    Read as tokens (`_TOKENS`: a string literal, a run of whitespace, a run of word
+    characters, any other single character), it is the tokens without the whitespace, one
+    space kept where whitespace separated two words (tokens starting with a letter, digit or
+    `_`). Only strings and whitespace runs need finding (`_GAPS`): no other token holds a
+    quote or whitespace, so each match starts where a token does; the tokens around a run
+    are the characters on either side of it."""
     out: list[str] = []
-    prev_word = False
-    gap = False
-    for m in _TOKENS.finditer(source):
-        tok = m.group()
-        if tok.isspace():
-            gap = True
-            continue
-        word = tok[0].isalnum() or tok[0] == "_"
-        if gap and word and prev_word:
-            out.append(" ")
-        out.append(tok)
-        prev_word, gap = word, False
+    last = 0
+    n = len(source)
+    for m in _GAPS.finditer(source):
+        s, e = m.span()
+        if source[s] in "\"'":
+            continue  # a string literal: kept as written
+        out.append(source[last:s])
+        if s > 0 and e < n:
+            before, after = source[s - 1], source[e]
+            if (before.isalnum() or before == "_") and (after.isalnum() or after == "_"):
+                out.append(" ")
+        last = e
+    if not out:
+        return source
+    out.append(source[last:])
     return "".join(out)
 
 
@@ -346,12 +359,10 @@ def _worth_parsing(source: str, refs: Any, own_type: str | None) -> bool:
 def never_matches(source: str, consts: dict, own_type: str | None, refs: Any = None) -> Never | None:
     """Why the condition can never hold, when that is decidable (see the module doc).
     `refs`: the compiled expression's references (a cheap filter before parsing)."""
-    from ..cel.parse import _parse
-
     if refs is not None and not _worth_parsing(source, refs, own_type):
         return None
     try:
-        tree = _parse(source)
+        tree = cel_parse._parse(source)
     except Exception:  # noqa: BLE001 - the checker reported the syntax error already
         return None
     return _Analysis(source, consts, own_type).never(tree)
@@ -439,9 +450,17 @@ def _report_never(checker: Checker, cond: ir.Condition, f: Never, what: str, eff
 
 def shadowing(checker: Checker, a: ir.ActionType, dead: set[int]) -> None:
     rules = [r for r in a.rules if r.effect in PRECEDENCE and id(r) not in dead]
-    norm = {id(r): normalise(r.condition.source) for r in rules}
+    # Two conditions normalise alike only if they are alike without any whitespace (what
+    # `normalise` changes is whitespace): a condition alone in that coarser sense needs no
+    # normalising to be alone in the finer one (its key is then the coarse one alone).
+    coarse = {id(r): "".join(r.condition.source.split()) for r in rules}
+    counts: dict[str, int] = {}
+    for k in coarse.values():
+        counts[k] = counts.get(k, 0) + 1
+    norm = {id(r): (k, normalise(r.condition.source) if counts[k] > 1 else "") for r in rules
+            for k in (coarse[id(r)],)}
     unconditional = [r for r in rules if r.effect != "allow" and always_true(checker, r.condition)]
-    same: dict[str, list] = {}  # normalised condition -> its rules, in order (linear, not n^2)
+    same: dict[tuple[str, str], list] = {}  # normalised condition -> its rules, in order (linear, not n^2)
     for r in rules:
         same.setdefault(norm[id(r)], []).append(r)
     for r in rules:
@@ -473,8 +492,6 @@ class Slot:
 
 
 def authorization(checker: Checker, slots: list[Slot], what: str, only: list[Slot] | None = None) -> None:
-    from ..limits import MAX_APPROVALS
-
     for s in only if only is not None else slots:
         if s.any_of and not s.roles:
             checker.add(

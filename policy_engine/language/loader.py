@@ -182,19 +182,23 @@ def _canon(value) -> str:
 
 def _normalize(value, unordered: bool = False):
     """A model dump with the unordered collections (see `_UNORDERED`) sorted, so their
-    order never changes the hash; named items by name first (as the hash always had it)."""
+    order never changes the hash; named items by name first (as the hash always had it).
+    (A value that is no dict, list or tuple is itself: not passed down to be returned.)"""
     if isinstance(value, dict):
         return {
-            k: (v if k in _VERBATIM else _normalize(v, k in _UNORDERED))
+            k: (v if k in _VERBATIM or not isinstance(v, _NESTED) else _normalize(v, k in _UNORDERED))
             for k, v in value.items()
             if not (v is None and k in _UNSET_NONE)
         }
     if isinstance(value, (list, tuple)):
-        items = [_normalize(v) for v in value]
+        items = [_normalize(v) if isinstance(v, _NESTED) else v for v in value]
         if unordered:
             _sort_named(items)
         return items
     return value
+
+
+_NESTED = (dict, list, tuple)
 
 
 def _name_of(item) -> str:

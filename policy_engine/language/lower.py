@@ -25,6 +25,31 @@ from ..source import SourceFile, Span
 from ..timestamps import parse_window
 from . import ir
 
+# `Span(path, start, end, line, col, end_line, end_col)` for every located node: the frozen
+# dataclass's `__init__` sets each field through `object.__setattr__`; filling the new
+# instance's `__dict__` in field order makes the same object in a third of the time. Only
+# while Span is exactly those fields and nothing runs after them (else its constructor).
+_new = object.__new__
+_SPAN_FIELDS = ("path", "start", "end", "line", "col", "end_line", "end_col")
+_DIRECT_SPANS = (tuple(getattr(Span, "__dataclass_fields__", ())) == _SPAN_FIELDS
+                 and not hasattr(Span, "__post_init__") and not hasattr(Span, "__slots__"))
+
+
+def _span(path: str, start: int, end: int, line: int, col: int, end_line: int, end_col: int) -> Span:
+    if not _DIRECT_SPANS:  # pragma: no cover - Span changed: its own constructor
+        return Span(path, start, end, line, col, end_line, end_col)
+    sp = _new(Span)
+    d = sp.__dict__
+    d["path"] = path
+    d["start"] = start
+    d["end"] = end
+    d["line"] = line
+    d["col"] = col
+    d["end_line"] = end_line
+    d["end_col"] = end_col
+    return sp
+
+
 # Words authors write for a cost's unit, for "did you mean" help.
 COST_UNIT_SYNONYMS = {
     "hour": "hours", "hrs": "hours", "hr": "hours", "h": "hours", "person_hours": "hours", "man_hours": "hours",
@@ -54,12 +79,12 @@ class Lowerer:
             if (line is not None and col is not None and end_line is not None and end_col is not None
                     and start == node.start_pos):
                 # the lexer's lines and columns are `src.span`'s (1-based, `\n` ends a line)
-                return ir.Loc(Span(self.path, start, end, line, col, end_line, end_col))
+                return ir.Loc(_span(self.path, start, end, line, col, end_line, end_col))
             return ir.Loc(self.src.span(start, end))
         meta = getattr(node, "meta", None)
         if meta is not None and not getattr(meta, "empty", True):
-            return ir.Loc(Span(self.path, meta.start_pos, meta.end_pos, meta.line, meta.column, meta.end_line,
-                               meta.end_column))
+            return ir.Loc(_span(self.path, meta.start_pos, meta.end_pos, meta.line, meta.column, meta.end_line,
+                                meta.end_column))
         return ir.Loc(self.src.span(0, 0))
 
     def err(self, code: str, message: str, node: Any, label: str | None = None, help: str | None = None,
