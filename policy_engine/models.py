@@ -518,9 +518,12 @@ class DecisionJson(set):
         fs.plan = (at_get, at_get(fields), None, None, baked, True)
         return fs
 
-    def render(self, dec: Decision) -> str | None:
+    def render(self, dec: Decision, fresh: bool = False) -> str | None:
         """`dec`'s JSON, or None when `dec` is not this template's or holds a value the
-        fragments cannot write exactly (the caller then asks pydantic)."""
+        fragments cannot write exactly (the caller then asks pydantic). `fresh`: `dec` was
+        built from this template by the engine in the caller's own call and has been seen
+        by nobody else (`Engine.evaluate_json`), so its template fields are the template's
+        by construction and are not compared again."""
         plan = self.plan
         if plan is None:
             plan = self.plan = self._build()
@@ -528,7 +531,7 @@ class DecisionJson(set):
         if get is None:
             return None
         raw = _raw_dict(dec)
-        if get(raw) != static:  # (the same objects: compared by identity first)
+        if not fresh and get(raw) != static:  # (the same objects: compared by identity first)
             return None
         aid = raw["action_id"]
         if aid is None:

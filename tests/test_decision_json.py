@@ -81,6 +81,53 @@ def test_to_json_is_model_dump_json_on_the_benchmark_mix(engines):
     assert at_now > 500  # and the per-`now` one (DecisionJson.at: the times written in)
 
 
+def test_evaluate_json_is_model_dump_json_on_the_benchmark_mix(engines, monkeypatch):
+    """`Engine.evaluate_json` (one call: the decision written without comparing its fields
+    with its template again) gives exactly `evaluate(...).model_dump_json()`, on both
+    engines, at every kind of `now`, and its fast path is the one taken."""
+    fast, ref = engines
+    fresh = []
+    real = DecisionJson.render
+
+    def render(self, dec, fresh_=False):
+        text = real(self, dec, fresh_)
+        fresh.append(fresh_ and text is not None)
+        return text
+
+    monkeypatch.setattr(DecisionJson, "render", render)
+    for _round in range(5):
+        for i, (a, s, n) in enumerate(MIX):
+            for now in (n, n + timedelta(microseconds=i + 1), n.isoformat(), None):
+                text = fast.evaluate_json(a, s, now)
+                if now is None:  # (the clock's time: a decision of this action, read back)
+                    assert Decision.model_validate_json(text).action_id == a.get("id")
+                    continue
+                assert text == ref.evaluate_json(a, s, now) == fast.evaluate(a, s, now).model_dump_json()
+    assert sum(fresh) > 2000
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pick=st.integers(0, len(MIX) - 1), changes=st.dictionaries(st.sampled_from(
+    ["id", "amount", "body", "tags", "claims", "customer", "type", "workflow", "extra"]), st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                  st.floats(allow_nan=True, allow_infinity=True),
+                  st.one_of(st.text(max_size=12), st.sampled_from(["\ud800", "a\udfff", "\x00\"\\", "\u2028"]))),
+        lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+        max_leaves=12), max_size=3), state=st.sampled_from([None, {"status": "stopped", "stopped_by": "x"}, 7]))
+def test_evaluate_json_on_random_and_bad_input(engines, pick, changes, state):
+    fast, _ = engines
+    a, _s, n = MIX[pick]
+    action = {**a, **changes}
+    for _ in range(4):  # lanes built, templates kept
+        try:
+            want = fast.evaluate(action, state, n).model_dump_json()
+        except Exception as e:  # noqa: BLE001 - pydantic refuses (a lone surrogate): so must evaluate_json
+            with pytest.raises(type(e)):
+                fast.evaluate_json(action, state, n)
+            return
+        assert fast.evaluate_json(action, state, n) == want
+
+
 def test_to_json_on_every_shipped_fixture_case():
     seen: list[Decision] = []
 

@@ -41,6 +41,7 @@ from ..models import (
     Approval,
     AuthorizationVerdict,
     Decision,
+    DecisionJson,
     Question,
     ResumeDecision,
     RollbackPlan,
@@ -219,6 +220,20 @@ class Engine:
             return acc.evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return _fail(self._p, safe_now(now), None, None, None, internal(e))
+
+    def evaluate_json(self, action: ActionInput, workflow_state: StateInput = None, now: NowInput = None) -> str:
+        """The decision as JSON text, what a runtime logs: exactly the bytes of
+        `evaluate(action, workflow_state, now).model_dump_json()` (and of its `to_json()`),
+        in one call. Faster than the two calls: the decision is written from its template's
+        JSON without comparing its fields with the template again (it was built in this
+        call and nobody else has seen it). Never raises on bad input, as `evaluate`."""
+        d = self.evaluate(action, workflow_state, now)
+        fs = d.__pydantic_fields_set__
+        if type(fs) is DecisionJson:
+            text = fs.render(d, True)
+            if text is not None:
+                return text
+        return d.model_dump_json()
 
     def classify_rollback(self, request: RollbackRequest | JsonObject, now: NowInput = None) -> RollbackPlan:
         """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
