@@ -2,8 +2,9 @@
 function inlines a type's conditions (`cel.fuse`), which then keep their closures and own
 fast paths only while among the last `api.INLINED_KEPT` inlined conditions to need them
 (`CompiledExpr._inline`, `_keep`, `_evict`); the reference gate compiles them again when
-the fused function turns an input away. Dropping and rebuilding must never change a value
-or a decision, also while other threads evaluate. Structural, no timing."""
+the fused function turns an input away (and keeps them then). Dropping and rebuilding
+must never change a value or a decision, also while other threads evaluate. Structural,
+no timing."""
 
 from __future__ import annotations
 
@@ -85,8 +86,9 @@ def test_a_warm_engine_tracks_few_objects(big_text):
     assert fused and all(fz.fn is not None for fz in fused)  # every type's fused gate built
     # every condition evaluated is inlined (one stop trigger is `false` by its type guard
     # for every declared type): no trees, and closures or fast paths for a bounded few
-    assert sum(e._inlined for e in exprs) > 1000
-    assert all(e._inlined or (e._fn is None and e._fast is None) for e in exprs)
+    assert sum(e._cache != 0 for e in exprs) > 1000  # a cache entry (1), or evicted (2)
+    # none compiled again since (they would be kept: 2 and holding them)
+    assert all(e._cache == 1 or (e._fn is None and e._fast is None) for e in exprs)
     assert all(e._plan is api._UNBUILT for e in exprs if e._accel)
     holding = [e for e in exprs if e._fn is not None or e._fast is not None]
     assert len(holding) <= api.INLINED_KEPT
@@ -101,20 +103,38 @@ def test_the_kept_closures_are_the_last_needed(monkeypatch):
     for e in exprs:
         assert e({"action": {"n": 4}}) is (4 > int(e.source.split()[-1]))
         e._fast_fn()
-    fn, _ = fuse(exprs, ("action",))
-    assert fn is not None and fn({"n": 4}) == 0b1111
-    assert all(e._inlined for e in exprs)
-    # each held its closures and fast path: the fuse noted them in order, the last 3 stay
+    fn, _ = fuse(exprs[:3], ("action",))
+    fn2, _ = fuse(exprs[3:], ("action",))
+    assert fn is not None and fn({"n": 4}) == 0b111 and fn2({"n": 4}) == 0b1
+    # each held its closures and fast path: the fuses noted them in order, the last 3 stay
     assert [e._fn is not None for e in exprs] == [False, False, False, True, True, True]
     assert [e._fast is not None for e in exprs] == [False, False, False, True, True, True]
-    # needed again: compiled again (and kept), the oldest kept one drops its own
+    assert [e._cache for e in exprs] == [2, 2, 2, 1, 1, 1]
+    # needed again: compiled again and kept for good (no cache entry: evicts none)
     assert exprs[0]({"action": {"n": 4}}) is True
-    assert exprs[0]._fn is not None and exprs[3]._fn is None and exprs[3]._fast is None
-    # an evicted expression builds its fast path again after the warm-up, exactly
-    e = exprs[3]
+    assert exprs[0]._fn is not None and all(e._fn is not None for e in exprs[3:])
+    # the fast path too, after the warm-up, exactly
+    e = exprs[0]
     for _ in range(3):
-        assert e({"action": {"n": 4}}) is True and e({"action": {"n": 3}}) is False
+        assert e({"action": {"n": 4}}) is True and e({"action": {"n": 0}}) is False
     assert e._fast is not None and e._fast({"action": {"n": 4}}) is True
+    # inlined again (a rebuild): still kept; its tree compiled for the build, not kept
+    fuse(exprs[:3], ("action",))
+    assert e._cache == 2 and e._fn is not None and e._plan is api._UNBUILT
+    # an evicted one rebuilt into a fused function: the build compiles its tree, not its
+    # closures (the fused function evaluates it)
+    assert exprs[1]._fn is None and exprs[1]._cache == 2
+
+
+def test_a_large_fused_function_leaves_its_conditions_closures_alone(monkeypatch):
+    monkeypatch.setattr(api, "INLINED_KEPT", 3)
+    exprs = [compile_cel(f"action.n > {i}") for i in range(4)]
+    for e in exprs:
+        e({"action": {"n": 1}})
+    fn, _ = fuse(exprs, ("action",))
+    assert fn is not None
+    # more than INLINED_KEPT inlined: one input turned away would compile them all again
+    assert all(e._cache == 0 and e._fn is not None and e._plan is api._UNBUILT for e in exprs)
 
 
 def test_inlined_conditions_rebuilt_give_the_same_values(monkeypatch):
@@ -131,8 +151,12 @@ def test_inlined_conditions_rebuilt_give_the_same_values(monkeypatch):
     lazy = [compile_cel(s) for s in sources]
     for e in lazy:
         e._release()
-    fuse(lazy, ("action",))
-    for _ in range(4):  # before and after their own fast paths come back, evicted in turn
+        fuse([e], ("action",))  # inlined (a cache entry): each evicts the one before
+    assert [e._cache for e in lazy] == [2] * 5 + [1]
+    for r in range(6):  # before and after their own fast paths come back
+        if r % 2:
+            for e in lazy:
+                e._evict()
         for act in acts:
             for f, e in zip(fresh, lazy):
                 a, b = f(act), e(act)
@@ -140,18 +164,19 @@ def test_inlined_conditions_rebuilt_give_the_same_values(monkeypatch):
                     (e.source, act)
                 b2 = e._slow(act)
                 assert type(a) is type(b2) and (a.message == b2.message if type(a) is CelError else a == b2)
-    assert sum(e._fn is not None or e._fast is not None for e in lazy) <= 1
+    assert all(e._cache == 2 and e._fn is not None for e in lazy)  # needed again: kept
 
 
 # -- an engine's decisions -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kept", [0, 1, 64])
+@pytest.mark.parametrize("kept", [2, 8, 64])
 def test_decisions_are_unchanged_by_evicting(monkeypatch, kept):
-    """With room for no, one or the default number of inlined conditions' closures, every
+    """With room for 2, 8 or the default number of inlined conditions' closures, every
     decision equals the reference gate's over closures that are never dropped: error paths
-    (the generated policy's bare actions: every fused function turns them away), the
-    benchmark mix (stopped workflows, undeclared types) and a large type."""
+    (the generated policy's bare actions: every fused function turns them away; evicted,
+    compiled again), the benchmark mix (stopped workflows, undeclared types) and a large
+    type (its closures left alone)."""
     import policy_engine
     from benchmarks.requests import make_mix
 

@@ -9,7 +9,8 @@ A loaded engine's expressions are *released* (``CompiledExpr._release``): they k
 compiles them again exactly, and compile their closures and tree on first need (issue 16,
 goal 5: the objects every full collection of the host walks). An expression a fused
 function inlines (``CompiledExpr._inline``) keeps its closures and own fast path only
-while it is among the last ``INLINED_KEPT`` such expressions to need them (``_keep``).
+while it is among the last ``INLINED_KEPT`` such expressions to need them (``_keep``),
+and for good once needed again after that.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _UNBUILT: Any = object()  # `_plan` of a released expression (see `CompiledExpr.
 
 # The inlined expressions (see ``CompiledExpr._inline``) that hold their closures or own
 # fast path, oldest first (id -> expression); past ``INLINED_KEPT`` the oldest drops them.
+# (Strong references: at most this many expressions outlive an engine dropped by its host.)
 INLINED_KEPT = 64
 _kept: OrderedDict[int, CompiledExpr] = OrderedDict()
 _kept_lock = threading.Lock()
@@ -72,9 +74,15 @@ class CompiledExpr:
     evaluated on its own only when that function turns an input away (an error, an
     unusual input: the engine's reference gate decides it), so its closures and its own
     fast path are a cache: kept while it is among the last ``INLINED_KEPT`` inlined
-    expressions to need them (``_keep``, process-wide), dropped beyond (``_evict``) and
-    compiled again on next need. A warm 1,000-rule engine keeps no closures for the
-    ~1,100 conditions its fused gates evaluate (about 14,000 objects fewer).
+    expressions to need them (``_keep``, process-wide), dropped beyond (``_evict``). Needed
+    again after that, they are compiled again and kept for good: its inputs do come back
+    to the reference gate, and compiling costs about 0.15 ms where keeping costs about
+    14 objects. A 1,000-rule engine after one action of every type three times (every
+    fused gate built) keeps closures for 64 of its ~1,100 conditions, not all (about
+    14,000 objects fewer); a host whose inputs keep coming back to the reference gate
+    gets theirs back, each compiled once more. A fused function that inlines more than
+    ``INLINED_KEPT`` conditions leaves their closures alone: one input it turned away
+    would compile them all again.
 
     Thread safety: each materialized value is stored in one attribute store of a complete
     value; two threads materializing at once each get a correct value, and either store
@@ -84,7 +92,7 @@ class CompiledExpr:
 
     __slots__ = ("source", "_refs", "limits", "type_guard", "reads", "_fn", "_nslots",
                  "_needs_ctx", "_fast", "_fast_source", "_plan", "_pending", "_constants", "_accel",
-                 "_keep_tree", "_inlined")
+                 "_keep_tree", "_cache")
 
     def __init__(
         self, source: str, references: tuple[Reference, ...], limits: Limits,
@@ -110,7 +118,9 @@ class CompiledExpr:
         self._plan = plan
         self._accel = plan is not None  # whether it has a tree (``_plan``) at all
         self._keep_tree = True  # whether a tree compiled again is kept (see ``_drop_tree``)
-        self._inlined = False  # inlined by a fused function: closures and fast path are a cache (``_inline``)
+        # what happens to the closures and fast path once built: 0 kept; 1 a cache entry
+        # (inlined, see ``_inline``); 2 kept (compiled again after a cache eviction)
+        self._cache = 0
         self._refs: tuple[Reference, ...] | None = references  # None when released
         self.limits = limits
         self._constants = constants  # compile_cel's (what a release compiles again with)
@@ -154,7 +164,7 @@ class CompiledExpr:
             if gen is not None:
                 fast, self._fast_source = _build_fast(gen, self.limits)
                 self._fast = fast
-                if self._inlined and fast is not None:
+                if self._cache == 1 and fast is not None:
                     _keep(self)
                 return fast
         return self._fast
@@ -187,7 +197,7 @@ class CompiledExpr:
         """The closure tree (``_fn``), compiled again if released."""
         fn = self._fn
         if fn is None:
-            fn = self._materialize().fn
+            fn = self._materialize(True).fn
         return fn
 
     def _tree(self) -> _N | None:
@@ -196,18 +206,19 @@ class CompiledExpr:
         ``codegen.plan``)."""
         p = self._plan
         if p is _UNBUILT:
-            p = plan(self._materialize())
+            p = plan(self._materialize(False))
         return p
 
-    def _materialize(self) -> _N:
+    def _materialize(self, closures: bool) -> _N:
         """Compile the source again, exactly as ``compile_cel`` did; keep the closures if
-        released, and the tree if released and not dropped since (``_drop_tree``). Each
-        is one attribute store of a complete value. Never raises: the same inputs
-        compiled without error before (see ``_recompile``)."""
+        released (unless inlined and only the tree is wanted: ``closures`` False), and
+        the tree if released and not dropped since (``_drop_tree``). Each is one
+        attribute store of a complete value. Never raises: the same inputs compiled
+        without error before (see ``_recompile``)."""
         _, node = _recompile(self.source, self.limits, self._constants)
-        if self._fn is None:
+        if self._fn is None and (closures or self._cache == 0):
             self._fn = node.fn
-            if self._inlined:
+            if self._cache == 1:
                 _keep(self)
         if self._keep_tree and self._plan is _UNBUILT:
             self._plan = plan(node)
@@ -231,22 +242,25 @@ class CompiledExpr:
             self._keep_tree = False
             self._plan = _UNBUILT
 
-    def _inline(self) -> None:
+    def _inline(self, cache: bool = True) -> None:
         """Called by ``fuse.fuse`` for each condition a fused function it made inlines:
-        drop the tree (``_drop_tree``), and from now on keep the closures and the own fast
-        path only while among the last ``INLINED_KEPT`` inlined expressions to need them
-        (see the class doc); those it holds now count as needed now."""
+        drop the tree (``_drop_tree``), and with ``cache`` (the function inlines at most
+        ``INLINED_KEPT``), unless evicted before, keep the closures and the own fast path
+        from now on only while among the last ``INLINED_KEPT`` inlined expressions to
+        need them (see the class doc); those it holds now count as needed now."""
         self._drop_tree()
-        self._inlined = True
-        if self._fn is not None or self._fast is not None:
+        if cache and self._cache == 0:
+            self._cache = 1
+        if self._cache == 1 and (self._fn is not None or self._fast is not None):
             _keep(self)
 
     def _evict(self) -> None:
         """Drop the closures and the own fast path (``_keep``: no longer among the last
         ``INLINED_KEPT``); both are built again on next need, exactly as before (the fast
-        path after ``_FAST_WARMUP`` more evaluations). Safe while other threads evaluate
-        it: they read each attribute once (a thread calling a dropped function finishes
-        with it)."""
+        path after ``_FAST_WARMUP`` more evaluations), and then kept. Safe while other
+        threads evaluate it: they read each attribute once (a thread calling a dropped
+        function finishes with it)."""
+        self._cache = 2
         self._fast = None
         self._fast_source = None
         self._pending = _FAST_WARMUP if self._accel else -1

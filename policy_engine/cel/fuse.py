@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import api as _api
 from .codegen import generator_of
 from .emit import _FAST_GLOBALS, _FAST_MAX_LIST, _Gen
 
-if TYPE_CHECKING:  # (api builds on the fast path; fuse only reads what it made)
+if TYPE_CHECKING:
     from .api import CompiledExpr
 
 _FUSE_MAX = 256  # conditions generated into one Python function (more: in chunks)
@@ -145,7 +146,8 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
     rebuild at most ``REBUILDS_MAX`` times) or its own fast path, which compile it again,
     about 0.1 ms a condition; and their closures and own fast paths, needed only for the
     inputs the function turns away, are kept for the last ``api.INLINED_KEPT`` inlined
-    conditions to need them (about 13 objects a condition).
+    conditions to need them (about 14 objects a condition), unless the function inlines
+    more than that (see ``CompiledExpr``).
 
     Large sets: with more than ``_FUSE_MAX`` conditions, they run in helper functions
     of at most that many each, called in turn with the prologue's locals. And a field
@@ -276,11 +278,12 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
         glob.update({k: _shared(v) for k, v in em.ns.items()})
         glob.update(bits)
         exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
+        cache = acts.count(False) <= _api.INLINED_KEPT
         for ex, called in zip(exprs, acts):
             if not called:  # inlined: its tree is not read again until another build
                 inline = getattr(ex, "_inline", None)
                 if inline is not None:
-                    inline()
+                    inline(cache)
         return glob["fused"], src
     except Exception:  # too large for Python's compiler, etc.: no fused function
         return None, None
