@@ -269,3 +269,24 @@ def test_decision_fragments_are_built_one_by_one(big_text):
         else:
             assert item._trace_false is not None
         assert (item._ref is not None) == any(m is item._ref for m in d.matched)
+
+
+def test_shared_sets_are_equal_str_sets_only_and_bounded(monkeypatch):
+    import importlib
+
+    from policy_engine.engine.accel import shapes
+
+    fuse_mod = importlib.import_module("policy_engine.cel.fuse")
+    monkeypatch.setattr(fuse_mod, "_SHARED", {})
+    a, b = frozenset({"x", "y"}), frozenset({"y", "x"})
+    assert fuse_mod._shared(a) is a and fuse_mod._shared(b) is a
+    one, true = frozenset({1}), frozenset({True})
+    assert fuse_mod._shared(one) is one and fuse_mod._shared(true) is true  # equal, not the same
+    monkeypatch.setattr(fuse_mod, "_SHARED", {})
+    monkeypatch.setattr(fuse_mod, "_SHARED_MAX", 1)
+    c = frozenset({"c"})
+    assert fuse_mod._shared(c) is c and fuse_mod._shared(frozenset({"c"})) is c
+    d = frozenset({"d"})
+    assert fuse_mod._shared(d) is d and len(fuse_mod._SHARED) == 1  # full: not added
+    monkeypatch.setattr(shapes, "_WIDE", {})
+    assert shapes.widen(None, str) is shapes.widen(frozenset(), str) == {str}

@@ -80,7 +80,7 @@ def _fold_budget(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 
 _SHARED: dict = {}  # the constant sets of fused functions, by value (see `_shared`)
-_SHARED_MAX = 4096
+_SHARED_MAX = 512  # (process-wide and never emptied: at most this many kept for the host)
 
 
 def _shared(v: Any) -> Any:

@@ -101,7 +101,7 @@ def widen(seen: frozenset | None, tag: Any) -> frozenset:
 
 
 _WIDE: dict = {}  # the sets `widen` has returned, by value (see there)
-_WIDE_MAX = 1024
+_WIDE_MAX = 256  # (process-wide and never emptied: at most this many kept for the host)
 
 
 def _tag_order(t: Any) -> int:
