@@ -242,14 +242,15 @@ class CompiledExpr:
             self._keep_tree = False
             self._plan = _UNBUILT
 
-    def _inline(self, cache: bool = True) -> None:
-        """Called by ``fuse.fuse`` for each condition a fused function it made inlines:
-        drop the tree (``_drop_tree``), and with ``cache`` (the function inlines at most
-        ``INLINED_KEPT``), unless evicted before, keep the closures and the own fast path
-        from now on only while among the last ``INLINED_KEPT`` inlined expressions to
-        need them (see the class doc); those it holds now count as needed now."""
+    def _inline(self, together: int = 1) -> None:
+        """Called by ``fuse.fuse`` for each condition a fused function it made inlines
+        (``together`` of them): drop the tree (``_drop_tree``), and if ``together`` is at
+        most ``INLINED_KEPT`` (and it was not evicted before), keep the closures and the
+        own fast path from now on only while among the last ``INLINED_KEPT`` inlined
+        expressions to need them (see the class doc); those it holds now count as needed
+        now."""
         self._drop_tree()
-        if cache and self._cache == 0:
+        if together <= INLINED_KEPT and self._cache == 0:
             self._cache = 1
         if self._cache == 1 and (self._fn is not None or self._fast is not None):
             _keep(self)

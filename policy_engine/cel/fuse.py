@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import api as _api
 from .codegen import generator_of
 from .emit import _FAST_GLOBALS, _FAST_MAX_LIST, _Gen
 
@@ -278,12 +277,12 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
         glob.update({k: _shared(v) for k, v in em.ns.items()})
         glob.update(bits)
         exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
-        cache = acts.count(False) <= _api.INLINED_KEPT
+        together = acts.count(False)
         for ex, called in zip(exprs, acts):
             if not called:  # inlined: its tree is not read again until another build
                 inline = getattr(ex, "_inline", None)
                 if inline is not None:
-                    inline(cache)
+                    inline(together)
         return glob["fused"], src
     except Exception:  # too large for Python's compiler, etc.: no fused function
         return None, None
