@@ -106,6 +106,29 @@ def test_evaluate_json_is_model_dump_json_on_the_benchmark_mix(engines, monkeypa
     assert sum(fresh) > 2000
 
 
+def test_evaluate_json_computes_a_digest_at_once_and_evaluate_defers_it(engines, monkeypatch):
+    """In one call the digest is read at once, so the fused function computes it (no
+    frozen copy made to be read back); `evaluate` still defers it to its first reader."""
+    fast, _ = engines
+    approvals = [(a, s, n) for a, s, n in MIX if fast.evaluate(a, s, n).effect == "require_approval"]
+    for _ in range(4):
+        for a, s, n in approvals:
+            fast.evaluate_json(a, s, n)
+    made = []
+    real = PendingDigest.__init__
+
+    def init(self, snap):
+        made.append(snap)
+        real(self, snap)
+
+    monkeypatch.setattr(PendingDigest, "__init__", init)
+    texts = [fast.evaluate_json(a, s, n) for a, s, n in approvals]
+    assert made == []
+    decisions = [fast.evaluate(a, s, n) for a, s, n in approvals]
+    assert len(made) == len(approvals)
+    assert texts == [d.model_dump_json() for d in decisions]
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pick=st.integers(0, len(MIX) - 1), changes=st.dictionaries(st.sampled_from(
     ["id", "amount", "body", "tags", "claims", "customer", "type", "workflow", "extra"]), st.recursive(

@@ -155,6 +155,7 @@ def test_nested_values_orjson_would_write_and_json_refuses_give_the_reference_di
     # orjson writes a UUID, an enum, a datetime natively; the canonical JSON refuses them
     data = {"id": "a1", "type": "t", "items": [{"v": inner}], "meta": {"x": inner}}
     assert action_digest(data) == reference_digest(data)
+    assert digests.digest_now(data) == digests.digest_now_nested(data) == reference_digest(data)
     d = deferred_digest(data)
     assert (d.resolve() if isinstance(d, PendingDigest) else d) == reference_digest(data)
     d = deferred_digest_nested(data)
@@ -221,6 +222,7 @@ def test_flat_objects_are_written_byte_for_byte(data):
     if blob is not None:
         assert blob == stdlib(data)
     assert action_digest(data) == want
+    assert digests.digest_now(data) == want and digests.digest_now_nested(data) == want
     d = deferred_digest(data)
     frozen = dict(data)
     data["late"] = "a change after the decision"  # the frozen copy does not move
@@ -243,6 +245,7 @@ def test_nested_objects_are_written_byte_for_byte(data):
     except (TypeError, ValueError, RecursionError):
         assert want is None
     assert action_digest(data) == want
+    assert digests.digest_now(data) == want and digests.digest_now_nested(data) == want
     d = deferred_digest_nested(data)
     image = marshal.dumps(data, 2)
     data["late"] = ["a change after the decision"]  # the frozen image does not move

@@ -17,7 +17,7 @@ from ..models import Deferred, RollbackPlan
 from .util import as_dict
 
 __all__ = ["plan_hash", "action_digest", "set_digest", "deferred_digest", "PendingDigest", "flat_canonical",
-           "exact_canonical", "deferred_digest_nested"]
+           "exact_canonical", "deferred_digest_nested", "digest_now", "digest_now_nested"]
 
 
 # The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
@@ -196,6 +196,31 @@ def action_digest(action: Any) -> str | None:
         except (TypeError, ValueError, RecursionError):
             return None
     return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def digest_now(action: dict) -> str | None:
+    """`action_digest` of a plain dict (a fused gate's action: no model to dump), at once:
+    for `Engine.evaluate_json`, which writes the decision at once (see `deferred_digest`
+    for the deferred form)."""
+    blob = flat_canonical(action)
+    if blob is None:
+        return action_digest(action)
+    return "sha256:" + _sha256(blob).hexdigest()
+
+
+def digest_now_nested(action: dict) -> str | None:
+    """`digest_now` for an action known to hold a list or an object (a fused gate whose
+    type reads one): its marshal image at once (the proof that it is plain data), without
+    looking for a flat one first."""
+    try:
+        image = _dumps(action, 2)
+    except Exception:  # noqa: BLE001 - not plain data: the C encoder decides (or refuses)
+        return action_digest(action)
+    try:
+        blob = exact_canonical(action, image)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return "sha256:" + _sha256(blob).hexdigest()
 
 
 class PendingDigest(Deferred):

@@ -19,6 +19,7 @@ __all__ = ["FusedGate", "fused_gate", "FUSE_AFTER", "REBUILDS_MAX"]
 FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
 REBUILDS_MAX = 8  # a fused gate function is rebuilt wider at most this often, then for every type
 LIVE_PARAM = "_p4"  # the fused function's fifth parameter (see `FusedGate.generate`): `now` is the clock's
+EAGER_PARAM = "_p5"  # its sixth: the decision's JSON is written at once (a digest computed now)
 
 
 class FusedGate:
@@ -98,8 +99,9 @@ class FusedGate:
             pass
 
     def build(self) -> None:
-        """Generate `fn(action, now, workflow_state=<running>, policy=<constants>, live=False)`
-        (`live`: `now` is the clock's, never cached): the input check of the fields
+        """Generate `fn(action, now, workflow_state=<running>, policy=<constants>, live=False,
+        eager=False)` (`live`: `now` is the clock's, never cached; `eager`: a require_approval
+        decision's digest computed at once, see `templates.lane_epilogue`): the input check of the fields
         the type reads (see `shapes.lane_prologue`), every condition (see `cel.fuse`), then
         the decision from the caches (see `templates.lane_epilogue`): it returns the whole
         `Decision`, or the mask when a cache lacks its entry, or raises."""
@@ -121,13 +123,14 @@ class FusedGate:
         epilogue: list = []
         ns = {**ns, "_RUNNING": self.running, "_POLICY": self.policy}
         if decide:
-            epilogue, ns2 = lane_epilogue(fields, self, live=LIVE_PARAM)
+            epilogue, ns2 = lane_epilogue(fields, self, live=LIVE_PARAM, eager=EAGER_PARAM)
             ns.update(ns2)
-        # `fn(action, now, workflow=<running>, policy=<constants>, live=False)`; `live`
-        # (True: `now` is the clock's) is no activation variable: no condition can read it
-        return fuse(self.exprs, ("action", "workflow", "now", "policy", "<live>"), prologue, ns, fields, known,
-                    dicts=("action",), epilogue=epilogue,
-                    defaults={"workflow": "_RUNNING", "policy": "_POLICY", "<live>": "False"})
+        # `fn(action, now, workflow=<running>, policy=<constants>, live=False, eager=False)`;
+        # `live` (True: `now` is the clock's) and `eager` (True: a digest computed now, see
+        # `templates.lane_epilogue`) are no activation variables: no condition can read them
+        return fuse(self.exprs, ("action", "workflow", "now", "policy", "<live>", "<eager>"), prologue, ns, fields,
+                    known, dicts=("action",), epilogue=epilogue,
+                    defaults={"workflow": "_RUNNING", "policy": "_POLICY", "<live>": "False", "<eager>": "False"})
 
 
 def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:

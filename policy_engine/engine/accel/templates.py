@@ -17,7 +17,7 @@ from ...compiled import CompiledPolicy
 from ...construct import new, set_dict, set_extra, set_fields_set, set_private
 from ...models import Decision, DecisionJson
 from ..decide import decide
-from ..digests import deferred_digest, deferred_digest_nested, set_digest
+from ..digests import deferred_digest, deferred_digest_nested, digest_now, digest_now_nested, set_digest
 from ..util import UTC, PendingTimes, deferred_times, times
 
 __all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "SEEN_MAX", "lane_decision", "lane_epilogue",
@@ -143,7 +143,7 @@ def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, t
     return pat
 
 
-def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, dict]:
+def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "False") -> tuple[list, dict]:
     """The end of a fused gate function (after its conditions have set the mask `_m`):
     source lines that check the action's `id` (a str or absent/None, else raise), then
     return the whole `Decision` when the type's caches hold what it needs, else `_m`
@@ -154,16 +154,20 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
     template of `_m` (`fz.patterns`) with its time fields deferred, as `lane_decision`
     makes it, and the `now` remembered (`seen_before`); a `now` seen once before goes to
     `lane_decision`, which gives it an entry. The Decision is built as `lane_decision`
-    builds it (`fast`): the template, its per-call fields set, no validation."""
+    builds it (`fast`): the template, its per-call fields set, no validation. `eager` is
+    the expression (a parameter) true when the caller will write the decision's JSON at
+    once (`Engine.evaluate_json`): a require_approval decision's digest is then computed
+    now (`action_digest`: no frozen copy made only to be read back at once)."""
     ca = fz.action
     windowed = ca.window_td is not None and ca.reversibility is not None
+    nested = any(f[1] in ("list", "dict") for f in fields.values())
     ns = {"_NOW": fz.now, "_NOWF": fz.now_full, "_SEEN": fz.seen, "_SEENF": fz.seen_full, "_FZ": fz,
           "_SB": seen_before, "_PAT": fz.patterns, "_CA": ca, "_PT": PendingTimes,
           "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
           "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private,
           # a type that reads a list or an object: its actions are not flat, go to marshal at once
-          "_adg": deferred_digest_nested if any(f[1] in ("list", "dict") for f in fields.values())
-          else deferred_digest}
+          "_adg": deferred_digest_nested if nested else deferred_digest,
+          "_adgn": digest_now_nested if nested else digest_now}
     f = fields.get(("action", "id"))
     if f is not None and f[1] == "str" and not f[2]:
         lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
@@ -197,7 +201,7 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False") -> tuple[list, 
         lines.append("    _tpl['reversibility'] = _tm")
     lines += ["_tpl['action_id'] = _aid",
               # a require_approval decision's digest, of this action (see lane_decision)
-              "if _x[2]: _tpl['action_digest'] = _adg(_p0)",
+              f"if _x[2]: _tpl['action_digest'] = _adgn(_p0) if {eager} else _adg(_p0)",
               "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
               "_sfs(_dec, _x[1])", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
     return lines, ns
