@@ -521,9 +521,7 @@ class DecisionJson(set):
     def render(self, dec: Decision, fresh: bool = False) -> str | None:
         """`dec`'s JSON, or None when `dec` is not this template's or holds a value the
         fragments cannot write exactly (the caller then asks pydantic). `fresh`: `dec` was
-        built from this template by the engine in the caller's own call and has been seen
-        by nobody else (`Engine.evaluate_json`), so its template fields are the template's
-        by construction and are not compared again."""
+        just built from this template, seen by nobody else (`Engine.evaluate_json`)."""
         plan = self.plan
         if plan is None:
             plan = self.plan = self._build()
