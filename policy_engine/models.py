@@ -528,7 +528,7 @@ class DecisionJson(set):
         get, static, rev_get, rev_static, parts = plan[:5]
         if get is None:
             return None
-        raw = _raw_dict(dec)
+        raw = dec if type(dec) is dict else _raw_dict(dec)  # (a decision, or its fields: evaluate_json)
         if not fresh and get(raw) != static:  # (the same objects: compared by identity first)
             return None
         aid = raw["action_id"]

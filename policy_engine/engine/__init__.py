@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from ..compiled import CompiledPolicy
 from ..compiler import compile_policy
-from ..construct import fast
+from ..construct import fast, new, set_dict, set_extra, set_fields_set, set_private
 from ..diagnostics import Diagnostic, PolicyError
 from ..lark_cache import collector_paused
 from ..models import (
@@ -246,7 +246,13 @@ class Engine:
                                 m = fn(action, now_dt, fz.running, fz.policy, live, True)
                             except Exception:  # noqa: BLE001 - evaluate decides (and widens the lane)
                                 m = None
-                            if m is not None and type(m) is not int:
+                            if type(m) is tuple:  # the decision's fields and fields set (no Decision made)
+                                fields, fs = m
+                                text = fs.render(fields, True)
+                                if text is not None:
+                                    return text
+                                d = _decision(fields, fs)
+                            elif m is not None and type(m) is not int:
                                 d = m
                             elif m is not None and m >= 0:
                                 d = _lane_decision(self._p, fz, m, now_dt, live, wname, tname,  # type: ignore[arg-type]
@@ -343,6 +349,17 @@ class Engine:
 
 
 _PSET_LOCK = threading.Lock()
+
+
+def _decision(fields: dict, fs: Any) -> Decision:
+    """The `Decision` of a fused function's fields and fields set, built as it builds one
+    (see `accel.templates.lane_epilogue`)."""
+    d = new(Decision)
+    set_dict(d, fields)
+    set_fields_set(d, fs)
+    set_extra(d, None)
+    set_private(d, None)
+    return d
 
 
 def _rebuild_policy_set(sources: Sequence[SourceFile], policy_hash: str) -> PolicySet:

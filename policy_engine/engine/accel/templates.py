@@ -157,7 +157,9 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
     builds it (`fast`): the template, its per-call fields set, no validation. `eager` is
     the expression (a parameter) true when the caller will write the decision's JSON at
     once (`Engine.evaluate_json`): a require_approval decision's digest is then computed
-    now (`action_digest`: no frozen copy made only to be read back at once)."""
+    now (`digests.digest_now`: no frozen copy made only to be read back at once), and the
+    function returns the decision's fields and fields set, `(fields, DecisionJson)`,
+    instead of a `Decision` (the caller writes it from them, or builds it)."""
     ca = fz.action
     windowed = ca.window_td is not None and ca.reversibility is not None
     nested = any(f[1] in ("list", "dict") for f in fields.values())
@@ -201,7 +203,12 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
         lines.append("    _tpl['reversibility'] = _tm")
     lines += ["_tpl['action_id'] = _aid",
               # a require_approval decision's digest, of this action (see lane_decision)
-              f"if _x[2]: _tpl['action_digest'] = _adgn(_p0) if {eager} else _adg(_p0)",
+              "if _x[2]:",
+              f"    if {eager}:",  # (the caller writes the JSON at once: no Decision made)
+              "        _tpl['action_digest'] = _adgn(_p0)",
+              "        return (_tpl, _x[1])",
+              "    _tpl['action_digest'] = _adg(_p0)",
+              f"elif {eager}: return (_tpl, _x[1])",
               "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
               "_sfs(_dec, _x[1])", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
     return lines, ns
