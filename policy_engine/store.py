@@ -190,6 +190,9 @@ class PolicyStore:
     def evaluate(self, action: ActionInput, workflow_state: StateInput = None, now: NowInput = None) -> Decision:
         return self._engine.evaluate(action, workflow_state, now)
 
+    def evaluate_json(self, action: ActionInput, workflow_state: StateInput = None, now: NowInput = None) -> str:
+        return self._engine.evaluate_json(action, workflow_state, now)
+
     def classify_rollback(self, request: RollbackRequest | JsonObject, now: NowInput = None) -> RollbackPlan:
         return self._engine.classify_rollback(request, now)
 

@@ -83,6 +83,7 @@ def test_store_delegates_to_one_snapshot(policy_dir):
     store = PolicyStore(policy_dir)
     d = store.evaluate(ACTION, now=NOW)
     assert d.effect == "allow" and d.policy_hash == store.policy_hash == store.engine.policy_hash
+    assert store.evaluate_json(ACTION, now=NOW) == d.model_dump_json()
     plan = store.classify_rollback({"workflow": "w", "scenario": "x", "requested_by": "u",
                                     "original": {"id": "1", "type": "send"}}, now=NOW)
     assert not plan.authorizable
