@@ -106,6 +106,18 @@ def test_evaluate_json_is_model_dump_json_on_the_benchmark_mix(engines, monkeypa
     assert sum(fresh) > 2000
 
 
+def test_evaluate_json_builds_the_decision_when_its_fields_cannot_be_written(engines, monkeypatch):
+    """Where the template's fragments cannot write a decision's fields (`render` says None),
+    evaluate_json builds the Decision from them and pydantic writes it: the same bytes."""
+    fast, ref = engines
+    for _ in range(4):
+        for a, s, n in MIX:
+            fast.evaluate_json(a, s, n)
+    monkeypatch.setattr(DecisionJson, "render", lambda self, dec, fresh=False: None)
+    for a, s, n in MIX:
+        assert fast.evaluate_json(a, s, n) == ref.evaluate(a, s, n).model_dump_json()
+
+
 def test_evaluate_json_computes_a_digest_at_once_and_evaluate_defers_it(engines, monkeypatch):
     """In one call the digest is read at once, so the fused function computes it (no
     frozen copy made to be read back); `evaluate` still defers it to its first reader."""

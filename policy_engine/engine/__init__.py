@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from ..compiled import CompiledPolicy
 from ..compiler import compile_policy
-from ..construct import fast, new, set_dict, set_extra, set_fields_set, set_private
+from ..construct import fast
 from ..diagnostics import Diagnostic, PolicyError
 from ..lark_cache import collector_paused
 from ..models import (
@@ -57,6 +57,7 @@ from . import resume as _resume
 from . import rollback as _rollback
 from .accel import Accelerator, ShapeMiss, lane_epilogue, lane_prologue, shape_of, widen
 from .accel.templates import clock as _clock
+from .accel.templates import decision_of as _decision_of
 from .accel.templates import lane_decision as _lane_decision
 from .authorize import DEFAULT_IGNORABLE, MAX_APPROVALS, canonical_principal
 from .decide import fail as _fail
@@ -251,7 +252,7 @@ class Engine:
                                 text = fs.render(fields, True)
                                 if text is not None:
                                     return text
-                                d = _decision(fields, fs)
+                                d = _decision_of(fields, fs)
                             elif m is not None and type(m) is not int:
                                 d = m
                             elif m is not None and m >= 0:
@@ -349,17 +350,6 @@ class Engine:
 
 
 _PSET_LOCK = threading.Lock()
-
-
-def _decision(fields: dict, fs: Any) -> Decision:
-    """The `Decision` of a fused function's fields and fields set, built as it builds one
-    (see `accel.templates.lane_epilogue`)."""
-    d = new(Decision)
-    set_dict(d, fields)
-    set_fields_set(d, fs)
-    set_extra(d, None)
-    set_private(d, None)
-    return d
 
 
 def _rebuild_policy_set(sources: Sequence[SourceFile], policy_hash: str) -> PolicySet:

@@ -119,8 +119,14 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
     d["action_id"] = aid
     if digest:
         set_digest(d, action)
+    return decision_of(d, fs)
+
+
+def decision_of(fields: dict, fs: Any) -> Decision:
+    """The `Decision` of a template's fields and fields set, built as the fused function
+    builds one (see `lane_epilogue`): no validation."""
     dec = _new(Decision)
-    _set_dict(dec, d)
+    _set_dict(dec, fields)
     _set_fields_set(dec, fs)
     _set_extra(dec, None)
     _set_private(dec, None)
