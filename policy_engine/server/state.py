@@ -198,21 +198,20 @@ class State:
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.reload_interval):
-            try:
-                r = self.store.reload_if_changed()
-            except Exception:  # noqa: BLE001 - the poller never dies
-                log.exception("policy reload check failed")
-                continue
-            if r is not None:
-                self.metrics.reloads.labels("ok" if r.ok else "rejected").inc()
+            self._check("policy", self.store.reload_if_changed,
+                        lambda r: self.metrics.reloads.labels("ok" if r.ok else "rejected").inc())
             if self.identity_store is not None:
-                try:
-                    ir = self.identity_store.reload_if_changed()
-                except Exception:  # noqa: BLE001 - the poller never dies
-                    log.exception("identities reload check failed")
-                    continue
-                if ir is not None:
-                    self._identity_reloaded(ir)
+                self._check("identities", self.identity_store.reload_if_changed, self._identity_reloaded)
+
+    @staticmethod
+    def _check(what: str, reload_if_changed: Any, reloaded: Any) -> None:
+        try:
+            r = reload_if_changed()
+        except Exception:  # noqa: BLE001 - the poller never dies
+            log.exception("%s reload check failed", what)
+            return
+        if r is not None:
+            reloaded(r)
 
     def _queue_depth(self) -> list[tuple[str, int]]:
         counts: dict[str, int] = {}
