@@ -27,6 +27,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_policy_dir(tmp_path: Path) -> Path:
+    """A policy directory holding the server tests' policy (`SERVER_POLICY`)."""
+    d = tmp_path / "policies"
+    d.mkdir()
+    (d / "replies.policy").write_text(SERVER_POLICY, encoding="utf-8")
+    return d
+
+
 def write_identities(path: Path, extra: str = "") -> Path:
     from policy_engine.server.identity import hash_token
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("fastapi")
-from server_support import SERVER_POLICY, bearer, write_identities  # noqa: E402
+from server_support import bearer, server_policy_dir, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
@@ -19,10 +19,7 @@ SENDS = 'original.type == "send"'
 
 @pytest.fixture
 def policy_dir(tmp_path):
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "replies.policy").write_text(SERVER_POLICY, encoding="utf-8")
-    return d
+    return server_policy_dir(tmp_path)
 
 
 def client(tmp_path, policy_dir, *, identities: bool = True) -> TestClient:

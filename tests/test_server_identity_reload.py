@@ -13,7 +13,7 @@ import httpx  # noqa: E402
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from server_support import SERVER_POLICY, TOKENS, bearer, serve, write_identities  # noqa: E402
+from server_support import TOKENS, bearer, serve, server_policy_dir, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
@@ -24,10 +24,7 @@ EVAL = {"subject": {"type": "user", "id": "a"}, "action": {"name": "send"}, "res
 
 @pytest.fixture
 def policy_dir(tmp_path):
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "replies.policy").write_text(SERVER_POLICY, encoding="utf-8")
-    return d
+    return server_policy_dir(tmp_path)
 
 
 def _without(path, who: str) -> None:

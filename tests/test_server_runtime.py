@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from server_support import ROOT, SERVER_POLICY, bearer, write_identities  # noqa: E402
+from server_support import ROOT, SERVER_POLICY, bearer, server_policy_dir, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
@@ -29,10 +29,7 @@ def send(amount: float, **extra) -> dict:
 
 @pytest.fixture
 def policy_dir(tmp_path):
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "replies.policy").write_text(SERVER_POLICY, encoding="utf-8")
-    return d
+    return server_policy_dir(tmp_path)
 
 
 def client(tmp_path, policy_dir, *, identities=True, extra_ids: str = "", **kw) -> TestClient:

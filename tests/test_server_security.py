@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-from server_support import ROOT, SERVER_POLICY, TOKENS, bearer, free_port, write_identities  # noqa: E402
+from server_support import ROOT, TOKENS, bearer, free_port, server_policy_dir, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
@@ -23,10 +23,7 @@ SECRET = "s3cr3t-marker-7c1e"
 
 @pytest.fixture
 def policy_dir(tmp_path):
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "replies.policy").write_text(SERVER_POLICY, encoding="utf-8")
-    return d
+    return server_policy_dir(tmp_path)
 
 
 def test_with_identities_only_health_metrics_and_descriptions_are_open(tmp_path, policy_dir):

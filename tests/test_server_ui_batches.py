@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from ledger_fixtures import ledger_url  # noqa: E402,F401  (SQLite and PostgreSQL)
-from server_support import SERVER_POLICY, TOKENS, bearer, serve, write_identities  # noqa: E402
+from server_support import TOKENS, bearer, serve, server_policy_dir, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from test_server_ui import _sign_in, _submit, browser  # noqa: E402,F401  (the browser fixture)
 
@@ -33,10 +33,7 @@ SENDS = 'original.type == "send"'
 
 @pytest.fixture
 def policy_dir(tmp_path):
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "replies.policy").write_text(SERVER_POLICY, encoding="utf-8")
-    return d
+    return server_policy_dir(tmp_path)
 
 
 @pytest.fixture
