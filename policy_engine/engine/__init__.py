@@ -56,6 +56,7 @@ from . import questions as _questions
 from . import resume as _resume
 from . import rollback as _rollback
 from .accel import Accelerator, ShapeMiss, lane_epilogue, lane_prologue, shape_of, widen
+from .accel.stopped import StoppedLane
 from .accel.templates import clock as _clock
 from .accel.templates import decision_of as _decision_of
 from .accel.templates import lane_decision as _lane_decision
@@ -92,9 +93,10 @@ class Engine:
     `Engine.from_load_result()`. With `accelerate=False` the gate evaluates with the
     compiled closures alone (the reference path); the answers are the same either way."""
 
-    __slots__ = ("_p", "_accel", "_pset", "_psrc", "policy_hash", "sources", "diagnostics", "imports")
+    __slots__ = ("_p", "_accel", "_stopped", "_pset", "_psrc", "policy_hash", "sources", "diagnostics", "imports")
     _p: CompiledPolicy
     _accel: Accelerator | None
+    _stopped: StoppedLane | None
     _pset: PolicySet | None
     _psrc: tuple[SourceFile, ...]
     policy_hash: str
@@ -107,6 +109,7 @@ class Engine:
         p = compile_policy(policy_set, compiled_exprs)
         object.__setattr__(self, "_p", p)
         object.__setattr__(self, "_accel", Accelerator(p) if accelerate else None)
+        object.__setattr__(self, "_stopped", StoppedLane(p) if accelerate else None)
         object.__setattr__(self, "_pset", policy_set)
         object.__setattr__(self, "_psrc", ())
         object.__setattr__(self, "policy_hash", policy_set.content_hash)
@@ -218,6 +221,11 @@ class Engine:
                                 if m >= 0:
                                     return _lane_decision(self._p, fz, m, now_dt, live, wname, tname,  # type: ignore[arg-type]
                                                           action.get("id"), action)
+            elif type(workflow_state) is dict and type(action) is dict:  # a stopped workflow: its lane
+                st = self._stopped
+                d = st.decide(action, workflow_state, now) if st is not None else None
+                if d is not None:
+                    return d
             return acc.evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return _fail(self._p, safe_now(now), None, None, None, internal(e))
