@@ -113,6 +113,19 @@ def bench_gate_sqlite(n: int, durability: str = "full") -> dict:
             eng.evaluate(a, None, T0)
         eval_s = time.perf_counter() - t
         assert rt.ledger.size == 2 * n + 50 + threads * per
+        # a stopped workflow: an unsourced promise fires `unsupported_promise`; every reply
+        # after it is answered `stop` (recorded like any decision), in chunks as above
+        first = reply(-1)
+        first["claims"] = [{"kind": "timeline", "sourced": False}]
+        assert rt.gate(first, now=T0).stopped
+        replies = [reply(i) for i in range(n)]
+        stopped_cpu = 0.0
+        for i in range(0, n, step):
+            c = time.process_time()
+            for a in replies[i:i + step]:
+                rt.gate(a, now=T0)
+            stopped_cpu += time.process_time() - c
+        assert rt.gate(replies[0], now=T0).decision.effect == "stop"
         rt.close()
         led.close()
     return {
@@ -126,6 +139,7 @@ def bench_gate_sqlite(n: int, durability: str = "full") -> dict:
         "gate_vs_append": append_s / gate_s,
         "gate_cpu_us": gate_cpu / n * 1e6,
         "append_cpu_us": append_cpu / n * 1e6,
+        "gate_stopped_cpu_us": stopped_cpu / n * 1e6,
     }
 
 
@@ -433,6 +447,11 @@ def main(argv=None) -> int:
         f"{goal(g['gate_per_s'] >= 3000)}); Ledger.append alone {g['append_per_s']:,.0f}/s "
         f"(gate at {g['gate_vs_append']:.2f}x of it); evaluate alone {g['evaluate_per_s']:,.0f}/s; CPU per gate "
         f"{g['gate_cpu_us']:.0f} us, per append {g['append_cpu_us']:.0f} us"
+    )
+    print(
+        f"gate + append of a stopped workflow (every action answered stop, the stop's template), SQLite: CPU per "
+        f"gate {g['gate_stopped_cpu_us']:.0f} us, {g['gate_stopped_cpu_us'] / g['gate_cpu_us']:.2f}x a running "
+        f"workflow's"
     )
     print(
         f"gate + append, 1 process of 8 threads (group commit), SQLite: {g['gate_8_threads_per_s']:,.0f}/s  "
