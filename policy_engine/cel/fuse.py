@@ -110,7 +110,7 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
          fields: Mapping[tuple[str, ...], tuple[str, str | None, bool]] | None = None,
          known: Mapping[tuple[str, str], str] | None = None,
          dicts: Sequence[str] = (), epilogue: Sequence[str] = (),
-         defaults: Mapping[str, str] | None = None) -> tuple[Callable | None, str | None]:
+         defaults: Mapping[str, str] | None = None, isolate: bool = False) -> tuple[Callable | None, str | None]:
     """One generated function evaluating several conditions over the same activation.
 
     ``fused(*values)`` takes the activation's values in the order of ``params`` (its
@@ -127,7 +127,8 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
     names of ``ns`` as globals. ``fields`` maps (variable, field) to (a local the prologue
     has set to that field's value, or to ``_MISS`` (in ``ns``) when the field is absent;
     the kind the prologue has proved the value has, or None; whether it may be ``_MISS``):
-    the conditions read the local instead (absent: as a missing key, they raise) and
+    the conditions read the local instead (absent: as a missing key, they raise, see
+    ``isolate``) and
     drop the type tests the kind makes needless. A key (variable, field, key) is the
     same for a key of a field the prologue has proved an object with exactly the keys
     it lists. ``known`` maps (variable, field) to the
@@ -147,6 +148,15 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
     inputs the function turns away, are kept for the last ``api.INLINED_KEPT`` inlined
     conditions to need them (about 14 objects a condition), unless the function inlines
     more than that (see ``CompiledExpr``).
+
+    ``isolate``: each condition's statements run under their own ``try``: one that raises
+    (a missing key, an error, a type its fast path does not decide) sets its *fault bit*
+    ``1 << (n + i)`` (n = ``len(exprs)``) instead of making the whole function raise, and
+    the others keep their bits. The mask then has bit ``i`` set when ``exprs[i]`` is
+    ``true``, its fault bit when the caller must evaluate it alone (its value is then
+    anything: ``true``, ``false``, an error), and neither when it is ``false``; the
+    epilogue sees the whole mask (a mask ``>= 1 << n`` has faults). Only the conditions
+    raise per condition: the prologue still raises for the whole function.
 
     Large sets: with more than ``_FUSE_MAX`` conditions, they run in helper functions
     of at most that many each, called in turn with the prologue's locals. And a field
@@ -191,6 +201,12 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
                 body += [f"if {e}:", f"    _m |= {bit}"]
             else:
                 body += [f"_v = {e}", "if _v is True:", f"    _m |= {bit}", "elif _v is not False:", "    _fb()"]
+            if isolate:  # its own try: raising sets its fault bit (see the doc)
+                j = len(exprs) + i
+                fault = str(1 << j) if j < _BIT_INLINE else f"_b{j}"
+                if j >= _BIT_INLINE:
+                    bits[fault] = 1 << j
+                body = ["try:"] + ["    " + line for line in body] + ["except _EXC:", f"    _m |= {fault}"]
             pieces.append(body)
         act_line = "_act = {" + ", ".join(f"{n!r}: {v}" for n, v in pnames.items()) + "}"
 
@@ -276,6 +292,8 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
         glob.update(ns or {})
         glob.update({k: _shared(v) for k, v in em.ns.items()})
         glob.update(bits)
+        if isolate:
+            glob["_EXC"] = Exception
         exec(compile(src, "<cel-fused>", "exec"), glob)  # noqa: S102 - generated, see _Gen
         together = acts.count(False)
         for ex, called in zip(exprs, acts):

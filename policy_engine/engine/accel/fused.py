@@ -11,6 +11,7 @@ from ...cel import CompiledExpr, fuse
 from ...cel.fuse import _FUSE_MAX, defer_fast_paths
 from ...compiled import CAction, CWorkflow
 from ...lark_cache import collector_paused
+from .faults import fields_only
 from .shapes import lane_prologue, shape_of, widen
 from .templates import lane_epilogue
 
@@ -51,7 +52,8 @@ class FusedGate:
     """
 
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "now_full",
-                 "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname")
+                 "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname", "full", "faults", "alone",
+                 "memo")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
@@ -71,6 +73,14 @@ class FusedGate:
         self.running: Any = None  # the workflow's running state and policy constants (set with `action`)
         self.policy: Any = None
         self.wname: str | None = None  # the workflow's name (set with `action`)
+        # faults (see `faults`): a mask at least `full` has fault bits, conditions evaluated
+        # alone; `faults` keeps the templates of outcomes with errors (see `faults.fault_key`);
+        # `alone[i]`: the action fields condition i reads when it reads nothing else (its
+        # value is then one per their values, kept in `memo`, see `faults.memo_key`), else None
+        self.full = 1 << len(exprs)
+        self.faults: dict = {}
+        self.alone: tuple = tuple(fields_only(e) for e in exprs)
+        self.memo: dict = {}
 
     def observe(self, action: dict) -> bool:
         """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
@@ -128,9 +138,12 @@ class FusedGate:
         # `fn(action, now, workflow=<running>, policy=<constants>, live=False, eager=False)`;
         # `live` (True: `now` is the clock's) and `eager` (True: a digest computed now, see
         # `templates.lane_epilogue`) are no activation variables: no condition can read them
+        # each condition isolated: one that raises sets its fault bit (see `cel.fuse`), and
+        # the caller evaluates it alone (`faults.resolve`); the others keep their values
         return fuse(self.exprs, ("action", "workflow", "now", "policy", "<live>", "<eager>"), prologue, ns, fields,
                     known, dicts=("action",), epilogue=epilogue,
-                    defaults={"workflow": "_RUNNING", "policy": "_POLICY", "<live>": "False", "<eager>": "False"})
+                    defaults={"workflow": "_RUNNING", "policy": "_POLICY", "<live>": "False", "<eager>": "False"},
+                    isolate=True)
 
 
 def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:

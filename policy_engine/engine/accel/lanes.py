@@ -82,9 +82,10 @@ class Accelerator:
                     if fn is not None:
                         # fn checks the fields it reads and the id; with its type's
                         # caches filled, it returns the whole decision, else its mask
+                        # (with fault bits: conditions that raised, evaluated alone)
+                        state = fz.running if workflow_state is None else workflow_state
                         try:
-                            m = fn(action, now, fz.running if workflow_state is None else workflow_state,
-                                   fz.policy, live)
+                            m = fn(action, now, state, fz.policy, live)
                         except ShapeMiss:  # the reference gate decides; the lane widens
                             fz.missed(action)
                             m = -1
@@ -93,7 +94,8 @@ class Accelerator:
                         if type(m) is not int:
                             return m
                         if m >= 0:
-                            return lane_decision(self.p, fz, m, now, live, wname, tname, action.get("id"), action)
+                            return lane_decision(self.p, fz, m, now, live, wname, tname, action.get("id"), action,
+                                                 state)
         return self._reference(self.p, action, workflow_state, now, self.lane)
 
     def lane(self, wf: CWorkflow, ca: CAction, action: dict, state: Any, now_dt: datetime, wname: str, tname: str,
@@ -105,8 +107,9 @@ class Accelerator:
         fn = fz.fn
         if fn is not None:
             # every condition in one generated function, the decision from the template of
-            # its outcome; anything unusual (an error, a non-bool, an input the fast paths
-            # do not handle) raises, and the closures decide, exactly
+            # its outcome; a condition meeting anything unusual (a missing field, an error,
+            # a non-bool) is evaluated alone (fault bits, see `faults`); an input the
+            # function's input check does not take raises, and the closures decide, exactly
             try:
                 m = fn(action, now_dt, state)
             except ShapeMiss:
@@ -117,7 +120,7 @@ class Accelerator:
             if type(m) is not int:  # the whole decision (see FusedGate.build)
                 return m
             if m >= 0:
-                return lane_decision(self.p, fz, m, now_dt, False, wname, tname, aid, action)
+                return lane_decision(self.p, fz, m, now_dt, False, wname, tname, aid, action, state)
         elif fz.pending:
             fz.observe(action)  # the shapes it is built for
             fz.pending -= 1  # (racing threads may build it twice: harmless)

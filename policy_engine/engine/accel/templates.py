@@ -19,6 +19,9 @@ from ...models import Decision, DecisionJson
 from ..decide import decide
 from ..digests import deferred_digest, deferred_digest_nested, digest_now, digest_now_nested, set_digest
 from ..util import UTC, PendingTimes, deferred_times, times
+from .faults import FAULTS_MAX, resolve
+
+_UNSET: Any = object()
 
 __all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "SEEN_MAX", "lane_decision", "lane_epilogue",
            "now_fields", "now_key", "seen_before", "clock"]
@@ -98,23 +101,42 @@ def now_fields(fz: Any, now_dt: datetime) -> dict | None:
 
 
 def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bool, wname: str, tname: str,
-                   aid: str | None, action: Any) -> Decision:
+                   aid: str | None, action: Any, state: Any = None) -> Decision:
     """The decision the fused gate's outcome `m` makes at `now_dt` for the id `aid`
     (a str or None), when the fused function found no finished template: the template
-    is built and kept per `now` (see `now_fields`), unless `now_dt` is the clock's."""
-    pat = fz.patterns.get(m)
-    if pat is None:
-        pat = template(p, fz, m, now_dt, wname, tname, aid)
+    is built and kept per `now` (see `now_fields`), unless `now_dt` is the clock's. A
+    mask with fault bits (`m >= fz.full`) has its faulted conditions evaluated alone
+    (`faults.resolve`, with the workflow state `state`, None: the running state); when
+    some are errors, the template of that outcome is kept apart (`fz.faults`)."""
+    values = None
+    key: Any = m  # (a mask with faults: its resolved key, see `faults.resolve`)
+    entry = None if live else now_fields(fz, now_dt)
+    if m >= fz.full:
+        key, values = resolve(fz, m, action, fz.running if state is None else state, now_dt)
+        x = entry.get(key) if entry is not None else None
+        if x is not None:  # this outcome's finished template at this `now` (as the fused function takes it)
+            d = x[0].copy()
+            d["action_id"] = aid
+            if x[2]:
+                set_digest(d, action)
+            return decision_of(d, x[1])
+    if values is None:
+        pat = fz.patterns.get(key)
+        if pat is None:
+            pat = template(p, fz, key, now_dt, wname, tname, aid)
+    else:
+        pat = fz.faults.get(key)
+        if pat is None:
+            pat = fault_template(p, fz, key, values, now_dt, wname, tname, aid)
     tmpl, fs, digest = pat
     d = tmpl.copy()
-    entry = None if live else now_fields(fz, now_dt)
     if entry is None:  # the clock's time, or a `now` seen once: rendered when read
         deferred_times(fz.action, d, now_dt)
     else:
         d["evaluated_at"], d["reversibility"] = entry[None]
         if len(entry) <= PER_NOW_MAX:
             fs = fs.at(d)  # its JSON with this `now`'s times written in
-            entry[m] = (d, fs, digest)  # its digest is per action (see lane_epilogue)
+            entry[key] = (d, fs, digest)  # its digest is per action (see lane_epilogue)
         d = d.copy()  # the kept one stays without an id
     d["action_id"] = aid
     if digest:
@@ -146,6 +168,26 @@ def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, t
     pat = (tmpl, DecisionJson(tmpl), tmpl["effect"] == "require_approval")
     if len(fz.patterns) < PATTERNS_MAX:
         fz.patterns[m] = pat
+    return pat
+
+
+def fault_template(p: CompiledPolicy, fz: Any, key: tuple, values: dict, now_dt: datetime, wname: str, tname: str,
+                   aid: str | None) -> tuple[dict, DecisionJson, bool]:
+    """`template` for an outcome with errors (see `faults.resolve`): `key` is (the mask
+    of the true conditions, what the decision reads of the others' values), `values` the
+    values that are not bools, by condition; kept per key in `fz.faults` (bounded: error
+    messages may name input values, so the map is emptied when full)."""
+    wf = p.workflows[wname]
+    ca = wf.actions[tname]
+    m = key[0]
+    vals = [False if b is None else values.get(b.bit_length() - 1, _UNSET) for b in fz.slots]
+    vals = [v if v is not _UNSET else bool(m & b) for v, b in zip(vals, fz.slots)]
+    tmpl = decide(p, wf, ca, ca.gate, vals, now_dt, wname, tname, aid).__dict__.copy()
+    pat = (tmpl, DecisionJson(tmpl), tmpl["effect"] == "require_approval")
+    faults = fz.faults
+    if len(faults) >= FAULTS_MAX:
+        faults.clear()
+    faults[key] = pat
     return pat
 
 
@@ -182,6 +224,9 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
     else:
         lines = [f"_aid = {f[0]} if {f[0]} is not _MISS else None" if f is not None else "_aid = _p0.get('id')",
                  "if _aid is not None and type(_aid) is not str: _fb()"]
+    # conditions that raised (fault bits, see `faults`): the caller evaluates them alone
+    lines.append(f"if _m >= {fz.full}: return _m" if fz.full < 1 << 62 else "if _m >= _FULL: return _m")
+    ns["_FULL"] = fz.full
     lines += [
         # (now_fields, inline; the clock's time is never cached: its lookup finds no slot but
         # for the one microsecond in a million a cached `now` shares, and then no entry)
