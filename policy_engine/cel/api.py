@@ -183,6 +183,22 @@ class CompiledExpr:
         except Exception as ex:
             return _to_error(ex)
 
+    def _once(self, activation: Mapping[str, Any]) -> Any:
+        """``_slow``, without keeping closures it does not hold: released or evicted, it
+        compiles them for this evaluation alone, exactly as ``_materialize`` does (for a
+        value the caller keeps: the engine's fused gates, ``engine.accel.faults``)."""
+        fn = self._fn
+        if fn is None:
+            fn = _recompile(self.source, self.limits, self._constants)[1].fn
+        try:
+            if self._needs_ctx:
+                return fn(activation, [0] * self._nslots)
+            return fn(activation, None)
+        except _Fail as ex:
+            return ex.err
+        except Exception as ex:
+            return _to_error(ex)
+
     # -- released / materialized ------------------------------------------
 
     @property

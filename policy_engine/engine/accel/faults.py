@@ -26,7 +26,7 @@ from typing import Any
 
 from ..util import cond_outcome, value_text
 
-__all__ = ["fields_only", "resolve", "fault_key", "memo_key", "FAULTS_MAX", "MEMO_MAX"]
+__all__ = ["fields_only", "resolve", "fault_key", "memo_key", "absent_key", "FAULTS_MAX", "MEMO_MAX"]
 
 FAULTS_MAX = 256  # templates of outcomes with errors kept per action type (then cleared: messages may vary)
 MEMO_MAX = 512  # values of faulted conditions kept per action type (then cleared, see `resolve`)
@@ -65,10 +65,14 @@ def resolve(fz: Any, m: int, action: Mapping, state: Any, now_dt: datetime) -> t
     this input away). (mask, None) when every value is a bool (the mask of their values,
     as the fused function returns it for an input it decides); else ((mask, keys),
     values): the key of the decision's template (`fault_key` of each condition that is
-    not a bool, in order) and those conditions' values by index.
+    not a bool, in order) and the values of those conditions evaluated now, by index
+    (a kept error is its key alone: see `fault_template`).
 
     A condition that reads nothing but action fields (`alone`) has one value per value of
-    those fields: kept per condition and field values (`memo_key`), a few at a time."""
+    those fields: a bool or an error is kept per condition and field values (`memo_key`;
+    an error as its `fault_key`), a few at a time. With all those fields absent (one
+    value per condition) and its closures released, they are compiled for that one
+    evaluation and not kept (`CompiledExpr._once`)."""
     full = fz.full
     faults = m // full
     m &= full - 1
@@ -76,7 +80,7 @@ def resolve(fz: Any, m: int, action: Mapping, state: Any, now_dt: datetime) -> t
     alone = fz.alone
     memo = fz.memo
     act = None
-    values: dict | None = None
+    values: dict = {}
     keys: list = []
     while faults:
         low = faults & -faults
@@ -88,39 +92,57 @@ def resolve(fz: Any, m: int, action: Mapping, state: Any, now_dt: datetime) -> t
         if hit is None:
             if act is None:
                 act = {"action": action, "workflow": state, "now": now_dt, "policy": fz.policy}
-            v = exprs[i]._slow(act)
-            hit = (v, None if v is True or v is False else fault_key(i, v))
+            ex = exprs[i]
+            v = ex._once(act) if k is not None and k[1:] == fz.absent[i] else ex._slow(act)
+            if v is True or v is False:
+                hit = v
+            else:
+                values[i] = v
+                hit = fault_key(i, v)
+                if hit[3] is not None:  # not an error: kept as itself only (see fault_template)
+                    k = None
             if k is not None:
                 if len(memo) >= MEMO_MAX:
                     memo.clear()
                 memo[k] = hit
-        v = hit[0]
-        if v is True:
+        if hit is True:
             m |= low
-        elif v is not False:
-            if values is None:
-                values = {}
-            values[i] = v
-            keys.append(hit[1])
-    if values is None:
+        elif hit is not False:
+            keys.append(hit)
+    if not keys:
         return m, None
     return (m, tuple(keys)), values
 
 
+# the types a kept value's key names (as small ints: a key of atomic values is not tracked
+# by the host's cyclic collector); an absent field is 0
+_CODES = {str: 1, int: 2, bool: 3, type(None): 4, float: 5}
+
+
 def memo_key(i: int, fields: tuple, action: Mapping) -> tuple | None:
     """The key of condition `i`'s value among the values kept (`FusedGate.memo`): `i`,
-    then each field's type and value (absent: `_UNSET`), when each is absent, None, a
-    bool, an int or a short str (values equal with the same type are the same CEL value);
-    None otherwise (a float: `0.0 == -0.0`; objects, lists, long texts: not kept)."""
-    k: list = [i]
+    then each field's type (`_CODES`) and value, when each is absent, None, a bool, an
+    int, a float or a short str (values equal with the same type are the same CEL value;
+    a float zero is keyed by its text: `0.0 == -0.0`); None otherwise (objects, lists,
+    long texts: not kept)."""
+    k: tuple = (i,)
     for f in fields:
         x = action.get(f, _UNSET)
-        t = type(x)
-        if t is str:
+        if x is _UNSET:
+            k += (0, None)
+            continue
+        c = _CODES.get(type(x))
+        if c is None:
+            return None
+        if c == 1:
             if len(x) > MEMO_TEXT_MAX:
                 return None
-        elif not (t is bool or t is int or x is None or x is _UNSET):
-            return None
-        k.append(t)
-        k.append(x)
-    return tuple(k)
+        elif c == 5 and x == 0.0:
+            x = repr(x)
+        k += (c, x)
+    return k
+
+
+def absent_key(fields: tuple | None) -> tuple | None:
+    """The tail of `memo_key` for an action lacking every one of `fields`."""
+    return None if fields is None else (0, None) * len(fields)

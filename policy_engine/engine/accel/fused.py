@@ -11,7 +11,7 @@ from ...cel import CompiledExpr, fuse
 from ...cel.fuse import _FUSE_MAX, defer_fast_paths
 from ...compiled import CAction, CWorkflow
 from ...lark_cache import collector_paused
-from .faults import fields_only
+from .faults import absent_key, fields_only
 from .shapes import lane_prologue, shape_of, widen
 from .templates import lane_epilogue
 
@@ -53,7 +53,7 @@ class FusedGate:
 
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "now_full",
                  "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname", "full", "faults", "alone",
-                 "memo")
+                 "absent", "memo")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
@@ -80,6 +80,7 @@ class FusedGate:
         self.full = 1 << len(exprs)
         self.faults: dict = {}
         self.alone: tuple = tuple(fields_only(e) for e in exprs)
+        self.absent: tuple = tuple(absent_key(f) for f in self.alone)  # (the key's tail with them all absent)
         self.memo: dict = {}
 
     def observe(self, action: dict) -> bool:

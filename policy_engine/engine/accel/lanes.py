@@ -102,9 +102,16 @@ class Accelerator:
              aid: str | None) -> Decision | None:
         """The reference gate's hook (see `gate.gate`), for a checked input of a declared
         type: the decision by the type's fused gate, or None (the closures decide). Counts
-        the type's evaluations until its fused gate is built (`FUSE_AFTER`)."""
+        the type's evaluations until its fused gate is built (`FUSE_AFTER`), on the last
+        of them, which it then decides."""
         fz = self.lanes[(wname, tname)]
         fn = fz.fn
+        if fn is None and fz.pending:
+            fz.observe(action)  # the shapes it is built for
+            fz.pending -= 1  # (racing threads may build it twice: harmless)
+            if fz.pending <= 0:
+                fz.build()  # and this input is its first
+                fn = fz.fn
         if fn is not None:
             # every condition in one generated function, the decision from the template of
             # its outcome; a condition meeting anything unusual (a missing field, an error,
@@ -121,9 +128,4 @@ class Accelerator:
                 return m
             if m >= 0:
                 return lane_decision(self.p, fz, m, now_dt, False, wname, tname, aid, action, state)
-        elif fz.pending:
-            fz.observe(action)  # the shapes it is built for
-            fz.pending -= 1  # (racing threads may build it twice: harmless)
-            if fz.pending <= 0:
-                fz.build()
         return None

@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from ...cel import CelError
 from ...compiled import CompiledPolicy
 from ...construct import new, set_dict, set_extra, set_fields_set, set_private
 from ...models import Decision, DecisionJson
@@ -128,6 +129,9 @@ def lane_decision(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, live: bo
         pat = fz.faults.get(key)
         if pat is None:
             pat = fault_template(p, fz, key, values, now_dt, wname, tname, aid)
+            if pat is None:
+                return decide(p, p.workflows[wname], fz.action, fz.action.gate, values_of(fz, key, values),
+                              now_dt, wname, tname, aid, action)
     tmpl, fs, digest = pat
     d = tmpl.copy()
     if entry is None:  # the clock's time, or a `now` seen once: rendered when read
@@ -171,22 +175,46 @@ def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, t
     return pat
 
 
-def fault_template(p: CompiledPolicy, fz: Any, key: tuple, values: dict, now_dt: datetime, wname: str, tname: str,
-                   aid: str | None) -> tuple[dict, DecisionJson, bool]:
-    """`template` for an outcome with errors (see `faults.resolve`): `key` is (the mask
-    of the true conditions, what the decision reads of the others' values), `values` the
-    values that are not bools, by condition; kept per key in `fz.faults` (bounded: error
-    messages may name input values, so the map is emptied when full)."""
-    wf = p.workflows[wname]
-    ca = wf.actions[tname]
+def values_of(fz: Any, key: tuple, values: dict) -> list:
+    """The values of a fused gate's conditions, in the order of its gate sequence, for an
+    outcome with errors (see `faults.resolve`): `key` is (the mask of the true
+    conditions, what the decision reads of the others' values, `faults.fault_key`),
+    `values` the values evaluated now, by condition; a value kept is an error, made again
+    from its key (the decision reads its message and budget alone)."""
     m = key[0]
-    vals = [False if b is None else values.get(b.bit_length() - 1, _UNSET) for b in fz.slots]
-    vals = [v if v is not _UNSET else bool(m & b) for v, b in zip(vals, fz.slots)]
-    tmpl = decide(p, wf, ca, ca.gate, vals, now_dt, wname, tname, aid).__dict__.copy()
-    pat = (tmpl, DecisionJson(tmpl), tmpl["effect"] == "require_approval")
+    errs = {k[0]: k for k in key[1]}
+    vals: list = []
+    for b in fz.slots:
+        if b is None:
+            vals.append(False)
+            continue
+        i = b.bit_length() - 1
+        k = errs.get(i)
+        if k is None:
+            vals.append(bool(m & b))
+        else:
+            v = values.get(i, _UNSET)
+            vals.append(CelError(k[1], k[2]) if v is _UNSET else v)
+    return vals
+
+
+def fault_template(p: CompiledPolicy, fz: Any, key: tuple, values: dict, now_dt: datetime, wname: str, tname: str,
+                   aid: str | None) -> tuple[dict, DecisionJson, bool] | None:
+    """`template` for an outcome with errors (see `values_of`), made on its second
+    sighting (None on the first, remembered: the caller decides with `decide`): an input
+    that errs once, say while an engine warms up, keeps no decision fragments. Kept per
+    key in `fz.faults` (bounded: error messages may name input values, so emptied when
+    full)."""
     faults = fz.faults
     if len(faults) >= FAULTS_MAX:
         faults.clear()
+    if key not in faults:
+        faults[key] = None
+        return None
+    wf = p.workflows[wname]
+    ca = wf.actions[tname]
+    tmpl = decide(p, wf, ca, ca.gate, values_of(fz, key, values), now_dt, wname, tname, aid).__dict__.copy()
+    pat = (tmpl, DecisionJson(tmpl), tmpl["effect"] == "require_approval")
     faults[key] = pat
     return pat
 
