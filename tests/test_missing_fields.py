@@ -307,3 +307,62 @@ def test_fuse_isolates_each_condition_with_a_fault_bit():
     plain, _ = fuse(exprs, ("action", "workflow", "now", "policy"))
     with pytest.raises(KeyError):
         plain({"b": "y", "c": False}, {}, T0, {})  # without `isolate`: the whole function raises
+
+
+# ----------------------------------------------------------------------------- kept values
+_KEYS_POLICY = """workflow "w" {
+  version "1"
+  owners { business "B" technical "T" }
+  default deny
+
+  action a {
+    system "s"
+    allow sign when `action.y > 1 || 1.0 / action.x > 0.0`
+    deny same when `action.y == 2 || action.x == 1`
+    deny text when `action.y || action.x == "0"`
+  }
+}
+"""
+
+
+def test_kept_values_tell_equal_values_of_other_types_and_signed_zeros_apart():
+    fast = engine_from_texts({"p.policy": _KEYS_POLICY})
+    ref = engine_from_texts({"p.policy": _KEYS_POLICY}, accelerate=False)
+    xs = [0.0, -0.0, 1, 1.0, True, "1", "0", None, float("nan"), float("inf"), 2**70, ""]
+    for _ in range(4):
+        for x in xs:
+            for a in ({"x": x}, {"x": x, "y": 0}, {"x": x, "y": 3}, {"x": x, "y": "a"}):
+                same(fast, ref, {"workflow": "w", "type": "a", "id": "i", **a}, None, T0)
+    fz = fast.accelerator.gate("w", "a")
+    assert fz.memo  # values were kept (and told apart: the decisions above are the reference's)
+    assert {k[2] for k in fz.memo if k[1] == 5} >= {"0.0", "-0.0"}  # a float zero keyed by its text
+
+
+def test_once_evaluates_a_released_condition_without_keeping_its_closures():
+    fast = engine_from_texts({"p.policy": _KEYS_POLICY})
+    ref = engine_from_texts({"p.policy": _KEYS_POLICY}, accelerate=False)
+    wf = fast.compiled.workflows["w"]
+    for r in wf.actions["a"].rules:
+        ex = r.fn
+        ex._release()
+        for action in ({}, {"x": 0.0}, {"x": "0", "y": True}, {"y": 3}):
+            act = {"action": action, "workflow": wf.running_state, "now": T0, "policy": wf.policy}
+            got = ex._once(act)
+            assert ex._fn is None  # not kept
+            want = next(x for x in ref.compiled.workflows["w"].actions["a"].rules if x.name == r.name).fn(act)
+            assert type(got) is type(want) and (got == want or got is want)
+
+
+def test_an_outcome_with_errors_gets_its_template_on_its_second_sighting():
+    fast = engine_from_texts({"p.policy": _KEYS_POLICY})
+    ref = engine_from_texts({"p.policy": _KEYS_POLICY}, accelerate=False)
+    a = {"workflow": "w", "type": "a", "id": "i", "x": 1.5}  # `y` missing: errors
+    want = ref.evaluate(a, None, T0).model_dump()
+    for _ in range(3):  # the fused gate is built on the third, which it decides
+        assert fast.evaluate(a, None, T0).model_dump() == want
+    fz = fast.accelerator.gate("w", "a")
+    assert fz.fn is not None and len(fz.faults) == 1 and next(iter(fz.faults.values())) is None
+    assert fast.evaluate(a, None, T0).model_dump() == want
+    assert len(fz.faults) == 1 and next(iter(fz.faults.values())) is not None
+    for i in range(3):
+        same(fast, ref, {**a, "id": f"k{i}"}, None, T0)
