@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 import policy_engine
 from policy_engine.cel import compile_cel, fuse
 from policy_engine.engine.accel import faults as faults_mod
+from policy_engine.engine.accel import fused as fused_mod
 from policy_engine.engine.accel import templates as templates_mod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,6 +269,27 @@ def test_missing_fields_stay_in_the_fast_lane(d, monkeypatch):
     assert reference == []
     assert len(resolved) > len(cases) // 2  # most of them have a faulted condition
     assert sum(len(fz.faults) for fz in acc.gates()) > 10  # outcomes with errors, from templates
+
+
+def test_without_isolation_missing_fields_go_to_the_reference_gate(monkeypatch):
+    """The switch (`fused.ISOLATE`): off, a condition that raises turns the whole input
+    away, as before; the decisions are the same, and the structural check above sees it."""
+    monkeypatch.setattr(fused_mod, "ISOLATE", False)
+    d = "benchmarks/policies"
+    fast = policy_engine.load(str(ROOT / d))
+    ref = policy_engine.load(str(ROOT / d), accelerate=False)
+    cases = [r for r in single_drops(mix()[:60]) if r[1] is None]
+    for _ in range(3):
+        for r in cases:
+            fast.evaluate(*r)
+    acc = fast.accelerator
+    reference = []
+    real_reference = acc._reference
+    monkeypatch.setattr(acc, "_reference", lambda *x: reference.append(x) or real_reference(*x))
+    for r in cases:
+        same(fast, ref, *r)
+    assert len(reference) > len(cases) // 2
+    assert all("except _EXC:" not in (fz.source or "") for fz in acc.gates())
 
 
 def test_a_missing_field_costs_its_conditions_alone_not_the_gate():

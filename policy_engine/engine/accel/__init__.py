@@ -4,6 +4,8 @@ by `load(path, accelerate=False)`.
 
 - `shapes`: shape speculation and the fused gate function's prologue (the input check);
 - `fused`: `FusedGate`, one generated function per action type (via `cel.fuse`);
+- `faults`: the conditions that raised in it (a field the action lacks, an error),
+  evaluated alone, their values kept per the fields they read;
 - `templates`: decision templates per outcome and per `now`, the function's epilogue;
 - `lanes`: `Accelerator`, the fast lane in front of the reference gate.
 """

@@ -15,12 +15,15 @@ from .faults import absent_key, fields_only
 from .shapes import lane_prologue, shape_of, widen
 from .templates import lane_epilogue
 
-__all__ = ["FusedGate", "fused_gate", "FUSE_AFTER", "REBUILDS_MAX"]
+__all__ = ["FusedGate", "fused_gate", "FUSE_AFTER", "REBUILDS_MAX", "ISOLATE"]
 
 FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (not at load)
 REBUILDS_MAX = 8  # a fused gate function is rebuilt wider at most this often, then for every type
 LIVE_PARAM = "_p4"  # the fused function's fifth parameter (see `FusedGate.generate`): `now` is the clock's
 EAGER_PARAM = "_p5"  # its sixth: the decision's JSON is written at once (a digest computed now)
+# each condition of a fused gate function under its own `try` (see `cel.fuse`, `faults`);
+# False: one that raises turns the whole input away to the reference gate (read per build)
+ISOLATE = True
 
 
 class FusedGate:
@@ -144,7 +147,7 @@ class FusedGate:
         return fuse(self.exprs, ("action", "workflow", "now", "policy", "<live>", "<eager>"), prologue, ns, fields,
                     known, dicts=("action",), epilogue=epilogue,
                     defaults={"workflow": "_RUNNING", "policy": "_POLICY", "<live>": "False", "<eager>": "False"},
-                    isolate=True)
+                    isolate=ISOLATE)
 
 
 def fused_gate(wf: CWorkflow, ca: CAction) -> FusedGate:
