@@ -152,6 +152,28 @@ def test_missing_fields_with_a_clock_and_other_states(d):
                 assert got.model_dump() == want.model_dump()
 
 
+def test_repair_actions_in_a_stopped_workflow_with_fields_missing():
+    """A type that runs while stopped is decided by its own rules, with the stopped state
+    as `workflow` (the reference gate's hook runs its fused gate on that state)."""
+    fast, ref = engines("policies")
+    p = ref.compiled
+    cases = []
+    for a, _, n in _fixture_requests():
+        wf = p.workflows.get(a.get("workflow"))
+        ca = wf.actions.get(a.get("type")) if wf is not None else None
+        if ca is None or not ca.runs_while_stopped:
+            continue
+        keys = [k for k in a if k not in IDENTITY]
+        for trigger in [*(s.name for s in wf.stops), "nope"]:
+            state = {"status": "stopped", "stopped_by": trigger, "stopped_at": "2026-03-01T00:00:00Z"}
+            for drop in [set(), *({k} for k in keys), set(keys)]:
+                cases.append((without(a, drop), state, n))
+    assert len(cases) > 20
+    for _ in range(4):
+        for r in cases:
+            same(fast, ref, *r)
+
+
 _PICK = st.integers(min_value=0, max_value=10**6)
 
 
