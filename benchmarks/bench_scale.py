@@ -298,7 +298,8 @@ def report(out, large: dict, load: dict, threads: dict, comp: dict) -> bool:
         f"{t['load_1000_in_process_max_s']} s: {met(inproc <= t['load_1000_in_process_max_s'])}), fresh process "
         f"{comp['cold_s']:.2f} s wall, fresh with no parser-table cache {fresh:.2f} s (target <= "
         f"{t['load_1000_fresh_max_s']} s: {met(fresh <= t['load_1000_fresh_max_s'])}; cpu time, wall "
-        f"{load['fresh_no_cache_s']:.2f} s; with the bytecode cached, as installed: {load['fresh_bytecode_cpu_s']:.2f} s cpu)")
+        f"{load['fresh_no_cache_s']:.2f} s; with the bytecode cached, as installed: "
+        f"{load['fresh_bytecode_cpu_s']:.2f} s cpu)")
     na, nb = load["one_type_sizes"]
     xa, xb = load[f"one_type_{na}_s"], load[f"one_type_{nb}_s"]
     ca, cb = load[f"one_type_{na}_cpu_s"], load[f"one_type_{nb}_cpu_s"]
