@@ -341,7 +341,9 @@ def test_fuse_isolates_each_condition_with_a_fault_bit():
     srcs = ["action.a > 1", "action.b == 'x' || action.a > 5", "action.c", "now.getHours() < 6"]
     exprs = [compile_cel(s) for s in srcs]
     fn, src = fuse(exprs, ("action", "workflow", "now", "policy"), isolate=True)
-    assert fn is not None and src.count("except _EXC:") == 4
+    # every condition that reads an action field the prologue has not proved present;
+    # the one reading `now` alone (never absent) runs without a `try`
+    assert fn is not None and src.count("except _EXC:") == 3
     n = len(srcs)
     assert fn({"a": 2, "b": "x", "c": True}, {}, T0, {}) == 0b0111
     # `a` missing: conditions 0 and 1 raise (fault bits), 2 and 3 keep their values
@@ -351,6 +353,20 @@ def test_fuse_isolates_each_condition_with_a_fault_bit():
     plain, _ = fuse(exprs, ("action", "workflow", "now", "policy"))
     with pytest.raises(KeyError):
         plain({"b": "y", "c": False}, {}, T0, {})  # without `isolate`: the whole function raises
+
+
+def test_fuse_isolates_only_the_conditions_that_may_read_an_absent_field():
+    """A `try` costs a dispatch per condition even when nothing raises: the conditions that
+    read only fields the prologue proved present (or `now`, or the policy's constants) run
+    without one; one of them that raises still turns the whole input away."""
+    exprs = [compile_cel(s) for s in ("action.a > 1", "action.b == 'x'", "now.getHours() < 6")]
+    prologue = ["_f0 = _p0['a']", "if type(_f0) is not int: _fb()", "_f1 = _p0.get('b', _MISS)"]
+    fields = {("action", "a"): ("_f0", "int", False), ("action", "b"): ("_f1", None, True)}
+    fn, src = fuse(exprs, ("action", "workflow", "now", "policy"), prologue, {"_MISS": object()}, fields,
+                   isolate=True)
+    assert fn is not None and src.count("except _EXC:") == 1  # `b` alone may be absent
+    assert fn({"a": 2, "b": "x"}, {}, T0, {}) == 0b011
+    assert fn({"a": 2}, {}, T0, {}) == 0b001 | (0b010 << 3)  # `b` absent: its fault bit
 
 
 # ----------------------------------------------------------------------------- kept values
