@@ -233,7 +233,7 @@ def main() -> None:
 
     here = Path(__file__).resolve().parent
     if str(here.parent) not in sys.path:
-        sys.path.append(str(here.parent))
+        sys.path.insert(0, str(here.parent))  # this checkout's package, before an installed one
     import policy_engine
     from policy_engine.models import Decision
 

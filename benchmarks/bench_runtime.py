@@ -36,6 +36,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # this checkout's package, before an installed one (an A/B from a worktree)
+    sys.path.insert(0, str(ROOT))
 POLICIES = str(ROOT / "policies")
 WF = "support-replies"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
