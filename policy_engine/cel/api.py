@@ -174,14 +174,7 @@ class CompiledExpr:
         fn = self._fn
         if fn is None:
             fn = self._closures()
-        try:
-            if self._needs_ctx:
-                return fn(activation, [0] * self._nslots)
-            return fn(activation, None)
-        except _Fail as ex:
-            return ex.err
-        except Exception as ex:
-            return _to_error(ex)
+        return self._run(fn, activation)
 
     def _once(self, activation: Mapping[str, Any]) -> Any:
         """``_slow``, without keeping closures it does not hold: released or evicted, it
@@ -190,6 +183,11 @@ class CompiledExpr:
         fn = self._fn
         if fn is None:
             fn = _recompile(self.source, self.limits, self._constants)[1].fn
+        return self._run(fn, activation)
+
+    def _run(self, fn: Callable, activation: Mapping[str, Any]) -> Any:
+        """The value of this expression's closure tree `fn` on `activation`: any failure is
+        its CEL error value."""
         try:
             if self._needs_ctx:
                 return fn(activation, [0] * self._nslots)
