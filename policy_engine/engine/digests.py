@@ -226,7 +226,10 @@ def digest_now_nested(action: dict) -> str | None:
 class PendingDigest(Deferred):
     """An action digest not computed yet (`Decision.action_digest` resolves it on first
     read): the action as it was when the gate decided, frozen (see `deferred_digest`):
-    a flat action's copy (its values immutable), or for anything else a `marshal` image (a copy
+    a flat action's copy (its values immutable); an action a fused gate function proved
+    of its shapes, copied with its objects and lists of strings (`shapes.frozen_copy`:
+    exact plain data, but for its keys, which may be of a `str` subclass); or for anything
+    else a `marshal` image (a copy
     made in C, exact for the plain types: dict, list, tuple, str, int, float, bool, None;
     format 2: no reference table). Later changes to the caller's action dict do not reach
     it: the digest names what was decided. Both forms keep every value and type the
@@ -244,8 +247,14 @@ class PendingDigest(Deferred):
         try:
             if type(snap) is bytes:  # a marshal image: exact plain data
                 blob = exact_canonical(_loads(snap), snap)
-            else:  # a flat action's copy (the frozen copy is a plain dict: no model to dump)
-                blob = flat_canonical(snap) or _canonical(snap).encode("utf-8", "surrogatepass")  # type: ignore[arg-type]
+            else:  # a copy: flat, or of a fused gate's proven shapes (exact plain data but its keys)
+                flat = flat_canonical(snap)  # type: ignore[arg-type]
+                if flat is not None:
+                    blob = flat
+                elif _str_keys(map(type, snap)):
+                    blob = exact_canonical(snap)
+                else:
+                    blob = _canonical(snap).encode("utf-8", "surrogatepass")
         except (TypeError, ValueError, RecursionError):
             return None
         return "sha256:" + _sha256(blob).hexdigest()

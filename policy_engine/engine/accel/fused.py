@@ -12,7 +12,7 @@ from ...cel.fuse import _FUSE_MAX, defer_fast_paths
 from ...compiled import CAction, CWorkflow
 from ...lark_cache import collector_paused
 from .faults import absent_key, fields_only
-from .shapes import lane_prologue, shape_of, widen
+from .shapes import frozen_copy, lane_prologue, shape_of, unread, widen
 from .templates import lane_epilogue
 
 __all__ = ["FusedGate", "fused_gate", "FUSE_AFTER", "REBUILDS_MAX", "ISOLATE"]
@@ -56,7 +56,7 @@ class FusedGate:
 
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "now_full",
                  "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname", "full", "faults", "alone",
-                 "absent", "memo")
+                 "absent", "memo", "extra")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
@@ -85,12 +85,18 @@ class FusedGate:
         self.alone: tuple = tuple(fields_only(e) for e in exprs)
         self.absent: tuple = tuple(absent_key(f) for f in self.alone)  # (the key's tail with them all absent)
         self.memo: dict = {}
+        # the fields of its actions no condition reads, by name (see `shapes.unread`): what a
+        # require_approval decision's frozen copy checks (see `shapes.frozen_copy`)
+        self.extra: frozenset | None = frozenset()
 
     def observe(self, action: dict) -> bool:
         """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
         old = self.shapes
         if old is None:
             return False
+        ca = self.action
+        if ca is not None:  # (names only: never a reason to build again)
+            self.extra = unread(action, self.reads, ("workflow", "type"), self.extra)
         new = dict(old)
         for k, t in shape_of(action, self.reads).items():
             seen = new.get(k)
@@ -132,12 +138,14 @@ class FusedGate:
             return None, None
         # every caller has matched the action's workflow and type to these names
         ca = self.action
-        prologue, ns, fields, known = lane_prologue(self.reads, (("workflow", ca.workflow), ("type", ca.name)),
-                                                    self.shapes)
+        shapes = self.shapes  # (read once: the prologue and the frozen copy of the same shapes)
+        skip = (("workflow", ca.workflow), ("type", ca.name))
+        prologue, ns, fields, known = lane_prologue(self.reads, skip, shapes)
         epilogue: list = []
         ns = {**ns, "_RUNNING": self.running, "_POLICY": self.policy}
         if decide:
-            epilogue, ns2 = lane_epilogue(fields, self, live=LIVE_PARAM, eager=EAGER_PARAM)
+            epilogue, ns2 = lane_epilogue(fields, self, live=LIVE_PARAM, eager=EAGER_PARAM,
+                                          frozen=frozen_copy(self.reads, skip, shapes, self.extra))
             ns.update(ns2)
         # `fn(action, now, workflow=<running>, policy=<constants>, live=False, eager=False)`;
         # `live` (True: `now` is the clock's) and `eager` (True: a digest computed now, see

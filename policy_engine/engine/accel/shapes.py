@@ -11,7 +11,8 @@ from typing import Any
 
 from ..inputs import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, _join, _quick_walk, _surrogate, check_size
 
-__all__ = ["ShapeMiss", "MISSING", "shape_of", "widen", "lane_prologue"]
+__all__ = ["ShapeMiss", "MISSING", "shape_of", "widen", "lane_prologue", "frozen_copy", "unread", "copy_plain",
+           "EXTRA_MAX"]
 
 
 class _Missing:
@@ -274,6 +275,108 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
     if absent:
         fetch += ["_g = _p0.get"] + absent
     return head + fetch + lines + tail, ns, fields, {("action", k): repr(v) for k, v in skipped.items()}
+
+
+EXTRA_MAX = 8  # unread fields a fused gate function's frozen copy checks by name (see unread)
+
+
+def unread(action: dict, keys: tuple | None, skip: tuple, seen: frozenset | None) -> frozenset | None:
+    """`seen` plus the names of `action`'s fields that no condition of its type reads (nor
+    the `skip` ones): what an action of the type carries besides (an id of the entity it
+    acts on, say), for `frozen_copy`. None (given up) past `EXTRA_MAX` names or for a key
+    that is not a short `str`."""
+    if seen is None or keys is None:
+        return None
+    names = set(seen)
+    for k in action:
+        if k in keys or k in skip:
+            continue
+        if type(k) is not str or len(k) > 64:
+            return None
+        names.add(k)
+    if len(names) > EXTRA_MAX:
+        return None
+    return seen if len(names) == len(seen) else frozenset(names)
+
+
+def copy_plain(v: Any, _type: Any = type, _dict: type = dict, _list: type = list) -> Any:
+    """A deep copy of `v`, which a fused gate function's input check proved exact plain
+    data (`_quick_walk`, or a shape: nothing but exact dicts, lists, str, int, float, bool
+    and None, at most `_QUICK_DEPTH` deep): the containers copied, the scalars shared."""
+    t = _type(v)
+    if t is _dict:
+        out = v.copy()
+        for k, x in out.items():  # (a store to an existing key: the iteration goes on)
+            t = _type(x)
+            if t is _dict or t is _list:
+                out[k] = copy_plain(x)
+        return out
+    if t is _list:
+        out = v.copy()
+        for i, x in enumerate(out):
+            t = _type(x)
+            if t is _dict or t is _list:
+                out[i] = copy_plain(x)
+        return out
+    return v
+
+
+def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = None,
+                extra: frozenset | None = frozenset()) -> tuple[int, tuple, tuple, tuple] | None:
+    """How a fused gate function built by `lane_prologue(keys, skip, shapes)` may freeze
+    the action it decided on without looking at it again (a require_approval decision's
+    pending digest, see `templates.lane_epilogue`): `(count, maybe, copies, extra)`, or
+    None when its check proves nothing (`keys` None: it reads the whole action).
+
+    Every value the prologue lets through is exact plain data (see `lane_prologue`): a
+    scalar of an exact type, immutable, which a copy may share; a flat object or a list
+    of strings, copied by `.copy()`; anything else a walked object or list, copied by
+    `copy_plain`. `copies` holds (field, local, how: "copy" or "deep", maybe absent) for
+    the fields whose value may be a container. An action whose key count is `count` plus
+    one per field of `maybe` (locals) that is present, and which holds every name of
+    `extra` (fields no condition reads, see `unread`) each with a value of an exact scalar
+    type (the function checks both), holds the fields read, the `skip` ones (the workflow
+    and type names, exact `str`s every caller matched) and nothing else. So
+    `action.copy()` with those containers copied again is the action as it was, as exact
+    plain data (but for its keys, which may be of a `str` subclass), whatever the caller
+    later does to it."""
+    if keys is None:
+        return None
+    shapes = shapes or {}
+    names = {k for k, _ in skip}
+    count = 0
+    maybe = []
+    copies = []
+    i = -1
+    for k in keys:
+        if k in names:
+            continue
+        i += 1
+        v = f"_f{i}"
+        seen = shapes.get(k)
+        if seen and len(seen) == 1:
+            (t,) = seen
+            if t is _Missing:
+                continue  # proven absent
+            count += 1
+            if t == _LIST_STR or (type(t) is tuple and t[0] == "dict"):
+                copies.append((k, v, "copy", False))
+            elif t is dict or t is list:
+                copies.append((k, v, "deep", False))
+            elif t not in _FLAT:  # pragma: no cover - a shape lane_prologue does not make
+                return None
+            continue
+        # of several shapes, or of any plain type (a chain of type tests): maybe absent
+        absent = not seen or _Missing in seen
+        if absent:
+            maybe.append(v)
+        else:
+            count += 1
+        if not seen or any(t is dict or t is list or type(t) is tuple for t in seen):
+            copies.append((k, v, "deep", absent))
+    names.update(k for k in keys)
+    more = tuple(sorted(k for k in extra or () if k not in names))
+    return count + len(skip) + len(more), tuple(maybe), tuple(copies), more
 
 
 MISSING = _MISS  # an absent field, in a fused gate function
