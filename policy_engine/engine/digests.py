@@ -275,6 +275,26 @@ class PendingDigest(Deferred):
         return "<pending action digest>"
 
 
+class PendingExact(PendingDigest):
+    """A `PendingDigest` whose frozen copy holds an object or a list a fused gate function
+    proved exact plain data (see `shapes.frozen_copy`): written by `exact_canonical` at
+    once (its keys exact `str`s; else the C encoder), without first looking for a flat
+    action it cannot be."""
+
+    __slots__ = ()
+
+    def resolve(self) -> str | None:
+        snap = self.snap
+        try:
+            if _str_keys(map(type, snap)):  # type: ignore[arg-type]
+                blob = exact_canonical(snap)
+            else:
+                blob = _canonical(snap).encode("utf-8", "surrogatepass")
+        except (TypeError, ValueError, RecursionError):
+            return None
+        return "sha256:" + _sha256(blob).hexdigest()
+
+
 
 
 def deferred_digest(action: Any) -> str | None | PendingDigest:
