@@ -286,7 +286,7 @@ class PendingExact(PendingDigest):
     def resolve(self) -> str | None:
         snap = self.snap
         try:
-            if _str_keys(map(type, snap)):  # type: ignore[arg-type]
+            if _str_keys(map(type, snap)):
                 blob = exact_canonical(snap)
             else:
                 blob = _canonical(snap).encode("utf-8", "surrogatepass")
