@@ -1,0 +1,1260 @@
+"""A stateful differential generator for the gate: random policies, and long random
+sequences of `evaluate()` / `evaluate_json()` calls run on two engines built from the same
+text, one accelerated (fused gates, shape speculation, templates, per-`now` caches, the
+fault lane, the stopped-workflow lane, deferred digests and times, `to_json`) and one the
+reference (`accelerate=False`: the closures alone, the oracle). Every decision of the
+accelerated engine must be byte for byte the reference's.
+
+Used by tests/test_differential_sequences.py (hypothesis, a small budget) and by the long
+campaign tests/fuzz/fuzz_differential.py (random seeds, minutes to hours). Everything is
+drawn from a `random.Random`, so a (seed, round) pair replays exactly; `shrink` cuts a
+failing sequence down, `repro_text` writes it as a pytest test.
+
+What a sequence exercises (each is a cache that holds state between calls):
+- a type's calls before and after its fused function is built (`FUSE_AFTER`), actions whose
+  read fields change shape (rebuilds up to `REBUILDS_MAX`, then every plain type);
+- outcome templates (`patterns`), per-`now` entries (`now`, `now_full`, `seen`,
+  `seen_full`) with `now`s reused, new, sharing a microsecond with another, the clock's;
+- fields missing (fault bits, `faults.resolve`, the memo per field values, fault
+  templates on their second sighting), wrong types, NaN, -0.0, big ints, lone surrogates,
+  subclasses, huge values;
+- stopped workflows (every trigger, unknown triggers, `stopped_at` of every kind), running
+  states with extra fields the conditions read, malformed states;
+- the caller changing its action dict after `evaluate()` returned and before reading the
+  decision (the digest must be the action's as decided), the same dict reused;
+- the order in which a decision is first read (`to_json`, `model_dump_json`, an attribute,
+  `model_dump`, a copy, a pickle, `==`), since the first reader resolves deferred values.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+import random
+import re
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from policy_engine.cel import api as _api
+from policy_engine.engine import Engine
+from policy_engine.engine.accel import faults as _faults
+from policy_engine.engine.accel import fused as _fused
+from policy_engine.engine.accel import stopped as _stopped
+from policy_engine.engine.accel import templates as _templates
+from policy_engine.engine.digests import action_digest
+from policy_engine.engine.util import parse_ts
+from policy_engine.language.loader import load_sources
+from policy_engine.models import Action, WorkflowState
+from policy_engine.source import SourceFile
+
+try:  # a zone other than UTC whose tzinfo is not `datetime.UTC` (optional: tzdata may be absent)
+    from zoneinfo import ZoneInfo
+
+    _ZONES: list = []
+    for _z in ("UTC", "Europe/Paris", "America/New_York"):
+        try:
+            _ZONES.append(ZoneInfo(_z))
+        except Exception:  # noqa: BLE001 - no tz database here
+            pass
+except ImportError:  # pragma: no cover
+    _ZONES = []
+
+__all__ = ["Policy", "Step", "Mismatch", "gen_policy", "gen_steps", "build_engines", "run_sequence", "shrink",
+           "repro_text", "tiny_caches", "round_of"]
+
+
+# ================================================================================ values
+
+
+class S(str):
+    """A str subclass (the input check refuses subclasses)."""
+
+    __slots__ = ()
+
+
+class I(int):  # noqa: E742 - a short name, written into reproducers
+    """An int subclass."""
+
+    __slots__ = ()
+
+
+class F(float):
+    """A float subclass."""
+
+    __slots__ = ()
+
+
+class DT(datetime):
+    """A datetime subclass (a mocked clock's, say)."""
+
+
+NAN = float("nan")
+INF = float("inf")
+
+STRS = ["a", "ab", "abc", "b", "", "x1", "10", "é", "a b", "A", "zz", "a.b", "read:x", "write:y"]
+INTS = [-3, 0, 1, 2, 3, 5, 10, 100, 9007199254740993, 2**63 - 1, -(2**63)]
+FLOATS = [0.0, -0.0, 0.5, 1.0, 2.5, 10.0, 99.9, 1e-7, 3.0, 1e300]
+ODD_SCALARS = [NAN, INF, -INF, 2**64 + 1, -(2**70), "\ud800", "a\udfff", "\x00\"\\", "\u2028", S("a"), I(1),
+               F(2.5), b"by", (1, 2), ("a",), True, False, None, 1.5, "x" * 70]
+HUGE = [None]  # filled lazily: a 4,000,001-character string (over MAX_INPUT_CHARS)
+
+
+def _huge() -> str:
+    if HUGE[0] is None:
+        HUGE[0] = "h" * 4_000_001
+    return HUGE[0]
+
+
+# ================================================================================ policies
+
+# the fields a workflow's actions may hold: name -> kind
+FIELDS = {"s": "str", "t": "str", "n": "int", "m": "int", "x": "float", "b": "bool", "tags": "tags",
+          "obj": "obj", "items": "items", "meta": "meta", "when": "ts"}
+DECL = {"str": "string", "int": "int", "float": "double", "bool": "bool", "tags": "list<string>",
+        "obj": "{ level: int name: string ok: bool }", "items": "list { sku: string qty: int ok: bool }",
+        "meta": "map<string, string>", "ts": "string"}
+UNREAD = {"ref": "str", "note": "str", "cents": "int", "blob": "obj", "when2": "ts"}  # fields no condition reads
+KINDS = {**FIELDS, **UNREAD}
+ROLES = ["reviewer", "manager", "legal"]
+EFFECTS = ["allow", "allow", "allow", "deny", "deny", "require_approval", "require_approval", "require_approval"]
+WINDOWS = [None, None, "30d", "60s", "1h", "1m", "1s"]
+
+
+@dataclass
+class Policy:
+    text: str
+    workflows: list  # [(name, [(type, window, runs_while_stopped, fields or None, carried)], [triggers])]
+    seed: Any = None
+    reads: dict = field(default_factory=dict)  # (workflow, type) -> the fields its gate reads (CAction.reads)
+
+
+def _lit_str(rng: random.Random) -> str:
+    return rng.choice(["a", "ab", "b", "x1", "é", "", "A", "read:", "write:"])
+
+
+def _num(rng: random.Random, kind: str) -> str:
+    if kind == "int":
+        return str(rng.choice([0, 1, 2, 3, 5, 10, 100, -1]))
+    return rng.choice(["0.0", "0.5", "1.0", "2.5", "10.0", "99.9", "-0.0"])
+
+
+def _atom(rng: random.Random, types: list[str]) -> str:
+    """One comparison or test over the action (and sometimes the workflow state, `now`,
+    the policy's constants)."""
+    c = rng.randrange(95)
+    if c >= 75:  # numbers and comparisons at the edges (int vs double, 2^53, overflow, -0.0, text)
+        return rng.choice([
+            "action.n < action.x", "action.x == action.n", "action.n > 9007199254740992.0",
+            "action.x >= 9007199254740993", "action.n + 1 > action.m", "action.n - action.m < 0",
+            "action.n / 2 == 1", "-action.n < 0", "action.x * 2.0 > action.x", "action.x / 0.0 > 1.0",
+            "action.n % 0 == 1", "action.n * 4611686018427387904 > 0", "action.n in [1.0, 2.0]",
+            "action.x in [0, 1]", "action.b == 1", "action.b in [true]", 'action.s < "b"', "action.s <= action.t",
+            'action.tags == ["a"]', 'action.obj == {"level": 1, "name": "a", "ok": true}', "action.meta == {}",
+            "uint(action.n) > 1u", "action.n > 1u", "math.abs(action.n) > 2", "math.greatest(action.n, action.m) > 3",
+            "action.s.size() > action.n", "action.tags.size() == action.n", 'string(action.x) == "0"',
+            'string(action.x).startsWith("-")', "int(action.x) > 1", "double(action.n) == action.x",
+            "action.x < 1e300", "action.n == -0.0", "action.x == -0.0", 'string(action.n) + action.s == "1a"',
+            "action.tags.exists(t, t < action.s)", "action.items.exists(i, i.qty == action.x)",
+            'action.obj.level == action.obj.level && action.obj.name != ""', "action.n >= action.obj.level",
+            'action.s.matches(action.t)', 'action.s.contains(action.t)', "size(action.s + action.t) > 2",
+            '"a" == action.s', "1 < action.n", "action.items.map(i, i.qty > 1, i.qty).size() > 0",
+            'action.s.lowerAscii().startsWith("a")', "[action.n, 1, action.x].size() > 2", "action.b > 0",
+            "action.n == true", "action.b in [1, 2]", "!action.n", "action.s > 1", "action.n > action.s"])
+    if c >= 60:  # reading the action in less usual ways (read sets, kept values, shapes)
+        return rng.choice([
+            "size(action) > 5", '"n" in action', 'action.exists(k, k == "tags")', "cel.bind(a, action, a.n > 1)",
+            "[action.n, action.m].exists(v, v > 3)", 'action["s"] == "a"', "has(action.obj)", "dyn(action).n > 1",
+            'action.obj["level"] > 1', 'action.meta[action.s] == "v"', "action.items.exists(i, i.sku == action.s)",
+            'action.tags.map(t, t + action.s).exists(u, u == "aa")', "workflow.mode == action.s",
+            "now.getHours() > action.n", "[1].exists(action, action > 0)", 'cel.bind(action, {"n": 9}, action.n > 1)',
+            "action.tags.exists(action, action == \"a\")", 'type(action.n) == int', "action.obj.level == action.n",
+            'action.s == action.t', "action.x + action.x > 1.0", "double(action.s) > 1.0", 'string(action.n) == "1"',
+            "action.items.all(i, has(i.qty) && i.qty > 0)", "size(action.meta) == 0"])
+    s = rng.choice(["s", "t"])
+    n = rng.choice(["n", "m"])
+    if c == 0:
+        return f'action.{s} == "{_lit_str(rng)}"'
+    if c == 1:
+        return f'action.{s} in ["a", "ab", "{_lit_str(rng)}"]'
+    if c == 2:
+        return f"action.{s} in policy.names"
+    if c == 3:
+        return f"action.{n} {rng.choice(['>', '<', '>=', '<=', '==', '!='])} {_num(rng, 'int')}"
+    if c == 4:
+        return f"action.x {rng.choice(['>', '<', '>=', '<=', '==', '!='])} {_num(rng, 'float')}"
+    if c == 5:
+        return f"action.n + action.m > {_num(rng, 'int')}"
+    if c == 6:
+        return "action.n * 2 < action.m"
+    if c == 7:
+        return "action.x > double(action.n)"
+    if c == 8:
+        return "action.b"
+    if c == 9:
+        return "!action.b"
+    if c == 10:
+        return "action.b == true"
+    if c == 11:
+        return f"size(action.tags) > {rng.choice([0, 1, 2])}"
+    if c == 12:
+        return f'"{_lit_str(rng)}" in action.tags'
+    if c == 13:
+        return f'action.tags.exists(t, t.startsWith("{rng.choice(["a", "read:", "w"])}"))'
+    if c == 14:
+        return "action.tags.all(t, size(t) < 3)"
+    if c == 15:
+        return f'action.{s}.startsWith("{rng.choice(["a", "x", ""])}")'
+    if c == 16:
+        return f'action.{s}.contains("{rng.choice(["b", "1", " "])}")'
+    if c == 17:
+        return f'action.{s}.matches("{rng.choice(["^a", "b$", "[0-9]", "^$"])}")'
+    if c == 18:
+        return f"action.obj.level > {rng.choice([0, 1, 2])}"
+    if c == 19:
+        return f'action.obj.name == "{_lit_str(rng)}"'
+    if c == 20:
+        return "action.obj.ok"
+    if c == 21:
+        return "has(action.obj.level)"
+    if c == 22:
+        return f"has(action.{rng.choice(list(FIELDS))})"
+    if c == 23:
+        return f"action.items.exists(i, i.qty > {rng.choice([0, 1, 3])})"
+    if c == 24:
+        return "action.items.all(i, i.ok)"
+    if c == 25:
+        return "action.items.filter(i, i.qty > 1).size() > 1"
+    if c == 26:
+        return "action.items.map(i, i.qty).exists(q, q > 5)"
+    if c == 27:
+        return f"1 / action.{n} > 0"
+    if c == 28:
+        return f"action.{n} % 3 == 0"
+    if c == 29:
+        return f"int(action.{s}) > 0"
+    if c == 30:
+        return 'action.meta["k"] == "v"'
+    if c == 31:
+        return '"k" in action.meta'
+    if c == 32:
+        return f'workflow.mode == "{rng.choice(["strict", "lax"])}"'
+    if c == 33:
+        return f"now.getHours() {rng.choice(['<', '>='])} {rng.choice([6, 12, 22])}"
+    if c == 34:
+        return 'now > timestamp("2026-03-02T14:30:00Z")'
+    if c == 35:
+        return "timestamp(action.when) < now"
+    if c == 36:
+        return f'action.type == "{rng.choice(types)}"'
+    if c == 37:
+        return f"action.b ? action.{n} > 1 : action.x < 2.0"
+    if c == 38:
+        return f'action.{s} + "x" == "ax"'
+    if c == 39:
+        return f"size(action.{s}) > {rng.choice([0, 1, 3])}"
+    if c == 40:
+        return f"action.{n} in [1, 2, 3]"
+    if c == 41:
+        return "action.x == 0.0"
+    if c == 42:
+        return "action.n == action.m"
+    if c == 43:
+        return "action.n == 1.0"
+    if c == 44:
+        return "action.n + 9223372036854775000 > 0"
+    if c == 45:
+        return "action.nosuch > 1"
+    if c == 46:
+        return f"action.{n} <= policy.limit"
+    if c == 47:
+        return "action.x < policy.ratio"
+    if c == 48:
+        return "action.s.startsWith(policy.prefix)"
+    if c == 49:
+        return 'action.id == "a1"'
+    if c == 50:
+        return "action.tags.exists_one(t, t == \"a\")"
+    if c == 51:
+        return f"action.{s} in policy.glob"
+    if c == 52:
+        return "action.obj.level + action.n > 3"
+    if c == 53:
+        return "action.x"  # not a bool: an error
+    if c == 54:
+        return "action.items[0].qty > 0"
+    if c == 55:
+        return "action.tags[1] == \"b\""
+    if c == 56:
+        return 'cel.bind(v, action.n, v > 1 && v < 10)'
+    if c == 57:
+        return "[1, 2, 3].map(k, [k, k, k]).size() > 0"
+    if c == 58:
+        return 'workflow.status == "running"'
+    return f"action.{s}.lowerAscii() == \"{rng.choice(['a', 'ab'])}\""
+
+
+def _cond(rng: random.Random, types: list[str], depth: int = 0) -> str:
+    r = rng.random()
+    if depth >= 2 or r < 0.45:
+        return _atom(rng, types)
+    if r < 0.7:
+        return f"{_cond(rng, types, depth + 1)} && {_cond(rng, types, depth + 1)}"
+    if r < 0.9:
+        return f"({_cond(rng, types, depth + 1)} || {_cond(rng, types, depth + 1)})"
+    return f"!({_cond(rng, types, depth + 1)})"
+
+
+def _large_rules(rng: random.Random, n: int, types: list[str]) -> str:
+    """`n` rules, most starting by comparing `action.s` (or `action.t`) with string
+    constants (what the fused gate indexes), some not (or with the test second)."""
+    out = []
+    for i in range(n):
+        eff = rng.choice(EFFECTS)
+        by = " by 1 reviewer" if eff == "require_approval" else ""
+        q = rng.random()
+        f = "s" if rng.random() < 0.8 else "t"
+        v = rng.choice(STRS[:10])
+        tail = _atom(rng, types) if rng.random() < 0.7 else "true"
+        if q < 0.5:
+            cond = f'action.{f} == "{v}" && {tail}'
+        elif q < 0.7:
+            cond = f'action.{f} in ["{v}", "{rng.choice(STRS[:10])}"] && {tail}'
+        elif q < 0.8:
+            cond = f'(action.{f} == "{v}" || action.{f} == "zz") && {tail}'
+        elif q < 0.9:
+            cond = f'{tail} && action.{f} == "{v}"'
+        else:
+            cond = tail
+        out.append(f"    {eff} big{i}{by} when `{cond}`\n")
+    return "".join(out)
+
+
+def _fields_decl(rng: random.Random, names: list[str]) -> str:
+    lines = []
+    for f in names:
+        q = "?" if rng.random() < 0.4 else ""
+        lines.append(f"      {f}{q}: {DECL[FIELDS[f]]}")
+    return "    fields {\n" + "\n".join(lines) + "\n    }\n"
+
+
+def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
+    """A random policy text: one to three workflows, each with a few action types (some
+    sharing a name across workflows), rules of every effect, stop triggers guarded and not."""
+    nwf = rng.choice([1, 1, 2, 3])
+    text = f"roles [{', '.join(ROLES)}]\nconst glob = [\"x1\", \"ab\"]\n\n"
+    workflows = []
+    pool: list[str] = []  # conditions reused across rules (one CompiledExpr per text)
+    for w in range(nwf):
+        wname = ["w", "w2", "other"][w]
+        ntypes = rng.randint(1, 3)
+        types = [f"t{w}{k}" for k in range(ntypes)]
+        default = rng.choice(["deny", "require_approval", None])
+        text += f'workflow "{wname}" {{\n  version "{w}.{rng.randrange(9)}"\n'
+        text += '  owners { business "B" technical "T" }\n'
+        if default:
+            text += f"  default {default}\n"
+        text += '  const names = ["a", "x1", "é"]\n  const limit = 5\n  const ratio = 2.5\n  const prefix = "a"\n'
+        tinfo = []
+        for t in types:
+            window = rng.choice(WINDOWS)
+            irreversible = window is None and rng.random() < 0.3
+            rws = rng.random() < 0.2
+            text += f"  action {t} {{\n    system \"sys\"\n"
+            if irreversible:
+                text += "    irreversible\n"
+            elif window is not None or rng.random() < 0.5:
+                cls = rng.choice(["full", "partial"])
+                text += f"    reversible {cls} via \"undo\"" + (f" within {window}" if window else "") + "\n"
+            if rws:
+                text += "    runs_while_stopped\n"
+            if rng.random() < 0.5:
+                text += f"    receipt [{', '.join(rng.sample(['s', 'n', 'obj', 'policy_rule'], rng.randint(1, 3)))}]\n"
+            head, text = text, ""  # (the rules first: the declared fields are those they read)
+            nrules = rng.choice([0, 1, 2, 3, 4, 5, 6, 8])
+            rules_at = len(text)
+            if rng.random() < 0.04:  # a large type: chunks, an index on `action.s`
+                text += _large_rules(rng, rng.choice([70, 120, 300]), types)
+            for r in range(nrules):
+                eff = rng.choice(EFFECTS)
+                name = f" r{r}" if rng.random() < 0.9 else ""
+                by = ""
+                if eff == "require_approval":
+                    by = (f" by {rng.randint(1, 2)} {rng.choice(ROLES)}" if rng.random() < 0.7
+                          else f" by 1 of [{', '.join(rng.sample(ROLES, 2))}]")
+                if pool and rng.random() < 0.25:
+                    cond = rng.choice(pool)
+                else:
+                    cond = _cond(rng, types)
+                    pool.append(cond)
+                if not name and any(f"when `{cond}`" in line for line in text.splitlines()[-nrules:]):
+                    name = f" u{r}"
+                text += f"    {eff}{name}{by} when `{cond}`\n"
+            # the fields its actions carry: mostly those its rules read, a few others, and
+            # sometimes fields no condition reads at all
+            reads = sorted(set(re.findall(r"action\.(\w+)", text[rules_at:])) & set(FIELDS))
+            declared = None
+            if rng.random() < 0.2:  # declared fields (`fields { ... }`): the full path checks them
+                declared = sorted(set(reads) | set(rng.sample(list(FIELDS), rng.randint(0, 3))))
+                if declared:
+                    head += _fields_decl(rng, declared)
+            text = head + text + "  }\n"
+
+            carried = [f for f in reads if rng.random() < 0.9]
+            carried += [f for f in rng.sample(list(FIELDS), rng.randint(0, 3)) if f not in carried]
+            carried += [f for f in rng.sample(list(UNREAD), rng.randint(0, 2)) if f not in carried]
+            tinfo.append((t, window, rws, declared, tuple(carried)))
+        triggers = []
+        for k in range(rng.choice([0, 1, 1, 2, 3])):
+            g = rng.random()
+            c = rng.choice(pool) if pool and rng.random() < 0.3 else _cond(rng, types)
+            if g < 0.5:
+                when = f'action.type == "{rng.choice(types)}" && ({c})'
+            elif g < 0.7:
+                names = ", ".join(f'"{t}"' for t in rng.sample(types, min(2, len(types))))
+                when = f"action.type in [{names}] && ({c})"
+            elif g < 0.85:
+                when = c
+            else:
+                when = f'({c}) && action.type == "{rng.choice(types)}"'
+            name = f"st{k}"
+            triggers.append(name)
+            severity = rng.choice(["low", "medium", "high", "critical"])
+            text += f"  stop {name} {{\n    when `{when}`\n    severity {severity}\n"
+            text += '    owner "O"\n'
+            if rng.random() < 0.5:
+                text += "    affects [sys]\n"
+            if rng.random() < 0.5:
+                text += f"    receipt [{rng.choice(['s', 'n', 'evidence_x'])}]\n"
+            if rng.random() < 0.5:
+                text += '    rollback "undo it"\n'
+            if rng.random() < 0.5:
+                text += f"    notify [{rng.choice(ROLES)}]\n"
+            text += "    resume when {\n      ok: `evidence.ok == true`\n    }\n  }\n"
+        text += "  rollback incident {\n    route ops\n    authorize 1 reviewer\n    cascade depth 1\n  }\n}\n\n"
+        workflows.append((wname, tinfo, triggers))
+    return Policy(text, workflows, seed)
+
+
+def build_engines(text: str) -> tuple[Engine, Engine]:
+    """(accelerated, reference) engines from one policy text (raises PolicyError)."""
+    out = []
+    for accelerate in (True, False):
+        res = load_sources([SourceFile("p.policy", text)], accelerate=accelerate)
+        out.append(Engine.from_load_result(res, accelerate=accelerate))
+    return out[0], out[1]
+
+
+def _strip_fields(text: str) -> str:
+    """The text without its `fields { ... }` blocks (a random condition may not type-check)."""
+    out = []
+    skip = False
+    for line in text.splitlines(keepends=True):
+        if line.strip() == "fields {":
+            skip = True
+            continue
+        if skip:
+            if line.strip() == "}":
+                skip = False
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+LOADER_CRASHES = [0]  # policy texts the loader raised on (not a PolicyError): skipped
+
+
+def round_of(rng: random.Random, seed: Any = None) -> tuple[Policy, Engine, Engine]:
+    """A policy that loads (declared fields dropped when a condition does not type-check
+    against them) and its two engines."""
+    from policy_engine.diagnostics import PolicyError
+
+    for _ in range(20):
+        pol = gen_policy(rng, seed)
+        for text in (pol.text, _strip_fields(pol.text)):
+            try:
+                fast, ref = build_engines(text)
+            except PolicyError:
+                continue
+            except Exception:  # noqa: BLE001 - the loader crashed (its own bug, not the gate's): skip
+                # (seen: lints' _FLIP lacks "==": `5 == action.n && action.n > 1` raises KeyError)
+                LOADER_CRASHES[0] += 1
+                continue
+            if text is not pol.text:
+                pol = Policy(text, [(w, [(t, win, rws, None, c) for t, win, rws, _, c in ti], tr)
+                                    for w, ti, tr in pol.workflows], seed)
+            pol.reads = {(w.name, a.name): a.reads for w in ref.compiled.workflows.values()
+                         for a in w.actions.values()}
+            return pol, fast, ref
+    raise RuntimeError("no loadable policy in 20 tries (the generator is broken)")
+
+
+# ================================================================================ calls
+
+_MISSING = "<missing>"
+
+
+def _value(rng: random.Random, kind: str, odd: float) -> Any:
+    """A value for a field of `kind`: mostly of its kind from a small pool (so outcomes and
+    shapes repeat), sometimes absent, of another type, or odd."""
+    r = rng.random()
+    if r < odd * 0.25:
+        return _MISSING
+    if r < odd * 0.5:
+        return rng.choice(ODD_SCALARS)
+    if r < odd * 0.75:  # another kind's value
+        return _value(rng, rng.choice(list(set(FIELDS.values()) - {kind})), 0.0)
+    if r < odd and rng.random() < 0.02:
+        return _huge()
+    if kind == "str":
+        return rng.choice(STRS)
+    if kind == "int":
+        return rng.choice(INTS[:8]) if rng.random() < 0.9 else rng.choice(INTS)
+    if kind == "float":
+        return rng.choice(FLOATS)
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "tags":
+        return [rng.choice(STRS[:8]) for _ in range(rng.choice([0, 1, 2, 2, 3]))] if rng.random() < 0.9 else \
+            [rng.choice(STRS), rng.choice([1, None, ["a"], {"a": 1}, 2.5])]
+    if kind == "obj":
+        o = {"level": rng.choice([0, 1, 2, 3]), "name": rng.choice(STRS[:6]), "ok": rng.random() < 0.5}
+        q = rng.random()
+        if q < 0.1:
+            o.pop(rng.choice(list(o)))
+        elif q < 0.2:
+            o["extra"] = rng.choice([1, "e", None, [1]])
+        elif q < 0.3:
+            o["level"] = rng.choice([1.5, "2", None, True, -0.0])
+        elif q < 0.35:
+            o = {S("level"): 1, "name": "a", "ok": True}
+        return o
+    if kind == "items":
+        out = []
+        for _ in range(rng.choice([0, 1, 2, 3])):
+            it = {"sku": rng.choice(STRS[:4]), "qty": rng.choice([0, 1, 2, 5, 7]), "ok": rng.random() < 0.7}
+            if rng.random() < 0.1:
+                it.pop("qty")
+            if rng.random() < 0.05:
+                it["qty"] = rng.choice([2.0, "3", None])
+            out.append(it)
+        return out
+    if kind == "meta":
+        return {k: rng.choice(["v", "w", 1]) for k in rng.sample(["k", "j", "é", "a.b"], rng.randint(0, 3))}
+    if kind == "ts":
+        return rng.choice(["2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z", "2026-03-02T14:30:00.5+02:00", "bad",
+                           "9999-12-31T23:59:59Z"])
+    raise AssertionError(kind)
+
+
+# fixed `now`s, some sharing a microsecond (the key of the per-`now` caches)
+T0 = datetime(2026, 3, 2, 14, 30, 0, 123456, tzinfo=UTC)
+NOWS = [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2), T0 + timedelta(hours=9),
+        datetime(2026, 3, 2, 14, 30, tzinfo=UTC), datetime(2026, 3, 2, 14, 31, tzinfo=UTC),
+        datetime(2026, 3, 2, 5, 0, 0, 1, tzinfo=UTC), datetime(2026, 3, 2, 23, 0, 0, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 123456, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC),
+        T0.replace(fold=1)]
+
+
+def _now(rng: random.Random, counter: list) -> Any:
+    r = rng.random()
+    if r < 0.45:
+        return rng.choice(NOWS[:4]) if rng.random() < 0.8 else rng.choice(NOWS)
+    if r < 0.6:
+        return None  # the clock
+    if r < 0.75:  # a new one each call (a runtime's own clock), often sharing a key with a fixed one
+        counter[0] += 1
+        if rng.random() < 0.5:
+            return T0 + timedelta(seconds=counter[0])
+        return T0 + timedelta(microseconds=counter[0])
+    if r < 0.8:  # an equal `now`, another object
+        n = rng.choice(NOWS[:4])
+        return datetime(n.year, n.month, n.day, n.hour, n.minute, n.second, n.microsecond, tzinfo=UTC)
+    if r < 0.85:
+        return T0.astimezone(timezone(timedelta(hours=rng.choice([2, -5]))))
+    if r < 0.88 and _ZONES:
+        return T0.astimezone(rng.choice(_ZONES))
+    if r < 0.9:
+        return datetime(2026, 3, 2, 14, 30)  # naive
+    if r < 0.93:
+        return rng.choice(["2026-03-02T14:30:00.123456Z", "2026-03-02T16:30:00+02:00", "yesterday", ""])
+    if r < 0.95:
+        return T0.replace(tzinfo=timezone(timedelta(0)))  # (CPython: the same object as UTC)
+    if r < 0.97:
+        n = rng.choice(NOWS[:4])
+        return DT(n.year, n.month, n.day, n.hour, n.minute, n.second, n.microsecond, tzinfo=UTC)
+    return rng.choice([12345, 1.5, b"now", T0.date()])
+
+
+def _state(rng: random.Random, pol: Policy, wname: Any) -> Any:
+    r = rng.random()
+    wf = next((w for w in pol.workflows if w[0] == wname), None)
+    triggers = (wf[2] if wf else []) + ["nosuch"]
+    if r < 0.6:
+        return None
+    if r < 0.7:
+        st: dict = {"status": "running"}
+        if rng.random() < 0.6:
+            st["mode"] = rng.choice(["strict", "lax", 1, None])
+        return st
+    if r < 0.85:
+        st = {"status": "stopped"}
+        q = rng.random()
+        if q < 0.85:
+            st["stopped_by"] = rng.choice(triggers) if q < 0.8 else rng.choice([None, 1, "\ud800", S("st0")])
+        q = rng.random()
+        if q < 0.6:
+            st["stopped_at"] = rng.choice(["2026-03-02T14:00:00Z", "2026-03-02T15:00:00+01:00",
+                                           "2026-03-02T14:00:00.5Z"])
+        elif q < 0.75:
+            st["stopped_at"] = rng.choice(["not a time", 12, None, T0, ""])
+        if rng.random() < 0.2:
+            st["mode"] = "strict"
+        return st
+    if r < 0.9:
+        return rng.choice([{}, {"status": "paused"}, {"status": 1}, {"status": S("running")}, {"mode": "strict"},
+                           {"status": "running", "big": [1] * 100_001}])
+    if r < 0.95:
+        return rng.choice(["running", [], 7])
+    try:
+        if rng.random() < 0.5:
+            return WorkflowState(status="running", mode="strict")
+        return WorkflowState(status="stopped", stopped_by=rng.choice(triggers))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _action(rng: random.Random, pol: Policy, odd: float, absent: float = 0.15) -> dict:
+    wf = rng.choice(pol.workflows)
+    wname, tinfo, _ = wf
+    a: dict = {}
+    r = rng.random()
+    info = rng.choice(tinfo)
+    carried = info[4]
+    if r < 0.85:
+        t = info[0]
+    elif r < 0.9:
+        t = "undeclared"
+    elif r < 0.95:  # a type of another workflow
+        info = rng.choice(rng.choice(pol.workflows)[1])
+        t, carried = info[0], info[4]
+    else:
+        t = rng.choice([None, 1, _MISSING, "\ud800", S("t00")])
+    if rng.random() < 0.1:
+        carried = tuple(rng.sample(list(KINDS), rng.randint(0, len(KINDS))))
+    r = rng.random()
+    w: Any = wname
+    if r < 0.03:
+        w = rng.choice(["nowf", None, _MISSING, 3])
+    elif r < 0.06:
+        w = rng.choice(pol.workflows)[0]
+    keys = ["workflow", "type", "id"]
+    rng.shuffle(keys)  # key order is not part of the decision
+    for k in keys:
+        if k == "workflow" and w is not _MISSING:
+            a["workflow"] = w
+        elif k == "type" and t is not _MISSING:
+            a["type"] = t
+        elif k == "id":
+            q = rng.random()
+            if q < 0.5:
+                a["id"] = rng.choice(["a1", "a2", "é3", ""]) if rng.random() < 0.9 else \
+                    rng.choice(["\u2028", "\x7f", "\x00", "😀", '"', "\\", "</script>", "a" * 300, "\u00e9\u0301"])
+            elif q < 0.55:
+                a["id"] = rng.choice([7, None, "\ud800", ["x"], S("a1"), 2.5])
+    for f in carried:
+        if rng.random() < absent:
+            continue  # absent
+        v = _value(rng, KINDS[f], odd)
+        if v is not _MISSING:
+            a[f] = v
+    if rng.random() < 0.1:
+        a["extra"] = rng.choice([NAN, "\ud800", [1, [2, [3]]], {"deep": {"er": [1.5, -0.0]}}, 2**80, 1e-7])
+    if rng.random() < 0.02:
+        deep: Any = 1
+        for _ in range(rng.choice([40, 201])):
+            deep = [deep]
+        a["deep"] = deep
+    return a
+
+
+def _count(v: Any) -> tuple[int, int]:
+    """(values, characters) as the input check counts them (`inputs._check_size`)."""
+    items = chars = 0
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if type(x) is dict:
+            chars += sum(len(k) for k in x if type(k) is str)
+            vals = list(x.values())
+        elif type(x) in (list, tuple):
+            vals = list(x)
+        else:
+            if type(x) is str:
+                chars += len(x)
+            continue
+        items += len(vals)
+        stack.extend(vals)
+    return items, chars
+
+
+def _at_the_limit(rng: random.Random, pol: Policy, a: dict) -> dict:
+    """`a` with its read fields together exactly at the input limit of values or of
+    characters, or one past it (a field padded, or two sharing the padding)."""
+    from policy_engine.limits import MAX_INPUT_CHARS, MAX_INPUT_ITEMS
+
+    keys = pol.reads.get((a.get("workflow"), a.get("type")))
+    if not keys:
+        return a
+    a = dict(a)
+    over = rng.choice([0, 1, 1, -1])
+    if rng.random() < 0.5 and "tags" in keys:  # values: a list of empty strings
+        a["tags"] = []
+        items, _ = _count({k: a[k] for k in keys if k in a})
+        a["tags"] = [""] * max(0, MAX_INPUT_ITEMS + over - items)
+        return a
+    strs = [k for k in ("s", "t") if k in keys]
+    if not strs:
+        return a
+    for k in strs:
+        a[k] = ""
+    _, chars = _count({k: a[k] for k in keys if k in a})
+    need = max(0, MAX_INPUT_CHARS + over - chars)
+    if len(strs) == 2 and rng.random() < 0.5:
+        a["s"], a["t"] = "a" * (need // 2), "b" * (need - need // 2)
+    else:
+        a[strs[0]] = "a" * need
+    return a
+
+
+def _mutation(rng: random.Random, action: Any) -> list:
+    """Edits the caller makes to its action after `evaluate()` returned: (path, value)
+    to set, (path, _DEL) to delete, (path, ("append", value)) to append to a list."""
+    if type(action) is not dict or not action:
+        return []
+    ops = []
+    for _ in range(rng.randint(1, 3)):
+        k = rng.choice(list(action))
+        v = action[k]
+        q = rng.random()
+        if isinstance(v, list) and v and q < 0.4:
+            ops.append(((k,), ("append", rng.choice(["zz", 99, {"qty": 9}]))))
+        elif isinstance(v, dict) and v and q < 0.4:
+            kk = rng.choice(list(v))
+            ops.append(((k, kk), rng.choice(["changed", 42, None])))
+        elif q < 0.6:
+            ops.append(((k,), rng.choice(["changed", 12345, -0.0, None, ["new"]])))
+        elif q < 0.7:
+            ops.append(((k,), "<del>"))
+        else:
+            ops.append((("added",), rng.choice([1, "x", [2]])))
+    return ops
+
+
+def apply_mutation(action: Any, ops: list) -> None:
+    for path, value in ops:
+        try:
+            tgt = action
+            for p in path[:-1]:
+                tgt = tgt[p]
+            k = path[-1]
+            if value == "<del>":
+                tgt.pop(k, None)
+            elif type(value) is tuple and value and value[0] == "append":
+                tgt[k].append(copy.deepcopy(value[1]))
+            else:
+                tgt[k] = copy.deepcopy(value)
+        except Exception:  # noqa: BLE001 - the path is gone (an earlier edit): skip
+            pass
+
+
+READS = ["to_json", "dump_json", "digest", "evaluated_at", "reversibility", "model_dump", "copy", "deepcopy",
+         "pickle", "eq", "model_copy", "repr", "canonical", "canonical"]
+
+
+@dataclass
+class Step:
+    """One call. `action` is the value as passed (deep-copied per run); `slot` (not None):
+    the caller's dict object kept in that slot is reused, changed in place to `action`;
+    `wrap`: "dict", "model" (an `Action`), "odict" (a dict subclass); `mutate`: the edits
+    the caller makes after the call (see `_mutation`); `api`: "evaluate", "json" or "both";
+    `reads`: the order the accelerated decision is first read in."""
+
+    action: Any
+    state: Any
+    now: Any
+    api: str = "evaluate"
+    slot: int | None = None
+    wrap: str = "dict"
+    mutate: list = field(default_factory=list)
+    reads: tuple = ("to_json",)
+    ref_json: bool = False  # also compare the reference engine's own evaluate_json / to_json
+
+
+def gen_steps(rng: random.Random, pol: Policy, n: int, odd: float | None = None) -> list[Step]:
+    """A random call sequence of length `n`. Calls often repeat a previous action exactly
+    or nearly (so fused functions get built, templates filled and reused, `now`s seen
+    twice), change one field's shape, or reuse the caller's dict. `odd`: how often a
+    value is absent, of another type or odd (drawn per sequence when None: some
+    sequences are clean, so the specialised functions live long, others hostile)."""
+    odd = rng.choice([0.0, 0.0, 0.02, 0.1, 0.3]) if odd is None else odd
+    absent = rng.choice([0.0, 0.02, 0.15]) if odd == 0.0 else 0.15
+    steps: list[Step] = []
+    counter = [0]
+    recent: list = []
+    for _ in range(n):
+        r = rng.random()
+        if recent and r < 0.35:
+            a = copy.deepcopy(rng.choice(recent))
+        elif recent and r < 0.6:  # a previous action with one field changed
+            a = copy.deepcopy(rng.choice(recent))
+            if type(a) is dict:
+                f = rng.choice([k for k in a if k in KINDS] or list(KINDS)) if rng.random() < 0.8 else \
+                    rng.choice(list(KINDS))
+                v = _value(rng, KINDS[f], odd * 2 if odd else rng.choice([0.0, 0.0, 0.0, 0.3]))
+                if v is _MISSING:
+                    a.pop(f, None)
+                else:
+                    a[f] = v
+        else:
+            a = _action(rng, pol, odd, absent)
+        if pol.reads and type(a) is dict and rng.random() < 0.008:
+            a = _at_the_limit(rng, pol, a)  # (not kept for reuse: a few of these are enough)
+        else:
+            recent.append(a)
+            if len(recent) > 12:
+                recent.pop(0)
+        wname = a.get("workflow") if type(a) is dict else None
+        st = _state(rng, pol, wname) if rng.random() < 0.6 else None
+        q = rng.random()
+        wrap = "dict" if q < 0.94 else ("model" if q < 0.97 else "odict")
+        q = rng.random()
+        slot = rng.randrange(3) if q < 0.15 else None
+        mutate = _mutation(rng, a) if rng.random() < 0.3 else []
+        q = rng.random()
+        api = "evaluate" if q < 0.6 else ("json" if q < 0.8 else "both")
+        reads = tuple(rng.sample(READS, rng.randint(1, 4)))
+        steps.append(Step(a, st, _now(rng, counter), api, slot, wrap, mutate, reads, rng.random() < 0.05))
+    return steps
+
+
+# ================================================================================ running
+
+
+@dataclass
+class Mismatch:
+    step: int
+    what: str
+    got: str
+    want: str
+
+    def __str__(self) -> str:
+        return f"step {self.step}: {self.what}\n  accelerated: {self.got}\n  reference:   {self.want}"
+
+
+def _wrap(a: Any, wrap: str) -> Any:
+    if wrap == "model" and type(a) is dict:
+        try:
+            return Action(**a)
+        except Exception:  # noqa: BLE001 - not a valid model: pass the dict
+            return a
+    if wrap == "odict" and type(a) is dict:
+        return OrderedDict(a)
+    return a
+
+
+def _json_or_exc(f) -> str:
+    try:
+        return f()
+    except Exception as e:  # noqa: BLE001 - pydantic refuses a lone surrogate: both must refuse alike
+        return f"<raises {type(e).__name__}>"
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _evaluated_at(js: str) -> datetime | None:
+    import json
+
+    try:
+        return _parse_ts(json.loads(js)["evaluated_at"])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+_EVALUATED_AT = re.compile(r'evaluated_at(["\']?\s*[:=]\s*["\'])[^"\']*')
+
+
+def _no_time(v: Any) -> Any:
+    """`v` (a decision's text) without its `evaluated_at` value."""
+    return _EVALUATED_AT.sub(r"evaluated_at\1<clock>", v) if isinstance(v, str) else v
+
+
+def _bad_now(now: Any) -> bool:
+    """Whether the gate denies for this `now` (unreadable) and stamps the clock's time."""
+    if now is None:
+        return False
+    try:
+        parse_ts(now, "`now`")
+        return False
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _read(d: Any, how: str) -> Any:
+    """One way of reading a decision (what its first reader makes of deferred values)."""
+    if how == "to_json":
+        return _json_or_exc(d.to_json)
+    if how == "dump_json":
+        return _json_or_exc(d.model_dump_json)
+    if how == "digest":
+        return d.action_digest
+    if how == "evaluated_at":
+        return d.evaluated_at
+    if how == "reversibility":
+        r = d.reversibility
+        return None if r is None else _json_or_exc(r.model_dump_json)
+    if how == "model_dump":
+        return _json_or_exc(lambda: repr(d.model_dump(mode="json")))
+    if how == "copy":
+        return _json_or_exc(copy.copy(d).model_dump_json)
+    if how == "deepcopy":
+        return _json_or_exc(copy.deepcopy(d).model_dump_json)
+    if how == "pickle":
+        return _json_or_exc(pickle.loads(pickle.dumps(d)).model_dump_json)
+    if how == "model_copy":
+        return _json_or_exc(d.model_copy().to_json)
+    if how == "repr":
+        return _json_or_exc(lambda: repr(d))
+    if how == "canonical":  # the ledger's canonical text (runtime.gatejson), from the template where it can
+        from policy_engine.ledger.canonical import canonical_text
+        from policy_engine.runtime.gatejson import decision_text
+
+        def text() -> str:
+            t = decision_text(d)
+            return canonical_text(d.model_dump(mode="json")) if t is None else t
+
+        return _json_or_exc(text)
+    if how == "eq":  # == resolves both sides' deferred values
+        return _json_or_exc(lambda: repr(d == d.model_copy()))
+    raise AssertionError(how)
+
+
+def _tally(stats: dict, d: Any) -> None:
+    """Count how a decision was made (read before anything resolves it)."""
+    from policy_engine.models import DecisionJson, Deferred, _raw_dict
+
+    fs = d.__pydantic_fields_set__
+    raw = _raw_dict(d)
+    keys = ["effect:" + str(raw.get("effect"))]
+    if type(fs) is DecisionJson:
+        keys.append("from a template at its now" if fs.base is not None else "from a template")
+    if isinstance(raw.get("evaluated_at"), Deferred):
+        keys.append("times deferred")
+    if isinstance(raw.get("action_digest"), Deferred):
+        keys.append("digest deferred")
+    for k in keys:
+        stats[k] = stats.get(k, 0) + 1
+
+
+def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, Engine] | None = None,
+                 stop_at_first: bool = True, stats: dict | None = None) -> list[Mismatch]:
+    """Run `steps` on fresh engines of the policy (or `engines`), comparing every decision
+    with the reference's; the mismatches (the first only, with `stop_at_first`). `stats`:
+    a dict to count in how the accelerated engine's decisions were made."""
+    text = pol if isinstance(pol, str) else pol.text
+    fast, ref = engines if engines is not None else build_engines(text)
+    slots: dict[int, Any] = {}
+    out: list[Mismatch] = []
+
+    def bad(i: int, what: str, got: Any, want: Any) -> bool:
+        out.append(Mismatch(i, what, _short(got), _short(want)))
+        return stop_at_first
+
+    for i, st in enumerate(steps):
+        snap = st.action
+        # the caller's object
+        if st.slot is not None and type(snap) is dict and type(slots.get(st.slot)) is dict:
+            obj = slots[st.slot]
+            obj.clear()
+            obj.update(copy.deepcopy(snap))
+        else:
+            obj = copy.deepcopy(snap)
+            if st.slot is not None and type(obj) is dict:
+                slots[st.slot] = obj
+        arg = _wrap(obj, st.wrap)
+        state = copy.deepcopy(st.state)
+        ref_action = _wrap(copy.deepcopy(snap), st.wrap)
+        now = st.now
+        d = js = None
+        try:
+            if st.api in ("evaluate", "both"):
+                d = fast.evaluate(arg, state, now)
+            if st.api in ("json", "both"):
+                js = fast.evaluate_json(arg, state, now)
+        except Exception:  # noqa: BLE001 - evaluate never raises
+            if bad(i, "the accelerated engine raised", traceback.format_exc(limit=4), "a decision"):
+                return out
+            continue
+        if stats is not None and d is not None:
+            _tally(stats, d)
+        apply_mutation(obj, st.mutate)  # the caller changes its action afterwards
+        if st.mutate and type(state) is dict:  # and its workflow state
+            state["stopped_by"] = "changed"
+            state["status"] = "running" if state.get("status") == "stopped" else "stopped"
+        reads = [(how, _read(d, how)) for how in st.reads] if d is not None else []
+        got = _json_or_exc(d.model_dump_json) if d is not None else None
+        got_to = _json_or_exc(d.to_json) if d is not None else None
+
+        def reference(at: Any, ref_action: Any = ref_action, ref_state: Any = st.state) -> tuple[Any, str]:
+            r = ref.evaluate(copy.deepcopy(ref_action), copy.deepcopy(ref_state), at)
+            return r, _json_or_exc(r.model_dump_json)
+
+        bad_now = _bad_now(now)
+        if bad_now:  # denied, at the clock's time: everything but the time compared
+            got, got_to = _no_time(got), _no_time(got_to)
+            reads = [(how, _no_time(v) if isinstance(v, str) else v) for how, v in reads if how != "evaluated_at"]
+            js = _no_time(js)
+        if d is not None:
+            at = now
+            if now is None:
+                at = _evaluated_at(got) if not got.startswith("<raises") else None
+                if at is None:  # not JSON: the time from the attribute
+                    try:
+                        at = _parse_ts(d.evaluated_at)
+                    except Exception:  # noqa: BLE001
+                        at = None
+            rd, want = reference(at)
+            if bad_now:
+                want = _no_time(want)
+            if got != want and bad(i, "model_dump_json", got, want):
+                return out
+            if got_to != want and bad(i, "to_json", got_to, want):
+                return out
+            rd_reads = {how: _no_time(_read(rd, how)) if bad_now else _read(rd, how) for how in st.reads}
+            for how, v in reads:
+                if how in ("to_json", "dump_json", "copy", "deepcopy", "pickle", "model_copy"):
+                    if v != want and bad(i, f"read {how} (reads {st.reads})", v, want):
+                        return out
+                elif v != rd_reads[how] and bad(i, f"read {how} (reads {st.reads})", v, rd_reads[how]):
+                    return out
+            if rd.effect == "require_approval":
+                wd = action_digest(copy.deepcopy(ref_action))
+                if rd.action_digest != wd and bad(i, "reference digest vs action_digest(copy)", rd.action_digest, wd):
+                    return out
+            if st.ref_json:
+                rj = _no_time(_json_or_exc(rd.to_json)) if bad_now else _json_or_exc(rd.to_json)
+                if rj != want and bad(i, "reference to_json", rj, want):
+                    return out
+        if js is not None:
+            at = now
+            if now is None:
+                at = _evaluated_at(js)
+            _, want = reference(at)
+            if bad_now:
+                want = _no_time(want)
+            if js != want and bad(i, "evaluate_json", js, want):
+                return out
+    return out
+
+
+def _short(v: Any, n: int = 1500) -> str:
+    s = v if isinstance(v, str) else repr(v)
+    return s if len(s) <= n else s[:n] + f"... ({len(s)} chars)"
+
+
+# ================================================================================ caches
+
+
+_TINY = ((_api, "INLINED_KEPT", 2), (_templates, "NOW_CACHE_MAX", 2), (_templates, "PER_NOW_MAX", 2),
+         (_templates, "SEEN_MAX", 3),
+         (_templates, "PATTERNS_MAX", 3), (_templates, "FAULTS_MAX", 2), (_faults, "FAULTS_MAX", 2),
+         (_faults, "MEMO_MAX", 3), (_stopped, "_MAX", 2), (_fused, "REBUILDS_MAX", 2), (_fused, "FUSE_AFTER", 1))
+
+
+class tiny_caches:
+    """Every bounded cache of the accelerators made tiny (emptied, refused, rebuilt often),
+    for the duration of a `with` (engines built inside it)."""
+
+    def __enter__(self):
+        self.old = [(m, k, getattr(m, k)) for m, k, _ in _TINY]
+        for m, k, v in _TINY:
+            setattr(m, k, v)
+        return self
+
+    def __exit__(self, *exc):
+        for m, k, v in self.old:
+            setattr(m, k, v)
+        return False
+
+
+# ================================================================================ shrinking
+
+
+def _still_fails(text: str, steps: list[Step], tiny: bool) -> list[Mismatch]:
+    try:
+        if tiny:
+            with tiny_caches():
+                return run_sequence(text, steps)
+        return run_sequence(text, steps)
+    except Exception:  # noqa: BLE001 - the policy no longer loads: not a reproducer
+        return []
+
+
+def shrink(text: str, steps: list[Step], tiny: bool = False, budget: int = 400) -> tuple[str, list[Step],
+                                                                                          list[Mismatch]]:
+    """A shorter sequence (and policy text) that still mismatches: steps after the first
+    mismatch dropped, then chunks of steps, then single steps, then the policy's rule and
+    trigger lines, then each step's edits, reads and odd details."""
+    first = _still_fails(text, steps, tiny)
+    if not first:
+        return text, steps, []
+    steps = steps[: first[0].step + 1]
+    tries = [0]
+
+    def fails(t: str, s: list[Step]) -> list[Mismatch]:
+        tries[0] += 1
+        if tries[0] > budget:
+            return []
+        return _still_fails(t, s, tiny)
+
+    # steps: ddmin-like chunks, then single steps
+    chunk = max(1, len(steps) // 2)
+    while chunk >= 1:
+        i = 0
+        while i < len(steps) - 1:
+            cand = steps[:i] + steps[i + chunk:]
+            if cand and (cand[-1] is steps[-1]) and fails(text, cand):
+                steps = cand
+            else:
+                i += chunk
+        chunk //= 2
+    # the policy text: drop rule lines, stop blocks, whole action blocks
+    lines = text.splitlines(keepends=True)
+    changed = True
+    while changed:
+        changed = False
+        i = 0
+        while i < len(lines):
+            ln = lines[i].strip()
+            j = None
+            if ln.startswith(("allow", "deny", "require_approval", "receipt", "runs_while_stopped", "reversible",
+                              "irreversible", "affects", "notify", "rollback \"")):
+                j = i + 1
+            elif ln.startswith(("stop ", "action ", "fields {")):
+                depth = 0
+                for k in range(i, len(lines)):
+                    depth += lines[k].count("{") - lines[k].count("}")
+                    if depth == 0:
+                        j = k + 1
+                        break
+            if j is not None:
+                cand = "".join(lines[:i] + lines[j:])
+                if fails(cand, steps):
+                    lines = lines[:i] + lines[j:]
+                    text = cand
+                    changed = True
+                    continue
+            i += 1
+    # each step's details
+    for k, st in enumerate(steps):
+        for attr, simpler in (("mutate", []), ("reads", ("to_json",)), ("reads", ()), ("api", "evaluate"),
+                              ("api", "json"), ("slot", None), ("wrap", "dict"), ("ref_json", False),
+                              ("state", None)):
+            if getattr(st, attr) == simpler:
+                continue
+            cand_step = copy.copy(st)
+            setattr(cand_step, attr, simpler)
+            cand = steps[:k] + [cand_step] + steps[k + 1:]
+            if fails(text, cand):
+                steps = cand
+                st = cand_step
+        if type(st.action) is dict:
+            for f in list(st.action):
+                a2 = dict(st.action)
+                del a2[f]
+                cand_step = copy.copy(st)
+                cand_step.action = a2
+                cand = steps[:k] + [cand_step] + steps[k + 1:]
+                if fails(text, cand):
+                    steps = cand
+                    st = cand_step
+    return text, steps, _still_fails(text, steps, tiny)
+
+
+# ================================================================================ reproducers
+
+
+def py(v: Any) -> str:
+    """A Python expression for `v` (NaN, infinities, subclasses, datetimes included)."""
+    if isinstance(v, float) and type(v) is float:
+        if math.isnan(v):
+            return 'float("nan")'
+        if math.isinf(v):
+            return 'float("inf")' if v > 0 else 'float("-inf")'
+        return repr(v)
+    if type(v) is S:
+        return f"S({str.__repr__(v)})"
+    if type(v) is I:
+        return f"I({int.__repr__(v)})"
+    if type(v) is F:
+        return f"F({float.__repr__(v)})"
+    if type(v) is str and len(v) > 200 and len(set(v)) == 1:
+        return f"{v[0]!r} * {len(v)}"
+    if type(v) is dict:
+        return "{" + ", ".join(f"{py(k)}: {py(x)}" for k, x in v.items()) + "}"
+    if type(v) is list:
+        if len(v) > 50 and all(x == v[0] for x in v):
+            return f"[{py(v[0])}] * {len(v)}"
+        if len(v) == 1 and type(v[0]) is list:
+            depth, x = 0, v
+            while type(x) is list and len(x) == 1:
+                depth, x = depth + 1, x[0]
+            if depth > 10:
+                return f"nest({py(x)}, {depth})"
+        return "[" + ", ".join(py(x) for x in v) + "]"
+    if type(v) is tuple:
+        return "(" + "".join(py(x) + ", " for x in v) + ")"
+    if isinstance(v, datetime):
+        tz = v.tzinfo
+        base = (f"{'DT' if type(v) is DT else 'datetime'}({v.year}, {v.month}, {v.day}, {v.hour}, {v.minute}, "
+                f"{v.second}, {v.microsecond}")
+        if v.fold:
+            base += ", fold=1"
+        if tz is None:
+            return base + ")"
+        if tz is UTC:
+            return base + ", tzinfo=UTC)"
+        if isinstance(tz, timezone):
+            return base + f", tzinfo=timezone(timedelta(seconds={int(tz.utcoffset(None).total_seconds())})))"
+        return base + f", tzinfo=ZoneInfo({str(tz)!r}))"
+    if isinstance(v, WorkflowState):
+        return f"WorkflowState(**{py(v.model_dump())})"
+    return repr(v)
+
+
+def nest(x: Any, depth: int) -> Any:
+    for _ in range(depth):
+        x = [x]
+    return x
+
+
+def repro_text(text: str, steps: list[Step], mism: list[Mismatch], name: str = "test_repro",
+               tiny: bool = False) -> str:
+    """A pytest test replaying `steps` on the policy `text` (uses tests/fuzz/diffgen)."""
+    lines = [f"def {name}():", f"    text = {text!r}", "    steps = ["]
+    for st in steps:
+        lines.append(f"        Step({py(st.action)}, {py(st.state)}, {py(st.now)}, api={st.api!r}, slot={st.slot!r},"
+                     f" wrap={st.wrap!r}, mutate={py(st.mutate)}, reads={st.reads!r}, ref_json={st.ref_json!r}),")
+    lines.append("    ]")
+    if tiny:
+        lines.append("    with tiny_caches():")
+        lines.append("        assert run_sequence(text, steps) == []")
+    else:
+        lines.append("    assert run_sequence(text, steps) == []")
+    body = "\n".join(lines)
+    return "# " + "\n# ".join(str(m) for m in mism).replace("\n", "\n# ") + "\n" + body + "\n"

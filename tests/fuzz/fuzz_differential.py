@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Long differential campaign for the gate: per round, a random policy (tests/fuzz/diffgen.py),
+two engines built from it (accelerated and the reference, `accelerate=False`), and one long
+random sequence of `evaluate()` / `evaluate_json()` calls on both; every decision's JSON
+(`model_dump_json`, `to_json`, `evaluate_json`, and the other ways of reading it) must be
+the reference's, byte for byte.
+
+    python tests/fuzz/fuzz_differential.py --seconds 600 --seed 1
+    python tests/fuzz/fuzz_differential.py --replay 1:17        # one round again (seed:round)
+
+A third of the rounds run with every bounded cache of the accelerators made tiny
+(`diffgen.tiny_caches`: emptied, refused and rebuilt often). A mismatch is shrunk (a
+delta loop over the calls, the policy's lines and each call's details) and written as a
+pytest test to --out (default /tmp/fuzzdiff/), then the campaign goes on with the next
+round. Prints the rounds, policies, calls and mismatches, and what the accelerators
+held at the end of the rounds (fused functions built, rebuilds, templates...), so a
+campaign that never reaches a cache says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import diffgen as dg  # noqa: E402
+
+
+def engine_stats(fast) -> dict:
+    """What the accelerated engine's caches hold (summed over its types)."""
+    out = {"types": 0, "fused": 0, "rebuilt": 0, "any_shape": 0, "patterns": 0, "now_entries": 0, "faults": 0,
+           "memo": 0, "stopped_templates": 0}
+    acc = fast.accelerator
+    for fz in acc.gates():
+        out["types"] += 1
+        out["fused"] += fz.fn is not None
+        out["rebuilt"] += fz.rebuilds > 0
+        out["any_shape"] += fz.shapes is None
+        out["patterns"] += len(fz.patterns)
+        out["now_entries"] += len(fz.now_full)
+        out["faults"] += len(fz.faults)
+        out["memo"] += len(fz.memo)
+    st = fast._stopped
+    out["stopped_templates"] = len(st.templates) if st is not None else 0
+    return out
+
+
+def one_round(seed: int, r: int, steps_n: int | None, tiny_share: float, paths: dict | None = None
+              ) -> tuple[dg.Policy, list, bool, list, dict]:
+    rng = random.Random(f"{seed}:{r}")
+    tiny = rng.random() < tiny_share
+    n = steps_n or rng.choice([50, 150, 300, 600, 1000])
+    ctx = dg.tiny_caches() if tiny else None
+    if ctx is not None:
+        ctx.__enter__()
+    try:
+        pol, fast, ref = dg.round_of(rng, (seed, r))
+        steps = dg.gen_steps(rng, pol, n)
+        mism = dg.run_sequence(pol, steps, (fast, ref), stats=paths)
+        stats = engine_stats(fast)
+    finally:
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+    return pol, steps, tiny, mism, stats
+
+
+def report(out: Path, seed: int, r: int, pol: dg.Policy, steps: list, tiny: bool, mism: list,
+           shrink_budget: int) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"seed{seed}-round{r}.py"
+    text, small, left = dg.shrink(pol.text, steps, tiny=tiny, budget=shrink_budget)
+    if not left:  # did not shrink to anything that still fails (flaky?): keep the whole round
+        text, small, left = pol.text, steps[: mism[0].step + 1], mism
+    body = [
+        f"# seed {seed} round {r} (tiny caches: {tiny}); replay: python tests/fuzz/fuzz_differential.py "
+        f"--replay {seed}:{r}",
+        f"# the first mismatch of the round (of {len(steps)} calls):",
+        "# " + str(mism[0]).replace("\n", "\n# "),
+        f"# shrunk to {len(small)} calls:",
+        "import sys",
+        f"sys.path.insert(0, {str(HERE)!r})",
+        "from datetime import UTC, datetime, timedelta, timezone  # noqa: F401",
+        "from diffgen import DT, F, I, S, Step, WorkflowState, nest, run_sequence, tiny_caches  # noqa: F401",
+        "",
+        "",
+        dg.repro_text(text, small, left, name=f"test_seed{seed}_round{r}", tiny=tiny),
+    ]
+    path.write_text("\n".join(body), encoding="utf-8")
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=0, help="calls per round (default: random, 50-1000)")
+    ap.add_argument("--tiny", type=float, default=0.33, help="share of rounds with tiny caches")
+    ap.add_argument("--out", default="/tmp/fuzzdiff")
+    ap.add_argument("--shrink-budget", type=int, default=600, help="replays a shrink may take")
+    ap.add_argument("--replay", default=None, help="seed:round: run that round alone and print its mismatch")
+    args = ap.parse_args()
+    out = Path(args.out)
+
+    if args.replay:
+        seed, r = (int(x) for x in args.replay.split(":"))
+        pol, steps, tiny, mism, stats = one_round(seed, r, args.steps or None, args.tiny)
+        print(pol.text)
+        print(f"{len(steps)} calls, tiny caches: {tiny}, stats: {stats}")
+        for m in mism:
+            print(m)
+        return 1 if mism else 0
+
+    t0 = time.perf_counter()
+    rounds = calls = failures = crashes = 0
+    totals: dict = {}
+    paths: dict = {}
+    seen: dict = {}
+    r = 0
+    while time.perf_counter() - t0 < args.seconds:
+        r += 1
+        try:
+            pol, steps, tiny, mism, stats = one_round(args.seed, r, args.steps or None, args.tiny, paths)
+        except Exception:  # noqa: BLE001 - the fuzzer itself: report and go on
+            crashes += 1
+            print(f"round {r}: the campaign crashed:\n{traceback.format_exc()}", flush=True)
+            continue
+        rounds += 1
+        calls += (mism[0].step + 1) if mism else len(steps)
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0) + v
+        if mism:
+            failures += 1
+            sig = mism[0].what.split(" (")[0]
+            seen[sig] = seen.get(sig, 0) + 1
+            path = report(out, args.seed, r, pol, steps, tiny, mism, args.shrink_budget)
+            print(f"round {r}: MISMATCH ({mism[0].what}) -> {path}", flush=True)
+        if rounds % 20 == 0:
+            el = time.perf_counter() - t0
+            print(f"[{el:7.1f}s] {rounds} rounds, {calls} calls ({calls / el:.0f}/s), mismatches={failures}",
+                  flush=True)
+    el = time.perf_counter() - t0
+    print("accelerator state summed over rounds:", totals)
+    print("accelerated decisions:", dict(sorted(paths.items())))
+    print("mismatches by kind:", seen)
+    print("policy texts the loader crashed on (skipped):", dg.LOADER_CRASHES[0])
+    print(f"DONE differential seed={args.seed} pid={os.getpid()}: {rounds} rounds (= policies), {calls} calls in "
+          f"{el:.0f}s ({calls / max(el, 1e-9):.0f}/s), mismatching rounds={failures}, campaign crashes={crashes}")
+    return 1 if failures or crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The accelerated gate against the reference gate over SEQUENCES of calls on one engine.
+
+The accelerators are stateful (fused functions built on a type's third call and rebuilt
+when shapes change, templates per outcome and per `now`, the `now`s seen once, fault
+templates on their second sighting, the kept values of faulted conditions, the stopped
+lane's templates, deferred digests and times), so a wrong answer may need a particular
+history to show. Each example here is a random policy (tests/fuzz/diffgen.py) and one
+random sequence of `evaluate()` / `evaluate_json()` calls run on two engines built from
+it, accelerated and `accelerate=False`; every decision must be the reference's, byte for
+byte, however it is read (`model_dump_json`, `to_json`, `evaluate_json`, attributes,
+copies, pickles), including after the caller changed its action dict. A small budget;
+the long campaign is tests/fuzz/fuzz_differential.py.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.control import current_build_context
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
+
+import diffgen as dg  # noqa: E402
+
+from policy_engine.engine.accel import templates as templates_mod  # noqa: E402
+
+
+def _final() -> bool:
+    """Whether this is hypothesis' last run of a failing example (or no hypothesis run):
+    shrink the sequence there only (hypothesis runs a failing test many times)."""
+    try:
+        return current_build_context().is_final
+    except Exception:  # noqa: BLE001 - not inside a hypothesis test
+        return True
+
+
+def _check(seed: int, n: int, tiny: bool) -> None:
+    """One random policy and sequence; on a mismatch, the shrunk reproducer as the message."""
+    rng = random.Random(seed)
+    if tiny:
+        with dg.tiny_caches():
+            pol, fast, ref = dg.round_of(rng, seed)
+            steps = dg.gen_steps(rng, pol, n)
+            mism = dg.run_sequence(pol, steps, (fast, ref))
+    else:
+        pol, fast, ref = dg.round_of(rng, seed)
+        steps = dg.gen_steps(rng, pol, n)
+        mism = dg.run_sequence(pol, steps, (fast, ref))
+    if mism and not _final():
+        pytest.fail(f"seed {seed}, tiny caches {tiny}: {mism[0]}", pytrace=False)
+    if mism:
+        text, small, left = dg.shrink(pol.text, steps, tiny=tiny, budget=300)
+        if not left:
+            text, small, left = pol.text, steps[: mism[0].step + 1], mism
+        pytest.fail(f"seed {seed}, tiny caches {tiny}: {mism[0]}\n\n" + dg.repro_text(text, small, left, tiny=tiny),
+                    pytrace=False)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(20, 400), tiny=st.booleans())
+def test_random_call_sequences_decide_as_the_reference(seed, n, tiny):
+    _check(seed, n, tiny)
+
+
+# a few fixed seeds, so every run checks the same sequences too (and a change that breaks
+# one of them fails every time, not by chance)
+@pytest.mark.parametrize("seed", [1, 2, 3, 7, 11])
+def test_fixed_call_sequences_decide_as_the_reference(seed):
+    _check(seed, 300, tiny=seed % 2 == 1)
+
+
+def test_the_sequences_reach_the_accelerators():
+    """Not vacuous: over a few sequences the accelerated engine builds fused functions,
+    rebuilds them for new shapes, decides from templates at a `now` and with deferred
+    times and digests, keeps fault templates and kept values, and the stopped lane's
+    templates (counted on the decisions as made, before anything read them)."""
+    paths: dict = {}
+    held = {"fused": 0, "rebuilt": 0, "faults": 0, "memo": 0, "stopped": 0}
+    for seed in range(6):
+        rng = random.Random(seed)
+        pol, fast, ref = dg.round_of(rng, seed)
+        steps = dg.gen_steps(rng, pol, 300)
+        assert dg.run_sequence(pol, steps, (fast, ref), stats=paths) == []
+        for fz in fast.accelerator.gates():
+            held["fused"] += fz.fn is not None
+            held["rebuilt"] += fz.rebuilds > 0
+            held["faults"] += len(fz.faults)
+            held["memo"] += len(fz.memo)
+        held["stopped"] += len(fast._stopped.templates)
+    assert all(v > 0 for v in held.values()), held
+    for key in ("from a template", "from a template at its now", "times deferred", "digest deferred",
+                "effect:allow", "effect:deny", "effect:require_approval", "effect:stop"):
+        assert paths.get(key, 0) > 0, (key, paths)
+
+
+def test_a_wrong_template_is_caught(monkeypatch):
+    """The harness itself: a template that differs from the reference's decision (its
+    reason changed) is reported, by the first decision made from it."""
+    real = templates_mod.decide
+
+    def skewed(*a, **k):
+        d = real(*a, **k)
+        return d.model_copy(update={"reason": d.reason + "!"})
+
+    monkeypatch.setattr(templates_mod, "decide", skewed)
+    rng = random.Random(3)
+    pol, fast, ref = dg.round_of(rng, 3)
+    steps = dg.gen_steps(rng, pol, 300, odd=0.0)
+    mism = dg.run_sequence(pol, steps, (fast, ref))
+    assert mism and "!" in mism[0].got and "!" not in mism[0].want
