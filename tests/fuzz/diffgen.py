@@ -37,6 +37,7 @@ import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 from policy_engine.cel import api as _api
@@ -779,7 +780,7 @@ READS = ["to_json", "dump_json", "digest", "evaluated_at", "reversibility", "mod
 class Step:
     """One call. `action` is the value as passed (deep-copied per run); `slot` (not None):
     the caller's dict object kept in that slot is reused, changed in place to `action`;
-    `wrap`: "dict", "model" (an `Action`), "odict" (a dict subclass); `mutate`: the edits
+    `wrap`: "dict", "model" (an `Action`), "odict" (a dict subclass), "proxy" (a mapping); `mutate`: the edits
     the caller makes after the call (see `_mutation`); `api`: "evaluate", "json" or "both";
     `reads`: the order the accelerated decision is first read in."""
 
@@ -830,7 +831,7 @@ def gen_steps(rng: random.Random, pol: Policy, n: int, odd: float | None = None)
         wname = a.get("workflow") if type(a) is dict else None
         st = _state(rng, pol, wname) if rng.random() < 0.6 else None
         q = rng.random()
-        wrap = "dict" if q < 0.94 else ("model" if q < 0.97 else "odict")
+        wrap = "dict" if q < 0.94 else ("model" if q < 0.96 else ("odict" if q < 0.98 else "proxy"))
         q = rng.random()
         slot = rng.randrange(3) if q < 0.15 else None
         mutate = _mutation(rng, a) if rng.random() < 0.3 else []
@@ -863,7 +864,19 @@ def _wrap(a: Any, wrap: str) -> Any:
             return a
     if wrap == "odict" and type(a) is dict:
         return OrderedDict(a)
+    if wrap == "proxy" and type(a) is dict:  # a read-only mapping, not a dict
+        return MappingProxyType(a)
     return a
+
+
+def _as_gate_reads(a: Any) -> Any:
+    """The action as the gate reads it (a model dumped, a mapping as a dict)."""
+    from collections.abc import Mapping
+
+    from policy_engine.engine.util import as_dict
+
+    a = as_dict(a)
+    return dict(a) if type(a) is not dict and isinstance(a, Mapping) else a
 
 
 def _json_or_exc(f) -> str:
@@ -903,6 +916,20 @@ def _bad_now(now: Any) -> bool:
         return False
     except Exception:  # noqa: BLE001
         return True
+
+
+def _raw_time(d: Any) -> datetime | None:
+    """A decision's `evaluated_at` as a time, read without resolving anything (deferred
+    times give their text without storing it: the decision's first reader is still to come)."""
+    from policy_engine.models import DeferredTimes, _raw_dict
+
+    if d is None:
+        return None
+    try:
+        v = _raw_dict(d)["evaluated_at"]
+        return _parse_ts(v.texts()[0] if isinstance(v, DeferredTimes) else v)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _read(d: Any, how: str) -> Any:
@@ -988,9 +1015,9 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
                 slots[st.slot] = obj
         arg = _wrap(obj, st.wrap)
         state = copy.deepcopy(st.state)
-        ref_action = _wrap(copy.deepcopy(snap), st.wrap)
         now = st.now
         d = js = None
+        before = datetime.now(UTC)
         try:
             if st.api in ("evaluate", "both"):
                 d = fast.evaluate(arg, state, now)
@@ -1000,6 +1027,13 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
             if bad(i, "the accelerated engine raised", traceback.format_exc(limit=4), "a decision"):
                 return out
             continue
+        after = datetime.now(UTC)
+        if now is None or _bad_now(now):  # the clock's time: this call's, not one kept from another
+            for what, when in (("evaluate", _raw_time(d)), ("evaluate_json", _evaluated_at(js) if js else None)):
+                if when is not None and not before <= when <= after and bad(
+                        i, f"{what}: evaluated_at is not the clock's time during the call", str(when),
+                        f"{before} .. {after}"):
+                    return out
         if stats is not None and d is not None:
             _tally(stats, d)
         apply_mutation(obj, st.mutate)  # the caller changes its action afterwards
@@ -1010,8 +1044,8 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
         got = _json_or_exc(d.model_dump_json) if d is not None else None
         got_to = _json_or_exc(d.to_json) if d is not None else None
 
-        def reference(at: Any, ref_action: Any = ref_action, ref_state: Any = st.state) -> tuple[Any, str]:
-            r = ref.evaluate(copy.deepcopy(ref_action), copy.deepcopy(ref_state), at)
+        def reference(at: Any, snap: Any = snap, wrap: str = st.wrap, ref_state: Any = st.state) -> tuple[Any, str]:
+            r = ref.evaluate(_wrap(copy.deepcopy(snap), wrap), copy.deepcopy(ref_state), at)
             return r, _json_or_exc(r.model_dump_json)
 
         bad_now = _bad_now(now)
@@ -1043,7 +1077,7 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
                 elif v != rd_reads[how] and bad(i, f"read {how} (reads {st.reads})", v, rd_reads[how]):
                     return out
             if rd.effect == "require_approval":
-                wd = action_digest(copy.deepcopy(ref_action))
+                wd = action_digest(_as_gate_reads(_wrap(copy.deepcopy(snap), st.wrap)))
                 if rd.action_digest != wd and bad(i, "reference digest vs action_digest(copy)", rd.action_digest, wd):
                     return out
             if st.ref_json:
