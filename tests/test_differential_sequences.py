@@ -113,3 +113,19 @@ def test_a_wrong_template_is_caught(monkeypatch):
     steps = dg.gen_steps(rng, pol, 300, odd=0.0)
     mism = dg.run_sequence(pol, steps, (fast, ref))
     assert mism and "!" in mism[0].got and "!" not in mism[0].want
+
+
+def test_the_laws_catch_a_decision_against_the_design():
+    """`diffgen.laws` (checked on every reference decision of a sequence): a decision whose
+    effect is not the highest-precedence matched one, or that lets an erring deny rule
+    count as not matched, breaks them."""
+    text = ('roles [reviewer]\nworkflow "w" {\n  version "1"\n  owners { business "B" technical "T" }\n'
+            '  action t {\n    system "s"\n    allow a when `action.n > 1`\n    deny d when `action.m > 1`\n  }\n}\n')
+    _, ref = dg.build_engines(text)
+    d = ref.evaluate({"workflow": "w", "type": "t", "n": 2, "m": 2}, None, dg.T0)
+    assert d.effect == "deny" and dg.laws(d) is None
+    assert "effect allow" in dg.laws(d.model_copy(update={"effect": "allow"}))
+    e = ref.evaluate({"workflow": "w", "type": "t", "n": 2}, None, dg.T0)  # `action.m` errs: deny matched
+    assert e.effect == "deny" and dg.laws(e) is None
+    trace = tuple(t.model_copy(update={"matched": False}) if t.error else t for t in e.trace)
+    assert "counted as matched=False" in dg.laws(e.model_copy(update={"trace": trace}))

@@ -741,7 +741,9 @@ def _mutation(rng: random.Random, action: Any) -> list:
         k = rng.choice(list(action))
         v = action[k]
         q = rng.random()
-        if isinstance(v, list) and v and q < 0.4:
+        if isinstance(v, list) and v and type(v[0]) is dict and v[0] and q < 0.2:  # inside an item
+            ops.append(((k, 0, rng.choice(list(v[0]))), rng.choice([99, "changed", None, [1]])))
+        elif isinstance(v, list) and v and q < 0.4:
             ops.append(((k,), ("append", rng.choice(["zz", 99, {"qty": 9}]))))
         elif isinstance(v, dict) and v and q < 0.4:
             kk = rng.choice(list(v))
@@ -918,6 +920,42 @@ def _bad_now(now: Any) -> bool:
         return True
 
 
+_PREC = {"stop": 0, "deny": 1, "require_approval": 2, "allow": 3}
+
+
+def laws(d: Any) -> str | None:
+    """Which of DESIGN.md's gate semantics the (reference) decision `d` breaks, or None:
+    precedence (stop > deny > require_approval > allow, whatever the order of the rules),
+    errors count as matched for stop, deny and require_approval and never for allow, the
+    matched list is the trace's, approvals only for require_approval, never `allow` by
+    default."""
+    trace = d.trace
+    matched = {(m.kind, m.name) for m in d.matched}
+    from_trace = set()
+    for t in trace:
+        if t.error is not None and t.matched != (t.effect != "allow"):
+            return f"an erring {t.effect} condition ({t.name}) counted as matched={t.matched}"
+        if t.error is None and t.value in ("true", "false") and t.matched != (t.value == "true"):
+            return f"{t.name}: value {t.value} but matched={t.matched}"
+        if t.matched:
+            from_trace.add((t.kind, t.name))
+    if trace and matched != from_trace:
+        return f"matched {sorted(matched)} is not the trace's {sorted(from_trace)}"
+    if d.deciding.kind in ("rule", "stop", "default"):
+        effects = [m.effect for m in d.matched]
+        if effects and _PREC[d.effect] != min(_PREC[e] for e in effects):
+            return f"effect {d.effect} but matched effects {effects}"
+        if not effects and d.deciding.kind != "default":
+            return "decided by a rule, but nothing matched"
+    if d.effect == "allow" and d.deciding.kind != "rule":
+        return f"allow decided by {d.deciding.kind}"
+    if d.approvals and d.effect != "require_approval":
+        return "approvals listed for a decision that is not require_approval"
+    if d.action_digest is not None and d.effect != "require_approval":
+        return "a digest on a decision that is not require_approval"
+    return None
+
+
 def _raw_time(d: Any) -> datetime | None:
     """A decision's `evaluated_at` as a time, read without resolving anything (deferred
     times give their text without storing it: the decision's first reader is still to come)."""
@@ -1065,6 +1103,9 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
             rd, want = reference(at)
             if bad_now:
                 want = _no_time(want)
+            broken = laws(rd)
+            if broken and bad(i, f"law (the REFERENCE decision): {broken}", want, "DESIGN.md"):
+                return out
             if got != want and bad(i, "model_dump_json", got, want):
                 return out
             if got_to != want and bad(i, "to_json", got_to, want):
