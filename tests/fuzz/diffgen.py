@@ -379,8 +379,9 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
             rules_at = len(text)
             if rng.random() < 0.04:  # a large type: chunks, an index on `action.s`
                 text += _large_rules(rng, rng.choice([70, 120, 300]), types)
+            permissive = rng.random() < 0.35  # mostly allow rules: allow decisions are not rare
             for r in range(nrules):
-                eff = rng.choice(EFFECTS)
+                eff = rng.choice(EFFECTS) if not permissive or rng.random() < 0.2 else "allow"
                 name = f" r{r}" if rng.random() < 0.9 else ""
                 by = ""
                 if eff == "require_approval":
@@ -409,9 +410,10 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
             carried += [f for f in rng.sample(list(UNREAD), rng.randint(0, 2)) if f not in carried]
             tinfo.append((t, window, rws, declared, tuple(carried)))
         triggers = []
-        for k in range(rng.choice([0, 1, 1, 2, 3])):
+        stops_at = len(text)
+        for k in range(rng.choice([0, 0, 1, 1, 2, 3])):
             g = rng.random()
-            c = rng.choice(pool) if pool and rng.random() < 0.3 else _cond(rng, types)
+            c = rng.choice(pool) if pool and rng.random() < 0.3 else _cond(rng, types, rng.choice([0, 1, 2]))
             if g < 0.5:
                 when = f'action.type == "{rng.choice(types)}" && ({c})'
             elif g < 0.7:
@@ -435,6 +437,10 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
             if rng.random() < 0.5:
                 text += f"    notify [{rng.choice(ROLES)}]\n"
             text += "    resume when {\n      ok: `evidence.ok == true`\n    }\n  }\n"
+        # the actions mostly carry what the stop triggers read too (else most of them would err: stop)
+        treads = sorted(set(re.findall(r"action\.(\w+)", text[stops_at:])) & set(FIELDS))
+        tinfo = [(*ti[:4], ti[4] + tuple(f for f in treads if f not in ti[4] and rng.random() < 0.85))
+                 for ti in tinfo]
         text += "  rollback incident {\n    route ops\n    authorize 1 reviewer\n    cascade depth 1\n  }\n}\n\n"
         workflows.append((wname, tinfo, triggers))
     return Policy(text, workflows, seed)
