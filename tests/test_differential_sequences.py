@@ -105,14 +105,14 @@ def test_a_wrong_template_is_caught(monkeypatch):
 
     def skewed(*a, **k):
         d = real(*a, **k)
-        return d.model_copy(update={"reason": d.reason + "!"})
+        return d.model_copy(update={"reason": d.reason + " [skewed]"})
 
     monkeypatch.setattr(templates_mod, "decide", skewed)
     rng = random.Random(3)
     pol, fast, ref = dg.round_of(rng, 3)
     steps = dg.gen_steps(rng, pol, 300, odd=0.0)
     mism = dg.run_sequence(pol, steps, (fast, ref))
-    assert mism and "!" in mism[0].got and "!" not in mism[0].want
+    assert mism and "[skewed]" in mism[0].got and "[skewed]" not in mism[0].want
 
 
 def test_the_laws_catch_a_decision_against_the_design():
