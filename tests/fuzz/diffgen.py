@@ -358,7 +358,11 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
         text += '  owners { business "B" technical "T" }\n'
         if default:
             text += f"  default {default}\n"
-        text += '  const names = ["a", "x1", "é"]\n  const limit = 5\n  const ratio = 2.5\n  const prefix = "a"\n'
+        # the same names in every workflow, not always the same values
+        names = ", ".join(f'"{x}"' for x in rng.sample(["a", "x1", "é", "ab", "b", ""], 3))
+        ratio, prefix = rng.choice(["2.5", "0.5", "-0.0"]), rng.choice(["a", "x", ""])
+        text += (f"  const names = [{names}]\n  const limit = {rng.choice([5, 1, 100])}\n"
+                 f"  const ratio = {ratio}\n  const prefix = \"{prefix}\"\n")
         tinfo = []
         for t in types:
             window = rng.choice(WINDOWS)
