@@ -88,6 +88,7 @@ def report(out: Path, seed: int, r: int, pol: dg.Policy, steps: list, tiny: bool
         "import sys",
         f"sys.path.insert(0, {str(HERE)!r})",
         "from datetime import UTC, datetime, timedelta, timezone  # noqa: F401",
+        "from zoneinfo import ZoneInfo  # noqa: F401",
         "from diffgen import DT, F, I, S, Step, WorkflowState, nest, run_sequence, tiny_caches  # noqa: F401",
         "",
         "",
