@@ -12,7 +12,7 @@ from ...cel.fuse import _FUSE_MAX, defer_fast_paths
 from ...compiled import CAction, CWorkflow
 from ...lark_cache import collector_paused
 from .faults import absent_key, fields_only
-from .shapes import frozen_copy, lane_prologue, shape_of, unread, widen
+from .shapes import NO_EXTRA, frozen_copy, lane_prologue, shape_of, unread, widen
 from .templates import lane_epilogue
 
 __all__ = ["FusedGate", "fused_gate", "FUSE_AFTER", "REBUILDS_MAX", "ISOLATE"]
@@ -87,7 +87,7 @@ class FusedGate:
         self.memo: dict = {}
         # the fields of its actions no condition reads, by name (see `shapes.unread`): what a
         # require_approval decision's frozen copy checks (see `shapes.frozen_copy`)
-        self.extra: frozenset | None = frozenset()
+        self.extra: frozenset | None = NO_EXTRA  # (one shared empty set: a set is a tracked object)
 
     def observe(self, action: dict) -> bool:
         """Add the types of `action`'s read fields to `shapes`; True if that widened them."""

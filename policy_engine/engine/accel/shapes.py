@@ -12,7 +12,7 @@ from typing import Any
 from ..inputs import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, _join, _quick_walk, _surrogate, check_size
 
 __all__ = ["ShapeMiss", "MISSING", "shape_of", "widen", "lane_prologue", "frozen_copy", "unread", "copy_plain",
-           "EXTRA_MAX"]
+           "EXTRA_MAX", "NO_EXTRA"]
 
 
 class _Missing:
@@ -278,6 +278,7 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
 
 
 EXTRA_MAX = 8  # unread fields a fused gate function's frozen copy checks by name (see unread)
+NO_EXTRA: frozenset = frozenset()  # none seen yet (one object for every type)
 
 
 def unread(action: dict, keys: tuple | None, skip: tuple, seen: frozenset | None) -> frozenset | None:
@@ -322,7 +323,7 @@ def copy_plain(v: Any, _type: Any = type, _dict: type = dict, _list: type = list
 
 
 def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = None,
-                extra: frozenset | None = frozenset()) -> tuple[int, tuple, tuple, tuple] | None:
+                extra: frozenset | None = NO_EXTRA) -> tuple[int, tuple, tuple, tuple] | None:
     """How a fused gate function built by `lane_prologue(keys, skip, shapes)` may freeze
     the action it decided on without looking at it again (a require_approval decision's
     pending digest, see `templates.lane_epilogue`): `(count, maybe, copies, extra)`, or
