@@ -594,8 +594,8 @@ def _now(rng: random.Random, counter: list) -> Any:
         return datetime(2026, 3, 2, 14, 30)  # naive
     if r < 0.93:
         return rng.choice(["2026-03-02T14:30:00.123456Z", "2026-03-02T16:30:00+02:00", "yesterday", ""])
-    if r < 0.95:
-        return T0.replace(tzinfo=timezone(timedelta(0)))  # (CPython: the same object as UTC)
+    if r < 0.95:  # timezone(timedelta(0)) is UTC itself (CPython); a named zero offset is not
+        return T0.replace(tzinfo=rng.choice([timezone(timedelta(0)), timezone(timedelta(0), "Z")]))
     if r < 0.97:
         n = rng.choice(NOWS[:4])
         return DT(n.year, n.month, n.day, n.hour, n.minute, n.second, n.microsecond, tzinfo=UTC)
@@ -1317,7 +1317,10 @@ def py(v: Any) -> str:
         if tz is UTC:
             return base + ", tzinfo=UTC)"
         if isinstance(tz, timezone):
-            return base + f", tzinfo=timezone(timedelta(seconds={int(tz.utcoffset(None).total_seconds())})))"
+            off = int(tz.utcoffset(None).total_seconds())
+            name = tz.tzname(None)
+            named = "" if name == str(timezone(timedelta(seconds=off))) else f", {name!r}"
+            return base + f", tzinfo=timezone(timedelta(seconds={off}){named}))"
         return base + f", tzinfo=ZoneInfo({str(tz)!r}))"
     if isinstance(v, WorkflowState):
         return f"WorkflowState(**{py(v.model_dump())})"
