@@ -131,6 +131,7 @@ class Policy:
     workflows: list  # [(name, [(type, window, runs_while_stopped, fields or None, carried)], [triggers])]
     seed: Any = None
     reads: dict = field(default_factory=dict)  # (workflow, type) -> the fields its gate reads (CAction.reads)
+    large: set = field(default_factory=set)  # the types with many rules (indexed by `action.s`)
 
 
 def _lit_str(rng: random.Random) -> str:
@@ -143,9 +144,17 @@ def _num(rng: random.Random, kind: str) -> str:
     return rng.choice(["0.0", "0.5", "1.0", "2.5", "10.0", "99.9", "-0.0"])
 
 
-def _atom(rng: random.Random, types: list[str]) -> str:
+# conditions that read the action as a whole (`CompiledExpr.reads` (action, None)): the type's
+# fused function then checks every field and specialises none, so they are rare here
+WHOLE = ['size(action) > 5', '"n" in action', 'action.exists(k, k == "tags")', "cel.bind(a, action, a.n > 1)",
+         'action["s"] == "a"', "dyn(action).n > 1"]
+
+
+def _atom(rng: random.Random, types: list[str], whole: bool = True) -> str:
     """One comparison or test over the action (and sometimes the workflow state, `now`,
     the policy's constants)."""
+    if whole and rng.random() < 0.012:  # the action as a whole: the type's read set is every field
+        return rng.choice(WHOLE)
     c = rng.randrange(95)
     if c >= 75:  # numbers and comparisons at the edges (int vs double, 2^53, overflow, -0.0, text)
         return rng.choice([
@@ -169,9 +178,8 @@ def _atom(rng: random.Random, types: list[str]) -> str:
             "action.n == true", "action.b in [1, 2]", "!action.n", "action.s > 1", "action.n > action.s"])
     if c >= 60:  # reading the action in less usual ways (read sets, kept values, shapes)
         return rng.choice([
-            "size(action) > 5", '"n" in action', 'action.exists(k, k == "tags")', "cel.bind(a, action, a.n > 1)",
-            "[action.n, action.m].exists(v, v > 3)", 'action["s"] == "a"', "has(action.obj)", "dyn(action).n > 1",
-            'action.obj["level"] > 1', 'action.meta[action.s] == "v"', "action.items.exists(i, i.sku == action.s)",
+            "[action.n, action.m].exists(v, v > 3)", "has(action.obj)", 'action.obj["level"] > 1',
+            'action.meta[action.s] == "v"', "action.items.exists(i, i.sku == action.s)",
             'action.tags.map(t, t + action.s).exists(u, u == "aa")', "workflow.mode == action.s",
             "now.getHours() > action.n", "[1].exists(action, action > 0)", 'cel.bind(action, {"n": 9}, action.n > 1)',
             "action.tags.exists(action, action == \"a\")", 'type(action.n) == int', "action.obj.level == action.n",
@@ -321,7 +329,7 @@ def _large_rules(rng: random.Random, n: int, types: list[str]) -> str:
         q = rng.random()
         f = "s" if rng.random() < 0.8 else "t"
         v = rng.choice(STRS[:10])
-        tail = _atom(rng, types) if rng.random() < 0.7 else "true"
+        tail = _atom(rng, types, whole=i < 2) if rng.random() < 0.7 else "true"
         if q < 0.5:
             cond = f'action.{f} == "{v}" && {tail}'
         elif q < 0.7:
@@ -350,6 +358,7 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
     nwf = rng.choice([1, 1, 2, 3])
     text = f"roles [{', '.join(ROLES)}]\nconst glob = [\"x1\", \"ab\"]\n\n"
     workflows = []
+    large: set = set()
     pool: list[str] = []  # conditions reused across rules (one CompiledExpr per text)
     for w in range(nwf):
         wname = ["w", "w2", "other"][w]
@@ -385,6 +394,7 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
             rules_at = len(text)
             if rng.random() < 0.04:  # a large type: chunks, an index on `action.s`
                 text += _large_rules(rng, rng.choice([70, 120, 300, 70, 120, 300, 600, 1100]), types)
+                large.add(t)
             permissive = rng.random() < 0.35  # mostly allow rules: allow decisions are not rare
             for r in range(nrules):
                 eff = rng.choice(EFFECTS) if not permissive or rng.random() < 0.2 else "allow"
@@ -449,7 +459,7 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
                  for ti in tinfo]
         text += "  rollback incident {\n    route ops\n    authorize 1 reviewer\n    cascade depth 1\n  }\n}\n\n"
         workflows.append((wname, tinfo, triggers))
-    return Policy(text, workflows, seed)
+    return Policy(text, workflows, seed, large=large)
 
 
 def build_engines(text: str) -> tuple[Engine, Engine]:
@@ -498,7 +508,7 @@ def round_of(rng: random.Random, seed: Any = None) -> tuple[Policy, Engine, Engi
                 continue
             if text is not pol.text:
                 pol = Policy(text, [(w, [(t, win, rws, None, c) for t, win, rws, _, c in ti], tr)
-                                    for w, ti, tr in pol.workflows], seed)
+                                    for w, ti, tr in pol.workflows], seed, large=pol.large)
             pol.reads = {(w.name, a.name): a.reads for w in ref.compiled.workflows.values()
                          for a in w.actions.values()}
             return pol, fast, ref
@@ -684,6 +694,12 @@ def _action(rng: random.Random, pol: Policy, odd: float, absent: float = 0.15) -
         v = _value(rng, KINDS[f], odd)
         if v is not _MISSING:
             a[f] = v
+    if t in pol.large and not odd and rng.random() < 0.97:  # its index field: a present str
+        a["s"] = rng.choice(STRS[:10])
+    if rng.random() < 0.015:  # a key of a str subclass (equal to the name a condition reads)
+        k = rng.choice(list(a))
+        if type(k) is str:
+            a = {S(k) if x == k else x: v for x, v in a.items()}
     if rng.random() < 0.1:
         a["extra"] = rng.choice([NAN, "\ud800", [1, [2, [3]]], {"deep": {"er": [1.5, -0.0]}}, 2**80, 1e-7])
     if rng.random() < 0.02:
