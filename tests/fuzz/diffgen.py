@@ -984,6 +984,32 @@ def laws(d: Any) -> str | None:
     return None
 
 
+def _rfc3339(t: datetime) -> str:
+    """RFC 3339 in UTC, `Z`, microseconds when not zero: written here without the engine's
+    helpers (their per-second cache is shared by both engines, so only an oracle sees it)."""
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    frac = f".{t.microsecond:06d}" if t.microsecond else ""
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}{frac}Z"
+
+
+def time_law(d: Any, at: Any) -> str | None:
+    """Whether the decision's times are `at` (a datetime) and `at` + its reversal window."""
+    if not isinstance(at, datetime):
+        return None
+    want = _rfc3339(at)
+    if d.evaluated_at != want:
+        return f"evaluated_at {d.evaluated_at}, not {want}"
+    rev = d.reversibility
+    if rev is not None and rev.window_seconds is not None:
+        try:
+            until = _rfc3339(at.astimezone(UTC) + timedelta(seconds=rev.window_seconds))
+        except OverflowError:
+            until = "9999-12-31T23:59:59Z"
+        if rev.reversible_until != until:
+            return f"reversible_until {rev.reversible_until}, not {until}"
+    return None
+
+
 def _raw_time(d: Any) -> datetime | None:
     """A decision's `evaluated_at` as a time, read without resolving anything (deferred
     times give their text without storing it: the decision's first reader is still to come)."""
@@ -1131,7 +1157,7 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
             rd, want = reference(at)
             if bad_now:
                 want = _no_time(want)
-            broken = laws(rd)
+            broken = laws(rd) or (time_law(rd, at) if not bad_now else None)
             if broken and bad(i, f"law (the REFERENCE decision): {broken}", want, "DESIGN.md"):
                 return out
             if got != want and bad(i, "model_dump_json", got, want):
