@@ -1171,6 +1171,13 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
                         return out
                 elif v != rd_reads[how] and bad(i, f"read {how} (reads {st.reads})", v, rd_reads[how]):
                     return out
+            if not bad_now and not want.startswith("<raises"):  # == and hash agree with the bytes
+                try:
+                    same = d == rd and hash(d) == hash(rd)
+                except Exception as e:  # noqa: BLE001
+                    same = f"raises {type(e).__name__}"
+                if same is not True and bad(i, "== or hash differs from the reference decision's", same, True):
+                    return out
             if rd.effect == "require_approval":
                 wd = action_digest(_as_gate_reads(_wrap(copy.deepcopy(snap), st.wrap)))
                 if rd.action_digest != wd and bad(i, "reference digest vs action_digest(copy)", rd.action_digest, wd):
