@@ -23,7 +23,16 @@ What a sequence exercises (each is a cache that holds state between calls):
 - the caller changing its action dict after `evaluate()` returned and before reading the
   decision (the digest must be the action's as decided), the same dict reused;
 - the order in which a decision is first read (`to_json`, `model_dump_json`, an attribute,
-  `model_dump`, a copy, a pickle, `==`), since the first reader resolves deferred values.
+  `model_dump`, a copy, a pickle, `==`, the ledger's canonical text), since the first
+  reader resolves deferred values;
+- read fields together exactly at the input limits (values, characters) or one past;
+  large types (up to 1,100 rules: chunks, the index on `action.s`, fault bits past 1,024);
+- with `tiny_caches`, every bounded cache a few entries long (emptied, refused, rebuilt).
+
+Besides the bytes, `run_sequence` checks that a decision at the clock's time carries the
+time of its own call, that it equals (==, hash) the reference's, and that each reference
+decision keeps DESIGN.md's gate semantics (`laws`) and times computed here (`time_law`),
+which catch what both engines would share (a helper or cache of the package itself).
 """
 
 from __future__ import annotations
