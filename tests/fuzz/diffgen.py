@@ -193,7 +193,12 @@ def _atom(rng: random.Random, types: list[str], whole: bool = True) -> str:
             "now.getHours() > action.n", "[1].exists(action, action > 0)", 'cel.bind(action, {"n": 9}, action.n > 1)',
             "action.tags.exists(action, action == \"a\")", 'type(action.n) == int', "action.obj.level == action.n",
             'action.s == action.t', "action.x + action.x > 1.0", "double(action.s) > 1.0", 'string(action.n) == "1"',
-            "action.items.all(i, has(i.qty) && i.qty > 0)", "size(action.meta) == 0"])
+            "action.items.all(i, has(i.qty) && i.qty > 0)", "size(action.meta) == 0",
+            # no fast path (called as themselves inside the fused function)
+            'action.meta.all(k, v, v != "")', "action.tags.all(i, t, i < 5)",
+            "action.meta.transformList(k, v, k).size() > 0", 'action.tags.exists(i, t, i > 0 && t == "a")',
+            'action.tags.transformList(i, t, t + "x").exists(u, u == "ax")', '{"a": action.n}.a > 1',
+            'action.meta.transformMap(k, v, v + "x")["k"] == "vx"'])
     s = rng.choice(["s", "t"])
     n = rng.choice(["n", "m"])
     if c == 0:
