@@ -56,7 +56,7 @@ def _check(seed: int, n: int, tiny: bool) -> None:
     if mism:
         text, small, left = dg.shrink(pol.text, steps, tiny=tiny, budget=300)
         if not left:
-            text, small, left = pol.text, steps[: mism[0].step + 1], mism
+            text, small, left = pol.text, steps[: max(mism[0].step, mism[0].seen_at) + 1], mism
         pytest.fail(f"seed {seed}, tiny caches {tiny}: {mism[0]}\n\n" + dg.repro_text(text, small, left, tiny=tiny),
                     pytrace=False)
 

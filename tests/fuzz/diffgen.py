@@ -836,7 +836,8 @@ class Step:
     wrap: str = "dict"
     mutate: list = field(default_factory=list)
     reads: tuple = ("to_json",)
-    ref_json: bool = False  # also compare the reference engine's own evaluate_json / to_json
+    ref_json: bool = False  # also compare the reference engine's own to_json
+    hold: int = 0  # read the decision only after this many more calls (0: at once)
 
 
 def gen_steps(rng: random.Random, pol: Policy, n: int, odd: float | None = None) -> list[Step]:
@@ -882,7 +883,8 @@ def gen_steps(rng: random.Random, pol: Policy, n: int, odd: float | None = None)
         q = rng.random()
         api = "evaluate" if q < 0.6 else ("json" if q < 0.8 else "both")
         reads = tuple(rng.sample(READS, rng.randint(1, 4)))
-        steps.append(Step(a, st, _now(rng, counter), api, slot, wrap, mutate, reads, rng.random() < 0.05))
+        hold = rng.choice([0] * 12 + [1, 2, 5, 20])  # some decisions read only calls later
+        steps.append(Step(a, st, _now(rng, counter), api, slot, wrap, mutate, reads, rng.random() < 0.05, hold))
     return steps
 
 
@@ -891,10 +893,11 @@ def gen_steps(rng: random.Random, pol: Policy, n: int, odd: float | None = None)
 
 @dataclass
 class Mismatch:
-    step: int
+    step: int  # the call whose decision differs
     what: str
     got: str
     want: str
+    seen_at: int = -1  # the call before which it was seen (a decision read later: after `step`)
 
     def __str__(self) -> str:
         return f"step {self.step}: {self.what}\n  accelerated: {self.got}\n  reference:   {self.want}"
@@ -1098,17 +1101,71 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
                  stop_at_first: bool = True, stats: dict | None = None) -> list[Mismatch]:
     """Run `steps` on fresh engines of the policy (or `engines`), comparing every decision
     with the reference's; the mismatches (the first only, with `stop_at_first`). `stats`:
-    a dict to count in how the accelerated engine's decisions were made."""
+    a dict to count in how the accelerated engine's decisions were made. A step with
+    `hold` has its decision read and compared only after that many more calls."""
     text = pol if isinstance(pol, str) else pol.text
     fast, ref = engines if engines is not None else build_engines(text)
     slots: dict[int, Any] = {}
     out: list[Mismatch] = []
+    held: list = []  # (due step, the call's check) for decisions read later
+    now_at = [0]  # the call being made (its index)
 
     def bad(i: int, what: str, got: Any, want: Any) -> bool:
-        out.append(Mismatch(i, what, _short(got), _short(want)))
+        out.append(Mismatch(i, what, _short(got), _short(want), max(i, now_at[0])))
         return stop_at_first
 
+    def reference(at: Any, st: Step) -> tuple[Any, str]:
+        r = ref.evaluate(_wrap(copy.deepcopy(st.action), st.wrap), copy.deepcopy(st.state), at)
+        return r, _json_or_exc(r.model_dump_json)
+
+    def check(i: int, st: Step, d: Any, at: Any, bad_now: bool) -> bool:
+        """Read the accelerated decision `d` of step `i` (in the step's order) and compare
+        it with the reference's at `at`; True to stop."""
+        reads = [(how, _read(d, how)) for how in st.reads]
+        got = _json_or_exc(d.model_dump_json)
+        got_to = _json_or_exc(d.to_json)
+        rd, want = reference(at, st)
+        if bad_now:  # denied, at the clock's time: everything but the time compared
+            got, got_to, want = _no_time(got), _no_time(got_to), _no_time(want)
+            reads = [(how, _no_time(v) if isinstance(v, str) else v) for how, v in reads if how != "evaluated_at"]
+        broken = laws(rd) or (time_law(rd, at) if not bad_now else None)
+        if broken and bad(i, f"law (the REFERENCE decision): {broken}", want, "DESIGN.md"):
+            return True
+        later = f" (read {st.hold} calls later)" if st.hold else ""
+        if got != want and bad(i, "model_dump_json" + later, got, want):
+            return True
+        if got_to != want and bad(i, "to_json" + later, got_to, want):
+            return True
+        rd_reads = {how: _no_time(_read(rd, how)) if bad_now else _read(rd, how) for how in st.reads}
+        for how, v in reads:
+            if how in ("to_json", "dump_json", "copy", "deepcopy", "pickle", "model_copy"):
+                if v != want and bad(i, f"read {how} (reads {st.reads}){later}", v, want):
+                    return True
+            elif v != rd_reads[how] and bad(i, f"read {how} (reads {st.reads}){later}", v, rd_reads[how]):
+                return True
+        if not bad_now and not want.startswith("<raises"):  # == and hash agree with the bytes
+            try:
+                same = d == rd and hash(d) == hash(rd)
+            except Exception as e:  # noqa: BLE001
+                same = f"raises {type(e).__name__}"
+            if same is not True and bad(i, "== or hash differs from the reference decision's" + later, same, True):
+                return True
+        if rd.effect == "require_approval":
+            wd = action_digest(_as_gate_reads(_wrap(copy.deepcopy(st.action), st.wrap)))
+            if rd.action_digest != wd and bad(i, "reference digest vs action_digest(copy)", rd.action_digest, wd):
+                return True
+        if st.ref_json:
+            rj = _no_time(_json_or_exc(rd.to_json)) if bad_now else _json_or_exc(rd.to_json)
+            if rj != want and bad(i, "reference to_json", rj, want):
+                return True
+        return False
+
     for i, st in enumerate(steps):
+        now_at[0] = i
+        while held and held[0][0] <= i:  # decisions whose reading was put off until now
+            _, args = held.pop(0)
+            if check(*args):
+                return out
         snap = st.action
         # the caller's object
         if st.slot is not None and type(snap) is dict and type(slots.get(st.slot)) is dict:
@@ -1134,8 +1191,10 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
                 return out
             continue
         after = datetime.now(UTC)
-        if now is None or _bad_now(now):  # the clock's time: this call's, not one kept from another
-            for what, when in (("evaluate", _raw_time(d)), ("evaluate_json", _evaluated_at(js) if js else None)):
+        bad_now = _bad_now(now)
+        d_at = _raw_time(d)  # (read without resolving anything: the decision's first reader is to come)
+        if now is None or bad_now:  # the clock's time: this call's, not one kept from another
+            for what, when in (("evaluate", d_at), ("evaluate_json", _evaluated_at(js) if js else None)):
                 if when is not None and not before <= when <= after and bad(
                         i, f"{what}: evaluated_at is not the clock's time during the call", str(when),
                         f"{before} .. {after}"):
@@ -1146,69 +1205,23 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
         if st.mutate and type(state) is dict:  # and its workflow state
             state["stopped_by"] = "changed"
             state["status"] = "running" if state.get("status") == "stopped" else "stopped"
-        reads = [(how, _read(d, how)) for how in st.reads] if d is not None else []
-        got = _json_or_exc(d.model_dump_json) if d is not None else None
-        got_to = _json_or_exc(d.to_json) if d is not None else None
-
-        def reference(at: Any, snap: Any = snap, wrap: str = st.wrap, ref_state: Any = st.state) -> tuple[Any, str]:
-            r = ref.evaluate(_wrap(copy.deepcopy(snap), wrap), copy.deepcopy(ref_state), at)
-            return r, _json_or_exc(r.model_dump_json)
-
-        bad_now = _bad_now(now)
-        if bad_now:  # denied, at the clock's time: everything but the time compared
-            got, got_to = _no_time(got), _no_time(got_to)
-            reads = [(how, _no_time(v) if isinstance(v, str) else v) for how, v in reads if how != "evaluated_at"]
-            js = _no_time(js)
         if d is not None:
-            at = now
-            if now is None:
-                at = _evaluated_at(got) if not got.startswith("<raises") else None
-                if at is None:  # not JSON: the time from the attribute
-                    try:
-                        at = _parse_ts(d.evaluated_at)
-                    except Exception:  # noqa: BLE001
-                        at = None
-            rd, want = reference(at)
-            if bad_now:
-                want = _no_time(want)
-            broken = laws(rd) or (time_law(rd, at) if not bad_now else None)
-            if broken and bad(i, f"law (the REFERENCE decision): {broken}", want, "DESIGN.md"):
+            args = (i, st, d, d_at if now is None else now, bad_now)
+            if st.hold:
+                held.append((i + st.hold, args))
+                held.sort(key=lambda h: h[0])
+            elif check(*args):
                 return out
-            if got != want and bad(i, "model_dump_json", got, want):
-                return out
-            if got_to != want and bad(i, "to_json", got_to, want):
-                return out
-            rd_reads = {how: _no_time(_read(rd, how)) if bad_now else _read(rd, how) for how in st.reads}
-            for how, v in reads:
-                if how in ("to_json", "dump_json", "copy", "deepcopy", "pickle", "model_copy"):
-                    if v != want and bad(i, f"read {how} (reads {st.reads})", v, want):
-                        return out
-                elif v != rd_reads[how] and bad(i, f"read {how} (reads {st.reads})", v, rd_reads[how]):
-                    return out
-            if not bad_now and not want.startswith("<raises"):  # == and hash agree with the bytes
-                try:
-                    same = d == rd and hash(d) == hash(rd)
-                except Exception as e:  # noqa: BLE001
-                    same = f"raises {type(e).__name__}"
-                if same is not True and bad(i, "== or hash differs from the reference decision's", same, True):
-                    return out
-            if rd.effect == "require_approval":
-                wd = action_digest(_as_gate_reads(_wrap(copy.deepcopy(snap), st.wrap)))
-                if rd.action_digest != wd and bad(i, "reference digest vs action_digest(copy)", rd.action_digest, wd):
-                    return out
-            if st.ref_json:
-                rj = _no_time(_json_or_exc(rd.to_json)) if bad_now else _json_or_exc(rd.to_json)
-                if rj != want and bad(i, "reference to_json", rj, want):
-                    return out
         if js is not None:
-            at = now
-            if now is None:
-                at = _evaluated_at(js)
-            _, want = reference(at)
+            _, want = reference(_evaluated_at(js) if now is None else now, st)
             if bad_now:
-                want = _no_time(want)
+                js, want = _no_time(js), _no_time(want)
             if js != want and bad(i, "evaluate_json", js, want):
                 return out
+    now_at[0] = len(steps) - 1
+    for _, args in held:  # the rest, after the last call
+        if check(*args):
+            return out
     return out
 
 
@@ -1263,7 +1276,7 @@ def shrink(text: str, steps: list[Step], tiny: bool = False, budget: int = 400) 
     first = _still_fails(text, steps, tiny)
     if not first:
         return text, steps, []
-    steps = steps[: first[0].step + 1]
+    steps = steps[: max(first[0].step, first[0].seen_at) + 1]
     tries = [0]
 
     def fails(t: str, s: list[Step]) -> list[Mismatch]:
@@ -1314,7 +1327,7 @@ def shrink(text: str, steps: list[Step], tiny: bool = False, budget: int = 400) 
     for k, st in enumerate(steps):
         for attr, simpler in (("mutate", []), ("reads", ("to_json",)), ("reads", ()), ("api", "evaluate"),
                               ("api", "json"), ("slot", None), ("wrap", "dict"), ("ref_json", False),
-                              ("state", None)):
+                              ("hold", 0), ("state", None)):
             if getattr(st, attr) == simpler:
                 continue
             cand_step = copy.copy(st)
@@ -1402,7 +1415,8 @@ def repro_text(text: str, steps: list[Step], mism: list[Mismatch], name: str = "
     lines = [f"def {name}():", f"    text = {text!r}", "    steps = ["]
     for st in steps:
         lines.append(f"        Step({py(st.action)}, {py(st.state)}, {py(st.now)}, api={st.api!r}, slot={st.slot!r},"
-                     f" wrap={st.wrap!r}, mutate={py(st.mutate)}, reads={st.reads!r}, ref_json={st.ref_json!r}),")
+                     f" wrap={st.wrap!r}, mutate={py(st.mutate)}, reads={st.reads!r}, ref_json={st.ref_json!r},"
+                     f" hold={st.hold!r}),")
     lines.append("    ]")
     if tiny:
         lines.append("    with tiny_caches():")

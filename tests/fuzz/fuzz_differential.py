@@ -78,7 +78,7 @@ def report(out: Path, seed: int, r: int, pol: dg.Policy, steps: list, tiny: bool
     path = out / f"seed{seed}-round{r}.py"
     text, small, left = dg.shrink(pol.text, steps, tiny=tiny, budget=shrink_budget)
     if not left:  # did not shrink to anything that still fails (flaky?): keep the whole round
-        text, small, left = pol.text, steps[: mism[0].step + 1], mism
+        text, small, left = pol.text, steps[: max(mism[0].step, mism[0].seen_at) + 1], mism
     body = [
         f"# seed {seed} round {r} (tiny caches: {tiny}); replay: python tests/fuzz/fuzz_differential.py "
         f"--replay {seed}:{r}",
@@ -134,7 +134,7 @@ def main() -> int:
             print(f"round {r}: the campaign crashed:\n{traceback.format_exc()}", flush=True)
             continue
         rounds += 1
-        calls += (mism[0].step + 1) if mism else len(steps)
+        calls += (max(mism[0].step, mism[0].seen_at) + 1) if mism else len(steps)
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
         if mism:
