@@ -7,9 +7,12 @@ lane's templates, deferred digests and times), so a wrong answer may need a part
 history to show. Each example here is a random policy (tests/fuzz/diffgen.py) and one
 random sequence of `evaluate()` / `evaluate_json()` calls run on two engines built from
 it, accelerated and `accelerate=False`; every decision must be the reference's, byte for
-byte, however it is read (`model_dump_json`, `to_json`, `evaluate_json`, attributes,
-copies, pickles), including after the caller changed its action dict. A small budget;
-the long campaign is tests/fuzz/fuzz_differential.py.
+byte, however it is read (`model_dump_json`, `to_json`, `evaluate_json`, the ledger's
+canonical text, attributes, copies, pickles, ==, hash), in whatever order, at once or
+only calls later, including after the caller changed its action dict; a decision at the
+clock's time must carry its own call's time; and each reference decision must keep the
+gate's semantics (`diffgen.laws`, `diffgen.time_law`). A small budget; the long campaign
+is tests/fuzz/fuzz_differential.py, which writes a mismatch as a test like the ones here.
 """
 
 from __future__ import annotations
