@@ -580,7 +580,8 @@ def _value(rng: random.Random, kind: str, odd: float) -> Any:
             out.append(it)
         return out
     if kind == "meta":
-        return {k: rng.choice(["v", "w", 1]) for k in rng.sample(["k", "j", "é", "a.b"], rng.randint(0, 3))}
+        return {k: rng.choice(["v", "w", 1, {"in": "v"}, ["v"]]) if rng.random() < 0.2 else rng.choice(["v", "w"])
+                for k in rng.sample(["k", "j", "é", "a.b"], rng.randint(0, 3))}
     if kind == "ts":
         return rng.choice(["2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z", "2026-03-02T14:30:00.5+02:00", "bad",
                            "9999-12-31T23:59:59Z"])
