@@ -37,7 +37,7 @@ _TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|\s+|[A-Za-z0-9
 _GAPS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|\s+', re.S)  # `_TOKENS`' strings and spaces
 _FREE_ROOTS = frozenset({"action", "workflow", "now", "original", "request", "evidence", "stop"})
 _BOUNDS = {"relation_lt": "<", "relation_le": "<=", "relation_gt": ">", "relation_ge": ">="}
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "=="}  # `5 < x` is `x > 5`; `5 == x` is `x == 5`
 
 
 def normalise(source: str) -> str:
