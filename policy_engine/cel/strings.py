@@ -88,14 +88,27 @@ def _trim(s: Any) -> str:
     return s.strip(_UNICODE_WS)
 
 
+# `lowerAscii` / `upperAscii` change the ASCII letters alone. An ASCII string: `str.lower`
+# and `str.upper` (they change nothing else there). Any other: its UTF-8 bytes mapped and
+# decoded again (no byte of a multi-byte sequence is an ASCII letter; `surrogatepass`
+# keeps a lone surrogate as it was). All in C: a loop in Python over each character cost
+# about 40 ns a character, 0.17 s for a field of 4 million (the input limit), per call.
+_TO_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+_TO_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def _lower_ascii(s: Any) -> str:
     _req(str, s, "lowerAscii")
-    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in s)
+    if s.isascii():
+        return s.lower()
+    return s.encode("utf-8", "surrogatepass").translate(_TO_LOWER).decode("utf-8", "surrogatepass")
 
 
 def _upper_ascii(s: Any) -> str:
     _req(str, s, "upperAscii")
-    return "".join(chr(ord(c) - 32) if "a" <= c <= "z" else c for c in s)
+    if s.isascii():
+        return s.upper()
+    return s.encode("utf-8", "surrogatepass").translate(_TO_UPPER).decode("utf-8", "surrogatepass")
 
 
 def _make_replace(sizes: _Sizes) -> Callable:
