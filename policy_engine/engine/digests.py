@@ -255,21 +255,18 @@ class PendingDigest(Deferred):
         self.snap = snap
 
     def resolve(self) -> str | None:
-        snap = self.snap
         try:
-            if type(snap) is bytes:  # a marshal image: exact plain data
-                blob = exact_canonical(_loads(snap), snap)
-            else:  # a copy: flat, or of a fused gate's proven shapes (exact plain data but its keys)
-                flat = flat_canonical(snap)  # type: ignore[arg-type]
-                if flat is not None:
-                    blob = flat
-                elif _str_keys(map(type, snap)):
-                    blob = exact_canonical(snap)
-                else:
-                    blob = _canonical(snap).encode("utf-8", "surrogatepass")
+            blob = self._blob(self.snap)
         except (TypeError, ValueError, RecursionError):
             return None
         return "sha256:" + _sha256(blob).hexdigest()
+
+    @staticmethod
+    def _blob(snap: bytes | dict) -> bytes:
+        if type(snap) is bytes:  # a marshal image: exact plain data
+            return exact_canonical(_loads(snap), snap)
+        # a copy: flat, or of a fused gate's proven shapes (exact plain data but its keys)
+        return flat_canonical(snap) or _copy_canonical(snap)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return "<pending action digest>"
@@ -283,18 +280,18 @@ class PendingExact(PendingDigest):
 
     __slots__ = ()
 
-    def resolve(self) -> str | None:
-        snap = self.snap
-        try:
-            if _str_keys(map(type, snap)):
-                blob = exact_canonical(snap)
-            else:
-                blob = _canonical(snap).encode("utf-8", "surrogatepass")
-        except (TypeError, ValueError, RecursionError):
-            return None
-        return "sha256:" + _sha256(blob).hexdigest()
+    @staticmethod
+    def _blob(snap: bytes | dict) -> bytes:
+        return _copy_canonical(snap)  # type: ignore[arg-type]
 
 
+def _copy_canonical(snap: dict) -> bytes:
+    """The canonical JSON of a frozen copy, exact plain data but for its keys (a flat
+    action's, or one a fused gate function proved): by `exact_canonical` when its keys
+    are exact `str`s, else by the C encoder."""
+    if _str_keys(map(type, snap)):
+        return exact_canonical(snap)
+    return _canonical(snap).encode("utf-8", "surrogatepass")
 
 
 def deferred_digest(action: Any) -> str | None | PendingDigest:
