@@ -94,9 +94,7 @@ class FusedGate:
         old = self.shapes
         if old is None:
             return False
-        ca = self.action
-        if ca is not None:  # (names only: never a reason to build again)
-            self.extra = unread(action, self.reads, ("workflow", "type"), self.extra)
+        self.extra = unread(action, self.reads, ("workflow", "type"), self.extra)  # (never a reason to build)
         new = dict(old)
         for k, t in shape_of(action, self.reads).items():
             seen = new.get(k)

@@ -375,7 +375,7 @@ def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = N
             count += 1
         if not seen or any(t is dict or t is list or type(t) is tuple for t in seen):
             copies.append((k, v, "deep", absent))
-    names.update(k for k in keys)
+    names.update(keys)
     more = tuple(sorted(k for k in extra or () if k not in names))
     return count + len(skip) + len(more), tuple(maybe), tuple(copies), more
 
