@@ -119,6 +119,17 @@ def _check_lines(v: str, t: type) -> list:
     return []
 
 
+def _field_locals(keys: tuple, skipped: Any) -> Any:
+    """(i, field, local) for each field of `keys` not in `skipped`: the local a fused gate
+    function keeps its value in (`lane_prologue` names them, `frozen_copy` reads them)."""
+    i = -1
+    for k in keys:
+        if k in skipped:
+            continue
+        i += 1
+        yield i, k, f"_f{i}"
+
+
 def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = None
                   ) -> tuple[list, dict, dict, dict]:
     """The start of a fused gate function (see `compiler.FusedGate`, `cel.fuse`): source
@@ -152,12 +163,7 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
     present: list = []  # fields always seen: fetched by subscript (a KeyError is a new shape)
     absent: list = []  # the others: fetched with a default
     fields: dict = {}
-    i = -1
-    for k in keys:
-        if k in skipped:
-            continue
-        i += 1
-        v = f"_f{i}"
+    for i, k, v in _field_locals(keys, skipped):
         seen = shapes.get(k)
         if seen and _Missing not in seen:
             present.append(f"{v} = _p0[{k!r}]")
@@ -348,12 +354,7 @@ def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = N
     count = 0
     maybe = []
     copies = []
-    i = -1
-    for k in keys:
-        if k in names:
-            continue
-        i += 1
-        v = f"_f{i}"
+    for _, k, v in _field_locals(keys, names):
         seen = shapes.get(k)
         if seen and len(seen) == 1:
             (t,) = seen
