@@ -45,7 +45,13 @@ class S(str):
 
 @pytest.mark.parametrize("value, tag", [
     ("x", str), (1, int), (1.5, float), (True, bool), (None, type(None)), (eng._MISS, eng._Missing),
-    ([], eng._LIST_STR), (["a", "b"], eng._LIST_STR), (["a", 1], list), ([["a"]], list),
+    ([], eng._LIST_EMPTY), (["a", "b"], eng._LIST_STR), (["a", 1], list), ([["a"]], list),
+    ([1, 2], ("list", int)), ([1.5], ("list", float)), ([True], ("list", bool)), ([1, 1.5], list),
+    ([1, True], list), ([None], list), ([S("x")], list),
+    ([{"b": 1, "a": "x"}, {"a": "y", "b": 2}], ("list", ("dict", (("a", str), ("b", int))))),
+    ([{}], ("list", ("dict", ()))),
+    ([{"a": 1}, {"a": "x"}], list), ([{"a": 1}, {"b": 1}], list), ([{"a": 1}, {"a": 1, "b": 1}], list),
+    ([{"a": 1}, {S("a"): 1}], list), ([{"a": 1}, ["a"]], list), ([{"a": [1]}], list), ([{"a": 1}] * 257, list),
     ({"b": 1, "a": "x"}, ("dict", (("a", str), ("b", int)))), ({}, ("dict", ())),
     ({"a": [1]}, dict), ({"é": 1}, dict), ({1: 1}, dict), ({f"k{i}": 1 for i in range(17)}, dict),
     (S("x"), None), (b"x", None), ((1,), None),
@@ -60,6 +66,15 @@ def test_widen_merges_shapes_into_the_least_specific_that_covers_them():
     assert eng.widen(None, str) == {str}
     assert eng.widen(frozenset({str}), int) == {str, int}
     assert eng.widen(frozenset({eng._LIST_STR}), list) == {list}
+    rec_a, rec_b = eng._tag([{"a": 1}]), eng._tag([{"a": "x"}])
+    assert eng.widen(frozenset({eng._LIST_EMPTY}), eng._LIST_STR) == {eng._LIST_STR}
+    assert eng.widen(frozenset({eng._LIST_EMPTY}), rec_a) == {rec_a}
+    assert eng.widen(frozenset({rec_a}), eng._LIST_EMPTY) == {rec_a}
+    assert eng.widen(frozenset({eng._LIST_EMPTY}), list) == {list}
+    assert eng.widen(frozenset({rec_a}), rec_b) == {list}
+    assert eng.widen(frozenset({rec_a, eng._Missing}), eng._LIST_STR) == {list, eng._Missing}
+    assert eng.widen(frozenset({("list", int)}), ("list", float)) == {list}
+    assert eng.widen(frozenset({("list", int), str}), eng._LIST_EMPTY) == {("list", int), str}
     assert eng.widen(frozenset({flat_a}), flat_a) == {flat_a}
     assert eng.widen(frozenset({flat_a}), flat_b) == {dict}
     assert eng.widen(frozenset({flat_a}), dict) == {dict}
@@ -312,3 +327,148 @@ def test_the_lane_is_found_by_type_and_checked_against_the_workflow():
     d = fast.evaluate({"workflow": "w2", "type": "pay", "amount": 5}, None, T0)
     assert d.effect == "deny" and d.workflow == "w2" and d.deciding.kind != "rule"  # pay is w1's
     assert fast.evaluate({"workflow": "w1", "type": "pay", "amount": 5}, None, T0).deciding.name == "small"
+
+
+# ----------------------------------------------------------------------------- lists of records and scalars
+RECORDS = """roles [reviewer]
+workflow "w" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action post {
+    allow sourced when `action.claims.all(c, c.sourced) && action.scores.all(s, s < 0.9)`
+    require_approval unsourced by 1 reviewer when `action.claims.exists(c, !c.sourced && c.kind == "promise")`
+    deny many when `size(action.claims) > 3`
+    require_approval hi by 1 reviewer when `action.counts.exists(n, n > 5) || action.flags.exists(f, f)`
+  }
+}
+"""
+
+claim_ok = st.fixed_dictionaries({"text": st.text(alphabet=st.sampled_from("ab\u00e9\ud800"), max_size=3),
+                                  "kind": st.sampled_from(["fact", "promise"]), "sourced": st.booleans()})
+claim = st.one_of(
+    claim_ok, claim_ok, claim_ok,
+    st.fixed_dictionaries({"kind": st.just("fact"), "sourced": st.booleans()}),  # a key missing
+    st.fixed_dictionaries({"text": st.just("t"), "kind": st.just("fact"), "sourced": st.none()}),
+    st.fixed_dictionaries({"text": st.just("t"), "kind": st.just("fact"), "sourced": st.booleans(),
+                           "x": st.just(1)}),  # a key more
+    st.builds(lambda c: {S(k): v for k, v in c.items()}, claim_ok),  # keys of a str subclass
+    st.fixed_dictionaries({"text": st.just(["t"]), "kind": st.just("fact"), "sourced": st.just(True)}),
+    st.just("claim"),
+)
+post = st.fixed_dictionaries(
+    {
+        "workflow": st.just("w"),
+        "type": st.just("post"),
+        "id": st.sampled_from(["a1", "a2"]),
+        "claims": st.one_of(st.lists(claim_ok, max_size=4), st.lists(claim, max_size=4)),
+        "scores": st.one_of(st.lists(st.floats(0, 1), max_size=3),
+                            st.lists(st.one_of(st.floats(0, 1), st.integers(0, 1), st.just(math.nan),
+                                               st.just(math.inf)), max_size=3)),
+        "counts": st.one_of(st.lists(st.integers(0, 9), max_size=3),
+                            st.lists(st.one_of(st.integers(0, 9), st.booleans(), st.just(2**70)), max_size=3)),
+        "flags": st.one_of(st.lists(st.booleans(), max_size=3), st.lists(st.one_of(st.booleans(), st.none()),
+                                                                          max_size=3)),
+    },
+    optional={"ticket": st.sampled_from(["T-1", "T-2"])},
+)
+
+
+@given(batch=st.lists(post, min_size=1, max_size=25))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_lists_of_records_and_of_scalars_decide_like_the_full_path(batch):
+    slow = engine_from_texts({"p.policy": RECORDS}, accelerate=False)
+    fast = engine_from_texts({"p.policy": RECORDS})
+    kept = []
+    for action in batch + batch:  # the second pass runs the widened functions
+        d = fast.evaluate(action, None, T0)
+        ref = slow.evaluate(action, None, T0)
+        assert dump(d) == dump(ref)
+        assert fast.evaluate_json(action, None, T0) == ref.model_dump_json()
+        kept.append((d, ref, action))
+    for d, ref, action in kept:  # the caller changes its lists and records after the call
+        for k in ("claims", "scores", "counts", "flags"):
+            v = action[k]
+            for x in v:
+                if type(x) is dict:
+                    x["sourced"] = "changed"
+            v.append("changed")
+    for d, ref, _ in kept:  # a require_approval decision's digest: of the action as it was decided
+        assert d.to_json() == ref.model_dump_json()
+
+
+def test_a_list_of_records_is_checked_item_by_item_and_frozen_by_copying_each():
+    fast = engine_from_texts({"p.policy": RECORDS})
+    slow = engine_from_texts({"p.policy": RECORDS}, accelerate=False)
+    base = {"workflow": "w", "type": "post", "id": "a1", "claims": [{"text": "t", "kind": "promise", "sourced": False}],
+            "scores": [0.5], "counts": [1, 2], "flags": [False]}
+    for _ in range(fused_mod.FUSE_AFTER + 1):
+        assert dump(fast.evaluate(base, None, T0)) == dump(slow.evaluate(base, None, T0))
+    fz = gate(fast, "w", "post")
+    assert fz.rebuilds == 0 and fz.shapes["claims"] == {("list", ("dict", (("kind", str), ("sourced", bool),
+                                                                            ("text", str))))}
+    assert fz.shapes["scores"] == {("list", float)} and fz.shapes["counts"] == {("list", int)}
+    assert "_qw(" not in fz.source and "_cpp(" not in fz.source  # no generic walk, no generic copy
+    assert "_lst(_map(_dcp, " in fz.source
+    d = fast.evaluate(base, None, T0)
+    assert d.effect == "require_approval"
+    base["claims"][0]["kind"] = "fact"  # after the call: the decision keeps the action as decided
+    base["scores"].append(0.7)
+    assert d.to_json() == slow.evaluate({**base, "claims": [{"text": "t", "kind": "promise", "sourced": False}],
+                                         "scores": [0.5]}, None, T0).model_dump_json()
+    # bad values of known shapes: no widening, denied like the full path
+    for change in ({"claims": [{"text": "\ud800", "kind": "fact", "sourced": True}]},
+                   {"claims": [{"text": "x" * 4_000_001, "kind": "fact", "sourced": True}]},
+                   {"scores": [0.5, math.nan]}, {"scores": [math.inf]}):
+        a = {**base, **change}
+        d = fast.evaluate(a, None, T0)
+        assert d.effect == "deny" and d.errors[0].kind == "input", change
+        assert dump(d) == dump(slow.evaluate(a, None, T0))
+    assert fz.rebuilds == 0
+    # other shapes: decided by the full path, the lane widened
+    for change in ({"claims": [{S("text"): "t", "kind": "fact", "sourced": True}]},
+                   {"claims": [{"kind": "fact", "sourced": True, "txt": "t"}]}, {"counts": [True]}):
+        a = {**base, **change}
+        assert dump(fast.evaluate(a, None, T0)) == dump(slow.evaluate(a, None, T0))
+    # (the second change is a list of another record: already walked since the first)
+    assert fz.rebuilds == 2 and fz.shapes["claims"] == {list} and fz.shapes["counts"] == {list}
+
+
+@pytest.mark.parametrize("field, item, chars", [
+    ("r", {"ab": 1}, 0), ("r", {"ab": "xyz", "c": None}, 0), ("r", {"ab": "x" * 997, "c": 1.5}, 1),
+    ("s", 1.5, 0), ("s", 7, 0), ("s", True, 0),
+])
+def test_the_counts_of_a_list_of_records_or_scalars_are_the_exact_walks(field, item, chars):
+    """Passing the check proves the exact check passes, and the reverse: at the input
+    limits (items, then characters) the check and the exact walk agree on both sides."""
+    sample = {"r": [{"ab": 1}], "s": [1.5], "t": "x"} if field == "r" else {"s": [item], "t": "x"}
+    sample[field] = [item]
+    keys = tuple(sorted(sample))
+    shapes = {k: frozenset({t}) for k, t in eng.shape_of(sample, keys).items()}
+    assert all(type(t) is tuple and t[0] == "list" for k in sample if k != "t" for t in shapes[k])
+    prologue, ns, fields, known = eng.lane_prologue(keys, (), shapes)
+    fn, src = fuse([], ("action", "workflow", "now", "policy"), prologue, ns, fields, known, dicts=("action",))
+    assert fn is not None, src
+
+    def agree(action):
+        exact = check_fields(action, keys) is None
+        try:
+            fn(action, None, None, None)
+            lane = True
+        except Exception:  # noqa: BLE001
+            lane = False
+        assert lane == exact, (len(action[field]), len(action["t"]))
+        return exact
+
+    per = len(item) + 1 if type(item) is dict else 1
+    base = {k: v for k, v in sample.items() if k != field}
+    n = (100_000 - len(keys) - sum(len(v) for v in base.values() if type(v) is list)) // per
+    if not chars:  # (long strings: the characters' limit comes first)
+        assert agree({**base, field: [item] * n})
+        assert not agree({**base, field: [item] * (n + 1)})
+    if type(item) is dict:  # the characters: the strings fill the rest
+        a = {**base, field: [item] * 1000}
+        used = 4_000_000 - len(a["t"]) - sum(map(len, a)) - sum(len(k) + (len(v) if type(v) is str else 0)
+                                                                    for x in a[field] for k, v in x.items())
+        assert agree({**a, "t": "x" * (used + 1)})
+        assert not agree({**a, "t": "x" * (used + 2)})

@@ -43,21 +43,49 @@ _SHAPE_KINDS: dict = {str: "str", int: "int", float: "float", bool: "bool", _NON
                       dict: "dict", list: "list", _Missing: None}
 _FLAT = (str, int, float, bool, _NONE_T)  # the value types of a flat object (see _tag)
 _LIST_STR = ("list", str)  # the tag of a list of strings
+_LIST_EMPTY = ("list", None)  # the tag of an empty list (checked as a list of strings)
+_LIST_ITEMS = (str, int, float, bool)  # the item types a list of scalars is specialised for
 _FLAT_MAX = 16  # keys of a flat object specialised key by key (more: walked)
+_RECORDS_MAX = 256  # items of a list of objects scanned for one shape (more: walked)
 
 
 def _tag(v: Any) -> Any:
-    """The shape tag of one field value: its type (one of `_SHAPE_KINDS`); `_LIST_STR` for
-    a list of strings; ("dict", ((key, type), ...)) for a small object with ASCII keys and
-    plain scalar values; None for anything a fused gate function does not specialise."""
+    """The shape tag of one field value: its type (one of `_SHAPE_KINDS`); ("list", t)
+    for a non-empty list whose items are all of one scalar type `t` (`_LIST_STR` for
+    strings), `_LIST_EMPTY` for an empty one; ("dict", ((key, type), ...)) for a small
+    object with ASCII keys and plain scalar values; ("list", ("dict", ...)) for a list of
+    such objects all of the same keys and value types (records: claims, line items); None
+    for anything a fused gate function does not specialise."""
     t = type(v)
     if t is list:
+        if not v:
+            return _LIST_EMPTY
         if len(v) > _FLAT_MAX * 64:  # not scanned: a miss must stay cheap
             return list
-        for x in v:
-            if type(x) is not str:
+        t0 = type(v[0])
+        if t0 is dict:
+            if len(v) > _RECORDS_MAX:
                 return list
-        return _LIST_STR
+            first = _tag(v[0])
+            if first is dict:
+                return list
+            keys = len(first[1])
+            for x in v:
+                if type(x) is not dict or len(x) != keys:
+                    return list
+                for k, vt in first[1]:
+                    if type(x.get(k, _MISS)) is not vt:
+                        return list
+                for k in x:  # (the keys of the first: each an exact ASCII str)
+                    if type(k) is not str:
+                        return list
+            return ("list", first)
+        if t0 not in _LIST_ITEMS:
+            return list
+        for x in v:
+            if type(x) is not t0:
+                return list
+        return _LIST_STR if t0 is str else ("list", t0)
     if t is dict:
         if len(v) > _FLAT_MAX:
             return dict
@@ -92,8 +120,14 @@ def widen(seen: frozenset | None, tag: Any) -> frozenset:
     if len(flats) > 1 or (flats and dict in tags):
         tags.difference_update(flats)
         tags.add(dict)
-    if _LIST_STR in tags and list in tags:
-        tags.discard(_LIST_STR)
+    # lists: an empty one is any list; lists of different items, or one and any list, are a list
+    lists = [t for t in tags if type(t) is tuple and t[0] == "list"]
+    if _LIST_EMPTY in tags and (len(lists) > 1 or list in tags):
+        tags.discard(_LIST_EMPTY)
+        lists.remove(_LIST_EMPTY)
+    if len(lists) > 1 or (lists and list in tags):
+        tags.difference_update(lists)
+        tags.add(list)
     out = frozenset(tags)
     # one object per distinct set, shared by every type's `shapes` (a warm engine of 1,000
     # rules held ~1,900 of them, ten-odd distinct: issue 16, goal 5); bounded, since flat
@@ -106,7 +140,7 @@ _WIDE_MAX = 256  # (process-wide and never emptied: at most this many kept for t
 
 
 def _tag_order(t: Any) -> int:
-    base = dict if type(t) is tuple and t[0] == "dict" else list if t == _LIST_STR else t
+    base = (dict if t[0] == "dict" else list) if type(t) is tuple else t
     return list(_SHAPE_KINDS).index(base)
 
 
@@ -128,6 +162,38 @@ def _field_locals(keys: tuple, skipped: Any) -> Any:
             continue
         i += 1
         yield i, k, f"_f{i}"
+
+
+def _records_lines(i: int, v: str, items: tuple, ns: dict, n_parts: list, c_parts: list) -> list:
+    """The lines of `lane_prologue` checking a list of records (see `_tag`) in the local
+    `v`: each item an exact dict of exactly the keys seen (as many, each found, each an
+    exact `str`), each value of the type seen and checked as a scalar field is; the counts
+    `_quick_walk` makes of it (an item and its keys per record, its keys' and its strings'
+    characters). A missing key raises `KeyError`, which the fetch turns into `ShapeMiss`."""
+    lines = [f"if type({v}) is not list: _fs()",
+             f"if len({v}) > {int(MAX_INPUT_ITEMS)}: _fb()"]
+    strs = any(vt is str for _, vt in items)
+    if strs:
+        lines.append(f"_r{i} = 0")
+    loop = [f"for _x in {v}:",
+            f"    if type(_x) is not dict or len(_x) != {len(items)}: _fs()"]
+    for key, vt in items:
+        loop.append(f"    _y = _x[{key!r}]")
+        loop.append("    if _y is not None: _fs()" if vt is _NONE_T else f"    if type(_y) is not {vt.__name__}: _fs()")
+        loop += ["    " + x for x in _check_lines("_y", vt)]
+        if vt is str:
+            loop.append(f"    _r{i} += len(_y)")
+    # the keys found are those seen; each exactly a str (a subclass compares equal to one)
+    loop += ["    for _k in _x:", "        if type(_k) is not str: _fs()"]
+    lines += ["try:"] + ["    " + x for x in loop] + ["except KeyError:", "    _fs()"]
+    ns["KeyError"] = KeyError
+    n_parts.append(f"len({v}) * {len(items) + 1}")
+    chars = sum(len(key) for key, _ in items)
+    if chars:
+        c_parts.append(f"len({v}) * {chars}")
+    if strs:
+        c_parts.append(f"_r{i}")
+    return lines
 
 
 def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = None
@@ -202,7 +268,18 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
                     lines += _check_lines(w, vt)
                     if vt is str:
                         c_parts.append(f"len({w})")
-            elif t == _LIST_STR:  # strings alone: one join checks them all
+            elif type(t) is tuple and type(t[1]) is tuple:  # a list of records, item by item
+                lines += _records_lines(i, v, t[1][1], ns, n_parts, c_parts)
+                fields[("action", k)] = (v, "list", False)
+            elif type(t) is tuple and t[1] in (int, float, bool):  # a list of numbers or bools
+                fields[("action", k)] = (v, "list", False, _SHAPE_KINDS[t[1]])
+                lines += [f"if type({v}) is not list: _fs()",
+                          f"if len({v}) > {int(MAX_INPUT_ITEMS)}: _fb()",
+                          f"for _x in {v}:", f"    if type(_x) is not {t[1].__name__}: _fs()"]
+                if t[1] is float:
+                    lines.append("    if _x - _x != 0.0: _fb()")
+                n_parts.append(f"len({v})")
+            elif type(t) is tuple:  # strings alone (or empty): one join checks them all
                 fields[("action", k)] = (v, "list", False, "str")  # (its items: see cel.fuse)
                 lines += [f"if type({v}) is not list: _fs()",
                           f"if len({v}) > {int(MAX_INPUT_ITEMS)}: _fb()",  # (before joining it)
@@ -338,7 +415,7 @@ def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = N
     Every value the prologue lets through is exact plain data (see `lane_prologue`): a
     scalar of an exact type, immutable, which a copy may share; a flat object or a list
     of strings, copied by `.copy()`; anything else a walked object or list, copied by
-    `copy_plain`. `copies` holds (field, local, how: "copy" or "deep", maybe absent) for
+    `copy_plain`. `copies` holds (field, local, how: "copy", "records" (each item copied) or "deep", maybe absent) for
     the fields whose value may be a container. An action whose key count is `count` plus
     one per field of `maybe` (locals) that is present, and which holds every name of
     `extra` (fields no condition reads, see `unread`) each with a value of an exact scalar
@@ -361,7 +438,9 @@ def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = N
             if t is _Missing:
                 continue  # proven absent
             count += 1
-            if t == _LIST_STR or (type(t) is tuple and t[0] == "dict"):
+            if type(t) is tuple and t[0] == "list" and type(t[1]) is tuple:
+                copies.append((k, v, "records", False))  # each record copied
+            elif type(t) is tuple:  # a flat object, a list of scalars
                 copies.append((k, v, "copy", False))
             elif t is dict or t is list:
                 copies.append((k, v, "deep", False))

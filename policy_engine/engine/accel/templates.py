@@ -240,7 +240,8 @@ def _frozen_lines(frozen: tuple[int, tuple, tuple, tuple] | None) -> list:
     copies = frozen[2]
     lines = [f"    if {_plan_test(frozen)}:", "        _sn = _p0.copy()"]
     for k, v, how, absent in copies:
-        copy = f"_sn[{k!r}] = {v}.copy()" if how == "copy" else f"_sn[{k!r}] = _cpp({v})"
+        copy = (f"_sn[{k!r}] = {v}.copy()" if how == "copy" else f"_sn[{k!r}] = _lst(_map(_dcp, {v}))"
+                if how == "records" else f"_sn[{k!r}] = _cpp({v})")
         lines.append(f"        if {v} is not _MISS: {copy}" if absent else f"        {copy}")
     return lines + [f"        _tpl['action_digest'] = {'_PDX' if copies else '_PDG'}(_sn)",
                     "    else:",
@@ -307,7 +308,7 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
           "_adg": deferred_digest_nested if nested else deferred_digest,
           "_adgn": digest_now_nested if nested else digest_now, "_PDG": PendingDigest, "_PDX": PendingExact,
           "_ATOMS": _ATOMS, "_MISS": MISSING, "_cpp": copy_plain,
-          "_strk": _str_keys, "_map": map, "_dgx": digest_exact}
+          "_strk": _str_keys, "_map": map, "_dgx": digest_exact, "_lst": list, "_dcp": dict.copy}
     f = fields.get(("action", "id"))
     if f is not None and f[1] == "str" and not f[2]:
         lines = [f"_aid = {f[0]}"]  # the prologue proved it a str
