@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -164,29 +165,23 @@ def _reverse(s: Any) -> str:
     return s[::-1]
 
 
+# strings.quote: the escapes, backslash first (the others' replacements hold one); lone
+# surrogates (which no UTF-8 text holds) become U+FFFD. All in C: str.replace per escape
+# present and one regex substitution when a surrogate is, where a loop in Python over each
+# character cost 0.2 s for a field of 4 million characters, per call and condition.
+_QUOTE_ESC = (("\\", "\\\\"), ('"', '\\"'), ("\a", "\\a"), ("\b", "\\b"), ("\f", "\\f"),
+              ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\v", "\\v"))
+_QUOTE_SUR = re.compile("[\ud800-\udfff]")
+
+
 def _quote(s: Any) -> str:
     _req(str, s, "strings.quote")
-    out = ['"']
-    esc = {
-        "\a": "\\a",
-        "\b": "\\b",
-        "\f": "\\f",
-        "\n": "\\n",
-        "\r": "\\r",
-        "\t": "\\t",
-        "\v": "\\v",
-        "\\": "\\\\",
-        '"': '\\"',
-    }
-    for c in s:
-        if c in esc:
-            out.append(esc[c])
-        elif 0xD800 <= ord(c) <= 0xDFFF:
-            out.append("\ufffd")
-        else:
-            out.append(c)
-    out.append('"')
-    return "".join(out)
+    if not s.isascii() and _QUOTE_SUR.search(s) is not None:
+        s = _QUOTE_SUR.sub("\ufffd", s)
+    for c, e in _QUOTE_ESC:
+        if c in s:
+            s = s.replace(c, e)
+    return '"' + s + '"'
 
 
 def _b64encode(b: Any) -> str:
