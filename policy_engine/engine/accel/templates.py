@@ -16,7 +16,7 @@ from typing import Any
 from ...cel import CelError
 from ...compiled import CompiledPolicy
 from ...construct import new, set_dict, set_extra, set_fields_set, set_private
-from ...models import Decision, DecisionJson
+from ...models import DECISION_SLOTS_NONE, Decision, DecisionJson
 from ..decide import decide
 from ..digests import (
     PendingDigest,
@@ -167,8 +167,9 @@ def decision_of(fields: dict, fs: Any) -> Decision:
     dec = _new(Decision)
     _set_dict(dec, fields)
     _set_fields_set(dec, fs)
-    _set_extra(dec, None)
-    _set_private(dec, None)
+    if not DECISION_SLOTS_NONE:  # (else they read None unset: models._NoneUntilSet)
+        _set_extra(dec, None)
+        _set_private(dec, None)
     return dec
 
 
@@ -351,6 +352,7 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
               "        return (_tpl, _x[1])",
               *_frozen_lines(frozen),
               f"elif {eager}: return (_tpl, _x[1])",
-              "_dec = _new(_DEC)", "_sdict(_dec, _tpl)",
-              "_sfs(_dec, _x[1])", "_sext(_dec, None)", "_spriv(_dec, None)", "return _dec"]
+              "_dec = _new(_DEC)", "_sdict(_dec, _tpl)", "_sfs(_dec, _x[1])",
+              # (the extra and private slots read None unset: models._NoneUntilSet)
+              *(() if DECISION_SLOTS_NONE else ("_sext(_dec, None)", "_spriv(_dec, None)")), "return _dec"]
     return lines, ns
