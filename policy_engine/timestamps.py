@@ -147,9 +147,10 @@ def fmt_ts(t: datetime) -> str:
 
     Exactly `format_rfc3339(t)` (a property test holds it), in about a third of its time:
     the text to the second is kept per second (`_SECONDS`), the fraction is two table
-    lookups. A naive `t` is read as local time, as `datetime.astimezone` reads it."""
+    lookups. A naive `t` is UTC, as `parse_ts` reads one (not local time, as
+    `datetime.astimezone` would)."""
     if t.tzinfo is not UTC:
-        t = t.astimezone(UTC)
+        t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     d = t - _EPOCH  # (same tzinfo object: no offset arithmetic)
     sec = d.days * 86400 + d.seconds
     text = _SECONDS.get(sec)
@@ -166,7 +167,7 @@ def fmt_ts_pair(t: datetime, later: timedelta) -> tuple[str, str]:
     `reversible_until`): for a `later` of whole seconds the two share the fraction, and the
     second's text comes from the per-second cache. Raises OverflowError as `t + later` does."""
     if t.tzinfo is not UTC:
-        t = t.astimezone(UTC)
+        t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     if later.microseconds:
         return fmt_ts(t), fmt_ts(t + later)
     d = t - _EPOCH
@@ -185,8 +186,8 @@ def fmt_ts_pair(t: datetime, later: timedelta) -> tuple[str, str]:
 
 def format_rfc3339(t: datetime, *, trim_fraction: bool = False) -> str:
     """RFC 3339 in UTC with a `Z`; the fraction only when non-zero: six digits, or without trailing
-    zeros when `trim_fraction` (CEL's string conversion)."""
-    t = t.astimezone(UTC)
+    zeros when `trim_fraction` (CEL's string conversion). A naive `t` is UTC (see `fmt_ts`)."""
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     base = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if t.microsecond:
         frac = f".{t.microsecond:06d}"

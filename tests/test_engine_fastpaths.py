@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
+
 from policy_engine import timestamps as T
 from policy_engine.engine import inputs as E
 
@@ -68,3 +70,24 @@ def test_fmt_ts_matches_the_percent_format():
     ]
     for t in samples:
         assert T.fmt_ts(t) == T.format_rfc3339(t.astimezone(UTC)), t
+
+
+def test_a_naive_time_is_utc_in_every_rendering_whatever_the_hosts_zone(monkeypatch):
+    """`parse_ts` reads a naive datetime as UTC; the renderings must too, not as the host's
+    local time (`datetime.astimezone` does that): on a host outside UTC they disagreed."""
+    import time
+
+    if not hasattr(time, "tzset"):  # pragma: no cover - not on this platform
+        pytest.skip("time.tzset")
+    monkeypatch.setenv("TZ", "America/St_Johns")  # UTC-3:30 (a half hour: no accidental match)
+    time.tzset()
+    try:
+        naive = datetime(2026, 3, 2, 14, 30, 0, 250000)
+        aware = naive.replace(tzinfo=UTC)
+        assert T.parse_ts(naive) == aware
+        assert T.fmt_ts(naive) == T.fmt_ts(aware) == T.format_rfc3339(naive) == "2026-03-02T14:30:00.250000Z"
+        assert T.fmt_ts_pair(naive, timedelta(hours=1)) == T.fmt_ts_pair(aware, timedelta(hours=1))
+        assert T.fmt_ts_pair(naive, timedelta(milliseconds=1)) == T.fmt_ts_pair(aware, timedelta(milliseconds=1))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
