@@ -386,7 +386,7 @@ def test_lists_of_records_and_of_scalars_decide_like_the_full_path(batch):
         assert dump(d) == dump(ref)
         assert fast.evaluate_json(action, None, T0) == ref.model_dump_json()
         kept.append((d, ref, action))
-    for d, ref, action in kept:  # the caller changes its lists and records after the call
+    for _, _, action in kept:  # the caller changes its lists and records after the call
         for k in ("claims", "scores", "counts", "flags"):
             v = action[k]
             for x in v:
