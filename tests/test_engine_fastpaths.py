@@ -91,3 +91,36 @@ def test_a_naive_time_is_utc_in_every_rendering_whatever_the_hosts_zone(monkeypa
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_plain_flat_never_passes_what_the_exact_check_refuses():
+    """`plain_flat` (a lane's cheap check of a small flat object) True proves the exact
+    check passes; False only sends the input to the exact check."""
+    keys = ("id", "type", "workflow")
+    for v in TRICKY:
+        for ks in (None, keys, ("a",)):
+            if E.plain_flat(v, ks):
+                assert E.check_fields(v, ks) is None, (repr(v)[:80], ks)
+    rng = random.Random(7)
+    leaves = [0, 1.5, "a", "\ud800", "é", None, True, float("nan"), float("inf"), F(2.0), S("s"), (1,), b"x",
+              10**30, [], {}, "x" * 2_000_000]
+    names = ["id", "type", "workflow", "status", "\ud800", S("id"), 1, "k" * 10]
+    seen = 0
+    for _ in range(5000):
+        v = {rng.choice(names): rng.choice(leaves) for _ in range(rng.randint(0, 4))}
+        for ks in (None, keys):
+            if E.plain_flat(v, ks):
+                seen += 1
+                assert E.check_fields(v, ks) is None, (repr(v)[:80], ks)
+    assert seen > 1000  # (it passes the plain ones)
+
+
+def test_plain_flat_passes_the_usual_inputs_of_a_stopped_workflow():
+    state = {"status": "stopped", "stopped_by": "refund_spike", "stopped_at": "2026-03-02T10:00:00Z", "n": 1,
+             "x": None, "f": 0.5, "ok": True, "é": "ü"}
+    assert E.plain_flat(state)
+    assert E.plain_flat({"workflow": "w", "type": "t", "id": "a1", "amount": [1]}, ("id", "type", "workflow"))
+    assert E.plain_flat({"workflow": "w", "type": "t"}, ("id", "type", "workflow"))  # (no id)
+    for bad in ({"status": "stopped", "at": "x" * 4_000_001}, {"status": S("stopped")}, {"a": [1]},
+                {"a": float("nan")}, {S("a"): 1}, {"\ud800": 1}, {"a": "\udc00"}):
+        assert not E.plain_flat(bad)

@@ -12,10 +12,8 @@ from ..fieldtypes import value_problem
 from ..limits import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
 from .util import SURROGATE_RE as _SURROGATE_RE
 
-__all__ = ["MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "check_size", "check_fields", "declared_problem",
-           "quick_walk"]
-
-
+__all__ = ["MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "check_size", "check_fields", "plain_flat",
+           "declared_problem", "quick_walk"]
 
 
 # NaN compares false with everything, so `deny when `action.amount > 1000.0`` would not match it.
@@ -114,6 +112,44 @@ def _quick_walk(v: Any, d: int, _type=type, _str=str, _int=int, _bool=bool, _flo
         else:
             raise _NotPlain
     return n, c
+
+
+_MISSING: Any = object()  # (plain_flat: a field absent)
+
+
+def plain_flat(d: dict, keys: tuple | None = None, _type: Any = type, _str: type = str, _len: Any = len,
+               _miss: Any = _MISSING) -> bool:
+    """True when `check_fields(d, keys)` (`check_size(d)` for `keys` None) is surely None:
+    the fields looked at are exact `str` keys holding scalars (exact str, int, bool, None,
+    a finite float), no lone surrogate, within the limits. False says nothing: the exact
+    check then decides. About a third of its cost for the small flat objects a lane checks
+    on every call (a stopped workflow's state, an action's id, type and workflow)."""
+    c = 0
+    if keys is None and _len(d) > MAX_INPUT_ITEMS:
+        return False
+    get = d.get
+    for k in d if keys is None else keys:
+        v = get(k, _miss)
+        if v is _miss:
+            continue
+        if _type(k) is not _str:
+            return False
+        c += _len(k)
+        if not k.isascii() and _surrogate(k):
+            return False
+        t = _type(v)
+        if t is _str:
+            c += _len(v)
+            if not v.isascii() and _surrogate(v):
+                return False
+        elif t is int or t is bool or v is None:
+            pass
+        elif t is float:
+            if v - v != 0.0:
+                return False
+        else:
+            return False
+    return c <= MAX_INPUT_CHARS
 
 
 def check_fields(action: dict, keys: tuple | None) -> str | None:

@@ -28,8 +28,8 @@ from typing import Any
 from ...compiled import ECHOED, CompiledPolicy
 from ...models import DecisionJson
 from ..decide import stopped
-from ..inputs import check_fields, check_size
-from ..util import UTC, fmt_ts, reversibility, short
+from ..inputs import check_fields, check_size, plain_flat
+from ..util import UTC, deferred_times, fmt_ts, short
 from .templates import clock, decision_of
 
 __all__ = ["StoppedLane"]
@@ -60,7 +60,7 @@ class StoppedLane:
         status = state.get("status", "running")
         if type(status) is not str or status != "stopped":
             return None
-        if check_fields(action, ECHOED):
+        if not plain_flat(action, ECHOED) and check_fields(action, ECHOED):
             return None
         wname = action.get("workflow")
         tname = action.get("type")
@@ -69,7 +69,7 @@ class StoppedLane:
         if type(wname) is not str or type(tname) is not str or type(trigger) is not str or not (
                 stopped_at is None or type(stopped_at) is str):
             return None
-        if check_size(state):
+        if not plain_flat(state) and check_size(state):
             return None
         aid = action.get("id")
         aid = aid if type(aid) is str else (None if aid is None else short(aid)[1:-1])
@@ -90,7 +90,8 @@ class StoppedLane:
         tmpl, fs, ca = got
         d = tmpl.copy()
         d["action_id"] = aid
-        d["evaluated_at"] = fmt_ts(now_dt)
-        if ca is not None and ca.window_td is not None:
-            d["reversibility"] = reversibility(ca, now_dt)
+        if ca is not None:  # rendered when read (the reference renders them now: the same text)
+            deferred_times(ca, d, now_dt)
+        else:
+            d["evaluated_at"] = fmt_ts(now_dt)
         return decision_of(d, fs)
