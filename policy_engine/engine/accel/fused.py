@@ -11,6 +11,8 @@ from ...cel import CompiledExpr, fuse
 from ...cel.fuse import _FUSE_MAX, defer_fast_paths
 from ...compiled import CAction, CWorkflow
 from ...lark_cache import collector_paused
+from . import declared
+from .declared import declared_lines
 from .faults import absent_key, fields_only
 from .shapes import NO_EXTRA, frozen_copy, lane_prologue, shape_of, unread, widen
 from .templates import lane_epilogue
@@ -139,6 +141,10 @@ class FusedGate:
         shapes = self.shapes  # (read once: the prologue and the frozen copy of the same shapes)
         skip = (("workflow", ca.workflow), ("type", ca.name))
         prologue, ns, fields, known = lane_prologue(self.reads, skip, shapes)
+        if ca.fields is not None and declared.ENABLED:  # its declared fields, unrolled (see `declared`)
+            lines, ns_d = declared_lines(ca.fields, shapes, self.reads)
+            prologue = prologue + lines
+            ns = {**ns, **ns_d}
         epilogue: list = []
         ns = {**ns, "_RUNNING": self.running, "_POLICY": self.policy}
         if decide:

@@ -17,6 +17,7 @@ from ...compiled import CAction, CompiledPolicy, CWorkflow
 from ...models import Decision
 from .. import gate as _gate
 from ..inputs import check_size, declared_problem
+from . import declared
 from .fused import FusedGate, fused_gate
 from .shapes import ShapeMiss
 from .templates import lane_decision
@@ -46,8 +47,9 @@ class Accelerator:
         self.types = {a.name: self.lanes[(w.name, a.name)] for w in p.workflows.values()
                       for a in w.actions.values() if count[a.name] == 1}
         # the types `Engine.evaluate` takes straight to their fused gate: declared in one
-        # workflow, without declared fields (`fields { ... }`, checked by the full path)
-        self.quick = {t: fz for t, fz in self.types.items() if fz.action.fields is None}
+        # workflow; one with declared fields (`fields { ... }`) when its fused function checks
+        # them (`declared`), else the full path checks them
+        self.quick = {t: fz for t, fz in self.types.items() if fz.action.fields is None or declared.ENABLED}
         self._reference = _gate.evaluate
 
     def gate(self, workflow: str, action_type: str) -> FusedGate:
