@@ -111,6 +111,7 @@ def run(engine, handwritten, mix, quick: bool, overhead: int, other=None) -> dic
                 by_effect[name].setdefault(e, []).append(x)
     res = {name: statistics.median(xs) / 1000 for name, xs in samples.items()}
     res["floors"] = floors(engine, mix, rounds, overhead)
+    res["undeclared"] = undeclared_path(engine, mix, rounds, overhead)
     res["by_effect"] = {name: {e: statistics.median(v) / 1000 for e, v in sorted(d.items())}
                         for name, d in by_effect.items()}
     res["samples"] = {name: len(xs) for name, xs in samples.items()}
@@ -170,6 +171,34 @@ def floors(engine, mix, rounds: int, overhead: int) -> dict:
     return {"no_condition_us": statistics.median(empty) / 1000, "digest_us": statistics.median(digest) / 1000}
 
 
+def undeclared_path(engine, mix, rounds: int, overhead: int) -> dict | None:
+    """The mix's requests of a type their (declared) workflow does not declare (its
+    `wire_transfer`s): `evaluate()` and `evaluate_json()` (the undeclared-type lane,
+    `engine/accel/undeclared.py`) against the reference gate of the same policy
+    (`accelerate=False`; its JSON by `model_dump_json()`), interleaved, each round the
+    requests ten times over; None when the mix has none."""
+    from policy_engine.engine import Engine
+    from policy_engine.language.loader import load_sources
+
+    wfs = engine.compiled.workflows
+    reqs = [(a, s, n) for a, s, n in mix if s is None and type(a.get("workflow")) is str
+            and a["workflow"] in wfs and a.get("type") not in wfs[a["workflow"]].actions] * 10
+    if not reqs:
+        return None
+    ref = Engine.from_load_result(load_sources(list(engine.sources.values()), accelerate=False), accelerate=False)
+    paths = {"evaluate": engine.evaluate, "reference": ref.evaluate, "evaluate_json()": engine.evaluate_json,
+             "reference json": lambda a, s, n: ref.evaluate(a, s, n).model_dump_json()}
+    samples: dict[str, list[int]] = {k: [] for k in paths}
+    for fn in paths.values():  # warm-up
+        _timed(fn, reqs, 0, [])
+    for _ in range(rounds):
+        for name, fn in paths.items():
+            _timed(fn, reqs, overhead, samples[name])
+    out = {name: statistics.median(xs) / 1000 for name, xs in samples.items()}
+    out["requests"] = len(reqs) // 10
+    return out
+
+
 def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
     """Print the lines and the goal 1-3 ratios with met/MISSED; return the ratios. `main`:
     the (evaluate, hand-written) medians of bench_engine's main table, which goal 1 is
@@ -210,6 +239,15 @@ def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
     out(f"actions lacking fields their conditions read: one field {ratios['one_missing_vs_evaluate']:.2f}x "
         f"evaluate() of the whole actions, every field {ratios['all_missing_vs_evaluate']:.2f}x (each decided as "
         f"the reference gate decides it, with its errors: tests/test_missing_fields.py)")
+    und = res.get("undeclared")
+    if und:
+        ratios["undeclared_vs_reference"] = und["evaluate"] / und["reference"]
+        ratios["undeclared_json_vs_reference"] = und["evaluate_json()"] / und["reference json"]
+        out(f"an action type its workflow does not declare (the mix's {und['requests']} such requests): evaluate "
+            f"{und['evaluate']:.2f} us, the reference gate (accelerate=False) {und['reference']:.2f} us = "
+            f"{ratios['undeclared_vs_reference']:.2f}x; evaluate_json() {und['evaluate_json()']:.2f} us, the "
+            f"reference's model_dump_json() {und['reference json']:.2f} us = "
+            f"{ratios['undeclared_json_vs_reference']:.2f}x")
     fl = res.get("floors")
     if fl:
         hw = main[1] if main else res["hand-written"]

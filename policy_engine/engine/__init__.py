@@ -60,6 +60,7 @@ from .accel.stopped import StoppedLane
 from .accel.templates import clock as _clock
 from .accel.templates import decision_of as _decision_of
 from .accel.templates import lane_decision as _lane_decision
+from .accel.undeclared import UndeclaredLane
 from .authorize import DEFAULT_IGNORABLE, MAX_APPROVALS, canonical_principal
 from .decide import fail as _fail
 from .digests import action_digest, plan_hash
@@ -93,10 +94,12 @@ class Engine:
     `Engine.from_load_result()`. With `accelerate=False` the gate evaluates with the
     compiled closures alone (the reference path); the answers are the same either way."""
 
-    __slots__ = ("_p", "_accel", "_stopped", "_pset", "_psrc", "policy_hash", "sources", "diagnostics", "imports")
+    __slots__ = ("_p", "_accel", "_stopped", "_undeclared", "_pset", "_psrc", "policy_hash", "sources", "diagnostics",
+                 "imports")
     _p: CompiledPolicy
     _accel: Accelerator | None
     _stopped: StoppedLane | None
+    _undeclared: UndeclaredLane | None
     _pset: PolicySet | None
     _psrc: tuple[SourceFile, ...]
     policy_hash: str
@@ -110,6 +113,7 @@ class Engine:
         object.__setattr__(self, "_p", p)
         object.__setattr__(self, "_accel", Accelerator(p) if accelerate else None)
         object.__setattr__(self, "_stopped", StoppedLane(p) if accelerate else None)
+        object.__setattr__(self, "_undeclared", UndeclaredLane(p) if accelerate else None)
         object.__setattr__(self, "_pset", policy_set)
         object.__setattr__(self, "_psrc", ())
         object.__setattr__(self, "policy_hash", policy_set.content_hash)
@@ -221,6 +225,12 @@ class Engine:
                                 if m >= 0:
                                     return _lane_decision(self._p, fz, m, now_dt, live, wname, tname,  # type: ignore[arg-type]
                                                           action.get("id"), action)
+                    # not the quick path's: perhaps a type its workflow does not declare (its lane)
+                    if fz is None or (type(wname) is str and wname != fz.wname):
+                        ul = self._undeclared
+                        d = ul.decide(action, now) if ul is not None else None
+                        if d is not None:
+                            return d
             elif type(workflow_state) is dict and type(action) is dict:  # a stopped workflow: its lane
                 st = self._stopped
                 d = st.decide(action, workflow_state, now) if st is not None else None
