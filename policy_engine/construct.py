@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound="BaseModel")
 
-__all__ = ["fast", "fields_set", "set_dict", "set_fields_set", "set_extra", "set_private", "new"]
+__all__ = ["fast", "fields_set", "set_dict", "set_fields_set", "set_extra", "set_private", "new", "none_until_set"]
 
 
 def _slot_setter(name: str) -> Callable[[Any, Any], None]:
@@ -73,3 +73,46 @@ def _fields_set(cls: type[BaseModel]) -> set:
     s = set(cls.model_fields)
     _FIELDS_SET[cls] = s
     return s
+
+
+class _NoneUntilSet:
+    """One of pydantic's slots `__pydantic_extra__` and `__pydantic_private__` on a model (Decision)
+    that has neither extra fields (`extra="forbid"`) nor private attributes, so both are
+    always None: a data descriptor that reads None from an instance that never set it, and
+    else does what the slot does. The engine's fast lanes then build a Decision with two
+    slot stores fewer (`engine.accel.templates`: about 80 ns of a decision's ~1 us).
+    Reads (pydantic's ==, copy, pickle, serializers) go through it; every write (validation,
+    copy, unpickling) stores into the slot as before."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: Any) -> None:
+        self.slot = slot
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self.slot
+        try:
+            return self.slot.__get__(obj, cls)
+        except AttributeError:
+            return None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        self.slot.__set__(obj, value)
+
+    def __delete__(self, obj: Any) -> None:
+        self.slot.__delete__(obj)
+
+
+def none_until_set(cls: type[BaseModel]) -> bool:
+    """Install `_NoneUntilSet` for `cls`'s extra and private slots; False (nothing done)
+    where pydantic lays its models out otherwise, or `cls` could hold either."""
+    from pydantic import BaseModel
+
+    slots = [BaseModel.__dict__.get(n) for n in ("__pydantic_extra__", "__pydantic_private__")]
+    if (any(type(d).__name__ != "member_descriptor" for d in slots) or cls.model_config.get("extra") != "forbid"
+            or cls.__private_attributes__):
+        return False  # pragma: no cover - another pydantic, or another model
+    for n, d in zip(("__pydantic_extra__", "__pydantic_private__"), slots):
+        type.__setattr__(cls, n, _NoneUntilSet(d))
+    return True

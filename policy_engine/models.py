@@ -397,51 +397,6 @@ for _name in _DEFERRABLE:
     type.__setattr__(Decision, _name, _DeferredField(_name))
 
 
-class _NoneUntilSet:
-    """One of pydantic's slots `__pydantic_extra__` and `__pydantic_private__` on Decision,
-    which has neither extra fields (`extra="forbid"`) nor private attributes, so both are
-    always None: a data descriptor that reads None from an instance that never set it, and
-    else does what the slot does. The engine's fast lanes then build a Decision with two
-    slot stores fewer (`engine.accel.templates`: about 80 ns of a decision's ~1 us).
-    Reads (pydantic's ==, copy, pickle, serializers) go through it; every write (validation,
-    copy, unpickling) stores into the slot as before."""
-
-    __slots__ = ("slot",)
-
-    def __init__(self, slot: Any) -> None:
-        self.slot = slot
-
-    def __get__(self, obj: Any, cls: Any = None) -> Any:
-        if obj is None:
-            return self.slot
-        try:
-            return self.slot.__get__(obj, cls)
-        except AttributeError:
-            return None
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        self.slot.__set__(obj, value)
-
-    def __delete__(self, obj: Any) -> None:
-        self.slot.__delete__(obj)
-
-
-def _none_until_set(cls: type[BaseModel]) -> bool:
-    """Install `_NoneUntilSet` for `cls`'s extra and private slots; False (nothing done)
-    where pydantic lays its models out otherwise, or `cls` could hold either."""
-    slots = [BaseModel.__dict__.get(n) for n in ("__pydantic_extra__", "__pydantic_private__")]
-    if (any(type(d).__name__ != "member_descriptor" for d in slots) or cls.model_config.get("extra") != "forbid"
-            or cls.__private_attributes__):
-        return False  # pragma: no cover - another pydantic, or another model
-    for n, d in zip(("__pydantic_extra__", "__pydantic_private__"), slots):
-        type.__setattr__(cls, n, _NoneUntilSet(d))
-    return True
-
-
-# True: a Decision may be built with `__dict__` and `__pydantic_fields_set__` alone (see above)
-DECISION_SLOTS_NONE = _none_until_set(Decision)
-
-
 # ----------------------------------------------------------------- Decision.to_json, fast
 # The fields of a decision that vary between the decisions of one template (the engine's
 # fast lane builds every decision of one outcome of one action type from one template:

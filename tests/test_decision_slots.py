@@ -1,6 +1,6 @@
 """A Decision built by the engine's fast lanes sets two of pydantic's four slots
 (`__dict__`, `__pydantic_fields_set__`); `__pydantic_extra__` and `__pydantic_private__`
-read None until set (`models._NoneUntilSet`: a Decision has neither extra fields nor
+read None until set (`construct.none_until_set`: a Decision has neither extra fields nor
 private attributes). Everything pydantic and a caller do with a decision must see no
 difference from one pydantic built itself."""
 
@@ -15,7 +15,8 @@ from engine_support import ROOT
 from pydantic import BaseModel, ValidationError
 
 import policy_engine
-from policy_engine.models import DECISION_SLOTS_NONE, Decision
+from policy_engine.engine.accel.templates import DECISION_SLOTS_NONE
+from policy_engine.models import Decision
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 _EXTRA = BaseModel.__dict__["__pydantic_extra__"]

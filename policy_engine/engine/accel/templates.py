@@ -15,8 +15,8 @@ from typing import Any
 
 from ...cel import CelError
 from ...compiled import CompiledPolicy
-from ...construct import new, set_dict, set_extra, set_fields_set, set_private
-from ...models import DECISION_SLOTS_NONE, Decision, DecisionJson
+from ...construct import new, none_until_set, set_dict, set_extra, set_fields_set, set_private
+from ...models import Decision, DecisionJson
 from ..decide import decide
 from ..digests import (
     PendingDigest,
@@ -45,6 +45,10 @@ PER_NOW_MAX = 64  # finished decision templates kept per `now` and action type
 SEEN_MAX = 256  # `now`s seen once remembered per action type (a second sighting gets an entry)
 FROZEN_COPY = True  # False: every fused gate function freezes by `deferred_digest` (see _frozen_lines)
 _new, _set_dict, _set_fields_set, _set_extra, _set_private = new, set_dict, set_fields_set, set_extra, set_private
+# True: the decisions built here set `__dict__` and `__pydantic_fields_set__` alone; a
+# Decision's `__pydantic_extra__` and `__pydantic_private__` read None until set (installed
+# once, here, before this module builds any decision; see construct.none_until_set)
+DECISION_SLOTS_NONE = none_until_set(Decision)
 clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
 
 
@@ -167,7 +171,7 @@ def decision_of(fields: dict, fs: Any) -> Decision:
     dec = _new(Decision)
     _set_dict(dec, fields)
     _set_fields_set(dec, fs)
-    if not DECISION_SLOTS_NONE:  # (else they read None unset: models._NoneUntilSet)
+    if not DECISION_SLOTS_NONE:  # (else they read None unset: construct.none_until_set)
         _set_extra(dec, None)
         _set_private(dec, None)
     return dec
@@ -353,6 +357,6 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
               *_frozen_lines(frozen),
               f"elif {eager}: return (_tpl, _x[1])",
               "_dec = _new(_DEC)", "_sdict(_dec, _tpl)", "_sfs(_dec, _x[1])",
-              # (the extra and private slots read None unset: models._NoneUntilSet)
+              # (the extra and private slots read None unset: construct.none_until_set)
               *(() if DECISION_SLOTS_NONE else ("_sext(_dec, None)", "_spriv(_dec, None)")), "return _dec"]
     return lines, ns
