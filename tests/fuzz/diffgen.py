@@ -55,6 +55,7 @@ from policy_engine.engine.accel import faults as _faults
 from policy_engine.engine.accel import fused as _fused
 from policy_engine.engine.accel import stopped as _stopped
 from policy_engine.engine.accel import templates as _templates
+from policy_engine.engine.accel import undeclared as _undeclared
 from policy_engine.engine.digests import action_digest
 from policy_engine.engine.util import parse_ts
 from policy_engine.language.loader import load_sources
@@ -1237,7 +1238,8 @@ def _short(v: Any, n: int = 1500) -> str:
 _TINY = ((_api, "INLINED_KEPT", 2), (_templates, "NOW_CACHE_MAX", 2), (_templates, "PER_NOW_MAX", 2),
          (_templates, "SEEN_MAX", 3),
          (_templates, "PATTERNS_MAX", 3), (_templates, "FAULTS_MAX", 2), (_faults, "FAULTS_MAX", 2),
-         (_faults, "MEMO_MAX", 3), (_stopped, "_MAX", 2), (_fused, "REBUILDS_MAX", 2), (_fused, "FUSE_AFTER", 1))
+         (_faults, "MEMO_MAX", 3), (_stopped, "_MAX", 2), (_undeclared, "_MAX", 2), (_fused, "REBUILDS_MAX", 2),
+         (_fused, "FUSE_AFTER", 1))
 
 
 class tiny_caches:
