@@ -64,7 +64,7 @@ from .accel.undeclared import UndeclaredLane
 from .authorize import DEFAULT_IGNORABLE, MAX_APPROVALS, canonical_principal
 from .decide import fail as _fail
 from .digests import action_digest, plan_hash
-from .inputs import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, check_fields, check_size
+from .inputs import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, check_fields, check_size, plain_flat
 from .questions import QuestionError
 from .rollback import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from .util import UTC as _UTC
@@ -205,7 +205,9 @@ class Engine:
             # the commonest call, inline (`Accelerator.evaluate` does the same, and the rest):
             # a plain dict of a type whose fused gate is built, no workflow state, `now` in UTC
             # or omitted; the fused function checks the fields it reads and the id
-            if workflow_state is None and type(action) is dict:
+            # (or a running workflow's state, as plain data: the fused function takes it too)
+            state = workflow_state
+            if type(action) is dict and (state is None or (type(state) is dict and _running(state))):
                 tname = action.get("type")
                 if type(tname) is str:
                     fz = acc.quick.get(tname)
@@ -217,16 +219,20 @@ class Engine:
                             now_dt = _clock() if live else now
                             if live or (type(now_dt) is _datetime and now_dt.tzinfo is _UTC):
                                 try:  # (the clock's time: never cached, see templates.lane_epilogue)
-                                    m = fn(action, now_dt, fz.running, fz.policy, True) if live else fn(action, now_dt)
+                                    if state is None:
+                                        m = fn(action, now_dt, fz.running, fz.policy, True) if live else fn(action,
+                                                                                                         now_dt)
+                                    else:
+                                        m = fn(action, now_dt, state, fz.policy, live)
                                 except Exception:  # noqa: BLE001 - the accelerator decides (and widens the lane)
                                     return acc.evaluate(action, workflow_state, now_dt)
                                 if type(m) is not int:
                                     return m
                                 if m >= 0:
                                     return _lane_decision(self._p, fz, m, now_dt, live, wname, tname,  # type: ignore[arg-type]
-                                                          action.get("id"), action)
+                                                          action.get("id"), action, state)
                     # not the quick path's: perhaps a type its workflow does not declare (its lane)
-                    if fz is None or (type(wname) is str and wname != fz.wname):
+                    if state is None and (fz is None or (type(wname) is str and wname != fz.wname)):
                         ul = self._undeclared
                         d = ul.decide(action, now) if ul is not None else None
                         if d is not None:
@@ -368,6 +374,15 @@ class Engine:
 
 
 _PSET_LOCK = threading.Lock()
+
+
+def _running(state: dict) -> bool:
+    """Whether a workflow state (a dict) says `running` as the reference gate reads it, and
+    is within the input limits: the quick path then takes it (`Engine.evaluate`), as
+    `Accelerator.evaluate` does (a state without a status, which the reference reads as
+    running, goes there, as anything else)."""
+    status = state.get("status")
+    return type(status) is str and status == "running" and (plain_flat(state) or check_size(state) is None)
 
 
 def _rebuild_policy_set(sources: Sequence[SourceFile], policy_hash: str) -> PolicySet:
