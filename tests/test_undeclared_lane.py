@@ -265,8 +265,12 @@ def test_the_lane_takes_the_plain_undeclared_call_and_nothing_else(text_engines)
                 {**plain, "id": "i" * (MAX_INPUT_CHARS + 1)}, {**plain, "id": S("a1")}):
         assert _answered(fast, odd) is None, odd
         _same(fast, ref, odd, NOW)
+    # a readable `now` of another kind: converted as the reference converts it (util.utc_now)
     for now in (datetime(2026, 3, 2, 14, 30), datetime(2026, 3, 2, 16, 30, tzinfo=timezone(timedelta(hours=2))),
-                "2026-03-02T14:30:00Z", 0):
+                "2026-03-02T14:30:00Z"):
+        assert _answered(fast, plain, now) is not None
+        _same(fast, ref, plain, now)
+    for now in (0, "yesterday"):  # unreadable: the reference says why
         assert _answered(fast, plain, now) is None
 
 

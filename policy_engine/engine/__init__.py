@@ -69,6 +69,7 @@ from .questions import QuestionError
 from .rollback import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from .util import UTC as _UTC
 from .util import as_dict, err, fmt_ts, internal, parse_ts, safe_now
+from .util import utc_now as _utc_now
 
 if TYPE_CHECKING:
     from ..language.ir import PolicySet
@@ -217,7 +218,9 @@ class Engine:
                         if fn is not None and type(wname) is str and wname == fz.wname:
                             live = now is None
                             now_dt = _clock() if live else now
-                            if live or (type(now_dt) is _datetime and now_dt.tzinfo is _UTC):
+                            if not live and (type(now_dt) is not _datetime or now_dt.tzinfo is not _UTC):
+                                now_dt = _utc_now(now)  # a string, another zone's: as the reference reads it
+                            if now_dt is not None:  # (None: unreadable, the reference says why)
                                 try:  # (the clock's time: never cached, see templates.lane_epilogue)
                                     if state is None:
                                         m = fn(action, now_dt, fz.running, fz.policy, True) if live else fn(action,

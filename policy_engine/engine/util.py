@@ -34,6 +34,21 @@ def now_of(now: Any) -> tuple[datetime, str | None]:
         return datetime.now(_UTC), str(e)
 
 
+def utc_now(now: Any) -> datetime | None:
+    """`now` (given, not None) as the reference gate reads it (`now_of`), when that is a
+    `datetime` of exact type whose tzinfo is `UTC`, what the fast lanes take: an RFC 3339
+    string, a naive time, another zone's are converted (the same decision, at the same
+    instant); None when `now` is unreadable or converts to anything else (the reference
+    gate then decides, and says why)."""
+    if type(now) is datetime and now.tzinfo is _UTC:
+        return now
+    try:
+        dt = parse_ts(now, "`now`")
+    except Exception:  # noqa: BLE001 - unreadable: the reference says why
+        return None
+    return dt if type(dt) is datetime and dt.tzinfo is _UTC else None
+
+
 def safe_now(now: Any) -> datetime:
     try:
         return now_of(now)[0]

@@ -12,11 +12,12 @@ writes in what varies (`action_id`, `evaluated_at`, `reversibility`), and the fi
 a `models.DecisionJson`, so the JSON is written from the template's too.
 
 Only the plainest input takes the lane: a dict action, a dict state whose `status` is the
-str `stopped`, `now` omitted or a UTC datetime, the workflow, type and trigger names str
-(`stopped_at` a str or absent), and an action type that does not run while stopped. Every
-check the reference makes before `decide.stopped` is made here with the same functions, in
-the same order; anything they refuse, and any other input, returns None and the reference
-decides (and says why). `tests/test_stopped_lane.py` compares the two.
+str `stopped`, `now` omitted or readable (a UTC datetime, or converted to one as the
+reference converts it), the workflow, type and trigger names str (`stopped_at` a str or
+absent), and an action type that does not run while stopped. Every check the reference
+makes before `decide.stopped` is made here with the same functions, in the same order;
+anything they refuse, and any other input, returns None and the reference decides (and
+says why). `tests/test_stopped_lane.py` compares the two.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ...compiled import ECHOED, CompiledPolicy
 from ...models import DecisionJson
 from ..decide import stopped
 from ..inputs import check_fields, check_size, plain_flat
-from ..util import UTC, deferred_times, fmt_ts, short
+from ..util import deferred_times, fmt_ts, short, utc_now
 from .templates import clock, decision_of
 
 __all__ = ["StoppedLane"]
@@ -51,12 +52,13 @@ class StoppedLane:
     def decide(self, action: dict, state: dict, now: Any) -> Any:
         """The decision `gate.evaluate(p, action, state, now)` makes when it is
         `decide.stopped`'s, or None (the reference decides)."""
+        now_dt: datetime | None
         if now is None:
             now_dt = clock()
-        elif type(now) is datetime and now.tzinfo is UTC:
-            now_dt = now
-        else:
-            return None
+        else:  # (a string, a naive time, another zone's: converted as the reference converts it)
+            now_dt = utc_now(now)
+            if now_dt is None:
+                return None
         status = state.get("status", "running")
         if type(status) is not str or status != "stopped":
             return None

@@ -16,18 +16,18 @@ A trigger whose condition is guarded by `action.type` (`CompiledExpr.type_guard`
 types for which it can be anything but `false`) is `false` for a type outside its guard
 without being called, as the compiler makes it for a declared type (`compiler._gate_entry`).
 
-Only the plainest input takes the lane: a dict action, no workflow state, `now` omitted
-or a UTC datetime, the workflow and type names exact str, the workflow declared and the
-type not declared in it. The lane first looks the two names up (a cheap refusal for
-every other action: it chooses only whether the lane answers); then every check the
-reference makes before its decision is made with the same functions, in the same order
-(`check_fields(action, ECHOED)`, the id by `short`, `check_fields(action,
-wf.stop_reads)`, `declared_problem`), each `check_fields` preceded, as in the stopped
-lane, by `inputs.plain_flat` (True only when the fields are exact scalars the exact check
-surely passes: a third of its cost; else the exact check decides). Anything they refuse,
-a trigger whose value is not a bool (an error: the reference says which), and anything
-raising, returns None and the reference decides. `tests/test_undeclared_lane.py`
-compares the two.
+Only the plainest input takes the lane: a dict action, no workflow state, `now` omitted or
+readable (converted to a UTC datetime as the reference converts it), the workflow and type
+names exact str, the workflow declared and the type not declared in it. The lane first
+looks the two names up (a cheap refusal for every other action: it chooses only whether
+the lane answers); then every check the reference makes before its decision is made with
+the same functions, in the same order (`check_fields(action, ECHOED)`, the id by `short`,
+`check_fields(action, wf.stop_reads)`, `declared_problem`), each `check_fields` preceded,
+as in the stopped lane, by `inputs.plain_flat` (True only when the fields are exact
+scalars the exact check surely passes: a third of its cost; else the exact check decides).
+Anything they refuse, a trigger whose value is not a bool (an error: the reference says
+which), and anything raising, returns None and the reference decides.
+`tests/test_undeclared_lane.py` compares the two.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ...compiled import ECHOED, CompiledPolicy
 from ...models import DecisionJson
 from ..decide import decide
 from ..inputs import check_fields, declared_problem, plain_flat
-from ..util import UTC, fmt_ts, short
+from ..util import fmt_ts, short, utc_now
 from .templates import clock, decision_of
 
 __all__ = ["UndeclaredLane"]
@@ -84,12 +84,13 @@ class UndeclaredLane:
         if tname in declared:
             return None
         # the reference's checks, in its order
+        now_dt: datetime | None
         if now is None:
             now_dt = clock()
-        elif type(now) is datetime and now.tzinfo is UTC:
-            now_dt = now
-        else:
-            return None
+        else:  # (a string, a naive time, another zone's: converted as the reference converts it)
+            now_dt = utc_now(now)
+            if now_dt is None:
+                return None
         if not plain_flat(action, ECHOED) and check_fields(action, ECHOED):
             return None
         aid = action.get("id")
