@@ -245,6 +245,12 @@ class Engine:
                 d = st.decide(action, workflow_state, now) if st is not None else None
                 if d is not None:
                     return d
+            else:  # the package's models (Action, WorkflowState), another Mapping: as plain dicts, the
+                # reference's first step (`gate.evaluate`), then the lanes; the same decision
+                a2, s2 = _plain(action), _plain(workflow_state, False)
+                if (a2 is not action or s2 is not workflow_state) and type(a2) is dict and (
+                        s2 is None or type(s2) is dict):
+                    return self.evaluate(a2, s2, now)
             return acc.evaluate(action, workflow_state, now)
         except Exception as e:  # noqa: BLE001
             return _fail(self._p, safe_now(now), None, None, None, internal(e))
@@ -377,6 +383,18 @@ class Engine:
 
 
 _PSET_LOCK = threading.Lock()
+
+
+def _plain(value: Any, mapping: bool = True) -> Any:
+    """An action (a workflow state: `mapping` False) as the reference gate reads it
+    (`gate.evaluate`): a model by `as_dict`, then, for an action, a Mapping that is not a
+    dict copied into one; anything else unchanged."""
+    if value is None or type(value) is dict:
+        return value
+    value = as_dict(value)
+    if mapping and type(value) is not dict and isinstance(value, Mapping):
+        value = dict(value)
+    return value
 
 
 def _running(state: dict) -> bool:
