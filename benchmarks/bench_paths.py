@@ -112,6 +112,7 @@ def run(engine, handwritten, mix, quick: bool, overhead: int, other=None) -> dic
     res = {name: statistics.median(xs) / 1000 for name, xs in samples.items()}
     res["floors"] = floors(engine, mix, rounds, overhead)
     res["undeclared"] = undeclared_path(engine, mix, rounds, overhead)
+    res["forms"] = input_forms(engine, mix, rounds, overhead)
     res["by_effect"] = {name: {e: statistics.median(v) / 1000 for e, v in sorted(d.items())}
                         for name, d in by_effect.items()}
     res["samples"] = {name: len(xs) for name, xs in samples.items()}
@@ -199,6 +200,64 @@ def undeclared_path(engine, mix, rounds: int, overhead: int) -> dict | None:
     return out
 
 
+def input_forms(engine, mix, rounds: int, overhead: int) -> dict:
+    """The same requests (the mix's without a workflow state) in the other forms a runtime
+    may send them, each against the plain form (a dict action, `now` a datetime in UTC) and
+    against the reference gate (`accelerate=False`) given the same form, interleaved:
+    `now` as an RFC 3339 string and as another zone's datetime, the action as the package's
+    `Action` model, a running workflow's state as a dict. And an action type that declares
+    its fields (`fields { ... }`, policies/refunds.policy's `issue_refund`), against a
+    copy of the policy without the declaration."""
+    import re
+    import tempfile
+    from datetime import timezone
+    from pathlib import Path
+
+    import policy_engine
+    from policy_engine.engine import Engine
+    from policy_engine.language.loader import load_sources
+    from policy_engine.models import Action
+
+    ref = Engine.from_load_result(load_sources(list(engine.sources.values()), accelerate=False), accelerate=False)
+    plain = [(a, s, n) for a, s, n in mix if s is None]
+    east = timezone(timedelta(hours=2))
+    running = {"status": "running", "name": "runtime"}
+    forms = {
+        "plain": plain,
+        "now as a string": [(a, s, n.isoformat().replace("+00:00", "Z")) for a, s, n in plain],
+        "now in another zone": [(a, s, n.astimezone(east)) for a, s, n in plain],
+        "an Action model": [(Action(**a), s, n) for a, s, n in plain],
+        "a running state dict": [(a, running, n) for a, s, n in plain],
+    }
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "policies/refunds.policy").read_text()
+    untyped_text = re.sub(r"\n    fields \{.*?\n    \}\n", "\n", text, flags=re.S)
+    a = {"workflow": "refunds", "type": "issue_refund", "id": "r1", "amount": 40.0, "currency": "USD",
+         "reason": "damaged_item", "payee_account_id": "c1",
+         "order": {"id": "o1", "total": 100.0, "refunded_amount": 0.0, "customer_account_id": "c1"}}
+    typed = [(dict(a, id=f"r{i}"), None, plain[0][2]) for i in range(50)]
+    with tempfile.TemporaryDirectory() as d:
+        for name, body in (("typed", text), ("untyped", untyped_text)):
+            (Path(d) / name).mkdir()
+            (Path(d) / name / "refunds.policy").write_text(body)
+            (Path(d) / name / "roles.policy").write_text((root / "policies/roles.policy").read_text())
+        typed_engine = policy_engine.load(str(Path(d) / "typed"))
+        untyped_engine = policy_engine.load(str(Path(d) / "untyped"))
+        typed_ref = policy_engine.load(str(Path(d) / "typed"), accelerate=False)
+    paths = {f"{k}": (engine.evaluate, v) for k, v in forms.items()}
+    paths.update({f"{k}, reference": (ref.evaluate, v) for k, v in forms.items() if k != "plain"})
+    paths.update({"declared fields": (typed_engine.evaluate, typed), "without the declaration": (
+        untyped_engine.evaluate, typed), "declared fields, reference": (typed_ref.evaluate, typed)})
+    for _ in range(3):  # warm-up: fused gates built, templates kept
+        for fn, reqs in paths.values():
+            _timed(fn, reqs, 0, [])
+    samples: dict[str, list[int]] = {k: [] for k in paths}
+    for _ in range(max(2, rounds // 3)):
+        for name, (fn, reqs) in paths.items():
+            _timed(fn, reqs, overhead, samples[name])
+    return {name: statistics.median(xs) / 1000 for name, xs in samples.items()}
+
+
 def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
     """Print the lines and the goal 1-3 ratios with met/MISSED; return the ratios. `main`:
     the (evaluate, hand-written) medians of bench_engine's main table, which goal 1 is
@@ -248,6 +307,18 @@ def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
             f"{ratios['undeclared_vs_reference']:.2f}x; evaluate_json() {und['evaluate_json()']:.2f} us, the "
             f"reference's model_dump_json() {und['reference json']:.2f} us = "
             f"{ratios['undeclared_json_vs_reference']:.2f}x")
+    fo = res.get("forms")
+    if fo:
+        base = fo["plain"]
+        out(f"other forms of the same requests (us per call, medians; x the plain form {base:.2f} us; the reference "
+            f"gate given the same form):")
+        for name in ("now as a string", "now in another zone", "an Action model", "a running state dict"):
+            ratios[f"form {name}"] = fo[name] / base
+            out(f"  {name:<28}{fo[name]:>8.2f}   ({fo[name] / base:.2f}x; reference {fo[name + ', reference']:.2f} us)")
+        ratios["declared_vs_undeclared"] = fo["declared fields"] / fo["without the declaration"]
+        out(f"  {'declared fields':<28}{fo['declared fields']:>8.2f}   ({ratios['declared_vs_undeclared']:.2f}x the "
+            f"same policy without the declaration, {fo['without the declaration']:.2f} us; reference "
+            f"{fo['declared fields, reference']:.2f} us; policies/refunds.policy issue_refund)")
     fl = res.get("floors")
     if fl:
         hw = main[1] if main else res["hand-written"]
