@@ -31,6 +31,7 @@ The function runs with empty ``__builtins__``.
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Callable
 from typing import Any
@@ -343,6 +344,16 @@ def _g_macro(kind: str, T: Callable, P: Callable, M: Callable | None, slot: int,
     return g
 
 
+def _is_str_literal(e: str) -> bool:
+    """Whether the generated expression `e` is a Python string literal (a `repr`)."""
+    if not e or e[0] not in "'\"":
+        return False
+    try:
+        return type(ast.literal_eval(e)) is str
+    except (ValueError, SyntaxError):
+        return False
+
+
 def _g_in_strs(L: Gen | None, fs: frozenset) -> Gen | None:
     """``x in [constant strings]``: the closure's own frozenset test."""
     if L is None:
@@ -350,6 +361,8 @@ def _g_in_strs(L: Gen | None, fs: frozenset) -> Gen | None:
 
     def g(em: _Gen) -> tuple[str, str | None]:
         e, ek = L(em)
+        if ek == "str" and _is_str_literal(e):  # a field the caller matched (the action's type): known now
+            return ("True" if ast.literal_eval(e) in fs else "False"), "bool"
         k = em.bind(fs)
         if ek == "str":
             return f"({e} in {k})", "bool"

@@ -1,0 +1,44 @@
+"""`x in [constant strings]` with `x` known when the fused function is built (the action's
+type, which every caller matched; a string literal) is folded to its value: no test left
+for the call to make. The decisions are the reference's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from engine_support import engine_from_texts
+
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+POLICY = """roles [reviewer]
+workflow "w" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action pay {
+    allow small when `action.n <= 10 && "pay" in ["pay", "refund"]`
+    deny never when `"x" in ["a", "b"] || action.n > 1000`
+  }
+  action refund { allow tiny when `action.n <= 1` }
+  action other { allow any when `action.n >= 0` }
+  stop mass {
+    when `action.type in ["pay", "refund"] && action.n > 100`
+    severity low
+    owner "o"
+    resume when { ok: `evidence.ok` }
+  }
+}
+"""
+
+
+def test_a_known_type_in_a_list_is_folded_and_decides_like_the_reference():
+    fast = engine_from_texts({"p.policy": POLICY})
+    slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
+    cases = [{"workflow": "w", "type": t, "id": "a", "n": n} for t in ("pay", "refund", "other")
+             for n in (0, 5, 50, 500, 5000, "x")]
+    for _ in range(4):
+        for a in cases:
+            assert fast.evaluate(a, None, T0).model_dump_json() == slow.evaluate(a, None, T0).model_dump_json()
+    assert fast.evaluate({"workflow": "w", "type": "pay", "id": "a", "n": 500}, None, T0).effect == "stop"
+    src = fast.accelerator.gate("w", "pay").source
+    assert src is not None and "'pay' in _k" not in src and "'x' in _k" not in src  # folded
