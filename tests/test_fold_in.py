@@ -42,3 +42,14 @@ def test_a_known_type_in_a_list_is_folded_and_decides_like_the_reference():
     assert fast.evaluate({"workflow": "w", "type": "pay", "id": "a", "n": 500}, None, T0).effect == "stop"
     src = fast.accelerator.gate("w", "pay").source
     assert src is not None and "'pay' in _k" not in src and "'x' in _k" not in src  # folded
+
+
+def test_a_condition_reading_the_type_and_present_fields_runs_without_its_own_try():
+    """The action's type is present in every call (the caller matched it): a condition
+    reading only it and fields the prologue proved present is not isolated (`_may_lack`)."""
+    fast = engine_from_texts({"p.policy": POLICY})
+    for n in (1, 2, 3, 4):
+        fast.evaluate({"workflow": "w", "type": "pay", "id": "a", "n": n}, None, T0)
+    src = fast.accelerator.gate("w", "pay").source
+    body = src[src.index("_m = 0"):src.index("_aid = ")]
+    assert "try:" not in body, body

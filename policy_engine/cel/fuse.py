@@ -105,18 +105,21 @@ def defer_fast_paths(exprs: Sequence[Any], evaluations: int) -> None:
             ex._pending = max(pending, evaluations)
 
 
-def _may_lack(ex: CompiledExpr, fields: Mapping) -> bool:
+def _may_lack(ex: CompiledExpr, fields: Mapping, known: Mapping | None = None) -> bool:
     """Whether condition `ex` may read a value the activation lacks: a field of a variable
     the prologue has not proved present (`fields`: its third item False), the workflow
     state, a whole variable, or reads unknown. Only those are isolated: a `try` costs a
     bytecode dispatch per condition even when nothing raises (about 1 us for 1,000
-    conditions), and one of the others that raises still turns the whole input away."""
+    conditions), and one of the others that raises still turns the whole input away. A
+    field every caller matched (`known`: the action's workflow and type) is present."""
     reads = getattr(ex, "reads", None)
     if not reads:
         return True
     for read in reads:
         root, key = read
         if root == "policy" or root == "now":  # the policy's constants, a datetime: never absent
+            continue
+        if known and read in known:
             continue
         f = fields.get(read) if key is not None else None
         if f is None or f[2]:
@@ -222,7 +225,7 @@ def fuse(exprs: Sequence[CompiledExpr], params: Sequence[str], prologue: Sequenc
                 body += [f"if {e}:", f"    _m |= {bit}"]
             else:
                 body += [f"_v = {e}", "if _v is True:", f"    _m |= {bit}", "elif _v is not False:", "    _fb()"]
-            if isolate and _may_lack(ex, em.fields):  # its own try: raising sets its fault bit (see the doc)
+            if isolate and _may_lack(ex, em.fields, em.known):  # its own try: raising sets its fault bit (see the doc)
                 j = len(exprs) + i
                 fault = str(1 << j) if j < _BIT_INLINE else f"_b{j}"
                 if j >= _BIT_INLINE:
