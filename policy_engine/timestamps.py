@@ -48,11 +48,35 @@ _TS_RE = re.compile(
 _MAX_TS_CHARS = 40  # longer than any RFC 3339 timestamp (35): refused before matching
 
 
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_PARSED: dict = {}  # text -> its datetime, for the texts with a `T` or `t` (valid either way)
+_PARSED_MAX = 4096  # (emptied when full: a bound, not an LRU)
+
+
 def parse_rfc3339(text: str, *, allow_space: bool = False) -> datetime:
     """An RFC 3339 timestamp -> tz-aware datetime in UTC; nanoseconds truncated to microseconds.
 
     Raises ValueError (`cannot parse timestamp ...` / `invalid timestamp ...`). `allow_space`: accept a
-    space as the date/time separator (the engine does; CEL does not)."""
+    space as the date/time separator (the engine does; CEL does not).
+
+    A text parsed once is looked up afterwards (`_PARSED`, exact `str`s only): the same
+    text is the same instant, and a gate reads the same timestamps over and over (an
+    embargo, a `stopped_at`, the `now` a runtime sends as text); the parse costs about
+    0.8 us, the lookup a hash."""
+    if type(text) is str:
+        got = _PARSED.get(text)
+        if got is not None:
+            return got
+    got = _parse_rfc3339(text, allow_space)
+    if type(text) is str and text[10:11] in ("T", "t"):
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = got
+    return got
+
+
+def _parse_rfc3339(text: str, allow_space: bool) -> datetime:
     m = _TS_RE.match(text) if len(text) <= _MAX_TS_CHARS else None
     if m is None or (m.group(4) == " " and not allow_space):
         raise ValueError(f"cannot parse timestamp {text!r}")
@@ -75,6 +99,8 @@ def parse_rfc3339(text: str, *, allow_space: bool = False) -> datetime:
 def parse_ts(value: Any, what: str = "timestamp") -> datetime:
     """An RFC 3339 string (`T`, `t` or a space between date and time) or a datetime -> tz-aware UTC
     datetime. Naive datetimes are UTC. Raises ValueError with a message naming `what`."""
+    if type(value) is datetime and value.tzinfo is None:  # (as `replace(tzinfo=UTC)`, in a tenth of its time)
+        return _EPOCH_UTC + (value - _EPOCH_NAIVE)
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, str):

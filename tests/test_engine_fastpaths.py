@@ -124,3 +124,59 @@ def test_plain_flat_passes_the_usual_inputs_of_a_stopped_workflow():
     for bad in ({"status": "stopped", "at": "x" * 4_000_001}, {"status": S("stopped")}, {"a": [1]},
                 {"a": float("nan")}, {S("a"): 1}, {"\ud800": 1}, {"a": "\udc00"}):
         assert not E.plain_flat(bad)
+
+
+def test_parse_rfc3339_kept_texts_give_what_the_parse_gives():
+    """A text parsed once is looked up afterwards: the same instant, the same errors, a
+    space-separated text still refused where CEL refuses it, and the table bounded."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    texts = st.one_of(
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                     timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7)), timezone(timedelta(minutes=90))])
+                     ).map(lambda t: t.isoformat()),
+        st.sampled_from(["2026-03-01T09:00:00Z", "2026-03-01t09:00:00z", "2026-03-01 09:00:00Z",
+                         "2026-03-01T09:00:00.123456789+02:00", "2026-13-01T00:00:00Z", "2026-03-01T24:00:00Z",
+                         "2026-03-01", "x", "2026-03-01T09:00:00", "２０２６-03-01T09:00:00Z"]))
+
+    def fresh(text, allow):
+        try:
+            return T._parse_rfc3339(text, allow)
+        except ValueError as e:
+            return str(e)
+
+    def kept(text, allow):
+        try:
+            return T.parse_rfc3339(text, allow_space=allow)
+        except ValueError as e:
+            return str(e)
+
+    @given(st.lists(st.tuples(texts, st.booleans()), max_size=20))
+    @settings(max_examples=300, deadline=None)
+    def run(calls):
+        for text, allow in calls + calls:
+            got, want = kept(text, allow), fresh(text, allow)
+            assert got == want and (type(got) is str or got.tzinfo is UTC), (text, allow)
+
+    run()
+    T.parse_rfc3339("2026-03-01 09:00:00Z", allow_space=True)  # a space: never kept
+    with pytest.raises(ValueError):
+        T.parse_rfc3339("2026-03-01 09:00:00Z")
+    for i in range(T._PARSED_MAX + 10):
+        T.parse_rfc3339(f"2026-03-01T09:00:00.{i:06d}Z")
+    assert len(T._PARSED) <= T._PARSED_MAX
+
+
+def test_parse_ts_reads_a_naive_time_as_utc_exactly():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @given(st.datetimes(), st.sampled_from([0, 1]))
+    @settings(max_examples=300, deadline=None)
+    def run(t, fold):
+        t = t.replace(fold=fold)
+        got = T.parse_ts(t)
+        assert got == t.replace(tzinfo=UTC) and got.tzinfo is UTC and type(got) is datetime
+
+    run()
