@@ -81,24 +81,34 @@ def test_the_sequences_reach_the_accelerators():
     """Not vacuous: over a few sequences the accelerated engine builds fused functions,
     rebuilds them for new shapes, decides from templates at a `now` and with deferred
     times and digests, keeps fault templates and kept values, and the stopped lane's
-    templates (counted on the decisions as made, before anything read them)."""
+    templates (counted on the decisions as made, before anything read them); it builds
+    fused functions specialised for lists of records and of numbers and checking declared
+    fields, decides declared types by them, and the undeclared-type lane answers (deny,
+    and a stop trigger fired) as the stopped-workflow lane does."""
     paths: dict = {}
-    held = {"fused": 0, "rebuilt": 0, "faults": 0, "memo": 0, "stopped": 0}
-    for seed in range(6):
-        rng = random.Random(seed)
-        pol, fast, ref = dg.round_of(rng, seed)
-        steps = dg.gen_steps(rng, pol, 300)
-        assert dg.run_sequence(pol, steps, (fast, ref), stats=paths) == []
-        for fz in fast.accelerator.gates():
-            held["fused"] += fz.fn is not None
-            held["rebuilt"] += fz.rebuilds > 0
-            held["faults"] += len(fz.faults)
-            held["memo"] += len(fz.memo)
-        held["stopped"] += len(fast._stopped.templates)
+    lanes: dict = {}
+    held = {"fused": 0, "rebuilt": 0, "faults": 0, "memo": 0, "stopped": 0, "undeclared": 0}
+    with dg.lane_counts(lanes):
+        for seed in range(6):
+            rng = random.Random(seed)
+            pol, fast, ref = dg.round_of(rng, seed)
+            steps = dg.gen_steps(rng, pol, 300)
+            assert dg.run_sequence(pol, steps, (fast, ref), stats=paths) == []
+            for fz in fast.accelerator.gates():
+                held["fused"] += fz.fn is not None
+                held["rebuilt"] += fz.rebuilds > 0
+                held["faults"] += len(fz.faults)
+                held["memo"] += len(fz.memo)
+            held["stopped"] += len(fast._stopped.templates)
+            held["undeclared"] += len(fast._undeclared.templates)
     assert all(v > 0 for v in held.values()), held
     for key in ("from a template", "from a template at its now", "times deferred", "digest deferred",
-                "effect:allow", "effect:deny", "effect:require_approval", "effect:stop"):
+                "effect:allow", "effect:deny", "effect:require_approval", "effect:stop",
+                "declared type, by its fused function"):
         assert paths.get(key, 0) > 0, (key, paths)
+    for key in ("fused built with records", "fused built with nums", "fused built with declared",
+                "undeclared lane: answered deny", "undeclared lane: answered stop", "stopped lane: answered stop"):
+        assert lanes.get(key, 0) > 0, (key, lanes)
 
 
 def test_a_wrong_template_is_caught(monkeypatch):

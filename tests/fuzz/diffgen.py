@@ -19,7 +19,18 @@ What a sequence exercises (each is a cache that holds state between calls):
   templates on their second sighting), wrong types, NaN, -0.0, big ints, lone surrogates,
   subclasses, huge values;
 - stopped workflows (every trigger, unknown triggers, `stopped_at` of every kind), running
-  states with extra fields the conditions read, malformed states;
+  states with extra fields the conditions read, malformed states, both with more keys
+  (nested values, odd ones: the stopped lane's `plain_flat` and `check_size`);
+- lists of records (`items`: mostly records of the same keys and value types, a records
+  shape; empty; records that differ; odd records; a float `price` sometimes NaN; 256 and
+  257 records) and lists of numbers (`nums`: ints, floats or bools, with an odd item
+  sometimes: NaN, an infinity, a bool among ints, an int among floats, a str, a big int),
+  each at the input limits too;
+- declared fields (`fields { ... }`, every kind used here, optional members absent and
+  present, nested objects, maps, `any`): checked inside the fused function; a rule that
+  does not type-check against them is dropped, or the type's fields are;
+- action types their workflow does not declare (several names, a type of another
+  workflow: the undeclared-type lane), with stop triggers guarded by them (and not);
 - the caller changing its action dict after `evaluate()` returned and before reading the
   decision (the digest must be the action's as decided), the same dict reused;
 - the order in which a decision is first read (`to_json`, `model_dump_json`, an attribute,
@@ -75,7 +86,7 @@ except ImportError:  # pragma: no cover
     _ZONES = []
 
 __all__ = ["Policy", "Step", "Mismatch", "gen_policy", "gen_steps", "build_engines", "run_sequence", "shrink",
-           "repro_text", "tiny_caches", "round_of"]
+           "repro_text", "tiny_caches", "round_of", "lane_counts", "shape_kinds"]
 
 
 # ================================================================================ values
@@ -124,11 +135,20 @@ def _huge() -> str:
 
 # the fields a workflow's actions may hold: name -> kind
 FIELDS = {"s": "str", "t": "str", "n": "int", "m": "int", "x": "float", "b": "bool", "tags": "tags",
-          "obj": "obj", "items": "items", "meta": "meta", "when": "ts"}
-DECL = {"str": "string", "int": "int", "float": "double", "bool": "bool", "tags": "list<string>",
-        "obj": "{ level: int name: string ok: bool }", "items": "list { sku: string qty: int ok: bool }",
-        "meta": "map<string, string>", "ts": "string"}
+          "obj": "obj", "items": "items", "meta": "meta", "when": "ts", "nums": "nums"}
+# a kind's declaration (`fields { ... }`): the first mostly, the others sometimes (optional
+# members, a nested object, `any`), each one the kind's usual values fit
+DECL = {"str": ["string", "string", "any"], "int": ["int"], "float": ["double"], "bool": ["bool"],
+        "tags": ["list<string>", "list<string>", "list<any>"],
+        "obj": ["{ level: int name: string ok: bool }", "{ level: int name?: string ok?: bool }",
+                "{ level: int name: string ok: bool extra?: { a: string } }",
+                "{ level: double name: string ok: bool }"],
+        "items": ["list { sku: string qty: int ok: bool price?: double }",
+                  "list { sku: string qty?: int ok: bool price?: double }"],
+        "meta": ["map<string, string>", "map<string, string>", "map<string, any>"], "ts": ["string"],
+        "nums": ["list<int>", "list<double>"]}
 UNREAD = {"ref": "str", "note": "str", "cents": "int", "blob": "obj", "when2": "ts"}  # fields no condition reads
+UNDECLARED = ["undeclared", "u2", "w"]  # action types no workflow declares (see _action)
 KINDS = {**FIELDS, **UNREAD}
 ROLES = ["reviewer", "manager", "legal"]
 EFFECTS = ["allow", "allow", "allow", "deny", "deny", "require_approval", "require_approval", "require_approval"]
@@ -160,11 +180,29 @@ WHOLE = ['size(action) > 5', '"n" in action', 'action.exists(k, k == "tags")', "
          'action["s"] == "a"', "dyn(action).n > 1"]
 
 
+# conditions over `action.nums`, a list of ints or of floats (see _value: sometimes with a
+# NaN, an infinity, a bool among the ints, an int among the floats, a str, a big int)
+NUMS = ["action.nums.exists(v, v > 2)", "size(action.nums) > 1", "action.nums.all(v, v < 10)", "2 in action.nums",
+        "action.nums.exists(v, v == 2.0)", "action.nums.exists(v, v > 2.5)", "action.nums.all(v, v >= 0.0)",
+        "action.nums.map(v, v * 2).exists(w, w > 5)", "action.nums.filter(v, v > 1).size() > 0",
+        "action.nums[0] > 1", "action.nums.exists(v, v > action.n)", "action.nums.all(v, v != 0)",
+        "action.nums.exists(v, v + 1 > 3)", "action.nums.exists(v, -v < 0)", "action.nums.exists_one(v, v == 1)",
+        "action.nums.all(v, type(v) == int)", "action.nums.exists(v, v / 2 == 1)", "action.nums == [1, 2]",
+        "action.nums.exists(v, string(v) == \"1\")", "action.nums.exists(v, int(v) > 1)",
+        "action.nums.exists(v, v in [1, 2.5])", "action.nums.exists(v, v < action.x)", "size(action.nums) == 0",
+        "math.greatest(action.nums) > 3", "action.nums.exists(v, double(v) > 1.5)", "action.nums.all(v, v % 2 == 0)",
+        "action.nums.map(v, v + 1).all(w, w > 1)", "action.nums.exists(v, v == action.n)", "1.0 in action.nums",
+        "action.nums.exists(v, v > 9007199254740992.0)", "action.nums.exists(v, v * 4611686018427387904 > 0)",
+        "action.nums.exists(v, v == true)", "action.nums.all(v, v)", "action.nums.exists(v, !v)"]
+
+
 def _atom(rng: random.Random, types: list[str], whole: bool = True) -> str:
     """One comparison or test over the action (and sometimes the workflow state, `now`,
     the policy's constants)."""
     if whole and rng.random() < 0.012:  # the action as a whole: the type's read set is every field
         return rng.choice(WHOLE)
+    if rng.random() < 0.06:  # a list of numbers
+        return rng.choice(NUMS)
     c = rng.randrange(95)
     if c >= 75:  # numbers and comparisons at the edges (int vs double, 2^53, overflow, -0.0, text)
         return rng.choice([
@@ -195,6 +233,8 @@ def _atom(rng: random.Random, types: list[str], whole: bool = True) -> str:
             "action.tags.exists(action, action == \"a\")", 'type(action.n) == int', "action.obj.level == action.n",
             'action.s == action.t', "action.x + action.x > 1.0", "double(action.s) > 1.0", 'string(action.n) == "1"',
             "action.items.all(i, has(i.qty) && i.qty > 0)", "size(action.meta) == 0",
+            "action.items.exists(i, has(i.price) && i.price > 1.0)", "action.items.exists(i, i.qty > action.n)",
+            'action.items.map(i, i.sku).exists(k, k == "a")', "size(action.items) > 1",
             # no fast path (called as themselves inside the fused function)
             'action.meta.all(k, v, v != "")', "action.tags.all(i, t, i < 5)",
             "action.meta.transformList(k, v, k).size() > 0", 'action.tags.exists(i, t, i > 0 && t == "a")',
@@ -359,12 +399,18 @@ def _large_rules(rng: random.Random, n: int, types: list[str]) -> str:
     return "".join(out)
 
 
-def _fields_decl(rng: random.Random, names: list[str]) -> str:
+def _fields_decl(rng: random.Random, names: list[str]) -> tuple[str, set]:
+    """A `fields { ... }` block declaring `names` (each of its kind's declarations, see
+    `DECL`), and the names declared optional."""
     lines = []
+    optional = set()
     for f in names:
         q = "?" if rng.random() < 0.4 else ""
-        lines.append(f"      {f}{q}: {DECL[FIELDS[f]]}")
-    return "    fields {\n" + "\n".join(lines) + "\n    }\n"
+        if q:
+            optional.add(f)
+        decls = DECL[FIELDS[f]]
+        lines.append(f"      {f}{q}: {decls[0] if rng.random() < 0.6 else rng.choice(decls)}")
+    return "    fields {\n" + "\n".join(lines) + "\n    }\n", optional
 
 
 def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
@@ -430,13 +476,19 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
             # sometimes fields no condition reads at all
             reads = sorted(set(re.findall(r"action\.(\w+)", text[rules_at:])) & set(FIELDS))
             declared = None
-            if rng.random() < 0.2:  # declared fields (`fields { ... }`): the full path checks them
+            optional: set = set()
+            if rng.random() < 0.3:  # declared fields (`fields { ... }`): checked in the fused function
                 declared = sorted(set(reads) | set(rng.sample(list(FIELDS), rng.randint(0, 3))))
                 if declared:
-                    head += _fields_decl(rng, declared)
+                    block, optional = _fields_decl(rng, declared)
+                    head += block
             text = head + text + "  }\n"
 
             carried = [f for f in reads if rng.random() < 0.9]
+            # a declared type's actions carry its required fields (else none would pass the
+            # check), its optional ones sometimes
+            carried += [f for f in declared or ()
+                        if f not in carried and rng.random() < (0.6 if f in optional else 0.97)]
             carried += [f for f in rng.sample(list(FIELDS), rng.randint(0, 3)) if f not in carried]
             carried += [f for f in rng.sample(list(UNREAD), rng.randint(0, 2)) if f not in carried]
             tinfo.append((t, window, rws, declared, tuple(carried)))
@@ -445,15 +497,24 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
         for k in range(rng.choice([0, 0, 1, 1, 2, 3])):
             g = rng.random()
             c = rng.choice(pool) if pool and rng.random() < 0.3 else _cond(rng, types, rng.choice([0, 1, 2]))
-            if g < 0.5:
-                when = f'action.type == "{rng.choice(types)}" && ({c})'
-            elif g < 0.7:
-                names = ", ".join(f'"{t}"' for t in rng.sample(types, min(2, len(types))))
-                when = f"action.type in [{names}] && ({c})"
-            elif g < 0.85:
-                when = c
+            if rng.random() < 0.25:  # a type no workflow declares, or one of another workflow (see _action)
+                guards = types + UNDECLARED[:2] + ["t00", "t10"]
             else:
-                when = f'({c}) && action.type == "{rng.choice(types)}"'
+                guards = types
+            if g < 0.45:
+                when = f'action.type == "{rng.choice(guards)}" && ({c})'
+            elif g < 0.65:
+                names = ", ".join(f'"{t}"' for t in rng.sample(guards, min(2, len(guards))))
+                when = f"action.type in [{names}] && ({c})"
+            elif g < 0.8:
+                when = c
+            elif g < 0.87:  # guarded, but not by `==` or `in` (no type guard: always called)
+                listed = ", ".join(f'"{t}"' for t in types)
+                when = rng.choice([f'action.type != "{rng.choice(types)}" && ({c})',
+                                   f'action.type.startsWith("u") && ({c})', f"!(action.type in [{listed}]) && ({c})",
+                                   f'(action.type == "{rng.choice(guards)}" || ({c}))'])
+            else:
+                when = f'({c}) && action.type == "{rng.choice(guards)}"'
             name = f"st{k}"
             triggers.append(name)
             severity = rng.choice(["low", "medium", "high", "critical"])
@@ -502,27 +563,113 @@ def _strip_fields(text: str) -> str:
     return "".join(out)
 
 
+def _strip_fields_at(text: str, bad: list) -> str | None:
+    """The text without the `fields { ... }` blocks of the action types whose blocks hold
+    a line of `bad` (ints, 1-based: where the checker found an error) or that `bad` names
+    (strs), or None if there are none."""
+    lines = text.splitlines(keepends=True)
+    starts = []  # (first, last) line of each action block, 0-based
+    first = None
+    for i, ln in enumerate(lines):
+        if ln.startswith("  action "):
+            first = i
+        elif first is not None and ln.rstrip("\n") == "  }":
+            starts.append((first, i))
+            first = None
+    strip = {a for a, e in starts for b in bad if type(b) is int and a <= b - 1 <= e}
+    names = {b for b in bad if type(b) is str}  # types named by an error elsewhere (a stop trigger's)
+    strip |= {a for a, _ in starts if lines[a].split()[1] in names}
+    if not strip:
+        return None
+    out = []
+    cur = None
+    skip = False
+    for i, ln in enumerate(lines):
+        if ln.startswith("  action "):
+            cur = i
+        if cur in strip and ln.strip() == "fields {":
+            skip = True
+            continue
+        if skip:
+            if ln.strip() == "}":
+                skip = False
+            continue
+        out.append(ln)
+    return "".join(out)
+
+
+def _drop_rules_at(text: str, bad: list) -> str | None:
+    """The text without the rule lines of `bad` (ints, 1-based) that are in an action
+    block declaring fields (its conditions do not type-check against them), or None."""
+    lines = text.splitlines(keepends=True)
+    drop = set()
+    declared = False
+    for i, ln in enumerate(lines):
+        if ln.startswith("  action "):
+            declared = False
+        elif ln.strip() == "fields {":
+            declared = True
+        elif declared and i + 1 in bad and ln.startswith(("    allow", "    deny", "    require_approval")):
+            drop.add(i)
+    if not drop:
+        return None
+    return "".join(ln for i, ln in enumerate(lines) if i not in drop)
+
+
+def _declared_types(text: str) -> set:
+    """The action types whose block in `text` declares fields."""
+    out = set()
+    cur = None
+    for ln in text.splitlines():
+        if ln.startswith("  action "):
+            cur = ln.split()[1]
+        elif cur is not None and ln.strip() == "fields {":
+            out.add(cur)
+    return out
+
+
 LOADER_CRASHES = [0]  # policy texts the loader raised on (not a PolicyError): skipped
 
 
 def round_of(rng: random.Random, seed: Any = None) -> tuple[Policy, Engine, Engine]:
-    """A policy that loads (declared fields dropped when a condition does not type-check
-    against them) and its two engines."""
+    """A policy that loads (the declared fields of a type dropped when one of its
+    conditions does not type-check against them; all of them when that does not help)
+    and its two engines."""
     from policy_engine.diagnostics import PolicyError
 
     for _ in range(20):
         pol = gen_policy(rng, seed)
-        for text in (pol.text, _strip_fields(pol.text)):
+        text = pol.text
+        for attempt in range(4):
             try:
                 fast, ref = build_engines(text)
-            except PolicyError:
+            except PolicyError as e:
+                errors = [d for d in e.diagnostics if d.severity == "error"]
+                bad: list = [d.span.line for d in errors]
+                for d in errors:  # (`no field x is declared for action type(s) t, ...`: a trigger's)
+                    if "action type" in d.message:
+                        bad += re.findall(r"`(\w+)`", d.message.split("action type", 1)[1])
+                nxt = None
+                if attempt == 0 and len(text) % 2 == 0:  # half the time, the erring rules go, not the fields
+                    nxt = _drop_rules_at(text, bad)
+                if (nxt is None or nxt == text) and attempt < 2:
+                    nxt = _strip_fields_at(text, bad)
+                if nxt is None or nxt == text:
+                    nxt = _strip_fields(text)
+                if nxt == text:
+                    break  # no fields left to drop: not a loadable policy
+                text = nxt
                 continue
             except Exception:  # noqa: BLE001 - the loader crashed (its own bug, not the gate's): skip
                 # (seen: lints' _FLIP lacks "==": `5 == action.n && action.n > 1` raises KeyError)
                 LOADER_CRASHES[0] += 1
+                if _strip_fields(text) == text:
+                    break
+                text = _strip_fields(text)
                 continue
             if text is not pol.text:
-                pol = Policy(text, [(w, [(t, win, rws, None, c) for t, win, rws, _, c in ti], tr)
+                kept = _declared_types(text)
+                pol = Policy(text, [(w, [(t, win, rws, d if t in kept else None, c) for t, win, rws, d, c in ti], tr)
                                     for w, ti, tr in pol.workflows], seed, large=pol.large)
             pol.reads = {(w.name, a.name): a.reads for w in ref.compiled.workflows.values()
                          for a in w.actions.values()}
@@ -535,16 +682,28 @@ def round_of(rng: random.Random, seed: Any = None) -> tuple[Policy, Engine, Engi
 _MISSING = "<missing>"
 
 
-def _value(rng: random.Random, kind: str, odd: float) -> Any:
+def _style(rng: random.Random) -> dict:
+    """What a sequence's lists mostly hold (so a fused function specialised for one list
+    shape lives long enough to meet an odd item of that shape, a NaN among floats, say):
+    `nums` "int", "float", "bool" or "mixed"; `priced` (every record with a `price`) True,
+    False or None (mixed); `exact`: the actions carry the fields their type reads alone."""
+    return {"nums": rng.choice(["int", "int", "float", "float", "mixed", "bool"]),
+            "priced": rng.choice([False, False, False, True, True, None]), "exact": rng.random() < 0.2}
+
+
+_MIXED = {"nums": "mixed", "priced": None}
+
+
+def _value(rng: random.Random, kind: str, odd: float, style: dict = _MIXED) -> Any:
     """A value for a field of `kind`: mostly of its kind from a small pool (so outcomes and
-    shapes repeat), sometimes absent, of another type, or odd."""
+    shapes repeat), sometimes absent, of another type, or odd. `style`: see `_style`."""
     r = rng.random()
     if r < odd * 0.25:
         return _MISSING
     if r < odd * 0.5:
         return rng.choice(ODD_SCALARS)
     if r < odd * 0.75:  # another kind's value
-        return _value(rng, rng.choice(list(set(FIELDS.values()) - {kind})), 0.0)
+        return _value(rng, rng.choice(sorted(set(FIELDS.values()) - {kind})), 0.0)
     if r < odd and rng.random() < 0.02:
         return _huge()
     if kind == "str":
@@ -564,21 +723,56 @@ def _value(rng: random.Random, kind: str, odd: float) -> Any:
         if q < 0.1:
             o.pop(rng.choice(list(o)))
         elif q < 0.2:
-            o["extra"] = rng.choice([1, "e", None, [1]])
+            o["extra"] = rng.choice([1, "e", None, [1], {"a": "x"}, {"a": "x"}, {"a": 1}])
         elif q < 0.3:
             o["level"] = rng.choice([1.5, "2", None, True, -0.0])
         elif q < 0.35:
             o = {S("level"): 1, "name": "a", "ok": True}
         return o
-    if kind == "items":
+    if kind == "items":  # records: mostly all of the same keys and value types (a records shape)
         out = []
-        for _ in range(rng.choice([0, 1, 2, 3])):
+        priced = style["priced"]  # every record with a float `price` too (another records shape)
+        if priced is None:
+            priced = rng.random() < 0.3
+        rare = 0.01 if odd == 0.0 else 0.05  # an odd value in a record
+        q = rng.random()
+        n = rng.choice([0, 1, 2, 3]) if q < 0.97 else rng.choice([4, 5, 255, 256, 257])  # (256: _RECORDS_MAX)
+        for _ in range(n):
             it = {"sku": rng.choice(STRS[:4]), "qty": rng.choice([0, 1, 2, 5, 7]), "ok": rng.random() < 0.7}
-            if rng.random() < 0.1:
+            if priced:
+                it["price"] = rng.choice([0.5, 2.5, 10.0, -0.0, 1e300]) if rng.random() >= rare * 2 else \
+                    rng.choice([NAN, NAN, INF, -INF, 3, None])
+            if rng.random() < rare * 2:
                 it.pop("qty")
-            if rng.random() < 0.05:
-                it["qty"] = rng.choice([2.0, "3", None])
+            if rng.random() < rare:
+                it["qty"] = rng.choice([2.0, "3", None, True, 2**64 + 1])
+            if rng.random() < rare:  # a lone surrogate (the same shape: only the check of the text tells)
+                it["sku"] = rng.choice(["\ud800", "a\udfff", "é"])
+            if rng.random() < rare:  # an odd record: keys reordered, an odd key or value, not a dict
+                it = rng.choice([dict(reversed(list(it.items()))), {**it, "sku": rng.choice(["é", "\ud800", S("a")])},
+                                 {S("sku") if k == "sku" else k: v for k, v in it.items()}, {**it, "x": 1}, None, "x",
+                                 [it], {}])
             out.append(it)
+        return out
+    if kind == "nums":  # ints or floats, sometimes with an odd item
+        q = rng.random()
+        n = rng.choice([0, 1, 2, 3, 4]) if q < 0.98 else rng.choice([1024, 1025])  # (1024: _tag scans no more)
+        flavour = style["nums"]
+        if flavour == "mixed":
+            flavour = rng.choice(["int", "float", "float", "bool"])
+        if flavour == "int":
+            out = [rng.choice([0, 1, 2, 3, 5, 9, 10, -1]) for _ in range(n)]
+        elif flavour == "float":
+            out = [rng.choice([0.0, 0.5, 1.0, 2.0, 2.5, 9.5, -0.0, 1e300]) for _ in range(n)]
+        else:  # bools (a shape of their own)
+            out = [rng.random() < 0.5 for _ in range(n)]
+        if out and rng.random() < (0.04 if odd == 0.0 else 0.15):
+            # half of the time a value of the list's own shape (an int list's big ints, a float
+            # list's NaN and infinities): only the check of the value tells
+            same = {"int": [2**64 + 1, 2**63 - 1, -(2**63), 9007199254740993, -(2**70)],
+                    "float": [NAN, NAN, INF, -INF, 1e308], "bool": [True, False]}[flavour]
+            out[rng.randrange(len(out))] = rng.choice(same) if rng.random() < 0.5 else \
+                rng.choice([NAN, INF, True, False, 2, 2.0, "2", None, I(2), F(2.5), [1]])
         return out
     if kind == "meta":
         return {k: rng.choice(["v", "w", 1, {"in": "v"}, ["v"]]) if rng.random() < 0.2 else rng.choice(["v", "w"])
@@ -628,6 +822,20 @@ def _now(rng: random.Random, counter: list) -> Any:
     return rng.choice([12345, 1.5, b"now", T0.date()])
 
 
+STATE_EXTRAS = [("since", 12), ("note", "é"), ("by", {"who": "x", "n": [1, 2]}), ("history", [{"t": "st0"}, {"t": 1}]),
+                ("x", 1.5), ("x", NAN), ("note", "\ud800"), ("reason", None), ("ok", True), ("deep", [[[1]]]),
+                (S("k"), "v"), (1, "v"), ("why", S("v")), ("big", "x" * 5000), ("stopped_by", "st0"),
+                ("level", -0.0), ("at", "2026-03-02T14:00:00Z"), ("tags", ["a", "b"])]
+
+
+def _state_extras(rng: random.Random) -> dict:
+    """Keys of a workflow state besides `status` (and `stopped_by`, `stopped_at`, `mode`)."""
+    out: dict = {}
+    for k, v in rng.sample(STATE_EXTRAS, rng.randint(1, 3)):
+        out[k] = copy.deepcopy(v)
+    return out
+
+
 def _state(rng: random.Random, pol: Policy, wname: Any) -> Any:
     r = rng.random()
     wf = next((w for w in pol.workflows if w[0] == wname), None)
@@ -638,6 +846,8 @@ def _state(rng: random.Random, pol: Policy, wname: Any) -> Any:
         st: dict = {"status": "running"}
         if rng.random() < 0.6:
             st["mode"] = rng.choice(["strict", "lax", 1, None])
+        if rng.random() < 0.2:
+            st.update(_state_extras(rng))
         return st
     if r < 0.85:
         st = {"status": "stopped"}
@@ -652,6 +862,8 @@ def _state(rng: random.Random, pol: Policy, wname: Any) -> Any:
             st["stopped_at"] = rng.choice(["not a time", 12, None, T0, ""])
         if rng.random() < 0.2:
             st["mode"] = "strict"
+        if rng.random() < 0.25:  # more keys (nested, odd): the lane checks them (plain_flat, then check_size)
+            st.update(_state_extras(rng))
         return st
     if r < 0.9:
         return rng.choice([{}, {"status": "paused"}, {"status": 1}, {"status": S("running")}, {"mode": "strict"},
@@ -666,17 +878,17 @@ def _state(rng: random.Random, pol: Policy, wname: Any) -> Any:
         return None
 
 
-def _action(rng: random.Random, pol: Policy, odd: float, absent: float = 0.15) -> dict:
+def _action(rng: random.Random, pol: Policy, odd: float, absent: float = 0.15, style: dict = _MIXED) -> dict:
     wf = rng.choice(pol.workflows)
     wname, tinfo, _ = wf
     a: dict = {}
     r = rng.random()
     info = rng.choice(tinfo)
     carried = info[4]
-    if r < 0.85:
+    if r < 0.83:
         t = info[0]
-    elif r < 0.9:
-        t = "undeclared"
+    elif r < 0.9:  # a type its workflow does not declare (the undeclared-type lane)
+        t = rng.choice(UNDECLARED)
     elif r < 0.95:  # a type of another workflow
         info = rng.choice(rng.choice(pol.workflows)[1])
         t, carried = info[0], info[4]
@@ -704,10 +916,14 @@ def _action(rng: random.Random, pol: Policy, odd: float, absent: float = 0.15) -
                     rng.choice(["\u2028", "\x7f", "\x00", "😀", '"', "\\", "</script>", "a" * 300, "\u00e9\u0301"])
             elif q < 0.55:
                 a["id"] = rng.choice([7, None, "\ud800", ["x"], S("a1"), 2.5])
+    if style.get("exact"):  # only the fields its conditions read: a frozen copy's actions (see shapes.frozen_copy)
+        reads = pol.reads.get((w, t))
+        if reads is not None:
+            carried = tuple(f for f in carried if f in reads)
     for f in carried:
         if rng.random() < absent:
             continue  # absent
-        v = _value(rng, KINDS[f], odd)
+        v = _value(rng, KINDS[f], odd, style)
         if v is not _MISSING:
             a[f] = v
     if t in pol.large and not odd and rng.random() < 0.97:  # its index field: a present str
@@ -716,7 +932,7 @@ def _action(rng: random.Random, pol: Policy, odd: float, absent: float = 0.15) -
         k = rng.choice(list(a))
         if type(k) is str:
             a = {S(k) if x == k else x: v for x, v in a.items()}
-    if rng.random() < 0.1:
+    if rng.random() < (0.01 if style.get("exact") else 0.1):
         a["extra"] = rng.choice([NAN, "\ud800", [1, [2, [3]]], {"deep": {"er": [1.5, -0.0]}}, 2**80, 1e-7])
     if rng.random() < 0.02:
         deep: Any = 1
@@ -761,6 +977,28 @@ def _at_the_limit(rng: random.Random, pol: Policy, a: dict) -> dict:
         items, _ = _count({k: a[k] for k in keys if k in a})
         a["tags"] = [""] * max(0, MAX_INPUT_ITEMS + over - items)
         return a
+    if rng.random() < 0.5 and "nums" in keys:  # values: a list of ints or floats
+        a["nums"] = []
+        items, _ = _count({k: a[k] for k in keys if k in a})
+        a["nums"] = [rng.choice([1, 2.5])] * max(0, MAX_INPUT_ITEMS + over - items)
+        return a
+    if rng.random() < 0.5 and "items" in keys:  # records: values (4 per record), or characters (one long sku)
+        rec = {"sku": "a", "qty": 1, "ok": True}
+        a["items"] = []
+        if rng.random() < 0.5:
+            pad = "tags" in keys
+            if pad:  # the rest (the values modulo 4) in the tags: exactly at the limit
+                a["tags"] = []
+            items, _ = _count({k: a[k] for k in keys if k in a})
+            need = max(0, MAX_INPUT_ITEMS + over - items)
+            a["items"] = [dict(rec) for _ in range(need // 4)]
+            if pad:
+                a["tags"] = [""] * (need % 4)
+            return a
+        a["items"] = [dict(rec) for _ in range(3)]
+        _, chars = _count({k: a[k] for k in keys if k in a})
+        a["items"][1]["sku"] = "a" * max(0, MAX_INPUT_CHARS + over - chars + 1)
+        return a
     strs = [k for k in ("s", "t") if k in keys]
     if not strs:
         return a
@@ -781,12 +1019,15 @@ def _mutation(rng: random.Random, action: Any) -> list:
     if type(action) is not dict or not action:
         return []
     ops = []
+    inner = [k for k, v in action.items() if type(v) in (list, dict) and v]
     for _ in range(rng.randint(1, 3)):
-        k = rng.choice(list(action))
+        k = rng.choice(inner) if inner and rng.random() < 0.4 else rng.choice(list(action))
         v = action[k]
         q = rng.random()
-        if isinstance(v, list) and v and type(v[0]) is dict and v[0] and q < 0.2:  # inside an item
-            ops.append(((k, 0, rng.choice(list(v[0]))), rng.choice([99, "changed", None, [1]])))
+        if isinstance(v, list) and v and type(v[0]) is dict and v[0] and q < 0.3:  # inside an item
+            ops.append(((k, rng.randrange(len(v)), rng.choice(list(v[0]))), rng.choice([99, "changed", None, [1]])))
+        elif isinstance(v, list) and v and q < 0.2:  # an item replaced
+            ops.append(((k, rng.randrange(len(v))), rng.choice([99, 2.5, "changed", None])))
         elif isinstance(v, list) and v and q < 0.4:
             ops.append(((k,), ("append", rng.choice(["zz", 99, {"qty": 9}]))))
         elif isinstance(v, dict) and v and q < 0.4:
@@ -850,6 +1091,7 @@ def gen_steps(rng: random.Random, pol: Policy, n: int, odd: float | None = None)
     sequences are clean, so the specialised functions live long, others hostile)."""
     odd = rng.choice([0.0, 0.0, 0.02, 0.1, 0.3]) if odd is None else odd
     absent = rng.choice([0.0, 0.02, 0.15]) if odd == 0.0 else 0.15
+    style = _style(rng)  # what its lists mostly hold
     steps: list[Step] = []
     counter = [0]
     recent: list = []
@@ -862,13 +1104,13 @@ def gen_steps(rng: random.Random, pol: Policy, n: int, odd: float | None = None)
             if type(a) is dict:
                 f = rng.choice([k for k in a if k in KINDS] or list(KINDS)) if rng.random() < 0.8 else \
                     rng.choice(list(KINDS))
-                v = _value(rng, KINDS[f], odd * 2 if odd else rng.choice([0.0, 0.0, 0.0, 0.3]))
+                v = _value(rng, KINDS[f], odd * 2 if odd else rng.choice([0.0, 0.0, 0.0, 0.3]), style)
                 if v is _MISSING:
                     a.pop(f, None)
                 else:
                     a[f] = v
         else:
-            a = _action(rng, pol, odd, absent)
+            a = _action(rng, pol, odd, absent, style)
         if pol.reads and type(a) is dict and rng.random() < 0.008:
             a = _at_the_limit(rng, pol, a)  # (not kept for reuse: a few of these are enough)
         else:
@@ -1082,8 +1324,9 @@ def _read(d: Any, how: str) -> Any:
     raise AssertionError(how)
 
 
-def _tally(stats: dict, d: Any) -> None:
-    """Count how a decision was made (read before anything resolves it)."""
+def _tally(stats: dict, d: Any, declared: frozenset = frozenset()) -> None:
+    """Count how a decision was made (read before anything resolves it). `declared`: the
+    (workflow, type) pairs that declare their fields."""
     from policy_engine.models import DecisionJson, Deferred, _raw_dict
 
     fs = d.__pydantic_fields_set__
@@ -1091,6 +1334,9 @@ def _tally(stats: dict, d: Any) -> None:
     keys = ["effect:" + str(raw.get("effect"))]
     if type(fs) is DecisionJson:
         keys.append("from a template at its now" if fs.base is not None else "from a template")
+        deciding = raw.get("deciding")
+        if (raw.get("workflow"), raw.get("action_type")) in declared and getattr(deciding, "kind", None) != "stopped":
+            keys.append("declared type, by its fused function")
     if isinstance(raw.get("evaluated_at"), Deferred):
         keys.append("times deferred")
     if isinstance(raw.get("action_digest"), Deferred):
@@ -1107,6 +1353,8 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
     `hold` has its decision read and compared only after that many more calls."""
     text = pol if isinstance(pol, str) else pol.text
     fast, ref = engines if engines is not None else build_engines(text)
+    declared = frozenset() if isinstance(pol, str) else frozenset(
+        (w, t) for w, ti, _ in pol.workflows for t, _, _, dcl, _ in ti if dcl)
     slots: dict[int, Any] = {}
     out: list[Mismatch] = []
     held: list = []  # (due step, the call's check) for decisions read later
@@ -1202,7 +1450,7 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
                         f"{before} .. {after}"):
                     return out
         if stats is not None and d is not None:
-            _tally(stats, d)
+            _tally(stats, d, declared)
         apply_mutation(obj, st.mutate)  # the caller changes its action afterwards
         if st.mutate and type(state) is dict:  # and its workflow state
             state["stopped_by"] = "changed"
@@ -1230,6 +1478,77 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
 def _short(v: Any, n: int = 1500) -> str:
     s = v if isinstance(v, str) else repr(v)
     return s if len(s) <= n else s[:n] + f"... ({len(s)} chars)"
+
+
+# ================================================================================ counters
+
+
+def shape_kinds(fz: Any) -> set:
+    """What the fused function of `fz` (as built from its current shapes) specialises:
+    "records" (a read field of one records shape: a list of flat objects of the same keys
+    and value types), "nums" (a list of ints, floats or bools), "declared" (its declared
+    fields checked inside), "any shape" (past its rebuilds: every plain type)."""
+    from policy_engine.engine.accel import declared as _declared
+
+    out = set()
+    if fz.action.fields is not None and _declared.ENABLED:
+        out.add("declared")
+    if fz.shapes is None:
+        out.add("any shape")
+        return out
+    for k, seen in fz.shapes.items():
+        if fz.reads is None or k not in fz.reads or not seen or len(seen) != 1:
+            continue
+        (t,) = seen
+        if type(t) is tuple and t[0] == "list" and type(t[1]) is tuple:
+            out.add("records")
+        elif type(t) is tuple and t[0] == "list" and t[1] in (int, float, bool):
+            out.add("nums")
+    return out
+
+
+class lane_counts:
+    """Within a `with`, count in `counts` what the accelerators' lanes do: decisions the
+    undeclared-type and stopped-workflow lanes answered (by effect) or left to the
+    reference, and the fused functions built, by what they specialise (`shape_kinds`)."""
+
+    def __init__(self, counts: dict) -> None:
+        self.counts = counts
+
+    def __enter__(self):
+        from policy_engine.engine.accel.stopped import StoppedLane
+        from policy_engine.engine.accel.undeclared import UndeclaredLane
+
+        c = self.counts
+        self.old = [(UndeclaredLane, "decide", UndeclaredLane.decide), (StoppedLane, "decide", StoppedLane.decide),
+                    (_fused.FusedGate, "build", _fused.FusedGate.build)]
+
+        def lane(name: str, real: Any) -> Any:
+            def decide(self: Any, *a: Any, **k: Any) -> Any:
+                d = real(self, *a, **k)
+                key = f"{name} lane: " + ("left to the reference" if d is None else "answered " + d.__dict__["effect"])
+                c[key] = c.get(key, 0) + 1
+                return d
+
+            return decide
+
+        real_build = _fused.FusedGate.build
+
+        def build(fz: Any) -> None:
+            real_build(fz)
+            if fz.fn is not None:
+                for key in ["fused built", *(f"fused built with {k}" for k in sorted(shape_kinds(fz)))]:
+                    c[key] = c.get(key, 0) + 1
+
+        UndeclaredLane.decide = lane("undeclared", UndeclaredLane.decide)
+        StoppedLane.decide = lane("stopped", StoppedLane.decide)
+        _fused.FusedGate.build = build
+        return self
+
+    def __exit__(self, *exc):
+        for cls, name, real in self.old:
+            setattr(cls, name, real)
+        return False
 
 
 # ================================================================================ caches

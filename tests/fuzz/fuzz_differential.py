@@ -37,7 +37,8 @@ import diffgen as dg  # noqa: E402
 def engine_stats(fast) -> dict:
     """What the accelerated engine's caches hold (summed over its types)."""
     out = {"types": 0, "fused": 0, "rebuilt": 0, "any_shape": 0, "patterns": 0, "now_entries": 0, "faults": 0,
-           "memo": 0, "stopped_templates": 0}
+           "memo": 0, "stopped_templates": 0, "undeclared_templates": 0, "declared_types": 0, "fused_declared": 0,
+           "fused_records": 0, "fused_nums": 0}
     acc = fast.accelerator
     for fz in acc.gates():
         out["types"] += 1
@@ -48,8 +49,16 @@ def engine_stats(fast) -> dict:
         out["now_entries"] += len(fz.now_full)
         out["faults"] += len(fz.faults)
         out["memo"] += len(fz.memo)
+        out["declared_types"] += fz.action.fields is not None
+        if fz.fn is not None:  # what its function (as last built) specialises
+            kinds = dg.shape_kinds(fz)
+            out["fused_declared"] += "declared" in kinds
+            out["fused_records"] += "records" in kinds
+            out["fused_nums"] += "nums" in kinds
     st = fast._stopped
     out["stopped_templates"] = len(st.templates) if st is not None else 0
+    ul = fast._undeclared
+    out["undeclared_templates"] = len(ul.templates) if ul is not None else 0
     return out
 
 
@@ -124,7 +133,10 @@ def main() -> int:
     totals: dict = {}
     paths: dict = {}
     seen: dict = {}
+    lanes: dict = {}
     r = 0
+    counting = dg.lane_counts(lanes)  # (shrinking replays count too: a few calls more, no harm)
+    counting.__enter__()
     while time.perf_counter() - t0 < args.seconds:
         r += 1
         try:
@@ -148,8 +160,10 @@ def main() -> int:
             print(f"[{el:7.1f}s] {rounds} rounds, {calls} calls ({calls / el:.0f}/s), mismatches={failures}",
                   flush=True)
     el = time.perf_counter() - t0
+    counting.__exit__(None, None, None)
     print("accelerator state summed over rounds:", totals)
     print("accelerated decisions:", dict(sorted(paths.items())))
+    print("lanes (undeclared-type, stopped-workflow) and fused functions built:", dict(sorted(lanes.items())))
     print("mismatches by kind:", seen)
     print("policy texts the loader crashed on (skipped):", dg.LOADER_CRASHES[0])
     print(f"DONE differential seed={args.seed} pid={os.getpid()}: {rounds} rounds (= policies), {calls} calls in "
