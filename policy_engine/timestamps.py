@@ -64,12 +64,13 @@ def parse_rfc3339(text: str, *, allow_space: bool = False) -> datetime:
     text is the same instant, and a gate reads the same timestamps over and over (an
     embargo, a `stopped_at`, the `now` a runtime sends as text); the parse costs about
     0.8 us, the lookup a hash."""
-    if type(text) is str:
+    short_str = type(text) is str and len(text) <= _MAX_TS_CHARS  # (never a long text hashed)
+    if short_str:
         got = _PARSED.get(text)
         if got is not None:
             return got
     got = _parse_rfc3339(text, allow_space)
-    if type(text) is str and text[10:11] in ("T", "t"):
+    if short_str and text[10:11] in ("T", "t"):
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()
         _PARSED[text] = got

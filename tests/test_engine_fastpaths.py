@@ -180,3 +180,21 @@ def test_parse_ts_reads_a_naive_time_as_utc_exactly():
         assert got == t.replace(tzinfo=UTC) and got.tzinfo is UTC and type(got) is datetime
 
     run()
+
+
+def test_a_long_text_is_refused_before_it_is_hashed(monkeypatch):
+    """Structural: a text longer than any timestamp is refused by its length, never looked
+    up (hashing 4 million characters per call and condition would cost milliseconds)."""
+
+    class Table(dict):
+        looked = []
+
+        def get(self, k, *d):
+            Table.looked.append(len(k))
+            return super().get(k, *d)
+
+    monkeypatch.setattr(T, "_PARSED", Table())
+    with pytest.raises(ValueError):
+        T.parse_rfc3339("2" * 4_000_000)
+    T.parse_rfc3339("2026-03-01T09:00:00Z")
+    assert Table.looked == [20]  # only the short one
