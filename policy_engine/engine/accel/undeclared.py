@@ -55,10 +55,9 @@ class UndeclaredLane:
 
     def __init__(self, p: CompiledPolicy) -> None:
         self.p = p
-        # workflow -> (it, its declared types, its stop triggers as (call, type guard or None))
-        self.stops: dict[str, tuple[Any, Any, tuple]] = {
-            w: (wf, wf.actions, tuple((call, getattr(item.fn, "type_guard", None)) for call, item in wf.gate_stops))
-            for w, wf in p.workflows.items()}
+        # workflow -> (it, its declared types, its stop triggers as (call, type guard or None)),
+        # filled on a workflow's first undeclared type (a loaded engine adds no objects: goal 5)
+        self.stops: dict[str, tuple[Any, Any, tuple]] = {}
         # (workflow, type, values) -> (fields without id and time, fields set)
         self.templates: dict[tuple, tuple[dict, DecisionJson]] = {}
         self.lock = threading.Lock()
@@ -79,7 +78,11 @@ class UndeclaredLane:
             return None
         of = self.stops.get(wname)
         if of is None:
-            return None
+            wf = self.p.workflows.get(wname)
+            if wf is None:
+                return None
+            of = (wf, wf.actions, tuple((call, getattr(item.fn, "type_guard", None)) for call, item in wf.gate_stops))
+            self.stops[wname] = of  # (one store of a complete value: threads may race to the same one)
         wf, declared, stops = of
         if tname in declared:
             return None
