@@ -53,3 +53,35 @@ def test_a_condition_reading_the_type_and_present_fields_runs_without_its_own_tr
     src = fast.accelerator.gate("w", "pay").source
     body = src[src.index("_m = 0"):src.index("_aid = ")]
     assert "try:" not in body, body
+
+
+CONSTS = """roles [reviewer]
+workflow "c" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  const words = ["lawsuit", "refund", "urgent"]
+  const limits = [3, 10, 100]
+  const rates = [0.5, 1.5]
+  const flags = [true, false]
+  const mixed = [1, "a", 2.5]
+  action post {
+    deny banned when `policy.words.exists(w, action.body.contains(w))`
+    require_approval big by 1 reviewer when `policy.limits.exists_one(l, action.n > l)`
+    allow ok when `policy.rates.all(r, action.x < r * 10.0) && policy.flags.filter(f, f).size() == 1`
+    deny odd when `policy.mixed.exists(m, m == action.n) || policy.limits.map(l, l * 2).exists(v, v == action.n)`
+  }
+}
+"""
+
+
+def test_a_macro_over_a_constant_list_reads_the_constant_and_decides_like_the_reference():
+    fast = engine_from_texts({"p.policy": CONSTS})
+    slow = engine_from_texts({"p.policy": CONSTS}, accelerate=False)
+    cases = [{"workflow": "c", "type": "post", "id": "a", "body": b, "n": n, "x": x}
+             for b in ("hello", "an urgent refund", "") for n in (0, 1, 5, 20, 200, "1") for x in (0.1, 4.9, 100.0)]
+    for _ in range(4):
+        for a in cases:
+            assert fast.evaluate(a, None, T0).model_dump_json() == slow.evaluate(a, None, T0).model_dump_json()
+    src = fast.accelerator.gate("c", "post").source
+    assert src is not None and "list(_k" not in src  # no fresh copy of a constant per call

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -287,13 +288,36 @@ def _g_str_method(name: str, S: Gen | None, P: Gen | None) -> Gen | None:
     return g
 
 
+_FRESH_CONST = re.compile(r"list\((_k\d+)\)")  # a constant list's fresh copy (see `generator`)
+_ITEM_KINDS = {str: "str", int: "int", float: "float", bool: "bool"}
+
+
+def _items_kind(value: Any) -> str | None:
+    """The kind every item of a constant list has (one exact type; a float finite), or None."""
+    if type(value) is not list or not value:
+        return None
+    t = type(value[0])
+    kind = _ITEM_KINDS.get(t)
+    if kind is None or any(type(x) is not t for x in value):
+        return None
+    if t is float and not all(math.isfinite(x) for x in value):
+        return None
+    return kind
+
+
 def _g_macro(kind: str, T: Callable, P: Callable, M: Callable | None, slot: int, maxit: int) -> Callable:
     """One-variable all / exists / exists_one / filter / map over a list."""
     var = f"_s{slot}"
 
     def g(em: _Gen) -> tuple[str, str | None]:
         te, tk = T(em)
-        seq = em.value(te)
+        const = _FRESH_CONST.match(te) if tk == "list" else None
+        if const is not None:  # a constant list (a policy constant): the loop reads it, no fresh copy
+            seq = const.group(1)
+            items = _items_kind(em.ns.get(seq))
+        else:
+            seq = em.value(te)
+            items = em.items.get(seq) if tk == "list" else None
         em.loops = True
         if tk == "list":
             em.emit(f"if len({seq}) > {_FAST_MAX_LIST}: _fb()")
@@ -306,9 +330,10 @@ def _g_macro(kind: str, T: Callable, P: Callable, M: Callable | None, slot: int,
         em.emit(f"{r} = " + {"all": "True", "exists": "False", "exists_one": "0"}.get(kind, "[]"))
         em.emit(f"for {var} in {seq}:")
         em.ind += 1
-        # over a list the prologue proved holds strings alone, the variable is a str
+        # over a list the prologue proved holds strings alone (or a constant of one kind), the
+        # variable is of that kind
         saved = em.local_kinds.get(var)
-        em.local_kinds[var] = em.items.get(seq) if tk == "list" else None
+        em.local_kinds[var] = items
         pe, pk = P(em)
         if kind == "map" and M is None:
             em.emit(f"{r}.append({pe})")
