@@ -23,15 +23,14 @@ says why). `tests/test_stopped_lane.py` compares the two.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from typing import Any
 
 from ...compiled import ECHOED, CompiledPolicy
 from ...models import DecisionJson
 from ..decide import stopped
 from ..inputs import check_fields, check_size, plain_flat
-from ..util import deferred_times, fmt_ts, short, utc_now
-from .templates import clock, decision_of
+from ..util import deferred_times, fmt_ts, short
+from .templates import decision_of, lane_now
 
 __all__ = ["StoppedLane"]
 
@@ -52,13 +51,9 @@ class StoppedLane:
     def decide(self, action: dict, state: dict, now: Any) -> Any:
         """The decision `gate.evaluate(p, action, state, now)` makes when it is
         `decide.stopped`'s, or None (the reference decides)."""
-        now_dt: datetime | None
-        if now is None:
-            now_dt = clock()
-        else:  # (a string, a naive time, another zone's: converted as the reference converts it)
-            now_dt = utc_now(now)
-            if now_dt is None:
-                return None
+        now_dt = lane_now(now)
+        if now_dt is None:  # unreadable: the reference says why
+            return None
         status = state.get("status", "running")
         if type(status) is not str or status != "stopped":
             return None

@@ -28,7 +28,7 @@ from ..digests import (
     digest_now_nested,
     set_digest,
 )
-from ..util import UTC, PendingTimes, deferred_times, times
+from ..util import UTC, PendingTimes, deferred_times, times, utc_now
 from .faults import FAULTS_MAX, resolve
 from .shapes import MISSING, copy_plain
 
@@ -37,7 +37,7 @@ _ATOMS = frozenset({str, int, float, bool, type(None)})  # values a copy may sha
 _str_keys = frozenset({str}).issuperset
 
 __all__ = ["PATTERNS_MAX", "NOW_CACHE_MAX", "PER_NOW_MAX", "SEEN_MAX", "lane_decision", "lane_epilogue",
-           "now_fields", "now_key", "seen_before", "clock"]
+           "now_fields", "now_key", "seen_before", "clock", "lane_now"]
 
 PATTERNS_MAX = 1024  # decision templates kept per action type (each ~1 KB)
 NOW_CACHE_MAX = 16  # renderings of `now` kept per action type
@@ -50,6 +50,13 @@ _new, _set_dict, _set_fields_set, _set_extra, _set_private = new, set_dict, set_
 # once, here, before this module builds any decision; see construct.none_until_set)
 DECISION_SLOTS_NONE = none_until_set(Decision)
 clock = partial(datetime.now, UTC)  # `now` omitted: the current time, in UTC
+
+
+def lane_now(now: Any) -> datetime | None:
+    """A lane's `now`: the clock's time when omitted, else `now` as the reference gate reads
+    it when that is a datetime in UTC (`util.utc_now`: a string, a naive time, another
+    zone's time converted); None when unreadable (the reference decides, and says why)."""
+    return clock() if now is None else utc_now(now)
 
 
 def now_key(now_dt: datetime) -> int:

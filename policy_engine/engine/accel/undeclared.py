@@ -33,15 +33,14 @@ which), and anything raising, returns None and the reference decides.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from typing import Any
 
 from ...compiled import ECHOED, CompiledPolicy
 from ...models import DecisionJson
 from ..decide import decide
 from ..inputs import check_fields, declared_problem, plain_flat
-from ..util import fmt_ts, short, utc_now
-from .templates import clock, decision_of
+from ..util import fmt_ts, short
+from .templates import decision_of, lane_now
 
 __all__ = ["UndeclaredLane"]
 
@@ -87,13 +86,9 @@ class UndeclaredLane:
         if tname in declared:
             return None
         # the reference's checks, in its order
-        now_dt: datetime | None
-        if now is None:
-            now_dt = clock()
-        else:  # (a string, a naive time, another zone's: converted as the reference converts it)
-            now_dt = utc_now(now)
-            if now_dt is None:
-                return None
+        now_dt = lane_now(now)
+        if now_dt is None:  # unreadable: the reference says why
+            return None
         if not plain_flat(action, ECHOED) and check_fields(action, ECHOED):
             return None
         aid = action.get("id")
