@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 import pytest
-from engine_support import ROOT
+from engine_support import warm_bench_engines
 
-import policy_engine
 from policy_engine.engine.accel import lanes
 from policy_engine.models import Action, WorkflowState
 
@@ -35,15 +34,7 @@ class Frozen(Mapping):
 
 @pytest.fixture(scope="module")
 def engines():
-    from benchmarks.requests import make_mix
-
-    fast = policy_engine.load(str(ROOT / "benchmarks/policies"))
-    slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
-    mix = make_mix(200)
-    for _ in range(3):
-        for a, s, n in mix:
-            fast.evaluate(a, s, n)
-    return fast, slow, mix
+    return warm_bench_engines()
 
 
 def _forms(a: dict) -> list:

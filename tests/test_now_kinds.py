@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from engine_support import ROOT
+from engine_support import warm_bench_engines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,15 +39,7 @@ def _kinds(t: datetime) -> list:
 
 @pytest.fixture(scope="module")
 def engines():
-    from benchmarks.requests import make_mix
-
-    fast = policy_engine.load(str(ROOT / "benchmarks/policies"))
-    slow = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
-    mix = make_mix(200)
-    for _ in range(3):
-        for a, s, n in mix:
-            fast.evaluate(a, s, n)
-    return fast, slow, mix
+    return warm_bench_engines()
 
 
 def test_every_readable_now_decides_like_the_reference(engines):
