@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from enum import IntEnum
 from types import MappingProxyType
 
 import pytest
 from engine_support import warm_bench_engines
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policy_engine.engine.accel import lanes
+from policy_engine.engine.util import as_dict, plain_action
 from policy_engine.models import Action, WorkflowState
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -77,3 +81,72 @@ def test_a_model_whose_dump_raises_fails_closed_as_the_reference_does(engines):
     d, ref = fast.evaluate(bad, None, T0), slow.evaluate(bad, None, T0)
     assert d.effect == "deny" and d.model_dump_json() == ref.model_dump_json()
     assert fast.evaluate([1], None, T0).model_dump_json() == slow.evaluate([1], None, T0).model_dump_json()
+
+
+# --------------------------------------------------------------------------- util.plain_action
+# An `Action` is read from the instance where its dump would only copy it (`util.plain_action`);
+# the reference gate reads it through the same `as_dict`, so the differential tests above
+# cannot see a difference from `model_dump`: this compares the two directly, type for type.
+
+def _same(x, y) -> bool:
+    """Equal values of identical types at every level, keys in the same order (NaN equal)."""
+    if type(x) is not type(y):
+        return False
+    if type(x) is dict:
+        return list(x) == list(y) and all(_same(x[k], y[k]) for k in x)
+    if type(x) in (list, tuple):
+        return len(x) == len(y) and all(map(_same, x, y))
+    if type(x) is float:
+        return x == y or (x != x and y != y)
+    return x == y
+
+
+class _Str(str):
+    pass
+
+
+class _Level(IntEnum):
+    LOW = 1
+
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+_odd = st.one_of(st.tuples(_scalar), st.frozensets(st.integers(), max_size=3), st.binary(max_size=4),
+                 st.just(T0), st.builds(_Str, st.text(max_size=4)), st.just(_Level.LOW),
+                 st.builds(lambda s: Action(workflow="w", type="t", x=s), _scalar),
+                 st.lists(st.lists(_scalar, max_size=2), min_size=1, max_size=2),
+                 st.dictionaries(st.integers(), _scalar, min_size=1, max_size=2),
+                 st.dictionaries(st.text(max_size=3), st.lists(_scalar, max_size=2), min_size=1, max_size=2))
+_flat = st.one_of(_scalar, st.lists(_scalar, max_size=4), st.dictionaries(st.text(max_size=4), _scalar, max_size=4))
+_name = st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=6).filter(
+    lambda k: k not in ("workflow", "type", "id"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_name, _flat, max_size=8), st.one_of(st.none(), st.text(max_size=5)),
+       st.lists(st.tuples(_name, _odd), max_size=2))
+def test_plain_action_is_the_models_dump(extras, aid, odd):
+    flat = Action(workflow="refunds", type="issue_refund", id=aid, **extras)
+    got = plain_action(flat)
+    want = flat.model_dump(mode="python", by_alias=True)
+    assert got is not None and _same(got, want), (got, want)  # flat plain data: always read directly
+    for k, v in extras.items():  # new containers, as the dump makes: the model's own stay the model's
+        if type(v) in (list, dict):
+            assert got[k] is not flat.__pydantic_extra__[k]
+    mixed = Action(workflow="refunds", type="issue_refund", id=aid, **{**extras, **dict(odd)})
+    got = plain_action(mixed)
+    want = mixed.model_dump(mode="python", by_alias=True)
+    assert got is None or _same(got, want), (got, want)
+    assert (got is None) == bool(odd)  # anything else: the model's own dump
+    assert _same(as_dict(mixed), want)
+
+
+def test_plain_action_leaves_subclasses_and_other_models_to_their_dump():
+    class Mine(Action):
+        def model_dump(self, *a, **k):
+            return {"workflow": "w", "type": "t", "id": None, "from": "dump"}
+
+    m = Mine(workflow="refunds", type="issue_refund")
+    assert as_dict(m) == {"workflow": "w", "type": "t", "id": None, "from": "dump"}
+    state = WorkflowState(status="running")
+    assert as_dict(state) == state.model_dump(mode="python", by_alias=True)
