@@ -135,6 +135,28 @@ workflow "quiet" {
   }
 }
 
+workflow "whole" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+
+  action noop2 {
+    system "x"
+    irreversible
+    receipt [policy_rule]
+    allow always when `true`
+  }
+
+  stop crowded {
+    when `size(action) > 12`
+    severity high
+    owner "o"
+    resume when {
+      ok: `evidence.ok == true`
+    }
+  }
+}
+
 workflow "mirror" {
   version "2"
   owners { business "b" technical "t" }
@@ -272,6 +294,24 @@ def test_the_lane_takes_the_plain_undeclared_call_and_nothing_else(text_engines)
         _same(fast, ref, plain, now)
     for now in (0, "yesterday"):  # unreadable: the reference says why
         assert _answered(fast, plain, now) is None
+
+
+def test_a_trigger_reading_the_whole_action_checks_all_of_it(text_engines):
+    """`size(action)`: the triggers may read any field (`stop_reads` None), so the lane's
+    input check covers the whole action, as the reference's does."""
+    fast, ref = text_engines
+    assert fast.compiled.workflows["whole"].stop_reads is None
+    plain = {"workflow": "whole", "type": "wire_transfer", "id": "a1", "amount": 9000.0, "note": "n"}
+    crowded = {**plain, **{f"f{i}": i for i in range(12)}}
+    for action in (plain, crowded):
+        assert _answered(fast, action) is not None
+        _same(fast, ref, action, NOW)
+    assert fast.evaluate(crowded, None, NOW).effect == "stop"
+    for odd in ({**plain, "extra": float("nan")}, {**plain, "extra": "x" * (MAX_INPUT_CHARS + 1)},
+                {**plain, "extra": S("x")}, {**plain, 3: "x"}):
+        _same(fast, ref, odd, NOW)
+        assert fast.evaluate(odd, None, NOW).effect == "deny"
+    assert _answered(fast, {**plain, "extra": float("nan")}) is None  # the reference says why
 
 
 @pytest.mark.parametrize("now", [NOW + timedelta(microseconds=7), LATE, "2026-03-02T16:30:00+02:00",

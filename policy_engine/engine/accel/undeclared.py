@@ -24,7 +24,8 @@ the lane answers); then every check the reference makes before its decision is m
 the same functions, in the same order (`check_fields(action, ECHOED)`, the id by `short`,
 `check_fields(action, wf.stop_reads)`, `declared_problem`), each `check_fields` preceded,
 as in the stopped lane, by `inputs.plain_flat` (True only when the fields are exact
-scalars the exact check surely passes: a third of its cost; else the exact check decides).
+scalars the exact check surely passes: a third of its cost; else the exact check decides),
+first once over the fields of both checks (True for them all is True for each).
 Anything they refuse, a trigger whose value is not a bool (an error: the reference says
 which), and anything raising, returns None and the reference decides.
 `tests/test_undeclared_lane.py` compares the two.
@@ -80,22 +81,29 @@ class UndeclaredLane:
             wf = self.p.workflows.get(wname)
             if wf is None:
                 return None
-            of = (wf, wf.actions, tuple((call, getattr(item.fn, "type_guard", None)) for call, item in wf.gate_stops))
+            of = (wf, wf.actions, tuple((call, getattr(item.fn, "type_guard", None)) for call, item in wf.gate_stops),
+                  None if wf.stop_reads is None else tuple(dict.fromkeys(ECHOED + wf.stop_reads)))
             self.stops[wname] = of  # (one store of a complete value: threads may race to the same one)
-        wf, declared, stops = of
+        wf, declared, stops, both = of
         if tname in declared:
             return None
         # the reference's checks, in its order
         now_dt = lane_now(now)
         if now_dt is None:  # unreadable: the reference says why
             return None
-        if not plain_flat(action, ECHOED) and check_fields(action, ECHOED):
+        # (`plain_flat` of the fields of both checks at once, all of them when the triggers may
+        # read anything: True says both pass, as True for fewer fields would; False, each as
+        # the reference makes it)
+        if not plain_flat(action, both):
+            if not plain_flat(action, ECHOED) and check_fields(action, ECHOED):
+                return None
+            reads = wf.stop_reads
+            if not plain_flat(action, reads) and check_fields(action, reads):
+                return None
+        if declared_problem(None, action):
             return None
         aid = action.get("id")
         aid = aid if type(aid) is str else (None if aid is None else short(aid)[1:-1])
-        reads = wf.stop_reads
-        if (not plain_flat(action, reads) and check_fields(action, reads)) or declared_problem(None, action):
-            return None
         # the stop triggers' values, as gate.gate computes them (a guarded one outside its guard: false)
         if stops:
             act = None
