@@ -11,13 +11,19 @@ byte, however it is read (`model_dump_json`, `to_json`, `evaluate_json`, the led
 canonical text, attributes, copies, pickles, ==, hash), in whatever order, at once or
 only calls later, including after the caller changed its action dict; a decision at the
 clock's time must carry its own call's time; and each reference decision must keep the
-gate's semantics (`diffgen.laws`, `diffgen.time_law`). A small budget; the long campaign
-is tests/fuzz/fuzz_differential.py, which writes a mismatch as a test like the ones here.
+gate's semantics (`diffgen.laws`, `diffgen.time_law`). The runtime's recorded body of each
+decision (`runtime.gatejson.body_text`, when it gives text) must be the `rfc8785` text of
+the same body built from the reference decision. "Timed" policies declare timestamps,
+durations and maps of them (and of ints, records, maps) on every action type and send
+what a runtime would (aware, naive and zoned datetimes, RFC 3339 text, timedeltas, "15m",
+maps with odd keys or values). A small budget; the long campaign is
+tests/fuzz/fuzz_differential.py, which writes a mismatch as a test like the ones here.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
 import diffgen as dg  # noqa: E402
 
+from policy_engine.engine.accel import fused as fused_mod  # noqa: E402
 from policy_engine.engine.accel import templates as templates_mod  # noqa: E402
+from policy_engine.runtime import gatejson  # noqa: E402
 
 
 def _final() -> bool:
@@ -42,16 +50,17 @@ def _final() -> bool:
         return True
 
 
-def _check(seed: int, n: int, tiny: bool) -> None:
-    """One random policy and sequence; on a mismatch, the shrunk reproducer as the message."""
-    rng = random.Random(seed)
+def _check(seed: int, n: int, tiny: bool, timed: bool = False) -> None:
+    """One random policy and sequence; on a mismatch, the shrunk reproducer as the message.
+    `timed`: a policy declaring timestamps, durations and maps (`diffgen.gen_policy`)."""
+    rng = random.Random(f"timed:{seed}" if timed else seed)
     if tiny:
         with dg.tiny_caches():
-            pol, fast, ref = dg.round_of(rng, seed)
+            pol, fast, ref = dg.round_of(rng, seed, timed)
             steps = dg.gen_steps(rng, pol, n)
             mism = dg.run_sequence(pol, steps, (fast, ref))
     else:
-        pol, fast, ref = dg.round_of(rng, seed)
+        pol, fast, ref = dg.round_of(rng, seed, timed)
         steps = dg.gen_steps(rng, pol, n)
         mism = dg.run_sequence(pol, steps, (fast, ref))
     if mism and not _final():
@@ -89,7 +98,7 @@ def test_the_sequences_reach_the_accelerators():
     lanes: dict = {}
     held = {"fused": 0, "rebuilt": 0, "faults": 0, "memo": 0, "stopped": 0, "undeclared": 0}
     with dg.lane_counts(lanes):
-        for seed in range(6):
+        for seed in range(8):
             rng = random.Random(seed)
             pol, fast, ref = dg.round_of(rng, seed)
             steps = dg.gen_steps(rng, pol, 300)
@@ -109,6 +118,91 @@ def test_the_sequences_reach_the_accelerators():
     for key in ("fused built with records", "fused built with nums", "fused built with declared",
                 "undeclared lane: answered deny", "undeclared lane: answered stop", "stopped lane: answered stop"):
         assert lanes.get(key, 0) > 0, (key, lanes)
+
+
+# declared timestamps, durations and maps: every action type declares some (`timed`)
+TIMED_SEEDS = range(10)
+
+
+@pytest.mark.parametrize("seed", TIMED_SEEDS)
+def test_timed_call_sequences_decide_as_the_reference(seed):
+    _check(seed, 200, tiny=seed % 3 == 2, timed=True)
+
+
+def _timed_rounds(stats: dict | None = None):
+    """The first mismatch (or None) of each timed round of TIMED_SEEDS (200 calls each), one
+    round at a time."""
+    for seed in TIMED_SEEDS:
+        rng = random.Random(f"timed:{seed}")
+        pol, fast, ref = dg.round_of(rng, seed, timed=True)
+        steps = dg.gen_steps(rng, pol, 200)
+        mism = dg.run_sequence(pol, steps, (fast, ref), stats=stats)
+        yield mism[0] if mism else None
+
+
+def test_timed_sequences_reach_declared_times_maps_and_body_text():
+    """Not vacuous: the timed rounds send values to declared timestamp, duration and map
+    fields (of timestamps, durations, ints, records, maps) that fit and that are refused,
+    the accelerated engine decides declared types holding them by its fused function, and
+    `gatejson.body_text` gives text (compared with the reference's) for many decisions."""
+    stats: dict = {}
+    before = dict(dg.BODY_TEXT)
+    assert list(_timed_rounds(stats)) == [None] * len(TIMED_SEEDS)
+    for kind in ("timestamp", "duration", "map of timestamp", "map of duration", "map of int", "map of record",
+                 "map of map"):
+        for outcome in ("fits", "refused"):
+            key = f"declared {kind} field sent: {outcome}"
+            assert stats.get(key, 0) > 0, (key, stats)
+    assert stats.get("declared type with timestamp/duration/map fields, by its fused function", 0) > 0, stats
+    gave = dg.BODY_TEXT["text"] - before["text"]
+    assert gave > 100, (gave, dg.BODY_TEXT)
+
+
+# a check of the fused function's declared fields left out (`accel.declared.declared_lines`):
+# a value the reference refuses then passes there
+_WEAKENED = {
+    "a naive datetime passes as a timestamp": lambda ln: re.sub(r" or \w+\.tzinfo is None", "", ln),
+    "anything passes as a timestamp": lambda ln: None if "is not _DT" in ln else ln,
+    "anything passes as a duration": lambda ln: None if "is not _TD" in ln else ln,
+    "a map's keys are not checked": lambda ln: None if "type(_dk) is not str" in ln else ln,
+}
+
+
+@pytest.mark.parametrize("what", sorted(_WEAKENED))
+def test_a_weakened_declared_time_or_map_check_is_caught(monkeypatch, what):
+    """The harness itself: the timed rounds catch a fused function whose check of declared
+    timestamps, durations or map keys is weaker than `fieldtypes.value_problem`."""
+    real = fused_mod.declared_lines
+    edit = _WEAKENED[what]
+
+    def weakened(*a, **k):
+        lines, ns = real(*a, **k)
+        out = []
+        for ln in lines:
+            e = edit(ln)
+            out.append(ln[: len(ln) - len(ln.lstrip())] + "pass" if e is None else e)
+        return out, ns
+
+    monkeypatch.setattr(fused_mod, "declared_lines", weakened)
+    assert any(m is not None for m in _timed_rounds())  # (stops at the first round that catches it)
+
+
+def test_a_wrong_body_text_is_caught(monkeypatch):
+    """The harness itself: a recorded body that is not the reference's canonical text (one
+    byte more) is reported, by a decision of the runtime's fast lane."""
+    real = gatejson.body_text
+
+    def skewed(*a, **k):
+        got = real(*a, **k)
+        return None if got is None else ("{ " + got[0][1:], got[1])
+
+    monkeypatch.setattr(gatejson, "body_text", skewed)
+    rng = random.Random(3)
+    pol, fast, ref = dg.round_of(rng, 3)
+    steps = dg.gen_steps(rng, pol, 300, odd=0.0)
+    mism = dg.run_sequence(pol, steps, (fast, ref))
+    assert mism and "body" in mism[0].what
+    assert mism[0].got.startswith('{ "action":') and mism[0].want.startswith('{"action":')
 
 
 def test_a_wrong_template_is_caught(monkeypatch):

@@ -29,6 +29,14 @@ What a sequence exercises (each is a cache that holds state between calls):
 - declared fields (`fields { ... }`, every kind used here, optional members absent and
   present, nested objects, maps, `any`): checked inside the fused function; a rule that
   does not type-check against them is dropped, or the type's fields are;
+- declared `timestamp` and `duration` fields and maps (`map<string, timestamp>`, of
+  durations, of ints, of maps, `map { ... }` of records holding both), with what a runtime
+  really sends: aware datetimes (UTC, a fixed offset, a named zone), naive ones, a
+  datetime subclass, RFC 3339 text (Z, offsets, fractions, invalid: a JSON caller's, refused
+  for a declared timestamp), timedeltas (zero, negative, sub-second, past CEL's range) and
+  duration text ("15m"); maps with non-string keys, values of another kind, nested one level
+  too deep; conditions comparing them with `now`, duration arithmetic, map lookups, `in`,
+  `has()` and macros over them (`TIMES`);
 - action types their workflow does not declare (several names, a type of another
   workflow: the undeclared-type lane), with stop triggers guarded by them (and not);
 - the caller changing its action dict after `evaluate()` returned and before reading the
@@ -40,10 +48,14 @@ What a sequence exercises (each is a cache that holds state between calls):
   large types (up to 1,100 rules: chunks, the index on `action.s`, fault bits past 1,024);
 - with `tiny_caches`, every bounded cache a few entries long (emptied, refused, rebuilt).
 
-Besides the bytes, `run_sequence` checks that a decision at the clock's time carries the
-time of its own call, that it equals (==, hash) the reference's, and that each reference
-decision keeps DESIGN.md's gate semantics (`laws`) and times computed here (`time_law`),
-which catch what both engines would share (a helper or cache of the package itself).
+Besides the bytes, `run_sequence` checks that the runtime's recorded body
+(`runtime.gatejson.body_text`, the ledger's text of a gate decision written from the
+template) is exactly the canonical JSON (`rfc8785`) of the same body built from the
+reference decision, whenever body_text gives text (`BODY_TEXT` counts how often); that
+a decision at the clock's time carries the time of its own call, that it equals (==,
+hash) the reference's, and that each reference decision keeps DESIGN.md's gate
+semantics (`laws`) and times computed here (`time_law`), which catch what both engines
+would share (a helper or cache of the package itself).
 """
 
 from __future__ import annotations
@@ -56,7 +68,7 @@ import re
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -114,6 +126,10 @@ class DT(datetime):
     """A datetime subclass (a mocked clock's, say)."""
 
 
+class TD(timedelta):
+    """A timedelta subclass."""
+
+
 NAN = float("nan")
 INF = float("inf")
 
@@ -135,7 +151,10 @@ def _huge() -> str:
 
 # the fields a workflow's actions may hold: name -> kind
 FIELDS = {"s": "str", "t": "str", "n": "int", "m": "int", "x": "float", "b": "bool", "tags": "tags",
-          "obj": "obj", "items": "items", "meta": "meta", "when": "ts", "nums": "nums"}
+          "obj": "obj", "items": "items", "meta": "meta", "when": "ts", "nums": "nums",
+          # CEL timestamps and durations (Python datetimes and timedeltas), and maps of them
+          "at": "dt", "ttl": "td", "stamps": "dtmap", "limits": "tdmap", "counts": "imap", "sched": "recmap",
+          "grid": "grid"}
 # a kind's declaration (`fields { ... }`): the first mostly, the others sometimes (optional
 # members, a nested object, `any`), each one the kind's usual values fit
 DECL = {"str": ["string", "string", "any"], "int": ["int"], "float": ["double"], "bool": ["bool"],
@@ -146,8 +165,16 @@ DECL = {"str": ["string", "string", "any"], "int": ["int"], "float": ["double"],
         "items": ["list { sku: string qty: int ok: bool price?: double }",
                   "list { sku: string qty?: int ok: bool price?: double }"],
         "meta": ["map<string, string>", "map<string, string>", "map<string, any>"], "ts": ["string"],
-        "nums": ["list<int>", "list<double>"]}
-UNREAD = {"ref": "str", "note": "str", "cents": "int", "blob": "obj", "when2": "ts"}  # fields no condition reads
+        "nums": ["list<int>", "list<double>"],
+        "dt": ["timestamp", "timestamp", "any"], "td": ["duration", "duration", "any"],
+        "dtmap": ["map<string, timestamp>", "map<string, timestamp>", "map<string, any>"],
+        "tdmap": ["map<string, duration>"], "imap": ["map<string, int>", "map<string, int>", "map<string, double>"],
+        "recmap": ["map { at: timestamp ttl?: duration }", "map { at: timestamp ttl?: duration note?: string }",
+                   "map { at: timestamp ttl: duration }"],
+        "grid": ["map<string, map<string, int>>", "map<string, map<string, int>>", "map<string, map<string, any>>",
+                 "map<string, map<string, double>>"]}
+# fields no condition reads (a datetime among them: the action's digest and recorded text)
+UNREAD = {"ref": "str", "note": "str", "cents": "int", "blob": "obj", "when2": "ts", "at2": "dt"}
 UNDECLARED = ["undeclared", "u2", "w"]  # action types no workflow declares (see _action)
 KINDS = {**FIELDS, **UNREAD}
 ROLES = ["reviewer", "manager", "legal"]
@@ -158,7 +185,8 @@ WINDOWS = [None, None, "30d", "60s", "1h", "1m", "1s"]
 @dataclass
 class Policy:
     text: str
-    workflows: list  # [(name, [(type, window, runs_while_stopped, fields or None, carried)], [triggers])]
+    # [(name, [(type, window, runs_while_stopped, {field: declared type} or None, carried)], [triggers])]
+    workflows: list
     seed: Any = None
     reads: dict = field(default_factory=dict)  # (workflow, type) -> the fields its gate reads (CAction.reads)
     large: set = field(default_factory=set)  # the types with many rules (indexed by `action.s`)
@@ -196,6 +224,40 @@ NUMS = ["action.nums.exists(v, v > 2)", "size(action.nums) > 1", "action.nums.al
         "action.nums.exists(v, v == true)", "action.nums.all(v, v)", "action.nums.exists(v, !v)"]
 
 
+# conditions over timestamps (`action.at`), durations (`action.ttl`) and maps of them
+# (`stamps`, `limits`, `counts`, `sched`: records of both, `grid`: maps of maps): compared with
+# `now`, duration arithmetic (an overflow at year 1 or 9999 is an error), accessors,
+# conversions, lookups, `in`, `has()`, macros over the maps
+TIMES = ["action.at < now", "action.at >= now", 'now - action.at > duration("1h")', "now - action.at < action.ttl",
+         "action.at + action.ttl > now", "action.at - action.ttl < now", 'action.ttl > duration("15m")',
+         'action.ttl <= duration("1h30m")', 'action.ttl == duration("0s")', "action.at.getHours() > 12",
+         'action.at.getHours("Europe/Paris") > 14', "action.at.getDayOfWeek() == 1",
+         'action.at == timestamp("2026-03-02T14:30:00Z")', 'string(action.at) == "2026-03-02T14:30:00Z"',
+         "int(action.at) > 1772400000", "action.at < timestamp(action.when)", "timestamp(action.at) < now",
+         "action.ttl.getSeconds() > 60", 'action.ttl + action.ttl > duration("1h")',
+         'duration("1h") - action.ttl > duration("0s")', 'string(action.ttl) == "900s"',
+         "duration(string(action.ttl)) == action.ttl", "-action.ttl < action.ttl", "action.at in [now]",
+         'action.at in [timestamp("2026-03-02T14:30:00.123456Z"), timestamp("2026-03-01T00:00:00Z")]',
+         "type(action.at) == google.protobuf.Timestamp", "type(action.ttl) == google.protobuf.Duration",
+         "action.at == action.stamps.j", 'now - duration("24h") < action.at',
+         'action.stamps["k"] < now', '"k" in action.stamps', "has(action.stamps.k)", "size(action.stamps) > 1",
+         "action.stamps.exists(k, action.stamps[k] < now)", 'action.stamps.all(k, v, v > now - duration("24h"))',
+         "action.stamps.exists(k, action.stamps[k] > action.at)",
+         "action.stamps.transformList(k, v, v).exists(t, t < now)",
+         'action.limits["k"] > duration("1m")', "action.limits.exists(k, action.limits[k] < action.ttl)",
+         '"j" in action.limits', 'action.limits.all(k, v, v >= duration("0s"))',
+         'action.limits.map(k, action.limits[k]).exists(d, d > duration("1h"))',
+         'now - action.stamps["k"] > action.limits["k"]',
+         'action.counts["k"] > 2', "action.counts.exists(k, action.counts[k] > action.n)", "has(action.counts.k)",
+         "action.counts.all(k, v, v < 10)", "size(action.counts) == 0", '"é" in action.counts',
+         'action.counts == {"k": 1}', 'action.counts["j"] + action.n > 3',
+         'action.sched["k"].at < now', "has(action.sched.k) && action.sched.k.at < now",
+         "action.sched.exists(k, has(action.sched[k].ttl) && action.sched[k].at + action.sched[k].ttl < now)",
+         'action.sched.all(k, v, v.at > timestamp("2026-01-01T00:00:00Z"))', '"k" in action.sched',
+         'action.grid["a"]["b"] > 1', '"b" in action.grid["a"]', "action.grid.exists(k, size(action.grid[k]) > 1)",
+         "action.grid.exists(k, action.grid[k].exists(j, action.grid[k][j] > action.n))", "has(action.grid.a.b)"]
+
+
 def _atom(rng: random.Random, types: list[str], whole: bool = True) -> str:
     """One comparison or test over the action (and sometimes the workflow state, `now`,
     the policy's constants)."""
@@ -203,6 +265,8 @@ def _atom(rng: random.Random, types: list[str], whole: bool = True) -> str:
         return rng.choice(WHOLE)
     if rng.random() < 0.06:  # a list of numbers
         return rng.choice(NUMS)
+    if rng.random() < 0.05:  # timestamps, durations, maps of them (more in a `timed` policy)
+        return rng.choice(TIMES)
     c = rng.randrange(95)
     if c >= 75:  # numbers and comparisons at the edges (int vs double, 2^53, overflow, -0.0, text)
         return rng.choice([
@@ -399,23 +463,33 @@ def _large_rules(rng: random.Random, n: int, types: list[str]) -> str:
     return "".join(out)
 
 
-def _fields_decl(rng: random.Random, names: list[str]) -> tuple[str, set]:
+def _fields_decl(rng: random.Random, names: list[str]) -> tuple[str, set, dict]:
     """A `fields { ... }` block declaring `names` (each of its kind's declarations, see
-    `DECL`), and the names declared optional."""
+    `DECL`), the names declared optional, and each name's declared type (as written)."""
     lines = []
     optional = set()
+    chosen = {}
     for f in names:
         q = "?" if rng.random() < 0.4 else ""
         if q:
             optional.add(f)
         decls = DECL[FIELDS[f]]
-        lines.append(f"      {f}{q}: {decls[0] if rng.random() < 0.6 else rng.choice(decls)}")
-    return "    fields {\n" + "\n".join(lines) + "\n    }\n", optional
+        chosen[f] = decls[0] if rng.random() < 0.6 else rng.choice(decls)
+        lines.append(f"      {f}{q}: {chosen[f]}")
+    return "    fields {\n" + "\n".join(lines) + "\n    }\n", optional, chosen
 
 
-def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
+# the fields of timestamps, durations and maps of them (or of ints, maps): read by `TIMES`,
+# declared by every type of a `timed` policy (see gen_policy), by others when read
+TIMED = ["at", "ttl", "stamps", "limits", "counts", "sched", "grid"]
+_UNTIMED = [f for f in FIELDS if f not in TIMED]
+
+
+def gen_policy(rng: random.Random, seed: Any = None, timed: bool = False) -> Policy:
     """A random policy text: one to three workflows, each with a few action types (some
-    sharing a name across workflows), rules of every effect, stop triggers guarded and not."""
+    sharing a name across workflows), rules of every effect, stop triggers guarded and not.
+    `timed`: every action type declares its fields, among them timestamps, durations and
+    maps (`TIMED`), and half of them have two or three more rules reading them (`TIMES`)."""
     nwf = rng.choice([1, 1, 2, 3])
     text = f"roles [{', '.join(ROLES)}]\nconst glob = [\"x1\", \"ab\"]\n\n"
     workflows = []
@@ -472,15 +546,23 @@ def gen_policy(rng: random.Random, seed: Any = None) -> Policy:
                 if not name and any(f"when `{cond}`" in line for line in text.splitlines()[-nrules:]):
                     name = f" u{r}"
                 text += f"    {eff}{name}{by} when `{cond}`\n"
+            # (half the types read none: a read field holding a datetime or a timedelta always
+            # takes the full path, a declared one no condition reads is checked by the fused function)
+            for r in range(rng.choice([0, 0, 2, 3]) if timed else 0):
+                eff = rng.choice(EFFECTS)
+                by = " by 1 reviewer" if eff == "require_approval" else ""
+                cond = rng.choice(TIMES) if rng.random() < 0.8 else f"{rng.choice(TIMES)} && {_atom(rng, types)}"
+                text += f"    {eff} tm{r}{by} when `{cond}`\n"
             # the fields its actions carry: mostly those its rules read, a few others, and
             # sometimes fields no condition reads at all
             reads = sorted(set(re.findall(r"action\.(\w+)", text[rules_at:])) & set(FIELDS))
-            declared = None
+            declared: dict | None = None  # name -> its declared type, as written
             optional: set = set()
-            if rng.random() < 0.3:  # declared fields (`fields { ... }`): checked in the fused function
-                declared = sorted(set(reads) | set(rng.sample(list(FIELDS), rng.randint(0, 3))))
-                if declared:
-                    block, optional = _fields_decl(rng, declared)
+            if timed or rng.random() < 0.3:  # declared fields (`fields { ... }`): checked in the fused function
+                names = sorted(set(reads) | set(rng.sample(_UNTIMED, rng.randint(0, 3))) | (
+                    set(rng.sample(TIMED, rng.randint(2, 4))) if timed else set()))
+                if names:
+                    block, optional, declared = _fields_decl(rng, names)
                     head += block
             text = head + text + "  }\n"
 
@@ -631,14 +713,14 @@ def _declared_types(text: str) -> set:
 LOADER_CRASHES = [0]  # policy texts the loader raised on (not a PolicyError): skipped
 
 
-def round_of(rng: random.Random, seed: Any = None) -> tuple[Policy, Engine, Engine]:
+def round_of(rng: random.Random, seed: Any = None, timed: bool = False) -> tuple[Policy, Engine, Engine]:
     """A policy that loads (the declared fields of a type dropped when one of its
     conditions does not type-check against them; all of them when that does not help)
-    and its two engines."""
+    and its two engines. `timed`: see `gen_policy`."""
     from policy_engine.diagnostics import PolicyError
 
     for _ in range(20):
-        pol = gen_policy(rng, seed)
+        pol = gen_policy(rng, seed, timed)
         text = pol.text
         for attempt in range(4):
             try:
@@ -780,7 +862,122 @@ def _value(rng: random.Random, kind: str, odd: float, style: dict = _MIXED) -> A
     if kind == "ts":
         return rng.choice(["2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z", "2026-03-02T14:30:00.5+02:00", "bad",
                            "9999-12-31T23:59:59Z"])
+    rare = 0.03 if odd == 0.0 else 0.2  # a value a declared type refuses (text, naive, a subclass...)
+    if kind == "dt":
+        return _timestamp(rng, rare)
+    if kind == "td":
+        return _duration(rng, rare)
+    if kind in ("dtmap", "tdmap", "imap", "recmap", "grid"):
+        return _map(rng, kind, rare)
     raise AssertionError(kind)
+
+
+# timestamps as a runtime sends them: aware datetimes (most of them), in UTC or not
+_T0 = datetime(2026, 3, 2, 14, 30, 0, 123456, tzinfo=UTC)  # (= T0 below)
+_STAMPS = [_T0, _T0 - timedelta(hours=1),
+           _T0 + timedelta(hours=1), _T0 - timedelta(days=2), datetime(2026, 3, 1, tzinfo=UTC),
+           datetime(2026, 3, 2, 14, 30, tzinfo=UTC), _T0 + timedelta(microseconds=1)]
+_STAMPS_EDGE = [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                datetime(1970, 1, 1, tzinfo=UTC), _T0.replace(fold=1)]
+# what a declared timestamp refuses: a JSON caller's RFC 3339 text (valid or not), naive or
+# subclassed datetimes, a date
+_STAMPS_TEXT = ["2026-03-02T14:30:00Z", "2026-03-02T16:30:00+02:00", "2026-03-02T14:30:00.123456789Z",
+                "2026-03-02T14:30:00.5-05:30", "2026-03-02t14:30:00z", "2026-03-02 14:30:00Z", "2026-13-01T00:00:00Z",
+                "2026-03-02T14:30:00", "not a time", "", "2026-02-30T00:00:00Z", "2026-03-02T24:00:00Z"]
+
+
+def _timestamp(rng: random.Random, rare: float) -> Any:
+    r = rng.random()
+    if r < rare:  # refused by a declared `timestamp` (an input error, the same on both paths)
+        q = rng.random()
+        if q < 0.45:
+            return rng.choice(_STAMPS_TEXT)
+        if q < 0.8:
+            return rng.choice(_STAMPS).replace(tzinfo=None)  # naive
+        if q < 0.9:
+            t = rng.choice(_STAMPS)
+            return DT(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, tzinfo=UTC)
+        return rng.choice([T0.date(), 1772461800, 1772461800.5, None])
+    t = rng.choice(_STAMPS) if rng.random() < 0.95 else rng.choice(_STAMPS_EDGE)
+    q = rng.random()
+    if q < 0.7:
+        return t
+    try:  # (the same instant in another zone; year 1 and 9999 may not have one)
+        if q < 0.85:
+            return t.astimezone(timezone(timedelta(hours=rng.choice([2, -5, 0]), minutes=rng.choice([0, 30]))))
+        if q < 0.95 and _ZONES:
+            return t.astimezone(rng.choice(_ZONES))
+    except (OverflowError, ValueError):
+        return t
+    return t.replace(tzinfo=timezone(timedelta(0), "Z"))  # a named zero offset (not `UTC` itself)
+
+
+_DURATIONS = [timedelta(0), timedelta(minutes=15), timedelta(hours=1), timedelta(seconds=90), timedelta(seconds=1.5),
+              timedelta(milliseconds=250), timedelta(microseconds=1), timedelta(seconds=-30), timedelta(days=30),
+              timedelta(hours=2), timedelta(minutes=15)]
+# past CEL's duration range (+-315,576,000,000 s) or timedelta's own ends
+_DURATIONS_EDGE = [timedelta.max, timedelta.min, timedelta(days=3_652_500), timedelta(days=-3_652_500),
+                   timedelta(seconds=315_576_000_000), timedelta(seconds=315_576_000_001)]
+# what a declared duration refuses: CEL's duration text (a JSON caller's), numbers, a subclass
+_DURATIONS_TEXT = ["15m", "1h30m", "90s", "1.5s", "-250ms", "0", "bad", "P1D", "1d", ""]
+
+
+def _duration(rng: random.Random, rare: float) -> Any:
+    r = rng.random()
+    if r < rare:
+        q = rng.random()
+        if q < 0.6:
+            return rng.choice(_DURATIONS_TEXT)
+        if q < 0.8:
+            return rng.choice([900, 900.0, -1, 1.5, True])
+        return TD(seconds=rng.choice([1, 900]))
+    return rng.choice(_DURATIONS) if rng.random() < 0.97 else rng.choice(_DURATIONS_EDGE)
+
+
+_MAP_KEYS = ["k", "j", "é", "a.b", "a", "b"]
+
+
+def _map(rng: random.Random, kind: str, rare: float) -> Any:
+    """A map with string keys and values of its kind (`dtmap` timestamps, `tdmap` durations,
+    `imap` ints, `recmap` records `{at, ttl?, note?}`, `grid` maps of ints), sometimes one
+    a declared type refuses: a non-string key, a value of another kind, nested too deep."""
+
+    def item() -> Any:
+        if kind == "dtmap":
+            return _timestamp(rng, rare / 3)
+        if kind == "tdmap":
+            return _duration(rng, rare / 3)
+        if kind == "imap":
+            return rng.choice([0, 1, 2, 3, 5, 10, -1])
+        if kind == "recmap":
+            rec: dict = {"at": _timestamp(rng, rare / 3)}
+            if rng.random() < 0.6:
+                rec["ttl"] = _duration(rng, rare / 3)
+            if rng.random() < 0.2:
+                rec["note"] = rng.choice(["n", "é", ""])
+            return rec
+        return {k: rng.choice([0, 1, 2, 5]) for k in rng.sample(["a", "b", "c"], rng.randint(0, 2))}  # grid
+
+    keys = rng.sample(_MAP_KEYS[:4] if kind != "grid" else ["a", "b", "k"], rng.randint(0, 3))
+    if kind in ("dtmap", "tdmap", "recmap") and rng.random() < 0.5 and "k" not in keys:
+        keys.append("k")  # (the key most conditions look up)
+    out: dict = {k: item() for k in keys}
+    if rng.random() < rare:
+        q = rng.random()
+        bad_key = rng.choice([1, True, S("k"), 2.5, None, ("k",)])
+        if q < 0.25:
+            out[bad_key] = item()  # a key that is not a string (some the input check refuses outright)
+        elif q < 0.5:  # a value of another kind
+            out[rng.choice(["k", "j"])] = rng.choice(["2026-03-02T14:30:00Z", "15m", 1, 1.5, None, [1], True,
+                                                      T0, timedelta(seconds=1), {"at": "x"}])
+        elif q < 0.75:  # nested one level too deep
+            out["k"] = {"in": item()}
+        elif q < 0.9 and kind in ("recmap", "grid") and out:
+            k = next(iter(out))
+            out[k] = {"at": "2026-03-02T14:30:00Z"} if kind == "recmap" else {"a": {"deep": 1}}
+        else:  # not a map at all
+            return rng.choice([[("k", T0)], "k=v", [], T0, [{"k": T0}]])
+    return out
 
 
 # fixed `now`s, some sharing a microsecond (the key of the per-`now` caches)
@@ -1060,7 +1257,7 @@ def apply_mutation(action: Any, ops: list) -> None:
 
 
 READS = ["to_json", "dump_json", "digest", "evaluated_at", "reversibility", "model_dump", "copy", "deepcopy",
-         "pickle", "eq", "model_copy", "repr", "canonical", "canonical"]
+         "pickle", "eq", "model_copy", "repr", "canonical", "canonical", "body", "body"]
 
 
 @dataclass
@@ -1285,8 +1482,91 @@ def _raw_time(d: Any) -> datetime | None:
         return None
 
 
-def _read(d: Any, how: str) -> Any:
-    """One way of reading a decision (what its first reader makes of deferred values)."""
+# how often `runtime.gatejson.body_text` gave the recorded body's text for an accelerated
+# decision ("text", compared with the reference's) or left it to the generic encoder ("none")
+BODY_TEXT = {"text": 0, "none": 0}
+_DAY = timedelta(hours=24)  # (the runtime's decision_ttl: only its text matters here)
+
+
+def _runtime_now(at: Any) -> tuple[str, datetime]:
+    """The `now` a runtime records with a decision made at `at` (`runtime.results._ts`), as
+    text and as a time. (`_ts` writes year 1 as `1-01-01T...`: the text is the runtime's.)"""
+    from policy_engine.runtime.results import _ts
+
+    try:
+        t = parse_ts(at, "`now`") if isinstance(at, str) else at
+        if isinstance(t, datetime):
+            t = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+            return _ts(t), t
+    except Exception:  # noqa: BLE001 - an unreadable `now`: any time will do, the same on both sides
+        pass
+    return "2026-03-02T14:30:00.123456Z", T0
+
+
+def _envelope(d: Any, ctx: tuple) -> tuple:
+    """What `runtime.executions.gate` gives `gatejson.body_text` for decision `d`: (the
+    action's canonical text or None, the action as recorded, its problem or None, the
+    `pending_until` text or None). `ctx`: (the action as the runtime holds it, the
+    runtime's `now` as text and as a time)."""
+    from policy_engine.ledger.canonical import canonical_text
+    from policy_engine.ledger.errors import InvalidEntry
+    from policy_engine.runtime.results import _ts
+
+    a, _, now_dt = ctx
+    try:
+        text: str | None = canonical_text(a)
+        rec, problem = a, None
+    except InvalidEntry as e:
+        text, rec, problem = None, repr(a)[:4096], str(e)
+    try:
+        pending = _ts(now_dt + _DAY) if d.effect == "require_approval" else None
+    except OverflowError:  # (at 9999-12-31 the runtime itself could not set one)
+        pending = "9999-12-31T23:59:59.999999Z"
+    return text, rec, problem, pending
+
+
+def body_fast(d: Any, ctx: tuple) -> str | None:
+    """`runtime.gatejson.body_text` of the (accelerated) decision `d`, as the runtime's gate
+    calls it (see `_envelope`), or None when it leaves the body to the generic encoder
+    (counted in BODY_TEXT); its keys are checked against the body's (a wrong one is
+    appended to the text, so the comparison fails). Any exception is `<raises ...>`."""
+    from policy_engine.runtime.gatejson import body_text
+
+    text, rec, problem, pending = _envelope(d, ctx)
+    try:
+        got = body_text(text, rec if problem else None, problem, d, ctx[1], pending)
+    except Exception as e:  # noqa: BLE001 - the gate would crash: a mismatch
+        BODY_TEXT["text"] += 1
+        return f"<raises {type(e).__name__}: {e}>"
+    BODY_TEXT["text" if got is not None else "none"] += 1
+    if got is None:
+        return None
+    keys = {"action", "decision", "now", "policy_hash"} | ({"action_error"} if problem else set()) | (
+        {"pending_until"} if pending is not None else set())
+    return got[0] if set(got[1]) == keys and len(got[1]) == len(keys) else f"{got[0]} <keys {got[1]}>"
+
+
+def body_reference(d: Any, ctx: tuple) -> str:
+    """The canonical text of the same body built from decision `d` (the reference's) the
+    way the gate builds it without gatejson, by `rfc8785.dumps` (not the package's own
+    encoders); `<raises>` if refused."""
+    import rfc8785
+
+    _, rec, problem, pending = _envelope(d, ctx)
+    body = {"action": rec, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash, "now": ctx[1]}
+    if problem:
+        body["action_error"] = problem
+    if pending is not None:
+        body["pending_until"] = pending
+    try:
+        return rfc8785.dumps(body).decode("utf-8")
+    except Exception:  # noqa: BLE001 - a lone surrogate, a big int...: body_text must not give text either
+        return "<raises>"
+
+
+def _read(d: Any, how: str, ctx: tuple | None = None) -> Any:
+    """One way of reading a decision (what its first reader makes of deferred values).
+    `ctx`: what "body" needs (see `_envelope`)."""
     if how == "to_json":
         return _json_or_exc(d.to_json)
     if how == "dump_json":
@@ -1321,12 +1601,51 @@ def _read(d: Any, how: str) -> Any:
         return _json_or_exc(text)
     if how == "eq":  # == resolves both sides' deferred values
         return _json_or_exc(lambda: repr(d == d.model_copy()))
+    if how == "body":  # the runtime's recorded body by runtime.gatejson.body_text (None: not by it)
+        assert ctx is not None
+        return body_fast(d, ctx)
     raise AssertionError(how)
 
 
-def _tally(stats: dict, d: Any, declared: frozenset = frozenset()) -> None:
+def _timed_fields(eng: Engine) -> dict:
+    """(workflow, type) -> {field: its declared type} of the top-level declared fields of
+    kind timestamp, duration or map (of anything) of `eng`'s action types."""
+    out = {}
+    for w in eng.compiled.workflows.values():
+        for a in w.actions.values():
+            if a.fields is not None:
+                fs = {f.name: f.type for f in a.fields.fields or () if f.type.kind in ("timestamp", "duration", "map")}
+                if fs:
+                    out[(w.name, a.name)] = fs
+    return out
+
+
+def _type_label(ft: Any) -> str:
+    if ft.kind != "map":
+        return ft.kind
+    item = ft.item.kind if ft.item is not None else "any"
+    return f"map of {'record' if item == 'object' else item}"
+
+
+def _tally_sent(stats: dict, timed: dict, action: Any) -> None:
+    """Count the declared timestamp, duration and map fields an action of such a type carries,
+    by whether the value fits its declaration (`fieldtypes.value_problem`) or is refused."""
+    from policy_engine.fieldtypes import value_problem
+
+    if type(action) is not dict:
+        return
+    fs = timed.get((action.get("workflow"), action.get("type")))
+    for f, ft in (fs or {}).items():
+        if f in action:
+            fits = value_problem(ft, action[f], "x") is None
+            key = f"declared {_type_label(ft)} field sent: {'fits' if fits else 'refused'}"
+            stats[key] = stats.get(key, 0) + 1
+
+
+def _tally(stats: dict, d: Any, declared: frozenset = frozenset(), timed: Any = frozenset()) -> None:
     """Count how a decision was made (read before anything resolves it). `declared`: the
-    (workflow, type) pairs that declare their fields."""
+    (workflow, type) pairs that declare their fields; `timed`: those with a declared
+    timestamp, duration or map field."""
     from policy_engine.models import DecisionJson, Deferred, _raw_dict
 
     fs = d.__pydantic_fields_set__
@@ -1337,6 +1656,8 @@ def _tally(stats: dict, d: Any, declared: frozenset = frozenset()) -> None:
         deciding = raw.get("deciding")
         if (raw.get("workflow"), raw.get("action_type")) in declared and getattr(deciding, "kind", None) != "stopped":
             keys.append("declared type, by its fused function")
+            if (raw.get("workflow"), raw.get("action_type")) in timed:
+                keys.append("declared type with timestamp/duration/map fields, by its fused function")
     if isinstance(raw.get("evaluated_at"), Deferred):
         keys.append("times deferred")
     if isinstance(raw.get("action_digest"), Deferred):
@@ -1355,6 +1676,7 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
     fast, ref = engines if engines is not None else build_engines(text)
     declared = frozenset() if isinstance(pol, str) else frozenset(
         (w, t) for w, ti, _ in pol.workflows for t, _, _, dcl, _ in ti if dcl)
+    timed = _timed_fields(ref) if stats is not None else {}
     slots: dict[int, Any] = {}
     out: list[Mismatch] = []
     held: list = []  # (due step, the call's check) for decisions read later
@@ -1371,7 +1693,12 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
     def check(i: int, st: Step, d: Any, at: Any, bad_now: bool) -> bool:
         """Read the accelerated decision `d` of step `i` (in the step's order) and compare
         it with the reference's at `at`; True to stop."""
-        reads = [(how, _read(d, how)) for how in st.reads]
+        from policy_engine.runtime.results import _plain
+
+        plain = _plain(_wrap(copy.deepcopy(st.action), st.wrap))  # the action as a runtime records it
+        now_s, now_dt = _runtime_now(at)
+        ctx = (plain, now_s, now_dt)
+        reads = [(how, _read(d, how, ctx)) for how in st.reads]
         got = _json_or_exc(d.model_dump_json)
         got_to = _json_or_exc(d.to_json)
         rd, want = reference(at, st)
@@ -1386,9 +1713,14 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
             return True
         if got_to != want and bad(i, "to_json" + later, got_to, want):
             return True
-        rd_reads = {how: _no_time(_read(rd, how)) if bad_now else _read(rd, how) for how in st.reads}
+        rd_reads = {how: _no_time(_read(rd, how)) if bad_now else _read(rd, how) for how in st.reads if how != "body"}
         for how, v in reads:
-            if how in ("to_json", "dump_json", "copy", "deepcopy", "pickle", "model_copy"):
+            if how == "body":  # body_text's text (when it gave some) is the reference body's rfc8785 text
+                if v is not None:
+                    wb = _no_time(body_reference(rd, ctx)) if bad_now else body_reference(rd, ctx)
+                    if v != wb and bad(i, f"read body (runtime.gatejson.body_text; reads {st.reads}){later}", v, wb):
+                        return True
+            elif how in ("to_json", "dump_json", "copy", "deepcopy", "pickle", "model_copy"):
                 if v != want and bad(i, f"read {how} (reads {st.reads}){later}", v, want):
                     return True
             elif v != rd_reads[how] and bad(i, f"read {how} (reads {st.reads}){later}", v, rd_reads[how]):
@@ -1408,6 +1740,14 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
             rj = _no_time(_json_or_exc(rd.to_json)) if bad_now else _json_or_exc(rd.to_json)
             if rj != want and bad(i, "reference to_json", rj, want):
                 return True
+        if "body" not in st.reads:  # the runtime's recorded body, every decision (after its other readers)
+            gb = body_fast(d, ctx)
+            if gb is not None:
+                wb = body_reference(rd, ctx)
+                if bad_now:
+                    gb, wb = _no_time(gb), _no_time(wb)
+                if gb != wb and bad(i, "read body (runtime.gatejson.body_text), after the other reads" + later, gb, wb):
+                    return True
         return False
 
     for i, st in enumerate(steps):
@@ -1417,6 +1757,8 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
             if check(*args):
                 return out
         snap = st.action
+        if timed:
+            _tally_sent(stats, timed, snap)
         # the caller's object
         if st.slot is not None and type(snap) is dict and type(slots.get(st.slot)) is dict:
             obj = slots[st.slot]
@@ -1450,7 +1792,7 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
                         f"{before} .. {after}"):
                     return out
         if stats is not None and d is not None:
-            _tally(stats, d, declared)
+            _tally(stats, d, declared, timed)
         apply_mutation(obj, st.mutate)  # the caller changes its action afterwards
         if st.mutate and type(state) is dict:  # and its workflow state
             state["stopped_by"] = "changed"
@@ -1720,6 +2062,11 @@ def py(v: Any) -> str:
             named = "" if name == str(timezone(timedelta(seconds=off))) else f", {name!r}"
             return base + f", tzinfo=timezone(timedelta(seconds={off}){named}))"
         return base + f", tzinfo=ZoneInfo({str(tz)!r}))"
+    if isinstance(v, timedelta):
+        cls = "TD" if type(v) is TD else "timedelta"
+        return f"{cls}(days={v.days}, seconds={v.seconds}, microseconds={v.microseconds})"
+    if type(v) is date:
+        return f"date({v.year}, {v.month}, {v.day})"
     if isinstance(v, WorkflowState):
         return f"WorkflowState(**{py(v.model_dump())})"
     return repr(v)

@@ -13,8 +13,10 @@ A third of the rounds run with every bounded cache of the accelerators made tiny
 delta loop over the calls, the policy's lines and each call's details) and written as a
 pytest test to --out (default /tmp/fuzzdiff/), then the campaign goes on with the next
 round. Prints the rounds, policies, calls and mismatches, and what the accelerators
-held at the end of the rounds (fused functions built, rebuilds, templates...), so a
-campaign that never reaches a cache says so.
+held at the end of the rounds (fused functions built, rebuilds, templates...), the
+declared timestamp, duration and map fields of the policies and the values sent to them
+(fitting or refused), and how often `runtime.gatejson.body_text` gave the recorded body's
+text (each compared with the reference's), so a campaign that never reaches a cache says so.
 """
 
 from __future__ import annotations
@@ -62,19 +64,26 @@ def engine_stats(fast) -> dict:
     return out
 
 
-def one_round(seed: int, r: int, steps_n: int | None, tiny_share: float, paths: dict | None = None
-              ) -> tuple[dg.Policy, list, bool, list, dict]:
+def one_round(seed: int, r: int, steps_n: int | None, tiny_share: float, paths: dict | None = None,
+              timed_share: float = 0.0) -> tuple[dg.Policy, list, bool, list, dict]:
     rng = random.Random(f"{seed}:{r}")
     tiny = rng.random() < tiny_share
+    # (drawn apart, so the rest of a round replays as before when the share changes)
+    timed = random.Random(f"timed:{seed}:{r}").random() < timed_share
     n = steps_n or rng.choice([50, 150, 300, 600, 1000])
     ctx = dg.tiny_caches() if tiny else None
     if ctx is not None:
         ctx.__enter__()
     try:
-        pol, fast, ref = dg.round_of(rng, (seed, r))
+        pol, fast, ref = dg.round_of(rng, (seed, r), timed)
         steps = dg.gen_steps(rng, pol, n)
         mism = dg.run_sequence(pol, steps, (fast, ref), stats=paths)
         stats = engine_stats(fast)
+        stats["timed policies"] = int(timed)
+        for fs in dg._timed_fields(ref).values():  # the declared timestamp, duration and map fields
+            for ft in fs.values():
+                key = f"declared {dg._type_label(ft)} fields"
+                stats[key] = stats.get(key, 0) + 1
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
@@ -96,9 +105,9 @@ def report(out: Path, seed: int, r: int, pol: dg.Policy, steps: list, tiny: bool
         f"# shrunk to {len(small)} calls:",
         "import sys",
         f"sys.path.insert(0, {str(HERE)!r})",
-        "from datetime import UTC, datetime, timedelta, timezone  # noqa: F401",
+        "from datetime import UTC, date, datetime, timedelta, timezone  # noqa: F401",
         "from zoneinfo import ZoneInfo  # noqa: F401",
-        "from diffgen import DT, F, I, S, Step, WorkflowState, nest, run_sequence, tiny_caches  # noqa: F401",
+        "from diffgen import DT, TD, F, I, S, Step, WorkflowState, nest, run_sequence, tiny_caches  # noqa: F401",
         "",
         "",
         dg.repro_text(text, small, left, name=f"test_seed{seed}_round{r}", tiny=tiny),
@@ -113,6 +122,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=0, help="calls per round (default: random, 50-1000)")
     ap.add_argument("--tiny", type=float, default=0.33, help="share of rounds with tiny caches")
+    ap.add_argument("--timed", type=float, default=0.3,
+                    help="share of rounds whose policy declares timestamps, durations and maps on every type")
     ap.add_argument("--out", default="/tmp/fuzzdiff")
     ap.add_argument("--shrink-budget", type=int, default=600, help="replays a shrink may take")
     ap.add_argument("--replay", default=None, help="seed:round: run that round alone and print its mismatch")
@@ -121,7 +132,7 @@ def main() -> int:
 
     if args.replay:
         seed, r = (int(x) for x in args.replay.split(":"))
-        pol, steps, tiny, mism, stats = one_round(seed, r, args.steps or None, args.tiny)
+        pol, steps, tiny, mism, stats = one_round(seed, r, args.steps or None, args.tiny, timed_share=args.timed)
         print(pol.text)
         print(f"{len(steps)} calls, tiny caches: {tiny}, stats: {stats}")
         for m in mism:
@@ -140,7 +151,7 @@ def main() -> int:
     while time.perf_counter() - t0 < args.seconds:
         r += 1
         try:
-            pol, steps, tiny, mism, stats = one_round(args.seed, r, args.steps or None, args.tiny, paths)
+            pol, steps, tiny, mism, stats = one_round(args.seed, r, args.steps or None, args.tiny, paths, args.timed)
         except Exception:  # noqa: BLE001 - the fuzzer itself: report and go on
             crashes += 1
             print(f"round {r}: the campaign crashed:\n{traceback.format_exc()}", flush=True)
@@ -165,6 +176,9 @@ def main() -> int:
     print("accelerated decisions:", dict(sorted(paths.items())))
     print("lanes (undeclared-type, stopped-workflow) and fused functions built:", dict(sorted(lanes.items())))
     print("mismatches by kind:", seen)
+    bt = dg.BODY_TEXT
+    print(f"runtime.gatejson.body_text on accelerated decisions: {bt['text']} gave text (each compared with the "
+          f"reference body's rfc8785 text), {bt['none']} gave None (the generic encoder's: nothing to compare)")
     print("policy texts the loader crashed on (skipped):", dg.LOADER_CRASHES[0])
     print(f"DONE differential seed={args.seed} pid={os.getpid()}: {rounds} rounds (= policies), {calls} calls in "
           f"{el:.0f}s ({calls / max(el, 1e-9):.0f}/s), mismatching rounds={failures}, campaign crashes={crashes}")
