@@ -83,7 +83,7 @@ def _kind_of(v: Any) -> str:
     if v is None:
         return "null"
     if t is datetime:
-        return "timestamp"
+        return "timestamp" if v.tzinfo is not None else "a timestamp without a time zone (a naive datetime)"
     if t is timedelta:
         return "duration"
     if isinstance(v, Mapping):

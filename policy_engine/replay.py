@@ -23,8 +23,10 @@ import functools
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from .timestamps import format_micros
 
 __all__ = ["replay", "ReplayResult", "ChangedVerdict", "rule_of", "changed_executions"]
 
@@ -144,9 +146,8 @@ def _ts(t: Any) -> str | None:
     if t is None:
         return None
     if isinstance(t, datetime):
-        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return datetime.fromisoformat(str(t).replace("Z", "+00:00")).astimezone(UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
+        return format_micros(t)
+    return format_micros(datetime.fromisoformat(str(t).replace("Z", "+00:00")))
 
 
 def _filters(since: str | None, until: str | None, workflow: str | None) -> list:

@@ -31,6 +31,8 @@ __all__ = [
     "fmt_ts",
     "fmt_ts_pair",
     "format_cel_duration",
+    "format_micros",
+    "format_micros_after",
     "format_rfc3339",
     "parse_cel_duration",
     "parse_rfc3339",
@@ -209,6 +211,28 @@ def fmt_ts_pair(t: datetime, later: timedelta) -> tuple[str, str]:
     if text2 is None:
         text2 = _second_text(t + later, sec2)
     return text + frac, text2 + frac
+
+
+MAX_MICROS_TEXT = "9999-12-31T23:59:59.999999Z"  # the latest time `format_micros` writes
+
+
+def format_micros(t: datetime) -> str:
+    """RFC 3339 in UTC with six fraction digits and a `Z`, the form the ledger and the
+    runtime record times in: `t` is timezone-aware (converted to UTC). `strftime("%Y")`
+    leaves a year before 1000 unpadded (`999-05-01...`, which no RFC 3339 reader takes):
+    here the year always has four digits."""
+    u = t.astimezone(UTC)
+    text = u.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return text if u.year >= 1000 else f"{u.year:04d}{text[text.index('-'):]}"
+
+
+def format_micros_after(t: datetime, later: timedelta) -> str:
+    """`format_micros(t + later)`, or `MAX_MICROS_TEXT` when that is past year 9999 (an
+    expiry that far off: the latest time there is, as a reversal window's end is)."""
+    try:
+        return format_micros(t + later)
+    except OverflowError:
+        return MAX_MICROS_TEXT
 
 
 def format_rfc3339(t: datetime, *, trim_fraction: bool = False) -> str:

@@ -253,6 +253,14 @@ def test_value_problem_never_raises_on_odd_values() -> None:
     assert value_problem(t, [], "action") == "`action` must be an object, not list"
 
 
+def test_a_naive_timestamp_is_named_as_such() -> None:
+    t = FType("object", fields=(FField("at", FType("timestamp")),))
+    assert value_problem(t, {"at": datetime(2026, 3, 2, tzinfo=UTC)}, "action") is None
+    assert value_problem(t, {"at": datetime(2026, 3, 2)}, "action") == (
+        "`action.at` must be timestamp, not a timestamp without a time zone (a naive datetime)")
+    assert value_problem(t, {"at": "2026-03-02T00:00:00Z"}, "action") == "`action.at` must be timestamp, not string"
+
+
 def test_shipped_policy_declares_its_fields() -> None:
     engine = policy_engine.load(Path(__file__).resolve().parent.parent / "policies")
     ca = engine.compiled.workflows["refunds"].actions["issue_refund"]

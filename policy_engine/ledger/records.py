@@ -7,11 +7,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from ..timestamps import format_micros
 from . import schema
 from .canonical import leaf_data, parse_body
 from .errors import InvalidEntry, LedgerError, LedgerUnavailable
@@ -27,7 +28,7 @@ def format_time(t: datetime) -> str:
     """RFC 3339 UTC with microseconds and ``Z``: the stored, hashed form of an entry's time."""
     if t.tzinfo is None or t.utcoffset() is None:
         raise InvalidEntry("an entry time must be timezone-aware")
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micros(t)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from sqlalchemy import and_, select
 from ..ledger import NewEntry
 from . import projections as P
 from .core import RuntimeCore
-from .results import TERMINAL, ApprovalResult, RuntimeUsageError, SubjectStatus, TransitionResult, _now, _ts
+from .results import TERMINAL, ApprovalResult, RuntimeUsageError, SubjectStatus, TransitionResult, _now, _ts, _ts_after
 
 if TYPE_CHECKING:
     from ..engine import NowInput
@@ -58,7 +58,7 @@ class Approvals(RuntimeCore):
                     "policy_hash": eng.policy_hash}
             if verdict == "approve":
                 ttl = expires_in if expires_in is not None else self.approval_ttl
-                body["expires_at"] = _ts(now_dt + ttl)
+                body["expires_at"] = _ts_after(now_dt, ttl)
             if note:
                 body["note"] = note
             after = self._subject_status(c, eng, subj, now_dt, [body])

@@ -39,7 +39,7 @@ from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
-from .results import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts
+from .results import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts, _ts_after
 
 __all__ = ["RollbackBatch", "BulkRollbacks", "request_bulk_rollback", "approve_batch", "batch_status", "batch_counts",
            "batch_step", "attach"]
@@ -286,7 +286,7 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                 "plan": plan.model_dump(mode="json"), "route": plan.route, "original": x.id, "cascade": steps,
                 "duties": list(dict.fromkeys(duties)), "undeclared": undeclared[x.id],
                 "trigger": trigger or (st["stopped_by"] if st and st["status"] == "stopped" else None),
-                "requested_at": _ts(now_dt), "pending_until": _ts(now_dt + rt.rollback_ttl)}
+                "requested_at": _ts(now_dt), "pending_until": _ts_after(now_dt, rt.rollback_ttl)}
         members.append((x, body, plan))
     if not members:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
@@ -376,7 +376,7 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
             raise RuntimeUsageError(f"batch {batch_id} has digest {b.body['batch_hash']}, not {batch_hash}: an "
                                     "approval binds to the batch it was shown")
         at = _ts(now_dt)
-        exp = _ts(now_dt + rt.approval_ttl) if verdict == "approve" else None
+        exp = _ts_after(now_dt, rt.approval_ttl) if verdict == "approve" else None
         head = {"subject": batch_id, "digest": batch_hash, "principal": principal, "roles": roles,
                 "verdict": verdict, "at": at, "subject_kind": "batch", "policy_hash": eng.policy_hash}
         if exp:

@@ -12,7 +12,19 @@ from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import Canonical, canonical_text
 from .core import RuntimeCore
 from .gatejson import body_text
-from .results import E, ExecutionResult, GateResult, ResumeResult, RuntimeUsageError, _digest, _name, _now, _plain, _ts
+from .results import (
+    E,
+    ExecutionResult,
+    GateResult,
+    ResumeResult,
+    RuntimeUsageError,
+    _digest,
+    _name,
+    _now,
+    _plain,
+    _ts,
+    _ts_after,
+)
 
 if TYPE_CHECKING:
     from ..engine import ActionInput, NowInput
@@ -78,7 +90,7 @@ class Executions(RuntimeCore):
                 row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
             d = eng.evaluate(a, self._state(wf, row), now_dt)
             now_s = _ts(now_dt)
-            pending = _ts(now_dt + self.decision_ttl) if d.effect == "require_approval" else None
+            pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
             fast = body_text(action_text, recorded_action if problem else None, problem or None, d, now_s, pending)
             body: Any
             if fast is not None:  # the decision of a template: its canonical text without the generic encoder
@@ -183,7 +195,7 @@ class Executions(RuntimeCore):
                     body: Any = {"action": a}
                 except InvalidEntry as e:
                     text, body = None, {"action": repr(a)[:4096], "action_error": str(e)}
-                pending = _ts(now_dt + self.decision_ttl) if d.effect == "require_approval" else None
+                pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
                 fast = body_text(text, body["action"] if text is None else None, body.get("action_error"), d,
                                  now_s, pending)
                 if fast is not None:  # as in gate: the template's canonical text

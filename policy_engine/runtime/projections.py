@@ -11,7 +11,6 @@ entries table stays the system of record; deleting these tables loses nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC
 from typing import Any
 
 from sqlalchemy import (
@@ -30,7 +29,7 @@ from sqlalchemy import (
 )
 
 from ..ledger import schema as lschema
-from ..timestamps import parse_rfc3339
+from ..timestamps import format_micros, parse_rfc3339
 
 metadata = MetaData()
 
@@ -127,7 +126,7 @@ def _norm(t: Any) -> Any:
     if not isinstance(t, str):
         return None
     try:
-        return parse_rfc3339(t, allow_space=True).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return format_micros(parse_rfc3339(t, allow_space=True))
     except ValueError:
         return None
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, overload
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text
 from ..limits import MAX_CASCADE_RECORDS
-from ..timestamps import parse_rfc3339
+from ..timestamps import format_micros, format_micros_after, parse_rfc3339
 
 E, L = lschema.entries, lschema.links
 _UTC = UTC
@@ -43,8 +43,8 @@ def _now(now: Any) -> datetime:
     raise RuntimeUsageError(f"`now` must be a datetime or an RFC 3339 string, not {type(now).__name__}")
 
 
-def _ts(t: datetime) -> str:
-    return t.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_ts = format_micros  # a recorded time: RFC 3339, UTC, microseconds
+_ts_after = format_micros_after  # an expiry `later` after a time (the latest time there is past year 9999)
 
 
 @overload

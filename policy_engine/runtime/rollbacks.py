@@ -24,6 +24,7 @@ from .results import (
     StepResult,
     _now,
     _ts,
+    _ts_after,
 )
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class Rollbacks(RuntimeCore):
                 "plan": pd, "route": plan.route, "original": execution_id, "cascade": steps,
                 "duties": list(dict.fromkeys(duties)), "undeclared": undeclared,
                 "trigger": trigger or (row[1] if row else None), "requested_at": _ts(now_dt),
-                "pending_until": _ts(now_dt + self.rollback_ttl)}
+                "pending_until": _ts_after(now_dt, self.rollback_ttl)}
         links = [execution_id] + ([row[3]] if row and row[3] else [])
         out: dict[str, Any] = {}
 

@@ -28,6 +28,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..timestamps import format_micros
 from . import batchview
 from .identity import Caller
 from .native import call, plain
@@ -47,7 +48,7 @@ def _env() -> Any:
 
 def _now() -> str:
     """Now as the ledger writes times (fixed width, so they compare as text)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micros(datetime.now(UTC))
 
 
 def _csrf(token: str) -> str:
