@@ -29,7 +29,8 @@ ENABLED = True  # False: a type with declared fields is checked by `value_proble
 
 # the plain types whose shape, once a fused function's prologue proved it (a field of one
 # shape, see `shapes.lane_prologue`), proves the declared scalar kind too
-_PROVES = {"string": (str,), "int": (int,), "double": (float, int), "bool": (bool,)}
+_PROVES = {"string": (str,), "int": (int,), "double": (float, int), "bool": (bool,), "duration": (timedelta,)}
+# (a timestamp is not proven by its shape: the declared kind wants a time zone as well)
 
 
 def _proves(ft: FType, tag: Any, optional: bool) -> bool:

@@ -7,6 +7,7 @@ then decides). Only the speed depends on what is speculated, never the decision.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..inputs import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, _join, _quick_walk, _surrogate, check_size
@@ -40,7 +41,13 @@ _NONE_T = type(None)
 # the types a fused gate function may specialise a field for, in the order its tests come,
 # and the kind `cel.fuse` then knows the field's local has (None: nothing it uses)
 _SHAPE_KINDS: dict = {str: "str", int: "int", float: "float", bool: "bool", _NONE_T: None,
-                      dict: "dict", list: "list", _Missing: None}
+                      dict: "dict", list: "list", _Missing: None, datetime: None, timedelta: None}
+# a time and a duration (a Python caller's values of declared `timestamp` and `duration`
+# fields): leaves the exact walk passes as they are (no text, no items), the conditions
+# read them by their generic code; never exact plain data, so no frozen copy is made of an
+# action that may hold one (see frozen_copy)
+_TIMES = (datetime, timedelta)
+_TYPE_NAME = {datetime: "_DT", timedelta: "_TD"}  # (their names in the generated code)
 _FLAT = (str, int, float, bool, _NONE_T)  # the value types of a flat object (see _tag)
 _LIST_STR = ("list", str)  # the tag of a list of strings
 _LIST_EMPTY = ("list", None)  # the tag of an empty list (checked as a list of strings)
@@ -216,7 +223,7 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
     exact walk counts and refuses at least what it refuses, so passing it proves the
     exact walk passes."""
     ns = {"_qw": _quick_walk, "_sur": _surrogate, "_chk": check_size, "_MISS": _MISS, "_fs": _fs,
-          "_join": _join, "TypeError": TypeError}
+          "_join": _join, "TypeError": TypeError, "_DT": datetime, "_TD": timedelta}
     if keys is None:
         return ["if _chk(_p0) is not None: _fb()"], ns, {}, {}
     skipped = dict(skip)
@@ -296,7 +303,7 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
                 elif t is _NONE_T:
                     lines.append(f"if {v} is not None: _fs()")
                 else:
-                    lines.append(f"if type({v}) is not {t.__name__}: _fs()")
+                    lines.append(f"if type({v}) is not {_TYPE_NAME.get(t, t.__name__)}: _fs()")
                     lines += _check_lines(v, t)
                     if t is str:
                         c_parts.append(f"len({v})")
@@ -332,7 +339,7 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
                 n_parts.append(None)
                 c_parts.append(None)
             else:
-                lines.append(f"{kw} _y is {t.__name__}: pass")
+                lines.append(f"{kw} _y is {_TYPE_NAME.get(t, t.__name__)}: pass")
         lines.append("else: _fs()")
     # the totals: running counters (`_n`, `_c`) where a branch adds to them, else one sum
     head = []
@@ -410,9 +417,10 @@ def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = N
     """How a fused gate function built by `lane_prologue(keys, skip, shapes)` may freeze
     the action it decided on without looking at it again (a require_approval decision's
     pending digest, see `templates.lane_epilogue`): `(count, maybe, copies, extra)`, or
-    None when its check proves nothing (`keys` None: it reads the whole action).
+    None when its check proves nothing (`keys` None: it reads the whole action) or a field
+    may hold a time or a duration (`_TIMES`: the generic freeze then digests it).
 
-    Every value the prologue lets through is exact plain data (see `lane_prologue`): a
+    Every other value the prologue lets through is exact plain data (see `lane_prologue`): a
     scalar of an exact type, immutable, which a copy may share; a flat object or a list
     of strings, copied by `.copy()`; anything else a walked object or list, copied by
     `copy_plain`. `copies` holds (field, local, how: "copy", "records" (each item copied) or "deep", maybe absent) for
@@ -444,9 +452,11 @@ def frozen_copy(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = N
                 copies.append((k, v, "copy", False))
             elif t is dict or t is list:
                 copies.append((k, v, "deep", False))
-            elif t not in _FLAT:  # pragma: no cover - a shape lane_prologue does not make
+            elif t not in _FLAT:  # a time or a duration: the generic freeze (see _TIMES)
                 return None
             continue
+        if seen and any(t in _TIMES for t in seen):
+            return None
         # of several shapes, or of any plain type (a chain of type tests): maybe absent
         absent = not seen or _Missing in seen
         if absent:
