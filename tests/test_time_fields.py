@@ -41,6 +41,11 @@ workflow "w" {
     allow fine when `action.amount < 100.0 && !("vip" in action.tags)`
     require_approval vip by 1 reviewer when `"vip" in action.tags`
   }
+  action meet {
+    receipt [policy_rule]
+    require_approval early by 1 reviewer when `action.at < now && "x" in action.tags`
+    allow later when `action.at >= now`
+  }
   action log {
     receipt [policy_rule]
     allow any when `action.at > timestamp("2020-01-01T00:00:00Z") || action.n > 3`
@@ -129,6 +134,20 @@ def test_an_undeclared_field_holding_times_or_other_values():
     for a in seq * 3:
         assert fast.evaluate(a, None, T0).model_dump_json() == ref.evaluate(a, None, T0).model_dump_json(), a
     assert fast.accelerator.gate("w", "log").fn is not None
+
+
+def test_an_action_holding_a_time_is_not_frozen_as_plain_data():
+    """orjson writes a datetime (the canonical JSON refuses it: such an action has no
+    digest), so a frozen copy resolved by `digests.exact_canonical` would give one: the
+    fused function freezes such an action by the generic freeze."""
+    fast, ref = _engines()
+    a = {"workflow": "w", "type": "meet", "id": "m", "at": T0 - timedelta(hours=1), "tags": ["x", "y"]}
+    for _ in range(4):
+        d = fast.evaluate(a, None, T0)
+        want = ref.evaluate(a, None, T0)
+        assert d.effect == "require_approval" and d.action_digest is None and want.action_digest is None
+        assert d.model_dump_json() == want.model_dump_json() and fast.evaluate_json(a, None, T0) == d.to_json()
+    assert fast.accelerator.gate("w", "meet").fn is not None
 
 
 @pytest.mark.parametrize("value", [T0, timedelta(minutes=5)])
