@@ -200,6 +200,29 @@ def undeclared_path(engine, mix, rounds: int, overhead: int) -> dict | None:
     return out
 
 
+# an action type whose conditions read a declared time and duration (input_forms)
+TIMES_POLICY = """roles [reviewer]
+workflow "bookings" {
+  version "1"
+  owners { business "b" technical "t" }
+  default deny
+  action book {
+    reversible full via "b.undo" within 1h
+    fields {
+      due: timestamp
+      hold: duration
+      amount: double
+      tags: list<string>
+    }
+    deny late when `action.due < now`
+    require_approval long by 1 reviewer when `action.hold > duration("48h")`
+    require_approval vip by 1 reviewer when `"vip" in action.tags`
+    allow fine when `action.amount < 300.0`
+  }
+}
+"""
+
+
 def input_forms(engine, mix, rounds: int, overhead: int) -> dict:
     """The same requests (the mix's without a workflow state) in the other forms a runtime
     may send them, each against the plain form (a dict action, `now` a datetime in UTC) and
@@ -207,7 +230,9 @@ def input_forms(engine, mix, rounds: int, overhead: int) -> dict:
     `now` as an RFC 3339 string and as another zone's datetime, the action as the package's
     `Action` model, a running workflow's state as a dict. And an action type that declares
     its fields (`fields { ... }`, policies/refunds.policy's `issue_refund`), against a
-    copy of the policy without the declaration."""
+    copy of the policy without the declaration; and one whose conditions read a declared
+    `timestamp` and a `duration` field (a Python caller's `datetime` and `timedelta`,
+    `TIMES_POLICY`), against the reference gate."""
     import re
     import tempfile
     from datetime import timezone
@@ -217,6 +242,7 @@ def input_forms(engine, mix, rounds: int, overhead: int) -> dict:
     from policy_engine.engine import Engine
     from policy_engine.language.loader import load_sources
     from policy_engine.models import Action
+    from policy_engine.source import SourceFile
 
     ref = Engine.from_load_result(load_sources(list(engine.sources.values()), accelerate=False), accelerate=False)
     plain = [(a, s, n) for a, s, n in mix if s is None]
@@ -244,10 +270,18 @@ def input_forms(engine, mix, rounds: int, overhead: int) -> dict:
         typed_engine = policy_engine.load(str(Path(d) / "typed"))
         untyped_engine = policy_engine.load(str(Path(d) / "untyped"))
         typed_ref = policy_engine.load(str(Path(d) / "typed"), accelerate=False)
+    times_engine, times_ref = (Engine.from_load_result(load_sources([SourceFile("times.policy", TIMES_POLICY)],
+                                                                    accelerate=acc), accelerate=acc)
+                               for acc in (True, False))
+    now0 = plain[0][2]
+    timed = [({"workflow": "bookings", "type": "book", "id": f"b{i}", "due": now0 + timedelta(hours=i - 10),
+               "hold": timedelta(hours=3 * i), "amount": 20.0 + 10 * i, "tags": ["vip"] if i % 7 == 0 else ["a"]},
+              None, now0) for i in range(50)]
     paths = {f"{k}": (engine.evaluate, v) for k, v in forms.items()}
     paths.update({f"{k}, reference": (ref.evaluate, v) for k, v in forms.items() if k != "plain"})
     paths.update({"declared fields": (typed_engine.evaluate, typed), "without the declaration": (
-        untyped_engine.evaluate, typed), "declared fields, reference": (typed_ref.evaluate, typed)})
+        untyped_engine.evaluate, typed), "declared fields, reference": (typed_ref.evaluate, typed),
+        "declared times": (times_engine.evaluate, timed), "declared times, reference": (times_ref.evaluate, timed)})
     for _ in range(3):  # warm-up: fused gates built, templates kept
         for fn, reqs in paths.values():
             _timed(fn, reqs, 0, [])
@@ -319,6 +353,11 @@ def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
         out(f"  {'declared fields':<28}{fo['declared fields']:>8.2f}   ({ratios['declared_vs_undeclared']:.2f}x the "
             f"same policy without the declaration, {fo['without the declaration']:.2f} us; reference "
             f"{fo['declared fields, reference']:.2f} us; policies/refunds.policy issue_refund)")
+        if "declared times" in fo:
+            ratios["times_vs_reference"] = fo["declared times"] / fo["declared times, reference"]
+            out(f"  {'declared times':<28}{fo['declared times']:>8.2f}   ({ratios['times_vs_reference']:.2f}x the "
+                f"reference's {fo['declared times, reference']:.2f} us; a timestamp and a duration field read by "
+                f"the conditions, as datetime and timedelta)")
     fl = res.get("floors")
     if fl:
         hw = main[1] if main else res["hand-written"]

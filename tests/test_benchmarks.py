@@ -43,6 +43,9 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
         r"^ratio cel-python / evaluate: [\d.]+x",
         r"^compile 1000 rules .*median \d+ ms",
         r"^stopline check benchmarks/policies/: wall median \d+ ms",
+        # the other forms of a call (bench_paths.input_forms), each against the reference
+        r"^  an Action model\s+[\d.]+\s+\([\d.]+x; reference [\d.]+ us\)",
+        r"^  declared times\s+[\d.]+\s+\([\d.]+x the reference's [\d.]+ us",
     ):
         assert re.search(line, out, re.M), (line, out)
     # issue 16, goals 4-6 (benchmarks/bench_scale.py): one line each, with its target's verdict
