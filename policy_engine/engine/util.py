@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from ..compiled import CAction
 from ..construct import fast
-from ..models import Action, DeferredTimes, EvalError, ReversibilityInfo
+from ..models import Action, DeferredTimes, EvalError, ReversibilityInfo, WorkflowState
 from ..timestamps import SURROGATE_RE, UTC, fmt_ts, fmt_ts_pair, parse_ts, type_name
 from ..timestamps import short as short  # re-exported: the engine's modules take their message helpers from here
 
@@ -140,45 +140,35 @@ def internal(e: BaseException) -> str:
 
 def as_dict(value: Any) -> Any:
     """Models -> dicts (JSON-like, extras kept); everything else unchanged (no copy)."""
+    if type(value) in _READ_DIRECT:  # (before isinstance: BaseModel's is an ABC's check)
+        d = plain_action(value)
+        return d if d is not None else value.model_dump(mode="python", by_alias=True)
     if isinstance(value, BaseModel):
-        if type(value) is Action:
-            d = plain_action(value)
-            if d is not None:
-                return d
         return value.model_dump(mode="python", by_alias=True)
     return value
 
 
-_SCALARS = (str, float, int, bool, type(None))  # (a tuple: `in` compares by identity first)
-_scalars_only = frozenset(_SCALARS).issuperset
-_str_only = frozenset({str}).issuperset
+_SCALARS = frozenset({str, float, int, bool, type(None)})
+# the input models whose fields have no alias, no serializer and no validator that stores
+# anything but what it was given: `plain_action` reads them from the instance
+_READ_DIRECT = (Action, WorkflowState)
+_scalars_only = _SCALARS.issuperset
 
 
-def plain_action(action: Action) -> dict | None:
-    """`action.model_dump(mode="python", by_alias=True)` of an `Action` (exactly that type)
-    holding flat plain data, read from the instance: its fields (`__dict__`, in declaration
-    order: none has an alias or a serializer), then its extras in their order; a scalar of
-    an exact type (str, float, int, bool, None) as it is, as the serializer returns it, a
-    list of such scalars or a dict of them with `str` keys copied (a new container, as the
-    serializer makes, the scalars shared). Anything else (deeper containers, a tuple, a
-    datetime, a str subclass, an enum, another model: what the serializer may convert, or
-    would convert faster than Python walks it): None, and `model_dump` it is. About half of
-    `model_dump`'s time for a flat action."""
+def plain_action(action: Action | WorkflowState) -> dict | None:
+    """`action.model_dump(mode="python", by_alias=True)` of an `Action` or a `WorkflowState`
+    (exactly those types, `_READ_DIRECT`) whose every value, field or extra, is a scalar of
+    an exact type (str, float, int, bool, None), read from the instance: its fields
+    (`__dict__`, in declaration order), then its extras in their order, the values as they
+    are, as the serializer returns such a scalar. Anything else (a list, an object, a
+    datetime, a str subclass, an enum, another model: what the serializer copies or
+    converts, and faster than Python would walk it): None, and `model_dump` it is. About
+    0.4-0.6x `model_dump`'s time."""
     d = action.__dict__.copy()
     x = action.__pydantic_extra__
     if x:
         d.update(x)
-    s = _SCALARS
-    for k, v in d.items():
-        t = type(v)
-        if t in s:
-            continue
-        if t is list and _scalars_only(map(type, v)) or t is dict and _str_only(map(type, v)) and _scalars_only(
-                map(type, v.values())):
-            d[k] = v.copy()  # (a store to an existing key: the iteration goes on)
-            continue
-        return None
-    return d
+    return d if _scalars_only(map(type, d.values())) else None
 
 
 def value_text(v: Any) -> str | None:
