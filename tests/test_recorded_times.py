@@ -16,6 +16,7 @@ from runtime_support import send, write_policy
 
 from policy_engine import Runtime
 from policy_engine.ledger.records import format_time
+from policy_engine.runtime import RuntimeUsageError
 from policy_engine.timestamps import MAX_MICROS_TEXT, format_micros, format_micros_after, parse_rfc3339
 
 _zones = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
@@ -59,3 +60,11 @@ def test_the_runtime_records_and_reads_back_times_at_both_ends(ledger_url, tmp_p
         assert r.counted and rt.authorization(g.decision_id, now=now).status == "approved"
         report = rt.ledger.verify()
         assert report.ok, report.problem
+
+
+def test_a_now_past_year_9999_in_utc_is_a_usage_error(ledger_url, tmp_path):  # noqa: F811
+    with Runtime.open(str(write_policy(tmp_path)), ledger=ledger_url) as rt:
+        late = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+        with pytest.raises(RuntimeUsageError, match="out of range in UTC"):
+            rt.gate(send(500.0), now=late)
+        assert rt.ledger.size == 0  # nothing recorded

@@ -34,7 +34,10 @@ def _now(now: Any) -> datetime:
     if isinstance(now, datetime):
         if now.tzinfo is None:
             raise RuntimeUsageError("`now` must be timezone-aware")
-        return now.astimezone(_UTC)
+        try:
+            return now.astimezone(_UTC)
+        except OverflowError:  # (a time in another zone whose UTC is past year 9999 or before year 1)
+            raise RuntimeUsageError(f"`now` is out of range in UTC: {now.isoformat()}") from None
     if isinstance(now, str):
         try:
             return parse_rfc3339(now, allow_space=True)  # the engine's reading of a time
