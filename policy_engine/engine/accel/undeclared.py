@@ -57,7 +57,8 @@ class UndeclaredLane:
         self.p = p
         # workflow -> (it, its declared types, its stop triggers as (call, type guard or None)),
         # filled on a workflow's first undeclared type (a loaded engine adds no objects: goal 5)
-        self.stops: dict[str, tuple[Any, Any, tuple]] = {}
+        # (and the fields of both input checks: see _decide)
+        self.stops: dict[str, tuple[Any, Any, tuple, tuple | None]] = {}
         # (workflow, type, values) -> (fields without id and time, fields set)
         self.templates: dict[tuple, tuple[dict, DecisionJson]] = {}
         self.lock = threading.Lock()
