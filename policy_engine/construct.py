@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
+
 if TYPE_CHECKING:
-    from pydantic import BaseModel
+    from .models import ReversibilityInfo
 
 M = TypeVar("M", bound="BaseModel")
 
-__all__ = ["fast", "fields_set", "set_dict", "set_fields_set", "set_extra", "set_private", "new", "none_until_set"]
+__all__ = ["fast", "fields_set", "set_dict", "set_fields_set", "set_extra", "set_private", "new", "none_until_set",
+           "Deferred", "DeferredTimes", "DeferredField", "resolve_digest", "resolved_dict", "raw_dict", "set_raw_dict",
+           "DEFERRABLE", "SNAPSHOT_DIGEST"]
 
 
 def _slot_setter(name: str) -> Callable[[Any, Any], None]:
@@ -116,3 +120,100 @@ def none_until_set(cls: type[BaseModel]) -> bool:
     for n, d in zip(("__pydantic_extra__", "__pydantic_private__"), slots):
         type.__setattr__(cls, n, _NoneUntilSet(d))
     return True
+
+
+# ------------------------------------------------- values a Decision computes on first read
+# (`models.Decision` reads its fields through these)
+
+class Deferred:
+    """A field value a `Decision` computes on first read (`resolve()`): the engine's fast
+    lane stores one instead of the value when computing it costs more than deciding (the
+    action digest, see `engine.digests`). Every way of reading the decision resolves it
+    first: the attribute, `__dict__`, `model_dump`, `model_dump_json`, `to_json`, `==`,
+    `hash`, `repr`, copies and pickles; so no reader ever sees a `Deferred`."""
+
+    __slots__ = ()
+
+    def resolve(self) -> Any:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
+class DeferredTimes(Deferred):
+    """A decision's `evaluated_at` and, for an action type with a reversal window, its
+    `reversibility` (whose `reversible_until` is `now` + the window), rendered on first
+    read: the same object stands in both fields. `resolve()` gives `(evaluated_at,
+    reversibility)`; `texts()` gives `(evaluated_at, reversible_until)` as text, what
+    `Decision.to_json` writes, without building the `ReversibilityInfo`; `base` is the
+    action type's `ReversibilityInfo` (every field but `reversible_until`)."""
+
+    __slots__ = ()
+    base: ReversibilityInfo | None
+
+    def texts(self) -> tuple[str, str | None]:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
+raw_dict = BaseModel.__dict__["__dict__"].__get__  # the instance's own dict, as stored
+set_raw_dict = BaseModel.__dict__["__dict__"].__set__
+# the Decision fields that may hold a Deferred: the action digest; the time and the
+# reversibility (one DeferredTimes in `evaluated_at`, and in `reversibility` when windowed)
+DEFERRABLE = ("action_digest", "evaluated_at", "reversibility")
+
+
+def _unregistered(snap: dict) -> str | None:  # pragma: no cover - engine.digests replaces it on import
+    raise RuntimeError("a frozen action copy with no digest function registered")
+
+
+# A pending action digest may also be the frozen copy itself, a `dict`: a fused gate function
+# stores the copy it made with no object around it (one allocation and one Python-level
+# `__init__` less per require_approval decision); `engine.digests` sets the function that
+# resolves it (`snapshot_digest`: what a `PendingDigest` of that copy resolves to).
+SNAPSHOT_DIGEST: Callable[[dict], str | None] = _unregistered
+
+
+def resolve_digest(v: Any) -> Any:
+    """A decision's stored `action_digest`, resolved: a `Deferred`'s value, a frozen copy's
+    digest (see `SNAPSHOT_DIGEST`), anything else as it is."""
+    if type(v) is dict:
+        return SNAPSHOT_DIGEST(v)
+    if isinstance(v, Deferred):
+        return v.resolve()
+    return v
+
+
+def resolved_dict(m: Any) -> dict:
+    """A Decision's `__dict__` with every Deferred value resolved (stored back: one store per
+    field of a value equal whichever thread computes it; `reversibility` before
+    `evaluated_at`, which says whether the times are resolved)."""
+    d = raw_dict(m)
+    v = d.get("action_digest")
+    if v is not None and type(v) is not str:
+        d["action_digest"] = resolve_digest(v)
+    v = d.get("evaluated_at")
+    if type(v) is not str and isinstance(v, Deferred):
+        ev, rev = v.resolve()
+        if d.get("reversibility") is v:
+            d["reversibility"] = rev
+        d["evaluated_at"] = ev
+    return d
+
+
+class DeferredField:
+    """The attribute of a field that may hold a Deferred (a data descriptor, so it comes
+    before the instance dict): the resolved value."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:  # like every pydantic field: no class attribute
+            raise AttributeError(self.name)
+        try:
+            return resolved_dict(obj)[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:  # what object.__setattr__ did (pydantic refuses first: frozen)
+        raw_dict(obj)[self.name] = value

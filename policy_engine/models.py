@@ -24,6 +24,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .construct import DEFERRABLE as _DEFERRABLE
+from .construct import Deferred, DeferredTimes, resolve_digest
+from .construct import DeferredField as _DeferredField
+from .construct import raw_dict as _raw_dict
+from .construct import resolved_dict as _resolved_dict
+from .construct import set_raw_dict as _set_raw_dict
+
 # a str as JSON text, escaped exactly as pydantic escapes it (UTF-8, non-ASCII unescaped)
 _json_str = _c_json_str or _py_json_str
 
@@ -276,79 +283,6 @@ class WorkflowOwners(_Out):
     technical: str | None = Field(default=None, description="the technical owner, as declared")
 
 
-class Deferred:
-    """A field value a `Decision` computes on first read (`resolve()`): the engine's fast
-    lane stores one instead of the value when computing it costs more than deciding (the
-    action digest, see `engine.digests`). Every way of reading the decision resolves it
-    first: the attribute, `__dict__`, `model_dump`, `model_dump_json`, `to_json`, `==`,
-    `hash`, `repr`, copies and pickles; so no reader ever sees a `Deferred`."""
-
-    __slots__ = ()
-
-    def resolve(self) -> Any:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
-
-
-class DeferredTimes(Deferred):
-    """A decision's `evaluated_at` and, for an action type with a reversal window, its
-    `reversibility` (whose `reversible_until` is `now` + the window), rendered on first
-    read: the same object stands in both fields. `resolve()` gives `(evaluated_at,
-    reversibility)`; `texts()` gives `(evaluated_at, reversible_until)` as text, what
-    `Decision.to_json` writes, without building the `ReversibilityInfo`; `base` is the
-    action type's `ReversibilityInfo` (every field but `reversible_until`)."""
-
-    __slots__ = ()
-    base: ReversibilityInfo | None
-
-    def texts(self) -> tuple[str, str | None]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
-
-
-_raw_dict = BaseModel.__dict__["__dict__"].__get__  # the instance's own dict, as stored
-_set_raw_dict = BaseModel.__dict__["__dict__"].__set__
-# the Decision fields that may hold a Deferred: the action digest; the time and the
-# reversibility (one DeferredTimes in `evaluated_at`, and in `reversibility` when windowed)
-_DEFERRABLE = ("action_digest", "evaluated_at", "reversibility")
-
-
-def _resolved_dict(m: Any) -> dict:
-    """A Decision's `__dict__` with every Deferred value resolved (stored back: one store per
-    field of a value equal whichever thread computes it; `reversibility` before
-    `evaluated_at`, which says whether the times are resolved)."""
-    d = _raw_dict(m)
-    v = d.get("action_digest")
-    if v is not None and type(v) is not str and isinstance(v, Deferred):
-        d["action_digest"] = v.resolve()
-    v = d.get("evaluated_at")
-    if type(v) is not str and isinstance(v, Deferred):
-        ev, rev = v.resolve()
-        if d.get("reversibility") is v:
-            d["reversibility"] = rev
-        d["evaluated_at"] = ev
-    return d
-
-
-class _DeferredField:
-    """The attribute of a field that may hold a Deferred (a data descriptor, so it comes
-    before the instance dict): the resolved value."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, cls: Any = None) -> Any:
-        if obj is None:  # like every pydantic field: no class attribute
-            raise AttributeError(self.name)
-        try:
-            return _resolved_dict(obj)[self.name]
-        except KeyError:
-            raise AttributeError(self.name) from None
-
-    def __set__(self, obj: Any, value: Any) -> None:  # what object.__setattr__ did (pydantic refuses first: frozen)
-        _raw_dict(obj)[self.name] = value
-
-
 class Decision(_Out):
     # (no docstring: it would become the JSON schema's description, `stopline schema Decision`)
     # every read of the instance dict (pydantic's serializers, ==, hash, copy, repr) resolves
@@ -543,9 +477,9 @@ class DecisionJson(set):
             g = "null"
         else:
             if type(dg) is not str:
-                if not isinstance(dg, Deferred):
+                if type(dg) is not dict and not isinstance(dg, Deferred):
                     return None
-                raw["action_digest"] = dg = dg.resolve()  # (as _resolved_dict stores it)
+                raw["action_digest"] = dg = resolve_digest(dg)  # (as _resolved_dict stores it)
                 if dg is None:
                     g = "null"
             if dg is not None:

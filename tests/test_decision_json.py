@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import policy_engine
+from policy_engine import construct
 from policy_engine.engine import Engine, action_digest
 from policy_engine.engine.digests import PendingDigest
 from policy_engine.models import Decision, DecisionJson, Deferred
@@ -127,16 +128,22 @@ def test_evaluate_json_computes_a_digest_at_once_and_evaluate_defers_it(engines,
         for a, s, n in approvals:
             fast.evaluate_json(a, s, n)
     made = []
-    real = PendingDigest.__init__
+    real_init, real_resolve = PendingDigest.__init__, construct.SNAPSHOT_DIGEST
 
     def init(self, snap):
         made.append(snap)
-        real(self, snap)
+        real_init(self, snap)
+
+    def resolve(snap):  # a frozen copy stored as it is, resolved on first read
+        made.append(snap)
+        return real_resolve(snap)
 
     monkeypatch.setattr(PendingDigest, "__init__", init)
+    monkeypatch.setattr(construct, "SNAPSHOT_DIGEST", resolve)
     texts = [fast.evaluate_json(a, s, n) for a, s, n in approvals]
     assert made == []
     decisions = [fast.evaluate(a, s, n) for a, s, n in approvals]
+    assert all(type(d.__dict__["action_digest"]) is str for d in decisions)  # (each read once)
     assert len(made) == len(approvals)
     assert texts == [d.model_dump_json() for d in decisions]
 
@@ -227,6 +234,29 @@ def test_to_json_and_the_digest_on_random_actions(engines, pick, changes, now, d
         assert ref.evaluate(frozen, s, when).model_dump() == d.model_dump()
 
 
+def test_a_frozen_copy_pending_in_the_digest_is_written_from_the_fragments(engines):
+    """A fused gate stores its frozen copy itself as the pending digest (a dict): `to_json`
+    writes such a decision from its template's fragments (not by falling back to pydantic),
+    the digest computed from the copy, the same bytes as `model_dump_json()`."""
+    fast, ref = engines
+    written = 0
+    for a, s, n in MIX:
+        if ref.evaluate(a, s, n).effect != "require_approval":
+            continue
+        for _ in range(4):
+            fast.evaluate(copy.deepcopy(a), s, n)
+        d = fast.evaluate(copy.deepcopy(a), s, n)
+        if type(_raw(d)["action_digest"]) is not dict:
+            continue
+        fs = d.__pydantic_fields_set__
+        assert type(fs) is DecisionJson
+        text = fs.render(d)
+        assert text is not None and type(_raw(d)["action_digest"]) is str  # resolved, kept
+        assert text == d.model_dump_json() == ref.evaluate(a, s, n).model_dump_json()
+        written += 1
+    assert written > 50
+
+
 def _approval_case(engine):
     for a, s, n in MIX:
         if engine.evaluate(a, s, n).effect == "require_approval":
@@ -243,7 +273,8 @@ def test_the_digest_names_the_action_as_decided_not_as_it_becomes(engines):
         action = copy.deepcopy(a)
         before = action_digest(action)
         d = engine.evaluate(action, s, n)
-        assert isinstance(_raw(d)["action_digest"], PendingDigest)  # deferred: not computed yet
+        pending = _raw(d)["action_digest"]  # deferred: not computed yet (a fused gate stores its copy)
+        assert type(pending) is dict or isinstance(pending, PendingDigest)
         for k, v in list(action.items()):  # change everything, nested values in place too
             if isinstance(v, list):
                 v.append("more")
@@ -288,6 +319,11 @@ def test_the_clock_and_a_new_now_are_rendered_when_read(engines):
             _same_json(fast.evaluate(a, s, n - timedelta(seconds=next(fresh)) if fixed else None))  # to_json() first
 
 
+def _pending(v) -> bool:
+    """A digest not computed yet: a `Deferred`, or a fused gate's frozen copy itself."""
+    return type(v) is dict or isinstance(v, Deferred)
+
+
 def test_a_deferred_digest_never_shows(engines):
     fast, _ = engines
     a, s, n = _approval_case(fast)
@@ -301,7 +337,7 @@ def test_a_deferred_digest_never_shows(engines):
     ]
     for read in readers:
         d = fast.evaluate(a, s, n)
-        assert isinstance(_raw(d)["action_digest"], Deferred)
+        assert _pending(_raw(d)["action_digest"])
         assert read(d) == want
         assert _raw(d)["action_digest"] == want  # resolved once, kept
     d = fast.evaluate(a, s, n)
@@ -328,7 +364,7 @@ def test_an_action_that_cannot_be_frozen_gets_its_digest_at_once(engines):
         for engine in (fast, ref):
             d = engine.evaluate(action, s, n)
             assert d.effect == "require_approval"
-            assert not isinstance(_raw(d)["action_digest"], Deferred) or type(extra) is tuple
+            assert not _pending(_raw(d)["action_digest"]) or type(extra) is tuple
             assert d.action_digest == action_digest(action)
             assert (d.action_digest is None) is digest_is_none
 

@@ -1,7 +1,8 @@
 """A require_approval decision's frozen copy (issue 16, goal 1).
 
 The decision carries the digest of the action as it was decided (`Decision.action_digest`,
-computed on first read from a frozen copy, `engine.digests.PendingDigest`). A fused gate
+computed on first read from a frozen copy: `engine.digests.PendingDigest`, or the copy itself
+in `action_digest`, `construct.resolve_digest`). A fused gate
 function has proved the shape of every field its type reads; when the action holds those
 fields, its workflow and type, and the other fields its type's actions were seen with
 (each a scalar), it freezes the action by a copy with its containers copied again
@@ -28,7 +29,6 @@ import policy_engine
 from policy_engine.engine import action_digest
 from policy_engine.engine.accel import templates
 from policy_engine.engine.accel.shapes import _LIST_STR, MISSING, copy_plain, frozen_copy, unread
-from policy_engine.engine.digests import PendingDigest, PendingExact
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,10 +87,8 @@ def test_every_require_approval_decision_of_the_mix_is_frozen_by_its_copy(engine
             fast.evaluate(copy.deepcopy(a), s, n)
         action = copy.deepcopy(a)
         d = fast.evaluate(action, s, n)
-        pending = _raw(d)["action_digest"]
-        # a flat one's copy resolved as the generic freeze's; one with containers by exact_canonical
-        assert type(pending) is (PendingExact if any(type(v) in (dict, list) for v in a.values()) else PendingDigest)
-        snap = pending.snap
+        # pending: the frozen copy itself, stored as it is (no object around it)
+        snap = _raw(d)["action_digest"]
         # the copy: a dict equal to the action, sharing none of its containers
         assert type(snap) is dict and snap == a
         mine = {id(c) for c in _containers(action, [])}
@@ -286,10 +284,11 @@ def test_an_unread_container_or_an_unseen_field_takes_the_generic_freeze():
         want = action_digest(action)
         d = fast.evaluate(action, None, NOW)
         assert d.effect == "require_approval"
+        assert type(_raw(d)["action_digest"]) is not dict  # the generic freeze's
         _mutate(action)
         assert d.action_digest == want
     d = fast.evaluate(copy.deepcopy(base), None, NOW)
-    assert type(_raw(d)["action_digest"].snap) is dict
+    assert type(_raw(d)["action_digest"]) is dict  # the copy, stored as it is
 
 
 def test_a_field_that_may_be_absent_is_counted_only_when_present():

@@ -95,10 +95,11 @@ class Engine:
     `Engine.from_load_result()`. With `accelerate=False` the gate evaluates with the
     compiled closures alone (the reference path); the answers are the same either way."""
 
-    __slots__ = ("_p", "_accel", "_stopped", "_undeclared", "_pset", "_psrc", "policy_hash", "sources", "diagnostics",
-                 "imports")
+    __slots__ = ("_p", "_accel", "_quick", "_stopped", "_undeclared", "_pset", "_psrc", "policy_hash", "sources",
+                 "diagnostics", "imports")
     _p: CompiledPolicy
     _accel: Accelerator | None
+    _quick: dict
     _stopped: StoppedLane | None
     _undeclared: UndeclaredLane | None
     _pset: PolicySet | None
@@ -112,7 +113,9 @@ class Engine:
                  diagnostics: Sequence[Diagnostic] = (), *, accelerate: bool = True) -> None:
         p = compile_policy(policy_set, compiled_exprs)
         object.__setattr__(self, "_p", p)
-        object.__setattr__(self, "_accel", Accelerator(p) if accelerate else None)
+        acc = Accelerator(p) if accelerate else None
+        object.__setattr__(self, "_accel", acc)
+        object.__setattr__(self, "_quick", acc.quick if acc is not None else {})  # (evaluate's first test)
         object.__setattr__(self, "_stopped", StoppedLane(p) if accelerate else None)
         object.__setattr__(self, "_undeclared", UndeclaredLane(p) if accelerate else None)
         object.__setattr__(self, "_pset", policy_set)
@@ -200,6 +203,27 @@ class Engine:
     def evaluate(self, action: ActionInput, workflow_state: StateInput = None, now: NowInput = None) -> Decision:
         """May this proposed action execute now? Never raises on bad input."""
         try:
+            # the commonest call first, in the fewest steps: a plain dict of a type whose fused
+            # gate is built, no workflow state, a fixed `now` in UTC (the same as below, where
+            # the rest of the quick path's calls go)
+            if type(action) is dict and workflow_state is None and type(now) is _datetime and now.tzinfo is _UTC:
+                tname = action.get("type")
+                if type(tname) is str:
+                    fz = self._quick.get(tname)
+                    if fz is not None:
+                        fn = fz.fn
+                        wname = action.get("workflow")
+                        if fn is not None and type(wname) is str and wname == fz.wname:
+                            try:
+                                m = fn(action, now)
+                            except Exception:  # noqa: BLE001 - the accelerator decides (and widens the lane)
+                                return self._accel.evaluate(action, None, now)  # type: ignore[union-attr]
+                            if type(m) is not int:
+                                return m
+                            if m >= 0:
+                                return _lane_decision(self._p, fz, m, now, False, wname, tname, action.get("id"),
+                                                      action, None)
+                            return self._accel.evaluate(action, None, now)  # type: ignore[union-attr]
             acc = self._accel
             if acc is None:
                 return _gate.evaluate(self._p, action, workflow_state, now)

@@ -13,11 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .. import construct as _construct
 from ..models import Deferred, RollbackPlan
 from .util import as_dict
 
 __all__ = ["plan_hash", "action_digest", "set_digest", "deferred_digest", "PendingDigest", "flat_canonical",
-           "exact_canonical", "deferred_digest_nested", "digest_now", "digest_now_nested"]
+           "exact_canonical", "deferred_digest_nested", "digest_now", "digest_now_nested",
+           "snapshot_digest"]
 
 
 # The canonical JSON of plan hashes and action digests: keys sorted, no whitespace, UTF-8
@@ -272,17 +274,18 @@ class PendingDigest(Deferred):
         return "<pending action digest>"
 
 
-class PendingExact(PendingDigest):
-    """A `PendingDigest` whose frozen copy holds an object or a list a fused gate function
-    proved exact plain data (see `shapes.frozen_copy`): written by `exact_canonical` at
-    once (its keys exact `str`s; else the C encoder), without first looking for a flat
-    action it cannot be."""
+def snapshot_digest(snap: dict) -> str | None:
+    """The digest of a frozen copy a fused gate function stored in a decision's
+    `action_digest` as it is (`construct.SNAPSHOT_DIGEST`): what `PendingDigest(snap).resolve()`
+    gives, without the object."""
+    try:
+        blob = flat_canonical(snap) or _copy_canonical(snap)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return "sha256:" + _sha256(blob).hexdigest()
 
-    __slots__ = ()
 
-    @staticmethod
-    def _blob(snap: bytes | dict) -> bytes:
-        return _copy_canonical(snap)  # type: ignore[arg-type]
+_construct.SNAPSHOT_DIGEST = snapshot_digest
 
 
 def _copy_canonical(snap: dict) -> bytes:

@@ -19,8 +19,6 @@ from ...construct import new, none_until_set, set_dict, set_extra, set_fields_se
 from ...models import Decision, DecisionJson
 from ..decide import decide
 from ..digests import (
-    PendingDigest,
-    PendingExact,
     deferred_digest,
     deferred_digest_nested,
     digest_exact,
@@ -255,7 +253,7 @@ def _frozen_lines(frozen: tuple[int, tuple, tuple, tuple] | None) -> list:
         copy = (f"_sn[{k!r}] = {v}.copy()" if how == "copy" else f"_sn[{k!r}] = _lst(_map(_dcp, {v}))"
                 if how == "records" else f"_sn[{k!r}] = _cpp({v})")
         lines.append(f"        if {v} is not _MISS: {copy}" if absent else f"        {copy}")
-    return lines + [f"        _tpl['action_digest'] = {'_PDX' if copies else '_PDG'}(_sn)",
+    return lines + ["        _tpl['action_digest'] = _sn",  # (pending: the copy itself, see construct.resolve_digest)
                     "    else:",
                     "        _tpl['action_digest'] = _adg(_p0)"]
 
@@ -318,7 +316,7 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
           "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private,
           # a type that reads a list or an object: its actions are not flat, go to marshal at once
           "_adg": deferred_digest_nested if nested else deferred_digest,
-          "_adgn": digest_now_nested if nested else digest_now, "_PDG": PendingDigest, "_PDX": PendingExact,
+          "_adgn": digest_now_nested if nested else digest_now,
           "_ATOMS": _ATOMS, "_MISS": MISSING, "_cpp": copy_plain,
           "_strk": _str_keys, "_map": map, "_dgx": digest_exact, "_lst": list, "_dcp": dict.copy}
     f = fields.get(("action", "id"))
