@@ -238,7 +238,8 @@ def test_a_frozen_copy_pending_in_the_digest_is_written_from_the_fragments(engin
     """A fused gate stores its frozen copy itself as the pending digest (a dict): `to_json`
     writes such a decision from its template's fragments (not by falling back to pydantic),
     the digest computed from the copy, the same bytes as `model_dump_json()`."""
-    fast, ref = engines
+    _, ref = engines
+    fast = policy_engine.load(str(BENCH))  # (its lanes widened by no other test's inputs)
     written = 0
     for a, s, n in MIX:
         if ref.evaluate(a, s, n).effect != "require_approval":

@@ -317,6 +317,8 @@ def test_caches_stay_bounded(monkeypatch):
         assert len(fz.patterns) <= 2 and len(fz.now) <= 3 and len(fz.now_full) <= 3
         assert all(len(entry) <= 1 + 2 for entry in fz.now_full.values())  # the renderings + a template per mask
         assert all(fz.now_full[now] is entry for now, entry in fz.now.values())
+        assert len(fz.now_id) <= 3 and all(id(now) == k and fz.now_full[now] is entry
+                                           for k, (now, entry) in fz.now_id.items())
 
 
 def test_lanes_built_and_filled_from_8_threads_agree_with_one_thread():
@@ -544,6 +546,29 @@ def test_nows_sharing_a_cache_key_are_never_confused():
             assert d.to_json() == d.model_dump_json()
     assert all(set(fz.now_full) <= set(nows) for fz in lanes(fast))
     assert any(set(fz.now_full) == set(nows) for fz in lanes(fast))  # a type that saw each twice: an entry each
+
+
+def test_a_now_passed_again_is_found_by_its_identity_and_a_freed_one_never_lends_its_id(monkeypatch):
+    """The first lookup of a fused function is the `now` object itself (`now_id`: its id
+    -> (now, entry)): the slot holds its `now`, so no other object takes that id while the
+    entry lives (`now_full` holds it too, but `now_id` is emptied first and filled last:
+    a thread between the two must not find an entry under a freed `now`'s id). Here each
+    `now` is made, used three times (an entry from the second), and dropped, with the
+    caches emptied every few `now`s: CPython hands a freed object's address to the next
+    one, and each decision still carries its own `now`."""
+    monkeypatch.setattr(templates_mod, "NOW_CACHE_MAX", 3)
+    ref = policy_engine.load(str(ROOT / "benchmarks/policies"), accelerate=False)
+    fast = with_lanes(policy_engine.load(str(ROOT / "benchmarks/policies")))
+    a, s, _ = next(m for m in make_mix(60) if m[1] is None and m[0]["type"] == "tag_ticket")
+    fz = fast.accelerator.quick["tag_ticket"]
+    for i in range(300):
+        now = T0 + timedelta(seconds=i, microseconds=i % 2)
+        for _ in range(3):
+            d = fast.evaluate(a, s, now)
+            assert d.evaluated_at == ref.evaluate(a, s, now).evaluated_at
+        assert fz.now_id.get(id(now), (None,))[0] is now  # found by identity from the second call
+        del now, d
+    assert 0 < len(fz.now_id) <= 3
 
 
 def test_threads_with_every_kind_of_now_agree_with_the_reference(monkeypatch):

@@ -41,8 +41,10 @@ class FusedGate:
     few `now`s seen, the time's renderings and the finished templates at that time (see
     `templates.now_fields`): `now_full` maps now -> {None: (evaluated_at, reversibility),
     mask: fields}, and `now` maps a key (`templates.now_key`) to one (now, entry) with that
-    key, the lookup that needs no hash; `seen` and `seen_full` remember the `now`s seen
-    once (a second sighting gets an entry, see `templates.seen_before`).
+    key, the lookup that needs no hash; `now_id` maps the id of each `now` an entry was made
+    at to (now, entry) (the same `now` passed again: a fixed time, a batch's; the first
+    lookup); `seen` and `seen_full` remember the `now`s seen once (a second sighting gets an
+    entry, see `templates.seen_before`).
 
     `shapes` maps each field the type reads to the shapes it has been seen with (the
     evaluations before the build, and every input the function turned away since): the
@@ -57,8 +59,8 @@ class FusedGate:
     """
 
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "now_full",
-                 "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname", "full", "faults", "alone",
-                 "absent", "memo", "extra")
+                 "now_id", "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname", "full", "faults",
+                 "alone", "absent", "memo", "extra")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
@@ -71,6 +73,7 @@ class FusedGate:
         self.patterns: dict = {}
         self.now: dict = {}
         self.now_full: dict = {}
+        self.now_id: dict = {}
         self.seen: dict = {}
         self.seen_full: dict = {}
         self.shapes: dict | None = {}  # None: every plain type (no more specialising)

@@ -103,6 +103,9 @@ def now_fields(fz: Any, now_dt: datetime) -> dict | None:
     caller passing its own clock's time, a new `now` on every call, renders nothing it
     does not read. The `now`s seen once are remembered apart (`seen_before`), so a stream
     of new ones never pushes a repeated `now` out of the entries."""
+    slot = fz.now_id.get(id(now_dt))
+    if slot is not None:  # (the slot holds its `now`: no other object has its id meanwhile)
+        return slot[1]
     k = now_dt.microsecond  # (now_key, inline)
     slot = fz.now.get(k)
     if slot is not None:
@@ -115,11 +118,13 @@ def now_fields(fz: Any, now_dt: datetime) -> dict | None:
         return None
     full = fz.now_full
     if len(full) >= NOW_CACHE_MAX:
+        fz.now_id.clear()
         full.clear()
         fz.now.clear()
     entry = {None: times(fz.action, now_dt)}
     full[now_dt] = entry
     fz.now[k] = (now_dt, entry)
+    fz.now_id[id(now_dt)] = (now_dt, entry)  # (keeps its `now` alive: its id stays its own)
     return entry
 
 
@@ -310,7 +315,8 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
     ca = fz.action
     windowed = ca.window_td is not None and ca.reversibility is not None
     nested = any(f[1] in ("list", "dict") for f in fields.values())
-    ns = {"_NOW": fz.now, "_NOWF": fz.now_full, "_SEEN": fz.seen, "_SEENF": fz.seen_full, "_FZ": fz,
+    ns = {"_NOW": fz.now, "_NOWF": fz.now_full, "_NOWI": fz.now_id, "_id": id, "_SEEN": fz.seen,
+          "_SEENF": fz.seen_full, "_FZ": fz,
           "_SB": seen_before, "_PAT": fz.patterns, "_CA": ca, "_PT": PendingTimes,
           "_DEC": Decision, "_new": _new, "_sdict": _set_dict,
           "_sfs": _set_fields_set, "_sext": _set_extra, "_spriv": _set_private,
@@ -329,10 +335,14 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
     lines.append(f"if _m >= {fz.full}: return _m" if fz.full < 1 << 62 else "if _m >= _FULL: return _m")
     ns["_FULL"] = fz.full
     lines += [
-        # (now_fields, inline; the clock's time is never cached: its lookup finds no slot but
-        # for the one microsecond in a million a cached `now` shares, and then no entry)
-        "_e = _NOW.get(_p2.microsecond)",
-        "if _e is not None: _e = _e[1] if _e[0] is _p2 or _e[0] == _p2 else _NOWF.get(_p2)",
+        # (now_fields, inline: first the `now` passed again, by identity; then one equal to it.
+        # The clock's time is never cached: its lookups find no slot but for the one
+        # microsecond in a million a cached `now` shares, and then no entry)
+        "_e = _NOWI.get(_id(_p2))",
+        "if _e is not None: _e = _e[1]",
+        "else:",
+        "    _e = _NOW.get(_p2.microsecond)",
+        "    if _e is not None: _e = _e[1] if _e[0] is _p2 or _e[0] == _p2 else _NOWF.get(_p2)",
         "if _e is not None:",  # the entry of `now`: the finished template of `_m` at `now` (see lane_decision)
         "    _x = _e.get(_m)",
         "    if _x is None: return _m",
