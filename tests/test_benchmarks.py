@@ -66,6 +66,20 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
         assert effect in mix
 
 
+def test_bench_breakdown_quick_run_splits_evaluate_by_effect():
+    """`bench_breakdown.py` (where evaluate()'s time goes, issue 16 goal 1): it asserts the
+    fused function decides as `evaluate` does, and prints a row per effect and the ratios."""
+    p = subprocess.run([sys.executable, str(BENCH / "bench_breakdown.py"), "--quick"], capture_output=True,
+                       text=True, cwd=str(BENCH.parent), timeout=600)
+    assert p.returncode == 0, p.stderr
+    num = r"\s+-?\d+\.\d\d"
+    for group in ("all", "allow", "require_approval", "deny", "stop"):
+        assert re.search(rf"^  {group}\s+\d+" + num * 8 + "$", p.stdout, re.M), (group, p.stdout)
+    assert re.search(r"^evaluate / hand-written over these requests: \d+\.\dx; with the decision built at the "
+                     r"least \(dispatch \+ floor, \d+\.\d\d us\): \d+\.\dx; the input check and the conditions "
+                     r"alone \(mask\): \d+\.\dx$", p.stdout, re.M), p.stdout
+
+
 def test_benchmark_policies_check_clean_in_strict_mode():
     exe = Path(sys.executable).parent / "stopline"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "policy_engine.cli"]
