@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -268,13 +269,13 @@ def _compile(src: str, constants: bool) -> Any:
 # -- the differential tests ---------------------------------------------------------
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(src=expressions, act=activations, constants=st.booleans())
 def test_fast_path_equals_closures_on_random_expressions(src: str, act: dict, constants: bool) -> None:
     run(_compile(src, constants), act)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(src=typed_expressions, act=plain_activations)
 def test_fast_path_equals_closures_on_typed_expressions(src: str, act: dict) -> None:
     run(_compile(src, True), act)

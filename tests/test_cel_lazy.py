@@ -27,6 +27,7 @@ from policy_engine.cel.fuse import fuse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
+from depth import examples  # noqa: E402
 from gen_policies import large_type_requests, large_type_text, policy_text  # noqa: E402
 
 
@@ -106,13 +107,13 @@ def test_released_expressions_equal_eager_ones_over_the_conformance_corpus():
 # -- random expressions --------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(src=expressions, act=activations)
 def test_released_equals_eager_on_random_expressions(src: str, act: dict) -> None:
     check_pair(_compile(src, True), act)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(src=typed_expressions, act=plain_activations)
 def test_released_equals_eager_on_typed_expressions(src: str, act: dict) -> None:
     check_pair(_compile(src, True), act)

@@ -35,6 +35,8 @@ from policy_engine.timestamps import fmt_ts, format_rfc3339
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from depth import examples  # noqa: E402
+
 from benchmarks.requests import make_mix  # noqa: E402
 
 BENCH = ROOT / "benchmarks" / "policies"
@@ -399,7 +401,7 @@ def test_ids_of_any_text_are_written_as_pydantic_writes_them(engines):
         _same_json(d)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(t=st.datetimes(timezones=st.one_of(st.just(UTC), st.timezones(), st.just(timezone(timedelta(hours=-3)))),
                       min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
 def test_fmt_ts_is_format_rfc3339(t):
@@ -408,7 +410,7 @@ def test_fmt_ts_is_format_rfc3339(t):
     assert fmt_ts(u) == format_rfc3339(u) == u.isoformat().replace("+00:00", "Z")
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(t=st.datetimes(timezones=st.one_of(st.just(UTC), st.timezones()), min_value=datetime(1, 1, 2),
                       max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
        seconds=st.one_of(st.integers(0, 10**6), st.integers(0, 400 * 366 * 86400)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from depth import examples
 from engine_support import engine_from_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -116,7 +117,7 @@ def _passes(fn, action) -> bool:
 
 @given(data=st.data(), fields=st.lists(st.builds(FField, st.sampled_from(["a", "b", "c", "d"]), ftypes(),
                                                  st.booleans()), max_size=4, unique_by=lambda f: f.name))
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_unrolled_check_is_value_problem(data, fields):
     t = FType("object", fields=tuple(fields))
     fn, src = _checker(t)
@@ -132,7 +133,7 @@ def test_the_unrolled_check_is_value_problem(data, fields):
 
 @given(data=st.data(), fields=st.lists(st.builds(FField, st.sampled_from(["a", "b", "c", "d"]), ftypes(),
                                                  st.booleans()), max_size=4, unique_by=lambda f: f.name))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fields_the_prologue_proved_are_not_tested_again_and_still_proven(data, fields):
     """With the shapes of a few actions seen (the prologue then proves some fields), passing
     the prologue and the declared lines still proves `value_problem` passes."""
@@ -222,7 +223,7 @@ def pay(draw):
 
 
 @given(batch=st.lists(pay(), min_size=1, max_size=20))
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_actions_decide_like_the_full_path(batch):
     slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
     fast = engine_from_texts({"p.policy": POLICY})

@@ -35,6 +35,7 @@ from hypothesis.control import current_build_context
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
 import diffgen as dg  # noqa: E402
+from depth import examples
 
 from policy_engine.engine.accel import fused as fused_mod  # noqa: E402
 from policy_engine.engine.accel import templates as templates_mod  # noqa: E402
@@ -73,7 +74,7 @@ def _check(seed: int, n: int, tiny: bool, timed: bool = False) -> None:
                     pytrace=False)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(20, 400), tiny=st.booleans())
 def test_random_call_sequences_decide_as_the_reference(seed, n, tiny):
     _check(seed, n, tiny)

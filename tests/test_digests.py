@@ -20,6 +20,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from depth import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -214,7 +215,7 @@ _VALUE = st.one_of(st.none(), st.booleans(), st.text(max_size=12), _TEXT,
                    st.floats(allow_nan=True, allow_infinity=True))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.dictionaries(_TEXT, _VALUE, max_size=10))
 def test_flat_objects_are_written_byte_for_byte(data):
     blob = flat_canonical(data)
@@ -236,7 +237,7 @@ _NESTED = st.recursive(_LEAF, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(_TEXT, inner, max_size=4)), max_leaves=16)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.dictionaries(_TEXT, _NESTED, max_size=6))
 def test_nested_objects_are_written_byte_for_byte(data):
     want = reference_digest(data)
@@ -253,7 +254,7 @@ def test_nested_objects_are_written_byte_for_byte(data):
     assert marshal.dumps(marshal.loads(image), 2) == image
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.dictionaries(_TEXT, _NESTED, max_size=6))
 def test_plan_hash_of_any_mapping_is_the_c_encoders(data):
     ref = {k: v for k, v in data.items() if k not in ("plan_hash", "evaluated_at")}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from update_golden import CASES, ROOT, render_fmt_case
@@ -299,7 +300,7 @@ def policy(draw) -> str:
     return "".join(draw(sep()) + it for it in items) + draw(sep())
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy())
 def test_generated_policies_keep_their_meaning(text: str) -> None:
     assert load_text(text, "x.policy").errors == []  # the strategy builds valid policies

@@ -32,6 +32,8 @@ from policy_engine.engine.accel.shapes import _LIST_STR, MISSING, copy_plain, fr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from depth import examples  # noqa: E402
+
 from benchmarks.requests import make_mix  # noqa: E402
 
 BENCH = ROOT / "benchmarks" / "policies"
@@ -205,7 +207,7 @@ _usual = st.composite(_typical)
 _REF = engine_from_texts({"p.policy": POLICY}, accelerate=False)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_usual(), min_size=4, max_size=4),
        st.lists(_action(), min_size=1, max_size=6))
 def test_random_actions_are_decided_and_frozen_as_the_reference_does(warm, actions):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from depth import examples
 from engine_support import engine_from_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -68,7 +69,7 @@ def test_a_macro_over_a_list_of_strings_has_no_type_test_per_item_and_no_needles
 
 
 @given(batch=st.lists(action, min_size=1, max_size=8))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_macros_over_lists_decide_like_the_reference_path(batch):
     slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
     fast = engine_from_texts({"p.policy": POLICY})

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
 import hostile_common as hc  # noqa: E402
+from depth import examples
 
 from policy_engine.cli import main  # noqa: E402
 from policy_engine.language.fmt import format_source  # noqa: E402
@@ -123,7 +124,7 @@ def suite_mutations(draw):
     return "\n".join(lines).encode("utf-8")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(suite_mutations())
 def test_mutated_suites_never_raise(workdir, data):

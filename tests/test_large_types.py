@@ -10,6 +10,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -146,7 +147,7 @@ _value = st.one_of(st.none(), st.booleans(), st.integers(-3, 25), st.sampled_fro
                    st.lists(st.sampled_from("abc"), max_size=3))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), n=st.sampled_from([80, _FUSE_MAX + 40]),
        actions=st.lists(st.fixed_dictionaries({}, optional={
            "tool": st.one_of(st.sampled_from([f"t{i}" for i in range(12)]), _value),

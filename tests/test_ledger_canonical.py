@@ -8,6 +8,7 @@ import math
 
 import pytest
 import rfc8785
+from depth import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                                                          st.dictionaries(texts, inner, max_size=5)), max_leaves=30)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(values)
 @example({"\U0001f600": 1, "\ufb01": 2, "\ue000": 3})  # astral key sorts before U+E000.. in UTF-16
 @example({"a": [1.0, -0.0, 1e-7, 1e20, 1e21]})

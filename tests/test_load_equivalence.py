@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from depth import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lark import Token
@@ -160,7 +161,7 @@ def test_the_tokenizer_reads_the_corpus_as_before():
     assert not diffs, diffs[:3]
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_ATOMS), st.sampled_from(_OPS)), min_size=1, max_size=8),
        st.sampled_from(["", "!", "-", "(", "[", "!-", "- ", " ", "\n", "\t "]),
        st.sampled_from(["", " ", "\n", " \f", "\u00a0", "#"]))
@@ -249,7 +250,7 @@ def test_normalise_is_the_token_reading_over_the_corpus():
     assert [lints.normalise(s) for s in exprs] == [_normalise_before(s) for s in exprs]
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 @given(_TEXT)
 def test_normalise_is_the_token_reading(src):
     assert lints.normalise(src) == _normalise_before(src)
@@ -262,7 +263,7 @@ def test_regex_whitespace_is_strs_whitespace():
         assert bool(re.fullmatch(r"\s", c)) == c.isspace() == (len(("a" + c + "b").split()) == 2), hex(ord(c))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 @given(_TEXT, _TEXT)
 def test_conditions_normalised_alike_are_alike_without_whitespace(a, b):
     if lints.normalise(a) == lints.normalise(b):

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 import rfc8785
+from depth import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
@@ -114,7 +115,7 @@ def d_now(now):
     return _now(now)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(aid=texts, extra=values)
 @example(aid="\ud800", extra=None)
 @example(aid="\U0001f600\u2028\x00", extra={"\U0001f600": 1.0, "\ue000": [1e21, -0.0]})

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -194,7 +195,8 @@ def mutate(v: Any, path: tuple, new: Any, delete: bool) -> Any:
 
 
 @needs_jsonschema
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(120), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_run_time_check_and_schema_agree_on_the_refunds_declarations(engine, schemas, data) -> None:
     name = data.draw(st.sampled_from(refunds_types(engine)))

@@ -16,6 +16,7 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+from depth import examples
 from engine_support import ROOT, engine_from_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -99,7 +100,7 @@ def _action(values: dict) -> dict:
 
 @given(seen=st.lists(st.dictionaries(st.sampled_from("xyz"), field_value, min_size=3, max_size=3), max_size=3),
        values=st.dictionaries(st.sampled_from("xyz"), field_value, min_size=3, max_size=3))
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_passing_the_specialised_check_proves_the_exact_check_passes(seen, values):
     keys = ("x", "y", "z")
     shapes: dict = {}
@@ -183,7 +184,7 @@ pay = st.fixed_dictionaries(
 
 
 @given(batch=st.lists(pay, min_size=1, max_size=25))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_history_of_shapes_decides_like_the_full_path(batch):
     slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
     fast = engine_from_texts({"p.policy": POLICY})  # lanes built from what it sees
@@ -375,7 +376,7 @@ post = st.fixed_dictionaries(
 
 
 @given(batch=st.lists(post, min_size=1, max_size=25))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_lists_of_records_and_of_scalars_decide_like_the_full_path(batch):
     slow = engine_from_texts({"p.policy": RECORDS}, accelerate=False)
     fast = engine_from_texts({"p.policy": RECORDS})

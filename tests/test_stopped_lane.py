@@ -29,6 +29,8 @@ from policy_engine.runtime.gatejson import decision_text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from depth import examples  # noqa: E402
+
 from benchmarks.requests import make_mix  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -190,7 +192,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
                      max_leaves=8)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pick=st.integers(0, 10_000), trig=st.integers(0, 10), extra=st.dictionaries(st.text(max_size=8), _json,
                                                                                      max_size=3),
        at=st.one_of(st.none(), st.text(max_size=30), st.just("2026-03-02T10:00:00Z")),
