@@ -8,6 +8,8 @@ interleaved rounds, medians per effect and over the mix:
                 `Engine.evaluate`'s dispatch;
   mask          the same function generated without the decision (`FusedGate.generate
                 (False)`: the input check and every condition, the outcome mask returned);
+  check         that function cut before its first condition: the input check alone (the
+                fields read, their types and limits, as the reference checks them);
   floor         the same function with its decision's template taken by the mask alone
                 (one per mask, from a real decision): copied, its id set, a require_approval
                 decision's action frozen, the object made and its two slots set, as the
@@ -15,11 +17,12 @@ interleaved rounds, medians per effect and over the mix:
                 of the contract costs (its decisions are not the gate's: a measure only);
   hand-written  `benchmarks/baselines/handwritten.py` (the short-circuit baseline).
 
-So `evaluate - fused` is the dispatch (less the one dict lookup the three others make),
+So `evaluate - fused` is the dispatch (less the one dict lookup the others make),
 `fused - mask` the decision's building, `floor - mask` what building a `Decision` costs at
-the least, and `evaluate - fused + floor` what `evaluate` would cost with its dispatch as
-it is and the decision at that least. Each
-timing includes the call of a small lambda, whose median is subtracted.
+the least, `mask - check` the conditions, `evaluate - fused + floor` what `evaluate` would
+cost with its dispatch as it is and the decision at that least, and `dispatch + check +
+least` what it would cost if every condition were free. Each timing includes the call of a
+small lambda, whose median is subtracted.
 
     python benchmarks/bench_breakdown.py [--quick]
 """
@@ -44,15 +47,20 @@ _FLOOR_HEAD = """
 """
 
 
-def _variants(engine, mix) -> tuple[dict, dict]:
-    """(type -> mask function, type -> floor function) for every type of the mix whose
-    fused gate is built."""
+def _variants(engine, mix) -> tuple[dict, dict, dict]:
+    """(type -> mask function, type -> floor function, type -> check function) for every
+    type of the mix whose fused gate is built."""
     acc = engine.accelerator
-    masks, floors = {}, {}
+    masks, floors, checks = {}, {}, {}
     for t, fz in acc.quick.items():
         if fz.fn is None:
             continue
-        masks[t] = fz.generate(False)[0]
+        masks[t], msrc = fz.generate(False)
+        head, sep, _ = msrc.partition("\n    _m = 0\n")  # the conditions start there
+        assert sep, msrc
+        gc_ = dict(masks[t].__globals__)
+        exec(head + "\n    return 0\n", gc_)  # noqa: S102
+        checks[t] = gc_["fused"]
         src = fz.source
         head, tail = src.split("    _aid = ", 1)
         g = dict(fz.fn.__globals__)
@@ -68,7 +76,7 @@ def _variants(engine, mix) -> tuple[dict, dict]:
         rest = rest[rest.index("    _tpl['action_id'] = _aid"):]
         exec(head + "    _aid = " + aid + "\n" + _FLOOR_HEAD + rest, g)  # noqa: S102
         floors[t] = g["fused"]
-    return masks, floors
+    return masks, floors, checks
 
 
 def run(rounds: int, out=print) -> dict:
@@ -80,7 +88,7 @@ def run(rounds: int, out=print) -> dict:
     for _ in range(4):  # every type's fused gate built, its templates kept per `now`
         for a, s, n in mix:
             engine.evaluate(a, s, n)
-    masks, floors = _variants(engine, mix)
+    masks, floors, checks = _variants(engine, mix)
     quick = engine.accelerator.quick
     fns = {t: quick[t].fn for t in masks}  # (looked up as the other two are)
     reqs = [(a, s, n) for a, s, n in mix if s is None and a["type"] in masks]
@@ -90,6 +98,7 @@ def run(rounds: int, out=print) -> dict:
         "evaluate": engine.evaluate,
         "fused": lambda a, s, n: fns[a["type"]](a, n),
         "mask": lambda a, s, n: masks[a["type"]](a, n),
+        "check": lambda a, s, n: checks[a["type"]](a, n),
         "floor": lambda a, s, n: floors[a["type"]](a, n),
         "hand-written": handwritten.evaluate,
         "(a lambda)": lambda a, s, n: None,
@@ -113,15 +122,16 @@ def run(rounds: int, out=print) -> dict:
     res: dict = {"requests": len(reqs), "lambda_ns": base, "groups": {}}
     out(f"where evaluate()'s time goes: {len(reqs)} requests of the mix (no workflow state), {rounds} rounds, "
         f"medians in us (a lambda's call, {base / 1000:.2f} us, subtracted)")
-    out(f"  {'':18s} {'n':>4s} {'evaluate':>9s} {'fused':>7s} {'mask':>7s} {'floor':>7s} {'hand':>7s}"
-        f" {'dispatch':>9s} {'decision':>9s} {'least':>7s}")
+    out(f"  {'':18s} {'n':>4s} {'evaluate':>9s} {'fused':>7s} {'mask':>7s} {'check':>7s} {'floor':>7s}"
+        f" {'hand':>7s} {'dispatch':>9s} {'decision':>9s} {'least':>7s}")
     for g, ix in groups.items():
         m = {k: (statistics.median([v[i] for i in ix]) - base) / 1000 for k, v in med.items()}
         row = {**m, "dispatch": m["evaluate"] - m["fused"], "decision": m["fused"] - m["mask"],
                "least": m["floor"] - m["mask"], "n": len(ix)}
         res["groups"][g] = row
-        out(f"  {g:18s} {len(ix):4d} {m['evaluate']:9.2f} {m['fused']:7.2f} {m['mask']:7.2f} {m['floor']:7.2f}"
-            f" {m['hand-written']:7.2f} {row['dispatch']:9.2f} {row['decision']:9.2f} {row['least']:7.2f}")
+        out(f"  {g:18s} {len(ix):4d} {m['evaluate']:9.2f} {m['fused']:7.2f} {m['mask']:7.2f} {m['check']:7.2f}"
+            f" {m['floor']:7.2f} {m['hand-written']:7.2f} {row['dispatch']:9.2f} {row['decision']:9.2f}"
+            f" {row['least']:7.2f}")
     a = res["groups"]["all"]
     at_least = a["dispatch"] + a["floor"]
     res["evaluate_at_floor_vs_handwritten"] = at_least / a["hand-written"]
@@ -129,6 +139,10 @@ def run(rounds: int, out=print) -> dict:
         f"decision built at the least (dispatch + floor, {at_least:.2f} us): "
         f"{res['evaluate_at_floor_vs_handwritten']:.1f}x; the input check and the conditions alone (mask): "
         f"{a['mask'] / a['hand-written']:.1f}x")
+    free = a["dispatch"] + a["check"] + a["least"]
+    res["without_conditions_vs_handwritten"] = free / a["hand-written"]
+    out(f"the input check alone: {a['check'] / a['hand-written']:.1f}x hand-written; with every condition "
+        f"free (dispatch + check + least, {free:.2f} us): {res['without_conditions_vs_handwritten']:.1f}x")
     return res
 
 

@@ -74,10 +74,12 @@ def test_bench_breakdown_quick_run_splits_evaluate_by_effect():
     assert p.returncode == 0, p.stderr
     num = r"\s+-?\d+\.\d\d"
     for group in ("all", "allow", "require_approval", "deny", "stop"):
-        assert re.search(rf"^  {group}\s+\d+" + num * 8 + "$", p.stdout, re.M), (group, p.stdout)
+        assert re.search(rf"^  {group}\s+\d+" + num * 9 + "$", p.stdout, re.M), (group, p.stdout)
     assert re.search(r"^evaluate / hand-written over these requests: \d+\.\dx; with the decision built at the "
                      r"least \(dispatch \+ floor, \d+\.\d\d us\): \d+\.\dx; the input check and the conditions "
                      r"alone \(mask\): \d+\.\dx$", p.stdout, re.M), p.stdout
+    assert re.search(r"^the input check alone: \d+\.\dx hand-written; with every condition free \(dispatch \+ "
+                     r"check \+ least, \d+\.\d\d us\): \d+\.\dx$", p.stdout, re.M), p.stdout
 
 
 def test_benchmark_policies_check_clean_in_strict_mode():
