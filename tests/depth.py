@@ -3,8 +3,8 @@
 The suite runs in CI within its time budget on a two-core machine (`.ci/run`, pytest-xdist).
 The randomized differential and byte-for-byte tests dominate its time, so their default
 counts are sized for that budget, and `STOPLINE_TEST_DEPTH` scales every count given
-through `examples` for a deeper run (the counts these tests had before the budget are
-reached at about `STOPLINE_TEST_DEPTH=4`):
+through `examples` for a deeper run (at `STOPLINE_TEST_DEPTH=4`, about the counts these
+tests had before the budget):
 
     STOPLINE_TEST_DEPTH=4 python -m pytest -q tests/test_cel_differential.py
 

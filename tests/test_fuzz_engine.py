@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -107,7 +108,7 @@ ENGINE = engine_of(PAY, "pay.policy")
 NB = engine_of(NONBOOL, "nb.policy")
 
 # tests/fuzz/fuzz_engine.py raises the budget through this variable for long campaigns.
-FUZZ = settings(max_examples=int(os.environ.get("STOPLINE_FUZZ_EXAMPLES", "200")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("STOPLINE_FUZZ_EXAMPLES", str(examples(100)))), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 
