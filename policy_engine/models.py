@@ -283,6 +283,11 @@ class WorkflowOwners(_Out):
     technical: str | None = Field(default=None, description="the technical owner, as declared")
 
 
+# pydantic's own serializer of a model to JSON text (`Decision.model_dump_json` goes through
+# its template first, see there)
+_pydantic_json = BaseModel.model_dump_json
+
+
 class Decision(_Out):
     # (no docstring: it would become the JSON schema's description, `stopline schema Decision`)
     # every read of the instance dict (pydantic's serializers, ==, hash, copy, repr) resolves
@@ -313,18 +318,28 @@ class Decision(_Out):
         default=None, description="the workflow's business and technical owner; null when the workflow is unknown")
 
     def to_json(self) -> str:
-        """The decision as JSON text: exactly the bytes of `model_dump_json()` (compact, fields
-        by alias, in declaration order), which is what a runtime logs. A decision of the
-        engine's fast lane is written from JSON rendered once per decision template, its few
-        varying fields (`action_id`, `action_digest`, `reversible_until`, `evaluated_at`)
-        encoded on their own: several times faster than `model_dump_json()`; any other
-        decision is `model_dump_json()`. See docs/engine.md."""
+        """The decision as JSON text: exactly the bytes pydantic's `model_dump_json()` writes
+        (compact, fields by alias, in declaration order), which is what a runtime logs. A
+        decision of the engine's fast lane is written from JSON rendered once per decision
+        template, its few varying fields (`action_id`, `action_digest`, `reversible_until`,
+        `evaluated_at`) encoded on their own: several times faster than pydantic's
+        serializer; any other decision is written by pydantic. `model_dump_json()` with no
+        arguments is this call. See docs/engine.md."""
         fs = self.__pydantic_fields_set__
         if type(fs) is DecisionJson:
             text = fs.render(self)
             if text is not None:
                 return text
-        return self.model_dump_json()
+        return _pydantic_json(self)
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        """pydantic's `model_dump_json`; called with no arguments (the form a runtime logs),
+        it is `to_json()`: the same bytes, written from the decision's template when the
+        engine's fast lane made it. With any argument (`indent`, `include`, ...) pydantic
+        writes it."""
+        if kwargs:
+            return _pydantic_json(self, **kwargs)
+        return self.to_json()
 
 
 for _name in _DEFERRABLE:
@@ -362,9 +377,9 @@ class DecisionJson(set):
     of every field name, like any decision's, that also carries what `Decision.to_json`
     needs to write them without pydantic: the template's JSON cut around the fields that
     vary (`action_id`, `action_digest`, `reversibility.reversible_until`, `evaluated_at`),
-    rendered by `model_dump_json()` itself on first use, and the values of every other field
-    (the decision's must be these, checked on every call; anything else, and any value
-    pydantic would refuse, is written by `model_dump_json()`). A copy or a pickle of it is a
+    rendered by pydantic's `model_dump_json()` itself on first use, and the values of every
+    other field (the decision's must be these, checked on every call; anything else, and any
+    value pydantic would refuse, is written by pydantic). A copy or a pickle of it is a
     plain set."""
 
     __slots__ = ("template", "plan", "base")
@@ -405,7 +420,7 @@ class DecisionJson(set):
         t = self.template
         rev = t.get("reversibility")
         dec, window = self.marked(_MARK)
-        cut = split_at_marks(dec.model_dump_json(), _MARK_JSON, window)
+        cut = split_at_marks(_pydantic_json(dec), _MARK_JSON, window)
         # (the fields' order: action_id, action_digest, reversibility.reversible_until, evaluated_at)
         if cut is None or list(cut[0]) != [k for k in _MARK if k != "reversible_until" or window]:
             return (None,) * 5

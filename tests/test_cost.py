@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 import policy_engine
 from policy_engine.compiled import CAction, CCost, CScenario
@@ -85,7 +86,7 @@ def test_a_decision_shows_the_costs() -> None:
     rv = json.loads(d.model_dump_json())["reversibility"]
     assert rv["cost"] == {"amount": 40.0, "unit": "USD"}
     assert rv["within_window"][0]["cost"] == rv["after_window"][0]["cost"] == {"amount": 2.5, "unit": "hours"}
-    assert json.loads(d.to_json()) == json.loads(d.model_dump_json())
+    assert d.to_json() == BaseModel.model_dump_json(d) == d.model_dump_json()
     assert d.reversibility is not None and d.reversibility.cost is not None and d.reversibility.cost.unit == "USD"
 
 

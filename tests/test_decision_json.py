@@ -1,4 +1,5 @@
-"""`Decision.to_json()` is `model_dump_json()`, byte for byte; a require_approval decision's
+"""`Decision.to_json()` is pydantic's `model_dump_json()`, byte for byte, and so is
+`Decision.model_dump_json()` itself; a require_approval decision's
 deferred `action_digest` is the digest of the action as it was decided; `fmt_ts` is
 `format_rfc3339` (issue 16, goals 1-3).
 
@@ -6,7 +7,7 @@ The fast lane builds every decision of one outcome of one action type from one t
 gives them a `DecisionJson` fields set: `to_json()` writes them from that template's JSON,
 rendered once, with the varying fields (`action_id`, `action_digest`,
 `reversibility.reversible_until`, `evaluated_at`) encoded alone. Every other decision, and
-any decision whose fields are not its template's, is written by `model_dump_json()`. The
+any decision whose fields are not its template's, is written by pydantic. The
 digest of a require_approval decision is computed on first read, from a frozen copy of the
 action (`engine.digests.PendingDigest`): later changes to the caller's dict must not reach it.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 import policy_engine
 from policy_engine import construct
@@ -41,6 +42,9 @@ from benchmarks.requests import make_mix  # noqa: E402
 
 BENCH = ROOT / "benchmarks" / "policies"
 MIX = make_mix(200)
+# pydantic's own serializer: the reference (`Decision.model_dump_json()` with no arguments is
+# `to_json()`, the template's fragments)
+pydantic_json = BaseModel.model_dump_json
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +65,9 @@ def _same_json(d: Decision) -> str:
         got = d.to_json()
     except Exception as e:  # noqa: BLE001 - pydantic refuses (a lone surrogate): so must to_json
         with pytest.raises(type(e)):
-            d.model_dump_json()
+            pydantic_json(d)
         return ""
-    assert got == d.model_dump_json()
+    assert got == pydantic_json(d) == d.model_dump_json()
     return got
 
 
@@ -79,7 +83,7 @@ def test_to_json_is_model_dump_json_on_the_benchmark_mix(engines):
                 templated += type(fs) is DecisionJson
                 at_now += type(fs) is DecisionJson and fs.base is not None and len(fs.plan or ()) > 5
                 if now is not None:
-                    assert text == ref.evaluate(a, s, now).model_dump_json() == ref.evaluate(a, s, now).to_json()
+                    assert text == pydantic_json(ref.evaluate(a, s, now)) == ref.evaluate(a, s, now).to_json()
     assert templated > 2000  # the template path was taken (not every decision fell back to pydantic)
     assert at_now > 500  # and the per-`now` one (DecisionJson.at: the times written in)
 
@@ -105,8 +109,42 @@ def test_evaluate_json_is_model_dump_json_on_the_benchmark_mix(engines, monkeypa
                 if now is None:  # (the clock's time: a decision of this action, read back)
                     assert Decision.model_validate_json(text).action_id == a.get("id")
                     continue
-                assert text == ref.evaluate_json(a, s, now) == fast.evaluate(a, s, now).model_dump_json()
+                assert text == ref.evaluate_json(a, s, now) == pydantic_json(fast.evaluate(a, s, now))
     assert sum(fresh) > 2000
+
+
+def test_model_dump_json_without_arguments_is_written_from_the_template(engines, monkeypatch):
+    """`model_dump_json()` with no arguments, the form a runtime logs, is `to_json()`: the
+    template's fragments write it (not pydantic), the same bytes as pydantic's own
+    serializer; with any argument pydantic writes it, as pydantic would."""
+    fast, _ = engines
+    for _ in range(4):
+        for a, s, n in MIX:
+            fast.evaluate(a, s, n)
+    rendered = []
+    real = DecisionJson.render
+
+    def render(self, dec, fresh=False):
+        text = real(self, dec, fresh)
+        rendered.append(text is not None)
+        return text
+
+    monkeypatch.setattr(DecisionJson, "render", render)
+    templated = 0
+    for a, s, n in MIX:
+        d = fast.evaluate(a, s, n)
+        rendered.clear()
+        text = d.model_dump_json()
+        assert text == pydantic_json(d)
+        if type(d.__pydantic_fields_set__) is DecisionJson:
+            assert rendered == [True]  # one render, which wrote it
+            templated += 1
+        for kwargs in ({"indent": 2}, {"exclude": {"trace", "matched"}}, {"exclude_defaults": True},
+                       {"include": {"effect", "action_digest"}}):
+            rendered.clear()
+            assert d.model_dump_json(**kwargs) == pydantic_json(d, **kwargs)
+            assert rendered == []
+    assert templated > 150
 
 
 def test_evaluate_json_builds_the_decision_when_its_fields_cannot_be_written(engines, monkeypatch):
@@ -147,7 +185,7 @@ def test_evaluate_json_computes_a_digest_at_once_and_evaluate_defers_it(engines,
     decisions = [fast.evaluate(a, s, n) for a, s, n in approvals]
     assert all(type(d.__dict__["action_digest"]) is str for d in decisions)  # (each read once)
     assert len(made) == len(approvals)
-    assert texts == [d.model_dump_json() for d in decisions]
+    assert texts == [pydantic_json(d) for d in decisions]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -164,7 +202,7 @@ def test_evaluate_json_on_random_and_bad_input(engines, pick, changes, state):
     action = {**a, **changes}
     for _ in range(4):  # lanes built, templates kept
         try:
-            want = fast.evaluate(action, state, n).model_dump_json()
+            want = pydantic_json(fast.evaluate(action, state, n))
         except Exception as e:  # noqa: BLE001 - pydantic refuses (a lone surrogate): so must evaluate_json
             with pytest.raises(type(e)):
                 fast.evaluate_json(action, state, n)
@@ -255,7 +293,7 @@ def test_a_frozen_copy_pending_in_the_digest_is_written_from_the_fragments(engin
         assert type(fs) is DecisionJson
         text = fs.render(d)
         assert text is not None and type(_raw(d)["action_digest"]) is str  # resolved, kept
-        assert text == d.model_dump_json() == ref.evaluate(a, s, n).model_dump_json()
+        assert text == pydantic_json(d) == d.model_dump_json() == ref.evaluate(a, s, n).model_dump_json()
         written += 1
     assert written > 50
 
@@ -318,7 +356,7 @@ def test_the_clock_and_a_new_now_are_rendered_when_read(engines):
                 rev = d.reversibility
                 assert rev.reversible_until == fmt_ts(when + timedelta(seconds=rev.window_seconds))
                 if now is not None:
-                    assert d.model_dump_json() == ref.evaluate(a, s, now).model_dump_json()
+                    assert pydantic_json(d) == ref.evaluate(a, s, now).model_dump_json()
             _same_json(fast.evaluate(a, s, n - timedelta(seconds=next(fresh)) if fixed else None))  # to_json() first
 
 
@@ -381,10 +419,10 @@ def test_a_changed_decision_is_written_by_pydantic(engines):
     for changed in (d.model_copy(update={"reason": "other"}), d.model_copy(update={"trace": ()}),
                     d.model_copy(update={"action_id": "a\u2028\"b\\"}), copy.copy(d), pickle.loads(pickle.dumps(d))):
         assert type(changed.__pydantic_fields_set__) is set  # a copy keeps no template
-        assert changed.to_json() == changed.model_dump_json()
+        assert changed.to_json() == pydantic_json(changed) == changed.model_dump_json()
     tampered = fast.evaluate(a, s, n)
     _raw(tampered)["reason"] = "tampered"  # (no one should; the template check still sees it)
-    assert '"tampered"' in tampered.to_json() == tampered.model_dump_json()
+    assert '"tampered"' in tampered.to_json() == pydantic_json(tampered) == tampered.model_dump_json()
     surrogate = fast.evaluate(a, s, n)
     _raw(surrogate)["action_id"] = "\ud800"
     _same_json(surrogate)
