@@ -10,7 +10,9 @@ fixed-`now` `evaluate()` of the same run (bench_engine.py prints these lines).
   decision is compared with its template before it is written), `model_dump_json()` (with
   no arguments, `to_json()` itself), pydantic's own serializer (`BaseModel.model_dump_json`,
   what `model_dump_json()` was before: the same bytes, checked on every decision of the mix
-  for each of the others, any difference fails the run) and `model_dump(mode="json")`; and
+  for each of the others, any difference fails the run), `model_dump(mode="json")` (from the
+  template, see `engine.accel.jsonmode`) beside pydantic's own dump (the same dict, checked
+  likewise); and
   `evaluate(action, state).to_json()` with the clock (informational: a runtime's whole path).
 
 Every line is timed per call (timer overhead subtracted), interleaved in rounds with the
@@ -51,6 +53,9 @@ def check_json(engine, mix) -> list[str]:
                 bad.append(f"{a.get('id')} at {now}: to_json() differs from pydantic's model_dump_json()")
             if d.model_dump_json() != want:
                 bad.append(f"{a.get('id')} at {now}: model_dump_json() differs from pydantic's")
+            got, ref = d.model_dump(mode="json"), BaseModel.model_dump(d, mode="json")
+            if got != ref or list(got) != list(ref):
+                bad.append(f"{a.get('id')} at {now}: model_dump(mode='json') differs from pydantic's")
             if now is not None and hasattr(engine, "evaluate_json") and \
                     engine.evaluate_json(a, s, now) != BaseModel.model_dump_json(engine.evaluate(a, s, now)):
                 bad.append(f"{a.get('id')} at {now}: evaluate_json() differs from pydantic's model_dump_json()")
@@ -72,7 +77,7 @@ def run(engine, handwritten, mix, quick: bool, overhead: int, other=None) -> dic
     which a runtime does not do: it passes one kind of `now`)."""
     from pydantic import BaseModel
 
-    pydantic_json = BaseModel.model_dump_json
+    pydantic_json, pydantic_dump = BaseModel.model_dump_json, BaseModel.model_dump
     ev = engine.evaluate
     paths = {
         "hand-written": handwritten,
@@ -85,6 +90,7 @@ def run(engine, handwritten, mix, quick: bool, overhead: int, other=None) -> dic
         "evaluate + model_dump_json()": lambda a, s, n: ev(a, s, n).model_dump_json(),
         "evaluate + pydantic's JSON": lambda a, s, n: pydantic_json(ev(a, s, n)),
         "evaluate + model_dump(json)": lambda a, s, n: ev(a, s, n).model_dump(mode="json"),
+        "evaluate + pydantic's dump(json)": lambda a, s, n: pydantic_dump(ev(a, s, n), mode="json"),
         "evaluate, a field missing": ev,
         "evaluate, every field missing": ev,
     }
@@ -92,7 +98,7 @@ def run(engine, handwritten, mix, quick: bool, overhead: int, other=None) -> dic
     # mix's actions without its first field besides workflow, type and id; and without all
     alt = missing_fields(mix)
     rounds = 2 if quick else 24
-    slow = {"evaluate + pydantic's JSON", "evaluate + model_dump(json)"}  # 4x fewer rounds (slow, informational)
+    slow = {"evaluate + pydantic's JSON", "evaluate + pydantic's dump(json)"}  # 4x fewer rounds (slow, informational)
     effect = [ev(a, s, n).effect for a, s, n in mix]
     effects = {name: [ev(a, s, n).effect for a, s, n in reqs] for name, reqs in alt.items()}
     clock = [(a, s, None) for a, s, _ in mix]
@@ -315,7 +321,7 @@ def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
     for name in ("hand-written", "evaluate", "evaluate, now=None", "evaluate, new now per call", "evaluate_json()",
                  "evaluate + to_json()",
                  "evaluate now=None + to_json()", "evaluate + model_dump_json()", "evaluate + pydantic's JSON",
-                 "evaluate + model_dump(json)",
+                 "evaluate + model_dump(json)", "evaluate + pydantic's dump(json)",
                  "evaluate, a field missing", "evaluate, every field missing"):
         eff = res["by_effect"][name]
         per = " / ".join(f"{eff[e]:.2f}" if e in eff else "-" for e in ("allow", "deny", "require_approval", "stop"))
@@ -329,6 +335,8 @@ def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
         "to_json_vs_evaluate": res["evaluate + to_json()"] / ev,
         "model_dump_json_vs_evaluate": res["evaluate + model_dump_json()"] / ev,
         "pydantic_json_vs_evaluate": res["evaluate + pydantic's JSON"] / ev,
+        "model_dump_vs_evaluate": res["evaluate + model_dump(json)"] / ev,
+        "pydantic_dump_vs_evaluate": res["evaluate + pydantic's dump(json)"] / ev,
     }
     g1, g2c, g2n, g3 = (ratios[k] for k in ("evaluate_vs_handwritten", "clock_vs_fixed", "new_now_vs_fixed",
                                              "json_vs_evaluate"))
@@ -341,6 +349,9 @@ def report(out, res: dict, main: tuple[float, float] | None = None) -> dict:
         f"{met(g3 <= t['json_vs_evaluate_max'])}); evaluate + to_json() {ratios['to_json_vs_evaluate']:.2f}x; "
         f"evaluate + model_dump_json() {ratios['model_dump_json_vs_evaluate']:.2f}x; pydantic's own serializer "
         f"instead: {ratios['pydantic_json_vs_evaluate']:.1f}x")
+    out(f"the decision as a dict (the contract's model_dump(mode=\"json\")): evaluate + model_dump(mode=\"json\") "
+        f"{ratios['model_dump_vs_evaluate']:.1f}x evaluate(); pydantic's own dump instead: "
+        f"{ratios['pydantic_dump_vs_evaluate']:.1f}x")
     ratios["one_missing_vs_evaluate"] = res["evaluate, a field missing"] / ev
     ratios["all_missing_vs_evaluate"] = res["evaluate, every field missing"] / ev
     out(f"actions lacking fields their conditions read: one field {ratios['one_missing_vs_evaluate']:.2f}x "

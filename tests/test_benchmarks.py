@@ -49,6 +49,8 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
         # goal 3, and model_dump_json() (to_json() itself) beside pydantic's own serializer
         r"^goal 3: evaluate_json\(\) / evaluate [\d.]+x \(target <= 2x: (met|MISSED)\); evaluate \+ to_json\(\) "
         r"[\d.]+x; evaluate \+ model_dump_json\(\) [\d.]+x; pydantic's own serializer instead: [\d.]+x$",
+        r"^the decision as a dict \(the contract's model_dump\(mode=\"json\"\)\): evaluate \+ "
+        r"model_dump\(mode=\"json\"\) [\d.]+x evaluate\(\); pydantic's own dump instead: [\d.]+x$",
     ):
         assert re.search(line, out, re.M), (line, out)
     # issue 16, goals 4-6 (benchmarks/bench_scale.py): one line each, with its target's verdict

@@ -60,14 +60,18 @@ def _raw(d: Decision) -> dict:
 
 def _same_json(d: Decision) -> str:
     """to_json() (first: on the deferred fields as the gate left them) and model_dump_json()
-    of `d`: equal, or both refuse alike."""
+    of `d`: equal, or both refuse alike; then `model_dump(mode="json")`: pydantic's dict, in
+    its order."""
     try:
         got = d.to_json()
     except Exception as e:  # noqa: BLE001 - pydantic refuses (a lone surrogate): so must to_json
         with pytest.raises(type(e)):
             pydantic_json(d)
-        return ""
-    assert got == pydantic_json(d) == d.model_dump_json()
+        got = ""
+    else:
+        assert got == pydantic_json(d) == d.model_dump_json()
+    got_d, ref_d = d.model_dump(mode="json"), BaseModel.model_dump(d, mode="json")
+    assert got_d == ref_d and list(got_d) == list(ref_d)
     return got
 
 
@@ -147,6 +151,67 @@ def test_model_dump_json_without_arguments_is_written_from_the_template(engines,
     assert templated > 150
 
 
+def test_model_dump_json_mode_is_pydantic_s_dict_from_the_template(engines, monkeypatch):
+    """`model_dump(mode="json")` (the contract's form) of a fast-lane decision is built from
+    its template's dump (`engine.accel.jsonmode`): pydantic's dict, key for key and in the
+    same order, at a fixed `now`, the clock's and a new one; a new copy on every call (a
+    caller may change it); any other form, and a changed decision, dumped by pydantic."""
+    import json
+
+    from policy_engine import models
+
+    fast, _ = engines
+    for _ in range(4):
+        for a, s, n in MIX:
+            fast.evaluate(a, s, n)
+    made = []
+    real = models.DUMP_JSON_MODE
+
+    def counted(fs, dec):
+        out = real(fs, dec)
+        made.append(out is not None)
+        return out
+
+    monkeypatch.setattr(models, "DUMP_JSON_MODE", counted)
+    for i, (a, s, n) in enumerate(MIX):
+        for now in (n, None, n + timedelta(microseconds=i + 1)):
+            d = fast.evaluate(a, s, now)
+            got = d.model_dump(mode="json")
+            want = BaseModel.model_dump(d, mode="json")
+            assert got == want and json.dumps(got) == json.dumps(want), (a, now)
+            got["action_id"] = "changed"  # a new copy each call: nothing of it is shared
+            for v in got.values():
+                if isinstance(v, list):
+                    v.append("more")
+                elif isinstance(v, dict):
+                    v.clear()
+            assert json.dumps(d.model_dump(mode="json")) == json.dumps(want)
+    assert sum(made) > 1000  # the template's path was taken
+    d = fast.evaluate(*MIX[0])
+    made.clear()
+    for kwargs in ({}, {"mode": "python"}, {"mode": "json", "exclude": {"trace"}}, {"mode": "json", "by_alias": False}):
+        assert d.model_dump(**kwargs) == BaseModel.model_dump(d, **kwargs)
+    changed = d.model_copy(update={"reason": "other"})
+    assert changed.model_dump(mode="json") == BaseModel.model_dump(changed, mode="json")
+    assert made == []
+    tampered = fast.evaluate(*MIX[0])
+    _raw(tampered)["reason"] = "tampered"  # (no one should; the template check still sees it)
+    assert tampered.model_dump(mode="json")["reason"] == "tampered" and made == [False]
+
+
+def test_model_dump_json_mode_names_the_action_as_decided(engines):
+    fast, _ = engines
+    a, s, n = _approval_case(fast)
+    for _ in range(4):
+        fast.evaluate(copy.deepcopy(a), s, n)
+    action = copy.deepcopy(a)
+    before = action_digest(action)
+    d = fast.evaluate(action, s, n)
+    assert type(d.__pydantic_fields_set__) is DecisionJson and _pending(_raw(d)["action_digest"])
+    action["new"] = True
+    assert d.model_dump(mode="json")["action_digest"] == before
+
+
 def test_evaluate_json_builds_the_decision_when_its_fields_cannot_be_written(engines, monkeypatch):
     """Where the template's fragments cannot write a decision's fields (`render` says None),
     evaluate_json builds the Decision from them and pydantic writes it: the same bytes."""
@@ -208,6 +273,9 @@ def test_evaluate_json_on_random_and_bad_input(engines, pick, changes, state):
                 fast.evaluate_json(action, state, n)
             return
         assert fast.evaluate_json(action, state, n) == want
+        d = fast.evaluate(action, state, n)
+        got, ref = d.model_dump(mode="json"), BaseModel.model_dump(d, mode="json")
+        assert got == ref and list(got) == list(ref)
 
 
 def test_to_json_on_every_shipped_fixture_case():
