@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import os
 import stat
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,9 +58,11 @@ def cache_dir() -> Path | None:
 
 def lark_cache(name: str) -> str | bool:
     """The `cache=` argument for the Lark parser `name`: a file in the private cache
-    directory, or False (no cache)."""
+    directory, or False (no cache). The file is named for the Python version too: Lark
+    refuses another version's file, so processes of two Pythons on one machine would
+    otherwise rewrite each other's and each rebuild its parser."""
     d = cache_dir()
-    return str(d / f"{name}.lark-cache") if d is not None else False
+    return str(d / f"{name}-py{sys.version_info[0]}{sys.version_info[1]}.lark-cache") if d is not None else False
 
 
 _PAUSE_LOCK = threading.Lock()

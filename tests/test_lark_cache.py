@@ -41,7 +41,8 @@ def test_the_directory_is_created_private(monkeypatch, tmp_path):
     monkeypatch.setenv("STOPLINE_CACHE_DIR", str(d))
     assert cache_dir() == d
     assert stat.S_IMODE(d.stat().st_mode) & 0o077 == 0
-    assert lark_cache("cel-grammar") == str(d / "cel-grammar.lark-cache")
+    py = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    assert lark_cache("cel-grammar") == str(d / f"cel-grammar-{py}.lark-cache")
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
@@ -62,7 +63,8 @@ def test_the_cache_is_written_used_and_a_bad_one_is_rebuilt(tmp_path):
     first = run_check(d)
     assert first.returncode == 0, first.stderr
     files = sorted(p.name for p in d.iterdir())
-    assert files == ["cel-grammar.lark-cache", "stopline-grammar.lark-cache"]
+    py = f"py{sys.version_info[0]}{sys.version_info[1]}"  # (one file per Python version)
+    assert files == [f"cel-grammar-{py}.lark-cache", f"stopline-grammar-{py}.lark-cache"]
     assert run_check(d).stdout == first.stdout  # from the cache: the same report
     for p in d.iterdir():  # torn or foreign files: ignored, rebuilt, rewritten
         p.write_bytes(b"garbage\n" + os.urandom(64))

@@ -36,7 +36,10 @@ def dump(t):
         node, into = stack.pop()
         if isinstance(node, Tree):
             kids: list = []
-            into.append((type(node.data).__name__, str(node.data), sorted(vars(node.meta).items()), kids))
+            # (the rule name as text: Lark gives a Token when it builds its parser from the
+            # grammar and a plain str when it loads it from its cache; the test passed only
+            # where the cache was valid)
+            into.append((str(node.data), sorted(vars(node.meta).items()), kids))
             stack.extend((c, kids) for c in reversed(node.children))
         elif isinstance(node, Token):
             into.append((type(node.value).__name__, str(node), *(getattr(node, f) for f in _TOKEN_FIELDS)))
