@@ -282,6 +282,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     under ``policies`` (a path or a list of paths, which each worker loads; or an
     ``Engine``, replayed in this process). ``ledger``: a URL or a ``Ledger``."""
     import multiprocessing
+    import threading
     import time
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
@@ -325,10 +326,14 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             pieces = max(workers * 4, len(seqs) // 10_000)
             step = -(-len(seqs) // pieces)
             parts = [(seqs[i], seqs[min(i + step, len(seqs)) - 1]) for i in range(0, len(seqs), step)]
-            # fork where there is one: no re-import of the caller's __main__; a worker
-            # opens its own ledger connection and never touches the parent's
+            # fork where there is one and this process runs no other thread: no re-import of
+            # the caller's __main__; a worker opens its own ledger connection and never
+            # touches the parent's. A process with other threads (a server, a host's pool)
+            # spawns its workers: a forked child may deadlock on a lock another thread held
+            # at the fork (Python 3.12 warns of it), and a spawned one loads the policy itself
             methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            single = threading.active_count() == 1
+            ctx = multiprocessing.get_context("fork" if "fork" in methods and single else "spawn")
             if ctx.get_start_method() == "fork":
                 _INHERITED["engine"] = engine
             try:

@@ -87,6 +87,36 @@ def test_replay_in_two_processes_gives_the_same_answer(rt, ledger_url, tmp_path)
     assert two.to_json() | {"workers": 1} == one.to_json()
 
 
+def test_replay_in_a_process_running_other_threads_spawns_its_workers(rt, ledger_url, tmp_path,  # noqa: F811
+                                                                       monkeypatch):
+    """Forking a process that runs other threads may deadlock the child on a lock one of
+    them held (Python 3.12 warns of it): there replay spawns its workers, which load the
+    policy themselves; a single-threaded process forks them. The same answer either way."""
+    import multiprocessing
+    import threading
+
+    _history(rt)
+    cand = tmp_path / "next.policy"
+    cand.write_text(STRICTER)
+    one = replay(str(cand), ledger_url, workers=1)
+    used: list = []
+    real = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: used.append(method) or real(method))
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        two = replay(str(cand), ledger_url, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert used == ["spawn"]
+    assert two.workers == 2 and two.to_json() | {"workers": 1} == one.to_json()
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        used.clear()  # (under pytest-xdist a worker runs other threads itself: then spawn again)
+        assert replay(str(cand), ledger_url, workers=2).to_json() == two.to_json() and used == ["fork"]
+
+
 def test_decisions_recorded_under_a_policy_that_no_longer_loads_still_replay(ledger_url, tmp_path):  # noqa: F811
     old = tmp_path / "old.policy"
     old.write_text(POLICY)
