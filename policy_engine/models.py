@@ -346,14 +346,16 @@ class Decision(_Out):
         return self.to_json()
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
-        """pydantic's `model_dump`; `model_dump(mode="json")` (the contract's form) of a
-        decision of the engine's fast lane is a new copy of its template's dump with the
-        fields that vary set: the same dict, in the same order, several times faster (see
-        `engine.accel.jsonmode`). Any other form, and any other decision, pydantic dumps."""
-        if len(kwargs) == 1 and kwargs.get("mode") == "json":
+        """pydantic's `model_dump`; `model_dump(mode="json")` (the contract's form) and
+        `model_dump()` of a decision of the engine's fast lane are a new copy of its
+        template's dump with the fields that vary set: the same dict, in the same order,
+        several times faster (see `engine.accel.jsonmode`). Any other form, and any other
+        decision, pydantic dumps."""
+        mode = kwargs.get("mode", "python") if len(kwargs) <= 1 else None
+        if (mode == "json" or mode == "python") and (len(kwargs) == 0 or "mode" in kwargs):
             fs = self.__pydantic_fields_set__
             if type(fs) is DecisionJson and DUMP_JSON_MODE is not None:
-                out = DUMP_JSON_MODE(fs, self)
+                out = DUMP_JSON_MODE(fs, self, mode)
                 if out is not None:
                     return out
         return _pydantic_dump(self, **kwargs)
@@ -406,7 +408,7 @@ class DecisionJson(set):
         self.template = template  # the fields of the template (any `now`, no id, no digest)
         self.plan: tuple | None = None  # (static getter, static values, rev getter, rev values, JSON parts)
         self.base: DecisionJson | None = None  # the template's, for one at a `now` (see `at`)
-        self.blob: Any = None  # its JSON-mode dump as a function (see engine.accel.jsonmode)
+        self.blob: Any = None  # its dumps as functions, by mode (see engine.accel.jsonmode)
 
     def __copy__(self) -> set:
         return set(self)

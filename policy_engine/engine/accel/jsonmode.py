@@ -1,6 +1,7 @@
 """`Decision.model_dump(mode="json")` of a decision of the fast lane, from its template: the
 form the public contract shows (`decision.model_dump(mode="json")`), the same dict as
-pydantic's, about three times faster.
+pydantic's, about three times faster; likewise `model_dump()` (python mode: the same with
+tuples where the model has them).
 
 Every decision built from one template (`DecisionJson`, see `models`) has the template's
 fields apart from `action_id`, `action_digest`, `evaluated_at` and, for an action type with
@@ -10,7 +11,8 @@ literal, the four fields its parameters: each call builds new containers (nothin
 with any other call's result, so a caller may change what it gets; the strings, immutable,
 are the code's constants), faster than pydantic walks the models or `pickle` loads a copy.
 The dump is checked to hold only what a literal writes exactly (str, int, finite float,
-bool, None, list, dict with str keys); a template that holds anything else, a decision whose
+bool, None, list, tuple, dict with str keys; a tuple literal of constants is one shared
+constant, immutable like the strings); a template that holds anything else, a decision whose
 other fields are not its template's (checked as `DecisionJson.render` checks them), or one
 that holds a value of another type, is dumped by pydantic. Installed into `models` on import
 (the fast lane's modules import it): `models.DUMP_JSON_MODE`.
@@ -32,28 +34,32 @@ _PARAMS = {"action_id": "_a", "action_digest": "_d", "evaluated_at": "_e", "reve
 
 
 def _literal(v: Any) -> bool:
-    """Whether `repr(v)` is a Python literal of exactly `v` (JSON-mode data)."""
+    """Whether `repr(v)` is a Python literal of exactly `v` (a dump's data)."""
     t = type(v)
     if t is str or t is int or t is bool or v is None:
         return True
     if t is float:
         return math.isfinite(v)
-    if t is list:
+    if t is list or t is tuple:
         return all(_literal(x) for x in v)
     if t is dict:
         return all(type(k) is str and _literal(x) for k, x in v.items())
     return False
 
 
-def _builder(fs: DecisionJson) -> Any:
+def _builder(fs: DecisionJson, mode: str) -> Any:
     """The function `(action_id, action_digest, evaluated_at, reversible_until) -> the dump`
-    of `fs`'s template (False when its dump is not all literals), kept on the template's
-    fields set (a fields set at one `now` uses its template's)."""
+    (`mode`: "json" or "python") of `fs`'s template (False when its dump is not all
+    literals), kept on the template's fields set (a fields set at one `now` uses its
+    template's)."""
     owner = fs.base if fs.base is not None else fs
-    got = owner.blob
+    kept = owner.blob
+    if kept is None:
+        kept = owner.blob = {}
+    got = kept.get(mode)
     if got is None:
         dec, _window = owner.marked(_MARK)
-        dump = _dump(dec, mode="json")
+        dump = _dump(dec, mode=mode)
         got = False
         if _literal(dump):
             src = repr(dump)
@@ -62,12 +68,12 @@ def _builder(fs: DecisionJson) -> Any:
             ns: dict = {}
             exec(compile(f"def dump(_a, _d, _e, _u):\n    return {src}\n", "<decision dump>", "exec"), ns)
             got = ns["dump"]
-        owner.blob = got
+        kept[mode] = got
     return got
 
 
-def dump_json_mode(fs: DecisionJson, dec: Decision) -> dict[str, Any] | None:
-    """`dec.model_dump(mode="json")` from its template, or None when `dec` is not this
+def dump_json_mode(fs: DecisionJson, dec: Decision, mode: str = "json") -> dict[str, Any] | None:
+    """`dec.model_dump(mode=mode)` from its template, or None when `dec` is not this
     template's or holds a value of another type (the caller then asks pydantic)."""
     plan = fs.plan
     if plan is None:
@@ -109,7 +115,7 @@ def dump_json_mode(fs: DecisionJson, dec: Decision) -> dict[str, Any] | None:
         return None
     if ru is not None and type(ru) is not str:
         return None
-    build = _builder(fs)
+    build = _builder(fs, mode)
     if build is False:
         return None
     return build(aid, dg, ev, ru)
