@@ -149,6 +149,51 @@ def test_recorded_authzen_decisions_are_ledger_entries(tmp_path, policy_dir):
         assert c.post("/access/v1/evaluation", json=req).status_code == 401
 
 
+def _appends(c) -> float:
+    """The recorder's ledger transactions so far (`stopline_ledger_append_duration_seconds`)."""
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith("stopline_ledger_append_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_recorded_authzen_batch_shares_ledger_transactions_in_order(tmp_path):
+    """An `execute_all` batch hands every item to the recorder at once: a few ledger
+    transactions for 300 items, not one each; each answer is the one the item gets alone,
+    and the entries follow the request's order. An item missing a part is a 400 before any
+    item is recorded; `deny_on_first_deny` records nothing after its first deny."""
+    rick = "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
+    beth = "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
+    todo = {"type": "todo", "id": "t1", "properties": {"ownerID": "rick@the-citadel.com"}}
+    items = [{"subject": {"type": "user", "id": (rick, beth, "nobody")[i % 3]},
+              "action": {"name": ("can_read_todos", "can_delete_todo")[i % 2]}, "resource": todo} for i in range(300)]
+    with client(tmp_path, ROOT / "examples" / "authzen-todo") as c:
+        h = bearer("ops")
+        alone = [c.post("/access/v1/evaluation", json=it, headers=h).json()["decision"] for it in items[:6]]
+        assert alone == [True, False, False, True, True, False]
+        before = _appends(c)
+        r = c.post("/access/v1/evaluations", json={"evaluations": items}, headers=h)
+        assert r.status_code == 200, r.text
+        out = r.json()["evaluations"]
+        assert [e["decision"] for e in out] == alone * 50
+        assert all(e["context"]["recorded"] for e in out) and len({e["context"]["decision_id"] for e in out}) == 300
+        grouped = _appends(c) - before
+        assert 1 <= grouped <= 100, grouped  # (one transaction per item before)
+        seqs = [c.get(f"/v1/history/{e['context']['decision_id']}", headers=h).json()["entry"]["seq"]
+                for e in out[::37]]
+        assert seqs == sorted(seqs)
+        head = c.get("/v1/ledger/head", headers=h).json()["size"]
+        bad = c.post("/access/v1/evaluations", json={"evaluations": items[:5] + [{"action": {"name": "x"}}]},
+                     headers=h)
+        assert bad.status_code == 400 and bad.json()["detail"].startswith("/evaluations/5/subject")
+        assert c.get("/v1/ledger/head", headers=h).json()["size"] == head  # nothing recorded
+        first = c.post("/access/v1/evaluations", json={"evaluations": items[:6],
+                                                        "options": {"evaluations_semantic": "deny_on_first_deny"}},
+                       headers=h).json()["evaluations"]
+        assert [e["decision"] for e in first] == [True, False]
+        assert c.get("/v1/ledger/head", headers=h).json()["size"] == head + 2
+
+
 def test_unknown_ids_and_bad_bodies_are_problems(tmp_path, policy_dir):
     with client(tmp_path, policy_dir) as c:
         h = bearer("rita")

@@ -18,6 +18,7 @@ switched off and describe them in the OpenAPI document.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -232,12 +233,21 @@ async def evaluations(state: Any, obj: Any) -> dict:
     defaults, evs, sem = parse_evaluations(obj)
     if evs is None:
         return await decide(state, parse_evaluation(defaults))
-    out = []
-    for i, e in enumerate(evs):
+    reqs = []
+    for i, e in enumerate(evs):  # every item checked before any is decided (a 400 records nothing)
         merged = {**defaults, **e}
         for k in ("subject", "action", "resource"):
             if k not in merged:
                 raise _bad(f"/evaluations/{i}/{k}", "required (not given here nor at the top level)")
+        reqs.append(merged)
+    if sem == "execute_all" and state.recorder is not None:
+        # every item is decided whatever the others' answers: all are handed to the recorder
+        # at once, in order, so they share its ledger transactions (it takes whatever
+        # waits), each evaluated with the ledger's state as the items before it leave it
+        # (`Recorder`, `Runtime.gate_many`): one commit for many, not one per item
+        return {"evaluations": list(await asyncio.gather(*(decide(state, r) for r in reqs)))}
+    out = []
+    for merged in reqs:  # (a semantic that stops early decides, and records, no further)
         r = await decide(state, merged)
         out.append(r)
         if (sem == "deny_on_first_deny" and not r["decision"]) or (sem == "permit_on_first_permit" and r["decision"]):
