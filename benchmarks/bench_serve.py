@@ -15,6 +15,9 @@ one AuthZEN request of the interop Todo scenario (examples/authzen-todo, an allo
 - with every decision recorded in a SQLite ledger (``--ledger``; concurrent decisions
   group-committed by ``Runtime.gate_many``), 1 and 2 workers, and 1 worker under 64
   connections (more requests waiting per commit: bigger batches);
+- a recorded ``POST /access/v1/evaluations`` of 500 items, ``execute_all`` (the items share
+  the recorder's transactions) against the same items decided and recorded one by one
+  (``deny_on_first_deny``, none denied): the ratio;
 - p50/p99 at a fixed offered rate of 1,000 req/s (``benchmarks/loadgen.py``: open loop,
   request i due at start + i/rate whatever the earlier ones did, so a slow server does
   not slow the generator down; latency from the write, or from the due time when the
@@ -211,6 +214,34 @@ def fixed_rate(port: int, seconds: float, rate: float = 1000.0) -> dict:
     r.update(rps=r["achieved_rate"], non_2xx=r["non_2xx"] + r["failed"],
              generator=f"loadgen open loop {rate:g}/s, lag p99 {r['lag_p99_ms']:.2f} ms")
     return r
+
+
+def batches(port: int, items: int, repeat: int) -> dict:
+    """One ``POST /access/v1/evaluations`` of `items` allowed items, with every decision
+    recorded: ``execute_all`` (the items share the recorder's transactions) against the
+    same request with ``deny_on_first_deny`` (no item is denied, so every item is decided
+    and recorded, one by one: one transaction each, what `execute_all` did before the
+    fourteenth session). Medians in ms, interleaved."""
+    def post(semantic: str) -> float:
+        body = json.dumps({**REQUEST, "evaluations": [{}] * items,
+                           "options": {"evaluations_semantic": semantic}}).encode()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        t = time.perf_counter()
+        c.request("POST", "/access/v1/evaluations", body, {"content-type": "application/json"})
+        r = c.getresponse()
+        out = json.loads(r.read())
+        c.close()
+        took = (time.perf_counter() - t) * 1000
+        if r.status != 200 or len(out["evaluations"]) != items or not all(e["decision"] for e in out["evaluations"]):
+            raise RuntimeError(f"batch answered {r.status}: {str(out)[:300]}")
+        return took
+
+    grouped: list[float] = []
+    single: list[float] = []
+    for _ in range(repeat):
+        grouped.append(post("execute_all"))
+        single.append(post("deny_on_first_deny"))
+    return {"items": items, "grouped_ms": statistics.median(grouped), "one_by_one_ms": statistics.median(single)}
 
 
 def _fsync_ms(d: Path, n: int = 100) -> tuple[float, float]:
@@ -483,6 +514,17 @@ def main() -> int:
                 f"  ({r['generator']})",
                 flush=True,
             )
+    port = free_port()  # a recorded AuthZEN batch: its items in shared transactions, against one by one
+    srv = Server(stopline(port, *rec("batch")), port)
+    try:
+        results["recorded batch"] = b = batches(port, 100 if args.quick else 500, 2 if args.quick else 5)
+    finally:
+        srv.stop()
+    if not args.json:
+        print(f"recorded AuthZEN batch of {b['items']} items (SQLite): execute_all {b['grouped_ms']:.0f} ms "
+              f"({b['grouped_ms'] * 1000 / b['items']:.0f} us an item); the same items one transaction each "
+              f"(deny_on_first_deny, none denied) {b['one_by_one_ms']:.0f} ms: "
+              f"{b['one_by_one_ms'] / b['grouped_ms']:.1f}x", flush=True)
     goals = []
     if not args.quick:
         r1 = results["authzen, no recording, fast path, 1 worker"]["rps"]
