@@ -218,6 +218,26 @@ def test_model_dump_is_pydantic_s_dict_from_the_template(engines, monkeypatch, m
     assert tampered.model_dump(**kw)["reason"] == "tampered" and made == [False]
 
 
+def test_a_dump_too_large_for_a_function_is_pydantic_s(monkeypatch):
+    """A template whose dump's source would pass `jsonmode.MAX_SOURCE` gets no function
+    (its compile would be a long pause, once): pydantic dumps its decisions, the same dict."""
+    from policy_engine import models
+    from policy_engine.engine.accel import jsonmode
+
+    monkeypatch.setattr(jsonmode, "MAX_SOURCE", 100)
+    fast = policy_engine.load(str(BENCH))  # (no template of it dumped yet)
+    for _ in range(4):
+        for a, s, n in MIX[:40]:
+            fast.evaluate(a, s, n)
+    made = []
+    real = models.DUMP_JSON_MODE
+    monkeypatch.setattr(models, "DUMP_JSON_MODE", lambda fs, dec, m: made.append(real(fs, dec, m)) or made[-1])
+    for a, s, n in MIX[:40]:
+        d = fast.evaluate(a, s, n)
+        assert _same_dump(d.model_dump(mode="json"), BaseModel.model_dump(d, mode="json"))
+    assert made and all(x is None for x in made)
+
+
 def test_model_dump_json_mode_names_the_action_as_decided(engines):
     fast, _ = engines
     a, s, n = _approval_case(fast)

@@ -12,7 +12,8 @@ with any other call's result, so a caller may change what it gets; the strings, 
 are the code's constants), faster than pydantic walks the models or `pickle` loads a copy.
 The dump is checked to hold only what a literal writes exactly (str, int, finite float,
 bool, None, list, tuple, dict with str keys; a tuple literal of constants is one shared
-constant, immutable like the strings); a template that holds anything else, a decision whose
+constant, immutable like the strings); a template that holds anything else or whose dump
+is larger than `MAX_SOURCE`, a decision whose
 other fields are not its template's (checked as `DecisionJson.render` checks them), or one
 that holds a value of another type, is dumped by pydantic. Installed into `models` on import
 (the fast lane's modules import it): `models.DUMP_JSON_MODE`.
@@ -31,6 +32,11 @@ __all__ = ["dump_json_mode"]
 
 _dump = models.BaseModel.model_dump  # pydantic's own
 _PARAMS = {"action_id": "_a", "action_digest": "_d", "evaluated_at": "_e", "reversible_until": "_u"}
+# the largest dump made a function (its source, in characters): a typical decision's is 3-5
+# KB, compiled in about 1 ms into about 6 KB; one of thousands of matched rules and
+# approvals (a MB of JSON) would take a compile of a fifth of a second, once, for a dump
+# pydantic writes barely slower
+MAX_SOURCE = 65536
 
 
 def _literal(v: Any) -> bool:
@@ -50,8 +56,8 @@ def _literal(v: Any) -> bool:
 def _builder(fs: DecisionJson, mode: str) -> Any:
     """The function `(action_id, action_digest, evaluated_at, reversible_until) -> the dump`
     (`mode`: "json" or "python") of `fs`'s template (False when its dump is not all
-    literals), kept on the template's fields set (a fields set at one `now` uses its
-    template's)."""
+    literals or is larger than `MAX_SOURCE`), kept on the template's fields set (a fields
+    set at one `now` uses its template's)."""
     owner = fs.base if fs.base is not None else fs
     kept = owner.blob
     if kept is None:
@@ -61,8 +67,8 @@ def _builder(fs: DecisionJson, mode: str) -> Any:
         dec, _window = owner.marked(_MARK)
         dump = _dump(dec, mode=mode)
         got = False
-        if _literal(dump):
-            src = repr(dump)
+        src = repr(dump) if _literal(dump) else ""
+        if 0 < len(src) <= MAX_SOURCE:
             for field, marker in _MARK.items():
                 src = src.replace(repr(marker), _PARAMS[field])  # (markers: NUL-delimited, nowhere else)
             ns: dict = {}
