@@ -58,3 +58,23 @@ def test_astral_keys_and_ecmascript_floats_take_the_fallback():
 def test_non_interoperable_values_are_refused_on_both_paths(bad):
     with pytest.raises(InvalidEntry):
         canonical_json(bad)
+
+
+@pytest.mark.parametrize("v", [10.0, -0.0, 0.0, 1.0, -3.0, 2.0**53 - 1, -(2.0**53 - 1), 2.0**53, 1e16, 1e20, 1e21,
+                               1e22, 0.5, 1e-7, 123.456, -2.5e-300])
+def test_integral_floats_are_written_as_rfc8785_writes_them(v):
+    """RFC 8785 writes an integral number below 10^21 as its integer digits (`10.0` as `10`,
+    `-0.0` as `0`): such a float goes to the C encoder as the int; anything else as before."""
+    for value in ({"amount": v}, [v, {"x": [v, "s"]}], {"a": {"b": [1, v, 2.5]}, "c": None}):
+        assert canonical_json(value) == rfc8785.dumps(value), value
+
+
+def test_a_body_with_integral_floats_takes_the_fast_encoder_and_is_left_as_it_was(monkeypatch):
+    def slow(value):
+        raise AssertionError("the rfc8785 package was used")
+
+    monkeypatch.setattr(canonical.rfc8785, "dumps", slow)
+    value = {"amount": 10.0, "items": [1.0, 2.5, {"n": -0.0}], "s": "x"}
+    assert canonical_json(value) == b'{"amount":10,"items":[1,2.5,{"n":0}],"s":"x"}'
+    assert value == {"amount": 10.0, "items": [1.0, 2.5, {"n": -0.0}], "s": "x"}
+    assert type(value["amount"]) is float and type(value["items"][0]) is float  # the caller's value untouched

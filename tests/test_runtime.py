@@ -123,6 +123,26 @@ def test_approvals_bind_to_the_digest_and_need_the_role(rt):
     assert not x.authorized and "approvals are not satisfied" in x.reasons[0]
 
 
+def test_a_gate_records_its_decision_without_parsing_the_body(rt, monkeypatch):
+    """The gate writes its decision entry from the template's canonical text and vouches for
+    its top-level keys and `pending_until` (`Canonical`, `Entry.top`): the projections take
+    the pending approval from there, so no body (about 5 KB) is parsed back in the append;
+    the pending rows are right (the sweeper finds exactly the require_approval ones)."""
+    from policy_engine.ledger import records
+
+    parsed = []
+    real = records.parse_body
+    monkeypatch.setattr(records, "parse_body", lambda text: parsed.append(text) or real(text))
+    ok = rt.gate(send(10.0, id="ok"), now=at(0))
+    wait = rt.gate(send(500.0, id="wait"), now=at(1))
+    many = rt.gate_many([send(20.0, id="ok2"), send(600.0, id="wait2")], now=at(2))
+    assert [g.decision.effect for g in (ok, wait, *many)] == ["allow", "require_approval", "allow",
+                                                              "require_approval"]
+    assert parsed == []
+    swept = rt.expire(now=at(3 * 24 * 3600))
+    assert {s.subject for s in swept} == {wait.decision_id, many[1].decision_id}
+
+
 def test_approvals_expire_and_are_checked_at_use(rt):
     g = rt.gate(send(500.0), now=at(0))
     from datetime import timedelta

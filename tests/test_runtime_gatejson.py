@@ -69,9 +69,10 @@ def check(a, d, now_dt) -> bool:
     got = fast_body(a, d, now_dt)
     if got is None:
         return False
-    text, keys = got
+    text, keys, top = got
     assert text.encode("utf-8") == rfc8785.dumps(ref)
     assert set(keys) == set(ref)
+    assert top == {k: ref[k] for k in ("pending_until",) if k in ref}  # (what Entry.top reads unparsed)
     return True
 
 

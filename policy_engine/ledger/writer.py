@@ -38,6 +38,8 @@ class _Prepared:
     key: str | None
     time: str
     id: str | None = None  # made when the request is prepared (a random UUID), before the lock
+    keys: tuple[str, ...] | None = None  # a Canonical body's top-level keys and vouched values (Entry.top)
+    top: dict | None = None
 
 
 _PREV_SEQ = ',"prev":"","seq":0,"time":'
@@ -141,10 +143,10 @@ class LedgerWriter(LedgerReader):
             if n.kind in ("step", "approval"):
                 raise InvalidEntry(f"a `{n.kind}` body is given as a value, not as canonical text")
             check_entry(n.kind, dict.fromkeys(body.keys), n.workflow, links)
-            text = body.text
-        else:
-            check_entry(n.kind, body, n.workflow, links)
-            text = canonical_text(body)
+            t = format_time(n.time if n.time is not None else datetime.now(UTC))
+            return _Prepared(n.kind, body.text, n.workflow, links, n.key, t, str(uuid.uuid4()), body.keys, body.top)
+        check_entry(n.kind, body, n.workflow, links)
+        text = canonical_text(body)
         t = format_time(n.time if n.time is not None else datetime.now(UTC))
         # the entry's body is parsed from the text when first read (Entry._unparsed)
         return _Prepared(n.kind, text, n.workflow, links, n.key, t, str(uuid.uuid4()))
@@ -364,7 +366,7 @@ class LedgerWriter(LedgerReader):
     def _made(p: _Prepared, seq: int, prev: str, h: str) -> Entry:
         assert p.id is not None
         return Entry._unparsed(seq=seq, id=p.id, kind=p.kind, body_json=p.body_json, workflow=p.workflow,
-                               links=p.links, key=p.key, time=p.time, prev=prev, hash=h)
+                               links=p.links, key=p.key, time=p.time, prev=prev, hash=h, _keys=p.keys, _top=p.top)
 
     @_db
     def transact(self, build: Callable[[Connection], Sequence[NewEntry] | None], *,
@@ -479,7 +481,7 @@ class LedgerWriter(LedgerReader):
                                                    links=p.links, key=p.key, time=p.time, prev=head)).hex()
                     entry = Entry._unparsed(seq=size, id=eid, kind=p.kind, body_json=p.body_json,
                                             workflow=p.workflow, links=p.links, key=p.key, time=p.time, prev=head,
-                                            hash=h)
+                                            hash=h, _keys=p.keys, _top=p.top)
                     e_rows.append(
                         (
                             size,

@@ -112,10 +112,12 @@ def decision_text(d: Any) -> str | None:
 
 
 def body_text(action_text: str | None, action_repr: str | None, problem: str | None, d: Any, now: str,
-              pending_until: str | None) -> tuple[str, tuple[str, ...]] | None:
-    """The canonical text and top-level keys of the gate's decision body (see the module
-    doc), or None for the reference path. ``action_text`` is the action's canonical text,
-    or None with ``action_repr`` and ``problem`` for an action that is not JSON."""
+              pending_until: str | None) -> tuple[str, tuple[str, ...], dict] | None:
+    """The canonical text, top-level keys and `pending_until` (the one top-level value the
+    projections read: `Entry.top`) of the gate's decision body (see the module doc), or
+    None for the reference path: the arguments of `Canonical`. ``action_text`` is the
+    action's canonical text, or None with ``action_repr`` and ``problem`` for an action
+    that is not JSON."""
     dt = decision_text(d)
     if dt is None:
         return None
@@ -139,4 +141,4 @@ def body_text(action_text: str | None, action_repr: str | None, problem: str | N
         out += [',"pending_until":', pu]
         keys = (*keys, "pending_until")
     out += [',"policy_hash":', ph, "}"]
-    return "".join(out), keys
+    return "".join(out), keys, ({"pending_until": pending_until} if pending_until is not None else {})

@@ -84,15 +84,18 @@ def create(c: Connection) -> None:
 
 def apply(c: Connection, e: Any) -> None:
     """Fold one entry into the projections (what ``Ledger.transact`` calls per new entry)."""
-    k, b = e.kind, e.body
+    k = e.kind
+    if k == "decision":  # (the gate's: its top-level keys known, no body parsed, see Entry.top)
+        pu = e.top("pending_until")
+        if pu is not None:
+            c.execute(insert(pending).values(id=e.id, seq=e.seq, workflow=e.workflow, expires_at=pu))
+        return
+    b = e.body
     if k == "stop":
         _set_workflow(c, e.workflow, "stopped", b.get("trigger"), e.id, b.get("stopped_at") or e.time, e.seq)
     elif k == "resume":
         if b.get("allowed"):
             _set_workflow(c, e.workflow, "running", None, None, b.get("resumed_at") or e.time, e.seq)
-    elif k == "decision":
-        if b.get("pending_until") is not None:
-            c.execute(insert(pending).values(id=e.id, seq=e.seq, workflow=e.workflow, expires_at=b["pending_until"]))
     elif k == "execution":
         d = b.get("decision")
         if d is not None and b.get("authorized"):
