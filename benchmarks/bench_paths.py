@@ -11,7 +11,7 @@ fixed-`now` `evaluate()` of the same run (bench_engine.py prints these lines).
   no arguments, `to_json()` itself), pydantic's own serializer (`BaseModel.model_dump_json`,
   what `model_dump_json()` was before: the same bytes, checked on every decision of the mix
   for each of the others, any difference fails the run), `model_dump(mode="json")` (from the
-  template, see `engine.accel.jsonmode`) beside pydantic's own dump (the same dict, checked
+  template, see `engine.accel.dumps`) beside pydantic's own dump (the same dict, checked
   likewise); and
   `evaluate(action, state).to_json()` with the clock (informational: a runtime's whole path).
 

@@ -288,8 +288,8 @@ class WorkflowOwners(_Out):
 _pydantic_json = BaseModel.model_dump_json
 _pydantic_dump = BaseModel.model_dump
 # `model_dump(mode="json")` of a fast-lane decision from its template (set by
-# `engine.accel.jsonmode` on import; the fast lane, the only maker of such decisions, imports it)
-DUMP_JSON_MODE: Any = None
+# `engine.accel.dumps` on import; the fast lane, the only maker of such decisions, imports it)
+DUMP_FROM_TEMPLATE: Any = None
 
 
 class Decision(_Out):
@@ -349,13 +349,12 @@ class Decision(_Out):
         """pydantic's `model_dump`; `model_dump(mode="json")` (the contract's form) and
         `model_dump()` of a decision of the engine's fast lane are a new copy of its
         template's dump with the fields that vary set: the same dict, in the same order,
-        several times faster (see `engine.accel.jsonmode`). Any other form, and any other
+        several times faster (see `engine.accel.dumps`). Any other form, and any other
         decision, pydantic dumps."""
-        mode = kwargs.get("mode", "python") if len(kwargs) <= 1 else None
-        if (mode == "json" or mode == "python") and (len(kwargs) == 0 or "mode" in kwargs):
+        if not kwargs or (len(kwargs) == 1 and kwargs.get("mode") in ("json", "python")):
             fs = self.__pydantic_fields_set__
-            if type(fs) is DecisionJson and DUMP_JSON_MODE is not None:
-                out = DUMP_JSON_MODE(fs, self, mode)
+            if type(fs) is DecisionJson and DUMP_FROM_TEMPLATE is not None:
+                out = DUMP_FROM_TEMPLATE(fs, self, kwargs.get("mode", "python"))
                 if out is not None:
                     return out
         return _pydantic_dump(self, **kwargs)
@@ -401,14 +400,14 @@ class DecisionJson(set):
     value pydantic would refuse, is written by pydantic). A copy or a pickle of it is a
     plain set."""
 
-    __slots__ = ("template", "plan", "base", "blob")
+    __slots__ = ("template", "plan", "base", "dumps")
 
     def __init__(self, template: dict) -> None:
         super().__init__(Decision.model_fields)
         self.template = template  # the fields of the template (any `now`, no id, no digest)
         self.plan: tuple | None = None  # (static getter, static values, rev getter, rev values, JSON parts)
         self.base: DecisionJson | None = None  # the template's, for one at a `now` (see `at`)
-        self.blob: Any = None  # its dumps as functions, by mode (see engine.accel.jsonmode)
+        self.dumps: Any = None  # its dumps as functions, by mode (see engine.accel.dumps)
 
     def __copy__(self) -> set:
         return set(self)

@@ -177,7 +177,7 @@ def _scribble(dump) -> None:
 @pytest.mark.parametrize("mode", ["json", "python"])
 def test_model_dump_is_pydantic_s_dict_from_the_template(engines, monkeypatch, mode):
     """`model_dump(mode="json")` (the contract's form) and `model_dump()` of a fast-lane
-    decision are built from its template's dump (`engine.accel.jsonmode`): pydantic's dict,
+    decision are built from its template's dump (`engine.accel.dumps`): pydantic's dict,
     key for key and in the same order, with its lists and tuples, at a fixed `now`, the
     clock's and a new one; a new copy on every call (a caller may change it); any other
     form, and a changed decision, dumped by pydantic."""
@@ -188,14 +188,14 @@ def test_model_dump_is_pydantic_s_dict_from_the_template(engines, monkeypatch, m
         for a, s, n in MIX:
             fast.evaluate(a, s, n)
     made = []
-    real = models.DUMP_JSON_MODE
+    real = models.DUMP_FROM_TEMPLATE
 
     def counted(fs, dec, m):
         out = real(fs, dec, m)
         made.append(out is not None)
         return out
 
-    monkeypatch.setattr(models, "DUMP_JSON_MODE", counted)
+    monkeypatch.setattr(models, "DUMP_FROM_TEMPLATE", counted)
     kw = {"mode": mode} if mode == "json" else {}
     for i, (a, s, n) in enumerate(MIX):
         for now in (n, None, n + timedelta(microseconds=i + 1)):
@@ -219,26 +219,26 @@ def test_model_dump_is_pydantic_s_dict_from_the_template(engines, monkeypatch, m
 
 
 def test_a_dump_too_large_for_a_function_is_pydantic_s(monkeypatch):
-    """A template whose dump's source would pass `jsonmode.MAX_SOURCE` gets no function
+    """A template whose dump's source would pass `dumps.MAX_SOURCE` gets no function
     (its compile would be a long pause, once): pydantic dumps its decisions, the same dict."""
     from policy_engine import models
-    from policy_engine.engine.accel import jsonmode
+    from policy_engine.engine.accel import dumps
 
-    monkeypatch.setattr(jsonmode, "MAX_SOURCE", 100)
+    monkeypatch.setattr(dumps, "MAX_SOURCE", 100)
     fast = policy_engine.load(str(BENCH))  # (no template of it dumped yet)
     for _ in range(4):
         for a, s, n in MIX[:40]:
             fast.evaluate(a, s, n)
     made = []
-    real = models.DUMP_JSON_MODE
-    monkeypatch.setattr(models, "DUMP_JSON_MODE", lambda fs, dec, m: made.append(real(fs, dec, m)) or made[-1])
+    real = models.DUMP_FROM_TEMPLATE
+    monkeypatch.setattr(models, "DUMP_FROM_TEMPLATE", lambda fs, dec, m: made.append(real(fs, dec, m)) or made[-1])
     for a, s, n in MIX[:40]:
         d = fast.evaluate(a, s, n)
         assert _same_dump(d.model_dump(mode="json"), BaseModel.model_dump(d, mode="json"))
     assert made and all(x is None for x in made)
 
 
-def test_model_dump_json_mode_names_the_action_as_decided(engines):
+def test_model_dump_from_template_names_the_action_as_decided(engines):
     fast, _ = engines
     a, s, n = _approval_case(fast)
     for _ in range(4):

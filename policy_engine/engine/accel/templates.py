@@ -27,8 +27,8 @@ from ..digests import (
     set_digest,
 )
 from ..util import UTC, PendingTimes, deferred_times, times, utc_now
+from .dumps import dump_from_template  # noqa: F401 - installs Decision.model_dump(mode="json")'s fast form
 from .faults import FAULTS_MAX, resolve
-from .jsonmode import dump_json_mode  # noqa: F401 - installs Decision.model_dump(mode="json")'s fast form
 from .shapes import MISSING, copy_plain
 
 _UNSET: Any = object()

@@ -13,10 +13,10 @@ are the code's constants), faster than pydantic walks the models or `pickle` loa
 The dump is checked to hold only what a literal writes exactly (str, int, finite float,
 bool, None, list, tuple, dict with str keys; a tuple literal of constants is one shared
 constant, immutable like the strings); a template that holds anything else or whose dump
-is larger than `MAX_SOURCE`, a decision whose
-other fields are not its template's (checked as `DecisionJson.render` checks them), or one
-that holds a value of another type, is dumped by pydantic. Installed into `models` on import
-(the fast lane's modules import it): `models.DUMP_JSON_MODE`.
+is larger than `MAX_SOURCE`, a decision whose other fields are not its template's (checked
+as `DecisionJson.render` checks them), or one that holds a value of another type, is dumped
+by pydantic. Installed into `models` on import (the fast lane's modules import it):
+`models.DUMP_FROM_TEMPLATE`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ... import models
 from ...construct import Deferred, DeferredTimes, raw_dict, resolve_digest
 from ...models import _MARK, Decision, DecisionJson, ReversibilityInfo
 
-__all__ = ["dump_json_mode"]
+__all__ = ["dump_from_template"]
 
 _dump = models.BaseModel.model_dump  # pydantic's own
 _PARAMS = {"action_id": "_a", "action_digest": "_d", "evaluated_at": "_e", "reversible_until": "_u"}
@@ -59,9 +59,9 @@ def _builder(fs: DecisionJson, mode: str) -> Any:
     literals or is larger than `MAX_SOURCE`), kept on the template's fields set (a fields
     set at one `now` uses its template's)."""
     owner = fs.base if fs.base is not None else fs
-    kept = owner.blob
+    kept = owner.dumps
     if kept is None:
-        kept = owner.blob = {}
+        kept = owner.dumps = {}
     got = kept.get(mode)
     if got is None:
         dec, _window = owner.marked(_MARK)
@@ -78,7 +78,7 @@ def _builder(fs: DecisionJson, mode: str) -> Any:
     return got
 
 
-def dump_json_mode(fs: DecisionJson, dec: Decision, mode: str = "json") -> dict[str, Any] | None:
+def dump_from_template(fs: DecisionJson, dec: Decision, mode: str = "json") -> dict[str, Any] | None:
     """`dec.model_dump(mode=mode)` from its template, or None when `dec` is not this
     template's or holds a value of another type (the caller then asks pydantic)."""
     plan = fs.plan
@@ -127,4 +127,4 @@ def dump_json_mode(fs: DecisionJson, dec: Decision, mode: str = "json") -> dict[
     return build(aid, dg, ev, ru)
 
 
-models.DUMP_JSON_MODE = dump_json_mode
+models.DUMP_FROM_TEMPLATE = dump_from_template
