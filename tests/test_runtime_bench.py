@@ -14,5 +14,6 @@ def test_bench_runtime_quick_run_reports_every_figure():
                        timeout=600)
     assert p.returncode == 0, p.stderr
     for text in ("gate + append, 1 process, SQLite (durability=full):", "gate_many (batches of 100",
-                 "PostgreSQL: skipped", "queue(route), 500 pending", "request_rollback, 100-record cascade"):
+                 "PostgreSQL: skipped", "queue(route), 500 pending", "request_rollback, 100-record cascade",
+                 "the lifecycle after a gate, SQLite (durability normal), CPU per call: gate"):
         assert text in p.stdout, text

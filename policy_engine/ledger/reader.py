@@ -79,6 +79,11 @@ class LedgerReader:
         """Entries matching SQLAlchemy ``where`` clauses over ``schema.entries``, in ``seq`` order."""
         return self._fetch(c, *where, order=order, limit=limit)
 
+    def fetch_prepared(self, c: Connection, stmt: Any, params: dict[str, Any]) -> list[Entry]:
+        """Entries of a prepared ``select(schema.entries)`` with bound parameters (built
+        once by its caller: building the expression is most of a small read's cost)."""
+        return [self._entry(r) for r in c.execute(stmt, params)]
+
     # ------------------------------------------------------------------ reading
     @staticmethod
     def _entry_t(r: Sequence[Any]) -> Entry:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..ledger import Ledger
 from . import projections as P
@@ -16,6 +16,15 @@ from .results import E, L, RuntimeUsageError, SubjectStatus, _parse
 
 if TYPE_CHECKING:
     from ..engine import Engine
+
+# The reads every runtime call makes, built once with bound parameters: SQLAlchemy builds
+# and hashes a Core expression anew on each call otherwise (51 us against 12 us for an
+# entry by id, 110 against 23 us for its linked entries, SQLite, in one measurement)
+_BY_ID = select(E).where(E.c.id == bindparam("ref")).order_by(E.c.seq)
+_LINKED = select(E).where(E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == bindparam("seq")))).order_by(E.c.seq)
+_LINKED_KINDS = _LINKED.where(E.c.kind.in_(bindparam("kinds", expanding=True)))
+_WF_ROW = (select(P.workflows.c.status, P.workflows.c.trigger, P.workflows.c.since, P.workflows.c.stop_id,
+                  P.workflows.c.seq).where(P.workflows.c.workflow == bindparam("wf")))
 
 
 class RuntimeCore:
@@ -75,7 +84,7 @@ class RuntimeCore:
     def _entry(self, c, ref: str, kinds: Iterable[str] | None = None) -> Any:
         if not isinstance(ref, str) or not ref:
             raise RuntimeUsageError(f"an entry id is a non-empty string, not {ref!r}")
-        found = self.ledger.fetch(c, E.c.id == ref)
+        found = self.ledger.fetch_prepared(c, _BY_ID, {"ref": ref})
         if not found:
             raise RuntimeUsageError(f"no entry `{ref}` in the ledger")
         e = found[0]
@@ -84,17 +93,14 @@ class RuntimeCore:
         return e
 
     def _linked(self, c, e: Any, kinds: Iterable[str] | None = None) -> list:
-        where = [E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == e.seq))]
-        if kinds is not None:
-            where.append(E.c.kind.in_(tuple(kinds)))
-        return self.ledger.fetch(c, *where)
+        if kinds is None:
+            return self.ledger.fetch_prepared(c, _LINKED, {"seq": e.seq})
+        return self.ledger.fetch_prepared(c, _LINKED_KINDS, {"seq": e.seq, "kinds": list(kinds)})
 
     def _wf_row(self, c, wf: str | None) -> tuple | None:
         if wf is None:
             return None
-        r = c.execute(select(P.workflows.c.status, P.workflows.c.trigger, P.workflows.c.since,
-                             P.workflows.c.stop_id, P.workflows.c.seq)
-                      .where(P.workflows.c.workflow == wf)).first()
+        r = c.execute(_WF_ROW, {"wf": wf}).first()
         return tuple(r) if r is not None and r[0] == "stopped" else None
 
     @staticmethod
