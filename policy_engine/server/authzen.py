@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 from .problems import PROBLEM, Problem
+from .problems import parse_json as _parse_json
 
 log = logging.getLogger("policy_engine.server")
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
@@ -129,13 +130,9 @@ def _partial(obj: Any, where: str, allowed: tuple[str, ...]) -> dict:
 
 
 def parse_json(body: bytes) -> Any:
-    def const(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
-    try:
-        return json.loads(body, parse_constant=const)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise Problem(400, "malformed-json", f"the body is not JSON: {e}") from None
+    """The body as strict JSON, or a 400 (:func:`.problems.parse_json`: UTF-8 only, no
+    NaN or Infinity, integers within +/-(2^53-1), no key twice, no lone surrogate)."""
+    return _parse_json(body)
 
 
 def parse_evaluation(obj: Any) -> dict:

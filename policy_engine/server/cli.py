@@ -20,6 +20,26 @@ def _fail(msg: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port (a name that does not resolve, an
+    address not of this machine, a port in use), checked the way uvicorn binds; None when
+    it can. (The port could still be taken in between: uvicorn then says so itself.)"""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}"
+    family, kind, proto, _, addr = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+    except OSError as e:
+        return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
+
+
 @click.command("serve")
 @click.argument("policies", type=click.Path())
 @click.option("--ledger", envvar="STOPLINE_LEDGER", default=None, metavar="URL",
@@ -72,7 +92,12 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
         _fail(str(e))
     except OSError as e:
         _fail(f"{getattr(e, 'filename', '') or policies}: {e.strerror or e}")
-    click.echo(f"stopline serve: http://{host}:{port} (AuthZEN /access/v1/evaluation, runtime "
+    why = _cannot_listen(host, port)
+    if why is not None:
+        app.state.close()
+        _fail(why)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"stopline serve: http://{shown}:{port} (AuthZEN /access/v1/evaluation, runtime "
                f"{'/v1' if ledger else 'off: no --ledger'}, reviewer's page /ui"
                f"{'' if identities else ', approvals refused: no --identities'})", err=True)
     if workers == 1:

@@ -39,6 +39,7 @@ from typing import Any
 
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 MAX_TOKEN = 8192
+MAX_LEEWAY = 3600  #: seconds of clock skew a JWT's `exp`/`nbf` may be given at most
 
 
 class IdentityConfigError(ValueError):
@@ -95,6 +96,8 @@ class Identities:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as e:
             raise IdentityConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise IdentityConfigError(f"{p}: not UTF-8 (byte {e.start})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -103,9 +106,12 @@ class Identities:
             raise IdentityConfigError(f"{p}: the identities file is a mapping with `tokens` and/or `jwt`")
         extra = set(data) - {"tokens", "jwt"}
         if extra:
-            raise IdentityConfigError(f"{p}: unknown key `{sorted(extra)[0]}` (expected `tokens`, `jwt`)")
+            raise IdentityConfigError(f"{p}: unknown key `{sorted(map(str, extra))[0]}` (expected `tokens`, `jwt`)")
         tokens: dict[str, Caller] = {}
-        for i, t in enumerate(data.get("tokens") or []):
+        listed = data.get("tokens") or []
+        if not isinstance(listed, list):
+            raise IdentityConfigError(f"{p}: `tokens` is a list of `principal`, `roles`, `sha256` entries")
+        for i, t in enumerate(listed):
             where = f"{p}: tokens[{i}]"
             if not isinstance(t, dict) or set(t) - {"principal", "roles", "sha256"} or "sha256" not in t:
                 raise IdentityConfigError(f"{where}: expected `principal`, `roles` and `sha256` (the token's hash)")
@@ -133,13 +139,27 @@ class Identities:
         if not isinstance(conf, dict) or set(conf) - known:
             raise IdentityConfigError(f"{where}: expected keys among {', '.join(sorted(known))}")
         algs = conf.get("algorithms") or ["RS256", "ES256", "EdDSA"]
-        if not isinstance(algs, list) or not algs or any(a not in ASYMMETRIC for a in algs):
+        if not isinstance(algs, list) or not algs or any(not isinstance(a, str) or a not in ASYMMETRIC for a in algs):
             raise IdentityConfigError(f"{where}: `algorithms` are asymmetric ({', '.join(sorted(ASYMMETRIC))})")
         if ("public_key" in conf) == ("jwks" in conf):
             raise IdentityConfigError(f"{where}: give exactly one of `public_key` (a PEM file) or `jwks` (a JWKS file)")
-        out = {"algorithms": algs, "issuer": conf.get("issuer"), "audience": conf.get("audience"),
+        for k in ("public_key", "jwks", "issuer"):
+            if k in conf and (not isinstance(conf[k], str) or not conf[k]):
+                raise IdentityConfigError(f"{where}: `{k}` is a non-empty string")
+        aud = conf.get("audience")
+        if aud is not None and not (isinstance(aud, str) and aud) and not (
+                isinstance(aud, list) and aud and all(isinstance(a, str) and a for a in aud)):
+            raise IdentityConfigError(f"{where}: `audience` is a string or a list of strings")
+        for k in ("principal_claim", "roles_claim"):
+            if k in conf and (not isinstance(conf[k], str) or not conf[k]):
+                raise IdentityConfigError(f"{where}: `{k}` is the name of a claim (a non-empty string)")
+        leeway = conf.get("leeway", 30)
+        # (NaN or infinity would let an expired token through: `exp` is compared with now - leeway)
+        if isinstance(leeway, bool) or not isinstance(leeway, (int, float)) or not 0 <= leeway <= MAX_LEEWAY:
+            raise IdentityConfigError(f"{where}: `leeway` is a number of seconds from 0 to {MAX_LEEWAY}")
+        out = {"algorithms": algs, "issuer": conf.get("issuer"), "audience": aud,
                "principal_claim": conf.get("principal_claim", "sub"), "roles_claim": conf.get("roles_claim", "roles"),
-               "leeway": float(conf.get("leeway", 30)), "key": None, "jwks": None}
+               "leeway": float(leeway), "key": None, "jwks": None}
         out["source"] = p.parent / str(conf["public_key"] if "public_key" in conf else conf["jwks"])
         try:
             if "public_key" in conf:

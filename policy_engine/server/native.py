@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from .identity import Caller
-from .problems import Problem
+from .problems import Problem, is_json_type, parse_json
 
 Id = Field(min_length=1, max_length=256)
 Text = Field(default=None, max_length=4000)
@@ -207,9 +208,32 @@ def _utc(t: datetime | None, name: str) -> datetime | None:
                       errors=[{"pointer": f"/{name}", "in": "body", "detail": msg}]) from None
 
 
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body is parsed as the AuthZEN routes parse theirs
+    (:func:`.problems.parse_json`: a 400 for NaN, Infinity, an integer beyond +/-(2^53-1), a
+    key given twice, a lone surrogate, a body that is not UTF-8) and must be sent as JSON
+    (any other or no Content-Type: 415), before FastAPI validates it against the model."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def strict(request: Request) -> Any:
+            body = await request.body()
+            if body:
+                if not is_json_type(request.headers.get("content-type")):
+                    raise Problem(415, "unsupported-media-type", "the body is JSON: send `Content-Type: "
+                                  "application/json`")
+                request._json = parse_json(body)  # FastAPI's request.json() then returns it
+            return await handler(request)
+
+        return strict
+
+
 # ---------------------------------------------------------------------------------- routes
 def router() -> APIRouter:
-    r = APIRouter(prefix="/v1", tags=["runtime"])
+    r = APIRouter(prefix="/v1", tags=["runtime"], route_class=StrictJSONRoute)
 
     def rt(request: Request) -> Any:
         return state_of(request).runtime

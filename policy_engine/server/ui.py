@@ -55,6 +55,11 @@ def _csrf(token: str) -> str:
     return hashlib.sha256(b"stopline-csrf:" + token.encode()).hexdigest()
 
 
+def _csrf_ok(given: str, token: str) -> bool:
+    """The form's CSRF token is the session's (compared as bytes: a form may send any text)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), _csrf(token).encode())
+
+
 def mount(app: FastAPI, st: Any) -> None:
     env = _env()
 
@@ -148,7 +153,9 @@ def mount(app: FastAPI, st: Any) -> None:
         caller, token = session(request)
         if caller is None:
             return signin()
-        if not hmac.compare_digest(csrf, _csrf(token)):
+        if st.runtime is None:
+            raise Problem(404, "no-ledger", "the server runs without a ledger")
+        if not _csrf_ok(csrf, token):
             return _plan_page(rollback_id, caller, token, None, 403, "the form expired: reload the page and try again")
         if principal is not None and principal != caller.principal:
             return _plan_page(rollback_id, caller, token, None, 403,
@@ -198,7 +205,7 @@ def mount(app: FastAPI, st: Any) -> None:
         def again(status: int, error: str) -> Response:
             return _batch_page(batch_id, caller, token, 1, None, status, error)
 
-        if not hmac.compare_digest(csrf, _csrf(token)):
+        if not _csrf_ok(csrf, token):
             return again(403, "the form expired: reload the page and try again")
         if principal is not None and principal != caller.principal:
             return again(403, f"refused: you are signed in as {caller.principal}; an approval is always given by "
