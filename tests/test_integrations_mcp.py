@@ -334,3 +334,40 @@ def test_the_example_runs_and_says_what_was_gated(tmp_path):
     assert "delete_outside_workspace" in out and "resume by ops: allowed" in out
     assert [ln.split(" -> ")[1].split(" ")[0] for ln in out.splitlines() if "delete_file(path='notes.txt')" in ln] \
         == ["approval_required", "approval_required", "ran", "approval_required"]
+
+
+@pytest.mark.parametrize("mode", ["gateway", "middleware"])
+def test_a_call_cancelled_while_it_runs_is_recorded_as_executed(rt, mode):
+    files = Files()
+    started = anyio.Event()
+
+    @files.server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    async def slow_read(path: str) -> str:
+        files.ran.append(("slow_read", path))
+        started.set()
+        await anyio.sleep_forever()  # the client gives up on it: the call is cancelled while it runs
+        return ""
+
+    types = {"slow_read": "read_file"}
+    if mode == "middleware":
+        protect(files.server, rt, workflow="mcp-files", approvers=DIRECTORY, types=types)
+        server = files.server
+    else:
+        server = gateway(rt, files, types=types).server
+
+    async def go():
+        async with Client(server) as c:
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+
+                async def call():
+                    with scope:
+                        await c.call_tool("slow_read", {"path": "a.txt"})
+                tg.start_soon(call)
+                await started.wait()
+                scope.cancel()
+    run(go)
+    assert files.ran == [("slow_read", "a.txt")]
+    [d] = rt.ledger.entries(kind="decision")
+    [x] = rt.ledger.entries(kind="execution")  # it began (and may have had its effect): the ledger says so
+    assert x.body["decision"] == d.id and x.body["authorized"]

@@ -129,6 +129,10 @@ class Outcome:
     done: bool = False  #: the call already ran (a re-run): ``message`` reports it
 
 
+#: receipt fields only the gate sets (a tool argument or output of the same name is dropped):
+#: the execution's ``reviewer`` is who a rollback's ``distinct from original.reviewer`` excludes
+GATE_FIELDS = ("tool", "tool_call_id", "policy_rule", "reviewer", "reviewer_decision")
+
 Approvers = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]]
 ReceiptFn = Callable[[Check, Any], Mapping[str, Any]]
 
@@ -154,7 +158,8 @@ class ToolGate:
     ``receipt``: extra receipt sources ``(check, output) -> dict``; the recorded receipt
     holds the decision's declared receipt fields, taken from these, the tool's output (a
     dict, or ``result``), its arguments and the gate (``tool``, ``tool_call_id``,
-    ``policy_rule``, ``reviewer``, ``reviewer_decision``).
+    ``policy_rule``, ``reviewer``, ``reviewer_decision``: set by the gate only, never by
+    an argument or the output, so an agent cannot name the reviewer of its own call).
     ``now``: a clock for the Runtime's calls (``None``: the wall clock)."""
 
     runtime: Any
@@ -345,10 +350,10 @@ class ToolGate:
 
     # ---------------------------------------------------------------- executions
     def receipt_for(self, check: Check, output: Any, approver: str | None) -> dict:
-        base: dict[str, Any] = {"tool": check.tool, "tool_call_id": check.call_id, "policy_rule": check.rule}
-        if approver:
-            base.update(reviewer=approver, reviewer_decision=f"approved by {approver}")
-        base.update(check.args)
+        """The declared receipt fields from the tool's arguments, then its output, then the
+        gate's own fields (``GATE_FIELDS``: the agent's arguments and the tool's output never
+        set them; the reviewer is the approver the ledger counted, or none), then ``receipt``."""
+        base: dict[str, Any] = dict(check.args)
         if isinstance(output, str) and output[:1] == "{":
             try:
                 output = json.loads(output)
@@ -358,6 +363,11 @@ class ToolGate:
             base.update(output)
         elif output is not None:
             base["result"] = output
+        for f in GATE_FIELDS:
+            base.pop(f, None)
+        base.update(tool=check.tool, tool_call_id=check.call_id, policy_rule=check.rule)
+        if approver:
+            base.update(reviewer=approver, reviewer_decision=f"approved by {approver}")
         if self.receipt is not None:
             base.update(self.receipt(check, output) or {})
         declared = tuple(check.decision.receipt or ())

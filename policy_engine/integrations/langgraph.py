@@ -13,7 +13,10 @@
   The approval counts only when it names this decision and digest and a principal whose
   roles (from ``approvers``) fill a slot; the approved call is claimed and runs once;
 - deny, or a refused resume: a ``ToolMessage`` (status ``error``) with the reason;
-- stop: the stop is recorded and ``WorkflowStopped`` halts the graph.
+- stop: the stop is recorded and ``WorkflowStopped`` halts the graph (a ``GraphBubbleUp``:
+  ``handle_tool_errors``, a retry policy or an error handler never turns it into a message);
+- a tool that raises (or is cancelled): its execution is recorded, linked to its decision
+  (it may have had its effect), then the exception goes on as ``handle_tool_errors`` says.
 
 A node that LangGraph re-runs on resume gets the same recorded decisions back (the call's
 idempotency key: thread, call id, argument digest), and a call that already ran is not
@@ -26,17 +29,30 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, require_extra
+from . import common
+from .common import Approval, Check, Outcome, ToolGate, require_extra
 
 require_extra("langgraph.prebuilt", "langgraph", "langgraph")
 
 from langchain_core.messages import ToolMessage  # noqa: E402
+from langgraph.errors import GraphBubbleUp  # noqa: E402
 from langgraph.prebuilt import ToolNode  # noqa: E402
 from langgraph.types import interrupt  # noqa: E402
 
 __all__ = ["gated_tool_node", "StoplineToolWrapper", "Approval", "WorkflowStopped", "ToolGate"]
 
 MAX_ROUNDS = 16  #: interrupts per call while approvals are still missing
+
+
+class WorkflowStopped(common.WorkflowStopped, GraphBubbleUp):
+    """The stop, raised as LangGraph's ``GraphBubbleUp``: ToolNode re-raises it whatever its
+    ``handle_tool_errors`` (which would otherwise turn it into a tool message the agent
+    reads and goes on), and no retry policy runs the node again. Still a
+    ``policy_engine.integrations.common.WorkflowStopped``."""
+
+
+def _error(e: BaseException) -> dict:
+    return {"error": str(e) or type(e).__name__}
 
 
 def _scope(request: Any) -> str:
@@ -73,6 +89,14 @@ class StoplineToolWrapper:
                            status="success" if out.done else "error")
 
     def _decide(self, request: Any) -> tuple[Check, Outcome]:
+        try:
+            return self._gate(request)
+        except common.WorkflowStopped as e:
+            if isinstance(e, GraphBubbleUp):
+                raise
+            raise WorkflowStopped(e.check) from None
+
+    def _gate(self, request: Any) -> tuple[Check, Outcome]:
         call = request.tool_call
         check = self.gate.check(call["name"], call.get("args") or {}, call["id"], scope=_scope(request))
         out = self.gate.outcome(check)  # raises WorkflowStopped on stop
@@ -93,13 +117,27 @@ class StoplineToolWrapper:
         check, out = self._decide(request)
         if not out.run:
             return self._message(request, out)
-        return self._finish(request, check, out, execute(request))
+        try:
+            result = execute(request)
+        except GraphBubbleUp:  # an interrupt inside the tool: it runs again on resume
+            raise
+        except BaseException as e:  # it ran and failed: recorded, then as handle_tool_errors says
+            self.gate.record(check, _error(e), out.approver)
+            raise
+        return self._finish(request, check, out, result)
 
     async def acall(self, request: Any, execute: Any) -> Any:
         check, out = self._decide(request)
         if not out.run:
             return self._message(request, out)
-        return self._finish(request, check, out, await execute(request))
+        try:
+            result = await execute(request)
+        except GraphBubbleUp:
+            raise
+        except BaseException as e:  # also a cancelled call: it may have had its effect
+            self.gate.record(check, _error(e), out.approver)
+            raise
+        return self._finish(request, check, out, result)
 
 
 def gated_tool_node(tools: Sequence[Any], runtime: Any, *, workflow: str, approvers: Any = None,

@@ -253,11 +253,13 @@ class McpGate:
                 return self._refusal(check, "deny" if check.effect == "deny" else "refused", out.message)
             try:
                 result = _wire(await run())
-            except BaseException as e:
-                await anyio.to_thread.run_sync(self.tool_gate.record, check, {"error": str(e) or type(e).__name__},
-                                               out.approver)
+            except BaseException as e:  # it ran (or began to): recorded, also when the client cancelled it
+                with anyio.CancelScope(shield=True):  # (in a cancelled scope an await would not run)
+                    await anyio.to_thread.run_sync(self.tool_gate.record, check,
+                                                   {"error": str(e) or type(e).__name__}, out.approver)
                 raise
-            await anyio.to_thread.run_sync(self.tool_gate.record, check, _output(result), out.approver)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.tool_gate.record, check, _output(result), out.approver)
             meta_out = self._meta(check, "ran", **({"approved_by": out.approver} if out.approver else {}))
             result["_meta"] = {**(result.get("_meta") or {}), **meta_out}
             self.log.append({"tool": check.tool, "args": check.args, **meta_out[GATE_META]})

@@ -47,11 +47,14 @@ def _scope(ctx: Any, gate: ToolGate) -> str:
 
 
 class _Gated:
-    """The guardrail and the wrapper of one ToolGate: what the guardrail let run, by call id."""
+    """The guardrail and the wrapper of one ToolGate: what the guardrail let run, by the
+    invocation (the SDK hands the guardrail and the tool the same ``ToolContext``) and
+    checked against its call id and arguments: a call id two runs share (a model that
+    reuses ids, concurrent runs of one agent) never runs one call under another's decision."""
 
     def __init__(self, gate: ToolGate) -> None:
         self.gate = gate
-        self.cleared: dict[str, tuple[Check, Outcome]] = {}
+        self.cleared: dict[int, tuple[Any, str, str, Check, Outcome]] = {}
 
     def check(self, name: str, args: dict, call_id: str) -> Check:
         return self.gate.check(name, args, call_id, scope=_scope(None, self.gate))
@@ -71,7 +74,7 @@ class _Gated:
             return ToolGuardrailFunctionOutput.raise_exception(output_info={"stopline": "stop", "reason": str(e)})
         if not out.run:
             return ToolGuardrailFunctionOutput.reject_content(out.message, output_info={"stopline": c.effect})
-        self.cleared[tc.tool_call_id] = (c, out)
+        self.cleared[id(tc)] = (tc, tc.tool_call_id, tc.tool_arguments, c, out)
         return ToolGuardrailFunctionOutput.allow(output_info={"stopline": c.effect, "decision_id": c.decision_id})
 
     def wrap(self, tool: Any) -> None:
@@ -79,14 +82,15 @@ class _Gated:
         name = tool.name
 
         async def on_invoke_tool(ctx: Any, raw: str) -> Any:
-            cleared = self.cleared.pop(cast(str, getattr(ctx, "tool_call_id", None)), None)
-            if cleared is None:  # reached without the guardrail: fail closed
+            cleared = self.cleared.pop(id(ctx), None)
+            if cleared is None or cleared[0] is not ctx or cleared[1] != getattr(ctx, "tool_call_id", None) \
+                    or cleared[2] != raw:  # reached without the guardrail, or not the call it cleared
                 return f"Stopline refused `{name}`: the call was not gated"
-            c, out = cleared
+            c, out = cleared[3], cleared[4]
             try:
                 result = await inner(ctx, raw)
-            except Exception as e:
-                self.gate.record(c, {"error": str(e)}, out.approver)
+            except BaseException as e:  # also a timeout (the SDK cancels the call): it may have run
+                self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
                 raise
             self.gate.record(c, result, out.approver)
             return result
