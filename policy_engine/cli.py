@@ -233,6 +233,14 @@ def test(
     if not files and not missing:
         click.echo("error: no *.policy-test.yaml files found in " + ", ".join(paths), err=True)
         sys.exit(EXIT_USAGE)
+    from .testing.runner import keyword_error
+
+    bad_k = keyword_error(keyword)
+    if bad_k is not None:
+        click.echo(f"error: -k {keyword!r} is not a valid expression: {bad_k}\n"
+                   "  = help: words joined by `and`, `or`, `not` and parentheses, e.g. -k \"refund and not large\"",
+                   err=True)
+        sys.exit(EXIT_USAGE)
     report = Runner().run(paths, keyword=keyword)
     below = show_coverage and min_coverage is not None and report.coverage.percent + 1e-9 < min_coverage
 

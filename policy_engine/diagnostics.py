@@ -143,12 +143,25 @@ def one_of(names: Sequence[str]) -> str:
 
 def _printable(line: str) -> str:
     """The source line as it is safe to print: control and format characters (terminal
-    escapes, bidi overrides) become U+FFFD, one for one, so the caret still lines up."""
+    escapes, bidi overrides) and line and paragraph separators (U+2028, U+2029: a terminal
+    may break the line there) become U+FFFD, one for one, so the caret still lines up."""
     if line.isprintable():
         return line
     import unicodedata
 
-    return "".join("\ufffd" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in line)
+    return "".join("\ufffd" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in line)
+
+
+def _width(text: str) -> int:
+    """Terminal columns `text` takes: a wide or full-width character (CJK, most emoji) two,
+    a combining mark none, any other one; so the caret sits under the offending text."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text
+    )
 
 
 def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str:
@@ -181,7 +194,8 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str
         bar = c("1;34", "|")
         lines.append(f"{pad} {bar}")
         lines.append(f"{c('1;34', lineno)} {bar} {shown}")
-        marker = " " * (caret_col - 1) + "^" * width
+        lead = shown[: caret_col - 1]
+        marker = " " * _width(lead) + "^" * max(1, _width(shown[caret_col - 1 : caret_col - 1 + width]))
         if d.label:
             marker += " " + d.label
         lines.append(f"{pad} {bar} {c('1;31' if d.severity == 'error' else '1;33', marker)}")

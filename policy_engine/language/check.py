@@ -101,8 +101,7 @@ class Checker:
                 all_roles.update(r.name for r in w.roles)
         self.roles = all_roles
         global_consts = [c for f in self.files for c in f.constants]
-        self.dup_check(global_consts, "constant")
-        self.global_consts = {c.name: c for c in global_consts}
+        self.global_consts = self.dup_check(global_consts, "constant")  # the first of each name
         # action types: unique across the set
         actions = [a for w in workflows for a in w.actions]
         self.actions = self.dup_check(actions, "action type", " (action type names are unique across a policy set)")
@@ -171,12 +170,16 @@ class Checker:
                 help="use `default require_approval` or `default deny`, and write explicit `allow` rules",
             )
         elif w.default_effect not in ir.DEFAULT_EFFECTS:
+            help_ = did_you_mean(w.default_effect, ir.DEFAULT_EFFECTS + ("allow",))
+            if help_ == "did you mean `allow`?":  # the nearest is refused (E107): never suggest it
+                help_ = ("`default allow` is refused (an action no rule decides would run unchecked): use "
+                         "`default require_approval` or `default deny`, and write explicit `allow` rules")
             self.add(
                 "E106",
                 f"unknown default effect `{w.default_effect}`",
                 w.default_loc,
                 label=f"expected {one_of(ir.DEFAULT_EFFECTS)}",
-                help=did_you_mean(w.default_effect, ir.DEFAULT_EFFECTS + ("allow",)),
+                help=help_,
             )
         # declared fields (`fields { ... }`), checked once: name -> object type, or None
         self.wf_types = {a.name: self.declared(a.fields, f"`{a.name}`") for a in w.actions}

@@ -429,13 +429,14 @@ def format_text(text: str, path: str = "<string>") -> str:
 
 def format_path(path: Path, display: str | None = None) -> FormatResult:
     """Read and format one file (the original text is returned as read, CRLF and all)."""
-    from .loader import read_source
+    from .loader import display_source, read_source
 
     display = display or str(path)
     src, err = read_source(path, display)
     if err is not None:
-        srcs = src
-        return FormatResult(display, "", None, [err], srcs)
+        if src is None and err.code in ("E002", "E004") and not err.message.startswith("cannot read"):
+            src = display_source(path, display)  # only to show the caret, as `check` does
+        return FormatResult(display, "", None, [err], src)
     assert src is not None  # read_source returns a source whenever it returns no error
     raw = path.read_bytes().decode("utf-8", errors="replace")
     res = format_source(src)

@@ -67,6 +67,8 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Every .policy file under the given paths, sorted, de-duplicated."""
     found, missing = find_files(paths, ".policy")
     if missing:
+        if os.path.exists(missing[0]):  # a device, a FIFO, a socket: there, but not readable as a policy
+            raise UsageError(f"not a file or a directory: {missing[0]}")
         raise UsageError(f"no such file or directory: {missing[0]}")
     return found
 
@@ -87,6 +89,11 @@ def read_source(path: Path, display: str) -> tuple[SourceFile | None, Diagnostic
     return decode_source(data, display)
 
 
+def _lf(text: str) -> str:
+    """CRLF and CR line endings as LF (the policy hash and every position are the same)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 _BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 
@@ -99,8 +106,9 @@ def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnos
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        prefix = data[: e.start].decode("utf-8", errors="replace")
-        src = SourceFile(display, data.decode("utf-8", errors="replace"))
+        # lines counted as for a readable file: after CRLF and CR became LF
+        prefix = _lf(data[: e.start].decode("utf-8", errors="replace"))
+        src = SourceFile(display, _lf(data.decode("utf-8", errors="replace")))
         return None, Diagnostic(
             "E004",
             "error",
@@ -109,7 +117,7 @@ def decode_source(data: bytes, display: str) -> tuple[SourceFile | None, Diagnos
             label=f"invalid byte 0x{data[e.start]:02x}",
             help="save the file as UTF-8",
         )
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _lf(text)
     nul = text.find("\x00")
     if nul != -1:
         src = SourceFile(display, text.replace("\x00", " "))
@@ -323,7 +331,7 @@ def load_paths(paths: Sequence[str | os.PathLike], *, accelerate: bool = True) -
             diags.append(err)
             if src is not None:
                 sources.append(src)
-            elif err.code == "E004" and not err.message.startswith("cannot read"):
+            elif err.code in ("E002", "E004") and not err.message.startswith("cannot read"):
                 shown[str(f)] = display_source(f, str(f))
             continue
         assert src is not None  # read_source/decode_source return a source whenever they return no error
@@ -340,17 +348,23 @@ def display_source(path: Path, display: str) -> SourceFile:
         data = path.read_bytes()[:MAX_FILE_BYTES]
     except OSError:
         data = b""
+    return SourceFile(display, _display_text(data))
+
+
+def _display_text(data: bytes) -> str:
+    """Bytes decoded leniently, as the positions of their diagnostics count: without a
+    leading BOM, CRLF and CR as LF (and NUL shown as a space)."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
-    return SourceFile(display, text.replace("\x00", " "))
+    return _lf(data.decode("utf-8", errors="replace")).replace("\x00", " ")
 
 
 def load_text(text: str, path: str = "<string>") -> LoadResult:
     """Check policy text held in memory (tests, editors)."""
-    src, err = decode_source(text.encode("utf-8", errors="surrogatepass"), path)
+    data = text.encode("utf-8", errors="surrogatepass")
+    src, err = decode_source(data, path)
     if err is not None:
-        return LoadResult(None, [err], {path: SourceFile(path, text)})
+        return LoadResult(None, [err], {path: SourceFile(path, _display_text(data))})
     assert src is not None  # read_source/decode_source return a source whenever they return no error
     return load_sources([src])
 

@@ -111,8 +111,27 @@ class Report:
         return [r for s in self.suites for r in s.results]
 
 
+def keyword_error(keyword: str | None) -> str | None:
+    """Why `keyword` is not a well-formed `-k` expression (pytest's grammar: words joined by
+    `and`, `or`, `not` and parentheses), or None when it is. A malformed one is refused: read
+    leniently, `-k "not"` selected no case and `-k "refund and"` every refund case, silently."""
+    try:
+        _keyword_eval(keyword, "")
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def keyword_matches(keyword: str | None, nodeid: str) -> bool:
-    """pytest-like simple -k: substrings combined with `and`, `or`, `not` and parentheses."""
+    """pytest-like simple -k: substrings combined with `and`, `or`, `not` and parentheses.
+    (A malformed expression, see `keyword_error`, selects what its well-formed prefix does.)"""
+    try:
+        return _keyword_eval(keyword, nodeid)
+    except ValueError:
+        return _keyword_eval(keyword, nodeid, lenient=True)
+
+
+def _keyword_eval(keyword: str | None, nodeid: str, lenient: bool = False) -> bool:
     if not keyword:
         return True
     text = nodeid.lower()
@@ -120,6 +139,12 @@ def keyword_matches(keyword: str | None, nodeid: str) -> bool:
     if not any(t in ("and", "or", "not", "(", ")") for t in tokens):
         return keyword.lower() in text
     pos = 0
+
+    def fail(what: str) -> bool:
+        if lenient:
+            return True
+        at = f"`{tokens[pos]}`" if pos < len(tokens) else "the end"
+        raise ValueError(f"expected {what}, found {at}")
 
     def expr() -> bool:
         nonlocal pos
@@ -141,8 +166,8 @@ def keyword_matches(keyword: str | None, nodeid: str) -> bool:
 
     def factor() -> bool:
         nonlocal pos
-        if pos >= len(tokens):
-            return True
+        if pos >= len(tokens) or tokens[pos] in ("and", "or", ")"):
+            return fail("a word, `not` or `(`")
         t = tokens[pos]
         pos += 1
         if t == "not":
@@ -151,10 +176,17 @@ def keyword_matches(keyword: str | None, nodeid: str) -> bool:
             v = expr()
             if pos < len(tokens) and tokens[pos] == ")":
                 pos += 1
+            else:
+                fail("`)`")
             return v
+        if pos < len(tokens) and tokens[pos] not in ("and", "or", ")"):
+            fail("`and`, `or` or `)`")
         return t.lower() in text
 
-    return expr()
+    v = expr()
+    if pos < len(tokens):
+        fail("`and`, `or` or the end")
+    return v
 
 
 def _dump(model: Any) -> dict:

@@ -106,7 +106,10 @@ class Doc:
 
 
 def _offset(src: SourceFile, mark: Any) -> int:
-    return src.offset(mark.line + 1, mark.column + 1)
+    """The character offset of a PyYAML mark in `src`. Its `index` counts characters of
+    the text composed, which is `src.text`; its line and column do not match `src`'s: YAML
+    1.1 also breaks lines at U+0085, U+2028 and U+2029, which `src` (and an editor) do not."""
+    return max(0, min(mark.index, len(src.text)))
 
 
 def _scalar(loader: Any, node: Any) -> Any:
@@ -120,6 +123,9 @@ def _scalar(loader: Any, node: Any) -> Any:
     if tag == "tag:yaml.org,2002:null":
         return None
     return node.value  # strings, and timestamps kept as written
+
+
+_YAML_BREAKS = {"\x85": "U+0085 NEXT LINE", "\u2028": "U+2028 LINE SEPARATOR", "\u2029": "U+2029 PARAGRAPH SEPARATOR"}
 
 
 def _unpaired_surrogate(value: object) -> bool:
@@ -149,9 +155,15 @@ def parse_yaml(src: SourceFile) -> Doc:
         problem = (e.problem or "invalid YAML").strip()
         notes: tuple[str, ...] = ()
         if e.context and e.context_mark is not None:
-            notes = (
-                f"{e.context.strip()} that starts at {src.path}:{e.context_mark.line + 1}:{e.context_mark.column + 1}",
-            )
+            notes = (f"{e.context.strip()} that starts at {src.span(_offset(src, e.context_mark))}",)
+        # a character YAML 1.1 takes for a line break, on the lines in question: say so
+        marks = [m for m in (e.context_mark, mark) if m is not None]
+        for n in sorted({src.span(_offset(src, m)).line for m in marks}):
+            ch = next((c for c in _YAML_BREAKS if c in src.line_text(n)), None)
+            if ch is not None:
+                notes += (f"YAML breaks lines at {_YAML_BREAKS[ch]}, which line {n} holds: an editor shows one "
+                          "line where YAML reads two",)
+                break
         raise _SuiteError(
             Diagnostic(
                 "T001",
@@ -162,6 +174,16 @@ def parse_yaml(src: SourceFile) -> Doc:
                 notes=notes,
                 help="check the indentation and the brackets around this line",
             )
+        ) from e
+    except yaml.reader.ReaderError as e:  # a character YAML refuses: at the character, not at 1:1
+        at = max(0, min(e.position, len(src.text)))
+        code = e.character if isinstance(e.character, int) else None
+        raise err(
+            f"invalid YAML: character U+{code:04X} is not allowed" if code is not None else f"invalid YAML: {e.reason}",
+            at,
+            label="not allowed in YAML",
+            help=(f"remove it, or write it as the escape `\\u{code:04x}` in a double-quoted string"
+                  if code is not None else None),
         ) from e
     except yaml.YAMLError as e:
         raise err(f"invalid YAML: {e}", 0) from e
@@ -392,13 +414,22 @@ class _Builder:
                     ok.append(_display(Path(os.path.normpath(s.path.parent / p))))
             s.policies = tuple(ok)
         for i, p in enumerate(s.policies):
+            at = ("policies",) if isinstance(pol, str) else ("policies", i)
             if not os.path.exists(p):
                 self.error(
                     "T007",
                     f"no such policy file or directory: `{_display(Path(p))}`",
-                    ("policies",) if isinstance(pol, str) else ("policies", i),
+                    at,
                     help="`policies` paths are relative to the suite file",
                 )
+            elif not (os.path.isdir(p) or os.path.isfile(p)):
+                self.error("T007", f"`{_display(Path(p))}` is not a policy file or a directory", at,
+                           label="not a file or a directory",
+                           help="name the `.policy` files, or the directory that holds them")
+            elif p.endswith(SUITE_SUFFIX):
+                self.error("T007", f"`{_display(Path(p))}` is a test suite, not a policy file", at,
+                           label="a suite",
+                           help="name the `.policy` files the suite tests, or the directory that holds them")
         if "now" in data and self.want(data["now"], (str,), ("now",), "`now`"):
             self.check_time(data["now"], ("now",))
             s.now = data["now"]
@@ -613,20 +644,23 @@ def load_suite(path: str | os.PathLike) -> Suite:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        prefix = raw[: e.start].decode("utf-8", errors="replace")
-        suite.source = SourceFile(display, raw.decode("utf-8", errors="replace"))
+        # e.object is what was decoded (without a leading BOM), e.start an offset into it;
+        # lines are counted as everywhere else, after CRLF and CR became LF
+        body = bytes(e.object)
+        prefix = _lf(body[: e.start].decode("utf-8", errors="replace"))
+        suite.source = SourceFile(display, _lf(body.decode("utf-8", errors="replace")))
         suite.diagnostics.append(
             Diagnostic(
                 "T001",
                 "error",
                 "suite is not valid UTF-8",
                 suite.source.span(len(prefix), len(prefix) + 1),
+                label=f"invalid byte 0x{body[e.start]:02x}",
                 help="save the file as UTF-8",
             )
         )
         return suite
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    suite.source = SourceFile(display, text)
+    suite.source = SourceFile(display, _lf(text))
     try:
         suite.doc = parse_yaml(suite.source)
     except _SuiteError as e:
@@ -640,6 +674,11 @@ def load_suite(path: str | os.PathLike) -> Suite:
 
 
 # =============================================================================== helpers
+
+
+def _lf(text: str) -> str:
+    """CRLF and CR line endings as LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def deep_merge(base: Any, over: Any) -> Any:
