@@ -104,16 +104,19 @@ def main(path: str) -> int:
         # 4. the steps, tracked to the end
         st = rt.authorization(p.rollback_id, now=at(25))
         rid = p.rollback_id
-        for i, duty in enumerate(st.duties):
+        t = 30  # the story's clock: each report a second after the one before
+        for duty in st.duties:
             if duty.startswith("compensate:"):
-                f = rt.step(rid, duty, "failed", key=f"{duty}-1", now=at(30 + i))
-                say(30 + i, f"{duty}: failed -> rollback {f.rollback_status}, remaining {list(f.remaining)}")
-                f = rt.step(rid, duty, "completed", key=f"{duty}-2", now=at(40 + i))
-                say(40 + i, f"{duty}: completed on retry -> {f.rollback_status}")
+                f = rt.step(rid, duty, "failed", key=f"{duty}-1", now=at(t))
+                say(t, f"{duty}: failed -> rollback {f.rollback_status}, remaining {list(f.remaining)}")
+                t += 1
+                f = rt.step(rid, duty, "completed", key=f"{duty}-2", now=at(t))
+                say(t, f"{duty}: completed on retry -> {f.rollback_status}")
             else:
-                f = rt.step(rid, duty, "completed", key=f"{duty}-1", now=at(45 + i))
-                say(45 + i, f"{duty if ':' in duty else 'reverse ' + duty[:8]}: completed -> {f.rollback_status}")
-        dup = rt.step(rid, st.duties[0], "completed", key=f"{st.duties[0]}-1", now=at(50))
+                f = rt.step(rid, duty, "completed", key=f"{duty}-1", now=at(t))
+                say(t, f"{duty if ':' in duty else 'reverse ' + duty[:8]}: completed -> {f.rollback_status}")
+            t += 1
+        dup = rt.step(rid, st.duties[0], "completed", key=f"{st.duties[0]}-1", now=at(t))
         detail(f"the same report again: recorded={dup.recorded}")
         for i, duty in enumerate(st.duties):
             v = rt.step(rid, duty, "verified", key=f"{duty}-v", now=at(60 + i))

@@ -3,6 +3,7 @@ ledger that verifies."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,6 @@ def test_the_runtime_example_tells_the_whole_story(tmp_path):
                  "$ stopline ledger verify", "ok: "]:
         assert line in out, line
     assert "Traceback" not in p.stderr
+    # the story's clock never runs backwards (what it prints is what the ledger records)
+    times = re.findall(r"^\[(\d\d:\d\d:\d\d)\]", out, re.M)
+    assert len(times) > 15 and times == sorted(times), times
