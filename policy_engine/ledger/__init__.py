@@ -23,6 +23,7 @@ from .errors import (
     EntryNotFound,
     IdempotencyConflict,
     InvalidEntry,
+    InvalidQuery,
     KeyFileError,
     LedgerError,
     LedgerNotFound,
@@ -57,7 +58,7 @@ _LAZY = {
 
 __all__ = [
     *_LAZY, "LedgerError", "LedgerUnavailable", "LedgerNotFound", "SchemaError", "InvalidEntry", "IdempotencyConflict",
-    "EntryNotFound", "ProofError", "CheckpointError", "KeyFileError", "StateChanged",
+    "EntryNotFound", "InvalidQuery", "ProofError", "CheckpointError", "KeyFileError", "StateChanged",
 ]
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "LedgerError", "LedgerUnavailable", "LedgerNotFound", "SchemaError", "InvalidEntry",
-    "IdempotencyConflict", "EntryNotFound", "ProofError", "CheckpointError", "KeyFileError",
+    "IdempotencyConflict", "EntryNotFound", "InvalidQuery", "ProofError", "CheckpointError", "KeyFileError",
+    "StateChanged",
 ]
 
 
@@ -50,6 +51,10 @@ class StateChanged(LedgerError):
 
 class EntryNotFound(LedgerError, LookupError):
     """No entry has that id or sequence number."""
+
+
+class InvalidQuery(LedgerError, ValueError):
+    """A read was given an argument it cannot use (a ``since``/``until`` that is not an RFC 3339 time)."""
 
 
 class ProofError(LedgerError):

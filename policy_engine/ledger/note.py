@@ -137,16 +137,24 @@ def generate_key(name: str) -> SigningKey:
 def write_key(key: SigningKey, path: str | os.PathLike[str]) -> Path:
     """Write the signing key (mode 0600, refusing to overwrite) and ``<path>.pub``; returns the .pub path."""
     p = Path(path)
+    pub = p.with_name(p.name + ".pub")
+    if pub.is_dir():
+        raise KeyFileError(f"cannot write {pub}: it is a directory")
     try:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyFileError(f"{p} exists; refusing to overwrite a key") from None
     except OSError as e:
         raise KeyFileError(f"cannot write {p}: {e.strerror or e}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(key.encode() + "\n")
-    pub = p.with_name(p.name + ".pub")
-    pub.write_text(key.verifier.encode() + "\n")
+    failed = p
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key.encode() + "\n")
+        failed = pub
+        pub.write_text(key.verifier.encode() + "\n")
+    except OSError as e:  # no half-made key pair: the signing key is only useful with its .pub
+        p.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write {failed}: {e.strerror or e}") from None
     return pub
 
 

@@ -10,16 +10,48 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from ..timestamps import parse_rfc3339
 from . import merkle, schema
 from .canonical import parse_body
-from .errors import EntryNotFound, LedgerUnavailable
+from .errors import EntryNotFound, InvalidQuery, LedgerUnavailable
 from .note import VerifierKey
 from .records import E, Entry, H, History, L, N, _db, _short, format_time
 from .verify import VerifyReport, verify_ledger
+
+_MAX_SEQ = 2**63 - 1  # the largest integer both databases store
+
+
+def time_arg(t: datetime | str, name: str) -> str:
+    """A query's ``since``/``until`` as the stored form of a time (RFC 3339 UTC, six fraction
+    digits, ``Z``), so that comparing the texts compares the instants: an RFC 3339 string
+    in any spelling (``...T10:00:00Z``, ``...+02:00``, a fraction of any length) or an
+    aware datetime. Raises :class:`InvalidQuery` for anything else."""
+    try:
+        if isinstance(t, datetime) and t.tzinfo is not None and t.utcoffset() is not None:
+            return format_time(t)
+        if isinstance(t, str):
+            return format_time(parse_rfc3339(t))
+    except (ValueError, OverflowError):
+        pass
+    raise InvalidQuery(f"`{name}` is not an RFC 3339 time (e.g. 2026-11-26T10:00:00Z): {str(t)[:64]!r}")
+
+
+def _parse_stored(seq: Any, body: Any, links: Any) -> tuple[Any, tuple[str, ...]]:
+    """An entry row's body and links, parsed; a row whose stored text is not what the ledger
+    writes (edited in the database) is reported as corrupt, not as a crash."""
+    try:
+        parsed = parse_body(body)
+        link_ids = tuple(json.loads(links))
+        if all(isinstance(x, str) for x in link_ids):
+            return parsed, link_ids
+    except (ValueError, TypeError, RecursionError):
+        pass
+    raise LedgerUnavailable(f"entry {seq} is corrupt (its stored body or links are not what the ledger wrote); "
+                            "run `stopline ledger verify`")
 
 
 class LedgerReader:
@@ -88,13 +120,15 @@ class LedgerReader:
     @staticmethod
     def _entry_t(r: Sequence[Any]) -> Entry:
         seq, eid, kind, wf, key, links, body, t, prev, h = r
-        return Entry(seq=seq, id=eid, kind=kind, body=parse_body(body), body_json=body, workflow=wf,
-                     links=tuple(json.loads(links)), key=key, time=t, prev=prev, hash=h)
+        parsed, link_ids = _parse_stored(seq, body, links)
+        return Entry(seq=seq, id=eid, kind=kind, body=parsed, body_json=body, workflow=wf,
+                     links=link_ids, key=key, time=t, prev=prev, hash=h)
 
     @staticmethod
     def _entry(r: Any) -> Entry:
-        return Entry(seq=r.seq, id=r.id, kind=r.kind, body=parse_body(r.body), body_json=r.body, workflow=r.workflow,
-                     links=tuple(json.loads(r.links)), key=r.key, time=r.time, prev=r.prev, hash=r.hash)
+        parsed, link_ids = _parse_stored(r.seq, r.body, r.links)
+        return Entry(seq=r.seq, id=r.id, kind=r.kind, body=parsed, body_json=r.body, workflow=r.workflow,
+                     links=link_ids, key=r.key, time=r.time, prev=r.prev, hash=r.hash)
 
     def _fetch(self, c: Connection, *where: Any, order=None, limit: int | None = None) -> list[Entry]:
         q = select(E).where(*where).order_by(order if order is not None else E.c.seq)
@@ -113,10 +147,11 @@ class LedgerReader:
     def _where_ref(ref: str | int) -> Any:
         if isinstance(ref, bool):
             raise EntryNotFound(f"no entry {ref!r}")
+        if isinstance(ref, str) and ref.isascii() and ref.isdigit():  # (str.isdigit alone takes "²" and "٣")
+            ref = int(ref)
         if isinstance(ref, int):
-            return E.c.seq == ref
-        if isinstance(ref, str) and ref.isdigit():
-            return E.c.seq == int(ref)
+            # beyond any seq (and beyond the database's integers, which would refuse the query)
+            return E.c.seq == ref if 0 <= ref <= _MAX_SEQ else false()
         return E.c.id == str(ref)
 
     @_db
@@ -141,11 +176,14 @@ class LedgerReader:
         if workflow is not None:
             where.append(E.c.workflow == workflow)
         if since is not None:
-            where.append(E.c.time >= (format_time(since) if isinstance(since, datetime) else since))
+            where.append(E.c.time >= time_arg(since, "since"))
         if until is not None:
-            where.append(E.c.time < (format_time(until) if isinstance(until, datetime) else until))
+            where.append(E.c.time < time_arg(until, "until"))
         if after is not None:
+            after = max(min(after, _MAX_SEQ), -_MAX_SEQ)
             where.append(E.c.seq < after if reverse else E.c.seq > after)
+        if limit is not None:
+            limit = min(limit, _MAX_SEQ)
         with self._read() as c:
             if link is not None:
                 target = c.execute(select(E.c.seq).where(E.c.id == link)).scalar()

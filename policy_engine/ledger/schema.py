@@ -53,6 +53,8 @@ from sqlalchemy import (
     text,
 )
 
+from .errors import SchemaError
+
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "flush", "MIGRATIONS",
            "GUARDED", "guard_ddl", "append_function_ddl", "migrate"]
 
@@ -307,7 +309,12 @@ def read_version(conn: Connection) -> int | None:
     if "ledger_meta" not in names:
         return None
     row = conn.execute(text("SELECT value FROM ledger_meta WHERE name = 'schema_version'")).first()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise SchemaError(f"the ledger is damaged: its schema version is {str(row[0])[:32]!r}, not a number") from None
 
 
 def inspect_tables(conn: Connection) -> list[str]:

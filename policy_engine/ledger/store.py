@@ -184,9 +184,14 @@ class Ledger(LedgerWriter):
                 dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
                 cur = dbapi_conn.cursor()
                 try:
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    cur.execute("PRAGMA synchronous=FULL" if durability == "full" else "PRAGMA synchronous=NORMAL")
                     cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
+                    # WAL is a persistent change of the file: only for a ledger (or one being
+                    # created), so opening another application's database (or an empty file)
+                    # to read it, which is refused, leaves that file as it was
+                    if create or cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                             "AND name = 'ledger_meta'").fetchone() is not None:
+                        cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA synchronous=FULL" if durability == "full" else "PRAGMA synchronous=NORMAL")
                 finally:
                     cur.close()
 
@@ -241,7 +246,15 @@ class Ledger(LedgerWriter):
         with engine.connect() as c:
             with c.begin():
                 rows = dict(c.execute(select(schema.meta.c.name, schema.meta.c.value)).all())
-        return rows["log_id"], rows["origin"]
+                head = c.execute(select(schema.heads.c.size, schema.heads.c.frontier)
+                                 .where(schema.heads.c.log == schema.LOG)).first()
+        log_id, origin = rows.get("log_id"), rows.get("origin")
+        if not log_id or not origin:
+            raise SchemaError(f"the ledger at {shown} is damaged: `ledger_meta` has no "
+                              f"{'log_id' if not log_id else 'origin'}")
+        if head is None:
+            raise SchemaError(f"the ledger at {shown} is damaged: its head row (`ledger_heads`) is missing")
+        return log_id, origin
 
     def close(self) -> None:
         """Release every connection."""

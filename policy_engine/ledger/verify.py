@@ -102,13 +102,16 @@ def verify_ledger(
                 E.c.seq, E.c.id, E.c.kind, E.c.workflow, E.c.key, E.c.links, E.c.body, E.c.time, E.c.prev, E.c.hash
             ).order_by(E.c.seq),
         )
-        link_rows = _stream(
-            c, select(L.c.from_seq, L.c.pos, E.c.id).join(E, E.c.seq == L.c.to_seq).order_by(L.c.from_seq, L.c.pos)
+        link_rows = _stream(  # an outer join: a link row to no entry is a link row that does not match
+            c,
+            select(L.c.from_seq, L.c.pos, E.c.id)
+            .select_from(L.outerjoin(E, E.c.seq == L.c.to_seq))
+            .order_by(L.c.from_seq, L.c.pos),
         )
         node_rows = _stream(c, select(N.c.leaf, N.c.level, N.c.hash).order_by(N.c.leaf, N.c.level))
         state = {"n": 0, "checkpoints": 0, "good_cp": 0}
         try:
-            cr = _walk(rows, link_rows, node_rows, ext, key, state)
+            cr = _walk(rows, link_rows, node_rows, ext, key, state, led.origin)
             n = cr.size
             if ext is not None and n < ext.size:
                 raise _Bad(
@@ -140,7 +143,7 @@ def verify_ledger(
 
 
 def _walk(
-    rows, link_rows, node_rows, ext: Checkpoint | None, key: VerifierKey | None, state: dict
+    rows, link_rows, node_rows, ext: Checkpoint | None, key: VerifierKey | None, state: dict, origin: str
 ) -> merkle.CompactRange:
     cr = merkle.CompactRange()
     prev = ZERO_HASH
@@ -193,7 +196,7 @@ def _walk(
         if tuple(got) != links:
             raise _Bad(s, f"the link rows of entry {s} do not match its links")
         if r.kind == "checkpoint":
-            _check_stored(cr, s, body, key, state)
+            _check_stored(cr, s, body, key, state, origin)
         leaf = fromhex(h)
         for level, _idx, nh in cr.append(leaf):
             if node is None or node[0] != s or node[1] != level or node[2] != nh.hex():
@@ -214,13 +217,19 @@ def _walk(
     return cr
 
 
-def _check_stored(cr: merkle.CompactRange, s: int, body: dict, key: VerifierKey | None, state: dict) -> None:
+def _check_stored(
+    cr: merkle.CompactRange, s: int, body: dict, key: VerifierKey | None, state: dict, origin: str
+) -> None:
     root = cr.root().hex()
     if body.get("size") != s or body.get("root") != root:
         raise _Bad(s, f"checkpoint entry {s} does not match the tree of size {s} (entries before it changed)")
+    if body.get("origin") != origin:  # another log's checkpoint, or this ledger's identity (ledger_meta) changed
+        raise _Bad(s, f"checkpoint entry {s} is for the log `{str(body.get('origin'))[:200]}`, not `{origin}`")
+    if not isinstance(body.get("note"), str):
+        raise _Bad(s, f"checkpoint entry {s} has no signed note")
     if key is not None:
         try:
-            cp = open_checkpoint(body["note"], key)
+            cp = open_checkpoint(body["note"], key, origin=origin)
         except CheckpointError as e:
             raise _Bad(s, f"checkpoint entry {s}: {e}") from None
         if cp.size != s or cp.root.hex() != root:

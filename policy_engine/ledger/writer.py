@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from . import merkle, schema
 from .canonical import Canonical, canonical_text, leaf_data
-from .errors import IdempotencyConflict, InvalidEntry, StateChanged
+from .errors import CheckpointError, IdempotencyConflict, InvalidEntry, LedgerUnavailable, StateChanged
 from .kinds import check_entry
 from .note import Checkpoint, SigningKey, sign_checkpoint
 from .reader import LedgerReader
@@ -53,6 +53,16 @@ def _leaf_parts(p: _Prepared) -> tuple[bytes, bytes]:
                      time=p.time, prev="")
     at = data.rindex(_PREV_SEQ.encode())
     return data[:at + 9], data[at + len(_PREV_SEQ) - 8:]
+
+
+def _frontier(size: Any, text: Any) -> merkle.CompactRange:
+    """The head row's Merkle frontier; a row edited in the database is reported, never a crash
+    (and never appended after: the chain would continue from a state nobody wrote)."""
+    try:
+        return merkle.CompactRange.decode(size, text)
+    except (ValueError, TypeError):
+        raise LedgerUnavailable("the ledger's head row is corrupt (its Merkle frontier does not fit its size); "
+                                "nothing was written: run `stopline ledger verify`") from None
 
 
 def _links_json(links: Sequence[str]) -> str:
@@ -115,7 +125,7 @@ class LedgerWriter(LedgerReader):
                 if self.backend == "postgresql":
                     q = q.with_for_update()
                 row = c.execute(q).one()
-                yield c, [row.size, row.head, merkle.CompactRange.decode(row.size, row.frontier)]
+                yield c, [row.size, row.head, _frontier(row.size, row.frontier)]
             if barrier:
                 c.exec_driver_sql(self._SQL_PG_BARRIER)
                 c.commit()
@@ -249,7 +259,7 @@ class LedgerWriter(LedgerReader):
                 cur.execute("BEGIN IMMEDIATE")
             cur.execute(self._sql_head)
             size, head, frontier = cur.fetchone()
-            state = [size, head, merkle.CompactRange.decode(size, frontier)]
+            state = [size, head, _frontier(size, frontier)]
             self._plan_and_write(cur, state, groups)
             for g in groups:
                 if g.error is None:
@@ -360,7 +370,15 @@ class LedgerWriter(LedgerReader):
             if g.error is None and id(g) in results:
                 g.result = results[id(g)]
         if retry:
-            self._append_direct(retry)
+            # the groups above are committed: a failure of this second transaction is the
+            # retried groups' alone (raised from here it would be reported to every caller
+            # of the batch, and a committed append answered with an error is appended again)
+            try:
+                self._append_direct(retry)
+            except Exception as e:  # noqa: BLE001 - handed to the callers of the retried groups
+                for g in retry:
+                    if g.error is None:
+                        g.result, g.error = None, e
 
     @staticmethod
     def _made(p: _Prepared, seq: int, prev: str, h: str) -> Entry:
@@ -533,15 +551,36 @@ class LedgerWriter(LedgerReader):
         ``seq = n``). Keep the written file outside the database: ``verify(checkpoint=...)``
         against it detects a truncated tail or a fork.
         """
-        with self._write() as (c, state):
-            size, cr = state[0], state[2]
-            root = cr.root()
-            note = sign_checkpoint(key, self.origin, size, root)
-            body = {"origin": self.origin, "size": size, "root": root.hex(), "note": note}
-            entry = self._insert(c, state, [self._prepare_entry(NewEntry("checkpoint", body, time=time))])[0]
-        cp = Checkpoint(self.origin, size, root, note)
-        if path is not None:
+        out = tmp = None
+        if path is not None:  # a file that cannot be written is refused before anything is recorded
             tmp = Path(f"{path}.tmp{os.getpid()}")
-            tmp.write_text(note, encoding="utf-8")
-            os.replace(tmp, path)
-        return cp, entry
+            try:
+                if Path(path).is_dir():
+                    raise IsADirectoryError(21, "Is a directory")
+                out = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed below, on every path
+            except OSError as e:
+                raise CheckpointError(f"cannot write the checkpoint to {path}: {e.strerror or e}; "
+                                      "nothing was recorded") from None
+        try:
+            with self._write() as (c, state):
+                size, cr = state[0], state[2]
+                root = cr.root()
+                note = sign_checkpoint(key, self.origin, size, root)
+                body = {"origin": self.origin, "size": size, "root": root.hex(), "note": note}
+                entry = self._insert(c, state, [self._prepare_entry(NewEntry("checkpoint", body, time=time))])[0]
+            if out is not None:
+                try:
+                    out.write(note)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    out.close()
+                    os.replace(tmp, path)  # type: ignore[arg-type]
+                except OSError as e:
+                    raise CheckpointError(f"checkpoint entry {entry.seq} was recorded, but its note could not be "
+                                          f"written to {path}: {e.strerror or e}") from None
+        finally:
+            if out is not None:
+                out.close()
+                if tmp is not None and tmp.exists():
+                    tmp.unlink(missing_ok=True)
+        return Checkpoint(self.origin, size, root, note), entry
