@@ -49,7 +49,9 @@ def test_the_whole_lifecycle_from_the_shell(tmp_path):
     assert runner.invoke(main, ["queue", "--expire", "--ledger", url]).exit_code == 2
     e = runner.invoke(main, ["queue", "--expire", "-p", str(pol), "--ledger", url, "--now", "2026-12-26T00:00:00Z",
                              "--format", "json"])
-    assert e.exit_code == 0 and json.loads(e.output)["expired"] == []  # nothing pending: executed / in progress
+    # the decision was executed; the rollback was never approved (its one step was unauthorized and
+    # started nothing), so it expires at its deadline
+    assert e.exit_code == 0 and json.loads(e.output)["expired"] == [p["rollback_id"]]
     assert runner.invoke(main, ["ledger", "verify", "--ledger", url]).exit_code == 0
 
 
@@ -69,3 +71,28 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
     assert r.exit_code == 2 and "-:1:2: not JSON" in r.output
     r = runner.invoke(main, ["history", "x", "--ledger", f"sqlite:///{tmp_path / 'missing.db'}"])
     assert r.exit_code == 2 and "no ledger" in r.output
+
+
+def test_arguments_of_the_wrong_type_are_one_line_errors_naming_them(tmp_path):
+    pol = write_policy(tmp_path)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    runner = CliRunner()
+    runner.invoke(main, ["ledger", "init", "--ledger", url])
+    g = json.loads(_rt(runner, ["gate"], {"action": {"workflow": "replies", "type": "send", "amount": 500.0}},
+                       url, pol).output)
+    size = len(runner.invoke(main, ["ledger", "verify", "--ledger", url]).output)
+    for args, payload, msg in [
+        (["approve"], {"subject": g["decision_id"], "principal": "sam", "roles": ["reviewer"], "expires_in": "1h"},
+         '`expires_in` is a number of seconds, not "1h"'),
+        (["approve"], {"subject": g["decision_id"], "principal": "sam", "roles": "reviewer"},
+         "`roles` is a list of role names"),
+        (["approve"], {"subject": g["decision_id"], "principal": "sam", "roles": 5}, "`roles` is a list of role names"),
+        (["queue"], {"limit": "ten"}, "`limit` is a number of rollbacks"),
+        (["queue"], {"limit": -1}, "`limit` is a number of rollbacks"),
+    ]:
+        r = _rt(runner, args, payload, url, pol)
+        assert r.exit_code == 2 and msg in r.output and "internal error" not in r.output, r.output
+    assert len(runner.invoke(main, ["ledger", "verify", "--ledger", url]).output) == size  # nothing recorded
+    r = runner.invoke(main, ["rollback", "--select", "true", "--scenario", "customer_request", "--requested-by", "r",
+                             "--reason", "x", "-p", str(pol), "--ledger", url, "--since", "yesterday"])
+    assert r.exit_code == 2 and "`since` is not an RFC 3339 time" in r.output

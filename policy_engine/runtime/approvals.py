@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from ..engine import NowInput
 
 
+def _roles(roles: Any) -> list[str]:
+    """The role names an approval claims: a list of non-empty strings (a string alone is not
+    read letter by letter; anything else is refused, not guessed)."""
+    if isinstance(roles, (str, bytes, dict)) or not isinstance(roles, Iterable):
+        raise RuntimeUsageError(f"`roles` is a list of role names, not {type(roles).__name__}")
+    out = list(roles)
+    if not all(isinstance(r, str) and r for r in out):
+        raise RuntimeUsageError("`roles` is a list of role names (non-empty strings)")
+    return out
+
+
 class Approvals(RuntimeCore):
     """The approvals part of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
@@ -39,7 +50,7 @@ class Approvals(RuntimeCore):
             raise RuntimeUsageError(f"`verdict` is `approve` or `deny`, not {verdict!r}")
         if not isinstance(principal, str) or not principal:
             raise RuntimeUsageError("`principal` is a non-empty string")
-        roles = list(roles)
+        roles = _roles(roles)
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
 

@@ -103,9 +103,10 @@ def _record(e: Any) -> dict:  # the OriginalRecord of an execution (as Runtime.r
     rec = {k: v for k, v in (b.get("receipt") or {}).items() if k != "downstream"}
     rec.update({"id": e.id, "type": b.get("type") or "", "executed_at": b.get("executed_at") or e.time,
                 "downstream": []})
-    for k in ("reviewer", "requester"):
-        if b.get(k) is not None:
-            rec[k] = b[k]
+    for k in ("reviewer", "requester"):  # every principal the record names (Runtime.executed: `reviewers`)
+        v = b.get(k + "s") or b.get(k)
+        if v is not None:
+            rec[k] = v
     return rec
 
 
@@ -119,11 +120,15 @@ def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> tuple | None:
     return memo[k]
 
 
-def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any]) -> tuple[dict, dict, dict]:
+def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
+            elsewhere: dict[str, list] | None = None) -> tuple[dict, dict, dict]:
     """For every root at once, its record tree from the recorded ``caused_by`` links, in
     memory: per level one query of the links table for the children's sequence numbers
-    (per 5,000 parents) and one read of the children not already read (``known``: seq ->
-    execution). Returns root id -> record, root id -> undeclared links, record id -> root id."""
+    (per 5,000 parents), with the open rollback that already covers each child, and one
+    read of the children not already read (``known``: seq -> execution). A child an open
+    rollback covers is not followed (never rolled back twice): listed in ``elsewhere``
+    (root id -> [{record, rollback, parent}]) when given. Returns root id -> record, root
+    id -> undeclared links, record id -> root id."""
     recs = {r.id: _record(r) for r in roots}
     owner = {r.id: r.id for r in roots}
     undeclared: dict[str, list] = {r.id: [] for r in roots}
@@ -136,8 +141,12 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any]) -> tuple[dict,
         by_id = {e.id: e for e in level}
         seqs = [e.seq for e in level]
         kid_seqs: set[int] = set()
+        taken: dict[int, str] = {}  #: a child's seq -> the open rollback covering it
         for i in range(0, len(seqs), _SEQS):
-            kid_seqs.update(r[0] for r in c.execute(sql_select(L.c.from_seq).where(L.c.to_seq.in_(seqs[i:i + _SEQS]))))
+            for s, rb in c.execute(sql_select(L.c.from_seq, _COVERING).where(L.c.to_seq.in_(seqs[i:i + _SEQS]))):
+                kid_seqs.add(s)
+                if rb is not None:
+                    taken[s] = rb
         unread = sorted(s for s in kid_seqs if s not in known)
         for i in range(0, len(unread), _SEQS):
             for x in _executions(c, E.c.seq.in_(unread[i:i + _SEQS])):
@@ -148,6 +157,10 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any]) -> tuple[dict,
             if pe is None or (k.id in owner and k.id not in roots_at):
                 continue
             root = owner[pe.id]
+            if k.seq in taken and k.id not in roots_at:
+                if elsewhere is not None:
+                    elsewhere.setdefault(root, []).append({"record": k.id, "rollback": taken[k.seq], "parent": pe.id})
+                continue
             declared = _side_effects(eng, pe.workflow, pe.body.get("type"), memo)
             if declared is None or k.body.get("type") not in declared:
                 undeclared[root].append({"record": k.id, "type": k.body.get("type"), "parent": pe.id,
@@ -177,6 +190,18 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any]) -> tuple[dict,
     return {r.id: recs[r.id] for r in roots}, undeclared, final
 
 
+_CE = E.alias("covered_entry")
+#: the open rollback (not denied, expired or cancelled) covering the execution a link row comes from
+_COVERING = (sql_select(P.records.c.rollback)
+             .join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
+             .join(_CE, _CE.c.id == P.records.c.record)
+             .where(_CE.c.seq == L.c.from_seq, P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))
+             .order_by(P.records.c.seq).limit(1).correlate(L).scalar_subquery())
+_OPEN_RECORDS = (sql_select(P.records.c.record).join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
+                 .where(P.rollbacks.c.status.notin_(("denied", "expired", "cancelled"))))
+_PLAN_RETRIES = 10  #: plans of one batch before it gives up (records kept being taken meanwhile)
+
+
 def _batch_hash(scenario: str, select: str | None, plans: list[tuple[str, str]]) -> str:
     body = {"scenario": scenario, "select": select, "plans": [[o, h] for o, h in plans]}
     return "sha256:" + hashlib.sha256(canonical_text(body).encode()).hexdigest()
@@ -190,13 +215,20 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
     ``executions`` (ids), as one batch; recorded in one transaction (with ``dry_run``,
     planned and returned, nothing recorded)."""
     with paused():  # 10^4 executions and their trees in memory: no collector passes over them meanwhile
-        return _request_bulk_rollback(rt, select, scenario, requested_by, reason, since, until,
-                                      executions=executions, trigger=trigger, now=now, dry_run=dry_run)
+        for _ in range(_PLAN_RETRIES):
+            b = _request_bulk_rollback(rt, select, scenario, requested_by, reason, since, until,
+                                       executions=executions, trigger=trigger, now=now, dry_run=dry_run)
+            if b is not None:
+                return b
+    raise RuntimeUsageError(f"records of the batch kept being rolled back by other requests: gave up after "
+                            f"{_PLAN_RETRIES} plans")
 
 
 def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_by: str, reason: str,
                            since: Any, until: Any, *, executions: Iterable[str] | None, trigger: str | None,
-                           now: Any, dry_run: bool) -> RollbackBatch:
+                           now: Any, dry_run: bool) -> RollbackBatch | None:
+    """One planning of the batch and its recording; None when a record of a plan's cascade
+    was covered by another rollback between the read and the recording (plan again)."""
     from ..cel import CelCompileError, CelError, compile_cel
 
     eng, now_dt = rt.engine, _now(now)
@@ -212,10 +244,17 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                                     f"  {caret}") from None
     led = rt.ledger
     where: list[Any] = []
-    if since is not None:
-        where.append(E.c.time >= _ts(_now(since)))
-    if until is not None:
-        where.append(E.c.time < _ts(_now(until)))
+    bounds = {}
+    for name, v in (("since", since), ("until", until)):
+        if v is not None:
+            try:
+                bounds[name] = _ts(_now(v))
+            except RuntimeUsageError as e:
+                raise RuntimeUsageError(str(e).replace("`now`", f"`{name}`")) from None
+    if "since" in bounds:
+        where.append(E.c.time >= bounds["since"])
+    if "until" in bounds:
+        where.append(E.c.time < bounds["until"])
     chosen: list = []
     errors: list[dict] = []
     with led.reading() as c:
@@ -258,7 +297,8 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                                             P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))):
                 taken.setdefault(rec, rb)
         roots_all = [x for x in chosen if x.id not in taken]
-        trees, undeclared, owner = _graphs(c, eng, roots_all, {x.seq: x for x in pool})
+        elsewhere: dict[str, list] = {}
+        trees, undeclared, owner = _graphs(c, eng, roots_all, {x.seq: x for x in pool}, elsewhere)
     existing = tuple({"execution": i, "rollback": rb} for i, rb in taken.items())
     covered = tuple({"execution": x.id, "by": owner[x.id]} for x in roots_all if owner[x.id] != x.id)
     roots = [x for x in roots_all if owner[x.id] == x.id]
@@ -287,6 +327,8 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                 "duties": list(dict.fromkeys(duties)), "undeclared": undeclared[x.id],
                 "trigger": trigger or (st["stopped_by"] if st and st["status"] == "stopped" else None),
                 "requested_at": _ts(now_dt), "pending_until": _ts_after(now_dt, rt.rollback_ttl)}
+        if elsewhere.get(x.id):
+            body["covered"] = elsewhere[x.id]
         members.append((x, body, plan))
     if not members:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
@@ -308,6 +350,11 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                        P.rollbacks.c.status.notin_(("denied", "expired", "cancelled"))))}
         if late:
             keep = [m for m in members if m[0].id not in late]
+        cascade = [r for m in keep for r in m[1]["cascade"]]
+        for i in range(0, len(cascade), _CHUNK):  # a cascade record covered since we read: plan again
+            if c.execute(_OPEN_RECORDS.where(P.records.c.record.in_(cascade[i:i + _CHUNK])).limit(1)).first():
+                out["again"] = True
+                return []
         out["keep"] = keep
         if not keep:
             return []
@@ -324,6 +371,8 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
         return items
 
     entries = rt.transact(build)
+    if out.get("again"):
+        return None
     if not entries:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
                              tuple(errors), 0)
@@ -365,7 +414,9 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
         raise RuntimeUsageError(f"`verdict` is `approve` or `deny`, not {verdict!r}")
     if not isinstance(principal, str) or not principal:
         raise RuntimeUsageError("`principal` is a non-empty string")
-    roles = list(roles)
+    from .approvals import _roles
+
+    roles = _roles(roles)
     eng, now_dt = rt.engine, _now(now)
     out: dict[str, Any] = {}
     R = P.rollbacks

@@ -150,7 +150,13 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     if "expires_in" in args:
         from datetime import timedelta
 
-        args["expires_in"] = timedelta(seconds=float(args["expires_in"]))
+        v = args["expires_in"]
+        try:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError
+            args["expires_in"] = timedelta(seconds=float(v))
+        except (ValueError, OverflowError):
+            _fail(f"`expires_in` is a number of seconds, not {json.dumps(v)}")
     with _runtime(url, policies, need_policies=op not in READ_ONLY) as r:
         _echo(getattr(r, method)(*pos, **args))
 

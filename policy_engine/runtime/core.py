@@ -199,7 +199,11 @@ class RuntimeCore:
         remaining = tuple(d for d in duties if latest.get(d) not in done)
         unverified = tuple(d for d in duties if latest.get(d) == "completed")
         prog: dict[str, Any] = dict(duties=duties, steps=latest, remaining=remaining, unverified=unverified)
-        if latest:
+        # progress shows once an *authorized* step was recorded (the rollback was approved when it
+        # started); steps reported before that (flagged unauthorized) are listed but authorize
+        # nothing: a pending or denied rollback stays pending or denied, however many steps
+        started = any(e.kind == "step" and e.body.get("authorized", True) for e in linked)
+        if latest and started:
             if not remaining and not unverified:
                 status = "verified"
             elif not remaining:

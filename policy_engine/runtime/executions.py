@@ -8,6 +8,8 @@ import hashlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import bindparam, select
+
 from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import Canonical, canonical_text
 from .core import RuntimeCore
@@ -28,6 +30,21 @@ from .results import (
 
 if TYPE_CHECKING:
     from ..engine import ActionInput, NowInput
+
+def _names(values: Iterable[Any]) -> list:
+    """The principals named by ``values`` (strings, or lists of them), each once, in order;
+    anything else is kept as given (a `distinct from` then cannot resolve it: the plan is refused)."""
+    out: list = []
+    for v in values:
+        for n in (v if isinstance(v, list) else [v]):
+            if n is not None and n != "" and n not in out:
+                out.append(n)
+    return out
+
+
+#: a workflow's first stop after a sequence number (the ledger's partial index of stops and resumes)
+_STOP_AFTER = (select(E).where(E.c.workflow == bindparam("wf"), E.c.kind.in_(("stop", "resume")),
+                               E.c.kind == "stop", E.c.seq > bindparam("seq")).order_by(E.c.seq).limit(1))
 
 _GATE_RETRIES = 100  # reads of a workflow's state before a gate gives up (it changes only by stop/resume)
 
@@ -258,11 +275,16 @@ class Executions(RuntimeCore):
                 act = subj.body["action"] if isinstance(subj.body["action"], dict) else {}
                 wf, atype = subj.workflow, dec.get("action_type")
                 st = self._subject_status(c, eng, subj, now_dt)
-                if st.status in ("allowed", "approved"):
-                    row = self._wf_row(c, wf)
-                    facts = self._facts(eng, wf, atype)
-                    if row is not None and row[4] > subj.seq and not facts["runs_while_stopped"]:
-                        reasons.append(f"workflow `{wf}` was stopped by `{row[1]}` at {row[2]}, after the decision")
+                if st.status in ("allowed", "approved") and wf is not None:
+                    # stopped after the decision: even when resumed since, the decision was made before
+                    # the failure the stop names (and any resume's review): gate the action again
+                    later = self.ledger.fetch_prepared(c, _STOP_AFTER, {"wf": wf, "seq": subj.seq})
+                    if later and not self._facts(eng, wf, atype)["runs_while_stopped"]:
+                        b = later[0].body
+                        resumed = self._wf_row(c, wf) is None
+                        reasons.append(f"workflow `{wf}` was stopped by `{b.get('trigger')}` at "
+                                       f"{b.get('stopped_at') or later[0].time}, after the decision"
+                                       + (" (resumed since: gate the action again)" if resumed else ""))
                 elif st.status == "executed":
                     reasons.append(f"the decision was already used by execution {st.used_by}")
                 elif st.status == "refused":
@@ -272,14 +294,24 @@ class Executions(RuntimeCore):
                     reasons.append("the approvals are not satisfied" + (f" (open: {open_})" if open_ else ""))
                 else:
                     reasons.append(f"the decision is `{st.status}`" + (f": {st.reason}" if st.reason else ""))
-                reviewer = ", ".join(st.verdict.accepted) if st.verdict is not None and st.verdict.accepted else None
+                accepted = list(st.verdict.accepted) if st.verdict is not None and st.verdict.accepted else []
+                if action is not None:  # what ran must be what was decided (and approved: its digest)
+                    given = _plain(action)
+                    try:
+                        same = canonical_text(given) == canonical_text(subj.body["action"])
+                        ran: Any = given
+                    except InvalidEntry as e:
+                        same, ran = False, {"unrecordable": str(e)}
+                    if not same:
+                        reasons.append("the action executed is not the action decided (another action digest)")
+                        out["ran"] = ran
             else:
                 act = _plain(action) if action is not None else {}
                 if not isinstance(act, dict) or not act.get("type"):
                     raise RuntimeUsageError("an execution without a decision names its `action` (workflow, type)")
                 wf, atype = _name(act.get("workflow")), act.get("type")
                 reasons.append("no gate decision covers it")
-                reviewer = None
+                accepted = []
             declared = tuple(dec.get("receipt") or ()) if dec is not None else ()
             if not declared:
                 declared = self._facts(eng, wf, atype)["receipt"] or ()
@@ -293,11 +325,22 @@ class Executions(RuntimeCore):
             body = {"receipt": receipt, "authorized": not reasons, "flags": flags, "reasons": reasons,
                     "missing_receipt": list(missing), "decision": decision_id, "caused_by": caused_by,
                     "type": atype, "action_id": act.get("id") if isinstance(act.get("id"), str) else None,
-                    "executed_at": _ts(ex_at), "reviewer": receipt.get("reviewer") or reviewer,
-                    "requester": receipt.get("requester") or act.get("requested_by") or act.get("requester"),
-                    "policy_hash": eng.policy_hash}
+                    "executed_at": _ts(ex_at), "policy_hash": eng.policy_hash}
+            # who reviewed and who asked, as a rollback's `distinct from original.reviewer/requester` reads
+            # them: the approvers the ledger counted, never replaced by the receipt (the caller's word); a
+            # receipt naming someone else adds them (`reviewers`, `requesters`: more are excluded, never fewer)
+            rr = receipt.get("reviewer")
+            body["reviewer"] = ", ".join(accepted) if accepted else (rr or None)
+            body["requester"] = act.get("requested_by") or act.get("requester") or receipt.get("requester")
+            for k, names in (("reviewers", _names([*accepted, rr])),
+                             ("requesters", _names([act.get("requested_by"), act.get("requester"),
+                                                    receipt.get("requester")]))):
+                if len(names) > 1:
+                    body[k] = names
             if decision_id is None:
                 body["action"] = act
+            elif "ran" in out:
+                body["action"] = out.pop("ran")
             del parent
             return [NewEntry("execution", body, workflow=wf, links=links, key=key, time=now_dt)]
 

@@ -35,6 +35,7 @@ _QUEUE_COLS = ("id, route, scenario, workflow, original, requested_by, requested
                "claimed_by")
 _HEAD_SIZE = "SELECT size FROM ledger_heads WHERE log = 1"
 _ROLLBACK_SEQ = "SELECT seq FROM rt_rollbacks WHERE id = ?"
+_PLAN_RETRIES = 10  #: plans of one request before it gives up (its cascade kept being taken)
 _MERGE_MAX = 2000  # more queue-changing entries than this since a listing was kept: read it cold
 
 
@@ -42,22 +43,16 @@ class Rollbacks(RuntimeCore):
     """The rollbacks part of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
     # ------------------------------------------------------------------ rollbacks
-    def _record_graph(self, c, eng: Any, x: Any) -> tuple[dict, list[dict], int]:
+    def _record_graph(self, c, eng: Any, x: Any) -> tuple[dict, list[dict], int, list[dict]]:
         """The original as an OriginalRecord dict with ``downstream`` from the recorded
-        ``caused_by`` links (breadth-first, one query per level), and the links the policy's
-        ``side_effects`` do not declare (listed, not followed)."""
-        def record(e):
-            b = e.body
-            rec = {k: v for k, v in (b.get("receipt") or {}).items() if k not in ("downstream",)}
-            rec.update({"id": e.id, "type": b.get("type") or "", "executed_at": b.get("executed_at") or e.time,
-                        "downstream": []})
-            for k in ("reviewer", "requester"):
-                if b.get(k) is not None:
-                    rec[k] = b[k]
-            return rec
+        ``caused_by`` links (breadth-first, one query per level), the links the policy's
+        ``side_effects`` do not declare (listed, not followed), and the records already
+        covered by another open rollback (listed with it, not followed: never rolled back twice)."""
+        from .bulk import _record as record
 
         root = record(x)
         undeclared: list[dict] = []
+        elsewhere: list[dict] = []
         level = [(x, root)]
         n = 1
         while level and n < MAX_CASCADE:
@@ -65,12 +60,16 @@ class Rollbacks(RuntimeCore):
             kids = self.ledger.fetch(c, E.c.kind == "execution",
                                      E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq.in_(list(by_seq)))))
             by_id = {e.id: (e, r) for e, r in level}
+            taken = self._covered(c, [k.id for k in kids])
             nxt = []
             for k in kids:
                 pe_pr = by_id.get(k.body.get("caused_by"))
                 if pe_pr is None:
                     continue
                 pe, pr = pe_pr
+                if k.id in taken:
+                    elsewhere.append({"record": k.id, "rollback": taken[k.id], "parent": pe.id})
+                    continue
                 declared = self._facts(eng, pe.workflow, pe.body.get("type"))["side_effects"]
                 if declared is None or k.body.get("type") not in declared:
                     undeclared.append({"record": k.id, "type": k.body.get("type"), "parent": pe.id,
@@ -83,7 +82,20 @@ class Rollbacks(RuntimeCore):
                 if n >= MAX_CASCADE:
                     break
             level = nxt
-        return root, undeclared, n
+        return root, undeclared, n, elsewhere
+
+    def _covered(self, c, ids: list[str]) -> dict[str, str]:
+        """record id -> the open rollback (not denied, expired or cancelled) that covers it."""
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            for rec, rb in c.execute(
+                    select(P.records.c.record, P.records.c.rollback)
+                    .join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
+                    .where(P.records.c.record.in_(ids[i:i + 500]),
+                           P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))
+                    .order_by(P.records.c.seq)):
+                out.setdefault(rec, rb)
+        return out
 
     def request_rollback(self, execution_id: str, *, scenario: str, requested_by: str, reason: str,
                          trigger: str | None = None, now: Any = None) -> RollbackRequestResult:
@@ -92,12 +104,23 @@ class Rollbacks(RuntimeCore):
         queue it on its scenario's route. An execution already being (or already) rolled
         back is answered with that rollback, not a second one."""
         eng, now_dt = self.engine, _now(now)
+        for _ in range(_PLAN_RETRIES):
+            r = self._request_rollback(eng, now_dt, execution_id, scenario, requested_by, reason, trigger)
+            if r is not None:
+                return r
+        raise RuntimeUsageError(f"the cascade of execution {execution_id} kept being rolled back by other "
+                                f"requests: gave up after {_PLAN_RETRIES} plans")
+
+    def _request_rollback(self, eng: Any, now_dt: datetime, execution_id: str, scenario: str, requested_by: str,
+                          reason: str, trigger: str | None) -> RollbackRequestResult | None:
+        """One planning and its recording; None when a record of the plan was covered by
+        another rollback in between (plan again)."""
         with self.ledger.reading() as c:
             x = self._entry(c, execution_id, ("execution",))
             existing = self._existing_rollback(c, execution_id)
             if existing is not None:
                 return self._answer_existing(c, eng, existing, now_dt)
-            original, undeclared, _ = self._record_graph(c, eng, x)
+            original, undeclared, _, elsewhere = self._record_graph(c, eng, x)
             wf = x.workflow
             row = self._wf_row(c, wf)
         request = {"workflow": wf or "", "scenario": scenario, "requested_by": requested_by, "reason": reason,
@@ -115,6 +138,8 @@ class Rollbacks(RuntimeCore):
                 "duties": list(dict.fromkeys(duties)), "undeclared": undeclared,
                 "trigger": trigger or (row[1] if row else None), "requested_at": _ts(now_dt),
                 "pending_until": _ts_after(now_dt, self.rollback_ttl)}
+        if elsewhere:
+            body["covered"] = elsewhere
         links = [execution_id] + ([row[3]] if row and row[3] else [])
         out: dict[str, Any] = {}
 
@@ -123,9 +148,14 @@ class Rollbacks(RuntimeCore):
             if ex is not None:
                 out["existing"] = ex
                 return []
+            if steps and self._covered(c, steps):  # a cascade record rolled back since the read
+                out["again"] = True
+                return []
             return [NewEntry("rollback", body, workflow=wf, links=links, time=now_dt)]
 
         entries = self._transact(build)
+        if "again" in out:
+            return None
         if "existing" in out:
             with self.ledger.reading() as c:
                 return self._answer_existing(c, eng, out["existing"], now_dt)
@@ -160,6 +190,8 @@ class Rollbacks(RuntimeCore):
         with an append, so an unchanged size proves an unchanged queue, across processes too.
         ``past_window`` is computed at ``now`` on every call."""
         now_s = _ts(_now(now))
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise RuntimeUsageError(f"`limit` is a number of rollbacks (0 or more), not {limit!r}")
         ck = (route, limit, claimed, after)
         where, params = ["open = 1"], []
         if route is not None:
@@ -360,6 +392,8 @@ class Rollbacks(RuntimeCore):
             unverified = [d for d in duties if steps.get(d) == "completed"]
             st = ("verified" if not remaining and not unverified else "completed" if not remaining
                   else "partial" if "failed" in steps.values() else "in_progress")
+            if not authorized:  # an unauthorized step starts nothing: the rollback stays as it was
+                st = before.status
             body["status_after"] = st
             out["st"], out["rem"], out["auth"] = st, tuple(remaining), authorized
             return [NewEntry("step", body, workflow=rb.workflow, links=[rollback_id], key=lkey, time=now_dt)]
