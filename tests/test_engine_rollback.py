@@ -183,8 +183,14 @@ def test_principals_exact_ids_and_canonical_aliases(engine):
     # "Rita" is "rita" written another way: an alias of the excluded reviewer, never counted
     v = engine.authorize_rollback(p, [approve(p, "Rita", "reviewer")], now=NOW)
     assert not v.satisfied and {r.code for r in v.rejected} == {"alias"}
-    # "rita " is another id (whitespace is not folded away): exact ids identify principals
-    assert engine.authorize_rollback(p, [approve(p, "rita ", "reviewer")], now=NOW).satisfied
+    # so are "rita ", "\trita", "ri ta" and "rita" with a no-break space: whitespace and controls are
+    # folded away too (each would otherwise let the excluded reviewer approve under another spelling)
+    for spelling in ("rita ", "\trita", "ri ta", "rita\u00a0", "\u3000rita", "rita\x00"):
+        v = engine.authorize_rollback(p, [approve(p, spelling, "reviewer")], now=NOW)
+        assert not v.satisfied and {r.code for r in v.rejected} == {"alias"}, spelling
+    # a principal of nothing but blanks names no one
+    v = engine.authorize_rollback(p, [approve(p, " \t\u200b", "reviewer")], now=NOW)
+    assert not v.satisfied and {r.code for r in v.rejected} == {"invalid"}
 
 
 @pytest.mark.parametrize("extra,code", [

@@ -240,6 +240,16 @@ def foreign_char(ch: str, text: str, off: int) -> tuple[str, str, str] | None:
         start, end = word_around(text, off)
         word = text[start:end]
         fixed = ascii_word(word)
+        first = fixed[:1]
+        if first.isascii() and first.isdigit():  # a number (`１`, `6０s`, `３.5`), not a name
+            if start > 1 and text[start - 1] == "." and text[start - 2].isdigit():
+                start = word_around(text, start - 2)[0]  # its integer part
+            elif end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit():
+                end = word_around(text, end + 1)[1]  # its fraction
+            fixed = ascii_word(text[start:end])
+            fix = f"retype the number as `{fixed}`" if fixed.isascii() else f"retype it as `{latin}`"
+            return (f"`{ch}` is {named}, not the ASCII `{latin}`", "look-alike character",
+                    f"{fix}: numbers are written with the ASCII digits `0`-`9`")
         fix = f"retype the name as `{fixed}`" if fixed.isascii() else f"retype it as `{latin}`"
         return (f"`{ch}` is {named}, not the ASCII `{latin}`", "look-alike character",
                 f"{fix}: names are ASCII letters, digits and `_`")

@@ -475,6 +475,8 @@ def _mod(x: Any, y: Any) -> Any:
         if tx is int:
             if y == 0:
                 raise _Fail("modulus by zero")
+            if y == -1 and x == INT64_MIN:  # as cel-go: the quotient overflows, so does the remainder
+                raise _Fail("return error for overflow")
             r = abs(x) % abs(y)
             return -r if x < 0 else r
         if tx is CelUint:

@@ -21,7 +21,7 @@ from ..models import AuthorizationVerdict, Decision, EvalError, RejectedApproval
 from .digests import plan_hash
 from .inputs import check_size
 from .rollback import reversal_window
-from .util import as_dict, err, fmt_ts, now_of, parse_ts, short, type_name
+from .util import as_dict, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
 
 __all__ = ["authorize_rollback", "authorize_action", "verdict", "judge", "canonical_principal", "MAX_APPROVALS",
            "DEFAULT_IGNORABLE"]
@@ -52,7 +52,7 @@ def authorize_rollback(p: CompiledPolicy, plan: Any, approvals: Iterable[Any], n
     # The slots come from the policy (the plan's workflow, scenario and original type, its
     # window recomputed from `executed_at` at now), never from the plan itself: a plan
     # edited and rehashed cannot lower them.
-    slots, problem = required(p, plan, now_dt)
+    slots, problem = required(p, plan, now_dt, window_now(now, now_dt))
     if problem:
         errors.append(err("<input>", "policy", problem))
     excluded: dict[str, set] = {p: set() for p in plan.authorization.excluded_principals}
@@ -66,10 +66,12 @@ def authorize_rollback(p: CompiledPolicy, plan: Any, approvals: Iterable[Any], n
     return verdict(p, satisfied, plan.plan_hash, fills, open_slots, accepted, tuple(errors), now_dt, rejected)
 
 
-def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime) -> tuple[tuple[SlotSpec, ...], str | None]:
+def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
+             win_now: datetime | None = None) -> tuple[tuple[SlotSpec, ...], str | None]:
     """The slots the policy requires for the plan's workflow, scenario and original type
     at `now_dt` (the window recomputed from the plan's `executed_at` by `_window`, as
-    `classify_rollback` does), and why the plan's own requirement differs, or None."""
+    `classify_rollback` does, compared with `win_now`: `util.window_now`, `now_dt` if None),
+    and why the plan's own requirement differs, or None."""
     wf = p.workflows.get(plan.workflow)
     sc = wf.scenarios.get(plan.scenario) if wf is not None else None
     if sc is None:
@@ -82,7 +84,8 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime) -> tuple[t
                     f"`{plan.workflow}`: no requirement applies; classify the rollback again")
     window = "none"
     if ca.window_seconds is not None and ca.klass != "irreversible":
-        _, _, within, _, _ = reversal_window(ca, plan.executed_at, now_dt, "the plan's `executed_at`")
+        _, _, within, _, _ = reversal_window(ca, plan.executed_at, now_dt if win_now is None else win_now,
+                                        "the plan's `executed_at`")
         window = "standard" if within else "escalated"
     slots = tuple(s.spec for s in sc.slots)
     paths = tuple(sc.distinct_from)
@@ -295,16 +298,26 @@ DEFAULT_IGNORABLE = (
     (0xE0000, 0xE0FFF),
 )
 _IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
+# whitespace (Unicode's, as str.isspace) and the C0/C1 controls: `rita `, `\trita` and `ri ta`
+# are `rita` written another way, as `Rita` is
+_BLANK_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 def canonical_principal(principal: str) -> str:
     """The form under which two spellings of one principal id are the same person: NFKC,
     case folded, default-ignorable code points removed (Unicode's NFKC_Casefold, in
-    effect). Exact ids still identify principals; this form only keeps one person from
-    counting twice, or approving their own rollback, under another spelling."""
-    s = _IGNORABLE_RE.sub("", principal)
-    s = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", s).casefold())
-    return _IGNORABLE_RE.sub("", s)
+    effect), then whitespace and control characters removed. Exact ids still identify
+    principals; this form only keeps one person from counting twice, or approving their own
+    rollback, under another spelling."""
+    s = principal
+    for _ in range(4):  # to a fixed point: removing a blank may let marks compose (`a \u0301`)
+        t = _BLANK_RE.sub("", _IGNORABLE_RE.sub("", s))
+        t = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", t).casefold())
+        t = _BLANK_RE.sub("", _IGNORABLE_RE.sub("", t))
+        if t == s:
+            break
+        s = t
+    return s
 
 
 def _shown(v: Any) -> str:
@@ -360,12 +373,16 @@ def judge(
             )
             continue
         who = a.get("principal")
-        if type(who) is not str or not who:
+        if type(who) is not str or not canonical(who):  # (nothing but blanks and invisible characters: no one)
             rejected.append(_rej(f"<approval #{i}>", "invalid", "the approval names no `principal` (a string)"))
             continue
         roles = a.get("roles", [])
         if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or not all(type(r) is str for r in roles):
             rejected.append(_rej(who, "invalid", "`roles` must be a list of strings"))
+            continue
+        verdict = a.get("verdict", "approve")  # the runtime's approval records say `approve` or `deny`
+        if verdict not in ("approve", "deny") or type(verdict) is not str:
+            rejected.append(_rej(who, "invalid", f"`verdict` must be `approve` or `deny`, not {short(verdict)}"))
             continue
         b = a.get(bind)
         if b is None:
@@ -404,7 +421,7 @@ def judge(
                     who,
                     "alias",
                     f"`{who}` is `{same}` written another way (the same id after NFKC, "
-                    f"case folding and removing invisible characters), and `{same}` is "
+                    f"case folding and removing invisible characters, whitespace and controls), and `{same}` is "
                     f"{excluded[same]}; the authorization must come from someone else",
                 )
             )
@@ -413,6 +430,11 @@ def judge(
         if not useful:
             need = ", ".join(f"`{r}`" for r in sorted(all_roles)) or "none"
             rejected.append(_rej(who, "missing_role", f"`{who}` holds none of the roles the slots need ({need})"))
+            continue
+        if verdict == "deny":  # never an approval; from someone who could fill a slot, it beats every approval
+            rejected.append(_rej(who, "invalid", f"`{who}` denied the {what}: a deny never counts as an approval"))
+            errors.append(err("<input>", "input", f"`{_shown(who)}` denied the {what}, and could fill a slot: "
+                                                  "a deny from a required approver beats every approval"))
             continue
         if who in cand_roles:
             cand_roles[who] |= useful
@@ -430,7 +452,7 @@ def judge(
                     who,
                     "alias",
                     f"`{who}` is `{first}` written another way (the same id after NFKC, "
-                    f"case folding and removing invisible characters); one principal "
+                    f"case folding and removing invisible characters, whitespace and controls); one principal "
                     f"fills at most one slot (counted once, as `{first}`)",
                 )
             )

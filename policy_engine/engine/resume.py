@@ -29,13 +29,19 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
             workflow = stop = None
     workflow = as_dict(workflow)
     state: dict = {}
+    claims: list[tuple[str, Any]] = []  # (where, the trigger a given state says stopped the workflow)
+    names: list[tuple[str, Any]] = []  # (where, the workflow name a given state says)
     if isinstance(workflow, Mapping):
         state = dict(workflow)
         workflow = workflow.get("name")
+        if state.get("stopped_by") is not None:
+            claims.append(("the workflow state", state["stopped_by"]))
     stop = as_dict(stop)
     stopped_at = None
     if isinstance(stop, Mapping):
         if "stopped_by" in stop:
+            if stop.get("name") is not None:
+                names.append(("the stop state", stop["name"]))
             state = {**state, **stop}
             trigger = stop.get("stopped_by")
             stopped_at = stop.get("stopped_at")
@@ -47,6 +53,17 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
         trigger = stop
     wf = p.workflows.get(workflow) if type(workflow) is str else None
     s = wf.stops_by_name.get(trigger) if (wf is not None and type(trigger) is str) else None
+    # A state that says another trigger stopped the workflow (or that it is another
+    # workflow) is not answered for this one: the criteria of the trigger that stopped it
+    # apply, never an easier trigger's.
+    for where, claimed in claims:
+        if claimed != trigger:
+            errors.append(err("<input>", "input", f"{where} says the workflow was stopped by {short(claimed)}, not "
+                                                   f"{short(trigger)}: only the criteria of the trigger that stopped "
+                                                   "it can resume it"))
+    for where, named in names:
+        if named != workflow:
+            errors.append(err("<input>", "input", f"{where} names workflow {short(named)}, not {short(workflow)}"))
     if wf is None:
         errors.append(err("<input>", "input", f"workflow {short(workflow)} is not declared in the policy set"
                            if type(workflow) is str else "no workflow named (a string)"))

@@ -26,7 +26,7 @@ from ..models import (
 )
 from .digests import plan_hash
 from .inputs import check_size
-from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
+from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
 
 __all__ = ["classify_rollback", "reversal_window", "MAX_CASCADE_RECORDS", "MAX_LOOPS_LISTED", "MAX_STEPS_NAMED"]
 
@@ -37,6 +37,7 @@ __all__ = ["classify_rollback", "reversal_window", "MAX_CASCADE_RECORDS", "MAX_L
 def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> RollbackPlan:
     """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
     now_dt, now_err = now_of(now)
+    win_now = window_now(now, now_dt)  # what windows are compared with (sub-microsecond `now` rounded up)
     req = as_dict(request)
     errors: list[EvalError] = []
     if now_err:
@@ -103,7 +104,7 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
     overflow = False
     if ca is not None and ca.window_seconds is not None and ca.klass != "irreversible":
         ex = original.get("executed_at")
-        executed_at, until, within, problem, overflow = reversal_window(ca, ex, now_dt, "`original.executed_at`")
+        executed_at, until, within, problem, overflow = reversal_window(ca, ex, win_now, "`original.executed_at`")
         if problem is not None:
             errors.append(err("<input>", "input", problem + ("; the plan is not authorizable" if overflow else ""),
                                ca.location if overflow else None))
@@ -160,7 +161,7 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
     pol = wf.policy if wf is not None else {}
     if original:
         cascade = plan_cascade(original, depth_limit, errors, actions, req, now_dt, pol,
-                                wf.name if wf is not None else None)
+                                wf.name if wf is not None else None, win_now)
         root = cascade.steps[0]
     else:
         cascade = fast(Cascade, {"depth_limit": depth_limit, "steps": (), "checkpoint": (), "loops": (),
@@ -294,6 +295,7 @@ def plan_cascade(
     now_dt: datetime,
     pol: Mapping,
     wname: str | None,
+    win_now: datetime | None = None,
 ) -> Cascade:
     """Breadth-first over `downstream` records. Linear in records, bounded by MAX_CASCADE_RECORDS.
     Each step's type is looked up in the request's workflow (`actions`)."""
@@ -333,6 +335,7 @@ def plan_cascade(
                     pol,
                     wname,
                     errors if depth == 0 else None,
+                    win_now,
                 )
             )
         count += 1
@@ -408,11 +411,13 @@ def step(
     pol: Mapping,
     wname: str | None,
     errors: list | None = None,
+    win_now: datetime | None = None,
 ) -> CascadeStep:
     """One cascade step and its own feasibility: its type's class, its prerequisites
     evaluated over its own record (as `original`), its own window from its own
     `executed_at`. Status: manual (class) > blocked (prerequisites) > out_of_window.
-    `errors` (the original's step only): where its prerequisites' errors are listed."""
+    `errors` (the original's step only): where its prerequisites' errors are listed.
+    `win_now`: the time its window is compared with (`util.window_now`; `now_dt` if None)."""
     manual = False
     reason = None
     if ca is None:
@@ -460,7 +465,8 @@ def step(
             reasons.append("prerequisites not met over this record: " + ", ".join(f"`{n}`" for n in unmet))
     ex = rec.get("executed_at")
     if ca is not None and ca.window_seconds is not None and ca.klass != "irreversible":
-        executed_at, until, within, problem, _ = reversal_window(ca, ex, now_dt, f"`executed_at` of record `{rid}`")
+        executed_at, until, within, problem, _ = reversal_window(
+            ca, ex, now_dt if win_now is None else win_now, f"`executed_at` of record `{rid}`")
         if problem is not None:
             reasons.append(problem)
         elif not within:

@@ -4,7 +4,8 @@ the one parser), messages, errors, the reversibility of an action type at a time
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,6 +17,7 @@ from ..timestamps import SURROGATE_RE, UTC, fmt_ts, fmt_ts_pair, parse_ts, type_
 from ..timestamps import short as short  # re-exported: the engine's modules take their message helpers from here
 
 _UTC = UTC
+_MICROSECOND = timedelta(microseconds=1)
 _SURROGATE_RE = SURROGATE_RE
 
 
@@ -32,6 +34,25 @@ def now_of(now: Any) -> tuple[datetime, str | None]:
         return parse_ts(now, "`now`"), None
     except ValueError as e:
         return datetime.now(_UTC), str(e)
+
+
+_SUB_MICRO = re.compile(r"\d\d:\d\d:\d\d[.,]\d{6}(\d+)")
+
+
+def window_now(now: Any, now_dt: datetime) -> datetime:
+    """The time to compare with a window's end: `now_dt`, or the next microsecond when
+    `now` is RFC 3339 text with digits below the microsecond that `now_dt` (truncated to
+    microseconds, like every time the engine reads) dropped. `10:00:30.0000001Z` is after a
+    window that ends at `10:00:30Z`, though its `now_dt` is `10:00:30Z`: rounded down, it
+    would get the standard path. Never earlier than `now_dt`, so never more permissive."""
+    if type(now) is str:
+        m = _SUB_MICRO.search(now)
+        if m is not None and m.group(1).strip("0"):
+            try:
+                return now_dt + _MICROSECOND
+            except OverflowError:
+                return now_dt
+    return now_dt
 
 
 def utc_now(now: Any) -> datetime | None:

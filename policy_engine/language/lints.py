@@ -13,6 +13,13 @@
 - W211: an authorization (a rollback scenario's `authorize`, or a `require_approval`
   rule's `by`) that no declared role can fill: a slot `N of []` that names no role, or
   more approvals in all than the engine reads (`limits.MAX_APPROVALS`).
+- W212: a condition whose value is an error whatever the input: it reads only constants
+  and literals, and evaluating it fails (`policy.big + 1 > 0` with `big` the largest
+  int, `1 / 0 == 1`, `timestamp('10000-01-01T00:00:00Z') < now` is not one: it reads
+  `now`). Such a `deny`/`require_approval` rule matches every action, a stop trigger
+  fires on every action, an `allow` rule never matches, a prerequisite or re-enable
+  criterion is never met, and a duty's `when` always applies. The diagnostic names the
+  error and points at the smallest part of the condition that fails.
 
 Principals are not declared in a policy (they come from the caller's credential), so
 whether enough people hold a role is not decidable here; a role no `roles [...]`
@@ -409,6 +416,7 @@ def workflow(checker: Checker, w: ir.Workflow) -> None:
             f = _never(checker, s.condition, None)
             if f is not None:
                 _report_never(checker, s.condition, f, f"stop trigger `{s.name}`", "stop")
+    constant_errors(checker, w)
     for sc in w.scenarios:
         slots = [Slot(x.count, x.roles, x.any_of, x.loc) for x in (sc.authorization.slots if sc.authorization else ())]
         authorization(checker, slots, f"rollback scenario `{sc.name}`")
@@ -515,3 +523,110 @@ def authorization(checker: Checker, slots: list[Slot], what: str, only: list[Slo
             label="can never be filled",
             help=f"ask for at most {MAX_APPROVALS} approvals",
         )
+
+
+# ---------------------------------------------------------------- W212: constant errors
+_CONSEQUENCE = {
+    "deny": "it matches every action of its type (an erroring condition counts as matched for `deny`)",
+    "require_approval": "it matches every action of its type (an erroring condition counts as matched for "
+                        "`require_approval`)",
+    "allow": "it never matches (an erroring condition counts as not matched for `allow`)",
+    "stop": "it fires on every action (an erroring condition counts as matched for a stop trigger)",
+    "prerequisite": "it is never met: every rollback of this action type is blocked",
+    "criterion": "it is never met: the workflow can never resume from this trigger",
+    "duty": "the duty always applies (an erroring condition applies it, fail closed)",
+}
+
+
+def constant_errors(checker: Checker, w: ir.Workflow) -> None:
+    """W212 over every condition of the workflow that reads only constants. Reported once
+    the code is in `diagnostics.CODES` (every code there has its golden case and its entry
+    in docs/diagnostics.md; no diagnostic outside that table is ever emitted)."""
+    from ..diagnostics import CODES
+
+    if "W212" not in CODES:
+        return
+    conds: list[tuple[ir.Condition, str, str]] = []
+    for a in w.actions:
+        conds += [(r.condition, f"rule `{r.name}`", r.effect) for r in a.rules]
+        conds += [(p.condition, f"prerequisite `{p.name}` of `{a.name}`", "prerequisite") for p in a.prerequisites]
+    for st in w.stops:
+        if st.condition is not None:
+            conds.append((st.condition, f"stop trigger `{st.name}`", "stop"))
+        conds += [(c.condition, f"re-enable criterion `{c.name}` of `{st.name}`", "criterion") for c in st.criteria]
+    for sc in w.scenarios:
+        levels: list[Any] = [sc] + ([sc.escalation] if sc.escalation is not None else [])
+        for lv in levels:
+            for d in (*lv.notify, *lv.compensate):
+                if d.when is not None:
+                    conds.append((d.when, f"duty `{d.name}` of rollback scenario `{sc.name}`",
+                                  "duty"))
+    for cond, what, kind in conds:
+        c = checker.compiled.get(_key(cond))
+        if c is None or kind not in _CONSEQUENCE:
+            continue
+        if any(r.path[0] != "policy" for r in getattr(c, "references", ())):
+            continue
+        try:
+            v = c(checker.const_env)  # type: ignore[operator]
+        except Exception:  # noqa: BLE001 - evaluation never raises; a bug here must not fail `check`
+            continue
+        if type(v).__name__ != "CelError":
+            continue
+        s, e = _failing_part(cond.source, checker.const_env, v)
+        shown = " ".join(cond.source[s:e].split())
+        whole = (s, e) == (0, len(cond.source))
+        checker.add(
+            "W212",
+            f"the condition of {what} is always an error: {v.message}",
+            checker.cel_span(cond.loc.span, s, e),
+            severity="warning",
+            label=v.message if whole else f"`{shown}` is always an error: {v.message}",
+            help="fix the condition (or the constant it reads) so that it can evaluate",
+            notes=(_CONSEQUENCE[kind],),
+        )
+
+
+def _failing_part(source: str, consts: dict, error: Any) -> tuple[int, int]:
+    """(start, end) of the smallest part of `source` that evaluates to `error` on its own
+    (the whole condition when no smaller part does)."""
+    from ..cel import compile_cel
+    from ..cel.parse import _span
+
+    best = (0, len(source))
+    try:
+        tree = cel_parse._parse(source)
+    except Exception:  # noqa: BLE001 - compiled already, so it parses; say it of the whole
+        return best
+    seen: set[tuple[int, int]] = set()
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        kids = getattr(node, "children", None)
+        if kids is None:
+            continue
+        stack.extend(k for k in kids if k is not None)
+        try:
+            s, e = _span(node, len(source))
+        except Exception:  # noqa: BLE001 - a node without a position
+            continue
+        if not (0 <= s < e <= len(source)):
+            continue
+        ends = [e]  # a node's end may leave out its closing brackets: `int(1e19` for `int(1e19)`
+        j = e
+        while j < len(source) and source[j] in " \t\r\n)]}":
+            j += 1
+            if source[j - 1] in ")]}":
+                ends.append(j)
+        for end in ends:
+            if (s, end) in seen or end - s >= best[1] - best[0]:
+                continue
+            seen.add((s, end))
+            try:
+                v = compile_cel(source[s:end], constants=consts, accelerate=False)(consts)
+            except Exception:  # noqa: BLE001 - not an expression on its own
+                continue
+            if v == error:
+                best = (s, end)
+                break
+    return best
