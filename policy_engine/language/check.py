@@ -692,12 +692,15 @@ class Checker:
 
     # ------------------------------------------------------------ side-effect graph
     def side_effect_cycles(self, actions: list[ir.ActionType]) -> None:
-        graph: dict[str, list[str]] = defaultdict(list)
+        """W201 for each cycle of the side-effect graph, found by a depth-first walk (roots in
+        name order, edges in declaration order). The cycle is spelled from where the walk
+        entered it, so that its last edge is the one that closed it: the back edge the walk
+        met, which the label points at (the `side_effects` item that leads back)."""
+        graph: dict[str, list[ir.Name]] = defaultdict(list)
         by_name: dict[str, ir.ActionType] = {}
         for a in actions:
             by_name.setdefault(a.name, a)
-            for t in a.side_effects:
-                graph[a.name].append(t.name)
+            graph[a.name].extend(a.side_effects)
         color: dict[str, int] = {}
         reported: set[tuple[str, ...]] = set()
         for root in sorted(by_name):
@@ -708,12 +711,13 @@ class Checker:
             color[root] = 1
             while stack:
                 node, it = stack[-1]
-                nxt = next(it, None)
-                if nxt is None:
+                edge = next(it, None)
+                if edge is None:
                     stack.pop()
                     path.pop()
                     color[node] = 2
                     continue
+                nxt = edge.name
                 if nxt not in by_name:
                     continue
                 c = color.get(nxt, 0)
@@ -721,25 +725,23 @@ class Checker:
                     color[nxt] = 1
                     path.append(nxt)
                     stack.append((nxt, iter(graph.get(nxt, ()))))
-                elif c == 1:
+                elif c == 1:  # a back edge: node -> nxt closes the cycle nxt -> ... -> node -> nxt
                     cyc = path[path.index(nxt) :]
                     i = cyc.index(min(cyc))
                     canon = tuple(cyc[i:] + cyc[:i])
                     if canon in reported:
                         continue
                     reported.add(canon)
-                    spelled = " -> ".join(canon + (canon[0],))
-                    first = by_name[canon[0]]
-                    target = next((t for t in first.side_effects if t.name == canon[1 % len(canon)]), None)
+                    spelled = " -> ".join([*cyc, cyc[0]])
                     self.add(
                         "W201",
                         f"side effects form a cycle: {spelled}",
-                        target.loc if target else first.loc,
+                        edge.loc,
                         severity="warning",
-                        label="this edge closes the cycle" if target else None,
+                        label="this edge closes the cycle",
                         help="a rollback cascade over this cycle stops at the loop and is marked partial; "
                         "break the cycle if the actions are not really circular",
-                        notes=tuple(f"`{n}` is declared at {by_name[n].loc}" for n in canon),
+                        notes=tuple(f"`{n}` is declared at {by_name[n].loc}" for n in cyc),
                     )
 
 

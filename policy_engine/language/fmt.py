@@ -12,7 +12,8 @@ The formatter prints the parse tree by hand (no pretty-printer library):
 - conditions (backticks), strings and numbers are printed exactly as written;
 - a comment is kept on the line it trails, or placed before the statement that
   follows it; a comment inside a one-line statement (e.g. between the items of a
-  list written over several lines) moves above that statement.
+  list written over several lines) moves above that statement; the comment after a
+  block written on one line (`owners { … } # c`) stays on its header line (`owners {  # c`).
 
 Before returning, the output is parsed and lowered again; it must give the same IR
 (`ir` models compare equal regardless of source locations), the same comments and be
@@ -177,10 +178,13 @@ class _Printer:
             self.ci += 1
 
     def _trailing(self, end: int) -> None:
-        """Append a comment written after `end` on the same source line."""
+        """Append a comment written right after `end` on its line (nothing but spaces between). A comment
+        further along the same line trails what comes later on it: `version "1" owners {…} # c`
+        or a one-line `owners { business "b" technical "t" } # c` is the owners statement's."""
         if self.ci < len(self.comments):
             s, e, t = self.comments[self.ci]
-            if s >= end and "\n" not in self.text[end:s]:
+            gap = self.text[end:s]
+            if s >= end and "\n" not in gap and not gap.strip():
                 self.out[-1] += "  " + t
                 self.last_end = e
                 self.ci += 1
@@ -230,6 +234,8 @@ class _Printer:
         first_child = children[0].meta.start_pos if children else close
         if self.ci < len(self.comments) and self.comments[self.ci][0] < first_child:
             self._trailing(brace + 1)
+        elif "\n" not in self.text[brace:end]:  # a block written on one line: its trailing comment
+            self._trailing(end)  # goes on its header line, the line that now stands for the statement
         self.at_block_start = True
         self.items(children, depth + 1)
         self._comments_before(depth + 1, close)

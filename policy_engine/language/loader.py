@@ -37,18 +37,66 @@ class UsageError(Exception):
     """A path that does not exist or holds no policy files (CLI exit code 2)."""
 
 
+#: pseudo-filesystems: the kernel's views of processes, devices and itself, whose entries come and
+#: go while they are listed (a process exits) and hold no policy; a scan never descends into them
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def _pseudo(real: str) -> str | None:
+    """The pseudo-filesystem a real (resolved) path is, or is inside, if any (`/dev/shm`, a
+    plain memory-backed directory that some put files in, is not one)."""
+    if real == "/dev/shm" or real.startswith("/dev/shm/"):
+        return None
+    for p in PSEUDO_FILESYSTEMS:
+        if real == p or real.startswith(p + "/"):
+            return p
+    return None
+
+
+def _walk(root: Path, suffix: str) -> list[Path]:
+    """Every file named `*suffix` under `root` (as `Path.rglob` finds them: symbolic links to
+    files included, symbolic links to directories not followed), sorted. A directory or file
+    that vanishes (or cannot be read) while the tree is listed is skipped, as is a
+    pseudo-filesystem (`/proc`, `/sys`, `/dev`) met on the way (scanning `/`)."""
+    found: list[Path] = []
+    try:
+        real = os.path.realpath(root)
+    except OSError:  # (a path too long to resolve) no pseudo-filesystem is reached by name
+        real = ""
+    stack = [(os.fspath(root), real)]
+    while stack:
+        d, d_real = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:  # vanished since it was listed, not readable, or no longer a directory
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    child_real = os.path.join(d_real, e.name) if d_real else ""
+                    if not (child_real and _pseudo(child_real)):
+                        stack.append((e.path, child_real))
+                elif e.name.endswith(suffix) and e.is_file():
+                    found.append(Path(e.path))
+            except OSError:  # vanished between the listing and this look
+                continue
+    return sorted(found)
+
+
 def find_files(paths: Sequence[str | os.PathLike], suffix: str) -> tuple[list[Path], list[str]]:
     """Files named by `paths`, and every `*suffix` file under directories among them.
 
     Sorted within each directory, de-duplicated by real path, in the order given.
-    Returns (files, paths that do not exist).
+    Returns (files, paths that do not exist). Files and directories that vanish during
+    the scan are skipped; pseudo-filesystems under a directory are not scanned.
     """
     found: list[Path] = []
     missing: list[str] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found.extend(sorted(q for q in path.rglob("*" + suffix) if q.is_file()))
+            found.extend(_walk(path, suffix))
         elif path.is_file():
             found.append(path)
         else:
@@ -64,7 +112,20 @@ def find_files(paths: Sequence[str | os.PathLike], suffix: str) -> tuple[list[Pa
 
 
 def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Every .policy file under the given paths, sorted, de-duplicated."""
+    """Every .policy file under the given paths, sorted, de-duplicated. A pseudo-filesystem
+    named as a directory to scan (`/proc`, `/sys`, `/dev`, or a directory inside one) is
+    refused: its entries vanish while it is listed and it holds no policy."""
+    for p in paths:
+        if os.path.isdir(p):
+            real = os.path.realpath(p)
+            fs = _pseudo(real)
+            if fs is not None:
+                what = "a pseudo-filesystem (the kernel's live view of processes and devices, no policy files there)"
+                if real != fs:
+                    what = f"inside {fs}, {what}"
+                elif os.path.normpath(p) != fs:
+                    what = f"{fs}, {what}"
+                raise UsageError(f"{p} is {what}: name the directories that hold the .policy files")
     found, missing = find_files(paths, ".policy")
     if missing:
         if os.path.exists(missing[0]):  # a device, a FIFO, a socket: there, but not readable as a policy

@@ -400,11 +400,17 @@ class Lowerer:
             text = str(tok)
             seconds = parse_window(text)
             if seconds <= 0 or seconds > MAX_WINDOW_SECONDS:
+                zero = seconds <= 0
                 self.err(
                     "E108",
                     f"reversal window `{text}` must be more than zero and at most "
                     f"{MAX_WINDOW_SECONDS // (365 * 86400)} years",
                     tok,
+                    label="a window of no time" if zero else "longer than the limit",
+                    help=("the window is how long after it runs the action can still be reversed: give it a "
+                          "length (`within 60s`, `within 30d`), leave `within` out when there is no time limit, "
+                          "or write `irreversible` when it cannot be reversed at all") if zero else
+                    (f"at most `{MAX_WINDOW_SECONDS // 86400}d`; leave `within` out when there is no time limit"),
                 )
                 seconds = max(1, min(seconds, MAX_WINDOW_SECONDS))
             fields.update(window_seconds=seconds, window_text=text, window_loc=self.loc(tok))

@@ -1,11 +1,12 @@
 """``stopline report`` (registered by ``policy_engine.cli``): the rollback metrics as
 HTML (``--out``) or JSON. A long report shows progress on stderr. Exit 2 with one line
-for an unreachable ledger or a bad time."""
+for an unreachable ledger, a bad time or policy, or an ``--out`` that cannot be written."""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 import click
 
@@ -30,34 +31,43 @@ def report(url, since, until, out, fmt, policies):
     from .compute import compute_report
 
     s, u = _time(since, "--since"), _time(until, "--until")
+    if fmt == "html" and out is None:  # before reading the ledger, not after
+        raise click.UsageError("give --out FILE for the HTML page (or --format json)")
     from ..replay import _ts
 
     show = sys.stderr.isatty()
+    shown = [False]
 
     def progress(i, n):
         if show:
+            shown[0] = True
             click.echo(f"\rreading the ledger: {i}/{n} entries", err=True, nl=False)
+
+    def fail(msg: str) -> NoReturn:
+        if shown[0]:
+            click.echo("", err=True)  # end the progress line first
+        click.echo(msg, err=True)
+        sys.exit(2)
     try:
         r = compute_report(url, since=_ts(s), until=_ts(u), progress=progress, policies=policies)
     except LedgerError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        fail(f"error: {e}")
     except PolicyError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
-    if show:
+        fail(str(e))
+    if shown[0]:
         click.echo("", err=True)
     if fmt == "json" and out is None:
         click.echo(json.dumps(r, indent=2, sort_keys=True))
         return
-    if out is None:
-        raise click.UsageError("give --out FILE for the HTML page (or --format json)")
     if fmt == "json":
         text = json.dumps(r, indent=2, sort_keys=True)
     else:
         from .html import render_html
 
         text = render_html(r)
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(text)
+    try:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        fail(f"error: cannot write {out}: {e.strerror or e}")
     click.echo(f"wrote {out}: {r['totals']['executions']} executions, {r['totals']['rollbacks']} rollbacks")

@@ -2,32 +2,84 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["compute_report"]
 
 PAGE = 5000
+#: a rollback in one of these reversed nothing: it costs nothing and its original is not rolled back
+_NOT_REVERSED = ("denied", "cancelled", "expired")
 
 
 def _t(s: Any) -> datetime | None:
+    """A recorded time, timezone-aware (a time without a zone is UTC, as the ledger writes
+    it); None for anything that is not one (a ledger written by other code may hold anything)."""
     if not isinstance(s, str):
         return None
     try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+def _s(v: Any) -> str | None:
+    """A string field, or None (a list or an object where a name belongs is not a name)."""
+    return v if isinstance(v, str) else None
+
+
+def _strs(v: Any) -> list[str]:
+    """The strings of a list field (anything else: none)."""
+    return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
+
+
+def _bound(v: Any, what: str) -> str | None:
+    """``since``/``until`` as the ledger writes times (UTC, six fraction digits, ``Z``), so
+    that comparing the text compares the instants: ``13:00:00Z`` and ``14:00:00+01:00`` are
+    the same bound, and an entry at exactly that instant is inside ``since``."""
+    from ..timestamps import format_micros
+
+    if v is None:
+        return None
+    t = v if isinstance(v, datetime) else _t_strict(v, what)
+    if t.tzinfo is None:
+        raise ValueError(f"`{what}` needs a time zone (e.g. `Z`): {v!r}")
+    return format_micros(t)
+
+
+def _t_strict(v: Any, what: str) -> datetime:
+    try:
+        return datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"`{what}` is not an RFC 3339 time: {v!r}") from None
+
+
+def _reviewers(rev: Any, listed: Any) -> list[str]:
+    """Who approved an execution: its ``reviewer`` names them joined by ``, `` and, with more
+    than one, ``reviewers`` lists them (then the receipt's reviewer, when it names another);
+    each approver is credited once. A name is never split on its own commas."""
+    names = _strs(listed)
+    if isinstance(rev, str) and names:
+        for k in range(len(names), 0, -1):
+            if ", ".join(names[:k]) == rev:
+                return names[:k]
+    return [rev] if isinstance(rev, str) and rev else []
 
 
 def _dist(xs: list[float]) -> dict:
-    """Count, min, quartiles, p90, max (seconds) of a distribution (nearest rank)."""
+    """Count, min, quartiles, p90, max (seconds) of a distribution. Each quantile is the
+    nearest-rank one: the smallest value with at least that share of the values at or
+    below it (``p50`` of 1, 2, 3, 4 is 2)."""
     if not xs:
         return {"count": 0}
     v = sorted(xs)
 
     def q(p: float) -> float:
-        return round(v[min(len(v) - 1, max(0, int(round(p * (len(v) - 1)))))], 3)
+        rank = math.ceil(round(p * len(v), 9))  # (round: 0.7 * 10 is 7.000000000000001)
+        return round(v[min(len(v), max(1, rank)) - 1], 3)
     return {"count": len(v), "min": round(v[0], 3), "p25": q(.25), "p50": q(.5), "p75": q(.75), "p90": q(.9),
             "max": round(v[-1], 3)}
 
@@ -58,7 +110,7 @@ def _steps(led: Any, where: list, keep: set, tick: Callable[[int], None]):
         tick(len(page))
         for e in page:
             rb = e.links[0] if e.links else None
-            if rb in keep:
+            if rb in keep and isinstance(e.body, dict):
                 yield rb, e.body, e.time
         after = page[-1].seq
 
@@ -89,28 +141,77 @@ def _rounded(table: dict) -> dict:
     return {k: {u: round(v, 6) for u, v in sorted(units.items())} for k, units in sorted(table.items())}
 
 
-def compute_report(ledger: Any, *, since: str | None = None, until: str | None = None,
+def compute_report(ledger: Any, *, since: str | datetime | None = None, until: str | datetime | None = None,
                    progress: Callable[[int, int], None] | None = None, policies: Any = None) -> dict:
     """Every metric as plain JSON: executions and rollbacks by action type and by reviewer
-    (rate = rolled-back originals / executions), time from execution to rollback request
-    and to completion, scenarios, within window versus escalated, approval latency, open,
-    partial and failed rollbacks, unauthorized executions, missing receipt fields, and the
-    cost of the rollbacks where ``policies`` (an Engine or a path) declares one.
-    ``since``/``until`` bound the entries read (RFC 3339, entry time).
+    (rate = rolled-back originals / executions; an original counts as rolled back while a
+    rollback of it stands, i.e. is not denied, cancelled or expired; each approver of an
+    execution is credited with it), time from execution to rollback request and to
+    completion (when its last duty was done, not verified), scenarios, within window
+    versus escalated, approval latency, open, partial and failed rollbacks, unauthorized
+    executions, missing receipt fields, and the cost of the rollbacks where ``policies``
+    (an Engine or a path) declares one.
+
+    ``since``/``until`` bound the entries read (RFC 3339 with a time zone, or aware
+    datetimes; entry time, ``since <= time < until``). A rollback's status is the one its
+    recorded entries give it, as the runtime reads them (``Runtime.authorization``) and as
+    the review queue lists it: a rollback is expired once the sweeper recorded it
+    (``stopline queue --expire``), not by the clock of whoever runs the report, so the
+    same ledger always gives the same report.
 
     One streaming pass per kind, each entry's few fields picked out by the database
-    (:mod:`policy_engine.scan`): rollbacks, then their approvals and steps, then the
-    executions folded into counters as they stream (only the rolled-back originals'
-    times are kept)."""
+    (:mod:`policy_engine.scan`): rollbacks, then their approvals, transitions and steps,
+    then the executions folded into counters as they stream (only the rolled-back
+    originals' times are kept). A field of an unexpected type (a ledger written by other
+    code) reads as missing."""
     from ..gcpause import paused
 
+    s, u = _bound(since, "since"), _bound(until, "until")
     with paused():  # the executions stream into counters: no collector passes over what is kept meanwhile
-        return _compute(ledger, since, until, progress, policies)
+        return _compute(ledger, s, u, progress, policies)
+
+
+def _fold_steps(steps: list) -> dict[str, tuple[str, datetime | None]]:
+    """Each duty's latest step status (a verified duty stays verified) and when it was done:
+    the first ``completed`` (or ``verified``) report since it last was not done."""
+    latest: dict[str, tuple[str, datetime | None]] = {}
+    for rec, st, when, _auth in steps:  # in seq order
+        prev = latest.get(rec)
+        if st != "verified" and prev is not None and prev[0] == "verified":
+            continue
+        if st in ("completed", "verified"):
+            latest[rec] = (st, prev[1] if prev is not None and prev[0] in ("completed", "verified") else when)
+        else:
+            latest[rec] = (st, None)
+    return latest
+
+
+def _status(r: dict, apps: list, ended: str | None, steps: list) -> str:
+    """A rollback's status as the runtime judges it (``core._subject_status``): its progress
+    once an authorized step was recorded (a step reported before approval is flagged
+    unauthorized and starts nothing); else cancelled or expired (a recorded transition),
+    denied (a counted deny), approved (the status the latest approval left it in) or pending."""
+    latest = _fold_steps(steps)
+    if latest and any(a for _r, _s, _w, a in steps):
+        duties = r["duties"]
+        remaining = [d for d in duties if latest.get(d, ("",))[0] not in ("completed", "verified")]
+        if not remaining:
+            return "verified" if all(latest[d][0] == "verified" for d in duties) else "completed"
+        return "partial" if any(v[0] == "failed" for v in latest.values()) else "in_progress"
+    if ended:
+        return ended
+    if any(a["verdict"] == "deny" and a["counted"] for a in apps):
+        return "denied"
+    # the status the latest approval left it in (a ledger without it: any counted approval)
+    after = [a["status_after"] for a in apps if a["status_after"] is not None]
+    satisfied = after[-1] == "approved" if after else any(a["verdict"] == "approve" and a["counted"] for a in apps)
+    return "approved" if satisfied else "pending"
 
 
 def _compute(ledger: Any, since: str | None, until: str | None, progress: Callable[[int, int], None] | None,
              policies: Any) -> dict:
     from ..ledger import Ledger, schema
+    from ..ledger.kinds import STEP_STATUSES
     from ..scan import scan
 
     E = schema.entries
@@ -148,48 +249,60 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                 led, _where("rollback", since, until),
                 ["original", "scenario", "requested_at", "plan.window", "duties", "plan.original_id",
                  "plan.original_type", "plan.cascade.steps"])):
-            orig = orig or plan_orig
+            orig = _s(orig) or _s(plan_orig)
             types: dict[str, int] = {}
-            if otype:
+            if _s(otype):
                 types[otype] = 1
-            for st_ in steps_ or ():
-                if isinstance(st_, dict) and st_.get("record_id") != orig and st_.get("type"):
+            for st_ in steps_ if isinstance(steps_, list) else ():
+                if isinstance(st_, dict) and st_.get("record_id") != orig and _s(st_.get("type")):
                     types[st_["type"]] = types.get(st_["type"], 0) + 1
-            rbs[rid] = {"original": orig, "scenario": scen, "at": req_at or t, "window": window,
-                        "duties": list(duties or ()), "workflow": wf, "types": types}
+            rbs[rid] = {"original": orig, "scenario": _s(scen), "at": _s(req_at) or t, "window": _s(window),
+                        "duties": list(dict.fromkeys(_strs(duties))), "workflow": wf, "types": types}
         approvals: dict[str, list] = {}
-        for _seq, _id, _wf, _when, (subj, verdict, ok, at) in counted(scan(
-                led, _where("approval", since, until), ["subject", "verdict", "counted", "at"])):
-            if subj in rbs:
-                approvals.setdefault(subj, []).append({"verdict": verdict, "counted": ok, "at": at})
-        steps: dict[str, dict] = {}
+        for _seq, _id, _wf, when, (subj, verdict, ok, at, after) in counted(scan(
+                led, _where("approval", since, until), ["subject", "verdict", "counted", "at", "status_after"])):
+            if isinstance(subj, str) and subj in rbs:
+                approvals.setdefault(subj, []).append({"verdict": verdict, "counted": ok is True,
+                                                       "at": _s(at) or when, "status_after": _s(after)})
+        ended: dict[str, str] = {}  # a rollback -> the first `cancelled` or `expired` recorded for it
+        for _seq, _id, _wf, _when, (subj, to) in counted(scan(
+                led, _where("transition", since, until), ["subject", "to"])):
+            if isinstance(subj, str) and subj in rbs and to in ("cancelled", "expired"):
+                ended.setdefault(subj, to)
+        steps: dict[str, list] = {}  # a rollback -> [(duty, status, when, authorized)] in seq order
         for rb, b, t in _steps(led, _where("step", since, until), set(rbs), tick):
-            d = steps.setdefault(rb, {})
-            st = b.get("status")
-            if st == "verified" or d.get(b.get("record"), (None,))[0] != "verified":
-                d[b.get("record")] = (st, b.get("at") or t)
+            rec = b.get("record")
+            if isinstance(rec, str) and rec in rbs[rb]["duties"] and b.get("status") in STEP_STATUSES:
+                steps.setdefault(rb, []).append((rec, b["status"], _t(b.get("at")) or _t(t),
+                                                 b.get("authorized", True) is not False))
         with led.reading() as c:
             from sqlalchemy import func, select
 
             batches = c.execute(select(func.count()).select_from(E).where(*_where("batch", since, until))).scalar_one()
         tick(batches)
+        # ------------------------------------------------------------ per rollback
+        statuses: dict[str, str] = {
+            rid: _status(r, approvals.get(rid, []), ended.get(rid), steps.get(rid, []))
+            for rid, r in rbs.items()}
+        standing = {r["original"] for rid, r in rbs.items() if statuses[rid] not in _NOT_REVERSED}
         originals = {r["original"] for r in rbs.values()}
         by_type: dict[str, list[int]] = {}
         by_rev: dict[str, list[int]] = {}
-        ex_at: dict[str, Any] = {}  # a rolled-back original -> when it ran
+        ex_at: dict[str, Any] = {}  # an original of a rollback -> when it ran
         n_ex = 0
         unauthorized: list[str] = []
         n_unauth = 0
         missing: dict[str, int] = {}
         n_missing = 0
-        for _seq, xid, _wf, t, (typ, rev, at, auth, miss) in counted(scan(
+        for _seq, xid, _wf, t, (typ, rev, revs, at, auth, miss) in counted(scan(
                 led, _where("execution", since, until),
-                ["type", "reviewer", "executed_at", "authorized", "missing_receipt"])):
+                ["type", "reviewer", "reviewers", "executed_at", "authorized", "missing_receipt"])):
             n_ex += 1
-            hit = xid in originals
-            if hit:
-                ex_at[xid] = at or t
-            for key, table in ((typ or "?", by_type), (rev or "(none)", by_rev)):
+            if xid in originals:
+                ex_at[xid] = _s(at) or t
+            hit = xid in standing
+            keys = [(_s(typ) or "?", by_type)] + [(k, by_rev) for k in (_reviewers(rev, revs) or ["(none)"])]
+            for key, table in keys:
                 row = table.get(key)
                 if row is None:
                     row = table[key] = [0, 0]
@@ -199,66 +312,51 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                 n_unauth += 1
                 if len(unauthorized) < 100:
                     unauthorized.append(xid)
-            if miss:
+            fields = _strs(miss)
+            if fields:
                 n_missing += 1
-                for f in miss:
+                for f in dict.fromkeys(fields):
                     missing[f] = missing.get(f, 0) + 1
-        # ------------------------------------------------------------ per rollback
-        state: dict[str, int] = {}
         to_request: list[float] = []
         to_complete: list[float] = []
         latency: list[float] = []
         scenarios: dict[str, int] = {}
         windows: dict[str, int] = {}
-        rolled: set[str] = set()
+        state: dict[str, int] = {}
         failed_ids, partial_ids = [], []
-        statuses: dict[str, str] = {}
         for rid, r in rbs.items():
             scenarios[r["scenario"] or "?"] = scenarios.get(r["scenario"] or "?", 0) + 1
             windows[r["window"] or "none"] = windows.get(r["window"] or "none", 0) + 1
-            o_at = ex_at.get(r["original"])
+            t0 = _t(ex_at.get(r["original"])) if r["original"] in ex_at else None
             at = _t(r["at"])
-            if r["original"] in ex_at:
-                rolled.add(r["original"])
-                t0 = _t(o_at)
-                if t0 and at:
-                    to_request.append((at - t0).total_seconds())
-            apps = [a for a in approvals.get(rid, ()) if a.get("verdict") == "approve" and a.get("counted")]
-            if apps and at:
-                first = min(filter(None, (_t(a.get("at")) for a in apps)), default=None)
-                if first:
-                    latency.append((first - at).total_seconds())
-            denied = any(a.get("verdict") == "deny" and a.get("counted") for a in approvals.get(rid, ()))
-            st = steps.get(rid, {})
-            done = [d for d in r["duties"] if st.get(d, ("",))[0] in ("completed", "verified")]
-            if st and len(done) == len(r["duties"]):
-                s = "verified" if all(st[d][0] == "verified" for d in r["duties"]) else "completed"
-                end = max(filter(None, (_t(st[d][1]) for d in r["duties"])), default=None)
-                start = _t(o_at) if r["original"] in ex_at else None
-                if end and start:
-                    to_complete.append((end - start).total_seconds())
-            elif any(v[0] == "failed" for v in st.values()):
-                s = "partial"
+            if t0 and at:
+                to_request.append((at - t0).total_seconds())
+            firsts = [_t(a["at"]) for a in approvals.get(rid, ()) if a["verdict"] == "approve" and a["counted"]]
+            first = min(filter(None, firsts), default=None)
+            if first and at:
+                latency.append((first - at).total_seconds())
+            s = statuses[rid]
+            if s in ("completed", "verified"):
+                latest = _fold_steps(steps.get(rid, []))
+                end = max(filter(None, (latest[d][1] for d in r["duties"])), default=None)
+                if end and t0:
+                    to_complete.append((end - t0).total_seconds())
+            elif s == "partial":
                 partial_ids.append(rid)
-                if not done:
+                latest = _fold_steps(steps.get(rid, []))
+                if not any(v[0] in ("completed", "verified") for v in latest.values()):
                     failed_ids.append(rid)
-            elif st:
-                s = "in_progress"
-            elif denied:
-                s = "denied"
-            else:
-                s = "approved" if apps else "pending"
             state[s] = state.get(s, 0) + 1
-            statuses[rid] = s
 
         def rows(table: dict) -> dict:
             return {k: {"executions": v[0], "rolled_back": v[1], "rate": round(v[1] / v[0], 4) if v[0] else 0.0}
                     for k, v in sorted(table.items())}
+        rolled = len(standing & ex_at.keys())
         return {
             "window": {"since": since, "until": until},
             "totals": {"entries_read": seen[0], "executions": n_ex, "rollbacks": len(rbs),
-                       "rolled_back_executions": len(rolled), "batches": batches,
-                       "rollback_rate": round(len(rolled) / n_ex, 4) if n_ex else 0.0},
+                       "rolled_back_executions": rolled, "batches": batches,
+                       "rollback_rate": round(rolled / n_ex, 4) if n_ex else 0.0},
             "by_action_type": rows(by_type),
             "by_reviewer": rows(by_rev),
             "time_to_rollback_request_s": _dist(to_request),
@@ -269,6 +367,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
             "rollback_status": dict(sorted(state.items())),
             "open": sum(v for k, v in state.items() if k in ("pending", "approved", "in_progress", "partial")),
             "partial": partial_ids[:100], "failed": failed_ids[:100],
+            "partial_count": len(partial_ids), "failed_count": len(failed_ids),
             "unauthorized_executions": {"count": n_unauth, "ids": unauthorized},
             "missing_receipt_fields": {"executions": n_missing, "by_field": dict(sorted(missing.items()))},
             "cost": _cost(eng, rbs, statuses),
@@ -282,7 +381,7 @@ def _cost(eng: Any, rbs: dict, statuses: dict) -> dict:
     """The cost of the rollbacks, summed per unit (a currency code or ``hours``; different
     units are never added): one rollback costs its scenario's ``cost`` once plus its action
     types' reversal ``cost`` once per record it covers (the original and its cascade).
-    Denied rollbacks cost nothing (nothing was reversed)."""
+    Denied, cancelled and expired rollbacks cost nothing (nothing was reversed)."""
     if eng is None:
         return {"priced": False, "reason": "no policy given (--policies): cost is declared by the policy",
                 "total": {}, "by_scenario": {}, "by_action_type": {}, "rollbacks": 0, "unpriced": {}}
@@ -293,7 +392,7 @@ def _cost(eng: Any, rbs: dict, statuses: dict) -> dict:
     unpriced: dict[str, int] = {}
     n = 0
     for rid, r in rbs.items():
-        if statuses.get(rid) == "denied":
+        if statuses.get(rid) in _NOT_REVERSED:
             continue
         n += 1
         wf, scen = r["workflow"], r["scenario"] or "?"

@@ -40,7 +40,9 @@ def _svg(values: dict, ylabel: str) -> str:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 
-    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "stopline", "font.size": 9}):
+    # text.parse_math off: a label is a name from the ledger (an action type, a reviewer), drawn as
+    # written; with it on, `$…$` in a name is typeset as mathematics or fails to parse (`$\frac$`)
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "stopline", "font.size": 9, "text.parse_math": False}):
         fig = Figure(figsize=(6.4, 2.8))
         FigureCanvasSVG(fig)
         labels = list(values) or ["(none)"]
@@ -84,6 +86,15 @@ def _cost_html(cost: Any) -> str:
     return "".join(out)
 
 
+def _window(w: Any) -> str:
+    since, until = (w or {}).get("since"), (w or {}).get("until")
+    if since and until:
+        return f"entries from {since} to before {until}"
+    if since or until:
+        return f"entries from {since}" if since else f"entries before {until}"
+    return "all entries"
+
+
 def _amount(v: Any) -> str:
     return "" if v is None else f"{v:,.2f}"
 
@@ -98,7 +109,7 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
     t = report["totals"]
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>{t['executions']} executions, {t['rollbacks']} rollbacks ({t['batches']} batches), "
-             f"rollback rate {t['rollback_rate']:.2%}; window {html.escape(str(report['window']))}</p>"]
+             f"rollback rate {t['rollback_rate']:.2%}; {html.escape(_window(report['window']))}</p>"]
     if not plots:
         parts.append("<p class=note>plots need matplotlib: <code>pip install 'stopline[report]'</code></p>")
     for pid, (ptitle, get, ylabel) in PLOTS.items():
@@ -122,8 +133,8 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
         + _table(
             [
                 ["open", report["open"]],
-                ["partial", len(report["partial"])],
-                ["failed (nothing done)", len(report["failed"])],
+                ["partial", report.get("partial_count", len(report["partial"]))],
+                ["failed (nothing done)", report.get("failed_count", len(report["failed"]))],
                 ["unauthorized executions", report["unauthorized_executions"]["count"]],
                 ["executions missing receipt fields", report["missing_receipt_fields"]["executions"]],
             ],
