@@ -10,6 +10,7 @@ listened on stops `stopline serve` in one line."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -26,7 +27,6 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
 from policy_engine.server.identity import Identities, IdentityConfigError  # noqa: E402
-from policy_engine.server.ui import _csrf  # noqa: E402
 
 PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}
@@ -148,25 +148,34 @@ def _plan(c) -> str:
                                          "reason": "wrong"}, headers=h).json()["rollback_id"]
 
 
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def sign_in(c, who: str) -> str:
+    """Sign in through the form; the session's CSRF token (from the queue page)."""
+    r = c.post("/ui/login", data={"token": TOKENS[who][0], "csrf": csrf_of(c.get("/ui/login").text)})
+    assert r.status_code == 200 and r.url.path == "/ui", r.text[:300]
+    return csrf_of(r.text)
+
+
 def test_a_csrf_field_that_is_not_ascii_is_refused_not_a_500(tmp_path, policy_dir):
     with client(tmp_path, policy_dir) as c:
         rb = _plan(c)
-        c.post("/ui/login", data={"token": TOKENS["casey"][0]})
-        for csrf in ("\u00e9", "\u00e9" * 64, "\U0001f600"):
-            r = c.post(f"/ui/plans/{rb}", data={"verdict": "approve", "csrf": csrf}, follow_redirects=False)
+        csrf = sign_in(c, "casey")
+        for bad in ("\u00e9", "\u00e9" * 64, "\U0001f600"):
+            r = c.post(f"/ui/plans/{rb}", data={"verdict": "approve", "csrf": bad}, follow_redirects=False)
             assert r.status_code == 403 and "the form expired" in r.text, r.text[:300]
-            r = c.post("/ui/batches/nope", data={"verdict": "approve", "csrf": csrf}, follow_redirects=False)
+            r = c.post("/ui/batches/nope", data={"verdict": "approve", "csrf": bad}, follow_redirects=False)
             assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
         assert c.get(f"/v1/subjects/{rb}", headers=bearer("rita")).json()["status"] == "pending"  # nothing recorded
-        r = c.post(f"/ui/plans/{rb}", data={"verdict": "approve", "csrf": _csrf(TOKENS["casey"][0])},
-                   follow_redirects=False)
+        r = c.post(f"/ui/plans/{rb}", data={"verdict": "approve", "csrf": csrf}, follow_redirects=False)
         assert r.status_code == 303  # the session's own token still works
 
 
 def test_deciding_on_a_server_without_a_ledger_is_a_404_not_a_500(tmp_path, policy_dir):
     with client(tmp_path, policy_dir, ledger=False) as c:
-        c.post("/ui/login", data={"token": TOKENS["casey"][0]})
-        form = {"verdict": "approve", "csrf": _csrf(TOKENS["casey"][0])}
+        form = {"verdict": "approve", "csrf": sign_in(c, "casey")}
         for path in ("/ui/plans/x", "/ui/batches/x"):
             r = c.post(path, data=form, follow_redirects=False)
             assert r.status_code == 404 and r.json()["type"].endswith("/no-ledger"), (path, r.text)

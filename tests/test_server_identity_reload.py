@@ -4,6 +4,7 @@ that does not load is reported and never used, so a mistake in an edit opens not
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -131,7 +132,8 @@ def test_the_running_server_revokes_a_token_and_a_session_within_its_poll(tmp_pa
     with serve(str(policy_dir), "--identities", str(ids), "--reload-interval", "0.2") as base:
         with httpx.Client(base_url=base, timeout=10) as c:
             assert c.post("/access/v1/evaluation", json=EVAL, headers=bearer("casey")).status_code == 200
-            r = c.post("/ui/login", data={"token": TOKENS["casey"][0]}, follow_redirects=False)
+            csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/login").text).group(1)
+            r = c.post("/ui/login", data={"token": TOKENS["casey"][0], "csrf": csrf}, follow_redirects=False)
             assert r.status_code == 303
             assert c.get("/ui", follow_redirects=False).status_code == 200  # signed in
             _without(ids, "casey")

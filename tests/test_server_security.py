@@ -4,6 +4,7 @@ that carries no credential and no request body, even at debug level."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -40,10 +41,13 @@ def test_with_identities_only_health_metrics_and_descriptions_are_open(tmp_path,
                   c.get("/v1/rollbacks/batches/x")]
         assert [r.status_code for r in closed] == [401] * len(closed)
         assert all(r.headers["www-authenticate"] == "Bearer" for r in closed)
-        # the login sets the session cookie HttpOnly, SameSite=Strict, for /ui only
-        r = c.post("/ui/login", data={"token": TOKENS["rita"][0]}, follow_redirects=False)
-        cookie = r.headers["set-cookie"].lower()
+        # the login sets the session cookie HttpOnly, SameSite=Strict, for /ui only, and it is
+        # not the token (tests/test_server_sessions.py: what it is, Secure, CSRF)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/login").text).group(1)
+        r = c.post("/ui/login", data={"token": TOKENS["rita"][0], "csrf": csrf}, follow_redirects=False)
+        cookie = next(v for v in r.headers.get_list("set-cookie") if v.startswith("stopline_session=")).lower()
         assert r.status_code == 303 and "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+        assert TOKENS["rita"][0].lower() not in cookie
 
 
 def test_symmetric_or_unsigned_jwt_algorithms_are_refused_in_the_identities_file(tmp_path):
@@ -84,8 +88,10 @@ def test_the_log_carries_no_credential_and_no_body(tmp_path, policy_dir):
         r = httpx.post(base + "/v1/gate", content=b'{"action": {"x": "' + SECRET.encode() + b'"',
                        headers={**bearer("ops"), "content-type": "application/json"})
         assert r.status_code == 400
-        r = httpx.post(base + "/ui/login", data={"token": SECRET})
-        assert r.status_code == 401
+        with httpx.Client(base_url=base) as ui:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', ui.get("/ui/login").text).group(1)
+            assert ui.post("/ui/login", data={"token": SECRET, "csrf": csrf}).status_code == 401
+            assert ui.post("/ui/login", data={"token": SECRET}).status_code == 403  # (no CSRF token)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)

@@ -175,3 +175,89 @@ def test_without_a_session_the_page_asks_to_sign_in(browser, server):
     browser.find_element(By.ID, "token").send_keys("not-a-token")
     _submit(browser, browser.find_element(By.ID, "signin"))
     assert "unknown or revoked token" in browser.find_element(By.ID, "error").text
+
+
+def test_sign_out_in_the_browser_ends_the_session(browser, server):
+    from selenium.webdriver.common.by import By
+
+    _sign_in(browser, server, "casey")
+    _submit(browser, browser.find_element(By.CSS_SELECTOR, "#signout button"))
+    assert browser.current_url.endswith("/ui/login")
+    browser.get(server + "/ui")
+    assert browser.current_url.endswith("/ui/login") and not browser.find_elements(By.ID, "who")
+
+
+@pytest.fixture
+def attacker_site():
+    """Another web server on this host (another port: the same site, not the same origin),
+    serving whatever page the test gives it; yields (set_page, its base URL)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from server_support import free_port
+
+    served: dict = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = served["html"].encode()
+            self.send_response(200)
+            for k, v in served.get("headers", {}).items():
+                self.send_header(k, v)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def set_page(html: str, headers: dict | None = None) -> None:
+        served["html"], served["headers"] = html, headers or {}
+
+    try:
+        yield set_page, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_another_site_cannot_sign_the_browser_in_as_the_attacker(browser, server, attacker_site):
+    """Login CSRF: a page elsewhere posts the sign-in form with the attacker's own token, so
+    that the victim would approve as the attacker, or the attacker would see what the victim
+    does. The attacker opens the sign-in form in their own client first (a CSRF token and the
+    cookie it is bound to) and plants that cookie in the victim's browser from another port of
+    the same host (cookies do not keep to ports). Refused: the browser says the form came from
+    another site (Sec-Fetch-Site), and a page from elsewhere has neither the cookie nor the token."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    set_page, elsewhere = attacker_site
+    with httpx.Client(base_url=server, timeout=30) as theirs:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', theirs.get("/ui/login").text).group(1)
+        nonce = theirs.cookies["stopline_login"]
+        # (the form the attacker will make the victim post is a good one: from the attacker's own client it signs in)
+        probe = httpx.Client(base_url=server, timeout=30, cookies={"stopline_login": nonce})
+        with probe:
+            assert probe.post("/ui/login", data={"token": TOKENS["ops"][0], "csrf": csrf},
+                              follow_redirects=False).status_code == 303
+    form = (f'<form method="post" action="{server}/ui/login"><input name="token" value="{TOKENS["ops"][0]}">'
+            f'<input name="csrf" value="{csrf}"></form><script>document.forms[0].submit()</script>')
+    set_page(form, {"set-cookie": f"stopline_login={nonce}; Path=/ui/login"})
+    for page in (elsewhere + "/", "data:text/html," + form):  # the same site (another port), another site
+        browser.delete_all_cookies()
+        browser.get(server + "/ui/login")  # the victim has the sign-in page open (a cookie of their own)
+        browser.get(page)
+        WebDriverWait(browser, 60).until(lambda d: d.current_url.startswith(server + "/ui")
+                                         and d.execute_script("return document.readyState") == "complete")
+        who = [e.text for e in browser.find_elements(By.ID, "who")]
+        assert who == [], f"{page}: the browser was signed in by another site: {who}"
+        assert "refused: the form was sent from another site" in browser.find_element(By.ID, "error").text, page
+        browser.get(server + "/ui")
+        assert browser.current_url.endswith("/ui/login") and not browser.find_elements(By.ID, "who"), page

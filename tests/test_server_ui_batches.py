@@ -74,7 +74,8 @@ def request_batch(c: TestClient, run: str, who: str = "rita") -> dict:
 def sign_in(c: TestClient, who: str) -> None:
     """Sign in through the form (the session cookie stays in the client)."""
     c.cookies.clear()
-    r = c.post("/ui/login", data={"token": TOKENS[who][0]}, follow_redirects=False)
+    form = c.get("/ui/login").text  # (the sign-in form's CSRF token, bound to its own cookie)
+    r = c.post("/ui/login", data={"token": TOKENS[who][0], "csrf": csrf_of(form)}, follow_redirects=False)
     assert r.status_code == 303 and "stopline_session" in c.cookies
 
 
@@ -225,8 +226,8 @@ def test_a_decision_binds_to_the_hash_the_page_showed(app):
     assert "does not count on any of the 2 open plans" in msg and "must come from someone else" in msg
     assert "2 pending" in text(re.search(r'id="verdict">(.*?)</h1>', r.text, re.S).group(1))
     # the reviewer approves with the hash shown: counted on every plan, the verdict changes
-    sign_in(c, "casey")
-    r = c.post(url, data=form)
+    sign_in(c, "casey")  # (a new session: its forms carry a new CSRF token)
+    r = c.post(url, data={**form, "csrf": csrf_of(c.get(url).text)})
     assert r.status_code == 200
     assert "approved by casey: counted on 2 of 2 open plans" in text(r.text)
     assert "2 approved" in text(re.search(r'id="verdict">(.*?)</h1>', r.text, re.S).group(1))

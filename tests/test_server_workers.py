@@ -147,3 +147,50 @@ def test_concurrent_recorded_decisions_are_committed_before_each_answer(tmp_path
             assert _sample(text, "stopline_decisions_total", 'effect="deny",interface="authzen"') == 120
     finally:
         _stop(proc)
+
+
+def _per_worker_route(d: Path, route: str) -> dict[str, float]:
+    """Each worker's own count of requests to ``route`` (its request-duration histogram)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    out = {}
+    for f in d.glob("histogram_*.db"):
+        total = 0.0
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(f)):
+            # (each bucket holds its own requests: they are summed at scrape time)
+            if '"stopline_request_duration_seconds_bucket"' in key and f'"route": "{route}"' in key:
+                total += value
+        out[f.stem.split("_", 1)[1]] = total
+    return out
+
+
+def test_a_reviewer_signed_in_on_one_worker_is_signed_in_on_every_worker(tmp_path):
+    """The workers sign sessions (and the sign-in form's CSRF token) with one key that
+    `stopline serve` gives them, so sign-in and session work whichever worker answers."""
+    from server_support import TOKENS, write_identities
+
+    d = tmp_path / "metrics"
+    d.mkdir()
+    ids = write_identities(tmp_path / "ids.yaml")
+    proc, base = _start({**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)}, "--identities", str(ids))
+    try:
+        signed_in = 0
+        with httpx.Client(base_url=base, timeout=10) as c:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/login").text).group(1)
+            cookies = dict(c.cookies)
+        while True:  # each request on a new connection: the kernel hands them to either worker
+            with httpx.Client(base_url=base, timeout=10, cookies=cookies) as c:
+                r = c.post("/ui/login", data={"token": TOKENS["casey"][0], "csrf": csrf}, follow_redirects=False)
+                assert r.status_code == 303, r.text[:300]
+                session = c.cookies["stopline_session"]
+            for _ in range(10):
+                with httpx.Client(base_url=base, timeout=10, cookies={"stopline_session": session}) as c:
+                    r = c.get("/ui", follow_redirects=False)
+                    assert r.status_code == 200 and "signed in as <strong>casey</strong>" in r.text
+                    signed_in += 1
+            served = {pid: n for pid, n in _per_worker_route(d, "/ui").items() if n}
+            if len(served) >= 2 or signed_in >= 400:
+                break
+        assert len(served) == 2, f"one worker took every connection: {served}"
+    finally:
+        _stop(proc)

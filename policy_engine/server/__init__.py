@@ -2,7 +2,8 @@
 
 Modules, each importing only those before it: ``problems`` (RFC 9457 problem+json
 errors), ``identity`` (API tokens stored hashed, JWTs against a configured key or JWKS
-file), ``metrics`` (Prometheus, bounded labels), ``state`` (the policy store, the
+file), ``session`` (the reviewer's signed session cookie and CSRF tokens), ``metrics``
+(Prometheus, bounded labels), ``state`` (the policy store, the
 runtime, the recorder and reload), ``authzen`` (the AuthZEN 1.0 decision point, a raw
 ASGI fast path), ``native`` (every runtime operation, FastAPI with OpenAPI), ``ui``
 (the reviewer's page, Jinja2), ``app`` (the application factory), ``cli`` (the click

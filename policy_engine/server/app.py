@@ -78,14 +78,14 @@ def _authzen_routes(app: FastAPI) -> None:
     @app.post(authzen.EVALUATION, tags=["authzen"], summary="AuthZEN: one access evaluation",
               openapi_extra=doc("EvaluationRequest", "EvaluationResponse"), responses=PROBLEMS)
     async def evaluation(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
-        body = await request.body()
-        return JSONResponse(await authzen.handle(request.app.state.stopline, authzen.EVALUATION, body))
+        return JSONResponse(await authzen.serve(request.app.state.stopline, authzen.EVALUATION,
+                                                request.headers.get("content-type"), await request.body()))
 
     @app.post(authzen.EVALUATIONS, tags=["authzen"], summary="AuthZEN: a batch of access evaluations",
               openapi_extra=doc("EvaluationsRequest", "EvaluationsResponse"), responses=PROBLEMS)
     async def evaluations(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
-        body = await request.body()
-        return JSONResponse(await authzen.handle(request.app.state.stopline, authzen.EVALUATIONS, body))
+        return JSONResponse(await authzen.serve(request.app.state.stopline, authzen.EVALUATIONS,
+                                                request.headers.get("content-type"), await request.body()))
 
     @app.get("/.well-known/authzen-configuration", tags=["authzen"], summary="AuthZEN PDP metadata")
     def configuration(request: Request) -> Any:

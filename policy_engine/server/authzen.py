@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -32,6 +33,9 @@ log = logging.getLogger("policy_engine.server")
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 MAX_EVALUATIONS = 1000
 EVALUATION, EVALUATIONS = "/access/v1/evaluation", "/access/v1/evaluations"
+#: what an X-Request-ID may be (the OpenAPI document's pattern and length): visible ASCII,
+#: no spaces or control characters, at most 256 of them
+REQUEST_ID = re.compile(rb"[\x21-\x7e]{0,256}")
 
 # Entities and the action are open (interop peers send extra keys such as `_note`; the
 # policy sees them as fields); the request objects themselves are closed.
@@ -160,7 +164,7 @@ def parse_evaluations(obj: Any) -> tuple[dict, list | None, str]:
         for i, e in enumerate(evs):
             _partial(e, f"/evaluations/{i}", ("subject", "action", "resource", "context"))
     defaults = {k: obj[k] for k in ("subject", "action", "resource", "context") if k in obj}
-    return defaults, evs or None, sem
+    return defaults, evs, sem
 
 
 # ---------------------------------------------------------------------------------- deciding
@@ -228,8 +232,10 @@ async def _decide(state: Any, eng: Any, action: dict) -> dict:
 
 async def evaluations(state: Any, obj: Any) -> dict:
     defaults, evs, sem = parse_evaluations(obj)
-    if evs is None:
+    if evs is None:  # no `evaluations` key: the request is one evaluation (AuthZEN 1.0, 7.1)
         return await decide(state, parse_evaluation(defaults))
+    # an `evaluations` array, even an empty one, is answered with one: a decision per item,
+    # in order; the top-level keys are only the items' defaults, so [] decides (and records) nothing
     reqs = []
     for i, e in enumerate(evs):  # every item checked before any is decided (a 400 records nothing)
         merged = {**defaults, **e}
@@ -259,6 +265,28 @@ async def handle(state: Any, path: str, body: bytes) -> dict:
     return await evaluations(state, obj)
 
 
+def check_content_type(ctype: bytes | str | None) -> None:
+    """A body sent as anything but JSON is a 415 (no Content-Type is taken as JSON)."""
+    if ctype is None:
+        return
+    t = ctype.encode("latin-1") if isinstance(ctype, str) else ctype
+    if not t.split(b";")[0].strip().lower().endswith(b"json"):
+        raise Problem(415, "unsupported-media-type", "the body is application/json")
+
+
+async def serve(state: Any, path: str, ctype: bytes | str | None, body: bytes) -> dict:
+    """One AuthZEN POST after authentication, the same on the fast path and behind FastAPI
+    routing (``--no-fast-path``): the content type (415), the body (400), the decision; a
+    ledger that cannot be reached is a 503, anything else unexpected a logged 500."""
+    check_content_type(ctype)
+    try:
+        return await handle(state, path, body or b"")
+    except Problem:
+        raise
+    except Exception as e:  # noqa: BLE001 - answered as a problem, never a traceback
+        raise _problem(e) from None
+
+
 # ---------------------------------------------------------------------------------- the fast path
 class FastPath:
     """Raw ASGI: the two AuthZEN POST routes, the body size limit for every request, and
@@ -286,8 +314,10 @@ class FastPath:
         try:
             if length is not None and (not length.isdigit() or int(length) > limit):
                 raise Problem(413, "body-too-large", f"the body is larger than the limit of {limit} bytes")
-            if rid is not None and (len(rid) > 256 or not rid.isascii()):
-                raise Problem(400, "bad-request-id", "X-Request-ID is at most 256 ASCII characters")
+            if rid is not None and REQUEST_ID.fullmatch(rid) is None:
+                rid = None  # (never echoed: it is what was wrong)
+                raise Problem(400, "bad-request-id", "X-Request-ID is at most 256 visible ASCII characters "
+                              "(0x21-0x7E: no spaces, tabs or control characters)")
             body = await _read(receive, limit) if scope["method"] in ("POST", "PUT", "PATCH") else None
             if scope["path"] in self.routes and scope["method"] == "POST" and body is not None:  # body read for POST
                 out = await self._authzen(scope, headers, body)
@@ -324,9 +354,7 @@ class FastPath:
                     headers={"www-authenticate": "Bearer"},
                 )
         ctype = next((v for k, v in headers if k == b"content-type"), None)
-        if ctype is not None and not ctype.split(b";")[0].strip().lower().endswith(b"json"):
-            raise Problem(415, "unsupported-media-type", "the body is application/json")
-        return await handle(self.state, scope["path"], body or b"")
+        return await serve(self.state, scope["path"], ctype, body)
 
 
 def _problem(e: Exception) -> Problem:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -57,13 +58,16 @@ def _cannot_listen(host: str, port: int) -> str | None:
 @click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(1024, 64 << 20),
               help="The largest request body in bytes (larger: 413).")
 @click.option("--no-fast-path", is_flag=True, help="Serve AuthZEN through FastAPI routing (for measurement).")
+@click.option("--secure-cookies", is_flag=True,
+              help="Mark the reviewer's cookies Secure on every request (the server is behind a TLS proxy); "
+                   "they are Secure anyway on a request that came over HTTPS.")
 @click.option("--allow-unauthenticated", is_flag=True,
               help="Serve on a non-loopback address without --identities (evaluation open to the network).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(policies: str, ledger: str | None, identities: str | None, host: str, port: int, workers: int,
           workflow: str | None, reload_interval: float, checkpoint_key: str | None, max_body: int,
-          no_fast_path: bool, allow_unauthenticated: bool, log_level: str) -> None:
+          no_fast_path: bool, secure_cookies: bool, allow_unauthenticated: bool, log_level: str) -> None:
     """Serve POLICIES over HTTP: AuthZEN 1.0 at /access/v1/evaluation(s), the runtime
     under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz."""
     try:
@@ -71,7 +75,7 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
 
         from .app import ENV, ServerConfig, create_app
         from .identity import IdentityConfigError
-        from .state import is_loopback
+        from .state import ServerConfigError, is_loopback
     except ImportError as e:
         _fail(f"`stopline serve` needs the server extra ({e.name} is missing): pip install 'stopline[server]'")
     from ..diagnostics import PolicyError
@@ -82,13 +86,16 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
               "ask for decisions; give --identities FILE (or --allow-unauthenticated)")
     config = ServerConfig(policies=policies, ledger=ledger, identities=identities, host=host, port=port,
                           workflow=workflow, reload_interval=reload_interval, checkpoint_key=checkpoint_key,
-                          max_body=max_body, fast_path=not no_fast_path)
+                          max_body=max_body, fast_path=not no_fast_path, secure_cookies=secure_cookies,
+                          session_key=secrets.token_hex(32))  # one key for every worker: a session is good in all
     try:
-        app = create_app(config)  # fails here, in one line, for bad policies, identities or an unreachable ledger
+        # fails here, in one line, for bad policies, a --workflow the policies lack, bad
+        # identities or an unreachable ledger
+        app = create_app(config)
     except PolicyError as e:
         click.echo(str(e), err=True)
         sys.exit(EXIT_USAGE)
-    except (IdentityConfigError, LedgerError) as e:
+    except (IdentityConfigError, LedgerError, ServerConfigError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{getattr(e, 'filename', '') or policies}: {e.strerror or e}")

@@ -85,6 +85,7 @@ class Identities:
                  sources: tuple[Path, ...] = ()) -> None:
         self._tokens = tokens
         self._jwt = jwt_conf
+        self._fps: frozenset[str] | None = None  # the JWT keys' fingerprints (sessions), made when first asked
         self.sources = sources  #: the files it was read from: the identities file, then its key file
 
     @classmethod
@@ -190,14 +191,64 @@ class Identities:
 
     def verify(self, cred: str) -> Caller:
         if cred.count(".") == 2 and self._jwt is not None:
-            return self._verify_jwt(cred)
+            return self._verify_jwt(cred)[0]
         h = hash_token(cred)
         for stored, caller in self._tokens.items():  # constant time per entry
             if hmac.compare_digest(stored, h):
                 return caller
         raise PermissionError("unknown or revoked token")
 
-    def _verify_jwt(self, cred: str) -> Caller:
+    # ------------------------------------------------------------------ sessions (the reviewer's page)
+    def bind(self, cred: str) -> tuple[Caller, dict[str, Any]]:
+        """Verify ``cred`` (``PermissionError`` if it does not) and say what a session
+        signed in with it is bound to, never the credential itself: an API token by its
+        stored hash (``{"token": SHA256}``), a JWT by the key that verified it under the
+        file's `jwt` settings and by its expiry (``{"jwt": FINGERPRINT, "exp": SECONDS}``)."""
+        if cred.count(".") == 2 and self._jwt is not None:
+            caller, key, claims = self._verify_jwt(cred)
+            return caller, {"jwt": self._jwt_fingerprint(key), "exp": int(claims["exp"])}
+        return self.verify(cred), {"token": hash_token(cred)}
+
+    def rebind(self, binding: Any, principal: Any, roles: Any) -> Caller | None:
+        """The caller of a session bound by :meth:`bind` if this version of the identities
+        still accepts it (the token's hash is still listed, with its principal; the JWT's
+        key and `jwt` settings are unchanged), else None: revoked. (The binding comes from
+        a signed cookie: only the server could have made it.)"""
+        if not isinstance(binding, dict):
+            return None
+        h = binding.get("token")
+        if isinstance(h, str):
+            caller = self._tokens.get(h)
+            return caller if caller is not None and caller.principal == principal else None
+        fp = binding.get("jwt")
+        if isinstance(fp, str) and self._jwt is not None and fp in self._jwt_fingerprints():
+            if isinstance(principal, str) and isinstance(roles, list) and all(isinstance(r, str) for r in roles):
+                return Caller(principal, tuple(roles), "jwt")
+        return None
+
+    def _jwt_fingerprint(self, key: Any) -> str:
+        """A verification key and the `jwt` settings it is used under, as one digest."""
+        c = self._jwt
+        assert c is not None
+        try:
+            from cryptography.hazmat.primitives import serialization
+
+            der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        except (AttributeError, TypeError, ValueError):  # not an asymmetric public key (never verifies anyway)
+            der = repr(key).encode()
+        settings = json.dumps([c["algorithms"], c["issuer"], c["audience"], c["principal_claim"], c["roles_claim"]])
+        return hashlib.sha256(der + b"\0" + settings.encode()).hexdigest()
+
+    def _jwt_fingerprints(self) -> frozenset[str]:
+        fps = self._fps
+        if fps is None:
+            c = self._jwt
+            assert c is not None
+            keys = [c["key"]] if c["key"] is not None else [k.key for k in c["jwks"].keys]
+            fps = self._fps = frozenset(self._jwt_fingerprint(k) for k in keys)
+        return fps
+
+    def _verify_jwt(self, cred: str) -> tuple[Caller, Any, dict]:
         import jwt
 
         c = self._jwt
@@ -222,7 +273,7 @@ class Identities:
             raise PermissionError(f"the token's `{c['principal_claim']}` is not a principal name")
         if not isinstance(roles, list) or any(not isinstance(r, str) or not r or len(r) > 256 for r in roles):
             raise PermissionError(f"the token's `{c['roles_claim']}` is not a list of role names")
-        return Caller(principal, tuple(roles), "jwt")
+        return Caller(principal, tuple(roles), "jwt"), key, claims
 
 
 def _fingerprint(paths: tuple[Path, ...]) -> str:

@@ -6,17 +6,20 @@ one ledger transaction (``Runtime.gate_many``: one lock, one commit, one fsync).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import queue as _queue
+import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .identity import Identities, IdentityReload, IdentityStore
 from .metrics import Metrics
 from .problems import MAX_BODY
+from .session import Sessions
 
 log = logging.getLogger("policy_engine.server")
 
@@ -36,9 +39,22 @@ class ServerConfig:
     max_body: int = MAX_BODY
     fast_path: bool = True  #: serve /access/v1/evaluation(s) from the raw ASGI handler
     max_batch: int = 256  #: recorded decisions per ledger transaction at most
+    #: mark the reviewer's cookies Secure whatever the request's scheme (behind a TLS proxy)
+    secure_cookies: bool = False
+    #: the key that signs the reviewer's sessions (hex, at least 32 bytes); None: a random
+    #: one per start. ``stopline serve --workers N`` gives its workers one key.
+    session_key: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+class ServerConfigError(ValueError):
+    """The server's configuration does not fit the policy set (one line)."""
+
+
+class WorkflowMissing(ServerConfigError):
+    """``--workflow NAME`` names no workflow of the policy set."""
 
 
 def is_loopback(host: str) -> bool:
@@ -48,6 +64,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _session_key(given: str | None) -> bytes:
+    if given is None:
+        return secrets.token_bytes(32)
+    try:
+        key = bytes.fromhex(given)
+    except (TypeError, ValueError):
+        key = b""
+    if len(key) < 32:
+        raise ServerConfigError("session_key: expected at least 32 bytes as hex digits")
+    return key
 
 
 def _tracer() -> Any:
@@ -135,7 +163,10 @@ class State:
 
         self.config = config
         self.metrics = Metrics()
-        self.store = PolicyStore(config.policies)  # raises PolicyError: the first load must succeed
+        self.sessions = Sessions(_session_key(config.session_key))
+        # raises PolicyError, or WorkflowMissing: the first load must succeed; a later version
+        # that drops the --workflow is refused by the same check (the last good set stays)
+        self.store = PolicyStore(config.policies, load=self._load)
         # raises IdentityConfigError: the first load must succeed; later versions: see IdentityStore
         self.identity_store = IdentityStore(config.identities) if config.identities else None
         self.runtime = None
@@ -182,6 +213,21 @@ class State:
             log.error("identities not reloaded, the last good version stays in use: %s", r.error)
 
     # ------------------------------------------------------------------ policies
+    def _load(self, paths: Any) -> Any:
+        """Load the policy set (``policy_engine.load``) and check that it has the
+        ``--workflow`` the server was started with: a set without it is refused, at start
+        and on reload, rather than denying every AuthZEN request that relies on it."""
+        from ..engine import load
+
+        engine = load(paths)
+        wf = self.config.workflow
+        if wf:
+            names = sorted(getattr(engine, "workflows", None) or ())
+            if wf not in names:
+                raise WorkflowMissing(f"--workflow {wf}: the policy set {paths} has no workflow `{wf}` "
+                                      f"(its workflows: {', '.join(names) or 'none'})")
+        return engine
+
     def default_workflow(self, engine: Any) -> str | None:
         if self.config.workflow:
             return self.config.workflow
@@ -192,13 +238,25 @@ class State:
         return names[0] if len(names) == 1 else None
 
     def reload(self) -> Any:
-        r = self.store.reload()
+        r = self._reloaded(self.store.reload())
         self.metrics.reloads.labels("ok" if r.ok else "rejected").inc()
+        return r
+
+    def _reload_if_changed(self) -> Any:
+        r = self.store.reload_if_changed()
+        return None if r is None else self._reloaded(r)
+
+    def _reloaded(self, r: Any) -> Any:
+        """A reload refused by :meth:`_load`'s workflow check reads as that one line
+        (the store words any other exception as an unreadable file)."""
+        if not r.ok and r.error and r.diagnostics and f"{WorkflowMissing.__name__}: " in r.diagnostics[0].message:
+            r = dataclasses.replace(r, diagnostics=(), sources={})
+            self.store.last_reload = r
         return r
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.reload_interval):
-            self._check("policy", self.store.reload_if_changed,
+            self._check("policy", self._reload_if_changed,
                         lambda r: self.metrics.reloads.labels("ok" if r.ok else "rejected").inc())
             if self.identity_store is not None:
                 self._check("identities", self.identity_store.reload_if_changed, self._identity_reloaded)

@@ -10,31 +10,32 @@ shipped in the package), no JavaScript.
 A batch decision names the batch hash the page showed; a batch whose hash is not that
 one is refused with a message and nothing is recorded (``Runtime.approve_batch``).
 
-A reviewer signs in with their API token (``/ui/login``); the session cookie holds it
-(HttpOnly, SameSite=Strict, path ``/ui``) and every request authenticates it again, so
-a revoked token ends the session. Forms carry a CSRF token derived from the session.
-The approving principal is the signed-in caller: a form naming anyone else is refused.
+A reviewer signs in with their API token or a JWT (``/ui/login``). The session cookie is
+a signed value bound to that credential, never the credential (:mod:`.session`):
+HttpOnly, SameSite=Strict, path ``/ui``, Secure when the request came over HTTPS or the
+server is configured behind TLS (``--secure-cookies``); every request checks it against
+the identities in use, so a revoked token ends the session. Every form, sign-in and
+sign-out included, carries a CSRF token (the sign-in form's is bound to a cookie of its
+own) and is refused when the browser says it was sent from another site
+(``Sec-Fetch-Site``, else ``Origin`` against ``Host``). The approving principal is the
+signed-in caller: a form naming anyone else is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..timestamps import format_micros
 from . import batchview
-from .identity import Caller
 from .native import call, plain
 from .problems import Problem
-
-COOKIE = "stopline_session"
+from .session import COOKIE, LOGIN_COOKIE, MAX_COOKIE, Session, Sessions
 
 
 def _env() -> Any:
@@ -51,60 +52,108 @@ def _now() -> str:
     return format_micros(datetime.now(UTC))
 
 
-def _csrf(token: str) -> str:
-    return hashlib.sha256(b"stopline-csrf:" + token.encode()).hexdigest()
+def cross_site(request: Request) -> str | None:
+    """Why a form post was sent from another origin, or None when it was not: the
+    browser's ``Sec-Fetch-Site`` (only ``same-origin``, or ``none`` for a request the user
+    made, is taken), else, from a browser without it, ``Origin`` against ``Host``. A
+    request with neither is not a browser's cross-site form (the CSRF token still counts)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return None if site in ("same-origin", "none") else f"Sec-Fetch-Site: {site[:40]}"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    try:
+        same = urlsplit(origin).netloc.lower() == (request.headers.get("host") or "").lower()
+    except ValueError:
+        same = False
+    return None if same else "Origin does not match Host"
 
 
-def _csrf_ok(given: str, token: str) -> bool:
-    """The form's CSRF token is the session's (compared as bytes: a form may send any text)."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), _csrf(token).encode())
+CROSS_SITE = "refused: the form was sent from another site"
+EXPIRED = "the form expired: reload the page and try again"
 
 
 def mount(app: FastAPI, st: Any) -> None:
     env = _env()
+    sessions: Sessions = st.sessions
 
     def page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**ctx), status_code=status)
+        r = HTMLResponse(env.get_template(name).render(**ctx), status_code=status)
+        r.headers["cache-control"] = "no-store"  # (the page holds a CSRF token and what the reviewer saw)
+        return r
 
-    def session(request: Request) -> tuple[Caller | None, str]:
-        token = request.cookies.get(COOKIE)
-        if not token or st.identities is None:
-            return None, ""
-        try:
-            return st.identities.verify(token), token
-        except PermissionError:
-            return None, ""
+    def secure(request: Request) -> bool:
+        return bool(st.config.secure_cookies) or request.url.scheme == "https"
+
+    def session(request: Request) -> Session | None:
+        return sessions.resume(st.identities, request.cookies.get(COOKIE))
 
     def signin() -> Response:
         return RedirectResponse("/ui/login", status_code=303)
 
+    def form_refused(request: Request, s: Session, csrf: str) -> str | None:
+        if cross_site(request) is not None:
+            return CROSS_SITE
+        return None if sessions.csrf_ok(s, csrf) else EXPIRED
+
+    def login_page(request: Request, status: int = 200, error: str | None = None) -> Response:
+        if st.identities is None:
+            return page("login.html", status, enabled=False, error=None, csrf="")
+        nonce = request.cookies.get(LOGIN_COOKIE)
+        fresh = not sessions.is_login_nonce(nonce)
+        if fresh:  # (one per browser: a second tab keeps the first one's form good)
+            nonce = sessions.new_login_nonce()
+        r = page("login.html", status, enabled=True, error=error, csrf=sessions.login_csrf(nonce or ""))
+        if fresh:
+            r.set_cookie(LOGIN_COOKIE, nonce or "", httponly=True, samesite="strict", path="/ui/login",
+                         secure=secure(request))
+        return r
+
     @app.get("/ui/login", include_in_schema=False)
     def login_form(request: Request) -> Response:
-        return page("login.html", enabled=st.identities is not None, error=None)
+        return login_page(request)
 
     @app.post("/ui/login", include_in_schema=False)
-    def login(token: str = Form(default="", max_length=8192)) -> Response:
+    def login(request: Request, token: str = Form(default="", max_length=8192),
+              csrf: str = Form(default="")) -> Response:
+        # login CSRF: a form another site posts would sign this browser in as someone else
         if st.identities is None:
-            return page("login.html", 403, enabled=False, error=None)
+            return login_page(request, 403)
+        if cross_site(request) is not None:
+            return login_page(request, 403, CROSS_SITE)
+        if not sessions.login_ok(request.cookies.get(LOGIN_COOKIE), csrf):
+            return login_page(request, 403, "the sign-in form expired: sign in again")
         try:
-            st.identities.verify(token.strip())
+            _, cookie = sessions.issue(st.identities, token.strip())
         except PermissionError as e:
-            return page("login.html", 401, enabled=True, error=str(e))
+            return login_page(request, 401, str(e))
+        if len(cookie) > MAX_COOKIE:
+            return login_page(request, 400, "this token's roles are too many to keep in a session: "
+                                            "ask for a token with fewer roles")
         r = RedirectResponse("/ui", status_code=303)
-        r.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", path="/ui")
+        r.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", path="/ui", secure=secure(request))
+        r.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True, samesite="strict", secure=secure(request))
         return r
 
     @app.post("/ui/logout", include_in_schema=False)
-    def logout() -> Response:
+    def logout(request: Request, csrf: str = Form(default="")) -> Response:
+        s = session(request)
+        if s is not None:
+            why = form_refused(request, s, csrf)
+            if why is not None:  # (a forged sign-out: the session stays)
+                return page("refused.html", 403, caller=s.caller, csrf=s.csrf, error=why)
+            sessions.end(s)
         r = signin()
-        r.delete_cookie(COOKIE, path="/ui")
+        r.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict", secure=secure(request))
         return r
 
     @app.get("/ui", include_in_schema=False)
     def queue(request: Request) -> Response:
-        caller, token = session(request)
-        if caller is None:
+        s = session(request)
+        if s is None:
             return signin()
+        caller = s.caller
         routes: dict[str, list] = {}
         batches: list[dict] = []
         in_batches: set[str] = set()
@@ -121,17 +170,17 @@ def mount(app: FastAPI, st: Any) -> None:
                 for r in b["routes"]:
                     routes.setdefault(r, [])
         by_route = {r: [b for b in batches if r in b["routes"]] for r in routes}
-        return page("queue.html", caller=caller, csrf=_csrf(token), routes=routes, by_route=by_route,
+        return page("queue.html", caller=caller, csrf=s.csrf, routes=routes, by_route=by_route,
                     ledger=st.runtime is not None)
 
     @app.get("/ui/plans/{rollback_id}", include_in_schema=False)
     def plan(rollback_id: str, request: Request, msg: str | None = None) -> Response:
-        caller, token = session(request)
-        if caller is None:
+        s = session(request)
+        if s is None:
             return signin()
-        return _plan_page(rollback_id, caller, token, msg)
+        return _plan_page(rollback_id, s, msg)
 
-    def _plan_page(rollback_id: str, caller: Caller, token: str, msg: str | None, status: int = 200,
+    def _plan_page(rollback_id: str, s: Session, msg: str | None, status: int = 200,
                    error: str | None = None) -> Response:
         if st.runtime is None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
@@ -143,26 +192,28 @@ def mount(app: FastAPI, st: Any) -> None:
         body = (rb.get("entry") or {}).get("body") or {}
         ex = hist.get("execution") or {}
         dec = ((ex.get("decision") or {}).get("entry") or {}).get("body") or {}
-        return page("plan.html", status, caller=caller, csrf=_csrf(token), id=rollback_id, auth=auth, rollback=rb,
+        return page("plan.html", status, caller=s.caller, csrf=s.csrf, id=rollback_id, auth=auth, rollback=rb,
                     body=body, plan=body.get("plan") or {}, execution=ex, action=dec.get("action"),
                     receipt=((ex.get("entry") or {}).get("body") or {}).get("receipt"), msg=msg, error=error)
 
     @app.post("/ui/plans/{rollback_id}", include_in_schema=False)
     def decide(rollback_id: str, request: Request, verdict: str = Form(...), reason: str = Form(default="",
                max_length=4000), csrf: str = Form(default=""), principal: str | None = Form(default=None)) -> Response:
-        caller, token = session(request)
-        if caller is None:
+        s = session(request)
+        if s is None:
             return signin()
+        caller = s.caller
         if st.runtime is None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
-        if not _csrf_ok(csrf, token):
-            return _plan_page(rollback_id, caller, token, None, 403, "the form expired: reload the page and try again")
+        why = form_refused(request, s, csrf)
+        if why is not None:
+            return _plan_page(rollback_id, s, None, 403, why)
         if principal is not None and principal != caller.principal:
-            return _plan_page(rollback_id, caller, token, None, 403,
+            return _plan_page(rollback_id, s, None, 403,
                               f"refused: you are signed in as {caller.principal}; an approval is always given by "
                               f"the signed-in reviewer, never on behalf of {principal}")
         if verdict not in ("approve", "deny"):
-            return _plan_page(rollback_id, caller, token, None, 422, "choose approve or deny")
+            return _plan_page(rollback_id, s, None, 422, "choose approve or deny")
         r = call(st.runtime.approve, rollback_id, principal=caller.principal, roles=caller.roles, verdict=verdict,
                  note=reason or None)
         if r.recorded and r.counted:
@@ -177,12 +228,12 @@ def mount(app: FastAPI, st: Any) -> None:
     @app.get("/ui/batches/{batch_id}", include_in_schema=False)
     def batch(batch_id: str, request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6),
               msg: str | None = None) -> Response:
-        caller, token = session(request)
-        if caller is None:
+        s = session(request)
+        if s is None:
             return signin()
-        return _batch_page(batch_id, caller, token, page_no, msg)
+        return _batch_page(batch_id, s, page_no, msg)
 
-    def _batch_page(batch_id: str, caller: Caller, token: str, page_no: int, msg: str | None, status: int = 200,
+    def _batch_page(batch_id: str, s: Session, page_no: int, msg: str | None, status: int = 200,
                     error: str | None = None) -> Response:
         if st.runtime is None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
@@ -190,7 +241,7 @@ def mount(app: FastAPI, st: Any) -> None:
         if head is None:
             raise Problem(404, "not-a-batch", f"`{batch_id}` is not a rollback batch")
         view = call(batchview.batch_page, st.runtime, head, page_no, _now())
-        return page("batch.html", status, caller=caller, csrf=_csrf(token), id=batch_id, head=head.body,
+        return page("batch.html", status, caller=s.caller, csrf=s.csrf, id=batch_id, head=head.body,
                     auth=plain(view.pop("auth")), msg=msg, error=error, **view)
 
     @app.post("/ui/batches/{batch_id}", include_in_schema=False)
@@ -198,15 +249,17 @@ def mount(app: FastAPI, st: Any) -> None:
                      reason: str = Form(default="", max_length=4000), csrf: str = Form(default=""),
                      batch_hash: str = Form(default="", max_length=256),
                      principal: str | None = Form(default=None)) -> Response:
-        caller, token = session(request)
-        if caller is None:
+        s = session(request)
+        if s is None:
             return signin()
+        caller = s.caller
 
         def again(status: int, error: str) -> Response:
-            return _batch_page(batch_id, caller, token, 1, None, status, error)
+            return _batch_page(batch_id, s, 1, None, status, error)
 
-        if not _csrf_ok(csrf, token):
-            return again(403, "the form expired: reload the page and try again")
+        why = form_refused(request, s, csrf)
+        if why is not None:
+            return again(403, why)
         if principal is not None and principal != caller.principal:
             return again(403, f"refused: you are signed in as {caller.principal}; an approval is always given by "
                               f"the signed-in reviewer, never on behalf of {principal}")

@@ -1,0 +1,68 @@
+"""``--workflow NAME`` must name a workflow of the policy set: ``stopline serve`` refuses to
+start otherwise (one line, exit 2, as the other startup errors), and a hot reload of a
+policy set that drops it is refused (reported, counted, the last good set keeps
+deciding) rather than denying every AuthZEN request that relies on the default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("fastapi")
+from server_support import ROOT, SERVER_POLICY, bearer, server_policy_dir, write_identities  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from policy_engine.server import ServerConfig, create_app  # noqa: E402
+from policy_engine.server.state import WorkflowMissing  # noqa: E402
+
+# no `context.workflow`: the server's default workflow decides
+EV = {"subject": {"type": "user", "id": "a"}, "action": {"name": "log"}, "resource": {"type": "t", "id": "1"}}
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "policy_engine.cli", "serve", *args, "--port", "0",
+                           "--reload-interval", "0"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_serve_with_a_workflow_the_policies_lack_fails_in_one_line(tmp_path):
+    policy_dir = server_policy_dir(tmp_path)
+    r = _serve(str(policy_dir), "--workflow", "refunds")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"error: --workflow refunds: the policy set {policy_dir} has no workflow "
+                                "`refunds` (its workflows: replies)")
+    with pytest.raises(WorkflowMissing, match="no workflow `refunds`"):
+        create_app(ServerConfig(str(policy_dir), workflow="refunds", reload_interval=0))
+
+
+def test_a_reload_that_drops_the_workflow_is_refused_and_the_last_good_set_stays(tmp_path):
+    policy_dir = server_policy_dir(tmp_path)
+    ids = str(write_identities(tmp_path / "ids.yaml"))
+    app = create_app(ServerConfig(str(policy_dir), identities=ids, workflow="replies", reload_interval=0))
+    with TestClient(app) as c:
+        h = bearer("ops")
+        first = c.post("/access/v1/evaluation", json=EV, headers=h).json()
+        assert first["decision"] is True
+        (policy_dir / "replies.policy").write_text(SERVER_POLICY.replace('workflow "replies"', 'workflow "answers"'))
+        r = c.post("/v1/policies/reload", headers=h).json()
+        assert r["ok"] is False and r["changed"] is False and r["policy_hash"] == first["context"]["policy_hash"]
+        assert r["error"].startswith("--workflow replies: the policy set") and "(its workflows: answers)" in r["error"]
+        assert r["diagnostics"] == r["error"]
+        # the last good set keeps deciding, by the default workflow
+        again = c.post("/access/v1/evaluation", json=EV, headers=h).json()
+        assert again["decision"] is True and again["context"]["policy_hash"] == first["context"]["policy_hash"]
+        assert c.get("/v1/policies").json()["last_reload"]["ok"] is False
+        assert c.get("/healthz").json()["last_reload"] == {"ok": False, "error": r["error"]}
+        assert 'stopline_policy_reloads_total{result="rejected"} 1.0' in c.get("/metrics").text
+        # the poller's path refuses it too
+        app.state._reload_if_changed()
+        assert c.get("/v1/policies").json()["last_reload"]["error"] == r["error"]
+        assert c.get("/v1/policies").json()["policy_hash"] == first["context"]["policy_hash"]
+        # a set that has it again is taken
+        (policy_dir / "replies.policy").write_text(SERVER_POLICY.replace("within 1d", "within 2d"))
+        r = c.post("/v1/policies/reload", headers=h).json()
+        assert r["ok"] is True and r["changed"] is True and r["error"] is None, r
+        assert c.get("/v1/policies").json()["workflows"] == ["replies"]
+        again = c.post("/access/v1/evaluation", json=EV, headers=h).json()
+        assert again["decision"] is True and again["context"]["policy_hash"] == r["policy_hash"]
