@@ -65,6 +65,7 @@ CODES: dict[str, str] = {
     "W209": "rule or stop trigger that can never match",
     "W210": "rule shadowed by a rule of higher precedence",
     "W211": "authorization no declared role can fill",
+    "W212": "condition whose value is always an error",
 }
 
 

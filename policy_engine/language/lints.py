@@ -539,13 +539,7 @@ _CONSEQUENCE = {
 
 
 def constant_errors(checker: Checker, w: ir.Workflow) -> None:
-    """W212 over every condition of the workflow that reads only constants. Reported once
-    the code is in `diagnostics.CODES` (every code there has its golden case and its entry
-    in docs/diagnostics.md; no diagnostic outside that table is ever emitted)."""
-    from ..diagnostics import CODES
-
-    if "W212" not in CODES:
-        return
+    """W212 over every condition of the workflow that reads only constants."""
     conds: list[tuple[ir.Condition, str, str]] = []
     for a in w.actions:
         conds += [(r.condition, f"rule `{r.name}`", r.effect) for r in a.rules]
