@@ -134,7 +134,7 @@ def test_missing_reviewer_is_visible_in_the_plan_and_not_authorizable():
 # ------------------------------------------------------------------ identity: exact ids, canonical doors closed
 
 @pytest.mark.parametrize("variant", ["Bob", "BOB", "b\u200bob", "ｂｏｂ", "\u00adbob", "bo\u034fb", "bob\ufe0f",
-                                     "bob\U000e0001"])
+                                     "bob\U000e0001", "bob ", " bob", "bob\n", "bob\x00", "b ob", "bob\u00a0"])
 def test_another_spelling_of_the_excluded_reviewer_is_an_alias(variant):
     """`Bob` (or `bob` with a zero-width space, in full width...) is the excluded `bob`
     written another way: rejected with its own code, never counted (issue 12, item 13)."""
@@ -147,10 +147,12 @@ def test_another_spelling_of_the_excluded_reviewer_is_an_alias(variant):
     assert rejected_codes(ENGINE.authorize_rollback(plan, [appr(plan, "bob")], NOW)) == {"bob": {"distinct_from"}}
 
 
-@pytest.mark.parametrize("variant", ["bob ", " bob", "bob\n", "bob\x00", "bobby", "b0b"])
+@pytest.mark.parametrize("variant", ["bobby", "b0b", "bo", "bob2"])
 def test_ids_that_differ_beyond_the_canonical_form_are_other_principals(variant):
-    """Whitespace and control characters are not default-ignorable: `bob ` is another id
-    (exact ids identify principals; the canonical form only closes the alias door)."""
+    """Ids that differ in more than spelling (case, width, invisible characters, whitespace,
+    controls) are other principals: exact ids identify them; the canonical form only closes
+    the alias door (whitespace and controls too, since the fifteenth session: `bob ` was
+    counted as someone other than the excluded `bob`)."""
     plan = plan_for()
     v = ENGINE.authorize_rollback(plan, [appr(plan, variant)], NOW)
     assert v.satisfied and v.accepted == (variant,)
