@@ -142,12 +142,38 @@ class ReplayResult:
 
 
 # ------------------------------------------------------------------------------ the work
-def _ts(t: Any) -> str | None:
+def _ts(t: Any, name: str = "time") -> str | None:
+    """``since``/``until`` as the ledger's stored form of a time (RFC 3339 UTC, six fraction
+    digits, ``Z``): an aware datetime or an RFC 3339 string with its offset. A time without
+    one (which would be read in the machine's local zone) is refused, as ``stopline replay``
+    refuses it; so is anything else: :class:`~policy_engine.ledger.InvalidQuery`."""
     if t is None:
         return None
+    from .ledger import InvalidQuery
+    from .timestamps import parse_rfc3339
+
+    shown = repr(str(t)[:64]) if isinstance(t, (str, datetime)) else ""
     if isinstance(t, datetime):
+        naive = t.tzinfo is None or t.utcoffset() is None
+    elif isinstance(t, str):
+        try:
+            return format_micros(parse_rfc3339(t, allow_space=True))
+        except (ValueError, OverflowError):
+            pass
+        try:  # a time the CLI would call one, but without its offset
+            naive = datetime.fromisoformat(t.strip()).tzinfo is None
+        except ValueError:
+            naive = False
+        if not naive:
+            raise InvalidQuery(f"`{name}` is not an RFC 3339 time (e.g. 2026-11-01T00:00:00Z): {shown}") from None
+    else:
+        raise InvalidQuery(f"`{name}` is a datetime or an RFC 3339 string, not a value of type `{type(t).__name__}`")
+    if naive:
+        raise InvalidQuery(f"`{name}` has no time zone: give its offset (e.g. `Z`): {shown}")
+    try:
         return format_micros(t)
-    return format_micros(datetime.fromisoformat(str(t).replace("Z", "+00:00")))
+    except OverflowError:
+        raise InvalidQuery(f"`{name}` is out of range in UTC: {shown}") from None
 
 
 def _filters(since: str | None, until: str | None, workflow: str | None) -> list:
@@ -193,6 +219,22 @@ def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
 
     i = bisect.bisect_left(events, (seq,)) - 1  # the latest change strictly before the decision
     return events[i][1] if i >= 0 else None
+
+
+def os_threads() -> int:
+    """The threads this process runs, as the OS counts them: what ``os.fork`` counts before
+    it warns that the process is multi-threaded (Python 3.12+), native threads included
+    (a C library's pool, threads started with ``_thread`` such as pytest-xdist's), which
+    ``threading.active_count`` does not see. Where the OS does not say (no ``/proc``), the
+    Python threads."""
+    import threading
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[17])  # field 20, num_threads (after `pid (comm)`)
+    except (OSError, ValueError, IndexError):
+        return threading.active_count()
 
 
 _W: dict[str, Any] = {}  # per process: the engine and the ledger
@@ -280,9 +322,12 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
            workers: int | None = None, progress: Any = None) -> ReplayResult:
     """Re-evaluate every recorded decision (``since <= time < until``, of ``workflow``)
     under ``policies`` (a path or a list of paths, which each worker loads; or an
-    ``Engine``, replayed in this process). ``ledger``: a URL or a ``Ledger``."""
+    ``Engine``, replayed in this process). ``ledger``: a URL or a ``Ledger``.
+
+    ``since`` and ``until`` are aware datetimes or RFC 3339 strings with their offset
+    (``2026-11-01T00:00:00Z``); a time without one raises
+    :class:`~policy_engine.ledger.InvalidQuery`, as the CLI refuses it."""
     import multiprocessing
-    import threading
     import time
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
@@ -293,7 +338,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     from .ledger import Ledger, schema
 
     t0 = time.perf_counter()
-    since_s, until_s = _ts(since), _ts(until)
+    since_s, until_s = _ts(since, "since"), _ts(until, "until")
     owns = not isinstance(ledger, Ledger)
     led = Ledger.open(ledger) if owns else ledger
     try:
@@ -328,11 +373,13 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             parts = [(seqs[i], seqs[min(i + step, len(seqs)) - 1]) for i in range(0, len(seqs), step)]
             # fork where there is one and this process runs no other thread: no re-import of
             # the caller's __main__; a worker opens its own ledger connection and never
-            # touches the parent's. A process with other threads (a server, a host's pool)
-            # spawns its workers: a forked child may deadlock on a lock another thread held
-            # at the fork (Python 3.12 warns of it), and a spawned one loads the policy itself
+            # touches the parent's. A process with other threads (a server, a host's pool, a
+            # native library's threads, a test runner's) spawns its workers: a forked child may
+            # deadlock on a lock another thread held at the fork (Python 3.12+ warns of it,
+            # counting the threads as the OS does: `os_threads`), and a spawned one loads the
+            # policy itself. Never the platform's default (3.14 changes it on Linux).
             methods = multiprocessing.get_all_start_methods()
-            single = threading.active_count() == 1
+            single = os_threads() == 1
             ctx = multiprocessing.get_context("fork" if "fork" in methods and single else "spawn")
             if ctx.get_start_method() == "fork":
                 _INHERITED["engine"] = engine

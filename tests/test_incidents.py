@@ -5,6 +5,7 @@ record), capturing a miss as a suite case, and their commands."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -90,10 +91,17 @@ def test_replay_in_two_processes_gives_the_same_answer(rt, ledger_url, tmp_path)
 def test_replay_in_a_process_running_other_threads_spawns_its_workers(rt, ledger_url, tmp_path,  # noqa: F811
                                                                        monkeypatch):
     """Forking a process that runs other threads may deadlock the child on a lock one of
-    them held (Python 3.12 warns of it): there replay spawns its workers, which load the
-    policy themselves; a single-threaded process forks them. The same answer either way."""
+    them held (Python 3.12+ warns of it, and 3.14 changes the default start method): there
+    replay spawns its workers, which load the policy themselves; a single-threaded process
+    forks them. The same answer either way. Threads are counted as the OS counts them (as
+    `os.fork`'s warning does): a thread Python's `threading` does not list (a native
+    library's, or pytest-xdist's) makes it spawn too. This test never forks a process that
+    runs threads: where it checks the choice of fork, it is given a spawn context."""
+    import _thread
     import multiprocessing
     import threading
+
+    from policy_engine import replay as replay_module
 
     _history(rt)
     cand = tmp_path / "next.policy"
@@ -112,9 +120,54 @@ def test_replay_in_a_process_running_other_threads_spawns_its_workers(rt, ledger
         other.join()
     assert used == ["spawn"]
     assert two.workers == 2 and two.to_json() | {"workers": 1} == one.to_json()
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        used.clear()  # (under pytest-xdist a worker runs other threads itself: then spawn again)
+    # a thread `threading` does not see (started by `_thread`, as native code's are): spawn too
+    started, release = _thread.allocate_lock(), _thread.allocate_lock()
+    started.acquire()
+    release.acquire()
+
+    def native() -> None:
+        started.release()
+        release.acquire()
+
+    count = threading.active_count()
+    _thread.start_new_thread(native, ())
+    started.acquire()
+    try:
+        used.clear()
+        assert threading.active_count() == count
+        assert replay(str(cand), ledger_url, workers=2).to_json() == two.to_json()
+        # (where the OS does not count threads, Python's count is all there is to read)
+        assert used == ["spawn"] or not os.path.exists("/proc/self/stat")
+    finally:
+        release.release()
+    if "fork" in multiprocessing.get_all_start_methods():  # a single-threaded process forks its workers
+        used.clear()
+        monkeypatch.setattr(replay_module, "os_threads", lambda: 1)
+        monkeypatch.setattr(multiprocessing, "get_context",
+                            lambda method=None: used.append(method) or real("spawn"))  # (asked, never made)
         assert replay(str(cand), ledger_url, workers=2).to_json() == two.to_json() and used == ["fork"]
+
+
+def test_replay_refuses_a_time_without_its_offset_as_the_cli_does(rt, ledger_url, policy_path):  # noqa: F811
+    from datetime import datetime
+
+    from policy_engine.ledger import InvalidQuery
+
+    _history(rt)
+    for since in ("2026-11-01T00:00:00", "2026-11-01", datetime(2026, 11, 1)):  # read as local time before
+        with pytest.raises(InvalidQuery, match="`since` has no time zone"):
+            replay(str(policy_path), ledger_url, since=since)
+        with pytest.raises(InvalidQuery, match="`until` has no time zone"):
+            replay(str(policy_path), ledger_url, until=since)
+    for bad in ("yesterday", 5):
+        with pytest.raises(InvalidQuery, match="`since`"):
+            replay(str(policy_path), ledger_url, since=bad)
+    r = CliRunner().invoke(main, ["replay", str(policy_path), "--ledger", ledger_url, "--since", "2026-11-01T00:00:00"])
+    assert r.exit_code == 2 and "give a time zone" in r.output
+    everything = replay(str(policy_path), ledger_url).replayed
+    for since in ("2026-11-26T12:00:05Z", "2026-11-26T14:00:05+02:00", "2026-11-26 12:00:05z", at(5)):
+        assert replay(str(policy_path), ledger_url, since=since).replayed == everything - 2  # the first send, its log
+    assert replay(str(policy_path), ledger_url, until="2026-11-26T12:00:05.000001Z").replayed == 2
 
 
 def test_decisions_recorded_under_a_policy_that_no_longer_loads_still_replay(ledger_url, tmp_path):  # noqa: F811

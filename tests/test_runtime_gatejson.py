@@ -39,12 +39,16 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 
 
 def reference_body(a, d, now_dt) -> dict:
-    """The body the gate built before gatejson (executions.gate at b30b299)."""
+    """The body the gate built before gatejson (executions.gate at b30b299), with an action
+    the ledger cannot record exactly as the gate records it now: its repr, the problem, and
+    a decision that permits nothing (`gatejson.fail_closed`)."""
     try:
         canonical_text(a)
         recorded, problem = a, None
-    except InvalidEntry as e:
-        recorded, problem = repr(a)[:4096], str(e)
+    except InvalidEntry:
+        _, recorded, problem = gatejson.recordable(a)
+        assert recorded == repr(a)[:4096] or "\\ud" in recorded  # (lone surrogates escaped)
+    d = gatejson.fail_closed(d, problem)
     body = {"action": recorded, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
             "now": _ts(now_dt)}
     if problem:
@@ -55,10 +59,9 @@ def reference_body(a, d, now_dt) -> dict:
 
 
 def fast_body(a, d, now_dt):
-    try:
-        text, rec, problem = canonical_text(a), None, None
-    except InvalidEntry as e:
-        text, rec, problem = None, repr(a)[:4096], str(e)
+    text, rec, problem = gatejson.recordable(a)
+    d = gatejson.fail_closed(d, problem)
+    rec = None if problem is None else rec
     pending = _ts(now_dt + TTL) if d.effect == "require_approval" else None
     return gatejson.body_text(text, rec, problem, d, _ts(now_dt), pending)
 

@@ -39,7 +39,18 @@ from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
-from .results import MAX_CASCADE, TERMINAL, RuntimeUsageError, _now, _parse, _Result, _ts, _ts_after
+from .results import (
+    MAX_CASCADE,
+    TERMINAL,
+    RuntimeUsageError,
+    _now,
+    _parse,
+    _Result,
+    _shown,
+    _ts,
+    _ts_after,
+    _unicode,
+)
 
 __all__ = ["RollbackBatch", "BulkRollbacks", "request_bulk_rollback", "approve_batch", "batch_status", "batch_counts",
            "batch_step", "attach"]
@@ -260,6 +271,9 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
     with led.reading() as c:
         if executions is not None:
             ids = list(dict.fromkeys(executions))
+            bad = [i for i in ids if not isinstance(i, str) or not i or not _unicode(i)]
+            if bad:  # (never recorded: no database is asked for them)
+                raise RuntimeUsageError(f"not recorded executions: {', '.join(_shown(i) for i in bad[:5])}")
             found: list[_X] = []
             for i in range(0, len(ids), _CHUNK):
                 found += _executions(c, *where, E.c.id.in_(ids[i:i + _CHUNK]))
@@ -389,7 +403,9 @@ def _members(rt: Any, c: Any, batch: Any) -> list:
 
 def _batch(rt: Any, c: Any, batch_id: str) -> Any:
     if not isinstance(batch_id, str) or not batch_id:
-        raise RuntimeUsageError(f"a batch id is a non-empty string, not {batch_id!r}")
+        raise RuntimeUsageError(f"a batch id is a non-empty string, not {_shown(batch_id)}")
+    if not _unicode(batch_id):  # no entry has such an id (the database could not even be asked)
+        raise RuntimeUsageError(f"no entry {_shown(batch_id)} in the ledger")
     found = rt.ledger.fetch(c, E.c.id == batch_id)
     if not found:
         raise RuntimeUsageError(f"no entry `{batch_id}` in the ledger")

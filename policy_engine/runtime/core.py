@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, select
 
 from ..ledger import Ledger
 from . import projections as P
-from .results import E, L, RuntimeUsageError, SubjectStatus, _parse
+from .results import E, L, RuntimeUsageError, SubjectStatus, _parse, _shown, _text_arg, _unicode
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -83,7 +83,9 @@ class RuntimeCore:
 
     def _entry(self, c, ref: str, kinds: Iterable[str] | None = None) -> Any:
         if not isinstance(ref, str) or not ref:
-            raise RuntimeUsageError(f"an entry id is a non-empty string, not {ref!r}")
+            raise RuntimeUsageError(f"an entry id is a non-empty string, not {_shown(ref)}")
+        if not _unicode(ref):  # no entry has such an id (the database could not even be asked)
+            raise RuntimeUsageError(f"no entry {_shown(ref)} in the ledger")
         found = self.ledger.fetch_prepared(c, _BY_ID, {"ref": ref})
         if not found:
             raise RuntimeUsageError(f"no entry `{ref}` in the ledger")
@@ -125,7 +127,10 @@ class RuntimeCore:
 
     # ------------------------------------------------------------------ status of a workflow
     def workflow_status(self, workflow: str) -> dict:
-        """``{"workflow", "status": running|stopped, "stopped_by", "since", "stop_id"}`` from the ledger."""
+        """``{"workflow", "status": running|stopped, "stopped_by", "since", "stop_id"}`` from the ledger.
+        ``workflow`` is a workflow's name (a non-empty string): anything else is a
+        :class:`RuntimeUsageError`, never answered as a running workflow."""
+        _text_arg(workflow, "workflow")
         with self.ledger.reading() as c:
             row = self._wf_row(c, workflow)
         if row is None:

@@ -11,19 +11,21 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select
 
 from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
-from ..ledger.canonical import Canonical, canonical_text
+from ..ledger.canonical import canonical_text
 from .core import RuntimeCore
-from .gatejson import body_text
+from .gatejson import fail_closed, gate_body, recordable
 from .results import (
     E,
     ExecutionResult,
     GateResult,
     ResumeResult,
     RuntimeUsageError,
+    _check_key,
     _digest,
     _name,
     _now,
     _plain,
+    _text_arg,
     _ts,
     _ts_after,
 )
@@ -40,6 +42,20 @@ def _names(values: Iterable[Any]) -> list:
             if n is not None and n != "" and n not in out:
                 out.append(n)
     return out
+
+
+def _same_execution(e: Any, decision_id: str | None, action: Any) -> bool:
+    """Whether entry ``e`` (holding an execution's idempotency key) is the execution a retry
+    of ``executed(decision_id, action=action)`` would record: an execution of the same
+    decision, or without one, of the same action."""
+    if e.kind != "execution" or e.body.get("decision") != decision_id:
+        return False
+    if decision_id is not None:
+        return True
+    try:
+        return canonical_text(e.body.get("action")) == canonical_text(_plain(action) if action is not None else {})
+    except InvalidEntry:  # (an action the ledger cannot hold was never recorded)
+        return False
 
 
 #: a workflow's first stop after a sequence number (the ledger's partial index of stops and resumes)
@@ -81,16 +97,25 @@ class Executions(RuntimeCore):
 
         ``key``: a retried request with a used key gets the recorded decision back (whatever
         its ``now``), nothing recorded; a key used for another action (or by another kind of
-        entry) raises :class:`~policy_engine.ledger.IdempotencyConflict`."""
+        entry) raises :class:`~policy_engine.ledger.IdempotencyConflict`; a key the ledger
+        cannot store (not a string of 1-256 characters, a lone surrogate) raises
+        :class:`~policy_engine.ledger.InvalidEntry` before anything is read or recorded.
+
+        An action the ledger cannot record exactly (a NaN or an Infinity, an integer beyond
+        ±2^53-1, a lone surrogate in any string, a value that is not JSON) is recorded as its
+        ``repr`` with ``action_error`` naming the problem, and with a decision that permits
+        nothing: the engine's ``allow`` or ``require_approval`` becomes a deny naming the
+        problem (deciding ``error``/``unrecordable action``); its deny or stop stays (a stop
+        trigger still stops the workflow). A workflow name the ledger cannot store is
+        recorded as none."""
+        _check_key(key)
         eng = self.engine
         now_dt = _now(now)
         a = _plain(action)
         wf = _name(a.get("workflow")) if isinstance(a, dict) else None
-        try:
-            action_text: str | None = canonical_text(a)  # checked once; its text goes into the body
-            recorded_action, problem = a, None
-        except InvalidEntry as e:  # the decision (fail closed) is recorded; the action as text
-            action_text, recorded_action, problem = None, repr(a)[:4096], str(e)
+        # checked once; its text goes into the body. An action the ledger cannot record exactly is
+        # recorded as text with the problem, and only with a decision that permits nothing
+        action_text, recorded_action, problem = recordable(a)
         known = self._wf_seen.get(wf) if key is None else None
         if known is None and key is None and wf is None:
             known = (0, None)  # no workflow: no state to read, nothing to fence
@@ -105,22 +130,12 @@ class Executions(RuntimeCore):
                 if used is not None:
                     return self._gate_replay(used, key, recorded_action)
                 row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
-            d = eng.evaluate(a, self._state(wf, row), now_dt)
+            d = fail_closed(eng.evaluate(a, self._state(wf, row), now_dt), problem)
             now_s = _ts(now_dt)
             pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
-            fast = body_text(action_text, recorded_action if problem else None, problem or None, d, now_s, pending)
-            body: Any
-            if fast is not None:  # the decision of a template: its canonical text without the generic encoder
-                body = Canonical(*fast)
-                decision_json = None
-            else:
-                body = {"action": recorded_action, "decision": d.model_dump(mode="json"),
-                        "policy_hash": d.policy_hash, "now": now_s}
-                if problem:
-                    body["action_error"] = problem
-                if pending is not None:
-                    body["pending_until"] = pending
-                decision_json = body["decision"]
+            # the decision of a template: its canonical text without the generic encoder (gatejson)
+            body = gate_body(action_text, recorded_action, problem, d, now_s, pending)
+            decision_json = body["decision"] if isinstance(body, dict) else None
             items = [NewEntry("decision", body, workflow=wf, key=key, time=now_dt)]
             stop = None
             if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
@@ -188,12 +203,14 @@ class Executions(RuntimeCore):
     def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None) -> list[GateResult]:
         """Gate a batch in one transaction (one lock, one commit, one fsync): each action
         evaluated with the ledger's state *as the batch leaves it* (a stop fired by one
-        stops the later ones of its workflow). All recorded or none. For runtimes that
+        stops the later ones of its workflow). All recorded or none. An action the ledger
+        cannot record exactly is recorded and denied as in :meth:`gate`. For runtimes that
         gate many actions at once (a queue consumer, an import): the commit, not the
         evaluation, bounds a single gate's rate on a durable disk."""
         eng = self.engine
         now_dt = _now(now)
         acts = [_plain(a) for a in actions]
+        checked = [recordable(a) for a in acts]  # (text, as recorded, problem), once: the build may run again
         decisions: list[Any] = []
         now_s = _ts(now_dt)
 
@@ -201,26 +218,16 @@ class Executions(RuntimeCore):
             decisions.clear()
             rows: dict[str | None, tuple | None] = {}
             items: list[NewEntry] = []
-            for a in acts:
+            for i, a in enumerate(acts):
                 wf = _name(a.get("workflow")) if isinstance(a, dict) else None
                 if wf not in rows:
                     rows[wf] = self._wf_row(c, wf)
                 d = eng.evaluate(a, self._state(wf, rows[wf]), now_dt)
+                text, recorded, problem = checked[i]
+                d = fail_closed(d, problem)  # as in gate: an action recorded as text permits nothing
                 decisions.append((d, rows[wf] is not None))
-                try:
-                    text: str | None = canonical_text(a)
-                    body: Any = {"action": a}
-                except InvalidEntry as e:
-                    text, body = None, {"action": repr(a)[:4096], "action_error": str(e)}
                 pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
-                fast = body_text(text, body["action"] if text is None else None, body.get("action_error"), d,
-                                 now_s, pending)
-                if fast is not None:  # as in gate: the template's canonical text
-                    body = Canonical(*fast)
-                else:
-                    body.update(decision=d.model_dump(mode="json"), policy_hash=d.policy_hash, now=now_s)
-                    if pending is not None:
-                        body["pending_until"] = pending
+                body = gate_body(text, recorded, problem, d, now_s, pending)
                 items.append(NewEntry("decision", body, workflow=wf, time=now_dt))
                 if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
                     s = d.stop
@@ -252,9 +259,15 @@ class Executions(RuntimeCore):
         """Record that an action ran. Always recorded (the ledger records what happened);
         flagged ``unauthorized`` without a permitting decision (not allowed, approvals not
         satisfied, already used, the workflow stopped after the decision), and
-        ``receipt_incomplete`` with each declared receipt field it lacks."""
+        ``receipt_incomplete`` with each declared receipt field it lacks.
+
+        ``key``: a retry with a used key gets the recorded execution back, nothing recorded,
+        when that entry is an execution of the same decision (without a decision: of the same
+        ``action``); a key used by another kind of entry or for another decision raises
+        :class:`~policy_engine.ledger.IdempotencyConflict`, as ``gate`` does."""
         if not isinstance(receipt, dict):
             raise RuntimeUsageError("`receipt` is a JSON object")
+        _check_key(key)
         eng, now_dt = self.engine, _now(now)
         ex_at = _now(executed_at) if executed_at is not None else now_dt
         out: dict[str, Any] = {}
@@ -263,6 +276,10 @@ class Executions(RuntimeCore):
             if key is not None:
                 old = self.ledger.fetch(c, E.c.key == key)
                 if old:
+                    if not _same_execution(old[0], decision_id, action):
+                        raise IdempotencyConflict(
+                            f"the idempotency key `{key}` was used by entry {old[0].seq} (`{old[0].kind}`) for "
+                            + ("another decision" if decision_id is not None else "another action"))
                     out["old"] = old[0]
                     return []
             reasons: list[str] = []
@@ -309,6 +326,9 @@ class Executions(RuntimeCore):
                 act = _plain(action) if action is not None else {}
                 if not isinstance(act, dict) or not act.get("type"):
                     raise RuntimeUsageError("an execution without a decision names its `action` (workflow, type)")
+                problem = recordable(act)[2]
+                if problem is not None:  # (its record would be its only trace: refused, not kept as text)
+                    raise InvalidEntry(problem)
                 wf, atype = _name(act.get("workflow")), act.get("type")
                 reasons.append("no gate decision covers it")
                 accepted = []
@@ -375,6 +395,7 @@ class Executions(RuntimeCore):
         while it is stopped), over ``evidence``. Recorded either way (each criterion's
         result, per trigger); only a resume that meets them all restarts it. A workflow that
         is not stopped is answered, nothing recorded."""
+        _text_arg(workflow, "workflow")
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
 

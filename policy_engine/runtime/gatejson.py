@@ -20,8 +20,18 @@ in the ledger, a parse of the text back. Here:
 
 Anything else (a decision not from a template, a template whose text the markers cannot
 cut, a value with a lone surrogate) is encoded by :func:`canonical_text` of the plain body,
-as before. ``tests/test_runtime_gatejson.py`` proves the text byte-identical to
-``rfc8785.dumps`` of the body the gate used to build.
+as before. :func:`gate_body` is the one place both paths are chosen, for ``gate`` and
+``gate_many`` alike.
+
+An action the ledger cannot record exactly (a NaN or an Infinity, an integer beyond
+±2^53-1, a lone surrogate, a value that is not JSON: :func:`recordable`) is recorded as
+its ``repr`` with ``action_error`` naming the problem, and only with a decision that
+permits nothing: :func:`fail_closed` turns the engine's ``allow`` or ``require_approval``
+into a deny (a replay cannot re-evaluate such a record, and an approval could not bind to
+it), and :func:`gate_body` refuses to write any other.
+
+``tests/test_runtime_gatejson.py`` proves the text byte-identical to ``rfc8785.dumps`` of
+the body the gate used to build.
 """
 
 from __future__ import annotations
@@ -31,8 +41,9 @@ import threading
 from json.encoder import encode_basestring
 from typing import Any
 
-from ..ledger.canonical import canonical_text
-from ..models import DecisionJson, ReversibilityInfo, split_at_marks
+from ..ledger.canonical import Canonical, canonical_text
+from ..ledger.errors import InvalidEntry
+from ..models import Decision, DecisionJson, EvalError, ReversibilityInfo, RuleRef, split_at_marks
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _FIELDS = ("action_id", "action_digest", "evaluated_at", "reversible_until")
@@ -142,3 +153,101 @@ def body_text(action_text: str | None, action_repr: str | None, problem: str | N
         keys = (*keys, "pending_until")
     out += [',"policy_hash":', ph, "}"]
     return "".join(out), keys, ({"pending_until": pending_until} if pending_until is not None else {})
+
+
+# ---------------------------------------------------------------------------------- the gate's body
+_PREFIX = "body is not canonicalisable JSON: "
+_SHOWN_REPR = 4096  #: characters of an unrecordable action's `repr` kept in its decision entry
+
+
+def _surrogate_at(v: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first string (or key) in ``v`` holding a lone surrogate, or None."""
+    if depth > 64:
+        return None
+    if isinstance(v, str):
+        return path if not v.isascii() and _SURROGATE.search(v) else None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if isinstance(k, str) and not k.isascii() and _SURROGATE.search(k):
+                return f"{path} (a key)"
+            got = _surrogate_at(x, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k!r}]", depth + 1)
+            if got is not None:
+                return got
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            got = _surrogate_at(x, f"{path}[{i}]", depth + 1)
+            if got is not None:
+                return got
+    return None
+
+
+def _escaped(text: str) -> str:
+    """``text`` with every lone surrogate written as its ``\\uXXXX`` escape (valid Unicode)."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def recordable(action: Any) -> tuple[str | None, Any, str | None]:
+    """``(canonical text, the action as recorded, None)`` for an action the ledger records
+    exactly; ``(None, its repr, the problem)`` for one it cannot. The problem names the
+    value (``number at `action.amount` is not finite``); both are valid Unicode."""
+    try:
+        return canonical_text(action), action, None
+    except InvalidEntry as e:
+        msg = str(e).removeprefix(_PREFIX)
+    # the encoder's message for a lone surrogate names a position in the text, not the value
+    where = _surrogate_at(action, "action") if "surrogate" in msg else None
+    if where is not None:
+        msg = f"a string at `{where}` holds a lone surrogate (\\ud800-\\udfff)"
+    else:
+        msg = _escaped(msg.replace("`body", "`action").replace("body nests", "the action nests"))
+    try:
+        shown = _escaped(repr(action)[:_SHOWN_REPR])
+    except Exception:  # noqa: BLE001 - a value whose repr fails (or recurses): its type is what is kept
+        shown = f"<{type(action).__name__}>"
+    return None, shown, f"the action cannot be recorded exactly as JSON: {msg}"
+
+
+def fail_closed(d: Any, problem: str | None) -> Any:
+    """The decision to record and return for an action with ``problem`` (see :func:`recordable`):
+    the engine's own when it permits nothing (``deny``, ``stop``: a stop trigger still stops
+    the workflow), else a deny (deciding ``error``/``unrecordable action``) naming the
+    problem and what the policy said. ``d`` itself when there is no problem."""
+    if problem is None or d.effect in ("deny", "stop"):
+        return d
+    ref = RuleRef(kind="error", name="unrecordable action", effect="deny", location=None)
+    error = EvalError(rule="<input>", kind="input", message=problem)
+    fields = {k: getattr(d, k) for k in Decision.model_fields}
+    fields.update(effect="deny", deciding=ref, approvals=(), action_digest=None, stop=None,
+                  reason=f"denied: {problem} (the policy said `{d.effect}`; an action the ledger cannot "
+                         "record exactly is never permitted)",
+                  errors=(*d.errors, error))
+    out = Decision(**fields)
+    try:
+        canonical_text(out.model_dump(mode="json"))
+    except InvalidEntry:  # (the engine checked what it shows; if not, keep nothing of the action)
+        fields.update(workflow=None, action_type=None, action_id=None, matched=(), trace=(), errors=(error,),
+                      reversibility=None, receipt=())
+        out = Decision(**fields)
+    return out
+
+
+def gate_body(action_text: str | None, action: Any, problem: str | None, d: Any, now: str,
+              pending_until: str | None) -> Canonical | dict:
+    """The body of a gate's ``decision`` entry: its canonical text when the fast path can
+    write it (:func:`body_text`), else the plain body for the ledger's encoder. ``action``
+    is the action, or with ``problem`` its repr (:func:`recordable`). An unrecordable
+    action with a decision that permits is refused (:class:`InvalidEntry`): callers pass
+    the decision through :func:`fail_closed` first."""
+    if problem is not None and d.effect not in ("deny", "stop"):
+        raise InvalidEntry(f"an action that cannot be recorded exactly is recorded only with a deny or a stop, "
+                           f"not `{d.effect}` ({problem})")
+    fast = body_text(action_text, action if problem is not None else None, problem, d, now, pending_until)
+    if fast is not None:
+        return Canonical(*fast)
+    body: dict[str, Any] = {"action": action, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
+                            "now": now}
+    if problem is not None:
+        body["action_error"] = problem
+    if pending_until is not None:
+        body["pending_until"] = pending_until
+    return body

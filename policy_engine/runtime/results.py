@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, overload
 
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text
+from ..ledger.errors import InvalidEntry
 from ..limits import MAX_CASCADE_RECORDS
 from ..timestamps import format_micros, format_micros_after, parse_rfc3339
 
@@ -67,8 +69,52 @@ def _plain(x: Any) -> Any:
     return dump(mode="json") if callable(dump) else x
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(s: str) -> bool:
+    """Whether ``s`` is valid Unicode: no lone surrogate (``"\\ud800"``), which no UTF-8 (so
+    no database, no canonical JSON, no HTTP answer) can hold."""
+    return s.isascii() or _SURROGATE.search(s) is None
+
+
 def _name(v: Any) -> str | None:
-    return v if isinstance(v, str) and 0 < len(v) <= 256 else None
+    """A workflow name the ledger can store, else None (an action whose workflow it cannot
+    store is recorded with none: the engine denies it, and the gate records the deny)."""
+    return v if isinstance(v, str) and 0 < len(v) <= 256 and _unicode(v) else None
+
+
+def _text_arg(v: Any, name: str, *, optional: bool = False) -> str | None:
+    """A name or id given to a runtime call (a workflow, a route, a duty): a non-empty string
+    of valid Unicode, else :class:`RuntimeUsageError` (never the database's encoding error)."""
+    if v is None and optional:
+        return None
+    if not isinstance(v, str) or not v:
+        raise RuntimeUsageError(f"`{name}` is a non-empty string, not {_shown(v)}")
+    if not _unicode(v):
+        raise RuntimeUsageError(f"`{name}` holds a lone surrogate (\\ud800-\\udfff): not valid Unicode")
+    return v
+
+
+def _check_key(key: Any) -> None:
+    """An idempotency key: what the ledger stores (:class:`~policy_engine.ledger.InvalidEntry` otherwise,
+    the ledger's own refusal, raised before anything is read or written)."""
+    if key is None:
+        return
+    if not isinstance(key, str) or not key or len(key) > 256:
+        raise InvalidEntry("`key` is a non-empty string of at most 256 characters")
+    if not _unicode(key):
+        raise InvalidEntry("`key` holds a lone surrogate (\\ud800-\\udfff): not valid Unicode")
+
+
+def _shown(v: Any) -> str:
+    """``v`` for an error message: its type for anything but a short plain value, escaped
+    (a lone surrogate in a message would break the CLI's or the server's answer)."""
+    if v is None or isinstance(v, (bool, int, float)):
+        return json.dumps(v)
+    if isinstance(v, str):
+        return ascii(v[:64])
+    return f"a {type(v).__name__}"
 
 
 # ---------------------------------------------------------------------------------- results
@@ -158,6 +204,9 @@ class RollbackRequestResult(_Result):
     route: str | None = None
     undeclared: tuple[dict, ...] = ()  #: recorded caused_by links the policy's side_effects do not declare
     reason: str = ""
+    #: cascade records already covered by another open rollback (not denied, expired or cancelled),
+    #: so not followed nor planned here: ``{"record", "rollback", "parent"}`` each (the plan entry's ``covered``)
+    covered: tuple[dict, ...] = ()
 
     @property
     def plan_hash(self) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from ..ledger import NewEntry
+from ..ledger import IdempotencyConflict, NewEntry
 from . import projections as P
 from .core import RuntimeCore
 from .results import (
@@ -22,7 +22,10 @@ from .results import (
     RollbackRequestResult,
     RuntimeUsageError,
     StepResult,
+    _check_key,
     _now,
+    _shown,
+    _text_arg,
     _ts,
     _ts_after,
 )
@@ -102,7 +105,9 @@ class Rollbacks(RuntimeCore):
         """Plan the rollback of a recorded execution from the record (its receipt, reviewer,
         requester, time; the cascade from recorded ``caused_by`` links), store the plan and
         queue it on its scenario's route. An execution already being (or already) rolled
-        back is answered with that rollback, not a second one."""
+        back is answered with that rollback, not a second one. A cascade record already
+        covered by another open rollback is not followed: the result's ``covered`` lists it
+        with that rollback (no record is in two open rollbacks)."""
         eng, now_dt = self.engine, _now(now)
         for _ in range(_PLAN_RETRIES):
             r = self._request_rollback(eng, now_dt, execution_id, scenario, requested_by, reason, trigger)
@@ -128,7 +133,8 @@ class Rollbacks(RuntimeCore):
         plan = eng.classify_rollback(request, now_dt)
         if not plan.authorizable:
             return RollbackRequestResult(None, plan, False, "refused", plan.route, tuple(undeclared),
-                                         "; ".join(e.message for e in plan.errors) or "the plan is not authorizable")
+                                         "; ".join(e.message for e in plan.errors) or "the plan is not authorizable",
+                                         tuple(elsewhere))
         steps = [s.record_id for s in plan.cascade.steps if s.record_id != execution_id]
         duties = [execution_id, *steps, *(f"compensate:{cp.name}" for cp in plan.compensations),
                   *(f"notify:{n}" for n in plan.notify)]
@@ -159,7 +165,8 @@ class Rollbacks(RuntimeCore):
         if "existing" in out:
             with self.ledger.reading() as c:
                 return self._answer_existing(c, eng, out["existing"], now_dt)
-        return RollbackRequestResult(entries[0].id, plan, False, "pending", plan.route, tuple(undeclared))
+        return RollbackRequestResult(entries[0].id, plan, False, "pending", plan.route, tuple(undeclared),
+                                     covered=tuple(elsewhere))
 
     def _existing_rollback(self, c, execution_id: str) -> str | None:
         r = c.execute(select(P.records.c.rollback).join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
@@ -176,7 +183,8 @@ class Rollbacks(RuntimeCore):
         plan = RollbackPlan.model_validate(rb.body["plan"])
         return RollbackRequestResult(rollback_id, plan, True, st.status, rb.body.get("route"),
                                      tuple(rb.body.get("undeclared") or ()),
-                                     f"already rolled back by {rollback_id} ({st.status}); nothing was recorded")
+                                     f"already rolled back by {rollback_id} ({st.status}); nothing was recorded",
+                                     tuple(rb.body.get("covered") or ()))
 
     def queue(self, route: str | None = None, *, now: NowInput = None, limit: int | None = None,
               claimed: bool | None = None, after: str | None = None) -> list[QueueItem]:
@@ -190,6 +198,8 @@ class Rollbacks(RuntimeCore):
         with an append, so an unchanged size proves an unchanged queue, across processes too.
         ``past_window`` is computed at ``now`` on every call."""
         now_s = _ts(_now(now))
+        _text_arg(route, "route", optional=True)
+        _text_arg(after, "after", optional=True)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise RuntimeUsageError(f"`limit` is a number of rollbacks (0 or more), not {limit!r}")
         ck = (route, limit, claimed, after)
@@ -352,9 +362,16 @@ class Rollbacks(RuntimeCore):
              detail: dict | None = None) -> StepResult:
         """Report one step of a rollback: ``duty`` is a record's execution id (its reversal),
         ``compensate:NAME`` or ``notify:PARTY``; ``status`` started|completed|failed|verified.
-        The same ``key`` again changes nothing."""
-        if status not in STEP_RANK:
-            raise RuntimeUsageError(f"a step's status is started, completed, failed or verified, not {status!r}")
+
+        ``key``: the same report again (the same rollback, duty and status) with a used key
+        changes nothing and gets the recorded step back (``recorded=False``); a key used for
+        another duty or status of the rollback raises
+        :class:`~policy_engine.ledger.IdempotencyConflict` (a key never silently means another
+        report), as ``gate`` and ``executed`` do. Keys are per rollback."""
+        if not isinstance(status, str) or status not in STEP_RANK:
+            raise RuntimeUsageError(f"a step's status is started, completed, failed or verified, not {_shown(status)}")
+        _text_arg(duty, "duty")
+        _check_key(key)
         eng, now_dt = self.engine, _now(now)
         lkey = None if key is None else f"step:{rollback_id}:{key}"
         if lkey is not None and len(lkey) > 256:
@@ -366,7 +383,14 @@ class Rollbacks(RuntimeCore):
             if lkey is not None:
                 old = self.ledger.fetch(c, E.c.key == lkey)
                 if old:
-                    out["old"] = old[0]
+                    o = old[0]
+                    if o.kind != "step" or tuple(o.links) != (rollback_id,) or \
+                            (o.body.get("record"), o.body.get("status")) != (duty, status):
+                        was = (f"`{o.body.get('status')}` of `{o.body.get('record')}`" if o.kind == "step"
+                               else f"a `{o.kind}`")
+                        raise IdempotencyConflict(f"the idempotency key `{key}` of rollback {rollback_id} was "
+                                                  f"used by entry {o.seq} for {was}, not `{status}` of `{duty}`")
+                    out["old"] = o
                     out["st"] = self._subject_status(c, eng, rb, now_dt)
                     return []
             duties = rb.body.get("duties") or []

@@ -51,7 +51,9 @@ from .results import (  # noqa: F401  (re-exported: every name stays importable 
     _parse,
     _plain,
     _Result,
+    _shown,
     _ts,
+    _unicode,
     dumps,
 )
 from .rollbacks import Rollbacks
@@ -92,10 +94,13 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
         caused, and every rollback of it with its trigger, authorization, steps and verification."""
         eng = self._policies and self.engine
         now_dt = datetime.now(_UTC)
+        if isinstance(ref, str) and not _unicode(ref):  # no entry has such an id
+            raise RuntimeUsageError(f"no entry {_shown(ref)} in the ledger")
         with self.ledger.reading() as c:
             found = self.ledger.fetch(c, self.ledger._where_ref(ref)) if isinstance(ref, (str, int)) else []
             if not found:
-                raise RuntimeUsageError(f"no entry `{ref}` in the ledger")
+                raise RuntimeUsageError(f"no entry {_shown(ref) if not isinstance(ref, str) else f'`{ref}`'} "
+                                        "in the ledger")
             e = found[0]
             anchor = e
             if e.kind in ("approval", "transition"):
