@@ -1,7 +1,8 @@
 """Shared fixtures of the ledger tests: one parametrised backend fixture (SQLite in
 tmp_path; PostgreSQL in a fresh schema per test on STOPLINE_TEST_POSTGRES_URL, skipped
-with a reason when unreachable unless STOPLINE_REQUIRE_POSTGRES=1) and the test-only
-ways around the guard triggers."""
+with a reason when unreachable unless STOPLINE_REQUIRE_POSTGRES=1), the test-only
+ways around the guard triggers, and the writer process of the concurrency tests
+(``ledger_writer``: importable by name, so multiprocessing's forkserver can preload it)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,28 @@ def guards_off(url: str):
         else:
             for t in schema.GUARDED:
                 c.execute(text(f"ALTER TABLE {t} ENABLE TRIGGER USER"))
+
+
+def ledger_writer(url: str, tag: str, count: int, batch: int, conn) -> None:
+    """A writer process of tests/test_ledger_concurrency.py: opens the ledger, writes
+    ``ready``, then appends ``count`` ``stop`` entries of workflow ``tag`` (``batch`` per
+    ``append_many``; 1: one ``append`` each) and, after each append returned, writes one
+    line ``seq id`` per entry to ``conn`` (a multiprocessing pipe's writing end) in one
+    ``write``: what the parent reads is exactly what was acknowledged."""
+    from policy_engine.ledger import Ledger, NewEntry
+
+    fd = conn.fileno()
+    led = Ledger.open(url)
+    os.write(fd, b"ready\n")
+    for i in range(0, count, batch):
+        if batch == 1:
+            done = [led.append("stop", {"trigger": "t", "writer": tag, "i": i}, workflow=tag)]
+        else:
+            done = led.append_many(NewEntry("stop", {"trigger": "t", "writer": tag, "i": j}, workflow=tag)
+                                   for j in range(i, min(i + batch, count)))
+        os.write(fd, "".join(f"{e.seq} {e.id}\n" for e in done).encode())
+    led.close()
+    conn.close()
 
 
 def body(kind: str, **extra) -> dict:

@@ -1,11 +1,16 @@
 """Durability and concurrency on both backends: `kill -9` of a writer at random points
 (50 times) loses nothing acknowledged, and 8 processes x 1,000 appends make one chain.
 
-Writers are forked children (cheap to start); each prints the seq and id of every append
-that returned to a pipe, so the parent knows exactly what was acknowledged. The kill test
-appends one entry per transaction (`append`); the 8-process test appends in batches of 10
-(`append_many`, one transaction and one lock hold per batch: 800 interleaved lock holds)
-so that 8,000 fsynced appends on each backend fit the test budget on a slow disk.
+Writers are processes started by multiprocessing's `forkserver` (Python 3.14's default on
+Linux): a single-threaded server process, started once with the ledger modules preloaded,
+forks each writer, so a writer starts in milliseconds and no thread of the test process
+(pytest-xdist's included) is ever forked: `os.fork()` of a multi-threaded process is
+deprecated since Python 3.12 and can deadlock. Each writer (`ledger_fixtures.ledger_writer`)
+writes the seq and id of every append that returned to a pipe, so the parent knows
+exactly what was acknowledged. The kill test appends one entry per transaction (`append`);
+the 8-process test appends in batches of 10 (`append_many`, one transaction and one lock
+hold per batch: 800 interleaved lock holds) so that 8,000 fsynced appends on each backend
+fit the test budget on a slow disk.
 
 On PostgreSQL a killed writer's server session can still be running the writer's last
 message after the process is gone (a busy server notices the closed socket late), so it
@@ -15,6 +20,7 @@ the assertions are the same, a late commit can no longer fall between two reads.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -22,54 +28,46 @@ import time
 import uuid
 
 import pytest
-from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
+from ledger_fixtures import ledger_url, ledger_writer  # noqa: F401  (fixture)
 
-from policy_engine.ledger import Ledger, NewEntry
+from policy_engine.ledger import Ledger
 from policy_engine.ledger.schema import entries as E
 from policy_engine.ledger.schema import heads as H
 
-
-def _spawn(url: str, tag: str, count: int, batch: int = 1) -> tuple[int, int]:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the writer
-        code = 1
-        try:
-            os.close(r)
-            led = Ledger.open(url)
-            os.write(w, b"ready\n")
-            for i in range(0, count, batch):
-                if batch == 1:
-                    done = [led.append("stop", {"trigger": "t", "writer": tag, "i": i}, workflow=tag)]
-                else:
-                    done = led.append_many(NewEntry("stop", {"trigger": "t", "writer": tag, "i": j}, workflow=tag)
-                                           for j in range(i, min(i + batch, count)))
-                os.write(w, "".join(f"{e.seq} {e.id}\n" for e in done).encode())
-            led.close()
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
+_CTX = multiprocessing.get_context("forkserver")
+# Imported once, by the server, not by every writer. Only installed modules: the server
+# does not get the tests' sys.path (it is given it but, up to Python 3.13 at least, does not
+# apply it), so each writer imports `ledger_fixtures` itself, cheaply, over these.
+_CTX.set_forkserver_preload(["pytest", "policy_engine.ledger.store", "sqlalchemy.dialects.sqlite.pysqlite",
+                             "sqlalchemy.dialects.postgresql.psycopg", "psycopg"])
 
 
-def _wait_ready(fd: int) -> bytes:
+def _spawn(url: str, tag: str, count: int, batch: int = 1):
+    """A started writer and the reading end of its acknowledgement pipe."""
+    r, w = _CTX.Pipe(duplex=False)
+    proc = _CTX.Process(target=ledger_writer, args=(url, tag, count, batch, w), daemon=True)
+    proc.start()
+    w.close()  # the writer holds the only writing end: its death is the reader's end of file
+    return proc, r
+
+
+def _wait_ready(r) -> bytes:
     got = b""
     while not got.startswith(b"ready\n"):
-        b = os.read(fd, 6 - len(got))
+        b = os.read(r.fileno(), 6 - len(got))
         assert b, "the writer died before it was ready"
         got += b
     return got
 
 
-def _acks(fd: int) -> list[tuple[int, str]]:
+def _acks(r) -> list[tuple[int, str]]:
     chunks = []
     while True:
-        b = os.read(fd, 65536)
+        b = os.read(r.fileno(), 65536)
         if not b:
             break
         chunks.append(b)
-    os.close(fd)
+    r.close()
     text = b"".join(chunks).decode()
     lines = [ln for ln in text.split("\n")[:-1] if ln != "ready"]  # a torn last line was never acknowledged
     return [(int(s), i) for s, i in (ln.split() for ln in lines)]
@@ -116,13 +114,14 @@ def test_kill_minus_9_at_random_points_loses_nothing_acknowledged(ledger_url, du
     acked: list[tuple[int, str]] = []
     kills = 0
     for round_ in range(50):
-        pid, fd = _spawn(writer_url, f"w{round_}", 10**6)
-        _wait_ready(fd)
+        proc, r = _spawn(writer_url, f"w{round_}", 10**6)
+        _wait_ready(r)
         time.sleep(rnd.uniform(0.0, 0.12))
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        kills += os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        acked += _acks(fd)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        kills += proc.exitcode == -signal.SIGKILL
+        proc.close()
+        acked += _acks(r)
     assert kills == 50
     _wait_sessions_gone(ledger_url, tag)
     with Ledger.open(ledger_url) as led:
@@ -138,10 +137,11 @@ def test_eight_processes_by_1000_appends_make_one_chain(ledger_url):
     Ledger.open(ledger_url, create=True).close()
     procs = [_spawn(ledger_url, f"p{k}", 1000, batch=10) for k in range(8)]
     acked = {}
-    for k, (pid, fd) in enumerate(procs):
-        acked[k] = _acks(fd)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    for k, (proc, r) in enumerate(procs):
+        acked[k] = _acks(r)
+        proc.join()
+        assert proc.exitcode == 0
+        proc.close()
     with Ledger.open(ledger_url) as led:
         assert led.size == 8000
         report = led.verify()

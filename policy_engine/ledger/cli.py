@@ -37,10 +37,10 @@ def _guarded(fn):
     return wrapper
 
 
-def _open(url: str, *, create: bool = False):
+def _open(url: str, *, create: bool = False, allow_other_tables: bool = True):
     from .store import Ledger
 
-    return Ledger.open(url, create=create)
+    return Ledger.open(url, create=create, allow_other_tables=allow_other_tables)
 
 
 def _read_text(path: str, what: str) -> str:
@@ -63,11 +63,18 @@ def ledger() -> None:
 
 @ledger.command("init")
 @_ledger_opt
+@click.option("--allow-other-tables", is_flag=True,
+              help="Create the ledger even in a database (PostgreSQL: schema) that already holds other tables.")
 @_guarded
-def init(url: str) -> None:
-    """Create the ledger (or migrate an older one); harmless on an existing ledger."""
-    with _open(url, create=True) as led:
+def init(url: str, allow_other_tables: bool) -> None:
+    """Create the ledger (or migrate an older one, or re-create its guard triggers); harmless
+    on an existing ledger. Refuses another application's database unless --allow-other-tables."""
+    with _open(url, create=True, allow_other_tables=allow_other_tables) as led:
+        restored = led.restore_guards()
         click.echo(f"ledger {led.url}: {led.size} entries, log {led.log_id}")
+    if restored:
+        click.echo(f"warning: re-created the guard triggers ({'; '.join(restored)}); entries could be rewritten "
+                   "while they were off: run `stopline ledger verify --checkpoint FILE --key FILE.pub`", err=True)
     sys.exit(EXIT_OK)
 
 
@@ -100,17 +107,26 @@ def log(url: str, kind, workflow, link, since, until, limit: int, reverse: bool,
 @_ledger_opt
 @click.argument("ref", metavar="ID")
 @click.option("--history", "with_history", is_flag=True, help="Also every entry linked to it, both ways.")
+@click.option("--limit", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="With --history: at most this many entries on each side (a cut side is reported).")
 @_guarded
-def show(url: str, ref: str, with_history: bool) -> None:
+def show(url: str, ref: str, with_history: bool, limit: int) -> None:
     """Print one entry (by id or sequence number) as JSON."""
+    cut: list[str] = []
     with _open(url) as led:
         if with_history:
-            h = led.history(ref)
+            h = led.history(ref, limit=limit)
             out = {"entry": h.entry.to_json(), "upstream": [e.to_json() for e in h.upstream],
-                   "downstream": [e.to_json() for e in h.downstream]}
+                   "downstream": [e.to_json() for e in h.downstream],
+                   "upstream_truncated": h.upstream_truncated, "downstream_truncated": h.downstream_truncated}
+            cut = [side for side, t in (("upstream", h.upstream_truncated), ("downstream", h.downstream_truncated))
+                   if t]
         else:
             out = led.get(ref).to_json()
     click.echo(_dump(out))
+    if cut:
+        click.echo(f"warning: the history is incomplete: {' and '.join(cut)} cut at {limit} entries "
+                   "(the nearest kept); pass a larger --limit", err=True)
     sys.exit(EXIT_OK)
 
 

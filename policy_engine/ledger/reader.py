@@ -23,6 +23,8 @@ from .records import E, Entry, H, History, L, N, _db, _short, format_time
 from .verify import VerifyReport, verify_ledger
 
 _MAX_SEQ = 2**63 - 1  # the largest integer both databases store
+HISTORY_LIMIT = 10_000  # entries per side of a history, by default
+_IN_CHUNK = 1000  # values per IN (...) list: within every SQLite build's and PostgreSQL's parameter limits
 
 
 def time_arg(t: datetime | str, name: str) -> str:
@@ -193,23 +195,41 @@ class LedgerReader:
             return self._fetch(c, *where, order=E.c.seq.desc() if reverse else E.c.seq, limit=limit)
 
     @_db
-    def history(self, ref: str | int, *, limit: int = 10_000) -> History:
-        """The entry, everything it links to and everything that links to it (both transitively)."""
+    def history(self, ref: str | int, *, limit: int | None = HISTORY_LIMIT) -> History:
+        """The entry, everything it links to and everything that links to it (both transitively).
+
+        Each side holds at most ``limit`` entries (``None``: no bound). A side that reaches
+        more is cut, the nearest links kept (breadth first; at the level where it is cut,
+        the lowest ``seq``), and says so: ``upstream_truncated`` / ``downstream_truncated``
+        (``truncated``: either). Pass a larger ``limit`` (or ``None``) for all of it."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidQuery(f"`limit` is a number of entries (0 or more) or None, not {str(limit)[:32]!r}")
         with self._read(snapshot=True) as c:
             found = self._fetch(c, self._where_ref(ref))
             if not found:
                 raise EntryNotFound(f"no entry `{ref}` in the ledger")
             start = found[0].seq
-            sides = []
+            sides: list[tuple[Entry, ...]] = []
+            cut: list[bool] = []
             for src_col, dst_col in ((L.c.from_seq, L.c.to_seq), (L.c.to_seq, L.c.from_seq)):
-                seen, frontier = {start}, {start}
-                while frontier and len(seen) <= limit:
-                    nxt = set(c.execute(select(dst_col).where(src_col.in_(frontier))).scalars()) - seen
-                    seen |= nxt
-                    frontier = nxt
+                seen, frontier, truncated = {start}, [start], False
+                while frontier:
+                    nxt: set[int] = set()
+                    for i in range(0, len(frontier), _IN_CHUNK):
+                        nxt.update(c.execute(select(dst_col).where(src_col.in_(frontier[i:i + _IN_CHUNK]))).scalars())
+                    new = sorted(nxt - seen)
+                    if limit is not None and len(seen) - 1 + len(new) > limit:
+                        new, truncated = new[:limit - (len(seen) - 1)], True
+                    seen.update(new)
+                    frontier = [] if truncated else new
                 seen.discard(start)
-                sides.append(tuple(self._fetch(c, E.c.seq.in_(sorted(seen)))) if seen else ())
-        return History(found[0], sides[0], sides[1])
+                got: list[Entry] = []
+                ordered = sorted(seen)
+                for i in range(0, len(ordered), _IN_CHUNK):
+                    got += self._fetch(c, E.c.seq.in_(ordered[i:i + _IN_CHUNK]))
+                sides.append(tuple(got))
+                cut.append(truncated)
+        return History(found[0], sides[0], sides[1], upstream_truncated=cut[0], downstream_truncated=cut[1])
 
     # ------------------------------------------------------------------ Merkle tree
     def _nodes(self, c: Connection, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
@@ -285,6 +305,9 @@ class LedgerReader:
         keys; the link rows; every stored Merkle node; each stored checkpoint entry's size
         and root (and signature, with ``key``); then the head row. With ``checkpoint`` (a
         signed note, checked with ``key``, which is then required) also that the ledger
-        still holds that tree: fewer entries is a truncation, a different root a fork.
+        still holds that tree: fewer entries is a truncation, a different root a fork, and
+        a checkpoint of another log (another origin) fails at seq 0; a note that cannot be
+        read or whose signature ``key`` does not verify raises :class:`CheckpointError`.
+        Also that the guard triggers are there, enabled and unchanged (``guards``, ``hint``).
         """
         return verify_ledger(self, checkpoint=checkpoint, key=key)

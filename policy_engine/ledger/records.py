@@ -102,11 +102,19 @@ class NewEntry:
 @dataclass(frozen=True)
 class History:
     """An entry with everything linked to it: ``upstream`` (what it links to, transitively)
-    and ``downstream`` (what links to it, transitively), each in ``seq`` order."""
+    and ``downstream`` (what links to it, transitively), each in ``seq`` order. A side cut
+    at ``history(..., limit=)`` says so (``upstream_truncated``, ``downstream_truncated``)."""
 
     entry: Entry
     upstream: tuple[Entry, ...]
     downstream: tuple[Entry, ...]
+    upstream_truncated: bool = False  #: more entries link upstream than ``upstream`` holds
+    downstream_truncated: bool = False  #: more entries link downstream than ``downstream`` holds
+
+    @property
+    def truncated(self) -> bool:
+        """Whether either side was cut at the limit (the history is then incomplete)."""
+        return self.upstream_truncated or self.downstream_truncated
 
     @property
     def entries(self) -> tuple[Entry, ...]:

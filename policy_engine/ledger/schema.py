@@ -24,8 +24,9 @@ replaced that sequencer by the server-side append function ``ledger_append_batch
 under the head row lock in the server) and drops the queue.
 
 Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on entries, links and
-nodes: history cannot be rewritten through SQL without first dropping the triggers,
-which needs the table owner's rights and shows in ``verify``.
+nodes: history cannot be rewritten through SQL without first dropping (or disabling) the
+triggers, which needs the table owner's rights and shows in ``verify``
+(:func:`guard_problems`); :func:`restore_guards` (``stopline ledger init``) puts them back.
 
 Migrations: ``MIGRATIONS[v]`` brings a database from version ``v - 1`` to ``v``; they run
 at open time under the append lock. A database whose ``schema_version`` is newer than
@@ -56,7 +57,8 @@ from sqlalchemy import (
 from .errors import SchemaError
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "flush", "MIGRATIONS",
-           "GUARDED", "guard_ddl", "append_function_ddl", "migrate"]
+           "GUARDED", "LEDGER_TABLES", "guard_ddl", "guard_problems", "restore_guards", "append_function_ddl",
+           "migrate"]
 
 SCHEMA_VERSION = 3
 LOG = 1  # the single log of a deployment (the heads row)
@@ -123,28 +125,90 @@ queue = Table("ledger_queue", _v2_metadata,
               Column("time", String(32), nullable=False))
 
 GUARDED = ("ledger_entries", "ledger_links", "ledger_nodes")
+#: every table a ledger has had (version 2's queue included): anything else in the database is another application's
+LEDGER_TABLES = frozenset({"ledger_meta", "ledger_heads", "ledger_entries", "ledger_links", "ledger_nodes",
+                           "ledger_flush", "ledger_queue"})
 REFUSAL = "stopline ledger: entries are append-only"
+_PG_REFUSE_SRC = f" BEGIN RAISE EXCEPTION '{REFUSAL}' USING ERRCODE = 'insufficient_privilege'; END "
+_PG_REFUSE_FN = "ledger_refuse_change"
+# pg_trigger.tgtype bits: 1 row, 2 before, 8 delete, 16 update, 32 truncate
+_PG_TGTYPE = {"no_change": 1 | 2 | 8 | 16, "no_truncate": 2 | 32}
+
+
+def _sqlite_guards() -> dict[str, tuple[str, str]]:
+    """name -> (table, the statement that makes it)."""
+    return {f"{t}_no_{op.lower()}": (t, f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
+                                        f"BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END")
+            for t in GUARDED for op in ("UPDATE", "DELETE")}
 
 
 def guard_ddl(dialect: str) -> list[str]:
     """The statements that install the UPDATE/DELETE-refusing triggers on ``dialect``."""
     out: list[str] = []
     if dialect == "sqlite":
-        for t in GUARDED:
-            for op in ("UPDATE", "DELETE"):
-                out.append(f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
-                           f"BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END")
-        return out
-    out.append("CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
-               f"BEGIN RAISE EXCEPTION '{REFUSAL}' USING ERRCODE = 'insufficient_privilege'; END $$")
+        return [stmt for _t, stmt in _sqlite_guards().values()]
+    out.append(f"CREATE OR REPLACE FUNCTION {_PG_REFUSE_FN}() RETURNS trigger LANGUAGE plpgsql AS "
+               f"$${_PG_REFUSE_SRC}$$")
     for t in GUARDED:
         out.append(f"DROP TRIGGER IF EXISTS {t}_no_change ON {t}")
         out.append(f"CREATE TRIGGER {t}_no_change BEFORE UPDATE OR DELETE ON {t} "
-                   "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
+                   f"FOR EACH ROW EXECUTE FUNCTION {_PG_REFUSE_FN}()")
         out.append(f"DROP TRIGGER IF EXISTS {t}_no_truncate ON {t}")
         out.append(f"CREATE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
-                   "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()")
+                   f"FOR EACH STATEMENT EXECUTE FUNCTION {_PG_REFUSE_FN}()")
     return out
+
+
+def _words(sql: str | None) -> str:
+    return " ".join((sql or "").split())
+
+
+def guard_problems(conn: Connection) -> list[str]:
+    """What is wrong with the guard triggers, one phrase per trigger (``[]`` when every one is
+    there, enabled and as the ledger made it). One catalog query: ``sqlite_master`` on
+    SQLite (whose triggers cannot be disabled), ``pg_trigger`` on PostgreSQL, where a
+    trigger must also be enabled (``tgenabled`` ``O`` or ``A``: not ``D``, disabled, nor
+    ``R``, which fires only in replica sessions), fire before the right events for every
+    row (no column list, no ``WHEN``) and call the refusing function unchanged."""
+    out: list[str] = []
+    if conn.dialect.name == "sqlite":
+        want = _sqlite_guards()
+        found = {name: (tbl, sql) for name, tbl, sql in conn.exec_driver_sql(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")}
+        for name, (table, stmt) in want.items():
+            if name not in found:
+                out.append(f"`{name}` is missing")
+            elif found[name][0] != table or _words(found[name][1]) != _words(stmt.replace(" IF NOT EXISTS", "")):
+                out.append(f"`{name}` was changed")
+        return out
+    rows = conn.exec_driver_sql(
+        "SELECT c.relname, t.tgname, t.tgenabled, t.tgtype, t.tgattr::text, t.tgqual IS NULL, p.proname, p.prosrc "
+        "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid "
+        "WHERE NOT t.tgisinternal AND t.tgrelid IN ("
+        + ", ".join(f"to_regclass('{t}')" for t in GUARDED) + ")").all()
+    found_pg = {(r[0], r[1]): r for r in rows}
+    for t in GUARDED:
+        for suffix, tgtype in _PG_TGTYPE.items():
+            name = f"{t}_{suffix}"
+            r = found_pg.get((t, name))
+            if r is None:
+                out.append(f"`{name}` is missing")
+            elif str(r[2]) not in ("O", "A"):
+                out.append(f"`{name}` is disabled")
+            elif (r[3] != tgtype or (r[4] or "").strip() or not r[5] or r[6] != _PG_REFUSE_FN
+                  or _words(r[7]) != _words(_PG_REFUSE_SRC)):
+                out.append(f"`{name}` was changed")
+    return out
+
+
+def restore_guards(conn: Connection) -> None:
+    """Re-create every guard trigger as the ledger makes it (enabled), in the caller's
+    (locked) transaction. Writes no entry."""
+    if conn.dialect.name == "sqlite":
+        for name in _sqlite_guards():
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+    for stmt in guard_ddl(conn.dialect.name):
+        conn.exec_driver_sql(stmt)
 
 
 def _v1(conn: Connection) -> None:

@@ -76,6 +76,7 @@ from .records import (
     L,
     N,
     NewEntry,
+    _db,
     _short,
     format_time,
 )
@@ -123,7 +124,8 @@ class Ledger(LedgerWriter):
     # ------------------------------------------------------------------ open / close
     @classmethod
     def open(
-        cls, url: str, *, create: bool = False, lock_timeout: float = 60.0, durability: str | None = None
+        cls, url: str, *, create: bool = False, lock_timeout: float = 60.0, durability: str | None = None,
+        allow_other_tables: bool = True,
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
@@ -133,7 +135,11 @@ class Ledger(LedgerWriter):
         unreachable server raise :class:`LedgerUnavailable` (one-line message).
         ``lock_timeout`` bounds the wait for the append lock (seconds). ``durability`` is
         ``"full"`` (default: an acknowledged append survives power loss) or ``"normal"``
-        (it survives ``kill -9`` of the writer); the URL may say ``?durability=normal``.
+        (it survives ``kill -9`` of the writer); the URL may say ``?durability=normal``, the
+        only option a SQLite URL takes (any other is refused). With ``create`` and
+        ``allow_other_tables=False`` (what ``stopline ledger init`` does unless told
+        otherwise) a new ledger is made only in a database (on PostgreSQL: the schema of
+        the search path) that holds no other application's tables (:class:`SchemaError`).
         """
         try:
             u = make_url(url) if isinstance(url, str) else url
@@ -152,7 +158,7 @@ class Ledger(LedgerWriter):
             raise LedgerUnavailable(f"{shown}: durability must be full or normal, not {mode!r}")
         engine = cls._make_engine(u, shown, create, lock_timeout, mode)
         try:
-            log_id, origin = cls._prepare(engine, shown, create)
+            log_id, origin = cls._prepare(engine, shown, create, allow_other_tables)
         except LedgerError:
             engine.dispose()
             raise
@@ -172,6 +178,13 @@ class Ledger(LedgerWriter):
                 raise LedgerUnavailable(
                     f"{shown}: give a file path (sqlite:///PATH); an in-memory ledger is not durable"
                 )
+            unknown = sorted(k for k in u.query if k != "durability")
+            if unknown:
+                raise LedgerUnavailable(
+                    f"{shown}: unknown option{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(f'`{k}`' for k in unknown)} in a SQLite ledger URL (the only one accepted is "
+                    "`durability`: ?durability=full or ?durability=normal)"
+                )
             path = Path(db)
             if not create and not path.exists():
                 raise LedgerNotFound(f"no ledger at {shown} (the file {db} does not exist; run `stopline ledger init`)")
@@ -185,11 +198,11 @@ class Ledger(LedgerWriter):
                 cur = dbapi_conn.cursor()
                 try:
                     cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
-                    # WAL is a persistent change of the file: only for a ledger (or one being
-                    # created), so opening another application's database (or an empty file)
-                    # to read it, which is refused, leaves that file as it was
-                    if create or cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                                             "AND name = 'ledger_meta'").fetchone() is not None:
+                    # WAL is a persistent change of the file: only for a ledger (a new one is
+                    # switched once made, by _prepare), so opening another application's
+                    # database (or an empty file), which is refused, leaves that file as it was
+                    if cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                   "AND name = 'ledger_meta'").fetchone() is not None:
                         cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA synchronous=FULL" if durability == "full" else "PRAGMA synchronous=NORMAL")
                 finally:
@@ -218,7 +231,7 @@ class Ledger(LedgerWriter):
         raise LedgerUnavailable(f"unsupported ledger URL {shown} (expected sqlite:///PATH or postgresql+psycopg://...)")
 
     @classmethod
-    def _prepare(cls, engine: Engine, shown: str, create: bool) -> tuple[str, str]:
+    def _prepare(cls, engine: Engine, shown: str, create: bool, allow_other_tables: bool = True) -> tuple[str, str]:
         with engine.connect() as c:
             with c.begin():
                 version = schema.read_version(c)
@@ -241,8 +254,23 @@ class Ledger(LedgerWriter):
                     if c.dialect.name == "postgresql":
                         c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
                     version = schema.read_version(c)
+                    if version is None and not allow_other_tables:
+                        others = sorted(t for t in schema.inspect_tables(c) if t not in schema.LEDGER_TABLES)
+                        if others:
+                            where = "database" if c.dialect.name == "sqlite" else "schema"
+                            names = ", ".join(f"`{t}`" for t in others[:5]) + (
+                                f" and {len(others) - 5} more" if len(others) > 5 else "")
+                            raise SchemaError(
+                                f"{shown} already holds tables that are not the ledger's ({names}): refusing to add "
+                                f"a ledger to another application's {where} (use a new {where}, or pass "
+                                "--allow-other-tables to add it anyway)"
+                            )
                     if version is None or version < schema.SCHEMA_VERSION:
                         schema.migrate(c, version or 0)
+            if engine.dialect.name == "sqlite":
+                with engine.connect() as c:  # a new ledger: WAL from now on (outside a transaction)
+                    dbapi_conn: Any = c.connection.driver_connection
+                    dbapi_conn.execute("PRAGMA journal_mode=WAL")
         with engine.connect() as c:
             with c.begin():
                 rows = dict(c.execute(select(schema.meta.c.name, schema.meta.c.value)).all())
@@ -255,6 +283,30 @@ class Ledger(LedgerWriter):
         if head is None:
             raise SchemaError(f"the ledger at {shown} is damaged: its head row (`ledger_heads`) is missing")
         return log_id, origin
+
+    # ------------------------------------------------------------------ guards
+    @_db
+    def guard_problems(self) -> list[str]:
+        """What is wrong with the triggers that refuse UPDATE and DELETE of entries, link
+        rows and Merkle nodes (``[]`` when each is there, enabled and unchanged); ``verify``
+        fails on any."""
+        with self._read() as c:
+            return schema.guard_problems(c)
+
+    @_db
+    def restore_guards(self) -> list[str]:
+        """Re-create the guard triggers if any is missing, disabled or changed (under the
+        append lock; no entry is written) and return what was wrong (``[]``: nothing done).
+        On PostgreSQL this needs the tables' owner. ``stopline ledger init`` calls it."""
+        with self._engine.connect() as c:
+            c = c.execution_options(ledger_write=True)
+            with c.begin():
+                if c.dialect.name == "postgresql":
+                    c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                problems = schema.guard_problems(c)
+                if problems:
+                    schema.restore_guards(c)
+        return problems
 
     def close(self) -> None:
         """Release every connection."""

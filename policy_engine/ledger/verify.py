@@ -14,7 +14,13 @@ the first problem, reporting its sequence number and what is wrong:
 - against an external checkpoint (a signed note from ``checkpoint()``): fewer entries than
   it records is a **truncation** (the first missing ``seq``); a different root over its
   size is a **fork**, located after the last checkpoint entry in the ledger that still
-  verifies (the first ``seq`` that no signed tree head vouches for).
+  verifies (the first ``seq`` that no signed tree head vouches for); a checkpoint of
+  another log (its origin is not this ledger's) vouches for none of it (seq 0).
+
+It also checks that the database still refuses to rewrite history: the guard triggers
+(``schema.guard_problems``, one catalog query) must be there, enabled and unchanged. A
+missing or disabled guard fails the report (``guards`` names them, with a ``hint``) even
+when every entry holds, since nothing then stops an edit that has not happened yet.
 
 Memory is constant in the ledger's size; time is linear (see docs/ledger.md for figures).
 """
@@ -54,14 +60,25 @@ class VerifyReport:
     checkpoints: int = 0  #: stored checkpoint entries checked
     signatures: bool = False  #: whether checkpoint signatures were checked (a key was given)
     against: int | None = None  #: the size of the external checkpoint checked against
+    #: each guard trigger that is missing, disabled or changed (then ``ok`` is False)
+    guards: tuple[str, ...] = ()
+    hint: str | None = None  #: what to do about a failure, when there is something to say
 
     def __bool__(self) -> bool:
         return self.ok
 
     def render(self) -> str:
-        """One line for people."""
+        """For people: one line when all holds; when not, ``FAILED ...`` lines (the first bad
+        seq, then the guards) and a ``hint:`` line."""
         if not self.ok:
-            return f"FAILED at seq {self.first_bad}: {self.problem}"
+            lines = []
+            if self.first_bad is not None:
+                lines.append(f"FAILED at seq {self.first_bad}: {self.problem}")
+            if self.guards:
+                lines.append(f"FAILED: {_guards_problem(self.guards)}")
+            if self.hint:
+                lines.append(f"hint: {self.hint}")
+            return "\n".join(lines)
         parts = [f"ok: {self.size} entr{'y' if self.size == 1 else 'ies'}", f"root {self.root}",
                  f"{self.checkpoints} checkpoint entr{'y' if self.checkpoints == 1 else 'ies'}"
                  + (" (signatures checked)" if self.signatures else " (signatures not checked: no key)")]
@@ -72,7 +89,16 @@ class VerifyReport:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "size": self.size, "root": self.root, "first_bad": self.first_bad,
                 "problem": self.problem, "checkpoints": self.checkpoints, "signatures": self.signatures,
-                "against": self.against}
+                "against": self.against, "guards": list(self.guards), "hint": self.hint}
+
+
+def _guards_problem(guards: tuple[str, ...]) -> str:
+    return f"the database no longer refuses to change or delete entries (guard trigger {'; '.join(guards)})"
+
+
+_GUARDS_HINT = ("`stopline ledger init` re-creates the guard triggers (it writes no entry; on PostgreSQL it needs "
+                "the tables' owner); entries could be rewritten while they were off, so verify against your latest "
+                "external checkpoint (--checkpoint FILE --key FILE.pub) and find out who removed them")
 
 
 class _Bad(Exception):
@@ -92,9 +118,21 @@ def verify_ledger(
     if checkpoint is not None:
         if key is None:
             raise CheckpointError("a checkpoint is checked against a public key: give the key (--key FILE)")
-        ext = open_checkpoint(checkpoint, key, origin=led.origin)
+        # a note that cannot be read or whose signature the key does not verify is refused
+        # (CheckpointError: the input is wrong); one of another log is a failed verification
+        ext = open_checkpoint(checkpoint, key)
     E, L, N, H = schema.entries, schema.links, schema.nodes, schema.heads
     with led._read(snapshot=True) as c:
+        guards = tuple(schema.guard_problems(c))
+        hint = _GUARDS_HINT if guards else None
+        if ext is not None and ext.origin != led.origin:  # read and signed, but true of another log
+            return VerifyReport(
+                False, 0, None, 0,
+                f"the checkpoint is for the log `{ext.origin[:200]}`, not this ledger's `{led.origin}`: it vouches "
+                "for none of its entries (a checkpoint of another ledger, or this ledger's identity in "
+                "`ledger_meta` was changed)",
+                0, True, ext.size, guards, hint,
+            )
         head = c.execute(select(H.c.size, H.c.head, H.c.frontier).where(H.c.log == schema.LOG)).one()
         rows = _stream(
             c,
@@ -136,7 +174,12 @@ def verify_ledger(
                 state["checkpoints"],
                 key is not None,
                 ext.size if ext else None,
+                guards,
+                hint,
             )
+    if guards:
+        return VerifyReport(False, n, cr.root().hex(), None, _guards_problem(guards), state["checkpoints"],
+                            key is not None, ext.size if ext else None, guards, hint)
     return VerifyReport(
         True, n, cr.root().hex(), None, None, state["checkpoints"], key is not None, ext.size if ext else None
     )
