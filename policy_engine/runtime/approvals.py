@@ -100,7 +100,12 @@ class Approvals(RuntimeCore):
                 return []
             if st.status not in allowed_from and not (to == "expired" and st.status == "expired"):
                 out["r"] = TransitionResult(subject_id, False, st.status,
-                                            reason=f"the {st.kind} is `{st.status}`: it cannot become `{to}`")
+                                            reason=f"the {st.kind} is `{st.status}`: it cannot become `{to}`"
+                                            + (f" ({st.reason})" if st.reason else ""))
+                if st.unrecorded:  # expired by the clock, not yet recorded: record it now, as the sweeper would
+                    return [NewEntry("transition", {"subject": subject_id, "to": "expired", "principal": "stopline",
+                                                    "reason": st.reason, "at": _ts(now_dt)},
+                                     workflow=subj.workflow, links=[subject_id], time=now_dt)]
                 return []
             body = {"subject": subject_id, "to": to, "principal": principal, "reason": reason, "at": _ts(now_dt)}
             out["to"] = st.status if to == "claimed" else to
@@ -139,9 +144,17 @@ class Approvals(RuntimeCore):
             ids += [r[0] for r in c.execute(select(P.rollbacks.c.id).where(
                 and_(P.rollbacks.c.open == 1, P.rollbacks.c.status == "pending", P.rollbacks.c.expires_at <= t))
                 .order_by(P.rollbacks.c.seq))]
+            # and a standard plan whose reversal window closed before it was authorized (its window
+            # was open when it was requested: the deadline after the request); one authorized in
+            # time stays (`_subject_status` says `approved`, and nothing is recorded)
+            lapsed = [r[0] for r in c.execute(select(P.rollbacks.c.id).where(
+                and_(P.rollbacks.c.open == 1, P.rollbacks.c.status == "pending", P.rollbacks.c.deadline < t,
+                     P.rollbacks.c.deadline > P.rollbacks.c.requested_at, P.rollbacks.c.expires_at > t))
+                .order_by(P.rollbacks.c.seq))]
         out = []
-        for i in ids:
-            r = self._transition(i, "expired", "stopline", "unresolved at its deadline", now_dt, ("expired",))
+        for i in ids + lapsed:
+            why = "its reversal window ended before it was authorized" if i in lapsed else "unresolved at its deadline"
+            r = self._transition(i, "expired", "stopline", why, now_dt, ("expired",))
             if r.recorded:
                 out.append(r)
         return out

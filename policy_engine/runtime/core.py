@@ -161,7 +161,10 @@ class RuntimeCore:
             digest, kind, plan = b["plan_hash"], "rollback", b.get("plan")
 
             def judge(apps):
-                return eng.authorize_rollback(plan, apps, now_dt)
+                v = eng.authorize_rollback(plan, apps, now_dt)
+                if v.satisfied or not apps:
+                    return v
+                return _complete_in_time(eng, plan, apps, now_dt) or v
             bind = "plan_hash"
         fields = ("principal", "roles", "at", "expires_at", "policy_hash")
         apps = [{**{k: a[k] for k in fields if a.get(k) is not None}, bind: a["digest"]}
@@ -188,7 +191,7 @@ class RuntimeCore:
                 return SubjectStatus(subj.id, kind, "executed", digest, **common, used_by=used,
                                      reason=f"its approvals were used by execution {used}")
             if expires_at is not None and now_dt >= _parse(expires_at):
-                return SubjectStatus(subj.id, kind, "expired", digest, **common,
+                return SubjectStatus(subj.id, kind, "expired", digest, **common, unrecorded=True,
                                      reason=f"not executed by {expires_at}")
             return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common)
         # a rollback: authorization, then progress from its steps
@@ -223,8 +226,52 @@ class RuntimeCore:
         if denied:
             return SubjectStatus(subj.id, kind, "denied", digest, **common, **prog,
                                  reason=f"denied by {', '.join(denied)}")
+        lapsed = None if verdict.satisfied else _lapsed(plan, now_dt)
+        if lapsed is not None:  # a standard plan whose window closed before it was authorized
+            return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog, unrecorded=True,
+                                 reason=f"its reversal window ended at {lapsed} before it was authorized: "
+                                        "request the rollback again (it is then planned on the escalated path)")
         if not verdict.satisfied and expires_at is not None and now_dt >= _parse(expires_at):
-            return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog,
+            return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog, unrecorded=True,
                                  reason=f"not authorized by {expires_at}")
         return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common, **prog)
 
+
+
+def _complete_in_time(eng: Any, plan: Any, apps: list[dict], now_dt: datetime) -> Any:
+    """The verdict that satisfied a rollback's plan when its approvals completed it, if they
+    did: judged at each approval's time with the approvals given by then, so a plan
+    authorized within its reversal window stays authorized once the window has passed (a
+    window passed *before* the authorization completed escalates it, as the engine says).
+    Approvals expired by now count for nothing, as in the verdict at now. None if the
+    approvals never satisfied the plan."""
+    live = []
+    for a in apps:
+        try:
+            exp = _parse(a["expires_at"]) if a.get("expires_at") is not None else None
+            at = _parse(a["at"]) if a.get("at") is not None else None
+        except (ValueError, TypeError):
+            continue
+        if (exp is None or exp > now_dt) and at is not None and at <= now_dt:
+            live.append((at, a))
+    live.sort(key=lambda x: x[0])
+    for i, (at, _a) in enumerate(live):
+        if i + 1 < len(live) and live[i + 1][0] == at:
+            continue  # (approvals given at one instant are judged together)
+        v = eng.authorize_rollback(plan, [a for _, a in live[:i + 1]], at)
+        if v.satisfied:
+            return v
+    return None
+
+
+def _lapsed(plan: Any, now_dt: datetime) -> str | None:
+    """The end of a `standard` plan's reversal window when ``now_dt`` is past it (the engine's
+    `within`: now <= reversible_until), else None. Such a plan can no longer be authorized:
+    the engine requires the escalated path now, which only a new plan names."""
+    if not isinstance(plan, dict) or plan.get("window") != "standard":
+        return None
+    until = plan.get("reversible_until")
+    try:
+        return until if isinstance(until, str) and now_dt > _parse(until) else None
+    except (ValueError, TypeError):
+        return None

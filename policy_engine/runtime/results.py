@@ -169,6 +169,10 @@ class SubjectStatus(_Result):
     remaining: tuple[str, ...] = ()  #: duties not completed
     unverified: tuple[str, ...] = ()  #: duties completed but not verified
     reason: str = ""
+    #: ``expired`` by the clock (its deadline, or a standard plan's reversal window, passed
+    #: unresolved) with no entry recording it yet: the sweeper (``expire``) or the next
+    #: transition or request on the subject records it
+    unrecorded: bool = False
 
     @property
     def satisfied(self) -> bool:

@@ -39,6 +39,9 @@ _QUEUE_COLS = ("id, route, scenario, workflow, original, requested_by, requested
 _HEAD_SIZE = "SELECT size FROM ledger_heads WHERE log = 1"
 _ROLLBACK_SEQ = "SELECT seq FROM rt_rollbacks WHERE id = ?"
 _PLAN_RETRIES = 10  #: plans of one request before it gives up (its cascade kept being taken)
+#: the reason recorded with the expiry of an unresolved rollback found by a new request
+_REPLANNED = ("expired unresolved (its deadline, or its standard reversal window, passed before it was authorized); "
+              "recorded when its execution was planned again")
 _MERGE_MAX = 2000  # more queue-changing entries than this since a listing was kept: read it cold
 
 
@@ -124,10 +127,18 @@ class Rollbacks(RuntimeCore):
             x = self._entry(c, execution_id, ("execution",))
             existing = self._existing_rollback(c, execution_id)
             if existing is not None:
-                return self._answer_existing(c, eng, existing, now_dt)
-            original, undeclared, _, elsewhere = self._record_graph(c, eng, x)
-            wf = x.workflow
-            row = self._wf_row(c, wf)
+                ans = self._answer_existing(c, eng, existing, now_dt)
+                if ans.status != "expired":
+                    return ans
+            else:
+                original, undeclared, _, elsewhere = self._record_graph(c, eng, x)
+                wf = x.workflow
+                row = self._wf_row(c, wf)
+        if existing is not None:  # its standard window closed before it was authorized, and no sweep
+            # recorded that yet: record its expiry, as the sweeper would, then plan again (escalated)
+            self._transition(existing, "expired", "stopline", _REPLANNED, now_dt,  # type: ignore[attr-defined]
+                             ("expired",))
+            return None
         request = {"workflow": wf or "", "scenario": scenario, "requested_by": requested_by, "reason": reason,
                    "requested_at": _ts(now_dt), "original": original}
         plan = eng.classify_rollback(request, now_dt)
