@@ -251,3 +251,10 @@ def test_shipped_policies_have_no_constant_errors():
         files = sorted((root / d).rglob("*.policy"))
         r = load_paths(files)
         assert [x for x in r.diagnostics if x.code == "W212"] == [], d
+
+
+@pytest.mark.parametrize("cond", ["now() > timestamp('2026-01-01T00:00:00Z')", "foo(1) == 1"])
+def test_w212_says_nothing_where_an_error_already_says_why(cond):
+    """An unknown name (E109) makes a constant condition error too: one diagnostic, the error."""
+    r = load_text(POLICY.format(rules=f"allow when `{cond}`"), "p.policy")
+    assert [d.code for d in r.diagnostics] == ["E109"]

@@ -20,6 +20,14 @@
   fires on every action, an `allow` rule never matches, a prerequisite or re-enable
   criterion is never met, and a duty's `when` always applies. The diagnostic names the
   error and points at the smallest part of the condition that fails.
+- W213: a stop trigger whose re-enable criteria read `evidence` without an `evidence { ... }`
+  block: only a declared block checks the evidence's shape, so undeclared evidence is
+  taken as given (`size(evidence.blocked_promises) > 0` holds for the string `"x"`, a map
+  passes `k in evidence.kinds`). Reported once per trigger, at its first read of the
+  evidence, naming every field read. Written, not yet on: reported once the code is in
+  `diagnostics.CODES` (every code there has its golden case and its entry in
+  docs/diagnostics.md, and the shipped policies, the benchmark policies and the test
+  fixtures must declare their evidence first, or `check --strict` fails on them).
 
 Principals are not declared in a policy (they come from the caller's credential), so
 whether enough people hold a role is not decidable here; a role no `roles [...]`
@@ -417,6 +425,7 @@ def workflow(checker: Checker, w: ir.Workflow) -> None:
             if f is not None:
                 _report_never(checker, s.condition, f, f"stop trigger `{s.name}`", "stop")
     constant_errors(checker, w)
+    undeclared_evidence(checker, w)
     for sc in w.scenarios:
         slots = [Slot(x.count, x.roles, x.any_of, x.loc) for x in (sc.authorization.slots if sc.authorization else ())]
         authorization(checker, slots, f"rollback scenario `{sc.name}`")
@@ -555,10 +564,14 @@ def constant_errors(checker: Checker, w: ir.Workflow) -> None:
                 if d.when is not None:
                     conds.append((d.when, f"duty `{d.name}` of rollback scenario `{sc.name}`",
                                   "duty"))
+    errors = [d.span for d in checker.diags if d.severity == "error" and d.span is not None]
     for cond, what, kind in conds:
         c = checker.compiled.get(_key(cond))
         if c is None or kind not in _CONSEQUENCE:
             continue
+        sp = cond.loc.span
+        if any(e.path == sp.path and sp.start <= e.start < sp.end for e in errors):
+            continue  # an error in it is already reported (an unknown name, E109): that is why it errors
         if any(r.path[0] != "policy" for r in getattr(c, "references", ())):
             continue
         try:
@@ -579,6 +592,60 @@ def constant_errors(checker: Checker, w: ir.Workflow) -> None:
             help="fix the condition (or the constant it reads) so that it can evaluate",
             notes=(_CONSEQUENCE[kind],),
         )
+
+
+# ---------------------------------------------------------------- W213: undeclared evidence
+def undeclared_evidence(checker: Checker, w: ir.Workflow) -> None:
+    """W213 for every stop trigger of the workflow whose re-enable criteria read `evidence`
+    and that declares no `evidence { ... }` block. Reported once the code is in
+    `diagnostics.CODES` (no diagnostic outside that table is ever emitted)."""
+    from ..diagnostics import CODES
+
+    if "W213" not in CODES:
+        return
+    for st in w.stops:
+        if st.evidence is not None:
+            continue  # declared: the criteria are type-checked (E115, E116) and the evidence checked at run time
+        first: tuple[ir.Condition, int, int] | None = None
+        read: dict[str, None] = {}  # the fields read, in the order of the criteria
+        for crit in st.criteria:
+            c = checker.compiled.get(_key(crit.condition))
+            for r in getattr(c, "references", ()) if c is not None else ():
+                if r.path[0] != "evidence":
+                    continue
+                read.setdefault(".".join(r.path[1:]) if len(r.path) > 1 else "", None)
+                if first is None:
+                    first = (crit.condition, r.offset, r.end)
+        if first is None:
+            continue
+        cond, s, e = first
+        fields = [f for f in read if f]
+        shown = ", ".join(f"`evidence.{f}`" for f in fields[:10]) + (f" and {len(fields) - 10} more"
+                                                                     if len(fields) > 10 else "")
+        what = f": {shown}" if fields else ""
+        checker.add(
+            "W213",
+            f"the re-enable criteria of stop trigger `{st.name}` read evidence that no `evidence` block "
+            f"declares{what}",
+            checker.cel_span(cond.loc.span, s, e),
+            severity="warning",
+            label="not declared: any value is taken as given",
+            help=f"declare its shape on the stop trigger, `evidence {{ {_skeleton(fields)} }}` with each field's "
+                 "type: evidence of another shape is then refused, and the workflow stays stopped",
+            notes=("without a declaration the criteria see whatever the caller sends: `size(evidence.items) > 0` "
+                   "holds for the string \"x\", and a map passes `k in evidence.items`",),
+        )
+
+
+def _skeleton(fields: list[str]) -> str:
+    """The top of an `evidence` block for the dotted fields read: `a: {...} b: <type>`."""
+    top: dict[str, bool] = {}  # name -> read inside (an object)
+    for f in fields:
+        head, _, rest = f.partition(".")
+        top[head] = top.get(head, False) or bool(rest)
+    if not top:
+        return "name: <type>"
+    return " ".join(f"{n}: {'{...}' if nested else '<type>'}" for n, nested in top.items())
 
 
 def _failing_part(source: str, consts: dict, error: Any) -> tuple[int, int]:
