@@ -46,8 +46,9 @@ def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tupl
     case: dict[str, Any] = {"name": name or f"ledger {e.id}: {act.get('type', 'action')} should be {expect}",
                             "now": b.get("now") or e.time, "gate": {"action": act}}
     state = _state_at(_timeline(led, None), e.workflow, e.seq)
-    if state is not None:
-        case["gate"]["workflow_state"] = {k: v for k, v in state.items() if k != "name"}
+    # always the state it was decided in: running is written as null, or the case would take the
+    # suite's `workflow_state` (a stopped one would decide it as stopped)
+    case["gate"]["workflow_state"] = None if state is None else {k: v for k, v in state.items() if k != "name"}
     case["expect"] = {"effect": expect}
     note = (f"exported from ledger decision {e.id} (seq {e.seq}): recorded `{old.get('effect')}` by "
             f"`{rule_of(old.get('deciding'))}` under policy {str(b.get('policy_hash'))[:19]}; expected `{expect}`")

@@ -85,8 +85,8 @@ class ChangedVerdict:
 @dataclass(frozen=True)
 class ReplayResult:
     policy_hash: str  #: the candidate policy set's hash
-    replayed: int  #: decisions re-evaluated
-    unchanged: int
+    replayed: int  #: decisions read: changed + unchanged + unreplayable
+    unchanged: int  #: re-evaluated, with the same effect and deciding rule
     changed: tuple[ChangedVerdict, ...]
     unreplayable: tuple[dict, ...] = ()  #: decisions whose recorded action could not be recorded as JSON
     workers: int = 1
@@ -156,8 +156,10 @@ def _ts(t: Any, name: str = "time") -> str | None:
     if isinstance(t, datetime):
         naive = t.tzinfo is None or t.utcoffset() is None
     elif isinstance(t, str):
-        try:
-            return format_micros(parse_rfc3339(t, allow_space=True))
+        try:  # digits below the microsecond round up: a decision just before the bound stays before it
+            from .engine.util import window_now
+
+            return format_micros(window_now(t, parse_rfc3339(t, allow_space=True)))
         except (ValueError, OverflowError):
             pass
         try:  # a time the CLI would call one, but without its offset
@@ -280,12 +282,19 @@ def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline
     evaluate = engine.evaluate
     for seq, eid, wf, t, (action, now, ph, aerr, oe, dkind, dname, otype, oid) in scan(
             led, where, FIELDS, page=PAGE, after=lo - 1, upto=hi):
-        hashes.add(ph or "")
+        hashes.add(ph if isinstance(ph, str) else "")
         if not isinstance(action, dict) or aerr:
-            bad.append({"decision_id": eid, "seq": seq, "reason": aerr or "the recorded action is not a JSON object"})
+            bad.append({"decision_id": eid, "seq": seq, "reason": str(aerr or "the recorded action is not a JSON "
+                                                                           "object")})
+            continue
+        try:
+            d = evaluate(action, _state_at(timeline, wf, seq) if timeline else None, now or t)
+        except Exception as e:  # noqa: BLE001  (one decision the candidate cannot evaluate: listed, never a crash)
+            bad.append({"decision_id": eid, "seq": seq,
+                        "reason": f"the candidate policy cannot evaluate it: {type(e).__name__}: {str(e)[:200]}"})
             continue
         n += 1
-        d = evaluate(action, _state_at(timeline, wf, seq) if timeline else None, now or t)
+        oe = oe if isinstance(oe, str) else None  # (a recorded effect of another type: unknown, `?`)
         orule = rule_of({"kind": dkind, "name": dname}) if dkind is not None or dname is not None else "?"
         nrule = rule_of(d.deciding)
         if d.effect != oe or nrule != orule:
@@ -401,7 +410,8 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         hashes = sorted({h for res in results for h in res[3]} - {""})
         execs = _executions_of(led, [r[1] for r in rows])
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
-        return ReplayResult(engine.policy_hash, n, n - len(changed), changed, bad, workers, tuple(hashes),
+        # every decision read is counted: replayed = changed + unchanged + unreplayable
+        return ReplayResult(engine.policy_hash, n + len(bad), n - len(changed), changed, bad, workers, tuple(hashes),
                             time.perf_counter() - t0)
     finally:
         if owns:

@@ -1,6 +1,7 @@
 """``stopline replay`` and ``stopline ledger export-case`` (registered by ``policy_engine.cli``).
 
-Exit codes: 0 ok (replay: whether or not verdicts changed), 2 the policy does not load,
+Exit codes: 0 ok (replay: whether or not verdicts changed), 1 ``--as-rollback`` could not
+plan some of the executions it should cover (each listed with the reason), 2 the policy does not load,
 the ledger cannot be read, an unknown id or bad input (one line on stderr, never a
 traceback).
 """
@@ -47,7 +48,13 @@ def _time(value, what):
         raise click.BadParameter(f"not an RFC 3339 time: {value!r}", param_hint=what) from None
     if t.tzinfo is None:
         raise click.BadParameter(f"give a time zone (e.g. `Z`): {value!r}", param_hint=what)
-    return t
+    from .timestamps import parse_rfc3339
+
+    try:  # RFC 3339 text goes as written: replay rounds digits below the microsecond up (a datetime drops them)
+        parse_rfc3339(value, allow_space=True)
+    except ValueError:
+        return t
+    return value
 
 
 @click.command("replay")
@@ -92,17 +99,28 @@ def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, r
         if as_rollback:
             out["batch"] = batch.to_json() if batch is not None else None
         click.echo(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+        if batch is not None and batch.refused:
+            sys.exit(1)
         return
     click.echo(r.text())
     if as_rollback:
-        if batch is None or batch.batch_id is None:
-            click.echo(f"\nno batch: no changed decision was executed{' (or none could be planned)' if batch else ''}")
+        if batch is None:
+            click.echo("\nno batch: no decision whose verdict got stricter was executed")
+        elif batch.batch_id is None:
+            click.echo(f"\nno batch: {len(batch.existing)} execution(s) already being rolled back, "
+                       f"{len(batch.refused)} could not be planned")
         else:
             click.echo(f"\nbatch {batch.batch_id} ({as_rollback}): {len(batch.rollbacks)} rollback(s) over "
-                       f"{batch.records} record(s); approve it by its digest {batch.batch_hash}")
+                       f"{batch.records} record(s); approve it by its digest {batch.batch_hash}"
+                       + (f"; {len(batch.existing)} execution(s) already being rolled back" if batch.existing
+                          else ""))
         if batch is not None:
             for x in batch.refused[:10]:
                 click.echo(f"  not planned {x['execution']}: {x['reason']}")
+            if len(batch.refused) > 10:
+                click.echo(f"  … {len(batch.refused) - 10} more not planned (--format json lists every one)")
+            if batch.refused:
+                sys.exit(1)
 
 
 @click.command("export-case")

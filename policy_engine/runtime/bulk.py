@@ -59,6 +59,7 @@ E, L = lschema.entries, lschema.links
 _CHUNK = 500  #: ids per IN (...) of strings
 _SEQS = 5000  #: sequence numbers per IN (...) of integers
 _PAGE = 5000
+_HOLD = 10_000  #: executions a select did not choose, kept in memory for the cascades (the rest are read again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +98,27 @@ class RollbackBatch(_Result):
 
 
 def _select_value(x: Any) -> dict:
+    """An execution as the select sees it: the recorded values as they are (a receipt or
+    flags of another type than the runtime writes reach the select as recorded, where a
+    condition that reads them errors on that execution alone)."""
     b = x.body
     t = b.get("executed_at") or x.time
     try:
         tv = _parse(t)
     except (TypeError, ValueError):
         tv = t
+    receipt, flags = b.get("receipt"), b.get("flags")
     return {"id": x.id, "type": b.get("type"), "workflow": x.workflow, "time": tv, "executed_at": tv,
-            "receipt": b.get("receipt") or {}, "reviewer": b.get("reviewer"), "requester": b.get("requester"),
-            "authorized": bool(b.get("authorized")), "flags": list(b.get("flags") or ()),
+            "receipt": {} if receipt is None else receipt, "reviewer": b.get("reviewer"),
+            "requester": b.get("requester"), "authorized": bool(b.get("authorized")),
+            "flags": [] if flags is None else list(flags) if isinstance(flags, (list, tuple)) else flags,
             "decision": b.get("decision"), "caused_by": b.get("caused_by"), "action_id": b.get("action_id")}
 
 
 def _record(e: Any) -> dict:  # the OriginalRecord of an execution (as Runtime.request_rollback builds it)
     b = e.body
-    rec = {k: v for k, v in (b.get("receipt") or {}).items() if k != "downstream"}
+    receipt = b.get("receipt")  # (not an object: no receipt fields; the engine judges the record without them)
+    rec = {k: v for k, v in (receipt if isinstance(receipt, dict) else {}).items() if k != "downstream"}
     rec.update({"id": e.id, "type": b.get("type") or "", "executed_at": b.get("executed_at") or e.time,
                 "downstream": []})
     for k in ("reviewer", "requester"):  # every principal the record names (Runtime.executed: `reviewers`)
@@ -122,6 +129,8 @@ def _record(e: Any) -> dict:  # the OriginalRecord of an execution (as Runtime.r
 
 
 def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> tuple | None:
+    if not isinstance(wf, str) or not isinstance(atype, str):  # (as recorded by another writer: undeclared)
+        return None
     k = (wf, atype)
     if k not in memo:
         try:
@@ -164,7 +173,8 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
                 known[x.seq] = x
         nxt = []
         for k in sorted((known[s] for s in kid_seqs if s in known), key=lambda e: e.seq):
-            pe = by_id.get(k.body.get("caused_by"))
+            cb = k.body.get("caused_by")
+            pe = by_id.get(cb) if isinstance(cb, str) else None
             if pe is None or (k.id in owner and k.id not in roots_at):
                 continue
             root = owner[pe.id]
@@ -213,6 +223,16 @@ _OPEN_RECORDS = (sql_select(P.records.c.record).join(P.rollbacks, P.rollbacks.c.
 _PLAN_RETRIES = 10  #: plans of one batch before it gives up (records kept being taken meanwhile)
 
 
+def _bound(v: Any) -> str:
+    """``since``/``until`` as a stored time: digits below the microsecond (which the ledger's
+    times do not have) round up, so an entry just before the bound stays before it
+    (``until``: in; ``since``: out), never on the wrong side of it."""
+    from ..engine.util import window_now
+
+    t = _now(v)
+    return _ts(window_now(v, t) if isinstance(v, str) else t)
+
+
 def _batch_hash(scenario: str, select: str | None, plans: list[tuple[str, str]]) -> str:
     body = {"scenario": scenario, "select": select, "plans": [[o, h] for o, h in plans]}
     return "sha256:" + hashlib.sha256(canonical_text(body).encode()).hexdigest()
@@ -259,7 +279,7 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
     for name, v in (("since", since), ("until", until)):
         if v is not None:
             try:
-                bounds[name] = _ts(_now(v))
+                bounds[name] = _bound(v)
             except RuntimeUsageError as e:
                 raise RuntimeUsageError(str(e).replace("`now`", f"`{name}`")) from None
     if "since" in bounds:
@@ -283,24 +303,41 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
             pool = sorted(found, key=lambda e: e.seq)
         else:
             pool = []
+        known: dict[int, _X] = {}  #: executions read, kept for the cascades (the chosen, and others up to _HOLD)
+
+        def judge(page: list[_X]) -> None:
+            for x in page:
+                if expr is None:
+                    chosen.append(x)
+                    known[x.seq] = x
+                    continue
+                try:
+                    v = expr({"original": _select_value(x)})
+                except Exception as e:  # noqa: BLE001  (a value the CEL runtime cannot take: this execution's error)
+                    v = CelError(f"the select cannot read this execution: {type(e).__name__}: {str(e)[:200]}")
+                if isinstance(v, CelError):
+                    errors.append({"execution": x.id, "error": v.message})
+                elif v is True:
+                    chosen.append(x)
+                    known[x.seq] = x
+                    continue
+                elif not isinstance(v, bool):
+                    errors.append({"execution": x.id, "error": f"the select gave {type(v).__name__}, not a bool"})
+                if len(known) - len(chosen) < _HOLD:  # a child of a chosen one, maybe: not read again (bounded)
+                    known[x.seq] = x
+
+        if executions is not None:
+            judge(pool)
+        else:  # page by page: what is not chosen is dropped past _HOLD (never the whole ledger in memory)
             after = -1
             while True:
                 page = _executions(c, *where, E.c.seq > after, limit=_PAGE)
                 if not page:
                     break
-                pool += page
+                judge(page)
                 after = page[-1].seq
-        for x in pool:
-            if expr is None:
-                chosen.append(x)
-                continue
-            v = expr({"original": _select_value(x)})
-            if isinstance(v, CelError):
-                errors.append({"execution": x.id, "error": v.message})
-            elif v is True:
-                chosen.append(x)
-            elif not isinstance(v, bool):
-                errors.append({"execution": x.id, "error": f"the select gave {type(v).__name__}, not a bool"})
+        if errors:  # fail closed: a select that cannot tell about some executions plans nothing
+            return RollbackBatch(None, "", scenario, select, (), (), len(chosen), (), (), (), tuple(errors), 0)
         # already covered by an open rollback
         taken: dict[str, str] = {}
         cids = [x.id for x in chosen]
@@ -312,7 +349,7 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                 taken.setdefault(rec, rb)
         roots_all = [x for x in chosen if x.id not in taken]
         elsewhere: dict[str, list] = {}
-        trees, undeclared, owner = _graphs(c, eng, roots_all, {x.seq: x for x in pool}, elsewhere)
+        trees, undeclared, owner = _graphs(c, eng, roots_all, known, elsewhere)
     existing = tuple({"execution": i, "rollback": rb} for i, rb in taken.items())
     covered = tuple({"execution": x.id, "by": owner[x.id]} for x in roots_all if owner[x.id] != x.id)
     roots = [x for x in roots_all if owner[x.id] == x.id]
@@ -375,8 +412,8 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
         bh = _batch_hash(scenario, select, [(m[0].id, m[2].plan_hash) for m in keep])
         out["hash"] = bh
         head = {"batch_hash": bh, "scenario": scenario, "select": select, "requested_by": requested_by,
-                "reason": reason, "requested_at": _ts(now_dt), "since": _ts(_now(since)) if since else None,
-                "until": _ts(_now(until)) if until else None, "originals": len(keep), "records": records,
+                "reason": reason, "requested_at": _ts(now_dt), "since": bounds.get("since"),
+                "until": bounds.get("until"), "originals": len(keep), "records": records,
                 "selected": len(chosen), "trigger": trigger}
         items = [NewEntry("batch", head, time=now_dt)]
         for x, body, _ in keep:

@@ -1,9 +1,12 @@
 """``stopline rollback``: plan a batch of rollbacks chosen by a CEL select over the
 recorded executions (registered by ``policy_engine.cli``); ``--status BATCH`` shows one.
-Output is JSON with ``--format json``. Exit codes: 0 ok, 2 usage, a select that does not
-compile, an unknown id or an unreachable ledger (one line on stderr)."""
+Output is JSON with ``--format json``. Exit codes: 0 ok, 1 the select failed on some
+executions (nothing is recorded; each is listed with its error), 2 usage, a select that
+does not compile, an unknown id or an unreachable ledger (one line on stderr)."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -43,18 +46,28 @@ def rollback(select, scenario, requested_by, reason, since, until, status_of, fm
         b = rt.request_bulk_rollback(select, scenario, requested_by, reason, since=since, until=until)
         if fmt == "json":
             _echo(b)
+            if b.errors:
+                sys.exit(1)
             return
+        if b.errors:  # fail closed: nothing was planned
+            click.echo(f"nothing planned: the select failed on {len(b.errors)} execution(s) ({b.selected} matched); "
+                       "make it decide them (e.g. `has(original.receipt.FIELD) && ...`):")
+            for x in b.errors[:10]:
+                click.echo(f"  select failed on {x['execution']}: {x['error']}")
+            if len(b.errors) > 10:
+                click.echo(f"  … {len(b.errors) - 10} more (--format json lists every one)")
+            sys.exit(1)
         if b.batch_id is None:
             click.echo(f"nothing planned: {b.selected} execution(s) selected, {len(b.existing)} already being "
-                       f"rolled back, {len(b.refused)} refused, {len(b.errors)} select error(s)")
+                       f"rolled back, {len(b.refused)} refused")
         else:
             click.echo(f"batch {b.batch_id}: {len(b.rollbacks)} rollback(s) over {b.records} record(s) "
                        f"({b.selected} selected, {len(b.covered)} inside another's cascade, {len(b.existing)} "
                        f"already being rolled back)\napprove it by its digest: {b.batch_hash}")
         for x in b.refused[:10]:
             click.echo(f"  not planned {x['execution']}: {x['reason']}")
-        for x in b.errors[:10]:
-            click.echo(f"  select failed on {x['execution']}: {x['error']}")
+        if len(b.refused) > 10:
+            click.echo(f"  … {len(b.refused) - 10} more not planned (--format json lists every one)")
 
 
 COMMANDS = (rollback,)

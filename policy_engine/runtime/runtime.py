@@ -62,6 +62,18 @@ __all__ = ["Runtime", "RuntimeUsageError", "GateResult", "ApprovalResult", "Subj
            "RollbackRequestResult", "StepResult", "ResumeResult", "QueueItem", "TransitionResult"]
 
 
+HISTORY_LIMIT = 10_000  #: linked entries in one ``Runtime.history`` by default (as the ledger's ``history()``)
+
+
+class _Budget:
+    """What is left of a history's ``limit`` (None: no bound), and whether anything was cut."""
+
+    __slots__ = ("left", "cut")
+
+    def __init__(self, limit: int | None) -> None:
+        self.left, self.cut = limit, False
+
+
 class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
     """An engine (or a ``PolicyStore``: a reload applies to the next call) joined to a ledger.
 
@@ -88,14 +100,21 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
         return self
 
     # ------------------------------------------------------------------ history
-    def history(self, ref: str) -> dict:
+    def history(self, ref: str, *, limit: int | None = HISTORY_LIMIT) -> dict:
         """The linked chain around any entry, both ways: for an execution (or anything about
         one) the original unchanged, its decision and approvals, what caused it and what it
-        caused, and every rollback of it with its trigger, authorization, steps and verification."""
+        caused, and every rollback of it with its trigger, authorization, steps and verification.
+
+        At most ``limit`` linked entries in all (``None``: no bound), as the ledger's
+        ``history()`` bounds each side: each list keeps its lowest ``seq`` first. The result
+        says whether it was cut: ``truncated`` (and the ``limit``); pass a larger one for all."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise RuntimeUsageError(f"`limit` is a number of entries (0 or more) or None, not {_shown(limit)}")
         eng = self._policies and self.engine
         now_dt = datetime.now(_UTC)
         if isinstance(ref, str) and not _unicode(ref):  # no entry has such an id
             raise RuntimeUsageError(f"no entry {_shown(ref)} in the ledger")
+        budget = _Budget(limit)
         with self.ledger.reading() as c:
             found = self.ledger.fetch(c, self.ledger._where_ref(ref)) if isinstance(ref, (str, int)) else []
             if not found:
@@ -111,38 +130,52 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
                 anchor = self._entry(c, e.links[0])
             out: dict[str, Any] = {"entry": e.to_json()}
             if anchor.kind == "rollback":
-                out["rollback"] = self._rollback_view(c, eng, anchor, now_dt)
+                out["rollback"] = self._rollback_view(c, eng, anchor, now_dt, budget)
                 anchor = self._entry(c, anchor.body.get("original") or anchor.links[0])
             if anchor.kind == "decision":
-                out["decision"] = self._decision_view(c, eng, anchor, now_dt)
+                out["decision"] = self._decision_view(c, eng, anchor, now_dt, budget)
                 out["executions"] = [
-                    self._execution_view(c, eng, x, now_dt)
-                    for x in self._linked(c, anchor, ("execution",))
+                    self._execution_view(c, eng, x, now_dt, budget)
+                    for x in self._hlinked(c, anchor, ("execution",), budget)
                     if x.body.get("decision") == anchor.id
                 ]
             elif anchor.kind == "execution":
-                out["execution"] = self._execution_view(c, eng, anchor, now_dt)
+                out["execution"] = self._execution_view(c, eng, anchor, now_dt, budget)
             elif anchor.kind == "stop":
                 out["stop"] = anchor.to_json()
-                out["resumes"] = [r.to_json() for r in self._linked(c, anchor, ("resume",))]
-                out["rollbacks"] = [r.id for r in self._linked(c, anchor, ("rollback",))]
+                out["resumes"] = [r.to_json() for r in self._hlinked(c, anchor, ("resume",), budget)]
+                out["rollbacks"] = [r.id for r in self._hlinked(c, anchor, ("rollback",), budget)]
+        out["truncated"], out["limit"] = budget.cut, limit
         return out
 
-    def _decision_view(self, c, eng, d, now_dt) -> dict:
+    def _hlinked(self, c, e: Any, kinds: tuple[str, ...] | None, budget: _Budget | None) -> list:
+        """``_linked`` within the history's budget (the lowest ``seq`` first; a cut is recorded)."""
+        if budget is None or budget.left is None:
+            return self._linked(c, e, kinds)
+        where = [E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == e.seq))]
+        if kinds is not None:
+            where.append(E.c.kind.in_(kinds))
+        got = self.ledger.fetch(c, *where, limit=budget.left + 1)
+        if len(got) > budget.left:
+            got, budget.cut = got[:budget.left], True
+        budget.left -= len(got)
+        return got
+
+    def _decision_view(self, c, eng, d, now_dt, budget: _Budget | None = None) -> dict:
         v = {
             "entry": d.to_json(),
-            "approvals": [a.to_json() for a in self._linked(c, d, ("approval",))],
-            "transitions": [t.to_json() for t in self._linked(c, d, ("transition",))],
+            "approvals": [a.to_json() for a in self._hlinked(c, d, ("approval",), budget)],
+            "transitions": [t.to_json() for t in self._hlinked(c, d, ("transition",), budget)],
         }
-        stops = self._linked(c, d, ("stop",))
+        stops = self._hlinked(c, d, ("stop",), budget)
         if stops:
             v["stopped"] = stops[0].to_json()
         if eng:
             v["status"] = self._subject_status(c, eng, d, now_dt).status
         return v
 
-    def _rollback_view(self, c, eng, rb, now_dt) -> dict:
-        linked = self._linked(c, rb)
+    def _rollback_view(self, c, eng, rb, now_dt, budget: _Budget | None = None) -> dict:
+        linked = self._hlinked(c, rb, None, budget)
         v = {
             "entry": rb.to_json(),
             "trigger": rb.body.get("trigger"),
@@ -155,25 +188,31 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
             v.update(status=st.status, remaining=list(st.remaining), unverified=list(st.unverified))
         return v
 
-    def _execution_view(self, c, eng, x, now_dt) -> dict:
+    def _execution_view(self, c, eng, x, now_dt, budget: _Budget | None = None) -> dict:
         v: dict[str, Any] = {
             "entry": x.to_json(),
             "flags": x.body.get("flags", []),
             "missing_receipt": x.body.get("missing_receipt", []),
         }
         if x.body.get("decision"):
-            v["decision"] = self._decision_view(c, eng, self._entry(c, x.body["decision"]), now_dt)
+            v["decision"] = self._decision_view(c, eng, self._entry(c, x.body["decision"]), now_dt, budget)
         v["caused_by"] = x.body.get("caused_by")
-        linked = self._linked(c, x)
+        linked = self._hlinked(c, x, None, budget)
         v["caused"] = [k.id for k in linked if k.kind == "execution" and k.body.get("caused_by") == x.id]
         rbs = [r for r in linked if r.kind == "rollback"]
-        in_cascade = [
-            r[0]
-            for r in c.execute(select(P.records.c.rollback).where(P.records.c.record == x.id).order_by(P.records.c.seq))
-        ]
+        q = select(P.records.c.rollback).where(P.records.c.record == x.id).order_by(P.records.c.seq)
+        left = None if budget is None else budget.left
+        if left is not None:
+            q = q.limit(left + 1)
+        in_cascade = [r[0] for r in c.execute(q)]
         seen = {r.id for r in rbs}
-        rbs += [self._entry(c, i) for i in in_cascade if i not in seen]
-        v["rollbacks"] = [self._rollback_view(c, eng, r, now_dt) for r in rbs]
+        more = [i for i in in_cascade if i not in seen]
+        if left is not None and budget is not None:
+            if len(more) > left:
+                more, budget.cut = more[:left], True
+            budget.left = left - len(more)
+        rbs += [self._entry(c, i) for i in more]
+        v["rollbacks"] = [self._rollback_view(c, eng, r, now_dt, budget) for r in rbs]
         return v
 
     # ------------------------------------------------------------------ projections
