@@ -118,6 +118,16 @@ def test_odd_execution_bodies_fail_closed_per_execution_never_crash_the_batch(rt
     assert listed in b.originals or listed in {r["execution"] for r in b.refused}
 
 
+def test_a_single_rollback_skips_a_child_whose_caused_by_it_cannot_read(rt):
+    """The same odd child under a single `request_rollback`: not followed (it was a TypeError)."""
+    h = _sends(rt, (60.0,))
+    parent = h[60.0][1]
+    rt.ledger.append("execution", {"type": "log", "receipt": {"note": "n"}, "authorized": True,
+                                   "caused_by": [parent]}, workflow=WF, links=[parent])
+    p = rt.request_rollback(parent, scenario="customer_request", requested_by="rita", reason="r", now=at(100))
+    assert p.rollback_id is not None and rt.ledger.get(p.rollback_id).body["cascade"] == []
+
+
 def test_since_and_until_below_the_microsecond_keep_an_execution_on_its_side_of_the_bound(rt):
     """An execution recorded at 12:00:02.000000 is before 12:00:02.0000005: `until` that
     instant takes it, `since` it does not. The bounds were truncated to the microsecond

@@ -69,7 +69,8 @@ class Rollbacks(RuntimeCore):
             taken = self._covered(c, [k.id for k in kids])
             nxt = []
             for k in kids:
-                pe_pr = by_id.get(k.body.get("caused_by"))
+                cb = k.body.get("caused_by")
+                pe_pr = by_id.get(cb) if isinstance(cb, str) else None  # (a link it cannot read: not followed)
                 if pe_pr is None:
                     continue
                 pe, pr = pe_pr
