@@ -67,6 +67,9 @@ def test_since_and_until_compare_instants_not_spellings(led):
     assert seqs(since="2026-11-26T12:00:00.5+02:00") == [0, 1]
     assert seqs(since="2026-11-26T12:00:00.500001+02:00") == [1]
     assert seqs(since="2026-11-26t10:00:00.500000000z", until="2026-11-26T10:00:00.500001Z") == [e.seq]
+    # digits below the microsecond round up: the entry at .500000 is before .5000005
+    assert seqs(until="2026-11-26T10:00:00.5000005Z") == [0]
+    assert seqs(since="2026-11-26T10:00:00.5000005Z") == [1]
     assert seqs(since=at) == [0, 1]
     for bad in ("garbage", "2026-11-26", "2026-11-26T10:00:00", datetime(2026, 11, 26)):
         with pytest.raises(InvalidQuery, match="RFC 3339"):

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, false, or_, select
@@ -27,6 +28,9 @@ HISTORY_LIMIT = 10_000  # entries per side of a history, by default
 _IN_CHUNK = 1000  # values per IN (...) list: within every SQLite build's and PostgreSQL's parameter limits
 
 
+_SUB_MICRO = re.compile(r"\d\d:\d\d:\d\d[.,]\d{6}(\d+)")  # a fraction's digits below the microsecond
+
+
 def time_arg(t: datetime | str, name: str) -> str:
     """A query's ``since``/``until`` as the stored form of a time (RFC 3339 UTC, six fraction
     digits, ``Z``), so that comparing the texts compares the instants: an RFC 3339 string
@@ -35,8 +39,13 @@ def time_arg(t: datetime | str, name: str) -> str:
     try:
         if isinstance(t, datetime) and t.tzinfo is not None and t.utcoffset() is not None:
             return format_time(t)
-        if isinstance(t, str):
-            return format_time(parse_rfc3339(t))
+        if isinstance(t, str):  # digits below the microsecond round up: an entry just before
+            # the bound stays before it (`until`: in; `since`: out), never on its wrong side
+            dt = parse_rfc3339(t)
+            m = _SUB_MICRO.search(t)
+            if m is not None and m.group(1).strip("0"):
+                dt += timedelta(microseconds=1)
+            return format_time(dt)
     except (ValueError, OverflowError):
         pass
     raise InvalidQuery(f"`{name}` is not an RFC 3339 time (e.g. 2026-11-26T10:00:00Z): {str(t)[:64]!r}")
