@@ -36,6 +36,7 @@ MAX_CASCADE_RECORDS = 10_000  # steps + checkpoint records of one rollback plan
 MAX_LOOPS_LISTED = 100  # dependency loops listed in one rollback plan
 MAX_STEPS_NAMED = 20  # record ids named per kind in a plan's feasibility reasons (the fields list all)
 MAX_APPROVALS = 1_000  # approvals read per authorization (the rest ignored, not satisfied)
+MAX_CLOCK_SKEW_SECONDS = 60  # a recorded time (executed_at, stopped_at) after `now` by more is refused, not believed
 
 # --- command line and test suites --------------------------------------------------------------
 MAX_INPUT_BYTES = 16_000_000  # bytes of one `stopline eval`/`explain` input file

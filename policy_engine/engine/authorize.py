@@ -83,10 +83,12 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
         return (), (f"the plan's original type `{plan.original_type}` is not declared in workflow "
                     f"`{plan.workflow}`: no requirement applies; classify the rollback again")
     window = "none"
+    why = ""
     if ca.window_seconds is not None and ca.klass != "irreversible":
-        _, _, within, _, _ = reversal_window(ca, plan.executed_at, now_dt if win_now is None else win_now,
-                                        "the plan's `executed_at`")
+        _, _, within, why_not, _, _ = reversal_window(ca, plan.executed_at, now_dt if win_now is None else win_now,
+                                                      "the plan's `executed_at`", now_dt)
         window = "standard" if within else "escalated"
+        why = f" ({why_not})" if why_not is not None else ""
     slots = tuple(s.spec for s in sc.slots)
     paths = tuple(sc.distinct_from)
     if window == "escalated" and sc.has_escalation:
@@ -94,7 +96,7 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
         paths += sc.esc_distinct_from
     if window != plan.window:
         return slots, (f"the plan says its reversal window is `{plan.window}`, but at {fmt_ts(now_dt)} it is "
-                       f"`{window}` (`{ca.name}` executed at {plan.executed_at}, window {ca.window}): the "
+                       f"`{window}` (`{ca.name}` executed at {plan.executed_at}, window {ca.window}){why}: the "
                        f"{window} path applies; classify the rollback again")
     auth = plan.authorization
     want_refs = {".".join(p) for p in paths}

@@ -8,15 +8,33 @@ from typing import Any
 
 from ..compiled import CompiledPolicy
 from ..construct import fast
-from ..fieldtypes import value_problem
+from ..fieldtypes import FType, value_problem
 from ..models import CriterionResult, EvalError, ResumeDecision
 from .inputs import check_size
-from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
+from .util import after_now, as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name
 
 __all__ = ["may_resume"]
 
 
 # ================================================================== resume
+def declared_only(t: FType, v: Any) -> Any:
+    """`v` (which has type `t`: `value_problem` found none) with only what `t` declares: an
+    object's declared fields, in lists and maps too; `any` and scalars as they are. The
+    fields a block does not declare are not checked, so the criteria never see them: the
+    type checker refuses `evidence.x` for an undeclared `x` (E115), and this refuses
+    `evidence["x"]`, `dyn(evidence).x` and `size(evidence)` counting them. Recursion is
+    bounded by the depth of the declared type."""
+    if t.kind == "object":
+        return {f.name: declared_only(f.type, v[f.name]) for f in t.fields or () if f.name in v}
+    if t.item is None or t.item.kind == "any":
+        return v
+    if t.kind == "list":
+        return [declared_only(t.item, x) for x in v]
+    if t.kind == "map":
+        return {k: declared_only(t.item, x) for k, x in v.items()}
+    return v
+
+
 def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: Any = None) -> ResumeDecision:
     """Are the re-enable criteria of the trigger that stopped `workflow` all met?"""
     now_dt, now_err = now_of(now)
@@ -94,14 +112,22 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
         if stopped_at is not None:
             try:
                 stop_val["stopped_at"] = parse_ts(stopped_at, "`stopped_at`")
-            except ValueError as e:
-                errors.append(err("<input>", "input", str(e)))
+            except (ValueError, OverflowError) as e:
+                errors.append(err("<input>", "input", str(e) if isinstance(e, ValueError) else
+                                  "`stopped_at` is out of the representable range"))
                 bad_input = True
+            else:  # a stop dated after now (beyond the clock allowance) is not one that happened
+                late = after_now(stop_val["stopped_at"], now_dt, "`stopped_at`")
+                if late is not None:
+                    errors.append(err("<input>", "input", late + "; the workflow stays stopped"))
+                    bad_input = True
     if s is not None and s.evidence is not None and not bad_input:
         problem = value_problem(s.evidence, ev, "evidence")  # its declared shape (`evidence { ... }`)
         if problem:
             errors.append(err("<input>", "input", problem))
             bad_input = True
+        else:  # what the block does not declare is not checked, so no criterion reads it (`evidence["x"]`)
+            ev = declared_only(s.evidence, ev)
     if s is not None and bad_input:
         # not evaluated on a stand-in (`{}` would make `!has(evidence.open_incidents)`
         # hold): every criterion is unmet, the input error says why

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..compiled import CAction, CompiledPolicy, CScenario
 from ..construct import fast
-from ..limits import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
+from ..limits import MAX_CASCADE_RECORDS, MAX_CLOCK_SKEW_SECONDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from ..models import (
     AuthorizationRequirement,
     Cascade,
@@ -26,7 +26,7 @@ from ..models import (
 )
 from .digests import plan_hash
 from .inputs import check_size
-from .util import as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
+from .util import after_now, as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
 
 __all__ = ["classify_rollback", "reversal_window", "MAX_CASCADE_RECORDS", "MAX_LOOPS_LISTED", "MAX_STEPS_NAMED"]
 
@@ -104,7 +104,8 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
     overflow = False
     if ca is not None and ca.window_seconds is not None and ca.klass != "irreversible":
         ex = original.get("executed_at")
-        executed_at, until, within, problem, overflow = reversal_window(ca, ex, win_now, "`original.executed_at`")
+        executed_at, until, within, problem, overflow, _ = reversal_window(
+            ca, ex, win_now, "`original.executed_at`", now_dt)
         if problem is not None:
             errors.append(err("<input>", "input", problem + ("; the plan is not authorizable" if overflow else ""),
                                ca.location if overflow else None))
@@ -312,6 +313,7 @@ def plan_cascade(
     queue: list[tuple[Mapping, int, str | None, str]] = [(original, 0, None, root_id)]
     head = 0
     count = 0
+    dated_ahead: list[str] = []
     while head < len(queue):
         rec, depth, parent, rid = queue[head]
         head += 1
@@ -336,6 +338,7 @@ def plan_cascade(
                     wname,
                     errors if depth == 0 else None,
                     win_now,
+                    dated_ahead if depth > 0 else None,  # (the original's own error is the plan's window's)
                 )
             )
         count += 1
@@ -385,6 +388,14 @@ def plan_cascade(
         errors.append(
             err("<input>", "input", f"{nloops} loops in the cascade; the first {MAX_LOOPS_LISTED} are listed")
         )
+    if dated_ahead:
+        shown = ", ".join(f"`{i}`" for i in dated_ahead[:MAX_STEPS_NAMED])
+        more = f" and {len(dated_ahead) - MAX_STEPS_NAMED} more" if len(dated_ahead) > MAX_STEPS_NAMED else ""
+        errors.append(err("<input>", "input", (
+            f"the `executed_at` of cascade record{'s' if len(dated_ahead) > 1 else ''} {shown}{more} is more than "
+            f"{MAX_CLOCK_SKEW_SECONDS} s after now: a time something happened at cannot be in the future; "
+            f"{'their windows are' if len(dated_ahead) > 1 else 'its window is'} treated as expired (see each "
+            "step's reasons)")))
     return fast(
         Cascade,
         {
@@ -412,12 +423,15 @@ def step(
     wname: str | None,
     errors: list | None = None,
     win_now: datetime | None = None,
+    dated_ahead: list | None = None,
 ) -> CascadeStep:
     """One cascade step and its own feasibility: its type's class, its prerequisites
     evaluated over its own record (as `original`), its own window from its own
     `executed_at`. Status: manual (class) > blocked (prerequisites) > out_of_window.
     `errors` (the original's step only): where its prerequisites' errors are listed.
-    `win_now`: the time its window is compared with (`util.window_now`; `now_dt` if None)."""
+    `win_now`: the time its window is compared with (`util.window_now`; `now_dt` if None).
+    `dated_ahead`: where the record's id goes when its `executed_at` is in the future
+    (`util.after_now`), for the plan's errors."""
     manual = False
     reason = None
     if ca is None:
@@ -465,10 +479,12 @@ def step(
             reasons.append("prerequisites not met over this record: " + ", ".join(f"`{n}`" for n in unmet))
     ex = rec.get("executed_at")
     if ca is not None and ca.window_seconds is not None and ca.klass != "irreversible":
-        executed_at, until, within, problem, _ = reversal_window(
-            ca, ex, now_dt if win_now is None else win_now, f"`executed_at` of record `{rid}`")
+        executed_at, until, within, problem, _, future = reversal_window(
+            ca, ex, now_dt if win_now is None else win_now, f"`executed_at` of record `{rid}`", now_dt)
         if problem is not None:
             reasons.append(problem)
+            if future and dated_ahead is not None:
+                dated_ahead.append(rid)
         elif not within:
             reasons.append(f"its reversal window ({ca.window}) closed at {until}")
     elif ex is not None:
@@ -511,20 +527,26 @@ def _path(parent_of: Mapping[str, str | None], rid: str) -> tuple[str, ...]:
 
 
 def reversal_window(
-    ca: CAction, ex: Any, now_dt: datetime, what: str
-) -> tuple[str | None, str | None, bool, str | None, bool]:
+    ca: CAction, ex: Any, now_dt: datetime, what: str, clock_now: datetime | None = None
+) -> tuple[str | None, str | None, bool, str | None, bool, bool]:
     """The reversal window of a record of type `ca` (which has one) executed at `ex`:
-    (executed_at, reversible_until, within the window at `now_dt`, problem, overflow).
-    A missing or unreadable `executed_at`, or one whose window would end after the last
-    representable time (overflow), is a problem and the window is treated as closed."""
+    (executed_at, reversible_until, within the window at `now_dt`, problem, overflow, future).
+    A missing or unreadable `executed_at`, one whose window would end after the last
+    representable time (overflow), or one more than `MAX_CLOCK_SKEW_SECONDS` after now
+    (future: `util.after_now`, measured from `clock_now`, the time as read, `now_dt` if
+    None; `now_dt` may be a microsecond later, `util.window_now`) is a problem and the window
+    is treated as closed; a future one has no `reversible_until` (no window starts at a time
+    that has not come). Up to the allowance after now, the time stands as recorded: its
+    window ends then at most that much later than an execution at now would."""
     if ex is None:
-        return None, None, False, f"{what} is missing; the reversal window is treated as expired", False
+        return None, None, False, f"{what} is missing; the reversal window is treated as expired", False, False
     try:
         ex_dt = parse_ts(ex, what)
     except ValueError as e:
-        return None, None, False, f"{e}; the window is treated as expired", False
+        return None, None, False, f"{e}; the window is treated as expired", False, False
     except OverflowError:  # a datetime whose offset moves it out of range
-        return None, None, False, f"{what} is out of the representable range; the window is treated as expired", False
+        return (None, None, False, f"{what} is out of the representable range; the window is treated as expired",
+                False, False)
     executed_at = fmt_ts(ex_dt)
     assert ca.window_td is not None  # callers pass a type that declares a window
     try:
@@ -540,8 +562,12 @@ def reversal_window(
                 f"is treated as expired"
             ),
             True,
+            False,
         )
-    return executed_at, fmt_ts(until_dt), now_dt <= until_dt, None, False
+    late = after_now(ex_dt, now_dt if clock_now is None else clock_now, what)
+    if late is not None:
+        return executed_at, None, False, late + "; the reversal window is treated as expired", False, True
+    return executed_at, fmt_ts(until_dt), now_dt <= until_dt, None, False, False
 
 
 def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[str | None], str | None]:

@@ -12,12 +12,14 @@ from pydantic import BaseModel
 
 from ..compiled import CAction
 from ..construct import fast
+from ..limits import MAX_CLOCK_SKEW_SECONDS
 from ..models import Action, DeferredTimes, EvalError, ReversibilityInfo, WorkflowState
 from ..timestamps import SURROGATE_RE, UTC, fmt_ts, fmt_ts_pair, parse_ts, type_name
 from ..timestamps import short as short  # re-exported: the engine's modules take their message helpers from here
 
 _UTC = UTC
 _MICROSECOND = timedelta(microseconds=1)
+_SKEW = timedelta(seconds=MAX_CLOCK_SKEW_SECONDS)
 _SURROGATE_RE = SURROGATE_RE
 
 
@@ -34,6 +36,32 @@ def now_of(now: Any) -> tuple[datetime, str | None]:
         return parse_ts(now, "`now`"), None
     except ValueError as e:
         return datetime.now(_UTC), str(e)
+    except OverflowError:  # a datetime whose offset moves it out of range (year 1 at +14:00)
+        return datetime.now(_UTC), "`now` is out of the representable range (0001-01-01 to 9999-12-31 in UTC)"
+
+
+def after_now(t: datetime, now_dt: datetime, what: str) -> str | None:
+    """Why the recorded time `t` (when something happened: an execution, a stop) cannot be
+    believed at `now_dt`: it is more than `MAX_CLOCK_SKEW_SECONDS` after it. None when it
+    is not: a time up to that far ahead is a difference between two clocks and stands as
+    recorded (as JWT readers allow a leeway on `iat`/`nbf`). The caller fails closed on a
+    problem (the window is expired, the workflow stays stopped)."""
+    ahead = t - now_dt
+    if ahead <= _SKEW:
+        return None
+    return (f"{what} {fmt_ts(t)} is after now ({fmt_ts(now_dt)}) by {_span(ahead)}, more than the "
+            f"{MAX_CLOCK_SKEW_SECONDS} s allowed for clock differences: a time something happened at cannot be "
+            "in the future")
+
+
+def _span(d: timedelta) -> str:
+    """A positive duration, roughly, for a message: `3 d`, `2 h`, `90 s`."""
+    s = d.days * 86400 + d.seconds
+    if s >= 2 * 86400:
+        return f"{s // 86400} d"
+    if s >= 2 * 3600:
+        return f"{s // 3600} h"
+    return f"{s} s" if not d.microseconds else f"{s + d.microseconds / 1e6:.6f} s"
 
 
 _SUB_MICRO = re.compile(r"\d\d:\d\d:\d\d[.,]\d{6}(\d+)")

@@ -570,7 +570,7 @@ def constant_errors(checker: Checker, w: ir.Workflow) -> None:
         if c is None or kind not in _CONSEQUENCE:
             continue
         sp = cond.loc.span
-        if any(e.path == sp.path and sp.start <= e.start < sp.end for e in errors):
+        if sp is not None and any(e.path == sp.path and sp.start <= e.start < sp.end for e in errors):
             continue  # an error in it is already reported (an unknown name, E109): that is why it errors
         if any(r.path[0] != "policy" for r in getattr(c, "references", ())):
             continue
