@@ -3,11 +3,13 @@
 
 The story:
  1. the agent looks up an order (allow: it runs, the execution is recorded);
- 2. it refunds $20 (allow) and $400 (require_approval: the graph interrupts with the
-    decision); a resume without an approver is refused (the agent gets the reason and
-    asks again), so is a resume by a support manager (no finance role); a finance
-    approver's approval, bound to the decision's digest, runs the refund; the $20 refund,
-    re-run by LangGraph with the resumed node, does not run twice;
+ 2. it refunds $20 (allow: it runs) and $400 (require_approval: the graph interrupts with
+    the decision); `route_tool_calls` gives each call its own task, so the $400 waits
+    alone (several held calls would each raise their own interrupt, answered together
+    with a map from interrupt id to approval). A resume without an approver is refused
+    (the agent gets the reason and asks again), so is a resume by a support manager (no
+    finance role); a finance approver's approval, bound to the decision's digest, runs
+    the refund;
  3. the same approval replayed from the interrupted checkpoint does not refund again;
  4. it emails a competitor (deny: a tool message with the reason);
  5. it deletes customers in bulk (stop: the graph halts, the ledger stops the workflow).
@@ -24,11 +26,10 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import tools_condition
 from langgraph.types import Command
 
 from policy_engine import Runtime
-from policy_engine.integrations.langgraph import Approval, WorkflowStopped, gated_tool_node
+from policy_engine.integrations.langgraph import Approval, WorkflowStopped, gated_tool_node, route_tool_calls
 
 POLICY = Path(__file__).resolve().parent / "integrations"
 DIRECTORY = {"fin": ["finance_approver"], "sam": ["support_manager"]}  # your identity provider
@@ -91,7 +92,7 @@ def build(rt: Runtime):
     g.add_node("agent", scripted_model)
     g.add_node("tools", tools)
     g.add_edge(START, "agent")
-    g.add_conditional_edges("agent", tools_condition, {"tools": "tools", END: END})
+    g.add_conditional_edges("agent", route_tool_calls, ["tools", END])  # a task per tool call
     g.add_edge("tools", "agent")
     return g.compile(checkpointer=InMemorySaver())
 
@@ -115,7 +116,7 @@ def main() -> int:
                    ("fin (finance_approver)", lambda r: Approval.for_request(r, "fin").to_dict())]
         for who, approval in resumes:
             request = state["__interrupt__"][0].value
-            print(f"interrupt: {request['tool']} {request['args']} -> {request['rule']} "
+            print(f"interrupt: {request['tool']} {request['args']} [{request['tool_call_id']}] -> {request['rule']} "
                   f"(decision {request['decision_id'][:8]}, {request['action_digest'][:19]}…)")
             interrupted = graph.get_state(cfg).config
             print(f"resume by {who}")

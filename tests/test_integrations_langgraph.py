@@ -18,10 +18,16 @@ from langchain_core.tools import tool  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
 from langgraph.prebuilt import tools_condition  # noqa: E402
-from langgraph.types import Command  # noqa: E402
+from langgraph.types import Command, interrupt  # noqa: E402
 
 from policy_engine import Runtime  # noqa: E402
-from policy_engine.integrations.langgraph import Approval, WorkflowStopped, gated_tool_node  # noqa: E402
+from policy_engine.integrations.common import Outcome  # noqa: E402
+from policy_engine.integrations.langgraph import (  # noqa: E402
+    Approval,
+    WorkflowStopped,
+    gated_tool_node,
+    route_tool_calls,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "examples" / "integrations"
@@ -187,11 +193,15 @@ def test_an_approval_for_different_tool_arguments_is_refused(rt):
 def test_a_resumed_node_does_not_rerun_a_call_that_already_ran(rt):
     shop = Shop()
     g, cfg, request = held(rt, shop, [[refund(20, "c0"), refund(400, "c1")]])
-    assert shop.refunds == [{"order_id": "A-1", "amount": 20}]  # ran before the interrupt
+    interrupted = g.get_state(cfg).config
+    assert shop.refunds == []  # one task holds the turn: it runs once its held call is settled
     state = g.invoke(Command(resume=Approval.for_request(request, "fin").to_dict()), cfg)
     assert shop.refunds == [{"order_id": "A-1", "amount": 20}, {"order_id": "A-1", "amount": 400}]
-    assert "already ran" in tool_messages(state)["c0"].content
-    assert len(executions(rt)) == 2
+    assert tool_messages(state)["c0"].status == tool_messages(state)["c1"].status == "success"
+    # the node re-run from the interrupted checkpoint: neither call runs again
+    state = g.invoke(Command(resume=Approval.for_request(request, "fin").to_dict()), interrupted)
+    assert len(shop.refunds) == 2 and len(executions(rt)) == 2
+    assert all("already ran" in tool_messages(state)[c].content for c in ("c0", "c1"))
 
 
 def test_deny_returns_a_tool_message_with_the_reason(rt):
@@ -358,3 +368,278 @@ def test_a_tool_argument_cannot_name_the_reviewer_of_its_call(rt):
     g.invoke(Command(resume=Approval.for_request(request, "fin").to_dict()), cfg)
     x = executions(rt)[-1]  # approved: the reviewer is the approver the ledger counted
     assert x.body["receipt"]["reviewer"] == "fin" and x.body["reviewer"] == "fin"
+
+
+# ------------------------------------------------------------------ several held calls in one turn
+def routed_graph(rt, tools, script: list[list[dict]]):
+    """The graph of `graph_with`, each tool call sent to the tool node as its own task."""
+    def model(state: MessagesState) -> dict:
+        turn = sum(1 for m in state["messages"] if isinstance(m, AIMessage))
+        return {"messages": [AIMessage(content="", tool_calls=script[turn] if turn < len(script) else [])]}
+
+    g = StateGraph(MessagesState)
+    g.add_node("agent", model)
+    g.add_node("tools", gated_tool_node(tools, rt, workflow="shop-support", approvers=DIRECTORY))
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", route_tool_calls, ["tools", END])
+    g.add_edge("tools", "agent")
+    return g.compile(checkpointer=InMemorySaver())
+
+
+def by_call(interrupts) -> dict:
+    return {i.value["tool_call_id"]: i for i in interrupts}
+
+
+TWIN_REFUNDS = [[refund(400, "a"), refund(400, "b"), refund(20, "c0")]]  # a and b: the same arguments
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_several_held_calls_each_raise_their_own_interrupt_and_resume_together(rt, mode):
+    shop = Shop()
+    g = routed_graph(rt, shop.tools, TWIN_REFUNDS)
+    cfg = {"configurable": {"thread_id": "t"}}
+
+    def invoke(x):
+        return g.invoke(x, cfg) if mode == "sync" else asyncio.run(g.ainvoke(x, cfg))
+    state = invoke({"messages": [("user", "go")]})
+    held_calls = by_call(state["__interrupt__"])
+    assert sorted(held_calls) == ["a", "b"] and len({i.id for i in held_calls.values()}) == 2
+    for cid, i in held_calls.items():  # each interrupt names its own decision
+        d = rt.ledger.get(i.value["decision_id"])
+        assert d.body["action"]["id"] == cid and i.value["action_digest"] == d.body["decision"]["action_digest"]
+    assert held_calls["a"].value["decision_id"] != held_calls["b"].value["decision_id"]
+    state = invoke(Command(resume={i.id: Approval.for_request(i.value, "fin").to_dict() for i in held_calls.values()}))
+    assert "__interrupt__" not in state
+    assert sorted(r["amount"] for r in shop.refunds) == [20, 400, 400]
+    assert all(m.status == "success" for m in tool_messages(state).values())
+    xs = executions(rt)
+    assert len(xs) == 3 and sorted(x.body["reviewer"] or "" for x in xs) == ["", "fin", "fin"]
+
+
+def test_a_swapped_resume_map_counts_for_neither_call(rt):
+    shop = Shop()
+    g = routed_graph(rt, shop.tools, TWIN_REFUNDS)
+    cfg = {"configurable": {"thread_id": "t"}}
+    held_calls = by_call(g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"])
+    a, b = held_calls["a"], held_calls["b"]
+    state = g.invoke(Command(resume={a.id: Approval.for_request(b.value, "fin").to_dict(),
+                                     b.id: Approval.for_request(a.value, "fin").to_dict()}), cfg)
+    for i, other in ((a, b), (b, a)):
+        msg = tool_messages(state)[i.value["tool_call_id"]]
+        assert msg.status == "error" and f"the approval is for decision '{other.value['decision_id']}'" in msg.content
+        assert rt.authorization(i.value["decision_id"]).status == "pending"
+    assert shop.refunds == [{"order_id": "A-1", "amount": 20}]
+
+
+def test_resuming_some_held_calls_leaves_the_others_waiting(rt):
+    shop = Shop()
+    g = routed_graph(rt, shop.tools, TWIN_REFUNDS)
+    cfg = {"configurable": {"thread_id": "t"}}
+    held_calls = by_call(g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"])
+    a, b = held_calls["a"], held_calls["b"]
+    state = g.invoke(Command(resume={a.id: Approval.for_request(a.value, "fin").to_dict()}), cfg)
+    assert [i.id for i in state["__interrupt__"]] == [b.id]  # b still waits, on the same interrupt
+    assert len(shop.refunds) == 2 and rt.authorization(b.value["decision_id"]).status == "pending"
+    state = g.invoke(Command(resume={b.id: Approval.for_request(b.value, "fin").to_dict()}), cfg)
+    assert len(shop.refunds) == 3 and "__interrupt__" not in state
+    assert [x.body["decision"] for x in executions(rt)][-2:] == [a.value["decision_id"], b.value["decision_id"]]
+
+
+def test_one_task_asks_for_its_held_calls_in_order_and_each_value_counts_for_the_call_it_names(rt):
+    shop = Shop()
+    g = graph_for(rt, shop, TWIN_REFUNDS)  # tools_condition: the whole turn is one task
+    cfg = {"configurable": {"thread_id": "t"}}
+    [first] = g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"]
+    assert first.value["tool_call_id"] == "a" and shop.refunds == []
+    state = g.invoke(Command(resume=Approval.for_request(first.value, "fin").to_dict()), cfg)
+    [second] = state["__interrupt__"]
+    assert second.value["tool_call_id"] == "b" and shop.refunds == []
+    assert rt.authorization(first.value["decision_id"]).status == "approved"
+    assert rt.authorization(second.value["decision_id"]).status == "pending"  # a's approval is a's only
+    state = g.invoke(Command(resume=Approval.for_request(second.value, "fin").to_dict()), cfg)
+    assert sorted(r["amount"] for r in shop.refunds) == [20, 400, 400]  # each once (in parallel)
+    assert all(m.status == "success" for m in tool_messages(state).values())
+    assert {x.body["decision"] for x in executions(rt)} >= {first.value["decision_id"], second.value["decision_id"]}
+
+
+def test_in_one_task_a_value_naming_another_held_call_counts_for_that_call_only(rt):
+    shop = Shop()
+    g = graph_for(rt, shop, TWIN_REFUNDS)
+    cfg = {"configurable": {"thread_id": "t"}}
+    g.invoke({"messages": [("user", "go")]}, cfg)
+    b_request = next(e for e in rt.ledger.entries(kind="decision") if e.body["action"]["id"] == "b")
+    b_approval = Approval(b_request.id, b_request.body["decision"]["action_digest"], "fin").to_dict()
+    state = g.invoke(Command(resume=b_approval), cfg)  # answers the interrupt asking for a
+    [again] = state["__interrupt__"]
+    assert again.value["tool_call_id"] == "a"  # a is asked again: b's approval did not count for it
+    assert rt.authorization(again.value["decision_id"]).status == "pending"
+    assert rt.authorization(b_request.id).status == "approved"
+    state = g.invoke(Command(resume=Approval.for_request(again.value, "fin").to_dict()), cfg)
+    assert len(shop.refunds) == 3 and len(executions(rt)) == 3
+
+
+# ------------------------------------------------------------------ a tool that interrupts itself
+def confirming_refund(log: list):
+    """A refund that asks the operator for a confirmation code (its own interrupt)."""
+    def body(order_id: str, amount: int) -> dict:
+        log.append(("start", amount))
+        code = interrupt({"ask": "confirmation code", "amount": amount}) if amount == 400 else None
+        log.append(("charged", amount, code))
+        return {"refund_id": f"rf-{amount}", "order_id": order_id, "amount": amount}
+
+    @tool
+    def refund_order(order_id: str, amount: int) -> dict:
+        """Refund an order."""
+        return body(order_id, amount)
+
+    @tool
+    async def arefund_order(order_id: str, amount: int) -> dict:
+        """Refund an order."""
+        return body(order_id, amount)
+
+    arefund_order.name = "refund_order"
+    return refund_order, arefund_order
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_tool_that_interrupts_itself_runs_under_its_approval_once(rt, mode):
+    log: list = []
+    sync_tool, async_tool = confirming_refund(log)
+    g = graph_with(rt, [sync_tool if mode == "sync" else async_tool], [[refund(400, "c1")]])
+    cfg = {"configurable": {"thread_id": "t"}}
+
+    def invoke(x, config=cfg):
+        return g.invoke(x, config) if mode == "sync" else asyncio.run(g.ainvoke(x, config))
+    request = invoke({"messages": [("user", "go")]})["__interrupt__"][0].value
+    [ask] = invoke(Command(resume=Approval.for_request(request, "fin").to_dict()))["__interrupt__"]
+    assert ask.value == {"ask": "confirmation code", "amount": 400} and executions(rt) == []
+    waiting = g.get_state(cfg).config
+    state = invoke(Command(resume="7311"))
+    assert log[-1] == ("charged", 400, "7311") and tool_messages(state)["c1"].status == "success"
+    [x] = executions(rt)
+    assert x.body["decision"] == request["decision_id"] and x.body["authorized"] and x.body["reviewer"] == "fin"
+    # the waiting tool resumed again (a fork of its checkpoint): the decision is used, nothing runs
+    state = invoke(Command(resume="7311"), waiting)
+    assert "already ran" in tool_messages(state)["c1"].content
+    assert [e for e in log if e[0] == "charged"] == [("charged", 400, "7311")] and len(executions(rt)) == 1
+
+
+def test_a_waiting_tool_keeps_its_claim_for_the_resumed_node_only(rt):
+    log: list = []
+    tool_, _ = confirming_refund(log)
+    g = graph_with(rt, [tool_], [[refund(400, "c1")]])
+    cfg = {"configurable": {"thread_id": "t"}}
+    request = g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"][0].value
+    g.invoke(Command(resume=Approval.for_request(request, "fin").to_dict()), cfg)  # the tool waits
+    gate = g.get_graph().nodes["tools"].data.stopline
+    wrapper = g.get_graph().nodes["tools"].data._stopline_wrapper
+    check = gate.check("refund_order", {"order_id": "A-1", "amount": 400}, "c1", scope="t/tools")
+    assert not gate.approved(check).run  # another executor cannot take the approval meanwhile
+    ns = next(t for t in g.get_state(cfg).tasks if t.name == "tools").id
+    other = {"configurable": {"thread_id": "t", "checkpoint_ns": "tools:another-task"}}
+    mine = {"configurable": {"thread_id": "t", "checkpoint_ns": f"tools:{ns}"}}
+    approved = Outcome(True, approver="fin")
+    assert not wrapper._claim(check, approved, other)[0].run  # a fork (another task) cannot continue it
+    out, holder = wrapper._claim(check, approved, mine)  # the resumed node continues it...
+    assert out.run and holder is not None
+    assert not wrapper._claim(check, approved, mine)[0].run  # ...once: running, it is not continued again
+    wrapper._wait(check, holder)  # it waits again: the next resume continues it
+    assert wrapper._claim(check, approved, mine)[0].run
+
+
+def test_in_one_task_a_tool_that_interrupts_gets_its_own_answer_after_its_held_siblings(rt):
+    log: list = []
+    tool_, _ = confirming_refund(log)
+    g = graph_with(rt, [tool_], [[refund(400, "c1"), refund(300, "c2")]])  # one task, both held
+    cfg = {"configurable": {"thread_id": "t"}}
+    first = g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"][0].value
+    second = g.invoke(Command(resume=Approval.for_request(first, "fin").to_dict()), cfg)["__interrupt__"][0].value
+    assert (first["tool_call_id"], second["tool_call_id"]) == ("c1", "c2")
+    [ask] = g.invoke(Command(resume=Approval.for_request(second, "fin").to_dict()), cfg)["__interrupt__"]
+    assert ask.value["ask"] == "confirmation code" and ("charged", 300, None) in log  # c2 ran, c1 waits
+    state = g.invoke(Command(resume="7311"), cfg)
+    assert ("charged", 400, "7311") in log  # its answer, not a sibling's replayed approval
+    assert tool_messages(state)["c1"].status == "success" and len(executions(rt)) == 2
+    assert sum(1 for e in log if e[0] == "charged") == 2
+
+
+# ------------------------------------------------------------------ arguments JSON cannot hold
+def test_a_dict_key_that_is_not_a_string_is_a_recorded_refusal_the_agent_reads(rt):
+    shop = Shop()
+    calls = [{"name": "refund_order", "args": {"order_id": "A-1", "amount": 20, "meta": meta}, "id": cid}
+             for cid, meta in (("c1", {(1, 2): "x"}), ("c2", {7: "x", "7": "y"}))]  # 7 and "7": never folded
+    g = graph_for(rt, shop, [calls])
+    state = g.invoke({"messages": [("user", "go")]}, {"configurable": {"thread_id": "t"}})  # no TypeError
+    for cid, key in (("c1", "(1, 2)"), ("c2", "7")):
+        msg = tool_messages(state)[cid]
+        assert msg.status == "error" and f"object key {key}" in msg.content and "not a string" in msg.content
+    assert shop.refunds == [] and executions(rt) == []
+    assert [e.body["decision"]["effect"] for e in rt.ledger.entries(kind="decision")] == ["deny", "deny"]
+
+
+def test_a_tool_output_json_cannot_hold_is_still_recorded(rt):
+    @tool(response_format="content_and_artifact")
+    def refund_order(order_id: str, amount: int) -> tuple:
+        """Refund an order."""
+        return "refunded", {"refund_id": {("rf", 1): "odd"}, "order_id": order_id, "amount": amount}
+
+    g = graph_with(rt, [refund_order], [[refund(20, "c1")]])
+    g.invoke({"messages": [("user", "go")]}, {"configurable": {"thread_id": "t"}})
+    [x] = executions(rt)  # it ran: recorded, the field JSON cannot hold as its text
+    assert x.body["authorized"] and x.body["receipt"]["amount"] == 20
+    assert isinstance(x.body["receipt"]["refund_id"], str) and "odd" in x.body["receipt"]["refund_id"]
+
+
+def test_in_one_task_a_deny_after_an_approval_wins(rt):
+    shop = Shop()
+    g = graph_for(rt, shop, TWIN_REFUNDS)
+    cfg = {"configurable": {"thread_id": "t"}}
+    [a] = g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"]
+    [b] = g.invoke(Command(resume=Approval.for_request(a.value, "fin").to_dict()), cfg)["__interrupt__"]
+    rt.approve(a.value["decision_id"], principal="fin2", roles=["finance_approver"], verdict="deny")  # out of band
+    state = g.invoke(Command(resume=Approval.for_request(b.value, "fin").to_dict()), cfg)
+    assert tool_messages(state)["a"].status == "error" and "denied" in tool_messages(state)["a"].content
+    assert sorted(r["amount"] for r in shop.refunds) == [20, 400]  # b and c0 ran, a did not
+    assert rt.authorization(a.value["decision_id"]).status == "denied"
+
+
+def test_a_tool_that_interrupts_under_a_two_approver_rule_gets_its_own_answer(tmp_path):
+    text = (POLICY / "agent_tools.policy").read_text().replace("by 1 finance_approver", "by 2 finance_approver")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "agent_tools.policy").write_text(text)
+    log: list = []
+    tool_, _ = confirming_refund(log)
+    with Runtime.open(str(tmp_path / "p"), ledger=f"sqlite:///{tmp_path / 'l.db'}") as rt:
+        g = StateGraph(MessagesState)
+        g.add_node("agent", lambda s: {"messages": [AIMessage(content="", tool_calls=[refund(400, "c1")]
+                                                              if len(s["messages"]) == 1 else [])]})
+        g.add_node("tools", gated_tool_node([tool_], rt, workflow="shop-support",
+                                            approvers={"fin": ["finance_approver"], "fin2": ["finance_approver"]}))
+        g.add_edge(START, "agent")
+        g.add_conditional_edges("agent", tools_condition, {"tools": "tools", END: END})
+        g.add_edge("tools", "agent")
+        g = g.compile(checkpointer=InMemorySaver())
+        cfg = {"configurable": {"thread_id": "t"}}
+        request = g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"][0].value
+        again = g.invoke(Command(resume=Approval.for_request(request, "fin").to_dict()), cfg)["__interrupt__"]
+        assert again[0].value["decision_id"] == request["decision_id"]  # one more approval needed
+        [ask] = g.invoke(Command(resume=Approval.for_request(request, "fin2").to_dict()), cfg)["__interrupt__"]
+        assert ask.value["ask"] == "confirmation code"
+        g.invoke(Command(resume="7311"), cfg)
+        assert [e for e in log if e[0] == "charged"] == [("charged", 400, "7311")]  # not fin2's approval
+        [x] = rt.ledger.entries(kind="execution")
+        assert x.body["authorized"] and x.body["decision"] == request["decision_id"]
+
+
+def test_routed_tools_that_interrupt_themselves_are_resumed_together(rt):
+    log: list = []
+    tool_, _ = confirming_refund(log)
+    g = routed_graph(rt, [tool_], [[refund(400, "c1"), refund(400, "c2")]])
+    cfg = {"configurable": {"thread_id": "t"}}
+    held_calls = g.invoke({"messages": [("user", "go")]}, cfg)["__interrupt__"]
+    asks = g.invoke(Command(resume={i.id: Approval.for_request(i.value, "fin").to_dict() for i in held_calls}),
+                    cfg)["__interrupt__"]
+    assert [i.value["ask"] for i in asks] == ["confirmation code"] * 2 and executions(rt) == []
+    state = g.invoke(Command(resume={i.id: f"code-{n}" for n, i in enumerate(asks)}), cfg)
+    assert sorted(e[2] for e in log if e[0] == "charged") == ["code-0", "code-1"]  # each its own answer
+    assert all(m.status == "success" for m in tool_messages(state).values()) and len(executions(rt)) == 2

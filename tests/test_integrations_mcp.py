@@ -371,3 +371,26 @@ def test_a_call_cancelled_while_it_runs_is_recorded_as_executed(rt, mode):
     [d] = rt.ledger.entries(kind="decision")
     [x] = rt.ledger.entries(kind="execution")  # it began (and may have had its effect): the ledger says so
     assert x.body["decision"] == d.id and x.body["authorized"]
+
+
+@pytest.mark.parametrize("meta", [None, {CALL_ID: "call-1"}])
+def test_arguments_json_cannot_hold_are_a_recorded_refusal(rt, meta):
+    files = Files()
+    gate = gateway(rt, files).gate  # what the gateway and the middleware call for every tools/call
+    ran: list = []
+
+    async def upstream():
+        ran.append(1)
+        return {"content": [{"type": "text", "text": "written"}]}
+
+    async def go():
+        out = []
+        for args in ({"path": "a.txt", "text": "x", "opts": {(1, 2): "x"}},  # a tuple key
+                     {"path": "a.txt", "text": "x", 1: "one"}):  # an int key beside strings
+            out.append(await gate.call(None, "write_file", args, meta, None, upstream))
+        return out
+    for r, key in zip(run(go), ("(1, 2)", "1"), strict=True):  # results, not a TypeError
+        assert r.is_error and gate_of(r)["outcome"] == "deny" and gate_of(r)["rule"] == "unrecordable action"
+        assert f"object key {key}" in r.content[0].text and "not a string" in r.content[0].text
+    assert ran == [] and files.ran == []
+    assert [e.body["decision"]["effect"] for e in rt.ledger.entries(kind="decision")] == ["deny", "deny"]

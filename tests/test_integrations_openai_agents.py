@@ -4,6 +4,7 @@ model, no network): the SDK's known approval holes reproduced and refused."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -209,3 +210,89 @@ def test_the_tool_output_cannot_name_the_reviewer_of_its_call(rt):
     run(Runner.run(agent, "go"))
     [x] = rt.ledger.entries(kind="execution")
     assert x.body["reviewer"] is None and "reviewer" not in x.body["receipt"]
+
+
+def test_a_guardrail_that_rejects_after_stoplines_leaves_the_approval_unused(rt):
+    from agents import RunState, ToolGuardrailFunctionOutput, tool_input_guardrail
+
+    agent, gate, refunds, _ = setup(rt, [[refund("c1", 400)]])
+    calls = {"n": 0}
+
+    @tool_input_guardrail
+    def rate_limit(data):  # the user's own guardrail, after Stopline's: rejects the first attempt
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return ToolGuardrailFunctionOutput.reject_content("rate limited, try again", output_info={})
+        return ToolGuardrailFunctionOutput.allow(output_info={})
+
+    for t in agent.tools:
+        t.tool_input_guardrails = [*t.tool_input_guardrails, rate_limit]
+    result = run(Runner.run(agent, "go"))
+    [held] = result.interruptions
+    state = result.to_state()
+    req = request_for(gate, held)
+    assert approve(gate, state, held, Approval.for_request(req, "fin")).run
+    saved = state.to_string()
+    result = run(Runner.run(agent, state))
+    assert refunds == [] and any("rate limited" in str(getattr(i, "output", "")) for i in result.new_items)
+    del result, state
+    gc.collect()
+    assert gate._openai_agents.cleared == {}  # the clearance went with its invocation
+    st = rt.authorization(req["decision_id"])
+    assert st.status == "approved" and st.claimed_by is None  # not burnt by a call that never ran
+    # the run retried from its saved state: the approved call runs, once
+    result = run(Runner.run(agent, run(RunState.from_string(agent, saved))))
+    assert refunds == [400] and rt.authorization(req["decision_id"]).status == "executed"
+    result = run(Runner.run(agent, run(RunState.from_string(agent, saved))))
+    assert refunds == [400] and any("already ran" in str(getattr(i, "output", "")) for i in result.new_items)
+    assert [x.body["authorized"] for x in rt.ledger.entries(kind="execution")] == [True]
+
+
+def test_two_resumes_of_one_approval_past_every_guardrail_run_it_once(rt):
+    from agents import RunHooks, RunState
+
+    agent, gate, refunds, _ = setup(rt, [[refund("c1", 400)]])
+    result = run(Runner.run(agent, "go"))
+    [held] = result.interruptions
+    state = result.to_state()
+    assert approve(gate, state, held, Approval.for_request(request_for(gate, held), "fin")).run
+    saved = state.to_string()
+
+    class BothCleared(RunHooks):  # both resumes pass every guardrail before either tool is invoked
+        def __init__(self) -> None:
+            self.waiting, self.go = 0, asyncio.Event()
+
+        def arrive(self) -> None:
+            self.waiting += 1
+            if self.waiting == 2:
+                self.go.set()
+
+        async def on_tool_start(self, context, agent, tool) -> None:
+            self.arrive()
+            await self.go.wait()
+
+    async def both():
+        hooks = BothCleared()
+
+        async def one(s):
+            try:
+                return await Runner.run(agent, s, hooks=hooks)
+            finally:  # a run that ended (its call refused before the tool) waits for nothing
+                hooks.arrive()
+        states = [await RunState.from_string(agent, saved) for _ in range(2)]
+        return await asyncio.gather(*(one(s) for s in states))
+    results = run(both())
+    assert refunds == [400]  # one transition wins: the other is told the approval is being used
+    outputs = [str(getattr(i, "output", "")) for r in results for i in r.new_items]
+    assert any("already being used" in o for o in outputs)
+    assert [x.body["authorized"] for x in rt.ledger.entries(kind="execution")] == [True]
+
+
+def test_an_action_json_cannot_hold_is_a_refusal_the_model_reads(rt):
+    agent, gate, refunds, _ = setup(rt, [[refund("c1", 20)]])
+    gate.action = lambda tool, args, cid: {**args, "type": tool, "id": cid, "tags": {("vip", 1): True}}
+    result = run(Runner.run(agent, "go"))  # no TypeError out of the run
+    assert refunds == []
+    assert any("object key ('vip', 1)" in str(getattr(i, "output", "")) for i in result.new_items)
+    [d] = rt.ledger.entries(kind="decision")
+    assert d.body["decision"]["effect"] == "deny" and "not a string" in d.body["decision"]["reason"]

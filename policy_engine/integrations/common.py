@@ -13,7 +13,11 @@ The guarantees live in the ledger, not in the framework's memory:
 - an approved decision is claimed (one transition wins) before the tool runs and its
   execution is recorded after, so its approvals are used once: a second resume, a
   replayed resume or a standing "always approve" finds the decision ``executed``;
-- a call that already ran (a re-run node) is not run again.
+- a call that already ran (a re-run node) is not run again;
+- arguments are never coerced to fit: a dict key that is not a string (a tuple, an int)
+  reaches the Runtime as it is, which records the call as a ``deny`` naming the key
+  (``unrecordable action``), so the agent is refused with that reason (never a bare
+  ``TypeError`` out of the framework, and never ``1`` and ``"1"`` folded into one key).
 """
 
 from __future__ import annotations
@@ -103,9 +107,11 @@ class Check:
         return self.decision.action_digest
 
     def request(self) -> dict[str, Any]:
-        """What an interrupt / interruption carries to the reviewer (JSON)."""
+        """What an interrupt / interruption carries to the reviewer (JSON): what identifies
+        the decision (``decision_id``, ``action_digest``, ``tool_call_id``) and why."""
         d = self.decision
         return {"stopline": "approval_required", "decision_id": self.decision_id, "action_digest": d.action_digest,
+                "tool_call_id": self.call_id,
                 "workflow": self.workflow, "tool": self.tool, "args": self.args, "rule": self.rule,
                 "reason": d.reason, "status": self.status,
                 "approvals": [{"rule": a.rule, **_requirement(a)} for a in d.approvals]}
@@ -138,11 +144,43 @@ ReceiptFn = Callable[[Check, Any], Mapping[str, Any]]
 
 
 def _digest(x: Any) -> str:
-    return hashlib.sha256(json.dumps(x, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    """A stable digest of ``x`` (canonical JSON; a value JSON cannot hold, such as a dict
+    key that is not a string, by its ``repr``: the digest names the call, never fails)."""
+    try:
+        text = json.dumps(x, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = "repr:" + repr(x)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _plain(x: Any) -> Any:
+    """Tool arguments as the gate sees them: JSON values as they are (tuples as lists), any
+    other value as its text, as before; dict keys are kept as they are, so a key JSON cannot
+    hold (a tuple, an int) reaches the Runtime, which records the call as a deny naming it."""
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if x is None or type(x) in (str, bool, int, float):
+        return x
+    if isinstance(x, str):
+        return str.__str__(x)
+    if isinstance(x, bool):
+        return bool(x)
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return float(x)
+    return str(x)
 
 
 def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))
+    """``x`` as JSON for a receipt, which is recorded whatever the tool returned: a value
+    JSON cannot hold exactly (a dict key that is not a string) is recorded as its text."""
+    try:
+        return json.loads(json.dumps(x, default=str))
+    except (TypeError, ValueError, RecursionError):
+        return repr(x)
 
 
 @dataclass
@@ -179,12 +217,14 @@ class ToolGate:
             a = dict(self.action(tool, dict(args), call_id))
             a.setdefault("workflow", self.workflow)
             return a
-        return {**_jsonable(dict(args)), "workflow": self.workflow, "type": self.types.get(tool, tool), "id": call_id}
+        return {**_plain(dict(args)), "workflow": self.workflow, "type": self.types.get(tool, tool), "id": call_id}
 
     def check(self, tool: str, args: Mapping[str, Any], call_id: str, *, scope: str = "",
               extra: Mapping[str, Any] | None = None) -> Check:
-        """Gate one call (recorded; the same scope, call id and arguments give the same decision)."""
-        args = _jsonable(dict(args or {}))
+        """Gate one call (recorded; the same scope, call id and arguments give the same decision).
+        Arguments JSON cannot hold exactly (a dict key that is not a string) give a recorded
+        ``deny`` naming the problem (the Runtime's ``unrecordable action``)."""
+        args = _plain(dict(args or {}))
         action = self.action_for(tool, args, call_id)
         if extra:
             action = {**dict(extra), **action}
@@ -228,10 +268,15 @@ class ToolGate:
         except Exception:  # a failing directory grants nothing (fail closed)
             return []
 
-    def accept(self, check: Check, value: Any) -> Outcome:
-        """Judge a resume value for ``check``: record it as an approval when it is one for
-        this decision and digest from a named principal; ``run`` when the Runtime says the
-        decision is approved (and the call is then claimed for one execution)."""
+    def judge(self, check: Check, value: Any) -> Outcome:
+        """Judge a resume value for ``check`` and record it (an approval or a deny), claiming
+        nothing: ``run`` when it completes the approval (the caller then checks the ledger
+        and claims), ``pending`` when more approvals are needed, else a refusal.
+
+        Replay-stable: a framework that re-runs a node replays the values it was resumed with,
+        and each gets the answer it got the first time (an approval already counted answers
+        with the status it left the decision in, recorded in its entry), so a node asks for
+        exactly as many values as before and a later interrupt gets its own value back."""
         if isinstance(value, Approval):
             value = value.to_dict()
         if not isinstance(value, Mapping):
@@ -249,23 +294,43 @@ class ToolGate:
         if verdict not in ("approve", "deny"):
             return self._refuse(check, f"the approval's verdict is {verdict!r}, not approve or deny")
         st = self.runtime.authorization(check.decision_id, now=self._t())
-        already = st.verdict is not None and principal in st.verdict.accepted and verdict == "approve"
-        if st.status == "approved" and already:
-            return self._claim(check, principal)
-        if not already:
-            r = self.runtime.approve(check.decision_id, principal=principal, roles=self.roles_of(principal),
-                                     verdict=verdict, now=self._t(), note=value.get("note"))
-            if not r.recorded:
-                return self._refuse(check, r.reason)
-            if verdict == "deny":
-                return self._refuse(check, f"denied by {principal}" if r.counted else
-                                    f"{principal}'s deny was recorded but {r.reason}")
-            if not r.counted:
-                return self._refuse(check, f"{principal} cannot approve it: {r.reason}")
+        if verdict == "approve" and st.verdict is not None and principal in st.verdict.accepted:
+            after = self._status_after(check.decision_id, principal) or st.status
+            if after == "pending":
+                return Outcome(False, self._pending_message(check, st), pending=True)
+            return Outcome(True, approver=principal)
+        r = self.runtime.approve(check.decision_id, principal=principal, roles=self.roles_of(principal),
+                                 verdict=verdict, now=self._t(), note=value.get("note"))
+        if not r.recorded:
+            return self._refuse(check, r.reason)
+        if verdict == "deny":
+            return self._refuse(check, f"denied by {principal}" if r.counted else
+                                f"{principal}'s deny was recorded but {r.reason}")
+        if not r.counted:
+            return self._refuse(check, f"{principal} cannot approve it: {r.reason}")
+        if r.status == "approved":
+            return Outcome(True, approver=principal)
+        st = self.runtime.authorization(check.decision_id, now=self._t())
+        return Outcome(False, self._pending_message(check, st), pending=r.status == "pending")
+
+    def _status_after(self, decision_id: str, principal: str) -> str | None:
+        """The status ``principal``'s counted approval left the decision in (its entry says)."""
+        for e in reversed(self.runtime.ledger.entries(kind="approval", link=decision_id)):
+            b = e.body
+            if b.get("principal") == principal and b.get("verdict") == "approve" and b.get("counted"):
+                return b.get("status_after")
+        return None
+
+    def accept(self, check: Check, value: Any) -> Outcome:
+        """Judge a resume value for ``check`` (``judge``); ``run`` when the Runtime says the
+        decision is approved, and the call is then claimed for one execution."""
+        out = self.judge(check, value)
+        if not out.run:
+            return out
         st = self.runtime.authorization(check.decision_id, now=self._t())
         if st.status != "approved":
             return Outcome(False, self._pending_message(check, st), pending=st.status == "pending")
-        return self._claim(check, principal)
+        return self._claim(check, out.approver or "")
 
     def _halt_if_stopped(self, check: Check) -> None:
         """The ledger decides state: a workflow stopped since the decision halts the call
@@ -288,14 +353,25 @@ class ToolGate:
             return self._refuse(check, f"the approval is already being used ({r.reason})")
         return Outcome(True, approver=principal)
 
-    def approved(self, check: Check) -> Outcome:
-        """For a framework whose approval happened out of band (recorded with
-        ``approve``): run only when the ledger says the decision is approved; claim it."""
+    def ready(self, check: Check) -> Outcome:
+        """For a framework whose approval happened out of band (recorded with ``approve``):
+        ``run`` when the ledger says the decision is approved and the workflow may act,
+        claiming nothing (``claim`` does, right before the tool runs)."""
         st = self.runtime.authorization(check.decision_id, now=self._t())
         if st.status != "approved":
             return Outcome(False, self._pending_message(check, st), pending=st.status == "pending")
+        self._halt_if_stopped(check)
         who = ", ".join(st.verdict.accepted) if st.verdict is not None else None
-        return self._claim(check, who or "")
+        return Outcome(True, approver=who or "")
+
+    def claim(self, check: Check, approver: str | None) -> Outcome:
+        """Claim an approved decision for one execution (one transition wins)."""
+        return self._claim(check, approver or "")
+
+    def approved(self, check: Check) -> Outcome:
+        """``ready``, then claimed: run only when the ledger says the decision is approved."""
+        out = self.ready(check)
+        return self._claim(check, out.approver or "") if out.run else out
 
     def approve(self, request: Mapping[str, Any] | Check, approval: Approval | Mapping[str, Any]) -> Outcome:
         """Record ``approval`` for a held call (``request``: its ``Check`` or its request
@@ -371,7 +447,7 @@ class ToolGate:
         if self.receipt is not None:
             base.update(self.receipt(check, output) or {})
         declared = tuple(check.decision.receipt or ())
-        return _jsonable({f: base[f] for f in declared if f in base})
+        return {f: _jsonable(base[f]) for f in declared if f in base}
 
     def record(self, check: Check, output: Any, approver: str | None = None) -> Any:
         """Record the execution with its receipt (idempotent per call)."""

@@ -1,47 +1,75 @@
 """Stopline in front of every tool call of a LangGraph graph (``pip install 'stopline[langgraph]'``).
 
-    from policy_engine.integrations.langgraph import gated_tool_node
+    from policy_engine.integrations.langgraph import gated_tool_node, route_tool_calls
     tools = gated_tool_node([send_reply, lookup], runtime, workflow="support-replies", approvers=directory)
+    graph.add_node("tools", tools)
+    graph.add_conditional_edges("agent", route_tool_calls, ["tools", END])  # one task per tool call
 
-``tools`` is a ``langgraph.prebuilt.ToolNode`` whose ``wrap_tool_call`` is a
-``StoplineToolWrapper``: use it as the graph's tool node (or pass it to
-``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
+``tools`` is a ``langgraph.prebuilt.ToolNode`` (a ``StoplineToolNode``) whose
+``wrap_tool_call`` is a ``StoplineToolWrapper``: use it as the graph's tool node (or pass it
+to ``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
 
 - allow: the tool runs and its execution is recorded with a receipt of the declared fields;
 - require_approval: ``interrupt()`` with the decision (``decision_id``, ``action_digest``,
-  the rule, the approvals required); resume with ``Command(resume=Approval(...).to_dict())``.
+  ``tool_call_id``, the rule, the approvals required); resume with
+  ``Command(resume=Approval(...).to_dict())``, or, when several calls are held, with
+  ``Command(resume={interrupt.id: Approval.for_request(interrupt.value, who).to_dict(), ...})``.
   The approval counts only when it names this decision and digest and a principal whose
   roles (from ``approvers``) fill a slot; the approved call is claimed and runs once;
 - deny, or a refused resume: a ``ToolMessage`` (status ``error``) with the reason;
 - stop: the stop is recorded and ``WorkflowStopped`` halts the graph (a ``GraphBubbleUp``:
   ``handle_tool_errors``, a retry policy or an error handler never turns it into a message);
 - a tool that raises (or is cancelled): its execution is recorded, linked to its decision
-  (it may have had its effect), then the exception goes on as ``handle_tool_errors`` says.
+  (it may have had its effect), then the exception goes on as ``handle_tool_errors`` says;
+- a tool that calls ``interrupt()`` itself under an approved decision: the resumed node
+  continues that execution (the claim is kept by the same node of the same checkpoint,
+  recorded in the ledger while it waits); it is recorded once, when it returns.
+
+Several held calls in one model turn. LangGraph gives each task one pending interrupt at a
+time, matched to resume values by their order in the node, so:
+
+- with ``route_tool_calls`` (or ``create_react_agent`` / ``create_agent``, which send each
+  call to the tool node as its own task) every held call raises its own interrupt, all in
+  the same step: resume them together (a map from interrupt id to value) or some at a time;
+- with ``tools_condition`` (one task for the turn) the node asks for the held calls one
+  interrupt at a time, in the model's order, before any call of the turn runs; a value
+  naming another held call of the turn counts for that call (never for the one asked).
+
+Each resume value is checked against the decision it names (decision id and action digest):
+an approval for one call never counts for another, even one with the same arguments.
 
 A node that LangGraph re-runs on resume gets the same recorded decisions back (the call's
-idempotency key: thread, call id, argument digest), and a call that already ran is not
-run again.
+idempotency key: thread, call id, argument digest), replays its resume values to the same
+answers, and a call that already ran is not run again.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 from . import common
-from .common import Approval, Check, Outcome, ToolGate, require_extra
+from .common import Approval, Check, Outcome, ToolGate, _digest, require_extra
 
 require_extra("langgraph.prebuilt", "langgraph", "langgraph")
 
-from langchain_core.messages import ToolMessage  # noqa: E402
-from langgraph.errors import GraphBubbleUp  # noqa: E402
+from langchain_core.messages import AIMessage, ToolMessage  # noqa: E402
+from langchain_core.runnables import RunnableConfig  # noqa: E402
+from langgraph.errors import GraphBubbleUp, GraphInterrupt  # noqa: E402
+from langgraph.graph import END  # noqa: E402
 from langgraph.prebuilt import ToolNode  # noqa: E402
-from langgraph.types import interrupt  # noqa: E402
+from langgraph.types import Send, interrupt  # noqa: E402
 
-__all__ = ["gated_tool_node", "StoplineToolWrapper", "Approval", "WorkflowStopped", "ToolGate"]
+__all__ = ["gated_tool_node", "route_tool_calls", "StoplineToolNode", "StoplineToolWrapper", "Approval",
+           "WorkflowStopped", "ToolGate"]
 
-MAX_ROUNDS = 16  #: interrupts per call while approvals are still missing
+MAX_ROUNDS = 16  #: resume values judged per call while approvals are still missing
+EXECUTOR = "stopline-executor:"
 
 
 class WorkflowStopped(common.WorkflowStopped, GraphBubbleUp):
@@ -55,12 +83,28 @@ def _error(e: BaseException) -> dict:
     return {"error": str(e) or type(e).__name__}
 
 
-def _scope(request: Any) -> str:
-    rt = getattr(request, "runtime", None)
-    cfg = getattr(rt, "config", None) or {}
-    conf = cfg.get("configurable", {}) if isinstance(cfg, dict) else {}
+def _conf(config: Any) -> Mapping[str, Any]:
+    conf = config.get("configurable", {}) if isinstance(config, Mapping) else {}
+    return conf if isinstance(conf, Mapping) else {}
+
+
+def _scope(config: Any) -> str:
+    """The call's scope in its idempotency key: the thread and the node's path without task ids."""
+    conf = _conf(config)
     ns = "|".join(part.split(":", 1)[0] for part in str(conf.get("checkpoint_ns", "")).split("|"))
-    return f"{conf.get('thread_id', '')}/{ns}"  # the node's path without its task ids
+    return f"{conf.get('thread_id', '')}/{ns}"
+
+
+def _lineage(config: Any, check: Check) -> str:
+    """What a claim is bound to: this call in this task of this checkpoint (the task ids in
+    the namespace come from the checkpoint), so only the node LangGraph resumes continues it."""
+    conf = _conf(config)
+    return _digest([check.key, str(conf.get("thread_id", "")), str(conf.get("checkpoint_ns", ""))])[:32]
+
+
+def _config_of(request: Any) -> Any:
+    rt = getattr(request, "runtime", None)
+    return getattr(rt, "config", None) or {}
 
 
 def _output(result: Any) -> Any:
@@ -77,36 +121,160 @@ def _output(result: Any) -> Any:
     return None
 
 
+def _call_key(call: Mapping[str, Any]) -> tuple[str, str]:
+    return str(call.get("id")), _digest([call.get("name"), call.get("args")])
+
+
+def _decision_named(value: Any) -> Any:
+    if isinstance(value, Approval):
+        return value.decision_id
+    return value.get("decision_id") if isinstance(value, Mapping) else None
+
+
+_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _lock(decision_id: str) -> Any:
+    return _LOCKS[hash(decision_id) % len(_LOCKS)]
+
+
+class _Plan:
+    """What the node decided for each call of its turn before running any (its wrapper runs
+    the calls in parallel and takes its call's answer from here)."""
+
+    def __init__(self, owner: StoplineToolWrapper) -> None:
+        self.owner = owner
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str], list[tuple[Check, Outcome]]] = {}
+
+    def put(self, call: Mapping[str, Any], planned: tuple[Check, Outcome]) -> None:
+        self._items.setdefault(_call_key(call), []).append(planned)
+
+    def take(self, call: Mapping[str, Any]) -> tuple[Check, Outcome] | None:
+        with self._lock:
+            found = self._items.get(_call_key(call))
+            return found.pop(0) if found else None
+
+
+_PLAN: ContextVar[_Plan | None] = ContextVar("stopline_langgraph_plan", default=None)
+
+
 class StoplineToolWrapper:
-    """A ``ToolNode`` ``wrap_tool_call`` (sync and async) that gates every call on a ToolGate."""
+    """A ``ToolNode`` ``wrap_tool_call`` (sync and async) that gates every call on a ToolGate.
+
+    Under a ``StoplineToolNode`` the node settles its turn first (``settle``: gates every
+    call, asks for the held ones), then the wrapper runs each call as settled. Alone (a
+    ``ToolNode`` of your own) it settles its own call: right when each call is its own task
+    (``route_tool_calls``), not when one task holds several calls."""
 
     def __init__(self, gate: ToolGate) -> None:
         self.gate = gate
 
-    def _message(self, request: Any, out: Outcome) -> ToolMessage:
-        call = request.tool_call
-        return ToolMessage(content=out.message, name=call["name"], tool_call_id=call["id"],
-                           status="success" if out.done else "error")
-
-    def _decide(self, request: Any) -> tuple[Check, Outcome]:
+    # ---------------------------------------------------------------- settling a turn
+    def settle(self, calls: Sequence[Mapping[str, Any]], config: Any) -> list[tuple[Check, Outcome]]:
+        """Gate the calls of one task (in order) and settle the held ones with resume values.
+        Raises ``GraphInterrupt`` (a value is needed) or ``WorkflowStopped``."""
         try:
-            return self._gate(request)
+            return self._settle(calls, config)
         except common.WorkflowStopped as e:
             if isinstance(e, GraphBubbleUp):
                 raise
             raise WorkflowStopped(e.check) from None
 
-    def _gate(self, request: Any) -> tuple[Check, Outcome]:
-        call = request.tool_call
-        check = self.gate.check(call["name"], call.get("args") or {}, call["id"], scope=_scope(request))
-        out = self.gate.outcome(check)  # raises WorkflowStopped on stop
-        rounds = 0
-        while out is None or (out.pending and rounds < MAX_ROUNDS):
-            rounds += 1
-            out = self.gate.accept(check, interrupt(check.request()))
-        return check, out
+    def _settle(self, calls: Sequence[Mapping[str, Any]], config: Any) -> list[tuple[Check, Outcome]]:
+        scope = _scope(config)
+        checks: list[Check] = []
+        settled: list[Outcome | None] = []
+        seen: set[str] = set()
+        for call in calls:
+            check = self.gate.check(call["name"], call.get("args") or {}, call["id"], scope=scope)
+            checks.append(check)
+            if check.key in seen:  # the model sent the same call twice: it runs once
+                settled.append(self.gate._refuse(check, f"call {check.call_id!r} with these arguments appears "
+                                                        "twice in this turn; it runs once"))
+            elif check.effect == "require_approval" and (len(calls) > 1 or check.status in ("pending", "approved")):
+                # settled by resume values, whatever the ledger says now: a re-run asks for as many
+                # values as before, so the interrupts after it (a sibling's, the tool's) get theirs.
+                # (One call whose decision is closed asks nothing: no interrupt can follow it.)
+                settled.append(None)
+            else:
+                settled.append(self.gate.outcome(check))  # raises WorkflowStopped on stop
+            seen.add(check.key)
+        held = [i for i, out in enumerate(settled) if out is None]
+        by_decision = {checks[i].decision_id: i for i in held}
+        rounds = dict.fromkeys(held, 0)
+        while (asked := next((i for i in held if settled[i] is None), None)) is not None:
+            value = interrupt(checks[asked].request())
+            named = _decision_named(value)
+            i = by_decision.get(named, asked) if isinstance(named, str) else asked
+            if settled[i] is not None:  # a value for a call already settled: it changes nothing
+                continue
+            out = self.gate.judge(checks[i], value)
+            rounds[i] += 1
+            if not out.pending or rounds[i] >= MAX_ROUNDS:
+                settled[i] = out
+        return [(c, out) for c, out in zip(checks, settled, strict=True) if out is not None]  # all settled
 
-    def _finish(self, request: Any, check: Check, out: Outcome, result: Any) -> Any:
+    # ---------------------------------------------------------------- claims
+    def _claim(self, check: Check, out: Outcome, config: Any) -> tuple[Outcome, str | None]:
+        """Claim the approved decision for this execution, or continue the execution this
+        node began under it (its tool interrupted itself): the claim is bound to the call's
+        task (``_lineage``) and its holder records each wait, so a claim is continued only
+        while its execution waits, by the node LangGraph resumes."""
+        gate, did = self.gate, check.decision_id
+        mine = f"{EXECUTOR}{_lineage(config, check)}:"
+        with _lock(did):
+            st = gate.runtime.authorization(did, now=gate._t())
+            if st.status == "executed":
+                done = gate.outcome(replace(check, status="executed", used_by=st.used_by))
+                return done or gate._refuse(check, "it already ran"), None
+            if st.status != "approved":
+                return Outcome(False, gate._pending_message(check, st), pending=st.status == "pending"), None
+            gate._halt_if_stopped(check)
+            holder = st.claimed_by
+            if holder is None:
+                holder = mine + uuid.uuid4().hex
+            elif not (holder.startswith(mine) and self._waiting(did, holder)):
+                return gate._refuse(check, f"the approval is already being used (claimed by {holder})"), None
+            r = gate.runtime.claim(did, principal=holder, now=gate._t())
+            if not r.recorded:
+                return gate._refuse(check, f"the approval is already being used ({r.reason})"), None
+        return Outcome(True, approver=out.approver), holder
+
+    def _waiting(self, decision_id: str, holder: str) -> bool:
+        """The holder's claims alternate: taken (running), kept while its tool waits on an
+        interrupt, taken again by the resumed node... An even count: it waits."""
+        n = sum(1 for e in self.gate.runtime.ledger.entries(kind="transition", link=decision_id)
+                if e.body.get("to") == "claimed" and e.body.get("principal") == holder)
+        return n > 0 and n % 2 == 0
+
+    def _wait(self, check: Check, holder: str) -> None:
+        """The tool interrupted itself: record that this execution waits (its claim kept)."""
+        with _lock(check.decision_id):
+            self.gate.runtime.claim(check.decision_id, principal=holder, now=self.gate._t())
+
+    # ---------------------------------------------------------------- running a call
+    def _message(self, request: Any, out: Outcome) -> ToolMessage:
+        call = request.tool_call
+        return ToolMessage(content=out.message, name=call["name"], tool_call_id=call["id"],
+                           status="success" if out.done else "error")
+
+    def _prepare(self, request: Any) -> tuple[Check, Outcome, str | None]:
+        plan = _PLAN.get()
+        planned = plan.take(request.tool_call) if plan is not None and plan.owner is self else None
+        config = _config_of(request)
+        if planned is None:  # not settled by a StoplineToolNode: this call is its task's only call
+            [planned] = self.settle([request.tool_call], config)
+        check, out = planned
+        if not out.run or check.effect != "require_approval":
+            return check, out, None
+        try:
+            out, holder = self._claim(check, out, config)
+        except common.WorkflowStopped as e:
+            raise WorkflowStopped(e.check) from None
+        return check, out, holder
+
+    def _finish(self, check: Check, out: Outcome, result: Any) -> Any:
         output = _output(result)
         if isinstance(result, ToolMessage) and result.status == "error":
             output = {"error": result.content}
@@ -114,41 +282,107 @@ class StoplineToolWrapper:
         return result
 
     def __call__(self, request: Any, execute: Any) -> Any:
-        check, out = self._decide(request)
+        check, out, holder = self._prepare(request)
         if not out.run:
             return self._message(request, out)
         try:
             result = execute(request)
-        except GraphBubbleUp:  # an interrupt inside the tool: it runs again on resume
+        except GraphInterrupt:  # the tool asks for input: it runs again on resume, under its claim
+            if holder is not None:
+                self._wait(check, holder)
+            raise
+        except GraphBubbleUp:
             raise
         except BaseException as e:  # it ran and failed: recorded, then as handle_tool_errors says
             self.gate.record(check, _error(e), out.approver)
             raise
-        return self._finish(request, check, out, result)
+        return self._finish(check, out, result)
 
     async def acall(self, request: Any, execute: Any) -> Any:
-        check, out = self._decide(request)
+        check, out, holder = self._prepare(request)
         if not out.run:
             return self._message(request, out)
         try:
             result = await execute(request)
+        except GraphInterrupt:
+            if holder is not None:
+                self._wait(check, holder)
+            raise
         except GraphBubbleUp:
             raise
         except BaseException as e:  # also a cancelled call: it may have had its effect
             self.gate.record(check, _error(e), out.approver)
             raise
-        return self._finish(request, check, out, result)
+        return self._finish(check, out, result)
+
+
+class StoplineToolNode(ToolNode):
+    """A ``ToolNode`` that settles its turn before running any call: every call gated in the
+    model's order, the held ones asked for (interrupts) one at a time, then the calls run in
+    parallel as ``ToolNode`` runs them. With one call per task (``route_tool_calls``) each
+    held call is its own interrupt."""
+
+    stopline: ToolGate
+
+    def __init__(self, tools: Sequence[Any], wrapper: StoplineToolWrapper, **options: Any) -> None:
+        super().__init__(list(tools), wrap_tool_call=wrapper, awrap_tool_call=wrapper.acall, **options)
+        self._stopline_wrapper = wrapper
+        self.stopline = wrapper.gate
+
+    def _plan(self, input: Any, config: Any) -> _Plan | None:
+        parse = getattr(self, "_parse_input", None)  # ToolNode's own reading of its input
+        if parse is None:  # pragma: no cover - another ToolNode: each wrapper settles its call
+            return None
+        try:
+            calls, _ = parse(input)
+        except ValueError:  # ToolNode says what is wrong with the input
+            return None
+        plan = _Plan(self._stopline_wrapper)
+        for call, planned in zip(calls, self._stopline_wrapper.settle(calls, config), strict=True):
+            plan.put(call, planned)
+        return plan
+
+    # (``config`` typed ``RunnableConfig``: LangGraph passes it to the node by that annotation)
+    def _func(self, input: Any, config: RunnableConfig, runtime: Any) -> Any:
+        token = _PLAN.set(self._plan(input, config))
+        try:
+            return super()._func(input, config, runtime)
+        finally:
+            _PLAN.reset(token)
+
+    async def _afunc(self, input: Any, config: RunnableConfig, runtime: Any) -> Any:
+        token = _PLAN.set(self._plan(input, config))
+        try:
+            return await super()._afunc(input, config, runtime)
+        finally:
+            _PLAN.reset(token)
+
+
+def route_tool_calls(state: Any, messages_key: str = "messages", node: str = "tools") -> list[Send] | str:
+    """A ``tools_condition`` that sends each tool call of the last AI message to ``node`` as
+    its own task (as ``create_react_agent`` does): every held call then raises its own
+    interrupt in the same step. ``END`` when there is no tool call. For another node name:
+    ``functools.partial(route_tool_calls, node="actions")``."""
+    if isinstance(state, list):
+        messages = state
+    elif isinstance(state, Mapping):
+        messages = state.get(messages_key, [])
+    else:
+        messages = getattr(state, messages_key, [])
+    last = messages[-1] if messages else None
+    calls = list(getattr(last, "tool_calls", None) or []) if isinstance(last, AIMessage) else []
+    if not calls:
+        return END
+    return [Send(node, [{**c, "type": "tool_call"}]) for c in calls]
 
 
 def gated_tool_node(tools: Sequence[Any], runtime: Any, *, workflow: str, approvers: Any = None,
                     gate: ToolGate | None = None, **options: Any) -> ToolNode:
-    """A ``ToolNode`` over ``tools`` with every call gated by Stopline. ``options`` go to
-    ``ToolGate`` (``action``, ``types``, ``receipt``, ``now``) unless they are ToolNode's
-    (``name``, ``tags``, ``handle_tool_errors``, ``messages_key``)."""
+    """A ``StoplineToolNode`` over ``tools`` with every call gated by Stopline. ``options``
+    go to ``ToolGate`` (``action``, ``types``, ``receipt``, ``now``) unless they are
+    ToolNode's (``name``, ``tags``, ``handle_tool_errors``, ``messages_key``)."""
     node_keys = {"name", "tags", "handle_tool_errors", "messages_key"}
     node_opts = {k: options.pop(k) for k in list(options) if k in node_keys}
     gate = gate or ToolGate(runtime, workflow, approvers, **options)
-    w = StoplineToolWrapper(gate)
-    node = ToolNode(list(tools), wrap_tool_call=w, awrap_tool_call=w.acall, **node_opts)
-    node.stopline = gate  # type: ignore[attr-defined]
-    return node
+    return StoplineToolNode(tools, StoplineToolWrapper(gate), **node_opts)
+

@@ -11,8 +11,10 @@ about to run; and a wrapper that records the execution with its receipt. So:
 - allow: the tool runs; its execution is recorded with the declared receipt fields;
 - require_approval: the run is interrupted (``result.interruptions``); record the
   reviewer's ``Approval`` with ``approve(gate, state, interruption, approval)``, which
-  approves the SDK item only when the Runtime counted it. The guardrail runs the tool only
-  when the ledger says this decision is approved, and claims it: the SDK's own
+  approves the SDK item only when the Runtime counted it. The guardrail lets the tool run
+  only when the ledger says this decision is approved, and the wrapper claims it right
+  before the tool runs (after every guardrail, so a guardrail that rejects the call after
+  Stopline's leaves the approval unused: a retry of the call runs it once): the SDK's own
   ``state.approve(..., always_approve=True)`` is not an approval (it carries no identity
   and no digest): a standing approve never beats a later deny or an unapproved call;
 - deny (or not approved): the model gets the reason as the tool's output;
@@ -23,6 +25,7 @@ about to run; and a wrapper that records the execution with its receipt. So:
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any, cast
 
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, require_extra
@@ -50,11 +53,29 @@ class _Gated:
     """The guardrail and the wrapper of one ToolGate: what the guardrail let run, by the
     invocation (the SDK hands the guardrail and the tool the same ``ToolContext``) and
     checked against its call id and arguments: a call id two runs share (a model that
-    reuses ids, concurrent runs of one agent) never runs one call under another's decision."""
+    reuses ids, concurrent runs of one agent) never runs one call under another's decision.
+
+    The guardrail claims nothing: a guardrail after Stopline's may still reject the call.
+    The wrapper, reached only when every guardrail allowed it, claims an approved decision
+    (one transition wins) and runs the tool. A clearance the wrapper never used (a later
+    guardrail rejected the call) holds no claim and goes with its ``ToolContext``."""
 
     def __init__(self, gate: ToolGate) -> None:
         self.gate = gate
-        self.cleared: dict[int, tuple[Any, str, str, Check, Outcome]] = {}
+        self.cleared: dict[int, tuple[weakref.ref, str, str, Check, Outcome]] = {}
+
+    def _clear(self, tc: Any, c: Check, out: Outcome) -> None:
+        key = id(tc)
+
+        def gone(ref: weakref.ref, key: int = key) -> None:  # the invocation ended without the tool
+            if self.cleared.get(key, (None,))[0] is ref:
+                del self.cleared[key]
+
+        try:
+            ref = weakref.ref(tc, gone)
+        except TypeError:  # pragma: no cover - a context without weak references: held until used
+            ref = cast(weakref.ref, lambda: tc)
+        self.cleared[key] = (ref, tc.tool_call_id, tc.tool_arguments, c, out)
 
     def check(self, name: str, args: dict, call_id: str) -> Check:
         return self.gate.check(name, args, call_id, scope=_scope(None, self.gate))
@@ -69,12 +90,12 @@ class _Gated:
             c = self.check(tc.tool_name, _args(tc.tool_arguments), tc.tool_call_id)
             out = self.gate.outcome(c)
             if out is None:
-                out = self.gate.approved(c)  # the ledger's word, never the SDK's approval flag
+                out = self.gate.ready(c)  # the ledger's word, never the SDK's approval flag
         except WorkflowStopped as e:
             return ToolGuardrailFunctionOutput.raise_exception(output_info={"stopline": "stop", "reason": str(e)})
         if not out.run:
             return ToolGuardrailFunctionOutput.reject_content(out.message, output_info={"stopline": c.effect})
-        self.cleared[id(tc)] = (tc, tc.tool_call_id, tc.tool_arguments, c, out)
+        self._clear(tc, c, out)
         return ToolGuardrailFunctionOutput.allow(output_info={"stopline": c.effect, "decision_id": c.decision_id})
 
     def wrap(self, tool: Any) -> None:
@@ -83,10 +104,17 @@ class _Gated:
 
         async def on_invoke_tool(ctx: Any, raw: str) -> Any:
             cleared = self.cleared.pop(id(ctx), None)
-            if cleared is None or cleared[0] is not ctx or cleared[1] != getattr(ctx, "tool_call_id", None) \
+            if cleared is None or cleared[0]() is not ctx or cleared[1] != getattr(ctx, "tool_call_id", None) \
                     or cleared[2] != raw:  # reached without the guardrail, or not the call it cleared
                 return f"Stopline refused `{name}`: the call was not gated"
             c, out = cleared[3], cleared[4]
+            if c.effect == "require_approval":
+                try:
+                    out = self.gate.claim(c, out.approver)  # one transition wins: it runs once
+                except WorkflowStopped as e:  # stopped since the guardrail: not run
+                    return f"Stopline refused `{name}`: {e}"
+                if not out.run:
+                    return out.message
             try:
                 result = await inner(ctx, raw)
             except BaseException as e:  # also a timeout (the SDK cancels the call): it may have run
