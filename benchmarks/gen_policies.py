@@ -94,8 +94,13 @@ def workflow_text(
         out.append(
             f'  stop {s.name} {{\n    when `{cel}`\n    severity {s.severity}\n    owner "{s.owner}"\n'
             f'    affects {_names(s.affects)}\n    rollback "{s.rollback}"\n    notify {_names(s.notify)}\n'
-            "    resume when {\n"
         )
+        if s.evidence:
+            out.append("    evidence {\n")
+            for fname, ftype in s.evidence:
+                out.append(f"      {fname}: {ftype}\n")
+            out.append("    }\n")
+        out.append("    resume when {\n")
         for cname, ccel in s.resume:
             out.append(f"      {cname}: `{ccel}`\n")
         out.append("    }\n  }\n\n")

@@ -59,6 +59,8 @@ class Stop:
     notify: tuple[str, ...]
     resume: tuple[tuple[str, str], ...]
     derive: dict[str, str] = field(default_factory=dict)
+    # the `evidence { ... }` block: (field, type) for each field the re-enable criteria read
+    evidence: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,14 +174,16 @@ SUPPORT = Workflow(
              "Send correction, amend CRM note, reopen ticket if needed", ("customer", "account_owner", "support_manager"),
              (("claim_source_visible", "evidence.reviewer_screen.shows_claim_source"),
               ("promises_blocked", "size(evidence.blocked_promises) > 0")),
-             derive={"unsourced_promise": 'any(not c["sourced"] and c["kind"] == "promise" for c in a["claims"])'}),
+             derive={"unsourced_promise": 'any(not c["sourced"] and c["kind"] == "promise" for c in a["claims"])'},
+             evidence=(("reviewer_screen", "{ shows_claim_source: bool }"), ("blocked_promises", "list<string>"))),
         Stop("pii_in_reply", ("send_customer_reply",),
              'action.type == "send_customer_reply" && action.body.matches("[0-9]{3}-[0-9]{2}-[0-9]{4}")',
              'SSN_RE.search(a["body"]) is not None', "context.derived.ssn",
              "critical", "Support operations lead", ("helpdesk", "email"),
              "Recall the message and notify the privacy team", ("support_manager", "data_protection_officer"),
              (("redaction_deployed", "evidence.redaction_filter_enabled"),),
-             derive={"ssn": 'SSN_RE.search(a["body"]) is not None'}),
+             derive={"ssn": 'SSN_RE.search(a["body"]) is not None'},
+             evidence=(("redaction_filter_enabled", "bool"),)),
     ),
 )
 
@@ -257,13 +261,15 @@ CRM = Workflow(
              'a["batch_size"] > 500', "context.batch_size > 500",
              "high", "Revenue operations lead", ("crm",), "Restore the changed fields from the audit log",
              ("account_owner", "support_manager"),
-             (("batch_reviewed", "evidence.batch_review.approved"),)),
+             (("batch_reviewed", "evidence.batch_review.approved"),),
+             evidence=(("batch_review", "{ approved: bool }"),)),
         Stop("export_exfiltration", ("export_contacts",),
              'action.type == "export_contacts" && action.row_count > 100000',
              'a["row_count"] > 100000', "context.row_count > 100000",
              "critical", "Security operations", ("crm", "data_warehouse"), "Revoke the export link and rotate credentials",
              ("security_admin", "data_protection_officer"),
-             (("link_revoked", "evidence.export_link_revoked"), ("incident_filed", 'evidence.incident_id != ""'))),
+             (("link_revoked", "evidence.export_link_revoked"), ("incident_filed", 'evidence.incident_id != ""')),
+             evidence=(("export_link_revoked", "bool"), ("incident_id", "string"))),
     ),
 )
 
@@ -352,11 +358,13 @@ CMS = Workflow(
              "critical", "Head of content", ("cms", "social"), "Unpublish, publish a correction, notify legal",
              ("legal", "executive"),
              (("legal_review", "evidence.legal_review.cleared"), ("sources_attached", "size(evidence.sources) > 0")),
-             derive={"unsourced": 'any(not c["sourced"] for c in a["claims"])'}),
+             derive={"unsourced": 'any(not c["sourced"] for c in a["claims"])'},
+             evidence=(("legal_review", "{ cleared: bool }"), ("sources", "list<string>"))),
         Stop("mass_unpublish", ("unpublish_article",), 'action.type == "unpublish_article" && action.batch_size > 50',
              'a["batch_size"] > 50', "context.batch_size > 50",
              "high", "Head of content", ("cms",), "Republish the affected articles",
-             ("content_editor",), (("batch_confirmed", "evidence.batch_confirmed_by_editor"),)),
+             ("content_editor",), (("batch_confirmed", "evidence.batch_confirmed_by_editor"),),
+             evidence=(("batch_confirmed_by_editor", "bool"),)),
     ),
 )
 
@@ -440,12 +448,14 @@ ACCESS = Workflow(
              "$privileged_roles.contains(context.role) && context.requested_by_agent",
              "critical", "CISO", ("iam",), "Revoke the grant and review the agent's session",
              ("security_admin", "incident_commander"),
-             (("session_reviewed", "evidence.session_review.clean"), ("grant_revoked", "evidence.grant_revoked"))),
+             (("session_reviewed", "evidence.session_review.clean"), ("grant_revoked", "evidence.grant_revoked")),
+             evidence=(("session_review", "{ clean: bool }"), ("grant_revoked", "bool"))),
         Stop("mass_revocation", ("revoke_role", "disable_account"),
              'action.type in ["revoke_role", "disable_account"] && action.batch_size > 20',
              'a["batch_size"] > 20', "context.batch_size > 20",
              "high", "Identity platform on-call", ("iam",), "Restore access from the last IAM snapshot",
-             ("security_admin",), (("snapshot_verified", "evidence.snapshot_id != \"\""),)),
+             ("security_admin",), (("snapshot_verified", "evidence.snapshot_id != \"\""),),
+             evidence=(("snapshot_id", "string"),)),
     ),
 )
 
@@ -520,17 +530,20 @@ REFUNDS = Workflow(
         Stop("refund_spike", ("issue_refund",), 'action.type == "issue_refund" && action.refunds_last_hour > 50',
              'a["refunds_last_hour"] > 50', "context.refunds_last_hour > 50",
              "high", "Finance controller", ("payments",), "Pause refunds and reconcile the last hour",
-             ("finance_manager", "incident_commander"), (("reconciled", "evidence.reconciliation.balanced"),)),
+             ("finance_manager", "incident_commander"), (("reconciled", "evidence.reconciliation.balanced"),),
+             evidence=(("reconciliation", "{ balanced: bool }"),)),
         Stop("duplicate_refund", ("issue_refund",), 'action.type == "issue_refund" && action.order_already_refunded',
              'a["order_already_refunded"]', "context.order_already_refunded",
              "medium", "Finance controller", ("payments",), "Reverse the duplicate refund",
-             ("finance_manager",), (("dedupe_fixed", "evidence.dedupe_check_enabled"),)),
+             ("finance_manager",), (("dedupe_fixed", "evidence.dedupe_check_enabled"),),
+             evidence=(("dedupe_check_enabled", "bool"),)),
         Stop("payout_hijack", ("update_payout_account",),
              'action.type == "update_payout_account" && action.changed_within_days < 7',
              'a["changed_within_days"] < 7', "context.changed_within_days < 7",
              "critical", "Finance controller", ("payments", "iam"), "Freeze payouts and verify the account owner",
              ("finance_manager", "security_admin", "executive"),
-             (("owner_verified", "evidence.owner_verification.passed"), ("payouts_frozen", "evidence.payouts_frozen"))),
+             (("owner_verified", "evidence.owner_verification.passed"), ("payouts_frozen", "evidence.payouts_frozen")),
+             evidence=(("owner_verification", "{ passed: bool }"), ("payouts_frozen", "bool"))),
     ),
 )
 

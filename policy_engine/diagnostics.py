@@ -66,6 +66,7 @@ CODES: dict[str, str] = {
     "W210": "rule shadowed by a rule of higher precedence",
     "W211": "authorization no declared role can fill",
     "W212": "condition whose value is always an error",
+    "W213": "re-enable criteria read undeclared evidence",
 }
 
 

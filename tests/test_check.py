@@ -19,7 +19,8 @@ def test_clean_policy_has_no_diagnostics_and_compiles_every_condition() -> None:
             "    allow when `action.amount < policy.limit`\n"
             "    require_approval by 1 reviewer when `action.amount >= policy.limit`\n  }\n"
             '  stop s {\n    when `action.amount > 10000`\n    severity high\n    owner "o"\n'
-            "    resume when { ok: `evidence.fixed && stop.severity == \"high\"` }\n  }\n"
+            "    resume when { ok: `evidence.fixed && stop.severity == \"high\"` }\n"
+            "    evidence { fixed: bool }\n  }\n"
             + "".join(f"  rollback {name} {{ authorize 1 reviewer distinct from original.reviewer }}\n"
                       for name in ("reviewer_error", "customer_request", "incident", "policy_reversal",
                                    "regulatory_order"))

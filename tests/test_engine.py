@@ -381,11 +381,15 @@ def test_resume_allowed_when_all_criteria_hold(engine):
 
 
 def test_resume_names_each_unmet_criterion(engine):
-    r = engine.may_resume(WF, "unsupported_promise", {"reviewer_screen": {"shows_claim_source": False}}, now=NOW)
+    ev = {"reviewer_screen": {"shows_claim_source": False}, "blocked_promises": []}
+    r = engine.may_resume(WF, "unsupported_promise", ev, now=NOW)
     assert not r.allowed and r.unmet == ("claim_source_visible", "promises_blocked")
     reasons = {c.name: c.reason for c in r.criteria}
     assert reasons["claim_source_visible"] == "condition is false"
-    assert reasons["promises_blocked"].startswith("error:")
+    assert reasons["promises_blocked"] == "condition is false"
+    # evidence without a declared field is refused whole: no criterion is evaluated
+    r = engine.may_resume(WF, "unsupported_promise", {"reviewer_screen": {"shows_claim_source": False}}, now=NOW)
+    assert not r.allowed and r.errors and r.unmet == ("claim_source_visible", "promises_blocked")
 
 
 def test_resume_from_workflow_state(engine):

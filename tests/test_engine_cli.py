@@ -41,7 +41,7 @@ def test_eval_from_file(tmp_path):
     f = tmp_path / "q.json"
     f.write_text(json.dumps({"question": "resume", "workflow": WF, "stop": "unsupported_promise", "now": NOW,
                              "evidence": {"reviewer_screen": {"shows_claim_source": True},
-                                          "blocked_promises": [1]}}))
+                                          "blocked_promises": ["p1"]}}))
     r = run("eval", POL, "--input", str(f))
     assert r.exit_code == 0 and json.loads(r.output)["allowed"] is True
 

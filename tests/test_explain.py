@@ -64,7 +64,8 @@ def test_authorize_explain(engine, snapshot):
 
 
 def test_resume_explain(engine, snapshot):
-    r = engine.may_resume(WF, "unsupported_promise", {"reviewer_screen": {"shows_claim_source": True}}, now=NOW)
+    ev = {"reviewer_screen": {"shows_claim_source": True}, "blocked_promises": []}
+    r = engine.may_resume(WF, "unsupported_promise", ev, now=NOW)
     assert explain(r) == snapshot
 
 

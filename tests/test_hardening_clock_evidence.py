@@ -1,9 +1,7 @@
 """Evidence at resume time: only a declared `evidence { ... }` block checks its shape.
 
 - W213 (language/lints.py) warns about a stop trigger whose re-enable criteria read
-  evidence no block declares. It is written but not on yet (not in `diagnostics.CODES`:
-  the shipped, benchmark and fixture policies must declare their evidence first, or
-  `check --strict` fails on them); these tests register it for their duration.
+  evidence no block declares (a warning: `check --strict` fails on it).
 - A declared block is enforced by `may_resume`: a wrong type, a missing field, `null`
   for an optional one are input errors, no criterion is evaluated, the workflow stays
   stopped; fields the block does not declare are allowed (no criterion can read them: E115).
@@ -80,12 +78,11 @@ NOW = "2026-07-02T10:00:00Z"
 GOOD = {"screen": {"shows_source": True}, "blocked_promises": ["legal_advice"]}
 
 
-@pytest.fixture
-def w213(monkeypatch):
-    monkeypatch.setitem(diagnostics.CODES, "W213", "re-enable criteria read evidence no `evidence` block declares")
+def test_w213_is_registered():
+    assert diagnostics.CODES["W213"] == "re-enable criteria read undeclared evidence"
 
 
-def test_w213_warns_once_per_trigger_that_reads_undeclared_evidence(w213):
+def test_w213_warns_once_per_trigger_that_reads_undeclared_evidence():
     ds = [d for d in load_text(POLICY, "x.policy").diagnostics if d.code == "W213"]
     assert len(ds) == 1  # `declared` declares its evidence; `no_evidence` reads none
     (d,) = ds
@@ -98,7 +95,7 @@ def test_w213_warns_once_per_trigger_that_reads_undeclared_evidence(w213):
     assert any('"x"' in n for n in d.notes)
 
 
-def test_w213_is_a_warning_that_fails_check_strict(w213, tmp_path):
+def test_w213_is_a_warning_that_fails_check_strict(tmp_path):
     from click.testing import CliRunner
 
     from policy_engine.cli import main

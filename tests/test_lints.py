@@ -56,6 +56,9 @@ workflow "refunds" {
     resume when {
       fixed: `evidence.fixed`
     }
+    evidence {
+      fixed: bool
+    }
   }
 }
 '''
@@ -272,6 +275,9 @@ def test_w209_on_a_deny_rule_and_a_stop_trigger_notes_the_error_path() -> None:
     owner "B"
     resume when {
       ok: `evidence.ok`
+    }
+    evidence {
+      ok: bool
     }
   }
 

@@ -50,13 +50,16 @@ STOP = """stop burst {
     resume when {
       reviewed: `RESUME`
     }
+    evidence { FIELD: bool }
   }"""
 
 
 def policy(rule: str = "require_approval by 1 reviewer when `action.amount > 100.0`", stop: str = "",
            resume: str = "evidence.reviewed") -> str:
     text = BASE.replace("RULE", rule)
-    return text.replace("STOP", STOP.replace("COND", stop).replace("RESUME", resume) if stop else "")
+    field = resume.removeprefix("evidence.").split(" ")[0]  # the evidence field the criterion reads
+    return text.replace("STOP", STOP.replace("COND", stop).replace("RESUME", resume).replace("FIELD", field)
+                        if stop else "")
 
 
 def allow(cond: str) -> str:

@@ -24,10 +24,7 @@
   block: only a declared block checks the evidence's shape, so undeclared evidence is
   taken as given (`size(evidence.blocked_promises) > 0` holds for the string `"x"`, a map
   passes `k in evidence.kinds`). Reported once per trigger, at its first read of the
-  evidence, naming every field read. Written, not yet on: reported once the code is in
-  `diagnostics.CODES` (every code there has its golden case and its entry in
-  docs/diagnostics.md, and the shipped policies, the benchmark policies and the test
-  fixtures must declare their evidence first, or `check --strict` fails on them).
+  evidence, naming every field read.
 
 Principals are not declared in a policy (they come from the caller's credential), so
 whether enough people hold a role is not decidable here; a role no `roles [...]`
@@ -597,12 +594,7 @@ def constant_errors(checker: Checker, w: ir.Workflow) -> None:
 # ---------------------------------------------------------------- W213: undeclared evidence
 def undeclared_evidence(checker: Checker, w: ir.Workflow) -> None:
     """W213 for every stop trigger of the workflow whose re-enable criteria read `evidence`
-    and that declares no `evidence { ... }` block. Reported once the code is in
-    `diagnostics.CODES` (no diagnostic outside that table is ever emitted)."""
-    from ..diagnostics import CODES
-
-    if "W213" not in CODES:
-        return
+    and that declares no `evidence { ... }` block."""
     for st in w.stops:
         if st.evidence is not None:
             continue  # declared: the criteria are type-checked (E115, E116) and the evidence checked at run time
