@@ -134,3 +134,23 @@ def body(kind: str, **extra) -> dict:
         "step": {"record": "x", "status": "started"},
     }[kind]
     return {**base, **extra}
+
+
+def run_ledger_cli(*args):
+    """`stopline ledger ARGS` in-process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from policy_engine.cli import main
+
+    r = CliRunner().invoke(main, ["ledger", *args], catch_exceptions=False)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def one_line_error(code, out, err, *needles):
+    """The CLI failed as an operator should see it: exit 2, one `error:` line naming each of
+    `needles`, no traceback and no "internal error"."""
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "internal error" not in err, err
+    for n in needles:
+        assert n in err, err

@@ -9,27 +9,13 @@ import sqlite3
 import warnings
 
 import pytest
-from click.testing import CliRunner
-from ledger_fixtures import body, ledger_url, raw  # noqa: F401  (fixture)
+from ledger_fixtures import body, ledger_url, one_line_error, raw, run_ledger_cli  # noqa: F401  (fixture)
 from sqlalchemy import text
 
-from policy_engine.cli import main
 from policy_engine.ledger import InvalidQuery, Ledger, LedgerUnavailable, NewEntry, SchemaError, generate_key
 from policy_engine.ledger.note import write_key
 
 KEY = generate_key("test-log")
-
-
-def run(*args):
-    r = CliRunner().invoke(main, ["ledger", *args], catch_exceptions=False)
-    return r.exit_code, r.stdout, r.stderr
-
-
-def _one_line_error(code, out, err, *needles):
-    assert code == 2, (out, err)
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
 
 
 @pytest.fixture
@@ -63,19 +49,19 @@ def test_verify_fails_when_a_guard_trigger_is_dropped_and_init_restores_it(led, 
     assert not r.ok and r.first_bad is None and r.size == 2 and r.guards == (f"`{name}` is missing",)
     assert name in r.problem and "stopline ledger init" in r.hint
     assert r.to_json()["guards"] == [f"`{name}` is missing"]
-    code, out, err = run("verify", "--ledger", ledger_url)
+    code, out, err = run_ledger_cli("verify", "--ledger", ledger_url)
     assert code == 1 and err == "", (out, err)
     lines = out.splitlines()
     assert lines[0].startswith("FAILED: the database no longer refuses to change or delete entries")
     assert name in lines[0]
     assert lines[1].startswith("hint: `stopline ledger init` re-creates the guard triggers")
     # init puts them back (and says so), writing no entry; then history is append-only again
-    code, out, err = run("init", "--ledger", ledger_url)
+    code, out, err = run_ledger_cli("init", "--ledger", ledger_url)
     assert code == 0 and "re-created the guard triggers" in err and name in err and err.count("\n") == 1, err
     assert led.verify().ok and led.size == 2
     assert _refused(ledger_url, "DELETE FROM ledger_entries")
     assert _refused(ledger_url, "UPDATE ledger_entries SET kind = 'x'")
-    code, out, err = run("init", "--ledger", ledger_url)  # nothing to restore: quiet
+    code, out, err = run_ledger_cli("init", "--ledger", ledger_url)  # nothing to restore: quiet
     assert code == 0 and err == ""
 
 
@@ -111,7 +97,7 @@ def test_a_replaced_refusing_function_is_found(led, ledger_url):
                        "AS $$ BEGIN RETURN NEW; END $$"))
     r = led.verify()
     assert not r.ok and len(r.guards) == 6 and all("was changed" in g for g in r.guards)
-    assert run("init", "--ledger", ledger_url)[0] == 0 and led.verify().ok
+    assert run_ledger_cli("init", "--ledger", ledger_url)[0] == 0 and led.verify().ok
 
 
 def test_an_entry_problem_and_missing_guards_are_both_reported(led, ledger_url):
@@ -129,7 +115,7 @@ def test_an_entry_problem_and_missing_guards_are_both_reported(led, ledger_url):
     lines = r.render().splitlines()
     assert lines[0].startswith("FAILED at seq 0: entry 0 does not match its hash")
     assert lines[1].startswith("FAILED: the database no longer refuses") and lines[2].startswith("hint: ")
-    assert run("init", "--ledger", ledger_url)[0] == 0
+    assert run_ledger_cli("init", "--ledger", ledger_url)[0] == 0
     r = led.verify()
     assert not r.ok and r.first_bad == 0 and r.guards == () and r.hint is None
 
@@ -171,11 +157,11 @@ def test_the_default_history_of_more_than_10000_entries_is_flagged(tmp_path):
         assert [e.seq for e in h.downstream] == list(range(1, 10_001))
         h = led.history(d.id, limit=None)
         assert not h.truncated and len(h.downstream) == 10_001
-    code, out, err = run("show", d.id, "--history", "--ledger", url)
+    code, out, err = run_ledger_cli("show", d.id, "--history", "--ledger", url)
     assert code == 0 and '"downstream_truncated": true' in out
     assert err.startswith("warning: the history is incomplete: downstream cut at 10000 entries")
     assert err.count("\n") == 1
-    code, out, err = run("show", d.id, "--history", "--limit", "20000", "--ledger", url)
+    code, out, err = run_ledger_cli("show", d.id, "--history", "--limit", "20000", "--ledger", url)
     assert code == 0 and '"downstream_truncated": false' in out and err == ""
 
 
@@ -186,7 +172,8 @@ def test_init_refuses_another_applications_database(ledger_url, tmp_path):
         c.execute(text("INSERT INTO customers VALUES (1)"))
     path = tmp_path / "ledger.db"
     before = path.read_bytes() if ledger_url.startswith("sqlite") else None
-    _one_line_error(*run("init", "--ledger", ledger_url), "`customers`", "not the ledger's", "--allow-other-tables")
+    one_line_error(*run_ledger_cli("init", "--ledger", ledger_url), "`customers`", "not the ledger's",
+                   "--allow-other-tables")
     if before is not None:
         assert path.read_bytes() == before and not (tmp_path / "ledger.db-wal").exists()
         c = sqlite3.connect(path)
@@ -197,7 +184,7 @@ def test_init_refuses_another_applications_database(ledger_url, tmp_path):
     with pytest.raises(SchemaError, match="not the ledger's"):
         Ledger.open(ledger_url, create=True, allow_other_tables=False)
     # asked for explicitly: the ledger is added beside them
-    code, out, err = run("init", "--allow-other-tables", "--ledger", ledger_url)
+    code, out, err = run_ledger_cli("init", "--allow-other-tables", "--ledger", ledger_url)
     assert code == 0, err
     with Ledger.open(ledger_url) as led:
         led.append("stop", body("stop"), workflow="w")
@@ -206,13 +193,13 @@ def test_init_refuses_another_applications_database(ledger_url, tmp_path):
             assert c.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 1
             if led.backend == "sqlite":
                 assert c.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
-    assert run("init", "--ledger", ledger_url)[0] == 0  # an existing ledger (beside other tables) is fine
+    assert run_ledger_cli("init", "--ledger", ledger_url)[0] == 0  # an existing ledger (beside other tables) is fine
 
 
 def test_init_of_a_ledger_with_caches_beside_it_is_harmless(led, ledger_url):
     with raw(ledger_url) as c:
         c.execute(text("CREATE TABLE rt_cache (id integer)"))
-    code, out, err = run("init", "--ledger", ledger_url)
+    code, out, err = run_ledger_cli("init", "--ledger", ledger_url)
     assert code == 0 and err == "" and out.startswith("ledger ")
 
 
@@ -229,8 +216,8 @@ def test_unknown_sqlite_url_options_are_refused(tmp_path, query, named):
     assert not (tmp_path / "l.db").exists()  # refused before anything is made
     Ledger.open(url, create=True).close()
     for cmd in (["init"], ["verify"], ["log"]):
-        code, out, err = run(*cmd, "--ledger", f"{url}?{query}")
-        _one_line_error(code, out, err, named, "durability")
+        code, out, err = run_ledger_cli(*cmd, "--ledger", f"{url}?{query}")
+        one_line_error(code, out, err, named, "durability")
         assert "Warning" not in err
     with Ledger.open(f"{url}?durability=normal") as led:
         assert led.durability == "normal"
@@ -248,19 +235,21 @@ def test_a_checkpoint_of_another_log_is_a_failed_verification(tmp_path):
         r = a.verify(checkpoint=cp_b.note, key=KEY.verifier)
         assert not r.ok and r.first_bad == 0 and b.origin in r.problem and a.origin in r.problem
         assert r.against == cp_b.size
-    code, out, err = run("verify", "--ledger", a_url, "--checkpoint", str(tmp_path / "b.note"), "--key", str(pub))
+    code, out, err = run_ledger_cli("verify", "--ledger", a_url, "--checkpoint", str(tmp_path / "b.note"), "--key",
+                                    str(pub))
     assert code == 1 and out.startswith("FAILED at seq 0: the checkpoint is for the log") and err == ""
     # the same checkpoint and key against its own ledger: ok
-    code, out, _ = run("verify", "--ledger", b_url, "--checkpoint", str(tmp_path / "b.note"), "--key", str(pub))
+    code, out, _ = run_ledger_cli("verify", "--ledger", b_url, "--checkpoint", str(tmp_path / "b.note"), "--key",
+                                  str(pub))
     assert code == 0
     # this ledger's identity edited under its checkpoint: a failure too, with or without the checkpoint
     with raw(b_url) as c:
         c.execute(text("UPDATE ledger_meta SET value = 'stopline.dev/ledger/other' WHERE name = 'origin'"))
     for extra in ([], ["--checkpoint", str(tmp_path / "b.note")]):
-        code, out, _ = run("verify", "--ledger", b_url, "--key", str(pub), *extra)
+        code, out, _ = run_ledger_cli("verify", "--ledger", b_url, "--key", str(pub), *extra)
         assert code == 1 and out.startswith("FAILED at seq "), out
     # a checkpoint the key does not verify cannot be used at all: exit 2
     other = generate_key("test-log")
     other_pub = write_key(other, str(tmp_path / "other.key"))
-    _one_line_error(*run("verify", "--ledger", a_url, "--checkpoint", str(tmp_path / "b.note"),
+    one_line_error(*run_ledger_cli("verify", "--ledger", a_url, "--checkpoint", str(tmp_path / "b.note"),
                          "--key", str(other_pub)))

@@ -10,11 +10,9 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from click.testing import CliRunner
-from ledger_fixtures import body, guards_off, ledger_url, raw  # noqa: F401  (fixture)
+from ledger_fixtures import body, guards_off, ledger_url, one_line_error, raw, run_ledger_cli  # noqa: F401  (fixture)
 from sqlalchemy import text
 
-from policy_engine.cli import main
 from policy_engine.ledger import (
     CheckpointError,
     Entry,
@@ -29,19 +27,6 @@ from policy_engine.ledger import (
 from policy_engine.ledger.note import write_key
 
 KEY = generate_key("test-log")
-
-
-def run(*args):
-    r = CliRunner().invoke(main, ["ledger", *args], catch_exceptions=False)
-    return r.exit_code, r.stdout, r.stderr
-
-
-def _one_line_error(code, out, err, *needles):
-    assert code == 2, (out, err)
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    assert "internal error" not in err, err
-    for n in needles:
-        assert n in err, err
 
 
 @pytest.fixture
@@ -77,8 +62,8 @@ def test_since_and_until_compare_instants_not_spellings(led):
 
 
 def test_log_with_a_bad_time_is_one_line(led, ledger_url):
-    _one_line_error(*run("log", "--ledger", ledger_url, "--since", "yesterday"), "`since`")
-    code, out, _ = run("log", "--ledger", ledger_url, "--until", "2999-01-01T00:00:00+01:00")
+    one_line_error(*run_ledger_cli("log", "--ledger", ledger_url, "--since", "yesterday"), "`since`")
+    code, out, _ = run_ledger_cli("log", "--ledger", ledger_url, "--until", "2999-01-01T00:00:00+01:00")
     assert code == 0
 
 
@@ -93,8 +78,8 @@ def test_references_beyond_any_seq_are_not_found(led, ledger_url):
     assert [e.seq for e in led.entries(limit=10**30)] == [0]
     assert led.entries(after=10**30) == [] and [e.seq for e in led.entries(after=-(10**30))] == [0]
     assert [e.seq for e in led.entries(after=10**30, reverse=True)] == [0]
-    _one_line_error(*run("show", str(10**30), "--ledger", ledger_url), "no entry")
-    code, out, _ = run("log", "--limit", str(10**30), "--ledger", ledger_url)
+    one_line_error(*run_ledger_cli("show", str(10**30), "--ledger", ledger_url), "no entry")
+    code, out, _ = run_ledger_cli("log", "--limit", str(10**30), "--ledger", ledger_url)
     assert code == 0 and out.count("\n") == 1
 
 
@@ -110,8 +95,8 @@ def test_a_corrupt_row_is_a_one_line_error_not_a_crash(led, ledger_url):
         with pytest.raises(LedgerUnavailable, match=r"entry [01] is corrupt.*stopline ledger verify"):
             read()
     for cmd in (["log"], ["show", "0"], ["show", "1"], ["prove", "0"]):
-        _one_line_error(*run(*cmd, "--ledger", ledger_url), "is corrupt")
-    assert run("verify", "--ledger", ledger_url)[0] == 1
+        one_line_error(*run_ledger_cli(*cmd, "--ledger", ledger_url), "is corrupt")
+    assert run_ledger_cli("verify", "--ledger", ledger_url)[0] == 1
 
 
 def test_a_damaged_head_or_meta_is_refused_clearly(ledger_url):
@@ -120,7 +105,7 @@ def test_a_damaged_head_or_meta_is_refused_clearly(ledger_url):
         c.execute(text("UPDATE ledger_meta SET value = 'three' WHERE name = 'schema_version'"))
     with pytest.raises(SchemaError, match="schema version is 'three'"):
         Ledger.open(ledger_url)
-    _one_line_error(*run("log", "--ledger", ledger_url), "damaged")
+    one_line_error(*run_ledger_cli("log", "--ledger", ledger_url), "damaged")
     with raw(ledger_url) as c:
         c.execute(text("UPDATE ledger_meta SET value = '3' WHERE name = 'schema_version'"))
         c.execute(text("DELETE FROM ledger_meta WHERE name = 'log_id'"))
@@ -131,7 +116,7 @@ def test_a_damaged_head_or_meta_is_refused_clearly(ledger_url):
         c.execute(text("DELETE FROM ledger_heads"))
     with pytest.raises(SchemaError, match="head row"):
         Ledger.open(ledger_url)
-    _one_line_error(*run("verify", "--ledger", ledger_url), "head row")
+    one_line_error(*run_ledger_cli("verify", "--ledger", ledger_url), "head row")
 
 
 def test_a_corrupt_frontier_stops_appends_with_a_clear_error(led, ledger_url):
@@ -146,7 +131,7 @@ def test_a_corrupt_frontier_stops_appends_with_a_clear_error(led, ledger_url):
         led.checkpoint(KEY)
     with raw(ledger_url) as c:
         assert c.execute(text("SELECT count(*) FROM ledger_entries")).scalar_one() == 1
-    assert run("verify", "--ledger", ledger_url)[0] == 1
+    assert run_ledger_cli("verify", "--ledger", ledger_url)[0] == 1
 
 
 def test_a_corrupt_frontier_on_sqlite_is_named(tmp_path):
@@ -159,7 +144,7 @@ def test_a_corrupt_frontier_on_sqlite_is_named(tmp_path):
             led.append("stop", body("stop"), workflow="w")
     b = tmp_path / "b.json"
     b.write_text('{"trigger": "t"}')
-    _one_line_error(*run("append", "stop", str(b), "--workflow", "w", "--ledger", url), "head row is corrupt")
+    one_line_error(*run_ledger_cli("append", "stop", str(b), "--workflow", "w", "--ledger", url), "head row is corrupt")
 
 
 # ------------------------------------------------------------------ a file that is not a ledger is left alone
@@ -173,15 +158,15 @@ def test_opening_a_file_that_is_not_a_ledger_leaves_it_unchanged(tmp_path):
     empty = tmp_path / "empty.db"
     empty.touch()
     for cmd in (["verify"], ["log"], ["show", "0"], ["prove", "0"]):
-        _one_line_error(*run(*cmd, "--ledger", f"sqlite:///{other}"), "not a Stopline ledger")
-        _one_line_error(*run(*cmd, "--ledger", f"sqlite:///{empty}"), "no ledger")
+        one_line_error(*run_ledger_cli(*cmd, "--ledger", f"sqlite:///{other}"), "not a Stopline ledger")
+        one_line_error(*run_ledger_cli(*cmd, "--ledger", f"sqlite:///{empty}"), "no ledger")
     c = sqlite3.connect(other)
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
     c.close()
     assert other.read_bytes() == before and not (tmp_path / "app.db-wal").exists()
     assert empty.stat().st_size == 0
     # a ledger is still opened in WAL mode, and init still makes one
-    assert run("init", "--ledger", f"sqlite:///{empty}")[0] == 0
+    assert run_ledger_cli("init", "--ledger", f"sqlite:///{empty}")[0] == 0
     with Ledger.open(f"sqlite:///{empty}") as led:
         with led.reading() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
@@ -231,7 +216,7 @@ def test_a_checkpoint_whose_note_cannot_be_written_records_nothing(led, ledger_u
         assert led.size == 1
     key = tmp_path / "k.key"
     write_key(KEY, key)
-    _one_line_error(*run("checkpoint", "--ledger", ledger_url, "--key", str(key), "--out",
+    one_line_error(*run_ledger_cli("checkpoint", "--ledger", ledger_url, "--key", str(key), "--out",
                          str(tmp_path / "nope" / "cp.note")), "cannot write the checkpoint", "nothing was recorded")
     assert led.size == 1
     cp, entry = led.checkpoint(KEY, path=tmp_path / "cp.note")
@@ -244,7 +229,7 @@ def test_keygen_leaves_no_half_made_key_pair(tmp_path):
     with pytest.raises(KeyFileError, match="k.key.pub"):
         write_key(generate_key("x"), tmp_path / "k.key")
     assert not (tmp_path / "k.key").exists()
-    _one_line_error(*run("keygen", "--out", str(tmp_path / "k.key")), "k.key.pub")
+    one_line_error(*run_ledger_cli("keygen", "--out", str(tmp_path / "k.key")), "k.key.pub")
     assert not (tmp_path / "k.key").exists()
 
 
