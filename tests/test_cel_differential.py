@@ -22,7 +22,9 @@ Known deviations of cel-python are excluded by rule, not case by case (see docs/
   double-to-int range error are skipped.
 - D7 cel-python gives `-9223372036854775808 % -1 == 0` (Python's `%`); cel-go
   (`moduloInt64Checked`) makes it an overflow error, as the matching division is. Cases
-  where we report that overflow for a `%` and cel-python gives 0 are skipped.
+  where we report that overflow in an expression with a `%` and cel-python gives a value
+  (its 0, or what follows from it) are skipped; cel-python errors on the other operators'
+  overflows, so those are never compared here.
 """
 
 from __future__ import annotations
@@ -235,8 +237,8 @@ def test_compiled_matches_celpy_wherever_celpy_has_a_value(src, act):
     assert not _out_of_range(want), f"{src!r}: cel-python returned an out-of-range int {want!r}"
     if type(ours) is CelError and ours.message.startswith("range error: double out of int"):
         return  # D6
-    if type(ours) is CelError and ours.message == "return error for overflow" and "%" in src and want == 0:
-        return  # D7
+    if type(ours) is CelError and ours.message == "return error for overflow" and "%" in src:
+        return  # D7 (cel-python's 0 may flow on: `string(x % z)` is "0")
     STATS["compared"] += 1
     assert type(ours) is not CelError, f"{src!r} with {act}: we erred ({ours}), cel-python gave {want!r}"
     assert same(ours, want), f"{src!r} with {act}: ours {ours!r}, cel-python {want!r}"
