@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 WF = "replies"
 
@@ -84,3 +86,22 @@ def write_policy(tmp_path, text: str = POLICY):
     p = tmp_path / "replies.policy"
     p.write_text(text, encoding="utf-8")
     return p
+
+
+RECEIPT = {"message": "hello", "ticket": "T-1"}  # the receipt of a `send` (POLICY's receipt fields)
+
+
+@pytest.fixture
+def policy_path(tmp_path):
+    """POLICY written to a file."""
+    return write_policy(tmp_path)
+
+
+@pytest.fixture
+def rt(ledger_url, policy_path):
+    """A Runtime on POLICY and the test's ledger (SQLite and PostgreSQL: `ledger_url`,
+    which the test module imports from ledger_fixtures)."""
+    from policy_engine import Runtime
+
+    with Runtime.open(str(policy_path), ledger=ledger_url) as r:
+        yield r

@@ -13,28 +13,15 @@ import math
 import pytest
 from click.testing import CliRunner
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
-from runtime_support import WF, at, send, write_policy
+from runtime_support import RECEIPT, WF, at, policy_path, rt, send, write_policy  # noqa: F401  (fixtures)
 
-from policy_engine import Runtime
 from policy_engine.cli import main
 from policy_engine.ledger import IdempotencyConflict, InvalidEntry
 from policy_engine.replay import replay
 from policy_engine.runtime import RuntimeUsageError, gatejson
 from policy_engine.runtime.runtime import dumps
 
-RECEIPT = {"message": "hello", "ticket": "T-1"}
 LONE = "\ud800"
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return write_policy(tmp_path)
-
-
-@pytest.fixture
-def rt(ledger_url, policy_path):  # noqa: F811
-    with Runtime.open(str(policy_path), ledger=ledger_url) as r:
-        yield r
 
 
 def _unchanged(rt, fn, err, match=None):

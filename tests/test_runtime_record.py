@@ -7,22 +7,9 @@ from __future__ import annotations
 
 import pytest
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
-from runtime_support import POLICY, WF, at, send, write_policy
+from runtime_support import POLICY, RECEIPT, WF, at, policy_path, rt, send, write_policy  # noqa: F401  (fixtures)
 
 from policy_engine import Runtime
-
-RECEIPT = {"message": "hello", "ticket": "T-1"}
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return write_policy(tmp_path)
-
-
-@pytest.fixture
-def rt(ledger_url, policy_path):  # noqa: F811
-    with Runtime.open(str(policy_path), ledger=ledger_url) as r:
-        yield r
 
 
 def _executed_send(rt, t=0, amount=10.0, **receipt):
