@@ -11,26 +11,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
-from runtime_support import POLICY, WF, at, send, write_policy
+from runtime_support import POLICY, RECEIPT, WF, at, policy_path, rt, send, write_policy  # noqa: F401  (fixtures)
 
 from policy_engine import Runtime
 from policy_engine.cli import main
 from policy_engine.replay import changed_executions, replay
 from policy_engine.runtime import RuntimeUsageError
 
-RECEIPT = {"message": "hello", "ticket": "T-1"}
 STRICTER = POLICY.replace("action.amount > 1000.0", "action.amount > 400.0")
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return write_policy(tmp_path)
-
-
-@pytest.fixture
-def rt(ledger_url, policy_path):  # noqa: F811
-    with Runtime.open(str(policy_path), ledger=ledger_url) as r:
-        yield r
 
 
 def _history(rt):

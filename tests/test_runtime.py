@@ -8,24 +8,11 @@ import threading
 
 import pytest
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
-from runtime_support import WF, at, send, write_policy
+from runtime_support import RECEIPT, WF, at, policy_path, rt, send, write_policy  # noqa: F401  (fixtures)
 
 import policy_engine
 from policy_engine import Runtime
 from policy_engine.runtime import RuntimeUsageError
-
-RECEIPT = {"message": "hello", "ticket": "T-1"}
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return write_policy(tmp_path)
-
-
-@pytest.fixture
-def rt(ledger_url, policy_path):  # noqa: F811
-    with Runtime.open(str(policy_path), ledger=ledger_url) as r:
-        yield r
 
 
 def _approved_send(rt, t=0):

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import pytest
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
-from runtime_support import POLICY, WF, at, send, write_policy
+from runtime_support import POLICY, RECEIPT, WF, at, policy_path, rt, send, write_policy  # noqa: F401  (fixtures)
 
 from policy_engine import Runtime, load
 from policy_engine.ledger import IdempotencyConflict
 from policy_engine.runtime import RuntimeUsageError
-
-RECEIPT = {"message": "hello", "ticket": "T-1"}
 
 # a second trigger, fired by the repair action `log` (which runs while the workflow is stopped)
 TWO_TRIGGERS = POLICY.replace('''  rollback customer_request {''', '''  stop noisy_log {
@@ -31,17 +29,6 @@ TWO_TRIGGERS = POLICY.replace('''  rollback customer_request {''', '''  stop noi
   }
 
   rollback customer_request {''')
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return write_policy(tmp_path)
-
-
-@pytest.fixture
-def rt(ledger_url, policy_path):  # noqa: F811
-    with Runtime.open(str(policy_path), ledger=ledger_url) as r:
-        yield r
 
 
 def test_a_stop_between_the_gates_read_and_its_append_makes_it_decide_again(rt, ledger_url, policy_path):  # noqa: F811
