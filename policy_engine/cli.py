@@ -49,9 +49,18 @@ def _color(ctx_color: bool | None) -> bool:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option(
+    "--show-acknowledged",
+    is_flag=True,
+    help="Also print the warnings a `# stopline: acknowledge CODE -- reason` comment accepts, with the reason.",
+)
 @click.option("--color/--no-color", default=None, help="Colour the output (default: when a terminal).")
-def check(paths: tuple[str, ...], fmt: str, strict: bool, color: bool | None) -> None:
-    """Parse, resolve, type- and lint-check policy files."""
+def check(paths: tuple[str, ...], fmt: str, strict: bool, show_acknowledged: bool, color: bool | None) -> None:
+    """Parse, resolve, type- and lint-check policy files.
+
+    A warning acknowledged in the policy (`# stopline: acknowledge W202 -- reason` on the
+    declaration) is not printed and does not fail --strict; the summary counts it.
+    """
     from .diagnostics import render_all
     from .language.loader import UsageError, load_paths
 
@@ -61,6 +70,7 @@ def check(paths: tuple[str, ...], fmt: str, strict: bool, color: bool | None) ->
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     diags = result.diagnostics
+    acked = result.acknowledged
     failed = bool(result.errors) or (strict and bool(result.warnings))
     if fmt == "json":
         payload = {
@@ -68,11 +78,14 @@ def check(paths: tuple[str, ...], fmt: str, strict: bool, color: bool | None) ->
             "files": sorted(result.sources),
             "content_hash": result.policy_set.content_hash if result.policy_set else None,
             "diagnostics": [d.to_json() for d in diags],
+            "acknowledged": [a.to_json() for a in acked],
         }
         click.echo(json.dumps(payload, indent=2, sort_keys=True))
     else:
-        if diags:
-            click.echo(render_all(diags, result.sources, color=_color(color)), err=False)
+        if diags or (show_acknowledged and acked):
+            text = render_all(diags, result.sources, color=_color(color), acknowledged=acked,
+                              show_acknowledged=show_acknowledged)
+            click.echo(text + ("" if diags else "\n"), err=False)  # (no count line: a blank one)
         if not failed:
             nwf = len(result.policy_set.workflows) if result.policy_set else 0
             nfiles = len(result.sources)
@@ -83,6 +96,7 @@ def check(paths: tuple[str, ...], fmt: str, strict: bool, color: bool | None) ->
                     if result.warnings
                     else ""
                 )
+                + (f", {len(acked)} acknowledged" if acked else "")
             )
     sys.exit(EXIT_FAIL if failed else EXIT_OK)
 

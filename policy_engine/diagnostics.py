@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     "E136": "reversible action without reversal method",
     "E137": "`require_approval` rule without approvers",
     "E138": "approvers on a rule that is not `require_approval`",
+    "E139": "an error cannot be acknowledged",
     # warnings
     "W201": "cycle in the side-effect graph",
     "W202": "irreversible action allowed without approval",
@@ -67,6 +68,10 @@ CODES: dict[str, str] = {
     "W211": "authorization no declared role can fill",
     "W212": "condition whose value is always an error",
     "W213": "re-enable criteria read undeclared evidence",
+    # acknowledgements (`# stopline: acknowledge W202 -- reason`, language/acknowledge.py)
+    "W214": "acknowledgement without a reason",
+    "W215": "acknowledgement that acknowledges nothing",
+    "W216": "malformed acknowledgement: unknown code or directive",
 }
 
 
@@ -93,6 +98,22 @@ class Diagnostic:
             "help": self.help,
             "notes": list(self.notes),
         }
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """A warning that a `# stopline: acknowledge CODE -- reason` directive accepts: left out
+    of the diagnostics (so `check --strict` passes), kept here with the reason."""
+
+    diagnostic: Diagnostic
+    reason: str
+    directive: Span  # where the directive is written
+
+    def sort_key(self) -> tuple:
+        return self.diagnostic.sort_key()
+
+    def to_json(self) -> dict:
+        return {**self.diagnostic.to_json(), "acknowledged": {"reason": self.reason, **self.directive.to_json()}}
 
 
 class PolicyError(Exception):
@@ -166,13 +187,19 @@ def _width(text: str) -> int:
     )
 
 
-def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str:
-    """Render one diagnostic in the house style (see STYLE.md)."""
+_SEVERITY_COLOR = {"error": "1;31", "warning": "1;33", "acknowledged": "1;32"}
+
+
+def render(d: Diagnostic, source: SourceFile | None, color: bool = False, *, kind: str | None = None) -> str:
+    """Render one diagnostic in the house style (see STYLE.md). `kind` replaces the
+    severity in the header (`acknowledged[W202]`)."""
 
     def c(code: str, s: str) -> str:
         return f"\x1b[{code}m{s}\x1b[0m" if color else s
 
-    sev = c("1;31" if d.severity == "error" else "1;33", f"{d.severity}[{d.code}]")
+    kind = kind or d.severity
+    tint = _SEVERITY_COLOR.get(kind, "1;33")
+    sev = c(tint, f"{kind}[{d.code}]")
     lines = [f"{sev}{c('1', ': ' + d.message)}"]
     sp = d.span
     lineno = str(sp.line)
@@ -200,7 +227,7 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str
         marker = " " * _width(lead) + "^" * max(1, _width(shown[caret_col - 1 : caret_col - 1 + width]))
         if d.label:
             marker += " " + d.label
-        lines.append(f"{pad} {bar} {c('1;31' if d.severity == 'error' else '1;33', marker)}")
+        lines.append(f"{pad} {bar} {c(tint, marker)}")
         lines.append(f"{pad} {bar}")
     for note in d.notes:
         lines.append(f"{pad} = note: {note}")
@@ -209,8 +236,26 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str
     return "\n".join(lines)
 
 
-def render_all(diags: Sequence[Diagnostic], sources: dict[str, SourceFile], color: bool = False) -> str:
-    parts = [render(d, sources.get(d.span.path), color=color) for d in diags]
+def render_acknowledged(a: Acknowledged, source: SourceFile | None, color: bool = False) -> str:
+    """An acknowledged warning: `acknowledged[W202]`, the diagnostic as it would have been
+    reported, and a note with the directive's place and reason."""
+    note = f"acknowledged at {a.directive}: {a.reason}"
+    d = a.diagnostic
+    return render(Diagnostic(d.code, d.severity, d.message, d.span, d.label, d.help, (*d.notes, note)), source,
+                  color=color, kind="acknowledged")
+
+
+def render_all(diags: Sequence[Diagnostic], sources: dict[str, SourceFile], color: bool = False,
+               acknowledged: Sequence[Acknowledged] = (), show_acknowledged: bool = False) -> str:
+    """Every diagnostic, then the count line (`2 errors, 1 warning found`). With
+    `acknowledged`, the count line ends `, N acknowledged`; with `show_acknowledged` they
+    are rendered too, in their place among the others."""
+    items: list[tuple[tuple, str]] = [(d.sort_key(), render(d, sources.get(d.span.path), color=color)) for d in diags]
+    if show_acknowledged:
+        items += [(a.sort_key(), render_acknowledged(a, sources.get(a.diagnostic.span.path), color=color))
+                  for a in acknowledged]
+        items.sort(key=lambda it: it[0])
+    parts = [text for _, text in items]
     errors = sum(1 for d in diags if d.severity == "error")
     warnings = len(diags) - errors
     tail = []
@@ -219,5 +264,5 @@ def render_all(diags: Sequence[Diagnostic], sources: dict[str, SourceFile], colo
     if warnings:
         tail.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
     if tail:
-        parts.append(", ".join(tail) + " found")
+        parts.append(", ".join(tail) + " found" + (f", {len(acknowledged)} acknowledged" if acknowledged else ""))
     return "\n\n".join(parts)

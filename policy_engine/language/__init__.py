@@ -4,6 +4,7 @@
              policy_engine.grammar, grammar/stopline.lark in a checkout)
     lower    parse tree -> IR (ir: the frozen pydantic policy model); structural problems
     check    names, scopes, lints; compiles every condition once (policy_engine.cel)
+    acknowledge  `# stopline: acknowledge W202 -- reason` comments: the warnings they accept
     loader   files and directories -> LoadResult (policy set, diagnostics, sources, content hash)
     fmt      the canonical formatter (`stopline fmt`), checked by a re-parse
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..diagnostics import Diagnostic, PolicyError, sort_diagnostics
+from ..diagnostics import Acknowledged, Diagnostic, PolicyError, sort_diagnostics
 from ..lark_cache import collector_paused
 from ..limits import MAX_CONDITIONS_PER_SET, MAX_FILE_BYTES, MAX_FILES
 from ..source import SourceFile, Span
@@ -23,6 +23,9 @@ class LoadResult:
     sources: dict[str, SourceFile]
     compiled: dict = field(default_factory=dict)  # cond_key -> CompiledExpr
     cel_cache: dict = field(default_factory=dict)
+    # warnings a `# stopline: acknowledge CODE -- reason` directive accepts (acknowledge.py):
+    # not among `diagnostics`, so they neither print nor fail `check --strict`
+    acknowledged: list[Acknowledged] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -311,6 +314,7 @@ def load_sources(
 def _load_sources(
     sources: list[SourceFile], extra_diags: list[Diagnostic] | None = None, *, accelerate: bool = True
 ) -> LoadResult:
+    from . import acknowledge
     from .check import check
     from .lower import lower
     from .parser import parse
@@ -318,11 +322,14 @@ def _load_sources(
     diags: list[Diagnostic] = list(extra_diags or [])
     files: list[ir.PolicyFile] = []
     smap = {s.path: s for s in sources}
+    directives: list[acknowledge.Collected] = []  # `# stopline: acknowledge ...`, file by file
     for src in sources:
         pr = parse(src)
         diags.extend(pr.diagnostics)
         if pr.tree is None:
             continue
+        if acknowledge.has_directives(src):
+            directives.append(acknowledge.collect(src, pr.tree))
         try:
             pf, ldiags = lower(src, pr.tree)
         except RecursionError:
@@ -349,10 +356,15 @@ def _load_sources(
         diags.extend(checker.diags)
         compiled = checker.compiled
     diags = sort_diagnostics(diags)
+    acknowledged: list[Acknowledged] = []
+    if directives:
+        kept, acknowledged = acknowledge.apply(diags, directives)
+        diags = sort_diagnostics(kept)
+        acknowledged.sort(key=Acknowledged.sort_key)
     pset = None
     if not any(d.severity == "error" for d in diags):
         pset = ir.PolicySet(files=tuple(files), content_hash=content_hash(files))
-    return LoadResult(pset, diags, smap, compiled, cel_cache)
+    return LoadResult(pset, diags, smap, compiled, cel_cache, acknowledged)
 
 
 def count_conditions(files: Iterable[ir.PolicyFile]) -> int:
