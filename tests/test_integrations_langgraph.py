@@ -5,6 +5,7 @@ human-in-the-loop holes reproduced and refused."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -643,3 +644,62 @@ def test_routed_tools_that_interrupt_themselves_are_resumed_together(rt):
     state = g.invoke(Command(resume={i.id: f"code-{n}" for n, i in enumerate(asks)}), cfg)
     assert sorted(e[2] for e in log if e[0] == "charged") == ["code-0", "code-1"]  # each its own answer
     assert all(m.status == "success" for m in tool_messages(state).values()) and len(executions(rt)) == 2
+
+
+# ------------------------------------------------------------------ the langgraph-prebuilt API the adapter uses
+def test_the_tool_node_uses_only_public_toolnode_api():
+    """StoplineToolNode overrides no private method of ToolNode, and the public API it uses
+    is there with the signatures it calls: a langgraph-prebuilt release that changes them
+    fails here, by name, before any behaviour test does."""
+    import inspect
+    from importlib.metadata import version
+
+    from langgraph.prebuilt import ToolNode
+    from langgraph.prebuilt.tool_node import ToolCallRequest, ToolRuntime
+
+    from policy_engine.integrations.langgraph import StoplineToolNode
+
+    where = f"langgraph-prebuilt {version('langgraph-prebuilt')}"
+    private = sorted(n for n, v in vars(StoplineToolNode).items()
+                     if n.startswith("_") and not n.startswith("__") and hasattr(ToolNode, n)
+                     and (callable(v) or isinstance(v, (property, staticmethod, classmethod))))
+    assert not private, f"StoplineToolNode overrides private ToolNode members {private}: use public API only"
+    init = inspect.signature(ToolNode.__init__).parameters
+    for p in ("name", "tags", "handle_tool_errors", "messages_key", "wrap_tool_call", "awrap_tool_call"):
+        assert p in init and init[p].kind is inspect.Parameter.KEYWORD_ONLY, \
+            f"{where}: ToolNode(..., {p}=) is gone or no longer keyword-only; the adapter passes it"
+    for name in ("invoke", "ainvoke"):
+        params = list(inspect.signature(getattr(ToolNode, name)).parameters.values())
+        assert [p.name for p in params[:3]] == ["self", "input", "config"] and \
+            params[-1].kind is inspect.Parameter.VAR_KEYWORD, \
+            f"{where}: ToolNode.{name}(input, config, **kwargs) changed; StoplineToolNode settles a turn there"
+    fields = {f.name for f in dataclasses.fields(ToolCallRequest)}
+    assert {"tool_call", "runtime"} <= fields, f"{where}: ToolCallRequest has no tool_call / runtime ({fields})"
+    assert "config" in {f.name for f in dataclasses.fields(ToolRuntime)}, f"{where}: ToolRuntime has no config"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_turn_is_settled_once_by_the_node_before_its_calls_run(rt, mode, monkeypatch):
+    """The node settles the whole turn in invoke/ainvoke and ToolNode runs each call's
+    wrapper in that context, so the wrappers find the turn settled: settle runs once, for
+    every call of the turn, never once per call (the calls would then run while a sibling
+    is still held)."""
+    from policy_engine.integrations import langgraph as adapter
+
+    seen: list[list[str]] = []
+    settle = adapter.StoplineToolWrapper.settle
+
+    def spy(self, calls, config):
+        seen.append([c["id"] for c in calls])
+        return settle(self, calls, config)
+
+    monkeypatch.setattr(adapter.StoplineToolWrapper, "settle", spy)
+    shop = Shop()
+    turn = [refund(20, "a"), refund(30, "b"), {"name": "send_email", "args": {"to": "x@customer.example", "body": "hi"},
+                                                "id": "m"}]
+    g = graph_for(rt, shop, [turn])
+    cfg = {"configurable": {"thread_id": "t"}}
+    state = (g.invoke({"messages": [("user", "go")]}, cfg) if mode == "sync"
+             else asyncio.run(g.ainvoke({"messages": [("user", "go")]}, cfg)))
+    assert seen == [["a", "b", "m"]], f"ToolNode no longer runs wrap_tool_call in the node's context: {seen}"
+    assert all(m.status == "success" for m in tool_messages(state).values()) and len(shop.refunds) == 2

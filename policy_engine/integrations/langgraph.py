@@ -23,7 +23,10 @@ to ``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
   (it may have had its effect), then the exception goes on as ``handle_tool_errors`` says;
 - a tool that calls ``interrupt()`` itself under an approved decision: the resumed node
   continues that execution (the claim is kept by the same node of the same checkpoint,
-  recorded in the ledger while it waits); it is recorded once, when it returns.
+  recorded in the ledger while it waits); it is recorded once, when it returns. The claim
+  is the ledger's (a conditional, keyed append), so of two processes resuming the same
+  interrupt (two workers sharing a checkpointer) exactly one continues; the other is
+  refused ("the approval is already being used").
 
 Several held calls in one model turn. LangGraph gives each task one pending interrupt at a
 time, matched to resume values by their order in the node, so:
@@ -41,6 +44,11 @@ an approval for one call never counts for another, even one with the same argume
 A node that LangGraph re-runs on resume gets the same recorded decisions back (the call's
 idempotency key: thread, call id, argument digest), replays its resume values to the same
 answers, and a call that already ran is not run again.
+
+Only public API of langgraph-prebuilt is used: ``ToolNode``'s constructor and its
+``wrap_tool_call`` / ``awrap_tool_call`` wrappers, and the ``Runnable`` entry points
+``invoke`` / ``ainvoke`` (where the node settles its turn); no private method is
+overridden. The input formats read there are the ones ``ToolNode`` documents.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
+
+from sqlalchemy import select
 
 from . import common
 from .common import Approval, Check, Outcome, ToolGate, _digest, require_extra
@@ -129,13 +139,6 @@ def _decision_named(value: Any) -> Any:
     if isinstance(value, Approval):
         return value.decision_id
     return value.get("decision_id") if isinstance(value, Mapping) else None
-
-
-_LOCKS = [threading.Lock() for _ in range(64)]
-
-
-def _lock(decision_id: str) -> Any:
-    return _LOCKS[hash(decision_id) % len(_LOCKS)]
 
 
 class _Plan:
@@ -220,38 +223,88 @@ class StoplineToolWrapper:
         """Claim the approved decision for this execution, or continue the execution this
         node began under it (its tool interrupted itself): the claim is bound to the call's
         task (``_lineage``) and its holder records each wait, so a claim is continued only
-        while its execution waits, by the node LangGraph resumes."""
-        gate, did = self.gate, check.decision_id
-        mine = f"{EXECUTOR}{_lineage(config, check)}:"
-        with _lock(did):
-            st = gate.runtime.authorization(did, now=gate._t())
-            if st.status == "executed":
-                done = gate.outcome(replace(check, status="executed", used_by=st.used_by))
-                return done or gate._refuse(check, "it already ran"), None
-            if st.status != "approved":
-                return Outcome(False, gate._pending_message(check, st), pending=st.status == "pending"), None
-            gate._halt_if_stopped(check)
-            holder = st.claimed_by
-            if holder is None:
-                holder = mine + uuid.uuid4().hex
-            elif not (holder.startswith(mine) and self._waiting(did, holder)):
-                return gate._refuse(check, f"the approval is already being used (claimed by {holder})"), None
-            r = gate.runtime.claim(did, principal=holder, now=gate._t())
-            if not r.recorded:
-                return gate._refuse(check, f"the approval is already being used ({r.reason})"), None
-        return Outcome(True, approver=out.approver), holder
+        while its execution waits, by the node LangGraph resumes.
 
-    def _waiting(self, decision_id: str, holder: str) -> bool:
-        """The holder's claims alternate: taken (running), kept while its tool waits on an
-        interrupt, taken again by the resumed node... An even count: it waits."""
-        n = sum(1 for e in self.gate.runtime.ledger.entries(kind="transition", link=decision_id)
-                if e.body.get("to") == "claimed" and e.body.get("principal") == holder)
-        return n > 0 and n % 2 == 0
+        The claim is the ledger's, not this process's: a ``claimed`` transition appended
+        only if the ledger, read under its append lock, still allows it (``_claim_turn``),
+        so of two processes resuming the same interrupt exactly one continues and the other
+        is refused ("the approval is already being used")."""
+        gate, did = self.gate, check.decision_id
+        st = gate.runtime.authorization(did, now=gate._t())
+        if st.status == "approved":
+            gate._halt_if_stopped(check)
+            st, holder, why = self._claim_turn(did, f"{EXECUTOR}{_lineage(config, check)}:", waiting=True)
+            if holder is not None:
+                return Outcome(True, approver=out.approver), holder
+            if st is None or st.status == "approved":
+                return gate._refuse(check, f"the approval is already being used ({why})"), None
+        if st.status == "executed":
+            done = gate.outcome(replace(check, status="executed", used_by=st.used_by))
+            return done or gate._refuse(check, "it already ran"), None
+        return Outcome(False, gate._pending_message(check, st), pending=st.status == "pending"), None
 
     def _wait(self, check: Check, holder: str) -> None:
         """The tool interrupted itself: record that this execution waits (its claim kept)."""
-        with _lock(check.decision_id):
-            self.gate.runtime.claim(check.decision_id, principal=holder, now=self.gate._t())
+        self._claim_turn(check.decision_id, holder, waiting=False)
+
+    def _claim_turn(self, decision_id: str, holder: str, *, waiting: bool) -> tuple[Any, str | None, str]:
+        """Append the next ``claimed`` transition of ``decision_id`` if the ledger allows it,
+        read and written in one ``Runtime.transact``: under the ledger's append lock (SQLite
+        ``BEGIN IMMEDIATE``, PostgreSQL's row lock), so of concurrent claimants, in one
+        process or several, exactly one sees the state before the claim.
+
+        A holder's claims alternate: taken (running), kept while its tool waits on an
+        interrupt, taken again by the resumed node... ``waiting=True`` takes the claim of an
+        approved decision: a new one (named ``holder`` + a nonce) when it is unclaimed, or
+        the holder's own when its name starts with ``holder`` and it waits (an even count);
+        ``waiting=False`` records that the running holder ``holder`` waits (an odd count).
+        The n-th claim of a decision carries the idempotency key
+        ``stopline:claim:<decision>:<n>`` and the claimant's nonce: a second entry for the
+        same turn, even one written without this check, is refused by the ledger's unique
+        key (``IdempotencyConflict``, answered here as a refusal).
+
+        Returns the decision's status as read under the lock (``None`` if the ledger refused
+        the append), the holder when the claim was recorded (else ``None``), and why not."""
+        from ..ledger import IdempotencyConflict, NewEntry, schema
+        from ..runtime.results import _now, _ts
+
+        rt, now_dt, nonce = self.gate.runtime, _now(self.gate._t()), uuid.uuid4().hex
+        E, L = schema.entries, schema.links
+        seen: dict[str, Any] = {"status": None, "holder": None, "why": ""}
+
+        def build(c: Any) -> list:
+            [subj] = rt.ledger.fetch(c, E.c.id == decision_id, limit=1)
+            st = seen["status"] = rt.subject_status(c, subj, now=now_dt)
+            if st.status != "approved":
+                seen["why"] = f"the decision is `{st.status}`"
+                return []
+            linked = select(L.c.from_seq).where(L.c.to_seq == subj.seq)
+            claims = [e.body.get("principal") for e in rt.ledger.fetch(c, E.c.kind == "transition",
+                                                                      E.c.seq.in_(linked))
+                      if e.body.get("to") == "claimed"]
+            current: str | None = st.claimed_by
+            turns = claims.count(current) if current is not None else 0
+            if current is None and waiting:
+                who, reason = holder + nonce, "runs"
+            elif current is not None and waiting and current.startswith(holder) and turns > 0 and turns % 2 == 0:
+                who, reason = current, "continues after its tool's interrupt"
+            elif current is not None and not waiting and current == holder and turns % 2 == 1:
+                who, reason = current, "waits on its tool's interrupt"
+            else:
+                seen["why"] = f"claimed by {current}" if current != holder else "its holder is not running"
+                return []
+            n = len(claims) + 1
+            seen["holder"] = who
+            body = {"subject": decision_id, "to": "claimed", "principal": who, "reason": reason,
+                    "at": _ts(now_dt), "claim": n, "nonce": nonce}
+            return [NewEntry("transition", body, workflow=subj.workflow, links=[decision_id],
+                             key=f"stopline:claim:{decision_id}:{n}", time=now_dt)]
+
+        try:
+            rt.transact(build)
+        except IdempotencyConflict as e:  # another claimant recorded this turn first: the ledger refuses this one
+            return None, None, f"the ledger refused a second claim of this turn: {e}"
+        return seen["status"], seen["holder"], seen["why"]
 
     # ---------------------------------------------------------------- running a call
     def _message(self, request: Any, out: Outcome) -> ToolMessage:
@@ -316,44 +369,71 @@ class StoplineToolWrapper:
         return self._finish(check, out, result)
 
 
+def _tool_calls(input: Any, messages_key: str) -> list[Mapping[str, Any]] | None:
+    """The tool calls a ``ToolNode`` runs for ``input``, read from the input formats its
+    documentation lists: a list of tool calls (``Send``), ``ToolCallWithContext``, or the
+    last ``AIMessage`` of a message list or of the state's ``messages_key``. ``None``: no
+    call found (``ToolNode`` then says what is wrong with its input)."""
+    messages: Any
+    if isinstance(input, list):
+        if input and isinstance(input[-1], Mapping) and input[-1].get("type") == "tool_call":
+            return list(input)
+        messages = input
+    elif isinstance(input, Mapping) and input.get("__type") == "tool_call_with_context":
+        call = input.get("tool_call")
+        return [call] if isinstance(call, Mapping) else None
+    elif isinstance(input, Mapping):
+        messages = input.get(messages_key) or []
+    else:
+        messages = getattr(input, messages_key, None) or []
+    last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None) if isinstance(messages, list) \
+        else None
+    return list(last.tool_calls) if last is not None else None
+
+
 class StoplineToolNode(ToolNode):
     """A ``ToolNode`` that settles its turn before running any call: every call gated in the
     model's order, the held ones asked for (interrupts) one at a time, then the calls run in
     parallel as ``ToolNode`` runs them. With one call per task (``route_tool_calls``) each
-    held call is its own interrupt."""
+    held call is its own interrupt.
+
+    Built on public API only: the turn is settled in the node's ``invoke`` / ``ainvoke``
+    (the ``Runnable`` entry points LangGraph calls, streaming included), before ``ToolNode``
+    runs the calls, and each call goes through the ``wrap_tool_call`` / ``awrap_tool_call``
+    wrapper ``ToolNode`` takes, which finds its call's settled answer in the node's
+    context. No private method of ``ToolNode`` is overridden or called
+    (``tests/test_integrations_langgraph.py`` checks that, and the public signatures used)."""
 
     stopline: ToolGate
 
-    def __init__(self, tools: Sequence[Any], wrapper: StoplineToolWrapper, **options: Any) -> None:
-        super().__init__(list(tools), wrap_tool_call=wrapper, awrap_tool_call=wrapper.acall, **options)
+    def __init__(self, tools: Sequence[Any], wrapper: StoplineToolWrapper, *, messages_key: str = "messages",
+                 **options: Any) -> None:
+        super().__init__(list(tools), wrap_tool_call=wrapper, awrap_tool_call=wrapper.acall,
+                         messages_key=messages_key, **options)
         self._stopline_wrapper = wrapper
+        self._stopline_messages_key = messages_key
         self.stopline = wrapper.gate
 
     def _plan(self, input: Any, config: Any) -> _Plan | None:
-        parse = getattr(self, "_parse_input", None)  # ToolNode's own reading of its input
-        if parse is None:  # pragma: no cover - another ToolNode: each wrapper settles its call
-            return None
-        try:
-            calls, _ = parse(input)
-        except ValueError:  # ToolNode says what is wrong with the input
+        calls = _tool_calls(input, self._stopline_messages_key)
+        if not calls:  # ToolNode says what is wrong with the input (or runs nothing)
             return None
         plan = _Plan(self._stopline_wrapper)
-        for call, planned in zip(calls, self._stopline_wrapper.settle(calls, config), strict=True):
+        for call, planned in zip(calls, self._stopline_wrapper.settle(calls, config or {}), strict=True):
             plan.put(call, planned)
         return plan
 
-    # (``config`` typed ``RunnableConfig``: LangGraph passes it to the node by that annotation)
-    def _func(self, input: Any, config: RunnableConfig, runtime: Any) -> Any:
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         token = _PLAN.set(self._plan(input, config))
         try:
-            return super()._func(input, config, runtime)
+            return super().invoke(input, config, **kwargs)
         finally:
             _PLAN.reset(token)
 
-    async def _afunc(self, input: Any, config: RunnableConfig, runtime: Any) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         token = _PLAN.set(self._plan(input, config))
         try:
-            return await super()._afunc(input, config, runtime)
+            return await super().ainvoke(input, config, **kwargs)
         finally:
             _PLAN.reset(token)
 
