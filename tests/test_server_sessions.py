@@ -7,7 +7,10 @@ a CSRF token bound to a cookie of the sign-in form's own, and the browser's
 ``Sec-Fetch-Site`` / ``Origin``. The session cookie is not the credential but a signed
 value bound to it: HttpOnly, SameSite=Strict, Secure over HTTPS (or with
 ``secure_cookies``), ended by a revocation, a reload of the identities file without the
-token, a rotated JWT key, sign-out, or its lifetime."""
+token, a rotated JWT key, sign-out, or its lifetime. With a ledger, sign-outs are rows of
+its ``ledger_ended_sessions`` table (made on a ledger that predates it, pruned, never an
+entry); the keys of a ``--session-key`` file sign and verify sessions and forms (across
+real workers and replicas: tests/test_server_replicas.py)."""
 
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ pytest.importorskip("fastapi")
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from ledger_fixtures import ledger_url  # noqa: E402,F401  (the parametrised backend fixture: SQLite, PostgreSQL)
 from server_support import TOKENS, bearer, server_policy_dir, write_identities  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from policy_engine.server import ServerConfig, create_app  # noqa: E402
 from policy_engine.server.identity import hash_token  # noqa: E402
-from policy_engine.server.session import SESSION_TTL  # noqa: E402
+from policy_engine.server.session import SESSION_TTL, LedgerSignOuts  # noqa: E402
 
 SESSION, LOGIN = "stopline_session", "stopline_login"
 
@@ -235,3 +239,120 @@ def test_a_jwt_session_holds_no_jwt_and_ends_with_its_key_or_its_expiry(tmp_path
         _pem(tmp_path / "idp.pem", new)  # the IdP's key rotated: sessions signed in with the old one end
         assert c.post("/v1/identities/reload", headers=bearer("ops")).json()["changed"] is True
         assert not signed_in(c)
+
+
+# ---------------------------------------------------------------------------------- sign-outs in the ledger
+def _tables(url: str) -> set[str]:
+    from ledger_fixtures import raw
+
+    from policy_engine.ledger import schema
+
+    with raw(url) as c:
+        return set(schema.inspect_tables(c))
+
+
+def test_sign_outs_are_kept_in_the_ledgers_database_not_in_its_log(tmp_path, policy_dir, ledger_url):
+    """The table is part of the ledger's schema (`stopline ledger init` makes it, and takes it
+    for the ledger's own); a ledger made before it gets it when the server starts, and
+    `verify` holds. A sign-out writes one row, no entry; rows of sessions that ran out are
+    pruned at the next sign-out."""
+    from ledger_fixtures import raw, run_ledger_cli
+    from sqlalchemy import text
+
+    from policy_engine.ledger import Ledger
+
+    code, _, err = run_ledger_cli("init", "--ledger", ledger_url)
+    assert code == 0, err
+    assert "ledger_ended_sessions" in _tables(ledger_url)
+    with raw(ledger_url) as c:  # a ledger made before the table
+        c.execute(text("DROP TABLE ledger_ended_sessions"))
+    with make(tmp_path, policy_dir, ledger=ledger_url) as c:
+        assert "ledger_ended_sessions" in _tables(ledger_url)
+        signouts = c.app.state.sessions.signouts
+        assert sign_in(c, TOKENS["casey"][0]).status_code == 303
+        casey = c.cookies[SESSION]
+        c.cookies.clear()
+        assert sign_in(c, TOKENS["cleo"][0]).status_code == 303
+        cleo = c.cookies[SESSION]
+        with Ledger.open(ledger_url) as led:
+            size = led.size
+        use(c, casey)
+        r = c.post("/ui/logout", data={"csrf": csrf_of(c.get("/ui").text)}, follow_redirects=False)
+        assert r.status_code == 303 and signouts.count() == 1
+        use(c, casey)
+        assert not signed_in(c)
+        use(c, cleo)
+        assert signed_in(c)
+        with Ledger.open(ledger_url) as led:
+            assert led.size == size  # a sign-out is not an entry
+        # casey's session has run out: its row stays a few minutes more (another replica's clock
+        # may be behind), then the next sign-out prunes it
+        later = []
+        for margin in (60, LedgerSignOuts.PRUNE_MARGIN + 60):
+            c.app.state.sessions.clock = lambda m=margin: time.time() + SESSION_TTL + m
+            c.cookies.clear()
+            assert sign_in(c, TOKENS["cleo"][0]).status_code == 303
+            later.append(c.cookies[SESSION])
+            r = c.post("/ui/logout", data={"csrf": csrf_of(c.get("/ui").text)}, follow_redirects=False)
+            assert r.status_code == 303
+            assert signouts.ended(_sid(casey)) is (margin < LedgerSignOuts.PRUNE_MARGIN)
+        assert signouts.count() == 2 and all(signouts.ended(_sid(x)) for x in later)
+    code, out, err = run_ledger_cli("verify", "--ledger", ledger_url)
+    assert code == 0, (out, err)
+    code, _, err = run_ledger_cli("init", "--ledger", ledger_url)  # harmless, the table is the ledger's
+    assert code == 0 and "warning" not in err, err
+
+
+def _sid(cookie: str) -> str:
+    import json
+
+    return json.loads(_payload(cookie))["sid"]
+
+
+def test_a_session_whose_sign_out_cannot_be_checked_is_not_taken(tmp_path, policy_dir):
+    from policy_engine.ledger import LedgerUnavailable
+
+    with make(tmp_path, policy_dir, ledger=f"sqlite:///{tmp_path / 'l.db'}") as c:
+        assert sign_in(c, TOKENS["casey"][0]).status_code == 303 and signed_in(c)
+        signouts = c.app.state.sessions.signouts
+
+        def down(sid: str) -> bool:
+            raise LedgerUnavailable("ledger sqlite:///l.db: disk I/O error")
+
+        signouts.ended = down
+        r = c.get("/ui", follow_redirects=False)
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        assert "disk I/O error" in r.json()["detail"] and "signed in as" not in r.text
+
+
+def test_the_keys_of_a_session_key_file_sign_and_verify(tmp_path, policy_dir):
+    """The first key signs; the others are accepted, for sessions and for the forms' CSRF
+    tokens (a page rendered by a replica that still signs with the old key), so a rotation
+    across replicas signs nobody out. A bad file is a one-line error of the configuration."""
+    from server_support import write_session_key
+
+    from policy_engine.server.state import ServerConfigError
+
+    old, new = "0f" * 32, "e1" * 40
+    with make(tmp_path, policy_dir, session_key_file=str(write_session_key(tmp_path / "old.key", old))) as a, \
+            make(tmp_path, policy_dir, session_key_file=str(write_session_key(tmp_path / "both.key", new, old))) as b:
+        login = a.get("/ui/login")
+        r = b.post("/ui/login", data={"token": TOKENS["casey"][0], "csrf": csrf_of(login.text)},
+                   headers={"cookie": f"{LOGIN}={set_value(login, LOGIN)}"}, follow_redirects=False)
+        assert r.status_code == 303  # a sign-in form A rendered, posted to B
+        from_b = set_value(r, SESSION)
+        use(a, from_b)
+        assert not signed_in(a)  # signed with the new key, which A does not have
+        a.cookies.clear()
+        r = sign_in(a, TOKENS["cleo"][0])
+        assert r.status_code == 303
+        from_a = set_value(r, SESSION)
+        use(b, from_a)
+        assert signed_in(b)
+        use(a, from_a)
+        r = b.post("/ui/logout", data={"csrf": csrf_of(a.get("/ui").text)}, follow_redirects=False)
+        assert r.status_code == 303  # a form A rendered, posted to B
+        use(b, from_a)
+        assert not signed_in(b)
+    with pytest.raises(ServerConfigError, match=r"no-such\.key: No such file"):
+        make(tmp_path, policy_dir, session_key_file=str(tmp_path / "no-such.key"))

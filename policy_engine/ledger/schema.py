@@ -17,6 +17,14 @@ One schema for both backends:
                     durability barrier on PostgreSQL (see ``writer``): a write whose
                     synchronous commit flushes the WAL up to and past an append that
                     committed asynchronously. Holds no history; not guarded.
+``ledger_ended_sessions``  the reviewer sessions of ``stopline serve`` signed out before they
+                    ran out (``sid``, ``ended_until``: the session's own end, in Unix
+                    seconds), so every worker and replica refuses a copy of the cookie.
+                    Not history (a sign-out is no domain event: it is not an entry); rows
+                    past ``ended_until`` are pruned; not guarded. Made with the other
+                    tables; a ledger made before it gets it from :func:`create_ended_sessions`
+                    (the server calls it under the append lock) without a version change,
+                    so older Stopline versions keep reading the ledger.
 
 Version 2 added ``ledger_queue`` (a PostgreSQL sequencer's waiting appends); version 3
 replaced that sequencer by the server-side append function ``ledger_append_batch``
@@ -58,7 +66,7 @@ from .errors import SchemaError
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "flush", "MIGRATIONS",
            "GUARDED", "LEDGER_TABLES", "guard_ddl", "guard_problems", "restore_guards", "append_function_ddl",
-           "migrate"]
+           "migrate", "ended_sessions", "create_ended_sessions"]
 
 SCHEMA_VERSION = 3
 LOG = 1  # the single log of a deployment (the heads row)
@@ -111,6 +119,12 @@ flush = Table("ledger_flush", metadata,
               Column("shard", Integer, primary_key=True, autoincrement=False),
               Column("n", BigInteger, nullable=False))
 
+#: reviewer sessions signed out before their end (``stopline serve``): one primary-key lookup per request
+ended_sessions = Table("ledger_ended_sessions", metadata,
+                       Column("sid", String(64), primary_key=True),
+                       Column("ended_until", BigInteger, nullable=False),
+                       Index("ledger_ended_sessions_until", "ended_until"))
+
 # version 2's sequencer queue (dropped by version 3): kept out of ``metadata`` so a new ledger never has it
 _v2_metadata = MetaData()
 queue = Table("ledger_queue", _v2_metadata,
@@ -127,7 +141,7 @@ queue = Table("ledger_queue", _v2_metadata,
 GUARDED = ("ledger_entries", "ledger_links", "ledger_nodes")
 #: every table a ledger has had (version 2's queue included): anything else in the database is another application's
 LEDGER_TABLES = frozenset({"ledger_meta", "ledger_heads", "ledger_entries", "ledger_links", "ledger_nodes",
-                           "ledger_flush", "ledger_queue"})
+                           "ledger_flush", "ledger_queue", "ledger_ended_sessions"})
 REFUSAL = "stopline ledger: entries are append-only"
 _PG_REFUSE_SRC = f" BEGIN RAISE EXCEPTION '{REFUSAL}' USING ERRCODE = 'insufficient_privilege'; END "
 _PG_REFUSE_FN = "ledger_refuse_change"
@@ -219,6 +233,13 @@ def _v1(conn: Connection) -> None:
     conn.execute(insert(meta), [{"name": "log_id", "value": log_id},
                                 {"name": "origin", "value": f"stopline.dev/ledger/{log_id}"}])
     conn.execute(insert(heads).values(log=LOG, size=0, head="0" * 64, frontier=""))
+
+
+def create_ended_sessions(conn: Connection) -> None:
+    """Make ``ledger_ended_sessions`` if the ledger lacks it (one made before the table
+    existed), in the caller's transaction: call it under the append lock
+    (``Ledger.transact``) so concurrent servers make it once."""
+    ended_sessions.create(conn, checkfirst=True)
 
 
 def _v2(conn: Connection) -> None:

@@ -50,11 +50,15 @@ def _cannot_listen(host: str, port: int) -> str | None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8181, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
-@click.option("--workflow", default=None, help="The AuthZEN default workflow (default: the set's only workflow).")
+@click.option("--workflow", default=None,
+              help="The AuthZEN default workflow (default: the set's only workflow at start, kept across reloads).")
 @click.option("--reload-interval", default=2.0, show_default=True, type=click.FloatRange(0),
               help="Seconds between policy file checks (0: only POST /v1/policies/reload).")
 @click.option("--checkpoint-key", type=click.Path(), default=None, metavar="FILE",
               help="An Ed25519 signing key: POST /v1/ledger/checkpoints signs tree heads.")
+@click.option("--session-key", type=click.Path(), default=None, metavar="FILE",
+              help="The key that signs reviewer sessions (hex, mode 0600): replicas given the same file share "
+                   "sessions (default: a random key per start).")
 @click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(1024, 64 << 20),
               help="The largest request body in bytes (larger: 413).")
 @click.option("--no-fast-path", is_flag=True, help="Serve AuthZEN through FastAPI routing (for measurement).")
@@ -66,8 +70,9 @@ def _cannot_listen(host: str, port: int) -> str | None:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(policies: str, ledger: str | None, identities: str | None, host: str, port: int, workers: int,
-          workflow: str | None, reload_interval: float, checkpoint_key: str | None, max_body: int,
-          no_fast_path: bool, secure_cookies: bool, allow_unauthenticated: bool, log_level: str) -> None:
+          workflow: str | None, reload_interval: float, checkpoint_key: str | None, session_key: str | None,
+          max_body: int, no_fast_path: bool, secure_cookies: bool, allow_unauthenticated: bool,
+          log_level: str) -> None:
     """Serve POLICIES over HTTP: AuthZEN 1.0 at /access/v1/evaluation(s), the runtime
     under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz."""
     try:
@@ -75,6 +80,7 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
 
         from .app import ENV, ServerConfig, create_app
         from .identity import IdentityConfigError
+        from .session import SessionKeyError, load_session_key
         from .state import ServerConfigError, is_loopback
     except ImportError as e:
         _fail(f"`stopline serve` needs the server extra ({e.name} is missing): pip install 'stopline[server]'")
@@ -84,10 +90,17 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
     if identities is None and not is_loopback(host) and not allow_unauthenticated:
         _fail(f"{host} is not a loopback address and no --identities was given: anyone on the network could "
               "ask for decisions; give --identities FILE (or --allow-unauthenticated)")
+    # one key (or the file's keys) for every worker, read once here: a session is good in all
+    keys = secrets.token_hex(32)
+    if session_key is not None:
+        try:
+            keys = ",".join(k.hex() for k in load_session_key(session_key))
+        except SessionKeyError as e:
+            _fail(str(e))
     config = ServerConfig(policies=policies, ledger=ledger, identities=identities, host=host, port=port,
                           workflow=workflow, reload_interval=reload_interval, checkpoint_key=checkpoint_key,
                           max_body=max_body, fast_path=not no_fast_path, secure_cookies=secure_cookies,
-                          session_key=secrets.token_hex(32))  # one key for every worker: a session is good in all
+                          session_key=keys, session_key_file=session_key)
     try:
         # fails here, in one line, for bad policies, a --workflow the policies lack, bad
         # identities or an unreachable ledger
@@ -107,10 +120,16 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
     click.echo(f"stopline serve: http://{shown}:{port} (AuthZEN /access/v1/evaluation, runtime "
                f"{'/v1' if ledger else 'off: no --ledger'}, reviewer's page /ui"
                f"{'' if identities else ', approvals refused: no --identities'})", err=True)
+    if (session_key is not None or workers > 1) and not ledger and identities:
+        click.echo("stopline serve: note: without --ledger a reviewer's sign-out is known only to the process that "
+                   "handled it (another worker or replica takes a copy of the cookie until the session runs out)",
+                   err=True)
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
         return
     app.state.close()  # the parent only checked the configuration; each worker builds its own
+    if workflow is None:  # every worker (a restarted one too) keeps the default this start decided
+        config.implicit_workflow = app.state.implicit_workflow or ""
     os.environ[ENV] = json.dumps(config.to_json())
     # /metrics sums every worker: prometheus_client's multiprocess mode, in a directory of
     # our own (mode 0700, removed on exit) unless the environment names one

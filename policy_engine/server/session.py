@@ -7,16 +7,25 @@ was issued and when it ends (at most :data:`SESSION_TTL` later, never after a JW
 ``exp``), signed with HMAC-SHA256 under a key only the server holds. On every request the
 signature and the times are checked and the identities in use are asked whether the
 binding still stands (``Identities.rebind``): a token removed from the identities file,
-or a JWT key that left it, ends the session at its next request. Signing out ends the
-session in this process. A copied cookie never gives the token itself, so it cannot be
-used against the API.
+or a JWT key that left it, ends the session at its next request. A copied cookie never
+gives the token itself, so it cannot be used against the API.
+
+Signing out records the session id until the session's own end in a :class:`SignOuts`:
+with a ledger, its table ``ledger_ended_sessions`` (:class:`LedgerSignOuts`), which every
+worker and replica on that ledger reads at every request with a session (one primary-key
+lookup), so a copy of the cookie made before is refused everywhere; without a ledger, this
+process's memory (:class:`LocalSignOuts`). A sign-out is not a domain event: it is not an
+entry of the hash-chained log, and its rows are pruned once the session would have ended.
 
 Forms carry a CSRF token that is an HMAC of the session id; the sign-in form, before
 there is a session, one that is an HMAC of a random value held in a cookie of its own
 (:data:`LOGIN_COOKIE`, SameSite=Strict, for ``/ui/login`` only).
 
-The key is random per server start unless given (``ServerConfig.session_key``: ``stopline
-serve --workers N`` hands one key to its workers so a session is good in all of them).
+The key is random per server start unless given: ``stopline serve --workers N`` hands one
+key to its workers, and ``--session-key FILE`` (:func:`load_session_key`) reads it from a
+file, so separate replicas share sessions. A file may list several keys, one a line: the
+first signs, every one is accepted (a rotation across replicas without signing anyone out:
+add the new key second, restart every replica, move it first, restart, drop the old one).
 """
 
 from __future__ import annotations
@@ -25,12 +34,14 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .identity import Caller, Identities
 
@@ -39,6 +50,133 @@ LOGIN_COOKIE = "stopline_login"
 SESSION_TTL = 12 * 3600  #: seconds a session lasts at most after sign-in
 MAX_COOKIE = 3800  #: a session cookie longer than this would be dropped by browsers (4 KiB with its attributes)
 _NONCE_LEN = 43  # secrets.token_urlsafe(32)
+MIN_KEY = 32  #: bytes a session key has at least
+_MAX_KEY_FILE = 4096
+
+
+class SessionKeyError(ValueError):
+    """A session key file cannot be used (one line naming the file and the problem)."""
+
+
+def load_session_key(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
+    """The keys of a session key file: hex digits (at least 64, i.e. 32 bytes), one key a
+    line, the first the one that signs (blank lines and ``#`` comments are skipped). The
+    file must be a regular file that only its owner can read or change (mode 0600 or 0400,
+    as ssh asks of a private key), since whoever holds the key can make a session for any
+    token the identities file lists. Raises :class:`SessionKeyError`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # (a FIFO must not hang the start)
+    except OSError as e:
+        raise SessionKeyError(f"cannot read session key file {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SessionKeyError(f"session key file {path} is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if os.name == "posix" and mode & 0o077:
+            raise SessionKeyError(f"session key file {path} can be read or changed by other users (mode "
+                                  f"{mode:04o}): make it readable by its owner only (chmod 600 {path})")
+        if st.st_size > _MAX_KEY_FILE:
+            raise SessionKeyError(f"{path} is not a session key file (too large)")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(_MAX_KEY_FILE + 1)
+    except OSError as e:
+        raise SessionKeyError(f"cannot read session key file {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_KEY_FILE:
+        raise SessionKeyError(f"{path} is not a session key file (too large)")
+    try:
+        lines = [ln.strip() for ln in data.decode("ascii").splitlines()]
+    except UnicodeDecodeError:
+        raise SessionKeyError(f"{path} is not a session key file (not ASCII hex digits)") from None
+    keys: list[bytes] = []
+    for n, ln in enumerate(lines, 1):
+        if not ln or ln.startswith("#"):
+            continue
+        try:
+            key = bytes.fromhex(ln)
+        except ValueError:
+            raise SessionKeyError(f"{path}:{n}: not a session key (expected hex digits, e.g. from "
+                                  "`openssl rand -hex 32`)") from None
+        if len(key) < MIN_KEY:
+            raise SessionKeyError(f"{path}:{n}: a session key is at least {MIN_KEY} bytes ({2 * MIN_KEY} hex "
+                                  f"digits); this one has {len(key)}")
+        keys.append(key)
+    if not keys:
+        raise SessionKeyError(f"{path} holds no session key (expected {2 * MIN_KEY} or more hex digits, e.g. "
+                              "from `openssl rand -hex 32`)")
+    return tuple(keys)
+
+
+class SignOuts(Protocol):
+    """Where sign-outs are kept: a session id is refused from its sign-out until ``until``
+    (the session's own end, Unix seconds), after which its cookie has run out anyway."""
+
+    def ended(self, sid: str) -> bool: ...
+
+    def end(self, sid: str, until: int, now: float) -> None: ...
+
+
+class LocalSignOuts:
+    """Sign-outs in this process's memory (a server without a ledger): another worker or
+    replica does not see them."""
+
+    def __init__(self) -> None:
+        self._ended: dict[str, int] = {}  # session id -> its end
+        self._lock = threading.Lock()
+
+    def ended(self, sid: str) -> bool:
+        return sid in self._ended
+
+    def end(self, sid: str, until: int, now: float) -> None:
+        with self._lock:
+            for s in [s for s, exp in self._ended.items() if exp <= now]:
+                del self._ended[s]
+            self._ended[sid] = until
+
+
+class LedgerSignOuts:
+    """Sign-outs in the ledger's database (``ledger_ended_sessions``), which every worker and
+    replica on that ledger shares: :meth:`ended` is one primary-key lookup
+    (``Ledger.query_one``: one round trip); :meth:`end` writes the row and prunes the rows
+    whose session has run out, in one transaction under the append lock (a sign-out is
+    rare; the lock also makes the table once on a ledger made before it). Not entries: the
+    hash-chained log records domain events, and a sign-out is none. A ledger error
+    propagates (``LedgerUnavailable``): a session whose sign-out cannot be checked is not
+    taken."""
+
+    _LOOKUP = "SELECT 1 FROM ledger_ended_sessions WHERE sid = ?"
+    #: seconds a row is kept past its session's end: replicas' clocks may differ by that much
+    #: (a replica whose clock is behind still takes the cookie until its own clock passes the end)
+    PRUNE_MARGIN = 300
+
+    def __init__(self, ledger: Any) -> None:
+        from ..ledger import schema
+
+        self._ledger = ledger
+        self._t = schema.ended_sessions
+        ledger.transact(lambda c: schema.create_ended_sessions(c))
+
+    def ended(self, sid: str) -> bool:
+        return self._ledger.query_one(self._LOOKUP, (sid,)) is not None
+
+    def end(self, sid: str, until: int, now: float) -> None:
+        from sqlalchemy import delete, insert, select
+
+        t = self._t
+
+        def write(c: Any) -> None:
+            c.execute(delete(t).where(t.c.ended_until <= int(now) - self.PRUNE_MARGIN))
+            if c.execute(select(t.c.sid).where(t.c.sid == sid)).first() is None:
+                c.execute(insert(t).values(sid=sid, ended_until=until))
+
+        self._ledger.transact(write)
+
+    def count(self) -> int:
+        """Rows kept (for tests and operators)."""
+        row = self._ledger.query_one("SELECT count(*) FROM ledger_ended_sessions")
+        return int(row[0]) if row else 0
 
 
 def _b64(b: bytes) -> str:
@@ -63,21 +201,30 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, key: bytes, ttl: int = SESSION_TTL, clock: Callable[[], float] = time.time) -> None:
-        if len(key) < 32:
-            raise ValueError("a session key is at least 32 bytes")
-        self._key = key
+    def __init__(self, key: bytes | Sequence[bytes], ttl: int = SESSION_TTL, clock: Callable[[], float] = time.time,
+                 signouts: SignOuts | None = None) -> None:
+        keys = (key,) if isinstance(key, (bytes, bytearray)) else tuple(key)
+        if not keys or any(len(k) < MIN_KEY for k in keys):
+            raise ValueError(f"a session key is at least {MIN_KEY} bytes")
+        self._keys = tuple(bytes(k) for k in keys)  # the first signs; every one is accepted
         self.ttl = ttl
         self.clock = clock
-        self._ended: dict[str, int] = {}  # session id -> its end (signed out here before it ran out)
-        self._lock = threading.Lock()
+        self.signouts: SignOuts = signouts if signouts is not None else LocalSignOuts()
 
-    def _mac(self, purpose: bytes, data: bytes) -> str:
-        return _b64(hmac.new(self._key, purpose + b"\0" + data, hashlib.sha256).digest())
+    def _mac(self, purpose: bytes, data: bytes, key: bytes | None = None) -> str:
+        return _b64(hmac.new(key or self._keys[0], purpose + b"\0" + data, hashlib.sha256).digest())
 
-    def _token(self, purpose: bytes, data: bytes) -> str:
+    def _token(self, purpose: bytes, data: bytes, key: bytes | None = None) -> str:
         """A form's CSRF token (hex, as the forms have always carried)."""
-        return hmac.new(self._key, purpose + b"\0" + data, hashlib.sha256).hexdigest()
+        return hmac.new(key or self._keys[0], purpose + b"\0" + data, hashlib.sha256).hexdigest()
+
+    def _token_ok(self, given: str, purpose: bytes, data: bytes) -> bool:
+        """``given`` is the token of ``data`` under one of the keys (a page rendered by a
+        replica that signs with another key of the file)."""
+        ok = False
+        for k in self._keys:  # (every key, so the time does not say which one matched)
+            ok |= _same(given, self._token(purpose, data, k))
+        return ok
 
     # ------------------------------------------------------------------ sessions
     def issue(self, ids: Identities, credential: str) -> tuple[Caller, str]:
@@ -96,12 +243,18 @@ class Sessions:
         return caller, f"{payload}.{self._mac(b'session', payload.encode())}"
 
     def resume(self, ids: Identities | None, cookie: str | None) -> Session | None:
-        """The session a cookie value carries, if it is this server's, has not ended, and
-        the identities in use still accept its binding; else None."""
+        """The session a cookie value carries, if it is signed by one of this server's keys,
+        has not run out nor been signed out, and the identities in use still accept its
+        binding; else None. Asks the sign-outs (the ledger: one lookup) only for a cookie
+        whose signature and times hold; a ledger error propagates."""
         if ids is None or not cookie or len(cookie) > MAX_COOKIE or cookie.count(".") != 1:
             return None
         payload, mac = cookie.split(".")
-        if not _same(mac, self._mac(b"session", payload.encode("utf-8", "surrogateescape"))):
+        raw = payload.encode("utf-8", "surrogateescape")
+        ok = False
+        for k in self._keys:
+            ok |= _same(mac, self._mac(b"session", raw, k))
+        if not ok:
             return None
         try:
             body = json.loads(_unb64(payload))
@@ -110,7 +263,7 @@ class Sessions:
             return None
         if not isinstance(sid, str) or not isinstance(iat, int) or not isinstance(exp, int):
             return None
-        if self.clock() >= exp or sid in self._ended:
+        if self.clock() >= exp or self.signouts.ended(sid):
             return None
         caller = ids.rebind(binding, body.get("p"), body.get("r"))
         if caller is None:
@@ -118,16 +271,12 @@ class Sessions:
         return Session(caller, sid, exp, self._token(b"csrf", sid.encode()))
 
     def end(self, session: Session) -> None:
-        """Sign out: the session is over in this process even if its cookie was copied."""
-        now = self.clock()
-        with self._lock:
-            for sid in [s for s, exp in self._ended.items() if exp <= now]:
-                del self._ended[sid]
-            self._ended[session.sid] = session.exp
+        """Sign out: the session is over wherever its sign-outs are seen (every worker and
+        replica on the ledger; without one, this process), even if its cookie was copied."""
+        self.signouts.end(session.sid, session.exp, self.clock())
 
-    @staticmethod
-    def csrf_ok(session: Session, given: str) -> bool:
-        return _same(given, session.csrf)
+    def csrf_ok(self, session: Session, given: str) -> bool:
+        return self._token_ok(given, b"csrf", session.sid.encode())
 
     # ------------------------------------------------------------------ the sign-in form
     @staticmethod
@@ -142,4 +291,4 @@ class Sessions:
         return self._token(b"login", nonce.encode())
 
     def login_ok(self, nonce: str | None, given: str) -> bool:
-        return self.is_login_nonce(nonce) and _same(given, self.login_csrf(nonce or ""))
+        return self.is_login_nonce(nonce) and self._token_ok(given, b"login", (nonce or "").encode())

@@ -19,7 +19,7 @@ from typing import Any
 from .identity import Identities, IdentityReload, IdentityStore
 from .metrics import Metrics
 from .problems import MAX_BODY
-from .session import Sessions
+from .session import LedgerSignOuts, SessionKeyError, Sessions, load_session_key
 
 log = logging.getLogger("policy_engine.server")
 
@@ -33,7 +33,7 @@ class ServerConfig:
     identities: str | None = None  #: the identities file; without it approvals are refused
     host: str = "127.0.0.1"
     port: int = 8181
-    workflow: str | None = None  #: the AuthZEN default workflow (default: the only one in the set)
+    workflow: str | None = None  #: the AuthZEN default workflow (default: the only one in the set at start)
     reload_interval: float = 2.0  #: seconds between policy file checks; 0 turns polling off
     checkpoint_key: str | None = None  #: an Ed25519 signing key file: POST /v1/ledger/checkpoints
     max_body: int = MAX_BODY
@@ -41,9 +41,17 @@ class ServerConfig:
     max_batch: int = 256  #: recorded decisions per ledger transaction at most
     #: mark the reviewer's cookies Secure whatever the request's scheme (behind a TLS proxy)
     secure_cookies: bool = False
-    #: the key that signs the reviewer's sessions (hex, at least 32 bytes); None: a random
-    #: one per start. ``stopline serve --workers N`` gives its workers one key.
+    #: the key that signs the reviewer's sessions (hex, at least 32 bytes; several separated
+    #: by commas: the first signs, all are accepted); None: ``session_key_file``'s, else a
+    #: random one per start. ``stopline serve --workers N`` gives its workers one.
     session_key: str | None = field(default=None, repr=False)
+    #: a session key file (``--session-key FILE``, :func:`.session.load_session_key`):
+    #: replicas given the same file share sessions
+    session_key_file: str | None = None
+    #: the implicit AuthZEN default decided when ``stopline serve --workers N`` started
+    #: (the set's only workflow then; ``""``: none), so its workers, restarted ones too,
+    #: keep the same default; None: decided by this process's first load
+    implicit_workflow: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,16 +74,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _session_key(given: str | None) -> bytes:
+def _session_keys(given: str | None, path: str | None) -> tuple[bytes, ...]:
     if given is None:
-        return secrets.token_bytes(32)
+        if path is None:
+            return (secrets.token_bytes(32),)
+        try:
+            return load_session_key(path)
+        except SessionKeyError as e:
+            raise ServerConfigError(str(e)) from None
+    keys = []
+    for part in given.split(","):
+        try:
+            key = bytes.fromhex(part)
+        except (TypeError, ValueError):
+            key = b""
+        if len(key) < 32:
+            raise ServerConfigError("session_key: expected at least 32 bytes as hex digits")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _workflows(engine: Any) -> list[str]:
     try:
-        key = bytes.fromhex(given)
-    except (TypeError, ValueError):
-        key = b""
-    if len(key) < 32:
-        raise ServerConfigError("session_key: expected at least 32 bytes as hex digits")
-    return key
+        return sorted(engine.workflows or ())
+    except Exception:  # noqa: BLE001
+        return []
 
 
 def _tracer() -> Any:
@@ -163,10 +186,15 @@ class State:
 
         self.config = config
         self.metrics = Metrics()
-        self.sessions = Sessions(_session_key(config.session_key))
+        self.sessions = Sessions(_session_keys(config.session_key, config.session_key_file))
+        #: the AuthZEN default when --workflow is not given: the set's only workflow at the
+        #: first load, pinned for the life of the server (None: the set had several)
+        self.implicit_workflow: str | None = None
+        self._loaded = False
         # raises PolicyError, or WorkflowMissing: the first load must succeed; a later version
-        # that drops the --workflow is refused by the same check (the last good set stays)
+        # that drops the --workflow (or the pinned default) is refused by the same check
         self.store = PolicyStore(config.policies, load=self._load)
+        self._workflow_names = _workflows(self.store.engine)
         # raises IdentityConfigError: the first load must succeed; later versions: see IdentityStore
         self.identity_store = IdentityStore(config.identities) if config.identities else None
         self.runtime = None
@@ -180,6 +208,8 @@ class State:
             from ..runtime import Runtime
 
             self.runtime = Runtime.open(self.store, ledger=config.ledger)
+            # sign-outs in the ledger's database: every worker and replica on it sees them
+            self.sessions.signouts = LedgerSignOuts(self.runtime.ledger)
             self.recorder = Recorder(self.runtime, self.metrics, config.max_batch)
             self.metrics.watch_queue(self._queue_depth)
         self.tracer = _tracer()
@@ -214,28 +244,49 @@ class State:
 
     # ------------------------------------------------------------------ policies
     def _load(self, paths: Any) -> Any:
-        """Load the policy set (``policy_engine.load``) and check that it has the
-        ``--workflow`` the server was started with: a set without it is refused, at start
-        and on reload, rather than denying every AuthZEN request that relies on it."""
+        """Load the policy set (``policy_engine.load``) and check that it has the AuthZEN
+        default workflow: the ``--workflow`` the server was started with, else the one
+        pinned at the first load (the set's only workflow then). A set without it is
+        refused, at start and on reload, rather than denying every AuthZEN request that
+        relies on the default."""
         from ..engine import load
 
         engine = load(paths)
+        names = _workflows(engine)
         wf = self.config.workflow
         if wf:
-            names = sorted(getattr(engine, "workflows", None) or ())
             if wf not in names:
                 raise WorkflowMissing(f"--workflow {wf}: the policy set {paths} has no workflow `{wf}` "
                                       f"(its workflows: {', '.join(names) or 'none'})")
+            return engine
+        if not self._loaded:  # the first load: the implicit default is decided once, here
+            given = self.config.implicit_workflow
+            if given is None:
+                pinned = names[0] if len(names) == 1 else None
+            else:  # (a worker of `stopline serve --workers N`: the parent decided)
+                pinned = given or None
+                if pinned is not None and pinned not in names:
+                    raise WorkflowMissing(
+                        f"the AuthZEN default workflow `{pinned}` (the policy set's only workflow when the server "
+                        f"started) is not in the policy set {paths} (its workflows: {', '.join(names) or 'none'}): "
+                        "restart the server (give --workflow NAME to choose the default)")
+            self.implicit_workflow = pinned
+            self._loaded = True
+            return engine
+        pinned = self.implicit_workflow
+        if pinned is not None and pinned not in names:
+            raise WorkflowMissing(
+                f"the AuthZEN default workflow `{pinned}` (the policy set's only workflow when the server started) "
+                f"is not in the policy set {paths} (its workflows: {', '.join(names) or 'none'}): AuthZEN requests "
+                "without a workflow would have no default; keep the workflow, or restart the server with the new "
+                "set (give --workflow NAME to choose the default)")
         return engine
 
-    def default_workflow(self, engine: Any) -> str | None:
-        if self.config.workflow:
-            return self.config.workflow
-        try:
-            names = list(engine.workflows)
-        except Exception:  # noqa: BLE001
-            return None
-        return names[0] if len(names) == 1 else None
+    def default_workflow(self, engine: Any = None) -> str | None:
+        """The workflow of an AuthZEN request that names none: ``--workflow``, else the
+        set's only workflow when the server started (kept across reloads; a reload that
+        removes it is refused), else None (the request is denied as of no workflow)."""
+        return self.config.workflow or self.implicit_workflow
 
     def reload(self) -> Any:
         r = self._reloaded(self.store.reload())
@@ -248,11 +299,35 @@ class State:
 
     def _reloaded(self, r: Any) -> Any:
         """A reload refused by :meth:`_load`'s workflow check reads as that one line
-        (the store words any other exception as an unreadable file)."""
+        (the store words any other exception as an unreadable file, and logs the refusal).
+        A reload that changes the set's workflows is logged with the default it leaves."""
         if not r.ok and r.error and r.diagnostics and f"{WorkflowMissing.__name__}: " in r.diagnostics[0].message:
             r = dataclasses.replace(r, diagnostics=(), sources={})
             self.store.last_reload = r
+        if r.ok and r.changed:
+            names = _workflows(self.store.engine)
+            if names != self._workflow_names:
+                self._workflow_changed(self._workflow_names, names)
+                self._workflow_names = names
         return r
+
+    def _workflow_changed(self, before: list[str], after: list[str]) -> None:
+        shown = ", ".join(after) or "none"
+        if self.config.workflow:
+            log.info("policy reloaded: workflows now %s; the AuthZEN default stays `%s` (--workflow)",
+                     shown, self.config.workflow)
+        elif self.implicit_workflow is not None and len(after) > 1:
+            wf = self.implicit_workflow
+            log.warning("policy reloaded: workflows now %s; AuthZEN requests without a workflow still go to `%s`, "
+                        "the only workflow when the server started (a restart with this set would have no "
+                        "default: start it with --workflow %s)", shown, wf, wf)
+        elif self.implicit_workflow is not None:
+            log.info("policy reloaded: workflows now %s; the AuthZEN default stays `%s`", shown,
+                     self.implicit_workflow)
+        else:
+            log.warning("policy reloaded: workflows now %s; AuthZEN requests without a workflow still have no "
+                        "default (the set did not have exactly one workflow when the server started; start it with "
+                        "--workflow NAME to give one)", shown)
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.reload_interval):

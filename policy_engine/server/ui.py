@@ -14,7 +14,9 @@ A reviewer signs in with their API token or a JWT (``/ui/login``). The session c
 a signed value bound to that credential, never the credential (:mod:`.session`):
 HttpOnly, SameSite=Strict, path ``/ui``, Secure when the request came over HTTPS or the
 server is configured behind TLS (``--secure-cookies``); every request checks it against
-the identities in use, so a revoked token ends the session. Every form, sign-in and
+the identities in use, so a revoked token ends the session, and against the sign-outs
+(with a ledger, its ``ledger_ended_sessions`` table, shared by every worker and replica), so
+a copy of the cookie made before a sign-out is refused everywhere. Every form, sign-in and
 sign-out included, carries a CSRF token (the sign-in form's is bound to a cookie of its
 own) and is refused when the browser says it was sent from another site
 (``Sec-Fetch-Site``, else ``Origin`` against ``Host``). The approving principal is the
@@ -87,7 +89,8 @@ def mount(app: FastAPI, st: Any) -> None:
         return bool(st.config.secure_cookies) or request.url.scheme == "https"
 
     def session(request: Request) -> Session | None:
-        return sessions.resume(st.identities, request.cookies.get(COOKIE))
+        # (with a ledger, a sign-out is looked up there: a ledger that cannot answer is a 503, never a pass)
+        return call(sessions.resume, st.identities, request.cookies.get(COOKIE))
 
     def signin() -> Response:
         return RedirectResponse("/ui/login", status_code=303)
@@ -143,7 +146,7 @@ def mount(app: FastAPI, st: Any) -> None:
             why = form_refused(request, s, csrf)
             if why is not None:  # (a forged sign-out: the session stays)
                 return page("refused.html", 403, caller=s.caller, csrf=s.csrf, error=why)
-            sessions.end(s)
+            call(sessions.end, s)
         r = signin()
         r.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict", secure=secure(request))
         return r
