@@ -222,7 +222,7 @@ def test(
     min_coverage: float | None,
     color: bool | None,
 ) -> None:
-    """Run `*.policy-test.yaml` fixture suites (see the README, section "Testing policies").
+    """Run `*.policy-test.yaml` fixture suites (see docs/testing.md).
 
     Prints each failing case with a diff and the explain trace, then `N passed, N failed`.
     Exit 1 on a failing case or coverage below --min-coverage; 2 when a suite cannot be
@@ -365,7 +365,7 @@ The input is one JSON object that says which question it asks:
   {"question": "rollback", "request": {...}, "now": ...}
   {"question": "authorize", "plan": {...} or "request": {...}, "approvals": [...], "now": ...}
   {"question": "resume", "workflow": "...", "stop": "trigger" or {...}, "evidence": {...}, "now": ...}
-`now` is optional (default: the current time). See the README, section "The engine"."""
+`now` is optional (default: the current time). See docs/engine.md."""
 
 
 @main.command("eval", epilog=_EVAL_HELP)

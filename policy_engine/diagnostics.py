@@ -11,7 +11,8 @@ from .source import SourceFile, Span
 
 Severity = Literal["error", "warning"]
 
-# Codes never change meaning once released. Keep this table in sync with the README.
+# Codes never change meaning once released. Keep this table in sync with
+# docs/diagnostics.md, section "Every code".
 CODES: dict[str, str] = {
     # input and syntax
     "E001": "syntax error: unexpected token",

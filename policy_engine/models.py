@@ -10,7 +10,7 @@ Input models (what callers send):
 Output models (what the engine returns):
     Decision, RollbackPlan, AuthorizationVerdict, ResumeDecision (and their parts).
 
-See the README, section "The engine" for the semantics of every field.
+See docs/engine.md for the semantics of every field.
 """
 
 from __future__ import annotations

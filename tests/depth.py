@@ -8,7 +8,7 @@ tests had before the budget):
 
     STOPLINE_TEST_DEPTH=4 python -m pytest -q tests/test_cel_differential.py
 
-The long campaigns are `tests/fuzz/` (docs/testing.md), not these.
+The long campaigns are `tests/fuzz/` (docs/limits.md, section "Fuzz campaigns"), not these.
 """
 
 from __future__ import annotations

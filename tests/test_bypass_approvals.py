@@ -1,10 +1,9 @@
 """Approval bypass attempts: none of them may fill an authorization slot.
 
 Principals are identified by their exact id; in addition, an approval whose id has the
-canonical form (NFKC, case folded, invisible characters removed) of an excluded or an
-already counted principal never counts (code `alias`): `Bob` cannot approve for `bob`
-(SECURITY.md, docs/approvals.md). Whitespace and control characters are not removed:
-`bob ` is another id, as the caller's directory says.
+canonical form (NFKC, case folded; invisible characters, whitespace and controls removed)
+of an excluded or an already counted principal never counts (code `alias`): `Bob`, `bob `
+and `b ob` cannot approve for `bob` (SECURITY.md, docs/approvals.md).
 """
 
 from __future__ import annotations

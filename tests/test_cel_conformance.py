@@ -6,7 +6,9 @@ also skip `check_only` cases (we have no type checker) and expressions that cons
 protobuf messages (`TypeName{...}`), which compile to a clear CelCompileError.
 
 Each file is its own test and must reach the floor recorded in
-tests/cel/conformance_floor.json. Refresh the floors after an improvement with:
+tests/cel/conformance_floor.json. The suite is kept beside the checkout: without it the
+test skips, or fails under STOPLINE_REQUIRE_SHARED=1 (tests/shared_data.py). Refresh the
+floors after an improvement with:
 
     PYTHONPATH=. python tests/test_cel_conformance.py --update-floor
 """
@@ -22,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_data import CEL_CONFORMANCE as CONF_DIR
+from shared_data import present, require
 
 from policy_engine.cel import CelCompileError, CelError, CelType, CelUint, compile_cel
 
-CONF_DIR = Path(__file__).parents[1].parent / "shared" / "cel-conformance"
 FLOOR_FILE = Path(__file__).parent / "cel" / "conformance_floor.json"
-FILES = sorted(p.stem for p in CONF_DIR.glob("*.json")) if CONF_DIR.is_dir() else []
+FILES = sorted(p.stem for p in CONF_DIR.glob("*.json")) if present(CONF_DIR) else []
 _MESSAGE_CONSTRUCTION = "message construction is not supported"
 
 
@@ -164,9 +167,9 @@ def _summary(request: pytest.FixtureRequest):
         tr.write_line(f"  {'total':<30} {sum(r['pass'] for r in _RESULTS.values()):>6}")
 
 
-@pytest.mark.skipif(not FILES, reason=f"conformance data not found at {CONF_DIR}")
 @pytest.mark.parametrize("name", FILES or ["<none>"])
 def test_conformance_file(name: str) -> None:
+    require(CONF_DIR)  # (skips, or fails under STOPLINE_REQUIRE_SHARED=1, without the data)
     res = run_file(name)
     _RESULTS[name] = res
     floor = floors().get(name, 0)

@@ -593,19 +593,18 @@ def _accelerated(src: str, act: Any, **kw: Any) -> Any:
     return want
 
 
-CONF_DIR = ROOT.parent / "shared" / "cel-conformance"
-
-
-@pytest.mark.skipif(not CONF_DIR.is_dir(), reason="conformance data not found")
 def test_conformance_corpus_same_with_and_without_acceleration() -> None:
     """Every plain conformance case: accelerate=True and accelerate=False give identical results."""
+    from shared_data import CEL_CONFORMANCE, require
+
+    conf_dir = require(CEL_CONFORMANCE)  # (skips, or fails under STOPLINE_REQUIRE_SHARED=1)
     sys.path.insert(0, str(ROOT / "tests"))
     try:
         from test_cel_conformance import Skip, convert, is_plain
     finally:
         sys.path.pop(0)
     n = accelerated = 0
-    for path in sorted(CONF_DIR.glob("*.json")):
+    for path in sorted(conf_dir.glob("*.json")):
         for section in json.loads(path.read_text()).get("section", []):
             for t in section.get("test", []):
                 if not is_plain(t) or t.get("check_only"):

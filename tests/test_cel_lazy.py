@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
+from shared_data import require
 from test_cel_conformance import CONF_DIR, FILES, Skip, convert, is_plain
 from test_cel_fastpath import CONSTANTS, _compile, activations, expressions, plain_activations, same, typed_expressions
 
@@ -91,8 +91,8 @@ def _cases() -> list[tuple[str, dict]]:
     return out
 
 
-@pytest.mark.skipif(not FILES, reason="the CEL conformance suite is not checked out beside the repository")
 def test_released_expressions_equal_eager_ones_over_the_conformance_corpus():
+    require(CONF_DIR)  # (skips, or fails under STOPLINE_REQUIRE_SHARED=1, without the suite)
     n = 0
     for src, act in _cases():
         try:

@@ -4,29 +4,30 @@ policy_engine.cel (cel/parse.py) parses with cel-python's grammar and Lark optio
 (half the parse time) and takes a subtree's span from its first and last token; syntax
 errors go to cel-python's `CELParser`. Over every expression of the CEL conformance
 suite and of the shipped and benchmark policies: the same parse tree, the same
-references at the same offsets, the same compile errors at the same places.
+references at the same offsets, the same compile errors at the same places. The suite is
+kept beside the checkout (../shared/cel-conformance): without it these tests skip, or
+fail under STOPLINE_REQUIRE_SHARED=1 (tests/shared_data.py).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from lark.exceptions import UnexpectedInput
+from shared_data import CEL_CONFORMANCE, REQUIRE_ENV, ROOT, require
 
 from policy_engine.cel import CelCompileError, compile_cel
 from policy_engine.cel import api as cel_api
 from policy_engine.cel.parse import _fast_parser, _parse
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT.parent / "shared" / "cel-conformance"
-
 
 def corpus() -> list[str]:
+    """The conformance suite's expressions (the test skips without them, see
+    tests/shared_data.py), the policies' conditions and the odd cases below."""
     exprs: list[str] = []
-    for f in sorted(CONF_DIR.glob("*.json")):
+    for f in sorted(require(CEL_CONFORMANCE).glob("*.json")):
         for section in json.loads(f.read_text()).get("section", []):
             exprs += [t["expr"] for t in section.get("test", []) if isinstance(t.get("expr"), str)]
     for f in sorted(list((ROOT / "policies").glob("*.policy")) + list((ROOT / "benchmarks/policies").glob("*.policy"))):
@@ -49,6 +50,23 @@ def outcome(src: str):
 
 def test_corpus_is_large():
     assert len(corpus()) > 2000
+
+
+def test_without_the_suite_the_tests_skip_and_fail_where_it_is_required(tmp_path, monkeypatch):
+    """A fresh clone has no ../shared/: the corpus tests skip, naming the path; under
+    STOPLINE_REQUIRE_SHARED=1 (CI) they fail. An empty directory is no suite either."""
+    absent = tmp_path / "cel-conformance"
+    monkeypatch.setitem(globals(), "CEL_CONFORMANCE", absent)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    for _ in range(2):
+        with pytest.raises(pytest.skip.Exception, match=re.escape(str(absent))):
+            corpus()
+        absent.mkdir(exist_ok=True)
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="STOPLINE_REQUIRE_SHARED=1"):
+        corpus()
+    (absent / "basic.json").write_text('{"section": [{"test": [{"expr": "1 + 2"}]}]}')
+    assert corpus()[0] == "1 + 2"
 
 
 def test_fast_parser_matches_cel_pythons_parser(monkeypatch):

@@ -184,6 +184,41 @@ def test_check_size_names_the_type_and_says_what_to_pass():
     assert check_size({"a": [1, 2.5, "x", None, True, {"b": (1,)}], 3: "int key"}) is None
 
 
+class Real(float):
+    pass
+
+
+class Raw(bytes):
+    pass
+
+
+_KEYS_ARE = "map keys must be strings, ints or bools (JSON's object keys are strings, and a CEL map has keys"
+
+
+# Regression: a plain float or bytes map key was called "a subclass of float" ("... pass the
+# plain float"), though the plain float is refused as a key too.
+@pytest.mark.parametrize("key, said", [
+    (1.5, "input holds a float as a map key (type `float`): "),
+    (b"k", "input holds bytes as a map key (type `bytes`): "),
+    ((1, 2), "input holds a tuple as a map key (type `tuple`): "),
+    (None, "input holds None as a map key (type `NoneType`): "),
+    (Real(1.5), "input holds a map key of type `Real`, a subclass of float: "),
+    (Raw(b"k"), "input holds a map key of type `Raw`, a subclass of bytes: "),
+])
+def test_a_map_key_of_no_key_kind_is_named_for_what_it_is(key, said):
+    for where in ({key: "x"}, {"a": [{"b": {key: 1}}]}):
+        msg = check_size(where)
+        assert msg == said + _KEYS_ARE + " of no other kind)", msg
+        assert "plain" not in msg and ".value" not in msg
+
+
+@pytest.mark.parametrize("key, base", [(Plain("domain"), "str"), (Count.ONE, "int")])
+def test_a_key_subclass_of_a_key_kind_is_told_to_pass_the_plain_value(key, base):
+    msg = check_size({key: "x"})
+    assert msg == (f"input holds a map key of type `{type(key).__name__}`, a subclass of {base}: subclasses are not "
+                   f"accepted (pass the plain {base}, e.g. an enum member's `.value`)"), msg
+
+
 # ----------------------------------------------------------------------------- items 4, 8: CEL
 
 

@@ -11,18 +11,17 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-from server_support import ROOT, serve  # noqa: E402
+from server_support import serve  # noqa: E402
+from shared_data import AUTHZEN_INTEROP, require  # noqa: E402
 
-INTEROP = ROOT.parent / "shared" / "authzen-interop"
-CASES_FILE = INTEROP / "decisions-authorization-api-1_0-01.json"
+CASES_FILE = AUTHZEN_INTEROP / "decisions-authorization-api-1_0-01.json"
 RICK = "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 BETH = "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 
 
 def _cases() -> list:
-    if not CASES_FILE.exists():
-        pytest.skip(f"the interop cases are not beside the checkout ({CASES_FILE})")
-    return json.loads(CASES_FILE.read_text())["evaluation"]
+    # (skips without ../shared/authzen-interop, or fails under STOPLINE_REQUIRE_SHARED=1)
+    return json.loads(require(CASES_FILE).read_text())["evaluation"]
 
 
 @pytest.fixture(scope="module")

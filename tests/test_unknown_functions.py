@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from shared_data import CEL_CONFORMANCE, require
 
 import policy_engine
 from policy_engine.cel import CelCompileError, CelError, api, compile_cel
@@ -28,7 +29,6 @@ from policy_engine.diagnostics import PolicyError, render_all
 from policy_engine.language.loader import load_paths, load_text
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT.parent / "shared" / "cel-conformance"
 
 BASE = """roles [reviewer]
 
@@ -197,7 +197,7 @@ def test_conditions_without_a_doubtful_call_are_not_parsed_again(monkeypatch) ->
 
 def _corpus() -> list[str]:
     out = []
-    for p in sorted(CONF_DIR.glob("*.json")):
+    for p in sorted(require(CEL_CONFORMANCE).glob("*.json")):
         for section in json.loads(p.read_text()).get("section", []):
             out.extend(t["expr"] for t in section.get("test", []))
     return out + [
@@ -232,7 +232,6 @@ def _record_unbound(monkeypatch) -> list:
     return made
 
 
-@pytest.mark.skipif(not CONF_DIR.is_dir(), reason="no conformance data")
 def test_same_names_as_the_compiler_leaves_unbound(monkeypatch) -> None:
     """The walk's name resolution is the compiler's: over the conformance corpus and the odd
     cases above, the calls it reports are exactly those the compiler binds to nothing (its

@@ -32,11 +32,23 @@ _LEAVES = frozenset({int, bool, type(None), datetime, timedelta, bytes})
 _KEYS = frozenset({str, int, bool})  # map keys: JSON's strings, and CEL's int and bool keys
 
 
+# The plain values a map key cannot be (what each is, in the message), and why.
+_KEY_KINDS = {float: "a float", bytes: "bytes", tuple: "a tuple", datetime: "a datetime",
+              timedelta: "a timedelta", type(None): "None"}
+_KEYS_ARE = ("map keys must be strings, ints or bools (JSON's object keys are strings, and a CEL map "
+             "has keys of no other kind)")
+
+
 def _not_json(v: Any, key: bool = False) -> str:
     t = type(v)
     what = "a map key" if key else "a value"
+    if key and t in _KEY_KINDS:  # a plain value of a kind no map key may be: not a subclass
+        return f"input holds {_KEY_KINDS[t]} as a map key (type `{t.__name__}`): {_KEYS_ARE}"
     for base in (str, bool, int, float, bytes, list, tuple, datetime, timedelta):
         if isinstance(v, base):
+            if key and base not in _KEYS:  # refused as a key even as the plain value
+                return (f"input holds a map key of type `{t.__name__}`, a subclass of {base.__name__}: "
+                        f"{_KEYS_ARE}")
             return (f"input holds {what} of type `{t.__name__}`, a subclass of {base.__name__}: subclasses are "
                     f"not accepted (pass the plain {base.__name__}, e.g. an enum member's `.value`)")
     return (f"input holds {what} of type `{t.__name__}`: values must be JSON-like (object, list, string, "

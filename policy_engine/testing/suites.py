@@ -395,7 +395,7 @@ class _Builder:
     def build(self) -> None:
         data, s = self.doc.data, self.suite
         if data is None:
-            self.error("T005", "the suite is empty", (), help="add `cases:` (see the README, section Testing policies)")
+            self.error("T005", "the suite is empty", (), help="add `cases:` (see docs/testing.md, section \"A suite\")")
             return
         if not self.want(data, (dict,), (), "a suite"):
             return
@@ -450,7 +450,7 @@ class _Builder:
         cases = data.get("cases")
         if cases is None:
             self.error(
-                "T005", "the suite has no `cases`", (), help="add `cases:` (see the README, section Testing policies)"
+                "T005", "the suite has no `cases`", (), help="add `cases:` (see docs/testing.md, section \"Cases\")"
             )
             return
         if not self.want(cases, (list,), ("cases",), "`cases`"):
@@ -553,7 +553,7 @@ class _Builder:
                     f"case `{name}` has no `expect`",
                     path + ("name",) if "name" in c else path,
                     key=True,
-                    help="add `expect:` with the keys to compare (see the README, section Testing policies)",
+                    help="add `expect:` with the keys to compare (see docs/testing.md, section \"Expectations\")",
                 )
                 return
             if not expect:

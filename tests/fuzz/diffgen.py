@@ -67,6 +67,7 @@ import random
 import re
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from types import MappingProxyType
@@ -1667,11 +1668,13 @@ def _tally(stats: dict, d: Any, declared: frozenset = frozenset(), timed: Any = 
 
 
 def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, Engine] | None = None,
-                 stop_at_first: bool = True, stats: dict | None = None) -> list[Mismatch]:
+                 stop_at_first: bool = True, stats: dict | None = None,
+                 tick: Callable[[], None] | None = None) -> list[Mismatch]:
     """Run `steps` on fresh engines of the policy (or `engines`), comparing every decision
     with the reference's; the mismatches (the first only, with `stop_at_first`). `stats`:
     a dict to count in how the accelerated engine's decisions were made. A step with
-    `hold` has its decision read and compared only after that many more calls."""
+    `hold` has its decision read and compared only after that many more calls. `tick` is
+    called before each step (a campaign's time check: what it raises ends the sequence)."""
     text = pol if isinstance(pol, str) else pol.text
     fast, ref = engines if engines is not None else build_engines(text)
     declared = frozenset() if isinstance(pol, str) else frozenset(
@@ -1751,6 +1754,8 @@ def run_sequence(pol: Policy | str, steps: list[Step], engines: tuple[Engine, En
         return False
 
     for i, st in enumerate(steps):
+        if tick is not None:
+            tick()
         now_at[0] = i
         while held and held[0][0] <= i:  # decisions whose reading was put off until now
             _, args = held.pop(0)
@@ -1932,11 +1937,12 @@ def _still_fails(text: str, steps: list[Step], tiny: bool) -> list[Mismatch]:
         return []
 
 
-def shrink(text: str, steps: list[Step], tiny: bool = False, budget: int = 400) -> tuple[str, list[Step],
-                                                                                          list[Mismatch]]:
+def shrink(text: str, steps: list[Step], tiny: bool = False, budget: int = 400,
+           until: Callable[[], bool] | None = None) -> tuple[str, list[Step], list[Mismatch]]:
     """A shorter sequence (and policy text) that still mismatches: steps after the first
     mismatch dropped, then chunks of steps, then single steps, then the policy's rule and
-    trigger lines, then each step's edits, reads and odd details."""
+    trigger lines, then each step's edits, reads and odd details. At most `budget`
+    replays, and none once `until()` is true (a campaign's time spent): what it has then."""
     first = _still_fails(text, steps, tiny)
     if not first:
         return text, steps, []
@@ -1945,7 +1951,7 @@ def shrink(text: str, steps: list[Step], tiny: bool = False, budget: int = 400) 
 
     def fails(t: str, s: list[Step]) -> list[Mismatch]:
         tries[0] += 1
-        if tries[0] > budget:
+        if tries[0] > budget or (until is not None and until()):
             return []
         return _still_fails(t, s, tiny)
 

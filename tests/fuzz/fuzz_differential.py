@@ -17,6 +17,10 @@ held at the end of the rounds (fused functions built, rebuilds, templates...), t
 declared timestamp, duration and map fields of the policies and the values sent to them
 (fitting or refused), and how often `runtime.gatejson.body_text` gave the recorded body's
 text (each compared with the reference's), so a campaign that never reaches a cache says so.
+
+`--seconds` bounds the whole campaign: the time is checked before every call (a round the
+limit cuts short ends there, its calls counted) and before every replay of a shrink (a
+mismatch found late is written as far as it shrank; `--replay` runs its round again).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import diffgen as dg  # noqa: E402
+from budget import Budget, TimeUp  # noqa: E402
 
 
 def engine_stats(fast) -> dict:
@@ -65,7 +71,8 @@ def engine_stats(fast) -> dict:
 
 
 def one_round(seed: int, r: int, steps_n: int | None, tiny_share: float, paths: dict | None = None,
-              timed_share: float = 0.0) -> tuple[dg.Policy, list, bool, list, dict]:
+              timed_share: float = 0.0, tick: Callable[[], None] | None = None,
+              ) -> tuple[dg.Policy, list, bool, list, dict]:
     rng = random.Random(f"{seed}:{r}")
     tiny = rng.random() < tiny_share
     # (drawn apart, so the rest of a round replays as before when the share changes)
@@ -77,7 +84,7 @@ def one_round(seed: int, r: int, steps_n: int | None, tiny_share: float, paths: 
     try:
         pol, fast, ref = dg.round_of(rng, (seed, r), timed)
         steps = dg.gen_steps(rng, pol, n)
-        mism = dg.run_sequence(pol, steps, (fast, ref), stats=paths)
+        mism = dg.run_sequence(pol, steps, (fast, ref), stats=paths, tick=tick)
         stats = engine_stats(fast)
         stats["timed policies"] = int(timed)
         for fs in dg._timed_fields(ref).values():  # the declared timestamp, duration and map fields
@@ -91,10 +98,13 @@ def one_round(seed: int, r: int, steps_n: int | None, tiny_share: float, paths: 
 
 
 def report(out: Path, seed: int, r: int, pol: dg.Policy, steps: list, tiny: bool, mism: list,
-           shrink_budget: int) -> Path:
+           shrink_budget: int, until: Callable[[], bool] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"seed{seed}-round{r}.py"
-    text, small, left = dg.shrink(pol.text, steps, tiny=tiny, budget=shrink_budget)
+    if until is not None and until():  # the time is spent: the round as it ran, unshrunk
+        text, small, left = pol.text, [], []
+    else:
+        text, small, left = dg.shrink(pol.text, steps, tiny=tiny, budget=shrink_budget, until=until)
     if not left:  # did not shrink to anything that still fails (flaky?): keep the whole round
         text, small, left = pol.text, steps[: max(mism[0].step, mism[0].seen_at) + 1], mism
     body = [
@@ -116,9 +126,9 @@ def report(out: Path, seed: int, r: int, pol: dg.Policy, steps: list, tiny: bool
     return path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, clock: Callable[[], float] = time.perf_counter) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--seconds", type=float, default=300, help="the whole campaign's time (default: 300)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=0, help="calls per round (default: random, 50-1000)")
     ap.add_argument("--tiny", type=float, default=0.33, help="share of rounds with tiny caches")
@@ -127,7 +137,7 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/fuzzdiff")
     ap.add_argument("--shrink-budget", type=int, default=600, help="replays a shrink may take")
     ap.add_argument("--replay", default=None, help="seed:round: run that round alone and print its mismatch")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = Path(args.out)
 
     if args.replay:
@@ -139,7 +149,7 @@ def main() -> int:
             print(m)
         return 1 if mism else 0
 
-    t0 = time.perf_counter()
+    budget = Budget(args.seconds, clock)
     rounds = calls = failures = crashes = 0
     totals: dict = {}
     paths: dict = {}
@@ -148,10 +158,22 @@ def main() -> int:
     r = 0
     counting = dg.lane_counts(lanes)  # (shrinking replays count too: a few calls more, no harm)
     counting.__enter__()
-    while time.perf_counter() - t0 < args.seconds:
+    ran = [0]  # the calls of the round under way (a round the time limit cuts short counts those)
+
+    def tick() -> None:
+        budget.check()  # before every call: raises TimeUp once the time is spent
+        ran[0] += 1
+
+    while not budget.spent():
         r += 1
+        ran[0] = 0
         try:
-            pol, steps, tiny, mism, stats = one_round(args.seed, r, args.steps or None, args.tiny, paths, args.timed)
+            pol, steps, tiny, mism, stats = one_round(args.seed, r, args.steps or None, args.tiny, paths, args.timed,
+                                                      tick)
+        except TimeUp:
+            calls += ran[0]
+            print(f"round {r}: cut short by --seconds after {ran[0]} calls", flush=True)
+            break
         except Exception:  # noqa: BLE001 - the fuzzer itself: report and go on
             crashes += 1
             print(f"round {r}: the campaign crashed:\n{traceback.format_exc()}", flush=True)
@@ -164,13 +186,13 @@ def main() -> int:
             failures += 1
             sig = mism[0].what.split(" (")[0]
             seen[sig] = seen.get(sig, 0) + 1
-            path = report(out, args.seed, r, pol, steps, tiny, mism, args.shrink_budget)
+            path = report(out, args.seed, r, pol, steps, tiny, mism, args.shrink_budget, budget.spent)
             print(f"round {r}: MISMATCH ({mism[0].what}) -> {path}", flush=True)
         if rounds % 20 == 0:
-            el = time.perf_counter() - t0
+            el = budget.elapsed()
             print(f"[{el:7.1f}s] {rounds} rounds, {calls} calls ({calls / el:.0f}/s), mismatches={failures}",
                   flush=True)
-    el = time.perf_counter() - t0
+    el = budget.elapsed()
     counting.__exit__(None, None, None)
     print("accelerator state summed over rounds:", totals)
     print("accelerated decisions:", dict(sorted(paths.items())))

@@ -7,23 +7,30 @@ another exception, within a time bound (tests/fuzz/hostile_common.py).
     python tests/fuzz/fuzz_loader.py --engine hypothesis --seconds 300
     python tests/fuzz/fuzz_loader.py --engine atheris --seconds 300   # pip install atheris
 
-Prints the number of inputs tried and the time spent; record them in the README, section "Hostile input".
-Crashing inputs are written to tests/fuzz/crashes/ (hypothesis also prints a minimal one).
+`--seconds` bounds the whole campaign: the time is checked before every input (a round
+the limit cuts short ends there; a failure found in it is still reported). Prints the
+number of inputs tried and the time spent; record a campaign's run in CHANGELOG.md (the
+campaigns: docs/limits.md, section "Fuzz campaigns"). Crashing inputs are written to
+tests/fuzz/crashes/ (hypothesis also prints a minimal one).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from budget import Budget, Failures, TimeUp  # noqa: E402
 
 CRASH_DIR = HERE / "crashes"
 
@@ -38,7 +45,7 @@ def save_crash(data: bytes, exc: BaseException) -> Path:
     return p
 
 
-def run_hypothesis(seconds: float, seed: int) -> int:
+def run_hypothesis(budget: Budget, seed: int) -> int:
     import hostile_common as hc
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hyp_seed
@@ -54,6 +61,7 @@ def run_hypothesis(seconds: float, seed: int) -> int:
         "bytes": st.binary(max_size=4000),
     }
     per = {k: 0 for k in strategies}
+    failures = Failures()
 
     def make_prop(name: str):  # one round's property, bound to its strategy's name
         @settings(max_examples=500, deadline=None, database=None, derandomize=False,
@@ -61,36 +69,45 @@ def run_hypothesis(seconds: float, seed: int) -> int:
         @given(strategies[name])
         def prop(data):
             nonlocal count
+            budget.check()  # every input, not every round: raises TimeUp once the time is spent
             count += 1
             per[name] += 1
             try:
                 hc.check_bytes(data)
             except BaseException as e:
+                failures.saw(e, repr(data))
                 save_crash(data, e)
                 raise
 
         return prop
 
-    t0 = time.perf_counter()
     rnd = random.Random(seed)
     rounds = 0
-    while time.perf_counter() - t0 < seconds:
+    while not budget.spent():
         name = list(strategies)[rounds % len(strategies)]
         rounds += 1
         prop = hyp_seed(rnd.getrandbits(64))(make_prop(name))  # reproducible rounds
         try:
             prop()
+        except TimeUp:  # the time ran out in the round: a failure it found is still one
+            found = failures.take()
+            if found is not None:
+                crashes += 1
+                e, data = found
+                print(f"CRASH in {name} (not shrunk: the time ran out): {type(e).__name__}: {str(e)[:300]}; "
+                      f"input {data[:300]} (saved in {CRASH_DIR})", flush=True)
+            break
         except Exception as e:  # noqa: BLE001 - report and keep fuzzing
             crashes += 1
             print(f"CRASH in {name}: {type(e).__name__}: {str(e)[:300]}", flush=True)
-        elapsed = time.perf_counter() - t0
-        print(f"[{elapsed:7.1f}s] {count} inputs ({per}) crashes={crashes}", flush=True)
-    elapsed = time.perf_counter() - t0
+        failures.take()
+        print(f"[{budget.elapsed():7.1f}s] {count} inputs ({per}) crashes={crashes}", flush=True)
+    elapsed = max(budget.elapsed(), 1e-9)
     print(f"DONE hypothesis: {count} inputs in {elapsed:.0f}s ({count / elapsed:.0f}/s), crashes={crashes}")
     return 1 if crashes else 0
 
 
-def run_atheris(seconds: float, seed: int) -> int:
+def run_atheris(budget: Budget, seed: int) -> int:
     import atheris
 
     with atheris.instrument_imports(include=["policy_engine", "lark"]):
@@ -106,6 +123,8 @@ def run_atheris(seconds: float, seed: int) -> int:
 
     gen = hc.policy_texts()
     for i in range(200):
+        if budget.elapsed() > budget.left():  # (the seeds take at most half the time)
+            break
         try:
             (corpus / f"gen{i}.policy").write_bytes(gen.example().encode("utf-8", errors="surrogatepass"))
         except Exception:  # noqa: BLE001
@@ -118,21 +137,30 @@ def run_atheris(seconds: float, seed: int) -> int:
             raise
 
     # libFuzzer prints the totals itself (stat::number_of_executed_units) and exits.
-    atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds)}", f"-seed={seed}", "-max_len=20000",
+    # (libFuzzer's -max_total_time is whole seconds, and 0 means no limit)
+    seconds = max(1, math.ceil(budget.left()))
+    atheris.Setup([sys.argv[0], f"-max_total_time={seconds}", f"-seed={seed}", "-max_len=20000",
                    "-timeout=20", "-rss_limit_mb=4096", "-print_final_stats=1", str(corpus)], one)
     atheris.Fuzz()
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, clock: Callable[[], float] = time.perf_counter) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", choices=["hypothesis", "atheris"], default="hypothesis")
-    ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--seconds", type=float, default=300, help="the whole campaign's time (default: 300)")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", "1")))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    budget = Budget(args.seconds, clock)
     if args.engine == "atheris":
-        return run_atheris(args.seconds, args.seed)
-    return run_hypothesis(args.seconds, args.seed)
+        try:
+            import atheris  # noqa: F401
+        except ImportError:
+            print("error: --engine atheris needs atheris, which is not installed (pip install atheris)",
+                  file=sys.stderr)
+            return 2
+        return run_atheris(budget, args.seed)
+    return run_hypothesis(budget, args.seed)
 
 
 if __name__ == "__main__":
