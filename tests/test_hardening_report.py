@@ -82,13 +82,13 @@ def test_statuses_are_the_runtimes_cancelled_expired_and_unauthorized_steps_incl
     (or expired) one stayed `pending` and open, and a step reported before approval
     (flagged unauthorized, it starts nothing) made a pending rollback `in_progress`."""
     rt, url, _x, rb = story
-    r = compute_report(url)
+    r = compute_report(url, until=NOW)
     want: dict[str, int] = {}
     for s in _statuses(rt, rb, NOW).values():
         want[s] = want.get(s, 0) + 1
-    assert r["rollback_status"] == want == {"approved": 1, "cancelled": 1, "denied": 1, "partial": 1, "pending": 3,
-                                            "verified": 1}
-    assert r["open"] == 5  # pending 3, approved, partial
+    assert r["rollback_status"] == want == {"approved": 1, "cancelled": 1, "denied": 1, "expired": 1, "partial": 1,
+                                            "pending": 2, "verified": 1}
+    assert r["open"] == 4 and r["expired"]["derived_ids"] == [rb["boundary"]]
     # the sweeper records `expired` for the three pending past their deadline (7 days)
     later = at(100) + timedelta(days=8)
     swept = {t.subject for t in rt.expire(now=later)}
@@ -106,7 +106,7 @@ def _statuses(rt, rb: dict, now) -> dict:
     out = {}
     for k, rid in rb.items():
         st = rt.authorization(rid, now=now)
-        out[k] = "pending" if st.unrecorded else st.status
+        out[k] = st.status
     return out
 
 
@@ -114,15 +114,15 @@ def test_a_rollback_denied_cancelled_or_expired_rolls_nothing_back_and_costs_not
     """Defect: the rate counted an execution as rolled back when its only rollback was
     cancelled (or expired), and the cost priced cancelled and expired rollbacks."""
     rt, url, x, rb = story
-    r = compute_report(url, policies=rt.engine)
+    r = compute_report(url, policies=rt.engine, until=NOW)
     # x0: denied, then requested again (stands); x1: cancelled only; x2..x6: stand
-    assert r["totals"]["rolled_back_executions"] == 6 and r["totals"]["rollback_rate"] == round(6 / 7, 4)
-    assert r["by_action_type"] == {"send": {"executions": 7, "rolled_back": 6, "rate": round(6 / 7, 4)}}
-    assert r["by_reviewer"] == {"(none)": {"executions": 5, "rolled_back": 5, "rate": 1.0},
+    assert r["totals"]["rolled_back_executions"] == 5 and r["totals"]["rollback_rate"] == round(5 / 7, 4)
+    assert r["by_action_type"] == {"send": {"executions": 7, "rolled_back": 5, "rate": round(5 / 7, 4)}}
+    assert r["by_reviewer"] == {"(none)": {"executions": 5, "rolled_back": 4, "rate": 0.8},
                                 "sam": {"executions": 2, "rolled_back": 1, "rate": 0.5}}
-    c = r["cost"]  # 6 standing rollbacks x (40 USD + one send reversed at 10 USD)
-    assert c["rollbacks"] == 6 and c["total"] == {"USD": 300.0}
-    assert c["by_scenario"] == {"customer_request": {"USD": 300.0}} and c["by_action_type"] == {"send": {"USD": 60.0}}
+    c = r["cost"]
+    assert c["rollbacks"] == 5 and c["total"] == {"USD": 250.0}
+    assert c["by_scenario"] == {"customer_request": {"USD": 250.0}} and c["by_action_type"] == {"send": {"USD": 50.0}}
     # once the three pending ones are recorded expired: 3 stand (verified, partial, approved)
     rt.expire(now=at(100) + timedelta(days=8))
     later = compute_report(url, policies=rt.engine)
@@ -199,7 +199,7 @@ def test_each_approver_is_credited_not_their_names_joined(tmp_path):
         g = rt.gate(send(50.0, id="s9"), now=at(30))  # allowed; its receipt names a reviewer
         rt.executed(g.decision_id, receipt={**RECEIPT, "reviewer": "carol"}, now=at(31))
         _request(rt, xs[0], 40)
-    r = compute_report(url)
+    r = compute_report(url, until=at(50))
     assert r["by_reviewer"] == {"alice": {"executions": 2, "rolled_back": 1, "rate": 0.5},
                                 "bob, jr": {"executions": 2, "rolled_back": 1, "rate": 0.5},
                                 "carol": {"executions": 1, "rolled_back": 0, "rate": 0.0}}

@@ -24,7 +24,11 @@ import click
 def report(url, since, until, out, fmt, policies):
     """Rollback metrics from the ledger: rates by action type and reviewer, times to
     rollback, scenarios, windows, approval latency, open/partial/failed, unauthorized
-    executions, missing receipt fields; with --policies, what the rollbacks cost."""
+    executions, missing receipt fields; with --policies, what the rollbacks cost.
+
+    Statuses are as of --until (or now): a rollback not authorized when its window or
+    deadline passed counts as expired whether or not the sweeper recorded it (`expired`
+    says which were derived)."""
     from ..diagnostics import PolicyError
     from ..ledger import LedgerError
     from ..replay_cli import _time
@@ -70,4 +74,7 @@ def report(url, since, until, out, fmt, policies):
             f.write(text)
     except OSError as e:
         fail(f"error: cannot write {out}: {e.strerror or e}")
-    click.echo(f"wrote {out}: {r['totals']['executions']} executions, {r['totals']['rollbacks']} rollbacks")
+    derived = r["expired"]["derived"]
+    click.echo(f"wrote {out}: {r['totals']['executions']} executions, {r['totals']['rollbacks']} rollbacks"
+               + (f" ({derived} expired as of {r['window']['as_of']} by the clock, not yet recorded)"
+                  if derived else ""))

@@ -142,7 +142,8 @@ def _rounded(table: dict) -> dict:
 
 
 def compute_report(ledger: Any, *, since: str | datetime | None = None, until: str | datetime | None = None,
-                   progress: Callable[[int, int], None] | None = None, policies: Any = None) -> dict:
+                   progress: Callable[[int, int], None] | None = None, policies: Any = None,
+                   now: str | datetime | None = None) -> dict:
     """Every metric as plain JSON: executions and rollbacks by action type and by reviewer
     (rate = rolled-back originals / executions; an original counts as rolled back while a
     rollback of it stands, i.e. is not denied, cancelled or expired; each approver of an
@@ -153,11 +154,17 @@ def compute_report(ledger: Any, *, since: str | datetime | None = None, until: s
     (an Engine or a path) declares one.
 
     ``since``/``until`` bound the entries read (RFC 3339 with a time zone, or aware
-    datetimes; entry time, ``since <= time < until``). A rollback's status is the one its
-    recorded entries give it, as the runtime reads them (``Runtime.authorization``) and as
-    the review queue lists it: a rollback is expired once the sweeper recorded it
-    (``stopline queue --expire``), not by the clock of whoever runs the report, so the
-    same ledger always gives the same report.
+    datetimes; entry time, ``since <= time < until``). The report answers as of ``until``
+    (or ``now``, the clock, when ``until`` is later or not given: ``window.as_of``) and
+    writes nothing. A rollback's status is the one its recorded entries give it, as the
+    runtime reads them (``Runtime.authorization``), as of that time: one not authorized
+    whose standard reversal window or ``pending_until`` passed by then is ``expired``
+    whether or not the sweeper (``stopline queue --expire``) recorded it, by the runtime's
+    own rule (:func:`policy_engine.runtime.core.clock_expiry`), so the figures do not depend
+    on when a sweeper ran; ``expired`` says how many were recorded and which were derived
+    (not yet recorded). Given ``until``, the same ledger always gives the same report. Not
+    authorized is what the recorded approvals say (the status the latest one left it in:
+    the report judges no approval again, with or without ``policies``).
 
     One streaming pass per kind, each entry's few fields picked out by the database
     (:mod:`policy_engine.scan`): rollbacks, then their approvals, transitions and steps,
@@ -167,8 +174,10 @@ def compute_report(ledger: Any, *, since: str | datetime | None = None, until: s
     from ..gcpause import paused
 
     s, u = _bound(since, "since"), _bound(until, "until")
+    n = _bound(now if now is not None else datetime.now(UTC), "now") or ""
+    as_of = u if u is not None and u <= n else n  # (never later than the clock: nothing expires ahead of it)
     with paused():  # the executions stream into counters: no collector passes over what is kept meanwhile
-        return _compute(ledger, s, u, progress, policies)
+        return _compute(ledger, s, u, progress, policies, as_of)
 
 
 def _fold_steps(steps: list) -> dict[str, tuple[str, datetime | None]]:
@@ -208,8 +217,17 @@ def _status(r: dict, apps: list, ended: str | None, steps: list) -> str:
     return "approved" if satisfied else "pending"
 
 
+def _expired_by_clock(r: dict, as_of: datetime) -> bool:
+    """Whether a rollback the record leaves pending (not authorized) is expired at ``as_of``
+    by the runtime's rule (its standard window or its ``pending_until`` passed)."""
+    from ..runtime.core import clock_expiry
+
+    plan = {"window": r["window"], "reversible_until": r["until"]}
+    return clock_expiry(plan, r["pending_until"], as_of) is not None
+
+
 def _compute(ledger: Any, since: str | None, until: str | None, progress: Callable[[int, int], None] | None,
-             policies: Any) -> dict:
+             policies: Any, as_of: str) -> dict:
     from ..ledger import Ledger, schema
     from ..ledger.kinds import STEP_STATUSES
     from ..scan import scan
@@ -245,10 +263,11 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
             tick(k)
 
         rbs: dict[str, dict] = {}
-        for _seq, rid, wf, t, (orig, scen, req_at, window, duties, plan_orig, otype, steps_) in counted(scan(
+        for _seq, rid, wf, t, (orig, scen, req_at, window, duties, plan_orig, otype, steps_, rev_until,
+                               pend_until) in counted(scan(
                 led, _where("rollback", since, until),
                 ["original", "scenario", "requested_at", "plan.window", "duties", "plan.original_id",
-                 "plan.original_type", "plan.cascade.steps"])):
+                 "plan.original_type", "plan.cascade.steps", "plan.reversible_until", "pending_until"])):
             orig = _s(orig) or _s(plan_orig)
             types: dict[str, int] = {}
             if _s(otype):
@@ -257,7 +276,8 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                 if isinstance(st_, dict) and st_.get("record_id") != orig and _s(st_.get("type")):
                     types[st_["type"]] = types.get(st_["type"], 0) + 1
             rbs[rid] = {"original": orig, "scenario": _s(scen), "at": _s(req_at) or t, "window": _s(window),
-                        "duties": list(dict.fromkeys(_strs(duties))), "workflow": wf, "types": types}
+                        "duties": list(dict.fromkeys(_strs(duties))), "workflow": wf, "types": types,
+                        "until": _s(rev_until), "pending_until": _s(pend_until)}
         approvals: dict[str, list] = {}
         for _seq, _id, _wf, when, (subj, verdict, ok, at, after) in counted(scan(
                 led, _where("approval", since, until), ["subject", "verdict", "counted", "at", "status_after"])):
@@ -284,6 +304,11 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
         statuses: dict[str, str] = {
             rid: _status(r, approvals.get(rid, []), ended.get(rid), steps.get(rid, []))
             for rid, r in rbs.items()}
+        # as of the report's time: a pending rollback the clock expired counts as expired, recorded or not
+        as_of_t = _t_strict(as_of, "now")
+        derived = [rid for rid, r in rbs.items() if statuses[rid] == "pending" and _expired_by_clock(r, as_of_t)]
+        for rid in derived:
+            statuses[rid] = "expired"
         standing = {r["original"] for rid, r in rbs.items() if statuses[rid] not in _NOT_REVERSED}
         originals = {r["original"] for r in rbs.values()}
         by_type: dict[str, list[int]] = {}
@@ -353,7 +378,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                     for k, v in sorted(table.items())}
         rolled = len(standing & ex_at.keys())
         return {
-            "window": {"since": since, "until": until},
+            "window": {"since": since, "until": until, "as_of": as_of},
             "totals": {"entries_read": seen[0], "executions": n_ex, "rollbacks": len(rbs),
                        "rolled_back_executions": rolled, "batches": batches,
                        "rollback_rate": round(rolled / n_ex, 4) if n_ex else 0.0},
@@ -368,6 +393,9 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
             "open": sum(v for k, v in state.items() if k in ("pending", "approved", "in_progress", "partial")),
             "partial": partial_ids[:100], "failed": failed_ids[:100],
             "partial_count": len(partial_ids), "failed_count": len(failed_ids),
+            # expired as of `as_of`: recorded (a transition) or derived by the clock (not yet recorded)
+            "expired": {"count": state.get("expired", 0), "recorded": state.get("expired", 0) - len(derived),
+                        "derived": len(derived), "derived_ids": derived[:100]},
             "unauthorized_executions": {"count": n_unauth, "ids": unauthorized},
             "missing_receipt_fields": {"executions": n_missing, "by_field": dict(sorted(missing.items()))},
             "cost": _cost(eng, rbs, statuses),

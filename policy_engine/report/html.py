@@ -87,12 +87,27 @@ def _cost_html(cost: Any) -> str:
 
 
 def _window(w: Any) -> str:
-    since, until = (w or {}).get("since"), (w or {}).get("until")
+    since, until, as_of = (w or {}).get("since"), (w or {}).get("until"), (w or {}).get("as_of")
     if since and until:
-        return f"entries from {since} to before {until}"
-    if since or until:
-        return f"entries from {since}" if since else f"entries before {until}"
-    return "all entries"
+        text = f"entries from {since} to before {until}"
+    elif since or until:
+        text = f"entries from {since}" if since else f"entries before {until}"
+    else:
+        text = "all entries"
+    return text + (f"; statuses as of {as_of}" if as_of else "")
+
+
+def _expired_html(x: Any) -> str:
+    """How many rollbacks are expired as of the report's time, recorded and derived."""
+    if not x or not x.get("count"):
+        return ""
+    text = f"Expired: {x['count']} ({x['recorded']} recorded"
+    if x.get("derived"):
+        shown = ", ".join(x.get("derived_ids") or ())
+        more = x["derived"] - len(x.get("derived_ids") or ())
+        text += (f", {x['derived']} derived: not authorized when their window or deadline passed, not yet "
+                 f"recorded by the sweeper: {shown}" + (f" and {more} more" if more > 0 else ""))
+    return f"<p id=expired>{html.escape(text)}).</p>"
 
 
 def _amount(v: Any) -> str:
@@ -141,6 +156,7 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
             ["", "count"],
         )
     )
+    parts.append(_expired_html(report.get("expired")))
     parts.append(
         "<h2>Missing receipt fields</h2>"
         + _table([[k, v] for k, v in report["missing_receipt_fields"]["by_field"].items()], ["field", "executions"])

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, or_, select
 
 from ..ledger import NewEntry
 from . import projections as P
-from .core import RuntimeCore
+from .core import RuntimeCore, may_expire_by_clock
 from .results import TERMINAL, ApprovalResult, RuntimeUsageError, SubjectStatus, TransitionResult, _now, _ts, _ts_after
 
 if TYPE_CHECKING:
@@ -135,27 +135,33 @@ class Approvals(RuntimeCore):
 
     def expire(self, *, now: NowInput = None) -> list[TransitionResult]:
         """The sweeper: record `expired` for every decision awaiting approval and every
-        rollback not authorized whose deadline has passed (``stopline queue --expire``)."""
+        rollback not authorized whose deadline has passed (``stopline queue --expire``).
+
+        The rollbacks it considers are the pending rows :func:`~.core.may_expire_by_clock`
+        picks (past their ``pending_until``, or a standard plan past its reversal window);
+        each is judged by ``_subject_status`` (:func:`~.core.clock_expiry` on the verdict at
+        ``now``) inside its transition: one authorized in time stays, nothing recorded. The
+        views (``queue``, ``stopline report``) read the same rule without recording it."""
         now_dt = _now(now)
         t = _ts(now_dt)
+        R = P.rollbacks
         with self.ledger.reading() as c:
             ids = [r[0] for r in c.execute(select(P.pending.c.id).where(P.pending.c.expires_at <= t)
                                            .order_by(P.pending.c.seq))]
-            ids += [r[0] for r in c.execute(select(P.rollbacks.c.id).where(
-                and_(P.rollbacks.c.open == 1, P.rollbacks.c.status == "pending", P.rollbacks.c.expires_at <= t))
-                .order_by(P.rollbacks.c.seq))]
-            # and a standard plan whose reversal window closed before it was authorized (its window
-            # was open when it was requested: the deadline after the request); one authorized in
-            # time stays (`_subject_status` says `approved`, and nothing is recorded)
-            lapsed = [r[0] for r in c.execute(select(P.rollbacks.c.id).where(
-                and_(P.rollbacks.c.open == 1, P.rollbacks.c.status == "pending", P.rollbacks.c.deadline < t,
-                     P.rollbacks.c.deadline > P.rollbacks.c.requested_at, P.rollbacks.c.expires_at > t))
-                .order_by(P.rollbacks.c.seq))]
-        out = []
-        for i in ids + lapsed:
-            why = "its reversal window ended before it was authorized" if i in lapsed else "unresolved at its deadline"
+            rows = [r for r in c.execute(select(R.c.id, R.c.status, R.c.deadline, R.c.expires_at, R.c.requested_at)
+                                         .where(and_(R.c.open == 1, R.c.status == "pending",
+                                                     or_(R.c.expires_at <= t, R.c.deadline < t)))
+                                         .order_by(R.c.seq))
+                    if may_expire_by_clock(r[1], r[2], r[3], r[4], t)]
+        # past the deadline first, then a standard plan whose reversal window closed before it was
+        # authorized (one authorized in time stays: `_subject_status` says `approved`, nothing is recorded)
+        timed_out = [r[0] for r in rows if r[3] is not None and r[3] <= t]
+        lapsed = [r[0] for r in rows if not (r[3] is not None and r[3] <= t)]
+        out, by_window = [], set(lapsed)
+        for i in ids + timed_out + lapsed:
+            why = ("its reversal window ended before it was authorized" if i in by_window
+                   else "unresolved at its deadline")
             r = self._transition(i, "expired", "stopline", why, now_dt, ("expired",))
             if r.recorded:
                 out.append(r)
         return out
-

@@ -85,7 +85,9 @@ def _echo(x) -> None:
 @_ledger_opt
 @_guarded
 def queue(route: str | None, expire: bool, now: str | None, fmt: str, policies: str | None, url: str) -> None:
-    """Open rollbacks per route, oldest first, with their window deadline."""
+    """Open rollbacks per route, oldest first, with their window deadline and their status
+    now: one the clock expired whose expiry is not recorded yet is `expired (not yet
+    recorded)`, never pending (--expire records it)."""
     with _runtime(url, policies, need_policies=expire) as rt:
         expired = rt.expire(now=now) if expire else []
         items = rt.queue(route, now=now)
@@ -99,8 +101,13 @@ def queue(route: str | None, expire: bool, now: str | None, fmt: str, policies: 
     for i in items:
         late = " PAST WINDOW" if i.past_window else ""
         who = f" claimed by {i.claimed_by}" if i.claimed_by else ""
-        click.echo(f"{i.requested_at}  {i.route or '-'}  {i.rollback_id}  {i.scenario}  {i.status}{who}  "
+        status = f"{i.status} (not yet recorded)" if i.unrecorded else i.status
+        click.echo(f"{i.requested_at}  {i.route or '-'}  {i.rollback_id}  {i.scenario}  {status}{who}  "
                    f"window until {i.deadline or '-'}{late}")
+    lapsed = sum(1 for i in items if i.unrecorded)
+    if lapsed:
+        click.echo(f"{lapsed} expired by the clock, not yet recorded: they take no approval; "
+                   "`stopline queue --expire` records them")
 
 
 @click.command("history")

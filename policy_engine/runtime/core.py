@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,10 @@ class RuntimeCore:
         #: (after this time, up to this time, the items built): the items while no deadline is crossed,
         #: the rows' seqs for a whole listing, which later appends update in place: Rollbacks.queue)
         self._queue_cache: dict[tuple, tuple[int, list, tuple | None, list | None]] = {}
+        #: (the log's size, the engine's policy hash, {rollback id: the instant it was judged}): the
+        #: rollbacks judged expired by the clock for good, not yet recorded (Rollbacks._expired_by_clock)
+        self._clock_memo: tuple[int, str | None, dict[str, str]] = (0, None, {})
+        self._clock_lock = threading.Lock()
         self.ledger.transact(lambda c: P.create(c))
 
     def close(self) -> None:
@@ -138,8 +143,12 @@ class RuntimeCore:
         return {"workflow": workflow, "status": "stopped", "stopped_by": row[1], "since": row[2], "stop_id": row[3]}
 
     # ------------------------------------------------------------------ subjects and approvals
-    def _subject_status(self, c, eng: Any, subj: Any, now_dt: datetime, extra: Iterable[dict] = ()) -> SubjectStatus:
-        linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))
+    def _subject_status(self, c, eng: Any, subj: Any, now_dt: datetime, extra: Iterable[dict] = (),
+                        linked: list | None = None) -> SubjectStatus:
+        """``linked``: the subject's approval, transition, execution and step entries in seq
+        order when the caller read them already (the queue reads many subjects' at once)."""
+        if linked is None:
+            linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))
         approvals = [e.body for e in linked if e.kind == "approval"] + list(extra)
         transitions = [e.body for e in linked if e.kind == "transition"]
         b = subj.body
@@ -226,14 +235,9 @@ class RuntimeCore:
         if denied:
             return SubjectStatus(subj.id, kind, "denied", digest, **common, **prog,
                                  reason=f"denied by {', '.join(denied)}")
-        lapsed = None if verdict.satisfied else _lapsed(plan, now_dt)
-        if lapsed is not None:  # a standard plan whose window closed before it was authorized
-            return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog, unrecorded=True,
-                                 reason=f"its reversal window ended at {lapsed} before it was authorized: "
-                                        "request the rollback again (it is then planned on the escalated path)")
-        if not verdict.satisfied and expires_at is not None and now_dt >= _parse(expires_at):
-            return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog, unrecorded=True,
-                                 reason=f"not authorized by {expires_at}")
+        why = None if verdict.satisfied else clock_expiry(plan, expires_at, now_dt)
+        if why is not None:  # not authorized, and its window or its deadline passed: expired by the clock
+            return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog, unrecorded=True, reason=why)
         return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common, **prog)
 
 
@@ -262,6 +266,45 @@ def _complete_in_time(eng: Any, plan: Any, apps: list[dict], now_dt: datetime) -
         if v.satisfied:
             return v
     return None
+
+
+def clock_expiry(plan: Any, pending_until: Any, now_dt: datetime) -> str | None:
+    """Why a rollback that is *not authorized* at ``now_dt`` is expired by the clock alone,
+    or None: a `standard` plan whose reversal window has ended (:func:`_lapsed`; the engine
+    then requires the escalated path, which only a new plan names), or a plan past its
+    ``pending_until`` (the runtime's ``rollback_ttl`` after its request).
+
+    The one definition of a lapsed or timed-out rollback: ``_subject_status`` applies it
+    to the verdict at ``now`` (so do ``approve``, ``claim``, ``cancel`` and the sweeper,
+    ``expire``, which read it), and the views that answer as of a time without recording
+    anything call it too: ``Runtime.queue`` and ``stopline report``
+    (:mod:`policy_engine.report.compute`). ``plan``: the plan as recorded (a dict: its
+    ``window`` and ``reversible_until``); ``pending_until``: as recorded (RFC 3339)."""
+    lapsed = _lapsed(plan, now_dt)
+    if lapsed is not None:
+        return (f"its reversal window ended at {lapsed} before it was authorized: "
+                "request the rollback again (it is then planned on the escalated path)")
+    try:
+        timed_out = pending_until is not None and now_dt >= _parse(pending_until)
+    except (ValueError, TypeError):  # (not a time: no deadline, as a malformed window is no window)
+        timed_out = False
+    return f"not authorized by {pending_until}" if timed_out else None
+
+
+def may_expire_by_clock(status: Any, deadline: Any, expires_at: Any, requested_at: Any, now_s: str) -> bool:
+    """Whether a rollback's projection row (``rt_rollbacks``: its recorded ``status``, the
+    ``deadline`` of its window, its ``expires_at`` (``pending_until``) and ``requested_at``,
+    all in the entries' fixed text form) may be expired by the clock at ``now_s`` without an
+    entry recording it: a pending row past its ``expires_at``, or past a window deadline that
+    was open when it was requested (a standard plan's: an escalated plan's deadline is
+    before its request). A cheap index, no judgment: :func:`clock_expiry` and the verdict
+    (``_subject_status``) decide. The sweeper (``expire``) and ``Runtime.queue`` pick the rows
+    to judge with it, so a view and the sweep consider the same rollbacks."""
+    if status != "pending":
+        return False
+    if expires_at is not None and expires_at <= now_s:
+        return True
+    return deadline is not None and requested_at is not None and requested_at <= deadline < now_s
 
 
 def _lapsed(plan: Any, now_dt: datetime) -> str | None:

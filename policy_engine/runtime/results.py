@@ -251,7 +251,13 @@ class TransitionResult(_Result):
 
 
 class QueueItem(NamedTuple):
-    """One open rollback on a route (a tuple: 10^4 of them are built in a few ms)."""
+    """One open rollback on a route (a tuple: 10^4 of them are built in a few ms).
+
+    ``status`` is the rollback's status at the listing's ``now``: the recorded one, except
+    a rollback expired by the clock (not authorized when its standard reversal window or
+    its ``pending_until`` passed) whose expiry no entry records yet (the sweeper, or the
+    next claim, cancel or request of it, records it): then ``expired`` with
+    ``unrecorded`` true, as ``Runtime.authorization`` says. It takes no approval."""
 
     rollback_id: str
     route: str | None
@@ -265,6 +271,8 @@ class QueueItem(NamedTuple):
     status: str
     claimed_by: str | None
     past_window: bool
+    #: ``expired`` by the clock at ``now``, not yet recorded (``status`` is then ``expired``)
+    unrecorded: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ..ledger import IdempotencyConflict, NewEntry
 from . import projections as P
-from .core import RuntimeCore
+from .core import RuntimeCore, clock_expiry, may_expire_by_clock
 from .results import (
     MAX_CASCADE,
     STEP_RANK,
@@ -24,6 +24,7 @@ from .results import (
     StepResult,
     _check_key,
     _now,
+    _parse,
     _shown,
     _text_arg,
     _ts,
@@ -43,6 +44,89 @@ _PLAN_RETRIES = 10  #: plans of one request before it gives up (its cascade kept
 _REPLANNED = ("expired unresolved (its deadline, or its standard reversal window, passed before it was authorized); "
               "recorded when its execution was planned again")
 _MERGE_MAX = 2000  # more queue-changing entries than this since a listing was kept: read it cold
+
+
+def _just_after(t: str) -> str:
+    """The least text greater than the time ``t`` (every recorded time has one fixed form, so
+    a later time's text is greater than this too): what ``a < now`` is as ``_just_after(a) <= now``."""
+    return t + "\x00"
+
+
+def _named_rollbacks(cur: Any, pg: bool, since: int) -> set[str] | None:
+    """The subjects (rollback ids, and the decisions among them) that the rollback, approval,
+    transition and step entries appended at or after seq ``since`` name, read on the driver's
+    cursor ``cur``. None when unsure (more than ``_MERGE_MAX`` of them, an entry that names
+    no subject as it should): the caller starts afresh."""
+    ph = "%s" if pg else "?"
+    cur.execute(f"SELECT id, kind, links, CASE WHEN kind = 'rollback' THEN NULL ELSE body END "
+                f"FROM ledger_entries WHERE kind IN ('rollback', 'approval', 'transition', 'step') "
+                f"AND seq >= {ph} ORDER BY seq LIMIT {_MERGE_MAX + 1}", (since,))
+    changed = cur.fetchall()
+    if len(changed) > _MERGE_MAX:
+        return None
+    ids: set[str] = set()
+    for eid, kind, links, body in changed:
+        try:
+            if kind == "rollback":
+                ids.add(eid)
+                continue
+            if kind == "step":
+                subj = json.loads(links)[0]
+            else:
+                subj = json.loads(body).get("subject")
+        except (ValueError, TypeError, IndexError, AttributeError):
+            return None
+        if not isinstance(subj, str):
+            if kind == "step":
+                return None
+            continue  # an approval or transition with no subject changes no rollback row
+        ids.add(subj)
+    return ids
+
+
+def _holds(built: tuple | None, now_s: str, ekey: str | None) -> bool:
+    """Kept items ``(lo, hi, items, engine)`` hold at ``now_s``: ``lo <= now < hi``, and the rows
+    judged for an expiry by the clock (if any) were judged by this engine (policy hash)."""
+    return built is not None and built[0] <= now_s < built[1] and (built[3] is None or built[3] == ekey)
+
+
+def _at_or_before(at: Any, now_dt: datetime) -> bool:
+    """A recorded approval time at or before ``now_dt`` (False for one that is not a time)."""
+    try:
+        return isinstance(at, str) and _parse(at) <= now_dt
+    except (ValueError, TypeError):
+        return False
+
+
+def _queue_item(r: tuple, now_s: str) -> tuple[QueueItem, str, str, bool]:
+    """A queue row as an item at ``now_s`` with its recorded status, the instants around
+    ``now_s`` at which the item or whether to judge it would change (the latest at or before
+    it, "" for none; the first after it, "\\uffff" for none: its window's deadline, and for
+    a pending row its ``pending_until`` and the instant just after its deadline), and whether
+    it may be expired by the clock (:func:`~.core.may_expire_by_clock`: judge it)."""
+    d, x, status = r[7], r[8], r[9]
+    if d is None:
+        before, after, past = "", "\uffff", False
+    elif d <= now_s:
+        before, after, past = d, "\uffff", True
+    else:
+        before, after, past = "", d, False
+    if status != "pending":
+        return QueueItem._make((*r, past, False)), before, after, False
+    if x is not None:
+        if x <= now_s:
+            if x > before:
+                before = x
+        elif x < after:
+            after = x
+    if d is not None:  # a lapse is `deadline < now`: it changes just after the deadline
+        if d < now_s:
+            d1 = d + "\x00"  # (_just_after)
+            if d1 > before:
+                before = d1
+        elif d == now_s:
+            after = d + "\x00"  # (< every later instant, and < any other `after` but this one's d)
+    return QueueItem._make((*r, past, False)), before, after, may_expire_by_clock(status, d, x, r[6], now_s)
 
 
 class Rollbacks(RuntimeCore):
@@ -201,15 +285,31 @@ class Rollbacks(RuntimeCore):
     def queue(self, route: str | None = None, *, now: NowInput = None, limit: int | None = None,
               claimed: bool | None = None, after: str | None = None) -> list[QueueItem]:
         """Open rollbacks (not denied, expired, cancelled or verified) on ``route`` (all routes
-        with None), oldest first, with their window deadline and status.
+        with None), oldest first, with their window deadline and status at ``now``.
 
         Pages: ``limit`` rows after the rollback ``after`` (the last id of the previous page;
         keyset pagination, so every page costs the same however deep). A listing is read
         from the ``rt_rollbacks`` projection together with the log's size in one snapshot and
         kept (a few listings per runtime) until the log grows: the projection changes only
         with an append, so an unchanged size proves an unchanged queue, across processes too.
-        ``past_window`` is computed at ``now`` on every call."""
-        now_s = _ts(_now(now))
+        ``past_window`` is computed at ``now`` on every call.
+
+        The listing answers as of ``now`` and writes nothing: a pending rollback expired by
+        the clock whose expiry no entry records yet (its standard reversal window or its
+        ``pending_until`` passed before it was authorized; the sweeper ``expire`` has not
+        run) is listed with ``status="expired"`` and ``unrecorded=True``, never as pending:
+        it takes no approval (``approve`` refuses it, as before). The rows that may be
+        expired (:func:`~.core.may_expire_by_clock`, the rows the sweeper considers) are
+        judged as ``authorization`` judges them (``_subject_status``: the verdict at
+        ``now``, :func:`~.core.clock_expiry`), a few reads for all of them; a runtime
+        opened without policies (read-only) cannot judge a verdict and takes the recorded
+        status for it (a pending row is not authorized). The listing itself (which rows,
+        their order, ``limit``/``after`` pages) is the ledger's alone: the sweep removes
+        these rows from it later."""
+        now_dt = _now(now)
+        now_s = _ts(now_dt)
+        eng = self.engine if self._policies is not None else None  # (one snapshot of a PolicyStore)
+        ekey = eng.policy_hash if eng is not None else None
         _text_arg(route, "route", optional=True)
         _text_arg(after, "after", optional=True)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
@@ -241,7 +341,7 @@ class Rollbacks(RuntimeCore):
                 hit = self._queue_cache.get(ck)
                 merged = None
                 if hit is not None and hit[0] != size and whole:
-                    merged = self._queue_merge(cur, pg, hit, route, claimed, now_s)
+                    merged = self._queue_merge(cur, pg, hit, route, claimed, now_s, ekey)
                 if hit is not None and hit[0] == size:
                     rows, seqs, built = hit[1], hit[3], hit[2]
                 elif merged is not None:
@@ -265,27 +365,123 @@ class Rollbacks(RuntimeCore):
                             pass
             finally:
                 cur.close()
-        if built is not None and built[0] <= now_s < built[1]:
-            self._queue_cache[ck] = (size, rows, built, seqs)
-            return list(built[2])  # the same rows and no deadline crossed since: the same items
+            if built is not None and _holds(built, now_s, ekey):
+                self._queue_cache[ck] = (size, rows, built, seqs)
+                return list(built[2])  # the same rows and no deadline crossed since: the same items
+            built = self._queue_items(c, size, rows, now_s, now_dt, eng)  # (judged in the listing's snapshot)
+        self._queue_cache[ck] = (size, rows, built, seqs)
+        return list(built[2])
+
+    def _queue_items(self, c, size: int, rows: list, now_s: str, now_dt: datetime, eng: Any) -> tuple:
+        """``(lo, hi, items, engine)``: the items of ``rows`` at ``now_s``, which hold while
+        ``lo <= now < hi`` (:func:`_holds`): no deadline crossed, and for the rows that may be
+        expired by the clock (judged here, by ``engine``: its policy hash, None when no row was
+        judged), from ``now_s`` on when each was judged expired for good (an expiry by the
+        clock only ends with an entry: see :meth:`_expired_by_clock`), else at ``now_s`` alone."""
+        lo, hi = "", "\uffff"
+        items, judge = [], []
+        for j, r in enumerate(rows):
+            it, before, after, may = _queue_item(r, now_s)
+            items.append(it)
+            if before > lo:
+                lo = before
+            if after < hi:
+                hi = after
+            if may:
+                judge.append(j)
+        if not judge:
+            return lo, hi, items, None
+        expired, lasting = self._expired_by_clock(c, size, [rows[j][0] for j in judge], now_dt, now_s, eng)
         mk = QueueItem._make
-        lo, hi = "", "\uffff"  # the items hold while lo <= now < hi (no window deadline crossed)
-        items = []
-        for r in rows:
-            d = r[7]
-            if d is not None and d <= now_s:
-                items.append(mk((*r, True)))
-                if d > lo:
-                    lo = d
+        for j in judge:
+            r = rows[j]
+            if r[0] in expired:
+                items[j] = mk((*r[:9], "expired", r[10], items[j][11], True))
+        if lasting and len(expired) == len(judge):
+            lo = max(lo, now_s)
+        else:
+            lo, hi = now_s, _just_after(now_s)
+        return lo, hi, items, eng.policy_hash if eng is not None else None
+
+    def _expired_by_clock(self, c, size: int, ids: list[str], now_dt: datetime, now_s: str,
+                          eng: Any) -> tuple[set[str], bool]:
+        """``(expired, lasting)``: the rollbacks of ``ids`` that are expired at ``now_dt`` with
+        no entry recording it (``_subject_status``'s ``unrecorded``, the verdict at now and
+        :func:`~.core.clock_expiry`), read through ``c`` (the log at ``size`` entries): their
+        entries and their linked approvals, transitions and steps a chunk of ids at a time.
+        ``eng``: the engine judging (None for a runtime without policies, read-only: the
+        recorded status then stands for the verdict, a pending row is not authorized, and
+        :func:`~.core.clock_expiry` decides).
+
+        ``lasting``: every judgment holds at any later now while no entry names the rollback.
+        An expiry by the clock does: its window and its ``pending_until`` stay passed, and the
+        verdict can only lose approvals as they expire (unless an approval is timed after
+        ``now``: not kept). Those are kept (``_clock_memo``: id -> the instant judged) until
+        an approval, transition or step names the rollback, or the engine changes."""
+        ekey = eng.policy_hash if eng is not None else None
+        with self._clock_lock:
+            msize, mkey, memo = self._clock_memo
+            usable = msize <= size  # (a snapshot older than the memo's: judge without it)
+            if usable:
+                if mkey != ekey:
+                    memo = {}
+                elif msize < size and memo:
+                    cur = c.connection.cursor()
+                    try:
+                        named = _named_rollbacks(cur, self.ledger.backend == "postgresql", msize)
+                    finally:
+                        cur.close()
+                    if named is None:
+                        memo = {}
+                    else:
+                        memo = {k: v for k, v in memo.items() if k not in named}
+                self._clock_memo = (size, ekey, memo)
+                known = {i for i in ids if memo.get(i, "\uffff") <= now_s}
             else:
-                items.append(mk((*r, False)))
-                if d is not None and d < hi:
-                    hi = d
-        self._queue_cache[ck] = (size, rows, (lo, hi, items), seqs)
-        return list(items)
+                known = set()
+        todo = [i for i in ids if i not in known]
+        expired, lasting, keep = set(known), True, {}
+        kinds = ("approval", "transition", "execution", "step")
+        for i in range(0, len(todo), 500):
+            part = todo[i:i + 500]
+            if eng is None:  # the three fields the rule reads, picked out by the database (entries
+                # up to the snapshot's size: the log below it never changes)
+                from ..scan import scan
+
+                for _sq, rid, _wf, _t, (window, until, pending_until) in scan(
+                        self.ledger, [E.c.kind == "rollback", E.c.id.in_(part)],
+                        ["plan.window", "plan.reversible_until", "pending_until"], upto=size - 1):
+                    if clock_expiry({"window": window, "reversible_until": until}, pending_until, now_dt):
+                        expired.add(rid)
+                        keep[rid] = now_s
+                    else:
+                        lasting = False
+                continue
+            subs = self.ledger.fetch(c, E.c.id.in_(part), E.c.kind == "rollback")
+            linked: dict[str, list] = {s.id: [] for s in subs}
+            for e in self.ledger.fetch(c, E.c.kind.in_(kinds), E.c.seq.in_(
+                    select(L.c.from_seq).where(L.c.to_seq.in_([s.seq for s in subs])))):
+                for ref in dict.fromkeys(e.links):
+                    if ref in linked:
+                        linked[ref].append(e)
+            for s in subs:
+                st = self._subject_status(c, eng, s, now_dt, linked=linked[s.id])
+                if not st.unrecorded:
+                    lasting = False
+                    continue
+                expired.add(s.id)
+                if all(e.kind != "approval" or _at_or_before(e.body.get("at"), now_dt) for e in linked[s.id]):
+                    keep[s.id] = now_s
+                else:
+                    lasting = False
+        if keep and usable:
+            with self._clock_lock:
+                if self._clock_memo[0] == size and self._clock_memo[1] == ekey:
+                    self._clock_memo[2].update(keep)
+        return expired, lasting
 
     def _queue_merge(self, cur: Any, pg: bool, hit: tuple, route: str | None, claimed: bool | None,
-                     now_s: str) -> tuple | None:
+                     now_s: str, ekey: str | None) -> tuple | None:
         """A kept whole listing brought up to date with the entries appended since it was
         read (inside the caller's snapshot): the rollback, approval, transition and step
         entries among them name the rollbacks that may have changed; those rows are read
@@ -295,32 +491,12 @@ class Rollbacks(RuntimeCore):
         old_size, rows, built, seqs = hit
         if seqs is None:
             return None
-        ph = "%s" if pg else "?"
-        cur.execute(f"SELECT id, kind, links, CASE WHEN kind = 'rollback' THEN NULL ELSE body END "
-                    f"FROM ledger_entries WHERE kind IN ('rollback', 'approval', 'transition', 'step') "
-                    f"AND seq >= {ph} ORDER BY seq LIMIT {_MERGE_MAX + 1}", (old_size,))
-        changed = cur.fetchall()
-        if len(changed) > _MERGE_MAX:
+        ids = _named_rollbacks(cur, pg, old_size)
+        if ids is None:
             return None
-        if not changed:
+        if not ids:
             return rows, seqs, built
-        ids: set[str] = set()
-        for eid, kind, links, body in changed:
-            try:
-                if kind == "rollback":
-                    ids.add(eid)
-                    continue
-                if kind == "step":
-                    subj = json.loads(links)[0]
-                else:
-                    subj = json.loads(body).get("subject")
-            except (ValueError, TypeError, IndexError, AttributeError):
-                return None
-            if not isinstance(subj, str):
-                if kind == "step":
-                    return None
-                continue  # an approval or transition with no subject changes no rollback row
-            ids.add(subj)
+        ph = "%s" if pg else "?"
         # a rollback's row is never deleted (a rebuild recomputes the same rows) and its seq is its
         # rollback entry's, never changed: an id with no row was never listed, and a row's place
         # in the listing is found by its seq
@@ -335,11 +511,11 @@ class Rollbacks(RuntimeCore):
                         and (claimed is None or (r[12] is not None) == claimed))
                 found.append((r[1], r[2], r[2:] if keep else None))
         rows, seqs = list(rows), list(seqs)
-        # the built items are spliced too while they hold at this now; else the caller builds them
-        live = built is not None and built[0] <= now_s < built[1]
+        # the built items are spliced too while they hold at this now (and no changed row is one to
+        # judge: one that may be expired by the clock); else the caller builds them
+        live = _holds(built, now_s, ekey)
         items = list(built[2]) if live else []
         lo, hi = (built[0], built[1]) if live else ("", "")
-        mk = QueueItem._make
         for sq, rid, row in sorted(found):
             j = bisect.bisect_left(seqs, sq)
             there = j < len(seqs) and seqs[j] == sq
@@ -357,18 +533,19 @@ class Rollbacks(RuntimeCore):
                 rows.insert(j, row)
                 seqs.insert(j, sq)
             if live:
-                d = row[7]
-                past = d is not None and d <= now_s
-                it = mk((*row, past))
+                it, before, after, may = _queue_item(row, now_s)
+                if may:
+                    live = False  # the caller builds the items (and judges this row)
+                    continue
                 if there:
                     items[j] = it
                 else:
                     items.insert(j, it)
-                if past and d > lo:
-                    lo = d
-                elif not past and d is not None and d < hi:
-                    hi = d
-        return rows, seqs, ((lo, hi, items) if live else None)
+                if before > lo:
+                    lo = before
+                if after < hi:
+                    hi = after
+        return rows, seqs, ((lo, hi, items, built[3]) if live else None)
 
     def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: NowInput = None,
              detail: dict | None = None) -> StepResult:
