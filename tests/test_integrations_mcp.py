@@ -394,3 +394,35 @@ def test_arguments_json_cannot_hold_are_a_recorded_refusal(rt, meta):
         assert f"object key {key}" in r.content[0].text and "not a string" in r.content[0].text
     assert ran == [] and files.ran == []
     assert [e.body["decision"]["effect"] for e in rt.ledger.entries(kind="decision")] == ["deny", "deny"]
+
+
+@pytest.mark.parametrize("call_id", ["job-9", None], ids=["call-id", "no-call-id"])
+def test_a_decision_outdated_by_a_stop_is_not_used_after_the_resume(rt, call_id):
+    """An allowed call decided, then the workflow stopped (by another process, say) before
+    it ran, then resumed: that decision is never used (the Runtime would record its run as
+    unauthorized, "gate the action again"). With a call id the call is refused (the same
+    id is the same decision); without, the identical call is gated again and runs."""
+    files = Files()
+    gate = gateway(rt, files).gate
+    meta = {CALL_ID: call_id} if call_id else None
+    args = {"path": "n.txt", "text": "x"}
+    first, _ = gate._find("write_file", args, call_id, "", None)  # decided (allowed), not run yet
+    assert first.effect == "allow" and first.status == "allowed"
+    assert rt.gate({"workflow": "mcp-files", "type": "delete_file", "path": "/etc/passwd"}).decision.effect == "stop"
+    assert rt.resume("mcp-files", evidence={"incident_reviewed": True}, principal="ops").allowed
+    ran: list = []
+
+    async def upstream():
+        ran.append(1)
+        return {"content": [{"type": "text", "text": '{"path": "n.txt", "bytes": 1}'}]}
+
+    r = run(gate.call, None, "write_file", args, meta, None, upstream)
+    if call_id:
+        assert r.is_error and gate_of(r)["outcome"] == "refused" and ran == []
+        assert "stopped by `delete_outside_workspace` after this call's decision" in r.content[0].text
+        assert rt.ledger.entries(kind="execution") == []
+    else:
+        g = r["_meta"][GATE_META]  # (what ran comes back as the upstream's result, marked)
+        assert g["outcome"] == "ran" and ran == [1] and g["decision_id"] != first.decision_id
+        [x] = rt.ledger.entries(kind="execution")
+        assert x.body["authorized"] and x.body["decision"] == g["decision_id"]

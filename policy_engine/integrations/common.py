@@ -10,9 +10,13 @@ The guarantees live in the ledger, not in the framework's memory:
 - an approval is a principal's verdict bound to one decision and its ``action_digest``;
   the principal's roles come from the deployment's directory (``approvers``), never from
   the approval itself; the Runtime counts it only if the principal can fill a slot;
-- an approved decision is claimed (one transition wins) before the tool runs and its
-  execution is recorded after, so its approvals are used once: a second resume, a
-  replayed resume or a standing "always approve" finds the decision ``executed``;
+- a decision is claimed in the ledger before its tool runs (``ToolGate.take``: a
+  ``claimed`` transition appended only if the ledger, read under its append lock, says the
+  decision is allowed or approved, unclaimed, and not outdated by a later stop; keyed
+  ``stopline:claim:<decision>:1``), and its execution is recorded after, so a decision is
+  used by one run and its approvals are used once, across threads, processes and
+  machines sharing the ledger: a second resume, a replayed resume, a standing "always
+  approve", a retry on another worker finds the decision claimed or ``executed``;
 - a call that already ran (a re-run node) is not run again;
 - arguments are never coerced to fit: a dict key that is not a string (a tuple, an int)
   reaches the Runtime as it is, which records the call as a ``deny`` naming the key
@@ -27,7 +31,7 @@ import importlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -133,7 +137,11 @@ class Outcome:
     approver: str | None = None
     pending: bool = False  #: approvals are still missing (ask again)
     done: bool = False  #: the call already ran (a re-run): ``message`` reports it
+    spent: bool = False  #: the decision will never run (claimed by another run, or a stop came after it)
 
+
+EXECUTOR = "stopline-executor:"  #: the principal prefix of an execution's claim
+CLAIM_KEY = "stopline:claim:"  #: the n-th claim of a decision is keyed ``stopline:claim:<decision>:<n>``
 
 #: receipt fields only the gate sets (a tool argument or output of the same name is dropped):
 #: the execution's ``reviewer`` is who a rollback's ``distinct from original.reviewer`` excludes
@@ -346,12 +354,99 @@ class ToolGate:
                                         check.key, check.decision_id, d, "refused"))
 
     def _claim(self, check: Check, principal: str) -> Outcome:
-        self._halt_if_stopped(check)
-        # one transition wins: of two resumes racing on the same approved decision, one runs
-        r = self.runtime.claim(check.decision_id, principal=f"stopline-executor:{uuid.uuid4().hex}", now=self._t())
-        if not r.recorded:
-            return self._refuse(check, f"the approval is already being used ({r.reason})")
-        return Outcome(True, approver=principal)
+        return self.take(check, principal)
+
+    def take(self, check: Check, approver: str | None = None) -> Outcome:
+        """Claim ``check``'s decision for one run, in the ledger, right before the tool runs:
+        ``run`` only for the one claimant the ledger records. Allowed and approved decisions
+        alike: of two processes (or threads) about to run the same call, exactly one runs.
+
+        The claim is a ``claimed`` transition appended by ``Runtime.transact`` only if the
+        ledger, read under its append lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL's row
+        lock), says: the decision is ``allowed`` (no execution yet) or ``approved`` (its
+        approvals satisfied now, no deny); nobody claimed it; and no stop of the workflow
+        came after it (unless the policy lets this action run while stopped). It carries the
+        key ``stopline:claim:<decision>:1``, so a second first claim, even one written
+        without this check, is refused by the ledger's unique key.
+
+        Not run: ``done`` (it already ran: the message has the receipt), ``spent`` (another
+        run holds the claim, or a stop came after the decision: this decision never runs),
+        ``pending`` (approvals missing again, e.g. expired), or refused (denied, expired,
+        cancelled). A stop in force raises ``WorkflowStopped``."""
+        status, holder, why, stop = self._claim_once(check.decision_id)
+        if holder is not None:
+            return Outcome(True, approver=approver)
+        if stop is not None:
+            self._halt_if_stopped(check)  # raises WorkflowStopped while the workflow is stopped
+            return Outcome(False, f"Stopline refused `{check.tool}`: workflow `{check.workflow}` was stopped by "
+                                  f"`{stop.body.get('trigger')}` after this call's decision (resumed since): the "
+                                  "decision is not used; gate the call again (a new call)", spent=True)
+        if status in ("allowed", "approved") or status is None:  # claimed by another run (or the ledger refused)
+            what = "the approval is already being used" if check.effect == "require_approval" else \
+                "this call is already being run under its decision"
+            return Outcome(False, f"Stopline refused `{check.tool}`: {what} ({why}); it runs once", spent=True)
+        st = self.runtime.authorization(check.decision_id, now=self._t())
+        if st.status == "executed":  # another run used it (and recorded its execution) first
+            done = self.outcome(replace(check, status="executed", used_by=st.used_by))
+            return done or Outcome(False, f"Stopline: `{check.tool}` already ran for this call", done=True)
+        return Outcome(False, self._pending_message(check, st), pending=st.status == "pending")
+
+    def _claim_once(self, decision_id: str) -> tuple[str | None, str | None, str, Any]:
+        """Append the first ``claimed`` transition of ``decision_id`` if the ledger allows it,
+        read and written in one ``Runtime.transact`` (under the ledger's append lock).
+        Returns the decision's status as read under the lock (``None`` if the ledger refused
+        the append), the claimant when the claim was recorded, why not, and the stop entry
+        that came after the decision when that is why."""
+        from sqlalchemy import select
+
+        from ..ledger import IdempotencyConflict, NewEntry, schema
+        from ..runtime.results import _now, _ts
+
+        rt, now_dt, nonce = self.runtime, _now(self._t()), uuid.uuid4().hex
+        E, L = schema.entries, schema.links
+        seen: dict[str, Any] = {"status": None, "holder": None, "why": "", "stop": None}
+
+        def build(c: Any) -> list:
+            [subj] = rt.ledger.fetch(c, E.c.id == decision_id, limit=1)
+            st = seen["status"] = rt.subject_status(c, subj, now=now_dt).status
+            if st not in ("allowed", "approved"):
+                seen["why"] = f"the decision is `{st}`"
+                return []
+            linked = select(L.c.from_seq).where(L.c.to_seq == subj.seq)
+            claims = [e.body.get("principal") for e in rt.ledger.fetch(c, E.c.kind == "transition", E.c.seq.in_(linked))
+                      if e.body.get("to") == "claimed"]
+            if claims:
+                seen["why"] = f"claimed by {claims[-1]}"
+                return []
+            if subj.workflow is not None:
+                later = rt.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind.in_(("stop", "resume")),
+                                        E.c.kind == "stop", E.c.seq > subj.seq, limit=1)
+                if later and not self._runs_while_stopped(subj, later[0], now_dt):
+                    seen["stop"] = later[0]
+                    seen["why"] = f"workflow `{subj.workflow}` was stopped by `{later[0].body.get('trigger')}` after it"
+                    return []
+            holder = seen["holder"] = f"{EXECUTOR}{nonce}"
+            body = {"subject": decision_id, "to": "claimed", "principal": holder, "reason": "runs",
+                    "at": _ts(now_dt), "claim": 1, "nonce": nonce}
+            return [NewEntry("transition", body, workflow=subj.workflow, links=[decision_id],
+                             key=f"{CLAIM_KEY}{decision_id}:1", time=now_dt)]
+
+        try:
+            rt.transact(build)
+        except IdempotencyConflict as e:  # another claimant recorded the first claim: the ledger refuses this one
+            return None, None, f"the ledger refused a second claim: {e}", None
+        return seen["status"], seen["holder"], seen["why"], seen["stop"]
+
+    def _runs_while_stopped(self, subj: Any, stop: Any, now_dt: Any) -> bool:
+        """Whether the policy lets the decided action run while its workflow is stopped by
+        ``stop`` (the engine decides, as for a gate while stopped)."""
+        state = {"name": subj.workflow, "status": "stopped", "stopped_by": stop.body.get("trigger"),
+                 "stopped_at": stop.body.get("stopped_at") or stop.time}
+        try:
+            d = self.runtime.engine.evaluate(subj.body.get("action"), state, now_dt)
+        except Exception:  # noqa: BLE001 - fail closed
+            return False
+        return d.effect in ("allow", "require_approval")
 
     def ready(self, check: Check) -> Outcome:
         """For a framework whose approval happened out of band (recorded with ``approve``):
@@ -365,8 +460,8 @@ class ToolGate:
         return Outcome(True, approver=who or "")
 
     def claim(self, check: Check, approver: str | None) -> Outcome:
-        """Claim an approved decision for one execution (one transition wins)."""
-        return self._claim(check, approver or "")
+        """Claim an approved (or allowed) decision for one execution: ``take``."""
+        return self.take(check, approver or "")
 
     def approved(self, check: Check) -> Outcome:
         """``ready``, then claimed: run only when the ledger says the decision is approved."""

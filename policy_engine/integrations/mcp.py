@@ -34,6 +34,12 @@ the gateway's ``scope`` (default: every client of this gateway; a string or
 found again by the same call, and a call that ran (or the policy refused) is done, so
 the next identical call is a new decision.
 
+Exactly once, across processes: a decision runs only for the one caller whose claim the
+ledger records (``ToolGate.take``: a conditional, keyed ``claimed`` transition appended
+under the ledger's append lock), so gateway processes sharing one ledger never run the
+same call twice, nor one approval for two calls, nor a call after a deny or a stop that
+another process recorded before the claim.
+
 Annotations give the default reversibility class (see ``reversibility_of``); a class the
 policy declares for the action type wins.
 """
@@ -62,6 +68,7 @@ CALL_ID = "stopline.dev/call-id"  #: the client's ``_meta`` key naming one logic
 GATE_META = "stopline.dev/gate"  #: the ``_meta`` key of every gated result and listed tool
 MAX_CALL_ID = 200
 MAX_PAGES = 100
+MAX_GENERATIONS = 32  #: generations a call without a call id tries when other processes keep taking them
 
 Scope = str | Callable[[Any], str]
 
@@ -183,13 +190,19 @@ class McpGate:
 
     def _find(self, tool: str, args: dict, call_id: str | None, scope: str, annotations: Any
               ) -> tuple[Check, Check | None]:
-        """The call's recorded decision (or a new one), and the closed earlier one it follows."""
+        """The call's recorded decision (or a new one), and the closed earlier one it follows.
+
+        Without a call id, the calls with the same scope, tool and arguments are numbered
+        (generations): the first generation the ledger does not say is done is this call's.
+        ``_next`` only remembers where this process last looked (a generation found done
+        stays done); what is done, and which call runs under which generation, the ledger
+        says (``_decide`` claims it)."""
         token = _ANNOTATIONS.set(annotations)
         try:
             g = self.tool_gate
             if call_id is not None:
                 return g.check(tool, args, call_id, scope=f"{scope}|call-id"), None
-            k = (scope, tool, _digest(args))
+            k = self._key(scope, tool, args)
             n, closed = self._next.get(k, 0), None
             while True:
                 c = g.check(tool, args, f"mcp-{k[2][:16]}-{n}", scope=scope)
@@ -203,9 +216,27 @@ class McpGate:
         finally:
             _ANNOTATIONS.reset(token)
 
+    @staticmethod
+    def _key(scope: str, tool: str, args: dict) -> tuple[str, str, str]:
+        return scope, tool, _digest(args)
+
+    def _spent(self, scope: str, tool: str, args: dict, check: Check) -> None:
+        """The generation of ``check`` is done (another process claimed or ran it, or a stop
+        came after it): this process looks from the next one on."""
+        k = self._key(scope, tool, args)
+        n = int(check.call_id.rsplit("-", 1)[1])
+        if self._next.get(k, 0) <= n:
+            self._next[k] = n + 1
+
     def _decide(self, check: Check) -> Outcome:
-        out = self.tool_gate.outcome(check)  # raises WorkflowStopped on stop
-        return out if out is not None else self.tool_gate.approved(check)  # the ledger's word; claims it
+        """Run or not, the ledger's word: the decision (``outcome``: raises WorkflowStopped on
+        stop), then the claim (``take``) of an allowed or approved decision right before it
+        runs: of two gateway processes about to run the same decision, one runs."""
+        g = self.tool_gate
+        out = g.outcome(check)
+        if out is None:  # held for approval: run when the ledger says it is approved, claimed
+            return g.approved(check)
+        return g.take(check) if out.run else out
 
     def _meta(self, check: Check, outcome: str, **more: Any) -> dict:
         d = check.decision
@@ -232,14 +263,23 @@ class McpGate:
             raise MCPError(code=INVALID_PARAMS, message=f"Stopline: `{CALL_ID}` is a string of 1-{MAX_CALL_ID} chars")
         scope = self._scope_of(ctx)
         lock = self._locks[hash((scope, name, call_id, _digest(args))) % len(self._locks)]
-        async with lock:  # one at a time per call: an allowed call is not run twice by a race
-            check, closed = await anyio.to_thread.run_sync(self._find, name, args, call_id, scope, annotations)
-            try:
-                out = await anyio.to_thread.run_sync(self._decide, check)
-            except WorkflowStopped as e:
-                ws = self.runtime.workflow_status(check.workflow)
-                return self._refusal(e.check, "stop", f"{e}. The workflow is halted: every call is refused until "
-                                     "an allowed resume.", stopped_by=ws.get("stopped_by"))
+        # In this process, calls with the same key wait for each other (a duplicate gets the
+        # first one's answer, "already ran", rather than "being run"). The guarantee is not
+        # this lock but the ledger's claim (``_decide``), which holds across processes.
+        async with lock:
+            for _ in range(MAX_GENERATIONS):
+                check, closed = await anyio.to_thread.run_sync(self._find, name, args, call_id, scope, annotations)
+                try:
+                    out = await anyio.to_thread.run_sync(self._decide, check)
+                except WorkflowStopped as e:
+                    ws = self.runtime.workflow_status(check.workflow)
+                    return self._refusal(e.check, "stop", f"{e}. The workflow is halted: every call is refused "
+                                         "until an allowed resume.", stopped_by=ws.get("stopped_by"))
+                if call_id is not None or out.run or not (out.spent or out.done):
+                    break
+                # no call id: another process took this generation (claimed or ran it) since we
+                # found it: this identical call is the next one, with its own decision
+                self._spent(scope, name, args, check)
             if not out.run:
                 if out.done:
                     return self._refusal(check, "done", out.message)

@@ -8,7 +8,8 @@ call on the Runtime (recorded) and asks for approval when the decision is
 ``require_approval``; a tool input guardrail that decides from the ledger when the tool is
 about to run; and a wrapper that records the execution with its receipt. So:
 
-- allow: the tool runs; its execution is recorded with the declared receipt fields;
+- allow: the tool runs once (claimed in the ledger right before it runs); its execution is
+  recorded with the declared receipt fields;
 - require_approval: the run is interrupted (``result.interruptions``); record the
   reviewer's ``Approval`` with ``approve(gate, state, interruption, approval)``, which
   approves the SDK item only when the Runtime counted it. The guardrail lets the tool run
@@ -20,6 +21,13 @@ about to run; and a wrapper that records the execution with its receipt. So:
 - deny (or not approved): the model gets the reason as the tool's output;
 - stop: the stop is recorded and the guardrail halts the run
   (``ToolInputGuardrailTripwireTriggered``, its ``output.output_info`` the reason).
+
+Exactly once, across workers: the claim is the ledger's (``ToolGate.take``: a conditional,
+keyed ``claimed`` transition appended under the ledger's append lock, for allowed and
+approved decisions alike), so two workers running the same call (the same scope, call id
+and arguments: a saved ``RunState`` resumed twice, a replayed run) run it once, an
+approval counts for one run, and a deny or a stop another worker recorded before the
+claim keeps the tool from running.
 """
 
 from __future__ import annotations
@@ -56,9 +64,10 @@ class _Gated:
     reuses ids, concurrent runs of one agent) never runs one call under another's decision.
 
     The guardrail claims nothing: a guardrail after Stopline's may still reject the call.
-    The wrapper, reached only when every guardrail allowed it, claims an approved decision
-    (one transition wins) and runs the tool. A clearance the wrapper never used (a later
-    guardrail rejected the call) holds no claim and goes with its ``ToolContext``."""
+    The wrapper, reached only when every guardrail allowed it, claims the allowed or
+    approved decision in the ledger (one claim wins, across processes) and runs the tool.
+    A clearance the wrapper never used (a later guardrail rejected the call) holds no
+    claim and goes with its ``ToolContext``."""
 
     def __init__(self, gate: ToolGate) -> None:
         self.gate = gate
@@ -108,13 +117,12 @@ class _Gated:
                     or cleared[2] != raw:  # reached without the guardrail, or not the call it cleared
                 return f"Stopline refused `{name}`: the call was not gated"
             c, out = cleared[3], cleared[4]
-            if c.effect == "require_approval":
-                try:
-                    out = self.gate.claim(c, out.approver)  # one transition wins: it runs once
-                except WorkflowStopped as e:  # stopped since the guardrail: not run
-                    return f"Stopline refused `{name}`: {e}"
-                if not out.run:
-                    return out.message
+            try:  # the ledger's claim, allowed or approved: of two workers running this call, one runs
+                out = self.gate.take(c, out.approver)
+            except WorkflowStopped as e:  # stopped since the guardrail: not run
+                return f"Stopline refused `{name}`: {e}"
+            if not out.run:
+                return out.message
             try:
                 result = await inner(ctx, raw)
             except BaseException as e:  # also a timeout (the SDK cancels the call): it may have run
