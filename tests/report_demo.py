@@ -13,8 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_incidents as B  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from benchmarks import bench_incidents as B  # noqa: E402
 
 #: what each scenario and action type costs (`cost 120 USD` in the policy)
 SCENARIO_COST = {"incident": (120.0, "USD"), "policy_reversal": (1.5, "hours")}

@@ -18,10 +18,9 @@ import pytest
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
 from test_bulk_queries import statements
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import bench_incidents as B  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policy_engine  # noqa: E402
+from benchmarks import bench_incidents as B  # noqa: E402
 from policy_engine import Runtime  # noqa: E402
 from policy_engine.ledger import Ledger  # noqa: E402
 

@@ -13,10 +13,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import bench_incidents as B  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policy_engine  # noqa: E402
+from benchmarks import bench_incidents as B  # noqa: E402
 from policy_engine import Runtime  # noqa: E402
 from policy_engine.ledger import Ledger  # noqa: E402
 

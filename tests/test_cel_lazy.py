@@ -25,10 +25,10 @@ from policy_engine.cel.codegen import generator_of
 from policy_engine.cel.fuse import fuse
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from depth import examples  # noqa: E402
-from gen_policies import large_type_requests, large_type_text, policy_text  # noqa: E402
+
+from benchmarks.gen_policies import large_type_requests, large_type_text, policy_text  # noqa: E402
 
 
 def released(e: Any) -> Any:

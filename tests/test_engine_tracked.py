@@ -18,8 +18,8 @@ from policy_engine.language.loader import load_paths, load_text, require_ok
 from policy_engine.store import _imports as store_imports
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from gen_policies import policy_text  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from benchmarks.gen_policies import policy_text  # noqa: E402
 
 # measured: 9,548 tracked objects for the 1,000-rule engine without its IR, with its
 # conditions released, no bound `__call__` per condition, a stop trigger's gate entries

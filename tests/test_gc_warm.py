@@ -23,9 +23,9 @@ from policy_engine.engine import Engine
 from policy_engine.language.loader import load_text
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from gen_policies import large_type_requests, large_type_text, policy_text  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from benchmarks.gen_policies import large_type_requests, large_type_text, policy_text  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 

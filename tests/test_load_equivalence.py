@@ -148,7 +148,6 @@ def _tokens_now(src: str):
 
 
 def _policy_conditions() -> list[str]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     sys.path.insert(0, str(ROOT))
     from benchmarks.gen_policies import policy_text
 

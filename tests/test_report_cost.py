@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import bench_incidents as B  # noqa: E402  (the bench's policy and ledger fillers: chains of depth 5)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policy_engine  # noqa: E402
+from benchmarks import bench_incidents as B  # noqa: E402  (the bench's policy and ledger fillers: chains of depth 5)
 from policy_engine import Runtime  # noqa: E402
 from policy_engine.compiled import CCost  # noqa: E402
 from policy_engine.ledger import Ledger  # noqa: E402
