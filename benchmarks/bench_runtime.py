@@ -41,6 +41,8 @@ if str(ROOT) not in sys.path:  # this checkout's package, before an installed on
 POLICIES = str(ROOT / "policies")
 WF = "support-replies"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+# the queue's clock: its plans still pending (the real clock would expire them a week after T0)
+QNOW = T0 + timedelta(seconds=3)
 PG_URL = os.environ.get("STOPLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -333,9 +335,9 @@ def bench_queue(pending: int, reps: int) -> dict:
             ]
             rt.ledger.transact(lambda c, entries=rbs: entries, after=lambda c, new: [P.apply(c, e) for e in new])
         route = p.route
-        assert len(rt.queue(route)) == pending
+        assert len(rt.queue(route, now=QNOW)) == pending
         full, first, raw, cold, pages, walks, gated, changed = [], [], [], [], [], [], [], []
-        claimable = [i.rollback_id for i in rt.queue(route)]
+        claimable = [i.rollback_id for i in rt.queue(route, now=QNOW)]
         sql = (
             "SELECT id, route, scenario, workflow, original, requested_by, requested_at, deadline, expires_at, "
             "status, claimed_by FROM rt_rollbacks WHERE open = 1 AND route = ? ORDER BY seq"
@@ -350,7 +352,7 @@ def bench_queue(pending: int, reps: int) -> dict:
             while True:
                 rt._queue_cache.clear()
                 t = time.perf_counter()
-                page = rt.queue(route, limit=500, after=after)
+                page = rt.queue(route, now=QNOW, limit=500, after=after)
                 pages.append(time.perf_counter() - t)
                 if not page:
                     break
@@ -358,21 +360,21 @@ def bench_queue(pending: int, reps: int) -> dict:
             walks.append(time.perf_counter() - t_walk)
             rt._queue_cache.clear()  # cold: no kept listing (a new runtime, or a merge given up)
             t = time.perf_counter()
-            rt.queue(route)
+            rt.queue(route, now=QNOW)
             cold.append(time.perf_counter() - t)
             t = time.perf_counter()  # warm: the log did not grow, the kept listing
-            rt.queue(route)
+            rt.queue(route, now=QNOW)
             full.append(time.perf_counter() - t)
             t = time.perf_counter()
-            rt.queue(route, limit=50)
+            rt.queue(route, now=QNOW, limit=50)
             first.append(time.perf_counter() - t)
             rt.gate(note(len(gated) + 1), now=T0)  # the log grows by a gate decision: the queue is the same
             t = time.perf_counter()
-            rt.queue(route)
+            rt.queue(route, now=QNOW)
             gated.append(time.perf_counter() - t)
             rt.claim(claimable[len(changed)], principal="cs", now=T0)  # one row changes: merged into the listing
             t = time.perf_counter()
-            rt.queue(route)
+            rt.queue(route, now=QNOW)
             changed.append(time.perf_counter() - t)
         rt.close()
     ms = 1000
