@@ -9,7 +9,10 @@
 ``wrap_tool_call`` is a ``StoplineToolWrapper``: use it as the graph's tool node (or pass it
 to ``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
 
-- allow: the tool runs and its execution is recorded with a receipt of the declared fields;
+- allow: the call is claimed in the ledger (as an approved one is, below: of two workers
+  running it from the same checkpoint exactly one runs it, the other is refused, "this call
+  is already being run under its decision"), the tool runs and its execution is recorded
+  with a receipt of the declared fields;
 - require_approval: ``interrupt()`` with the decision (``decision_id``, ``action_digest``,
   ``tool_call_id``, the rule, the approvals required); resume with
   ``Command(resume=Approval(...).to_dict())``, or, when several calls are held, with
@@ -21,7 +24,7 @@ to ``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
   ``handle_tool_errors``, a retry policy or an error handler never turns it into a message);
 - a tool that raises (or is cancelled): its execution is recorded, linked to its decision
   (it may have had its effect), then the exception goes on as ``handle_tool_errors`` says;
-- a tool that calls ``interrupt()`` itself under an approved decision: the resumed node
+- a tool that calls ``interrupt()`` itself under an allowed or approved decision: the resumed node
   continues that execution (the claim is kept by the same node of the same checkpoint,
   recorded in the ledger while it waits); it is recorded once, when it returns. The claim
   is the ledger's (a conditional, keyed append), so of two processes resuming the same
@@ -220,24 +223,33 @@ class StoplineToolWrapper:
 
     # ---------------------------------------------------------------- claims
     def _claim(self, check: Check, out: Outcome, config: Any) -> tuple[Outcome, str | None]:
-        """Claim the approved decision for this execution, or continue the execution this
-        node began under it (its tool interrupted itself): the claim is bound to the call's
-        task (``_lineage``) and its holder records each wait, so a claim is continued only
-        while its execution waits, by the node LangGraph resumes.
+        """Claim the allowed or approved decision for this execution, or continue the
+        execution this node began under it (its tool interrupted itself): the claim is bound
+        to the call's task (``_lineage``) and its holder records each wait, so a claim is
+        continued only while its execution waits, by the node LangGraph resumes.
 
         The claim is the ledger's, not this process's: a ``claimed`` transition appended
         only if the ledger, read under its append lock, still allows it (``_claim_turn``),
-        so of two processes resuming the same interrupt exactly one continues and the other
-        is refused ("the approval is already being used")."""
+        so of two processes running (or resuming) the same call exactly one runs it and the
+        other is refused ("the approval is already being used" for an approved call, "this
+        call is already being run under its decision" for an allowed one). As with
+        ``ToolGate.take``, a decision whose workflow was stopped after it (and resumed
+        since) is not used: the call is refused, to be gated again as a new call."""
         gate, did = self.gate, check.decision_id
         st = gate.runtime.authorization(did, now=gate._t())
-        if st.status == "approved":
+        if st.status in ("allowed", "approved"):
             gate._halt_if_stopped(check)
-            st, holder, why = self._claim_turn(did, f"{EXECUTOR}{_lineage(config, check)}:", waiting=True)
+            st, holder, why, stop = self._claim_turn(did, f"{EXECUTOR}{_lineage(config, check)}:", waiting=True)
             if holder is not None:
                 return Outcome(True, approver=out.approver), holder
-            if st is None or st.status == "approved":
-                return gate._refuse(check, f"the approval is already being used ({why})"), None
+            if stop is not None:
+                return Outcome(False, f"Stopline refused `{check.tool}`: workflow `{check.workflow}` was stopped by "
+                                      f"`{stop.body.get('trigger')}` after this call's decision (resumed since): "
+                                      "the decision is not used; gate the call again (a new call)", spent=True), None
+            if st is None or st.status in ("allowed", "approved"):
+                what = "the approval is already being used" if check.effect == "require_approval" else \
+                    "this call is already being run under its decision"
+                return gate._refuse(check, f"{what} ({why})"), None
         if st.status == "executed":
             done = gate.outcome(replace(check, status="executed", used_by=st.used_by))
             return done or gate._refuse(check, "it already ran"), None
@@ -247,7 +259,8 @@ class StoplineToolWrapper:
         """The tool interrupted itself: record that this execution waits (its claim kept)."""
         self._claim_turn(check.decision_id, holder, waiting=False)
 
-    def _claim_turn(self, decision_id: str, holder: str, *, waiting: bool) -> tuple[Any, str | None, str]:
+    def _claim_turn(self, decision_id: str, holder: str, *,
+                    waiting: bool) -> tuple[Any, str | None, str, Any]:
         """Append the next ``claimed`` transition of ``decision_id`` if the ledger allows it,
         read and written in one ``Runtime.transact``: under the ledger's append lock (SQLite
         ``BEGIN IMMEDIATE``, PostgreSQL's row lock), so of concurrent claimants, in one
@@ -255,36 +268,50 @@ class StoplineToolWrapper:
 
         A holder's claims alternate: taken (running), kept while its tool waits on an
         interrupt, taken again by the resumed node... ``waiting=True`` takes the claim of an
-        approved decision: a new one (named ``holder`` + a nonce) when it is unclaimed, or
-        the holder's own when its name starts with ``holder`` and it waits (an even count);
+        allowed (not yet executed) or approved decision: a new one (named ``holder`` + a
+        nonce) when it is unclaimed and no stop of its workflow came after it (unless the
+        policy lets the action run while stopped, as ``ToolGate.take``), or the holder's own
+        when its name starts with ``holder`` and it waits (an even count);
         ``waiting=False`` records that the running holder ``holder`` waits (an odd count).
         The n-th claim of a decision carries the idempotency key
         ``stopline:claim:<decision>:<n>`` and the claimant's nonce: a second entry for the
         same turn, even one written without this check, is refused by the ledger's unique
         key (``IdempotencyConflict``, answered here as a refusal).
 
+        The current claimant is the last ``claimed`` transition read here: the status of an
+        allowed decision does not carry it (``claimed_by`` is set for approved ones only).
+
         Returns the decision's status as read under the lock (``None`` if the ledger refused
-        the append), the holder when the claim was recorded (else ``None``), and why not."""
+        the append), the holder when the claim was recorded (else ``None``), why not, and
+        the stop entry that came after the decision when that is why."""
         from ..ledger import IdempotencyConflict, NewEntry, schema
         from ..runtime.results import _now, _ts
 
         rt, now_dt, nonce = self.gate.runtime, _now(self.gate._t()), uuid.uuid4().hex
         E, L = schema.entries, schema.links
-        seen: dict[str, Any] = {"status": None, "holder": None, "why": ""}
+        seen: dict[str, Any] = {"status": None, "holder": None, "why": "", "stop": None}
 
         def build(c: Any) -> list:
             [subj] = rt.ledger.fetch(c, E.c.id == decision_id, limit=1)
             st = seen["status"] = rt.subject_status(c, subj, now=now_dt)
-            if st.status != "approved":
+            if st.status not in ("allowed", "approved"):
                 seen["why"] = f"the decision is `{st.status}`"
                 return []
             linked = select(L.c.from_seq).where(L.c.to_seq == subj.seq)
             claims = [e.body.get("principal") for e in rt.ledger.fetch(c, E.c.kind == "transition",
                                                                       E.c.seq.in_(linked))
                       if e.body.get("to") == "claimed"]
-            current: str | None = st.claimed_by
+            current: str | None = claims[-1] if claims else None  # (an allowed status has no claimed_by)
             turns = claims.count(current) if current is not None else 0
             if current is None and waiting:
+                if subj.workflow is not None:
+                    later = rt.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind == "stop",
+                                            E.c.seq > subj.seq, limit=1)
+                    if later and not self.gate._runs_while_stopped(subj, later[0], now_dt):
+                        seen["stop"] = later[0]
+                        seen["why"] = f"workflow `{subj.workflow}` was stopped by " \
+                                      f"`{later[0].body.get('trigger')}` after it"
+                        return []
                 who, reason = holder + nonce, "runs"
             elif current is not None and waiting and current.startswith(holder) and turns > 0 and turns % 2 == 0:
                 who, reason = current, "continues after its tool's interrupt"
@@ -303,8 +330,8 @@ class StoplineToolWrapper:
         try:
             rt.transact(build)
         except IdempotencyConflict as e:  # another claimant recorded this turn first: the ledger refuses this one
-            return None, None, f"the ledger refused a second claim of this turn: {e}"
-        return seen["status"], seen["holder"], seen["why"]
+            return None, None, f"the ledger refused a second claim of this turn: {e}", None
+        return seen["status"], seen["holder"], seen["why"], seen["stop"]
 
     # ---------------------------------------------------------------- running a call
     def _message(self, request: Any, out: Outcome) -> ToolMessage:
@@ -319,7 +346,7 @@ class StoplineToolWrapper:
         if planned is None:  # not settled by a StoplineToolNode: this call is its task's only call
             [planned] = self.settle([request.tool_call], config)
         check, out = planned
-        if not out.run or check.effect != "require_approval":
+        if not out.run or check.effect not in ("allow", "require_approval"):
             return check, out, None
         try:
             out, holder = self._claim(check, out, config)
