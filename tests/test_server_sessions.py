@@ -285,11 +285,14 @@ def test_sign_outs_are_kept_in_the_ledgers_database_not_in_its_log(tmp_path, pol
         assert signed_in(c)
         with Ledger.open(ledger_url) as led:
             assert led.size == size  # a sign-out is not an entry
-        # casey's session has run out: its row stays a few minutes more (another replica's clock
-        # may be behind), then the next sign-out prunes it
+        # casey's session has run out (its row's end moved into the past: the database's clock
+        # and the server's both decide when a row goes): its row stays a few minutes more
+        # (another replica's clock may be behind), then the next sign-out prunes it
         later = []
         for margin in (60, LedgerSignOuts.PRUNE_MARGIN + 60):
-            c.app.state.sessions.clock = lambda m=margin: time.time() + SESSION_TTL + m
+            with raw(ledger_url) as db:
+                db.execute(text("UPDATE ledger_ended_sessions SET ended_until = :t WHERE sid = :s"),
+                           {"t": int(time.time()) - margin, "s": _sid(casey)})
             c.cookies.clear()
             assert sign_in(c, TOKENS["cleo"][0]).status_code == 303
             later.append(c.cookies[SESSION])
@@ -316,7 +319,7 @@ def test_a_session_whose_sign_out_cannot_be_checked_is_not_taken(tmp_path, polic
         assert sign_in(c, TOKENS["casey"][0]).status_code == 303 and signed_in(c)
         signouts = c.app.state.sessions.signouts
 
-        def down(sid: str) -> bool:
+        def down(sid: str, exp: int | None = None) -> bool:
             raise LedgerUnavailable("ledger sqlite:///l.db: disk I/O error")
 
         signouts.ended = down

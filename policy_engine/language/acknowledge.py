@@ -14,7 +14,9 @@ reason, next to the declaration it is about:
   is attached
   - on a line of its own: to the declaration that begins on the next line holding code;
     other comment lines may sit between the two, a blank line may not;
-  - at the end of a line: to the outermost declaration that begins on that line;
+  - at the end of a line: to the outermost declaration that begins on that line, else
+    to the rule written over several lines whose text that line holds (where `stopline
+    fmt`, joining the rule onto one line, leaves it trailing the rule);
   - on a line of its own inside a rule written over several lines: to that rule (where
     `stopline fmt` moves such a comment).
   A directive attached to nothing acknowledges nothing (W215).
@@ -28,6 +30,16 @@ reason, next to the declaration it is about:
   nothing where it stands (the warning no longer fires there) is W215, reported only when
   the policy set has no error (an error can keep a lint from running).
 
+The cost is linear in the file's length and the number of warnings: each directive is
+attached with an index of the file's lines and declarations built once, each warning is
+matched through the few declarations enclosing it, and a directive reports at most
+:data:`MAX_CODE_PROBLEMS` problems with its codes (a 1 MB file of directives is checked
+in about a second, not minutes).
+
+Text of a comment shown in a message or as a reason (a code, a verb, the reason itself)
+is printable: control and format characters (terminal escapes) become U+FFFD, as the
+source lines of every diagnostic do.
+
 Acknowledged warnings leave the diagnostics (`LoadResult.diagnostics`, and so `check
 --strict` and `Engine.diagnostics`) for `LoadResult.acknowledged`, each with its reason
 and the directive's place. Comments are no part of the policy hash: acknowledging a
@@ -36,12 +48,13 @@ warning never changes a decision or the hash that signs it.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..diagnostics import CODES, Acknowledged, Diagnostic, did_you_mean
+from ..diagnostics import CODES, Acknowledged, Diagnostic, _printable, did_you_mean
 from ..source import SourceFile, Span
 
 #: what a file must contain for its comments to be read for directives (a cheap first test)
@@ -63,6 +76,9 @@ _DESCEND = frozenset({"start", "workflow", "action_decl"})  # where declarations
 _HEAD = re.compile(r"#[ \t]*stopline:")
 _WORD = re.compile(r"[ \t]*(\S*)")
 _FORM = "`# stopline: acknowledge W202 -- <why the warning is accepted here>`"
+#: problems with the codes of one directive reported at most (it acknowledges nothing after the first anyway)
+MAX_CODE_PROBLEMS = 5
+_SHOWN = 60  # characters of a comment's word shown in a message at most
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,7 @@ class Directive:
 class Collected:
     directives: list[Directive] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    decls: list[Decl] = field(default_factory=list)  #: the file's declarations (in `declarations` order)
 
 
 def has_directives(src: SourceFile) -> bool:
@@ -142,17 +159,18 @@ def collect(src: SourceFile, tree: Any) -> Collected:
     from .parser import comments_of
 
     out = Collected()
-    decls: list[Decl] | None = None
+    places: _Places | None = None
     for start, end, text in comments_of(src):
         m = _HEAD.match(text)
         if m is None:
             continue
-        if decls is None:
-            decls = declarations(tree, src)
+        if places is None:  # (built once, for the file's first directive)
+            out.decls = declarations(tree, src)
+            places = _Places(src, out.decls)
         d = _read(src, start, end, text, m.end(), out.diagnostics)
         if d is None:
             continue
-        d.target = _attach(src, start, decls)
+        d.target = places.attach(start)
         if d.target is None:
             out.diagnostics.append(Diagnostic(
                 "W215", "warning",
@@ -169,6 +187,12 @@ def collect(src: SourceFile, tree: Any) -> Collected:
     return out
 
 
+def _shown(word: str) -> str:
+    """A word of a comment as a message may show it: printable, and not a whole line."""
+    word = _printable(word)
+    return word if len(word) <= _SHOWN else word[: _SHOWN - 3] + "..."
+
+
 def _read(src: SourceFile, start: int, end: int, text: str, head: int,
           diags: list[Diagnostic]) -> Directive | None:
     """Parse one directive comment (`text` from `#`; `head`: just past `stopline:`)."""
@@ -178,7 +202,7 @@ def _read(src: SourceFile, start: int, end: int, text: str, head: int,
     word = verb[1]
     if word != VERB:
         vs, ve = start + verb.start(1), start + verb.end(1)
-        shown = f"`{word}`" if word else "nothing"
+        shown = f"`{_shown(word)}`" if word else "nothing"
         diags.append(Diagnostic(
             "W216", "warning",
             f"unknown directive {shown} after `stopline:`: this comment acknowledges nothing",
@@ -193,9 +217,12 @@ def _read(src: SourceFile, start: int, end: int, text: str, head: int,
     sep = text.find("--", body_at)
     codes_end = len(text) if sep == -1 else sep
     if sep != -1 and text[sep + 2:].strip():
-        d.reason = " ".join(text[sep + 2:].split())
+        # (printable: a reason is printed by `check --show-acknowledged`; a terminal escape in it is not obeyed)
+        d.reason = _printable(" ".join(text[sep + 2:].split()))
     # the codes: comma-separated items between the verb and `--`
     pos = body_at
+    seen: set[str] = set()
+    problems = 0
     for item in text[body_at:codes_end].split(","):
         s = pos + len(item) - len(item.lstrip())
         e = pos + len(item.rstrip())
@@ -203,11 +230,16 @@ def _read(src: SourceFile, start: int, end: int, text: str, head: int,
         if s >= e:
             continue  # an empty item (`W202,` or `W202,,W203`)
         code = text[s:e]
+        if code in seen:
+            continue
+        seen.add(code)
         at = src.span(start + s, start + e)
-        if code in d.names():
+        if problems >= MAX_CODE_PROBLEMS:  # (already acknowledges nothing: the rest are not reported one by one)
+            d.codes.append((code, at))
             continue
         if not _code_ok(code, at, diags):
             d.valid = False
+            problems += 1
         d.codes.append((code, at))
     if not d.codes:
         diags.append(Diagnostic(
@@ -219,7 +251,7 @@ def _read(src: SourceFile, start: int, end: int, text: str, head: int,
         ))
         d.valid = False
     if d.reason is None:
-        named = ", ".join(c for c, _ in d.codes) or "W202"
+        named = ", ".join(_shown(c) for c, _ in d.codes[:MAX_CODE_PROBLEMS]) or "W202"
         diags.append(Diagnostic(
             "W214", "warning",
             "acknowledgement without a reason: it acknowledges nothing",
@@ -258,7 +290,7 @@ def _code_ok(code: str, at: Span, diags: list[Diagnostic]) -> bool:
         return True
     words = code.split()
     if len(words) > 1 and all(w in CODES for w in words):
-        help_ = f"separate the codes with commas: `{', '.join(words)}`"
+        help_ = f"separate the codes with commas: `{', '.join(words[:MAX_CODE_PROBLEMS])}`"
     else:
         # a well-formed code no warning has is no typo to guess at (`W299`); a malformed one may be (`w202`, `W2O2`)
         guess = None if re.fullmatch(r"[EWT]\d{3}", code) else _guess(code)
@@ -266,7 +298,7 @@ def _code_ok(code: str, at: Span, diags: list[Diagnostic]) -> bool:
                           "listed in docs/diagnostics.md")
     diags.append(Diagnostic(
         "W216", "warning",
-        f"`{code}` is not a warning code: this acknowledgement acknowledges nothing",
+        f"`{_shown(code)}` is not a warning code: this acknowledgement acknowledges nothing",
         at,
         label="unknown code",
         help=help_,
@@ -285,50 +317,143 @@ def _guess(code: str) -> str | None:
     return did_you_mean(code, ACKNOWLEDGEABLE)
 
 
-def _attach(src: SourceFile, at: int, decls: Sequence[Decl]) -> Decl | None:
-    """The declaration a directive comment starting at offset `at` is attached to."""
-    text = src.text
-    ls = text.rfind("\n", 0, at) + 1
-    line, _ = src.line_col(at)
-    if text[ls:at].strip():  # after code: the outermost declaration that begins on this line
-        return next((d for d in decls if d.line == line and d.start < at), None)
-    pos = text.find("\n", at)
-    while pos != -1:  # on a line of its own: the next line holding code, past comment lines
-        nxt = text.find("\n", pos + 1)
-        row = text[pos + 1: len(text) if nxt == -1 else nxt]
-        stripped = row.lstrip()
-        if not stripped:
-            break  # a blank line (or the end of the file): attached to nothing
-        if stripped.startswith("#"):
-            pos = nxt
-            continue
-        code_at = pos + 1 + len(row) - len(stripped)
-        found = next((d for d in decls if d.start == code_at), None)
-        if found is not None:
-            return found
-        break
-    # inside a rule written over several lines: `stopline fmt` puts the comment above it
-    inner = [d for d in decls if d.kind == "gate_rule" and d.start < at < d.end]
-    return inner[-1] if inner else None
+class _Places:
+    """Where the directives of one file attach: an index of its lines and declarations,
+    built once (linear in the file), so attaching each directive costs O(log n)."""
+
+    def __init__(self, src: SourceFile, decls: Sequence[Decl]) -> None:
+        text = src.text
+        self.text = text
+        self.line_starts: list[int] = [0]
+        i = text.find("\n")
+        while i != -1:
+            self.line_starts.append(i + 1)
+            i = text.find("\n", i + 1)
+        self.by_start: dict[int, Decl] = {}  # offset -> the outermost declaration that begins there
+        self.by_line: dict[int, list[Decl]] = {}  # line -> the declarations beginning on it, outermost first
+        for d in decls:
+            self.by_start.setdefault(d.start, d)
+            self.by_line.setdefault(d.line, []).append(d)
+        self.rules = sorted((d for d in decls if d.kind == "gate_rule"), key=lambda d: d.start)
+        self.rule_starts = [d.start for d in self.rules]
+        self._ahead: list[int | None] | None = None
+
+    def _code_ahead(self) -> list[int | None]:
+        """Per line index: the offset of the code on the first line from there on that holds
+        code, when only comment lines come before it; None when a blank line (or the end
+        of the file) comes first. One pass from the end of the file."""
+        if self._ahead is None:
+            text, starts = self.text, self.line_starts
+            n = len(starts)
+            ahead: list[int | None] = [None] * (n + 1)
+            for k in range(n - 1, -1, -1):
+                ls = starts[k]
+                le = starts[k + 1] - 1 if k + 1 < n else len(text)
+                row = text[ls:le]
+                stripped = row.lstrip()
+                if not stripped:
+                    ahead[k] = None
+                elif stripped.startswith("#"):
+                    ahead[k] = ahead[k + 1]
+                else:
+                    ahead[k] = ls + len(row) - len(stripped)
+            self._ahead = ahead
+        return self._ahead
+
+    def _rule_around(self, at: int) -> Decl | None:
+        """The gate rule whose text holds offset `at` (rules do not nest)."""
+        i = bisect.bisect_left(self.rule_starts, at) - 1
+        if i >= 0 and self.rules[i].start < at < self.rules[i].end:
+            return self.rules[i]
+        return None
+
+    def attach(self, at: int) -> Decl | None:
+        """The declaration a directive comment starting at offset `at` is attached to."""
+        k = bisect.bisect_right(self.line_starts, at) - 1  # the comment's line (0-based)
+        ls = self.line_starts[k]
+        if self.text[ls:at].strip():
+            # after code: the outermost declaration that begins on this line
+            found = next((d for d in self.by_line.get(k + 1, ()) if d.start < at), None)
+            if found is not None:
+                return found
+            # else a line of a rule written over several lines (`stopline fmt`, joining it onto
+            # one line, leaves the comment trailing the rule)
+            rule = self._rule_around(ls)
+            return rule if rule is not None and rule.start < ls else None
+        # on a line of its own: the next line holding code, past comment lines
+        code_at = self._code_ahead()[k + 1] if k + 1 < len(self.line_starts) else None
+        if code_at is not None:
+            found = self.by_start.get(code_at)
+            if found is not None:
+                return found
+        # inside a rule written over several lines: `stopline fmt` puts the comment above it
+        return self._rule_around(at)
 
 
 # ---------------------------------------------------------------- applying them
+class _Enclosing:
+    """The declarations of one file with each one's parent, and the directive that
+    acknowledges each (declaration, code): a warning's directive is found by walking from
+    the innermost declaration holding it outwards (a few steps: declarations nest a few
+    deep), not by trying every directive."""
+
+    def __init__(self, decls: Sequence[Decl]) -> None:
+        self.decls = list(decls)  # sorted by (start, -end): an enclosing declaration first
+        self.starts = [d.start for d in self.decls]
+        self.index = {id(d): i for i, d in enumerate(self.decls)}
+        self.parent: list[int] = []
+        stack: list[int] = []
+        for i, d in enumerate(self.decls):
+            while stack and self.decls[stack[-1]].end <= d.start:
+                stack.pop()
+            self.parent.append(stack[-1] if stack else -1)
+            stack.append(i)
+        self.first: dict[tuple[int, str], Directive] = {}  # (declaration, code) -> the first directive naming it
+
+    def add(self, d: Directive) -> None:
+        assert d.target is not None
+        i = self.index.get(id(d.target))
+        if i is None:  # (a declaration of another file: not reachable from this file's warnings)
+            return
+        for code in d.names():
+            self.first.setdefault((i, code), d)
+
+    def innermost(self, diag: Diagnostic) -> tuple[Directive, int] | None:
+        """The directive on the narrowest declaration holding `diag` that names its code
+        (the first written, between two on the same declaration), with that declaration's size."""
+        p = diag.span.start
+        i = bisect.bisect_right(self.starts, p) - 1
+        while i >= 0:
+            t = self.decls[i]
+            if t.start <= p < t.end:
+                hit = self.first.get((i, diag.code))
+                if hit is not None:
+                    return hit, t.end - t.start
+            i = self.parent[i]
+        return None
+
+
 def apply(diags: Sequence[Diagnostic], found: Iterable[Collected]) -> tuple[list[Diagnostic], list[Acknowledged]]:
     """Split `diags` into what is still reported and what the directives acknowledge; add
     the directives' own problems, and W215 for each stale code when no error is reported."""
     directives: list[Directive] = []
     kept: list[Diagnostic] = []
+    by_path: dict[str, list[_Enclosing]] = {}
+    live: list[Directive] = []
     for c in found:
         directives.extend(c.directives)
         kept.extend(c.diagnostics)
-    live = [d for d in directives if d.valid and d.target is not None]
-    by_path: dict[str, list[Directive]] = {}
-    for d in live:
-        by_path.setdefault(d.src.path, []).append(d)
+        mine = [d for d in c.directives if d.valid and d.target is not None]
+        if not mine:
+            continue
+        live.extend(mine)
+        index = _Enclosing(c.decls)
+        for d in mine:
+            index.add(d)
+        by_path.setdefault(mine[0].src.path, []).append(index)
     acknowledged: list[Acknowledged] = []
     for diag in diags:
-        own = by_path.get(diag.span.path)
-        hit = _innermost(own, diag) if own and diag.severity == "warning" else None
+        hit = _innermost(by_path.get(diag.span.path), diag) if diag.severity == "warning" else None
         if hit is None:
             kept.append(diag)
             continue
@@ -336,27 +461,49 @@ def apply(diags: Sequence[Diagnostic], found: Iterable[Collected]) -> tuple[list
         assert hit.reason is not None  # (a directive without one is not live)
         acknowledged.append(Acknowledged(diag, hit.reason, hit.span))
     if not any(x.severity == "error" for x in [*diags, *kept]):
+        used = _Used(live)
         for d in live:
-            kept.extend(_stale(d, directives))
+            kept.extend(_stale(d, used))
     return kept, acknowledged
 
 
-def _innermost(directives: list[Directive], diag: Diagnostic) -> Directive | None:
-    """The directive on the narrowest declaration holding `diag` that names its code (the
-    first written, between two on the same declaration)."""
-    best: Directive | None = None
-    best_size = 0
-    for d in directives:
-        t = d.target
-        assert t is not None  # (only attached directives are live)
-        if not (t.start <= diag.span.start < t.end) or diag.code not in d.names():
-            continue
-        if best is None or t.end - t.start < best_size:
-            best, best_size = d, t.end - t.start
-    return best
+def _innermost(indexes: list[_Enclosing] | None, diag: Diagnostic) -> Directive | None:
+    best: tuple[Directive, int] | None = None
+    for index in indexes or ():
+        hit = index.innermost(diag)
+        if hit is not None and (best is None or hit[1] < best[1]):
+            best = hit
+    return None if best is None else best[0]
 
 
-def _stale(d: Directive, directives: Sequence[Directive]) -> list[Diagnostic]:
+class _Used:
+    """Where each code was acknowledged, per file, in offset order: which directive
+    acknowledged a code inside a declaration is a binary search."""
+
+    def __init__(self, directives: Iterable[Directive]) -> None:
+        at: dict[tuple[str, str], list[tuple[int, int, Directive]]] = {}
+        for n, d in enumerate(directives):
+            for code, span in d.used.items():
+                at.setdefault((span.path, code), []).append((span.start, n, d))
+        for v in at.values():
+            v.sort(key=lambda x: (x[0], x[1]))
+        self._at = {k: ([s for s, _, _ in v], [d for _, _, d in v]) for k, v in at.items()}
+
+    def within(self, path: str, code: str, start: int, end: int, not_: Directive) -> Directive | None:
+        """A directive other than `not_` that acknowledged `code` at an offset in [start, end) of `path`."""
+        found = self._at.get((path, code))
+        if found is None:
+            return None
+        starts, ds = found
+        i = bisect.bisect_left(starts, start)
+        while i < len(starts) and starts[i] < end:
+            if ds[i] is not not_:
+                return ds[i]
+            i += 1
+        return None
+
+
+def _stale(d: Directive, used: _Used) -> list[Diagnostic]:
     """W215 for the codes of `d` that acknowledged nothing: one for the whole directive when
     none of its codes did, else one on each stale code."""
     t = d.target
@@ -365,8 +512,7 @@ def _stale(d: Directive, directives: Sequence[Directive]) -> list[Diagnostic]:
     unused = [(code, at) for code, at in d.codes if code not in d.used]
     lone: list[tuple[str, Span]] = []
     for code, at in unused:
-        other = next((o for o in directives if o is not d and code in o.used
-                      and t.start <= o.used[code].start < t.end), None)
+        other = used.within(d.src.path, code, t.start, t.end, d)
         if other is None:
             lone.append((code, at))
             continue

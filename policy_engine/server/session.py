@@ -16,6 +16,11 @@ worker and replica on that ledger reads at every request with a session (one pri
 lookup), so a copy of the cookie made before is refused everywhere; without a ledger, this
 process's memory (:class:`LocalSignOuts`). A sign-out is not a domain event: it is not an
 entry of the hash-chained log, and its rows are pruned once the session would have ended.
+Replicas' clocks may disagree: the lookup also reads the database's clock, and a session
+is over once either clock passes its end, and a row is pruned only once both the pruning
+server's clock and the database's have passed its end (and a margin); so a replica whose
+clock is ahead cannot prune the row of a session another still takes, and one whose clock
+is behind cannot take a session whose row was pruned.
 
 Forms carry a CSRF token that is an HMAC of the session id; the sign-in form, before
 there is a session, one that is an HMAC of a random value held in a cookie of its own
@@ -50,6 +55,8 @@ LOGIN_COOKIE = "stopline_login"
 SESSION_TTL = 12 * 3600  #: seconds a session lasts at most after sign-in
 MAX_COOKIE = 3800  #: a session cookie longer than this would be dropped by browsers (4 KiB with its attributes)
 _NONCE_LEN = 43  # secrets.token_urlsafe(32)
+_SID_MAX = 64  # characters of a session id at most (``ledger_ended_sessions.sid``; one made here has 22)
+_URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 MIN_KEY = 32  #: bytes a session key has at least
 _MAX_KEY_FILE = 4096
 
@@ -62,8 +69,10 @@ def load_session_key(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
     """The keys of a session key file: hex digits (at least 64, i.e. 32 bytes), one key a
     line, the first the one that signs (blank lines and ``#`` comments are skipped). The
     file must be a regular file that only its owner can read or change (mode 0600 or 0400,
-    as ssh asks of a private key), since whoever holds the key can make a session for any
-    token the identities file lists. Raises :class:`SessionKeyError`."""
+    as ssh asks of a private key), owned by the user the server runs as (or root: a file
+    another user owns is one that user can change), since whoever holds the key can make a
+    session for any token the identities file lists. A UTF-8 byte order mark (an editor's)
+    is skipped. Raises :class:`SessionKeyError`."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # (a FIFO must not hang the start)
     except OSError as e:
@@ -76,6 +85,10 @@ def load_session_key(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
         if os.name == "posix" and mode & 0o077:
             raise SessionKeyError(f"session key file {path} can be read or changed by other users (mode "
                                   f"{mode:04o}): make it readable by its owner only (chmod 600 {path})")
+        if os.name == "posix" and st.st_uid not in (os.geteuid(), 0):
+            raise SessionKeyError(f"session key file {path} is owned by another user (uid {st.st_uid}), who can "
+                                  f"change it: make it owned by the user the server runs as (uid {os.geteuid()}) "
+                                  "or root")
         if st.st_size > _MAX_KEY_FILE:
             raise SessionKeyError(f"{path} is not a session key file (too large)")
         with os.fdopen(os.dup(fd), "rb") as f:
@@ -86,6 +99,8 @@ def load_session_key(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
         os.close(fd)
     if len(data) > _MAX_KEY_FILE:
         raise SessionKeyError(f"{path} is not a session key file (too large)")
+    if data.startswith(b"\xef\xbb\xbf"):  # (a UTF-8 byte order mark, as some editors save)
+        data = data[3:]
     try:
         lines = [ln.strip() for ln in data.decode("ascii").splitlines()]
     except UnicodeDecodeError:
@@ -111,9 +126,11 @@ def load_session_key(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
 
 class SignOuts(Protocol):
     """Where sign-outs are kept: a session id is refused from its sign-out until ``until``
-    (the session's own end, Unix seconds), after which its cookie has run out anyway."""
+    (the session's own end, Unix seconds), after which its cookie has run out anyway.
+    ``ended(sid, exp)`` is also true once the store's own clock has passed ``exp`` (a
+    shared store's clock: see :class:`LedgerSignOuts`)."""
 
-    def ended(self, sid: str) -> bool: ...
+    def ended(self, sid: str, exp: int | None = None) -> bool: ...
 
     def end(self, sid: str, until: int, now: float) -> None: ...
 
@@ -126,8 +143,8 @@ class LocalSignOuts:
         self._ended: dict[str, int] = {}  # session id -> its end
         self._lock = threading.Lock()
 
-    def ended(self, sid: str) -> bool:
-        return sid in self._ended
+    def ended(self, sid: str, exp: int | None = None) -> bool:
+        return sid in self._ended  # (one process, one clock: the caller's)
 
     def end(self, sid: str, until: int, now: float) -> None:
         with self._lock:
@@ -146,9 +163,11 @@ class LedgerSignOuts:
     propagates (``LedgerUnavailable``): a session whose sign-out cannot be checked is not
     taken."""
 
-    _LOOKUP = "SELECT 1 FROM ledger_ended_sessions WHERE sid = ?"
-    #: seconds a row is kept past its session's end: replicas' clocks may differ by that much
-    #: (a replica whose clock is behind still takes the cookie until its own clock passes the end)
+    #: the database's clock, in Unix seconds (one clock for every replica on the ledger)
+    _DB_NOW = {"sqlite": "CAST(strftime('%s', 'now') AS INTEGER)",
+               "postgresql": "CAST(floor(extract(epoch FROM clock_timestamp())) AS BIGINT)"}
+    #: seconds a row is kept past its session's end (by the database's clock and the pruning
+    #: server's, whichever is behind)
     PRUNE_MARGIN = 300
 
     def __init__(self, ledger: Any) -> None:
@@ -156,18 +175,30 @@ class LedgerSignOuts:
 
         self._ledger = ledger
         self._t = schema.ended_sessions
+        self._now_sql = self._DB_NOW["postgresql" if ledger.backend == "postgresql" else "sqlite"]
+        # one statement, one round trip: the sign-out's row, and the database's clock
+        self._lookup = f"SELECT (SELECT 1 FROM ledger_ended_sessions WHERE sid = ?), {self._now_sql}"
         ledger.transact(lambda c: schema.create_ended_sessions(c))
 
-    def ended(self, sid: str) -> bool:
-        return self._ledger.query_one(self._LOOKUP, (sid,)) is not None
+    def ended(self, sid: str, exp: int | None = None) -> bool:
+        """``sid`` was signed out, or (given its end ``exp``) the database's clock has passed
+        it: a replica whose own clock is behind does not take a session whose row another
+        replica may have pruned."""
+        row = self._ledger.query_one(self._lookup, (sid,))
+        if row is None or row[0] is not None:
+            return True
+        return exp is not None and int(row[1]) >= exp
 
     def end(self, sid: str, until: int, now: float) -> None:
-        from sqlalchemy import delete, insert, select
+        from sqlalchemy import delete, insert, select, text
 
         t = self._t
 
         def write(c: Any) -> None:
-            c.execute(delete(t).where(t.c.ended_until <= int(now) - self.PRUNE_MARGIN))
+            # pruned by the clock that is behind, this server's or the database's: a server
+            # whose clock runs ahead does not delete the row of a session others still take
+            db_now = int(c.execute(text(f"SELECT {self._now_sql}")).scalar_one())
+            c.execute(delete(t).where(t.c.ended_until <= min(int(now), db_now) - self.PRUNE_MARGIN))
             if c.execute(select(t.c.sid).where(t.c.sid == sid)).first() is None:
                 c.execute(insert(t).values(sid=sid, ended_until=until))
 
@@ -263,7 +294,9 @@ class Sessions:
             return None
         if not isinstance(sid, str) or not isinstance(iat, int) or not isinstance(exp, int):
             return None
-        if self.clock() >= exp or self.signouts.ended(sid):
+        if not 0 < len(sid) <= _SID_MAX or not _URLSAFE.issuperset(sid):
+            return None  # (not a session id this server makes: one its sign-out could not record)
+        if self.clock() >= exp or self.signouts.ended(sid, exp):
             return None
         caller = ids.rebind(binding, body.get("p"), body.get("r"))
         if caller is None:
