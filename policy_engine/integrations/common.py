@@ -392,11 +392,45 @@ class ToolGate:
         return Outcome(False, self._pending_message(check, st), pending=st.status == "pending")
 
     def _claim_once(self, decision_id: str) -> tuple[str | None, str | None, str, Any]:
-        """Append the first ``claimed`` transition of ``decision_id`` if the ledger allows it,
-        read and written in one ``Runtime.transact`` (under the ledger's append lock).
-        Returns the decision's status as read under the lock (``None`` if the ledger refused
-        the append), the claimant when the claim was recorded, why not, and the stop entry
-        that came after the decision when that is why."""
+        """Append the first ``claimed`` transition of ``decision_id`` if the ledger allows it
+        (``claim_in_ledger``: nobody claimed it, no stop came after it). Returns the
+        decision's status as read under the lock (``None`` if the ledger refused the
+        append), the claimant when the claim was recorded, why not, and the stop entry that
+        came after the decision when that is why."""
+
+        def first(claims: list, stop_after: Callable[[], Any], nonce: str) -> tuple[str | None, str]:
+            if claims:
+                return None, f"claimed by {claims[-1]}"
+            if stop_after() is not None:
+                return None, ""
+            return f"{EXECUTOR}{nonce}", "runs"
+
+        st, holder, why, stop = self.claim_in_ledger(decision_id, first)
+        return (st.status if st is not None else None), holder, why, stop
+
+    def claim_in_ledger(self, decision_id: str,
+                        choose: Callable[[list, Callable[[], Any], str], tuple[str | None, str]]
+                        ) -> tuple[Any, str | None, str, Any]:
+        """The adapters' one claim: append the next ``claimed`` transition of ``decision_id``
+        if the ledger allows it, read and written in one ``Runtime.transact``: under the
+        ledger's append lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL's row lock), so of
+        concurrent claimants, in one process or several, exactly one sees the state before
+        the claim.
+
+        Under the lock: the decision must be ``allowed`` (not yet executed) or ``approved``
+        (its approvals satisfied now, no deny); then ``choose(claims, stop_after, nonce)``
+        decides, given the principals of the decision's ``claimed`` transitions in ledger
+        order, ``stop_after()`` (the stop of the workflow recorded after the decision that
+        forbids a new claim, unless the policy lets the action run while stopped; None when
+        there is none) and a fresh nonce: it returns the principal to record and the claim's
+        reason, or ``(None, why)``. The n-th claim carries the key
+        ``stopline:claim:<decision>:<n>`` and the nonce, so a second entry for the same
+        turn, even one written without this check, is refused by the ledger's unique key
+        (``IdempotencyConflict``, answered as a refusal).
+
+        Returns the decision's status (``SubjectStatus``) as read under the lock (``None`` if
+        the ledger refused the append), the principal when the claim was recorded (else
+        ``None``), why not, and the stop entry when a stop after the decision is why."""
         from sqlalchemy import select
 
         from ..ledger import IdempotencyConflict, NewEntry, schema
@@ -408,33 +442,40 @@ class ToolGate:
 
         def build(c: Any) -> list:
             [subj] = rt.ledger.fetch(c, E.c.id == decision_id, limit=1)
-            st = seen["status"] = rt.subject_status(c, subj, now=now_dt).status
-            if st not in ("allowed", "approved"):
-                seen["why"] = f"the decision is `{st}`"
+            st = seen["status"] = rt.subject_status(c, subj, now=now_dt)
+            if st.status not in ("allowed", "approved"):
+                seen["why"] = f"the decision is `{st.status}`"
                 return []
             linked = select(L.c.from_seq).where(L.c.to_seq == subj.seq)
             claims = [e.body.get("principal") for e in rt.ledger.fetch(c, E.c.kind == "transition", E.c.seq.in_(linked))
                       if e.body.get("to") == "claimed"]
-            if claims:
-                seen["why"] = f"claimed by {claims[-1]}"
+
+            def stop_after() -> Any:
+                if subj.workflow is None:
+                    return None
+                later = rt.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind == "stop", E.c.seq > subj.seq,
+                                        limit=1)
+                if not later or self._runs_while_stopped(subj, later[0], now_dt):
+                    return None
+                seen["stop"] = later[0]
+                seen["why"] = f"workflow `{subj.workflow}` was stopped by `{later[0].body.get('trigger')}` after it"
+                return later[0]
+
+            who, reason = choose(claims, stop_after, nonce)
+            if who is None:
+                seen["why"] = seen["why"] or reason
                 return []
-            if subj.workflow is not None:
-                later = rt.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind.in_(("stop", "resume")),
-                                        E.c.kind == "stop", E.c.seq > subj.seq, limit=1)
-                if later and not self._runs_while_stopped(subj, later[0], now_dt):
-                    seen["stop"] = later[0]
-                    seen["why"] = f"workflow `{subj.workflow}` was stopped by `{later[0].body.get('trigger')}` after it"
-                    return []
-            holder = seen["holder"] = f"{EXECUTOR}{nonce}"
-            body = {"subject": decision_id, "to": "claimed", "principal": holder, "reason": "runs",
-                    "at": _ts(now_dt), "claim": 1, "nonce": nonce}
+            n = len(claims) + 1
+            seen["holder"] = who
+            body = {"subject": decision_id, "to": "claimed", "principal": who, "reason": reason,
+                    "at": _ts(now_dt), "claim": n, "nonce": nonce}
             return [NewEntry("transition", body, workflow=subj.workflow, links=[decision_id],
-                             key=f"{CLAIM_KEY}{decision_id}:1", time=now_dt)]
+                             key=f"{CLAIM_KEY}{decision_id}:{n}", time=now_dt)]
 
         try:
             rt.transact(build)
-        except IdempotencyConflict as e:  # another claimant recorded the first claim: the ledger refuses this one
-            return None, None, f"the ledger refused a second claim: {e}", None
+        except IdempotencyConflict as e:  # another claimant recorded this turn first: the ledger refuses this one
+            return None, None, f"the ledger refused a second claim of this turn: {e}", None
         return seen["status"], seen["holder"], seen["why"], seen["stop"]
 
     def _runs_while_stopped(self, subj: Any, stop: Any, now_dt: Any) -> bool:

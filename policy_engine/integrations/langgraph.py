@@ -58,13 +58,10 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
-
-from sqlalchemy import select
 
 from . import common
 from .common import Approval, Check, Outcome, ToolGate, _digest, require_extra
@@ -261,10 +258,10 @@ class StoplineToolWrapper:
 
     def _claim_turn(self, decision_id: str, holder: str, *,
                     waiting: bool) -> tuple[Any, str | None, str, Any]:
-        """Append the next ``claimed`` transition of ``decision_id`` if the ledger allows it,
-        read and written in one ``Runtime.transact``: under the ledger's append lock (SQLite
-        ``BEGIN IMMEDIATE``, PostgreSQL's row lock), so of concurrent claimants, in one
-        process or several, exactly one sees the state before the claim.
+        """The next ``claimed`` transition of ``decision_id``, by the ledger's claim
+        (``ToolGate.claim_in_ledger``: checked and appended under its append lock, keyed
+        ``stopline:claim:<decision>:<n>``, so of concurrent claimants, in one process or
+        several, exactly one is recorded), with this adapter's turns:
 
         A holder's claims alternate: taken (running), kept while its tool waits on an
         interrupt, taken again by the resumed node... ``waiting=True`` takes the claim of an
@@ -273,65 +270,27 @@ class StoplineToolWrapper:
         policy lets the action run while stopped, as ``ToolGate.take``), or the holder's own
         when its name starts with ``holder`` and it waits (an even count);
         ``waiting=False`` records that the running holder ``holder`` waits (an odd count).
-        The n-th claim of a decision carries the idempotency key
-        ``stopline:claim:<decision>:<n>`` and the claimant's nonce: a second entry for the
-        same turn, even one written without this check, is refused by the ledger's unique
-        key (``IdempotencyConflict``, answered here as a refusal).
-
-        The current claimant is the last ``claimed`` transition read here: the status of an
-        allowed decision does not carry it (``claimed_by`` is set for approved ones only).
+        The current claimant is the last ``claimed`` transition (the status of an allowed
+        decision carries no ``claimed_by``).
 
         Returns the decision's status as read under the lock (``None`` if the ledger refused
         the append), the holder when the claim was recorded (else ``None``), why not, and
         the stop entry that came after the decision when that is why."""
-        from ..ledger import IdempotencyConflict, NewEntry, schema
-        from ..runtime.results import _now, _ts
 
-        rt, now_dt, nonce = self.gate.runtime, _now(self.gate._t()), uuid.uuid4().hex
-        E, L = schema.entries, schema.links
-        seen: dict[str, Any] = {"status": None, "holder": None, "why": "", "stop": None}
-
-        def build(c: Any) -> list:
-            [subj] = rt.ledger.fetch(c, E.c.id == decision_id, limit=1)
-            st = seen["status"] = rt.subject_status(c, subj, now=now_dt)
-            if st.status not in ("allowed", "approved"):
-                seen["why"] = f"the decision is `{st.status}`"
-                return []
-            linked = select(L.c.from_seq).where(L.c.to_seq == subj.seq)
-            claims = [e.body.get("principal") for e in rt.ledger.fetch(c, E.c.kind == "transition",
-                                                                      E.c.seq.in_(linked))
-                      if e.body.get("to") == "claimed"]
-            current: str | None = claims[-1] if claims else None  # (an allowed status has no claimed_by)
+        def turn(claims: list, stop_after: Any, nonce: str) -> tuple[str | None, str]:
+            current: str | None = claims[-1] if claims else None
             turns = claims.count(current) if current is not None else 0
             if current is None and waiting:
-                if subj.workflow is not None:
-                    later = rt.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind == "stop",
-                                            E.c.seq > subj.seq, limit=1)
-                    if later and not self.gate._runs_while_stopped(subj, later[0], now_dt):
-                        seen["stop"] = later[0]
-                        seen["why"] = f"workflow `{subj.workflow}` was stopped by " \
-                                      f"`{later[0].body.get('trigger')}` after it"
-                        return []
-                who, reason = holder + nonce, "runs"
-            elif current is not None and waiting and current.startswith(holder) and turns > 0 and turns % 2 == 0:
-                who, reason = current, "continues after its tool's interrupt"
-            elif current is not None and not waiting and current == holder and turns % 2 == 1:
-                who, reason = current, "waits on its tool's interrupt"
-            else:
-                seen["why"] = f"claimed by {current}" if current != holder else "its holder is not running"
-                return []
-            n = len(claims) + 1
-            seen["holder"] = who
-            body = {"subject": decision_id, "to": "claimed", "principal": who, "reason": reason,
-                    "at": _ts(now_dt), "claim": n, "nonce": nonce}
-            return [NewEntry("transition", body, workflow=subj.workflow, links=[decision_id],
-                             key=f"stopline:claim:{decision_id}:{n}", time=now_dt)]
+                if stop_after() is not None:
+                    return None, ""
+                return holder + nonce, "runs"
+            if current is not None and waiting and current.startswith(holder) and turns > 0 and turns % 2 == 0:
+                return current, "continues after its tool's interrupt"
+            if current is not None and not waiting and current == holder and turns % 2 == 1:
+                return current, "waits on its tool's interrupt"
+            return None, f"claimed by {current}" if current != holder else "its holder is not running"
 
-        try:
-            rt.transact(build)
-        except IdempotencyConflict as e:  # another claimant recorded this turn first: the ledger refuses this one
-            return None, None, f"the ledger refused a second claim of this turn: {e}", None
-        return seen["status"], seen["holder"], seen["why"], seen["stop"]
+        return self.gate.claim_in_ledger(decision_id, turn)
 
     # ---------------------------------------------------------------- running a call
     def _message(self, request: Any, out: Outcome) -> ToolMessage:
