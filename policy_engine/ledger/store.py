@@ -82,6 +82,29 @@ from .records import (
 )
 from .writer import LedgerWriter, _Group
 
+_WAL_WAIT = 60.0  #: seconds a new ledger's switch to WAL waits for other connections (the default lock_timeout)
+
+
+def _wal(dbapi_conn: Any, wait: float) -> None:
+    """``PRAGMA journal_mode=WAL`` on a SQLite connection, retried while another process
+    holds the file: the switch needs the file to itself, and SQLite answers "database is
+    locked" at once, without its busy handler, when another connection is reading it (two
+    processes opening a new ledger together: each switches it as it opens). Once the mode
+    is WAL, the pragma succeeds at once."""
+    import time
+
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
 __all__ = ["Ledger", "Entry", "NewEntry", "History", "format_time"]
 
 
@@ -203,7 +226,7 @@ class Ledger(LedgerWriter):
                     # database (or an empty file), which is refused, leaves that file as it was
                     if cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
                                    "AND name = 'ledger_meta'").fetchone() is not None:
-                        cur.execute("PRAGMA journal_mode=WAL")
+                        _wal(dbapi_conn, lock_timeout)
                     cur.execute("PRAGMA synchronous=FULL" if durability == "full" else "PRAGMA synchronous=NORMAL")
                 finally:
                     cur.close()
@@ -270,7 +293,7 @@ class Ledger(LedgerWriter):
             if engine.dialect.name == "sqlite":
                 with engine.connect() as c:  # a new ledger: WAL from now on (outside a transaction)
                     dbapi_conn: Any = c.connection.driver_connection
-                    dbapi_conn.execute("PRAGMA journal_mode=WAL")
+                    _wal(dbapi_conn, _WAL_WAIT)
         with engine.connect() as c:
             with c.begin():
                 rows = dict(c.execute(select(schema.meta.c.name, schema.meta.c.value)).all())
