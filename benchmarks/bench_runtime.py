@@ -159,7 +159,7 @@ def bench_lifecycle(n: int) -> dict:
     receipt = {"final_message": "Your refund of $40 is on its way.", "reviewer_decision": "approved by sam",
                "policy_rule": "promise_needs_review", "source_excerpts": ["refund policy"], "ticket_id": "T-1",
                "recipient": "dana@acme.example", "recipient_opened": False, "channel": "email", "reviewer": "sam"}
-    cpu = {"gate": 0.0, "approve": 0.0, "executed": 0.0, "append": 0.0}
+    cpu = {"gate": 0.0, "approve": 0.0, "claim": 0.0, "executed": 0.0, "append": 0.0}
     with tempfile.TemporaryDirectory() as d:
         rt = Runtime.open(POLICIES, ledger=f"sqlite:///{d}/rt.db?durability=normal")
         led = Ledger.open(f"sqlite:///{d}/plain.db?durability=normal", create=True)
@@ -182,6 +182,11 @@ def bench_lifecycle(n: int) -> dict:
                 r = rt.approve(g.decision_id, principal="sam", roles=["reviewer"], now=T0)
             cpu["approve"] += time.process_time() - c
             assert r.status == "approved"
+            c = time.process_time()
+            for g in gates:  # the decision's one use, claimed right before the action runs
+                k = rt.claim_execution(g.decision_id, principal="worker-1", now=T0)
+            cpu["claim"] += time.process_time() - c
+            assert k.recorded
             c = time.process_time()
             for g in gates:
                 x = rt.executed(g.decision_id, receipt=receipt, now=T0)
@@ -532,8 +537,10 @@ def main(argv=None) -> int:
     lc = out["lifecycle"]
     print(
         f"the lifecycle after a gate, SQLite (durability normal), CPU per call: gate {lc['gate_cpu_us']:.0f} us, "
-        f"approve {lc['approve_cpu_us']:.0f} us, executed {lc['executed_cpu_us']:.0f} us; Ledger.append alone "
+        f"approve {lc['approve_cpu_us']:.0f} us, claim_execution {lc['claim_cpu_us']:.0f} us, executed "
+        f"{lc['executed_cpu_us']:.0f} us; Ledger.append alone "
         f"{lc['append_cpu_us']:.0f} us (approve at {lc['approve_cpu_us'] / lc['append_cpu_us']:.1f}x of it, "
+        f"claim_execution at {lc['claim_cpu_us'] / lc['append_cpu_us']:.1f}x, "
         f"executed at {lc['executed_cpu_us'] / lc['append_cpu_us']:.1f}x)"
     )
     print(

@@ -31,6 +31,7 @@ class ExportError(ValueError):
 def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tuple[dict, str]:
     from .ledger import EntryNotFound
     from .replay import _state_at, _timeline, rule_of
+    from .runtime.recorded import recorded_action
 
     try:
         e = led.get(decision_id)
@@ -42,7 +43,10 @@ def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tupl
     if not isinstance(b.get("action"), dict) or b.get("action_error"):
         raise ExportError(f"decision `{decision_id}` recorded no action as JSON ({b.get('action_error') or 'text'})")
     old = b.get("decision") or {}
-    act = b["action"]
+    try:  # as the gate evaluated it: its integral floats as floats (YAML writes `7.0`, which loads as one)
+        act = recorded_action(b)
+    except ValueError as err:
+        raise ExportError(f"decision `{decision_id}`: the recorded action cannot be read: {err}") from None
     case: dict[str, Any] = {"name": name or f"ledger {e.id}: {act.get('type', 'action')} should be {expect}",
                             "now": b.get("now") or e.time, "gate": {"action": act}}
     state = _state_at(_timeline(led, None), e.workflow, e.seq)

@@ -6,7 +6,8 @@ changed verdict (DESIGN.md, "Rollbacks at scale, replay, and learning from a mis
     r.counts            # {"allow -> deny": 12, ...}
     r.changed[0]        # ChangedVerdict(decision_id=..., old_effect="allow", new_effect="deny", ...)
 
-Each decision is evaluated with the action *as recorded*, the ``now`` it was decided at
+Each decision is evaluated with the action *as recorded* (its integral floats, which canonical
+JSON writes as integers, back as floats: ``runtime.recorded``), the ``now`` it was decided at
 and the workflow state the ledger held just before it (the latest ``stop`` or allowed
 ``resume`` of its workflow with a lower sequence number), so a replay under the policy
 that decided it gives the same verdict. Only the recorded input is read: a decision
@@ -138,6 +139,8 @@ class ReplayResult:
                 lines.append(f"  … {g['count'] - 10} more (--format json lists every one)")
         for u in self.unreplayable[:10]:
             lines.append(f"unreplayable {u['decision_id']}: {u['reason']}")
+        if len(self.unreplayable) > 10:
+            lines.append(f"… {len(self.unreplayable) - 10} more unreplayable (--format json lists every one)")
         return "\n".join(lines)
 
 
@@ -176,6 +179,24 @@ def _ts(t: Any, name: str = "time") -> str | None:
         return format_micros(t)
     except OverflowError:
         raise InvalidQuery(f"`{name}` is out of range in UTC: {shown}") from None
+
+
+def _workflow_arg(workflow: Any) -> None:
+    """``workflow``: None or a workflow's name as text. Anything else (a number, which
+    PostgreSQL refuses to compare with text and SQLite never matches; a string with lone
+    surrogates, as a shell passes bytes that are not UTF-8, which no database can be sent)
+    is :class:`~policy_engine.ledger.InvalidQuery`."""
+    if workflow is None:
+        return
+    from .ledger import InvalidQuery
+
+    if not isinstance(workflow, str):
+        raise InvalidQuery(f"`workflow` is a workflow's name (a string), not a value of type "
+                           f"`{type(workflow).__name__}`")
+    try:
+        workflow.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidQuery(f"`workflow` is not UTF-8 text: {workflow[:64]!r}") from None
 
 
 def _filters(since: str | None, until: str | None, workflow: str | None) -> list:
@@ -261,7 +282,7 @@ def _init(policy_paths: Sequence[str] | None, url: str) -> None:
 
 #: the body fields a replay reads (scan picks them out in the database: a decision's body is ~2 KB)
 FIELDS = ("action", "now", "policy_hash", "action_error", "decision.effect", "decision.deciding.kind",
-          "decision.deciding.name", "decision.action_type", "decision.action_id")
+          "decision.deciding.name", "decision.action_type", "decision.action_id", "action_doubles")
 
 
 def _run(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -> tuple[list, int, list, set]:
@@ -273,6 +294,7 @@ def _run(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -
 
 
 def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -> tuple[list, int, list, set]:
+    from .runtime.recorded import restore_doubles
     from .scan import scan
 
     changed: list[tuple] = []
@@ -280,13 +302,19 @@ def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline
     hashes: set[str] = set()
     n = 0
     evaluate = engine.evaluate
-    for seq, eid, wf, t, (action, now, ph, aerr, oe, dkind, dname, otype, oid) in scan(
+    for seq, eid, wf, t, (action, now, ph, aerr, oe, dkind, dname, otype, oid, doubles) in scan(
             led, where, FIELDS, page=PAGE, after=lo - 1, upto=hi):
         hashes.add(ph if isinstance(ph, str) else "")
         if not isinstance(action, dict) or aerr:
             bad.append({"decision_id": eid, "seq": seq, "reason": str(aerr or "the recorded action is not a JSON "
                                                                            "object")})
             continue
+        if doubles is not None:  # the action as the gate evaluated it: its integral floats as floats
+            try:
+                action = restore_doubles(action, doubles)
+            except ValueError as e:
+                bad.append({"decision_id": eid, "seq": seq, "reason": f"the recorded action cannot be read: {e}"})
+                continue
         try:
             d = evaluate(action, _state_at(timeline, wf, seq) if timeline else None, now or t)
         except Exception as e:  # noqa: BLE001  (one decision the candidate cannot evaluate: listed, never a crash)
@@ -306,6 +334,36 @@ def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline
 
 def _work(lo: int, hi: int, where_args: tuple, timeline: dict) -> tuple:
     return _run(_W["engine"], _W["ledger"], _filters(*where_args), lo, hi, timeline)
+
+
+def _parts(led: Any, where: list, step: int, last: int) -> list[tuple[int, int]]:
+    """The decisions (``where``, ``seq <= last``) in ranges of ``step`` decisions each, as
+    ``(first seq, last seq)``: their numbers stream past in pages, only the bounds are kept
+    (memory follows the parts, not the ledger: a list of every decision's number was 8 MB
+    per 200,000 decisions)."""
+    from sqlalchemy import select
+
+    from .ledger import schema
+
+    E = schema.entries
+    out: list[tuple[int, int]] = []
+    after, i, lo, seq = -1, 0, -1, -1
+    while True:
+        with led.reading() as c:
+            page = c.execute(select(E.c.seq).where(*where, E.c.seq > after, E.c.seq <= last)
+                             .order_by(E.c.seq).limit(PAGE * 10)).scalars().all()
+        if not page:
+            break
+        for seq in page:
+            if i % step == 0:
+                lo = seq
+            i += 1
+            if i % step == 0:
+                out.append((lo, seq))
+        after = page[-1]
+    if i % step:
+        out.append((lo, seq))
+    return out
 
 
 def _executions_of(led: Any, seqs: list[int]) -> dict[str, list[str]]:
@@ -341,13 +399,14 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from . import load
     from .ledger import Ledger, schema
 
     t0 = time.perf_counter()
     since_s, until_s = _ts(since, "since"), _ts(until, "until")
+    _workflow_arg(workflow)
     owns = not isinstance(ledger, Ledger)
     led = Ledger.open(ledger) if owns else ledger
     try:
@@ -358,28 +417,26 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             paths = [os.fspath(p) for p in policies]
         engine = (load(paths[0]) if len(paths) == 1 else load(paths)) if paths is not None else policies
         where = _filters(since_s, until_s, workflow)
-        with led.reading() as c:
-            seqs = [r[0] for r in c.execute(select(schema.entries.c.seq).where(*where).order_by(schema.entries.c.seq))]
+        E = schema.entries
+        with led.reading() as c:  # how many, and the last: decisions appended meanwhile are not read
+            total, first, last = c.execute(select(func.count(), func.min(E.c.seq), func.max(E.c.seq))
+                                           .where(*where)).one()
         timeline = _timeline(led, until_s)
         if workers is None:
-            workers = min(os.cpu_count() or 1, 4) if len(seqs) >= PARALLEL_FROM else 1
+            workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_FROM else 1
         url = str(ledger) if owns else str(led.url)  # a Ledger's url hides its password: pass the URL
         if paths is None or ":memory:" in url:
             workers = 1  # an Engine object or an in-memory ledger cannot be reopened by another process
-        workers = max(1, min(workers, len(seqs) or 1))
-        parts: list[tuple] = []
-        if seqs:
-            step = -(-len(seqs) // workers)
-            parts = [(seqs[i], seqs[min(i + step, len(seqs)) - 1]) for i in range(0, len(seqs), step)]
+        workers = max(1, min(workers, total or 1))
+        parts: list[tuple] = [(first, last)] if total else []
         results: list[tuple] = []
         if workers == 1:
             for lo, hi in parts:
                 results.append(_run(engine, led, where, lo, hi, timeline))
         else:
             # smaller pieces than one per worker, so a progress bar moves and the cores stay even
-            pieces = max(workers * 4, len(seqs) // 10_000)
-            step = -(-len(seqs) // pieces)
-            parts = [(seqs[i], seqs[min(i + step, len(seqs)) - 1]) for i in range(0, len(seqs), step)]
+            pieces = max(workers * 4, total // 10_000)
+            parts = _parts(led, where, -(-total // pieces), last)
             # fork where there is one and this process runs no other thread: no re-import of
             # the caller's __main__; a worker opens its own ledger connection and never
             # touches the parent's. A process with other threads (a server, a host's pool, a
@@ -401,7 +458,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
                         if progress is not None:
                             progress(i + 1, len(futs))
             except BrokenProcessPool:  # a worker died (killed, out of memory): do it here instead
-                workers, results = 1, [_run(engine, led, where, seqs[0], seqs[-1], timeline)]
+                workers, results = 1, [_run(engine, led, where, first, last, timeline)]
             finally:
                 _INHERITED.clear()
         rows = [r for res in results for r in res[0]]

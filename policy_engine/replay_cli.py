@@ -34,7 +34,23 @@ def _guarded(fn):
         except PolicyError as e:
             click.echo(str(e), err=True)
             sys.exit(EXIT_USAGE)
+        except OSError as e:  # a suite that cannot be written or read (a missing or read-only directory)
+            what = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {what}{e.strerror or e}", err=True)
+            sys.exit(EXIT_USAGE)
     return wrapper
+
+
+def _text(value, what):
+    """A command-line value that goes to the ledger or a file as text: one the shell passed
+    as bytes that are not UTF-8 (Python reads them as surrogates) is refused, not sent on."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.BadParameter(f"not UTF-8 text: {value!r}", param_hint=what) from None
+    return value
 
 
 def _time(value, what):
@@ -55,6 +71,20 @@ def _time(value, what):
     except ValueError:
         return t
     return value
+
+
+def _window(since, until, s, u) -> None:
+    """``--since`` later than ``--until`` selects nothing: refused (the instants compared, not the text)."""
+    if s is None or u is None:
+        return
+    from datetime import datetime
+
+    def instant(v):
+        return v if isinstance(v, datetime) else datetime.fromisoformat(v.replace("Z", "+00:00"))
+
+    if instant(s) > instant(u):
+        raise click.BadParameter(f"{since} is later than --until {until}: no entry can be in that window",
+                                 param_hint="--since")
 
 
 @click.command("replay")
@@ -78,7 +108,11 @@ def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, r
     and list each changed verdict, grouped and counted."""
     from .replay import changed_executions, replay
 
+    for v, what in ((url, "--ledger"), (workflow, "--workflow"), (as_rollback, "--as-rollback"),
+                    (requested_by, "--requested-by"), (reason, "--reason")):
+        _text(v, what)
     s, u = _time(since, "--since"), _time(until, "--until")
+    _window(since, until, s, u)
     progress = None
     if fmt == "text" and sys.stderr.isatty():
         def progress(i, n):
@@ -139,5 +173,7 @@ def export_case_cmd(decision_id, expect, suite, name, policies, url):
     the policy changes). An existing suite keeps its comments and layout."""
     from .cases import export_case
 
+    for v, what in ((url, "--ledger"), (decision_id, "DECISION_ID"), (name, "--name")):
+        _text(v, what)
     r = export_case(url, decision_id, expect, suite, name=name, policies=policies)
     click.echo(f"{'created' if r['created'] else 'appended to'} {r['suite']}: case `{r['case']['name']}`")

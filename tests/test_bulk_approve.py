@@ -198,7 +198,10 @@ def test_batch_counts_and_batch_status_say_what_each_plan_says_on_mixed_batches(
         assert rt.batch_counts(b.batch_id, now=NOW)["by_status"] == {
             "approved": 1, "cancelled": 1, "completed": 1, "denied": 1, "in_progress": 1, "partial": 2,
             "pending": 1, "verified": 1}
-        assert rt.batch_counts(b.batch_id, now=NOW + timedelta(days=8))["by_status"]["expired"] == 1
+        # eight days on, the pending plan is past its pending_until, and so is the approved one, whose
+        # approval lapsed after a day (pending again): both expired, as each plan's authorization says
+        assert rt.batch_counts(b.batch_id, now=NOW + timedelta(days=8))["by_status"]["expired"] == 2
+        assert _expected(rt, b, NOW + timedelta(days=8))[0]["expired"] == 2
         assert rt.batch_counts(lone.batch_id, now=NOW + timedelta(days=8))["by_status"] == {"pending": 3}
         assert rt.batch_status(lone.batch_id, now=NOW + timedelta(days=8))["duties"]["total"] == 3
     led.close()

@@ -92,11 +92,11 @@ def test_statuses_are_the_runtimes_cancelled_expired_and_unauthorized_steps_incl
     # the sweeper records `expired` for the three pending past their deadline (7 days)
     later = at(100) + timedelta(days=8)
     swept = {t.subject for t in rt.expire(now=later)}
-    assert swept == {rb["again"], rb["pending"], rb["boundary"]}
+    # ... and the approved one not started: its approval lapsed after a day, pending again, past its deadline
+    assert swept == {rb["again"], rb["pending"], rb["boundary"], rb["approved"]}
     r = compute_report(url)
-    assert r["rollback_status"] == {"approved": 1, "cancelled": 1, "denied": 1, "expired": 3, "partial": 1,
-                                    "verified": 1}
-    assert r["open"] == 2 and all(rt.authorization(i, now=later).status == "expired" for i in swept)
+    assert r["rollback_status"] == {"cancelled": 1, "denied": 1, "expired": 4, "partial": 1, "verified": 1}
+    assert r["open"] == 1 and all(rt.authorization(i, now=later).status == "expired" for i in swept)
 
 
 def _statuses(rt, rb: dict, now) -> dict:
@@ -123,10 +123,11 @@ def test_a_rollback_denied_cancelled_or_expired_rolls_nothing_back_and_costs_not
     c = r["cost"]
     assert c["rollbacks"] == 5 and c["total"] == {"USD": 250.0}
     assert c["by_scenario"] == {"customer_request": {"USD": 250.0}} and c["by_action_type"] == {"send": {"USD": 50.0}}
-    # once the three pending ones are recorded expired: 3 stand (verified, partial, approved)
+    # once the three pending ones, and the approved one whose approval lapsed unused (pending again),
+    # are recorded expired: 2 stand (verified, partial)
     rt.expire(now=at(100) + timedelta(days=8))
     later = compute_report(url, policies=rt.engine)
-    assert later["totals"]["rolled_back_executions"] == 3 and later["cost"]["total"] == {"USD": 150.0}
+    assert later["totals"]["rolled_back_executions"] == 2 and later["cost"]["total"] == {"USD": 100.0}
     assert later["by_reviewer"]["sam"] == {"executions": 2, "rolled_back": 0, "rate": 0.0}
 
 

@@ -29,6 +29,12 @@ def test_the_whole_lifecycle_from_the_shell(tmp_path):
     a = json.loads(_rt(runner, ["approve"], {"subject": d["decision_id"], "principal": "sam", "roles": ["reviewer"],
                                              "now": now}, url, pol).output)
     assert a["status"] == "approved"
+    c = json.loads(_rt(runner, ["claim_execution"], {"decision": d["decision_id"], "principal": "worker-1",
+                                                     "now": now}, url, pol).output)
+    assert (c["recorded"], c["claimed_by"]) == (True, "worker-1")
+    c2 = json.loads(_rt(runner, ["claim_execution"], {"decision": d["decision_id"], "principal": "worker-2",
+                                                      "now": now}, url, pol).output)
+    assert (c2["recorded"], c2["claimed_by"]) == (False, "worker-1")
     x = json.loads(_rt(runner, ["executed"], {"decision": d["decision_id"], "receipt": {"message": "m"},
                                               "now": now}, url, pol).output)
     assert x["authorized"] and x["missing_receipt"] == ["ticket"]

@@ -24,6 +24,7 @@ from policy_engine.ledger import Ledger
 from policy_engine.ledger.canonical import Canonical, canonical_text
 from policy_engine.ledger.errors import InvalidEntry
 from policy_engine.runtime import gatejson
+from policy_engine.runtime.recorded import integral_doubles
 from policy_engine.runtime.results import _ts
 
 TTL = timedelta(hours=24)
@@ -56,6 +57,16 @@ def reference_body(a, d, now_dt) -> dict:
     if d.effect == "require_approval":
         body["pending_until"] = _ts(now_dt + TTL)
     return body
+
+
+def recorded_body(a, d, now_dt) -> dict:
+    """`reference_body` as the runtime records it: with `action_doubles`, the paths of the
+    action's integral floats (runtime/recorded.py; tests/test_recorded_doubles.py), if any."""
+    ref = reference_body(a, d, now_dt)
+    paths = integral_doubles(a) if "action_error" not in ref else []
+    if paths:
+        ref["action_doubles"] = paths
+    return ref
 
 
 def fast_body(a, d, now_dt):
@@ -164,7 +175,7 @@ def test_recorded_gate_bodies_are_rfc8785_and_the_ledger_verifies(ledger_url, tm
         for i, a in enumerate(acts):
             g = rt.gate(a, now=at(i))
             e = rt.ledger.get(g.decision_id)
-            ref = reference_body(a, eng.evaluate(a, None, at(i)), at(i))
+            ref = recorded_body(a, eng.evaluate(a, None, at(i)), at(i))
             if i < 3:  # before the stop: the same decision as evaluated here
                 assert e.body_json.encode("utf-8") == rfc8785.dumps(ref)
             assert e.body_json.encode("utf-8") == rfc8785.dumps(json.loads(e.body_json))
@@ -179,5 +190,5 @@ def test_gate_many_records_the_same_bytes(ledger_url, tmp_path):  # noqa: F811
         out = rt.gate_many(acts, now=at(1))
         for a, g in zip(acts, out):
             e = rt.ledger.get(g.decision_id)
-            assert e.body_json.encode("utf-8") == rfc8785.dumps(reference_body(a, eng.evaluate(a, None, at(1)), at(1)))
+            assert e.body_json.encode("utf-8") == rfc8785.dumps(recorded_body(a, eng.evaluate(a, None, at(1)), at(1)))
         assert rt.ledger.verify().ok

@@ -286,6 +286,7 @@ def test_openapi_describes_every_runtime_operation(tmp_path, policy_dir):
         "/v1/executions",
         "/v1/rollbacks",
         "/v1/rollbacks/{rollback_id}/claim",
+        "/v1/decisions/{decision_id}/claim",
         "/v1/rollbacks/{rollback_id}/steps",
         "/v1/subjects/{subject_id}/cancel",
         "/v1/queue",
@@ -383,3 +384,26 @@ def test_every_route_is_timed_under_its_template_and_each_evaluation_is_timed(tm
         assert count % route in text, route
     assert "stopline_evaluation_duration_seconds_count 3.0" in text
     assert "secret-id" not in text and "another-raw-id" not in text and "/no/such" not in text
+
+
+def test_an_executor_claims_a_decision_once_over_http(tmp_path, policy_dir):
+    with client(tmp_path, policy_dir) as c:
+        d = c.post("/v1/gate", json={"action": send(500)}, headers=bearer("ops")).json()["decision_id"]
+        early = c.post(f"/v1/decisions/{d}/claim", json={}, headers=bearer("ops")).json()
+        assert (early["recorded"], early["status"]) == (False, "pending")
+        assert c.post("/v1/approvals", json={"subject": d}, headers=bearer("rita")).json()["status"] == "approved"
+        r = c.post(f"/v1/decisions/{d}/claim", json={"principal": "rita"}, headers=bearer("ops"))
+        assert r.status_code == 403  # the claimant is the caller, never the body
+        won = c.post(f"/v1/decisions/{d}/claim", json={}, headers=bearer("ops")).json()
+        assert (won["recorded"], won["claimed_by"]) == (True, "ops")
+        lost = c.post(f"/v1/decisions/{d}/claim", json={}, headers=bearer("casey")).json()
+        assert (lost["recorded"], lost["claimed_by"]) == (False, "ops")
+        deny = c.post("/v1/approvals", json={"subject": d, "verdict": "deny"}, headers=bearer("rita")).json()
+        assert deny["recorded"] is False and "claimed for its execution by ops" in deny["reason"]
+        st = c.get(f"/v1/subjects/{d}", headers=bearer("ops")).json()
+        assert (st["status"], st["claimed_by"], st["claim_id"]) == ("approved", "ops", won["transition_id"])
+        x = c.post("/v1/executions", json={"decision_id": d, "receipt": {"message": "hi", "ticket": 1}},
+                   headers=bearer("ops")).json()
+        assert x["authorized"] is True
+        rb = c.post(f"/v1/decisions/{x['execution_id']}/claim", json={}, headers=bearer("ops"))
+        assert rb.status_code == 422 and "not a `decision`" in rb.json()["detail"]

@@ -29,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
+
+from ..runtime.approvals import CLAIM_KEY  # noqa: F401 - the n-th claim of a decision: ``stopline:claim:<decision>:<n>``
 
 __all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "require_extra"]
 
@@ -141,7 +142,6 @@ class Outcome:
 
 
 EXECUTOR = "stopline-executor:"  #: the principal prefix of an execution's claim
-CLAIM_KEY = "stopline:claim:"  #: the n-th claim of a decision is keyed ``stopline:claim:<decision>:<n>``
 
 #: receipt fields only the gate sets (a tool argument or output of the same name is dropped):
 #: the execution's ``reviewer`` is who a rollback's ``distinct from original.reviewer`` excludes
@@ -411,83 +411,16 @@ class ToolGate:
     def claim_in_ledger(self, decision_id: str,
                         choose: Callable[[list, Callable[[], Any], str], tuple[str | None, str]]
                         ) -> tuple[Any, str | None, str, Any]:
-        """The adapters' one claim: append the next ``claimed`` transition of ``decision_id``
-        if the ledger allows it, read and written in one ``Runtime.transact``: under the
-        ledger's append lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL's row lock), so of
-        concurrent claimants, in one process or several, exactly one sees the state before
-        the claim.
-
-        Under the lock: the decision must be ``allowed`` (not yet executed) or ``approved``
-        (its approvals satisfied now, no deny); then ``choose(claims, stop_after, nonce)``
-        decides, given the principals of the decision's ``claimed`` transitions in ledger
-        order, ``stop_after()`` (the stop of the workflow recorded after the decision that
-        forbids a new claim, unless the policy lets the action run while stopped; None when
-        there is none) and a fresh nonce: it returns the principal to record and the claim's
-        reason, or ``(None, why)``. The n-th claim carries the key
-        ``stopline:claim:<decision>:<n>`` and the nonce, so a second entry for the same
-        turn, even one written without this check, is refused by the ledger's unique key
-        (``IdempotencyConflict``, answered as a refusal).
+        """The adapters' one claim: :meth:`Runtime.claim_turn
+        <policy_engine.runtime.Runtime.claim_turn>` at the gate's clock (the next ``claimed``
+        transition of ``decision_id``, read and written under the ledger's append lock, keyed
+        ``stopline:claim:<decision>:<n>``; ``choose(claims, stop_after, nonce)`` decides).
 
         Returns the decision's status (``SubjectStatus``) as read under the lock (``None`` if
         the ledger refused the append), the principal when the claim was recorded (else
         ``None``), why not, and the stop entry when a stop after the decision is why."""
-        from sqlalchemy import select
-
-        from ..ledger import IdempotencyConflict, NewEntry, schema
-        from ..runtime.results import _now, _ts
-
-        rt, now_dt, nonce = self.runtime, _now(self._t()), uuid.uuid4().hex
-        E, L = schema.entries, schema.links
-        seen: dict[str, Any] = {"status": None, "holder": None, "why": "", "stop": None}
-
-        def build(c: Any) -> list:
-            [subj] = rt.ledger.fetch(c, E.c.id == decision_id, limit=1)
-            st = seen["status"] = rt.subject_status(c, subj, now=now_dt)
-            if st.status not in ("allowed", "approved"):
-                seen["why"] = f"the decision is `{st.status}`"
-                return []
-            linked = select(L.c.from_seq).where(L.c.to_seq == subj.seq)
-            claims = [e.body.get("principal") for e in rt.ledger.fetch(c, E.c.kind == "transition", E.c.seq.in_(linked))
-                      if e.body.get("to") == "claimed"]
-
-            def stop_after() -> Any:
-                if subj.workflow is None:
-                    return None
-                later = rt.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind == "stop", E.c.seq > subj.seq,
-                                        limit=1)
-                if not later or self._runs_while_stopped(subj, later[0], now_dt):
-                    return None
-                seen["stop"] = later[0]
-                seen["why"] = f"workflow `{subj.workflow}` was stopped by `{later[0].body.get('trigger')}` after it"
-                return later[0]
-
-            who, reason = choose(claims, stop_after, nonce)
-            if who is None:
-                seen["why"] = seen["why"] or reason
-                return []
-            n = len(claims) + 1
-            seen["holder"] = who
-            body = {"subject": decision_id, "to": "claimed", "principal": who, "reason": reason,
-                    "at": _ts(now_dt), "claim": n, "nonce": nonce}
-            return [NewEntry("transition", body, workflow=subj.workflow, links=[decision_id],
-                             key=f"{CLAIM_KEY}{decision_id}:{n}", time=now_dt)]
-
-        try:
-            rt.transact(build)
-        except IdempotencyConflict as e:  # another claimant recorded this turn first: the ledger refuses this one
-            return None, None, f"the ledger refused a second claim of this turn: {e}", None
-        return seen["status"], seen["holder"], seen["why"], seen["stop"]
-
-    def _runs_while_stopped(self, subj: Any, stop: Any, now_dt: Any) -> bool:
-        """Whether the policy lets the decided action run while its workflow is stopped by
-        ``stop`` (the engine decides, as for a gate while stopped)."""
-        state = {"name": subj.workflow, "status": "stopped", "stopped_by": stop.body.get("trigger"),
-                 "stopped_at": stop.body.get("stopped_at") or stop.time}
-        try:
-            d = self.runtime.engine.evaluate(subj.body.get("action"), state, now_dt)
-        except Exception:  # noqa: BLE001 - fail closed
-            return False
-        return d.effect in ("allow", "require_approval")
+        st, holder, why, stop, _entry = self.runtime.claim_turn(decision_id, choose, now=self._t())
+        return st, holder, why, stop
 
     def ready(self, check: Check) -> Outcome:
         """For a framework whose approval happened out of band (recorded with ``approve``):

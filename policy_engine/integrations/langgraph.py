@@ -270,8 +270,8 @@ class StoplineToolWrapper:
         policy lets the action run while stopped, as ``ToolGate.take``), or the holder's own
         when its name starts with ``holder`` and it waits (an even count);
         ``waiting=False`` records that the running holder ``holder`` waits (an odd count).
-        The current claimant is the last ``claimed`` transition (the status of an allowed
-        decision carries no ``claimed_by``).
+        The current claimant is the last ``claimed`` transition (``SubjectStatus.claimed_by``);
+        the first one closed the decision (``Runtime.claim_execution``).
 
         Returns the decision's status as read under the lock (``None`` if the ledger refused
         the append), the holder when the claim was recorded (else ``None``), why not, and

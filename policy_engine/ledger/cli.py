@@ -67,15 +67,40 @@ def ledger() -> None:
               help="Create the ledger even in a database (PostgreSQL: schema) that already holds other tables.")
 @_guarded
 def init(url: str, allow_other_tables: bool) -> None:
-    """Create the ledger (or migrate an older one, or re-create its guard triggers); harmless
-    on an existing ledger. Refuses another application's database unless --allow-other-tables."""
+    """Create the ledger (or migrate an older one, add the tables it lacks, or re-create its
+    guard triggers); harmless on an existing ledger. Refuses another application's database
+    unless --allow-other-tables."""
     with _open(url, create=True, allow_other_tables=allow_other_tables) as led:
+        added = led.add_missing_tables() + _add_runtime_tables(led)
         restored = led.restore_guards()
         click.echo(f"ledger {led.url}: {led.size} entries, log {led.log_id}")
+        if added:
+            click.echo(f"added the table{'s' if len(added) > 1 else ''} it lacked: "
+                       f"{', '.join(f'`{n}`' for n in added)} (no entry written)")
     if restored:
         click.echo(f"warning: re-created the guard triggers ({'; '.join(restored)}); entries could be rewritten "
                    "while they were off: run `stopline ledger verify --checkpoint FILE --key FILE.pub`", err=True)
     sys.exit(EXIT_OK)
+
+
+def _add_runtime_tables(led) -> list[str]:
+    """The runtime's projections (``rt_*``, :mod:`policy_engine.runtime.projections`: the
+    caches beside the log that the runtime and ``stopline serve`` read), made when missing
+    and filled from the log (a rebuild under the append lock), so a server whose database
+    role may not create tables finds every table it uses. None missing: no lock, no DDL."""
+    from ..runtime import projections as P
+
+    with led.reading() as c:
+        if not P.outdated(c):
+            return []
+    made: list[str] = []
+
+    def build(c):
+        made[:] = P.ensure(c, led.fetch)
+        return []
+
+    led.transact(build)
+    return made
 
 
 @ledger.command("log")

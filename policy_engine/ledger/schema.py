@@ -22,9 +22,11 @@ One schema for both backends:
                     seconds), so every worker and replica refuses a copy of the cookie.
                     Not history (a sign-out is no domain event: it is not an entry); rows
                     past ``ended_until`` are pruned; not guarded. Made with the other
-                    tables; a ledger made before it gets it from :func:`create_ended_sessions`
-                    (the server calls it under the append lock) without a version change,
-                    so older Stopline versions keep reading the ledger.
+                    tables; a ledger made before it gets it without a version change (so
+                    older Stopline versions keep reading the ledger) from
+                    :func:`create_missing` (``stopline ledger init``, and every migration)
+                    or, when the server's role may create tables, from the server at start
+                    (``Ledger.ensure_tables``: no DDL at all when the table exists).
 
 Version 2 added ``ledger_queue`` (a PostgreSQL sequencer's waiting appends); version 3
 replaced that sequencer by the server-side append function ``ledger_append_batch``
@@ -37,14 +39,20 @@ triggers, which needs the table owner's rights and shows in ``verify``
 (:func:`guard_problems`); :func:`restore_guards` (``stopline ledger init``) puts them back.
 
 Migrations: ``MIGRATIONS[v]`` brings a database from version ``v - 1`` to ``v``; they run
-at open time under the append lock. A database whose ``schema_version`` is newer than
-``SCHEMA_VERSION`` is refused (never written to).
+at open time under the append lock, and end with :func:`create_missing`. A database whose
+``schema_version`` is newer than ``SCHEMA_VERSION`` is refused (never written to).
+
+:func:`create_missing` makes every table of ``metadata`` the database lacks (a table added
+to the schema without a version change, as ``ledger_ended_sessions`` was), with its
+indexes, and touches nothing else: ``stopline ledger init`` runs it on an existing ledger,
+so a role without the right to create tables can then run ``stopline serve``. A missing
+history table (:data:`HISTORY`) is damage, never re-made empty.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import (
     BigInteger,
@@ -66,7 +74,7 @@ from .errors import SchemaError
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "flush", "MIGRATIONS",
            "GUARDED", "LEDGER_TABLES", "guard_ddl", "guard_problems", "restore_guards", "append_function_ddl",
-           "migrate", "ended_sessions", "create_ended_sessions"]
+           "migrate", "ended_sessions", "create_ended_sessions", "create_missing", "missing_tables", "HISTORY"]
 
 SCHEMA_VERSION = 3
 LOG = 1  # the single log of a deployment (the heads row)
@@ -139,6 +147,8 @@ queue = Table("ledger_queue", _v2_metadata,
               Column("time", String(32), nullable=False))
 
 GUARDED = ("ledger_entries", "ledger_links", "ledger_nodes")
+#: the tables that hold the log and its head: a ledger lacking one is damaged (never re-made empty)
+HISTORY = ("ledger_meta", "ledger_heads", *GUARDED)
 #: every table a ledger has had (version 2's queue included): anything else in the database is another application's
 LEDGER_TABLES = frozenset({"ledger_meta", "ledger_heads", "ledger_entries", "ledger_links", "ledger_nodes",
                            "ledger_flush", "ledger_queue", "ledger_ended_sessions"})
@@ -240,6 +250,30 @@ def create_ended_sessions(conn: Connection) -> None:
     existed), in the caller's transaction: call it under the append lock
     (``Ledger.transact``) so concurrent servers make it once."""
     ended_sessions.create(conn, checkfirst=True)
+
+
+def missing_tables(conn: Connection, tables: Iterable[Table] | None = None) -> list[str]:
+    """The names of ``tables`` (default: every table of the current schema) that the
+    connection's default schema lacks: one catalog read, no DDL."""
+    have = set(inspect_tables(conn))
+    return [t.name for t in (metadata.sorted_tables if tables is None else tables) if t.name not in have]
+
+
+def create_missing(conn: Connection) -> list[str]:
+    """Make every table of the current schema the ledger lacks, with its indexes, in the
+    caller's (locked) transaction, and return their names (``[]``: nothing done, no DDL
+    issued). Rows, triggers and every existing table are left as they are. A missing
+    history table (:data:`HISTORY`) raises :class:`SchemaError`: the ledger is damaged."""
+    missing = missing_tables(conn)
+    damaged = [n for n in missing if n in HISTORY]
+    if damaged:
+        raise SchemaError(f"the ledger is damaged: its table{'s' if len(damaged) > 1 else ''} "
+                          f"{', '.join(f'`{n}`' for n in damaged)} {'are' if len(damaged) > 1 else 'is'} missing "
+                          "(restore it from a backup; an empty one is never made in its place)")
+    for t in metadata.sorted_tables:
+        if t.name in missing:
+            t.create(conn, checkfirst=True)
+    return missing
 
 
 def _v2(conn: Connection) -> None:
@@ -385,6 +419,9 @@ def migrate(conn: Connection, current: int) -> int:
             conn.execute(insert(meta).values(name="schema_version", value=str(v)))
         else:
             conn.execute(meta.update().where(meta.c.name == "schema_version").values(value=str(v)))
+    # a table added to the schema without a version change (ledger_ended_sessions), which a
+    # ledger made by an older version's migrations lacks
+    create_missing(conn)
     return SCHEMA_VERSION
 
 

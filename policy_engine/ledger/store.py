@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,14 @@ def _wal(dbapi_conn: Any, wait: float) -> None:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+
+def _no_create_right(e: BaseException) -> bool:
+    """A driver error saying the database role lacks a right (PostgreSQL's SQLSTATE 42501,
+    insufficient_privilege: e.g. no CREATE on the schema)."""
+    orig = getattr(e, "orig", None) or e
+    return getattr(orig, "sqlstate", None) == "42501"
+
 
 __all__ = ["Ledger", "Entry", "NewEntry", "History", "format_time"]
 
@@ -164,6 +172,11 @@ class Ledger(LedgerWriter):
         otherwise) a new ledger is made only in a database (on PostgreSQL: the schema of
         the search path) that holds no other application's tables (:class:`SchemaError`).
         """
+        if isinstance(url, str):
+            try:
+                url.encode("utf-8")
+            except UnicodeEncodeError:  # (a shell's bytes that are not UTF-8: no path or server has that name)
+                raise LedgerUnavailable(f"not a ledger URL: {url!r} is not UTF-8 text") from None
         try:
             u = make_url(url) if isinstance(url, str) else url
         except (sa_exc.ArgumentError, ValueError):
@@ -271,25 +284,17 @@ class Ledger(LedgerWriter):
                     f"the ledger at {shown} has schema version {version}, newer than this Stopline "
                     f"supports ({schema.SCHEMA_VERSION}); upgrade Stopline"
                 )
-            with engine.connect() as c:
-                c = c.execution_options(ledger_write=True)
-                with c.begin():
-                    if c.dialect.name == "postgresql":
-                        c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-                    version = schema.read_version(c)
-                    if version is None and not allow_other_tables:
-                        others = sorted(t for t in schema.inspect_tables(c) if t not in schema.LEDGER_TABLES)
-                        if others:
-                            where = "database" if c.dialect.name == "sqlite" else "schema"
-                            names = ", ".join(f"`{t}`" for t in others[:5]) + (
-                                f" and {len(others) - 5} more" if len(others) > 5 else "")
-                            raise SchemaError(
-                                f"{shown} already holds tables that are not the ledger's ({names}): refusing to add "
-                                f"a ledger to another application's {where} (use a new {where}, or pass "
-                                "--allow-other-tables to add it anyway)"
-                            )
-                    if version is None or version < schema.SCHEMA_VERSION:
-                        schema.migrate(c, version or 0)
+            try:
+                cls._create_or_migrate(engine, shown, allow_other_tables)
+            except sa_exc.DBAPIError as e:
+                if not _no_create_right(e):
+                    raise
+                what = ("there is no ledger at " + shown if version is None else
+                        f"the ledger at {shown} has schema version {version}, older than this Stopline's "
+                        f"({schema.SCHEMA_VERSION}),")
+                raise SchemaError(f"{what} and this database role may not "
+                                  f"{'create one' if version is None else 'migrate it'} ({_short(e)}): run "
+                                  "`stopline ledger init` with a role that may create tables") from None
             if engine.dialect.name == "sqlite":
                 with engine.connect() as c:  # a new ledger: WAL from now on (outside a transaction)
                     dbapi_conn: Any = c.connection.driver_connection
@@ -306,6 +311,29 @@ class Ledger(LedgerWriter):
         if head is None:
             raise SchemaError(f"the ledger at {shown} is damaged: its head row (`ledger_heads`) is missing")
         return log_id, origin
+
+    @staticmethod
+    def _create_or_migrate(engine: Engine, shown: str, allow_other_tables: bool) -> None:
+        """Make the ledger, or migrate an older one, under the migration lock."""
+        with engine.connect() as c:
+            c = c.execution_options(ledger_write=True)
+            with c.begin():
+                if c.dialect.name == "postgresql":
+                    c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                version = schema.read_version(c)
+                if version is None and not allow_other_tables:
+                    others = sorted(t for t in schema.inspect_tables(c) if t not in schema.LEDGER_TABLES)
+                    if others:
+                        where = "database" if c.dialect.name == "sqlite" else "schema"
+                        names = ", ".join(f"`{t}`" for t in others[:5]) + (
+                            f" and {len(others) - 5} more" if len(others) > 5 else "")
+                        raise SchemaError(
+                            f"{shown} already holds tables that are not the ledger's ({names}): refusing to add "
+                            f"a ledger to another application's {where} (use a new {where}, or pass "
+                            "--allow-other-tables to add it anyway)"
+                        )
+                if version is None or version < schema.SCHEMA_VERSION:
+                    schema.migrate(c, version or 0)
 
     # ------------------------------------------------------------------ guards
     @_db
@@ -330,6 +358,75 @@ class Ledger(LedgerWriter):
                 if problems:
                     schema.restore_guards(c)
         return problems
+
+    # ------------------------------------------------------------------ tables
+    @_db
+    def missing_tables(self, tables: Iterable[Any] | None = None) -> list[str]:
+        """The names of ``tables`` (SQLAlchemy tables; default: every table of the ledger's
+        current schema) that the database lacks (on PostgreSQL: in the schema of the search
+        path). One catalog read: no lock, no DDL."""
+        with self._read() as c:
+            return schema.missing_tables(c, tables)
+
+    @_db
+    def add_missing_tables(self) -> list[str]:
+        """Make every table of the ledger's current schema that the database lacks (a
+        ledger made before a table was added to the schema without a version change, as
+        ``ledger_ended_sessions`` was), under the append lock (an advisory lock on
+        PostgreSQL), and return their names (``[]``: nothing done). Rows, entries, guards
+        and existing tables are left as they are; no entry is written. Needs a role that
+        may create tables (else :class:`SchemaError`, naming the tables). ``stopline
+        ledger init`` calls it."""
+        missing = self.missing_tables()
+        if not missing:
+            return []
+        with self._engine.connect() as c:
+            c = c.execution_options(ledger_write=True)
+            try:
+                with c.begin():
+                    if c.dialect.name == "postgresql":
+                        c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                    return schema.create_missing(c)
+            except sa_exc.DBAPIError as e:
+                if _no_create_right(e):
+                    raise SchemaError(self._cannot_create(missing, e)) from None
+                raise
+
+    @_db
+    def ensure_tables(self, tables: Sequence[Any]) -> list[str]:
+        """Make sure the tables ``tables`` (kept beside the log: the server's sign-outs, the
+        runtime's projections) exist before they are used, and return the names made.
+        When every one exists (the common case) this is one catalog read: no lock, and no
+        DDL, so a database role without the right to create tables can use the ledger.
+        The missing ones are made under the advisory lock (PostgreSQL), re-checked there
+        (another process may have made them). If the role may not create them:
+        :class:`SchemaError`, one line naming each table and telling the operator to run
+        ``stopline ledger init`` with a role that may create tables."""
+        missing = self.missing_tables(tables)
+        if not missing:
+            return []
+        with self._engine.connect() as c:
+            c = c.execution_options(ledger_write=True)
+            try:
+                with c.begin():
+                    if c.dialect.name == "postgresql":
+                        c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                    made = schema.missing_tables(c, tables)
+                    for t in tables:
+                        if t.name in made:
+                            t.create(c, checkfirst=True)
+                    return made
+            except sa_exc.DBAPIError as e:
+                if _no_create_right(e):
+                    raise SchemaError(self._cannot_create(missing, e)) from None
+                raise
+
+    def _cannot_create(self, names: list[str], e: BaseException) -> str:
+        which = ", ".join(f"`{n}`" for n in names) or "a table it needs"
+        many = len(names) > 1
+        return (f"the ledger at {self.url} has no table{'s' if many else ''} {which}, and this database role may "
+                f"not create {'them' if many else 'it'} ({_short(e)}): run `stopline ledger init` with a role that "
+                "may create tables, then start again")
 
     def close(self) -> None:
         """Release every connection."""

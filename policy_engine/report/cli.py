@@ -31,10 +31,12 @@ def report(url, since, until, out, fmt, policies):
     says which were derived)."""
     from ..diagnostics import PolicyError
     from ..ledger import LedgerError
-    from ..replay_cli import _time
+    from ..replay_cli import _text, _time, _window
     from .compute import compute_report
 
+    _text(url, "--ledger")
     s, u = _time(since, "--since"), _time(until, "--until")
+    _window(since, until, s, u)
     if fmt == "html" and out is None:  # before reading the ledger, not after
         raise click.UsageError("give --out FILE for the HTML page (or --format json)")
     from ..replay import _ts
@@ -53,7 +55,7 @@ def report(url, since, until, out, fmt, policies):
         click.echo(msg, err=True)
         sys.exit(2)
     try:
-        r = compute_report(url, since=_ts(s), until=_ts(u), progress=progress, policies=policies)
+        r = compute_report(url, since=_ts(s, "since"), until=_ts(u, "until"), progress=progress, policies=policies)
     except LedgerError as e:
         fail(f"error: {e}")
     except PolicyError as e:

@@ -163,17 +163,21 @@ def compute_report(ledger: Any, *, since: str | datetime | None = None, until: s
     own rule (:func:`policy_engine.runtime.core.clock_expiry`), so the figures do not depend
     on when a sweeper ran; ``expired`` says how many were recorded and which were derived
     (not yet recorded). Given ``until``, the same ledger always gives the same report. Not
-    authorized is what the recorded approvals say (the status the latest one left it in:
-    the report judges no approval again, with or without ``policies``).
+    authorized is what the recorded approvals say (the status the latest one left it in,
+    pending again from the ``approved_until`` it recorded, when its approvals lapse: the
+    report judges no approval again, with or without ``policies``).
 
     One streaming pass per kind, each entry's few fields picked out by the database
     (:mod:`policy_engine.scan`): rollbacks, then their approvals, transitions and steps,
     then the executions folded into counters as they stream (only the rolled-back
-    originals' times are kept). A field of an unexpected type (a ledger written by other
-    code) reads as missing."""
+    originals' times are kept); an original that ran before ``since`` is read by id, so
+    every rollback of the window has its times (the rates stay the window's). A field of
+    an unexpected type (a ledger written by other code) reads as missing."""
     from ..gcpause import paused
 
     s, u = _bound(since, "since"), _bound(until, "until")
+    if s is not None and u is not None and s > u:
+        raise ValueError(f"`since` ({s}) is later than `until` ({u}): no entry can be in that window")
     n = _bound(now if now is not None else datetime.now(UTC), "now") or ""
     as_of = u if u is not None and u <= n else n  # (never later than the clock: nothing expires ahead of it)
     with paused():  # the executions stream into counters: no collector passes over what is kept meanwhile
@@ -279,11 +283,13 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                         "duties": list(dict.fromkeys(_strs(duties))), "workflow": wf, "types": types,
                         "until": _s(rev_until), "pending_until": _s(pend_until)}
         approvals: dict[str, list] = {}
-        for _seq, _id, _wf, when, (subj, verdict, ok, at, after) in counted(scan(
-                led, _where("approval", since, until), ["subject", "verdict", "counted", "at", "status_after"])):
+        for _seq, _id, _wf, when, (subj, verdict, ok, at, after, until_) in counted(scan(
+                led, _where("approval", since, until),
+                ["subject", "verdict", "counted", "at", "status_after", "approved_until"])):
             if isinstance(subj, str) and subj in rbs:
                 approvals.setdefault(subj, []).append({"verdict": verdict, "counted": ok is True,
-                                                       "at": _s(at) or when, "status_after": _s(after)})
+                                                       "at": _s(at) or when, "status_after": _s(after),
+                                                       "approved_until": _s(until_)})
         ended: dict[str, str] = {}  # a rollback -> the first `cancelled` or `expired` recorded for it
         for _seq, _id, _wf, _when, (subj, to) in counted(scan(
                 led, _where("transition", since, until), ["subject", "to"])):
@@ -304,8 +310,15 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
         statuses: dict[str, str] = {
             rid: _status(r, approvals.get(rid, []), ended.get(rid), steps.get(rid, []))
             for rid, r in rbs.items()}
-        # as of the report's time: a pending rollback the clock expired counts as expired, recorded or not
         as_of_t = _t_strict(as_of, "now")
+        # as of the report's time: an approved rollback not started whose approvals lapsed (the
+        # latest approval's `approved_until`) is pending again, as `Runtime.authorization` says
+        for rid, st_ in statuses.items():
+            if st_ == "approved":
+                lapse = _t(approvals[rid][-1].get("approved_until")) if approvals.get(rid) else None
+                if lapse is not None and lapse <= as_of_t:
+                    statuses[rid] = "pending"
+        # as of the report's time: a pending rollback the clock expired counts as expired, recorded or not
         derived = [rid for rid, r in rbs.items() if statuses[rid] == "pending" and _expired_by_clock(r, as_of_t)]
         for rid in derived:
             statuses[rid] = "expired"
@@ -342,6 +355,11 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                 n_missing += 1
                 for f in dict.fromkeys(fields):
                     missing[f] = missing.get(f, 0) + 1
+        # an original executed before `since` (its rollback in the window): when it ran, read
+        # by id, so every rollback of the window has its times (not only those of its executions)
+        ran = dict(ex_at)
+        for xid, when in _executed_at(led, [o for o in originals if o is not None and o not in ex_at]):
+            ran[xid] = when
         to_request: list[float] = []
         to_complete: list[float] = []
         latency: list[float] = []
@@ -352,7 +370,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
         for rid, r in rbs.items():
             scenarios[r["scenario"] or "?"] = scenarios.get(r["scenario"] or "?", 0) + 1
             windows[r["window"] or "none"] = windows.get(r["window"] or "none", 0) + 1
-            t0 = _t(ex_at.get(r["original"])) if r["original"] in ex_at else None
+            t0 = _t(ran.get(r["original"])) if r["original"] in ran else None
             at = _t(r["at"])
             if t0 and at:
                 to_request.append((at - t0).total_seconds())
@@ -403,6 +421,19 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
     finally:
         if owns:
             led.close()
+
+
+def _executed_at(led: Any, ids: list[str]) -> Any:
+    """``(execution id, when it ran)`` of the executions ``ids`` (the originals the window's
+    executions did not hold), 500 ids per query."""
+    from ..ledger import schema
+    from ..scan import scan
+
+    E = schema.entries
+    for i in range(0, len(ids), 500):
+        for _seq, xid, _wf, t, (at,) in scan(led, [E.c.kind == "execution", E.c.id.in_(ids[i:i + 500])],
+                                             ["executed_at"]):
+            yield xid, _s(at) or t
 
 
 def _cost(eng: Any, rbs: dict, statuses: dict) -> dict:

@@ -12,10 +12,22 @@ from sqlalchemy import and_, or_, select
 from ..ledger import NewEntry
 from . import projections as P
 from .core import RuntimeCore, may_expire_by_clock
-from .results import TERMINAL, ApprovalResult, RuntimeUsageError, SubjectStatus, TransitionResult, _now, _ts, _ts_after
+from .results import (
+    TERMINAL,
+    ApprovalResult,
+    E,
+    RuntimeUsageError,
+    SubjectStatus,
+    TransitionResult,
+    _now,
+    _ts,
+    _ts_after,
+)
 
 if TYPE_CHECKING:
     from ..engine import NowInput
+
+CLAIM_KEY = "stopline:claim:"  #: the n-th claim of a decision is keyed ``stopline:claim:<decision>:<n>``
 
 
 def _roles(roles: Any) -> list[str]:
@@ -57,6 +69,11 @@ class Approvals(RuntimeCore):
         def build(c):
             subj = self._entry(c, subject_id, ("decision", "rollback"))
             before = self._subject_status(c, eng, subj, now_dt)
+            if before.claim_id is not None and before.status in ("allowed", "approved"):
+                out["r"] = ApprovalResult(subject_id, False, None, False, before.status,
+                                          f"the decision was claimed for its execution by {before.claimed_by} at "
+                                          f"{before.claimed_at}: it takes no more approvals or denials")
+                return []
             if before.status in TERMINAL or before.status in ("refused", "allowed", "in_progress", "partial",
                                                               "completed"):
                 out["r"] = ApprovalResult(subject_id, False, None, False, before.status,
@@ -76,6 +93,10 @@ class Approvals(RuntimeCore):
             counted = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
             body["counted"] = counted
             body["status_after"] = after.status
+            if before.kind == "rollback" and after.status == "approved":
+                until = self._approved_until(c, eng, subj, now_dt, [body])
+                if until is not None:
+                    body["approved_until"] = until
             out["r"] = (counted, after.status)
             return [NewEntry("approval", body, workflow=subj.workflow, links=[subject_id], time=now_dt)]
 
@@ -95,6 +116,11 @@ class Approvals(RuntimeCore):
         def build(c):
             subj = self._entry(c, subject_id, ("decision", "rollback"))
             st = self._subject_status(c, eng, subj, now_dt)
+            if st.claim_id is not None and st.status in ("allowed", "approved"):
+                out["r"] = TransitionResult(subject_id, False, st.status, claimed_by=st.claimed_by,
+                                            reason=f"the decision was claimed for its execution by {st.claimed_by} "
+                                                   f"at {st.claimed_at}: it cannot become `{to}`")
+                return []
             if to == "claimed" and st.claimed_by is not None and st.claimed_by != principal:
                 out["r"] = TransitionResult(subject_id, False, st.status, reason=f"already claimed by {st.claimed_by}")
                 return []
@@ -121,12 +147,118 @@ class Approvals(RuntimeCore):
         later claim by anyone else is refused (``recorded=False``, "already claimed by ...").
 
         Two uses, one transition: a reviewer takes a queued *rollback* (``queue(claimed=)``
-        shows who), and an executor reserves an approved *gate decision* before it runs the
-        action, so an approval is used once even when two resumes of the same approval race
-        (the agent-runtime adapters claim with a fresh principal per attempt). The claim does
-        not execute anything and does not change the subject's status; ``executed`` still
-        records the use. The argument keeps its historical name: it takes a decision id too."""
+        shows who); for a *gate decision* this is :meth:`claim_execution` (an executor
+        reserves the decision's one use before it runs the action). The claim of a rollback
+        does not change its status. The argument keeps its historical name: it takes a
+        decision id too."""
+        if not isinstance(principal, str) or not principal:
+            raise RuntimeUsageError("`principal` is a non-empty string")
+        with self.ledger.reading() as c:
+            kind = self._entry(c, rollback_id, ("decision", "rollback")).kind
+        if kind == "decision":
+            return self.claim_execution(rollback_id, principal=principal, now=now)
         return self._transition(rollback_id, "claimed", principal, None, now, ("pending", "approved"))
+
+    def claim_execution(self, decision_id: str, *, principal: str, now: NowInput = None) -> TransitionResult:
+        """Claim a gate decision's one use, right before the action runs: exactly once across
+        every thread, process and machine sharing the ledger.
+
+        Recorded (a ``claimed`` transition, keyed ``stopline:claim:<decision>:1``) only if,
+        read under the ledger's append lock, the decision is ``allowed`` or ``approved`` now
+        (approvals satisfied and unexpired, no deny), nobody claimed it before, and its
+        workflow was not stopped after it (unless the policy lets the action run while
+        stopped: then the gate would allow it now). Otherwise ``recorded=False`` with why;
+        ``claimed_by`` names the holder (the caller itself on a retry: ``claimed_by ==
+        principal`` means the caller holds it).
+
+        A claimed decision is closed: no approval, deny or cancel is accepted after the claim,
+        and it does not expire; its execution, recorded with :meth:`executed`, is authorized
+        even when a stop comes after the claim (the claim was made while it could run). The
+        agent-runtime adapters claim through the same transition (:meth:`claim_turn`)."""
+        if not isinstance(principal, str) or not principal:
+            raise RuntimeUsageError("`principal` is a non-empty string")
+
+        def first(claims: list, stop_after: Any, nonce: str) -> tuple[str | None, str]:
+            if claims:
+                return None, f"already claimed by {claims[0]}"
+            if stop_after() is not None:
+                return None, ""
+            return principal, "claimed for its execution"
+
+        st, holder, why, _stop, entry = self.claim_turn(decision_id, first, now=now)
+        if holder is not None:
+            return TransitionResult(decision_id, True, st.status, entry, claimed_by=holder)
+        status = st.status if st is not None else "unknown"
+        held = st.claimed_by if st is not None else None
+        return TransitionResult(decision_id, False, status, st.claim_id if held == principal and st else None,
+                                reason=why or f"the decision is `{status}`", claimed_by=held)
+
+    def claim_turn(self, decision_id: str, choose: Any, *, now: NowInput = None) -> tuple[Any, str | None, str, Any,
+                                                                                              str | None]:
+        """The one claim primitive (``claim_execution``; the adapters' claims, LangGraph's
+        turns): append the next ``claimed`` transition of ``decision_id`` if the ledger allows
+        it, read and written in one transaction under the ledger's append lock (SQLite
+        ``BEGIN IMMEDIATE``, PostgreSQL's row lock), so of concurrent claimants, in one
+        process or several, exactly one sees the state before the claim.
+
+        Under the lock: the decision must be ``allowed`` (not yet executed) or ``approved``
+        (its approvals satisfied now, no deny); then ``choose(claims, stop_after, nonce)``
+        decides, given the principals of the decision's ``claimed`` transitions in ledger
+        order, ``stop_after()`` (the stop of the workflow recorded after the decision that
+        forbids a claim, unless the policy lets the action run while stopped; None when there
+        is none) and a fresh nonce: it returns the principal to record and the claim's
+        reason, or ``(None, why)``. The n-th claim carries the key
+        ``stopline:claim:<decision>:<n>`` and the nonce, so a second entry for the same
+        turn, even one written without this check, is refused by the ledger's unique key
+        (answered as a refusal).
+
+        Returns the decision's status (``SubjectStatus``) as read under the lock (``None`` if
+        the ledger refused the append), the principal when the claim was recorded (else
+        ``None``), why not, the stop entry when a stop after the decision is why, and the
+        claim's entry id."""
+        import uuid
+
+        from ..ledger import IdempotencyConflict
+
+        eng, now_dt, nonce = self.engine, _now(now), uuid.uuid4().hex
+        seen: dict[str, Any] = {"status": None, "holder": None, "why": "", "stop": None}
+
+        def build(c: Any) -> list:
+            subj = self._entry(c, decision_id, ("decision",))
+            st = seen["status"] = self._subject_status(c, eng, subj, now_dt)
+            if st.status not in ("allowed", "approved"):
+                seen["why"] = f"the decision is `{st.status}`" + (f" ({st.reason})" if st.reason else "")
+                return []
+            claims = [e.body.get("principal") for e in self._linked(c, subj, ("transition",))
+                      if e.body.get("to") == "claimed"]
+
+            def stop_after() -> Any:
+                if subj.workflow is None:
+                    return None
+                later = self.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind == "stop", E.c.seq > subj.seq,
+                                          limit=1)
+                if not later or self._runs_while_stopped(eng, subj, later[0], now_dt):
+                    return None
+                seen["stop"] = later[0]
+                seen["why"] = f"workflow `{subj.workflow}` was stopped by `{later[0].body.get('trigger')}` after it"
+                return later[0]
+
+            who, reason = choose(claims, stop_after, nonce)
+            if who is None:
+                seen["why"] = seen["why"] or reason
+                return []
+            n = len(claims) + 1
+            seen["holder"] = who
+            body = {"subject": decision_id, "to": "claimed", "principal": who, "reason": reason,
+                    "at": _ts(now_dt), "claim": n, "nonce": nonce}
+            return [NewEntry("transition", body, workflow=subj.workflow, links=[decision_id],
+                             key=f"{CLAIM_KEY}{decision_id}:{n}", time=now_dt)]
+
+        try:
+            entries = self._transact(build)
+        except IdempotencyConflict as e:  # another claimant recorded this turn first: the ledger refuses this one
+            return None, None, f"the ledger refused a second claim of this turn: {e}", None, None
+        return seen["status"], seen["holder"], seen["why"], seen["stop"], (entries[0].id if entries else None)
 
     def cancel(self, subject_id: str, *, principal: str, reason: str | None = None,
                now: Any = None) -> TransitionResult:
@@ -148,18 +280,20 @@ class Approvals(RuntimeCore):
         with self.ledger.reading() as c:
             ids = [r[0] for r in c.execute(select(P.pending.c.id).where(P.pending.c.expires_at <= t)
                                            .order_by(P.pending.c.seq))]
+            # pending, or approved with approvals lapsed (expired: pending again) by now
+            gone = and_(R.c.status == "approved", R.c.lapses_at <= t)
             rows = [r for r in c.execute(select(R.c.id, R.c.status, R.c.deadline, R.c.expires_at, R.c.requested_at)
-                                         .where(and_(R.c.open == 1, R.c.status == "pending",
+                                         .where(and_(R.c.open == 1, or_(R.c.status == "pending", gone),
                                                      or_(R.c.expires_at <= t, R.c.deadline < t)))
                                          .order_by(R.c.seq))
-                    if may_expire_by_clock(r[1], r[2], r[3], r[4], t)]
+                    if may_expire_by_clock("pending", r[2], r[3], r[4], t)]
         # past the deadline first, then a standard plan whose reversal window closed before it was
         # authorized (one authorized in time stays: `_subject_status` says `approved`, nothing is recorded)
         timed_out = [r[0] for r in rows if r[3] is not None and r[3] <= t]
         lapsed = [r[0] for r in rows if not (r[3] is not None and r[3] <= t)]
         out, by_window = [], set(lapsed)
         for i in ids + timed_out + lapsed:
-            why = ("its reversal window ended before it was authorized" if i in by_window
+            why = ("its reversal window ended while it was not authorized" if i in by_window
                    else "unresolved at its deadline")
             r = self._transition(i, "expired", "stopline", why, now_dt, ("expired",))
             if r.recorded:

@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import and_ as sql_and
 from sqlalchemy import case, func, literal_column
+from sqlalchemy import or_ as sql_or
 from sqlalchemy import select as sql_select
 from sqlalchemy import update as sql_update
 
@@ -39,6 +40,7 @@ from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
+from .core import may_expire_by_clock
 from .results import (
     MAX_CASCADE,
     TERMINAL,
@@ -541,22 +543,29 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
                         judged[k] = judged_now
                 ok, status_after = judged[k] if k is not None else judged_now
             body["counted"], body["status_after"] = ok, status_after
+            until = None
+            if status_after == "approved":  # when its approvals stop authorizing it (each expires)
+                # a fresh plan has this approval alone: it lapses when this one expires
+                until = rt._approved_until(c, eng, m, now_dt, [body]) if m.seq in busy else exp
+                if until is not None:
+                    body["approved_until"] = until
             counted += ok
             statuses[status_after] = statuses.get(status_after, 0) + 1
             items.append(NewEntry("approval", body, workflow=m.workflow, links=[m.id, 0], time=now_dt))
-            project.setdefault(status_after, []).append(m.id)
+            project.setdefault((status_after, until), []).append(m.id)
         out.update(counted=counted, skipped=skipped, statuses=statuses, recorded=len(items) - 1)
         return items
 
-    project: dict[str, list[str]] = {}  #: status after -> the plans that approval leaves in it
+    #: (status after, approved until) -> the plans that approval leaves in it
+    project: dict[tuple[str, str | None], list[str]] = {}
 
     def after(c: Any, new: list) -> None:  # projections.apply of these entries, in bulk
         if new:
             P.apply(c, new[0])  # the batch's approval (it changes no projection row)
-        for to, ids in project.items():
+        for (to, until), ids in project.items():
             for i in range(0, len(ids), _CHUNK):
                 c.execute(sql_update(P.rollbacks).where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK]))
-                          .values(status=to, open=0 if to in P.CLOSED else 1))
+                          .values(status=to, open=0 if to in P.CLOSED else 1, lapses_at=P._norm(until)))
 
     entries = rt.ledger.transact(build, after=after)
     return {"batch_id": batch_id, "approval_id": entries[0].id, "verdict": verdict, "plans": out["recorded"],
@@ -670,21 +679,52 @@ def _json_duties(c: Any, *, count: bool) -> Any:
 
 
 def batch_counts(rt: Any, batch_id: str, *, now: Any = None) -> dict:
-    """``batch_status`` without the per-record duties, from the projection alone: the
-    batch's plans by status (a pending plan past its ``pending_until`` counts as expired),
-    done (completed or verified), partial and remaining, with one ``GROUP BY`` (no plan body
-    is read)."""
+    """``batch_status`` without the per-record duties: the batch's plans by status, done
+    (completed or verified), partial and remaining, each plan counted under the status
+    ``Runtime.authorization`` gives it at ``now``.
+
+    One ``GROUP BY`` over the projection (no plan body read), which also sets apart the
+    pending rows that may be expired by the clock (past their ``pending_until``, or past a
+    standard plan's reversal window: :func:`~.core.may_expire_by_clock`, the rows the
+    sweeper and ``Runtime.queue`` consider). Only when there are some are those rows' plans
+    read and judged as ``authorization`` judges them (the queue's ``_expired_by_clock``:
+    ``_subject_status``, :func:`~.core.clock_expiry` on the verdict at ``now``): ``expired``
+    (not yet recorded) unless authorized in time, else ``pending``."""
     R = P.rollbacks
-    now_s = _ts(_now(now))
-    raw = func.coalesce(R.c.status, "pending")
-    st = case((sql_and(raw == "pending", R.c.expires_at.is_not(None), R.c.expires_at <= now_s), "expired"),
-              else_=raw).label("st")
+    now_dt = _now(now)
+    now_s = _ts(now_dt)
+    # an approved plan whose approvals lapsed (each expired) is pending again (``lapses_at``)
+    raw = case((sql_and(R.c.status == "approved", R.c.lapses_at <= now_s), "pending"),
+               else_=func.coalesce(R.c.status, "pending"))
+    # the sweeper's prefilter (Runtime.expire); may_expire_by_clock then decides per row
+    may = sql_and(raw == "pending", sql_or(R.c.expires_at <= now_s, R.c.deadline < now_s))
+    st, flag = raw.label("st"), case((may, 1), else_=0).label("may")
+    eng = rt.engine if rt._policies is not None else None  # (a read-only runtime: the recorded status judges)
     with rt.ledger.reading() as c:
         b = _batch(rt, c, batch_id)
-        q = (sql_select(st, func.count()).select_from(E.outerjoin(R, R.c.id == E.c.id))
-             .where(E.c.kind == "rollback", E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq == b.seq)))
-             .group_by(st))
-        by = {str(s): int(n) for s, n in c.execute(q)}
+        members = sql_select(L.c.from_seq).where(L.c.to_seq == b.seq)
+        joined = E.outerjoin(R, R.c.id == E.c.id)
+        q = (sql_select(st, flag, func.count()).select_from(joined)
+             .where(E.c.kind == "rollback", E.c.seq.in_(members)).group_by(st, flag))
+        by: dict[str, int] = {}
+        maybe = 0
+        for s, f, n in c.execute(q):
+            if f:
+                maybe += int(n)
+            else:
+                by[str(s)] = by.get(str(s), 0) + int(n)
+        if maybe:
+            rows = c.execute(sql_select(R.c.id, R.c.status, R.c.deadline, R.c.expires_at, R.c.requested_at)
+                             .select_from(joined).where(E.c.kind == "rollback", E.c.seq.in_(members), may)).all()
+            judge = [r[0] for r in rows if may_expire_by_clock("pending", r[2], r[3], r[4], now_s)]
+            expired: set[str] = set()
+            if judge:
+                size = c.execute(sql_select(lschema.heads.c.size).where(lschema.heads.c.log == lschema.LOG)).scalar()
+                expired, _lasting = rt._expired_by_clock(c, int(size or 0), judge, now_dt, now_s, eng)
+            n_expired = len(expired.intersection(judge))
+            for s, n in (("expired", n_expired), ("pending", maybe - n_expired)):
+                if n:
+                    by[s] = by.get(s, 0) + n
     total = sum(by.values())
     done = by.get("completed", 0) + by.get("verified", 0)
     return {"batch_id": batch_id, "batch_hash": b.body["batch_hash"], "scenario": b.body["scenario"],

@@ -30,8 +30,8 @@ OPS = {
     "gate": ("gate", ("action",)), "approve": ("approve", ("subject",)),
     "authorization": ("authorization", ("subject",)), "executed": ("executed", ("decision",)),
     "request_rollback": ("request_rollback", ("execution",)), "queue": ("queue", ()),
-    "claim": ("claim", ("rollback",)), "cancel": ("cancel", ("subject",)), "step": ("step", ("rollback", "duty",
-                                                                                                 "status")),
+    "claim": ("claim", ("rollback",)), "claim_execution": ("claim_execution", ("decision",)),
+    "cancel": ("cancel", ("subject",)), "step": ("step", ("rollback", "duty", "status")),
     "resume": ("resume", ("workflow",)), "history": ("history", ("id",)), "expire": ("expire", ()),
     "status": ("workflow_status", ("workflow",)),
 }
@@ -137,6 +137,7 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     authorization {subject, now?}        executed {decision, receipt, caused_by?, action?, key?, now?}
     request_rollback {execution, scenario, requested_by, reason, trigger?, now?}
     queue {route?, now?, limit?}         claim {rollback, principal, now?}
+    claim_execution {decision, principal, now?}
     cancel {subject, principal, reason?} step {rollback, duty, status, key?, now?}
     resume {workflow, evidence, principal, now?}   history {id}   expire {now?}   status {workflow}
     """

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select
 
 from ..ledger import Ledger
+from ..timestamps import format_micros
 from . import projections as P
 from .results import E, L, RuntimeUsageError, SubjectStatus, _parse, _shown, _text_arg, _unicode
 
@@ -50,7 +51,17 @@ class RuntimeCore:
         #: rollbacks judged expired by the clock for good, not yet recorded (Rollbacks._expired_by_clock)
         self._clock_memo: tuple[int, str | None, dict[str, str]] = (0, None, {})
         self._clock_lock = threading.Lock()
-        self.ledger.transact(lambda c: P.create(c))
+        try:  # (current projections: one catalog read, no DDL)
+            self.ledger.transact(lambda c: [P.ensure(c, self.ledger.fetch), []][1])
+        except Exception as e:
+            from ..ledger.errors import SchemaError
+            from ..ledger.store import _no_create_right
+
+            if not _no_create_right(e) and not _no_create_right(e.__cause__ or e):
+                raise
+            raise SchemaError(f"the ledger at {self.ledger.url} needs its runtime tables made or brought up to "
+                              "this version (`rt_*`), and this database role may not: run `stopline ledger init` "
+                              "with a role that may create tables, then start again") from None
 
     def close(self) -> None:
         if self._owns:
@@ -85,6 +96,39 @@ class RuntimeCore:
         """Public hook (for bulk.py): where a decision or rollback entry stands, read through
         ``c`` (e.g. inside :meth:`transact`), ``extra`` approval bodies counted as if recorded."""
         return self._subject_status(c, engine if engine is not None else self.engine, subject, now, extra)
+
+    def _approved_until(self, c, eng: Any, subj: Any, now_dt: datetime, extra: Iterable[dict] = ()) -> str | None:
+        """For a rollback approved at ``now_dt`` (with ``extra`` approval bodies counted as
+        recorded): the first instant after it at which its approvals no longer authorize it
+        (each approval expires: the status there is no longer ``approved``), or None when
+        they never lapse. The candidates are the approvals' ``expires_at``: only there can
+        the verdict change with time alone. Recorded in the approval (``approved_until``),
+        so the queue, the sweeper and the counts read the lapse from the projection."""
+        extra = list(extra)
+        linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))
+        times = sorted({_parse(a["expires_at"]) for a in [e.body for e in linked if e.kind == "approval"] + extra
+                        if a.get("verdict") == "approve" and isinstance(a.get("expires_at"), str)})
+        for t in times:
+            if t <= now_dt:
+                continue
+            if self._subject_status(c, eng, subj, t, extra, linked).status != "approved":
+                return format_micros(t)
+        return None
+
+    @staticmethod
+    def _runs_while_stopped(eng: Any, subj: Any, stop: Any, now_dt: Any) -> bool:
+        """Whether the policy lets the decided action run while its workflow is stopped by
+        ``stop`` (the engine decides, as for a gate while stopped), on the action as the gate
+        evaluated it (``recorded_action``: its integral floats as floats; a malformed record: no)."""
+        from .recorded import recorded_action
+
+        state = {"name": subj.workflow, "status": "stopped", "stopped_by": stop.body.get("trigger"),
+                 "stopped_at": stop.body.get("stopped_at") or stop.time}
+        try:
+            d = eng.evaluate(recorded_action(subj.body), state, now_dt)
+        except Exception:  # noqa: BLE001 - fail closed
+            return False
+        return d.effect in ("allow", "require_approval")
 
     def _entry(self, c, ref: str, kinds: Iterable[str] | None = None) -> Any:
         if not isinstance(ref, str) or not ref:
@@ -149,22 +193,35 @@ class RuntimeCore:
         order when the caller read them already (the queue reads many subjects' at once)."""
         if linked is None:
             linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))
-        approvals = [e.body for e in linked if e.kind == "approval"] + list(extra)
-        transitions = [e.body for e in linked if e.kind == "transition"]
         b = subj.body
+        # a decision's use is claimed (`claim_execution`, the adapters' claims: a `claimed`
+        # transition numbered by `claim`): from then on it is closed, its standing is the one
+        # it had when claimed; an approval, deny, cancel or expiry recorded after the claim
+        # (none is accepted since; an older ledger may hold one) changes nothing
+        use = (next((e for e in linked if e.kind == "transition" and e.body.get("to") == "claimed"
+                     and "claim" in e.body), None) if subj.kind == "decision" else None)
+        before = linked if use is None else [e for e in linked if e.seq < use.seq or e.kind == "execution"]
+        approvals = [e.body for e in before if e.kind == "approval"] + ([] if use is not None else list(extra))
+        transitions = [e.body for e in linked if e.kind == "transition"]
         claimed = next((t.get("principal") for t in reversed(transitions) if t["to"] == "claimed"), None)
-        ended = next((t["to"] for t in transitions if t["to"] in ("cancelled", "expired")), None)
+        ended = next((e.body["to"] for e in before
+                      if e.kind == "transition" and e.body["to"] in ("cancelled", "expired")), None)
+        held: dict[str, Any] = {} if use is None else {"claim_id": use.id, "claimed_at": use.body.get("at") or use.time}
         if subj.kind == "decision":
             dec = b["decision"]
             digest, kind = dec.get("action_digest"), "decision"
             if dec.get("effect") == "allow":
                 used = next((e.id for e in linked if e.kind == "execution" and e.body.get("authorized")), None)
-                return SubjectStatus(subj.id, kind, "executed" if used else "allowed", digest, used_by=used)
+                return SubjectStatus(subj.id, kind, "executed" if used else "allowed", digest, used_by=used,
+                                     claimed_by=claimed, **held)
             if dec.get("effect") != "require_approval":
                 return SubjectStatus(subj.id, kind, "refused", digest, reason=f"the decision is `{dec.get('effect')}`")
 
+            # a claimed decision stands as it stood when claimed (its approvals unexpired then)
+            then = now_dt if use is None else _parse(use.body.get("at") or use.time)
+
             def judge(apps):
-                return eng.authorize_action(dec, apps, now_dt)
+                return eng.authorize_action(dec, apps, then)
             bind = "action_digest"
         else:
             digest, kind, plan = b["plan_hash"], "rollback", b.get("plan")
@@ -189,7 +246,7 @@ class RuntimeCore:
             (denied if a["principal"] in one.accepted else ignored).append(a["principal"])
         expires_at = b.get("pending_until")
         common: dict[str, Any] = dict(verdict=verdict, denied_by=tuple(denied), ignored_denials=tuple(ignored),
-                                      expires_at=expires_at, claimed_by=claimed)
+                                      expires_at=expires_at, claimed_by=claimed, **held)
         if kind == "decision":
             used = next((e.id for e in linked if e.kind == "execution" and e.body.get("authorized")), None)
             if ended:
@@ -199,7 +256,7 @@ class RuntimeCore:
             if used:
                 return SubjectStatus(subj.id, kind, "executed", digest, **common, used_by=used,
                                      reason=f"its approvals were used by execution {used}")
-            if expires_at is not None and now_dt >= _parse(expires_at):
+            if use is None and expires_at is not None and now_dt >= _parse(expires_at):
                 return SubjectStatus(subj.id, kind, "expired", digest, **common, unrecorded=True,
                                      reason=f"not executed by {expires_at}")
             return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common)

@@ -14,6 +14,7 @@ from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import canonical_text
 from .core import RuntimeCore
 from .gatejson import fail_closed, gate_body, recordable
+from .recorded import integral_doubles, recorded_action, with_doubles
 from .results import (
     E,
     ExecutionResult,
@@ -116,6 +117,8 @@ class Executions(RuntimeCore):
         # checked once; its text goes into the body. An action the ledger cannot record exactly is
         # recorded as text with the problem, and only with a decision that permits nothing
         action_text, recorded_action, problem = recordable(a)
+        # where its integral floats are, which the record reads back as ints (`recorded.py`)
+        doubles = integral_doubles(a) if action_text is not None else None
         known = self._wf_seen.get(wf) if key is None else None
         if known is None and key is None and wf is None:
             known = (0, None)  # no workflow: no state to read, nothing to fence
@@ -134,7 +137,8 @@ class Executions(RuntimeCore):
             now_s = _ts(now_dt)
             pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
             # the decision of a template: its canonical text without the generic encoder (gatejson)
-            body = gate_body(action_text, recorded_action, problem, d, now_s, pending)
+            body = with_doubles(gate_body(action_text, recorded_action, problem, d, now_s, pending), action_text,
+                                doubles)
             decision_json = body["decision"] if isinstance(body, dict) else None
             items = [NewEntry("decision", body, workflow=wf, key=key, time=now_dt)]
             stop = None
@@ -211,6 +215,7 @@ class Executions(RuntimeCore):
         now_dt = _now(now)
         acts = [_plain(a) for a in actions]
         checked = [recordable(a) for a in acts]  # (text, as recorded, problem), once: the build may run again
+        doubles = [integral_doubles(a) if c[0] is not None else None for a, c in zip(acts, checked)]
         decisions: list[Any] = []
         now_s = _ts(now_dt)
 
@@ -227,7 +232,7 @@ class Executions(RuntimeCore):
                 d = fail_closed(d, problem)  # as in gate: an action recorded as text permits nothing
                 decisions.append((d, rows[wf] is not None))
                 pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
-                body = gate_body(text, recorded, problem, d, now_s, pending)
+                body = with_doubles(gate_body(text, recorded, problem, d, now_s, pending), text, doubles[i])
                 items.append(NewEntry("decision", body, workflow=wf, time=now_dt))
                 if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
                     s = d.stop
@@ -295,8 +300,13 @@ class Executions(RuntimeCore):
                 if st.status in ("allowed", "approved") and wf is not None:
                     # stopped after the decision: even when resumed since, the decision was made before
                     # the failure the stop names (and any resume's review): gate the action again
+                    # claimed (`claim_execution`): the claim was its use, checked against the stops
+                    # recorded before it; a stop after the claim came while the action ran
                     later = self.ledger.fetch_prepared(c, _STOP_AFTER, {"wf": wf, "seq": subj.seq})
-                    if later and not self._facts(eng, wf, atype)["runs_while_stopped"]:
+                    if later and st.claim_id is not None and later[0].seq > self._entry(c, st.claim_id).seq:
+                        later = []
+                    # (the engine decides, on the action as gated, as `claim_execution` does)
+                    if later and not self._runs_while_stopped(eng, subj, later[0], now_dt):
                         b = later[0].body
                         resumed = self._wf_row(c, wf) is None
                         reasons.append(f"workflow `{wf}` was stopped by `{b.get('trigger')}` at "
@@ -315,9 +325,11 @@ class Executions(RuntimeCore):
                 if action is not None:  # what ran must be what was decided (and approved: its digest)
                     given = _plain(action)
                     try:
-                        same = canonical_text(given) == canonical_text(subj.body["action"])
+                        # (as the gate evaluated it: its integral floats back as floats, or 1e20
+                        # read back as an int beyond what canonical JSON takes would differ)
+                        same = canonical_text(given) == canonical_text(recorded_action(subj.body))
                         ran: Any = given
-                    except InvalidEntry as e:
+                    except (InvalidEntry, ValueError) as e:  # (ValueError: a malformed `action_doubles`)
                         same, ran = False, {"unrecordable": str(e)}
                     if not same:
                         reasons.append("the action executed is not the action decided (another action digest)")

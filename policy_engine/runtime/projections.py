@@ -57,6 +57,10 @@ rollbacks = Table("rt_rollbacks", metadata,
                   Column("status", String(16), nullable=False),
                   Column("open", Integer, nullable=False),
                   Column("claimed_by", String(256), nullable=True),
+                  # an approved rollback not started: the instant its approvals stop satisfying its
+                  # authorization (each expires): from then on it is pending again (the approval that
+                  # made it approved computed it: ``approved_until``); None: they never lapse
+                  Column("lapses_at", String(32), nullable=True),
                   Index("rt_rollbacks_queue", "route", "open", "seq"),
                   Index("rt_rollbacks_expiry", "open", "expires_at"))
 
@@ -80,6 +84,43 @@ CLOSED = frozenset({"denied", "expired", "cancelled", "verified"})
 
 def create(c: Connection) -> None:
     metadata.create_all(c, checkfirst=True)
+
+
+def outdated(c: Connection) -> list[str]:
+    """The projection tables the database lacks, or holds with fewer columns than this
+    version's (a column added since: ``rt_rollbacks.lapses_at``): one catalog read."""
+    from sqlalchemy import inspect
+
+    insp = inspect(c)
+    have = set(insp.get_table_names())
+    out = []
+    for t in TABLES:
+        if t.name not in have:
+            out.append(t.name)
+        elif {col.name for col in t.columns} - {col["name"] for col in insp.get_columns(t.name)}:
+            out.append(t.name)
+    return out
+
+
+def ensure(c: Connection, fetch) -> list[str]:
+    """Make the projections current, inside the caller's write transaction (the append
+    lock): missing tables are made; a table of an older version (a column missing) is
+    dropped and every projection is rebuilt from the log (they are caches: nothing is
+    lost). Returns the tables made or remade; nothing to do is one catalog read, no DDL."""
+    stale = outdated(c)
+    if not stale:
+        return []
+    for t in TABLES:
+        if t.name in stale and _exists(c, t.name):
+            t.drop(c)
+    rebuild(c, fetch)  # (makes them; on a new ledger, one read of an empty log)
+    return stale
+
+
+def _exists(c: Connection, name: str) -> bool:
+    from sqlalchemy import inspect
+
+    return bool(inspect(c).has_table(name))
 
 
 def apply(c: Connection, e: Any) -> None:
@@ -106,7 +147,7 @@ def apply(c: Connection, e: Any) -> None:
             id=e.id, seq=e.seq, route=b.get("route"), workflow=e.workflow, scenario=b["scenario"],
             original=b.get("original") or e.links[0], requested_by=b["requested_by"],
             requested_at=b.get("requested_at") or e.time, deadline=_norm(plan.get("reversible_until")),
-            expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None))
+            expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None, lapses_at=None))
         recs = [b.get("original") or e.links[0], *b.get("cascade", ())]
         if recs:
             c.execute(insert(records), [{"record": r, "rollback": e.id, "seq": e.seq} for r in dict.fromkeys(recs)])
@@ -118,8 +159,10 @@ def apply(c: Connection, e: Any) -> None:
         if k == "transition" and to == "claimed":
             c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(claimed_by=b.get("principal")))
             return
-        if c.execute(update(rollbacks).where(rollbacks.c.id == subj)
-                     .values(status=to, open=0 if to in CLOSED else 1)).rowcount == 0:
+        vals: dict[str, Any] = dict(status=to, open=0 if to in CLOSED else 1)
+        if k == "approval":
+            vals["lapses_at"] = _norm(b.get("approved_until")) if to == "approved" else None
+        if c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(**vals)).rowcount == 0:
             if to in ("denied", "expired", "cancelled"):
                 c.execute(delete(pending).where(pending.c.id == subj))
 

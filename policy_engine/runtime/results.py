@@ -164,6 +164,11 @@ class SubjectStatus(_Result):
     expires_at: str | None = None
     used_by: str | None = None  #: the execution that used a decision's approvals
     claimed_by: str | None = None
+    #: a decision claimed for its execution (``Runtime.claim_execution``, an adapter's claim):
+    #: the claim's transition entry and time; a claimed decision is closed (no approval, deny,
+    #: cancel or expiry after the claim changes it) until its execution is recorded
+    claim_id: str | None = None
+    claimed_at: str | None = None
     duties: tuple[str, ...] = ()
     steps: dict = field(default_factory=dict)  #: duty -> latest step status
     remaining: tuple[str, ...] = ()  #: duties not completed
@@ -248,6 +253,9 @@ class TransitionResult(_Result):
     status: str
     transition_id: str | None = None
     reason: str = ""
+    #: who holds the subject's claim after the call (a claim's result: the caller when it won,
+    #: or when it already held it; another principal when it is refused for that)
+    claimed_by: str | None = None
 
 
 class QueueItem(NamedTuple):

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 _QUEUE_COLS = ("id, route, scenario, workflow, original, requested_by, requested_at, deadline, expires_at, status, "
-               "claimed_by")
+               "claimed_by, lapses_at")
 _HEAD_SIZE = "SELECT size FROM ledger_heads WHERE log = 1"
 _ROLLBACK_SEQ = "SELECT seq FROM rt_rollbacks WHERE id = ?"
 _PLAN_RETRIES = 10  #: plans of one request before it gives up (its cascade kept being taken)
@@ -104,13 +104,21 @@ def _queue_item(r: tuple, now_s: str) -> tuple[QueueItem, str, str, bool]:
     it, "" for none; the first after it, "\\uffff" for none: its window's deadline, and for
     a pending row its ``pending_until`` and the instant just after its deadline), and whether
     it may be expired by the clock (:func:`~.core.may_expire_by_clock`: judge it)."""
-    d, x, status = r[7], r[8], r[9]
+    d, x, status, lapse = r[7], r[8], r[9], r[11]
     if d is None:
         before, after, past = "", "\uffff", False
     elif d <= now_s:
         before, after, past = d, "\uffff", True
     else:
         before, after, past = "", d, False
+    if status == "approved" and lapse is not None:  # its approvals expire then: pending again
+        if lapse <= now_s:
+            status = "pending"
+            if lapse > before:
+                before = lapse
+        elif lapse < after:
+            after = lapse
+    r = (*r[:9], status, r[10])
     if status != "pending":
         return QueueItem._make((*r, past, False)), before, after, False
     if x is not None:

@@ -28,20 +28,26 @@ def _tables() -> tuple[Any, Any]:
     return schema.entries, schema.links
 
 
-def _statuses(c: Any, batch: Any, now_s: str, ids: list[str] | None = None) -> Any:
-    """(id, status, deadline) of the batch's plans (or of ``ids``), ``status`` as
-    ``batch_status`` reads it; grouped and counted when ``ids`` is None."""
+def _statuses(rt: Any, c: Any, now_s: str, ids: list[str]) -> list:
+    """(id, status, deadline) of the plans ``ids`` at ``now_s``, as ``Runtime.authorization``
+    says (and ``batch_counts`` counts): the projection's status, an approved plan whose
+    approvals lapsed pending again, and a pending one its window or deadline passed
+    judged as the queue judges it (expired by the clock, not yet recorded)."""
+    from ..ledger import schema
     from ..runtime import projections
+    from ..runtime.core import may_expire_by_clock
+    from ..runtime.results import _parse
 
-    E, L = _tables()
     R = projections.rollbacks
-    st = case((and_(R.c.status == "pending", R.c.expires_at.is_not(None), R.c.expires_at <= now_s), "expired"),
-              else_=R.c.status).label("st")
-    if ids is not None:
-        return c.execute(select(R.c.id, st, R.c.deadline).where(R.c.id.in_(ids))).all()
-    members = select(E.c.id).where(E.c.kind == "rollback",
-                                   E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == batch.seq)))
-    return c.execute(select(st, func.count()).where(R.c.id.in_(members)).group_by(st)).all()
+    st = case((and_(R.c.status == "approved", R.c.lapses_at <= now_s), "pending"), else_=R.c.status)
+    rows = c.execute(select(R.c.id, st, R.c.deadline, R.c.expires_at, R.c.requested_at).where(R.c.id.in_(ids))).all()
+    judge = [r[0] for r in rows if r[1] == "pending" and may_expire_by_clock("pending", r[2], r[3], r[4], now_s)]
+    expired: set[str] = set()
+    if judge:
+        size = c.execute(select(schema.heads.c.size).where(schema.heads.c.log == schema.LOG)).scalar()
+        eng = rt.engine if rt._policies is not None else None
+        expired, _lasting = rt._expired_by_clock(c, int(size or 0), judge, _parse(now_s), now_s, eng)
+    return [(r[0], "expired" if r[0] in expired else r[1], r[2]) for r in rows]
 
 
 def counts(rt: Any, batch: Any, now_s: str) -> dict:
@@ -134,7 +140,7 @@ def batch_page(rt: Any, batch: Any, page: int, now_s: str) -> dict:
                                         .limit(PAGE).offset((page - 1) * PAGE))]
         rows = rt.ledger.fetch(c, E.c.seq.in_(seqs)) if seqs else []
         first_id = _first(c, batch)
-        status_of = {r[0]: (r[1], r[2]) for r in _statuses(c, batch, now_s, [m.id for m in rows])} if rows else {}
+        status_of = {r[0]: (r[1], r[2]) for r in _statuses(rt, c, now_s, [m.id for m in rows])} if rows else {}
     plans = []
     for m in rows:
         plan = m.body.get("plan") or {}

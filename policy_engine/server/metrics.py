@@ -24,6 +24,13 @@ MAX_ROUTES = 50
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+#: the gauge's rule: a rollback the queue lists whose status at the scrape is not closed
+#: (``runtime.projections.CLOSED``); the queue also lists one the clock has expired until
+#: the sweeper records it (``status`` ``expired``, ``unrecorded``), which is not counted
+QUEUE_DEPTH_HELP = ("Open rollbacks per route: pending, approved, in progress, partial or completed (not yet "
+                    "verified) at the scrape; one the clock has expired is not counted, recorded or not")
+
+
 class _QueueDepth:
     """Queue depth per route, read from the runtime at scrape time."""
 
@@ -31,7 +38,7 @@ class _QueueDepth:
         self._depth = depth
 
     def collect(self) -> Iterable[Any]:
-        g = GaugeMetricFamily("stopline_queue_depth", "Open rollbacks per route", labels=["route"])
+        g = GaugeMetricFamily("stopline_queue_depth", QUEUE_DEPTH_HELP, labels=["route"])
         try:
             rows = sorted(self._depth(), key=lambda r: -r[1])
         except Exception:  # noqa: BLE001 - a scrape never fails because the ledger is slow or down

@@ -318,6 +318,13 @@ def router() -> APIRouter:
         same(caller, body.principal, "principal")
         return plain(call(rt(request).claim, rollback_id, principal=caller.principal))
 
+    @r.post("/decisions/{decision_id}/claim",
+            summary="Claim an allowed or approved decision's one execution, as the caller (exactly one claim wins)")
+    def claim_execution(decision_id: str, body: ByCallerBody, request: Request,
+                        caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.principal, "principal")
+        return plain(call(rt(request).claim_execution, decision_id, principal=caller.principal))
+
     @r.post("/rollbacks/{rollback_id}/steps", summary="Report one step of a rollback (idempotent by key)")
     def step(rollback_id: str, body: StepBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).step, rollback_id, body.duty, body.status, key=body.key, detail=body.detail))

@@ -158,7 +158,9 @@ class LedgerSignOuts:
     replica on that ledger shares: :meth:`ended` is one primary-key lookup
     (``Ledger.query_one``: one round trip); :meth:`end` writes the row and prunes the rows
     whose session has run out, in one transaction under the append lock (a sign-out is
-    rare; the lock also makes the table once on a ledger made before it). Not entries: the
+    rare). The table is the ledger's (``stopline ledger init`` makes it); on a ledger made
+    before it, the server makes it at start if its database role may create tables, and
+    otherwise does not start (``SchemaError``, naming the table). Not entries: the
     hash-chained log records domain events, and a sign-out is none. A ledger error
     propagates (``LedgerUnavailable``): a session whose sign-out cannot be checked is not
     taken."""
@@ -178,7 +180,9 @@ class LedgerSignOuts:
         self._now_sql = self._DB_NOW["postgresql" if ledger.backend == "postgresql" else "sqlite"]
         # one statement, one round trip: the sign-out's row, and the database's clock
         self._lookup = f"SELECT (SELECT 1 FROM ledger_ended_sessions WHERE sid = ?), {self._now_sql}"
-        ledger.transact(lambda c: schema.create_ended_sessions(c))
+        # a ledger made before the table: made here if this role may (else one line naming
+        # it and `stopline ledger init`); when it exists, one catalog read, no lock, no DDL
+        ledger.ensure_tables([schema.ended_sessions])
 
     def ended(self, sid: str, exp: int | None = None) -> bool:
         """``sid`` was signed out, or (given its end ``exp``) the database's clock has passed

@@ -205,11 +205,21 @@ class State:
 
             self.signing_key = load_signing_key(config.checkpoint_key)
         if config.ledger:
-            from ..runtime import Runtime
+            from ..ledger import Ledger
+            from ..runtime import Runtime, projections
 
-            self.runtime = Runtime.open(self.store, ledger=config.ledger)
-            # sign-outs in the ledger's database: every worker and replica on it sees them
-            self.sessions.signouts = LedgerSignOuts(self.runtime.ledger)
+            led = Ledger.open(config.ledger, create=True)
+            try:
+                # the runtime's tables: made here only if missing (and this database role may:
+                # else one line naming them and `stopline ledger init`); when they exist, one
+                # catalog read and no DDL, so a role without CREATE on the schema can serve
+                led.ensure_tables(projections.TABLES)
+                self.runtime = Runtime(self.store, led, owns_ledger=True)
+                # sign-outs in the ledger's database: every worker and replica on it sees them
+                self.sessions.signouts = LedgerSignOuts(led)
+            except BaseException:
+                led.close()
+                raise
             self.recorder = Recorder(self.runtime, self.metrics, config.max_batch)
             self.metrics.watch_queue(self._queue_depth)
         self.tracer = _tracer()
@@ -347,10 +357,18 @@ class State:
             reloaded(r)
 
     def _queue_depth(self) -> list[tuple[str, int]]:
+        """Open rollbacks per route at the scrape: the queue's items whose status now is not
+        a closed one (denied, expired, cancelled, verified: ``projections.CLOSED``). The queue
+        also lists, until the sweeper records it, a rollback the clock has expired (``status``
+        ``expired``, ``unrecorded``): it takes no approval, so it is not counted."""
+        from ..runtime.projections import CLOSED
+
         counts: dict[str, int] = {}
         if self.runtime is None:  # watched only once the runtime is open
             return []
         for item in self.runtime.queue():
+            if item.status in CLOSED:
+                continue
             counts[item.route or "none"] = counts.get(item.route or "none", 0) + 1
         return list(counts.items())
 
