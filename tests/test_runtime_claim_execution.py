@@ -211,3 +211,24 @@ def test_claim_and_executed_judge_a_stop_after_the_decision_alike(tmp_path, ledg
         assert not c.recorded and "was stopped by `bad_promise` after it" in c.reason
         x = rt.executed(d, receipt={"note": "n"}, now=at(3))
         assert not x.authorized and "stopped by `bad_promise`" in x.reasons[0]
+
+
+def test_a_claimed_decision_leaves_the_sweepers_list_and_a_rebuild_agrees(rt):
+    from policy_engine.runtime import projections as P
+
+    g = _approved(rt)
+    h = _approved(rt, t=5)
+
+    def waiting():
+        with rt.ledger.reading() as c:
+            return {r[0] for r in c.execute(P.pending.select().with_only_columns(P.pending.c.id))}
+
+    assert waiting() == {g.decision_id, h.decision_id}
+    assert rt.claim_execution(g.decision_id, principal="worker-1", now=at(10)).recorded
+    assert waiting() == {h.decision_id}
+    with rt.ledger.reading() as c:
+        live = P.snapshot(c)
+    rt.rebuild()
+    with rt.ledger.reading() as c:
+        assert P.snapshot(c) == live
+    assert [r.subject for r in rt.expire(now=at(DAY + 60))] == [h.decision_id]

@@ -157,6 +157,9 @@ def apply(c: Connection, e: Any) -> None:
         if to is None or subj is None:
             return
         if k == "transition" and to == "claimed":
+            if "claim" in b:  # a decision claimed for its execution: in use, no longer waiting (nor expiring)
+                c.execute(delete(pending).where(pending.c.id == subj))
+                return
             c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(claimed_by=b.get("principal")))
             return
         vals: dict[str, Any] = dict(status=to, open=0 if to in CLOSED else 1)
