@@ -161,3 +161,20 @@ def test_ledger_init_brings_an_older_projection_up_to_date(ledger_url, policy_pa
             assert P.outdated(c) == [] and P.snapshot(c) == live
         again = CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger_url])
         assert again.exit_code == 0 and "rt_rollbacks" not in again.output
+
+
+def test_a_step_on_a_rollback_expired_by_the_clock_records_the_expiry(rt):
+    """An unauthorized step on a rollback expired by the clock but not recorded (its approvals
+    lapsed, then its deadline passed) closed its projection row with no `expired` entry: the
+    sweeper (which reads open rows) never recorded it, and `authorization` said `unrecorded`
+    for ever."""
+    rid = _requested(rt)
+    rt.approve(rid, principal="cs-1", roles=["customer_service"], expires_in=timedelta(hours=1), now=at(10))
+    end = 8 * DAY
+    assert rt.authorization(rid, now=at(end)).unrecorded
+    duty = rt.authorization(rid, now=at(end)).duties[0]
+    s = rt.step(rid, duty, "completed", now=at(end))
+    assert s.recorded and not s.authorized and rt.ledger.get(s.step_id).kind == "step"
+    st = rt.authorization(rid, now=at(end + 1))
+    assert (st.status, st.unrecorded) == ("expired", False)
+    assert rt.expire(now=at(end + 2)) == [] and _queued(rt, rid, end + 2) is None

@@ -69,7 +69,9 @@ class Approvals(RuntimeCore):
         def build(c):
             subj = self._entry(c, subject_id, ("decision", "rollback"))
             before = self._subject_status(c, eng, subj, now_dt)
-            if before.claim_id is not None and before.status in ("allowed", "approved"):
+            # claimed: closed, whatever the verdict reads now (a policy reloaded since judges its
+            # approvals against another hash: not a reason to take an approval, deny or cancel)
+            if before.claim_id is not None and before.status not in TERMINAL:
                 out["r"] = ApprovalResult(subject_id, False, None, False, before.status,
                                           f"the decision was claimed for its execution by {before.claimed_by} at "
                                           f"{before.claimed_at}: it takes no more approvals or denials")
@@ -116,7 +118,7 @@ class Approvals(RuntimeCore):
         def build(c):
             subj = self._entry(c, subject_id, ("decision", "rollback"))
             st = self._subject_status(c, eng, subj, now_dt)
-            if st.claim_id is not None and st.status in ("allowed", "approved"):
+            if st.claim_id is not None and st.status not in TERMINAL:  # (closed: as in approve)
                 out["r"] = TransitionResult(subject_id, False, st.status, claimed_by=st.claimed_by,
                                             reason=f"the decision was claimed for its execution by {st.claimed_by} "
                                                    f"at {st.claimed_at}: it cannot become `{to}`")
@@ -249,8 +251,10 @@ class Approvals(RuntimeCore):
                 return []
             n = len(claims) + 1
             seen["holder"] = who
+            # `standing`: what the claim found (allowed or approved), which its execution keeps
+            # whatever a later policy says of the decision's approvals
             body = {"subject": decision_id, "to": "claimed", "principal": who, "reason": reason,
-                    "at": _ts(now_dt), "claim": n, "nonce": nonce}
+                    "at": _ts(now_dt), "claim": n, "nonce": nonce, "standing": st.status}
             return [NewEntry("transition", body, workflow=subj.workflow, links=[decision_id],
                              key=f"{CLAIM_KEY}{decision_id}:{n}", time=now_dt)]
 

@@ -259,7 +259,11 @@ class RuntimeCore:
             if use is None and expires_at is not None and now_dt >= _parse(expires_at):
                 return SubjectStatus(subj.id, kind, "expired", digest, **common, unrecorded=True,
                                      reason=f"not executed by {expires_at}")
-            return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common)
+            # claimed when approved (its `standing`): approved, also when the engine now deciding
+            # (another policy version) no longer counts the approvals it was claimed under
+            kept = use is not None and use.body.get("standing") == "approved"
+            return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied or kept else "pending", digest,
+                                 **common)
         # a rollback: authorization, then progress from its steps
         duties = tuple(b.get("duties") or ())
         latest: dict[str, str] = {}

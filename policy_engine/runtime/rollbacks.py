@@ -617,7 +617,13 @@ class Rollbacks(RuntimeCore):
                 st = before.status
             body["status_after"] = st
             out["st"], out["rem"], out["auth"] = st, tuple(remaining), authorized
-            return [NewEntry("step", body, workflow=rb.workflow, links=[rollback_id], key=lkey, time=now_dt)]
+            made = []
+            if not authorized and before.unrecorded:  # expired by the clock, not yet recorded: record it
+                # now, as a transition would (the step's `expired` closes the row: the sweeper never would)
+                made.append(NewEntry("transition", {"subject": rollback_id, "to": "expired", "principal": "stopline",
+                                                    "reason": before.reason, "at": _ts(now_dt)},
+                                     workflow=rb.workflow, links=[rollback_id], time=now_dt))
+            return [*made, NewEntry("step", body, workflow=rb.workflow, links=[rollback_id], key=lkey, time=now_dt)]
 
         entries = self._transact(build)
         if "old" in out:
@@ -625,6 +631,6 @@ class Rollbacks(RuntimeCore):
             st = out["st"]
             return StepResult(rollback_id, o.body["record"], o.body["status"], False, o.id,
                               o.body.get("authorized", True), st.status, st.remaining)
-        e = entries[0]
+        e = entries[-1]
         return StepResult(rollback_id, duty, status, True, e.id, out["auth"], out["st"], out["rem"])
 
