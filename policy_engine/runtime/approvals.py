@@ -12,10 +12,10 @@ from sqlalchemy import and_, or_, select
 from ..ledger import NewEntry
 from . import projections as P
 from .core import RuntimeCore, may_expire_by_clock
+from .executions import _STOP_AFTER
 from .results import (
     TERMINAL,
     ApprovalResult,
-    E,
     RuntimeUsageError,
     SubjectStatus,
     TransitionResult,
@@ -68,7 +68,8 @@ class Approvals(RuntimeCore):
 
         def build(c):
             subj = self._entry(c, subject_id, ("decision", "rollback"))
-            before = self._subject_status(c, eng, subj, now_dt)
+            linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))  # (read once)
+            before = self._subject_status(c, eng, subj, now_dt, linked=linked)
             # claimed: closed, whatever the verdict reads now (a policy reloaded since judges its
             # approvals against another hash: not a reason to take an approval, deny or cancel)
             if before.claim_id is not None and before.status not in TERMINAL:
@@ -91,7 +92,7 @@ class Approvals(RuntimeCore):
                 body["expires_at"] = _ts_after(now_dt, ttl)
             if note:
                 body["note"] = note
-            after = self._subject_status(c, eng, subj, now_dt, [body])
+            after = self._subject_status(c, eng, subj, now_dt, [body], linked)
             counted = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
             body["counted"] = counted
             body["status_after"] = after.status
@@ -227,18 +228,18 @@ class Approvals(RuntimeCore):
 
         def build(c: Any) -> list:
             subj = self._entry(c, decision_id, ("decision",))
-            st = seen["status"] = self._subject_status(c, eng, subj, now_dt)
+            linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))  # (read once)
+            st = seen["status"] = self._subject_status(c, eng, subj, now_dt, linked=linked)
             if st.status not in ("allowed", "approved"):
                 seen["why"] = f"the decision is `{st.status}`" + (f" ({st.reason})" if st.reason else "")
                 return []
-            claims = [e.body.get("principal") for e in self._linked(c, subj, ("transition",))
-                      if e.body.get("to") == "claimed"]
+            claims = [e.body.get("principal") for e in linked
+                      if e.kind == "transition" and e.body.get("to") == "claimed"]
 
             def stop_after() -> Any:
                 if subj.workflow is None:
                     return None
-                later = self.ledger.fetch(c, E.c.workflow == subj.workflow, E.c.kind == "stop", E.c.seq > subj.seq,
-                                          limit=1)
+                later = self.ledger.fetch_prepared(c, _STOP_AFTER, {"wf": subj.workflow, "seq": subj.seq})
                 if not later or self._runs_while_stopped(eng, subj, later[0], now_dt):
                     return None
                 seen["stop"] = later[0]

@@ -156,6 +156,10 @@ def apply(c: Connection, e: Any) -> None:
         subj = b.get("subject") if k != "step" else e.links[0]
         if to is None or subj is None:
             return
+        if k == "approval" and b.get("subject_kind") == "decision":  # a gate approval: no rollback row
+            if to in ("denied", "expired", "cancelled"):
+                c.execute(delete(pending).where(pending.c.id == subj))
+            return
         if k == "transition" and to == "claimed":
             if "claim" in b:  # a decision claimed for its execution: in use, no longer waiting (nor expiring)
                 c.execute(delete(pending).where(pending.c.id == subj))
