@@ -318,3 +318,19 @@ def test_executing_the_decided_action_with_a_large_integral_double_is_authorized
     other = rt.gate(act("refund", amount=1.0, big=1e20), now=at(2))
     y = rt.executed(other.decision_id, receipt={"ref": "r"}, action=act("refund", amount=1.0, big=2e20), now=at(3))
     assert not y.authorized and "not the action decided" in y.reasons[0]
+
+
+def test_a_gate_retried_with_its_key_and_another_type_of_value_is_another_request(rt):
+    """`True == 1` and `7 == 7.0` in Python: a retry with the same key and `1` for `true`
+    (or `7` for the recorded `7.0`) got the recorded decision back, though the engine
+    decides the two differently. A retry of the same JSON still gets it."""
+    from policy_engine.ledger import IdempotencyConflict
+
+    g = rt.gate(act("refund", amount=7.0, flag=True, items=[1, 2.5]), key="k-1", now=at(0))
+    same = rt.gate(act("refund", amount=7.0, flag=True, items=[1, 2.5]), key="k-1", now=at(5))
+    assert same.decision_id == g.decision_id
+    for other in (act("refund", amount=7.0, flag=1, items=[1, 2.5]),
+                  act("refund", amount=7, flag=True, items=[1, 2.5]),
+                  act("refund", amount=7.0, flag=True, items=[1.0, 2.5])):
+        with pytest.raises(IdempotencyConflict, match="another action"):
+            rt.gate(other, key="k-1", now=at(6))

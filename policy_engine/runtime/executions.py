@@ -45,6 +45,30 @@ def _names(values: Iterable[Any]) -> list:
     return out
 
 
+def _recorded_for_retry(body: Any) -> Any:
+    try:
+        return recorded_action(body)
+    except ValueError:  # a malformed `action_doubles`: as recorded (no retry matches it then but itself)
+        return body.get("action")
+
+
+def _same_json(x: Any, y: Any, numbers_alike: bool) -> bool:
+    """``x == y`` for JSON values with their types: a bool is not a number (``True == 1`` in
+    Python); with ``numbers_alike`` (a record from before ``action_doubles``, whose integral
+    floats read back as ints) an int and a float of the same value are the same."""
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(_same_json(x[k], y[k], numbers_alike)
+                                                                    for k in x)
+    if isinstance(x, list):
+        return isinstance(y, list) and len(x) == len(y) and all(_same_json(a, b, numbers_alike)
+                                                                for a, b in zip(x, y, strict=True))
+    if isinstance(x, bool) or isinstance(y, bool):
+        return type(x) is type(y) and x == y
+    if numbers_alike and isinstance(x, (int, float)) and isinstance(y, (int, float)):
+        return x == y
+    return type(x) is type(y) and x == y
+
+
 def _same_execution(e: Any, decision_id: str | None, action: Any) -> bool:
     """Whether entry ``e`` (holding an execution's idempotency key) is the execution a retry
     of ``executed(decision_id, action=action)`` would record: an execution of the same
@@ -190,9 +214,12 @@ class Executions(RuntimeCore):
         raise RuntimeUsageError(f"workflow `{wf}` kept changing state: the gate gave up after {_GATE_RETRIES} reads")
 
     def _gate_replay(self, entry_id: str, key: str | None, action: Any) -> GateResult:
-        """A gate whose key was used: the recorded decision, if it is a decision of the same action."""
+        """A gate whose key was used: the recorded decision, if it is a decision of the same action
+        (the same JSON, types included: ``true`` is not ``1``, and, where the record says where
+        its integral floats were, ``7.0`` is not ``7``: the engine decides them differently)."""
         e = self.ledger.get(entry_id)
-        if e.kind != "decision" or e.body.get("action") != action:
+        if e.kind != "decision" or not _same_json(_recorded_for_retry(e.body), action,
+                                                  "action_doubles" not in e.body):
             raise IdempotencyConflict(f"the idempotency key `{key}` was used by entry {e.seq} (`{e.kind}`) "
                                       "for another action")
         from ..models import Decision
