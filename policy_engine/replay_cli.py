@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -31,8 +32,8 @@ def _guarded(fn):
         except (LedgerError, RuntimeUsageError, ExportError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_USAGE)
-        except PolicyError as e:
-            click.echo(str(e), err=True)
+        except PolicyError as e:  # every diagnostic: file, line, column, the caret, the hint
+            click.echo(e.render(), err=True)
             sys.exit(EXIT_USAGE)
         except OSError as e:  # a suite that cannot be written or read (a missing or read-only directory)
             what = f"{e.filename}: " if e.filename else ""
@@ -175,5 +176,11 @@ def export_case_cmd(decision_id, expect, suite, name, policies, url):
 
     for v, what in ((url, "--ledger"), (decision_id, "DECISION_ID"), (name, "--name")):
         _text(v, what)
+    if policies is not None and not os.path.exists(suite):
+        # the new suite's `policies:`: they compile, or nothing is written (the diagnostics, with
+        # file, line and column, now rather than at the first `stopline test`)
+        from . import load
+
+        load(policies)
     r = export_case(url, decision_id, expect, suite, name=name, policies=policies)
     click.echo(f"{'created' if r['created'] else 'appended to'} {r['suite']}: case `{r['case']['name']}`")

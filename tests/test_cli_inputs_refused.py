@@ -77,3 +77,61 @@ def test_replay_text_says_how_many_unreplayable_it_does_not_list():
     r = ReplayResult(policy_hash="sha256:" + "0" * 64, replayed=13, unchanged=0, changed=(), unreplayable=bad)
     text = r.text()
     assert text.count("unreplayable d") == 10 and "… 3 more unreplayable" in text
+
+
+def test_export_case_to_a_new_suite_with_policies_that_do_not_compile_writes_nothing(tmp_path):
+    from click.testing import CliRunner
+    from runtime_support import WF, at, write_policy
+
+    from policy_engine import Runtime
+    from policy_engine.cli import main
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with Runtime.open(str(write_policy(tmp_path)), ledger=url) as rt:
+        d = rt.gate({"workflow": WF, "type": "other"}, now=at(0)).decision_id
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.policy").write_text('workflow "w" {\n  version "1.0"\n  action a {\n'
+                                       '    allow x when `1 +`\n  }\n}\n')
+    suite = tmp_path / "misses.policy-test.yaml"
+    r = CliRunner().invoke(main, ["ledger", "export-case", d, "--expect", "deny", "--suite", str(suite),
+                                  "--policies", str(bad), "--ledger", url])
+    assert r.exit_code == 2 and "broken.policy:" in r.output and "^" in r.output and "Traceback" not in r.output
+    assert not suite.exists()
+    ok = CliRunner().invoke(main, ["ledger", "export-case", d, "--expect", "deny", "--suite", str(suite),
+                                   "--policies", str(tmp_path / "replies.policy"), "--ledger", url])
+    assert ok.exit_code == 0, ok.output
+    assert suite.exists()
+
+
+@pytest.mark.parametrize("cmd", ["rt", "report", "replay"])
+def test_a_policy_that_does_not_compile_is_shown_with_every_diagnostic(tmp_path, cmd):
+    """`rt`, `report --policies` and `replay` printed a one-line summary ("... (and 2 more)");
+    now every diagnostic, with its file, line, column, caret and hint, as `stopline check`."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from policy_engine.cli import main
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    Ledger.open(url, create=True).close()
+    bad = tmp_path / "broken.policy"
+    bad.write_text('workflow "w" {\n  version "1.0"\n  action a {\n    allow x when `1 +`\n  }\n}\n')
+    args = {"rt": ["rt", "gate", "-p", str(bad), "--ledger", url, "-i", "-"],
+            "report": ["report", "--ledger", url, "--format", "json", "--policies", str(bad)],
+            "replay": ["replay", str(bad), "--ledger", url]}[cmd]
+    r = CliRunner().invoke(main, args, input=_json.dumps({"action": {"workflow": "w", "type": "a"}}))
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"--> {bad}:4:22" in r.output and "^ in this condition" in r.output and "= help:" in r.output
+    assert r.output.count("error[") == 3
+
+
+def test_serve_shows_every_diagnostic_of_a_policy_that_does_not_compile(tmp_path):
+    pytest.importorskip("fastapi")
+    bad = tmp_path / "broken.policy"
+    bad.write_text('workflow "w" {\n  version "1.0"\n  action a {\n    allow x when `1 +`\n  }\n}\n')
+    r = subprocess.run([sys.executable, "-m", "policy_engine.cli", "serve", str(bad), "--port", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"--> {bad}:4:22" in r.stderr and "^ in this condition" in r.stderr and r.stderr.count("error[") == 3

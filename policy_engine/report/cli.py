@@ -58,8 +58,8 @@ def report(url, since, until, out, fmt, policies):
         r = compute_report(url, since=_ts(s, "since"), until=_ts(u, "until"), progress=progress, policies=policies)
     except LedgerError as e:
         fail(f"error: {e}")
-    except PolicyError as e:
-        fail(str(e))
+    except PolicyError as e:  # every diagnostic: file, line, column, the caret, the hint
+        fail(e.render())
     if shown[0]:
         click.echo("", err=True)
     if fmt == "json" and out is None:

@@ -54,8 +54,8 @@ def _guarded(fn):
             return fn(*args, **kwargs)
         except (LedgerError, RuntimeUsageError) as e:
             _fail(str(e))
-        except PolicyError as e:
-            click.echo(str(e), err=True)
+        except PolicyError as e:  # every diagnostic: file, line, column, the caret, the hint
+            click.echo(e.render(), err=True)
             sys.exit(EXIT_USAGE)
         except TypeError as e:  # a wrong or missing argument in the JSON input
             _fail(f"bad arguments: {e}")

@@ -105,8 +105,8 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
         # fails here, in one line, for bad policies, a --workflow the policies lack, bad
         # identities or an unreachable ledger
         app = create_app(config)
-    except PolicyError as e:
-        click.echo(str(e), err=True)
+    except PolicyError as e:  # every diagnostic: file, line, column, the caret, the hint
+        click.echo(e.render(), err=True)
         sys.exit(EXIT_USAGE)
     except (IdentityConfigError, LedgerError, ServerConfigError) as e:
         _fail(str(e))
