@@ -71,12 +71,17 @@ def init(url: str, allow_other_tables: bool) -> None:
     guard triggers); harmless on an existing ledger. Refuses another application's database
     unless --allow-other-tables."""
     with _open(url, create=True, allow_other_tables=allow_other_tables) as led:
-        added = led.add_missing_tables() + _add_runtime_tables(led)
+        added = led.add_missing_tables()
+        runtime = _add_runtime_tables(led)
         restored = led.restore_guards()
         click.echo(f"ledger {led.url}: {led.size} entries, log {led.log_id}")
         if added:
             click.echo(f"added the table{'s' if len(added) > 1 else ''} it lacked: "
                        f"{', '.join(f'`{n}`' for n in added)} (no entry written)")
+        if runtime:
+            click.echo(f"made the runtime's table{'s' if len(runtime) > 1 else ''} "
+                       f"{', '.join(f'`{n}`' for n in runtime)} (missing, or of an older version) and filled "
+                       "them from the log (no entry written)")
     if restored:
         click.echo(f"warning: re-created the guard triggers ({'; '.join(restored)}); entries could be rewritten "
                    "while they were off: run `stopline ledger verify --checkpoint FILE --key FILE.pub`", err=True)
