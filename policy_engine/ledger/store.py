@@ -378,19 +378,7 @@ class Ledger(LedgerWriter):
         may create tables (else :class:`SchemaError`, naming the tables). ``stopline
         ledger init`` calls it."""
         missing = self.missing_tables()
-        if not missing:
-            return []
-        with self._engine.connect() as c:
-            c = c.execution_options(ledger_write=True)
-            try:
-                with c.begin():
-                    if c.dialect.name == "postgresql":
-                        c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-                    return schema.create_missing(c)
-            except sa_exc.DBAPIError as e:
-                if _no_create_right(e):
-                    raise SchemaError(self._cannot_create(missing, e)) from None
-                raise
+        return self._create_locked(missing, schema.create_missing) if missing else []
 
     @_db
     def ensure_tables(self, tables: Sequence[Any]) -> list[str]:
@@ -403,19 +391,27 @@ class Ledger(LedgerWriter):
         :class:`SchemaError`, one line naming each table and telling the operator to run
         ``stopline ledger init`` with a role that may create tables."""
         missing = self.missing_tables(tables)
-        if not missing:
-            return []
+
+        def make(c: Any) -> list[str]:
+            made = schema.missing_tables(c, tables)  # (again, under the lock: another process may have)
+            for t in tables:
+                if t.name in made:
+                    t.create(c, checkfirst=True)
+            return made
+
+        return self._create_locked(missing, make) if missing else []
+
+    def _create_locked(self, missing: list[str], make: Any) -> list[str]:
+        """``make(connection)`` in one transaction under the migration lock (PostgreSQL's
+        advisory lock): a role that may not create tables gets :class:`SchemaError`
+        naming ``missing`` and `stopline ledger init`."""
         with self._engine.connect() as c:
             c = c.execution_options(ledger_write=True)
             try:
                 with c.begin():
                     if c.dialect.name == "postgresql":
                         c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-                    made = schema.missing_tables(c, tables)
-                    for t in tables:
-                        if t.name in made:
-                            t.create(c, checkfirst=True)
-                    return made
+                    return make(c)
             except sa_exc.DBAPIError as e:
                 if _no_create_right(e):
                     raise SchemaError(self._cannot_create(missing, e)) from None
