@@ -99,14 +99,20 @@ def test_the_projection_a_rebuild_makes_is_the_live_one(rt):
         assert P.snapshot(c) == live
 
 
+def _an_older_projection(rt) -> tuple[str, dict]:
+    """An approved rollback, the projection's rows, then its table as an older Stopline
+    made it (no `lapses_at`)."""
+    rid = _requested(rt)
+    rt.approve(rid, principal="cs-1", roles=["customer_service"], expires_in=timedelta(hours=1), now=at(10))
+    with rt.ledger.reading() as c:
+        live = P.snapshot(c)
+    rt.ledger.transact(lambda c: [c.execute(text("ALTER TABLE rt_rollbacks DROP COLUMN lapses_at")), []][1])
+    return rid, live
+
+
 def test_an_older_projection_is_rebuilt_on_open(ledger_url, policy_path):  # noqa: F811
     with Runtime.open(str(policy_path), ledger=ledger_url) as rt:
-        rid = _requested(rt)
-        rt.approve(rid, principal="cs-1", roles=["customer_service"], expires_in=timedelta(hours=1), now=at(10))
-        with rt.ledger.reading() as c:
-            live = P.snapshot(c)
-        # the table as an older Stopline made it: no `lapses_at`
-        rt.ledger.transact(lambda c: [c.execute(text("ALTER TABLE rt_rollbacks DROP COLUMN lapses_at")), []][1])
+        rid, live = _an_older_projection(rt)
     with Runtime.open(str(policy_path), ledger=ledger_url) as again:
         with again.ledger.reading() as c:
             assert P.outdated(c) == [] and P.snapshot(c) == live
@@ -147,11 +153,7 @@ def test_ledger_init_brings_an_older_projection_up_to_date(ledger_url, policy_pa
     from policy_engine.cli import main
 
     with Runtime.open(str(policy_path), ledger=ledger_url) as rt:
-        rid = _requested(rt)
-        rt.approve(rid, principal="cs-1", roles=["customer_service"], expires_in=timedelta(hours=1), now=at(10))
-        with rt.ledger.reading() as c:
-            live = P.snapshot(c)
-        rt.ledger.transact(lambda c: [c.execute(text("ALTER TABLE rt_rollbacks DROP COLUMN lapses_at")), []][1])
+        _rid, live = _an_older_projection(rt)
         with rt.ledger.reading() as c:
             assert P.outdated(c) == ["rt_rollbacks"]
         r = CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger_url])
