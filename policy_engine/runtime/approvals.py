@@ -83,6 +83,11 @@ class Approvals(RuntimeCore):
                                           f"the {before.kind} is `{before.status}`: it takes no approvals"
                                           + (f" ({before.reason})" if before.reason else ""))
                 return []
+            if before.stale and verdict == "approve":  # no approval can count under this version
+                out["r"] = ApprovalResult(subject_id, False, None, False, before.status,
+                                          f"the {before.kind} was {before.reason}; nothing was recorded")
+                return []
+            out["stale"] = before.reason if before.stale else None
             body: dict[str, Any] = {
                     "subject": subject_id, "digest": before.digest, "principal": principal, "roles": roles,
                     "verdict": verdict, "at": _ts(now_dt), "subject_kind": before.kind,
@@ -92,6 +97,7 @@ class Approvals(RuntimeCore):
                 body["expires_at"] = _ts_after(now_dt, ttl)
             if note:
                 body["note"] = note
+            out["kind"] = before.kind
             after = self._subject_status(c, eng, subj, now_dt, [body], linked)
             counted = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
             body["counted"] = counted
@@ -107,7 +113,10 @@ class Approvals(RuntimeCore):
         r = out["r"]
         if isinstance(r, ApprovalResult):
             return r
-        why = "" if r[0] else ("the principal cannot fill an open slot of this subject (see authorization())"
+        subject_kind = out.get("kind")
+        why = "" if r[0] else (f"the deny does not count under this policy version: the {subject_kind} was "
+                               f"{out['stale']}" if out.get("stale") else
+                               "the principal cannot fill an open slot of this subject (see authorization())"
                                if verdict == "approve" else "the principal could fill no slot: the deny does not count")
         return ApprovalResult(subject_id, True, entries[0].id, r[0], r[1], why)
 
@@ -285,8 +294,13 @@ class Approvals(RuntimeCore):
         with self.ledger.reading() as c:
             ids = [r[0] for r in c.execute(select(P.pending.c.id).where(P.pending.c.expires_at <= t)
                                            .order_by(P.pending.c.seq))]
-            # pending, or approved with approvals lapsed (expired: pending again) by now
-            gone = and_(R.c.status == "approved", R.c.lapses_at <= t)
+            # pending, or approved with approvals lapsed (expired: pending again) by now, or
+            # approved under another policy version than the one deciding (pending under this one)
+            ekey = self.engine.policy_hash if self._policies is not None else None
+            lapsed_or_stale = R.c.lapses_at <= t
+            if ekey is not None:
+                lapsed_or_stale = or_(lapsed_or_stale, R.c.policy_hash != ekey)
+            gone = and_(R.c.status == "approved", lapsed_or_stale)
             rows = [r for r in c.execute(select(R.c.id, R.c.status, R.c.deadline, R.c.expires_at, R.c.requested_at)
                                          .where(and_(R.c.open == 1, or_(R.c.status == "pending", gone),
                                                      or_(R.c.expires_at <= t, R.c.deadline < t)))

@@ -526,15 +526,25 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
                     "batch": batch_id, "batch_hash": batch_hash}
             if exp:
                 body["expires_at"] = exp
+            # classified under another policy version than the one deciding: no approval counts
+            # (skipped, as ``Runtime.approve`` refuses it; a deny is recorded, it may count again)
+            ph = (m.body.get("plan") or {}).get("policy_hash") if isinstance(m.body.get("plan"), dict) else None
+            stale = verdict == "approve" and isinstance(ph, str) and ph != eng.policy_hash
             if m.seq in busy:
                 before = rt.subject_status(c, m, now=now_dt, engine=eng)
                 if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):
                     skipped.append({"rollback": m.id, "status": before.status})
                     continue
+                if stale and before.stale:
+                    skipped.append({"rollback": m.id, "status": before.status, "stale": True})
+                    continue
                 body["digest"] = before.digest
                 after = rt.subject_status(c, m, now=now_dt, extra=[body], engine=eng)
                 ok = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
                 status_after = after.status
+            elif stale:
+                skipped.append({"rollback": m.id, "status": "pending", "stale": True})
+                continue
             else:
                 k = _shape(eng, m, windows)
                 if k is None or k not in judged:
@@ -693,13 +703,17 @@ def batch_counts(rt: Any, batch_id: str, *, now: Any = None) -> dict:
     R = P.rollbacks
     now_dt = _now(now)
     now_s = _ts(now_dt)
-    # an approved plan whose approvals lapsed (each expired) is pending again (``lapses_at``)
-    raw = case((sql_and(R.c.status == "approved", R.c.lapses_at <= now_s), "pending"),
+    eng = rt.engine if rt._policies is not None else None  # (a read-only runtime: the recorded status judges)
+    # an approved plan whose approvals lapsed (each expired) is pending again (``lapses_at``), and
+    # so is one classified under another policy version than the one deciding (``policy_hash``)
+    again = R.c.lapses_at <= now_s
+    if eng is not None:
+        again = sql_or(again, R.c.policy_hash != eng.policy_hash)
+    raw = case((sql_and(R.c.status == "approved", again), "pending"),
                else_=func.coalesce(R.c.status, "pending"))
     # the sweeper's prefilter (Runtime.expire); may_expire_by_clock then decides per row
     may = sql_and(raw == "pending", sql_or(R.c.expires_at <= now_s, R.c.deadline < now_s))
     st, flag = raw.label("st"), case((may, 1), else_=0).label("may")
-    eng = rt.engine if rt._policies is not None else None  # (a read-only runtime: the recorded status judges)
     with rt.ledger.reading() as c:
         b = _batch(rt, c, batch_id)
         members = sql_select(L.c.from_seq).where(L.c.to_seq == b.seq)

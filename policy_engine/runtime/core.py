@@ -262,6 +262,11 @@ class RuntimeCore:
             # claimed when approved (its `standing`): approved, also when the engine now deciding
             # (another policy version) no longer counts the approvals it was claimed under
             kept = use is not None and use.body.get("standing") == "approved"
+            if not (verdict.satisfied or kept):
+                why = _stale(dec.get("policy_hash") if isinstance(dec, dict) else None, eng, "made")
+                if why is not None and use is None:
+                    return SubjectStatus(subj.id, kind, "pending", digest, **common, stale=True,
+                                         reason=why + ": gate the action again")
             return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied or kept else "pending", digest,
                                  **common)
         # a rollback: authorization, then progress from its steps
@@ -299,8 +304,24 @@ class RuntimeCore:
         why = None if verdict.satisfied else clock_expiry(plan, expires_at, now_dt)
         if why is not None:  # not authorized, and its window or its deadline passed: expired by the clock
             return SubjectStatus(subj.id, kind, "expired", digest, **common, **prog, unrecorded=True, reason=why)
+        stale = None if verdict.satisfied else _stale(plan.get("policy_hash") if isinstance(plan, dict) else None,
+                                                      eng, "classified")
+        if stale is not None:
+            return SubjectStatus(subj.id, kind, "pending", digest, **common, **prog, stale=True,
+                                 reason=stale + ": request the rollback again (the request supersedes this one)")
         return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common, **prog)
 
+
+
+def _stale(made_under: Any, eng: Any, what: str) -> str | None:
+    """Why a subject made (``what``: ``made`` for a decision, ``classified`` for a plan) under
+    the policy version ``made_under`` (its recorded hash) takes no approval under the engine
+    ``eng`` of another version, else None (the same version, or no recorded hash)."""
+    held = getattr(eng, "policy_hash", None)
+    if not isinstance(made_under, str) or held is None or made_under == held:
+        return None
+    return (f"{what} under policy {made_under}; the runtime now decides under {held}, and approvals count only "
+            f"under the version it was {what} under")
 
 
 def _complete_in_time(eng: Any, plan: Any, apps: list[dict], now_dt: datetime) -> Any:

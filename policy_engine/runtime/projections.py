@@ -61,6 +61,10 @@ rollbacks = Table("rt_rollbacks", metadata,
                   # authorization (each expires): from then on it is pending again (the approval that
                   # made it approved computed it: ``approved_until``); None: they never lapse
                   Column("lapses_at", String(32), nullable=True),
+                  # the policy version (hash) its plan was classified under: approvals count only
+                  # under it, so an approved row reads as pending while another version decides
+                  # (a reload since: ``authorization`` says why; a reload back, approved again)
+                  Column("policy_hash", String(80), nullable=True),
                   Index("rt_rollbacks_queue", "route", "open", "seq"),
                   Index("rt_rollbacks_expiry", "open", "expires_at"))
 
@@ -88,7 +92,8 @@ def create(c: Connection) -> None:
 
 def outdated(c: Connection) -> list[str]:
     """The projection tables the database lacks, or holds with fewer columns than this
-    version's (a column added since: ``rt_rollbacks.lapses_at``): one catalog read."""
+    version's (a column added since: ``rt_rollbacks.lapses_at``, ``rt_rollbacks.policy_hash``): one
+    catalog read."""
     from sqlalchemy import inspect
 
     insp = inspect(c)
@@ -147,7 +152,8 @@ def apply(c: Connection, e: Any) -> None:
             id=e.id, seq=e.seq, route=b.get("route"), workflow=e.workflow, scenario=b["scenario"],
             original=b.get("original") or e.links[0], requested_by=b["requested_by"],
             requested_at=b.get("requested_at") or e.time, deadline=_norm(plan.get("reversible_until")),
-            expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None, lapses_at=None))
+            expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None, lapses_at=None,
+            policy_hash=_text(plan.get("policy_hash"))))
         recs = [b.get("original") or e.links[0], *b.get("cascade", ())]
         if recs:
             c.execute(insert(records), [{"record": r, "rollback": e.id, "seq": e.seq} for r in dict.fromkeys(recs)])
@@ -155,6 +161,11 @@ def apply(c: Connection, e: Any) -> None:
         to = b.get("status_after") if k != "transition" else b.get("to")
         subj = b.get("subject") if k != "step" else e.links[0]
         if to is None or subj is None:
+            return
+        if k == "step" and b.get("authorized") is False:
+            # an unauthorized step starts nothing and changes no status: the row stays as its last
+            # authorization left it (its `status_after`, judged under the policy version deciding
+            # then, would pin a stale row as `pending` under every version, its own included)
             return
         if k == "approval" and b.get("subject_kind") == "decision":  # a gate approval: no rollback row
             if to in ("denied", "expired", "cancelled"):
@@ -172,6 +183,18 @@ def apply(c: Connection, e: Any) -> None:
         if c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(**vals)).rowcount == 0:
             if to in ("denied", "expired", "cancelled"):
                 c.execute(delete(pending).where(pending.c.id == subj))
+
+
+def _text(v: Any) -> str | None:
+    """A recorded string that fits its column (anything else: None, never judged)."""
+    return v if isinstance(v, str) and len(v) <= 80 else None
+
+
+def stale_plan(status: Any, plan_hash_policy: Any, engine_hash: str | None) -> bool:
+    """Whether an ``approved`` row reads as ``pending`` because another policy version
+    decides now (``engine_hash``; None: a runtime without policies, which judges nothing)."""
+    return (status == "approved" and engine_hash is not None and plan_hash_policy is not None
+            and plan_hash_policy != engine_hash)
 
 
 def _norm(t: Any) -> Any:

@@ -178,6 +178,12 @@ class SubjectStatus(_Result):
     #: unresolved) with no entry recording it yet: the sweeper (``expire``) or the next
     #: transition or request on the subject records it
     unrecorded: bool = False
+    #: made (a decision) or classified (a rollback) under another policy version than the one
+    #: deciding now (a reload since): its approvals count for nothing under this version, so it
+    #: stays ``pending`` and takes none (``reason`` names both versions); gate the action again,
+    #: or request the rollback again (the request supersedes it), or reload the version it was
+    #: made under. Only a subject not yet claimed, started or closed is stale.
+    stale: bool = False
 
     @property
     def satisfied(self) -> bool:

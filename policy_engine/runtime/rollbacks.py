@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 _QUEUE_COLS = ("id, route, scenario, workflow, original, requested_by, requested_at, deadline, expires_at, status, "
-               "claimed_by, lapses_at")
+               "claimed_by, lapses_at, policy_hash")
 _HEAD_SIZE = "SELECT size FROM ledger_heads WHERE log = 1"
 _ROLLBACK_SEQ = "SELECT seq FROM rt_rollbacks WHERE id = ?"
 _PLAN_RETRIES = 10  #: plans of one request before it gives up (its cascade kept being taken)
@@ -85,9 +85,11 @@ def _named_rollbacks(cur: Any, pg: bool, since: int) -> set[str] | None:
 
 
 def _holds(built: tuple | None, now_s: str, ekey: str | None) -> bool:
-    """Kept items ``(lo, hi, items, engine)`` hold at ``now_s``: ``lo <= now < hi``, and the rows
-    judged for an expiry by the clock (if any) were judged by this engine (policy hash)."""
-    return built is not None and built[0] <= now_s < built[1] and (built[3] is None or built[3] == ekey)
+    """Kept items ``(lo, hi, items, engine)`` hold at ``now_s``: ``lo <= now < hi``, and they were
+    read under this engine (policy hash; None: a runtime without policies): which approved rows
+    are stale (classified under another version) and the rows judged for an expiry by the
+    clock depend on it."""
+    return built is not None and built[0] <= now_s < built[1] and built[3] == ekey
 
 
 def _at_or_before(at: Any, now_dt: datetime) -> bool:
@@ -98,7 +100,7 @@ def _at_or_before(at: Any, now_dt: datetime) -> bool:
         return False
 
 
-def _queue_item(r: tuple, now_s: str) -> tuple[QueueItem, str, str, bool]:
+def _queue_item(r: tuple, now_s: str, ekey: str | None = None) -> tuple[QueueItem, str, str, bool]:
     """A queue row as an item at ``now_s`` with its recorded status, the instants around
     ``now_s`` at which the item or whether to judge it would change (the latest at or before
     it, "" for none; the first after it, "\\uffff" for none: its window's deadline, and for
@@ -111,7 +113,9 @@ def _queue_item(r: tuple, now_s: str) -> tuple[QueueItem, str, str, bool]:
         before, after, past = d, "\uffff", True
     else:
         before, after, past = "", d, False
-    if status == "approved" and lapse is not None:  # its approvals expire then: pending again
+    if P.stale_plan(status, r[12], ekey):  # classified under another policy version: its approvals
+        status = "pending"  # count for nothing under this one (``authorization`` says why)
+    elif status == "approved" and lapse is not None:  # its approvals expire then: pending again
         if lapse <= now_s:
             status = "pending"
             if lapse > before:
@@ -219,14 +223,25 @@ class Rollbacks(RuntimeCore):
         with self.ledger.reading() as c:
             x = self._entry(c, execution_id, ("execution",))
             existing = self._existing_rollback(c, execution_id)
+            superseded = None
             if existing is not None:
                 ans = self._answer_existing(c, eng, existing, now_dt)
                 if ans.status != "expired":
-                    return ans
+                    superseded = self._supersedes(c, eng, existing, execution_id, now_dt)
+                    if superseded is None:
+                        return ans
             else:
                 original, undeclared, _, elsewhere = self._record_graph(c, eng, x)
                 wf = x.workflow
                 row = self._wf_row(c, wf)
+        if superseded is not None:  # classified under another policy version (a reload since), not
+            # started: no approval can count for it under this one; withdrawn, then planned again
+            r = self._transition(existing, "cancelled", requested_by, superseded, now_dt,  # type: ignore[attr-defined]
+                                 ("pending",))
+            if not r.recorded and r.status not in ("cancelled", "expired", "denied"):
+                with self.ledger.reading() as c:  # (it changed in between: started, approved, ...)
+                    return self._answer_existing(c, eng, existing, now_dt)
+            return None
         if existing is not None:  # its standard window closed before it was authorized, and no sweep
             # recorded that yet: record its expiry, as the sweeper would, then plan again (escalated)
             self._transition(existing, "expired", "stopline", _REPLANNED, now_dt,  # type: ignore[attr-defined]
@@ -271,6 +286,22 @@ class Rollbacks(RuntimeCore):
                 return self._answer_existing(c, eng, out["existing"], now_dt)
         return RollbackRequestResult(entries[0].id, plan, False, "pending", plan.route, tuple(undeclared),
                                      covered=tuple(elsewhere))
+
+    def _supersedes(self, c, eng: Any, rollback_id: str, execution_id: str, now_dt: datetime) -> str | None:
+        """The reason a new request for ``execution_id`` withdraws the open rollback
+        ``rollback_id`` (recorded with its cancellation), or None: it must be that
+        execution's own rollback (not one that covers it in a cascade), stale
+        (``SubjectStatus.stale``: classified under another policy version than the one
+        deciding; so neither claimed by a step nor closed) and still pending."""
+        rb = self._entry(c, rollback_id, ("rollback",))
+        if rb.body.get("original") != execution_id:
+            return None
+        st = self._subject_status(c, eng, rb, now_dt)
+        if not st.stale or st.status != "pending":
+            return None
+        plan = rb.body.get("plan") or {}
+        return (f"superseded by a new request under policy {eng.policy_hash}: it was classified under policy "
+                f"{plan.get('policy_hash')}, whose approvals do not count under this version")
 
     def _existing_rollback(self, c, execution_id: str) -> str | None:
         r = c.execute(select(P.records.c.rollback).join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
@@ -388,8 +419,9 @@ class Rollbacks(RuntimeCore):
         clock only ends with an entry: see :meth:`_expired_by_clock`), else at ``now_s`` alone."""
         lo, hi = "", "\uffff"
         items, judge = [], []
+        ekey = eng.policy_hash if eng is not None else None  # (what the items were read under)
         for j, r in enumerate(rows):
-            it, before, after, may = _queue_item(r, now_s)
+            it, before, after, may = _queue_item(r, now_s, ekey)
             items.append(it)
             if before > lo:
                 lo = before
@@ -398,7 +430,7 @@ class Rollbacks(RuntimeCore):
             if may:
                 judge.append(j)
         if not judge:
-            return lo, hi, items, None
+            return lo, hi, items, ekey
         expired, lasting = self._expired_by_clock(c, size, [rows[j][0] for j in judge], now_dt, now_s, eng)
         mk = QueueItem._make
         for j in judge:
@@ -409,7 +441,7 @@ class Rollbacks(RuntimeCore):
             lo = max(lo, now_s)
         else:
             lo, hi = now_s, _just_after(now_s)
-        return lo, hi, items, eng.policy_hash if eng is not None else None
+        return lo, hi, items, ekey
 
     def _expired_by_clock(self, c, size: int, ids: list[str], now_dt: datetime, now_s: str,
                           eng: Any) -> tuple[set[str], bool]:
@@ -541,7 +573,7 @@ class Rollbacks(RuntimeCore):
                 rows.insert(j, row)
                 seqs.insert(j, sq)
             if live:
-                it, before, after, may = _queue_item(row, now_s)
+                it, before, after, may = _queue_item(row, now_s, ekey)
                 if may:
                     live = False  # the caller builds the items (and judges this row)
                     continue
