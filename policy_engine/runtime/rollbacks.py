@@ -234,8 +234,9 @@ class Rollbacks(RuntimeCore):
                 original, undeclared, _, elsewhere = self._record_graph(c, eng, x)
                 wf = x.workflow
                 row = self._wf_row(c, wf)
-        if superseded is not None:  # classified under another policy version (a reload since), not
-            # started: no approval can count for it under this one; withdrawn, then planned again
+        if superseded is not None and existing is not None:
+            # classified under another policy version (a reload since), not started: no approval
+            # can count for it under this one; withdrawn, then planned again
             r = self._transition(existing, "cancelled", requested_by, superseded, now_dt,  # type: ignore[attr-defined]
                                  ("pending",))
             if not r.recorded and r.status not in ("cancelled", "expired", "denied"):
