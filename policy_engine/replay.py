@@ -93,6 +93,10 @@ class ReplayResult:
     workers: int = 1
     recorded_policies: tuple[str, ...] = ()  #: the policy hashes the replayed decisions were recorded under
     seconds: float = 0.0
+    #: the stops the candidate fired where the record's workflow ran on (``carry_stops``), in
+    #: order: ``workflow``, ``trigger``, ``decision_id``, ``seq``, ``at``, and ``until``: the
+    #: allowed resume that lifted it in the record (its entry id), or None (to the end)
+    candidate_stops: tuple[dict, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -119,7 +123,8 @@ class ReplayResult:
                 "changed_count": len(self.changed), "counts": self.counts, "groups": self.groups,
                 "executed_changed": sum(1 for c in self.changed if c.executions),
                 "changed": [c.to_json() for c in self.changed], "unreplayable": list(self.unreplayable),
-                "recorded_policies": list(self.recorded_policies), "workers": self.workers}
+                "recorded_policies": list(self.recorded_policies), "workers": self.workers,
+                "candidate_stops": list(self.candidate_stops)}
 
     def text(self) -> str:
         lines = [f"replayed {self.replayed} decision(s) under policy {self.policy_hash[:19]}: "
@@ -127,6 +132,13 @@ class ReplayResult:
                  + (f", {len(self.unreplayable)} unreplayable" if self.unreplayable else "")]
         for tr, n in self.counts.items():
             lines.append(f"  {tr}: {n}")
+        for cs in self.candidate_stops[:10]:
+            lines.append(f"  candidate stop: {cs['workflow']} stopped by `{cs['trigger']}` at decision "
+                         f"{cs['decision_id']} ({cs['at']}), "
+                         + (f"until the resume {cs['until']}" if cs["until"] else "to the end of the replay")
+                         + ": the decisions after it are replayed as stopped")
+        if len(self.candidate_stops) > 10:
+            lines.append(f"  … {len(self.candidate_stops) - 10} more candidate stops (--format json lists every one)")
         for g in self.groups:
             lines.append(f"\n{g['old_effect']} ({g['old_rule']}) -> {g['new_effect']} ({g['new_rule']}): "
                          f"{g['count']} decision(s), {g['executed']} executed")
@@ -213,12 +225,13 @@ def _filters(since: str | None, until: str | None, workflow: str | None) -> list
     return where
 
 
-def _timeline(led: Any, until: str | None) -> dict[str, list[tuple[int, dict | None]]]:
-    """Per workflow, every change of its status: (seq, state after it or None for running)."""
+def _timeline(led: Any, until: str | None) -> dict[str, list[tuple[Any, ...]]]:
+    """Per workflow, every change of its status: (seq, state after it or None for running, the
+    entry's id)."""
     from .ledger import schema
 
     E = schema.entries
-    out: dict[str, list[tuple[int, dict | None]]] = {}
+    out: dict[str, list[tuple[Any, ...]]] = {}
     with led.reading() as c:
         for e in led.fetch(c, E.c.kind.in_(("stop", "resume"))):
             if e.workflow is None:
@@ -230,8 +243,48 @@ def _timeline(led: Any, until: str | None) -> dict[str, list[tuple[int, dict | N
                 st = None
             else:
                 continue
-            out.setdefault(e.workflow, []).append((e.seq, st))
+            out.setdefault(e.workflow, []).append((e.seq, st, e.id))
     return out
+
+
+def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, rows: list) -> tuple[list, list]:
+    """Carry the stops the candidate fires forward (``replay(carry_stops=True)``): where a
+    replayed decision is ``stop`` by a trigger of the candidate and the record's workflow ran
+    on, the workflow is stopped by that trigger from there (a change inserted into
+    ``timeline`` just after the decision) until the record's next allowed resume of it, and
+    its later decisions are replayed again under that state; a stop the candidate fires after
+    such a resume starts another. Returns (the changed rows, the candidate stops)."""
+    import bisect
+
+    from .ledger import schema
+
+    E = schema.entries
+    seen: set[int] = set()
+    stops: list[dict] = []
+    while True:
+        first: dict[str, tuple] = {}  # workflow -> its earliest stop of the candidate not carried yet
+        for r in sorted(rows, key=lambda r: r[1]):
+            wf, seq = r[2], r[1]
+            if (isinstance(wf, str) and r[8] == "stop" and r[9].startswith("stop:") and r[6] != "stop"
+                    and seq not in seen and wf not in first):
+                first[wf] = r
+        if not first:
+            return rows, stops
+        for wf, r in sorted(first.items(), key=lambda kv: kv[1][1]):
+            seq = r[1]
+            seen.add(seq)
+            events = timeline.setdefault(wf, [])
+            state = {"name": wf, "status": "stopped", "stopped_by": r[9][len("stop:"):], "stopped_at": r[5]}
+            at = bisect.bisect_left(events, (seq + 0.5,))
+            events.insert(at, (seq + 0.5, state, None))
+            lift = next((e for e in events[at + 1:] if e[1] is None), None)  # the record's next allowed resume
+            stops.append({"workflow": wf, "trigger": state["stopped_by"], "decision_id": r[0], "seq": seq,
+                          "at": r[5], "until": lift[2] if lift is not None else None})
+            # its later decisions, replayed again under the timeline with the stop in it
+            rows = [x for x in rows if not (x[2] == wf and x[1] > seq)]
+            if seq < last:
+                more = _run(engine, led, [*where, E.c.workflow == wf], seq + 1, last, timeline)[0]
+                rows += more
 
 
 def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
@@ -386,10 +439,15 @@ def _executions_of(led: Any, seqs: list[int]) -> dict[str, list[str]]:
 
 
 def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, workflow: str | None = None,
-           workers: int | None = None, progress: Any = None) -> ReplayResult:
+           workers: int | None = None, progress: Any = None, carry_stops: bool = True) -> ReplayResult:
     """Re-evaluate every recorded decision (``since <= time < until``, of ``workflow``)
     under ``policies`` (a path or a list of paths, which each worker loads; or an
     ``Engine``, replayed in this process). ``ledger``: a URL or a ``Ledger``.
+
+    ``carry_stops``: a stop the candidate fires where the record's workflow ran on stops the
+    workflow in the replay too, until the record's next allowed resume of it: its later
+    decisions are replayed as stopped (``ReplayResult.candidate_stops`` lists each such stop).
+    False: every decision under the workflow state the ledger recorded.
 
     ``since`` and ``until`` are aware datetimes or RFC 3339 strings with their offset
     (``2026-11-01T00:00:00Z``); a time without one raises
@@ -462,6 +520,11 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             finally:
                 _INHERITED.clear()
         rows = [r for res in results for r in res[0]]
+        stops: list[dict] = []
+        if carry_stops and any(r[8] == "stop" and r[9].startswith("stop:") and r[6] != "stop" for r in rows):
+            # (in this process: a decision's state depends on the verdicts before it)
+            rows, stops = _carry_stops(engine, led, where, last, timeline, rows)
+            rows.sort(key=lambda r: r[1])
         n = sum(res[1] for res in results)
         bad = tuple(b for res in results for b in res[2])
         hashes = sorted({h for res in results for h in res[3]} - {""})
@@ -469,7 +532,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
         # every decision read is counted: replayed = changed + unchanged + unreplayable
         return ReplayResult(engine.policy_hash, n + len(bad), n - len(changed), changed, bad, workers, tuple(hashes),
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, tuple(stops))
     finally:
         if owns:
             led.close()

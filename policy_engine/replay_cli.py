@@ -101,10 +101,14 @@ def _window(since, until, s, u) -> None:
 @click.option("--as-rollback", "as_rollback", metavar="SCENARIO",
               help="Plan the changed, executed decisions whose verdict got stricter as one batch under this "
                    "rollback scenario (e.g. policy_reversal), planned by POLICY.")
+@click.option("--recorded-state", "recorded_state", is_flag=True,
+              help="Replay every decision under the workflow state the ledger recorded: a stop the candidate "
+                   "fires does not stop the decisions after it (by default it does, until the record's next "
+                   "allowed resume).")
 @click.option("--requested-by", default="stopline replay", show_default=True, help="With --as-rollback.")
 @click.option("--reason", default=None, help="With --as-rollback (default: names the policy).")
 @_guarded
-def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, requested_by, reason):
+def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, recorded_state, requested_by, reason):
     """Re-evaluate every recorded decision under POLICY (its recorded action and `now`)
     and list each changed verdict, grouped and counted."""
     from .replay import changed_executions, replay
@@ -118,7 +122,8 @@ def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, r
     if fmt == "text" and sys.stderr.isatty():
         def progress(i, n):
             click.echo(f"\rreplaying: {i}/{n} parts", err=True, nl=i == n)
-    r = replay(policy, url, since=s, until=u, workflow=workflow, workers=workers, progress=progress)
+    r = replay(policy, url, since=s, until=u, workflow=workflow, workers=workers, progress=progress,
+               carry_stops=not recorded_state)
     batch = None
     if as_rollback:
         from .runtime import Runtime
