@@ -55,7 +55,7 @@ def _projections(url: str) -> dict:
 
 def _record_some(url: str, tmp_path) -> None:
     """A few entries of every projection's kinds: a stop, a pending decision, an execution,
-    a rollback (the runtime tests' policy)."""
+    a rollback, a claim with no execution (the runtime tests' policy)."""
     from server_support import SERVER_POLICY
 
     from policy_engine import Runtime
@@ -67,6 +67,8 @@ def _record_some(url: str, tmp_path) -> None:
         g = rt.gate({**send, "amount": 50.0, "id": "small"})
         x = rt.executed(g.decision_id, receipt={"message": "hi", "ticket": "T-1"})
         rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="rita", reason="asked")
+        claimed = rt.gate({**send, "amount": 50.0, "id": "claimed"})
+        assert rt.claim_execution(claimed.decision_id, principal="worker").recorded
         assert rt.gate({**send, "amount": 50.0, "promise": True, "id": "bad"}).decision.effect == "stop"
 
 
@@ -78,13 +80,13 @@ def test_init_adds_every_missing_table_to_an_existing_ledger_and_nothing_else(tm
     log, live = _log(ledger_url), _projections(ledger_url)
     assert log and all(live[t.name] for t in P.TABLES), live
     with raw(ledger_url) as c:  # a ledger made before these tables
-        for name in ("ledger_ended_sessions", "rt_rollbacks", "rt_pending"):
+        for name in ("ledger_ended_sessions", "rt_rollbacks", "rt_pending", "rt_claims"):
             c.execute(text(f"DROP TABLE {name}"))
-    assert not {"ledger_ended_sessions", "rt_rollbacks", "rt_pending"} & _tables(ledger_url)
+    assert not {"ledger_ended_sessions", "rt_rollbacks", "rt_pending", "rt_claims"} & _tables(ledger_url)
 
     code, out, err = run_ledger_cli("init", "--ledger", ledger_url)
     assert code == 0 and err == "", (out, err)
-    assert "`ledger_ended_sessions`" in out and "`rt_rollbacks`" in out and "`rt_pending`" in out, out
+    assert all(f"`{t}`" in out for t in ("ledger_ended_sessions", "rt_rollbacks", "rt_pending", "rt_claims")), out
     assert set(EXTRA) <= _tables(ledger_url)
     assert _log(ledger_url) == log  # no entry written, none changed
     assert _projections(ledger_url) == live  # the projections made again from the log

@@ -17,7 +17,8 @@ __all__ = ["Runtime", "RuntimeUsageError"]
 
 def __getattr__(name: str) -> Any:
     if name in ("Runtime", "RuntimeUsageError", "GateResult", "ApprovalResult", "SubjectStatus", "ExecutionResult",
-                "RollbackRequestResult", "StepResult", "ResumeResult", "QueueItem", "TransitionResult"):
+                "RollbackRequestResult", "StepResult", "ResumeResult", "QueueItem", "TransitionResult",
+                "ClaimInDoubt"):
         from . import runtime
 
         return getattr(runtime, name)

@@ -16,6 +16,7 @@ from .executions import _STOP_AFTER
 from .results import (
     TERMINAL,
     ApprovalResult,
+    ClaimInDoubt,
     RuntimeUsageError,
     SubjectStatus,
     TransitionResult,
@@ -273,6 +274,71 @@ class Approvals(RuntimeCore):
         except IdempotencyConflict as e:  # another claimant recorded this turn first: the ledger refuses this one
             return None, None, f"the ledger refused a second claim of this turn: {e}", None, None
         return seen["status"], seen["holder"], seen["why"], seen["stop"], (entries[0].id if entries else None)
+
+    def claims_in_doubt(self, *, older_than: timedelta = timedelta(0), now: NowInput = None,
+                        limit: int | None = None) -> list[ClaimInDoubt]:
+        """Gate decisions claimed for their execution at or before ``now - older_than`` whose
+        execution no entry records: the worker that claimed one may have died before the
+        action ran, or after it ran and before it reported. Oldest claim first (``limit``:
+        at most that many). One indexed read of the ``rt_claims`` projection.
+
+        Each is resolved by whoever knows what happened: :meth:`executed` when the action ran
+        (the claim authorizes it), :meth:`abandon_claim` when it did not (the decision is
+        cancelled; gate the action again). An adapter's claim kept while its tool waits on an
+        interrupt (LangGraph) is listed too: ``turns`` and ``last_at`` tell it apart."""
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise RuntimeUsageError(f"`older_than` is a duration of 0 or more, not {older_than!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise RuntimeUsageError(f"`limit` is a number of claims (0 or more), not {limit!r}")
+        try:
+            upto = _ts(_now(now) - older_than)
+        except OverflowError:
+            raise RuntimeUsageError(f"`older_than` reaches before the year 1: {older_than!r}") from None
+        C = P.claims
+        q = (select(C.c.id, C.c.workflow, C.c.claimed_by, C.c.claimed_at, C.c.last_at, C.c.turns, C.c.claim_id)
+             .where(C.c.claimed_at <= upto).order_by(C.c.claimed_at, C.c.seq))
+        if limit is not None:
+            q = q.limit(limit)
+        with self.ledger.reading() as c:
+            return [ClaimInDoubt._make(tuple(r)) for r in c.execute(q)]
+
+    def abandon_claim(self, decision_id: str, *, principal: str, reason: str, now: NowInput = None) -> TransitionResult:
+        """Record that a claimed decision's action did not run (its worker died before it
+        ran, or never started it): the decision becomes ``cancelled`` (its one use given up,
+        nothing can run under it any more; gate the action again), and it leaves
+        :meth:`claims_in_doubt`. Refused (``recorded=False``) unless the decision is claimed
+        and no execution of it is recorded. An execution reported later is recorded as
+        unauthorized: the attestation was wrong, and the ledger shows both."""
+        if not isinstance(principal, str) or not principal:
+            raise RuntimeUsageError("`principal` is a non-empty string")
+        if not isinstance(reason, str) or not reason.strip():
+            raise RuntimeUsageError("`reason` is a non-empty string: say why the action did not run")
+        eng, now_dt = self.engine, _now(now)
+        out: dict[str, Any] = {}
+
+        def build(c):
+            subj = self._entry(c, decision_id, ("decision",))
+            linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))
+            st = self._subject_status(c, eng, subj, now_dt, linked=linked)
+            ran = next((e.id for e in linked if e.kind == "execution"), None)
+            if st.claim_id is None or ran is not None or st.status in TERMINAL:
+                why = (f"execution {ran} of it is recorded" if ran is not None
+                       else f"the decision is `{st.status}`" if st.status in TERMINAL
+                       else "the decision is not claimed")
+                out["r"] = TransitionResult(decision_id, False, st.status, claimed_by=st.claimed_by,
+                                            reason=f"{why}: there is no claim to abandon")
+                return []
+            out["r"] = (st.claim_id, st.claimed_by)
+            return [NewEntry("transition", {"subject": decision_id, "to": "cancelled", "principal": principal,
+                                            "reason": reason, "abandons": st.claim_id, "at": _ts(now_dt)},
+                             workflow=subj.workflow, links=[decision_id, st.claim_id], time=now_dt)]
+
+        entries = self._transact(build)
+        r = out["r"]
+        if isinstance(r, TransitionResult):
+            return r
+        return TransitionResult(decision_id, True, "cancelled", entries[0].id, claimed_by=r[1],
+                                reason=f"the claim {r[0]} by {r[1]} was abandoned: the action did not run")
 
     def cancel(self, subject_id: str, *, principal: str, reason: str | None = None,
                now: Any = None) -> TransitionResult:

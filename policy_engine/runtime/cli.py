@@ -34,8 +34,9 @@ OPS = {
     "cancel": ("cancel", ("subject",)), "step": ("step", ("rollback", "duty", "status")),
     "resume": ("resume", ("workflow",)), "history": ("history", ("id",)), "expire": ("expire", ()),
     "status": ("workflow_status", ("workflow",)),
+    "claims_in_doubt": ("claims_in_doubt", ()), "abandon_claim": ("abandon_claim", ("decision",)),
 }
-READ_ONLY = {"queue", "history", "status"}
+READ_ONLY = {"queue", "history", "status", "claims_in_doubt"}
 
 
 def _fail(msg: str) -> None:
@@ -138,6 +139,7 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     request_rollback {execution, scenario, requested_by, reason, trigger?, now?}
     queue {route?, now?, limit?}         claim {rollback, principal, now?}
     claim_execution {decision, principal, now?}
+    claims_in_doubt {older_than?, now?, limit?}     abandon_claim {decision, principal, reason, now?}
     cancel {subject, principal, reason?} step {rollback, duty, status, key?, now?}
     resume {workflow, evidence, principal, now?}   history {id}   expire {now?}   status {workflow}
     """
@@ -155,16 +157,18 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     if missing:
         _fail(f"`{op}` needs {', '.join(f'`{m}`' for m in missing)}")
     pos = [args.pop(p) for p in positional]
-    if "expires_in" in args:
+    for name in ("expires_in", "older_than"):
+        if name not in args:
+            continue
         from datetime import timedelta
 
-        v = args["expires_in"]
+        v = args[name]
         try:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError
-            args["expires_in"] = timedelta(seconds=float(v))
+            args[name] = timedelta(seconds=float(v))
         except (ValueError, OverflowError):
-            _fail(f"`expires_in` is a number of seconds, not {json.dumps(v)}")
+            _fail(f"`{name}` is a number of seconds, not {json.dumps(v)}")
     with _runtime(url, policies, need_policies=op not in READ_ONLY) as r:
         _echo(getattr(r, method)(*pos, **args))
 

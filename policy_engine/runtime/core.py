@@ -200,18 +200,26 @@ class RuntimeCore:
         # (none is accepted since; an older ledger may hold one) changes nothing
         use = (next((e for e in linked if e.kind == "transition" and e.body.get("to") == "claimed"
                      and "claim" in e.body), None) if subj.kind == "decision" else None)
+        # a claim given up (``abandon_claim``: its action did not run): the decision is cancelled
+        gave_up = (next((e for e in linked if e.kind == "transition" and e.body.get("abandons") == use.id), None)
+                   if use is not None else None)
         before = linked if use is None else [e for e in linked if e.seq < use.seq or e.kind == "execution"]
         approvals = [e.body for e in before if e.kind == "approval"] + ([] if use is not None else list(extra))
         transitions = [e.body for e in linked if e.kind == "transition"]
         claimed = next((t.get("principal") for t in reversed(transitions) if t["to"] == "claimed"), None)
         ended = next((e.body["to"] for e in before
                       if e.kind == "transition" and e.body["to"] in ("cancelled", "expired")), None)
+        if gave_up is not None and ended is None:
+            ended = "cancelled"
         held: dict[str, Any] = {} if use is None else {"claim_id": use.id, "claimed_at": use.body.get("at") or use.time}
         if subj.kind == "decision":
             dec = b["decision"]
             digest, kind = dec.get("action_digest"), "decision"
             if dec.get("effect") == "allow":
                 used = next((e.id for e in linked if e.kind == "execution" and e.body.get("authorized")), None)
+                if gave_up is not None and not used:
+                    return SubjectStatus(subj.id, kind, "cancelled", digest, claimed_by=claimed, **held,
+                                         reason=_gave_up(gave_up))
                 return SubjectStatus(subj.id, kind, "executed" if used else "allowed", digest, used_by=used,
                                      claimed_by=claimed, **held)
             if dec.get("effect") != "require_approval":
@@ -250,7 +258,8 @@ class RuntimeCore:
         if kind == "decision":
             used = next((e.id for e in linked if e.kind == "execution" and e.body.get("authorized")), None)
             if ended:
-                return SubjectStatus(subj.id, kind, ended, digest, **common, used_by=used)
+                return SubjectStatus(subj.id, kind, ended, digest, **common, used_by=used,
+                                     reason=_gave_up(gave_up) if gave_up is not None else "")
             if denied:
                 return SubjectStatus(subj.id, kind, "denied", digest, **common, reason=f"denied by {', '.join(denied)}")
             if used:
@@ -311,6 +320,13 @@ class RuntimeCore:
                                  reason=stale + ": request the rollback again (the request supersedes this one)")
         return SubjectStatus(subj.id, kind, "approved" if verdict.satisfied else "pending", digest, **common, **prog)
 
+
+
+def _gave_up(e: Any) -> str:
+    """The reason a decision whose claim was abandoned is ``cancelled``."""
+    b = e.body
+    return (f"its claim was abandoned by {b.get('principal')} at {b.get('at') or e.time} (the action did not run)"
+            + (f": {b['reason']}" if b.get("reason") else ""))
 
 
 def _stale(made_under: Any, eng: Any, what: str) -> str | None:

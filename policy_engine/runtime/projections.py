@@ -82,7 +82,22 @@ pending = Table("rt_pending", metadata,
                 Column("expires_at", String(32), nullable=True),
                 Index("rt_pending_expiry", "expires_at"))
 
-TABLES = (workflows, rollbacks, records, pending)
+#: gate decisions claimed for their execution (``claim_execution``, the adapters' claims) whose
+#: execution no entry records yet: in doubt once their worker should have reported
+#: (``Runtime.claims_in_doubt``); removed by an execution of the decision or by the claim's
+#: abandonment (``Runtime.abandon_claim``)
+claims = Table("rt_claims", metadata,
+               Column("id", String(64), primary_key=True),  # the decision
+               Column("seq", BigInteger, nullable=False),  # its first claim's entry
+               Column("workflow", String(256), nullable=True),
+               Column("claimed_by", String(256), nullable=True),  # the latest claim's principal
+               Column("claimed_at", String(32), nullable=False),  # the first claim's time
+               Column("last_at", String(32), nullable=False),  # the latest claim's time
+               Column("turns", Integer, nullable=False),  # claims recorded (an adapter's turns: several)
+               Column("claim_id", String(64), nullable=False),  # the first claim's entry id
+               Index("rt_claims_age", "claimed_at"))
+
+TABLES = (workflows, rollbacks, records, pending, claims)
 CLOSED = frozenset({"denied", "expired", "cancelled", "verified"})
 
 
@@ -146,6 +161,8 @@ def apply(c: Connection, e: Any) -> None:
         d = b.get("decision")
         if d is not None and b.get("authorized"):
             c.execute(delete(pending).where(pending.c.id == d))
+        if isinstance(d, str):  # its execution reported, authorized or not: no longer in doubt
+            c.execute(delete(claims).where(claims.c.id == d))
     elif k == "rollback":
         plan = b.get("plan") or {}
         c.execute(insert(rollbacks).values(
@@ -174,9 +191,17 @@ def apply(c: Connection, e: Any) -> None:
         if k == "transition" and to == "claimed":
             if "claim" in b:  # a decision claimed for its execution: in use, no longer waiting (nor expiring)
                 c.execute(delete(pending).where(pending.c.id == subj))
+                at = _norm(b.get("at")) or _norm(e.time) or ""
+                if c.execute(update(claims).where(claims.c.id == subj).values(
+                        claimed_by=b.get("principal"), last_at=at, turns=claims.c.turns + 1)).rowcount == 0:
+                    c.execute(insert(claims).values(id=subj, seq=e.seq, workflow=e.workflow,
+                                                    claimed_by=b.get("principal"), claimed_at=at, last_at=at,
+                                                    turns=1, claim_id=e.id))
                 return
             c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(claimed_by=b.get("principal")))
             return
+        if k == "transition" and "abandons" in b:  # a claim given up (the action did not run)
+            c.execute(delete(claims).where(claims.c.id == subj))
         vals: dict[str, Any] = dict(status=to, open=0 if to in CLOSED else 1)
         if k == "approval":
             vals["lapses_at"] = _norm(b.get("approved_until")) if to == "approved" else None

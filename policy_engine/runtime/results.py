@@ -264,6 +264,24 @@ class TransitionResult(_Result):
     claimed_by: str | None = None
 
 
+class ClaimInDoubt(NamedTuple):
+    """A gate decision claimed for its execution whose execution no entry records yet
+    (``Runtime.claims_in_doubt``): its worker may have died before or after running the
+    action. Resolve it with ``executed`` (the action ran: the claim authorizes it) or
+    ``abandon_claim`` (it did not: the decision is cancelled; gate the action again)."""
+
+    decision_id: str
+    workflow: str | None
+    claimed_by: str | None  #: the latest claim's principal
+    claimed_at: str  #: the first claim's time
+    last_at: str  #: the latest claim's time (an adapter's turns: taken, waiting, taken again)
+    turns: int  #: claims recorded
+    claim_id: str  #: the first claim's entry
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
 class QueueItem(NamedTuple):
     """One open rollback on a route (a tuple: 10^4 of them are built in a few ms).
 
@@ -293,7 +311,8 @@ class QueueItem(NamedTuple):
 
 
 def _jsonable(o: Any) -> Any:
-    if isinstance(o, (_Result, QueueItem)):  # before model_dump: a GateResult reads through to its Decision
+    # before model_dump: a GateResult reads through to its Decision
+    if isinstance(o, (_Result, QueueItem, ClaimInDoubt)):
         return _jsonable(o.to_json())
     if hasattr(o, "model_dump"):  # a Decision's own to_json is JSON text; its dump is the value
         return o.model_dump(mode="json")

@@ -33,6 +33,7 @@ from .results import (  # noqa: F401  (re-exported: every name stays importable 
     STEP_RANK,
     TERMINAL,
     ApprovalResult,
+    ClaimInDoubt,
     E,
     ExecutionResult,
     GateResult,
@@ -59,7 +60,8 @@ from .results import (  # noqa: F401  (re-exported: every name stays importable 
 from .rollbacks import Rollbacks
 
 __all__ = ["Runtime", "RuntimeUsageError", "GateResult", "ApprovalResult", "SubjectStatus", "ExecutionResult",
-           "RollbackRequestResult", "StepResult", "ResumeResult", "QueueItem", "TransitionResult"]
+           "RollbackRequestResult", "StepResult", "ResumeResult", "QueueItem", "TransitionResult",
+           "ClaimInDoubt"]
 
 
 HISTORY_LIMIT = 10_000  #: linked entries in one ``Runtime.history`` by default (as the ledger's ``history()``)
