@@ -330,3 +330,27 @@ def test_in_the_browser_nobody_approves_as_someone_else_or_on_a_stale_page(brows
     _submit(browser, browser.find_element(By.ID, "approve"))
     assert "does not count" in browser.find_element(By.ID, "msg").text
     assert browser.find_element(By.ID, "verdict").text == "2 pending"
+
+
+def test_after_a_policy_reload_an_approved_batch_reads_pending_on_its_page(app, policy_dir):
+    """Approvals count only under the policy version that classified a plan: after a reload
+    the batch page said `2 approved` (the projection's status) while `authorization` said
+    pending, so a reviewer saw nothing left to do (tests/test_runtime_policy_reload.py)."""
+    c = app
+    fill(c, 2, "run-9")
+    b = request_batch(c, "run-9")
+    r = c.post(f"/v1/rollbacks/batches/{b['batch_id']}/approvals", json={"batch_hash": b["batch_hash"]},
+               headers=bearer("casey"))
+    assert r.status_code == 200, r.text
+    sign_in(c, "casey")
+    url = f"/ui/batches/{b['batch_id']}"
+    verdict = re.compile(r'id="verdict">(.*?)</h1>', re.S)
+    assert "2 approved" in text(verdict.search(c.get(url).text).group(1))
+    f = policy_dir / "replies.policy"
+    f.write_text(f.read_text().replace('version "1.0"', 'version "1.1"'))
+    assert c.post("/v1/policies/reload", headers=bearer("ops")).json()["changed"] is True
+    html = c.get(url).text
+    assert "2 pending" in text(verdict.search(html).group(1))
+    assert re.findall(r'<span class="status (\w+)">\1</span></td>', html) == ["pending", "pending"]
+    st = c.get(f"/v1/rollbacks/batches/{b['batch_id']}", headers=bearer("ops")).json()
+    assert st["by_status"] == {"pending": 2}

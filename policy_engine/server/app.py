@@ -109,14 +109,23 @@ def _operations(app: FastAPI, st: State) -> None:
         body, ctype = st.metrics.render()
         return Response(body, media_type=ctype)
 
-    @app.get("/v1/policies", tags=["operations"], summary="The policy set in use")
-    def policies() -> Any:
+    @app.get("/v1/policies", tags=["operations"], responses=PROBLEMS,
+             summary="The policy set in use (a failed reload's diagnostics, which quote the policy files, "
+                     "only to an authenticated caller)")
+    async def policies(request: Request) -> Any:
+        # With identities, the diagnostics of a version that did not load (they quote the policy
+        # files' lines: constants, limits, lists) go to an authenticated caller only; anonymous,
+        # this answers what /healthz does (the hash, the last reload's one line) and the names.
+        # A credential that is given must verify (401), as on every route.
+        shown = st.identities is None or (request.headers.get("authorization") is not None
+                                          and await native.any_caller(request) is not None)
         eng = st.store.engine
         last = st.store.last_reload
         return {"policy_hash": st.store.policy_hash, "workflows": sorted(getattr(eng, "workflows", {}) or {}),
                 "default_workflow": st.default_workflow(eng),
-                "last_reload": None if last is None else {"ok": last.ok, "error": last.error,
-                                                          "diagnostics": last.render() if not last.ok else None}}
+                "last_reload": None if last is None else {
+                    "ok": last.ok, "error": last.error,
+                    "diagnostics": last.render() if not last.ok and shown else None}}
 
     @app.post("/v1/policies/reload", tags=["operations"], responses=PROBLEMS,
               summary="Reload the policy files now (a version that does not load is reported, never used)")

@@ -333,8 +333,10 @@ class FastPath:
             receive = _replay(body, receive)
         try:
             await self.app(scope, receive, _echo(send, rid) if rid is not None else send)
-        finally:  # labelled by the route template FastAPI matched (never the raw path)
-            route = getattr(scope.get("route"), "path", None)
+        finally:  # labelled by the route template FastAPI matched (never the raw path; without
+            # a converter's name: `/v1/workflows/{workflow}`, not `{workflow:path}`)
+            matched = scope.get("route")
+            route = getattr(matched, "path_format", None) or getattr(matched, "path", None)
             self.state.metrics.latency.labels(route if isinstance(route, str) else "unmatched").observe(
                 time.perf_counter() - t0)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, or_, select
 
 PAGE = 50  #: plans per batch page
 _CHUNK = 500  #: ids per IN (...)
@@ -39,13 +39,17 @@ def _statuses(rt: Any, c: Any, now_s: str, ids: list[str]) -> list:
     from ..runtime.results import _parse
 
     R = projections.rollbacks
-    st = case((and_(R.c.status == "approved", R.c.lapses_at <= now_s), "pending"), else_=R.c.status)
+    eng = rt.engine if rt._policies is not None else None
+    # pending again: approvals lapsed, or classified under another policy version than eng's
+    again = R.c.lapses_at <= now_s
+    if eng is not None:
+        again = or_(again, R.c.policy_hash != eng.policy_hash)
+    st = case((and_(R.c.status == "approved", again), "pending"), else_=R.c.status)
     rows = c.execute(select(R.c.id, st, R.c.deadline, R.c.expires_at, R.c.requested_at).where(R.c.id.in_(ids))).all()
     judge = [r[0] for r in rows if r[1] == "pending" and may_expire_by_clock("pending", r[2], r[3], r[4], now_s)]
     expired: set[str] = set()
     if judge:
         size = c.execute(select(schema.heads.c.size).where(schema.heads.c.log == schema.LOG)).scalar()
-        eng = rt.engine if rt._policies is not None else None
         expired, _lasting = rt._expired_by_clock(c, int(size or 0), judge, _parse(now_s), now_s, eng)
     return [(r[0], "expired" if r[0] in expired else r[1], r[2]) for r in rows]
 

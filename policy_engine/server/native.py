@@ -329,21 +329,30 @@ def router() -> APIRouter:
     def step(rollback_id: str, body: StepBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).step, rollback_id, body.duty, body.status, key=body.key, detail=body.detail))
 
-    @r.get("/queue", summary="Open rollbacks, oldest first, with their window deadline")
+    @r.get("/queue", summary="Open rollbacks, oldest first, with their window deadline (pages: `limit`, then "
+           "`after` the last id of the previous page, which `next` names)")
     def queue(request: Request, route: str | None = Query(default=None, max_length=256),
               limit: int | None = Query(default=None, ge=1, le=10_000),
+              after: str | None = Query(default=None, min_length=1, max_length=256,
+                                        description="the last rollback id of the previous page (keyset pagination)"),
+              claimed: bool | None = Query(default=None, description="only claimed (true) or unclaimed (false) ones"),
               caller: Caller | None = Depends(any_caller)) -> Any:
-        return {"queue": plain(call(rt(request).queue, route, limit=limit))}
+        items = plain(call(rt(request).queue, route, limit=limit, after=after, claimed=claimed))
+        # the cursor of the following page: a full page may have one after it (an empty page then ends)
+        nxt = items[-1]["rollback_id"] if limit is not None and len(items) == limit else None
+        return {"queue": items, "next": nxt}
 
     @r.post("/expire", summary="Record `expired` for every subject past its deadline")
     def expire(request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return {"expired": plain(call(rt(request).expire))}
 
-    @r.get("/workflows/{workflow}", summary="A workflow's status (running or stopped, by which trigger)")
+    # (`:path`: a workflow's name is any string, `/` included, percent-encoded as %2F or not)
+    @r.get("/workflows/{workflow:path}", summary="A workflow's status (running or stopped, by which trigger)")
     def workflow_status(workflow: str, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).workflow_status, workflow))
 
-    @r.post("/workflows/{workflow}/resume", summary="Ask to resume a stopped workflow with evidence, as the caller")
+    @r.post("/workflows/{workflow:path}/resume",
+            summary="Ask to resume a stopped workflow with evidence, as the caller")
     def resume(workflow: str, body: ResumeBody, request: Request, caller: Caller = Depends(principal)) -> Any:
         same(caller, body.principal, "principal")
         return plain(call(rt(request).resume, workflow, evidence=body.evidence, principal=caller.principal))

@@ -316,6 +316,16 @@ class Sessions:
         return self._token_ok(given, b"csrf", session.sid.encode())
 
     # ------------------------------------------------------------------ the sign-in form
+    def message_token(self, session: Session, msg: str) -> str:
+        """The token that vouches for a message the server put in a redirect for this
+        session (``?msg=...&sig=...``): a page shows a message only with it, so a link
+        someone else made cannot show a reviewer words the server never said."""
+        return self._token(b"msg", session.sid.encode() + b"\0" + msg.encode("utf-8", "surrogateescape"))
+
+    def message_ok(self, session: Session, msg: str, given: str | None) -> bool:
+        return given is not None and self._token_ok(
+            given, b"msg", session.sid.encode() + b"\0" + msg.encode("utf-8", "surrogateescape"))
+
     @staticmethod
     def new_login_nonce() -> str:
         return secrets.token_urlsafe(32)

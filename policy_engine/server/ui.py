@@ -73,6 +73,7 @@ def cross_site(request: Request) -> str | None:
 
 
 CROSS_SITE = "refused: the form was sent from another site"
+QUEUE_SHOWN = 1000  #: single plans listed on the queue page at most (oldest first; the counts cover all)
 EXPIRED = "the form expired: reload the page and try again"
 
 
@@ -94,6 +95,16 @@ def mount(app: FastAPI, st: Any) -> None:
 
     def signin() -> Response:
         return RedirectResponse("/ui/login", status_code=303)
+
+    def told(path: str, s: Session, msg: str) -> Response:
+        """The redirect after a decision, with its message and the token that vouches for it."""
+        return RedirectResponse(f"{path}?msg={quote(msg)}&sig={sessions.message_token(s, msg)}", status_code=303)
+
+    def vouched(s: Session, msg: str | None, sig: str | None) -> str | None:
+        """A redirect's message if this server made it for this session, else none: a link
+        made elsewhere (``/ui/plans/ID?msg=approved by the incident commander``) shows the
+        reviewer nothing the server did not say."""
+        return msg if msg is not None and sessions.message_ok(s, msg, sig) else None
 
     def form_refused(request: Request, s: Session, csrf: str) -> str | None:
         if cross_site(request) is not None:
@@ -158,6 +169,7 @@ def mount(app: FastAPI, st: Any) -> None:
             return signin()
         caller = s.caller
         routes: dict[str, list] = {}
+        totals: dict[str, int] = {}  # every single open plan of a route, listed or not
         batches: list[dict] = []
         in_batches: set[str] = set()
         if st.runtime is not None:
@@ -165,23 +177,27 @@ def mount(app: FastAPI, st: Any) -> None:
             batches, in_batches = call(batchview.open_batches, st.runtime, items, _now())
             shown = 0
             for item in items:
-                if item.rollback_id in in_batches or shown >= 1000:
+                if item.rollback_id in in_batches:
                     continue
-                shown += 1
-                routes.setdefault(item.route or "(no route)", []).append(item)
+                r = item.route or "(no route)"
+                totals[r] = totals.get(r, 0) + 1
+                routes.setdefault(r, [])
+                if shown < QUEUE_SHOWN:
+                    shown += 1
+                    routes[r].append(item)
             for b in batches:
                 for r in b["routes"]:
                     routes.setdefault(r, [])
         by_route = {r: [b for b in batches if r in b["routes"]] for r in routes}
         return page("queue.html", caller=caller, csrf=s.csrf, routes=routes, by_route=by_route,
-                    ledger=st.runtime is not None)
+                    totals=totals, ledger=st.runtime is not None)
 
     @app.get("/ui/plans/{rollback_id}", include_in_schema=False)
-    def plan(rollback_id: str, request: Request, msg: str | None = None) -> Response:
+    def plan(rollback_id: str, request: Request, msg: str | None = None, sig: str | None = None) -> Response:
         s = session(request)
         if s is None:
             return signin()
-        return _plan_page(rollback_id, s, msg)
+        return _plan_page(rollback_id, s, vouched(s, msg, sig))
 
     def _plan_page(rollback_id: str, s: Session, msg: str | None, status: int = 200,
                    error: str | None = None) -> Response:
@@ -194,10 +210,16 @@ def mount(app: FastAPI, st: Any) -> None:
         rb = hist.get("rollback") or {}
         body = (rb.get("entry") or {}).get("body") or {}
         ex = hist.get("execution") or {}
+        xbody = (ex.get("entry") or {}).get("body") or {}
         dec = ((ex.get("decision") or {}).get("entry") or {}).get("body") or {}
+        # the action as gated; an execution recorded without a decision (flagged unauthorized)
+        # names its action itself
+        action = dec.get("action") if dec else xbody.get("action")
+        plan = body.get("plan") or {}
+        until = plan.get("reversible_until")
         return page("plan.html", status, caller=s.caller, csrf=s.csrf, id=rollback_id, auth=auth, rollback=rb,
-                    body=body, plan=body.get("plan") or {}, execution=ex, action=dec.get("action"),
-                    receipt=((ex.get("entry") or {}).get("body") or {}).get("receipt"), msg=msg, error=error)
+                    body=body, plan=plan, execution=ex, action=action, receipt=xbody.get("receipt"), msg=msg,
+                    error=error, past_window=isinstance(until, str) and until <= _now())
 
     @app.post("/ui/plans/{rollback_id}", include_in_schema=False)
     def decide(rollback_id: str, request: Request, verdict: str = Form(...), reason: str = Form(default="",
@@ -217,6 +239,10 @@ def mount(app: FastAPI, st: Any) -> None:
                               f"the signed-in reviewer, never on behalf of {principal}")
         if verdict not in ("approve", "deny"):
             return _plan_page(rollback_id, s, None, 422, "choose approve or deny")
+        # (a gate decision or a batch is not a plan: refused as its page is, nothing recorded)
+        kind = call(st.runtime.authorization, rollback_id).kind
+        if kind != "rollback":
+            raise Problem(404, "not-a-rollback", f"`{rollback_id}` is a {kind}, not a rollback plan")
         r = call(st.runtime.approve, rollback_id, principal=caller.principal, roles=caller.roles, verdict=verdict,
                  note=reason or None)
         if r.recorded and r.counted:
@@ -225,16 +251,16 @@ def mount(app: FastAPI, st: Any) -> None:
             msg = f"recorded, but it does not count: {r.reason or 'no open slot takes your roles'}; status {r.status}"
         else:
             msg = f"not recorded: {r.reason or 'the plan takes no more approvals'}; status {r.status}"
-        return RedirectResponse(f"/ui/plans/{quote(rollback_id)}?msg={quote(msg)}", status_code=303)
+        return told(f"/ui/plans/{quote(rollback_id)}", s, msg)
 
     # ------------------------------------------------------------------ batches
     @app.get("/ui/batches/{batch_id}", include_in_schema=False)
     def batch(batch_id: str, request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6),
-              msg: str | None = None) -> Response:
+              msg: str | None = None, sig: str | None = None) -> Response:
         s = session(request)
         if s is None:
             return signin()
-        return _batch_page(batch_id, s, page_no, msg)
+        return _batch_page(batch_id, s, page_no, vouched(s, msg, sig))
 
     def _batch_page(batch_id: str, s: Session, page_no: int, msg: str | None, status: int = 200,
                     error: str | None = None) -> Response:
@@ -292,4 +318,4 @@ def mount(app: FastAPI, st: Any) -> None:
             msg = f"recorded, but it does not count on any of the {r['plans']} open plans: {why} ({counts})"
         if r["skipped"]:
             msg += f"; {len(r['skipped'])} plans were already decided or under way"
-        return RedirectResponse(f"/ui/batches/{quote(batch_id)}?msg={quote(msg)}", status_code=303)
+        return told(f"/ui/batches/{quote(batch_id)}", s, msg)
