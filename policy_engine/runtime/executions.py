@@ -69,18 +69,28 @@ def _same_json(x: Any, y: Any, numbers_alike: bool) -> bool:
     return type(x) is type(y) and x == y
 
 
-def _same_execution(e: Any, decision_id: str | None, action: Any) -> bool:
-    """Whether entry ``e`` (holding an execution's idempotency key) is the execution a retry
-    of ``executed(decision_id, action=action)`` would record: an execution of the same
-    decision, or without one, of the same action."""
-    if e.kind != "execution" or e.body.get("decision") != decision_id:
-        return False
-    if decision_id is not None:
-        return True
+def _same_execution(e: Any, decision_id: str | None, action: Any, receipt: Any = None,
+                    caused_by: Any = None) -> str | None:
+    """Why entry ``e`` (holding an execution's idempotency key) is not the execution a retry
+    of ``executed(decision_id, receipt=receipt, caused_by=caused_by, action=action)`` would
+    record, or None when it is: an execution of the same decision (without one, of the same
+    action) with the same receipt and the same ``caused_by`` (a retry reports the same run;
+    another receipt under a used key is another report, never silently the old one)."""
+    if e.kind != "execution":
+        return "another kind of entry"
+    if e.body.get("decision") != decision_id:
+        return "another decision" if decision_id is not None else "another action"
     try:
-        return canonical_text(e.body.get("action")) == canonical_text(_plain(action) if action is not None else {})
-    except InvalidEntry:  # (an action the ledger cannot hold was never recorded)
-        return False
+        if decision_id is None and canonical_text(e.body.get("action")) != canonical_text(
+                _plain(action) if action is not None else {}):
+            return "another action"
+        if receipt is not None and canonical_text(e.body.get("receipt")) != canonical_text(_plain(receipt)):
+            return "another receipt"
+    except InvalidEntry:  # (a value the ledger cannot hold was never recorded)
+        return "another action or receipt"
+    if e.body.get("caused_by") != caused_by:
+        return "another `caused_by`"
+    return None
 
 
 #: a workflow's first stop after a sequence number (the ledger's partial index of stops and resumes)
@@ -229,7 +239,7 @@ class Executions(RuntimeCore):
             stops = self._linked(c, e, ("stop",))
             row = self._wf_row(c, e.workflow)
         return GateResult(e.id, d, bool(stops), stops[0].id if stops else None,
-                          "stopped" if row is not None else "running")
+                          "stopped" if row is not None else "running", replayed=True)
 
     def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None) -> list[GateResult]:
         """Gate a batch in one transaction (one lock, one commit, one fsync): each action
@@ -308,10 +318,10 @@ class Executions(RuntimeCore):
             if key is not None:
                 old = self.ledger.fetch(c, E.c.key == key)
                 if old:
-                    if not _same_execution(old[0], decision_id, action):
+                    other = _same_execution(old[0], decision_id, action, receipt, caused_by)
+                    if other is not None:
                         raise IdempotencyConflict(
-                            f"the idempotency key `{key}` was used by entry {old[0].seq} (`{old[0].kind}`) for "
-                            + ("another decision" if decision_id is not None else "another action"))
+                            f"the idempotency key `{key}` was used by entry {old[0].seq} (`{old[0].kind}`) for {other}")
                     out["old"] = old[0]
                     return []
             reasons: list[str] = []

@@ -138,6 +138,8 @@ class GateResult(_Result):
     stopped: bool = False  #: this gate fired a stop trigger and stopped the workflow
     stop_id: str | None = None
     workflow_status: str = "running"
+    #: a retry with a used idempotency key: the recorded decision, nothing recorded now
+    replayed: bool = False
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

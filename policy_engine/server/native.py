@@ -189,9 +189,11 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def decided(request: Request, results: list) -> None:
+    """Count the decisions made (a keyed retry's recorded decision is not a new one)."""
     m = state_of(request).metrics
     for r in results:
-        m.decided(r.decision.effect, "native")
+        if not getattr(r, "replayed", False):
+            m.decided(r.decision.effect, "native")
 
 
 def _utc(t: datetime | None, name: str) -> datetime | None:
