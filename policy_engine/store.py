@@ -115,6 +115,11 @@ def _fingerprint(paths: PolicyPaths, imports: tuple[str, ...] = ()) -> tuple:
     return tuple(out)
 
 
+def result_sources(result: Any) -> tuple[str, ...]:
+    """The files a failed reload read, as its diagnostics know them (policy files and imports)."""
+    return tuple(str(p) for p in (getattr(result, "sources", None) or {}) if isinstance(p, str))
+
+
 class PolicyStore:
     """Holds the current engine of a policy directory and reloads it atomically."""
 
@@ -134,6 +139,13 @@ class PolicyStore:
         self.last_reload: ReloadResult | None = None
         self.reloads = 0  # successful reloads that published a new engine
         self.failed_reloads = 0
+        # the files as they were when a reload failed (and when): ``reload_if_changed`` does not
+        # load that version again, logging and counting one failure a poll, until a file changes
+        # (or ``retry_failed_after`` seconds pass: a file only the failed version imports,
+        # unknown to the fingerprint, may be the one fixed)
+        self._failed: tuple | None = None
+        self._failed_at = 0.0
+        self.retry_failed_after = 60.0
 
     # ------------------------------------------------------------------ snapshot
     @property
@@ -176,13 +188,25 @@ class PolicyStore:
             if not result.ok:
                 self.failed_reloads += 1
                 log.warning("policy reload rejected; still using %s: %s", prev_hash, result.error)
+                sources = tuple(sorted(p for p in result_sources(result) if not p.endswith(".policy")))
+                self._failed = _fingerprint(self._paths, tuple(sorted({*_imports(previous), *sources})))
+                self._failed_at = time.monotonic()
+            else:
+                self._failed = None
             self.last_reload = result
             return result
 
     def reload_if_changed(self) -> ReloadResult | None:
-        """Reload when a policy file was added, removed or modified (by size/mtime)."""
-        if _fingerprint(self._paths, _imports(self._engine)) == self._fingerprint:
+        """Reload when a policy file was added, removed or modified (by size/mtime). A version
+        that failed to load is not loaded again (nor logged and counted again) until one of its
+        files changes, or ``retry_failed_after`` seconds have passed."""
+        now = _fingerprint(self._paths, _imports(self._engine))
+        if now == self._fingerprint:
             return None
+        if self._failed is not None and time.monotonic() - self._failed_at < self.retry_failed_after:
+            imports = tuple(p for p, *_ in self._failed if not p.endswith(".policy"))
+            if _fingerprint(self._paths, imports) == self._failed:
+                return None
         return self.reload()
 
     # ------------------------------------------------------------------ delegation (one snapshot per call)
