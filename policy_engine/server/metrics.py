@@ -51,6 +51,24 @@ class _QueueDepth:
         yield g
 
 
+class _Claims:
+    """Claims in doubt (decisions claimed for their execution, no execution recorded), read
+    from the runtime at scrape time: how many, and the age of the oldest."""
+
+    def __init__(self, read: Callable[[], tuple[int, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Any]:
+        try:
+            n, oldest = self._read()
+        except Exception:  # noqa: BLE001 - a scrape never fails because the ledger is slow or down
+            return
+        yield GaugeMetricFamily("stopline_claims_in_doubt", "Decisions claimed for their execution with no "
+                                "execution recorded (Runtime.claims_in_doubt)", value=n)
+        yield GaugeMetricFamily("stopline_claim_oldest_seconds", "Age of the oldest claim in doubt (0: none)",
+                                value=oldest)
+
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -90,6 +108,11 @@ class Metrics:
 
     def watch_queue(self, depth: Callable[[], Iterable[tuple[str, int]]]) -> None:
         c = _QueueDepth(depth)
+        self._collectors.append(c)
+        self.registry.register(c)
+
+    def watch_claims(self, read: Callable[[], tuple[int, float]]) -> None:
+        c = _Claims(read)
         self._collectors.append(c)
         self.registry.register(c)
 

@@ -327,6 +327,27 @@ def router() -> APIRouter:
         same(caller, body.principal, "principal")
         return plain(call(rt(request).claim_execution, decision_id, principal=caller.principal))
 
+    @r.get("/claims", summary="Claims in doubt: decisions claimed for their execution whose execution no entry "
+           "records, oldest claim first (resolve each: record its execution, or abandon the claim)")
+    def claims_in_doubt(request: Request,
+                        older_than: float = Query(default=0.0, ge=0, le=10 * 365 * 86400,
+                                                  description="seconds: only claims at least this old"),
+                        limit: int | None = Query(default=None, ge=1, le=10_000),
+                        caller: Caller | None = Depends(any_caller)) -> Any:
+        from datetime import timedelta
+
+        return {"claims": plain(call(rt(request).claims_in_doubt, older_than=timedelta(seconds=older_than),
+                                     limit=limit))}
+
+    @r.post("/decisions/{decision_id}/abandon",
+            summary="Abandon a claim whose action did not run, as the caller: the decision is cancelled "
+                    "(a `reason` is required)")
+    def abandon_claim(decision_id: str, body: ByCallerBody, request: Request,
+                      caller: Caller = Depends(principal)) -> Any:
+        same(caller, body.principal, "principal")
+        return plain(call(rt(request).abandon_claim, decision_id, principal=caller.principal,
+                          reason=body.reason or ""))
+
     @r.post("/rollbacks/{rollback_id}/steps", summary="Report one step of a rollback (idempotent by key)")
     def step(rollback_id: str, body: StepBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).step, rollback_id, body.duty, body.status, key=body.key, detail=body.detail))

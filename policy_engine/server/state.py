@@ -212,9 +212,14 @@ class State:
             try:
                 # the runtime's tables: made here only if missing (and this database role may:
                 # else one line naming them and `stopline ledger init`); when they exist, one
-                # catalog read and no DDL, so a role without CREATE on the schema can serve
-                led.ensure_tables(projections.TABLES)
+                # catalog read and no DDL, so a role without CREATE on the schema can serve. A
+                # projection made here beside a log that already holds its entries (a table added
+                # by a newer version) is filled from the log at once: empty, it would read as
+                # nothing to do (the runtime rebuilds one of an older version itself)
+                made = led.ensure_tables(projections.TABLES)
                 self.runtime = Runtime(self.store, led, owns_ledger=True)
+                if made and led.size:
+                    self.runtime.rebuild()
                 # sign-outs in the ledger's database: every worker and replica on it sees them
                 self.sessions.signouts = LedgerSignOuts(led)
             except BaseException:
@@ -222,6 +227,7 @@ class State:
                 raise
             self.recorder = Recorder(self.runtime, self.metrics, config.max_batch)
             self.metrics.watch_queue(self._queue_depth)
+            self.metrics.watch_claims(self._claims)
         self.tracer = _tracer()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -371,6 +377,23 @@ class State:
                 continue
             counts[item.route or "none"] = counts.get(item.route or "none", 0) + 1
         return list(counts.items())
+
+    def _claims(self) -> tuple[int, float]:
+        """(claims in doubt, the oldest one's age in seconds) at the scrape: one read of the
+        ``rt_claims`` projection."""
+        from datetime import UTC, datetime
+
+        from sqlalchemy import func, select
+
+        from ..runtime.projections import claims
+        from ..timestamps import parse_rfc3339
+
+        if self.runtime is None:
+            return 0, 0.0
+        with self.runtime.ledger.reading() as c:
+            n, first = c.execute(select(func.count(), func.min(claims.c.claimed_at))).one()
+        age = (datetime.now(UTC) - parse_rfc3339(first)).total_seconds() if first else 0.0
+        return int(n), max(age, 0.0)
 
     def close(self) -> None:
         self._stop.set()
