@@ -20,7 +20,7 @@ from . import merkle, schema
 from .canonical import parse_body
 from .errors import EntryNotFound, InvalidQuery, LedgerUnavailable
 from .note import VerifierKey
-from .records import E, Entry, H, History, L, N, _db, _short, format_time
+from .records import E, Entry, H, History, L, N, _db, _refused, format_time
 from .verify import VerifyReport, verify_ledger
 
 _MAX_SEQ = 2**63 - 1  # the largest integer both databases store
@@ -49,6 +49,29 @@ def time_arg(t: datetime | str, name: str) -> str:
     except (ValueError, OverflowError):
         pass
     raise InvalidQuery(f"`{name}` is not an RFC 3339 time (e.g. 2026-11-26T10:00:00Z): {str(t)[:64]!r}")
+
+
+def _has_nul(v: Any) -> bool:
+    """Whether a query's value is, or holds, a text with a NUL character (``"\\x00"``)."""
+    if isinstance(v, str):
+        return "\x00" in v
+    if isinstance(v, (list, tuple)):
+        return any(_has_nul(x) for x in v)
+    return False
+
+
+def _names_nothing(e: BaseException, params: Any) -> bool:
+    """Whether ``e`` is the driver refusing, before sending the query, a value holding a NUL
+    (psycopg: "PostgreSQL text fields cannot contain NUL"; a client-side error, so no SQLSTATE
+    and the transaction goes on): no ledger column holds a NUL (appends refuse one), so such a
+    query matches nothing, as SQLite answers it."""
+    orig = getattr(e, "orig", None) or e
+    if getattr(orig, "sqlstate", "") is not None:  # (an error of the server, or not psycopg's)
+        return False
+    try:
+        return any(_has_nul(v) for v in params.values())
+    except Exception:  # noqa: BLE001 - the question only: the error stands
+        return False
 
 
 def _parse_stored(seq: Any, body: Any, links: Any) -> tuple[Any, tuple[str, ...]]:
@@ -86,12 +109,17 @@ class LedgerReader:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A read-only transaction (one snapshot on PostgreSQL) for indexed queries over
-        :mod:`schema`'s tables; rows become entries with :meth:`fetch`."""
+        :mod:`schema`'s tables; rows become entries with :meth:`fetch`. A driver error in it
+        is :class:`LedgerUnavailable`, except a value the driver refuses to send (a text
+        holding a NUL on PostgreSQL), which is :class:`InvalidQuery`."""
         try:
             with self._read(snapshot=True) as c:
                 yield c
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, sa_exc.ResourceClosedError, OSError) as e:
-            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+            # a value the driver refused to send (a NUL on PostgreSQL) is the caller's: InvalidQuery
+            raise _refused(self, e, False) from None
+        except self._driver_errors as e:  # a statement run on the driver's own cursor
+            raise _refused(self, e, False) from None
 
     @_db
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
@@ -124,8 +152,15 @@ class LedgerReader:
 
     def fetch_prepared(self, c: Connection, stmt: Any, params: dict[str, Any]) -> list[Entry]:
         """Entries of a prepared ``select(schema.entries)`` with bound parameters (built
-        once by its caller: building the expression is most of a small read's cost)."""
-        return [self._entry(r) for r in c.execute(stmt, params)]
+        once by its caller: building the expression is most of a small read's cost). A
+        parameter holding a NUL character matches nothing (none is stored), on both backends."""
+        try:
+            rows = c.execute(stmt, params)
+        except sa_exc.DataError as e:
+            if _names_nothing(e, params):
+                return []
+            raise
+        return [self._entry(r) for r in rows]
 
     # ------------------------------------------------------------------ reading
     @staticmethod
@@ -145,7 +180,13 @@ class LedgerReader:
         q = select(E).where(*where).order_by(order if order is not None else E.c.seq)
         if limit is not None:
             q = q.limit(limit)
-        return [self._entry(r) for r in c.execute(q)]
+        try:
+            rows = c.execute(q)
+        except sa_exc.DataError as e:  # a value holding a NUL matches nothing (none is stored)
+            if _names_nothing(e, q.compile().params):
+                return []
+            raise
+        return [self._entry(r) for r in rows]
 
     @property
     @_db
@@ -163,7 +204,9 @@ class LedgerReader:
         if isinstance(ref, int):
             # beyond any seq (and beyond the database's integers, which would refuse the query)
             return E.c.seq == ref if 0 <= ref <= _MAX_SEQ else false()
-        return E.c.id == str(ref)
+        ref = str(ref)
+        # no entry has an id with a NUL (PostgreSQL would refuse the query, SQLite answer it)
+        return E.c.id == ref if "\x00" not in ref else false()
 
     @_db
     def get(self, ref: str | int) -> Entry:
@@ -182,10 +225,11 @@ class LedgerReader:
         workflow, ``link`` (entries that link to that id), time (``since <= time < until``)
         and ``after`` (seq greater than; for paging)."""
         where: list[Any] = []
+        # (no entry's kind, workflow or id holds a NUL: such a filter matches nothing, on both backends)
         if kind is not None:
-            where.append(E.c.kind == kind)
+            where.append(E.c.kind == kind if not _has_nul(kind) else false())
         if workflow is not None:
-            where.append(E.c.workflow == workflow)
+            where.append(E.c.workflow == workflow if not _has_nul(workflow) else false())
         if since is not None:
             where.append(E.c.time >= time_arg(since, "since"))
         if until is not None:
@@ -197,7 +241,7 @@ class LedgerReader:
             limit = min(limit, _MAX_SEQ)
         with self._read() as c:
             if link is not None:
-                target = c.execute(select(E.c.seq).where(E.c.id == link)).scalar()
+                target = c.execute(select(E.c.seq).where(E.c.id == link)).scalar() if not _has_nul(link) else None
                 if target is None:
                     raise EntryNotFound(f"no entry `{link}` in the ledger")
                 where.append(E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == target)))

@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from ..timestamps import format_micros
 from . import schema
 from .canonical import leaf_data, parse_body
-from .errors import InvalidEntry, LedgerError, LedgerUnavailable
+from .errors import InvalidEntry, InvalidQuery, LedgerError, LedgerUnavailable
 
 E, L, N, H = schema.entries, schema.links, schema.nodes, schema.heads
 DURABILITY = ("full", "normal")
@@ -89,7 +89,13 @@ class Entry:
 
 @dataclass(frozen=True)
 class NewEntry:
-    """An append request (what :meth:`Ledger.append_many` takes)."""
+    """An append request (what :meth:`Ledger.append_many` takes).
+
+    A ``workflow``, ``key`` or link holding a NUL character (``"\\x00"``) is refused here
+    (:class:`InvalidEntry`), before any append: no PostgreSQL text can hold one (SQLite
+    can), so both backends refuse it alike, and a request the database would refuse never
+    joins a group commit, where it would fail the other callers' appends with it. (A NUL
+    in the body is stored: the body's canonical JSON writes it ``\\u0000``.)"""
 
     kind: str
     body: Any
@@ -97,6 +103,17 @@ class NewEntry:
     links: Sequence[str | int] = ()  # an int i: the i-th entry of the same batch (append_many)
     key: str | None = None
     time: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name, v in (("workflow", self.workflow), ("key", self.key)):
+            if type(v) is str and "\x00" in v:
+                raise InvalidEntry(f"`{name}` {ascii(v[:64])} holds a NUL character (\\x00), "
+                                   "which the ledger cannot store")
+        links = self.links
+        if links and isinstance(links, (list, tuple)):  # (an iterator is read once, by the append)
+            for x in links:
+                if type(x) is str and "\x00" in x:  # (no entry has such an id)
+                    raise InvalidEntry(f"link to unknown entry {ascii(x[:64])}")
 
 
 @dataclass(frozen=True)
@@ -130,8 +147,38 @@ def _short(e: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
+#: the ``Ledger`` methods wrapped by :func:`_db` that write (a value refused there: InvalidEntry)
+_WRITES = frozenset({"append_many", "transact", "checkpoint"})
+
+
+def _data_error(led: Any, e: BaseException) -> bool:
+    """Whether ``e`` is the driver refusing a value given before sending it to the database
+    (psycopg's DataError without an SQLSTATE: a text holding a NUL, which PostgreSQL cannot
+    hold): an answer about the values given, never a sign that the database is down. (A data
+    error of the server, SQLSTATE class 22, may come from what is stored, e.g. a corrupt head
+    row: that stays :class:`LedgerUnavailable`.)"""
+    orig = getattr(e, "orig", None) or e
+    dbapi = getattr(getattr(getattr(led, "_engine", None), "dialect", None), "loaded_dbapi", None)
+    cls = getattr(dbapi, "DataError", None)
+    return isinstance(cls, type) and isinstance(orig, cls) and getattr(orig, "sqlstate", "") is None
+
+
+def _refused(led: Any, e: BaseException, write: bool) -> LedgerError:
+    """The ledger's error for a driver error: a value the driver refused to send is the
+    caller's (``InvalidEntry`` for a write, ``InvalidQuery`` for a read: a 422 over HTTP),
+    anything else (a server gone, a corrupt file or row, a lock timeout) ``LedgerUnavailable``."""
+    if _data_error(led, e):
+        what = "the entry holds" if write else "the query is given"
+        return (InvalidEntry if write else InvalidQuery)(f"{what} a value the database cannot hold: {_short(e)}")
+    return LedgerUnavailable(f"ledger {led.url}: {_short(e)}")
+
+
 def _db(fn):
-    """Translate driver errors (a server gone, a corrupt file, a lock timeout) into LedgerUnavailable."""
+    """Translate driver errors into the ledger's: a value the driver refused to send (a text
+    holding a NUL on PostgreSQL) into :class:`InvalidEntry` or :class:`InvalidQuery`, anything
+    else (a server gone, a corrupt file, a lock timeout) into :class:`LedgerUnavailable`."""
+    write = fn.__name__ in _WRITES
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         try:
@@ -139,8 +186,8 @@ def _db(fn):
         except LedgerError:
             raise
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, sa_exc.ResourceClosedError, OSError) as e:
-            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+            raise _refused(self, e, write) from None
         except self._driver_errors as e:  # the raw-cursor write path
-            raise LedgerUnavailable(f"ledger {self.url}: {_short(e)}") from None
+            raise _refused(self, e, write) from None
     return wrapper
 

@@ -21,6 +21,7 @@ from .results import (
     SubjectStatus,
     TransitionResult,
     _now,
+    _text_arg,
     _ts,
     _ts_after,
 )
@@ -61,8 +62,7 @@ class Approvals(RuntimeCore):
         executed or finished takes no more approvals (answered, not recorded)."""
         if verdict not in ("approve", "deny"):
             raise RuntimeUsageError(f"`verdict` is `approve` or `deny`, not {verdict!r}")
-        if not isinstance(principal, str) or not principal:
-            raise RuntimeUsageError("`principal` is a non-empty string")
+        _text_arg(principal, "principal")
         roles = _roles(roles)
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
@@ -164,8 +164,7 @@ class Approvals(RuntimeCore):
         reserves the decision's one use before it runs the action). The claim of a rollback
         does not change its status. The argument keeps its historical name: it takes a
         decision id too."""
-        if not isinstance(principal, str) or not principal:
-            raise RuntimeUsageError("`principal` is a non-empty string")
+        _text_arg(principal, "principal")
         with self.ledger.reading() as c:
             kind = self._entry(c, rollback_id, ("decision", "rollback")).kind
         if kind == "decision":
@@ -188,8 +187,7 @@ class Approvals(RuntimeCore):
         and it does not expire; its execution, recorded with :meth:`executed`, is authorized
         even when a stop comes after the claim (the claim was made while it could run). The
         agent-runtime adapters claim through the same transition (:meth:`claim_turn`)."""
-        if not isinstance(principal, str) or not principal:
-            raise RuntimeUsageError("`principal` is a non-empty string")
+        _text_arg(principal, "principal")
 
         def first(claims: list, stop_after: Any, nonce: str) -> tuple[str | None, str]:
             if claims:
@@ -309,8 +307,7 @@ class Approvals(RuntimeCore):
         :meth:`claims_in_doubt`. Refused (``recorded=False``) unless the decision is claimed
         and no execution of it is recorded. An execution reported later is recorded as
         unauthorized: the attestation was wrong, and the ledger shows both."""
-        if not isinstance(principal, str) or not principal:
-            raise RuntimeUsageError("`principal` is a non-empty string")
+        _text_arg(principal, "principal")
         if not isinstance(reason, str) or not reason.strip():
             raise RuntimeUsageError("`reason` is a non-empty string: say why the action did not run")
         eng, now_dt = self.engine, _now(now)

@@ -49,6 +49,7 @@ from .results import (
     _parse,
     _Result,
     _shown,
+    _text_arg,
     _ts,
     _ts_after,
     _unicode,
@@ -247,6 +248,7 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
     ``since <= time < until`` narrows the executions read), or every one of
     ``executions`` (ids), as one batch; recorded in one transaction (with ``dry_run``,
     planned and returned, nothing recorded)."""
+    _text_arg(requested_by, "requested_by")  # (a projection column: a name the ledger can hold)
     with paused():  # 10^4 executions and their trees in memory: no collector passes over them meanwhile
         for _ in range(_PLAN_RETRIES):
             b = _request_bulk_rollback(rt, select, scenario, requested_by, reason, since, until,

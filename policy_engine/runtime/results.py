@@ -70,29 +70,45 @@ def _plain(x: Any) -> Any:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NUL = "\x00"  #: what no PostgreSQL text can hold (SQLite can): refused on both, so both answer alike
 
 
 def _unicode(s: str) -> bool:
-    """Whether ``s`` is valid Unicode: no lone surrogate (``"\\ud800"``), which no UTF-8 (so
-    no database, no canonical JSON, no HTTP answer) can hold."""
+    """Whether the ledger can hold ``s`` as a name or an id (an entry id, a workflow, a key, a
+    route): valid Unicode, no lone surrogate (``"\\ud800"``), which no UTF-8 (so no database,
+    no canonical JSON, no HTTP answer) can hold, and no NUL (``"\\x00"``), which no PostgreSQL
+    text can hold. No entry has an id (nor a workflow, nor a key) that is not such a string:
+    such an id names nothing, and the database is never asked (PostgreSQL would refuse the
+    query, SQLite answer it: both answer alike)."""
+    if _NUL in s:
+        return False
     return s.isascii() or _SURROGATE.search(s) is None
+
+
+def _unstorable(s: str) -> str:
+    """Why the ledger cannot hold ``s`` (a string :func:`_unicode` refuses)."""
+    if _NUL in s:
+        return "holds a NUL character (\\x00), which the ledger cannot store"
+    return "holds a lone surrogate (\\ud800-\\udfff): not valid Unicode"
 
 
 def _name(v: Any) -> str | None:
     """A workflow name the ledger can store, else None (an action whose workflow it cannot
-    store is recorded with none: the engine denies it, and the gate records the deny)."""
+    store, e.g. one with a lone surrogate or a NUL, is recorded with none: the engine denies
+    it, and the gate records the deny, the action as given in its body)."""
     return v if isinstance(v, str) and 0 < len(v) <= 256 and _unicode(v) else None
 
 
 def _text_arg(v: Any, name: str, *, optional: bool = False) -> str | None:
     """A name or id given to a runtime call (a workflow, a route, a duty): a non-empty string
-    of valid Unicode, else :class:`RuntimeUsageError` (never the database's encoding error)."""
+    the ledger can hold (valid Unicode, no NUL), else :class:`RuntimeUsageError` (never the
+    database's encoding error)."""
     if v is None and optional:
         return None
     if not isinstance(v, str) or not v:
         raise RuntimeUsageError(f"`{name}` is a non-empty string, not {_shown(v)}")
     if not _unicode(v):
-        raise RuntimeUsageError(f"`{name}` holds a lone surrogate (\\ud800-\\udfff): not valid Unicode")
+        raise RuntimeUsageError(f"`{name}` {_unstorable(v)}")
     return v
 
 
@@ -104,7 +120,7 @@ def _check_key(key: Any) -> None:
     if not isinstance(key, str) or not key or len(key) > 256:
         raise InvalidEntry("`key` is a non-empty string of at most 256 characters")
     if not _unicode(key):
-        raise InvalidEntry("`key` holds a lone surrogate (\\ud800-\\udfff): not valid Unicode")
+        raise InvalidEntry(f"`key` {_unstorable(key)}")
 
 
 def _shown(v: Any) -> str:

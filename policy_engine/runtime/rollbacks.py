@@ -208,6 +208,7 @@ class Rollbacks(RuntimeCore):
         back is answered with that rollback, not a second one. A cascade record already
         covered by another open rollback is not followed: the result's ``covered`` lists it
         with that rollback (no record is in two open rollbacks)."""
+        _text_arg(requested_by, "requested_by")  # (a projection column: a name the ledger can hold)
         eng, now_dt = self.engine, _now(now)
         for _ in range(_PLAN_RETRIES):
             r = self._request_rollback(eng, now_dt, execution_id, scenario, requested_by, reason, trigger)
