@@ -21,14 +21,24 @@ The guarantees live in the ledger, not in the framework's memory:
 - arguments are never coerced to fit: a dict key that is not a string (a tuple, an int)
   reaches the Runtime as it is, which records the call as a ``deny`` naming the key
   (``unrecordable action``), so the agent is refused with that reason (never a bare
-  ``TypeError`` out of the framework, and never ``1`` and ``"1"`` folded into one key).
+  ``TypeError`` out of the framework, and never ``1`` and ``"1"`` folded into one key);
+- the gate judges the arguments the tool will receive: each adapter passes the arguments
+  as the tool's own validation hands them over (its declared defaults filled in; LangGraph
+  the values its schema produces), and a call whose arguments the tool would read as
+  something else than what the gate saw (``"true"`` for a boolean, which a lax validator
+  turns into ``True`` while the policy's ``action.recursive == true`` does not match the
+  string), or would refuse, carries the ``problem`` (``conform``): it is gated (recorded:
+  a stop fires, a deny is a deny) and never run, nor held for a reviewer.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import importlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import ModuleType
@@ -36,7 +46,7 @@ from typing import Any
 
 from ..runtime.approvals import CLAIM_KEY  # noqa: F401 - the n-th claim of a decision: ``stopline:claim:<decision>:<n>``
 
-__all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "require_extra"]
+__all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "conform", "require_extra"]
 
 
 def require_extra(module: str, extra: str, adapter: str) -> ModuleType:
@@ -94,6 +104,9 @@ class Check:
     status: str  #: the decision's status: allowed, refused, pending, approved, denied, expired, executed…
     used_by: str | None = None  #: the execution that already used it (a re-run)
     fresh: bool = False  #: this check recorded the decision (no earlier gate of the same call)
+    #: why the tool would not receive these arguments as the gate judged them (they do not
+    #: match its input schema): the call is gated, never run (``ToolGate.outcome``)
+    problem: str | None = None
 
     @property
     def effect(self) -> str:
@@ -191,6 +204,130 @@ def _jsonable(x: Any) -> Any:
         return repr(x)
 
 
+def _fields_of(output: Any) -> Any:
+    """A tool's output whose fields a receipt can hold: a pydantic model or a dataclass
+    instance as its fields (a tool may return one: the framework shows the model its
+    text), anything else as it is."""
+    if isinstance(output, type):
+        return output
+    dump = getattr(output, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json", warnings=False)
+        except Exception:  # noqa: BLE001 - not a pydantic model after all: as it is
+            return output
+    if dataclasses.is_dataclass(output):
+        try:
+            return dataclasses.asdict(output)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001
+            return output
+    return output
+
+
+_VALIDATORS: dict[str, Any] = {}
+_VALIDATORS_LOCK = threading.Lock()
+MAX_PROBLEM = 300  #: characters of a schema problem quoted back to the agent
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    """A (cached) JSON Schema validator for ``schema``, of the draft it declares (2020-12 by
+    default, as pydantic and MCP write them). Raises if the schema itself is invalid."""
+    import jsonschema  # type: ignore[import-untyped]
+    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+
+    key = _digest(schema)
+    with _VALIDATORS_LOCK:
+        v = _VALIDATORS.get(key)
+    if v is None:
+        cls = validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        v = cls(schema)
+        with _VALIDATORS_LOCK:
+            if len(_VALIDATORS) >= 512:
+                _VALIDATORS.clear()
+            _VALIDATORS[key] = v
+    return v
+
+
+def _deref(schema: Any, root: Mapping[str, Any]) -> Any:
+    """``schema`` with a local ``$ref`` (``#/$defs/...``) followed (a few hops at most)."""
+    for _ in range(8):
+        ref = schema.get("$ref") if isinstance(schema, Mapping) else None
+        if not (isinstance(ref, str) and ref.startswith("#")):
+            return schema
+        node: Any = root
+        for part in [p for p in ref[1:].split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            node = node.get(part) if isinstance(node, Mapping) else None
+        schema = node
+    return schema
+
+
+def _fill_defaults(schema: Any, root: Mapping[str, Any], value: Any, path: tuple, added: set, depth: int) -> Any:
+    """``value`` with the ``default`` of every object property it leaves out, at every depth
+    its schema's ``properties`` reach (through local ``$ref``s), as a pydantic model fills
+    them in; the paths filled are added to ``added``."""
+    if depth > 32 or not isinstance(value, Mapping):
+        return value
+    node = _deref(schema, root)
+    props = node.get("properties") if isinstance(node, Mapping) else None
+    if not isinstance(props, Mapping):
+        return dict(value) if depth == 0 else value
+    out = dict(value)
+    for k, p in props.items():
+        if not isinstance(p, Mapping):
+            continue
+        if k in out:
+            out[k] = _fill_defaults(p, root, out[k], (*path, k), added, depth + 1)
+            continue
+        target = p if "default" in p else _deref(p, root)
+        if isinstance(target, Mapping) and "default" in target:
+            out[k] = copy.deepcopy(target["default"])
+            added.add((*path, k))
+    return out
+
+
+def conform(schema: Any, args: Mapping[str, Any]) -> tuple[dict, str | None]:
+    """``args`` as a tool declaring the JSON Schema ``schema`` receives them, and why they
+    do not fit it (``None`` when they do).
+
+    The frameworks validate a tool's arguments leniently before the tool runs (pydantic's
+    lax mode: ``"true"``, ``1`` or ``"yes"`` for a boolean become ``True``, ``"42"`` for an
+    integer becomes ``42``) and fill in the declared defaults. A gate that judged the
+    arguments as sent would judge other values than the tool gets (``action.recursive ==
+    true`` does not match ``"true"``). So: the properties the call leaves out get their
+    declared ``default`` (what the tool receives), and the arguments must match the
+    schema exactly (types, enums, nested objects, no missing required property): JSON that
+    matches its schema is what a lax validator leaves as it is. (The properties left out
+    of nested objects get their defaults too, through local ``$ref``s.) Anything else is the
+    returned problem (the adapters gate the call and never run it). A schema that cannot be
+    applied is a problem too (fail closed). No schema (``None``): the arguments as sent."""
+    args = dict(args)
+    if schema is None:
+        return args, None
+    if not isinstance(schema, Mapping):
+        return args, "the tool declares no usable input schema"
+    added: set[tuple] = set()
+    filled = _fill_defaults(schema, schema, args, (), added, 0)
+    try:
+        v = _validator(schema)
+        # (a declared default is the tool's own value: never judged against its schema)
+        errors = [e for e in v.iter_errors(filled)
+                  if not any(tuple(e.absolute_path)[:len(a)] == a for a in added)]
+    except ImportError:
+        return filled, "the arguments cannot be checked against the tool's input schema: jsonschema is not installed"
+    except Exception as e:  # noqa: BLE001 - an invalid or unresolvable schema: nothing can be said to match it
+        return filled, f"the tool's input schema cannot be applied: {type(e).__name__}: {str(e)[:MAX_PROBLEM]}"
+    if not errors:
+        return filled, None
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+
+    worst = best_match(errors)
+    where = ".".join(str(p) for p in worst.absolute_path)
+    msg = worst.message if len(worst.message) <= MAX_PROBLEM else worst.message[:MAX_PROBLEM] + "..."
+    return filled, (f"`{where}`: {msg}" if where else msg)
+
+
 @dataclass
 class ToolGate:
     """Gate tool calls of one workflow on a ``policy_engine.Runtime``.
@@ -228,10 +365,15 @@ class ToolGate:
         return {**_plain(dict(args)), "workflow": self.workflow, "type": self.types.get(tool, tool), "id": call_id}
 
     def check(self, tool: str, args: Mapping[str, Any], call_id: str, *, scope: str = "",
-              extra: Mapping[str, Any] | None = None) -> Check:
+              extra: Mapping[str, Any] | None = None, problem: str | None = None) -> Check:
         """Gate one call (recorded; the same scope, call id and arguments give the same decision).
         Arguments JSON cannot hold exactly (a dict key that is not a string) give a recorded
-        ``deny`` naming the problem (the Runtime's ``unrecordable action``)."""
+        ``deny`` naming the problem (the Runtime's ``unrecordable action``).
+
+        ``args`` are the arguments as the tool will receive them (the adapter's job: its
+        framework's validation, defaults filled in); ``problem`` says why the tool would not
+        receive them as they are (``conform``): the call is still gated and recorded, and
+        ``outcome`` never lets it run."""
         args = _plain(dict(args or {}))
         action = self.action_for(tool, args, call_id)
         if extra:
@@ -252,7 +394,8 @@ class ToolGate:
         if decision.effect in ("allow", "require_approval"):
             st = self.runtime.authorization(decision_id, now=self._t())
             status, used = st.status, st.used_by
-        return Check(tool, args, call_id, self.workflow, action, key, decision_id, decision, status, used, fresh)
+        return Check(tool, args, call_id, self.workflow, action, key, decision_id, decision, status, used, fresh,
+                     problem)
 
     def _recorded(self, key: str) -> tuple[str, Any] | None:
         """The decision already recorded for this call (a re-run node, a replayed resume)."""
@@ -484,6 +627,8 @@ class ToolGate:
             return Outcome(False, f"Stopline: `{check.tool}` already ran for this call (execution {check.used_by}); "
                                   f"not run again; its receipt: {json.dumps(receipt, sort_keys=True, default=str)}",
                            done=True)
+        if check.problem and check.effect in ("allow", "require_approval"):
+            return self._misfit(check)
         if check.effect == "allow":
             self._halt_if_stopped(check)
             return Outcome(True)
@@ -493,12 +638,28 @@ class ToolGate:
             return None
         return Outcome(False, f"Stopline refused `{check.tool}`: the decision is {check.status}")
 
+    def _misfit(self, check: Check) -> Outcome:
+        """A call whose arguments the tool would not receive as the gate judged them: never
+        run. A held decision is withdrawn (``cancelled``, with the reason) rather than left
+        in the reviewers' queue: approved, it still could not run as judged."""
+        self._halt_if_stopped(check)  # a stopped workflow halts the agent, whatever its arguments
+        if check.status in ("pending", "approved"):
+            try:
+                self.runtime.cancel(check.decision_id, principal="stopline-gate", now=self._t(),
+                                    reason=f"the arguments do not match the tool's input schema: {check.problem}")
+            except Exception:  # noqa: BLE001 - the refusal stands whether or not the withdrawal was recorded
+                pass
+        return Outcome(False, f"Stopline refused `{check.tool}`: its arguments do not match the tool's input schema "
+                              f"({check.problem}), so the tool would not receive what the policy judged; not run. "
+                              "Call it again with arguments of the declared types.")
+
     # ---------------------------------------------------------------- executions
     def receipt_for(self, check: Check, output: Any, approver: str | None) -> dict:
         """The declared receipt fields from the tool's arguments, then its output, then the
         gate's own fields (``GATE_FIELDS``: the agent's arguments and the tool's output never
         set them; the reviewer is the approver the ledger counted, or none), then ``receipt``."""
         base: dict[str, Any] = dict(check.args)
+        output = _fields_of(output)
         if isinstance(output, str) and output[:1] == "{":
             try:
                 output = json.loads(output)

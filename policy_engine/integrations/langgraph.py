@@ -20,6 +20,12 @@ to ``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
   The approval counts only when it names this decision and digest and a principal whose
   roles (from ``approvers``) fill a slot; the approved call is claimed and runs once;
 - deny, or a refused resume: a ``ToolMessage`` (status ``error``) with the reason;
+- the arguments judged are the tool's: its own schema (``args_schema``, or
+  ``tool_call_schema`` when it has injected arguments) validates the call as the tool will,
+  and the gate judges the values that validation produces, defaults included (``"true"``
+  for a ``bool`` is judged ``true``, as the tool receives it). Arguments the tool would
+  refuse are gated (a stop fires, a deny is a deny) and never run: no execution is
+  recorded for a tool that could not start;
 - stop: the stop is recorded and ``WorkflowStopped`` halts the graph (a ``GraphBubbleUp``:
   ``handle_tool_errors``, a retry policy or an error handler never turns it into a message);
 - a tool that raises (or is cancelled): its execution is recorded, linked to its decision
@@ -73,7 +79,8 @@ from langchain_core.runnables import RunnableConfig  # noqa: E402
 from langgraph.errors import GraphBubbleUp, GraphInterrupt  # noqa: E402
 from langgraph.graph import END  # noqa: E402
 from langgraph.prebuilt import ToolNode  # noqa: E402
-from langgraph.types import Send, interrupt  # noqa: E402
+from langgraph.types import Command, Send, interrupt  # noqa: E402
+from pydantic import BaseModel, ValidationError  # noqa: E402
 
 __all__ = ["gated_tool_node", "route_tool_calls", "StoplineToolNode", "StoplineToolWrapper", "Approval",
            "WorkflowStopped", "ToolGate"]
@@ -117,7 +124,21 @@ def _config_of(request: Any) -> Any:
     return getattr(rt, "config", None) or {}
 
 
-def _output(result: Any) -> Any:
+def _output(result: Any, call_id: str | None = None) -> Any:
+    """What the tool returned, for the receipt: its ``ToolMessage``'s artifact, else its
+    content (JSON parsed); a ``Command`` by the ``ToolMessage`` of this call its update
+    carries (the pattern LangGraph documents for tools that update the state)."""
+    if isinstance(result, Command):
+        update = result.update
+        msgs = update.get("messages") if isinstance(update, Mapping) else \
+            next((v for k, v in update if k == "messages"), None) if isinstance(update, (list, tuple)) else None
+        mine = [m for m in (msgs if isinstance(msgs, (list, tuple)) else [msgs])
+                if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)]
+        if not mine:
+            return None
+        if mine[-1].status == "error":
+            return {"error": mine[-1].content}
+        return _output(mine[-1])
     if isinstance(result, ToolMessage):
         c = result.content
         if result.artifact is not None:
@@ -160,6 +181,53 @@ class _Plan:
 
 
 _PLAN: ContextVar[_Plan | None] = ContextVar("stopline_langgraph_plan", default=None)
+_REQUEST_TOOL: ContextVar[Any] = ContextVar("stopline_langgraph_request_tool", default=None)
+
+
+def _as_received(tool: Any, args: Mapping[str, Any]) -> tuple[dict, str | None]:
+    """The arguments as ``tool`` receives them, and why it would not run with them.
+
+    LangChain validates a tool's arguments with its pydantic schema before the tool runs
+    (lax: ``"true"`` for a ``bool`` becomes ``True``, ``"42"`` for an ``int`` becomes
+    ``42``, a nested model is built from its dict) and passes the validated values of the
+    fields sent, plus the fields with a default (``BaseTool`` does so when it parses a
+    call). The gate judges those values, as JSON (``model_dump(mode="json")``): what the
+    tool gets, never what the model typed. The schema is the tool's ``args_schema`` (its
+    validators included), or its public ``tool_call_schema`` when it has arguments the
+    ``ToolNode`` injects (state, store, the call id), which the model does not send. A
+    validation error is the problem (the tool would not start). A tool with a JSON-schema
+    ``args_schema``, or none, receives the arguments as sent."""
+    raw = dict(args)
+    if tool is None:
+        return raw, None
+    try:
+        call_schema = tool.tool_call_schema
+    except Exception:  # noqa: BLE001 - the tool cannot say its schema: LangChain passes the call as sent
+        return raw, None
+    if not (isinstance(call_schema, type) and issubclass(call_schema, BaseModel)):
+        return raw, None  # a JSON-schema (or pydantic v1) tool: LangChain does not convert the arguments
+    full = getattr(tool, "args_schema", None)
+    model = full if (isinstance(full, type) and issubclass(full, BaseModel)
+                     and set(full.model_fields) == set(call_schema.model_fields)) else call_schema
+    try:
+        m = model.model_validate(raw)
+    except ValidationError as e:
+        parts = ["{}: {}".format(".".join(str(x) for x in err.get("loc", ())) or "arguments", err.get("msg"))
+                 for err in e.errors(include_url=False)[:5]]
+        return raw, "; ".join(parts)[:common.MAX_PROBLEM]
+    except Exception as e:  # noqa: BLE001 - a validator that raised: the tool would not start either
+        return raw, f"{type(e).__name__}: {e}"[:common.MAX_PROBLEM]
+    try:
+        dumped = m.model_dump(mode="json", warnings=False)
+    except Exception:  # noqa: BLE001 - a value JSON cannot hold: the gate reads it as the tool gets it
+        dumped = m.model_dump(warnings=False)
+    fields = type(m).model_fields
+    keep = {k for k in dumped if k in raw or k in m.model_fields_set
+            or (k in fields and not fields[k].is_required() and k not in ("args", "kwargs"))}
+    named = set(fields) | {a for f in fields.values() for a in (f.alias, f.validation_alias) if isinstance(a, str)}
+    # keys that name no parameter reach no tool: the gate still sees them as sent (the call's record)
+    extra = {k: v for k, v in raw.items() if k not in named and k not in dumped}
+    return {**{k: v for k, v in dumped.items() if k in keep}, **extra}, None
 
 
 class StoplineToolWrapper:
@@ -168,10 +236,21 @@ class StoplineToolWrapper:
     Under a ``StoplineToolNode`` the node settles its turn first (``settle``: gates every
     call, asks for the held ones), then the wrapper runs each call as settled. Alone (a
     ``ToolNode`` of your own) it settles its own call: right when each call is its own task
-    (``route_tool_calls``), not when one task holds several calls."""
+    (``route_tool_calls``), not when one task holds several calls.
 
-    def __init__(self, gate: ToolGate) -> None:
+    ``tools``: the node's tools by name (a ``StoplineToolNode`` fills it), whose schemas say
+    how each call's arguments reach the tool (``_as_received``); alone, the wrapper reads
+    each call's tool from its request."""
+
+    def __init__(self, gate: ToolGate, tools: Mapping[str, Any] | None = None) -> None:
         self.gate = gate
+        self.tools: dict[str, Any] = dict(tools or {})
+
+    def _tool(self, name: Any) -> Any:
+        found = _REQUEST_TOOL.get()
+        if found is not None and getattr(found, "name", None) == name:
+            return found
+        return self.tools.get(name) if isinstance(name, str) else None
 
     # ---------------------------------------------------------------- settling a turn
     def settle(self, calls: Sequence[Mapping[str, Any]], config: Any) -> list[tuple[Check, Outcome]]:
@@ -190,12 +269,14 @@ class StoplineToolWrapper:
         settled: list[Outcome | None] = []
         seen: set[str] = set()
         for call in calls:
-            check = self.gate.check(call["name"], call.get("args") or {}, call["id"], scope=scope)
+            args, problem = _as_received(self._tool(call["name"]), call.get("args") or {})
+            check = self.gate.check(call["name"], args, call["id"], scope=scope, problem=problem)
             checks.append(check)
             if check.key in seen:  # the model sent the same call twice: it runs once
                 settled.append(self.gate._refuse(check, f"call {check.call_id!r} with these arguments appears "
                                                         "twice in this turn; it runs once"))
-            elif check.effect == "require_approval" and (len(calls) > 1 or check.status in ("pending", "approved")):
+            elif check.effect == "require_approval" and not check.problem and \
+                    (len(calls) > 1 or check.status in ("pending", "approved")):
                 # settled by resume values, whatever the ledger says now: a re-run asks for as many
                 # values as before, so the interrupts after it (a sibling's, the tool's) get theirs.
                 # (One call whose decision is closed asks nothing: no interrupt can follow it.)
@@ -303,7 +384,11 @@ class StoplineToolWrapper:
         planned = plan.take(request.tool_call) if plan is not None and plan.owner is self else None
         config = _config_of(request)
         if planned is None:  # not settled by a StoplineToolNode: this call is its task's only call
-            [planned] = self.settle([request.tool_call], config)
+            token = _REQUEST_TOOL.set(getattr(request, "tool", None))
+            try:
+                [planned] = self.settle([request.tool_call], config)
+            finally:
+                _REQUEST_TOOL.reset(token)
         check, out = planned
         if not out.run or check.effect not in ("allow", "require_approval"):
             return check, out, None
@@ -314,7 +399,7 @@ class StoplineToolWrapper:
         return check, out, holder
 
     def _finish(self, check: Check, out: Outcome, result: Any) -> Any:
-        output = _output(result)
+        output = _output(result, check.call_id)
         if isinstance(result, ToolMessage) and result.status == "error":
             output = {"error": result.content}
         self.gate.record(check, output, out.approver)
@@ -396,6 +481,7 @@ class StoplineToolNode(ToolNode):
                  **options: Any) -> None:
         super().__init__(list(tools), wrap_tool_call=wrapper, awrap_tool_call=wrapper.acall,
                          messages_key=messages_key, **options)
+        wrapper.tools.update(self.tools_by_name)  # (public) how each call's arguments reach its tool
         self._stopline_wrapper = wrapper
         self._stopline_messages_key = messages_key
         self.stopline = wrapper.gate

@@ -24,6 +24,11 @@ cannot override these) gated on the ``Runtime`` (recorded):
   same arguments, same call key) finds its recorded decision, runs once (claimed) and is
   recorded with its receipt;
 - deny: an ``isError`` result with the reason;
+- arguments the server would read otherwise: the gate judges the arguments with the
+  defaults the tool's ``inputSchema`` declares filled in (what the server hands its tool),
+  and a call whose arguments do not match that schema exactly (``"true"`` for a boolean,
+  which a server built on pydantic turns into ``True``) is gated and refused, never
+  forwarded (an ``isError`` result saying why);
 - stop: the stop is recorded; an ``isError`` result says the workflow is halted, and every
   later call of the workflow is refused until an allowed ``rt.resume``.
 
@@ -52,7 +57,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
-from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, _digest, require_extra
+from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, _digest, conform, require_extra
 
 require_extra("mcp", "mcp", "mcp")
 
@@ -188,8 +193,8 @@ class McpGate:
         s = self.scope(ctx) if callable(self.scope) else self.scope
         return str(s or "")
 
-    def _find(self, tool: str, args: dict, call_id: str | None, scope: str, annotations: Any
-              ) -> tuple[Check, Check | None]:
+    def _find(self, tool: str, args: dict, call_id: str | None, scope: str, annotations: Any,
+              problem: str | None = None) -> tuple[Check, Check | None]:
         """The call's recorded decision (or a new one), and the closed earlier one it follows.
 
         Without a call id, the calls with the same scope, tool and arguments are numbered
@@ -201,11 +206,11 @@ class McpGate:
         try:
             g = self.tool_gate
             if call_id is not None:
-                return g.check(tool, args, call_id, scope=f"{scope}|call-id"), None
+                return g.check(tool, args, call_id, scope=f"{scope}|call-id", problem=problem), None
             k = self._key(scope, tool, args)
             n, closed = self._next.get(k, 0), None
             while True:
-                c = g.check(tool, args, f"mcp-{k[2][:16]}-{n}", scope=scope)
+                c = g.check(tool, args, f"mcp-{k[2][:16]}-{n}", scope=scope, problem=problem)
                 if c.fresh or c.status in ("pending", "approved", "allowed"):
                     break
                 if c.status in ("denied", "expired", "cancelled"):
@@ -253,11 +258,13 @@ class McpGate:
                               _meta=meta)
 
     async def call(self, ctx: Any, name: Any, arguments: Any, meta: Any, annotations: Any,
-                   run: Callable[[], Awaitable[Any]]) -> Any:
-        """Gate one ``tools/call``; ``run`` performs it (only when the gate says so)."""
+                   run: Callable[[], Awaitable[Any]], schema: Any = None) -> Any:
+        """Gate one ``tools/call``; ``run`` performs it (only when the gate says so).
+        ``schema``: the tool's ``inputSchema`` as listed (``None``: not listed), which says
+        what the server hands its tool (``conform``: defaults filled in, a mismatch refused)."""
         if not isinstance(name, str) or not name or not (arguments is None or isinstance(arguments, Mapping)):
             raise MCPError(code=INVALID_PARAMS, message="Stopline: a tools/call names a tool and takes an object")
-        args = dict(arguments or {})
+        args, problem = conform(schema, arguments or {})
         call_id = meta.get(CALL_ID) if isinstance(meta, Mapping) else None
         if call_id is not None and (not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_CALL_ID):
             raise MCPError(code=INVALID_PARAMS, message=f"Stopline: `{CALL_ID}` is a string of 1-{MAX_CALL_ID} chars")
@@ -268,8 +275,12 @@ class McpGate:
         # this lock but the ledger's claim (``_decide``), which holds across processes.
         async with lock:
             for _ in range(MAX_GENERATIONS):
-                check, closed = await anyio.to_thread.run_sync(self._find, name, args, call_id, scope, annotations)
+                check, closed = await anyio.to_thread.run_sync(self._find, name, args, call_id, scope, annotations,
+                                                               problem)
                 try:
+                    # (a worker thread is waited for, not abandoned, and anyio delivers a cancellation
+                    # at the next checkpoint: inside ``run``, where it is recorded as the execution it
+                    # may be; a claim is never left unrun and unrecorded by a client that gives up)
                     out = await anyio.to_thread.run_sync(self._decide, check)
                 except WorkflowStopped as e:
                     ws = self.runtime.workflow_status(check.workflow)
@@ -323,7 +334,8 @@ class StoplineMiddleware:
         self.server = server
         self.gate = gate
 
-    async def _annotations(self, ctx: Any, call_next: Any, name: str) -> Any:
+    async def _listed(self, ctx: Any, call_next: Any, name: str) -> tuple[Any, Any]:
+        """The tool's annotations and ``inputSchema`` as the server lists them (``None``s: not listed)."""
         meta = (ctx.params or {}).get("_meta")
         cursor = None
         for _ in range(MAX_PAGES):
@@ -331,11 +343,11 @@ class StoplineMiddleware:
             page = _wire(await call_next(replace(ctx, method="tools/list", params=params)))
             for t in page.get("tools") or ():
                 if t.get("name") == name:
-                    return t.get("annotations")
+                    return t.get("annotations"), t.get("inputSchema")
             cursor = page.get("nextCursor")
             if not cursor:
-                return None
-        return None
+                return None, None
+        return None, None
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.request_id is None or ctx.method not in ("tools/call", "tools/list"):
@@ -349,8 +361,9 @@ class StoplineMiddleware:
             return page
         p = ctx.params or {}
         name = p.get("name")
-        ann = await self._annotations(ctx, call_next, name) if isinstance(name, str) else None
-        return await self.gate.call(ctx, name, p.get("arguments"), p.get("_meta"), ann, lambda: call_next(ctx))
+        ann, schema = await self._listed(ctx, call_next, name) if isinstance(name, str) else (None, None)
+        return await self.gate.call(ctx, name, p.get("arguments"), p.get("_meta"), ann, lambda: call_next(ctx),
+                                    schema=schema)
 
 
 def protect(server: Any, runtime: Any, *, workflow: str, approvers: Any = None, **options: Any) -> McpGate:
@@ -410,10 +423,11 @@ class StoplineGateway:
         tools = {t.name: t for t in await self._upstream_tools(client)}
         listed = tools.get(params.name)
         ann = _wire(listed.annotations) if listed is not None and listed.annotations is not None else None
+        schema = listed.input_schema if listed is not None else None
 
         async def run() -> Any:
             return await client.call_tool(params.name, params.arguments or {})
 
         meta = params.meta.model_dump(by_alias=True) if hasattr(params.meta, "model_dump") else params.meta
         return CallToolResult.model_validate(
-            await self.gate.call(ctx, params.name, params.arguments, meta, ann, run), by_name=False)
+            await self.gate.call(ctx, params.name, params.arguments, meta, ann, run, schema=schema), by_name=False)

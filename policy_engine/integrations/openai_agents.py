@@ -19,6 +19,18 @@ about to run; and a wrapper that records the execution with its receipt. So:
   ``state.approve(..., always_approve=True)`` is not an approval (it carries no identity
   and no digest): a standing approve never beats a later deny or an unapproved call;
 - deny (or not approved): the model gets the reason as the tool's output;
+- the arguments judged are the tool's: the SDK validates them with the tool's pydantic
+  model (lax: ``"true"`` for a ``bool`` becomes ``True``) and fills in its defaults, so
+  the gate judges the arguments with the declared defaults filled in, and a call whose
+  arguments do not match the tool's ``params_json_schema`` exactly (which the model could
+  be coerced from) is gated and never run, nor held: the model reads why;
+- every function tool a run gets is gated: ``agent.tools`` as ``protect`` finds them, tools
+  appended later, and the tools of the agent's ``mcp_servers`` (which the SDK makes into
+  function tools at each run), on the agent and its clones. Tools that take no tool
+  guardrail and act beyond the model's text (shell, apply-patch, computer, hosted MCP,
+  custom tools) cannot be gated: ``protect`` says so with an ``UngatedToolWarning``;
+- a tool's own ``needs_approval`` is kept: the SDK asks when it or the policy says so
+  (answer the tool's own ask with the SDK's ``state.approve``; the policy's with ``approve``);
 - stop: the stop is recorded and the guardrail halts the run
   (``ToolInputGuardrailTripwireTriggered``, its ``output.output_info`` the reason).
 
@@ -32,17 +44,19 @@ claim keeps the tool from running.
 
 from __future__ import annotations
 
+import inspect
 import json
+import warnings
 import weakref
 from typing import Any, cast
 
-from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, require_extra
+from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, conform, require_extra
 
 require_extra("agents", "openai-agents", "openai_agents")
 
 from agents import FunctionTool, ToolGuardrailFunctionOutput, tool_input_guardrail  # noqa: E402
 
-__all__ = ["protect", "approve", "request_for", "Approval", "ToolGate", "WorkflowStopped"]
+__all__ = ["protect", "approve", "request_for", "Approval", "ToolGate", "WorkflowStopped", "UngatedToolWarning"]
 
 
 def _args(raw: Any) -> dict:
@@ -51,6 +65,30 @@ def _args(raw: Any) -> dict:
     except ValueError:
         v = {"_unparsed_arguments": raw}
     return v if isinstance(v, dict) else {"_arguments": v}
+
+
+def _output(result: Any) -> Any:
+    """What the tool returned, for the receipt: the SDK's text output items (an MCP tool's
+    result, a ``ToolOutputText``: ``{"type": "text", "text": ...}``, or a list of them) by
+    their text, JSON parsed; anything else as it is."""
+    items = result if isinstance(result, list) else [result]
+    texts = []
+    for item in items:
+        if hasattr(item, "model_dump") and not isinstance(item, type):
+            try:
+                item = item.model_dump(mode="json")
+            except Exception:  # noqa: BLE001
+                return result
+        if not (isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str)):
+            return result
+        texts.append(item["text"])
+    if not texts:
+        return result
+    text = "\n".join(texts)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _scope(ctx: Any, gate: ToolGate) -> str:
@@ -72,6 +110,7 @@ class _Gated:
     def __init__(self, gate: ToolGate) -> None:
         self.gate = gate
         self.cleared: dict[int, tuple[weakref.ref, str, str, Check, Outcome]] = {}
+        self.schemas: dict[str, Any] = {}  #: each wrapped tool's ``params_json_schema``, by name
 
     def _clear(self, tc: Any, c: Check, out: Outcome) -> None:
         key = id(tc)
@@ -87,11 +126,14 @@ class _Gated:
         self.cleared[key] = (ref, tc.tool_call_id, tc.tool_arguments, c, out)
 
     def check(self, name: str, args: dict, call_id: str) -> Check:
-        return self.gate.check(name, args, call_id, scope=_scope(None, self.gate))
+        """Gate the call with its arguments as the tool receives them (``conform``: the
+        declared defaults filled in; a mismatch with the schema is the check's problem)."""
+        args, problem = conform(self.schemas.get(name), args) if name in self.schemas else (dict(args), None)
+        return self.gate.check(name, args, call_id, scope=_scope(None, self.gate), problem=problem)
 
     async def needs_approval(self, ctx: Any, params: dict, call_id: str, name: str) -> bool:
         c = self.check(name, params, call_id)
-        return c.effect == "require_approval" and c.status == "pending"
+        return c.effect == "require_approval" and c.status == "pending" and not c.problem
 
     def guard(self, data: Any) -> Any:
         tc = data.context
@@ -107,9 +149,25 @@ class _Gated:
         self._clear(tc, c, out)
         return ToolGuardrailFunctionOutput.allow(output_info={"stopline": c.effect, "decision_id": c.decision_id})
 
+    def same(self, other: _Gated) -> bool:
+        """Whether ``other`` gates as this one does (the same decisions for the same calls)."""
+        a, b = self.gate, other.gate
+        return a is b or (a == b and _scope(None, a) == _scope(None, b))
+
     def wrap(self, tool: Any) -> None:
+        layer = _layer(tool)
+        if layer is not None:  # one tool object shared by agents protected one by one: one layer
+            if not layer.same(self):
+                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
+                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate. "
+                                 "Pass gate=<the first protect's result> to share it, or give this agent its own "
+                                 "copy of the tool")
+            self.schemas[tool.name] = tool.params_json_schema
+            return
         inner = tool.on_invoke_tool
         name = tool.name
+        own_needs = tool.needs_approval  # the developer's own ask (bool or callable): kept
+        self.schemas[name] = tool.params_json_schema
 
         async def on_invoke_tool(ctx: Any, raw: str) -> Any:
             cleared = self.cleared.pop(id(ctx), None)
@@ -128,39 +186,115 @@ class _Gated:
             except BaseException as e:  # also a timeout (the SDK cancels the call): it may have run
                 self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
                 raise
-            self.gate.record(c, result, out.approver)
+            self.gate.record(c, _output(result), out.approver)
             return result
 
+        on_invoke_tool.__stopline_gated__ = self  # type: ignore[attr-defined]
         tool.on_invoke_tool = on_invoke_tool
 
         async def needs(ctx: Any, params: dict, call_id: str) -> bool:
-            return await self.needs_approval(ctx, params, call_id, name)
+            if await self.needs_approval(ctx, params, call_id, name):
+                return True
+            if isinstance(own_needs, bool) or not callable(own_needs):
+                return bool(own_needs)
+            asked = own_needs(ctx, params, call_id)
+            return bool(await asked if inspect.isawaitable(asked) else asked)
 
         tool.needs_approval = needs
         guard = tool_input_guardrail(self.guard)
         tool.tool_input_guardrails = [guard, *(tool.tool_input_guardrails or [])]
 
 
+def _layer(tool: Any) -> _Gated | None:
+    """The Stopline layer a function tool already carries (``protect`` put it there)."""
+    layer = getattr(getattr(tool, "on_invoke_tool", None), "__stopline_gated__", None)
+    return layer if isinstance(layer, _Gated) else None
+
+
 def protect(agent: Any, runtime: Any, *, workflow: str, approvers: Any = None, scope: str = "",
             gate: ToolGate | None = None, **options: Any) -> ToolGate:
     """Gate every function tool of ``agent`` (in place). ``scope`` separates runs whose
-    model reuses call ids. Returns the ``ToolGate`` (``approve`` records approvals)."""
+    model reuses call ids. Returns the ``ToolGate`` (``approve`` records approvals).
+
+    A tool object shared by several agents carries one Stopline layer: protecting the
+    second agent with an equivalent gate (same runtime, workflow, scope and options) shares
+    it; a gate that would judge the tool otherwise (another workflow) is a ``ValueError``."""
     gate = gate or ToolGate(runtime, workflow, approvers, **options)
     gate.scope = scope  # type: ignore[attr-defined]
-    g = _Gated(gate)
+    g = getattr(gate, "_openai_agents", None) or _Gated(gate)  # (one gate, several agents: one note of schemas)
     for t in agent.tools:
         if isinstance(t, FunctionTool):
             g.wrap(t)
+    _cover(agent, g)
     gate._openai_agents = g  # type: ignore[attr-defined]
     return gate
+
+
+class UngatedToolWarning(UserWarning):
+    """A tool of a protected agent that Stopline cannot gate (it has no tool guardrails):
+    the SDK runs it outside the policy."""
+
+
+#: tool kinds that act beyond the model's text and take no tool guardrail: not gated
+UNGATED_KINDS = ("ShellTool", "LocalShellTool", "ApplyPatchTool", "ComputerTool", "HostedMCPTool", "CustomTool")
+
+
+def _warn_ungated(agent: Any, tools: Any, seen: set) -> None:
+    for t in tools or ():
+        kind = type(t).__name__
+        if kind in UNGATED_KINDS and id(t) not in seen:
+            seen.add(id(t))
+            warnings.warn(f"Stopline: tool `{getattr(t, 'name', kind)}` ({kind}) of agent "
+                          f"`{getattr(agent, 'name', '?')}` is not gated: the SDK runs it outside the policy "
+                          "(only function tools take Stopline's guardrail). Remove it, or put what it does "
+                          "behind a function tool.", UngatedToolWarning, stacklevel=3)
+
+
+def _cover(agent: Any, g: _Gated) -> None:
+    """Gate every function tool a run of ``agent`` gets, not only the ones ``agent.tools``
+    held when ``protect`` ran: the SDK turns the tools of the agent's ``mcp_servers`` into
+    function tools at every run (outside ``agent.tools``), and a tool may be appended to
+    ``agent.tools`` later. ``agent.get_all_tools`` (the public method the runner lists a
+    turn's tools with) is wrapped on this agent, and on its clones (``agent.clone``), to
+    put the Stopline layer on each function tool it returns (once per tool object)."""
+    if getattr(agent, "_stopline_cover", None) is g:
+        return
+    listed = agent.get_all_tools  # (bound: the class's, or an earlier cover's)
+    cloned = agent.clone
+
+    seen: set = set()
+    _warn_ungated(agent, agent.tools, seen)
+
+    async def get_all_tools(run_context: Any) -> list:
+        tools = await listed(run_context)
+        for t in tools:
+            if isinstance(t, FunctionTool):
+                g.wrap(t)
+        _warn_ungated(agent, tools, seen)
+        return tools
+
+    def clone(**kwargs: Any) -> Any:
+        twin = cloned(**kwargs)
+        _cover(twin, g)
+        return twin
+
+    agent.get_all_tools = get_all_tools
+    agent.clone = clone
+    agent._stopline_cover = g
 
 
 def request_for(gate: ToolGate, interruption: Any) -> dict:
     """The decision behind an SDK interruption (a ``ToolApprovalItem``), as the reviewer sees it."""
     raw = interruption.raw_item
     get = raw.get if isinstance(raw, dict) else (lambda k: getattr(raw, k, None))
-    c = gate.check(cast(str, interruption.tool_name or get("name")), _args(get("arguments")), cast(str, get("call_id")),
-                   scope=getattr(gate, "scope", ""))
+    name, args, call_id = cast(str, interruption.tool_name or get("name")), _args(get("arguments")), \
+        cast(str, get("call_id"))
+    # the layer that gates this call (the agent's tool of that name), else this gate's
+    tool = next((t for t in getattr(getattr(interruption, "agent", None), "tools", None) or ()
+                 if getattr(t, "name", None) == name and _layer(t) is not None), None)
+    g = _layer(tool) if tool is not None else getattr(gate, "_openai_agents", None)
+    c = g.check(name, args, call_id) if g is not None else gate.check(name, args, call_id,
+                                                                      scope=getattr(gate, "scope", ""))
     return c.request()
 
 
