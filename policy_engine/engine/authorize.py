@@ -16,15 +16,36 @@ from pydantic import BaseModel, ValidationError
 
 from ..compiled import CompiledPolicy
 from ..construct import fast
-from ..limits import MAX_APPROVALS
-from ..models import AuthorizationVerdict, Decision, EvalError, RejectedApproval, RollbackPlan, SlotFill, SlotSpec
+from ..limits import MAX_APPROVALS, MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
+from ..models import (
+    ApprovalRequirement,
+    AuthorizationVerdict,
+    Decision,
+    EvalError,
+    RejectedApproval,
+    RollbackPlan,
+    RuleRef,
+    SlotFill,
+    SlotSpec,
+)
 from .digests import plan_hash
-from .inputs import check_size
+from .inputs import (
+    KIND_LIT,
+    KIND_MODEL,
+    KIND_STR,
+    KIND_TMODEL,
+    ModelSpec,
+    Unproven,
+    check_size,
+    model_spec,
+    model_walker,
+    spec_depth,
+)
 from .rollback import reversal_window
 from .util import as_dict, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
 
-__all__ = ["authorize_rollback", "authorize_action", "verdict", "judge", "canonical_principal", "MAX_APPROVALS",
-           "DEFAULT_IGNORABLE"]
+__all__ = ["authorize_rollback", "authorize_action", "authorize_action_reference", "decision_view", "verdict",
+           "judge", "canonical_principal", "MAX_APPROVALS", "DEFAULT_IGNORABLE"]
 
 
 
@@ -111,12 +132,33 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
 def authorize_action(
     p: CompiledPolicy, decision: Any, approvals: Iterable[Any], now: Any = None
 ) -> AuthorizationVerdict:
-    """Do these approvals release the action this require_approval decision holds?"""
+    """Do these approvals release the action this require_approval decision holds?
+
+    A decision given as a dict (a recorded one: the runtime's `_subject_status` judges
+    each from the ledger) is read by `decision_view` when it can prove the answer is the
+    one `parsed(Decision, ...)` gives (`FAST_DECISION`); `authorize_action_reference`
+    always parses it."""
+    return _authorize_action(p, decision, approvals, now, FAST_DECISION)
+
+
+def authorize_action_reference(
+    p: CompiledPolicy, decision: Any, approvals: Iterable[Any], now: Any = None
+) -> AuthorizationVerdict:
+    """`authorize_action` with the decision always validated as a `Decision` by pydantic
+    (`parsed`), never read by `decision_view`: the reference the fast path is tested against."""
+    return _authorize_action(p, decision, approvals, now, False)
+
+
+def _authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any], now: Any,
+                      fast_decision: bool) -> AuthorizationVerdict:
     now_dt, now_err = now_of(now)
     errors: list[EvalError] = []
     if now_err:
         errors.append(err("<input>", "input", now_err))
-    if not isinstance(decision, Decision):
+    view = decision_view(decision) if fast_decision and type(decision) is dict else None  # (a dict: no Decision)
+    if view is not None:
+        decision = view
+    elif not isinstance(decision, Decision):
         decision, problem = parsed(Decision, decision, "decision")
         if problem:
             return verdict(p, False, "", (), (), (), (err("<input>", "input", problem),) + tuple(errors), now_dt)
@@ -154,7 +196,8 @@ def authorize_action(
     else:
         # the requirement of every matched require_approval rule, from the policy (never
         # the decision's own `approvals`): one slot per rule
-        rules = {(r.name, r.location): r for r in ca.rules}
+        rules = (_rules_by_ref(p, ca) if fast_decision  # (the reference builds it on every call)
+                 else {(r.name, r.location): r for r in ca.rules})
         reqs = []
         for ref in d.matched:
             if ref.effect != "require_approval":
@@ -227,6 +270,27 @@ def authorize_action(
     return verdict(p, satisfied, "", fills, open_slots, accepted, tuple(errors), now_dt, rejected, digest)
 
 
+# (the compiled policy last judged under, {id(CAction): (it, its rules by (name, location))}): one
+# policy's at a time, so a policy reloaded is not kept alive by it for longer than the next call
+_RULES_BY_REF: tuple[Any, dict[int, tuple[Any, dict]]] = (None, {})
+
+
+def _rules_by_ref(p: CompiledPolicy, ca: Any) -> dict:
+    """`{(r.name, r.location): r for r in ca.rules}` (the last of equal keys) for an action
+    type of `p`, built once per type, not on every call (a type may have thousands of rules;
+    a CAction is frozen, and kept with its entry: an id is never read for another object)."""
+    global _RULES_BY_REF
+    owner, cache = _RULES_BY_REF
+    if owner is not p:
+        owner, cache = _RULES_BY_REF = (p, {})
+    got = cache.get(id(ca))
+    if got is not None and got[0] is ca:
+        return got[1]
+    rules = {(r.name, r.location): r for r in ca.rules}
+    cache[id(ca)] = (ca, rules)
+    return rules
+
+
 def verdict(
     p: CompiledPolicy,
     satisfied: bool,
@@ -274,6 +338,112 @@ def parsed(model: type[BaseModel], raw: Any, what: str) -> tuple[Any, str | None
         return None, f"the {what} is not a {model.__name__}: " + "; ".join(
             f"{'.'.join(str(x) for x in er['loc'])}: {er['msg']}" for er in e.errors()[:5]
         )
+
+
+# ================================================================== a recorded decision, read directly
+# `parsed(Decision, raw, "decision")` checks the whole decision (`check_size`: a walk of every
+# value) and then validates it (pydantic: every field of every part, the trace and the
+# reversibility included), though authorize_action reads a few fields of it. Both cost more than
+# the rest of the call for a recorded decision (several KB). `decision_view` does the work of both
+# in one walk (`inputs.model_walker`, generated from the models' fields), and reads those few
+# fields from the dict: it
+# answers only when it proves that `parsed` would accept the decision (every value of an exact
+# plain type, the shape of each model, within the input limits), and then the fields it reads
+# are the values the validated `Decision` would hold. Anything else (a value it does not expect,
+# a field given by its name instead of its alias, a model it does not know): None, and `parsed`
+# decides, so a malformed decision gets the reference's answer and message, always.
+FAST_DECISION = True  #: authorize_action reads a dict decision with `decision_view` (False: always `parsed`)
+
+
+def _decision_spec() -> ModelSpec | None:
+    """The spec of `Decision`, or None when decision_view cannot mirror its validation
+    (the models changed: `parsed` then decides every decision) or does not find the fields
+    it reads as it expects them."""
+    if getattr(Decision.model_validate, "__func__", None) is not getattr(BaseModel.model_validate, "__func__", 0):
+        return None  # (parsed calls Decision.model_validate: one of its own is not pydantic's)
+    try:
+        spec = model_spec(Decision, {})
+    except Unproven:
+        return None
+    want = {"effect": KIND_LIT, "deciding": KIND_MODEL, "workflow": KIND_STR, "action_type": KIND_STR,
+            "action_digest": KIND_STR, "policy_hash": KIND_STR, "matched": KIND_TMODEL, "approvals": KIND_TMODEL}
+    # decision_view reads an absent field as its default, and builds these two models whole
+    defaults: list[tuple[type[BaseModel], str, Any]] = [
+        (Decision, k, None) for k in ("workflow", "action_type", "action_digest")] + [
+        (Decision, "matched", ()), (Decision, "approvals", ()), (RuleRef, "location", None),
+        (ApprovalRequirement, "location", None)]
+    if (any(spec.fields.get(k, (None,))[0] != v for k, v in want.items())
+            or spec.fields["deciding"][2].model is not RuleRef or spec.fields["matched"][2].model is not RuleRef
+            or spec.fields["approvals"][2].model is not ApprovalRequirement
+            or any(m.model_fields[k].is_required() or m.model_fields[k].default != d for m, k, d in defaults)
+            or set(RuleRef.model_fields) != {"kind", "name", "effect", "location"}
+            or set(ApprovalRequirement.model_fields) != {"rule", "count", "roles", "any_of", "location"}
+            or spec_depth(spec) >= MAX_INPUT_DEPTH):
+        return None
+    return spec
+
+
+def _decision_walker() -> tuple[Any, str]:
+    spec = _decision_spec()
+    if spec is None:
+        return None, ""
+    try:
+        return model_walker(spec)
+    except Unproven:
+        return None, ""
+
+
+class _DecisionView:
+    """The fields of a recorded decision authorize_action reads, as the validated
+    `Decision` holds them (its rule references and approval requirements as those models)."""
+
+    __slots__ = ("effect", "deciding", "workflow", "action_type", "action_digest", "policy_hash", "matched",
+                 "approvals")
+    effect: str
+    deciding: RuleRef
+    workflow: str | None
+    action_type: str | None
+    action_digest: str | None
+    policy_hash: str
+    matched: tuple[RuleRef, ...]
+    approvals: tuple[ApprovalRequirement, ...]
+
+
+def _rule_ref(r: dict) -> RuleRef:
+    return fast(RuleRef, {"kind": r["kind"], "name": r["name"], "effect": r["effect"], "location": r.get("location")})
+
+
+def decision_view(raw: Any) -> _DecisionView | None:
+    """The fields authorize_action reads of `raw` (a dict), as `parsed(Decision, raw,
+    "decision")` would give them, or None when it cannot prove that `parsed` accepts `raw`
+    (then `parsed` decides, and says why). Never raises."""
+    walk = _WALK_DECISION
+    if walk is None or type(raw) is not dict:
+        return None
+    try:
+        n, c = walk(raw)
+        if n > MAX_INPUT_ITEMS or c > MAX_INPUT_CHARS:
+            return None
+        v = _new(_DecisionView)
+        get = raw.get
+        v.effect = raw["effect"]
+        v.deciding = _rule_ref(raw["deciding"])
+        v.workflow = get("workflow")
+        v.action_type = get("action_type")
+        v.action_digest = get("action_digest")
+        v.policy_hash = raw["policy_hash"]
+        v.matched = tuple(_rule_ref(r) for r in get("matched", ()))
+        v.approvals = tuple(fast(ApprovalRequirement, {"rule": a["rule"], "count": a["count"],
+                                                       "roles": tuple(a["roles"]), "any_of": a["any_of"],
+                                                       "location": a.get("location")})
+                            for a in get("approvals", ()))
+        return v
+    except Exception:  # noqa: BLE001 - Unproven, or anything unexpected: the reference decides
+        return None
+
+
+_new = object.__new__
+_WALK_DECISION, _WALKERS_SOURCE = _decision_walker()  # (None: the models changed, `parsed` decides every decision)
 
 
 # Default_Ignorable_Code_Point, from the Unicode Character Database, DerivedCoreProperties.txt

@@ -1,5 +1,8 @@
 """The input checks, before any conversion or evaluation: JSON-like values only, within
-the limits (`check_size`, `check_fields`). Never raises; the problem as text, or None."""
+the limits (`check_size`, `check_fields`). Never raises; the problem as text, or None.
+And a model's input checked in one walk (`model_walker`): the proof, for the inputs it can
+give it for, that `check_size` and pydantic's validation both accept the value (Unproven
+otherwise: the reference decides)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,15 @@ from datetime import datetime, timedelta
 from math import isfinite
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..fieldtypes import value_problem
 from ..limits import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
 from .util import SURROGATE_RE as _SURROGATE_RE
 
 __all__ = ["MAX_INPUT_ITEMS", "MAX_INPUT_DEPTH", "MAX_INPUT_CHARS", "check_size", "check_fields", "plain_flat",
-           "declared_problem", "quick_walk"]
+           "declared_problem", "quick_walk", "Unproven", "ModelSpec", "model_spec", "model_walker", "spec_depth",
+           "KIND_STR", "KIND_INT", "KIND_BOOL", "KIND_FLOAT", "KIND_LIT", "KIND_MODEL", "KIND_TSTR", "KIND_TMODEL"]
 
 
 # NaN compares false with everything, so `deny when `action.amount > 1000.0`` would not match it.
@@ -258,6 +264,245 @@ def declared_problem(ca: Any, action: dict) -> str | None:
     if ca is None or ca.fields is None:
         return None
     return value_problem(ca.fields, action, "action")
+
+
+# ================================================================== a model's input, checked in one walk
+# `check_size(raw)` then `Model.model_validate(raw)` walk a model-shaped input twice, the second
+# time building every part of the model. A model walker (`model_walker(model_spec(Model, {}))`)
+# does the work of both in one walk for the inputs it can prove valid, and builds nothing: it
+# answers (values, characters), as `check_size` counts them, only when every value has an exact
+# plain type, each dict has its model's keys (by alias; extra="forbid", the required ones present)
+# and each field its type (str, int, bool, finite float, a Literal of strs, tuples, nested models,
+# each optionally None), no lone surrogate: then `check_size` finds no problem within the limits
+# and pydantic accepts the value for sure. Anything else raises Unproven, and the caller asks the
+# reference (a value pydantic would coerce, "1" for an int, is left to it too). `model_spec`
+# refuses a model whose validation it cannot mirror (validators, constraints, other configuration).
+
+
+class Unproven(Exception):
+    """A model walker cannot prove the value valid (or a model cannot be mirrored): the
+    reference (`check_size`, then pydantic) decides."""
+
+
+KIND_STR, KIND_INT, KIND_BOOL, KIND_FLOAT, KIND_LIT, KIND_MODEL, KIND_TSTR, KIND_TMODEL = range(8)
+_INT_BOUND = 1 << 63  # ints are accepted within +-2**63 (pydantic takes any; beyond: the reference decides)
+# the model configuration keys a walker knows the meaning of (anything else: no walker)
+_KNOWN_CONFIG = frozenset({"frozen", "extra", "populate_by_name", "serialize_by_alias", "validate_by_name",
+                           "title"})
+
+
+class ModelSpec:
+    """What the walker of one model accepts (`model_walker`): its keys (the alias of a field that
+    has one, else its name), the required ones, and each key's (kind, nullable, argument)."""
+
+    __slots__ = ("model", "fields", "required")
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+        self.fields: dict[str, tuple] = {}
+        self.required: frozenset = frozenset()
+
+
+def model_spec(model: type[BaseModel], specs: dict) -> ModelSpec:
+    """The spec of `model` (built once per model; raises Unproven for a model whose
+    validation it cannot mirror: another `extra`, validators, constraints, aliases beyond a
+    plain one, a field type it does not know)."""
+    got = specs.get(model)
+    if got is not None:
+        return got
+    cfg = dict(model.model_config)
+    if (cfg.get("extra") != "forbid" or cfg.get("strict") or not set(cfg) <= _KNOWN_CONFIG
+            or getattr(model, "__pydantic_root_model__", False)
+            or getattr(model, "__pydantic_post_init__", None) is not None):
+        raise Unproven(f"{model.__name__}: configuration")
+    dec = model.__pydantic_decorators__
+    if dec.validators or dec.field_validators or dec.root_validators or dec.model_validators:
+        raise Unproven(f"{model.__name__}: validators")
+    if "__get_pydantic_core_schema__" in model.__dict__:
+        raise Unproven(f"{model.__name__}: its own core schema")
+    spec = specs[model] = ModelSpec(model)
+    required = []
+    for name, f in model.model_fields.items():
+        if f.metadata or f.discriminator is not None:
+            raise Unproven(f"{model.__name__}.{name}: constraints")
+        key = f.alias if f.alias is not None else name
+        if type(key) is not str or not key.isascii() or not key.isidentifier() or f.validation_alias not in (None, key):
+            raise Unproven(f"{model.__name__}.{name}: alias")
+        spec.fields[key] = _kind_of(f.annotation, specs)
+        if f.is_required():
+            required.append(key)
+    spec.required = frozenset(required)
+    return spec
+
+
+def _kind_of(ann: Any, specs: dict) -> tuple:
+    """(kind, nullable, argument) of a field annotation; raises Unproven for one not known."""
+    import types
+    import typing
+
+    nullable = False
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Union or origin is types.UnionType:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1 or len(args) != 2:
+            raise Unproven(f"{ann}: a union")
+        nullable, ann = True, rest[0]
+        origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if ann is str:
+        return KIND_STR, nullable, None
+    if ann is int:
+        return KIND_INT, nullable, None
+    if ann is bool:
+        return KIND_BOOL, nullable, None
+    if ann is float:
+        return KIND_FLOAT, nullable, None
+    if origin is typing.Literal and args and all(type(a) is str for a in args):
+        return KIND_LIT, nullable, frozenset(args)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if args[0] is str:
+            return KIND_TSTR, nullable, None
+        if isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            return KIND_TMODEL, nullable, model_spec(args[0], specs)
+    elif isinstance(ann, type) and issubclass(ann, BaseModel):
+        return KIND_MODEL, nullable, model_spec(ann, specs)
+    raise Unproven(f"{ann}: a type the walkers do not read")
+
+
+def _field_checks(kind: int, arg: Any, fn: str, i: int, names: dict) -> list[str]:
+    """The checks of a present field's value `x` (of `kind`), at no indentation."""
+    if kind == KIND_STR:
+        return ["if _type(x) is not _str:",
+                "    raise _U",
+                "c += _len(x)",
+                "if not x.isascii() and _sur(x):",
+                "    raise _U"]
+    if kind == KIND_LIT:
+        out = [f"if _type(x) is not _str or x not in {fn}_lit{i}:",
+               "    raise _U",
+               "c += _len(x)"]
+        if not all(a.isascii() for a in arg):  # (an exact str equal to an ASCII literal is ASCII)
+            out += ["if not x.isascii() and _sur(x):",
+                    "    raise _U"]
+        return out
+    if kind == KIND_INT:
+        return ["if _type(x) is not _int or not -_B < x < _B:",
+                "    raise _U"]
+    if kind == KIND_BOOL:
+        return ["if x is not True and x is not False:",
+                "    raise _U"]
+    if kind == KIND_FLOAT:
+        return ["if _type(x) is not _float or x - x != 0.0:  # (NaN, +-Infinity: refused by the reference)",
+                "    raise _U"]
+    if kind == KIND_MODEL:
+        return [f"n2, c2 = {names[arg]}(x)",
+                "n += n2",
+                "c += c2"]
+    if kind in (KIND_TSTR, KIND_TMODEL):
+        out = ["t = _type(x)",
+               "if t is not _list and t is not _tuple:",
+               "    raise _U",
+               "if x:  # (often empty)",
+               "    n += _len(x)",
+               "    for y in x:"]
+        if kind == KIND_TSTR:
+            return out + ["        if _type(y) is not _str:",
+                          "            raise _U",
+                          "    y = _join(x)  # (exact strs: a lone surrogate in one is one in the whole)",
+                          "    c += _len(y)",
+                          "    if not y.isascii() and _sur(y):",
+                          "        raise _U"]
+        return out + [f"        n2, c2 = {names[arg]}(y)",
+                      "        n += n2",
+                      "        c += c2"]
+    raise Unproven(f"kind {kind}")  # pragma: no cover - _kind_of makes no other kind
+
+
+def _walker_source(spec: ModelSpec, names: dict) -> str:
+    """The source of `spec`'s walker (see `model_walker`), named in `names` (spec -> function name)."""
+    fn = names[spec]
+    out = [f"def {fn}(v):",
+           "    if _type(v) is not _dict:",
+           "        raise _U",
+           "    for k in v:  # (before any lookup: only exact str keys are hashed and compared)",
+           "        if _type(k) is not _str:",
+           "            raise _U",
+           "    n = _len(v)",
+           "    c = 0  # characters: each key found is a field's (by alias), of a length known here",
+           "    m = 0  # the keys found: all n of them, or the dict holds another (extra='forbid')",
+           "    get = v.get"]
+    for i, (key, (kind, nullable, arg)) in enumerate(spec.fields.items()):
+        checks = _field_checks(kind, arg, fn, i, names)
+        out += [f"    x = get({key!r}, _M)",
+                "    if x is not _M:",
+                f"        c += {len(key)}",
+                "        m += 1"]
+        if nullable:
+            out += ["        if x is not None:"] + ["            " + line for line in checks]
+        else:
+            out += ["        " + line for line in checks]
+        if key in spec.required:
+            out += ["    else:",
+                    "        raise _U"]
+    out += ["    if m != _len(v):  # a key that is no field of the model",
+            "        raise _U",
+            "    return n, c"]
+    return "\n".join(out) + "\n"
+
+
+def model_walker(root: ModelSpec) -> tuple[Any, str]:
+    """The walker of `root`'s model (and the source of every walker): called with a value,
+    it returns (values, characters) counted as `check_size` counts them, or raises Unproven
+    unless pydantic validates the value as that model for sure and `check_size` finds no
+    problem in it. Exact types only (dict, list, tuple, str, int, bool, None, a finite
+    float; exact str keys), no lone surrogate, each model's keys exactly its fields' (by
+    alias), its required ones present, each field of its type (a Literal's one of its
+    values, a nested model's dict walked by that model's walker). One function per model,
+    generated from the specs: the checks of each field inlined (several times faster than a
+    walk that looks each key up)."""
+    names: dict = {}
+    order = []
+
+    def visit(spec: ModelSpec) -> None:
+        if spec in names:
+            return
+        names[spec] = f"_w_{spec.model.__name__}_{len(names)}"
+        order.append(spec)
+        for kind, _, arg in spec.fields.values():
+            if kind in (KIND_MODEL, KIND_TMODEL):
+                visit(arg)
+
+    visit(root)
+    ns: dict[str, Any] = {"_type": type, "_dict": dict, "_list": list, "_tuple": tuple, "_str": str, "_int": int,
+                          "_float": float, "_len": len, "_join": "".join, "_M": _ABSENT, "_U": Unproven,
+                          "_sur": _surrogate, "_B": _INT_BOUND}
+    src = []
+    for spec in order:
+        fn = names[spec]
+        for i, (kind, _, arg) in enumerate(spec.fields.values()):
+            if kind == KIND_LIT:
+                ns[f"{fn}_lit{i}"] = arg
+        src.append(_walker_source(spec, names))
+    text = "\n".join(src)
+    exec(compile(text, f"<stopline model walkers: {root.model.__name__}>", "exec", dont_inherit=True), ns)  # noqa: S102 - our own source, from the models
+    return ns[names[root]], text
+
+
+_ABSENT: Any = object()
+
+
+def spec_depth(spec: ModelSpec, seen: tuple = ()) -> int:
+    """The deepest container a value of `spec`'s model can hold (the model's dict at 0)."""
+    if spec in seen:  # a recursive model: unbounded
+        return MAX_INPUT_DEPTH
+    d = 0
+    for kind, _, arg in spec.fields.values():
+        if kind == KIND_MODEL:
+            d = max(d, 1 + spec_depth(arg, seen + (spec,)))
+        elif kind == KIND_TMODEL:
+            d = max(d, 2 + spec_depth(arg, seen + (spec,)))
+        elif kind == KIND_TSTR:
+            d = max(d, 1)
+    return d
 
 
 quick_walk = _quick_walk  # (the fused gate's prologue calls it for nested values)
