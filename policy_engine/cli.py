@@ -117,7 +117,7 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
     import tempfile
     from pathlib import Path
 
-    from .diagnostics import render_all
+    from .diagnostics import _printable, render_all
     from .language.fmt import FormatError, format_path, unified_diff
     from .language.loader import UsageError, discover
 
@@ -135,11 +135,11 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
         try:
             res = format_path(f)
         except FormatError as e:
-            click.echo(f"error: {e}; file left unchanged (please report this formatter bug)", err=True)
+            click.echo(f"error: {_printable(str(e))}; file left unchanged (please report this formatter bug)", err=True)
             failed = True
             continue
         except OSError as e:  # pragma: no cover - raced with a delete
-            click.echo(f"error: cannot read {f}: {e.strerror or e}", err=True)
+            click.echo(f"error: cannot read {_printable(str(f))}: {e.strerror or e}", err=True)
             unreadable = True
             continue
         if res.formatted is None:
@@ -147,7 +147,7 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
                 unreadable = True
             sources = {res.path: res.source} if res.source is not None else {}
             click.echo(render_all(res.diagnostics, sources, color=_color(color)), err=True)
-            click.echo(f"{res.path}: not formatted (fix the errors above first)", err=True)
+            click.echo(f"{_printable(res.path)}: not formatted (fix the errors above first)", err=True)
             failed = True
             continue
         if not res.changed:
@@ -166,13 +166,13 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
             os.replace(tmp, f)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)
-            click.echo(f"error: cannot write {f}: {e.strerror or e}", err=True)
+            click.echo(f"error: cannot write {_printable(str(f))}: {e.strerror or e}", err=True)
             unreadable = True
             continue
-        click.echo(f"formatted {res.path}")
+        click.echo(f"formatted {_printable(res.path)}")
     if check_only:
         for p in would_change:
-            click.echo(f"would reformat {p}")
+            click.echo(f"would reformat {_printable(p)}")
     if unreadable:
         sys.exit(EXIT_USAGE)
     if failed or ((check_only or show_diff) and would_change):

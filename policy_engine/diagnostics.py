@@ -178,14 +178,29 @@ def _printable(line: str) -> str:
 
 def _width(text: str) -> int:
     """Terminal columns `text` takes: a wide or full-width character (CJK, most emoji) two,
-    a combining mark none, any other one; so the caret sits under the offending text."""
+    a non-spacing or enclosing mark none, any other one; so the caret sits under the
+    offending text. A mark is told by its category (Mn, Me), not by its combining class:
+    many marks have class 0 (Thai and Devanagari vowel signs, the variation selectors) and
+    still take no column. The emoji variation selector U+FE0F widens a narrow symbol it
+    follows (`❤️`, as terminals draw it) to two columns."""
     if text.isascii():
         return len(text)
     import unicodedata
 
-    return sum(
-        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text
-    )
+    total = 0
+    last, prev = 0, ""  # the last spacing character, and the columns it took
+    for ch in text:
+        if ch == "\ufe0f":
+            if last == 1 and ord(prev) >= 0x2000:  # a symbol (`❤`, `☎`), not a letter or digit
+                total += 1
+                last = 2
+            continue
+        if unicodedata.category(ch) in ("Mn", "Me"):
+            continue
+        last = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        prev = ch
+        total += last
+    return total
 
 
 _SEVERITY_COLOR = {"error": "1;31", "warning": "1;33", "acknowledged": "1;32"}
@@ -201,11 +216,14 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False, *, kin
     kind = kind or d.severity
     tint = _SEVERITY_COLOR.get(kind, "1;33")
     sev = c(tint, f"{kind}[{d.code}]")
-    lines = [f"{sev}{c('1', ': ' + d.message)}"]
+    # what the policy's text or a file's name puts in a message (a workflow named
+    # "\u001b[2J", a file named with a newline) is printed as the source line is: never a
+    # terminal escape or a line break of its own
+    lines = [f"{sev}{c('1', ': ' + _printable(d.message))}"]
     sp = d.span
     lineno = str(sp.line)
     pad = " " * len(lineno)
-    lines.append(f"{pad}{c('1;34', '-->')} {sp.path}:{sp.line}:{sp.col}")
+    lines.append(f"{pad}{c('1;34', '-->')} {_printable(sp.path)}:{sp.line}:{sp.col}")
     text = source.line_text(sp.line) if source is not None else ""
     if source is not None:
         shown = _printable(text.replace("\t", " "))
@@ -227,13 +245,13 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False, *, kin
         lead = shown[: caret_col - 1]
         marker = " " * _width(lead) + "^" * max(1, _width(shown[caret_col - 1 : caret_col - 1 + width]))
         if d.label:
-            marker += " " + d.label
+            marker += " " + _printable(d.label)
         lines.append(f"{pad} {bar} {c(tint, marker)}")
         lines.append(f"{pad} {bar}")
     for note in d.notes:
-        lines.append(f"{pad} = note: {note}")
+        lines.append(f"{pad} = note: {_printable(note)}")
     if d.help:
-        lines.append(f"{pad} = help: {d.help}")
+        lines.append(f"{pad} = help: {_printable(d.help)}")
     return "\n".join(lines)
 
 

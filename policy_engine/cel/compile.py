@@ -19,6 +19,7 @@ analyses (analysis.py) are separate passes over the finished tree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -704,7 +705,12 @@ class _Compiler(_Operators, _Macros):
                     raise self.err(tok, f"uint literal out of range: {text}")
                 return _const(CelUint(v))
             if t == "FLOAT_LIT":
-                return _const(float(text))
+                d = float(text)
+                if d in (math.inf, -math.inf):  # (as cel-go: `1e400` is no literal, not infinity)
+                    raise self.err(tok, f"double literal out of range: {text}",
+                                   "a double is at most about 1.8e308: a larger literal would be infinity, "
+                                   "which no value exceeds")
+                return _const(d)
             if t in ("STRING_LIT", "MLSTRING_LIT", "BYTES_LIT"):
                 return _const(_string_literal(text))
             if t == "BOOL_LIT":

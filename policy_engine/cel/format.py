@@ -25,9 +25,22 @@ def _fmt_nonfinite(x: float) -> str | None:
     return None
 
 
-def _fmt_s(v: Any) -> str:
+class _TooLong(Exception):
+    """A `%s` text outgrew the room left in the result (see `_fmt_s`)."""
+
+
+def _fmt_s(v: Any, room: int | None = None) -> str:
     """``%s`` of the strings extension's ``format``: ``string()``'s text for scalars,
-    lists as ``[a, b]``, maps as ``{k: v}`` sorted by the keys' text."""
+    lists as ``[a, b]``, maps as ``{k: v}`` sorted by the keys' text. With `room`: raises
+    `_TooLong` as soon as the text would be longer (a list of a thousand strings of a
+    million characters is not built first and measured after)."""
+    out = _fmt_s_text(v, room)
+    if room is not None and len(out) > room:
+        raise _TooLong
+    return out
+
+
+def _fmt_s_text(v: Any, room: int | None) -> str:
     t = type(v)
     if t is str:
         return v
@@ -38,9 +51,10 @@ def _fmt_s(v: Any) -> str:
     if t is CelType:
         return v.name
     if t is list or t is tuple:
-        return "[" + ", ".join(_fmt_s(x) for x in v) + "]"
+        return "[" + ", ".join(_parts((_fmt_s(x, room) for x in v), room)) + "]"
     if isinstance(v, Mapping):
-        items = sorted((_fmt_s(k), _fmt_s(x)) for k, x in v.items())
+        pairs = ((_fmt_s(k, room), x) for k, x in v.items())
+        items = sorted(_pairs(pairs, room))
         return "{" + ", ".join(f"{k}: {x}" for k, x in items) + "}"
     if t in (bool, int, CelUint, bytes, datetime, timedelta):
         return _to_string(v)
@@ -48,11 +62,35 @@ def _fmt_s(v: Any) -> str:
                 f"doubles, maps, lists, types, durations, and timestamps, was given {_type_name(v)}")
 
 
-def _fmt_clause(verb: str, prec: int | None, v: Any) -> str:
+def _parts(texts: Any, room: int | None) -> list[str]:
+    """The texts, stopping with `_TooLong` once they and their `, ` outgrow `room`."""
+    out: list[str] = []
+    used = 2  # the brackets
+    for p in texts:
+        out.append(p)
+        used += len(p) + 2
+        if room is not None and used > room + 2:
+            raise _TooLong
+    return out
+
+
+def _pairs(pairs: Any, room: int | None) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    used = 2
+    for k, x in pairs:
+        xs = _fmt_s(x, room)
+        out.append((k, xs))
+        used += len(k) + len(xs) + 4
+        if room is not None and used > room + 2:
+            raise _TooLong
+    return out
+
+
+def _fmt_clause(verb: str, prec: int | None, v: Any, room: int | None = None) -> str:
     t = type(v)
     is_int = t is int or t is CelUint
     if verb == "s":
-        return _fmt_s(v)
+        return _fmt_s(v, room)
     if verb == "d":
         if is_int:
             return str(int(v))
@@ -92,6 +130,13 @@ def _fmt_clause(verb: str, prec: int | None, v: Any) -> str:
     return out.upper() if verb == "X" else out
 
 
+def _finite_number(v: Any) -> bool:
+    """An int, a uint or a finite double: what `%.Nf` / `%.Ne` print with N digits after the point
+    (NaN and the infinities print as words, whatever the precision)."""
+    t = type(v)
+    return t is int or t is CelUint or (t is float and math.isfinite(v))
+
+
 def _make_format(sizes: _Sizes) -> Callable:
     def fmt(s: Any, args: Any) -> str:
         """``"...".format([args])``: the strings extension's formatter. Clauses: ``%s``,
@@ -128,7 +173,14 @@ def _make_format(sizes: _Sizes) -> Callable:
                     )
                 if n >= len(args):
                     raise _Fail(f"index {n} out of range")
-                piece = _fmt_clause(verb, prec, args[n])
+                if prec is not None and size + prec + 2 > sizes.max_size and _finite_number(args[n]):
+                    # refused before formatting: `%.1000000000f` would build a gigabyte of digits first
+                    raise _BudgetFail(f"result of size at least {size + prec + 2} exceeds max_size {sizes.max_size}",
+                                      "max_size")
+                try:
+                    piece = _fmt_clause(verb, prec, args[n], sizes.max_size - size)
+                except _TooLong:
+                    raise _BudgetFail(f"result of format exceeds max_size {sizes.max_size}", "max_size") from None
                 n += 1
                 size += len(piece)
                 if size > sizes.max_size:

@@ -151,11 +151,17 @@ def _make_join(sizes: _Sizes) -> Callable:
     def join(lst: Any, *sep: Any) -> str:
         if type(lst) not in (list, tuple) or len(sep) > 1 or (sep and type(sep[0]) is not str):
             raise _no_overload("join", lst, *sep)
+        total = 0
         for e in lst:
             if type(e) is not str:
                 raise _no_overload("join", lst, *sep)
-        r = (sep[0] if sep else "").join(lst)
-        return sizes.check(r)
+            total += len(e)
+        glue = sep[0] if sep else ""
+        if lst:
+            total += len(glue) * (len(lst) - 1)
+        if total > sizes.max_size:  # weighed before it is built (100,000 strings of a million: 100 GB)
+            raise _BudgetFail(f"result of size {total} exceeds max_size {sizes.max_size}", "max_size")
+        return glue.join(lst)
 
     return join
 

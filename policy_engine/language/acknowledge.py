@@ -16,9 +16,14 @@ reason, next to the declaration it is about:
     other comment lines may sit between the two, a blank line may not;
   - at the end of a line: to the outermost declaration that begins on that line, else
     to the rule written over several lines whose text that line holds (where `stopline
-    fmt`, joining the rule onto one line, leaves it trailing the rule);
-  - on a line of its own inside a rule written over several lines: to that rule (where
-    `stopline fmt` moves such a comment).
+    fmt`, joining the rule onto one line, leaves it trailing the rule), else to the block
+    whose header (written over several lines) it is inside (fmt moves it above the block),
+    else to the block whose `{` is on that line, right before it or before the `}` that
+    closes the block on that line, or to the empty block whose `}` is right before it
+    (fmt keeps it on the block's header line);
+  - on a line of its own inside a rule written over several lines, or inside the header
+    of a block written over several lines (between `action send_reply` and its `{`): to
+    that rule or block (where `stopline fmt` moves such a comment).
   A directive attached to nothing acknowledges nothing (W215).
 - Nested scopes: a warning is acknowledged by the innermost directive naming its code (a
   directive on a rule before one on its action type); an outer directive that so
@@ -90,6 +95,9 @@ class Decl:
     start: int
     end: int
     line: int
+    #: where its header ends: the offset of its `{` (a block), its start (a gate rule, whose
+    #: whole text is its header: see `_Places._rule_around`)
+    head_end: int = -1
 
 
 @dataclass
@@ -133,11 +141,29 @@ def declarations(tree: Any, src: SourceFile) -> list[Decl]:
         if data in SCOPES:
             meta = node.meta
             if not getattr(meta, "empty", True):
-                out.append(Decl(data, _describe(node, data), meta.start_pos, meta.end_pos, meta.line))
+                head = meta.start_pos
+                if data != "gate_rule" and node.children and hasattr(node.children[0], "end_pos"):
+                    head = _brace(src.text, node.children[0].end_pos, meta.end_pos)
+                out.append(Decl(data, _describe(node, data), meta.start_pos, meta.end_pos, meta.line, head))
         if data in _DESCEND:
             stack.extend(c for c in node.children if c is not None and hasattr(c, "data"))
     out.sort(key=lambda d: (d.start, -d.end))
     return out
+
+
+def _brace(text: str, pos: int, end: int) -> int:
+    """The offset of the `{` that opens a block whose name ends at `pos`: only blanks and
+    comments stand between the two."""
+    while pos < end:
+        c = text[pos]
+        if c == "{":
+            return pos
+        if c == "#":
+            j = text.find("\n", pos)
+            pos = end if j == -1 else j
+        else:
+            pos += 1
+    return end
 
 
 def _describe(node: Any, data: str) -> str:
@@ -336,6 +362,10 @@ class _Places:
             self.by_line.setdefault(d.line, []).append(d)
         self.rules = sorted((d for d in decls if d.kind == "gate_rule"), key=lambda d: d.start)
         self.rule_starts = [d.start for d in self.rules]
+        self.blocks = sorted((d for d in decls if d.kind != "gate_rule"), key=lambda d: d.start)
+        self.block_starts = [d.start for d in self.blocks]
+        self.block_braces = [d.head_end for d in self.blocks]  # (in the same order: a block's `{` precedes its own)
+        self.by_end = {d.end: d for d in self.blocks}
         self._ahead: list[int | None] | None = None
 
     def _code_ahead(self) -> list[int | None]:
@@ -367,6 +397,37 @@ class _Places:
             return self.rules[i]
         return None
 
+    def _header_around(self, at: int) -> Decl | None:
+        """The block declaration whose header (`action send_reply`, up to its `{`) holds offset
+        `at`. Headers do not overlap: the one that began last before `at` is the only candidate."""
+        i = bisect.bisect_left(self.block_starts, at) - 1
+        if i >= 0 and self.blocks[i].start < at < self.blocks[i].head_end:
+            return self.blocks[i]
+        return None
+
+    def _brace_line(self, ls: int, at: int) -> Decl | None:
+        """The block whose `{` stands on the line starting at `ls`, when the comment at `at`
+        follows that `{` directly, or follows the `}` that closes the block on the same line
+        (a block written on one line): where `stopline fmt` keeps such a comment, on the
+        block's header line."""
+        i = bisect.bisect_left(self.block_braces, at) - 1
+        text = self.text
+        while i >= 0 and self.block_braces[i] >= ls:
+            b = self.blocks[i]
+            brace = self.block_braces[i]
+            if not text[brace + 1 : at].strip():
+                return b
+            if b.end <= at and not text[b.end : at].strip() and "\n" not in text[brace : b.end]:
+                return b
+            i -= 1
+        # an empty block closed on this line (`action b {` and `}` below it): fmt prints it
+        # `action b {}`, and the comment after it on that line
+        close = len(text[:at].rstrip()) - 1
+        empty = self.by_end.get(close + 1)
+        if empty is not None and close >= ls and text[close] == "}" and not text[empty.head_end + 1 : close].strip():
+            return empty
+        return None
+
     def attach(self, at: int) -> Decl | None:
         """The declaration a directive comment starting at offset `at` is attached to."""
         k = bisect.bisect_right(self.line_starts, at) - 1  # the comment's line (0-based)
@@ -379,15 +440,22 @@ class _Places:
             # else a line of a rule written over several lines (`stopline fmt`, joining it onto
             # one line, leaves the comment trailing the rule)
             rule = self._rule_around(ls)
-            return rule if rule is not None and rule.start < ls else None
+            if rule is not None and rule.start < ls:
+                return rule
+            # else a line of the header of a block written over several lines (`stopline fmt`
+            # puts the comment above the block), or the line of a block's `{` (`action a` and
+            # `{` below it: fmt puts the `{`, and the comment after it, on the header line)
+            return self._header_around(at) or self._brace_line(ls, at)
         # on a line of its own: the next line holding code, past comment lines
         code_at = self._code_ahead()[k + 1] if k + 1 < len(self.line_starts) else None
         if code_at is not None:
             found = self.by_start.get(code_at)
             if found is not None:
                 return found
-        # inside a rule written over several lines: `stopline fmt` puts the comment above it
-        return self._rule_around(at)
+        # inside a rule written over several lines, or inside the header of a block written
+        # over several lines (`action send_reply` and its `{` on different lines): `stopline
+        # fmt` puts the comment above it, where it is attached to it
+        return self._rule_around(at) or self._header_around(at)
 
 
 # ---------------------------------------------------------------- applying them

@@ -13,7 +13,10 @@ The formatter prints the parse tree by hand (no pretty-printer library):
 - a comment is kept on the line it trails, or placed before the statement that
   follows it; a comment inside a one-line statement (e.g. between the items of a
   list written over several lines) moves above that statement; the comment after a
-  block written on one line (`owners { … } # c`) stays on its header line (`owners {  # c`).
+  block written on one line (`owners { … } # c`) stays on its header line (`owners {  # c`);
+  an acknowledgement directive (`# stopline: acknowledge ...`) at the end of a line goes to
+  the end of the first line of the declaration it is attached to, so that formatting never
+  changes which warnings it acknowledges.
 
 Before returning, the output is parsed and lowered again; it must give the same IR
 (`ir` models compare equal regardless of source locations), the same comments and be
@@ -146,6 +149,7 @@ class _Printer:
     def __init__(self, src: SourceFile) -> None:
         from .parser import comments_of
 
+        self.src = src
         self.text = src.text
         self.comments = [(s, e, t.rstrip()) for s, e, t in comments_of(src)]
         self.ci = 0
@@ -153,6 +157,51 @@ class _Printer:
         self.last_end = 0  # source offset where the last printed item ended
         self.at_block_start = True
         self.force_blank = False
+        # acknowledgement directives written at the end of a line, by comment offset: the
+        # start of the declaration each is attached to (see `_keep_attached`)
+        self.attached: dict[int, int] = {}
+        self.header_line: dict[int, int] = {}  # declaration start -> index in `out` of its first line
+        self.commented: set[int] = set()  # indexes in `out` of the lines that end with a comment
+
+    def _keep_attached(self, tree: Any) -> None:
+        """Note where each acknowledgement directive that ends a line is attached (the
+        outermost declaration that begins on its line, or the rule written over several
+        lines that holds it: acknowledge.py), so that it is printed where it stays attached
+        to the same declaration: at the end of that declaration's first line. (Elsewhere a
+        comment ending a line stays after what it follows, or moves above the statement it
+        was inside, and there a directive may acknowledge another declaration's warnings,
+        or none.) Directives on a line of their own move above the declaration they are
+        attached to, as any comment does, and stay attached to it."""
+        from . import acknowledge
+
+        if not acknowledge.has_directives(self.src):
+            return
+        places = None
+        for s, _, t in self.comments:
+            if acknowledge._HEAD.match(t) is None:
+                continue
+            ls = self.text.rfind("\n", 0, s) + 1
+            if not self.text[ls:s].strip():
+                continue  # on a line of its own
+            if places is None:
+                places = acknowledge._Places(self.src, acknowledge.declarations(tree, self.src))
+            target = places.attach(s)
+            if target is not None:
+                self.attached[s] = target.start
+
+    def _relocated(self, s: int, t: str, landing: int) -> bool:
+        """Put the directive comment `t` (at offset `s`) at the end of the first line of the
+        declaration it is attached to, when it would land on another line (`landing`, an
+        index in `out`). False: print it where it lands."""
+        start = self.attached.get(s)
+        if start is None:
+            return False
+        h = self.header_line.get(start)
+        if h is None or h == landing or h in self.commented:
+            return False
+        self.out[h] += "  " + t
+        self.commented.add(h)
+        return True
 
     # -------------------------------------------------------------- low level
     def _begin_item(self, start: int, force: bool = False) -> None:
@@ -171,6 +220,10 @@ class _Printer:
         """
         while self.ci < len(self.comments) and self.comments[self.ci][0] < upto:
             s, e, t = self.comments[self.ci]
+            if self._relocated(s, t, len(self.out)):
+                self.last_end = e
+                self.ci += 1
+                continue
             self._begin_item(min(s, anchor) if anchor is not None else s, force)
             force = False
             self.out.append(INDENT * depth + t)
@@ -185,7 +238,9 @@ class _Printer:
             s, e, t = self.comments[self.ci]
             gap = self.text[end:s]
             if s >= end and "\n" not in gap and not gap.strip():
-                self.out[-1] += "  " + t
+                if not self._relocated(s, t, len(self.out) - 1):
+                    self.out[-1] += "  " + t
+                    self.commented.add(len(self.out) - 1)
                 self.last_end = e
                 self.ci += 1
 
@@ -206,9 +261,11 @@ class _Printer:
     # -------------------------------------------------------------- statements
     def leaf(self, node: Any, depth: int, lines: list[str], force: bool = False) -> None:
         start, end = node.meta.start_pos, node.meta.end_pos
-        had_comments = self.ci < len(self.comments) and self.comments[self.ci][0] < end
+        printed = len(self.out)
         self._comments_before(depth, end, force, anchor=start)
+        had_comments = len(self.out) > printed  # (a relocated directive prints no line here)
         self._begin_item(start, force and not had_comments)
+        self.header_line[start] = len(self.out)
         self.out.extend(INDENT * depth + ln for ln in lines)
         self.last_end = end
         self._trailing(end)
@@ -218,10 +275,12 @@ class _Printer:
         start, end = node.meta.start_pos, node.meta.end_pos
         brace = self._skip_to(header_end, "{")
         close = end - 1
-        had_comments = self.ci < len(self.comments) and self.comments[self.ci][0] < brace
+        printed = len(self.out)
         self._comments_before(depth, brace, force, anchor=start)
+        had_comments = len(self.out) > printed  # (a relocated directive prints no line here)
         self._begin_item(start, force and not had_comments)
         inner_comment = self.ci < len(self.comments) and self.comments[self.ci][0] < close
+        self.header_line[start] = len(self.out)
         if not children and not inner_comment:
             self.out.append(f"{INDENT * depth}{header} {{}}")
             self.last_end = end
@@ -361,6 +420,7 @@ class _Printer:
         raise FormatError(f"unexpected statement `{k}`")  # pragma: no cover
 
     def file(self, tree: Any) -> str:
+        self._keep_attached(tree)
         top = list(tree.children)
         for node in top:
             self.stmt(node, 0, force=node.data in _BIG_BLOCKS)

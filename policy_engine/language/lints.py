@@ -33,6 +33,7 @@ declares is already an error (E110).
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -462,6 +463,17 @@ def _report_never(checker: Checker, cond: ir.Condition, f: Never, what: str, eff
                 severity="warning", label=f.label, help=f.help, notes=notes)
 
 
+def _first_above(rules: list) -> dict[int, Any]:
+    """For each precedence `p`: the first of `rules` (in order) whose effect outranks `p`
+    (`PRECEDENCE[effect] < p`), where there is one."""
+    out: dict[int, Any] = {}
+    for p in sorted(set(PRECEDENCE.values())):
+        out_p = next((s for s in rules if PRECEDENCE[s.effect] < p), None)  # (stops at the first: one pass)
+        if out_p is not None:
+            out[p] = out_p
+    return out
+
+
 def shadowing(checker: Checker, a: ir.ActionType, dead: set[int]) -> None:
     rules = [r for r in a.rules if r.effect in PRECEDENCE and id(r) not in dead]
     # Two conditions normalise alike only if they are alike without any whitespace (what
@@ -477,12 +489,16 @@ def shadowing(checker: Checker, a: ir.ActionType, dead: set[int]) -> None:
     same: dict[tuple[str, str], list] = {}  # normalised condition -> its rules, in order (linear, not n^2)
     for r in rules:
         same.setdefault(norm[id(r)], []).append(r)
+    # the first rule (in order) of each group that outranks each precedence: looked up, not
+    # searched for each rule (thousands of rules with one condition took minutes)
+    first_above = {k: _first_above(group) for k, group in same.items()}
+    first_unconditional = _first_above(unconditional)
     for r in rules:
         p = PRECEDENCE[r.effect]
-        by = next((s for s in same[norm[id(r)]] if PRECEDENCE[s.effect] < p), None)
+        by = first_above[norm[id(r)]].get(p)
         why = "the same condition"
         if by is None:
-            by = next((s for s in unconditional if PRECEDENCE[s.effect] < p), None)
+            by = first_unconditional.get(p)
             why = "an unconditional condition"
         if by is None:
             continue
@@ -544,6 +560,26 @@ _CONSEQUENCE = {
 }
 
 
+class _ErrorStarts:
+    """Where the errors reported so far start, per file, sorted: whether one starts inside a
+    span is a binary search (not a scan of every error for every condition: quadratic, and
+    minutes on a file of thousands of rules that each have an error)."""
+
+    def __init__(self, checker: Checker) -> None:
+        by_path: dict[str, list[int]] = {}
+        for d in checker.diags:
+            if d.severity == "error" and d.span is not None:
+                by_path.setdefault(d.span.path, []).append(d.span.start)
+        self.starts = {k: sorted(v) for k, v in by_path.items()}
+
+    def within(self, path: str, start: int, end: int) -> bool:
+        starts = self.starts.get(path)
+        if not starts:
+            return False
+        i = bisect.bisect_left(starts, start)
+        return i < len(starts) and starts[i] < end
+
+
 def constant_errors(checker: Checker, w: ir.Workflow) -> None:
     """W212 over every condition of the workflow that reads only constants."""
     conds: list[tuple[ir.Condition, str, str]] = []
@@ -561,13 +597,13 @@ def constant_errors(checker: Checker, w: ir.Workflow) -> None:
                 if d.when is not None:
                     conds.append((d.when, f"duty `{d.name}` of rollback scenario `{sc.name}`",
                                   "duty"))
-    errors = [d.span for d in checker.diags if d.severity == "error" and d.span is not None]
+    errors = _ErrorStarts(checker)
     for cond, what, kind in conds:
         c = checker.compiled.get(_key(cond))
         if c is None or kind not in _CONSEQUENCE:
             continue
         sp = cond.loc.span
-        if sp is not None and any(e.path == sp.path and sp.start <= e.start < sp.end for e in errors):
+        if sp is not None and errors.within(sp.path, sp.start, sp.end):
             continue  # an error in it is already reported (an unknown name, E109): that is why it errors
         if any(r.path[0] != "policy" for r in getattr(c, "references", ())):
             continue

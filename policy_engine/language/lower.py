@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from lark import Token, Tree
@@ -31,6 +32,11 @@ from . import ir
 # while Span is exactly those fields and nothing runs after them (else its constructor).
 _new = object.__new__
 _SPAN_FIELDS = ("path", "start", "end", "line", "col", "end_line", "end_col")
+# the escapes of a JSON string besides `\uXXXX`
+_ESCAPES = frozenset('"\\/bfnrt')
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_MAX_ESCAPE_ERRORS = 5  # reported for one string at most
 _DIRECT_SPANS = (tuple(getattr(Span, "__dataclass_fields__", ())) == _SPAN_FIELDS
                  and not hasattr(Span, "__post_init__") and not hasattr(Span, "__slots__"))
 
@@ -93,14 +99,58 @@ class Lowerer:
         span = loc.span if loc.span is not None else self.src.span(0, 0)  # every node has a span; never unlocated
         self.diags.append(Diagnostic(code, severity, message, span, label=label, help=help))
 
-    @staticmethod
-    def string(tok: Child) -> str:
+    def string(self, tok: Child) -> str:
+        r"""A quoted string's value: JSON escapes decoded (a tab typed in it kept as it is). An
+        escape JSON does not have (`\q`, `\x41`, a `\.` copied from a regular expression) is an
+        error at the escape (E002): taken as written, `"evil\.com"` would silently be another
+        value than the one meant, and a rule comparing with it would never match. (A `\ud800`
+        escape, half of a surrogate pair, is kept as written: no input holds a lone surrogate.)"""
+        text = str(tok)
         try:
-            value = json.loads(str(tok))
-            value.encode("utf-8")  # a `\ud800` escape decodes to a lone surrogate: keep the text as written
-            return value
+            value = json.loads(text, strict=False)
         except ValueError:
-            return str(tok)[1:-1]
+            self._bad_escapes(tok, text)
+            return text[1:-1]
+        try:
+            value.encode("utf-8")  # a `\ud800` escape decodes to a lone surrogate: keep the text as written
+        except UnicodeEncodeError:
+            return text[1:-1]
+        return value
+
+    def _bad_escapes(self, tok: Child, text: str) -> None:
+        """E002 at each escape of `text` (a STRING token, quotes included) that JSON refuses."""
+        start = tok.start_pos if isinstance(tok, Token) and tok.start_pos is not None else None
+        found = 0
+        i = 1
+        while i < len(text) - 1 and found < _MAX_ESCAPE_ERRORS:
+            if text[i] != "\\":
+                i += 1
+                continue
+            nxt = text[i + 1]
+            if nxt in _ESCAPES:
+                i += 2
+                continue
+            if nxt == "u" and _HEX4.fullmatch(text, i + 2, i + 6):
+                i += 6
+                continue
+            end = i + 2
+            if nxt == "u":  # `\u` and the hex digits there are (fewer than four)
+                while end < len(text) - 1 and end < i + 6 and text[end] in _HEX_DIGITS:
+                    end += 1
+            shown = text[i:end]
+            help_ = ("strings take JSON escapes: `\\\"`, `\\\\`, `\\/`, `\\b`, `\\f`, `\\n`, `\\r`, `\\t`, "
+                     "`\\u00e9`; for a backslash write `\\\\` (\"evil\\\\.com\")")
+            message = f"invalid escape `{shown}` in a string"
+            found += 1
+            if start is None:
+                self.err("E002", message, tok, label="not an escape", help=help_)
+            else:
+                self.diags.append(Diagnostic("E002", "error", message, self.src.span(start + i, start + end),
+                                             label="not an escape", help=help_))
+            i = end
+        if not found:  # (not expected: JSON reads every other string) still never a silent value
+            self.err("E002", "this string cannot be read", tok, label="not a JSON string",
+                     help="strings are written as in JSON")
 
     def name(self, tok: Child) -> ir.Name:
         return ir.Name(name=str(tok), loc=self.loc(tok))

@@ -122,6 +122,9 @@ class _Importer:
             help_ = ("an optional field is one left out of `required`; a value is never null"
                      if "null" in t else "one type per field")
             raise self.refuse(path + ("type",), f"a list of types {json.dumps(t)}", help_)
+        if not isinstance(t, str):  # (an object or a number as a type: no type name, and not hashable)
+            raise self.refuse(path + ("type",), f"type {json.dumps(t)}",
+                              "a field is an object, string, integer, number, boolean or array")
         if t in _SIMPLE:
             fmt = s.get("format")
             pattern = s.get("pattern")
@@ -136,7 +139,8 @@ class _Importer:
                 self.check_keys(s, {"type", "format", "pattern"}, path)
                 return ir.FieldTypeRef(name="duration", name_loc=loc, loc=loc)
             if fmt is not None:
-                raise self.refuse(path + ("format",), f"format `{fmt}` is outside what a field declaration can say",
+                shown = fmt if isinstance(fmt, str) else json.dumps(fmt)
+                raise self.refuse(path + ("format",), f"format `{shown}` is outside what a field declaration can say",
                                   "only `date-time` (a timestamp) and `duration` are read; remove the format "
                                   "(the field is then a string)")
             self.check_keys(s, {"type"}, path)
