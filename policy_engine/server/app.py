@@ -89,7 +89,9 @@ def _authzen_routes(app: FastAPI) -> None:
 
     @app.get("/.well-known/authzen-configuration", tags=["authzen"], summary="AuthZEN PDP metadata")
     def configuration(request: Request) -> Any:
-        return authzen.configuration(str(request.base_url).rstrip("/"))
+        # (--public-url when given: never a Host header a client or a cache may have chosen)
+        public = native.state_of(request).config.public_url
+        return authzen.configuration(public.rstrip("/") if public else str(request.base_url).rstrip("/"))
 
 
 def _operations(app: FastAPI, st: State) -> None:

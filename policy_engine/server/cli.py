@@ -65,14 +65,17 @@ def _cannot_listen(host: str, port: int) -> str | None:
 @click.option("--secure-cookies", is_flag=True,
               help="Mark the reviewer's cookies Secure on every request (the server is behind a TLS proxy); "
                    "they are Secure anyway on a request that came over HTTPS.")
+@click.option("--public-url", default=None, metavar="URL",
+              help="The server's address as its clients reach it (https://pdp.example.com, behind a proxy): the "
+                   "AuthZEN metadata names its endpoints under it (default: the request's Host header).")
 @click.option("--allow-unauthenticated", is_flag=True,
               help="Serve on a non-loopback address without --identities (evaluation open to the network).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(policies: str, ledger: str | None, identities: str | None, host: str, port: int, workers: int,
           workflow: str | None, reload_interval: float, checkpoint_key: str | None, session_key: str | None,
-          max_body: int, no_fast_path: bool, secure_cookies: bool, allow_unauthenticated: bool,
-          log_level: str) -> None:
+          max_body: int, no_fast_path: bool, secure_cookies: bool, public_url: str | None,
+          allow_unauthenticated: bool, log_level: str) -> None:
     """Serve POLICIES over HTTP: AuthZEN 1.0 at /access/v1/evaluation(s), the runtime
     under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz."""
     try:
@@ -87,6 +90,13 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
     from ..diagnostics import PolicyError
     from ..ledger import LedgerError
 
+    if public_url is not None:
+        from .state import public_url_problem
+
+        problem = public_url_problem(public_url)
+        if problem:
+            _fail(f"--public-url {public_url!r}: {problem}")
+        public_url = public_url.rstrip("/")
     if identities is None and not is_loopback(host) and not allow_unauthenticated:
         _fail(f"{host} is not a loopback address and no --identities was given: anyone on the network could "
               "ask for decisions; give --identities FILE (or --allow-unauthenticated)")
@@ -100,7 +110,7 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
     config = ServerConfig(policies=policies, ledger=ledger, identities=identities, host=host, port=port,
                           workflow=workflow, reload_interval=reload_interval, checkpoint_key=checkpoint_key,
                           max_body=max_body, fast_path=not no_fast_path, secure_cookies=secure_cookies,
-                          session_key=keys, session_key_file=session_key)
+                          session_key=keys, session_key_file=session_key, public_url=public_url)
     try:
         # fails here, in one line, for bad policies, a --workflow the policies lack, bad
         # identities or an unreachable ledger

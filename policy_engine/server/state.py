@@ -52,6 +52,9 @@ class ServerConfig:
     #: (the set's only workflow then; ``""``: none), so its workers, restarted ones too,
     #: keep the same default; None: decided by this process's first load
     implicit_workflow: str | None = None
+    #: the server's address as its clients reach it (``--public-url``): the AuthZEN metadata
+    #: names its endpoints under it; None: under the request's own base URL (its Host header)
+    public_url: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,6 +66,23 @@ class ServerConfigError(ValueError):
 
 class WorkflowMissing(ServerConfigError):
     """``--workflow NAME`` names no workflow of the policy set."""
+
+
+def public_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the server's public address (an absolute http(s) URL with a
+    host, no query, fragment or credentials), or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 - (a port that is not a number raises here)
+    except ValueError as e:
+        return f"not a URL ({e})"
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return "an absolute http:// or https:// URL with a host, e.g. https://pdp.example.com"
+    if u.query or u.fragment or u.username or u.password:
+        return "no query, fragment or credentials"
+    return None
 
 
 def is_loopback(host: str) -> bool:
