@@ -196,6 +196,28 @@ def decided(request: Request, results: list) -> None:
             m.decided(r.decision.effect, "native")
 
 
+def may_cancel(runtime: Any, subject_id: str, caller: Caller) -> None:
+    """Who may withdraw a subject over HTTP: a rollback's requester, or a principal holding a
+    role of one of the subject's approval slots (someone who could approve or deny it); when
+    its slots cannot be read (made under another policy version), any principal holding a
+    role. Else 403: a credential without a reviewer's role (an agent's) cannot cancel the
+    pending rollbacks of an incident, nor another's decisions."""
+    st = call(runtime.authorization, subject_id)
+    if st.kind == "rollback":
+        rb = call(runtime.ledger.get, subject_id)
+        if rb.body.get("requested_by") == caller.principal:
+            return
+    v = st.verdict
+    roles = {r for s in ((v.slots + v.open_slots) if v is not None else ()) for r in s.roles}
+    mine = set(caller.roles or ())
+    if (mine & roles) or (not roles and mine):
+        return
+    raise Problem(403, "not-permitted", f"{caller.principal} may not cancel this {st.kind}: only "
+                  + ("its requester or " if st.kind == "rollback" else "")
+                  + (f"a principal holding one of its approval roles ({', '.join(sorted(roles))})" if roles
+                     else "a principal holding a role"))
+
+
 def _utc(t: datetime | None, name: str) -> datetime | None:
     """A body's time in UTC; a time without an offset, or one UTC cannot hold, is a 422."""
     if t is None:
@@ -268,6 +290,7 @@ def router() -> APIRouter:
     @r.post("/subjects/{subject_id}/cancel", summary="Withdraw a decision awaiting approval or a rollback")
     def cancel(subject_id: str, body: ByCallerBody, request: Request, caller: Caller = Depends(principal)) -> Any:
         same(caller, body.principal, "principal")
+        may_cancel(rt(request), subject_id, caller)
         return plain(call(rt(request).cancel, subject_id, principal=caller.principal, reason=body.reason))
 
     @r.post("/executions", summary="Record that an action ran (with its receipt)")
