@@ -289,13 +289,13 @@ class LedgerReader:
         out: dict[tuple[int, int], bytes] = {}
         leaves = sorted(i for lv, i in wanted if lv == 0)
         for i in range(0, len(leaves), 500):
-            out.update({(0, s): bytes.fromhex(h)
+            out.update({(0, s): self._stored_hash(h, f"entry {s}")
                         for s, h in c.execute(select(E.c.seq, E.c.hash).where(E.c.seq.in_(leaves[i:i + 500])))})
         inner = sorted(((((i + 1) << lv) - 1, lv) for lv, i in wanted if lv > 0))
         for i in range(0, len(inner), 200):
             chunk = inner[i:i + 200]
             cond = or_(*(and_(N.c.leaf == lf, N.c.level == lv) for lf, lv in chunk))
-            out.update({(lv, (lf + 1 >> lv) - 1): bytes.fromhex(h)
+            out.update({(lv, (lf + 1 >> lv) - 1): self._stored_hash(h, f"Merkle node {(lv, (lf + 1 >> lv) - 1)}")
                         for lf, lv, h in c.execute(select(N.c.leaf, N.c.level, N.c.hash).where(cond))})
         missing = wanted - out.keys()
         if missing:
@@ -303,6 +303,20 @@ class LedgerReader:
                 f"ledger {self.url}: Merkle node {sorted(missing)[0]} is missing; run `stopline ledger verify`"
             )
         return out
+
+    def _stored_hash(self, h: Any, what: str) -> bytes:
+        """A stored hash (64 hex digits, as the ledger writes them) as bytes; anything else was
+        edited in the database: :class:`LedgerUnavailable`, not a ``ValueError`` from a proof."""
+        try:
+            b = bytes.fromhex(h)
+            if len(b) == 32:
+                return b
+        except (TypeError, ValueError):
+            pass
+        raise LedgerUnavailable(
+            f"ledger {self.url}: the stored hash of {what} is not a SHA-256 hash (edited in the database); "
+            "run `stopline ledger verify`"
+        )
 
     def _tree_size(self, c: Connection, size: int | None) -> int:
         current = c.execute(select(H.c.size).where(H.c.log == schema.LOG)).scalar_one()
@@ -333,7 +347,7 @@ class LedgerReader:
             path, r = merkle.prefetch(
                 lambda s: (merkle.inclusion_path(s, e.seq, n), merkle.root(s, n)), lambda w: self._nodes(c, w)
             )
-        return merkle.InclusionProof(e.seq, n, bytes.fromhex(e.hash), tuple(path), r)
+        return merkle.InclusionProof(e.seq, n, self._stored_hash(e.hash, f"entry {e.seq}"), tuple(path), r)
 
     @_db
     def prove_consistency(self, old_size: int, new_size: int | None = None) -> merkle.ConsistencyProof:

@@ -222,9 +222,14 @@ class Ledger(LedgerWriter):
                     "`durability`: ?durability=full or ?durability=normal)"
                 )
             path = Path(db)
-            if not create and not path.exists():
+            try:  # stat, not Path.exists(): a path this user may not reach raises (PermissionError)
+                exists = path.exists()
+                is_dir = exists and path.is_dir()
+            except OSError as e:
+                raise LedgerUnavailable(f"cannot open ledger {shown}: {e.strerror or e} ({db})") from None
+            if not create and not exists:
                 raise LedgerNotFound(f"no ledger at {shown} (the file {db} does not exist; run `stopline ledger init`)")
-            if path.exists() and path.is_dir():
+            if is_dir:
                 raise LedgerUnavailable(f"{shown}: {db} is a directory")
             engine = create_engine(u, connect_args={"timeout": lock_timeout, "check_same_thread": False})
 

@@ -147,7 +147,7 @@ def verify_ledger(
             .order_by(L.c.from_seq, L.c.pos),
         )
         node_rows = _stream(c, select(N.c.leaf, N.c.level, N.c.hash).order_by(N.c.leaf, N.c.level))
-        state = {"n": 0, "checkpoints": 0, "good_cp": 0}
+        state: dict[str, Any] = {"n": 0, "checkpoints": 0, "good_cp": 0}
         try:
             cr = _walk(rows, link_rows, node_rows, ext, key, state, led.origin)
             n = cr.size
@@ -162,6 +162,11 @@ def verify_ledger(
                 )
             if head.size < n:
                 raise _Bad(head.size, f"entry {head.size} is beyond the recorded head (size {head.size})")
+            link, node = state["left_link"], state["left_node"]
+            if link is not None:
+                raise _Bad(link[0], f"a link row of entry {link[0]} has no entry")
+            if node is not None:
+                raise _Bad(node[0], f"a Merkle node closed by leaf {node[0]} has no entry")
             if head.head != (state.get("last") or ZERO_HASH) or head.frontier != cr.encode():
                 raise _Bad(max(n - 1, 0), "the head row does not match the last entry")
         except _Bad as b:
@@ -253,10 +258,10 @@ def _walk(
         state["last"] = h
     if ext is not None and cr.size == ext.size:
         _check_ext(cr, ext, state)
-    if link is not None:
-        raise _Bad(link[0], f"a link row of entry {link[0]} has no entry")
-    if node is not None:
-        raise _Bad(node[0], f"a Merkle node closed by leaf {node[0]} has no entry")
+    # rows left over (link rows or Merkle nodes beyond the last entry) are judged by the caller,
+    # after the truncation and head checks: when the tail was cut, the first bad seq is the
+    # first missing entry, not the first leftover node (a leaf that closes no subtree leaves none)
+    state["left_link"], state["left_node"] = link, node
     return cr
 
 
