@@ -73,6 +73,8 @@ CODES: dict[str, str] = {
     "W214": "acknowledgement without a reason",
     "W215": "acknowledgement that acknowledges nothing",
     "W216": "malformed acknowledgement: unknown code or directive",
+    # strings (language/lints.py)
+    "W217": "invisible or control character in a string",
 }
 
 

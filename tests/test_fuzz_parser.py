@@ -164,13 +164,18 @@ def test_surrogates_in_load_text_are_an_error_not_a_crash():
 
 
 # Regression: a `\ud800` escape in a string decoded to a lone surrogate, and hashing
-# the policy set raised UnicodeEncodeError (fixed in lower.py).
+# the policy set raised UnicodeEncodeError; then it loaded as the escape's text (another
+# value than any input holds). It is E002 at the escape, located, and never a crash.
 @pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ud83d", "x\\ud800y"])
 def test_surrogate_escape_in_strings(escape):
     text = SEED_TEXT.replace('"support-replies"', f'"{escape}"').replace('"helpdesk"', f'"{escape}"')
     r = hc.check_bytes(text.encode())
-    assert r.policy_set is not None
-    assert r.policy_set.content_hash.startswith("sha256:")
+    assert r.policy_set is None
+    assert r.errors and {d.code for d in r.errors} == {"E002"}
+    lone = escape.strip("xy")
+    for d in r.errors:
+        assert "surrogate" in d.message
+        assert text[d.span.start:d.span.end] == lone
 
 
 # ------------------------------------------------------------------ numbers

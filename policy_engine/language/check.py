@@ -16,7 +16,7 @@ from ..cel.typecheck import ActionVar
 from ..diagnostics import Diagnostic, did_you_mean, one_of
 from ..limits import MAX_EXPRESSION_LENGTH
 from ..source import SourceFile, Span
-from . import ir, lints
+from . import invisible, ir, lints
 
 # Variables in scope for each kind of condition.
 SCOPE_GATE = ("action", "workflow", "now", "policy")
@@ -108,6 +108,7 @@ class Checker:
         for w in workflows:
             self.workflow(w)
         self.side_effect_cycles(actions)
+        invisible.invisible_characters(self)  # W217: a character typed into a string that no one sees
         return self.diags
 
     def workflow(self, w: ir.Workflow) -> None:

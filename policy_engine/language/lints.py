@@ -26,6 +26,8 @@
   passes `k in evidence.kinds`). Reported once per trigger, at its first read of the
   evidence, naming every field read.
 
+(W217, an invisible character typed into a string: invisible.py.)
+
 Principals are not declared in a policy (they come from the caller's credential), so
 whether enough people hold a role is not decidable here; a role no `roles [...]`
 declares is already an error (E110).
@@ -719,3 +721,4 @@ def _failing_part(source: str, consts: dict, error: Any) -> tuple[int, int]:
                 best = (s, end)
                 break
     return best
+

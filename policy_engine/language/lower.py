@@ -103,8 +103,9 @@ class Lowerer:
         r"""A quoted string's value: JSON escapes decoded (a tab typed in it kept as it is). An
         escape JSON does not have (`\q`, `\x41`, a `\.` copied from a regular expression) is an
         error at the escape (E002): taken as written, `"evil\.com"` would silently be another
-        value than the one meant, and a rule comparing with it would never match. (A `\ud800`
-        escape, half of a surrogate pair, is kept as written: no input holds a lone surrogate.)"""
+        value than the one meant, and a rule comparing with it would never match. So is a
+        `\ud800` escape, half of a surrogate pair without its other half: it decodes to no
+        character, and no input holds it (the pair `\ud83d\ude00` is one character)."""
         text = str(tok)
         try:
             value = json.loads(text, strict=False)
@@ -112,10 +113,49 @@ class Lowerer:
             self._bad_escapes(tok, text)
             return text[1:-1]
         try:
-            value.encode("utf-8")  # a `\ud800` escape decodes to a lone surrogate: keep the text as written
-        except UnicodeEncodeError:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: E002 at each such escape
+            self._lone_surrogates(tok, text)
             return text[1:-1]
         return value
+
+    def _lone_surrogates(self, tok: Child, text: str) -> None:
+        r"""E002 at each `\uXXXX` escape of `text` (a STRING token JSON reads) that is half of a
+        surrogate pair without its other half next to it."""
+        start = tok.start_pos if isinstance(tok, Token) and tok.start_pos is not None else None
+        found = 0
+        i = 1
+        while i < len(text) - 1 and found < _MAX_ESCAPE_ERRORS:
+            if text[i] != "\\":
+                i += 1
+                continue
+            if text[i + 1] != "u":
+                i += 2
+                continue
+            cp = int(text[i + 2:i + 6], 16)
+            if 0xD800 <= cp <= 0xDBFF and text[i + 6:i + 8] == "\\u" and _HEX4.fullmatch(text, i + 8, i + 12) \
+                    and 0xDC00 <= int(text[i + 8:i + 12], 16) <= 0xDFFF:
+                i += 12  # a pair: one character
+                continue
+            if not 0xD800 <= cp <= 0xDFFF:
+                i += 6
+                continue
+            shown = text[i:i + 6]
+            half = "high (first)" if cp <= 0xDBFF else "low (second)"
+            message = f"lone surrogate escape `{shown}` in a string"
+            label = f"the {half} half of a surrogate pair, alone: no character"
+            help_ = ("a character above U+FFFF is written as a pair of escapes, high half first "
+                     "(`\\ud83d\\ude00` for U+1F600), or typed as it is; remove a lone half")
+            found += 1
+            if start is None:
+                self.err("E002", message, tok, label=label, help=help_)
+            else:
+                self.diags.append(Diagnostic("E002", "error", message, self.src.span(start + i, start + i + 6),
+                                             label=label, help=help_))
+            i += 6
+        if not found:  # (not expected) still never a silent value
+            self.err("E002", "this string cannot be read", tok, label="not a JSON string",
+                     help="strings are written as in JSON")
 
     def _bad_escapes(self, tok: Child, text: str) -> None:
         """E002 at each escape of `text` (a STRING token, quotes included) that JSON refuses."""
