@@ -1,4 +1,6 @@
-"""Source files and spans. Depends on nothing else in the package."""
+"""Source files and spans, and the Unicode table both the language (W217: an invisible
+character typed into a string) and the engine (canonical principals) read. Depends on
+nothing else in the package."""
 
 from __future__ import annotations
 
@@ -70,3 +72,28 @@ class Span:
             "end_line": self.end_line,
             "end_col": self.end_col,
         }
+
+
+# Default_Ignorable_Code_Point, from the Unicode Character Database, DerivedCoreProperties.txt
+# (https://www.unicode.org/Public/15.1.0/ucd/DerivedCoreProperties.txt; the same ranges since
+# Unicode 14.0, the version of Python 3.11's `unicodedata`): code points that render as
+# nothing (zero-width spaces and joiners, bidi controls, variation selectors, tags, fillers).
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)

@@ -211,11 +211,15 @@ def test_the_warnings_of_one_file_are_capped():
 
 
 def test_the_table_of_default_ignorables_is_the_engines():
-    """The language layer keeps its own copy (it may not import the engine): the same ranges."""
-    from policy_engine.engine.authorize import DEFAULT_IGNORABLE
-    from policy_engine.language.invisible import DEFAULT_IGNORABLE as COPY
+    """The language and the engine read one table (the leaf `source`), the same ranges
+    `unicodedata` knows as format characters where it has them."""
+    import unicodedata
 
-    assert COPY == DEFAULT_IGNORABLE
+    from policy_engine.engine.authorize import DEFAULT_IGNORABLE
+    from policy_engine.language.invisible import DEFAULT_IGNORABLE as LANG
+
+    assert LANG is DEFAULT_IGNORABLE
+    assert all(unicodedata.category(chr(c)) == "Cf" for c in (0x00AD, 0x200B, 0x2060, 0xFEFF, 0xE0001))
 
 
 def test_after_a_backslash_in_a_raw_string_it_is_still_reported():

@@ -28,6 +28,7 @@ from ..models import (
     SlotFill,
     SlotSpec,
 )
+from ..source import DEFAULT_IGNORABLE
 from .digests import plan_hash
 from .inputs import (
     KIND_LIT,
@@ -446,29 +447,6 @@ _new = object.__new__
 _WALK_DECISION, _WALKERS_SOURCE = _decision_walker()  # (None: the models changed, `parsed` decides every decision)
 
 
-# Default_Ignorable_Code_Point, from the Unicode Character Database, DerivedCoreProperties.txt
-# (https://www.unicode.org/Public/15.1.0/ucd/DerivedCoreProperties.txt; the same ranges since
-# Unicode 14.0, the version of Python 3.11's `unicodedata`): code points that render as
-# nothing (zero-width spaces and joiners, bidi controls, variation selectors, tags, fillers).
-DEFAULT_IGNORABLE = (
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x061C, 0x061C),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x206F),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF),
-)
 _IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
 # whitespace (Unicode's, as str.isspace) and the C0/C1 controls: `rita `, `\trita` and `ri ta`
 # are `rita` written another way, as `Rita` is

@@ -17,33 +17,10 @@ import re
 from typing import TYPE_CHECKING
 
 from ..cel import parse as cel_parse
+from ..source import DEFAULT_IGNORABLE  # (Unicode's Default_Ignorable_Code_Point ranges)
 
 if TYPE_CHECKING:
     from .check import Checker
-
-# Unicode's Default_Ignorable_Code_Point ranges: `engine.authorize.DEFAULT_IGNORABLE` (the
-# same table, which canonical principals drop; the language layer may not import the engine,
-# and tests/test_audit_s18_invisible.py keeps the two equal).
-DEFAULT_IGNORABLE = (
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x061C, 0x061C),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x206F),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF),
-)
-
 
 def _invisible_class() -> str:
     ranges = [(0x00, 0x08), (0x0B, 0x1F), (0x7F, 0x9F), *DEFAULT_IGNORABLE]  # controls but tab and newline
