@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ledger_fixtures import _pg_admin, body, guards_off, ledger_url, run_ledger_cli  # noqa: F401  (fixture)
+from ledger_fixtures import PG_URL, _pg_admin, body, guards_off, ledger_url, run_ledger_cli  # noqa: F401  (fixture)
 from pymerkle import InmemoryTree
 from pymerkle import verify_consistency as pm_verify_consistency
 from pymerkle import verify_inclusion as pm_verify_inclusion
@@ -217,21 +217,59 @@ def test_kill_minus_9_mid_transact_checkpoint_and_batch_loses_nothing_acknowledg
 
 
 # ---------------------------------------------------------------- error paths
-def test_a_postgres_connection_cut_between_appends_is_a_clear_error_and_recovers(ledger_url):
+def _terminate(app: str) -> None:
+    """End the server side of every connection named ``app`` and wait until they are gone."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    _pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'")
+    u = make_url(PG_URL)
+    with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                         dbname=u.database, autocommit=True) as c:
+        for _ in range(600):
+            if not c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                             (app,)).fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"the connections of {app} did not end")
+
+
+def test_a_postgres_connection_the_server_closed_while_idle_is_replaced_not_failed(ledger_url):
+    """A pooled connection the server closed between calls (a restart, an idle timeout) is
+    replaced at checkout: the next call works (it failed with "terminating connection")."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    app = "s19-idle-" + uuid.uuid4().hex[:10]
+    with Ledger.open(ledger_url + "&application_name=" + app, create=True) as led:
+        led.append("stop", body("stop"), workflow="w")
+        for op in (lambda: led.append("stop", body("stop"), workflow="w"), lambda: led.checkpoint(KEY),
+                   lambda: led.transact(lambda c: [NewEntry("stop", body("stop"), workflow="w")]),
+                   lambda: led.verify(), lambda: led.query_one("SELECT count(*) FROM ledger_entries"),
+                   lambda: led.entries(kind="stop")):
+            _terminate(app)
+            op()
+        r = led.verify(key=KEY.verifier)
+        assert r.ok and r.size == 4, r.render()
+
+
+def test_a_postgres_connection_cut_inside_a_transaction_is_a_clear_error_and_recovers(ledger_url):
+    """Cut while a transaction is open: LedgerUnavailable, nothing of it recorded; the next
+    call gets a new connection."""
     if not ledger_url.startswith("postgresql"):
         pytest.skip("PostgreSQL only")
     app = "s18-cut-" + uuid.uuid4().hex[:10]
     with Ledger.open(ledger_url + "&application_name=" + app, create=True) as led:
         led.append("stop", body("stop"), workflow="w")
-        for op in (lambda: led.append("stop", body("stop"), workflow="w"), lambda: led.checkpoint(KEY),
-                   lambda: led.transact(lambda c: [NewEntry("stop", body("stop"), workflow="w")]),
-                   lambda: led.verify()):
-            _pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'")
-            with pytest.raises(LedgerUnavailable, match="terminating connection"):
-                op()
-            op()  # the next call gets a new connection
+
+        def build(c):
+            _terminate(app)
+            return [NewEntry("stop", body("stop"), workflow="w")]
+
+        with pytest.raises(LedgerUnavailable, match="terminating connection|closed|lost"):
+            led.transact(build)
+        led.append("stop", body("stop"), workflow="w")  # the next call gets a new connection
         r = led.verify(key=KEY.verifier)
-        assert r.ok and r.size == 4, r.render()
+        assert r.ok and r.size == 2, r.render()
 
 
 def _cli(pre: list, url: str, *args: str) -> str:

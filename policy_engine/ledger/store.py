@@ -53,6 +53,7 @@ migrate, close). Every name stays importable from this module.
 
 from __future__ import annotations
 
+import select as _sel
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -114,6 +115,24 @@ def _no_create_right(e: BaseException) -> bool:
 
 
 __all__ = ["Ledger", "Entry", "NewEntry", "History", "format_time"]
+
+
+def _pg_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection that the server has closed (a restart, an idle timeout,
+    ``pg_terminate_backend``) is replaced at checkout instead of failing the caller's first
+    statement. No round trip: an idle connection has nothing to read, so a socket that is
+    readable holds the server's goodbye (or end of file) and the connection is discarded
+    (SQLAlchemy then checks out another). A connection cut without a word (a network
+    partition) still fails its first statement, as :class:`LedgerUnavailable`."""
+    try:
+        conn = dbapi_conn  # a psycopg.Connection
+        if conn.closed or conn.pgconn.transaction_status != 0:  # psycopg.pq.TransactionStatus.IDLE
+            raise sa_exc.DisconnectionError("the connection is closed or not idle")
+        ready, _, _ = _sel.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError) as e:  # a closed descriptor
+        raise sa_exc.DisconnectionError(str(e)) from None
+    if ready:
+        raise sa_exc.DisconnectionError("the server closed the connection")
 
 
 class Ledger(LedgerWriter):
@@ -260,6 +279,7 @@ class Ledger(LedgerWriter):
             u = u.set(drivername="postgresql+psycopg")
             args: dict[str, Any] = {"connect_timeout": 10}
             engine = create_engine(u, connect_args=args, pool_pre_ping=False)
+            event.listen(engine, "checkout", _pg_checkout)
             if durability == "normal":
 
                 @event.listens_for(engine, "connect")
