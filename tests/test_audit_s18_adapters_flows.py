@@ -337,20 +337,25 @@ def test_agents_the_tools_of_an_agents_mcp_servers_are_gated(tmp_path):
 
 
 def test_agents_a_tool_protect_cannot_gate_is_named_not_silently_left_open(rt):
-    """A shell tool (or apply-patch, computer, hosted MCP, custom tool) takes no tool
-    guardrail: the SDK runs it whatever the policy says. Before, ``protect`` skipped it
-    without a word, so a developer believed the agent's every tool was gated."""
-    from agents import Agent, ShellTool
+    """An apply-patch tool (or computer, hosted MCP, custom tool, a hosted container's shell)
+    takes no tool guardrail: the SDK runs it whatever the policy says. Before, ``protect``
+    skipped it without a word, so a developer believed the agent's every tool was gated.
+    (A local shell is gated: tests/test_integrations_openai_agents_shell.py.)"""
+    from agents import Agent, ApplyPatchTool
 
     from policy_engine.integrations.openai_agents import UngatedToolWarning, protect
 
     example = _sdk_example()
 
-    def run_shell(request):  # (never reached here)
-        raise AssertionError
+    class Editor:  # (never reached here)
+        def create_file(self, op):
+            raise AssertionError
 
-    agent = Agent(name="ops", instructions="x", model=example.ScriptedModel([]), tools=[ShellTool(executor=run_shell)])
-    with pytest.warns(UngatedToolWarning, match="ShellTool"):
+        update_file = delete_file = create_file
+
+    agent = Agent(name="ops", instructions="x", model=example.ScriptedModel([]),
+                  tools=[ApplyPatchTool(editor=Editor())])
+    with pytest.warns(UngatedToolWarning, match="ApplyPatchTool"):
         protect(agent, rt, workflow="shop-support", approvers=DIRECTORY)
 
 

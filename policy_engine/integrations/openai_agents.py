@@ -26,9 +26,15 @@ about to run; and a wrapper that records the execution with its receipt. So:
   be coerced from) is gated and never run, nor held: the model reads why;
 - every function tool a run gets is gated: ``agent.tools`` as ``protect`` finds them, tools
   appended later, and the tools of the agent's ``mcp_servers`` (which the SDK makes into
-  function tools at each run), on the agent and its clones. Tools that take no tool
-  guardrail and act beyond the model's text (shell, apply-patch, computer, hosted MCP,
-  custom tools) cannot be gated: ``protect`` says so with an ``UngatedToolWarning``;
+  function tools at each run), on the agent and its clones;
+- shell tools whose commands run here are gated too (a ``ShellTool`` with a local
+  executor: its ``commands``; a ``LocalShellTool``: its ``command``, ``env``, ...; the
+  action type is the tool's name): the executor runs a call only when the ledger allows it
+  and claims it, and records it; a ``ShellTool``'s held call is an interruption like a
+  function tool's, and a stop halts the run (``WorkflowStopped``). Tools that take no tool
+  guardrail, have no local executor, and act beyond the model's text (apply-patch,
+  computer, hosted MCP, a hosted container's shell, custom tools) cannot be gated:
+  ``protect`` says so with an ``UngatedToolWarning``;
 - a tool's own ``needs_approval`` is kept: the SDK asks when it or the policy says so
   (answer the tool's own ask with the SDK's ``state.approve``; the policy's with ``approve``);
 - stop: the stop is recorded and the guardrail halts the run
@@ -205,6 +211,125 @@ class _Gated:
         tool.tool_input_guardrails = [guard, *(tool.tool_input_guardrails or [])]
 
 
+    # ------------------------------------------------------------ shell tools
+    def wrap_shell(self, tool: Any) -> None:
+        """Gate a local ``ShellTool`` or a ``LocalShellTool``: the SDK gives them no tool
+        guardrail, but runs each call through the tool's ``executor`` (and, for a
+        ``ShellTool``, asks its ``needs_approval`` first). The executor is wrapped: the call
+        is gated with its action (``commands``, ``timeout_ms``, ...; ``command``, ``env``,
+        ``working_directory``, ... for a ``LocalShellTool``), claimed in the ledger, run,
+        and recorded; a denied or held call returns the reason as its output, never running
+        the command. A ``ShellTool``'s ``needs_approval`` asks when the policy says
+        ``require_approval`` (the SDK's interruption; ``approve`` records the approval) and
+        halts the run with ``WorkflowStopped`` when a stop trigger fires."""
+        layer = _layer_of(tool)
+        if layer is not None:
+            if not layer.same(self):
+                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
+                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate")
+            return
+        local = type(tool).__name__ == "LocalShellTool"
+        inner = tool.executor
+        name = tool.name
+        args_of = _local_shell_args if local else _shell_args
+
+        async def executor(request: Any) -> Any:
+            data = request.data
+            c = self.check(name, args_of(_get(data, "action")), str(_get(data, "call_id")))
+            try:
+                out = self.gate.outcome(c)
+                if out is None:
+                    out = self.gate.ready(c)  # the ledger's word, never the SDK's approval flag
+                if out.run:  # the ledger's claim: of two workers running this call, one runs it
+                    out = self.gate.take(c, out.approver)
+            except WorkflowStopped as e:
+                if local:  # (the SDK does not catch a local shell executor's error: the run halts)
+                    raise
+                return f"Stopline refused `{name}`: {e}"
+            if not out.run:
+                return out.message
+            try:
+                result = inner(request)
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as e:  # it may have run in part
+                self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
+                raise
+            self.gate.record(c, _shell_output(result), out.approver)
+            return result
+
+        executor.__stopline_gated__ = self  # type: ignore[attr-defined]
+        tool.executor = executor
+        if local:
+            return
+        own_needs = tool.needs_approval
+
+        async def needs(ctx: Any, action: Any, call_id: str) -> bool:
+            c = self.check(name, _shell_args(action), call_id)
+            if c.effect == "stop":
+                raise WorkflowStopped(c)  # (asked before the executor: the run halts here)
+            if c.effect == "require_approval" and c.status == "pending" and not c.problem:
+                return True
+            if isinstance(own_needs, bool) or not callable(own_needs):
+                return bool(own_needs)
+            asked = own_needs(ctx, action, call_id)
+            return bool(await asked if inspect.isawaitable(asked) else asked)
+
+        tool.needs_approval = needs
+
+
+def _get(x: Any, k: str) -> Any:
+    return x.get(k) if isinstance(x, dict) else getattr(x, k, None)
+
+
+def _shell_args(action: Any) -> dict:
+    """A ``ShellTool`` call's action as the policy sees it: ``commands`` (a list of strings),
+    with ``timeout_ms`` and ``max_output_length`` when the model gave them."""
+    a: dict[str, Any] = {"commands": [str(x) for x in (_get(action, "commands") or ())]}
+    for k in ("timeout_ms", "max_output_length"):
+        if _get(action, k) is not None:
+            a[k] = _get(action, k)
+    return a
+
+
+def _local_shell_args(action: Any) -> dict:
+    """A ``LocalShellTool`` call's action: ``command`` (the argv list), ``env``, and
+    ``timeout_ms``, ``user`` and ``working_directory`` when given."""
+    a: dict[str, Any] = {"command": [str(x) for x in (_get(action, "command") or ())],
+                         "env": dict(_get(action, "env") or {})}
+    for k in ("timeout_ms", "user", "working_directory"):
+        if _get(action, k) is not None:
+            a[k] = _get(action, k)
+    return a
+
+
+def _shell_output(result: Any) -> Any:
+    """What a shell executor returned, for the receipt: its text as ``result``; a
+    ``ShellResult`` as ``stdout``, ``stderr`` (each command's, joined) and the last
+    command's ``exit_code``."""
+    outs = getattr(result, "output", None)
+    if isinstance(outs, list):
+        codes = [getattr(o, "exit_code", None) for o in outs]
+        return {"stdout": "".join(str(getattr(o, "stdout", "") or "") for o in outs),
+                "stderr": "".join(str(getattr(o, "stderr", "") or "") for o in outs),
+                "exit_code": codes[-1] if codes else None}
+    return result if isinstance(result, str) else str(result)
+
+
+def _shell_kind(tool: Any) -> bool:
+    """A shell tool whose commands run here (gated): a ``LocalShellTool``, or a ``ShellTool``
+    with a local executor (a hosted container's shell runs at OpenAI: not gated)."""
+    kind = type(tool).__name__
+    return kind == "LocalShellTool" or (kind == "ShellTool" and getattr(tool, "executor", None) is not None)
+
+
+def _layer_of(tool: Any) -> _Gated | None:
+    """The Stopline layer a function or shell tool carries."""
+    inner = getattr(tool, "executor", None) if _shell_kind(tool) else getattr(tool, "on_invoke_tool", None)
+    layer = getattr(inner, "__stopline_gated__", None)
+    return layer if isinstance(layer, _Gated) else None
+
+
 def _layer(tool: Any) -> _Gated | None:
     """The Stopline layer a function tool already carries (``protect`` put it there)."""
     layer = getattr(getattr(tool, "on_invoke_tool", None), "__stopline_gated__", None)
@@ -225,6 +350,8 @@ def protect(agent: Any, runtime: Any, *, workflow: str, approvers: Any = None, s
     for t in agent.tools:
         if isinstance(t, FunctionTool):
             g.wrap(t)
+        elif _shell_kind(t):
+            g.wrap_shell(t)
     _cover(agent, g)
     gate._openai_agents = g  # type: ignore[attr-defined]
     return gate
@@ -236,13 +363,14 @@ class UngatedToolWarning(UserWarning):
 
 
 #: tool kinds that act beyond the model's text and take no tool guardrail: not gated
+#: (a ``ShellTool`` with a local executor and a ``LocalShellTool`` are gated: ``_Gated.wrap_shell``)
 UNGATED_KINDS = ("ShellTool", "LocalShellTool", "ApplyPatchTool", "ComputerTool", "HostedMCPTool", "CustomTool")
 
 
 def _warn_ungated(agent: Any, tools: Any, seen: set) -> None:
     for t in tools or ():
         kind = type(t).__name__
-        if kind in UNGATED_KINDS and id(t) not in seen:
+        if kind in UNGATED_KINDS and not _shell_kind(t) and id(t) not in seen:
             seen.add(id(t))
             warnings.warn(f"Stopline: tool `{getattr(t, 'name', kind)}` ({kind}) of agent "
                           f"`{getattr(agent, 'name', '?')}` is not gated: the SDK runs it outside the policy "
@@ -270,6 +398,8 @@ def _cover(agent: Any, g: _Gated) -> None:
         for t in tools:
             if isinstance(t, FunctionTool):
                 g.wrap(t)
+            elif _shell_kind(t):
+                g.wrap_shell(t)
         _warn_ungated(agent, tools, seen)
         return tools
 
@@ -291,8 +421,10 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
         cast(str, get("call_id"))
     # the layer that gates this call (the agent's tool of that name), else this gate's
     tool = next((t for t in getattr(getattr(interruption, "agent", None), "tools", None) or ()
-                 if getattr(t, "name", None) == name and _layer(t) is not None), None)
-    g = _layer(tool) if tool is not None else getattr(gate, "_openai_agents", None)
+                 if getattr(t, "name", None) == name and _layer_of(t) is not None), None)
+    if get("type") == "shell_call":  # a ShellTool's call: its action, as the executor judges it
+        args = _shell_args(get("action"))
+    g = _layer_of(tool) if tool is not None else getattr(gate, "_openai_agents", None)
     c = g.check(name, args, call_id) if g is not None else gate.check(name, args, call_id,
                                                                       scope=getattr(gate, "scope", ""))
     return c.request()
