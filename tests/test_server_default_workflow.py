@@ -66,3 +66,20 @@ def test_a_reload_that_drops_the_workflow_is_refused_and_the_last_good_set_stays
         assert c.get("/v1/policies").json()["workflows"] == ["replies"]
         again = c.post("/access/v1/evaluation", json=EV, headers=h).json()
         assert again["decision"] is True and again["context"]["policy_hash"] == r["policy_hash"]
+
+
+def test_a_request_naming_no_workflow_with_no_default_is_denied_saying_so(tmp_path):
+    """Two workflows and no --workflow: a request without `context.workflow` has no workflow.
+    It was gated as the workflow "", denied as ``workflow `` is not declared``."""
+    policy_dir = server_policy_dir(tmp_path)
+    (policy_dir / "answers.policy").write_text(
+        'workflow "answers" {\n  version "1"\n  owners {\n    business "B"\n    technical "T"\n  }\n'
+        '  default deny\n\n  action answer {\n    system "s"\n    description "d"\n    irreversible\n'
+        '    deny never when `false`\n  }\n}\n')
+    ids = str(write_identities(tmp_path / "ids.yaml"))
+    app = create_app(ServerConfig(str(policy_dir), identities=ids, reload_interval=0))
+    with TestClient(app) as c:
+        assert sorted(c.get("/v1/policies").json()["workflows"]) == ["answers", "replies"]
+        r = c.post("/access/v1/evaluation", json=EV, headers=bearer("ops")).json()
+        assert r["decision"] is False
+        assert r["context"]["reason"] == "denied: the action has no `workflow` (a string naming its workflow)"

@@ -172,8 +172,9 @@ def to_action(req: dict, default_workflow: str | None) -> dict:
     ctx = req.get("context")
     wf = ctx.get("workflow") if isinstance(ctx, dict) else None
     act = req["action"]
-    a = {
-        "workflow": wf if isinstance(wf, str) else (default_workflow or ""),
+    wf = wf if isinstance(wf, str) else default_workflow
+    a = {  # (no workflow named and no default: none given, which the engine denies saying so)
+        **({"workflow": wf} if wf is not None else {}),
         "type": act["name"],
         "subject": req["subject"],
         "resource": req["resource"],
