@@ -1,10 +1,12 @@
 """``stopline report`` (registered by ``policy_engine.cli``): the rollback metrics as
 HTML (``--out``) or JSON. A long report shows progress on stderr. Exit 2 with one line
-for an unreachable ledger, a bad time or policy, or an ``--out`` that cannot be written."""
+for an unreachable ledger, a bad time or policy, or an ``--out`` that cannot be written or
+that names the ledger, a policy file or any SQLite database (never written over)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import NoReturn
 
@@ -16,7 +18,8 @@ import click
               metavar="URL")
 @click.option("--since", metavar="TIME", help="Only entries at or after this RFC 3339 time.")
 @click.option("--until", metavar="TIME", help="Only entries before this RFC 3339 time.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the HTML page here.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the HTML page here (never over the ledger, a policy or a SQLite database).")
 @click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True)
 @click.option("--policies", "-p", "policies", envvar="STOPLINE_POLICIES", default=None, metavar="PATH",
               type=click.Path(exists=True),
@@ -39,6 +42,11 @@ def report(url, since, until, out, fmt, policies):
     _window(since, until, s, u)
     if fmt == "html" and out is None:  # before reading the ledger, not after
         raise click.UsageError("give --out FILE for the HTML page (or --format json)")
+    if out is not None:  # (before reading too: the page would replace the system of record)
+        why = _kept(out, url, policies)
+        if why is not None:
+            raise click.BadParameter(f"{out} is {why}: the report does not overwrite it; give another file",
+                                     param_hint="--out")
     from ..replay import _ts
 
     show = sys.stderr.isatty()
@@ -80,3 +88,40 @@ def report(url, since, until, out, fmt, policies):
     click.echo(f"wrote {out}: {r['totals']['executions']} executions, {r['totals']['rollbacks']} rollbacks"
                + (f" ({derived} expired as of {r['window']['as_of']} by the clock, not yet recorded)"
                   if derived else ""))
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # (one of them missing: the same path, spelt otherwise)
+        try:
+            return os.path.realpath(a) == os.path.realpath(b)
+        except (OSError, ValueError):
+            return False
+
+
+def _kept(out: str, url: str, policies: str | None) -> str | None:
+    """Why ``--out`` must not be written, or None: it is the SQLite ledger being read (or its
+    journal), a policy file of ``--policies``, or any SQLite database (another ledger: opening
+    it for writing would truncate it, and a ledger is the system of record)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+        db = u.database if u.get_backend_name() == "sqlite" else None
+    except Exception:  # noqa: BLE001 - a bad URL is the ledger's to report, once it is opened
+        db = None
+    if db and any(_same(out, db + suffix) for suffix in ("", "-wal", "-shm", "-journal")):
+        return "the ledger"
+    if policies is not None and (_same(out, policies) or (
+            os.path.isdir(policies) and out.endswith(".policy") and os.path.isfile(out)
+            and os.path.realpath(out).startswith(os.path.join(os.path.realpath(policies), "")))):
+        return "a policy file"
+    try:  # (a regular file only: `/dev/stdout` or a pipe is read by nobody here)
+        if not os.path.isfile(out):
+            return None
+        with open(out, "rb") as f:
+            head = f.read(16)
+    except (OSError, ValueError):  # (unreadable: the write says why)
+        return None
+    return "a SQLite database" if head == b"SQLite format 3\x00" else None

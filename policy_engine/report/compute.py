@@ -115,6 +115,39 @@ def _steps(led: Any, where: list, keep: set, tick: Callable[[int], None]):
         after = page[-1].seq
 
 
+def _scan(led: Any, where: list, paths: list[str]):
+    """:func:`policy_engine.scan.scan`; and where PostgreSQL cannot pick the fields out of a
+    page (a body holding ``\\u0000`` anywhere: its ``json`` type cannot make text of it,
+    SQLSTATE 22P05), that page's bodies read whole and picked here, so one such entry (a
+    receipt holding a NUL, recorded as given) does not make the report impossible."""
+    from ..ledger import LedgerError, schema
+    from ..scan import scan
+
+    def pick(body: Any, path: str) -> Any:
+        for k in path.split("."):
+            body = body.get(k) if isinstance(body, dict) else None
+        return body
+
+    E = schema.entries
+    after = -1
+    while True:
+        try:
+            for row in scan(led, where, paths, after=after):
+                after = row[0]
+                yield row
+            return
+        except LedgerError as e:
+            if getattr(getattr(e.__context__, "orig", None), "sqlstate", None) != "22P05":
+                raise
+        with led.reading() as c:
+            page = led.fetch(c, *where, E.c.seq > after, limit=PAGE)
+        for x in page:
+            yield x.seq, x.id, x.workflow, x.time, [pick(x.body, p) for p in paths]
+        if len(page) < PAGE:
+            return
+        after = page[-1].seq
+
+
 def _cost_of(eng: Any) -> tuple[Callable[[str | None, str | None], Any], Callable[[str | None, str | None], Any]]:
     """(scenario cost, action type cost) lookups in the policy: ``(workflow, name) -> (amount, unit) | None``.
     Read with getattr defaults: a policy (or an engine) without ``cost`` prices nothing."""
@@ -137,8 +170,17 @@ def _add(table: dict, key: str, unit: str, amount: float, n: int = 1) -> None:
     row[unit] = row.get(unit, 0.0) + amount * n
 
 
-def _rounded(table: dict) -> dict:
-    return {k: {u: round(v, 6) for u, v in sorted(units.items())} for k, units in sorted(table.items())}
+def _amount(v: float, over: set, unit: str) -> float | None:
+    """A sum as JSON carries it: a sum beyond a float's range (amounts near 1e308) is None, its
+    unit listed in ``over`` (JSON has no Infinity: `json.dumps` would write an invalid document)."""
+    if math.isfinite(v):
+        return round(v, 6)
+    over.add(unit)
+    return None
+
+
+def _rounded(table: dict, over: set) -> dict:
+    return {k: {u: _amount(v, over, u) for u, v in sorted(units.items())} for k, units in sorted(table.items())}
 
 
 def compute_report(ledger: Any, *, since: str | datetime | None = None, until: str | datetime | None = None,
@@ -234,7 +276,6 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
              policies: Any, as_of: str) -> dict:
     from ..ledger import Ledger, schema
     from ..ledger.kinds import STEP_STATUSES
-    from ..scan import scan
 
     E = schema.entries
     owns = not isinstance(ledger, Ledger)
@@ -268,7 +309,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
 
         rbs: dict[str, dict] = {}
         for _seq, rid, wf, t, (orig, scen, req_at, window, duties, plan_orig, otype, steps_, rev_until,
-                               pend_until) in counted(scan(
+                               pend_until) in counted(_scan(
                 led, _where("rollback", since, until),
                 ["original", "scenario", "requested_at", "plan.window", "duties", "plan.original_id",
                  "plan.original_type", "plan.cascade.steps", "plan.reversible_until", "pending_until"])):
@@ -283,7 +324,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                         "duties": list(dict.fromkeys(_strs(duties))), "workflow": wf, "types": types,
                         "until": _s(rev_until), "pending_until": _s(pend_until)}
         approvals: dict[str, list] = {}
-        for _seq, _id, _wf, when, (subj, verdict, ok, at, after, until_) in counted(scan(
+        for _seq, _id, _wf, when, (subj, verdict, ok, at, after, until_) in counted(_scan(
                 led, _where("approval", since, until),
                 ["subject", "verdict", "counted", "at", "status_after", "approved_until"])):
             if isinstance(subj, str) and subj in rbs:
@@ -291,7 +332,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                                                        "at": _s(at) or when, "status_after": _s(after),
                                                        "approved_until": _s(until_)})
         ended: dict[str, str] = {}  # a rollback -> the first `cancelled` or `expired` recorded for it
-        for _seq, _id, _wf, _when, (subj, to) in counted(scan(
+        for _seq, _id, _wf, _when, (subj, to) in counted(_scan(
                 led, _where("transition", since, until), ["subject", "to"])):
             if isinstance(subj, str) and subj in rbs and to in ("cancelled", "expired"):
                 ended.setdefault(subj, to)
@@ -332,7 +373,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
         n_unauth = 0
         missing: dict[str, int] = {}
         n_missing = 0
-        for _seq, xid, _wf, t, (typ, rev, revs, at, auth, miss) in counted(scan(
+        for _seq, xid, _wf, t, (typ, rev, revs, at, auth, miss) in counted(_scan(
                 led, _where("execution", since, until),
                 ["type", "reviewer", "reviewers", "executed_at", "authorized", "missing_receipt"])):
             n_ex += 1
@@ -427,12 +468,11 @@ def _executed_at(led: Any, ids: list[str]) -> Any:
     """``(execution id, when it ran)`` of the executions ``ids`` (the originals the window's
     executions did not hold), 500 ids per query."""
     from ..ledger import schema
-    from ..scan import scan
 
     E = schema.entries
     for i in range(0, len(ids), 500):
-        for _seq, xid, _wf, t, (at,) in scan(led, [E.c.kind == "execution", E.c.id.in_(ids[i:i + 500])],
-                                             ["executed_at"]):
+        for _seq, xid, _wf, t, (at,) in _scan(led, [E.c.kind == "execution", E.c.id.in_(ids[i:i + 500])],
+                                              ["executed_at"]):
             yield xid, _s(at) or t
 
 
@@ -468,6 +508,12 @@ def _cost(eng: Any, rbs: dict, statuses: dict) -> dict:
             _add(by_scen, scen, tc[1], tc[0], k)
             total[tc[1]] = total.get(tc[1], 0.0) + tc[0] * k
     priced = bool(total)
-    return {"priced": priced, "reason": None if priced else "the policy declares no cost for these rollbacks",
-            "total": {u: round(v, 6) for u, v in sorted(total.items())}, "by_scenario": _rounded(by_scen),
-            "by_action_type": _rounded(by_type), "rollbacks": n, "unpriced": dict(sorted(unpriced.items()))}
+    over: set[str] = set()
+    out: dict[str, Any] = {
+        "priced": priced, "reason": None if priced else "the policy declares no cost for these rollbacks",
+        "total": {u: _amount(v, over, u) for u, v in sorted(total.items())},
+        "by_scenario": _rounded(by_scen, over), "by_action_type": _rounded(by_type, over), "rollbacks": n,
+        "unpriced": dict(sorted(unpriced.items()))}
+    if over:  # (only then: a report without it keeps its keys)
+        out["overflow"] = sorted(over)
+    return out

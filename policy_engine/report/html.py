@@ -8,28 +8,42 @@ from __future__ import annotations
 import html
 import io
 import json
+import warnings
 from typing import Any
 
-__all__ = ["render_html", "PLOTS"]
+__all__ = ["render_html", "PLOTS", "MAX_BARS"]
+
+#: the most bars a plot draws: a ledger may name thousands of action types or reviewers (every
+#: one is in its table), and a plot of thousands of bars takes minutes and shows none of them
+MAX_BARS = 30
+
+
+def _rates(rows: dict) -> dict:
+    """``{name: rate}`` of the :data:`MAX_BARS` rows with the most executions (then by name), in name order."""
+    top = sorted(rows.items(), key=lambda kv: (-kv[1]["executions"], kv[0]))[:MAX_BARS]
+    return {k: v["rate"] for k, v in sorted(top)}
+
+
+def _quantiles(dist: dict, prefix: str = "") -> dict:
+    """The quantiles of a distribution; none when it is empty (no interval: no bar, not a bar at 0)."""
+    return {f"{prefix}{q}": dist[q] for q in ("p25", "p50", "p75", "p90", "max") if q in dist}
+
 
 #: plot id -> (title, how to get {label: value} from the report, value label)
 PLOTS: dict[str, tuple[str, Any, str]] = {
-    "rate-by-type": ("Rollback rate by action type", lambda r: {k: v["rate"] for k, v in r["by_action_type"].items()},
-                     "rolled back / executed"),
+    "rate-by-type": ("Rollback rate by action type", lambda r: _rates(r["by_action_type"]), "rolled back / executed"),
     "rate-by-reviewer": ("Rollback rate by reviewer (who approved the original)",
-                         lambda r: {k: v["rate"] for k, v in r["by_reviewer"].items()}, "rolled back / executed"),
+                         lambda r: _rates(r["by_reviewer"]), "rolled back / executed"),
     "scenarios": ("Rollbacks by scenario", lambda r: dict(r["scenarios"]), "rollbacks"),
     "window": ("Within the window versus escalated", lambda r: dict(r["window_kind"]), "rollbacks"),
     "status": ("Rollbacks by status", lambda r: dict(r["rollback_status"]), "rollbacks"),
     "time-to-rollback": ("Time from execution to rollback request and completion (seconds)",
-                         lambda r: {f"request {q}": r["time_to_rollback_request_s"].get(q, 0) for q in
-                                    ("p25", "p50", "p75", "p90", "max")}
-                         | {f"completion {q}": r["time_to_rollback_completion_s"].get(q, 0) for q in
-                            ("p25", "p50", "p75", "p90", "max")}, "seconds"),
-    "approval-latency": ("Approval latency (seconds)",
-                         lambda r: {q: r["approval_latency_s"].get(q, 0) for q in ("p25", "p50", "p75", "p90", "max")},
-                         "seconds"),
+                         lambda r: _quantiles(r["time_to_rollback_request_s"], "request ")
+                         | _quantiles(r["time_to_rollback_completion_s"], "completion "), "seconds"),
+    "approval-latency": ("Approval latency (seconds)", lambda r: _quantiles(r["approval_latency_s"]), "seconds"),
 }
+#: the rate plots: the report's table each draws from (a plot of more rows draws the busiest)
+_ROWS = {"rate-by-type": "by_action_type", "rate-by-reviewer": "by_reviewer"}
 
 
 def _svg(values: dict, ylabel: str) -> str:
@@ -45,18 +59,25 @@ def _svg(values: dict, ylabel: str) -> str:
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "stopline", "font.size": 9, "text.parse_math": False}):
         fig = Figure(figsize=(6.4, 2.8))
         FigureCanvasSVG(fig)
-        labels = list(values) or ["(none)"]
-        nums = [values[k] for k in values] or [0]
+        labels = list(values)
+        nums = [values[k] for k in values]
         rotate = len(labels) > 4
         fig.subplots_adjust(left=0.11, right=0.98, top=0.93, bottom=0.32 if rotate else 0.14)
         ax = fig.add_subplot()
-        bars = ax.bar(range(len(labels)), nums, color="#3b6ea5")
-        ax.set_xticks(range(len(labels)), labels, rotation=20 if rotate else 0, ha="right" if rotate else "center")
-        ax.bar_label(bars, labels=[f"{v:g}" for v in nums], padding=2)
+        if labels:
+            bars = ax.bar(range(len(labels)), nums, color="#3b6ea5")
+            ax.set_xticks(range(len(labels)), labels, rotation=20 if rotate else 0,
+                          ha="right" if rotate else "center")
+            ax.bar_label(bars, labels=[f"{v:g}" for v in nums], padding=2)
+        else:  # nothing to draw: said, not a bar at 0 (which reads as a measured 0)
+            ax.set_xticks([])
+            ax.text(0.5, 0.5, "none in this report", transform=ax.transAxes, ha="center", va="center")
         ax.set_ylabel(ylabel)
         ax.spines[["top", "right"]].set_visible(False)
         buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+        with warnings.catch_warnings():  # (a control character in a name has no glyph: a blank, not a warning)
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+            fig.savefig(buf, format="svg", metadata={"Date": None})
     s = buf.getvalue()
     return s[s.index("<svg"):]
 
@@ -80,6 +101,9 @@ def _cost_html(cost: Any) -> str:
         out.append(f"<h3>By {name}</h3>" + _table([[k, *(_amount(row.get(u)) for u in units)]
                                                   for k, row in cost[key].items()], [name, *units]))
     out.append("<h3>Total</h3>" + _table([[_amount(cost["total"].get(u)) for u in units]], units))
+    if cost.get("overflow"):
+        out.append("<p>Sums beyond what a number holds (left blank): " + html.escape(", ".join(cost["overflow"]))
+                   + ".</p>")
     if cost.get("unpriced"):
         out.append("<p>Records of action types without a cost: " + html.escape(
             ", ".join(f"{k} ({v})" for k, v in cost["unpriced"].items())) + ".</p>")
@@ -130,6 +154,9 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
     for pid, (ptitle, get, ylabel) in PLOTS.items():
         vals = get(report)
         svg = _svg(vals, ylabel) if plots else ""
+        rows = len(report[_ROWS[pid]]) if pid in _ROWS else 0
+        if rows > len(vals):
+            ptitle += f" (the {len(vals)} with the most executions of {rows}; every one is in its table below)"
         parts.append(f"<figure id=\"plot-{pid}\" data-values='{html.escape(json.dumps(vals, sort_keys=True))}'>"
                      f"<figcaption>{html.escape(ptitle)}</figcaption>{svg}</figure>")
     parts.append("<h2>By action type</h2>" + _table(
