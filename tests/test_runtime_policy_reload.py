@@ -102,9 +102,30 @@ def test_an_approval_of_a_stale_subject_is_refused_and_a_deny_is_recorded(reload
     assert (a.recorded, a.counted, a.status) == (False, False, "pending")
     assert "classified under policy" in a.reason and "nothing was recorded" in a.reason
     assert rt.ledger.size == n
-    d = rt.approve(rid, principal="cs-2", roles=["customer_service"], verdict="deny", now=at(21))
+    d = rt.approve(rid, principal="nobody", roles=[], verdict="deny", now=at(21))  # (no role: recorded only)
     assert (d.recorded, d.counted) == (True, False)
     assert "does not count under this policy version" in d.reason
+
+
+def test_a_deny_of_a_stale_subject_closes_it_under_every_version(reloadable):
+    """A reviewer's deny given after a reload is judged under the new version, where the stale
+    subject's slots are not: it counted under none, so a reload back to the old version let the
+    old approval carry the rollback, the deny forgotten. Now it cancels the subject."""
+    rt, to_version = reloadable
+    _x, rid = _approved_rollback(rt)
+    to_version("1.1")
+    d = rt.approve(rid, principal="cs-2", roles=["customer_service"], verdict="deny", now=at(21))
+    assert (d.recorded, d.counted, d.status) == (True, True, "cancelled") and "the deny closed it" in d.reason
+    assert rt.authorization(rid, now=at(22)).status == "cancelled"
+    to_version("1.0")  # back to the version that classified it: the deny still holds
+    assert rt.authorization(rid, now=at(23)).status == "cancelled"
+    assert _queued(rt, rid, 23) is None
+    assert rt.projection_snapshot() == _rebuilt(rt)
+
+
+def _rebuilt(rt):
+    rt.rebuild()
+    return rt.projection_snapshot()
 
 
 def test_a_new_request_supersedes_the_stale_rollback(reloadable):

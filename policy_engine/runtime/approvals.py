@@ -64,6 +64,8 @@ class Approvals(RuntimeCore):
             raise RuntimeUsageError(f"`verdict` is `approve` or `deny`, not {verdict!r}")
         _text_arg(principal, "principal")
         roles = _roles(roles)
+        if expires_in is not None and (not isinstance(expires_in, timedelta) or expires_in < timedelta(0)):
+            raise RuntimeUsageError(f"`expires_in` is a duration of 0 or more, not {expires_in!r}")
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
 
@@ -102,19 +104,38 @@ class Approvals(RuntimeCore):
             after = self._subject_status(c, eng, subj, now_dt, [body], linked)
             counted = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
             body["counted"] = counted
-            body["status_after"] = after.status
+            if not before.stale:  # (judged under another version than the subject's, the status says
+                # nothing of it under its own: a stale deny leaves the projection's row as it was)
+                body["status_after"] = after.status
             if before.kind == "rollback" and after.status == "approved":
                 until = self._approved_until(c, eng, subj, now_dt, [body])
                 if until is not None:
                     body["approved_until"] = until
             out["r"] = (counted, after.status)
-            return [NewEntry("approval", body, workflow=subj.workflow, links=[subject_id], time=now_dt)]
+            made = [NewEntry("approval", body, workflow=subj.workflow, links=[subject_id], time=now_dt)]
+            if before.stale and verdict == "deny" and roles:
+                # judged under another version, the deny counts under none (a deny is judged under
+                # the version deciding when it is given): so a reviewer's deny closes the subject
+                # for good, under every version (a reload back would otherwise let the old
+                # approvals carry it, the deny forgotten). Its slots cannot be read under this
+                # version: a principal holding a role may close it, as a cancel over HTTP
+                made.append(NewEntry("transition", {
+                    "subject": subject_id, "to": "cancelled", "principal": principal, "at": _ts(now_dt),
+                    "reason": f"denied by {principal} while it was {before.reason}: a deny closes it under "
+                              "every version"}, workflow=subj.workflow, links=[subject_id], time=now_dt))
+                out["r"] = (True, "cancelled")
+                out["closed"] = True
+            return made
 
         entries = self._transact(build)
         r = out["r"]
         if isinstance(r, ApprovalResult):
             return r
         subject_kind = out.get("kind")
+        if out.get("closed"):
+            return ApprovalResult(subject_id, True, entries[0].id, True, "cancelled",
+                                  f"the {subject_kind} was {out['stale']}: the deny closed it (cancelled), under "
+                                  "every policy version")
         why = "" if r[0] else (f"the deny does not count under this policy version: the {subject_kind} was "
                                f"{out['stale']}" if out.get("stale") else
                                "the principal cannot fill an open slot of this subject (see authorization())"
@@ -134,8 +155,17 @@ class Approvals(RuntimeCore):
                                             reason=f"the decision was claimed for its execution by {st.claimed_by} "
                                                    f"at {st.claimed_at}: it cannot become `{to}`")
                 return []
-            if to == "claimed" and st.claimed_by is not None and st.claimed_by != principal:
-                out["r"] = TransitionResult(subject_id, False, st.status, reason=f"already claimed by {st.claimed_by}")
+            if to == "claimed" and st.claimed_by is not None and (st.claimed_by != principal
+                                                                  or st.status in allowed_from):
+                # a single-use reservation: its holder's claim again (a retry, a second worker of the
+                # same reviewer) is answered, not recorded again
+                out["r"] = TransitionResult(subject_id, False, st.status, claimed_by=st.claimed_by,
+                                            reason=f"already claimed by {st.claimed_by}")
+                return []
+            if to == "expired" and st.status == "expired" and not st.unrecorded:  # (another sweeper, or a
+                # request planning it again, recorded it first: one expiry is recorded, not one per racer)
+                out["r"] = TransitionResult(subject_id, False, st.status,
+                                            reason=f"the {st.kind} is `expired` already (recorded)")
                 return []
             if st.status not in allowed_from and not (to == "expired" and st.status == "expired"):
                 out["r"] = TransitionResult(subject_id, False, st.status,
@@ -153,7 +183,8 @@ class Approvals(RuntimeCore):
         entries = self._transact(build)
         if "r" in out:
             return out["r"]
-        return TransitionResult(subject_id, True, out["to"], entries[0].id)
+        return TransitionResult(subject_id, True, out["to"], entries[0].id,
+                                claimed_by=principal if to == "claimed" else None)
 
     def claim(self, rollback_id: str, *, principal: str, now: NowInput = None) -> TransitionResult:
         """Reserve a subject for one principal; of concurrent claims exactly one wins, and a
@@ -258,6 +289,7 @@ class Approvals(RuntimeCore):
             if who is None:
                 seen["why"] = seen["why"] or reason
                 return []
+            _text_arg(who, "principal")  # (the claim's principal is a projection column: rt_claims)
             n = len(claims) + 1
             seen["holder"] = who
             # `standing`: what the claim found (allowed or approved), which its execution keeps
@@ -340,6 +372,7 @@ class Approvals(RuntimeCore):
     def cancel(self, subject_id: str, *, principal: str, reason: str | None = None,
                now: Any = None) -> TransitionResult:
         """Withdraw a decision awaiting approval or a rollback not yet started."""
+        _text_arg(principal, "principal")  # (who withdrew it: the record names someone)
         return self._transition(subject_id, "cancelled", principal, reason, now, ("pending", "approved"))
 
     def expire(self, *, now: NowInput = None) -> list[TransitionResult]:

@@ -99,16 +99,23 @@ def _name(v: Any) -> str | None:
     return v if isinstance(v, str) and 0 < len(v) <= 256 and _unicode(v) else None
 
 
-def _text_arg(v: Any, name: str, *, optional: bool = False) -> str | None:
-    """A name or id given to a runtime call (a workflow, a route, a duty): a non-empty string
-    the ledger can hold (valid Unicode, no NUL), else :class:`RuntimeUsageError` (never the
-    database's encoding error)."""
+#: the longest name a projection column holds (a principal, a requester, a workflow, a route):
+#: PostgreSQL refuses a longer one (SQLite keeps it), so both refuse it before anything is written
+MAX_NAME = 256
+
+
+def _text_arg(v: Any, name: str, *, optional: bool = False, max_len: int | None = MAX_NAME) -> str | None:
+    """A name or id given to a runtime call (a workflow, a route, a principal): a non-empty
+    string the ledger can hold (valid Unicode, no NUL, at most ``max_len`` characters), else
+    :class:`RuntimeUsageError` (never the database's encoding or length error)."""
     if v is None and optional:
         return None
     if not isinstance(v, str) or not v:
         raise RuntimeUsageError(f"`{name}` is a non-empty string, not {_shown(v)}")
     if not _unicode(v):
         raise RuntimeUsageError(f"`{name}` {_unstorable(v)}")
+    if max_len is not None and len(v) > max_len:
+        raise RuntimeUsageError(f"`{name}` is at most {max_len} characters, not {len(v)}")
     return v
 
 

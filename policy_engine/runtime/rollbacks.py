@@ -601,7 +601,7 @@ class Rollbacks(RuntimeCore):
         report), as ``gate`` and ``executed`` do. Keys are per rollback."""
         if not isinstance(status, str) or status not in STEP_RANK:
             raise RuntimeUsageError(f"a step's status is started, completed, failed or verified, not {_shown(status)}")
-        _text_arg(duty, "duty")
+        _text_arg(duty, "duty", max_len=None)  # (a plan's duty: checked against the plan below)
         _check_key(key)
         eng, now_dt = self.engine, _now(now)
         lkey = None if key is None else f"step:{rollback_id}:{key}"
