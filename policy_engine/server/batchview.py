@@ -117,13 +117,14 @@ def _first(c: Any, batch: Any) -> str | None:
     return c.execute(select(E.c.id).where(E.c.seq == first)).scalar() if first is not None else None
 
 
-def why_not(rt: Any, batch: Any, principal: str) -> str | None:
-    """Why ``principal``'s approval does not count on the batch's first plan (the engine's reason)."""
-    with rt.ledger.reading() as c:
-        first = _first(c, batch)
-    if first is None:
+def why_not(rt: Any, approval_id: str, principal: str) -> str | None:
+    """Why ``principal``'s decision on a batch (its batch approval ``approval_id``) does not
+    count: the engine's reason on the first plan it was recorded on (not the batch's first
+    plan, which may be closed and never have been judged)."""
+    recorded = rt.ledger.entries(kind="approval", link=approval_id, limit=1)
+    if not recorded:
         return None
-    v = rt.authorization(first).verdict
+    v = rt.authorization(recorded[0].body["subject"]).verdict
     for r in (v.rejected if v is not None else ()):
         if r.principal == principal:
             return str(r.reason)

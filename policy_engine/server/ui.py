@@ -21,11 +21,21 @@ sign-out included, carries a CSRF token (the sign-in form's is bound to a cookie
 own) and is refused when the browser says it was sent from another site
 (``Sec-Fetch-Site``, else ``Origin`` against ``Host``). The approving principal is the
 signed-in caller: a form naming anyone else is refused.
+
+Every page is ``Cache-Control: no-store`` and may not be framed (``Content-Security-Policy``
+with ``frame-ancestors 'none'``, and ``X-Frame-Options: DENY``: a page on another port of
+the host is the same site, so its frames would get the session cookie and could lay the
+page under a decoy for the click on Approve); its policy allows no script, the one style
+sheet by its hash, and forms to this origin. The queue lists its single plans
+:data:`QUEUE_SHOWN` a page (``?page=N``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -47,6 +57,19 @@ def _env() -> Any:
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False)
     return env
+
+
+def _policy(env: Any) -> str:
+    """The pages' Content-Security-Policy: nothing loads but the one inline style sheet of
+    ``base.html`` (by its hash), no script at all (the pages have none), forms post to this
+    origin only, and no page may be framed: a page of another origin (another port of
+    this host is a same-site one, whose frames get the SameSite=Strict cookie) cannot lay
+    the reviewer's page under its own and have the Approve button clicked (clickjacking)."""
+    src = env.loader.get_source(env, "base.html")[0]
+    styles = re.findall(r"<style>(.*?)</style>", src, re.S)
+    hashes = [f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in styles]
+    style = " ".join(hashes) or "'none'"
+    return f"default-src 'none'; style-src {style}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
 def _now() -> str:
@@ -73,17 +96,30 @@ def cross_site(request: Request) -> str | None:
 
 
 CROSS_SITE = "refused: the form was sent from another site"
-QUEUE_SHOWN = 1000  #: single plans listed on the queue page at most (oldest first; the counts cover all)
+QUEUE_SHOWN = 1000  #: single plans a queue page lists at most (oldest first, ``?page=N``; the counts cover all)
 EXPIRED = "the form expired: reload the page and try again"
+MAX_REASON = 4000  #: characters of a decision's reason at most (the forms' ``maxlength``)
+TOO_LONG = f"refused, nothing recorded: the reason is longer than {MAX_REASON} characters"
+
+
+def typed(reason: str) -> str:
+    """A reason as the reviewer typed it: a browser sends each line break of a textarea as
+    CR LF, and counts it as one character against ``maxlength``."""
+    return reason.replace("\r\n", "\n")
 
 
 def mount(app: FastAPI, st: Any) -> None:
     env = _env()
     sessions: Sessions = st.sessions
+    csp = _policy(env)
 
     def page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         r = HTMLResponse(env.get_template(name).render(**ctx), status_code=status)
         r.headers["cache-control"] = "no-store"  # (the page holds a CSRF token and what the reviewer saw)
+        r.headers["content-security-policy"] = csp
+        r.headers["x-frame-options"] = "DENY"  # (frame-ancestors' older word, for browsers without CSP 2)
+        r.headers["x-content-type-options"] = "nosniff"
+        r.headers["referrer-policy"] = "same-origin"  # (a page's URL may hold a plan id and a message)
         return r
 
     def secure(request: Request) -> bool:
@@ -163,7 +199,7 @@ def mount(app: FastAPI, st: Any) -> None:
         return r
 
     @app.get("/ui", include_in_schema=False)
-    def queue(request: Request) -> Response:
+    def queue(request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6)) -> Response:
         s = session(request)
         if s is None:
             return signin()
@@ -172,25 +208,28 @@ def mount(app: FastAPI, st: Any) -> None:
         totals: dict[str, int] = {}  # every single open plan of a route, listed or not
         batches: list[dict] = []
         in_batches: set[str] = set()
+        pages = 1
         if st.runtime is not None:
             items = call(st.runtime.queue)
             batches, in_batches = call(batchview.open_batches, st.runtime, items, _now())
-            shown = 0
-            for item in items:
-                if item.rollback_id in in_batches:
-                    continue
+            singles = [i for i in items if i.rollback_id not in in_batches]
+            # the single plans QUEUE_SHOWN a page, oldest first (a page past the end shows the last)
+            pages = max(1, -(-len(singles) // QUEUE_SHOWN))
+            page_no = min(page_no, pages)
+            first = (page_no - 1) * QUEUE_SHOWN
+            for n, item in enumerate(singles):
                 r = item.route or "(no route)"
                 totals[r] = totals.get(r, 0) + 1
                 routes.setdefault(r, [])
-                if shown < QUEUE_SHOWN:
-                    shown += 1
+                if first <= n < first + QUEUE_SHOWN:
                     routes[r].append(item)
             for b in batches:
                 for r in b["routes"]:
                     routes.setdefault(r, [])
         by_route = {r: [b for b in batches if r in b["routes"]] for r in routes}
-        return page("queue.html", caller=caller, csrf=s.csrf, routes=routes, by_route=by_route,
-                    totals=totals, ledger=st.runtime is not None)
+        batched_of = {r: sum(b["routes"][r] for b in bs) for r, bs in by_route.items()}  # open plans in batches
+        return page("queue.html", caller=caller, csrf=s.csrf, routes=routes, by_route=by_route, batched_of=batched_of,
+                    totals=totals, ledger=st.runtime is not None, page=min(page_no, pages), pages=pages)
 
     @app.get("/ui/plans/{rollback_id}", include_in_schema=False)
     def plan(rollback_id: str, request: Request, msg: str | None = None, sig: str | None = None) -> Response:
@@ -223,7 +262,8 @@ def mount(app: FastAPI, st: Any) -> None:
 
     @app.post("/ui/plans/{rollback_id}", include_in_schema=False)
     def decide(rollback_id: str, request: Request, verdict: str = Form(...), reason: str = Form(default="",
-               max_length=4000), csrf: str = Form(default=""), principal: str | None = Form(default=None)) -> Response:
+               max_length=2 * MAX_REASON), csrf: str = Form(default=""),
+               principal: str | None = Form(default=None)) -> Response:
         s = session(request)
         if s is None:
             return signin()
@@ -239,16 +279,31 @@ def mount(app: FastAPI, st: Any) -> None:
                               f"the signed-in reviewer, never on behalf of {principal}")
         if verdict not in ("approve", "deny"):
             return _plan_page(rollback_id, s, None, 422, "choose approve or deny")
+        reason = typed(reason)
+        if len(reason) > MAX_REASON:
+            return _plan_page(rollback_id, s, None, 422, TOO_LONG)
         # (a gate decision or a batch is not a plan: refused as its page is, nothing recorded)
         kind = call(st.runtime.authorization, rollback_id).kind
         if kind != "rollback":
             raise Problem(404, "not-a-rollback", f"`{rollback_id}` is a {kind}, not a rollback plan")
         r = call(st.runtime.approve, rollback_id, principal=caller.principal, roles=caller.roles, verdict=verdict,
                  note=reason or None)
+        # the engine's word on this reviewer's approval: why it does not count, or that it was
+        # already counted (a second tab's approval is recorded, and counts once)
+        said = None
+        if r.recorded and verdict == "approve":
+            v = call(st.runtime.authorization, rollback_id).verdict
+            said = next((x for x in (v.rejected if v is not None else ()) if x.principal == caller.principal), None)
         if r.recorded and r.counted:
-            msg = f"{'approved' if verdict == 'approve' else 'denied'} by {caller.principal}; status {r.status}"
+            msg = f"{'approved' if verdict == 'approve' else 'denied'} by {caller.principal}"
+            if said is not None and said.code == "duplicate":
+                msg += " (again: you had already approved it, and one reviewer's approvals count once)"
+            msg += f"; status {r.status}"
         elif r.recorded:
-            msg = f"recorded, but it does not count: {r.reason or 'no open slot takes your roles'}; status {r.status}"
+            why = str(said.reason) if said is not None else (
+                f"no open slot takes {caller.principal} with the roles {', '.join(caller.roles) or '(none)'}"
+                if verdict == "approve" else r.reason or "no slot takes your roles")
+            msg = f"recorded, but it does not count: {why}; status {r.status}"
         else:
             msg = f"not recorded: {r.reason or 'the plan takes no more approvals'}; status {r.status}"
         return told(f"/ui/plans/{quote(rollback_id)}", s, msg)
@@ -275,7 +330,7 @@ def mount(app: FastAPI, st: Any) -> None:
 
     @app.post("/ui/batches/{batch_id}", include_in_schema=False)
     def decide_batch(batch_id: str, request: Request, verdict: str = Form(...),
-                     reason: str = Form(default="", max_length=4000), csrf: str = Form(default=""),
+                     reason: str = Form(default="", max_length=2 * MAX_REASON), csrf: str = Form(default=""),
                      batch_hash: str = Form(default="", max_length=256),
                      principal: str | None = Form(default=None)) -> Response:
         s = session(request)
@@ -294,6 +349,9 @@ def mount(app: FastAPI, st: Any) -> None:
                               f"the signed-in reviewer, never on behalf of {principal}")
         if verdict not in ("approve", "deny"):
             return again(422, "choose approve or deny")
+        reason = typed(reason)
+        if len(reason) > MAX_REASON:
+            return again(422, TOO_LONG)
         if st.runtime is None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
         head = call(batchview.batch_entry, st.runtime, batch_id)
@@ -312,10 +370,19 @@ def mount(app: FastAPI, st: Any) -> None:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["statuses"].items())) or "no plan changed"
         if r["counted"]:
             msg = f"{word} by {caller.principal}: counted on {r['counted']} of {r['plans']} open plans ({counts})"
-        else:
-            why = call(batchview.why_not, st.runtime, head, caller.principal) or (
+        elif r["plans"]:
+            why = call(batchview.why_not, st.runtime, r["approval_id"], caller.principal) or (
                 f"no open slot takes {caller.principal} with the roles {', '.join(caller.roles) or '(none)'}")
             msg = f"recorded, but it does not count on any of the {r['plans']} open plans: {why} ({counts})"
-        if r["skipped"]:
-            msg += f"; {len(r['skipped'])} plans were already decided or under way"
+        else:
+            msg = "recorded on the batch, but on no plan: none of its plans takes this decision now"
+        # the plans it was not recorded on, and why (a plan classified under another policy
+        # version is pending, not decided: no approval counts on it until it is requested again)
+        stale = sum(1 for x in r["skipped"] if x.get("stale"))
+        closed = len(r["skipped"]) - stale
+        if closed:
+            msg += f"; {closed} plan{' was' if closed == 1 else 's were'} already decided or under way"
+        if stale:
+            msg += (f"; {stale} plan{'' if stale == 1 else 's'} pending under another policy version than the one "
+                    "in use, where no approval counts: request them again")
         return told(f"/ui/batches/{quote(batch_id)}", s, msg)
