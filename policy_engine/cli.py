@@ -19,8 +19,6 @@ class _Group(click.Group):
     def main(self, *args, **kwargs):  # usage errors exit 2 (click's default), never a traceback
         try:
             return super().main(*args, **kwargs)
-        except KeyboardInterrupt:  # pragma: no cover
-            sys.exit(130)
         except Exception as e:  # noqa: BLE001 - a bug in Stopline is reported, never a traceback
             import os
 
@@ -31,6 +29,22 @@ class _Group(click.Group):
                        "and please report it", err=True)
             sys.exit(EXIT_USAGE)
 
+    def invoke(self, ctx):
+        # Ctrl-C: one line and 130 (128 + SIGINT), as a shell reports it. Left to click, it was
+        # "Aborted!" and exit 1, which the exit codes above read as "policy or test failures".
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            import os
+
+            if os.environ.get("STOPLINE_DEBUG"):
+                raise
+            try:
+                click.echo("\nstopline: interrupted", err=True)
+            except OSError:  # pragma: no cover - stderr closed too
+                pass
+            sys.exit(130)
+
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stopline", prog_name="stopline")
@@ -39,9 +53,37 @@ def main() -> None:
 
 
 def _color(ctx_color: bool | None) -> bool:
+    """--color/--no-color, else colour on a terminal unless NO_COLOR (https://no-color.org)
+    is set or TERM is `dumb` (a terminal that shows escape codes as text)."""
+    import os
+
     if ctx_color is not None:
         return ctx_color
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
     return sys.stdout.isatty()
+
+
+class _ReaderLeft:
+    """Around a verdict's output: when the reader of stdout leaves (`stopline test ... | head -1`),
+    the rest of the output is dropped and the command still exits with its verdict. Left to
+    click, a closed pipe was exit 1, "policy or test failures", for a run where all passed."""
+
+    def __enter__(self) -> _ReaderLeft:
+        return self
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if typ is None or not issubclass(typ, BrokenPipeError):
+            return False
+        import os
+
+        try:  # what is still buffered, and any later write, go nowhere (no error at exit either)
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, sys.stdout.fileno())
+            os.close(fd)
+        except (OSError, ValueError):  # pragma: no cover - no real stdout
+            pass
+        return True
 
 
 # ---------------------------------------------------------------------------- check
@@ -72,32 +114,33 @@ def check(paths: tuple[str, ...], fmt: str, strict: bool, show_acknowledged: boo
     diags = result.diagnostics
     acked = result.acknowledged
     failed = bool(result.errors) or (strict and bool(result.warnings))
-    if fmt == "json":
-        payload = {
-            "ok": not failed,
-            "files": sorted(result.sources),
-            "content_hash": result.policy_set.content_hash if result.policy_set else None,
-            "diagnostics": [d.to_json() for d in diags],
-            "acknowledged": [a.to_json() for a in acked],
-        }
-        click.echo(json.dumps(payload, indent=2, sort_keys=True))
-    else:
-        if diags or (show_acknowledged and acked):
-            text = render_all(diags, result.sources, color=_color(color), acknowledged=acked,
-                              show_acknowledged=show_acknowledged)
-            click.echo(text + ("" if diags else "\n"), err=False)  # (no count line: a blank one)
-        if not failed:
-            nwf = len(result.policy_set.workflows) if result.policy_set else 0
-            nfiles = len(result.sources)
-            click.echo(
-                f"ok: {nfiles} file{'s' if nfiles != 1 else ''}, {nwf} workflow{'s' if nwf != 1 else ''}"
-                + (
-                    f", {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}"
-                    if result.warnings
-                    else ""
+    with _ReaderLeft():  # a reader that leaves early does not turn the verdict into exit 1
+        if fmt == "json":
+            payload = {
+                "ok": not failed,
+                "files": sorted(result.sources),
+                "content_hash": result.policy_set.content_hash if result.policy_set else None,
+                "diagnostics": [d.to_json() for d in diags],
+                "acknowledged": [a.to_json() for a in acked],
+            }
+            click.echo(json.dumps(payload, indent=2, sort_keys=True))
+        else:
+            if diags or (show_acknowledged and acked):
+                text = render_all(diags, result.sources, color=_color(color), acknowledged=acked,
+                                  show_acknowledged=show_acknowledged)
+                click.echo(text + ("" if diags else "\n"), err=False)  # (no count line: a blank one)
+            if not failed:
+                nwf = len(result.policy_set.workflows) if result.policy_set else 0
+                nfiles = len(result.sources)
+                click.echo(
+                    f"ok: {nfiles} file{'s' if nfiles != 1 else ''}, {nwf} workflow{'s' if nwf != 1 else ''}"
+                    + (
+                        f", {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}"
+                        if result.warnings
+                        else ""
+                    )
+                    + (f", {len(acked)} acknowledged" if acked else "")
                 )
-                + (f", {len(acked)} acknowledged" if acked else "")
-            )
     sys.exit(EXIT_FAIL if failed else EXIT_OK)
 
 
@@ -157,13 +200,20 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
             click.echo(unified_diff(res), nl=False)
         if check_only or show_diff:
             continue
-        # write atomically next to the file, keeping its permissions
-        fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".fmt", dir=str(f.parent))
+        # write atomically next to the file, keeping its permissions; a symbolic link's target
+        # is the file (replaced, the link became a copy and the file it named stayed unformatted)
+        dest = Path(os.path.realpath(f))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".fmt", dir=str(dest.parent))
+        except OSError as e:
+            click.echo(f"error: cannot write {_printable(str(f))}: {e.strerror or e}", err=True)
+            unreadable = True
+            continue
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
                 out.write(res.formatted)
-            os.chmod(tmp, f.stat().st_mode & 0o7777)
-            os.replace(tmp, f)
+            os.chmod(tmp, dest.stat().st_mode & 0o7777)
+            os.replace(tmp, dest)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)
             click.echo(f"error: cannot write {_printable(str(f))}: {e.strerror or e}", err=True)
@@ -243,7 +293,13 @@ def test(
     if others and len(others) < len(paths):
         paths = tuple(others)
     show_coverage = show_coverage or min_coverage is not None
+    if output is not None and fmt == "text":  # (it wrote nothing, and said nothing)
+        click.echo("error: --output writes the json or junit report: add --format json or --format junit "
+                   "(the text report goes to stdout)", err=True)
+        sys.exit(EXIT_USAGE)
     files, missing = discover_suites(paths)
+    for f in _near_suites(paths):  # named like a suite, but not run: say so (it was skipped in silence)
+        click.echo(f"warning: {f} is not run: suites are named `*.policy-test.yaml` (not `.yml`)", err=True)
     if not files and not missing:
         click.echo("error: no *.policy-test.yaml files found in " + ", ".join(paths), err=True)
         sys.exit(EXIT_USAGE)
@@ -263,31 +319,48 @@ def test(
         machine = json.dumps(json_report(report, coverage=show_coverage), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "junit":
         machine = junit_xml(report)
-    if machine is not None and output is None:
-        click.echo(machine, nl=False)
-    else:
-        if machine is not None and output is not None:  # (machine and no output: echoed above)
-            try:
-                with open(output, "w", encoding="utf-8") as fh:
-                    fh.write(machine)
-            except OSError as e:
-                click.echo(f"error: cannot write {output}: {e.strerror or e}", err=True)
-                sys.exit(EXIT_USAGE)
-        body = render_text(report, color=_color(color))
-        if body:
-            click.echo(body)
-            click.echo()
-        if show_coverage:
-            click.echo(report.coverage.render())
-            if below:
-                click.echo(f"\ncoverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%")
-            click.echo()
-        click.echo(report.summary())
+    with _ReaderLeft():  # a reader that leaves early does not turn the verdict into exit 1
+        if machine is not None and output is None:
+            click.echo(machine, nl=False)
+        else:
+            if machine is not None and output is not None:  # (machine and no output: echoed above)
+                try:
+                    with open(output, "w", encoding="utf-8") as fh:
+                        fh.write(machine)
+                except OSError as e:
+                    click.echo(f"error: cannot write {output}: {e.strerror or e}", err=True)
+                    sys.exit(EXIT_USAGE)
+            body = render_text(report, color=_color(color))
+            if body:
+                click.echo(body)
+                click.echo()
+            if show_coverage:
+                click.echo(report.coverage.render())
+                if below:
+                    click.echo(f"\ncoverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%")
+                click.echo()
+            click.echo(report.summary())
+    if below and machine is not None and output is None:  # (the text saying so is not printed: say why exit 1)
+        click.echo(f"coverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%", err=True)
+    total = sum(len(sr.suite.cases) for sr in report.suites if not sr.errored)
+    if keyword and not report.results and total:  # a typo in -k runs nothing and passes: say so (exit unchanged)
+        click.echo(f"warning: -k {keyword!r} selects none of the {total} case{'s' if total != 1 else ''}", err=True)
     if report.errors:
         sys.exit(EXIT_USAGE)
     if report.failed or below:
         sys.exit(EXIT_FAIL)
     sys.exit(EXIT_OK)
+
+
+def _near_suites(paths: tuple[str, ...]) -> list[str]:
+    """`*.policy-test.yml` files under the directories among `paths`: a suite by its name's
+    intent, never discovered (only a file named on the command line is read whatever its name)."""
+    import os
+
+    from .language.loader import find_files
+
+    dirs = [p for p in paths if os.path.isdir(p)]
+    return [str(f) for f in find_files(dirs, ".policy-test.yml")[0]] if dirs else []
 
 
 # ---------------------------------------------------------------------------- eval / explain / schema (engine)
@@ -348,6 +421,14 @@ def _read_question(source: str):
 def _answer(paths: tuple[str, ...], source: str, now: str | None, color: bool | None):
     from .engine import QuestionError
 
+    if now is not None:  # a malformed option is a usage error (it was answered: deny, exit 0)
+        from .timestamps import parse_ts
+
+        try:
+            parse_ts(now)
+        except ValueError:
+            click.echo(f"error: --now {now!r} is not an RFC 3339 timestamp (e.g. 2026-11-24T10:00:00Z)", err=True)
+            sys.exit(EXIT_USAGE)
     engine = _engine_or_exit(paths, color)
     question = _read_question(source)
     if now is not None and isinstance(question, dict):

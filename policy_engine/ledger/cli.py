@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -43,13 +42,28 @@ def _open(url: str, *, create: bool = False, allow_other_tables: bool = True):
     return Ledger.open(url, create=create, allow_other_tables=allow_other_tables)
 
 
-def _read_text(path: str, what: str) -> str:
+def _read_text(path: str, what: str, encoding: str = "utf-8") -> str:
+    """The text of `path` (`-`: stdin), bounded like `stopline eval`'s input (read whole, a
+    huge or endless input such as /dev/zero took all the memory there was)."""
+    from ..limits import MAX_INPUT_BYTES
+
     try:
-        data = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        click.echo(f"error: cannot read {what} {path}: {getattr(e, 'strerror', None) or e}", err=True)
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        click.echo(f"error: cannot read {what} {path}: {e.strerror or e}", err=True)
         sys.exit(EXIT_USAGE)
-    return data
+    if len(raw) > MAX_INPUT_BYTES:
+        click.echo(f"error: {what} {path} is larger than {MAX_INPUT_BYTES} bytes", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        click.echo(f"error: cannot read {what} {path}: not UTF-8 text (byte {e.start})", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def _dump(obj) -> str:
@@ -170,11 +184,14 @@ def show(url: str, ref: str, with_history: bool, limit: int) -> None:
 @_guarded
 def append(url: str, kind: str, body: str, workflow, links, key) -> None:
     """Append an entry whose body is the JSON object in BODY_FILE (- for stdin)."""
-    text = _read_text(body, "body")
+    text = _read_text(body, "body", "utf-8-sig")  # (JSON: a byte-order mark is not part of it)
     try:
         obj = json.loads(text)
     except ValueError as e:
         click.echo(f"error: {body}: not JSON: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except RecursionError:  # (was "internal error ... a bug in Stopline")
+        click.echo(f"error: {body}: the JSON nests too deeply", err=True)
         sys.exit(EXIT_USAGE)
     with _open(url) as led:
         entry = led.append(kind, obj, workflow=workflow, links=links, key=key)

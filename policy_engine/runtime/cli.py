@@ -143,13 +143,24 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     cancel {subject, principal, reason?} step {rollback, duty, status, key?, now?}
     resume {workflow, evidence, principal, now?}   history {id}   expire {now?}   status {workflow}
     """
-    try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    from ..limits import MAX_INPUT_BYTES
+
+    try:  # bounded like `stopline eval`'s input (read whole, /dev/zero took all the memory there was)
+        if source == "-":
+            raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(source, "rb") as fh:
+                raw = fh.read(MAX_INPUT_BYTES + 1)
+        if len(raw) > MAX_INPUT_BYTES:
+            _fail(f"{source} is larger than {MAX_INPUT_BYTES} bytes")
+        text = raw.decode("utf-8-sig")
         args = json.loads(text) if text.strip() else {}
     except (OSError, UnicodeDecodeError) as e:
-        _fail(f"cannot read {source}: {e}")
+        _fail(f"cannot read {source}: {getattr(e, 'strerror', None) or e}")
     except json.JSONDecodeError as e:
         _fail(f"{source}:{e.lineno}:{e.colno}: not JSON: {e.msg}")
+    except RecursionError:  # (was "internal error ... a bug in Stopline")
+        _fail(f"{source}: the JSON nests too deeply")
     if not isinstance(args, dict):
         _fail("the input is a JSON object of the operation's arguments")
     method, positional = OPS[op]
@@ -166,11 +177,34 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
         try:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError
+            if v < 0:  # (it was refused as `datetime.timedelta(days=-1, seconds=86395)`)
+                _fail(f"`{name}` is a number of seconds, 0 or more, not {json.dumps(v)}")
             args[name] = timedelta(seconds=float(v))
         except (ValueError, OverflowError):
             _fail(f"`{name}` is a number of seconds, not {json.dumps(v)}")
     with _runtime(url, policies, need_policies=op not in READ_ONLY) as r:
-        _echo(getattr(r, method)(*pos, **args))
+        fn = getattr(r, method)
+        _check_arguments(op, fn, positional, args)
+        _echo(fn(*pos, **args))
+
+
+def _check_arguments(op: str, fn, positional: tuple, args: dict) -> None:
+    """An argument `op` does not take is named with the ones it does (it was "bad arguments:
+    Approvals.claims_in_doubt() got an unexpected keyword argument ...", the runtime's inside)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - not introspectable: the call says it
+        return
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in args if k not in named or named.index(k) < len(positional)]
+    if unknown:  # (the input names the first arguments as OPS does: `rollback`, not `rollback_id`)
+        _fail(f"bad arguments: `{op}` takes no argument {', '.join(f'`{k}`' for k in unknown)}; it takes "
+              + ", ".join(f"`{n}`" for n in (*positional, *named[len(positional):])))
 
 
 COMMANDS = (queue, history, rt)

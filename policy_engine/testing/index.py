@@ -37,6 +37,21 @@ class PolicyIndex:
         return {s.name: s for w in ws for s in w.scenarios}
 
 
+def _choices() -> dict[tuple[str, str], tuple]:
+    """(question, expectation key) -> the values the engine's answer can hold there."""
+    from typing import get_args
+
+    from .. import models
+
+    return {
+        ("gate", "effect"): get_args(models.Effect),
+        ("rollback", "window"): get_args(models.RollbackPlan.model_fields["window"].annotation),
+        ("rollback", "feasibility"): get_args(models.Feasibility.model_fields["status"].annotation),
+        ("authorize", "satisfied"): (True, False),
+        ("resume", "allowed"): (True, False),
+    }
+
+
 def _as_names(value: Any) -> list:
     if isinstance(value, list):
         return value
@@ -71,6 +86,31 @@ class SuiteChecker:
         )
         return False
 
+    def values(self, case: Case) -> None:
+        """An expected effect, window or feasibility the engine never answers, or a `satisfied`
+        or `allowed` that is not a boolean (`"true"`), can never match: the case failed, every
+        run, with a diff that looked like the policy's fault. Refused where it is written."""
+        exp, epath = case.expect, case.expect_path
+        for k, v in exp.items():
+            choices = _choices().get((case.kind, k))
+            if choices is None or v is None or (isinstance(v, str) and v in choices):
+                continue
+            if choices == (True, False):
+                if not isinstance(v, bool):
+                    self.error("T006", f"`{k}` must be true or false, not {type_name(v)}", epath + (k,),
+                               label="expected true or false",
+                               help="write it unquoted: `true` or `false`" if isinstance(v, str) else None)
+                continue
+            if not isinstance(v, str):
+                if k == "feasibility" and isinstance(v, dict):  # the whole Feasibility, compared partially
+                    continue
+                self.error("T006", f"`{k}` must be a string, not {type_name(v)}", epath + (k,),
+                           label=f"expected {one_of(list(choices))}")
+                continue
+            self.error("T006", f"the engine never answers `{k}: {v}`", epath + (k,),
+                       label=f"expected {one_of(list(choices))}",
+                       help=did_you_mean(v, choices) or f"expected {one_of(list(choices))}")
+
     def workflow(self, value: Any, path: tuple) -> bool:
         return self.name("workflow", value, self.idx.workflows, path)
 
@@ -87,6 +127,7 @@ class SuiteChecker:
                     label="unknown key",
                     help=did_you_mean(k, allowed) or f"expected {one_of(list(SHORTHANDS[case.kind]))}",
                 )
+        self.values(case)
         qpath = case.path + (case.kind,)
         if case.kind == "gate":
             self.gate(case, resolved, qpath, exp, epath)
@@ -190,3 +231,12 @@ class SuiteChecker:
             for i, n in enumerate(exp["matched"]):
                 if isinstance(n, str):
                     self.name("rule", n, [*rules, *stops], epath + ("matched", i), extra=SPECIAL_RULES)
+        # names that can never match were a failing case, every run, instead of a located typo
+        if "errors" in exp and rules and isinstance(exp["errors"], list):
+            for i, n in enumerate(exp["errors"]):
+                if isinstance(n, str):
+                    self.name("rule", n, [*rules, *stops], epath + ("errors", i), extra=("<input>",))
+        if "approvers" in exp and rules and isinstance(exp["approvers"], list):
+            for i, a in enumerate(exp["approvers"]):
+                if isinstance(a, dict) and isinstance(a.get("rule"), str):
+                    self.name("rule", a["rule"], rules, epath + ("approvers", i, "rule"))

@@ -110,7 +110,7 @@ class PolicyCaseItem(pytest.Item):
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, CaseFailed):
             r = excinfo.value.result
-            return f"FAIL {r.case.suite.display}:{r.case.line} {r.name}\n{r.render_failure()}"
+            return f"{r.title()}\n{r.render_failure()}"
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

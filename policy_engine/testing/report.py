@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from ..diagnostics import sort_diagnostics
 from .expect import render_diff, show_value
-from .runner import Report
+from .runner import Report, printable
 
 # =============================================================================== output formats
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml(text: str) -> str:
+    """`text` as XML 1.0 can hold it: a character it cannot (a control character of a case name,
+    a value or a message, `"\\x07"` in YAML) as U+FFFD. Written as is, it made the whole
+    report not well-formed, and CI's JUnit reader refused every result in it."""
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def junit_xml(report: Report) -> str:
@@ -38,6 +50,10 @@ def junit_xml(report: Report) -> str:
                 el.text = text + ("\n\nexplain:\n" + r.explain if r.explain else "")
             elif r.status == "skipped":
                 ET.SubElement(tc, "skipped", message=r.message)
+    for el in root.iter():
+        el.attrib = {k: _xml(v) for k, v in el.attrib.items()}
+        if el.text:
+            el.text = _xml(el.text)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -78,22 +94,32 @@ def json_report(report: Report, coverage: bool = False) -> dict:
                 ],
             }
         )
-    if report.missing_paths:
-        out["missing_paths"] = report.missing_paths
+    out["missing_paths"] = list(report.missing_paths)  # (always there: a stable set of keys)
     if coverage:
         out["coverage"] = report.coverage.to_json()
     return out
+
+
+def _why_missing(path: str) -> str:
+    """Why a path given to `stopline test` was not read (not always "no such file")."""
+    import os
+
+    if os.path.exists(path):  # a FIFO, a device, a socket
+        return "not a file or a directory"
+    if os.path.islink(path):
+        return "a symbolic link to nothing (its target is missing, or a loop of links)"
+    return "no such file or directory"
 
 
 def render_text(report: Report, *, color: bool = False) -> str:
     """Failures (with diff and trace), suite errors, then the summary line."""
     parts = []
     for p in report.missing_paths:
-        parts.append(f"error: no such file or directory: {p}")
+        parts.append(f"error: {_why_missing(p)}: {p}")
     for sr in report.suites:
         if sr.errored:
-            parts.append(f"ERROR {sr.suite.display}\n{sr.error}")
+            parts.append(f"ERROR {printable(sr.suite.display)}\n{sr.error}")
         for r in sr.results:
             if r.status == "failed":
-                parts.append(f"FAIL {sr.suite.display}:{r.case.line} {r.name}\n{r.render_failure()}")
+                parts.append(f"{r.title()}\n{r.render_failure()}")
     return "\n\n".join(parts)

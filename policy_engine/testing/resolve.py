@@ -19,6 +19,8 @@ class Resolver:
     def __init__(self, suite: Suite):
         self.suite = suite
         self.diags: list[Diagnostic] = []
+        self._row: tuple = ()  # the YAML path of the table row being resolved, if any
+        self._reported: set = set()  # paths of problems in shared inputs, reported once
 
     def error(self, code: str, msg: str, path: tuple, *, help: str | None = None, label: str | None = None,
               key: bool = False) -> None:
@@ -50,6 +52,15 @@ class Resolver:
                 return rec
             seen = seen + (value,)
         down = rec.get("downstream", [])
+        if down is not None and not isinstance(down, list):
+            # (`downstream: note` for `[note]`: the engine noted an input error, classified the
+            # plan without the cascade, and a case that did not look at the cascade passed)
+            at = ("inputs", "records", value, "downstream") if isinstance(value, str) else path + ("downstream",)
+            if at not in self._reported:
+                self._reported.add(at)
+                self.error("T006", f"`downstream` must be a list, not {type_name(down)}", at,
+                           label="expected a list", help="a list of record names or inline records: `[note]`")
+            return None
         if isinstance(down, list):
             out = []
             for i, d in enumerate(down):
@@ -59,11 +70,27 @@ class Resolver:
             rec["downstream"] = out
         return rec
 
+    def bad_with(self, q: dict, path: tuple) -> bool:
+        """Whether the question's `with:` is neither absent (or empty) nor a mapping, an error:
+        read as "no change", `with: [{confidence: 0.1}]` ran the case on the unchanged input
+        and could pass while testing another input than its name says."""
+        w = q.get("with")
+        if w is None or isinstance(w, dict):
+            return False
+        at = path + ("with",)
+        doc = self.suite.doc
+        if self._row and doc is not None and at not in doc.values and self._row + ("with",) in doc.values:
+            at = self._row + ("with",)  # a table row's own `with:`
+        self.error("T006", f"`with` must be a mapping, not {type_name(w)}", at,
+                   label="expected a mapping", help="`with: {field: value}` (its keys are merged into the input)")
+        return True
+
     def gate(self, q: dict, path: tuple) -> dict | None:
+        bad_with = self.bad_with(q, path)
         action = self.named("actions", q.get("action"), path + ("action",), "action") if "action" in q else None
         if "action" not in q:
             self.error("T005", "`gate` needs an `action`", path, key=True, help="`gate: {action: NAME, with: {...}}`")
-        if action is None:
+        if action is None or bad_with:
             return None
         if isinstance(q.get("with"), dict):
             action = deep_merge(action, q["with"])
@@ -77,6 +104,7 @@ class Resolver:
 
     def rollback(self, q: dict, path: tuple) -> dict | None:
         req = {k: copy.deepcopy(v) for k, v in q.items() if k not in ("original", "with")}
+        bad_with = self.bad_with(q, path)
         for k in ("workflow", "scenario", "requested_by"):
             if k not in q:
                 self.error("T005", f"`rollback` needs `{k}`", path, key=True)
@@ -84,7 +112,7 @@ class Resolver:
             self.error("T005", "`rollback` needs `original` (a record name or an inline record)", path, key=True)
             return None
         orig = self.record(q["original"], path + ("original",))
-        if orig is None:
+        if orig is None or bad_with:
             return None
         req["original"] = orig
         if isinstance(q.get("with"), dict):
@@ -151,9 +179,10 @@ class Resolver:
         for k in ("workflow", "stop"):
             if k not in q:
                 self.error("T005", f"`resume` needs `{k}`", path, key=True)
+        bad_with = self.bad_with(q, path)
         ev = q.get("evidence", {})
         evidence = self.named("evidence", ev, path + ("evidence",), "evidence")
-        if evidence is None:
+        if evidence is None or bad_with:
             return None
         if isinstance(q.get("with"), dict):
             evidence = deep_merge(evidence, q["with"])
@@ -161,6 +190,7 @@ class Resolver:
 
     def resolve(self, case: Case) -> dict | None:
         q, path = case.question, case.path + (case.kind,)
+        self._row = case.path if "table" in case.path else ()
         if case.kind == "gate":
             return self.gate(q, path)
         if case.kind == "rollback":

@@ -21,6 +21,14 @@ from .suites import Case, Suite, discover_suites, load_suite
 # =============================================================================== running
 
 
+def printable(text: str) -> str:
+    """`text` with every control or format character but the line breaks as U+FFFD (see
+    `diagnostics._printable`), so names and values from a suite cannot drive the terminal."""
+    from ..diagnostics import _printable
+
+    return "\n".join(_printable(ln) for ln in text.split("\n"))
+
+
 @dataclass
 class CaseResult:
     case: Case
@@ -39,7 +47,9 @@ class CaseResult:
         return self.case.nodeid
 
     def render_failure(self) -> str:
-        """The diff of expected vs actual and the explain trace (what a person reads)."""
+        """The diff of expected vs actual and the explain trace (what a person reads), safe to
+        print: a control character of the suite or the answer (a terminal escape, a bell) shows
+        as U+FFFD instead of acting on the terminal."""
         parts = []
         if self.message:
             parts.append(f"  {self.message}")
@@ -47,7 +57,11 @@ class CaseResult:
             parts.append(render_diff(self.differences))
         if self.explain:
             parts.append("  explain:\n" + "\n".join("    " + ln for ln in self.explain.splitlines()))
-        return "\n".join(parts)
+        return printable("\n".join(parts))
+
+    def title(self) -> str:
+        """`FAIL suite:LINE name`, printable."""
+        return printable(f"FAIL {self.case.suite.display}:{self.case.line} {self.name}")
 
 
 @dataclass

@@ -219,7 +219,28 @@ def parse_yaml(src: SourceFile) -> Doc:
             return [build(n, path + (i,), depth + 1) for i, n in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             out: dict = {}
+            # YAML merge keys (`<<: *base`, `<<: [*a, *b]`): the keys of the mappings named,
+            # under the mapping's own (the first named wins among them). Composed, not
+            # constructed, `<<` was a key like any other: the input lacked every merged field,
+            # and a case expecting a denial passed on the invalid input's denial.
+            merged: dict = {}
             for knode, vnode in node.value:
+                if not (isinstance(knode, yaml.ScalarNode) and knode.tag == "tag:yaml.org,2002:merge"):
+                    continue
+                sources = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
+                for m in sources:
+                    if not isinstance(m, yaml.MappingNode):
+                        raise err("`<<` merges a mapping (`<<: *name`) or a list of mappings",
+                                  _offset(src, m.start_mark),
+                                  help="name an anchored mapping: `base: &base {...}` then `<<: *base`")
+                    mine = values.get(path)
+                    for k, v in build(m, path, depth + 1).items():  # (positions: where the merged keys are written)
+                        merged.setdefault(k, v)
+                    if mine is not None:
+                        values[path] = mine
+            for knode, vnode in node.value:
+                if isinstance(knode, yaml.ScalarNode) and knode.tag == "tag:yaml.org,2002:merge":
+                    continue
                 if not isinstance(knode, yaml.ScalarNode):
                     raise err("mapping keys must be plain names", _offset(src, knode.start_mark))
                 k = knode.value
@@ -241,6 +262,8 @@ def parse_yaml(src: SourceFile) -> Doc:
                     )
                 keys[path + (k,)] = (ks, ke)
                 out[k] = build(vnode, path + (k,), depth + 1)
+            for k, v in merged.items():
+                out.setdefault(k, v)
             return out
         raise err("unsupported YAML node", _offset(src, node.start_mark))  # pragma: no cover
 
@@ -413,6 +436,11 @@ class _Builder:
                 if self.want(p, (str,), ("policies", i), "a policy path"):
                     ok.append(_display(Path(os.path.normpath(s.path.parent / p))))
             s.policies = tuple(ok)
+            if not pol:  # (reported as "the suite could not be read", at no line)
+                self.error("T007", "`policies` names no policy file or directory", ("policies",),
+                           label="an empty list",
+                           help="name the `.policy` files or directories, or leave `policies` out for the "
+                           "suite's own directory")
         for i, p in enumerate(s.policies):
             at = ("policies",) if isinstance(pol, str) else ("policies", i)
             if not os.path.exists(p):
@@ -455,6 +483,10 @@ class _Builder:
             return
         if not self.want(cases, (list,), ("cases",), "`cases`"):
             return
+        if not cases:  # a suite that tests nothing would pass: `0 passed, 0 failed`, exit 0
+            self.error("T005", "the suite has no cases", ("cases",), key=True, label="an empty list",
+                       help="add a case (see docs/testing.md, section \"Cases\"), or delete the suite")
+            return
         names: dict[str, tuple] = {}
         for i, c in enumerate(cases):
             self.case(c, ("cases", i), names)
@@ -496,7 +528,10 @@ class _Builder:
             return
         self.keys(c, CASE_KEYS, path, "a case")
         name = c.get("name")
-        if not isinstance(name, str) or not name.strip():
+        if name is not None and not isinstance(name, str):  # (`name: 5` is not "without a name")
+            self.want(name, (str,), path + ("name",), "a case's `name`")
+            name = f"case {path[-1] + 1}"
+        elif not isinstance(name, str) or not name.strip():
             self.error(
                 "T005",
                 "case without a `name`",
@@ -568,6 +603,10 @@ class _Builder:
             self.add(name, kind, q, expect, now, skip, path, path + ("expect",), names)
             return
         if not self.want(table, (list,), path + ("table",), "`table`"):
+            return
+        if not table:  # no row, no case: it ran nothing and the suite passed
+            self.error("T005", f"case `{name}` has an empty `table`", path + ("table",), key=True,
+                       label="no rows", help="add rows (`- {with: {...}, expect: {...}}`), or remove `table`")
             return
         for j, row in enumerate(table):
             rpath = path + ("table", j)
