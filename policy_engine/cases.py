@@ -42,7 +42,8 @@ def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tupl
     b = e.body
     if not isinstance(b.get("action"), dict) or b.get("action_error"):
         raise ExportError(f"decision `{decision_id}` recorded no action as JSON ({b.get('action_error') or 'text'})")
-    old = b.get("decision") or {}
+    old = b.get("decision")
+    old = old if isinstance(old, dict) else {}  # (another recorder's entry: its verdict is unknown, `None`)
     try:  # as the gate evaluated it: its integral floats as floats (YAML writes `7.0`, which loads as one)
         act = recorded_action(b)
     except ValueError as err:
@@ -60,6 +61,9 @@ def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tupl
 
 
 def _render(case: dict, indent: str, note: str) -> str:
+    # the note is one comment line: recorded text (an effect, a rule, a policy hash another recorder
+    # wrote) with a line break would end the comment and write YAML into the suite
+    note = " ".join("".join(ch if ch.isprintable() else " " for ch in note).split())
     body = yaml.safe_dump(case, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
     lines = body.rstrip("\n").split("\n")
     out = [f"{indent}# {note}", f"{indent}- {lines[0]}"] + [f"{indent}  {ln}" for ln in lines[1:]]

@@ -321,7 +321,7 @@ _W: dict[str, Any] = {}  # per process: the engine and the ledger
 _INHERITED: dict[str, Any] = {}
 
 
-def _init(policy_paths: Sequence[str] | None, url: str) -> None:
+def _init(policy_paths: Sequence[str] | None, url: str, policy_hash: str | None = None) -> None:
     from . import load
     from .ledger import Ledger
 
@@ -329,6 +329,10 @@ def _init(policy_paths: Sequence[str] | None, url: str) -> None:
     if eng is None:  # spawned, not forked: load the policy here, once per worker
         assert policy_paths is not None  # workers run only for policies given by path
         eng = load(list(policy_paths)) if len(policy_paths) != 1 else load(policy_paths[0])
+        if policy_hash is not None and eng.policy_hash != policy_hash:
+            # the files changed since the caller loaded them: this worker would replay another policy
+            # than the one the result names; its work raises, and the caller replays in its own process
+            _W["changed"] = f"the policy files changed since the replay loaded them ({eng.policy_hash})"
     _W["engine"] = eng
     _W["ledger"] = Ledger.open(url)
 
@@ -349,6 +353,7 @@ def _run(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -
 def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline: dict) -> tuple[list, int, list, set]:
     from .runtime.recorded import restore_doubles
     from .scan import scan
+    from .timestamps import parse_ts
 
     changed: list[tuple] = []
     bad: list[dict] = []
@@ -368,8 +373,14 @@ def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline
             except ValueError as e:
                 bad.append({"decision_id": eid, "seq": seq, "reason": f"the recorded action cannot be read: {e}"})
                 continue
+        when = now or t
+        try:  # a recorded `now` that is not a time is the record's fault, not the candidate's verdict
+            parse_ts(when, "the recorded `now`")
+        except ValueError as e:
+            bad.append({"decision_id": eid, "seq": seq, "reason": str(e)})
+            continue
         try:
-            d = evaluate(action, _state_at(timeline, wf, seq) if timeline else None, now or t)
+            d = evaluate(action, _state_at(timeline, wf, seq) if timeline else None, when)
         except Exception as e:  # noqa: BLE001  (one decision the candidate cannot evaluate: listed, never a crash)
             bad.append({"decision_id": eid, "seq": seq,
                         "reason": f"the candidate policy cannot evaluate it: {type(e).__name__}: {str(e)[:200]}"})
@@ -378,14 +389,22 @@ def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline
         oe = oe if isinstance(oe, str) else None  # (a recorded effect of another type: unknown, `?`)
         orule = rule_of({"kind": dkind, "name": dname}) if dkind is not None or dname is not None else "?"
         nrule = rule_of(d.deciding)
-        if d.effect != oe or nrule != orule:
-            changed.append((eid, seq, wf, otype or action.get("type"),
-                            oid or (action.get("id") if isinstance(action.get("id"), str) else None),
-                            now or t, oe or "?", orule, d.effect, nrule, d.reason, ph))
+        if d.effect != oe or nrule != orule:  # (recorded by another writer: a value that is not text reads as None)
+            otype = otype if isinstance(otype, str) else action.get("type")
+            oid = oid if isinstance(oid, str) else action.get("id")
+            changed.append((eid, seq, wf, otype if isinstance(otype, str) else None,
+                            oid if isinstance(oid, str) else None, when, oe or "?", orule, d.effect, nrule,
+                            d.reason, ph if isinstance(ph, str) else None))
     return changed, n, bad, hashes
 
 
+class PolicyChanged(Exception):
+    """A spawned worker loaded other policy files than the caller's (they changed meanwhile)."""
+
+
 def _work(lo: int, hi: int, where_args: tuple, timeline: dict) -> tuple:
+    if _W.get("changed"):
+        raise PolicyChanged(_W["changed"])
     return _run(_W["engine"], _W["ledger"], _filters(*where_args), lo, hi, timeline)
 
 
@@ -419,8 +438,11 @@ def _parts(led: Any, where: list, step: int, last: int) -> list[tuple[int, int]]
     return out
 
 
-def _executions_of(led: Any, seqs: list[int]) -> dict[str, list[str]]:
-    """decision id -> the executions recorded under it (one indexed query per 500 decisions)."""
+def _executions_of(led: Any, decisions: list[tuple[int, str]]) -> dict[str, list[str]]:
+    """decision id -> the executions recorded under it, by the ledger's links (one indexed
+    query per 500 decisions, ``decisions`` as (seq, id)). The link names the decision: an
+    execution whose body's ``decision`` is not its id as text (another recorder's entry)
+    is still listed under the decision it links to, never a crash."""
     from sqlalchemy import select
 
     from .ledger import schema
@@ -428,13 +450,14 @@ def _executions_of(led: Any, seqs: list[int]) -> dict[str, list[str]]:
     E, L = schema.entries, schema.links
     out: dict[str, list[str]] = {}
     with led.reading() as c:
-        for i in range(0, len(seqs), 500):
-            chunk = seqs[i:i + 500]
-            for x in led.fetch(c, E.c.kind == "execution",
-                               E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq.in_(chunk)))):
-                d = x.body.get("decision")
-                if d:
-                    out.setdefault(d, []).append(x.id)
+        for i in range(0, len(decisions), 500):
+            ids = dict(decisions[i:i + 500])
+            for to_seq, xid in c.execute(select(L.c.to_seq, E.c.id).join(E, E.c.seq == L.c.from_seq)
+                                         .where(L.c.to_seq.in_(list(ids)), E.c.kind == "execution")
+                                         .order_by(E.c.seq)):
+                lst = out.setdefault(ids[to_seq], [])
+                if xid not in lst:
+                    lst.append(xid)
     return out
 
 
@@ -509,13 +532,15 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
                 _INHERITED["engine"] = engine
             try:
                 with ProcessPoolExecutor(workers, mp_context=ctx,
-                                         initializer=functools.partial(_init, paths, url)) as pool:
+                                         initializer=functools.partial(_init, paths, url,
+                                                                       engine.policy_hash)) as pool:
                     futs = [pool.submit(_work, lo, hi, (since_s, until_s, workflow), timeline) for lo, hi in parts]
                     for i, f in enumerate(futs):
                         results.append(f.result())
                         if progress is not None:
                             progress(i + 1, len(futs))
-            except BrokenProcessPool:  # a worker died (killed, out of memory): do it here instead
+            except (BrokenProcessPool, PolicyChanged):  # a worker died (killed, out of memory), or loaded
+                # other policy files than this process did: do it here instead, under this process's policy
                 workers, results = 1, [_run(engine, led, where, first, last, timeline)]
             finally:
                 _INHERITED.clear()
@@ -528,7 +553,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         n = sum(res[1] for res in results)
         bad = tuple(b for res in results for b in res[2])
         hashes = sorted({h for res in results for h in res[3]} - {""})
-        execs = _executions_of(led, [r[1] for r in rows])
+        execs = _executions_of(led, [(r[1], r[0]) for r in rows])
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
         # every decision read is counted: replayed = changed + unchanged + unreplayable
         return ReplayResult(engine.policy_hash, n + len(bad), n - len(changed), changed, bad, workers, tuple(hashes),

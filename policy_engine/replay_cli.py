@@ -131,9 +131,11 @@ def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, r
         ids = changed_executions(r)
         if ids:
             with Runtime.open(policy, ledger=url, create=False) as rt:
+                # (POLICY is a candidate: a pending rollback classified under the deployed policy
+                # is listed as existing, never withdrawn in favour of a plan only POLICY can approve)
                 batch = rt.request_bulk_rollback(None, as_rollback, requested_by,
                                                  reason or f"policy reversal: replay under {r.policy_hash[:19]}",
-                                                 executions=ids)
+                                                 executions=ids, supersede=False)
     if fmt == "json":
         out = r.to_json()
         if as_rollback:

@@ -291,8 +291,9 @@ def test_a_read_only_or_unreachable_sqlite_file_is_one_line_from_the_cli():
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         pre = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if setpriv else []
-        probe = subprocess.run([*pre, sys.executable, "-m", "policy_engine.cli", "ledger", "--help"], capture_output=True,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, cwd="/")
+        probe = subprocess.run([*pre, sys.executable, "-m", "policy_engine.cli", "ledger", "--help"],
+                               capture_output=True, cwd="/",
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         if not pre or probe.returncode != 0:  # (a checkout or venv only root may read: CI's)
             pytest.skip("root, and user nobody cannot run this checkout: the unreachable path is tested by "
                         "test_a_path_the_os_refuses_to_look_up_is_one_line_from_the_cli")

@@ -40,7 +40,7 @@ from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
-from .core import may_expire_by_clock
+from .core import clock_expiry, may_expire_by_clock
 from .results import (
     MAX_CASCADE,
     TERMINAL,
@@ -144,14 +144,15 @@ def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> tuple | None:
 
 
 def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
-            elsewhere: dict[str, list] | None = None) -> tuple[dict, dict, dict]:
+            elsewhere: dict[str, list] | None = None, gone: Any = frozenset()) -> tuple[dict, dict, dict]:
     """For every root at once, its record tree from the recorded ``caused_by`` links, in
     memory: per level one query of the links table for the children's sequence numbers
     (per 5,000 parents), with the open rollback that already covers each child, and one
     read of the children not already read (``known``: seq -> execution). A child an open
     rollback covers is not followed (never rolled back twice): listed in ``elsewhere``
-    (root id -> [{record, rollback, parent}]) when given. Returns root id -> record, root
-    id -> undeclared links, record id -> root id."""
+    (root id -> [{record, rollback, parent}]) when given. ``gone``: rollbacks the
+    projection still shows open that the clock expired (a dry run plans as if it were
+    recorded). Returns root id -> record, root id -> undeclared links, record id -> root id."""
     recs = {r.id: _record(r) for r in roots}
     owner = {r.id: r.id for r in roots}
     undeclared: dict[str, list] = {r.id: [] for r in roots}
@@ -168,7 +169,7 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
         for i in range(0, len(seqs), _SEQS):
             for s, rb in c.execute(sql_select(L.c.from_seq, _COVERING).where(L.c.to_seq.in_(seqs[i:i + _SEQS]))):
                 kid_seqs.add(s)
-                if rb is not None:
+                if rb is not None and rb not in gone:
                     taken[s] = rb
         unread = sorted(s for s in kid_seqs if s not in known)
         for i in range(0, len(unread), _SEQS):
@@ -224,6 +225,80 @@ _COVERING = (sql_select(P.records.c.rollback)
 _OPEN_RECORDS = (sql_select(P.records.c.record).join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
                  .where(P.rollbacks.c.status.notin_(("denied", "expired", "cancelled"))))
 _PLAN_RETRIES = 10  #: plans of one batch before it gives up (records kept being taken meanwhile)
+_REPLANNED = ("expired unresolved (its deadline, or its standard reversal window, passed before it was authorized); "
+              "recorded when its execution was planned again in a batch")
+
+
+def _lapsed_open(rt: Any, c: Any, eng: Any, ids: set[str], now_dt: Any) -> set[str]:
+    """The rollbacks of ``ids`` the projection shows open that are expired by the clock at
+    ``now_dt`` with no entry recording it (not authorized, and past their standard
+    reversal window or their ``pending_until``): the rows :func:`~.core.may_expire_by_clock`
+    picks (a pending row; an approved one whose approvals lapsed or that another policy
+    version classified is pending again), judged as ``Runtime.authorization`` judges them
+    (``_expired_by_clock``). ``request_rollback`` plans such an execution again; so does a batch."""
+    R = P.rollbacks
+    now_s = _ts(now_dt)
+    ekey = eng.policy_hash if eng is not None else None
+    judge: list[str] = []
+    rows = sorted(ids)
+    for i in range(0, len(rows), _CHUNK):
+        for rid, st, dl, ex, rq, lapses, ph in c.execute(
+                sql_select(R.c.id, R.c.status, R.c.deadline, R.c.expires_at, R.c.requested_at, R.c.lapses_at,
+                           R.c.policy_hash).where(R.c.id.in_(rows[i:i + _CHUNK]))):
+            if st == "approved" and ((lapses is not None and lapses <= now_s) or (ekey is not None and ph != ekey)):
+                st = "pending"
+            if may_expire_by_clock(st or "pending", dl, ex, rq, now_s):
+                judge.append(rid)
+    if not judge:
+        return set()
+    size = c.execute(sql_select(lschema.heads.c.size).where(lschema.heads.c.log == lschema.LOG)).scalar()
+    expired, _lasting = rt._expired_by_clock(c, int(size or 0), judge, now_dt, now_s, eng)
+    return set(expired).intersection(judge)
+
+
+def _superseded(rt: Any, c: Any, eng: Any, taken: dict[str, str], now_dt: Any) -> dict[str, str]:
+    """Of ``taken`` (execution -> the open rollback covering it), the rollbacks a new request
+    withdraws as ``request_rollback`` does (``_supersedes``: the execution's own rollback,
+    classified under another policy version than the one deciding, still pending, so no
+    approval can count for it): rollback -> its execution."""
+    R = P.rollbacks
+    own: dict[str, str] = {}
+    rbs = sorted(set(taken.values()))
+    for i in range(0, len(rbs), _CHUNK):  # (the projection first: only another version's own plans are read)
+        for rid, orig in c.execute(sql_select(R.c.id, R.c.original).where(
+                R.c.id.in_(rbs[i:i + _CHUNK]), R.c.status.in_(("pending", "approved")),
+                sql_or(R.c.policy_hash.is_(None), R.c.policy_hash != eng.policy_hash))):
+            if taken.get(orig) == rid:
+                own[rid] = orig
+    return {rid: orig for rid, orig in own.items() if rt._supersedes(c, eng, rid, orig, now_dt) is not None}
+
+
+def _withdraw(rt: Any, eng: Any, lapsed: list[str], stale: dict[str, str], requested_by: str, now_dt: Any) -> None:
+    """Record, in one transaction, what ``request_rollback`` records one by one before it
+    plans an execution again: the expiry of each rollback of ``lapsed`` the clock expired
+    (as the sweeper would), the cancellation of each of ``stale`` (rollback -> execution) it
+    supersedes. Each is judged again inside the append lock: one authorized, started or
+    closed meanwhile is left as it is (and stays taken when the batch plans again)."""
+    at = _ts(now_dt)
+
+    def build(c):
+        expire = sorted(_lapsed_open(rt, c, eng, set(lapsed), now_dt)) if lapsed else []
+        cancel = []
+        for rid, orig in sorted(stale.items()):
+            why = rt._supersedes(c, eng, rid, orig, now_dt)
+            if why is not None:
+                cancel.append((rid, why))
+        ids = expire + [r for r, _ in cancel]
+        wf: dict[str, Any] = {}
+        for i in range(0, len(ids), _CHUNK):
+            wf.update(c.execute(sql_select(E.c.id, E.c.workflow).where(E.c.id.in_(ids[i:i + _CHUNK]))).all())
+        return ([NewEntry("transition", {"subject": r, "to": "expired", "principal": "stopline", "reason": _REPLANNED,
+                                         "at": at}, workflow=wf.get(r), links=[r], time=now_dt) for r in expire]
+                + [NewEntry("transition", {"subject": r, "to": "cancelled", "principal": requested_by, "reason": why,
+                                           "at": at}, workflow=wf.get(r), links=[r], time=now_dt)
+                   for r, why in cancel])
+
+    rt.transact(build)
 
 
 def _bound(v: Any) -> str:
@@ -243,16 +318,26 @@ def _batch_hash(scenario: str, select: str | None, plans: list[tuple[str, str]])
 
 def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_by: str, reason: str,
                           since: Any = None, until: Any = None, *, executions: Iterable[str] | None = None,
-                          trigger: str | None = None, now: Any = None, dry_run: bool = False) -> RollbackBatch:
+                          trigger: str | None = None, now: Any = None, dry_run: bool = False,
+                          supersede: bool = True) -> RollbackBatch:
     """Plan every recorded execution ``select`` matches (a CEL condition over ``original``;
     ``since <= time < until`` narrows the executions read), or every one of
     ``executions`` (ids), as one batch; recorded in one transaction (with ``dry_run``,
-    planned and returned, nothing recorded)."""
+    planned and returned, nothing recorded).
+
+    An open rollback of a selected execution that the clock expired (never authorized in
+    its window or by its deadline) is recorded expired and the execution planned again, as
+    ``request_rollback`` does; with ``supersede`` (the default), so is the execution's own
+    pending rollback classified under another policy version than this runtime's (it is
+    cancelled: no approval can count for it). ``supersede=False`` lists those as
+    ``existing`` (``stopline replay --as-rollback``, whose policy is a candidate, not the
+    one the reviewers approve under)."""
     _text_arg(requested_by, "requested_by")  # (a projection column: a name the ledger can hold)
     with paused():  # 10^4 executions and their trees in memory: no collector passes over them meanwhile
         for _ in range(_PLAN_RETRIES):
             b = _request_bulk_rollback(rt, select, scenario, requested_by, reason, since, until,
-                                       executions=executions, trigger=trigger, now=now, dry_run=dry_run)
+                                       executions=executions, trigger=trigger, now=now, dry_run=dry_run,
+                                       supersede=supersede)
             if b is not None:
                 return b
     raise RuntimeUsageError(f"records of the batch kept being rolled back by other requests: gave up after "
@@ -261,7 +346,7 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
 
 def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_by: str, reason: str,
                            since: Any, until: Any, *, executions: Iterable[str] | None, trigger: str | None,
-                           now: Any, dry_run: bool) -> RollbackBatch | None:
+                           now: Any, dry_run: bool, supersede: bool = True) -> RollbackBatch | None:
     """One planning of the batch and its recording; None when a record of a plan's cascade
     was covered by another rollback between the read and the recording (plan again)."""
     from ..cel import CelCompileError, CelError, compile_cel
@@ -286,6 +371,8 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                 bounds[name] = _bound(v)
             except RuntimeUsageError as e:
                 raise RuntimeUsageError(str(e).replace("`now`", f"`{name}`")) from None
+    if "since" in bounds and "until" in bounds and bounds["since"] > bounds["until"]:
+        raise RuntimeUsageError(f"`since` {since} is later than `until` {until}: no execution can be in that window")
     if "since" in bounds:
         where.append(E.c.time >= bounds["since"])
     if "until" in bounds:
@@ -349,19 +436,43 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
             for rec, rb in c.execute(sql_select(P.records.c.record, P.records.c.rollback)
                                      .join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
                                      .where(P.records.c.record.in_(cids[i:i + _CHUNK]),
-                                            P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))):
+                                            P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))
+                                     .order_by(P.records.c.seq)):
                 taken.setdefault(rec, rb)
-        roots_all = [x for x in chosen if x.id not in taken]
-        elsewhere: dict[str, list] = {}
-        trees, undeclared, owner = _graphs(c, eng, roots_all, known, elsewhere)
-    existing = tuple({"execution": i, "rollback": rb} for i, rb in taken.items())
-    covered = tuple({"execution": x.id, "by": owner[x.id]} for x in roots_all if owner[x.id] != x.id)
-    roots = [x for x in roots_all if owner[x.id] == x.id]
+        # an open rollback the clock expired (not authorized in its window or by its deadline) covers
+        # nothing: its executions are planned again, as ``request_rollback`` plans one again (its
+        # expiry recorded first; a dry run records nothing and plans as if it were)
+        gone = _lapsed_open(rt, c, eng, set(taken.values()), now_dt) if taken else set()
+        # and one classified under another policy version, still pending, is withdrawn by the new
+        # request (``request_rollback``'s ``_supersedes``: no approval can count for it now)
+        stale = (_superseded(rt, c, eng, {k: v for k, v in taken.items() if v not in gone}, now_dt)
+                 if taken and supersede else {})
+        lapsed = sorted(gone) if not dry_run else []
+        withdraw = dict(stale) if not dry_run else {}
+        gone = gone | set(stale)
+        if not lapsed and not withdraw:
+            taken = {k: v for k, v in taken.items() if v not in gone}
+            roots_all = [x for x in chosen if x.id not in taken]
+            elsewhere: dict[str, list] = {}
+            trees, undeclared, owner = _graphs(c, eng, roots_all, known, elsewhere, gone)
+    if lapsed or withdraw:
+        _withdraw(rt, eng, lapsed, withdraw, requested_by, now_dt)
+        return None
+    # in the order the executions were recorded (the same list on every run and backend)
+    existing = tuple({"execution": x.id, "rollback": taken[x.id]} for x in chosen if x.id in taken)
     stops: dict[Any, Any] = {}
     members: list[tuple[Any, dict, Any]] = []
     refused: list[dict] = []
+    covered_by: list[dict] = []
     records = 0
-    for x in roots:
+    held: dict[str, str] = {}  #: record -> the original whose plan holds it
+    # in the order recorded (a parent before the executions it caused): a selected execution is
+    # covered by a plan only when that plan holds it; one below the scenario's cascade depth, or
+    # under an original whose plan is refused, is planned on its own (never silently left out)
+    for x in roots_all:
+        if x.id in held:
+            covered_by.append({"execution": x.id, "by": held[x.id]})
+            continue
         wf = x.workflow
         if wf not in stops:
             stops[wf] = rt.workflow_status(wf) if wf else None
@@ -374,17 +485,27 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                             or "the plan is not authorizable"})
             continue
         steps = [s.record_id for s in plan.cascade.steps if s.record_id != x.id]
+        for r in (x.id, *steps):
+            held.setdefault(r, x.id)
         records += 1 + len(steps)
         duties = [x.id, *steps, *(f"compensate:{cp.name}" for cp in plan.compensations),
                   *(f"notify:{n}" for n in plan.notify)]
         body = {"plan_hash": plan.plan_hash, "scenario": scenario, "requested_by": requested_by, "reason": reason,
                 "plan": plan.model_dump(mode="json"), "route": plan.route, "original": x.id, "cascade": steps,
-                "duties": list(dict.fromkeys(duties)), "undeclared": undeclared[x.id],
+                "duties": list(dict.fromkeys(duties)), "undeclared": [],
                 "trigger": trigger or (st["stopped_by"] if st and st["status"] == "stopped" else None),
                 "requested_at": _ts(now_dt), "pending_until": _ts_after(now_dt, rt.rollback_ttl)}
-        if elsewhere.get(x.id):
-            body["covered"] = elsewhere[x.id]
         members.append((x, body, plan))
+    covered = tuple(covered_by)
+    # the links a tree did not follow (undeclared; covered by another open rollback), each on the
+    # plan that holds its parent (else, as before, on its tree's topmost original)
+    mine = {m[0].id: m[1] for m in members}
+    for key, links_of in (("undeclared", undeclared), ("covered", elsewhere)):
+        for top, items in links_of.items():
+            for it in items:
+                o = held.get(it["parent"], top)
+                if o in mine:
+                    mine[o].setdefault(key, []).append(it)
     if not members:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
                              tuple(errors), 0)
@@ -397,12 +518,16 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
     def build(c):
         keep = members
         ids = [m[0].id for m in members]
-        late: set[str] = set()
+        late: dict[str, str] = {}
         for i in range(0, len(ids), _CHUNK):  # covered by a rollback recorded since we read
-            late |= {r[0] for r in c.execute(
-                sql_select(P.records.c.record).join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
-                .where(P.records.c.record.in_(ids[i:i + _CHUNK]),
-                       P.rollbacks.c.status.notin_(("denied", "expired", "cancelled"))))}
+            for rec, rb in c.execute(
+                    sql_select(P.records.c.record, P.records.c.rollback)
+                    .join(P.rollbacks, P.rollbacks.c.id == P.records.c.rollback)
+                    .where(P.records.c.record.in_(ids[i:i + _CHUNK]),
+                           P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))
+                    .order_by(P.records.c.seq)):
+                late.setdefault(rec, rb)
+        out["late"] = late
         if late:
             keep = [m for m in members if m[0].id not in late]
         cascade = [r for m in keep for r in m[1]["cascade"]]
@@ -417,7 +542,8 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
         out["hash"] = bh
         head = {"batch_hash": bh, "scenario": scenario, "select": select, "requested_by": requested_by,
                 "reason": reason, "requested_at": _ts(now_dt), "since": bounds.get("since"),
-                "until": bounds.get("until"), "originals": len(keep), "records": records,
+                "until": bounds.get("until"), "originals": len(keep),
+                "records": sum(1 + len(m[1]["cascade"]) for m in keep),
                 "selected": len(chosen), "trigger": trigger}
         items = [NewEntry("batch", head, time=now_dt)]
         for x, body, _ in keep:
@@ -428,13 +554,15 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
     entries = rt.transact(build)
     if out.get("again"):
         return None
+    # an original another request covered since the read is listed with that rollback, not dropped
+    existing += tuple({"execution": i, "rollback": rb} for i, rb in out.get("late", {}).items())
     if not entries:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
                              tuple(errors), 0)
     keep = out["keep"]
     return RollbackBatch(entries[0].id, out["hash"], scenario, select, tuple(e.id for e in entries[1:]),
                          tuple(m[0].id for m in keep), len(chosen), covered, existing, tuple(refused), tuple(errors),
-                         records)
+                         sum(1 + len(m[1]["cascade"]) for m in keep))
 
 
 def _members(rt: Any, c: Any, batch: Any) -> list:
@@ -544,6 +672,12 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
                 after = rt.subject_status(c, m, now=now_dt, extra=[body], engine=eng)
                 ok = (principal in after.denied_by) if verdict == "deny" else principal in after.verdict.accepted
                 status_after = after.status
+            elif (clock_expiry(m.body.get("plan"), m.body.get("pending_until"), now_dt) is not None
+                  and not _judge_fresh(eng, m.body.get("plan"), None, now_dt)[1] == "approved"):
+                # not authorized and its standard reversal window ended (or its deadline passed):
+                # expired by the clock, as ``subject_status`` says; no approval counts for it
+                skipped.append({"rollback": m.id, "status": "expired"})
+                continue
             elif stale:
                 skipped.append({"rollback": m.id, "status": "pending", "stale": True})
                 continue
@@ -630,10 +764,12 @@ def _shape(eng: Any, m: Any, memo: dict) -> Any:
             canonical_text(plan.get("authorization")))
 
 
-def _judge_fresh(eng: Any, plan: Any, body: dict, now_dt: Any) -> tuple[bool, str]:
+def _judge_fresh(eng: Any, plan: Any, body: dict | None, now_dt: Any) -> tuple[bool, str]:
     """``(counted, status after)`` of a pending plan with no approval, transition or step yet,
     given the one approval ``body``: what ``subject_status`` computes for it (its approvals
     are this one alone; not past its ``pending_until``, which the caller checked)."""
+    if body is None:  # no approval: whether the plan is authorized as it stands
+        return False, "approved" if eng.authorize_rollback(plan, [], now_dt).satisfied else "pending"
     fields = ("principal", "roles", "at", "expires_at", "policy_hash")
     if body["verdict"] == "approve":
         app = {**{k: body[k] for k in fields if body.get(k) is not None}, "plan_hash": body["digest"]}
@@ -662,6 +798,8 @@ def batch_status(rt: Any, batch_id: str, *, now: Any = None) -> dict:
         latest: dict[tuple[str, str], str] = {}
         for s in rt.ledger.fetch(c, E.c.kind == "step",
                                  E.c.seq.in_(sql_select(L.c.from_seq).where(L.c.to_seq.in_(members)))):
+            if not isinstance(s.body["record"], str):  # (another recorder's step: names no duty, which is text)
+                continue
             k = (s.links[0], s.body["record"])
             if s.body["status"] == "verified" or latest.get(k) != "verified":
                 latest[k] = s.body["status"]

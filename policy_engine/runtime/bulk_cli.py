@@ -1,7 +1,9 @@
 """``stopline rollback``: plan a batch of rollbacks chosen by a CEL select over the
 recorded executions (registered by ``policy_engine.cli``); ``--status BATCH`` shows one.
-Output is JSON with ``--format json``. Exit codes: 0 ok, 1 the select failed on some
-executions (nothing is recorded; each is listed with its error), 2 usage, a select that
+Output is JSON with ``--format json``; ``--dry-run`` plans and shows without recording.
+Exit codes: 0 ok, 1 the select failed on some executions (nothing is recorded; each is
+listed with its error) or some selected executions could not be planned (``refused``: each
+is listed with the reason; as ``stopline replay --as-rollback``), 2 usage, a select that
 does not compile, an unknown id or an unreachable ledger (one line on stderr)."""
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from .cli import _echo, _guarded, _ledger_opt, _policies_opt, _runtime
 @click.option("--since", metavar="TIME", help="Only executions recorded at or after this RFC 3339 time.")
 @click.option("--until", metavar="TIME", help="Only executions recorded before this RFC 3339 time.")
 @click.option("--status", "status_of", metavar="BATCH", default=None, help="Show a batch: done, partial, remaining.")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Plan and show the batch (its originals, records and digest) without recording anything.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_policies_opt
 @_ledger_opt
 @_guarded
-def rollback(select, scenario, requested_by, reason, since, until, status_of, fmt, policies, url):
+def rollback(select, scenario, requested_by, reason, since, until, status_of, dry_run, fmt, policies, url):
     """Plan every execution SELECT matches as one batch of rollbacks (an incident)."""
     rt = _runtime(url, policies, need_policies=status_of is None)
     with rt:
@@ -37,16 +41,18 @@ def rollback(select, scenario, requested_by, reason, since, until, status_of, fm
             else:
                 click.echo(f"batch {st['batch_id']} ({st['scenario']}): {st['rollbacks']} rollback(s), "
                            f"{st['done']} done, {st['partial']} partial, {st['remaining']} remaining; duties "
-                           f"{st['duties']['done']}/{st['duties']['total']} done, {st['duties']['failed']} failed")
+                           f"{st['duties']['done']}/{st['duties']['total']} done, {st['duties']['failed']} failed\n"
+                           f"  by status: " + (", ".join(f"{k} {n}" for k, n in st["by_status"].items()) or "none"))
             return
         missing = [n for n, v in (("--select", select), ("--scenario", scenario), ("--requested-by", requested_by),
                                   ("--reason", reason)) if not v]
         if missing:
             raise click.UsageError(f"give {', '.join(missing)}")
-        b = rt.request_bulk_rollback(select, scenario, requested_by, reason, since=since, until=until)
+        b = rt.request_bulk_rollback(select, scenario, requested_by, reason, since=since, until=until,
+                                     dry_run=dry_run)
         if fmt == "json":
             _echo(b)
-            if b.errors:
+            if b.errors or b.refused:
                 sys.exit(1)
             return
         if b.errors:  # fail closed: nothing was planned
@@ -57,8 +63,13 @@ def rollback(select, scenario, requested_by, reason, since, until, status_of, fm
             if len(b.errors) > 10:
                 click.echo(f"  … {len(b.errors) - 10} more (--format json lists every one)")
             sys.exit(1)
-        if b.batch_id is None:
-            click.echo(f"nothing planned: {b.selected} execution(s) selected, {len(b.existing)} already being "
+        if dry_run and b.originals:
+            click.echo(f"dry run, nothing recorded: {len(b.originals)} rollback(s) over {b.records} record(s) "
+                       f"({b.selected} selected, {len(b.covered)} inside another's cascade, {len(b.existing)} "
+                       f"already being rolled back)\ndigest if recorded now: {b.batch_hash}")
+        elif b.batch_id is None:
+            click.echo(f"{'dry run: ' if dry_run else ''}nothing planned: {b.selected} execution(s) selected, "
+                       f"{len(b.existing)} already being "
                        f"rolled back, {len(b.refused)} refused")
         else:
             click.echo(f"batch {b.batch_id}: {len(b.rollbacks)} rollback(s) over {b.records} record(s) "
@@ -68,6 +79,8 @@ def rollback(select, scenario, requested_by, reason, since, until, status_of, fm
             click.echo(f"  not planned {x['execution']}: {x['reason']}")
         if len(b.refused) > 10:
             click.echo(f"  … {len(b.refused) - 10} more not planned (--format json lists every one)")
+        if b.refused:  # some of the incident is not covered: a script must not take it for done
+            sys.exit(1)
 
 
 COMMANDS = (rollback,)
