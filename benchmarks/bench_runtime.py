@@ -326,7 +326,7 @@ def bench_queue(pending: int, reps: int) -> dict:
                 for i in range(k)
             ]
             made = rt.ledger.transact(
-                lambda c, entries=execs: entries, after=lambda c, new: [P.apply(c, e) for e in new]
+                lambda c, entries=execs: entries, after=lambda c, new: [P.apply(c, e) for e in new], projected=True
             )
             rbs = [
                 NewEntry(
@@ -338,7 +338,8 @@ def bench_queue(pending: int, reps: int) -> dict:
                 )
                 for e in made
             ]
-            rt.ledger.transact(lambda c, entries=rbs: entries, after=lambda c, new: [P.apply(c, e) for e in new])
+            rt.ledger.transact(lambda c, entries=rbs: entries, after=lambda c, new: [P.apply(c, e) for e in new],
+                               projected=True)
         route = p.route
         assert len(rt.queue(route, now=QNOW)) == pending
         full, first, raw, cold, pages, walks, gated, changed = [], [], [], [], [], [], [], []

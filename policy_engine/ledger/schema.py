@@ -74,7 +74,8 @@ from .errors import SchemaError
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "flush", "MIGRATIONS",
            "GUARDED", "LEDGER_TABLES", "guard_ddl", "guard_problems", "restore_guards", "append_function_ddl",
-           "migrate", "ended_sessions", "create_ended_sessions", "create_missing", "missing_tables", "HISTORY"]
+           "migrate", "ended_sessions", "create_ended_sessions", "create_missing", "missing_tables", "HISTORY",
+           "unprojected"]
 
 SCHEMA_VERSION = 3
 LOG = 1  # the single log of a deployment (the heads row)
@@ -133,6 +134,15 @@ ended_sessions = Table("ledger_ended_sessions", metadata,
                        Column("ended_until", BigInteger, nullable=False),
                        Index("ledger_ended_sessions_until", "ended_until"))
 
+#: the entries a writer appended without keeping the runtime's projections (a raw append,
+#: `stopline ledger append`), while a runtime keeps projections of this ledger (the
+#: ``ledger_meta`` row ``projections``, which the runtime writes): the runtime folds them into
+#: its projections before it reads them, then deletes their rows. A table added without a
+#: version change (``create_missing``): a ledger that lacks it is given it by ``stopline
+#: ledger init`` or by a runtime opening it, which then rebuilds its projections once
+unprojected = Table("ledger_unprojected", metadata,
+                    Column("seq", BigInteger, primary_key=True, autoincrement=False))
+
 # version 2's sequencer queue (dropped by version 3): kept out of ``metadata`` so a new ledger never has it
 _v2_metadata = MetaData()
 queue = Table("ledger_queue", _v2_metadata,
@@ -151,7 +161,7 @@ GUARDED = ("ledger_entries", "ledger_links", "ledger_nodes")
 HISTORY = ("ledger_meta", "ledger_heads", *GUARDED)
 #: every table a ledger has had (version 2's queue included): anything else in the database is another application's
 LEDGER_TABLES = frozenset({"ledger_meta", "ledger_heads", "ledger_entries", "ledger_links", "ledger_nodes",
-                           "ledger_flush", "ledger_queue", "ledger_ended_sessions"})
+                           "ledger_flush", "ledger_queue", "ledger_ended_sessions", "ledger_unprojected"})
 REFUSAL = "stopline ledger: entries are append-only"
 _PG_REFUSE_SRC = f" BEGIN RAISE EXCEPTION '{REFUSAL}' USING ERRCODE = 'insufficient_privilege'; END "
 _PG_REFUSE_FN = "ledger_refuse_change"

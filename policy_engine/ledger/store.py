@@ -140,6 +140,7 @@ class Ledger(LedgerWriter):
 
     def __init__(self, engine: Engine, url: str, *, log_id: str, origin: str, durability: str = "full") -> None:
         self._engine = engine
+        self._marks = False
         self.url = url  #: the URL, password hidden
         self.log_id = log_id  #: a UUID made when the ledger was initialised
         self.origin = origin  #: the checkpoint origin line (``stopline.dev/ledger/<log_id>``)
@@ -220,7 +221,21 @@ class Ledger(LedgerWriter):
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, OSError) as e:
             engine.dispose()
             raise LedgerUnavailable(f"cannot open ledger {shown}: {_short(e)}") from None
-        return cls(engine, shown, log_id=log_id, origin=origin, durability=mode)
+        led = cls(engine, shown, log_id=log_id, origin=origin, durability=mode)
+        try:
+            led.refresh_marks()
+        except LedgerError:
+            led.close()
+            raise
+        return led
+
+    def refresh_marks(self) -> bool:
+        """Read again whether the ledger has ``ledger_unprojected`` (one catalog read; done
+        at open): while it has, an entry appended without ``projected=True`` is listed there
+        for the runtime's projections (see ``append_many``). A runtime that gives an older
+        ledger the table calls this."""
+        self._marks = not self.missing_tables([schema.unprojected])
+        return self._marks
 
     @staticmethod
     def _make_engine(u: URL, shown: str, create: bool, lock_timeout: float, durability: str = "full") -> Engine:

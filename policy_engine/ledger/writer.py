@@ -42,6 +42,18 @@ class _Prepared:
     top: dict | None = None
 
 
+#: the entries of ids ``?...`` listed as not projected, while a runtime keeps projections
+#: (``schema.unprojected``); an id answered by an existing key is no new entry: nothing listed
+_SQL_MARK = ("INSERT INTO ledger_unprojected (seq) SELECT seq FROM ledger_entries WHERE id IN ({}) "
+             "AND EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'projections')")
+
+
+def _marks_of(ids: Sequence[str]) -> list[tuple[str, Sequence[Any]]]:
+    """The statements (``?`` placeholders) listing the entries ``ids`` in ``ledger_unprojected``."""
+    return [(_SQL_MARK.format(", ".join("?" * len(ids[i:i + 500]))), list(ids[i:i + 500]))
+            for i in range(0, len(ids), 500)]
+
+
 _PREV_SEQ = ',"prev":"","seq":0,"time":'
 
 
@@ -110,6 +122,7 @@ class LedgerWriter(LedgerReader):
     _gc: threading.Condition
     _gc_pending: list[_Group]
     _gc_leader: bool
+    _marks: bool  # the ledger has ``ledger_unprojected`` (see ``append_many``'s ``projected``)
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
@@ -174,7 +187,8 @@ class LedgerWriter(LedgerReader):
 
     @_db
     def append_many(self, items: Iterable[NewEntry], *, fence: tuple[str, int] | None = None,
-                    then: Callable[[list[str]], Sequence[tuple[str, Sequence[Any]]]] | None = None) -> list[Entry]:
+                    then: Callable[[list[str]], Sequence[tuple[str, Sequence[Any]]]] | None = None,
+                    projected: bool = False) -> list[Entry]:
         """Append a batch in one transaction (one lock, one commit): all of it or none.
 
         Returns the entries in order (an existing entry for each key that was already
@@ -193,6 +207,12 @@ class LedgerWriter(LedgerReader):
         unless those entries are in the log (``INSERT ... SELECT ... FROM ledger_entries
         WHERE id = ?``): on PostgreSQL they travel with the append in one message, and an
         entry answered by an existing idempotency key keeps its old id.
+
+        ``projected``: the caller (the runtime) keeps its projections of these entries in the
+        same transaction. Otherwise, while a runtime keeps projections of this ledger, the
+        new entries are listed in ``ledger_unprojected`` (same transaction) for the runtime to
+        fold in before it next reads its state: an entry appended beside the runtime (a
+        ``stop`` by ``stopline ledger append``) counts as one the runtime appended.
         """
         prepared: list[_Prepared] = []
         for n in items:  # an int link i names the i-th entry of this batch (its id is made here)
@@ -211,6 +231,9 @@ class LedgerWriter(LedgerReader):
         stmts: Sequence[tuple[str, Sequence[Any]]] = ()
         if then is not None:
             stmts = then([p.id for p in prepared if p.id is not None])
+        if not projected and self._marks:
+            stmts = [*stmts, *_marks_of([p.id for p in prepared if p.id is not None])]
+        if stmts:
             if self.backend == "postgresql":
                 stmts = [(sql.replace("?", "%s"), params) for sql, params in stmts]
         return self._append_grouped(_Group(prepared, fence, stmts))
@@ -388,7 +411,8 @@ class LedgerWriter(LedgerReader):
 
     @_db
     def transact(self, build: Callable[[Connection], Sequence[NewEntry] | None], *,
-                 after: Callable[[Connection, list[Entry]], None] | None = None) -> list[Entry]:
+                 after: Callable[[Connection, list[Entry]], None] | None = None,
+                 projected: bool = False) -> list[Entry]:
         """A conditional append: ``build(conn)`` runs *inside* the append lock (the log's row
         lock: ``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), reads
         what it needs through ``conn`` and returns the entries to append (or nothing, or
@@ -398,6 +422,7 @@ class LedgerWriter(LedgerReader):
         step: of two writers racing on the same state, exactly one sees the old state.
         Returns the entries as :meth:`append_many` does (an existing entry for a used key).
         A link given as an ``int`` ``i`` names the ``i``-th entry of the same batch.
+        ``projected``: as for :meth:`append_many`.
         """
         with self._write() as (c, state):
             items = list(build(c) or ())
@@ -428,6 +453,9 @@ class LedgerWriter(LedgerReader):
                 group.append(p)
                 made.append(p.id if p.key is None else None)
             flush()
+            if not projected and self._marks:
+                for sql, params in _marks_of([e.id for e in out if e.seq >= first_new]):
+                    c.exec_driver_sql(sql.replace("?", self._ph), tuple(params))
             if after is not None:
                 after(c, [e for e in out if e.seq >= first_new])
             return out
@@ -568,6 +596,9 @@ class LedgerWriter(LedgerReader):
                 note = sign_checkpoint(key, self.origin, size, root)
                 body = {"origin": self.origin, "size": size, "root": root.hex(), "note": note}
                 entry = self._insert(c, state, [self._prepare_entry(NewEntry("checkpoint", body, time=time))])[0]
+                if self._marks:  # (folded in by the runtime as nothing: it keeps the list a tail of the log)
+                    for sql, params in _marks_of([entry.id]):
+                        c.exec_driver_sql(sql.replace("?", self._ph), tuple(params))
             if out is not None:
                 try:
                     out.write(note)

@@ -713,7 +713,11 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
                 c.execute(sql_update(P.rollbacks).where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK]))
                           .values(status=to, open=0 if to in P.CLOSED else 1, lapses_at=P._norm(until)))
 
-    entries = rt.ledger.transact(build, after=after)
+    def current(c: Any) -> Any:  # what was appended beside the runtime first (Runtime._transact)
+        P.catch_up(c, rt.ledger.fetch)
+        return build(c)
+
+    entries = rt.ledger.transact(current, after=after, projected=True)
     return {"batch_id": batch_id, "approval_id": entries[0].id, "verdict": verdict, "plans": out["recorded"],
             "counted": out["counted"], "not_counted": out["recorded"] - out["counted"], "skipped": out["skipped"],
             "statuses": out["statuses"]}

@@ -52,7 +52,8 @@ class RuntimeCore:
         self._clock_memo: tuple[int, str | None, dict[str, str]] = (0, None, {})
         self._clock_lock = threading.Lock()
         try:  # (current projections: one catalog read, no DDL)
-            self.ledger.transact(lambda c: [P.ensure(c, self.ledger.fetch), []][1])
+            self.ledger.transact(lambda c: [P.ensure(c, self.ledger.fetch), []][1], projected=True)
+            self.ledger.refresh_marks()  # (ensure gives an older ledger `ledger_unprojected`)
         except Exception as e:
             from ..ledger.errors import SchemaError
             from ..ledger.store import _no_create_right
@@ -84,7 +85,18 @@ class RuntimeCore:
             for e in new:
                 P.apply(c, e)
 
-        return self.ledger.transact(build, after=after)
+        def current(c: Any) -> Any:  # what was appended beside the runtime first, then the caller's reads
+            P.catch_up(c, self.ledger.fetch)
+            return build(c)
+
+        return self.ledger.transact(current, after=after, projected=True)
+
+    def _sync(self) -> None:
+        """Fold into the projections what was appended beside the runtime (``stopline ledger
+        append``, another program's ``Ledger.append``) before a read of them: one indexed
+        read when nothing waits (the common case)."""
+        if self.ledger.query_one("SELECT 1 FROM ledger_unprojected LIMIT 1") is not None:
+            self.ledger.transact(lambda c: [P.catch_up(c, self.ledger.fetch), []][1], projected=True)
 
     def transact(self, build) -> list:
         """Public hook (for bulk.py): append what ``build(conn)`` returns, built inside the
@@ -180,6 +192,7 @@ class RuntimeCore:
         ``workflow`` is a workflow's name (a non-empty string): anything else is a
         :class:`RuntimeUsageError`, never answered as a running workflow."""
         _text_arg(workflow, "workflow")
+        self._sync()
         with self.ledger.reading() as c:
             row = self._wf_row(c, workflow)
         if row is None:

@@ -105,8 +105,10 @@ class Executions(RuntimeCore):
 
     # ------------------------------------------------------------------ gate
     #: one statement, one snapshot: the log's size, the workflow's projection row, the key's entry
+    #: (and whether an entry appended beside the runtime waits to be folded into the projections)
     _GATE_READ = ("SELECT h.size, w.status, w.trigger, w.since, w.stop_id, w.seq, "
-                  "(SELECT e.id FROM ledger_entries e WHERE e.key = ?) "
+                  "(SELECT e.id FROM ledger_entries e WHERE e.key = ?), "
+                  "(SELECT u.seq FROM ledger_unprojected u LIMIT 1) "
                   "FROM ledger_heads h LEFT JOIN rt_workflows w ON w.workflow = ? WHERE h.log = 1")
     _SQL_PENDING = ("INSERT INTO rt_pending (id, seq, workflow, expires_at) "
                     "SELECT id, seq, workflow, ? FROM ledger_entries WHERE id = ?")
@@ -163,7 +165,12 @@ class Executions(RuntimeCore):
             else:
                 snap = self.ledger.query_one(self._GATE_READ, (key, wf))
                 assert snap is not None
-                size, status, trigger, since, stop_id, wseq, used = snap
+                size, status, trigger, since, stop_id, wseq, used, lag = snap
+                if lag is not None:  # appended beside the runtime (a stop by `stopline ledger append`)
+                    self._sync()
+                    snap = self.ledger.query_one(self._GATE_READ, (key, wf))
+                    assert snap is not None
+                    size, status, trigger, since, stop_id, wseq, used, lag = snap
                 if used is not None:
                     return self._gate_replay(used, key, recorded_action)
                 row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
@@ -195,7 +202,8 @@ class Executions(RuntimeCore):
                 return out
 
             try:
-                entries = self.ledger.append_many(items, fence=(wf, size) if wf is not None else None, then=then)
+                entries = self.ledger.append_many(items, fence=(wf, size) if wf is not None else None, then=then,
+                                                  projected=True)
             except StateChanged:
                 self._wf_seen.pop(wf, None)
                 continue  # stopped or resumed since the read: evaluate again

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    func,
     insert,
     select,
     update,
@@ -98,6 +99,9 @@ claims = Table("rt_claims", metadata,
                Index("rt_claims_age", "claimed_at"))
 
 TABLES = (workflows, rollbacks, records, pending, claims)
+#: the entries appended beside the runtime, to fold in (the ledger's table: ``Ledger.append_many``)
+MARKS = lschema.unprojected
+_FIRST_MARK = "SELECT seq FROM ledger_unprojected ORDER BY seq LIMIT 1"
 CLOSED = frozenset({"denied", "expired", "cancelled", "verified"})
 
 
@@ -126,15 +130,59 @@ def ensure(c: Connection, fetch) -> list[str]:
     """Make the projections current, inside the caller's write transaction (the append
     lock): missing tables are made; a table of an older version (a column missing) is
     dropped and every projection is rebuilt from the log (they are caches: nothing is
-    lost). Returns the tables made or remade; nothing to do is one catalog read, no DDL."""
+    lost). The ledger is told that a runtime keeps projections of it (the ``ledger_meta``
+    row ``projections``; ``ledger_unprojected`` made if an older ledger lacks it), so that
+    from then on an entry appended beside the runtime is listed for :func:`catch_up`; the
+    first time, the projections are rebuilt (what was appended beside a runtime before was
+    not listed). Returns the tables made or remade; nothing to do is one catalog read, one
+    row read and the (empty) list of entries to fold in, no DDL."""
     stale = outdated(c)
-    if not stale:
+    if not _exists(c, MARKS.name):
+        MARKS.create(c, checkfirst=True)
+        stale.append(MARKS.name)
+    flagged = c.execute(select(lschema.meta.c.value).where(lschema.meta.c.name == "projections")).first()
+    if flagged is None:
+        c.execute(insert(lschema.meta).values(name="projections", value="1"))
+    if not stale and flagged is not None:
+        catch_up(c, fetch)
         return []
     for t in TABLES:
         if t.name in stale and _exists(c, t.name):
             t.drop(c)
     rebuild(c, fetch)  # (makes them; on a new ledger, one read of an empty log)
     return stale
+
+
+def lagging(c: Connection) -> bool:
+    """Whether an entry appended beside the runtime waits to be folded in (one indexed read)."""
+    return c.exec_driver_sql(_FIRST_MARK).first() is not None
+
+
+def catch_up(c: Connection, fetch, batch: int = 5000) -> int:
+    """Fold into the projections the entries appended beside the runtime
+    (``ledger_unprojected``), inside the caller's write transaction (the append lock), and
+    clear that list; returns how many. They are folded in order when they are the log's last
+    entries (nothing the runtime appended after them); else (a runtime entry landed after
+    one of them, and the folds are order-sensitive) every projection is rebuilt from the log."""
+    first = c.exec_driver_sql(_FIRST_MARK).scalar()  # (a constant statement: no expression built per write)
+    if first is None:
+        return 0
+    n = c.execute(select(func.count()).select_from(MARKS)).scalar_one()
+    size = c.execute(select(lschema.heads.c.size).where(lschema.heads.c.log == lschema.LOG)).scalar_one()
+    if size - first != n:  # not the log's tail
+        rebuild(c, fetch)
+        return n
+    E = lschema.entries
+    after = first - 1
+    while True:
+        chunk = fetch(c, E.c.seq > after, limit=batch)
+        if not chunk:
+            break
+        for e in chunk:
+            apply(c, e)
+        after = chunk[-1].seq
+    c.execute(delete(MARKS))
+    return n
 
 
 def _exists(c: Connection, name: str) -> bool:
@@ -243,6 +291,8 @@ def rebuild(c: Connection, fetch, batch: int = 5000) -> int:
     create(c)
     for t in TABLES:
         c.execute(delete(t))
+    if _exists(c, MARKS.name):
+        c.execute(delete(MARKS))  # (every entry is folded in below)
     E = lschema.entries
     kinds = ("stop", "resume", "decision", "execution", "rollback", "approval", "transition", "step")
     after, n = -1, 0

@@ -226,10 +226,29 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
             n.append(P.rebuild(c, self.ledger.fetch))
             return []
 
-        self.ledger.transact(build)
+        self.ledger.transact(build, projected=True)
         return n[0]
 
     def projection_snapshot(self) -> dict:
         with self.ledger.reading() as c:
             return P.snapshot(c)
 
+
+
+def _synced(name: str) -> None:
+    """``Runtime.<name>`` reads the projections outside a write: it first folds in what was
+    appended beside the runtime (``Runtime._sync``; the writes do it under the append lock)."""
+    import functools
+
+    f = getattr(Runtime, name)
+
+    @functools.wraps(f)
+    def synced(self: Runtime, *args: Any, **kwargs: Any) -> Any:
+        self._sync()
+        return f(self, *args, **kwargs)
+
+    setattr(Runtime, name, synced)
+
+
+for _read in ("queue", "claims_in_doubt", "batch_counts", "expire"):
+    _synced(_read)

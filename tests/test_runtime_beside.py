@@ -1,0 +1,142 @@
+"""An entry appended beside the runtime (``stopline ledger append``, another program's
+``Ledger.append``) counts as one the runtime appended: the state comes from the record.
+
+Before, the runtime's projections (its caches of the record) saw only the runtime's own
+writes: a ``stop`` appended with ``stopline ledger append`` left the workflow ``running`` in
+``workflow_status`` and the gate kept allowing its actions, until a rebuild."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
+
+from policy_engine import Runtime
+from policy_engine.ledger import Ledger, NewEntry
+from policy_engine.runtime import projections as P
+
+POLICY = """\
+roles [ops]
+
+workflow "w" {
+  version "1"
+  owners {
+    business "B"
+    technical "T"
+  }
+  default deny
+
+  action ping {
+    system "s"
+    description "A harmless ping"
+    irreversible
+    # stopline: acknowledge W202 -- a test fixture
+    allow always when `true`
+  }
+}
+"""
+
+STOP = {"trigger": "operator_hold", "stopped_at": "2026-11-28T00:00:00Z", "severity": "critical", "owner": "ops",
+        "notify": [], "resume_criteria": []}
+PING = {"type": "ping", "workflow": "w", "id": "p"}
+
+
+@pytest.fixture
+def policy(tmp_path):
+    p = tmp_path / "w.policy"
+    p.write_text(POLICY)
+    return str(p)
+
+
+def _rebuilt(url: str, policy: str) -> dict:
+    """The projections as a rebuild from the log makes them (the reference)."""
+    with Runtime.open(policy, ledger=url) as rt:
+        rt.rebuild()
+        return rt.projection_snapshot()
+
+
+def test_a_stop_appended_beside_the_runtime_stops_its_gate(ledger_url, policy):  # noqa: F811
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        assert rt.gate(PING).decision.effect == "allow"
+        with Ledger.open(ledger_url) as other:  # another program (its own connection)
+            other.append("stop", STOP, workflow="w")
+        assert rt.workflow_status("w")["status"] == "stopped"  # before: running
+        g = rt.gate({**PING, "id": "p2"})
+        assert g.decision.effect != "allow" and g.workflow_status == "stopped"
+        assert rt.projection_snapshot() == _rebuilt(ledger_url, policy)
+
+
+def test_a_stop_appended_with_the_cli_is_seen_by_a_running_gate_with_a_cached_state(ledger_url, policy,  # noqa: F811
+                                                                                      tmp_path):
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        for i in range(3):  # the gate keeps what it saw of `w` (no read while the fence holds)
+            assert rt.gate({**PING, "id": f"p{i}"}).decision.effect == "allow"
+        body = tmp_path / "stop.json"
+        body.write_text(json.dumps(STOP))
+        r = subprocess.run([sys.executable, "-m", "policy_engine.cli", "ledger", "append", "stop", str(body),
+                            "--workflow", "w", "--ledger", ledger_url], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert rt.gate({**PING, "id": "p9"}).decision.effect != "allow"
+        assert rt.workflow_status("w")["status"] == "stopped"
+
+
+def test_every_runtime_write_folds_in_first_and_the_projections_equal_a_rebuild(ledger_url, policy):  # noqa: F811
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        g = rt.gate(PING)
+        with Ledger.open(ledger_url) as other:
+            other.append("stop", STOP, workflow="w")
+            other.append("stop", {**STOP, "trigger": "second"}, workflow="v")
+        # a write (an execution) folds the stops in under the append lock before its own entry
+        rt.executed(g.decision_id, receipt={})
+        with rt.ledger.reading() as c:
+            assert not P.lagging(c)
+        assert rt.projection_snapshot() == _rebuilt(ledger_url, policy)
+        assert rt.workflow_status("v")["status"] == "stopped"
+
+
+def test_an_entry_listed_out_of_order_is_folded_in_by_a_rebuild(ledger_url, policy):  # noqa: F811
+    """An entry appended beside the runtime, then one the runtime appended before folding it
+    in (the gate's append races the other program's): the folds are order-sensitive, so the
+    list is not the log's tail and the projections are rebuilt."""
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        with Ledger.open(ledger_url) as other:
+            other.append("stop", STOP, workflow="w")
+        resume = {"evidence_digest": "sha256:" + "0" * 64, "criteria": [], "allowed": True,
+                  "resumed_at": "2026-11-28T00:00:01Z"}
+        stop_id = rt.ledger.entries(kind="stop")[0].id
+        rt.ledger.append_many([NewEntry("resume", resume, workflow="w", links=[stop_id])],
+                              projected=True)  # (appended as the runtime would, the stop not folded in: a race)
+        with rt.ledger.reading() as c:
+            assert P.lagging(c)
+        assert rt.workflow_status("w")["status"] == "running"  # the resume is the last word
+        assert rt.projection_snapshot() == _rebuilt(ledger_url, policy)
+
+
+def test_a_ledger_no_runtime_used_lists_nothing(ledger_url):  # noqa: F811
+    with Ledger.open(ledger_url, create=True) as led:
+        for _ in range(3):
+            led.append("stop", STOP, workflow="w")
+        with led.reading() as c:
+            assert not P.lagging(c)
+
+
+def test_an_older_ledger_is_given_the_list_and_rebuilt_once(ledger_url, policy):  # noqa: F811
+    """A ledger made before the list existed: the runtime makes it, rebuilds its projections
+    once (what was appended beside it before was not listed), and from then on lists."""
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        rt.gate(PING)
+    with Ledger.open(ledger_url) as led:
+        led.transact(lambda c: [c.exec_driver_sql("DROP TABLE ledger_unprojected"),
+                                c.exec_driver_sql("DELETE FROM ledger_meta WHERE name = 'projections'"), []][2])
+    with Ledger.open(ledger_url) as old:  # an older Stopline's append: nothing listed
+        assert old.refresh_marks() is False
+        old.append("stop", STOP, workflow="w")
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        assert rt.workflow_status("w")["status"] == "stopped"
+        assert rt.ledger.refresh_marks() is True
+        with Ledger.open(ledger_url) as other:
+            other.append("stop", {**STOP, "trigger": "again"}, workflow="v")
+        assert rt.workflow_status("v")["status"] == "stopped"
