@@ -266,3 +266,8 @@ def keygen(name: str, out: str) -> None:
     pub = write_key(generate_key(name), out)
     click.echo(f"wrote {out} (keep it secret) and {pub} (give it to whoever verifies)")
     sys.exit(EXIT_OK)
+
+
+from .copy_cli import copy as _copy  # noqa: E402  (it reads this module's helpers)
+
+ledger.add_command(_copy)
