@@ -134,6 +134,7 @@ def why_not(rt: Any, approval_id: str, principal: str) -> str | None:
 def batch_page(rt: Any, batch: Any, page: int, now_s: str) -> dict:
     """One page of a batch's plans (oldest first) with each plan's status, and the batch's
     counts, approvals and the slots of its first plan."""
+    rt._sync()  # (the projections, with what was appended beside the runtime folded in)
     E, L = _tables()
     st = counts(rt, batch, now_s)
     total = st["rollbacks"]
