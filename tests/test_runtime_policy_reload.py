@@ -223,3 +223,23 @@ def test_an_older_projection_without_the_policy_column_is_rebuilt_on_open(ledger
             assert P.outdated(c) == [] and P.snapshot(c) == live
         col = [c.name for c in P.rollbacks.columns].index("policy_hash")
         assert [r[col] for r in live["rt_rollbacks"]] == [again.engine.policy_hash]
+
+
+def test_a_batch_deny_of_stale_plans_closes_them_under_every_version(reloadable):
+    """As a single deny: judged under the new version, it counted under none and wrote the
+    new version's status into the projection (the queue then disagreed with authorization
+    when the old version came back). It cancels the stale plans."""
+    rt, to_version = reloadable
+    for t in (0, 10):
+        _executed(rt, t)
+    b = rt.request_bulk_rollback('original.type == "other"', "customer_request", "rita", "r", now=at(20))
+    rt.approve_batch(b.batch_id, principal="cs-1", roles=["customer_service"], batch_hash=b.batch_hash, now=at(30))
+    to_version("1.1")
+    d = rt.approve_batch(b.batch_id, principal="cs-2", roles=["customer_service"], batch_hash=b.batch_hash,
+                         verdict="deny", now=at(50))
+    assert (d["plans"], d["counted"], d["statuses"]) == (2, 2, {"cancelled": 2})
+    to_version("1.0")
+    assert {rt.authorization(r, now=at(60)).status for r in b.rollbacks} == {"cancelled"}
+    assert rt.batch_counts(b.batch_id, now=at(60))["by_status"] == {"cancelled": 2}
+    assert not [q for q in rt.queue(now=at(60)) if q.rollback_id in b.rollbacks]
+    assert rt.projection_snapshot() == _rebuilt(rt)

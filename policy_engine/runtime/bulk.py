@@ -620,7 +620,7 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
         if note:
             head["note"] = note
         items = [NewEntry("approval", head, links=[batch_id], time=now_dt)]
-        counted, skipped = 0, []
+        counted, skipped, closed = 0, [], 0
         statuses: dict[str, Any] = {}
         members = sql_select(L.c.from_seq).where(L.c.to_seq == b.seq)
         rows = c.execute(sql_select(E.c.seq, E.c.id, R.c.status, R.c.expires_at)
@@ -657,9 +657,30 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
             if exp:
                 body["expires_at"] = exp
             # classified under another policy version than the one deciding: no approval counts
-            # (skipped, as ``Runtime.approve`` refuses it; a deny is recorded, it may count again)
+            # (skipped, as ``Runtime.approve`` refuses it); a deny by a principal holding a role
+            # closes it (cancelled, under every version: ``Runtime.approve``)
             ph = (m.body.get("plan") or {}).get("policy_hash") if isinstance(m.body.get("plan"), dict) else None
-            stale = verdict == "approve" and isinstance(ph, str) and ph != eng.policy_hash
+            other_version = isinstance(ph, str) and ph != eng.policy_hash
+            stale = verdict == "approve" and other_version
+            if verdict == "deny" and other_version:
+                if m.seq in busy:
+                    before = rt.subject_status(c, m, now=now_dt, engine=eng)
+                    if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):
+                        skipped.append({"rollback": m.id, "status": before.status})
+                        continue
+                body["counted"] = bool(roles)  # (no `status_after`: judged under no version of its own)
+                items.append(NewEntry("approval", body, workflow=m.workflow, links=[m.id, 0], time=now_dt))
+                if roles:
+                    items.append(NewEntry("transition", {
+                        "subject": m.id, "to": "cancelled", "principal": principal, "at": at,
+                        "reason": f"denied by {principal} while it was classified under policy {ph}, not the "
+                                  f"version deciding now ({eng.policy_hash}): a deny closes it under every version"},
+                        workflow=m.workflow, links=[m.id], time=now_dt))
+                    closed += 1
+                    counted += 1
+                    statuses["cancelled"] = statuses.get("cancelled", 0) + 1
+                    cancel.append(m.id)
+                continue
             if m.seq in busy:
                 before = rt.subject_status(c, m, now=now_dt, engine=eng)
                 if before.status in TERMINAL or before.status in ("in_progress", "partial", "completed"):
@@ -699,11 +720,12 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
             statuses[status_after] = statuses.get(status_after, 0) + 1
             items.append(NewEntry("approval", body, workflow=m.workflow, links=[m.id, 0], time=now_dt))
             project.setdefault((status_after, until), []).append(m.id)
-        out.update(counted=counted, skipped=skipped, statuses=statuses, recorded=len(items) - 1)
+        out.update(counted=counted, skipped=skipped, statuses=statuses, recorded=len(items) - 1 - closed)
         return items
 
     #: (status after, approved until) -> the plans that approval leaves in it
     project: dict[tuple[str, str | None], list[str]] = {}
+    cancel: list[str] = []  #: the stale plans a deny closed (their `cancelled` transition, as P.apply folds it)
 
     def after(c: Any, new: list) -> None:  # projections.apply of these entries, in bulk
         if new:
@@ -712,6 +734,9 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
             for i in range(0, len(ids), _CHUNK):
                 c.execute(sql_update(P.rollbacks).where(P.rollbacks.c.id.in_(ids[i:i + _CHUNK]))
                           .values(status=to, open=0 if to in P.CLOSED else 1, lapses_at=P._norm(until)))
+        for i in range(0, len(cancel), _CHUNK):
+            c.execute(sql_update(P.rollbacks).where(P.rollbacks.c.id.in_(cancel[i:i + _CHUNK]))
+                      .values(status="cancelled", open=0))
 
     def current(c: Any) -> Any:  # what was appended beside the runtime first (Runtime._transact)
         P.catch_up(c, rt.ledger.fetch)
