@@ -140,3 +140,21 @@ def test_an_older_ledger_is_given_the_list_and_rebuilt_once(ledger_url, policy):
         with Ledger.open(ledger_url) as other:
             other.append("stop", {**STOP, "trigger": "again"}, workflow="v")
         assert rt.workflow_status("v")["status"] == "stopped"
+
+
+def test_an_execution_dated_in_the_future_is_refused_and_nothing_recorded(ledger_url, policy):  # noqa: F811
+    """An `executed_at` after now (beyond the clock skew a deployment has) started the reversal
+    window later than the action ran, and the report then printed negative times."""
+    from datetime import UTC, datetime, timedelta
+
+    from policy_engine.runtime import RuntimeUsageError
+
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        g = rt.gate(PING, now=now)
+        n = rt.ledger.size
+        with pytest.raises(RuntimeUsageError, match="cannot be in the future; nothing was recorded"):
+            rt.executed(g.decision_id, receipt={}, executed_at=now + timedelta(minutes=5), now=now)
+        assert rt.ledger.size == n
+        x = rt.executed(g.decision_id, receipt={}, executed_at=now + timedelta(seconds=30), now=now)  # (skew)
+        assert x.execution_id and rt.ledger.size == n + 1

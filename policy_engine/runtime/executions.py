@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select
 
 from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import canonical_text
+from ..limits import MAX_CLOCK_SKEW_SECONDS
 from .core import RuntimeCore
 from .gatejson import fail_closed, gate_body, recordable
 from .recorded import integral_doubles, recorded_action, with_doubles
@@ -320,6 +321,10 @@ class Executions(RuntimeCore):
         _check_key(key)
         eng, now_dt = self.engine, _now(now)
         ex_at = _now(executed_at) if executed_at is not None else now_dt
+        if (ex_at - now_dt).total_seconds() > MAX_CLOCK_SKEW_SECONDS:  # (its reversal window would start later)
+            raise RuntimeUsageError(f"`executed_at` {_ts(ex_at)} is more than {MAX_CLOCK_SKEW_SECONDS} s after now "
+                                    f"({_ts(now_dt)}): a time an action ran at cannot be in the future; nothing "
+                                    "was recorded")
         out: dict[str, Any] = {}
 
         def build(c):
