@@ -158,3 +158,17 @@ def test_an_execution_dated_in_the_future_is_refused_and_nothing_recorded(ledger
         assert rt.ledger.size == n
         x = rt.executed(g.decision_id, receipt={}, executed_at=now + timedelta(seconds=30), now=now)  # (skew)
         assert x.execution_id and rt.ledger.size == n + 1
+
+
+def test_a_nul_in_a_recorded_action_does_not_make_a_replay_impossible(ledger_url, policy):  # noqa: F811
+    """On PostgreSQL a page of bodies holding `\\u0000` anywhere could not be picked by the
+    database (its `json` type: SQLSTATE 22P05): every replay over it failed. That page is read
+    whole now (the report's fix, moved into `scan`, which replay uses too)."""
+    from policy_engine import load
+    from policy_engine.replay import replay
+
+    with Runtime.open(policy, ledger=ledger_url) as rt:
+        rt.gate({**PING, "note": "a\x00b"})
+        rt.gate({**PING, "id": "p2"})
+    r = replay(load(policy), ledger_url)
+    assert r.replayed == 2 and r.unchanged == 2

@@ -116,36 +116,11 @@ def _steps(led: Any, where: list, keep: set, tick: Callable[[int], None]):
 
 
 def _scan(led: Any, where: list, paths: list[str]):
-    """:func:`policy_engine.scan.scan`; and where PostgreSQL cannot pick the fields out of a
-    page (a body holding ``\\u0000`` anywhere: its ``json`` type cannot make text of it,
-    SQLSTATE 22P05), that page's bodies read whole and picked here, so one such entry (a
-    receipt holding a NUL, recorded as given) does not make the report impossible."""
-    from ..ledger import LedgerError, schema
+    """:func:`policy_engine.scan.scan` (which reads a page whole where PostgreSQL cannot pick
+    the fields out of it: a body holding ``\\u0000``)."""
     from ..scan import scan
 
-    def pick(body: Any, path: str) -> Any:
-        for k in path.split("."):
-            body = body.get(k) if isinstance(body, dict) else None
-        return body
-
-    E = schema.entries
-    after = -1
-    while True:
-        try:
-            for row in scan(led, where, paths, after=after):
-                after = row[0]
-                yield row
-            return
-        except LedgerError as e:
-            if getattr(getattr(e.__context__, "orig", None), "sqlstate", None) != "22P05":
-                raise
-        with led.reading() as c:
-            page = led.fetch(c, *where, E.c.seq > after, limit=PAGE)
-        for x in page:
-            yield x.seq, x.id, x.workflow, x.time, [pick(x.body, p) for p in paths]
-        if len(page) < PAGE:
-            return
-        after = page[-1].seq
+    yield from scan(led, where, paths)
 
 
 def _cost_of(eng: Any) -> tuple[Callable[[str | None, str | None], Any], Callable[[str | None, str | None], Any]]:
