@@ -12,7 +12,7 @@ from ledger_fixtures import guards_off, ledger_url  # noqa: F401  (fixture)
 from sqlalchemy import text
 
 from policy_engine import Runtime
-from policy_engine.ledger import Ledger, generate_key
+from policy_engine.ledger import Ledger, NewEntry, generate_key
 from policy_engine.ledger.copy import CopyError, copy_ledger
 
 KEY = generate_key("stopline.test/copy")
@@ -187,3 +187,25 @@ def test_the_command_line_copies_reports_and_refuses_in_one_line(tmp_path, ledge
     assert r.stderr.startswith("error: the destination forked from the source at seq ") and r.stderr.count("\n") == 1
     r = cli("--from", f"sqlite:///{tmp_path / 'none.db'}", "--to", f"sqlite:///{tmp_path / 'x.db'}")
     assert r.returncode == 2 and r.stderr.startswith("error: no ledger at ") and "Traceback" not in r.stderr
+
+
+def test_ledger_log_says_when_more_entries_match_than_it_lists(tmp_path):
+    """`ledger log` cut its listing at --limit (default 100) without a word: 105 entries
+    printed 100 and nothing said more matched."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with Ledger.open(url, create=True) as led:
+        led.append_many([NewEntry(
+            "stop", {"trigger": f"t{i}"}, workflow="w") for i in range(5)])
+
+    def log(*args):
+        return subprocess.run([sys.executable, "-m", "policy_engine.cli", "ledger", "log", "--ledger", url, *args],
+                              capture_output=True, text=True)
+
+    r = log("--limit", "3")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3
+    assert r.stderr.startswith("warning: more entries match than the 3 listed; raise --limit")
+    r = log("--limit", "5")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 5 and r.stderr == ""

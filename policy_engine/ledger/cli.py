@@ -88,7 +88,7 @@ def init(url: str, allow_other_tables: bool) -> None:
         added = led.add_missing_tables()
         runtime = _add_runtime_tables(led)
         restored = led.restore_guards()
-        click.echo(f"ledger {led.url}: {led.size} entries, log {led.log_id}")
+        click.echo(f"ledger {led.url}: {led.size} {'entry' if led.size == 1 else 'entries'}, log {led.log_id}")
         if added:
             click.echo(f"added the table{'s' if len(added) > 1 else ''} it lacked: "
                        f"{', '.join(f'`{n}`' for n in added)} (no entry written)")
@@ -136,14 +136,19 @@ def _add_runtime_tables(led) -> list[str]:
 def log(url: str, kind, workflow, link, since, until, limit: int, reverse: bool, fmt: str) -> None:
     """List entries in sequence order."""
     with _open(url) as led:
-        found = led.entries(kind=kind, workflow=workflow, link=link, since=since, until=until, limit=limit,
+        found = led.entries(kind=kind, workflow=workflow, link=link, since=since, until=until, limit=limit + 1,
                             reverse=reverse)
+    more = len(found) > limit
+    found = found[:limit]
     if fmt == "json":
         click.echo(_dump([e.to_json() for e in found]))
     else:
         for e in found:
             links = f" -> {','.join(e.links)}" if e.links else ""
             click.echo(f"{e.seq:>8}  {e.time}  {e.kind:<10} {e.workflow or '-':<20} {e.id}{links}")
+    if more:  # (a listing cut without a word reads as the whole log)
+        click.echo(f"warning: more entries match than the {limit} listed; raise --limit (or narrow with "
+                   f"--since, --kind, ...)", err=True)
     sys.exit(EXIT_OK)
 
 
