@@ -56,11 +56,13 @@ def _pseudo(real: str) -> str | None:
     return None
 
 
-def _walk(root: Path, suffix: str) -> list[Path]:
+def _walk(root: Path, suffix: str, broken: list[str] | None = None) -> list[Path]:
     """Every file named `*suffix` under `root` (as `Path.rglob` finds them: symbolic links to
     files included, symbolic links to directories not followed), sorted. A directory or file
-    that vanishes (or cannot be read) while the tree is listed is skipped, as is a
-    pseudo-filesystem (`/proc`, `/sys`, `/dev`) met on the way (scanning `/`)."""
+    that vanishes while the tree is listed is skipped, as is a pseudo-filesystem (`/proc`,
+    `/sys`, `/dev`) met on the way (scanning `/`). ``broken`` collects what is there but cannot
+    be read: a symbolic link named `*suffix` that names nothing (or loops), and a directory
+    that may not be listed (a policy or suite in either would be left out in silence)."""
     found: list[Path] = []
     try:
         real = os.path.realpath(root)
@@ -72,7 +74,11 @@ def _walk(root: Path, suffix: str) -> list[Path]:
         try:
             with os.scandir(d) as it:
                 entries = list(it)
-        except OSError:  # vanished since it was listed, not readable, or no longer a directory
+        except PermissionError:  # there, but not to be listed: say so (it may hold policies)
+            if broken is not None:
+                broken.append(d)
+            continue
+        except OSError:  # vanished since it was listed, or no longer a directory
             continue
         for e in entries:
             try:
@@ -80,6 +86,9 @@ def _walk(root: Path, suffix: str) -> list[Path]:
                     child_real = os.path.join(d_real, e.name) if d_real else ""
                     if not (child_real and _pseudo(child_real)):
                         stack.append((e.path, child_real))
+                elif e.name.endswith(suffix) and e.is_symlink() and not os.path.exists(e.path):
+                    if broken is not None:  # a link to nothing, or a loop
+                        broken.append(e.path)
                 elif e.name.endswith(suffix) and e.is_file():
                     found.append(Path(e.path))
             except OSError:  # vanished between the listing and this look
@@ -91,15 +100,17 @@ def find_files(paths: Sequence[str | os.PathLike], suffix: str) -> tuple[list[Pa
     """Files named by `paths`, and every `*suffix` file under directories among them.
 
     Sorted within each directory, de-duplicated by real path, in the order given.
-    Returns (files, paths that do not exist). Files and directories that vanish during
-    the scan are skipped; pseudo-filesystems under a directory are not scanned.
+    Returns (files, paths that do not exist or cannot be read: among them a `*suffix`
+    symbolic link under a directory that names nothing, and a directory under one that may
+    not be listed). Files and directories that vanish during the scan are skipped;
+    pseudo-filesystems under a directory are not scanned.
     """
     found: list[Path] = []
     missing: list[str] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found.extend(_walk(path, suffix))
+            found.extend(_walk(path, suffix, missing))
         elif path.is_file():
             found.append(path)
         else:
@@ -131,6 +142,11 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
                 raise UsageError(f"{p} is {what}: name the directories that hold the .policy files")
     found, missing = find_files(paths, ".policy")
     if missing:
+        if os.path.isdir(missing[0]):  # under a directory given: one that may not be listed
+            raise UsageError(f"cannot list the directory {missing[0]}: permission denied (a policy in it would be "
+                             "left out)")
+        if os.path.islink(missing[0]) and not os.path.exists(missing[0]):
+            raise UsageError(f"a symbolic link that names no file (or loops): {missing[0]} (a policy left out)")
         if os.path.exists(missing[0]):  # a device, a FIFO, a socket: there, but not readable as a policy
             raise UsageError(f"not a file or a directory: {missing[0]}")
         raise UsageError(f"no such file or directory: {missing[0]}")
