@@ -546,3 +546,25 @@ def test_a_downstream_that_is_not_a_list_is_a_located_error_not_a_pass(work):
     assert f"--> d.policy-test.yaml:{where(body, 'note' + chr(10))}" in res.output, res.output
     (work / "d.policy-test.yaml").write_text(body.replace("downstream: note", "downstream: [note]"), encoding="utf-8")
     assert run("test", "d.policy-test.yaml").exit_code == 0
+
+
+def test_a_queue_of_a_route_no_scenario_names_says_so(tmp_path):
+    """`stopline queue --route nope -p policies/` answered `queue empty (route nope)`: a
+    misspelt route read as an empty queue."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    subprocess.run([sys.executable, "-m", "policy_engine.cli", "ledger", "init", "--ledger", url], check=True,
+                   capture_output=True)
+
+    def q(route):
+        return subprocess.run([sys.executable, "-m", "policy_engine.cli", "queue", "--route", route, "-p",
+                               str(ROOT / "policies"), "--ledger", url], capture_output=True, text=True)
+
+    r = q("custmer_service")
+    assert r.returncode == 0 and r.stdout.strip() == "queue empty (route custmer_service)"
+    assert r.stderr.startswith("warning: no scenario of the policies routes to `custmer_service` (their routes: ")
+    assert "customer_service" in r.stderr
+    r = q("customer_service")
+    assert r.returncode == 0 and r.stderr == ""

@@ -71,6 +71,21 @@ def _runtime(url: str, policies: str | None, *, need_policies: bool):
     return Runtime.open(policies, ledger=url, create=False)
 
 
+def _routes(policies: str) -> set[str] | None:
+    """Every route a scenario of the policies names (standard or escalated); None when they
+    cannot be read here (the queue itself needed none of them)."""
+    try:
+        from .. import load
+
+        out: set[str] = set()
+        for w in load(policies).compiled.workflows.values():
+            for sc in w.scenarios.values():
+                out.update(r for r in (sc.route, getattr(sc, "esc_route", None)) if isinstance(r, str) and r)
+        return out
+    except Exception:  # noqa: BLE001 - a hint only
+        return None
+
+
 def _echo(x) -> None:
     from .runtime import dumps
 
@@ -99,6 +114,10 @@ def queue(route: str | None, expire: bool, now: str | None, fmt: str, policies: 
         click.echo(f"expired {e.subject}")
     if not items:
         click.echo("queue empty" + (f" (route {route})" if route else ""))
+        known = _routes(policies) if route and policies else None
+        if known is not None and route not in known:  # (a typo reads as an empty queue)
+            click.echo(f"warning: no scenario of the policies routes to `{route}` (their routes: "
+                       f"{', '.join(sorted(known)) or 'none'})", err=True)
     for i in items:
         late = " PAST WINDOW" if i.past_window else ""
         who = f" claimed by {i.claimed_by}" if i.claimed_by else ""
