@@ -174,7 +174,8 @@ def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, r
 @click.option("--name", default=None, help="The case's name (default: names the decision).")
 @click.option("--policies", default=None, type=click.Path(exists=True),
               help="For a new suite: its `policies:` (relative to the suite).")
-@click.option("--ledger", "url", envvar="STOPLINE_LEDGER", default=DEFAULT_URL, show_default=True, metavar="URL")
+@click.option("--ledger", "url", envvar="STOPLINE_LEDGER", default=DEFAULT_URL, show_default=True, metavar="URL",
+              help="sqlite:///PATH or postgresql+psycopg://... (env STOPLINE_LEDGER).")
 @_guarded
 def export_case_cmd(decision_id, expect, suite, name, policies, url):
     """Append a recorded decision to a suite as a case expecting EFFECT (it fails until

@@ -15,7 +15,7 @@ import click
 
 @click.command("report")
 @click.option("--ledger", "url", envvar="STOPLINE_LEDGER", default="sqlite:///stopline.db", show_default=True,
-              metavar="URL")
+              metavar="URL", help="sqlite:///PATH or postgresql+psycopg://... (env STOPLINE_LEDGER).")
 @click.option("--since", metavar="TIME", help="Only entries at or after this RFC 3339 time.")
 @click.option("--until", metavar="TIME", help="Only entries before this RFC 3339 time.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,

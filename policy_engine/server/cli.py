@@ -44,7 +44,8 @@ def _cannot_listen(host: str, port: int) -> str | None:
 @click.command("serve")
 @click.argument("policies", type=click.Path())
 @click.option("--ledger", envvar="STOPLINE_LEDGER", default=None, metavar="URL",
-              help="Record every decision and serve the runtime: sqlite:///PATH or postgresql+psycopg://...")
+              help="Record every decision and serve the runtime: sqlite:///PATH or postgresql+psycopg://... "
+                   "(env STOPLINE_LEDGER).")
 @click.option("--identities", type=click.Path(), default=None, metavar="FILE",
               help="API tokens (hashed) and JWT keys; without it approvals are refused.")
 @click.option("--host", default="127.0.0.1", show_default=True)
