@@ -25,7 +25,7 @@ from sqlalchemy import select
 from ..ledger import Ledger
 from . import projections as P
 from .approvals import Approvals
-from .bulk import BulkRollbacks
+from .batches import BulkRollbacks
 from .executions import Executions
 from .results import (  # noqa: F401  (re-exported: every name stays importable from here)
     _UTC,
