@@ -80,7 +80,7 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
     """An engine (or a ``PolicyStore``: a reload applies to the next call) joined to a ledger.
 
     Built from its parts: :mod:`.core` (state, plumbing, a subject's status), :mod:`.executions`
-    (gate, executed, resume), :mod:`.approvals`, :mod:`.rollbacks` and :mod:`.bulk` (batches);
+    (gate, executed, resume), :mod:`.approvals`, :mod:`.rollbacks`, :mod:`.bulk` and :mod:`.batches` (batches);
     here: opening, ``history`` and the projections."""
 
     @classmethod
