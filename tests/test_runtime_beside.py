@@ -172,3 +172,25 @@ def test_a_nul_in_a_recorded_action_does_not_make_a_replay_impossible(ledger_url
         rt.gate({**PING, "id": "p2"})
     r = replay(load(policy), ledger_url)
     assert r.replayed == 2 and r.unchanged == 2
+
+
+def test_a_rollback_cancelled_beside_the_runtime_leaves_its_queue_even_from_a_kept_listing(ledger_url):  # noqa: F811
+    """The queue keeps a listing while the log's size is unchanged and merges appends into it:
+    an entry appended beside the runtime is folded into the projections before either."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with Runtime.open(str(root / "policies"), ledger=ledger_url) as rt:
+        wf = "support-replies"
+        g = rt.gate({"workflow": wf, "type": "send_customer_reply", "id": "m1", "to": "c@customer.example",
+                     "confidence": 0.99, "channel": "email", "contains_pii": False, "body": "hi"})
+        x = rt.executed(g.decision_id, receipt={"message_id": "m1", "to": "c@customer.example", "reviewer": "bob",
+                                                "sent_at": "2026-11-28T00:00:00Z"})
+        p = rt.request_rollback(x.execution_id, scenario="customer_request", requested_by="rita", reason="r")
+        assert p.rollback_id in [q.rollback_id for q in rt.queue()]  # (a listing kept by the runtime)
+        with Ledger.open(ledger_url) as other:
+            other.append("transition", {"subject": p.rollback_id, "to": "cancelled", "principal": "ops",
+                                        "reason": "by hand", "at": "2026-11-28T00:00:01Z"},
+                         workflow=wf, links=[p.rollback_id])
+        assert p.rollback_id not in [q.rollback_id for q in rt.queue()]
+        assert rt.projection_snapshot() == _rebuilt(ledger_url, str(root / "policies"))

@@ -29,6 +29,11 @@ _WF_ROW = (select(P.workflows.c.status, P.workflows.c.trigger, P.workflows.c.sin
                   P.workflows.c.seq).where(P.workflows.c.workflow == bindparam("wf")))
 
 
+#: a workflow's projection row, and whether an entry appended beside the runtime waits to be folded in
+_WF_STATUS = ("SELECT w.status, w.trigger, w.since, w.stop_id, w.seq, (SELECT u.seq FROM ledger_unprojected u LIMIT 1) "
+              "FROM ledger_heads h LEFT JOIN rt_workflows w ON w.workflow = ? WHERE h.log = 1")
+
+
 class RuntimeCore:
     """State and plumbing shared by the parts of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
@@ -192,9 +197,11 @@ class RuntimeCore:
         ``workflow`` is a workflow's name (a non-empty string): anything else is a
         :class:`RuntimeUsageError`, never answered as a running workflow."""
         _text_arg(workflow, "workflow")
-        self._sync()
-        with self.ledger.reading() as c:
-            row = self._wf_row(c, workflow)
+        snap = self.ledger.query_one(_WF_STATUS, (workflow,))  # (one statement: one snapshot, one round trip)
+        if snap is not None and snap[5] is not None:  # appended beside the runtime: folded in first
+            self._sync()
+            snap = self.ledger.query_one(_WF_STATUS, (workflow,))
+        row = tuple(snap[:5]) if snap is not None and snap[0] == "stopped" else None
         if row is None:
             return {"workflow": workflow, "status": "running", "stopped_by": None, "since": None, "stop_id": None}
         return {"workflow": workflow, "status": "stopped", "stopped_by": row[1], "since": row[2], "stop_id": row[3]}

@@ -37,7 +37,12 @@ if TYPE_CHECKING:
 
 _QUEUE_COLS = ("id, route, scenario, workflow, original, requested_by, requested_at, deadline, expires_at, status, "
                "claimed_by, lapses_at, policy_hash")
-_HEAD_SIZE = "SELECT size FROM ledger_heads WHERE log = 1"
+class _Lagging(Exception):
+    """An entry appended beside the runtime waits to be folded into the projections."""
+
+
+#: the log's size, and whether an entry appended beside the runtime waits to be folded in
+_HEAD_SIZE = "SELECT size, (SELECT u.seq FROM ledger_unprojected u LIMIT 1) FROM ledger_heads WHERE log = 1"
 _ROLLBACK_SEQ = "SELECT seq FROM rt_rollbacks WHERE id = ?"
 _PLAN_RETRIES = 10  #: plans of one request before it gives up (its cascade kept being taken)
 #: the reason recorded with the expiry of an unresolved rollback found by a new request
@@ -373,43 +378,49 @@ class Rollbacks(RuntimeCore):
         if pg:
             sql = sql.replace("?", "%s")
         built: tuple | None = None
-        with self.ledger.reading() as c:
-            cur = c.connection.cursor()  # the driver's cursor: plain tuples (10^4 rows)
-            try:
-                cur.execute(_HEAD_SIZE)
-                head = cur.fetchone()  # the head row always exists
-                size = head[0] if head is not None else 0
-                hit = self._queue_cache.get(ck)
-                merged = None
-                if hit is not None and hit[0] != size and whole:
-                    merged = self._queue_merge(cur, pg, hit, route, claimed, now_s, ekey)
-                if hit is not None and hit[0] == size:
-                    rows, seqs, built = hit[1], hit[3], hit[2]
-                elif merged is not None:
-                    rows, seqs, built = merged
-                else:
-                    if after is not None:
-                        cur.execute(_ROLLBACK_SEQ.replace("?", "%s") if pg else _ROLLBACK_SEQ, (after,))
-                        if cur.fetchone() is None:
-                            raise RuntimeUsageError(f"`after`: no rollback `{after}`")
-                    cur.execute(sql, params)
-                    if whole:
-                        fetched = cur.fetchall()
-                        seqs = [r[0] for r in fetched]
-                        rows = [r[1:] for r in fetched]
+        try:
+            with self.ledger.reading() as c:
+                cur = c.connection.cursor()  # the driver's cursor: plain tuples (10^4 rows)
+                try:
+                    cur.execute(_HEAD_SIZE)
+                    head = cur.fetchone()  # the head row always exists
+                    size = head[0] if head is not None else 0
+                    if head is not None and head[1] is not None:  # appended beside the runtime: fold it in first
+                        raise _Lagging
+                    hit = self._queue_cache.get(ck)
+                    merged = None
+                    if hit is not None and hit[0] != size and whole:
+                        merged = self._queue_merge(cur, pg, hit, route, claimed, now_s, ekey)
+                    if hit is not None and hit[0] == size:
+                        rows, seqs, built = hit[1], hit[3], hit[2]
+                    elif merged is not None:
+                        rows, seqs, built = merged
                     else:
-                        rows, seqs = list(cur.fetchall()), None
-                    if ck not in self._queue_cache and len(self._queue_cache) >= 8:
-                        try:  # the oldest listing goes (another thread may have taken it first)
-                            self._queue_cache.pop(next(iter(self._queue_cache)), None)
-                        except (StopIteration, RuntimeError):
-                            pass
-            finally:
-                cur.close()
-            if built is not None and _holds(built, now_s, ekey):
-                self._queue_cache[ck] = (size, rows, built, seqs)
-                return list(built[2])  # the same rows and no deadline crossed since: the same items
-            built = self._queue_items(c, size, rows, now_s, now_dt, eng)  # (judged in the listing's snapshot)
+                        if after is not None:
+                            cur.execute(_ROLLBACK_SEQ.replace("?", "%s") if pg else _ROLLBACK_SEQ, (after,))
+                            if cur.fetchone() is None:
+                                raise RuntimeUsageError(f"`after`: no rollback `{after}`")
+                        cur.execute(sql, params)
+                        if whole:
+                            fetched = cur.fetchall()
+                            seqs = [r[0] for r in fetched]
+                            rows = [r[1:] for r in fetched]
+                        else:
+                            rows, seqs = list(cur.fetchall()), None
+                        if ck not in self._queue_cache and len(self._queue_cache) >= 8:
+                            try:  # the oldest listing goes (another thread may have taken it first)
+                                self._queue_cache.pop(next(iter(self._queue_cache)), None)
+                            except (StopIteration, RuntimeError):
+                                pass
+                finally:
+                    cur.close()
+                if built is not None and _holds(built, now_s, ekey):
+                    self._queue_cache[ck] = (size, rows, built, seqs)
+                    return list(built[2])  # the same rows and no deadline crossed since: the same items
+                built = self._queue_items(c, size, rows, now_s, now_dt, eng)  # (judged in the listing's snapshot)
+        except _Lagging:  # (outside the read: the fold is a write under the append lock)
+            self._sync()
+            return self.queue(route, now=now, limit=limit, claimed=claimed, after=after)
         self._queue_cache[ck] = (size, rows, built, seqs)
         return list(built[2])
 

@@ -250,5 +250,5 @@ def _synced(name: str) -> None:
     setattr(Runtime, name, synced)
 
 
-for _read in ("queue", "claims_in_doubt", "batch_counts", "expire"):
+for _read in ("claims_in_doubt", "batch_counts", "expire"):  # (gate, queue, workflow_status: in their read)
     _synced(_read)
