@@ -48,6 +48,12 @@ _SQL_MARK = ("INSERT INTO ledger_unprojected (seq) SELECT seq FROM ledger_entrie
              "AND EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'projections')")
 
 
+#: ``Connection.info`` key: in a write transaction, the first entry ``ledger_unprojected``
+#: lists (None: none), read with the head row; ``_UNREAD`` when it was not read
+UNPROJECTED = "stopline.unprojected"
+_UNREAD = object()
+
+
 def _marks_of(ids: Sequence[str]) -> list[tuple[str, Sequence[Any]]]:
     """The statements (``?`` placeholders) listing the entries ``ids`` in ``ledger_unprojected``."""
     return [(_SQL_MARK.format(", ".join("?" * len(ids[i:i + 500]))), list(ids[i:i + 500]))
@@ -134,14 +140,32 @@ class LedgerWriter(LedgerReader):
             with c.begin():
                 if barrier:  # release the row lock at commit, not after the flush: the barrier below waits for it
                     c.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                q = select(H.c.size, H.c.head, H.c.frontier).where(H.c.log == schema.LOG)
-                if self.backend == "postgresql":
-                    q = q.with_for_update()
+                marks = self._marks
+                q = self._head_select(marks)
                 row = c.execute(q).one()
-                yield c, [row.size, row.head, _frontier(row.size, row.frontier)]
+                # the first entry waiting for the runtime's projections, read with the head (None: none
+                # waits); for the runtime's fold (`projections.catch_up`), which then needs no read
+                c.info[UNPROJECTED] = row[3] if marks else _UNREAD
+                try:
+                    yield c, [row.size, row.head, _frontier(row.size, row.frontier)]
+                finally:
+                    c.info.pop(UNPROJECTED, None)
             if barrier:
                 c.exec_driver_sql(self._SQL_PG_BARRIER)
                 c.commit()
+
+    def _head_select(self, marks: bool) -> Any:
+        """The head row under the lock, with the first entry ``ledger_unprojected`` lists when
+        ``marks`` (built once per ledger, not per write)."""
+        cache = self.__dict__.setdefault("_head_q", {})
+        q = cache.get(marks)
+        if q is None:
+            U = schema.unprojected
+            q = select(H.c.size, H.c.head, H.c.frontier,
+                       *([select(U.c.seq).order_by(U.c.seq).limit(1).scalar_subquery()] if marks else [])
+                       ).where(H.c.log == schema.LOG)
+            q = cache[marks] = q.with_for_update(of=H) if self.backend == "postgresql" else q
+        return q
 
     # ------------------------------------------------------------------ appending
     @staticmethod

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from ..ledger import schema as lschema
+from ..ledger.writer import _UNREAD, UNPROJECTED
 from ..timestamps import format_micros, parse_rfc3339
 
 metadata = MetaData()
@@ -164,11 +165,14 @@ def catch_up(c: Connection, fetch, batch: int = 5000) -> int:
     clear that list; returns how many. They are folded in order when they are the log's last
     entries (nothing the runtime appended after them); else (a runtime entry landed after
     one of them, and the folds are order-sensitive) every projection is rebuilt from the log."""
-    first = c.exec_driver_sql(_FIRST_MARK).scalar()  # (a constant statement: no expression built per write)
+    first = c.info.get(UNPROJECTED, _UNREAD)  # (read with the head row by the ledger's write: no statement)
+    if first is _UNREAD:
+        first = c.exec_driver_sql(_FIRST_MARK).scalar()
     if first is None:
         return 0
     n = c.execute(select(func.count()).select_from(MARKS)).scalar_one()
     size = c.execute(select(lschema.heads.c.size).where(lschema.heads.c.log == lschema.LOG)).scalar_one()
+    c.info[UNPROJECTED] = None  # (folded in below: a second call in this transaction finds nothing)
     if size - first != n:  # not the log's tail
         rebuild(c, fetch)
         return n
