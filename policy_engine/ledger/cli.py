@@ -42,9 +42,10 @@ def _open(url: str, *, create: bool = False, allow_other_tables: bool = True):
     return Ledger.open(url, create=create, allow_other_tables=allow_other_tables)
 
 
-def _read_text(path: str, what: str, encoding: str = "utf-8") -> str:
-    """The text of `path` (`-`: stdin), bounded like `stopline eval`'s input (read whole, a
-    huge or endless input such as /dev/zero took all the memory there was)."""
+def read_bounded(path: str, what: str) -> bytes:
+    """The bytes of `path` (`-`: stdin), at most the CLI's input limit (read whole, a huge or
+    endless input such as /dev/zero took all the memory there was); exit 2 with one line
+    when it cannot be read or is larger. For `eval`, `ledger append` and `rt` alike."""
     from ..limits import MAX_INPUT_BYTES
 
     try:
@@ -59,6 +60,12 @@ def _read_text(path: str, what: str, encoding: str = "utf-8") -> str:
     if len(raw) > MAX_INPUT_BYTES:
         click.echo(f"error: {what} {path} is larger than {MAX_INPUT_BYTES} bytes", err=True)
         sys.exit(EXIT_USAGE)
+    return raw
+
+
+def _read_text(path: str, what: str, encoding: str = "utf-8") -> str:
+    """The text of `path` (`-`: stdin), bounded like `stopline eval`'s input (``read_bounded``)."""
+    raw = read_bounded(path, what)
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as e:
