@@ -337,26 +337,23 @@ def test_agents_the_tools_of_an_agents_mcp_servers_are_gated(tmp_path):
 
 
 def test_agents_a_tool_protect_cannot_gate_is_named_not_silently_left_open(rt):
-    """An apply-patch tool (or computer, hosted MCP, custom tool, a hosted container's shell)
-    takes no tool guardrail: the SDK runs it whatever the policy says. Before, ``protect``
-    skipped it without a word, so a developer believed the agent's every tool was gated.
-    (A local shell is gated: tests/test_integrations_openai_agents_shell.py.)"""
-    from agents import Agent, ApplyPatchTool
+    """A tool the SDK runs on OpenAI's side with no hook before it (web search; a hosted MCP
+    tool that never asks for approval) takes no gate: the SDK runs it whatever the policy
+    says. Before, ``protect`` skipped such tools without a word, so a developer believed the
+    agent's every tool was gated. (Local shell, apply-patch, computer and hosted MCP tools
+    that ask are gated: tests/test_integrations_openai_agents_shell.py and
+    tests/test_integrations_openai_agents_tools.py.)"""
+    from agents import Agent, HostedMCPTool, WebSearchTool
 
     from policy_engine.integrations.openai_agents import UngatedToolWarning, protect
 
     example = _sdk_example()
-
-    class Editor:  # (never reached here)
-        def create_file(self, op):
-            raise AssertionError
-
-        update_file = delete_file = create_file
-
-    agent = Agent(name="ops", instructions="x", model=example.ScriptedModel([]),
-                  tools=[ApplyPatchTool(editor=Editor())])
-    with pytest.warns(UngatedToolWarning, match="ApplyPatchTool"):
-        protect(agent, rt, workflow="shop-support", approvers=DIRECTORY)
+    never = HostedMCPTool(tool_config={"type": "mcp", "server_label": "gh", "server_url": "https://x",
+                                       "require_approval": "never"})
+    for tool, name in ((WebSearchTool(), "WebSearchTool"), (never, "HostedMCPTool")):
+        agent = Agent(name="ops", instructions="x", model=example.ScriptedModel([]), tools=[tool])
+        with pytest.warns(UngatedToolWarning, match=name):
+            protect(agent, rt, workflow="shop-support", approvers=DIRECTORY)
 
 
 def test_agents_a_streamed_run_is_gated_as_a_run(rt):

@@ -373,8 +373,8 @@ def oracle(apps) -> bool:
         if useful:
             people.setdefault(canonical_principal(a["principal"]), {})
             people[canonical_principal(a["principal"])].setdefault(a["principal"], set()).update(useful)
-    # of several spellings, the first in sorted order counts (with its own roles)
-    holders = [spellings[min(spellings)] for spellings in people.values()]
+    # of several spellings, the first in sorted order counts, with the roles of every spelling
+    holders = [set().union(*spellings.values()) for spellings in people.values()]
     managers = [h for h in holders if "support_manager" in h]
     return len(holders) >= 3 and bool(managers)
 

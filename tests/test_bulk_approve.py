@@ -3,18 +3,23 @@ statements that does not grow with the number of plans (no query or insert per p
 engine's answer is still per plan where the plans differ (``distinct from
 original.reviewer``), plans with history are judged as one by one, and ``batch_counts``
 and ``batch_status`` say what each plan's ``Runtime.authorization`` says, on batches
-with approved, denied, cancelled, expired, in-progress, completed and partial plans.
+with approved, denied, cancelled, expired, in-progress, completed and partial plans, and on
+random mixes of them (hypothesis), where a closed plan (denied, cancelled, expired) is never
+counted ``remaining``.
 Statements are counted with SQLAlchemy's cursor events on SQLite; no time is measured.
 The semantic tests run on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as hs
 from ledger_fixtures import ledger_url  # noqa: F401  (fixture)
 from test_bulk_queries import statements
 
@@ -22,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policy_engine  # noqa: E402
 from benchmarks import bench_incidents as B  # noqa: E402
 from policy_engine import Runtime  # noqa: E402
-from policy_engine.ledger import Ledger  # noqa: E402
+from policy_engine.ledger import Ledger, NewEntry  # noqa: E402
+from policy_engine.runtime.results import RuntimeUsageError  # noqa: E402
 
 #: the incident may not be approved by a reviewer of the original (rev-0 .. rev-4, by execution)
 DISTINCT = B.POLICY.replace("authorize 1 incident_lead\n    cascade depth 5",
@@ -190,8 +196,9 @@ def test_batch_counts_and_batch_status_say_what_each_plan_says_on_mixed_batches(
         assert st["duties"] == dut, (st["duties"], dut)
         assert {k: v for k, v in st.items() if k != "duties"} == cn
         done = by.get("completed", 0) + by.get("verified", 0)
-        assert (cn["done"], cn["partial"], cn["remaining"], cn["rollbacks"]) == (done, by.get("partial", 0),
-                                                                                 9 - done, 9)
+        closed = by.get("denied", 0) + by.get("cancelled", 0) + by.get("expired", 0)  # (never `remaining`)
+        assert (cn["done"], cn["closed"], cn["partial"], cn["remaining"], cn["rollbacks"]) \
+            == (done, closed, by.get("partial", 0), 9 - done - closed, 9) == (2, 2, 2, 5, 9)
         later = NOW + timedelta(days=8)  # the pending plan is past its pending_until: expired in both
         assert {k: v for k, v in rt.batch_status(b.batch_id, now=later).items() if k != "duties"} \
             == rt.batch_counts(b.batch_id, now=later)
@@ -234,3 +241,135 @@ def test_the_batch_approval_counts_on_each_plan_what_an_approval_of_that_plan_al
         led.close()
     assert got[0] == got[1] and len(got[0]) == 10
     assert {x[1] for x in got[0]} == ({True, False} if text == DISTINCT else {True})
+
+
+# --- the counts' contract on random mixes (hypothesis) --------------------------------------
+#
+# ``rollbacks = done + closed + remaining``: done is completed or verified; closed is denied,
+# cancelled or expired (ended before any authorized step: nothing of it will be rolled back);
+# remaining is the rest (pending, approved, in progress, partial: ``partial`` is part of it).
+# Each plan is counted under the status its ``Runtime.authorization`` gives it at the same ``now``.
+
+DONE, CLOSED = ("completed", "verified"), ("denied", "cancelled", "expired")
+WINDOWED = B.POLICY.replace('reversible full via "undo.a0"', 'reversible full via "undo.a0" within 1h').replace(
+    'reversible full via "undo.a1"', 'reversible full via "undo.a1" within 1h')
+MIX_PLANS = 5
+_T = hs.sampled_from([5, 45, 50, 51, 120, 60 * 30, 60 * 24 * 8])
+_T_EARLY = hs.sampled_from([5, 5, 5, 45, 50, 51, 120])  #: an approval: mostly in time
+#: one plan's fate: who acts on it and when (minutes after the batch's request; the plans'
+#: one-hour windows end at 50 minutes, the instant itself still inside; ``pending_until`` is
+#: 7 days on), then its steps: some (record, status) reports, and whether every duty is then
+#: completed, and verified
+_fate = hs.one_of(
+    hs.tuples(hs.just("none")),
+    hs.tuples(hs.just("approve"), _T_EARLY, hs.sampled_from(["lee", "kim"]), hs.sampled_from([1, 24, 24 * 30]),
+              hs.lists(hs.tuples(hs.integers(0, 2), hs.sampled_from(["started", "completed", "failed", "verified"])),
+                       max_size=4), hs.booleans(), hs.booleans()),
+    hs.tuples(hs.just("approve"), hs.just(5), hs.just("lee"), hs.just(24 * 30), hs.just([]), hs.just(True),
+              hs.booleans()),  # approved in time and done
+    hs.just(("approve", 5, "kim", 24 * 30, [(0, "completed"), (1, "failed")], False, False)),  # partial
+    hs.tuples(hs.just("deny"), _T),
+    hs.tuples(hs.just("cancel"), _T),
+    hs.tuples(hs.just("step"), _T, hs.integers(0, 2)),  # a step before any approval (flagged, starts nothing)
+)
+#: the whole batch approved or denied, and the sweeper, each at some time
+_batch_ops = hs.lists(hs.one_of(hs.tuples(_T, hs.sampled_from(["approve", "deny"])), hs.tuples(_T, hs.just("sweep"))),
+                      max_size=2)
+_mixes = hs.tuples(hs.lists(_fate, min_size=MIX_PLANS, max_size=MIX_PLANS), _batch_ops)
+
+
+def _fill_tagged(led, tag: str) -> None:
+    """MIX_PLANS chains a0 -> a1 (two records per plan), executed 10 minutes before the request."""
+    t0 = B.T0 - timedelta(minutes=10)
+    body = {"receipt": {"run": tag}, "authorized": True, "flags": [], "reasons": [], "missing_receipt": [],
+            "decision": None, "action_id": None, "reviewer": "rev-0", "requester": "agent"}
+    ts = t0.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    roots = led.append_many([NewEntry("execution", {**body, "type": "a0", "caused_by": None, "executed_at": ts},
+                                      workflow="ops", time=t0) for _ in range(MIX_PLANS)])
+    led.append_many([NewEntry("execution", {**body, "type": "a1", "caused_by": p.id, "executed_at": ts},
+                              workflow="ops", links=[p.id], time=t0) for p in roots])
+
+
+def _contract(rt, b, now) -> None:
+    sts = [rt.authorization(rid, now=now) for rid in b.rollbacks]
+    by = dict(sorted(Counter(s.status for s in sts).items()))
+    cn, st = rt.batch_counts(b.batch_id, now=now), rt.batch_status(b.batch_id, now=now)
+    assert cn["by_status"] == by, (now, cn["by_status"], by)
+    n = len(b.rollbacks)
+    done = sum(by.get(k, 0) for k in DONE)
+    closed = sum(by.get(k, 0) for k in CLOSED)
+    assert (cn["rollbacks"], cn["done"], cn["partial"]) == (n, done, by.get("partial", 0)), (now, cn)
+    assert (cn["closed"], cn["remaining"]) == (closed, n - done - closed), (now, cn, by)  # closed: not remaining
+    assert cn["rollbacks"] == cn["done"] + cn["closed"] + cn["remaining"]
+    assert {k: v for k, v in st.items() if k != "duties"} == cn
+    _, duties = _expected(rt, b, now)
+    assert st["duties"] == duties, (now, st["duties"], duties)
+
+
+def test_batch_counts_and_batch_status_agree_with_each_plan_on_random_mixes(tmp_path, ledger_url):  # noqa: F811
+    """Random batches of five plans, each approved (for an hour, a day or a month) and
+    stepped, denied, cancelled or left alone at some time, the batch approved or denied as
+    a whole, the sweeper run: at every instant read, ``batch_counts`` and ``batch_status``
+    count each plan as its ``Runtime.authorization`` says, and closed plans are not
+    ``remaining``."""
+    led = Ledger.open(ledger_url, create=True)
+    rt = Runtime(_engine(tmp_path, WINDOWED), led)
+    seen = Counter()
+    try:
+        @settings(max_examples=30, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+        @given(_mixes)
+        @example(([("approve", 5, "lee", 24 * 30, [], True, True), ("approve", 5, "lee", 24, [], True, False),
+                   ("approve", 45, "kim", 1, [(0, "completed"), (1, "failed")], False, False),
+                   ("deny", 5), ("cancel", 45)], [(51, "sweep")]))
+        def agrees(mix):
+            fates, batch_ops = mix
+            tag = f"mix-{len(seen)}"
+            seen[tag] += 1
+            _fill_tagged(led, tag)
+            b = rt.request_bulk_rollback(f'original.receipt.run == "{tag}"', "incident", "ops", "mix", now=B.T0)
+            assert len(b.rollbacks) == MIX_PLANS
+            events = [(f[1], i, f) for i, f in enumerate(fates) if f[0] != "none"]
+            events += [(t, -1, ("batch", op)) for t, op in batch_ops]
+            last = B.T0
+            for minutes, i, op in sorted(events, key=lambda e: (e[0], e[1])):
+                last = B.T0 + timedelta(minutes=minutes)
+                _apply(rt, b, b.rollbacks[i] if i >= 0 else None, op, last)
+            for later in (timedelta(0), timedelta(minutes=30), timedelta(days=2), timedelta(days=8)):
+                _contract(rt, b, last + later)
+
+        agrees()
+    finally:
+        rt.close()
+        led.close()
+
+
+def _apply(rt, b, rid, op, t) -> None:
+    """One event of a mix; what the runtime refuses (a step of a plan denied meanwhile, a
+    verification of a step not completed) changes nothing and is skipped."""
+    def tried(fn, *args, **kw):
+        with contextlib.suppress(RuntimeUsageError):
+            fn(*args, **kw)
+
+    kind = op[0]
+    if kind == "approve":
+        _, _, who, hours, steps, finish, verify = op
+        tried(rt.approve, rid, principal=who, roles=LEAD, now=t, expires_in=timedelta(hours=hours))
+        duties = rt.authorization(rid, now=t).duties
+        for k, status in steps:
+            tried(rt.step, rid, duties[k % len(duties)], status, now=t)
+        for d in duties if finish else ():
+            tried(rt.step, rid, d, "completed", now=t)
+            if verify:
+                tried(rt.step, rid, d, "verified", now=t)
+    elif kind == "deny":
+        tried(rt.approve, rid, principal="dee", roles=LEAD, verdict="deny", now=t)
+    elif kind == "cancel":
+        tried(rt.cancel, rid, principal="ops", now=t)
+    elif kind == "step":
+        duties = rt.authorization(rid, now=t).duties
+        tried(rt.step, rid, duties[op[2] % len(duties)], "completed", now=t)
+    elif op[1] == "sweep":
+        rt.expire(now=t)
+    else:
+        rt.approve_batch(b.batch_id, principal="lee", roles=LEAD, batch_hash=b.batch_hash, verdict=op[1], now=t)

@@ -79,7 +79,9 @@ def test_batch_counts_says_what_each_plan_says_when_windows_lapse(tmp_path, ledg
         assert _per_plan(rt, b, mid) == want
         assert rt.batch_counts(b.batch_id, now=mid)["by_status"] == want
         counts = rt.batch_counts(b.batch_id, now=mid)
-        assert (counts["rollbacks"], counts["done"], counts["partial"], counts["remaining"]) == (12, 2, 1, 10)
+        # closed (denied, cancelled, expired) plans are not remaining: 12 = 2 done + 5 closed + 5 remaining
+        assert (counts["rollbacks"], counts["done"], counts["partial"], counts["remaining"]) == (12, 2, 1, 5)
+        assert counts["closed"] == 5
         status = rt.batch_status(b.batch_id, now=mid)
         assert {k: v for k, v in status.items() if k != "duties"} == counts
 

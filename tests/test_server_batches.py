@@ -150,3 +150,24 @@ def test_openapi_describes_the_batch_operations(tmp_path, policy_dir):
     assert set(paths["/v1/rollbacks/batches/{batch_id}"]) == {"get"}
     assert set(paths["/v1/rollbacks/batches/{batch_id}/approvals"]) == {"post"}
     assert set(paths["/v1/rollbacks/batches/{batch_id}/steps"]) == {"post"}
+
+
+def test_a_batch_approval_may_lapse_as_one_approval_may(tmp_path, policy_dir):
+    """`expires_in` on a batch's approval (as `POST /v1/approvals` takes it): each plan's
+    approval records its `expires_at`; 0, negative or beyond 30 days is a 422."""
+    with client(tmp_path, policy_dir) as c:
+        _executions(c, bearer("ops"))
+        b = c.post("/v1/rollbacks/batches", json={"select": SENDS, "scenario": "customer_request",
+                                                  "reason": "run-8"}, headers=bearer("rita")).json()
+        url = f"/v1/rollbacks/batches/{b['batch_id']}/approvals"
+        size = c.get("/v1/ledger/head", headers=bearer("ops")).json()["size"]
+        for bad in (0, -5, 31 * 86400):
+            r = c.post(url, json={"batch_hash": b["batch_hash"], "expires_in": bad}, headers=bearer("casey"))
+            assert r.status_code == 422, r.text
+        assert c.get("/v1/ledger/head", headers=bearer("ops")).json()["size"] == size
+        a = c.post(url, json={"batch_hash": b["batch_hash"], "expires_in": 3600}, headers=bearer("casey"))
+        assert a.status_code == 200, a.text
+        for rb in b["rollbacks"]:
+            [mine] = [x for x in c.get(f"/v1/history/{rb}", headers=bearer("ops")).json()["rollback"]["approvals"]
+                      if x["body"]["principal"] == "casey"]
+            assert mine["body"].get("expires_at")

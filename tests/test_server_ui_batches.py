@@ -121,10 +121,12 @@ def test_the_queue_lists_batches_per_route_pending_first_with_counts(app):
     html = c.get("/ui").text
     assert re.findall(r'data-batch="([^"]+)"', html) == [newer["batch_id"], older["batch_id"]]
     rows = dict(re.findall(r'data-batch="([^"]+)">(.*?)</tr>', html, re.S))
-    cells = {b: [m for m in re.findall(r'class="(records|done|partial|remaining)">(\d+)<', row)]
+    cells = {b: [m for m in re.findall(r'class="(records|done|partial|closed|remaining)">(\d+)<', row)]
              for b, row in rows.items()}
-    assert cells[newer["batch_id"]] == [("records", "2"), ("done", "0"), ("partial", "0"), ("remaining", "2")]
-    assert cells[older["batch_id"]] == [("records", "3"), ("done", "1"), ("partial", "0"), ("remaining", "2")]
+    assert cells[newer["batch_id"]] == [("records", "2"), ("done", "0"), ("partial", "0"), ("closed", "0"),
+                                        ("remaining", "2")]
+    assert cells[older["batch_id"]] == [("records", "3"), ("done", "1"), ("partial", "0"), ("closed", "0"),
+                                        ("remaining", "2")]
     assert "2 pending" in text(rows[newer["batch_id"]])
     # the earliest window deadline of the batch's records (the first executed send: a day after it ran)
     deadlines = [q["deadline"] for q in c.get("/v1/queue", headers=bearer("ops")).json()["queue"]
@@ -135,7 +137,8 @@ def test_the_queue_lists_batches_per_route_pending_first_with_counts(app):
     # the counts are Runtime.batch_status's (read here without parsing every plan)
     for b in (older, newer):
         st = c.get(f"/v1/rollbacks/batches/{b['batch_id']}", headers=bearer("ops")).json()
-        assert [int(n) for _, n in cells[b["batch_id"]][1:]] == [st["done"], st["partial"], st["remaining"]]
+        assert [int(n) for _, n in cells[b["batch_id"]][1:]] == [st["done"], st["partial"], st["closed"],
+                                                                st["remaining"]]
 
 
 def test_a_batch_left_pending_past_its_time_counts_as_expired_as_batch_status_says(app):

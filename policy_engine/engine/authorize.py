@@ -5,8 +5,6 @@ their canonical form (`canonical_principal`) so one person never counts twice.""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
@@ -43,7 +41,7 @@ from .inputs import (
     spec_depth,
 )
 from .rollback import reversal_window
-from .util import as_dict, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
+from .util import as_dict, canonical_principal, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
 
 __all__ = ["authorize_rollback", "authorize_action", "authorize_action_reference", "decision_view", "verdict",
            "judge", "canonical_principal", "MAX_APPROVALS", "DEFAULT_IGNORABLE"]
@@ -106,9 +104,10 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
                     f"`{plan.workflow}`: no requirement applies; classify the rollback again")
     window = "none"
     why = ""
+    until = None
     if ca.window_seconds is not None and ca.klass != "irreversible":
-        _, _, within, why_not, _, _ = reversal_window(ca, plan.executed_at, now_dt if win_now is None else win_now,
-                                                      "the plan's `executed_at`", now_dt)
+        _, until, within, why_not, _, _ = reversal_window(
+            ca, plan.executed_at, now_dt if win_now is None else win_now, "the plan's `executed_at`", now_dt)
         window = "standard" if within else "escalated"
         why = f" ({why_not})" if why_not is not None else ""
     slots = tuple(s.spec for s in sc.slots)
@@ -120,6 +119,20 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
         return slots, (f"the plan says its reversal window is `{plan.window}`, but at {fmt_ts(now_dt)} it is "
                        f"`{window}` (`{ca.name}` executed at {plan.executed_at}, window {ca.window}){why}: the "
                        f"{window} path applies; classify the rollback again")
+    root = plan.cascade.steps[0] if plan.cascade.steps else None  # (the original: step 0)
+    if root is None or (root.record_id, root.type, root.depth, root.executed_at) != (
+            plan.original_id, plan.original_type, 0, plan.executed_at):
+        return slots, (f"the plan's original (`{plan.original_id}`, of type `{plan.original_type}`, executed at "
+                       f"{plan.executed_at}) is not its cascade's first step: it was changed after "
+                       "classification; classify the rollback again")
+    # the window the reviewer reads (a `reversible_until` of null: an `executed_at` more than
+    # the clock allowance ahead at classification, which may have come since)
+    if plan.window_seconds != ca.window_seconds or (plan.reversible_until is not None
+                                                    and plan.reversible_until != until):
+        return slots, (f"the plan shows a reversal window of {short(plan.window_seconds)} s until "
+                       f"{short(plan.reversible_until)}, but `{ca.name}` executed at {plan.executed_at} has "
+                       f"{f'a {ca.window} window until {until}' if until else 'no such window'}: it was changed "
+                       "after classification; classify the rollback again")
     auth = plan.authorization
     want_refs = {".".join(p) for p in paths}
     have_refs = {d.ref for d in auth.distinct_from}
@@ -127,7 +140,43 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
     if tuple(auth.slots) != slots or have_refs != want_refs or set(auth.excluded_principals) != excluded:
         return slots, (f"the plan's authorization requirement is not what scenario `{plan.scenario}` requires "
                        f"({window} path): it was changed after classification; classify the rollback again")
+    problem = _scenario_terms(sc, plan, window == "escalated" and sc.has_escalation, paths)
+    if problem is not None:
+        return slots, (f"{problem} (scenario `{plan.scenario}`, {window} path): it was changed after "
+                       "classification; classify the rollback again")
     return slots, None
+
+
+def _scenario_terms(sc: Any, plan: RollbackPlan, escalated: bool, paths: tuple) -> str | None:
+    """How the plan's other terms differ from what the scenario fixes, or None. A plan is
+    caller data and its hash anyone's to recompute: what the policy decides (the requester
+    excluded, the route, the duties listed without a condition, the authorized cascade
+    depth) is checked here as the slots are, so a plan edited and rehashed cannot send a
+    rollback to another queue, drop a duty, exclude someone else than its own requester or
+    reverse records deeper than the scenario authorizes (DESIGN 7: those are checkpoints).
+    Conditional duties are evaluated over the original, which the plan does not carry: a
+    plan must list at least the unconditional ones. `paths`: the applying `distinct from`s."""
+    if ("request", "requested_by") in paths:
+        named = {d.principal for d in plan.authorization.distinct_from if d.ref == "request.requested_by"}
+        if named != {plan.requested_by}:
+            return (f"the plan excludes {', '.join(sorted(f'`{n}`' for n in named if n is not None)) or 'nobody'} "
+                    f"as `request.requested_by`, but says it was requested by `{plan.requested_by}`")
+    route = (sc.esc_route or sc.route) if escalated else sc.route
+    if plan.route != route:
+        return f"the plan's route is `{plan.route}`, not `{route}`"
+    notify = set(sc.notify) | (set(sc.esc_notify) if escalated else set())
+    missing = sorted(notify - set(plan.notify))
+    comps = {n for n, _ in sc.compensate} | ({n for n, _ in sc.esc_compensate} if escalated else set())
+    missing += sorted(comps - {c.name for c in plan.compensations})
+    if missing:
+        return f"the plan lists no {', '.join(f'`{n}`' for n in missing)}, which the scenario requires"
+    cascade = plan.cascade
+    if (cascade.depth_limit != sc.cascade_depth or any(s.depth > sc.cascade_depth for s in cascade.steps)
+            or any(c.depth <= sc.cascade_depth for c in cascade.checkpoint)):
+        return (f"the plan's cascade is not planned to the authorized `cascade depth {sc.cascade_depth}`: its depth "
+                f"limit is {cascade.depth_limit}, and every record deeper than the authorized depth is a checkpoint, "
+                "not a step")
+    return None
 
 
 def authorize_action(
@@ -447,29 +496,6 @@ _new = object.__new__
 _WALK_DECISION, _WALKERS_SOURCE = _decision_walker()  # (None: the models changed, `parsed` decides every decision)
 
 
-_IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
-# whitespace (Unicode's, as str.isspace) and the C0/C1 controls: `rita `, `\trita` and `ri ta`
-# are `rita` written another way, as `Rita` is
-_BLANK_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
-
-
-def canonical_principal(principal: str) -> str:
-    """The form under which two spellings of one principal id are the same person: NFKC,
-    case folded, default-ignorable code points removed (Unicode's NFKC_Casefold, in
-    effect), then whitespace and control characters removed. Exact ids still identify
-    principals; this form only keeps one person from counting twice, or approving their own
-    rollback, under another spelling."""
-    s = principal
-    for _ in range(4):  # to a fixed point: removing a blank may let marks compose (`a \u0301`)
-        t = _BLANK_RE.sub("", _IGNORABLE_RE.sub("", s))
-        t = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", t).casefold())
-        t = _BLANK_RE.sub("", _IGNORABLE_RE.sub("", t))
-        if t == s:
-            break
-        s = t
-    return s
-
-
 def _shown(v: Any) -> str:
     return (v if type(v) is str else short(v)[1:-1])[:80]  # str() of a 5000-digit int raises
 
@@ -597,6 +623,7 @@ def judge(
     for who in sorted(cand_roles):
         first = counted.setdefault(canonical(who), who)
         if first != who:
+            cand_roles[first] |= cand_roles[who]  # one person: the roles of every spelling (adding one never hurts)
             rejected.append(
                 _rej(
                     who,

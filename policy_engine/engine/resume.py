@@ -65,6 +65,8 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
             stopped_at = stop.get("stopped_at")
         else:  # a StopInfo or a Decision's `stop`
             inner: Mapping = stop["stop"] if isinstance(stop.get("stop"), Mapping) else stop
+            if inner is not stop and stop.get("workflow") is not None:  # a Decision names its workflow
+                names.append(("the stop decision", stop["workflow"]))
             trigger = inner.get("trigger")
             stopped_at = inner.get("stopped_at")
     else:

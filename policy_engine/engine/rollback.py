@@ -26,7 +26,19 @@ from ..models import (
 )
 from .digests import plan_hash
 from .inputs import check_size
-from .util import after_now, as_dict, cond_outcome, err, fmt_ts, now_of, parse_ts, short, type_name, window_now
+from .util import (
+    after_now,
+    as_dict,
+    canonical_principal,
+    cond_outcome,
+    err,
+    fmt_ts,
+    now_of,
+    parse_ts,
+    short,
+    type_name,
+    window_now,
+)
 
 __all__ = ["classify_rollback", "reversal_window", "MAX_CASCADE_RECORDS", "MAX_LOOPS_LISTED", "MAX_STEPS_NAMED"]
 
@@ -572,21 +584,22 @@ def reversal_window(
 
 def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[str | None], str | None]:
     """Principal ids a `distinct from` reference names in the request, and why it cannot
-    be resolved (None when it can). A non-empty string names one principal; a non-empty
-    list of them names each. Anything else (missing, null, empty, another type, a list
-    holding a non-string) cannot be resolved: the strings it holds are still excluded,
-    None stands for the rest, and the plan is not authorizable."""
+    be resolved (None when it can). A string that names someone (`_names`) names one
+    principal; a non-empty list of them names each. Anything else (missing, null, empty,
+    nothing but blanks and invisible characters, another type, a list holding anything
+    else) cannot be resolved: the strings it holds are still excluded, None stands for the
+    rest, and the plan is not authorizable."""
     where = ".".join(path)
     cur: Any = req if path[0] == "request" else req.get("original") if path[0] == "original" else None
     for part in path[1:]:
         if not isinstance(cur, Mapping):
             return [None], f"the request has no `{where}`"
         cur = cur.get(part)
-    if type(cur) is str and cur:
+    if _names(cur):
         return [cur], None
     if isinstance(cur, (list, tuple)):
         names: list[str | None] = [*sorted({x for x in cur if type(x) is str and x})]
-        bad = [i for i, x in enumerate(cur) if not (type(x) is str and x)]
+        bad = [i for i, x in enumerate(cur) if not _names(x)]
         if not cur:
             return [None], f"`{where}` is an empty list, not the principal ids to exclude"
         if bad:
@@ -599,9 +612,18 @@ def _resolve(req: Mapping, path: tuple[str, ...]) -> tuple[list[str | None], str
     return [None], f"`{where}` is {_what(cur)}, not a principal id (a non-empty string) or a list of them"
 
 
+def _names(x: Any) -> bool:
+    """Whether `x` is a principal id that names someone: a string (exactly) with something
+    left in its canonical form (`util.canonical_principal`). An id of nothing but blanks
+    and invisible characters is `""` written another way: no approval can be by it (such
+    an approval names no one), so excluding it would exclude nobody."""
+    return type(x) is str and bool(x) and bool(canonical_principal(x))
+
+
 def _what(x: Any) -> str:
     if type(x) is str:
-        return "an empty string"
+        return ("an empty string" if not x else
+                f"{short(x)}, nothing but blanks and invisible characters (the same id as `\"\"`)")
     if isinstance(x, str):  # a str subclass (an enum member): not a plain principal id
         return f"a `{type(x).__name__}` (a str subclass)"
     return type_name(x)

@@ -1,10 +1,13 @@
 """Helpers every part of the engine shares: `now` (RFC 3339 by `policy_engine.timestamps`,
-the one parser), messages, errors, the reversibility of an action type at a time."""
+the one parser), messages, errors, the reversibility of an action type at a time, and the
+canonical form of a principal id (`canonical_principal`: rollback's `distinct from` and
+authorization's matching compare principals in it)."""
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +17,7 @@ from ..compiled import CAction
 from ..construct import fast
 from ..limits import MAX_CLOCK_SKEW_SECONDS
 from ..models import Action, DeferredTimes, EvalError, ReversibilityInfo, WorkflowState
+from ..source import DEFAULT_IGNORABLE
 from ..timestamps import SURROGATE_RE, UTC, fmt_ts, fmt_ts_pair, parse_ts, type_name
 from ..timestamps import short as short  # re-exported: the engine's modules take their message helpers from here
 
@@ -250,3 +254,26 @@ def err(rule: str, kind: str, message: str | None, location: str | None = None,
     # a condition error always has a message; `or` keeps the type honest, never drops the error
     return fast(EvalError, {"rule": rule, "kind": kind, "message": message or "error", "location": location,
                             "budget": budget})
+
+
+_IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
+# whitespace (Unicode's, as str.isspace) and the C0/C1 controls: `rita `, `\trita` and `ri ta`
+# are `rita` written another way, as `Rita` is
+_BLANK_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
+def canonical_principal(principal: str) -> str:
+    """The form under which two spellings of one principal id are the same person: NFKC,
+    case folded, default-ignorable code points removed (Unicode's NFKC_Casefold, in
+    effect), then whitespace and control characters removed. Exact ids still identify
+    principals; this form only keeps one person from counting twice, or approving their own
+    rollback, under another spelling."""
+    s = principal
+    for _ in range(4):  # to a fixed point: removing a blank may let marks compose (`a \u0301`)
+        t = _BLANK_RE.sub("", _IGNORABLE_RE.sub("", s))
+        t = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", t).casefold())
+        t = _BLANK_RE.sub("", _IGNORABLE_RE.sub("", t))
+        if t == s:
+            break
+        s = t
+    return s

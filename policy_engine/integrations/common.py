@@ -367,6 +367,8 @@ class ToolGate:
     def check(self, tool: str, args: Mapping[str, Any], call_id: str, *, scope: str = "",
               extra: Mapping[str, Any] | None = None, problem: str | None = None) -> Check:
         """Gate one call (recorded; the same scope, call id and arguments give the same decision).
+        ``extra``: fields the adapter knows about the call (a hosted MCP call's server), set
+        over the agent's arguments of the same name (an agent cannot pose as another server).
         Arguments JSON cannot hold exactly (a dict key that is not a string) give a recorded
         ``deny`` naming the problem (the Runtime's ``unrecordable action``).
 
@@ -376,8 +378,11 @@ class ToolGate:
         ``outcome`` never lets it run."""
         args = _plain(dict(args or {}))
         action = self.action_for(tool, args, call_id)
-        if extra:
-            action = {**dict(extra), **action}
+        if extra:  # the adapter's own facts (where the call goes): the agent's arguments never set them
+            fixed = set(extra) & {"workflow", "type", "id"}
+            if fixed:
+                raise ValueError(f"`extra` may not set {', '.join(sorted(fixed))}: the gate sets them")
+            action = {**action, **_plain(dict(extra))}
         key = "stopline:gate:" + _digest([self.workflow, scope, tool, call_id, action])[:48]
         found = self._recorded(key)
         fresh = False
@@ -638,17 +643,22 @@ class ToolGate:
             return None
         return Outcome(False, f"Stopline refused `{check.tool}`: the decision is {check.status}")
 
+    def withdraw(self, check: Check, reason: str) -> None:
+        """Withdraw a held decision no approval could ever be used for (``cancelled``, with
+        ``reason``): the reviewers' queue keeps only what a reviewer can act on. The refusal
+        stands whether or not the withdrawal is recorded (nothing here widens permission)."""
+        try:
+            self.runtime.cancel(check.decision_id, principal="stopline-gate", now=self._t(), reason=reason)
+        except Exception:  # noqa: BLE001 - the refusal stands whether or not the withdrawal was recorded
+            pass
+
     def _misfit(self, check: Check) -> Outcome:
         """A call whose arguments the tool would not receive as the gate judged them: never
         run. A held decision is withdrawn (``cancelled``, with the reason) rather than left
         in the reviewers' queue: approved, it still could not run as judged."""
         self._halt_if_stopped(check)  # a stopped workflow halts the agent, whatever its arguments
         if check.status in ("pending", "approved"):
-            try:
-                self.runtime.cancel(check.decision_id, principal="stopline-gate", now=self._t(),
-                                    reason=f"the arguments do not match the tool's input schema: {check.problem}")
-            except Exception:  # noqa: BLE001 - the refusal stands whether or not the withdrawal was recorded
-                pass
+            self.withdraw(check, f"the arguments do not match the tool's input schema: {check.problem}")
         return Outcome(False, f"Stopline refused `{check.tool}`: its arguments do not match the tool's input schema "
                               f"({check.problem}), so the tool would not receive what the policy judged; not run. "
                               "Call it again with arguments of the declared types.")

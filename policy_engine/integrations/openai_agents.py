@@ -31,10 +31,15 @@ about to run; and a wrapper that records the execution with its receipt. So:
   executor: its ``commands``; a ``LocalShellTool``: its ``command``, ``env``, ...; the
   action type is the tool's name): the executor runs a call only when the ledger allows it
   and claims it, and records it; a ``ShellTool``'s held call is an interruption like a
-  function tool's, and a stop halts the run (``WorkflowStopped``). Tools that take no tool
-  guardrail, have no local executor, and act beyond the model's text (apply-patch,
-  computer, hosted MCP, a hosted container's shell, custom tools) cannot be gated:
-  ``protect`` says so with an ``UngatedToolWarning``;
+  function tool's, and a stop halts the run (``WorkflowStopped``);
+- the apply-patch tool's editor, the computer tool's computer and the approval callback of
+  a hosted MCP tool are gated too (``openai_agents_tools``: each patch operation, each
+  computer action, each hosted MCP approval request is an action, claimed before its
+  side effect and recorded; a refused computer action halts the run with
+  ``ActionRefused``, the SDK giving it no way to tell the model). What has no hook on our side (a hosted MCP tool whose
+  ``require_approval`` lets calls run unasked; the tools OpenAI runs: web search, file
+  search, code interpreter, image generation, a hosted container's shell; custom tools)
+  cannot be gated: ``protect`` says so with an ``UngatedToolWarning``;
 - a tool's own ``needs_approval`` is kept: the SDK asks when it or the policy says so
   (answer the tool's own ask with the SDK's ``state.approve``; the policy's with ``approve``);
 - stop: the stop is recorded and the guardrail halts the run
@@ -62,15 +67,11 @@ require_extra("agents", "openai-agents", "openai_agents")
 
 from agents import FunctionTool, ToolGuardrailFunctionOutput, tool_input_guardrail  # noqa: E402
 
-__all__ = ["protect", "approve", "request_for", "Approval", "ToolGate", "WorkflowStopped", "UngatedToolWarning"]
+from . import openai_agents_tools as native  # noqa: E402
+from .openai_agents_tools import ActionRefused, _args, _get  # noqa: E402
 
-
-def _args(raw: Any) -> dict:
-    try:
-        v = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
-    except ValueError:
-        v = {"_unparsed_arguments": raw}
-    return v if isinstance(v, dict) else {"_arguments": v}
+__all__ = ["protect", "approve", "request_for", "Approval", "ToolGate", "WorkflowStopped", "UngatedToolWarning",
+           "ActionRefused"]
 
 
 def _output(result: Any) -> Any:
@@ -277,9 +278,23 @@ class _Gated:
 
         tool.needs_approval = needs
 
-
-def _get(x: Any, k: str) -> Any:
-    return x.get(k) if isinstance(x, dict) else getattr(x, k, None)
+    # ------------------------------------------------------------ apply-patch, computer, hosted MCP
+    def wrap_native(self, tool: Any) -> None:
+        """Gate an ``ApplyPatchTool`` (its editor), a ``ComputerTool`` (its computer) or a
+        ``HostedMCPTool`` (its approval callback): ``openai_agents_tools``."""
+        layer = _layer_of(tool)
+        if layer is not None:
+            if not layer.same(self):
+                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
+                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate")
+            return
+        kind = type(tool).__name__
+        if kind == "ApplyPatchTool":
+            native.gate_apply_patch(self, tool)
+        elif kind == "ComputerTool":
+            native.gate_computer(self, tool)
+        elif kind == "HostedMCPTool":
+            native.gate_hosted_mcp(self, tool)
 
 
 def _shell_args(action: Any) -> dict:
@@ -323,10 +338,15 @@ def _shell_kind(tool: Any) -> bool:
     return kind == "LocalShellTool" or (kind == "ShellTool" and getattr(tool, "executor", None) is not None)
 
 
+#: where each gated kind carries its Stopline layer
+_LAYER_AT = {"FunctionTool": "on_invoke_tool", "ShellTool": "executor", "LocalShellTool": "executor",
+             "ApplyPatchTool": "editor", "ComputerTool": "computer", "HostedMCPTool": "on_approval_request"}
+
+
 def _layer_of(tool: Any) -> _Gated | None:
-    """The Stopline layer a function or shell tool carries."""
-    inner = getattr(tool, "executor", None) if _shell_kind(tool) else getattr(tool, "on_invoke_tool", None)
-    layer = getattr(inner, "__stopline_gated__", None)
+    """The Stopline layer a function, shell, apply-patch, computer or hosted MCP tool carries."""
+    at = "on_invoke_tool" if isinstance(tool, FunctionTool) else _LAYER_AT.get(type(tool).__name__)
+    layer = getattr(getattr(tool, at, None), "__stopline_gated__", None) if at else None
     return layer if isinstance(layer, _Gated) else None
 
 
@@ -348,34 +368,59 @@ def protect(agent: Any, runtime: Any, *, workflow: str, approvers: Any = None, s
     gate.scope = scope  # type: ignore[attr-defined]
     g = getattr(gate, "_openai_agents", None) or _Gated(gate)  # (one gate, several agents: one note of schemas)
     for t in agent.tools:
-        if isinstance(t, FunctionTool):
-            g.wrap(t)
-        elif _shell_kind(t):
-            g.wrap_shell(t)
+        _gate_tool(g, t)
     _cover(agent, g)
     gate._openai_agents = g  # type: ignore[attr-defined]
     return gate
 
 
+def _gate_tool(g: _Gated, t: Any) -> None:
+    if isinstance(t, FunctionTool):
+        g.wrap(t)
+    elif _shell_kind(t):
+        g.wrap_shell(t)
+    elif type(t).__name__ in native.GATED_NATIVE:
+        g.wrap_native(t)
+
+
 class UngatedToolWarning(UserWarning):
-    """A tool of a protected agent that Stopline cannot gate (it has no tool guardrails):
-    the SDK runs it outside the policy."""
+    """A tool of a protected agent that Stopline cannot gate (no hook on our side runs
+    before what it does): the SDK, or OpenAI, runs it outside the policy."""
 
 
-#: tool kinds that act beyond the model's text and take no tool guardrail: not gated
-#: (a ``ShellTool`` with a local executor and a ``LocalShellTool`` are gated: ``_Gated.wrap_shell``)
-UNGATED_KINDS = ("ShellTool", "LocalShellTool", "ApplyPatchTool", "ComputerTool", "HostedMCPTool", "CustomTool")
+#: tool kinds that act beyond the model's text with no hook on our side: not gated, why
+#: (gated: a ``ShellTool`` with a local executor, a ``LocalShellTool``, an ``ApplyPatchTool``,
+#: a ``ComputerTool``, a ``HostedMCPTool`` whose every call asks for approval)
+UNGATED_KINDS = {
+    "ShellTool": "its shell runs in a hosted container (only a local executor is gated)",
+    "HostedMCPTool": "its server is called by OpenAI",
+    "CustomTool": "this adapter does not wrap custom tools",
+    "WebSearchTool": "OpenAI runs it (hosted: no hook)",
+    "FileSearchTool": "OpenAI runs it (hosted: no hook)",
+    "CodeInterpreterTool": "OpenAI runs it in its container (hosted: no hook)",
+    "ImageGenerationTool": "OpenAI runs it (hosted: no hook)",
+}
+
+
+def _ungated_because(t: Any) -> str | None:
+    kind = type(t).__name__
+    if kind == "HostedMCPTool":
+        unasked = native.mcp_unasked(t)
+        return f"{UNGATED_KINDS[kind]} and {unasked}" if unasked else None
+    if kind not in UNGATED_KINDS or _shell_kind(t):
+        return None
+    return UNGATED_KINDS[kind]
 
 
 def _warn_ungated(agent: Any, tools: Any, seen: set) -> None:
     for t in tools or ():
-        kind = type(t).__name__
-        if kind in UNGATED_KINDS and not _shell_kind(t) and id(t) not in seen:
+        why = _ungated_because(t)
+        if why is not None and id(t) not in seen:
             seen.add(id(t))
+            kind = type(t).__name__
             warnings.warn(f"Stopline: tool `{getattr(t, 'name', kind)}` ({kind}) of agent "
-                          f"`{getattr(agent, 'name', '?')}` is not gated: the SDK runs it outside the policy "
-                          "(only function tools take Stopline's guardrail). Remove it, or put what it does "
-                          "behind a function tool.", UngatedToolWarning, stacklevel=3)
+                          f"`{getattr(agent, 'name', '?')}` is not gated: {why}, outside the policy. Remove it, "
+                          "or put what it does behind a function tool.", UngatedToolWarning, stacklevel=3)
 
 
 def _cover(agent: Any, g: _Gated) -> None:
@@ -396,10 +441,7 @@ def _cover(agent: Any, g: _Gated) -> None:
     async def get_all_tools(run_context: Any) -> list:
         tools = await listed(run_context)
         for t in tools:
-            if isinstance(t, FunctionTool):
-                g.wrap(t)
-            elif _shell_kind(t):
-                g.wrap_shell(t)
+            _gate_tool(g, t)
         _warn_ungated(agent, tools, seen)
         return tools
 
@@ -422,9 +464,11 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
     # the layer that gates this call (the agent's tool of that name), else this gate's
     tool = next((t for t in getattr(getattr(interruption, "agent", None), "tools", None) or ()
                  if getattr(t, "name", None) == name and _layer_of(t) is not None), None)
+    g = _layer_of(tool) if tool is not None else getattr(gate, "_openai_agents", None)
+    if get("type") == "apply_patch_call":  # an ApplyPatchTool's call: its held operation, by its derived id
+        return native.patch_request_check(g.gate if g is not None else gate, name, raw).request()
     if get("type") == "shell_call":  # a ShellTool's call: its action, as the executor judges it
         args = _shell_args(get("action"))
-    g = _layer_of(tool) if tool is not None else getattr(gate, "_openai_agents", None)
     c = g.check(name, args, call_id) if g is not None else gate.check(name, args, call_id,
                                                                       scope=getattr(gate, "scope", ""))
     return c.request()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace as _replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,9 @@ class Approvals(RuntimeCore):
         eng, now_dt = self.engine, _now(now)
         with self.ledger.reading() as c:
             subj = self._entry(c, subject_id, ("decision", "rollback"))
-            return self._subject_status(c, eng, subj, now_dt)
+            st = self._subject_status(c, eng, subj, now_dt)
+        who = subj.body.get("caller") if subj.kind == "decision" else None
+        return _replace(st, caller=who) if type(who) is str else st
 
     status = authorization
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_ as sql_and
@@ -23,18 +24,26 @@ from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
 from .bulk import _CHUNK, _SEQS, _batch, _members, request_bulk_rollback
 from .core import clock_expiry, may_expire_by_clock
-from .results import TERMINAL, RuntimeUsageError, _now, _ts, _ts_after
+from .results import TERMINAL, RuntimeUsageError, _now, _text_arg, _ts, _ts_after
 
 __all__ = ["BulkRollbacks", "approve_batch", "batch_status", "batch_counts", "batch_step", "attach"]
 
 E, L = lschema.entries, lschema.links
+#: a plan's statuses as the counts sum them: ``done`` (rolled back), ``closed`` (ended before any
+#: authorized step: nothing of it will be rolled back unless requested again), and ``remaining``
+#: the rest (pending, approved, in progress, partial); so ``rollbacks == done + closed + remaining``
+DONE = ("completed", "verified")
+CLOSED = ("denied", "cancelled", "expired")
 
 
 def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str] = (), batch_hash: str,
-                  verdict: str = "approve", now: Any = None, note: str | None = None) -> dict:
+                  verdict: str = "approve", now: Any = None, expires_in: timedelta | None = None,
+                  note: str | None = None) -> dict:
     """One approval (or deny) of a whole batch, bound to its ``batch_hash``: recorded as the
     batch's approval and one approval per open plan, each counted only where the engine
     would count this principal for that plan. A hash that is not the batch's is refused.
+    An approval lapses ``expires_in`` after ``now`` (default: the runtime's ``approval_ttl``),
+    as ``Runtime.approve``'s does.
 
     In bulk: the plans' statuses come from the projection in one query and the plans that
     already have approvals, transitions or steps from one query of the links; a plan with
@@ -44,8 +53,10 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
     per resulting status (per 500 plans), all in the one transaction."""
     if verdict not in ("approve", "deny"):
         raise RuntimeUsageError(f"`verdict` is `approve` or `deny`, not {verdict!r}")
-    if not isinstance(principal, str) or not principal:
-        raise RuntimeUsageError("`principal` is a non-empty string")
+    _text_arg(principal, "principal")
+    _text_arg(batch_hash, "batch_hash", max_len=None)
+    if expires_in is not None and (not isinstance(expires_in, timedelta) or expires_in < timedelta(0)):
+        raise RuntimeUsageError(f"`expires_in` is a duration of 0 or more, not {expires_in!r}")
     from .approvals import _roles
 
     roles = _roles(roles)
@@ -59,7 +70,8 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
             raise RuntimeUsageError(f"batch {batch_id} has digest {b.body['batch_hash']}, not {batch_hash}: an "
                                     "approval binds to the batch it was shown")
         at = _ts(now_dt)
-        exp = _ts_after(now_dt, rt.approval_ttl) if verdict == "approve" else None
+        exp = _ts_after(now_dt, rt.approval_ttl if expires_in is None else expires_in) if verdict == "approve" \
+            else None
         head = {"subject": batch_id, "digest": batch_hash, "principal": principal, "roles": roles,
                 "verdict": verdict, "at": at, "subject_kind": "batch", "policy_hash": eng.policy_hash}
         if exp:
@@ -259,8 +271,9 @@ def _judge_fresh(eng: Any, plan: Any, body: dict | None, now_dt: Any) -> tuple[b
 
 
 def batch_status(rt: Any, batch_id: str, *, now: Any = None) -> dict:
-    """Where a batch stands: its plans by status, how many are done (completed or
-    verified), partial, and remaining; and per record (every duty of every plan).
+    """Where a batch stands: ``batch_counts`` (its plans by status; done, closed, remaining,
+    partial) and the duties of every plan: their total, done (the latest step completed or
+    verified), failed and remaining.
 
     Read without parsing the plans: the statuses with ``batch_counts``' ``GROUP BY`` over
     the projection, the duties' total by the database's JSON functions, the batch's step
@@ -306,8 +319,11 @@ def _json_duties(c: Any, *, count: bool) -> Any:
 
 def batch_counts(rt: Any, batch_id: str, *, now: Any = None) -> dict:
     """``batch_status`` without the per-record duties: the batch's plans by status, done
-    (completed or verified), partial and remaining, each plan counted under the status
-    ``Runtime.authorization`` gives it at ``now``.
+    (completed or verified), closed (denied, cancelled or expired: ended before any
+    authorized step, nothing of it will be rolled back), remaining (the rest: pending, approved, in progress,
+    partial) and partial (a step failed; part of remaining), each plan counted under the
+    status ``Runtime.authorization`` gives it at ``now``: ``rollbacks == done + closed +
+    remaining``.
 
     One ``GROUP BY`` over the projection (no plan body read), which also sets apart the
     pending rows that may be expired by the clock (past their ``pending_until``, or past a
@@ -356,10 +372,11 @@ def batch_counts(rt: Any, batch_id: str, *, now: Any = None) -> dict:
                 if n:
                     by[s] = by.get(s, 0) + n
     total = sum(by.values())
-    done = by.get("completed", 0) + by.get("verified", 0)
+    done = sum(by.get(s, 0) for s in DONE)
+    closed = sum(by.get(s, 0) for s in CLOSED)
     return {"batch_id": batch_id, "batch_hash": b.body["batch_hash"], "scenario": b.body["scenario"],
             "select": b.body.get("select"), "rollbacks": total, "by_status": dict(sorted(by.items())),
-            "done": done, "partial": by.get("partial", 0), "remaining": total - done}
+            "done": done, "closed": closed, "partial": by.get("partial", 0), "remaining": total - done - closed}
 
 
 def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: str | None = None, now: Any = None,
@@ -367,6 +384,7 @@ def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: str | Non
     """Report one step of the batch: the plan whose duties name ``duty`` gets it
     (``Runtime.step``); a duty of several plans (a compensation) names the plan:
     ``ROLLBACK_ID/compensate:NAME``."""
+    _text_arg(duty, "duty", max_len=None)
     with rt.ledger.reading() as c:
         ms = _members(rt, c, _batch(rt, c, batch_id))
     if "/" in duty and any(duty.startswith(m.id + "/") for m in ms):

@@ -35,8 +35,11 @@ OPS = {
     "resume": ("resume", ("workflow",)), "history": ("history", ("id",)), "expire": ("expire", ()),
     "status": ("workflow_status", ("workflow",)),
     "claims_in_doubt": ("claims_in_doubt", ()), "abandon_claim": ("abandon_claim", ("decision",)),
+    # a batch of rollbacks (`stopline rollback` plans one): its approval, where it stands, its steps
+    "approve_batch": ("approve_batch", ("batch",)), "batch_status": ("batch_status", ("batch",)),
+    "batch_counts": ("batch_counts", ("batch",)), "batch_step": ("batch_step", ("batch", "duty", "status")),
 }
-READ_ONLY = {"queue", "history", "status", "claims_in_doubt"}
+READ_ONLY = {"queue", "history", "status", "claims_in_doubt", "batch_status", "batch_counts"}
 
 
 def _fail(msg: str) -> None:
@@ -161,6 +164,9 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     claims_in_doubt {older_than?, now?, limit?}     abandon_claim {decision, principal, reason, now?}
     cancel {subject, principal, reason?} step {rollback, duty, status, key?, now?}
     resume {workflow, evidence, principal, now?}   history {id}   expire {now?}   status {workflow}
+    approve_batch {batch, principal, roles?, batch_hash, verdict?, expires_in?, note?, now?}
+    batch_status {batch, now?}           batch_counts {batch, now?}
+    batch_step {batch, duty, status, key?, detail?, now?}
     """
     from ..limits import MAX_INPUT_BYTES
 

@@ -5,7 +5,7 @@ unauthorized) and ``resume`` (restart a stopped workflow)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
@@ -27,6 +27,7 @@ from .results import (
     _name,
     _now,
     _plain,
+    _shown,
     _text_arg,
     _ts,
     _ts_after,
@@ -94,6 +95,35 @@ def _same_execution(e: Any, decision_id: str | None, action: Any, receipt: Any =
     return None
 
 
+def _not_a_retry(e: Any, key: str | None, action: Any, caller: str | None) -> None:
+    """Raise :class:`IdempotencyConflict` unless entry ``e`` (holding ``key``) is the decision a
+    retry of gating ``action`` (as :func:`~.gatejson.recordable` gives it) by ``caller`` would
+    record: a decision of the same action (the same JSON, types included: ``true`` is not ``1``,
+    and, where the record says where its integral floats were, ``7.0`` is not ``7``: the engine
+    decides them differently), asked by the same caller (None included: a key is its caller's,
+    as a composite key of client and key would make it; another's retry is not answered with
+    their decision, and the record keeps naming who asked)."""
+    if e.kind != "decision" or not _same_json(_recorded_for_retry(e.body), action, "action_doubles" not in e.body):
+        raise IdempotencyConflict(f"the idempotency key `{key}` was used by entry {e.seq} (`{e.kind}`) "
+                                  "for another action")
+    if e.body.get("caller") != caller:
+        raise IdempotencyConflict(f"the idempotency key `{key}` was used by entry {e.seq} (`{e.kind}`) "
+                                  "for another caller")
+
+
+def _per_action(values: Any, n: int, name: str) -> list:
+    """``values`` (None: none for each) as a list of one per action of a batch of ``n``."""
+    if values is None:
+        return [None] * n
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
+        raise RuntimeUsageError(f"`{name}` is a list of one per action (None for none), not {_shown(values)}")
+    out = list(values)
+    if len(out) != n:
+        raise RuntimeUsageError(f"`{name}` gives one per action (None for none): {len(out)} for {n} actions; "
+                                "nothing was recorded")
+    return out
+
+
 #: a workflow's first stop after a sequence number (the ledger's partial index of stops and resumes)
 _STOP_AFTER = (select(E).where(E.c.workflow == bindparam("wf"), E.c.kind.in_(("stop", "resume")),
                                E.c.kind == "stop", E.c.seq > bindparam("seq")).order_by(E.c.seq).limit(1))
@@ -120,7 +150,8 @@ class Executions(RuntimeCore):
                         "SELECT ?, 'stopped', ?, id, ?, seq FROM ledger_entries "
                         "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM rt_workflows WHERE workflow = ?)")
 
-    def gate(self, action: ActionInput, *, now: NowInput = None, key: str | None = None) -> GateResult:
+    def gate(self, action: ActionInput, *, now: NowInput = None, key: str | None = None,
+             caller: str | None = None) -> GateResult:
         """Evaluate ``action`` with the workflow state the ledger holds, record the decision,
         and, when a stop trigger fires, stop the workflow in the ledger (same transaction).
 
@@ -139,6 +170,13 @@ class Executions(RuntimeCore):
         cannot store (not a string of 1-256 characters, a lone surrogate) raises
         :class:`~policy_engine.ledger.InvalidEntry` before anything is read or recorded.
 
+        ``caller``: the principal that asked (the server's authenticated caller), recorded as
+        the body's ``caller``; None records no such field (the body of before). A keyed retry
+        is the same request only from the same caller (None included): from another, the key
+        is not theirs, and :class:`~policy_engine.ledger.IdempotencyConflict` is raised (the
+        record is never attributed to, nor its decision handed to, a caller it does not name).
+        A caller that is not a name the ledger can hold is a :class:`RuntimeUsageError`.
+
         An action the ledger cannot record exactly (a NaN or an Infinity, an integer beyond
         ±2^53-1, a lone surrogate in any string, a value that is not JSON) is recorded as its
         ``repr`` with ``action_error`` naming the problem, and with a decision that permits
@@ -147,6 +185,7 @@ class Executions(RuntimeCore):
         trigger still stops the workflow). A workflow name the ledger cannot store is
         recorded as none."""
         _check_key(key)
+        _text_arg(caller, "caller", optional=True)
         eng = self.engine
         now_dt = _now(now)
         a = _plain(action)
@@ -173,14 +212,14 @@ class Executions(RuntimeCore):
                     assert snap is not None
                     size, status, trigger, since, stop_id, wseq, used, lag = snap
                 if used is not None:
-                    return self._gate_replay(used, key, recorded_action)
+                    return self._gate_replay(used, key, recorded_action, caller)
                 row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
             d = fail_closed(eng.evaluate(a, self._state(wf, row), now_dt), problem)
             now_s = _ts(now_dt)
             pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
             # the decision of a template: its canonical text without the generic encoder (gatejson)
-            body = with_doubles(gate_body(action_text, recorded_action, problem, d, now_s, pending), action_text,
-                                doubles)
+            body = with_doubles(gate_body(action_text, recorded_action, problem, d, now_s, pending, caller),
+                                action_text, doubles)
             decision_json = body["decision"] if isinstance(body, dict) else None
             items = [NewEntry("decision", body, workflow=wf, key=key, time=now_dt)]
             stop = None
@@ -214,12 +253,12 @@ class Executions(RuntimeCore):
                 snap = self.ledger.query_one(self._GATE_READ, (key, wf))
                 if snap is None or snap[6] is None:
                     raise
-                return self._gate_replay(snap[6], key, recorded_action)
+                return self._gate_replay(snap[6], key, recorded_action, caller)
             if key is not None:
                 if decision_json is None:
                     decision_json = d.model_dump(mode="json")
                 if entries[0].body.get("decision") != decision_json:
-                    return self._gate_replay(entries[0].id, key, recorded_action)
+                    return self._gate_replay(entries[0].id, key, recorded_action, caller)
             made = next((e for e in entries if e.kind == "stop"), None)
             if wf is not None and made is None and key is None:
                 if len(self._wf_seen) >= 10_000:
@@ -232,75 +271,132 @@ class Executions(RuntimeCore):
                               "stopped" if stopped else "running")
         raise RuntimeUsageError(f"workflow `{wf}` kept changing state: the gate gave up after {_GATE_RETRIES} reads")
 
-    def _gate_replay(self, entry_id: str, key: str | None, action: Any) -> GateResult:
+    def _gate_replay(self, entry_id: str, key: str | None, action: Any, caller: str | None) -> GateResult:
         """A gate whose key was used: the recorded decision, if it is a decision of the same action
-        (the same JSON, types included: ``true`` is not ``1``, and, where the record says where
-        its integral floats were, ``7.0`` is not ``7``: the engine decides them differently)."""
+        by the same caller (:func:`_not_a_retry`)."""
         e = self.ledger.get(entry_id)
-        if e.kind != "decision" or not _same_json(_recorded_for_retry(e.body), action,
-                                                  "action_doubles" not in e.body):
-            raise IdempotencyConflict(f"the idempotency key `{key}` was used by entry {e.seq} (`{e.kind}`) "
-                                      "for another action")
+        _not_a_retry(e, key, action, caller)
+        with self.ledger.reading() as c:
+            return self._replayed(c, e, self._wf_row(c, e.workflow))
+
+    def _replayed(self, c: Any, e: Any, row: tuple | None) -> GateResult:
+        """The answer to a retry of decision entry ``e``: its decision, its stop (if it fired
+        one), the workflow's state ``row`` (None: running)."""
         from ..models import Decision
 
         d = Decision.model_validate(e.body["decision"])
-        with self.ledger.reading() as c:
-            stops = self._linked(c, e, ("stop",))
-            row = self._wf_row(c, e.workflow)
+        stops = self._linked(c, e, ("stop",))
         return GateResult(e.id, d, bool(stops), stops[0].id if stops else None,
                           "stopped" if row is not None else "running", replayed=True)
 
-    def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None) -> list[GateResult]:
+    def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None,
+                  keys: Sequence[str | None] | None = None,
+                  caller: str | Sequence[str | None] | None = None) -> list[GateResult]:
         """Gate a batch in one transaction (one lock, one commit, one fsync): each action
         evaluated with the ledger's state *as the batch leaves it* (a stop fired by one
         stops the later ones of its workflow). All recorded or none. An action the ledger
         cannot record exactly is recorded and denied as in :meth:`gate`. For runtimes that
         gate many actions at once (a queue consumer, an import): the commit, not the
-        evaluation, bounds a single gate's rate on a durable disk."""
+        evaluation, bounds a single gate's rate on a durable disk.
+
+        ``keys``: an idempotency key per action (None: that action has none), as :meth:`gate`
+        takes one, so a retried batch records nothing twice. A used key gets its recorded
+        decision back (``replayed``), nothing recorded, and still counts where the batch
+        leaves its workflow (a replayed stop stops the later actions of its workflow: the
+        stop is in the ledger). A key used for another action, by another caller or by
+        another kind of entry raises :class:`~policy_engine.ledger.IdempotencyConflict` and
+        the *whole* batch records nothing. One key twice in a batch is the same request
+        twice (a queue that delivered a message twice): the same action from the same caller
+        is decided and recorded once, the later one answered with that decision
+        (``replayed``); anything else under it is a conflict. Every key is checked
+        (:class:`~policy_engine.ledger.InvalidEntry`) before anything is read or recorded.
+
+        ``caller``: the principal that asked, for every action (a string) or per action (a
+        list parallel to ``actions``, None for none: the server's recorder groups requests
+        of several callers into one batch); recorded as in :meth:`gate`."""
         eng = self.engine
         now_dt = _now(now)
         acts = [_plain(a) for a in actions]
+        ks = _per_action(keys, len(acts), "keys")
+        for k in ks:
+            _check_key(k)
+        callers = [caller] * len(acts) if caller is None or isinstance(caller, str) else \
+            _per_action(caller, len(acts), "caller")
+        for who in callers:
+            _text_arg(who, "caller", optional=True)
         checked = [recordable(a) for a in acts]  # (text, as recorded, problem), once: the build may run again
         doubles = [integral_doubles(a) if c[0] is not None else None for a, c in zip(acts, checked)]
-        decisions: list[Any] = []
+        wanted = sorted({k for k in ks if k is not None})
+        #: per action: ("new", its decision's item, Decision, stopped before it, its stop's item or None),
+        #: ("old", the GateResult of a used key) or ("twin", the earlier action of its key, status)
+        plan: list[tuple] = []
         now_s = _ts(now_dt)
 
         def build(c):
-            decisions.clear()
+            plan.clear()
             rows: dict[str | None, tuple | None] = {}
             items: list[NewEntry] = []
+            used = {e.key: e for e in self.ledger.fetch(c, E.c.key.in_(wanted))} if wanted else {}
+            first: dict[str, int] = {}  # a key -> the action of this batch that holds it
             for i, a in enumerate(acts):
+                text, recorded, problem = checked[i]
+                k = ks[i]
+                if k is not None and k in used:  # a retry: the recorded decision, as `gate` answers it
+                    e = used[k]
+                    _not_a_retry(e, k, recorded, callers[i])
+                    if e.workflow not in rows:
+                        rows[e.workflow] = self._wf_row(c, e.workflow)
+                    plan.append(("old", self._replayed(c, e, rows[e.workflow])))
+                    continue
                 wf = _name(a.get("workflow")) if isinstance(a, dict) else None
                 if wf not in rows:
                     rows[wf] = self._wf_row(c, wf)
+                if k is not None and k in first:  # the same request twice in the batch
+                    j = first[k]
+                    if (text, recorded if text is None else None, doubles[i], callers[i]) != (
+                            checked[j][0], checked[j][1] if checked[j][0] is None else None, doubles[j], callers[j]):
+                        raise IdempotencyConflict(f"the idempotency key `{k}` is given twice in the batch (actions "
+                                                  f"{j} and {i}) for another action or by another caller")
+                    plan.append(("twin", j, "stopped" if rows[wf] is not None else "running"))
+                    continue
+                if k is not None:
+                    first[k] = i
                 d = eng.evaluate(a, self._state(wf, rows[wf]), now_dt)
-                text, recorded, problem = checked[i]
                 d = fail_closed(d, problem)  # as in gate: an action recorded as text permits nothing
-                decisions.append((d, rows[wf] is not None))
+                was_stopped = rows[wf] is not None
                 pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
-                body = with_doubles(gate_body(text, recorded, problem, d, now_s, pending), text, doubles[i])
-                items.append(NewEntry("decision", body, workflow=wf, time=now_dt))
+                body = with_doubles(gate_body(text, recorded, problem, d, now_s, pending, callers[i]), text,
+                                    doubles[i])
+                items.append(NewEntry("decision", body, workflow=wf, key=k, time=now_dt))
+                at = len(items) - 1
+                stop_at = None
                 if d.effect == "stop" and d.deciding.kind == "stop" and wf is not None:
                     s = d.stop
-                    items.append(NewEntry("stop", {"trigger": d.deciding.name, "decision": len(items) - 1,
+                    items.append(NewEntry("stop", {"trigger": d.deciding.name, "decision": at,
                                                    "stopped_at": _ts(now_dt),
                                                    "severity": s.severity if s else None,
                                                    "owner": s.owner if s else None,
                                                    "notify": list(s.notify) if s else [],
                                                    "resume_criteria": list(s.resume_criteria) if s else []},
-                                          workflow=wf, links=[len(items) - 1], time=now_dt))
+                                          workflow=wf, links=[at], time=now_dt))
+                    stop_at = len(items) - 1
                     rows[wf] = ("stopped", d.deciding.name, _ts(now_dt), None, -1)
+                plan.append(("new", at, d, was_stopped, stop_at))
             return items
 
         entries = self._transact(build)
         out: list[GateResult] = []
-        for e in entries:
-            if e.kind == "stop" and out:
-                last = out.pop()
-                out.append(GateResult(last.decision_id, last.decision, True, e.id, "stopped"))
-                continue
-            d, was_stopped = decisions[len(out)]
-            out.append(GateResult(e.id, d, False, None, "stopped" if was_stopped else "running"))
+        for p in plan:
+            if p[0] == "old":
+                out.append(p[1])
+            elif p[0] == "twin":
+                g = out[p[1]]
+                out.append(GateResult(g.decision_id, g.decision, g.stopped, g.stop_id, p[2], replayed=True))
+            else:
+                _, at, d, was_stopped, stop_at = p
+                fired = stop_at is not None
+                out.append(GateResult(entries[at].id, d, fired, entries[stop_at].id if fired else None,
+                                      "stopped" if fired or was_stopped else "running"))
         return out
 
     # ------------------------------------------------------------------ executions

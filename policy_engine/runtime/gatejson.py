@@ -1,9 +1,11 @@
 """The gate's recorded decision as RFC 8785 text, without the generic canonicaliser.
 
-A gate records ``{"action", ["action_error"], "decision", "now", ["pending_until"],
-"policy_hash"}``. Its cost used to be the decision's ``model_dump`` (a 3-7 KB tree), a
-walk of the whole body checking it is interoperable JSON, the sorted-key encoding and,
-in the ledger, a parse of the text back. Here:
+A gate records ``{"action", ["action_error"], ["caller"], "decision", "now",
+["pending_until"], "policy_hash"}`` (``caller``: the principal that asked, only when there is
+one: a gate without a caller writes exactly the text it wrote before callers were recorded).
+Its cost used to be the decision's ``model_dump`` (a 3-7 KB tree), a walk of the whole body
+checking it is interoperable JSON, the sorted-key encoding and, in the ledger, a parse of the
+text back. Here:
 
 - the decision of the engine's fast lane (every decision of one outcome of one action
   type is built from one template, ``models.DecisionJson``) is written from the template's
@@ -123,7 +125,7 @@ def decision_text(d: Any) -> str | None:
 
 
 def body_text(action_text: str | None, action_repr: str | None, problem: str | None, d: Any, now: str,
-              pending_until: str | None) -> tuple[str, tuple[str, ...], dict] | None:
+              pending_until: str | None, caller: str | None = None) -> tuple[str, tuple[str, ...], dict] | None:
     """The canonical text, top-level keys and `pending_until` (the one top-level value the
     projections read: `Entry.top`) of the gate's decision body (see the module doc), or
     None for the reference path: the arguments of `Canonical`. ``action_text`` is the
@@ -144,6 +146,12 @@ def body_text(action_text: str | None, action_repr: str | None, problem: str | N
     else:
         out = ['{"action":', action_text]
         keys = ("action", "decision", "now", "policy_hash")
+    if caller is not None:  # (RFC 8785 order: after `action_error`, before `decision`)
+        cl = _str(caller)
+        if cl is None or type(caller) is not str:
+            return None
+        out += [',"caller":', cl]
+        keys = (*keys[:-3], "caller", *keys[-3:])
     out += [',"decision":', dt, ',"now":', nw]
     if pending_until is not None:
         pu = _str(pending_until)
@@ -232,16 +240,17 @@ def fail_closed(d: Any, problem: str | None) -> Any:
 
 
 def gate_body(action_text: str | None, action: Any, problem: str | None, d: Any, now: str,
-              pending_until: str | None) -> Canonical | dict:
+              pending_until: str | None, caller: str | None = None) -> Canonical | dict:
     """The body of a gate's ``decision`` entry: its canonical text when the fast path can
     write it (:func:`body_text`), else the plain body for the ledger's encoder. ``action``
     is the action, or with ``problem`` its repr (:func:`recordable`). An unrecordable
     action with a decision that permits is refused (:class:`InvalidEntry`): callers pass
-    the decision through :func:`fail_closed` first."""
+    the decision through :func:`fail_closed` first. ``caller``: the principal that asked
+    (``caller`` in the body); None writes no such field (the body of before)."""
     if problem is not None and d.effect not in ("deny", "stop"):
         raise InvalidEntry(f"an action that cannot be recorded exactly is recorded only with a deny or a stop, "
                            f"not `{d.effect}` ({problem})")
-    fast = body_text(action_text, action if problem is not None else None, problem, d, now, pending_until)
+    fast = body_text(action_text, action if problem is not None else None, problem, d, now, pending_until, caller)
     if fast is not None:
         return Canonical(*fast)
     body: dict[str, Any] = {"action": action, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
@@ -250,4 +259,6 @@ def gate_body(action_text: str | None, action: Any, problem: str | None, d: Any,
         body["action_error"] = problem
     if pending_until is not None:
         body["pending_until"] = pending_until
+    if caller is not None:
+        body["caller"] = caller
     return body

@@ -209,6 +209,9 @@ class SubjectStatus(_Result):
     #: or request the rollback again (the request supersedes it), or reload the version it was
     #: made under. Only a subject not yet claimed, started or closed is stale.
     stale: bool = False
+    #: who asked for a decision: the principal the gate recorded as its ``caller`` (the server's
+    #: authenticated caller; None: not recorded, or a rollback, whose requester its plan names)
+    caller: str | None = None
 
     @property
     def satisfied(self) -> bool:

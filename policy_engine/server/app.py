@@ -79,13 +79,15 @@ def _authzen_routes(app: FastAPI) -> None:
               openapi_extra=doc("EvaluationRequest", "EvaluationResponse"), responses=PROBLEMS)
     async def evaluation(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
         return JSONResponse(await authzen.serve(request.app.state.stopline, authzen.EVALUATION,
-                                                request.headers.get("content-type"), await request.body()))
+                                                request.headers.get("content-type"), await request.body(),
+                                                caller.principal if caller is not None else None))
 
     @app.post(authzen.EVALUATIONS, tags=["authzen"], summary="AuthZEN: a batch of access evaluations",
               openapi_extra=doc("EvaluationsRequest", "EvaluationsResponse"), responses=PROBLEMS)
     async def evaluations(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
         return JSONResponse(await authzen.serve(request.app.state.stopline, authzen.EVALUATIONS,
-                                                request.headers.get("content-type"), await request.body()))
+                                                request.headers.get("content-type"), await request.body(),
+                                                caller.principal if caller is not None else None))
 
     @app.get("/.well-known/authzen-configuration", tags=["authzen"], summary="AuthZEN PDP metadata")
     def configuration(request: Request) -> Any:

@@ -7,7 +7,9 @@ else the server's default (``--workflow``, or the policy set's only workflow). O
 ``allow`` is ``decision: true``; require_approval, deny and stop are ``false`` with the
 effect, reason, approvals or stop in ``context``. Every response's ``context`` carries
 ``decision_id`` (the ledger entry id when recorded, else a fresh UUID) and
-``policy_hash``. A deny is HTTP 200: 4xx/5xx are for transport problems only.
+``policy_hash``. A deny is HTTP 200: 4xx/5xx are for transport problems only. A recorded
+decision names the authenticated caller (``caller``: the credential's principal; none without
+an identities file).
 
 The two POST routes are served by :class:`FastPath`, a raw ASGI handler in front of the
 FastAPI application (no routing, dependency injection or model validation on the hot
@@ -205,18 +207,19 @@ def result(decision: Any, decision_id: str, recorded: bool, workflow_status: str
     return {"decision": effect == "allow", "context": ctx}
 
 
-async def decide(state: Any, req: dict) -> dict:
-    """One evaluation: recorded through the runtime when a ledger is configured."""
+async def decide(state: Any, req: dict, caller: str | None = None) -> dict:
+    """One evaluation: recorded through the runtime when a ledger is configured, as asked by
+    ``caller`` (the authenticated principal; None: none recorded)."""
     t0 = time.perf_counter()
     eng = state.store.engine  # one snapshot: the decision names the version that made it
     action = to_action(req, state.default_workflow(eng))
     if state.tracer is None:
-        out = await _decide(state, eng, action)
+        out = await _decide(state, eng, action, caller)
     else:
         with state.tracer.start_as_current_span("stopline.evaluate") as span:
             span.set_attribute("stopline.workflow", action["workflow"])
             span.set_attribute("stopline.action_type", action["type"])
-            out = await _decide(state, eng, action)
+            out = await _decide(state, eng, action, caller)
             span.set_attribute("stopline.effect", out["context"]["effect"])
             span.set_attribute("stopline.decision_id", out["context"]["decision_id"])
     state.metrics.decided(out["context"]["effect"], "authzen")
@@ -224,17 +227,17 @@ async def decide(state: Any, req: dict) -> dict:
     return out
 
 
-async def _decide(state: Any, eng: Any, action: dict) -> dict:
+async def _decide(state: Any, eng: Any, action: dict, caller: str | None) -> dict:
     if state.recorder is not None:
-        g = await state.recorder.gate(action)
+        g = await state.recorder.gate(action, caller)
         return result(g.decision, g.decision_id, True, g.workflow_status)
     return result(eng.evaluate(action, None, None), str(uuid.uuid4()), False)
 
 
-async def evaluations(state: Any, obj: Any) -> dict:
+async def evaluations(state: Any, obj: Any, caller: str | None = None) -> dict:
     defaults, evs, sem = parse_evaluations(obj)
     if evs is None:  # no `evaluations` key: the request is one evaluation (AuthZEN 1.0, 7.1)
-        return await decide(state, parse_evaluation(defaults))
+        return await decide(state, parse_evaluation(defaults), caller)
     # an `evaluations` array, even an empty one, is answered with one: a decision per item,
     # in order; the top-level keys are only the items' defaults, so [] decides (and records) nothing
     reqs = []
@@ -249,21 +252,21 @@ async def evaluations(state: Any, obj: Any) -> dict:
         # at once, in order, so they share its ledger transactions (it takes whatever
         # waits), each evaluated with the ledger's state as the items before it leave it
         # (`Recorder`, `Runtime.gate_many`): one commit for many, not one per item
-        return {"evaluations": list(await asyncio.gather(*(decide(state, r) for r in reqs)))}
+        return {"evaluations": list(await asyncio.gather(*(decide(state, r, caller) for r in reqs)))}
     out = []
     for merged in reqs:  # (a semantic that stops early decides, and records, no further)
-        r = await decide(state, merged)
+        r = await decide(state, merged, caller)
         out.append(r)
         if (sem == "deny_on_first_deny" and not r["decision"]) or (sem == "permit_on_first_permit" and r["decision"]):
             break
     return {"evaluations": out}
 
 
-async def handle(state: Any, path: str, body: bytes) -> dict:
+async def handle(state: Any, path: str, body: bytes, caller: str | None = None) -> dict:
     obj = parse_json(body)
     if path == EVALUATION:
-        return await decide(state, parse_evaluation(obj))
-    return await evaluations(state, obj)
+        return await decide(state, parse_evaluation(obj), caller)
+    return await evaluations(state, obj, caller)
 
 
 def check_content_type(ctype: bytes | str | None) -> None:
@@ -275,13 +278,16 @@ def check_content_type(ctype: bytes | str | None) -> None:
         raise Problem(415, "unsupported-media-type", "the body is application/json")
 
 
-async def serve(state: Any, path: str, ctype: bytes | str | None, body: bytes) -> dict:
+async def serve(state: Any, path: str, ctype: bytes | str | None, body: bytes, caller: str | None = None) -> dict:
     """One AuthZEN POST after authentication, the same on the fast path and behind FastAPI
     routing (``--no-fast-path``): the content type (415), the body (400), the decision; a
-    ledger that cannot be reached is a 503, anything else unexpected a logged 500."""
+    ledger that cannot be reached is a 503, anything else unexpected a logged 500.
+    ``caller``: the authenticated principal, recorded with each decision (None: none)."""
     check_content_type(ctype)
+    if caller is not None and state.recorder is not None:
+        _recordable(caller)
     try:
-        return await handle(state, path, body or b"")
+        return await handle(state, path, body or b"", caller)
     except Problem:
         raise
     except Exception as e:  # noqa: BLE001 - answered as a problem, never a traceback
@@ -343,6 +349,7 @@ class FastPath:
 
     async def _authzen(self, scope: dict, headers: list, body: bytes) -> dict:
         ids = self.state.identities
+        caller = None
         if ids is not None:
             auth = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
             try:
@@ -357,7 +364,20 @@ class FastPath:
                     headers={"www-authenticate": "Bearer"},
                 )
         ctype = next((v for k, v in headers if k == b"content-type"), None)
-        return await serve(self.state, scope["path"], ctype, body)
+        return await serve(self.state, scope["path"], ctype, body, caller.principal if caller is not None else None)
+
+
+def _recordable(caller: str) -> None:
+    """A principal the ledger cannot hold (a NUL, a lone surrogate: a JWT's claim may carry
+    them) is a 422 before anything is decided, as on ``/v1/gate``: never a 500, never a
+    decision recorded without the caller that asked."""
+    from ..runtime import RuntimeUsageError
+    from ..runtime.results import _text_arg
+
+    try:
+        _text_arg(caller, "caller")
+    except RuntimeUsageError as e:
+        raise Problem(422, "runtime-usage", f"the credential's principal cannot be recorded: {e}") from None
 
 
 def _problem(e: Exception) -> Problem:

@@ -6,8 +6,9 @@ batch's plans are the rollback entries that link to the batch entry) and the run
 ``rt_rollbacks`` projection (each plan's status, one row per plan).
 
 The counts are ``Runtime.batch_counts`` (``Runtime.batch_status``'s meaning: done:
-completed or verified; partial; remaining: the rest; a pending plan past its
-``pending_until`` counts as expired; one ``GROUP BY`` over the projection). A batch page reads one
+completed or verified; closed: denied, cancelled or expired; remaining: the rest, partial
+(a step failed) among them; a pending plan past its ``pending_until`` counts as expired;
+one ``GROUP BY`` over the projection). A batch page reads one
 page of plans (``PAGE`` rows by ``LIMIT``/``OFFSET`` over their sequence numbers), never
 the whole batch.
 """
@@ -55,10 +56,11 @@ def _statuses(rt: Any, c: Any, now_s: str, ids: list[str]) -> list:
 
 
 def counts(rt: Any, batch: Any, now_s: str) -> dict:
-    """A batch's plans by status, and done (completed or verified), partial, remaining
-    (``Runtime.batch_counts``: one ``GROUP BY`` over the projection)."""
+    """A batch's plans by status, and done (completed or verified), closed (denied,
+    cancelled or expired), partial, remaining (``Runtime.batch_counts``: one ``GROUP BY``
+    over the projection)."""
     st = rt.batch_counts(batch.id, now=now_s)
-    return {k: st[k] for k in ("rollbacks", "by_status", "done", "partial", "remaining")}
+    return {k: st[k] for k in ("rollbacks", "by_status", "done", "closed", "partial", "remaining")}
 
 
 def batch_entry(rt: Any, batch_id: str) -> Any | None:

@@ -14,7 +14,7 @@ the (loopback) address. The server's clock decides: no operation takes ``now``.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
@@ -38,6 +38,9 @@ class GateBody(_Body):
 
 class GateBatchBody(_Body):
     actions: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    keys: list[Annotated[str, Field(min_length=1, max_length=256)] | None] | None = Field(
+        default=None, max_length=1000, description="an idempotency key per action, in the order of `actions` "
+        "(null: that action has none); a retried batch gets the recorded decisions back")
 
 
 class ApprovalBody(_Body):
@@ -99,6 +102,7 @@ class BatchApprovalBody(_Body):
     batch_hash: str = Field(min_length=1, max_length=256, description="the digest of the batch as it was shown")
     verdict: Literal["approve", "deny"] = "approve"
     reason: str | None = Text
+    expires_in: float | None = Field(default=None, gt=0, le=30 * 86400, description="seconds")
     principal: str | None = Field(default=None, max_length=256, description="if given, must be the caller")
     roles: list[str] | None = Field(default=None, max_length=64, description="refused: roles come from the credential")
 
@@ -262,15 +266,23 @@ def router() -> APIRouter:
     def rt(request: Request) -> Any:
         return state_of(request).runtime
 
-    @r.post("/gate", summary="Gate an action (evaluated with the ledger's workflow state; recorded)")
+    # (the caller recorded in the decision is the credential's principal, never a body's: the
+    # bodies are closed; None without an identities file, which records what it recorded before)
+    @r.post("/gate", summary="Gate an action (evaluated with the ledger's workflow state; recorded, with the "
+            "caller)")
     def gate(body: GateBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
-        g = call(rt(request).gate, body.action, key=body.key)
+        g = call(rt(request).gate, body.action, key=body.key, caller=caller.principal if caller else None)
         decided(request, [g])
         return plain(g)
 
-    @r.post("/gate/batch", summary="Gate a batch of actions in one ledger transaction")
+    @r.post("/gate/batch", summary="Gate a batch of actions in one ledger transaction (all recorded or none; "
+            "an idempotency key per action)")
     def gate_batch(body: GateBatchBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
-        gs = call(rt(request).gate_many, body.actions)
+        if body.keys is not None and len(body.keys) != len(body.actions):
+            detail = f"one key per action (null for none): {len(body.keys)} keys for {len(body.actions)} actions"
+            raise Problem(422, "invalid-request", f"/keys: {detail}",
+                          errors=[{"pointer": "/keys", "in": "body", "detail": detail}])
+        gs = call(rt(request).gate_many, body.actions, keys=body.keys, caller=caller.principal if caller else None)
         decided(request, gs)
         return {"results": plain(gs)}
 
@@ -318,7 +330,8 @@ def router() -> APIRouter:
                           dry_run=body.dry_run))
 
     @r.get("/rollbacks/batches/{batch_id}", tags=["batches"],
-           summary="A batch: its plans by status; done, partial and remaining; duties done, failed, remaining")
+           summary="A batch: its plans by status; done, partial, closed and remaining; duties done, failed, "
+           "remaining")
     def batch_status(batch_id: str, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).batch_status, batch_id))
 
@@ -330,7 +343,8 @@ def router() -> APIRouter:
         if body.roles is not None:
             raise Problem(403, "roles-from-body", "roles come from the credential, never from the body")
         return plain(call(rt(request).approve_batch, batch_id, principal=caller.principal, roles=caller.roles,
-                          batch_hash=body.batch_hash, verdict=body.verdict, note=body.reason))
+                          batch_hash=body.batch_hash, verdict=body.verdict, note=body.reason,
+                          expires_in=timedelta(seconds=body.expires_in) if body.expires_in is not None else None))
 
     @r.post("/rollbacks/batches/{batch_id}/steps", tags=["batches"],
             summary="Report one step of a batch (the plan whose duties name it; idempotent by key)")

@@ -136,7 +136,8 @@ def _tracer() -> Any:
 class Recorder:
     """Concurrent recorded gates, grouped: a worker thread takes whatever is waiting (up
     to ``max_batch``) and records it with one ``gate_many``. Each action is evaluated with
-    the ledger's state as the batch leaves it, exactly as if gated one after another."""
+    the ledger's state as the batch leaves it, exactly as if gated one after another, and
+    recorded with its own request's caller (a batch groups requests of several callers)."""
 
     def __init__(self, runtime: Any, metrics: Metrics, max_batch: int) -> None:
         self._rt, self._m, self._max = runtime, metrics, max_batch
@@ -144,10 +145,12 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="stopline-recorder", daemon=True)
         self._thread.start()
 
-    async def gate(self, action: dict) -> Any:
+    async def gate(self, action: dict, caller: str | None = None) -> Any:
+        """Gate and record ``action``, as asked by ``caller`` (the authenticated principal, None
+        without identities: nothing of it recorded)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._q.put((action, fut, loop))
+        self._q.put((action, caller, fut, loop))
         return await fut
 
     def close(self) -> None:
@@ -174,17 +177,17 @@ class Recorder:
     def _record(self, batch: list) -> None:
         t0 = time.perf_counter()
         try:
-            results: list = self._rt.gate_many([a for a, _, _ in batch])
+            results: list = self._rt.gate_many([a for a, _, _, _ in batch], caller=[c for _, c, _, _ in batch])
         except Exception:  # noqa: BLE001 - one bad action must not fail its neighbours: gate them one by one
             results = []
-            for a, _, _ in batch:
+            for a, c, _, _ in batch:
                 try:
-                    results.append(self._rt.gate(a))
+                    results.append(self._rt.gate(a, caller=c))
                 except Exception as e:  # noqa: BLE001 - answered as a problem by the handler
                     results.append(e)
         self._m.append.observe(time.perf_counter() - t0)
         by_loop: dict[Any, list] = {}  # one wake-up per event loop, not one per request
-        for (_, fut, loop), r in zip(batch, results):
+        for (_, _, fut, loop), r in zip(batch, results):
             by_loop.setdefault(loop, []).append((fut, r))
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_settle, settled)
