@@ -287,3 +287,31 @@ def test_the_printed_lines_never_show_a_ledger_password():
     shown = _shown_url("postgresql+psycopg://ops:s3cret@db.internal:5432/stopline")
     assert "s3cret" not in shown and shown.startswith("postgresql+psycopg://ops:***@db.internal")
     assert _shown_url("sqlite:///l.db") == "sqlite:///l.db"
+
+
+def test_rt_gate_many_takes_keys_and_a_caller(tmp_path):
+    """`stopline rt gate_many`: a batch gated in one transaction, its keys making a retry
+    record nothing, the caller recorded (the CLI's caller is the operator's word: whoever
+    may run it may write the ledger)."""
+    from policy_engine.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    pol = str(Path(__file__).resolve().parent.parent / "policies")
+    acts = [{"workflow": "support-replies", "type": "send_customer_reply", "id": f"m{i}", "confidence": 0.97,
+             "recipient": {"domain": "customer.example"}, "customer": {"tier": "standard"},
+             "claims": [{"kind": "how_to", "sourced": True}]} for i in range(2)]
+    body = json.dumps({"actions": acts, "keys": ["k-0", None], "caller": "queue-7",
+                       "now": "2026-11-24T10:00:00Z"})
+    init = CliRunner().invoke(main, ["ledger", "init", "--ledger", url])
+    assert init.exit_code == 0, init.output
+    run = CliRunner().invoke(main, ["rt", "gate_many", "-p", pol, "--ledger", url, "-i", "-"], input=body)
+    assert run.exit_code == 0, run.output
+    first = json.loads(run.output)
+    assert [g["decision"]["effect"] for g in first] == ["allow", "allow"]
+    again = json.loads(CliRunner().invoke(main, ["rt", "gate_many", "-p", pol, "--ledger", url, "-i", "-"],
+                                          input=body).output)
+    assert again[0]["decision_id"] == first[0]["decision_id"] and again[0]["replayed"]
+    assert again[1]["decision_id"] != first[1]["decision_id"]  # no key: gated again
+    with Ledger.open(url) as led:
+        ds = led.entries(kind="decision")
+        assert len(ds) == 3 and {e.body["caller"] for e in ds} == {"queue-7"}

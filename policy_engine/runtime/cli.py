@@ -27,7 +27,7 @@ _policies_opt = click.option("--policies", "-p", "policies", envvar="STOPLINE_PO
 
 #: op -> (Runtime method, positional argument names taken from the input object)
 OPS = {
-    "gate": ("gate", ("action",)), "approve": ("approve", ("subject",)),
+    "gate": ("gate", ("action",)), "gate_many": ("gate_many", ("actions",)), "approve": ("approve", ("subject",)),
     "authorization": ("authorization", ("subject",)), "executed": ("executed", ("decision",)),
     "request_rollback": ("request_rollback", ("execution",)), "queue": ("queue", ()),
     "claim": ("claim", ("rollback",)), "claim_execution": ("claim_execution", ("decision",)),
@@ -156,7 +156,8 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     """Run one Runtime operation with JSON arguments; print the result as JSON.
 
     \b
-    gate {action, now?, key?}            approve {subject, principal, roles?, verdict?, now?}
+    gate {action, now?, key?, caller?}   gate_many {actions, now?, keys?, caller?}
+    approve {subject, principal, roles?, verdict?, now?}
     authorization {subject, now?}        executed {decision, receipt, caused_by?, action?, key?, now?}
     request_rollback {execution, scenario, requested_by, reason, trigger?, now?}
     queue {route?, now?, limit?}         claim {rollback, principal, now?}
