@@ -315,6 +315,8 @@ def test_http_the_caller_is_recorded_from_the_credential(app_factory, fast_path)
         callers = [c.get(f"/v1/history/{i}", headers=bearer("ops")).json()["decision"]["entry"]["body"].get("caller")
                    for i in ids]
         assert callers == ["casey", "ops", "ops", "rita", "cleo", "cleo"]
+        # where a decision stands says who asked
+        assert c.get(f"/v1/subjects/{g['decision_id']}", headers=bearer("ops")).json()["caller"] == "casey"
         # a body cannot name the caller
         r = c.post("/v1/gate", json={"action": _hsend(1), "caller": "rita"}, headers=bearer("casey"))
         assert r.status_code == 422
