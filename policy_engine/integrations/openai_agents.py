@@ -32,14 +32,16 @@ about to run; and a wrapper that records the execution with its receipt. So:
   action type is the tool's name): the executor runs a call only when the ledger allows it
   and claims it, and records it; a ``ShellTool``'s held call is an interruption like a
   function tool's, and a stop halts the run (``WorkflowStopped``);
+- a ``CustomTool`` (one raw string in) is gated as a ``ShellTool`` is, its action
+  ``{"input": <the string>}``;
 - the apply-patch tool's editor, the computer tool's computer and the approval callback of
   a hosted MCP tool are gated too (``openai_agents_tools``: each patch operation, each
   computer action, each hosted MCP approval request is an action, claimed before its
   side effect and recorded; a refused computer action halts the run with
-  ``ActionRefused``, the SDK giving it no way to tell the model). What has no hook on our side (a hosted MCP tool whose
-  ``require_approval`` lets calls run unasked; the tools OpenAI runs: web search, file
-  search, code interpreter, image generation, a hosted container's shell; custom tools)
-  cannot be gated: ``protect`` says so with an ``UngatedToolWarning``;
+  ``ActionRefused``, the SDK giving it no way to tell the model). What has no hook on our
+  side (a hosted MCP tool whose ``require_approval`` lets calls run unasked; the tools
+  OpenAI runs: web search, file search, code interpreter, image generation, a hosted
+  container's shell) cannot be gated: ``protect`` says so with an ``UngatedToolWarning``;
 - a tool's own ``needs_approval`` is kept: the SDK asks when it or the policy says so
   (answer the tool's own ask with the SDK's ``state.approve``; the policy's with ``approve``);
 - stop: the stop is recorded and the guardrail halts the run
@@ -278,6 +280,62 @@ class _Gated:
 
         tool.needs_approval = needs
 
+    def wrap_custom(self, tool: Any) -> None:
+        """Gate a ``CustomTool`` (one raw string in, for a grammar or free-form tool): the SDK
+        gives it no tool guardrail, but runs each call through ``on_invoke_tool(ctx, input)``
+        with the call id in ``ctx``, after asking its ``needs_approval(ctx, input, call_id)``.
+        The action is ``{"input": <the raw string>}``; otherwise as a ``ShellTool``: gated,
+        claimed, run, recorded; a denied or held call answers with the reason and never runs;
+        ``needs_approval`` asks when the policy holds the call and halts the run with
+        ``WorkflowStopped`` when a stop trigger fires."""
+        layer = _layer_of(tool)
+        if layer is not None:
+            if not layer.same(self):
+                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
+                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate")
+            return
+        inner = tool.on_invoke_tool
+        name = tool.name
+
+        async def on_invoke_tool(ctx: Any, raw: str) -> Any:
+            c = self.check(name, {"input": raw}, str(getattr(ctx, "tool_call_id", "")))
+            try:
+                out = self.gate.outcome(c)
+                if out is None:
+                    out = self.gate.ready(c)  # the ledger's word, never the SDK's approval flag
+                if out.run:
+                    out = self.gate.take(c, out.approver)
+            except WorkflowStopped as e:  # (the SDK turns the tool's errors into its output)
+                return f"Stopline refused `{name}`: {e}"
+            if not out.run:
+                return out.message
+            try:
+                result = inner(ctx, raw)
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as e:  # it may have run in part
+                self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
+                raise
+            self.gate.record(c, _output(result), out.approver)
+            return result
+
+        on_invoke_tool.__stopline_gated__ = self  # type: ignore[attr-defined]
+        tool.on_invoke_tool = on_invoke_tool
+        own_needs = tool.needs_approval
+
+        async def needs(ctx: Any, raw: str, call_id: str) -> bool:
+            c = self.check(name, {"input": raw}, call_id)
+            if c.effect == "stop":
+                raise WorkflowStopped(c)  # (asked before the tool runs: the run halts here)
+            if c.effect == "require_approval" and c.status == "pending" and not c.problem:
+                return True
+            if isinstance(own_needs, bool) or not callable(own_needs):
+                return bool(own_needs)
+            asked = own_needs(ctx, raw, call_id)
+            return bool(await asked if inspect.isawaitable(asked) else asked)
+
+        tool.needs_approval = needs
+
     # ------------------------------------------------------------ apply-patch, computer, hosted MCP
     def wrap_native(self, tool: Any) -> None:
         """Gate an ``ApplyPatchTool`` (its editor), a ``ComputerTool`` (its computer) or a
@@ -339,8 +397,9 @@ def _shell_kind(tool: Any) -> bool:
 
 
 #: where each gated kind carries its Stopline layer
-_LAYER_AT = {"FunctionTool": "on_invoke_tool", "ShellTool": "executor", "LocalShellTool": "executor",
-             "ApplyPatchTool": "editor", "ComputerTool": "computer", "HostedMCPTool": "on_approval_request"}
+_LAYER_AT = {"FunctionTool": "on_invoke_tool", "CustomTool": "on_invoke_tool", "ShellTool": "executor",
+             "LocalShellTool": "executor", "ApplyPatchTool": "editor", "ComputerTool": "computer",
+             "HostedMCPTool": "on_approval_request"}
 
 
 def _layer_of(tool: Any) -> _Gated | None:
@@ -379,6 +438,8 @@ def _gate_tool(g: _Gated, t: Any) -> None:
         g.wrap(t)
     elif _shell_kind(t):
         g.wrap_shell(t)
+    elif type(t).__name__ == "CustomTool":
+        g.wrap_custom(t)
     elif type(t).__name__ in native.GATED_NATIVE:
         g.wrap_native(t)
 
@@ -394,7 +455,6 @@ class UngatedToolWarning(UserWarning):
 UNGATED_KINDS = {
     "ShellTool": "its shell runs in a hosted container (only a local executor is gated)",
     "HostedMCPTool": "its server is called by OpenAI",
-    "CustomTool": "this adapter does not wrap custom tools",
     "WebSearchTool": "OpenAI runs it (hosted: no hook)",
     "FileSearchTool": "OpenAI runs it (hosted: no hook)",
     "CodeInterpreterTool": "OpenAI runs it in its container (hosted: no hook)",
@@ -469,6 +529,8 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
         return native.patch_request_check(g.gate if g is not None else gate, name, raw).request()
     if get("type") == "shell_call":  # a ShellTool's call: its action, as the executor judges it
         args = _shell_args(get("action"))
+    elif get("type") == "custom_tool_call":  # a CustomTool's call: its raw input
+        args = {"input": get("input")}
     c = g.check(name, args, call_id) if g is not None else gate.check(name, args, call_id,
                                                                       scope=getattr(gate, "scope", ""))
     return c.request()
