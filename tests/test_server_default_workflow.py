@@ -83,3 +83,33 @@ def test_a_request_naming_no_workflow_with_no_default_is_denied_saying_so(tmp_pa
         r = c.post("/access/v1/evaluation", json=EV, headers=bearer("ops")).json()
         assert r["decision"] is False
         assert r["context"]["reason"] == "denied: the action has no `workflow` (a string naming its workflow)"
+
+
+def test_a_request_naming_no_workflow_is_denied_when_a_tracer_is_configured(tmp_path):
+    """With an OpenTelemetry tracer, the span's attributes were read as `action["workflow"]`
+    before the decision: a request naming no workflow (and no default) was a 500 instead of
+    the deny saying why (seen when another test had configured the global tracer first)."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()  # (this test's own: the global provider is left as it is)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    policy_dir = server_policy_dir(tmp_path)
+    (policy_dir / "answers.policy").write_text(
+        'workflow "answers" {\n  version "1"\n  owners {\n    business "B"\n    technical "T"\n  }\n'
+        '  default deny\n\n  action answer {\n    system "s"\n    description "d"\n    irreversible\n'
+        '    deny never when `false`\n  }\n}\n')
+    app = create_app(ServerConfig(str(policy_dir), reload_interval=0))
+    with TestClient(app) as c:
+        app.state.tracer = provider.get_tracer("test")  # (the app is the AuthZEN fast path: its state)
+        r = c.post("/access/v1/evaluation", json=EV)
+        assert r.status_code == 200, r.text
+        assert r.json()["decision"] is False
+        assert r.json()["context"]["reason"] == "denied: the action has no `workflow` (a string naming its workflow)"
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "stopline.evaluate"]
+    attrs = dict(span.attributes)
+    assert "stopline.workflow" not in attrs and attrs["stopline.action_type"] == "log"
+    assert attrs["stopline.effect"] == "deny"

@@ -217,8 +217,10 @@ async def decide(state: Any, req: dict, caller: str | None = None) -> dict:
         out = await _decide(state, eng, action, caller)
     else:
         with state.tracer.start_as_current_span("stopline.evaluate") as span:
-            span.set_attribute("stopline.workflow", action["workflow"])
-            span.set_attribute("stopline.action_type", action["type"])
+            for attr, key in (("stopline.workflow", "workflow"), ("stopline.action_type", "type")):
+                v = action.get(key)  # (a request naming no workflow, with no default, has none: a deny says so)
+                if type(v) is str:
+                    span.set_attribute(attr, v)
             out = await _decide(state, eng, action, caller)
             span.set_attribute("stopline.effect", out["context"]["effect"])
             span.set_attribute("stopline.decision_id", out["context"]["decision_id"])
