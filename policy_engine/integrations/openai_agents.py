@@ -61,6 +61,7 @@ import inspect
 import json
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, conform, require_extra
@@ -239,46 +240,13 @@ class _Gated:
         async def executor(request: Any) -> Any:
             data = request.data
             c = self.check(name, args_of(_get(data, "action")), str(_get(data, "call_id")))
-            try:
-                out = self.gate.outcome(c)
-                if out is None:
-                    out = self.gate.ready(c)  # the ledger's word, never the SDK's approval flag
-                if out.run:  # the ledger's claim: of two workers running this call, one runs it
-                    out = self.gate.take(c, out.approver)
-            except WorkflowStopped as e:
-                if local:  # (the SDK does not catch a local shell executor's error: the run halts)
-                    raise
-                return f"Stopline refused `{name}`: {e}"
-            if not out.run:
-                return out.message
-            try:
-                result = inner(request)
-                if inspect.isawaitable(result):
-                    result = await result
-            except BaseException as e:  # it may have run in part
-                self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
-                raise
-            self.gate.record(c, _shell_output(result), out.approver)
-            return result
+            # (the SDK does not catch a local shell executor's error: a stop halts the run)
+            return await self._run(c, lambda: inner(request), _shell_output, halt=local)
 
         executor.__stopline_gated__ = self  # type: ignore[attr-defined]
         tool.executor = executor
-        if local:
-            return
-        own_needs = tool.needs_approval
-
-        async def needs(ctx: Any, action: Any, call_id: str) -> bool:
-            c = self.check(name, _shell_args(action), call_id)
-            if c.effect == "stop":
-                raise WorkflowStopped(c)  # (asked before the executor: the run halts here)
-            if c.effect == "require_approval" and c.status == "pending" and not c.problem:
-                return True
-            if isinstance(own_needs, bool) or not callable(own_needs):
-                return bool(own_needs)
-            asked = own_needs(ctx, action, call_id)
-            return bool(await asked if inspect.isawaitable(asked) else asked)
-
-        tool.needs_approval = needs
+        if not local:
+            tool.needs_approval = self._needs(name, _shell_args, tool.needs_approval)
 
     def wrap_custom(self, tool: Any) -> None:
         """Gate a ``CustomTool`` (one raw string in, for a grammar or free-form tool): the SDK
@@ -299,42 +267,57 @@ class _Gated:
 
         async def on_invoke_tool(ctx: Any, raw: str) -> Any:
             c = self.check(name, {"input": raw}, str(getattr(ctx, "tool_call_id", "")))
-            try:
-                out = self.gate.outcome(c)
-                if out is None:
-                    out = self.gate.ready(c)  # the ledger's word, never the SDK's approval flag
-                if out.run:
-                    out = self.gate.take(c, out.approver)
-            except WorkflowStopped as e:  # (the SDK turns the tool's errors into its output)
-                return f"Stopline refused `{name}`: {e}"
-            if not out.run:
-                return out.message
-            try:
-                result = inner(ctx, raw)
-                if inspect.isawaitable(result):
-                    result = await result
-            except BaseException as e:  # it may have run in part
-                self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
-                raise
-            self.gate.record(c, _output(result), out.approver)
-            return result
+            return await self._run(c, lambda: inner(ctx, raw), _output, halt=False)
 
         on_invoke_tool.__stopline_gated__ = self  # type: ignore[attr-defined]
         tool.on_invoke_tool = on_invoke_tool
-        own_needs = tool.needs_approval
+        tool.needs_approval = self._needs(name, lambda raw: {"input": raw}, tool.needs_approval)
 
-        async def needs(ctx: Any, raw: str, call_id: str) -> bool:
-            c = self.check(name, {"input": raw}, call_id)
+    async def _run(self, c: Any, invoke: Callable[[], Any], output: Callable[[Any], Any], *, halt: bool) -> Any:
+        """Run a gated native call (a shell's, a custom tool's) as the ledger says: claimed
+        when allowed or approved (of two workers running this call, one runs it), run,
+        recorded (an error too: it may have run in part); else the reason, as its output. A
+        stop raises ``WorkflowStopped`` when ``halt`` (the SDK lets it halt the run), else
+        is the output (the SDK turns the tool's errors into its output)."""
+        try:
+            out = self.gate.outcome(c)
+            if out is None:
+                out = self.gate.ready(c)  # the ledger's word, never the SDK's approval flag
+            if out.run:
+                out = self.gate.take(c, out.approver)
+        except WorkflowStopped as e:
+            if halt:
+                raise
+            return f"Stopline refused `{c.tool}`: {e}"
+        if not out.run:
+            return out.message
+        try:
+            result = invoke()
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as e:  # it may have run in part
+            self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
+            raise
+        self.gate.record(c, output(result), out.approver)
+        return result
+
+    def _needs(self, name: str, to_args: Callable[[Any], dict], own: Any) -> Any:
+        """A native tool's ``needs_approval(ctx, input, call_id)``: asks when the policy holds
+        the call, halts the run with ``WorkflowStopped`` when a stop trigger fires (asked
+        before the tool runs), else asks what the tool's own setting asks."""
+
+        async def needs(ctx: Any, given: Any, call_id: str) -> bool:
+            c = self.check(name, to_args(given), call_id)
             if c.effect == "stop":
-                raise WorkflowStopped(c)  # (asked before the tool runs: the run halts here)
+                raise WorkflowStopped(c)
             if c.effect == "require_approval" and c.status == "pending" and not c.problem:
                 return True
-            if isinstance(own_needs, bool) or not callable(own_needs):
-                return bool(own_needs)
-            asked = own_needs(ctx, raw, call_id)
+            if isinstance(own, bool) or not callable(own):
+                return bool(own)
+            asked = own(ctx, given, call_id)
             return bool(await asked if inspect.isawaitable(asked) else asked)
 
-        tool.needs_approval = needs
+        return needs
 
     # ------------------------------------------------------------ apply-patch, computer, hosted MCP
     def wrap_native(self, tool: Any) -> None:
