@@ -77,6 +77,41 @@ def _dump(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+def _escaped(text: str) -> str:
+    """``text`` with each character a terminal acts on or does not show (controls, format
+    characters such as bidi overrides, line and paragraph separators, spaces other than
+    U+0020) written as a JSON ``\\uXXXX`` escape: a line of the listing stays one line and
+    shows what is stored."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:  # (beyond U+FFFF: the UTF-16 pair, as JSON writes it)
+            b = ch.encode("utf-16-be", "surrogatepass")
+            out.extend(f"\\u{int.from_bytes(b[i:i + 2], 'big'):04x}" for i in range(0, len(b), 2))
+    return "".join(out)
+
+
+def _shown(text: str, *, quote: bool = False) -> str:
+    """A stored name as the text listing prints it: as it is when every character shows,
+    else (``quote``) as a JSON string whose escapes say what the unseen characters are."""
+    if text.isprintable():
+        return text
+    return f'"{_escaped(json.dumps(text, ensure_ascii=False)[1:-1])}"' if quote else _escaped(text)
+
+
+def _body_line(body_json: str, chars: int, seq: int) -> str:
+    """An entry's body for ``ledger log --body``: its canonical JSON (RFC 8785, as stored and
+    hashed), the characters a terminal would act on escaped (the same JSON value), cut at
+    ``chars`` characters (0: never) with how many more and where to read them all."""
+    if chars and len(body_json) > chars:
+        return (f"{_escaped(body_json[:chars])} … (+{len(body_json) - chars} characters: "
+                f"`stopline ledger show {seq}`, or --body-chars 0)")
+    return _escaped(body_json)
+
+
 @click.group("ledger")
 def ledger() -> None:
     """The system of record: an append-only, verifiable log (docs/ledger.md)."""
@@ -139,8 +174,13 @@ def _add_runtime_tables(led) -> list[str]:
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--reverse", is_flag=True, help="Newest first.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-b", "--body", "with_body", is_flag=True,
+              help="Text: also each entry's body, as canonical JSON on an indented line (JSON always has them).")
+@click.option("--body-chars", type=click.IntRange(min=0), default=200, show_default=True, metavar="N",
+              help="With --body: cut each body at N characters, saying how many more (0: never cut).")
 @_guarded
-def log(url: str, kind, workflow, link, since, until, limit: int, reverse: bool, fmt: str) -> None:
+def log(url: str, kind, workflow, link, since, until, limit: int, reverse: bool, fmt: str, with_body: bool,
+        body_chars: int) -> None:
     """List entries in sequence order."""
     with _open(url) as led:
         found = led.entries(kind=kind, workflow=workflow, link=link, since=since, until=until, limit=limit + 1,
@@ -151,8 +191,11 @@ def log(url: str, kind, workflow, link, since, until, limit: int, reverse: bool,
         click.echo(_dump([e.to_json() for e in found]))
     else:
         for e in found:
-            links = f" -> {','.join(e.links)}" if e.links else ""
-            click.echo(f"{e.seq:>8}  {e.time}  {e.kind:<10} {e.workflow or '-':<20} {e.id}{links}")
+            links = f" -> {_shown(','.join(e.links))}" if e.links else ""
+            wf = _shown(e.workflow, quote=True) if e.workflow else "-"
+            click.echo(f"{e.seq:>8}  {_shown(e.time)}  {_shown(e.kind):<10} {wf:<20} {_shown(e.id)}{links}")
+            if with_body:
+                click.echo(f"{'':10}{_body_line(e.body_json, body_chars, e.seq)}")
     if more:  # (a listing cut without a word reads as the whole log)
         click.echo(f"warning: more entries match than the {limit} listed; raise --limit (or narrow with "
                    f"--since, --kind, ...)", err=True)
@@ -215,15 +258,16 @@ def append(url: str, kind: str, body: str, workflow, links, key) -> None:
 @_ledger_opt
 @click.option("--checkpoint", "cp_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="A checkpoint written earlier: detect a truncated tail or a fork against it.")
-@click.option("--key", "key_path", envvar="STOPLINE_LEDGER_PUBKEY", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Public (.pub) or signing key to check checkpoint signatures (env STOPLINE_LEDGER_PUBKEY).")
+@click.option("--key", "key_paths", envvar="STOPLINE_LEDGER_PUBKEY", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="Public (.pub) or signing key to check checkpoint signatures; repeat it for a log "
+                                   "whose key was replaced (env STOPLINE_LEDGER_PUBKEY, several separated by `:`).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_guarded
-def verify(url: str, cp_path, key_path, fmt: str) -> None:
+def verify(url: str, cp_path, key_paths, fmt: str) -> None:
     """Recompute chain, Merkle tree and checkpoints: exit 0 if all holds, 1 naming the first bad seq."""
     from .note import load_verifier_key
 
-    key = load_verifier_key(key_path) if key_path else None
+    key = [load_verifier_key(p) for p in key_paths] or None
     note = _read_text(cp_path, "checkpoint") if cp_path else None
     with _open(url) as led:
         report = led.verify(checkpoint=note, key=key)

@@ -40,7 +40,7 @@ def check_entry(kind: Any, body: Any, workflow: Any, links: tuple[str, ...]) -> 
         raise InvalidEntry(f"unknown entry kind `{kind}` (expected one of {', '.join(f'`{k}`' for k in KINDS)})")
     required, needs_workflow, min_links = KINDS[kind]
     if not isinstance(body, dict):
-        raise InvalidEntry(f"a `{kind}` body is a JSON object, not {type(body).__name__}")
+        raise InvalidEntry(f"a `{kind}` body is a JSON object, not {_json_type(body)}")
     missing = sorted(required - body.keys())
     if missing:
         raise InvalidEntry(f"a `{kind}` body needs {', '.join(f'`{k}`' for k in missing)}")
@@ -52,3 +52,18 @@ def check_entry(kind: Any, body: Any, workflow: Any, links: tuple[str, ...]) -> 
         raise InvalidEntry(f"a step's `status` is one of {', '.join(sorted(STEP_STATUSES))}, not {body['status']!r}")
     if kind == "approval" and body["verdict"] not in APPROVAL_VERDICTS:
         raise InvalidEntry(f"an approval's `verdict` is `approve` or `deny`, not {body['verdict']!r}")
+
+
+def _json_type(v: Any) -> str:
+    """What ``v`` is called in JSON (``null``, ``an array``, ...), for a message."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, (list, tuple)):
+        return "an array"
+    return type(v).__name__

@@ -28,6 +28,7 @@ import binascii
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,12 +213,22 @@ def sign_checkpoint(key: SigningKey, origin: str, size: int, root: bytes) -> str
     return text + "\n" + f"{_SIG_PREFIX}{key.name} {base64.b64encode(key.verifier.id + sig).decode()}\n"
 
 
-def open_checkpoint(note: str | bytes, key: VerifierKey, *, origin: str | None = None) -> Checkpoint:
+def open_checkpoint(
+    note: str | bytes, key: VerifierKey | Sequence[VerifierKey], *, origin: str | None = None
+) -> Checkpoint:
     """Parse a signed checkpoint and check its signature by ``key``; raises :class:`CheckpointError`.
 
     Strict: UTF-8 text, no carriage returns, the three checkpoint lines (extension lines are
     refused), a blank line, signature lines only, at least one by ``key`` that verifies.
+    ``key`` may be several keys (the keys of a log whose signing key was replaced): the note
+    must carry a signature by one of them, and every signature it carries by any of them
+    must verify.
     """
+    keys = (key,) if isinstance(key, VerifierKey) else tuple(key)
+    if not all(isinstance(k, VerifierKey) for k in keys):  # (a str is a sequence too: of characters)
+        raise TypeError("`key` is a VerifierKey or a sequence of them (load_verifier_key(PATH))")
+    if not keys:
+        raise CheckpointError("a checkpoint is checked against a public key: none was given")
     if isinstance(note, bytes):
         if len(note) > MAX_NOTE_BYTES:
             raise CheckpointError("not a checkpoint (too large)")
@@ -225,7 +236,12 @@ def open_checkpoint(note: str | bytes, key: VerifierKey, *, origin: str | None =
             note = note.decode("utf-8")
         except UnicodeDecodeError:
             raise CheckpointError("not a checkpoint (not UTF-8)") from None
-    if "\r" in note or not note.endswith("\n") or "\n\n" not in note:
+    if note.startswith("\ufeff"):  # (a byte-order mark some editors write: not part of the signed text)
+        note = note[1:]
+    if "\r" in note:
+        raise CheckpointError("not a signed note: its lines end in CR LF (a note's lines end in LF alone: was the "
+                              "file converted to Windows line ends?)")
+    if not note.endswith("\n") or "\n\n" not in note:
         raise CheckpointError("not a signed note (expected text, a blank line, then signature lines)")
     text, _, sigs = note.rpartition("\n\n")
     text += "\n"
@@ -246,10 +262,13 @@ def open_checkpoint(note: str | bytes, key: VerifierKey, *, origin: str | None =
         if not m:
             raise CheckpointError("the checkpoint has a malformed signature line")
         raw = _b64decode(m.group(2), "a checkpoint signature", CheckpointError)
-        if m.group(1) == key.name and raw[:4] == key.id:
-            if len(raw) != 68 or not key.verify(text.encode(), raw[4:]):
-                raise CheckpointError(f"the checkpoint's signature by `{key.name}` does not verify")
-            found = True
+        for k in keys:
+            if m.group(1) == k.name and raw[:4] == k.id:
+                if len(raw) != 68 or not k.verify(text.encode(), raw[4:]):
+                    raise CheckpointError(f"the checkpoint's signature by `{k.name}` does not verify")
+                found = True
     if not found:
-        raise CheckpointError(f"the checkpoint is not signed by the key `{key.name}`")
+        names = ", ".join(f"`{k.name}`" for k in keys)
+        raise CheckpointError(f"the checkpoint is not signed by the key {names}" if len(keys) == 1
+                              else f"the checkpoint is not signed by any of the keys {names}")
     return Checkpoint(org, int(size_s), root, note)

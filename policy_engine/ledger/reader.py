@@ -318,6 +318,14 @@ class LedgerReader:
             "run `stopline ledger verify`"
         )
 
+    @staticmethod
+    def _holds_its_hash(e: Entry) -> bool:
+        """Whether the entry's content (body, header, ``prev``) hashes to its stored ``hash``."""
+        try:
+            return merkle.leaf_hash(e.leaf_data()).hex() == e.hash
+        except (ValueError, TypeError, UnicodeError):
+            return False
+
     def _tree_size(self, c: Connection, size: int | None) -> int:
         current = c.execute(select(H.c.size).where(H.c.log == schema.LOG)).scalar_one()
         if size is None:
@@ -344,6 +352,9 @@ class LedgerReader:
             n = self._tree_size(c, size)
             if e.seq >= n:
                 raise EntryNotFound(f"entry {e.seq} is not in the tree of size {n}")
+            if not self._holds_its_hash(e):  # a proof of the stored hash would vouch for the edited content
+                raise LedgerUnavailable(f"ledger {self.url}: entry {e.seq} does not match its stored hash (edited in "
+                                        "the database): no proof of it is given; run `stopline ledger verify`")
             path, r = merkle.prefetch(
                 lambda s: (merkle.inclusion_path(s, e.seq, n), merkle.root(s, n)), lambda w: self._nodes(c, w)
             )
@@ -364,7 +375,8 @@ class LedgerReader:
 
     # ------------------------------------------------------------------ verification
     @_db
-    def verify(self, *, checkpoint: str | bytes | None = None, key: VerifierKey | None = None) -> VerifyReport:
+    def verify(self, *, checkpoint: str | bytes | None = None,
+               key: VerifierKey | Sequence[VerifierKey] | None = None) -> VerifyReport:
         """Recompute everything and report the first bad sequence number, if any.
 
         Checks, entry by entry in one snapshot: contiguous ``seq``; each hash against the
@@ -376,5 +388,7 @@ class LedgerReader:
         a checkpoint of another log (another origin) fails at seq 0; a note that cannot be
         read or whose signature ``key`` does not verify raises :class:`CheckpointError`.
         Also that the guard triggers are there, enabled and unchanged (``guards``, ``hint``).
+        ``key`` may be several keys (a log whose signing key was replaced: its older
+        checkpoints are signed by the old key): each checkpoint must be signed by one of them.
         """
         return verify_ledger(self, checkpoint=checkpoint, key=key)

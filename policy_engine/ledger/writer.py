@@ -83,6 +83,16 @@ def _frontier(size: Any, text: Any) -> merkle.CompactRange:
                                 "nothing was written: run `stopline ledger verify`") from None
 
 
+def _appendable(n: NewEntry) -> None:
+    """Refuse a ``checkpoint`` entry from the append path: only :meth:`checkpoint` writes one
+    (it signs the tree head under the append lock). One appended with any other body (a note
+    signed by another key, or none) could never be removed and would fail every ``verify``
+    with the log's key from then on."""
+    if getattr(n, "kind", None) == "checkpoint":
+        raise InvalidEntry("a `checkpoint` entry is written by `checkpoint()` (`stopline ledger checkpoint`), which "
+                           "signs the tree head; it cannot be appended")
+
+
 def _links_json(links: Sequence[str]) -> str:
     return json.dumps(list(links), separators=(",", ":"))
 
@@ -240,6 +250,7 @@ class LedgerWriter(LedgerReader):
         """
         prepared: list[_Prepared] = []
         for n in items:  # an int link i names the i-th entry of this batch (its id is made here)
+            _appendable(n)
             if any(isinstance(x, int) and not isinstance(x, bool) for x in n.links):
                 try:
                     links = [prepared[x].id if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < len(prepared)
@@ -466,6 +477,7 @@ class LedgerWriter(LedgerReader):
 
             made: list[str | None] = []  # each item's id when known before its insert (no idempotency key)
             for n in items:  # runs of entries in one insert; an int link to a keyed entry waits for its id
+                _appendable(n)
                 ints = [x for x in n.links if isinstance(x, int) and not isinstance(x, bool)]
                 if ints:
                     if not all(0 <= x < len(made) and made[x] is not None for x in ints):
