@@ -110,6 +110,11 @@ def check(paths: tuple[str, ...], fmt: str, strict: bool, show_acknowledged: boo
         result = load_paths(paths)
     except UsageError as e:
         click.echo(f"error: {e}", err=True)
+        if fmt == "json":  # a CI job reading stdout gets the verdict too, in the same shape
+            with _ReaderLeft():
+                click.echo(json.dumps({"ok": False, "files": [], "content_hash": None,
+                                       "diagnostics": [e.diagnostic().to_json()], "acknowledged": []},
+                                      indent=2, sort_keys=True))
         sys.exit(EXIT_USAGE)
     diags = result.diagnostics
     acked = result.acknowledged

@@ -592,7 +592,14 @@ def typecheck(source: str, env: Mapping[str, Any]) -> list[Finding]:
         return []
     c = _Checker(source)
     try:
-        c.t(tree, _Ctx(dict(env)))
+        root = c.t(tree, _Ctx(dict(env)))
     except RecursionError:
         return []
+    if isinstance(root, FType) and root.kind not in ("bool", "any") and not c.out:
+        # a condition is a bool: one that is a string, a number or a list is an error
+        # whatever the input (`deny when `action.amount``, a `? "a" : "b"`)
+        start, end = len(source) - len(source.lstrip()), len(source.rstrip())  # the whole condition
+        c.out.append(Finding("mismatch", start, end, f"the condition is {_desc(root)}, not a bool",
+                             f"this is {_desc(root)}",
+                             "compare it: `action.amount > 100.0`, `action.note != \"\"`, `size(action.items) > 0`"))
     return c.out

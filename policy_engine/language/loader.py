@@ -37,7 +37,16 @@ class LoadResult:
 
 
 class UsageError(Exception):
-    """A path that does not exist or holds no policy files (CLI exit code 2)."""
+    """A path that does not exist or holds no policy files (CLI exit code 2); `path`: the
+    path it is about (`check --format json` reports it as diagnostic E006 of that file)."""
+
+    def __init__(self, message: str, path: str | os.PathLike = "") -> None:
+        super().__init__(message)
+        self.path = str(path)
+
+    def diagnostic(self) -> Diagnostic:
+        return Diagnostic("E006", "error", str(self), _whole_file(self.path),
+                          help="name the files or the directories that hold the .policy files")
 
 
 #: pseudo-filesystems: the kernel's views of processes, devices and itself, whose entries come and
@@ -139,17 +148,18 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
                     what = f"inside {fs}, {what}"
                 elif os.path.normpath(p) != fs:
                     what = f"{fs}, {what}"
-                raise UsageError(f"{p} is {what}: name the directories that hold the .policy files")
+                raise UsageError(f"{p} is {what}: name the directories that hold the .policy files", p)
     found, missing = find_files(paths, ".policy")
     if missing:
         if os.path.isdir(missing[0]):  # under a directory given: one that may not be listed
             raise UsageError(f"cannot list the directory {missing[0]}: permission denied (a policy in it would be "
-                             "left out)")
+                             "left out)", missing[0])
         if os.path.islink(missing[0]) and not os.path.exists(missing[0]):
-            raise UsageError(f"a symbolic link that names no file (or loops): {missing[0]} (a policy left out)")
+            raise UsageError(f"a symbolic link that names no file (or loops): {missing[0]} (a policy left out)",
+                             missing[0])
         if os.path.exists(missing[0]):  # a device, a FIFO, a socket: there, but not readable as a policy
-            raise UsageError(f"not a file or a directory: {missing[0]}")
-        raise UsageError(f"no such file or directory: {missing[0]}")
+            raise UsageError(f"not a file or a directory: {missing[0]}", missing[0])
+        raise UsageError(f"no such file or directory: {missing[0]}", missing[0])
     return found
 
 
@@ -408,7 +418,7 @@ def load_paths(paths: Sequence[str | os.PathLike], *, accelerate: bool = True) -
     (`accelerate=False`: CEL compiled with the reference closures only)."""
     files = discover(paths)
     if not files:
-        raise UsageError("no .policy files found in " + ", ".join(str(p) for p in paths))
+        raise UsageError("no .policy files found in " + ", ".join(str(p) for p in paths), paths[0] if paths else "")
     if len(files) > MAX_FILES:
         raise UsageError(f"{len(files)} policy files; the limit is {MAX_FILES}")
     sources: list[SourceFile] = []

@@ -94,10 +94,10 @@ class Lowerer:
         return ir.Loc(self.src.span(0, 0))
 
     def err(self, code: str, message: str, node: Any, label: str | None = None, help: str | None = None,
-            severity: Literal["error", "warning"] = "error") -> None:
+            severity: Literal["error", "warning"] = "error", notes: tuple[str, ...] = ()) -> None:
         loc = node if isinstance(node, ir.Loc) else self.loc(node)
         span = loc.span if loc.span is not None else self.src.span(0, 0)  # every node has a span; never unlocated
-        self.diags.append(Diagnostic(code, severity, message, span, label=label, help=help))
+        self.diags.append(Diagnostic(code, severity, message, span, label=label, help=help, notes=notes))
 
     def string(self, tok: Child) -> str:
         r"""A quoted string's value: JSON escapes decoded (a tab typed in it kept as it is). An
@@ -425,7 +425,8 @@ class Lowerer:
         try:
             return import_fields(self.src.path, self.string(tok), self.loc(tok), action, wf)
         except ImportProblem as e:
-            self.err("E119", e.message, tok, label="imported from here", help=e.help)
+            self.err("E119", e.message, tok, label="imported from here", help=e.help,
+                     notes=(f"at {e.where}",) if e.where else ())
             return None
 
     def field_decls(self, children: list) -> tuple[ir.FieldDecl, ...]:

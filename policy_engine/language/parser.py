@@ -387,7 +387,9 @@ def _eof_diag(parser, src: SourceFile, expected) -> Diagnostic:
         "E003",
         "error",
         "unexpected end of file",
-        src.span(max(0, end - 1) if end else 0, end),
+        # just past the last line's text, whether or not the file ends with a newline (the
+        # caret after `}` either way, never under the file's last character)
+        src.span(end - 1 if src.text.endswith("\n") else end, end),
         label=f"expected {join_words(expected_w)}" if expected_w and len(expected_w) <= 10 else None,
         help=help_,
     )

@@ -23,11 +23,13 @@ rather than silently checked less than the schema says.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from ..fieldtypes import DURATION_PATTERN
 from ..limits import MAX_FILE_BYTES, MAX_NESTING
+from ..source import SourceFile
 from . import ir
 
 ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "default", "deprecated", "readOnly",
@@ -38,12 +40,18 @@ _SIMPLE = {"string": "string", "integer": "int", "number": "double", "boolean": 
 
 
 class ImportProblem(Exception):
-    """Why the file cannot be imported: a message and a help line (E119 at the `from` path)."""
+    """Why the file cannot be imported: a message and a help line (E119 at the `from` path),
+    and where in the JSON file the problem is (`where`: `file:line:col`, a note of the
+    diagnostic) when it is in the file's text."""
 
-    def __init__(self, message: str, help: str = SUBSET) -> None:
+    def __init__(self, message: str, help: str = SUBSET, *, path: tuple[str, ...] | None = None,
+                 offset: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.help = help
+        self.path = path  # the JSON pointer of the offending member, as keys
+        self.offset = offset  # or its character offset in the file's text
+        self.where: str | None = None
 
 
 def _ptr(path: tuple[str, ...]) -> str:
@@ -56,14 +64,93 @@ def resolve(policy_path: str, rel: str) -> Path:
     return base / rel
 
 
+_WS = re.compile(r"[ \t\n\r]*")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null|NaN|-?Infinity")
+
+
+def _locate(text: str) -> tuple[dict[tuple[str, ...], int], tuple[tuple[str, ...], int] | None]:
+    """Where each member of a JSON document (already parsed once, so well formed) begins:
+    JSON pointer (as keys; list items by index) -> character offset (of the key, for an
+    object's member); and the first key given twice in an object, with its offset (the
+    `json` module keeps the last silently)."""
+    where: dict[tuple[str, ...], int] = {}
+    dup: list[tuple[tuple[str, ...], int]] = []
+
+    def ws(i: int) -> int:
+        m = _WS.match(text, i)
+        return m.end() if m else i
+
+    def value(i: int, path: tuple[str, ...]) -> int:
+        i = ws(i)
+        where.setdefault(path, i)
+        ch = text[i]
+        if ch in "{[":
+            close = "}" if ch == "{" else "]"
+            i, n, seen = ws(i + 1), 0, set()
+            while text[i] != close:
+                if ch == "{":
+                    at = i
+                    m = _STRING.match(text, i)
+                    if m is None:
+                        raise ValueError(i)
+                    key, i = json.loads(m.group()), m.end()
+                    if key in seen and not dup:
+                        dup.append((path + (key,), at))
+                    seen.add(key)
+                    where[path + (key,)] = at  # (the member `json` keeps: the last)
+                    i = value(ws(i) + 1, path + (key,))  # after the `:`
+                else:
+                    i = value(i, path + (str(n),))
+                    n += 1
+                i = ws(i)
+                if text[i] == ",":
+                    i = ws(i + 1)
+            return i + 1
+        if ch == '"':
+            m = _STRING.match(text, i)
+            return m.end() if m else i + 1
+        m = _SCALAR.match(text, i)
+        return m.end() if m else i + 1
+
+    try:
+        value(0, ())
+    except (RecursionError, IndexError, ValueError):  # (a located message is a courtesy)
+        pass
+    return where, (dup[0] if dup else None)
+
+
+def _place(problem: ImportProblem, text: str, shown: str) -> ImportProblem:
+    """`problem` with `where` set: the `file:line:col` in the JSON file it is about."""
+    offset = problem.offset
+    if offset is None and problem.path is not None:
+        where, _ = _locate(text)
+        path = problem.path
+        while path and path not in where:
+            path = path[:-1]
+        offset = where.get(path)
+    if offset is not None:
+        line, col = SourceFile(shown, text).line_col(offset)
+        problem.where = f"{shown}:{line}:{col}"
+    return problem
+
+
 def read_schema(policy_path: str, rel: str) -> tuple[Any, str]:
     """The parsed JSON of `rel` (relative to the policy file's directory) and its shown path."""
+    doc, shown, _text = _read_schema(policy_path, rel)
+    return doc, shown
+
+
+def _read_schema(policy_path: str, rel: str) -> tuple[Any, str, str]:
+    """The parsed JSON of `rel`, its shown path and its text (a leading byte order mark
+    dropped, CRLF and CR read as LF, as in a policy file). A key given twice in an object
+    is refused: `json` would keep the last one silently."""
     path = resolve(policy_path, rel)
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise ImportProblem(f"`{rel}` is {size} bytes; the limit is {MAX_FILE_BYTES}", "split the schema")
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except ImportProblem:
         raise
     except FileNotFoundError:
@@ -73,14 +160,22 @@ def read_schema(policy_path: str, rel: str) -> tuple[Any, str]:
     except (OSError, UnicodeDecodeError) as e:
         raise ImportProblem(f"cannot import fields: `{rel}` cannot be read ({getattr(e, 'strerror', None) or e})",
                             "the file must be readable UTF-8 JSON") from None
+    shown = str(path)
     try:
-        return json.loads(text), rel
+        doc = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ImportProblem(f"cannot import fields: `{rel}` is not JSON ({e.msg} at line {e.lineno}, column "
-                            f"{e.colno})", "fix the JSON") from None
+        raise _place(ImportProblem(f"cannot import fields: `{rel}` is not JSON ({e.msg} at line {e.lineno}, "
+                                   f"column {e.colno})", "fix the JSON", offset=e.pos), text, shown) from None
     except RecursionError:
         raise ImportProblem(f"cannot import fields: `{rel}` nests too deeply",
                             f"a field declaration nests at most {MAX_NESTING} levels") from None
+    _, dup = _locate(text)
+    if dup is not None:
+        key_path, at = dup
+        raise _place(ImportProblem(f"cannot import fields from `{rel}`: key `{key_path[-1]}` is given twice at "
+                                   f"{_ptr(key_path[:-1])}",
+                                   "remove one of them: a JSON reader keeps only the last", offset=at), text, shown)
+    return doc, rel, text
 
 
 class _Importer:
@@ -89,7 +184,7 @@ class _Importer:
         self.loc = loc
 
     def refuse(self, path: tuple[str, ...], what: str, help: str = SUBSET) -> ImportProblem:
-        return ImportProblem(f"cannot import fields from `{self.rel}`: {what} at {_ptr(path)}", help)
+        return ImportProblem(f"cannot import fields from `{self.rel}`: {what} at {_ptr(path)}", help, path=path)
 
     def check_keys(self, s: dict, allowed: set[str], path: tuple[str, ...]) -> None:
         for k in s:
@@ -197,7 +292,14 @@ class _Importer:
 def import_fields(policy_path: str, rel: str, loc: ir.Loc, action: str, workflow: str) -> tuple[ir.FieldDecl, ...]:
     """The field declarations of the JSON Schema file `rel` for action type `action` of
     `workflow`, every one located at `loc` (the `from` path). Raises `ImportProblem`."""
-    doc, shown = read_schema(policy_path, rel)
+    doc, shown, text = _read_schema(policy_path, rel)
+    try:
+        return _import(doc, shown, loc, action, workflow)
+    except ImportProblem as problem:
+        raise _place(problem, text, str(resolve(policy_path, rel))) from None
+
+
+def _import(doc: Any, shown: str, loc: ir.Loc, action: str, workflow: str) -> tuple[ir.FieldDecl, ...]:
     imp = _Importer(shown, loc)
     if not isinstance(doc, dict) or doc.get("type") != "object":
         raise imp.refuse((), "the schema of an action must be an object schema (`\"type\": \"object\"`)",
