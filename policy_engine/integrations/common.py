@@ -337,7 +337,8 @@ class ToolGate:
     holds no role, and an approval from it never counts.
     ``action``: builds the Stopline action from ``(tool, args, call_id)``; by default the
     arguments at the top level, then ``workflow``, ``type`` (the tool's name, or
-    ``types[tool]``) and ``id`` (the call id), which arguments cannot override.
+    ``types[tool]``) and ``id`` (the call id), which arguments cannot override; the
+    action's ``workflow`` is always the gate's, whatever ``action`` returns.
     ``receipt``: extra receipt sources ``(check, output) -> dict``; the recorded receipt
     holds the decision's declared receipt fields, taken from these, the tool's output (a
     dict, or ``result``), its arguments and the gate (``tool``, ``tool_call_id``,
@@ -359,9 +360,10 @@ class ToolGate:
     # ---------------------------------------------------------------- gate
     def action_for(self, tool: str, args: Mapping[str, Any], call_id: str) -> dict:
         if self.action is not None:
-            a = dict(self.action(tool, dict(args), call_id))
-            a.setdefault("workflow", self.workflow)
-            return a
+            # the gate's workflow, always: an action built from the agent's arguments (``{**args,
+            # ...}``) must not move the call to another workflow's rules (and away from this
+            # workflow's stops and claims)
+            return {**dict(self.action(tool, dict(args), call_id)), "workflow": self.workflow}
         return {**_plain(dict(args)), "workflow": self.workflow, "type": self.types.get(tool, tool), "id": call_id}
 
     def check(self, tool: str, args: Mapping[str, Any], call_id: str, *, scope: str = "",
@@ -376,14 +378,7 @@ class ToolGate:
         framework's validation, defaults filled in); ``problem`` says why the tool would not
         receive them as they are (``conform``): the call is still gated and recorded, and
         ``outcome`` never lets it run."""
-        args = _plain(dict(args or {}))
-        action = self.action_for(tool, args, call_id)
-        if extra:  # the adapter's own facts (where the call goes): the agent's arguments never set them
-            fixed = set(extra) & {"workflow", "type", "id"}
-            if fixed:
-                raise ValueError(f"`extra` may not set {', '.join(sorted(fixed))}: the gate sets them")
-            action = {**action, **_plain(dict(extra))}
-        key = "stopline:gate:" + _digest([self.workflow, scope, tool, call_id, action])[:48]
+        args, action, key = self.keyed(tool, args, call_id, scope=scope, extra=extra)
         found = self._recorded(key)
         fresh = False
         if found is None:
@@ -401,6 +396,24 @@ class ToolGate:
             status, used = st.status, st.used_by
         return Check(tool, args, call_id, self.workflow, action, key, decision_id, decision, status, used, fresh,
                      problem)
+
+    def keyed(self, tool: str, args: Mapping[str, Any], call_id: str, *, scope: str = "",
+              extra: Mapping[str, Any] | None = None) -> tuple[dict, dict, str]:
+        """The arguments as gated, the action and the idempotency key ``check`` uses for this
+        call (nothing recorded): ``recorded(key)`` says whether it was gated already."""
+        plain: dict = _plain(dict(args or {}))
+        action = self.action_for(tool, plain, call_id)
+        if extra:  # the adapter's own facts (where the call goes): the agent's arguments never set them
+            fixed = set(extra) & {"workflow", "type", "id"}
+            if fixed:
+                raise ValueError(f"`extra` may not set {', '.join(sorted(fixed))}: the gate sets them")
+            action = {**action, **_plain(dict(extra))}
+        return plain, action, "stopline:gate:" + _digest([self.workflow, scope, tool, call_id, action])[:48]
+
+    def recorded(self, key: str) -> str | None:
+        """The decision id recorded under ``key`` (``keyed``), if any."""
+        found = self._recorded(key)
+        return found[0] if found is not None else None
 
     def _recorded(self, key: str) -> tuple[str, Any] | None:
         """The decision already recorded for this call (a re-run node, a replayed resume)."""

@@ -12,8 +12,10 @@ Two ways in, one gate (``McpGate``):
     gate = protect(mcp_server, runtime, workflow="mcp-files", approvers=directory)
 
 Every ``tools/call`` becomes a Stopline action (the arguments at the top level, then
-``reversibility``, ``hints``, ``workflow``, ``type`` = the tool's name, ``id``; arguments
-cannot override these) gated on the ``Runtime`` (recorded):
+``reversibility``, ``hints``, ``server`` (the server's name: ``server=``, else the name the
+server gives itself, so an approval for one server's call never runs the same call on
+another), ``workflow``, ``type`` = the tool's name, ``id``; arguments cannot override
+these) gated on the ``Runtime`` (recorded):
 
 - allow: the call goes through; its execution is recorded with the declared receipt fields;
 - require_approval: an ``isError`` result carrying the decision (``decision_id``,
@@ -28,9 +30,18 @@ cannot override these) gated on the ``Runtime`` (recorded):
   defaults the tool's ``inputSchema`` declares filled in (what the server hands its tool),
   and a call whose arguments do not match that schema exactly (``"true"`` for a boolean,
   which a server built on pydantic turns into ``True``) is gated and refused, never
-  forwarded (an ``isError`` result saying why);
+  forwarded (an ``isError`` result saying why); so is a call of a tool the server does not
+  list (what it would hand that tool cannot be known);
 - stop: the stop is recorded; an ``isError`` result says the workflow is halted, and every
-  later call of the workflow is refused until an allowed ``rt.resume``.
+  later call of the workflow is refused until an allowed ``rt.resume``;
+- a tool that asks for input (an ``input_required`` result, MCP 2026-07-28): it has not run,
+  so no execution is recorded; its claim is kept (waiting) and the ``requestState`` handed
+  back names the call and its claim: the client's next round continues that call under
+  the same decision, once (``_continue``); the gateway passes the upstream's input requests
+  on to its client;
+- the ledger cannot be reached: nothing is gated, nothing runs; an ``isError`` result
+  (``outcome``: ``unavailable``) tells the agent, the log (``policy_engine.integrations.mcp``)
+  the operator why.
 
 The call key: ``_meta["stopline.dev/call-id"]`` when the client sends one (one logical
 call: its decision is final, a retry after it ran is answered "already ran"), otherwise
@@ -52,11 +63,13 @@ policy declares for the action type wins.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
+from ..ledger.errors import LedgerUnavailable
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, _digest, conform, require_extra
 
 require_extra("mcp", "mcp", "mcp")
@@ -64,7 +77,14 @@ require_extra("mcp", "mcp", "mcp")
 import anyio  # noqa: E402
 from mcp import Client, MCPError  # noqa: E402
 from mcp.server.lowlevel import Server  # noqa: E402
-from mcp_types import INVALID_PARAMS, CallToolResult, ListToolsResult, TextContent, Tool  # noqa: E402
+from mcp_types import (  # noqa: E402
+    INVALID_PARAMS,
+    CallToolResult,
+    InputRequiredResult,
+    ListToolsResult,
+    TextContent,
+    Tool,
+)
 
 __all__ = ["McpGate", "StoplineGateway", "StoplineMiddleware", "protect", "reversibility_of", "Approval",
            "WorkflowStopped", "CALL_ID", "GATE_META"]
@@ -74,8 +94,12 @@ GATE_META = "stopline.dev/gate"  #: the ``_meta`` key of every gated result and 
 MAX_CALL_ID = 200
 MAX_PAGES = 100
 MAX_GENERATIONS = 32  #: generations a call without a call id tries when other processes keep taking them
+#: the prefix of the ``requestState`` the gate hands back with an ``input_required`` result:
+#: it names the waiting call and its claim, and wraps the server's own state
+STATE_PREFIX = "stopline.dev/v1 "
 
 Scope = str | Callable[[Any], str]
+_log = logging.getLogger("policy_engine.integrations.mcp")
 
 
 def _hints(annotations: Any) -> dict:
@@ -141,6 +165,11 @@ def _wire(result: Any) -> dict:
 
 
 _ANNOTATIONS: ContextVar[Any] = ContextVar("stopline_mcp_annotations", default=None)
+_SERVER: ContextVar[str] = ContextVar("stopline_mcp_server", default="")
+
+
+class _NotWaiting(Exception):
+    """An input round naming no call the gate handed its state to."""
 
 
 class _McpToolGate(ToolGate):
@@ -157,7 +186,7 @@ class _McpToolGate(ToolGate):
         atype = self.types.get(tool, tool)
         ann = _ANNOTATIONS.get()
         return {**dict(args), "reversibility": reversibility_of(ann, self.declared(atype)), "hints": _hints(ann),
-                "workflow": self.workflow, "type": atype, "id": call_id}
+                "server": _SERVER.get(), "workflow": self.workflow, "type": atype, "id": call_id}
 
 
 class McpGate:
@@ -167,14 +196,20 @@ class McpGate:
     used by ``approve``. ``scope``: separates callers that send no call id (a string, or
     ``ctx -> str`` from the request context, e.g. the authenticated user); default: every
     client of this gate. ``types``: tool name -> action type. ``receipt``, ``now``: as
-    ``ToolGate``."""
+    ``ToolGate``. ``server``: the name of the server the calls go to, in every action
+    (``server``) and so in its digest: an approval for one server's call never runs the
+    same call on another (default: the name the server gives itself)."""
 
     def __init__(self, runtime: Any, workflow: str, approvers: Any = None, *, scope: Scope = "",
-                 types: Mapping[str, str] | None = None, receipt: Any = None, now: Any = None) -> None:
+                 types: Mapping[str, str] | None = None, receipt: Any = None, now: Any = None,
+                 server: str | None = None) -> None:
+        if server is not None and not isinstance(server, str):
+            raise TypeError(f"McpGate: server= is the server's name (a str), not {type(server).__name__}")
         self.tool_gate = _McpToolGate(runtime, workflow, approvers, types=dict(types or {}), receipt=receipt, now=now)
         self.runtime = runtime
         self.workflow = workflow
         self.scope = scope
+        self.server = server
         self._next: dict[tuple, int] = {}  # (scope, tool, args digest) -> the first generation not known done
         self._locks = [anyio.Lock() for _ in range(64)]
         self.log: list[dict] = []  #: what was gated and how it ended (the example prints it)
@@ -189,12 +224,19 @@ class McpGate:
         return reversibility_of(annotations, self.tool_gate.declared(self.tool_gate.types.get(tool, tool)))
 
     # ---------------------------------------------------------------- the gate
+    def server_name(self, reported: Any = None) -> str:
+        """The ``server`` of the actions: the one configured, else the name the server gives
+        itself (``reported``), else ``""``."""
+        if self.server is not None:
+            return self.server
+        return reported if isinstance(reported, str) else ""
+
     def _scope_of(self, ctx: Any) -> str:
         s = self.scope(ctx) if callable(self.scope) else self.scope
         return str(s or "")
 
     def _find(self, tool: str, args: dict, call_id: str | None, scope: str, annotations: Any,
-              problem: str | None = None) -> tuple[Check, Check | None]:
+              problem: str | None = None, server: str = "") -> tuple[Check, Check | None]:
         """The call's recorded decision (or a new one), and the closed earlier one it follows.
 
         Without a call id, the calls with the same scope, tool and arguments are numbered
@@ -202,7 +244,7 @@ class McpGate:
         ``_next`` only remembers where this process last looked (a generation found done
         stays done); what is done, and which call runs under which generation, the ledger
         says (``_decide`` claims it)."""
-        token = _ANNOTATIONS.set(annotations)
+        token, stoken = _ANNOTATIONS.set(annotations), _SERVER.set(server)
         try:
             g = self.tool_gate
             if call_id is not None:
@@ -220,6 +262,7 @@ class McpGate:
             return c, closed
         finally:
             _ANNOTATIONS.reset(token)
+            _SERVER.reset(stoken)
 
     @staticmethod
     def _key(scope: str, tool: str, args: dict) -> tuple[str, str, str]:
@@ -246,54 +289,70 @@ class McpGate:
     def _meta(self, check: Check, outcome: str, **more: Any) -> dict:
         d = check.decision
         return {GATE_META: {"outcome": outcome, "workflow": check.workflow, "tool": check.tool,
+                            "server": check.action.get("server"),
                             "decision_id": check.decision_id, "effect": d.effect, "rule": check.rule,
                             "status": check.status, "action_digest": d.action_digest,
                             "reversibility": check.action.get("reversibility"), **more}}
 
-    def _refusal(self, check: Check, outcome: str, message: str, **more: Any) -> CallToolResult:
+    def _refusal(self, check: Check, outcome: str, message: str, error: bool | None = None,
+                 **more: Any) -> CallToolResult:
+        """A result that is not the tool's: an ``isError`` one, except ``done`` (unless ``error``)."""
         meta = self._meta(check, outcome, **more)
         self.log.append({"tool": check.tool, "args": check.args, **meta[GATE_META], "message": message})
         body = json.dumps(meta[GATE_META], sort_keys=True, default=str)
-        return CallToolResult(content=[TextContent(type="text", text=f"{message}\n{body}")], is_error=outcome != "done",
-                              _meta=meta)
+        return CallToolResult(content=[TextContent(type="text", text=f"{message}\n{body}")],
+                              is_error=outcome != "done" if error is None else error, _meta=meta)
 
     async def call(self, ctx: Any, name: Any, arguments: Any, meta: Any, annotations: Any,
-                   run: Callable[[], Awaitable[Any]], schema: Any = None) -> Any:
+                   run: Callable[[], Awaitable[Any]], schema: Any = None, *, output_schema: Any = None,
+                   listed: bool = True, server: Any = None, resume: tuple[str, str] | None = None) -> Any:
         """Gate one ``tools/call``; ``run`` performs it (only when the gate says so).
-        ``schema``: the tool's ``inputSchema`` as listed (``None``: not listed), which says
-        what the server hands its tool (``conform``: defaults filled in, a mismatch refused)."""
+        ``schema``: the tool's ``inputSchema`` as listed (``None``: none), which says what
+        the server hands its tool (``conform``: defaults filled in, a mismatch refused);
+        ``listed=False``: the server does not list the tool, so what it would hand the tool
+        is unknown: the call is gated and never run. ``output_schema``: the tool's
+        ``outputSchema`` (a ``done`` answer, which has no structured content, is then an
+        ``isError`` result: an MCP client refuses a success without it). ``server``: the
+        name the server gives itself (``server_name``). ``resume``: the waiting call and
+        its claim a later round of an ``input_required`` call names (``unwrap_state``): that
+        round continues the call under its claim, or is refused."""
         if not isinstance(name, str) or not name or not (arguments is None or isinstance(arguments, Mapping)):
             raise MCPError(code=INVALID_PARAMS, message="Stopline: a tools/call names a tool and takes an object")
         args, problem = conform(schema, arguments or {})
+        if not listed:
+            problem = "the server does not list this tool, so the arguments it would receive cannot be checked"
         call_id = meta.get(CALL_ID) if isinstance(meta, Mapping) else None
         if call_id is not None and (not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_CALL_ID):
             raise MCPError(code=INVALID_PARAMS, message=f"Stopline: `{CALL_ID}` is a string of 1-{MAX_CALL_ID} chars")
-        scope = self._scope_of(ctx)
+        scope, where = self._scope_of(ctx), self.server_name(server)
         lock = self._locks[hash((scope, name, call_id, _digest(args))) % len(self._locks)]
         # In this process, calls with the same key wait for each other (a duplicate gets the
         # first one's answer, "already ran", rather than "being run"). The guarantee is not
         # this lock but the ledger's claim (``_decide``), which holds across processes.
         async with lock:
-            for _ in range(MAX_GENERATIONS):
-                check, closed = await anyio.to_thread.run_sync(self._find, name, args, call_id, scope, annotations,
-                                                               problem)
-                try:
-                    # (a worker thread is waited for, not abandoned, and anyio delivers a cancellation
-                    # at the next checkpoint: inside ``run``, where it is recorded as the execution it
-                    # may be; a claim is never left unrun and unrecorded by a client that gives up)
-                    out = await anyio.to_thread.run_sync(self._decide, check)
-                except WorkflowStopped as e:
-                    ws = self.runtime.workflow_status(check.workflow)
-                    return self._refusal(e.check, "stop", f"{e}. The workflow is halted: every call is refused "
-                                         "until an allowed resume.", stopped_by=ws.get("stopped_by"))
-                if call_id is not None or out.run or not (out.spent or out.done):
-                    break
-                # no call id: another process took this generation (claimed or ran it) since we
-                # found it: this identical call is the next one, with its own decision
-                self._spent(scope, name, args, check)
+            try:
+                if resume is not None:
+                    closed = None
+                    check, out = await anyio.to_thread.run_sync(self._continue, name, args, call_id, scope,
+                                                                annotations, problem, where, resume)
+                else:
+                    check, closed, out = await self._settle(name, args, call_id, scope, annotations, problem,
+                                                            where)
+            except WorkflowStopped as e:
+                ws = self.runtime.workflow_status(e.check.workflow)
+                return self._refusal(e.check, "stop", f"{e}. The workflow is halted: every call is refused "
+                                     "until an allowed resume.", stopped_by=ws.get("stopped_by"))
+            except _NotWaiting:
+                return self._unrecorded(name, "refused", f"Stopline refused `{name}`: this input round names no "
+                                                         "call waiting for input with these arguments; not run")
+            except LedgerUnavailable as e:  # fail closed: no decision, no run; the agent is told, the log says why
+                _log.warning("Stopline refused MCP tool %r (workflow %r): %s", name, self.workflow, e)
+                return self._unrecorded(name, "unavailable", f"Stopline refused `{name}`: its ledger cannot be "
+                                                             "reached, so the call cannot be gated; not run. "
+                                                             "Try again later.")
             if not out.run:
                 if out.done:
-                    return self._refusal(check, "done", out.message)
+                    return self._refusal(check, "done", out.message, error=output_schema is not None)
                 if out.pending:
                     req = check.request()
                     before = (f" (the earlier request {closed.decision_id} is {closed.status})" if closed else "")
@@ -309,17 +368,125 @@ class McpGate:
                     await anyio.to_thread.run_sync(self.tool_gate.record, check,
                                                    {"error": str(e) or type(e).__name__}, out.approver)
                 raise
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.tool_gate.record, check, _output(result), out.approver)
-            meta_out = self._meta(check, "ran", **({"approved_by": out.approver} if out.approver else {}))
+            more: dict[str, Any] = {"approved_by": out.approver} if out.approver else {}
+            if result.get("resultType") == "input_required":  # not run yet: it waits, its claim kept
+                return await anyio.to_thread.run_sync(self._waiting, check, result, more)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.tool_gate.record, check, _output(result), out.approver)
+            except LedgerUnavailable as e:  # it ran: the agent gets its result, told it is not recorded
+                _log.error("Stopline: MCP tool %r ran under decision %s but its execution could not be recorded "
+                           "(a claim in doubt: Runtime.claims_in_doubt): %s", name, check.decision_id, e)
+                more["recorded"] = False
+            meta_out = self._meta(check, "ran", **more)
             result["_meta"] = {**(result.get("_meta") or {}), **meta_out}
             self.log.append({"tool": check.tool, "args": check.args, **meta_out[GATE_META]})
             return result
 
-    def mark(self, tool: dict) -> dict:
-        """A listed tool (wire form) with the gate's note in its ``_meta``."""
+    async def _settle(self, name: str, args: dict, call_id: str | None, scope: str, annotations: Any,
+                      problem: str | None, server: str) -> tuple[Check, Check | None, Outcome]:
+        """The call's decision and the gate's answer (claimed when it runs); raises
+        ``WorkflowStopped`` on a stop."""
+        for _ in range(MAX_GENERATIONS):
+            check, closed = await anyio.to_thread.run_sync(self._find, name, args, call_id, scope, annotations,
+                                                           problem, server)
+            # (a worker thread is waited for, not abandoned, and anyio delivers a cancellation
+            # at the next checkpoint: inside ``run``, where it is recorded as the execution it
+            # may be; a claim is never left unrun and unrecorded by a client that gives up)
+            out = await anyio.to_thread.run_sync(self._decide, check)
+            if call_id is not None or out.run or not (out.spent or out.done):
+                break
+            # no call id: another process took this generation (claimed or ran it) since we
+            # found it: this identical call is the next one, with its own decision
+            self._spent(scope, name, args, check)
+        return check, closed, out
+
+    # ---------------------------------------------------------------- input rounds (MCP 2.x)
+    def _waiting(self, check: Check, result: dict, more: dict) -> dict:
+        """The server asks the client for input (``input_required``): the call has not run.
+        No execution is recorded; its claim is kept (a ``claimed`` transition saying it
+        waits), and the ``requestState`` handed back names the call and its claim, so the
+        client's next round continues this call (``_continue``), once."""
+        holder = self.runtime.authorization(check.decision_id, now=self.tool_gate._t()).claimed_by or ""
+
+        def wait(claims: list, stop_after: Any, nonce: str) -> tuple[str | None, str]:
+            if claims and claims[-1] == holder and claims.count(holder) % 2 == 1:
+                return holder, "waits for the client's input"
+            return None, "its holder is not running"
+
+        self.tool_gate.claim_in_ledger(check.decision_id, wait)
+        result["requestState"] = STATE_PREFIX + json.dumps([check.call_id, holder, result.get("requestState")])
+        meta_out = self._meta(check, "input_required", **more)
+        result["_meta"] = {**(result.get("_meta") or {}), **meta_out}
+        self.log.append({"tool": check.tool, "args": check.args, **meta_out[GATE_META]})
+        return result
+
+    def _continue(self, tool: str, args: dict, call_id: str | None, scope: str, annotations: Any,
+                  problem: str | None, server: str, resume: tuple[str, str]) -> tuple[Check, Outcome]:
+        """A later round of a call waiting for input: its recorded decision (the same tool,
+        arguments, scope and server), continued under its claim only while that claim waits
+        (the ledger's word, read and written under its append lock), so a round runs once."""
+        gen, holder = resume
+        token, stoken = _ANNOTATIONS.set(annotations), _SERVER.set(server)
+        try:
+            g = self.tool_gate
+            where = f"{scope}|call-id" if call_id is not None else scope
+            # only a call gated before continues: a round naming another call (or other arguments)
+            # is refused without gating anything (no decision recorded ahead of its call)
+            if (call_id is not None and call_id != gen) or g.recorded(g.keyed(tool, args, gen, scope=where)[2]) is None:
+                raise _NotWaiting(tool)
+            c = g.check(tool, args, gen, scope=where, problem=problem)
+        finally:
+            _ANNOTATIONS.reset(token)
+            _SERVER.reset(stoken)
+        if c.fresh or c.problem or c.effect not in ("allow", "require_approval"):
+            return c, g._refuse(c, "this input round names no call waiting for input with these arguments")
+        g._halt_if_stopped(c)  # a stop since the first round halts it (WorkflowStopped)
+
+        def turn(claims: list, stop_after: Any, nonce: str) -> tuple[str | None, str]:
+            n = claims.count(holder)
+            if holder and claims and claims[-1] == holder and n > 0 and n % 2 == 0:
+                return holder, "continues after the client's input"
+            return None, "the call is not waiting for input" if claims else "the call never ran"
+
+        st, got, why, _stop = g.claim_in_ledger(c.decision_id, turn)
+        if got is None:
+            if st is not None and st.status == "executed":
+                done = g.outcome(replace(c, status="executed", used_by=st.used_by))
+                if done is not None:
+                    return c, done
+            return c, Outcome(False, f"Stopline refused `{tool}`: this input round continues no waiting call "
+                                     f"({why or 'refused by the ledger'})", spent=True)
+        who = ", ".join(st.verdict.accepted) if st is not None and st.verdict is not None else ""
+        return c, Outcome(True, approver=who or None)
+
+    @staticmethod
+    def unwrap_state(state: Any) -> tuple[tuple[str, str], Any] | None:
+        """``(waiting call, its claim), the server's own requestState`` from a round's
+        ``requestState`` the gate handed out; ``None``: not one of the gate's. A malformed
+        one raises ``MCPError`` (never passed on, never a continuation)."""
+        if not (isinstance(state, str) and state.startswith(STATE_PREFIX)):
+            return None
+        try:
+            gen, holder, orig = json.loads(state[len(STATE_PREFIX):])
+            if not (isinstance(gen, str) and isinstance(holder, str) and (orig is None or isinstance(orig, str))):
+                raise ValueError
+        except (ValueError, TypeError):
+            raise MCPError(code=INVALID_PARAMS, message="Stopline: the requestState is not one the gate gave") from None
+        return (gen, holder), orig
+
+    def _unrecorded(self, name: str, outcome: str, message: str) -> CallToolResult:
+        """A refusal with no decision behind it (nothing was gated)."""
+        meta = {GATE_META: {"outcome": outcome, "workflow": self.workflow, "tool": name}}
+        self.log.append({"tool": name, **meta[GATE_META], "message": message})
+        return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True, _meta=meta)
+
+    def mark(self, tool: dict, server: Any = None) -> dict:
+        """A listed tool (wire form) with the gate's note in its ``_meta`` (``server``: the
+        name the server gives itself, as ``call`` takes it)."""
         meta = dict(tool.get("_meta") or {})
-        meta[GATE_META] = {"workflow": self.workflow, "type": self.tool_gate.types.get(tool["name"], tool["name"]),
+        meta[GATE_META] = {"workflow": self.workflow, "server": self.server_name(server),
+                           "type": self.tool_gate.types.get(tool["name"], tool["name"]),
                            "reversibility": self.default_class(tool["name"], tool.get("annotations"))}
         return {**tool, "_meta": meta}
 
@@ -334,8 +501,8 @@ class StoplineMiddleware:
         self.server = server
         self.gate = gate
 
-    async def _listed(self, ctx: Any, call_next: Any, name: str) -> tuple[Any, Any]:
-        """The tool's annotations and ``inputSchema`` as the server lists them (``None``s: not listed)."""
+    async def _listed(self, ctx: Any, call_next: Any, name: str) -> dict | None:
+        """The tool as the server lists it (wire form; ``None``: not listed)."""
         meta = (ctx.params or {}).get("_meta")
         cursor = None
         for _ in range(MAX_PAGES):
@@ -343,11 +510,11 @@ class StoplineMiddleware:
             page = _wire(await call_next(replace(ctx, method="tools/list", params=params)))
             for t in page.get("tools") or ():
                 if t.get("name") == name:
-                    return t.get("annotations"), t.get("inputSchema")
+                    return t
             cursor = page.get("nextCursor")
             if not cursor:
-                return None, None
-        return None, None
+                return None
+        return None
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.request_id is None or ctx.method not in ("tools/call", "tools/list"):
@@ -357,13 +524,24 @@ class StoplineMiddleware:
                                                         "the gate (it must be the innermost)")
         if ctx.method == "tools/list":
             page = _wire(await call_next(ctx))
-            page["tools"] = [self.gate.mark(t) for t in page.get("tools") or ()]
+            page["tools"] = [self.gate.mark(t, self._name()) for t in page.get("tools") or ()]
             return page
         p = ctx.params or {}
         name = p.get("name")
-        ann, schema = await self._listed(ctx, call_next, name) if isinstance(name, str) else (None, None)
-        return await self.gate.call(ctx, name, p.get("arguments"), p.get("_meta"), ann, lambda: call_next(ctx),
-                                    schema=schema)
+        t = await self._listed(ctx, call_next, name) if isinstance(name, str) else None
+        run_ctx, resume = ctx, None
+        wrapped = McpGate.unwrap_state(p.get("requestState"))
+        if wrapped is not None:  # a later round of a call waiting for input: the server gets its own state back
+            resume, orig = wrapped
+            params = {k: v for k, v in p.items() if k != "requestState"}
+            run_ctx = replace(ctx, params={**params, **({"requestState": orig} if orig is not None else {})})
+        return await self.gate.call(ctx, name, p.get("arguments"), p.get("_meta"), (t or {}).get("annotations"),
+                                    lambda: call_next(run_ctx), schema=(t or {}).get("inputSchema"),
+                                    output_schema=(t or {}).get("outputSchema"), listed=t is not None,
+                                    server=self._name(), resume=resume)
+
+    def _name(self) -> Any:
+        return getattr(self.server, "name", None)
 
 
 def protect(server: Any, runtime: Any, *, workflow: str, approvers: Any = None, **options: Any) -> McpGate:
@@ -376,6 +554,17 @@ def protect(server: Any, runtime: Any, *, workflow: str, approvers: Any = None, 
 
 
 # -------------------------------------------------------------------- the gateway
+async def _no_relay(context: Any, params: Any) -> Any:
+    """The gateway's answer to an upstream's mid-call elicitation (protocols before
+    2026-07-28): an error. On a 2026 connection the upstream's input requests are not sent
+    to the gateway: they come back as an ``input_required`` result, which the gateway
+    passes to its client (gated: the next round continues the same call)."""
+    from mcp_types import ErrorData
+
+    return ErrorData(code=INVALID_PARAMS, message="Stopline's gateway relays input requests as input_required "
+                                                  "results only (MCP 2026-07-28 and later)")
+
+
 class StoplineGateway:
     """An MCP server in front of another (``upstream``: an ``MCPServer``/``Server``
     instance, ``StdioServerParameters``, a URL or a ``Transport``, as ``mcp.Client``
@@ -395,7 +584,7 @@ class StoplineGateway:
 
         @asynccontextmanager
         async def cm():
-            async with Client(self.upstream) as client:
+            async with Client(self.upstream, elicitation_callback=_no_relay) as client:
                 yield {"upstream": client}
 
         return cm()
@@ -416,7 +605,14 @@ class StoplineGateway:
 
     async def _list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
         tools = await self._upstream_tools(self._client(ctx))
-        return ListToolsResult(tools=[Tool.model_validate(self.gate.mark(_wire(t))) for t in tools])
+        name = self._server_name(self._client(ctx))
+        return ListToolsResult(tools=[Tool.model_validate(self.gate.mark(_wire(t), name)) for t in tools])
+
+    @staticmethod
+    def _server_name(client: Client) -> str | None:
+        """The name the upstream gives itself (``serverInfo.name``), if it does."""
+        info = client.server_info
+        return info.name if info is not None else None
 
     async def _call_tool(self, ctx: Any, params: Any) -> Any:
         client = self._client(ctx)
@@ -424,10 +620,21 @@ class StoplineGateway:
         listed = tools.get(params.name)
         ann = _wire(listed.annotations) if listed is not None and listed.annotations is not None else None
         schema = listed.input_schema if listed is not None else None
+        output_schema = listed.output_schema if listed is not None else None
+
+        wrapped = McpGate.unwrap_state(params.request_state)
+        resume, state = wrapped if wrapped is not None else (None, params.request_state)
 
         async def run() -> Any:
-            return await client.call_tool(params.name, params.arguments or {})
+            # one round, passed through: the upstream's input requests go to this gateway's client
+            return await client.session.call_tool(params.name, params.arguments or {},
+                                                  input_responses=params.input_responses, request_state=state,
+                                                  allow_input_required=True)
 
         meta = params.meta.model_dump(by_alias=True) if hasattr(params.meta, "model_dump") else params.meta
-        return CallToolResult.model_validate(
-            await self.gate.call(ctx, params.name, params.arguments, meta, ann, run, schema=schema), by_name=False)
+        out = await self.gate.call(ctx, params.name, params.arguments, meta, ann, run, schema=schema,
+                                   output_schema=output_schema, listed=listed is not None,
+                                   server=self._server_name(client), resume=resume)
+        if isinstance(out, Mapping) and out.get("resultType") == "input_required":
+            return InputRequiredResult.model_validate(out, by_name=False)
+        return CallToolResult.model_validate(out, by_name=False)
