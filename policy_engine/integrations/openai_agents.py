@@ -33,7 +33,12 @@ about to run; and a wrapper that records the execution with its receipt. So:
   and claims it, and records it; a ``ShellTool``'s held call is an interruption like a
   function tool's, and a stop halts the run (``WorkflowStopped``);
 - a ``CustomTool`` (one raw string in) is gated as a ``ShellTool`` is, its action
-  ``{"input": <the string>}``;
+  ``{"input": <the string>}``; a subclass of an SDK tool class is gated as its base is;
+- a sandbox agent's capability tools, made for each run on a clone the runner prepares
+  (``openai_agents_sandbox``): its shell's ``exec_command`` and ``write_stdin`` as function
+  tools, its filesystem's ``apply_patch`` operation by operation (each path resolved in the
+  workspace); a ``Memory`` that generates memories (the SDK's own sandbox agents, outside
+  the policy) is warned about;
 - the apply-patch tool's editor, the computer tool's computer and the approval callback of
   a hosted MCP tool are gated too (``openai_agents_tools``: each patch operation, each
   computer action, each hosted MCP approval request is an action, claimed before its
@@ -70,6 +75,7 @@ require_extra("agents", "openai-agents", "openai_agents")
 
 from agents import FunctionTool, ToolGuardrailFunctionOutput, tool_input_guardrail  # noqa: E402
 
+from . import openai_agents_sandbox as sandbox  # noqa: E402
 from . import openai_agents_tools as native  # noqa: E402
 from .openai_agents_tools import ActionRefused, _args, _get  # noqa: E402
 
@@ -121,6 +127,18 @@ class _Gated:
         self.gate = gate
         self.cleared: dict[int, tuple[weakref.ref, str, str, Check, Outcome]] = {}
         self.schemas: dict[str, Any] = {}  #: each wrapped tool's ``params_json_schema``, by name
+        #: the operation a sandbox's apply_patch call was held on, by tool name and call id
+        self.held: dict[tuple[str, str], dict] = {}
+
+    def _gated_here(self, tool: Any, layer: _Gated | None, hint: str = "") -> bool:
+        """Whether ``tool`` already carries this gate's layer (nothing to do); the layer of
+        a gate that would judge it otherwise is a ``ValueError`` (one tool, one gate)."""
+        if layer is None:
+            return False
+        if not layer.same(self):
+            raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
+                             f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate{hint}")
+        return True
 
     def _clear(self, tc: Any, c: Check, out: Outcome) -> None:
         key = id(tc)
@@ -165,13 +183,9 @@ class _Gated:
         return a is b or (a == b and _scope(None, a) == _scope(None, b))
 
     def wrap(self, tool: Any) -> None:
-        layer = _layer(tool)
-        if layer is not None:  # one tool object shared by agents protected one by one: one layer
-            if not layer.same(self):
-                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
-                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate. "
-                                 "Pass gate=<the first protect's result> to share it, or give this agent its own "
-                                 "copy of the tool")
+        # one tool object shared by agents protected one by one: one layer
+        if self._gated_here(tool, _layer(tool), ". Pass gate=<the first protect's result> to share it, or give "
+                            "this agent its own copy of the tool"):
             self.schemas[tool.name] = tool.params_json_schema
             return
         inner = tool.on_invoke_tool
@@ -226,13 +240,9 @@ class _Gated:
         the command. A ``ShellTool``'s ``needs_approval`` asks when the policy says
         ``require_approval`` (the SDK's interruption; ``approve`` records the approval) and
         halts the run with ``WorkflowStopped`` when a stop trigger fires."""
-        layer = _layer_of(tool)
-        if layer is not None:
-            if not layer.same(self):
-                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
-                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate")
+        if self._gated_here(tool, _layer_of(tool)):
             return
-        local = type(tool).__name__ == "LocalShellTool"
+        local = _kind(tool) == "LocalShellTool"
         inner = tool.executor
         name = tool.name
         args_of = _local_shell_args if local else _shell_args
@@ -256,11 +266,7 @@ class _Gated:
         claimed, run, recorded; a denied or held call answers with the reason and never runs;
         ``needs_approval`` asks when the policy holds the call and halts the run with
         ``WorkflowStopped`` when a stop trigger fires."""
-        layer = _layer_of(tool)
-        if layer is not None:
-            if not layer.same(self):
-                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
-                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate")
+        if self._gated_here(tool, _layer_of(tool)):
             return
         inner = tool.on_invoke_tool
         name = tool.name
@@ -322,15 +328,14 @@ class _Gated:
     # ------------------------------------------------------------ apply-patch, computer, hosted MCP
     def wrap_native(self, tool: Any) -> None:
         """Gate an ``ApplyPatchTool`` (its editor), a ``ComputerTool`` (its computer) or a
-        ``HostedMCPTool`` (its approval callback): ``openai_agents_tools``."""
-        layer = _layer_of(tool)
-        if layer is not None:
-            if not layer.same(self):
-                raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
-                                 f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate")
+        ``HostedMCPTool`` (its approval callback): ``openai_agents_tools``; a sandbox's
+        apply_patch (its editor): ``openai_agents_sandbox``."""
+        if self._gated_here(tool, _layer_of(tool)):
             return
-        kind = type(tool).__name__
-        if kind == "ApplyPatchTool":
+        kind = _kind(tool)
+        if kind == sandbox.PATCH_KIND:
+            sandbox.gate_patch(self, tool)
+        elif kind == "ApplyPatchTool":
             native.gate_apply_patch(self, tool)
         elif kind == "ComputerTool":
             native.gate_computer(self, tool)
@@ -372,22 +377,37 @@ def _shell_output(result: Any) -> Any:
     return result if isinstance(result, str) else str(result)
 
 
+#: the SDK's tool classes Stopline tells apart, by name (a subclass is its base's kind; the
+#: sandbox's apply_patch, a ``CustomTool``, is its own)
+KINDS = (sandbox.PATCH_KIND, "CustomTool", "ShellTool", "LocalShellTool", "ApplyPatchTool", "ComputerTool",
+         "HostedMCPTool", "WebSearchTool", "FileSearchTool", "CodeInterpreterTool", "ImageGenerationTool")
+
+
+def _kind(tool: Any) -> str:
+    """The kind of ``tool``: its class's, or the nearest base's the SDK defines (a subclass
+    of ``CustomTool`` is gated, or warned about, as one), else its class's name."""
+    for cls in type(tool).__mro__:
+        if cls.__name__ in KINDS:
+            return cls.__name__
+    return type(tool).__name__
+
+
 def _shell_kind(tool: Any) -> bool:
     """A shell tool whose commands run here (gated): a ``LocalShellTool``, or a ``ShellTool``
     with a local executor (a hosted container's shell runs at OpenAI: not gated)."""
-    kind = type(tool).__name__
+    kind = _kind(tool)
     return kind == "LocalShellTool" or (kind == "ShellTool" and getattr(tool, "executor", None) is not None)
 
 
 #: where each gated kind carries its Stopline layer
 _LAYER_AT = {"FunctionTool": "on_invoke_tool", "CustomTool": "on_invoke_tool", "ShellTool": "executor",
              "LocalShellTool": "executor", "ApplyPatchTool": "editor", "ComputerTool": "computer",
-             "HostedMCPTool": "on_approval_request"}
+             "HostedMCPTool": "on_approval_request", sandbox.PATCH_KIND: "editor"}
 
 
 def _layer_of(tool: Any) -> _Gated | None:
     """The Stopline layer a function, shell, apply-patch, computer or hosted MCP tool carries."""
-    at = "on_invoke_tool" if isinstance(tool, FunctionTool) else _LAYER_AT.get(type(tool).__name__)
+    at = "on_invoke_tool" if isinstance(tool, FunctionTool) else _LAYER_AT.get(_kind(tool))
     layer = getattr(getattr(tool, at, None), "__stopline_gated__", None) if at else None
     return layer if isinstance(layer, _Gated) else None
 
@@ -421,10 +441,10 @@ def _gate_tool(g: _Gated, t: Any) -> None:
         g.wrap(t)
     elif _shell_kind(t):
         g.wrap_shell(t)
-    elif type(t).__name__ == "CustomTool":
-        g.wrap_custom(t)
-    elif type(t).__name__ in native.GATED_NATIVE:
+    elif _kind(t) in (*native.GATED_NATIVE, sandbox.PATCH_KIND):
         g.wrap_native(t)
+    elif _kind(t) == "CustomTool":
+        g.wrap_custom(t)
 
 
 class UngatedToolWarning(UserWarning):
@@ -446,7 +466,7 @@ UNGATED_KINDS = {
 
 
 def _ungated_because(t: Any) -> str | None:
-    kind = type(t).__name__
+    kind = _kind(t)
     if kind == "HostedMCPTool":
         unasked = native.mcp_unasked(t)
         return f"{UNGATED_KINDS[kind]} and {unasked}" if unasked else None
@@ -460,21 +480,35 @@ def _warn_ungated(agent: Any, tools: Any, seen: set) -> None:
         why = _ungated_because(t)
         if why is not None and id(t) not in seen:
             seen.add(id(t))
-            kind = type(t).__name__
+            kind = _kind(t)
             warnings.warn(f"Stopline: tool `{getattr(t, 'name', kind)}` ({kind}) of agent "
                           f"`{getattr(agent, 'name', '?')}` is not gated: {why}, outside the policy. Remove it, "
                           "or put what it does behind a function tool.", UngatedToolWarning, stacklevel=3)
 
 
-def _cover(agent: Any, g: _Gated) -> None:
+def _warn_capabilities(agent: Any, warned: set) -> None:
+    """Warn about what a sandbox agent's capabilities do outside the policy (once for the
+    agent and its clones: the runner clones it for each run)."""
+    for label, why in sandbox.ungated_capabilities(agent):
+        if label not in warned:
+            warned.add(label)
+            warnings.warn(f"Stopline: capability `{label}` of sandbox agent `{getattr(agent, 'name', '?')}` is not "
+                          f"gated: {why}, outside the policy.", UngatedToolWarning, stacklevel=4)
+
+
+def _cover(agent: Any, g: _Gated, warned: set | None = None) -> None:
     """Gate every function tool a run of ``agent`` gets, not only the ones ``agent.tools``
     held when ``protect`` ran: the SDK turns the tools of the agent's ``mcp_servers`` into
     function tools at every run (outside ``agent.tools``), and a tool may be appended to
     ``agent.tools`` later. ``agent.get_all_tools`` (the public method the runner lists a
     turn's tools with) is wrapped on this agent, and on its clones (``agent.clone``), to
-    put the Stopline layer on each function tool it returns (once per tool object)."""
+    put the Stopline layer on each function tool it returns (once per tool object). A
+    sandbox agent's capability tools, bound to the run's session, come to a clone the
+    runner makes for the run: gated there (``openai_agents_sandbox``)."""
     if getattr(agent, "_stopline_cover", None) is g:
         return
+    warned = set() if warned is None else warned
+    _warn_capabilities(agent, warned)
     listed = agent.get_all_tools  # (bound: the class's, or an earlier cover's)
     cloned = agent.clone
 
@@ -490,7 +524,7 @@ def _cover(agent: Any, g: _Gated) -> None:
 
     def clone(**kwargs: Any) -> Any:
         twin = cloned(**kwargs)
-        _cover(twin, g)
+        _cover(twin, g, warned)
         return twin
 
     agent.get_all_tools = get_all_tools
@@ -508,6 +542,12 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
     tool = next((t for t in getattr(getattr(interruption, "agent", None), "tools", None) or ()
                  if getattr(t, "name", None) == name and _layer_of(t) is not None), None)
     g = _layer_of(tool) if tool is not None else getattr(gate, "_openai_agents", None)
+    if get("type") == "custom_tool_call" and g is not None and (
+            (name, call_id) in g.held or (tool is None and sandbox.is_sandbox_agent(interruption.agent))):
+        try:  # a sandbox's apply_patch (a capability tool: on the run's clone, not on the agent)
+            return sandbox.patch_request_check(g.gate, name, call_id, str(get("input")), g.held).request()
+        except ValueError:  # not a patch (another capability's custom tool): its raw input, below
+            pass
     if get("type") == "apply_patch_call":  # an ApplyPatchTool's call: its held operation, by its derived id
         return native.patch_request_check(g.gate if g is not None else gate, name, raw).request()
     if get("type") == "shell_call":  # a ShellTool's call: its action, as the executor judges it

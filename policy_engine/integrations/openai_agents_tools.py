@@ -3,11 +3,12 @@ side before the side effect (``openai_agents.protect`` puts these layers on):
 
 - ``ApplyPatchTool``: its ``editor`` is wrapped. Each operation (``create_file``,
   ``update_file``, ``delete_file``) is an action ``{"type": <the tool's name>,
-  "operation", "path", "diff"?, "move_to"?}``, gated, claimed in the ledger, run and
-  recorded; a refused one never reaches the editor and returns the SDK's failure form
-  (``ApplyPatchResult(status="failed", output=<the reason>)``: the model reads it). The
-  tool's ``needs_approval`` (which the SDK asks before the editor) holds a call the policy
-  holds (an SDK interruption, answered with ``approve``) and halts the run on a stop.
+  "operation", "path", "diff"?, "move_to"?}`` (paths with ``.`` and ``..`` resolved),
+  gated, claimed in the ledger, run and recorded; a refused one never reaches the editor
+  and returns the SDK's failure form (``ApplyPatchResult(status="failed", output=<the
+  reason>)``: the model reads it). The tool's ``needs_approval`` (which the SDK asks
+  before the editor) holds a call the policy holds (an SDK interruption, answered with
+  ``approve``) and halts the run on a stop.
 - ``ComputerTool``: its computer (an instance, a factory or a ``ComputerProvider``) is
   wrapped. Each driver action (``click``, ``double_click``, ``drag``, ``keypress``,
   ``move``, ``scroll``, ``type``, ``wait``) is an action ``{"type": <the tool's name>,
@@ -46,7 +47,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import posixpath
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .common import Check, Outcome, WorkflowStopped, require_extra
@@ -101,13 +104,22 @@ def _decide(gate: Any, c: Check) -> Outcome:
 
 
 # ------------------------------------------------------------------ apply_patch
+def _lexical(path: str) -> str:
+    """A patch path with its ``.`` and ``..`` segments resolved (``docs/../.env`` is
+    ``.env``, ``./a`` is ``a``): the file an editor writes, so a rule on the path cannot be
+    passed by spelling it otherwise."""
+    return posixpath.normpath(path) if path else path
+
+
 def patch_args(op: Any) -> dict:
     """An apply_patch operation as the policy sees it: ``operation``, ``path``, and
-    ``diff`` and ``move_to`` when given."""
-    a: dict[str, Any] = {"operation": str(_get(op, "type")), "path": str(_get(op, "path"))}
+    ``diff`` and ``move_to`` when given (paths resolved lexically: ``_lexical``)."""
+    a: dict[str, Any] = {"operation": str(_get(op, "type")), "path": _lexical(str(_get(op, "path")))}
     for k in ("diff", "move_to"):
         if _get(op, k) is not None:
             a[k] = _get(op, k)
+    if isinstance(a.get("move_to"), str):
+        a["move_to"] = _lexical(a["move_to"])
     return a
 
 
@@ -138,12 +150,12 @@ class GatedEditor:
     """An ``ApplyPatchEditor`` whose every operation is gated (the inner editor runs it
     only when the ledger allows and the claim is won); any other attribute is the inner's."""
 
-    def __init__(self, inner: Any, layer: Any, name: str) -> None:
-        self._inner, self._name = inner, name
+    def __init__(self, inner: Any, layer: Any, name: str, normalize: Callable[[Any], Any] | None = None) -> None:
+        self._inner, self._name, self._normalize = inner, name, normalize
         self.__stopline_gated__ = layer
 
     def __getattr__(self, k: str) -> Any:
-        if k.startswith("__") or k in ("_inner", "_name"):
+        if k.startswith("__") or k in ("_inner", "_name", "_normalize"):
             raise AttributeError(k)
         return getattr(self._inner, k)
 
@@ -158,8 +170,12 @@ class GatedEditor:
 
     async def _apply(self, kind: str, operation: Any) -> Any:
         gate = self.__stopline_gated__.gate
+        try:  # judged as the editor will apply it (a sandbox's: its path resolved in the workspace)
+            judged = self._normalize(operation) if self._normalize is not None else operation
+        except Exception as e:  # noqa: BLE001 - a path the editor would refuse too: refused, never run
+            return ApplyPatchResult(status="failed", output=f"Stopline refused `{self._name}`: {e}")
         try:
-            c = patch_check(gate, self._name, operation)
+            c = patch_check(gate, self._name, judged)
             out = _decide(gate, c)
         except WorkflowStopped as e:  # (the SDK catches the editor's errors: refused, never run)
             return ApplyPatchResult(status="failed", output=f"Stopline refused `{self._name}`: {e}")
@@ -176,12 +192,14 @@ class GatedEditor:
         return result
 
 
-def gate_apply_patch(layer: Any, tool: Any) -> None:
+def gate_apply_patch(layer: Any, tool: Any, normalize: Callable[[Any], Any] | None = None) -> None:
     """Wrap ``tool.editor`` (``GatedEditor``) and its ``needs_approval``: a held operation
     is an SDK interruption, a stop halts the run (raised before the editor is reached); the
-    tool's own ``needs_approval`` still asks."""
+    tool's own ``needs_approval`` still asks. ``normalize``: how the editor's operations are
+    made the ones ``needs_approval`` is asked about (a sandbox's apply_patch asks about the
+    operation with its path resolved in the workspace, and hands the editor the model's)."""
     name = tool.name
-    tool.editor = GatedEditor(tool.editor, layer, name)
+    tool.editor = GatedEditor(tool.editor, layer, name, normalize)
     own_needs = tool.needs_approval
 
     async def needs(ctx: Any, operation: Any, call_id: str) -> bool:
