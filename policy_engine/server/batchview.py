@@ -1,4 +1,4 @@
-"""Reads for the reviewer's batch pages (``/ui`` and ``/ui/batches/{id}``), built from public
+"""Reads for the reviewer's pages (``/ui``, ``/ui/batches/{id}``, ``/ui/decisions/{id}``), built from public
 ``Ledger`` and ``Runtime`` calls: ``Runtime.queue`` (the open plans, cached by the log's
 size), ``Runtime.authorization`` (one plan's slots), and indexed reads through
 ``Ledger.reading``/``Ledger.fetch`` over the ledger's ``entries`` and ``links`` tables (a
@@ -11,6 +11,11 @@ completed or verified; closed: denied, cancelled or expired; remaining: the rest
 one ``GROUP BY`` over the projection). A batch page reads one
 page of plans (``PAGE`` rows by ``LIMIT``/``OFFSET`` over their sequence numbers), never
 the whole batch.
+
+The held gates (``held_gates``: the gate decisions waiting for approval, oldest first, a
+page at a time) are the runtime's ``rt_pending`` projection, their entries fetched by id;
+``originals`` names, for executions, the decision that gated each and who asked for it
+(the decision body's ``caller``).
 """
 
 from __future__ import annotations
@@ -149,12 +154,14 @@ def batch_page(rt: Any, batch: Any, page: int, now_s: str) -> dict:
         rows = rt.ledger.fetch(c, E.c.seq.in_(seqs)) if seqs else []
         first_id = _first(c, batch)
         status_of = {r[0]: (r[1], r[2]) for r in _statuses(rt, c, now_s, [m.id for m in rows])} if rows else {}
+        gates = originals(rt, c, [m.body.get("original") for m in rows])
     plans = []
     for m in rows:
         plan = m.body.get("plan") or {}
         status, deadline = status_of.get(m.id, ("unknown", None))
         steps = (plan.get("cascade") or {}).get("steps") or ()
-        plans.append({"id": m.id, "original": m.body.get("original"), "type": plan.get("original_type"),
+        plans.append({"id": m.id, "original": m.body.get("original"), "gate": gates.get(m.body.get("original")),
+                      "type": plan.get("original_type"),
                       "workflow": plan.get("workflow") or m.workflow, "executed_at": plan.get("executed_at"),
                       "feasibility": (plan.get("feasibility") or {}).get("status"),
                       "reasons": (plan.get("feasibility") or {}).get("reasons") or (),
@@ -165,3 +172,76 @@ def batch_page(rt: Any, batch: Any, page: int, now_s: str) -> dict:
     approvals = [a.body for a in rt.ledger.entries(kind="approval", link=batch.id)]
     return {"state": st, "plans": plans, "page": page, "pages": pages, "total": total, "page_size": PAGE,
             "first": first_id, "auth": slots, "approvals": approvals}
+
+
+# ---------------------------------------------------------------------------------- held gates
+HELD_SHOWN = 100  #: held gates a queue page lists at most (oldest first, ``?held=N``; the count covers all)
+
+
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def asked(body: dict) -> dict:
+    """What a decision entry's body says of the request: who asked (``caller``: None when
+    not recorded), the action as recorded (an object, or the text of one that was not),
+    its type, and the gate's decision."""
+    action = body.get("action")
+    dec = body.get("decision")
+    if not isinstance(dec, dict):
+        dec = {}
+    kind = action.get("type") if isinstance(action, dict) else None
+    return {"caller": _text(body.get("caller")), "action": action, "decision": dec,
+            "type": _text(kind) or _text(dec.get("action_type")), "error": body.get("action_error")}
+
+
+def originals(rt: Any, c: Any, ids: list) -> dict[str, dict]:
+    """For executions ``ids``: execution id -> {decision, caller, at} (the decision that
+    gated it, who asked for it, when the execution was recorded); an execution recorded
+    without a decision maps to ``decision: None``. Two indexed fetches."""
+    E, _ = _tables()
+    want = sorted({i for i in ids if isinstance(i, str)})
+    xs = {e.id: e for i in range(0, len(want), _CHUNK) for e in rt.ledger.fetch(c, E.c.id.in_(want[i:i + _CHUNK]))}
+    dids = sorted({d for e in xs.values() if isinstance(d := e.body.get("decision"), str)})
+    ds = {e.id: e for i in range(0, len(dids), _CHUNK) for e in rt.ledger.fetch(c, E.c.id.in_(dids[i:i + _CHUNK]))}
+    out = {}
+    for x in xs.values():
+        d = ds.get(x.body.get("decision")) if x.kind == "execution" else None
+        out[x.id] = {"decision": d.id if d is not None and d.kind == "decision" else None,
+                     "caller": _text(d.body.get("caller")) if d is not None else None, "at": x.time}
+    return out
+
+
+def held_gates(rt: Any, page: int, now_s: str) -> dict:
+    """One page of the gate decisions waiting for approval (the ``rt_pending`` projection:
+    pending, or approved and not yet claimed or used), oldest first, each with who asked,
+    its workflow, action type, deciding rule, when it was gated, until when it is held and
+    the approvals given so far (who, approve or deny, counted or not). Three indexed reads
+    whatever the page's size (where each stands now is its own page's ``Runtime.authorization``)."""
+    from ..runtime import projections
+
+    rt._sync()
+    E, L = _tables()
+    P = projections.pending
+    with rt.ledger.reading() as c:
+        total = int(c.execute(select(func.count()).select_from(P)).scalar() or 0)
+        pages = max(1, -(-total // HELD_SHOWN))
+        page = min(max(1, page), pages)
+        seqs = [r[0] for r in c.execute(select(P.c.seq).order_by(P.c.seq).limit(HELD_SHOWN)
+                                        .offset((page - 1) * HELD_SHOWN))]
+        rows = rt.ledger.fetch(c, E.c.seq.in_(seqs)) if seqs else []
+        given = rt.ledger.fetch(c, E.c.kind == "approval",
+                                E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq.in_(seqs)))) if seqs else []
+    by_subject: dict[str, list] = {}
+    for a in given:
+        by_subject.setdefault(a.body.get("subject"), []).append(
+            {"principal": a.body.get("principal"), "verdict": a.body.get("verdict"), "counted": a.body.get("counted")})
+    out = []
+    for e in sorted(rows, key=lambda e: e.seq):
+        a = asked(e.body)
+        until = _text(e.body.get("pending_until"))
+        out.append({"id": e.id, "workflow": e.workflow, "caller": a["caller"], "type": a["type"],
+                    "rule": (a["decision"].get("deciding") or {}).get("name"), "at": _text(e.body.get("now")) or e.time,
+                    "until": until, "past": until is not None and until <= now_s,
+                    "approvals": by_subject.get(e.id, [])})
+    return {"held": out, "held_total": total, "held_page": page, "held_pages": pages}

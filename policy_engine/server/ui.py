@@ -1,11 +1,16 @@
-"""The reviewer's page (``/ui``): the rollback queue per route, with the rollback batches
-beside it (pending first, oldest first: records, done, partial, remaining, the earliest
-window deadline); a plan with the original action and its receipt, the trigger, the
-window (standard or escalated, until when), the authorization slots and who filled them,
-the cascade with each step's feasibility; a batch (``/ui/batches/{id}``) with its select,
+"""The reviewer's page (``/ui``): the held gates (gate decisions waiting for approval, with
+who asked: the decision's ``caller``) and the rollback queue per route, with the rollback
+batches beside it (pending first, oldest first: records, done, partial, remaining, the
+earliest window deadline); a gate decision (``/ui/decisions/{id}``) with who asked, the
+workflow, the action's type and fields, when, the matched rules, the reversal facts, the
+slots and the approvals given; a plan with its requester, the execution it reverses (linked
+to its gate decision), the original action and its receipt, the trigger, the window
+(standard or escalated, until when), the authorization slots and who filled them, the
+cascade with each step's feasibility; a batch (``/ui/batches/{id}``) with its select,
 scenario, trigger, reason, requester, slots, batch hash and its plans a page at a time;
-approve or deny a plan or a whole batch with a reason. Server-rendered (Jinja2 templates
-shipped in the package), no JavaScript.
+approve or deny a held gate, a plan or a whole batch with a reason. Server-rendered
+(Jinja2 templates shipped in the package), no JavaScript. Every name and field is escaped,
+and a character no one sees is shown as its escape (:func:`visible`).
 
 A batch decision names the batch hash the page showed; a batch whose hash is not that
 one is refused with a message and nothing is recorded (``Runtime.approve_batch``).
@@ -50,12 +55,40 @@ from .problems import Problem
 from .session import COOKIE, LOGIN_COOKIE, MAX_COOKIE, Session, Sessions
 
 
+def _unseen(*ranges: tuple[int, int]) -> re.Pattern[str]:
+    from ..source import DEFAULT_IGNORABLE  # (Unicode's Default_Ignorable_Code_Point ranges)
+
+    return re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in (*ranges, *DEFAULT_IGNORABLE)) + "]")
+
+
+_UNSEEN = _unseen((0x00, 0x1F), (0x7F, 0x9F))
+_UNSEEN_IN_JSON = _unseen((0x7F, 0x9F))  # (JSON text escapes C0 itself; its line breaks are its layout)
+
+
+def _escape(m: re.Match[str]) -> str:
+    return json.dumps(m.group())[1:-1]
+
+
+def pretty(v: Any) -> str:
+    """A value as indented JSON, its unseen characters escaped as :func:`visible` does."""
+    return _UNSEEN_IN_JSON.sub(_escape, json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def visible(v: Any) -> str:
+    """Text as a reviewer must read it: a control character or one no one sees (a
+    bidirectional override that reverses what follows, a zero-width space, a tag character)
+    written as its JSON escape (``\\u202e``), so ``agent-7<U+202E>`` is not read as another
+    name. (HTML is escaped by the templates: this is about what the escaped text looks like.)"""
+    return _UNSEEN.sub(_escape, v if isinstance(v, str) else str(v))
+
+
 def _env() -> Any:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("policy_engine.server", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False)
+    env.filters["pretty"] = pretty
+    env.filters["visible"] = visible
     return env
 
 
@@ -100,6 +133,29 @@ QUEUE_SHOWN = 1000  #: single plans a queue page lists at most (oldest first, ``
 EXPIRED = "the form expired: reload the page and try again"
 MAX_REASON = 4000  #: characters of a decision's reason at most (the forms' ``maxlength``)
 TOO_LONG = f"refused, nothing recorded: the reason is longer than {MAX_REASON} characters"
+NOT_A = {"rollback": ("not-a-rollback", "a rollback plan"), "decision": ("not-a-decision", "a gate decision")}
+
+
+def _fields(action: Any) -> list[tuple[str, str]]:
+    """An action's fields as a reviewer reads them: each top-level key with its value as
+    JSON text (an action recorded as text, not an object, has none: its text is shown)."""
+    if not isinstance(action, dict):
+        return []
+    return [(visible(k), _UNSEEN_IN_JSON.sub(_escape, json.dumps(v, ensure_ascii=False, sort_keys=True)))
+            for k, v in action.items()]
+
+
+def _matched(dec: dict) -> list[dict]:
+    """A decision's matched rules, by precedence, each with its condition and the value it
+    had (from the decision's trace), the deciding one marked."""
+    trace = {(t.get("kind"), t.get("name")): t for t in dec.get("trace") or () if isinstance(t, dict)}
+    deciding = dec.get("deciding") or {}
+    out = []
+    for r in dec.get("matched") or ():
+        t = trace.get((r.get("kind"), r.get("name"))) or {}
+        out.append({**r, "condition": t.get("condition"), "value": t.get("value"), "error": t.get("error"),
+                    "deciding": (r.get("kind"), r.get("name")) == (deciding.get("kind"), deciding.get("name"))})
+    return out
 
 
 def typed(reason: str) -> str:
@@ -199,7 +255,8 @@ def mount(app: FastAPI, st: Any) -> None:
         return r
 
     @app.get("/ui", include_in_schema=False)
-    def queue(request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6)) -> Response:
+    def queue(request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6),
+              held_no: int = Query(default=1, alias="held", ge=1, le=10**6)) -> Response:
         s = session(request)
         if s is None:
             return signin()
@@ -209,7 +266,9 @@ def mount(app: FastAPI, st: Any) -> None:
         batches: list[dict] = []
         in_batches: set[str] = set()
         pages = 1
+        held: dict = {"held": [], "held_total": 0, "held_page": 1, "held_pages": 1}
         if st.runtime is not None:
+            held = call(batchview.held_gates, st.runtime, held_no, _now())
             items = call(st.runtime.queue)
             batches, in_batches = call(batchview.open_batches, st.runtime, items, _now())
             singles = [i for i in items if i.rollback_id not in in_batches]
@@ -229,7 +288,7 @@ def mount(app: FastAPI, st: Any) -> None:
         by_route = {r: [b for b in batches if r in b["routes"]] for r in routes}
         batched_of = {r: sum(b["routes"][r] for b in bs) for r, bs in by_route.items()}  # open plans in batches
         return page("queue.html", caller=caller, csrf=s.csrf, routes=routes, by_route=by_route, batched_of=batched_of,
-                    totals=totals, ledger=st.runtime is not None, page=min(page_no, pages), pages=pages)
+                    totals=totals, ledger=st.runtime is not None, page=min(page_no, pages), pages=pages, **held)
 
     @app.get("/ui/plans/{rollback_id}", include_in_schema=False)
     def plan(rollback_id: str, request: Request, msg: str | None = None, sig: str | None = None) -> Response:
@@ -244,7 +303,7 @@ def mount(app: FastAPI, st: Any) -> None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
         auth = plain(call(st.runtime.authorization, rollback_id))
         if auth["kind"] != "rollback":
-            raise Problem(404, "not-a-rollback", f"`{rollback_id}` is a {auth['kind']}, not a rollback plan")
+            raise Problem(404, NOT_A["rollback"][0], f"`{rollback_id}` is a {auth['kind']}, not {NOT_A['rollback'][1]}")
         hist = plain(call(st.runtime.history, rollback_id))
         rb = hist.get("rollback") or {}
         body = (rb.get("entry") or {}).get("body") or {}
@@ -258,41 +317,51 @@ def mount(app: FastAPI, st: Any) -> None:
         until = plan.get("reversible_until")
         return page("plan.html", status, caller=s.caller, csrf=s.csrf, id=rollback_id, auth=auth, rollback=rb,
                     body=body, plan=plan, execution=ex, action=action, receipt=xbody.get("receipt"), msg=msg,
+                    gate=ex.get("decision") if (ex.get("decision") or {}).get("entry") else None,
                     error=error, past_window=isinstance(until, str) and until <= _now())
 
     @app.post("/ui/plans/{rollback_id}", include_in_schema=False)
     def decide(rollback_id: str, request: Request, verdict: str = Form(...), reason: str = Form(default="",
                max_length=2 * MAX_REASON), csrf: str = Form(default=""),
                principal: str | None = Form(default=None)) -> Response:
+        return _decide("rollback", rollback_id, request, verdict, reason, csrf, principal)
+
+    def _decide(kind: str, subject_id: str, request: Request, verdict: str, reason: str, csrf: str,
+                principal: str | None) -> Response:
+        """Approve or deny a rollback plan or a held gate decision as the signed-in reviewer."""
         s = session(request)
         if s is None:
             return signin()
         caller = s.caller
         if st.runtime is None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
+        shown = _plan_page if kind == "rollback" else _decision_page
+
+        def again(status: int, error: str) -> Response:
+            return shown(subject_id, s, None, status, error)
+
         why = form_refused(request, s, csrf)
         if why is not None:
-            return _plan_page(rollback_id, s, None, 403, why)
+            return again(403, why)
         if principal is not None and principal != caller.principal:
-            return _plan_page(rollback_id, s, None, 403,
-                              f"refused: you are signed in as {caller.principal}; an approval is always given by "
+            return again(403, f"refused: you are signed in as {caller.principal}; an approval is always given by "
                               f"the signed-in reviewer, never on behalf of {principal}")
         if verdict not in ("approve", "deny"):
-            return _plan_page(rollback_id, s, None, 422, "choose approve or deny")
+            return again(422, "choose approve or deny")
         reason = typed(reason)
         if len(reason) > MAX_REASON:
-            return _plan_page(rollback_id, s, None, 422, TOO_LONG)
-        # (a gate decision or a batch is not a plan: refused as its page is, nothing recorded)
-        kind = call(st.runtime.authorization, rollback_id).kind
-        if kind != "rollback":
-            raise Problem(404, "not-a-rollback", f"`{rollback_id}` is a {kind}, not a rollback plan")
-        r = call(st.runtime.approve, rollback_id, principal=caller.principal, roles=caller.roles, verdict=verdict,
+            return again(422, TOO_LONG)
+        # (a plan's form posted at a gate decision, a batch or anything else: refused as its page is, nothing recorded)
+        was = call(st.runtime.authorization, subject_id).kind
+        if was != kind:
+            raise Problem(404, NOT_A[kind][0], f"`{subject_id}` is a {was}, not {NOT_A[kind][1]}")
+        r = call(st.runtime.approve, subject_id, principal=caller.principal, roles=caller.roles, verdict=verdict,
                  note=reason or None)
         # the engine's word on this reviewer's approval: why it does not count, or that it was
         # already counted (a second tab's approval is recorded, and counts once)
         said = None
         if r.recorded and verdict == "approve":
-            v = call(st.runtime.authorization, rollback_id).verdict
+            v = call(st.runtime.authorization, subject_id).verdict
             said = next((x for x in (v.rejected if v is not None else ()) if x.principal == caller.principal), None)
         if r.recorded and r.counted:
             msg = f"{'approved' if verdict == 'approve' else 'denied'} by {caller.principal}"
@@ -305,8 +374,42 @@ def mount(app: FastAPI, st: Any) -> None:
                 if verdict == "approve" else r.reason or "no slot takes your roles")
             msg = f"recorded, but it does not count: {why}; status {r.status}"
         else:
-            msg = f"not recorded: {r.reason or 'the plan takes no more approvals'}; status {r.status}"
-        return told(f"/ui/plans/{quote(rollback_id)}", s, msg)
+            msg = f"not recorded: {r.reason or 'it takes no more approvals'}; status {r.status}"
+        return told(f"/ui/{'plans' if kind == 'rollback' else 'decisions'}/{quote(subject_id)}", s, msg)
+
+    # ------------------------------------------------------------------ held gates
+    @app.get("/ui/decisions/{decision_id}", include_in_schema=False)
+    def decision(decision_id: str, request: Request, msg: str | None = None, sig: str | None = None) -> Response:
+        s = session(request)
+        if s is None:
+            return signin()
+        return _decision_page(decision_id, s, vouched(s, msg, sig))
+
+    def _decision_page(decision_id: str, s: Session, msg: str | None, status: int = 200,
+                       error: str | None = None) -> Response:
+        if st.runtime is None:
+            raise Problem(404, "no-ledger", "the server runs without a ledger")
+        auth = plain(call(st.runtime.authorization, decision_id))
+        if auth["kind"] != "decision":
+            raise Problem(404, NOT_A["decision"][0], f"`{decision_id}` is a {auth['kind']}, not {NOT_A['decision'][1]}")
+        hist = plain(call(st.runtime.history, decision_id))
+        d = hist.get("decision") or {}
+        entry = d.get("entry") or {}
+        body = entry.get("body") or {}
+        a = batchview.asked(body)
+        until = body.get("pending_until")
+        return page("decision.html", status, caller=s.caller, csrf=s.csrf, id=decision_id, auth=auth, entry=entry,
+                    body=body, asked=a, dec=a["decision"], fields=_fields(a["action"]), matched=_matched(a["decision"]),
+                    approvals=d.get("approvals") or [], transitions=d.get("transitions") or [],
+                    executions=hist.get("executions") or [], msg=msg, error=error,
+                    past=isinstance(until, str) and until <= _now(),
+                    held=auth["status"] in ("pending", "approved") and auth["claim_id"] is None)
+
+    @app.post("/ui/decisions/{decision_id}", include_in_schema=False)
+    def decide_gate(decision_id: str, request: Request, verdict: str = Form(...), reason: str = Form(default="",
+                    max_length=2 * MAX_REASON), csrf: str = Form(default=""),
+                    principal: str | None = Form(default=None)) -> Response:
+        return _decide("decision", decision_id, request, verdict, reason, csrf, principal)
 
     # ------------------------------------------------------------------ batches
     @app.get("/ui/batches/{batch_id}", include_in_schema=False)
