@@ -39,7 +39,9 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {s: _P for s in (400, 401, 403, 404,
 
 def _problem_response(request: Request, p: Problem) -> Response:
     request.app.state.stopline.metrics.problems.labels(str(p.status)).inc()
-    return Response(p.encode(request.url.path), status_code=p.status, media_type=PROBLEM, headers=p.headers)
+    # `instance`: the request's path as the fast path names it (``request.url`` would parse a
+    # decoded `%3F` in it as the start of a query)
+    return Response(p.encode(request.scope["path"]), status_code=p.status, media_type=PROBLEM, headers=p.headers)
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -159,6 +161,9 @@ def create_app(config: ServerConfig) -> Any:
 
     app = FastAPI(title="Stopline", version="1", description="AuthZEN 1.0 decision point and the Stopline runtime "
                   "over HTTP. Every error is application/problem+json (RFC 9457).", redoc_url=None, lifespan=lifespan)
+    # a path with a slash too many is a 404, never a 307 to a URL made from the Host header (a
+    # POST and its credential sent on, past --public-url)
+    app.router.redirect_slashes = False
     app.state.stopline = st
     _install_errors(app)
     _authzen_routes(app)

@@ -28,7 +28,7 @@ import time
 import uuid
 from typing import Any
 
-from .problems import PROBLEM, Problem
+from .problems import PROBLEM, Problem, is_json_type
 from .problems import parse_json as _parse_json
 
 log = logging.getLogger("policy_engine.server")
@@ -158,7 +158,7 @@ def parse_evaluations(obj: Any) -> tuple[dict, list | None, str]:
     if sem not in SEMANTICS:
         raise _bad("/options/evaluations_semantic", f"expected one of {', '.join(SEMANTICS)}")
     evs = obj.get("evaluations")
-    if evs is not None:
+    if "evaluations" in obj:  # (null too: the schema's `array`; only a request without the key is one evaluation)
         if not isinstance(evs, list):
             raise _bad("/evaluations", "expected an array")
         if len(evs) > MAX_EVALUATIONS:
@@ -272,12 +272,12 @@ async def handle(state: Any, path: str, body: bytes, caller: str | None = None) 
 
 
 def check_content_type(ctype: bytes | str | None) -> None:
-    """A body sent as anything but JSON is a 415 (no Content-Type is taken as JSON)."""
-    if ctype is None:
-        return
-    t = ctype.encode("latin-1") if isinstance(ctype, str) else ctype
-    if not t.split(b";")[0].strip().lower().endswith(b"json"):
-        raise Problem(415, "unsupported-media-type", "the body is application/json")
+    """A body sent as anything but JSON is a 415: JSON is what ``/v1`` takes
+    (``application/json``, ``application/*+json``; :func:`.problems.is_json_type`), not any
+    type whose name ends in "json" (``text/json``, ``application/x-ndjson``). No
+    Content-Type is taken as JSON."""
+    if ctype is not None and not is_json_type(ctype):
+        raise Problem(415, "unsupported-media-type", "the body is JSON: send `Content-Type: application/json`")
 
 
 async def serve(state: Any, path: str, ctype: bytes | str | None, body: bytes, caller: str | None = None) -> dict:
@@ -298,8 +298,10 @@ async def serve(state: Any, path: str, ctype: bytes | str | None, body: bytes, c
 
 # ---------------------------------------------------------------------------------- the fast path
 class FastPath:
-    """Raw ASGI: the two AuthZEN POST routes, the body size limit for every request, and
-    everything else passed to the FastAPI application."""
+    """Raw ASGI: the two AuthZEN POST routes; for every request the X-Request-ID check and
+    echo, the body size limit, ``Cache-Control: no-store`` and ``X-Content-Type-Options:
+    nosniff`` where a route sets none, HEAD answered as GET without the body; everything
+    else passed to the FastAPI application."""
 
     def __init__(self, app: Any, state: Any) -> None:
         self.app, self.state = app, state
@@ -321,12 +323,13 @@ class FastPath:
                 length = v
         limit = self.state.config.max_body
         try:
-            if length is not None and (not length.isdigit() or int(length) > limit):
-                raise Problem(413, "body-too-large", f"the body is larger than the limit of {limit} bytes")
+            # (the identifier first: a bad one is never echoed, not even on a 413)
             if rid is not None and REQUEST_ID.fullmatch(rid) is None:
                 rid = None  # (never echoed: it is what was wrong)
                 raise Problem(400, "bad-request-id", "X-Request-ID is at most 256 visible ASCII characters "
                               "(0x21-0x7E: no spaces, tabs or control characters)")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                raise Problem(413, "body-too-large", f"the body is larger than the limit of {limit} bytes")
             body = await _read(receive, limit) if scope["method"] in ("POST", "PUT", "PATCH") else None
             if scope["path"] in self.routes and scope["method"] == "POST" and body is not None:  # body read for POST
                 out = await self._authzen(scope, headers, body)
@@ -340,8 +343,11 @@ class FastPath:
             return
         if body is not None:
             receive = _replay(body, receive)
+        head = scope["method"] == "HEAD"
+        if head:  # HEAD wherever GET is (RFC 9110, 9.3.2): answered as GET, without the body
+            scope = {**scope, "method": "GET"}
         try:
-            await self.app(scope, receive, _echo(send, rid) if rid is not None else send)
+            await self.app(scope, receive, _answer(send, rid, head))
         finally:  # labelled by the route template FastAPI matched (never the raw path; without
             # a converter's name: `/v1/workflows/{workflow}`, not `{workflow:path}`)
             matched = scope.get("route")
@@ -421,10 +427,25 @@ def _replay(body: bytes, original: Any) -> Any:
     return receive
 
 
-def _echo(send: Any, rid: bytes) -> Any:
+#: on every answer that does not set its own: a decision, a problem or a runtime read is for
+#: its caller, now (never stored by a cache: `Authorization` or not), and never sniffed as HTML
+_API_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+
+
+def _answer(send: Any, rid: bytes | None, head: bool) -> Any:
+    """``send`` with the request's X-Request-ID echoed, :data:`_API_HEADERS` added where the
+    route set none (the reviewer's page sets its own), and for HEAD no body."""
+
     async def wrapped(msg: dict) -> None:
         if msg["type"] == "http.response.start":
-            msg = {**msg, "headers": [*msg.get("headers", []), (b"x-request-id", rid)]}
+            hs = list(msg.get("headers", []))
+            have = {k.lower() for k, _ in hs}
+            hs += [h for h in _API_HEADERS if h[0] not in have]
+            if rid is not None:
+                hs.append((b"x-request-id", rid))
+            msg = {**msg, "headers": hs}
+        elif head and msg["type"] == "http.response.body" and msg.get("body"):
+            msg = {**msg, "body": b""}
         await send(msg)
 
     return wrapped
@@ -433,7 +454,7 @@ def _echo(send: Any, rid: bytes) -> Any:
 async def _send(
     send: Any, status: int, body: bytes, ctype: bytes, rid: bytes | None, extra: dict | None = None
 ) -> None:
-    h = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    h = [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *_API_HEADERS]
     if rid is not None:
         h.append((b"x-request-id", rid))
     for k, v in (extra or {}).items():

@@ -18,7 +18,7 @@ MAX_BODY = 1 << 20
 TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    503: "Service Unavailable",
+    500: "Internal Server Error", 503: "Service Unavailable",
 }
 
 

@@ -64,6 +64,19 @@ class ServerConfigError(ValueError):
     """The server's configuration does not fit the policy set (one line)."""
 
 
+#: seconds between policy file checks at most (a day: a longer wait is as good as 0, no
+#: polling; an infinite one killed the poller's thread with a traceback)
+MAX_RELOAD_INTERVAL = 86400.0
+
+
+def reload_interval_problem(v: Any) -> str | None:
+    """Why ``v`` cannot be ``--reload-interval`` (seconds: 0, no polling, to a day; not NaN,
+    which would silently turn polling off, nor infinity), or None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_RELOAD_INTERVAL:
+        return f"--reload-interval {v!r}: a number of seconds from 0 (no polling) to {MAX_RELOAD_INTERVAL:g}"
+    return None
+
+
 class WorkflowMissing(ServerConfigError):
     """``--workflow NAME`` names no workflow of the policy set."""
 
@@ -207,6 +220,9 @@ class State:
     def __init__(self, config: ServerConfig) -> None:
         from ..store import PolicyStore
 
+        why = reload_interval_problem(config.reload_interval)
+        if why is not None:  # (before anything is opened)
+            raise ServerConfigError(why)
         self.config = config
         self.metrics = Metrics()
         self.sessions = Sessions(_session_keys(config.session_key, config.session_key_file))
