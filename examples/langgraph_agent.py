@@ -14,19 +14,25 @@ The story:
  4. it emails a competitor (deny: a tool message with the reason);
  5. it deletes customers in bulk (stop: the graph halts, the ledger stops the workflow).
 
-Run:  python examples/langgraph_agent.py
+Run:  pip install -e '.[langgraph]' && python examples/langgraph_agent.py
+      (the extra: LangGraph, langgraph-prebuilt and langchain-core, docs/integrations.md)
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
-from langchain_core.messages import AIMessage
-from langchain_core.tools import tool
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.types import Command
+try:
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.types import Command
+except ModuleNotFoundError as _missing:  # a core install: say which extra, not a traceback
+    sys.exit(f"{_missing.name} is not installed: this example needs the extra, "
+             "pip install 'stopline[langgraph]' (docs/integrations.md)")
 
 from policy_engine import Runtime
 from policy_engine.integrations.langgraph import Approval, WorkflowStopped, gated_tool_node, route_tool_calls

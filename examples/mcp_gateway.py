@@ -16,7 +16,8 @@ The story:
  5. delete_file on /etc/passwd fires a stop: every later call is refused until an
     allowed resume.
 
-Run:  python examples/mcp_gateway.py
+Run:  pip install -e '.[mcp]' && python examples/mcp_gateway.py
+      (the extra: the mcp package, docs/integrations.md)
 """
 
 from __future__ import annotations
@@ -107,7 +108,12 @@ async def agent(rt) -> None:
 
 
 def main() -> int:
-    import anyio
+    try:
+        import anyio
+        import mcp  # noqa: F401  (the client and the upstream server below)
+    except ModuleNotFoundError as missing:  # a core install: say which extra, not a traceback
+        sys.exit(f"{missing.name} is not installed: this example needs the extra, "
+                 "pip install 'stopline[mcp]' (docs/integrations.md)")
 
     from policy_engine import Runtime
 

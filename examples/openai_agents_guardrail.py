@@ -11,21 +11,29 @@ The story:
     Stopline: the SDK skips asking, the guardrail refuses it);
  3. the agent deletes customers in bulk: stop; the run halts, the ledger stops the workflow.
 
-Run:  python examples/openai_agents_guardrail.py
+Run:  pip install -e '.[openai-agents]' && python examples/openai_agents_guardrail.py
+      (the extra: the OpenAI Agents SDK, docs/integrations.md). The SDK's tracing is turned
+      off for the run: it would otherwise send the run's spans to OpenAI whenever
+      OPENAI_API_KEY is set, and this story makes no network call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 
-from agents import Agent, Runner, ToolInputGuardrailTripwireTriggered, function_tool
-from agents.items import ModelResponse
-from agents.models.interface import Model
-from agents.usage import Usage
-from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
+try:
+    from agents import Agent, Runner, ToolInputGuardrailTripwireTriggered, function_tool, set_tracing_disabled
+    from agents.items import ModelResponse
+    from agents.models.interface import Model
+    from agents.usage import Usage
+    from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
+except ModuleNotFoundError as _missing:  # a core install: say which extra, not a traceback
+    sys.exit(f"{_missing.name} is not installed: this example needs the extra, "
+             "pip install 'stopline[openai-agents]' (docs/integrations.md)")
 
 from policy_engine import Runtime
 from policy_engine.integrations.openai_agents import Approval, approve, protect, request_for
@@ -73,6 +81,7 @@ def tool_outputs(result) -> list[str]:
 
 
 async def main_async() -> int:
+    set_tracing_disabled(True)  # no trace export: nothing of the run leaves the machine
     db = Path(tempfile.mkdtemp()) / "stopline.db"
     with Runtime.open(str(POLICY), ledger=f"sqlite:///{db}") as rt:
         model = ScriptedModel([

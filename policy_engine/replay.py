@@ -211,6 +211,25 @@ def _workflow_arg(workflow: Any) -> None:
         raise InvalidQuery(f"`workflow` is not UTF-8 text: {workflow[:64]!r}") from None
 
 
+def _replay_args(policies: Any, ledger: Any, workers: Any) -> None:
+    """``policies`` a path, a list of paths or an ``Engine``; ``ledger`` a URL or a ``Ledger``;
+    ``workers`` None or a count of 1 or more. Anything else is
+    :class:`~policy_engine.ledger.InvalidQuery` naming the argument, before the ledger is
+    opened (before: an AttributeError or a TypeError from deep inside the replay)."""
+    from .ledger import InvalidQuery, Ledger
+
+    paths = isinstance(policies, (str, os.PathLike)) or (
+        isinstance(policies, (list, tuple)) and bool(policies)
+        and all(isinstance(p, (str, os.PathLike)) for p in policies))
+    if not paths and not callable(getattr(policies, "evaluate", None)):
+        raise InvalidQuery("`policies` is a path, a list of paths or an Engine, not a value of type "
+                           f"`{type(policies).__name__}`" + (" (an empty list)" if policies == [] else ""))
+    if not isinstance(ledger, (str, Ledger)):
+        raise InvalidQuery(f"`ledger` is a URL or a Ledger, not a value of type `{type(ledger).__name__}`")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InvalidQuery(f"`workers` is a number of processes (1 or more) or None, not {workers!r:.40}")
+
+
 def _filters(since: str | None, until: str | None, workflow: str | None) -> list:
     from .ledger import schema
 
@@ -488,6 +507,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     t0 = time.perf_counter()
     since_s, until_s = _ts(since, "since"), _ts(until, "until")
     _workflow_arg(workflow)
+    _replay_args(policies, ledger, workers)
     owns = not isinstance(ledger, Ledger)
     led = Ledger.open(ledger) if owns else ledger
     try:

@@ -21,10 +21,15 @@ from .results import (
     RuntimeUsageError,
     SubjectStatus,
     TransitionResult,
+    _free_text,
+    _not_before,
     _now,
+    _shown,
     _text_arg,
     _ts,
     _ts_after,
+    _unicode,
+    _unstorable,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +46,9 @@ def _roles(roles: Any) -> list[str]:
     out = list(roles)
     if not all(isinstance(r, str) and r for r in out):
         raise RuntimeUsageError("`roles` is a list of role names (non-empty strings)")
+    bad = next((r for r in out if not _unicode(r)), None)
+    if bad is not None:  # (before: the ledger's encoder error, naming no argument)
+        raise RuntimeUsageError(f"a role in `roles` {_unstorable(bad)}")
     return out
 
 
@@ -68,12 +76,15 @@ class Approvals(RuntimeCore):
         _text_arg(principal, "principal")
         roles = _roles(roles)
         if expires_in is not None and (not isinstance(expires_in, timedelta) or expires_in < timedelta(0)):
-            raise RuntimeUsageError(f"`expires_in` is a duration of 0 or more, not {expires_in!r}")
+            raise RuntimeUsageError("`expires_in` is a duration (a timedelta) of 0 or more, or None; "
+                                    f"not {_shown(expires_in)}")
+        _free_text(note, "note", optional=True)
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
 
         def build(c):
             subj = self._entry(c, subject_id, ("decision", "rollback"))
+            _not_before(now_dt, subj, "its approval", clock=now is None)  # (backdated before its subject: never counts)
             linked = self._linked(c, subj, ("approval", "transition", "execution", "step"))  # (read once)
             before = self._subject_status(c, eng, subj, now_dt, linked=linked)
             # claimed: closed, whatever the verdict reads now (a policy reloaded since judges its
@@ -345,6 +356,7 @@ class Approvals(RuntimeCore):
         _text_arg(principal, "principal")
         if not isinstance(reason, str) or not reason.strip():
             raise RuntimeUsageError("`reason` is a non-empty string: say why the action did not run")
+        _free_text(reason, "reason")
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
 
@@ -376,6 +388,7 @@ class Approvals(RuntimeCore):
                now: Any = None) -> TransitionResult:
         """Withdraw a decision awaiting approval or a rollback not yet started."""
         _text_arg(principal, "principal")  # (who withdrew it: the record names someone)
+        _free_text(reason, "reason", optional=True)
         return self._transition(subject_id, "cancelled", principal, reason, now, ("pending", "approved"))
 
     def expire(self, *, now: NowInput = None) -> list[TransitionResult]:

@@ -24,7 +24,7 @@ from ..ledger.canonical import canonical_text, parse_body
 from . import projections as P
 from .bulk import _CHUNK, _SEQS, _batch, _members, request_bulk_rollback
 from .core import clock_expiry, may_expire_by_clock
-from .results import TERMINAL, RuntimeUsageError, _now, _text_arg, _ts, _ts_after
+from .results import TERMINAL, RuntimeUsageError, _free_text, _now, _shown, _text_arg, _ts, _ts_after
 
 __all__ = ["BulkRollbacks", "approve_batch", "batch_status", "batch_counts", "batch_step", "attach"]
 
@@ -56,7 +56,9 @@ def approve_batch(rt: Any, batch_id: str, *, principal: str, roles: Iterable[str
     _text_arg(principal, "principal")
     _text_arg(batch_hash, "batch_hash", max_len=None)
     if expires_in is not None and (not isinstance(expires_in, timedelta) or expires_in < timedelta(0)):
-        raise RuntimeUsageError(f"`expires_in` is a duration of 0 or more, not {expires_in!r}")
+        raise RuntimeUsageError("`expires_in` is a duration (a timedelta) of 0 or more, or None; "
+                                f"not {_shown(expires_in)}")
+    _free_text(note, "note", optional=True)
     from .approvals import _roles
 
     roles = _roles(roles)
@@ -380,7 +382,7 @@ def batch_counts(rt: Any, batch_id: str, *, now: Any = None) -> dict:
 
 
 def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: str | None = None, now: Any = None,
-               detail: dict | None = None) -> Any:
+               detail: dict | None = None, reporter: str | None = None) -> Any:
     """Report one step of the batch: the plan whose duties name ``duty`` gets it
     (``Runtime.step``); a duty of several plans (a compensation) names the plan:
     ``ROLLBACK_ID/compensate:NAME``."""
@@ -389,14 +391,14 @@ def batch_step(rt: Any, batch_id: str, duty: str, status: str, *, key: str | Non
         ms = _members(rt, c, _batch(rt, c, batch_id))
     if "/" in duty and any(duty.startswith(m.id + "/") for m in ms):
         rb, _, d = duty.partition("/")
-        return rt.step(rb, d, status, key=key, now=now, detail=detail)
+        return rt.step(rb, d, status, key=key, now=now, detail=detail, reporter=reporter)
     hits = [m.id for m in ms if duty in (m.body.get("duties") or ())]
     if not hits:
         raise RuntimeUsageError(f"`{duty}` is not a duty of any plan of batch {batch_id}")
     if len(hits) > 1:
         raise RuntimeUsageError(f"`{duty}` is a duty of {len(hits)} plans of batch {batch_id}: name one as "
                                 f"`{hits[0]}/{duty}`")
-    return rt.step(hits[0], duty, status, key=key, now=now, detail=detail)
+    return rt.step(hits[0], duty, status, key=key, now=now, detail=detail, reporter=reporter)
 
 
 class BulkRollbacks:

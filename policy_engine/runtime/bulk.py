@@ -39,6 +39,7 @@ from .core import may_expire_by_clock
 from .results import (
     MAX_CASCADE,
     RuntimeUsageError,
+    _free_text,
     _now,
     _parse,
     _Result,
@@ -326,6 +327,9 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
     ``existing`` (``stopline replay --as-rollback``, whose policy is a candidate, not the
     one the reviewers approve under)."""
     _text_arg(requested_by, "requested_by")  # (a projection column: a name the ledger can hold)
+    _text_arg(scenario, "scenario", max_len=None)
+    _free_text(reason, "reason")
+    _free_text(trigger, "trigger", optional=True)
     with paused():  # 10^4 executions and their trees in memory: no collector passes over them meanwhile
         for _ in range(_PLAN_RETRIES):
             b = _request_bulk_rollback(rt, select, scenario, requested_by, reason, since, until,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
 
+from ..engine.util import canonical_principal
 from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import canonical_text
 from ..limits import MAX_CLOCK_SKEW_SECONDS
@@ -26,6 +27,7 @@ from .results import (
     _digest,
     _name,
     _now,
+    _parse,
     _plain,
     _shown,
     _text_arg,
@@ -35,6 +37,14 @@ from .results import (
 
 if TYPE_CHECKING:
     from ..engine import ActionInput, NowInput
+
+def _decided_at(e: Any) -> Any:
+    """When decision entry ``e`` was recorded (None when its time cannot be read)."""
+    try:
+        return _parse(e.time) if isinstance(e.time, str) else None
+    except ValueError:
+        return None
+
 
 def _names(values: Iterable[Any]) -> list:
     """The principals named by ``values`` (strings, or lists of them), each once, in order;
@@ -72,7 +82,7 @@ def _same_json(x: Any, y: Any, numbers_alike: bool) -> bool:
 
 
 def _same_execution(e: Any, decision_id: str | None, action: Any, receipt: Any = None,
-                    caused_by: Any = None) -> str | None:
+                    caused_by: Any = None, reporter: str | None = None) -> str | None:
     """Why entry ``e`` (holding an execution's idempotency key) is not the execution a retry
     of ``executed(decision_id, receipt=receipt, caused_by=caused_by, action=action)`` would
     record, or None when it is: an execution of the same decision (without one, of the same
@@ -92,6 +102,8 @@ def _same_execution(e: Any, decision_id: str | None, action: Any, receipt: Any =
         return "another action or receipt"
     if e.body.get("caused_by") != caused_by:
         return "another `caused_by`"
+    if e.body.get("reporter") != reporter:  # (a key belongs to who reported: as a gate's to its caller)
+        return "another reporter"
     return None
 
 
@@ -402,7 +414,7 @@ class Executions(RuntimeCore):
     # ------------------------------------------------------------------ executions
     def executed(self, decision_id: str | None, *, receipt: dict, caused_by: str | None = None,
                  action: dict | None = None, executed_at: Any = None, now: Any = None,
-                 key: str | None = None) -> ExecutionResult:
+                 key: str | None = None, reporter: str | None = None) -> ExecutionResult:
         """Record that an action ran. Always recorded (the ledger records what happened);
         flagged ``unauthorized`` without a permitting decision (not allowed, approvals not
         satisfied, already used, the workflow stopped after the decision), and
@@ -411,10 +423,16 @@ class Executions(RuntimeCore):
         ``key``: a retry with a used key gets the recorded execution back, nothing recorded,
         when that entry is an execution of the same decision (without a decision: of the same
         ``action``); a key used by another kind of entry or for another decision raises
-        :class:`~policy_engine.ledger.IdempotencyConflict`, as ``gate`` does."""
+        :class:`~policy_engine.ledger.IdempotencyConflict`, as ``gate`` does.
+
+        ``reporter``: who reports it (the server passes the authenticated caller), recorded in
+        the entry's body; when the decision's one use was claimed (:meth:`claim_execution`) by
+        another principal, the execution is flagged ``unauthorized``: the claim reserved the
+        use for its holder. A keyed retry by another reporter is a conflict."""
         if not isinstance(receipt, dict):
             raise RuntimeUsageError("`receipt` is a JSON object")
         _check_key(key)
+        _text_arg(reporter, "reporter", optional=True)
         eng, now_dt = self.engine, _now(now)
         ex_at = _now(executed_at) if executed_at is not None else now_dt
         if (ex_at - now_dt).total_seconds() > MAX_CLOCK_SKEW_SECONDS:  # (its reversal window would start later)
@@ -427,7 +445,7 @@ class Executions(RuntimeCore):
             if key is not None:
                 old = self.ledger.fetch(c, E.c.key == key)
                 if old:
-                    other = _same_execution(old[0], decision_id, action, receipt, caused_by)
+                    other = _same_execution(old[0], decision_id, action, receipt, caused_by, reporter)
                     if other is not None:
                         raise IdempotencyConflict(
                             f"the idempotency key `{key}` was used by entry {old[0].seq} (`{old[0].kind}`) for {other}")
@@ -443,6 +461,15 @@ class Executions(RuntimeCore):
                 act = subj.body["action"] if isinstance(subj.body["action"], dict) else {}
                 wf, atype = subj.workflow, dec.get("action_type")
                 st = self._subject_status(c, eng, subj, now_dt)
+                decided = _decided_at(subj)
+                if decided is not None and (decided - ex_at).total_seconds() > MAX_CLOCK_SKEW_SECONDS:
+                    # no decision permitted it when it ran (within the skew two hosts' clocks may have: the
+                    # agent's `executed_at` against the clock that recorded the decision, as for a time after now)
+                    reasons.append(f"it ran at {_ts(ex_at)}, more than {MAX_CLOCK_SKEW_SECONDS} s before its decision "
+                                   f"was recorded ({_ts(decided)})")
+                if st.status in ("allowed", "approved") and reporter is not None and st.claimed_by is not None \
+                        and canonical_principal(reporter) != canonical_principal(st.claimed_by):
+                    reasons.append(f"its one use was claimed by {st.claimed_by}; {reporter} reported it")
                 if st.status in ("allowed", "approved") and wf is not None:
                     # stopped after the decision: even when resumed since, the decision was made before
                     # the failure the stop names (and any resume's review): gate the action again
@@ -504,6 +531,8 @@ class Executions(RuntimeCore):
                     "missing_receipt": list(missing), "decision": decision_id, "caused_by": caused_by,
                     "type": atype, "action_id": act.get("id") if isinstance(act.get("id"), str) else None,
                     "executed_at": _ts(ex_at), "policy_hash": eng.policy_hash}
+            if reporter is not None:  # (who said it ran; without one the body is as before)
+                body["reporter"] = reporter
             # who reviewed and who asked, as a rollback's `distinct from original.reviewer/requester` reads
             # them: the approvers the ledger counted, never replaced by the receipt (the caller's word); a
             # receipt naming someone else adds them (`reviewers`, `requesters`: more are excluded, never fewer)
@@ -554,6 +583,7 @@ class Executions(RuntimeCore):
         result, per trigger); only a resume that meets them all restarts it. A workflow that
         is not stopped is answered, nothing recorded."""
         _text_arg(workflow, "workflow")
+        _text_arg(principal, "principal")  # (who restarted it: the record names someone, as `cancel`'s does)
         eng, now_dt = self.engine, _now(now)
         out: dict[str, Any] = {}
 

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, overload
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text
 from ..ledger.errors import InvalidEntry
-from ..limits import MAX_CASCADE_RECORDS
+from ..limits import MAX_CASCADE_RECORDS, MAX_CLOCK_SKEW_SECONDS
 from ..timestamps import format_micros, format_micros_after, parse_rfc3339
 
 E, L = lschema.entries, lschema.links
@@ -117,6 +117,36 @@ def _text_arg(v: Any, name: str, *, optional: bool = False, max_len: int | None 
     if max_len is not None and len(v) > max_len:
         raise RuntimeUsageError(f"`{name}` is at most {max_len} characters, not {len(v)}")
     return v
+
+
+def _free_text(v: Any, name: str, *, optional: bool = False) -> str | None:
+    """A free text given to a runtime call and recorded as given (a reason, a note, a
+    trigger): a string the ledger can hold (valid Unicode), else :class:`RuntimeUsageError`
+    naming the argument, before anything is read or recorded (not an int or a dict recorded
+    as given, nor the ledger's encoder error, nor a plan that fails on the text)."""
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise RuntimeUsageError(f"`{name}` is a string{' or None' if optional else ''}, not {_shown(v)}")
+    if not v.isascii() and _SURROGATE.search(v) is not None:  # (a NUL is recorded escaped: kept)
+        raise RuntimeUsageError(f"`{name}` {_unstorable(v.replace(_NUL, ''))}")
+    return v
+
+
+def _not_before(now_dt: datetime, e: Any, what: str, *, clock: bool = False) -> None:
+    """``now`` is not before entry ``e`` was recorded: an approval or a step of a subject that
+    did not exist yet is no fact the ledger can hold (a backdated approval would count against
+    an earlier clock than the decision's). ``clock``: ``now`` is this process's clock (the
+    caller gave none), which may trail the clock of the process that recorded ``e`` (another
+    replica): up to ``MAX_CLOCK_SKEW_SECONDS`` behind is that skew, not a backdating."""
+    t = getattr(e, "time", None)
+    try:
+        at = _parse(t) if isinstance(t, str) else None
+    except ValueError:
+        return
+    if at is not None and now_dt < at and not (clock and (at - now_dt).total_seconds() <= MAX_CLOCK_SKEW_SECONDS):
+        raise RuntimeUsageError(f"`now` {_ts(now_dt)} is before the {e.kind} {e.id} was recorded ({_ts(at)}): "
+                                f"{what} cannot come before it; nothing was recorded")
 
 
 def _check_key(key: Any) -> None:

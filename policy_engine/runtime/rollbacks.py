@@ -23,6 +23,8 @@ from .results import (
     RuntimeUsageError,
     StepResult,
     _check_key,
+    _free_text,
+    _not_before,
     _now,
     _parse,
     _shown,
@@ -214,6 +216,9 @@ class Rollbacks(RuntimeCore):
         covered by another open rollback is not followed: the result's ``covered`` lists it
         with that rollback (no record is in two open rollbacks)."""
         _text_arg(requested_by, "requested_by")  # (a projection column: a name the ledger can hold)
+        _text_arg(scenario, "scenario", max_len=None)  # (a name the policy declares: the engine says which)
+        _free_text(reason, "reason")
+        _free_text(trigger, "trigger", optional=True)
         eng, now_dt = self.engine, _now(now)
         for _ in range(_PLAN_RETRIES):
             r = self._request_rollback(eng, now_dt, execution_id, scenario, requested_by, reason, trigger)
@@ -601,7 +606,7 @@ class Rollbacks(RuntimeCore):
         return rows, seqs, ((lo, hi, items, built[3]) if live else None)
 
     def step(self, rollback_id: str, duty: str, status: str, *, key: str | None = None, now: NowInput = None,
-             detail: dict | None = None) -> StepResult:
+             detail: dict | None = None, reporter: str | None = None) -> StepResult:
         """Report one step of a rollback: ``duty`` is a record's execution id (its reversal),
         ``compensate:NAME`` or ``notify:PARTY``; ``status`` started|completed|failed|verified.
 
@@ -609,11 +614,15 @@ class Rollbacks(RuntimeCore):
         changes nothing and gets the recorded step back (``recorded=False``); a key used for
         another duty or status of the rollback raises
         :class:`~policy_engine.ledger.IdempotencyConflict` (a key never silently means another
-        report), as ``gate`` and ``executed`` do. Keys are per rollback."""
+        report), as ``gate`` and ``executed`` do. Keys are per rollback. ``reporter``: who
+        reports it (the server passes the authenticated caller), recorded in the step's body."""
         if not isinstance(status, str) or status not in STEP_RANK:
             raise RuntimeUsageError(f"a step's status is started, completed, failed or verified, not {_shown(status)}")
         _text_arg(duty, "duty", max_len=None)  # (a plan's duty: checked against the plan below)
+        if detail is not None and not isinstance(detail, dict):  # (recorded as the step's `detail`)
+            raise RuntimeUsageError(f"`detail` is a JSON object or None, not {_shown(detail)}")
         _check_key(key)
+        _text_arg(reporter, "reporter", optional=True)
         eng, now_dt = self.engine, _now(now)
         lkey = None if key is None else f"step:{rollback_id}:{key}"
         if lkey is not None and len(lkey) > 256:
@@ -635,6 +644,7 @@ class Rollbacks(RuntimeCore):
                     out["old"] = o
                     out["st"] = self._subject_status(c, eng, rb, now_dt)
                     return []
+            _not_before(now_dt, rb, "a step of it", clock=now is None)
             duties = rb.body.get("duties") or []
             if duty not in duties:
                 shown = ", ".join(duties[:6]) + (" …" if len(duties) > 6 else "")
@@ -650,6 +660,8 @@ class Rollbacks(RuntimeCore):
                 body["reason"] = f"the rollback is `{before.status}`"
             if detail:
                 body["detail"] = detail
+            if reporter is not None:  # (who said so; without one the body is as before)
+                body["reporter"] = reporter
             steps = dict(before.steps)  # fold the new step in (the entry is not written yet)
             if status == "verified" or steps.get(duty) != "verified":
                 steps[duty] = status

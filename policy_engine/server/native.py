@@ -308,7 +308,7 @@ def router() -> APIRouter:
     @r.post("/executions", summary="Record that an action ran (with its receipt)")
     def executed(body: ExecutionBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).executed, body.decision_id, receipt=body.receipt, caused_by=body.caused_by,
-                          action=body.action, key=body.key))
+                          action=body.action, key=body.key, reporter=caller.principal if caller else None))
 
     @r.post("/rollbacks", summary="Request the rollback of a recorded execution (the plan comes from the record)")
     def request_rollback(body: RollbackBody, request: Request, caller: Caller = Depends(principal)) -> Any:
@@ -350,7 +350,8 @@ def router() -> APIRouter:
             summary="Report one step of a batch (the plan whose duties name it; idempotent by key)")
     def batch_step(batch_id: str, body: BatchStepBody, request: Request,
                    caller: Caller | None = Depends(any_caller)) -> Any:
-        return plain(call(rt(request).batch_step, batch_id, body.duty, body.status, key=body.key, detail=body.detail))
+        return plain(call(rt(request).batch_step, batch_id, body.duty, body.status, key=body.key, detail=body.detail,
+                          reporter=caller.principal if caller else None))
 
     @r.post("/rollbacks/{rollback_id}/claim", summary="Take a queued rollback (exactly one claim wins)")
     def claim(rollback_id: str, body: ByCallerBody, request: Request, caller: Caller = Depends(principal)) -> Any:
@@ -387,7 +388,8 @@ def router() -> APIRouter:
 
     @r.post("/rollbacks/{rollback_id}/steps", summary="Report one step of a rollback (idempotent by key)")
     def step(rollback_id: str, body: StepBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
-        return plain(call(rt(request).step, rollback_id, body.duty, body.status, key=body.key, detail=body.detail))
+        return plain(call(rt(request).step, rollback_id, body.duty, body.status, key=body.key, detail=body.detail,
+                          reporter=caller.principal if caller else None))
 
     @r.get("/queue", summary="Open rollbacks, oldest first, with their window deadline (pages: `limit`, then "
            "`after` the last id of the previous page, which `next` names)")
