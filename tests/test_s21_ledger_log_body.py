@@ -92,3 +92,28 @@ def test_a_negative_body_chars_is_a_usage_error(tmp_path):
     url, *_ = _ledger(tmp_path)
     code, out, err = run_ledger_cli("log", "--ledger", url, "--body", "--body-chars", "-1")
     assert code == 2 and "--body-chars" in err and "Traceback" not in err
+
+
+def test_a_kind_the_ledger_does_not_know_is_an_error_not_an_empty_list(tmp_path):
+    # `--kind decisoin` printed nothing and exited 0: a typo read as "no such entries"
+    url, *_ = _ledger(tmp_path)
+    code, out, err = run_ledger_cli("log", "--ledger", url, "--kind", "decisoin")
+    assert code == 2 and out == "", (code, out)
+    assert "'decisoin' is not one of" in err and "'decision'" in err and "Traceback" not in err, err
+    code, out, _ = run_ledger_cli("log", "--ledger", url, "--kind", "decision")
+    assert code == 0 and len(out.splitlines()) == 1, out
+
+
+def test_a_lone_surrogate_is_named_where_it_is_as_a_nan_is(tmp_path):
+    # it was the codec's message, naming a character position in text nobody sees
+    import pytest
+
+    from policy_engine.ledger import InvalidEntry
+
+    with Ledger.open(f"sqlite:///{tmp_path / 's.db'}", create=True) as led:
+        for body, where in (
+                ({"receipt": {"a": [1, {"b": "x\udfff"}]}, "authorized": True}, "string at `body.receipt.a[1].b`"),
+                ({"receipt": {"\ud800": 1}, "authorized": True}, "object key at `body.receipt`")):
+            with pytest.raises(InvalidEntry, match=re.escape(where) + r" holds a lone surrogate \(U\+D(800|FFF)\)"):
+                led.append("execution", body)
+        assert led.size == 0

@@ -189,8 +189,43 @@ def canonical_json(value: Any) -> bytes:
         if conv is not _SAME and _check(conv, "body"):
             return _FAST_DUMPS(conv).encode("utf-8")
         return rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, UnicodeError, ValueError, TypeError) as e:
+    except UnicodeError as e:  # (a lone surrogate: name where it is, as a NaN or a big int is named)
+        at = _surrogate_at(value, "body")
+        if at is None:
+            raise InvalidEntry(f"body is not canonicalisable JSON: {e}") from None
+        raise InvalidEntry(f"{at[0]} at `{at[1]}` holds a lone surrogate ({at[2]}), which UTF-8 cannot "
+                           "encode: body is not canonicalisable JSON") from None
+    except (rfc8785.CanonicalizationError, ValueError, TypeError) as e:
         raise InvalidEntry(f"body is not canonicalisable JSON: {e}") from None
+
+
+def _lone(s: str) -> str | None:
+    """The first lone surrogate of ``s`` as ``U+XXXX``, or None."""
+    for ch in s:
+        if "\ud800" <= ch <= "\udfff":
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def _surrogate_at(value: Any, path: str, depth: int = 0) -> tuple[str, str, str] | None:
+    """(what, where, which) of the first string or key holding a lone surrogate (the error
+    path only: nothing walks a body for this otherwise)."""
+    if depth > 64:
+        return None
+    if isinstance(value, str):
+        u = _lone(value)
+        return ("string", path, u) if u else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and (u := _lone(k)):
+                return ("object key", path, u)
+            if (hit := _surrogate_at(v, f"{path}.{k}", depth + 1)) is not None:
+                return hit
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if (hit := _surrogate_at(v, f"{path}[{i}]", depth + 1)) is not None:
+                return hit
+    return None
 
 
 def canonical_text(value: Any) -> str:

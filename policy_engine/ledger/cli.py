@@ -15,6 +15,7 @@ import sys
 import click
 
 from .errors import LedgerError
+from .kinds import KINDS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "sqlite:///stopline.db"
@@ -166,7 +167,8 @@ def _add_runtime_tables(led) -> list[str]:
 
 @ledger.command("log")
 @_ledger_opt
-@click.option("--kind", help="Only entries of this kind.")
+@click.option("--kind", type=click.Choice(sorted(KINDS)),
+              help="Only entries of this kind (a typo is an error, not an empty list).")
 @click.option("--workflow", help="Only entries of this workflow.")
 @click.option("--link", "link", metavar="ID", help="Only entries that link to this entry.")
 @click.option("--since", metavar="TIME", help="Only entries at or after this RFC 3339 UTC time.")
