@@ -117,6 +117,10 @@ def _parse_int_lit(text: str) -> int:
 
 
 def _span(node: Any, n: int) -> tuple[int, int]:
+    """(start, end) offsets of a token or subtree in the source (``n`` its length): a
+    tree's from its meta where it has one (a tree parsed with positions; a bracketed node
+    of the fast parsers, see ``_place_brackets``), else from its first and last token or
+    bracketed node, as Lark's propagation would; (0, n) when nothing in it has a position."""
     s = getattr(node, "start_pos", None)
     e = getattr(node, "end_pos", None)
     if s is None:
@@ -125,36 +129,100 @@ def _span(node: Any, n: int) -> tuple[int, int]:
         meta = getattr(node, "_meta", None)
         if meta is not None and not getattr(meta, "empty", True):
             s, e = meta.start_pos, meta.end_pos
-        elif getattr(node, "children", None):  # parsed without positions: its tokens have them
-            s = _edge_token(node, 0)
-            e = _edge_token(node, -1)
-            s = getattr(s, "start_pos", None)
-            e = getattr(e, "end_pos", None)
+        elif getattr(node, "children", None):  # parsed without positions: its edges have them
+            s = _edge(node, 0)
+            e = _edge(node, -1)
     if s is None:
         return 0, n
     return s, e if e is not None else s + 1
 
 
-def _edge_token(node: Any, i: int) -> Any:
-    """The first (i=0) or last (i=-1) token of a subtree: where Lark's position
-    propagation takes a subtree's start and end from. Depth-first, iterative."""
-    x = node  # the common case: down the first (last) children to a token
-    kids = getattr(x, "children", None)
-    while kids:
-        x = kids[i]
+def _edge(node: Any, i: int) -> int | None:
+    """The start (i=0) or end (i=-1) offset of a subtree: of its first (last) token, or
+    of its first (last) node with a position (a bracketed node's meta, which covers its
+    brackets: they are not in the tree). Depth-first, iterative."""
+    x = node  # the common case: down the first (last) children to a token or a meta
+    while True:
+        meta = getattr(x, "_meta", None)
+        if meta is not None and not getattr(meta, "empty", True) and x is not node:
+            return meta.start_pos if i == 0 else meta.end_pos
         kids = getattr(x, "children", None)
+        if not kids:
+            break
+        x = kids[i]
     if kids is None and getattr(x, "start_pos", None) is not None:
-        return x
+        return x.start_pos if i == 0 else x.end_pos
     stack = [node]
     while stack:
         x = stack.pop()
+        meta = getattr(x, "_meta", None)
+        if meta is not None and not getattr(meta, "empty", True) and x is not node:
+            return meta.start_pos if i == 0 else meta.end_pos
         kids = getattr(x, "children", None)
         if kids is None:
             if getattr(x, "start_pos", None) is not None:
-                return x
+                return x.start_pos if i == 0 else x.end_pos
             continue
         stack.extend(reversed(kids) if i == 0 else kids)
     return None
+
+
+# The nodes whose brackets the tree leaves out: before their children (`[..]`, `f(..)`), or
+# after their first child (`x[..]`, `x.f(..)`, `a.B{..}`). Their spans are kept as metas.
+_PREFIX_BRACKETED = frozenset({"list_lit", "map_lit", "paren_expr", "ident_arg", "dot_ident_arg"})
+_POSTFIX_BRACKETED = frozenset({"member_index", "member_dot_arg", "member_object"})
+_BRACKET_TERMINALS = ("LPAR", "RPAR", "LSQB", "RSQB", "LBRACE", "RBRACE")
+_BRACKETS: list = []  # the bracket tokens the fast parser's lexer passed (under _PARSER_LOCK)
+
+
+def _bracket_seen(tok: Any) -> Any:
+    _BRACKETS.append(tok.start_pos)
+    return tok
+
+
+def _place_brackets(tree: Any, brackets: list[int], source: str) -> None:
+    """Give each bracketed node of a tree parsed without positions a meta spanning its
+    brackets, from the brackets' offsets in source order (each such node has exactly one
+    pair: visited in the order of their opening brackets, they take them in turn)."""
+    opens: list[int] = []
+    close: dict[int, int] = {}
+    pending: list[int] = []
+    for b in brackets:
+        if source[b] in "([{":
+            opens.append(b)
+            pending.append(b)
+        elif pending:
+            close[pending.pop()] = b + 1
+    from .rdparse import _meta
+
+    k = 0
+    stack: list = [tree]
+    while stack:
+        x = stack.pop()
+        if type(x) is tuple:  # (a postfix node whose first child is placed: its turn)
+            node = x[0]
+            start = _edge(node.children[0], 0) if hasattr(node.children[0], "data") else None
+            o = opens[k]
+            k += 1
+            if start is not None:
+                node._meta = _meta(start, close[o])
+            continue
+        d = getattr(x, "data", None)
+        if d is None:
+            continue
+        kids = x.children
+        if d in _POSTFIX_BRACKETED:
+            stack.extend(reversed(kids[1:]))
+            stack.append((x,))
+            stack.append(kids[0])
+            continue
+        if d in _PREFIX_BRACKETED:
+            o = opens[k]
+            k += 1
+            start = kids[0].start_pos if d in ("ident_arg", "dot_ident_arg") else o  # (the name's)
+            if start is not None:
+                x._meta = _meta(start, close[o])
+        stack.extend(reversed(kids))
 
 
 # ---------------------------------------------------------------------------
@@ -327,10 +395,23 @@ def _fast_parser() -> Any:
         grammar = (Path(celpy.celparser.__file__).parent / "cel.lark").read_text()
         _FAST_PARSER.append(Lark(
             grammar, parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
-            lexer_callbacks={"IDENT": celpy.celparser.CELParser.ambiguous_literals},
+            # (IDENT last: lark 1.3's lexer chains a callback to its own keyword check with a
+            # closure over its loop variable, which holds the last name when it runs)
+            lexer_callbacks={**dict.fromkeys(_BRACKET_TERMINALS, _bracket_seen),
+                             "IDENT": celpy.celparser.CELParser.ambiguous_literals},
             propagate_positions=False, maybe_placeholders=False, priority="invert",
             cache=lark_cache("cel-grammar")))  # the analysed tables, kept between processes
     return _FAST_PARSER[0]
+
+
+def _fast_parse(source: str) -> Any:
+    """``_fast_parser``'s tree of ``source``, its bracketed nodes given their spans (the
+    caller holds ``_PARSER_LOCK``)."""
+    del _BRACKETS[:]
+    tree = _fast_parser().parse(source)
+    _place_brackets(tree, _BRACKETS, source)
+    del _BRACKETS[:]
+    return tree
 
 
 def _parse(source: str, exact: bool = False) -> Any:
@@ -357,7 +438,7 @@ def _parse_tree(source: str, exact: bool) -> Any:
     with _PARSER_LOCK:
         if not exact:
             try:
-                return _fast_parser().parse(source)
+                return _fast_parse(source)
             except Exception:  # noqa: BLE001 - the reference parser decides and reports
                 pass
         if not _PARSER:

@@ -1,6 +1,7 @@
 """A hand-written parser for the common subset of CEL, giving exactly the tree Lark builds
 from cel-python's grammar (``celpy/cel.lark``) with the options of ``parse._fast_parser``
-(no positions on tree nodes; tokens with their positions), in a fraction of the time:
+(no positions on tree nodes but the bracketed ones, whose metas span their brackets, as
+``parse._fast_parse`` gives them; tokens with their positions), in a fraction of the time:
 Lark's LALR loop was most of the cost of loading a policy set.
 
 It is an accelerator in front of Lark, not a second meaning: ``parse_subset(source)``
@@ -20,6 +21,7 @@ from __future__ import annotations
 import re
 
 from lark import Token, Tree
+from lark.tree import Meta
 
 __all__ = ["Unsupported", "parse_subset"]
 
@@ -72,6 +74,15 @@ def _token(kind: str, text: str, s: int, line: int, col: int, eline: int, ecol: 
     return t
 
 
+def _meta(start: int, end: int) -> Meta:
+    """A node's position: only ``start_pos`` and ``end_pos`` (all ``parse._span`` reads)."""
+    m = Meta()
+    m.empty = False
+    m.start_pos = start
+    m.end_pos = end
+    return m
+
+
 def _where(nl: list[int], pos: int) -> tuple[int, int]:
     """(line, column) of ``pos``; ``nl``: the offsets just after each newline."""
     line = 1
@@ -84,11 +95,12 @@ def _where(nl: list[int], pos: int) -> tuple[int, int]:
     return line, pos - start + 1
 
 
-def _tokens(src: str) -> tuple[list, list]:
+def _tokens(src: str, at: dict | None = None) -> tuple[list, list]:
     """(kinds, tokens): each token's kind (a token type: IDENT, INT_LIT, ...; or, for an
     operator or punctuation, its text) and, for a name or a literal, its lark ``Token``
-    (None for the others). Operand position decides a leading `-` of a number (it is the
-    literal's, as in Lark's contextual lexer)."""
+    (None for the others; an operator's offset goes in ``at``, by its index, when given:
+    a bracket's gives its node's span). Operand position decides a leading `-` of a number
+    (it is the literal's, as in Lark's contextual lexer)."""
     kinds: list = []
     toks: list = []
     kadd = kinds.append
@@ -131,6 +143,8 @@ def _tokens(src: str) -> tuple[list, list]:
                 raise Unsupported  # a comment
             if t == "." and operand:
                 raise Unsupported  # `.name`, `.5`
+            if at is not None:
+                at[len(kinds)] = s
             kadd(t)
             tadd(None)
             operand = t not in _CLOSERS
@@ -166,10 +180,11 @@ class _P:
     (``expr``, ``conditionalor``, ``conditionaland``, ``relation``, ``addition``,
     ``multiplication``, ``unary``; ``unary`` parses ``member`` and ``primary`` too)."""
 
-    __slots__ = ("toks", "kinds", "i", "depth")
+    __slots__ = ("toks", "kinds", "at", "i", "depth")
 
     def __init__(self, src: str) -> None:
-        self.kinds, self.toks = _tokens(src)
+        self.at: dict[int, int] = {}
+        self.kinds, self.toks = _tokens(src, self.at)
         self.kinds.append(None)  # (a sentinel: no bounds checks)
         self.i = 0
         self.depth = 0
@@ -254,27 +269,36 @@ class _P:
             inner = self.unary()
             self.depth -= 1
             return Tree("unary", [Tree("unary_not" if k == "!" else "unary_neg", []), inner])
-        # primary
+        # primary (`start`: its offset, for the span of a postfix operation on it)
+        toks = self.toks
+        at = self.at
         i += 1
         self.i = i
         if k == "IDENT":
+            start = toks[i - 1].start_pos
             if kinds[i] == "(":
                 self.i = i + 1
-                node = Tree("primary", [Tree("ident_arg", [self.toks[i - 1]] + self.exprlist(")"))])
+                args = self.exprlist(")")
+                node = Tree("primary", [Tree("ident_arg", [toks[i - 1]] + args, _meta(start, at[self.i - 1] + 1))])
             else:
-                node = Tree("primary", [Tree("ident", [self.toks[i - 1]])])
+                node = Tree("primary", [Tree("ident", [toks[i - 1]])])
         elif k in _LITERALS:
-            node = Tree("primary", [Tree("literal", [self.toks[i - 1]])])
+            start = toks[i - 1].start_pos  # (None for `true`, `false`: their tokens have no position)
+            node = Tree("primary", [Tree("literal", [toks[i - 1]])])
         elif k == "(":
+            start = at[i - 1]
             e = self.expr()
             self.take(")")
-            node = Tree("primary", [Tree("paren_expr", [e])])
+            node = Tree("primary", [Tree("paren_expr", [e], _meta(start, at[self.i - 1] + 1))])
         elif k == "[":
-            node = Tree("primary", [Tree("list_lit", self.exprlist("]"))])
+            start = at[i - 1]
+            args = self.exprlist("]")
+            node = Tree("primary", [Tree("list_lit", args, _meta(start, at[self.i - 1] + 1))])
         elif k == "{":
+            start = at[i - 1]
             if kinds[i] == "}":
                 self.i = i + 1
-                node = Tree("primary", [Tree("map_lit", [])])
+                node = Tree("primary", [Tree("map_lit", [], _meta(start, at[i] + 1))])
             else:
                 items = [self.expr()]
                 self.take(":")
@@ -285,7 +309,7 @@ class _P:
                     self.take(":")
                     items.append(self.expr())
                 self.take("}")
-                node = Tree("primary", [Tree("map_lit", [Tree("mapinits", items)])])
+                node = Tree("primary", [Tree("map_lit", [Tree("mapinits", items)], _meta(start, at[self.i - 1] + 1))])
         else:
             raise Unsupported  # (the end of the tokens, too)
         # member : the postfix operations
@@ -300,7 +324,8 @@ class _P:
                 if kinds[i + 1] == "(":
                     self.i = i + 2
                     args = self.exprlist(")")
-                    node = Tree("member", [Tree("member_dot_arg", [node, name] + args)])
+                    pos = None if start is None else _meta(start, at[self.i - 1] + 1)
+                    node = Tree("member", [Tree("member_dot_arg", [node, name] + args, pos)])
                 else:
                     self.i = i + 1
                     node = Tree("member", [Tree("member_dot", [node, name])])
@@ -308,7 +333,8 @@ class _P:
                 self.i += 1
                 e = self.expr()
                 self.take("]")
-                node = Tree("member", [Tree("member_index", [node, e])])
+                pos = None if start is None else _meta(start, at[self.i - 1] + 1)
+                node = Tree("member", [Tree("member_index", [node, e], pos)])
             elif k == "{":
                 raise Unsupported  # message construction
             else:

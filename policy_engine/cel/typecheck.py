@@ -2,7 +2,8 @@
 
 Walks the parse tree (the grammar of parse.py) once and infers a type for every
 sub-expression, as far as the declarations say: anything not declared is `any` and
-checked no further (without declarations nothing is reported). Findings, each with
+checked no further (without declarations, only what literals and functions tell: a
+condition known not to be a bool, a `1 + "a"`). Findings, each with
 offsets into the condition's source:
 
 - ``unknown_field``: a selected field that no candidate type declares (with the names it
@@ -11,7 +12,9 @@ offsets into the condition's source:
 - ``unguarded``: the `action` of a condition that several action types reach (a stop
   trigger) read a field that some of them lack, or declare optional, without a
   `has(...)` or `action.type == ...` guard before it (the read errors on those types);
-- ``optional``: an optional field read without a `has(...)` guard.
+- ``optional``: an optional field read without a `has(...)` guard;
+- a condition that is not a bool (a `mismatch` spanning it all), reported with or (by
+  ``not_a_bool``, for language/lints.py) without declarations when its type is known.
 
 `action.type == "t"` (or `in [...]`, or an `||` of those) on the left of `&&`, or as a
 ternary's condition, narrows the candidate types for what follows; `has(x.f)` there
@@ -20,6 +23,7 @@ guards later reads of `x.f`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -595,11 +599,85 @@ def typecheck(source: str, env: Mapping[str, Any]) -> list[Finding]:
         root = c.t(tree, _Ctx(dict(env)))
     except RecursionError:
         return []
-    if isinstance(root, FType) and root.kind not in ("bool", "any") and not c.out:
-        # a condition is a bool: one that is a string, a number or a list is an error
-        # whatever the input (`deny when `action.amount``, a `? "a" : "b"`)
-        start, end = len(source) - len(source.lstrip()), len(source.rstrip())  # the whole condition
-        c.out.append(Finding("mismatch", start, end, f"the condition is {_desc(root)}, not a bool",
-                             f"this is {_desc(root)}",
-                             "compare it: `action.amount > 100.0`, `action.note != \"\"`, `size(action.items) > 0`"))
+    if not c.out:
+        not_bool = _not_bool(source, root)
+        if not_bool is not None:
+            c.out.append(not_bool)
     return c.out
+
+
+def _not_bool(source: str, root: Any) -> Finding | None:
+    """A condition is a bool: one that is a string, a number or a list is an error whatever
+    the input (`deny when `action.amount``, a `? "a" : "b"`); the finding spans it all."""
+    if not (isinstance(root, FType) and root.kind not in ("bool", "any")):
+        return None
+    start, end = len(source) - len(source.lstrip()), len(source.rstrip())
+    return Finding("mismatch", start, end, f"the condition is {_desc(root)}, not a bool", f"this is {_desc(root)}",
+                   "compare it: `action.amount > 100.0`, `action.note != \"\"`, `size(action.items) > 0`")
+
+
+def not_a_bool(source: str) -> Finding | None:
+    """The finding for a condition whose type is known without any declaration (from its
+    literals, operators and functions: `"yes"`, `1 + 2`, `size(x)`, `x.lowerAscii()`) and
+    is not a bool; None for a bool, a `dyn(...)` or anything whose type is unknown (a
+    field's read), and when the condition does not parse or has another finding (what
+    ``typecheck(source, {})`` says, without walking a condition whose outermost operation
+    gives a bool: most are a comparison, an `&&` or an `||`)."""
+    if _bool_at_top(source):
+        return None
+    try:
+        tree = _parse(source)
+    except Exception:  # noqa: BLE001 - compile_cel reported it already
+        return None
+    if _bool_shaped(tree):
+        return None
+    c = _Checker(source)
+    try:
+        root = c.t(tree, _Ctx({}))
+    except RecursionError:
+        return None
+    return None if c.out else _not_bool(source, root)
+
+
+_STRINGS = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
+_GROUP = re.compile(r"\([^()\[\]{}]*\)|\[[^()\[\]{}]*\]|\{[^()\[\]{}]*\}")
+_TOP_BOOL = re.compile(r"==|!=|<|>|&&|\|\||\bin\b")
+_UNUSUAL = re.compile(r"""//|(?<![\w.])(?:[bB]?[rR]|[rR][bB])["']|'''|\"\"\"""")
+_NAME = re.compile(r"\s*!?\s*[A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*\s*")  # `a.b.c`, `!a.b`
+
+
+def _bool_at_top(source: str) -> bool:
+    """Whether the text shows a comparison, `&&` or `||` outside brackets and strings, and
+    no `?` (the outermost operation gives a bool), or is a name (`evidence.done`, its type
+    unknown without declarations): a cheap look before parsing, False when unsure
+    (comments, raw or triple-quoted strings)."""
+    if _NAME.fullmatch(source) and source.strip() != "null":
+        return True  # (a name's type is unknown: not a bool only by its declaration)
+    if _UNUSUAL.search(source):
+        return False
+    t = _STRINGS.sub(" ", source)
+    while True:
+        u = _GROUP.sub(" ", t)
+        if u == t:
+            break
+        t = u
+    return "?" not in t and _TOP_BOOL.search(t) is not None
+
+
+_BOOL_CALLS = frozenset({"has", "matches", "bool", "exists", "exists_one", "existsOne", "all"})
+
+
+def _bool_shaped(n: Any) -> bool:
+    """Whether the outermost operation of a tree gives a bool whatever its operands."""
+    n = _unwrap(n)
+    d = getattr(n, "data", None)
+    k = _kids(n)
+    if d in ("conditionalor", "conditionaland", "relation"):
+        return len(k) == 2
+    if d == "unary":
+        return len(k) == 2 and getattr(k[0], "data", None) == "unary_not"
+    if d == "ident_arg":
+        return str(k[0]) in _BOOL_CALLS
+    if d == "member_dot_arg":
+        return str(k[1]) in _BOOL_CALLS or str(k[1]) in _BOOL_METHODS
+    return d == "literal" and k[0].type == "BOOL_LIT"

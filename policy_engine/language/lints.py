@@ -20,6 +20,9 @@
   fires on every action, an `allow` rule never matches, a prerequisite or re-enable
   criterion is never met, and a duty's `when` always applies. The diagnostic names the
   error and points at the smallest part of the condition that fails.
+- E116 (an error, not a lint): a condition whose type is known without declarations and
+  is not a bool (`allow when `"yes"``, `1 + 2`, `size(x)`); check.py's type check
+  reports it where the workflow declares its fields.
 - W213: a stop trigger whose re-enable criteria read `evidence` without an `evidence { ... }`
   block: only a declared block checks the evidence's shape, so undeclared evidence is
   taken as given (`size(evidence.blocked_promises) > 0` holds for the string `"x"`, a map
@@ -424,6 +427,7 @@ def workflow(checker: Checker, w: ir.Workflow) -> None:
             f = _never(checker, s.condition, None)
             if f is not None:
                 _report_never(checker, s.condition, f, f"stop trigger `{s.name}`", "stop")
+    not_a_bool(checker, w)
     constant_errors(checker, w)
     undeclared_evidence(checker, w)
     for sc in w.scenarios:
@@ -582,8 +586,8 @@ class _ErrorStarts:
         return i < len(starts) and starts[i] < end
 
 
-def constant_errors(checker: Checker, w: ir.Workflow) -> None:
-    """W212 over every condition of the workflow that reads only constants."""
+def _conditions(w: ir.Workflow) -> list[tuple[ir.Condition, str, str]]:
+    """Every condition of the workflow: (it, what it is, its kind: a key of `_CONSEQUENCE`)."""
     conds: list[tuple[ir.Condition, str, str]] = []
     for a in w.actions:
         conds += [(r.condition, f"rule `{r.name}`", r.effect) for r in a.rules]
@@ -599,8 +603,34 @@ def constant_errors(checker: Checker, w: ir.Workflow) -> None:
                 if d.when is not None:
                     conds.append((d.when, f"duty `{d.name}` of rollback scenario `{sc.name}`",
                                   "duty"))
+    return conds
+
+
+def not_a_bool(checker: Checker, w: ir.Workflow) -> None:
+    """E116 for a condition whose type is known without declarations and is not a bool
+    (`"yes"`, `1 + 2`, `size(x)`): an error whatever the input. With declarations the
+    type check (check.py) reports it already, like any other error in the condition."""
+    from ..cel.typecheck import not_a_bool as find
+
     errors = _ErrorStarts(checker)
-    for cond, what, kind in conds:
+    seen: set = set()
+    for cond, _what, kind in _conditions(w):
+        sp = cond.loc.span
+        if _key(cond) not in checker.compiled or _key(cond) in seen or (
+            sp is not None and errors.within(sp.path, sp.start, sp.end)
+        ):
+            continue
+        seen.add(_key(cond))
+        f = find(cond.source)
+        if f is not None:
+            checker.add("E116", f.message, checker.cel_span(sp, f.start, f.end), label=f.label, help=f.help,
+                        notes=(_CONSEQUENCE[kind],))
+
+
+def constant_errors(checker: Checker, w: ir.Workflow) -> None:
+    """W212 over every condition of the workflow that reads only constants."""
+    errors = _ErrorStarts(checker)
+    for cond, what, kind in _conditions(w):
         c = checker.compiled.get(_key(cond))
         if c is None or kind not in _CONSEQUENCE:
             continue
