@@ -131,6 +131,10 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
     click.echo(f"stopline serve: http://{shown}:{port} (AuthZEN /access/v1/evaluation, runtime "
                f"{'/v1' if ledger else 'off: no --ledger'}, reviewer's page /ui"
                f"{'' if identities else ', approvals refused: no --identities'})", err=True)
+    ids = app.state.identities
+    unchecked = None if ids is None else ids.audience_warning()
+    if unchecked is not None:
+        click.echo(f"stopline serve: warning: {unchecked}", err=True)
     if (session_key is not None or workers > 1) and not ledger and identities:
         click.echo("stopline serve: note: without --ledger a reviewer's sign-out is known only to the process that "
                    "handled it (another worker or replica takes a copy of the cookie until the session runs out)",

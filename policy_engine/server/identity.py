@@ -11,7 +11,7 @@ An identities file (YAML or JSON, ``stopline serve --identities FILE``)::
       jwks: jwks.json             # a JWKS file (the key chosen by the token's `kid`)
       algorithms: [RS256, ES256, EdDSA]
       issuer: https://idp.example # checked when given
-      audience: stopline          # checked when given
+      audience: stopline          # checked when given (without it: a warning, any `aud` taken)
       principal_claim: sub        # default sub
       roles_claim: roles          # default roles (a list of strings)
 
@@ -87,6 +87,16 @@ class Identities:
         self._jwt = jwt_conf
         self._fps: frozenset[str] | None = None  # the JWT keys' fingerprints (sessions), made when first asked
         self.sources = sources  #: the files it was read from: the identities file, then its key file
+
+    def audience_warning(self) -> str | None:
+        """One line when JWTs are verified without an ``audience``, else None: the token's
+        ``aud`` is then not checked, and any token the key signs is taken, one the identity
+        provider issued for another service (its API, its own audience) too."""
+        if self._jwt is None or self._jwt["audience"] is not None:
+            return None
+        where = self.sources[0] if self.sources else "the identities file"
+        return (f"{where}: jwt has no `audience`: every token the key signs is accepted, one issued for another "
+                "service too; give `audience` (the `aud` this server's tokens carry)")
 
     @classmethod
     def load(cls, path: str | Path) -> Identities:

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 import queue as _queue
 import secrets
 import threading
@@ -146,6 +147,79 @@ def _tracer() -> Any:
     return trace.get_tracer("stopline.server")
 
 
+def policy_root(path: str) -> str:
+    """The directory a server's policy locations are written relative to: the policy
+    directory it was started with (a single file's own directory)."""
+    return path if os.path.isdir(path) else (os.path.dirname(path) or ".")
+
+
+def load_relative(path: Any) -> Any:
+    """``policy_engine.load(path)``, with every source location (a decision's ``deciding``,
+    ``matched``, ``trace`` and ``stop`` locations, recorded with it in the ledger) relative
+    to :func:`policy_root` (``replies.policy:40:8``): an HTTP caller never sees the server's
+    filesystem. Files are read, and ``fields from`` imports resolved and watched, at their
+    real paths; a version that does not load keeps its diagnostics as the loader wrote them
+    (for the operator: logs, an authenticated reload)."""
+    from ..diagnostics import Diagnostic, PolicyError
+    from ..engine import Engine
+    from ..language.loader import UsageError, load_paths
+    from ..lark_cache import collector_paused
+    from ..source import Span
+
+    with collector_paused():  # (as `load`: see `collector_paused`)
+        try:
+            result = load_paths([path])
+        except UsageError as e:
+            raise PolicyError([Diagnostic("E006", "error", str(e), Span(str(path), 0, 0, 1, 1, 1, 1))]) from None
+        if result.policy_set is not None:
+            _relocate(result, policy_root(str(path)))
+        engine = Engine.from_load_result(result)
+        del result
+    return engine
+
+
+def _relocate(result: Any, root: str) -> None:
+    """Name every file of a loaded set (``LoadResult``) relative to ``root``, where the
+    loader named it by the path it was found at: its source, its locations in the policy
+    model (``ir.Loc``, which take no part in the policy hash), its conditions' keys and its
+    warnings. The imports (``PolicyFile.imports``) keep their paths: they are read again."""
+    from ..language import ir
+    from ..source import SourceFile
+
+    names: dict[str, str] = {}
+    for p in result.sources:
+        rel = os.path.relpath(p, root)
+        names[p] = p if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+    if all(k == v for k, v in names.items()):
+        return
+
+    def span(sp: Any) -> Any:
+        return sp if sp is None or sp.path not in names else dataclasses.replace(sp, path=names[sp.path])
+
+    seen: set[int] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, ir.Loc):
+            if id(v) not in seen:  # (shared: moved once)
+                seen.add(id(v))
+                v.span = span(v.span)
+        elif isinstance(v, ir.Node):
+            for name in type(v).model_fields:
+                walk(getattr(v, name))
+        elif isinstance(v, tuple):
+            for x in v:
+                walk(x)
+
+    ps = result.policy_set
+    walk(ps)
+    result.policy_set = ps.model_copy(update={"files": tuple(
+        f.model_copy(update={"path": names.get(f.path, f.path)}) for f in ps.files)})
+    result.sources = {names[k]: SourceFile(names[k], s.text) for k, s in result.sources.items()}
+    result.compiled = {((names.get(k[0], k[0]), k[1]) if isinstance(k, tuple) and len(k) == 2 else k): v
+                       for k, v in result.compiled.items()}
+    result.diagnostics = [dataclasses.replace(d, span=span(d.span)) for d in result.diagnostics]
+
+
 class Recorder:
     """Concurrent recorded gates, grouped: a worker thread takes whatever is waiting (up
     to ``max_batch``) and records it with one ``gate_many``. Each action is evaluated with
@@ -155,6 +229,8 @@ class Recorder:
     def __init__(self, runtime: Any, metrics: Metrics, max_batch: int) -> None:
         self._rt, self._m, self._max = runtime, metrics, max_batch
         self._q: _queue.SimpleQueue = _queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="stopline-recorder", daemon=True)
         self._thread.start()
 
@@ -163,7 +239,10 @@ class Recorder:
         without identities: nothing of it recorded)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._q.put((action, caller, fut, loop))
+        with self._lock:
+            if self._stopped:  # (closed, or died: nothing would ever answer)
+                raise recorder_unavailable()
+            self._q.put((action, caller, fut, loop))
         return await fut
 
     def close(self) -> None:
@@ -171,6 +250,26 @@ class Recorder:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # noqa: BLE001 - never expected; the requests waiting are answered, not left hanging
+            log.exception("the recorder stopped: recorded decisions are refused (503) until the server restarts")
+        finally:
+            with self._lock:
+                self._stopped = True
+            self._fail_waiting()  # (what was queued before: nothing is queued after)
+
+    def _fail_waiting(self) -> None:
+        """Answer every request still queued with a 503 problem (the recorder has stopped)."""
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except _queue.Empty:
+                return
+            if item is not None:
+                _wake(item[3], [(item[2], recorder_unavailable())])
+
+    def _serve(self) -> None:
         while True:
             item = self._q.get()
             if item is None:
@@ -203,7 +302,24 @@ class Recorder:
         for (_, _, fut, loop), r in zip(batch, results):
             by_loop.setdefault(loop, []).append((fut, r))
         for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_settle, settled)
+            _wake(loop, settled)
+
+
+def recorder_unavailable() -> Any:
+    from .problems import Problem
+
+    return Problem(503, "recorder-unavailable", "the recorder of decisions has stopped: no decision can be "
+                   "recorded (restart the server)")
+
+
+def _wake(loop: Any, settled: list) -> None:
+    """Settle ``settled`` (futures with their results) on their event loop. A loop that has
+    closed has nobody waiting (its requests went with it): skipped, and the recorder goes on
+    (it died of the RuntimeError, and every later recorded request hung)."""
+    try:
+        loop.call_soon_threadsafe(_settle, settled)
+    except RuntimeError:  # "Event loop is closed"
+        log.warning("a recorded decision's requester went away (its event loop closed) before it was answered")
 
 
 def _settle(settled: list) -> None:
@@ -214,6 +330,31 @@ def _settle(settled: list) -> None:
             fut.set_exception(r)
         else:
             fut.set_result(r)
+
+
+def _depth_of(items: list, now_s: str) -> tuple[list[tuple[str, int]], str]:
+    """(open rollbacks per route, the instant from which the count may differ with no entry
+    appended: the next window end or ``pending_until`` of a pending rollback; ``now_s`` itself
+    when a rollback the clock may have expired was judged still open: judged again at once)."""
+    from ..runtime.projections import CLOSED
+
+    counts: dict[str, int] = {}
+    until = "\uffff"
+    for item in items:
+        if item.status in CLOSED:
+            continue
+        route = item.route or "none"
+        counts[route] = counts.get(route, 0) + 1
+        if item.status != "pending":
+            continue
+        for t in (item.expires_at, item.deadline if item.requested_at <= (item.deadline or "") else None):
+            if t is None:
+                continue
+            if t <= now_s:  # (past it, yet open: a verdict that may change)
+                until = now_s
+            elif t < until:
+                until = t
+    return list(counts.items()), until
 
 
 class State:
@@ -238,6 +379,8 @@ class State:
         self.identity_store = IdentityStore(config.identities) if config.identities else None
         self.runtime = None
         self.recorder = None
+        #: (ledger size, policy hash, valid until, counts) of the last queue depth read
+        self._depth: tuple | None = None
         self.signing_key = None
         if config.checkpoint_key:
             from ..ledger import load_signing_key
@@ -294,6 +437,10 @@ class State:
         if r.ok:
             if r.changed:
                 log.info("identities reloaded from %s", self.config.identities)
+                ids = self.identities
+                unchecked = None if ids is None else ids.audience_warning()
+                if unchecked is not None:
+                    log.warning("%s", unchecked)
         else:  # (the message names the file and the problem: never a credential)
             log.error("identities not reloaded, the last good version stays in use: %s", r.error)
 
@@ -304,9 +451,7 @@ class State:
         pinned at the first load (the set's only workflow then). A set without it is
         refused, at start and on reload, rather than denying every AuthZEN request that
         relies on the default."""
-        from ..engine import load
-
-        engine = load(paths)
+        engine = load_relative(paths)
         names = _workflows(engine)
         wf = self.config.workflow
         if wf:
@@ -405,17 +550,28 @@ class State:
         """Open rollbacks per route at the scrape: the queue's items whose status now is not
         a closed one (denied, expired, cancelled, verified: ``projections.CLOSED``). The queue
         also lists, until the sweeper records it, a rollback the clock has expired (``status``
-        ``expired``, ``unrecorded``): it takes no approval, so it is not counted."""
-        from ..runtime.projections import CLOSED
+        ``expired``, ``unrecorded``): it takes no approval, so it is not counted.
 
-        counts: dict[str, int] = {}
-        if self.runtime is None:  # watched only once the runtime is open
+        ``/metrics`` answers anyone: the counts are kept, with the ledger's size and the policy
+        hash they were read at, until either changes or the clock reaches the next window end
+        or ``pending_until`` of a pending rollback (:func:`_depth_of`). A scrape then reads
+        the ledger's size, and the queue (every open rollback) is walked once per change, not
+        once per scrape."""
+        rt = self.runtime
+        if rt is None:  # watched only once the runtime is open
             return []
-        for item in self.runtime.queue():
-            if item.status in CLOSED:
-                continue
-            counts[item.route or "none"] = counts.get(item.route or "none", 0) + 1
-        return list(counts.items())
+        from datetime import UTC, datetime
+
+        from ..timestamps import format_micros
+
+        size, phash = rt.ledger.size, self.store.policy_hash
+        now_s = format_micros(datetime.now(UTC))
+        hit = self._depth
+        if hit is not None and hit[0] == size and hit[1] == phash and now_s < hit[2]:
+            return hit[3]
+        counts, until = _depth_of(rt.queue(now=now_s), now_s)
+        self._depth = (size, phash, until, counts)
+        return counts
 
     def _claims(self) -> tuple[int, float]:
         """(claims in doubt, the oldest one's age in seconds) at the scrape: one read of the
