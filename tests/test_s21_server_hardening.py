@@ -122,6 +122,17 @@ def test_a_file_in_a_subdirectory_and_a_reload_keep_relative_locations(tmp_path,
         assert str(tmp_path) not in json.dumps(recorded_bodies(c))
 
 
+def test_a_failed_reload_on_the_anonymous_healthz_names_no_server_path(tmp_path, fast_path):
+    # `/healthz` (no credential) gave `last_reload.error` as `/abs/.../replies.policy:L:C: ...`
+    policies = server_policy_dir(tmp_path)
+    with make(tmp_path, policies, fast_path) as c:
+        (policies / "replies.policy").write_text(SERVER_POLICY.replace("workflow", "workflw", 1), encoding="utf-8")
+        assert c.post("/v1/policies/reload", headers=bearer("ops")).json()["ok"] is False
+        last = c.get("/healthz").json()["last_reload"]
+        assert last["ok"] is False and last["error"].startswith("replies.policy:"), last
+        assert str(tmp_path) not in c.get("/healthz").text
+
+
 FIELDS_POLICY = SERVER_POLICY.replace('  action other {\n    system "crm"\n',
                                       '  action other {\n    system "crm"\n    fields from "other.json"\n')
 

@@ -98,6 +98,19 @@ def _authzen_routes(app: FastAPI) -> None:
         return authzen.configuration(public.rstrip("/") if public else str(request.base_url).rstrip("/"))
 
 
+def _public(st: State, error: str | None) -> str | None:
+    """A reload's one-line error as an anonymous caller may read it (``/healthz``): file names
+    relative to the policy directory, as a decision's locations are, never the server's path."""
+    if not error:
+        return error
+    import os
+
+    from .state import policy_root
+
+    root = os.path.abspath(policy_root(st.config.policies))
+    return error.replace(root + os.sep, "").replace(root, ".")
+
+
 def _operations(app: FastAPI, st: State) -> None:
     @app.get("/healthz", tags=["operations"], summary="Liveness and the policy version in use")
     def healthz() -> Any:
@@ -105,7 +118,7 @@ def _operations(app: FastAPI, st: State) -> None:
         ids = st.identity_store
         il = None if ids is None else ids.last_reload
         return {"status": "ok", "policy_hash": st.store.policy_hash, "ledger": st.runtime is not None,
-                "last_reload": None if last is None else {"ok": last.ok, "error": last.error},
+                "last_reload": None if last is None else {"ok": last.ok, "error": _public(st, last.error)},
                 "identities": None if ids is None else {
                     "last_reload": None if il is None else {"ok": il.ok, "error": il.error}}}
 
