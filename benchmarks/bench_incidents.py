@@ -182,7 +182,7 @@ def bench_incident(tmp: Path, engine, roots: int, rep: int, tag: str = "") -> di
             plan_t.append(time.perf_counter() - t)
             with led.reading() as c:
                 xs = _executions(c, schema.entries.c.id.in_(b.originals[:500]))
-                trees, _, _ = _graphs(c, engine, xs, {})
+                trees, _ = _graphs(c, engine, xs, {})
             t = time.perf_counter()
             for x in xs:
                 engine.classify_rollback(

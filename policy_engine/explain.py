@@ -238,6 +238,10 @@ def explain_plan(p: RollbackPlan) -> str:
         lines.append("  pause and confirm before going deeper:")
         for rec in c.checkpoint:
             lines.append(f"    - [{rec.depth}] {rec.record_id} ({rec.type}), under {rec.parent}")
+    if c.undeclared:
+        lines.append("  not planned (their parent's `side_effects` do not declare their type; decide by hand):")
+        for u in c.undeclared:
+            lines.append(f"    - {u.record_id} ({u.type}), caused by {u.parent} ({u.parent_type})")
     for lp in c.loops:
         lines.append(f"  loop: {lp.record_id} is already in the plan ({' -> '.join(lp.path)}); the branch stops")
     if c.truncated:

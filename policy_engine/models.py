@@ -22,7 +22,7 @@ from json.encoder import py_encode_basestring as _py_json_str
 from operator import itemgetter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .construct import DEFERRABLE as _DEFERRABLE
 from .construct import Deferred, DeferredTimes, resolve_digest
@@ -648,6 +648,16 @@ class CascadeLoop(_Out):
     path: tuple[str, ...] = Field(description="record ids from the original to the repeated record")
 
 
+class UndeclaredRecord(_Out):
+    """A downstream record whose type its parent's type does not declare in `side_effects`:
+    not a step, its own downstream not walked; someone decides about it by hand."""
+
+    record_id: str
+    type: str
+    parent: str
+    parent_type: str
+
+
 class Cascade(_Out):
     depth_limit: int
     steps: tuple[CascadeStep, ...] = Field(default=(), description="breadth-first order")
@@ -657,6 +667,17 @@ class Cascade(_Out):
     partial: bool = False
     truncated: bool = False
     truncated_reason: str | None = None
+    undeclared: tuple[UndeclaredRecord, ...] = Field(
+        default=(), description="downstream records of a type their parent's `side_effects` do not declare, "
+        "breadth-first: not planned, the plan is partial; left out when empty")
+
+    @model_serializer(mode="wrap")
+    def _without_empty_undeclared(self, handler: SerializerFunctionWrapHandler):  # (unannotated: JSON schema)
+        # (added later: a plan with no undeclared record keeps its serialised form and `plan_hash`)
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("undeclared"):
+            data.pop("undeclared", None)
+        return data
 
 
 class RollbackPlan(_Out):

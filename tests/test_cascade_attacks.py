@@ -209,11 +209,13 @@ def test_dangling_and_malformed_downstream_records():
     plan = classify(original, "customer_request")
     c = plan.cascade
     steps = {s.record_id: s for s in c.steps}
-    assert steps["u1"].manual and "not declared" in steps["u1"].reason
+    # a type no side_effects declares (unknown, or not a string) is no step: listed, not planned
+    assert "u1" not in steps and "x" not in steps
+    assert [(u.record_id, u.type, u.parent, u.parent_type) for u in c.undeclared] == [
+        ("u1", "undeclared_type", "root", "a"), ("x", "<missing>", "root", "a")]
     assert steps["b1"].manual and "irreversible" in steps["b1"].reason
-    assert steps["x"].manual and steps["x"].type == "<missing>"
-    assert "root/downstream[3]" in steps and "root/downstream[4]" in steps
-    assert c.partial
+    assert "root/downstream[3]" in steps and "root/downstream[4]" in steps and "ok" in steps
+    assert c.partial and plan.feasibility.status == "partial"
     msgs = " | ".join(e.message for e in plan.errors)
     assert "downstream[1] of record `root` is not an object" in msgs
     assert "downstream[2] of record `root` is not an object" in msgs

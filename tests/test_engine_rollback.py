@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from engine_support import NOW, WF, load_engine, request
+from engine_support import NOW, POLICIES, ROOT, WF, engine_from_texts, load_engine, request
 
 from policy_engine.engine import MAX_CASCADE_RECORDS, plan_hash
 from policy_engine.models import RollbackPlan
@@ -14,6 +14,19 @@ LATE = "2026-07-02T10:05:00Z"  # after the 60s window of send_customer_reply
 @pytest.fixture(scope="module")
 def engine():
     return load_engine()
+
+
+@pytest.fixture(scope="module")
+def chained():
+    """The fixture support workflow with a deeper declared cascade graph: a reply's side effects
+    include deleting an account (irreversible), and a CRM activity logs further activities."""
+    text = (ROOT / POLICIES / "support.policy").read_text(encoding="utf-8")
+    text = text.replace("    side_effects [log_crm_activity]\n    receipt [final_message",
+                        "    side_effects [log_crm_activity, delete_account]\n    receipt [final_message", 1)
+    text = text.replace('    reversible full via "crm.delete_activity"\n',
+                        '    reversible full via "crm.delete_activity"\n    side_effects [log_crm_activity]\n', 1)
+    assert "side_effects [log_crm_activity, delete_account]" in text and "side_effects [log_crm_activity]\n" in text
+    return engine_from_texts({f"{POLICIES}/support.policy": text})
 
 
 def approve(plan, principal, *roles, **extra):
@@ -110,13 +123,17 @@ def _chain(n, prefix="n"):
     return [rec]
 
 
-def test_cascade_breadth_first_with_checkpoint(engine):
-    p = engine.classify_rollback(request(downstream=_chain(4)), now=NOW)  # reviewer_error: depth 2
+def test_cascade_breadth_first_with_checkpoint(chained, engine):
+    p = chained.classify_rollback(request(downstream=_chain(4)), now=NOW)  # reviewer_error: depth 2
     c = p.cascade
     assert [(s.record_id, s.depth, s.parent) for s in c.steps] == [("m1", 0, None), ("n1", 1, "m1"), ("n2", 2, "n1")]
     assert [(r.record_id, r.depth) for r in c.checkpoint] == [("n3", 3), ("n4", 4)]
-    assert not c.partial
+    assert not c.partial and c.undeclared == ()
     assert c.steps[1].method == "crm.delete_activity" and c.steps[1].verify
+    # where a CRM activity declares no side effect, the chain stops at its first undeclared link
+    c = engine.classify_rollback(request(downstream=_chain(4)), now=NOW).cascade
+    assert [s.record_id for s in c.steps] == ["m1", "n1"] and c.checkpoint == ()
+    assert [(u.record_id, u.parent) for u in c.undeclared] == [("n2", "n1")] and c.partial
 
 
 def test_cascade_loop_marks_partial_with_path(engine):
@@ -126,11 +143,15 @@ def test_cascade_loop_marks_partial_with_path(engine):
     assert [(lp.record_id, lp.parent, lp.path) for lp in p.cascade.loops] == [("m1", "c1", ("m1", "c1", "m1"))]
 
 
-def test_cascade_manual_steps(engine):
+def test_cascade_manual_steps(chained):
     down = [{"id": "d1", "type": "delete_account"}, {"id": "u1", "type": "mystery"}]
-    p = engine.classify_rollback(request(downstream=down), now=NOW)
+    p = chained.classify_rollback(request(downstream=down), now=NOW)
     manual = {s.record_id: s.reason for s in p.cascade.steps if s.manual}
-    assert set(manual) == {"d1", "u1"}
+    assert set(manual) == {"d1"} and "irreversible" in manual["d1"]
+    assert p.feasibility.manual_steps == ("d1",)
+    # a type no side_effects can declare (not in the policy) is no step: listed, the plan partial
+    assert [(u.record_id, u.type, u.parent) for u in p.cascade.undeclared] == [("u1", "mystery", "m1")]
+    assert p.feasibility.status == "partial" and p.cascade.partial
 
 
 def test_cascade_is_bounded(engine):
@@ -141,9 +162,9 @@ def test_cascade_is_bounded(engine):
     assert len(c.steps) + len(c.checkpoint) == MAX_CASCADE_RECORDS
 
 
-def test_cascade_long_chain_is_linear_and_does_not_recurse(engine):
-    p = engine.classify_rollback(request("regulatory_order", downstream=_chain(90)), now=NOW)
-    assert len(p.cascade.steps) == 6 and len(p.cascade.checkpoint) == 85
+def test_cascade_long_chain_is_linear_and_does_not_recurse(chained):
+    p = chained.classify_rollback(request("regulatory_order", downstream=_chain(90)), now=NOW)
+    assert len(p.cascade.steps) == 6 and len(p.cascade.checkpoint) == 85 and p.cascade.undeclared == ()
 
 
 # ------------------------------------------------------------------ plan hash

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from engine_support import NOW, WF, load_engine, reply, request
+from engine_support import NOW, POLICIES, ROOT, WF, engine_from_texts, load_engine, reply, request
 
 from policy_engine.explain import explain
 
@@ -53,6 +53,44 @@ def test_rollback_explain(engine, snapshot):
     plan = engine.classify_rollback(request(downstream=down), now="2026-07-02T10:05:00Z")
     assert explain(plan) == snapshot
     assert json.dumps(plan.model_dump(mode="json"), indent=2) == snapshot
+
+
+@pytest.fixture(scope="module")
+def declaring():
+    """The fixture policy with a deeper declared cascade graph: a reply declares deleting an
+    account (irreversible) among its side effects, and a CRM activity declares a refund."""
+    text = (ROOT / POLICIES / "support.policy").read_text(encoding="utf-8")
+    new = text.replace("    side_effects [log_crm_activity]\n    receipt [final_message",
+                       "    side_effects [log_crm_activity, delete_account]\n    receipt [final_message", 1)
+    new = new.replace('    reversible full via "crm.delete_activity"\n',
+                      '    reversible full via "crm.delete_activity"\n    side_effects [issue_refund]\n', 1)
+    assert new.count("delete_account]") == 1 and "side_effects [issue_refund]" in new
+    return engine_from_texts({f"{POLICIES}/support.policy": new})
+
+
+#: every link declared: a blocked step (r1), a manual one (d1), a checkpoint below the depth
+#: (x1) and a loop back to the original (m1); `undeclared` adds a record delete_account's
+#: (empty) side_effects do not declare, with a child of its own that is not walked
+DECLARED_CASCADES = {
+    "declared": [],
+    "undeclared": [{"id": "u1", "type": "log_crm_activity",
+                    "downstream": [{"id": "u2", "type": "log_crm_activity"}]}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECLARED_CASCADES))
+def test_rollback_explain_declared_cascade(declaring, snapshot, name):
+    down = [{"id": "c1", "type": "log_crm_activity",
+             "downstream": [{"id": "r1", "type": "issue_refund",
+                             "downstream": [{"id": "x1", "type": "log_crm_activity"},
+                                            {"id": "m1", "type": "send_customer_reply"}]}]},
+            {"id": "d1", "type": "delete_account", "downstream": DECLARED_CASCADES[name]}]
+    plan = declaring.classify_rollback(request(downstream=down), now="2026-07-02T10:05:00Z")
+    c = plan.cascade
+    assert [s.status for s in c.steps if s.record_id in ("d1", "r1")] == ["manual", "blocked"]
+    assert [r.record_id for r in c.checkpoint] == ["x1"] and [lp.record_id for lp in c.loops] == ["m1"]
+    assert [u.record_id for u in c.undeclared] == (["u1"] if name == "undeclared" else [])
+    assert explain(plan) == snapshot
 
 
 def test_authorize_explain(engine, snapshot):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from engine_support import NOW, WF, load_engine, request
+from engine_support import NOW, POLICIES, ROOT, WF, engine_from_texts, load_engine, request
 
 from policy_engine.limits import MAX_CLOCK_SKEW_SECONDS
 
@@ -20,6 +20,17 @@ EVIDENCE = {"reviewer_screen": {"shows_claim_source": True}, "blocked_promises":
 @pytest.fixture(scope="module")
 def engine():
     return load_engine()
+
+
+@pytest.fixture(scope="module")
+def refunding():
+    """The fixture policy with a reply declaring a refund among its side effects (the refund's
+    30-day window, not the reply's 60 s one, for a cascade step)."""
+    text = (ROOT / POLICIES / "support.policy").read_text(encoding="utf-8")
+    new = text.replace("    side_effects [log_crm_activity]\n    receipt [final_message",
+                       "    side_effects [log_crm_activity, issue_refund]\n    receipt [final_message", 1)
+    assert new != text
+    return engine_from_texts({f"{POLICIES}/support.policy": new})
 
 
 def approve(plan, principal, *roles):
@@ -85,10 +96,12 @@ def test_a_time_before_1970_is_simply_long_ago(engine):
 
 # ------------------------------------------------------------------ item 1: cascade steps
 
-def test_a_cascade_record_executed_in_the_future_is_out_of_its_window_and_named_in_the_errors(engine):
+def test_a_cascade_record_executed_in_the_future_is_out_of_its_window_and_named_in_the_errors(refunding):
+    engine = refunding
     req = request(downstream=[{"id": "r2", "type": "issue_refund", "executed_at": FUTURE, "settled": False,
                                "amount": 10.0}])
     plan = engine.classify_rollback(req, now=NOW)
+    assert plan.cascade.undeclared == ()  # a side effect the reply declares: a step
     assert plan.window == "standard"  # the original's own window
     step = next(s for s in plan.cascade.steps if s.record_id == "r2")
     assert step.status == "out_of_window" and step.within_window is False and step.reversible_until is None

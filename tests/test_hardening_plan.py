@@ -89,14 +89,27 @@ def test_an_original_without_a_type_of_the_workflow_is_not_authorizable(engine, 
     assert any("not authorizable" in e.message for e in plan.errors)
 
 
-def test_a_cascade_step_of_another_workflows_type_is_manual(engine):
-    # issue_refund is declared in refunds, not in support-replies: its step gets no method
+def test_a_cascade_step_of_another_workflows_type_is_manual(shop):
+    # restock is declared in warehouse, not in shop (charge's side_effects name it): its step
+    # gets no method, not warehouse's
+    plan = shop.classify_rollback(shop_request(restock()), now=SHOP_NOW)
+    step = plan.cascade.steps[1]
+    assert step.record_id == "rs1" and step.type == "restock"
+    assert step.manual and step.status == "manual" and step.method is None
+    assert "not declared in workflow `shop`" in step.reason
+    assert plan.feasibility.manual_steps == ("rs1",) and plan.cascade.undeclared == ()
+
+
+def test_a_downstream_record_of_another_workflows_type_no_side_effect_declares_is_not_planned(engine):
+    # issue_refund is declared in refunds, and send_customer_reply's side_effects do not name
+    # it: it is no step (so never gets refunds' method), it is listed undeclared, the plan partial
     req = reply_request(downstream=[{"id": "rf1", "type": "issue_refund", "executed_at": "2026-11-24T09:59:31Z"}])
     plan = engine.classify_rollback(req, now=NOW)
-    step = plan.cascade.steps[1]
-    assert step.manual and step.status == "manual" and step.method is None
-    assert "not declared in workflow `support-replies`" in step.reason
-    assert plan.feasibility.manual_steps == ("rf1",)
+    assert [s.record_id for s in plan.cascade.steps] == ["m1"]
+    assert [(u.record_id, u.type, u.parent, u.parent_type) for u in plan.cascade.undeclared] == [
+        ("rf1", "issue_refund", "m1", "send_customer_reply")]
+    assert plan.feasibility.status == "partial" and plan.cascade.partial
+    assert plan.feasibility.manual_steps == ()
 
 
 # ----------------------------------------------------------------------------- item 5
@@ -165,13 +178,13 @@ def test_an_executed_at_offset_out_of_range_keeps_the_identity(engine):
     assert located(plan, "`original.executed_at`")
 
 
-def test_a_cascade_step_past_year_9999_is_out_of_its_window_not_an_internal_error(engine):
-    req = reply_request(downstream=[{"id": "c1", "type": "send_correction", "executed_at": "9999-12-31T23:59:30Z",
-                                     "recipient_opened": False}])
-    plan = engine.classify_rollback(req, now=NOW)
+def test_a_cascade_step_past_year_9999_is_out_of_its_window_not_an_internal_error(shop):
+    # send_receipt (a side effect charge declares) has a 60 s window: it would end in year 10000
+    plan = shop.classify_rollback(shop_request(receipt("c1", executed_at="9999-12-31T23:59:30Z")), now=SHOP_NOW)
     assert plan.authorizable, plan.errors
     step = plan.cascade.steps[1]
-    assert step.status == "out_of_window" and step.reversible_until is None
+    assert step.record_id == "c1" and step.status == "out_of_window" and step.reversible_until is None
+    assert plan.feasibility.out_of_window_steps == ("c1",) and plan.cascade.undeclared == ()
     assert any("9999-12-31T23:59:59Z" in r for r in step.reasons)
 
 
@@ -187,7 +200,7 @@ workflow "shop" {
     system "pay"
     reversible full via "pay.refund" within 30d
     prerequisite not_disputed `!original.disputed`
-    side_effects [send_receipt]
+    side_effects [send_receipt, print_label, restock]
     allow when `false`
   }
   action send_receipt {
@@ -199,12 +212,23 @@ workflow "shop" {
   action print_label {
     system "post"
     reversible irreversible
+    side_effects [send_receipt]
     allow when `false`
   }
   rollback reviewer_error {
     route verification
     authorize 1 reviewer
     cascade depth 3
+  }
+}
+workflow "warehouse" {
+  version "1.0"
+  owners { business "Warehouse lead" technical "Shop platform" }
+  default deny
+  action restock {
+    system "stock"
+    reversible full via "stock.unreserve" within 30d
+    allow when `false`
   }
 }
 """
@@ -227,6 +251,11 @@ def shop_request(*downstream, **root):
 
 def receipt(rid="rc1", executed_at="2026-07-02T09:59:30Z", opened=False, **extra):
     return {"id": rid, "type": "send_receipt", "executed_at": executed_at, "opened": opened, **extra}
+
+
+def restock(rid="rs1", executed_at="2026-07-02T09:59:30Z"):
+    """A record of warehouse's type, a side effect charge declares."""
+    return {"id": rid, "type": "restock", "executed_at": executed_at}
 
 
 def test_every_step_feasible_is_feasible(shop):
@@ -287,16 +316,19 @@ def test_a_step_missing_a_field_its_prerequisite_reads_is_blocked_with_the_error
 
 def test_manual_blocked_and_out_of_window_steps_are_each_named(shop):
     label = {"id": "lb1", "type": "print_label"}
-    unknown = {"id": "x1", "type": "no_such_type"}
+    unknown = {"id": "x1", "type": "no_such_type"}  # no side_effects can declare it: not a step
     plan = shop.classify_rollback(shop_request(receipt("late", executed_at="2026-07-01T10:00:00Z"),
-                                               receipt("opened", opened=True), label, unknown), now=SHOP_NOW)
+                                               receipt("opened", opened=True), label, restock(), unknown),
+                                  now=SHOP_NOW)
     by_id = {s.record_id: s.status for s in plan.cascade.steps}
     assert by_id == {"ch1": "feasible", "late": "out_of_window", "opened": "blocked", "lb1": "manual",
-                     "x1": "manual"}
+                     "rs1": "manual"}
     f = plan.feasibility
     assert (f.status, f.manual_steps, f.blocked_steps, f.out_of_window_steps) == (
-        "partial", ("lb1", "x1"), ("opened",), ("late",))
-    assert len(f.reasons) == 3
+        "partial", ("lb1", "rs1"), ("opened",), ("late",))
+    assert [(u.record_id, u.type, u.parent) for u in plan.cascade.undeclared] == [("x1", "no_such_type", "ch1")]
+    assert len(f.reasons) == 4  # manual, blocked, out of window, and the undeclared record
+    assert "`x1` (`no_such_type`" in f.reasons[-1]
     # a step both blocked and out of its window is blocked, with both reasons
     plan = shop.classify_rollback(shop_request(receipt(opened=True, executed_at="2026-07-01T10:00:00Z")),
                                   now=SHOP_NOW)

@@ -6,7 +6,7 @@ fails closed."""
 from __future__ import annotations
 
 import pytest
-from engine_support import NOW, WF, engine_from_texts, load_engine, reply, request
+from engine_support import NOW, POLICIES, ROOT, WF, engine_from_texts, load_engine, reply, request
 
 UNTIL = "2026-07-02T10:00:30Z"  # executed 09:59:30 + the 60s window of send_customer_reply
 
@@ -14,6 +14,17 @@ UNTIL = "2026-07-02T10:00:30Z"  # executed 09:59:30 + the 60s window of send_cus
 @pytest.fixture(scope="module")
 def engine():
     return load_engine()
+
+
+@pytest.fixture(scope="module")
+def refunding():
+    """The fixture policy with a reply declaring a refund among its side effects (the refund's
+    30-day window, not the reply's 60 s one, for a cascade step)."""
+    text = (ROOT / POLICIES / "support.policy").read_text(encoding="utf-8")
+    new = text.replace("    side_effects [log_crm_activity]\n    receipt [final_message",
+                       "    side_effects [log_crm_activity, issue_refund]\n    receipt [final_message", 1)
+    assert new != text
+    return engine_from_texts({f"{POLICIES}/support.policy": new})
 
 
 def approve(plan, principal, *roles, **extra):
@@ -96,12 +107,13 @@ def test_a_plan_classified_at_the_boundary_is_not_authorized_a_moment_later(engi
     assert [s.source for s in late.authorization.slots] == ["standard", "escalation"]
 
 
-def test_a_cascade_step_window_below_the_microsecond(engine):
+def test_a_cascade_step_window_below_the_microsecond(refunding):
+    engine = refunding
     r = request(downstream=[{"id": "rf", "type": "issue_refund", "executed_at": "2026-06-02T10:00:30Z",
                            "settled": False, "amount": 10.0}])
     at = engine.classify_rollback(r, now="2026-07-02T10:00:30Z")  # 30d window: ends exactly now
     after = engine.classify_rollback(r, now="2026-07-02T10:00:30.0000001Z")
-    assert at.cascade.steps[1].within_window is True
+    assert at.cascade.steps[1].record_id == "rf" and at.cascade.steps[1].within_window is True
     assert after.cascade.steps[1].within_window is False and after.cascade.steps[1].status == "out_of_window"
 
 

@@ -140,7 +140,8 @@ def required(p: CompiledPolicy, plan: RollbackPlan, now_dt: datetime,
     if tuple(auth.slots) != slots or have_refs != want_refs or set(auth.excluded_principals) != excluded:
         return slots, (f"the plan's authorization requirement is not what scenario `{plan.scenario}` requires "
                        f"({window} path): it was changed after classification; classify the rollback again")
-    problem = _scenario_terms(sc, plan, window == "escalated" and sc.has_escalation, paths)
+    problem = _scenario_terms(sc, plan, window == "escalated" and sc.has_escalation, paths) or _side_effects(
+        wf.actions, plan)
     if problem is not None:
         return slots, (f"{problem} (scenario `{plan.scenario}`, {window} path): it was changed after "
                        "classification; classify the rollback again")
@@ -176,6 +177,35 @@ def _scenario_terms(sc: Any, plan: RollbackPlan, escalated: bool, paths: tuple) 
         return (f"the plan's cascade is not planned to the authorized `cascade depth {sc.cascade_depth}`: its depth "
                 f"limit is {cascade.depth_limit}, and every record deeper than the authorized depth is a checkpoint, "
                 "not a step")
+    return None
+
+
+def _side_effects(actions: Mapping[str, Any], plan: RollbackPlan) -> str | None:
+    """How the plan's cascade disagrees with the workflow's `side_effects`, or None: every
+    record below the original planned (step or checkpoint) is of a type its parent's type
+    declares, every record listed `undeclared` is not (and hangs under a planned record of
+    the type it names), and a plan listing one is not `feasible`. A plan edited so that a
+    side effect the policy never foresaw becomes an ordinary step, or disappears while the
+    plan still reads feasible, is refused; one rehashed without it binds no approval given
+    for the plan that listed it (the hash covers `cascade.undeclared`)."""
+    cascade = plan.cascade
+    planned: tuple[Any, ...] = (*cascade.steps, *cascade.checkpoint)
+    types = {r.record_id: r.type for r in planned}
+
+    def declares(parent_type: str | None, child_type: str) -> bool:
+        ca = actions.get(parent_type) if parent_type is not None else None
+        return ca is not None and child_type in ca.side_effects
+
+    for r in planned[1:]:
+        if r.parent not in types or not declares(types[r.parent], r.type):
+            return (f"the plan's cascade record `{r.record_id}` (`{r.type}`) is not a side effect its parent "
+                    f"`{r.parent}` declares")
+    for u in cascade.undeclared:
+        if types.get(u.parent) != u.parent_type or declares(u.parent_type, u.type):
+            return (f"the plan lists `{u.record_id}` (`{u.type}`, caused by `{u.parent}` of type "
+                    f"`{u.parent_type}`) as undeclared, which its cascade and the policy's `side_effects` contradict")
+    if cascade.undeclared and plan.feasibility.status == "feasible":
+        return "the plan lists undeclared downstream records but says it is feasible"
     return None
 
 

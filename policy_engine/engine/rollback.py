@@ -23,6 +23,7 @@ from ..models import (
     Feasibility,
     PrerequisiteResult,
     RollbackPlan,
+    UndeclaredRecord,
 )
 from .digests import plan_hash
 from .inputs import check_size
@@ -178,7 +179,8 @@ def classify_rollback(p: CompiledPolicy, request: Any, now: Any = None) -> Rollb
         root = cascade.steps[0]
     else:
         cascade = fast(Cascade, {"depth_limit": depth_limit, "steps": (), "checkpoint": (), "loops": (),
-                                 "partial": False, "truncated": False, "truncated_reason": None})
+                                 "partial": False, "truncated": False, "truncated_reason": None,
+                                 "undeclared": ()})
         root = None
     feas = feasibility(ca, otype, root, cascade)
     authorizable = wf is not None and sc is not None and bool(slots) and type(oid) is str \
@@ -283,7 +285,14 @@ def feasibility(ca: CAction | None, otype: Any, root: CascadeStep | None, cascad
             shown = ", ".join(f"`{i}`" for i in ids[:MAX_STEPS_NAMED])
             more = f" and {len(ids) - MAX_STEPS_NAMED} more" if len(ids) > MAX_STEPS_NAMED else ""
             reasons.append(f"cascade steps {word}: {shown}{more}")
-    if status == "feasible" and (manual or blocked or late):
+    und = cascade.undeclared
+    if und:
+        shown = ", ".join(f"`{u.record_id}` (`{u.type}`, caused by `{u.parent}` of type `{u.parent_type}`)"
+                          for u in und[:MAX_STEPS_NAMED])
+        more = f" and {len(und) - MAX_STEPS_NAMED} more" if len(und) > MAX_STEPS_NAMED else ""
+        reasons.append(f"downstream records of types their parent's `side_effects` do not declare, not planned "
+                       f"(decide about them by hand): {shown}{more}")
+    if status == "feasible" and (manual or blocked or late or und):
         status = "partial"
     return fast(
         Feasibility,
@@ -311,8 +320,12 @@ def plan_cascade(
     win_now: datetime | None = None,
 ) -> Cascade:
     """Breadth-first over `downstream` records. Linear in records, bounded by MAX_CASCADE_RECORDS.
-    Each step's type is looked up in the request's workflow (`actions`)."""
+    Each step's type is looked up in the request's workflow (`actions`). A record whose type
+    its parent's type does not declare in `side_effects` (or whose parent's type is not
+    declared there) is not a step and its downstream is not walked: it is listed in
+    `undeclared` (counted against the bound) and the plan is partial (DESIGN 7, 8)."""
     steps: list = []
+    undeclared: list = []
     checkpoint: list = []
     loops: list = []
     nloops = 0
@@ -361,6 +374,8 @@ def plan_cascade(
             errors.append(err("<input>", "input", f"`downstream` of record `{rid}` must be a list"))
             partial = True
             continue
+        pca = actions.get(rtype) if type(rtype) is str else None
+        declared = pca.side_effects if pca is not None else ()
         for i, child in enumerate(downstream):
             if not isinstance(child, Mapping):
                 errors.append(err("<input>", "input", f"downstream[{i}] of record `{rid}` is not an object"))
@@ -395,6 +410,13 @@ def plan_cascade(
                     )
                 break
             parent_of[cid] = rid
+            ctype = child.get("type")
+            if type(ctype) is not str or ctype not in declared:
+                partial = True
+                undeclared.append(fast(UndeclaredRecord, {
+                    "record_id": cid, "type": ctype if type(ctype) is str else "<missing>", "parent": rid,
+                    "parent_type": rtype_s}))
+                continue
             queue.append((child, depth + 1, rid, cid))
     if nloops > len(loops):
         errors.append(
@@ -418,6 +440,7 @@ def plan_cascade(
             "partial": partial,
             "truncated": truncated,
             "truncated_reason": truncated_reason,
+            "undeclared": tuple(undeclared),
         },
     )
 

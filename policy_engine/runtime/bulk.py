@@ -125,6 +125,13 @@ def _record(e: Any) -> dict:  # the OriginalRecord of an execution (as Runtime.r
     return rec
 
 
+def _undeclared(plan: Any) -> list[dict]:
+    """The plan's undeclared downstream records in the batch member's (and the ledger body's) shape,
+    as ``request_rollback`` records them."""
+    return [{"record": u.record_id, "type": u.type, "parent": u.parent, "parent_type": u.parent_type}
+            for u in plan.cascade.undeclared]
+
+
 def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> tuple | None:
     if not isinstance(wf, str) or not isinstance(atype, str):  # (as recorded by another writer: undeclared)
         return None
@@ -138,7 +145,7 @@ def _side_effects(eng: Any, wf: Any, atype: Any, memo: dict) -> tuple | None:
 
 
 def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
-            elsewhere: dict[str, list] | None = None, gone: Any = frozenset()) -> tuple[dict, dict, dict]:
+            elsewhere: dict[str, list] | None = None, gone: Any = frozenset()) -> tuple[dict, dict]:
     """For every root at once, its record tree from the recorded ``caused_by`` links, in
     memory: per level one query of the links table for the children's sequence numbers
     (per 5,000 parents), with the open rollback that already covers each child, and one
@@ -146,10 +153,12 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
     rollback covers is not followed (never rolled back twice): listed in ``elsewhere``
     (root id -> [{record, rollback, parent}]) when given. ``gone``: rollbacks the
     projection still shows open that the clock expired (a dry run plans as if it were
-    recorded). Returns root id -> record, root id -> undeclared links, record id -> root id."""
+    recorded). A child its parent type's ``side_effects`` do not declare is passed on without
+    its own children (the engine lists it in the plan's ``cascade.undeclared``, as for
+    ``request_rollback``). Returns root id -> record, record id -> root id."""
     recs = {r.id: _record(r) for r in roots}
     owner = {r.id: r.id for r in roots}
-    undeclared: dict[str, list] = {r.id: [] for r in roots}
+    wf_of = {r.id: r.workflow for r in roots}  #: the workflow each root's plan is classified in
     count = {r.id: 1 for r in roots}
     memo: dict = {}
     roots_at = {r.id for r in roots}  #: selected executions not (yet) found inside another's cascade
@@ -180,12 +189,15 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
                 if elsewhere is not None:
                     elsewhere.setdefault(root, []).append({"record": k.id, "rollback": taken[k.seq], "parent": pe.id})
                 continue
-            declared = _side_effects(eng, pe.workflow, pe.body.get("type"), memo)
-            if declared is None or k.body.get("type") not in declared:
-                undeclared[root].append({"record": k.id, "type": k.body.get("type"), "parent": pe.id,
-                                         "parent_type": pe.body.get("type")})
-                continue
             if count[root] >= MAX_CASCADE:
+                continue
+            # as ``Runtime._record_graph``: every recorded child goes to the engine, which checks it
+            # against its parent type's ``side_effects`` in the plan's workflow and lists an undeclared
+            # one in the plan (``cascade.undeclared``, under ``plan_hash``); its children are not read
+            declared = _side_effects(eng, wf_of[root], pe.body.get("type"), memo)
+            if declared is None or not isinstance(k.body.get("type"), str) or k.body.get("type") not in declared:
+                recs[pe.id]["downstream"].append(_record(k))  # (a selected one stays its own root)
+                count[root] += 1
                 continue
             if k.id in roots_at:  # a selected execution inside another one's cascade: its tree joins
                 roots_at.discard(k.id)
@@ -206,7 +218,7 @@ def _graphs(c: Any, eng: Any, roots: list, known: dict[int, Any],
         while r in up:
             r = up[r]
         final[rid] = r
-    return {r.id: recs[r.id] for r in roots}, undeclared, final
+    return {r.id: recs[r.id] for r in roots}, final
 
 
 _CE = E.alias("covered_entry")
@@ -451,7 +463,7 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
             taken = {k: v for k, v in taken.items() if v not in gone}
             roots_all = [x for x in chosen if x.id not in taken]
             elsewhere: dict[str, list] = {}
-            trees, undeclared, owner = _graphs(c, eng, roots_all, known, elsewhere, gone)
+            trees, owner = _graphs(c, eng, roots_all, known, elsewhere, gone)
     if lapsed or withdraw:
         _withdraw(rt, eng, lapsed, withdraw, requested_by, now_dt)
         return None
@@ -489,20 +501,20 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                   *(f"notify:{n}" for n in plan.notify)]
         body = {"plan_hash": plan.plan_hash, "scenario": scenario, "requested_by": requested_by, "reason": reason,
                 "plan": plan.model_dump(mode="json"), "route": plan.route, "original": x.id, "cascade": steps,
-                "duties": list(dict.fromkeys(duties)), "undeclared": [],
+                "duties": list(dict.fromkeys(duties)), "undeclared": _undeclared(plan),
                 "trigger": trigger or (st["stopped_by"] if st and st["status"] == "stopped" else None),
                 "requested_at": _ts(now_dt), "pending_until": _ts_after(now_dt, rt.rollback_ttl)}
         members.append((x, body, plan))
     covered = tuple(covered_by)
-    # the links a tree did not follow (undeclared; covered by another open rollback), each on the
-    # plan that holds its parent (else, as before, on its tree's topmost original)
+    # the links a tree did not follow because another open rollback covers them, each on the plan
+    # that holds its parent (else, as before, on its tree's topmost original); the undeclared
+    # ones are each plan's own (``cascade.undeclared``, set above)
     mine = {m[0].id: m[1] for m in members}
-    for key, links_of in (("undeclared", undeclared), ("covered", elsewhere)):
-        for top, items in links_of.items():
-            for it in items:
-                o = held.get(it["parent"], top)
-                if o in mine:
-                    mine[o].setdefault(key, []).append(it)
+    for top, items in elsewhere.items():
+        for it in items:
+            o = held.get(it["parent"], top)
+            if o in mine:
+                mine[o].setdefault("covered", []).append(it)
     if not members:
         return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
                              tuple(errors), 0)

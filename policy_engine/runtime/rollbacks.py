@@ -91,6 +91,18 @@ def _named_rollbacks(cur: Any, pg: bool, since: int) -> set[str] | None:
     return ids
 
 
+def _declares(declared: Any, atype: Any) -> bool:
+    """Whether a parent type's ``side_effects`` (None: not declared) name a child's type, as
+    `plan_cascade` asks (only then are the child's own children read)."""
+    return declared is not None and isinstance(atype, str) and atype in declared
+
+
+def _undeclared(plan: Any) -> list[dict]:
+    """The plan's undeclared downstream records in the result's (and the ledger body's) shape."""
+    return [{"record": u.record_id, "type": u.type, "parent": u.parent, "parent_type": u.parent_type}
+            for u in plan.cascade.undeclared]
+
+
 def _holds(built: tuple | None, now_s: str, ekey: str | None) -> bool:
     """Kept items ``(lo, hi, items, engine)`` hold at ``now_s``: ``lo <= now < hi``, and they were
     read under this engine (policy hash; None: a runtime without policies): which approved rows
@@ -152,15 +164,16 @@ class Rollbacks(RuntimeCore):
     """The rollbacks part of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
     # ------------------------------------------------------------------ rollbacks
-    def _record_graph(self, c, eng: Any, x: Any) -> tuple[dict, list[dict], int, list[dict]]:
+    def _record_graph(self, c, eng: Any, x: Any) -> tuple[dict, int, list[dict]]:
         """The original as an OriginalRecord dict with ``downstream`` from the recorded
-        ``caused_by`` links (breadth-first, one query per level), the links the policy's
-        ``side_effects`` do not declare (listed, not followed), and the records already
-        covered by another open rollback (listed with it, not followed: never rolled back twice)."""
+        ``caused_by`` links (breadth-first, one query per level), and the records already
+        covered by another open rollback (listed with it, not followed: never rolled back twice).
+        Every other recorded child is passed on: the engine checks it against its parent type's
+        ``side_effects`` (`plan_cascade`) and lists an undeclared one in the plan (``cascade.undeclared``,
+        under ``plan_hash``); its own children are not read (the engine does not walk them)."""
         from .bulk import _record as record
 
         root = record(x)
-        undeclared: list[dict] = []
         elsewhere: list[dict] = []
         level = [(x, root)]
         n = 1
@@ -180,19 +193,15 @@ class Rollbacks(RuntimeCore):
                 if k.id in taken:
                     elsewhere.append({"record": k.id, "rollback": taken[k.id], "parent": pe.id})
                     continue
-                declared = self._facts(eng, pe.workflow, pe.body.get("type"))["side_effects"]
-                if declared is None or k.body.get("type") not in declared:
-                    undeclared.append({"record": k.id, "type": k.body.get("type"), "parent": pe.id,
-                                       "parent_type": pe.body.get("type")})
-                    continue
                 kr = record(k)
                 pr["downstream"].append(kr)
-                nxt.append((k, kr))
+                if _declares(self._facts(eng, x.workflow, pe.body.get("type"))["side_effects"], k.body.get("type")):
+                    nxt.append((k, kr))
                 n += 1
                 if n >= MAX_CASCADE:
                     break
             level = nxt
-        return root, undeclared, n, elsewhere
+        return root, n, elsewhere
 
     def _covered(self, c, ids: list[str]) -> dict[str, str]:
         """record id -> the open rollback (not denied, expired or cancelled) that covers it."""
@@ -242,7 +251,7 @@ class Rollbacks(RuntimeCore):
                     if superseded is None:
                         return ans
             else:
-                original, undeclared, _, elsewhere = self._record_graph(c, eng, x)
+                original, _, elsewhere = self._record_graph(c, eng, x)
                 wf = x.workflow
                 row = self._wf_row(c, wf)
         if superseded is not None and existing is not None:
@@ -262,6 +271,7 @@ class Rollbacks(RuntimeCore):
         request = {"workflow": wf or "", "scenario": scenario, "requested_by": requested_by, "reason": reason,
                    "requested_at": _ts(now_dt), "original": original}
         plan = eng.classify_rollback(request, now_dt)
+        undeclared = _undeclared(plan)
         if not plan.authorizable:
             return RollbackRequestResult(None, plan, False, "refused", plan.route, tuple(undeclared),
                                          "; ".join(e.message for e in plan.errors) or "the plan is not authorizable",
