@@ -525,7 +525,7 @@ def test_an_argument_an_operation_does_not_take_is_named_with_those_it_takes(tmp
     res = run("rt", "step", "-p", str(ROOT / "policies"), "--ledger", url, "-i", str(q))
     assert res.exit_code == 2
     assert res.output == ("error: bad arguments: `step` takes no argument `colour`; it takes `rollback`, `duty`, "
-                          "`status`, `key`, `now`, `detail`, `reporter`\n")  # was the runtime's inside: Rollbacks.step()
+                          "`status`, `key`, `now`, `detail`, `reporter`\n")  # (was the runtime's: Rollbacks.step())
 
 
 def test_a_downstream_that_is_not_a_list_is_a_located_error_not_a_pass(work):

@@ -143,7 +143,7 @@ def _operations(app: FastAPI, st: State) -> None:
         return {"policy_hash": st.store.policy_hash, "workflows": sorted(getattr(eng, "workflows", {}) or {}),
                 "default_workflow": st.default_workflow(eng),
                 "last_reload": None if last is None else {
-                    "ok": last.ok, "error": last.error,
+                    "ok": last.ok, "error": last.error if shown else _public(st, last.error),
                     "diagnostics": last.render() if not last.ok and shown else None}}
 
     @app.post("/v1/policies/reload", tags=["operations"], responses=PROBLEMS,
