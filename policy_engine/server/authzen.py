@@ -2,14 +2,16 @@
 
 ``POST /access/v1/evaluation``: ``action.name`` is the action type; the request's
 ``subject``, ``resource`` and ``context`` (and ``action.properties`` as ``properties``)
-become fields of the action; the workflow is ``context.workflow`` when it is a string,
-else the server's default (``--workflow``, or the policy set's only workflow). Only
+become fields of the action; the workflow is ``context.workflow`` when the context gives
+one (a value that is not a workflow's name is denied, never decided by the default), else
+the server's default (``--workflow``, or the policy set's only workflow). Only
 ``allow`` is ``decision: true``; require_approval, deny and stop are ``false`` with the
 effect, reason, approvals or stop in ``context``. Every response's ``context`` carries
 ``decision_id`` (the ledger entry id when recorded, else a fresh UUID) and
-``policy_hash``. A deny is HTTP 200: 4xx/5xx are for transport problems only. A recorded
-decision names the authenticated caller (``caller``: the credential's principal; none without
-an identities file).
+``policy_hash``. A deny is HTTP 200: 4xx/5xx are for transport problems only (in a batch,
+an item that cannot be decided is that item's deny, its problem in ``context.error``:
+:func:`evaluations`). A recorded decision names the authenticated caller (``caller``: the
+credential's principal; none without an identities file).
 
 The two POST routes are served by :class:`FastPath`, a raw ASGI handler in front of the
 FastAPI application (no routing, dependency injection or model validation on the hot
@@ -41,21 +43,49 @@ REQUEST_ID = re.compile(rb"[\x21-\x7e]{0,256}")
 
 # Entities and the action are open (interop peers send extra keys such as `_note`; the
 # policy sees them as fields); the request objects themselves are closed.
-_ENTITY = {"type": "object", "required": ["type", "id"],
-           "properties": {"type": {"type": "string", "minLength": 1}, "id": {"type": "string", "minLength": 1},
-                          "properties": {"type": "object"}}}
-_ACTION = {"type": "object", "required": ["name"],
-           "properties": {"name": {"type": "string", "minLength": 1}, "properties": {"type": "object"}}}
-_PARTIAL: dict[str, Any] = {"type": "object", "additionalProperties": False,
-            "properties": {"subject": _ENTITY, "action": _ACTION, "resource": _ENTITY, "context": {"type": "object"}}}
-_RESULT = {"type": "object", "required": ["decision", "context"], "additionalProperties": False,
-           "properties": {"decision": {"type": "boolean"},
-                          "context": {"type": "object", "required": ["decision_id", "policy_hash", "effect"],
-                                      "properties": {"decision_id": {"type": "string"},
-                                                     "policy_hash": {"type": "string"},
-                                                     "effect": {"enum": ["allow", "require_approval", "deny",
-                                                                         "stop"]},
-                                                     "reason": {"type": "string"}, "recorded": {"type": "boolean"}}}}}
+_ENTITY = {
+    "type": "object",
+    "required": ["type", "id"],
+    "properties": {
+        "type": {"type": "string", "minLength": 1},
+        "id": {"type": "string", "minLength": 1},
+        "properties": {"type": "object"},
+    },
+}
+_ACTION = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "minLength": 1}, "properties": {"type": "object"}},
+}
+_PARTIAL: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"subject": _ENTITY, "action": _ACTION, "resource": _ENTITY, "context": {"type": "object"}},
+}
+_RESULT = {
+    "type": "object",
+    "required": ["decision", "context"],
+    "additionalProperties": False,
+    "properties": {
+        "decision": {"type": "boolean"},
+        "context": {
+            "type": "object",
+            "required": ["decision_id", "policy_hash", "effect"],
+            "properties": {
+                "decision_id": {"type": "string"},
+                "policy_hash": {"type": "string"},
+                "effect": {"enum": ["allow", "require_approval", "deny", "stop"]},
+                "reason": {"type": "string"},
+                "recorded": {"type": "boolean"},
+                "error": {
+                    "type": "object",
+                    "required": ["status", "message"],
+                    "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
 #: the closed JSON Schemas of the AuthZEN bodies (also published in the OpenAPI document)
 SCHEMAS = {
     "EvaluationRequest": {**_PARTIAL, "required": ["subject", "action", "resource"]},
@@ -172,11 +202,14 @@ def parse_evaluations(obj: Any) -> tuple[dict, list | None, str]:
 # ---------------------------------------------------------------------------------- deciding
 def to_action(req: dict, default_workflow: str | None) -> dict:
     ctx = req.get("context")
-    wf = ctx.get("workflow") if isinstance(ctx, dict) else None
     act = req["action"]
-    wf = wf if isinstance(wf, str) else default_workflow
+    # a `workflow` the context gives is the workflow, whatever it is: one that is not a name
+    # (a number, null, a list) is denied by the engine saying so, never decided by the default
+    named, wf = False, default_workflow
+    if isinstance(ctx, dict) and "workflow" in ctx:
+        named, wf = True, ctx["workflow"]
     a = {  # (no workflow named and no default: none given, which the engine denies saying so)
-        **({"workflow": wf} if wf is not None else {}),
+        **({"workflow": wf} if named or wf is not None else {}),
         "type": act["name"],
         "subject": req["subject"],
         "resource": req["resource"],
@@ -254,14 +287,46 @@ async def evaluations(state: Any, obj: Any, caller: str | None = None) -> dict:
         # at once, in order, so they share its ledger transactions (it takes whatever
         # waits), each evaluated with the ledger's state as the items before it leave it
         # (`Recorder`, `Runtime.gate_many`): one commit for many, not one per item
-        return {"evaluations": list(await asyncio.gather(*(decide(state, r, caller) for r in reqs)))}
-    out = []
-    for merged in reqs:  # (a semantic that stops early decides, and records, no further)
-        r = await decide(state, merged, caller)
-        out.append(r)
-        if (sem == "deny_on_first_deny" and not r["decision"]) or (sem == "permit_on_first_permit" and r["decision"]):
-            break
-    return {"evaluations": out}
+        outs: list[dict | Problem] = list(await asyncio.gather(*(_attempt(state, r, caller) for r in reqs)))
+    else:
+        outs = []
+        for merged in reqs:  # (a semantic that stops early decides, and records, no further)
+            r = await _attempt(state, merged, caller)
+            outs.append(r)
+            allowed = not isinstance(r, Problem) and r["decision"]  # (a failed item is a deny)
+            if (sem == "deny_on_first_deny" and not allowed) or (sem == "permit_on_first_permit" and allowed):
+                break
+    problems = [r for r in outs if isinstance(r, Problem)]
+    if problems and len(problems) == len(outs):  # nothing decided, nothing recorded: the request's
+        raise problems[0]  # problem, as for one evaluation (a 503: safe to send again)
+    return {"evaluations": [failed(state, r) if isinstance(r, Problem) else r for r in outs]}
+
+
+async def _attempt(state: Any, req: dict, caller: str | None) -> dict | Problem:
+    """One item of a batch: its answer, or the problem that kept it from one (the item
+    only: the others' decisions, recorded or not, are still answered)."""
+    try:
+        return await decide(state, req, caller)
+    except Exception as e:  # noqa: BLE001 - that item's deny (AuthZEN 1.0, "Errors"), never a traceback
+        return _problem(e)
+
+
+def failed(state: Any, p: Problem) -> dict:
+    """The answer to a batch item that could not be decided: ``decision: false`` (an error
+    never permits), the problem as the item's ``context.error`` (AuthZEN 1.0, "Errors":
+    ``status``, ``message``), not recorded. Counted as a problem of its status."""
+    state.metrics.problems.labels(str(p.status)).inc()
+    return {
+        "decision": False,
+        "context": {
+            "decision_id": str(uuid.uuid4()),
+            "policy_hash": state.store.policy_hash or "",
+            "effect": "deny",
+            "reason": f"not decided: {p.detail}",
+            "recorded": False,
+            "error": {"status": p.status, "message": p.detail},
+        },
+    }
 
 
 async def handle(state: Any, path: str, body: bytes, caller: str | None = None) -> dict:
@@ -326,8 +391,12 @@ class FastPath:
             # (the identifier first: a bad one is never echoed, not even on a 413)
             if rid is not None and REQUEST_ID.fullmatch(rid) is None:
                 rid = None  # (never echoed: it is what was wrong)
-                raise Problem(400, "bad-request-id", "X-Request-ID is at most 256 visible ASCII characters "
-                              "(0x21-0x7E: no spaces, tabs or control characters)")
+                raise Problem(
+                    400,
+                    "bad-request-id",
+                    "X-Request-ID is at most 256 visible ASCII characters "
+                    "(0x21-0x7E: no spaces, tabs or control characters)",
+                )
             if length is not None and (not length.isdigit() or int(length) > limit):
                 raise Problem(413, "body-too-large", f"the body is larger than the limit of {limit} bytes")
             body = await _read(receive, limit) if scope["method"] in ("POST", "PUT", "PATCH") else None
@@ -353,7 +422,8 @@ class FastPath:
             matched = scope.get("route")
             route = getattr(matched, "path_format", None) or getattr(matched, "path", None)
             self.state.metrics.latency.labels(route if isinstance(route, str) else "unmatched").observe(
-                time.perf_counter() - t0)
+                time.perf_counter() - t0
+            )
 
     async def _authzen(self, scope: dict, headers: list, body: bytes) -> dict:
         ids = self.state.identities
