@@ -5,7 +5,7 @@ An identities file (YAML or JSON, ``stopline serve --identities FILE``)::
     tokens:                       # API tokens, stored hashed (sha256 hex of the token)
       - principal: casey
         roles: [customer_service]
-        sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+        sha256: 4b2c0d3c5f0e1f6c2f4c5e6b7a8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f809  # (new_token())
     jwt:                          # optional: signed JWTs, verified offline
       public_key: jwt.pub.pem     # a PEM public key, or
       jwks: jwks.json             # a JWKS file (the key chosen by the token's `kid`)
@@ -16,8 +16,15 @@ An identities file (YAML or JSON, ``stopline serve --identities FILE``)::
       roles_claim: roles          # default roles (a list of strings)
 
 Paths are relative to the file. Nothing is fetched over the network. Only asymmetric
-algorithms are accepted (no ``none``, no HMAC with a public key). A credential gives
-the principal and its roles; ``Caller`` is what every handler sees.
+algorithms are accepted (no ``none``, no HMAC with a public key); an RSA key is at least
+2048 bits; of a JWKS, only the signature keys are used (not ``use: enc``, nor a
+``key_ops`` without ``verify``, nor a symmetric ``oct`` key), each only with the ``alg``
+it names. The file and its key file must not be writable by every user of the host.
+A credential gives the principal and its roles; ``Caller`` is what every handler sees.
+A principal or role name is written one way only (:func:`name_problem`): no invisible
+characters (nor, in a JWT, control characters), no spaces at its ends, NFKC-normal; two
+token principals of a file are never one name to the engine (``canonical_principal``)
+without being the same.
 
 The server keeps the file in an ``IdentityStore``: loaded at start (it must load), then
 loaded again whenever it, or the key file it names, changes: a token removed from the file
@@ -30,16 +37,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import re
 import secrets
+import stat
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..source import DEFAULT_IGNORABLE
+
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 MAX_TOKEN = 8192
 MAX_LEEWAY = 3600  #: seconds of clock skew a JWT's `exp`/`nbf` may be given at most
+MIN_RSA_BITS = 2048  #: an RSA verification key shorter than this is refused (NIST SP 800-131A)
+#: characters no one sees (Unicode's Default_Ignorable_Code_Point: zero-width spaces and
+#: joiners, soft hyphen, bidi marks and overrides, tags, variation selectors)
+_IGNORABLE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in DEFAULT_IGNORABLE) + "]")
 
 
 class IdentityConfigError(ValueError):
@@ -64,10 +81,55 @@ def new_token() -> tuple[str, str]:
     return t, hash_token(t)
 
 
+def name_problem(v: str, controls: bool = True) -> str | None:
+    """Why ``v`` is not a principal or role name written one way only, else None: a name
+    with a character no one sees (``casey\\u200b``, a bidi override), a line separator,
+    a lone surrogate, a space at either end, or a form NFKC changes (fullwidth ``ｃａｓｅｙ``,
+    a no-break space) reads as another name in a record, a log or a list of approvers.
+    ``controls``: C0/C1 control characters too (a JWT's claims; an identities file may hold
+    them, as it always could: the ledger refuses a NUL, and every display escapes them)."""
+    if v != v.strip():
+        return "begins or ends with a space"
+    if v.isascii():  # (the common case, at every JWT and JWT session: ASCII is NFKC, and sees all but C0)
+        bad = next((ch for ch in v if ch < " " or ch == "\x7f"), None) if controls and not v.isprintable() else None
+    else:
+        cats = ("Cf", "Zl", "Zp", "Cs", "Cc") if controls else ("Cf", "Zl", "Zp", "Cs")
+        m = _IGNORABLE_RE.search(v)
+        bad = m.group() if m else next((ch for ch in v if unicodedata.category(ch) in cats), None)
+        if bad is None and not unicodedata.is_normalized("NFKC", v):
+            return "is not in NFKC form (a fullwidth letter, a no-break space, a ligature: it reads as another name)"
+    return None if bad is None else f"holds U+{ord(bad):04X}, a character no one sees"
+
+
 def _name(v: Any, where: str) -> str:
     if not isinstance(v, str) or not v.strip() or len(v) > 256:
         raise IdentityConfigError(f"{where}: a principal or role is a non-empty string of at most 256 characters")
+    why = name_problem(v, controls=False)
+    if why is not None:
+        # (no name in the message: /healthz shows a reload's error to anyone)
+        raise IdentityConfigError(f"{where}: a principal or role {why}: write it one way only")
     return v
+
+
+def _not_world_writable(p: Path, what: str) -> None:
+    """Refuse a file (or the file a link names) every user of the host may change: whoever
+    can write the identities file can list a token of their own, and whoever can write its
+    key file can sign a JWT for anyone. (Group write is the operator's choice; not checked.)"""
+    if os.name != "posix":
+        return
+    try:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+    except OSError:
+        return  # (reading it says why)
+    if mode & 0o002:
+        raise IdentityConfigError(f"{p}: {what} can be changed by every user of this host (mode {mode:04o}): "
+                                  f"chmod o-w {p}")
+
+
+def _weak(key: Any) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS
 
 
 def _roles(v: Any, where: str) -> tuple[str, ...]:
@@ -103,6 +165,7 @@ class Identities:
         import yaml
 
         p = Path(path)
+        _not_world_writable(p, "the identities file")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as e:
@@ -132,6 +195,7 @@ class Identities:
             if h.lower() in tokens:
                 raise IdentityConfigError(f"{where}: the same token hash is listed twice")
             tokens[h.lower()] = Caller(_name(t.get("principal"), where), _roles(t.get("roles"), where), "token")
+        _one_spelling(p, [c.principal for c in tokens.values()])
         jwt_conf = data.get("jwt")
         sources = [p]
         if jwt_conf is not None:
@@ -143,8 +207,6 @@ class Identities:
 
     @staticmethod
     def _load_jwt(p: Path, conf: Any) -> dict:
-        import jwt
-
         where = f"{p}: jwt"
         known = {"public_key", "jwks", "algorithms", "issuer", "audience", "principal_claim", "roles_claim", "leeway"}
         if not isinstance(conf, dict) or set(conf) - known:
@@ -171,20 +233,22 @@ class Identities:
         out = {"algorithms": algs, "issuer": conf.get("issuer"), "audience": aud,
                "principal_claim": conf.get("principal_claim", "sub"), "roles_claim": conf.get("roles_claim", "roles"),
                "leeway": float(leeway), "key": None, "jwks": None}
-        out["source"] = p.parent / str(conf["public_key"] if "public_key" in conf else conf["jwks"])
+        out["source"] = src = p.parent / str(conf["public_key"] if "public_key" in conf else conf["jwks"])
+        _not_world_writable(src, "the jwt key file")
         try:
+            text = src.read_text(encoding="utf-8")
             if "public_key" in conf:
-                text = (p.parent / str(conf["public_key"])).read_text(encoding="utf-8")
                 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
                 out["key"] = load_pem_public_key(text.encode())
             else:
-                text = (p.parent / str(conf["jwks"])).read_text(encoding="utf-8")
-                out["jwks"] = jwt.PyJWKSet.from_dict(json.loads(text))
+                out["jwks"] = _signature_keys(json.loads(text), algs)
         except OSError as e:
             raise IdentityConfigError(f"{where}: cannot read the key file: {e.strerror or e}") from None
         except Exception as e:  # noqa: BLE001 - a bad key file is a configuration error, one line
             raise IdentityConfigError(f"{where}: not a usable public key or JWKS: {e}") from None
+        if out["key"] is not None and _weak(out["key"]):
+            raise IdentityConfigError(f"{where}: the RSA key has {out['key'].key_size} bits; at least {MIN_RSA_BITS}")
         return out
 
     # ------------------------------------------------------------------ verification
@@ -233,7 +297,9 @@ class Identities:
         fp = binding.get("jwt")
         if isinstance(fp, str) and self._jwt is not None and fp in self._jwt_fingerprints():
             if isinstance(principal, str) and isinstance(roles, list) and all(isinstance(r, str) for r in roles):
-                return Caller(principal, tuple(roles), "jwt")
+                # (a session signed in before names were checked, under a --session-key, ends)
+                if all(name_problem(n) is None for n in (principal, *roles)):
+                    return Caller(principal, tuple(roles), "jwt")
         return None
 
     def _jwt_fingerprint(self, key: Any) -> str:
@@ -254,7 +320,7 @@ class Identities:
         if fps is None:
             c = self._jwt
             assert c is not None
-            keys = [c["key"]] if c["key"] is not None else [k.key for k in c["jwks"].keys]
+            keys = [c["key"]] if c["key"] is not None else [k.key for k, _ in c["jwks"]]
             fps = self._fps = frozenset(self._jwt_fingerprint(k) for k in keys)
         return fps
 
@@ -266,14 +332,17 @@ class Identities:
             raise PermissionError("JWT verification is not configured")
         options: jwt.types.Options = {"require": ["exp", c["principal_claim"]], "verify_aud": c["audience"] is not None}
         try:
-            key = c["key"]
+            key, algs = c["key"], c["algorithms"]
             if key is None:
-                kid = jwt.get_unverified_header(cred).get("kid")
-                matches = [k for k in c["jwks"].keys if kid is None or k.key_id == kid]
+                header = jwt.get_unverified_header(cred)
+                kid, alg = header.get("kid"), header.get("alg")
+                # (a key that names its `alg` is used with that one only, and chosen by it)
+                matches = [(k, a) for k, a in c["jwks"] if (kid is None or k.key_id == kid) and a in (None, alg)]
                 if len(matches) != 1:
-                    raise PermissionError("no single key in the JWKS file matches the token's `kid`")
-                key = matches[0].key
-            claims = jwt.decode(cred, key, algorithms=c["algorithms"], audience=c["audience"], issuer=c["issuer"],
+                    raise PermissionError("no single key in the JWKS file matches the token's `kid` and `alg`")
+                key, named = matches[0][0].key, matches[0][1]
+                algs = [named] if named is not None else algs
+            claims = jwt.decode(cred, key, algorithms=algs, audience=c["audience"], issuer=c["issuer"],
                                 leeway=c["leeway"], options=options)
         except (jwt.PyJWTError, ValueError, TypeError) as e:  # a malformed token or a key of the wrong type
             raise PermissionError(f"the token does not verify: {e}") from None
@@ -283,7 +352,56 @@ class Identities:
             raise PermissionError(f"the token's `{c['principal_claim']}` is not a principal name")
         if not isinstance(roles, list) or any(not isinstance(r, str) or not r or len(r) > 256 for r in roles):
             raise PermissionError(f"the token's `{c['roles_claim']}` is not a list of role names")
+        # (refused, never normalized: normalizing would make `ｃａｓｅｙ` the principal `casey`)
+        for claim, v in ((c["principal_claim"], principal), *((c["roles_claim"], r) for r in roles)):
+            why = name_problem(v)
+            if why is not None:
+                raise PermissionError(f"the token's `{claim}` {why}")
         return Caller(principal, tuple(roles), "jwt"), key, claims
+
+
+def _one_spelling(p: Path, principals: list[str]) -> None:
+    """Two token principals the engine counts as one person (``canonical_principal``: case,
+    width, spaces and invisible characters aside) must be the same name: ``Casey`` and
+    ``casey`` would be two callers to the server (a rollback's requester, a cancel) and one
+    to every approval rule."""
+    from ..engine.util import canonical_principal
+
+    seen: dict[str, tuple[int, str]] = {}
+    for i, name in enumerate(principals):
+        j, other = seen.setdefault(canonical_principal(name), (i, name))
+        if other != name:  # (indices, not names: /healthz shows a reload's error to anyone)
+            raise IdentityConfigError(f"{p}: tokens[{j}] and tokens[{i}] name one principal in two spellings (they "
+                                      "differ in case, width or spaces only; the engine counts them as one): spell "
+                                      "them alike")
+
+
+def _signature_keys(jwks: Any, algs: list[str]) -> list[tuple[Any, str | None]]:
+    """The keys of a JWKS that may verify a token signed with one of ``algs``, each with the
+    `alg` it names (None: any of ``algs`` its type allows). Not used: a key for encryption
+    (``use: enc``; ``key_ops`` without ``verify``), a symmetric one (``oct``), one naming an
+    `alg` not in ``algs``, an RSA key under :data:`MIN_RSA_BITS`, one PyJWT cannot read."""
+    import jwt
+
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise ValueError("a JWKS is an object with a `keys` list")
+    out: list[tuple[Any, str | None]] = []
+    for d in jwks["keys"]:
+        if not isinstance(d, dict) or d.get("kty") not in ("RSA", "EC", "OKP") or d.get("use", "sig") != "sig":
+            continue
+        ops, alg = d.get("key_ops"), d.get("alg")
+        if (ops is not None and (not isinstance(ops, list) or "verify" not in ops)) or (
+                alg is not None and alg not in algs):
+            continue
+        try:
+            k = jwt.PyJWK(d)
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            continue
+        if not _weak(k.key):
+            out.append((k, alg))
+    if not out:
+        raise ValueError(f"no key in it verifies signatures with {', '.join(algs)}")
+    return out
 
 
 def _fingerprint(paths: tuple[Path, ...]) -> str:
