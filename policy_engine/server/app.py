@@ -111,6 +111,19 @@ def _public(st: State, error: str | None) -> str | None:
     return error.replace(root + os.sep, "").replace(root, ".")
 
 
+def _public_ids(ids: Any, error: str | None) -> str | None:
+    """An identities reload's error as an anonymous caller may read it (``/healthz``): the
+    identities and key files by their names, never the directories the server keeps them
+    in (the authenticated ``POST /v1/identities/reload`` answers with the whole path)."""
+    if not error:
+        return error
+    dirs = {os.path.dirname(os.path.abspath(p)) for p in (ids.path, *ids.current.sources)}
+    dirs |= {os.path.dirname(str(p)) for p in (ids.path, *ids.current.sources)}
+    for d in sorted((d for d in dirs if d), key=len, reverse=True):  # (the longest first: a parent never cuts a child)
+        error = error.replace(d + os.sep, "")
+    return error
+
+
 def _operations(app: FastAPI, st: State) -> None:
     @app.get("/healthz", tags=["operations"], summary="Liveness and the policy version in use")
     def healthz() -> Any:
@@ -120,7 +133,7 @@ def _operations(app: FastAPI, st: State) -> None:
         return {"status": "ok", "policy_hash": st.store.policy_hash, "ledger": st.runtime is not None,
                 "last_reload": None if last is None else {"ok": last.ok, "error": _public(st, last.error)},
                 "identities": None if ids is None else {
-                    "last_reload": None if il is None else {"ok": il.ok, "error": il.error}}}
+                    "last_reload": None if il is None else {"ok": il.ok, "error": _public_ids(ids, il.error)}}}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
