@@ -27,7 +27,11 @@ to ``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
   refuse are gated (a stop fires, a deny is a deny) and never run: no execution is
   recorded for a tool that could not start;
 - stop: the stop is recorded and ``WorkflowStopped`` halts the graph (a ``GraphBubbleUp``:
-  ``handle_tool_errors``, a retry policy or an error handler never turns it into a message);
+  ``handle_tool_errors``, a retry policy or an error handler never turns it into a message),
+  again on each run of the thread while the workflow is stopped; once it is resumed, the
+  thread goes on: the call whose decision was ``stop`` gets a ``ToolMessage`` (not run);
+- a call naming no tool of the node: gated (a stop fires, a deny is a deny), never run,
+  claimed or held (``ToolNode`` would run nothing): a ``ToolMessage`` naming the node's tools;
 - a tool that raises (or is cancelled): its execution is recorded, linked to its decision
   (it may have had its effect), then the exception goes on as ``handle_tool_errors`` says;
 - a tool that calls ``interrupt()`` itself under an allowed or approved decision: the resumed node
@@ -124,32 +128,45 @@ def _config_of(request: Any) -> Any:
     return getattr(rt, "config", None) or {}
 
 
-def _output(result: Any, call_id: str | None = None) -> Any:
-    """What the tool returned, for the receipt: its ``ToolMessage``'s artifact, else its
-    content (JSON parsed); a ``Command`` by the ``ToolMessage`` of this call its update
-    carries (the pattern LangGraph documents for tools that update the state)."""
+def _messages_of(result: Any, messages_key: str) -> list[ToolMessage]:
+    """The tool messages a tool's result carries: itself, its ``Command``'s update (under
+    the node's ``messages_key``), or those of each item of a list (``ToolNode`` takes a list
+    of ``Command`` / ``ToolMessage`` with one message answering the call)."""
+    if isinstance(result, ToolMessage):
+        return [result]
     if isinstance(result, Command):
         update = result.update
-        msgs = update.get("messages") if isinstance(update, Mapping) else \
-            next((v for k, v in update if k == "messages"), None) if isinstance(update, (list, tuple)) else None
-        mine = [m for m in (msgs if isinstance(msgs, (list, tuple)) else [msgs])
-                if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)]
-        if not mine:
-            return None
-        if mine[-1].status == "error":
-            return {"error": mine[-1].content}
-        return _output(mine[-1])
-    if isinstance(result, ToolMessage):
-        c = result.content
-        if result.artifact is not None:
-            return result.artifact
-        if isinstance(c, str):
-            try:
-                return json.loads(c)
-            except ValueError:
-                return c
-        return c
-    return None
+        msgs = update.get(messages_key) if isinstance(update, Mapping) else \
+            next((v for k, v in update if k == messages_key), None) if isinstance(update, (list, tuple)) else None
+        return [m for m in (msgs if isinstance(msgs, (list, tuple)) else [msgs]) if isinstance(m, ToolMessage)]
+    if isinstance(result, list):
+        return [m for item in result if isinstance(item, (ToolMessage, Command))
+                for m in _messages_of(item, messages_key)]
+    return []
+
+
+def _output(result: Any, call_id: str | None = None, messages_key: str = "messages") -> Any:
+    """What the tool returned, for the receipt: its ``ToolMessage``'s artifact, else its
+    content (JSON parsed); an error (``status="error"``) as ``{"error": content}``. A
+    ``Command`` (or a list of them and messages) by the ``ToolMessage`` of this call it
+    carries (the pattern LangGraph documents for tools that update the state)."""
+    found = _messages_of(result, messages_key)
+    mine = found if isinstance(result, ToolMessage) else \
+        [m for m in found if call_id is None or m.tool_call_id == call_id]
+    if not mine:
+        return None
+    msg = mine[-1]
+    if msg.status == "error":
+        return {"error": msg.content}
+    if msg.artifact is not None:
+        return msg.artifact
+    c = msg.content
+    if isinstance(c, str):
+        try:
+            return json.loads(c)
+        except ValueError:
+            return c
+    return c
 
 
 def _call_key(call: Mapping[str, Any]) -> tuple[str, str]:
@@ -182,6 +199,7 @@ class _Plan:
 
 _PLAN: ContextVar[_Plan | None] = ContextVar("stopline_langgraph_plan", default=None)
 _REQUEST_TOOL: ContextVar[Any] = ContextVar("stopline_langgraph_request_tool", default=None)
+_NO_TOOL = object()  #: (in ``_REQUEST_TOOL``) the call's request names no tool of its node
 
 
 def _as_received(tool: Any, args: Mapping[str, Any]) -> tuple[dict, str | None]:
@@ -245,12 +263,29 @@ class StoplineToolWrapper:
     def __init__(self, gate: ToolGate, tools: Mapping[str, Any] | None = None) -> None:
         self.gate = gate
         self.tools: dict[str, Any] = dict(tools or {})
+        self.messages_key = "messages"  #: where a ``Command`` carries its messages (the node's key)
 
     def _tool(self, name: Any) -> Any:
         found = _REQUEST_TOOL.get()
         if found is not None and getattr(found, "name", None) == name:
             return found
         return self.tools.get(name) if isinstance(name, str) else None
+
+    def _unknown(self, name: Any) -> str | None:
+        """Why no tool of the node would run a call to ``name`` (``ToolNode`` answers such a
+        call with its "not a valid tool" message, running nothing), or ``None``. Known only
+        when the node's tools are known (a ``StoplineToolNode``) or the call's request says it
+        names none (``request.tool`` is ``None``)."""
+        if self._tool(name) is not None or not (self.tools or _REQUEST_TOOL.get() is _NO_TOOL):
+            return None
+        names = ", ".join(sorted(self.tools)[:20])
+        return f"this tool node has no tool named {str(name)[:80]!r}" + (f" (its tools: {names})" if names else "")
+
+    def _resumed_since(self, check: Check) -> bool:
+        """``check`` is a ``stop`` decision recorded earlier (the node runs again from its
+        checkpoint) and its workflow runs again: it was resumed since the stop."""
+        return check.effect == "stop" and not check.fresh and \
+            self.gate.runtime.workflow_status(check.workflow).get("status") != "stopped"
 
     # ---------------------------------------------------------------- settling a turn
     def settle(self, calls: Sequence[Mapping[str, Any]], config: Any) -> list[tuple[Check, Outcome]]:
@@ -269,12 +304,22 @@ class StoplineToolWrapper:
         settled: list[Outcome | None] = []
         seen: set[str] = set()
         for call in calls:
+            unknown = self._unknown(call["name"])
             args, problem = _as_received(self._tool(call["name"]), call.get("args") or {})
-            check = self.gate.check(call["name"], args, call["id"], scope=scope, problem=problem)
+            check = self.gate.check(call["name"], args, call["id"], scope=scope, problem=unknown or problem)
             checks.append(check)
             if check.key in seen:  # the model sent the same call twice: it runs once
                 settled.append(self.gate._refuse(check, f"call {check.call_id!r} with these arguments appears "
                                                         "twice in this turn; it runs once"))
+            elif self._resumed_since(check):  # the stop stays recorded; the resumed workflow goes on
+                settled.append(self.gate._refuse(
+                    check, f"its decision was `stop` ({check.reason}) and workflow `{check.workflow}` was resumed "
+                           "since: the call is not run (made again, it is gated again as a new call)"))
+            elif unknown:  # gated (a stop fires, a deny is a deny), never run nor held: no tool would run it
+                out = self.gate.outcome(check)
+                settled.append(replace(out, message=f"Stopline refused `{check.tool}`: {unknown}; not run")
+                               if out is not None and not out.run and not out.done and check.effect != "deny"
+                               else out)
             elif check.effect == "require_approval" and not check.problem and \
                     (len(calls) > 1 or check.status in ("pending", "approved")):
                 # settled by resume values, whatever the ledger says now: a re-run asks for as many
@@ -384,7 +429,8 @@ class StoplineToolWrapper:
         planned = plan.take(request.tool_call) if plan is not None and plan.owner is self else None
         config = _config_of(request)
         if planned is None:  # not settled by a StoplineToolNode: this call is its task's only call
-            token = _REQUEST_TOOL.set(getattr(request, "tool", None))
+            tool = getattr(request, "tool", None)
+            token = _REQUEST_TOOL.set(_NO_TOOL if tool is None else tool)
             try:
                 [planned] = self.settle([request.tool_call], config)
             finally:
@@ -399,10 +445,7 @@ class StoplineToolWrapper:
         return check, out, holder
 
     def _finish(self, check: Check, out: Outcome, result: Any) -> Any:
-        output = _output(result, check.call_id)
-        if isinstance(result, ToolMessage) and result.status == "error":
-            output = {"error": result.content}
-        self.gate.record(check, output, out.approver)
+        self.gate.record(check, _output(result, check.call_id, self.messages_key), out.approver)
         return result
 
     def __call__(self, request: Any, execute: Any) -> Any:
@@ -482,6 +525,7 @@ class StoplineToolNode(ToolNode):
         super().__init__(list(tools), wrap_tool_call=wrapper, awrap_tool_call=wrapper.acall,
                          messages_key=messages_key, **options)
         wrapper.tools.update(self.tools_by_name)  # (public) how each call's arguments reach its tool
+        wrapper.messages_key = messages_key
         self._stopline_wrapper = wrapper
         self._stopline_messages_key = messages_key
         self.stopline = wrapper.gate
