@@ -48,13 +48,14 @@ from policy_engine.server import ServerConfig, create_app  # noqa: E402
 from policy_engine.server.identity import hash_token  # noqa: E402
 
 #: principals whose names a page must render inert: markup, a quote that would close an
-#: attribute, and a right-to-left override that makes a name read as another
+#: attribute, and a right-to-left override that makes a name read as another (the
+#: identities file and JWTs refuse that one since session 22; the Python API records it,
+#: so the pages must still show it escaped)
 EVIL = '<img src=x onerror="document.title=\'pwned\'">"\'&'
 BIDI = "agent-7\u202etxen"
 HOSTILE_IDS = "".join(f"  - principal: {json.dumps(who)}\n    roles: [{role}]\n    sha256: {hash_token(tok)}\n"
-                      for who, role, tok in ((EVIL, "reviewer", "tok-evil"), (BIDI, "customer_service", "tok-bidi")))
+                      for who, role, tok in ((EVIL, "reviewer", "tok-evil"),))
 EVIL_H = {"Authorization": "Bearer tok-evil"}
-BIDI_H = {"Authorization": "Bearer tok-bidi"}
 SCRIPT = "<script>document.title='pwned'</script>"
 
 
@@ -294,11 +295,9 @@ def test_a_batch_lists_who_asked_for_each_original_and_links_it(app):
                   headers=bearer("cleo")).json()["results"]
     xs = [rt.executed(g["decision_id"], receipt={"message": "m", "ticket": i}).execution_id for i, g in enumerate(gs)]
     x3 = rt.executed(None, receipt={"message": "m", "ticket": 3}, action=send(7, id="b3")).execution_id
-    r = app.post("/v1/rollbacks/batches", json={"executions": [*xs, x3], "scenario": "customer_request",
-                                                "reason": "incident"}, headers=BIDI_H)
-    assert r.status_code == 200, r.text
+    b = rt.request_bulk_rollback(None, "customer_request", BIDI, "incident", executions=[*xs, x3])
     sign_in(app, "casey")
-    h = app.get(f"/ui/batches/{r.json()['batch_id']}").text
+    h = app.get(f"/ui/batches/{b.batch_id}").text
     assert by_id(h, "requested-by") == "agent-7\\u202etxen"
     rows = [text(m) for m in re.findall(r'<tr class="plan-row">(.*?)</tr>', h, re.S)]
     assert sorted(row.split()[2] for row in rows) == ["cleo", "cleo", "no"]  # ("no gate decision")
@@ -331,14 +330,11 @@ def test_markup_in_a_caller_or_a_field_is_shown_as_text(app):
 
 
 def test_a_name_that_reads_as_another_is_shown_with_its_unseen_characters(app):
-    g = gate(app, send(500, id="bd"), BIDI_H)
+    g = app.app.state.runtime.gate(send(500, id="bd"), caller=BIDI)  # (the Python API records any name)
     sign_in(app, "rita")
-    h = app.get(f"/ui/decisions/{g['decision_id']}").text
+    h = app.get(f"/ui/decisions/{g.decision_id}").text
     assert by_id(h, "asked-by") == "agent-7\\u202etxen"
     assert "\u202e" not in h and "\u202e" not in app.get("/ui").text
-    # the signed-in reviewer's own name too
-    sign_in(app, "", token="tok-bidi")
-    assert "signed in as agent-7\\u202etxen" in by_id(app.get("/ui").text, "who")
 
 
 def test_the_held_gates_come_a_page_at_a_time_oldest_first(app):

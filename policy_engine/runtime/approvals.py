@@ -8,7 +8,7 @@ from dataclasses import replace as _replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from ..ledger import NewEntry
 from . import projections as P
@@ -18,6 +18,7 @@ from .results import (
     TERMINAL,
     ApprovalResult,
     ClaimInDoubt,
+    E,
     RuntimeUsageError,
     SubjectStatus,
     TransitionResult,
@@ -345,6 +346,43 @@ class Approvals(RuntimeCore):
             q = q.limit(limit)
         with self.ledger.reading() as c:
             return [ClaimInDoubt._make(tuple(r)) for r in c.execute(q)]
+
+    def held(self, *, limit: int | None = None, offset: int = 0) -> tuple[int, list]:
+        """The gate decisions waiting for approval, oldest first: how many in all, and the
+        decision entries (``Entry``) from ``offset`` on, at most ``limit`` (None: all). Waiting:
+        pending, or approved and neither claimed nor executed; one past its ``pending_until``
+        stays until the sweeper (:meth:`expire`) records it expired. Where each stands now
+        is its :meth:`authorization`. One count and one indexed read of the ``rt_pending``
+        projection, after folding in what was appended beside the runtime."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise RuntimeUsageError(f"`limit` is a number of decisions (0 or more) or None, not {_shown(limit)}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise RuntimeUsageError(f"`offset` is a number of decisions (0 or more), not {_shown(offset)}")
+        self._sync()  # (the projection, with what was appended beside the runtime folded in)
+        H = P.pending
+        q = select(H.c.seq).order_by(H.c.seq).offset(offset)
+        with self.ledger.reading() as c:
+            total = int(c.execute(select(func.count()).select_from(H)).scalar() or 0)
+            seqs = [r[0] for r in c.execute(q.limit(limit) if limit is not None else q)]
+            found = self.ledger.fetch(c, E.c.seq.in_(seqs)) if seqs else []
+        return total, sorted(found, key=lambda e: e.seq)
+
+    def stopped_after(self, decision_id: str, *, now: NowInput = None) -> dict | None:
+        """The stop of a gate decision's workflow recorded after the decision that forbids
+        its claim (:meth:`claim_execution` refuses it: approved or not, the action cannot run
+        under this decision; gate it again once the workflow is resumed), as ``{"stop_id",
+        "trigger", "stopped_at"}``; None when there is none, or when the policy lets the
+        action run while stopped (the rule the claim applies)."""
+        eng, now_dt = self.engine, _now(now)
+        with self.ledger.reading() as c:
+            subj = self._entry(c, decision_id, ("decision",))
+            later = [] if subj.workflow is None else self.ledger.fetch_prepared(
+                c, _STOP_AFTER, {"wf": subj.workflow, "seq": subj.seq})
+        if not later or self._runs_while_stopped(eng, subj, later[0], now_dt):
+            return None
+        stop = later[0]
+        return {"stop_id": stop.id, "trigger": stop.body.get("trigger"),
+                "stopped_at": stop.body.get("stopped_at") or stop.time}
 
     def abandon_claim(self, decision_id: str, *, principal: str, reason: str, now: NowInput = None) -> TransitionResult:
         """Record that a claimed decision's action did not run (its worker died before it

@@ -13,7 +13,7 @@ page of plans (``PAGE`` rows by ``LIMIT``/``OFFSET`` over their sequence numbers
 the whole batch.
 
 The held gates (``held_gates``: the gate decisions waiting for approval, oldest first, a
-page at a time) are the runtime's ``rt_pending`` projection, their entries fetched by id;
+page at a time) are ``Runtime.held`` (the runtime's ``rt_pending`` projection);
 ``originals`` names, for executions, the decision that gated each and who asked for it
 (the decision body's ``caller``).
 """
@@ -141,9 +141,8 @@ def why_not(rt: Any, approval_id: str, principal: str) -> str | None:
 def batch_page(rt: Any, batch: Any, page: int, now_s: str) -> dict:
     """One page of a batch's plans (oldest first) with each plan's status, and the batch's
     counts, approvals and the slots of its first plan."""
-    rt._sync()  # (the projections, with what was appended beside the runtime folded in)
     E, L = _tables()
-    st = counts(rt, batch, now_s)
+    st = counts(rt, batch, now_s)  # (first: ``batch_counts`` folds in what was appended beside the runtime)
     total = st["rollbacks"]
     pages = max(1, -(-total // PAGE))
     page = min(max(1, page), pages)
@@ -216,32 +215,41 @@ def held_gates(rt: Any, page: int, now_s: str) -> dict:
     """One page of the gate decisions waiting for approval (the ``rt_pending`` projection:
     pending, or approved and not yet claimed or used), oldest first, each with who asked,
     its workflow, action type, deciding rule, when it was gated, until when it is held and
-    the approvals given so far (who, approve or deny, counted or not). Three indexed reads
-    whatever the page's size (where each stands now is its own page's ``Runtime.authorization``)."""
-    from ..runtime import projections
-
-    rt._sync()
+    the approvals given so far (who, approve or deny, counted or not), and whether its
+    workflow was stopped after it (``Runtime.stopped_after``: it cannot run): ``Runtime.held``
+    (the count and the page), one indexed read of their approvals and one of their workflows'
+    later stops, whatever the page's size, then ``stopped_after`` for a gate with a stop
+    after it only (where each stands now is its own page's ``Runtime.authorization``)."""
     E, L = _tables()
-    P = projections.pending
-    with rt.ledger.reading() as c:
-        total = int(c.execute(select(func.count()).select_from(P)).scalar() or 0)
+    page = max(1, page)
+    total, rows = rt.held(limit=HELD_SHOWN, offset=(page - 1) * HELD_SHOWN)
+    pages = max(1, -(-total // HELD_SHOWN))
+    if page > pages:  # (a page past the end shows the last)
+        page = pages
+        total, rows = rt.held(limit=HELD_SHOWN, offset=(page - 1) * HELD_SHOWN)
         pages = max(1, -(-total // HELD_SHOWN))
-        page = min(max(1, page), pages)
-        seqs = [r[0] for r in c.execute(select(P.c.seq).order_by(P.c.seq).limit(HELD_SHOWN)
-                                        .offset((page - 1) * HELD_SHOWN))]
-        rows = rt.ledger.fetch(c, E.c.seq.in_(seqs)) if seqs else []
+    seqs = [e.seq for e in rows]
+    wfs = sorted({e.workflow for e in rows if e.workflow is not None})
+    last_stop: dict[str, int] = {}  # workflow -> its last stop after the page's oldest gate
+    with rt.ledger.reading() as c:
         given = rt.ledger.fetch(c, E.c.kind == "approval",
                                 E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq.in_(seqs)))) if seqs else []
+        if wfs:
+            last_stop.update(c.execute(select(E.c.workflow, func.max(E.c.seq))
+                                       .where(E.c.kind == "stop", E.c.workflow.in_(wfs), E.c.seq > seqs[0])
+                                       .group_by(E.c.workflow)).all())
     by_subject: dict[str, list] = {}
     for a in given:
         by_subject.setdefault(a.body.get("subject"), []).append(
             {"principal": a.body.get("principal"), "verdict": a.body.get("verdict"), "counted": a.body.get("counted")})
     out = []
-    for e in sorted(rows, key=lambda e: e.seq):
+    for e in rows:
         a = asked(e.body)
         until = _text(e.body.get("pending_until"))
         out.append({"id": e.id, "workflow": e.workflow, "caller": a["caller"], "type": a["type"],
                     "rule": (a["decision"].get("deciding") or {}).get("name"), "at": _text(e.body.get("now")) or e.time,
                     "until": until, "past": until is not None and until <= now_s,
-                    "approvals": by_subject.get(e.id, [])})
+                    "approvals": by_subject.get(e.id, []),
+                    # (its workflow stopped after it: it cannot run; asked only of a gate with a later stop)
+                    "stopped": rt.stopped_after(e.id) if last_stop.get(e.workflow or "", -1) > e.seq else None})
     return {"held": out, "held_total": total, "held_page": page, "held_pages": pages}

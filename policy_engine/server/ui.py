@@ -32,7 +32,8 @@ with ``frame-ancestors 'none'``, and ``X-Frame-Options: DENY``: a page on anothe
 the host is the same site, so its frames would get the session cookie and could lay the
 page under a decoy for the click on Approve); its policy allows no script, the one style
 sheet by its hash, and forms to this origin. The queue lists its single plans
-:data:`QUEUE_SHOWN` a page (``?page=N``).
+:data:`QUEUE_SHOWN` a page (``?page=N``) and its held gates ``batchview.HELD_SHOWN`` a page
+(``?held=M``), each pager's links keeping the other's page.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def _env() -> Any:
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["pretty"] = pretty
     env.filters["visible"] = visible
+    env.globals["max_reason"] = MAX_REASON  # (the decide form's ``maxlength``: _decide.html)
     return env
 
 
@@ -398,12 +400,14 @@ def mount(app: FastAPI, st: Any) -> None:
         body = entry.get("body") or {}
         a = batchview.asked(body)
         until = body.get("pending_until")
+        held = auth["status"] in ("pending", "approved") and auth["claim_id"] is None
+        # a stop of its workflow after it: approved or not, it cannot run (its claim is refused)
+        stopped = call(st.runtime.stopped_after, decision_id) if held else None
         return page("decision.html", status, caller=s.caller, csrf=s.csrf, id=decision_id, auth=auth, entry=entry,
                     body=body, asked=a, dec=a["decision"], fields=_fields(a["action"]), matched=_matched(a["decision"]),
                     approvals=d.get("approvals") or [], transitions=d.get("transitions") or [],
                     executions=hist.get("executions") or [], msg=msg, error=error,
-                    past=isinstance(until, str) and until <= _now(),
-                    held=auth["status"] in ("pending", "approved") and auth["claim_id"] is None)
+                    past=isinstance(until, str) and until <= _now(), held=held, stopped=stopped)
 
     @app.post("/ui/decisions/{decision_id}", include_in_schema=False)
     def decide_gate(decision_id: str, request: Request, verdict: str = Form(...), reason: str = Form(default="",
