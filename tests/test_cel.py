@@ -89,7 +89,7 @@ def test_references_exclude_type_names_and_namespaced_functions():
         ("x.y(1,,2)", 6),
         ("a ? b", 5),
         ("1 + #", 4),
-        ("{'a': 1}.`a`", 9),
+        ("{'a': 1}.`a`()", 9),  # (a backquoted name selects a field, never a method)
     ],
 )
 def test_syntax_errors_carry_offsets_into_the_source(src, offset):

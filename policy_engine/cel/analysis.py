@@ -360,12 +360,14 @@ class _Walk:
             tok = base.children[0]
             name = str(tok)
             path = [name]
+            quoted = False  # (`a.`b-c`.f()`: a method, never a namespaced function)
             j = 0
             while j < len(ops) and ops[j].data == "member_dot":
                 path.append(str(ops[j].children[1]))
+                quoted = quoted or ops[j].children[1].type == "QUOTED_IDENT"
                 j += 1
             i = j
-            if j < len(ops) and ops[j].data == "member_dot_arg" and name not in scope:
+            if j < len(ops) and ops[j].data == "member_dot_arg" and name not in scope and not quoted:
                 mtok = ops[j].children[1]
                 fq = ".".join(path + [str(mtok)])
                 args = _args(ops[j])

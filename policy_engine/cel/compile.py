@@ -30,7 +30,7 @@ from .limits import Limits
 from .macros import _Macros
 from .nodes import _MACROS, _N, _PASSTHRU, _const, _const_value
 from .operators import _Operators
-from .parse import _parse_int_lit, _span, _string_literal
+from .parse import QUOTED_IDENT, _parse_int_lit, _span, _string_literal
 from .regex import _found, _matches, _re2_compile_raw, _regex_cost_check
 from .values import (
     _TYPE_IDENTS,
@@ -300,14 +300,20 @@ class _Compiler(_Operators, _Macros):
         if bd in ("ident", "dot_ident"):
             name = base.children[0].value
             path = [name]
+            plain = 0  # the names before the first backquoted one (`a.b.`c-d``: 2)
             j = 0
             while j < len(ops) and ops[j].data == "member_dot":
-                path.append(ops[j].children[1].value)
+                tok = ops[j].children[1]
+                if not plain and tok.type == QUOTED_IDENT:
+                    plain = len(path)
+                path.append(tok.value)
                 j += 1
+            plain = plain or len(path)
             # `math.greatest(...)`, `strings.quote(...)`: a namespaced global function
             if (
                 j < len(ops)
                 and ops[j].data == "member_dot_arg"
+                and plain == len(path)
                 and self.lookup_local(name) is None
             ):
                 fq = ".".join(path + [ops[j].children[1].value])
@@ -319,7 +325,7 @@ class _Compiler(_Operators, _Macros):
                     i = j + 1
             if cur is None:
                 end_node = ops[j - 1] if j > 0 else base
-                cur = self.ident_chain(tuple(path), base, end_node)
+                cur = self.ident_chain(tuple(path), base, end_node, plain)
                 i = j
         else:
             cur = self.c(base)
@@ -388,7 +394,10 @@ class _Compiler(_Operators, _Macros):
                 return scope[name]
         return None
 
-    def ident_chain(self, path: tuple[str, ...], first: Any, last: Any) -> _N:
+    def ident_chain(self, path: tuple[str, ...], first: Any, last: Any, plain: int = 0) -> _N:
+        """A name and its selects; only the first ``plain`` names (all by default) form
+        qualified names (`a.b` may be the activation's key "a.b"; `a.`b`` never is)."""
+        plain = plain or len(path)
         root = path[0]
         slot = self.lookup_local(root)
         if slot is not None:
@@ -428,12 +437,12 @@ class _Compiler(_Operators, _Macros):
             return cur
         start, _ = _span(first, len(self.source))
         _, end = _span(last, len(self.source))
-        full = ".".join(path)
-        if full in _TYPE_IDENTS or root in _TYPE_IDENTS and len(path) == 1:
+        full = ".".join(path[:plain])  # (a backquoted name is a field, never part of a type's name)
+        if plain == len(path) and (full in _TYPE_IDENTS or root in _TYPE_IDENTS and len(path) == 1):
             t = _TYPE_IDENTS.get(full)
             if t is not None:
                 return _const(t)
-        if root == "google" and len(path) >= 3 and ".".join(path[:3]) in _TYPE_IDENTS:
+        if root == "google" and plain >= 3 and ".".join(path[:3]) in _TYPE_IDENTS:
             t = _TYPE_IDENTS[".".join(path[:3])]
             cur = _const(t)
             for name in path[3:]:
@@ -452,7 +461,7 @@ class _Compiler(_Operators, _Macros):
             else:
                 return _const(_const_value(val))
         # candidates for qualified-name resolution: the longest dotted prefix wins
-        cands = tuple((".".join(path[:k]), path[k:]) for k in range(len(path), 0, -1))
+        cands = tuple((".".join(path[:k]), path[k:]) for k in range(plain, 0, -1))
         if len(path) == 1:
 
             def ident(a: Any, c: Any, root: str = root) -> Any:
@@ -468,7 +477,7 @@ class _Compiler(_Operators, _Macros):
             n.path = path
             n.refi = len(self.refs) - 1
             return n
-        if len(path) == 2:
+        if len(path) == 2 and plain == 2:
             dotted = full
             field = path[1]
 
@@ -508,6 +517,8 @@ class _Compiler(_Operators, _Macros):
 
         n = self.mk(identn)
         n.op = ("ident", path, tuple(key for key, _ in cands if "." in key))
+        if len(path) == 2:  # (`a.`b-c``: a field of a variable, as `a.b` is)
+            n.path = path
         return n
 
     def postfix_select(self, cur: _N, name: str) -> _N:

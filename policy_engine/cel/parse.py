@@ -225,6 +225,65 @@ def _place_brackets(tree: Any, brackets: list[int], source: str) -> None:
         stack.extend(reversed(kids))
 
 
+# The nodes of an operator, whose token the tree leaves out: after their only child (the
+# left operand: `relation_lt : relation "<"`, ...), or alone (`unary_not : "!"`). With
+# positions, Lark spans `a <` and `!`; the fast parsers give them the same spans as metas.
+_INFIX_OPERATORS = frozenset({"relation_lt", "relation_le", "relation_gt", "relation_ge", "relation_eq",
+                              "relation_ne", "relation_in", "addition_add", "addition_sub",
+                              "multiplication_mul", "multiplication_div", "multiplication_mod"})
+_PREFIX_OPERATORS = frozenset({"unary_not", "unary_neg"})
+_OPERATOR_TEXTS = frozenset({"<", "<=", ">", ">=", "==", "!=", "in", "+", "-", "*", "/", "%", "!"})
+_OPERATORS: list = []  # the operator tokens the fast parser's lexer passed (under _PARSER_LOCK)
+
+
+class _OperatorsSeen:
+    """A Lark post-lexer keeping the operator tokens in ``_OPERATORS`` (`in` too: it is lexed
+    as a name and retyped, which a lexer callback does not see)."""
+
+    always_accept = ()
+
+    def process(self, stream: Any) -> Any:
+        seen = _OPERATORS.append
+        texts = _OPERATOR_TEXTS
+        for tok in stream:
+            if tok.value in texts:  # (a literal's text has its quotes, a number no sign alone)
+                seen(tok)
+            yield tok
+
+
+def _place_operators(tree: Any, ops: list) -> None:
+    """Give each operator node of a tree parsed without positions a meta spanning what
+    Lark's positions would (the left operand and the operator; a prefix operator alone),
+    from the operator tokens in source order: in the tree's order, a node of an infix
+    operator comes after its operand's subtree."""
+    if not ops:
+        return
+    from .rdparse import _meta
+
+    k = 0
+    stack: list = [tree]
+    while stack:
+        x = stack.pop()
+        if type(x) is tuple:  # (an infix operator node whose operand is placed: its turn)
+            node = x[0]
+            tok = ops[k]
+            k += 1
+            left = node.children[0]
+            start = _edge(left, 0) if hasattr(left, "data") else getattr(left, "start_pos", None)
+            node._meta = _meta(start, tok.end_pos)
+            continue
+        d = getattr(x, "data", None)
+        if d is None:
+            continue
+        if d in _INFIX_OPERATORS:
+            stack.append((x,))
+        elif d in _PREFIX_OPERATORS:
+            tok = ops[k]
+            k += 1
+            x._meta = _meta(tok.start_pos, tok.end_pos)
+        stack.extend(reversed(x.children))
+
+
 # ---------------------------------------------------------------------------
 # Characters a slip puts in (shared with the policy-file parser, language/parser.py)
 # ---------------------------------------------------------------------------
@@ -399,18 +458,21 @@ def _fast_parser() -> Any:
             # closure over its loop variable, which holds the last name when it runs)
             lexer_callbacks={**dict.fromkeys(_BRACKET_TERMINALS, _bracket_seen),
                              "IDENT": celpy.celparser.CELParser.ambiguous_literals},
-            propagate_positions=False, maybe_placeholders=False, priority="invert",
+            postlex=_OperatorsSeen(), propagate_positions=False, maybe_placeholders=False, priority="invert",
             cache=lark_cache("cel-grammar")))  # the analysed tables, kept between processes
     return _FAST_PARSER[0]
 
 
 def _fast_parse(source: str) -> Any:
-    """``_fast_parser``'s tree of ``source``, its bracketed nodes given their spans (the
-    caller holds ``_PARSER_LOCK``)."""
+    """``_fast_parser``'s tree of ``source``, its bracketed and operator nodes given their
+    spans (the caller holds ``_PARSER_LOCK``)."""
     del _BRACKETS[:]
+    del _OPERATORS[:]
     tree = _fast_parser().parse(source)
     _place_brackets(tree, _BRACKETS, source)
+    _place_operators(tree, _OPERATORS)
     del _BRACKETS[:]
+    del _OPERATORS[:]
     return tree
 
 
@@ -418,11 +480,90 @@ def _parse(source: str, exact: bool = False) -> Any:
     """The parse tree of ``source``, without positions unless ``exact``. A syntax error is
     reported by cel-python's own parser (``CELParser``, built only then), so its messages
     and positions are the reference's. ``not(x)``, ``and(..)``, ``or(..)`` parse as calls
-    of functions that do not exist: refused here, as the slips they are."""
-    tree = _parse_tree(source, exact)
+    of functions that do not exist: refused here, as the slips they are. A backquoted
+    field name (``m.`content-type```) is parsed as a name of the same length (cel-python's
+    grammar predates them), then put back (``_quoted_fields``)."""
+    quoted = _quoted_fields(source) if "`" in source else None
+    if quoted:
+        text = source
+        for start, end in quoted:
+            text = text[:start] + "_" * (end - start) + text[end:]
+        try:
+            tree = _parse_tree(text, exact)
+        except CelCompileError as ex:
+            at = dict(quoted)
+            if ex.offset in at:  # (the stand-in is what was unexpected: name the backquoted name)
+                ex = CelCompileError(f"unexpected `` {source[ex.offset : at[ex.offset]]} ``", ex.offset,
+                                     at[ex.offset], ex.hint)
+            raise ex from None
+        _put_back_quoted(source, tree, quoted)
+    else:
+        tree = _parse_tree(source, exact)
     if _WORD_CALL.search(source):
         _refuse_word_calls(source, tree)
     return tree
+
+
+# ---------------------------------------------------------------------------
+# Backquoted field names (CEL 2024): `m.`content-type``, `has(m.`a/b`)`
+# ---------------------------------------------------------------------------
+
+_QUOTED_NAME = re.compile(r"`([_a-zA-Z0-9./ -]+)`")
+QUOTED_IDENT = "QUOTED_IDENT"  # the token type of a backquoted field name in the trees
+
+
+def _quoted_fields(source: str) -> list[tuple[int, int]]:
+    """(start, end) of each backquoted field name in ``source``, backquotes included: a
+    backquote after a `.` (spaces between allowed) outside strings and comments, closed on
+    the same line, the name made of letters, digits and `_ . - /` and spaces, no name
+    glued after it. Any other backquote is left to the parser (which reports it)."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    n = len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "/" and source.startswith("//", i):
+            j = source.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if ch in "\"'":  # (a backslash escapes the next character in a raw string too, as in
+            q = source[i : i + 3] if source[i : i + 3] in ('"""', "'''") else ch  # cel.lark's lexer)
+            j = i + len(q)
+            while j < n and not source.startswith(q, j):
+                if len(q) == 1 and source[j] == "\n":
+                    break
+                j += 2 if source[j] == "\\" else 1
+            i = j + len(q)
+            continue
+        if ch == "`":
+            m = _QUOTED_NAME.match(source, i)
+            after = source[m.end() : m.end() + 1] if m is not None else ""
+            if m is not None and not (after.isalnum() or after == "_") and source[:i].rstrip(" \t\r\n").endswith("."):
+                out.append((i, m.end()))
+                i = m.end()
+                continue
+        i += 1
+    return out
+
+
+def _put_back_quoted(source: str, tree: Any, quoted: list[tuple[int, int]]) -> None:
+    """Give back their names to the stand-ins of backquoted fields in a tree parsed from the
+    text with stand-ins (a ``QUOTED_IDENT`` token, with the backquotes' span): a field's
+    select only (`m.`a-b``, also in `has(...)`); a stand-in anywhere else (a method's name,
+    `.`a`` at the start) is refused, as in CEL."""
+    from lark import Token
+
+    at = {s: e for s, e in quoted}
+    for node in tree.iter_subtrees():
+        for i, tok in enumerate(node.children):
+            start = getattr(tok, "start_pos", None)
+            if start not in at or getattr(tok, "type", None) != "IDENT" or tok.end_pos != at[start]:
+                continue
+            end = at.pop(start)
+            if node.data != "member_dot" or i != 1:
+                raise CelCompileError("a backquoted name can only select a field", start, end,
+                                      "call a function or method by its plain name: `m.`a-b`.size()`")
+            node.children[i] = Token.new_borrow_pos(QUOTED_IDENT, source[start + 1 : end - 1], tok)
 
 
 def _parse_tree(source: str, exact: bool) -> Any:
@@ -558,7 +699,8 @@ def _convert_parse_error(source: str, ex: Exception) -> CelCompileError:
         ch = source[offset : offset + 1]
         msg = f"unexpected character `{ch}`"
         if ch == "`":
-            hint = "backquoted field names are not supported; use m['field-name']"
+            hint = ("a backquoted name selects a field: `m.`content-type``, or `m['content-type']`; "
+                    "it is made of letters, digits, `_`, `.`, `-`, `/` and spaces")
         slip = _char_slip(source, offset)
         if slip is not None:
             msg, offset, end, hint = slip

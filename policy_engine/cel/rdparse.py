@@ -1,8 +1,9 @@
 """A hand-written parser for the common subset of CEL, giving exactly the tree Lark builds
 from cel-python's grammar (``celpy/cel.lark``) with the options of ``parse._fast_parser``
-(no positions on tree nodes but the bracketed ones, whose metas span their brackets, as
-``parse._fast_parse`` gives them; tokens with their positions), in a fraction of the time:
-Lark's LALR loop was most of the cost of loading a policy set.
+(no positions on tree nodes but the bracketed ones, whose metas span their brackets, and
+the operator ones, whose metas span the left operand and the operator (a prefix operator
+alone), as ``parse._fast_parse`` gives them; tokens with their positions), in a fraction
+of the time: Lark's LALR loop was most of the cost of loading a policy set.
 
 It is an accelerator in front of Lark, not a second meaning: ``parse_subset(source)``
 returns the tree, or raises ``Unsupported`` for anything outside its subset or anything
@@ -74,11 +75,12 @@ def _token(kind: str, text: str, s: int, line: int, col: int, eline: int, ecol: 
     return t
 
 
-def _meta(start: int, end: int) -> Meta:
-    """A node's position: only ``start_pos`` and ``end_pos`` (all ``parse._span`` reads)."""
+def _meta(start: int | None, end: int) -> Meta:
+    """A node's position: only ``start_pos`` and ``end_pos`` (all ``parse._span`` reads);
+    ``start`` None when the node starts with `true` or `false` (their tokens have none)."""
     m = Meta()
     m.empty = False
-    m.start_pos = start
+    m.start_pos = start  # type: ignore[assignment]  # (None: as in Lark's own trees)
     m.end_pos = end
     return m
 
@@ -127,6 +129,8 @@ def _tokens(src: str, at: dict | None = None) -> tuple[list, list]:
             if t == "null":
                 kind = "NULL_LIT"
             elif t == "in" and not operand:
+                if at is not None:
+                    at[len(kinds)] = s
                 kadd("in")
                 tadd(None)
                 operand = True
@@ -180,7 +184,7 @@ class _P:
     (``expr``, ``conditionalor``, ``conditionaland``, ``relation``, ``addition``,
     ``multiplication``, ``unary``; ``unary`` parses ``member`` and ``primary`` too)."""
 
-    __slots__ = ("toks", "kinds", "at", "i", "depth")
+    __slots__ = ("toks", "kinds", "at", "i", "depth")  # (`at`: the offsets of operators and brackets)
 
     def __init__(self, src: str) -> None:
         self.at: dict[int, int] = {}
@@ -227,35 +231,52 @@ class _P:
             node = Tree("conditionaland", [node, self.relation()])
         return node
 
+    # `name : [name_op] operand`, `name_op : name OP`, left-associative: the node of an
+    # operator (`relation_lt`, ...) spans its left operand and the operator (the operator
+    # token is filtered out of the tree, its offset is in `at`), as Lark's positions give it
+    def start(self, i: int) -> int | None:
+        """The offset of token ``i`` (None for `true`, `false`: no position, as in Lark)."""
+        tok = self.toks[i]
+        return self.at[i] if tok is None else tok.start_pos
+
     def relation(self) -> Tree:
+        i0 = self.i
         node = Tree("relation", [self.addition()])
         kinds = self.kinds
         while True:
-            name = _REL.get(kinds[self.i])
+            k = kinds[self.i]
+            name = _REL.get(k)
             if name is None:
                 return node
+            pos = _meta(self.start(i0), self.at[self.i] + len(k))
             self.i += 1
-            node = Tree("relation", [Tree(name, [node]), self.addition()])
+            node = Tree("relation", [Tree(name, [node], pos), self.addition()])
 
     def addition(self) -> Tree:
+        i0 = self.i
         node = Tree("addition", [self.multiplication()])
         kinds = self.kinds
         while True:
-            name = _ADD.get(kinds[self.i])
+            k = kinds[self.i]
+            name = _ADD.get(k)
             if name is None:
                 return node
+            pos = _meta(self.start(i0), self.at[self.i] + 1)
             self.i += 1
-            node = Tree("addition", [Tree(name, [node]), self.multiplication()])
+            node = Tree("addition", [Tree(name, [node], pos), self.multiplication()])
 
     def multiplication(self) -> Tree:
+        i0 = self.i
         node = Tree("multiplication", [self.unary()])
         kinds = self.kinds
         while True:
-            name = _MUL.get(kinds[self.i])
+            k = kinds[self.i]
+            name = _MUL.get(k)
             if name is None:
                 return node
+            pos = _meta(self.start(i0), self.at[self.i] + 1)
             self.i += 1
-            node = Tree("multiplication", [Tree(name, [node]), self.unary()])
+            node = Tree("multiplication", [Tree(name, [node], pos), self.unary()])
 
     def unary(self) -> Tree:
         kinds = self.kinds
@@ -266,9 +287,10 @@ class _P:
             self.depth += 1
             if self.depth > _MAX_DEPTH:
                 raise Unsupported
+            op: Tree = Tree("unary_not" if k == "!" else "unary_neg", [], _meta(self.at[i], self.at[i] + 1))
             inner = self.unary()
             self.depth -= 1
-            return Tree("unary", [Tree("unary_not" if k == "!" else "unary_neg", []), inner])
+            return Tree("unary", [op, inner])
         # primary (`start`: its offset, for the span of a postfix operation on it)
         toks = self.toks
         at = self.at

@@ -451,6 +451,17 @@ def _hyphen_slip(src: SourceFile, off: int) -> Diagnostic | None:
             label=f"expected {one_of(effects)}",
             help=f"did you mean `{fixed.lower()}`? names are written with `_`, not `-`",
         )
+    if start >= 2 and text[start - 2 : start] == ".`":  # `action.`x-request-id``: CEL's backquoted field name
+        obj = re.search(r"[\w.]*$", text[: start - 2])
+        head = obj.group(0) if obj is not None and obj.group(0) else "action"
+        return Diagnostic(
+            "E002",
+            "error",
+            f"unexpected `-` in `{word}`",
+            src.span(off, off + 1),
+            label="a backquote ends the condition",
+            help=f'a condition is written between backquotes, so a field name cannot be: write `{head}["{word}"]`',
+        )
     return Diagnostic(
         "E002",
         "error",
