@@ -7,9 +7,19 @@ its condition's value or error, and why the final answer won. Deterministic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from .models import AuthorizationVerdict, Cost, Decision, ResumeDecision, RollbackPlan, ScenarioCost, SlotSpec
+from .models import (
+    AuthorizationVerdict,
+    CascadeStep,
+    Cost,
+    Decision,
+    ResumeDecision,
+    RollbackPlan,
+    ScenarioCost,
+    SlotSpec,
+)
 
 __all__ = ["explain"]
 
@@ -64,9 +74,26 @@ def _displayable(value: object) -> object:
     return value
 
 
+_LAYOUT = re.compile(r"[ \t\r\n]+")
+
+
+def _one_line_conditions(data: dict[str, object]) -> dict[str, object]:
+    """A condition written over several lines of the policy, on one line: its line breaks
+    are the policy's layout, not data, and escaped with the rest (`_displayable`) they
+    showed as `\\x0a` followed by the policy's indentation, in the middle of the condition."""
+    for key in ("trace", "duties"):
+        items = data.get(key)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("condition"), str):
+                    item["condition"] = _LAYOUT.sub(" ", item["condition"]).strip()
+    return data
+
+
 def explain(result: object) -> str:
     if isinstance(result, (Decision, RollbackPlan, AuthorizationVerdict, ResumeDecision)):
-        result = type(result).model_validate(_displayable(result.model_dump(mode="json", by_alias=True)))
+        data = _one_line_conditions(result.model_dump(mode="json", by_alias=True))
+        result = type(result).model_validate(_displayable(data))
     if isinstance(result, Decision):
         return explain_decision(result)
     if isinstance(result, RollbackPlan):
@@ -182,6 +209,32 @@ def _trace_lines(t) -> list[str]:
     return out
 
 
+def _step_tree(steps: Iterable[CascadeStep]) -> list[tuple[int, CascadeStep]]:
+    """The steps (kept breadth-first in the plan) as a tree: each one right under the step
+    whose record caused it, at one more level of indentation. Printed breadth-first with
+    indentation by depth, a record would sit under whichever step preceded it, not its parent."""
+    steps = list(steps)
+    ids = {s.record_id for s in steps}
+    children: dict[str | None, list[CascadeStep]] = {}
+    for s in steps:
+        children.setdefault(s.parent if s.parent in ids and s.parent != s.record_id else None, []).append(s)
+    out: list[tuple[int, CascadeStep]] = []
+    seen: set[int] = set()
+
+    def walk(s: CascadeStep, level: int) -> None:
+        if id(s) in seen:
+            return
+        seen.add(id(s))
+        out.append((level, s))
+        for child in children.get(s.record_id, ()):
+            walk(child, level + 1)
+
+    for root in children.get(None, ()):
+        walk(root, 0)
+    out.extend((0, s) for s in steps if id(s) not in seen)  # (a parent cycle: none reachable from a root)
+    return out
+
+
 def explain_plan(p: RollbackPlan) -> str:
     lines: list[str] = []
     _header(lines, f"rollback: {p.workflow or '?'} / scenario {p.scenario or '?'} of "
@@ -226,12 +279,12 @@ def explain_plan(p: RollbackPlan) -> str:
         lines.append(f"  - {r}")
     c = p.cascade
     lines.append(f"cascade (breadth-first, authorized depth {c.depth_limit}):")
-    for s in c.steps:
+    for level, s in _step_tree(c.steps):
         how = "MANUAL: " + (s.reason or "") if s.manual else f"via {s.method}"
         if not s.manual and s.status != "feasible":
             how += f" -- {s.status.replace('_', ' ').upper()}: " + "; ".join(s.reasons)
         lines.append(
-            f"  {'  ' * s.depth}- [{s.depth}] {s.record_id} ({s.type}) {how}"
+            f"  {'  ' * level}- [{s.depth}] {s.record_id} ({s.type}) {how}"
             + (f"; verify: {s.verify}" if s.verify and not s.manual else "")
         )
     if c.checkpoint:

@@ -52,6 +52,54 @@ def _choices() -> dict[tuple[str, str], tuple]:
     }
 
 
+#: expectation keys that are not the answer's field of that name (shorthands reshaped by
+#: `expect.actual_view`: not checked against the answer's schema), and shorthands that are
+#: another field's name
+_RESHAPED = {("gate", "rule"), ("gate", "stop"), ("gate", "matched"), ("resume", "met")}
+_FIELD_OF = {("gate", "approvers"): "approvals", ("authorize", "filled"): "accepted"}
+
+
+def _answer_schema(kind: str) -> dict:
+    from .. import models
+    from .suites import OUTPUT_MODEL
+
+    model = getattr(models, OUTPUT_MODEL[kind])
+    return cast(dict, model.model_json_schema(mode="serialization", by_alias=True))
+
+
+def _unknown_nested(schema: dict, node: Any, value: Any, path: tuple) -> Iterable[tuple[tuple, list[str]]]:
+    """(path of the key, the keys allowed there) for each key of `value`, below its top level,
+    that the answer's JSON schema `node` cannot hold. Only where the schema is sure (a model:
+    fixed properties, no others); a free mapping (an action's fields) is not looked into."""
+    defs = schema.get("$defs", {})
+    while isinstance(node, dict) and "$ref" in node:
+        node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+    if not isinstance(node, dict):
+        return
+    if "anyOf" in node:
+        want = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None
+        options = [o for o in node["anyOf"] if want and _resolved(defs, o).get("type") == want]
+        if len(options) == 1:
+            yield from _unknown_nested(schema, options[0], value, path)
+        return
+    if isinstance(value, dict) and node.get("additionalProperties") is False and "properties" in node:
+        props = node["properties"]
+        for k, v in value.items():
+            if k not in props:
+                yield path + (k,), list(props)
+            else:
+                yield from _unknown_nested(schema, props[k], v, path + (k,))
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, v in enumerate(value):
+            yield from _unknown_nested(schema, node["items"], v, path + (i,))
+
+
+def _resolved(defs: dict, node: Any) -> dict:
+    while isinstance(node, dict) and "$ref" in node:
+        node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+    return node if isinstance(node, dict) else {}
+
+
 def _as_names(value: Any) -> list:
     if isinstance(value, list):
         return value
@@ -111,6 +159,39 @@ class SuiteChecker:
                        label=f"expected {one_of(list(choices))}",
                        help=did_you_mean(v, choices) or f"expected {one_of(list(choices))}")
 
+    def nested(self, case: Case) -> None:
+        """A misspelt key below an expectation's top level (`cascade: {stepz: [...]}`,
+        `reversibility: {klass: partial}`) was compared as a key the answer lacks: the case failed
+        with `(absent)` and no hint, and one given as `null` passed, comparing nothing. Refused
+        where it is written (T002), against the answer's JSON schema."""
+        schema = _answer_schema(case.kind)
+        props = schema.get("properties", {})
+        # a table row's expectation is the case's merged with the row's: find where a key is written
+        bases = [case.expect_path]
+        if len(case.path) >= 2 and case.path[-2] == "table":
+            bases.append(case.path[:-2] + ("expect",))
+        for k, v in case.expect.items():
+            if (case.kind, k) in _RESHAPED or not isinstance(v, (dict, list)):
+                continue
+            fld = _FIELD_OF.get((case.kind, k), k)
+            if fld not in props:
+                continue
+            for sub, allowed in _unknown_nested(schema, props[fld], v, (k,)):
+                assert self.suite.doc is not None
+                where = next((b + sub for b in bases if b + sub in self.suite.doc.keys), bases[0] + sub)
+                key = str(sub[-1])
+                dotted = ".".join(str(p) for p in sub[:-1] if not isinstance(p, int))
+                if any(d.code == "T002" and d.span == self.suite.doc.span(where, key=True) for d in self.diags):
+                    continue  # (one key of a case's expectation, merged into each table row)
+                self.error(
+                    "T002",
+                    f"unknown key `{key}` in the expected `{dotted}`",
+                    where,
+                    key=True,
+                    label="unknown key",
+                    help=did_you_mean(key, allowed) or f"expected {one_of(allowed)}",
+                )
+
     def workflow(self, value: Any, path: tuple) -> bool:
         return self.name("workflow", value, self.idx.workflows, path)
 
@@ -127,6 +208,7 @@ class SuiteChecker:
                     label="unknown key",
                     help=did_you_mean(k, allowed) or f"expected {one_of(list(SHORTHANDS[case.kind]))}",
                 )
+        self.nested(case)
         self.values(case)
         qpath = case.path + (case.kind,)
         if case.kind == "gate":

@@ -22,13 +22,22 @@ def _xml(text: str) -> str:
 
 
 def junit_xml(report: Report) -> str:
-    """JUnit XML: one <testsuite> per suite file, one <testcase> per case."""
+    """JUnit XML: one <testsuite> per suite file, one <testcase> per case. A suite that cannot
+    run is one <testcase> `<suite>` with an <error>, and a path given that holds no suite one
+    <testcase> `<path>` with an <error>; each counts in `tests` (as JUnit readers count an
+    errored test among the tests), so every `tests`/`errors` count is of the elements below it.
+    (A missing path was counted in `errors` with no element saying which or why, and an
+    errored suite was not counted in `tests`.)"""
     from xml.etree import ElementTree as ET
 
-    root = ET.Element("testsuites", name="stopline", tests=str(len(report.results)),
+    root = ET.Element("testsuites", name="stopline", tests=str(len(report.results) + report.errors),
                       failures=str(report.failed), skipped=str(report.skipped), errors=str(report.errors))
+    for p in report.missing_paths:
+        ts = ET.SubElement(root, "testsuite", name=p, tests="1", failures="0", skipped="0", errors="1")
+        tc = ET.SubElement(ts, "testcase", classname=p, name="<path>", file=p)
+        ET.SubElement(tc, "error", message=_why_missing(p)).text = f"error: {_why_missing(p)}: {p}"
     for sr in report.suites:
-        ts = ET.SubElement(root, "testsuite", name=sr.suite.display, tests=str(len(sr.results)),
+        ts = ET.SubElement(root, "testsuite", name=sr.suite.display, tests=str(len(sr.results) + sr.errored),
                            failures=str(sum(r.status == "failed" for r in sr.results)),
                            skipped=str(sum(r.status == "skipped" for r in sr.results)),
                            errors="1" if sr.errored else "0")
