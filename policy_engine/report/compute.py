@@ -44,6 +44,15 @@ def _bound(v: Any, what: str) -> str | None:
 
     if v is None:
         return None
+    if isinstance(v, str):  # digits below the microsecond round up (as a batch's and a replay's bounds):
+        # an entry just before the bound stays before it (`until`: in; `since`: out)
+        from ..engine.util import window_now
+        from ..timestamps import parse_rfc3339
+
+        try:
+            return format_micros(window_now(v, parse_rfc3339(v, allow_space=True)))
+        except (ValueError, OverflowError):
+            pass  # (not RFC 3339 text: the reading below says why, or takes what fromisoformat takes)
     t = v if isinstance(v, datetime) else _t_strict(v, what)
     if t.tzinfo is None:
         raise ValueError(f"`{what}` needs a time zone (e.g. `Z`): {v!r}")
@@ -67,6 +76,14 @@ def _reviewers(rev: Any, listed: Any) -> list[str]:
             if ", ".join(names[:k]) == rev:
                 return names[:k]
     return [rev] if isinstance(rev, str) and rev else []
+
+
+def _span(start: datetime, end: datetime) -> float:
+    """Seconds from ``start`` to ``end``, never below 0: the times come from different clocks
+    (an agent's ``executed_at``, the runtime's, a replica's), which the runtime lets differ by up
+    to its clock skew (an ``executed_at`` up to 60 s after the time it records), so a rollback
+    requested right after the action can read as requested before it ran; it was not."""
+    return max(0.0, (end - start).total_seconds())
 
 
 def _dist(xs: list[float]) -> dict:
@@ -389,17 +406,17 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
             t0 = _t(ran.get(r["original"])) if r["original"] in ran else None
             at = _t(r["at"])
             if t0 and at:
-                to_request.append((at - t0).total_seconds())
+                to_request.append(_span(t0, at))
             firsts = [_t(a["at"]) for a in approvals.get(rid, ()) if a["verdict"] == "approve" and a["counted"]]
             first = min(filter(None, firsts), default=None)
             if first and at:
-                latency.append((first - at).total_seconds())
+                latency.append(_span(at, first))
             s = statuses[rid]
             if s in ("completed", "verified"):
                 latest = _fold_steps(steps.get(rid, []))
                 end = max(filter(None, (latest[d][1] for d in r["duties"])), default=None)
                 if end and t0:
-                    to_complete.append((end - t0).total_seconds())
+                    to_complete.append(_span(t0, end))
             elif s == "partial":
                 partial_ids.append(rid)
                 latest = _fold_steps(steps.get(rid, []))

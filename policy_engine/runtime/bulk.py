@@ -34,6 +34,7 @@ from ..gcpause import paused
 from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text, parse_body
+from ..limits import MAX_CLOCK_SKEW_SECONDS
 from . import projections as P
 from .core import may_expire_by_clock
 from .results import (
@@ -317,6 +318,27 @@ def _bound(v: Any) -> str:
     return _ts(window_now(v, t) if isinstance(v, str) else t)
 
 
+def _ran(x: _X) -> str | None:
+    """When execution ``x`` ran (its ``executed_at``, else when it was recorded) as the ledger
+    writes times, so the text compares as the instants; None when that is not a time."""
+    t = x.body.get("executed_at") or x.time
+    try:
+        return _ts(_parse(t)) if isinstance(t, str) else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _skewed(since: str) -> str:
+    """The earliest recorded time of an execution that ran at or after ``since``: the runtime
+    takes an ``executed_at`` up to the clock skew after the time it records."""
+    from datetime import timedelta
+
+    try:
+        return _ts(_parse(since) - timedelta(seconds=MAX_CLOCK_SKEW_SECONDS))
+    except OverflowError:  # (a bound within the skew of year 1: every execution)
+        return ""
+
+
 def _batch_hash(scenario: str, select: str | None, plans: list[tuple[str, str]]) -> str:
     body = {"scenario": scenario, "select": select, "plans": [[o, h] for o, h in plans]}
     return "sha256:" + hashlib.sha256(canonical_text(body).encode()).hexdigest()
@@ -327,7 +349,7 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
                           trigger: str | None = None, now: Any = None, dry_run: bool = False,
                           supersede: bool = True) -> RollbackBatch:
     """Plan every recorded execution ``select`` matches (a CEL condition over ``original``;
-    ``since <= time < until`` narrows the executions read), or every one of
+    ``since <= time < until`` narrows them by when each ran: ``original.time``), or every one of
     ``executions`` (ids), as one batch; recorded in one transaction (with ``dry_run``,
     planned and returned, nothing recorded).
 
@@ -382,10 +404,9 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                 raise RuntimeUsageError(str(e).replace("`now`", f"`{name}`")) from None
     if "since" in bounds and "until" in bounds and bounds["since"] > bounds["until"]:
         raise RuntimeUsageError(f"`since` {since} is later than `until` {until}: no execution can be in that window")
-    if "since" in bounds:
-        where.append(E.c.time >= bounds["since"])
-    if "until" in bounds:
-        where.append(E.c.time < bounds["until"])
+    if "since" in bounds:  # (the window is on when each ran: one recorded up to the clock skew before it ran,
+        # or any time after it, may be in it; the reading stops at none, each is judged below by `_ran`)
+        where.append(E.c.time >= _skewed(bounds["since"]))
     chosen: list = []
     errors: list[dict] = []
     with led.reading() as c:
@@ -396,7 +417,7 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
                 raise RuntimeUsageError(f"not recorded executions: {', '.join(_shown(i) for i in bad[:5])}")
             found: list[_X] = []
             for i in range(0, len(ids), _CHUNK):
-                found += _executions(c, *where, E.c.id.in_(ids[i:i + _CHUNK]))
+                found += _executions(c, E.c.id.in_(ids[i:i + _CHUNK]))  # (the window: judged below)
             missing = set(ids) - {x.id for x in found}
             if missing:
                 raise RuntimeUsageError(f"not recorded executions: {', '.join(sorted(missing)[:5])}")
@@ -407,6 +428,16 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
 
         def judge(page: list[_X]) -> None:
             for x in page:
+                if bounds:  # `since <= time < until` by when it ran (`original.time`), as the select reads it
+                    ran = _ran(x)
+                    if ran is None:
+                        errors.append({"execution": x.id, "error": "its `executed_at` is not a time: cannot tell "
+                                                                   "whether it ran in the window"})
+                        continue
+                    if ran < bounds.get("since", ran) or ("until" in bounds and ran >= bounds["until"]):
+                        if len(known) - len(chosen) < _HOLD:  # (a child of a chosen one, maybe)
+                            known[x.seq] = x
+                        continue
                 if expr is None:
                     chosen.append(x)
                     known[x.seq] = x
@@ -464,6 +495,19 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
             roots_all = [x for x in chosen if x.id not in taken]
             elsewhere: dict[str, list] = {}
             trees, owner = _graphs(c, eng, roots_all, known, elsewhere, gone)
+            # a cascade record whose covering rollback the clock expired is covered by nothing: it
+            # is followed (that expiry recorded first, then planned again; a dry run plans as if)
+            while True:
+                holders = {it["rollback"] for items in elsewhere.values() for it in items} - gone
+                more = _lapsed_open(rt, c, eng, holders, now_dt) if holders else set()
+                if not more:
+                    break
+                if not dry_run:
+                    lapsed = sorted(more)
+                    break
+                gone |= more
+                elsewhere = {}
+                trees, owner = _graphs(c, eng, roots_all, known, elsewhere, gone)
     if lapsed or withdraw:
         _withdraw(rt, eng, lapsed, withdraw, requested_by, now_dt)
         return None

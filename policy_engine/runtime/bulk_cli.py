@@ -26,8 +26,8 @@ from .cli import _echo, _guarded, _ledger_opt, _policies_opt, _runtime
 @click.option("--scenario", default=None, help="The rollback scenario (e.g. incident).")
 @click.option("--requested-by", default=None, help="Who asks.")
 @click.option("--reason", default=None, help="Why.")
-@click.option("--since", metavar="TIME", help="Only executions recorded at or after this RFC 3339 time.")
-@click.option("--until", metavar="TIME", help="Only executions recorded before this RFC 3339 time.")
+@click.option("--since", metavar="TIME", help="Only executions that ran (`original.time`) at or after this time.")
+@click.option("--until", metavar="TIME", help="Only executions that ran (`original.time`) before this time.")
 @click.option("--status", "status_of", metavar="BATCH", default=None, help="Show a batch: done, partial, remaining.")
 @click.option("--dry-run", "dry_run", is_flag=True,
               help="Plan and show the batch (its originals, records and digest) without recording anything.")
