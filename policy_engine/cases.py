@@ -52,8 +52,9 @@ def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tupl
                             "now": b.get("now") or e.time, "gate": {"action": act}}
     state = _state_at(_timeline(led, None), e.workflow, e.seq)
     # always the state it was decided in: running is written as null, or the case would take the
-    # suite's `workflow_state` (a stopped one would decide it as stopped)
-    case["gate"]["workflow_state"] = None if state is None else {k: v for k, v in state.items() if k != "name"}
+    # suite's `workflow_state` (a stopped one would decide it as stopped); a stopped one whole, as the
+    # gate passed it (`name` too: a rule may read `workflow.name`, and without it the case decides otherwise)
+    case["gate"]["workflow_state"] = None if state is None else dict(state)
     case["expect"] = {"effect": expect}
     note = (f"exported from ledger decision {e.id} (seq {e.seq}): recorded `{old.get('effect')}` by "
             f"`{rule_of(old.get('deciding'))}` under policy {str(b.get('policy_hash'))[:19]}; expected `{expect}`")

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from ..ledger import IdempotencyConflict, NewEntry
 from . import projections as P
+from .bulk import _lapsed_open
 from .core import RuntimeCore, clock_expiry, may_expire_by_clock
 from .results import (
     MAX_CASCADE,
@@ -50,6 +51,9 @@ _PLAN_RETRIES = 10  #: plans of one request before it gives up (its cascade kept
 #: the reason recorded with the expiry of an unresolved rollback found by a new request
 _REPLANNED = ("expired unresolved (its deadline, or its standard reversal window, passed before it was authorized); "
               "recorded when its execution was planned again")
+#: the reason recorded with the expiry of an unresolved rollback covering a record of a new plan's cascade
+_REPLANNED_COVER = ("expired unresolved (its deadline, or its standard reversal window, passed before it was "
+                    "authorized); recorded when a record it covered was planned again")
 _MERGE_MAX = 2000  # more queue-changing entries than this since a listing was kept: read it cold
 
 
@@ -164,10 +168,11 @@ class Rollbacks(RuntimeCore):
     """The rollbacks part of :class:`~policy_engine.runtime.runtime.Runtime`."""
 
     # ------------------------------------------------------------------ rollbacks
-    def _record_graph(self, c, eng: Any, x: Any) -> tuple[dict, int, list[dict]]:
+    def _record_graph(self, c, eng: Any, x: Any, gone: Any = frozenset()) -> tuple[dict, int, list[dict]]:
         """The original as an OriginalRecord dict with ``downstream`` from the recorded
         ``caused_by`` links (breadth-first, one query per level), and the records already
-        covered by another open rollback (listed with it, not followed: never rolled back twice).
+        covered by another open rollback (listed with it, not followed: never rolled back twice;
+        ``gone``: rollbacks counted as closed, their expiry by the clock recorded with the plan).
         Every other recorded child is passed on: the engine checks it against its parent type's
         ``side_effects`` (`plan_cascade`) and lists an undeclared one in the plan (``cascade.undeclared``,
         under ``plan_hash``); its own children are not read (the engine does not walk them)."""
@@ -182,7 +187,7 @@ class Rollbacks(RuntimeCore):
             kids = self.ledger.fetch(c, E.c.kind == "execution",
                                      E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq.in_(list(by_seq)))))
             by_id = {e.id: (e, r) for e, r in level}
-            taken = self._covered(c, [k.id for k in kids])
+            taken = self._covered(c, [k.id for k in kids], gone)
             nxt = []
             for k in kids:
                 cb = k.body.get("caused_by")
@@ -203,8 +208,9 @@ class Rollbacks(RuntimeCore):
             level = nxt
         return root, n, elsewhere
 
-    def _covered(self, c, ids: list[str]) -> dict[str, str]:
-        """record id -> the open rollback (not denied, expired or cancelled) that covers it."""
+    def _covered(self, c, ids: list[str], gone: Any = frozenset()) -> dict[str, str]:
+        """record id -> the open rollback (not denied, expired or cancelled, nor one of ``gone``)
+        that covers it."""
         out: dict[str, str] = {}
         for i in range(0, len(ids), 500):
             for rec, rb in c.execute(
@@ -213,8 +219,23 @@ class Rollbacks(RuntimeCore):
                     .where(P.records.c.record.in_(ids[i:i + 500]),
                            P.rollbacks.c.status.notin_(("denied", "expired", "cancelled")))
                     .order_by(P.records.c.seq)):
-                out.setdefault(rec, rb)
+                if rb not in gone:
+                    out.setdefault(rec, rb)
         return out
+
+    def _lapsed_cover(self, c, eng: Any, x: Any, now_dt: datetime) -> tuple[dict, int, list[dict], set[str]]:
+        """``_record_graph`` with the covering rollbacks the clock expired unrecorded (never
+        authorized, past their window or ``pending_until``: ``authorization`` says ``expired``,
+        the sweeper has not run) counted as closed, as a batch counts them (``bulk._lapsed_open``):
+        nothing open would ever reverse a record they hold. Also returns those rollbacks."""
+        gone: set[str] = set()
+        while True:
+            graph = self._record_graph(c, eng, x, gone)
+            held = {it["rollback"] for it in graph[2]} - gone
+            more = _lapsed_open(self, c, eng, held, now_dt) if held else set()
+            if not more:
+                return (*graph, gone)
+            gone |= more
 
     def request_rollback(self, execution_id: str, *, scenario: str, requested_by: str, reason: str,
                          trigger: str | None = None, now: Any = None) -> RollbackRequestResult:
@@ -223,7 +244,9 @@ class Rollbacks(RuntimeCore):
         queue it on its scenario's route. An execution already being (or already) rolled
         back is answered with that rollback, not a second one. A cascade record already
         covered by another open rollback is not followed: the result's ``covered`` lists it
-        with that rollback (no record is in two open rollbacks)."""
+        with that rollback (no record is in two open rollbacks). One whose covering rollback
+        the clock expired unrecorded is covered by nothing: that expiry is recorded with the
+        plan, which follows the record (as a batch does)."""
         _text_arg(requested_by, "requested_by")  # (a projection column: a name the ledger can hold)
         _text_arg(scenario, "scenario", max_len=None)  # (a name the policy declares: the engine says which)
         _free_text(reason, "reason")
@@ -251,7 +274,7 @@ class Rollbacks(RuntimeCore):
                     if superseded is None:
                         return ans
             else:
-                original, _, elsewhere = self._record_graph(c, eng, x)
+                original, _, elsewhere, gone = self._lapsed_cover(c, eng, x, now_dt)
                 wf = x.workflow
                 row = self._wf_row(c, wf)
         if superseded is not None and existing is not None:
@@ -295,10 +318,20 @@ class Rollbacks(RuntimeCore):
             if ex is not None:
                 out["existing"] = ex
                 return []
-            if steps and self._covered(c, steps):  # a cascade record rolled back since the read
+            # the covering rollbacks the clock expired: still expired and unrecorded (judged again
+            # inside the append lock), their expiry recorded with the plan; else plan again
+            if gone and _lapsed_open(self, c, eng, gone, now_dt) != gone:
                 out["again"] = True
                 return []
-            return [NewEntry("rollback", body, workflow=wf, links=links, time=now_dt)]
+            if steps and self._covered(c, steps, gone):  # a cascade record rolled back since the read
+                out["again"] = True
+                return []
+            at = _ts(now_dt)
+            return [*(NewEntry("transition", {"subject": r, "to": "expired", "principal": "stopline",
+                                              "reason": _REPLANNED_COVER, "at": at},
+                               workflow=self._entry(c, r, ("rollback",)).workflow, links=[r], time=now_dt)
+                      for r in sorted(gone)),
+                    NewEntry("rollback", body, workflow=wf, links=links, time=now_dt)]
 
         entries = self._transact(build)
         if "again" in out:
@@ -306,7 +339,7 @@ class Rollbacks(RuntimeCore):
         if "existing" in out:
             with self.ledger.reading() as c:
                 return self._answer_existing(c, eng, out["existing"], now_dt)
-        return RollbackRequestResult(entries[0].id, plan, False, "pending", plan.route, tuple(undeclared),
+        return RollbackRequestResult(entries[-1].id, plan, False, "pending", plan.route, tuple(undeclared),
                                      covered=tuple(elsewhere))
 
     def _supersedes(self, c, eng: Any, rollback_id: str, execution_id: str, now_dt: datetime) -> str | None:

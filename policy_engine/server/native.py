@@ -91,8 +91,10 @@ class BatchBody(_Body):
                                          description="execution ids (or give `select`)")
     scenario: str = Id
     reason: str = Field(min_length=1, max_length=4000)
-    since: datetime | None = Field(default=None, description="only executions recorded at or after (RFC 3339)")
-    until: datetime | None = Field(default=None, description="only executions recorded before (RFC 3339)")
+    since: datetime | None = Field(default=None, description="only executions that ran at or after (RFC 3339; "
+                                                             "`original.time`: their `executed_at`)")
+    until: datetime | None = Field(default=None, description="only executions that ran before (RFC 3339; "
+                                                             "`original.time`: their `executed_at`)")
     trigger: str | None = Field(default=None, min_length=1, max_length=256)
     dry_run: bool = Field(default=False, description="plan and answer; record nothing")
     requested_by: str | None = Field(default=None, max_length=256, description="if given, must be the caller")

@@ -116,13 +116,26 @@ class Coverage:
             f["covered"] += len(it.hit)
         out = []
         for f in sorted(files.values(), key=lambda x: x["file"]):
-            f["percent"] = round(100.0 * f["covered"] / f["branches"], 1) if f["branches"] else 100.0
+            f["percent"] = round(100.0 * f["covered"] / f["branches"], 1) if f["branches"] else None
             out.append(f)
         return out
 
     @property
+    def branches(self) -> int:
+        """Every branch of every item: 0 when no policy was read (each suite errored) or it has none."""
+        return sum(len(i.branches) for i in self.items.values())
+
+    @property
+    def applicable(self) -> bool:
+        """Whether there is a branch to cover: without one the percentage is not applicable
+        (``n/a`` in the text, ``null`` in JSON), never 100%."""
+        return self.branches > 0
+
+    @property
     def percent(self) -> float:
-        total = sum(len(i.branches) for i in self.items.values())
+        """Covered branches over all branches; 100.0 when there are none (nothing below a
+        ``--min-coverage``): the report shows :attr:`applicable` instead of this number."""
+        total = self.branches
         covered = sum(len(i.hit) for i in self.items.values())
         return 100.0 * covered / total if total else 100.0
 
@@ -145,13 +158,13 @@ class Coverage:
         for r in rows:
             lines.append(
                 f"{r['file']:<{width}}  {r['items']:>5}  {r['exercised']:>9}  {r['branches']:>8}  "
-                f"{r['covered']:>7}  {r['percent']:>5.1f}%"
+                f"{r['covered']:>7}  {_pct(r['percent'])}"
             )
         tot = {k: sum(r[k] for r in rows) for k in ("items", "exercised", "branches", "covered")}
         lines.append("-" * len(head))
         lines.append(
             f"{'total':<{width}}  {tot['items']:>5}  {tot['exercised']:>9}  {tot['branches']:>8}  "
-            f"{tot['covered']:>7}  {self.percent:>5.1f}%"
+            f"{tot['covered']:>7}  {_pct(self.percent if self.applicable else None)}"
         )
         never = self.never_exercised()
         if never:
@@ -171,7 +184,7 @@ class Coverage:
 
     def to_json(self) -> dict:
         return {
-            "percent": round(self.percent, 2),
+            "percent": round(self.percent, 2) if self.applicable else None,  # (no branch: not applicable)
             "files": self.per_file(),
             "items": [
                 {
@@ -184,6 +197,11 @@ class Coverage:
                 for i in sorted(self.items.values(), key=lambda i: (i.file, _line_of(i.location), i.name))
             ],
         }
+
+
+def _pct(p: float | None) -> str:
+    """A percentage in the table's last column (6 wide): ``n/a`` for none."""
+    return f"{p:>5.1f}%" if p is not None else f"{'n/a':>6}"
 
 
 def _line_of(location: str) -> int:
