@@ -152,13 +152,18 @@ class Outcome:
     pending: bool = False  #: approvals are still missing (ask again)
     done: bool = False  #: the call already ran (a re-run): ``message`` reports it
     spent: bool = False  #: the decision will never run (claimed by another run, or a stop came after it)
+    failed: bool = False  #: with ``done``: the call ran and raised (``message`` says with what)
 
 
 EXECUTOR = "stopline-executor:"  #: the principal prefix of an execution's claim
 
 #: receipt fields only the gate sets (a tool argument or output of the same name is dropped):
 #: the execution's ``reviewer`` is who a rollback's ``distinct from original.reviewer`` excludes
-GATE_FIELDS = ("tool", "tool_call_id", "policy_rule", "reviewer", "reviewer_decision")
+GATE_FIELDS = ("tool", "tool_call_id", "policy_rule", "reviewer", "reviewer_decision", "tool_error")
+#: the receipt field of a run that raised (set by ``ToolGate.record(..., error=)`` only): its
+#: exception as ``Type: message``, at most ``MAX_ERROR`` characters, never a traceback
+ERROR_FIELD = "tool_error"
+MAX_ERROR = 300
 
 Approvers = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]]
 ReceiptFn = Callable[[Check, Any], Mapping[str, Any]]
@@ -193,6 +198,19 @@ def _plain(x: Any) -> Any:
     if isinstance(x, float):
         return float(x)
     return str(x)
+
+
+def error_text(error: BaseException | str) -> str:
+    """A tool's failure as a receipt holds it: ``Type: message`` (``Type`` alone when the
+    message is empty), cut before any traceback the message embeds, at most ``MAX_ERROR``
+    characters."""
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    else:
+        text = str(error).strip() or "error"
+    text = text.split("Traceback (most recent call last)", 1)[0].rstrip() or text[:MAX_ERROR]
+    return text if len(text) <= MAX_ERROR else text[:MAX_ERROR - 3] + "..."
 
 
 def _jsonable(x: Any) -> Any:
@@ -636,15 +654,22 @@ class ToolGate:
         """The answer that needs no reviewer: run (allow), a message (deny, a re-run, a
         closed decision), or stop (raises ``WorkflowStopped``). ``None``: approval needed."""
         if check.effect == "stop":
-            raise WorkflowStopped(check)
+            if self.resumed_since(check):  # the stop stays recorded; the resumed workflow goes on
+                return self._refuse(check, f"its decision was `stop` ({check.reason}) and workflow "
+                                           f"`{check.workflow}` was resumed since: the call is not run (made "
+                                           "again, it is gated again as a new call)")
+            raise WorkflowStopped(check)  # (its stop is recorded: nothing is recorded again)
         if check.status == "executed":
             try:
                 receipt = self.runtime.ledger.get(check.used_by).body.get("receipt")
             except Exception:  # noqa: BLE001 - the message only
                 receipt = None
-            return Outcome(False, f"Stopline: `{check.tool}` already ran for this call (execution {check.used_by}); "
-                                  f"not run again; its receipt: {json.dumps(receipt, sort_keys=True, default=str)}",
-                           done=True)
+            err = receipt.get(ERROR_FIELD) if isinstance(receipt, Mapping) else None
+            how = f" and failed ({err})" if isinstance(err, str) else ""
+            return Outcome(False, f"Stopline: `{check.tool}` already ran for this call (execution {check.used_by})"
+                                  f"{how}; not run again; its receipt: "
+                                  f"{json.dumps(receipt, sort_keys=True, default=str)}",
+                           done=True, failed=bool(how))
         if check.problem and check.effect in ("allow", "require_approval"):
             return self._misfit(check)
         if check.effect == "allow":
@@ -655,6 +680,13 @@ class ToolGate:
         if check.status in ("pending", "approved"):
             return None
         return Outcome(False, f"Stopline refused `{check.tool}`: the decision is {check.status}")
+
+    def resumed_since(self, check: Check) -> bool:
+        """``check`` is a ``stop`` decision recorded earlier (the framework runs the same call
+        again: a resumed run, a retried call id) and its workflow runs again: it was resumed
+        since. ``outcome`` then refuses the call (never run) instead of halting again."""
+        return check.effect == "stop" and not check.fresh and \
+            self.runtime.workflow_status(check.workflow).get("status") != "stopped"
 
     def withdraw(self, check: Check, reason: str) -> None:
         """Withdraw a held decision no approval could ever be used for (``cancelled``, with
@@ -702,7 +734,14 @@ class ToolGate:
         declared = tuple(check.decision.receipt or ())
         return {f: _jsonable(base[f]) for f in declared if f in base}
 
-    def record(self, check: Check, output: Any, approver: str | None = None) -> Any:
-        """Record the execution with its receipt (idempotent per call)."""
-        return self.runtime.executed(check.decision_id, receipt=self.receipt_for(check, output, approver),
+    def record(self, check: Check, output: Any, approver: str | None = None, *,
+               error: BaseException | str | None = None) -> Any:
+        """Record the execution with its receipt (idempotent per call). ``error``: the tool
+        raised (or was cancelled) after it was let run: it may have had its effect, so it is
+        an execution as any other (rolled back as any other), its receipt's ``tool_error``
+        saying with what (``error_text``); a re-run of the call is told it failed."""
+        receipt = self.receipt_for(check, output, approver)
+        if error is not None:
+            receipt[ERROR_FIELD] = error_text(error)
+        return self.runtime.executed(check.decision_id, receipt=receipt,
                                      key="stopline:exec:" + check.key.rsplit(":", 1)[1], now=self._t())

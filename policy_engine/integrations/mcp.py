@@ -67,6 +67,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from ..ledger.errors import LedgerUnavailable
@@ -351,8 +352,9 @@ class McpGate:
                                                              "reached, so the call cannot be gated; not run. "
                                                              "Try again later.")
             if not out.run:
-                if out.done:
-                    return self._refusal(check, "done", out.message, error=output_schema is not None)
+                if out.done:  # (one that ran and failed: an error result, as its run was)
+                    return self._refusal(check, "done", out.message, error=out.failed or output_schema is not None,
+                                         **({"failed": True} if out.failed else {}))
                 if out.pending:
                     req = check.request()
                     before = (f" (the earlier request {closed.decision_id} is {closed.status})" if closed else "")
@@ -365,7 +367,7 @@ class McpGate:
                 result = _wire(await run())
             except BaseException as e:  # it ran (or began to): recorded, also when the client cancelled it
                 with anyio.CancelScope(shield=True):  # (in a cancelled scope an await would not run)
-                    await anyio.to_thread.run_sync(self.tool_gate.record, check,
+                    await anyio.to_thread.run_sync(partial(self.tool_gate.record, error=e), check,
                                                    {"error": str(e) or type(e).__name__}, out.approver)
                 raise
             more: dict[str, Any] = {"approved_by": out.approver} if out.approver else {}
@@ -373,7 +375,9 @@ class McpGate:
                 return await anyio.to_thread.run_sync(self._waiting, check, result, more)
             try:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.tool_gate.record, check, _output(result), out.approver)
+                    failed = (_text(result) or "the tool returned an error result") if result.get("isError") else None
+                    await anyio.to_thread.run_sync(partial(self.tool_gate.record, error=failed), check,
+                                                   _output(result), out.approver)
             except LedgerUnavailable as e:  # it ran: the agent gets its result, told it is not recorded
                 _log.error("Stopline: MCP tool %r ran under decision %s but its execution could not be recorded "
                            "(a claim in doubt: Runtime.claims_in_doubt): %s", name, check.decision_id, e)

@@ -62,11 +62,13 @@ claim keeps the tool from running.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import warnings
 import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, cast
 
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, conform, require_extra
@@ -105,6 +107,36 @@ def _output(result: Any) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+#: the exceptions the running function tool raised (``_note_failures``), per invocation
+_FAILED: ContextVar[list[BaseException] | None] = ContextVar("stopline_openai_agents_failed", default=None)
+
+
+def _note_failures(invoker: Any) -> None:
+    """Let the wrapper know when a function tool raised: the SDK's invoker turns the error
+    into the tool's output (its ``failure_error_function``) before the wrapper sees it, so
+    the tool's own call inside it (``_invoke_tool_impl``) notes the exception in ``_FAILED``
+    first (the SDK's attributes on it kept). An invoker without one: nothing to note."""
+    impl = getattr(invoker, "_invoke_tool_impl", None)
+    if not callable(impl) or getattr(impl, "__stopline_notes__", False):
+        return
+
+    @functools.wraps(impl)
+    async def noted(ctx: Any, raw: str) -> Any:
+        try:
+            return await impl(ctx, raw)
+        except BaseException as e:
+            box = _FAILED.get()
+            if box is not None:
+                box.append(e)
+            raise
+
+    noted.__stopline_notes__ = True  # type: ignore[attr-defined]
+    try:
+        invoker._invoke_tool_impl = noted
+    except (AttributeError, TypeError):  # pragma: no cover - an invoker that takes no attribute
+        pass
 
 
 def _scope(ctx: Any, gate: ToolGate) -> str:
@@ -189,6 +221,7 @@ class _Gated:
             self.schemas[tool.name] = tool.params_json_schema
             return
         inner = tool.on_invoke_tool
+        _note_failures(inner)
         name = tool.name
         own_needs = tool.needs_approval  # the developer's own ask (bool or callable): kept
         self.schemas[name] = tool.params_json_schema
@@ -205,11 +238,19 @@ class _Gated:
                 return f"Stopline refused `{name}`: {e}"
             if not out.run:
                 return out.message
+            failed: list[BaseException] = []  # what the tool raised, when the SDK made it the output
+            token = _FAILED.set(failed)
             try:
                 result = await inner(ctx, raw)
             except BaseException as e:  # also a timeout (the SDK cancels the call): it may have run
-                self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
+                self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver, error=e)
                 raise
+            finally:
+                _FAILED.reset(token)
+            if failed:  # it raised: the model reads the SDK's error text, the ledger records the failure
+                self.gate.record(c, {"error": str(failed[-1]) or type(failed[-1]).__name__}, out.approver,
+                                 error=failed[-1])
+                return result
             self.gate.record(c, _output(result), out.approver)
             return result
 
@@ -302,7 +343,7 @@ class _Gated:
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as e:  # it may have run in part
-            self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
+            self.gate.record(c, {"error": str(e) or type(e).__name__}, out.approver, error=e)
             raise
         self.gate.record(c, output(result), out.approver)
         return result
@@ -314,7 +355,9 @@ class _Gated:
 
         async def needs(ctx: Any, given: Any, call_id: str) -> bool:
             c = self.check(name, to_args(given), call_id)
-            if c.effect == "stop":
+            if c.effect == "stop":  # resumed since: nothing to ask, the call is refused when it is reached
+                if self.gate.resumed_since(c):
+                    return False
                 raise WorkflowStopped(c)
             if c.effect == "require_approval" and c.status == "pending" and not c.problem:
                 return True

@@ -186,7 +186,7 @@ class GatedEditor:
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as e:  # it may have changed files in part
-            gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
+            gate.record(c, {"error": str(e) or type(e).__name__}, out.approver, error=e)
             raise
         gate.record(c, _patch_output(result), out.approver)
         return result
@@ -204,7 +204,9 @@ def gate_apply_patch(layer: Any, tool: Any, normalize: Callable[[Any], Any] | No
 
     async def needs(ctx: Any, operation: Any, call_id: str) -> bool:
         c = patch_check(layer.gate, name, operation)
-        if c.effect == "stop":
+        if c.effect == "stop":  # resumed since: nothing to ask, the editor refuses the operation
+            if layer.gate.resumed_since(c):
+                return False
             raise WorkflowStopped(c)
         if c.effect == "require_approval" and c.status == "pending" and not c.problem:
             return True
@@ -313,7 +315,7 @@ class GatedComputer(AsyncComputer):
             if inspect.isawaitable(r):
                 await r
         except BaseException as e:
-            gate.record(c, {"error": str(e) or type(e).__name__}, out.approver)
+            gate.record(c, {"error": str(e) or type(e).__name__}, out.approver, error=e)
             raise
         gate.record(c, None, out.approver)
 
