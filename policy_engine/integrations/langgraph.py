@@ -284,8 +284,7 @@ class StoplineToolWrapper:
     def _resumed_since(self, check: Check) -> bool:
         """``check`` is a ``stop`` decision recorded earlier (the node runs again from its
         checkpoint) and its workflow runs again: it was resumed since the stop."""
-        return check.effect == "stop" and not check.fresh and \
-            self.gate.runtime.workflow_status(check.workflow).get("status") != "stopped"
+        return self.gate.resumed_since(check)
 
     # ---------------------------------------------------------------- settling a turn
     def settle(self, calls: Sequence[Mapping[str, Any]], config: Any) -> list[tuple[Check, Outcome]]:
@@ -422,7 +421,7 @@ class StoplineToolWrapper:
     def _message(self, request: Any, out: Outcome) -> ToolMessage:
         call = request.tool_call
         return ToolMessage(content=out.message, name=call["name"], tool_call_id=call["id"],
-                           status="success" if out.done else "error")
+                           status="success" if out.done and not out.failed else "error")
 
     def _prepare(self, request: Any) -> tuple[Check, Outcome, str | None]:
         plan = _PLAN.get()
@@ -461,7 +460,7 @@ class StoplineToolWrapper:
         except GraphBubbleUp:
             raise
         except BaseException as e:  # it ran and failed: recorded, then as handle_tool_errors says
-            self.gate.record(check, _error(e), out.approver)
+            self.gate.record(check, _error(e), out.approver, error=e)
             raise
         return self._finish(check, out, result)
 
@@ -478,7 +477,7 @@ class StoplineToolWrapper:
         except GraphBubbleUp:
             raise
         except BaseException as e:  # also a cancelled call: it may have had its effect
-            self.gate.record(check, _error(e), out.approver)
+            self.gate.record(check, _error(e), out.approver, error=e)
             raise
         return self._finish(check, out, result)
 

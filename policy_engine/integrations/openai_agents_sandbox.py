@@ -204,8 +204,8 @@ def gate_patch(layer: Any, tool: Any) -> None:
             return False  # a malformed patch: its call answers the SDK's error, nothing held
         _labels, checks, refused = judge(ops)
         for c in checks.values():
-            if c.effect == "stop":
-                raise WorkflowStopped(c)
+            if c.effect == "stop" and not layer.gate.resumed_since(c):
+                raise WorkflowStopped(c)  # (a stop recorded before a resume: refused when the call is reached)
         if refused:
             return False  # refused whole when the call is reached (its answer names why)
         held = []
