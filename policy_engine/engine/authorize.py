@@ -27,7 +27,7 @@ from ..models import (
     SlotSpec,
 )
 from ..source import DEFAULT_IGNORABLE
-from .digests import plan_hash
+from .digests import plan_matches_hash
 from .inputs import (
     KIND_LIT,
     KIND_MODEL,
@@ -60,8 +60,7 @@ def authorize_rollback(p: CompiledPolicy, plan: Any, approvals: Iterable[Any], n
         if problem:
             return verdict(p, False, "", (), (), (), (err("<input>", "input", problem),) + tuple(errors),
                                  now_dt)
-    expected = plan_hash(plan)
-    if plan.plan_hash != expected:
+    if not plan_matches_hash(plan, plan.plan_hash):  # (or its earlier form: its approvals name it)
         errors.append(err("<input>", "input", "the plan's content does not match its `plan_hash`: it was "
                                                "changed after classification; classify the rollback again"))
     if plan.policy_hash != p.policy_hash:
@@ -277,12 +276,12 @@ def _authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any]
         # the requirement of every matched require_approval rule, from the policy (never
         # the decision's own `approvals`): one slot per rule
         rules = (_rules_by_ref(p, ca) if fast_decision  # (the reference builds it on every call)
-                 else {(r.name, r.location): r for r in ca.rules})
+                 else {(r.name, site(r.location)): r for r in ca.rules})
         reqs = []
         for ref in d.matched:
             if ref.effect != "require_approval":
                 continue
-            rule = rules.get((ref.name, ref.location)) if ref.kind == "rule" else None
+            rule = rules.get((ref.name, site(ref.location))) if ref.kind == "rule" else None
             if rule is None or rule.effect != "require_approval":
                 errors.append(
                     err(
@@ -313,7 +312,7 @@ def _authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any]
                     "names nobody who may release this action",
                 )
             )
-        if tuple(reqs) != tuple(d.approvals):
+        if [_requirement(r) for r in reqs] != [_requirement(r) for r in d.approvals]:
             errors.append(
                 err(
                     "<input>",
@@ -366,9 +365,30 @@ def _rules_by_ref(p: CompiledPolicy, ca: Any) -> dict:
     got = cache.get(id(ca))
     if got is not None and got[0] is ca:
         return got[1]
-    rules = {(r.name, r.location): r for r in ca.rules}
+    rules = {(r.name, site(r.location)): r for r in ca.rules}
     cache[id(ca)] = (ca, rules)
     return rules
+
+
+def site(location: Any) -> Any:
+    """A source location (`path/to/file.policy:line:col`) as a decision is matched with the
+    policy by: the file's name, line and column, not the path the file was loaded by (a
+    relative or an absolute path, a symlink, the server's names relative to its policy
+    root): a decision recorded by one process is judged by another that loaded the same
+    policy (`policy_hash`) by another path. (A rule's name is unique in its action type.)"""
+    if type(location) is not str:
+        return location
+    path, sep, rest = location.rpartition(":")
+    path, sep2, line = path.rpartition(":")
+    if not sep or not sep2:
+        return location
+    return (path.replace("\\", "/").rpartition("/")[2], line, rest)
+
+
+def _requirement(r: Any) -> tuple:
+    """An approval requirement as a decision's is compared with the policy's: its location
+    by `site`."""
+    return (r.rule, r.count, tuple(r.roles), r.any_of, site(r.location))
 
 
 def verdict(

@@ -17,7 +17,8 @@ from .. import construct as _construct
 from ..models import Deferred, RollbackPlan
 from .util import as_dict
 
-__all__ = ["plan_hash", "action_digest", "set_digest", "deferred_digest", "PendingDigest", "flat_canonical",
+__all__ = ["plan_hash", "legacy_plan_hash", "plan_matches_hash", "action_digest", "set_digest", "deferred_digest",
+           "PendingDigest", "flat_canonical",
            "exact_canonical", "deferred_digest_nested", "digest_now", "digest_now_nested",
            "snapshot_digest"]
 
@@ -156,15 +157,94 @@ def exact_canonical(data: Any, image: bytes | None = None) -> bytes:
 
 
 def plan_hash(plan: RollbackPlan | Mapping[str, Any]) -> str:
-    """sha256 of the plan's canonical JSON, without `plan_hash` and `evaluated_at`.
+    """sha256 of the plan's canonical JSON, without `plan_hash` and `evaluated_at`, and with
+    every source `location` (`file:line:col` of a prerequisite or an error) null.
 
     Approvals bind to this hash: any change to what the plan does, who must authorize
-    it, or the policy that made it gives a different hash."""
+    it, or the policy that made it gives a different hash. Where the policy's files were
+    found (a relative or an absolute path, a symlink, the current directory, the server's
+    relocated names) is not part of it: equal policies (`policy_hash`) and equal requests
+    give equal hashes however the policies were loaded. The plan still shows its locations."""
+    return _plan_digest(plan, True)
+
+
+def legacy_plan_hash(plan: RollbackPlan | Mapping[str, Any]) -> str:
+    """The plan hash as earlier versions computed it: with the locations as the
+    plan shows them. A plan recorded then carries it (`plan_matches_hash`)."""
+    return _plan_digest(plan, False)
+
+
+def plan_matches_hash(plan: RollbackPlan | Mapping[str, Any], claimed: Any) -> bool:
+    """Whether `claimed` is the plan's hash: `plan_hash`, or, for a plan that shows a
+    location, `legacy_plan_hash` (a plan recorded before locations left the hash; its
+    approvals name that hash). Both are over every other field, so a plan edited after
+    classification matches neither."""
+    if type(claimed) is not str:
+        return False
+    data = _plan_data(plan)
+    if claimed == _digest_of(_without_locations(data)):
+        return True
+    return _has_location(data) and claimed == _digest_of(data)
+
+
+def _plan_digest(plan: RollbackPlan | Mapping[str, Any], canonical_locations: bool) -> str:
+    data = _plan_data(plan)
+    return _digest_of(_without_locations(data) if canonical_locations else data)
+
+
+def _plan_data(plan: RollbackPlan | Mapping[str, Any]) -> dict:
     data = plan.model_dump(mode="json") if isinstance(plan, BaseModel) else dict(plan)
     data.pop("plan_hash", None)
     data.pop("evaluated_at", None)
     if not data.get("duties"):  # (added later: a plan without conditional duties keeps its hash)
         data.pop("duties", None)
+    return data
+
+
+# Where a plan holds source locations: its errors, its original's prerequisites
+# (`feasibility`) and each cascade step's (tests/test_s22_plan_hash_paths.py holds that there
+# are no others).
+def _located(rows: Any) -> bool:
+    return isinstance(rows, list) and any(isinstance(r, dict) and r.get("location") is not None for r in rows)
+
+
+def _unlocated(rows: list) -> list:
+    return [{**r, "location": None} if isinstance(r, dict) and r.get("location") is not None else r for r in rows]
+
+
+def _steps(data: dict) -> Any:
+    cascade = data.get("cascade")
+    return cascade.get("steps") if isinstance(cascade, dict) else None
+
+
+def _has_location(data: dict) -> bool:
+    feas = data.get("feasibility")
+    steps = _steps(data)
+    return (_located(data.get("errors")) or (isinstance(feas, dict) and _located(feas.get("prerequisites")))
+            or (isinstance(steps, list) and any(isinstance(s, dict) and _located(s.get("prerequisites"))
+                                                for s in steps)))
+
+
+def _without_locations(data: dict) -> dict:
+    """The plan's data with every source `location` null (of an error, of a prerequisite of
+    the original and of each cascade step): it names the file by the path it was loaded
+    by, which is not the plan's content. Copied only where one is set: a plan without one
+    is returned as it is, and hashes as it always did."""
+    out = data
+    if _located(data.get("errors")):
+        out = {**out, "errors": _unlocated(data["errors"])}
+    feas = data.get("feasibility")
+    if isinstance(feas, dict) and _located(feas.get("prerequisites")):
+        out = {**out, "feasibility": {**feas, "prerequisites": _unlocated(feas["prerequisites"])}}
+    steps = _steps(data)
+    if isinstance(steps, list) and any(isinstance(s, dict) and _located(s.get("prerequisites")) for s in steps):
+        steps = [{**s, "prerequisites": _unlocated(s["prerequisites"])}
+                 if isinstance(s, dict) and _located(s.get("prerequisites")) else s for s in steps]
+        out = {**out, "cascade": {**data["cascade"], "steps": steps}}
+    return out
+
+
+def _digest_of(data: Any) -> str:
     blob = None
     if _ORJSON_FLOATS:
         try:  # marshal takes exact plain data only (in C): then orjson may write it

@@ -17,7 +17,7 @@ from sqlalchemy import or_ as sql_or
 from sqlalchemy import select as sql_select
 from sqlalchemy import update as sql_update
 
-from ..engine.digests import plan_hash
+from ..engine.digests import plan_matches_hash
 from ..ledger import NewEntry
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text, parse_body
@@ -239,8 +239,8 @@ def _shape(eng: Any, m: Any, memo: dict) -> Any:
     the engine's input limits might refuse it. The approval names the plan's own hash, so
     the hash matches for every plan of a shape."""
     plan = m.body.get("plan")
-    if not isinstance(plan, dict) or len(m.body_json) > _MEMO_MAX_CHARS or plan_hash(plan) != plan.get("plan_hash") \
-            or m.body.get("plan_hash") != plan.get("plan_hash"):
+    if not isinstance(plan, dict) or len(m.body_json) > _MEMO_MAX_CHARS \
+            or not plan_matches_hash(plan, plan.get("plan_hash")) or m.body.get("plan_hash") != plan.get("plan_hash"):
         return None
     wf, ot = plan.get("workflow"), plan.get("original_type")
     if (wf, ot) not in memo:
