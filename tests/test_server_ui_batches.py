@@ -183,7 +183,8 @@ def test_a_batch_page_is_read_a_page_at_a_time(app):
     assert re.findall(r'<tr class="plan-row">\s*<td><a href="/ui/plans/([^"]+)"', last) == b["rollbacks"][-7:]
     assert c.get(url, params={"page": 99}).text.count('class="plan-row"') == 7
     assert 'id="next-page" href="?page=2"' in html and 'id="prev-page" href="?page=2"' in last
-    assert c.get(url, params={"page": 0}).status_code == 422
+    first = c.get(url, params={"page": 0})  # (a reviewer's browser gets a page, the first, never a JSON 422)
+    assert first.status_code == 200 and first.text.count('class="plan-row"') == html.count('class="plan-row"')
     # a batch that is not one
     assert c.get(f"/ui/batches/{b['rollbacks'][0]}").status_code == 404
     assert c.get("/ui/batches/nope").status_code == 404

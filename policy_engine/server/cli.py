@@ -63,9 +63,10 @@ def _cannot_listen(host: str, port: int) -> str | None:
 @click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(1024, 64 << 20),
               help="The largest request body in bytes (larger: 413).")
 @click.option("--no-fast-path", is_flag=True, help="Serve AuthZEN through FastAPI routing (for measurement).")
-@click.option("--secure-cookies", is_flag=True,
-              help="Mark the reviewer's cookies Secure on every request (the server is behind a TLS proxy); "
-                   "they are Secure anyway on a request that came over HTTPS.")
+@click.option("--secure-cookies/--no-secure-cookies", default=None,
+              help="Mark the reviewer's cookies Secure on every request (the server is behind a TLS proxy), or "
+                   "only on a request that came over HTTPS (default: on every request when --public-url is "
+                   "https://..., else only over HTTPS).")
 @click.option("--public-url", default=None, metavar="URL",
               help="The server's address as its clients reach it (https://pdp.example.com, behind a proxy): the "
                    "AuthZEN metadata names its endpoints under it (default: the request's Host header).")
@@ -75,7 +76,7 @@ def _cannot_listen(host: str, port: int) -> str | None:
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(policies: str, ledger: str | None, identities: str | None, host: str, port: int, workers: int,
           workflow: str | None, reload_interval: float, checkpoint_key: str | None, session_key: str | None,
-          max_body: int, no_fast_path: bool, secure_cookies: bool, public_url: str | None,
+          max_body: int, no_fast_path: bool, secure_cookies: bool | None, public_url: str | None,
           allow_unauthenticated: bool, log_level: str) -> None:
     """Serve POLICIES over HTTP: AuthZEN 1.0 at /access/v1/evaluation(s), the runtime
     under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz."""

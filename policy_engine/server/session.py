@@ -282,7 +282,23 @@ class Sessions:
         has not run out nor been signed out, and the identities in use still accept its
         binding; else None. Asks the sign-outs (the ledger: one lookup) only for a cookie
         whose signature and times hold; a ledger error propagates."""
-        if ids is None or not cookie or len(cookie) > MAX_COOKIE or cookie.count(".") != 1:
+        if ids is None:
+            return None
+        body = self._signed(cookie)
+        if body is None:
+            return None
+        sid, exp, binding = body["sid"], body["exp"], body["bind"]
+        if self.signouts.ended(sid, exp):
+            return None
+        caller = ids.rebind(binding, body.get("p"), body.get("r"))
+        if caller is None:
+            return None
+        return Session(caller, sid, exp, self._token(b"csrf", sid.encode()))
+
+    def _signed(self, cookie: str | None) -> dict | None:
+        """The body of a session cookie signed by one of this server's keys that has not run
+        out (its session id one this server makes), else None. Sign-outs not asked."""
+        if not cookie or len(cookie) > MAX_COOKIE or cookie.count(".") != 1:
             return None
         payload, mac = cookie.split(".")
         raw = payload.encode("utf-8", "surrogateescape")
@@ -293,24 +309,34 @@ class Sessions:
             return None
         try:
             body = json.loads(_unb64(payload))
-            sid, iat, exp, binding = body["sid"], body["iat"], body["exp"], body["bind"]
+            sid, iat, exp = body["sid"], body["iat"], body["exp"]
         except (ValueError, KeyError, TypeError):  # (signed by us: only an older format could get here)
+            return None
+        if "bind" not in body:
             return None
         if not isinstance(sid, str) or not isinstance(iat, int) or not isinstance(exp, int):
             return None
         if not 0 < len(sid) <= _SID_MAX or not _URLSAFE.issuperset(sid):
             return None  # (not a session id this server makes: one its sign-out could not record)
-        if self.clock() >= exp or self.signouts.ended(sid, exp):
+        if self.clock() >= exp:
             return None
-        caller = ids.rebind(binding, body.get("p"), body.get("r"))
-        if caller is None:
-            return None
-        return Session(caller, sid, exp, self._token(b"csrf", sid.encode()))
+        return body
 
     def end(self, session: Session) -> None:
         """Sign out: the session is over wherever its sign-outs are seen (every worker and
         replica on the ledger; without one, this process), even if its cookie was copied."""
         self.signouts.end(session.sid, session.exp, self.clock())
+
+    def end_cookie(self, cookie: str | None) -> bool:
+        """End the session a cookie value carries, as :meth:`end` does, whether or not the
+        identities still accept it (a token removed, then given back, must not bring a
+        replaced session back): a sign-in over a session ends the one before. False when
+        the value is no session of this server's (unsigned, run out): nothing to end."""
+        body = self._signed(cookie)
+        if body is None:
+            return False
+        self.signouts.end(body["sid"], body["exp"], self.clock())
+        return True
 
     def csrf_ok(self, session: Session, given: str) -> bool:
         return self._token_ok(given, b"csrf", session.sid.encode())

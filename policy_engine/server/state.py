@@ -14,6 +14,7 @@ import queue as _queue
 import secrets
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,8 +41,10 @@ class ServerConfig:
     max_body: int = MAX_BODY
     fast_path: bool = True  #: serve /access/v1/evaluation(s) from the raw ASGI handler
     max_batch: int = 256  #: recorded decisions per ledger transaction at most
-    #: mark the reviewer's cookies Secure whatever the request's scheme (behind a TLS proxy)
-    secure_cookies: bool = False
+    #: mark the reviewer's cookies Secure whatever the request's scheme (behind a TLS proxy):
+    #: True always, False only on a request over HTTPS; None: as ``public_url`` says (Secure
+    #: when it begins with ``https://``)
+    secure_cookies: bool | None = None
     #: the key that signs the reviewer's sessions (hex, at least 32 bytes; several separated
     #: by commas: the first signs, all are accepted); None: ``session_key_file``'s, else a
     #: random one per start. ``stopline serve --workers N`` gives its workers one.
@@ -224,7 +227,11 @@ class Recorder:
     """Concurrent recorded gates, grouped: a worker thread takes whatever is waiting (up
     to ``max_batch``) and records it with one ``gate_many``. Each action is evaluated with
     the ledger's state as the batch leaves it, exactly as if gated one after another, and
-    recorded with its own request's caller (a batch groups requests of several callers)."""
+    recorded with its own request's caller (a batch groups requests of several callers).
+    A batch that fails is gated again one action at a time (one bad action must not fail its
+    neighbours), under the idempotency keys it was given (:func:`recorder_key`): a batch
+    that was committed though the commit raised (the connection lost at COMMIT) is answered
+    with the decisions it recorded, and none is recorded twice."""
 
     def __init__(self, runtime: Any, metrics: Metrics, max_batch: int) -> None:
         self._rt, self._m, self._max = runtime, metrics, max_batch
@@ -288,13 +295,18 @@ class Recorder:
 
     def _record(self, batch: list) -> None:
         t0 = time.perf_counter()
+        # each gate keyed (:func:`recorder_key`): a batch whose commit landed though it raised (the
+        # connection lost at COMMIT: LedgerUnavailable) is gated again below under the same keys,
+        # which answer with the decisions recorded, never a second record of one request
+        keys = [recorder_key() for _ in batch]
         try:
-            results: list = self._rt.gate_many([a for a, _, _, _ in batch], caller=[c for _, c, _, _ in batch])
+            results: list = self._rt.gate_many([a for a, _, _, _ in batch], caller=[c for _, c, _, _ in batch],
+                                               keys=keys)
         except Exception:  # noqa: BLE001 - one bad action must not fail its neighbours: gate them one by one
             results = []
-            for a, c, _, _ in batch:
+            for (a, c, _, _), k in zip(batch, keys):
                 try:
-                    results.append(self._rt.gate(a, caller=c))
+                    results.append(self._rt.gate(a, caller=c, key=k))
                 except Exception as e:  # noqa: BLE001 - answered as a problem by the handler
                     results.append(e)
         self._m.append.observe(time.perf_counter() - t0)
@@ -303,6 +315,16 @@ class Recorder:
             by_loop.setdefault(loop, []).append((fut, r))
         for loop, settled in by_loop.items():
             _wake(loop, settled)
+
+
+def recorder_key() -> str:
+    """The idempotency key the recorder gives one recorded request (random: no client can
+    name it before it is recorded), kept with its ledger entry (``key``)."""
+    return f"{RECORDER_KEY_PREFIX}{uuid.uuid4()}"
+
+
+#: how the keys the recorder makes begin (:func:`recorder_key`)
+RECORDER_KEY_PREFIX = "stopline-recorded:"
 
 
 def recorder_unavailable() -> Any:

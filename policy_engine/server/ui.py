@@ -18,7 +18,9 @@ one is refused with a message and nothing is recorded (``Runtime.approve_batch``
 A reviewer signs in with their API token or a JWT (``/ui/login``). The session cookie is
 a signed value bound to that credential, never the credential (:mod:`.session`):
 HttpOnly, SameSite=Strict, path ``/ui``, Secure when the request came over HTTPS or the
-server is configured behind TLS (``--secure-cookies``); every request checks it against
+server is configured behind TLS (``--secure-cookies``, or an ``https://`` ``--public-url``
+unless ``--no-secure-cookies``: :func:`secure_by_config`); a sign-in over a session ends
+that session as a sign-out does; every request checks it against
 the identities in use, so a revoked token ends the session, and against the sign-outs
 (with a ledger, its ``ledger_ended_sessions`` table, shared by every worker and replica), so
 a copy of the cookie made before a sign-out is refused everywhere. Every form, sign-in and
@@ -83,6 +85,19 @@ def visible(v: Any) -> str:
     return _UNSEEN.sub(_escape, v if isinstance(v, str) else str(v))
 
 
+def same_person(a: Any, b: Any) -> bool:
+    """Whether two principal ids are one person as the engine counts them (its separation
+    of duties: ``canonical_principal``, so ``Rita`` and ``rita\\u200b`` are ``rita``): the
+    pages' "(you)" says what ``distinct from`` will say, never that a look-alike spelling
+    of the reviewer is someone else. Display only: approvals are judged by the engine."""
+    if type(a) is not str or type(b) is not str:
+        return False
+    from ..engine.util import canonical_principal
+
+    ca = canonical_principal(a)
+    return bool(ca) and ca == canonical_principal(b)
+
+
 def _env() -> Any:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -90,6 +105,7 @@ def _env() -> Any:
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["pretty"] = pretty
     env.filters["visible"] = visible
+    env.tests["same_person"] = same_person  # (``{% if a is same_person(b) %}``: the "(you)" markers)
     env.globals["max_reason"] = MAX_REASON  # (the decide form's ``maxlength``: _decide.html)
     return env
 
@@ -166,6 +182,33 @@ def typed(reason: str) -> str:
     return reason.replace("\r\n", "\n")
 
 
+def secure_by_config(config: Any) -> bool:
+    """Whether the reviewer's cookies are Secure on a request that came over plain HTTP:
+    ``--secure-cookies`` (``secure_cookies=True``) says so, ``--no-secure-cookies``
+    (``False``) says not; unsaid (None), a ``--public-url`` that begins with ``https://``
+    does (a proxy in front ends TLS: the request it forwards is plain HTTP)."""
+    given = config.secure_cookies
+    if given is not None:
+        return bool(given)
+    return (config.public_url or "").lower().startswith("https://")
+
+
+MAX_PAGE = 10**6  #: the highest page number a pager's ``?page=N`` is taken as
+_PAGE_NO = re.compile(r"[+-]?0*([0-9]+)")
+
+
+def page_number(v: str | None) -> int:
+    """A pager's ``?page=N`` as a page to show: a browser's link, or an address typed or
+    edited by hand, gets a page, never an error: a number below 1 (or none, or not a
+    number) is the first page, one past :data:`MAX_PAGE` that one (a page past the end
+    shows the last)."""
+    m = _PAGE_NO.fullmatch((v or "").strip())
+    if m is None:
+        return 1
+    n = int(m[1][:8])  # (no more digits than a page number has: a long run is past the last page anyway)
+    return 1 if m[0].startswith("-") or n < 1 else min(n, MAX_PAGE)
+
+
 def mount(app: FastAPI, st: Any) -> None:
     env = _env()
     sessions: Sessions = st.sessions
@@ -181,7 +224,7 @@ def mount(app: FastAPI, st: Any) -> None:
         return r
 
     def secure(request: Request) -> bool:
-        return bool(st.config.secure_cookies) or request.url.scheme == "https"
+        return request.url.scheme == "https" or secure_by_config(st.config)
 
     def session(request: Request) -> Session | None:
         # (with a ledger, a sign-out is looked up there: a ledger that cannot answer is a 503, never a pass)
@@ -239,6 +282,9 @@ def mount(app: FastAPI, st: Any) -> None:
         if len(cookie) > MAX_COOKIE:
             return login_page(request, 400, "this token's roles are too many to keep in a session: "
                                             "ask for a token with fewer roles")
+        # a sign-in over a session ends that one, as a sign-out would (a copy of its cookie is
+        # refused everywhere): one browser, one session (a ledger that cannot record it: a 503)
+        call(sessions.end_cookie, request.cookies.get(COOKIE))
         r = RedirectResponse("/ui", status_code=303)
         r.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", path="/ui", secure=secure(request))
         r.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True, samesite="strict", secure=secure(request))
@@ -257,11 +303,12 @@ def mount(app: FastAPI, st: Any) -> None:
         return r
 
     @app.get("/ui", include_in_schema=False)
-    def queue(request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6),
-              held_no: int = Query(default=1, alias="held", ge=1, le=10**6)) -> Response:
+    def queue(request: Request, page_arg: str | None = Query(default=None, alias="page"),
+              held_arg: str | None = Query(default=None, alias="held")) -> Response:
         s = session(request)
         if s is None:
             return signin()
+        page_no, held_no = page_number(page_arg), page_number(held_arg)
         caller = s.caller
         routes: dict[str, list] = {}
         totals: dict[str, int] = {}  # every single open plan of a route, listed or not
@@ -417,12 +464,12 @@ def mount(app: FastAPI, st: Any) -> None:
 
     # ------------------------------------------------------------------ batches
     @app.get("/ui/batches/{batch_id}", include_in_schema=False)
-    def batch(batch_id: str, request: Request, page_no: int = Query(default=1, alias="page", ge=1, le=10**6),
+    def batch(batch_id: str, request: Request, page_arg: str | None = Query(default=None, alias="page"),
               msg: str | None = None, sig: str | None = None) -> Response:
         s = session(request)
         if s is None:
             return signin()
-        return _batch_page(batch_id, s, page_no, vouched(s, msg, sig))
+        return _batch_page(batch_id, s, page_number(page_arg), vouched(s, msg, sig))
 
     def _batch_page(batch_id: str, s: Session, page_no: int, msg: str | None, status: int = 200,
                     error: str | None = None) -> Response:
