@@ -81,8 +81,16 @@ from . import openai_agents_sandbox as sandbox  # noqa: E402
 from . import openai_agents_tools as native  # noqa: E402
 from .openai_agents_tools import ActionRefused, _args, _get  # noqa: E402
 
-__all__ = ["protect", "approve", "request_for", "Approval", "ToolGate", "WorkflowStopped", "UngatedToolWarning",
-           "ActionRefused"]
+__all__ = [
+    "protect",
+    "approve",
+    "request_for",
+    "Approval",
+    "ToolGate",
+    "WorkflowStopped",
+    "UngatedToolWarning",
+    "ActionRefused",
+]
 
 
 def _output(result: Any) -> Any:
@@ -168,8 +176,10 @@ class _Gated:
         if layer is None:
             return False
         if not layer.same(self):
-            raise ValueError(f"tool `{tool.name}` is already gated by Stopline for workflow "
-                             f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate{hint}")
+            raise ValueError(
+                f"tool `{tool.name}` is already gated by Stopline for workflow "
+                f"`{layer.gate.workflow}` by another gate: one tool object is gated by one gate{hint}"
+            )
         return True
 
     def _clear(self, tc: Any, c: Check, out: Outcome) -> None:
@@ -185,20 +195,32 @@ class _Gated:
             ref = cast(weakref.ref, lambda: tc)
         self.cleared[key] = (ref, tc.tool_call_id, tc.tool_arguments, c, out)
 
-    def check(self, name: str, args: dict, call_id: str) -> Check:
+    def check(self, name: str, args: dict, call_id: str, resolve: Callable[[dict], tuple] | None = None) -> Check:
         """Gate the call with its arguments as the tool receives them (``conform``: the
-        declared defaults filled in; a mismatch with the schema is the check's problem)."""
+        declared defaults filled in; a mismatch with the schema is the check's problem),
+        then as ``resolve`` says the tool acts on them (a sandbox's ``exec_command``: its
+        ``workdir`` as the directory the command runs in, ``openai_agents_sandbox``)."""
         args, problem = conform(self.schemas.get(name), args) if name in self.schemas else (dict(args), None)
+        if resolve is not None:
+            args, refused = resolve(args)
+            problem = problem or refused
         return self.gate.check(name, args, call_id, scope=_scope(None, self.gate), problem=problem)
 
-    async def needs_approval(self, ctx: Any, params: dict, call_id: str, name: str) -> bool:
-        c = self.check(name, params, call_id)
-        return c.effect == "require_approval" and c.status == "pending" and not c.problem
+    async def needs_approval(
+        self, ctx: Any, params: dict, call_id: str, name: str, resolve: Callable[[dict], tuple] | None = None
+    ) -> bool:
+        c = self.check(name, params, call_id, resolve)
+        held = c.effect == "require_approval" and c.status == "pending" and not c.problem
+        if held and resolve is not None:  # the arguments judged, for ``request_for`` (the tool goes with the run)
+            self.held[(name, call_id)] = {"given": dict(params), "args": dict(c.args)}
+            while len(self.held) > sandbox.MAX_NOTES:
+                del self.held[next(iter(self.held))]
+        return held
 
-    def guard(self, data: Any) -> Any:
+    def guard(self, data: Any, resolve: Callable[[dict], tuple] | None = None) -> Any:
         tc = data.context
         try:
-            c = self.check(tc.tool_name, _args(tc.tool_arguments), tc.tool_call_id)
+            c = self.check(tc.tool_name, _args(tc.tool_arguments), tc.tool_call_id, resolve)
             out = self.gate.outcome(c)
             if out is None:
                 out = self.gate.ready(c)  # the ledger's word, never the SDK's approval flag
@@ -216,8 +238,11 @@ class _Gated:
 
     def wrap(self, tool: Any) -> None:
         # one tool object shared by agents protected one by one: one layer
-        if self._gated_here(tool, _layer(tool), ". Pass gate=<the first protect's result> to share it, or give "
-                            "this agent its own copy of the tool"):
+        if self._gated_here(
+            tool,
+            _layer(tool),
+            ". Pass gate=<the first protect's result> to share it, or give this agent its own copy of the tool",
+        ):
             self.schemas[tool.name] = tool.params_json_schema
             return
         inner = tool.on_invoke_tool
@@ -225,11 +250,19 @@ class _Gated:
         name = tool.name
         own_needs = tool.needs_approval  # the developer's own ask (bool or callable): kept
         self.schemas[name] = tool.params_json_schema
+        # a sandbox's exec_command: judged in the directory it runs in, as its session resolves it
+        resolve = sandbox.exec_resolver(tool) if sandbox.is_exec_tool(tool) else None
 
         async def on_invoke_tool(ctx: Any, raw: str) -> Any:
+            if resolve is not None:  # the call is reached: its note ends
+                self.held.pop((name, str(getattr(ctx, "tool_call_id", ""))), None)
             cleared = self.cleared.pop(id(ctx), None)
-            if cleared is None or cleared[0]() is not ctx or cleared[1] != getattr(ctx, "tool_call_id", None) \
-                    or cleared[2] != raw:  # reached without the guardrail, or not the call it cleared
+            if (
+                cleared is None
+                or cleared[0]() is not ctx
+                or cleared[1] != getattr(ctx, "tool_call_id", None)
+                or cleared[2] != raw
+            ):  # reached without the guardrail, or not the call it cleared
                 return f"Stopline refused `{name}`: the call was not gated"
             c, out = cleared[3], cleared[4]
             try:  # the ledger's claim, allowed or approved: of two workers running this call, one runs
@@ -248,8 +281,9 @@ class _Gated:
             finally:
                 _FAILED.reset(token)
             if failed:  # it raised: the model reads the SDK's error text, the ledger records the failure
-                self.gate.record(c, {"error": str(failed[-1]) or type(failed[-1]).__name__}, out.approver,
-                                 error=failed[-1])
+                self.gate.record(
+                    c, {"error": str(failed[-1]) or type(failed[-1]).__name__}, out.approver, error=failed[-1]
+                )
                 return result
             self.gate.record(c, _output(result), out.approver)
             return result
@@ -258,7 +292,7 @@ class _Gated:
         tool.on_invoke_tool = on_invoke_tool
 
         async def needs(ctx: Any, params: dict, call_id: str) -> bool:
-            if await self.needs_approval(ctx, params, call_id, name):
+            if await self.needs_approval(ctx, params, call_id, name, resolve):
                 return True
             if isinstance(own_needs, bool) or not callable(own_needs):
                 return bool(own_needs)
@@ -266,9 +300,12 @@ class _Gated:
             return bool(await asked if inspect.isawaitable(asked) else asked)
 
         tool.needs_approval = needs
-        guard = tool_input_guardrail(self.guard)
-        tool.tool_input_guardrails = [guard, *(tool.tool_input_guardrails or [])]
 
+        def stopline_guard(data: Any) -> Any:
+            return self.guard(data, resolve)
+
+        guard = tool_input_guardrail(stopline_guard)
+        tool.tool_input_guardrails = [guard, *(tool.tool_input_guardrails or [])]
 
     # ------------------------------------------------------------ shell tools
     def wrap_shell(self, tool: Any) -> None:
@@ -399,8 +436,10 @@ def _shell_args(action: Any) -> dict:
 def _local_shell_args(action: Any) -> dict:
     """A ``LocalShellTool`` call's action: ``command`` (the argv list), ``env``, and
     ``timeout_ms``, ``user`` and ``working_directory`` when given."""
-    a: dict[str, Any] = {"command": [str(x) for x in (_get(action, "command") or ())],
-                         "env": dict(_get(action, "env") or {})}
+    a: dict[str, Any] = {
+        "command": [str(x) for x in (_get(action, "command") or ())],
+        "env": dict(_get(action, "env") or {}),
+    }
     for k in ("timeout_ms", "user", "working_directory"):
         if _get(action, k) is not None:
             a[k] = _get(action, k)
@@ -414,16 +453,29 @@ def _shell_output(result: Any) -> Any:
     outs = getattr(result, "output", None)
     if isinstance(outs, list):
         codes = [getattr(o, "exit_code", None) for o in outs]
-        return {"stdout": "".join(str(getattr(o, "stdout", "") or "") for o in outs),
-                "stderr": "".join(str(getattr(o, "stderr", "") or "") for o in outs),
-                "exit_code": codes[-1] if codes else None}
+        return {
+            "stdout": "".join(str(getattr(o, "stdout", "") or "") for o in outs),
+            "stderr": "".join(str(getattr(o, "stderr", "") or "") for o in outs),
+            "exit_code": codes[-1] if codes else None,
+        }
     return result if isinstance(result, str) else str(result)
 
 
 #: the SDK's tool classes Stopline tells apart, by name (a subclass is its base's kind; the
 #: sandbox's apply_patch, a ``CustomTool``, is its own)
-KINDS = (sandbox.PATCH_KIND, "CustomTool", "ShellTool", "LocalShellTool", "ApplyPatchTool", "ComputerTool",
-         "HostedMCPTool", "WebSearchTool", "FileSearchTool", "CodeInterpreterTool", "ImageGenerationTool")
+KINDS = (
+    sandbox.PATCH_KIND,
+    "CustomTool",
+    "ShellTool",
+    "LocalShellTool",
+    "ApplyPatchTool",
+    "ComputerTool",
+    "HostedMCPTool",
+    "WebSearchTool",
+    "FileSearchTool",
+    "CodeInterpreterTool",
+    "ImageGenerationTool",
+)
 
 
 def _kind(tool: Any) -> str:
@@ -443,9 +495,16 @@ def _shell_kind(tool: Any) -> bool:
 
 
 #: where each gated kind carries its Stopline layer
-_LAYER_AT = {"FunctionTool": "on_invoke_tool", "CustomTool": "on_invoke_tool", "ShellTool": "executor",
-             "LocalShellTool": "executor", "ApplyPatchTool": "editor", "ComputerTool": "computer",
-             "HostedMCPTool": "on_approval_request", sandbox.PATCH_KIND: "editor"}
+_LAYER_AT = {
+    "FunctionTool": "on_invoke_tool",
+    "CustomTool": "on_invoke_tool",
+    "ShellTool": "executor",
+    "LocalShellTool": "executor",
+    "ApplyPatchTool": "editor",
+    "ComputerTool": "computer",
+    "HostedMCPTool": "on_approval_request",
+    sandbox.PATCH_KIND: "editor",
+}
 
 
 def _layer_of(tool: Any) -> _Gated | None:
@@ -461,8 +520,16 @@ def _layer(tool: Any) -> _Gated | None:
     return layer if isinstance(layer, _Gated) else None
 
 
-def protect(agent: Any, runtime: Any, *, workflow: str, approvers: Any = None, scope: str = "",
-            gate: ToolGate | None = None, **options: Any) -> ToolGate:
+def protect(
+    agent: Any,
+    runtime: Any,
+    *,
+    workflow: str,
+    approvers: Any = None,
+    scope: str = "",
+    gate: ToolGate | None = None,
+    **options: Any,
+) -> ToolGate:
     """Gate every function tool of ``agent`` (in place). ``scope`` separates runs whose
     model reuses call ids. Returns the ``ToolGate`` (``approve`` records approvals).
 
@@ -524,9 +591,13 @@ def _warn_ungated(agent: Any, tools: Any, seen: set) -> None:
         if why is not None and id(t) not in seen:
             seen.add(id(t))
             kind = _kind(t)
-            warnings.warn(f"Stopline: tool `{getattr(t, 'name', kind)}` ({kind}) of agent "
-                          f"`{getattr(agent, 'name', '?')}` is not gated: {why}, outside the policy. Remove it, "
-                          "or put what it does behind a function tool.", UngatedToolWarning, stacklevel=3)
+            warnings.warn(
+                f"Stopline: tool `{getattr(t, 'name', kind)}` ({kind}) of agent "
+                f"`{getattr(agent, 'name', '?')}` is not gated: {why}, outside the policy. Remove it, "
+                "or put what it does behind a function tool.",
+                UngatedToolWarning,
+                stacklevel=3,
+            )
 
 
 def _warn_capabilities(agent: Any, warned: set) -> None:
@@ -535,8 +606,12 @@ def _warn_capabilities(agent: Any, warned: set) -> None:
     for label, why in sandbox.ungated_capabilities(agent):
         if label not in warned:
             warned.add(label)
-            warnings.warn(f"Stopline: capability `{label}` of sandbox agent `{getattr(agent, 'name', '?')}` is not "
-                          f"gated: {why}, outside the policy.", UngatedToolWarning, stacklevel=4)
+            warnings.warn(
+                f"Stopline: capability `{label}` of sandbox agent `{getattr(agent, 'name', '?')}` is not "
+                f"gated: {why}, outside the policy.",
+                UngatedToolWarning,
+                stacklevel=4,
+            )
 
 
 def _cover(agent: Any, g: _Gated, warned: set | None = None) -> None:
@@ -579,14 +654,26 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
     """The decision behind an SDK interruption (a ``ToolApprovalItem``), as the reviewer sees it."""
     raw = interruption.raw_item
     get = raw.get if isinstance(raw, dict) else (lambda k: getattr(raw, k, None))
-    name, args, call_id = cast(str, interruption.tool_name or get("name")), _args(get("arguments")), \
-        cast(str, get("call_id"))
+    name, args, call_id = (
+        cast(str, interruption.tool_name or get("name")),
+        _args(get("arguments")),
+        cast(str, get("call_id")),
+    )
     # the layer that gates this call (the agent's tool of that name), else this gate's
-    tool = next((t for t in getattr(getattr(interruption, "agent", None), "tools", None) or ()
-                 if getattr(t, "name", None) == name and _layer_of(t) is not None), None)
+    tool = next(
+        (
+            t
+            for t in getattr(getattr(interruption, "agent", None), "tools", None) or ()
+            if getattr(t, "name", None) == name and _layer_of(t) is not None
+        ),
+        None,
+    )
     g = _layer_of(tool) if tool is not None else getattr(gate, "_openai_agents", None)
-    if get("type") == "custom_tool_call" and g is not None and (
-            (name, call_id) in g.held or (tool is None and sandbox.is_sandbox_agent(interruption.agent))):
+    if (
+        get("type") == "custom_tool_call"
+        and g is not None
+        and ((name, call_id) in g.held or (tool is None and sandbox.is_sandbox_agent(interruption.agent)))
+    ):
         try:  # a sandbox's apply_patch (a capability tool: on the run's clone, not on the agent)
             return sandbox.patch_request_check(g.gate, name, call_id, str(get("input")), g.held).request()
         except ValueError:  # not a patch (another capability's custom tool): its raw input, below
@@ -597,8 +684,21 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
         args = _shell_args(get("action"))
     elif get("type") == "custom_tool_call":  # a CustomTool's call: its raw input
         args = {"input": get("input")}
-    c = g.check(name, args, call_id) if g is not None else gate.check(name, args, call_id,
-                                                                      scope=getattr(gate, "scope", ""))
+    if (
+        get("type") == "function_call"
+        and name == "exec_command"
+        and g is not None
+        and ((name, call_id) in g.held or (tool is None and sandbox.is_sandbox_agent(interruption.agent)))
+    ):
+        # a sandbox's exec_command (on the run's clone): the arguments judged, its workdir resolved
+        note = g.held.get((name, call_id))
+        judged = note["args"] if isinstance(note, dict) and note.get("given") == args else sandbox.lexical_workdir(args)
+        return g.gate.check(name, judged, call_id, scope=_scope(None, g.gate)).request()
+    c = (
+        g.check(name, args, call_id)
+        if g is not None
+        else gate.check(name, args, call_id, scope=getattr(gate, "scope", ""))
+    )
     return c.request()
 
 

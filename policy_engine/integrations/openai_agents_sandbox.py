@@ -10,7 +10,10 @@ when the runner lists the turn's tools, before any call of it:
 - ``Shell``: ``exec_command`` (``cmd``, ``workdir``, ``shell``, ``login``, ``tty``, ...; a
   process it leaves running goes on after the call) and ``write_stdin`` (``session_id``,
   ``chars``: input typed into that process) are function tools: gated as any function tool
-  (a hold is an SDK interruption, a deny the model's tool output, a stop halts the run);
+  (a hold is an SDK interruption, a deny the model's tool output, a stop halts the run),
+  ``exec_command`` with its ``workdir`` the directory it runs in (``exec_resolver``:
+  resolved as the tool resolves it, ``./secrets`` and ``docs/../secrets`` are ``secrets``,
+  a symlink followed as the session follows it; the model's own in ``workdir_given``);
 - ``Filesystem``: ``view_image`` (a read) is a function tool, gated as one; its
   ``apply_patch`` is a ``CustomTool`` (a V4A patch, one raw string in) whose operations the
   tool applies one by one through its ``editor``: each operation an action ``{"operation",
@@ -42,7 +45,7 @@ import os
 from pathlib import PurePosixPath
 from typing import Any
 
-from .common import Check, Outcome, WorkflowStopped, require_extra
+from .common import Check, Outcome, WorkflowStopped, conform, require_extra
 
 require_extra("agents", "openai-agents", "openai_agents")
 
@@ -95,6 +98,12 @@ def _written(session: Any, rel: str, *, leaf: bool) -> str:
         target = session.normalize_path(rel, for_write=True)
     else:
         target = session.normalize_path(p.parent.as_posix(), for_write=True) / p.name
+    return _relative(session, target)
+
+
+def _relative(session: Any, target: Any) -> str:
+    """``target`` (a path the session's ``normalize_path`` returned) relative to the
+    workspace root (``.`` for the root), or absolute outside it."""
     got = PurePosixPath(str(target).replace(os.sep, "/"))
     root = str(session.state.manifest.root)
     roots = [PurePosixPath(os.path.normpath(root))]
@@ -107,6 +116,53 @@ def _written(session: Any, rel: str, *, leaf: bool) -> str:
             continue
         return inside.as_posix() if inside.parts else "."
     return got.as_posix()
+
+
+#: the sandbox shell's command tool (a ``FunctionTool`` bound to the run's session)
+EXEC_KIND = "ExecCommandTool"
+
+
+def is_exec_tool(tool: Any) -> bool:
+    return any(c.__name__ == EXEC_KIND for c in type(tool).__mro__) and getattr(tool, "session", None) is not None
+
+
+def exec_resolver(tool: Any) -> Any:
+    """How an ``exec_command`` call of ``tool`` is judged: its ``workdir`` as the directory
+    the command runs in, resolved as the tool resolves it (the scope's ``cwd``, ``.`` and
+    ``..``, backslashes, symlinks followed as the session's ``normalize_path`` follows them)
+    and relative to the workspace root (``.``: the root, where a call without one runs;
+    absolute outside it, an extra path grant); ``workdir_given``: the model's own, as it
+    wrote it. Returns ``(args, problem)``: a directory the sandbox refuses is the problem
+    (the call is gated and never run)."""
+    from agents.sandbox.workspace_paths import coerce_posix_path, sandbox_path_str
+
+    def resolve(args: dict) -> tuple[dict, str | None]:
+        given = args.get("workdir")
+        out = {**args, "workdir_given": given}
+        scope = tool.workspace_scope
+        wd = given if isinstance(given, str) and given.strip() else "."
+        try:
+            target = tool.session.normalize_path(sandbox_path_str(scope.anchor(coerce_posix_path(wd))))
+        except Exception as e:  # noqa: BLE001 - refused by the sandbox too (out of the workspace, ...)
+            out["workdir"] = str(given)
+            return out, f"the sandbox refuses the workdir `{given}` ({e})"
+        out["workdir"] = _relative(tool.session, target)
+        return out, None
+
+    return resolve
+
+
+def lexical_workdir(args: dict) -> dict:
+    """An ``exec_command`` call's arguments as ``exec_resolver`` judges them, without its
+    session (a state resumed in another process): the ``workdir`` relative to the workspace
+    root with ``.`` and ``..`` resolved (no ``cwd``, no symlink: a call resolved otherwise
+    in the run names another decision, whose approval runs nothing)."""
+    from agents.sandbox.capabilities.tools.shell_tool import ExecCommandArgs
+
+    args, _ = conform(ExecCommandArgs.model_json_schema(), args)  # (the tool's defaults, as ``wrap`` fills them)
+    given = args.get("workdir")
+    wd = str(given).replace("\\", "/") if isinstance(given, str) and given.strip() else "."
+    return {**args, "workdir_given": given, "workdir": os.path.normpath(wd).replace(os.sep, "/")}
 
 
 def normalizer(tool: Any) -> Any:
