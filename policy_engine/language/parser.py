@@ -451,25 +451,13 @@ def _hyphen_slip(src: SourceFile, off: int) -> Diagnostic | None:
             label=f"expected {one_of(effects)}",
             help=f"did you mean `{fixed.lower()}`? names are written with `_`, not `-`",
         )
+    label, hint = "names cannot contain `-`", f"names are written with `_`: `{fixed}`"
     if start >= 2 and text[start - 2 : start] == ".`":  # `action.`x-request-id``: CEL's backquoted field name
         obj = re.search(r"[\w.]*$", text[: start - 2])
         head = obj.group(0) if obj is not None and obj.group(0) else "action"
-        return Diagnostic(
-            "E002",
-            "error",
-            f"unexpected `-` in `{word}`",
-            src.span(off, off + 1),
-            label="a backquote ends the condition",
-            help=f'a condition is written between backquotes, so a field name cannot be: write `{head}["{word}"]`',
-        )
-    return Diagnostic(
-        "E002",
-        "error",
-        f"unexpected `-` in `{word}`",
-        src.span(off, off + 1),
-        label="names cannot contain `-`",
-        help=f"names are written with `_`: `{fixed}`",
-    )
+        label = "a backquote ends the condition"
+        hint = f'a condition is written between backquotes, so a field name cannot be: write `{head}["{word}"]`'
+    return Diagnostic("E002", "error", f"unexpected `-` in `{word}`", src.span(off, off + 1), label=label, help=hint)
 
 
 # A duration is a whole number and one of these units, without a space (grammar: DURATION).
