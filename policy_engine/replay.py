@@ -97,6 +97,14 @@ class ReplayResult:
     #: order: ``workflow``, ``trigger``, ``decision_id``, ``seq``, ``at``, and ``until``: the
     #: allowed resume that lifted it in the record (its entry id), or None (to the end)
     candidate_stops: tuple[dict, ...] = ()
+    #: the stops of the record the candidate would not have fired (``carry_stops``), in order:
+    #: ``workflow``, ``trigger``, ``stop`` (the stop entry's id), ``decision_id`` (the decision
+    #: that fired it), ``seq``, ``at``; ``until``: the id of the entry its lifting ends at, of kind
+    #: ``until_kind``: ``resume`` (the record's next allowed resume), ``stop`` (a stop of the
+    #: record that stands) or ``candidate stop`` (a stop the candidate fires meanwhile: its
+    #: decision's id); both None: to the end; ``stays_stopped_by``: a trigger that still holds
+    #: the workflow stopped in between (a stop fired by a repair action while stopped), or None
+    candidate_lifts: tuple[dict, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -124,7 +132,7 @@ class ReplayResult:
                 "executed_changed": sum(1 for c in self.changed if c.executions),
                 "changed": [c.to_json() for c in self.changed], "unreplayable": list(self.unreplayable),
                 "recorded_policies": list(self.recorded_policies), "workers": self.workers,
-                "candidate_stops": list(self.candidate_stops)}
+                "candidate_stops": list(self.candidate_stops), "candidate_lifts": list(self.candidate_lifts)}
 
     def text(self) -> str:
         lines = [f"replayed {self.replayed} decision(s) under policy {self.policy_hash[:19]}: "
@@ -139,6 +147,13 @@ class ReplayResult:
                          + ": the decisions after it are replayed as stopped")
         if len(self.candidate_stops) > 10:
             lines.append(f"  … {len(self.candidate_stops) - 10} more candidate stops (--format json lists every one)")
+        for lf in self.candidate_lifts[:10]:
+            lines.append(f"  lifted stop: {lf['workflow']} stopped by `{lf['trigger']}` at decision "
+                         f"{lf['decision_id']} ({lf['at']}), which the candidate does not fire, " + _until(lf)
+                         + (f": the workflow stays stopped by `{lf['stays_stopped_by']}` in between"
+                            if lf["stays_stopped_by"] else ": the decisions in between are replayed as if it ran"))
+        if len(self.candidate_lifts) > 10:
+            lines.append(f"  … {len(self.candidate_lifts) - 10} more lifted stops (--format json lists every one)")
         for g in self.groups:
             lines.append(f"\n{g['old_effect']} ({g['old_rule']}) -> {g['new_effect']} ({g['new_rule']}): "
                          f"{g['count']} decision(s), {g['executed']} executed")
@@ -150,10 +165,24 @@ class ReplayResult:
             if g["count"] > 10:
                 lines.append(f"  … {g['count'] - 10} more (--format json lists every one)")
         for u in self.unreplayable[:10]:
-            lines.append(f"unreplayable {u['decision_id']}: {u['reason']}")
+            st = u.get("stop_stands")
+            lines.append(f"unreplayable {u['decision_id']}: {u['reason']}"
+                         + (f" (the stop of {st['workflow']} by `{st['trigger']}` linked to it stands: {st['stop']})"
+                            if st else ""))
         if len(self.unreplayable) > 10:
             lines.append(f"… {len(self.unreplayable) - 10} more unreplayable (--format json lists every one)")
         return "\n".join(lines)
+
+
+def _until(lf: dict) -> str:
+    kind, ref = lf["until_kind"], lf["until"]
+    if kind == "resume":
+        return f"until the resume {ref}"
+    if kind == "stop":
+        return f"until the recorded stop {ref} (which stands)"
+    if kind == "candidate stop":
+        return f"until the candidate's stop at decision {ref}"
+    return "to the end of the replay"
 
 
 # ------------------------------------------------------------------------------ the work
@@ -244,9 +273,11 @@ def _filters(since: str | None, until: str | None, workflow: str | None) -> list
     return where
 
 
-def _timeline(led: Any, until: str | None) -> dict[str, list[tuple[Any, ...]]]:
+def _timeline(led: Any, until: str | None, fired: dict | None = None) -> dict[str, list[tuple[Any, ...]]]:
     """Per workflow, every change of its status: (seq, state after it or None for running, the
-    entry's id)."""
+    entry's id). ``fired``, when given, is filled with each entry id a stop links to (the
+    decision that fired it, for the runtime's stops) -> (the stop's seq, its id, its trigger,
+    its workflow): the first stop linking to it."""
     from .ledger import schema
 
     E = schema.entries
@@ -258,6 +289,9 @@ def _timeline(led: Any, until: str | None) -> dict[str, list[tuple[Any, ...]]]:
             if e.kind == "stop":
                 st = {"name": e.workflow, "status": "stopped", "stopped_by": e.body.get("trigger"),
                       "stopped_at": e.body.get("stopped_at") or e.time}
+                if fired is not None:
+                    for to in e.links:
+                        fired.setdefault(to, (e.seq, e.id, st["stopped_by"], e.workflow))
             elif e.body.get("allowed"):
                 st = None
             else:
@@ -266,13 +300,35 @@ def _timeline(led: Any, until: str | None) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, rows: list) -> tuple[list, list]:
-    """Carry the stops the candidate fires forward (``replay(carry_stops=True)``): where a
-    replayed decision is ``stop`` by a trigger of the candidate and the record's workflow ran
-    on, the workflow is stopped by that trigger from there (a change inserted into
-    ``timeline`` just after the decision) until the record's next allowed resume of it, and
-    its later decisions are replayed again under that state; a stop the candidate fires after
-    such a resume starts another. Returns (the changed rows, the candidate stops)."""
+def _carries(r: tuple, timeline: dict) -> bool:
+    """A changed row (``_replay_range``'s tuple) is a stop the candidate fires where the
+    workflow ran on: in the record (not stopped there), or in the replay only, where a lifted
+    stop left it running (recorded ``stopped``, but no stop in the replay's timeline)."""
+    return (isinstance(r[2], str) and r[8] == "stop" and r[9].startswith("stop:")
+            and (r[6] != "stop" or (not r[7].startswith("stop:") and _state_at(timeline, r[2], r[1]) is None)))
+
+
+def _lifts(r: tuple, fired: dict) -> bool:
+    """A changed row is a decision that fired a stop of the record (the stop links to it, in
+    its workflow, by the trigger its recorded rule names) and replays as no stop at all."""
+    f = fired.get(r[0])
+    return f is not None and r[8] != "stop" and r[7] == f"stop:{f[2]}" and r[2] == f[3]
+
+
+def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, rows: list,
+                 fired: dict) -> tuple[list, list, list]:
+    """The workflow state as the candidate would have left it (``replay(carry_stops=True)``).
+    Carry the stops the candidate fires forward: where a replayed decision is ``stop`` by a
+    trigger of the candidate and the workflow ran on, the workflow is stopped by that trigger
+    from there (a change inserted into ``timeline`` just after the decision) until the
+    record's next allowed resume of it. Lift the stops it does not fire: where a decision that
+    fired a stop of the record (``fired``) replays as no stop, that stop is taken out of
+    ``timeline``, so the workflow is in the state it was in before it (running, unless a
+    repair action fired it while stopped) until the next change that stands: the record's
+    next allowed resume, a stop of the record the candidate fires too (or one it cannot
+    judge, or an operator's), or a stop the candidate fires meanwhile. Each time, the
+    workflow's later decisions are replayed again under the changed timeline, earliest
+    first. Returns (the changed rows, the candidate stops, the lifted stops)."""
     import bisect
 
     from .ledger import schema
@@ -280,30 +336,55 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
     E = schema.entries
     seen: set[int] = set()
     stops: list[dict] = []
+    lifts: list[dict] = []
     while True:
-        first: dict[str, tuple] = {}  # workflow -> its earliest stop of the candidate not carried yet
+        first: dict[str, tuple] = {}  # workflow -> its earliest stop to carry or to lift not done yet
         for r in sorted(rows, key=lambda r: r[1]):
             wf, seq = r[2], r[1]
-            if (isinstance(wf, str) and r[8] == "stop" and r[9].startswith("stop:") and r[6] != "stop"
-                    and seq not in seen and wf not in first):
+            if (isinstance(wf, str) and seq not in seen and wf not in first
+                    and (_carries(r, timeline) or _lifts(r, fired))):
                 first[wf] = r
         if not first:
-            return rows, stops
+            break
         for wf, r in sorted(first.items(), key=lambda kv: kv[1][1]):
             seq = r[1]
             seen.add(seq)
             events = timeline.setdefault(wf, [])
-            state = {"name": wf, "status": "stopped", "stopped_by": r[9][len("stop:"):], "stopped_at": r[5]}
-            at = bisect.bisect_left(events, (seq + 0.5,))
-            events.insert(at, (seq + 0.5, state, None))
-            lift = next((e for e in events[at + 1:] if e[1] is None), None)  # the record's next allowed resume
-            stops.append({"workflow": wf, "trigger": state["stopped_by"], "decision_id": r[0], "seq": seq,
-                          "at": r[5], "until": lift[2] if lift is not None else None})
-            # its later decisions, replayed again under the timeline with the stop in it
+            if r[8] != "stop":  # (`_lifts`) the record's stop, out of the replay's timeline
+                sseq, sid, trigger, _ = fired[r[0]]
+                at = bisect.bisect_left(events, (sseq,))
+                if at < len(events) and events[at][0] == sseq:
+                    del events[at]
+                lifts.append({"workflow": wf, "trigger": trigger, "stop": sid, "decision_id": r[0], "seq": seq,
+                              "at": r[5], "sseq": sseq})
+            else:
+                state = {"name": wf, "status": "stopped", "stopped_by": r[9][len("stop:"):], "stopped_at": r[5]}
+                at = bisect.bisect_left(events, (seq + 0.5,))
+                events.insert(at, (seq + 0.5, state, None))
+                lift = next((e for e in events[at + 1:] if e[1] is None), None)  # the record's next allowed resume
+                stops.append({"workflow": wf, "trigger": state["stopped_by"], "decision_id": r[0], "seq": seq,
+                              "at": r[5], "until": lift[2] if lift is not None else None})
+            # its later decisions, replayed again under the changed timeline
             rows = [x for x in rows if not (x[2] == wf and x[1] > seq)]
             if seq < last:
                 more = _run(engine, led, [*where, E.c.workflow == wf], seq + 1, last, timeline)[0]
                 rows += more
+    carried = {(s["workflow"], s["seq"] + 0.5): s["decision_id"] for s in stops}
+    for lf in lifts:  # where each lifted stop ends, in the final timeline
+        events = timeline.get(lf["workflow"], [])
+        at = bisect.bisect_left(events, (lf.pop("sseq"),))
+        before = events[at - 1][1] if at > 0 else None
+        nxt = events[at] if at < len(events) else None
+        if nxt is None:
+            lf["until"], lf["until_kind"] = None, None
+        elif nxt[1] is None:
+            lf["until"], lf["until_kind"] = nxt[2], "resume"
+        elif nxt[2] is not None:
+            lf["until"], lf["until_kind"] = nxt[2], "stop"
+        else:
+            lf["until"], lf["until_kind"] = carried.get((lf["workflow"], nxt[0])), "candidate stop"
+        lf["stays_stopped_by"] = before.get("stopped_by") if before is not None else None
+    return rows, stops, lifts
 
 
 def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
@@ -488,8 +569,10 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
 
     ``carry_stops``: a stop the candidate fires where the record's workflow ran on stops the
     workflow in the replay too, until the record's next allowed resume of it: its later
-    decisions are replayed as stopped (``ReplayResult.candidate_stops`` lists each such stop).
-    False: every decision under the workflow state the ledger recorded.
+    decisions are replayed as stopped (``ReplayResult.candidate_stops`` lists each such stop);
+    and a stop of the record fired by a decision the candidate replays as no stop is lifted,
+    until the next change that stands (``ReplayResult.candidate_lifts``). False: every
+    decision under the workflow state the ledger recorded.
 
     ``since`` and ``until`` are aware datetimes or RFC 3339 strings with their offset
     (``2026-11-01T00:00:00Z``); a time without one raises
@@ -522,7 +605,8 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         with led.reading() as c:  # how many, and the last: decisions appended meanwhile are not read
             total, first, last = c.execute(select(func.count(), func.min(E.c.seq), func.max(E.c.seq))
                                            .where(*where)).one()
-        timeline = _timeline(led, until_s)
+        fired: dict[str, tuple] = {}  # an entry a stop links to -> that stop (``_timeline``)
+        timeline = _timeline(led, until_s, fired)
         if workers is None:
             workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_FROM else 1
         url = str(ledger) if owns else str(led.url)  # a Ledger's url hides its password: pass the URL
@@ -566,18 +650,23 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
                 _INHERITED.clear()
         rows = [r for res in results for r in res[0]]
         stops: list[dict] = []
-        if carry_stops and any(r[8] == "stop" and r[9].startswith("stop:") and r[6] != "stop" for r in rows):
+        lifts: list[dict] = []
+        if carry_stops and any(_carries(r, timeline) or _lifts(r, fired) for r in rows):
             # (in this process: a decision's state depends on the verdicts before it)
-            rows, stops = _carry_stops(engine, led, where, last, timeline, rows)
+            rows, stops, lifts = _carry_stops(engine, led, where, last, timeline, rows, fired)
             rows.sort(key=lambda r: r[1])
         n = sum(res[1] for res in results)
         bad = tuple(b for res in results for b in res[2])
+        if carry_stops and fired:  # a stop fired by a decision the candidate cannot judge is not lifted
+            bad = tuple(b | {"stop_stands": {"stop": fired[b["decision_id"]][1], "workflow": fired[b["decision_id"]][3],
+                                             "trigger": fired[b["decision_id"]][2]}}
+                        if b["decision_id"] in fired else b for b in bad)
         hashes = sorted({h for res in results for h in res[3]} - {""})
         execs = _executions_of(led, [(r[1], r[0]) for r in rows])
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
         # every decision read is counted: replayed = changed + unchanged + unreplayable
         return ReplayResult(engine.policy_hash, n + len(bad), n - len(changed), changed, bad, workers, tuple(hashes),
-                            time.perf_counter() - t0, tuple(stops))
+                            time.perf_counter() - t0, tuple(stops), tuple(lifts))
     finally:
         if owns:
             led.close()

@@ -103,8 +103,8 @@ def _window(since, until, s, u) -> None:
                    "rollback scenario (e.g. policy_reversal), planned by POLICY.")
 @click.option("--recorded-state", "recorded_state", is_flag=True,
               help="Replay every decision under the workflow state the ledger recorded: a stop the candidate "
-                   "fires does not stop the decisions after it (by default it does, until the record's next "
-                   "allowed resume).")
+                   "fires does not stop the decisions after it, and a stop of the record it would not fire is "
+                   "not lifted (by default both are applied, until the record's next allowed resume).")
 @click.option("--requested-by", default="stopline replay", show_default=True, help="With --as-rollback.")
 @click.option("--reason", default=None, help="With --as-rollback (default: names the policy).")
 @_guarded
