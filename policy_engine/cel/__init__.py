@@ -4,7 +4,7 @@ The package, stage by stage (each module imports only the ones before it):
 
     errors, limits, values      CelError/CelCompileError, Limits, CEL values and their operations
     datetimes, regex, conversions, strings, mathext, format, builtins
-                                the standard functions and the extensions (cel-go ext.Strings/Math)
+                                the standard functions and the extensions (cel-go ext.Strings/Math/Network)
     parse                       cel-python's grammar through Lark; syntax errors; spans; literals
     nodes, compile              the reference compiler: parse tree -> closures (operators.py and
     operators, macros           macros.py are parts of it); the meaning of a condition
@@ -25,13 +25,15 @@ from .fuse import _FUSE_MAX, fuse
 from .limits import DEFAULT_LIMITS, Limits
 from .parse import _fast_parser, _parse
 from .regex import REGEX_MAX_COST, _found, _re2_compile_raw
-from .values import CelType, CelUint
+from .values import CelCIDR, CelIP, CelType, CelUint
 
 __all__ = [
     "CelError",
     "CelCompileError",
     "CelType",
     "CelUint",
+    "CelIP",
+    "CelCIDR",
     "CompiledExpr",
     "DEFAULT_LIMITS",
     "Limits",

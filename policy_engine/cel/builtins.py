@@ -15,6 +15,7 @@ from .conversions import (
     _to_string,
     _to_timestamp,
     _to_uint,
+    network_tables,
 )
 from .datetimes import _ts_accessor
 from .format import _make_format
@@ -125,6 +126,9 @@ def _builtin_tables(sizes: _Sizes) -> tuple[dict[str, Callable], dict[str, Calla
         ("getMilliseconds", lambda t: t.microsecond // 1000),
     ):
         meth[name] = _ts_accessor(name, fn)
+    net_glob, net_meth = network_tables()
+    glob.update(net_glob)
+    meth.update(net_meth)
     return glob, meth
 
 

@@ -13,6 +13,8 @@ offsets into the condition's source:
   trigger) read a field that some of them lack, or declare optional, without a
   `has(...)` or `action.type == ...` guard before it (the read errors on those types);
 - ``optional``: an optional field read without a `has(...)` guard;
+- (a ``mismatch`` too) a network function's literal that is no address
+  (`cidr("10.0.0.0/33")`: an error whatever the input), located at the literal;
 - a condition that is not a bool (a `mismatch` spanning it all), reported with or (by
   ``not_a_bool``, for language/lints.py) without declarations when its type is known.
 
@@ -29,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..fieldtypes import ANY, FField, FType
+from .conversions import parse_cidr, parse_ip
+from .errors import _Fail
 from .parse import _parse, _span
 
 _PASS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication",
@@ -43,6 +47,16 @@ _INT_METHODS = frozenset({"size", "getFullYear", "getMonth", "getDate", "getDayO
                           "lastIndexOf"})
 _STRING_METHODS = frozenset({"lowerAscii", "upperAscii", "trim", "replace", "substring", "charAt", "format"})
 _MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
+# the network extension (conversions.py): global functions (result kind) and
+# methods (receiver kind, result kind)
+_NET_FUNCS = {"ip": "net.IP", "cidr": "net.CIDR", "isIP": "bool"}
+_NET_METHODS = {
+    "family": ("net.IP", "int"), "isUnspecified": ("net.IP", "bool"), "isLoopback": ("net.IP", "bool"),
+    "isGlobalUnicast": ("net.IP", "bool"), "isLinkLocalMulticast": ("net.IP", "bool"),
+    "isLinkLocalUnicast": ("net.IP", "bool"), "containsIP": ("net.CIDR", "bool"),
+    "containsCIDR": ("net.CIDR", "bool"), "masked": ("net.CIDR", "net.CIDR"), "prefixLength": ("net.CIDR", "int"),
+    "ip": ("net.CIDR", "net.IP"),
+}
 IMPLICIT = (FField("type", FType("string")), FField("workflow", FType("string")), FField("id", FType("string"), True))
 
 BOOL = FType("bool")
@@ -441,7 +455,30 @@ class _Checker:
             return FType(_CONV[name])
         if name == "matches":
             return BOOL
+        if name in _NET_FUNCS and len(args) == 1:
+            self.net_arg(name, args[0], ts[0], None if name == "isIP" else name)
+            return FType(_NET_FUNCS[name])
         return ANY
+
+    def net_arg(self, fn: str, arg: Any, at: Any, parse: str | None) -> None:
+        """The string argument of a network function: of another known type, or a literal
+        that is no address (`cidr("10.0.0.0/33")`: an error whatever the input), is a mismatch.
+        `parse`: "ip" or "cidr" (how the literal must read), None for `isIP` (any string)."""
+        value = {"containsIP": "net.IP", "containsCIDR": "net.CIDR"}.get(fn)  # (or its text)
+        if isinstance(at, FType) and at.kind not in ("any", "string", value):
+            takes = f"a {value} or a string" if value else "a string"
+            self.add("mismatch", arg, f"`{fn}` takes {takes}, not {_desc(at)}", label=f"this is {_desc(at)}")
+            return
+        lit = self.str_lit(arg) if parse is not None else None
+        if lit is None:
+            return
+        try:
+            (parse_cidr if parse == "cidr" else parse_ip)(lit)
+        except _Fail as ex:
+            what, example = ("a CIDR", "an address and a prefix length, e.g. `10.0.0.0/8`") if parse == "cidr" else (
+                "an IP address", "an IPv4 or IPv6 address, e.g. `192.168.0.1`")
+            self.add("mismatch", arg, f"`{self.text(arg)}` is not {what}: {ex.err.message}", label="always an error",
+                     help=f"write {example}")
 
     def method(self, k: list, ctx: _Ctx) -> Any:
         recv, ident = k[0], k[1]
@@ -474,8 +511,7 @@ class _Checker:
             if name == "filter":
                 return rt if isinstance(rt, FType) and rt.kind == "list" else FType("list", ANY)
             return FType("list", bodies[-1] if bodies and isinstance(bodies[-1], FType) else ANY)
-        for a in args:
-            self.t(a, ctx)
+        ats = [self.t(a, ctx) for a in args]
         if name in _BOOL_METHODS or name in _STRING_METHODS:
             if (
                 isinstance(rt, FType)
@@ -488,6 +524,17 @@ class _Checker:
             return BOOL if name in _BOOL_METHODS else FType("string")
         if name in _INT_METHODS:
             return FType("int")
+        if name == "isCanonical" and self.path(recv) == ("ip",) and "ip" not in ctx.vars and len(args) == 1:
+            self.net_arg("ip.isCanonical", args[0], ats[0], "ip")
+            return BOOL
+        if name in _NET_METHODS:
+            want, res = _NET_METHODS[name]
+            if isinstance(rt, FType) and rt.kind not in ("any", want):
+                self.add("mismatch", recv, f"`{name}` is a {want} method; this is {_desc(rt)}",
+                         label=f"this is {_desc(rt)}")
+            if name in ("containsIP", "containsCIDR") and len(args) == 1:
+                self.net_arg(name, args[0], ats[0], "ip" if name == "containsIP" else "cidr")
+            return FType(res)
         return ANY
 
     def locate(self, left: Any, right: Any, lt: FType, rt: FType) -> tuple[Any, FType, Any, FType]:

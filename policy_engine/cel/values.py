@@ -3,7 +3,7 @@
     null -> None      bool -> bool      int -> int        uint -> CelUint(int)
     double -> float   string -> str     bytes -> bytes    list -> list
     map -> dict       timestamp -> datetime (tz-aware)    duration -> timedelta
-    type -> CelType
+    type -> CelType   net.IP -> CelIP     net.CIDR -> CelCIDR
 
 Type names and ``type()``, normalisation of unusual Python types (``_norm``), equality
 (``_eq``, maps), ordering, overflow checks, arithmetic, selection, indexing, ``size`` and
@@ -13,6 +13,7 @@ call these very helpers, so the two agree by construction.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 from ..limits import INT64_MAX, INT64_MIN
 from .errors import _BudgetFail, _Fail
 
-__all__ = ["CelUint", "CelType"]
+__all__ = ["CelUint", "CelType", "CelIP", "CelCIDR"]
 
 # ---------------------------------------------------------------------------
 # Public value and error types
@@ -58,6 +59,78 @@ class CelType:
         return f"CelType({self.name!r})"
 
 
+# ---------------------------------------------------------------------------
+# The network extension's values (cel-go ext.Network): net.IP and net.CIDR. The functions
+# that make and read them are in conversions.py (`network_tables`).
+# ---------------------------------------------------------------------------
+
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _unmapped(a: Addr) -> Addr:
+    if a.version == 6:
+        m = a.ipv4_mapped
+        if m is not None:
+            return m
+    return a
+
+
+def _addr_text(a: Addr) -> str:
+    """Go's ``netip.Addr.String()``: dotted quad, RFC 5952 IPv6, ``::ffff:1.2.3.4`` mapped."""
+    if a.version == 6:
+        m = a.ipv4_mapped
+        if m is not None:
+            return f"::ffff:{m}"
+        return a.compressed
+    return str(a)
+
+
+class CelIP:
+    """A CEL ``net.IP`` value (immutable)."""
+
+    __slots__ = ("addr", "_key")
+
+    def __init__(self, addr: Addr) -> None:
+        self.addr = addr
+        u = _unmapped(addr)
+        self._key = (u.version, int(u))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is CelIP and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(("CelIP", self._key))
+
+    def __str__(self) -> str:
+        return _addr_text(self.addr)
+
+    def __repr__(self) -> str:
+        return f"ip({str(self)!r})"
+
+
+class CelCIDR:
+    """A CEL ``net.CIDR`` value (immutable): an address and a prefix length, the address as
+    written (``masked()`` clears its host bits)."""
+
+    __slots__ = ("addr", "bits")
+
+    def __init__(self, addr: Addr, bits: int) -> None:
+        self.addr = addr
+        self.bits = bits
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is CelCIDR and other.addr == self.addr and other.bits == self.bits
+
+    def __hash__(self) -> int:
+        return hash(("CelCIDR", self.addr, self.bits))
+
+    def __str__(self) -> str:
+        return f"{_addr_text(self.addr)}/{self.bits}"
+
+    def __repr__(self) -> str:
+        return f"cidr({str(self)!r})"
+
+
 TYPE_INT = CelType("int")
 TYPE_UINT = CelType("uint")
 TYPE_DOUBLE = CelType("double")
@@ -70,12 +143,14 @@ TYPE_NULL = CelType("null_type")
 TYPE_TYPE = CelType("type")
 TYPE_TIMESTAMP = CelType("google.protobuf.Timestamp")
 TYPE_DURATION = CelType("google.protobuf.Duration")
+TYPE_NET_IP = CelType("net.IP")  # the network extension (conversions.py)
+TYPE_NET_CIDR = CelType("net.CIDR")
 
 _TYPE_IDENTS: dict[str, CelType] = {
     t.name: t
     for t in (
         TYPE_INT, TYPE_UINT, TYPE_DOUBLE, TYPE_BOOL, TYPE_STRING, TYPE_BYTES, TYPE_LIST,
-        TYPE_MAP, TYPE_NULL, TYPE_TYPE, TYPE_TIMESTAMP, TYPE_DURATION,
+        TYPE_MAP, TYPE_NULL, TYPE_TYPE, TYPE_TIMESTAMP, TYPE_DURATION, TYPE_NET_IP, TYPE_NET_CIDR,
     )
 }
 
@@ -126,6 +201,7 @@ _PYTYPE_TO_CEL: dict[type, CelType] = {
     bool: TYPE_BOOL, int: TYPE_INT, CelUint: TYPE_UINT, float: TYPE_DOUBLE, str: TYPE_STRING,
     bytes: TYPE_BYTES, list: TYPE_LIST, tuple: TYPE_LIST, dict: TYPE_MAP, type(None): TYPE_NULL,
     datetime: TYPE_TIMESTAMP, timedelta: TYPE_DURATION, CelType: TYPE_TYPE,
+    CelIP: TYPE_NET_IP, CelCIDR: TYPE_NET_CIDR,
 }
 
 
