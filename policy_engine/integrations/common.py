@@ -45,6 +45,7 @@ from types import ModuleType
 from typing import Any
 
 from ..runtime.approvals import CLAIM_KEY  # noqa: F401 - the n-th claim of a decision: ``stopline:claim:<decision>:<n>``
+from ..runtime.results import LEGACY_ERROR_FIELD, outcome_of
 
 __all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "conform", "require_extra"]
 
@@ -158,12 +159,14 @@ class Outcome:
 EXECUTOR = "stopline-executor:"  #: the principal prefix of an execution's claim
 
 #: receipt fields only the gate sets (a tool argument or output of the same name is dropped):
-#: the execution's ``reviewer`` is who a rollback's ``distinct from original.reviewer`` excludes
+#: the execution's ``reviewer`` is who a rollback's ``distinct from original.reviewer`` excludes;
+#: ``tool_error`` stays reserved (no tool sets it), as an execution recorded with it reads as failed
 GATE_FIELDS = ("tool", "tool_call_id", "policy_rule", "reviewer", "reviewer_decision", "tool_error")
-#: the receipt field of a run that raised (set by ``ToolGate.record(..., error=)`` only): its
-#: exception as ``Type: message``, at most ``MAX_ERROR`` characters, never a traceback
-ERROR_FIELD = "tool_error"
-MAX_ERROR = 300
+#: the receipt field in which the adapters recorded a run that raised before the execution had an
+#: ``outcome`` (session 22): read only (such an entry still reads as failed); a run that raises is
+#: now recorded ``outcome="failed"`` with its ``error`` (``error_text``) in the execution itself
+ERROR_FIELD = LEGACY_ERROR_FIELD
+MAX_ERROR = 300  #: characters of a failed run's recorded error (``Type: message``, never a traceback)
 
 Approvers = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]]
 ReceiptFn = Callable[[Check, Any], Mapping[str, Any]]
@@ -201,15 +204,17 @@ def _plain(x: Any) -> Any:
 
 
 def error_text(error: BaseException | str) -> str:
-    """A tool's failure as a receipt holds it: ``Type: message`` (``Type`` alone when the
-    message is empty), cut before any traceback the message embeds, at most ``MAX_ERROR``
-    characters."""
+    """A tool's failure as its execution's ``error`` records it: ``Type: message`` (``Type``
+    alone when the message is empty), cut before any traceback the message embeds, at most
+    ``MAX_ERROR`` characters (a lone surrogate escaped)."""
     if isinstance(error, BaseException):
         text = str(error).strip()
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     else:
         text = str(error).strip() or "error"
     text = text.split("Traceback (most recent call last)", 1)[0].rstrip() or text[:MAX_ERROR]
+    if not text.isascii():  # (a lone surrogate no ledger can hold: escaped, so the failure is still recorded)
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= MAX_ERROR else text[:MAX_ERROR - 3] + "..."
 
 
@@ -661,15 +666,17 @@ class ToolGate:
             raise WorkflowStopped(check)  # (its stop is recorded: nothing is recorded again)
         if check.status == "executed":
             try:
-                receipt = self.runtime.ledger.get(check.used_by).body.get("receipt")
+                body = self.runtime.ledger.get(check.used_by).body
             except Exception:  # noqa: BLE001 - the message only
-                receipt = None
-            err = receipt.get(ERROR_FIELD) if isinstance(receipt, Mapping) else None
-            how = f" and failed ({err})" if isinstance(err, str) else ""
+                body = None
+            receipt = body.get("receipt") if isinstance(body, Mapping) else None
+            # its outcome as recorded; an entry of before it: failed when its receipt has `tool_error`
+            done, err = outcome_of(body)
+            how = (f" and failed ({err})" if err else " and failed") if done == "failed" else ""
             return Outcome(False, f"Stopline: `{check.tool}` already ran for this call (execution {check.used_by})"
                                   f"{how}; not run again; its receipt: "
                                   f"{json.dumps(receipt, sort_keys=True, default=str)}",
-                           done=True, failed=bool(how))
+                           done=True, failed=done == "failed")
         if check.problem and check.effect in ("allow", "require_approval"):
             return self._misfit(check)
         if check.effect == "allow":
@@ -737,11 +744,13 @@ class ToolGate:
     def record(self, check: Check, output: Any, approver: str | None = None, *,
                error: BaseException | str | None = None) -> Any:
         """Record the execution with its receipt (idempotent per call). ``error``: the tool
-        raised (or was cancelled) after it was let run: it may have had its effect, so it is
-        an execution as any other (rolled back as any other), its receipt's ``tool_error``
-        saying with what (``error_text``); a re-run of the call is told it failed."""
+        raised (or was cancelled, or answered an error result) after it was let run: it may
+        have had its effect, so it is an execution as any other (rolled back as any other),
+        recorded ``outcome="failed"`` with its ``error`` saying with what (``error_text``: at
+        most ``MAX_ERROR`` characters, never a traceback); a re-run of the call is told it
+        failed. Its receipt holds the declared fields it gave before it failed (the others are
+        listed in ``missing_receipt``; a failed run is not flagged ``receipt_incomplete``)."""
         receipt = self.receipt_for(check, output, approver)
-        if error is not None:
-            receipt[ERROR_FIELD] = error_text(error)
+        failed = {"outcome": "failed", "error": error_text(error)} if error is not None else {}
         return self.runtime.executed(check.decision_id, receipt=receipt,
-                                     key="stopline:exec:" + check.key.rsplit(":", 1)[1], now=self._t())
+                                     key="stopline:exec:" + check.key.rsplit(":", 1)[1], now=self._t(), **failed)

@@ -32,8 +32,9 @@ to ``create_react_agent``). Every call is gated on the ``Runtime`` (recorded):
   thread goes on: the call whose decision was ``stop`` gets a ``ToolMessage`` (not run);
 - a call naming no tool of the node: gated (a stop fires, a deny is a deny), never run,
   claimed or held (``ToolNode`` would run nothing): a ``ToolMessage`` naming the node's tools;
-- a tool that raises (or is cancelled): its execution is recorded, linked to its decision
-  (it may have had its effect), then the exception goes on as ``handle_tool_errors`` says;
+- a tool that raises (or is cancelled): its execution is recorded ``failed`` (with the error),
+  linked to its decision (it may have had its effect), then the exception goes on as
+  ``handle_tool_errors`` says;
 - a tool that calls ``interrupt()`` itself under an allowed or approved decision: the resumed node
   continues that execution (the claim is kept by the same node of the same checkpoint,
   recorded in the ledger while it waits); it is recorded once, when it returns. The claim

@@ -27,12 +27,14 @@ from .results import (
     _digest,
     _name,
     _now,
+    _outcome_arg,
     _parse,
     _plain,
     _shown,
     _text_arg,
     _ts,
     _ts_after,
+    outcome_of,
 )
 
 if TYPE_CHECKING:
@@ -82,12 +84,16 @@ def _same_json(x: Any, y: Any, numbers_alike: bool) -> bool:
 
 
 def _same_execution(e: Any, decision_id: str | None, action: Any, receipt: Any = None,
-                    caused_by: Any = None, reporter: str | None = None) -> str | None:
+                    caused_by: Any = None, reporter: str | None = None, outcome: str = "succeeded",
+                    error: str | None = None) -> str | None:
     """Why entry ``e`` (holding an execution's idempotency key) is not the execution a retry
     of ``executed(decision_id, receipt=receipt, caused_by=caused_by, action=action)`` would
     record, or None when it is: an execution of the same decision (without one, of the same
-    action) with the same receipt and the same ``caused_by`` (a retry reports the same run;
-    another receipt under a used key is another report, never silently the old one)."""
+    action) with the same receipt, the same ``caused_by`` and the same outcome and error (a
+    retry reports the same run; another receipt, or "failed" for what was reported succeeded,
+    under a used key is another report, never silently the old one). The outcome compared is
+    the one recorded in the body (an entry without one: succeeded), so a retry of a report of
+    before ``outcome`` is answered as it was."""
     if e.kind != "execution":
         return "another kind of entry"
     if e.body.get("decision") != decision_id:
@@ -104,6 +110,10 @@ def _same_execution(e: Any, decision_id: str | None, action: Any, receipt: Any =
         return "another `caused_by`"
     if e.body.get("reporter") != reporter:  # (a key belongs to who reported: as a gate's to its caller)
         return "another reporter"
+    if e.body.get("outcome", "succeeded") != outcome:
+        return f"another outcome (it was recorded {e.body.get('outcome', 'succeeded')})"
+    if e.body.get("error") != error:
+        return "another error"
     return None
 
 
@@ -414,7 +424,8 @@ class Executions(RuntimeCore):
     # ------------------------------------------------------------------ executions
     def executed(self, decision_id: str | None, *, receipt: dict, caused_by: str | None = None,
                  action: dict | None = None, executed_at: Any = None, now: Any = None,
-                 key: str | None = None, reporter: str | None = None) -> ExecutionResult:
+                 key: str | None = None, reporter: str | None = None, outcome: str = "succeeded",
+                 error: str | None = None) -> ExecutionResult:
         """Record that an action ran. Always recorded (the ledger records what happened);
         flagged ``unauthorized`` without a permitting decision (not allowed, approvals not
         satisfied, already used, the workflow stopped after the decision), and
@@ -428,9 +439,20 @@ class Executions(RuntimeCore):
         ``reporter``: who reports it (the server passes the authenticated caller), recorded in
         the entry's body; when the decision's one use was claimed (:meth:`claim_execution`) by
         another principal, the execution is flagged ``unauthorized``: the claim reserved the
-        use for its holder. A keyed retry by another reporter is a conflict."""
+        use for its holder. A keyed retry by another reporter is a conflict.
+
+        ``outcome``: ``"succeeded"`` (the default) or ``"failed"``: it ran and failed (a tool
+        that raised, a call that answered an error); ``error`` (with ``"failed"`` only, at most
+        ``MAX_EXECUTION_ERROR`` characters) says with what. A failed execution is recorded with
+        ``outcome`` and ``error`` in its body (a succeeded one as before, without them); it is an
+        execution like any other (authorized or flagged alike, its decision used, rolled back
+        like any other: it may have had part of its effect), except that it is not flagged
+        ``receipt_incomplete``: the fields it never produced are still listed in
+        ``missing_receipt``. A keyed retry with another outcome or error is a conflict. Checked
+        before anything is read or written."""
         if not isinstance(receipt, dict):
             raise RuntimeUsageError("`receipt` is a JSON object")
+        outcome, error = _outcome_arg(outcome, error)
         _check_key(key)
         _text_arg(reporter, "reporter", optional=True)
         eng, now_dt = self.engine, _now(now)
@@ -445,7 +467,7 @@ class Executions(RuntimeCore):
             if key is not None:
                 old = self.ledger.fetch(c, E.c.key == key)
                 if old:
-                    other = _same_execution(old[0], decision_id, action, receipt, caused_by, reporter)
+                    other = _same_execution(old[0], decision_id, action, receipt, caused_by, reporter, outcome, error)
                     if other is not None:
                         raise IdempotencyConflict(
                             f"the idempotency key `{key}` was used by entry {old[0].seq} (`{old[0].kind}`) for {other}")
@@ -526,13 +548,19 @@ class Executions(RuntimeCore):
                 parent = self._entry(c, caused_by, ("execution",))
                 if caused_by not in links:
                     links.append(caused_by)
-            flags = (["unauthorized"] if reasons else []) + (["receipt_incomplete"] if missing else [])
+            # (a run that failed never produced its output: what it lacks is listed, not flagged)
+            flags = (["unauthorized"] if reasons else []) + (["receipt_incomplete"] if missing and
+                                                             outcome == "succeeded" else [])
             body = {"receipt": receipt, "authorized": not reasons, "flags": flags, "reasons": reasons,
                     "missing_receipt": list(missing), "decision": decision_id, "caused_by": caused_by,
                     "type": atype, "action_id": act.get("id") if isinstance(act.get("id"), str) else None,
                     "executed_at": _ts(ex_at), "policy_hash": eng.policy_hash}
             if reporter is not None:  # (who said it ran; without one the body is as before)
                 body["reporter"] = reporter
+            if outcome == "failed":  # (a succeeded one: the body of before, so every old entry reads alike)
+                body["outcome"] = outcome
+                if error is not None:
+                    body["error"] = error
             # who reviewed and who asked, as a rollback's `distinct from original.reviewer/requester` reads
             # them: the approvers the ledger counted, never replaced by the receipt (the caller's word); a
             # receipt naming someone else adds them (`reviewers`, `requesters`: more are excluded, never fewer)
@@ -554,8 +582,9 @@ class Executions(RuntimeCore):
         entries = self._transact(build)
         e = out.get("old") or entries[0]
         b = e.body
+        done, err = outcome_of(b)
         return ExecutionResult(e.id, b["authorized"], tuple(b.get("flags", ())), tuple(b.get("reasons", ())),
-                               tuple(b.get("missing_receipt", ())), e)
+                               tuple(b.get("missing_receipt", ())), e, done, err)
 
     # ------------------------------------------------------------------ resume
     def _unresolved_stops(self, c: Any, workflow: str) -> list:

@@ -258,6 +258,51 @@ class ApprovalResult(_Result):
     reason: str = ""
 
 
+#: what ``executed(outcome=)`` takes: the action ran and did what it does, or it ran and failed
+OUTCOMES = ("succeeded", "failed")
+MAX_EXECUTION_ERROR = 2000  #: characters of a failed execution's ``error``
+#: the receipt field in which the adapters of before ``outcome`` (session 22) recorded a tool
+#: that raised: an execution without ``outcome`` whose receipt holds it as text reads as failed
+LEGACY_ERROR_FIELD = "tool_error"
+
+
+def _outcome_arg(outcome: Any, error: Any) -> tuple[str, str | None]:
+    """``executed``'s ``outcome`` and ``error``, checked before anything is read or written:
+    ``"succeeded"`` (no ``error``) or ``"failed"`` (an optional ``error``: a non-empty text the
+    ledger can hold, at most ``MAX_EXECUTION_ERROR`` characters), else :class:`RuntimeUsageError`."""
+    if not isinstance(outcome, str) or outcome not in OUTCOMES:
+        raise RuntimeUsageError(f"`outcome` is \"succeeded\" or \"failed\", not {_shown(outcome)}; "
+                                "nothing was recorded")
+    if error is None:
+        return outcome, None
+    if outcome != "failed":
+        raise RuntimeUsageError("`error` says why an action failed: it goes with `outcome=\"failed\"` only; "
+                                "nothing was recorded")
+    _free_text(error, "error")
+    if not error.strip():
+        raise RuntimeUsageError("`error` is a non-empty text (or None); nothing was recorded")
+    if len(error) > MAX_EXECUTION_ERROR:
+        raise RuntimeUsageError(f"`error` is at most {MAX_EXECUTION_ERROR} characters, not {len(error)} (cut it: "
+                                "its first line says what failed); nothing was recorded")
+    return outcome, error
+
+
+def outcome_of(body: Any) -> tuple[str, str | None]:
+    """An execution entry's outcome and error, as ``executed`` recorded them: ``("failed",
+    error or None)`` when its body says ``outcome: "failed"``; an entry without ``outcome``
+    (every entry of before it, and every succeeded one since) is ``("succeeded", None)``,
+    except one whose receipt holds a ``tool_error`` text (how the adapters recorded a tool that
+    raised before ``outcome`` existed): ``("failed", that text)``."""
+    if not isinstance(body, dict):
+        return "succeeded", None
+    if "outcome" in body:
+        err = body.get("error")
+        return ("failed", err if isinstance(err, str) else None) if body["outcome"] == "failed" else ("succeeded", None)
+    receipt = body.get("receipt")
+    legacy = receipt.get(LEGACY_ERROR_FIELD) if isinstance(receipt, dict) else None
+    return ("failed", legacy) if isinstance(legacy, str) else ("succeeded", None)
+
+
 @dataclass(frozen=True)
 class ExecutionResult(_Result):
     execution_id: str
@@ -266,6 +311,8 @@ class ExecutionResult(_Result):
     reasons: tuple[str, ...]
     missing_receipt: tuple[str, ...]
     entry: Any = field(repr=False, default=None)
+    outcome: str = "succeeded"  #: succeeded | failed (``executed(outcome=)``: it ran and failed)
+    error: str | None = None  #: a failed execution's error, as reported (None: none given)
 
 
 @dataclass(frozen=True)

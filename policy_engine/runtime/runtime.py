@@ -56,6 +56,7 @@ from .results import (  # noqa: F401  (re-exported: every name stays importable 
     _ts,
     _unicode,
     dumps,
+    outcome_of,
 )
 from .rollbacks import Rollbacks
 
@@ -196,6 +197,7 @@ class Runtime(Executions, Approvals, Rollbacks, BulkRollbacks):
             "flags": x.body.get("flags", []),
             "missing_receipt": x.body.get("missing_receipt", []),
         }
+        v["outcome"], v["error"] = outcome_of(x.body)  # (succeeded, None: an entry that does not say it failed)
         if x.body.get("decision"):
             v["decision"] = self._decision_view(c, eng, self._entry(c, x.body["decision"]), now_dt, budget)
         v["caused_by"] = x.body.get("caused_by")

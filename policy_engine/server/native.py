@@ -58,6 +58,11 @@ class ExecutionBody(_Body):
     caused_by: str | None = Field(default=None, min_length=1, max_length=256)
     action: dict[str, Any] | None = None
     key: str | None = Field(default=None, min_length=1, max_length=256)
+    outcome: Literal["succeeded", "failed"] = Field(
+        default="succeeded", description="`failed`: it ran and failed (it may still have had part of its effect: "
+        "it is rolled back like any other); recorded in the execution, shown by the history")
+    error: str | None = Field(default=None, min_length=1, max_length=2000,  # (runtime.results.MAX_EXECUTION_ERROR)
+                              description="with `outcome: failed` only: what it failed with")
 
 
 class RollbackBody(_Body):
@@ -307,10 +312,11 @@ def router() -> APIRouter:
         may_cancel(rt(request), subject_id, caller)
         return plain(call(rt(request).cancel, subject_id, principal=caller.principal, reason=body.reason))
 
-    @r.post("/executions", summary="Record that an action ran (with its receipt)")
+    @r.post("/executions", summary="Record that an action ran (with its receipt), and whether it succeeded or failed")
     def executed(body: ExecutionBody, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).executed, body.decision_id, receipt=body.receipt, caused_by=body.caused_by,
-                          action=body.action, key=body.key, reporter=caller.principal if caller else None))
+                          action=body.action, key=body.key, reporter=caller.principal if caller else None,
+                          outcome=body.outcome, error=body.error))
 
     @r.post("/rollbacks", summary="Request the rollback of a recorded execution (the plan comes from the record)")
     def request_rollback(body: RollbackBody, request: Request, caller: Caller = Depends(principal)) -> Any:
