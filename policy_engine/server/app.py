@@ -73,7 +73,10 @@ def _authzen_routes(app: FastAPI) -> None:
         return {"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{req}"}}}},
             "parameters": [{"name": "X-Request-ID", "in": "header", "required": False,
-                            "schema": {"type": "string", "maxLength": 256, "pattern": "^[\\x21-\\x7e]*$"}}],
+                            "schema": {"type": "string", "maxLength": 256, "pattern": "^[\\x21-\\x7e]*$"}},
+                           {"name": "Idempotency-Key", "in": "header", "required": False,
+                            "description": "a safe retry of a recorded request (docs/server.md, AuthZEN)",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 202}}],
             "responses": {"200": {"description": "The decision (a deny is a 200 too)", "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{resp}"}}}}}}
 
@@ -82,14 +85,16 @@ def _authzen_routes(app: FastAPI) -> None:
     async def evaluation(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
         return JSONResponse(await authzen.serve(request.app.state.stopline, authzen.EVALUATION,
                                                 request.headers.get("content-type"), await request.body(),
-                                                caller.principal if caller is not None else None))
+                                                caller.principal if caller is not None else None,
+                                                request.headers.getlist("idempotency-key") or None))
 
     @app.post(authzen.EVALUATIONS, tags=["authzen"], summary="AuthZEN: a batch of access evaluations",
               openapi_extra=doc("EvaluationsRequest", "EvaluationsResponse"), responses=PROBLEMS)
     async def evaluations(request: Request, caller: Any = Depends(native.any_caller)) -> Response:
         return JSONResponse(await authzen.serve(request.app.state.stopline, authzen.EVALUATIONS,
                                                 request.headers.get("content-type"), await request.body(),
-                                                caller.principal if caller is not None else None))
+                                                caller.principal if caller is not None else None,
+                                                request.headers.getlist("idempotency-key") or None))
 
     @app.get("/.well-known/authzen-configuration", tags=["authzen"], summary="AuthZEN PDP metadata")
     def configuration(request: Request) -> Any:

@@ -23,6 +23,7 @@ switched off and describe them in the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -40,6 +41,13 @@ EVALUATION, EVALUATIONS = "/access/v1/evaluation", "/access/v1/evaluations"
 #: what an X-Request-ID may be (the OpenAPI document's pattern and length): visible ASCII,
 #: no spaces or control characters, at most 256 of them
 REQUEST_ID = re.compile(rb"[\x21-\x7e]{0,256}")
+#: the longest ``Idempotency-Key`` (its ledger key, :func:`ledger_key`, stays within the
+#: ledger's 256 characters: a prefix, the caller's scope and an item's `` #999`` added)
+MAX_IDEMPOTENCY_KEY = 200
+#: what an ``Idempotency-Key`` may be: 1 to 200 visible ASCII characters (0x21-0x7E), bare
+#: (``k-1``), or quoted as the draft's Structured Field string (``"k-1"``: the same key), that
+#: without escapes (no ``"`` or ``\`` inside); a bare key does not begin with ``"``
+IDEMPOTENCY_KEY = re.compile(rb'"(?P<q>[\x21\x23-\x5b\x5d-\x7e]{1,200})"|(?P<b>[\x21\x23-\x7e][\x21-\x7e]{0,199})')
 
 # Entities and the action are open (interop peers send extra keys such as `_note`; the
 # policy sees them as fields); the request objects themselves are closed.
@@ -199,6 +207,40 @@ def parse_evaluations(obj: Any) -> tuple[dict, list | None, str]:
     return defaults, evs, sem
 
 
+# ---------------------------------------------------------------------------------- idempotency keys
+def idempotency_key(values: list | None) -> str | None:
+    """The request's ``Idempotency-Key`` (draft-ietf-httpapi-idempotency-key-header) from the
+    values of its header lines (None: none sent), or a 400 ``bad-idempotency-key`` problem:
+    one line, :data:`IDEMPOTENCY_KEY` (its Structured Field quotes removed: ``"k"`` is ``k``).
+    The value is never echoed."""
+    if values is None:
+        return None
+    m = None
+    if len(values) == 1:
+        v = values[0]
+        m = IDEMPOTENCY_KEY.fullmatch(v.encode("latin-1") if isinstance(v, str) else v)
+    if m is None:
+        raise Problem(
+            400,
+            "bad-idempotency-key",
+            f"Idempotency-Key is one header line of 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters "
+            '(0x21-0x7E: no spaces, tabs or control characters), bare or as a quoted string ("...", without '
+            'escapes)',
+        )
+    return (m.group("q") or m.group("b")).decode("ascii")
+
+
+def ledger_key(key: str, caller: str | None, item: int | None = None) -> str:
+    """The ledger's idempotency key of an AuthZEN evaluation sent with ``Idempotency-Key: key``
+    by ``caller``: ``authzen:SCOPE:KEY`` for the request's one evaluation, ``authzen:SCOPE:KEY #i``
+    for item ``i`` of an ``evaluations`` array. SCOPE is the first 16 hex digits of the SHA-256
+    of the caller's principal (empty without identities): one caller's key never meets
+    another's (nor, by the prefix, a ``/v1/gate`` key that does not begin ``authzen:``). A
+    client's key has no space, so no item's key is ever another request's key."""
+    scope = "" if caller is None else hashlib.sha256(caller.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"authzen:{scope}:{key}" if item is None else f"authzen:{scope}:{key} #{item}"
+
+
 # ---------------------------------------------------------------------------------- deciding
 def to_action(req: dict, default_workflow: str | None) -> dict:
     ctx = req.get("context")
@@ -220,7 +262,9 @@ def to_action(req: dict, default_workflow: str | None) -> dict:
     return a
 
 
-def result(decision: Any, decision_id: str, recorded: bool, workflow_status: str | None = None) -> dict:
+def result(
+    decision: Any, decision_id: str, recorded: bool, workflow_status: str | None = None, replayed: bool = False
+) -> dict:
     effect = decision.effect
     ctx: dict[str, Any] = {
         "decision_id": decision_id,
@@ -237,42 +281,49 @@ def result(decision: Any, decision_id: str, recorded: bool, workflow_status: str
         ctx["stop"] = decision.stop.model_dump(mode="json")
     if workflow_status:
         ctx["workflow_status"] = workflow_status
+    if replayed:  # (a keyed retry: the decision recorded before, nothing recorded now)
+        ctx["replayed"] = True
     return {"decision": effect == "allow", "context": ctx}
 
 
-async def decide(state: Any, req: dict, caller: str | None = None) -> dict:
+async def decide(state: Any, req: dict, caller: str | None = None, key: str | None = None) -> dict:
     """One evaluation: recorded through the runtime when a ledger is configured, as asked by
-    ``caller`` (the authenticated principal; None: none recorded)."""
+    ``caller`` (the authenticated principal; None: none recorded), under the ledger's
+    idempotency ``key`` when given (:func:`ledger_key`: a retry gets the recorded decision,
+    ``replayed``, and records nothing)."""
     t0 = time.perf_counter()
     eng = state.store.engine  # one snapshot: the decision names the version that made it
     action = to_action(req, state.default_workflow(eng))
     if state.tracer is None:
-        out = await _decide(state, eng, action, caller)
+        out = await _decide(state, eng, action, caller, key)
     else:
         with state.tracer.start_as_current_span("stopline.evaluate") as span:
-            for attr, key in (("stopline.workflow", "workflow"), ("stopline.action_type", "type")):
-                v = action.get(key)  # (a request naming no workflow, with no default, has none: a deny says so)
+            for attr, field in (("stopline.workflow", "workflow"), ("stopline.action_type", "type")):
+                v = action.get(field)  # (a request naming no workflow, with no default, has none: a deny says so)
                 if type(v) is str:
                     span.set_attribute(attr, v)
-            out = await _decide(state, eng, action, caller)
+            out = await _decide(state, eng, action, caller, key)
             span.set_attribute("stopline.effect", out["context"]["effect"])
             span.set_attribute("stopline.decision_id", out["context"]["decision_id"])
-    state.metrics.decided(out["context"]["effect"], "authzen")
+    if key is None or "replayed" not in out["context"]:  # (a replayed decision is not a new one)
+        state.metrics.decided(out["context"]["effect"], "authzen")
     state.metrics.evaluation.observe(time.perf_counter() - t0)
     return out
 
 
-async def _decide(state: Any, eng: Any, action: dict, caller: str | None) -> dict:
+async def _decide(state: Any, eng: Any, action: dict, caller: str | None, key: str | None) -> dict:
     if state.recorder is not None:
-        g = await state.recorder.gate(action, caller)
-        return result(g.decision, g.decision_id, True, g.workflow_status)
+        g = await state.recorder.gate(action, caller, key)
+        return result(g.decision, g.decision_id, True, g.workflow_status, g.replayed)
     return result(eng.evaluate(action, None, None), str(uuid.uuid4()), False)
 
 
-async def evaluations(state: Any, obj: Any, caller: str | None = None) -> dict:
+async def evaluations(state: Any, obj: Any, caller: str | None = None, key: str | None = None) -> dict:
+    """A batch; ``key``: the request's ``Idempotency-Key`` (None: none, or not recorded), each
+    item gated under its own ledger key (:func:`ledger_key`)."""
     defaults, evs, sem = parse_evaluations(obj)
     if evs is None:  # no `evaluations` key: the request is one evaluation (AuthZEN 1.0, 7.1)
-        return await decide(state, parse_evaluation(defaults), caller)
+        return await decide(state, parse_evaluation(defaults), caller, None if key is None else ledger_key(key, caller))
     # an `evaluations` array, even an empty one, is answered with one: a decision per item,
     # in order; the top-level keys are only the items' defaults, so [] decides (and records) nothing
     reqs = []
@@ -282,16 +333,21 @@ async def evaluations(state: Any, obj: Any, caller: str | None = None) -> dict:
             if k not in merged:
                 raise _bad(f"/evaluations/{i}/{k}", "required (not given here nor at the top level)")
         reqs.append(merged)
+    keys: list[str | None] = [None] * len(reqs)  # (each item's ledger key: none without an Idempotency-Key)
+    if key is not None:
+        keys = [ledger_key(key, caller, i) for i in range(len(reqs))]
     if sem == "execute_all" and state.recorder is not None:
         # every item is decided whatever the others' answers: all are handed to the recorder
         # at once, in order, so they share its ledger transactions (it takes whatever
         # waits), each evaluated with the ledger's state as the items before it leave it
         # (`Recorder`, `Runtime.gate_many`): one commit for many, not one per item
-        outs: list[dict | Problem] = list(await asyncio.gather(*(_attempt(state, r, caller) for r in reqs)))
+        outs: list[dict | Problem] = list(
+            await asyncio.gather(*(_attempt(state, r, caller, ik) for r, ik in zip(reqs, keys, strict=True)))
+        )
     else:
         outs = []
-        for merged in reqs:  # (a semantic that stops early decides, and records, no further)
-            r = await _attempt(state, merged, caller)
+        for merged, ik in zip(reqs, keys, strict=True):  # (a semantic that stops early decides, and records, no more)
+            r = await _attempt(state, merged, caller, ik)
             outs.append(r)
             allowed = not isinstance(r, Problem) and r["decision"]  # (a failed item is a deny)
             if (sem == "deny_on_first_deny" and not allowed) or (sem == "permit_on_first_permit" and allowed):
@@ -302,13 +358,13 @@ async def evaluations(state: Any, obj: Any, caller: str | None = None) -> dict:
     return {"evaluations": [failed(state, r) if isinstance(r, Problem) else r for r in outs]}
 
 
-async def _attempt(state: Any, req: dict, caller: str | None) -> dict | Problem:
+async def _attempt(state: Any, req: dict, caller: str | None, key: str | None) -> dict | Problem:
     """One item of a batch: its answer, or the problem that kept it from one (the item
     only: the others' decisions, recorded or not, are still answered)."""
     try:
-        return await decide(state, req, caller)
+        return await decide(state, req, caller, key)
     except Exception as e:  # noqa: BLE001 - that item's deny (AuthZEN 1.0, "Errors"), never a traceback
-        return _problem(e)
+        return _problem(e, key is not None)
 
 
 def failed(state: Any, p: Problem) -> dict:
@@ -329,11 +385,11 @@ def failed(state: Any, p: Problem) -> dict:
     }
 
 
-async def handle(state: Any, path: str, body: bytes, caller: str | None = None) -> dict:
+async def handle(state: Any, path: str, body: bytes, caller: str | None = None, key: str | None = None) -> dict:
     obj = parse_json(body)
     if path == EVALUATION:
-        return await decide(state, parse_evaluation(obj), caller)
-    return await evaluations(state, obj, caller)
+        return await decide(state, parse_evaluation(obj), caller, None if key is None else ledger_key(key, caller))
+    return await evaluations(state, obj, caller, key)
 
 
 def check_content_type(ctype: bytes | str | None) -> None:
@@ -345,20 +401,33 @@ def check_content_type(ctype: bytes | str | None) -> None:
         raise Problem(415, "unsupported-media-type", "the body is JSON: send `Content-Type: application/json`")
 
 
-async def serve(state: Any, path: str, ctype: bytes | str | None, body: bytes, caller: str | None = None) -> dict:
+async def serve(
+    state: Any,
+    path: str,
+    ctype: bytes | str | None,
+    body: bytes,
+    caller: str | None = None,
+    idempotency: list | None = None,
+) -> dict:
     """One AuthZEN POST after authentication, the same on the fast path and behind FastAPI
-    routing (``--no-fast-path``): the content type (415), the body (400), the decision; a
-    ledger that cannot be reached is a 503, anything else unexpected a logged 500.
-    ``caller``: the authenticated principal, recorded with each decision (None: none)."""
+    routing (``--no-fast-path``): the content type (415), the ``Idempotency-Key`` (400), the
+    body (400), the decision; a ledger that cannot be reached is a 503, a key used for another
+    request a 409, anything else unexpected a logged 500. ``caller``: the authenticated
+    principal, recorded with each decision (None: none). ``idempotency``: the values of the
+    request's ``Idempotency-Key`` header lines (None: none), checked whether or not decisions
+    are recorded, used only when they are (:func:`ledger_key`)."""
     check_content_type(ctype)
-    if caller is not None and state.recorder is not None:
+    key = idempotency_key(idempotency) if idempotency is not None else None
+    if state.recorder is None:
+        key = None  # (nothing recorded: nothing to find again, every evaluation is decided anew)
+    elif caller is not None:
         _recordable(caller)
     try:
-        return await handle(state, path, body or b"", caller)
+        return await handle(state, path, body or b"", caller, key)
     except Problem:
         raise
     except Exception as e:  # noqa: BLE001 - answered as a problem, never a traceback
-        raise _problem(e) from None
+        raise _problem(e, key is not None) from None
 
 
 # ---------------------------------------------------------------------------------- the fast path
@@ -381,11 +450,14 @@ class FastPath:
         headers = scope["headers"]
         rid = None
         length = None
+        idem = None
         for k, v in headers:
             if k == b"x-request-id":
                 rid = v
             elif k == b"content-length":
                 length = v
+            elif k == b"idempotency-key":
+                idem = [v] if idem is None else [*idem, v]
         limit = self.state.config.max_body
         try:
             # (the identifier first: a bad one is never echoed, not even on a 413)
@@ -401,7 +473,7 @@ class FastPath:
                 raise Problem(413, "body-too-large", f"the body is larger than the limit of {limit} bytes")
             body = await _read(receive, limit) if scope["method"] in ("POST", "PUT", "PATCH") else None
             if scope["path"] in self.routes and scope["method"] == "POST" and body is not None:  # body read for POST
-                out = await self._authzen(scope, headers, body)
+                out = await self._authzen(scope, headers, body, idem)
                 await _send(send, 200, json.dumps(out).encode(), b"application/json", rid)
                 self._latency[scope["path"]].observe(time.perf_counter() - t0)
                 return
@@ -425,7 +497,7 @@ class FastPath:
                 time.perf_counter() - t0
             )
 
-    async def _authzen(self, scope: dict, headers: list, body: bytes) -> dict:
+    async def _authzen(self, scope: dict, headers: list, body: bytes, idem: list | None = None) -> dict:
         ids = self.state.identities
         caller = None
         if ids is not None:
@@ -442,7 +514,8 @@ class FastPath:
                     headers={"www-authenticate": "Bearer"},
                 )
         ctype = next((v for k, v in headers if k == b"content-type"), None)
-        return await serve(self.state, scope["path"], ctype, body, caller.principal if caller is not None else None)
+        who = caller.principal if caller is not None else None
+        return await serve(self.state, scope["path"], ctype, body, who, idem)
 
 
 def _recordable(caller: str) -> None:
@@ -458,13 +531,23 @@ def _recordable(caller: str) -> None:
         raise Problem(422, "runtime-usage", f"the credential's principal cannot be recorded: {e}") from None
 
 
-def _problem(e: Exception) -> Problem:
+def _problem(e: Exception, keyed: bool = False) -> Problem:
+    """The problem answering ``e``; ``keyed``: the evaluation was sent with an ``Idempotency-Key``."""
     if isinstance(e, Problem):
         return e
-    from ..ledger import LedgerUnavailable
+    from ..ledger import IdempotencyConflict, LedgerUnavailable
 
-    if isinstance(e, LedgerUnavailable):
-        return Problem(503, "ledger-unavailable", f"the ledger cannot be reached: {e}")
+    if isinstance(e, LedgerUnavailable):  # (perhaps at COMMIT, after the decision landed: its outcome unknown)
+        retry = ("sending it again with the same Idempotency-Key is safe: it is answered with the decision "
+                 "recorded, if one was, else decided and recorded once" if keyed else
+                 "sent again, it may be recorded twice (send an Idempotency-Key header, and the same one again "
+                 "on a retry, to make retries safe)")
+        return Problem(503, "ledger-unavailable", f"the ledger cannot be reached: {e}; the outcome is unknown "
+                       f"(the decision may have been recorded): {retry}")
+    if isinstance(e, IdempotencyConflict):  # (the runtime's message names the ledger's key: not the client's)
+        return Problem(409, "idempotency-conflict", "the Idempotency-Key was used for another evaluation (another "
+                       "action, or another route's decision): a retry sends the same request; a new request "
+                       "needs a new key")
     log.error("evaluation failed", exc_info=e)
     return Problem(500, "internal-error", f"the server failed to evaluate the request ({type(e).__name__})")
 
