@@ -51,7 +51,7 @@ def ws(tmp_path):
 
 
 def manifest(ws):
-    return Manifest(root=str(ws), entries={"old.txt": File(content=b"old\n")})
+    return Manifest(root=str(ws), entries={"old.txt": File(content=b"old\n"), "new.txt": File(content=b"new\n")})
 
 
 def run(ws, agent, given="go", steps=None):

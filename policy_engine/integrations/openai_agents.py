@@ -704,9 +704,21 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
 
 def approve(gate: ToolGate, state: Any, interruption: Any, approval: Approval | dict) -> Outcome:
     """Record ``approval`` on the Runtime; approve the SDK item (for this call only) when
-    the Runtime counted it and the decision is approved. Returns the gate's ``Outcome``."""
+    the Runtime counted it and the decision is approved. Returns the gate's ``Outcome``.
+
+    A sandbox's ``apply_patch`` held on several operations (``request_for(...)["operations"]``,
+    each its own decision bound to its own content) is approved whole: ``approval``, given for
+    the request, is given by the same principal with the same verdict and note for each other
+    held operation, bound to that operation's decision and digest; the first that the
+    Runtime does not count (or that is not approved by it) is the answer, and the SDK item is
+    approved only when every operation is."""
     req = request_for(gate, interruption)
     out = gate.approve(req, approval)
+    base = approval.to_dict() if isinstance(approval, Approval) else dict(approval)
+    for op in req.get("operations", ())[1:] if out.run else ():
+        out = gate.approve(op, {**base, "decision_id": op["decision_id"], "action_digest": op["action_digest"]})
+        if not out.run:
+            break
     if out.run:
         state.approve(interruption)
     return out
