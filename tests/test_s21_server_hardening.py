@@ -8,7 +8,8 @@ every case that goes through a route runs on the fast path and behind FastAPI ro
   never the server's filesystem path; ``policy_engine.load`` (the CLI) is unchanged, and a
   file's ``fields from`` import is still read and watched where it is;
 - JWTs verified without an ``audience`` take any token the key signs: ``stopline serve``
-  says so in one line at startup (and a reload of such a file logs it);
+  says so in one line at startup (and a reload of such a file logs it); since session 23
+  only with ``accept_any_audience: true`` (without either, the file does not load);
 - ``/metrics`` (anyone may scrape it) walks the rollback queue once per ledger change, not
   once per scrape, and the depth still follows appends and the clock;
 - the recorder (which groups concurrent recorded AuthZEN decisions) survives a requester
@@ -195,15 +196,17 @@ def _serve_stderr(tmp_path, *args: str) -> str:
 
 
 def test_serve_warns_when_jwts_are_taken_for_any_audience(tmp_path):
+    # (session 23: without `audience` the file does not load; `accept_any_audience: true` says so on purpose)
     _pem(tmp_path / "idp.pem", Ed25519PrivateKey.generate())
     policies = server_policy_dir(tmp_path)
-    ids = write_identities(tmp_path / "ids.yaml", "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n")
+    ids = write_identities(tmp_path / "ids.yaml", "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n"
+                                                  "  accept_any_audience: true\n")
     err = _serve_stderr(tmp_path, str(policies), "--identities", str(ids), "--reload-interval", "0")
     warned = [line for line in err.splitlines() if "audience" in line]
-    assert warned == [f"stopline serve: warning: {ids}: jwt has no `audience`: every token the key signs is "
-                      "accepted, one issued for another service too; give `audience` (the `aud` this server's "
-                      "tokens carry)"], err
-    ids.write_text(ids.read_text() + "  audience: stopline\n")
+    assert warned == [f"stopline serve: warning: {ids}: jwt has `accept_any_audience: true`: every token the key "
+                      "signs is accepted, one issued for another service too; give `audience` (the `aud` this "
+                      "server's tokens carry) instead"], err
+    ids.write_text(ids.read_text().replace("accept_any_audience: true", "audience: stopline"))
     err = _serve_stderr(tmp_path, str(policies), "--identities", str(ids), "--reload-interval", "0")
     assert "audience" not in err and "warning" not in err, err
 
@@ -213,7 +216,7 @@ def test_a_reload_to_jwts_without_an_audience_is_logged(tmp_path, fast_path, cap
     with make(tmp_path, server_policy_dir(tmp_path), fast_path) as c:
         ids = tmp_path / "ids.yaml"
         assert c.app.state.identities.audience_warning() is None  # (tokens only)
-        write_identities(ids, "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n")
+        write_identities(ids, "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n  accept_any_audience: true\n")
         with caplog.at_level(logging.WARNING, logger="policy_engine.server"):
             assert c.post("/v1/identities/reload", headers=bearer("ops")).json()["changed"] is True
         assert [r.getMessage() for r in caplog.records if "audience" in r.getMessage()] == [

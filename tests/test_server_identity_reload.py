@@ -111,13 +111,15 @@ def _pem(path, key) -> None:
 
 
 def _jwt(key) -> str:
-    return jwt.encode({"sub": "jules", "roles": ["reviewer"], "exp": int(time.time()) + 600}, key, algorithm="EdDSA")
+    return jwt.encode({"sub": "jules", "roles": ["reviewer"], "aud": "stopline", "exp": int(time.time()) + 600}, key,
+                      algorithm="EdDSA")
 
 
 def test_a_rotated_jwt_key_file_is_picked_up(tmp_path):
     old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     _pem(tmp_path / "idp.pem", old)
-    ids = write_identities(tmp_path / "ids.yaml", "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n")
+    ids = write_identities(tmp_path / "ids.yaml",
+                           "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n  audience: stopline\n")
     store = IdentityStore(ids)
     assert store.current.verify(_jwt(old)).principal == "jules"
     _pem(tmp_path / "idp.pem", new)  # only the key file changed

@@ -224,9 +224,10 @@ def _pem(path, key) -> None:
 def test_a_jwt_session_holds_no_jwt_and_ends_with_its_key_or_its_expiry(tmp_path, policy_dir):
     old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     _pem(tmp_path / "idp.pem", old)
-    ids = write_identities(tmp_path / "ids.yaml", "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n")
+    ids = write_identities(tmp_path / "ids.yaml",
+                           "jwt:\n  public_key: idp.pem\n  algorithms: [EdDSA]\n  audience: stopline\n")
     exp = int(time.time()) + 600
-    token = jwt.encode({"sub": "jules", "roles": ["reviewer"], "exp": exp}, old, algorithm="EdDSA")
+    token = jwt.encode({"sub": "jules", "roles": ["reviewer"], "aud": "stopline", "exp": exp}, old, algorithm="EdDSA")
     with make(tmp_path, policy_dir, identities=str(ids)) as c:
         assert sign_in(c, token).status_code == 303 and signed_in(c)
         assert "signed in as <strong>jules</strong> (reviewer)" in c.get("/ui").text

@@ -11,7 +11,8 @@ An identities file (YAML or JSON, ``stopline serve --identities FILE``)::
       jwks: jwks.json             # a JWKS file (the key chosen by the token's `kid`)
       algorithms: [RS256, ES256, EdDSA]
       issuer: https://idp.example # checked when given
-      audience: stopline          # checked when given (without it: a warning, any `aud` taken)
+      audience: stopline          # required: the `aud` this server's tokens carry (a string or a list)
+      # accept_any_audience: true # instead of `audience`: any `aud` taken (warned at start and reload)
       principal_claim: sub        # default sub
       roles_claim: roles          # default roles (a list of strings)
 
@@ -151,14 +152,15 @@ class Identities:
         self.sources = sources  #: the files it was read from: the identities file, then its key file
 
     def audience_warning(self) -> str | None:
-        """One line when JWTs are verified without an ``audience``, else None: the token's
-        ``aud`` is then not checked, and any token the key signs is taken, one the identity
-        provider issued for another service (its API, its own audience) too."""
+        """One line when JWTs are verified without an ``audience`` (the file says
+        ``accept_any_audience: true``; without either it does not load), else None: the
+        token's ``aud`` is then not checked, and any token the key signs is taken, one the
+        identity provider issued for another service (its API, its own audience) too."""
         if self._jwt is None or self._jwt["audience"] is not None:
             return None
         where = self.sources[0] if self.sources else "the identities file"
-        return (f"{where}: jwt has no `audience`: every token the key signs is accepted, one issued for another "
-                "service too; give `audience` (the `aud` this server's tokens carry)")
+        return (f"{where}: jwt has `accept_any_audience: true`: every token the key signs is accepted, one issued "
+                "for another service too; give `audience` (the `aud` this server's tokens carry) instead")
 
     @classmethod
     def load(cls, path: str | Path) -> Identities:
@@ -200,6 +202,12 @@ class Identities:
         sources = [p]
         if jwt_conf is not None:
             jwt_conf = cls._load_jwt(p, jwt_conf)
+            if jwt_conf.pop("any_audience") is False and jwt_conf["audience"] is None:
+                # (a token the identity provider issued for another service would be taken here)
+                raise IdentityConfigError(
+                    f"{p}{_line_of(p, 'jwt')}: jwt has no `audience`, so a token issued for another service would "
+                    "be accepted: give `audience: <the aud of this server's tokens>` (or, to accept any, "
+                    "`accept_any_audience: true`)")
             sources.append(jwt_conf.pop("source"))
         if not tokens and jwt_conf is None:
             raise IdentityConfigError(f"{p}: no tokens and no jwt: nobody could sign in")
@@ -208,7 +216,8 @@ class Identities:
     @staticmethod
     def _load_jwt(p: Path, conf: Any) -> dict:
         where = f"{p}: jwt"
-        known = {"public_key", "jwks", "algorithms", "issuer", "audience", "principal_claim", "roles_claim", "leeway"}
+        known = {"public_key", "jwks", "algorithms", "issuer", "audience", "accept_any_audience", "principal_claim",
+                 "roles_claim", "leeway"}
         if not isinstance(conf, dict) or set(conf) - known:
             raise IdentityConfigError(f"{where}: expected keys among {', '.join(sorted(known))}")
         algs = conf.get("algorithms") or ["RS256", "ES256", "EdDSA"]
@@ -223,6 +232,11 @@ class Identities:
         if aud is not None and not (isinstance(aud, str) and aud) and not (
                 isinstance(aud, list) and aud and all(isinstance(a, str) and a for a in aud)):
             raise IdentityConfigError(f"{where}: `audience` is a string or a list of strings")
+        any_aud = conf.get("accept_any_audience", False)
+        if not isinstance(any_aud, bool):
+            raise IdentityConfigError(f"{where}: `accept_any_audience` is true or false")
+        if any_aud and aud is not None:
+            raise IdentityConfigError(f"{where}: give `audience` or `accept_any_audience: true`, not both")
         for k in ("principal_claim", "roles_claim"):
             if k in conf and (not isinstance(conf[k], str) or not conf[k]):
                 raise IdentityConfigError(f"{where}: `{k}` is the name of a claim (a non-empty string)")
@@ -232,7 +246,7 @@ class Identities:
             raise IdentityConfigError(f"{where}: `leeway` is a number of seconds from 0 to {MAX_LEEWAY}")
         out = {"algorithms": algs, "issuer": conf.get("issuer"), "audience": aud,
                "principal_claim": conf.get("principal_claim", "sub"), "roles_claim": conf.get("roles_claim", "roles"),
-               "leeway": float(leeway), "key": None, "jwks": None}
+               "leeway": float(leeway), "key": None, "jwks": None, "any_audience": any_aud}
         out["source"] = src = p.parent / str(conf["public_key"] if "public_key" in conf else conf["jwks"])
         _not_world_writable(src, "the jwt key file")
         try:
@@ -358,6 +372,20 @@ class Identities:
             if why is not None:
                 raise PermissionError(f"the token's `{claim}` {why}")
         return Caller(principal, tuple(roles), "jwt"), key, claims
+
+
+def _line_of(p: Path, key: str) -> str:
+    """``:LINE`` of the top-level ``key`` of the file (read again: only for a message), or ""."""
+    import yaml
+
+    try:
+        node = yaml.compose(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ""
+    for k, _ in getattr(node, "value", None) or ():
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            return f":{k.start_mark.line + 1}"
+    return ""
 
 
 def _one_spelling(p: Path, principals: list[str]) -> None:

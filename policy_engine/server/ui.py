@@ -33,7 +33,10 @@ Every page is ``Cache-Control: no-store`` and may not be framed (``Content-Secur
 with ``frame-ancestors 'none'``, and ``X-Frame-Options: DENY``: a page on another port of
 the host is the same site, so its frames would get the session cookie and could lay the
 page under a decoy for the click on Approve); its policy allows no script, the one style
-sheet by its hash, and forms to this origin. The queue lists its single plans
+sheet by its hash, and forms to this origin. A decision is answered with a redirect (Back
+or Reload never sends it again) that changes a cookie, so Back shows no page from before it;
+a form sent after its session ended is said to be lost on the sign-in page, which then
+leads back to it. The queue lists its single plans
 :data:`QUEUE_SHOWN` a page (``?page=N``) and its held gates ``batchview.HELD_SHOWN`` a page
 (``?held=M``), each pager's links keeping the other's page.
 """
@@ -44,6 +47,7 @@ import base64
 import hashlib
 import json
 import re
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -98,6 +102,13 @@ def same_person(a: Any, b: Any) -> bool:
     return bool(ca) and ca == canonical_principal(b)
 
 
+def unheeded(msg: Any) -> bool:
+    """Whether a decision's message says the decision was not recorded or does not count
+    (another reviewer decided first, the plan ran meanwhile, a slot is filled, a role is
+    missing): announced as an alert, as a refusal is, not as a status a reader may miss."""
+    return isinstance(msg, str) and msg.startswith(("not recorded", "recorded, but", "recorded on the batch, but"))
+
+
 def _env() -> Any:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -106,6 +117,7 @@ def _env() -> Any:
     env.filters["pretty"] = pretty
     env.filters["visible"] = visible
     env.tests["same_person"] = same_person  # (``{% if a is same_person(b) %}``: the "(you)" markers)
+    env.tests["unheeded"] = unheeded  # (a decision's message that says it was not recorded, or does not count)
     env.globals["max_reason"] = MAX_REASON  # (the decide form's ``maxlength``: _decide.html)
     return env
 
@@ -182,6 +194,36 @@ def typed(reason: str) -> str:
     return reason.replace("\r\n", "\n")
 
 
+def _again(v: Any, principal: str) -> tuple[Any, str | None]:
+    """Of an approval by ``principal`` just recorded, the engine's rejection of it (None: it
+    counts), and whether the reviewer had already approved: None if not, else "" (under
+    this spelling) or " as `X`" (under another one the engine counts as this reviewer:
+    ``same_person``, e.g. ``Casey`` by a JWT and ``casey`` by a token; one of the two counts,
+    the other is set aside as its alias)."""
+    rejected = [x for x in (v.rejected if v is not None else ()) if same_person(x.principal, principal)]
+    said = next((x for x in rejected if x.principal == principal), None)
+    counted = [p for p in (v.accepted if v is not None else ()) if same_person(p, principal)]
+    if not counted or not any(x.code in ("duplicate", "alias") for x in rejected):
+        return said, None
+    others = sorted({*counted, *(x.principal for x in rejected if x.code == "alias")} - {principal})
+    return said, "".join(f" as `{o}`" for o in others[:1])
+
+
+#: the sign-in page's alert after a decision posted without a session (nothing recorded)
+ENDED = ("your session ended before your decision was sent (it ran out, was signed out or its token revoked): "
+         "nothing was recorded. Sign in, then decide again")
+DECIDED_COOKIE = "stopline_decided"  #: changed by every decision: Back shows no page from before it (:func:`mount`)
+BACK_COOKIE = "stopline_back"  #: the page to go back to once signed in (``open:PATH``, ``ended:PATH``: a form lost)
+_BACK = re.compile(r"/ui(/(plans|decisions|batches)/[A-Za-z0-9._~-]{1,200})?")
+
+
+def back_to(path: str) -> bool:
+    """Whether the sign-in page may send the reviewer on to ``path`` once signed in: the
+    queue or one plan, decision or batch page of this server, nothing else (never another
+    site: the cookie naming it could be set by a page of another port of this host)."""
+    return _BACK.fullmatch(path) is not None
+
+
 def secure_by_config(config: Any) -> bool:
     """Whether the reviewer's cookies are Secure on a request that came over plain HTTP:
     ``--secure-cookies`` (``secure_cookies=True``) says so, ``--no-secure-cookies``
@@ -230,12 +272,34 @@ def mount(app: FastAPI, st: Any) -> None:
         # (with a ledger, a sign-out is looked up there: a ledger that cannot answer is a 503, never a pass)
         return call(sessions.resume, st.identities, request.cookies.get(COOKIE))
 
-    def signin() -> Response:
-        return RedirectResponse("/ui/login", status_code=303)
+    def signin(request: Request | None = None, posted: bool = False) -> Response:
+        """To the sign-in page. From a plan, gate or batch page, the reviewer is sent back
+        there once signed in, and a form posted after its session ended (it ran out, was
+        signed out, its token revoked) is said to be lost, never dropped without a word: both
+        in a cookie of the sign-in page's own (:data:`BACK_COOKIE`), read by it alone."""
+        r = RedirectResponse("/ui/login", status_code=303)
+        if request is not None and (posted or request.url.path != "/ui") and back_to(request.url.path):
+            r.set_cookie(BACK_COOKIE, f"{'ended' if posted else 'open'}:{request.url.path}", max_age=600,
+                         httponly=True, samesite="strict", path="/ui/login", secure=secure(request))
+        return r
 
-    def told(path: str, s: Session, msg: str) -> Response:
-        """The redirect after a decision, with its message and the token that vouches for it."""
-        return RedirectResponse(f"{path}?msg={quote(msg)}&sig={sessions.message_token(s, msg)}", status_code=303)
+    def back_of(request: Request) -> tuple[str, bool]:
+        """The page to go back to after signing in ("" for the queue) and whether a form
+        posted there was lost, from :data:`BACK_COOKIE` (anything else in it: the queue)."""
+        how, _, path = (request.cookies.get(BACK_COOKIE) or "").partition(":")
+        if how not in ("ended", "open") or not back_to(path):
+            return "", False
+        return path, how == "ended"
+
+    def told(request: Request, path: str, s: Session, msg: str) -> Response:
+        """The redirect after a decision, with its message and the token that vouches for it.
+        It changes a cookie (:data:`DECIDED_COOKIE`): Chromium keeps even a ``no-store`` page
+        in its back-forward cache, and Back would show the page as it was before the decision
+        (pending, its form ready) unless a cookie changed since."""
+        r = RedirectResponse(f"{path}?msg={quote(msg)}&sig={sessions.message_token(s, msg)}", status_code=303)
+        r.set_cookie(DECIDED_COOKIE, secrets.token_hex(8), httponly=True, samesite="strict", path="/ui",
+                     secure=secure(request))
+        return r
 
     def vouched(s: Session, msg: str | None, sig: str | None) -> str | None:
         """A redirect's message if this server made it for this session, else none: a link
@@ -251,6 +315,8 @@ def mount(app: FastAPI, st: Any) -> None:
     def login_page(request: Request, status: int = 200, error: str | None = None) -> Response:
         if st.identities is None:
             return page("login.html", status, enabled=False, error=None, csrf="")
+        if error is None and back_of(request)[1]:
+            error = ENDED
         nonce = request.cookies.get(LOGIN_COOKIE)
         fresh = not sessions.is_login_nonce(nonce)
         if fresh:  # (one per browser: a second tab keeps the first one's form good)
@@ -285,7 +351,8 @@ def mount(app: FastAPI, st: Any) -> None:
         # a sign-in over a session ends that one, as a sign-out would (a copy of its cookie is
         # refused everywhere): one browser, one session (a ledger that cannot record it: a 503)
         call(sessions.end_cookie, request.cookies.get(COOKIE))
-        r = RedirectResponse("/ui", status_code=303)
+        r = RedirectResponse(back_of(request)[0] or "/ui", status_code=303)
+        r.delete_cookie(BACK_COOKIE, path="/ui/login", httponly=True, samesite="strict", secure=secure(request))
         r.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", path="/ui", secure=secure(request))
         r.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True, samesite="strict", secure=secure(request))
         return r
@@ -307,7 +374,7 @@ def mount(app: FastAPI, st: Any) -> None:
               held_arg: str | None = Query(default=None, alias="held")) -> Response:
         s = session(request)
         if s is None:
-            return signin()
+            return signin(request)
         page_no, held_no = page_number(page_arg), page_number(held_arg)
         caller = s.caller
         routes: dict[str, list] = {}
@@ -343,7 +410,7 @@ def mount(app: FastAPI, st: Any) -> None:
     def plan(rollback_id: str, request: Request, msg: str | None = None, sig: str | None = None) -> Response:
         s = session(request)
         if s is None:
-            return signin()
+            return signin(request)
         return _plan_page(rollback_id, s, vouched(s, msg, sig))
 
     def _plan_page(rollback_id: str, s: Session, msg: str | None, status: int = 200,
@@ -380,7 +447,7 @@ def mount(app: FastAPI, st: Any) -> None:
         """Approve or deny a rollback plan or a held gate decision as the signed-in reviewer."""
         s = session(request)
         if s is None:
-            return signin()
+            return signin(request, posted=True)
         caller = s.caller
         if st.runtime is None:
             raise Problem(404, "no-ledger", "the server runs without a ledger")
@@ -407,15 +474,16 @@ def mount(app: FastAPI, st: Any) -> None:
         r = call(st.runtime.approve, subject_id, principal=caller.principal, roles=caller.roles, verdict=verdict,
                  note=reason or None)
         # the engine's word on this reviewer's approval: why it does not count, or that it was
-        # already counted (a second tab's approval is recorded, and counts once)
-        said = None
+        # already counted (a second tab's approval is recorded, and counts once), the reviewer
+        # known by every spelling the engine counts as theirs (as the pages' "(you)" is)
+        said, before = None, None
         if r.recorded and verdict == "approve":
             v = call(st.runtime.authorization, subject_id).verdict
-            said = next((x for x in (v.rejected if v is not None else ()) if x.principal == caller.principal), None)
-        if r.recorded and r.counted:
+            said, before = _again(v, caller.principal)
+        if r.recorded and (r.counted or before is not None):
             msg = f"{'approved' if verdict == 'approve' else 'denied'} by {caller.principal}"
-            if said is not None and said.code == "duplicate":
-                msg += " (again: you had already approved it, and one reviewer's approvals count once)"
+            if before is not None:
+                msg += f" (again: you had already approved it{before}, and one reviewer's approvals count once)"
             msg += f"; status {r.status}"
         elif r.recorded:
             why = str(said.reason) if said is not None else (
@@ -424,14 +492,14 @@ def mount(app: FastAPI, st: Any) -> None:
             msg = f"recorded, but it does not count: {why}; status {r.status}"
         else:
             msg = f"not recorded: {r.reason or 'it takes no more approvals'}; status {r.status}"
-        return told(f"/ui/{'plans' if kind == 'rollback' else 'decisions'}/{quote(subject_id)}", s, msg)
+        return told(request, f"/ui/{'plans' if kind == 'rollback' else 'decisions'}/{quote(subject_id)}", s, msg)
 
     # ------------------------------------------------------------------ held gates
     @app.get("/ui/decisions/{decision_id}", include_in_schema=False)
     def decision(decision_id: str, request: Request, msg: str | None = None, sig: str | None = None) -> Response:
         s = session(request)
         if s is None:
-            return signin()
+            return signin(request)
         return _decision_page(decision_id, s, vouched(s, msg, sig))
 
     def _decision_page(decision_id: str, s: Session, msg: str | None, status: int = 200,
@@ -468,7 +536,7 @@ def mount(app: FastAPI, st: Any) -> None:
               msg: str | None = None, sig: str | None = None) -> Response:
         s = session(request)
         if s is None:
-            return signin()
+            return signin(request)
         return _batch_page(batch_id, s, page_number(page_arg), vouched(s, msg, sig))
 
     def _batch_page(batch_id: str, s: Session, page_no: int, msg: str | None, status: int = 200,
@@ -489,7 +557,7 @@ def mount(app: FastAPI, st: Any) -> None:
                      principal: str | None = Form(default=None)) -> Response:
         s = session(request)
         if s is None:
-            return signin()
+            return signin(request, posted=True)
         caller = s.caller
 
         def again(status: int, error: str) -> Response:
@@ -539,4 +607,4 @@ def mount(app: FastAPI, st: Any) -> None:
         if stale:
             msg += (f"; {stale} plan{'' if stale == 1 else 's'} pending under another policy version than the one "
                     "in use, where no approval counts: request them again")
-        return told(f"/ui/batches/{quote(batch_id)}", s, msg)
+        return told(request, f"/ui/batches/{quote(batch_id)}", s, msg)
