@@ -89,13 +89,17 @@ class ReplayResult:
     replayed: int  #: decisions read: changed + unchanged + unreplayable
     unchanged: int  #: re-evaluated, with the same effect and deciding rule
     changed: tuple[ChangedVerdict, ...]
-    unreplayable: tuple[dict, ...] = ()  #: decisions whose recorded action could not be recorded as JSON
+    #: decisions that could not be re-evaluated: ``decision_id``, ``seq``, ``workflow``, ``reason`` (and
+    #: ``stop_stands``: the stop of the record it fired, which is not lifted)
+    unreplayable: tuple[dict, ...] = ()
     workers: int = 1
     recorded_policies: tuple[str, ...] = ()  #: the policy hashes the replayed decisions were recorded under
     seconds: float = 0.0
     #: the stops the candidate fired where the record's workflow ran on (``carry_stops``), in
     #: order: ``workflow``, ``trigger``, ``decision_id``, ``seq``, ``at``, and ``until``: the
-    #: allowed resume that lifted it in the record (its entry id), or None (to the end)
+    #: allowed resume that lifted it in the record (its entry id), or None (to the end);
+    #: ``replaces``, ``replaces_trigger``: where the decision fired a stop of the record by
+    #: another trigger, that stop's id and trigger (the candidate's takes its place), else None
     candidate_stops: tuple[dict, ...] = ()
     #: the stops of the record the candidate would not have fired (``carry_stops``), in order:
     #: ``workflow``, ``trigger``, ``stop`` (the stop entry's id), ``decision_id`` (the decision
@@ -143,6 +147,8 @@ class ReplayResult:
         for cs in self.candidate_stops[:10]:
             lines.append(f"  candidate stop: {cs['workflow']} stopped by `{cs['trigger']}` at decision "
                          f"{cs['decision_id']} ({cs['at']}), "
+                         + (f"in place of the recorded stop {cs['replaces']} by `{cs['replaces_trigger']}`, "
+                            if cs.get("replaces") else "")
                          + (f"until the resume {cs['until']}" if cs["until"] else "to the end of the replay")
                          + ": the decisions after it are replayed as stopped")
         if len(self.candidate_stops) > 10:
@@ -315,8 +321,17 @@ def _lifts(r: tuple, fired: dict) -> bool:
     return f is not None and r[8] != "stop" and r[7] == f"stop:{f[2]}" and r[2] == f[3]
 
 
+def _replaces(r: tuple, fired: dict) -> bool:
+    """A changed row is a decision that fired a stop of the record (as for ``_lifts``) and
+    replays as a stop by another trigger (``stop:T1 -> stop:T2``): the workflow is stopped
+    there in the replay too, by the candidate's trigger."""
+    f = fired.get(r[0])
+    return (f is not None and r[8] == "stop" and r[9].startswith("stop:") and r[9] != r[7]
+            and r[7] == f"stop:{f[2]}" and r[2] == f[3])
+
+
 def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, rows: list,
-                 fired: dict) -> tuple[list, list, list]:
+                 fired: dict, bad: list) -> tuple[list, list, list, list]:
     """The workflow state as the candidate would have left it (``replay(carry_stops=True)``).
     Carry the stops the candidate fires forward: where a replayed decision is ``stop`` by a
     trigger of the candidate and the workflow ran on, the workflow is stopped by that trigger
@@ -326,9 +341,16 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
     ``timeline``, so the workflow is in the state it was in before it (running, unless a
     repair action fired it while stopped) until the next change that stands: the record's
     next allowed resume, a stop of the record the candidate fires too (or one it cannot
-    judge, or an operator's), or a stop the candidate fires meanwhile. Each time, the
-    workflow's later decisions are replayed again under the changed timeline, earliest
-    first. Returns (the changed rows, the candidate stops, the lifted stops)."""
+    judge, or an operator's), or a stop the candidate fires meanwhile. Replace the trigger of
+    the stops it fires by another one: where a decision that fired a stop of the record
+    replays as a stop by another trigger (``stop:T1 -> stop:T2``), that stop stops the
+    workflow by the candidate's trigger in the replay (listed with the candidate stops, with
+    ``replaces``). Each time, the workflow's later decisions are replayed again under the
+    changed timeline, earliest first, and what they come to replaces what they came to
+    before: a changed row, or an unreplayable item (``bad``: an evaluator other than an
+    ``Engine``, which never raises, may raise under one workflow state and not under
+    another), so each decision is counted once. Returns (the changed rows, the candidate
+    stops, the lifted stops, the unreplayable items)."""
     import bisect
 
     from .ledger import schema
@@ -337,12 +359,13 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
     seen: set[int] = set()
     stops: list[dict] = []
     lifts: list[dict] = []
+    placed: dict[tuple, str] = {}  # (workflow, position in its timeline) -> the decision of a candidate stop
     while True:
         first: dict[str, tuple] = {}  # workflow -> its earliest stop to carry or to lift not done yet
         for r in sorted(rows, key=lambda r: r[1]):
             wf, seq = r[2], r[1]
             if (isinstance(wf, str) and seq not in seen and wf not in first
-                    and (_carries(r, timeline) or _lifts(r, fired))):
+                    and (_carries(r, timeline) or _lifts(r, fired) or _replaces(r, fired))):
                 first[wf] = r
         if not first:
             break
@@ -359,17 +382,32 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
                               "at": r[5], "sseq": sseq})
             else:
                 state = {"name": wf, "status": "stopped", "stopped_by": r[9][len("stop:"):], "stopped_at": r[5]}
-                at = bisect.bisect_left(events, (seq + 0.5,))
-                events.insert(at, (seq + 0.5, state, None))
+                replaces = fired[r[0]] if _replaces(r, fired) else None
+                if replaces is not None:  # the record's stop, in its place, by the candidate's trigger
+                    pos = replaces[0]
+                    at = bisect.bisect_left(events, (pos,))
+                    if at < len(events) and events[at][0] == pos:
+                        state = events[at][1] | {"stopped_by": state["stopped_by"]}
+                        del events[at]
+                else:
+                    pos = seq + 0.5
+                    at = bisect.bisect_left(events, (pos,))
+                events.insert(at, (pos, state, None))
+                placed[(wf, pos)] = r[0]
                 lift = next((e for e in events[at + 1:] if e[1] is None), None)  # the record's next allowed resume
                 stops.append({"workflow": wf, "trigger": state["stopped_by"], "decision_id": r[0], "seq": seq,
-                              "at": r[5], "until": lift[2] if lift is not None else None})
-            # its later decisions, replayed again under the changed timeline
+                              "at": r[5], "until": lift[2] if lift is not None else None,
+                              "replaces": replaces[1] if replaces is not None else None,
+                              "replaces_trigger": replaces[2] if replaces is not None else None})
+            # its later decisions, replayed again under the changed timeline: what they come to now
+            # (changed, or unreplayable) replaces what they came to before
             rows = [x for x in rows if not (x[2] == wf and x[1] > seq)]
+            bad = [b for b in bad if not (b["workflow"] == wf and b["seq"] > seq)]
             if seq < last:
-                more = _run(engine, led, [*where, E.c.workflow == wf], seq + 1, last, timeline)[0]
-                rows += more
-    carried = {(s["workflow"], s["seq"] + 0.5): s["decision_id"] for s in stops}
+                more = _run(engine, led, [*where, E.c.workflow == wf], seq + 1, last, timeline)
+                rows += more[0]
+                bad += more[2]
+    bad.sort(key=lambda b: b["seq"])
     for lf in lifts:  # where each lifted stop ends, in the final timeline
         events = timeline.get(lf["workflow"], [])
         at = bisect.bisect_left(events, (lf.pop("sseq"),))
@@ -382,9 +420,9 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
         elif nxt[2] is not None:
             lf["until"], lf["until_kind"] = nxt[2], "stop"
         else:
-            lf["until"], lf["until_kind"] = carried.get((lf["workflow"], nxt[0])), "candidate stop"
+            lf["until"], lf["until_kind"] = placed.get((lf["workflow"], nxt[0])), "candidate stop"
         lf["stays_stopped_by"] = before.get("stopped_by") if before is not None else None
-    return rows, stops, lifts
+    return rows, stops, lifts, bad
 
 
 def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
@@ -464,25 +502,26 @@ def _replay_range(engine: Any, led: Any, where: list, lo: int, hi: int, timeline
             led, where, FIELDS, page=PAGE, after=lo - 1, upto=hi):
         hashes.add(ph if isinstance(ph, str) else "")
         if not isinstance(action, dict) or aerr:
-            bad.append({"decision_id": eid, "seq": seq, "reason": str(aerr or "the recorded action is not a JSON "
-                                                                           "object")})
+            bad.append({"decision_id": eid, "seq": seq, "workflow": wf,
+                        "reason": str(aerr or "the recorded action is not a JSON object")})
             continue
         if doubles is not None:  # the action as the gate evaluated it: its integral floats as floats
             try:
                 action = restore_doubles(action, doubles)
             except ValueError as e:
-                bad.append({"decision_id": eid, "seq": seq, "reason": f"the recorded action cannot be read: {e}"})
+                bad.append({"decision_id": eid, "seq": seq, "workflow": wf,
+                            "reason": f"the recorded action cannot be read: {e}"})
                 continue
         when = now or t
         try:  # a recorded `now` that is not a time is the record's fault, not the candidate's verdict
             parse_ts(when, "the recorded `now`")
         except ValueError as e:
-            bad.append({"decision_id": eid, "seq": seq, "reason": str(e)})
+            bad.append({"decision_id": eid, "seq": seq, "workflow": wf, "reason": str(e)})
             continue
         try:
             d = evaluate(action, _state_at(timeline, wf, seq) if timeline else None, when)
         except Exception as e:  # noqa: BLE001  (one decision the candidate cannot evaluate: listed, never a crash)
-            bad.append({"decision_id": eid, "seq": seq,
+            bad.append({"decision_id": eid, "seq": seq, "workflow": wf,
                         "reason": f"the candidate policy cannot evaluate it: {type(e).__name__}: {str(e)[:200]}"})
             continue
         n += 1
@@ -649,24 +688,24 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             finally:
                 _INHERITED.clear()
         rows = [r for res in results for r in res[0]]
+        bad = [b for res in results for b in res[2]]
+        read = sum(res[1] for res in results) + len(bad)  # every decision read, once
         stops: list[dict] = []
         lifts: list[dict] = []
-        if carry_stops and any(_carries(r, timeline) or _lifts(r, fired) for r in rows):
+        if carry_stops and any(_carries(r, timeline) or _lifts(r, fired) or _replaces(r, fired) for r in rows):
             # (in this process: a decision's state depends on the verdicts before it)
-            rows, stops, lifts = _carry_stops(engine, led, where, last, timeline, rows, fired)
+            rows, stops, lifts, bad = _carry_stops(engine, led, where, last, timeline, rows, fired, bad)
             rows.sort(key=lambda r: r[1])
-        n = sum(res[1] for res in results)
-        bad = tuple(b for res in results for b in res[2])
         if carry_stops and fired:  # a stop fired by a decision the candidate cannot judge is not lifted
-            bad = tuple(b | {"stop_stands": {"stop": fired[b["decision_id"]][1], "workflow": fired[b["decision_id"]][3],
-                                             "trigger": fired[b["decision_id"]][2]}}
-                        if b["decision_id"] in fired else b for b in bad)
+            bad = [b | {"stop_stands": {"stop": fired[b["decision_id"]][1], "workflow": fired[b["decision_id"]][3],
+                                        "trigger": fired[b["decision_id"]][2]}}
+                   if b["decision_id"] in fired else b for b in bad]
         hashes = sorted({h for res in results for h in res[3]} - {""})
         execs = _executions_of(led, [(r[1], r[0]) for r in rows])
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
-        # every decision read is counted: replayed = changed + unchanged + unreplayable
-        return ReplayResult(engine.policy_hash, n + len(bad), n - len(changed), changed, bad, workers, tuple(hashes),
-                            time.perf_counter() - t0, tuple(stops), tuple(lifts))
+        # every decision read is counted once: replayed = changed + unchanged + unreplayable
+        return ReplayResult(engine.policy_hash, read, read - len(changed) - len(bad), changed, tuple(bad), workers,
+                            tuple(hashes), time.perf_counter() - t0, tuple(stops), tuple(lifts))
     finally:
         if owns:
             led.close()
