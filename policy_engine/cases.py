@@ -78,6 +78,10 @@ def _insert(text: str, case: dict, note: str) -> str:
         return text.rstrip("\n") + "\n\ncases:\n" + _render(case, "  ", note)
     i = starts[0]
     rest = lines[i].split(":", 1)[1].split("#", 1)[0].strip()
+    if rest == "[]":  # an empty list (a suite started by hand): the case becomes its first item
+        head, _, tail = lines[i].partition("[]")
+        lines[i] = head.rstrip() + ("  " + tail.strip() if tail.strip() else "")
+        rest = ""
     if rest:
         raise ExportError("the suite's `cases:` is written inline (flow style); write it as a block list to "
                           "append to it")
@@ -140,28 +144,37 @@ def export_case(ledger: Any, decision_id: str, expect: str, suite: str | os.Path
             head.append(f"policies: [{yaml.safe_dump(rel).strip().removesuffix('...').strip()}]")
         original = "\n".join(head) + "\n"
     else:
-        try:
-            original = path.read_text(encoding="utf-8")
+        try:  # (newline="": as it is, CRLF line endings too; read translated, every line was rewritten)
+            with path.open(encoding="utf-8", newline="") as fh:
+                original = fh.read()
         except (OSError, UnicodeDecodeError) as e:
             raise ExportError(f"cannot read suite {path}: {getattr(e, 'strerror', None) or e}") from None
+    crlf = "\r\n" in original and "\n" not in original.replace("\r\n", "")  # (mixed: left as they are)
     taken = _names(original) if not created else set()
     base, n = case["name"], 2
     while case["name"] in taken:
         case["name"] = f"{base} ({n})"
         n += 1
-    text = _insert(original, case, note)
+    text = _insert(original.replace("\r\n", "\n") if crlf else original, case, note)
+    if crlf:  # the case's lines end as the file's do
+        text = text.replace("\n", "\r\n")
     if case["name"] not in _names(text):
         raise ExportError("the case could not be placed in the suite's `cases:` list")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    _write(path, text)
     problems = _check(path)
     if problems:
         if created:
             path.unlink()
         else:
-            path.write_text(original, encoding="utf-8")
+            _write(path, original)
         raise ExportError(f"the suite does not load with the case (left as it was): {problems}")
     return {"suite": str(path), "created": created, "case": case, "decision_id": decision_id}
+
+
+def _write(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8", newline="") as fh:  # (no translation: the text's own line endings)
+        fh.write(text)
 
 
 def _check(path: Path) -> str:

@@ -82,16 +82,24 @@ class Coverage:
             item.hit.add(branch)
 
     def record(self, kind: str, answer: dict) -> None:
+        # A condition whose evaluation failed took neither branch: an erroring deny rule or
+        # trigger "matches" (fail closed) and an erroring allow rule does not, and a criterion
+        # is unmet when it or the input has an error. Counted, a case with an incomplete input
+        # covered both branches of rules whose conditions it never evaluated.
         if kind == "gate":
             wf, typ = answer.get("workflow"), answer.get("action_type")
+            errored = set()
             for t in answer.get("trace", []):
+                if t.get("error"):
+                    errored.add((t.get("kind") == "stop", t.get("name")))
+                    continue
                 branch = "fired" if t.get("matched") else "not fired"
                 if t.get("kind") == "stop":
                     self._hit(("stop", wf, t.get("name")), branch)
                 else:
                     self._hit(("rule", wf, typ, t.get("name")), branch)
             d = answer.get("deciding") or {}
-            if d.get("kind") == "stop":
+            if d.get("kind") == "stop" and (True, d.get("name")) not in errored:
                 self._hit(("stop", wf, d.get("name")), "fired")
         elif kind == "rollback":
             wf = answer.get("workflow")
@@ -102,8 +110,13 @@ class Coverage:
                 )
         elif kind == "resume":
             wf, trig = answer.get("workflow"), answer.get("trigger")
+            errs = [e for e in answer.get("errors", []) if isinstance(e, dict)]
+            if any(e.get("kind") == "input" for e in errs):  # no criterion was evaluated
+                return
+            failed = {e.get("rule") for e in errs if e.get("kind") == "criterion"}
             for c in answer.get("criteria", []):
-                self._hit(("criterion", wf, trig, c.get("name")), "met" if c.get("met") else "unmet")
+                if c.get("name") not in failed:
+                    self._hit(("criterion", wf, trig, c.get("name")), "met" if c.get("met") else "unmet")
 
     # ----------------------------------------------------------------- reporting
     def per_file(self) -> list[dict]:
@@ -133,11 +146,30 @@ class Coverage:
 
     @property
     def percent(self) -> float:
-        """Covered branches over all branches; 100.0 when there are none (nothing below a
-        ``--min-coverage``): the report shows :attr:`applicable` instead of this number."""
+        """Covered branches over all branches; 0.0 when there are none, so a ``--min-coverage``
+        above 0 is not met (see :meth:`shortfall`; the report shows :attr:`applicable` instead
+        of this number). It was 100.0: a CI asking for 80% of a policy set with nothing to
+        measure went green."""
         total = self.branches
         covered = sum(len(i.hit) for i in self.items.values())
-        return 100.0 * covered / total if total else 100.0
+        return 100.0 * covered / total if total else 0.0
+
+    def shortfall(self, min_coverage: float | None) -> str | None:
+        """Why the coverage does not meet ``--min-coverage`` (one line), or None when it does.
+        With no branch to measure a threshold above 0 is not met: the threshold asks that
+        branches were exercised, and none can be shown to be (as `coverage report
+        --fail-under` fails with "No data to report")."""
+        if min_coverage is None:
+            return None
+        if not self.applicable:
+            if min_coverage <= 0:
+                return None
+            return (f"coverage is not applicable, so --min-coverage {min_coverage:g}% is not met: no rule, "
+                    "stop trigger, criterion or scenario was read (every suite errored, or the policies "
+                    "tested declare none)")
+        if self.percent + 1e-9 < min_coverage:
+            return f"coverage {self.percent:.1f}% is below --min-coverage {min_coverage:g}%"
+        return None
 
     def never_exercised(self) -> list[CoverageItem]:
         return sorted(
@@ -154,7 +186,9 @@ class Coverage:
         rows = self.per_file()
         width = max([len(r["file"]) for r in rows] + [len("file"), len("total")])
         head = f"{'file':<{width}}  {'items':>5}  {'exercised':>9}  {'branches':>8}  {'covered':>7}  {'%':>6}"
-        lines = ["coverage:", head, "-" * len(head)]
+        title = "coverage:" if self.applicable else \
+            "coverage: nothing to measure (no rule, stop trigger, criterion or scenario was read)"
+        lines = [title, head, "-" * len(head)]
         for r in rows:
             lines.append(
                 f"{r['file']:<{width}}  {r['items']:>5}  {r['exercised']:>9}  {r['branches']:>8}  "

@@ -61,7 +61,17 @@ class PolicySuiteFile(pytest.File):
             yield PolicySuiteError.from_parent(self, name="<suite>", suite=suite, error=error)
             return
         for i, case in enumerate(suite.cases):
-            yield PolicyCaseItem.from_parent(self, name=case.name, case=case, loaded=loaded, inputs=resolved[i])
+            # pytest prints the item's name as is (the progress, the summary, -v): a control
+            # character of the case's name (`"\e[2J"` in YAML, a line break) acted on the
+            # terminal there, as `stopline test` never lets it (U+FFFD, as in its FAIL lines)
+            yield PolicyCaseItem.from_parent(self, name=_printable(case.name), case=case, loaded=loaded,
+                                             inputs=resolved[i])
+
+
+def _printable(text: str) -> str:
+    from ..diagnostics import _printable as printable
+
+    return printable(text)
 
 
 class SuiteBroken(Exception):
@@ -77,18 +87,18 @@ class PolicySuiteError(pytest.Item):
 
     def setup(self) -> None:
         # pytrace=False: pytest prints the diagnostics alone, not a Python traceback
-        pytest.fail(f"{self.suite.display}: the suite cannot run\n\n{self.error}", pytrace=False)
+        pytest.fail(f"{_printable(self.suite.display)}: the suite cannot run\n\n{self.error}", pytrace=False)
 
     def runtest(self) -> None:  # pragma: no cover - setup always raises
         raise SuiteBroken(self.error)
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, SuiteBroken):
-            return f"ERROR {self.suite.display}: the suite cannot run\n\n{self.error}"
+            return f"ERROR {_printable(self.suite.display)}: the suite cannot run\n\n{self.error}"
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, 0, f"{self.suite.display} (cannot run)"
+        return self.path, 0, f"{_printable(self.suite.display)} (cannot run)"
 
 
 class PolicyCaseItem(pytest.Item):
@@ -114,7 +124,7 @@ class PolicyCaseItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, self.case.line - 1, f"{self.case.kind} case: {self.case.name}"
+        return self.path, self.case.line - 1, f"{self.case.kind} case: {self.name}"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -304,7 +304,8 @@ class Runner:
         self.coverage.record(case.kind, answer)
         diffs = diff_expectation(case.kind, case.expect, answer)
         explain = explain_answer(case.kind, model, answer)
-        return CaseResult(case, "failed" if diffs else "passed", diffs, answer, explain)
+        message = "" if diffs else _input_error(case, answer, inputs)
+        return CaseResult(case, "failed" if diffs or message else "passed", diffs, answer, explain, message)
 
     def run(self, paths: Sequence[str | os.PathLike], keyword: str | None = None) -> Report:
         files, missing = discover_suites(paths)
@@ -312,6 +313,27 @@ class Runner:
         for f in files:
             report.suites.append(self.run_suite(load_suite(f), keyword))
         return report
+
+
+def _input_error(case: Case, answer: dict, inputs: dict) -> str:
+    """Why a case that matched its expectation still fails: the engine refused its input (no
+    `workflow`, a field of the wrong type), and the case does not say it tests that. A gate
+    denies an invalid action and a resume is not allowed on invalid evidence, so a case
+    expecting `deny` (or `allowed: false`) passed on its own typo, testing no rule."""
+    # (a case naming the deciding rule, the errors or the criteria says what it expects of
+    # such an answer: `rule: undeclared`, `rule: error`, `unmet: [...]`; another rule never
+    # matches one, so the comparison has already failed it)
+    said = ("rule", "errors") if case.kind == "gate" else ("errors", "unmet", "met")
+    if case.kind not in ("gate", "resume") or any(k in case.expect for k in said):
+        return ""
+    if case.kind == "resume" and not inputs.get("evidence"):  # `evidence: {}`: none presented, on purpose
+        return ""
+    bad = [e.get("message", "") for e in answer.get("errors", []) if isinstance(e, dict) and e.get("kind") == "input"]
+    if not bad:
+        return ""
+    return (f"the engine refused the case's input ({bad[0]}), so the answer tests no "
+            f"{'rule' if case.kind == 'gate' else 'criterion'}: fix the input, or add "
+            '`errors: ["<input>"]` to `expect` if the invalid input is what the case tests')
 
 
 def load_policies(paths: tuple[str, ...]) -> Loaded:
