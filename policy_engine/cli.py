@@ -317,7 +317,7 @@ def test(
                    err=True)
         sys.exit(EXIT_USAGE)
     report = Runner().run(paths, keyword=keyword)
-    below = show_coverage and min_coverage is not None and report.coverage.percent + 1e-9 < min_coverage
+    below = report.coverage.shortfall(min_coverage) if show_coverage else None
 
     machine = None
     if fmt == "json":
@@ -342,11 +342,11 @@ def test(
             if show_coverage:
                 click.echo(report.coverage.render())
                 if below:
-                    click.echo(f"\ncoverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%")
+                    click.echo(f"\n{below}")
                 click.echo()
             click.echo(report.summary())
     if below and machine is not None and output is None:  # (the text saying so is not printed: say why exit 1)
-        click.echo(f"coverage {report.coverage.percent:.1f}% is below --min-coverage {min_coverage:g}%", err=True)
+        click.echo(below, err=True)
     total = sum(len(sr.suite.cases) for sr in report.suites if not sr.errored)
     if keyword and not report.results and total:  # a typo in -k runs nothing and passes: say so (exit unchanged)
         click.echo(f"warning: -k {keyword!r} selects none of the {total} case{'s' if total != 1 else ''}", err=True)
@@ -411,7 +411,21 @@ def _read_question(source: str):
         line, col = getattr(e, "lineno", None), getattr(e, "colno", None)
         where = f":{line}:{col}" if line is not None else ""
         click.echo(f"error: {source}{where}: invalid JSON: {getattr(e, 'msg', e)}", err=True)
+        doc = getattr(e, "doc", None)
+        if line is not None and col is not None and isinstance(doc, str):
+            click.echo(_json_caret(doc, line, col), err=True)
     sys.exit(EXIT_USAGE)
+
+
+def _json_caret(doc: str, line: int, col: int, width: int = 100) -> str:
+    """The line of a JSON error, cut to `width` characters around the column, and a caret."""
+    lines = doc.splitlines() or [""]
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    start = 0 if len(text) <= width else max(0, min(col - 1 - width // 2, len(text) - width))
+    shown = text[start : start + width].expandtabs(1)
+    shown = "".join(c if c.isprintable() else "?" for c in shown)
+    gutter = str(line)
+    return f"{gutter} | {shown}\n{' ' * len(gutter)} | {' ' * (col - 1 - start)}^"
 
 
 def _answer(paths: tuple[str, ...], source: str, now: str | None, color: bool | None):

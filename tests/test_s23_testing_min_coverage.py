@@ -50,8 +50,12 @@ def test_a_threshold_with_no_branch_to_measure_fails(tmp_path):
     assert res.exit_code == 1, res.output
     assert "1 passed, 0 failed" in res.output  # the case passed: it is the threshold that is not met
     assert "nothing to measure" in res.output
+    # the reason printed is the one it fails for, never "coverage 0.0% is below" under an n/a table
+    assert "coverage is not applicable, so --min-coverage 80% is not met" in res.output
+    assert "0.0%" not in res.output
     res = CliRunner().invoke(main, ["test", "--min-coverage", "80", "--format", "json", path])
     assert res.exit_code == 1
+    assert "coverage is not applicable, so --min-coverage 80% is not met" in res.stderr
     assert json.loads(res.stdout)["coverage"]["percent"] is None  # still shown as not applicable
 
 

@@ -149,6 +149,10 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
                 elif os.path.normpath(p) != fs:
                     what = f"{fs}, {what}"
                 raise UsageError(f"{p} is {what}: name the directories that hold the .policy files", p)
+    for p in paths:  # a suite named where the policies go: one line, not an E001 per YAML key
+        if str(p).endswith((".policy-test.yaml", ".policy-test.yml")) and os.path.isfile(p):
+            raise UsageError(f"{p} is a fixture suite, not a policy: run `stopline test {p}`, or name the "
+                             ".policy files (or their directory)", p)
     found, missing = find_files(paths, ".policy")
     if missing:
         if os.path.isdir(missing[0]):  # under a directory given: one that may not be listed

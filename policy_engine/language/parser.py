@@ -112,8 +112,9 @@ def _token_text(tok) -> str:
 
 
 def _scan(text: str):
-    """Yield (start, end, kind) for every comment (kind `#`) and bracket (`{[]}`) outside
-    strings and conditions, with the lexer's rules for both. Iterative, linear."""
+    """Yield (start, end, kind) for every comment (kind `#`), condition (kind `` ` ``) and
+    bracket (`{[]}`) outside strings and conditions, with the lexer's rules for both.
+    Iterative, linear."""
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -125,6 +126,8 @@ def _scan(text: str):
             continue
         if ch == "`":
             j = text.find("`", i + 1)
+            if j != -1:
+                yield i, j + 1, "`"
             i = n if j == -1 else j + 1
             continue
         if ch == '"':
@@ -154,7 +157,7 @@ def check_nesting(src: SourceFile) -> Diagnostic | None:
                     help="flatten the value; policy files allow at most "
                     f"{MAX_NESTING} nested `{{`/`[` levels",
                 )
-        elif ch != "#":
+        elif ch in "]}":
             depth -= 1
     return None
 
@@ -263,6 +266,9 @@ def _unexpected_char(parser, src: SourceFile, e) -> Diagnostic:
             label="this quote opens a string that never ends on this line",
             help=help_,
         )
+    runaway = _runaway_condition(src, off)
+    if runaway is not None:
+        return runaway
     slip = _char_slip(src, off, ch, set(e.allowed or ()))
     if slip is not None:
         return slip
@@ -288,6 +294,37 @@ def _unexpected_char(parser, src: SourceFile, e) -> Diagnostic:
     )
 
 
+def _runaway_condition(src: SourceFile, off: int) -> Diagnostic | None:
+    """A condition whose closing backtick is missing runs on to the next condition's opening
+    one: a condition spanning lines, at most one word before the syntax error at `off`, that
+    ends where a condition would start (after `when` or a criterion's `:`), was not closed on
+    its first line."""
+    last = None
+    for i, j, kind in _scan(src.text):
+        if i >= off:
+            break
+        if kind == "`":
+            last = (i, j)
+    if last is None:
+        return None
+    i, j = last
+    cond, between = src.text[i:j], src.text[j:off]
+    if "\n" not in cond or len(between.split()) > 1:
+        return None
+    body = cond[1:-1].rstrip()
+    if not (re.search(r"(?<![\w.])when$", body) or body.endswith(":")):
+        return None
+    return Diagnostic(
+        "E002",
+        "error",
+        "condition is not closed",
+        src.span(i, i + 1),
+        label="this backtick opens a condition that never ends on its line",
+        help=f"close it with a second backtick on line {src.span(i).line}: as written, it runs on "
+        f"to the backtick on line {src.span(j - 1).line} that opens the next condition",
+    )
+
+
 def _keywords(parser) -> list[str]:
     words = []
     for term in parser.terminals:
@@ -308,11 +345,14 @@ def _unexpected_token(parser, src: SourceFile, e) -> Diagnostic:
     end = tok.end_pos if tok.end_pos is not None else start + 1
     history = list(getattr(e, "token_history", None) or ())
     prev = history[-1] if history else None
+    runaway = _runaway_condition(src, start)
+    if runaway is not None:
+        return runaway
     if (prev is not None and prev.type == "NAME" and tok.type != "CEL" and "WHEN" in terms
             and prev.start_pos is not None):
         # a misspelled statement keyword inside an action reads as a rule's effect
         dym = did_you_mean(str(prev), [k for k in _keywords(parser) if k not in ("true", "false", "null")])
-        if dym:
+        if dym and str(prev) not in _keywords(parser):  # (an exact keyword is no misspelling)
             return Diagnostic(
                 "E001",
                 "error",

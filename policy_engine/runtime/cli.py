@@ -192,7 +192,12 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     method, positional = OPS[op]
     missing = [p for p in positional if p not in args]
     if missing:
-        _fail(f"`{op}` needs {', '.join(f'`{m}`' for m in missing)}")
+        import difflib
+
+        slips = [f"`{near[0]}`, not `{k}`" for k in args
+                 if (near := difflib.get_close_matches(str(k), missing, n=1, cutoff=0.6))]
+        _fail(f"`{op}` needs {', '.join(f'`{m}`' for m in missing)}"
+              + (f" (did you mean {'; '.join(slips)}?)" if slips else ""))
     pos = [args.pop(p) for p in positional]
     for name in ("expires_in", "older_than"):
         if name not in args:
