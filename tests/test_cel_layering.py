@@ -11,12 +11,13 @@ PKG = Path(__file__).parents[1] / "policy_engine"
 CEL = PKG / "cel"
 
 # bottom to top: a module may import only modules earlier in this list
-ORDER = ["errors", "limits", "values", "datetimes", "regex", "conversions", "strings", "mathext", "format",
+ORDER = ["errors", "limits", "values", "optional", "datetimes", "regex", "conversions", "strings", "mathext", "format",
          "builtins", "rdparse", "parse", "typecheck", "nodes", "operators", "macros", "compile", "analysis", "emit",
          "codegen",
          "fuse", "api", "__init__"]
-REFERENCE = {"errors", "limits", "values", "datetimes", "regex", "conversions", "strings", "mathext", "format",
-             "builtins", "rdparse", "parse", "typecheck", "nodes", "operators", "macros", "compile", "analysis"}
+REFERENCE = {"errors", "limits", "values", "optional", "datetimes", "regex", "conversions", "strings", "mathext",
+             "format", "builtins", "rdparse", "parse", "typecheck", "nodes", "operators", "macros", "compile",
+             "analysis"}
 ACCELERATORS = {"emit", "codegen", "fuse"}
 
 

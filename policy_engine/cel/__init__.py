@@ -3,6 +3,7 @@
 The package, stage by stage (each module imports only the ones before it):
 
     errors, limits, values      CelError/CelCompileError, Limits, CEL values and their operations
+    optional                    optional values: their functions, the `.?`/`[?` syntax
     datetimes, regex, conversions, strings, mathext, format, builtins
                                 the standard functions and the extensions (cel-go ext.Strings/Math/Network)
     parse                       cel-python's grammar through Lark; syntax errors; spans; literals
@@ -25,7 +26,7 @@ from .fuse import _FUSE_MAX, fuse
 from .limits import DEFAULT_LIMITS, Limits
 from .parse import _fast_parser, _parse
 from .regex import REGEX_MAX_COST, _found, _re2_compile_raw
-from .values import CelCIDR, CelIP, CelType, CelUint
+from .values import CelCIDR, CelIP, CelOptional, CelType, CelUint
 
 __all__ = [
     "CelError",
@@ -34,6 +35,7 @@ __all__ = [
     "CelUint",
     "CelIP",
     "CelCIDR",
+    "CelOptional",
     "CompiledExpr",
     "DEFAULT_LIMITS",
     "Limits",

@@ -126,6 +126,8 @@ _MACRO_USAGE = {
     "filter": "`list.filter(x, p)`",
     "transformList": "`list.transformList(i, v, expr)` or `list.transformList(i, v, p, expr)`",
     "transformMap": "`map.transformMap(k, v, expr)` or `map.transformMap(k, v, p, expr)`",
+    "optMap": "`optional.optMap(x, expr)` (an optional of expr, `x` the value held)",
+    "optFlatMap": "`optional.optFlatMap(x, expr)` (expr an optional, `x` the value held)",
 }
 
 
@@ -198,7 +200,8 @@ def _maybe_unknown(source: str) -> bool:
 
 _NVARS = {"all": (0, 0, 1, 2), "exists": (0, 0, 1, 2), "exists_one": (0, 0, 1, 2), "existsOne": (0, 0, 0, 2),
           "map": (0, 0, 1, 1), "filter": (0, 0, 1), "transformList": (0, 0, 0, 2, 2),
-          "transformMap": (0, 0, 0, 2, 2)}  # macro -> variables by number of arguments (0: no such form)
+          "transformMap": (0, 0, 0, 2, 2),
+          "optMap": (0, 0, 1), "optFlatMap": (0, 0, 1)}  # macro -> variables by number of arguments (0: no such form)
 _BARE = re.compile(r"\s*[A-Za-z_]\w*\s*$")
 
 
@@ -420,7 +423,7 @@ class _Walk:
             n = len(args)
             if name in ("all", "exists", "exists_one", "existsOne"):
                 nvars = 2 if n == 3 else 1 if n == 2 and name != "existsOne" else 0
-            elif name in ("map", "filter"):
+            elif name in ("map", "filter", "optMap", "optFlatMap"):
                 nvars = 1 if n == 2 or (name == "map" and n == 3) else 0
             else:
                 nvars = 2 if n in (3, 4) else 0

@@ -31,6 +31,7 @@ from .mathext import (
     _shift,
     _sqrt,
 )
+from .optional import optional_tables
 from .regex import _matches
 from .strings import (
     _b64decode,
@@ -129,6 +130,9 @@ def _builtin_tables(sizes: _Sizes) -> tuple[dict[str, Callable], dict[str, Calla
     net_glob, net_meth = network_tables()
     glob.update(net_glob)
     meth.update(net_meth)
+    opt_glob, opt_meth = optional_tables()
+    glob.update(opt_glob)
+    meth.update(opt_meth)
     return glob, meth
 
 

@@ -40,8 +40,9 @@ from typing import Any
 from .emit import _FAST_CMP, _FAST_GLOBALS, _FAST_MAX_LIST, _Gen
 from .limits import Limits
 from .nodes import _N
+from .optional import optional_tables
 from .regex import REGEX_MAX_COST, _regex_cost_check
-from .values import CelUint
+from .values import CelOptional, CelUint
 
 _FAST_MAX_DEPTH = 48  # closure trees deeper than this get no fast path
 # Python's compile() costs ~0.1 ms per condition (a third of parsing CEL), so the fast path
@@ -622,6 +623,9 @@ def _g_bind(slot: int, init: Callable | None, body: Callable | None) -> Callable
 # ---------------------------------------------------------------------------
 
 
+_OPTIONAL_FNS = frozenset(f for table in optional_tables() for f in table.values())
+
+
 def generator(n: _N) -> Gen | None:
     """The fast-path generator of a compiled node (from its ``op``), or None when the node
     is outside the fast-path subset. Reads the tree the reference compiler built; never
@@ -630,8 +634,8 @@ def generator(n: _N) -> Gen | None:
     if op is None:
         return None
     k = op[0]
-    if k == "const":
-        return _g_const(n.value)
+    if k == "const":  # (an optional is for the closures: optional.py)
+        return None if type(n.value) is CelOptional else _g_const(n.value)
     if k == "ident":
         return _g_ident(op[1], list(op[2]))
     if k == "local":
@@ -666,7 +670,7 @@ def generator(n: _N) -> Gen | None:
     if k == "select":
         return _g_select(generator(op[1]), op[2])
     if k == "apply":
-        return _g_apply(op[1], [generator(x) for x in op[2]])
+        return None if op[1] in _OPTIONAL_FNS else _g_apply(op[1], [generator(x) for x in op[2]])
     if k == "search":
         return _g_search(generator(op[1]), op[2], op[3])
     if k == "size":

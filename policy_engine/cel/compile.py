@@ -30,6 +30,7 @@ from .limits import Limits
 from .macros import _Macros
 from .nodes import _MACROS, _N, _PASSTHRU, _const, _const_value
 from .operators import _Operators
+from .optional import list_with_entries, map_with_entries
 from .parse import QUOTED_IDENT, _parse_int_lit, _span, _string_literal
 from .regex import _found, _matches, _re2_compile_raw, _regex_cost_check
 from .values import (
@@ -37,6 +38,7 @@ from .values import (
     INT64_MAX,
     INT64_MIN,
     UINT64_MAX,
+    CelOptional,
     CelUint,
     _check_key,
     _fmt_key,
@@ -44,10 +46,15 @@ from .values import (
     _make_add,
     _map_lookup,
     _no_overload,
+    _opt_index,
+    _opt_select,
     _select,
     _size,
     _Sizes,
 )
+
+_MEMBER_OPS = frozenset({"member", "member_dot", "member_dot_arg", "member_index", "member_object",
+                         "member_dot_opt", "member_index_opt"})
 
 
 @dataclass(frozen=True)
@@ -281,7 +288,7 @@ class _Compiler(_Operators, _Macros):
     def c_member(self, node: Any) -> _N:
         # collect the postfix operations from the innermost primary outwards
         ops = []
-        while node.data in ("member", "member_dot", "member_dot_arg", "member_index", "member_object"):
+        while node.data in _MEMBER_OPS:
             if node.data == "member":
                 if len(node.children) != 1:
                     raise self.err(node, "unsupported member syntax")
@@ -337,6 +344,8 @@ class _Compiler(_Operators, _Macros):
     c_member_dot_arg = c_member
     c_member_index = c_member
     c_member_object = c_member
+    c_member_dot_opt = c_member
+    c_member_index_opt = c_member
 
     def postfix(self, cur: _N, op: Any) -> _N:
         d = op.data
@@ -366,11 +375,21 @@ class _Compiler(_Operators, _Macros):
             n = self.mk(idx, cur, kn, node=op)
             n.op = ("apply", _index, (cur, kn))
             return self.fold(n, (cur, kn))
+        if d == "member_dot_opt" or d == "member_index_opt":  # `x.?f`, `x[?k]` (optional.py)
+            kn = _const(op.children[1].value) if d == "member_dot_opt" else self.c(op.children[1])
+            F, K, f = cur.fn, kn.fn, _opt_select if d == "member_dot_opt" else _opt_index
+
+            def opt(a: Any, c: Any, F: Callable = F, K: Callable = K, f: Callable = f) -> Any:
+                return f(F(a, c), K(a, c))
+
+            return self.fold(self.mk(opt, cur, kn, node=op), (cur, kn))  # (no op: closures only)
         if d == "member_dot_arg":
             name = op.children[1].value
             argnodes = self.argnodes(op)
             if name in _MACROS:
                 return self.macro(name, cur, argnodes, op)
+            if name == "optMap" or name == "optFlatMap":
+                return self.opt_map_macro(name, cur, argnodes, op)
             return self.call_method(name, cur, [self.c(x) for x in argnodes], op)
         if d == "member_object":
             raise self.err(
@@ -616,6 +635,14 @@ class _Compiler(_Operators, _Macros):
             return self.unbound(name, [recv] + args, node)
         if name == "matches" and len(args) == 1 and args[0].const:
             return self.matches_const(recv, args[0], node)
+        if (name == "or" or name == "orValue") and len(args) == 1:  # the alternative only when none
+            R, D, f = recv.fn, args[0].fn, self.meth[name]
+
+            def alt(a: Any, c: Any, R: Callable = R, D: Callable = D, f: Callable = f) -> Any:
+                o = R(a, c)
+                return f(o, None) if type(o) is CelOptional and o.present else f(o, D(a, c))
+
+            return self.fold(self.mk(alt, recv, args[0], node=node), (recv, args[0]))
         if name == "size" and not args:
             R = recv.fn
 
@@ -664,6 +691,10 @@ class _Compiler(_Operators, _Macros):
         return self.c(node.children[0])
 
     def c_list_lit(self, node: Any) -> _N:
+        if any(getattr(x, "data", None) == "opt_entry" for x in self.argnodes(node)):  # `[?o]`
+            opts = [getattr(x, "data", None) == "opt_entry" for x in self.argnodes(node)]
+            kids = [self.c(x.children[0] if o else x) for x, o in zip(self.argnodes(node), opts)]
+            return self.mk(list_with_entries(tuple(zip([k.fn for k in kids], opts))), *kids, node=node)
         kids = self.args(node)
         fns = tuple(k.fn for k in kids)
         if kids and all(k.const for k in kids):
@@ -686,8 +717,12 @@ class _Compiler(_Operators, _Macros):
 
     def c_map_lit(self, node: Any) -> _N:
         inits = node.children[0].children if node.children else []
-        kids = [self.c(x) for x in inits]
+        opts = [getattr(x, "data", None) == "opt_entry" for x in inits]
+        kids = [self.c(x.children[0] if o else x) for x, o in zip(inits, opts)]
         pairs = tuple((kids[i].fn, kids[i + 1].fn) for i in range(0, len(kids), 2))
+        if any(opts):  # `{?k: o}`
+            items = tuple((K, V, opts[2 * i]) for i, (K, V) in enumerate(pairs))
+            return self.mk(map_with_entries(items), *kids, node=node)
 
         def mp(a: Any, c: Any) -> Any:
             out: dict = {}

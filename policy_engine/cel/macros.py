@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import CelCompileError, _absorbable, _BudgetFail
 from .limits import Limits
 from .nodes import _N, _PASSTHRU
-from .values import _has_field, _no_overload
+from .values import CelOptional, _has_field, _no_overload
 
 
 class _Macros:
@@ -274,3 +274,33 @@ class _Macros:
         n = self.mk(fn, init, body, node=node)
         n.op = ("bind", slot, init, body)
         return n
+
+    def opt_map_macro(self, name: str, target: _N, argnodes: list, node: Any) -> _N:
+        """`o.optMap(x, e)`: optional.of(e) with `x` the value `o` holds, none when it holds
+        none; `o.optFlatMap(x, e)`: `e` itself (an optional) then (cel-go's optional macros)."""
+        vn = self.macro_var(argnodes[0], name) if len(argnodes) == 2 else None
+        if vn is None:
+            raise self.err(node, f"{name}() takes an identifier and an expression: `o.{name}(x, x + 1)`")
+        slot = self.nslots
+        self.nslots += 1
+        self.needs_ctx = True
+        self.scopes.append({vn: slot})
+        try:
+            body = self.c(argnodes[1])
+        finally:
+            self.scopes.pop()
+        T, B, flat = target.fn, body.fn, name == "optFlatMap"
+
+        def fn(a: Any, c: Any) -> Any:
+            o = T(a, c)
+            if type(o) is not CelOptional:
+                raise _no_overload(name, o)
+            if not o.present:
+                return o
+            c[slot] = o.value
+            r = B(a, c)
+            if flat and type(r) is not CelOptional:
+                raise _no_overload(name, r)
+            return r if flat else CelOptional(True, r)
+
+        return self.mk(fn, target, body, node=node)  # (no op: the closures only)

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from .errors import CelCompileError
+from .optional import MAYBE, blank_markers, mark_optional, optional_markers
 
 # ---------------------------------------------------------------------------
 # Literals
@@ -483,9 +484,12 @@ def _parse(source: str, exact: bool = False) -> Any:
     of functions that do not exist: refused here, as the slips they are. A backquoted
     field name (``m.`content-type```) is parsed as a name of the same length (cel-python's
     grammar predates them), then put back (``_quoted_fields``)."""
+    opt = optional_markers(source) if "?" in source and MAYBE.search(source) else None
+    opt = opt if opt and (opt[0] or opt[1] or opt[2]) else None  # (`x.?f`, `m[?k]`, `[?o]`: optional.py)
+    parsed = blank_markers(source, *opt) if opt else source
     quoted = _quoted_fields(source) if "`" in source else None
     if quoted:
-        text = source
+        text = parsed
         for start, end in quoted:
             text = text[:start] + "_" * (end - start) + text[end:]
         try:
@@ -498,7 +502,9 @@ def _parse(source: str, exact: bool = False) -> Any:
             raise ex from None
         _put_back_quoted(source, tree, quoted)
     else:
-        tree = _parse_tree(source, exact)
+        tree = _parse_tree(parsed, exact)
+    if opt:
+        mark_optional(source, tree, *opt, _span)
     if _WORD_CALL.search(source):
         _refuse_word_calls(source, tree)
     return tree
@@ -538,7 +544,9 @@ def _quoted_fields(source: str) -> list[tuple[int, int]]:
         if ch == "`":
             m = _QUOTED_NAME.match(source, i)
             after = source[m.end() : m.end() + 1] if m is not None else ""
-            if m is not None and not (after.isalnum() or after == "_") and source[:i].rstrip(" \t\r\n").endswith("."):
+            before = source[:i].rstrip(" \t\r\n")  # (`m.?`a-b``: an optional select, optional.py)
+            before = before[:-1].rstrip(" \t\r\n") if before.endswith("?") else before
+            if m is not None and not (after.isalnum() or after == "_") and before.endswith("."):
                 out.append((i, m.end()))
                 i = m.end()
                 continue

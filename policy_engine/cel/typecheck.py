@@ -47,6 +47,8 @@ _INT_METHODS = frozenset({"size", "getFullYear", "getMonth", "getDate", "getDayO
                           "lastIndexOf"})
 _STRING_METHODS = frozenset({"lowerAscii", "upperAscii", "trim", "replace", "substring", "charAt", "format"})
 _MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
+_OPT_FUNCS = frozenset({"of", "ofNonZeroValue", "none"})  # optional.of(...) (optional.py)
+_OPT_METHODS = frozenset({"hasValue", "value", "orValue", "or"})
 # the network extension (conversions.py): global functions (result kind) and
 # methods (receiver kind, result kind)
 _NET_FUNCS = {"ip": "net.IP", "cidr": "net.CIDR", "isIP": "bool"}
@@ -129,7 +131,18 @@ def _compatible(a: FType, b: FType) -> bool:
 
 
 def _desc(t: FType) -> str:
+    if t.kind == "optional":  # (`x.?f`, `optional.of(x)`: its `item` the type it holds)
+        return f"optional<{_desc(t.item) if isinstance(t.item, FType) else 'any'}>"
     return "an object" if t.kind == "object" else t.describe()
+
+
+def _optional(t: Any) -> FType:
+    return FType("optional", t)  # (`t` may be an ActionVar too: read back by `_held` only)
+
+
+def _held(t: Any) -> Any:
+    """What an optional type holds (`any` when not known); another type as it is."""
+    return (t.item or ANY) if isinstance(t, FType) and t.kind == "optional" else t
 
 
 class _Checker:
@@ -161,6 +174,14 @@ class _Checker:
             base = self.path(k[0])
             return None if base is None else base + (str(k[1]),)
         return None
+
+    def shown(self, n: Any) -> tuple[str, ...] | None:
+        """``path`` through `.?` selections too (`a.?b.c`: a, b, c), for messages only."""
+        n = _unwrap(n)
+        if getattr(n, "data", None) in ("member_dot", "member_dot_opt"):
+            base = self.shown(_kids(n)[0])
+            return None if base is None else base + (str(_kids(n)[1]),)
+        return self.path(n)
 
     def type_guard(self, n: Any) -> frozenset[str] | None:
         n = _unwrap(n)
@@ -325,12 +346,22 @@ class _Checker:
             return self.t(k[0], ctx) if k else ANY
         if d == "member_dot":
             base = self.t(k[0], _Ctx(ctx.vars, ctx.guards))
+            if base is not _held(base):  # `o.f` of an optional `o` is `o.?f`
+                return _optional(self.select(_held(base), self.shown(k[0]), k[1], _Ctx(ctx.vars, ctx.guards, True)))
             return self.select(base, self.path(k[0]), k[1], ctx)
+        if d in ("member_dot_opt", "member_index_opt"):  # `x.?f`, `x[?k]`: no guard needed
+            base = _held(self.t(k[0], _Ctx(ctx.vars, ctx.guards)))
+            if d == "member_index_opt":
+                self.t(k[1], ctx)
+                return _optional(base.item or ANY if isinstance(base, FType) and base.kind in ("list", "map") else ANY)
+            return _optional(self.select(base, self.shown(k[0]), k[1], _Ctx(ctx.vars, ctx.guards, True)))
         if d == "member_dot_arg":
             return self.method(k, ctx)
         if d == "member_index":
             bt = self.t(k[0], ctx)
             it = self.t(k[1], ctx)
+            if isinstance(bt, FType) and bt.kind == "optional":
+                return _optional(ANY)
             if isinstance(bt, FType):
                 if bt.kind == "list":
                     if isinstance(it, FType) and it.kind not in ("any", "int", "uint"):
@@ -356,6 +387,12 @@ class _Checker:
             kinds = {x for x in items if isinstance(x, FType)}
             all_typed = len(items) == len([i for i in items if isinstance(i, FType)])
             return FType("list", kinds.pop() if len(kinds) == 1 and all_typed else ANY)
+        if d == "opt_entry":  # `[?o]`, `{?k: o}`: an entry there only when `o` holds a value
+            et = self.t(k[0], ctx)
+            if isinstance(et, FType) and et.kind not in ("any", "optional"):
+                self.add("mismatch", k[0], f"an optional entry takes an optional value; this is {_desc(et)}",
+                         label=f"this is {_desc(et)}", help="drop the `?`, or give an optional: `?m.?k`")
+            return _held(et)
         for x in k:  # map literals, objects, dotted idents: walk, type unknown
             if hasattr(x, "data"):
                 self.t(x, ctx)
@@ -512,6 +549,15 @@ class _Checker:
                 return rt if isinstance(rt, FType) and rt.kind == "list" else FType("list", ANY)
             return FType("list", bodies[-1] if bodies and isinstance(bodies[-1], FType) else ANY)
         ats = [self.t(a, ctx) for a in args]
+        if self.path(recv) == ("optional",) and "optional" not in ctx.vars and name in _OPT_FUNCS:
+            return _optional(ats[0] if ats and isinstance(ats[0], FType) else ANY)
+        if name in _OPT_METHODS:
+            if isinstance(rt, FType) and rt.kind not in ("any", "optional"):
+                self.add("mismatch", recv, f"`{name}` is a method of optional values; this is {_desc(rt)}",
+                         label=f"this is {_desc(rt)}", help="select an optional field with `.?`: `x.?f.orValue(d)`")
+            if name == "hasValue":
+                return BOOL
+            return rt if name == "or" else _held(rt) if isinstance(rt, FType) and rt.kind == "optional" else ANY
         if name in _BOOL_METHODS or name in _STRING_METHODS:
             if (
                 isinstance(rt, FType)
@@ -585,12 +631,16 @@ class _Checker:
             bad = any(x.kind not in _ORDERED and x.kind != "any" for x in (lt, rt))
         if bad:
             at, att, other, ot = self.locate(left, right, lt, rt)
+            if att.kind != "optional" and ot.kind == "optional":
+                at, att, other, ot = other, ot, at, att
             self.add(
                 "mismatch",
                 at,
                 f"cannot compare {_desc(lt)} with {_desc(rt)} (`{sym}`)",
                 label=f"this is {_desc(att)}",
-                help=f"`{self.text(other)}` is {_desc(ot)}",
+                help=f"`{self.text(other)}` is {_desc(ot)}" + (
+                    "; an optional is never equal to a plain value: take what it holds with `.orValue(default)`"
+                    if att.kind == "optional" else ""),
                 other=self.text(other),
             )
 

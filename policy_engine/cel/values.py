@@ -4,6 +4,8 @@
     double -> float   string -> str     bytes -> bytes    list -> list
     map -> dict       timestamp -> datetime (tz-aware)    duration -> timedelta
     type -> CelType   net.IP -> CelIP     net.CIDR -> CelCIDR
+    optional(T) -> CelOptional (made only by the optional functions and `.?`/`[?`, never
+    an input)
 
 Type names and ``type()``, normalisation of unusual Python types (``_norm``), equality
 (``_eq``, maps), ordering, overflow checks, arithmetic, selection, indexing, ``size`` and
@@ -22,7 +24,7 @@ from typing import Any
 from ..limits import INT64_MAX, INT64_MIN
 from .errors import _BudgetFail, _Fail
 
-__all__ = ["CelUint", "CelType", "CelIP", "CelCIDR"]
+__all__ = ["CelUint", "CelType", "CelIP", "CelCIDR", "CelOptional"]
 
 # ---------------------------------------------------------------------------
 # Public value and error types
@@ -57,6 +59,33 @@ class CelType:
 
     def __repr__(self) -> str:
         return f"CelType({self.name!r})"
+
+
+class CelOptional:
+    """A CEL optional value (cel-go's optional types): ``present`` and the ``value`` it
+    holds; ``OPT_NONE`` is `optional.none()`. Selecting or indexing one selects in what it
+    holds, giving an optional (see optional.py)."""
+
+    __slots__ = ("present", "value")
+
+    def __init__(self, present: bool, value: Any = None) -> None:
+        self.present = present
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not CelOptional:
+            return False
+        if not (self.present and other.present):
+            return self.present is other.present
+        return _eq(self.value, other.value)
+
+    __hash__ = None  # type: ignore[assignment]  # (no map key: _check_key refuses it)
+
+    def __repr__(self) -> str:
+        return f"optional.of({self.value!r})" if self.present else "optional.none()"
+
+
+OPT_NONE = CelOptional(False)
 
 
 # ---------------------------------------------------------------------------
@@ -145,12 +174,14 @@ TYPE_TIMESTAMP = CelType("google.protobuf.Timestamp")
 TYPE_DURATION = CelType("google.protobuf.Duration")
 TYPE_NET_IP = CelType("net.IP")  # the network extension (conversions.py)
 TYPE_NET_CIDR = CelType("net.CIDR")
+TYPE_OPTIONAL = CelType("optional_type")
 
 _TYPE_IDENTS: dict[str, CelType] = {
     t.name: t
     for t in (
         TYPE_INT, TYPE_UINT, TYPE_DOUBLE, TYPE_BOOL, TYPE_STRING, TYPE_BYTES, TYPE_LIST,
         TYPE_MAP, TYPE_NULL, TYPE_TYPE, TYPE_TIMESTAMP, TYPE_DURATION, TYPE_NET_IP, TYPE_NET_CIDR,
+        TYPE_OPTIONAL,
     )
 }
 
@@ -201,7 +232,7 @@ _PYTYPE_TO_CEL: dict[type, CelType] = {
     bool: TYPE_BOOL, int: TYPE_INT, CelUint: TYPE_UINT, float: TYPE_DOUBLE, str: TYPE_STRING,
     bytes: TYPE_BYTES, list: TYPE_LIST, tuple: TYPE_LIST, dict: TYPE_MAP, type(None): TYPE_NULL,
     datetime: TYPE_TIMESTAMP, timedelta: TYPE_DURATION, CelType: TYPE_TYPE,
-    CelIP: TYPE_NET_IP, CelCIDR: TYPE_NET_CIDR,
+    CelIP: TYPE_NET_IP, CelCIDR: TYPE_NET_CIDR, CelOptional: TYPE_OPTIONAL,
 }
 
 
@@ -579,6 +610,8 @@ def _select(v: Any, name: str) -> Any:
             return v[name]
         except KeyError:
             raise _Fail(f"no such key: '{name}'") from None
+    if type(v) is CelOptional:  # `optional.of(m).f` is `optional.of(m).?f`
+        return _opt_select(v, name)
     if isinstance(v, Mapping):
         try:
             return v[name]
@@ -590,11 +623,48 @@ def _select(v: Any, name: str) -> Any:
 def _has_field(v: Any, name: str) -> bool:
     if isinstance(v, Mapping):
         return name in v
+    if type(v) is CelOptional:  # `has(o.f)`: o holds a value that has the field
+        return v.present and _has_field(v.value, name)
     raise _Fail(f"type '{_type_name(v)}' does not support field selection")
+
+
+def _opt_select(v: Any, name: str) -> CelOptional:
+    """`v.?name`: optional.of(the field) when `v` (or what the optional `v` holds) is a map
+    with that key, optional.none() when it has none (or `v` is none); else the select's error."""
+    if type(v) is CelOptional:
+        if not v.present:
+            return OPT_NONE
+        v = v.value
+    if isinstance(v, Mapping):
+        return CelOptional(True, v[name]) if name in v else OPT_NONE
+    raise _Fail(f"no such key: '{name}' (type '{_type_name(v)}' does not support field selection)")
+
+
+def _opt_index(v: Any, k: Any) -> CelOptional:
+    """`v[?k]`: optional.of(the element) when the list index or map key is there,
+    optional.none() when not (or `v` is none); an index of the wrong type is an error."""
+    if type(v) is CelOptional:
+        if not v.present:
+            return OPT_NONE
+        v = v.value
+    tv = type(v)
+    if tv is list or tv is tuple:
+        i = k if type(k) is int or type(k) is CelUint else None
+        if type(k) is float and k.is_integer():
+            i = int(k)
+        if i is None:
+            raise _no_overload("_[?_]", v, k)
+        return CelOptional(True, v[i]) if 0 <= i < len(v) else OPT_NONE
+    if isinstance(v, Mapping):
+        found, r = _map_lookup(v, k)
+        return CelOptional(True, r) if found else OPT_NONE
+    raise _no_overload("_[?_]", v, k)
 
 
 def _index(v: Any, k: Any) -> Any:
     tv = type(v)
+    if tv is CelOptional:  # `optional.of(l)[0]` is `optional.of(l)[?0]`
+        return _opt_index(v, k)
     if tv is list or tv is tuple:
         tk = type(k)
         if tk is int or tk is CelUint:
