@@ -305,6 +305,7 @@ def test_hostile_names_are_drawn_as_written_and_the_tables_say_what_the_json_say
     assert tables["Open, partial and failed"] == [
         ["open", str(r["open"])], ["partial", str(r["partial_count"])],
         ["failed (nothing done)", str(r["failed_count"])], ["unauthorized executions", "1"],
+        ["executions that failed", str(r["failed_executions"]["count"])],
         ["executions missing receipt fields", "0"]]
     for pid, values in re.findall(r"<figure id=\"plot-([^\"]+)\" data-values='([^']*)'>", page):
         assert json.loads(_html.unescape(values)) is not None, pid

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ..runtime.results import LEGACY_ERROR_FIELD, outcome_of
+
 __all__ = ["compute_report"]
 
 PAGE = 5000
@@ -365,9 +367,12 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
         n_unauth = 0
         missing: dict[str, int] = {}
         n_missing = 0
-        for _seq, xid, _wf, t, (typ, rev, revs, at, auth, miss) in counted(_scan(
+        failed_runs: list[str] = []
+        n_failed = 0
+        for _seq, xid, _wf, t, (typ, rev, revs, at, auth, miss, outcome, legacy) in counted(_scan(
                 led, _where("execution", since, until),
-                ["type", "reviewer", "reviewers", "executed_at", "authorized", "missing_receipt"])):
+                ["type", "reviewer", "reviewers", "executed_at", "authorized", "missing_receipt", "outcome",
+                 "receipt.tool_error"])):
             n_ex += 1
             if xid in originals:
                 ex_at[xid] = _s(at) or t
@@ -383,6 +388,14 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
                 n_unauth += 1
                 if len(unauthorized) < 100:
                     unauthorized.append(xid)
+            # a run reported failed (`executed(outcome="failed")`, or an adapter's `tool_error` of
+            # before it): counted apart; the receipt fields it never produced are not under-reporting
+            if outcome_of({"outcome": outcome} if outcome is not None else {"receipt": {LEGACY_ERROR_FIELD: legacy}}
+                          )[0] == "failed":
+                n_failed += 1
+                if len(failed_runs) < 100:
+                    failed_runs.append(xid)
+                continue
             fields = _strs(miss)
             if fields:
                 n_missing += 1
@@ -448,6 +461,7 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
             "expired": {"count": state.get("expired", 0), "recorded": state.get("expired", 0) - len(derived),
                         "derived": len(derived), "derived_ids": derived[:100]},
             "unauthorized_executions": {"count": n_unauth, "ids": unauthorized},
+            "failed_executions": {"count": n_failed, "ids": failed_runs},
             "missing_receipt_fields": {"executions": n_missing, "by_field": dict(sorted(missing.items()))},
             "cost": _cost(eng, rbs, statuses),
         }

@@ -178,6 +178,7 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
                 ["partial", report.get("partial_count", len(report["partial"]))],
                 ["failed (nothing done)", report.get("failed_count", len(report["failed"]))],
                 ["unauthorized executions", report["unauthorized_executions"]["count"]],
+                ["executions that failed", report.get("failed_executions", {}).get("count", 0)],
                 ["executions missing receipt fields", report["missing_receipt_fields"]["executions"]],
             ],
             ["", "count"],

@@ -49,6 +49,7 @@ from .results import (
     _ts,
     _ts_after,
     _unicode,
+    outcome_of,
 )
 
 __all__ = ["RollbackBatch", "request_bulk_rollback"]  # (the batch's approval, views and steps: .batches)
@@ -106,7 +107,9 @@ def _select_value(x: Any) -> dict:
     except (TypeError, ValueError):
         tv = t
     receipt, flags = b.get("receipt"), b.get("flags")
+    outcome, error = outcome_of(b)  # (succeeded, or failed with its error: `executed(outcome=)`)
     return {"id": x.id, "type": b.get("type"), "workflow": x.workflow, "time": tv, "executed_at": tv,
+            "outcome": outcome, "error": error,
             "receipt": {} if receipt is None else receipt, "reviewer": b.get("reviewer"),
             "requester": b.get("requester"), "authorized": bool(b.get("authorized")),
             "flags": [] if flags is None else list(flags) if isinstance(flags, (list, tuple)) else flags,
