@@ -295,13 +295,17 @@ class Ledger(LedgerWriter):
             args: dict[str, Any] = {"connect_timeout": 10}
             engine = create_engine(u, connect_args=args, pool_pre_ping=False)
             event.listen(engine, "checkout", _pg_checkout)
-            if durability == "normal":
+            wait_ms = max(1, int(lock_timeout * 1000))
 
-                @event.listens_for(engine, "connect")
-                def _on_pg_connect(dbapi_conn, _record):  # pragma: no branch
-                    with dbapi_conn.cursor() as cur:
+            @event.listens_for(engine, "connect")
+            def _on_pg_connect(dbapi_conn, _record):  # pragma: no branch
+                with dbapi_conn.cursor() as cur:
+                    # the bound of a wait for the append lock (the head row's), as SQLite's busy_timeout
+                    # (before: none on PostgreSQL, a writer waited behind a stuck holder for ever)
+                    cur.execute(f"SET lock_timeout = {wait_ms}")
+                    if durability == "normal":
                         cur.execute("SET synchronous_commit = off")
-                    dbapi_conn.commit()
+                dbapi_conn.commit()
 
             return engine
         raise LedgerUnavailable(f"unsupported ledger URL {shown} (expected sqlite:///PATH or postgresql+psycopg://...)")

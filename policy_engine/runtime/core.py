@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select
 
 from ..ledger import Ledger
+from ..ledger import schema as lschema
 from ..timestamps import format_micros
 from . import projections as P
 from .results import E, L, RuntimeUsageError, SubjectStatus, _parse, _shown, _text_arg, _unicode
@@ -57,7 +58,8 @@ class RuntimeCore:
         self._clock_memo: tuple[int, str | None, dict[str, str]] = (0, None, {})
         self._clock_lock = threading.Lock()
         try:  # (current projections: one catalog read, no DDL)
-            self.ledger.transact(lambda c: [P.ensure(c, self.ledger.fetch), []][1], projected=True)
+            if not self._projections_current():  # (else no append lock: an open never waits for a writer)
+                self.ledger.transact(lambda c: [P.ensure(c, self.ledger.fetch), []][1], projected=True)
             self.ledger.refresh_marks()  # (ensure gives an older ledger `ledger_unprojected`)
         except Exception as e:
             from ..ledger.errors import SchemaError
@@ -68,6 +70,23 @@ class RuntimeCore:
             raise SchemaError(f"the ledger at {self.ledger.url} needs its runtime tables made or brought up to "
                               "this version (`rt_*`), and this database role may not: run `stopline ledger init` "
                               "with a role that may create tables, then start again") from None
+
+    def _projections_current(self) -> bool:
+        """Whether :func:`projections.ensure` has nothing to do (tables current, the ledger told
+        that a runtime keeps them, nothing appended beside it waiting), read in one snapshot
+        without the append lock: opening a runtime then does not wait behind another process's
+        write (a long batch held it for the whole open, and a SQLite open failed with
+        "database is locked" after ``lock_timeout``). Unsure (any error): False, and ``ensure``
+        decides under the lock as before."""
+        try:
+            with self.ledger.reading() as c:
+                if P.outdated(c) or not P._exists(c, P.MARKS.name):
+                    return False
+                if c.execute(select(lschema.meta.c.value).where(lschema.meta.c.name == "projections")).first() is None:
+                    return False
+                return not P.lagging(c)
+        except Exception:  # noqa: BLE001  (the locked path reports it)
+            return False
 
     def close(self) -> None:
         if self._owns:
