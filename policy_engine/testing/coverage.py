@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ class CoverageItem:
     file: str
     branches: tuple[str, ...]
     hit: set = field(default_factory=set)
+    unloaded: bool = False  # of a policy file under the tested paths that no suite loads
 
     @property
     def exercised(self) -> bool:
@@ -33,11 +36,18 @@ class Coverage:
     def __init__(self) -> None:
         self.items: dict[tuple, CoverageItem] = {}
         self._sets: set = set()
+        self.unloaded: list[str] = []  # policy files under the tested paths that no suite loads
+        self.unmeasured: dict[str, str] = {}  # such a file whose branches could not be counted: why
 
-    def add_policy_set(self, policy_set: Any) -> None:
+    def add_policy_set(self, policy_set: Any, unloaded: Collection[str] | None = None) -> None:
+        """Every item of `policy_set`; with `unloaded` (paths of files no suite loads, read in a
+        set of their own), only the items of those files, which no case can reach: all their
+        branches count as not covered (a policy file added without a suite lowers coverage)."""
         if policy_set is None or id(policy_set) in self._sets:
             return
         self._sets.add(id(policy_set))
+        only = None if unloaded is None else {os.path.realpath(f) for f in unloaded}
+        items: dict[tuple, CoverageItem] = {}
 
         def loc(node: Any) -> tuple[str, str]:
             sp = getattr(node.loc, "span", None)
@@ -57,24 +67,30 @@ class Coverage:
                         if const == "false"
                         else ("fired", "not fired")
                     )
-                    self.items.setdefault(
+                    items.setdefault(
                         ("rule", w.name, a.name, r.name), CoverageItem("rule", f"{a.name}.{r.name}", lc, f, br)
                     )
             for s in w.stops:
                 lc, f = loc(s)
-                self.items.setdefault(
+                items.setdefault(
                     ("stop", w.name, s.name), CoverageItem("stop", s.name, lc, f, ("fired", "not fired"))
                 )
                 for c in s.criteria:
                     lc, f = loc(c)
-                    self.items.setdefault(
+                    items.setdefault(
                         ("criterion", w.name, s.name, c.name),
                         CoverageItem("criterion", f"{s.name}.{c.name}", lc, f, ("met", "unmet")),
                     )
             for sc in w.scenarios:
                 lc, f = loc(sc)
                 br = ("inside window", "after window") if sc.escalation is not None else ("inside window",)
-                self.items.setdefault(("scenario", w.name, sc.name), CoverageItem("scenario", sc.name, lc, f, br))
+                items.setdefault(("scenario", w.name, sc.name), CoverageItem("scenario", sc.name, lc, f, br))
+        for key, item in items.items():
+            if only is None:
+                self.items.setdefault(key, item)
+            elif os.path.realpath(item.file) in only:  # (keyed apart: a workflow of the same name elsewhere)
+                item.unloaded = True
+                self.items.setdefault(("unloaded", item.file, *key), item)
 
     def _hit(self, key: tuple, branch: str) -> None:
         item = self.items.get(key)
@@ -161,6 +177,11 @@ class Coverage:
         --fail-under` fails with "No data to report")."""
         if min_coverage is None:
             return None
+        if self.unmeasured and min_coverage > 0:  # (its branches are unknown: so is the percentage)
+            first = next(iter(self.unmeasured))
+            more = f" (and {len(self.unmeasured) - 1} more)" if len(self.unmeasured) > 1 else ""
+            return (f"{first}{more}, which no suite loads, does not load: its branches cannot be counted, "
+                    f"so --min-coverage {min_coverage:g}% is not met (`stopline check {first}`)")
         if not self.applicable:
             if min_coverage <= 0:
                 return None
@@ -172,8 +193,10 @@ class Coverage:
         return None
 
     def never_exercised(self) -> list[CoverageItem]:
+        """Items never exercised, but those of files no suite loads (listed by file instead)."""
         return sorted(
-            (i for i in self.items.values() if not i.exercised), key=lambda i: (i.file, _line_of(i.location), i.name)
+            (i for i in self.items.values() if not i.exercised and not i.unloaded),
+            key=lambda i: (i.file, _line_of(i.location), i.name),
         )
 
     def partially_exercised(self) -> list[CoverageItem]:
@@ -201,9 +224,17 @@ class Coverage:
             f"{tot['covered']:>7}  {_pct(self.percent if self.applicable else None)}"
         )
         never = self.never_exercised()
-        if never:
+        unloaded = {f: [i for i in self.items.values() if i.unloaded and i.file == f] for f in self.unloaded}
+        unloaded = {f: its for f, its in unloaded.items() if its or f in self.unmeasured}  # (roles only: nothing)
+        if never or unloaded:
             lines.append("")
             lines.append("never exercised:")
+            for f, its in unloaded.items():  # (one line a file: no case can reach any of its items)
+                if f in self.unmeasured:
+                    lines.append(f"  {f}: not measured (no suite loads it, and it does not load: "
+                                 f"{self.unmeasured[f]})")
+                else:
+                    lines.append(f"  {f}: {len(its)} item{'s' if len(its) != 1 else ''} (no suite loads it)")
             for i in never:
                 note = " (evaluated, never fired)" if i.hit else ""
                 lines.append(f"  {i.location}: {i.kind} {i.name}{note}")
@@ -214,12 +245,16 @@ class Coverage:
             for i in part:
                 missing = [b for b in i.branches if b not in i.hit]
                 lines.append(f"  {i.location}: {i.kind} {i.name}: {', '.join(missing)}")
-        return "\n".join(lines)
+        from ..diagnostics import _printable  # (file names and load errors: no terminal escape acts)
+
+        return "\n".join(_printable(ln) for ln in lines)
 
     def to_json(self) -> dict:
         return {
             "percent": round(self.percent, 2) if self.applicable else None,  # (no branch: not applicable)
             "files": self.per_file(),
+            "unloaded": list(self.unloaded),  # policy files under the tested paths that no suite loads
+            "unmeasured": [{"file": f, "reason": r} for f, r in self.unmeasured.items()],
             "items": [
                 {
                     "kind": i.kind,
@@ -227,6 +262,7 @@ class Coverage:
                     "location": i.location,
                     "branches": list(i.branches),
                     "hit": sorted(i.hit),
+                    "unloaded": i.unloaded,
                 }
                 for i in sorted(self.items.values(), key=lambda i: (i.file, _line_of(i.location), i.name))
             ],

@@ -16,7 +16,7 @@ from .coverage import Coverage
 from .expect import Difference, diff_expectation, explain_answer, render_diff
 from .index import PolicyIndex, SuiteChecker
 from .resolve import Resolver
-from .suites import Case, Suite, discover_suites, load_suite
+from .suites import Case, Suite, _display, discover_suites, load_suite
 
 # =============================================================================== running
 
@@ -308,11 +308,58 @@ class Runner:
         return CaseResult(case, "failed" if diffs or message else "passed", diffs, answer, explain, message)
 
     def run(self, paths: Sequence[str | os.PathLike], keyword: str | None = None) -> Report:
+        """Every suite under `paths` (a `.policy` file among them, as a shell glob names it, is
+        tested, not run as a suite), then the policy files under `paths` no suite loads."""
         files, missing = discover_suites(paths)
         report = Report(coverage=self.coverage, missing_paths=missing)
         for f in files:
-            report.suites.append(self.run_suite(load_suite(f), keyword))
+            if f.suffix != ".policy":
+                report.suites.append(self.run_suite(load_suite(f), keyword))
+        self.count_unloaded(paths, [sr.suite for sr in report.suites])
         return report
+
+    def count_unloaded(self, paths: Sequence[str | os.PathLike], suites: Sequence[Suite]) -> None:
+        """Add to the coverage every `.policy` file under `paths` that no suite's `policies`
+        names, with all its branches not covered. Coverage counted only the files some suite
+        loads, so a policy file added without a suite never lowered it: a CI asking for 80%
+        of a directory went green with a policy in it that no case tests."""
+        from ..language.loader import find_files
+
+        tested: list[Path] = []
+        for p in paths:
+            if os.path.isdir(p):
+                tested.extend(find_files([p], ".policy")[0])
+            elif str(p).endswith(".policy") and os.path.isfile(p):
+                tested.append(Path(p))
+        if not tested:
+            return
+        named: set[str] = set()
+        for key in {s.policies for s in suites if s.policies}:
+            named.update(os.path.realpath(f) for f in find_files(key, ".policy")[0])
+        by_dir: dict[str, list[str]] = {}
+        for f in tested:
+            shown = _display(f)
+            if os.path.realpath(f) not in named and shown not in self.coverage.unloaded:
+                self.coverage.unloaded.append(shown)
+                by_dir.setdefault(os.path.dirname(shown) or ".", []).append(shown)
+        for d, group in by_dir.items():
+            self._count_files(d, group)
+
+    def _count_files(self, directory: str, group: list[str]) -> None:
+        """Read files no suite loads in the set they would be read in beside the files of
+        their directory (roles and constants declared there), or failing that alone."""
+        beside = sorted(_display(q) for q in Path(directory).glob("*.policy") if q.is_file())
+        errs = _load_unloaded(self.coverage, beside, group)
+        if not errs:
+            return
+        rest = [f for f in beside if f not in errs]  # a broken file beside them: without it
+        if rest != beside and any(f in rest for f in group):
+            if not _load_unloaded(self.coverage, rest, [f for f in group if f in rest]):
+                group = [f for f in group if f not in rest]
+        for f in group:
+            errs = _load_unloaded(self.coverage, [f], [f])
+            if errs:
+                self.coverage.unmeasured[f] = errs.get(f) or next(iter(errs.values()))
 
 
 def _input_error(case: Case, answer: dict, inputs: dict) -> str:
@@ -334,6 +381,25 @@ def _input_error(case: Case, answer: dict, inputs: dict) -> str:
     return (f"the engine refused the case's input ({bad[0]}), so the answer tests no "
             f"{'rule' if case.kind == 'gate' else 'criterion'}: fix the input, or add "
             '`errors: ["<input>"]` to `expect` if the invalid input is what the case tests')
+
+
+def _load_unloaded(coverage: Coverage, files: list[str], unloaded: list[str]) -> dict[str, str]:
+    """Load `files` as one set and add the items of `unloaded` among them to `coverage`.
+    Returns {} when it loads, else the first error of each file that has one."""
+    from ..language.loader import load_paths
+
+    try:
+        result = load_paths(files)
+    except Exception as e:  # (a usage error, a loader bug: not measured, said so)
+        return {f: str(e) for f in unloaded}
+    if result.policy_set is None:
+        errs: dict[str, str] = {}
+        for d in result.diagnostics:
+            if d.severity == "error":
+                errs.setdefault(d.span.path, f"{d.span.path}:{d.span.line}: error[{d.code}]: {d.message}")
+        return errs or {f: "it does not load" for f in unloaded}
+    coverage.add_policy_set(result.policy_set, unloaded)
+    return {}
 
 
 def load_policies(paths: tuple[str, ...]) -> Loaded:

@@ -393,14 +393,15 @@ class _Builder:
     ) -> None:
         self.diags.append(Diagnostic(code, "error", msg, self.doc.span(path, key=key), label=label, help=help))
 
-    def want(self, value: Any, types: tuple, path: tuple, what: str) -> bool:
+    def want(self, value: Any, types: tuple, path: tuple, what: str, help: str | None = None) -> bool:
         if isinstance(value, bool) and bool not in types:
             ok = False
         else:
             ok = isinstance(value, types)
         if not ok:
             expected = " or ".join(dict.fromkeys(type_name(t()) if t is not type(None) else "null" for t in types))
-            self.error("T006", f"{what} must be {expected}, not {type_name(value)}", path, label=f"expected {expected}")
+            self.error("T006", f"{what} must be {expected}, not {type_name(value)}", path, label=f"expected {expected}",
+                       help=help)
         return ok
 
     def keys(self, mapping: dict, allowed: Sequence[str], path: tuple, where: str) -> None:
@@ -464,12 +465,20 @@ class _Builder:
         if "workflow_state" in data:
             self.want(data["workflow_state"], (dict, str), ("workflow_state",), "`workflow_state`")
             s.workflow_state = data["workflow_state"]
-        inputs = data.get("inputs") or {}
-        if self.want(inputs, (dict,), ("inputs",), "`inputs`"):
+        # (null, as `inputs:` with its entries commented out, is none; any other value that is
+        # not a mapping is an error: `inputs: []` and `actions: []` were read as empty, so the
+        # suite ran with none of the inputs its author meant to give it)
+        inputs = data.get("inputs")
+        inputs = {} if inputs is None else inputs
+        if self.want(inputs, (dict,), ("inputs",), "`inputs`",
+                     help="write `inputs` as a mapping of named inputs by kind (`actions: {name: {...}}`, see "
+                     "docs/testing.md, section \"A suite\"), or leave it out"):
             self.keys(inputs, INPUT_KINDS, ("inputs",), "`inputs`")
             for kind in INPUT_KINDS:
-                group = inputs.get(kind) or {}
-                if self.want(group, (dict,), ("inputs", kind), f"`inputs.{kind}`"):
+                group = inputs.get(kind)
+                group = {} if group is None else group
+                if self.want(group, (dict,), ("inputs", kind), f"`inputs.{kind}`",
+                             help=f"`inputs.{kind}` maps each name to its value (`name: {{...}}`), or leave it out"):
                     for name, value in group.items():
                         self.want(value, (dict,), ("inputs", kind, name), f"input `{name}`")
                     s.inputs[kind] = {k: v for k, v in group.items() if isinstance(v, dict)}
@@ -575,8 +584,7 @@ class _Builder:
         now = c.get("now", self.suite.now)
         if "now" in c and self.want(c["now"], (str,), path + ("now",), "`now`"):
             self.check_time(c["now"], path + ("now",))
-        skip = c.get("skip")
-        skip = (skip if isinstance(skip, str) else "skipped") if skip not in (None, False) else None
+        skip = self.skip(c, path, None)
         expect = c.get("expect")
         if expect is not None and not self.want(expect, (dict,), path + ("expect",), "`expect`"):
             return
@@ -627,8 +635,7 @@ class _Builder:
                 continue
             if "now" in row and self.want(row["now"], (str,), rpath + ("now",), "`now`"):
                 self.check_time(row["now"], rpath + ("now",))
-            rskip = row.get("skip", None)
-            rskip = (rskip if isinstance(rskip, str) else "skipped") if rskip not in (None, False) else skip
+            rskip = self.skip(row, rpath, skip)
             self.add(
                 full,
                 kind,
@@ -640,6 +647,24 @@ class _Builder:
                 rpath + ("expect",) if rexp is not None else path + ("expect",),
                 names,
             )
+
+    def skip(self, c: dict, path: tuple, default: str | None) -> str | None:
+        """The skip reason of a case or a table row (`default` when it has no `skip`): a
+        reason, or `true` ("skipped"); `false` is as if absent. Anything else (`skip: 5`,
+        `skip: ""`) is an error: read as "skipped" (or, empty, as not skipped), it said nothing."""
+        skip = c.get("skip")
+        if skip is None or skip is False:
+            return default
+        if skip is True:
+            return "skipped"
+        if not self.want(skip, (str, bool), path + ("skip",), "`skip`",
+                         help='write why the case is skipped (`skip: "reason"`), or remove `skip` to run it'):
+            return "skipped"  # (the suite does not run)
+        if not skip.strip():
+            self.error("T006", "`skip` gives no reason", path + ("skip",), label="an empty reason",
+                       help='write why the case is skipped (`skip: "reason"`), or remove `skip` to run it')
+            return "skipped"
+        return skip
 
     def add(self, name, kind, q, expect, now, skip, path, expect_path, names) -> None:
         if name in names:
