@@ -23,6 +23,7 @@ Run:  python examples/agent_runtime.py [LEDGER.db]   (default: a temporary file)
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ def reply(rid: str, sourced: bool) -> dict:
             "claims": [{"kind": "refund", "sourced": sourced}], "customer": {"tier": "smb"}, "confidence": 0.95}
 
 
-def main(path: str) -> int:
+def main(path: str, kept: bool = True) -> int:
     url = f"sqlite:///{path}"
     with Runtime.open(str(POLICIES), ledger=url) as rt:
         # 1. gate, approval, execution with receipt, its side effect
@@ -143,8 +144,9 @@ def main(path: str) -> int:
             f"history of reply-1: decision approvals {[e['body']['principal'] for e in h['decision']['approvals']]}, "
             f"caused {len(h['caused'])}, rollbacks {[(rb['trigger'], rb['status']) for rb in h['rollbacks']]}",
         )
-        print(f"           {rt.ledger.size} entries in {path}")
-    print("$ stopline ledger verify")
+        print(f"           {rt.ledger.size} entries in {path}"
+              + ("" if kept else " (removed on exit: `python examples/agent_runtime.py demo.db` keeps one)"))
+    print(f"$ stopline ledger verify --ledger {shlex.quote(url)}")  # the command as it reruns
     res = subprocess.run(
         [sys.executable, "-m", "policy_engine.cli", "ledger", "verify", "--ledger", url], capture_output=True, text=True
     )
@@ -156,4 +158,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         sys.exit(main(sys.argv[1]))
     with tempfile.TemporaryDirectory() as d:
-        sys.exit(main(str(Path(d) / "stopline.db")))
+        sys.exit(main(str(Path(d) / "stopline.db"), kept=False))

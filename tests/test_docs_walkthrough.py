@@ -80,7 +80,7 @@ def test_readme_main_job_needs_no_extra(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     tail = proc.stdout.rstrip().splitlines()[-2:]
-    assert tail[0] == "$ stopline ledger verify" and tail[1].startswith("ok: "), tail
+    assert tail[0].startswith("$ stopline ledger verify --ledger sqlite:///") and tail[1].startswith("ok: "), tail
 
 
 def test_readme_and_index_link_every_page():

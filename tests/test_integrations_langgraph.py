@@ -274,7 +274,7 @@ def test_a_missing_extra_is_one_line_naming_it(module, blocked, extra):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == (f"policy_engine.integrations.{module} needs the `{extra}` extra: "
-                        f"pip install 'stopline[{extra}]'\n")
+                        f"pip install 'stopline[{extra}]' (in a checkout: pip install -e '.[{extra}]')\n")
 
 
 def graph_with(rt, tools, script: list[list[dict]], **node_options):

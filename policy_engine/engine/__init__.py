@@ -468,7 +468,9 @@ def load(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], *,
             result = load_paths(paths, accelerate=accelerate)
         except UsageError as e:
             where = str(paths[0]) if paths else "<no path>"
-            raise PolicyError([Diagnostic("E006", "error", str(e), Span(where, 0, 0, 1, 1, 1, 1))]) from None
+            error = PolicyError([Diagnostic("E006", "error", str(e), Span(where, 0, 0, 1, 1, 1, 1))])
+            error.args = (str(e),)  # a missing path has no line or column (it read `policies/:1:1: ...`)
+            raise error from None
         engine = Engine.from_load_result(result, accelerate=accelerate)
         del result
     return engine

@@ -3,6 +3,7 @@ engine's methods."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,31 @@ _TWO_STEP = ("question `authorize` with `request` classifies the plan in this sa
 _FIELDS = {kind: tuple(f for f in model.model_fields if f != "question") for kind, model in QUESTION_MODELS.items()}
 
 
+def _bad_question(q: Mapping, kind: Any) -> str:
+    """Why an envelope names no question it asks, with the key or the name it likely meant
+    (`{"gat": {}}` read as `question` ... `null`, the slip unnamed)."""
+    kinds = tuple(_FIELDS)
+    must = "`question` must be one of `gate`, `rollback`, `authorize` or `resume`"
+    if "question" in q:
+        near = difflib.get_close_matches(kind, kinds, n=1, cutoff=0.6) if isinstance(kind, str) else []
+        return f"{must}, not {short(kind)}" + (f" (did you mean `{near[0]}`?)" if near else "")
+    shape = 'the question goes in a `question` field: `{"question": "gate", "action": {...}}`'
+    fields = {f for fs in _FIELDS.values() for f in fs}
+    keys = [k for k in q if isinstance(k, str)]
+    for k in keys:  # {"gate": {...}}: the question named as a key
+        if k in kinds:
+            first = _FIELDS[k][0]
+            return f'no `question` field: write `{{"question": "{k}", "{first}": ...}}`, not a key `{k}`'
+    for k in keys:
+        if k not in fields:
+            near = difflib.get_close_matches(k, (*kinds, *sorted(fields)), n=1, cutoff=0.6)
+            return f"unknown key `{k}`" + (f" (did you mean `{near[0]}`?)" if near else "") + f"; {shape}"
+    fits = [kd for kd in kinds if keys and set(keys) <= set(_FIELDS[kd])]
+    if len(fits) == 1:
+        return f'no `question` field: {must} (add `"question": "{fits[0]}"`?)'
+    return f"no `question` field: {must}"
+
+
 # ================================================================== questions (stopline eval)
 def answer(engine: Any, question: Any) -> BaseModel:
     """Answer one question envelope (the input of `stopline eval`):
@@ -49,8 +75,7 @@ def answer(engine: Any, question: Any) -> BaseModel:
     kind = q.get("question")
     known = _FIELDS
     if kind not in known:
-        raise QuestionError(f"`question` must be one of `gate`, `rollback`, `authorize` or `resume`, not "
-                            f"{short(kind)}")
+        raise QuestionError(_bad_question(q, kind))
     extra = sorted(set(q) - set(known[kind]) - {"question"})
     if extra:
         raise QuestionError(f"unknown field{'s' if len(extra) > 1 else ''} for question `{kind}`: "

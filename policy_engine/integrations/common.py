@@ -56,7 +56,7 @@ def require_extra(module: str, extra: str, adapter: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(f"policy_engine.integrations.{adapter} needs the `{extra}` extra: "
-                          f"pip install 'stopline[{extra}]'") from None
+                          f"pip install 'stopline[{extra}]' (in a checkout: pip install -e '.[{extra}]')") from None
 
 
 class WorkflowStopped(RuntimeError):

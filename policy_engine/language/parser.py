@@ -368,6 +368,14 @@ def _unexpected_token(parser, src: SourceFile, e) -> Diagnostic:
     expected = _expected_words(parser, terms)
     text = _token_text(tok)
     help_ = _hint_for(tok, terms, expected)
+    if help_ is None and terms == {"STRING"} and tok.type != "STRING":
+        # `version 1.0.0`: the bare word or number, whole (the lexer took `1.0`), quoted
+        bare = re.match(r'[^\n{}#"`]*', src.text[start:start + 81])
+        word = bare.group(0).rstrip() if bare is not None else ""
+        if word and len(word) <= 80:
+            end = start + len(word)
+            text = _token_text(word)
+            help_ = f'write "{word}"'
     exp = join_words(expected) if len(expected) <= 10 else "a statement"
     return Diagnostic(
         "E001",

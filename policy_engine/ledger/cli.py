@@ -135,7 +135,7 @@ def init(url: str, allow_other_tables: bool) -> None:
         if added:
             click.echo(f"added the table{'s' if len(added) > 1 else ''} it lacked: "
                        f"{', '.join(f'`{n}`' for n in added)} (no entry written)")
-        if runtime:
+        if runtime and led.size:  # (a new or empty ledger: making them is expected, nothing was filled)
             click.echo(f"made the runtime's table{'s' if len(runtime) > 1 else ''} "
                        f"{', '.join(f'`{n}`' for n in runtime)} (missing, or of an older version) and filled "
                        "them from the log (no entry written)")

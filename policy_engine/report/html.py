@@ -150,7 +150,8 @@ def render_html(report: dict, *, title: str = "Stopline rollback report") -> str
              f"<p>{t['executions']} executions, {t['rollbacks']} rollbacks ({t['batches']} batches), "
              f"rollback rate {t['rollback_rate']:.2%}; {html.escape(_window(report['window']))}</p>"]
     if not plots:
-        parts.append("<p class=note>plots need matplotlib: <code>pip install 'stopline[report]'</code></p>")
+        parts.append("<p class=note>plots need matplotlib: <code>pip install 'stopline[report]'</code> (in a checkout: "
+                     "<code>pip install -e '.[report]'</code>)</p>")
     for pid, (ptitle, get, ylabel) in PLOTS.items():
         vals = get(report)
         svg = _svg(vals, ylabel) if plots else ""

@@ -47,6 +47,12 @@ def _fail(msg: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def _no_position(e) -> bool:
+    """A PolicyError about the path itself (missing, holds no policy): one line, as `stopline
+    check` prints it, not a `--> policies/:1:1` with no line to show."""
+    return bool(e.diagnostics) and all(d.code == "E006" for d in e.diagnostics)
+
+
 def _guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -59,6 +65,8 @@ def _guarded(fn):
         except (LedgerError, RuntimeUsageError) as e:
             _fail(str(e))
         except PolicyError as e:  # every diagnostic: file, line, column, the caret, the hint
+            if _no_position(e):
+                _fail("; ".join(d.message for d in e.diagnostics))
             click.echo(e.render(), err=True)
             sys.exit(EXIT_USAGE)
         except TypeError as e:  # a wrong or missing argument in the JSON input
@@ -144,8 +152,23 @@ def history(ref: str, policies: str | None, url: str) -> None:
         _echo(rt.history(ref))
 
 
+class _OpChoice(click.Choice):
+    """The operations, with the one a slip meant (`rt gat`: "did you mean 'gate'?")."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            import difflib
+
+            near = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.6)
+            if not near:
+                raise
+            self.fail(f"{value!r}: did you mean {near[0]!r}? ({e.message})", param, ctx)
+
+
 @click.command("rt")
-@click.argument("op", type=click.Choice(sorted(OPS)))
+@click.argument("op", type=_OpChoice(sorted(OPS)), metavar="OP")
 @click.option(
     "--input", "-i", "source", default="-", show_default=True, help="Arguments as a JSON object; - for stdin."
 )

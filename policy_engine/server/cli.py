@@ -42,7 +42,9 @@ def _cannot_listen(host: str, port: int) -> str | None:
 
 
 @click.command("serve")
-@click.argument("policies", type=click.Path())
+@click.argument("policies", type=click.Path(), required=False)
+@click.option("--policies", "-p", "policies_opt", type=click.Path(), default=None, metavar="PATH",
+              help="The .policy file or directory, as `rt` and `report` take it (or give it as POLICIES).")
 @click.option("--ledger", envvar="STOPLINE_LEDGER", default=None, metavar="URL",
               help="Record every decision and serve the runtime: sqlite:///PATH or postgresql+psycopg://... "
                    "(env STOPLINE_LEDGER).")
@@ -74,12 +76,17 @@ def _cannot_listen(host: str, port: int) -> str | None:
               help="Serve on a non-loopback address without --identities (evaluation open to the network).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(policies: str, ledger: str | None, identities: str | None, host: str, port: int, workers: int,
-          workflow: str | None, reload_interval: float, checkpoint_key: str | None, session_key: str | None,
-          max_body: int, no_fast_path: bool, secure_cookies: bool | None, public_url: str | None,
-          allow_unauthenticated: bool, log_level: str) -> None:
+def serve(policies: str | None, policies_opt: str | None, ledger: str | None, identities: str | None, host: str,
+          port: int, workers: int, workflow: str | None, reload_interval: float, checkpoint_key: str | None,
+          session_key: str | None, max_body: int, no_fast_path: bool, secure_cookies: bool | None,
+          public_url: str | None, allow_unauthenticated: bool, log_level: str) -> None:
     """Serve POLICIES over HTTP: AuthZEN 1.0 at /access/v1/evaluation(s), the runtime
-    under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz."""
+    under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz.
+    POLICIES may be given as -p/--policies PATH instead."""
+    if (policies is None) == (policies_opt is None):
+        raise click.UsageError("give the policies as POLICIES or as -p/--policies PATH, not both" if policies
+                               else "missing the policies: give POLICIES or -p/--policies PATH")
+    policies = policies if policies is not None else policies_opt or ""
     try:
         import uvicorn
 
@@ -88,7 +95,8 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
         from .session import SessionKeyError, load_session_key
         from .state import ServerConfigError, is_loopback
     except ImportError as e:
-        _fail(f"`stopline serve` needs the server extra ({e.name} is missing): pip install 'stopline[server]'")
+        _fail(f"`stopline serve` needs the server extra ({e.name} is missing): pip install 'stopline[server]' "
+              "(in a checkout: pip install -e '.[server]')")
     from ..diagnostics import PolicyError
     from ..ledger import LedgerError
 
@@ -118,6 +126,8 @@ def serve(policies: str, ledger: str | None, identities: str | None, host: str, 
         # identities or an unreachable ledger
         app = create_app(config)
     except PolicyError as e:  # every diagnostic: file, line, column, the caret, the hint
+        if e.diagnostics and all(d.code == "E006" for d in e.diagnostics):  # a missing path: no line, no caret
+            _fail("; ".join(d.message for d in e.diagnostics))
         click.echo(e.render(), err=True)
         sys.exit(EXIT_USAGE)
     except (IdentityConfigError, LedgerError, ServerConfigError) as e:
