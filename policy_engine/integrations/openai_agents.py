@@ -35,9 +35,10 @@ about to run; and a wrapper that records the execution with its receipt. So:
 - a ``CustomTool`` (one raw string in) is gated as a ``ShellTool`` is, its action
   ``{"input": <the string>}``; a subclass of an SDK tool class is gated as its base is;
 - a sandbox agent's capability tools, made for each run on a clone the runner prepares
-  (``openai_agents_sandbox``): its shell's ``exec_command`` and ``write_stdin`` as function
-  tools, its filesystem's ``apply_patch`` operation by operation (each path resolved in the
-  workspace); a ``Memory`` that generates memories (the SDK's own sandbox agents, outside
+  (``openai_agents_sandbox``): its shell's ``exec_command`` and ``write_stdin`` and its
+  filesystem's ``view_image`` as function tools (a ``workdir``, a ``path`` resolved in the
+  workspace), its ``apply_patch`` operation by operation (each path resolved too); a
+  ``Memory`` that generates memories (the SDK's own sandbox agents, outside
   the policy) is warned about;
 - the apply-patch tool's editor, the computer tool's computer and the approval callback of
   a hosted MCP tool are gated too (``openai_agents_tools``: each patch operation, each
@@ -250,8 +251,8 @@ class _Gated:
         name = tool.name
         own_needs = tool.needs_approval  # the developer's own ask (bool or callable): kept
         self.schemas[name] = tool.params_json_schema
-        # a sandbox's exec_command: judged in the directory it runs in, as its session resolves it
-        resolve = sandbox.exec_resolver(tool) if sandbox.is_exec_tool(tool) else None
+        # a sandbox's exec_command, view_image: judged at the path they act on, as the session resolves it
+        resolve = sandbox.path_resolver(tool) if sandbox.at_path(tool) else None
 
         async def on_invoke_tool(ctx: Any, raw: str) -> Any:
             if resolve is not None:  # the call is reached: its note ends
@@ -686,13 +687,14 @@ def request_for(gate: ToolGate, interruption: Any) -> dict:
         args = {"input": get("input")}
     if (
         get("type") == "function_call"
-        and name == "exec_command"
+        and name in ("exec_command", "view_image")
         and g is not None
         and ((name, call_id) in g.held or (tool is None and sandbox.is_sandbox_agent(interruption.agent)))
     ):
-        # a sandbox's exec_command (on the run's clone): the arguments judged, its workdir resolved
+        # a sandbox's exec_command, view_image (on the run's clone): the arguments judged, the path resolved
         note = g.held.get((name, call_id))
-        judged = note["args"] if isinstance(note, dict) and note.get("given") == args else sandbox.lexical_workdir(args)
+        given = isinstance(note, dict) and note.get("given") == args
+        judged = note["args"] if given and isinstance(note, dict) else sandbox.lexical_path(name, args)
         return g.gate.check(name, judged, call_id, scope=_scope(None, g.gate)).request()
     c = (
         g.check(name, args, call_id)

@@ -11,10 +11,12 @@ when the runner lists the turn's tools, before any call of it:
   process it leaves running goes on after the call) and ``write_stdin`` (``session_id``,
   ``chars``: input typed into that process) are function tools: gated as any function tool
   (a hold is an SDK interruption, a deny the model's tool output, a stop halts the run),
-  ``exec_command`` with its ``workdir`` the directory it runs in (``exec_resolver``:
+  ``exec_command`` with its ``workdir`` the directory it runs in (``path_resolver``:
   resolved as the tool resolves it, ``./secrets`` and ``docs/../secrets`` are ``secrets``,
   a symlink followed as the session follows it; the model's own in ``workdir_given``);
-- ``Filesystem``: ``view_image`` (a read) is a function tool, gated as one; its
+- ``Filesystem``: ``view_image`` (a read) is a function tool, gated as one with its
+  ``path`` the file it reads, resolved as ``exec_command``'s ``workdir`` is (the model's
+  own in ``path_given``; a path the sandbox refuses is never read); its
   ``apply_patch`` is a ``CustomTool`` (a V4A patch, one raw string in) whose operations the
   tool applies one by one through its ``editor``: each operation an action ``{"operation",
   "path", "diff"?, "move_to"?}`` whose path is the file the sandbox writes (resolved in the
@@ -58,7 +60,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .common import Check, Outcome, WorkflowStopped, conform, require_extra
+from .common import Check, Outcome, WorkflowStopped, require_extra
 
 require_extra("agents", "openai-agents", "openai_agents")
 
@@ -114,68 +116,13 @@ def _written(session: Any, rel: str, *, leaf: bool) -> str:
     return _relative(session, target)
 
 
-def _relative(session: Any, target: Any) -> str:
-    """``target`` (a path the session's ``normalize_path`` returned) relative to the
-    workspace root (``.`` for the root), or absolute outside it."""
-    got = PurePosixPath(str(target).replace(os.sep, "/"))
-    root = str(session.state.manifest.root)
-    roots = [PurePosixPath(os.path.normpath(root))]
-    if os.path.isdir(root):  # a workspace on this host: its real path, as symlinks resolve
-        roots.append(PurePosixPath(os.path.realpath(root)))
-    for base in roots:
-        try:
-            inside = got.relative_to(base)
-        except ValueError:
-            continue
-        return inside.as_posix() if inside.parts else "."
-    return got.as_posix()
-
-
-#: the sandbox shell's command tool (a ``FunctionTool`` bound to the run's session)
-EXEC_KIND = "ExecCommandTool"
-
-
-def is_exec_tool(tool: Any) -> bool:
-    return any(c.__name__ == EXEC_KIND for c in type(tool).__mro__) and getattr(tool, "session", None) is not None
-
-
-def exec_resolver(tool: Any) -> Any:
-    """How an ``exec_command`` call of ``tool`` is judged: its ``workdir`` as the directory
-    the command runs in, resolved as the tool resolves it (the scope's ``cwd``, ``.`` and
-    ``..``, backslashes, symlinks followed as the session's ``normalize_path`` follows them)
-    and relative to the workspace root (``.``: the root, where a call without one runs;
-    absolute outside it, an extra path grant); ``workdir_given``: the model's own, as it
-    wrote it. Returns ``(args, problem)``: a directory the sandbox refuses is the problem
-    (the call is gated and never run)."""
-    from agents.sandbox.workspace_paths import coerce_posix_path, sandbox_path_str
-
-    def resolve(args: dict) -> tuple[dict, str | None]:
-        given = args.get("workdir")
-        out = {**args, "workdir_given": given}
-        scope = tool.workspace_scope
-        wd = given if isinstance(given, str) and given.strip() else "."
-        try:
-            target = tool.session.normalize_path(sandbox_path_str(scope.anchor(coerce_posix_path(wd))))
-        except Exception as e:  # noqa: BLE001 - refused by the sandbox too (out of the workspace, ...)
-            out["workdir"] = str(given)
-            return out, f"the sandbox refuses the workdir `{given}` ({e})"
-        out["workdir"] = _relative(tool.session, target)
-        return out, None
-
-    return resolve
-
-
-def lexical_workdir(args: dict) -> dict:
-    """An ``exec_command`` call's arguments as ``exec_resolver`` judges them, without its
-    session (a state resumed in another process): the ``workdir`` relative to the workspace
-    root with ``.`` and ``..`` resolved (no ``cwd``, no symlink: a call resolved otherwise
-    in the run names another decision, whose approval runs nothing)."""
-    from agents.sandbox.capabilities.tools.shell_tool import ExecCommandArgs
-
-    args, _ = conform(ExecCommandArgs.model_json_schema(), args)  # (the tool's defaults, as ``wrap`` fills them)
-    given = args.get("workdir")
-    wd = str(given).replace("\\", "/") if isinstance(given, str) and given.strip() else "."
-    return {**args, "workdir_given": given, "workdir": os.path.normpath(wd).replace(os.sep, "/")}
+#: ``target`` (a path the session's ``normalize_path`` returned) relative to the workspace
+#: root (``.`` for the root), or absolute outside it
+_relative = native.relative
+#: a sandbox's ``exec_command`` and ``view_image``: judged at the path they act on, resolved
+#: as the session resolves it (``openai_agents_tools.path_resolver``; without the session:
+#: ``lexical_path``)
+at_path, path_resolver, lexical_path = native.at_path, native.path_resolver, native.lexical_path
 
 
 def normalizer(tool: Any) -> Any:
@@ -328,6 +275,15 @@ class _Host:
         with os.fdopen(fd, "rb") as f:
             return f.read(), os.fstat(fd).st_mode
 
+    async def ident(self, path: str) -> tuple | None:
+        """The file at ``path`` (device and inode, a hard link's as its other names'), or ``None``."""
+        try:
+            with self._at(path) as (d, name):
+                st = os.stat(name, dir_fd=d, follow_symlinks=False)
+        except OSError:  # (no such file; a link swapped in: its read says so)
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
     async def exists(self, path: str) -> bool:
         try:
             with self._at(path) as (d, name):
@@ -402,6 +358,9 @@ class _Session:
     async def exists(self, path: str) -> bool:
         return (await self.read(path))[0] is not None
 
+    async def ident(self, path: str) -> tuple | None:  # (the session tells no inode: the path only)
+        return None
+
     async def _expect(self, path: str, expect: bytes | None) -> None:
         if expect is not None and (await self.read(path))[0] != expect:
             raise OSError(errno.EAGAIN, "changed since the patch read it", path)
@@ -453,6 +412,25 @@ def _text(data: bytes, path: str) -> str:
         raise ValueError(f"`{path}` is not UTF-8 text ({e.reason} at byte {e.start}): apply_patch edits text") from e
 
 
+async def _one_name_each(store: Any, todo: list[tuple[int, Any, Any]]) -> None:
+    """Refuse (``_Unapplied``) a patch naming one file by two names: two paths the session
+    resolves to one (a symlink alias), or two hard links of one file (one device and inode),
+    which would be planned as two files (the last write winning) and judged as two paths.
+    One name spelled alike in several operations (add, then update) is one file, in order."""
+    seen: dict[Any, tuple[int, str, str]] = {}
+    for i, op, j in todo:
+        for given, path in ((op.path, j.path), (op.move_to, j.move_to)):
+            if given is None or path is None:
+                continue
+            spelled = posixpath.normpath(str(given).replace("\\", "/"))
+            for key in (path, await store.ident(path)):
+                first = seen.setdefault(key, (i, spelled, path)) if key is not None else (i, "", "")
+                if first[0] != i and (first[1], first[2]) != (spelled, path):
+                    how = "a hard link of it" if first[2] != path else "a symlink alias of it"
+                    raise _Unapplied(i, f"`{given}` names the file operation {first[0]} names as `{first[1]}` ({how}): "
+                                        "one file by two names in one patch; name it by one path")
+
+
 async def _plan(store: Any, todo: list[tuple[int, Any, Any]]) -> dict[str, list]:
     """Every file a patch touches, as found and as the patch leaves it (``{path: [bytes or
     None (no file), bytes or None (deleted), mode]}``), its operations applied in order in
@@ -462,6 +440,7 @@ async def _plan(store: Any, todo: list[tuple[int, Any, Any]]) -> dict[str, list]
     from agents.apply_diff import apply_diff
 
     files: dict[str, list] = {}
+    await _one_name_each(store, todo)
 
     async def now(p: str) -> bytes | None:
         if p not in files:

@@ -405,3 +405,84 @@ def gate_hosted_mcp(layer: Any, tool: Any) -> None:
 
     on_approval_request.__stopline_gated__ = layer  # type: ignore[attr-defined]
     tool.on_approval_request = on_approval_request
+
+
+# ------------------------------------------------------------ a sandbox tool's path, as it acts on it
+#: the sandbox's function tools that act at a path the model gives (``openai_agents_sandbox``),
+#: by class: the argument naming it (none given: ``.``, the run's ``cwd``)
+AT_PATH = {"ExecCommandTool": "workdir", "ViewImageTool": "path"}
+
+
+def relative(session: Any, target: Any) -> str:
+    """``target`` (a path the session's ``normalize_path`` returned) relative to the
+    workspace root (``.`` for the root), or absolute outside it."""
+    import os
+    from pathlib import PurePosixPath
+
+    got = PurePosixPath(str(target).replace(os.sep, "/"))
+    root = str(session.state.manifest.root)
+    roots = [PurePosixPath(os.path.normpath(root))]
+    if os.path.isdir(root):  # a workspace on this host: its real path, as symlinks resolve
+        roots.append(PurePosixPath(os.path.realpath(root)))
+    for base in roots:
+        try:
+            inside = got.relative_to(base)
+        except ValueError:
+            continue
+        return inside.as_posix() if inside.parts else "."
+    return got.as_posix()
+
+
+def at_path(tool: Any) -> str | None:
+    """The argument naming where a sandbox tool acts (``AT_PATH``), for a tool bound to its
+    session; else ``None``."""
+    if getattr(tool, "session", None) is None:
+        return None
+    return next((AT_PATH[c.__name__] for c in type(tool).__mro__ if c.__name__ in AT_PATH), None)
+
+
+def path_resolver(tool: Any) -> Any:
+    """How a call of ``tool`` (``at_path``: ``exec_command``'s ``workdir``, the directory it
+    runs in; ``view_image``'s ``path``, the file it reads) is judged: that path resolved as
+    the tool resolves it (the scope's ``cwd``, ``.`` and ``..``, backslashes, symlinks
+    followed as the session's ``normalize_path`` follows them) and relative to the
+    workspace root (``.``: the root, where a call without one acts; absolute outside it, an
+    extra path grant); ``<key>_given``: the model's own, as it wrote it. Returns ``(args,
+    problem)``: a path the sandbox refuses is the problem (the call is gated, never run)."""
+    from agents.sandbox.workspace_paths import coerce_posix_path, sandbox_path_str
+
+    key = at_path(tool) or "workdir"
+
+    def resolve(args: dict) -> tuple[dict, str | None]:
+        given = args.get(key)
+        out = {**args, f"{key}_given": given}
+        wd = given if isinstance(given, str) and given.strip() else "."
+        try:
+            target = tool.session.normalize_path(sandbox_path_str(tool.workspace_scope.anchor(coerce_posix_path(wd))))
+        except Exception as e:  # noqa: BLE001 - refused by the sandbox too (out of the workspace, ...)
+            out[key] = str(given)
+            return out, f"the sandbox refuses the {key} `{given}` ({e})"
+        out[key] = relative(tool.session, target)
+        return out, None
+
+    return resolve
+
+
+def lexical_path(name: str, args: dict) -> dict:
+    """A sandbox ``exec_command`` or ``view_image`` call's arguments as ``path_resolver``
+    judges them, without its session (a state resumed in another process): the path
+    relative to the workspace root with ``.`` and ``..`` resolved (no ``cwd``, no symlink:
+    a call resolved otherwise in the run names another decision, whose approval runs
+    nothing)."""
+    import os
+
+    from agents.sandbox.capabilities.tools.shell_tool import ExecCommandArgs
+    from agents.sandbox.capabilities.tools.view_image import ViewImageArgs
+
+    from .common import conform
+
+    key, model = ("path", ViewImageArgs) if name == "view_image" else ("workdir", ExecCommandArgs)
+    args, _ = conform(model.model_json_schema(), args)  # (the tool's defaults, as ``wrap`` fills them)
+    given = args.get(key)
+    wd = str(given).replace("\\", "/") if isinstance(given, str) and given.strip() else "."
+    return {**args, f"{key}_given": given, key: os.path.normpath(wd).replace(os.sep, "/")}
