@@ -167,6 +167,8 @@ def test_an_image_outside_the_workspace_is_never_read(rt, ws, path):
     assert out.startswith(("Stopline refused `view_image`", "Stopline denied `view_image`"))
     if path == "docs/out.png":  # (a rule allows `docs/`: the sandbox's refusal keeps it from being read)
         assert "the sandbox refuses the path `docs/out.png`" in out
+        # a path out of the workspace is not a type slip: the model is told to stay inside it
+        assert "input schema" not in out and out.endswith("Call it again with a path inside the workspace.")
 
 
 def test_a_held_image_is_reviewed_as_judged_and_read_once_approved(rt, ws):

@@ -709,6 +709,11 @@ class ToolGate:
         run. A held decision is withdrawn (``cancelled``, with the reason) rather than left
         in the reviewers' queue: approved, it still could not run as judged."""
         self._halt_if_stopped(check)  # a stopped workflow halts the agent, whatever its arguments
+        if str(check.problem).startswith("the sandbox refuses"):  # (a path out of the workspace: not a type slip)
+            if check.status in ("pending", "approved"):
+                self.withdraw(check, str(check.problem))
+            return Outcome(False, f"Stopline refused `{check.tool}`: {check.problem}; not run. Call it again with "
+                                  "a path inside the workspace.")
         if check.status in ("pending", "approved"):
             self.withdraw(check, f"the arguments do not match the tool's input schema: {check.problem}")
         return Outcome(False, f"Stopline refused `{check.tool}`: its arguments do not match the tool's input schema "
