@@ -98,6 +98,7 @@ MAX_GENERATIONS = 32  #: generations a call without a call id tries when other p
 #: the prefix of the ``requestState`` the gate hands back with an ``input_required`` result:
 #: it names the waiting call and its claim, and wraps the server's own state
 STATE_PREFIX = "stopline.dev/v1 "
+_RESERVED = "io.modelcontextprotocol/"  #: the ``_meta`` keys an MCP session sets for itself
 
 Scope = str | Callable[[Any], str]
 _log = logging.getLogger("policy_engine.integrations.mcp")
@@ -373,9 +374,11 @@ class McpGate:
             more: dict[str, Any] = {"approved_by": out.approver} if out.approver else {}
             if result.get("resultType") == "input_required":  # not run yet: it waits, its claim kept
                 return await anyio.to_thread.run_sync(self._waiting, check, result, more)
+            failed = (_text(result) or "the tool returned an error result") if result.get("isError") else None
+            if failed is not None:  # it ran and failed: so recorded, and so said (as a re-run's ``done`` says)
+                more["failed"] = True
             try:
                 with anyio.CancelScope(shield=True):
-                    failed = (_text(result) or "the tool returned an error result") if result.get("isError") else None
                     await anyio.to_thread.run_sync(partial(self.tool_gate.record, error=failed), check,
                                                    _output(result), out.approver)
             except LedgerUnavailable as e:  # it ran: the agent gets its result, told it is not recorded
@@ -573,7 +576,8 @@ class StoplineGateway:
     """An MCP server in front of another (``upstream``: an ``MCPServer``/``Server``
     instance, ``StdioServerParameters``, a URL or a ``Transport``, as ``mcp.Client``
     takes). It serves ``tools/list`` (the upstream's tools, listed live and marked) and
-    ``tools/call`` (gated, then forwarded) and nothing else. ``gateway.server`` is the
+    ``tools/call`` (gated, then forwarded with the client's ``_meta``; the upstream's
+    progress notifications go on to the client) and nothing else. ``gateway.server`` is the
     low-level ``Server`` to run (``Client(gateway.server)``, stdio, HTTP)."""
 
     def __init__(self, upstream: Any, runtime: Any, *, workflow: str, approvers: Any = None,
@@ -629,13 +633,23 @@ class StoplineGateway:
         wrapped = McpGate.unwrap_state(params.request_state)
         resume, state = wrapped if wrapped is not None else (None, params.request_state)
 
-        async def run() -> Any:
-            # one round, passed through: the upstream's input requests go to this gateway's client
-            return await client.session.call_tool(params.name, params.arguments or {},
-                                                  input_responses=params.input_responses, request_state=state,
-                                                  allow_input_required=True)
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            # the upstream's progress goes on to this gateway's client (a no-op when it asked for none)
+            await ctx.session.report_progress(progress, total, message)
 
         meta = params.meta.model_dump(by_alias=True) if hasattr(params.meta, "model_dump") else params.meta
+        # the client's ``_meta`` goes on as the middleware's handler gets it (the call id, trace
+        # context, ...), but for the progress token and the reserved ``io.modelcontextprotocol/``
+        # keys (its protocol version, capabilities): the gateway's own session with the upstream sets those
+        forward: Any = ({k: v for k, v in meta.items() if k != "progressToken" and not str(k).startswith(_RESERVED)}
+                        if isinstance(meta, Mapping) else {})
+
+        async def run() -> Any:
+            # one round, passed through: the upstream's input requests go to this gateway's client
+            return await client.session.call_tool(params.name, params.arguments or {}, progress_callback=progress,
+                                                  input_responses=params.input_responses, request_state=state,
+                                                  meta=forward or None, allow_input_required=True)
+
         out = await self.gate.call(ctx, params.name, params.arguments, meta, ann, run, schema=schema,
                                    output_schema=output_schema, listed=listed is not None,
                                    server=self._server_name(client), resume=resume)
