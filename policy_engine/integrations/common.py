@@ -184,13 +184,19 @@ def _digest(x: Any) -> str:
 
 def _plain(x: Any) -> Any:
     """Tool arguments as the gate sees them: JSON values as they are (tuples as lists), any
-    other value as its text, as before; dict keys are kept as they are, so a key JSON cannot
-    hold (a tuple, an int) reaches the Runtime, which records the call as a deny naming it."""
+    other value as its text (a ``Path``, a ``datetime``), but bytes and sets, whose text is
+    not what the tool gets, as they are (denied); dict keys are kept as they are, so a key
+    JSON cannot hold (a tuple, an int) reaches the Runtime, which records the call as a deny
+    naming it."""
     if isinstance(x, Mapping):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
     if x is None or type(x) in (str, bool, int, float):
+        return x
+    if isinstance(x, (bytes, bytearray, memoryview, set, frozenset)):
+        # its text is not the value the tool gets (`b'secrets/x'` passes a rule on `secrets/`;
+        # a set's order is arbitrary): kept as it is, so the Runtime records the call as a deny
         return x
     if isinstance(x, str):
         return str.__str__(x)
