@@ -127,12 +127,20 @@ class PolicyError(Exception):
         self.sources = dict(sources or {})
         errors = [d for d in self.diagnostics if d.severity == "error"]
         first = errors[0] if errors else (self.diagnostics[0] if self.diagnostics else None)
-        summary = f"{first.span}: {first.message}" if first else "policy error"
+        summary = _summary(first) if first else "policy error"
         more = len(errors) - 1
         super().__init__(summary + (f" (and {more} more)" if more > 0 else ""))
 
     def render(self, color: bool = False) -> str:
         return render_all(self.diagnostics, self.sources, color=color)
+
+
+def _summary(d: Diagnostic) -> str:
+    """`file:line:col: message`; with no position, `file: message`, or the message alone
+    when it names the path already (`no such file or directory: policies/`)."""
+    if not d.span.located and d.span.path in d.message:
+        return d.message
+    return f"{d.span}: {d.message}"
 
 
 def sort_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -223,11 +231,12 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False, *, kin
     # terminal escape or a line break of its own
     lines = [f"{sev}{c('1', ': ' + _printable(d.message))}"]
     sp = d.span
-    lineno = str(sp.line)
+    lineno = str(sp.line) if sp.located else " "
     pad = " " * len(lineno)
-    lines.append(f"{pad}{c('1;34', '-->')} {_printable(sp.path)}:{sp.line}:{sp.col}")
+    # a span with no position (a missing path): the path alone, no line to show, no caret
+    lines.append(f"{pad}{c('1;34', '-->')} {_printable(sp.path)}" + (f":{sp.line}:{sp.col}" if sp.located else ""))
     text = source.line_text(sp.line) if source is not None else ""
-    if source is not None:
+    if source is not None and sp.located:
         shown = _printable(text.replace("\t", " "))
         if len(shown) > 200:  # keep huge single-line files readable
             lo = max(0, sp.col - 80)
@@ -250,6 +259,8 @@ def render(d: Diagnostic, source: SourceFile | None, color: bool = False, *, kin
             marker += " " + _printable(d.label)
         lines.append(f"{pad} {bar} {c(tint, marker)}")
         lines.append(f"{pad} {bar}")
+    if d.label and not sp.located:  # no caret to print it after: said as a note, not lost
+        lines.append(f"{pad} = note: {_printable(d.label)}")
     for note in d.notes:
         lines.append(f"{pad} = note: {_printable(note)}")
     if d.help:

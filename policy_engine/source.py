@@ -51,7 +51,10 @@ class SourceFile:
 
 @dataclass(frozen=True, order=True)
 class Span:
-    """A half-open character range in a file, with 1-based line/column of both ends."""
+    """A half-open character range in a file, with 1-based line/column of both ends; or,
+    with line 0 (`Span.nowhere`), a file or path as a whole, that has no position (a path
+    that does not exist, a file too big to read): printed as the path alone, with no
+    `:line:col`, no source line and no caret, and `null` line and columns in JSON."""
 
     path: str
     start: int
@@ -61,16 +64,27 @@ class Span:
     end_line: int
     end_col: int
 
+    @classmethod
+    def nowhere(cls, path: str) -> Span:
+        """The span of something with no line or column in `path` (see the class)."""
+        return cls(path, 0, 0, 0, 0, 0, 0)
+
+    @property
+    def located(self) -> bool:
+        """Whether the span has a line and a column (not `Span.nowhere`)."""
+        return self.line > 0
+
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}"
+        return f"{self.path}:{self.line}:{self.col}" if self.located else self.path
 
     def to_json(self) -> dict:
+        located = self.located
         return {
             "file": self.path,
-            "line": self.line,
-            "col": self.col,
-            "end_line": self.end_line,
-            "end_col": self.end_col,
+            "line": self.line if located else None,
+            "col": self.col if located else None,
+            "end_line": self.end_line if located else None,
+            "end_col": self.end_col if located else None,
         }
 
 

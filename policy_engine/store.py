@@ -175,7 +175,7 @@ class PolicyStore:
                                       str(e), dict(getattr(e, "sources", {}) or {}))
             except Exception as e:  # noqa: BLE001 - a broken version must never take the store down
                 diag = Diagnostic("E004", "error", f"policy reload failed: {type(e).__name__}: {e}",
-                                  Span(str(self._paths), 0, 0, 1, 1, 1, 1))
+                                  Span.nowhere(str(self._paths)))
                 result = ReloadResult(False, False, prev_hash, prev_hash, None, (diag,), str(e))
             else:
                 new_hash = policy_hash_of(new)

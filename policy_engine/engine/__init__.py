@@ -23,6 +23,7 @@ builder), `rollback`, `authorize`, `resume`, `questions` (`answer`), `digests`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -467,10 +468,9 @@ def load(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], *,
         try:
             result = load_paths(paths, accelerate=accelerate)
         except UsageError as e:
-            where = str(paths[0]) if paths else "<no path>"
-            error = PolicyError([Diagnostic("E006", "error", str(e), Span(where, 0, 0, 1, 1, 1, 1))])
-            error.args = (str(e),)  # a missing path has no line or column (it read `policies/:1:1: ...`)
-            raise error from None
+            # about the path it names (of several, the missing one), which has no line or column
+            where = e.path or (str(paths[0]) if paths else "<no path>")
+            raise PolicyError([dataclasses.replace(e.diagnostic(), span=Span.nowhere(where))]) from None
         engine = Engine.from_load_result(result, accelerate=accelerate)
         del result
     return engine

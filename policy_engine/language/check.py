@@ -56,7 +56,7 @@ class Checker:
             notes: tuple[str, ...] = ()) -> None:
         span = loc.span if isinstance(loc, ir.Loc) else loc
         if span is None:
-            span = Span("<unknown>", 0, 0, 1, 1, 1, 1)
+            span = Span.nowhere("<unknown>")
         self.diags.append(Diagnostic(code, severity, message, span, label=label, help=help, notes=notes))
 
     def dup_check(self, items: Iterable, kind: str, where: str = "") -> dict:

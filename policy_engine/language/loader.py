@@ -168,7 +168,8 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _whole_file(path: str, text: str = "") -> Span:
-    return Span(path, 0, 0, 1, 1, 1, 1)
+    """A file or path as a whole (missing, unreadable, too big): no line or column."""
+    return Span.nowhere(path)
 
 
 def read_source(path: Path, display: str) -> tuple[SourceFile | None, Diagnostic | None]:

@@ -43,8 +43,9 @@ def _cannot_listen(host: str, port: int) -> str | None:
 
 @click.command("serve")
 @click.argument("policies", type=click.Path(), required=False)
-@click.option("--policies", "-p", "policies_opt", type=click.Path(), default=None, metavar="PATH",
-              help="The .policy file or directory, as `rt` and `report` take it (or give it as POLICIES).")
+@click.option("--policies", "-p", "policies_opt", type=click.Path(), envvar="STOPLINE_POLICIES", default=None,
+              metavar="PATH", help="The .policy file or directory, as `rt` and `report` take it (or give it as "
+                                   "POLICIES; env STOPLINE_POLICIES, which POLICIES overrides).")
 @click.option("--ledger", envvar="STOPLINE_LEDGER", default=None, metavar="URL",
               help="Record every decision and serve the runtime: sqlite:///PATH or postgresql+psycopg://... "
                    "(env STOPLINE_LEDGER).")
@@ -83,9 +84,15 @@ def serve(policies: str | None, policies_opt: str | None, ledger: str | None, id
     """Serve POLICIES over HTTP: AuthZEN 1.0 at /access/v1/evaluation(s), the runtime
     under /v1 (with --ledger), the reviewer's page at /ui, /metrics and /healthz.
     POLICIES may be given as -p/--policies PATH instead."""
+    from click.core import ParameterSource
+
+    if policies is not None and click.get_current_context().get_parameter_source("policies_opt") \
+            == ParameterSource.ENVIRONMENT:
+        policies_opt = None  # STOPLINE_POLICIES is a default: the POLICIES given win, as a -p would
     if (policies is None) == (policies_opt is None):
         raise click.UsageError("give the policies as POLICIES or as -p/--policies PATH, not both" if policies
-                               else "missing the policies: give POLICIES or -p/--policies PATH")
+                               else "missing the policies: give POLICIES or -p/--policies PATH (or set "
+                                    "STOPLINE_POLICIES)")
     policies = policies if policies is not None else policies_opt or ""
     try:
         import uvicorn

@@ -234,7 +234,7 @@ class Runner:
         if loaded.engine is None:
             msg = loaded.message or "the suite's policies do not load"
             head = Diagnostic("T007", "error", msg, suite.doc.span(("policies",), key=True) if suite.doc else
-                              Span(suite.display, 0, 0, 1, 1, 1, 1),
+                              Span.nowhere(suite.display),
                               help="run `stopline check` on them")
             parts = [render(head, suite.source)]
             if loaded.diagnostics:
@@ -396,7 +396,8 @@ def _load_unloaded(coverage: Coverage, files: list[str], unloaded: list[str]) ->
         errs: dict[str, str] = {}
         for d in result.diagnostics:
             if d.severity == "error":
-                errs.setdefault(d.span.path, f"{d.span.path}:{d.span.line}: error[{d.code}]: {d.message}")
+                where = f"{d.span.path}:{d.span.line}" if d.span.located else d.span.path
+                errs.setdefault(d.span.path, f"{where}: error[{d.code}]: {d.message}")
         return errs or {f: "it does not load" for f in unloaded}
     coverage.add_policy_set(result.policy_set, unloaded)
     return {}

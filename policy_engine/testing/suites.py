@@ -694,7 +694,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
             size = os.fstat(fh.fileno()).st_size
     except OSError as e:
         suite.diagnostics.append(
-            Diagnostic("T001", "error", f"cannot read suite: {e.strerror or e}", Span(display, 0, 0, 1, 1, 1, 1))
+            Diagnostic("T001", "error", f"cannot read suite: {e.strerror or e}", Span.nowhere(display))
         )
         return suite
     if len(raw) > MAX_SUITE_BYTES:
@@ -703,7 +703,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
                 "T001",
                 "error",
                 f"suite is {max(size, len(raw))} bytes; the limit is {MAX_SUITE_BYTES}",
-                Span(display, 0, 0, 1, 1, 1, 1),
+                Span.nowhere(display),
                 help="split it into several suites (suites naming the same policies load them once)",
             )
         )

@@ -62,13 +62,16 @@ def assert_located(result: LoadResult, path: str, text: str | None = None) -> No
     for d in result.diagnostics:
         assert d.code in CODES, d.code
         assert d.span.path == path, (d.span.path, path, d)
+        if not d.span.located:  # the file as a whole (too big, too many conditions): the path alone
+            assert d.code in ("E004", "E005"), d
+            continue
         assert d.span.line >= 1 and d.span.col >= 1, d
         if nlines is not None:
             assert d.span.line <= nlines, (d.span.line, nlines, d)
         assert d.message and "Traceback" not in d.message
     rendered = render_all(result.diagnostics, result.sources)
     for d in result.errors:
-        assert f"{d.span.path}:{d.span.line}:{d.span.col}" in rendered
+        assert str(d.span) in rendered
 
 
 def check_bytes(data: bytes, path: str = "fuzz.policy", bound: float = LOAD_TIME_BOUND) -> LoadResult:
