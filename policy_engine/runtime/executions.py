@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sqlalchemy import bindparam, select
 
@@ -21,6 +21,7 @@ from .results import (
     E,
     ExecutionResult,
     GateResult,
+    L,
     ResumeResult,
     RuntimeUsageError,
     _check_key,
@@ -149,6 +150,11 @@ def _per_action(values: Any, n: int, name: str) -> list:
 #: a workflow's first stop after a sequence number (the ledger's partial index of stops and resumes)
 _STOP_AFTER = (select(E).where(E.c.workflow == bindparam("wf"), E.c.kind.in_(("stop", "resume")),
                                E.c.kind == "stop", E.c.seq > bindparam("seq")).order_by(E.c.seq).limit(1))
+
+#: the stops linked to any of some entries (by ``seq``), in ``seq`` order
+_STOPS_OF = (select(E).where(E.c.kind == "stop", E.c.seq.in_(
+    select(L.c.from_seq).where(L.c.to_seq.in_(bindparam("seqs", expanding=True))))).order_by(E.c.seq))
+_STOPS_CHUNK = 500  # entries per read of their stops (SQLite's bound parameters are finite)
 
 _GATE_RETRIES = 100  # reads of a workflow's state before a gate gives up (it changes only by stop/resume)
 
@@ -301,19 +307,45 @@ class Executions(RuntimeCore):
         with self.ledger.reading() as c:
             return self._replayed(c, e, self._wf_row(c, e.workflow))
 
-    def _replayed(self, c: Any, e: Any, row: tuple | None) -> GateResult:
+    def _replayed(self, c: Any, e: Any, row: tuple | None, stop_id: Any = False) -> GateResult:
         """The answer to a retry of decision entry ``e``: its decision, its stop (if it fired
-        one), the workflow's state ``row`` (None: running)."""
+        one: ``stop_id``, read here unless given, None for none), the workflow's state ``row``
+        (None: running)."""
         from ..models import Decision
 
         d = Decision.model_validate(e.body["decision"])
-        stops = self._linked(c, e, ("stop",))
-        return GateResult(e.id, d, bool(stops), stops[0].id if stops else None,
-                          "stopped" if row is not None else "running", replayed=True)
+        if stop_id is False:
+            stops = self._linked(c, e, ("stop",))
+            stop_id = stops[0].id if stops else None
+        return GateResult(e.id, d, stop_id is not None, stop_id, "stopped" if row is not None else "running",
+                          replayed=True)
+
+    def _stops_of(self, c: Any, decisions: list) -> dict[str, str]:
+        """Decision entry id -> the id of the first stop it fired, for every entry of
+        ``decisions`` that fired one (what ``_linked(c, e, ("stop",))`` gives each): one read
+        per ``_STOPS_CHUNK`` entries, not one per entry (a 1,000-item batch retried whole)."""
+        out: dict[str, str] = {}
+        seqs = sorted({e.seq for e in decisions})
+        for i in range(0, len(seqs), _STOPS_CHUNK):
+            chunk = seqs[i:i + _STOPS_CHUNK]
+            for s in self.ledger.fetch_prepared(c, _STOPS_OF, {"seqs": chunk}):
+                for d in s.links:  # (in seq order: the first stop of each decision kept)
+                    out.setdefault(d, s.id)
+        return out
+
+    @overload
+    def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None,
+                  keys: Sequence[str | None] | None = None, caller: str | Sequence[str | None] | None = None,
+                  conflicts: Literal["raise"] = "raise") -> list[GateResult]: ...
+
+    @overload
+    def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None,
+                  keys: Sequence[str | None] | None = None, caller: str | Sequence[str | None] | None = None,
+                  conflicts: Literal["return"]) -> list[GateResult | IdempotencyConflict]: ...
 
     def gate_many(self, actions: Iterable[ActionInput], *, now: NowInput = None,
                   keys: Sequence[str | None] | None = None,
-                  caller: str | Sequence[str | None] | None = None) -> list[GateResult]:
+                  caller: str | Sequence[str | None] | None = None, conflicts: str = "raise") -> list[Any]:
         """Gate a batch in one transaction (one lock, one commit, one fsync): each action
         evaluated with the ledger's state *as the batch leaves it* (a stop fired by one
         stops the later ones of its workflow). All recorded or none. An action the ledger
@@ -333,9 +365,19 @@ class Executions(RuntimeCore):
         (``replayed``); anything else under it is a conflict. Every key is checked
         (:class:`~policy_engine.ledger.InvalidEntry`) before anything is read or recorded.
 
+        ``conflicts``: ``"raise"`` (the default: as above, the whole batch refused) or
+        ``"return"``: a conflicting action's place in the list holds its
+        :class:`~policy_engine.ledger.IdempotencyConflict` (returned, not raised), and the
+        others are decided and recorded in the same transaction, as if that action had not
+        been in the batch (it decides nothing, stops nothing); under a key given twice the
+        first is recorded and a later one for another request is the conflict (the server's
+        recorder: a keyed request that is not a retry costs its own answer only).
+
         ``caller``: the principal that asked, for every action (a string) or per action (a
         list parallel to ``actions``, None for none: the server's recorder groups requests
         of several callers into one batch); recorded as in :meth:`gate`."""
+        if conflicts not in ("raise", "return"):
+            raise RuntimeUsageError(f'`conflicts` is "raise" or "return", not {_shown(conflicts)}')
         eng = self.engine
         now_dt = _now(now)
         acts = [_plain(a) for a in actions]
@@ -350,7 +392,8 @@ class Executions(RuntimeCore):
         doubles = [integral_doubles(a) if c[0] is not None else None for a, c in zip(acts, checked)]
         wanted = sorted({k for k in ks if k is not None})
         #: per action: ("new", its decision's item, Decision, stopped before it, its stop's item or None),
-        #: ("old", the GateResult of a used key) or ("twin", the earlier action of its key, status)
+        #: ("old", the entry of a used key, its workflow's row), ("twin", the earlier action of its key,
+        #: status) or ("conflict", its IdempotencyConflict: with conflicts="return" only)
         plan: list[tuple] = []
         now_s = _ts(now_dt)
 
@@ -365,10 +408,16 @@ class Executions(RuntimeCore):
                 k = ks[i]
                 if k is not None and k in used:  # a retry: the recorded decision, as `gate` answers it
                     e = used[k]
-                    _not_a_retry(e, k, recorded, callers[i])
+                    try:
+                        _not_a_retry(e, k, recorded, callers[i])
+                    except IdempotencyConflict as err:
+                        if conflicts == "raise":
+                            raise
+                        plan.append(("conflict", err))
+                        continue
                     if e.workflow not in rows:
                         rows[e.workflow] = self._wf_row(c, e.workflow)
-                    plan.append(("old", self._replayed(c, e, rows[e.workflow])))
+                    plan.append(("old", e, rows[e.workflow]))  # (its stop read below, with the others')
                     continue
                 wf = _name(a.get("workflow")) if isinstance(a, dict) else None
                 if wf not in rows:
@@ -377,8 +426,12 @@ class Executions(RuntimeCore):
                     j = first[k]
                     if (text, recorded if text is None else None, doubles[i], callers[i]) != (
                             checked[j][0], checked[j][1] if checked[j][0] is None else None, doubles[j], callers[j]):
-                        raise IdempotencyConflict(f"the idempotency key `{k}` is given twice in the batch (actions "
-                                                  f"{j} and {i}) for another action or by another caller")
+                        twice = IdempotencyConflict(f"the idempotency key `{k}` is given twice in the batch (actions "
+                                                    f"{j} and {i}) for another action or by another caller")
+                        if conflicts == "raise":
+                            raise twice
+                        plan.append(("conflict", twice))
+                        continue
                     plan.append(("twin", j, "stopped" if rows[wf] is not None else "running"))
                     continue
                 if k is not None:
@@ -404,12 +457,17 @@ class Executions(RuntimeCore):
                     stop_at = len(items) - 1
                     rows[wf] = ("stopped", d.deciding.name, _ts(now_dt), None, -1)
                 plan.append(("new", at, d, was_stopped, stop_at))
+            olds = [p[1] for p in plan if p[0] == "old"]
+            if olds:  # the replayed decisions' stops: one read for all (was: one per replayed action)
+                stops = self._stops_of(c, olds)
+                plan[:] = [("old", self._replayed(c, p[1], p[2], stops.get(p[1].id))) if p[0] == "old" else p
+                           for p in plan]
             return items
 
         entries = self._transact(build)
-        out: list[GateResult] = []
+        out: list[Any] = []
         for p in plan:
-            if p[0] == "old":
+            if p[0] in ("old", "conflict"):
                 out.append(p[1])
             elif p[0] == "twin":
                 g = out[p[1]]

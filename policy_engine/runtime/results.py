@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, overload
 
 from ..ledger import schema as lschema
 from ..ledger.canonical import canonical_text
-from ..ledger.errors import InvalidEntry
+from ..ledger.errors import IdempotencyConflict, InvalidEntry
 from ..limits import MAX_CASCADE_RECORDS, MAX_CLOCK_SKEW_SECONDS
 from ..timestamps import format_micros, format_micros_after, parse_rfc3339
 
@@ -427,6 +427,8 @@ def _jsonable(o: Any) -> Any:
         return {k: _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_jsonable(v) for v in o]
+    if isinstance(o, IdempotencyConflict):  # (a slot of ``gate_many(conflicts="return")``)
+        return {"conflict": str(o)}
     return o
 
 

@@ -172,7 +172,7 @@ def load_relative(path: Any) -> Any:
         try:
             result = load_paths([path])
         except UsageError as e:
-            raise PolicyError([Diagnostic("E006", "error", str(e), Span(str(path), 0, 0, 1, 1, 1, 1))]) from None
+            raise PolicyError([Diagnostic("E006", "error", str(e), Span.nowhere(e.path or str(path)))]) from None
         if result.policy_set is not None:
             _relocate(result, policy_root(str(path)))
         engine = Engine.from_load_result(result)
@@ -236,9 +236,10 @@ class Recorder:
     recorded throughput, measured in session 22: not taken.) A request the client keyed
     (AuthZEN's ``Idempotency-Key``) is gated under its key, so its retry gets what landed
     (``gate_many``'s ``keys``); a batch with no key is gated as before, with none. A keyed
-    request that is not a retry (its key used for another request) fails its transaction
-    too: the requests so refused are found with one read and the rest gated again together
-    (:meth:`_without_conflicts`), not one by one."""
+    request that is not a retry (its key used for another request, or given twice in the
+    batch for two requests) is answered with its conflict and the rest of its transaction
+    recorded in that same transaction (``gate_many``'s ``conflicts="return"``): no failed
+    first attempt, no second commit, none one by one."""
 
     def __init__(self, runtime: Any, metrics: Metrics, max_batch: int) -> None:
         self._rt, self._m, self._max = runtime, metrics, max_batch
@@ -304,15 +305,14 @@ class Recorder:
 
     def _record(self, batch: list) -> None:
         t0 = time.perf_counter()
-        from ..ledger import IdempotencyConflict, LedgerUnavailable
+        from ..ledger import LedgerUnavailable
 
         keys = [it[4] if len(it) > 4 else None for it in batch] if any(len(it) > 4 for it in batch) else None
-        try:
-            results: list = self._rt.gate_many([it[0] for it in batch], caller=[it[1] for it in batch], keys=keys)
+        try:  # (a keyed request that is not a retry: its place holds its conflict, the rest recorded)
+            results: list = self._rt.gate_many([it[0] for it in batch], caller=[it[1] for it in batch], keys=keys,
+                                               conflicts="return")
         except LedgerUnavailable as e:  # the batch may have landed (a commit lost): gated again, it could be
             results = [e] * len(batch)  # recorded twice; each request is answered with the problem instead
-        except IdempotencyConflict:  # (nothing recorded) a key used for another request fails only its own
-            results = self._without_conflicts(batch, keys) if keys is not None else self._one_by_one(batch, keys)
         except Exception:  # noqa: BLE001 - one bad action must not fail its neighbours: gate them one by one
             results = self._one_by_one(batch, keys)
         self._m.append.observe(time.perf_counter() - t0)
@@ -331,65 +331,6 @@ class Recorder:
             except Exception as e:  # noqa: BLE001 - answered as a problem by the handler
                 results.append(e)
         return results
-
-    def _without_conflicts(self, batch: list, keys: list) -> list:
-        """The results of a batch whose ``gate_many`` raised ``IdempotencyConflict`` (nothing
-        recorded): one read of the ledger finds the requests whose key it holds for another
-        request (another action, caller or kind of entry, as ``gate`` tells a retry from a
-        conflict), each answered with its conflict; the rest are gated again together, in
-        order, in one ``gate_many`` (one commit, not one per request: a 1,000-item keyed batch
-        with one changed item, and whatever other requests shared its transaction). When that
-        read finds none (one key twice in the transaction for two requests) or the second
-        ``gate_many`` fails otherwise (a key another process used meanwhile), one by one as
-        before; an unavailable ledger answers every request not yet answered with that
-        problem and gates nothing again (the retry's commit may have landed)."""
-        from ..ledger import LedgerUnavailable
-
-        try:
-            conflicts = self._conflicts(batch, keys)
-        except LedgerUnavailable as e:  # (nothing landed: the read failed)
-            return [e] * len(batch)
-        except Exception:  # noqa: BLE001 - never expected: the recorder goes on, as before
-            log.exception("the keys of a recorded transaction could not be read: its requests are gated one by one")
-            conflicts = {}
-        if not conflicts:
-            return self._one_by_one(batch, keys)
-        rest = [i for i in range(len(batch)) if i not in conflicts]
-        results: list = [conflicts.get(i) for i in range(len(batch))]
-        if rest:
-            try:
-                got: list = self._rt.gate_many([batch[i][0] for i in rest], caller=[batch[i][1] for i in rest],
-                                               keys=[keys[i] for i in rest])
-            except LedgerUnavailable as e:
-                got = [e] * len(rest)
-            except Exception:  # noqa: BLE001 - as a first failure: one by one
-                got = self._one_by_one([batch[i] for i in rest], [keys[i] for i in rest])
-            for i, r in zip(rest, got):
-                results[i] = r
-        return results
-
-    def _conflicts(self, batch: list, keys: list) -> dict[int, Exception]:
-        """Request index -> its ``IdempotencyConflict``, for every request whose key the ledger
-        holds for another request (what ``gate_many`` checks: ``_not_a_retry``). One read."""
-        from ..ledger import IdempotencyConflict
-        from ..runtime.executions import _not_a_retry
-        from ..runtime.gatejson import recordable
-        from ..runtime.results import E, _plain
-
-        wanted = sorted({k for k in keys if k is not None})
-        led = self._rt.ledger
-        with led.reading() as c:
-            used = {e.key: e for e in led.fetch(c, E.c.key.in_(wanted))}
-        out: dict[int, Exception] = {}
-        for i, (it, k) in enumerate(zip(batch, keys)):
-            e = used.get(k) if k is not None else None
-            if e is None:
-                continue
-            try:
-                _not_a_retry(e, k, recordable(_plain(it[0]))[1], it[1])
-            except IdempotencyConflict as err:
-                out[i] = err
-        return out
 
 
 def recorder_unavailable() -> Any:
