@@ -75,7 +75,7 @@ def max_nesting(text: str) -> int:
         if ch in "{[":
             depth += 1
             most = max(most, depth)
-        elif ch != "#":
+        elif ch in "]}":  # (`_scan` yields comments and conditions too)
             depth -= 1
     return most
 

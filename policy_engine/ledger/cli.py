@@ -128,6 +128,8 @@ def init(url: str, allow_other_tables: bool) -> None:
     guard triggers); harmless on an existing ledger. Refuses another application's database
     unless --allow-other-tables."""
     with _open(url, create=True, allow_other_tables=allow_other_tables) as led:
+        from ..runtime import projections as P
+
         added = led.add_missing_tables()
         runtime = _add_runtime_tables(led)
         restored = led.restore_guards()
@@ -135,7 +137,10 @@ def init(url: str, allow_other_tables: bool) -> None:
         if added:
             click.echo(f"added the table{'s' if len(added) > 1 else ''} it lacked: "
                        f"{', '.join(f'`{n}`' for n in added)} (no entry written)")
-        if runtime and led.size:  # (a new or empty ledger: making them is expected, nothing was filled)
+        # (a new ledger: making every one of them is expected, not news; a ledger that lacked
+        # some, emptied or not, is told which)
+        new = not led.size and {t.name for t in P.TABLES} <= set(runtime)
+        if runtime and not new:
             click.echo(f"made the runtime's table{'s' if len(runtime) > 1 else ''} "
                        f"{', '.join(f'`{n}`' for n in runtime)} (missing, or of an older version) and filled "
                        "them from the log (no entry written)")
