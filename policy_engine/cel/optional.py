@@ -155,6 +155,27 @@ def _next_token(source: str, i: int) -> int:
 MAYBE = re.compile(r"[.\[{,][ \t\r\n]*\?")  # (no match: no marker; a ternary's `?` follows an operand)
 
 
+def skip_literal(source: str, i: int) -> int | None:
+    """Where a `//` comment or a string literal starting at ``i`` ends (the offset after it:
+    a comment ends at its line's end, an unclosed string at its line's end or the source's),
+    or None when none starts there. A backslash escapes the next character, in a raw string
+    too, as in cel.lark's lexer (the marker scan here and ``parse._quoted_fields`` skip
+    literals alike)."""
+    ch, n = source[i], len(source)
+    if ch == "/" and source.startswith("//", i):
+        j = source.find("\n", i)
+        return n if j < 0 else j
+    if ch not in "\"'":
+        return None
+    q = source[i : i + 3] if source[i : i + 3] in ('"""', "'''") else ch
+    j = i + len(q)
+    while j < n and not source.startswith(q, j):
+        if len(q) == 1 and source[j] == "\n":
+            break
+        j += 2 if source[j] == "\\" else 1
+    return j + len(q)
+
+
 def optional_markers(source: str) -> Markers:
     """The `?` of each `.?`, `[?` and optional entry in ``source`` (outside strings and
     comments), as ({offset of the name after `.?`: offset of `?`}, {offset of the `]`
@@ -167,18 +188,9 @@ def optional_markers(source: str) -> Markers:
     i, n = 0, len(source)
     while i < n:
         ch = source[i]
-        if ch == "/" and source.startswith("//", i):
-            j = source.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if ch in "\"'":  # (as parse._quoted_fields skips strings)
-            q = source[i : i + 3] if source[i : i + 3] in ('"""', "'''") else ch
-            j = i + len(q)
-            while j < n and not source.startswith(q, j):
-                if len(q) == 1 and source[j] == "\n":
-                    break
-                j += 2 if source[j] == "\\" else 1
-            i = j + len(q)
+        end = skip_literal(source, i)
+        if end is not None:
+            i = end
             continue
         if ch in "([{":
             stack.append([ch, -1, i, 0])

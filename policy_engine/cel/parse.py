@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from .errors import CelCompileError
-from .optional import MAYBE, blank_markers, mark_optional, optional_markers
+from .optional import MAYBE, blank_markers, mark_optional, optional_markers, skip_literal
 
 # ---------------------------------------------------------------------------
 # Literals
@@ -528,18 +528,9 @@ def _quoted_fields(source: str) -> list[tuple[int, int]]:
     n = len(source)
     while i < n:
         ch = source[i]
-        if ch == "/" and source.startswith("//", i):
-            j = source.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if ch in "\"'":  # (a backslash escapes the next character in a raw string too, as in
-            q = source[i : i + 3] if source[i : i + 3] in ('"""', "'''") else ch  # cel.lark's lexer)
-            j = i + len(q)
-            while j < n and not source.startswith(q, j):
-                if len(q) == 1 and source[j] == "\n":
-                    break
-                j += 2 if source[j] == "\\" else 1
-            i = j + len(q)
+        end = skip_literal(source, i)
+        if end is not None:
+            i = end
             continue
         if ch == "`":
             m = _QUOTED_NAME.match(source, i)
