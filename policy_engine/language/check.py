@@ -34,6 +34,10 @@ EFFECT_SYNONYMS = {
     "requires_approval": "require_approval", "approval": "require_approval", "ask": "require_approval",
 }
 
+# W206's help: a workflow that checks clean as written (names and owners to fill in)
+NO_WORKFLOW_HELP = ('declare one: `workflow "NAME" { version "1.0.0" owners { business "TEAM" '
+                    'technical "TEAM" } }`, then its `action` types and their rules')
+
 
 def cond_key(cond: ir.Condition) -> tuple[str, int]:
     sp = cond.loc.span
@@ -82,15 +86,7 @@ class Checker:
     def run(self) -> list[Diagnostic]:
         workflows = [w for f in self.files for w in f.workflows]
         if self.files and not workflows:
-            first = self.files[0].path
-            self.add(
-                "W206",
-                "the policy set declares no workflow",
-                Span(first, 0, 0, 1, 1, 1, 1),
-                severity="warning",
-                label="every action evaluated against it is denied",
-                help='declare one: `workflow "name" { version "1.0.0" owners { ... } ... }`',
-            )
+            self.no_workflow()
         self.dup_check(workflows, "workflow")
         # roles: set-wide; duplicates only within one declaration scope
         all_roles: set[str] = set()
@@ -110,6 +106,27 @@ class Checker:
         self.side_effect_cycles(actions)
         invisible.invisible_characters(self)  # W217: a character typed into a string that no one sees
         return self.diags
+
+    def no_workflow(self) -> None:
+        """W206, about the set as a whole: no position (it was put at 1:1 of the first file,
+        under a comment or a `roles` line that is not wrong; a workflow may go in any file),
+        the first file named, the others listed. Not reported when a file did not parse (or
+        nested too deeply): the workflow may be in it, and its error says what to fix."""
+        read = [f.path for f in self.files]
+        if any(path not in read for path in self.sources):
+            return
+        notes = ["every action evaluated against it is denied"]
+        if len(read) > 1:
+            shown = ", ".join(read[:5]) + (f" and {len(read) - 5} more" if len(read) > 5 else "")
+            notes.append(f"none of the {len(read)} files of the set declares one: {shown}")
+        self.add(
+            "W206",
+            "the policy set declares no workflow",
+            Span.nowhere(read[0]),
+            severity="warning",
+            notes=tuple(notes),
+            help=NO_WORKFLOW_HELP,
+        )
 
     def workflow(self, w: ir.Workflow) -> None:
         self.dup_check(w.roles, "role", f" in workflow `{w.name}`")

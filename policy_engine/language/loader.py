@@ -384,7 +384,8 @@ def _load_sources(
         )
     else:
         checker = check(files, smap, cel_cache, accelerate)
-        diags.extend(checker.diags)
+        unread = any(d.severity == "error" for d in extra_diags or ())  # (a file not read may hold the workflow)
+        diags.extend(d for d in checker.diags if not (unread and d.code == "W206"))
         compiled = checker.compiled
     diags = sort_diagnostics(diags)
     acknowledged: list[Acknowledged] = []

@@ -38,6 +38,25 @@ class Coverage:
         self._sets: set = set()
         self.unloaded: list[str] = []  # policy files under the tested paths that no suite loads
         self.unmeasured: dict[str, str] = {}  # such a file whose branches could not be counted: why
+        # suites that did not run (unreadable YAML, wrong `policies`): the policy paths each
+        # names, None when that is not known; and each unloaded file one of them names
+        self.suites_not_run: dict[str, list[str] | None] = {}
+        self.not_run: dict[str, list[str]] = {}
+
+    def why_unloaded(self, file: str) -> str:
+        """Why no case reached `file`, as the report says it: "no suite loads it" only when
+        that is known. When a suite that did not run names it, or may (its YAML does not parse
+        before its `policies`), the report says so: it said "no suite loads it", untested by
+        design, when its suite had failed."""
+        suites = self.not_run.get(file)
+        if suites:
+            more = f" (and {len(suites) - 1} more)" if len(suites) > 1 else ""
+            return f"its suite {suites[0]}{more} did not run"
+        unknown = [s for s, named in self.suites_not_run.items() if named is None]
+        if unknown:
+            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+            return f"no suite that ran loads it; {unknown[0]}{more}, which did not run, may"
+        return "no suite loads it"
 
     def add_policy_set(self, policy_set: Any, unloaded: Collection[str] | None = None) -> None:
         """Every item of `policy_set`; with `unloaded` (paths of files no suite loads, read in a
@@ -180,7 +199,9 @@ class Coverage:
         if self.unmeasured and min_coverage > 0:  # (its branches are unknown: so is the percentage)
             first = next(iter(self.unmeasured))
             more = f" (and {len(self.unmeasured) - 1} more)" if len(self.unmeasured) > 1 else ""
-            return (f"{first}{more}, which no suite loads, does not load: its branches cannot be counted, "
+            why = self.why_unloaded(first)
+            which = ", which no suite loads," if why == "no suite loads it" else f" ({why})"
+            return (f"{first}{more}{which} does not load: its branches cannot be counted, "
                     f"so --min-coverage {min_coverage:g}% is not met (`stopline check {first}`)")
         if not self.applicable:
             if min_coverage <= 0:
@@ -211,7 +232,13 @@ class Coverage:
         head = f"{'file':<{width}}  {'items':>5}  {'exercised':>9}  {'branches':>8}  {'covered':>7}  {'%':>6}"
         title = "coverage:" if self.applicable else \
             "coverage: nothing to measure (no rule, stop trigger, criterion or scenario was read)"
-        lines = [title, head, "-" * len(head)]
+        lines = [title]
+        if self.suites_not_run:  # (their cases count as not run: coverage is not of the whole)
+            n = len(self.suites_not_run)
+            lines.append(f"incomplete: {n} suite{'s' if n != 1 else ''} did not run "
+                         f"({', '.join(self.suites_not_run)}); what {'they name' if n != 1 else 'it names'} "
+                         "counts as never exercised")
+        lines += [head, "-" * len(head)]
         for r in rows:
             lines.append(
                 f"{r['file']:<{width}}  {r['items']:>5}  {r['exercised']:>9}  {r['branches']:>8}  "
@@ -231,10 +258,10 @@ class Coverage:
             lines.append("never exercised:")
             for f, its in unloaded.items():  # (one line a file: no case can reach any of its items)
                 if f in self.unmeasured:
-                    lines.append(f"  {f}: not measured (no suite loads it, and it does not load: "
+                    lines.append(f"  {f}: not measured ({self.why_unloaded(f)}, and it does not load: "
                                  f"{self.unmeasured[f]})")
                 else:
-                    lines.append(f"  {f}: {len(its)} item{'s' if len(its) != 1 else ''} (no suite loads it)")
+                    lines.append(f"  {f}: {len(its)} item{'s' if len(its) != 1 else ''} ({self.why_unloaded(f)})")
             for i in never:
                 note = " (evaluated, never fired)" if i.hit else ""
                 lines.append(f"  {i.location}: {i.kind} {i.name}{note}")
@@ -253,8 +280,11 @@ class Coverage:
         return {
             "percent": round(self.percent, 2) if self.applicable else None,  # (no branch: not applicable)
             "files": self.per_file(),
-            "unloaded": list(self.unloaded),  # policy files under the tested paths that no suite loads
+            "unloaded": list(self.unloaded),  # policy files under the tested paths no suite that ran loads
             "unmeasured": [{"file": f, "reason": r} for f, r in self.unmeasured.items()],
+            # suites that did not run: the policy paths each names (null: not known); an
+            # "unloaded" file one of them names is not untested by design, its suite failed
+            "suites_not_run": [{"suite": s, "policies": p} for s, p in self.suites_not_run.items()],
             "items": [
                 {
                     "kind": i.kind,

@@ -217,8 +217,12 @@ class Runner:
         self._load = loader or load_policies
         self.coverage = Coverage()
 
+    @staticmethod
+    def _key(suite: Suite) -> tuple[str, ...]:
+        return tuple(sorted({str(Path(p).resolve()) for p in suite.policies}))
+
     def policies(self, suite: Suite) -> Loaded:
-        key = tuple(sorted({str(Path(p).resolve()) for p in suite.policies}))
+        key = self._key(suite)
         if key not in self._loaded:
             self._loaded[key] = self._load(tuple(suite.policies))
             self.coverage.add_policy_set(self._loaded[key].policy_set)
@@ -333,14 +337,29 @@ class Runner:
                 tested.append(Path(p))
         if not tested:
             return
+        # A suite that did not run (its YAML does not parse, its `policies` are wrong or do
+        # not load) loads nothing: the files it names count as no suite's, but are said to be
+        # its; when what it names cannot be known, no file is said to be loaded by no suite.
         named: set[str] = set()
-        for key in {s.policies for s in suites if s.policies}:
-            named.update(os.path.realpath(f) for f in find_files(key, ".policy")[0])
+        not_run: dict[str, list[str]] = {}  # real path -> the suites naming it that did not run
+        for s in suites:
+            loaded = self._loaded.get(self._key(s)) if s.policies else None
+            ran = loaded is not None and loaded.engine is not None
+            pols: tuple[str, ...] | None = s.policies if ran or s.doc is not None else _named_unread(s)
+            if not ran:
+                self.coverage.suites_not_run[s.display] = list(pols) if pols else None
+            for f in find_files(pols or (), ".policy")[0]:
+                if ran:
+                    named.add(os.path.realpath(f))
+                else:
+                    not_run.setdefault(os.path.realpath(f), []).append(s.display)
         by_dir: dict[str, list[str]] = {}
         for f in tested:
             shown = _display(f)
             if os.path.realpath(f) not in named and shown not in self.coverage.unloaded:
                 self.coverage.unloaded.append(shown)
+                if os.path.realpath(f) in not_run:
+                    self.coverage.not_run[shown] = not_run[os.path.realpath(f)]
                 by_dir.setdefault(os.path.dirname(shown) or ".", []).append(shown)
         for d, group in by_dir.items():
             self._count_files(d, group)
@@ -360,6 +379,67 @@ class Runner:
             errs = _load_unloaded(self.coverage, [f], [f])
             if errs:
                 self.coverage.unmeasured[f] = errs.get(f) or next(iter(errs.values()))
+
+
+def _named_unread(suite: Suite) -> tuple[str, ...] | None:
+    """The policy paths a suite whose YAML does not parse names, when the text before the
+    error says them in full (`policies:` a string or a list of strings at the top, or no
+    `policies` in a mapping that ends: the suite's directory), as `Suite.policies` holds
+    them; None when that cannot be known (`policies` after the error, a suite not read)."""
+    import yaml
+
+    if suite.source is None:
+        return None
+    stack: list[list] = []  # per open collection: [is a mapping, expects a key, its last key]
+    items: list[str] | None = None  # `policies: [...]` while it is read
+    named: tuple[str, ...] | None = None
+    try:
+        for ev in yaml.parse(suite.source.text, Loader=yaml.SafeLoader):
+            if isinstance(ev, (yaml.StreamStartEvent, yaml.DocumentStartEvent, yaml.DocumentEndEvent)):
+                continue
+            if items is not None:
+                if isinstance(ev, yaml.ScalarEvent):
+                    items.append(ev.value)
+                    continue
+                named = tuple(items) if isinstance(ev, yaml.SequenceEndEvent) else None
+                break
+            top = stack[-1] if stack else None
+            if top is None:
+                named = (".",) if isinstance(ev, yaml.MappingStartEvent) else None  # (until `policies`)
+                if named is None:
+                    break
+                stack.append([True, True, None])
+                continue
+            if len(stack) == 1 and not top[1] and top[2] == "policies":
+                if isinstance(ev, yaml.SequenceStartEvent):
+                    items = []
+                    continue
+                plain_null = isinstance(ev, yaml.ScalarEvent) and ev.implicit[0] and \
+                    ev.value in ("", "~", "null", "Null", "NULL")
+                named = (".",) if plain_null else (ev.value,) if isinstance(ev, yaml.ScalarEvent) else None
+                break
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if top[0] and top[1]:
+                    top[2] = None
+                stack.append([isinstance(ev, yaml.MappingStartEvent), True, None])
+                continue
+            if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                if not stack:
+                    break  # the top mapping ended with no `policies`: the suite's directory
+                top = stack[-1]
+            elif top[0] and top[1]:
+                top[2] = ev.value if isinstance(ev, yaml.ScalarEvent) else None
+            if top[0]:
+                top[1] = not top[1]
+        else:
+            return None  # (no document: nothing to read it from)
+    except (yaml.YAMLError, RecursionError):
+        if items is not None or stack:
+            return None  # the error came first
+    if named is None:
+        return None
+    return tuple(_display(Path(os.path.normpath(suite.path.parent / p))) for p in named)
 
 
 def _input_error(case: Case, answer: dict, inputs: dict) -> str:

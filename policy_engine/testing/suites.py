@@ -649,12 +649,16 @@ class _Builder:
             )
 
     def skip(self, c: dict, path: tuple, default: str | None) -> str | None:
-        """The skip reason of a case or a table row (`default` when it has no `skip`): a
-        reason, or `true` ("skipped"); `false` is as if absent. Anything else (`skip: 5`,
-        `skip: ""`) is an error: read as "skipped" (or, empty, as not skipped), it said nothing."""
+        """The skip reason of a case or a table row (`default`, the case's, when a row has no
+        `skip`): a reason, or `true` ("skipped"); `false` runs it, a row of a skipped case too
+        (it was read as absent, so a row saying `skip: false` was skipped with its case).
+        Anything else (`skip: 5`, `skip: ""`) is an error: read as "skipped" (or, empty, as not
+        skipped), it said nothing."""
         skip = c.get("skip")
-        if skip is None or skip is False:
+        if skip is None:
             return default
+        if skip is False:
+            return None
         if skip is True:
             return "skipped"
         if not self.want(skip, (str, bool), path + ("skip",), "`skip`",
