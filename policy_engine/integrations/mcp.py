@@ -39,6 +39,8 @@ these) gated on the ``Runtime`` (recorded):
   back names the call and its claim: the client's next round continues that call under
   the same decision, once (``_continue``); the gateway passes the upstream's input requests
   on to its client;
+- arguments beyond the engine's input limits taken as one input (``oversize``): nothing is
+  gated or recorded (the ledger would keep them whole), nothing runs; an ``isError`` result;
 - the ledger cannot be reached: nothing is gated, nothing runs; an ``isError`` result
   (``outcome``: ``unavailable``) tells the agent, the log (``policy_engine.integrations.mcp``)
   the operator why.
@@ -65,12 +67,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from ..ledger.errors import LedgerUnavailable
+from ..limits import INT64_MAX, INT64_MIN, MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, _digest, conform, require_extra
 
 require_extra("mcp", "mcp", "mcp")
@@ -85,7 +89,9 @@ from mcp_types import (  # noqa: E402
     ListToolsResult,
     TextContent,
     Tool,
+    ToolListChangedNotification,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS  # noqa: E402
 
 __all__ = ["McpGate", "StoplineGateway", "StoplineMiddleware", "protect", "reversibility_of", "Approval",
            "WorkflowStopped", "CALL_ID", "GATE_META"]
@@ -95,6 +101,8 @@ GATE_META = "stopline.dev/gate"  #: the ``_meta`` key of every gated result and 
 MAX_CALL_ID = 200
 MAX_PAGES = 100
 MAX_GENERATIONS = 32  #: generations a call without a call id tries when other processes keep taking them
+MAX_RELISTS = 4  #: listings of the upstream's tools one call makes while change notifications keep arriving
+LISTEN_ACK_SECONDS = 10.0  #: how long the gateway waits for the upstream to acknowledge its change subscription
 #: the prefix of the ``requestState`` the gate hands back with an ``input_required`` result:
 #: it names the waiting call and its claim, and wraps the server's own state
 STATE_PREFIX = "stopline.dev/v1 "
@@ -164,6 +172,36 @@ def _wire(result: Any) -> dict:
     if isinstance(result, Mapping):
         return dict(result)
     return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def oversize(arguments: Any) -> str | None:
+    """Why a call's ``arguments`` are beyond the engine's input limits taken as one input
+    (values, nesting, characters of keys and strings, counted as ``check_size`` does), or
+    hold an integer too long to write as JSON; ``None``: within. Stops at the first one."""
+    items = chars = 0
+    stack = [(arguments, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            chars += len(v)
+        elif isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+            try:
+                chars += len(str(v))
+            except ValueError:
+                return "they hold an integer with too many digits to write as JSON"
+        elif isinstance(v, Mapping | list | tuple):
+            if depth >= MAX_INPUT_DEPTH:
+                return f"they nest more than {MAX_INPUT_DEPTH} levels deep"
+            items += len(v)
+            if items > MAX_INPUT_ITEMS:
+                return f"they hold more than {MAX_INPUT_ITEMS} values"
+            if isinstance(v, Mapping):
+                chars += sum(len(k) for k in v if isinstance(k, str))
+                v = v.values()
+            stack.extend((x, depth + 1) for x in v)
+        if chars > MAX_INPUT_CHARS:
+            return f"they hold more than {MAX_INPUT_CHARS} characters of text"
+    return None
 
 
 _ANNOTATIONS: ContextVar[Any] = ContextVar("stopline_mcp_annotations", default=None)
@@ -320,7 +358,17 @@ class McpGate:
         round continues the call under its claim, or is refused."""
         if not isinstance(name, str) or not name or not (arguments is None or isinstance(arguments, Mapping)):
             raise MCPError(code=INVALID_PARAMS, message="Stopline: a tools/call names a tool and takes an object")
-        args, problem = conform(schema, arguments or {})
+        # bounded before anything reads or records them: gated, the ledger would keep them whole
+        args, problem, big = dict[str, Any](), None, oversize(arguments or {})
+        if big is None:  # then as the tool would get them (the schema's defaults filled in)
+            args, problem = conform(schema, arguments or {})
+            big = oversize(args)
+        if big is not None:
+            _log.warning("Stopline refused MCP tool %r (workflow %r): its arguments are beyond the input limits "
+                         "(%s); not gated, not recorded", name, self.workflow, big)
+            return self._unrecorded(name, "refused", f"Stopline refused `{name}`: its arguments are beyond the "
+                                                     f"gate's input limits ({big}); not run, not recorded. Call "
+                                                     "it with smaller arguments.")
         if not listed:
             problem = "the server does not list this tool, so the arguments it would receive cannot be checked"
         call_id = meta.get(CALL_ID) if isinstance(meta, Mapping) else None
@@ -478,7 +526,7 @@ class McpGate:
             gen, holder, orig = json.loads(state[len(STATE_PREFIX):])
             if not (isinstance(gen, str) and isinstance(holder, str) and (orig is None or isinstance(orig, str))):
                 raise ValueError
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # (nested too deep for the parser: not one it gave)
             raise MCPError(code=INVALID_PARAMS, message="Stopline: the requestState is not one the gate gave") from None
         return (gen, holder), orig
 
@@ -572,28 +620,126 @@ async def _no_relay(context: Any, params: Any) -> Any:
                                                   "results only (MCP 2026-07-28 and later)")
 
 
+class _UpstreamTools:
+    """The upstream's tools as the gateway's session with it lists them (one per session).
+
+    Kept between calls only while the upstream tells of every change (``watched``): it
+    declares ``tools.listChanged`` and, on MCP 2026-07-28, acknowledged the gateway's
+    ``subscriptions/listen`` for it. Each ``notifications/tools/list_changed`` (or a
+    transport fault, or the end of that subscription) drops the list, so the next call is
+    judged under a new listing; a listing a change came in during is made again. Otherwise
+    (no ``listChanged``) every call lists the tools, as the gate reads them."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.watched = False
+        self.tools: list[Tool] | None = None
+        self.generation = 0  #: changes the upstream told of
+        self._lock = anyio.Lock()
+
+    def changed(self) -> None:
+        self.generation += 1
+        self.tools = None
+
+    async def on_message(self, message: Any) -> None:
+        """The upstream session's ``message_handler``: its notifications and transport faults."""
+        if isinstance(message, ToolListChangedNotification | Exception):  # (a fault may have cost a notification)
+            self.changed()
+
+    async def watch(self, client: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Learn whether the upstream tells of changes (``watched``); on MCP 2026-07-28,
+        hold its ``subscriptions/listen`` stream open (started once acknowledged)."""
+        tools = client.server_capabilities.tools
+        if tools is None or tools.list_changed is not True:
+            return task_status.started()
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # the notifications come unasked
+            self.watched = True
+            return task_status.started()
+        started, why = False, "it ended"
+        try:
+            async with AsyncExitStack() as stack:
+                sub = None
+                with anyio.move_on_after(LISTEN_ACK_SECONDS):
+                    sub = await stack.enter_async_context(client.listen(tools_list_changed=True))
+                self.watched = sub is not None and sub.honored.tools_list_changed is True
+                started = True
+                task_status.started()
+                if sub is None or not self.watched:
+                    why = "not acknowledged" if sub is None else "not honored"
+                else:
+                    async for _event in sub:
+                        self.changed()
+        except Exception as e:  # noqa: BLE001 - refused, or lost: the tools are listed at each call
+            why = f"{type(e).__name__}: {e}"
+        _log.warning("Stopline: the MCP upstream's tool change subscription: %s; its tools are listed at each "
+                     "call from now on", why)
+        self.watched = False
+        self.changed()
+        if not started:
+            task_status.started()
+
+    async def get(self, *, refresh: bool = False) -> list[Tool]:
+        """The tools, as the upstream lists them now or as it last told (``refresh``: list)."""
+        if not self.watched:
+            return await self._fetch()
+        async with self._lock:
+            if self.tools is not None and not refresh:
+                return self.tools
+            for _ in range(MAX_RELISTS):
+                seen = self.generation
+                tools = await self._fetch()
+                if seen == self.generation:  # no change told of while listing: as the upstream lists now
+                    self.tools = tools if self.watched else None
+                    break
+            return tools
+
+    async def _fetch(self) -> list[Tool]:
+        tools, cursor = [], None
+        for _ in range(MAX_PAGES):
+            page = await self.client.list_tools(cursor=cursor, cache_mode="refresh")
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+
 class StoplineGateway:
     """An MCP server in front of another (``upstream``: an ``MCPServer``/``Server``
     instance, ``StdioServerParameters``, a URL or a ``Transport``, as ``mcp.Client``
-    takes). It serves ``tools/list`` (the upstream's tools, listed live and marked) and
-    ``tools/call`` (gated, then forwarded with the client's ``_meta``; the upstream's
-    progress notifications go on to the client) and nothing else. ``gateway.server`` is the
-    low-level ``Server`` to run (``Client(gateway.server)``, stdio, HTTP)."""
+    takes; ``upstream_options``: more ``mcp.Client`` options, e.g. ``mode``). It serves
+    ``tools/list`` (the upstream's tools, listed live and marked) and ``tools/call`` (gated,
+    then forwarded with the client's ``_meta``; the upstream's progress notifications go on
+    to the client) and nothing else. A call is judged under the upstream's tools as listed
+    once per session while it tells of changes (``_UpstreamTools``), else (or ``relist``)
+    at each call. ``gateway.server`` is the low-level ``Server`` to run (stdio, HTTP, or
+    ``Client(gateway.server)``)."""
 
     def __init__(self, upstream: Any, runtime: Any, *, workflow: str, approvers: Any = None,
-                 name: str = "stopline-gateway", gate: McpGate | None = None, **options: Any) -> None:
-        self.upstream = upstream
+                 name: str = "stopline-gateway", gate: McpGate | None = None,
+                 upstream_options: Mapping[str, Any] | None = None, relist: bool = False, **options: Any) -> None:
+        fixed = {"server", "elicitation_callback", "message_handler"} & set(upstream_options or ())
+        if fixed:
+            raise TypeError(f"StoplineGateway: upstream_options may not set {', '.join(sorted(fixed))}")
+        self.upstream, self.relist = upstream, relist
+        self.upstream_options = {"cache": None, **(upstream_options or {})}
         self.gate = gate or McpGate(runtime, workflow, approvers, **options)
         self.server = Server(name, lifespan=self._lifespan, on_list_tools=self._list_tools,
                              on_call_tool=self._call_tool)
 
     def _lifespan(self, _server: Any) -> Any:
-        from contextlib import asynccontextmanager
-
         @asynccontextmanager
         async def cm():
-            async with Client(self.upstream, elicitation_callback=_no_relay) as client:
-                yield {"upstream": client}
+            tools = _UpstreamTools()
+            async with Client(self.upstream, elicitation_callback=_no_relay, message_handler=tools.on_message,
+                              **self.upstream_options) as client, anyio.create_task_group() as tg:
+                tools.client = client
+                if not self.relist:
+                    await tg.start(tools.watch, client)
+                try:
+                    yield {"upstream": client, "tools": tools}
+                finally:
+                    tg.cancel_scope.cancel()
 
         return cm()
 
@@ -601,18 +747,8 @@ class StoplineGateway:
     def _client(ctx: Any) -> Client:
         return ctx.lifespan_context["upstream"]
 
-    async def _upstream_tools(self, client: Client) -> list[Tool]:
-        tools, cursor = [], None
-        for _ in range(MAX_PAGES):
-            page = await client.list_tools(cursor=cursor, cache_mode="refresh")
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        return tools
-
     async def _list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
-        tools = await self._upstream_tools(self._client(ctx))
+        tools = await ctx.lifespan_context["tools"].get(refresh=True)  # listed live (and kept, if watched)
         name = self._server_name(self._client(ctx))
         return ListToolsResult(tools=[Tool.model_validate(self.gate.mark(_wire(t), name)) for t in tools])
 
@@ -623,8 +759,10 @@ class StoplineGateway:
         return info.name if info is not None else None
 
     async def _call_tool(self, ctx: Any, params: Any) -> Any:
-        client = self._client(ctx)
-        tools = {t.name: t for t in await self._upstream_tools(client)}
+        client, upstream = self._client(ctx), ctx.lifespan_context["tools"]
+        tools = {t.name: t for t in await upstream.get()}
+        if params.name not in tools and upstream.watched:  # a tool the listing kept does not name: list once more
+            tools = {t.name: t for t in await upstream.get(refresh=True)}
         listed = tools.get(params.name)
         ann = _wire(listed.annotations) if listed is not None and listed.annotations is not None else None
         schema = listed.input_schema if listed is not None else None
