@@ -12,6 +12,8 @@ and the workflow state the ledger held just before it (the latest ``stop`` or al
 ``resume`` of its workflow with a lower sequence number), so a replay under the policy
 that decided it gives the same verdict. Only the recorded input is read: a decision
 recorded under a policy that no longer loads (or no longer exists) replays the same way.
+By default the workflow state is the candidate's: its stops are carried, the record's it does
+not fire lifted, and a recorded resume it refuses does not lift the stop (``carry_stops``).
 
 Work is split by sequence range over processes (``workers``; default: the machine's
 cores, at most 2 on small ledgers it is not worth it); each process opens the ledger and
@@ -20,7 +22,9 @@ loads the candidate policy itself, and sends back only the changed verdicts.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -77,10 +81,7 @@ class ChangedVerdict:
         return STRICTNESS.get(self.new_effect, 9) > STRICTNESS.get(self.old_effect, 9)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["executions"] = list(self.executions)
-        d["transition"] = self.transition
-        return d
+        return asdict(self) | {"executions": list(self.executions), "transition": self.transition}
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class ReplayResult:
     seconds: float = 0.0
     #: the stops the candidate fired where the record's workflow ran on (``carry_stops``), in
     #: order: ``workflow``, ``trigger``, ``decision_id``, ``seq``, ``at``, and ``until``: the
-    #: allowed resume that lifted it in the record (its entry id), or None (to the end);
+    #: resume that lifts it in the replay (the record's, which it does not refuse), or None (to the end);
     #: ``replaces``, ``replaces_trigger``: where the decision fired a stop of the record by
     #: another trigger, that stop's id and trigger (the candidate's takes its place), else None
     candidate_stops: tuple[dict, ...] = ()
@@ -109,6 +110,12 @@ class ReplayResult:
     #: decision's id); both None: to the end; ``stays_stopped_by``: a trigger that still holds
     #: the workflow stopped in between (a stop fired by a repair action while stopped), or None
     candidate_lifts: tuple[dict, ...] = ()
+    #: the allowed resumes of the record the candidate refuses (``carry_stops``), in order: ``workflow``,
+    #: ``resume`` (its entry id), ``seq``, ``at``, ``principal``, ``stopped_by`` (the triggers of the stops
+    #: that stand there), ``unmet``, ``errors``; ``until``: the next resume that lifts the stop in the
+    #: replay, or None (to the end). ``unjudged_resumes``: those it cannot be asked, which stand (``reason``)
+    candidate_refused_resumes: tuple[dict, ...] = ()
+    unjudged_resumes: tuple[dict, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -127,8 +134,7 @@ class ReplayResult:
         rows = [{"old_effect": k[0], "old_rule": k[1], "new_effect": k[2], "new_rule": k[3], "count": len(v),
                  "executed": sum(1 for c in v if c.executions), "decisions": [c.decision_id for c in v[:5]]}
                 for k, v in g.items()]
-        return sorted(rows, key=lambda r: (-r["count"], r["old_effect"], r["old_rule"], r["new_effect"],
-                                           r["new_rule"]))
+        return sorted(rows, key=lambda r: (-r["count"], r["old_effect"], r["old_rule"], r["new_effect"], r["new_rule"]))
 
     def to_json(self) -> dict[str, Any]:
         return {"policy_hash": self.policy_hash, "replayed": self.replayed, "unchanged": self.unchanged,
@@ -136,14 +142,15 @@ class ReplayResult:
                 "executed_changed": sum(1 for c in self.changed if c.executions),
                 "changed": [c.to_json() for c in self.changed], "unreplayable": list(self.unreplayable),
                 "recorded_policies": list(self.recorded_policies), "workers": self.workers,
-                "candidate_stops": list(self.candidate_stops), "candidate_lifts": list(self.candidate_lifts)}
+                "candidate_stops": list(self.candidate_stops), "candidate_lifts": list(self.candidate_lifts),
+                "candidate_refused_resumes": list(self.candidate_refused_resumes),
+                "unjudged_resumes": list(self.unjudged_resumes)}
 
     def text(self) -> str:
         lines = [f"replayed {self.replayed} decision(s) under policy {self.policy_hash[:19]}: "
                  f"{len(self.changed)} changed, {self.unchanged} unchanged"
                  + (f", {len(self.unreplayable)} unreplayable" if self.unreplayable else "")]
-        for tr, n in self.counts.items():
-            lines.append(f"  {tr}: {n}")
+        lines += [f"  {tr}: {n}" for tr, n in self.counts.items()]
         for cs in self.candidate_stops[:10]:
             lines.append(f"  candidate stop: {cs['workflow']} stopped by `{cs['trigger']}` at decision "
                          f"{cs['decision_id']} ({cs['at']}), "
@@ -160,6 +167,18 @@ class ReplayResult:
                             if lf["stays_stopped_by"] else ": the decisions in between are replayed as if it ran"))
         if len(self.candidate_lifts) > 10:
             lines.append(f"  … {len(self.candidate_lifts) - 10} more lifted stops (--format json lists every one)")
+        for rr in self.candidate_refused_resumes[:10]:
+            lines.append(f"  refused resume: {rr['workflow']} resumed at {rr['at']} by {rr['principal'] or '?'} "
+                         f"(resume {rr['resume']}), which the candidate refuses ("
+                         + (f"unmet: {', '.join(f'`{u}`' for u in rr['unmet'])}" if rr["unmet"] else rr["errors"])
+                         + f"): it stays stopped by {' and '.join(f'`{t}`' for t in rr['stopped_by'])} "
+                         + (f"until the resume {rr['until']}" if rr["until"] else "to the end of the replay")
+                         + ": the decisions in between are replayed as stopped")
+        lines += [f"  resume stands: {ur['workflow']} resumed at {ur['at']} (resume {ur['resume']}) is not asked "
+                  f"again: {ur['reason']}" for ur in self.unjudged_resumes[:10]]
+        for n, what in ((len(self.candidate_refused_resumes), "refused"), (len(self.unjudged_resumes), "standing")):
+            if n > 10:
+                lines.append(f"  … {n - 10} more {what} resumes (--format json lists every one)")
         for g in self.groups:
             lines.append(f"\n{g['old_effect']} ({g['old_rule']}) -> {g['new_effect']} ({g['new_rule']}): "
                          f"{g['count']} decision(s), {g['executed']} executed")
@@ -181,14 +200,10 @@ class ReplayResult:
 
 
 def _until(lf: dict) -> str:
-    kind, ref = lf["until_kind"], lf["until"]
-    if kind == "resume":
-        return f"until the resume {ref}"
-    if kind == "stop":
-        return f"until the recorded stop {ref} (which stands)"
-    if kind == "candidate stop":
-        return f"until the candidate's stop at decision {ref}"
-    return "to the end of the replay"
+    ref = lf["until"]
+    return {"resume": f"until the resume {ref}", "stop": f"until the recorded stop {ref} (which stands)",
+            "candidate stop": f"until the candidate's stop at decision {ref}"}.get(lf["until_kind"] or "",
+                                                                                   "to the end of the replay")
 
 
 # ------------------------------------------------------------------------------ the work
@@ -269,21 +284,17 @@ def _filters(since: str | None, until: str | None, workflow: str | None) -> list
     from .ledger import schema
 
     E = schema.entries
-    where = [E.c.kind == "decision"]
-    if since is not None:
-        where.append(E.c.time >= since)
-    if until is not None:
-        where.append(E.c.time < until)
-    if workflow is not None:
-        where.append(E.c.workflow == workflow)
-    return where
+    return [E.c.kind == "decision", *([E.c.time >= since] if since is not None else []),
+            *([E.c.time < until] if until is not None else []),
+            *([E.c.workflow == workflow] if workflow is not None else [])]
 
 
-def _timeline(led: Any, until: str | None, fired: dict | None = None) -> dict[str, list[tuple[Any, ...]]]:
+def _timeline(led: Any, until: str | None, fired: dict | None = None, resumes: dict | None = None,
+              since: str | None = None, workflow: str | None = None) -> dict[str, list[tuple[Any, ...]]]:
     """Per workflow, every change of its status: (seq, state after it or None for running, the
     entry's id). ``fired``, when given, is filled with each entry id a stop links to (the
     decision that fired it, for the runtime's stops) -> (the stop's seq, its id, its trigger,
-    its workflow): the first stop linking to it."""
+    its workflow): the first stop linking to it. ``resumes``: the allowed ones in the window, by seq."""
     from .ledger import schema
 
     E = schema.entries
@@ -300,10 +311,79 @@ def _timeline(led: Any, until: str | None, fired: dict | None = None) -> dict[st
                         fired.setdefault(to, (e.seq, e.id, st["stopped_by"], e.workflow))
             elif e.body.get("allowed"):
                 st = None
+                if resumes is not None and (since or "") <= e.time < (until or "~") and workflow in (None, e.workflow):
+                    resumes.setdefault(e.workflow, {})[e.seq] = _resume_of(e)
             else:
                 continue
             out.setdefault(e.workflow, []).append((e.seq, st, e.id))
     return out
+
+
+def _resume_of(e: Any) -> dict:
+    """A resume of the record as the candidate is asked it again: its evidence and time, and
+    ``why`` it cannot be (then it stands), or None."""
+    from .ledger.canonical import canonical_text
+    from .timestamps import parse_ts
+
+    b, why, ev, at = e.body, None, e.body.get("evidence"), e.body.get("resumed_at") or e.time
+    try:
+        if not isinstance(ev, dict) or not b.get("criteria"):
+            why = "it records no evidence or no criterion's result (not the runtime's: an operator's, appended by hand)"
+        elif "sha256:" + hashlib.sha256(canonical_text(ev).encode()).hexdigest() != b.get("evidence_digest"):
+            why = "its evidence is not as presented: " + str(ev.get("unrecordable") or "the digest differs")[:200]
+        else:
+            parse_ts(at, "the recorded `resumed_at`")
+    except Exception as x:  # noqa: BLE001  (another writer's body: never a crash)
+        why = f"it cannot be read: {str(x)[:200]}"
+    return {"id": e.id, "at": at if isinstance(at, str) else e.time, "principal": b.get("principal"),
+            "evidence": ev, "why": why}
+
+
+def _ask(engine: Any, wf: str, standing: list, r: dict) -> tuple[bool | None, list[str], str | None]:
+    """The candidate's answer to ``wf``'s recorded resume ``r`` where the record's stops ``standing`` stand
+    (each trigger's criteria, newest first, as the runtime asks): (allowed or None: cannot be asked, unmet, why)."""
+    ask = getattr(engine, "may_resume", None)
+    if r["why"] or not callable(ask):
+        return None, [], r["why"] or "the candidate evaluator answers no resume question (no `may_resume`)"
+    ds = []
+    for st in reversed({st.get("stopped_by"): st for st in standing}.values()):
+        try:
+            d = ask(wf, st, r["evidence"], r["at"])
+        except Exception as e:  # noqa: BLE001  (an evaluator other than an Engine, which never raises)
+            return None, [], f"the candidate cannot answer it: {type(e).__name__}: {str(e)[:200]}"
+        if not d.criteria:  # no such workflow or trigger in the candidate: not its question to answer
+            return None, [], "the candidate cannot answer it: " + "; ".join(x.message for x in d.errors)[:300]
+        ds.append(d)
+    return (all(d.allowed for d in ds), list(dict.fromkeys(u for d in ds for u in d.unmet)),
+            "; ".join(x.message for d in ds for x in d.errors)[:300] or None)
+
+
+def _judge(engine: Any, wf: str, events: list, mine: dict, cache: dict) -> tuple[list, list]:
+    """Walk ``wf``'s timeline with its recorded allowed resumes ``mine`` (seq -> ``_resume_of``) in order,
+    asking the candidate each one at which a stop of the record stands in the replay (``_ask``; the
+    candidate's own stops are taken to be lifted by it: its evidence was for the record's triggers). A
+    refused one is taken out of ``events`` (in place). Returns (the refused, those that cannot be asked)."""
+    out, refused, unjudged = [], [], []
+    standing: list = []  # the stop events since the last resume that stands
+    for ev in sorted([e for e in events if e[1] is not None or e[0] not in mine]
+                     + [(s, None, r["id"]) for s, r in mine.items()], key=lambda e: e[0]):
+        r, recorded = mine.get(ev[0]) if ev[1] is None else None, [e[1] for e in standing if e[2] is not None]
+        if r is not None and recorded:
+            key = (ev[0], tuple((st.get("stopped_by"), st.get("stopped_at")) for st in recorded))
+            allowed, unmet, why = cache[key] if key in cache else cache.setdefault(key, _ask(engine, wf, recorded, r))
+            item = {"workflow": wf, "resume": r["id"], "seq": ev[0], "at": r["at"]}
+            if allowed is None:
+                unjudged.append(item | {"reason": why})
+            elif not allowed:
+                refused.append(item | {"principal": r["principal"], "unmet": unmet, "errors": why,
+                                       "stopped_by": list(dict.fromkeys(e[1].get("stopped_by") for e in standing))})
+                continue
+        standing = [*standing, ev] if ev[1] is not None else []
+        out.append(ev)
+    events[:] = out
+    for x in refused:  # the next resume that stands in the replay, if any
+        x["until"] = next((e[2] for e in out if e[1] is None and e[0] > x["seq"]), None)
+    return refused, unjudged
 
 
 def _carries(r: tuple, timeline: dict) -> bool:
@@ -331,7 +411,7 @@ def _replaces(r: tuple, fired: dict) -> bool:
 
 
 def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, rows: list,
-                 fired: dict, bad: list) -> tuple[list, list, list, list]:
+                 fired: dict, bad: list, judged: tuple) -> tuple[list, list, list, list]:
     """The workflow state as the candidate would have left it (``replay(carry_stops=True)``).
     Carry the stops the candidate fires forward: where a replayed decision is ``stop`` by a
     trigger of the candidate and the workflow ran on, the workflow is stopped by that trigger
@@ -349,10 +429,8 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
     changed timeline, earliest first, and what they come to replaces what they came to
     before: a changed row, or an unreplayable item (``bad``: an evaluator other than an
     ``Engine``, which never raises, may raise under one workflow state and not under
-    another), so each decision is counted once. Returns (the changed rows, the candidate
-    stops, the lifted stops, the unreplayable items)."""
-    import bisect
-
+    another), so each decision is counted once, and its resumes are asked again (``_judge``; ``judged``:
+    resumes, answers, cache). Returns (the changed rows, the candidate stops, the lifted stops, ``bad``)."""
     from .ledger import schema
 
     E = schema.entries
@@ -383,22 +461,18 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
             else:
                 state = {"name": wf, "status": "stopped", "stopped_by": r[9][len("stop:"):], "stopped_at": r[5]}
                 replaces = fired[r[0]] if _replaces(r, fired) else None
-                if replaces is not None:  # the record's stop, in its place, by the candidate's trigger
-                    pos = replaces[0]
-                    at = bisect.bisect_left(events, (pos,))
-                    if at < len(events) and events[at][0] == pos:
-                        state = events[at][1] | {"stopped_by": state["stopped_by"]}
-                        del events[at]
-                else:
-                    pos = seq + 0.5
-                    at = bisect.bisect_left(events, (pos,))
+                pos = replaces[0] if replaces is not None else seq + 0.5
+                at = bisect.bisect_left(events, (pos,))
+                if replaces is not None and at < len(events) and events[at][0] == pos:  # in the record's stop's place,
+                    state = events[at][1] | {"stopped_by": state["stopped_by"]}  # by the candidate's trigger
+                    del events[at]
                 events.insert(at, (pos, state, None))
                 placed[(wf, pos)] = r[0]
-                lift = next((e for e in events[at + 1:] if e[1] is None), None)  # the record's next allowed resume
                 stops.append({"workflow": wf, "trigger": state["stopped_by"], "decision_id": r[0], "seq": seq,
-                              "at": r[5], "until": lift[2] if lift is not None else None,
-                              "replaces": replaces[1] if replaces is not None else None,
+                              "at": r[5], "until": pos, "replaces": replaces[1] if replaces is not None else None,
                               "replaces_trigger": replaces[2] if replaces is not None else None})
+            if wf in judged[0]:  # its resumes after the change, asked again under the changed timeline
+                judged[1][wf] = _judge(engine, wf, events, judged[0][wf], judged[2])
             # its later decisions, replayed again under the changed timeline: what they come to now
             # (changed, or unreplayable) replaces what they came to before
             rows = [x for x in rows if not (x[2] == wf and x[1] > seq)]
@@ -408,19 +482,16 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
                 rows += more[0]
                 bad += more[2]
     bad.sort(key=lambda b: b["seq"])
+    for cs in stops:  # the resume that lifts each candidate stop, in the final timeline (None: to the end)
+        cs["until"] = next((e[2] for e in timeline[cs["workflow"]] if e[1] is None and e[0] > cs["until"]), None)
     for lf in lifts:  # where each lifted stop ends, in the final timeline
         events = timeline.get(lf["workflow"], [])
         at = bisect.bisect_left(events, (lf.pop("sseq"),))
         before = events[at - 1][1] if at > 0 else None
         nxt = events[at] if at < len(events) else None
-        if nxt is None:
-            lf["until"], lf["until_kind"] = None, None
-        elif nxt[1] is None:
-            lf["until"], lf["until_kind"] = nxt[2], "resume"
-        elif nxt[2] is not None:
-            lf["until"], lf["until_kind"] = nxt[2], "stop"
-        else:
-            lf["until"], lf["until_kind"] = placed.get((lf["workflow"], nxt[0])), "candidate stop"
+        lf["until"], lf["until_kind"] = ((None, None) if nxt is None else (nxt[2], "resume") if nxt[1] is None
+                                         else (nxt[2], "stop") if nxt[2] is not None
+                                         else (placed.get((lf["workflow"], nxt[0])), "candidate stop"))
         lf["stays_stopped_by"] = before.get("stopped_by") if before is not None else None
     return rows, stops, lifts, bad
 
@@ -429,8 +500,6 @@ def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
     events = timeline.get(workflow) if workflow else None
     if not events:
         return None
-    import bisect
-
     i = bisect.bisect_left(events, (seq,)) - 1  # the latest change strictly before the decision
     return events[i][1] if i >= 0 else None
 
@@ -610,8 +679,11 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     workflow in the replay too, until the record's next allowed resume of it: its later
     decisions are replayed as stopped (``ReplayResult.candidate_stops`` lists each such stop);
     and a stop of the record fired by a decision the candidate replays as no stop is lifted,
-    until the next change that stands (``ReplayResult.candidate_lifts``). False: every
-    decision under the workflow state the ledger recorded.
+    until the next change that stands (``ReplayResult.candidate_lifts``); and an allowed resume
+    of the record the candidate refuses (the criteria of the record's stops that stand there in
+    the replay, over the evidence and at the time recorded with it) does not lift the stop
+    (``candidate_refused_resumes``; one it cannot be asked stands: ``unjudged_resumes``).
+    False: every decision under the workflow state the ledger recorded.
 
     ``since`` and ``until`` are aware datetimes or RFC 3339 strings with their offset
     (``2026-11-01T00:00:00Z``); a time without one raises
@@ -645,7 +717,10 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             total, first, last = c.execute(select(func.count(), func.min(E.c.seq), func.max(E.c.seq))
                                            .where(*where)).one()
         fired: dict[str, tuple] = {}  # an entry a stop links to -> that stop (``_timeline``)
-        timeline = _timeline(led, until_s, fired)
+        resumes: dict[str, dict] = {}  # workflow -> its allowed resumes in the window (``_timeline``)
+        timeline = _timeline(led, until_s, fired, resumes if carry_stops else None, since_s, workflow)
+        cache: dict = {}  # a resume the candidate refuses does not lift the stop (``_judge``)
+        judged = (resumes, {wf: _judge(engine, wf, timeline[wf], mine, cache) for wf, mine in resumes.items()}, cache)
         if workers is None:
             workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_FROM else 1
         url = str(ledger) if owns else str(led.url)  # a Ledger's url hides its password: pass the URL
@@ -694,7 +769,7 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         lifts: list[dict] = []
         if carry_stops and any(_carries(r, timeline) or _lifts(r, fired) or _replaces(r, fired) for r in rows):
             # (in this process: a decision's state depends on the verdicts before it)
-            rows, stops, lifts, bad = _carry_stops(engine, led, where, last, timeline, rows, fired, bad)
+            rows, stops, lifts, bad = _carry_stops(engine, led, where, last, timeline, rows, fired, bad, judged)
             rows.sort(key=lambda r: r[1])
         if carry_stops and fired:  # a stop fired by a decision the candidate cannot judge is not lifted
             bad = [b | {"stop_stands": {"stop": fired[b["decision_id"]][1], "workflow": fired[b["decision_id"]][3],
@@ -704,8 +779,10 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         execs = _executions_of(led, [(r[1], r[0]) for r in rows])
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
         # every decision read is counted once: replayed = changed + unchanged + unreplayable
+        refused, unjudged = (tuple(sorted((x for a in judged[1].values() for x in a[i]), key=lambda x: x["seq"]))
+                             for i in (0, 1))
         return ReplayResult(engine.policy_hash, read, read - len(changed) - len(bad), changed, tuple(bad), workers,
-                            tuple(hashes), time.perf_counter() - t0, tuple(stops), tuple(lifts))
+                            tuple(hashes), time.perf_counter() - t0, tuple(stops), tuple(lifts), refused, unjudged)
     finally:
         if owns:
             led.close()

@@ -104,8 +104,9 @@ def _window(since, until, s, u) -> None:
 @click.option("--recorded-state", "recorded_state", is_flag=True,
               help="Replay every decision under the workflow state the ledger recorded: a stop the candidate "
                    "fires does not stop the decisions after it, a stop of the record it would not fire is not "
-                   "lifted, and one it fires by another trigger keeps the record's (by default all are applied, "
-                   "until the record's next allowed resume).")
+                   "lifted, one it fires by another trigger keeps the record's, and every allowed resume of the "
+                   "record lifts its stop, even one the candidate refuses (by default all are applied, until the "
+                   "next allowed resume the candidate does not refuse).")
 @click.option("--requested-by", default="stopline replay", show_default=True, help="With --as-rollback.")
 @click.option("--reason", default=None, help="With --as-rollback (default: names the policy).")
 @_guarded
