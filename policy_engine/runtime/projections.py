@@ -178,12 +178,13 @@ def catch_up(c: Connection, fetch, batch: int = 5000) -> int:
         return n
     E = lschema.entries
     after = first - 1
+    folds = StepFolds(fetch)
     while True:
         chunk = fetch(c, E.c.seq > after, limit=batch)
         if not chunk:
             break
         for e in chunk:
-            apply(c, e)
+            apply(c, e, folds)
         after = chunk[-1].seq
     c.execute(delete(MARKS))
     return n
@@ -195,8 +196,13 @@ def _exists(c: Connection, name: str) -> bool:
     return bool(inspect(c).has_table(name))
 
 
-def apply(c: Connection, e: Any) -> None:
-    """Fold one entry into the projections (what ``Ledger.transact`` calls per new entry)."""
+def apply(c: Connection, e: Any, folds: StepFolds | None = None) -> None:
+    """Fold one entry into the projections (what ``Ledger.transact`` calls per new entry).
+
+    A step's rollback row: ``folds`` (:func:`catch_up`, :func:`rebuild`: entries another writer
+    may have made) folds the rollback's steps from the record, as ``Runtime.authorization``
+    does; without it (the runtime's own step, whose ``status_after`` that fold made under the
+    append lock) the step's ``status_after`` is taken."""
     k = e.kind
     if k == "decision":  # (the gate's: its top-level keys known, no body parsed, see Entry.top)
         pu = e.top("pending_until")
@@ -223,9 +229,16 @@ def apply(c: Connection, e: Any) -> None:
             requested_at=b.get("requested_at") or e.time, deadline=_norm(plan.get("reversible_until")),
             expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None, lapses_at=None,
             policy_hash=_text(plan.get("policy_hash"))))
+        if folds is not None:  # (its steps come after it: none to read back)
+            folds.begin(e)
         recs = [b.get("original") or e.links[0], *b.get("cascade", ())]
         if recs:
             c.execute(insert(records), [{"record": r, "rollback": e.id, "seq": e.seq} for r in dict.fromkeys(recs)])
+    elif k == "step" and folds is not None:
+        to = folds.after(c, e)
+        if to is not None:
+            c.execute(update(rollbacks).where(rollbacks.c.id == e.links[0]).values(
+                status=to, open=0 if to in CLOSED else 1))
     elif k in ("approval", "transition", "step"):
         to = b.get("status_after") if k != "transition" else b.get("to")
         subj = b.get("subject") if k != "step" else e.links[0]
@@ -260,6 +273,68 @@ def apply(c: Connection, e: Any) -> None:
         if c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(**vals)).rowcount == 0:
             if to in ("denied", "expired", "cancelled"):
                 c.execute(delete(pending).where(pending.c.id == subj))
+
+
+class StepFolds:
+    """Each rollback's steps folded as ``Runtime.authorization`` folds them (``core._subject_status``),
+    for a pass over the log in seq order: a rollback's duties and the steps before the one folded
+    in are read from the record the first time it is met (kept for ``keep`` rollbacks at most;
+    one met again after that is read again, with the same result)."""
+
+    def __init__(self, fetch: Any, keep: int = 20_000) -> None:
+        self.fetch, self.keep = fetch, keep
+        self.memo: dict[str, tuple[frozenset, dict[str, str], list[bool]]] = {}
+
+    def begin(self, e: Any) -> None:
+        """A rollback entry met in the pass: its steps are all after it."""
+        if len(self.memo) >= self.keep:
+            self.memo.clear()
+        self.memo[e.id] = (_duties(e.body), {}, [False])
+
+    def after(self, c: Connection, e: Any) -> str | None:
+        """The status of the rollback ``e`` (a step) names after it: its progress once an
+        authorized step is recorded (every step of its duties folded in, an unauthorized one
+        too: what happened); None while none is (the row stays as its authorization left it),
+        or for a step that names no rollback."""
+        rid = e.links[0] if e.links else None
+        if not isinstance(rid, str):
+            return None
+        held = self.memo.get(rid)
+        if held is None:
+            E, L = lschema.entries, lschema.links
+            rb = self.fetch(c, E.c.id == rid, E.c.kind == "rollback")
+            if not rb:
+                return None
+            held = (_duties(rb[0].body), {}, [False])
+            for s in self.fetch(c, E.c.kind == "step", E.c.seq < e.seq,
+                                E.c.seq.in_(select(L.c.from_seq).where(L.c.to_seq == rb[0].seq))):
+                _fold(held, s.body)
+            if len(self.memo) >= self.keep:
+                self.memo.clear()
+            self.memo[rid] = held
+        _fold(held, e.body)
+        duties, latest, started = held
+        if not (latest and started[0]):
+            return None
+        remaining = any(latest.get(d) not in ("completed", "verified") for d in duties)
+        if not remaining:
+            return "completed" if any(latest[d] == "completed" for d in duties) else "verified"
+        return "partial" if "failed" in latest.values() else "in_progress"
+
+
+def _duties(b: dict) -> frozenset:
+    ds = b.get("duties")
+    return frozenset(d for d in ds if isinstance(d, str)) if isinstance(ds, list) else frozenset()
+
+
+def _fold(held: tuple, b: dict) -> None:
+    """One step's body into a rollback's (duties, latest per duty, [started]): a verified duty stays verified."""
+    duties, latest, started = held
+    rec, st = b.get("record"), b.get("status")
+    if isinstance(rec, str) and rec in duties and (st == "verified" or latest.get(rec) != "verified"):
+        latest[rec] = st
+    if b.get("authorized", True):
+        started[0] = True
 
 
 def _text(v: Any) -> str | None:
@@ -300,12 +375,13 @@ def rebuild(c: Connection, fetch, batch: int = 5000) -> int:
     E = lschema.entries
     kinds = ("stop", "resume", "decision", "execution", "rollback", "approval", "transition", "step")
     after, n = -1, 0
+    folds = StepFolds(fetch)
     while True:
         chunk = fetch(c, E.c.seq > after, E.c.kind.in_(kinds), limit=batch)
         if not chunk:
             return n
         for e in chunk:
-            apply(c, e)
+            apply(c, e, folds)
         n += len(chunk)
         after = chunk[-1].seq
 

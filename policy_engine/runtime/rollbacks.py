@@ -55,6 +55,15 @@ _REPLANNED = ("expired unresolved (its deadline, or its standard reversal window
 _REPLANNED_COVER = ("expired unresolved (its deadline, or its standard reversal window, passed before it was "
                     "authorized); recorded when a record it covered was planned again")
 _MERGE_MAX = 2000  # more queue-changing entries than this since a listing was kept: read it cold
+_ATTEMPT = frozenset({"started", "completed", "failed"})
+#: a duty's legal next reports by its latest one (None: none yet; docs/runtime.md, "Execution is tracked
+#: to the end"): while it is not done, an attempt (``started``, or its outcome reported directly; a retry
+#: after ``failed``); once ``completed``, its check: ``verified`` (it holds) or ``failed`` (it does not: done
+#: again); ``verified`` is final. Its latest again is a repeat (recorded, nothing changes: a report made
+#: before the rollback was authorized, confirmed once it is); a retry that must not record twice takes a key.
+STEP_NEXT: dict[str | None, frozenset[str]] = {
+    None: _ATTEMPT, "started": _ATTEMPT, "failed": _ATTEMPT,
+    "completed": frozenset({"completed", "verified", "failed"}), "verified": frozenset({"verified"})}
 
 
 def _just_after(t: str) -> str:
@@ -93,6 +102,22 @@ def _named_rollbacks(cur: Any, pg: bool, since: int) -> set[str] | None:
             continue  # an approval or transition with no subject changes no rollback row
         ids.add(subj)
     return ids
+
+
+def _check_next(rollback_id: str, duty: str, was: str | None, status: str) -> None:
+    """Refuse (recording nothing) a report that is not a legal next one for the duty's latest
+    (``STEP_NEXT``; the same for a report the rollback's authorization flags: it is folded in too)."""
+    if status in STEP_NEXT.get(was, _ATTEMPT):  # (a status no runtime records: as none yet)
+        return
+    if was == "verified":
+        why = "a verified step is final (its check found it holds)"
+    elif was == "completed":
+        why = ("a completed step is not started again: its check is next, `verified` (it holds) or `failed` "
+               "(it does not hold; then it is done again)")
+    else:
+        why = "only a completed step can be verified"
+    raise RuntimeUsageError(f"`{duty}` of rollback {rollback_id} is `{was or 'not started'}`, so it cannot be "
+                            f"reported `{status}`: {why}; nothing was recorded")
 
 
 def _declares(declared: Any, atype: Any) -> bool:
@@ -693,9 +718,7 @@ class Rollbacks(RuntimeCore):
                 shown = ", ".join(duties[:6]) + (" …" if len(duties) > 6 else "")
                 raise RuntimeUsageError(f"`{duty}` is not a duty of rollback {rollback_id} ({shown})")
             before = self._subject_status(c, eng, rb, now_dt)
-            if status == "verified" and before.steps.get(duty) not in ("completed", "verified"):
-                raise RuntimeUsageError(f"`{duty}` is `{before.steps.get(duty) or 'not started'}`: only a "
-                                        "completed step can be verified")
+            _check_next(rollback_id, duty, before.steps.get(duty), status)
             authorized = before.status in ("approved", "in_progress", "partial", "completed", "verified")
             body = {"record": duty, "status": status, "authorized": authorized, "at": _ts(now_dt)}
             if not authorized:
@@ -705,9 +728,7 @@ class Rollbacks(RuntimeCore):
                 body["detail"] = detail
             if reporter is not None:  # (who said so; without one the body is as before)
                 body["reporter"] = reporter
-            steps = dict(before.steps)  # fold the new step in (the entry is not written yet)
-            if status == "verified" or steps.get(duty) != "verified":
-                steps[duty] = status
+            steps = {**before.steps, duty: status}  # fold the new step in (the entry is not written yet)
             done = {"completed", "verified"}
             remaining = [d for d in duties if steps.get(d) not in done]
             unverified = [d for d in duties if steps.get(d) == "completed"]
