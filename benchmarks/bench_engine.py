@@ -378,9 +378,13 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    from policy_engine.engine.accel import native
+
+    helpers = "on" if native.ENABLED else ("off (STOPLINE_NATIVE=0)" if native.AVAILABLE else "off (not built)")
     return (
         f"{cpu}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()}"
+        f"Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()}, "
+        f"native helpers {helpers}"
     )
 
 

@@ -25,6 +25,7 @@ import policy_engine
 from policy_engine.cel import _found, _re2_compile_raw, fuse
 from policy_engine.engine import check_fields
 from policy_engine.engine.accel import fused as fused_mod
+from policy_engine.engine.accel import native
 from policy_engine.engine.accel import shapes as eng
 
 UTC = UTC
@@ -194,7 +195,10 @@ def test_any_history_of_shapes_decides_like_the_full_path(batch):
     assert fz.rebuilds <= fused_mod.REBUILDS_MAX + 1
 
 
-def test_the_lane_specialises_misses_widens_and_stops_widening():
+def test_the_lane_specialises_misses_widens_and_stops_widening(monkeypatch):
+    # the generated lines of the prologue (the native check, which replaces them where the
+    # extension is built, is held to them by tests/test_native_speedups.py)
+    monkeypatch.setattr(native, "ENABLED", False)
     fast = engine_from_texts({"p.policy": POLICY})
     slow = engine_from_texts({"p.policy": POLICY}, accelerate=False)
     fz = gate(fast, "w", "pay")

@@ -57,6 +57,8 @@ from . import questions as _questions
 from . import resume as _resume
 from . import rollback as _rollback
 from .accel import Accelerator, ShapeMiss, lane_epilogue, lane_prologue, shape_of, widen
+from .accel import native as _native
+from .accel.fused import FusedGate as _FusedGate
 from .accel.stopped import StoppedLane
 from .accel.templates import clock as _clock
 from .accel.templates import decision_of as _decision_of
@@ -429,6 +431,13 @@ def _running(state: dict) -> bool:
     running, goes there, as anything else)."""
     status = state.get("status")
     return type(status) is str and status == "running" and (plain_flat(state) or check_size(state) is None)
+
+
+# native (accel/native.py, when built and not switched off): the quick path of `evaluate`
+# and `evaluate_json` taken in C, every other call by the methods above
+for _name in ("evaluate", "evaluate_json"):
+    if (_native_gate := _native.gate(Engine, _name, _FusedGate, _UTC, _clock)) is not None:
+        setattr(Engine, _name, _native_gate)
 
 
 def _rebuild_policy_set(sources: Sequence[SourceFile], policy_hash: str) -> PolicySet:

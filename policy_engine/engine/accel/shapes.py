@@ -10,7 +10,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from ...cel.emit import _FastFallback
 from ..inputs import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, _join, _quick_walk, _surrogate, check_size
+from .native import KINDS as _NATIVE_KINDS
+from .native import checker as _native_checker
+from .native import enabled as _native_enabled
 
 __all__ = ["ShapeMiss", "MISSING", "shape_of", "widen", "lane_prologue", "frozen_copy", "unread", "copy_plain",
            "EXTRA_MAX", "NO_EXTRA"]
@@ -203,6 +207,69 @@ def _records_lines(i: int, v: str, items: tuple, ns: dict, n_parts: list, c_part
     return lines
 
 
+def _native_spec(t: Any) -> tuple | None:
+    """The `native.checker` spec of one field's shape tag (see `_tag`), or None where the
+    generated lines must check it: a scalar, a list of strings (or empty) or of numbers or
+    bools, a flat object, a list of records."""
+    if type(t) is type:
+        code = _NATIVE_KINDS.get(t)
+        return (code,) if code is not None else None
+    if type(t) is not tuple:
+        return None
+    if t[0] == "dict":  # a flat object, key by key
+        subs = tuple((key, _NATIVE_KINDS.get(vt)) for key, vt in t[1])
+        return ("D", subs) if subs and all(c is not None for _, c in subs) else None
+    if type(t[1]) is tuple:  # a list of records
+        subs = tuple((key, _NATIVE_KINDS.get(vt)) for key, vt in t[1][1])
+        return ("R", subs) if subs and all(c is not None for _, c in subs) else None
+    if t[1] is None or t[1] is str:  # strings alone, or an empty list
+        return ("L", "s")
+    code = _NATIVE_KINDS.get(t[1])
+    return ("L", code) if code in ("i", "b", "f") else None
+
+
+def _native_prologue(keys: tuple, skipped: dict, shapes: Mapping, items: int, chars: int, ns: dict
+                     ) -> tuple[list, dict, dict, dict] | None:
+    """`lane_prologue`'s result as one `native.checker` call, where every field the type
+    reads is always present and of one shape `_native_spec` knows: the same checks in the
+    same order and the same exceptions (see `_speedups.c`), the same `fields`; else None
+    (the generated lines do it)."""
+    if not _native_enabled():
+        return None
+    names: list = []
+    specs: list = []
+    targets: list = []
+    fields: dict = {}
+    for _, k, v in _field_locals(keys, skipped):
+        seen = shapes.get(k)
+        if not seen or len(seen) != 1:
+            return None
+        t = next(iter(seen))
+        spec = _native_spec(t)
+        if spec is None:
+            return None
+        names.append(k)
+        specs.append(spec)
+        targets.append(v)
+        if spec[0] == "D":
+            fields[("action", k)] = (v, "dict", False)
+            for j, (key, vt) in enumerate(t[1]):
+                fields[("action", k, key)] = (f"{v}_{j}", _SHAPE_KINDS[vt], False)
+                targets.append(f"{v}_{j}")
+        elif spec[0] == "R":
+            fields[("action", k)] = (v, "list", False)
+        elif spec[0] == "L":
+            fields[("action", k)] = (v, "list", False, "str" if spec[1] == "s" else _SHAPE_KINDS[t[1]])
+        else:
+            fields[("action", k)] = (v, _SHAPE_KINDS[t], False)
+    if not names:
+        return None
+    ns["_CK"] = _native_checker(tuple(names), tuple(specs), items, int(MAX_INPUT_ITEMS), chars, int(MAX_INPUT_CHARS),
+                               ShapeMiss, _FastFallback)
+    return ["".join(f"{x}, " for x in targets) + "= _CK(_p0)"], ns, fields, {
+        ("action", k): repr(v) for k, v in skipped.items()}
+
+
 def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None = None
                   ) -> tuple[list, dict, dict, dict]:
     """The start of a fused gate function (see `compiler.FusedGate`, `cel.fuse`): source
@@ -230,6 +297,9 @@ def lane_prologue(keys: tuple | None, skip: tuple = (), shapes: Mapping | None =
     shapes = shapes or {}
     items = len(keys)  # upper bounds: every key present
     chars = sum(len(k) for k in keys) + sum(len(v) for k, v in skipped.items() if k in keys)
+    native_check = _native_prologue(keys, skipped, shapes, items, chars, ns)
+    if native_check is not None:
+        return native_check
     n_parts: list = []  # summands of the item and character counts (None: a running count)
     c_parts: list = []
     lines: list = []

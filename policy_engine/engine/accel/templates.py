@@ -29,6 +29,7 @@ from ..digests import (
 from ..util import UTC, PendingTimes, deferred_times, times, utc_now
 from .dumps import dump_from_template  # noqa: F401 - installs Decision.model_dump(mode="json")'s fast form
 from .faults import FAULTS_MAX, resolve
+from .native import maker as _native_maker
 from .shapes import MISSING, copy_plain
 
 _UNSET: Any = object()
@@ -347,6 +348,12 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
         "if _e is not None:",  # the entry of `now`: the finished template of `_m` at `now` (see lane_decision)
         "    _x = _e.get(_m)",
         "    if _x is None: return _m",
+    ]
+    mk = _native_maker(Decision, None) if DECISION_SLOTS_NONE else None
+    if mk is not None:  # (native: the Decision in one call; one needing nothing more, its template copied too)
+        ns["_MK"], ns["_MKX"] = mk, _native_maker(Decision, "action_id")
+        lines.append(f"    if not _x[2] and not {eager}: return _MKX(_x, _aid)")
+    lines += [
         "    _tpl = _x[0].copy()",
         "else:",  # the clock's time, or a `now` never seen: the template, its times rendered when read
         "    _x = _PAT.get(_m)",
@@ -372,7 +379,8 @@ def lane_epilogue(fields: Mapping, fz: Any, live: str = "False", eager: str = "F
               "        return (_tpl, _x[1])",
               *_frozen_lines(frozen),
               f"elif {eager}: return (_tpl, _x[1])",
-              "_dec = _new(_DEC)", "_sdict(_dec, _tpl)", "_sfs(_dec, _x[1])",
-              # (the extra and private slots read None unset: construct.none_until_set)
-              *(() if DECISION_SLOTS_NONE else ("_sext(_dec, None)", "_spriv(_dec, None)")), "return _dec"]
+              *(("return _MK(_tpl, _x[1])",) if mk is not None else (
+                  "_dec = _new(_DEC)", "_sdict(_dec, _tpl)", "_sfs(_dec, _x[1])",
+                  # (the extra and private slots read None unset: construct.none_until_set)
+                  *(() if DECISION_SLOTS_NONE else ("_sext(_dec, None)", "_spriv(_dec, None)")), "return _dec"))]
     return lines, ns

@@ -1,0 +1,80 @@
+"""The fused gate functions' native helpers (`_speedups.c`, issue 16, goal 1): an optional
+C extension, built at install when a compiler is there (`setup.py`), in two places of a
+generated function where the interpreter's own steps were most of the cost:
+
+- the input check of a type whose fields are all present scalars of one shape each
+  (`shapes.lane_prologue`): one `Checker` call fetches the fields, proves their types,
+  refuses unpaired surrogates and non-finite floats and counts the characters, in the order
+  and with the exceptions of the lines it replaces (`ShapeMiss`, the fallback);
+- the decision (`templates.lane_epilogue`): one `Maker` call makes the `Decision` from its
+  template, as `object.__new__` and the two slot setters do (and, for a decision that
+  needs nothing else, copies the template and sets the action's id first);
+- `Engine.evaluate`'s and `Engine.evaluate_json`'s quick path (`gate`): the commonest
+  call (a plain dict of a type whose fused gate is built, no workflow state, `now` a
+  datetime in UTC or omitted) goes to the fused function without the interpreter's
+  dispatch; every other call, and every result the quick path does not return as it is,
+  is the Python method's, as before.
+
+They change no decision: the generated source is the same but for those lines, and
+`tests/test_native_speedups.py` runs both forms of every fused gate function over the same
+inputs. `STOPLINE_NATIVE=0` in the environment (read at import) switches them off; so
+does an install without the extension (`AVAILABLE` False). `ENABLED` is read when a fused
+gate function is generated: a test may set it and rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+try:  # an optional extension (setup.py): absent without a C compiler
+    from ._speedups import Checker as _Checker
+    from ._speedups import Gate as _Gate
+    from ._speedups import Maker as _Maker
+except ImportError:  # pragma: no cover - the install without a compiler
+    _Checker = _Gate = _Maker = None  # type: ignore[assignment,misc]
+
+__all__ = ["AVAILABLE", "ENABLED", "KINDS", "enabled", "checker", "maker", "gate"]
+
+AVAILABLE = _Checker is not None
+ENABLED = AVAILABLE and os.environ.get("STOPLINE_NATIVE", "1").strip() not in ("0", "false", "no", "off")
+
+# a field's shape -> its code in a Checker's kinds (the scalars `lane_prologue` specialises)
+KINDS = {str: "s", int: "i", bool: "b", float: "f", type(None): "n"}
+
+
+def enabled() -> bool:
+    """`ENABLED`, read now (a test sets it, then builds a fused gate function)."""
+    return ENABLED
+
+
+def checker(keys: tuple, spec: tuple, base_items: int, max_items: int, base_chars: int, max_chars: int,
+            shape_miss: type, fallback: type) -> Any:
+    """A `_speedups.Checker` (see `_speedups.c`: one spec per key); None when not `ENABLED`."""
+    if not ENABLED:
+        return None
+    return _Checker(keys, spec, base_items, max_items, base_chars, max_chars, shape_miss, fallback)
+
+
+def maker(cls: type, key: str | None) -> Any:
+    """A `_speedups.Maker` of pydantic model `cls` (see the module's docstring); None when
+    not `ENABLED` or pydantic's slots are not where this expects them."""
+    if not ENABLED:
+        return None
+    from pydantic import BaseModel
+
+    d, fs = BaseModel.__dict__.get("__dict__"), BaseModel.__dict__.get("__pydantic_fields_set__")
+    if getattr(type(d), "__set__", None) is None or getattr(type(fs), "__set__", None) is None:
+        return None  # pragma: no cover - another pydantic layout
+    return _Maker(cls, d, fs, key)
+
+
+def gate(engine_type: type, name: str, fz_type: type, utc: Any, clock: Any) -> Any:
+    """A `_speedups.Gate` in front of `engine_type.evaluate` or `.evaluate_json` (`name`),
+    the Python method, which it calls for every call it does not take (see `_speedups.c`);
+    None when not `ENABLED`."""
+    if not ENABLED:
+        return None
+    ed, fd = engine_type.__dict__, fz_type.__dict__
+    return _Gate(ed[name], engine_type, ed["_quick"], fz_type, fd["fn"], fd["wname"], fd["running"], fd["policy"],
+                 utc, clock, name == "evaluate_json")
