@@ -22,6 +22,10 @@ The guarantees live in the ledger, not in the framework's memory:
   reaches the Runtime as it is, which records the call as a ``deny`` naming the key
   (``unrecordable action``), so the agent is refused with that reason (never a bare
   ``TypeError`` out of the framework, and never ``1`` and ``"1"`` folded into one key);
+- arguments beyond the engine's input limits taken as one input (``MAX_INPUT_CHARS``,
+  ``MAX_INPUT_ITEMS``, ``MAX_INPUT_DEPTH``: ``docs/limits.md``), whatever fields the policy
+  reads, reach the Runtime as they are (no recursion here: ``_plain``, ``_digest``), which
+  records the call as a ``deny`` naming the limit with an excerpt of the arguments;
 - the gate judges the arguments the tool will receive: each adapter passes the arguments
   as the tool's own validation hands them over (its declared defaults filled in; LangGraph
   the values its schema produces), and a call whose arguments the tool would read as
@@ -44,7 +48,9 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
+from ..limits import MAX_INPUT_DEPTH
 from ..runtime.approvals import CLAIM_KEY  # noqa: F401 - the n-th claim of a decision: ``stopline:claim:<decision>:<n>``
+from ..runtime.gatejson import repr_pieces
 from ..runtime.results import LEGACY_ERROR_FIELD, outcome_of
 
 __all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "conform", "require_extra"]
@@ -177,21 +183,24 @@ def _digest(x: Any) -> str:
     key that is not a string, by its ``repr``: the digest names the call, never fails)."""
     try:
         text = json.dumps(x, sort_keys=True, separators=(",", ":"), default=str)
-    except (TypeError, ValueError, RecursionError):
-        text = "repr:" + repr(x)
+    except (TypeError, ValueError, RecursionError):  # (its repr written without recursion: any nesting)
+        text = "repr:" + "".join(repr_pieces(x))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _plain(x: Any) -> Any:
+def _plain(x: Any, depth: int = 0) -> Any:
     """Tool arguments as the gate sees them: JSON values as they are (tuples as lists), any
     other value as its text (a ``Path``, a ``datetime``), but bytes and sets, whose text is
     not what the tool gets, as they are (denied); dict keys are kept as they are, so a key
     JSON cannot hold (a tuple, an int) reaches the Runtime, which records the call as a deny
-    naming it."""
+    naming it. Values nested beyond ``MAX_INPUT_DEPTH`` levels are kept as they are (no
+    recursion without end): the Runtime records such a call as a deny (``gatejson.recordable``)."""
+    if depth > MAX_INPUT_DEPTH:
+        return x
     if isinstance(x, Mapping):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: _plain(v, depth + 1) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [_plain(v, depth + 1) for v in x]
     if x is None or type(x) in (str, bool, int, float):
         return x
     if isinstance(x, (bytes, bytearray, memoryview, set, frozenset)):

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
@@ -74,7 +75,7 @@ from functools import partial
 from typing import Any
 
 from ..ledger.errors import LedgerUnavailable
-from ..limits import INT64_MAX, INT64_MIN, MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
+from ..runtime.gatejson import oversize as _oversize
 from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, _digest, conform, require_extra
 
 require_extra("mcp", "mcp", "mcp")
@@ -110,6 +111,7 @@ _RESERVED = "io.modelcontextprotocol/"  #: the ``_meta`` keys an MCP session set
 
 Scope = str | Callable[[Any], str]
 _log = logging.getLogger("policy_engine.integrations.mcp")
+MAX_LOG = 1000  #: entries ``McpGate.log`` keeps (the latest calls); the ledger keeps every decision
 
 
 def _hints(annotations: Any) -> dict:
@@ -175,33 +177,9 @@ def _wire(result: Any) -> dict:
 
 
 def oversize(arguments: Any) -> str | None:
-    """Why a call's ``arguments`` are beyond the engine's input limits taken as one input
-    (values, nesting, characters of keys and strings, counted as ``check_size`` does), or
-    hold an integer too long to write as JSON; ``None``: within. Stops at the first one."""
-    items = chars = 0
-    stack = [(arguments, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, str):
-            chars += len(v)
-        elif isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
-            try:
-                chars += len(str(v))
-            except ValueError:
-                return "they hold an integer with too many digits to write as JSON"
-        elif isinstance(v, Mapping | list | tuple):
-            if depth >= MAX_INPUT_DEPTH:
-                return f"they nest more than {MAX_INPUT_DEPTH} levels deep"
-            items += len(v)
-            if items > MAX_INPUT_ITEMS:
-                return f"they hold more than {MAX_INPUT_ITEMS} values"
-            if isinstance(v, Mapping):
-                chars += sum(len(k) for k in v if isinstance(k, str))
-                v = v.values()
-            stack.extend((x, depth + 1) for x in v)
-        if chars > MAX_INPUT_CHARS:
-            return f"they hold more than {MAX_INPUT_CHARS} characters of text"
-    return None
+    """Why a call's ``arguments`` are beyond the engine's input limits taken as one input,
+    or hold an integer too long to write as JSON (``gatejson.oversize``); None: within."""
+    return _oversize(arguments, they=True)
 
 
 _ANNOTATIONS: ContextVar[Any] = ContextVar("stopline_mcp_annotations", default=None)
@@ -252,7 +230,8 @@ class McpGate:
         self.server = server
         self._next: dict[tuple, int] = {}  # (scope, tool, args digest) -> the first generation not known done
         self._locks = [anyio.Lock() for _ in range(64)]
-        self.log: list[dict] = []  #: what was gated and how it ended (the example prints it)
+        #: the last ``MAX_LOG`` calls gated and how each ended (older ones dropped: memory stays bounded)
+        self.log: deque[dict] = deque(maxlen=MAX_LOG)
 
     # ---------------------------------------------------------------- approvals (out of band)
     def approve(self, approval: Approval | Mapping[str, Any]) -> Outcome:

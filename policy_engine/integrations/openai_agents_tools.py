@@ -81,9 +81,12 @@ def _get(x: Any, k: str) -> Any:
 
 
 def _args(raw: Any) -> dict:
+    """A call's arguments, JSON parsed; text the parser cannot read (not JSON, or nested
+    beyond its recursion: a ``RecursionError``, never raised out of the gate) as
+    ``_unparsed_arguments``, gated as such (a tool's input schema never matches them)."""
     try:
         v = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
-    except ValueError:
+    except (ValueError, RecursionError):
         v = {"_unparsed_arguments": raw}
     return v if isinstance(v, dict) else {"_arguments": v}
 

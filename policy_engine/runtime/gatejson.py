@@ -30,7 +30,12 @@ An action the ledger cannot record exactly (a NaN or an Infinity, an integer bey
 its ``repr`` with ``action_error`` naming the problem, and only with a decision that
 permits nothing: :func:`fail_closed` turns the engine's ``allow`` or ``require_approval``
 into a deny (a replay cannot re-evaluate such a record, and an approval could not bind to
-it), and :func:`gate_body` refuses to write any other.
+it), and :func:`gate_body` refuses to write any other. So is an action beyond the engine's
+input limits taken as one input (``MAX_INPUT_ITEMS``, ``MAX_INPUT_DEPTH``,
+``MAX_INPUT_CHARS``: :func:`oversize`), whatever fields the conditions read: one request
+never writes a ledger entry larger than those limits allow, and the refusal is recorded.
+The ``repr`` kept is its first ``_SHOWN_REPR`` characters (:func:`excerpt`: written piece
+by piece, no recursion, never the whole of a huge value).
 
 ``tests/test_runtime_gatejson.py`` proves the text byte-identical to ``rfc8785.dumps`` of
 the body the gate used to build.
@@ -40,11 +45,13 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
 from ..ledger.canonical import Canonical, canonical_text
 from ..ledger.errors import InvalidEntry
+from ..limits import INT64_MAX, INT64_MIN, MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
 from ..models import Decision, DecisionJson, EvalError, ReversibilityInfo, RuleRef, split_at_marks
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -194,25 +201,129 @@ def _escaped(text: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def oversize(value: Any, they: bool = False) -> str | None:
+    """Why ``value`` is beyond the engine's input limits taken as one input (values in
+    containers, nesting, characters of keys and strings, counted as the engine's
+    ``check_size`` counts them) or holds an integer too long to write as JSON, or None.
+    Iterative; stops at the first limit passed. The reason's subject is "it", or "they"
+    (a tool call's arguments, the adapters')."""
+    it, s = ("they", "") if they else ("it", "s")
+    items = chars = 0
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            chars += len(v)
+        elif isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+            try:
+                chars += len(str(v))
+            except ValueError:  # (past Python's own limit on the digits of an int's text)
+                return f"{it} hold{s} an integer with too many digits to write as JSON"
+        elif isinstance(v, (Mapping, list, tuple)):
+            if depth >= MAX_INPUT_DEPTH:
+                return f"{it} nest{s} more than {MAX_INPUT_DEPTH} levels deep (MAX_INPUT_DEPTH)"
+            items += len(v)
+            if items > MAX_INPUT_ITEMS:
+                return f"{it} hold{s} more than {MAX_INPUT_ITEMS} values (MAX_INPUT_ITEMS)"
+            if isinstance(v, Mapping):
+                chars += sum(len(k) for k in v if isinstance(k, str))
+                v = v.values()
+            stack.extend((x, depth + 1) for x in v)
+        if chars > MAX_INPUT_CHARS:
+            return f"{it} hold{s} more than {MAX_INPUT_CHARS} characters of text (MAX_INPUT_CHARS)"
+    return None
+
+
+#: an action whose canonical text is at most this long is within every input limit: each
+#: value takes at least two characters of it (one with its separator), each character of a
+#: key or string at least one, and the canonical encoder refuses nesting beyond 64 levels
+_SURELY_WITHIN = min(2 * MAX_INPUT_ITEMS, MAX_INPUT_CHARS)
+
+
+def _parts(v: Any) -> Iterator[tuple[bool, Any]]:
+    """The pieces of a container's ``repr``: (True, text) or (False, a value inside it)."""
+    if isinstance(v, Mapping):
+        yield True, "{"
+        for i, (k, x) in enumerate(v.items()):
+            yield True, ", " if i else ""
+            yield False, k
+            yield True, ": "
+            yield False, x
+        yield True, "}"
+        return
+    tup = isinstance(v, tuple)
+    yield True, "(" if tup else "["
+    for i, x in enumerate(v):
+        yield True, ", " if i else ""
+        yield False, x
+    yield True, ("," if len(v) == 1 else "") + ")" if tup else "]"
+
+
+def repr_pieces(value: Any, cut: int | None = None) -> Iterator[str]:
+    """``repr(value)`` in pieces, without recursion (any nesting, cycles shown ``[...]`` as
+    ``repr`` shows them): the same text for dicts, lists, tuples and plain leaves. ``cut``:
+    a string longer than it is shown by its first ``cut`` characters. A leaf whose ``repr``
+    fails is shown ``<type>``."""
+    stack: list[tuple[Iterator[tuple[bool, Any]], int]] = [(iter(((False, value),)), 0)]
+    open_: set[int] = set()  # the containers being written (a cycle)
+    while stack:
+        it, owner = stack[-1]
+        tok = next(it, None)
+        if tok is None:
+            stack.pop()
+            open_.discard(owner)
+            continue
+        literal, v = tok
+        if literal:
+            yield v
+        elif isinstance(v, (Mapping, list, tuple)) and not isinstance(v, str):
+            if id(v) in open_:
+                yield "{...}" if isinstance(v, Mapping) else "(...)" if isinstance(v, tuple) else "[...]"
+            else:
+                open_.add(id(v))
+                stack.append((_parts(v), id(v)))
+        else:
+            try:
+                yield repr(v[:cut] if cut is not None and isinstance(v, str) and len(v) > cut else v)
+            except Exception:  # noqa: BLE001 - a repr that fails (an int beyond str's digits): its type
+                yield f"<{type(v).__name__}>"
+
+
+def excerpt(value: Any, limit: int = _SHOWN_REPR) -> str:
+    """The first ``limit`` characters of ``repr(value)`` (:func:`repr_pieces`), lone
+    surrogates escaped: bounded work whatever the value's size or nesting."""
+    out: list[str] = []
+    n = 0
+    for piece in repr_pieces(value, cut=limit):
+        out.append(piece)
+        n += len(piece)
+        if n >= limit:
+            break
+    return _escaped("".join(out)[:limit])
+
+
 def recordable(action: Any) -> tuple[str | None, Any, str | None]:
     """``(canonical text, the action as recorded, None)`` for an action the ledger records
-    exactly; ``(None, its repr, the problem)`` for one it cannot. The problem names the
-    value (``number at `action.amount` is not finite``); both are valid Unicode."""
+    exactly; ``(None, its excerpt, the problem)`` for one it cannot, or that is beyond the
+    engine's input limits taken as one input (:func:`oversize`). The problem names the
+    value (``number at `action.amount` is not finite``) or the limit; both are valid Unicode."""
     try:
-        return canonical_text(action), action, None
+        text = canonical_text(action)
     except InvalidEntry as e:
         msg = str(e).removeprefix(_PREFIX)
+    else:
+        too_big = oversize(action) if len(text) > _SURELY_WITHIN else None
+        if too_big is None:
+            return text, action, None
+        return None, excerpt(action), (f"the action is beyond the gate's input limits: {too_big}; only its first "
+                                       f"{_SHOWN_REPR} characters are recorded")
     # the encoder's message for a lone surrogate names a position in the text, not the value
     where = _surrogate_at(action, "action") if "surrogate" in msg else None
     if where is not None:
         msg = f"a string at `{where}` holds a lone surrogate (\\ud800-\\udfff)"
     else:
         msg = _escaped(msg.replace("`body", "`action").replace("body nests", "the action nests"))
-    try:
-        shown = _escaped(repr(action)[:_SHOWN_REPR])
-    except Exception:  # noqa: BLE001 - a value whose repr fails (or recurses): its type is what is kept
-        shown = f"<{type(action).__name__}>"
-    return None, shown, f"the action cannot be recorded exactly as JSON: {msg}"
+    return None, excerpt(action), f"the action cannot be recorded exactly as JSON: {msg}"
 
 
 def fail_closed(d: Any, problem: str | None) -> Any:
