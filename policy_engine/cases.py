@@ -30,7 +30,8 @@ class ExportError(ValueError):
 
 def _case_for(led: Any, decision_id: str, expect: str, name: str | None) -> tuple[dict, str]:
     from .ledger import EntryNotFound
-    from .replay import _state_at, _timeline, rule_of
+    from .replay import rule_of
+    from .replay_state import _state_at, _timeline
     from .runtime.recorded import recorded_action
 
     try:

@@ -13,7 +13,8 @@ and the workflow state the ledger held just before it (the latest ``stop`` or al
 that decided it gives the same verdict. Only the recorded input is read: a decision
 recorded under a policy that no longer loads (or no longer exists) replays the same way.
 By default the workflow state is the candidate's: its stops are carried, the record's it does
-not fire lifted, and a recorded resume it refuses does not lift the stop (``carry_stops``).
+not fire lifted, a recorded resume it refuses does not lift the stop, and a refused one it
+allows does (``carry_stops``; the workflow state: ``replay_state``).
 
 Work is split by sequence range over processes (``workers``; default: the machine's
 cores, at most 2 on small ledgers it is not worth it); each process opens the ledger and
@@ -22,15 +23,14 @@ loads the candidate policy itself, and sends back only the changed verdicts.
 
 from __future__ import annotations
 
-import bisect
 import functools
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from .replay_state import _carries, _carry_stops, _judge, _lifts, _replaces, _state_at, _timeline
 from .timestamps import format_micros
 
 __all__ = ["replay", "ReplayResult", "ChangedVerdict", "rule_of", "changed_executions"]
@@ -116,6 +116,11 @@ class ReplayResult:
     #: replay, or None (to the end). ``unjudged_resumes``: those it cannot be asked, which stand (``reason``)
     candidate_refused_resumes: tuple[dict, ...] = ()
     unjudged_resumes: tuple[dict, ...] = ()
+    #: the refused resumes of the record the candidate allows (``carry_stops``), in order: ``workflow``,
+    #: ``resume``, ``seq``, ``at``, ``principal``, ``recorded_unmet`` (what the record found unmet),
+    #: ``stopped_by``; ``until``, ``until_kind``: where the workflow it restarts runs to in the replay, as
+    #: for ``candidate_lifts`` (``resume``: the record's next allowed resume), both None: to the end
+    candidate_allowed_resumes: tuple[dict, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -144,7 +149,8 @@ class ReplayResult:
                 "recorded_policies": list(self.recorded_policies), "workers": self.workers,
                 "candidate_stops": list(self.candidate_stops), "candidate_lifts": list(self.candidate_lifts),
                 "candidate_refused_resumes": list(self.candidate_refused_resumes),
-                "unjudged_resumes": list(self.unjudged_resumes)}
+                "unjudged_resumes": list(self.unjudged_resumes),
+                "candidate_allowed_resumes": list(self.candidate_allowed_resumes)}
 
     def text(self) -> str:
         lines = [f"replayed {self.replayed} decision(s) under policy {self.policy_hash[:19]}: "
@@ -176,7 +182,16 @@ class ReplayResult:
                          + ": the decisions in between are replayed as stopped")
         lines += [f"  resume stands: {ur['workflow']} resumed at {ur['at']} (resume {ur['resume']}) is not asked "
                   f"again: {ur['reason']}" for ur in self.unjudged_resumes[:10]]
-        for n, what in ((len(self.candidate_refused_resumes), "refused"), (len(self.unjudged_resumes), "standing")):
+        for ar in self.candidate_allowed_resumes[:10]:
+            lines.append(f"  allowed resume: {ar['workflow']} resume at {ar['at']} by {ar['principal'] or '?'} "
+                         f"(resume {ar['resume']}), refused in the record"
+                         + (f" (unmet: {', '.join(f'`{u}`' for u in ar['recorded_unmet'])})" if ar["recorded_unmet"]
+                            else "")
+                         + ", which the candidate allows: the stop by "
+                         + " and ".join(f"`{t}`" for t in ar["stopped_by"])
+                         + " is lifted there, " + _until(ar) + ": the decisions in between are replayed as if it ran")
+        for n, what in ((len(self.candidate_refused_resumes), "refused"), (len(self.unjudged_resumes), "standing"),
+                        (len(self.candidate_allowed_resumes), "allowed")):
             if n > 10:
                 lines.append(f"  … {n - 10} more {what} resumes (--format json lists every one)")
         for g in self.groups:
@@ -287,221 +302,6 @@ def _filters(since: str | None, until: str | None, workflow: str | None) -> list
     return [E.c.kind == "decision", *([E.c.time >= since] if since is not None else []),
             *([E.c.time < until] if until is not None else []),
             *([E.c.workflow == workflow] if workflow is not None else [])]
-
-
-def _timeline(led: Any, until: str | None, fired: dict | None = None, resumes: dict | None = None,
-              since: str | None = None, workflow: str | None = None) -> dict[str, list[tuple[Any, ...]]]:
-    """Per workflow, every change of its status: (seq, state after it or None for running, the
-    entry's id). ``fired``, when given, is filled with each entry id a stop links to (the
-    decision that fired it, for the runtime's stops) -> (the stop's seq, its id, its trigger,
-    its workflow): the first stop linking to it. ``resumes``: the allowed ones in the window, by seq."""
-    from .ledger import schema
-
-    E = schema.entries
-    out: dict[str, list[tuple[Any, ...]]] = {}
-    with led.reading() as c:
-        for e in led.fetch(c, E.c.kind.in_(("stop", "resume"))):
-            if e.workflow is None:
-                continue
-            if e.kind == "stop":
-                st = {"name": e.workflow, "status": "stopped", "stopped_by": e.body.get("trigger"),
-                      "stopped_at": e.body.get("stopped_at") or e.time}
-                if fired is not None:
-                    for to in e.links:
-                        fired.setdefault(to, (e.seq, e.id, st["stopped_by"], e.workflow))
-            elif e.body.get("allowed"):
-                st = None
-                if resumes is not None and (since or "") <= e.time < (until or "~") and workflow in (None, e.workflow):
-                    resumes.setdefault(e.workflow, {})[e.seq] = _resume_of(e)
-            else:
-                continue
-            out.setdefault(e.workflow, []).append((e.seq, st, e.id))
-    return out
-
-
-def _resume_of(e: Any) -> dict:
-    """A resume of the record as the candidate is asked it again: its evidence and time, and
-    ``why`` it cannot be (then it stands), or None."""
-    from .ledger.canonical import canonical_text
-    from .timestamps import parse_ts
-
-    b, why, ev, at = e.body, None, e.body.get("evidence"), e.body.get("resumed_at") or e.time
-    try:
-        if not isinstance(ev, dict) or not b.get("criteria"):
-            why = "it records no evidence or no criterion's result (not the runtime's: an operator's, appended by hand)"
-        elif "sha256:" + hashlib.sha256(canonical_text(ev).encode()).hexdigest() != b.get("evidence_digest"):
-            why = "its evidence is not as presented: " + str(ev.get("unrecordable") or "the digest differs")[:200]
-        else:
-            parse_ts(at, "the recorded `resumed_at`")
-    except Exception as x:  # noqa: BLE001  (another writer's body: never a crash)
-        why = f"it cannot be read: {str(x)[:200]}"
-    return {"id": e.id, "at": at if isinstance(at, str) else e.time, "principal": b.get("principal"),
-            "evidence": ev, "why": why}
-
-
-def _ask(engine: Any, wf: str, standing: list, r: dict) -> tuple[bool | None, list[str], str | None]:
-    """The candidate's answer to ``wf``'s recorded resume ``r`` where the record's stops ``standing`` stand
-    (each trigger's criteria, newest first, as the runtime asks): (allowed or None: cannot be asked, unmet, why)."""
-    ask = getattr(engine, "may_resume", None)
-    if r["why"] or not callable(ask):
-        return None, [], r["why"] or "the candidate evaluator answers no resume question (no `may_resume`)"
-    ds = []
-    for st in reversed({st.get("stopped_by"): st for st in standing}.values()):
-        try:
-            d = ask(wf, st, r["evidence"], r["at"])
-        except Exception as e:  # noqa: BLE001  (an evaluator other than an Engine, which never raises)
-            return None, [], f"the candidate cannot answer it: {type(e).__name__}: {str(e)[:200]}"
-        if not d.criteria:  # no such workflow or trigger in the candidate: not its question to answer
-            return None, [], "the candidate cannot answer it: " + "; ".join(x.message for x in d.errors)[:300]
-        ds.append(d)
-    return (all(d.allowed for d in ds), list(dict.fromkeys(u for d in ds for u in d.unmet)),
-            "; ".join(x.message for d in ds for x in d.errors)[:300] or None)
-
-
-def _judge(engine: Any, wf: str, events: list, mine: dict, cache: dict) -> tuple[list, list]:
-    """Walk ``wf``'s timeline with its recorded allowed resumes ``mine`` (seq -> ``_resume_of``) in order,
-    asking the candidate each one at which a stop of the record stands in the replay (``_ask``; the
-    candidate's own stops are taken to be lifted by it: its evidence was for the record's triggers). A
-    refused one is taken out of ``events`` (in place). Returns (the refused, those that cannot be asked)."""
-    out, refused, unjudged = [], [], []
-    standing: list = []  # the stop events since the last resume that stands
-    for ev in sorted([e for e in events if e[1] is not None or e[0] not in mine]
-                     + [(s, None, r["id"]) for s, r in mine.items()], key=lambda e: e[0]):
-        r, recorded = mine.get(ev[0]) if ev[1] is None else None, [e[1] for e in standing if e[2] is not None]
-        if r is not None and recorded:
-            key = (ev[0], tuple((st.get("stopped_by"), st.get("stopped_at")) for st in recorded))
-            allowed, unmet, why = cache[key] if key in cache else cache.setdefault(key, _ask(engine, wf, recorded, r))
-            item = {"workflow": wf, "resume": r["id"], "seq": ev[0], "at": r["at"]}
-            if allowed is None:
-                unjudged.append(item | {"reason": why})
-            elif not allowed:
-                refused.append(item | {"principal": r["principal"], "unmet": unmet, "errors": why,
-                                       "stopped_by": list(dict.fromkeys(e[1].get("stopped_by") for e in standing))})
-                continue
-        standing = [*standing, ev] if ev[1] is not None else []
-        out.append(ev)
-    events[:] = out
-    for x in refused:  # the next resume that stands in the replay, if any
-        x["until"] = next((e[2] for e in out if e[1] is None and e[0] > x["seq"]), None)
-    return refused, unjudged
-
-
-def _carries(r: tuple, timeline: dict) -> bool:
-    """A changed row (``_replay_range``'s tuple) is a stop the candidate fires where the
-    workflow ran on: in the record (not stopped there), or in the replay only, where a lifted
-    stop left it running (recorded ``stopped``, but no stop in the replay's timeline)."""
-    return (isinstance(r[2], str) and r[8] == "stop" and r[9].startswith("stop:")
-            and (r[6] != "stop" or (not r[7].startswith("stop:") and _state_at(timeline, r[2], r[1]) is None)))
-
-
-def _lifts(r: tuple, fired: dict) -> bool:
-    """A changed row is a decision that fired a stop of the record (the stop links to it, in
-    its workflow, by the trigger its recorded rule names) and replays as no stop at all."""
-    f = fired.get(r[0])
-    return f is not None and r[8] != "stop" and r[7] == f"stop:{f[2]}" and r[2] == f[3]
-
-
-def _replaces(r: tuple, fired: dict) -> bool:
-    """A changed row is a decision that fired a stop of the record (as for ``_lifts``) and
-    replays as a stop by another trigger (``stop:T1 -> stop:T2``): the workflow is stopped
-    there in the replay too, by the candidate's trigger."""
-    f = fired.get(r[0])
-    return (f is not None and r[8] == "stop" and r[9].startswith("stop:") and r[9] != r[7]
-            and r[7] == f"stop:{f[2]}" and r[2] == f[3])
-
-
-def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, rows: list,
-                 fired: dict, bad: list, judged: tuple) -> tuple[list, list, list, list]:
-    """The workflow state as the candidate would have left it (``replay(carry_stops=True)``).
-    Carry the stops the candidate fires forward: where a replayed decision is ``stop`` by a
-    trigger of the candidate and the workflow ran on, the workflow is stopped by that trigger
-    from there (a change inserted into ``timeline`` just after the decision) until the
-    record's next allowed resume of it. Lift the stops it does not fire: where a decision that
-    fired a stop of the record (``fired``) replays as no stop, that stop is taken out of
-    ``timeline``, so the workflow is in the state it was in before it (running, unless a
-    repair action fired it while stopped) until the next change that stands: the record's
-    next allowed resume, a stop of the record the candidate fires too (or one it cannot
-    judge, or an operator's), or a stop the candidate fires meanwhile. Replace the trigger of
-    the stops it fires by another one: where a decision that fired a stop of the record
-    replays as a stop by another trigger (``stop:T1 -> stop:T2``), that stop stops the
-    workflow by the candidate's trigger in the replay (listed with the candidate stops, with
-    ``replaces``). Each time, the workflow's later decisions are replayed again under the
-    changed timeline, earliest first, and what they come to replaces what they came to
-    before: a changed row, or an unreplayable item (``bad``: an evaluator other than an
-    ``Engine``, which never raises, may raise under one workflow state and not under
-    another), so each decision is counted once, and its resumes are asked again (``_judge``; ``judged``:
-    resumes, answers, cache). Returns (the changed rows, the candidate stops, the lifted stops, ``bad``)."""
-    from .ledger import schema
-
-    E = schema.entries
-    seen: set[int] = set()
-    stops: list[dict] = []
-    lifts: list[dict] = []
-    placed: dict[tuple, str] = {}  # (workflow, position in its timeline) -> the decision of a candidate stop
-    while True:
-        first: dict[str, tuple] = {}  # workflow -> its earliest stop to carry or to lift not done yet
-        for r in sorted(rows, key=lambda r: r[1]):
-            wf, seq = r[2], r[1]
-            if (isinstance(wf, str) and seq not in seen and wf not in first
-                    and (_carries(r, timeline) or _lifts(r, fired) or _replaces(r, fired))):
-                first[wf] = r
-        if not first:
-            break
-        for wf, r in sorted(first.items(), key=lambda kv: kv[1][1]):
-            seq = r[1]
-            seen.add(seq)
-            events = timeline.setdefault(wf, [])
-            if r[8] != "stop":  # (`_lifts`) the record's stop, out of the replay's timeline
-                sseq, sid, trigger, _ = fired[r[0]]
-                at = bisect.bisect_left(events, (sseq,))
-                if at < len(events) and events[at][0] == sseq:
-                    del events[at]
-                lifts.append({"workflow": wf, "trigger": trigger, "stop": sid, "decision_id": r[0], "seq": seq,
-                              "at": r[5], "sseq": sseq})
-            else:
-                state = {"name": wf, "status": "stopped", "stopped_by": r[9][len("stop:"):], "stopped_at": r[5]}
-                replaces = fired[r[0]] if _replaces(r, fired) else None
-                pos = replaces[0] if replaces is not None else seq + 0.5
-                at = bisect.bisect_left(events, (pos,))
-                if replaces is not None and at < len(events) and events[at][0] == pos:  # in the record's stop's place,
-                    state = events[at][1] | {"stopped_by": state["stopped_by"]}  # by the candidate's trigger
-                    del events[at]
-                events.insert(at, (pos, state, None))
-                placed[(wf, pos)] = r[0]
-                stops.append({"workflow": wf, "trigger": state["stopped_by"], "decision_id": r[0], "seq": seq,
-                              "at": r[5], "until": pos, "replaces": replaces[1] if replaces is not None else None,
-                              "replaces_trigger": replaces[2] if replaces is not None else None})
-            if wf in judged[0]:  # its resumes after the change, asked again under the changed timeline
-                judged[1][wf] = _judge(engine, wf, events, judged[0][wf], judged[2])
-            # its later decisions, replayed again under the changed timeline: what they come to now
-            # (changed, or unreplayable) replaces what they came to before
-            rows = [x for x in rows if not (x[2] == wf and x[1] > seq)]
-            bad = [b for b in bad if not (b["workflow"] == wf and b["seq"] > seq)]
-            if seq < last:
-                more = _run(engine, led, [*where, E.c.workflow == wf], seq + 1, last, timeline)
-                rows += more[0]
-                bad += more[2]
-    bad.sort(key=lambda b: b["seq"])
-    for cs in stops:  # the resume that lifts each candidate stop, in the final timeline (None: to the end)
-        cs["until"] = next((e[2] for e in timeline[cs["workflow"]] if e[1] is None and e[0] > cs["until"]), None)
-    for lf in lifts:  # where each lifted stop ends, in the final timeline
-        events = timeline.get(lf["workflow"], [])
-        at = bisect.bisect_left(events, (lf.pop("sseq"),))
-        before = events[at - 1][1] if at > 0 else None
-        nxt = events[at] if at < len(events) else None
-        lf["until"], lf["until_kind"] = ((None, None) if nxt is None else (nxt[2], "resume") if nxt[1] is None
-                                         else (nxt[2], "stop") if nxt[2] is not None
-                                         else (placed.get((lf["workflow"], nxt[0])), "candidate stop"))
-        lf["stays_stopped_by"] = before.get("stopped_by") if before is not None else None
-    return rows, stops, lifts, bad
-
-
-def _state_at(timeline: dict, workflow: str | None, seq: int) -> dict | None:
-    events = timeline.get(workflow) if workflow else None
-    if not events:
-        return None
-    i = bisect.bisect_left(events, (seq,)) - 1  # the latest change strictly before the decision
-    return events[i][1] if i >= 0 else None
 
 
 def os_threads() -> int:
@@ -682,7 +482,8 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     until the next change that stands (``ReplayResult.candidate_lifts``); and an allowed resume
     of the record the candidate refuses (the criteria of the record's stops that stand there in
     the replay, over the evidence and at the time recorded with it) does not lift the stop
-    (``candidate_refused_resumes``; one it cannot be asked stands: ``unjudged_resumes``).
+    (``candidate_refused_resumes``; one it cannot be asked stands: ``unjudged_resumes``), and a refused
+    resume of the record it allows lifts it (``candidate_allowed_resumes``).
     False: every decision under the workflow state the ledger recorded.
 
     ``since`` and ``until`` are aware datetimes or RFC 3339 strings with their offset
@@ -717,9 +518,9 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
             total, first, last = c.execute(select(func.count(), func.min(E.c.seq), func.max(E.c.seq))
                                            .where(*where)).one()
         fired: dict[str, tuple] = {}  # an entry a stop links to -> that stop (``_timeline``)
-        resumes: dict[str, dict] = {}  # workflow -> its allowed resumes in the window (``_timeline``)
+        resumes: dict[str, dict] = {}  # workflow -> its resumes in the window (``_timeline``)
         timeline = _timeline(led, until_s, fired, resumes if carry_stops else None, since_s, workflow)
-        cache: dict = {}  # a resume the candidate refuses does not lift the stop (``_judge``)
+        cache: dict = {}  # a resume the candidate refuses does not lift the stop, one it allows does (``_judge``)
         judged = (resumes, {wf: _judge(engine, wf, timeline[wf], mine, cache) for wf, mine in resumes.items()}, cache)
         if workers is None:
             workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_FROM else 1
@@ -769,7 +570,8 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         lifts: list[dict] = []
         if carry_stops and any(_carries(r, timeline) or _lifts(r, fired) or _replaces(r, fired) for r in rows):
             # (in this process: a decision's state depends on the verdicts before it)
-            rows, stops, lifts, bad = _carry_stops(engine, led, where, last, timeline, rows, fired, bad, judged)
+            rows, stops, lifts, bad = _carry_stops(engine, led, where, last, timeline, rows, fired, bad, judged,
+                                                 _run)
             rows.sort(key=lambda r: r[1])
         if carry_stops and fired:  # a stop fired by a decision the candidate cannot judge is not lifted
             bad = [b | {"stop_stands": {"stop": fired[b["decision_id"]][1], "workflow": fired[b["decision_id"]][3],
@@ -779,10 +581,11 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         execs = _executions_of(led, [(r[1], r[0]) for r in rows])
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
         # every decision read is counted once: replayed = changed + unchanged + unreplayable
-        refused, unjudged = (tuple(sorted((x for a in judged[1].values() for x in a[i]), key=lambda x: x["seq"]))
-                             for i in (0, 1))
+        refused, unjudged, allowed = (tuple(sorted((x for a in judged[1].values() for x in a[i]),
+                                                   key=lambda x: x["seq"])) for i in (0, 1, 2))
         return ReplayResult(engine.policy_hash, read, read - len(changed) - len(bad), changed, tuple(bad), workers,
-                            tuple(hashes), time.perf_counter() - t0, tuple(stops), tuple(lifts), refused, unjudged)
+                            tuple(hashes), time.perf_counter() - t0, tuple(stops), tuple(lifts), refused, unjudged,
+                            allowed)
     finally:
         if owns:
             led.close()

@@ -16,7 +16,7 @@ from ..ledger.canonical import canonical_text
 from ..limits import MAX_CLOCK_SKEW_SECONDS
 from .core import RuntimeCore
 from .gatejson import fail_closed, gate_body, recordable
-from .recorded import integral_doubles, recorded_action, with_doubles
+from .recorded import EVIDENCE_DOUBLES, integral_doubles, recorded_action, with_doubles
 from .results import (
     E,
     ExecutionResult,
@@ -718,6 +718,9 @@ class Executions(RuntimeCore):
                 "resumed_at": _ts(now_dt),
                 "errors": [x.model_dump(mode="json") for x in r.errors],
             }
+            doubles = integral_doubles(ev) if ev is evidence else None
+            if doubles:  # its integral floats, which the ledger reads back as ints (a replay asks it again)
+                body[EVIDENCE_DOUBLES] = doubles
             if len(judged) > 1:
                 body["triggers"] = [{"trigger": d.trigger or st.body.get("trigger"), "stop": st.id,
                                      "allowed": d.allowed, "unmet": list(d.unmet)} for st, d in judged]

@@ -14,7 +14,9 @@ action (replay, ``stopline ledger export-case``, a claim after a stop) reads it 
 integral (``7.5``) or from 10^21 on (``1e21``) is written with its fraction or exponent and
 read back as a float: it needs no entry. A decision recorded before the field existed
 reads as it always did (its integral floats as ints). ``-0.0`` reads back as ``0.0``
-(canonical JSON has no negative zero).
+(canonical JSON has no negative zero). A ``resume`` entry records where its evidence's integral
+floats are the same way (``evidence_doubles``: :data:`EVIDENCE_DOUBLES`), and a replay reads
+them back as floats before it asks the resume again.
 
 Imports only the ledger's ``Canonical``: the runtime, the replay and the cases import it
 without importing each other.
@@ -28,10 +30,12 @@ from typing import Any
 
 from ..ledger.canonical import Canonical
 
-__all__ = ["DOUBLES", "integral_doubles", "with_doubles", "recorded_action", "restore_doubles"]
+__all__ = ["DOUBLES", "EVIDENCE_DOUBLES", "integral_doubles", "with_doubles", "recorded_action", "restore_doubles"]
 
 #: the decision body's key for the locations of the action's integral floats
 DOUBLES = "action_doubles"
+#: the resume body's key for the locations of the evidence's integral floats
+EVIDENCE_DOUBLES = "evidence_doubles"
 _BOUND = 1e21  #: from here on RFC 8785 writes an exponent (``1e+21``), which reads back as a float
 _HEAD = '{"action":'
 # a list of paths (strings without lone surrogates, small ints; no object keys to sort): the C
@@ -96,27 +100,29 @@ def with_doubles(body: Any, action_text: str | None, doubles: list | None) -> An
     return Canonical(f'{text[:n]},"{DOUBLES}":{_DUMPS(doubles)}{text[n:]}', (keys[0], DOUBLES, *keys[1:]), body.top)
 
 
-def restore_doubles(action: Any, doubles: Any) -> Any:
+def restore_doubles(action: Any, doubles: Any, field: str = DOUBLES) -> Any:
     """``action`` (as read from a decision entry) with the value at each path of ``doubles``
     (its ``action_doubles``; None: no change) as a float: a copy along those paths, the
     entry's body itself is never changed. :class:`ValueError` when ``doubles`` is not a list
-    of paths each leading to a number."""
+    of paths each leading to a number (naming ``field``: a resume's evidence is read with
+    ``evidence_doubles``)."""
     if doubles is None:
         return action
     if not isinstance(doubles, list):
-        raise ValueError(f"`{DOUBLES}` is a list of paths, not {type(doubles).__name__}")
+        raise ValueError(f"`{field}` is a list of paths, not {type(doubles).__name__}")
+    what = "action" if field == DOUBLES else "evidence"
     root = [action]
     mine: set[int] = set()  # the containers copied here (ours to change)
     for p in doubles:
         if not isinstance(p, list) or len(p) > 64:
-            raise ValueError(f"`{DOUBLES}` holds {str(p)[:80]}, not a path (a list of keys and indices)")
+            raise ValueError(f"`{field}` holds {str(p)[:80]}, not a path (a list of keys and indices)")
         parent: Any = root
         key: Any = 0
         for k in p:
             cur = parent[key]
             if not ((type(cur) is dict and type(k) is str and k in cur)
                     or (type(cur) is list and type(k) is int and 0 <= k < len(cur))):
-                raise ValueError(f"`{DOUBLES}` path {str(p)[:80]} does not lead to a value of the action")
+                raise ValueError(f"`{field}` path {str(p)[:80]} does not lead to a value of the {what}")
             if id(cur) not in mine:
                 cur = cur.copy()
                 mine.add(id(cur))
@@ -126,11 +132,11 @@ def restore_doubles(action: Any, doubles: Any) -> Any:
         if type(v) is float:
             continue  # (a double already)
         if type(v) is not int:
-            raise ValueError(f"`{DOUBLES}` path {str(p)[:80]} leads to a {type(v).__name__}, not a number")
+            raise ValueError(f"`{field}` path {str(p)[:80]} leads to a {type(v).__name__}, not a number")
         try:
             parent[key] = float(v)
         except OverflowError:
-            raise ValueError(f"`{DOUBLES}` path {str(p)[:80]} leads to a number beyond a double") from None
+            raise ValueError(f"`{field}` path {str(p)[:80]} leads to a number beyond a double") from None
     return root[0]
 
 
