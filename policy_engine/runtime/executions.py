@@ -15,7 +15,7 @@ from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import canonical_text
 from ..limits import MAX_CLOCK_SKEW_SECONDS
 from .core import RuntimeCore
-from .gatejson import fail_closed, gate_body, recordable
+from .gatejson import fail_closed, gate_body, oversize, recordable
 from .recorded import EVIDENCE_DOUBLES, integral_doubles, recorded_action, with_doubles
 from .results import (
     E,
@@ -510,6 +510,9 @@ class Executions(RuntimeCore):
         before anything is read or written."""
         if not isinstance(receipt, dict):
             raise RuntimeUsageError("`receipt` is a JSON object")
+        big = oversize(receipt)
+        if big is not None:  # (the ledger would keep it whole)
+            raise RuntimeUsageError(f"the receipt is beyond the input limits: {big}; nothing was recorded")
         outcome, error = _outcome_arg(outcome, error)
         _check_key(key)
         _text_arg(reporter, "reporter", optional=True)
@@ -581,7 +584,8 @@ class Executions(RuntimeCore):
                         # (as the gate evaluated it: its integral floats back as floats, or 1e20
                         # read back as an int beyond what canonical JSON takes would differ)
                         same = canonical_text(given) == canonical_text(recorded_action(subj.body))
-                        ran: Any = given
+                        big = None if same else recordable(given)[2]  # (bounded: beyond the limits, why)
+                        ran: Any = given if big is None else {"unrecordable": big}
                     except (InvalidEntry, ValueError) as e:  # (ValueError: a malformed `action_doubles`)
                         same, ran = False, {"unrecordable": str(e)}
                     if not same:
