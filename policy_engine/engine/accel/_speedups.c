@@ -283,6 +283,10 @@ checker_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kw
     out = PyTuple_New(self->nout);
     if (out == NULL)
         return NULL;
+    /* untracked while it holds NULLs: a key's __eq__ run by a lookup could otherwise find
+     * it in gc.get_objects() and read them (tracked again when full) */
+    if (self->nout > 0)
+        PyObject_GC_UnTrack(out);
     /* every field fetched first (a missing one, or a KeyError: the shape missed), as the lines do */
     if (PyDict_CheckExact(action)) {
         for (i = 0; i < n; i++) {
@@ -336,6 +340,8 @@ checker_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kw
     }
     if (items > self->max_items || chars > self->max_chars)
         goto fallback;
+    if (self->nout > 0)
+        PyObject_GC_Track(out);
     return out;
 miss:
     PyErr_SetNone(self->shape_miss);
@@ -717,6 +723,16 @@ gate_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnam
     live = now == Py_None;
     if (!live && (!PyDateTime_CheckExact(now) || PyDateTime_DATE_GET_TZINFO(now) != self->utc))
         goto delegate;
+    /* a key that is not exactly a str: its __eq__ could run at each lookup (and raise the
+     * first time only, or change the action); the Python method does each lookup once, as
+     * the reference does. With exact str keys, no lookup below runs any code */
+    {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(action, &pos, &k, &v))
+            if (!PyUnicode_CheckExact(k))
+                goto delegate;
+    }
     tname = PyDict_GetItemWithError(action, str_type);  /* (borrowed: used before any other lookup) */
     if (tname == NULL || !PyUnicode_CheckExact(tname))
         goto delegate_clear;
