@@ -14,7 +14,8 @@ when first used through the loader.
 
 from __future__ import annotations
 
-from .fmt import FormatError, FormatResult, format_path, format_source, format_text, unified_diff
+from typing import TYPE_CHECKING, Any
+
 from .loader import (
     LoadResult,
     UsageError,
@@ -33,3 +34,18 @@ __all__ = [
     "load_text", "read_source", "require_ok",
     "FormatError", "FormatResult", "format_path", "format_source", "format_text", "unified_diff",
 ]
+
+if TYPE_CHECKING:
+    from .fmt import FormatError, FormatResult, format_path, format_source, format_text, unified_diff
+
+# the formatter's names are imported when first asked for (PEP 562): loading a policy never
+# formats, and a fresh process's load does not compile fmt.py (issue 16, goal 5)
+_FMT_NAMES = frozenset({"FormatError", "FormatResult", "format_path", "format_source", "format_text", "unified_diff"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FMT_NAMES:
+        from . import fmt
+
+        return getattr(fmt, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,12 +8,20 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..diagnostics import Acknowledged, Diagnostic, PolicyError, sort_diagnostics
 from ..lark_cache import collector_paused
 from ..limits import MAX_CONDITIONS_PER_SET, MAX_FILE_BYTES, MAX_FILES
 from ..source import SourceFile, Span
 from . import ir
+
+if TYPE_CHECKING:
+    from .acknowledge import Collected
+
+# `acknowledge.MARKER`: a file without it has no directive, and its load does not import
+# acknowledge.py (28 KiB compiled in a fresh process without bytecode; issue 16, goal 5)
+_ACK_MARKER = "stopline:"
 
 
 @dataclass
@@ -345,7 +353,6 @@ def load_sources(
 def _load_sources(
     sources: list[SourceFile], extra_diags: list[Diagnostic] | None = None, *, accelerate: bool = True
 ) -> LoadResult:
-    from . import acknowledge
     from .check import check
     from .lower import lower
     from .parser import parse
@@ -353,14 +360,16 @@ def _load_sources(
     diags: list[Diagnostic] = list(extra_diags or [])
     files: list[ir.PolicyFile] = []
     smap = {s.path: s for s in sources}
-    directives: list[acknowledge.Collected] = []  # `# stopline: acknowledge ...`, file by file
+    directives: list[Collected] = []  # `# stopline: acknowledge ...`, file by file
     for src in sources:
         pr = parse(src)
         diags.extend(pr.diagnostics)
         if pr.tree is None:
             continue
-        if acknowledge.has_directives(src):
-            directives.append(acknowledge.collect(src, pr.tree))
+        if _ACK_MARKER in src.text:  # (`acknowledge.has_directives`, without importing it for a file that has none)
+            from .acknowledge import collect
+
+            directives.append(collect(src, pr.tree))
         try:
             pf, ldiags = lower(src, pr.tree)
         except RecursionError:
@@ -390,7 +399,9 @@ def _load_sources(
     diags = sort_diagnostics(diags)
     acknowledged: list[Acknowledged] = []
     if directives:
-        kept, acknowledged = acknowledge.apply(diags, directives)
+        from .acknowledge import apply
+
+        kept, acknowledged = apply(diags, directives)
         diags = sort_diagnostics(kept)
         acknowledged.sort(key=Acknowledged.sort_key)
     pset = None
