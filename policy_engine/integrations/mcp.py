@@ -68,7 +68,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import replace
 from functools import partial
@@ -88,11 +88,13 @@ from mcp_types import (  # noqa: E402
     CallToolResult,
     InputRequiredResult,
     ListToolsResult,
+    NotificationParams,
+    SubscriptionsListenRequestParams,
     TextContent,
     Tool,
-    ToolListChangedNotification,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS  # noqa: E402
+
+from .mcp_upstream import MAX_PAGES, _no_relay, _UpstreamTools  # noqa: E402
 
 __all__ = ["McpGate", "StoplineGateway", "StoplineMiddleware", "protect", "reversibility_of", "Approval",
            "WorkflowStopped", "CALL_ID", "GATE_META"]
@@ -100,10 +102,7 @@ __all__ = ["McpGate", "StoplineGateway", "StoplineMiddleware", "protect", "rever
 CALL_ID = "stopline.dev/call-id"  #: the client's ``_meta`` key naming one logical call
 GATE_META = "stopline.dev/gate"  #: the ``_meta`` key of every gated result and listed tool
 MAX_CALL_ID = 200
-MAX_PAGES = 100
 MAX_GENERATIONS = 32  #: generations a call without a call id tries when other processes keep taking them
-MAX_RELISTS = 4  #: listings of the upstream's tools one call makes while change notifications keep arriving
-LISTEN_ACK_SECONDS = 10.0  #: how long the gateway waits for the upstream to acknowledge its change subscription
 #: the prefix of the ``requestState`` the gate hands back with an ``input_required`` result:
 #: it names the waiting call and its claim, and wraps the server's own state
 STATE_PREFIX = "stopline.dev/v1 "
@@ -588,101 +587,6 @@ def protect(server: Any, runtime: Any, *, workflow: str, approvers: Any = None, 
 
 
 # -------------------------------------------------------------------- the gateway
-async def _no_relay(context: Any, params: Any) -> Any:
-    """The gateway's answer to an upstream's mid-call elicitation (protocols before
-    2026-07-28): an error. On a 2026 connection the upstream's input requests are not sent
-    to the gateway: they come back as an ``input_required`` result, which the gateway
-    passes to its client (gated: the next round continues the same call)."""
-    from mcp_types import ErrorData
-
-    return ErrorData(code=INVALID_PARAMS, message="Stopline's gateway relays input requests as input_required "
-                                                  "results only (MCP 2026-07-28 and later)")
-
-
-class _UpstreamTools:
-    """The upstream's tools as the gateway's session with it lists them (one per session).
-
-    Kept between calls only while the upstream tells of every change (``watched``): it
-    declares ``tools.listChanged`` and, on MCP 2026-07-28, acknowledged the gateway's
-    ``subscriptions/listen`` for it. Each ``notifications/tools/list_changed`` (or a
-    transport fault, or the end of that subscription) drops the list, so the next call is
-    judged under a new listing; a listing a change came in during is made again. Otherwise
-    (no ``listChanged``) every call lists the tools, as the gate reads them."""
-
-    def __init__(self) -> None:
-        self.client: Any = None
-        self.watched = False
-        self.tools: list[Tool] | None = None
-        self.generation = 0  #: changes the upstream told of
-        self._lock = anyio.Lock()
-
-    def changed(self) -> None:
-        self.generation += 1
-        self.tools = None
-
-    async def on_message(self, message: Any) -> None:
-        """The upstream session's ``message_handler``: its notifications and transport faults."""
-        if isinstance(message, ToolListChangedNotification | Exception):  # (a fault may have cost a notification)
-            self.changed()
-
-    async def watch(self, client: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        """Learn whether the upstream tells of changes (``watched``); on MCP 2026-07-28,
-        hold its ``subscriptions/listen`` stream open (started once acknowledged)."""
-        tools = client.server_capabilities.tools
-        if tools is None or tools.list_changed is not True:
-            return task_status.started()
-        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # the notifications come unasked
-            self.watched = True
-            return task_status.started()
-        started, why = False, "it ended"
-        try:
-            async with AsyncExitStack() as stack:
-                sub = None
-                with anyio.move_on_after(LISTEN_ACK_SECONDS):
-                    sub = await stack.enter_async_context(client.listen(tools_list_changed=True))
-                self.watched = sub is not None and sub.honored.tools_list_changed is True
-                started = True
-                task_status.started()
-                if sub is None or not self.watched:
-                    why = "not acknowledged" if sub is None else "not honored"
-                else:
-                    async for _event in sub:
-                        self.changed()
-        except Exception as e:  # noqa: BLE001 - refused, or lost: the tools are listed at each call
-            why = f"{type(e).__name__}: {e}"
-        _log.warning("Stopline: the MCP upstream's tool change subscription: %s; its tools are listed at each "
-                     "call from now on", why)
-        self.watched = False
-        self.changed()
-        if not started:
-            task_status.started()
-
-    async def get(self, *, refresh: bool = False) -> list[Tool]:
-        """The tools, as the upstream lists them now or as it last told (``refresh``: list)."""
-        if not self.watched:
-            return await self._fetch()
-        async with self._lock:
-            if self.tools is not None and not refresh:
-                return self.tools
-            for _ in range(MAX_RELISTS):
-                seen = self.generation
-                tools = await self._fetch()
-                if seen == self.generation:  # no change told of while listing: as the upstream lists now
-                    self.tools = tools if self.watched else None
-                    break
-            return tools
-
-    async def _fetch(self) -> list[Tool]:
-        tools, cursor = [], None
-        for _ in range(MAX_PAGES):
-            page = await self.client.list_tools(cursor=cursor, cache_mode="refresh")
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        return tools
-
-
 class StoplineGateway:
     """An MCP server in front of another (``upstream``: an ``MCPServer``/``Server``
     instance, ``StdioServerParameters``, a URL or a ``Transport``, as ``mcp.Client``
@@ -691,8 +595,11 @@ class StoplineGateway:
     then forwarded with the client's ``_meta``; the upstream's progress notifications go on
     to the client) and nothing else. A call is judged under the upstream's tools as listed
     once per session while it tells of changes (``_UpstreamTools``), else (or ``relist``)
-    at each call. ``gateway.server`` is the low-level ``Server`` to run (stdio, HTTP, or
-    ``Client(gateway.server)``)."""
+    at each call. The gateway declares ``tools.listChanged`` to its clients when (and only
+    when) the upstream tells it of changes, and tells every client of each one
+    (``_Downstream``): a ``subscriptions/listen`` stream (MCP 2026-07-28), else
+    ``notifications/tools/list_changed``. ``gateway.server`` is the low-level ``Server`` to
+    run (stdio, HTTP, or ``Client(gateway.server)``)."""
 
     def __init__(self, upstream: Any, runtime: Any, *, workflow: str, approvers: Any = None,
                  name: str = "stopline-gateway", gate: McpGate | None = None,
@@ -704,23 +611,61 @@ class StoplineGateway:
         self.upstream_options = {"cache": None, **(upstream_options or {})}
         self.gate = gate or McpGate(runtime, workflow, approvers, **options)
         self.server = Server(name, lifespan=self._lifespan, on_list_tools=self._list_tools,
-                             on_call_tool=self._call_tool)
+                             on_call_tool=self._call_tool, on_subscriptions_listen=self._listen)
+        self.server.add_notification_handler("notifications/initialized", NotificationParams, self._joined)
+        self.server.middleware.append(self._declare)
 
     def _lifespan(self, _server: Any) -> Any:
         @asynccontextmanager
         async def cm():
-            tools = _UpstreamTools()
+            tools = _UpstreamTools(keep=not self.relist)
             async with Client(self.upstream, elicitation_callback=_no_relay, message_handler=tools.on_message,
                               **self.upstream_options) as client, anyio.create_task_group() as tg:
                 tools.client = client
-                if not self.relist:
-                    await tg.start(tools.watch, client)
+                await tg.start(tools.watch, client)
+                tg.start_soon(tools.downstream.run)
                 try:
                     yield {"upstream": client, "tools": tools}
                 finally:
+                    tools.downstream.listen.close()
                     tg.cancel_scope.cancel()
 
         return cm()
+
+    # ------------------------------------------------ telling the gateway's clients of tool changes
+    @staticmethod
+    async def _declare(ctx: Any, call_next: Any) -> Any:
+        """``tools.listChanged`` in the gateway's capabilities (the ``initialize`` and
+        ``server/discover`` results) says whether the upstream tells it of changes: the SDK
+        derives it from ``NotificationOptions`` or a served ``subscriptions/listen``, which
+        cannot know the upstream."""
+        result = await call_next(ctx)
+        if ctx.method in ("initialize", "server/discover") and isinstance(result, dict):
+            tools = (result.get("capabilities") or {}).get("tools")
+            if isinstance(tools, dict):
+                if ctx.lifespan_context["tools"].watched:
+                    tools["listChanged"] = True
+                else:
+                    tools.pop("listChanged", None)
+        return result
+
+    @staticmethod
+    async def _joined(ctx: Any, params: Any) -> None:
+        """A client of the handshake is ready (``notifications/initialized``): told of each change
+        from now on, on its session, while the upstream tells the gateway."""
+        tools = ctx.lifespan_context["tools"]
+        if tools.watched:
+            tools.downstream.join(ctx.session)
+
+    @staticmethod
+    async def _listen(ctx: Any, params: SubscriptionsListenRequestParams) -> Any:
+        """A 2026-07-28 client's ``subscriptions/listen``: served by the SDK's ``ListenHandler``
+        on the upstream session's bus; tool changes honored only while the upstream tells them."""
+        tools = ctx.lifespan_context["tools"]
+        if not tools.watched and params.notifications.tools_list_changed:
+            wanted = params.notifications.model_copy(update={"tools_list_changed": None})
+            params = params.model_copy(update={"notifications": wanted})
+        return await tools.downstream.listen(ctx, params)
 
     @staticmethod
     def _client(ctx: Any) -> Client:
@@ -740,7 +685,7 @@ class StoplineGateway:
     async def _call_tool(self, ctx: Any, params: Any) -> Any:
         client, upstream = self._client(ctx), ctx.lifespan_context["tools"]
         tools = {t.name: t for t in await upstream.get()}
-        if params.name not in tools and upstream.watched:  # a tool the listing kept does not name: list once more
+        if params.name not in tools and upstream.kept:  # a tool the listing kept does not name: list once more
             tools = {t.name: t for t in await upstream.get(refresh=True)}
         listed = tools.get(params.name)
         ann = _wire(listed.annotations) if listed is not None and listed.annotations is not None else None
