@@ -182,9 +182,18 @@ def run_load(quick: bool) -> dict:
                                cwd=str(ROOT), env=env_pyc)
             pyc.append(float(r.stdout.split()[1]))
         res["fresh_bytecode_cpu_s"] = statistics.median(pyc)
-        r = subprocess.run([sys.executable, "-c", _GC_CHILD, str(big), str(small)], capture_output=True, text=True,
-                           check=True, cwd=str(ROOT))
-        res["gc"] = json.loads(r.stdout)
+        # the pause, alternating: as loaded (the native helpers keep the engine's objects out
+        # of the collector's lists: `native.quiet`) and with that switched off; each the run
+        # of the median added pause of its kind (a collection's time is noisy here)
+        runs: dict = {"1": [], "0": []}
+        for _ in range(1 if quick else 3):
+            for flag in ("1", "0"):
+                r = subprocess.run([sys.executable, "-c", _GC_CHILD, str(big), str(small)], capture_output=True,
+                                   text=True, check=True, cwd=str(ROOT), env={**os.environ, "STOPLINE_GC_QUIET": flag})
+                runs[flag].append(json.loads(r.stdout))
+        for flag, key in (("1", "gc"), ("0", "gc_tracked")):
+            xs = sorted(runs[flag], key=lambda g: g["with_ms"] - g["without_ms"])
+            res[key] = xs[len(xs) // 2]
     return res
 
 
@@ -315,6 +324,12 @@ def report(out, large: dict, load: dict, threads: dict, comp: dict) -> bool:
         f"target <= +{t['gc_pause_added_max_ms']:.0f} ms: {met(added <= t['gc_pause_added_max_ms'])}; "
         f"the fastest of the 7 collections each: +{g['with_min_ms'] - g['without_min_ms']:.1f} ms), "
         f"{g['frozen_ms']:.1f} ms after gc.freeze() (opt-in, docs/performance.md)")
+    gt = load.get("gc_tracked")
+    if gt is not None:  # the same with the engine's objects left in the collector's lists
+        out(f"  the same with STOPLINE_GC_QUIET=0 (the engine's objects tracked, as without the native helpers): "
+            f"{gt['with_ms'] - gt['without_ms']:+.1f} ms just loaded "
+            f"({gt['tracked_with'] - gt['tracked_without']} more tracked objects), "
+            f"{gt['warm_ms'] - gt['without_ms']:+.1f} ms after the first evaluations")
     if "warm_ms" in g:
         warm = g["warm_ms"] - g["without_ms"]
         out(f"gc.collect() after the engine's first evaluations (every type's fused gate built): {g['warm_ms']:.1f} ms "

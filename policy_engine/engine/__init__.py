@@ -99,7 +99,7 @@ class Engine:
     compiled closures alone (the reference path); the answers are the same either way."""
 
     __slots__ = ("_p", "_accel", "_quick", "_stopped", "_undeclared", "_pset", "_psrc", "policy_hash", "sources",
-                 "diagnostics", "imports")
+                 "diagnostics", "imports", "_quiet")
     _p: CompiledPolicy
     _accel: Accelerator | None
     _quick: dict
@@ -127,6 +127,8 @@ class Engine:
         object.__setattr__(self, "sources", dict(sources or {}))
         object.__setattr__(self, "diagnostics", tuple(diagnostics))
         object.__setattr__(self, "imports", tuple(sorted({i for f in policy_set.files for i in f.imports})))
+        # its compiled objects out of the cyclic collector's lists while it lives (native.quiet)
+        object.__setattr__(self, "_quiet", _native.quiet((p, self._stopped, self._undeclared, acc)))
 
     @property
     def policy_set(self) -> PolicySet:

@@ -985,6 +985,219 @@ static PyTypeObject GateType = {
     .tp_dealloc = (destructor)gate_dealloc,
 };
 
+/* ------------------------------------------------------------------- Quiet */
+
+/* Quiet(roots, prefix): takes a loaded engine's compiled objects out of the cyclic
+   collector's lists (issue 16, goal 5: a loaded engine adds no full-collection pause to its
+   host), and puts them back when it is deallocated (the engine's last reference gone).
+
+   The walk starts at `roots` and goes down through every object the collector tracks that is
+   an exact tuple, dict or frozenset, or an instance of a class defined in a module whose name
+   starts with `prefix` whose deallocation is the interpreter's own for classes
+   (`subtype_dealloc`, which copes with an untracked instance; no `__del__`); it goes through
+   a mappingproxy without untracking it. An untracked object is not gone: reference counting
+   still frees it, and this object holds a reference to each, so none can be garbage in a
+   cycle the collector no longer sees while it lives; when it goes, each is tracked again
+   (a dict CPython tracked again itself on an insertion is left as it is) before its
+   reference is dropped, so a cycle formed meanwhile is collected as before. An untracked
+   object whose referents are tracked makes them look referenced from outside: they are, by
+   a live object. Any error puts back what was taken and raises. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *objs;     /* the objects taken out of the collector's lists (a list) */
+    PyObject *weakreflist;
+} Quiet;
+
+static destructor subtype_dealloc_ptr = NULL;  /* a Python class's tp_dealloc (module init) */
+
+static void
+quiet_restore(PyObject *objs)
+{
+    Py_ssize_t i, n = PyList_GET_SIZE(objs);
+    for (i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(objs, i);
+        if (!PyObject_GC_IsTracked(o))
+            PyObject_GC_Track(o);
+    }
+}
+
+static int
+quiet_push(PyObject *o, void *stack)
+{
+    /* an object the collector does not track holds no tracked object of the kinds taken
+       (CPython untracks a tuple or dict only when its items are untracked or no containers)
+       or was taken by this walk already */
+    if (o != NULL && PyObject_GC_IsTracked(o))
+        return PyList_Append((PyObject *)stack, o);
+    return 0;
+}
+
+/* 1: take it; 0: leave it; -1: error */
+static int
+quiet_takes(PyTypeObject *tp, PyObject *prefix, PyObject *memo)
+{
+    PyObject *known, *mod;
+    int ok;
+    if (tp == &PyTuple_Type || tp == &PyDict_Type || tp == &PyFrozenSet_Type)
+        return 1;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || subtype_dealloc_ptr == NULL || tp->tp_dealloc != subtype_dealloc_ptr
+        || tp->tp_finalize != NULL || tp->tp_del != NULL)
+        return 0;
+    known = PyDict_GetItemWithError(memo, (PyObject *)tp);
+    if (known != NULL)
+        return known == Py_True;
+    if (PyErr_Occurred())
+        return -1;
+    mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (mod == NULL) {
+        PyErr_Clear();
+        ok = 0;
+    }
+    else {
+        ok = PyUnicode_Check(mod) && PyUnicode_Tailmatch(mod, prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
+        if (PyErr_Occurred()) {
+            Py_DECREF(mod);
+            return -1;
+        }
+        Py_DECREF(mod);
+    }
+    if (PyDict_SetItem(memo, (PyObject *)tp, ok ? Py_True : Py_False) < 0)
+        return -1;
+    return ok;
+}
+
+static PyObject *
+quiet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *roots, *prefix, *stack = NULL, *objs = NULL, *memo = NULL, *seen = NULL;
+    Quiet *self;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Quiet() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OU:Quiet", &roots, &prefix))
+        return NULL;
+    stack = PySequence_List(roots);
+    objs = PyList_New(0);
+    memo = PyDict_New();
+    seen = PySet_New(NULL);
+    if (stack == NULL || objs == NULL || memo == NULL || seen == NULL)
+        goto fail;
+    while (PyList_GET_SIZE(stack) > 0) {
+        Py_ssize_t n = PyList_GET_SIZE(stack);
+        PyObject *o = PyList_GET_ITEM(stack, n - 1);
+        PyTypeObject *tp;
+        int takes, r = 0;
+        Py_INCREF(o);
+        if (PyList_SetSlice(stack, n - 1, n, NULL) < 0) {
+            Py_DECREF(o);
+            goto fail;
+        }
+        if (!PyObject_GC_IsTracked(o)) {  /* taken already, or nothing below it to take */
+            Py_DECREF(o);
+            continue;
+        }
+        tp = Py_TYPE(o);
+        takes = quiet_takes(tp, prefix, memo);
+        if (takes < 0) {
+            Py_DECREF(o);
+            goto fail;
+        }
+        if (takes) {
+            if (PyList_Append(objs, o) < 0) {
+                Py_DECREF(o);
+                goto fail;
+            }
+            PyObject_GC_UnTrack(o);
+            r = tp->tp_traverse(o, quiet_push, stack);
+        }
+        else if (tp == &PyDictProxy_Type) {  /* a frozen mapping's view: through it, kept */
+            PyObject *key = PyLong_FromVoidPtr(o);  /* (by identity: a mappingproxy is unhashable) */
+            int s = key == NULL ? -1 : PySet_Contains(seen, key);
+            if (s == 0)
+                r = PySet_Add(seen, key) < 0 ? -1 : tp->tp_traverse(o, quiet_push, stack);
+            else if (s < 0)
+                r = -1;
+            Py_XDECREF(key);
+        }
+        Py_DECREF(o);
+        if (r < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "Quiet: an object's traversal failed");
+            goto fail;
+        }
+    }
+    Py_DECREF(stack);
+    Py_DECREF(memo);
+    Py_DECREF(seen);
+    self = (Quiet *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        quiet_restore(objs);
+        Py_DECREF(objs);
+        return NULL;
+    }
+    self->objs = objs;
+    self->weakreflist = NULL;
+    return (PyObject *)self;
+fail:
+    if (objs != NULL) {
+        quiet_restore(objs);
+        Py_DECREF(objs);
+    }
+    Py_XDECREF(stack);
+    Py_XDECREF(memo);
+    Py_XDECREF(seen);
+    return NULL;
+}
+
+static void
+quiet_dealloc(Quiet *self)
+{
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->objs != NULL) {
+        quiet_restore(self->objs);
+        Py_CLEAR(self->objs);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+quiet_len(Quiet *self)
+{
+    return self->objs != NULL ? PyList_GET_SIZE(self->objs) : 0;
+}
+
+static PyObject *
+quiet_reduce(Quiet *self, PyObject *unused)
+{
+    PyErr_SetString(PyExc_TypeError, "cannot pickle a Quiet");
+    return NULL;
+}
+
+static PySequenceMethods quiet_as_sequence = {
+    .sq_length = (lenfunc)quiet_len,
+};
+
+static PyMethodDef quiet_methods[] = {
+    {"__reduce__", (PyCFunction)quiet_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyTypeObject QuietType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "policy_engine.engine.accel._speedups.Quiet",
+    .tp_basicsize = sizeof(Quiet),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A loaded engine's objects kept out of the cyclic collector's lists while it lives.",
+    .tp_new = quiet_new,
+    .tp_dealloc = (destructor)quiet_dealloc,
+    .tp_as_sequence = &quiet_as_sequence,
+    .tp_methods = quiet_methods,
+    .tp_weaklistoffset = offsetof(Quiet, weakreflist),
+};
+
 /* ------------------------------------------------------------------- module */
 
 static struct PyModuleDef speedups_module = {
@@ -1007,14 +1220,23 @@ PyInit__speedups(void)
     str_keys_name = PyUnicode_InternFromString("keys");
     if (str_type == NULL || str_workflow == NULL || str_render == NULL || str_keys_name == NULL)
         return NULL;
-    if (PyType_Ready(&CheckerType) < 0 || PyType_Ready(&MakerType) < 0 || PyType_Ready(&GateType) < 0)
+    if (PyType_Ready(&CheckerType) < 0 || PyType_Ready(&MakerType) < 0 || PyType_Ready(&GateType) < 0 ||
+        PyType_Ready(&QuietType) < 0)
         return NULL;
+    {   /* the deallocation of every class a class statement makes (see Quiet) */
+        PyObject *probe = PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_probe", PyDict_New());
+        if (probe == NULL)
+            return NULL;
+        subtype_dealloc_ptr = ((PyTypeObject *)probe)->tp_dealloc;
+        Py_DECREF(probe);
+    }
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Checker", (PyObject *)&CheckerType) < 0 ||
         PyModule_AddObjectRef(m, "Maker", (PyObject *)&MakerType) < 0 ||
-        PyModule_AddObjectRef(m, "Gate", (PyObject *)&GateType) < 0) {
+        PyModule_AddObjectRef(m, "Gate", (PyObject *)&GateType) < 0 ||
+        PyModule_AddObjectRef(m, "Quiet", (PyObject *)&QuietType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -14,6 +14,8 @@ generated function where the interpreter's own steps were most of the cost:
   datetime in UTC or omitted) goes to the fused function without the interpreter's
   dispatch; every other call, and every result the quick path does not return as it is,
   is the Python method's, as before.
+- a loaded engine's objects kept out of the cyclic collector's lists while it lives
+  (`quiet`, issue 16, goal 5): a full collection of the host no longer walks them.
 
 They change no decision: the generated source is the same but for those lines, and
 `tests/test_native_speedups.py` runs both forms of every fused gate function over the same
@@ -31,10 +33,11 @@ try:  # an optional extension (setup.py): absent without a C compiler
     from ._speedups import Checker as _Checker
     from ._speedups import Gate as _Gate
     from ._speedups import Maker as _Maker
+    from ._speedups import Quiet as _Quiet
 except ImportError:  # pragma: no cover - the install without a compiler
-    _Checker = _Gate = _Maker = None  # type: ignore[assignment,misc]
+    _Checker = _Gate = _Maker = _Quiet = None  # type: ignore[assignment,misc]
 
-__all__ = ["AVAILABLE", "ENABLED", "KINDS", "enabled", "checker", "maker", "gate"]
+__all__ = ["AVAILABLE", "ENABLED", "KINDS", "enabled", "checker", "maker", "gate", "quiet"]
 
 AVAILABLE = _Checker is not None
 ENABLED = AVAILABLE and os.environ.get("STOPLINE_NATIVE", "1").strip() not in ("0", "false", "no", "off")
@@ -78,3 +81,26 @@ def gate(engine_type: type, name: str, fz_type: type, utc: Any, clock: Any) -> A
     ed, fd = engine_type.__dict__, fz_type.__dict__
     return _Gate(ed[name], engine_type, ed["_quick"], fz_type, fd["fn"], fd["wname"], fd["running"], fd["policy"],
                  utc, clock, name == "evaluate_json")
+
+
+def quiet(roots: tuple) -> Any:
+    """A `_speedups.Quiet` over `roots` (a new engine's compiled policy and lanes), or None
+    when not `ENABLED`, when `STOPLINE_GC_QUIET=0`, or if the walk failed (nothing is then
+    left out of the collector's lists).
+
+    Every full collection walks every object the collector tracks, and a 1,000-rule engine
+    is about 10,000 of them that can never be garbage while the engine lives: its frozen
+    compiled policy. `Quiet` takes those (exact tuples, dicts and frozensets, and instances
+    of this package's classes without a finaliser) out of the collector's lists and keeps a
+    reference to each, so none can be garbage unseen; when the engine goes, it puts every
+    one back before letting go, and they are freed as before. The host's own objects are
+    never touched (unlike `gc.freeze()`), and a forked worker's collections no longer write
+    to the engine's pages. `gc.get_objects()` and `gc.get_referrers()` do not list them
+    while the engine lives."""
+    if not ENABLED or os.environ.get("STOPLINE_GC_QUIET", "1").strip() in ("0", "false", "no", "off"):
+        return None
+    try:
+        return _Quiet(roots, "policy_engine.")
+    except Exception:  # noqa: BLE001 - (a MemoryError): the engine works as it did, tracked
+        return None
+

@@ -1,0 +1,188 @@
+"""A loaded engine's objects kept out of the cyclic collector's lists while it lives
+(`native.quiet`, `_speedups.Quiet`; issue 16, goal 5: a loaded engine adds no
+full-collection pause to its host). Structural, no timing: what the collector tracks, what
+is put back when the engine goes, and that nothing the engine made outlives it."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import weakref
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import policy_engine
+from policy_engine.engine.accel import native
+
+pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="the native helpers are not built")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+Quiet = native._Quiet
+
+
+def _every_type(engine):
+    for w, cw in engine.compiled.workflows.items():
+        for t in cw.actions:
+            yield {"id": "x", "type": t, "workflow": w}
+
+
+def test_a_loaded_engine_leaves_its_compiled_objects_untracked():
+    engine = policy_engine.load(str(ROOT / "policies"))
+    q = engine._quiet
+    assert q is not None and len(q) > 100
+    p = engine.compiled
+    wf = next(iter(p.workflows.values()))
+    action = next(iter(wf.actions.values()))
+    rule = action.rules[0]
+    for o in (p, wf, action, rule, action.rules, action.gate):
+        assert not gc.is_tracked(o), type(o).__name__
+    # what the collector still tracks of it is a handful, not one per rule
+    gc.collect()
+    before = len(gc.get_objects())
+    other = policy_engine.load(str(ROOT / "policies"))
+    gc.collect()
+    assert len(gc.get_objects()) - before < len(other._quiet) // 5
+    del other
+
+
+def test_the_objects_are_tracked_again_when_the_engine_goes():
+    engine = policy_engine.load(str(ROOT / "policies"))
+    for a in list(_every_type(engine)):
+        engine.evaluate(a, None, NOW)
+    p = engine.compiled
+    action = next(iter(next(iter(p.workflows.values())).actions.values()))
+    assert not gc.is_tracked(action)
+    q = weakref.ref(engine._quiet)
+    del engine
+    gc.collect()
+    assert q() is None  # nothing it took keeps the engine alive
+    assert gc.is_tracked(action) and gc.is_tracked(p)  # put back before their last reference goes
+
+
+def test_quiet_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("STOPLINE_GC_QUIET", "0")
+    engine = policy_engine.load(str(ROOT / "policies"))
+    assert engine._quiet is None
+    assert gc.is_tracked(next(iter(engine.compiled.workflows.values())))
+
+
+def test_decisions_do_not_change(monkeypatch):
+    quiet = policy_engine.load(str(ROOT / "policies"))
+    monkeypatch.setenv("STOPLINE_GC_QUIET", "0")
+    plain = policy_engine.load(str(ROOT / "policies"))
+    assert quiet._quiet is not None and plain._quiet is None
+    for a in _every_type(quiet):
+        for _ in range(3):  # the fused gates built on the way
+            assert quiet.evaluate_json(a, None, NOW) == plain.evaluate_json(a, None, NOW)
+
+
+# -- Quiet itself, over objects of this module's classes ---------------------------------
+
+
+class Node:
+    __slots__ = ("ref", "__weakref__")
+
+    def __init__(self, ref=None):
+        self.ref = ref
+
+
+class Finalised:
+    __slots__ = ("ref", "__weakref__")
+
+    def __del__(self):  # pragma: no cover - never run here while untracked
+        pass
+
+
+class WithDict:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def test_a_cycle_made_while_quiet_is_collected_after():
+    """The reason Quiet keeps a reference to what it took and puts it back: a cycle that
+    passes through an untracked object is invisible to the collector; once it is tracked
+    again, the cycle is garbage like any other."""
+    leaf = Node()
+    root = (Node(leaf), {"k": Node()})
+    q = Quiet((root,), __name__)
+    assert len(q) == 5 and not gc.is_tracked(leaf)  # the tuple, the dict and the three nodes
+    leaf.ref = leaf  # a cycle through an untracked object
+    w = weakref.ref(leaf)
+    del leaf, root
+    gc.collect()
+    assert w() is not None  # held by q, as it must be while untracked
+    del q
+    gc.collect()
+    assert w() is None
+
+
+def test_what_quiet_takes_and_leaves():
+    fin = Finalised()
+    fin.ref = Node()
+    lst = [Node()]
+    other = WithDict(x=Node())
+    node = Node()
+    root = (fin, lst, other, frozenset({node}), {"a": (node,)})
+    q = Quiet((root,), __name__)
+    assert not gc.is_tracked(root)
+    assert gc.is_tracked(fin) and gc.is_tracked(fin.ref)  # a finaliser: left, and not walked through
+    assert gc.is_tracked(lst) and gc.is_tracked(lst[0])  # a list (mutable, not its kinds): left
+    assert not gc.is_tracked(other) and not gc.is_tracked(other.x)  # an instance and its __dict__'s values
+    assert not gc.is_tracked(node)
+    del q
+    assert all(gc.is_tracked(o) for o in (root, other, other.x, node))
+
+
+def test_other_modules_classes_are_left():
+    outside = WithDict(x=Node())
+    q = Quiet(((outside,),), "policy_engine.")
+    assert len(q) == 1  # the tuple; not the instance of a class outside the prefix
+    assert gc.is_tracked(outside)
+
+
+def test_a_dict_tracked_again_by_an_insertion_is_left_as_it_is():
+    d = {"a": Node()}
+    q = Quiet((d,), __name__)
+    assert not gc.is_tracked(d)
+    d["b"] = [1]  # CPython tracks a dict again when it gets a container
+    assert gc.is_tracked(d)
+    del q  # (tracking it twice would abort the interpreter)
+    assert gc.is_tracked(d)
+
+
+def test_quiet_refuses_what_it_cannot_take():
+    with pytest.raises(TypeError):
+        Quiet(42, __name__)  # not iterable
+    with pytest.raises(TypeError):
+        Quiet((), 42)
+    with pytest.raises(TypeError):
+        Quiet((), __name__, extra=1)
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(Quiet((), __name__))
+
+
+def test_a_full_collection_walks_few_of_the_engines_objects_in_a_fresh_process():
+    """The figure goal 5 is about, counted: the objects a loaded 1,000-rule engine adds to
+    the collector's lists, with Quiet and without (the bench times the pause itself)."""
+    code = (
+        "import gc, sys; import policy_engine\n"
+        "from benchmarks.gen_policies import policy_text\n"
+        "import tempfile, os\n"
+        "d = tempfile.mkdtemp(); p = os.path.join(d, 'big.policy'); open(p, 'w').write(policy_text(1000))\n"
+        "policy_engine.load(os.path.join(sys.argv[1], 'policies')); gc.collect(); n0 = len(gc.get_objects())\n"
+        "e = policy_engine.load(p); gc.collect(); print(len(gc.get_objects()) - n0)\n"
+    )
+    out = {}
+    for flag in ("1", "0"):
+        env = {**__import__("os").environ, "STOPLINE_GC_QUIET": flag}
+        r = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True,
+                           cwd=str(ROOT), env=env)
+        out[flag] = int(r.stdout.split()[-1])
+    assert out["0"] > 8_000, out  # what the engine is made of (test_engine_tracked.py bounds it)
+    assert out["1"] < 1_500, out  # what the collector still walks with Quiet
