@@ -22,6 +22,7 @@ from json.encoder import py_encode_basestring as _py_json_str
 from operator import itemgetter
 from typing import Any, Literal
 
+import pydantic.main as _pydantic_main
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .construct import DEFERRABLE as _DEFERRABLE
@@ -37,6 +38,12 @@ _json_str = _c_json_str or _py_json_str
 Effect = Literal["allow", "require_approval", "deny", "stop"]
 RuleKind = Literal["rule", "stop", "default", "undeclared", "stopped", "error"]
 Timestamp = datetime | str  # inputs: RFC 3339 string or tz-aware datetime
+
+# Models neither loading nor the gate uses (the plan, verdict, resume decision, their parts and
+# inputs, the envelopes) are built on first use, not on import (`defer_build`; issue 16, goal 5):
+# with a pydantic that builds one under a lock (2.14, `_rebuild_lock`; before it two threads could
+# race, pydantic issue 13419), else on import as before.
+_LAZY = hasattr(_pydantic_main, "_rebuild_lock")
 
 
 class _Out(BaseModel):
@@ -72,7 +79,7 @@ class WorkflowState(_In):
     stopped_at: Timestamp | None = None
 
 
-class OriginalRecord(_In):
+class OriginalRecord(_In, defer_build=_LAZY):
     """An executed action (the subject of a rollback). Extra attributes allowed;
     prerequisites see it as `original`. `downstream` records nest (the cascade)."""
 
@@ -84,7 +91,7 @@ class OriginalRecord(_In):
     downstream: list[OriginalRecord] = Field(default_factory=list)
 
 
-class RollbackRequest(_In):
+class RollbackRequest(_In, defer_build=_LAZY):
     """A request to reverse an executed action. Prerequisites see it as `request`."""
 
     workflow: str
@@ -95,7 +102,7 @@ class RollbackRequest(_In):
     original: OriginalRecord
 
 
-class Approval(_In):
+class Approval(_In, defer_build=_LAZY):
     """One principal's approval of one rollback plan (bound by `plan_hash`) or of one
     proposed action held by a require_approval decision (bound by `action_digest`)."""
 
@@ -109,7 +116,7 @@ class Approval(_In):
     expires_at: Timestamp | None = None
 
 
-class ResumeRequest(_In):
+class ResumeRequest(_In, defer_build=_LAZY):
     workflow: str
     stop: str | WorkflowState = Field(description="trigger name, or the stopped workflow state")
     evidence: dict[str, Any] = Field(default_factory=dict)
@@ -125,20 +132,20 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
 
-class GateQuestion(_Envelope):
+class GateQuestion(_Envelope, defer_build=_LAZY):
     question: Literal["gate"]
     action: dict[str, Any]
     workflow_state: dict[str, Any] | None = None
     now: Timestamp | None = None
 
 
-class RollbackQuestion(_Envelope):
+class RollbackQuestion(_Envelope, defer_build=_LAZY):
     question: Literal["rollback"]
     request: dict[str, Any]
     now: Timestamp | None = None
 
 
-class AuthorizeQuestion(_Envelope):
+class AuthorizeQuestion(_Envelope, defer_build=_LAZY):
     """Exactly one of `plan` (a RollbackPlan as printed by the rollback question),
     `request` (the plan is then classified first, at `now`: approvals cannot name the
     hash of a plan made in the same call, so use the two-step flow, docs/approvals.md) or
@@ -152,7 +159,7 @@ class AuthorizeQuestion(_Envelope):
     now: Timestamp | None = None
 
 
-class ResumeQuestion(_Envelope):
+class ResumeQuestion(_Envelope, defer_build=_LAZY):
     question: Literal["resume"]
     workflow: str
     stop: str | dict[str, Any]
@@ -559,18 +566,18 @@ class DecisionJson(set):
 # =============================================================================== rollback plan
 
 
-class DistinctRef(_Out):
+class DistinctRef(_Out, defer_build=_LAZY):
     ref: str = Field(description="as written, e.g. `original.reviewer`")
     principal: str | None = Field(default=None, description="resolved from the request; null if absent")
 
 
-class AuthorizationRequirement(_Out):
+class AuthorizationRequirement(_Out, defer_build=_LAZY):
     slots: tuple[SlotSpec, ...] = Field(default=())
     distinct_from: tuple[DistinctRef, ...] = Field(default=())
     excluded_principals: tuple[str, ...] = Field(default=(), description="principals that never count")
 
 
-class PrerequisiteResult(_Out):
+class PrerequisiteResult(_Out, defer_build=_LAZY):
     name: str
     met: bool
     reason: str | None = None
@@ -580,7 +587,7 @@ class PrerequisiteResult(_Out):
 StepStatus = Literal["feasible", "manual", "blocked", "out_of_window"]
 
 
-class Feasibility(_Out):
+class Feasibility(_Out, defer_build=_LAZY):
     """Whether the plan can be carried out by the reversal methods. `status` is the
     original's own (`manual`, `blocked`) when it cannot be reversed by its method;
     otherwise `partial` when any cascade step (the original included) is manual, blocked
@@ -597,13 +604,13 @@ class Feasibility(_Out):
                                                  description="record ids of steps past their reversal window")
 
 
-class Compensation(_Out):
+class Compensation(_Out, defer_build=_LAZY):
     name: str
     kind: Literal["action", "text"]
     source: Literal["standard", "escalation"] = "standard"
 
 
-class Duty(_Out):
+class Duty(_Out, defer_build=_LAZY):
     """A notification or compensation of a rollback scenario, and whether this plan owes it."""
 
     kind: Literal["notify", "compensate"]
@@ -614,7 +621,7 @@ class Duty(_Out):
     reason: str = Field(description="why it applies or not; a condition that errors makes it apply (fail closed)")
 
 
-class CascadeStep(_Out):
+class CascadeStep(_Out, defer_build=_LAZY):
     record_id: str
     type: str
     depth: int
@@ -635,20 +642,20 @@ class CascadeStep(_Out):
     reasons: tuple[str, ...] = Field(default=(), description="why the step is not feasible (every reason)")
 
 
-class CheckpointRecord(_Out):
+class CheckpointRecord(_Out, defer_build=_LAZY):
     record_id: str
     type: str
     depth: int
     parent: str | None = None
 
 
-class CascadeLoop(_Out):
+class CascadeLoop(_Out, defer_build=_LAZY):
     record_id: str
     parent: str | None = None
     path: tuple[str, ...] = Field(description="record ids from the original to the repeated record")
 
 
-class UndeclaredRecord(_Out):
+class UndeclaredRecord(_Out, defer_build=_LAZY):
     """A downstream record whose type its parent's type does not declare in `side_effects`:
     not a step, its own downstream not walked; someone decides about it by hand."""
 
@@ -658,7 +665,7 @@ class UndeclaredRecord(_Out):
     parent_type: str
 
 
-class Cascade(_Out):
+class Cascade(_Out, defer_build=_LAZY):
     depth_limit: int
     steps: tuple[CascadeStep, ...] = Field(default=(), description="breadth-first order")
     checkpoint: tuple[CheckpointRecord, ...] = Field(default=(),
@@ -680,7 +687,7 @@ class Cascade(_Out):
         return data
 
 
-class RollbackPlan(_Out):
+class RollbackPlan(_Out, defer_build=_LAZY):
     workflow: str
     scenario: str
     scenario_declared: bool
@@ -713,7 +720,7 @@ class RollbackPlan(_Out):
 # =============================================================================== authorization
 
 
-class SlotFill(_Out):
+class SlotFill(_Out, defer_build=_LAZY):
     id: str
     roles: tuple[str, ...]
     any_of: bool = False
@@ -723,14 +730,14 @@ class SlotFill(_Out):
     missing: int = 0
 
 
-class RejectedApproval(_Out):
+class RejectedApproval(_Out, defer_build=_LAZY):
     principal: str
     code: Literal["distinct_from", "missing_role", "duplicate", "plan_hash", "policy_hash", "expired",
                   "future", "invalid", "unused", "action_digest", "alias"]
     reason: str
 
 
-class AuthorizationVerdict(_Out):
+class AuthorizationVerdict(_Out, defer_build=_LAZY):
     satisfied: bool
     plan_hash: str = Field(description="the plan's hash; empty for a gate decision")
     action_digest: str | None = Field(default=None, description="the decision's action digest (a gate decision)")
@@ -746,7 +753,7 @@ class AuthorizationVerdict(_Out):
 # =============================================================================== resume
 
 
-class CriterionResult(_Out):
+class CriterionResult(_Out, defer_build=_LAZY):
     name: str
     met: bool
     reason: str | None = Field(default=None, description="`false`, a non-bool value, or the error")
@@ -754,7 +761,7 @@ class CriterionResult(_Out):
     location: str | None = None
 
 
-class ResumeDecision(_Out):
+class ResumeDecision(_Out, defer_build=_LAZY):
     workflow: str
     trigger: str | None = None
     allowed: bool
@@ -766,7 +773,8 @@ class ResumeDecision(_Out):
     policy_version: str | None = None
 
 
-OriginalRecord.model_rebuild()
+if not _LAZY:  # (deferred: its first use resolves the self-reference)
+    OriginalRecord.model_rebuild()
 
 INPUT_MODELS: dict[str, type[BaseModel]] = {
     "Action": Action,

@@ -24,6 +24,7 @@ builder), `rollback`, `authorize`, `resume`, `questions` (`answer`), `digests`
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +38,7 @@ from ..compiler import compile_policy
 from ..construct import fast
 from ..diagnostics import Diagnostic, PolicyError
 from ..lark_cache import collector_paused
+from ..limits import MAX_APPROVALS, MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from ..models import (
     Action,
     Approval,
@@ -50,12 +52,8 @@ from ..models import (
     Timestamp,
     WorkflowState,
 )
-from ..source import Span
-from . import authorize as _authorize
+from ..source import DEFAULT_IGNORABLE, Span
 from . import gate as _gate
-from . import questions as _questions
-from . import resume as _resume
-from . import rollback as _rollback
 from .accel import Accelerator, ShapeMiss, lane_epilogue, lane_prologue, shape_of, widen
 from .accel import native as _native
 from .accel.fused import FusedGate as _FusedGate
@@ -64,20 +62,44 @@ from .accel.templates import clock as _clock
 from .accel.templates import decision_of as _decision_of
 from .accel.templates import lane_decision as _lane_decision
 from .accel.undeclared import UndeclaredLane
-from .authorize import DEFAULT_IGNORABLE, MAX_APPROVALS, canonical_principal
 from .decide import fail as _fail
 from .digests import action_digest, plan_hash
 from .inputs import MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS, check_fields, check_size, plain_flat
-from .questions import QuestionError
-from .rollback import MAX_CASCADE_RECORDS, MAX_LOOPS_LISTED, MAX_STEPS_NAMED
 from .util import UTC as _UTC
-from .util import as_dict, err, fmt_ts, internal, parse_ts, safe_now
+from .util import as_dict, canonical_principal, err, fmt_ts, internal, parse_ts, safe_now
 from .util import utc_now as _utc_now
 
 if TYPE_CHECKING:
     from ..language.ir import PolicySet
     from ..language.loader import LoadResult
     from ..source import SourceFile
+    from . import authorize as _authorize
+    from . import questions as _questions
+    from . import resume as _resume
+    from . import rollback as _rollback
+    from .questions import QuestionError
+else:
+    # `rollback`, `authorize`, `resume` and `questions`: imported on the first call that needs
+    # them (`_module`), not by `load()`: a fresh process compiles them from source, and neither
+    # loading nor the gate reads them (issue 16, goal 5). Their constants come from where they
+    # are defined (`limits`, `source`, `util`); `QuestionError` through `__getattr__` below.
+    _authorize = _questions = _resume = _rollback = None
+
+
+def _module(name: str) -> Any:
+    """`engine.<name>`, imported (once: the import system's lock), kept as the global `_<name>`."""
+    mod = importlib.import_module(f"{__name__}.{name}")
+    globals()["_" + name] = mod
+    return mod
+
+
+def __getattr__(name: str) -> Any:
+    if name == "QuestionError":
+        return _module("questions").QuestionError
+    if name in ("authorize", "questions", "resume", "rollback"):  # (the submodules, as before: imported now)
+        return _module(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # The inputs of the public calls: a model or its plain JSON-shaped mapping. The engine still
 # answers (fail closed) whatever it is handed; these name what callers are meant to pass.
@@ -336,16 +358,17 @@ class Engine:
     def classify_rollback(self, request: RollbackRequest | JsonObject, now: NowInput = None) -> RollbackPlan:
         """Scenario, route, window, authorization, feasibility and cascade of a rollback."""
         p = self._p
+        rb = _rollback or _module("rollback")
         try:
-            return _rollback.classify_rollback(p, request, now)
+            return rb.classify_rollback(p, request, now)
         except Exception as e:  # noqa: BLE001
             try:  # keep the plan's identity (workflow, scenario, route) where it is plain text
                 req = as_dict(request)
                 ident = {k: req[k] for k in ("workflow", "scenario", "requested_by")
                          if k in req and type(req[k]) is str} if type(req) is dict else {}
-                plan = _rollback.classify_rollback(p, ident, safe_now(now))
+                plan = rb.classify_rollback(p, ident, safe_now(now))
             except Exception:  # noqa: BLE001
-                plan = _rollback.classify_rollback(p, {}, safe_now(now))
+                plan = rb.classify_rollback(p, {}, safe_now(now))
             d = plan.__dict__.copy()
             d["errors"] = plan.errors + (err("<input>", "input", internal(e)),)
             d["authorizable"] = False
@@ -356,10 +379,11 @@ class Engine:
         self, plan: RollbackPlan | JsonObject, approvals: Iterable[ApprovalInput], now: NowInput = None
     ) -> AuthorizationVerdict:
         """Do these approvals satisfy the plan's authorization requirement?"""
+        au = _authorize or _module("authorize")
         try:
-            return _authorize.authorize_rollback(self._p, plan, approvals, now)
+            return au.authorize_rollback(self._p, plan, approvals, now)
         except Exception as e:  # noqa: BLE001
-            return _authorize.verdict(self._p, False, "", (), (), (), (err("<input>", "input", internal(e)),),
+            return au.verdict(self._p, False, "", (), (), (), (err("<input>", "input", internal(e)),),
                                       safe_now(now))
 
     def authorize_action(
@@ -370,20 +394,22 @@ class Engine:
         Every matched require_approval rule's requirement (from the policy) must be met, one
         principal filling at most one slot across them; an approval counts only if it names
         the decision's `action_digest`. Never raises: see docs/approvals.md."""
+        au = _authorize or _module("authorize")
         try:
-            return _authorize.authorize_action(self._p, decision, approvals, now)
+            return au.authorize_action(self._p, decision, approvals, now)
         except Exception as e:  # noqa: BLE001
-            return _authorize.verdict(self._p, False, "", (), (), (), (err("<input>", "input", internal(e)),),
+            return au.verdict(self._p, False, "", (), (), (), (err("<input>", "input", internal(e)),),
                                       safe_now(now))
 
     def may_resume(
         self, workflow: str, stop: str | WorkflowState | JsonObject, evidence: JsonObject, now: NowInput = None
     ) -> ResumeDecision:
         """May the stopped workflow act again? Every re-enable criterion must hold."""
+        rs = _resume or _module("resume")
         try:
-            return _resume.may_resume(self._p, workflow, stop, evidence, now)
+            return rs.may_resume(self._p, workflow, stop, evidence, now)
         except Exception as e:  # noqa: BLE001
-            r = _resume.may_resume(self._p, None, None, {}, safe_now(now))
+            r = rs.may_resume(self._p, None, None, {}, safe_now(now))
             d = r.__dict__.copy()
             d["allowed"] = False
             d["errors"] = r.errors + (err("<input>", "input", internal(e)),)
@@ -392,7 +418,7 @@ class Engine:
     def answer(self, question: Question | JsonObject) -> BaseModel:
         """Answer one question envelope (the input of `stopline eval`); see `questions.answer`.
         Raises `QuestionError` when the envelope itself is malformed."""
-        return _questions.answer(self, question)
+        return (_questions or _module("questions")).answer(self, question)
 
     def action_info(self, name: str, workflow: str | None = None) -> dict[str, Any] | None:
         """What the policy declares for action type `name` (in `workflow`, or the one workflow
