@@ -987,140 +987,256 @@ static PyTypeObject GateType = {
 
 /* ------------------------------------------------------------------- Quiet */
 
-/* Quiet(roots, prefix): takes a loaded engine's compiled objects out of the cyclic
-   collector's lists (issue 16, goal 5: a loaded engine adds no full-collection pause to its
-   host), and puts them back when it is deallocated (the engine's last reference gone).
+/* Quiet(roots, prefix): keeps a loaded engine's compiled objects out of the cyclic
+   collector's walks (issue 16, goal 5: a loaded engine adds no full-collection pause to its
+   host) while it lives, and hands them back to the collector when it is deallocated (the
+   engine's last reference gone).
 
    The walk starts at `roots` and goes down through every object the collector tracks that is
-   an exact tuple, dict or frozenset, or an instance of a class defined in a module whose name
-   starts with `prefix` whose deallocation is the interpreter's own for classes
-   (`subtype_dealloc`, which copes with an untracked instance; no `__del__`); it goes through
-   a mappingproxy without untracking it. An untracked object is not gone: reference counting
-   still frees it, and this object holds a reference to each, so none can be garbage in a
-   cycle the collector no longer sees while it lives; when it goes, each is tracked again
-   (a dict CPython tracked again itself on an insertion is left as it is) before its
-   reference is dropped, so a cycle formed meanwhile is collected as before. An untracked
-   object whose referents are tracked makes them look referenced from outside: they are, by
-   a live object. Any error puts back what was taken and raises. */
+   an exact tuple, dict or frozenset, or an instance of a class whose own `__module__` (its
+   dict's, as the class statement set it) starts with `prefix` and whose deallocation is the
+   interpreter's own for classes (`subtype_dealloc`; no `__del__`); it goes through a
+   mappingproxy without taking it. The walk only reads: it calls no Python code (no
+   attribute hook, hash or comparison of a metaclass), allocates no object the collector
+   tracks, and an error (a MemoryError) leaves everything as it was.
+
+   Then each object taken is moved from the collector's generation lists into a list of this
+   object's own (`head`), as `gc.freeze()` moves every object into its permanent generation:
+   the collector walks only its generations, so it no longer walks these, yet each stays
+   *tracked* (`gc.is_tracked()`, `_PyObject_GC_IS_TRACKED`). That matters: CPython untracks
+   a tuple or dict when it holds nothing that may be tracked, and it reads "an untracked
+   tuple" as such an atom (`_PyObject_GC_MAY_BE_TRACKED`: a tuple made of them is untracked
+   by the next collection, a dict of them never tracked), and a copy of an untracked dict
+   (`dict(d)`, `d.copy()`, `{**d}`) or an instance's `__dict__` made from its inline values
+   is untracked as well; so untracking these objects (PyObject_GC_UnTrack) would leave such
+   containers, made while the engine lives, untracked for good, and a cycle through one of
+   them leaked after the engine goes. This object holds a reference to each object it took,
+   so none can be garbage while it lives (a collection that does not walk them only takes
+   them and what they refer to as referenced from outside, which they are); when it goes, each
+   still in its list is put back in the collector's youngest generation (PyObject_GC_UnTrack
+   unlinks it from this list, PyObject_GC_Track links it there) before its reference is
+   dropped. An object another Quiet takes meanwhile moves to that one's list.
+
+   The header this relies on, two words before the object (`PyGC_Head`: `_gc_next`, 0 when
+   untracked; `_gc_prev`, whose two low bits are flags), is CPython's internal layout
+   (Include/internal/pycore_gc.h), the same in 3.11, 3.12 and 3.13 with the GIL; it is
+   checked against PyObject_GC_IsTracked and the list links at import, and Quiet refuses
+   (NotImplementedError) on any other build. A cycle that passes through the objects taken
+   *and* through the engine itself cannot be collected while it exists (the engine's
+   objects hold no reference back to it). */
+
+typedef struct {
+    uintptr_t next;     /* PyGC_Head._gc_next */
+    uintptr_t prev;     /* PyGC_Head._gc_prev: the previous header | two flag bits */
+} QuietGC;
+
+#define QUIET_AS_GC(o) ((QuietGC *)(o) - 1)
+#define QUIET_FROM_GC(g) ((PyObject *)((QuietGC *)(g) + 1))
+#define QUIET_FLAGS ((uintptr_t)3)
+
+#if !defined(Py_GIL_DISABLED) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#define QUIET_LAYOUT_KNOWN 1
+#else
+#define QUIET_LAYOUT_KNOWN 0
+#endif
 
 typedef struct {
     PyObject_HEAD
-    PyObject *objs;     /* the objects taken out of the collector's lists (a list) */
+    QuietGC head;       /* the objects kept out of the collector's walks (a circular list) */
+    PyObject *objs;     /* a reference to each object taken (a list) */
     PyObject *weakreflist;
 } Quiet;
 
 static destructor subtype_dealloc_ptr = NULL;  /* a Python class's tp_dealloc (module init) */
+static int quiet_layout_ok = 0;                /* the header checked at module init */
+static PyObject *str_module_attr = NULL;       /* "__module__" */
 
+/* `o` (tracked) off the list it is in (a generation, or another Quiet's) and onto self's */
 static void
-quiet_restore(PyObject *objs)
+quiet_link(Quiet *self, PyObject *o)
 {
-    Py_ssize_t i, n = PyList_GET_SIZE(objs);
-    for (i = 0; i < n; i++) {
-        PyObject *o = PyList_GET_ITEM(objs, i);
-        if (!PyObject_GC_IsTracked(o))
-            PyObject_GC_Track(o);
+    QuietGC *h = &self->head, *g = QUIET_AS_GC(o), *last;
+    PyObject_GC_UnTrack(o);
+    last = (QuietGC *)(h->prev & ~QUIET_FLAGS);
+    last->next = (uintptr_t)g;
+    g->prev = (g->prev & QUIET_FLAGS) | (uintptr_t)last;
+    g->next = (uintptr_t)h;
+    h->prev = (uintptr_t)g;
+}
+
+/* every object still in self's list back in the collector's youngest generation */
+static void
+quiet_restore(Quiet *self)
+{
+    QuietGC *h = &self->head;
+    if (h->next == 0)  /* never set up (quiet_new failed after tp_alloc) */
+        return;
+    while (h->next != (uintptr_t)h) {
+        PyObject *o = QUIET_FROM_GC(h->next);
+        PyObject_GC_UnTrack(o);  /* off this list */
+        PyObject_GC_Track(o);
     }
 }
 
+/* a set of addresses (open addressing, linear probing; the walk's "reached before" and its
+   memo of classes: no object allocated, no Python code) */
+typedef struct {
+    uintptr_t *keys;    /* 0: empty */
+    char *vals;
+    size_t mask, used;
+} QuietSet;
+
 static int
-quiet_push(PyObject *o, void *stack)
+quietset_init(QuietSet *s, size_t cap)
 {
-    /* an object the collector does not track holds no tracked object of the kinds taken
-       (CPython untracks a tuple or dict only when its items are untracked or no containers)
-       or was taken by this walk already */
-    if (o != NULL && PyObject_GC_IsTracked(o))
-        return PyList_Append((PyObject *)stack, o);
+    s->keys = PyMem_Calloc(cap, sizeof(uintptr_t));
+    s->vals = PyMem_Calloc(cap, 1);
+    s->mask = cap - 1;
+    s->used = 0;
+    if (s->keys == NULL || s->vals == NULL) {
+        PyMem_Free(s->keys);
+        PyMem_Free(s->vals);
+        s->keys = NULL;
+        s->vals = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
     return 0;
 }
 
-/* 1: take it; 0: leave it; -1: error */
-static int
-quiet_takes(PyTypeObject *tp, PyObject *prefix, PyObject *memo)
+static void
+quietset_free(QuietSet *s)
 {
-    PyObject *known, *mod;
+    PyMem_Free(s->keys);
+    PyMem_Free(s->vals);
+    s->keys = NULL;
+    s->vals = NULL;
+}
+
+static size_t
+quietset_slot(const QuietSet *s, uintptr_t k)
+{
+    uint64_t h = (uint64_t)(k >> 4) * 0x9E3779B97F4A7C15ULL;
+    size_t i = (size_t)(h ^ (h >> 32)) & s->mask;
+    while (s->keys[i] != 0 && s->keys[i] != k)
+        i = (i + 1) & s->mask;
+    return i;
+}
+
+/* the value of k (0 or 1), or -1 if k is not in s */
+static int
+quietset_get(const QuietSet *s, const void *k)
+{
+    size_t i = quietset_slot(s, (uintptr_t)k);
+    return s->keys[i] != 0 ? s->vals[i] : -1;
+}
+
+static int
+quietset_put(QuietSet *s, const void *k, char v)
+{
+    size_t i;
+    if (2 * (s->used + 1) > s->mask + 1) {  /* grow at half full */
+        QuietSet n;
+        size_t j;
+        if (quietset_init(&n, 2 * (s->mask + 1)) < 0)
+            return -1;
+        for (j = 0; j <= s->mask; j++)
+            if (s->keys[j] != 0) {
+                size_t t = quietset_slot(&n, s->keys[j]);
+                n.keys[t] = s->keys[j];
+                n.vals[t] = s->vals[j];
+            }
+        n.used = s->used;
+        quietset_free(s);
+        *s = n;
+    }
+    i = quietset_slot(s, (uintptr_t)k);
+    if (s->keys[i] == 0) {
+        s->keys[i] = (uintptr_t)k;
+        s->used++;
+    }
+    s->vals[i] = v;
+    return 0;
+}
+
+typedef struct {
+    PyObject *stack;    /* the objects to visit (a list) */
+    QuietSet seen;      /* the objects visited */
+} QuietWalk;
+
+static int
+quiet_push(PyObject *o, void *arg)
+{
+    /* an object the collector does not track is not a container, or CPython untracked it
+       because it holds nothing that may be tracked (a tuple or dict of atoms) */
+    QuietWalk *w = (QuietWalk *)arg;
+    if (o != NULL && PyObject_GC_IsTracked(o) && quietset_get(&w->seen, o) < 0)
+        return PyList_Append(w->stack, o);
+    return 0;
+}
+
+/* 1: take it; 0: leave it; -1: error. Calls no Python code: `memo` is keyed by the type's
+   address, `__module__` read from the type's own dict (a class statement's). */
+static int
+quiet_takes(PyTypeObject *tp, PyObject *prefix, QuietSet *memo)
+{
+    PyObject *mod;
     int ok;
     if (tp == &PyTuple_Type || tp == &PyDict_Type || tp == &PyFrozenSet_Type)
         return 1;
     if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || subtype_dealloc_ptr == NULL || tp->tp_dealloc != subtype_dealloc_ptr
-        || tp->tp_finalize != NULL || tp->tp_del != NULL)
+        || tp->tp_finalize != NULL || tp->tp_del != NULL || tp->tp_dict == NULL || !PyDict_CheckExact(tp->tp_dict))
         return 0;
-    known = PyDict_GetItemWithError(memo, (PyObject *)tp);
-    if (known != NULL)
-        return known == Py_True;
-    if (PyErr_Occurred())
+    ok = quietset_get(memo, tp);
+    if (ok >= 0)
+        return ok;
+    mod = PyDict_GetItemWithError(tp->tp_dict, str_module_attr);  /* borrowed */
+    if (mod == NULL && PyErr_Occurred())
         return -1;
-    mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
-    if (mod == NULL) {
-        PyErr_Clear();
-        ok = 0;
-    }
-    else {
-        ok = PyUnicode_Check(mod) && PyUnicode_Tailmatch(mod, prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
-        if (PyErr_Occurred()) {
-            Py_DECREF(mod);
-            return -1;
-        }
-        Py_DECREF(mod);
-    }
-    if (PyDict_SetItem(memo, (PyObject *)tp, ok ? Py_True : Py_False) < 0)
+    ok = mod != NULL && PyUnicode_CheckExact(mod) && PyUnicode_Tailmatch(mod, prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
+    if (PyErr_Occurred() || quietset_put(memo, tp, (char)ok) < 0)
         return -1;
     return ok;
 }
 
+/* the objects to take (a new list), or NULL with an exception; changes nothing */
 static PyObject *
-quiet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+quiet_walk(PyObject *roots, PyObject *prefix)
 {
-    PyObject *roots, *prefix, *stack = NULL, *objs = NULL, *memo = NULL, *seen = NULL;
-    Quiet *self;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "Quiet() takes no keyword arguments");
+    PyObject *stack, *objs = NULL;
+    QuietSet memo = {NULL, NULL, 0, 0};
+    QuietWalk w = {NULL, {NULL, NULL, 0, 0}};
+    stack = w.stack = PySequence_List(roots);
+    if (stack == NULL)
         return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "OU:Quiet", &roots, &prefix))
-        return NULL;
-    stack = PySequence_List(roots);
     objs = PyList_New(0);
-    memo = PyDict_New();
-    seen = PySet_New(NULL);
-    if (stack == NULL || objs == NULL || memo == NULL || seen == NULL)
+    if (objs == NULL || quietset_init(&memo, 64) < 0 || quietset_init(&w.seen, 4096) < 0)
         goto fail;
     while (PyList_GET_SIZE(stack) > 0) {
         Py_ssize_t n = PyList_GET_SIZE(stack);
         PyObject *o = PyList_GET_ITEM(stack, n - 1);
         PyTypeObject *tp;
-        int takes, r = 0;
+        int takes, r;
         Py_INCREF(o);
         if (PyList_SetSlice(stack, n - 1, n, NULL) < 0) {
             Py_DECREF(o);
             goto fail;
         }
-        if (!PyObject_GC_IsTracked(o)) {  /* taken already, or nothing below it to take */
+        tp = Py_TYPE(o);
+        if (!PyObject_GC_IsTracked(o) || quietset_get(&w.seen, o) >= 0) {  /* a root, or reached twice */
             Py_DECREF(o);
             continue;
         }
-        tp = Py_TYPE(o);
-        takes = quiet_takes(tp, prefix, memo);
-        if (takes < 0) {
+        takes = quiet_takes(tp, prefix, &memo);
+        if (takes == 0 && tp != &PyDictProxy_Type) {  /* left, and not walked through */
+            Py_DECREF(o);
+            continue;
+        }
+        if (takes < 0 || quietset_put(&w.seen, o, 1) < 0 || (takes && PyList_Append(objs, o) < 0)) {
             Py_DECREF(o);
             goto fail;
         }
-        if (takes) {
-            if (PyList_Append(objs, o) < 0) {
-                Py_DECREF(o);
-                goto fail;
-            }
-            PyObject_GC_UnTrack(o);
-            r = tp->tp_traverse(o, quiet_push, stack);
-        }
-        else if (tp == &PyDictProxy_Type) {  /* a frozen mapping's view: through it, kept */
-            PyObject *key = PyLong_FromVoidPtr(o);  /* (by identity: a mappingproxy is unhashable) */
-            int s = key == NULL ? -1 : PySet_Contains(seen, key);
-            if (s == 0)
-                r = PySet_Add(seen, key) < 0 ? -1 : tp->tp_traverse(o, quiet_push, stack);
-            else if (s < 0)
-                r = -1;
-            Py_XDECREF(key);
-        }
+        r = tp->tp_traverse(o, quiet_push, &w);
         Py_DECREF(o);
         if (r < 0) {
             if (!PyErr_Occurred())
@@ -1129,26 +1245,51 @@ quiet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
     }
     Py_DECREF(stack);
-    Py_DECREF(memo);
-    Py_DECREF(seen);
+    quietset_free(&memo);
+    quietset_free(&w.seen);
+    return objs;
+fail:
+    Py_DECREF(stack);
+    Py_XDECREF(objs);
+    quietset_free(&memo);
+    quietset_free(&w.seen);
+    return NULL;
+}
+
+static PyObject *
+quiet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *roots, *prefix, *objs;
+    Quiet *self;
+    Py_ssize_t i;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Quiet() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OU:Quiet", &roots, &prefix))
+        return NULL;
+    if (!quiet_layout_ok) {
+        PyErr_SetString(PyExc_NotImplementedError, "Quiet: not on this build of Python");
+        return NULL;
+    }
+    objs = quiet_walk(roots, prefix);
+    if (objs == NULL)
+        return NULL;
     self = (Quiet *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        quiet_restore(objs);
         Py_DECREF(objs);
         return NULL;
     }
+    self->head.next = self->head.prev = (uintptr_t)&self->head;
     self->objs = objs;
     self->weakreflist = NULL;
-    return (PyObject *)self;
-fail:
-    if (objs != NULL) {
-        quiet_restore(objs);
-        Py_DECREF(objs);
+    /* no allocation, no Python code from here: the collector cannot run in between */
+    for (i = 0; i < PyList_GET_SIZE(objs); i++) {
+        PyObject *o = PyList_GET_ITEM(objs, i);
+        if (PyObject_GC_IsTracked(o))
+            quiet_link(self, o);
     }
-    Py_XDECREF(stack);
-    Py_XDECREF(memo);
-    Py_XDECREF(seen);
-    return NULL;
+    return (PyObject *)self;
 }
 
 static void
@@ -1156,10 +1297,8 @@ quiet_dealloc(Quiet *self)
 {
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->objs != NULL) {
-        quiet_restore(self->objs);
-        Py_CLEAR(self->objs);
-    }
+    quiet_restore(self);  /* before any reference is dropped (they may run code) */
+    Py_CLEAR(self->objs);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1167,6 +1306,18 @@ static Py_ssize_t
 quiet_len(Quiet *self)
 {
     return self->objs != NULL ? PyList_GET_SIZE(self->objs) : 0;
+}
+
+/* `o in q`: whether o is kept out of the collector's walks by q now */
+static int
+quiet_contains(Quiet *self, PyObject *o)
+{
+    QuietGC *h = &self->head;
+    uintptr_t g;
+    for (g = h->next; g != (uintptr_t)h; g = ((QuietGC *)g)->next)
+        if (QUIET_FROM_GC(g) == o)
+            return 1;
+    return 0;
 }
 
 static PyObject *
@@ -1178,6 +1329,7 @@ quiet_reduce(Quiet *self, PyObject *unused)
 
 static PySequenceMethods quiet_as_sequence = {
     .sq_length = (lenfunc)quiet_len,
+    .sq_contains = (objobjproc)quiet_contains,
 };
 
 static PyMethodDef quiet_methods[] = {
@@ -1190,13 +1342,44 @@ static PyTypeObject QuietType = {
     .tp_name = "policy_engine.engine.accel._speedups.Quiet",
     .tp_basicsize = sizeof(Quiet),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A loaded engine's objects kept out of the cyclic collector's lists while it lives.",
+    .tp_doc = "A loaded engine's objects kept out of the cyclic collector's walks while it lives.",
     .tp_new = quiet_new,
     .tp_dealloc = (destructor)quiet_dealloc,
     .tp_as_sequence = &quiet_as_sequence,
     .tp_methods = quiet_methods,
     .tp_weaklistoffset = offsetof(Quiet, weakreflist),
 };
+
+/* whether the collector's header is where and what Quiet takes it to be (QuietGC): a new
+   list is tracked, linked both ways among its neighbours, and its first word 0 once it is
+   untracked */
+static int
+quiet_check_layout(void)
+{
+    PyObject *a;
+    QuietGC *g, *next, *prev;
+    int ok;
+    if (!QUIET_LAYOUT_KNOWN)
+        return 0;
+    a = PyList_New(0);
+    if (a == NULL)
+        return -1;
+    g = QUIET_AS_GC(a);
+    ok = PyObject_GC_IsTracked(a) && g->next != 0 && (g->prev & ~QUIET_FLAGS) != 0;
+    if (ok) {
+        next = (QuietGC *)g->next;
+        prev = (QuietGC *)(g->prev & ~QUIET_FLAGS);
+        ok = (next->prev & ~QUIET_FLAGS) == (uintptr_t)g && prev->next == (uintptr_t)g;
+    }
+    if (ok) {
+        PyObject_GC_UnTrack(a);
+        ok = g->next == 0 && !PyObject_GC_IsTracked(a);
+        PyObject_GC_Track(a);
+        ok = ok && g->next != 0;
+    }
+    Py_DECREF(a);
+    return ok;
+}
 
 /* ------------------------------------------------------------------- module */
 
@@ -1229,6 +1412,9 @@ PyInit__speedups(void)
             return NULL;
         subtype_dealloc_ptr = ((PyTypeObject *)probe)->tp_dealloc;
         Py_DECREF(probe);
+        str_module_attr = PyUnicode_InternFromString("__module__");
+        if (str_module_attr == NULL || (quiet_layout_ok = quiet_check_layout()) < 0)
+            return NULL;
     }
     m = PyModule_Create(&speedups_module);
     if (m == NULL)

@@ -14,7 +14,7 @@ generated function where the interpreter's own steps were most of the cost:
   datetime in UTC or omitted) goes to the fused function without the interpreter's
   dispatch; every other call, and every result the quick path does not return as it is,
   is the Python method's, as before.
-- a loaded engine's objects kept out of the cyclic collector's lists while it lives
+- a loaded engine's objects kept out of the cyclic collector's walks while it lives
   (`quiet`, issue 16, goal 5): a full collection of the host no longer walks them.
 
 They change no decision: the generated source is the same but for those lines, and
@@ -85,18 +85,22 @@ def gate(engine_type: type, name: str, fz_type: type, utc: Any, clock: Any) -> A
 
 def quiet(roots: tuple) -> Any:
     """A `_speedups.Quiet` over `roots` (a new engine's compiled policy and lanes), or None
-    when not `ENABLED`, when `STOPLINE_GC_QUIET=0`, or if the walk failed (nothing is then
-    left out of the collector's lists).
+    when not `ENABLED`, when `STOPLINE_GC_QUIET=0`, on a Python whose collector it does not
+    know (NotImplementedError: not 3.11-3.13 with the GIL), or if the walk failed (nothing
+    is then changed).
 
     Every full collection walks every object the collector tracks, and a 1,000-rule engine
     is about 10,000 of them that can never be garbage while the engine lives: its frozen
     compiled policy. `Quiet` takes those (exact tuples, dicts and frozensets, and instances
-    of this package's classes without a finaliser) out of the collector's lists and keeps a
-    reference to each, so none can be garbage unseen; when the engine goes, it puts every
-    one back before letting go, and they are freed as before. The host's own objects are
-    never touched (unlike `gc.freeze()`), and a forked worker's collections no longer write
-    to the engine's pages. `gc.get_objects()` and `gc.get_referrers()` do not list them
-    while the engine lives."""
+    of this package's classes without a finaliser) out of the collector's generations into
+    a list of its own, as `gc.freeze()` does with every object, and keeps a reference to
+    each, so none can be garbage unseen; they stay tracked (`gc.is_tracked()`), so what a
+    host makes of them (a tuple of them, a copy of a dict) is tracked as before. When the
+    engine goes, it puts every one back before letting go, and they are freed as before.
+    The host's own objects are never touched (unlike `gc.freeze()`), and a forked worker's
+    collections no longer write to the engine's pages. `gc.get_objects()` and
+    `gc.get_referrers()` do not list them while the engine lives (`obj in engine._quiet`
+    tells)."""
     if not ENABLED or os.environ.get("STOPLINE_GC_QUIET", "1").strip() in ("0", "false", "no", "off"):
         return None
     try:
