@@ -319,21 +319,22 @@ def report(out, large: dict, load: dict, threads: dict, comp: dict) -> bool:
     g = load["gc"]
     added = g["with_ms"] - g["without_ms"]
     out(f"gc.collect() in a fresh process: {g['without_ms']:.1f} ms without the engine, {g['with_ms']:.1f} ms with "
-        f"the 1000-rule engine (+{added:.1f} ms; cpu {g['without_cpu_ms']:.1f} / {g['with_cpu_ms']:.1f} ms; "
-        f"{g['tracked_with'] - g['tracked_without']} more tracked objects; "
+        f"the 1000-rule engine ({added:+.1f} ms; cpu {g['without_cpu_ms']:.1f} / {g['with_cpu_ms']:.1f} ms; "
+        f"{g['tracked_with'] - g['tracked_without']} more objects in the collector's generations; "
         f"target <= +{t['gc_pause_added_max_ms']:.0f} ms: {met(added <= t['gc_pause_added_max_ms'])}; "
-        f"the fastest of the 7 collections each: +{g['with_min_ms'] - g['without_min_ms']:.1f} ms), "
+        f"the fastest of the 7 collections each: {g['with_min_ms'] - g['without_min_ms']:+.1f} ms), "
         f"{g['frozen_ms']:.1f} ms after gc.freeze() (opt-in, docs/performance.md)")
     gt = load.get("gc_tracked")
     if gt is not None:  # the same with the engine's objects left in the collector's lists
-        out(f"  the same with STOPLINE_GC_QUIET=0 (the engine's objects tracked, as without the native helpers): "
+        out(f"  the same with STOPLINE_GC_QUIET=0 (the engine's objects in the collector's generations, as "
+            f"without the native helpers): "
             f"{gt['with_ms'] - gt['without_ms']:+.1f} ms just loaded "
-            f"({gt['tracked_with'] - gt['tracked_without']} more tracked objects), "
+            f"({gt['tracked_with'] - gt['tracked_without']} more objects in them), "
             f"{gt['warm_ms'] - gt['without_ms']:+.1f} ms after the first evaluations")
     if "warm_ms" in g:
         warm = g["warm_ms"] - g["without_ms"]
         out(f"gc.collect() after the engine's first evaluations (every type's fused gate built): {g['warm_ms']:.1f} ms "
-            f"(+{warm:.1f} ms; cpu {g['warm_cpu_ms']:.1f} ms; {g['tracked_warm'] - g['tracked_without']} more tracked "
+            f"({warm:+.1f} ms; cpu {g['warm_cpu_ms']:.1f} ms; {g['tracked_warm'] - g['tracked_without']} more tracked "
             f"objects; target <= +{t['gc_pause_added_max_ms']:.0f} ms: {met(warm <= t['gc_pause_added_max_ms'])})")
     m, nr = threads["mix"], threads["no_regex"]
     r4, r4n = m["4"] / m["1"], nr["4"] / nr["1"]

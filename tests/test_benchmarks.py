@@ -61,8 +61,9 @@ def test_bench_engine_quick_run_agrees_and_reports_every_figure():
         r"^load 1000 rules: in-process [\d.]+ s .* fresh with no parser-table cache [\d.]+ s \(target",
         r"^load one type of \d+ / \d+ rules: .* per rule [\d.]+x in cpu time \(target linear",
         r"^gc\.collect\(\) in a fresh process: [\d.]+ ms without the engine, [\d.]+ ms with .* after gc\.freeze\(\)",
-        r"^  the same with STOPLINE_GC_QUIET=0 \(the engine's objects tracked, .*\): [+-][\d.]+ ms just loaded "
-        r"\(\d+ more tracked objects\), [+-][\d.]+ ms after the first evaluations$",
+        r"^  the same with STOPLINE_GC_QUIET=0 \(the engine's objects in the collector's generations, .*\): "
+        r"[+-][\d.]+ ms just loaded "
+        r"\(\d+ more objects in them\), [+-][\d.]+ ms after the first evaluations$",
         r"^threads on one engine: 4 threads [\d.]+x the throughput of 1 .* \(target: .*: (met|MISSED)\)",
     ):
         assert re.search(line, out, re.M), (line, out)
