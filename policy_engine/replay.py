@@ -13,8 +13,9 @@ and the workflow state the ledger held just before it (the latest ``stop`` or al
 that decided it gives the same verdict. Only the recorded input is read: a decision
 recorded under a policy that no longer loads (or no longer exists) replays the same way.
 By default the workflow state is the candidate's: its stops are carried, the record's it does
-not fire lifted, a recorded resume it refuses does not lift the stop, and a refused one it
-allows does (``carry_stops``; the workflow state: ``replay_state``).
+not fire lifted, a recorded resume it refuses (the criteria of every stop standing there, its
+own stops' included) does not lift the stop, and a refused one it allows does (``carry_stops``;
+the workflow state: ``replay_state``).
 
 Work is split by sequence range over processes (``workers``; default: the machine's
 cores, at most 2 on small ledgers it is not worth it); each process opens the ledger and
@@ -98,7 +99,8 @@ class ReplayResult:
     seconds: float = 0.0
     #: the stops the candidate fired where the record's workflow ran on (``carry_stops``), in
     #: order: ``workflow``, ``trigger``, ``decision_id``, ``seq``, ``at``, and ``until``: the
-    #: resume that lifts it in the replay (the record's, which it does not refuse), or None (to the end);
+    #: resume that lifts it in the replay (the record's, which the candidate allows, its trigger's criteria
+    #: included: ``candidate_own_stops_kept``), or None (to the end);
     #: ``replaces``, ``replaces_trigger``: where the decision fired a stop of the record by
     #: another trigger, that stop's id and trigger (the candidate's takes its place), else None
     candidate_stops: tuple[dict, ...] = ()
@@ -121,6 +123,12 @@ class ReplayResult:
     #: ``stopped_by``; ``until``, ``until_kind``: where the workflow it restarts runs to in the replay, as
     #: for ``candidate_lifts`` (``resume``: the record's next allowed resume), both None: to the end
     candidate_allowed_resumes: tuple[dict, ...] = ()
+    #: the allowed resumes of the record that do not lift a stop the candidate fired itself (``carry_stops``;
+    #: its criteria are asked at each resume where it stands, with the record's), in order: ``workflow``,
+    #: ``resume``, ``seq``, ``at``, ``principal``, ``triggers`` (the candidate's own that stand on), ``decisions``
+    #: (those that fired them), ``unmet``, ``errors`` (the candidate refuses it) or ``reason`` (it cannot be asked:
+    #: the resume stands for the record's stops, not for these), ``stopped_by``, ``until`` (as for refused ones)
+    candidate_own_stops_kept: tuple[dict, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -150,7 +158,8 @@ class ReplayResult:
                 "candidate_stops": list(self.candidate_stops), "candidate_lifts": list(self.candidate_lifts),
                 "candidate_refused_resumes": list(self.candidate_refused_resumes),
                 "unjudged_resumes": list(self.unjudged_resumes),
-                "candidate_allowed_resumes": list(self.candidate_allowed_resumes)}
+                "candidate_allowed_resumes": list(self.candidate_allowed_resumes),
+                "candidate_own_stops_kept": list(self.candidate_own_stops_kept)}
 
     def text(self) -> str:
         lines = [f"replayed {self.replayed} decision(s) under policy {self.policy_hash[:19]}: "
@@ -190,10 +199,23 @@ class ReplayResult:
                          + ", which the candidate allows: the stop by "
                          + " and ".join(f"`{t}`" for t in ar["stopped_by"])
                          + " is lifted there, " + _until(ar) + ": the decisions in between are replayed as if it ran")
-        for n, what in ((len(self.candidate_refused_resumes), "refused"), (len(self.unjudged_resumes), "standing"),
-                        (len(self.candidate_allowed_resumes), "allowed")):
+        for ks in self.candidate_own_stops_kept[:10]:
+            lines.append(f"  own stop kept: {ks['workflow']} resumed at {ks['at']} by {ks['principal'] or '?'} "
+                         f"(resume {ks['resume']}) does not lift the candidate's own stop by "
+                         + " and ".join(f"`{t}`" for t in ks["triggers"])
+                         + f" (decision {', '.join(str(d) for d in ks['decisions'])}): "
+                         + (f"it cannot be asked: {ks['reason']}" if ks["reason"] else "the candidate refuses it ("
+                            + (f"unmet: {', '.join(f'`{u}`' for u in ks['unmet'])}" if ks["unmet"] else ks["errors"])
+                            + ")")
+                         + f"; it stays stopped by {' and '.join(f'`{t}`' for t in ks['stopped_by'])} "
+                         + (f"until the resume {ks['until']}" if ks["until"] else "to the end of the replay")
+                         + ": the decisions in between are replayed as stopped")
+        for n, what in ((len(self.candidate_refused_resumes), "refused resumes"),
+                        (len(self.unjudged_resumes), "standing resumes"),
+                        (len(self.candidate_allowed_resumes), "allowed resumes"),
+                        (len(self.candidate_own_stops_kept), "own stops kept")):
             if n > 10:
-                lines.append(f"  … {n - 10} more {what} resumes (--format json lists every one)")
+                lines.append(f"  … {n - 10} more {what} (--format json lists every one)")
         for g in self.groups:
             lines.append(f"\n{g['old_effect']} ({g['old_rule']}) -> {g['new_effect']} ({g['new_rule']}): "
                          f"{g['count']} decision(s), {g['executed']} executed")
@@ -483,7 +505,9 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     of the record the candidate refuses (the criteria of the record's stops that stand there in
     the replay, over the evidence and at the time recorded with it) does not lift the stop
     (``candidate_refused_resumes``; one it cannot be asked stands: ``unjudged_resumes``), and a refused
-    resume of the record it allows lifts it (``candidate_allowed_resumes``).
+    resume of the record it allows lifts it (``candidate_allowed_resumes``). The candidate's own stops
+    that stand at a recorded resume are asked there too: one whose criteria that evidence does not meet,
+    or that cannot be asked, is not lifted (``candidate_own_stops_kept``).
     False: every decision under the workflow state the ledger recorded.
 
     ``since`` and ``until`` are aware datetimes or RFC 3339 strings with their offset
@@ -581,11 +605,11 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
         execs = _executions_of(led, [(r[1], r[0]) for r in rows])
         changed = tuple(ChangedVerdict(*r, executions=tuple(execs.get(r[0], ()))) for r in rows)  # type: ignore[misc]  # r: the fields before `executions`
         # every decision read is counted once: replayed = changed + unchanged + unreplayable
-        refused, unjudged, allowed = (tuple(sorted((x for a in judged[1].values() for x in a[i]),
-                                                   key=lambda x: x["seq"])) for i in (0, 1, 2))
+        refused, unjudged, allowed, kept = (tuple(sorted((x for a in judged[1].values() for x in a[i]),
+                                                         key=lambda x: x["seq"])) for i in (0, 1, 2, 3))
         return ReplayResult(engine.policy_hash, read, read - len(changed) - len(bad), changed, tuple(bad), workers,
                             tuple(hashes), time.perf_counter() - t0, tuple(stops), tuple(lifts), refused, unjudged,
-                            allowed)
+                            allowed, kept)
     finally:
         if owns:
             led.close()

@@ -1,8 +1,9 @@
 """The workflow state a replay evaluates each decision in (``policy_engine.replay``): the
 record's stops and resumes as a timeline per workflow, changed as the candidate policy would
 have changed it (``replay(carry_stops=True)``): its own stops carried, the record's stops it
-does not fire lifted, the record's resumes asked again under its re-enable criteria (an
-allowed one it refuses does not lift the stop; a refused one it allows does).
+does not fire lifted, the record's resumes asked again under its re-enable criteria for every
+stop standing there, the record's and its own (an allowed one it refuses does not lift the
+stops; a refused one it allows does; one it cannot be asked lifts the record's, not its own).
 
 Does not import the replay (``replay`` passes its re-evaluation in: ``_carry_stops``' ``run``),
 and of the runtime only ``runtime.recorded`` (the evidence's integral floats), which imports
@@ -74,7 +75,7 @@ def _resume_of(e: Any) -> dict:
 
 
 def _ask(engine: Any, wf: str, standing: list, r: dict) -> tuple[bool | None, list[str], str | None]:
-    """The candidate's answer to ``wf``'s recorded resume ``r`` where the record's stops ``standing`` stand
+    """The candidate's answer to ``wf``'s recorded resume ``r`` where the stops ``standing`` (their states) stand
     (each trigger's criteria, newest first, as the runtime asks): (allowed or None: cannot be asked, unmet, why)."""
     ask = getattr(engine, "may_resume", None)
     if r["why"] or not callable(ask):
@@ -92,34 +93,62 @@ def _ask(engine: Any, wf: str, standing: list, r: dict) -> tuple[bool | None, li
             "; ".join(x.message for d in ds for x in d.errors)[:300] or None)
 
 
-def _judge(engine: Any, wf: str, events: list, mine: dict, cache: dict) -> tuple[list, list, list]:
+def _asked(engine: Any, wf: str, standing: list, r: dict, seq: int, whose: str, cache: dict) -> tuple:
+    """``_ask`` once per resume and set of stops (``whose``: the record's or the candidate's own)."""
+    key = (seq, whose, tuple((st.get("stopped_by"), st.get("stopped_at")) for st in standing))
+    return cache[key] if key in cache else cache.setdefault(key, _ask(engine, wf, standing, r))
+
+
+def _judge(engine: Any, wf: str, events: list, mine: dict, cache: dict) -> tuple[list, list, list, list]:
     """Walk ``wf``'s timeline with its recorded resumes ``mine`` (seq -> ``_resume_of``, allowed and refused) in
-    order, asking the candidate each one at which a stop of the record stands in the replay (``_ask``; the
-    candidate's own stops are taken to be lifted by an allowed one: its evidence was for the record's triggers).
-    An allowed one it refuses is taken out of ``events``, a refused one it allows put in (in place); a refused one
-    it refuses too, cannot be asked, or where no stop of the record stands, stays out (errors never widen
-    permission). Returns (the refused, the allowed ones that cannot be asked, the allowed)."""
-    out, refused, unjudged, allowed = [], [], [], []
+    order, asking the candidate each one at which a stop stands in the replay, over its recorded evidence: the
+    criteria of every stop that stands there, as ``rt.resume`` asks them (``_ask``): the record's stops, and the
+    candidate's own (its stops where the record ran on, or in place of the record's, ``_carry_stops``: no id).
+    An allowed one it refuses (the record's stops' criteria or its own stops') is taken out of ``events``, a refused
+    one it allows (every stop's criteria) put in (in place); a refused one it refuses too, cannot be asked, or where
+    no stop stands, stays out (errors never widen permission). An allowed one that cannot be asked stands for the
+    record's stops (the record's answer), but not for the candidate's own: they stand on, placed again just after
+    it (``(position, state, None, the stop's first position)``, dropped and placed anew by each walk).
+    Returns (the refused, the allowed ones that cannot be asked, the allowed, the candidate's own stops kept:
+    ``stops`` their positions, named by ``_carry_stops``)."""
+    out, refused, unjudged, allowed, kept = [], [], [], [], []
     standing: list = []  # the stop events since the last resume that stands
-    for ev in sorted([e for e in events if e[1] is not None or e[0] not in mine]
+    for ev in sorted([e for e in events if len(e) == 3 and (e[1] is not None or e[0] not in mine)]
                      + [(s, None, r["id"]) for s, r in mine.items()], key=lambda e: e[0]):
-        r, recorded = mine.get(ev[0]) if ev[1] is None else None, [e[1] for e in standing if e[2] is not None]
-        if r is not None and recorded:
-            key = (ev[0], tuple((st.get("stopped_by"), st.get("stopped_at")) for st in recorded))
-            ok, unmet, why = cache[key] if key in cache else cache.setdefault(key, _ask(engine, wf, recorded, r))
+        r = mine.get(ev[0]) if ev[1] is None else None
+        if r is not None and standing:
+            rec, own = [e[1] for e in standing if e[2] is not None], [e for e in standing if e[2] is None]
+            ok, unmet, why = _asked(engine, wf, rec, r, ev[0], "record", cache) if rec else (True, [], None)
+            o_ok, o_unmet, o_why = (_asked(engine, wf, [e[1] for e in own], r, ev[0], "own", cache) if own
+                                    else (True, [], None))
             item = {"workflow": wf, "resume": r["id"], "seq": ev[0], "at": r["at"], "principal": r["principal"]}
             stopped_by = list(dict.fromkeys(e[1].get("stopped_by") for e in standing))
+            mine_t = list(dict.fromkeys(e[1].get("stopped_by") for e in own))
+            own_kept = item | {"triggers": mine_t, "stops": [e[3] if len(e) > 3 else e[0] for e in own],
+                               "unmet": o_unmet, "errors": o_why if o_ok is False else None,
+                               "reason": o_why if o_ok is None else None, "stopped_by": stopped_by}
             if not r["allowed"]:
-                if not ok:  # refused by the record and not allowed by the candidate: the stop stands
+                if not (ok and o_ok):  # refused by the record and not allowed by the candidate: the stops stand
                     continue
                 allowed.append(item | {"recorded_unmet": r["unmet"], "stopped_by": stopped_by})
-            elif ok is None:
-                unjudged.append({k: v for k, v in item.items() if k != "principal"} | {"reason": why})
-            elif not ok:
-                refused.append(item | {"unmet": unmet, "errors": why, "stopped_by": stopped_by})
+            elif ok is False or o_ok is False:  # the candidate refuses it: every stop stands
+                if ok is False:
+                    refused.append(item | {"unmet": unmet, "errors": why, "stopped_by": stopped_by})
+                if o_ok is not True:
+                    kept.append(own_kept)
                 continue
+            else:
+                if ok is None:
+                    unjudged.append({k: v for k, v in item.items() if k != "principal"} | {"reason": why})
+                if o_ok is None:  # it stands for the record's stops; the candidate's own stand on
+                    kept.append(own_kept | {"stopped_by": mine_t})
+                    out.append(ev)
+                    standing = [(ev[0] + 0.25 + i / 1024, e[1], None, e[3] if len(e) > 3 else e[0])
+                                for i, e in enumerate(own)]
+                    out += standing
+                    continue
         elif r is not None and not r["allowed"]:
-            continue  # refused by the record where no stop of the record stands in the replay: nothing to lift
+            continue  # refused by the record where no stop stands in the replay: nothing to lift
         standing = [*standing, ev] if ev[1] is not None else []
         out.append(ev)
     events[:] = out
@@ -127,7 +156,7 @@ def _judge(engine: Any, wf: str, events: list, mine: dict, cache: dict) -> tuple
         x["until"] = next((e[2] for e in out if e[1] is None and e[0] > x["seq"]), None)
     for x in allowed:  # the next change after it (a candidate stop's decision is named by ``_carry_stops``)
         x["until"], x["until_kind"] = _change_after(out, wf, x["seq"], {})
-    return refused, unjudged, allowed
+    return refused, unjudged, allowed, kept
 
 
 def _change_after(events: list, wf: str, pos: float, placed: dict) -> tuple[str | None, str | None]:
@@ -138,7 +167,8 @@ def _change_after(events: list, wf: str, pos: float, placed: dict) -> tuple[str 
     at += at < len(events) and events[at][0] == pos
     nxt = events[at] if at < len(events) else None
     return ((None, None) if nxt is None else (nxt[2], "resume") if nxt[1] is None
-            else (nxt[2], "stop") if nxt[2] is not None else (placed.get((wf, nxt[0])), "candidate stop"))
+            else (nxt[2], "stop") if nxt[2] is not None else (placed.get((wf, nxt[-1] if len(nxt) > 3 else nxt[0])),
+                                                               "candidate stop"))
 
 
 def _carries(r: tuple, timeline: dict) -> bool:
@@ -171,12 +201,13 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
     Carry the stops the candidate fires forward: where a replayed decision is ``stop`` by a
     trigger of the candidate and the workflow ran on, the workflow is stopped by that trigger
     from there (a change inserted into ``timeline`` just after the decision) until the
-    record's next allowed resume of it. Lift the stops it does not fire: where a decision that
-    fired a stop of the record (``fired``) replays as no stop, that stop is taken out of
-    ``timeline``, so the workflow is in the state it was in before it (running, unless a
-    repair action fired it while stopped) until the next change that stands: the record's
-    next allowed resume, a stop of the record the candidate fires too (or one it cannot
-    judge, or an operator's), or a stop the candidate fires meanwhile. Replace the trigger of
+    record's next resume the candidate allows, its criteria included (``_judge``). Lift the
+    stops it does not fire: where a decision that fired a stop of the record (``fired``)
+    replays as no stop, that stop is taken out of ``timeline``, so the workflow is in the
+    state it was in before it (running, unless a repair action fired it while stopped) until
+    the next change that stands: the record's next allowed resume, a stop of the record the
+    candidate fires too (or one it cannot judge, or an operator's), or a stop the candidate
+    fires meanwhile. Replace the trigger of
     the stops it fires by another one: where a decision that fired a stop of the record
     replays as a stop by another trigger (``stop:T1 -> stop:T2``), that stop stops the
     workflow by the candidate's trigger in the replay (listed with the candidate stops, with
@@ -238,8 +269,20 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
                 rows += more[0]
                 bad += more[2]
     bad.sort(key=lambda b: b["seq"])
+    # the resumes that stand but do not lift the candidate's own stops of these triggers (cannot be asked)
+    held = {(x["workflow"], x["resume"]): set(x["triggers"]) for a in judged[1].values() for x in a[3] if x["reason"]}
+
+    def lifting(wf: str, pos: float, triggers: set) -> str | None:  # the resume that lifts them (None: none)
+        return next((e[2] for e in timeline.get(wf, []) if e[1] is None and e[0] > pos
+                     and not triggers & held.get((wf, e[2]), set())), None)
+
     for cs in stops:  # the resume that lifts each candidate stop, in the final timeline (None: to the end)
-        cs["until"] = next((e[2] for e in timeline[cs["workflow"]] if e[1] is None and e[0] > cs["until"]), None)
+        cs["until"] = lifting(cs["workflow"], cs["until"], {cs["trigger"]})
+    for answers in judged[1].values():  # the decisions of the candidate's own stops kept, and the resume lifting them
+        for i, x in enumerate(answers[3]):
+            answers[3][i] = {("decisions" if k == "stops" else k): [placed.get((x["workflow"], p)) for p in v]
+                             if k == "stops" else v for k, v in x.items()}
+            answers[3][i]["until"] = lifting(x["workflow"], x["seq"], set(x["triggers"]))
     for lf in lifts:  # where each lifted stop ends, in the final timeline
         events = timeline.get(lf["workflow"], [])
         at = bisect.bisect_left(events, (lf["sseq"],))

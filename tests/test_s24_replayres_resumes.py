@@ -196,18 +196,21 @@ def test_a_lifted_stop_leaves_no_resume_to_refuse(ledger_url, tmp_path):  # noqa
     assert _ids(held) == {after: ("allow", "small", "stop", "stopped:big_send")}
 
 
-def test_a_candidate_stop_is_still_lifted_by_the_records_resume(rt, ledger_url, tmp_path):  # noqa: F811
-    """The evidence of a recorded resume was presented for the record's triggers: the
-    candidate's own stop (a trigger the record did not fire) is taken to be lifted by a resume
-    that stands, as before; only the record's stops are asked."""
+def test_a_candidate_stop_is_lifted_only_by_a_resume_that_meets_its_criteria(rt, ledger_url, tmp_path):  # noqa: F811
+    """The candidate's own stop (a trigger the record did not fire) is asked at the record's resume
+    with the record's stops (session 25; before, a resume that stood lifted it unasked): the
+    evidence has no `audited`, so the candidate refuses the resume and the workflow stays stopped
+    (`candidate_own_stops_kept`); the record's stop's criteria are met, so no refused resume is listed."""
     big = rt.gate(send(500.0), now=at(10)).decision_id
     rt.gate(send(promise=True), now=at(20))
     resume = rt.resume(WF, evidence={"fixed": True}, principal="ops", now=at(30)).resume_id
     after = rt.gate(send(60.0), now=at(40)).decision_id
     cand = _with_big(POLICY, "400.0", 'audited: `evidence.audited == true` "audited"')
     r = replay(_write(tmp_path, "next.policy", cand), ledger_url)
-    assert [(x["decision_id"], x["until"]) for x in r.candidate_stops] == [(big, resume)]
-    assert r.candidate_refused_resumes == () and after not in _ids(r)
+    assert [(x["decision_id"], x["until"]) for x in r.candidate_stops] == [(big, None)]
+    assert [(x["resume"], x["triggers"], x["unmet"]) for x in r.candidate_own_stops_kept] == [
+        (resume, ["big_send"], ["audited"])]
+    assert r.candidate_refused_resumes == () and _ids(r)[after] == ("allow", "small", "stop", "stopped:bad_promise")
 
 
 def test_a_resume_before_since_is_not_asked(rt, ledger_url, tmp_path):  # noqa: F811
