@@ -189,3 +189,40 @@ def test_a_full_collection_walks_few_of_the_engines_objects_in_a_fresh_process()
         out[flag] = int(r.stdout.split()[-1])
     assert out["0"] > 8_000, out  # what the engine is made of (test_engine_tracked.py bounds it)
     assert out["1"] < 1_500, out  # what the collector still walks with Quiet
+
+
+def test_a_worker_forked_after_loading_collects_and_decides():
+    """`stopline serve --workers N` and a preforking host load once and fork: the child
+    inherits the engine's objects out of the collector's walks, collects, decides as the
+    parent does, drops the engine (its objects back in the child's generations) and exits
+    cleanly."""
+    import os
+
+    engine = policy_engine.load(str(ROOT / "policies"))
+    actions = list(_every_type(engine))
+    expected = [engine.evaluate_json(a, None, NOW) for a in actions]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(r)
+            gc.collect()
+            got = [engine.evaluate_json(a, None, NOW) for a in actions]
+            gc.collect()
+            ok = got == expected and len(engine._quiet) > 100
+            action = next(iter(next(iter(engine.compiled.workflows.values())).actions.values()))
+            globals().pop("engine", None)
+            del engine
+            gc.collect()
+            ok = ok and any(o is action for o in gc.get_objects())
+            os.write(w, b"ok" if ok else b"differs")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert said == b"ok"
