@@ -189,7 +189,7 @@ def _old_body(entry) -> str:
     """The body the gate recorded before callers were recorded, by the reference encoder."""
     b = entry.body
     old = {"action": b["action"], "decision": b["decision"], "now": b["now"], "policy_hash": b["policy_hash"]}
-    for k in ("action_doubles", "action_error", "pending_until"):
+    for k in ("action_doubles", "action_error", "action_repr_sha256", "pending_until"):
         if k in b:
             old[k] = b[k]
     return canonical_text(old)

@@ -54,6 +54,7 @@ def reference_body(a, d, now_dt) -> dict:
             "now": _ts(now_dt)}
     if problem:
         body["action_error"] = problem
+        body["action_repr_sha256"] = gatejson.repr_sha256(a)  # (the whole action's)
     if d.effect == "require_approval":
         body["pending_until"] = _ts(now_dt + TTL)
     return body

@@ -184,7 +184,7 @@ def _digest(x: Any) -> str:
     try:
         text = json.dumps(x, sort_keys=True, separators=(",", ":"), default=str)
     except (TypeError, ValueError, RecursionError):  # (its repr written without recursion: any nesting)
-        text = "repr:" + "".join(repr_pieces(x))
+        text = "repr:" + "".join(repr_pieces(x, exact=True))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -15,7 +15,7 @@ from ..ledger import IdempotencyConflict, InvalidEntry, NewEntry, StateChanged
 from ..ledger.canonical import canonical_text
 from ..limits import MAX_CLOCK_SKEW_SECONDS
 from .core import RuntimeCore
-from .gatejson import fail_closed, gate_body, oversize, recordable
+from .gatejson import DIGEST, fail_closed, gate_body, oversize, recordable, repr_sha256
 from .recorded import EVIDENCE_DOUBLES, integral_doubles, recorded_action, with_doubles
 from .results import (
     E,
@@ -65,6 +65,23 @@ def _recorded_for_retry(body: Any) -> Any:
         return recorded_action(body)
     except ValueError:  # a malformed `action_doubles`: as recorded (no retry matches it then but itself)
         return body.get("action")
+
+
+def _same_action(body: Any, action: Any, digest: str | None) -> bool:
+    """Whether decision ``body`` records ``action``: the action as :func:`~.gatejson.recordable`
+    gives it, with ``digest`` (:func:`~.gatejson.repr_sha256`) when it is recorded by its
+    excerpt. An action recorded exactly is the same JSON (:func:`_same_json`); one recorded
+    by its excerpt is the same whole ``repr`` (``action_repr_sha256``: two actions that share
+    their first 4,096 characters are not the same action). A decision recorded before that
+    field (its excerpt only) is compared by its excerpt, as it was; an action recorded
+    exactly is never the retry of one recorded by its excerpt, nor the reverse."""
+    if "action_error" not in body:
+        return digest is None and _same_json(_recorded_for_retry(body), action, "action_doubles" not in body)
+    if digest is None:
+        return False
+    if DIGEST in body:
+        return body[DIGEST] == digest
+    return body.get("action") == action  # (recorded before the digest: all there is to compare)
 
 
 def _same_json(x: Any, y: Any, numbers_alike: bool) -> bool:
@@ -118,15 +135,16 @@ def _same_execution(e: Any, decision_id: str | None, action: Any, receipt: Any =
     return None
 
 
-def _not_a_retry(e: Any, key: str | None, action: Any, caller: str | None) -> None:
+def _not_a_retry(e: Any, key: str | None, action: Any, caller: str | None, digest: str | None = None) -> None:
     """Raise :class:`IdempotencyConflict` unless entry ``e`` (holding ``key``) is the decision a
     retry of gating ``action`` (as :func:`~.gatejson.recordable` gives it) by ``caller`` would
     record: a decision of the same action (the same JSON, types included: ``true`` is not ``1``,
     and, where the record says where its integral floats were, ``7.0`` is not ``7``: the engine
-    decides them differently), asked by the same caller (None included: a key is its caller's,
+    decides them differently; for one recorded by its excerpt, the same ``digest``:
+    :func:`_same_action`), asked by the same caller (None included: a key is its caller's,
     as a composite key of client and key would make it; another's retry is not answered with
     their decision, and the record keeps naming who asked)."""
-    if e.kind != "decision" or not _same_json(_recorded_for_retry(e.body), action, "action_doubles" not in e.body):
+    if e.kind != "decision" or not _same_action(e.body, action, digest):
         raise IdempotencyConflict(f"the idempotency key `{key}` was used by entry {e.seq} (`{e.kind}`) "
                                   "for another action")
     if e.body.get("caller") != caller:
@@ -221,6 +239,8 @@ class Executions(RuntimeCore):
         # checked once; its text goes into the body. An action the ledger cannot record exactly is
         # recorded as text with the problem, and only with a decision that permits nothing
         action_text, recorded_action, problem = recordable(a)
+        # an action recorded by its excerpt: the digest of the whole, which a keyed retry is compared by
+        digest = repr_sha256(a) if problem is not None else None
         # where its integral floats are, which the record reads back as ints (`recorded.py`)
         doubles = integral_doubles(a) if action_text is not None else None
         known = self._wf_seen.get(wf) if key is None else None
@@ -240,13 +260,13 @@ class Executions(RuntimeCore):
                     assert snap is not None
                     size, status, trigger, since, stop_id, wseq, used, lag = snap
                 if used is not None:
-                    return self._gate_replay(used, key, recorded_action, caller)
+                    return self._gate_replay(used, key, recorded_action, caller, digest)
                 row = (status, trigger, since, stop_id, wseq) if status == "stopped" else None
             d = fail_closed(eng.evaluate(a, self._state(wf, row), now_dt), problem)
             now_s = _ts(now_dt)
             pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
             # the decision of a template: its canonical text without the generic encoder (gatejson)
-            body = with_doubles(gate_body(action_text, recorded_action, problem, d, now_s, pending, caller),
+            body = with_doubles(gate_body(action_text, recorded_action, problem, d, now_s, pending, caller, digest),
                                 action_text, doubles)
             decision_json = body["decision"] if isinstance(body, dict) else None
             items = [NewEntry("decision", body, workflow=wf, key=key, time=now_dt)]
@@ -281,12 +301,12 @@ class Executions(RuntimeCore):
                 snap = self.ledger.query_one(self._GATE_READ, (key, wf))
                 if snap is None or snap[6] is None:
                     raise
-                return self._gate_replay(snap[6], key, recorded_action, caller)
+                return self._gate_replay(snap[6], key, recorded_action, caller, digest)
             if key is not None:
                 if decision_json is None:
                     decision_json = d.model_dump(mode="json")
                 if entries[0].body.get("decision") != decision_json:
-                    return self._gate_replay(entries[0].id, key, recorded_action, caller)
+                    return self._gate_replay(entries[0].id, key, recorded_action, caller, digest)
             made = next((e for e in entries if e.kind == "stop"), None)
             if wf is not None and made is None and key is None:
                 if len(self._wf_seen) >= 10_000:
@@ -299,11 +319,12 @@ class Executions(RuntimeCore):
                               "stopped" if stopped else "running")
         raise RuntimeUsageError(f"workflow `{wf}` kept changing state: the gate gave up after {_GATE_RETRIES} reads")
 
-    def _gate_replay(self, entry_id: str, key: str | None, action: Any, caller: str | None) -> GateResult:
+    def _gate_replay(self, entry_id: str, key: str | None, action: Any, caller: str | None,
+                     digest: str | None) -> GateResult:
         """A gate whose key was used: the recorded decision, if it is a decision of the same action
         by the same caller (:func:`_not_a_retry`)."""
         e = self.ledger.get(entry_id)
-        _not_a_retry(e, key, action, caller)
+        _not_a_retry(e, key, action, caller, digest)
         with self.ledger.reading() as c:
             return self._replayed(c, e, self._wf_row(c, e.workflow))
 
@@ -390,6 +411,7 @@ class Executions(RuntimeCore):
             _text_arg(who, "caller", optional=True)
         checked = [recordable(a) for a in acts]  # (text, as recorded, problem), once: the build may run again
         doubles = [integral_doubles(a) if c[0] is not None else None for a, c in zip(acts, checked)]
+        digests = [repr_sha256(a) if c[2] is not None else None for a, c in zip(acts, checked)]
         wanted = sorted({k for k in ks if k is not None})
         #: per action: ("new", its decision's item, Decision, stopped before it, its stop's item or None),
         #: ("old", the entry of a used key, its workflow's row), ("twin", the earlier action of its key,
@@ -409,7 +431,7 @@ class Executions(RuntimeCore):
                 if k is not None and k in used:  # a retry: the recorded decision, as `gate` answers it
                     e = used[k]
                     try:
-                        _not_a_retry(e, k, recorded, callers[i])
+                        _not_a_retry(e, k, recorded, callers[i], digests[i])
                     except IdempotencyConflict as err:
                         if conflicts == "raise":
                             raise
@@ -424,8 +446,8 @@ class Executions(RuntimeCore):
                     rows[wf] = self._wf_row(c, wf)
                 if k is not None and k in first:  # the same request twice in the batch
                     j = first[k]
-                    if (text, recorded if text is None else None, doubles[i], callers[i]) != (
-                            checked[j][0], checked[j][1] if checked[j][0] is None else None, doubles[j], callers[j]):
+                    if (text, digests[i], doubles[i], callers[i]) != (checked[j][0], digests[j], doubles[j],
+                                                                      callers[j]):
                         twice = IdempotencyConflict(f"the idempotency key `{k}` is given twice in the batch (actions "
                                                     f"{j} and {i}) for another action or by another caller")
                         if conflicts == "raise":
@@ -440,8 +462,8 @@ class Executions(RuntimeCore):
                 d = fail_closed(d, problem)  # as in gate: an action recorded as text permits nothing
                 was_stopped = rows[wf] is not None
                 pending = _ts_after(now_dt, self.decision_ttl) if d.effect == "require_approval" else None
-                body = with_doubles(gate_body(text, recorded, problem, d, now_s, pending, callers[i]), text,
-                                    doubles[i])
+                body = with_doubles(gate_body(text, recorded, problem, d, now_s, pending, callers[i], digests[i]),
+                                    text, doubles[i])
                 items.append(NewEntry("decision", body, workflow=wf, key=k, time=now_dt))
                 at = len(items) - 1
                 stop_at = None

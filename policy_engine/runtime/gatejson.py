@@ -1,7 +1,7 @@
 """The gate's recorded decision as RFC 8785 text, without the generic canonicaliser.
 
-A gate records ``{"action", ["action_error"], ["caller"], "decision", "now",
-["pending_until"], "policy_hash"}`` (``caller``: the principal that asked, only when there is
+A gate records ``{"action", ["action_error"], ["action_repr_sha256"], ["caller"], "decision",
+"now", ["pending_until"], "policy_hash"}`` (``caller``: the principal that asked, only when there is
 one: a gate without a caller writes exactly the text it wrote before callers were recorded).
 Its cost used to be the decision's ``model_dump`` (a 3-7 KB tree), a walk of the whole body
 checking it is interoperable JSON, the sorted-key encoding and, in the ledger, a parse of the
@@ -35,7 +35,11 @@ input limits taken as one input (``MAX_INPUT_ITEMS``, ``MAX_INPUT_DEPTH``,
 ``MAX_INPUT_CHARS``: :func:`oversize`), whatever fields the conditions read: one request
 never writes a ledger entry larger than those limits allow, and the refusal is recorded.
 The ``repr`` kept is its first ``_SHOWN_REPR`` characters (:func:`excerpt`: written piece
-by piece, no recursion, never the whole of a huge value).
+by piece, no recursion, never the whole of a huge value), and beside it ``action_repr_sha256``,
+the SHA-256 of the whole ``repr`` (:func:`repr_sha256`, as bounded): what a keyed retry is
+compared by (``executions._same_action``), so two actions that share their first
+``_SHOWN_REPR`` characters are not taken for one request. A body without it (recorded before
+it existed) is compared by its excerpt, as it was.
 
 ``tests/test_runtime_gatejson.py`` proves the text byte-identical to ``rfc8785.dumps`` of
 the body the gate used to build.
@@ -43,12 +47,15 @@ the body the gate used to build.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterator, Mapping
+from itertools import islice
 from json.encoder import encode_basestring
 from typing import Any
 
+from ..gcpause import paused
 from ..ledger.canonical import Canonical, canonical_text
 from ..ledger.errors import InvalidEntry
 from ..limits import INT64_MAX, INT64_MIN, MAX_INPUT_CHARS, MAX_INPUT_DEPTH, MAX_INPUT_ITEMS
@@ -132,12 +139,13 @@ def decision_text(d: Any) -> str | None:
 
 
 def body_text(action_text: str | None, action_repr: str | None, problem: str | None, d: Any, now: str,
-              pending_until: str | None, caller: str | None = None) -> tuple[str, tuple[str, ...], dict] | None:
+              pending_until: str | None, caller: str | None = None,
+              digest: str | None = None) -> tuple[str, tuple[str, ...], dict] | None:
     """The canonical text, top-level keys and `pending_until` (the one top-level value the
     projections read: `Entry.top`) of the gate's decision body (see the module doc), or
     None for the reference path: the arguments of `Canonical`. ``action_text`` is the
-    action's canonical text, or None with ``action_repr`` and ``problem`` for an action
-    that is not JSON."""
+    action's canonical text, or None with ``action_repr``, ``problem`` and (when given)
+    ``digest`` (:func:`repr_sha256`) for an action recorded by its excerpt."""
     dt = decision_text(d)
     if dt is None:
         return None
@@ -150,6 +158,12 @@ def body_text(action_text: str | None, action_repr: str | None, problem: str | N
             return None
         out = ['{"action":', a, ',"action_error":', pr]
         keys: tuple[str, ...] = ("action", "action_error", "decision", "now", "policy_hash")
+        if digest is not None:  # (RFC 8785 order: after `action_error`, before `caller`)
+            dg = _str(digest)
+            if dg is None or type(digest) is not str:
+                return None
+            out += [f',"{DIGEST}":', dg]
+            keys = ("action", "action_error", DIGEST, *keys[2:])
     else:
         out = ['{"action":', action_text]
         keys = ("action", "decision", "now", "policy_hash")
@@ -173,6 +187,10 @@ def body_text(action_text: str | None, action_repr: str | None, problem: str | N
 # ---------------------------------------------------------------------------------- the gate's body
 _PREFIX = "body is not canonicalisable JSON: "
 _SHOWN_REPR = 4096  #: characters of an unrecordable action's `repr` kept in its decision entry
+#: the body's key for the SHA-256 of the whole ``repr`` of an action recorded by its excerpt
+#: (:func:`repr_sha256`): what a keyed retry is compared by, the excerpt being only its start
+DIGEST = "action_repr_sha256"
+_CHUNK = 1 << 16  #: characters hashed at a time (a long string's repr is written in such pieces)
 
 
 def _surrogate_at(v: Any, path: str, depth: int = 0) -> str | None:
@@ -259,11 +277,96 @@ def _parts(v: Any) -> Iterator[tuple[bool, Any]]:
     yield True, ("," if len(v) == 1 else "") + ")" if tup else "]"
 
 
-def repr_pieces(value: Any, cut: int | None = None) -> Iterator[str]:
+_LEAVES = frozenset((int, float, bool, type(None)))  #: values whose repr is short (or fails: a huge int)
+_RUN = 512  #: values of a container written at once by :func:`_exact_parts` when all are such leaves
+_SHORT = 128  #: or strings of at most so many characters (a run's text stays within a few megabytes)
+
+
+def _run_text(run: list, pairs: bool) -> str | None:
+    """The ``repr`` pieces of ``run`` (values, or with ``pairs`` a dict's items), joined:
+    the text :func:`_parts` writes for them, in one join; None unless each is a leaf
+    (``_LEAVES``, or a ``str`` of at most ``_SHORT`` characters) Python writes."""
+    for x in run:
+        if pairs:
+            k, x = x
+            t = type(k)
+            if t not in _LEAVES and (t is not str or len(k) > _SHORT):
+                return None
+        t = type(x)
+        if t not in _LEAVES and (t is not str or len(x) > _SHORT):
+            return None
+    try:
+        return ", ".join([f"{k!r}: {x!r}" for k, x in run] if pairs else map(repr, run))
+    except ValueError:  # (an int with more digits than Python writes: written alone, in hex)
+        return None
+
+
+def _leaves_text(v: Any) -> str | None:
+    """The whole text :func:`_parts` writes for a container of at most ``_RUN`` leaves
+    (:func:`_run_text`), else None: each small dict of a list of rows in one piece."""
+    if len(v) > _RUN:
+        return None
+    if isinstance(v, Mapping):
+        text = _run_text(list(v.items()), True)
+        return None if text is None else "{" + text + "}"
+    text = _run_text(v if isinstance(v, list) else list(v), False)
+    if text is None:
+        return None
+    return "[" + text + "]" if not isinstance(v, tuple) else "(" + text + ("," if len(v) == 1 else "") + ")"
+
+
+def _exact_parts(v: Any) -> Iterator[tuple[bool, Any]]:
+    """:func:`_parts` for :func:`repr_sha256`: the same text, a run of ``_RUN`` leaves as one
+    piece (a list of a million ints costs a few joins, not two million pieces)."""
+    mapping = isinstance(v, Mapping)
+    tup = not mapping and isinstance(v, tuple)
+    yield True, "{" if mapping else "(" if tup else "["
+    items = iter(v.items() if mapping else v)
+    first = True
+    while run := list(islice(items, _RUN)):
+        text = _run_text(run, mapping)
+        if text is not None:
+            yield True, text if first else ", " + text
+            first = False
+            continue
+        for x in run:
+            yield True, "" if first else ", "
+            first = False
+            if mapping:
+                yield False, x[0]
+                yield True, ": "
+                yield False, x[1]
+            else:
+                yield False, x
+    yield True, "}" if mapping else ("," if len(v) == 1 else "") + ")" if tup else "]"
+
+
+def _str_repr(s: str, size: int = _CHUNK) -> Iterator[str]:
+    """``repr(s)`` of a ``str`` in pieces of about ``size`` characters (never the whole text
+    at once): the quote ``repr`` chooses for the whole string (``"`` when it holds ``'`` and
+    no ``"``), and each slice's ``repr`` without its quotes, its own choice of quote undone
+    (the only difference a slice's choice makes: whether ``'`` is written ``\\'``). Each
+    character is escaped on its own, so slices join to exactly ``repr(s)``."""
+    q = '"' if "'" in s and '"' not in s else "'"
+    yield q
+    for i in range(0, len(s), size):
+        part = s[i:i + size]
+        r = repr(part)[1:-1]
+        if q == "'" and "'" in part and '"' not in part:  # (its repr quoted `"`: the whole's escapes `'`)
+            r = r.replace("'", "\\'")
+        yield r
+    yield q
+
+
+def repr_pieces(value: Any, cut: int | None = None, exact: bool = False) -> Iterator[str]:
     """``repr(value)`` in pieces, without recursion (any nesting, cycles shown ``[...]`` as
     ``repr`` shows them): the same text for dicts, lists, tuples and plain leaves. ``cut``:
     a string longer than it is shown by its first ``cut`` characters. A leaf whose ``repr``
-    fails is shown ``<type>``."""
+    fails is shown ``<type>``. ``exact`` (:func:`repr_sha256`): a ``str`` is written in
+    pieces of ``_CHUNK`` characters (:func:`_str_repr`), a run of plain leaves in one piece
+    (:func:`_exact_parts`), and an int whose ``repr`` fails (more digits than Python writes)
+    as ``<int 0x...>``, its hexadecimal digits (no limit), so two such ints are never
+    written alike."""
     stack: list[tuple[Iterator[tuple[bool, Any]], int]] = [(iter(((False, value),)), 0)]
     open_: set[int] = set()  # the containers being written (a cycle)
     while stack:
@@ -279,14 +382,18 @@ def repr_pieces(value: Any, cut: int | None = None) -> Iterator[str]:
         elif isinstance(v, (Mapping, list, tuple)) and not isinstance(v, str):
             if id(v) in open_:
                 yield "{...}" if isinstance(v, Mapping) else "(...)" if isinstance(v, tuple) else "[...]"
+            elif exact and (whole := _leaves_text(v)) is not None:
+                yield whole
             else:
                 open_.add(id(v))
-                stack.append((_parts(v), id(v)))
+                stack.append(((_exact_parts if exact else _parts)(v), id(v)))
+        elif exact and type(v) is str and len(v) > _CHUNK:
+            yield from _str_repr(v)
         else:
             try:
                 yield repr(v[:cut] if cut is not None and isinstance(v, str) and len(v) > cut else v)
             except Exception:  # noqa: BLE001 - a repr that fails (an int beyond str's digits): its type
-                yield f"<{type(v).__name__}>"
+                yield f"<int {v:#x}>" if exact and type(v) is int else f"<{type(v).__name__}>"
 
 
 def excerpt(value: Any, limit: int = _SHOWN_REPR) -> str:
@@ -302,11 +409,37 @@ def excerpt(value: Any, limit: int = _SHOWN_REPR) -> str:
     return _escaped("".join(out)[:limit])
 
 
+def repr_sha256(value: Any) -> str:
+    """The SHA-256 (lowercase hex) of the UTF-8 of the whole ``repr(value)``, as
+    :func:`repr_pieces` writes it (``exact``: a huge int by its hex digits, where the
+    excerpt shows ``<int>``; lone surrogates, which ``repr`` escapes anyway, as
+    ``surrogatepass`` writes them): recorded beside the excerpt of an action the ledger
+    records only by its start (``action_repr_sha256``), so a keyed retry is compared with
+    the whole action, not its first 4,096 characters. Linear time, no recursion, and a few
+    megabytes at most beyond the value (pieces are hashed as they come, a long string's in
+    slices): never the whole text."""
+    h = hashlib.sha256()
+    buf: list[str] = []
+    n = 0
+    with paused():  # (a writer per container, none in a cycle: a 10,000-deep action's, 3x faster)
+        for piece in repr_pieces(value, exact=True):
+            buf.append(piece)
+            n += len(piece)
+            if n >= _CHUNK:
+                h.update("".join(buf).encode("utf-8", "surrogatepass"))
+                buf.clear()
+                n = 0
+    h.update("".join(buf).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
 def recordable(action: Any) -> tuple[str | None, Any, str | None]:
     """``(canonical text, the action as recorded, None)`` for an action the ledger records
     exactly; ``(None, its excerpt, the problem)`` for one it cannot, or that is beyond the
     engine's input limits taken as one input (:func:`oversize`). The problem names the
-    value (``number at `action.amount` is not finite``) or the limit; both are valid Unicode."""
+    value (``number at `action.amount` is not finite``) or the limit, and both for an action
+    that is both (a NaN in a 20 MB action); both are valid Unicode. Such an action is
+    recorded with its :func:`repr_sha256` too (the caller computes it: ``gate_body``)."""
     try:
         text = canonical_text(action)
     except InvalidEntry as e:
@@ -323,6 +456,12 @@ def recordable(action: Any) -> tuple[str | None, Any, str | None]:
         msg = f"a string at `{where}` holds a lone surrogate (\\ud800-\\udfff)"
     else:
         msg = _escaped(msg.replace("`body", "`action").replace("body nests", "the action nests"))
+    # (the encoder stops at the first value it cannot write: the limits are checked as for any
+    # action, and named too, unless what passes them is that value, an int already named)
+    too_big = oversize(action)
+    if too_big is not None and not too_big.endswith("to write as JSON"):
+        msg += (f"; it is also beyond the gate's input limits: {too_big}; only its first {_SHOWN_REPR} "
+                "characters are recorded")
     return None, excerpt(action), f"the action cannot be recorded exactly as JSON: {msg}"
 
 
@@ -351,23 +490,30 @@ def fail_closed(d: Any, problem: str | None) -> Any:
 
 
 def gate_body(action_text: str | None, action: Any, problem: str | None, d: Any, now: str,
-              pending_until: str | None, caller: str | None = None) -> Canonical | dict:
+              pending_until: str | None, caller: str | None = None, digest: str | None = None) -> Canonical | dict:
     """The body of a gate's ``decision`` entry: its canonical text when the fast path can
     write it (:func:`body_text`), else the plain body for the ledger's encoder. ``action``
     is the action, or with ``problem`` its repr (:func:`recordable`). An unrecordable
     action with a decision that permits is refused (:class:`InvalidEntry`): callers pass
     the decision through :func:`fail_closed` first. ``caller``: the principal that asked
-    (``caller`` in the body); None writes no such field (the body of before)."""
+    (``caller`` in the body); None writes no such field (the body of before). ``digest``:
+    with ``problem``, the :func:`repr_sha256` of the whole action (``action_repr_sha256``:
+    what a keyed retry is compared by; None writes no such field, the body of before)."""
     if problem is not None and d.effect not in ("deny", "stop"):
         raise InvalidEntry(f"an action that cannot be recorded exactly is recorded only with a deny or a stop, "
                            f"not `{d.effect}` ({problem})")
-    fast = body_text(action_text, action if problem is not None else None, problem, d, now, pending_until, caller)
+    if problem is None:
+        digest = None  # (an action recorded exactly is its own record)
+    fast = body_text(action_text, action if problem is not None else None, problem, d, now, pending_until, caller,
+                     digest)
     if fast is not None:
         return Canonical(*fast)
     body: dict[str, Any] = {"action": action, "decision": d.model_dump(mode="json"), "policy_hash": d.policy_hash,
                             "now": now}
     if problem is not None:
         body["action_error"] = problem
+        if digest is not None:
+            body[DIGEST] = digest
     if pending_until is not None:
         body["pending_until"] = pending_until
     if caller is not None:
