@@ -1,6 +1,6 @@
-"""The fused gate functions' native helpers (`_speedups.c`, issue 16, goal 1): an optional
-C extension, built at install when a compiler is there (`setup.py`), in two places of a
-generated function where the interpreter's own steps were most of the cost:
+"""The gate's native helpers (`_speedups.c`, issue 16, goals 1 and 5): an optional C
+extension, built at install when a compiler is there (`setup.py`), where the interpreter's
+own steps were most of the cost:
 
 - the input check of a type whose fields are all present scalars of one shape each
   (`shapes.lane_prologue`): one `Checker` call fetches the fields, proves their types,
@@ -13,11 +13,11 @@ generated function where the interpreter's own steps were most of the cost:
   call (a plain dict of a type whose fused gate is built, no workflow state, `now` a
   datetime in UTC or omitted) goes to the fused function without the interpreter's
   dispatch; every other call, and every result the quick path does not return as it is,
-  is the Python method's, as before.
+  is the Python method's, as before;
 - a loaded engine's objects kept out of the cyclic collector's walks while it lives
   (`quiet`, issue 16, goal 5): a full collection of the host no longer walks them.
 
-They change no decision: the generated source is the same but for those lines, and
+They change no decision: the generated source is the same but for the first two's lines, and
 `tests/test_native_speedups.py` runs both forms of every fused gate function over the same
 inputs. `STOPLINE_NATIVE=0` in the environment (read at import) switches them off; so
 does an install without the extension (`AVAILABLE` False). `ENABLED` is read when a fused
