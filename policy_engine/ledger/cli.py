@@ -43,6 +43,55 @@ def _open(url: str, *, create: bool = False, allow_other_tables: bool = True):
     return Ledger.open(url, create=create, allow_other_tables=allow_other_tables)
 
 
+def read_at_most(path: str, limit: int) -> bytes:
+    """At most `limit` bytes of `path` (`-`: stdin), the whole input if shorter; OSError as
+    `open`/`read` raise it. Ctrl-C always ends the wait for a pipe, FIFO or terminal: a
+    SIGINT that lands just before a blocking read() (or is taken by another thread) leaves
+    that read waiting for input that may never come, with Python's handler already run, so
+    on POSIX a read of such a file is only made once select() says it will not block, and
+    select() wakes every quarter second to let Python act on a pending signal."""
+    if path == "-":
+        return _read_fd(sys.stdin.fileno(), limit) if _waits(sys.stdin) else sys.stdin.buffer.read(limit)
+    with open(path, "rb") as fh:  # (nothing read through its buffer before _read_fd reads the descriptor)
+        return _read_fd(fh.fileno(), limit) if _waits(fh) else fh.read(limit)
+
+
+def _waits(fh) -> bool:
+    """Whether a read of `fh` can block (a pipe, FIFO, socket or terminal on POSIX)."""
+    import os
+    import stat
+
+    if os.name != "posix":
+        return False
+    try:
+        fd = fh.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError):  # (a replaced sys.stdin without a descriptor)
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISBLK(mode))
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    import os
+    import select
+
+    chunks: list[bytes] = []
+    got = 0
+    while got < limit:
+        try:
+            ready, _, _ = select.select([fd], [], [], 0.25)  # (a pending SIGINT is acted on between waits)
+        except ValueError:  # a descriptor select() cannot take (beyond FD_SETSIZE): a plain read
+            ready = [fd]
+        if not ready:
+            continue
+        chunk = os.read(fd, min(1 << 20, limit - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def read_bounded(path: str, what: str) -> bytes:
     """The bytes of `path` (`-`: stdin), at most the CLI's input limit (read whole, a huge or
     endless input such as /dev/zero took all the memory there was); exit 2 with one line
@@ -50,11 +99,7 @@ def read_bounded(path: str, what: str) -> bytes:
     from ..limits import MAX_INPUT_BYTES
 
     try:
-        if path == "-":
-            raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            with open(path, "rb") as fh:
-                raw = fh.read(MAX_INPUT_BYTES + 1)
+        raw = read_at_most(path, MAX_INPUT_BYTES + 1)
     except OSError as e:
         click.echo(f"error: cannot read {what} {path}: {e.strerror or e}", err=True)
         sys.exit(EXIT_USAGE)

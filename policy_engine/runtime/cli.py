@@ -192,14 +192,11 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     batch_status {batch, now?}           batch_counts {batch, now?}
     batch_step {batch, duty, status, key?, detail?, now?}
     """
+    from ..ledger.cli import read_at_most
     from ..limits import MAX_INPUT_BYTES
 
     try:  # bounded like `stopline eval`'s input (read whole, /dev/zero took all the memory there was)
-        if source == "-":
-            raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            with open(source, "rb") as fh:
-                raw = fh.read(MAX_INPUT_BYTES + 1)
+        raw = read_at_most(source, MAX_INPUT_BYTES + 1)
         if len(raw) > MAX_INPUT_BYTES:
             _fail(f"{source} is larger than {MAX_INPUT_BYTES} bytes")
         text = raw.decode("utf-8-sig")
