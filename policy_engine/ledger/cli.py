@@ -84,7 +84,10 @@ def _read_fd(fd: int, limit: int) -> bytes:
             ready = [fd]
         if not ready:
             continue
-        chunk = os.read(fd, min(1 << 20, limit - got))
+        try:
+            chunk = os.read(fd, min(1 << 20, limit - got))
+        except BlockingIOError:  # a descriptor left non-blocking by the caller: wait again
+            continue
         if not chunk:
             break
         chunks.append(chunk)
