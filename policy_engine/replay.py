@@ -110,12 +110,14 @@ class ReplayResult:
     #: ``until_kind``: ``resume`` (the record's next allowed resume), ``stop`` (a stop of the
     #: record that stands) or ``candidate stop`` (a stop the candidate fires meanwhile: its
     #: decision's id); both None: to the end; ``stays_stopped_by``: a trigger that still holds
-    #: the workflow stopped in between (a stop fired by a repair action while stopped), or None
+    #: the workflow stopped in between (a stop fired by a repair action while stopped, or by a
+    #: decision the candidate replays as ``stopped:T``: it had the workflow stopped already), or None
     candidate_lifts: tuple[dict, ...] = ()
     #: the allowed resumes of the record the candidate refuses (``carry_stops``), in order: ``workflow``,
     #: ``resume`` (its entry id), ``seq``, ``at``, ``principal``, ``stopped_by`` (the triggers of the stops
     #: that stand there), ``unmet``, ``errors``; ``until``: the next resume that lifts the stop in the
-    #: replay, or None (to the end). ``unjudged_resumes``: those it cannot be asked, which stand (``reason``)
+    #: replay, or None (to the end); a stop whose trigger it does not declare is a refusal (``errors`` says so).
+    #: ``unjudged_resumes``: those it cannot be asked (the record's evidence), which stand (``reason``)
     candidate_refused_resumes: tuple[dict, ...] = ()
     unjudged_resumes: tuple[dict, ...] = ()
     #: the refused resumes of the record the candidate allows (``carry_stops``), in order: ``workflow``,
@@ -500,10 +502,12 @@ def replay(policies: Any, ledger: Any, *, since: Any = None, until: Any = None, 
     ``carry_stops``: a stop the candidate fires where the record's workflow ran on stops the
     workflow in the replay too, until the record's next allowed resume of it: its later
     decisions are replayed as stopped (``ReplayResult.candidate_stops`` lists each such stop);
-    and a stop of the record fired by a decision the candidate replays as no stop is lifted,
-    until the next change that stands (``ReplayResult.candidate_lifts``); and an allowed resume
-    of the record the candidate refuses (the criteria of the record's stops that stand there in
-    the replay, over the evidence and at the time recorded with it) does not lift the stop
+    and a stop of the record fired by a decision the candidate replays as no stop (or as
+    ``stopped``: it had the workflow stopped there already) is lifted, until the next change
+    that stands (``ReplayResult.candidate_lifts``); and an allowed resume of the record the
+    candidate refuses (the criteria of the record's stops that stand there in the replay, over
+    the evidence and at the time recorded with it; a stop by a trigger it does not declare, which
+    it cannot resume) does not lift the stop
     (``candidate_refused_resumes``; one it cannot be asked stands: ``unjudged_resumes``), and a refused
     resume of the record it allows lifts it (``candidate_allowed_resumes``). The candidate's own stops
     that stand at a recorded resume are asked there too: one whose criteria that evidence does not meet,

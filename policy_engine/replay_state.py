@@ -1,9 +1,11 @@
 """The workflow state a replay evaluates each decision in (``policy_engine.replay``): the
 record's stops and resumes as a timeline per workflow, changed as the candidate policy would
 have changed it (``replay(carry_stops=True)``): its own stops carried, the record's stops it
-does not fire lifted, the record's resumes asked again under its re-enable criteria for every
-stop standing there, the record's and its own (an allowed one it refuses does not lift the
-stops; a refused one it allows does; one it cannot be asked lifts the record's, not its own).
+does not fire lifted (one fired where it has the workflow stopped already included: a stopped
+workflow's decision fires none), the record's resumes asked again under its re-enable criteria
+for every stop standing there, the record's and its own (an allowed one it refuses does not lift
+the stops, nor does one over a stop whose trigger it does not declare; a refused one it allows
+does; one it cannot be asked lifts the record's, not its own).
 
 Does not import the replay (``replay`` passes its re-evaluation in: ``_carry_stops``' ``run``),
 and of the runtime only ``runtime.recorded`` (the evidence's integral floats), which imports
@@ -76,21 +78,22 @@ def _resume_of(e: Any) -> dict:
 
 def _ask(engine: Any, wf: str, standing: list, r: dict) -> tuple[bool | None, list[str], str | None]:
     """The candidate's answer to ``wf``'s recorded resume ``r`` where the stops ``standing`` (their states) stand
-    (each trigger's criteria, newest first, as the runtime asks): (allowed or None: cannot be asked, unmet, why)."""
+    (each trigger's criteria, newest first, as the runtime asks): (allowed or None: cannot be asked, unmet, why).
+    A stop whose trigger (or workflow) it does not declare is refused, with the error, as ``rt.resume`` under
+    it refuses it: it has no criteria that could allow it (before session 26: not asked, the record's answer)."""
     ask = getattr(engine, "may_resume", None)
     if r["why"] or not callable(ask):
         return None, [], r["why"] or "the candidate evaluator answers no resume question (no `may_resume`)"
     ds = []
     for st in reversed({st.get("stopped_by"): st for st in standing}.values()):
-        try:
+        try:  # a trigger (or workflow) the candidate does not declare is its refusal, with the error, as
+            # `rt.resume` under it refuses it: an answer it cannot give never widens permission
             d = ask(wf, st, r["evidence"], r["at"])
+            ds.append((d.allowed is True, [u for u in d.unmet if isinstance(u, str)], [x.message for x in d.errors]))
         except Exception as e:  # noqa: BLE001  (an evaluator other than an Engine, which never raises)
             return None, [], f"the candidate cannot answer it: {type(e).__name__}: {str(e)[:200]}"
-        if not d.criteria:  # no such workflow or trigger in the candidate: not its question to answer
-            return None, [], "the candidate cannot answer it: " + "; ".join(x.message for x in d.errors)[:300]
-        ds.append(d)
-    return (all(d.allowed for d in ds), list(dict.fromkeys(u for d in ds for u in d.unmet)),
-            "; ".join(x.message for d in ds for x in d.errors)[:300] or None)
+    return (all(d[0] for d in ds), list(dict.fromkeys(u for d in ds for u in d[1])),
+            "; ".join(m for d in ds for m in d[2])[:300] or None)
 
 
 def _asked(engine: Any, wf: str, standing: list, r: dict, seq: int, whose: str, cache: dict) -> tuple:
@@ -181,9 +184,12 @@ def _carries(r: tuple, timeline: dict) -> bool:
 
 def _lifts(r: tuple, fired: dict) -> bool:
     """A changed row is a decision that fired a stop of the record (the stop links to it, in
-    its workflow, by the trigger its recorded rule names) and replays as no stop at all."""
+    its workflow, by the trigger its recorded rule names) and replays as no stop at all, or as
+    a stopped workflow's verdict (``stopped:NAME``: the workflow is stopped there in the replay,
+    and a decision in a stopped workflow fires no stop: its stop is not the candidate's)."""
     f = fired.get(r[0])
-    return f is not None and r[8] != "stop" and r[7] == f"stop:{f[2]}" and r[2] == f[3]
+    return (f is not None and (r[8] != "stop" or r[9].startswith("stopped:")) and r[7] == f"stop:{f[2]}"
+            and r[2] == f[3])
 
 
 def _replaces(r: tuple, fired: dict) -> bool:
@@ -203,8 +209,11 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
     from there (a change inserted into ``timeline`` just after the decision) until the
     record's next resume the candidate allows, its criteria included (``_judge``). Lift the
     stops it does not fire: where a decision that fired a stop of the record (``fired``)
-    replays as no stop, that stop is taken out of ``timeline``, so the workflow is in the
-    state it was in before it (running, unless a repair action fired it while stopped) until
+    replays as no stop, or as a stopped workflow's verdict (``stopped:T``: the candidate has
+    the workflow stopped there already, and a decision in a stopped workflow fires none),
+    that stop is taken out of ``timeline``, so the workflow is in the state it was in before
+    it (running, unless it was stopped there already: a repair action fired it while
+    stopped, or the candidate had it stopped) until
     the next change that stands: the record's next allowed resume, a stop of the record the
     candidate fires too (or one it cannot judge, or an operator's), or a stop the candidate
     fires meanwhile. Replace the trigger of
@@ -238,7 +247,7 @@ def _carry_stops(engine: Any, led: Any, where: list, last: int, timeline: dict, 
             seq = r[1]
             seen.add(seq)
             events = timeline.setdefault(wf, [])
-            if r[8] != "stop":  # (`_lifts`) the record's stop, out of the replay's timeline
+            if r[8] != "stop" or not r[9].startswith("stop:"):  # (`_lifts`) the record's stop, out of the timeline
                 sseq, sid, trigger, _ = fired[r[0]]
                 at = bisect.bisect_left(events, (sseq,))
                 if at < len(events) and events[at][0] == sseq:

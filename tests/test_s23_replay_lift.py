@@ -170,7 +170,11 @@ def test_since_lifts_only_the_stops_fired_inside_the_window(rt, ledger_url, tmp_
     h = _promise_history(rt)
     cand = _write(tmp_path, "next.policy", NO_PROMISE)
     outside = replay(cand, ledger_url, since="2026-11-26T12:00:20.5Z")  # the stop's decision is before it
-    assert outside.changed == () and outside.candidate_lifts == ()
+    assert outside.candidate_lifts == ()
+    # the stop stands, and the candidate, which no longer declares its trigger, cannot allow the resume
+    # that lifted it in the record (session 26: before, the record's answer stood): stopped to the end
+    assert _ids(outside) == {h["after"]: ("allow", "small", "stop", "stopped:bad_promise")}
+    assert [(x["resume"], x["until"]) for x in outside.candidate_refused_resumes] == [(h["resume"], None)]
     inside = replay(cand, ledger_url, since="2026-11-26T12:00:20Z")
     assert set(_ids(inside)) == {h["promise"], h["held"]}
     assert [x["decision_id"] for x in inside.candidate_lifts] == [h["promise"]]

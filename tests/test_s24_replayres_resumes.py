@@ -104,7 +104,11 @@ def test_a_stricter_criterion_refuses_the_recorded_resume_and_the_workflow_stays
         {"workflow": WF, "resume": h["resume"], "seq": r.candidate_refused_resumes[0]["seq"],
          "at": "2026-11-26T12:00:30.000000Z", "principal": "ops", "unmet": ["reviewed"], "errors": None,
          "stopped_by": ["bad_promise"], "until": h["resume2"]},)
-    assert r.unjudged_resumes == () and r.candidate_stops == () and r.candidate_lifts == ()
+    assert r.unjudged_resumes == () and r.candidate_stops == ()
+    # the second promise fires nothing in a stopped workflow: its stop of the record is lifted (session 26;
+    # the first stands on), so the second resume is asked the first one's criteria
+    assert [(x["decision_id"], x["until"], x["until_kind"], x["stays_stopped_by"]) for x in r.candidate_lifts] == [
+        (h["promise2"], h["resume2"], "resume", "bad_promise")]
     assert h["after"] not in _ids(r)  # the second resume meets the candidate's criteria: it runs again
     assert r.replayed == 6 == r.unchanged + len(r.changed) + len(r.unreplayable)
     assert changed_executions(r) == [h["executed"]]  # stricter: the send that ran is to be reversed
@@ -210,7 +214,10 @@ def test_a_candidate_stop_is_lifted_only_by_a_resume_that_meets_its_criteria(rt,
     assert [(x["decision_id"], x["until"]) for x in r.candidate_stops] == [(big, None)]
     assert [(x["resume"], x["triggers"], x["unmet"]) for x in r.candidate_own_stops_kept] == [
         (resume, ["big_send"], ["audited"])]
-    assert r.candidate_refused_resumes == () and _ids(r)[after] == ("allow", "small", "stop", "stopped:bad_promise")
+    # (the record's promise came while the candidate's `big_send` held the workflow: it fires nothing
+    # there, its stop is lifted, session 26, and the send after the resume is held back by `big_send`)
+    assert r.candidate_refused_resumes == () and _ids(r)[after] == ("allow", "small", "stop", "stopped:big_send")
+    assert [x["stays_stopped_by"] for x in r.candidate_lifts] == ["big_send"]
 
 
 def test_a_resume_before_since_is_not_asked(rt, ledger_url, tmp_path):  # noqa: F811
@@ -223,10 +230,13 @@ def test_a_resume_before_since_is_not_asked(rt, ledger_url, tmp_path):  # noqa: 
     assert replay(cand, ledger_url, workflow="other").candidate_refused_resumes == ()
 
 
-def test_a_resume_whose_evidence_is_not_its_digest_or_whose_trigger_is_gone_stands(rt, ledger_url, tmp_path):  # noqa: F811
-    """Evidence that is not what the digest names is not the evidence presented; a candidate
-    that no longer declares the trigger of a stop that stands (fired before `--since`, so not
-    lifted) has no criteria to ask. Either way the resume stands, with the reason."""
+def test_a_resume_whose_evidence_is_not_its_digest_stands_and_one_whose_trigger_is_gone_is_refused(
+        rt, ledger_url, tmp_path):  # noqa: F811
+    """Evidence that is not what the digest names is not the evidence presented: the resume
+    stands, with the reason. A candidate that no longer declares the trigger of a stop that stands
+    (fired before `--since`, so not lifted) has no criteria that could allow it: it refuses the
+    resume, as `rt.resume` under it would (session 26: before, the resume stood, the record's
+    answer, and the replay showed the candidate letting the workflow run)."""
     rt.gate(send(promise=True), now=at(20))
     stop = [e.id for e in rt.ledger.entries(kind="stop")][0]
     body = {"evidence": {"fixed": True}, "evidence_digest": "sha256:00", "allowed": True,
@@ -239,11 +249,13 @@ def test_a_resume_whose_evidence_is_not_its_digest_or_whose_trigger_is_gone_stan
         (forged, "its evidence is not as presented: the digest differs")]
     rt.gate(send(promise=True), now=at(50))
     resume = rt.resume(WF, evidence={"fixed": True}, principal="ops", now=at(60)).resume_id
-    rt.gate(send(60.0), now=at(70))
+    after = rt.gate(send(60.0), now=at(70)).decision_id
     promise_gone = POLICY[POLICY.index("  stop bad_promise {"):POLICY.index("  rollback customer_request {")]
     r = replay(_write(tmp_path, "next.policy", POLICY.replace(promise_gone, "", 1)), ledger_url,
                since="2026-11-26T12:00:55Z")
-    assert r.changed == () and r.candidate_refused_resumes == ()
-    [u] = [x for x in r.unjudged_resumes if x["resume"] == resume]  # (the forged one is there too: appended now)
-    assert u["reason"] == ("the candidate cannot answer it: workflow `replies` declares no stop trigger "
-                           "`\"bad_promise\"` (declared: none)")
+    assert [(c.decision_id, c.transition, c.new_rule) for c in r.changed] == [
+        (after, "allow -> stop", "stopped:bad_promise")]
+    assert resume not in [x["resume"] for x in r.unjudged_resumes]  # (the forged one is there: appended now)
+    [x] = r.candidate_refused_resumes
+    assert (x["resume"], x["unmet"], x["stopped_by"], x["until"]) == (resume, [], ["bad_promise"], None)
+    assert x["errors"] == "workflow `replies` declares no stop trigger `\"bad_promise\"` (declared: none)"

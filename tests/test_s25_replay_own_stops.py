@@ -93,14 +93,17 @@ def test_a_resume_that_does_not_meet_the_candidates_own_criteria_keeps_the_workf
     h = _history(rt, {"fixed": True, "audited": False})
     cand = _write(tmp_path, "next.policy", AUDITED)
     r = replay(cand, ledger_url)
-    # the candidate refuses the resume as a whole (as `rt.resume` does): every stop stands, the
-    # record's latest one names the state
-    assert _ids(r)[h["after"]] == ("allow", "small", "stop", "stopped:bad_promise")
+    # the candidate refuses the resume as a whole (as `rt.resume` does): every stop stands. The record's
+    # promise came while `big_send` held the workflow in the replay: it fires nothing there, and its stop
+    # is lifted (session 26: before, it stood and named the state), so `big_send` alone holds it
+    assert _ids(r)[h["after"]] == ("allow", "small", "stop", "stopped:big_send")
     assert r.candidate_own_stops_kept == (
         {"workflow": WF, "resume": h["resume"], "seq": r.candidate_own_stops_kept[0]["seq"],
          "at": "2026-11-26T12:00:30.000000Z", "principal": "ops", "triggers": ["big_send"],
          "decisions": [h["big"]], "unmet": ["audited"], "errors": None, "reason": None,
-         "stopped_by": ["big_send", "bad_promise"], "until": None},)
+         "stopped_by": ["big_send"], "until": None},)
+    assert [(x["decision_id"], x["until"], x["stays_stopped_by"]) for x in r.candidate_lifts] == [
+        (h["promise"], None, "big_send")]
     # the record's stop's criteria are met: not a refusal over the record's stops
     assert r.candidate_refused_resumes == () and r.unjudged_resumes == () and r.candidate_allowed_resumes == ()
     assert [(x["decision_id"], x["until"]) for x in r.candidate_stops] == [(h["big"], None)]
@@ -108,7 +111,7 @@ def test_a_resume_that_does_not_meet_the_candidates_own_criteria_keeps_the_workf
     _adds_up(r)
     assert (f"own stop kept: {WF} resumed at 2026-11-26T12:00:30.000000Z by ops (resume {h['resume']}) does not "
             f"lift the candidate's own stop by `big_send` (decision {h['big']}): the candidate refuses it (unmet: "
-            f"`audited`); it stays stopped by `big_send` and `bad_promise` to the end of the replay: the decisions "
+            f"`audited`); it stays stopped by `big_send` to the end of the replay: the decisions "
             f"in between are replayed as stopped") in r.text()
     assert f"`big_send` at decision {h['big']} (2026-11-26T12:00:10.000000Z), to the end of the replay" in r.text()
     # in worker processes, through the command, and --recorded-state (nothing carried, nothing asked)
@@ -143,10 +146,13 @@ def test_a_renamed_trigger_with_a_stricter_criterion_refuses_the_recorded_resume
     assert "reviewed" not in (k["errors"] or "")  # (`has(...)`: unmet, not an error)
     assert [(x["decision_id"], x["until"]) for x in r.candidate_stops][0] == (promise, resume2)
     assert r.candidate_refused_resumes == ()
-    # (the record's second stop, by `bad_promise`, stands in the replay: the candidate, which does not declare
-    # that trigger, cannot answer for it, so the record's answer stands for it; its own is asked and allowed)
-    assert [(u["resume"], "declares no stop trigger" in u["reason"]) for u in r.unjudged_resumes] == [
-        (resume2, True)]
+    # the record's second promise came while `broken_promise` held the workflow in the replay: it fires
+    # nothing there, so the record's stop by `bad_promise` (which the candidate does not declare) is lifted
+    # and is not asked at the second resume (session 26: before, it stood, the candidate could not answer
+    # for it, and the resume was listed as standing on the record's answer)
+    assert r.unjudged_resumes == ()
+    assert [(x["trigger"], x["until"], x["stays_stopped_by"]) for x in r.candidate_lifts] == [
+        ("bad_promise", resume2, "broken_promise")]
     _adds_up(r)
 
 
@@ -182,9 +188,11 @@ def test_a_refused_resume_the_candidate_allows_for_its_own_stop_lifts_it(rt, led
 
 # ------------------------------------------------------------------ the candidate cannot be asked: its stop stands
 def test_a_resume_that_cannot_be_asked_does_not_lift_the_candidates_own_stop(rt, ledger_url, tmp_path):  # noqa: F811
-    """An operator's resume appended by hand (no evidence, no criterion's result) stands for the
-    record's stop (the record's answer, `unjudged_resumes`), but the candidate's own stop is not
-    its to lift: it stands, and says why. Defect: the send after it replayed as `allow`."""
+    """An operator's resume appended by hand (no evidence, no criterion's result) would stand for a
+    stop of the record (the record's answer, `unjudged_resumes`), but the candidate's own stop is not
+    its to lift: it stands, and says why. Defect: the send after it replayed as `allow`. (The record's
+    stop here came while the candidate's own held the workflow: it fires nothing there and is lifted,
+    session 26, so no stop of the record stands at the resume for it to stand for.)"""
     big = rt.gate(send(500.0), now=at(10)).decision_id
     rt.gate(send(promise=True), now=at(20))
     stop = [e.id for e in rt.ledger.entries(kind="stop")][0]
@@ -199,15 +207,17 @@ def test_a_resume_that_cannot_be_asked_does_not_lift_the_candidates_own_stop(rt,
     resume2 = rt.resume(WF, evidence={"fixed": True, "audited": True}, principal="lead", now=at(60)).resume_id
     after2 = rt.gate(send(60.0), now=at(70)).decision_id
     r = replay(_write(tmp_path, "next.policy", AUDITED), ledger_url)
-    # stopped by the candidate's own trigger alone: the record's stop is lifted by the resume that stands
+    # stopped by the candidate's own trigger alone: the record's stops, fired while it held the workflow, lifted
     assert _ids(r)[after.decision_id] == ("allow", "small", "stop", "stopped:big_send")
     assert _ids(r)[promise2] == ("stop", "stop:bad_promise", "stop", "stopped:big_send")
+    assert [(x["until"], x["stays_stopped_by"]) for x in r.candidate_lifts] == [
+        (manual, "big_send"), (resume2, "big_send")]
     assert after2 not in _ids(r)  # the second resume meets every criterion that stands there
-    assert [(u["resume"], "appended by hand" in u["reason"]) for u in r.unjudged_resumes] == [(manual, True)]
+    assert r.unjudged_resumes == ()
     [k] = r.candidate_own_stops_kept
     assert (k["resume"], k["triggers"], k["decisions"], k["unmet"], k["errors"], k["stopped_by"], k["until"]) == (
         manual, ["big_send"], [big], [], None, ["big_send"], resume2)
-    assert k["reason"] == r.unjudged_resumes[0]["reason"]
+    assert "appended by hand" in k["reason"]
     assert [(x["decision_id"], x["until"]) for x in r.candidate_stops] == [(big, resume2)]
     assert r.candidate_refused_resumes == ()
     assert (f"(resume {manual}) does not lift the candidate's own stop by `big_send` (decision {big}): it cannot "
