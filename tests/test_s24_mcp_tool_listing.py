@@ -266,12 +266,18 @@ class FakeListen:
 
 
 def test_mcp_a_lost_change_subscription_falls_back_to_listing_at_each_call(caplog):
+    """Lost: listed at each call until the subscription is made again (s26: made again after
+    a backoff, ``tests/test_s26_mcp_resubscribe.py``; here the first wait is not awaited)."""
     async def go():
         tools, up = _Tools(), FakeListen()
         async with anyio.create_task_group() as tg:
             await tg.start(tools.watch, up)
             assert tools.watched
             up.lose.set()
-        assert not tools.watched and tools.generation == 2  # the change, then the loss
+            with anyio.fail_after(10):  # (a bound on the wait, not a timing assertion)
+                while tools.watched:
+                    await anyio.sleep(0.01)
+            assert not tools.kept and tools.generation == 2  # the change, then the loss
+            tg.cancel_scope.cancel()
     anyio.run(go)
-    assert "listed at each call" in caplog.text
+    assert "listed at each call until it is made again" in caplog.text

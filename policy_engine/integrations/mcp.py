@@ -643,7 +643,7 @@ class StoplineGateway:
         if ctx.method in ("initialize", "server/discover") and isinstance(result, dict):
             tools = (result.get("capabilities") or {}).get("tools")
             if isinstance(tools, dict):
-                if ctx.lifespan_context["tools"].watched:
+                if ctx.lifespan_context["tools"].promised:
                     tools["listChanged"] = True
                 else:
                     tools.pop("listChanged", None)
@@ -652,9 +652,9 @@ class StoplineGateway:
     @staticmethod
     async def _joined(ctx: Any, params: Any) -> None:
         """A client of the handshake is ready (``notifications/initialized``): told of each change
-        from now on, on its session, while the upstream tells the gateway."""
+        from now on, on its session, while the upstream tells the gateway, until its connection ends."""
         tools = ctx.lifespan_context["tools"]
-        if tools.watched:
+        if tools.promised:
             tools.downstream.join(ctx.session)
 
     @staticmethod
@@ -662,7 +662,7 @@ class StoplineGateway:
         """A 2026-07-28 client's ``subscriptions/listen``: served by the SDK's ``ListenHandler``
         on the upstream session's bus; tool changes honored only while the upstream tells them."""
         tools = ctx.lifespan_context["tools"]
-        if not tools.watched and params.notifications.tools_list_changed:
+        if not tools.promised and params.notifications.tools_list_changed:
             wanted = params.notifications.model_copy(update={"tools_list_changed": None})
             params = params.model_copy(update={"notifications": wanted})
         return await tools.downstream.listen(ctx, params)
