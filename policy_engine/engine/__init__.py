@@ -150,7 +150,10 @@ class Engine:
         object.__setattr__(self, "diagnostics", tuple(diagnostics))
         object.__setattr__(self, "imports", tuple(sorted({i for f in policy_set.files for i in f.imports})))
         # its compiled objects out of the cyclic collector's lists while it lives (native.quiet)
-        object.__setattr__(self, "_quiet", _native.quiet((p, self._stopped, self._undeclared, acc)))
+        quiet = _native.quiet((p, self._stopped, self._undeclared, acc))
+        object.__setattr__(self, "_quiet", quiet)
+        if quiet is not None and acc is not None:
+            acc.keep_quiet()  # and what its first evaluations build (`FusedGate.build`)
 
     @property
     def policy_set(self) -> PolicySet:

@@ -1041,10 +1041,18 @@ typedef struct {
 #endif
 
 typedef struct {
+    uintptr_t *keys;    /* 0: empty */
+    char *vals;
+    size_t mask, used;
+} QuietSet;
+
+typedef struct {
     PyObject_HEAD
     QuietGC head;       /* the objects kept out of the collector's walks (a circular list) */
-    PyObject *objs;     /* a reference to each object taken (a list) */
+    PyObject *objs;     /* a reference to each object taken (a list; untracked: see quiet_new) */
     PyObject *weakreflist;
+    PyObject *prefix;   /* the package whose classes' instances it takes (see quiet_takes) */
+    QuietSet taken;     /* every object in objs, once `add` is first called (keys NULL before) */
 } Quiet;
 
 static destructor subtype_dealloc_ptr = NULL;  /* a Python class's tp_dealloc (module init) */
@@ -1078,13 +1086,8 @@ quiet_restore(Quiet *self)
     }
 }
 
-/* a set of addresses (open addressing, linear probing; the walk's "reached before" and its
-   memo of classes: no object allocated, no Python code) */
-typedef struct {
-    uintptr_t *keys;    /* 0: empty */
-    char *vals;
-    size_t mask, used;
-} QuietSet;
+/* a set of addresses (QuietSet: open addressing, linear probing; the walk's "reached
+   before", its memo of classes, and what `add` took: no object allocated, no Python code) */
 
 static int
 quietset_init(QuietSet *s, size_t cap)
@@ -1156,6 +1159,31 @@ quietset_put(QuietSet *s, const void *k, char v)
         s->used++;
     }
     s->vals[i] = v;
+    return 0;
+}
+
+/* room for `more` keys without growing (quietset_put then allocates nothing) */
+static int
+quietset_reserve(QuietSet *s, size_t more)
+{
+    size_t cap = s->mask + 1;
+    QuietSet n;
+    size_t j;
+    if (2 * (s->used + more) <= cap)
+        return 0;
+    while (2 * (s->used + more) > cap)
+        cap *= 2;
+    if (quietset_init(&n, cap) < 0)
+        return -1;
+    for (j = 0; j <= s->mask; j++)
+        if (s->keys[j] != 0) {
+            size_t t = quietset_slot(&n, s->keys[j]);
+            n.keys[t] = s->keys[j];
+            n.vals[t] = s->vals[j];
+        }
+    n.used = s->used;
+    quietset_free(s);
+    *s = n;
     return 0;
 }
 
@@ -1283,6 +1311,14 @@ quiet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->head.next = self->head.prev = (uintptr_t)&self->head;
     self->objs = objs;
     self->weakreflist = NULL;
+    Py_INCREF(prefix);
+    self->prefix = prefix;
+    self->taken.keys = NULL;
+    self->taken.vals = NULL;
+    self->taken.mask = self->taken.used = 0;
+    /* its own list is reachable from nothing else, and this object is no container the
+       collector knows: a full collection need not walk its references */
+    PyObject_GC_UnTrack(objs);
     /* no allocation, no Python code from here: the collector cannot run in between */
     for (i = 0; i < PyList_GET_SIZE(objs); i++) {
         PyObject *o = PyList_GET_ITEM(objs, i);
@@ -1298,7 +1334,9 @@ quiet_dealloc(Quiet *self)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     quiet_restore(self);  /* before any reference is dropped (they may run code) */
+    quietset_free(&self->taken);
     Py_CLEAR(self->objs);
+    Py_CLEAR(self->prefix);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1320,6 +1358,101 @@ quiet_contains(Quiet *self, PyObject *o)
     return 0;
 }
 
+/* whether `add` takes an object of type tp: what the walk takes (quiet_takes), and the
+   objects a fused gate's build makes of its code: functions, their cells, bound methods
+   and Makers (none has a finaliser; the engine never changes one once made) */
+static int
+quiet_adds(PyTypeObject *tp, PyObject *prefix, QuietSet *memo)
+{
+    if (tp == &PyFunction_Type || tp == &PyCell_Type || tp == &PyMethod_Type || tp == &MakerType)
+        return 1;
+    return quiet_takes(tp, prefix, memo);
+}
+
+/* q.add(objs): each object of the iterable `objs` (no walk: exactly these) that the collector
+   tracks, that q does not hold yet and that is of a kind `quiet_adds` takes, out of the
+   collector's walks until q goes, as the objects Quiet() took; the others are left as they
+   are. Returns how many it took. The caller vouches that each belongs to what holds q and
+   lives as long (see fused.py: the objects a build made). An error (a MemoryError) leaves
+   everything as it was. */
+static PyObject *
+quiet_add(Quiet *self, PyObject *arg)
+{
+    PyObject *cands, *accepted = NULL, *res = NULL;
+    QuietSet memo = {NULL, NULL, 0, 0}, seen = {NULL, NULL, 0, 0};
+    Py_ssize_t i, n, k, old;
+    if (self->objs == NULL || self->prefix == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Quiet.add: not set up");
+        return NULL;
+    }
+    /* every object the collector may run for is allocated first (a collection may run
+       Python code, and another thread); from the checks on, nothing is */
+    cands = PySequence_List(arg);
+    if (cands == NULL)
+        return NULL;
+    accepted = PyList_New(0);
+    if (accepted == NULL)
+        goto fail;
+    n = PyList_GET_SIZE(cands);
+    if (quietset_init(&memo, 16) < 0 || quietset_init(&seen, 64) < 0)
+        goto fail;
+    if (self->taken.keys == NULL) {  /* first call: what Quiet() took */
+        Py_ssize_t m = PyList_GET_SIZE(self->objs);
+        QuietSet t;
+        if (quietset_init(&t, 64) < 0)
+            goto fail;
+        if (quietset_reserve(&t, (size_t)m) < 0) {
+            quietset_free(&t);
+            goto fail;
+        }
+        for (i = 0; i < m; i++)
+            (void)quietset_put(&t, PyList_GET_ITEM(self->objs, i), 1);  /* (reserved: no allocation) */
+        self->taken = t;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(cands, i);
+        int r;
+        if (!PyObject_GC_IsTracked(o) || quietset_get(&self->taken, o) >= 0 || quietset_get(&seen, o) >= 0)
+            continue;
+        r = quiet_adds(Py_TYPE(o), self->prefix, &memo);
+        if (r < 0)
+            goto fail;
+        if (r == 0)
+            continue;
+        if (quietset_put(&seen, o, 1) < 0 || PyList_Append(accepted, o) < 0)
+            goto fail;
+    }
+    k = PyList_GET_SIZE(accepted);
+    old = PyList_GET_SIZE(self->objs);
+    res = PyLong_FromSsize_t(k);  /* (before any change: it may fail) */
+    if (res == NULL)
+        goto fail;
+    if (k > 0) {
+        if (quietset_reserve(&self->taken, (size_t)k) < 0 ||
+            PyList_SetSlice(self->objs, old, old, accepted) < 0)  /* (one step: all or none) */
+            goto fail;
+        /* no allocation, no Python code from here: the collector cannot run in between */
+        for (i = 0; i < k; i++) {
+            PyObject *o = PyList_GET_ITEM(accepted, i);
+            (void)quietset_put(&self->taken, o, 1);
+            if (PyObject_GC_IsTracked(o))
+                quiet_link(self, o);
+        }
+    }
+    quietset_free(&memo);
+    quietset_free(&seen);
+    Py_DECREF(cands);
+    Py_DECREF(accepted);
+    return res;
+fail:
+    quietset_free(&memo);
+    quietset_free(&seen);
+    Py_DECREF(cands);
+    Py_XDECREF(accepted);
+    Py_XDECREF(res);
+    return NULL;
+}
+
 static PyObject *
 quiet_reduce(Quiet *self, PyObject *unused)
 {
@@ -1334,6 +1467,7 @@ static PySequenceMethods quiet_as_sequence = {
 
 static PyMethodDef quiet_methods[] = {
     {"__reduce__", (PyCFunction)quiet_reduce, METH_NOARGS, NULL},
+    {"add", (PyCFunction)quiet_add, METH_O, NULL},
     {NULL},
 };
 
@@ -1348,6 +1482,59 @@ static PyTypeObject QuietType = {
     .tp_as_sequence = &quiet_as_sequence,
     .tp_methods = quiet_methods,
     .tp_weaklistoffset = offsetof(Quiet, weakreflist),
+};
+
+/* since(mark): the objects the collector tracks that joined its youngest generation after
+   `mark` (a list made then, still held: the generation's last object when it was made; new
+   objects are linked after the last), latest first, as a new list; or None when `mark` is no
+   longer in that generation (a collection, gc.freeze(), moved it: what was made since is then
+   elsewhere, and only `mark`'s own generation's head is known here). Reads the links only; no
+   object the collector tracks is allocated during the walk (the result and the end marker
+   first), so no collection can run in it. For a fused gate's build (`native.made`), the
+   collector paused: O(the objects made since), not O(the generation). */
+static PyObject *
+quiet_since(PyObject *mod, PyObject *mark)
+{
+    PyObject *res, *end;
+    QuietGC *stop, *head, *g;
+    if (!quiet_layout_ok) {
+        PyErr_SetString(PyExc_NotImplementedError, "since: not on this build of Python");
+        return NULL;
+    }
+    if (!PyList_CheckExact(mark) || !PyObject_GC_IsTracked(mark)) {
+        PyErr_SetString(PyExc_TypeError, "since: the mark is a tracked list");
+        return NULL;
+    }
+    res = PyList_New(0);
+    if (res == NULL)
+        return NULL;
+    end = PyList_New(0);  /* now the generation's last object: its next is the generation's head */
+    if (end == NULL) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    stop = QUIET_AS_GC(mark);
+    head = (QuietGC *)QUIET_AS_GC(end)->next;
+    for (g = (QuietGC *)(QUIET_AS_GC(end)->prev & ~QUIET_FLAGS); g != head && g != stop;
+         g = (QuietGC *)(g->prev & ~QUIET_FLAGS)) {
+        PyObject *o = QUIET_FROM_GC(g);
+        if (o != res && PyList_Append(res, o) < 0) {  /* (its items grow by PyMem: no collection) */
+            Py_DECREF(end);
+            Py_DECREF(res);
+            return NULL;
+        }
+    }
+    Py_DECREF(end);
+    if (g != stop) {  /* the mark is elsewhere */
+        Py_DECREF(res);
+        Py_RETURN_NONE;
+    }
+    return res;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"since", (PyCFunction)quiet_since, METH_O, NULL},
+    {NULL},
 };
 
 /* whether the collector's header is where and what Quiet takes it to be (QuietGC): a new
@@ -1388,6 +1575,7 @@ static struct PyModuleDef speedups_module = {
     .m_name = "policy_engine.engine.accel._speedups",
     .m_doc = "Native helpers of the fused gate functions (see accel/native.py).",
     .m_size = -1,
+    .m_methods = speedups_methods,
 };
 
 PyMODINIT_FUNC

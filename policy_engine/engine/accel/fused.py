@@ -4,6 +4,7 @@ accelerator (`Accelerator`), never stored inside the compiled policy."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from ...cel.fuse import _FUSE_MAX, defer_fast_paths
 from ...compiled import CAction, CWorkflow
 from ...lark_cache import collector_paused
 from . import declared
+from . import native as _native
 from .declared import declared_lines
 from .faults import absent_key, fields_only
 from .shapes import NO_EXTRA, frozen_copy, lane_prologue, shape_of, unread, widen
@@ -23,6 +25,7 @@ FUSE_AFTER = 3  # build a type's fused gate function on its third evaluation (no
 REBUILDS_MAX = 8  # a fused gate function is rebuilt wider at most this often, then for every type
 LIVE_PARAM = "_p4"  # the fused function's fifth parameter (see `FusedGate.generate`): `now` is the clock's
 EAGER_PARAM = "_p5"  # its sixth: the decision's JSON is written at once (a digest computed now)
+_BUILT = threading.Lock()  # a build's last stores (see `FusedGate.build`)
 # each condition of a fused gate function under its own `try` (see `cel.fuse`, `faults`);
 # False: one that raises turns the whole input away to the reference gate (read per build)
 ISOLATE = True
@@ -60,7 +63,7 @@ class FusedGate:
 
     __slots__ = ("action", "exprs", "slots", "reads", "fn", "source", "pending", "patterns", "now", "now_full",
                  "now_id", "seen", "seen_full", "shapes", "rebuilds", "running", "policy", "wname", "full", "faults",
-                 "alone", "absent", "memo", "extra")
+                 "alone", "absent", "memo", "extra", "quiet")
 
     def __init__(self, exprs: tuple, slots: tuple, reads: tuple | None) -> None:
         self.action: Any = None  # its CAction (set by `fused_gate`)
@@ -93,6 +96,12 @@ class FusedGate:
         # the fields of its actions no condition reads, by name (see `shapes.unread`): what a
         # require_approval decision's frozen copy checks (see `shapes.frozen_copy`)
         self.extra: frozenset | None = NO_EXTRA  # (one shared empty set: a set is a tracked object)
+        # False: what its builds make stays in the collector's walks; else (an engine whose
+        # objects are out of them, `native.quiet`) a weak reference to its `Accelerator`,
+        # which keeps the `Quiet` of its last build (`build`, `keep_quiet`): held by this
+        # object, that Quiet would hold it (its function's globals do) in a cycle the
+        # collector cannot see, and the engine's objects would never be freed
+        self.quiet: Any = False
 
     def observe(self, action: dict) -> bool:
         """Add the types of `action`'s read fields to `shapes`; True if that widened them."""
@@ -128,11 +137,44 @@ class FusedGate:
         the type reads (see `shapes.lane_prologue`), every condition (see `cel.fuse`), then
         the decision from the caches (see `templates.lane_epilogue`): it returns the whole
         `Decision`, or the mask when a cache lacks its entry, or raises."""
+        acc = self.quiet() if self.quiet is not False else None
         with collector_paused():  # thousands of closures and a large code object, all kept
+            before = _native.young() if acc is not None else None
             fn, source = self.generate(True)
-        self.pending = 0
-        self.source = source
-        self.fn = fn
+            # what it made, and the decision fragments of its type, out of the collector's
+            # walks while the function lives (a rebuild's Quiet takes them over; racing
+            # builds: either Quiet, each holding what its build made)
+            q = _native.made((fn,), before, self.caches(), self.fragments(self.shapes)) if acc is not None else None
+        with _BUILT:  # (racing builds: the function and the Quiet of the same one)
+            self.pending = 0
+            self.source = source
+            if q is not None and acc is not None:
+                acc.quiets[self] = q
+            self.fn = fn
+
+    def caches(self) -> tuple:
+        """Its caches, which a build's `Quiet` leaves (their entries come and go)."""
+        return (self.patterns, self.now, self.now_full, self.now_id, self.seen, self.seen_full, self.faults,
+                self.memo)
+
+    def fragments(self, *more: Any) -> list:
+        """The decision fragments its type's gate entries have built (`compiled._Fragments`:
+        kept by the compiled policy for its life, immutable), and `more`."""
+        out = [x for e in self.action.gate for x in (e[-1]._ref, e[-1]._trace_true, e[-1]._trace_false)
+               if x is not None]
+        out += [x for x in more if x is not None]
+        return out
+
+    def keep_quiet(self) -> None:
+        """The decision fragments built since its last build out of the collector's walks
+        too (`templates`, after a template is made)."""
+        acc = self.quiet() if self.quiet is not False else None
+        q = acc.quiets.get(self) if acc is not None else None
+        if q is not None:
+            try:
+                q.add(self.fragments())
+            except Exception:  # noqa: BLE001 - (a MemoryError): they stay in the walks
+                pass
 
     def generate(self, decide: bool = True) -> tuple[Callable | None, str | None]:
         """(function, source), built from the current `shapes`; with `decide` False it

@@ -10,6 +10,7 @@ calls `lane` (the accelerator's hook) for a declared type once the input is chec
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ class Accelerator:
     type declared in one workflow only (the commonest lookup, by type alone). Safe to share
     between threads (see `FusedGate`)."""
 
-    __slots__ = ("p", "lanes", "types", "quick", "_reference")
+    __slots__ = ("p", "lanes", "types", "quick", "_reference", "quiets", "__weakref__")
 
     def __init__(self, p: CompiledPolicy) -> None:
         self.p = p
@@ -51,6 +52,16 @@ class Accelerator:
         # them (`declared`), else the full path checks them
         self.quick = {t: fz for t, fz in self.types.items() if fz.action.fields is None or declared.ENABLED}
         self._reference = _gate.evaluate
+        self.quiets: dict | None = None  # fused gate -> the Quiet of its last build (see `keep_quiet`)
+
+    def keep_quiet(self) -> None:
+        """What its fused gates' builds make, out of the collector's walks as the engine's
+        own objects are (`native.quiet`, `FusedGate.build`): each build's `Quiet` kept here,
+        which nothing it holds refers to (a fused gate refers to this object weakly)."""
+        self.quiets = {}
+        ref = weakref.ref(self)
+        for fz in self.lanes.values():
+            fz.quiet = ref
 
     def gate(self, workflow: str, action_type: str) -> FusedGate:
         """The fused gate of a declared action type (KeyError if not declared)."""

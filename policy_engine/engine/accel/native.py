@@ -26,7 +26,9 @@ gate function is generated: a test may set it and rebuild.
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterable
 from typing import Any
 
 try:  # an optional extension (setup.py): absent without a C compiler
@@ -34,10 +36,11 @@ try:  # an optional extension (setup.py): absent without a C compiler
     from ._speedups import Gate as _Gate
     from ._speedups import Maker as _Maker
     from ._speedups import Quiet as _Quiet
+    from ._speedups import since as _since
 except ImportError:  # pragma: no cover - the install without a compiler
-    _Checker = _Gate = _Maker = _Quiet = None  # type: ignore[assignment,misc]
+    _Checker = _Gate = _Maker = _Quiet = _since = None  # type: ignore[assignment,misc]
 
-__all__ = ["AVAILABLE", "ENABLED", "KINDS", "enabled", "checker", "maker", "gate", "quiet"]
+__all__ = ["AVAILABLE", "ENABLED", "KINDS", "enabled", "checker", "maker", "gate", "quiet", "young", "made"]
 
 AVAILABLE = _Checker is not None
 ENABLED = AVAILABLE and os.environ.get("STOPLINE_NATIVE", "1").strip() not in ("0", "false", "no", "off")
@@ -106,5 +109,53 @@ def quiet(roots: tuple) -> Any:
     try:
         return _Quiet(roots, "policy_engine.")
     except Exception:  # noqa: BLE001 - (a MemoryError): the engine works as it did, tracked
+        return None
+
+
+def young() -> list:
+    """Before a build that `made` then looks at, the collector paused (`collector_paused`): a
+    mark, the last object of the collector's youngest generation now (a new list)."""
+    return []
+
+
+def made(roots: tuple, mark: list | None, leave: Iterable = (), also: Iterable = ()) -> Any:
+    """A `_speedups.Quiet` over what a build made of its result, which it keeps as long as
+    the result lives (see `native.quiet`, and `fused.FusedGate.build`; issue 16, goal 5: the
+    objects a loaded engine makes on its first evaluations out of the host's full
+    collections too), or None (`mark` None, a failure: they stay in the walks).
+
+    The objects taken are those made since `young()` returned `mark` (the collector paused
+    between: every object made since is after it in the youngest generation, `since`,
+    unless a collection another thread asked for moved them, and then none is taken) and
+    reachable from `roots` through such objects alone, but for `leave` (the caller's
+    caches): so never an object the host or anything else made before, and never one made
+    meanwhile by another thread that the result does not hold. Then each object of `also`,
+    which the caller vouches for (its own, immutable, living as long as the result).
+    `Quiet.add` takes only tracked objects of the kinds it knows (no list nor set; see
+    `_speedups.c`)."""
+    if mark is None:
+        return None
+    try:
+        since = _since(mark)
+        new = {id(o): o for o in since} if since is not None else {}
+        del since
+        for o in leave:
+            new.pop(id(o), None)
+        take: list = []
+        stack = [r for r in roots if id(r) in new]
+        seen: set = set()
+        while stack:
+            o = stack.pop()
+            if id(o) in seen:
+                continue
+            seen.add(id(o))
+            take.append(o)
+            stack.extend(r for r in gc.get_referents(o) if id(r) in new and id(r) not in seen)
+        del new, stack
+        q = _Quiet((), "policy_engine.")
+        q.add(take)
+        q.add(also)
+        return q
+    except Exception:  # noqa: BLE001 - (a MemoryError): the objects stay in the collector's walks
         return None
 

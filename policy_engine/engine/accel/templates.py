@@ -202,6 +202,7 @@ def template(p: CompiledPolicy, fz: Any, m: int, now_dt: datetime, wname: str, t
     pat = (tmpl, DecisionJson(tmpl), tmpl["effect"] == "require_approval")
     if len(fz.patterns) < PATTERNS_MAX:
         fz.patterns[m] = pat
+    fz.keep_quiet()  # the fragments it was made of, out of the collector's walks
     return pat
 
 
@@ -246,6 +247,7 @@ def fault_template(p: CompiledPolicy, fz: Any, key: tuple, values: dict, now_dt:
     tmpl = decide(p, wf, ca, ca.gate, values_of(fz, key, values), now_dt, wname, tname, aid).__dict__.copy()
     pat = (tmpl, DecisionJson(tmpl), tmpl["effect"] == "require_approval")
     faults[key] = pat
+    fz.keep_quiet()
     return pat
 
 
