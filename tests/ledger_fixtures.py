@@ -27,8 +27,10 @@ def _pg_reason() -> str | None:
             import psycopg
 
             u = make_url(PG_URL)
+            # (a generous connect timeout: a loaded server may be slow to start a backend, and this
+            # answer is kept for the whole worker: under STOPLINE_REQUIRE_POSTGRES=1 it fails them all)
             with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                                 dbname=u.database, connect_timeout=3):
+                                 dbname=u.database, connect_timeout=30):
                 pass
             _pg_state["reason"] = None
         except Exception as e:  # noqa: BLE001

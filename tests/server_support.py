@@ -26,9 +26,23 @@ TOKENS = {"casey": ("tok-casey-7f3a", ["customer_service"]), "cleo": ("tok-cleo-
 
 
 def free_port() -> int:
+    """A loopback port no other process is handed until a server binds it. A port that was
+    merely free when asked could be given to another test's `free_port()` or to a client's
+    connection (pytest-xdist runs two workers) before `stopline serve` binds it: the server
+    then failed to start, or the test spoke to the other test's server. Here the port is left
+    in TIME_WAIT by a connection this side closed first (for a minute): the kernel hands it to
+    no `bind(("", 0))` and no outgoing connection, while a listener with SO_REUSEADDR (uvicorn,
+    asyncio, `http.server`, `stopline serve`'s own check) binds it at once."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (inherited by the accepted side)
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.listen(1)
+        port = s.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            conn, _ = s.accept()
+            conn.close()  # closed here first: the TIME_WAIT is on this port's side
+            client.recv(1)  # (the FIN: the closing side is in TIME_WAIT once the other closes)
+    return port
 
 
 def server_policy_dir(tmp_path: Path) -> Path:
@@ -54,14 +68,14 @@ def bearer(who: str) -> dict:
 
 
 @contextlib.contextmanager
-def serve(*args: str, timeout: float = 60.0, env: dict | None = None):
+def serve(*args: str, timeout: float = 120.0, env: dict | None = None):
     """``stopline serve ARGS --port FREE`` in a subprocess; yields its base URL."""
     with serve_process(*args, timeout=timeout, env=env) as (base, _proc):
         yield base
 
 
 @contextlib.contextmanager
-def serve_process(*args: str, timeout: float = 60.0, env: dict | None = None):
+def serve_process(*args: str, timeout: float = 120.0, env: dict | None = None):
     """As :func:`serve`, yielding ``(base URL, the Popen)`` (its pid is the parent of
     ``--workers N``'s workers: :func:`workers_of`)."""
     with servers(args, timeout=timeout, env=env) as [(base, proc)]:
@@ -69,7 +83,7 @@ def serve_process(*args: str, timeout: float = 60.0, env: dict | None = None):
 
 
 @contextlib.contextmanager
-def servers(*arg_lists: tuple[str, ...] | list[str], timeout: float = 60.0, env: dict | None = None):
+def servers(*arg_lists: tuple[str, ...] | list[str], timeout: float = 120.0, env: dict | None = None):
     """Several ``stopline serve`` processes (replicas), started together; yields
     ``[(base URL, the Popen), ...]`` once every one answers ``/healthz``."""
     log = open(os.devnull, "wb")
@@ -172,6 +186,21 @@ def requests_by_worker(metrics_dir: Path, route: str) -> dict[int, float]:
                 total += value
         out[int(f.stem.split("_", 1)[1])] = total
     return out
+
+
+def wait_for_workers(base: str, metrics_dir: Path, n: int = 2, timeout: float = 120.0) -> set[int]:
+    """``GET /healthz`` on new connections until ``n`` workers of a ``--workers N`` server
+    (``PROMETHEUS_MULTIPROC_DIR`` = ``metrics_dir``) have answered one; their pids. The server
+    answers ``/healthz`` once its first worker is up: on a loaded machine the second can take
+    many seconds more, and a test that needs both would see only the first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        httpx.get(base + "/healthz", timeout=30)
+        up = {pid for pid, count in requests_by_worker(metrics_dir, "/healthz").items() if count}
+        if len(up) >= n:
+            return up
+        assert time.monotonic() < deadline, f"only {len(up)} of {n} workers answered in {timeout:.0f} s"
+        time.sleep(0.05)
 
 
 def decisions_by_worker(metrics_dir: Path, interface: str = "authzen") -> dict[int, dict[str, float]]:

@@ -22,16 +22,16 @@ def test_paused_inside_restored_after_nested_and_concurrent_phases():
     def other():
         with paused():
             inside.set()
-            release.wait(10)
+            release.wait(120)  # (released by the test: the timeout only bounds a failure)
 
     t = threading.Thread(target=other)
     t.start()
-    inside.wait(10)
+    assert inside.wait(120), "the other thread never entered its pause"
     with paused():
         pass
     assert not gc.isenabled()  # the other thread's phase is not over
     release.set()
-    t.join(10)
+    t.join(120)
     assert gc.isenabled()
 
 

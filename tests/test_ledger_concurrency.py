@@ -60,8 +60,19 @@ def _wait_ready(r) -> bytes:
     return got
 
 
-def _acks(r) -> list[tuple[int, str]]:
-    chunks = []
+def _wait_acks(r, n: int) -> bytes:
+    """What the writer wrote once it has acknowledged ``n`` appends (its ``ready`` line
+    read before): the kill then lands in the stream of appends, however slow the machine."""
+    got = b""
+    while got.count(b"\n") < n:
+        b = os.read(r.fileno(), 65536)
+        assert b, "the writer died before its first appends"
+        got += b
+    return got
+
+
+def _acks(r, got: bytes = b"") -> list[tuple[int, str]]:
+    chunks = [got]
     while True:
         b = os.read(r.fileno(), 65536)
         if not b:
@@ -116,12 +127,16 @@ def test_kill_minus_9_at_random_points_loses_nothing_acknowledged(ledger_url, du
     for round_ in range(50):
         proc, r = _spawn(writer_url, f"w{round_}", 10**6)
         _wait_ready(r)
+        # (two appends acknowledged first: a random sleep alone could end before the first on
+        # a loaded machine, and the kills then tested nothing; the kill still lands at a random
+        # point of the appends that follow)
+        got = _wait_acks(r, 2)
         time.sleep(rnd.uniform(0.0, 0.12))
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
         kills += proc.exitcode == -signal.SIGKILL
         proc.close()
-        acked += _acks(r)
+        acked += _acks(r, got)
     assert kills == 50
     _wait_sessions_gone(ledger_url, tag)
     with Ledger.open(ledger_url) as led:

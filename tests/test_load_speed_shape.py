@@ -58,7 +58,7 @@ def test_concurrent_loads_restore_the_collector_after_the_last_one():
     def long_load():
         with collector_paused():
             inside.wait()
-            release.wait(10)
+            release.wait(120)  # (released by the test: the timeout only bounds a failure)
 
     t = threading.Thread(target=long_load)
     t.start()

@@ -175,7 +175,7 @@ def _serve_stderr(tmp_path, *args: str) -> str:
         proc = subprocess.Popen([sys.executable, "-m", "policy_engine.cli", "serve", *args, "--port", str(port)],
                                 cwd=ROOT, stdout=out, stderr=f)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120  # (a bound on the start, on a loaded machine too)
             while True:
                 assert proc.poll() is None, err.read_text()
                 try:

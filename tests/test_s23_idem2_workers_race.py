@@ -16,7 +16,14 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from ledger_fixtures import ledger_url  # noqa: E402,F401  (the parametrised backend fixture)
-from server_support import bearer, requests_by_worker, serve, server_policy_dir, write_identities  # noqa: E402
+from server_support import (  # noqa: E402
+    bearer,
+    requests_by_worker,
+    serve,
+    server_policy_dir,
+    wait_for_workers,
+    write_identities,
+)
 
 from policy_engine.ledger import Ledger  # noqa: E402
 
@@ -65,6 +72,7 @@ def test_one_keyed_request_sent_to_both_workers_at_once_is_recorded_once(tmp_pat
     args = (str(server_policy_dir(tmp_path)), "--ledger", ledger_url, "--identities", str(ids), "--workers", "2",
             "--reload-interval", "0")
     with serve(*args, env=env, timeout=90) as base:
+        wait_for_workers(base, metrics)  # (both up: the rounds need both to take sends)
         problems: list[tuple[int, str]] = []
         crossed = 0  # rounds whose sends both workers took
         for n in range(ROUNDS):

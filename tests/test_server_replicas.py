@@ -53,7 +53,7 @@ def ids(tmp_path):
 
 
 def _both_workers(base: str, cookie: str, metrics, workers: set[int] | None, want: int,
-                  timeout: float = 60.0) -> tuple[set[int], list[int]]:
+                  timeout: float = 120.0) -> tuple[set[int], list[int]]:
     """``GET /ui`` with ``cookie`` on new connections until each of two workers answered
     at least once more (read from their metrics files); the workers and every status."""
     before = requests_by_worker(metrics, "/ui")

@@ -37,7 +37,7 @@ def browser():
         opts.add_argument(f)
     opts.add_argument(f"--user-data-dir={profile}")
     driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(120)  # (a hang guard: a loaded machine's Chromium can take its time)
     try:
         yield driver
     finally:
