@@ -163,3 +163,18 @@ def test_read_at_most_stops_at_its_limit_on_a_pipe():
         assert read_at_most(f"/proc/self/fd/{r}", 10_000) == b"a" * 4000  # the rest, then EOF
     finally:
         os.close(r)
+
+
+@pytest.mark.parametrize("command", [
+    ["eval", "policies", "--input", "-"],
+    ["rt", "status", "--policies", "policies", "--input", "-"],
+    ["ledger", "append", "note", "-"],
+], ids=["eval", "rt", "ledger-append"])
+def test_a_closed_stdin_is_one_line_and_exit_2(command, tmp_path):
+    # `stopline eval policies -i - <&-`: was "internal error: AttributeError: 'NoneType' object has no attribute ..."
+    env = {**os.environ, "STOPLINE_LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    r = subprocess.run([sys.executable, "-m", "policy_engine.cli", *command], cwd=ROOT, env=env,
+                       capture_output=True, timeout=120, preexec_fn=lambda: os.close(0))
+    assert r.returncode == 2, r.stderr
+    assert b"internal error" not in r.stderr and b"Traceback" not in r.stderr, r.stderr
+    assert b"standard input is closed" in r.stderr, r.stderr

@@ -51,6 +51,10 @@ def read_at_most(path: str, limit: int) -> bytes:
     on POSIX a read of such a file is only made once select() says it will not block, and
     select() wakes every quarter second to let Python act on a pending signal."""
     if path == "-":
+        if sys.stdin is None:  # (started with its standard input closed: `<&-`)
+            import errno
+
+            raise OSError(errno.EBADF, "standard input is closed")
         return _read_fd(sys.stdin.fileno(), limit) if _waits(sys.stdin) else sys.stdin.buffer.read(limit)
     with open(path, "rb") as fh:  # (nothing read through its buffer before _read_fd reads the descriptor)
         return _read_fd(fh.fileno(), limit) if _waits(fh) else fh.read(limit)
