@@ -178,3 +178,69 @@ def test_a_closed_stdin_is_one_line_and_exit_2(command, tmp_path):
     assert r.returncode == 2, r.stderr
     assert b"internal error" not in r.stderr and b"Traceback" not in r.stderr, r.stderr
     assert b"standard input is closed" in r.stderr, r.stderr
+
+
+# the child waits behind another writer for SQLite's write lock, for up to ten minutes
+LOCK_CHILD = """
+import sys
+from policy_engine.ledger import Ledger
+led = Ledger.open(sys.argv[1], lock_timeout=600)
+print("waiting", flush=True)
+try:
+    if sys.argv[2] == "append":  # the writer's own transaction (its driver cursor)
+        led.append("stop", {"trigger": "t"}, workflow="w")
+    else:  # a conditional append (SQLAlchemy's transaction)
+        led.transact(lambda conn: [])
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc to see the child waiting")
+@pytest.mark.parametrize("path", ["append", "transact"])
+def test_ctrl_c_ends_a_wait_for_the_sqlite_write_lock(path, tmp_path):
+    # SQLite's busy handler sleeps in C: a Ctrl-C behind another writer was acted on only when the
+    # whole wait was over (57 s of `stopline rt gate`'s minute); now between slices of 0.1 s
+    import sqlite3
+
+    from policy_engine.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger.open(url, create=True).close()
+    holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for the whole test
+    proc = subprocess.Popen([sys.executable, "-c", LOCK_CHILD, url, path], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"waiting\n", proc.stderr.read()  # type: ignore[union-attr]
+        deadline, asleep = time.monotonic() + 120, 0
+        while asleep < 10 and time.monotonic() < deadline:  # asleep for 10 samples in a row: in the lock's wait
+            asleep = asleep + 1 if _main_thread_sleeps(proc.pid) else 0
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)  # (the wait it was in lasts ten minutes)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`{path}` took Ctrl-C and went on waiting for the write lock")
+        assert proc.returncode == 130 and proc.stdout.read() == b"interrupted\n", proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        holder.execute("ROLLBACK")
+        holder.close()
+    # the lock's wait is as long as before, and the connection's busy timeout as it was
+    led = Ledger.open(url, lock_timeout=0.5)
+    try:
+        holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Exception, match="database is locked"):
+            led.append("stop", {"trigger": "t"}, workflow="w") if path == "append" else led.transact(lambda c: [])
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert led.append("stop", {"trigger": "t"}, workflow="w").kind == "stop"
+        with led._engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
+    finally:
+        led.close()

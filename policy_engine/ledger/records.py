@@ -5,6 +5,8 @@ share: the table aliases, the column lists, the driver-error translation (``_db`
 from __future__ import annotations
 
 import functools
+import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +24,31 @@ DURABILITY = ("full", "normal")
 _E_COLS = ("seq", "id", "kind", "workflow", "key", "links", "body", "time", "prev", "hash")
 _MAX_LINKS = 64
 _PG_MIGRATION_LOCK = 0x5710_1E5E
+
+BUSY_SLICE = 0.1  #: seconds of one of SQLite's busy waits for the write lock (see `begin_immediate`)
+
+
+def begin_immediate(cur: Any, full: int) -> None:
+    """``BEGIN IMMEDIATE`` on a SQLite cursor: the write lock, waited for as long as the
+    connection's busy timeout ``full`` (ms: the ledger's ``lock_timeout``) says, but in slices of
+    ``BUSY_SLICE`` with Python between them. SQLite's busy handler sleeps in C, where Python
+    cannot act on a signal: a Ctrl-C during a wait behind another writer was acted on only
+    once the whole wait (a minute by default) was over. Raises what ``BEGIN IMMEDIATE``
+    raises (``sqlite3.OperationalError: database is locked`` at the end of the wait); the
+    connection's busy timeout is as it was afterwards."""
+    deadline = time.monotonic() + full / 1000
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            cur.execute(f"PRAGMA busy_timeout={max(1, int(min(left, BUSY_SLICE) * 1000))}")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if left <= BUSY_SLICE or ("locked" not in str(e) and "busy" not in str(e)):
+                    raise
+    finally:
+        cur.execute(f"PRAGMA busy_timeout={full}")
 
 
 def format_time(t: datetime) -> str:

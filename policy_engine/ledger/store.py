@@ -79,6 +79,7 @@ from .records import (
     NewEntry,
     _db,
     _short,
+    begin_immediate,
     format_time,
 )
 from .writer import LedgerWriter, _Group
@@ -271,6 +272,7 @@ class Ledger(LedgerWriter):
             def _on_connect(dbapi_conn, _record):  # pragma: no branch
                 dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
                 cur = dbapi_conn.cursor()
+                _record.info["busy_ms"] = int(lock_timeout * 1000)  # (what `begin_immediate` waits in all)
                 try:
                     cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
                     # WAL is a persistent change of the file: only for a ledger (a new one is
@@ -285,7 +287,25 @@ class Ledger(LedgerWriter):
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn):
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN")
+                if not conn.get_execution_options().get("ledger_write"):
+                    conn.exec_driver_sql("BEGIN")
+                    return
+                cur = conn.connection.driver_connection.cursor()
+                full = conn.connection.info.get("busy_ms", int(lock_timeout * 1000))
+                try:
+                    try:  # (the wait in slices: a Ctrl-C is acted on during it)
+                        begin_immediate(cur, full)
+                        return
+                    except sqlite3.OperationalError:
+                        pass
+                    # the wait is over: once more without waiting, for the error as SQLAlchemy raises it
+                    cur.execute("PRAGMA busy_timeout=0")
+                    try:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    finally:
+                        cur.execute(f"PRAGMA busy_timeout={full}")
+                finally:
+                    cur.close()
 
             return engine
         if backend == "postgresql":

@@ -26,7 +26,7 @@ from .errors import CheckpointError, IdempotencyConflict, InvalidEntry, LedgerUn
 from .kinds import check_entry
 from .note import Checkpoint, SigningKey, sign_checkpoint
 from .reader import LedgerReader
-from .records import _MAX_LINKS, E, Entry, H, NewEntry, _db, format_time
+from .records import _MAX_LINKS, E, Entry, H, NewEntry, _db, begin_immediate, format_time
 
 
 @dataclass
@@ -314,7 +314,7 @@ class LedgerWriter(LedgerReader):
         try:
             cur: Any = raw.cursor()  # the driver's cursor (sqlite3 or psycopg)
             if self.backend == "sqlite":
-                cur.execute("BEGIN IMMEDIATE")
+                begin_immediate(cur, raw.info["busy_ms"])  # (in slices: a Ctrl-C is acted on during the wait)
             cur.execute(self._sql_head)
             size, head, frontier = cur.fetchone()
             state = [size, head, _frontier(size, frontier)]
