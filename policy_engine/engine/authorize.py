@@ -626,14 +626,17 @@ def judge(
         try:
             exp = parse_ts(a["expires_at"], "`expires_at`") if a.get("expires_at") is not None else None
             at = parse_ts(a["at"], "`at`") if a.get("at") is not None else None
+            later = window_now(a["at"], at) if at is not None else None  # `10:00:00.0000001Z` is after a `now`
+            # of `10:00:00Z`: its digits below the microsecond round it up (never down), as a window's end
         except (ValueError, OverflowError) as e:
             rejected.append(_rej(who, "invalid", str(e) if isinstance(e, ValueError) else "a time out of range"))
             continue
         if exp is not None and exp <= now_dt:
             rejected.append(_rej(who, "expired", f"the approval expired at {fmt_ts(exp)}"))
             continue
-        if at is not None and at > now_dt:
-            rejected.append(_rej(who, "future", f"the approval is dated {fmt_ts(at)}, after now ({fmt_ts(now_dt)})"))
+        if later is not None and later > now_dt:
+            when = fmt_ts(at) if later == at else a["at"][:60]  # (rounded up: as given, `.0000001`)
+            rejected.append(_rej(who, "future", f"the approval is dated {when}, after now ({fmt_ts(now_dt)})"))
             continue
         if who in excluded:
             rejected.append(

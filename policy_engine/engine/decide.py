@@ -139,6 +139,9 @@ def stopped(p: CompiledPolicy, now_dt: datetime, wf: CWorkflow | None, wname: An
             at_text = fmt_ts(parse_ts(stopped_at, "`stopped_at`"))
         except ValueError as e:
             errors.append(err("<input>", "input", str(e)))
+        except OverflowError:  # a datetime whose offset moves it out of range (year 1 at +14:00)
+            errors.append(err("<input>", "input", "`stopped_at` is out of the representable range "
+                                                  "(0001-01-01 to 9999-12-31 in UTC)"))
     s = wf.stops_by_name.get(trigger) if (wf is not None and type(trigger) is str) else None
     tname_s = trigger if type(trigger) is str else ("<unknown>" if trigger is None else short(trigger)[1:-1])
     if s is not None:

@@ -74,7 +74,7 @@ def answer(engine: Any, question: Any) -> BaseModel:
         raise QuestionError("the input must be a JSON object with a `question` field")
     kind = q.get("question")
     known = _FIELDS
-    if kind not in known:
+    if type(kind) is not str or kind not in known:  # (a list or an object is no name: never hashed)
         raise QuestionError(_bad_question(q, kind))
     extra = sorted(set(q) - set(known[kind]) - {"question"})
     if extra:
