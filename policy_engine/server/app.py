@@ -154,7 +154,7 @@ def _operations(app: FastAPI, st: State) -> None:
         # files' lines: constants, limits, lists) go to an authenticated caller only; anonymous,
         # this answers what /healthz does (the hash, the last reload's one line) and the names.
         # A credential that is given must verify (401), as on every route.
-        shown = st.identities is None or (request.headers.get("authorization") is not None
+        shown = st.identities is None or (bool(request.headers.getlist("authorization"))
                                           and await native.any_caller(request) is not None)
         eng = st.store.engine
         last = st.store.last_reload

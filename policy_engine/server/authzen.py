@@ -31,6 +31,7 @@ import time
 import uuid
 from typing import Any
 
+from .native import authenticate
 from .problems import PROBLEM, Problem, is_json_type
 from .problems import parse_json as _parse_json
 
@@ -501,18 +502,7 @@ class FastPath:
         ids = self.state.identities
         caller = None
         if ids is not None:
-            auth = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
-            try:
-                caller = ids.authenticate(auth)
-            except PermissionError as e:
-                raise Problem(401, "unauthenticated", str(e), headers={"www-authenticate": "Bearer"}) from None
-            if caller is None:
-                raise Problem(
-                    401,
-                    "unauthenticated",
-                    "this server needs `Authorization: Bearer <token>`",
-                    headers={"www-authenticate": "Bearer"},
-                )
+            caller = authenticate(ids, [v.decode("latin-1") for k, v in headers if k == b"authorization"])
         ctype = next((v for k, v in headers if k == b"content-type"), None)
         who = caller.principal if caller is not None else None
         return await serve(self.state, scope["path"], ctype, body, who, idem)

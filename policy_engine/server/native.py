@@ -131,19 +131,31 @@ def state_of(request: Request) -> Any:
     return request.app.state.stopline
 
 
-async def any_caller(request: Request) -> Caller | None:  # async: no thread hop for a hash or a signature check
-    """The authenticated caller; None when the server runs without identities."""
-    ids = state_of(request).identities
-    if ids is None:
-        return None
+def authenticate(ids: Any, values: list[str]) -> Caller:
+    """The caller the request's ``Authorization`` header lines (``values``) authenticate, or
+    a 401 problem: none, one that does not verify, or more than one. Two lines are two
+    credentials (a client's and one a proxy added, say): which one is the caller is not
+    for the server to guess, so neither is taken (RFC 9110: a field defined as a single
+    value, sent twice, is an error the recipient may reject)."""
+    if len(values) > 1:
+        raise Problem(401, "unauthenticated", "the request has more than one Authorization header: send one "
+                      "credential, `Authorization: Bearer <token>`", headers={"www-authenticate": "Bearer"})
     try:
-        c = ids.authenticate(request.headers.get("authorization"))
+        c = ids.authenticate(values[0] if values else None)
     except PermissionError as e:
         raise Problem(401, "unauthenticated", str(e), headers={"www-authenticate": "Bearer"}) from None
     if c is None:
         raise Problem(401, "unauthenticated", "this server needs `Authorization: Bearer <token>`",
                       headers={"www-authenticate": "Bearer"})
     return c
+
+
+async def any_caller(request: Request) -> Caller | None:  # async: no thread hop for a hash or a signature check
+    """The authenticated caller; None when the server runs without identities."""
+    ids = state_of(request).identities
+    if ids is None:
+        return None
+    return authenticate(ids, request.headers.getlist("authorization"))
 
 
 async def principal(request: Request) -> Caller:

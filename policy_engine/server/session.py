@@ -270,6 +270,9 @@ class Sessions:
         exp = now + self.ttl
         if "exp" in binding:
             exp = min(exp, int(binding["exp"]))
+        if exp <= now:  # (a JWT past its `exp`, taken within the leeway: its session would be over at once, and
+            # the reviewer sent back to sign in without a word)
+            raise PermissionError("the token has expired (its `exp` has passed): sign in with a fresh one")
         body: dict[str, Any] = {"sid": secrets.token_urlsafe(16), "iat": now, "exp": exp, "bind": binding,
                                 "p": caller.principal}
         if caller.via == "jwt":  # (a token's roles are read from the identities file at every request)
