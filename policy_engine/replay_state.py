@@ -44,7 +44,7 @@ def _timeline(led: Any, until: str | None, fired: dict | None = None, resumes: d
             else:
                 if resumes is not None and (since or "") <= e.time < (until or "~") and workflow in (None, e.workflow):
                     resumes.setdefault(e.workflow, {})[e.seq] = _resume_of(e)
-                if not e.body.get("allowed"):
+                if e.body.get("allowed") is not True:
                     continue  # refused in the record: the workflow stays stopped (unless the candidate allows it)
                 st = None
             out.setdefault(e.workflow, []).append((e.seq, st, e.id))
@@ -72,7 +72,7 @@ def _resume_of(e: Any) -> dict:
         why = f"it cannot be read: {str(x)[:200]}"
     unmet = b.get("unmet")
     return {"id": e.id, "at": at if isinstance(at, str) else e.time, "principal": b.get("principal"),
-            "evidence": ev, "why": why, "allowed": bool(b.get("allowed")),
+            "evidence": ev, "why": why, "allowed": b.get("allowed") is True,
             "unmet": [u for u in unmet if isinstance(u, str)] if isinstance(unmet, list) else []}
 
 

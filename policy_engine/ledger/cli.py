@@ -184,6 +184,7 @@ def init(url: str, allow_other_tables: bool) -> None:
 
         added = led.add_missing_tables()
         runtime = _add_runtime_tables(led)
+        rebuilt = _rebuild_if_edited(led) if not runtime else None
         restored = led.restore_guards()
         click.echo(f"ledger {led.url}: {led.size} {'entry' if led.size == 1 else 'entries'}, log {led.log_id}")
         if added:
@@ -196,10 +197,32 @@ def init(url: str, allow_other_tables: bool) -> None:
             click.echo(f"made the runtime's table{'s' if len(runtime) > 1 else ''} "
                        f"{', '.join(f'`{n}`' for n in runtime)} (missing, or of an older version) and filled "
                        "them from the log (no entry written)")
+    if rebuilt:
+        click.echo(f"warning: rebuilt the runtime's projections from the log: {rebuilt}", err=True)
     if restored:
         click.echo(f"warning: re-created the guard triggers ({'; '.join(restored)}); entries could be rewritten "
                    "while they were off: run `stopline ledger verify --checkpoint FILE --key FILE.pub`", err=True)
     sys.exit(EXIT_OK)
+
+
+def _rebuild_if_edited(led) -> str | None:
+    """Rebuild the runtime's projections (under the append lock) when they disagree with the
+    log (``projections.workflows_problem``: a row edited or deleted beside the ledger); say why."""
+    from ..runtime import projections as P
+
+    if _projection_problem(led) is None:
+        return None
+    why: list[str] = []
+
+    def build(c):
+        problem = P.workflows_problem(c, led.fetch)  # (again, under the lock)
+        if problem is not None:
+            why.append(problem)
+            P.rebuild(c, led.fetch)
+        return []
+
+    led.transact(build)
+    return why[0] if why else None
 
 
 def _add_runtime_tables(led) -> list[str]:
@@ -330,8 +353,28 @@ def verify(url: str, cp_path, key_paths, fmt: str) -> None:
     note = _read_text(cp_path, "checkpoint") if cp_path else None
     with _open(url) as led:
         report = led.verify(checkpoint=note, key=key)
-    click.echo(_dump(report.to_json()) if fmt == "json" else report.render())
-    sys.exit(EXIT_OK if report.ok else EXIT_FAIL)
+        cache = _projection_problem(led)
+    if fmt == "json":
+        extra = {"ok": False, "projections": cache, "hint": report.hint or _PROJECTION_HINT} if cache else {}
+        click.echo(_dump({**report.to_json(), **extra}))
+    else:
+        lines = [report.render()] if not report.ok or not cache else []
+        if cache:  # (the entries may all hold: the state the runtime acts on does not)
+            lines += [f"FAILED: {cache}", f"hint: {_PROJECTION_HINT}"]
+        click.echo("\n".join(lines))
+    sys.exit(EXIT_OK if report.ok and not cache else EXIT_FAIL)
+
+
+_PROJECTION_HINT = ("`stopline ledger init` rebuilds the runtime's projections from the log (it writes no entry); "
+                    "find out who changed them, and verify against your latest checkpoint")
+
+
+def _projection_problem(led) -> str | None:
+    """What the runtime's projection of workflow states says that the log does not (None: nothing)."""
+    from ..runtime import projections as P
+
+    with led.reading() as c:
+        return P.workflows_problem(c, led.fetch)
 
 
 @ledger.command("checkpoint")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sqlalchemy import bindparam, select
@@ -47,6 +48,24 @@ def _decided_at(e: Any) -> Any:
         return _parse(e.time) if isinstance(e.time, str) else None
     except ValueError:
         return None
+
+
+def _unapproved_when_run(rt: Any, c: Any, eng: Any, subj: Any, ex_at: Any, now_dt: Any) -> str | None:
+    """Why a decision approved now did not permit an action that ran at ``ex_at`` (its
+    approvals were not satisfied then: an approval given after the action ran does not
+    authorize it after the fact), or None. Judged as ``authorization`` judges it, at
+    ``ex_at`` plus the clock skew two hosts' clocks may have (the agent's ``executed_at``
+    against the clock that recorded the approvals), so the engine counts only the approvals
+    dated by then. Only narrows: the caller's ``executed_at`` never makes an execution
+    authorized that the decision's status now does not."""
+    cut = ex_at + timedelta(seconds=MAX_CLOCK_SKEW_SECONDS)
+    if cut >= now_dt:
+        return None
+    then = rt._subject_status(c, eng, subj, cut)
+    if then.status == "approved":
+        return None
+    return (f"it ran at {_ts(ex_at)}, before its approvals were satisfied (status then: `{then.status}`): "
+            "an approval given after the action ran does not authorize it")
 
 
 def _names(values: Iterable[Any]) -> list:
@@ -572,6 +591,10 @@ class Executions(RuntimeCore):
                     # agent's `executed_at` against the clock that recorded the decision, as for a time after now)
                     reasons.append(f"it ran at {_ts(ex_at)}, more than {MAX_CLOCK_SKEW_SECONDS} s before its decision "
                                    f"was recorded ({_ts(decided)})")
+                if st.status == "approved" and st.claim_id is None:
+                    early = _unapproved_when_run(self, c, eng, subj, ex_at, now_dt)
+                    if early is not None:
+                        reasons.append(early)
                 if st.status in ("allowed", "approved") and reporter is not None and st.claimed_by is not None \
                         and canonical_principal(reporter) != canonical_principal(st.claimed_by):
                     reasons.append(f"its one use was claimed by {st.claimed_by}; {reporter} reported it")
@@ -681,7 +704,7 @@ class Executions(RuntimeCore):
                 where.append(E.c.seq < before)
             chunk = self.ledger.fetch(c, *where, order=E.c.seq.desc(), limit=200)
             for e in chunk:
-                if e.kind == "resume" and e.body.get("allowed"):
+                if e.kind == "resume" and e.body.get("allowed") is True:
                     return out
                 if e.kind == "stop":
                     out.append(e)
@@ -711,11 +734,14 @@ class Executions(RuntimeCore):
             seen: set[str] = set()
             for st in stops:
                 trig = st.body.get("trigger")
+                if not isinstance(trig, str):  # (a stop appended beside the runtime: named by its JSON text)
+                    trig = canonical_text(trig) if trig is not None else ""
                 if trig in seen:
                     continue
                 seen.add(trig)
+                at = st.body.get("stopped_at")
                 state = {"name": workflow, "status": "stopped", "stopped_by": trig,
-                         "stopped_at": st.body.get("stopped_at") or st.time}
+                         "stopped_at": at if isinstance(at, str) and at else st.time}
                 judged.append((st, eng.may_resume(workflow, state, evidence, now_dt)))
             latest = judged[0][1]
             r = latest

@@ -209,29 +209,35 @@ def apply(c: Connection, e: Any, folds: StepFolds | None = None) -> None:
         if pu is not None:
             c.execute(insert(pending).values(id=e.id, seq=e.seq, workflow=e.workflow, expires_at=pu))
         return
+    # (every value read from a body is checked to fit its column: an entry appended beside the
+    # runtime, by `stopline ledger append` or another program, may hold anything the ledger takes,
+    # and a fold that raised on it would stop every runtime and server on the ledger for good)
     b = e.body
     if k == "stop":
-        _set_workflow(c, e.workflow, "stopped", b.get("trigger"), e.id, b.get("stopped_at") or e.time, e.seq)
+        _set_workflow(c, e.workflow, "stopped", _fit(b.get("trigger"), 256), e.id,
+                      _fit(b.get("stopped_at"), 32) or e.time, e.seq)
     elif k == "resume":
-        if b.get("allowed"):
-            _set_workflow(c, e.workflow, "running", None, None, b.get("resumed_at") or e.time, e.seq)
+        if b.get("allowed") is True:
+            _set_workflow(c, e.workflow, "running", None, None, _fit(b.get("resumed_at"), 32) or e.time, e.seq)
     elif k == "execution":
-        d = b.get("decision")
+        d = _fit(b.get("decision"), 64)
         if d is not None and b.get("authorized"):
             c.execute(delete(pending).where(pending.c.id == d))
         if isinstance(d, str):  # its execution reported, authorized or not: no longer in doubt
             c.execute(delete(claims).where(claims.c.id == d))
     elif k == "rollback":
-        plan = b.get("plan") or {}
+        plan = b.get("plan") if isinstance(b.get("plan"), dict) else {}
+        original = _fit(b.get("original"), 64) or e.links[0]
         c.execute(insert(rollbacks).values(
-            id=e.id, seq=e.seq, route=b.get("route"), workflow=e.workflow, scenario=b["scenario"],
-            original=b.get("original") or e.links[0], requested_by=b["requested_by"],
-            requested_at=b.get("requested_at") or e.time, deadline=_norm(plan.get("reversible_until")),
-            expires_at=b.get("pending_until"), status="pending", open=1, claimed_by=None, lapses_at=None,
-            policy_hash=_text(plan.get("policy_hash"))))
+            id=e.id, seq=e.seq, route=_fit(b.get("route"), 256), workflow=e.workflow,
+            scenario=_shown_as(b["scenario"]), original=original, requested_by=_shown_as(b["requested_by"]),
+            requested_at=_fit(b.get("requested_at"), 32) or e.time, deadline=_norm(plan.get("reversible_until")),
+            expires_at=_fit(b.get("pending_until"), 32), status="pending", open=1, claimed_by=None,
+            lapses_at=None, policy_hash=_text(plan.get("policy_hash"))))
         if folds is not None:  # (its steps come after it: none to read back)
             folds.begin(e)
-        recs = [b.get("original") or e.links[0], *b.get("cascade", ())]
+        cascade = b.get("cascade") if isinstance(b.get("cascade"), list) else []
+        recs = [original, *(r for r in cascade if _fit(r, 64) is not None)]
         if recs:
             c.execute(insert(records), [{"record": r, "rollback": e.id, "seq": e.seq} for r in dict.fromkeys(recs)])
     elif k == "step" and folds is not None:
@@ -240,8 +246,8 @@ def apply(c: Connection, e: Any, folds: StepFolds | None = None) -> None:
             c.execute(update(rollbacks).where(rollbacks.c.id == e.links[0]).values(
                 status=to, open=0 if to in CLOSED else 1))
     elif k in ("approval", "transition", "step"):
-        to = b.get("status_after") if k != "transition" else b.get("to")
-        subj = b.get("subject") if k != "step" else e.links[0]
+        to = _fit(b.get("status_after") if k != "transition" else b.get("to"), 16)
+        subj = _fit(b.get("subject") if k != "step" else e.links[0], 64)
         if to is None or subj is None:
             return
         if k == "step" and b.get("authorized") is False:
@@ -257,13 +263,14 @@ def apply(c: Connection, e: Any, folds: StepFolds | None = None) -> None:
             if "claim" in b:  # a decision claimed for its execution: in use, no longer waiting (nor expiring)
                 c.execute(delete(pending).where(pending.c.id == subj))
                 at = _norm(b.get("at")) or _norm(e.time) or ""
+                who = _fit(b.get("principal"), 256)
                 if c.execute(update(claims).where(claims.c.id == subj).values(
-                        claimed_by=b.get("principal"), last_at=at, turns=claims.c.turns + 1)).rowcount == 0:
+                        claimed_by=who, last_at=at, turns=claims.c.turns + 1)).rowcount == 0:
                     c.execute(insert(claims).values(id=subj, seq=e.seq, workflow=e.workflow,
-                                                    claimed_by=b.get("principal"), claimed_at=at, last_at=at,
+                                                    claimed_by=who, claimed_at=at, last_at=at,
                                                     turns=1, claim_id=e.id))
                 return
-            c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(claimed_by=b.get("principal")))
+            c.execute(update(rollbacks).where(rollbacks.c.id == subj).values(claimed_by=_fit(b.get("principal"), 256)))
             return
         if k == "transition" and "abandons" in b:  # a claim given up (the action did not run)
             c.execute(delete(claims).where(claims.c.id == subj))
@@ -337,6 +344,21 @@ def _fold(held: tuple, b: dict) -> None:
         started[0] = True
 
 
+def _fit(v: Any, n: int) -> str | None:
+    """A recorded string that fits a column of ``n`` characters, else None."""
+    return v if isinstance(v, str) and len(v) <= n else None
+
+
+def _shown_as(v: Any) -> str:
+    """A required name (a rollback's scenario, its requester) for a column of 256 characters:
+    as recorded when it is a string that fits, else its JSON text cut to fit (shown, never judged)."""
+    if isinstance(v, str) and len(v) <= 256:
+        return v
+    import json
+
+    return json.dumps(v, ensure_ascii=False)[:256]
+
+
 def _text(v: Any) -> str | None:
     """A recorded string that fits its column (anything else: None, never judged)."""
     return v if isinstance(v, str) and len(v) <= 80 else None
@@ -393,3 +415,54 @@ def snapshot(c: Connection) -> dict[str, list[tuple]]:
 
 def rows(result: Iterable[Any]) -> list[dict]:
     return [dict(r._mapping) for r in result]
+
+
+def workflows_problem(c: Connection, fetch, batch: int = 5000) -> str | None:
+    """What ``rt_workflows`` (the gate's reading of whether a workflow is stopped) says that
+    the log does not, or None: each workflow's status folded from its ``stop`` and ``resume``
+    entries (the ledger's partial index of them) against its row. The table is a cache that
+    no guard protects, and the gate believes it: a deleted or edited row restarts a stopped
+    workflow with every entry still verifying. None too when there is nothing to compare (no
+    such table). The entries listed in ``ledger_unprojected`` (appended beside the runtime,
+    which folds them in before its next read) are left out of the fold, as they are out of
+    the row until then (a list edited to name a stop only delays that fold)."""
+    if not _exists(c, workflows.name):
+        return None
+    E = lschema.entries
+    unfolded: set[int] = set()
+    if _exists(c, MARKS.name):
+        unfolded = {r[0] for r in c.execute(select(MARKS.c.seq).where(MARKS.c.seq.in_(
+            select(E.c.seq).where(E.c.kind.in_(("stop", "resume"))))))}
+    want: dict[str, tuple] = {}
+    after = -1
+    while True:
+        chunk = fetch(c, E.c.kind.in_(("stop", "resume")), E.c.seq > after, limit=batch)
+        for e in chunk:
+            if e.workflow is None or e.seq in unfolded:
+                continue
+            b = e.body if isinstance(e.body, dict) else {}
+            if e.kind == "stop":
+                want[e.workflow] = ("stopped", _fit(b.get("trigger"), 256), e.id, e.seq)  # (as `apply` folds it)
+            elif b.get("allowed") is True:
+                want[e.workflow] = ("running", None, None, e.seq)
+        if len(chunk) < batch:
+            break
+        after = chunk[-1].seq
+    have = {r[0]: tuple(r[1:]) for r in c.execute(select(workflows.c.workflow, workflows.c.status, workflows.c.trigger,
+                                                          workflows.c.stop_id, workflows.c.seq))}
+    for wf in sorted(set(want) | set(have), key=lambda w: (want.get(w, have.get(w)) or (0,) * 4)[3]):
+        w, h = want.get(wf), have.get(wf)
+        if w == h:
+            continue
+        said = "running (it has no row)" if h is None else f"`{h[0]}` (its row names seq {h[3]})"
+        told = "no stop" if w is None else (f"stopped by `{w[1]}` at seq {w[3]}" if w[0] == "stopped"
+                                            else f"running since the resume at seq {w[3]}")
+        return (f"the runtime's projection `rt_workflows` says workflow {json_name(wf)} is {said}, the log says "
+                f"{told} (a cache edited beside the ledger: the gate reads it)")
+    return None
+
+
+def json_name(v: str) -> str:
+    import json
+
+    return json.dumps(v, ensure_ascii=True)
