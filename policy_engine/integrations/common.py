@@ -38,7 +38,6 @@ The guarantees live in the ledger, not in the framework's memory:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import importlib
 import json
@@ -48,12 +47,15 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
+from ..ledger.errors import LedgerUnavailable
 from ..limits import MAX_INPUT_DEPTH
 from ..runtime.approvals import CLAIM_KEY  # noqa: F401 - the n-th claim of a decision: ``stopline:claim:<decision>:<n>``
 from ..runtime.gatejson import repr_pieces
 from ..runtime.results import LEGACY_ERROR_FIELD, outcome_of
+from .outputs import MAX_ERROR, _fields_of, _jsonable, error_text  # noqa: F401 - (MAX_ERROR: re-exported)
 
-__all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "conform", "require_extra"]
+__all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "ExecutionNotRecorded", "conform",
+           "require_extra"]
 
 
 def require_extra(module: str, extra: str, adapter: str) -> ModuleType:
@@ -63,6 +65,18 @@ def require_extra(module: str, extra: str, adapter: str) -> ModuleType:
     except ImportError:
         raise ImportError(f"policy_engine.integrations.{adapter} needs the `{extra}` extra: "
                           f"pip install 'stopline[{extra}]' (in a checkout: pip install -e '.[{extra}]')") from None
+
+
+class ExecutionNotRecorded(LedgerUnavailable):
+    """The tool ran under its decision (allowed or approved, claimed) but the ledger could
+    not record its execution: the claim is in doubt (``Runtime.claims_in_doubt``), the call
+    is not run again under that decision. ``error``: the ledger's own error."""
+
+    def __init__(self, check: Check, error: BaseException) -> None:
+        self.check, self.error = check, error
+        super().__init__(f"Stopline: `{check.tool}` ran under decision {check.decision_id} (workflow "
+                         f"`{check.workflow}`) but its execution could not be recorded: {error}. A claim in "
+                         "doubt (Runtime.claims_in_doubt): record the execution, or abandon the claim")
 
 
 class WorkflowStopped(RuntimeError):
@@ -172,7 +186,6 @@ GATE_FIELDS = ("tool", "tool_call_id", "policy_rule", "reviewer", "reviewer_deci
 #: ``outcome`` (session 22): read only (such an entry still reads as failed); a run that raises is
 #: now recorded ``outcome="failed"`` with its ``error`` (``error_text``) in the execution itself
 ERROR_FIELD = LEGACY_ERROR_FIELD
-MAX_ERROR = 300  #: characters of a failed run's recorded error (``Type: message``, never a traceback)
 
 Approvers = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]]
 ReceiptFn = Callable[[Check, Any], Mapping[str, Any]]
@@ -216,50 +229,6 @@ def _plain(x: Any, depth: int = 0) -> Any:
     if isinstance(x, float):
         return float(x)
     return str(x)
-
-
-def error_text(error: BaseException | str) -> str:
-    """A tool's failure as its execution's ``error`` records it: ``Type: message`` (``Type``
-    alone when the message is empty), cut before any traceback the message embeds, at most
-    ``MAX_ERROR`` characters (a lone surrogate escaped)."""
-    if isinstance(error, BaseException):
-        text = str(error).strip()
-        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    else:
-        text = str(error).strip() or "error"
-    text = text.split("Traceback (most recent call last)", 1)[0].rstrip() or text[:MAX_ERROR]
-    if not text.isascii():  # (a lone surrogate no ledger can hold: escaped, so the failure is still recorded)
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= MAX_ERROR else text[:MAX_ERROR - 3] + "..."
-
-
-def _jsonable(x: Any) -> Any:
-    """``x`` as JSON for a receipt, which is recorded whatever the tool returned: a value
-    JSON cannot hold exactly (a dict key that is not a string) is recorded as its text."""
-    try:
-        return json.loads(json.dumps(x, default=str))
-    except (TypeError, ValueError, RecursionError):
-        return repr(x)
-
-
-def _fields_of(output: Any) -> Any:
-    """A tool's output whose fields a receipt can hold: a pydantic model or a dataclass
-    instance as its fields (a tool may return one: the framework shows the model its
-    text), anything else as it is."""
-    if isinstance(output, type):
-        return output
-    dump = getattr(output, "model_dump", None)
-    if callable(dump):
-        try:
-            return dump(mode="json", warnings=False)
-        except Exception:  # noqa: BLE001 - not a pydantic model after all: as it is
-            return output
-    if dataclasses.is_dataclass(output):
-        try:
-            return dataclasses.asdict(output)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001
-            return output
-    return output
 
 
 _VALIDATORS: dict[str, Any] = {}
@@ -772,5 +741,8 @@ class ToolGate:
         listed in ``missing_receipt``; a failed run is not flagged ``receipt_incomplete``)."""
         receipt = self.receipt_for(check, output, approver)
         failed = {"outcome": "failed", "error": error_text(error)} if error is not None else {}
-        return self.runtime.executed(check.decision_id, receipt=receipt,
-                                     key="stopline:exec:" + check.key.rsplit(":", 1)[1], now=self._t(), **failed)
+        try:
+            return self.runtime.executed(check.decision_id, receipt=receipt,
+                                         key="stopline:exec:" + check.key.rsplit(":", 1)[1], now=self._t(), **failed)
+        except LedgerUnavailable as e:  # it ran: say so, not only that the ledger is gone
+            raise ExecutionNotRecorded(check, e) from e

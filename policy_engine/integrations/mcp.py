@@ -409,7 +409,8 @@ class McpGate:
                                                    _output(result), out.approver)
             except LedgerUnavailable as e:  # it ran: the agent gets its result, told it is not recorded
                 _log.error("Stopline: MCP tool %r ran under decision %s but its execution could not be recorded "
-                           "(a claim in doubt: Runtime.claims_in_doubt): %s", name, check.decision_id, e)
+                           "(a claim in doubt: Runtime.claims_in_doubt): %s", name, check.decision_id,
+                           getattr(e, "error", e))
                 more["recorded"] = False
             meta_out = self._meta(check, "ran", **more)
             result["_meta"] = {**(result.get("_meta") or {}), **meta_out}

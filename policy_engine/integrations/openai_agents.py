@@ -76,7 +76,7 @@ from .common import Approval, Check, Outcome, ToolGate, WorkflowStopped, conform
 
 require_extra("agents", "openai-agents", "openai_agents")
 
-from agents import FunctionTool, ToolGuardrailFunctionOutput, tool_input_guardrail  # noqa: E402
+from agents import Agent, FunctionTool, Handoff, ToolGuardrailFunctionOutput, tool_input_guardrail  # noqa: E402
 
 from . import openai_agents_sandbox as sandbox  # noqa: E402
 from . import openai_agents_tools as native  # noqa: E402
@@ -540,6 +540,13 @@ def protect(
     gate = gate or ToolGate(runtime, workflow, approvers, **options)
     gate.scope = scope  # type: ignore[attr-defined]
     g = getattr(gate, "_openai_agents", None) or _Gated(gate)  # (one gate, several agents: one note of schemas)
+    cover = getattr(agent, "_stopline_cover", None)
+    if cover is not None and not cover.same(g) and getattr(agent, "_stopline_reached_from", None) is not None:
+        raise ValueError(
+            f"agent `{agent.name}` is already gated for workflow `{cover.gate.workflow}`: a run of agent "
+            f"`{agent._stopline_reached_from}`, protected before it, reaches it (a handoff or an agent tool). "
+            "Protect this agent first, or with the same gate"
+        )
     for t in agent.tools:
         _gate_tool(g, t)
     _cover(agent, g)
@@ -636,6 +643,7 @@ def _cover(agent: Any, g: _Gated, warned: set | None = None) -> None:
 
     async def get_all_tools(run_context: Any) -> list:
         tools = await listed(run_context)
+        _cover_reachable(agent, g, warned)  # (a handoff or an agent tool added since)
         for t in tools:
             _gate_tool(g, t)
         _warn_ungated(agent, tools, seen)
@@ -649,6 +657,40 @@ def _cover(agent: Any, g: _Gated, warned: set | None = None) -> None:
     agent.get_all_tools = get_all_tools
     agent.clone = clone
     agent._stopline_cover = g
+    _cover_reachable(agent, g, warned)
+
+
+def _cover_reachable(agent: Any, g: _Gated, warned: set) -> None:
+    """Cover the agents a run of ``agent`` can go on with: its handoffs' targets (the run
+    continues as that agent, with that agent's tools) and the agents its tools run
+    (``Agent.as_tool``: a run of its own inside the call). Before, their tools ran outside
+    the policy, unrecorded and unwarned. An agent protected itself keeps its own gate."""
+    for h in list(getattr(agent, "handoffs", None) or ()):
+        if isinstance(h, Handoff):
+            ref = getattr(h, "_agent_ref", None)  # (the SDK's own reference: a run restored from its state)
+            _cover_target(ref() if callable(ref) else None, g, warned, agent)
+            inner = h.on_invoke_handoff
+            if getattr(inner, "__stopline_cover__", None) is not g:  # (the target known when it is invoked)
+                async def on_invoke_handoff(ctx: Any, raw: str, inner: Any = inner) -> Any:
+                    target = await inner(ctx, raw)
+                    _cover_target(target, g, warned, agent)
+                    return target
+
+                on_invoke_handoff.__stopline_cover__ = g  # type: ignore[attr-defined]
+                h.on_invoke_handoff = on_invoke_handoff
+        else:
+            _cover_target(h, g, warned, agent)
+    for t in list(getattr(agent, "tools", None) or ()):
+        _cover_target(getattr(t, "_agent_instance", None), g, warned, agent)
+
+
+def _cover_target(target: Any, g: _Gated, warned: set, source: Any = None) -> None:
+    if not isinstance(target, Agent) or getattr(target, "_stopline_cover", None) is not None:
+        return  # (covered: by this gate, or protected with its own)
+    for t in target.tools:
+        _gate_tool(g, t)
+    target._stopline_reached_from = getattr(source, "name", "?")
+    _cover(target, g, warned)
 
 
 def request_for(gate: ToolGate, interruption: Any) -> dict:
