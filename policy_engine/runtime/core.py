@@ -333,7 +333,8 @@ class RuntimeCore:
         # progress shows once an *authorized* step was recorded (the rollback was approved when it
         # started); steps reported before that (flagged unauthorized) are listed but authorize
         # nothing: a pending or denied rollback stays pending or denied, however many steps
-        started = any(e.kind == "step" and e.body.get("authorized", True) for e in linked)
+        started = any(e.kind == "step" and e.body.get("authorized") is True for e in linked)  # (a step appended beside
+        # the runtime without `authorized` authorizes nothing: the runtime writes it on every step)
         if latest and started:
             if not remaining and not unverified:
                 status = "verified"

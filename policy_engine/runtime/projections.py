@@ -340,7 +340,7 @@ def _fold(held: tuple, b: dict) -> None:
     rec, st = b.get("record"), b.get("status")
     if isinstance(rec, str) and rec in duties and (st == "verified" or latest.get(rec) != "verified"):
         latest[rec] = st
-    if b.get("authorized", True):
+    if b.get("authorized") is True:  # (as `_subject_status` reads it: a step without it started nothing)
         started[0] = True
 
 

@@ -751,7 +751,7 @@ class Rollbacks(RuntimeCore):
             o = out["old"]
             st = out["st"]
             return StepResult(rollback_id, o.body["record"], o.body["status"], False, o.id,
-                              o.body.get("authorized", True), st.status, st.remaining)
+                              o.body.get("authorized") is True, st.status, st.remaining)
         e = entries[-1]
         return StepResult(rollback_id, duty, status, True, e.id, out["auth"], out["st"], out["rem"])
 
