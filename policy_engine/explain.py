@@ -7,7 +7,6 @@ its condition's value or error, and why the final answer won. Deterministic.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from .models import (
@@ -74,7 +73,43 @@ def _displayable(value: object) -> object:
     return value
 
 
-_LAYOUT = re.compile(r"[ \t\r\n]+")
+
+
+def _one_line(cel: str) -> str:
+    """A condition on one line as it reads: each line break with the indentation around it
+    becomes one space, and a `//` comment is dropped, outside string literals only (a
+    string's spaces, and a triple-quoted string's line breaks, are its value)."""
+    out: list[str] = []
+    i, n = 0, len(cel)
+    while i < n:
+        ch = cel[i]
+        if ch in "\"'":
+            q = cel[i:i + 3] if cel[i:i + 3] in ('"""', "'''") else ch
+            raw = i > 0 and cel[i - 1] in "rR"
+            j = i + len(q)
+            while j < n and not cel.startswith(q, j):
+                if q == ch and cel[j] == "\n":
+                    break
+                j += 2 if cel[j] == "\\" and not raw else 1
+            j = min(n, j + len(q))
+            out.append(cel[i:j])
+            i = j
+        elif cel.startswith("//", i):
+            j = cel.find("\n", i)
+            i = n if j == -1 else j
+            if out and out[-1] != " ":
+                out.append(" ")
+        elif ch in " \t\r\n":
+            j = i
+            while j < n and cel[j] in " \t\r\n":
+                j += 1
+            if out and out[-1] != " ":
+                out.append(" ")
+            i = j
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out).strip()
 
 
 def _one_line_conditions(data: dict[str, object]) -> dict[str, object]:
@@ -86,7 +121,7 @@ def _one_line_conditions(data: dict[str, object]) -> dict[str, object]:
         if isinstance(items, list):
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get("condition"), str):
-                    item["condition"] = _LAYOUT.sub(" ", item["condition"]).strip()
+                    item["condition"] = _one_line(item["condition"])
     return data
 
 
@@ -204,7 +239,7 @@ def _trace_lines(t) -> list[str]:
     head = f"  {mark} {t.effect} `{t.name}`" if t.kind == "rule" else f"  {mark} `{t.name}`"
     out = [f"{head} = {value}" + (f"    ({t.location})" if t.location else "")]
     if t.condition:
-        cond = " ".join(t.condition.split())
+        cond = _one_line(t.condition)  # (a `//` comment dropped: joined, it hid the rest of the condition)
         out.append(f"        `{cond if len(cond) <= 100 else cond[:97] + '...'}`")
     return out
 

@@ -125,6 +125,9 @@ def find_files(paths: Sequence[str | os.PathLike], suffix: str) -> tuple[list[Pa
     found: list[Path] = []
     missing: list[str] = []
     for p in paths:
+        if os.fspath(p) == "":  # (`Path("")` is `.`: `stopline fmt "$DIR"` with DIR unset rewrote the working tree)
+            missing.append("")
+            continue
         path = Path(p)
         if path.is_dir():
             found.extend(_walk(path, suffix, missing))
@@ -171,6 +174,9 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
                              missing[0])
         if os.path.exists(missing[0]):  # a device, a FIFO, a socket: there, but not readable as a policy
             raise UsageError(f"not a file or a directory: {missing[0]}", missing[0])
+        if missing[0] == "":
+            raise UsageError("an empty path names no file or directory (an unset variable?): name the .policy "
+                             "files or their directory (`.` for the working directory)", missing[0])
         raise UsageError(f"no such file or directory: {missing[0]}", missing[0])
     return found
 

@@ -113,7 +113,8 @@ def _token_text(tok) -> str:
 
 def _scan(text: str):
     """Yield (start, end, kind) for every comment (kind `#`), condition (kind `` ` ``) and
-    bracket (`{[]}`) outside strings and conditions, with the lexer's rules for both.
+    bracket (`{[]}`, and `<>` of a field type) outside strings and conditions, with the lexer's
+    rules for both.
     Iterative, linear."""
     i, n = 0, len(text)
     while i < n:
@@ -136,7 +137,7 @@ def _scan(text: str):
                 j += 2 if text[j] == "\\" else 1
             i = j + 1
             continue
-        if ch in "{[]}":
+        if ch in "{[]}<>":  # (`<`/`>` outside strings and conditions: a field type's arguments, `list<T>`)
             yield i, i + 1, ch
         i += 1
 
@@ -145,7 +146,7 @@ def check_nesting(src: SourceFile) -> Diagnostic | None:
     """Bracket depth outside strings, conditions and comments, without recursion."""
     depth = 0
     for i, _, ch in _scan(src.text):
-        if ch in "{[":
+        if ch in "{[<":  # (a field type `list<list<...>>` nests as a block does: 300 deep was an internal error)
             depth += 1
             if depth > MAX_NESTING:
                 return Diagnostic(
@@ -155,10 +156,10 @@ def check_nesting(src: SourceFile) -> Diagnostic | None:
                     src.span(i, i + 1),
                     label="too deep",
                     help="flatten the value; policy files allow at most "
-                    f"{MAX_NESTING} nested `{{`/`[` levels",
+                    f"{MAX_NESTING} nested `{{`/`[` levels",  # (and `<` of a field type: the caret shows it)
                 )
-        elif ch in "]}":
-            depth -= 1
+        elif ch in "]}>":
+            depth = max(0, depth - 1)  # (a stray closer, a syntax error of its own, lends no level to what follows)
     return None
 
 
@@ -348,19 +349,33 @@ def _unexpected_token(parser, src: SourceFile, e) -> Diagnostic:
     runaway = _runaway_condition(src, start)
     if runaway is not None:
         return runaway
-    if (prev is not None and prev.type == "NAME" and tok.type != "CEL" and "WHEN" in terms
+    if (prev is not None and prev.type == "NAME" and "WHEN" in terms
             and prev.start_pos is not None):
-        # a misspelled statement keyword inside an action reads as a rule's effect
-        dym = did_you_mean(str(prev), [k for k in _keywords(parser) if k not in ("true", "false", "null")])
-        if dym and str(prev) not in _keywords(parser):  # (an exact keyword is no misspelling)
-            return Diagnostic(
-                "E001",
-                "error",
-                f"unknown statement `{_token_text(prev)}`",
-                src.span(prev.start_pos, prev.end_pos),
-                label="not a statement of this block",
-                help=dym,
-            )
+        # a misspelled statement keyword inside an action reads as a rule's effect, and the
+        # word after it as the rule's name (`reversable full via "m"`: the effect is the slip)
+        words = [k for k in _keywords(parser) if k not in ("true", "false", "null")]
+        # (before a condition the name is a rule's, `deny big `cond``: only the word before it may be the slip)
+        slips = [] if tok.type == "CEL" else [(str(prev), prev.start_pos, prev.end_pos)]
+        # (the parser keeps one token of history: the word before the name is read from the
+        # text, when it starts its line)
+        line_start = src.text.rfind("\n", 0, prev.start_pos) + 1
+        first = re.fullmatch(r"([ \t]*)([A-Za-z_][A-Za-z0-9_]*)[ \t]+", src.text[line_start:prev.start_pos])
+        if first is not None:
+            at = line_start + first.end(1)
+            slips.append((first.group(2), at, at + len(first.group(2))))
+        for word, s_at, e_at in slips:
+            if word in ("allow", "deny", "require_approval"):
+                continue
+            dym = did_you_mean(word, words)
+            if dym and word not in _keywords(parser):  # (an exact keyword is no misspelling)
+                return Diagnostic(
+                    "E001",
+                    "error",
+                    f"unknown statement `{_token_text(word)}`",
+                    src.span(s_at, e_at),
+                    label="not a statement of this block",
+                    help=dym,
+                )
     if "DURATION" in terms and tok.type in ("INT", "SIGNED_NUMBER"):
         dur = _duration_slip(src, start)
         if dur is not None:

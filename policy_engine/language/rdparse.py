@@ -21,6 +21,8 @@ import re
 from lark import Token, Tree
 from lark.tree import Meta
 
+from ..limits import MAX_NESTING
+
 __all__ = ["KEYWORDS", "Unsupported", "parse_file"]
 
 
@@ -58,7 +60,7 @@ def _meta(sp: int, sl: int, sc: int, ep: int, el: int, ec: int) -> Meta:
 
 
 class _Parser:
-    __slots__ = ("text", "n", "pos", "line", "ls", "ep", "el", "ec", "depth", "max_depth")
+    __slots__ = ("text", "n", "pos", "line", "ls", "ep", "el", "ec", "depth", "max_depth", "angle")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -68,6 +70,7 @@ class _Parser:
         self.ls = 0  # offset where the current line starts
         self.ep = self.el = self.ec = 0  # end of the last token taken (pos, line, column)
         self.depth = self.max_depth = 0  # `{`/`[` open now, and at most
+        self.angle = 0  # a field type's `<` open now
         self._skip()
 
     # ------------------------------------------------------------------ lexing
@@ -115,6 +118,12 @@ class _Parser:
                 self.max_depth = self.depth
         elif ch in "}]":
             self.depth -= 1
+        elif ch == "<":  # a field type's `list<T>` nests too (`parser.check_nesting`): past the limit, Lark
+            self.angle += 1  # decides, and check_nesting reports E005 at the bracket
+            if self.depth + self.angle > MAX_NESTING:
+                raise Unsupported
+        elif ch == ">":
+            self.angle -= 1
         self.ep, self.el, self.ec = self.pos + 1, self.line, self.pos - self.ls + 2
         self.pos += 1
         self._skip()

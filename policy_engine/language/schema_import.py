@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,20 @@ def _read_schema(policy_path: str, rel: str) -> tuple[Any, str, str]:
     is refused: `json` would keep the last one silently."""
     path = resolve(policy_path, rel)
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO blocked the load for good, `/dev/zero` read until memory ran out
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise ImportProblem(f"cannot import fields: `{rel}` is {what}",
+                                "name a JSON Schema file (`stopline schema POLICIES --action TYPE` writes one)")
+        size = st.st_size
         if size > MAX_FILE_BYTES:
             raise ImportProblem(f"`{rel}` is {size} bytes; the limit is {MAX_FILE_BYTES}", "split the schema")
-        text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+        with path.open("rb") as fh:  # at most one byte past the limit: a file growing since its stat is not read whole
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ImportProblem(f"`{rel}` is more than {MAX_FILE_BYTES} bytes; the limit is {MAX_FILE_BYTES}",
+                                "split the schema")
+        text = data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except ImportProblem:
         raise
     except FileNotFoundError:

@@ -196,6 +196,8 @@ class Coverage:
         --fail-under` fails with "No data to report")."""
         if min_coverage is None:
             return None
+        if min_coverage != min_coverage:  # NaN: every comparison with it is false, so it was always met
+            return "--min-coverage nan is not a percentage: no coverage meets it (give one from 0 to 100)"
         if self.unmeasured and min_coverage > 0:  # (its branches are unknown: so is the percentage)
             first = next(iter(self.unmeasured))
             more = f" (and {len(self.unmeasured) - 1} more)" if len(self.unmeasured) > 1 else ""

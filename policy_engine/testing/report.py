@@ -113,6 +113,8 @@ def _why_missing(path: str) -> str:
     """Why a path given to `stopline test` was not read (not always "no such file")."""
     import os
 
+    if path == "":
+        return "an empty path names no file or directory (an unset variable?)"
     if os.path.exists(path):  # a FIFO, a device, a socket
         return "not a file or a directory"
     if os.path.islink(path):

@@ -276,6 +276,7 @@ class Runner:
             return CaseResult(case, "skipped", message=case.skip)
         eng = loaded.engine
         now = case.now
+        upstream: dict | None = None  # an authorize case's decision or plan, which the approvals are checked against
         try:
             if case.kind == "gate":
                 model = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
@@ -283,7 +284,8 @@ class Runner:
                 model = eng.classify_rollback(inputs["request"], now=now)
             elif case.kind == "authorize" and "action" in inputs:  # a gate decision: the approvals release it?
                 decision = eng.evaluate(inputs["action"], workflow_state=inputs.get("workflow_state"), now=now)
-                self.coverage.record("gate", _dump(decision))
+                upstream = _dump(decision)
+                self.coverage.record("gate", upstream)
                 approvals = []
                 for a in inputs["approvals"]:
                     a = dict(a)
@@ -292,7 +294,8 @@ class Runner:
                 model = eng.authorize_action(decision, approvals, now=now)
             elif case.kind == "authorize":
                 plan = eng.classify_rollback(inputs["request"], now=now)
-                self.coverage.record("rollback", _dump(plan))
+                upstream = _dump(plan)
+                self.coverage.record("rollback", upstream)
                 plan_hash = getattr(plan, "plan_hash", None)
                 approvals = []
                 for a in inputs["approvals"]:
@@ -308,7 +311,7 @@ class Runner:
         self.coverage.record(case.kind, answer)
         diffs = diff_expectation(case.kind, case.expect, answer)
         explain = explain_answer(case.kind, model, answer)
-        message = "" if diffs else _input_error(case, answer, inputs)
+        message = "" if diffs else _input_error(case, answer if upstream is None else upstream, inputs)
         return CaseResult(case, "failed" if diffs or message else "passed", diffs, answer, explain, message)
 
     def run(self, paths: Sequence[str | os.PathLike], keyword: str | None = None) -> Report:
@@ -444,22 +447,29 @@ def _named_unread(suite: Suite) -> tuple[str, ...] | None:
 
 def _input_error(case: Case, answer: dict, inputs: dict) -> str:
     """Why a case that matched its expectation still fails: the engine refused its input (no
-    `workflow`, a field of the wrong type), and the case does not say it tests that. A gate
-    denies an invalid action and a resume is not allowed on invalid evidence, so a case
-    expecting `deny` (or `allowed: false`) passed on its own typo, testing no rule."""
+    `workflow`, a field of the wrong type, a record's `executed_at` that is no timestamp), and
+    the case does not say it tests that. A gate denies an invalid action, a resume is not
+    allowed on invalid evidence, a rollback whose record has no readable `executed_at` is past
+    its window, and approvals release no decision denied for its input: so a case expecting
+    `deny`, `allowed: false`, `window: escalated` or `satisfied: false` passed on its own typo,
+    testing no rule. `answer` is the case's answer, or for an `authorize` case the decision or
+    plan its approvals are checked against (the verdict's own errors say only that the
+    decision is not `require_approval`, as for a decision a `deny` rule made)."""
     # (a case naming the deciding rule, the errors or the criteria says what it expects of
     # such an answer: `rule: undeclared`, `rule: error`, `unmet: [...]`; another rule never
     # matches one, so the comparison has already failed it)
-    said = ("rule", "errors") if case.kind == "gate" else ("errors", "unmet", "met")
-    if case.kind not in ("gate", "resume") or any(k in case.expect for k in said):
+    said = {"gate": ("rule", "errors"), "resume": ("errors", "unmet", "met")}.get(case.kind, ("errors",))
+    if any(k in case.expect for k in said):
         return ""
     if case.kind == "resume" and not inputs.get("evidence"):  # `evidence: {}`: none presented, on purpose
         return ""
     bad = [e.get("message", "") for e in answer.get("errors", []) if isinstance(e, dict) and e.get("kind") == "input"]
     if not bad:
         return ""
-    return (f"the engine refused the case's input ({bad[0]}), so the answer tests no "
-            f"{'rule' if case.kind == 'gate' else 'criterion'}: fix the input, or add "
+    tests = {"gate": "rule", "resume": "criterion", "rollback": "scenario"}.get(case.kind, "approval")
+    what = ("the input of the case's " + ("gate question" if "action" in inputs else "rollback request")
+            if case.kind == "authorize" else "the case's input")
+    return (f"the engine refused {what} ({bad[0]}), so the answer tests no {tests}: fix the input, or add "
             '`errors: ["<input>"]` to `expect` if the invalid input is what the case tests')
 
 

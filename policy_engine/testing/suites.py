@@ -86,6 +86,8 @@ class Doc:
     data: Any
     values: dict[tuple, tuple[int, int]]  # path -> (start, end) offsets of the value
     keys: dict[tuple, tuple[int, int]]  # path -> (start, end) offsets of the key naming it
+    # problems met while building that do not stop it (a key given twice: the first is kept)
+    problems: list[Diagnostic] = field(default_factory=list)
 
     def span(self, path: tuple, *, key: bool = False) -> Span:
         """The key (when `key` and the path ends in a mapping key) or the value at `path`."""
@@ -192,6 +194,7 @@ def parse_yaml(src: SourceFile) -> Doc:
     ctor = yaml.SafeLoader("")
     depth_limit = 64
     budget = [MAX_SUITE_NODES]  # aliases are expanded: bound the total (no "billion laughs")
+    problems: list[Diagnostic] = []
 
     def build(node: Any, path: tuple, depth: int) -> Any:
         if depth > depth_limit:
@@ -249,8 +252,10 @@ def parse_yaml(src: SourceFile) -> Doc:
                         "a key holds an unpaired surrogate escape such as `\\ud800`", _offset(src, knode.start_mark)
                     )
                 ks, ke = _offset(src, knode.start_mark), _offset(src, knode.end_mark)
-                if k in out:
-                    raise _SuiteError(
+                if k in out:  # listed with every other problem of the suite, which does not run
+                    if any(d.span.start == ks for d in problems):
+                        continue  # (the same mapping again, through an alias)
+                    problems.append(
                         Diagnostic(
                             "T008",
                             "error",
@@ -260,6 +265,7 @@ def parse_yaml(src: SourceFile) -> Doc:
                             help="remove one of them",
                         )
                     )
+                    continue
                 keys[path + (k,)] = (ks, ke)
                 out[k] = build(vnode, path + (k,), depth + 1)
             for k, v in merged.items():
@@ -268,7 +274,7 @@ def parse_yaml(src: SourceFile) -> Doc:
         raise err("unsupported YAML node", _offset(src, node.start_mark))  # pragma: no cover
 
     data = build(root, (), 0) if root is not None else None
-    return Doc(src, data, values, keys)
+    return Doc(src, data, values, keys, problems)
 
 
 # =============================================================================== suite model
@@ -740,6 +746,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
     except RecursionError:
         suite.diagnostics.append(Diagnostic("T001", "error", "the suite nests too deeply", suite.source.span(0, 0)))
         return suite
+    suite.diagnostics.extend(suite.doc.problems)
     _Builder(suite, suite.doc).build()
     return suite
 
