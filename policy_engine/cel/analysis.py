@@ -121,7 +121,7 @@ _MACRO_USAGE = {
     "all": "`list.all(x, p)` (or `all(k, v, p)` over a map's keys and values)",
     "exists": "`list.exists(x, p)` (or `exists(k, v, p)` over a map's keys and values)",
     "exists_one": "`list.exists_one(x, p)` (or `exists_one(i, v, p)`)",
-    "existsOne": "`list.existsOne(i, v, p)` (or `list.exists_one(x, p)`)",
+    "existsOne": "`list.existsOne(x, p)` (or `existsOne(i, v, p)`)",
     "map": "`list.map(x, expr)` or `list.map(x, p, expr)`",
     "filter": "`list.filter(x, p)`",
     "transformList": "`list.transformList(i, v, expr)` or `list.transformList(i, v, p, expr)`",
@@ -198,7 +198,7 @@ def _maybe_unknown(source: str) -> bool:
     return False
 
 
-_NVARS = {"all": (0, 0, 1, 2), "exists": (0, 0, 1, 2), "exists_one": (0, 0, 1, 2), "existsOne": (0, 0, 0, 2),
+_NVARS = {"all": (0, 0, 1, 2), "exists": (0, 0, 1, 2), "exists_one": (0, 0, 1, 2), "existsOne": (0, 0, 1, 2),
           "map": (0, 0, 1, 1), "filter": (0, 0, 1), "transformList": (0, 0, 0, 2, 2),
           "transformMap": (0, 0, 0, 2, 2),
           "optMap": (0, 0, 1), "optFlatMap": (0, 0, 1)}  # macro -> variables by number of arguments (0: no such form)
@@ -422,7 +422,7 @@ class _Walk:
         if name in _MACRO_USAGE:
             n = len(args)
             if name in ("all", "exists", "exists_one", "existsOne"):
-                nvars = 2 if n == 3 else 1 if n == 2 and name != "existsOne" else 0
+                nvars = 2 if n == 3 else 1 if n == 2 else 0
             elif name in ("map", "filter", "optMap", "optFlatMap"):
                 nvars = 1 if n == 2 or (name == "map" and n == 3) else 0
             else:

@@ -42,7 +42,7 @@ from .limits import Limits
 from .nodes import _N
 from .optional import optional_tables
 from .regex import REGEX_MAX_COST, _regex_cost_check
-from .values import CelOptional, CelUint
+from .values import CelOptional, CelUint, _exact_num_const
 
 _FAST_MAX_DEPTH = 48  # closure trees deeper than this get no fast path
 # Python's compile() costs ~0.1 ms per condition (a third of parsing CEL), so the fast path
@@ -191,7 +191,7 @@ def _g_eq(ln: _N, rn: _N, L: Gen | None, R: Gen | None, neg: bool) -> Gen | None
             return em.guard(e, lambda f, x: f"type({f}) in _PLAIN", lambda x: f"({x} {op} {k})"), "bool"
 
         return g
-    if rn.const and type(rn.value) in (int, float, CelUint):
+    if rn.const and type(rn.value) in (int, float, CelUint) and _exact_num_const(rn.value):
         other = "True" if neg else "False"  # _eq of a number and a non-number
 
         def g(em: _Gen) -> tuple[str, str | None]:

@@ -70,7 +70,7 @@ class _Macros:
         if name in ("all", "exists", "exists_one", "existsOne"):
             if nargs == 3:
                 two = True
-            elif nargs != 2 or name == "existsOne":
+            elif nargs != 2:
                 return self.call_method(name, target, [self.c(x) for x in argnodes], node)
         elif name in ("map", "filter"):
             if not (nargs == 2 or name == "map" and nargs == 3):

@@ -14,6 +14,7 @@ from .values import (
     _contains_in,
     _div,
     _eq,
+    _exact_num_const,
     _ge,
     _gt,
     _le,
@@ -137,7 +138,7 @@ class _Operators:
                 return (not _eq(v, k)) if neg else _eq(v, k)
 
             return eqs
-        if rn.const and type(rn.value) in (int, float, CelUint):
+        if rn.const and type(rn.value) in (int, float, CelUint) and _exact_num_const(rn.value):
             k = rn.value
 
             def eqn(a: Any, c: Any, L: Callable = L, k: Any = k, neg: bool = neg) -> Any:

@@ -47,6 +47,8 @@ _INT_METHODS = frozenset({"size", "getFullYear", "getMonth", "getDate", "getDayO
                           "lastIndexOf"})
 _STRING_METHODS = frozenset({"lowerAscii", "upperAscii", "trim", "replace", "substring", "charAt", "format"})
 _MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
+_QUANTS = frozenset({"all", "exists", "exists_one", "existsOne"})
+_TRANSFORMS = frozenset({"transformList", "transformMap"})
 _OPT_FUNCS = frozenset({"of", "ofNonZeroValue", "none"})  # optional.of(...) (optional.py)
 _OPT_METHODS = frozenset({"hasValue", "value", "orValue", "or"})
 # the network extension (conversions.py): global functions (result kind) and
@@ -522,14 +524,19 @@ class _Checker:
         name = str(ident)
         args = _kids(k[2]) if len(k) > 2 else []
         rt = self.t(recv, ctx)
-        if name in _MACROS and args:
-            var = self.path(args[0])
-            elem: Any = ANY
+        two = (name in _QUANTS and len(args) == 3) or (name in _TRANSFORMS and len(args) in (3, 4))
+        if (name in _MACROS or two) and args:
+            # the variables: one (the element, or a map's key), or two (a list's index and
+            # element, a map's key and value: `list.all(i, v, p)`, `transformList(i, v, e)`)
+            first: Any = ANY
+            second: Any = ANY
             if isinstance(rt, FType):
                 if rt.kind == "list":
-                    elem = rt.item or ANY
+                    first = FType("int") if two else (rt.item or ANY)
+                    second = rt.item or ANY
                 elif rt.kind in ("map", "object"):
-                    elem = FType("string")
+                    first = FType("string")
+                    second = (rt.item or ANY) if rt.kind == "map" else ANY
                 elif rt.kind != "any":
                     self.add(
                         "mismatch",
@@ -537,17 +544,23 @@ class _Checker:
                         f"`{name}` ranges over a list or map, not {_desc(rt)}",
                         label=f"this is {_desc(rt)}",
                     )
+            nvars = 2 if two else 1
             inner = ctx
-            if var is not None and len(var) == 1:
-                inner = _Ctx({**ctx.vars, var[0]: elem}, frozenset(g for g in ctx.guards if g[0] != var[0]))
-            bodies = [self.t(a, inner) for a in args[1:]]
-            if name in ("all", "exists", "exists_one", "existsOne"):
+            for a, vt in zip(args[:nvars], (first, second)):
+                var = self.path(a)
+                if var is not None and len(var) == 1:
+                    inner = _Ctx({**inner.vars, var[0]: vt}, frozenset(g for g in inner.guards if g[0] != var[0]))
+            bodies = [self.t(a, inner) for a in args[nvars:]]
+            last = bodies[-1] if bodies and isinstance(bodies[-1], FType) else ANY
+            if name in _QUANTS:
                 if bodies:
                     self.want_bool(bodies[-1], args[-1], f"`{name}`")
                 return BOOL
             if name == "filter":
                 return rt if isinstance(rt, FType) and rt.kind == "list" else FType("list", ANY)
-            return FType("list", bodies[-1] if bodies and isinstance(bodies[-1], FType) else ANY)
+            if name == "transformMap":  # keyed as the map it ranges over (a list's: ints)
+                return FType("map", last) if isinstance(rt, FType) and rt.kind == "map" else ANY
+            return FType("list", last)
         ats = [self.t(a, ctx) for a in args]
         if self.path(recv) == ("optional",) and "optional" not in ctx.vars and name in _OPT_FUNCS:
             return _optional(ats[0] if ats and isinstance(ats[0], FType) else ANY)

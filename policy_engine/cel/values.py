@@ -198,6 +198,13 @@ _NUM = (int, CelUint, float)
 _NUMSET = frozenset(_NUM)
 
 
+def _exact_num_const(k: Any) -> bool:
+    """True when Python's `==` of any number with the constant `k` is CEL's (as double with
+    a double: `_eq`): `k` is no number beyond 2^53 in size, where an int and a double that
+    are not the same number may be the same double."""
+    return -(2**53) < k < 2**53 or k != k or k in (math.inf, -math.inf)
+
+
 def _type_of(v: Any) -> CelType:
     t = type(v)
     r = _PYTYPE_TO_CEL.get(t)
@@ -297,6 +304,10 @@ def _eq(x: Any, y: Any) -> bool:
             return x == y
         return _eq(_norm(x), _norm(y))
     if tx in _NUMSET and ty in _NUMSET:
+        if tx is float or ty is float:
+            # as double, as `<`, `<=`, `>`, `>=` compare (deviation 6): Python's exact
+            # `9007199254740993 == 9007199254740992.0` is false where both `<=` and `>=` hold
+            return float(x) == float(y)
         return x == y
     if tx in _PYTYPE_TO_CEL and ty in _PYTYPE_TO_CEL:
         if (tx is list or tx is tuple) and (ty is list or ty is tuple):
