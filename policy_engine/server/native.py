@@ -18,8 +18,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
+from ..timestamps import parse_rfc3339
 from .identity import Caller
 from .problems import Problem, is_json_type, parse_json
 
@@ -28,7 +30,29 @@ Text = Field(default=None, max_length=4000)
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: closed, and strict (a JSON value of the schema's type, never one converted:
+    `"dry_run": "false"` or `0` is a 422, not a `false`; `"expires_in": "60"` is a 422, not 60 s):
+    the OpenAPI document's types are the behaviour's, and a state-changing flag means exactly
+    what was sent (FastAPI validates the parsed body in pydantic's Python mode, whose lax
+    conversions would take `"no"`, `"off"`, `0` for `false` and a number for a time)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _rfc3339(v: Any) -> datetime:
+    """A body's time: an RFC 3339 string with its offset (``date-time``, as the schema says),
+    never a number (pydantic would read `5` or `"1700000000"` as Unix time) nor a date alone."""
+    if not isinstance(v, str):
+        raise PydanticCustomError("rfc3339", "a time is an RFC 3339 string with its offset (e.g. "
+                                  "2026-11-26T12:00:00Z)")
+    try:
+        return parse_rfc3339(v)
+    except ValueError:
+        raise PydanticCustomError("rfc3339", "not an RFC 3339 time with its offset, or one UTC cannot hold (e.g. "
+                                  "2026-11-26T12:00:00Z)") from None
+
+
+Time = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
 class GateBody(_Body):
@@ -96,9 +120,9 @@ class BatchBody(_Body):
                                          description="execution ids (or give `select`)")
     scenario: str = Id
     reason: str = Field(min_length=1, max_length=4000)
-    since: datetime | None = Field(default=None, description="only executions that ran at or after (RFC 3339; "
+    since: Time | None = Field(default=None, description="only executions that ran at or after (RFC 3339; "
                                                              "`original.time`: their `executed_at`)")
-    until: datetime | None = Field(default=None, description="only executions that ran before (RFC 3339; "
+    until: Time | None = Field(default=None, description="only executions that ran before (RFC 3339; "
                                                              "`original.time`: their `executed_at`)")
     trigger: str | None = Field(default=None, min_length=1, max_length=256)
     dry_run: bool = Field(default=False, description="plan and answer; record nothing")
