@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 policy or test failures, 2 usage or unreadable input.
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import click
@@ -265,6 +266,7 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool, color: bool |
     type=click.FloatRange(0, 100),
     default=None,
     metavar="PCT",
+    callback=lambda ctx, param, value: _percentage(value),
     help="Exit 1 when branch coverage is below PCT (implies --coverage).",
 )
 @click.option("--color/--no-color", default=None, help="Colour the diagnostics (default: when a terminal).")
@@ -311,9 +313,14 @@ def test(
         sys.exit(EXIT_USAGE)
     from .testing.runner import keyword_error
 
-    bad_k = keyword_error(keyword)
+    try:
+        bad_k = keyword_error(keyword)
+    except RecursionError:  # (a recursive-descent parser: was "internal error ... a bug in Stopline")
+        bad_k = "it nests too deeply"
     if bad_k is not None:
-        click.echo(f"error: -k {keyword!r} is not a valid expression: {bad_k}\n"
+        k = keyword or ""
+        shown = repr(k if len(k) <= 80 else f"{k[:77]}...")
+        click.echo(f"error: -k {shown} is not a valid expression: {bad_k}\n"
                    "  = help: words joined by `and`, `or`, `not` and parentheses, e.g. -k \"refund and not large\"",
                    err=True)
         sys.exit(EXIT_USAGE)
@@ -358,6 +365,13 @@ def test(
     sys.exit(EXIT_OK)
 
 
+def _percentage(value: float | None) -> float | None:
+    """--min-coverage: a number from 0 to 100 (``FloatRange`` lets ``nan`` through: no range holds it)."""
+    if value is not None and value != value:
+        raise click.BadParameter("nan is not a percentage (give one from 0 to 100)")
+    return value
+
+
 def _near_suites(paths: tuple[str, ...]) -> list[str]:
     """`*.policy-test.yml` files under the directories among `paths`: a suite by its name's
     intent, never discovered (only a file named on the command line is read whatever its name)."""
@@ -389,8 +403,75 @@ def _engine_or_exit(paths: tuple[str, ...], color: bool | None):
     return Engine.from_load_result(result)
 
 
+class _Refused(ValueError):
+    """A value the JSON parser read that the question may not hold (``kind``: ``key``, ``number``)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def _no_json_constant(name: str):
-    raise ValueError(f"`{name}` is not JSON (numbers must be finite)")
+    raise _Refused("number", f"`{name}` is not JSON (numbers must be finite)")
+
+
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent (``1e999`` reads as infinity: refused as ``Infinity`` is)."""
+    v = float(text)
+    if v - v != 0:
+        raise _Refused("number", f"the number {text[:24]}{'...' if len(text) > 24 else ''} is out of range "
+                                 "(numbers must be finite)")
+    return v
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # (past Python's own limit on the digits of an int's text)
+        raise _Refused("number", f"an integer of {len(text.lstrip('-'))} digits is too long to read") from None
+
+
+def _once(pairs: list) -> dict:
+    """A JSON object's members, refusing a name given twice (``json`` keeps the last one in
+    silence; the server refuses such a body, and so does ``ledger append``)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _Refused("key", f"the key {json.dumps(dup, ensure_ascii=True)[:80]} is given twice in one object: "
+                              "which value is meant?")
+    return out
+
+
+#: the tokens of JSON text that say where a value is: strings, brackets, colons, numbers
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:]|-?(?:Infinity|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|NaN')
+
+
+def _refused_at(doc: str, kind: str) -> int | None:
+    """The offset in ``doc`` of the first value the parser refused (``_Refused``): a key given
+    twice in its object, or a number out of range. ``doc`` is JSON up to there."""
+    stack: list[set | None] = []
+    key = None  # the string token right before, when there is one
+    for m in _TOKEN.finditer(doc):
+        t = m.group()
+        if t in ("{", "["):
+            stack.append(set() if t == "{" else None)
+        elif t in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif t == ":":
+            if key is not None and stack and stack[-1] is not None:
+                name = json.loads(key.group())
+                if kind == "key" and name in stack[-1]:
+                    return key.start()
+                stack[-1].add(name)
+        elif t[0] != '"' and kind == "number":
+            try:
+                (_finite if t[-1].isalpha() or any(c in t for c in ".eE") else _integer)(t)
+            except ValueError:
+                return m.start()
+        key = m if t[0] == '"' else None
+    return None
 
 
 def _read_question(source: str):
@@ -398,22 +479,28 @@ def _read_question(source: str):
     from .ledger.cli import read_bounded
 
     data = read_bounded(source, "input")
+    doc = None
     try:
-        question = json.loads(data.decode("utf-8-sig"), parse_constant=_no_json_constant)
+        doc = data.decode("utf-8-sig")
+        question = json.loads(doc, parse_constant=_no_json_constant, parse_float=_finite, parse_int=_integer,
+                              object_pairs_hook=_once)
         json.dumps(question, ensure_ascii=False).encode("utf-8")  # a lone `\ud800` escape cannot be printed back
         return question
-    except UnicodeDecodeError:
-        click.echo(f"error: input {source} is not UTF-8 text", err=True)
+    except UnicodeDecodeError as e:
+        click.echo(f"error: input {source} is not UTF-8 text (byte {e.start})", err=True)
     except UnicodeEncodeError:
         click.echo(f"error: input {source} holds an unpaired surrogate escape such as `\\ud800`", err=True)
     except RecursionError:
         click.echo(f"error: input {source} nests too deeply", err=True)
     except ValueError as e:
         line, col = getattr(e, "lineno", None), getattr(e, "colno", None)
+        if isinstance(e, _Refused) and doc is not None:  # (the parser's hooks are not told where they are)
+            at = _refused_at(doc, e.kind)
+            if at is not None:
+                line, col = doc.count("\n", 0, at) + 1, at - doc.rfind("\n", 0, at)
         where = f":{line}:{col}" if line is not None else ""
         click.echo(f"error: {source}{where}: invalid JSON: {getattr(e, 'msg', e)}", err=True)
-        doc = getattr(e, "doc", None)
-        if line is not None and col is not None and isinstance(doc, str):
+        if line is not None and col is not None and doc is not None:
             click.echo(_json_caret(doc, line, col), err=True)
     sys.exit(EXIT_USAGE)
 

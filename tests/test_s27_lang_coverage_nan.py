@@ -43,8 +43,8 @@ def test_a_nan_threshold_is_never_met(tmp_path, threshold):
     (tmp_path / "p.policy-test.yaml").write_text(SUITE, encoding="utf-8")
     res = CliRunner().invoke(main, ["test", "--no-color", str(tmp_path), "--min-coverage", threshold])
     assert "Traceback" not in res.output, res.output
-    assert res.exit_code == 1, res.output
-    assert "--min-coverage nan is not a percentage" in res.output
+    assert res.exit_code == 2, res.output  # (stopped at the option: a usage error)
+    assert "Invalid value for '--min-coverage': nan is not a percentage" in res.output
     # a real threshold behaves as before
     ok = CliRunner().invoke(main, ["test", "--no-color", str(tmp_path), "--min-coverage", "10"])
     assert ok.exit_code == 0, ok.output

@@ -17,7 +17,9 @@ server gives itself, so an approval for one server's call never runs the same ca
 another), ``workflow``, ``type`` = the tool's name, ``id``; arguments cannot override
 these) gated on the ``Runtime`` (recorded):
 
-- allow: the call goes through; its execution is recorded with the declared receipt fields;
+- allow: the call goes through; its execution is recorded with the declared receipt fields
+  (a field of the tool's result beyond the engine's input limits is left out of the receipt,
+  listed as missing, and named in the result's ``_meta`` gate note: ``receipt_dropped``);
 - require_approval: an ``isError`` result carrying the decision (``decision_id``,
   ``action_digest``, the approvals required) in its text and in
   ``_meta["stopline.dev/gate"]``. The approval is given out of band (``rt.approve``,
@@ -374,10 +376,7 @@ class McpGate:
                 return self._unrecorded(name, "refused", f"Stopline refused `{name}`: this input round names no "
                                                          "call waiting for input with these arguments; not run")
             except LedgerUnavailable as e:  # fail closed: no decision, no run; the agent is told, the log says why
-                _log.warning("Stopline refused MCP tool %r (workflow %r): %s", name, self.workflow, e)
-                return self._unrecorded(name, "unavailable", f"Stopline refused `{name}`: its ledger cannot be "
-                                                             "reached, so the call cannot be gated; not run. "
-                                                             "Try again later.")
+                return self._unavailable(name, e)
             if not out.run:
                 if out.done:  # (one that ran and failed: an error result, as its run was)
                     return self._refusal(check, "done", out.message, error=out.failed or output_schema is not None,
@@ -393,20 +392,33 @@ class McpGate:
             try:
                 result = _wire(await run())
             except BaseException as e:  # it ran (or began to): recorded, also when the client cancelled it
-                with anyio.CancelScope(shield=True):  # (in a cancelled scope an await would not run)
-                    await anyio.to_thread.run_sync(partial(self.tool_gate.record, error=e), check,
-                                                   {"error": str(e) or type(e).__name__}, out.approver)
+                try:
+                    with anyio.CancelScope(shield=True):  # (in a cancelled scope an await would not run)
+                        await anyio.to_thread.run_sync(partial(self.tool_gate.record, error=e), check,
+                                                       {"error": str(e) or type(e).__name__}, out.approver)
+                except LedgerUnavailable as lost:  # the server's error (or the cancellation) goes on as itself
+                    _log.error("Stopline: MCP tool %r failed under decision %s (%s) and its execution could not be "
+                               "recorded (a claim in doubt: Runtime.claims_in_doubt): %s", name, check.decision_id,
+                               str(e) or type(e).__name__, getattr(lost, "error", lost))
                 raise
             more: dict[str, Any] = {"approved_by": out.approver} if out.approver else {}
             if result.get("resultType") == "input_required":  # not run yet: it waits, its claim kept
-                return await anyio.to_thread.run_sync(self._waiting, check, result, more)
+                try:
+                    return await anyio.to_thread.run_sync(self._waiting, check, result, more)
+                except LedgerUnavailable as e:  # its wait not recorded: no round can continue it (claim in doubt)
+                    return self._unavailable(name, e, claimed=check.decision_id)
             failed = (_text(result) or "the tool returned an error result") if result.get("isError") else None
             if failed is not None:  # it ran and failed: so recorded, and so said (as a re-run's ``done`` says)
                 more["failed"] = True
+            output, dropped = self._bounded(check, _output(result), out.approver)
+            if dropped:  # it ran: recorded without what the ledger cannot keep (``missing_receipt``)
+                _log.warning("Stopline: MCP tool %r ran under decision %s; its receipt field(s) %s are beyond the "
+                             "input limits and are not recorded", name, check.decision_id, ", ".join(dropped))
+                more["receipt_dropped"] = dropped
             try:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(partial(self.tool_gate.record, error=failed), check,
-                                                   _output(result), out.approver)
+                                                   output, out.approver)
             except LedgerUnavailable as e:  # it ran: the agent gets its result, told it is not recorded
                 _log.error("Stopline: MCP tool %r ran under decision %s but its execution could not be recorded "
                            "(a claim in doubt: Runtime.claims_in_doubt): %s", name, check.decision_id,
@@ -416,6 +428,21 @@ class McpGate:
             result["_meta"] = {**(result.get("_meta") or {}), **meta_out}
             self.log.append({"tool": check.tool, "args": check.args, **meta_out[GATE_META]})
             return result
+
+    def _bounded(self, check: Check, output: Any, approver: str | None) -> tuple[Any, list[str]]:
+        """The tool's output for its receipt, without the fields that would put the receipt
+        beyond the engine's input limits (the ledger refuses such a receipt whole, and the
+        execution of a tool that ran must be recorded); and the fields left out."""
+        receipt = self.tool_gate.receipt_for(check, output, approver)
+        if _oversize(receipt) is None:
+            return output, []
+        dropped = [f for f in receipt if _oversize({f: receipt[f]}) is not None]
+        if isinstance(output, Mapping) and dropped:
+            output = {k: v for k, v in output.items() if k not in dropped}
+            receipt = self.tool_gate.receipt_for(check, output, approver)
+        if _oversize(receipt) is not None:  # each field within, all of them beyond: none of the output's
+            output, dropped = None, sorted(set(receipt) - set(self.tool_gate.receipt_for(check, None, approver)))
+        return output, dropped
 
     async def _settle(self, name: str, args: dict, call_id: str | None, scope: str, annotations: Any,
                       problem: str | None, server: str) -> tuple[Check, Check | None, Outcome]:
@@ -508,6 +535,19 @@ class McpGate:
         except (ValueError, TypeError, RecursionError):  # (nested too deep for the parser: not one it gave)
             raise MCPError(code=INVALID_PARAMS, message="Stopline: the requestState is not one the gate gave") from None
         return (gen, holder), orig
+
+    def _unavailable(self, name: str, error: BaseException, claimed: str | None = None) -> CallToolResult:
+        """The ledger cannot be reached: the call is refused, not run (fail closed); the
+        agent is told, the log says why (``claimed``: the decision whose claim is in doubt)."""
+        why = getattr(error, "error", error)
+        if claimed is None:
+            _log.warning("Stopline refused MCP tool %r (workflow %r): %s", name, self.workflow, why)
+        else:
+            _log.error("Stopline refused MCP tool %r (workflow %r): the server asked for input but the wait could "
+                       "not be recorded under decision %s (a claim in doubt: Runtime.claims_in_doubt): %s",
+                       name, self.workflow, claimed, why)
+        return self._unrecorded(name, "unavailable", f"Stopline refused `{name}`: its ledger cannot be reached, "
+                                                     "so the call cannot be gated; not run. Try again later.")
 
     def _unrecorded(self, name: str, outcome: str, message: str) -> CallToolResult:
         """A refusal with no decision behind it (nothing was gated)."""
