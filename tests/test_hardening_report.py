@@ -233,7 +233,8 @@ def _odd_ledger(url: str) -> None:
                                 "counted": True, "at": "2026-01-01T00:01:30Z", "status_after": 4}, links=[r3.id])
         led.append("transition", {"subject": {"a": 1}, "to": ["cancelled"]}, links=[r3.id])
         led.append("step", {"record": ["x"], "status": "completed", "at": None}, links=[r3.id])
-        led.append("step", {"record": e3.id, "status": "completed", "at": "2026-01-01T00:02:00"}, links=[r3.id])
+        led.append("step", {"record": e3.id, "status": "completed", "at": "2026-01-01T00:02:00", "authorized": True},
+                   links=[r3.id])
     finally:
         led.close()
 

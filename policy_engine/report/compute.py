@@ -334,8 +334,10 @@ def _compute(ledger: Any, since: str | None, until: str | None, progress: Callab
         for rb, b, t in _steps(led, _where("step", since, until), set(rbs), tick):
             rec = b.get("record")
             if isinstance(rec, str) and rec in rbs[rb]["duties"] and b.get("status") in STEP_STATUSES:
+                # authorized as the runtime reads it (`core._subject_status`): only a step recording
+                # `authorized: true` starts the rollback; one appended beside the runtime without it starts nothing
                 steps.setdefault(rb, []).append((rec, b["status"], _t(b.get("at")) or _t(t),
-                                                 b.get("authorized", True) is not False))
+                                                 b.get("authorized") is True))
         with led.reading() as c:
             from sqlalchemy import func, select
 

@@ -342,6 +342,24 @@ def _skewed(since: str) -> str:
         return ""
 
 
+def _compile_error(select: str, message: str, offset: int, end: int) -> str:
+    """The select's compile error with where it is: the line holding ``offset`` and a caret
+    under it (its tabs kept, so the caret lines up as the line is shown); ``line L, column C``
+    when the select has several lines (a caret under the whole text put it past the end of
+    the wrong line), ``column C`` when it has one."""
+    offset = max(0, min(offset, len(select)))
+    start = select.rfind("\n", 0, offset) + 1
+    stop = select.find("\n", offset)
+    stop = len(select) if stop < 0 else stop
+    line = select[start:stop].rstrip("\r")
+    pad = "".join(ch if ch == "\t" else " " for ch in select[start:offset])
+    caret = pad + "^" * max(1, min(end, start + len(line)) - offset)
+    where = f"column {offset - start + 1}"
+    if "\n" in select:
+        where = f"line {select.count(chr(10), 0, offset) + 1}, {where}"
+    return f"the select does not compile: {message} ({where})\n  {line}\n  {caret}"
+
+
 def _batch_hash(scenario: str, select: str | None, plans: list[tuple[str, str]]) -> str:
     body = {"scenario": scenario, "select": select, "plans": [[o, h] for o, h in plans]}
     return "sha256:" + hashlib.sha256(canonical_text(body).encode()).hexdigest()
@@ -393,9 +411,7 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
         try:
             expr = compile_cel(select)
         except CelCompileError as e:
-            caret = " " * e.offset + "^" * max(1, e.end - e.offset)
-            raise RuntimeUsageError(f"the select does not compile: {e.message} (column {e.offset + 1})\n  {select}\n"
-                                    f"  {caret}") from None
+            raise RuntimeUsageError(_compile_error(select, e.message, e.offset, e.end)) from None
     led = rt.ledger
     where: list[Any] = []
     bounds = {}
