@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import rfc8785
@@ -300,10 +301,26 @@ def leaf_data(body_text: str, **fields: Any) -> bytes:
 _HEADER_DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
+def _const(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _number(digits: str) -> int | float:
+    # an integer literal beyond ±(2^53-1) in a stored body is a double RFC 8785 wrote in
+    # integer digits (1e16 as 10000000000000000): read back as that double, it is written
+    # again as the same text; read as a Python int, the ledger refused it as out of range
+    n = int(digits)
+    return n if -(2**53 - 1) <= n <= 2**53 - 1 else float(digits)
+
+
+_DECODE = json.JSONDecoder(parse_constant=_const).decode
+_DECODE_WIDE = json.JSONDecoder(parse_constant=_const, parse_int=_number).decode
+_LONG_RUN = re.compile(r"[0-9]{16}")  # (2^53-1 has 16 digits: a body without such a run holds no wider integer)
+
+
 def parse_body(text: str) -> Any:
-    """Parse a stored body (strict JSON: no NaN/Infinity)."""
-
-    def _const(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
-    return json.loads(text, parse_constant=_const)
+    """Parse a stored body (strict JSON: no NaN/Infinity), its numbers as RFC 8785 reads
+    them: an integer beyond ±(2^53-1) (which the ledger writes only for a double such as
+    ``1e16``) is that double, so ``canonical_text(parse_body(t)) == t`` for every stored
+    body ``t``."""
+    return (_DECODE_WIDE if _LONG_RUN.search(text) else _DECODE)(text)

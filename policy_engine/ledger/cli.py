@@ -126,6 +126,23 @@ def _read_text(path: str, what: str, encoding: str = "utf-8") -> str:
         sys.exit(EXIT_USAGE)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object's members as a dict, refusing a repeated name (`json` keeps the last one
+    silently: `{"amount": 10, "amount": 1000}` was recorded as 1000, RFC 8785 forbids it)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(f"the key {json.dumps(k, ensure_ascii=True)[:80]} appears twice in one object")
+            seen.add(k)
+    return out
+
+
 def _dump(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
 
@@ -323,7 +340,10 @@ def append(url: str, kind: str, body: str, workflow, links, key) -> None:
     """Append an entry whose body is the JSON object in BODY_FILE (- for stdin)."""
     text = _read_text(body, "body", "utf-8-sig")  # (JSON: a byte-order mark is not part of it)
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        click.echo(f"error: {body}: {e}: which value is meant? (nothing was appended)", err=True)
+        sys.exit(EXIT_USAGE)
     except ValueError as e:
         click.echo(f"error: {body}: not JSON: {e}", err=True)
         sys.exit(EXIT_USAGE)

@@ -247,12 +247,22 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
+def _once(pairs: list[tuple[str, Any]]) -> dict:
+    # a key given twice (`"index": 3, "index": 5`) is not a strict parse: `json` keeps the last
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ProofError("not a strict proof: a key appears twice in one object")
+    return out
+
+
 def _obj(text: str | bytes | dict, kind: str, keys: set[str]) -> dict:
     if isinstance(text, (str, bytes)):
         try:
-            text = json.loads(text)
+            text = json.loads(text, object_pairs_hook=_once)
         except ValueError as e:
             raise ProofError(f"not a JSON {kind} proof: {e}") from None
+        except RecursionError:
+            raise ProofError(f"not a JSON {kind} proof: it nests too deeply") from None
     if not isinstance(text, dict) or text.get("type") != kind or set(text) != keys:
         raise ProofError(f"not a {kind} proof (expected exactly the keys {', '.join(sorted(keys))})")
     if not isinstance(text.get("path"), list) or len(text["path"]) > MAX_PATH:

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, false, or_, select
@@ -28,6 +28,9 @@ HISTORY_LIMIT = 10_000  # entries per side of a history, by default
 _IN_CHUNK = 1000  # values per IN (...) list: within every SQLite build's and PostgreSQL's parameter limits
 
 
+# a bound just after the latest time there is: every stored time sorts before it ("...59.999999Z" < "...Z~")
+_LAST = datetime.max.replace(tzinfo=UTC)
+_AFTER_LAST = "9999-12-31T23:59:59.999999Z~"
 _SUB_MICRO = re.compile(r"\d\d:\d\d:\d\d[.,]\d{6}(\d+)")  # a fraction's digits below the microsecond
 
 
@@ -41,9 +44,11 @@ def time_arg(t: datetime | str, name: str) -> str:
             return format_time(t)
         if isinstance(t, str):  # digits below the microsecond round up: an entry just before
             # the bound stays before it (`until`: in; `since`: out), never on its wrong side
-            dt = parse_rfc3339(t)
+            dt = parse_rfc3339(t)  # (aware, in UTC)
             m = _SUB_MICRO.search(t)
             if m is not None and m.group(1).strip("0"):
+                if dt == _LAST:  # (rounded up past year 9999: after every stored time, an OverflowError)
+                    return _AFTER_LAST
                 dt += timedelta(microseconds=1)
             return format_time(dt)
     except (ValueError, OverflowError):
@@ -237,7 +242,9 @@ class LedgerReader:
         if after is not None:
             after = max(min(after, _MAX_SEQ), -_MAX_SEQ)
             where.append(E.c.seq < after if reverse else E.c.seq > after)
-        if limit is not None:
+        if limit is not None:  # (-1 was every entry on SQLite, LedgerUnavailable on PostgreSQL)
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise InvalidQuery(f"`limit` is a number of entries (0 or more) or None, not {str(limit)[:32]!r}")
             limit = min(limit, _MAX_SEQ)
         with self._read() as c:
             if link is not None:

@@ -53,9 +53,14 @@ def begin_immediate(cur: Any, full: int) -> None:
 
 def format_time(t: datetime) -> str:
     """RFC 3339 UTC with microseconds and ``Z``: the stored, hashed form of an entry's time."""
+    if not isinstance(t, datetime):  # (a string or a number was an AttributeError)
+        raise InvalidEntry(f"an entry time is a timezone-aware datetime, not a {type(t).__name__}")
     if t.tzinfo is None or t.utcoffset() is None:
         raise InvalidEntry("an entry time must be timezone-aware")
-    return format_micros(t)
+    try:
+        return format_micros(t)
+    except OverflowError:  # (0001-01-01T00:00+05:00 is in year 0 in UTC: was an OverflowError)
+        raise InvalidEntry(f"an entry time must fall within the years 1-9999 in UTC, not {t.isoformat()}") from None
 
 
 @dataclass(frozen=True)

@@ -442,6 +442,9 @@ def read_version(conn: Connection) -> int | None:
         return None
     row = conn.execute(text("SELECT value FROM ledger_meta WHERE name = 'schema_version'")).first()
     if row is None:
+        if "ledger_heads" in names and "ledger_entries" in names:  # (a ledger's tables: the row was deleted)
+            raise SchemaError("the ledger is damaged: `ledger_meta` has no schema_version row (deleted in the "
+                              "database: restore it from a backup; nothing was changed)")
         return None
     try:
         return int(row[0])

@@ -181,6 +181,8 @@ def _verify(led: LedgerReader, ext: Checkpoint | None, key: tuple[VerifierKey, .
                     n,
                     f"seq {n} is missing: the head records {head.size} entries, the ledger has {n} (a truncated tail)",
                 )
+            if head.size < 0:  # (edited: reported at seq 0, not at "seq -1")
+                raise _Bad(0, f"the head row records a negative size ({head.size}): it was edited")
             if head.size < n:
                 raise _Bad(head.size, f"entry {head.size} is beyond the recorded head (size {head.size})")
             link, node = state["left_link"], state["left_node"]

@@ -5,7 +5,6 @@ methods of ``Runtime``. See :mod:`.bulk` for the batch itself."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -220,11 +219,7 @@ class _Plan:
     body_json: str
 
 
-def _strict(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_decode = json.JSONDecoder(parse_constant=_strict).decode  #: parse_body's strict JSON, one decoder for all
+_decode = parse_body  #: a stored body, as every reader reads it (a double written in integer digits: a double)
 
 _MEMO_MAX_CHARS = 100_000  #: a plan body longer than this is judged on its own (the engine's input limits)
 
