@@ -192,7 +192,7 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
     batch_status {batch, now?}           batch_counts {batch, now?}
     batch_step {batch, duty, status, key?, detail?, now?}
     """
-    from ..ledger.cli import read_at_most
+    from ..ledger.cli import _DuplicateKey, _unique_keys, read_at_most
     from ..limits import MAX_INPUT_BYTES
 
     try:  # bounded like `stopline eval`'s input (read whole, /dev/zero took all the memory there was)
@@ -200,7 +200,11 @@ def rt(op: str, source: str, policies: str | None, url: str) -> None:
         if len(raw) > MAX_INPUT_BYTES:
             _fail(f"{source} is larger than {MAX_INPUT_BYTES} bytes")
         text = raw.decode("utf-8-sig")
-        args = json.loads(text) if text.strip() else {}
+        # (a key given twice is refused, as `ledger append` and the server refuse it: `json`
+        # kept the last value, so `"amount": 10, "amount": 5000` recorded a decision on 5000)
+        args = json.loads(text, object_pairs_hook=_unique_keys) if text.strip() else {}
+    except _DuplicateKey as e:
+        _fail(f"{source}: {e}: which value is meant? (nothing was recorded)")
     except (OSError, UnicodeDecodeError) as e:
         _fail(f"cannot read {source}: {getattr(e, 'strerror', None) or e}")
     except json.JSONDecodeError as e:
