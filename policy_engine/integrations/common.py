@@ -41,6 +41,7 @@ import copy
 import hashlib
 import importlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,9 @@ from ..limits import MAX_INPUT_DEPTH
 from ..runtime.approvals import CLAIM_KEY  # noqa: F401 - the n-th claim of a decision: ``stopline:claim:<decision>:<n>``
 from ..runtime.gatejson import repr_pieces
 from ..runtime.results import LEGACY_ERROR_FIELD, outcome_of
-from .outputs import MAX_ERROR, _fields_of, _jsonable, error_text  # noqa: F401 - (MAX_ERROR: re-exported)
+from .outputs import MAX_ERROR, _fields_of, _jsonable, bounded_receipt, error_text  # noqa: F401 - (MAX_ERROR: re-exported)
+
+_log = logging.getLogger("policy_engine.integrations")
 
 __all__ = ["Approval", "ToolGate", "Check", "Outcome", "WorkflowStopped", "ExecutionNotRecorded", "conform",
            "require_extra"]
@@ -730,6 +733,11 @@ class ToolGate:
         declared = tuple(check.decision.receipt or ())
         return {f: _jsonable(base[f]) for f in declared if f in base}
 
+    def receipt_dropped(self, check: Check, output: Any, approver: str | None = None) -> list[str]:
+        """The receipt fields ``record`` leaves out of this output's receipt (``bounded_receipt``:
+        beyond the engine's input limits), sorted; ``[]`` for a receipt within them."""
+        return bounded_receipt(self.receipt_for(check, output, approver), GATE_FIELDS)[1]
+
     def record(self, check: Check, output: Any, approver: str | None = None, *,
                error: BaseException | str | None = None) -> Any:
         """Record the execution with its receipt (idempotent per call). ``error``: the tool
@@ -738,8 +746,17 @@ class ToolGate:
         recorded ``outcome="failed"`` with its ``error`` saying with what (``error_text``: at
         most ``MAX_ERROR`` characters, never a traceback); a re-run of the call is told it
         failed. Its receipt holds the declared fields it gave before it failed (the others are
-        listed in ``missing_receipt``; a failed run is not flagged ``receipt_incomplete``)."""
-        receipt = self.receipt_for(check, output, approver)
+        listed in ``missing_receipt``; a failed run is not flagged ``receipt_incomplete``).
+
+        A receipt beyond the engine's input limits (a tool's result holding a 4 MB declared
+        field) is recorded without the fields that put it there (``bounded_receipt``: listed in
+        ``missing_receipt``), a warning logged naming them (``receipt_dropped``: the same fields,
+        for an adapter to tell the agent). The tool ran: its execution is recorded."""
+        receipt, left_out = bounded_receipt(self.receipt_for(check, output, approver), GATE_FIELDS)
+        if left_out:
+            _log.warning("Stopline: tool %r ran under decision %s (workflow %r); its receipt field(s) %s are beyond "
+                         "the input limits and are not recorded (missing_receipt)", check.tool, check.decision_id,
+                         check.workflow, ", ".join(left_out))
         failed = {"outcome": "failed", "error": error_text(error)} if error is not None else {}
         try:
             return self.runtime.executed(check.decision_id, receipt=receipt,

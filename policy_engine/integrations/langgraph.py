@@ -445,7 +445,14 @@ class StoplineToolWrapper:
         return check, out, holder
 
     def _finish(self, check: Check, out: Outcome, result: Any) -> Any:
-        self.gate.record(check, _output(result, check.call_id, self.messages_key), out.approver)
+        output = _output(result, check.call_id, self.messages_key)
+        self.gate.record(check, output, out.approver)
+        dropped = self.gate.receipt_dropped(check, output, out.approver)
+        if dropped:  # recorded without them (``missing_receipt``): said in its ToolMessage's metadata
+            found = _messages_of(result, self.messages_key)
+            mine = found if isinstance(result, ToolMessage) else [m for m in found if m.tool_call_id == check.call_id]
+            for m in mine[-1:]:  # (the message ``_output`` read the receipt from)
+                m.response_metadata = {**(m.response_metadata or {}), "stopline": {"receipt_dropped": dropped}}
         return result
 
     def __call__(self, request: Any, execute: Any) -> Any:

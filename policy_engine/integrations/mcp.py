@@ -410,11 +410,7 @@ class McpGate:
             failed = (_text(result) or "the tool returned an error result") if result.get("isError") else None
             if failed is not None:  # it ran and failed: so recorded, and so said (as a re-run's ``done`` says)
                 more["failed"] = True
-            output, dropped = self._bounded(check, _output(result), out.approver)
-            if dropped:  # it ran: recorded without what the ledger cannot keep (``missing_receipt``)
-                _log.warning("Stopline: MCP tool %r ran under decision %s; its receipt field(s) %s are beyond the "
-                             "input limits and are not recorded", name, check.decision_id, ", ".join(dropped))
-                more["receipt_dropped"] = dropped
+            output = _output(result)
             try:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(partial(self.tool_gate.record, error=failed), check,
@@ -424,25 +420,14 @@ class McpGate:
                            "(a claim in doubt: Runtime.claims_in_doubt): %s", name, check.decision_id,
                            getattr(e, "error", e))
                 more["recorded"] = False
+            # it ran: recorded without the receipt fields beyond the input limits (``missing_receipt``)
+            dropped = await anyio.to_thread.run_sync(self.tool_gate.receipt_dropped, check, output, out.approver)
+            if dropped:
+                more["receipt_dropped"] = dropped
             meta_out = self._meta(check, "ran", **more)
             result["_meta"] = {**(result.get("_meta") or {}), **meta_out}
             self.log.append({"tool": check.tool, "args": check.args, **meta_out[GATE_META]})
             return result
-
-    def _bounded(self, check: Check, output: Any, approver: str | None) -> tuple[Any, list[str]]:
-        """The tool's output for its receipt, without the fields that would put the receipt
-        beyond the engine's input limits (the ledger refuses such a receipt whole, and the
-        execution of a tool that ran must be recorded); and the fields left out."""
-        receipt = self.tool_gate.receipt_for(check, output, approver)
-        if _oversize(receipt) is None:
-            return output, []
-        dropped = [f for f in receipt if _oversize({f: receipt[f]}) is not None]
-        if isinstance(output, Mapping) and dropped:
-            output = {k: v for k, v in output.items() if k not in dropped}
-            receipt = self.tool_gate.receipt_for(check, output, approver)
-        if _oversize(receipt) is not None:  # each field within, all of them beyond: none of the output's
-            output, dropped = None, sorted(set(receipt) - set(self.tool_gate.receipt_for(check, None, approver)))
-        return output, dropped
 
     async def _settle(self, name: str, args: dict, call_id: str | None, scope: str, annotations: Any,
                       problem: str | None, server: str) -> tuple[Check, Check | None, Outcome]:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..runtime.gatejson import repr_pieces
+from ..limits import MAX_INPUT_CHARS, MAX_INPUT_ITEMS
+from ..runtime.gatejson import oversize, repr_pieces
 
 MAX_ERROR = 300  #: characters of a failed run's recorded error (``Type: message``, never a traceback)
 
@@ -82,3 +84,40 @@ def _fields_of(output: Any) -> Any:
         except Exception:  # noqa: BLE001
             return output
     return output
+
+
+def _weight(value: Any) -> float:
+    """How much of the engine's input limits ``value`` takes (the larger share: values in
+    containers or characters of text, as ``gatejson.oversize`` counts them). Iterative."""
+    items = chars = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            chars += len(v)
+        elif isinstance(v, Mapping):
+            items += len(v)
+            chars += sum(len(k) for k in v if isinstance(k, str))
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            items += len(v)
+            stack.extend(v)
+    return max(items / MAX_INPUT_ITEMS, chars / MAX_INPUT_CHARS)
+
+
+def bounded_receipt(receipt: dict, keep: Iterable[str] = ()) -> tuple[dict, list[str]]:
+    """``receipt`` without the fields that put it beyond the engine's input limits (the
+    ledger refuses such a receipt whole, and the execution of a tool that ran must be
+    recorded), and those fields, sorted: each field beyond the limits alone, then, while the
+    rest together still are, the largest of them (never one of ``keep``: the gate's own)."""
+    if oversize(receipt) is None:
+        return receipt, []
+    dropped = {f for f, v in receipt.items() if oversize({f: v}) is not None}
+    kept = {f: v for f, v in receipt.items() if f not in dropped}
+    if oversize(kept) is not None:  # each field within, together beyond: the largest ones go
+        for f in sorted((f for f in kept if f not in set(keep)), key=lambda f: -_weight(kept[f])):
+            del kept[f]
+            dropped.add(f)
+            if oversize(kept) is None:
+                break
+    return kept, sorted(dropped)
