@@ -154,7 +154,8 @@ def replay_cmd(policy, url, since, until, workflow, fmt, workers, as_rollback, r
             click.echo(f"\nno batch: {len(batch.existing)} execution(s) already being rolled back, "
                        f"{len(batch.refused)} could not be planned")
         else:
-            click.echo(f"\nbatch {batch.batch_id} ({as_rollback}): {len(batch.rollbacks)} rollback(s) over "
+            again = " (recorded before by this same request: nothing recorded now)" if batch.existing_batch else ""
+            click.echo(f"\nbatch {batch.batch_id} ({as_rollback}){again}: {len(batch.rollbacks)} rollback(s) over "
                        f"{batch.records} record(s); approve it by its digest {batch.batch_hash}"
                        + (f"; {len(batch.existing)} execution(s) already being rolled back" if batch.existing
                           else ""))

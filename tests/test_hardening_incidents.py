@@ -184,8 +184,10 @@ def test_replay_as_rollback_that_cannot_plan_says_so_and_exits_1(rt, ledger_url,
     cand.write_text(STRICTER.replace("rollback customer_request {", REVERSAL))
     res = _cli("replay", cand, "--ledger", ledger_url, "--as-rollback", "policy_reversal")
     assert res.exit_code == 0 and "2 rollback(s)" in res.output, res.output
+    first_batch = res.output.split("\nbatch ", 1)[1].split(" ", 1)[0]  # run again: that batch is named
     res = _cli("replay", cand, "--ledger", ledger_url, "--as-rollback", "policy_reversal")
-    assert res.exit_code == 0 and "2 execution(s) already being rolled back" in res.output, res.output
+    assert res.exit_code == 0 and "recorded before by this same request" in res.output, res.output
+    assert "2 rollback(s)" in res.output and first_batch in res.output
     assert sorted(changed_executions(replay(str(cand), ledger_url))) == sorted([h[500.0][1], h[450.0][1]])
 
 

@@ -94,6 +94,8 @@ class RollbackBatch(_Result):
     refused: tuple[dict, ...] = ()  #: plans the engine cannot authorize (not recorded)
     errors: tuple[dict, ...] = ()  #: executions on which the select failed (not selected)
     records: int = 0  #: every record the plans cover (originals and cascades)
+    #: the batch this same request recorded before (a retry whose answer was lost): named, nothing recorded now
+    existing_batch: bool = False
 
 
 def _select_value(x: Any) -> dict:
@@ -380,7 +382,11 @@ def request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested_
     pending rollback classified under another policy version than this runtime's (it is
     cancelled: no approval can count for it). ``supersede=False`` lists those as
     ``existing`` (``stopline replay --as-rollback``, whose policy is a candidate, not the
-    one the reviewers approve under)."""
+    one the reviewers approve under).
+
+    The same request again (its answer lost) that finds nothing to plan is answered with
+    the batch it recorded, every plan of which is still open (``existing_batch``), and
+    records nothing; a dry run names no batch."""
     _text_arg(requested_by, "requested_by")  # (a projection column: a name the ledger can hold)
     _text_arg(scenario, "scenario", max_len=None)
     _free_text(reason, "reason")
@@ -578,9 +584,11 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
             o = held.get(it["parent"], top)
             if o in mine:
                 mine[o].setdefault("covered", []).append(it)
+    same = {"scenario": scenario, "select": select, "requested_by": requested_by, "reason": reason,
+            "since": bounds.get("since"), "until": bounds.get("until"), "trigger": trigger}
     if not members:
-        return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
-                             tuple(errors), 0)
+        return _retried(rt, RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing,
+                                          tuple(refused), tuple(errors), 0), same, dry_run)
     if dry_run:  # the plan as it would be recorded now (nothing is written)
         return RollbackBatch(None, _batch_hash(scenario, select, [(m[0].id, m[2].plan_hash) for m in members]),
                              scenario, select, (), tuple(m[0].id for m in members), len(chosen), covered, existing,
@@ -629,12 +637,50 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
     # an original another request covered since the read is listed with that rollback, not dropped
     existing += tuple({"execution": i, "rollback": rb} for i, rb in out.get("late", {}).items())
     if not entries:
-        return RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing, tuple(refused),
-                             tuple(errors), 0)
+        return _retried(rt, RollbackBatch(None, "", scenario, select, (), (), len(chosen), covered, existing,
+                                          tuple(refused), tuple(errors), 0), same, dry_run)
     keep = out["keep"]
     return RollbackBatch(entries[0].id, out["hash"], scenario, select, tuple(e.id for e in entries[1:]),
                          tuple(m[0].id for m in keep), len(chosen), covered, existing, tuple(refused), tuple(errors),
                          sum(1 + len(m[1]["cascade"]) for m in keep))
+
+
+def _retried(rt: Any, b: RollbackBatch, same: dict, dry_run: bool) -> RollbackBatch:
+    """``b`` (nothing to plan), or, when it is the retry of a request whose answer was lost, the
+    batch that request recorded (``existing_batch``; nothing is recorded now): the latest batch
+    recorded with the same head (``same``: scenario, select, requester, reason, window,
+    trigger) every plan of which is open and covers one of the executions selected now (in
+    ``existing``), each of its originals selected. Its plans' originals and the selected
+    records inside their cascades are answered as when it was recorded (``originals``,
+    ``covered``), ``existing`` keeps the other rollbacks. A dry run names no batch."""
+    if dry_run or not b.existing or b.errors:
+        return b
+    taken = {e["rollback"] for e in b.existing}
+    chosen = {e["execution"] for e in b.existing}
+    RB, BE = E.alias("member_rollback"), E.alias("member_batch")
+    seqs: set[int] = set()
+    with rt.ledger.reading() as c:
+        rbs = sorted(taken)
+        for i in range(0, len(rbs), _CHUNK):
+            seqs.update(c.execute(sql_select(BE.c.seq).select_from(
+                L.join(RB, RB.c.seq == L.c.from_seq).join(BE, BE.c.seq == L.c.to_seq))
+                .where(RB.c.id.in_(rbs[i:i + _CHUNK]), RB.c.kind == "rollback", BE.c.kind == "batch")).scalars())
+        for seq in sorted(seqs, reverse=True):
+            batch = rt.ledger.fetch(c, E.c.seq == seq)[0]
+            if any(batch.body.get(k) != v for k, v in same.items()):
+                continue
+            members = _members(rt, c, batch)
+            orig = {m.id: m.body.get("original") for m in members}
+            if members and all(m.id in taken and orig[m.id] in chosen for m in members):
+                break
+        else:
+            return b
+    covered = tuple({"execution": e["execution"], "by": orig[e["rollback"]]} for e in b.existing
+                    if e["rollback"] in orig and e["execution"] != orig[e["rollback"]])
+    return RollbackBatch(batch.id, batch.body["batch_hash"], b.scenario, b.select, tuple(m.id for m in members),
+                         tuple(orig[m.id] for m in members), b.selected, b.covered + covered,
+                         tuple(e for e in b.existing if e["rollback"] not in orig), b.refused, b.errors,
+                         int(batch.body.get("records") or 0), existing_batch=True)
 
 
 def _members(rt: Any, c: Any, batch: Any) -> list:

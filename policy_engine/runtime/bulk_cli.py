@@ -79,7 +79,8 @@ def rollback(select, scenario, requested_by, reason, since, until, status_of, dr
                        f"{len(b.existing)} already being "
                        f"rolled back, {len(b.refused)} refused")
         else:
-            click.echo(f"batch {b.batch_id}: {len(b.rollbacks)} rollback(s) over {b.records} record(s) "
+            again = " (recorded before by this same request: nothing recorded now)" if b.existing_batch else ""
+            click.echo(f"batch {b.batch_id}{again}: {len(b.rollbacks)} rollback(s) over {b.records} record(s) "
                        f"({b.selected} selected, {len(b.covered)} inside another's cascade, {len(b.existing)} "
                        f"already being rolled back)\napprove it by its digest: {b.batch_hash}")
         if nxt is not None:  # what to run next, from the shell alone
