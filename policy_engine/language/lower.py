@@ -217,7 +217,7 @@ class Lowerer:
             )
         return ir.Condition(source=text, loc=self.loc(tok))
 
-    def once(self, seen: dict, key: str, node: Any) -> bool:
+    def once(self, seen: dict, key: str, node: Any, keep: str = "keep one") -> bool:
         """Report a statement given twice in one block. Returns True the first time."""
         if key in seen:
             first = seen[key]
@@ -226,7 +226,7 @@ class Lowerer:
                 f"`{key}` is given twice",
                 node,
                 label="second declaration",
-                help=f"the first is at {first}; keep one",
+                help=f"the first is at {first}; {keep}",
             )
             return False
         seen[key] = self.loc(node).span
@@ -326,11 +326,15 @@ class Lowerer:
                 if self.once(seen, "version", item):
                     fields["version"] = self.string(item.children[0])
             elif kind == "owners_decl":
-                if self.once(seen, "owners", item):
-                    fields["owners"] = tuple(
-                        ir.Owner(kind=str(o.children[0]), name=self.string(o.children[1]), loc=self.loc(o.children[0]))
-                        for o in item.children
-                    )
+                owners = tuple(
+                    ir.Owner(kind=str(o.children[0]), name=self.string(o.children[1]), loc=self.loc(o.children[0]))
+                    for o in item.children
+                )
+                if self.once(seen, "owners", item, keep="put every owner in one block"):
+                    fields["owners"] = owners
+                else:  # (E121) the kinds only the second block gives are no missing owner (E134) too
+                    given = {o.kind for o in fields.get("owners", ())}
+                    fields["owners"] = fields.get("owners", ()) + tuple(o for o in owners if o.kind not in given)
             elif kind == "default_decl":
                 if self.once(seen, "default", item):
                     tok = item.children[0]
@@ -585,6 +589,10 @@ class Lowerer:
                     fields["evidence"] = self.field_decls(item.children)
             elif kind == "resume_decl":
                 fields["has_resume_block"] = True
+                # a second block is E121 like any repeated statement (its criteria were merged
+                # with the first's, in silence)
+                if not self.once(seen, "resume when", item, keep="put every criterion in one block"):
+                    continue
                 for crit in item.children:
                     cname, cel, desc = crit.children
                     lists["criteria"].append(

@@ -145,6 +145,11 @@ def keyword_matches(keyword: str | None, nodeid: str) -> bool:
         return _keyword_eval(keyword, nodeid, lenient=True)
 
 
+# how deep `(` and `not` may nest in a -k expression: the parser below recurses, and a deeper
+# one (`((((a))))` 3000 deep) raised RecursionError out of `keyword_matches`
+MAX_KEYWORD_DEPTH = 100
+
+
 def _keyword_eval(keyword: str | None, nodeid: str, lenient: bool = False) -> bool:
     if not keyword:
         return True
@@ -153,6 +158,7 @@ def _keyword_eval(keyword: str | None, nodeid: str, lenient: bool = False) -> bo
     if not any(t in ("and", "or", "not", "(", ")") for t in tokens):
         return keyword.lower() in text
     pos = 0
+    depth = 0
 
     def fail(what: str) -> bool:
         if lenient:
@@ -179,15 +185,24 @@ def _keyword_eval(keyword: str | None, nodeid: str, lenient: bool = False) -> bo
         return v
 
     def factor() -> bool:
-        nonlocal pos
+        nonlocal pos, depth
         if pos >= len(tokens) or tokens[pos] in ("and", "or", ")"):
             return fail("a word, `not` or `(`")
         t = tokens[pos]
+        if t in ("not", "(") and depth >= MAX_KEYWORD_DEPTH:
+            if lenient:  # (the well-formed prefix: what it selects, as for any malformed expression)
+                return True
+            raise ValueError(f"`(` and `not` nest more than {MAX_KEYWORD_DEPTH} deep")
         pos += 1
         if t == "not":
-            return not factor()
+            depth += 1
+            v = not factor()
+            depth -= 1
+            return v
         if t == "(":
+            depth += 1
             v = expr()
+            depth -= 1
             if pos < len(tokens) and tokens[pos] == ")":
                 pos += 1
             else:
