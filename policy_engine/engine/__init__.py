@@ -223,7 +223,9 @@ class Engine:
         return tuple(self._p.workflows)
 
     def version(self, workflow: str) -> str | None:
-        wf = self._p.workflows.get(workflow)
+        """The declared `version` of `workflow`; None when the policy declares no such workflow.
+        Raises `TypeError` when `workflow` is not a string (a name)."""
+        wf = self._p.workflows.get(_name_arg(workflow, "workflow"))
         return wf.version if wf else None
 
     # Each public call is a last-resort guard around the real evaluator: whatever an input
@@ -427,8 +429,11 @@ class Engine:
         """What the policy declares for action type `name` (in `workflow`, or the one workflow
         that declares it): `{"workflow", "name", "receipt", "side_effects", "runs_while_stopped"}`.
         None when it is not declared, or declared by several workflows and none is named (a
-        caller that records or plans from it fails closed)."""
+        caller that records or plans from it fails closed). Raises `TypeError` when `name` (or
+        a `workflow` given) is not a string."""
+        _name_arg(name, "name")
         if workflow is not None:
+            _name_arg(workflow, "workflow")
             wf = self._p.workflows.get(workflow)
             found = [(workflow, wf.actions[name])] if wf is not None and name in wf.actions else []
         else:
@@ -441,6 +446,14 @@ class Engine:
 
 
 _PSET_LOCK = threading.Lock()
+
+
+def _name_arg(value: Any, what: str) -> str:
+    """A name given to an accessor (`version`, `action_info`): a string, else `TypeError`
+    saying so (never the dictionary's `unhashable type`)."""
+    if type(value) is not str and not isinstance(value, str):
+        raise TypeError(f"`{what}` is a name (a string), not a {type(value).__name__}")
+    return value
 
 
 def _plain(value: Any, mapping: bool = True) -> Any:

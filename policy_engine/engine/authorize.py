@@ -279,7 +279,16 @@ def _authorize_action(p: CompiledPolicy, decision: Any, approvals: Iterable[Any]
                  else {(r.name, site(r.location)): r for r in ca.rules})
         reqs = []
         for ref in d.matched:
-            if ref.effect != "require_approval":
+            if ref.kind != "rule" or ref.effect not in ("require_approval", "allow"):
+                # a matched stop trigger or deny rule wins by precedence (and the gate lists only
+                # rules and triggers in `matched`): this decision was changed after evaluation
+                what = ("stop trigger" if ref.kind == "stop" or ref.effect == "stop" else
+                        f"{ref.effect} rule" if ref.kind == "rule" else f"{ref.kind} {ref.effect}")
+                errors.append(err("<input>", "input",
+                                  f"the decision's matched rules include {what} `{ref.name}`: a require_approval "
+                                  "decision cannot; evaluate the action again"))
+                continue
+            if ref.effect != "require_approval":  # an allow rule that also matched: it releases nothing
                 continue
             rule = rules.get((ref.name, site(ref.location))) if ref.kind == "rule" else None
             if rule is None or rule.effect != "require_approval":

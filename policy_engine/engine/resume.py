@@ -49,26 +49,30 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
     state: dict = {}
     claims: list[tuple[str, Any]] = []  # (where, the trigger a given state says stopped the workflow)
     names: list[tuple[str, Any]] = []  # (where, the workflow name a given state says)
+    stamps: list[tuple[str, Any]] = []  # (where, the `stopped_at` a given state or decision says)
     if isinstance(workflow, Mapping):
         state = dict(workflow)
         workflow = workflow.get("name")
         if state.get("stopped_by") is not None:
             claims.append(("the workflow state", state["stopped_by"]))
+        if state.get("stopped_at") is not None:  # read as a stop state's is (the criteria see `stop.stopped_at`)
+            stamps.append(("the workflow state", state["stopped_at"]))
     stop = as_dict(stop)
-    stopped_at = None
     if isinstance(stop, Mapping):
         if "stopped_by" in stop:
             if stop.get("name") is not None:
                 names.append(("the stop state", stop["name"]))
             state = {**state, **stop}
             trigger = stop.get("stopped_by")
-            stopped_at = stop.get("stopped_at")
+            if stop.get("stopped_at") is not None:
+                stamps.append(("the stop state", stop["stopped_at"]))
         else:  # a StopInfo or a Decision's `stop`
             inner: Mapping = stop["stop"] if isinstance(stop.get("stop"), Mapping) else stop
             if inner is not stop and stop.get("workflow") is not None:  # a Decision names its workflow
                 names.append(("the stop decision", stop["workflow"]))
             trigger = inner.get("trigger")
-            stopped_at = inner.get("stopped_at")
+            if inner.get("stopped_at") is not None:
+                stamps.append(("the stop decision", inner["stopped_at"]))
     else:
         trigger = stop
     wf = p.workflows.get(workflow) if type(workflow) is str else None
@@ -111,18 +115,30 @@ def may_resume(p: CompiledPolicy, workflow: Any, stop: Any, evidence: Any, now: 
         stop_val: dict[str, Any] = {
             "name": s.name, "trigger": s.name, "severity": s.info.severity, "owner": s.info.owner
         }
-        if stopped_at is not None:
+        # the time the workflow stopped, as every state or decision given says it (a workflow
+        # state given as `workflow` too): each must be a time that happened, and all the same one
+        when: list[tuple[str, Any]] = []  # (where, the time, parsed)
+        for where, stamp in stamps:
             try:
-                stop_val["stopped_at"] = parse_ts(stopped_at, "`stopped_at`")
+                t = parse_ts(stamp, "`stopped_at`")
             except (ValueError, OverflowError) as e:
                 errors.append(err("<input>", "input", str(e) if isinstance(e, ValueError) else
                                   "`stopped_at` is out of the representable range"))
                 bad_input = True
-            else:  # a stop dated after now (beyond the clock allowance) is not one that happened
-                late = after_now(stop_val["stopped_at"], now_dt, "`stopped_at`")
-                if late is not None:
-                    errors.append(err("<input>", "input", late + "; the workflow stays stopped"))
-                    bad_input = True
+                continue
+            late = after_now(t, now_dt, "`stopped_at`")  # a stop dated after now is not one that happened
+            if late is not None:
+                errors.append(err("<input>", "input", late + "; the workflow stays stopped"))
+                bad_input = True
+                continue
+            when.append((where, t))
+        for where, t in when[1:]:
+            if t != when[0][1]:
+                errors.append(err("<input>", "input", f"{when[0][0]} says the workflow stopped at "
+                                  f"{fmt_ts(when[0][1])}, {where} at {fmt_ts(t)}: which stop is asked about?"))
+                bad_input = True
+        if when and not bad_input:
+            stop_val["stopped_at"] = when[0][1]
     if s is not None and s.evidence is not None and not bad_input:
         problem = value_problem(s.evidence, ev, "evidence")  # its declared shape (`evidence { ... }`)
         if problem:
