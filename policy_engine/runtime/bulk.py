@@ -428,7 +428,8 @@ def _request_bulk_rollback(rt: Any, select: str | None, scenario: str, requested
             except RuntimeUsageError as e:
                 raise RuntimeUsageError(str(e).replace("`now`", f"`{name}`")) from None
     if "since" in bounds and "until" in bounds and bounds["since"] > bounds["until"]:
-        raise RuntimeUsageError(f"`since` {since} is later than `until` {until}: no execution can be in that window")
+        raise RuntimeUsageError(f"`since` {bounds['since']} is later than `until` {bounds['until']}: "
+                                "no execution can be in that window")
     if "since" in bounds:  # (the window is on when each ran: one recorded up to the clock skew before it ran,
         # or any time after it, may be in it; the reading stops at none, each is judged below by `_ran`)
         where.append(E.c.time >= _skewed(bounds["since"]))

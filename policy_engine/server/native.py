@@ -13,6 +13,7 @@ the (loopback) address. The server's clock decides: no operation takes ``now``.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -21,7 +22,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from ..timestamps import parse_rfc3339
+from ..timestamps import format_rfc3339, parse_rfc3339
 from .identity import Caller
 from .problems import Problem, is_json_type, parse_json
 
@@ -53,6 +54,20 @@ def _rfc3339(v: Any) -> datetime:
 
 
 Time = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
+def _seconds(v: Any) -> Any:
+    """A query's number of seconds: ``nan``, ``inf`` or ``1e999`` (which ``float`` reads as
+    numbers) are none; pydantic would judge them by the range alone ("less than or equal").
+    (After the ``Query`` in its ``Annotated``: before it, the OpenAPI document would give the
+    range as ``ge``/``le`` instead of ``minimum``/``maximum``.)"""
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return v  # (pydantic says it is not a number)
+    if not math.isfinite(f):
+        raise PydanticCustomError("seconds", "not a number of seconds (a finite number, e.g. 3600)")
+    return v
 
 
 class GateBody(_Body):
@@ -265,6 +280,24 @@ def may_cancel(runtime: Any, subject_id: str, caller: Caller) -> None:
                      else "a principal holding a role"))
 
 
+def _named_workflow(request: Request) -> None:
+    """The workflow routes' name (``{workflow:path}``: any string, `/` included) is never
+    empty: ``/v1/workflows/`` and ``/v1/workflows//resume`` are paths with a slash no route has,
+    a 404 as every other such path is (before the credential and the body are looked at)."""
+    if not request.path_params.get("workflow"):
+        raise Problem(404, "not-found", "Not Found")
+
+
+def _window(since: datetime | None, until: datetime | None) -> None:
+    """``since`` later than ``until`` is a 422 that names both in RFC 3339 (the runtime's own
+    message prints them as Python does); the same instant twice is an empty window."""
+    if since is not None and until is not None and since > until:
+        msg = (f"{format_rfc3339(since)} is later than `until` {format_rfc3339(until)}: no execution can be "
+               "in that window")
+        raise Problem(422, "invalid-request", f"/since: {msg}",
+                      errors=[{"pointer": "/since", "in": "body", "detail": msg}])
+
+
 def _utc(t: datetime | None, name: str) -> datetime | None:
     """A body's time in UTC; a time without an offset, or one UTC cannot hold, is a 422."""
     if t is None:
@@ -369,6 +402,7 @@ def router() -> APIRouter:
                           "or `executions` (ids)", errors=[{"pointer": "/select", "in": "body",
                                                              "detail": "exactly one of select, executions"}])
         since, until = _utc(body.since, "since"), _utc(body.until, "until")
+        _window(since, until)
         return plain(call(rt(request).request_bulk_rollback, body.select, body.scenario, caller.principal,
                           body.reason, since, until, executions=body.executions, trigger=body.trigger,
                           dry_run=body.dry_run))
@@ -412,8 +446,9 @@ def router() -> APIRouter:
     @r.get("/claims", summary="Claims in doubt: decisions claimed for their execution whose execution no entry "
            "records, oldest claim first (resolve each: record its execution, or abandon the claim)")
     def claims_in_doubt(request: Request,
-                        older_than: float = Query(default=0.0, ge=0, le=10 * 365 * 86400,
-                                                  description="seconds: only claims at least this old"),
+                        older_than: Annotated[float, Query(ge=0, le=10 * 365 * 86400,
+                                                           description="seconds: only claims at least this old"),
+                                              BeforeValidator(_seconds)] = 0.0,
                         limit: int | None = Query(default=None, ge=1, le=10_000),
                         caller: Caller | None = Depends(any_caller)) -> Any:
         from datetime import timedelta
@@ -453,11 +488,12 @@ def router() -> APIRouter:
         return {"expired": plain(call(rt(request).expire))}
 
     # (`:path`: a workflow's name is any string, `/` included, percent-encoded as %2F or not)
-    @r.get("/workflows/{workflow:path}", summary="A workflow's status (running or stopped, by which trigger)")
+    @r.get("/workflows/{workflow:path}", dependencies=[Depends(_named_workflow)],
+           summary="A workflow's status (running or stopped, by which trigger)")
     def workflow_status(workflow: str, request: Request, caller: Caller | None = Depends(any_caller)) -> Any:
         return plain(call(rt(request).workflow_status, workflow))
 
-    @r.post("/workflows/{workflow:path}/resume",
+    @r.post("/workflows/{workflow:path}/resume", dependencies=[Depends(_named_workflow)],
             summary="Ask to resume a stopped workflow with evidence, as the caller")
     def resume(workflow: str, body: ResumeBody, request: Request, caller: Caller = Depends(principal)) -> Any:
         same(caller, body.principal, "principal")
