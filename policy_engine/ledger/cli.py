@@ -202,11 +202,17 @@ def init(url: str, allow_other_tables: bool) -> None:
         added = led.add_missing_tables()
         runtime = _add_runtime_tables(led)
         rebuilt = _rebuild_if_edited(led) if not runtime else None
+        weak = led.weak_guards()
         restored = led.restore_guards()
+        strengthened = [] if restored else [n for n in weak if n not in led.weak_guards()]
         click.echo(f"ledger {led.url}: {led.size} {'entry' if led.size == 1 else 'entries'}, log {led.log_id}")
         if added:
             click.echo(f"added the table{'s' if len(added) > 1 else ''} it lacked: "
                        f"{', '.join(f'`{n}`' for n in added)} (no entry written)")
+        if strengthened:
+            click.echo(f"made the guard trigger{'s' if len(strengthened) > 1 else ''} fire in every session "
+                       "(ENABLE ALWAYS: a session_replication_role = replica session no longer skips "
+                       f"{'them' if len(strengthened) > 1 else 'it'}; no entry written)")
         # (a new ledger: making every one of them is expected, not news; a ledger that lacked
         # some, emptied or not, is told which)
         new = not led.size and {t.name for t in P.TABLES} <= set(runtime)

@@ -37,6 +37,8 @@ Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on entries, links
 nodes: history cannot be rewritten through SQL without first dropping (or disabling) the
 triggers, which needs the table owner's rights and shows in ``verify``
 (:func:`guard_problems`); :func:`restore_guards` (``stopline ledger init``) puts them back.
+On PostgreSQL they are ``ENABLE ALWAYS``: a superuser session with
+``session_replication_role = replica`` does not skip them (:func:`weak_guards`).
 
 Migrations: ``MIGRATIONS[v]`` brings a database from version ``v - 1`` to ``v``; they run
 at open time under the append lock, and end with :func:`create_missing`. A database whose
@@ -73,7 +75,8 @@ from sqlalchemy import (
 from .errors import SchemaError
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "heads", "entries", "links", "nodes", "flush", "MIGRATIONS",
-           "GUARDED", "LEDGER_TABLES", "guard_ddl", "guard_problems", "restore_guards", "append_function_ddl",
+           "GUARDED", "LEDGER_TABLES", "guard_ddl", "guard_problems", "restore_guards", "weak_guards",
+           "strengthen_guards", "append_function_ddl",
            "migrate", "ended_sessions", "create_ended_sessions", "create_missing", "missing_tables", "HISTORY",
            "unprojected"]
 
@@ -190,7 +193,35 @@ def guard_ddl(dialect: str) -> list[str]:
         out.append(f"DROP TRIGGER IF EXISTS {t}_no_truncate ON {t}")
         out.append(f"CREATE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
                    f"FOR EACH STATEMENT EXECUTE FUNCTION {_PG_REFUSE_FN}()")
+        # ALWAYS (tgenabled ``A``): a plain ENABLE (``O``) is skipped by a session with
+        # session_replication_role = replica, which leaves no trace in the catalog
+        for suffix in _PG_TGTYPE:
+            out.append(f"ALTER TABLE {t} ENABLE ALWAYS TRIGGER {t}_{suffix}")
     return out
+
+
+def weak_guards(conn: Connection) -> list[str]:
+    """The PostgreSQL guard triggers enabled the way older ledgers have them (a plain
+    ``ENABLE``, ``tgenabled`` ``O``: a ``session_replication_role = replica`` session skips them)
+    on tables the current role may alter (owns, or is a superuser): what
+    :func:`strengthen_guards` would make ALWAYS. ``[]`` on SQLite. Not a :func:`guard_problems`
+    entry: such a ledger verifies; ``stopline ledger init`` strengthens them."""
+    if conn.dialect.name != "postgresql":
+        return []
+    rows = conn.exec_driver_sql(
+        "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE NOT t.tgisinternal AND t.tgenabled = 'O' AND pg_has_role(c.relowner, 'MEMBER') "
+        "AND t.tgrelid IN (" + ", ".join(f"to_regclass('{t}')" for t in GUARDED) + ")").all()
+    want = {f"{t}_{suffix}" for t in GUARDED for suffix in _PG_TGTYPE}
+    return sorted(str(r[0]) for r in rows if r[0] in want)
+
+
+def strengthen_guards(conn: Connection, names: Iterable[str]) -> None:
+    """Make the guard triggers ``names`` (of :func:`weak_guards`) fire in every session
+    (``ENABLE ALWAYS``), in the caller's (locked) transaction. Writes no entry."""
+    for name in names:
+        table = next(t for t in GUARDED if name.startswith(f"{t}_no_"))
+        conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}")
 
 
 def _words(sql: str | None) -> str:
@@ -201,8 +232,9 @@ def guard_problems(conn: Connection) -> list[str]:
     """What is wrong with the guard triggers, one phrase per trigger (``[]`` when every one is
     there, enabled and as the ledger made it). One catalog query: ``sqlite_master`` on
     SQLite (whose triggers cannot be disabled), ``pg_trigger`` on PostgreSQL, where a
-    trigger must also be enabled (``tgenabled`` ``O`` or ``A``: not ``D``, disabled, nor
-    ``R``, which fires only in replica sessions), fire before the right events for every
+    trigger must also be enabled (``tgenabled`` ``A``, as the ledger makes them, or ``O``, as
+    older ledgers have them (see :func:`weak_guards`): not ``D``, disabled,
+    nor ``R``, which fires only in replica sessions), fire before the right events for every
     row (no column list, no ``WHEN``) and call the refusing function unchanged."""
     out: list[str] = []
     if conn.dialect.name == "sqlite":

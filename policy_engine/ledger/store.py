@@ -409,10 +409,21 @@ class Ledger(LedgerWriter):
             return schema.guard_problems(c)
 
     @_db
+    def weak_guards(self) -> list[str]:
+        """The PostgreSQL guard triggers of an older ledger that a session with
+        ``session_replication_role = replica`` skips (a plain ``ENABLE``; the ledger now makes
+        them ``ENABLE ALWAYS``) and that this role may change; ``[]`` on SQLite. Not a
+        ``verify`` failure: :meth:`restore_guards` (``stopline ledger init``) strengthens them."""
+        with self._read() as c:
+            return schema.weak_guards(c)
+
+    @_db
     def restore_guards(self) -> list[str]:
         """Re-create the guard triggers if any is missing, disabled or changed (under the
-        append lock; no entry is written) and return what was wrong (``[]``: nothing done).
-        On PostgreSQL this needs the tables' owner. ``stopline ledger init`` calls it."""
+        append lock; no entry is written) and return what was wrong (``[]``: nothing wrong).
+        Guards that are only :meth:`weak_guards` are made ``ENABLE ALWAYS`` in place (not
+        reported: nothing was wrong). On PostgreSQL this needs the tables' owner.
+        ``stopline ledger init`` calls it."""
         with self._engine.connect() as c:
             c = c.execution_options(ledger_write=True)
             with c.begin():
@@ -421,6 +432,8 @@ class Ledger(LedgerWriter):
                 problems = schema.guard_problems(c)
                 if problems:
                     schema.restore_guards(c)
+                else:
+                    schema.strengthen_guards(c, schema.weak_guards(c))
         return problems
 
     # ------------------------------------------------------------------ tables

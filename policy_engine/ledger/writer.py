@@ -617,11 +617,13 @@ class LedgerWriter(LedgerReader):
         """
         out = tmp = None
         if path is not None:  # a file that cannot be written is refused before anything is recorded
-            tmp = Path(f"{path}.tmp{os.getpid()}")
+            # a temporary file of this writer alone (threads of one process share the pid), made
+            # exclusively ("x": never another writer's file truncated), renamed over ``path`` atomically
+            tmp = Path(f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:12]}")
             try:
                 if Path(path).is_dir():
                     raise IsADirectoryError(21, "Is a directory")
-                out = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed below, on every path
+                out = open(tmp, "x", encoding="utf-8")  # noqa: SIM115 - closed below, on every path
             except OSError as e:
                 raise CheckpointError(f"cannot write the checkpoint to {path}: {e.strerror or e}; "
                                       "nothing was recorded") from None
