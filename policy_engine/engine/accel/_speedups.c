@@ -1490,13 +1490,23 @@ static PyTypeObject QuietType = {
    longer in that generation (a collection, gc.freeze(), moved it: what was made since is then
    elsewhere, and only `mark`'s own generation's head is known here). Reads the links only; no
    object the collector tracks is allocated during the walk (the result and the end marker
-   first), so no collection can run in it. For a fused gate's build (`native.made`), the
+   first), so no collection can run in it. A tuple held by nothing else is left out (another
+   thread may be building it): its address is appended to the list `loose` when one is given.
+   For a fused gate's build (`native.made`), the
    collector paused: O(the objects made since), not O(the generation). */
 static PyObject *
-quiet_since(PyObject *mod, PyObject *mark)
+quiet_since(PyObject *mod, PyObject *args)
 {
-    PyObject *res, *end;
+    PyObject *mark, *loose = NULL, *res, *end;
     QuietGC *stop, *head, *g;
+    if (!PyArg_ParseTuple(args, "O|O:since", &mark, &loose))
+        return NULL;
+    if (loose == Py_None)
+        loose = NULL;
+    if (loose != NULL && !PyList_CheckExact(loose)) {
+        PyErr_SetString(PyExc_TypeError, "since: `loose` is a list");
+        return NULL;
+    }
     if (!quiet_layout_ok) {
         PyErr_SetString(PyExc_NotImplementedError, "since: not on this build of Python");
         return NULL;
@@ -1518,6 +1528,24 @@ quiet_since(PyObject *mod, PyObject *mark)
     for (g = (QuietGC *)(QUIET_AS_GC(end)->prev & ~QUIET_FLAGS); g != head && g != stop;
          g = (QuietGC *)(g->prev & ~QUIET_FLAGS)) {
         PyObject *o = QUIET_FROM_GC(g);
+        /* a tuple nothing else refers to may be one another thread is still building
+           (`tuple(generator)`: the generator let the thread go mid-way): a reference taken here
+           makes its final `_PyTuple_Resize` fail ("bad argument to internal function"), and its
+           unfilled items are NULL. Never referred to: its address goes to `loose` (an int, which
+           the collector does not track), by which the caller knows it when it meets it held */
+        if (PyTuple_Check(o) && Py_REFCNT(o) == 1) {
+            if (loose != NULL) {
+                PyObject *addr = PyLong_FromVoidPtr(o);
+                if (addr == NULL || PyList_Append(loose, addr) < 0) {
+                    Py_XDECREF(addr);
+                    Py_DECREF(end);
+                    Py_DECREF(res);
+                    return NULL;
+                }
+                Py_DECREF(addr);
+            }
+            continue;
+        }
         if (o != res && PyList_Append(res, o) < 0) {  /* (its items grow by PyMem: no collection) */
             Py_DECREF(end);
             Py_DECREF(res);
@@ -1533,7 +1561,7 @@ quiet_since(PyObject *mod, PyObject *mark)
 }
 
 static PyMethodDef speedups_methods[] = {
-    {"since", (PyCFunction)quiet_since, METH_O, NULL},
+    {"since", (PyCFunction)quiet_since, METH_VARARGS, NULL},
     {NULL},
 };
 

@@ -136,13 +136,16 @@ def made(roots: tuple, mark: list | None, leave: Iterable = (), also: Iterable =
     if mark is None:
         return None
     try:
-        since = _since(mark)
+        loose: list = []  # (the addresses of tuples nothing held: perhaps another thread's, being built)
+        since = _since(mark, loose)
         new = {id(o): o for o in since} if since is not None else {}
         del since
+        made_ids = set(new).union(loose) if loose else set(new)  # (a loose tuple met held: the result's)
         for o in leave:
             new.pop(id(o), None)
+            made_ids.discard(id(o))
         take: list = []
-        stack = [r for r in roots if id(r) in new]
+        stack = [r for r in roots if id(r) in made_ids]
         seen: set = set()
         while stack:
             o = stack.pop()
@@ -150,7 +153,7 @@ def made(roots: tuple, mark: list | None, leave: Iterable = (), also: Iterable =
                 continue
             seen.add(id(o))
             take.append(o)
-            stack.extend(r for r in gc.get_referents(o) if id(r) in new and id(r) not in seen)
+            stack.extend(r for r in gc.get_referents(o) if id(r) in made_ids and id(r) not in seen)
         del new, stack
         q = _Quiet((), "policy_engine.")
         q.add(take)
